@@ -1,0 +1,626 @@
+//! One user's mail: mailboxes, messages, flags, the change feed.
+//!
+//! Every method is blocking (files, fsync, SQLite): async callers run them on
+//! a blocking pool. Methods of one account are serialised by the account's
+//! index connection; different accounts proceed in parallel.
+
+use std::fs;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::sync::{Mutex, MutexGuard};
+
+use cove_dedup::{BlobStore, StagedBlob};
+use rusqlite::Connection;
+use tokio::sync::broadcast;
+
+use crate::changes::{Change, ChangeKind};
+use crate::env::Env;
+use crate::ids::{Flags, MailboxGuid, MessageGuid, ModSeq, Uid};
+use crate::index::{self, MailboxInfo, MessageMeta, NewMessageRow, Tx};
+use crate::maildir::{self, FileName, FolderIdentity};
+use crate::{Error, IoContext, Result};
+
+/// The mailboxes every new account starts with, and their RFC 6154 use.
+pub const DEFAULT_MAILBOXES: [(&str, Option<&str>); 6] = [
+    ("INBOX", None),
+    ("Sent", Some("\\Sent")),
+    ("Drafts", Some("\\Drafts")),
+    ("Trash", Some("\\Trash")),
+    ("Junk", Some("\\Junk")),
+    ("Archive", Some("\\Archive")),
+];
+
+const INDEX_FILE: &str = "index.sqlite";
+
+/// What to store with a new message.
+#[derive(Debug, Clone, Default)]
+pub struct NewMessage {
+    pub flags: Flags,
+    pub keywords: Vec<String>,
+    /// Seconds since the epoch; `None` means now.
+    pub internal_date: Option<i64>,
+    /// The account's quota in bytes, if it has one.
+    pub quota: Option<u64>,
+}
+
+/// Where a message landed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Delivered {
+    pub mailbox: MailboxGuid,
+    pub uidvalidity: u32,
+    pub uid: Uid,
+    pub guid: MessageGuid,
+    pub modseq: ModSeq,
+}
+
+/// Counts for STATUS and `cove mailbox list`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct MailboxStatus {
+    pub messages: u32,
+    pub unseen: u32,
+    pub size: u64,
+}
+
+/// What a reconciling scan found and did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ScanReport {
+    pub mailboxes_added: u32,
+    pub mailboxes_removed: u32,
+    pub messages_added: u32,
+    pub messages_expunged: u32,
+    pub flags_changed: u32,
+}
+
+impl ScanReport {
+    pub fn is_empty(&self) -> bool {
+        *self == ScanReport::default()
+    }
+}
+
+struct IndexConn {
+    conn: Connection,
+    /// Inode of index.sqlite when it was opened: if the file is replaced
+    /// (`cove index rebuild` from another process) the connection is reopened.
+    ino: u64,
+}
+
+/// One user's mail store.
+pub struct Account {
+    email: String,
+    home: PathBuf,
+    maildir: PathBuf,
+    index: Mutex<IndexConn>,
+    blobs: BlobStore,
+    env: Env,
+    hostname: String,
+    feed: broadcast::Sender<Change>,
+}
+
+impl std::fmt::Debug for Account {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Account")
+            .field("email", &self.email)
+            .finish()
+    }
+}
+
+fn open_index(home: &Path) -> Result<IndexConn> {
+    let path = home.join(INDEX_FILE);
+    if !path.exists() {
+        // A WAL left without its database would be replayed onto the new,
+        // empty one: remove the orphans of a deleted index first.
+        for suffix in ["-wal", "-shm"] {
+            let _ = fs::remove_file(home.join(format!("{INDEX_FILE}{suffix}")));
+        }
+    }
+    let conn = index::open(&path)?;
+    let ino = fs::metadata(&path)
+        .ctx(|| format!("stat {}", path.display()))?
+        .ino();
+    Ok(IndexConn { conn, ino })
+}
+
+impl Account {
+    /// Open a user's account at `home`, creating its Maildir and default
+    /// mailboxes if new, and reconcile the index with the Maildir.
+    pub(crate) fn open(
+        email: &str,
+        home: PathBuf,
+        blobs: BlobStore,
+        env: Env,
+        hostname: &str,
+    ) -> Result<Account> {
+        let maildir = home.join("Maildir");
+        let fresh_home = !maildir.exists();
+        fs::create_dir_all(&maildir).ctx(|| format!("create {}", maildir.display()))?;
+        maildir::create_folder(&maildir)?;
+        let index = open_index(&home)?;
+        let (feed, _) = broadcast::channel(1024);
+        let account = Account {
+            email: email.to_string(),
+            home,
+            maildir,
+            index: Mutex::new(index),
+            blobs,
+            env,
+            hostname: hostname.to_string(),
+            feed,
+        };
+        account.scan()?;
+        if fresh_home {
+            for (name, special_use) in DEFAULT_MAILBOXES.iter().skip(1) {
+                match account.create_mailbox(name, *special_use) {
+                    Ok(_) | Err(Error::AlreadyExists(_)) => {}
+                    Err(e) => return Err(e),
+                }
+            }
+        }
+        Ok(account)
+    }
+
+    pub fn email(&self) -> &str {
+        &self.email
+    }
+
+    pub fn home(&self) -> &Path {
+        &self.home
+    }
+
+    /// The index connection, reopened if index.sqlite was replaced.
+    fn conn(&self) -> Result<MutexGuard<'_, IndexConn>> {
+        let mut guard = self
+            .index
+            .lock()
+            .map_err(|_| Error::Index("index lock poisoned by an earlier panic".into()))?;
+        let current = fs::metadata(self.home.join(INDEX_FILE))
+            .map(|m| m.ino())
+            .ok();
+        if current != Some(guard.ino) {
+            tracing::info!(user = %self.email, "index.sqlite was replaced; reopening it");
+            *guard = open_index(&self.home)?;
+        }
+        Ok(guard)
+    }
+
+    fn announce(&self, changes: Vec<Change>) {
+        for c in changes {
+            // No receiver is not an error: nobody is listening right now.
+            let _ = self.feed.send(c);
+        }
+    }
+
+    /// Live changes from now on (IDLE, NOOP, the replicator). A receiver
+    /// that falls behind gets `Lagged` and must re-read with
+    /// [`changes_since`](Account::changes_since).
+    pub fn subscribe(&self) -> broadcast::Receiver<Change> {
+        self.feed.subscribe()
+    }
+
+    /// The change log after `modseq`.
+    pub fn changes_since(&self, modseq: ModSeq) -> Result<Vec<Change>> {
+        index::changes_since(&self.conn()?.conn, modseq)
+    }
+
+    pub fn current_modseq(&self) -> Result<ModSeq> {
+        index::current_modseq(&self.conn()?.conn)
+    }
+
+    pub fn mailboxes(&self) -> Result<Vec<MailboxInfo>> {
+        index::mailboxes(&self.conn()?.conn)
+    }
+
+    pub fn mailbox(&self, name: &str) -> Result<MailboxInfo> {
+        index::mailbox_by_name(&self.conn()?.conn, name)?
+            .ok_or_else(|| Error::NotFound(format!("mailbox {name}")))
+    }
+
+    pub fn mailbox_by_guid(&self, guid: &MailboxGuid) -> Result<MailboxInfo> {
+        index::mailbox_by_guid(&self.conn()?.conn, guid)?
+            .ok_or_else(|| Error::NotFound(format!("mailbox {guid}")))
+    }
+
+    pub fn status(&self, mailbox: &MailboxGuid) -> Result<MailboxStatus> {
+        let g = self.conn()?;
+        let mb = index::mailbox_by_guid(&g.conn, mailbox)?
+            .ok_or_else(|| Error::NotFound(format!("mailbox {mailbox}")))?;
+        let (messages, unseen, size) = index::message_count(&g.conn, mb.id)?;
+        Ok(MailboxStatus {
+            messages,
+            unseen,
+            size,
+        })
+    }
+
+    /// Bytes of mail the account holds (what its quota counts).
+    pub fn used_bytes(&self) -> Result<u64> {
+        index::total_size(&self.conn()?.conn)
+    }
+
+    pub fn messages(&self, mailbox: &MailboxGuid) -> Result<Vec<MessageMeta>> {
+        let g = self.conn()?;
+        let mb = index::mailbox_by_guid(&g.conn, mailbox)?
+            .ok_or_else(|| Error::NotFound(format!("mailbox {mailbox}")))?;
+        index::messages(&g.conn, mb.id)
+    }
+
+    /// Expunge tombstones of a mailbox: (uid, guid, modseq).
+    pub fn tombstones(&self, mailbox: &MailboxGuid) -> Result<Vec<(Uid, MessageGuid, ModSeq)>> {
+        let g = self.conn()?;
+        let mb = index::mailbox_by_guid(&g.conn, mailbox)?
+            .ok_or_else(|| Error::NotFound(format!("mailbox {mailbox}")))?;
+        index::tombstones(&g.conn, mb.id)
+    }
+
+    fn folder(&self, mb: &MailboxInfo) -> PathBuf {
+        self.maildir.join(&mb.dir)
+    }
+
+    /// Where a message's file is (it may be renamed by a flag change later).
+    pub fn message_path(&self, mailbox: &MailboxInfo, message: &MessageMeta) -> PathBuf {
+        self.folder(mailbox).join(&message.file)
+    }
+
+    /// Create a mailbox (RFC 3501 §6.3.3 semantics are the caller's).
+    pub fn create_mailbox(&self, name: &str, special_use: Option<&str>) -> Result<MailboxInfo> {
+        maildir::validate_mailbox_name(name)?;
+        let mut g = self.conn()?;
+        if index::mailbox_by_name(&g.conn, name)?.is_some() {
+            return Err(Error::AlreadyExists(format!("mailbox {name}")));
+        }
+        let dir = maildir::mailbox_dir_name(name);
+        let path = self.maildir.join(&dir);
+        let identity = FolderIdentity {
+            guid: self.env.mailbox_guid(),
+            uidvalidity: self.fresh_uidvalidity(None),
+        };
+        maildir::create_folder(&path)?;
+        identity.write(&path)?;
+        let mut tx = Tx::begin(&mut g.conn)?;
+        let mb = tx.insert_mailbox(
+            identity.guid,
+            index::normalize_name(name),
+            &dir,
+            identity.uidvalidity,
+            special_use,
+            true,
+        )?;
+        let changes = tx.commit()?;
+        drop(g);
+        self.announce(changes);
+        Ok(mb)
+    }
+
+    /// A UIDVALIDITY for a new mailbox, or for one whose index was lost
+    /// (then it must be above the one it had).
+    fn fresh_uidvalidity(&self, previous: Option<u32>) -> u32 {
+        let now = self.env.now_secs().clamp(1, u32::MAX as i64) as u32;
+        match previous {
+            Some(p) => now.max(p.saturating_add(1)),
+            None => now,
+        }
+    }
+
+    /// Store a message: hard-link the blob into the mailbox, fsync, then
+    /// commit the index row. When this returns Ok the message survives a
+    /// crash (DESIGN.md invariant 1).
+    pub fn deliver(&self, mailbox: &str, blob: &StagedBlob, msg: &NewMessage) -> Result<Delivered> {
+        let mut g = self.conn()?;
+        let mb = index::mailbox_by_name(&g.conn, mailbox)?
+            .ok_or_else(|| Error::NotFound(format!("mailbox {mailbox}")))?;
+        if let Some(limit) = msg.quota.filter(|q| *q > 0) {
+            let used = index::total_size(&g.conn)?;
+            if used + blob.len() > limit {
+                return Err(Error::OverQuota {
+                    used,
+                    limit,
+                    needed: blob.len(),
+                });
+            }
+        }
+        let now = self.env.now_secs();
+        let guid = self.env.message_guid();
+        let base = FileName::new_delivery(now.max(0) as u64, guid, &self.hostname, blob.len());
+        let parsed = FileName::parse(&base)
+            .ok_or_else(|| Error::InvalidData(format!("bad file name {base}")))?;
+        let rel = if msg.flags.is_empty() {
+            format!("new/{base}")
+        } else {
+            format!("cur/{}", parsed.cur_name(msg.flags))
+        };
+        let folder = self.folder(&mb);
+        let path = folder.join(&rel);
+        blob.link_to(&path)?;
+        let committed = (|| {
+            cove_dedup::sync_dir(path.parent().unwrap_or(&folder))?;
+            let mut tx = Tx::begin(&mut g.conn)?;
+            let row = NewMessageRow {
+                guid,
+                content_id: blob.id(),
+                flags: msg.flags,
+                keywords: &msg.keywords,
+                internal_date: msg.internal_date.unwrap_or(now),
+                size: blob.len(),
+                base: &parsed.base,
+                file: &rel,
+            };
+            let (uid, modseq) = tx.insert_message(&mb, &row)?;
+            let changes = tx.commit()?;
+            Ok::<_, Error>((uid, modseq, changes))
+        })();
+        match committed {
+            Ok((uid, modseq, changes)) => {
+                drop(g);
+                self.announce(changes);
+                Ok(Delivered {
+                    mailbox: mb.guid,
+                    uidvalidity: mb.uidvalidity,
+                    uid,
+                    guid,
+                    modseq,
+                })
+            }
+            Err(e) => {
+                // Not acknowledged, so not kept: a later scan must not
+                // resurrect it (the sender will retry).
+                let _ = fs::remove_file(&path);
+                Err(e)
+            }
+        }
+    }
+
+    /// Set a message's system flags and keywords (replacing them).
+    pub fn set_flags(
+        &self,
+        mailbox: &MailboxGuid,
+        uid: Uid,
+        flags: Flags,
+        keywords: &[String],
+    ) -> Result<ModSeq> {
+        let mut g = self.conn()?;
+        let mb = index::mailbox_by_guid(&g.conn, mailbox)?
+            .ok_or_else(|| Error::NotFound(format!("mailbox {mailbox}")))?;
+        let msg = index::message_by_uid(&g.conn, mb.id, uid)?.ok_or(Error::Expunged)?;
+        let folder = self.folder(&mb);
+        let mut file = msg.file.clone();
+        if flags != msg.flags {
+            let fname = file.rsplit('/').next().unwrap_or(&file).to_string();
+            let parsed = FileName::parse(&fname)
+                .ok_or_else(|| Error::InvalidData(format!("bad file name {fname}")))?;
+            let new_rel = format!("cur/{}", parsed.cur_name(flags));
+            fs::rename(folder.join(&file), folder.join(&new_rel))
+                .ctx(|| format!("rename {file} in {}", folder.display()))?;
+            file = new_rel;
+        }
+        let mut tx = Tx::begin(&mut g.conn)?;
+        let modseq = tx.update_flags(&mb, uid, flags, keywords, &file)?;
+        let changes = tx.commit()?;
+        drop(g);
+        self.announce(changes);
+        Ok(modseq)
+    }
+
+    /// Expunge messages by UID; returns the UIDs actually expunged.
+    pub fn expunge(&self, mailbox: &MailboxGuid, uids: &[Uid]) -> Result<Vec<Uid>> {
+        let mut g = self.conn()?;
+        let mb = index::mailbox_by_guid(&g.conn, mailbox)?
+            .ok_or_else(|| Error::NotFound(format!("mailbox {mailbox}")))?;
+        let folder = self.folder(&mb);
+        let mut gone = Vec::new();
+        for uid in uids {
+            if let Some(m) = index::message_by_uid(&g.conn, mb.id, *uid)? {
+                gone.push(m);
+            }
+        }
+        let mut tx = Tx::begin(&mut g.conn)?;
+        for m in &gone {
+            tx.expunge(&mb, m.uid, m.guid)?;
+        }
+        let changes = tx.commit()?;
+        drop(g);
+        // The index says they are gone; now the files. A crash in between
+        // leaves files whose GUIDs have tombstones: the scan removes them.
+        for m in &gone {
+            match fs::remove_file(folder.join(&m.file)) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => {
+                    tracing::warn!(user = %self.email, file = %m.file, error = %e, "expunged message file could not be removed")
+                }
+            }
+        }
+        for sub in ["cur", "new"] {
+            let _ = cove_dedup::sync_dir(&folder.join(sub));
+        }
+        self.announce(changes);
+        Ok(gone.iter().map(|m| m.uid).collect())
+    }
+
+    /// Reconcile the index with the Maildir: folders and files added,
+    /// renamed or removed by other programs, and a crash between a link and
+    /// its index commit. The Maildir is the truth for which messages exist
+    /// and their system flags; the index for everything else.
+    pub fn scan(&self) -> Result<ScanReport> {
+        let mut g = self.conn()?;
+        let mut report = ScanReport::default();
+        let mut changes = Vec::new();
+
+        // 1. Folders.
+        let on_disk = maildir::list_folders(&self.maildir)?;
+        let known = index::mailboxes(&g.conn)?;
+        let mut to_add = Vec::new();
+        for dir in &on_disk {
+            if !known.iter().any(|m| &m.dir == dir) {
+                to_add.push(dir.clone());
+            }
+        }
+        let removed: Vec<MailboxInfo> = known
+            .iter()
+            .filter(|m| !on_disk.contains(&m.dir))
+            .cloned()
+            .collect();
+        if !to_add.is_empty() || !removed.is_empty() {
+            let mut tx = Tx::begin(&mut g.conn)?;
+            for mb in &removed {
+                if mb.name == "INBOX" {
+                    continue;
+                }
+                tracing::info!(user = %self.email, mailbox = %mb.name, "mailbox folder vanished from the Maildir; removing it from the index");
+                tx.log(
+                    mb,
+                    ChangeKind::MailboxDeleted {
+                        name: mb.name.clone(),
+                    },
+                )?;
+                tx.tx
+                    .execute("DELETE FROM message WHERE mailbox_id = ?1", [mb.id])?;
+                tx.tx
+                    .execute("DELETE FROM tombstone WHERE mailbox_id = ?1", [mb.id])?;
+                tx.tx
+                    .execute("DELETE FROM mailbox WHERE id = ?1", [mb.id])?;
+                report.mailboxes_removed += 1;
+            }
+            for dir in &to_add {
+                let Some(name) = maildir::mailbox_name_of_dir(dir) else {
+                    continue;
+                };
+                let path = self.maildir.join(dir);
+                let previous = FolderIdentity::read(&path);
+                let identity = FolderIdentity {
+                    guid: previous
+                        .map(|p| p.guid)
+                        .unwrap_or_else(|| self.env.mailbox_guid()),
+                    uidvalidity: self.fresh_uidvalidity(previous.map(|p| p.uidvalidity)),
+                };
+                maildir::create_folder(&path)?;
+                identity.write(&path)?;
+                let special_use = DEFAULT_MAILBOXES
+                    .iter()
+                    .find(|(n, _)| *n == name)
+                    .and_then(|(_, s)| *s);
+                tx.insert_mailbox(
+                    identity.guid,
+                    &name,
+                    dir,
+                    identity.uidvalidity,
+                    special_use,
+                    true,
+                )?;
+                report.mailboxes_added += 1;
+            }
+            changes.extend(tx.commit()?);
+        }
+
+        // 2. Messages: first everything that left or changed, in every
+        // mailbox (a file moved between folders by another program frees its
+        // GUID), then everything new.
+        let mailboxes = index::mailboxes(&g.conn)?;
+        let mut additions: Vec<(MailboxInfo, maildir::FoundFile)> = Vec::new();
+        let mut tx = Tx::begin(&mut g.conn)?;
+        for mb in &mailboxes {
+            let folder = self.folder(mb);
+            let mut found = maildir::list_folder(&folder)?;
+            found.sort_by(|a, b| a.name.base.cmp(&b.name.base));
+            let rows = index::messages(&tx.tx, mb.id)?;
+            let mut matched = vec![false; found.len()];
+            for row in rows {
+                let base = row
+                    .file
+                    .rsplit('/')
+                    .next()
+                    .and_then(FileName::parse)
+                    .map(|f| f.base);
+                let hit = base.and_then(|b| {
+                    found
+                        .binary_search_by(|f| f.name.base.as_str().cmp(&b))
+                        .ok()
+                });
+                match hit {
+                    None => {
+                        tx.expunge(mb, row.uid, row.guid)?;
+                        report.messages_expunged += 1;
+                    }
+                    Some(i) => {
+                        matched[i] = true;
+                        let f = &found[i];
+                        if f.name.flags != row.flags {
+                            tx.update_flags(mb, row.uid, f.name.flags, &row.keywords, &f.rel)?;
+                            report.flags_changed += 1;
+                        } else if f.rel != row.file {
+                            tx.update_file(mb, row.uid, &f.rel)?;
+                        }
+                    }
+                }
+            }
+            for (i, f) in found.into_iter().enumerate() {
+                if !matched[i] {
+                    additions.push((mb.clone(), f));
+                }
+            }
+        }
+        // Oldest first, so UIDs follow arrival order.
+        let mut prepared = Vec::new();
+        for (mb, f) in additions {
+            let path = self.folder(&mb).join(&f.rel);
+            let Ok(meta) = fs::metadata(&path) else {
+                continue;
+            };
+            let date = f
+                .name
+                .delivery_secs()
+                .filter(|_| f.name.guid.is_some())
+                .unwrap_or(meta.mtime());
+            prepared.push((date, mb, f, path));
+        }
+        prepared.sort_by(|a, b| (a.0, &a.2.name.base).cmp(&(b.0, &b.2.name.base)));
+        for (date, mb, f, path) in prepared {
+            let guid = f.name.effective_guid();
+            if index::tombstone_for_guid(&tx.tx, mb.id, &guid)? {
+                // Expunged, but the crash came before the file was removed.
+                let _ = fs::remove_file(&path);
+                continue;
+            }
+            let (content_id, size) = self.adopt_file(&path)?;
+            let row = NewMessageRow {
+                guid,
+                content_id,
+                flags: f.name.flags,
+                keywords: &[],
+                internal_date: date,
+                size,
+                base: &f.name.base,
+                file: &f.rel,
+            };
+            match tx.insert_message(&mb, &row) {
+                Ok(_) => report.messages_added += 1,
+                Err(Error::AlreadyExists(_)) => {
+                    tracing::warn!(user = %self.email, file = %path.display(), %guid, "a second file carries the GUID of a message already indexed; leaving it unindexed");
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        changes.extend(tx.commit()?);
+        drop(g);
+        if !report.is_empty() {
+            tracing::info!(user = %self.email, ?report, "reconciled index with Maildir");
+        }
+        self.announce(changes);
+        Ok(report)
+    }
+
+    /// Make a file found in the Maildir share its blob (hashing it; linking
+    /// it as the blob if its content is new, or replacing it by a link to the
+    /// existing blob). Returns (content id, size).
+    fn adopt_file(&self, path: &Path) -> Result<(cove_dedup::ContentId, u64)> {
+        let (id, len, shared) = self.blobs.adopt(path)?;
+        if !shared {
+            // Same content already stored: replace the file by a link to it.
+            let tmp = path.with_file_name(format!(".cove-dedup.{}", self.env.message_guid()));
+            cove_dedup::link_existing(&self.blobs, &id, &tmp)?;
+            if let Err(e) = fs::rename(&tmp, path) {
+                let _ = fs::remove_file(&tmp);
+                tracing::warn!(file = %path.display(), error = %e, "could not dedup a file found in the Maildir");
+            }
+        }
+        Ok((id, len))
+    }
+}

@@ -1,0 +1,162 @@
+//! The typed change feed: what happened to a user's mail, in modseq order.
+//! IDLE sessions, NOOP and the replicator all read this one feed, live
+//! (a broadcast channel per user) or from the index's change log.
+
+use crate::ids::{Flags, MailboxGuid, MessageGuid, ModSeq, Uid};
+
+/// One change, with the modseq it was given.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Change {
+    pub modseq: ModSeq,
+    pub mailbox: MailboxGuid,
+    pub kind: ChangeKind,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ChangeKind {
+    MailboxCreated {
+        name: String,
+    },
+    MailboxRenamed {
+        from: String,
+        to: String,
+    },
+    MailboxDeleted {
+        name: String,
+    },
+    Subscription {
+        subscribed: bool,
+    },
+    MessageAdded {
+        uid: Uid,
+        guid: MessageGuid,
+    },
+    FlagsChanged {
+        uid: Uid,
+        flags: Flags,
+        keywords: Vec<String>,
+    },
+    Expunged {
+        uid: Uid,
+        guid: MessageGuid,
+    },
+}
+
+impl ChangeKind {
+    pub(crate) fn tag(&self) -> &'static str {
+        match self {
+            ChangeKind::MailboxCreated { .. } => "create",
+            ChangeKind::MailboxRenamed { .. } => "rename",
+            ChangeKind::MailboxDeleted { .. } => "delete",
+            ChangeKind::Subscription { .. } => "subscribe",
+            ChangeKind::MessageAdded { .. } => "add",
+            ChangeKind::FlagsChanged { .. } => "flags",
+            ChangeKind::Expunged { .. } => "expunge",
+        }
+    }
+
+    /// (uid, guid, detail) as stored in the change log.
+    pub(crate) fn to_columns(&self) -> (Option<Uid>, Option<MessageGuid>, Option<String>) {
+        match self {
+            ChangeKind::MailboxCreated { name } | ChangeKind::MailboxDeleted { name } => {
+                (None, None, Some(name.clone()))
+            }
+            ChangeKind::MailboxRenamed { from, to } => (None, None, Some(format!("{from}\n{to}"))),
+            ChangeKind::Subscription { subscribed } => {
+                (None, None, Some(u8::from(*subscribed).to_string()))
+            }
+            ChangeKind::MessageAdded { uid, guid } | ChangeKind::Expunged { uid, guid } => {
+                (Some(*uid), Some(*guid), None)
+            }
+            ChangeKind::FlagsChanged {
+                uid,
+                flags,
+                keywords,
+            } => {
+                let mut d = flags.bits().to_string();
+                for k in keywords {
+                    d.push(' ');
+                    d.push_str(k);
+                }
+                (Some(*uid), None, Some(d))
+            }
+        }
+    }
+
+    pub(crate) fn from_columns(
+        tag: &str,
+        uid: Option<Uid>,
+        guid: Option<MessageGuid>,
+        detail: Option<String>,
+    ) -> Option<ChangeKind> {
+        Some(match tag {
+            "create" => ChangeKind::MailboxCreated { name: detail? },
+            "delete" => ChangeKind::MailboxDeleted { name: detail? },
+            "rename" => {
+                let d = detail?;
+                let (from, to) = d.split_once('\n')?;
+                ChangeKind::MailboxRenamed {
+                    from: from.to_string(),
+                    to: to.to_string(),
+                }
+            }
+            "subscribe" => ChangeKind::Subscription {
+                subscribed: detail? == "1",
+            },
+            "add" => ChangeKind::MessageAdded {
+                uid: uid?,
+                guid: guid?,
+            },
+            "expunge" => ChangeKind::Expunged {
+                uid: uid?,
+                guid: guid?,
+            },
+            "flags" => {
+                let d = detail?;
+                let mut parts = d.split(' ');
+                let flags = Flags::from_bits(parts.next()?.parse().ok()?);
+                ChangeKind::FlagsChanged {
+                    uid: uid?,
+                    flags,
+                    keywords: parts
+                        .filter(|s| !s.is_empty())
+                        .map(str::to_string)
+                        .collect(),
+                }
+            }
+            _ => return None,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn change_columns_round_trip() {
+        let g = MessageGuid([3; 16]);
+        for kind in [
+            ChangeKind::MailboxCreated { name: "A".into() },
+            ChangeKind::MailboxRenamed {
+                from: "A".into(),
+                to: "B.C".into(),
+            },
+            ChangeKind::MailboxDeleted { name: "B".into() },
+            ChangeKind::Subscription { subscribed: true },
+            ChangeKind::MessageAdded { uid: 4, guid: g },
+            ChangeKind::Expunged { uid: 4, guid: g },
+            ChangeKind::FlagsChanged {
+                uid: 9,
+                flags: Flags::SEEN | Flags::DRAFT,
+                keywords: vec!["$Junk".into(), "work".into()],
+            },
+        ] {
+            let (uid, guid, detail) = kind.to_columns();
+            assert_eq!(
+                ChangeKind::from_columns(kind.tag(), uid, guid, detail),
+                Some(kind)
+            );
+        }
+    }
+}

@@ -1,0 +1,514 @@
+//! The per-user index (`index.sqlite`, WAL).
+//!
+//! # Why an index beside the Maildir
+//! The Maildir is the truth for which messages exist and their system flags;
+//! the index is the truth for what a Maildir cannot say: UIDs and UIDVALIDITY,
+//! modseqs, keywords, mailbox GUIDs, expunge tombstones and the change log
+//! that IDLE sessions and the replicator read from any modseq on.
+//!
+//! # Schema
+//! - `meta(key, value)`: schema version and the user-wide modseq counter.
+//!   One counter for all mailboxes keeps every mailbox's modseqs increasing
+//!   (RFC 7162 only asks for that) and makes the change log one sequence.
+//! - `mailbox`: GUID, name, folder dir, UIDVALIDITY, UIDNEXT, HIGHESTMODSEQ,
+//!   special-use, subscription.
+//! - `message`: one row per message instance, keyed by (mailbox, UID); the
+//!   GUID is unique per user (a GUID lives in at most one mailbox).
+//! - `tombstone`: (mailbox, UID, GUID, modseq) of every expunge, so that a
+//!   message missing on one replica is never brought back once expunged.
+//! - `change`: the change log, one row per modseq.
+//!
+//! # Durability
+//! `synchronous=FULL` in WAL mode: every commit fsyncs the WAL, so an index
+//! row whose commit returned survives a crash or a power cut.
+
+use rusqlite::{Connection, OptionalExtension, Transaction, params};
+use std::path::Path;
+use std::time::Duration;
+
+use crate::Result;
+use crate::changes::{Change, ChangeKind};
+use crate::ids::{ContentId, Flags, MailboxGuid, MessageGuid, ModSeq, Uid};
+
+const SCHEMA_VERSION: i64 = 1;
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS meta(key TEXT PRIMARY KEY, value INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS mailbox(
+  id INTEGER PRIMARY KEY,
+  guid BLOB NOT NULL UNIQUE,
+  name TEXT NOT NULL UNIQUE,
+  dir TEXT NOT NULL UNIQUE,
+  uidvalidity INTEGER NOT NULL,
+  uidnext INTEGER NOT NULL,
+  highestmodseq INTEGER NOT NULL,
+  special_use TEXT,
+  subscribed INTEGER NOT NULL DEFAULT 0
+);
+CREATE TABLE IF NOT EXISTS message(
+  mailbox_id INTEGER NOT NULL,
+  uid INTEGER NOT NULL,
+  guid BLOB NOT NULL UNIQUE,
+  content_id BLOB NOT NULL,
+  flags INTEGER NOT NULL,
+  keywords TEXT NOT NULL DEFAULT '',
+  modseq INTEGER NOT NULL,
+  internal_date INTEGER NOT NULL,
+  size INTEGER NOT NULL,
+  base TEXT NOT NULL,
+  file TEXT NOT NULL,
+  PRIMARY KEY(mailbox_id, uid)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS message_base ON message(mailbox_id, base);
+CREATE TABLE IF NOT EXISTS tombstone(
+  mailbox_id INTEGER NOT NULL,
+  uid INTEGER NOT NULL,
+  guid BLOB NOT NULL,
+  modseq INTEGER NOT NULL,
+  PRIMARY KEY(mailbox_id, uid)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS change(
+  modseq INTEGER PRIMARY KEY,
+  mailbox_guid BLOB NOT NULL,
+  kind TEXT NOT NULL,
+  uid INTEGER,
+  guid BLOB,
+  detail TEXT
+);
+";
+
+/// Open (creating if needed) an index database.
+pub(crate) fn open(path: &Path) -> Result<Connection> {
+    let conn = Connection::open(path)?;
+    conn.busy_timeout(Duration::from_secs(10))?;
+    conn.pragma_update(None, "journal_mode", "WAL")?;
+    conn.pragma_update(None, "synchronous", "FULL")?;
+    conn.pragma_update(None, "foreign_keys", "ON")?;
+    conn.execute_batch(SCHEMA)?;
+    let version: Option<i64> = conn
+        .query_row("SELECT value FROM meta WHERE key='schema'", [], |r| {
+            r.get(0)
+        })
+        .optional()?;
+    match version {
+        None => {
+            conn.execute(
+                "INSERT INTO meta VALUES('schema', ?1), ('modseq', 0)",
+                [SCHEMA_VERSION],
+            )?;
+        }
+        Some(v) if v > SCHEMA_VERSION => {
+            return Err(crate::Error::InvalidData(format!(
+                "{} has schema version {v}, newer than this cove understands ({SCHEMA_VERSION})",
+                path.display()
+            )));
+        }
+        Some(_) => {}
+    }
+    Ok(conn)
+}
+
+/// A mailbox as the index knows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MailboxInfo {
+    pub(crate) id: i64,
+    pub guid: MailboxGuid,
+    pub name: String,
+    pub(crate) dir: String,
+    pub uidvalidity: u32,
+    pub uidnext: Uid,
+    pub highest_modseq: ModSeq,
+    pub special_use: Option<String>,
+    pub subscribed: bool,
+}
+
+/// One message instance.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MessageMeta {
+    pub uid: Uid,
+    pub guid: MessageGuid,
+    pub content_id: ContentId,
+    pub flags: Flags,
+    pub keywords: Vec<String>,
+    pub modseq: ModSeq,
+    /// Seconds since the epoch.
+    pub internal_date: i64,
+    pub size: u64,
+    /// `new/<name>` or `cur/<name>`, relative to the mailbox folder.
+    pub file: String,
+}
+
+fn guid16(v: Vec<u8>) -> [u8; 16] {
+    let mut g = [0u8; 16];
+    let n = v.len().min(16);
+    g[..n].copy_from_slice(&v[..n]);
+    g
+}
+
+fn content32(v: Vec<u8>) -> ContentId {
+    let mut g = [0u8; 32];
+    let n = v.len().min(32);
+    g[..n].copy_from_slice(&v[..n]);
+    ContentId(g)
+}
+
+pub(crate) fn keywords_to_text(k: &[String]) -> String {
+    k.join(" ")
+}
+
+fn keywords_from_text(t: &str) -> Vec<String> {
+    t.split(' ')
+        .filter(|s| !s.is_empty())
+        .map(str::to_string)
+        .collect()
+}
+
+const MAILBOX_COLS: &str =
+    "id, guid, name, dir, uidvalidity, uidnext, highestmodseq, special_use, subscribed";
+
+fn mailbox_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<MailboxInfo> {
+    Ok(MailboxInfo {
+        id: r.get(0)?,
+        guid: MailboxGuid(guid16(r.get(1)?)),
+        name: r.get(2)?,
+        dir: r.get(3)?,
+        uidvalidity: r.get(4)?,
+        uidnext: r.get(5)?,
+        highest_modseq: r.get::<_, i64>(6)? as u64,
+        special_use: r.get(7)?,
+        subscribed: r.get::<_, i64>(8)? != 0,
+    })
+}
+
+const MESSAGE_COLS: &str =
+    "uid, guid, content_id, flags, keywords, modseq, internal_date, size, file";
+
+fn message_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<MessageMeta> {
+    Ok(MessageMeta {
+        uid: r.get(0)?,
+        guid: MessageGuid(guid16(r.get(1)?)),
+        content_id: content32(r.get(2)?),
+        flags: Flags::from_bits(r.get::<_, i64>(3)? as u8),
+        keywords: keywords_from_text(&r.get::<_, String>(4)?),
+        modseq: r.get::<_, i64>(5)? as u64,
+        internal_date: r.get(6)?,
+        size: r.get::<_, i64>(7)? as u64,
+        file: r.get(8)?,
+    })
+}
+
+pub(crate) fn mailboxes(conn: &Connection) -> Result<Vec<MailboxInfo>> {
+    let mut st =
+        conn.prepare_cached(&format!("SELECT {MAILBOX_COLS} FROM mailbox ORDER BY name"))?;
+    let rows = st.query_map([], mailbox_row)?;
+    Ok(rows.collect::<rusqlite::Result<_>>()?)
+}
+
+pub(crate) fn mailbox_by_name(conn: &Connection, name: &str) -> Result<Option<MailboxInfo>> {
+    let name = normalize_name(name);
+    let mut st = conn.prepare_cached(&format!(
+        "SELECT {MAILBOX_COLS} FROM mailbox WHERE name = ?1"
+    ))?;
+    Ok(st.query_row([name], mailbox_row).optional()?)
+}
+
+pub(crate) fn mailbox_by_guid(
+    conn: &Connection,
+    guid: &MailboxGuid,
+) -> Result<Option<MailboxInfo>> {
+    let mut st = conn.prepare_cached(&format!(
+        "SELECT {MAILBOX_COLS} FROM mailbox WHERE guid = ?1"
+    ))?;
+    Ok(st.query_row([&guid.0[..]], mailbox_row).optional()?)
+}
+
+/// INBOX is case-insensitive (RFC 3501 §5.1); other names are kept as given.
+pub(crate) fn normalize_name(name: &str) -> &str {
+    if name.eq_ignore_ascii_case("INBOX") {
+        "INBOX"
+    } else {
+        name
+    }
+}
+
+pub(crate) fn messages(conn: &Connection, mailbox_id: i64) -> Result<Vec<MessageMeta>> {
+    let mut st = conn.prepare_cached(&format!(
+        "SELECT {MESSAGE_COLS} FROM message WHERE mailbox_id = ?1 ORDER BY uid"
+    ))?;
+    let rows = st.query_map([mailbox_id], message_row)?;
+    Ok(rows.collect::<rusqlite::Result<_>>()?)
+}
+
+pub(crate) fn message_by_uid(
+    conn: &Connection,
+    mailbox_id: i64,
+    uid: Uid,
+) -> Result<Option<MessageMeta>> {
+    let mut st = conn.prepare_cached(&format!(
+        "SELECT {MESSAGE_COLS} FROM message WHERE mailbox_id = ?1 AND uid = ?2"
+    ))?;
+    Ok(st
+        .query_row(params![mailbox_id, uid], message_row)
+        .optional()?)
+}
+
+pub(crate) fn message_count(conn: &Connection, mailbox_id: i64) -> Result<(u32, u32, u64)> {
+    let mut st = conn.prepare_cached(
+        "SELECT count(*), total(CASE WHEN flags & 1 = 0 THEN 1 ELSE 0 END), total(size) FROM message WHERE mailbox_id = ?1",
+    )?;
+    Ok(st.query_row([mailbox_id], |r| {
+        Ok((
+            r.get::<_, i64>(0)? as u32,
+            r.get::<_, f64>(1)? as u32,
+            r.get::<_, f64>(2)? as u64,
+        ))
+    })?)
+}
+
+pub(crate) fn total_size(conn: &Connection) -> Result<u64> {
+    Ok(conn.query_row("SELECT total(size) FROM message", [], |r| {
+        r.get::<_, f64>(0)
+    })? as u64)
+}
+
+/// A write transaction that allocates modseqs and records each change in the
+/// change log; the changes are announced on the feed after commit.
+pub(crate) struct Tx<'c> {
+    pub(crate) tx: Transaction<'c>,
+    pub(crate) changes: Vec<Change>,
+}
+
+impl<'c> Tx<'c> {
+    pub(crate) fn begin(conn: &'c mut Connection) -> Result<Tx<'c>> {
+        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        Ok(Tx {
+            tx,
+            changes: Vec::new(),
+        })
+    }
+
+    /// Record a change: allocate the next modseq, log it, raise the
+    /// mailbox's HIGHESTMODSEQ. Returns the modseq.
+    pub(crate) fn log(&mut self, mailbox: &MailboxInfo, kind: ChangeKind) -> Result<ModSeq> {
+        let modseq: i64 = self.tx.query_row(
+            "UPDATE meta SET value = value + 1 WHERE key = 'modseq' RETURNING value",
+            [],
+            |r| r.get(0),
+        )?;
+        let (uid, guid, detail) = kind.to_columns();
+        self.tx
+            .prepare_cached("INSERT INTO change(modseq, mailbox_guid, kind, uid, guid, detail) VALUES (?1, ?2, ?3, ?4, ?5, ?6)")?
+            .execute(params![modseq, &mailbox.guid.0[..], kind.tag(), uid, guid.as_ref().map(|g| &g.0[..]), detail])?;
+        self.tx
+            .prepare_cached("UPDATE mailbox SET highestmodseq = ?2 WHERE id = ?1")?
+            .execute(params![mailbox.id, modseq])?;
+        self.changes.push(Change {
+            modseq: modseq as u64,
+            mailbox: mailbox.guid,
+            kind,
+        });
+        Ok(modseq as u64)
+    }
+
+    pub(crate) fn insert_mailbox(
+        &mut self,
+        guid: MailboxGuid,
+        name: &str,
+        dir: &str,
+        uidvalidity: u32,
+        special_use: Option<&str>,
+        subscribed: bool,
+    ) -> Result<MailboxInfo> {
+        self.tx.execute(
+            "INSERT INTO mailbox(guid, name, dir, uidvalidity, uidnext, highestmodseq, special_use, subscribed) VALUES (?1, ?2, ?3, ?4, 1, 0, ?5, ?6)",
+            params![&guid.0[..], name, dir, uidvalidity, special_use, subscribed as i64],
+        )?;
+        let mb = mailbox_by_guid(&self.tx, &guid)?.ok_or_else(|| {
+            crate::Error::Index("mailbox vanished inside its own transaction".into())
+        })?;
+        self.log(
+            &mb,
+            ChangeKind::MailboxCreated {
+                name: name.to_string(),
+            },
+        )?;
+        Ok(mb)
+    }
+
+    /// Take the next UID of a mailbox.
+    pub(crate) fn allocate_uid(&mut self, mailbox: &MailboxInfo) -> Result<Uid> {
+        let uid: Uid = self.tx.query_row(
+            "UPDATE mailbox SET uidnext = uidnext + 1 WHERE id = ?1 RETURNING uidnext - 1",
+            [mailbox.id],
+            |r| r.get(0),
+        )?;
+        Ok(uid)
+    }
+
+    pub(crate) fn insert_message(
+        &mut self,
+        mailbox: &MailboxInfo,
+        m: &NewMessageRow<'_>,
+    ) -> Result<(Uid, ModSeq)> {
+        let uid = self.allocate_uid(mailbox)?;
+        let modseq = self.log(mailbox, ChangeKind::MessageAdded { uid, guid: m.guid })?;
+        self.tx
+            .prepare_cached(
+                "INSERT INTO message(mailbox_id, uid, guid, content_id, flags, keywords, modseq, internal_date, size, base, file) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+            )?
+            .execute(params![
+                mailbox.id,
+                uid,
+                &m.guid.0[..],
+                &m.content_id.0[..],
+                m.flags.bits() as i64,
+                keywords_to_text(m.keywords),
+                modseq as i64,
+                m.internal_date,
+                m.size as i64,
+                m.base,
+                m.file,
+            ])
+            .map_err(|e| match e.sqlite_error_code() {
+                Some(rusqlite::ErrorCode::ConstraintViolation) => {
+                    crate::Error::AlreadyExists(format!("message {}", m.guid))
+                }
+                _ => e.into(),
+            })?;
+        Ok((uid, modseq))
+    }
+
+    pub(crate) fn expunge(
+        &mut self,
+        mailbox: &MailboxInfo,
+        uid: Uid,
+        guid: MessageGuid,
+    ) -> Result<ModSeq> {
+        let modseq = self.log(mailbox, ChangeKind::Expunged { uid, guid })?;
+        self.tx
+            .prepare_cached("DELETE FROM message WHERE mailbox_id = ?1 AND uid = ?2")?
+            .execute(params![mailbox.id, uid])?;
+        self.tx
+            .prepare_cached("INSERT OR REPLACE INTO tombstone(mailbox_id, uid, guid, modseq) VALUES (?1, ?2, ?3, ?4)")?
+            .execute(params![mailbox.id, uid, &guid.0[..], modseq as i64])?;
+        Ok(modseq)
+    }
+
+    pub(crate) fn update_flags(
+        &mut self,
+        mailbox: &MailboxInfo,
+        uid: Uid,
+        flags: Flags,
+        keywords: &[String],
+        file: &str,
+    ) -> Result<ModSeq> {
+        let modseq = self.log(
+            mailbox,
+            ChangeKind::FlagsChanged {
+                uid,
+                flags,
+                keywords: keywords.to_vec(),
+            },
+        )?;
+        self.tx
+            .prepare_cached("UPDATE message SET flags = ?3, keywords = ?4, modseq = ?5, file = ?6 WHERE mailbox_id = ?1 AND uid = ?2")?
+            .execute(params![mailbox.id, uid, flags.bits() as i64, keywords_to_text(keywords), modseq as i64, file])?;
+        Ok(modseq)
+    }
+
+    /// A file was renamed without a flag change (new/ to cur/).
+    pub(crate) fn update_file(
+        &mut self,
+        mailbox: &MailboxInfo,
+        uid: Uid,
+        file: &str,
+    ) -> Result<()> {
+        self.tx
+            .prepare_cached("UPDATE message SET file = ?3 WHERE mailbox_id = ?1 AND uid = ?2")?
+            .execute(params![mailbox.id, uid, file])?;
+        Ok(())
+    }
+
+    pub(crate) fn commit(self) -> Result<Vec<Change>> {
+        self.tx.commit()?;
+        Ok(self.changes)
+    }
+}
+
+/// The columns of a message about to be inserted.
+pub(crate) struct NewMessageRow<'a> {
+    pub guid: MessageGuid,
+    pub content_id: ContentId,
+    pub flags: Flags,
+    pub keywords: &'a [String],
+    pub internal_date: i64,
+    pub size: u64,
+    pub base: &'a str,
+    pub file: &'a str,
+}
+
+/// Read the change log from `since` (exclusive) on.
+pub(crate) fn changes_since(conn: &Connection, since: ModSeq) -> Result<Vec<Change>> {
+    let mut st = conn.prepare_cached(
+        "SELECT modseq, mailbox_guid, kind, uid, guid, detail FROM change WHERE modseq > ?1 ORDER BY modseq",
+    )?;
+    let rows = st.query_map([since as i64], |r| {
+        Ok((
+            r.get::<_, i64>(0)?,
+            r.get::<_, Vec<u8>>(1)?,
+            r.get::<_, String>(2)?,
+            r.get::<_, Option<u32>>(3)?,
+            r.get::<_, Option<Vec<u8>>>(4)?,
+            r.get::<_, Option<String>>(5)?,
+        ))
+    })?;
+    let mut out = Vec::new();
+    for row in rows {
+        let (modseq, mb, tag, uid, guid, detail) = row?;
+        let guid = guid.map(|g| MessageGuid(guid16(g)));
+        let kind = ChangeKind::from_columns(&tag, uid, guid, detail).ok_or_else(|| {
+            crate::Error::Index(format!("unreadable change log row {modseq} ({tag})"))
+        })?;
+        out.push(Change {
+            modseq: modseq as u64,
+            mailbox: MailboxGuid(guid16(mb)),
+            kind,
+        });
+    }
+    Ok(out)
+}
+
+pub(crate) fn current_modseq(conn: &Connection) -> Result<ModSeq> {
+    Ok(
+        conn.query_row("SELECT value FROM meta WHERE key='modseq'", [], |r| {
+            r.get::<_, i64>(0)
+        })? as u64,
+    )
+}
+
+pub(crate) fn tombstones(
+    conn: &Connection,
+    mailbox_id: i64,
+) -> Result<Vec<(Uid, MessageGuid, ModSeq)>> {
+    let mut st = conn.prepare_cached(
+        "SELECT uid, guid, modseq FROM tombstone WHERE mailbox_id = ?1 ORDER BY uid",
+    )?;
+    let rows = st.query_map([mailbox_id], |r| {
+        Ok((
+            r.get(0)?,
+            MessageGuid(guid16(r.get(1)?)),
+            r.get::<_, i64>(2)? as u64,
+        ))
+    })?;
+    Ok(rows.collect::<rusqlite::Result<_>>()?)
+}
+
+pub(crate) fn tombstone_for_guid(
+    conn: &Connection,
+    mailbox_id: i64,
+    guid: &MessageGuid,
+) -> Result<bool> {
+    let mut st =
+        conn.prepare_cached("SELECT 1 FROM tombstone WHERE mailbox_id = ?1 AND guid = ?2")?;
+    Ok(st.exists(params![mailbox_id, &guid.0[..]])?)
+}

@@ -1,0 +1,192 @@
+//! cove's mail store: users, Maildir++ folders, the per-user index, UIDs,
+//! flags, modseqs and the change feed — one narrow, protocol-neutral API that
+//! LMTP, IMAP, POP3 and the replicator all use.
+//!
+//! ```text
+//! <data_dir>/
+//!   cove.db                   users (Directory)
+//!   blobs/                    content-addressed message bodies (cove-dedup)
+//!   mail/<domain>/<local>/    a user's home (Account)
+//!     Maildir/{cur,new,tmp}   INBOX; Maildir/.<name>/ other mailboxes
+//!     index.sqlite            the user's index
+//! ```
+//!
+//! Every call is blocking; async code runs it on a blocking pool.
+
+mod account;
+mod changes;
+mod directory;
+mod env;
+mod error;
+mod ids;
+mod index;
+pub mod maildir;
+
+use std::collections::HashMap;
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+pub use account::{Account, DEFAULT_MAILBOXES, Delivered, MailboxStatus, NewMessage, ScanReport};
+pub use changes::{Change, ChangeKind};
+pub use cove_dedup::{BlobStore, BlobWriter, ContentId, DedupStats, GcReport, StagedBlob};
+pub use directory::{Address, Directory, PasswordHash, User};
+pub use env::{Clock, Entropy, Env, OsEntropy, SystemClock};
+pub(crate) use error::IoContext;
+pub use error::{Error, Result};
+pub use ids::{Flags, MailboxGuid, MessageGuid, ModSeq, Uid};
+pub use index::{MailboxInfo, MessageMeta};
+
+/// How many accounts stay open (index connection, change feed) before idle
+/// ones are closed.
+const OPEN_ACCOUNTS_SOFT_LIMIT: usize = 2048;
+
+/// Options for [`Store::open`].
+#[derive(Debug, Clone)]
+pub struct StoreOptions {
+    /// Written into Maildir file names (the Maildir spec's host part).
+    pub hostname: String,
+    pub env: Env,
+}
+
+/// The whole data directory.
+pub struct Store {
+    data_dir: PathBuf,
+    mail_root: PathBuf,
+    blobs: BlobStore,
+    directory: Directory,
+    opts: StoreOptions,
+    accounts: Mutex<HashMap<i64, Arc<Account>>>,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store")
+            .field("data_dir", &self.data_dir)
+            .finish()
+    }
+}
+
+/// One recipient of a delivery.
+#[derive(Debug, Clone)]
+pub struct DeliveryTarget {
+    pub user: User,
+    /// The mailbox to deliver to (`user+detail@` when `detail` exists), or
+    /// `None` for INBOX.
+    pub mailbox: Option<String>,
+}
+
+impl Store {
+    /// Open (creating if needed) a data directory.
+    pub fn open(data_dir: &Path, opts: StoreOptions) -> Result<Store> {
+        fs::create_dir_all(data_dir).ctx(|| format!("create {}", data_dir.display()))?;
+        let mail_root = data_dir.join("mail");
+        fs::create_dir_all(&mail_root).ctx(|| format!("create {}", mail_root.display()))?;
+        let blobs = BlobStore::open(data_dir.join("blobs"))?;
+        blobs.check_same_filesystem(&mail_root)?;
+        let directory = Directory::open(&data_dir.join("cove.db"))?;
+        Ok(Store {
+            data_dir: data_dir.to_path_buf(),
+            mail_root,
+            blobs,
+            directory,
+            opts,
+            accounts: Mutex::new(HashMap::new()),
+        })
+    }
+
+    pub fn data_dir(&self) -> &Path {
+        &self.data_dir
+    }
+
+    pub fn directory(&self) -> &Directory {
+        &self.directory
+    }
+
+    pub fn blobs(&self) -> &BlobStore {
+        &self.blobs
+    }
+
+    pub fn env(&self) -> &Env {
+        &self.opts.env
+    }
+
+    /// The home directory of a user.
+    pub fn home_of(&self, address: &Address) -> PathBuf {
+        maildir::home_of(&self.mail_root, &address.local, &address.domain)
+    }
+
+    /// Look a user up by address.
+    pub fn user(&self, address: &Address) -> Result<Option<User>> {
+        self.directory.get(address)
+    }
+
+    /// Add a user and create their mailboxes.
+    pub fn add_user(
+        &self,
+        address: &Address,
+        password: Option<PasswordHash>,
+        quota: u64,
+    ) -> Result<User> {
+        let user = self
+            .directory
+            .add(address, password, quota, self.opts.env.now_secs())?;
+        self.account(&user)?;
+        Ok(user)
+    }
+
+    /// Open a user's account (cached while in use).
+    pub fn account(&self, user: &User) -> Result<Arc<Account>> {
+        let mut open = self
+            .accounts
+            .lock()
+            .map_err(|_| Error::Index("account table lock poisoned".into()))?;
+        if let Some(a) = open.get(&user.id) {
+            return Ok(a.clone());
+        }
+        if open.len() >= OPEN_ACCOUNTS_SOFT_LIMIT {
+            open.retain(|_, a| Arc::strong_count(a) > 1);
+        }
+        // Opening scans the Maildir; holding the table lock meanwhile keeps
+        // two threads from opening the same account twice.
+        let account = Arc::new(Account::open(
+            &user.address.to_string(),
+            self.home_of(&user.address),
+            self.blobs.clone(),
+            self.opts.env.clone(),
+            &self.opts.hostname,
+        )?);
+        open.insert(user.id, account.clone());
+        Ok(account)
+    }
+
+    /// Forget a cached account (after its user was removed).
+    pub fn close_account(&self, user: &User) {
+        if let Ok(mut open) = self.accounts.lock() {
+            open.remove(&user.id);
+        }
+    }
+
+    /// Deliver one stored blob to several recipients: one hard link each,
+    /// one result each, in order.
+    pub fn deliver(&self, blob: &StagedBlob, targets: &[DeliveryTarget]) -> Vec<Result<Delivered>> {
+        targets
+            .iter()
+            .map(|t| {
+                let account = self.account(&t.user)?;
+                let mailbox = match &t.mailbox {
+                    Some(m) if account.mailbox(m).is_ok() => m.as_str(),
+                    _ => "INBOX",
+                };
+                let msg = NewMessage {
+                    quota: Some(t.user.quota),
+                    ..NewMessage::default()
+                };
+                account.deliver(mailbox, blob, &msg)
+            })
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,300 @@
+//! Maildir++ layout and file names.
+//!
+//! A user's home holds `Maildir/` (INBOX) and one `Maildir/.<name>/` per other
+//! mailbox, each with `cur/ new/ tmp/`, the layout Dovecot, Courier, mutt and
+//! mbsync read. cove names its files `<secs>.G<guid>.<host>,S=<size>` in `new/`
+//! and `<...>:2,<flags>` in `cur/`: the GUID in the unique part lets a lost
+//! index be rebuilt without losing GUIDs. Files from other programs keep
+//! their names; their GUID is derived from the unique part
+//! ([`MessageGuid::derived_from_name`]).
+
+use std::fs;
+use std::io;
+use std::path::{Path, PathBuf};
+
+use crate::ids::{Flags, MailboxGuid, MessageGuid};
+use crate::{Error, IoContext, Result};
+
+/// The parts of a Maildir file name.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FileName {
+    /// Everything before `:2,` (the unique part with its `,S=` fields).
+    pub base: String,
+    /// The unique part alone (before the first `,`), which never changes.
+    pub unique: String,
+    pub flags: Flags,
+    /// Info letters cove does not interpret (kept on rename).
+    pub other_letters: String,
+    /// `S=` from the name, if present.
+    pub size: Option<u64>,
+    /// The GUID embedded by cove, if any.
+    pub guid: Option<MessageGuid>,
+}
+
+impl FileName {
+    pub fn parse(name: &str) -> Option<FileName> {
+        if name.starts_with('.') || name.is_empty() {
+            return None;
+        }
+        let (base, info) = match name.split_once(":2,") {
+            Some((b, i)) => (b, Some(i)),
+            None => (name.split_once(':').map_or(name, |(b, _)| b), None),
+        };
+        let (flags, other_letters) = info.map(Flags::from_maildir_letters).unwrap_or_default();
+        let unique = base.split(',').next().unwrap_or(base).to_string();
+        let size = base
+            .split(',')
+            .skip(1)
+            .find_map(|f| f.strip_prefix("S="))
+            .and_then(|s| s.parse().ok());
+        let guid = unique
+            .split('.')
+            .nth(1)
+            .and_then(|p| p.strip_prefix('G'))
+            .and_then(|g| g.parse().ok());
+        Some(FileName {
+            base: base.to_string(),
+            unique,
+            flags,
+            other_letters,
+            size,
+            guid,
+        })
+    }
+
+    /// The name of a new cove file.
+    pub fn new_delivery(secs: u64, guid: MessageGuid, host: &str, size: u64) -> String {
+        format!("{secs}.G{guid}.{},S={size}", sanitize_host(host))
+    }
+
+    /// The GUID this file stands for.
+    pub fn effective_guid(&self) -> MessageGuid {
+        self.guid
+            .unwrap_or_else(|| MessageGuid::derived_from_name(&self.unique))
+    }
+
+    /// The file's name in `cur/` with the given flags.
+    pub fn cur_name(&self, flags: Flags) -> String {
+        let mut letters: Vec<char> = flags.maildir_letters().chars().collect();
+        letters.extend(self.other_letters.chars());
+        letters.sort_unstable();
+        letters.dedup();
+        format!(
+            "{}:2,{}",
+            self.base,
+            letters.into_iter().collect::<String>()
+        )
+    }
+
+    /// Seconds since the epoch from the unique part, when it starts with them.
+    pub fn delivery_secs(&self) -> Option<i64> {
+        self.unique.split('.').next()?.parse().ok()
+    }
+}
+
+/// The Maildir spec: '/' and ':' in a host name are written as octal escapes.
+fn sanitize_host(host: &str) -> String {
+    host.replace('/', "\\057").replace(':', "\\072")
+}
+
+/// Where a mailbox lives under `Maildir/`: "" for INBOX, `.Name` otherwise.
+pub fn mailbox_dir_name(name: &str) -> String {
+    if name.eq_ignore_ascii_case("INBOX") {
+        String::new()
+    } else {
+        format!(".{name}")
+    }
+}
+
+/// The mailbox name a Maildir++ folder directory stands for.
+pub fn mailbox_name_of_dir(dir: &str) -> Option<String> {
+    if dir.is_empty() {
+        return Some("INBOX".to_string());
+    }
+    let name = dir.strip_prefix('.')?;
+    if name.is_empty() || name == "." || name.starts_with('.') {
+        return None;
+    }
+    Some(name.to_string())
+}
+
+/// Create `cur/ new/ tmp/` under `dir`.
+pub fn create_folder(dir: &Path) -> Result<()> {
+    for sub in ["cur", "new", "tmp"] {
+        let p = dir.join(sub);
+        fs::create_dir_all(&p).ctx(|| format!("create {}", p.display()))?;
+    }
+    cove_dedup::sync_dir(dir)?;
+    if let Some(parent) = dir.parent() {
+        cove_dedup::sync_dir(parent)?;
+    }
+    Ok(())
+}
+
+/// A file found in a Maildir folder.
+#[derive(Debug, Clone)]
+pub struct FoundFile {
+    /// `new/<name>` or `cur/<name>`.
+    pub rel: String,
+    pub name: FileName,
+}
+
+/// List the messages of one folder (its `new/` and `cur/`).
+pub fn list_folder(dir: &Path) -> Result<Vec<FoundFile>> {
+    let mut out = Vec::new();
+    for sub in ["new", "cur"] {
+        let d = dir.join(sub);
+        let entries = match fs::read_dir(&d) {
+            Ok(e) => e,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(e).ctx(|| format!("list {}", d.display())),
+        };
+        for entry in entries {
+            let entry = entry.ctx(|| format!("list {}", d.display()))?;
+            let Some(fname) = entry.file_name().to_str().map(str::to_string) else {
+                tracing::warn!(dir = %d.display(), "skipping a Maildir file whose name is not UTF-8");
+                continue;
+            };
+            if let Some(name) = FileName::parse(&fname) {
+                out.push(FoundFile {
+                    rel: format!("{sub}/{fname}"),
+                    name,
+                });
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// List the Maildir++ folder directories under a `Maildir/` root ("" first).
+pub fn list_folders(root: &Path) -> Result<Vec<String>> {
+    let mut out = vec![String::new()];
+    let entries = match fs::read_dir(root) {
+        Ok(e) => e,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(e).ctx(|| format!("list {}", root.display())),
+    };
+    for entry in entries.flatten() {
+        let Some(name) = entry.file_name().to_str().map(str::to_string) else {
+            continue;
+        };
+        if mailbox_name_of_dir(&name).is_some() && entry.path().join("cur").is_dir() {
+            out.push(name);
+        }
+    }
+    out.sort();
+    Ok(out)
+}
+
+/// The per-folder file that keeps a mailbox's GUID and UIDVALIDITY beside its
+/// mail, so that a rebuilt index keeps the mailbox's identity and never reuses
+/// a UIDVALIDITY.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FolderIdentity {
+    pub guid: MailboxGuid,
+    pub uidvalidity: u32,
+}
+
+const IDENTITY_FILE: &str = "cove-mailbox";
+
+impl FolderIdentity {
+    pub fn read(dir: &Path) -> Option<FolderIdentity> {
+        let text = fs::read_to_string(dir.join(IDENTITY_FILE)).ok()?;
+        let mut guid = None;
+        let mut uidvalidity = None;
+        for line in text.lines() {
+            match line.split_once('=') {
+                Some(("guid", v)) => guid = v.trim().parse().ok(),
+                Some(("uidvalidity", v)) => uidvalidity = v.trim().parse().ok(),
+                _ => {}
+            }
+        }
+        Some(FolderIdentity {
+            guid: guid?,
+            uidvalidity: uidvalidity?,
+        })
+    }
+
+    /// Write durably (temp file, fsync, rename, fsync dir).
+    pub fn write(&self, dir: &Path) -> Result<()> {
+        let tmp = dir.join("tmp").join(format!("{IDENTITY_FILE}.new"));
+        let body = format!("guid={}\nuidvalidity={}\n", self.guid, self.uidvalidity);
+        let write = || -> io::Result<()> {
+            let mut f = fs::File::create(&tmp)?;
+            io::Write::write_all(&mut f, body.as_bytes())?;
+            f.sync_all()?;
+            fs::rename(&tmp, dir.join(IDENTITY_FILE))
+        };
+        write().ctx(|| format!("write {}", dir.join(IDENTITY_FILE).display()))?;
+        Ok(cove_dedup::sync_dir(dir)?)
+    }
+}
+
+/// Path of a user's home under the data dir: `mail/<domain>/<local>`.
+pub fn home_of(mail_root: &Path, local: &str, domain: &str) -> PathBuf {
+    mail_root.join(domain).join(local)
+}
+
+/// Check that a mailbox name can be stored: no empty hierarchy levels, no
+/// '/', no control characters, not too long.
+pub fn validate_mailbox_name(name: &str) -> Result<()> {
+    let bad = name.is_empty()
+        || name.len() > 200
+        || name.contains('/')
+        || name.starts_with('.')
+        || name.ends_with('.')
+        || name.contains("..")
+        || name.chars().any(|c| c.is_control());
+    if bad {
+        return Err(Error::InvalidData(format!("invalid mailbox name {name:?}")));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_cove_names() {
+        let g = MessageGuid([7; 16]);
+        let n = FileName::new_delivery(1700000000, g, "node/a:1", 42);
+        assert_eq!(n, format!("1700000000.G{g}.node\\057a\\0721,S=42"));
+        let p = FileName::parse(&n).unwrap();
+        assert_eq!(p.guid, Some(g));
+        assert_eq!(p.size, Some(42));
+        assert_eq!(p.flags, Flags::empty());
+        assert_eq!(p.delivery_secs(), Some(1700000000));
+        let cur = p.cur_name(Flags::SEEN | Flags::FLAGGED);
+        assert!(cur.ends_with(",S=42:2,FS"));
+        let c = FileName::parse(&cur).unwrap();
+        assert_eq!(c.flags, Flags::SEEN | Flags::FLAGGED);
+        assert_eq!(c.base, p.base);
+    }
+
+    #[test]
+    fn parses_foreign_names() {
+        let p = FileName::parse("1234.M5P6Q7.mx1,S=100,W=103:2,RSa").unwrap();
+        assert_eq!(p.guid, None);
+        assert_eq!(p.unique, "1234.M5P6Q7.mx1");
+        assert_eq!(p.flags, Flags::ANSWERED | Flags::SEEN);
+        assert_eq!(p.other_letters, "a");
+        assert_eq!(p.cur_name(Flags::SEEN), "1234.M5P6Q7.mx1,S=100,W=103:2,Sa");
+        assert_eq!(
+            p.effective_guid(),
+            MessageGuid::derived_from_name("1234.M5P6Q7.mx1")
+        );
+        assert!(FileName::parse(".hidden").is_none());
+    }
+
+    #[test]
+    fn folder_names() {
+        assert_eq!(mailbox_dir_name("INBOX"), "");
+        assert_eq!(mailbox_dir_name("Sent"), ".Sent");
+        assert_eq!(mailbox_name_of_dir(".Work.Q1").as_deref(), Some("Work.Q1"));
+        assert_eq!(mailbox_name_of_dir("cur"), None);
+        assert!(validate_mailbox_name("a/b").is_err());
+        assert!(validate_mailbox_name("a..b").is_err());
+        assert!(validate_mailbox_name("Work.Q1").is_ok());
+    }
+}

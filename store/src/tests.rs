@@ -1,0 +1,383 @@
+//! Store tests against a real temporary data directory.
+
+use super::*;
+use std::os::unix::fs::MetadataExt;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+/// A clock that only moves when told.
+struct FixedClock(AtomicU64);
+
+impl Clock for FixedClock {
+    fn now(&self) -> SystemTime {
+        UNIX_EPOCH + Duration::from_secs(self.0.load(Ordering::SeqCst))
+    }
+}
+
+/// Deterministic GUIDs: a counter.
+struct CountingEntropy(AtomicU64);
+
+impl Entropy for CountingEntropy {
+    fn fill(&self, out: &mut [u8]) {
+        let n = self.0.fetch_add(1, Ordering::SeqCst) + 1;
+        out.fill(0);
+        let b = n.to_be_bytes();
+        let len = out.len();
+        out[len - 8..].copy_from_slice(&b);
+    }
+}
+
+fn store_at(dir: &Path) -> Store {
+    let env = Env {
+        clock: Arc::new(FixedClock(AtomicU64::new(1_700_000_000))),
+        entropy: Arc::new(CountingEntropy(AtomicU64::new(0))),
+    };
+    Store::open(
+        dir,
+        StoreOptions {
+            hostname: "test".into(),
+            env,
+        },
+    )
+    .unwrap()
+}
+
+fn user(store: &Store, email: &str) -> User {
+    store
+        .add_user(&Address::parse(email).unwrap(), None, 0)
+        .unwrap()
+}
+
+fn inbox_files(store: &Store, email: &str) -> Vec<PathBuf> {
+    let home = store.home_of(&Address::parse(email).unwrap());
+    let mut out = Vec::new();
+    for sub in ["new", "cur"] {
+        for e in fs::read_dir(home.join("Maildir").join(sub)).unwrap() {
+            out.push(e.unwrap().path());
+        }
+    }
+    out.sort();
+    out
+}
+
+#[test]
+fn new_account_has_default_mailboxes_with_special_use() {
+    let d = tempfile::tempdir().unwrap();
+    let s = store_at(d.path());
+    let u = user(&s, "a@x.org");
+    let acct = s.account(&u).unwrap();
+    let names: Vec<(String, Option<String>)> = acct
+        .mailboxes()
+        .unwrap()
+        .into_iter()
+        .map(|m| (m.name, m.special_use))
+        .collect();
+    for (name, su) in DEFAULT_MAILBOXES {
+        assert!(
+            names.contains(&(name.to_string(), su.map(str::to_string))),
+            "{name} missing: {names:?}"
+        );
+    }
+    assert!(d.path().join("mail/x.org/a/Maildir/.Sent/cur").is_dir());
+}
+
+#[test]
+fn one_blob_to_many_recipients_shares_one_inode_and_gets_uids() {
+    let d = tempfile::tempdir().unwrap();
+    let s = store_at(d.path());
+    let users: Vec<User> = (0..5).map(|i| user(&s, &format!("u{i}@x.org"))).collect();
+    let blob = s.blobs().put(b"Subject: hi\r\n\r\nhello\r\n").unwrap();
+    let targets: Vec<DeliveryTarget> = users
+        .iter()
+        .map(|u| DeliveryTarget {
+            user: u.clone(),
+            mailbox: None,
+        })
+        .collect();
+    for r in s.deliver(&blob, &targets) {
+        assert_eq!(r.unwrap().uid, 1);
+    }
+    let inodes: std::collections::HashSet<u64> = (0..5)
+        .flat_map(|i| inbox_files(&s, &format!("u{i}@x.org")))
+        .map(|p| fs::metadata(p).unwrap().ino())
+        .collect();
+    assert_eq!(inodes.len(), 1);
+    let again = s.deliver(&blob, &targets[..1]);
+    assert_eq!(again[0].as_ref().unwrap().uid, 2);
+    drop(blob);
+    let stats = s.blobs().stats().unwrap();
+    assert_eq!((stats.blobs, stats.messages), (1, 6));
+}
+
+#[test]
+fn detail_mailbox_used_only_when_it_exists() {
+    let d = tempfile::tempdir().unwrap();
+    let s = store_at(d.path());
+    let u = user(&s, "a@x.org");
+    let blob = s.blobs().put(b"x\r\n").unwrap();
+    let to = |m: &str| DeliveryTarget {
+        user: u.clone(),
+        mailbox: Some(m.to_string()),
+    };
+    let r = s.deliver(&blob, &[to("Archive"), to("NoSuchBox")]);
+    let acct = s.account(&u).unwrap();
+    assert_eq!(
+        r[0].as_ref().unwrap().mailbox,
+        acct.mailbox("Archive").unwrap().guid
+    );
+    assert_eq!(
+        r[1].as_ref().unwrap().mailbox,
+        acct.mailbox("INBOX").unwrap().guid
+    );
+}
+
+#[test]
+fn quota_is_enforced() {
+    let d = tempfile::tempdir().unwrap();
+    let s = store_at(d.path());
+    let u = s
+        .add_user(&Address::parse("q@x.org").unwrap(), None, 10)
+        .unwrap();
+    let small = s.blobs().put(b"12345678\r\n").unwrap();
+    assert!(
+        s.deliver(
+            &small,
+            &[DeliveryTarget {
+                user: u.clone(),
+                mailbox: None
+            }]
+        )[0]
+        .is_ok()
+    );
+    let r = s.deliver(
+        &small,
+        &[DeliveryTarget {
+            user: u,
+            mailbox: None,
+        }],
+    );
+    assert!(matches!(r[0], Err(Error::OverQuota { .. })));
+}
+
+#[test]
+fn flags_rename_the_file_and_log_changes() {
+    let d = tempfile::tempdir().unwrap();
+    let s = store_at(d.path());
+    let u = user(&s, "a@x.org");
+    let acct = s.account(&u).unwrap();
+    let mut feed = acct.subscribe();
+    let blob = s.blobs().put(b"m\r\n").unwrap();
+    let del = acct
+        .deliver("INBOX", &blob, &NewMessage::default())
+        .unwrap();
+    let start = acct.current_modseq().unwrap();
+    acct.set_flags(
+        &del.mailbox,
+        del.uid,
+        Flags::SEEN | Flags::FLAGGED,
+        &["work".into()],
+    )
+    .unwrap();
+    let files = inbox_files(&s, "a@x.org");
+    assert_eq!(files.len(), 1);
+    assert!(files[0].to_str().unwrap().ends_with(":2,FS"), "{files:?}");
+    assert!(files[0].to_str().unwrap().contains("/cur/"));
+    let msgs = acct.messages(&del.mailbox).unwrap();
+    assert_eq!(msgs[0].keywords, vec!["work".to_string()]);
+    let changes = acct.changes_since(start).unwrap();
+    assert_eq!(changes.len(), 1);
+    assert!(matches!(
+        changes[0].kind,
+        ChangeKind::FlagsChanged { uid: 1, .. }
+    ));
+    assert!(matches!(
+        feed.try_recv().unwrap().kind,
+        ChangeKind::MessageAdded { uid: 1, .. }
+    ));
+    assert!(matches!(
+        feed.try_recv().unwrap().kind,
+        ChangeKind::FlagsChanged { uid: 1, .. }
+    ));
+    // The rescan agrees with what we did.
+    assert!(acct.scan().unwrap().is_empty());
+}
+
+#[test]
+fn expunge_leaves_tombstone_and_removes_file() {
+    let d = tempfile::tempdir().unwrap();
+    let s = store_at(d.path());
+    let u = user(&s, "a@x.org");
+    let acct = s.account(&u).unwrap();
+    let blob = s.blobs().put(b"m\r\n").unwrap();
+    let a = acct
+        .deliver("INBOX", &blob, &NewMessage::default())
+        .unwrap();
+    let b = acct
+        .deliver("INBOX", &blob, &NewMessage::default())
+        .unwrap();
+    assert_eq!(acct.expunge(&a.mailbox, &[a.uid, 99]).unwrap(), vec![a.uid]);
+    assert_eq!(inbox_files(&s, "a@x.org").len(), 1);
+    assert_eq!(
+        acct.tombstones(&a.mailbox).unwrap(),
+        vec![(a.uid, a.guid, acct.current_modseq().unwrap())]
+    );
+    // UIDs are never reused.
+    let c = acct
+        .deliver("INBOX", &blob, &NewMessage::default())
+        .unwrap();
+    assert_eq!((b.uid, c.uid), (2, 3));
+}
+
+#[test]
+fn scan_picks_up_foreign_files_and_notices_removals() {
+    let d = tempfile::tempdir().unwrap();
+    let s = store_at(d.path());
+    let u = user(&s, "a@x.org");
+    let acct = s.account(&u).unwrap();
+    let blob = s.blobs().put(b"first\r\n").unwrap();
+    let first = acct
+        .deliver("INBOX", &blob, &NewMessage::default())
+        .unwrap();
+    let second = acct
+        .deliver(
+            "INBOX",
+            &s.blobs().put(b"second\r\n").unwrap(),
+            &NewMessage::default(),
+        )
+        .unwrap();
+    let maildir = s.home_of(&u.address).join("Maildir");
+    // Another program delivers one (with flags in cur/) and deletes one.
+    fs::write(
+        maildir.join("cur/1600000000.P1Q1.mx:2,S"),
+        b"From: x\n\nforeign\n",
+    )
+    .unwrap();
+    let victim = inbox_files(&s, "a@x.org")
+        .into_iter()
+        .find(|p| p.to_str().unwrap().contains(&second.guid.to_hex()))
+        .unwrap();
+    fs::remove_file(victim).unwrap();
+    let report = acct.scan().unwrap();
+    assert_eq!((report.messages_added, report.messages_expunged), (1, 1));
+    let msgs = acct.messages(&first.mailbox).unwrap();
+    assert_eq!(msgs.len(), 2);
+    assert_eq!(msgs[0].uid, first.uid);
+    let foreign = &msgs[1];
+    assert_eq!(foreign.uid, 3);
+    assert_eq!(foreign.flags, Flags::SEEN);
+    assert_eq!(
+        foreign.guid,
+        MessageGuid::derived_from_name("1600000000.P1Q1.mx")
+    );
+    assert_eq!(foreign.content_id, ContentId::of(b"From: x\n\nforeign\n"));
+    // The foreign file became a blob itself.
+    s.blobs().verify(&foreign.content_id).unwrap();
+    // Renamed by another program with other flags: a flag change.
+    fs::rename(
+        maildir.join("cur/1600000000.P1Q1.mx:2,S"),
+        maildir.join("cur/1600000000.P1Q1.mx:2,RS"),
+    )
+    .unwrap();
+    assert_eq!(acct.scan().unwrap().flags_changed, 1);
+    assert_eq!(
+        acct.messages(&first.mailbox).unwrap()[1].flags,
+        Flags::SEEN | Flags::ANSWERED
+    );
+}
+
+#[test]
+fn crash_between_link_and_commit_is_recovered_by_scan() {
+    let d = tempfile::tempdir().unwrap();
+    let s = store_at(d.path());
+    let u = user(&s, "a@x.org");
+    let acct = s.account(&u).unwrap();
+    let blob = s.blobs().put(b"orphan\r\n").unwrap();
+    let guid = MessageGuid([9; 16]);
+    let name = maildir::FileName::new_delivery(1_700_000_000, guid, "test", blob.len());
+    blob.link_to(&s.home_of(&u.address).join("Maildir/new").join(&name))
+        .unwrap();
+    let report = acct.scan().unwrap();
+    assert_eq!(report.messages_added, 1);
+    let inbox = acct.mailbox("inbox").unwrap();
+    let msgs = acct.messages(&inbox.guid).unwrap();
+    assert_eq!(msgs[0].guid, guid);
+    assert_eq!(msgs[0].content_id, blob.id());
+}
+
+#[test]
+fn rebuild_after_index_loss_keeps_guids_and_bumps_uidvalidity() {
+    let d = tempfile::tempdir().unwrap();
+    let mut guids = Vec::new();
+    let (old_validity, sent_guid);
+    {
+        let s = store_at(d.path());
+        let u = user(&s, "a@x.org");
+        let acct = s.account(&u).unwrap();
+        for i in 0..5 {
+            let blob = s.blobs().put(format!("m{i}\r\n").as_bytes()).unwrap();
+            guids.push(
+                acct.deliver("INBOX", &blob, &NewMessage::default())
+                    .unwrap()
+                    .guid,
+            );
+        }
+        let blob = s.blobs().put(b"sent\r\n").unwrap();
+        acct.deliver(
+            "Sent",
+            &blob,
+            &NewMessage {
+                flags: Flags::SEEN,
+                ..Default::default()
+            },
+        )
+        .unwrap();
+        old_validity = acct.mailbox("INBOX").unwrap().uidvalidity;
+        sent_guid = acct.mailbox("Sent").unwrap().guid;
+    }
+    let home = d.path().join("mail/x.org/a");
+    fs::remove_file(home.join("index.sqlite")).unwrap();
+    let s = store_at(d.path());
+    let u = s
+        .user(&Address::parse("a@x.org").unwrap())
+        .unwrap()
+        .unwrap();
+    let acct = s.account(&u).unwrap();
+    let inbox = acct.mailbox("INBOX").unwrap();
+    assert!(inbox.uidvalidity > old_validity);
+    let got: Vec<MessageGuid> = acct
+        .messages(&inbox.guid)
+        .unwrap()
+        .iter()
+        .map(|m| m.guid)
+        .collect();
+    let mut want = guids.clone();
+    want.sort();
+    let mut got_sorted = got.clone();
+    got_sorted.sort();
+    assert_eq!(got_sorted, want);
+    let sent = acct.mailbox("Sent").unwrap();
+    assert_eq!(sent.guid, sent_guid);
+    assert_eq!(sent.special_use.as_deref(), Some("\\Sent"));
+    assert_eq!(acct.messages(&sent.guid).unwrap()[0].flags, Flags::SEEN);
+}
+
+#[test]
+fn mailbox_create_rejects_duplicates_and_bad_names() {
+    let d = tempfile::tempdir().unwrap();
+    let s = store_at(d.path());
+    let u = user(&s, "a@x.org");
+    let acct = s.account(&u).unwrap();
+    acct.create_mailbox("Work.Q1", None).unwrap();
+    assert!(matches!(
+        acct.create_mailbox("Work.Q1", None),
+        Err(Error::AlreadyExists(_))
+    ));
+    assert!(matches!(
+        acct.create_mailbox("inbox", None),
+        Err(Error::AlreadyExists(_))
+    ));
+    assert!(matches!(
+        acct.create_mailbox("../etc", None),
+        Err(Error::InvalidData(_))
+    ));
+}
