@@ -1,1 +1,170 @@
-fn main() {}
+//! cove: a replicated, deduplicating mailbox storage server.
+
+mod auth;
+mod cli;
+mod config;
+mod conn;
+mod lmtp;
+mod serve;
+mod tls;
+
+use clap::{Parser, Subcommand};
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use config::Config;
+
+#[derive(Parser)]
+#[command(
+    name = "cove",
+    version,
+    about = "cove: mailbox storage server (LMTP in, Maildir, dedup)"
+)]
+struct Cli {
+    /// The configuration file (TOML). Without one, cove runs a single node on
+    /// loopback with data in ./cove-data.
+    #[arg(long, global = true, value_name = "FILE")]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the server.
+    Serve,
+    /// Manage users.
+    User {
+        #[command(subcommand)]
+        command: UserCommand,
+    },
+    /// Show a user's mailboxes.
+    Mailbox {
+        #[command(subcommand)]
+        command: MailboxCommand,
+    },
+    /// Maintain a user's index.
+    Index {
+        #[command(subcommand)]
+        command: IndexCommand,
+    },
+    /// The content-addressed blob store.
+    Dedup {
+        #[command(subcommand)]
+        command: DedupCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum UserCommand {
+    /// Add a user (and their default mailboxes).
+    Add {
+        email: String,
+        /// Read the password from the first line of standard input. Without
+        /// it the user has no password: mail is delivered, login is refused.
+        #[arg(long)]
+        password_stdin: bool,
+        /// Quota in bytes (0: none).
+        #[arg(long, default_value_t = 0)]
+        quota: u64,
+    },
+    /// Remove a user; their mail is kept unless --purge.
+    Del {
+        email: String,
+        #[arg(long)]
+        purge: bool,
+    },
+    /// List users.
+    List,
+    /// Set a user's password.
+    Passwd {
+        email: String,
+        #[arg(long)]
+        password_stdin: bool,
+    },
+}
+
+#[derive(Subcommand)]
+enum MailboxCommand {
+    /// List a user's mailboxes with their counts (reconciling with the Maildir first).
+    List { email: String },
+}
+
+#[derive(Subcommand)]
+enum IndexCommand {
+    /// Recreate a user's index from their Maildir (the old one is kept aside).
+    Rebuild { email: String },
+}
+
+#[derive(Subcommand)]
+enum DedupCommand {
+    /// How much is stored, and how much dedup saves.
+    Stats,
+    /// Remove blobs no message links to any more.
+    Gc,
+}
+
+fn init_logging(default: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("COVE_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
+        .with_writer(std::io::stderr)
+        .init();
+}
+
+fn run(cli: Cli) -> anyhow::Result<()> {
+    let config = Config::load(cli.config.as_deref())?;
+    match cli.command {
+        Command::Serve => {
+            init_logging("info");
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()?;
+            runtime.block_on(serve::serve(config))
+        }
+        command => {
+            init_logging("warn");
+            match command {
+                Command::Serve => unreachable!("handled above"),
+                Command::User { command } => match command {
+                    UserCommand::Add {
+                        email,
+                        password_stdin,
+                        quota,
+                    } => cli::user_add(&config, &email, password_stdin, quota),
+                    UserCommand::Del { email, purge } => cli::user_del(&config, &email, purge),
+                    UserCommand::List => cli::user_list(&config),
+                    UserCommand::Passwd {
+                        email,
+                        password_stdin,
+                    } => cli::user_passwd(&config, &email, password_stdin),
+                },
+                Command::Mailbox {
+                    command: MailboxCommand::List { email },
+                } => cli::mailbox_list(&config, &email),
+                Command::Index {
+                    command: IndexCommand::Rebuild { email },
+                } => cli::index_rebuild(&config, &email),
+                Command::Dedup { command } => match command {
+                    DedupCommand::Stats => cli::dedup_stats(&config),
+                    DedupCommand::Gc => cli::dedup_gc(&config),
+                },
+            }
+        }
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            let msg = format!("{e:#}").replace('\n', " ");
+            eprintln!("cove: {msg}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,247 @@
+//! The admin commands. Each prints what it did, and fails with a one-line
+//! reason (main prints it and exits non-zero).
+
+use anyhow::{Context, bail};
+use std::io::{BufRead, IsTerminal};
+
+use cove_store::{Address, Env, Store, StoreOptions};
+
+use crate::auth::{self, Secret};
+use crate::config::Config;
+
+pub fn open_store(config: &Config) -> anyhow::Result<Store> {
+    Store::open(
+        &config.data_dir,
+        StoreOptions {
+            hostname: config.hostname.clone(),
+            env: Env::default(),
+        },
+    )
+    .with_context(|| {
+        format!(
+            "cannot open the data directory {}",
+            config.data_dir.display()
+        )
+    })
+}
+
+fn address(s: &str) -> anyhow::Result<Address> {
+    Ok(Address::parse(s)?)
+}
+
+/// Read a password from standard input (first line).
+fn password_from_stdin() -> anyhow::Result<Secret> {
+    let stdin = std::io::stdin();
+    if stdin.is_terminal() {
+        eprint!("Password: ");
+    }
+    let mut line = String::new();
+    stdin
+        .lock()
+        .read_line(&mut line)
+        .context("read the password from standard input")?;
+    let pw = line.trim_end_matches(['\r', '\n']).to_string();
+    if pw.is_empty() {
+        bail!("empty password on standard input");
+    }
+    Ok(Secret(pw))
+}
+
+pub fn user_add(
+    config: &Config,
+    email: &str,
+    password_stdin: bool,
+    quota: u64,
+) -> anyhow::Result<()> {
+    let address = address(email)?;
+    let hash = if password_stdin {
+        Some(auth::hash_password(&password_from_stdin()?)?)
+    } else {
+        None
+    };
+    let store = open_store(config)?;
+    let has_password = hash.is_some();
+    let user = store.add_user(&address, hash, quota)?;
+    let account = store.account(&user)?;
+    let names: Vec<String> = account.mailboxes()?.into_iter().map(|m| m.name).collect();
+    println!(
+        "added user {address} ({}; quota {}; mailboxes: {})",
+        if has_password {
+            "password set"
+        } else {
+            "no password: delivery only until `cove user passwd`"
+        },
+        if quota == 0 {
+            "none".to_string()
+        } else {
+            format!("{quota} bytes")
+        },
+        names.join(", ")
+    );
+    Ok(())
+}
+
+pub fn user_del(config: &Config, email: &str, purge: bool) -> anyhow::Result<()> {
+    let address = address(email)?;
+    let store = open_store(config)?;
+    let user = store
+        .user(&address)?
+        .with_context(|| format!("no such user {address}"))?;
+    store.directory().remove(&address)?;
+    store.close_account(&user);
+    let home = store.home_of(&address);
+    if purge {
+        std::fs::remove_dir_all(&home)
+            .or_else(|e| {
+                if e.kind() == std::io::ErrorKind::NotFound {
+                    Ok(())
+                } else {
+                    Err(e)
+                }
+            })
+            .with_context(|| format!("user removed, but cannot remove {}", home.display()))?;
+        println!(
+            "removed user {address} and their mail (blobs no longer used are freed by `cove dedup gc`)"
+        );
+    } else {
+        println!(
+            "removed user {address}; their mail stays in {} (use --purge to delete it)",
+            home.display()
+        );
+    }
+    Ok(())
+}
+
+pub fn user_list(config: &Config) -> anyhow::Result<()> {
+    let store = open_store(config)?;
+    let users = store.directory().list()?;
+    for u in &users {
+        let quota = if u.quota == 0 {
+            "-".to_string()
+        } else {
+            u.quota.to_string()
+        };
+        let pw = if u.password.is_some() {
+            "password"
+        } else {
+            "no-password"
+        };
+        println!("{}\t{pw}\tquota={quota}", u.address);
+    }
+    println!("{} user(s)", users.len());
+    Ok(())
+}
+
+pub fn user_passwd(config: &Config, email: &str, password_stdin: bool) -> anyhow::Result<()> {
+    let address = address(email)?;
+    if !password_stdin && !std::io::stdin().is_terminal() {
+        bail!("give the new password with --password-stdin");
+    }
+    let hash = auth::hash_password(&password_from_stdin()?)?;
+    let store = open_store(config)?;
+    store.directory().set_password(&address, Some(hash))?;
+    println!("password of {address} changed");
+    Ok(())
+}
+
+pub fn mailbox_list(config: &Config, email: &str) -> anyhow::Result<()> {
+    let address = address(email)?;
+    let store = open_store(config)?;
+    let user = store
+        .user(&address)?
+        .with_context(|| format!("no such user {address}"))?;
+    let account = store.account(&user)?;
+    let report = account.scan()?;
+    println!(
+        "{:<24} {:<10} {:>8} {:>8} {:>12} {:>12} {:>8}",
+        "MAILBOX", "USE", "MESSAGES", "UNSEEN", "BYTES", "UIDVALIDITY", "UIDNEXT"
+    );
+    for mb in account.mailboxes()? {
+        let st = account.status(&mb.guid)?;
+        println!(
+            "{:<24} {:<10} {:>8} {:>8} {:>12} {:>12} {:>8}",
+            mb.name,
+            mb.special_use.as_deref().unwrap_or("-"),
+            st.messages,
+            st.unseen,
+            st.size,
+            mb.uidvalidity,
+            mb.uidnext
+        );
+    }
+    if !report.is_empty() {
+        println!(
+            "reconciled with the Maildir: {} message(s) added, {} expunged, {} flag change(s), {} mailbox(es) added, {} removed",
+            report.messages_added,
+            report.messages_expunged,
+            report.flags_changed,
+            report.mailboxes_added,
+            report.mailboxes_removed
+        );
+    }
+    Ok(())
+}
+
+pub fn index_rebuild(config: &Config, email: &str) -> anyhow::Result<()> {
+    let address = address(email)?;
+    let store = open_store(config)?;
+    let user = store
+        .user(&address)?
+        .with_context(|| format!("no such user {address}"))?;
+    let home = store.home_of(&address);
+    let index = home.join("index.sqlite");
+    if index.exists() {
+        let secs = store.env().now_secs();
+        let backup = home.join(format!("index.sqlite.before-rebuild-{secs}"));
+        // Kept, not deleted: the rebuild must never lose what it replaces.
+        std::fs::rename(&index, &backup)
+            .with_context(|| format!("move {} aside", index.display()))?;
+        for suffix in ["-wal", "-shm"] {
+            let side = home.join(format!("index.sqlite{suffix}"));
+            if side.exists() {
+                std::fs::rename(
+                    &side,
+                    home.join(format!("index.sqlite.before-rebuild-{secs}{suffix}")),
+                )
+                .with_context(|| format!("move {} aside", side.display()))?;
+            }
+        }
+        println!("moved the old index aside to {}", backup.display());
+    }
+    let account = store.account(&user)?;
+    let mut messages = 0;
+    let mailboxes = account.mailboxes()?;
+    for mb in &mailboxes {
+        messages += account.status(&mb.guid)?.messages;
+    }
+    println!(
+        "rebuilt the index of {address} from its Maildir: {} mailbox(es), {messages} message(s); GUIDs kept, UIDVALIDITY renewed",
+        mailboxes.len()
+    );
+    Ok(())
+}
+
+pub fn dedup_stats(config: &Config) -> anyhow::Result<()> {
+    let store = open_store(config)?;
+    let s = store.blobs().stats()?;
+    println!("messages:        {}", s.messages);
+    println!("blobs:           {}", s.blobs);
+    println!("logical bytes:   {}", s.logical_bytes);
+    println!("stored bytes:    {}", s.stored_bytes);
+    println!("dedup ratio:     {:.2}", s.ratio());
+    println!(
+        "unreferenced:    {} blob(s) (`cove dedup gc` removes them)",
+        s.unreferenced_blobs
+    );
+    Ok(())
+}
+
+pub fn dedup_gc(config: &Config) -> anyhow::Result<()> {
+    let store = open_store(config)?;
+    let r = store.blobs().gc()?;
+    println!(
+        "removed {} unreferenced blob(s), freeing {} bytes; {} kept because they were linked meanwhile; {} abandoned temporary file(s) removed",
+        r.removed_blobs, r.freed_bytes, r.kept_in_use, r.removed_tmp
+    );
+    Ok(())
+}

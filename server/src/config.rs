@@ -1,0 +1,306 @@
+//! The configuration: one TOML file, or the embedded defaults (a single node
+//! on loopback, data in ./cove-data, a self-signed certificate).
+//!
+//! With a file, a protocol whose section is absent is not served: an
+//! operator's file says exactly what listens. Unknown keys are errors that
+//! name the key.
+
+use anyhow::{Context, bail};
+use serde::Deserialize;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    #[serde(default = "default_data_dir")]
+    pub data_dir: PathBuf,
+    #[serde(default = "default_hostname")]
+    pub hostname: String,
+    #[serde(default)]
+    pub lmtp: Option<LmtpConfig>,
+    #[serde(default)]
+    pub imap: Option<ServiceConfig>,
+    #[serde(default)]
+    pub pop3: Option<ServiceConfig>,
+    #[serde(default)]
+    pub http: Option<HttpConfig>,
+    #[serde(default)]
+    pub tls: Option<TlsConfig>,
+    #[serde(default)]
+    pub server: ServerConfig,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LmtpConfig {
+    #[serde(default)]
+    pub listen: Vec<String>,
+    /// Largest message accepted, in bytes (SIZE; 552 5.3.4 above it).
+    #[serde(default = "default_max_message_size")]
+    pub max_message_size: u64,
+    /// Recipients per transaction (452 4.5.3 above it).
+    #[serde(default = "default_max_recipients")]
+    pub max_recipients: usize,
+    /// Longest command line, in bytes including CRLF.
+    #[serde(default = "default_max_line_length")]
+    pub max_line_length: usize,
+    /// Separator of `user+detail@domain`; empty turns detail delivery off.
+    #[serde(default = "default_recipient_delimiter")]
+    pub recipient_delimiter: String,
+    /// Seconds a client may stay silent (RFC 5321 §4.5.3.2 suggests 5 minutes).
+    #[serde(default = "default_timeout")]
+    pub timeout_secs: u64,
+    /// Bad commands in a row before the connection is closed.
+    #[serde(default = "default_max_errors")]
+    pub max_errors: u32,
+    #[serde(default = "default_max_connections")]
+    pub max_connections: usize,
+    #[serde(default = "default_max_connections_per_ip")]
+    pub max_connections_per_ip: usize,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServiceConfig {
+    #[serde(default)]
+    pub listen: Vec<String>,
+    #[serde(default)]
+    pub tls_listen: Vec<String>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpConfig {
+    #[serde(default)]
+    pub listen: Vec<String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsConfig {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerConfig {
+    /// Seconds sessions get to finish after SIGTERM before they are cut.
+    #[serde(default = "default_shutdown_grace")]
+    pub shutdown_grace_secs: u64,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            shutdown_grace_secs: default_shutdown_grace(),
+        }
+    }
+}
+
+fn default_data_dir() -> PathBuf {
+    PathBuf::from("./cove-data")
+}
+fn default_hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_string())
+        .ok()
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "localhost".to_string())
+}
+fn default_max_message_size() -> u64 {
+    50 * 1024 * 1024
+}
+fn default_max_recipients() -> usize {
+    1000
+}
+fn default_max_line_length() -> usize {
+    2048
+}
+fn default_recipient_delimiter() -> String {
+    "+".to_string()
+}
+fn default_timeout() -> u64 {
+    300
+}
+fn default_max_errors() -> u32 {
+    10
+}
+fn default_max_connections() -> usize {
+    1000
+}
+fn default_max_connections_per_ip() -> usize {
+    200
+}
+fn default_shutdown_grace() -> u64 {
+    10
+}
+
+impl Default for LmtpConfig {
+    fn default() -> Self {
+        LmtpConfig {
+            listen: Vec::new(),
+            max_message_size: default_max_message_size(),
+            max_recipients: default_max_recipients(),
+            max_line_length: default_max_line_length(),
+            recipient_delimiter: default_recipient_delimiter(),
+            timeout_secs: default_timeout(),
+            max_errors: default_max_errors(),
+            max_connections: default_max_connections(),
+            max_connections_per_ip: default_max_connections_per_ip(),
+        }
+    }
+}
+
+impl LmtpConfig {
+    pub fn delimiter(&self) -> Option<char> {
+        self.recipient_delimiter.chars().next()
+    }
+}
+
+impl Config {
+    /// The embedded defaults: one node on loopback.
+    pub fn embedded() -> Config {
+        Config {
+            data_dir: default_data_dir(),
+            hostname: default_hostname(),
+            lmtp: Some(LmtpConfig {
+                listen: vec!["127.0.0.1:2424".into()],
+                ..LmtpConfig::default()
+            }),
+            imap: Some(ServiceConfig {
+                listen: vec!["127.0.0.1:1143".into()],
+                tls_listen: vec!["127.0.0.1:1993".into()],
+            }),
+            pop3: Some(ServiceConfig {
+                listen: vec!["127.0.0.1:1110".into()],
+                tls_listen: vec!["127.0.0.1:1995".into()],
+            }),
+            http: Some(HttpConfig {
+                listen: vec!["127.0.0.1:8185".into()],
+            }),
+            tls: None,
+            server: ServerConfig::default(),
+        }
+    }
+
+    pub fn parse(text: &str, origin: &str) -> anyhow::Result<Config> {
+        let config: Config = toml::from_str(text)
+            .map_err(|e| anyhow::anyhow!("{origin}: {}", e.to_string().trim_end()))?;
+        config.validate().with_context(|| origin.to_string())?;
+        Ok(config)
+    }
+
+    /// Load `--config FILE`, or the embedded defaults without one.
+    pub fn load(path: Option<&Path>) -> anyhow::Result<Config> {
+        match path {
+            None => Ok(Config::embedded()),
+            Some(p) => {
+                let text = std::fs::read_to_string(p)
+                    .with_context(|| format!("cannot read config file {}", p.display()))?;
+                Config::parse(&text, &p.display().to_string())
+            }
+        }
+    }
+
+    fn validate(&self) -> anyhow::Result<()> {
+        if self.hostname.is_empty()
+            || self
+                .hostname
+                .contains(|c: char| c.is_whitespace() || c == '/')
+        {
+            bail!("hostname {:?} is not a valid host name", self.hostname);
+        }
+        let check = |section: &str, key: &str, list: &[String]| -> anyhow::Result<()> {
+            for a in list {
+                a.parse::<SocketAddr>().map_err(|_| {
+                    anyhow::anyhow!("[{section}] {key}: {a:?} is not an IP:port address")
+                })?;
+            }
+            Ok(())
+        };
+        if let Some(l) = &self.lmtp {
+            check("lmtp", "listen", &l.listen)?;
+            if l.max_line_length < 512 {
+                bail!("[lmtp] max_line_length must be at least 512 (RFC 5321 §4.5.3.1.4)");
+            }
+            if l.max_recipients < 1 {
+                bail!("[lmtp] max_recipients must be at least 1");
+            }
+            if l.recipient_delimiter.chars().count() > 1 {
+                bail!("[lmtp] recipient_delimiter must be one character or empty");
+            }
+        }
+        for (name, s) in [("imap", &self.imap), ("pop3", &self.pop3)] {
+            if let Some(s) = s {
+                check(name, "listen", &s.listen)?;
+                check(name, "tls_listen", &s.tls_listen)?;
+            }
+        }
+        if let Some(h) = &self.http {
+            check("http", "listen", &h.listen)?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn issue_keys_parse() {
+        let c = Config::parse(
+            r#"
+data_dir = "/var/lib/cove"
+hostname = "storage-01.example.com"
+[lmtp]
+listen = ["127.0.0.1:2424"]
+[imap]
+listen = ["127.0.0.1:1143"]
+tls_listen = ["127.0.0.1:1993"]
+[pop3]
+listen = ["127.0.0.1:1110"]
+tls_listen = ["127.0.0.1:1995"]
+[http]
+listen = ["127.0.0.1:8185"]
+[tls]
+cert = "/etc/cove/cert.pem"
+key = "/etc/cove/key.pem"
+"#,
+            "test",
+        )
+        .unwrap();
+        assert_eq!(c.hostname, "storage-01.example.com");
+        assert_eq!(c.lmtp.unwrap().max_message_size, 50 * 1024 * 1024);
+        assert_eq!(c.tls.unwrap().key, PathBuf::from("/etc/cove/key.pem"));
+    }
+
+    #[test]
+    fn unknown_keys_and_bad_values_are_named() {
+        let e = Config::parse("[lmtp]\nlisten = []\nfrobnicate = 1\n", "f.toml")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("frobnicate"), "{e}");
+        let e = format!(
+            "{:#}",
+            Config::parse("[lmtp]\nlisten = [\"nonsense\"]\n", "f.toml").unwrap_err()
+        );
+        assert!(e.contains("nonsense"), "{e}");
+        let e = Config::parse("[lmtp]\nmax_recipients = \"many\"\n", "f.toml")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("max_recipients"), "{e}");
+    }
+
+    #[test]
+    fn absent_sections_are_not_served() {
+        let c = Config::parse(
+            "data_dir = \"/tmp/x\"\n[lmtp]\nlisten = [\"127.0.0.1:0\"]\n",
+            "t",
+        )
+        .unwrap();
+        assert!(c.imap.is_none() && c.pop3.is_none() && c.http.is_none());
+    }
+}

@@ -1,0 +1,82 @@
+//! TLS: the operator's certificate, or a self-signed one made in the data
+//! directory on first start.
+
+use anyhow::{Context, bail};
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use tokio_rustls::TlsAcceptor;
+
+use crate::config::Config;
+
+/// Where the certificate and key come from.
+pub fn paths(config: &Config) -> (PathBuf, PathBuf) {
+    match &config.tls {
+        Some(t) => (t.cert.clone(), t.key.clone()),
+        None => {
+            let dir = config.data_dir.join("tls");
+            (dir.join("cert.pem"), dir.join("key.pem"))
+        }
+    }
+}
+
+/// Make the self-signed certificate if it is ours to make and missing.
+fn ensure_self_signed(config: &Config, cert: &Path, key: &Path) -> anyhow::Result<()> {
+    if config.tls.is_some() || (cert.exists() && key.exists()) {
+        return Ok(());
+    }
+    let dir = cert.parent().context("certificate path has no directory")?;
+    std::fs::create_dir_all(dir).with_context(|| format!("create {}", dir.display()))?;
+    let names = vec![config.hostname.clone(), "localhost".to_string()];
+    let made =
+        rcgen::generate_simple_self_signed(names).context("generate a self-signed certificate")?;
+    write_private(key, made.signing_key.serialize_pem().as_bytes())?;
+    std::fs::write(cert, made.cert.pem()).with_context(|| format!("write {}", cert.display()))?;
+    tracing::info!(cert = %cert.display(), "made a self-signed certificate for {}", config.hostname);
+    Ok(())
+}
+
+fn write_private(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)
+        .with_context(|| format!("write {}", path.display()))?;
+    f.write_all(bytes)
+        .with_context(|| format!("write {}", path.display()))?;
+    Ok(())
+}
+
+/// The TLS acceptor every listener shares.
+pub fn acceptor(config: &Config) -> anyhow::Result<TlsAcceptor> {
+    let (cert, key) = paths(config);
+    ensure_self_signed(config, &cert, &key)?;
+    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(&cert)
+        .with_context(|| format!("[tls] cert: cannot read {}", cert.display()))?
+        .collect::<Result<_, _>>()
+        .with_context(|| {
+            format!(
+                "[tls] cert: {} is not a PEM certificate chain",
+                cert.display()
+            )
+        })?;
+    if certs.is_empty() {
+        bail!("[tls] cert: {} holds no certificate", cert.display());
+    }
+    let key_der = PrivateKeyDer::from_pem_file(&key).with_context(|| {
+        format!(
+            "[tls] key: cannot read a PEM private key from {}",
+            key.display()
+        )
+    })?;
+    let server = rustls::ServerConfig::builder()
+        .with_no_client_auth()
+        .with_single_cert(certs, key_der)
+        .context("[tls] the certificate and key do not match")?;
+    Ok(TlsAcceptor::from(Arc::new(server)))
+}
