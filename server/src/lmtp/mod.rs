@@ -168,3 +168,31 @@ async fn serve_connection(
         .run()
         .await;
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn connection_limits_per_ip_and_in_total() {
+        let count = ConnectionCount::default();
+        let a: IpAddr = "127.0.0.1".parse().unwrap();
+        let b: IpAddr = "127.0.0.2".parse().unwrap();
+        let s1 = count.acquire(a, 3, 2).unwrap();
+        let _s2 = count.acquire(a, 3, 2).unwrap();
+        assert_eq!(
+            count.acquire(a, 3, 2).err(),
+            Some("Too many connections from your address")
+        );
+        let _s3 = count.acquire(b, 3, 2).unwrap();
+        assert_eq!(
+            count.acquire(b, 3, 2).err(),
+            Some("Too many connections, try again later")
+        );
+        drop(s1);
+        assert!(
+            count.acquire(a, 3, 2).is_ok(),
+            "a slot is released when its connection ends"
+        );
+    }
+}

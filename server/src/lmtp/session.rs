@@ -441,7 +441,7 @@ impl Session {
         if let Some(e) = failed {
             return Ok(Received::Failed(e));
         }
-        Ok(Received::Stored(writer, pending))
+        Ok(Received::Stored(writer.map(Box::new), pending))
     }
 
     /// Write buffered bytes to the blob file off the reactor.
@@ -467,7 +467,7 @@ impl Session {
     async fn deliver(
         &mut self,
         tx: &Transaction,
-        writer: Option<BlobWriter>,
+        writer: Option<Box<BlobWriter>>,
         pending: Vec<u8>,
     ) -> Vec<Reply> {
         let store = self.ctx.store.clone();
@@ -552,7 +552,7 @@ impl Session {
 enum Received {
     /// The blob writer (if the message was large enough to need one) and
     /// the bytes not yet written.
-    Stored(Option<BlobWriter>, Vec<u8>),
+    Stored(Option<Box<BlobWriter>>, Vec<u8>),
     TooBig(u64),
     Failed(cove_store::Error),
 }
