@@ -158,6 +158,9 @@ pub fn sync_dir(dir: &Path) -> Result<()> {
 pub struct BlobStore {
     root: PathBuf,
     tmp: PathBuf,
+    /// fsync the shard directory after naming a blob. Off when the caller
+    /// flushes the whole filesystem before acknowledging (group commit).
+    sync_names: bool,
 }
 
 impl BlobStore {
@@ -166,9 +169,21 @@ impl BlobStore {
         let root = root.into();
         let tmp = root.join("tmp");
         fs::create_dir_all(&tmp).ctx(|| format!("create {}", tmp.display()))?;
-        let store = BlobStore { root, tmp };
+        let store = BlobStore {
+            root,
+            tmp,
+            sync_names: true,
+        };
         store.recover_interrupted_gc()?;
         Ok(store)
+    }
+
+    /// Whether naming a blob fsyncs its directory (the default), or leaves
+    /// that to the caller's filesystem-wide flush. A blob's bytes are always
+    /// fsynced before it gets a name.
+    pub fn with_name_sync(mut self, sync_names: bool) -> BlobStore {
+        self.sync_names = sync_names;
+        self
     }
 
     pub fn root(&self) -> &Path {
@@ -606,11 +621,12 @@ impl StagedBlob {
                 Err(e) => return Err(e).ctx(|| format!("create {}", shard.display())),
             }
         }
-        if created_shard {
+        if created_shard && self.store.sync_names {
             sync_dir(&self.store.root)?;
         }
         match fs::hard_link(tmp, &target) {
-            Ok(()) => sync_dir(&shard),
+            Ok(()) if self.store.sync_names => sync_dir(&shard),
+            Ok(()) => Ok(()),
             Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Ok(()),
             Err(e) => Err(e).ctx(|| format!("link {} to {}", tmp.display(), target.display())),
         }

@@ -15,6 +15,7 @@ pub fn open_store(config: &Config) -> anyhow::Result<Store> {
         StoreOptions {
             hostname: config.hostname.clone(),
             env: Env::default(),
+            durability: config.server.durability()?,
         },
     )
     .with_context(|| {

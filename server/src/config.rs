@@ -89,12 +89,27 @@ pub struct ServerConfig {
     /// Seconds sessions get to finish after SIGTERM before they are cut.
     #[serde(default = "default_shutdown_grace")]
     pub shutdown_grace_secs: u64,
+    /// "batched": blob bytes fsynced per message, names and index rows made
+    /// durable by one shared syncfs for concurrent deliveries (group commit).
+    /// "fsync": every file and directory fsynced on its own; for a data
+    /// directory on a filesystem busy with other writers.
+    #[serde(default = "default_durability")]
+    pub durability: String,
+}
+
+impl ServerConfig {
+    pub fn durability(&self) -> anyhow::Result<cove_store::Durability> {
+        self.durability
+            .parse()
+            .map_err(|e| anyhow::anyhow!("[server] durability: {e}"))
+    }
 }
 
 impl Default for ServerConfig {
     fn default() -> Self {
         ServerConfig {
             shutdown_grace_secs: default_shutdown_grace(),
+            durability: default_durability(),
         }
     }
 }
@@ -135,6 +150,9 @@ fn default_max_connections_per_ip() -> usize {
 }
 fn default_shutdown_grace() -> u64 {
     10
+}
+fn default_durability() -> String {
+    "batched".to_string()
 }
 
 impl Default for LmtpConfig {
@@ -238,6 +256,7 @@ impl Config {
                 check(name, "tls_listen", &s.tls_listen)?;
             }
         }
+        self.server.durability()?;
         if let Some(h) = &self.http {
             check("http", "listen", &h.listen)?;
         }
@@ -292,6 +311,11 @@ key = "/etc/cove/key.pem"
             .unwrap_err()
             .to_string();
         assert!(e.contains("max_recipients"), "{e}");
+        let e = format!(
+            "{:#}",
+            Config::parse("[server]\ndurability = \"never\"\n", "f.toml").unwrap_err()
+        );
+        assert!(e.contains("durability"), "{e}");
     }
 
     #[test]

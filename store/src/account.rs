@@ -7,13 +7,14 @@
 use std::fs;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use cove_dedup::{BlobStore, StagedBlob};
 use rusqlite::Connection;
 use tokio::sync::broadcast;
 
 use crate::changes::{Change, ChangeKind};
+use crate::durability::{Durability, GroupSync};
 use crate::env::Env;
 use crate::ids::{Flags, MailboxGuid, MessageGuid, ModSeq, Uid};
 use crate::index::{self, MailboxInfo, MessageMeta, NewMessageRow, Tx};
@@ -94,6 +95,7 @@ pub struct Account {
     env: Env,
     hostname: String,
     feed: broadcast::Sender<Change>,
+    sync: Arc<GroupSync>,
 }
 
 impl std::fmt::Debug for Account {
@@ -104,7 +106,7 @@ impl std::fmt::Debug for Account {
     }
 }
 
-fn open_index(home: &Path) -> Result<IndexConn> {
+fn open_index(home: &Path, mode: Durability) -> Result<IndexConn> {
     let path = home.join(INDEX_FILE);
     if !path.exists() {
         // A WAL left without its database would be replayed onto the new,
@@ -113,7 +115,7 @@ fn open_index(home: &Path) -> Result<IndexConn> {
             let _ = fs::remove_file(home.join(format!("{INDEX_FILE}{suffix}")));
         }
     }
-    let conn = index::open(&path)?;
+    let conn = index::open(&path, mode == Durability::Fsync)?;
     let ino = fs::metadata(&path)
         .ctx(|| format!("stat {}", path.display()))?
         .ino();
@@ -129,12 +131,13 @@ impl Account {
         blobs: BlobStore,
         env: Env,
         hostname: &str,
+        sync: Arc<GroupSync>,
     ) -> Result<Account> {
         let maildir = home.join("Maildir");
         let fresh_home = !maildir.exists();
         fs::create_dir_all(&maildir).ctx(|| format!("create {}", maildir.display()))?;
         maildir::create_folder(&maildir)?;
-        let index = open_index(&home)?;
+        let index = open_index(&home, sync.mode())?;
         let (feed, _) = broadcast::channel(1024);
         let account = Account {
             email: email.to_string(),
@@ -145,6 +148,7 @@ impl Account {
             env,
             hostname: hostname.to_string(),
             feed,
+            sync,
         };
         account.scan()?;
         if fresh_home {
@@ -177,12 +181,21 @@ impl Account {
             .ok();
         if current != Some(guard.ino) {
             tracing::info!(user = %self.email, "index.sqlite was replaced; reopening it");
-            *guard = open_index(&self.home)?;
+            *guard = open_index(&self.home, self.sync.mode())?;
         }
         Ok(guard)
     }
 
-    fn announce(&self, changes: Vec<Change>) {
+    /// Make committed changes durable (the group flush in batched mode),
+    /// then announce them. Called after the index lock is released, so that
+    /// other deliveries to this user join the same flush.
+    fn publish(&self, changes: Vec<Change>) -> Result<()> {
+        self.sync.sync()?;
+        self.announce(changes);
+        Ok(())
+    }
+
+    pub(crate) fn announce(&self, changes: Vec<Change>) {
         for c in changes {
             // No receiver is not an error: nobody is listening right now.
             let _ = self.feed.send(c);
@@ -286,7 +299,7 @@ impl Account {
         )?;
         let changes = tx.commit()?;
         drop(g);
-        self.announce(changes);
+        self.publish(changes)?;
         Ok(mb)
     }
 
@@ -300,10 +313,24 @@ impl Account {
         }
     }
 
-    /// Store a message: hard-link the blob into the mailbox, fsync, then
-    /// commit the index row. When this returns Ok the message survives a
-    /// crash (DESIGN.md invariant 1).
+    /// Store a message: hard-link the blob into the mailbox, then commit the
+    /// index row. When this returns Ok the message survives a crash
+    /// (DESIGN.md invariant 1).
     pub fn deliver(&self, mailbox: &str, blob: &StagedBlob, msg: &NewMessage) -> Result<Delivered> {
+        let (delivered, changes) = self.deliver_unsynced(mailbox, blob, msg)?;
+        self.sync.sync()?;
+        self.announce(changes);
+        Ok(delivered)
+    }
+
+    /// [`deliver`](Account::deliver) without the final group flush: the
+    /// caller flushes once for many deliveries, then announces the changes.
+    pub(crate) fn deliver_unsynced(
+        &self,
+        mailbox: &str,
+        blob: &StagedBlob,
+        msg: &NewMessage,
+    ) -> Result<(Delivered, Vec<Change>)> {
         let mut g = self.conn()?;
         let mb = index::mailbox_by_name(&g.conn, mailbox)?
             .ok_or_else(|| Error::NotFound(format!("mailbox {mailbox}")))?;
@@ -331,7 +358,7 @@ impl Account {
         let path = folder.join(&rel);
         blob.link_to(&path)?;
         let committed = (|| {
-            cove_dedup::sync_dir(path.parent().unwrap_or(&folder))?;
+            self.sync.dir_written(path.parent().unwrap_or(&folder))?;
             let mut tx = Tx::begin(&mut g.conn)?;
             let row = NewMessageRow {
                 guid,
@@ -348,17 +375,16 @@ impl Account {
             Ok::<_, Error>((uid, modseq, changes))
         })();
         match committed {
-            Ok((uid, modseq, changes)) => {
-                drop(g);
-                self.announce(changes);
-                Ok(Delivered {
+            Ok((uid, modseq, changes)) => Ok((
+                Delivered {
                     mailbox: mb.guid,
                     uidvalidity: mb.uidvalidity,
                     uid,
                     guid,
                     modseq,
-                })
-            }
+                },
+                changes,
+            )),
             Err(e) => {
                 // Not acknowledged, so not kept: a later scan must not
                 // resurrect it (the sender will retry).
@@ -389,13 +415,16 @@ impl Account {
             let new_rel = format!("cur/{}", parsed.cur_name(flags));
             fs::rename(folder.join(&file), folder.join(&new_rel))
                 .ctx(|| format!("rename {file} in {}", folder.display()))?;
+            for sub in ["cur", "new"] {
+                self.sync.dir_written(&folder.join(sub))?;
+            }
             file = new_rel;
         }
         let mut tx = Tx::begin(&mut g.conn)?;
         let modseq = tx.update_flags(&mb, uid, flags, keywords, &file)?;
         let changes = tx.commit()?;
         drop(g);
-        self.announce(changes);
+        self.publish(changes)?;
         Ok(modseq)
     }
 
@@ -417,6 +446,7 @@ impl Account {
         }
         let changes = tx.commit()?;
         drop(g);
+        self.sync.sync()?;
         // The index says they are gone; now the files. A crash in between
         // leaves files whose GUIDs have tombstones: the scan removes them.
         for m in &gone {
@@ -429,7 +459,7 @@ impl Account {
             }
         }
         for sub in ["cur", "new"] {
-            let _ = cove_dedup::sync_dir(&folder.join(sub));
+            let _ = self.sync.dir_written(&folder.join(sub));
         }
         self.announce(changes);
         Ok(gone.iter().map(|m| m.uid).collect())
@@ -600,6 +630,7 @@ impl Account {
         }
         changes.extend(tx.commit()?);
         drop(g);
+        self.sync.sync()?;
         if !report.is_empty() {
             tracing::info!(user = %self.email, ?report, "reconciled index with Maildir");
         }

@@ -19,8 +19,10 @@
 //! - `change`: the change log, one row per modseq.
 //!
 //! # Durability
-//! `synchronous=FULL` in WAL mode: every commit fsyncs the WAL, so an index
-//! row whose commit returned survives a crash or a power cut.
+//! WAL mode. With `synchronous=FULL` every commit fsyncs the WAL; in the
+//! default batched mode commits run with `synchronous=NORMAL` and the group
+//! flush of `durability.rs` makes them durable before anything is
+//! acknowledged.
 
 use rusqlite::{Connection, OptionalExtension, Transaction, params};
 use std::path::Path;
@@ -59,7 +61,6 @@ CREATE TABLE IF NOT EXISTS message(
   file TEXT NOT NULL,
   PRIMARY KEY(mailbox_id, uid)
 ) WITHOUT ROWID;
-CREATE INDEX IF NOT EXISTS message_base ON message(mailbox_id, base);
 CREATE TABLE IF NOT EXISTS tombstone(
   mailbox_id INTEGER NOT NULL,
   uid INTEGER NOT NULL,
@@ -78,11 +79,18 @@ CREATE TABLE IF NOT EXISTS change(
 ";
 
 /// Open (creating if needed) an index database.
-pub(crate) fn open(path: &Path) -> Result<Connection> {
+/// `durable_commits`: every commit fsyncs the WAL (`synchronous=FULL`);
+/// otherwise the caller's group flush makes commits durable
+/// (`synchronous=NORMAL`, still crash-consistent).
+pub(crate) fn open(path: &Path, durable_commits: bool) -> Result<Connection> {
     let conn = Connection::open(path)?;
     conn.busy_timeout(Duration::from_secs(10))?;
     conn.pragma_update(None, "journal_mode", "WAL")?;
-    conn.pragma_update(None, "synchronous", "FULL")?;
+    conn.pragma_update(
+        None,
+        "synchronous",
+        if durable_commits { "FULL" } else { "NORMAL" },
+    )?;
     conn.pragma_update(None, "foreign_keys", "ON")?;
     conn.execute_batch(SCHEMA)?;
     let version: Option<i64> = conn

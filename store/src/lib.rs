@@ -16,6 +16,7 @@
 mod account;
 mod changes;
 mod directory;
+mod durability;
 mod env;
 mod error;
 mod ids;
@@ -31,6 +32,8 @@ pub use account::{Account, DEFAULT_MAILBOXES, Delivered, MailboxStatus, NewMessa
 pub use changes::{Change, ChangeKind};
 pub use cove_dedup::{BlobStore, BlobWriter, ContentId, DedupStats, GcReport, StagedBlob};
 pub use directory::{Address, Directory, PasswordHash, User};
+pub use durability::Durability;
+use durability::GroupSync;
 pub use env::{Clock, Entropy, Env, OsEntropy, SystemClock};
 pub(crate) use error::IoContext;
 pub use error::{Error, Result};
@@ -47,6 +50,7 @@ pub struct StoreOptions {
     /// Written into Maildir file names (the Maildir spec's host part).
     pub hostname: String,
     pub env: Env,
+    pub durability: Durability,
 }
 
 /// The whole data directory.
@@ -56,6 +60,7 @@ pub struct Store {
     blobs: BlobStore,
     directory: Directory,
     opts: StoreOptions,
+    sync: Arc<GroupSync>,
     accounts: Mutex<HashMap<i64, Arc<Account>>>,
 }
 
@@ -82,7 +87,9 @@ impl Store {
         fs::create_dir_all(data_dir).ctx(|| format!("create {}", data_dir.display()))?;
         let mail_root = data_dir.join("mail");
         fs::create_dir_all(&mail_root).ctx(|| format!("create {}", mail_root.display()))?;
-        let blobs = BlobStore::open(data_dir.join("blobs"))?;
+        let sync_names = opts.durability == Durability::Fsync;
+        let blobs = BlobStore::open(data_dir.join("blobs"))?.with_name_sync(sync_names);
+        let sync = Arc::new(GroupSync::new(data_dir, opts.durability)?);
         blobs.check_same_filesystem(&mail_root)?;
         let directory = Directory::open(&data_dir.join("cove.db"))?;
         Ok(Store {
@@ -91,6 +98,7 @@ impl Store {
             blobs,
             directory,
             opts,
+            sync,
             accounts: Mutex::new(HashMap::new()),
         })
     }
@@ -155,6 +163,7 @@ impl Store {
             self.blobs.clone(),
             self.opts.env.clone(),
             &self.opts.hostname,
+            self.sync.clone(),
         )?);
         open.insert(user.id, account.clone());
         Ok(account)
@@ -169,8 +178,12 @@ impl Store {
 
     /// Deliver one stored blob to several recipients: one hard link each,
     /// one result each, in order.
+    ///
+    /// All recipients share one group flush: the results come back once
+    /// every successful delivery is durable.
     pub fn deliver(&self, blob: &StagedBlob, targets: &[DeliveryTarget]) -> Vec<Result<Delivered>> {
-        targets
+        let mut announcements = Vec::new();
+        let mut results: Vec<Result<Delivered>> = targets
             .iter()
             .map(|t| {
                 let account = self.account(&t.user)?;
@@ -182,9 +195,29 @@ impl Store {
                     quota: Some(t.user.quota),
                     ..NewMessage::default()
                 };
-                account.deliver(mailbox, blob, &msg)
+                let (delivered, changes) = account.deliver_unsynced(mailbox, blob, &msg)?;
+                announcements.push((account, changes));
+                Ok(delivered)
             })
-            .collect()
+            .collect();
+        if announcements.is_empty() {
+            return results;
+        }
+        if let Err(e) = self.sync.sync() {
+            // Not known to be durable, so not acknowledged: the sender retries.
+            let reason = e.to_string();
+            for r in results.iter_mut().filter(|r| r.is_ok()) {
+                *r = Err(Error::Io {
+                    context: "flushing the delivery to disk".into(),
+                    source: std::io::Error::other(reason.clone()),
+                });
+            }
+            return results;
+        }
+        for (account, changes) in announcements {
+            account.announce(changes);
+        }
+        results
     }
 }
 

@@ -28,6 +28,10 @@ impl Entropy for CountingEntropy {
 }
 
 fn store_at(dir: &Path) -> Store {
+    store_with(dir, Durability::Batched)
+}
+
+fn store_with(dir: &Path, durability: Durability) -> Store {
     let env = Env {
         clock: Arc::new(FixedClock(AtomicU64::new(1_700_000_000))),
         entropy: Arc::new(CountingEntropy(AtomicU64::new(0))),
@@ -37,6 +41,7 @@ fn store_at(dir: &Path) -> Store {
         StoreOptions {
             hostname: "test".into(),
             env,
+            durability,
         },
     )
     .unwrap()
@@ -107,6 +112,45 @@ fn one_blob_to_many_recipients_shares_one_inode_and_gets_uids() {
     drop(blob);
     let stats = s.blobs().stats().unwrap();
     assert_eq!((stats.blobs, stats.messages), (1, 6));
+}
+
+#[test]
+fn fsync_mode_delivers_the_same_way() {
+    let d = tempfile::tempdir().unwrap();
+    let s = store_with(d.path(), Durability::Fsync);
+    let users: Vec<User> = (0..3).map(|i| user(&s, &format!("u{i}@x.org"))).collect();
+    let blob = s.blobs().put(b"fsynced\r\n").unwrap();
+    let targets: Vec<DeliveryTarget> = users
+        .iter()
+        .map(|u| DeliveryTarget {
+            user: u.clone(),
+            mailbox: None,
+        })
+        .collect();
+    assert!(
+        s.deliver(&blob, &targets)
+            .iter()
+            .all(|r| r.as_ref().is_ok_and(|d| d.uid == 1))
+    );
+    assert_eq!(s.sync.flushes(), 0);
+}
+
+#[test]
+fn batched_mode_flushes_once_for_many_recipients() {
+    let d = tempfile::tempdir().unwrap();
+    let s = store_at(d.path());
+    let users: Vec<User> = (0..10).map(|i| user(&s, &format!("u{i}@x.org"))).collect();
+    let blob = s.blobs().put(b"batched\r\n").unwrap();
+    let targets: Vec<DeliveryTarget> = users
+        .iter()
+        .map(|u| DeliveryTarget {
+            user: u.clone(),
+            mailbox: None,
+        })
+        .collect();
+    let before = s.sync.flushes();
+    assert!(s.deliver(&blob, &targets).iter().all(|r| r.is_ok()));
+    assert_eq!(s.sync.flushes() - before, 1);
 }
 
 #[test]
