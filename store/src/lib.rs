@@ -42,7 +42,10 @@ pub use index::{MailboxInfo, MessageMeta};
 
 /// How many accounts stay open (index connection, change feed) before idle
 /// ones are closed.
-const OPEN_ACCOUNTS_SOFT_LIMIT: usize = 2048;
+const OPEN_ACCOUNTS_SOFT_LIMIT: usize = 1024;
+
+/// An account, opened on first use.
+type AccountSlot = Arc<Mutex<Option<Arc<Account>>>>;
 
 /// Options for [`Store::open`].
 #[derive(Debug, Clone)]
@@ -61,7 +64,7 @@ pub struct Store {
     directory: Directory,
     opts: StoreOptions,
     sync: Arc<GroupSync>,
-    accounts: Mutex<HashMap<i64, Arc<Account>>>,
+    accounts: Mutex<HashMap<i64, AccountSlot>>,
 }
 
 impl std::fmt::Debug for Store {
@@ -145,18 +148,34 @@ impl Store {
 
     /// Open a user's account (cached while in use).
     pub fn account(&self, user: &User) -> Result<Arc<Account>> {
-        let mut open = self
-            .accounts
+        let slot = {
+            let mut open = self
+                .accounts
+                .lock()
+                .map_err(|_| Error::Index("account table lock poisoned".into()))?;
+            if open.len() >= OPEN_ACCOUNTS_SOFT_LIMIT {
+                // Close accounts nobody holds (their slot is referenced only
+                // by this table, and their account only by the slot).
+                open.retain(|_, slot| {
+                    Arc::strong_count(slot) > 1
+                        || slot
+                            .lock()
+                            .ok()
+                            .and_then(|a| a.as_ref().map(|a| Arc::strong_count(a) > 1))
+                            .unwrap_or(true)
+                });
+            }
+            open.entry(user.id).or_default().clone()
+        };
+        // Opening scans the Maildir, which can take a while for a big one:
+        // only this user's slot is held meanwhile, so deliveries to other
+        // users go on, and two threads never open the same account twice.
+        let mut slot = slot
             .lock()
-            .map_err(|_| Error::Index("account table lock poisoned".into()))?;
-        if let Some(a) = open.get(&user.id) {
+            .map_err(|_| Error::Index("account slot lock poisoned".into()))?;
+        if let Some(a) = slot.as_ref() {
             return Ok(a.clone());
         }
-        if open.len() >= OPEN_ACCOUNTS_SOFT_LIMIT {
-            open.retain(|_, a| Arc::strong_count(a) > 1);
-        }
-        // Opening scans the Maildir; holding the table lock meanwhile keeps
-        // two threads from opening the same account twice.
         let account = Arc::new(Account::open(
             &user.address.to_string(),
             self.home_of(&user.address),
@@ -165,7 +184,7 @@ impl Store {
             &self.opts.hostname,
             self.sync.clone(),
         )?);
-        open.insert(user.id, account.clone());
+        *slot = Some(account.clone());
         Ok(account)
     }
 
