@@ -261,21 +261,38 @@ impl BlobStore {
         if let Some(dir) = target.parent() {
             fs::create_dir_all(dir).ctx(|| format!("create {}", dir.display()))?;
         }
-        match fs::hard_link(file, &target) {
-            Ok(()) => {
-                f.sync_all().ctx(|| format!("fsync {}", file.display()))?;
-                if let Some(dir) = target.parent() {
-                    sync_dir(dir)?;
+        for _ in 0..3 {
+            match fs::hard_link(file, &target) {
+                Ok(()) => {
+                    f.sync_all().ctx(|| format!("fsync {}", file.display()))?;
+                    if let Some(dir) = target.parent() {
+                        sync_dir(dir)?;
+                    }
+                    return Ok((id, len, true));
                 }
-                Ok((id, len, true))
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+                    let same = fs::metadata(&target).map(|m| m.ino()).ok()
+                        == fs::metadata(file).map(|m| m.ino()).ok();
+                    if same {
+                        return Ok((id, len, true));
+                    }
+                    // The caller may replace the file by a link to the stored
+                    // copy: only if that copy really holds these bytes.
+                    match self.verify(&id) {
+                        Ok(()) => return Ok((id, len, false)),
+                        Err(Error::NotFound(_)) => continue,
+                        Err(Error::Corrupt { actual, .. }) => self.quarantine(&id, &actual)?,
+                        Err(e) => return Err(e),
+                    }
+                }
+                Err(e) => {
+                    return Err(e)
+                        .ctx(|| format!("link {} to {}", file.display(), target.display()));
+                }
             }
-            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
-                let same = fs::metadata(&target).map(|m| m.ino()).ok()
-                    == fs::metadata(file).map(|m| m.ino()).ok();
-                Ok((id, len, same))
-            }
-            Err(e) => Err(e).ctx(|| format!("link {} to {}", file.display(), target.display())),
         }
+        // The name kept changing under us: keep the file as it is.
+        Ok((id, len, true))
     }
 
     /// Check that the blob's bytes still hash to its name.
@@ -302,6 +319,36 @@ impl BlobStore {
             return Err(Error::Corrupt { id: *id, actual });
         }
         Ok(())
+    }
+
+    /// Move a blob whose content does not match its name out of the way, to
+    /// `blobs/quarantine/`, so that the right content can take its name. The
+    /// Maildir files already linked to it keep it; `verify` reports them.
+    pub fn quarantine(&self, id: &ContentId, actual: &ContentId) -> Result<()> {
+        let dir = self.root.join("quarantine");
+        fs::create_dir_all(&dir).ctx(|| format!("create {}", dir.display()))?;
+        let dest = dir.join(format!("{}.actual-{}", id.to_hex(), actual.to_hex()));
+        tracing::error!(blob = %id, actual = %actual, to = %dest.display(), "blob content does not match its name; quarantined");
+        match fs::rename(self.path_of(id), &dest) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(e).ctx(|| format!("quarantine {}", id.to_hex())),
+        }
+    }
+
+    /// Check every blob against its name; returns the ids of corrupt ones.
+    pub fn verify_all(&self) -> Result<(u64, Vec<ContentId>)> {
+        let mut ids = Vec::new();
+        self.for_each_blob(|id, _, _| ids.push(id))?;
+        let mut bad = Vec::new();
+        for id in &ids {
+            match self.verify(id) {
+                Ok(()) | Err(Error::NotFound(_)) => {}
+                Err(Error::Corrupt { .. }) => bad.push(*id),
+                Err(e) => return Err(e),
+            }
+        }
+        Ok((ids.len() as u64, bad))
     }
 
     /// Read a whole blob.
@@ -624,12 +671,32 @@ impl StagedBlob {
         if created_shard && self.store.sync_names {
             sync_dir(&self.store.root)?;
         }
-        match fs::hard_link(tmp, &target) {
-            Ok(()) if self.store.sync_names => sync_dir(&shard),
-            Ok(()) => Ok(()),
-            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Ok(()),
-            Err(e) => Err(e).ctx(|| format!("link {} to {}", tmp.display(), target.display())),
+        for _ in 0..3 {
+            match fs::hard_link(tmp, &target) {
+                Ok(()) if self.store.sync_names => return sync_dir(&shard),
+                Ok(()) => return Ok(()),
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+                    // Content we are about to link into Maildirs: check the
+                    // stored copy really is these bytes (invariant 5).
+                    match self.store.verify(&self.id) {
+                        Ok(()) => return Ok(()),
+                        Err(Error::NotFound(_)) => continue, // gc removed it meanwhile
+                        Err(Error::Corrupt { actual, .. }) => {
+                            self.store.quarantine(&self.id, &actual)?;
+                            continue;
+                        }
+                        Err(e) => return Err(e),
+                    }
+                }
+                Err(e) => {
+                    return Err(e).ctx(|| format!("link {} to {}", tmp.display(), target.display()));
+                }
+            }
         }
+        Err(Error::Io {
+            context: format!("install blob {}", self.id),
+            source: io::Error::other("the blob kept changing while it was installed"),
+        })
     }
 
     /// Hard-link the blob at `dest` (a new name; the caller fsyncs its
@@ -823,6 +890,29 @@ mod tests {
             s.verify(&ContentId::of(b"none")),
             Err(Error::NotFound(_))
         ));
+    }
+
+    #[test]
+    fn a_corrupt_stored_copy_is_never_linked_again() {
+        let (d, s) = store();
+        let id = s.put(b"the real content").unwrap().id();
+        let path = s.path_of(&id);
+        let mut perms = fs::metadata(&path).unwrap().permissions();
+        #[allow(clippy::permissions_set_readonly_false)]
+        perms.set_readonly(false);
+        fs::set_permissions(&path, perms).unwrap();
+        fs::write(&path, b"bit rot").unwrap();
+        assert_eq!(s.verify_all().unwrap(), (1, vec![id]));
+        // The same content arrives again: the rotten copy is quarantined and
+        // the new bytes take the name.
+        let staged = s.put(b"the real content").unwrap();
+        staged.link_to(&d.path().join("m")).unwrap();
+        assert_eq!(fs::read(d.path().join("m")).unwrap(), b"the real content");
+        s.verify(&id).unwrap();
+        assert_eq!(
+            fs::read_dir(s.root().join("quarantine")).unwrap().count(),
+            1
+        );
     }
 
     #[test]

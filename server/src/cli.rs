@@ -246,3 +246,19 @@ pub fn dedup_gc(config: &Config) -> anyhow::Result<()> {
     );
     Ok(())
 }
+
+pub fn dedup_verify(config: &Config) -> anyhow::Result<()> {
+    let store = open_store(config)?;
+    let (checked, bad) = store.blobs().verify_all()?;
+    for id in &bad {
+        println!("corrupt: {id} ({})", store.blobs().path_of(id).display());
+    }
+    if !bad.is_empty() {
+        bail!(
+            "{} of {checked} blob(s) do not match their content hash",
+            bad.len()
+        );
+    }
+    println!("verified {checked} blob(s): all match their content hash");
+    Ok(())
+}

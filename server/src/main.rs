@@ -103,6 +103,8 @@ enum DedupCommand {
     Stats,
     /// Remove blobs no message links to any more.
     Gc,
+    /// Check every blob's content against its name.
+    Verify,
 }
 
 fn init_logging(default: &str) {
@@ -151,6 +153,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 Command::Dedup { command } => match command {
                     DedupCommand::Stats => cli::dedup_stats(&config),
                     DedupCommand::Gc => cli::dedup_gc(&config),
+                    DedupCommand::Verify => cli::dedup_verify(&config),
                 },
             }
         }
