@@ -35,7 +35,12 @@ use std::io::{self, Read, Write};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
+
+mod durability;
+
+pub use durability::{BadDurability, Durability, GroupSync};
 
 /// Errors of the blob store.
 #[derive(Debug, thiserror::Error)]
@@ -158,32 +163,28 @@ pub fn sync_dir(dir: &Path) -> Result<()> {
 pub struct BlobStore {
     root: PathBuf,
     tmp: PathBuf,
-    /// fsync the shard directory after naming a blob. Off when the caller
-    /// flushes the whole filesystem before acknowledging (group commit).
-    sync_names: bool,
+    /// How writes are made durable (shared with the mail store, which lives
+    /// on the same filesystem).
+    sync: Arc<GroupSync>,
 }
 
 impl BlobStore {
-    /// Open (creating if needed) the blob store at `root` (usually `<data_dir>/blobs`).
-    pub fn open(root: impl Into<PathBuf>) -> Result<BlobStore> {
+    /// Open (creating if needed) the blob store at `root` (usually
+    /// `<data_dir>/blobs`).
+    pub fn open(root: impl Into<PathBuf>, durability: Durability) -> Result<BlobStore> {
         let root = root.into();
         let tmp = root.join("tmp");
         fs::create_dir_all(&tmp).ctx(|| format!("create {}", tmp.display()))?;
-        let store = BlobStore {
-            root,
-            tmp,
-            sync_names: true,
-        };
+        let sync = Arc::new(GroupSync::new(&root, durability)?);
+        let store = BlobStore { root, tmp, sync };
         store.recover_interrupted_gc()?;
         Ok(store)
     }
 
-    /// Whether naming a blob fsyncs its directory (the default), or leaves
-    /// that to the caller's filesystem-wide flush. A blob's bytes are always
-    /// fsynced before it gets a name.
-    pub fn with_name_sync(mut self, sync_names: bool) -> BlobStore {
-        self.sync_names = sync_names;
-        self
+    /// The group committer of the blobs' filesystem, which the mail store
+    /// shares.
+    pub fn group_sync(&self) -> &Arc<GroupSync> {
+        &self.sync
     }
 
     pub fn root(&self) -> &Path {
@@ -596,8 +597,7 @@ impl BlobWriter {
             .into_inner()
             .map_err(|e| e.into_error())
             .ctx(|| format!("write {}", path.display()))?;
-        file.sync_data()
-            .ctx(|| format!("fsync {}", path.display()))?;
+        self.store.sync.file_written(&file)?;
         drop(file);
         let id = ContentId(*self.hasher.finalize().as_bytes());
         let staged = StagedBlob {
@@ -668,13 +668,12 @@ impl StagedBlob {
                 Err(e) => return Err(e).ctx(|| format!("create {}", shard.display())),
             }
         }
-        if created_shard && self.store.sync_names {
-            sync_dir(&self.store.root)?;
+        if created_shard {
+            self.store.sync.dir_written(&self.store.root)?;
         }
         for _ in 0..3 {
             match fs::hard_link(tmp, &target) {
-                Ok(()) if self.store.sync_names => return sync_dir(&shard),
-                Ok(()) => return Ok(()),
+                Ok(()) => return self.store.sync.dir_written(&shard),
                 Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
                     // Content we are about to link into Maildirs: check the
                     // stored copy really is these bytes (invariant 5).
@@ -689,7 +688,8 @@ impl StagedBlob {
                     }
                 }
                 Err(e) => {
-                    return Err(e).ctx(|| format!("link {} to {}", tmp.display(), target.display()));
+                    return Err(e)
+                        .ctx(|| format!("link {} to {}", tmp.display(), target.display()));
                 }
             }
         }
@@ -748,7 +748,7 @@ mod tests {
 
     fn store() -> (tempfile::TempDir, BlobStore) {
         let dir = tempfile::tempdir().unwrap();
-        let store = BlobStore::open(dir.path().join("blobs")).unwrap();
+        let store = BlobStore::open(dir.path().join("blobs"), Durability::Fsync).unwrap();
         (dir, store)
     }
 
@@ -870,7 +870,7 @@ mod tests {
         link_existing(&s, &id, &d.path().join("r")).unwrap();
         let parked = s.root().join("tmp").join(format!("gc.{}", id.to_hex()));
         fs::rename(s.path_of(&id), &parked).unwrap();
-        let s = BlobStore::open(s.root()).unwrap();
+        let s = BlobStore::open(s.root(), Durability::Fsync).unwrap();
         assert!(s.path_of(&id).exists());
         assert!(!parked.exists());
     }

@@ -14,12 +14,12 @@ use rusqlite::Connection;
 use tokio::sync::broadcast;
 
 use crate::changes::{Change, ChangeKind};
-use crate::durability::{Durability, GroupSync};
 use crate::env::Env;
 use crate::ids::{Flags, MailboxGuid, MessageGuid, ModSeq, Uid};
 use crate::index::{self, MailboxInfo, MessageMeta, NewMessageRow, Tx};
 use crate::maildir::{self, FileName, FolderIdentity};
 use crate::{Error, IoContext, Result};
+use cove_dedup::{Durability, GroupSync};
 
 /// The mailboxes every new account starts with, and their RFC 6154 use.
 pub const DEFAULT_MAILBOXES: [(&str, Option<&str>); 6] = [

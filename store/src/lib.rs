@@ -16,7 +16,6 @@
 mod account;
 mod changes;
 mod directory;
-mod durability;
 mod env;
 mod error;
 mod ids;
@@ -30,10 +29,10 @@ use std::sync::{Arc, Mutex};
 
 pub use account::{Account, DEFAULT_MAILBOXES, Delivered, MailboxStatus, NewMessage, ScanReport};
 pub use changes::{Change, ChangeKind};
-pub use cove_dedup::{BlobStore, BlobWriter, ContentId, DedupStats, GcReport, StagedBlob};
+pub use cove_dedup::{
+    BlobStore, BlobWriter, ContentId, DedupStats, Durability, GcReport, GroupSync, StagedBlob,
+};
 pub use directory::{Address, Directory, PasswordHash, User};
-pub use durability::Durability;
-use durability::GroupSync;
 pub use env::{Clock, Entropy, Env, OsEntropy, SystemClock};
 pub(crate) use error::IoContext;
 pub use error::{Error, Result};
@@ -90,9 +89,8 @@ impl Store {
         fs::create_dir_all(data_dir).ctx(|| format!("create {}", data_dir.display()))?;
         let mail_root = data_dir.join("mail");
         fs::create_dir_all(&mail_root).ctx(|| format!("create {}", mail_root.display()))?;
-        let sync_names = opts.durability == Durability::Fsync;
-        let blobs = BlobStore::open(data_dir.join("blobs"))?.with_name_sync(sync_names);
-        let sync = Arc::new(GroupSync::new(data_dir, opts.durability)?);
+        let blobs = BlobStore::open(data_dir.join("blobs"), opts.durability)?;
+        let sync = blobs.group_sync().clone();
         blobs.check_same_filesystem(&mail_root)?;
         let directory = Directory::open(&data_dir.join("cove.db"))?;
         Ok(Store {
