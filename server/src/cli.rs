@@ -152,7 +152,9 @@ pub fn mailbox_list(config: &Config, email: &str) -> anyhow::Result<()> {
         .user(&address)?
         .with_context(|| format!("no such user {address}"))?;
     let account = store.account(&user)?;
-    let report = account.scan()?;
+    // Opening the account reconciled it already; scan again in case the
+    // Maildir changed since (the server may be delivering meanwhile).
+    let report = account.opening_scan().plus(&account.scan()?);
     println!(
         "{:<24} {:<10} {:>8} {:>8} {:>12} {:>12} {:>8}",
         "MAILBOX", "USE", "MESSAGES", "UNSEEN", "BYTES", "UIDVALIDITY", "UIDNEXT"

@@ -76,6 +76,17 @@ impl ScanReport {
     pub fn is_empty(&self) -> bool {
         *self == ScanReport::default()
     }
+
+    /// Both reports added up.
+    pub fn plus(&self, other: &ScanReport) -> ScanReport {
+        ScanReport {
+            mailboxes_added: self.mailboxes_added + other.mailboxes_added,
+            mailboxes_removed: self.mailboxes_removed + other.mailboxes_removed,
+            messages_added: self.messages_added + other.messages_added,
+            messages_expunged: self.messages_expunged + other.messages_expunged,
+            flags_changed: self.flags_changed + other.flags_changed,
+        }
+    }
 }
 
 struct IndexConn {
@@ -96,6 +107,7 @@ pub struct Account {
     hostname: String,
     feed: broadcast::Sender<Change>,
     sync: Arc<GroupSync>,
+    opening_scan: ScanReport,
 }
 
 impl std::fmt::Debug for Account {
@@ -149,8 +161,9 @@ impl Account {
             hostname: hostname.to_string(),
             feed,
             sync,
+            opening_scan: ScanReport::default(),
         };
-        account.scan()?;
+        let opening_scan = account.scan()?;
         if fresh_home {
             for (name, special_use) in DEFAULT_MAILBOXES.iter().skip(1) {
                 match account.create_mailbox(name, *special_use) {
@@ -159,7 +172,14 @@ impl Account {
                 }
             }
         }
+        let mut account = account;
+        account.opening_scan = opening_scan;
         Ok(account)
+    }
+
+    /// What the scan made when the account was opened found and did.
+    pub fn opening_scan(&self) -> &ScanReport {
+        &self.opening_scan
     }
 
     pub fn email(&self) -> &str {
@@ -225,6 +245,23 @@ impl Account {
     pub fn mailbox(&self, name: &str) -> Result<MailboxInfo> {
         index::mailbox_by_name(&self.conn()?.conn, name)?
             .ok_or_else(|| Error::NotFound(format!("mailbox {name}")))
+    }
+
+    /// The mailbox called `name`, or else the only one whose name differs
+    /// from it just in case (for `user+detail` addresses, where senders and
+    /// MTAs do not keep case reliably).
+    pub fn mailbox_loosely(&self, name: &str) -> Result<Option<MailboxInfo>> {
+        let g = self.conn()?;
+        if let Some(mb) = index::mailbox_by_name(&g.conn, name)? {
+            return Ok(Some(mb));
+        }
+        let mut alike = index::mailboxes(&g.conn)?
+            .into_iter()
+            .filter(|m| m.name.eq_ignore_ascii_case(name));
+        match (alike.next(), alike.next()) {
+            (Some(only), None) => Ok(Some(only)),
+            _ => Ok(None),
+        }
     }
 
     pub fn mailbox_by_guid(&self, guid: &MailboxGuid) -> Result<MailboxInfo> {

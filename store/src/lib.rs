@@ -204,10 +204,11 @@ impl Store {
             .iter()
             .map(|t| {
                 let account = self.account(&t.user)?;
-                let mailbox = match &t.mailbox {
-                    Some(m) if account.mailbox(m).is_ok() => m.as_str(),
-                    _ => "INBOX",
+                let detail_box = match &t.mailbox {
+                    Some(m) => account.mailbox_loosely(m)?.map(|mb| mb.name),
+                    None => None,
                 };
+                let mailbox = detail_box.as_deref().unwrap_or("INBOX");
                 let msg = NewMessage {
                     quota: Some(t.user.quota),
                     ..NewMessage::default()

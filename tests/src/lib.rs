@@ -1,1 +1,864 @@
+//! The end-to-end test harness: build and start the real `cove` binary on a
+//! fresh data directory with port 0, learn its ports from its log, and speak
+//! its protocols over real sockets with small blocking clients.
+//!
+//! Everything is bounded: server start, every read on a socket, every CLI
+//! command. A test that goes wrong fails with the server's log, never hangs.
 
+use std::fs;
+use std::io::{self, BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Output, Stdio};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+pub use cove_store;
+use cove_store::{Address, MailboxInfo, MessageMeta, Store, StoreOptions};
+
+/// How long a server gets to start, a command to run, a reply to arrive.
+pub const START_TIMEOUT: Duration = Duration::from_secs(20);
+pub const CLI_TIMEOUT: Duration = Duration::from_secs(30);
+pub const READ_TIMEOUT: Duration = Duration::from_secs(30);
+pub const STOP_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The hostname every test server uses (also in its certificate).
+pub const HOSTNAME: &str = "cove.test";
+
+// ---------------------------------------------------------------------------
+// The binary
+
+/// The target directory: `CARGO_TARGET_DIR` if set, else the one this test
+/// executable was built in (`<target>/debug/deps/<test>`).
+fn target_dir() -> PathBuf {
+    if let Some(dir) = std::env::var_os("CARGO_TARGET_DIR") {
+        let dir = PathBuf::from(dir);
+        if dir.is_absolute() {
+            return dir;
+        }
+        return Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join(dir);
+    }
+    if let Ok(exe) = std::env::current_exe()
+        && let Some(deps) = exe.parent()
+        && deps.file_name().is_some_and(|n| n == "deps")
+        && let Some(target) = deps.parent().and_then(Path::parent)
+    {
+        return target.to_path_buf();
+    }
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../target")
+}
+
+/// The `cove` binary, built (once per test process) with the same cargo that
+/// runs the tests.
+pub fn cove_bin() -> &'static Path {
+    static BIN: OnceLock<PathBuf> = OnceLock::new();
+    BIN.get_or_init(|| {
+        let cargo = std::env::var_os("CARGO").unwrap_or_else(|| env!("CARGO").into());
+        let target = target_dir();
+        let mut cmd = Command::new(cargo);
+        cmd.args([
+            "build",
+            "--quiet",
+            "-p",
+            "cove",
+            "--bin",
+            "cove",
+            "--target-dir",
+        ])
+        .arg(&target)
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .stdin(Stdio::null());
+        // What cargo sets for this test process (CARGO_PKG_NAME,
+        // CARGO_MANIFEST_DIR, ...) is not the environment of a build: build
+        // scripts that watch it would rebuild, and then rebuild again for
+        // the next `cargo test`.
+        for (key, _) in std::env::vars_os() {
+            let Some(k) = key.to_str() else { continue };
+            if k.starts_with("CARGO_PKG_")
+                || k.starts_with("CARGO_MANIFEST_")
+                || k.starts_with("CARGO_BIN_")
+                || matches!(
+                    k,
+                    "CARGO_CRATE_NAME"
+                        | "CARGO_PRIMARY_PACKAGE"
+                        | "CARGO_TARGET_TMPDIR"
+                        | "OUT_DIR"
+                )
+            {
+                cmd.env_remove(k);
+            }
+        }
+        let out = cmd.output().expect("run cargo build for the cove binary");
+        assert!(
+            out.status.success(),
+            "building cove failed:\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let bin = target.join("debug").join("cove");
+        assert!(bin.is_file(), "no cove binary at {}", bin.display());
+        bin
+    })
+}
+
+/// Run a command to its end with a deadline, feeding `stdin`. Panics (after
+/// killing it) if it overruns.
+pub fn run_bounded(mut cmd: Command, stdin: Option<&[u8]>, timeout: Duration) -> Output {
+    cmd.stdin(if stdin.is_some() {
+        Stdio::piped()
+    } else {
+        Stdio::null()
+    })
+    .stdout(Stdio::piped())
+    .stderr(Stdio::piped());
+    let mut child = cmd.spawn().expect("spawn command");
+    if let Some(input) = stdin {
+        let mut pipe = child.stdin.take().expect("stdin pipe");
+        pipe.write_all(input).expect("write stdin");
+    }
+    let mut out_pipe = child.stdout.take().expect("stdout pipe");
+    let mut err_pipe = child.stderr.take().expect("stderr pipe");
+    let out_t = std::thread::spawn(move || {
+        let mut v = Vec::new();
+        let _ = out_pipe.read_to_end(&mut v);
+        v
+    });
+    let err_t = std::thread::spawn(move || {
+        let mut v = Vec::new();
+        let _ = err_pipe.read_to_end(&mut v);
+        v
+    });
+    let status = wait_bounded(&mut child, timeout).unwrap_or_else(|| {
+        let _ = child.kill();
+        let _ = child.wait();
+        panic!("{cmd:?} did not finish within {timeout:?}");
+    });
+    Output {
+        status,
+        stdout: out_t.join().unwrap_or_default(),
+        stderr: err_t.join().unwrap_or_default(),
+    }
+}
+
+/// Wait for a child with a deadline; `None` if it is still running.
+pub fn wait_bounded(child: &mut Child, timeout: Duration) -> Option<ExitStatus> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        match child.try_wait() {
+            Ok(Some(s)) => return Some(s),
+            Ok(None) if Instant::now() >= deadline => return None,
+            Ok(None) => std::thread::sleep(Duration::from_millis(10)),
+            Err(e) => panic!("wait for child: {e}"),
+        }
+    }
+}
+
+/// Poll `f` until it returns `Some`, for at most `timeout`.
+pub fn eventually<T>(timeout: Duration, mut f: impl FnMut() -> Option<T>) -> Option<T> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(v) = f() {
+            return Some(v);
+        }
+        if Instant::now() >= deadline {
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// The text of a configuration file: the data directory, [`HOSTNAME`], and
+/// an `[lmtp]` section listening on `listen`. `extra` follows the `listen`
+/// line, so bare keys in it are LMTP keys; it may open further sections.
+pub fn config_text(data_dir: &Path, listen: &str, extra: &str) -> String {
+    format!(
+        "data_dir = {:?}\nhostname = {HOSTNAME:?}\n\n[lmtp]\nlisten = [{listen:?}]\n{extra}\n",
+        data_dir.display().to_string()
+    )
+}
+
+/// Trim a CLI output stream to text.
+pub fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+// ---------------------------------------------------------------------------
+// The server
+
+/// A `cove serve` process on a fresh data directory, listening for LMTP on
+/// a port of its choosing. Dropping it kills the process.
+pub struct TestServer {
+    _dir: tempfile::TempDir,
+    data_dir: PathBuf,
+    config_path: PathBuf,
+    child: Option<Child>,
+    drain: Option<JoinHandle<()>>,
+    logs: Arc<Mutex<Vec<String>>>,
+    lmtp_addr: Option<SocketAddr>,
+}
+
+impl TestServer {
+    /// Start a server. `extra` is appended after the `[lmtp]` `listen` line
+    /// (see [`config_text`]).
+    pub fn start(extra: &str) -> TestServer {
+        let dir = tempfile::Builder::new()
+            .prefix("cove-test-")
+            .tempdir()
+            .expect("temp dir");
+        let data_dir = dir.path().join("data");
+        let config_path = dir.path().join("cove.toml");
+        fs::write(&config_path, config_text(&data_dir, "127.0.0.1:0", extra))
+            .expect("write config");
+        let mut server = TestServer {
+            _dir: dir,
+            data_dir,
+            config_path,
+            child: None,
+            drain: None,
+            logs: Arc::new(Mutex::new(Vec::new())),
+            lmtp_addr: None,
+        };
+        server.spawn();
+        server
+    }
+
+    fn spawn(&mut self) {
+        assert!(self.child.is_none(), "server already running");
+        let first_line = self.logs.lock().unwrap().len();
+        let mut child = Command::new(cove_bin())
+            .arg("serve")
+            .arg("--config")
+            .arg(&self.config_path)
+            .env("COVE_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn cove serve");
+        let stderr = child.stderr.take().expect("stderr pipe");
+        let logs = self.logs.clone();
+        self.drain = Some(std::thread::spawn(move || {
+            let mut r = BufReader::new(stderr);
+            let mut buf = Vec::new();
+            loop {
+                buf.clear();
+                match r.read_until(b'\n', &mut buf) {
+                    Ok(0) | Err(_) => break,
+                    Ok(_) => {
+                        let line = String::from_utf8_lossy(&buf).trim_end().to_string();
+                        logs.lock().unwrap().push(line);
+                    }
+                }
+            }
+        }));
+        self.child = Some(child);
+        let marker = "lmtp listening on ";
+        let found = eventually(START_TIMEOUT, || {
+            if let Some(status) = self
+                .child
+                .as_mut()
+                .and_then(|c| c.try_wait().ok().flatten())
+            {
+                self.join_drain();
+                panic!(
+                    "cove serve exited during start with {status}:\n{}",
+                    self.logs().join("\n")
+                );
+            }
+            let logs = self.logs.lock().unwrap();
+            logs[first_line..].iter().find_map(|l| {
+                let at = l.find(marker)?;
+                let addr = l[at + marker.len()..].split_whitespace().next()?;
+                addr.parse::<SocketAddr>().ok()
+            })
+        });
+        match found {
+            Some(addr) => self.lmtp_addr = Some(addr),
+            None => panic!(
+                "cove serve did not log its LMTP address within {START_TIMEOUT:?}:\n{}",
+                self.logs().join("\n")
+            ),
+        }
+    }
+
+    fn join_drain(&mut self) {
+        if let Some(t) = self.drain.take() {
+            let _ = t.join();
+        }
+    }
+
+    /// The LMTP address of the running server.
+    pub fn lmtp_addr(&self) -> SocketAddr {
+        self.lmtp_addr.expect("server not running")
+    }
+
+    pub fn data_dir(&self) -> &Path {
+        &self.data_dir
+    }
+
+    pub fn config_path(&self) -> &Path {
+        &self.config_path
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("server not running").id()
+    }
+
+    /// Every log line so far, across restarts.
+    pub fn logs(&self) -> Vec<String> {
+        self.logs.lock().unwrap().clone()
+    }
+
+    /// Whether some log line contains `needle`.
+    pub fn logged(&self, needle: &str) -> bool {
+        self.logs.lock().unwrap().iter().any(|l| l.contains(needle))
+    }
+
+    /// Run `cove ARGS --config FILE`.
+    pub fn cli(&self, args: &[&str]) -> Output {
+        self.cli_stdin(args, None)
+    }
+
+    /// Run `cove ARGS --config FILE` with `stdin` as its standard input.
+    pub fn cli_stdin(&self, args: &[&str], stdin: Option<&[u8]>) -> Output {
+        let mut cmd = Command::new(cove_bin());
+        cmd.args(args)
+            .arg("--config")
+            .arg(&self.config_path)
+            .env("COVE_LOG", "warn");
+        run_bounded(cmd, stdin, CLI_TIMEOUT)
+    }
+
+    /// Run a CLI command that must succeed; returns its standard output.
+    pub fn cli_ok(&self, args: &[&str]) -> String {
+        let out = self.cli(args);
+        assert!(
+            out.status.success(),
+            "cove {args:?} failed ({}):\n{}{}",
+            out.status,
+            text(&out.stdout),
+            text(&out.stderr)
+        );
+        text(&out.stdout)
+    }
+
+    /// Add users (delivery only) with `cove user add`.
+    pub fn add_users(&self, emails: &[&str]) {
+        for e in emails {
+            self.cli_ok(&["user", "add", e]);
+        }
+    }
+
+    /// Kill the server with SIGKILL and reap it.
+    pub fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        self.join_drain();
+        self.lmtp_addr = None;
+    }
+
+    /// Send SIGTERM without waiting.
+    pub fn sigterm(&self) {
+        let pid = self.pid().to_string();
+        let st = Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .expect("run kill");
+        assert!(st.success(), "kill -TERM {pid} failed");
+    }
+
+    /// Wait (bounded) for the server to exit; its log is complete afterwards.
+    pub fn wait_exit(&mut self) -> ExitStatus {
+        let mut child = self.child.take().expect("server not running");
+        let status = wait_bounded(&mut child, STOP_TIMEOUT).unwrap_or_else(|| {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!(
+                "cove serve did not exit within {STOP_TIMEOUT:?}:\n{}",
+                self.logs().join("\n")
+            )
+        });
+        self.join_drain();
+        self.lmtp_addr = None;
+        status
+    }
+
+    /// SIGTERM, then wait for the exit.
+    pub fn sigterm_and_wait(&mut self) -> ExitStatus {
+        self.sigterm();
+        self.wait_exit()
+    }
+
+    /// Stop cleanly and insist on a successful exit.
+    pub fn stop(&mut self) {
+        let st = self.sigterm_and_wait();
+        assert!(
+            st.success(),
+            "cove serve exited with {st}:\n{}",
+            self.logs().join("\n")
+        );
+    }
+
+    /// Start again on the same configuration and data (stopping first with
+    /// SIGTERM if still running); the port is new.
+    pub fn restart(&mut self) {
+        if self.child.is_some() {
+            self.stop();
+        }
+        self.spawn();
+    }
+
+    /// Connect an LMTP client and read the greeting (asserting 220).
+    pub fn lmtp(&self) -> Client<TcpStream> {
+        let mut c = Client::connect(self.lmtp_addr());
+        let greeting = c.read_reply();
+        assert_eq!(greeting.code, 220, "greeting: {greeting:?}");
+        c
+    }
+
+    /// An LMTP client after greeting and LHLO.
+    pub fn lmtp_ready(&self) -> Client<TcpStream> {
+        let mut c = self.lmtp();
+        let r = c.lhlo("client.test");
+        assert_eq!(r.code, 250, "LHLO: {r:?}");
+        c
+    }
+
+    /// A user's home directory.
+    pub fn home(&self, email: &str) -> PathBuf {
+        let (local, domain) = email.rsplit_once('@').expect("an address");
+        self.data_dir.join("mail").join(domain).join(local)
+    }
+
+    /// A mailbox's Maildir++ folder ("INBOX" is the Maildir itself).
+    pub fn folder(&self, email: &str, mailbox: &str) -> PathBuf {
+        let root = self.home(email).join("Maildir");
+        if mailbox.eq_ignore_ascii_case("INBOX") {
+            root
+        } else {
+            root.join(format!(".{mailbox}"))
+        }
+    }
+
+    /// The message files (new/ and cur/) of a mailbox, sorted.
+    pub fn maildir_files(&self, email: &str, mailbox: &str) -> Vec<PathBuf> {
+        let folder = self.folder(email, mailbox);
+        let mut out = Vec::new();
+        for sub in ["new", "cur"] {
+            if let Ok(rd) = fs::read_dir(folder.join(sub)) {
+                for e in rd.flatten() {
+                    if e.file_type().is_ok_and(|t| t.is_file()) {
+                        out.push(e.path());
+                    }
+                }
+            }
+        }
+        out.sort();
+        out
+    }
+
+    /// Every blob file (`blobs/<2hex>/<62hex>`), sorted.
+    pub fn blob_files(&self) -> Vec<PathBuf> {
+        let mut out = Vec::new();
+        let root = self.data_dir.join("blobs");
+        for shard in fs::read_dir(&root).into_iter().flatten().flatten() {
+            let name = shard.file_name();
+            if name.len() != 2 || !shard.path().is_dir() {
+                continue;
+            }
+            for e in fs::read_dir(shard.path()).into_iter().flatten().flatten() {
+                out.push(e.path());
+            }
+        }
+        out.sort();
+        out
+    }
+
+    /// The files in `blobs/tmp/`.
+    pub fn blob_tmp_files(&self) -> Vec<PathBuf> {
+        let mut out: Vec<PathBuf> = fs::read_dir(self.data_dir.join("blobs/tmp"))
+            .into_iter()
+            .flatten()
+            .flatten()
+            .map(|e| e.path())
+            .collect();
+        out.sort();
+        out
+    }
+
+    /// Open the data directory with the store API (the server should be
+    /// stopped; opening an account reconciles it with its Maildir).
+    pub fn open_store(&self) -> Store {
+        open_store(&self.data_dir)
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        self.join_drain();
+        if std::thread::panicking() {
+            let logs = self.logs();
+            let skip = logs.len().saturating_sub(200);
+            eprintln!(
+                "---- cove serve log (last {} lines) ----",
+                logs.len() - skip
+            );
+            for l in &logs[skip..] {
+                eprintln!("{l}");
+            }
+            eprintln!("---- end of log ----");
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------
+// The store, seen from outside
+
+/// Open a data directory with the store API.
+pub fn open_store(data_dir: &Path) -> Store {
+    Store::open(
+        data_dir,
+        StoreOptions {
+            hostname: "t".into(),
+            env: cove_store::Env::default(),
+            durability: cove_store::Durability::default(),
+        },
+    )
+    .expect("open the store")
+}
+
+/// A mailbox and its messages with their file paths, from the index.
+pub fn mailbox_contents(
+    store: &Store,
+    email: &str,
+    mailbox: &str,
+) -> (MailboxInfo, Vec<(MessageMeta, PathBuf)>) {
+    let address = Address::parse(email).expect("address");
+    let user = store
+        .user(&address)
+        .expect("user lookup")
+        .unwrap_or_else(|| panic!("no user {email}"));
+    let account = store.account(&user).expect("open account");
+    let mb = account
+        .mailbox(mailbox)
+        .unwrap_or_else(|e| panic!("mailbox {mailbox} of {email}: {e}"));
+    let msgs = account
+        .messages(&mb.guid)
+        .expect("list messages")
+        .into_iter()
+        .map(|m| {
+            let p = account.message_path(&mb, &m);
+            (m, p)
+        })
+        .collect();
+    (mb, msgs)
+}
+
+/// The value of a header (first occurrence, unfolded is not needed here).
+pub fn header(message: &[u8], name: &str) -> Option<String> {
+    let text = String::from_utf8_lossy(message);
+    for line in text.split("\r\n") {
+        if line.is_empty() {
+            break;
+        }
+        if let Some((k, v)) = line.split_once(':')
+            && k.eq_ignore_ascii_case(name)
+        {
+            return Some(v.trim().to_string());
+        }
+    }
+    None
+}
+
+/// A small message with a unique Subject and Message-ID.
+pub fn message(id: &str, body: &str) -> String {
+    format!(
+        "From: sender@example.org\r\nTo: rcpt@x.org\r\nSubject: test {id}\r\nMessage-ID: <{id}@cove.test>\r\n\r\n{body}\r\n"
+    )
+}
+
+// ---------------------------------------------------------------------------
+// A line-protocol client (LMTP now; IMAP and POP3 later)
+
+/// One reply: its code and its lines (without CRLF).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reply {
+    pub code: u16,
+    pub lines: Vec<String>,
+}
+
+impl Reply {
+    /// The first line, e.g. `250 2.0.0 <a@x.org> Saved as UID 1`.
+    pub fn first(&self) -> &str {
+        self.lines.first().map(String::as_str).unwrap_or("")
+    }
+
+    /// Whether the first line starts with `prefix` (e.g. `"550 5.1.1"`).
+    pub fn is(&self, prefix: &str) -> bool {
+        self.first().starts_with(prefix)
+    }
+
+    /// The UID in a `250 2.0.0 <..> Saved as UID n` reply.
+    pub fn saved_uid(&self) -> Option<u32> {
+        self.first()
+            .rsplit_once("Saved as UID ")
+            .and_then(|(_, n)| n.trim().parse().ok())
+    }
+}
+
+/// Assert a reply starts with `prefix`, with a readable failure.
+#[track_caller]
+pub fn assert_reply(r: &Reply, prefix: &str) {
+    assert!(r.is(prefix), "expected {prefix:?}, got {:?}", r.lines);
+}
+
+/// What a whole LMTP transaction got back.
+#[derive(Debug, Clone)]
+pub struct Delivery {
+    pub mail: Reply,
+    pub rcpts: Vec<Reply>,
+    /// The reply to DATA (354, or 503 when no recipient was accepted);
+    /// `None` if MAIL failed.
+    pub data: Option<Reply>,
+    /// One reply per accepted recipient, in order.
+    pub results: Vec<Reply>,
+}
+
+/// Dot-stuff a message and end it: CRLF line ends, `.` doubled at line
+/// start, then `.CRLF`.
+pub fn dot_stuff(body: &str) -> Vec<u8> {
+    let mut out = Vec::with_capacity(body.len() + 16);
+    let normalised = body.replace("\r\n", "\n");
+    let trimmed = normalised.strip_suffix('\n').unwrap_or(&normalised);
+    for line in trimmed.split('\n') {
+        if line.starts_with('.') {
+            out.push(b'.');
+        }
+        out.extend_from_slice(line.as_bytes());
+        out.extend_from_slice(b"\r\n");
+    }
+    out.extend_from_slice(b".\r\n");
+    out
+}
+
+/// A blocking client for CRLF line protocols over any stream (TCP, TLS).
+/// Every read has a timeout (set on the TCP socket).
+pub struct Client<S: Read + Write> {
+    stream: BufReader<S>,
+}
+
+impl Client<TcpStream> {
+    pub fn connect(addr: SocketAddr) -> Client<TcpStream> {
+        let tcp = TcpStream::connect_timeout(&addr, Duration::from_secs(10))
+            .unwrap_or_else(|e| panic!("connect to {addr}: {e}"));
+        tcp.set_read_timeout(Some(READ_TIMEOUT)).unwrap();
+        tcp.set_write_timeout(Some(READ_TIMEOUT)).unwrap();
+        tcp.set_nodelay(true).unwrap();
+        Client::new(tcp)
+    }
+}
+
+impl<S: Read + Write> Client<S> {
+    pub fn new(stream: S) -> Client<S> {
+        Client {
+            stream: BufReader::new(stream),
+        }
+    }
+
+    /// The stream, once nothing is left unread in the buffer (STARTTLS).
+    pub fn into_inner(self) -> S {
+        assert!(
+            self.stream.buffer().is_empty(),
+            "unread data left: {:?}",
+            String::from_utf8_lossy(self.stream.buffer())
+        );
+        self.stream.into_inner()
+    }
+
+    pub fn get_mut(&mut self) -> &mut S {
+        self.stream.get_mut()
+    }
+
+    /// Write raw bytes.
+    pub fn send_raw(&mut self, bytes: &[u8]) -> io::Result<()> {
+        let s = self.stream.get_mut();
+        s.write_all(bytes)?;
+        s.flush()
+    }
+
+    /// Write one line (CRLF added).
+    pub fn send_line(&mut self, line: &str) {
+        let mut b = Vec::with_capacity(line.len() + 2);
+        b.extend_from_slice(line.as_bytes());
+        b.extend_from_slice(b"\r\n");
+        self.send_raw(&b)
+            .unwrap_or_else(|e| panic!("send {line:?}: {e}"));
+    }
+
+    /// Read one line without its CRLF; `Ok(None)` at end of stream.
+    pub fn read_line(&mut self) -> io::Result<Option<String>> {
+        let mut buf = Vec::new();
+        let n = self.stream.read_until(b'\n', &mut buf)?;
+        if n == 0 {
+            return Ok(None);
+        }
+        while buf.last().is_some_and(|b| *b == b'\n' || *b == b'\r') {
+            buf.pop();
+        }
+        Ok(Some(String::from_utf8_lossy(&buf).into_owned()))
+    }
+
+    /// Read one (possibly multi-line) SMTP-style reply, or an error if the
+    /// stream ends or times out first.
+    pub fn try_read_reply(&mut self) -> io::Result<Reply> {
+        let mut lines = Vec::new();
+        loop {
+            let line = self.read_line()?.ok_or_else(|| {
+                io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    format!("connection closed after {lines:?}"),
+                )
+            })?;
+            let bad = || {
+                io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    format!("bad reply line {line:?}"),
+                )
+            };
+            let code: u16 = line.get(..3).and_then(|c| c.parse().ok()).ok_or_else(bad)?;
+            let more = match line.as_bytes().get(3) {
+                Some(b'-') => true,
+                Some(b' ') | None => false,
+                Some(_) => return Err(bad()),
+            };
+            lines.push(line);
+            if !more {
+                return Ok(Reply { code, lines });
+            }
+        }
+    }
+
+    /// Read one reply; panics if none comes.
+    #[track_caller]
+    pub fn read_reply(&mut self) -> Reply {
+        match self.try_read_reply() {
+            Ok(r) => r,
+            Err(e) => panic!("reading a reply: {e}"),
+        }
+    }
+
+    /// Whether the server has closed the connection (reads end of stream,
+    /// or an error such as a reset), within the read timeout.
+    pub fn is_closed(&mut self) -> bool {
+        matches!(self.read_line(), Ok(None) | Err(_))
+    }
+
+    /// Send a command line and read its reply.
+    #[track_caller]
+    pub fn cmd(&mut self, line: &str) -> Reply {
+        self.send_line(line);
+        self.read_reply()
+    }
+
+    /// Send a command line and read its reply, reporting a vanished server
+    /// instead of panicking.
+    pub fn try_cmd(&mut self, line: &str) -> io::Result<Reply> {
+        self.send_raw(format!("{line}\r\n").as_bytes())?;
+        self.try_read_reply()
+    }
+
+    /// LHLO.
+    pub fn lhlo(&mut self, host: &str) -> Reply {
+        self.cmd(&format!("LHLO {host}"))
+    }
+
+    /// One whole transaction: MAIL, each RCPT, DATA, the message, and one
+    /// reply per accepted recipient.
+    pub fn deliver(&mut self, from: &str, rcpts: &[&str], body: &str) -> Delivery {
+        self.try_deliver(from, rcpts, body)
+            .unwrap_or_else(|e| panic!("delivery failed on the wire: {e}"))
+    }
+
+    /// [`deliver`](Client::deliver) that reports a vanished server instead
+    /// of panicking.
+    pub fn try_deliver(&mut self, from: &str, rcpts: &[&str], body: &str) -> io::Result<Delivery> {
+        self.send_raw(format!("MAIL FROM:<{from}>\r\n").as_bytes())?;
+        let mail = self.try_read_reply()?;
+        if mail.code != 250 {
+            return Ok(Delivery {
+                mail,
+                rcpts: Vec::new(),
+                data: None,
+                results: Vec::new(),
+            });
+        }
+        let mut replies = Vec::new();
+        for r in rcpts {
+            self.send_raw(format!("RCPT TO:<{r}>\r\n").as_bytes())?;
+            replies.push(self.try_read_reply()?);
+        }
+        self.send_raw(b"DATA\r\n")?;
+        let data = self.try_read_reply()?;
+        let mut results = Vec::new();
+        if data.code == 354 {
+            self.send_raw(&dot_stuff(body))?;
+            for _ in replies.iter().filter(|r| r.code / 100 == 2) {
+                results.push(self.try_read_reply()?);
+            }
+        }
+        Ok(Delivery {
+            mail,
+            rcpts: replies,
+            data: Some(data),
+            results,
+        })
+    }
+}
+
+// ---------------------------------------------------------------------------
+// TLS
+
+/// A rustls client configuration trusting exactly the PEM certificate at
+/// `cert` (the server's self-signed one).
+pub fn tls_config_trusting(cert: &Path) -> Arc<rustls::ClientConfig> {
+    use rustls_pki_types::CertificateDer;
+    use rustls_pki_types::pem::PemObject;
+    let mut roots = rustls::RootCertStore::empty();
+    for c in CertificateDer::pem_file_iter(cert).expect("read the certificate") {
+        roots
+            .add(c.expect("parse the certificate"))
+            .expect("trust the certificate");
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .expect("TLS versions")
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    Arc::new(config)
+}
+
+/// A TLS stream over TCP, as a client.
+pub type TlsStream = rustls::StreamOwned<rustls::ClientConnection, TcpStream>;
+
+/// Run the TLS handshake on `tcp` as a client of `server_name`.
+pub fn tls_connect(
+    tcp: TcpStream,
+    config: Arc<rustls::ClientConfig>,
+    server_name: &str,
+) -> io::Result<TlsStream> {
+    let name = rustls_pki_types::ServerName::try_from(server_name.to_string())
+        .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
+    let conn = rustls::ClientConnection::new(config, name).map_err(io::Error::other)?;
+    let mut tls = rustls::StreamOwned::new(conn, tcp);
+    while tls.conn.is_handshaking() {
+        tls.conn.complete_io(&mut tls.sock)?;
+    }
+    Ok(tls)
+}

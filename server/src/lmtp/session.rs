@@ -55,6 +55,8 @@ pub struct Session {
     lhlo: Option<String>,
     tx: Option<Transaction>,
     errors: u32,
+    /// The command being run got a syntax or sequence error.
+    command_failed: bool,
 }
 
 impl Session {
@@ -68,10 +70,14 @@ impl Session {
             lhlo: None,
             tx: None,
             errors: 0,
+            command_failed: false,
         }
     }
 
     fn reply(&mut self, r: Reply) {
+        // Syntax and sequence errors count towards max_errors; a recipient
+        // refused (550 5.1.1) is normal business in LMTP and does not.
+        self.command_failed |= matches!(r.code, 500..=504 | 555);
         r.write_to(&mut self.out);
     }
 
@@ -189,7 +195,7 @@ impl Session {
 
     /// Run one command. `Err(())` means the client vanished.
     async fn handle(&mut self, cmd: Command) -> Result<Option<End>, ()> {
-        let ok = !matches!(cmd, Command::HeloOrEhlo);
+        self.command_failed = false;
         match cmd {
             // RFC 2033 §4.1: LHLO, answered like EHLO.
             Command::Lhlo(host) => {
@@ -265,7 +271,7 @@ impl Session {
             // RFC 3207: STARTTLS.
             Command::StartTls => return self.starttls().await,
         }
-        if ok {
+        if !self.command_failed {
             self.errors = 0;
         } else if self.count_error() {
             return Ok(Some(End::Quit));
@@ -293,7 +299,9 @@ impl Session {
                 return;
             }
         };
+        // The detail names a mailbox: keep its case as the sender wrote it.
         let (base, detail) = address.without_detail(self.ctx.config.delimiter());
+        let detail = detail.map(|d| raw_detail(&to, d.chars().count()));
         let store = self.ctx.store.clone();
         let lookup = tokio::task::spawn_blocking(move || {
             // `user+detail` is tried as a whole first: a user may really be
@@ -590,5 +598,24 @@ async fn read_line(reader: &mut BufReader<Conn>, max: usize) -> std::io::Result<
         if buf.last() == Some(&b'\n') {
             return Ok(LineRead::TooLong);
         }
+    }
+}
+
+/// The last `len` characters of the local part of `raw` (the detail, in the
+/// case the sender used; `Address` lowercases the local part).
+fn raw_detail(raw: &str, len: usize) -> String {
+    let local = raw.rsplit_once('@').map_or(raw, |(l, _)| l);
+    let chars: Vec<char> = local.chars().collect();
+    chars[chars.len().saturating_sub(len)..].iter().collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::raw_detail;
+
+    #[test]
+    fn detail_keeps_its_case() {
+        assert_eq!(raw_detail("Bob+Lists@X.org", 5), "Lists");
+        assert_eq!(raw_detail("bob+Été@x.org", 3), "Été");
     }
 }
