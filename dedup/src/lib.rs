@@ -32,7 +32,7 @@
 use std::fmt;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Write};
-use std::os::unix::fs::MetadataExt;
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::sync::Arc;
@@ -217,9 +217,12 @@ impl BlobStore {
         })?;
         let name: String = rnd.iter().map(|b| format!("{b:02x}")).collect();
         let path = self.tmp.join(format!("w.{name}"));
+        // Read-only from the start: every Maildir name of a blob shares its
+        // inode, so a program that rewrote one in place would change them all.
         let file = OpenOptions::new()
             .write(true)
             .create_new(true)
+            .mode(0o440)
             .open(&path)
             .ctx(|| format!("create {}", path.display()))?;
         Ok(BlobWriter {
@@ -752,6 +755,24 @@ mod tests {
         (dir, store)
     }
 
+    /// Overwrite a blob in place, as a misbehaving program (or bit rot) would.
+    fn corrupt(path: &Path, bytes: &[u8]) {
+        use std::os::unix::fs::PermissionsExt;
+        fs::set_permissions(path, fs::Permissions::from_mode(0o640)).unwrap();
+        fs::write(path, bytes).unwrap();
+    }
+
+    #[test]
+    fn blobs_are_read_only() {
+        use std::os::unix::fs::PermissionsExt;
+        let (_d, s) = store();
+        let id = s.put(b"immutable").unwrap().id();
+        assert_eq!(
+            fs::metadata(s.path_of(&id)).unwrap().permissions().mode() & 0o777,
+            0o440
+        );
+    }
+
     #[test]
     fn content_id_hex_round_trips() {
         let id = ContentId::of(b"hello");
@@ -879,12 +900,7 @@ mod tests {
     fn verify_detects_corruption() {
         let (_d, s) = store();
         let id = s.put(b"original").unwrap().id();
-        let path = s.path_of(&id);
-        let mut perms = fs::metadata(&path).unwrap().permissions();
-        #[allow(clippy::permissions_set_readonly_false)]
-        perms.set_readonly(false);
-        fs::set_permissions(&path, perms).unwrap();
-        fs::write(&path, b"tampered").unwrap();
+        corrupt(&s.path_of(&id), b"tampered");
         assert!(matches!(s.verify(&id), Err(Error::Corrupt { .. })));
         assert!(matches!(
             s.verify(&ContentId::of(b"none")),
@@ -896,12 +912,7 @@ mod tests {
     fn a_corrupt_stored_copy_is_never_linked_again() {
         let (d, s) = store();
         let id = s.put(b"the real content").unwrap().id();
-        let path = s.path_of(&id);
-        let mut perms = fs::metadata(&path).unwrap().permissions();
-        #[allow(clippy::permissions_set_readonly_false)]
-        perms.set_readonly(false);
-        fs::set_permissions(&path, perms).unwrap();
-        fs::write(&path, b"bit rot").unwrap();
+        corrupt(&s.path_of(&id), b"bit rot");
         assert_eq!(s.verify_all().unwrap(), (1, vec![id]));
         // The same content arrives again: the rotten copy is quarantined and
         // the new bytes take the name.
