@@ -17,6 +17,7 @@
 #   FANOUT=100              recipients of the 200 KiB fan-out points
 #   COVE_PORT=24300 DOVECOT_PORT=24400   (Dovecot also uses +1 IMAP, +2 POP3)
 #   KEEP=1                  keep the temp dir (data, logs) afterwards
+#   COVE_DURABILITY=batched cove's [server] durability ("batched" or "fsync")
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -28,6 +29,7 @@ CONNS=${CONNS:-"1 4 16"}
 USERS=${USERS:-100}
 FANOUT=${FANOUT:-100}
 COVE_PORT=${COVE_PORT:-24300}
+COVE_DURABILITY=${COVE_DURABILITY:-batched}
 DOVECOT_PORT=${DOVECOT_PORT:-24400}
 KEEP=${KEEP:-0}
 
@@ -83,6 +85,9 @@ start_cove() {
     cat > "$conf" <<EOF
 data_dir = "$WORK/cove-data"
 hostname = "bench"
+
+[server]
+durability = "$COVE_DURABILITY"
 
 [lmtp]
 listen = ["127.0.0.1:$COVE_PORT"]
@@ -251,7 +256,7 @@ fs=$(df -T "$WORK" | awk 'NR == 2 { print $2 }')
 {
     echo "# LMTP benchmark, $DATE"
     echo
-    echo "Servers: $SERVERS. cove at \`$cove_rev\`$(cd "$ROOT" && [[ -n $(git status --porcelain 2>/dev/null | head -1) ]] && echo ' (working tree had uncommitted changes)'); Dovecot $dovecot_ver (Maildir, \`mail_fsync = always\`)."
+    echo "Servers: $SERVERS. cove at \`$cove_rev\` (durability = $COVE_DURABILITY)$(cd "$ROOT" && [[ -n $(git status --porcelain 2>/dev/null | head -1) ]] && echo ' (working tree had uncommitted changes)'); Dovecot $dovecot_ver (Maildir, \`mail_fsync = always\`)."
     echo "Machine: $(nproc) CPUs ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //')), $(uname -sr), data on $fs."
     echo "Load generator \`cove-load\` on the same machine (one thread). Median of $REPS runs per point, cove and Dovecot alternating; $ELAPSED s of measuring. Load average (1/5/15 min) before: $LOAD_BEFORE, after: $LOAD_AFTER (anything well above what the benchmark itself adds means other work shared the CPUs)."
     echo

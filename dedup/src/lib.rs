@@ -227,7 +227,7 @@ impl BlobStore {
             .ctx(|| format!("create {}", path.display()))?;
         Ok(BlobWriter {
             store: self.clone(),
-            file: Some(io::BufWriter::with_capacity(64 * 1024, file)),
+            file: Some(file),
             path,
             hasher: blake3::Hasher::new(),
             len: 0,
@@ -558,7 +558,9 @@ pub struct GcReport {
 /// the temporary file is removed.
 pub struct BlobWriter {
     store: BlobStore,
-    file: Option<io::BufWriter<File>>,
+    /// Written unbuffered: callers hand over large chunks (a whole small
+    /// message, or 256 KiB at a time).
+    file: Option<File>,
     path: PathBuf,
     hasher: blake3::Hasher,
     len: u64,
@@ -592,14 +594,10 @@ impl BlobWriter {
     /// Make the content durable and give it its content-addressed name.
     pub fn finish(mut self) -> Result<StagedBlob> {
         let path = self.path.clone();
-        let buffered = self.file.take().ok_or_else(|| Error::Io {
+        let file = self.file.take().ok_or_else(|| Error::Io {
             context: format!("finish {}", path.display()),
             source: io::Error::other("writer already finished"),
         })?;
-        let file = buffered
-            .into_inner()
-            .map_err(|e| e.into_error())
-            .ctx(|| format!("write {}", path.display()))?;
         self.store.sync.file_written(&file)?;
         drop(file);
         let id = ContentId(*self.hasher.finalize().as_bytes());
