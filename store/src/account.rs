@@ -544,6 +544,7 @@ impl Account {
                     .execute("DELETE FROM tombstone WHERE mailbox_id = ?1", [mb.id])?;
                 tx.tx
                     .execute("DELETE FROM mailbox WHERE id = ?1", [mb.id])?;
+                tx.recount_bytes()?;
                 report.mailboxes_removed += 1;
             }
             for dir in &to_add {

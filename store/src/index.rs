@@ -107,7 +107,7 @@ pub(crate) fn open(path: &Path, durable_commits: bool) -> Result<Connection> {
     match version {
         None => {
             conn.execute(
-                "INSERT INTO meta VALUES('schema', ?1), ('modseq', 0)",
+                "INSERT INTO meta VALUES('schema', ?1), ('modseq', 0), ('bytes', 0)",
                 [SCHEMA_VERSION],
             )?;
         }
@@ -279,10 +279,14 @@ pub(crate) fn message_count(conn: &Connection, mailbox_id: i64) -> Result<(u32, 
     })?)
 }
 
+/// Bytes of all messages (what a quota counts), kept as a running total in
+/// `meta` beside the modseq counter (the same page, so no extra write).
 pub(crate) fn total_size(conn: &Connection) -> Result<u64> {
-    Ok(conn.query_row("SELECT total(size) FROM message", [], |r| {
-        r.get::<_, f64>(0)
-    })? as u64)
+    Ok(conn
+        .query_row("SELECT value FROM meta WHERE key = 'bytes'", [], |r| {
+            r.get::<_, i64>(0)
+        })?
+        .max(0) as u64)
 }
 
 /// A write transaction that allocates modseqs and records each change in the
@@ -389,7 +393,24 @@ impl<'c> Tx<'c> {
                 }
                 _ => e.into(),
             })?;
+        self.add_bytes(m.size as i64)?;
         Ok((uid, modseq))
+    }
+
+    fn add_bytes(&mut self, delta: i64) -> Result<()> {
+        self.tx
+            .prepare_cached("UPDATE meta SET value = value + ?1 WHERE key = 'bytes'")?
+            .execute([delta])?;
+        Ok(())
+    }
+
+    /// Recount the running byte total (after bulk removals).
+    pub(crate) fn recount_bytes(&mut self) -> Result<()> {
+        self.tx.execute(
+            "UPDATE meta SET value = (SELECT CAST(total(size) AS INTEGER) FROM message) WHERE key = 'bytes'",
+            [],
+        )?;
+        Ok(())
     }
 
     pub(crate) fn expunge(
@@ -399,9 +420,16 @@ impl<'c> Tx<'c> {
         guid: MessageGuid,
     ) -> Result<ModSeq> {
         let modseq = self.log(mailbox, ChangeKind::Expunged { uid, guid })?;
-        self.tx
-            .prepare_cached("DELETE FROM message WHERE mailbox_id = ?1 AND uid = ?2")?
-            .execute(params![mailbox.id, uid])?;
+        let size = self
+            .tx
+            .prepare_cached(
+                "DELETE FROM message WHERE mailbox_id = ?1 AND uid = ?2 RETURNING size",
+            )?
+            .query_row(params![mailbox.id, uid], |r| r.get::<_, i64>(0))
+            .optional()?;
+        if let Some(size) = size {
+            self.add_bytes(-size)?;
+        }
         self.tx
             .prepare_cached("INSERT OR REPLACE INTO tombstone(mailbox_id, uid, guid, modseq) VALUES (?1, ?2, ?3, ?4)")?
             .execute(params![mailbox.id, uid, &guid.0[..], modseq as i64])?;

@@ -259,7 +259,13 @@ fn expunge_leaves_tombstone_and_removes_file() {
     let b = acct
         .deliver("INBOX", &blob, &NewMessage::default())
         .unwrap();
+    assert_eq!(acct.used_bytes().unwrap(), 6);
     assert_eq!(acct.expunge(&a.mailbox, &[a.uid, 99]).unwrap(), vec![a.uid]);
+    assert_eq!(
+        acct.used_bytes().unwrap(),
+        3,
+        "the quota count follows expunges"
+    );
     assert_eq!(inbox_files(&s, "a@x.org").len(), 1);
     assert_eq!(
         acct.tombstones(&a.mailbox).unwrap(),
