@@ -4,6 +4,7 @@ mod auth;
 mod cli;
 mod config;
 mod conn;
+mod imap;
 mod lmtp;
 mod serve;
 mod tls;
