@@ -4,6 +4,14 @@
 //! a blocking pool. Methods of one account are serialised by the account's
 //! index connection; different accounts proceed in parallel.
 
+mod flags;
+mod mailboxes;
+mod scan;
+mod transfer;
+
+pub use flags::StoreResult;
+pub use transfer::Transfer;
+
 use std::fs;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
@@ -13,7 +21,7 @@ use cove_dedup::{BlobStore, StagedBlob};
 use rusqlite::Connection;
 use tokio::sync::broadcast;
 
-use crate::changes::{Change, ChangeKind};
+use crate::changes::Change;
 use crate::env::Env;
 use crate::ids::{Flags, MailboxGuid, MessageGuid, ModSeq, Uid};
 use crate::index::{self, MailboxInfo, MessageMeta, NewMessageRow, Tx};
@@ -32,6 +40,9 @@ pub const DEFAULT_MAILBOXES: [(&str, Option<&str>); 6] = [
 ];
 
 const INDEX_FILE: &str = "index.sqlite";
+/// Where deleted mailboxes' folders wait to be removed, in the user's home
+/// (outside `Maildir/`, so no Maildir reader sees them).
+const DELETED_DIR: &str = ".cove-deleted";
 
 /// What to store with a new message.
 #[derive(Debug, Clone, Default)]
@@ -67,6 +78,9 @@ pub struct MailboxStatus {
 pub struct ScanReport {
     pub mailboxes_added: u32,
     pub mailboxes_removed: u32,
+    /// Folders found under another name (renamed by another program, or a
+    /// rename cut short by a crash).
+    pub mailboxes_renamed: u32,
     pub messages_added: u32,
     pub messages_expunged: u32,
     pub flags_changed: u32,
@@ -82,6 +96,7 @@ impl ScanReport {
         ScanReport {
             mailboxes_added: self.mailboxes_added + other.mailboxes_added,
             mailboxes_removed: self.mailboxes_removed + other.mailboxes_removed,
+            mailboxes_renamed: self.mailboxes_renamed + other.mailboxes_renamed,
             messages_added: self.messages_added + other.messages_added,
             messages_expunged: self.messages_expunged + other.messages_expunged,
             flags_changed: self.flags_changed + other.flags_changed,
@@ -172,6 +187,7 @@ impl Account {
                 }
             }
         }
+        account.remove_deleted_folders();
         let mut account = account;
         account.opening_scan = opening_scan;
         Ok(account)
@@ -293,12 +309,88 @@ impl Account {
         index::messages(&g.conn, mb.id)
     }
 
+    /// One message by UID, `None` if no message has it (expunged, or never
+    /// given out).
+    pub fn message(&self, mailbox: &MailboxGuid, uid: Uid) -> Result<Option<MessageMeta>> {
+        let g = self.conn()?;
+        let mb = Self::mailbox_in(&g.conn, mailbox)?;
+        index::message_by_uid(&g.conn, mb.id, uid)
+    }
+
+    /// RFC 7162 CONDSTORE/QRESYNC: the messages of a mailbox whose modseq is
+    /// above `modseq`, by UID.
+    pub fn messages_since(
+        &self,
+        mailbox: &MailboxGuid,
+        modseq: ModSeq,
+    ) -> Result<Vec<MessageMeta>> {
+        let g = self.conn()?;
+        let mb = index::mailbox_by_guid(&g.conn, mailbox)?
+            .ok_or_else(|| Error::NotFound(format!("mailbox {mailbox}")))?;
+        index::messages_since(&g.conn, mb.id, modseq)
+    }
+
+    /// RFC 5819 LIST-STATUS: every mailbox with its counts, by name, in one
+    /// query.
+    pub fn mailbox_status_all(&self) -> Result<Vec<(MailboxInfo, MailboxStatus)>> {
+        let g = self.conn()?;
+        Ok(index::mailboxes_with_counts(&g.conn)?
+            .into_iter()
+            .map(|(mb, messages, unseen, size)| {
+                (
+                    mb,
+                    MailboxStatus {
+                        messages,
+                        unseen,
+                        size,
+                    },
+                )
+            })
+            .collect())
+    }
+
     /// Expunge tombstones of a mailbox: (uid, guid, modseq).
     pub fn tombstones(&self, mailbox: &MailboxGuid) -> Result<Vec<(Uid, MessageGuid, ModSeq)>> {
         let g = self.conn()?;
         let mb = index::mailbox_by_guid(&g.conn, mailbox)?
             .ok_or_else(|| Error::NotFound(format!("mailbox {mailbox}")))?;
         index::tombstones(&g.conn, mb.id)
+    }
+
+    /// The rows of `uids` (in that order; UIDs that name no message, and
+    /// repeats, left out). Few UIDs are looked up one by one, many by one
+    /// pass over the mailbox.
+    fn rows_for(conn: &Connection, mailbox_id: i64, uids: &[Uid]) -> Result<Vec<MessageMeta>> {
+        const ONE_BY_ONE: usize = 64;
+        let mut out = Vec::with_capacity(uids.len());
+        if uids.len() <= ONE_BY_ONE {
+            let mut seen = std::collections::HashSet::new();
+            for uid in uids {
+                if seen.insert(*uid)
+                    && let Some(m) = index::message_by_uid(conn, mailbox_id, *uid)?
+                {
+                    out.push(m);
+                }
+            }
+        } else {
+            let mut all: std::collections::HashMap<Uid, MessageMeta> =
+                index::messages(conn, mailbox_id)?
+                    .into_iter()
+                    .map(|m| (m.uid, m))
+                    .collect();
+            for uid in uids {
+                if let Some(m) = all.remove(uid) {
+                    out.push(m);
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// A mailbox by GUID, or `NotFound`.
+    fn mailbox_in(conn: &Connection, guid: &MailboxGuid) -> Result<MailboxInfo> {
+        index::mailbox_by_guid(conn, guid)?
+            .ok_or_else(|| Error::NotFound(format!("mailbox {guid}")))
     }
 
     fn folder(&self, mb: &MailboxInfo) -> PathBuf {
@@ -319,13 +411,13 @@ impl Account {
         }
         let dir = maildir::mailbox_dir_name(name);
         let path = self.maildir.join(&dir);
+        let mut tx = Tx::begin(&mut g.conn)?;
         let identity = FolderIdentity {
             guid: self.env.mailbox_guid(),
-            uidvalidity: self.fresh_uidvalidity(None),
+            uidvalidity: tx.next_uidvalidity(self.env.now_secs(), None)?,
         };
         maildir::create_folder(&path)?;
         identity.write(&path)?;
-        let mut tx = Tx::begin(&mut g.conn)?;
         let mb = tx.insert_mailbox(
             identity.guid,
             index::normalize_name(name),
@@ -340,19 +432,18 @@ impl Account {
         Ok(mb)
     }
 
-    /// A UIDVALIDITY for a new mailbox, or for one whose index was lost
-    /// (then it must be above the one it had).
-    fn fresh_uidvalidity(&self, previous: Option<u32>) -> u32 {
-        let now = self.env.now_secs().clamp(1, u32::MAX as i64) as u32;
-        match previous {
-            Some(p) => now.max(p.saturating_add(1)),
-            None => now,
-        }
+    /// RFC 3501 §6.3.11 APPEND (and RFC 4315 APPENDUID from the result):
+    /// [`deliver`](Account::deliver) under the name IMAP uses. The flags put
+    /// the file in `cur/` with its `:2,` letters, the keywords go to the
+    /// index, `internal_date` is the one the client gave (or now).
+    pub fn append(&self, mailbox: &str, blob: &StagedBlob, msg: &NewMessage) -> Result<Delivered> {
+        self.deliver(mailbox, blob, msg)
     }
 
     /// Store a message: hard-link the blob into the mailbox, then commit the
     /// index row. When this returns Ok the message survives a crash
-    /// (DESIGN.md invariant 1).
+    /// (DESIGN.md invariant 1). Keywords that are not IMAP atoms are refused
+    /// (`InvalidData`); case-blind duplicates are dropped.
     pub fn deliver(&self, mailbox: &str, blob: &StagedBlob, msg: &NewMessage) -> Result<Delivered> {
         let (delivered, changes) = self.deliver_unsynced(mailbox, blob, msg)?;
         self.sync.sync()?;
@@ -368,6 +459,7 @@ impl Account {
         blob: &StagedBlob,
         msg: &NewMessage,
     ) -> Result<(Delivered, Vec<Change>)> {
+        let keywords = crate::keywords::normalized(&msg.keywords)?;
         let mut g = self.conn()?;
         let mb = index::mailbox_by_name(&g.conn, mailbox)?
             .ok_or_else(|| Error::NotFound(format!("mailbox {mailbox}")))?;
@@ -401,7 +493,7 @@ impl Account {
                 guid,
                 content_id: blob.id(),
                 flags: msg.flags,
-                keywords: &msg.keywords,
+                keywords: &keywords,
                 internal_date: msg.internal_date.unwrap_or(now),
                 size: blob.len(),
                 base: &parsed.base,
@@ -439,6 +531,7 @@ impl Account {
         flags: Flags,
         keywords: &[String],
     ) -> Result<ModSeq> {
+        let keywords = &crate::keywords::normalized(keywords)?[..];
         let mut g = self.conn()?;
         let mb = index::mailbox_by_guid(&g.conn, mailbox)?
             .ok_or_else(|| Error::NotFound(format!("mailbox {mailbox}")))?;
@@ -500,196 +593,5 @@ impl Account {
         }
         self.announce(changes);
         Ok(gone.iter().map(|m| m.uid).collect())
-    }
-
-    /// Reconcile the index with the Maildir: folders and files added,
-    /// renamed or removed by other programs, and a crash between a link and
-    /// its index commit. The Maildir is the truth for which messages exist
-    /// and their system flags; the index for everything else.
-    pub fn scan(&self) -> Result<ScanReport> {
-        let mut g = self.conn()?;
-        let mut report = ScanReport::default();
-        let mut changes = Vec::new();
-
-        // 1. Folders.
-        let on_disk = maildir::list_folders(&self.maildir)?;
-        let known = index::mailboxes(&g.conn)?;
-        let mut to_add = Vec::new();
-        for dir in &on_disk {
-            if !known.iter().any(|m| &m.dir == dir) {
-                to_add.push(dir.clone());
-            }
-        }
-        let removed: Vec<MailboxInfo> = known
-            .iter()
-            .filter(|m| !on_disk.contains(&m.dir))
-            .cloned()
-            .collect();
-        if !to_add.is_empty() || !removed.is_empty() {
-            let mut tx = Tx::begin(&mut g.conn)?;
-            for mb in &removed {
-                if mb.name == "INBOX" {
-                    continue;
-                }
-                tracing::info!(user = %self.email, mailbox = %mb.name, "mailbox folder vanished from the Maildir; removing it from the index");
-                tx.log(
-                    mb,
-                    ChangeKind::MailboxDeleted {
-                        name: mb.name.clone(),
-                    },
-                )?;
-                tx.tx
-                    .execute("DELETE FROM message WHERE mailbox_id = ?1", [mb.id])?;
-                tx.tx
-                    .execute("DELETE FROM tombstone WHERE mailbox_id = ?1", [mb.id])?;
-                tx.tx
-                    .execute("DELETE FROM mailbox WHERE id = ?1", [mb.id])?;
-                tx.recount_bytes()?;
-                report.mailboxes_removed += 1;
-            }
-            for dir in &to_add {
-                let Some(name) = maildir::mailbox_name_of_dir(dir) else {
-                    continue;
-                };
-                let path = self.maildir.join(dir);
-                let previous = FolderIdentity::read(&path);
-                let identity = FolderIdentity {
-                    guid: previous
-                        .map(|p| p.guid)
-                        .unwrap_or_else(|| self.env.mailbox_guid()),
-                    uidvalidity: self.fresh_uidvalidity(previous.map(|p| p.uidvalidity)),
-                };
-                maildir::create_folder(&path)?;
-                identity.write(&path)?;
-                let special_use = DEFAULT_MAILBOXES
-                    .iter()
-                    .find(|(n, _)| *n == name)
-                    .and_then(|(_, s)| *s);
-                tx.insert_mailbox(
-                    identity.guid,
-                    &name,
-                    dir,
-                    identity.uidvalidity,
-                    special_use,
-                    true,
-                )?;
-                report.mailboxes_added += 1;
-            }
-            changes.extend(tx.commit()?);
-        }
-
-        // 2. Messages: first everything that left or changed, in every
-        // mailbox (a file moved between folders by another program frees its
-        // GUID), then everything new.
-        let mailboxes = index::mailboxes(&g.conn)?;
-        let mut additions: Vec<(MailboxInfo, maildir::FoundFile)> = Vec::new();
-        let mut tx = Tx::begin(&mut g.conn)?;
-        for mb in &mailboxes {
-            let folder = self.folder(mb);
-            let mut found = maildir::list_folder(&folder)?;
-            found.sort_by(|a, b| a.name.base.cmp(&b.name.base));
-            let rows = index::messages(&tx.tx, mb.id)?;
-            let mut matched = vec![false; found.len()];
-            for row in rows {
-                let base = row
-                    .file
-                    .rsplit('/')
-                    .next()
-                    .and_then(FileName::parse)
-                    .map(|f| f.base);
-                let hit = base.and_then(|b| {
-                    found
-                        .binary_search_by(|f| f.name.base.as_str().cmp(&b))
-                        .ok()
-                });
-                match hit {
-                    None => {
-                        tx.expunge(mb, row.uid, row.guid)?;
-                        report.messages_expunged += 1;
-                    }
-                    Some(i) => {
-                        matched[i] = true;
-                        let f = &found[i];
-                        if f.name.flags != row.flags {
-                            tx.update_flags(mb, row.uid, f.name.flags, &row.keywords, &f.rel)?;
-                            report.flags_changed += 1;
-                        } else if f.rel != row.file {
-                            tx.update_file(mb, row.uid, &f.rel)?;
-                        }
-                    }
-                }
-            }
-            for (i, f) in found.into_iter().enumerate() {
-                if !matched[i] {
-                    additions.push((mb.clone(), f));
-                }
-            }
-        }
-        // Oldest first, so UIDs follow arrival order.
-        let mut prepared = Vec::new();
-        for (mb, f) in additions {
-            let path = self.folder(&mb).join(&f.rel);
-            let Ok(meta) = fs::metadata(&path) else {
-                continue;
-            };
-            let date = f
-                .name
-                .delivery_secs()
-                .filter(|_| f.name.guid.is_some())
-                .unwrap_or(meta.mtime());
-            prepared.push((date, mb, f, path));
-        }
-        prepared.sort_by(|a, b| (a.0, &a.2.name.base).cmp(&(b.0, &b.2.name.base)));
-        for (date, mb, f, path) in prepared {
-            let guid = f.name.effective_guid();
-            if index::tombstone_for_guid(&tx.tx, mb.id, &guid)? {
-                // Expunged, but the crash came before the file was removed.
-                let _ = fs::remove_file(&path);
-                continue;
-            }
-            let (content_id, size) = self.adopt_file(&path)?;
-            let row = NewMessageRow {
-                guid,
-                content_id,
-                flags: f.name.flags,
-                keywords: &[],
-                internal_date: date,
-                size,
-                base: &f.name.base,
-                file: &f.rel,
-            };
-            match tx.insert_message(&mb, &row) {
-                Ok(_) => report.messages_added += 1,
-                Err(Error::AlreadyExists(_)) => {
-                    tracing::warn!(user = %self.email, file = %path.display(), %guid, "a second file carries the GUID of a message already indexed; leaving it unindexed");
-                }
-                Err(e) => return Err(e),
-            }
-        }
-        changes.extend(tx.commit()?);
-        drop(g);
-        self.sync.sync()?;
-        if !report.is_empty() {
-            tracing::info!(user = %self.email, ?report, "reconciled index with Maildir");
-        }
-        self.announce(changes);
-        Ok(report)
-    }
-
-    /// Make a file found in the Maildir share its blob (hashing it; linking
-    /// it as the blob if its content is new, or replacing it by a link to the
-    /// existing blob). Returns (content id, size).
-    fn adopt_file(&self, path: &Path) -> Result<(cove_dedup::ContentId, u64)> {
-        let (id, len, shared) = self.blobs.adopt(path)?;
-        if !shared {
-            // Same content already stored: replace the file by a link to it.
-            let tmp = path.with_file_name(format!(".cove-dedup.{}", self.env.message_guid()));
-            cove_dedup::link_existing(&self.blobs, &id, &tmp)?;
-            if let Err(e) = fs::rename(&tmp, path) {
-                let _ = fs::remove_file(&tmp);
-                tracing::warn!(file = %path.display(), error = %e, "could not dedup a file found in the Maildir");
-            }
-        }
-        Ok((id, len))
     }
 }

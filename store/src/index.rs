@@ -10,8 +10,16 @@
 //! - `meta(key, value)`: schema version and the user-wide modseq counter.
 //!   One counter for all mailboxes keeps every mailbox's modseqs increasing
 //!   (RFC 7162 only asks for that) and makes the change log one sequence.
+//! - `meta(key, value)` also keeps `uidvalidity`, the last UIDVALIDITY given
+//!   out: a new mailbox always gets one above every earlier one, so a name
+//!   deleted and created again within a second never shows an old
+//!   UIDVALIDITY with new UIDs (RFC 3501 §2.3.1.1).
 //! - `mailbox`: GUID, name, folder dir, UIDVALIDITY, UIDNEXT, HIGHESTMODSEQ,
-//!   special-use, subscription.
+//!   special-use. Its `subscribed` column is unused since schema 2. A new
+//!   mailbox's id is above every id a tombstone names, so the tombstones of a
+//!   deleted mailbox never attach to a later one.
+//! - `subscription(name)`: subscribed names (RFC 3501 §6.3.6), which need not
+//!   exist; [`MailboxInfo::subscribed`] is derived from it.
 //! - `message`: one row per message instance, keyed by (mailbox, UID); the
 //!   GUID is unique per user (a GUID lives in at most one mailbox).
 //! - `tombstone`: (mailbox, UID, GUID, modseq) of every expunge, so that a
@@ -32,7 +40,9 @@ use crate::Result;
 use crate::changes::{Change, ChangeKind};
 use crate::ids::{ContentId, Flags, MailboxGuid, MessageGuid, ModSeq, Uid};
 
-const SCHEMA_VERSION: i64 = 1;
+/// 1: first version. 2: the `subscription` table (filled from
+/// `mailbox.subscribed`).
+const SCHEMA_VERSION: i64 = 2;
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS meta(key TEXT PRIMARY KEY, value INTEGER NOT NULL);
@@ -76,6 +86,7 @@ CREATE TABLE IF NOT EXISTS change(
   guid BLOB,
   detail TEXT
 );
+CREATE TABLE IF NOT EXISTS subscription(name TEXT PRIMARY KEY) WITHOUT ROWID;
 ";
 
 /// Open (creating if needed) an index database.
@@ -83,7 +94,7 @@ CREATE TABLE IF NOT EXISTS change(
 /// otherwise the caller's group flush makes commits durable
 /// (`synchronous=NORMAL`, still crash-consistent).
 pub(crate) fn open(path: &Path, durable_commits: bool) -> Result<Connection> {
-    let conn = Connection::open(path)?;
+    let mut conn = Connection::open(path)?;
     conn.busy_timeout(Duration::from_secs(10))?;
     conn.pragma_update(None, "journal_mode", "WAL")?;
     conn.pragma_update(
@@ -117,9 +128,23 @@ pub(crate) fn open(path: &Path, durable_commits: bool) -> Result<Connection> {
                 path.display()
             )));
         }
-        Some(_) => {}
+        Some(v) => migrate(&mut conn, v)?,
     }
     Ok(conn)
+}
+
+/// Bring an index of an older schema version up to this one, each step in
+/// its own transaction.
+fn migrate(conn: &mut Connection, from: i64) -> Result<()> {
+    if from < 2 {
+        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        tx.execute_batch(
+            "INSERT OR IGNORE INTO subscription(name) SELECT name FROM mailbox WHERE subscribed != 0;
+             UPDATE meta SET value = 2 WHERE key = 'schema';",
+        )?;
+        tx.commit()?;
+    }
+    Ok(())
 }
 
 /// A mailbox as the index knows it.
@@ -177,8 +202,9 @@ fn keywords_from_text(t: &str) -> Vec<String> {
         .collect()
 }
 
-const MAILBOX_COLS: &str =
-    "id, guid, name, dir, uidvalidity, uidnext, highestmodseq, special_use, subscribed";
+const MAILBOX_COLS: &str = "mailbox.id, mailbox.guid, mailbox.name, mailbox.dir, mailbox.uidvalidity, \
+     mailbox.uidnext, mailbox.highestmodseq, mailbox.special_use, \
+     EXISTS(SELECT 1 FROM subscription WHERE subscription.name = mailbox.name)";
 
 fn mailbox_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<MailboxInfo> {
     Ok(MailboxInfo {
@@ -190,7 +216,7 @@ fn mailbox_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<MailboxInfo> {
         uidnext: r.get(5)?,
         highest_modseq: r.get::<_, i64>(6)? as u64,
         special_use: r.get(7)?,
-        subscribed: r.get::<_, i64>(8)? != 0,
+        subscribed: r.get(8)?,
     })
 }
 
@@ -250,6 +276,47 @@ pub(crate) fn messages(conn: &Connection, mailbox_id: i64) -> Result<Vec<Message
         "SELECT {MESSAGE_COLS} FROM message WHERE mailbox_id = ?1 ORDER BY uid"
     ))?;
     let rows = st.query_map([mailbox_id], message_row)?;
+    Ok(rows.collect::<rusqlite::Result<_>>()?)
+}
+
+/// Messages of a mailbox whose modseq is above `modseq` (RFC 7162).
+pub(crate) fn messages_since(
+    conn: &Connection,
+    mailbox_id: i64,
+    modseq: ModSeq,
+) -> Result<Vec<MessageMeta>> {
+    let mut st = conn.prepare_cached(&format!(
+        "SELECT {MESSAGE_COLS} FROM message WHERE mailbox_id = ?1 AND modseq > ?2 ORDER BY uid"
+    ))?;
+    let rows = st.query_map(params![mailbox_id, modseq as i64], message_row)?;
+    Ok(rows.collect::<rusqlite::Result<_>>()?)
+}
+
+/// Every mailbox with (messages, unseen, bytes), in one query.
+pub(crate) fn mailboxes_with_counts(
+    conn: &Connection,
+) -> Result<Vec<(MailboxInfo, u32, u32, u64)>> {
+    let mut st = conn.prepare_cached(&format!(
+        "SELECT {MAILBOX_COLS}, count(message.uid),
+                total(CASE WHEN message.flags & 1 = 0 THEN 1 ELSE 0 END), total(message.size)
+         FROM mailbox LEFT JOIN message ON message.mailbox_id = mailbox.id
+         GROUP BY mailbox.id ORDER BY mailbox.name"
+    ))?;
+    let rows = st.query_map([], |r| {
+        Ok((
+            mailbox_row(r)?,
+            r.get::<_, i64>(9)? as u32,
+            r.get::<_, f64>(10)? as u32,
+            r.get::<_, f64>(11)? as u64,
+        ))
+    })?;
+    Ok(rows.collect::<rusqlite::Result<_>>()?)
+}
+
+/// Subscribed names, sorted.
+pub(crate) fn subscriptions(conn: &Connection) -> Result<Vec<String>> {
+    let mut st = conn.prepare_cached("SELECT name FROM subscription ORDER BY name")?;
+    let rows = st.query_map([], |r| r.get(0))?;
     Ok(rows.collect::<rusqlite::Result<_>>()?)
 }
 
@@ -337,10 +404,17 @@ impl<'c> Tx<'c> {
         special_use: Option<&str>,
         subscribed: bool,
     ) -> Result<MailboxInfo> {
+        // Above every id in use and every id a tombstone names (so a deleted
+        // mailbox's tombstones never attach to this one).
         self.tx.execute(
-            "INSERT INTO mailbox(guid, name, dir, uidvalidity, uidnext, highestmodseq, special_use, subscribed) VALUES (?1, ?2, ?3, ?4, 1, 0, ?5, ?6)",
-            params![&guid.0[..], name, dir, uidvalidity, special_use, subscribed as i64],
+            "INSERT INTO mailbox(id, guid, name, dir, uidvalidity, uidnext, highestmodseq, special_use) VALUES (
+               1 + max(coalesce((SELECT max(id) FROM mailbox), 0), coalesce((SELECT max(mailbox_id) FROM tombstone), 0)),
+               ?1, ?2, ?3, ?4, 1, 0, ?5)",
+            params![&guid.0[..], name, dir, uidvalidity, special_use],
         )?;
+        if subscribed {
+            self.set_subscription(name, true)?;
+        }
         let mb = mailbox_by_guid(&self.tx, &guid)?.ok_or_else(|| {
             crate::Error::Index("mailbox vanished inside its own transaction".into())
         })?;
@@ -351,6 +425,91 @@ impl<'c> Tx<'c> {
             },
         )?;
         Ok(mb)
+    }
+
+    /// A UIDVALIDITY for a new mailbox: the time, but above every one given
+    /// out before (and every one a mailbox has, for indexes from before the
+    /// counter) and above `previous` (the one a folder had when its index
+    /// was lost).
+    pub(crate) fn next_uidvalidity(&mut self, now: i64, previous: Option<u32>) -> Result<u32> {
+        let floor = (now.clamp(1, u32::MAX as i64)).max(previous.map_or(0, |p| p as i64 + 1));
+        let v: i64 = self.tx.query_row(
+            "INSERT INTO meta(key, value)
+               VALUES('uidvalidity', max(?1, coalesce((SELECT max(uidvalidity) + 1 FROM mailbox), 0)))
+             ON CONFLICT(key) DO UPDATE SET value = max(value + 1, excluded.value)
+             RETURNING value",
+            [floor],
+            |r| r.get(0),
+        )?;
+        u32::try_from(v)
+            .map_err(|_| crate::Error::Index(format!("UIDVALIDITY {v} is out of range")))
+    }
+
+    /// Give a mailbox a new name (and folder); logs `MailboxRenamed`.
+    pub(crate) fn rename_mailbox(
+        &mut self,
+        mailbox: &MailboxInfo,
+        name: &str,
+        dir: &str,
+    ) -> Result<()> {
+        self.tx.execute(
+            "UPDATE mailbox SET name = ?2, dir = ?3 WHERE id = ?1",
+            params![mailbox.id, name, dir],
+        )?;
+        self.log(
+            mailbox,
+            ChangeKind::MailboxRenamed {
+                from: mailbox.name.clone(),
+                to: name.to_string(),
+            },
+        )?;
+        Ok(())
+    }
+
+    /// Remove a mailbox: every message expunged (tombstones and `Expunged`
+    /// changes, so replicas learn of each), then `MailboxDeleted`. Returns
+    /// the expunged UIDs.
+    pub(crate) fn delete_mailbox(&mut self, mailbox: &MailboxInfo) -> Result<Vec<Uid>> {
+        let rows = messages(&self.tx, mailbox.id)?;
+        for m in &rows {
+            self.expunge(mailbox, m.uid, m.guid)?;
+        }
+        self.log(
+            mailbox,
+            ChangeKind::MailboxDeleted {
+                name: mailbox.name.clone(),
+            },
+        )?;
+        self.tx
+            .execute("DELETE FROM mailbox WHERE id = ?1", [mailbox.id])?;
+        Ok(rows.iter().map(|m| m.uid).collect())
+    }
+
+    /// Subscribe to or unsubscribe from a name; returns whether that changed
+    /// anything. Logs nothing (the caller logs when the mailbox exists).
+    pub(crate) fn set_subscription(&mut self, name: &str, subscribed: bool) -> Result<bool> {
+        let n = if subscribed {
+            self.tx
+                .prepare_cached("INSERT OR IGNORE INTO subscription(name) VALUES (?1)")?
+                .execute([name])?
+        } else {
+            self.tx
+                .prepare_cached("DELETE FROM subscription WHERE name = ?1")?
+                .execute([name])?
+        };
+        Ok(n > 0)
+    }
+
+    /// Subscriptions follow a rename: `from` and every `from.` child name
+    /// (existing or not) become `to...`.
+    pub(crate) fn rename_subscriptions(&mut self, from: &str, to: &str) -> Result<()> {
+        let prefix = format!("{from}.");
+        self.tx.execute(
+            "UPDATE OR REPLACE subscription SET name = ?2 || substr(name, ?3)
+             WHERE name = ?1 OR substr(name, 1, length(?4)) = ?4",
+            params![from, to, from.chars().count() as i64 + 1, prefix],
+        )?;
+        Ok(())
     }
 
     /// Take the next UID of a mailbox.
@@ -401,15 +560,6 @@ impl<'c> Tx<'c> {
         self.tx
             .prepare_cached("UPDATE meta SET value = value + ?1 WHERE key = 'bytes'")?
             .execute([delta])?;
-        Ok(())
-    }
-
-    /// Recount the running byte total (after bulk removals).
-    pub(crate) fn recount_bytes(&mut self) -> Result<()> {
-        self.tx.execute(
-            "UPDATE meta SET value = (SELECT CAST(total(size) AS INTEGER) FROM message) WHERE key = 'bytes'",
-            [],
-        )?;
         Ok(())
     }
 
@@ -554,3 +704,6 @@ pub(crate) fn tombstone_for_guid(
         conn.prepare_cached("SELECT 1 FROM tombstone WHERE mailbox_id = ?1 AND guid = ?2")?;
     Ok(st.exists(params![mailbox_id, &guid.0[..]])?)
 }
+
+#[cfg(test)]
+mod tests;

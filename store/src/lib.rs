@@ -20,6 +20,7 @@ mod env;
 mod error;
 mod ids;
 mod index;
+mod keywords;
 pub mod maildir;
 
 use std::collections::HashMap;
@@ -27,7 +28,10 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
-pub use account::{Account, DEFAULT_MAILBOXES, Delivered, MailboxStatus, NewMessage, ScanReport};
+pub use account::{
+    Account, DEFAULT_MAILBOXES, Delivered, MailboxStatus, NewMessage, ScanReport, StoreResult,
+    Transfer,
+};
 pub use changes::{Change, ChangeKind};
 pub use cove_dedup::{
     BlobStore, BlobWriter, ContentId, DedupStats, Durability, GcReport, GroupSync, StagedBlob,
@@ -38,6 +42,7 @@ pub(crate) use error::IoContext;
 pub use error::{Error, Result};
 pub use ids::{Flags, MailboxGuid, MessageGuid, ModSeq, Uid};
 pub use index::{MailboxInfo, MessageMeta};
+pub use keywords::FlagOp;
 
 /// How many accounts stay open (index connection, change feed) before idle
 /// ones are closed.

@@ -166,6 +166,58 @@ pub fn list_folder(dir: &Path) -> Result<Vec<FoundFile>> {
     Ok(out)
 }
 
+/// `rename(2)` that never replaces an existing name (`RENAME_NOREPLACE`;
+/// on a filesystem without it, a check and then a plain rename).
+pub fn rename_noreplace(from: &Path, to: &Path) -> io::Result<()> {
+    use rustix::fs::{CWD, RenameFlags, renameat_with};
+    use rustix::io::Errno;
+    match renameat_with(CWD, from, CWD, to, RenameFlags::NOREPLACE) {
+        Ok(()) => Ok(()),
+        Err(e) if e == Errno::INVAL || e == Errno::NOSYS || e == Errno::NOTSUP => {
+            if to.symlink_metadata().is_ok() {
+                return Err(io::Error::from(io::ErrorKind::AlreadyExists));
+            }
+            fs::rename(from, to)
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Finds where a message file is now when the name the index remembers is
+/// gone (another program changed its flags, so its `:2,` part or its
+/// `new/`/`cur/` changed): the folder is listed once, on the first miss.
+pub(crate) struct Relocator<'a> {
+    folder: &'a Path,
+    by_base: Option<std::collections::HashMap<String, String>>,
+}
+
+impl<'a> Relocator<'a> {
+    pub(crate) fn new(folder: &'a Path) -> Relocator<'a> {
+        Relocator {
+            folder,
+            by_base: None,
+        }
+    }
+
+    /// The current `new/..` or `cur/..` name of the file the index knows as
+    /// `file`, or `None` if it is gone.
+    pub(crate) fn find(&mut self, file: &str) -> Result<Option<String>> {
+        let Some(base) = file
+            .rsplit('/')
+            .next()
+            .and_then(FileName::parse)
+            .map(|f| f.base)
+        else {
+            return Ok(None);
+        };
+        if self.by_base.is_none() {
+            let listing = list_folder(self.folder)?;
+            self.by_base = Some(listing.into_iter().map(|f| (f.name.base, f.rel)).collect());
+        }
+        Ok(self.by_base.as_ref().and_then(|m| m.get(&base).cloned()))
+    }
+}
+
 /// List the Maildir++ folder directories under a `Maildir/` root ("" first).
 pub fn list_folders(root: &Path) -> Result<Vec<String>> {
     let mut out = vec![String::new()];

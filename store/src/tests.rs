@@ -431,3 +431,81 @@ fn mailbox_create_rejects_duplicates_and_bad_names() {
         Err(Error::InvalidData(_))
     ));
 }
+
+/// One user in a fresh store, for the tests of the IMAP-facing operations.
+struct Fixture {
+    _dir: tempfile::TempDir,
+    store: Store,
+    user: User,
+    acct: Arc<Account>,
+}
+
+impl Fixture {
+    fn new() -> Fixture {
+        let dir = tempfile::tempdir().unwrap();
+        let store = store_at(dir.path());
+        let user = user(&store, "a@x.org");
+        let acct = store.account(&user).unwrap();
+        Fixture {
+            _dir: dir,
+            store,
+            user,
+            acct,
+        }
+    }
+
+    fn maildir(&self) -> PathBuf {
+        self.store.home_of(&self.user.address).join("Maildir")
+    }
+
+    /// The folder of a mailbox name.
+    fn folder(&self, name: &str) -> PathBuf {
+        self.maildir().join(maildir::mailbox_dir_name(name))
+    }
+
+    fn mb(&self, name: &str) -> MailboxInfo {
+        self.acct.mailbox(name).unwrap()
+    }
+
+    fn msgs(&self, name: &str) -> Vec<MessageMeta> {
+        self.acct.messages(&self.mb(name).guid).unwrap()
+    }
+
+    fn put(&self, mailbox: &str, body: &str, msg: NewMessage) -> Delivered {
+        let blob = self.store.blobs().put(body.as_bytes()).unwrap();
+        self.acct.deliver(mailbox, &blob, &msg).unwrap()
+    }
+
+    fn put_plain(&self, mailbox: &str, body: &str) -> Delivered {
+        self.put(mailbox, body, NewMessage::default())
+    }
+
+    fn path_of(&self, mailbox: &str, m: &MessageMeta) -> PathBuf {
+        self.acct.message_path(&self.mb(mailbox), m)
+    }
+
+    /// Every message GUID of the account, asserting none is in two places.
+    fn all_guids(&self) -> Vec<MessageGuid> {
+        let mut all = Vec::new();
+        for mb in self.acct.mailboxes().unwrap() {
+            all.extend(self.acct.messages(&mb.guid).unwrap().iter().map(|m| m.guid));
+        }
+        let unique: std::collections::HashSet<_> = all.iter().collect();
+        assert_eq!(unique.len(), all.len(), "a GUID lives in two places");
+        all
+    }
+
+    /// The index and the Maildir agree, and no GUID is in two places.
+    fn assert_consistent(&self) {
+        assert_eq!(self.acct.scan().unwrap(), ScanReport::default());
+        self.all_guids();
+    }
+}
+
+fn kw(list: &[&str]) -> Vec<String> {
+    list.iter().map(|s| s.to_string()).collect()
+}
+
+mod imap_flags;
+mod imap_mailboxes;
+mod imap_transfer;

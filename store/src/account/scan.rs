@@ -1,0 +1,246 @@
+//! The reconciling scan: make the index agree with the Maildir.
+//!
+//! # The problem
+//! The Maildir is the truth for which messages and folders exist and for
+//! their system flags; the index for everything else. Other programs (mutt,
+//! an MDA, a backup restore) change the Maildir behind cove's back, and every
+//! operation of cove's own that touches both the Maildir and the index can be
+//! cut short by a crash between the two. The scan must turn each such state
+//! into one the index can describe, without losing mail and without giving a
+//! UID a second meaning.
+//!
+//! # What it does
+//! 1. Folders. A folder whose identity file (`cove-mailbox`) names a mailbox
+//!    whose folder is gone was *renamed*: the row follows it and keeps its
+//!    GUID, UIDVALIDITY and UIDs (this also finishes a rename cut short
+//!    between `rename(2)` and its commit). Other new folders become mailboxes
+//!    (keeping the GUID and raising the UIDVALIDITY their identity file
+//!    names, unless another mailbox already holds that GUID); mailboxes whose
+//!    folder is gone are deleted, each message expunged with a tombstone.
+//! 2. Messages. Rows whose file is gone are expunged; rows whose file's flags
+//!    changed take the file's flags. Then files without a row are indexed,
+//!    oldest first. A file whose GUID belongs to a row that vanished in this
+//!    same scan was *moved* (by another program, or by a MOVE cut short
+//!    between its renames and its commit): it gets a new UID where it is now
+//!    and keeps its GUID, keywords and internal date — the GUID ends up in
+//!    exactly one mailbox. A file whose GUID has a tombstone in its mailbox
+//!    and no vanished row was expunged just before a crash: it is removed.
+
+use std::collections::HashMap;
+use std::fs;
+use std::os::unix::fs::MetadataExt;
+
+use super::{Account, DEFAULT_MAILBOXES, ScanReport};
+use crate::ids::MessageGuid;
+use crate::index::{self, MailboxInfo, MessageMeta, NewMessageRow, Tx};
+use crate::maildir::{self, FileName, FolderIdentity};
+use crate::{Error, Result};
+
+impl Account {
+    /// Reconcile the index with the Maildir: folders and files added,
+    /// renamed, moved or removed by other programs, and a crash in the middle
+    /// of any operation. The Maildir is the truth for which messages exist
+    /// and their system flags; the index for everything else.
+    pub fn scan(&self) -> Result<ScanReport> {
+        let mut g = self.conn()?;
+        let mut report = ScanReport::default();
+        let mut changes = Vec::new();
+
+        // 1. Folders.
+        let on_disk = maildir::list_folders(&self.maildir)?;
+        let known = index::mailboxes(&g.conn)?;
+        let to_add: Vec<&String> = on_disk
+            .iter()
+            .filter(|dir| !known.iter().any(|m| &m.dir == *dir))
+            .collect();
+        let mut removed: Vec<MailboxInfo> = known
+            .iter()
+            .filter(|m| !on_disk.contains(&m.dir) && m.name != "INBOX")
+            .cloned()
+            .collect();
+        if !to_add.is_empty() || !removed.is_empty() {
+            let mut tx = Tx::begin(&mut g.conn)?;
+            let mut new_folders = Vec::new();
+            for dir in to_add {
+                let Some(name) = maildir::mailbox_name_of_dir(dir) else {
+                    continue;
+                };
+                if !dir.is_empty() && name.eq_ignore_ascii_case("INBOX") {
+                    tracing::warn!(user = %self.email, dir = %dir, "ignoring a folder that would be a second INBOX");
+                    continue;
+                }
+                let path = self.maildir.join(dir);
+                let previous = FolderIdentity::read(&path);
+                let renamed = previous.and_then(|p| removed.iter().position(|m| m.guid == p.guid));
+                if let Some(i) = renamed {
+                    let mb = removed.remove(i);
+                    tracing::info!(user = %self.email, from = %mb.name, to = %name, "mailbox folder was renamed");
+                    tx.rename_mailbox(&mb, &name, dir)?;
+                    if tx.set_subscription(&mb.name, false)? {
+                        tx.set_subscription(&name, true)?;
+                    }
+                    report.mailboxes_renamed += 1;
+                    continue;
+                }
+                new_folders.push((dir, name, path, previous));
+            }
+            for mb in &removed {
+                tracing::info!(user = %self.email, mailbox = %mb.name, "mailbox folder vanished from the Maildir; removing it from the index");
+                tx.delete_mailbox(mb)?;
+                report.mailboxes_removed += 1;
+            }
+            for (dir, name, path, previous) in new_folders {
+                // A GUID another mailbox holds (a folder copied by another
+                // program) is not taken over: the copy gets its own.
+                let previous = match previous {
+                    Some(p) if index::mailbox_by_guid(&tx.tx, &p.guid)?.is_none() => Some(p),
+                    _ => None,
+                };
+                let identity = FolderIdentity {
+                    guid: previous
+                        .map(|p| p.guid)
+                        .unwrap_or_else(|| self.env.mailbox_guid()),
+                    uidvalidity: tx
+                        .next_uidvalidity(self.env.now_secs(), previous.map(|p| p.uidvalidity))?,
+                };
+                maildir::create_folder(&path)?;
+                identity.write(&path)?;
+                let special_use = DEFAULT_MAILBOXES
+                    .iter()
+                    .find(|(n, _)| *n == name)
+                    .and_then(|(_, s)| *s);
+                tx.insert_mailbox(
+                    identity.guid,
+                    &name,
+                    dir,
+                    identity.uidvalidity,
+                    special_use,
+                    true,
+                )?;
+                report.mailboxes_added += 1;
+            }
+            changes.extend(tx.commit()?);
+        }
+
+        // 2. Messages: first everything that left or changed, in every
+        // mailbox (a file moved between folders frees its GUID), then
+        // everything new.
+        let mailboxes = index::mailboxes(&g.conn)?;
+        let mut additions: Vec<(MailboxInfo, maildir::FoundFile)> = Vec::new();
+        let mut vanished: HashMap<MessageGuid, MessageMeta> = HashMap::new();
+        let mut tx = Tx::begin(&mut g.conn)?;
+        for mb in &mailboxes {
+            let folder = self.folder(mb);
+            let mut found = maildir::list_folder(&folder)?;
+            found.sort_by(|a, b| a.name.base.cmp(&b.name.base));
+            let rows = index::messages(&tx.tx, mb.id)?;
+            let mut matched = vec![false; found.len()];
+            for row in rows {
+                let base = row
+                    .file
+                    .rsplit('/')
+                    .next()
+                    .and_then(FileName::parse)
+                    .map(|f| f.base);
+                let hit = base.and_then(|b| {
+                    found
+                        .binary_search_by(|f| f.name.base.as_str().cmp(&b))
+                        .ok()
+                });
+                match hit {
+                    None => {
+                        tx.expunge(mb, row.uid, row.guid)?;
+                        report.messages_expunged += 1;
+                        vanished.insert(row.guid, row);
+                    }
+                    Some(i) => {
+                        matched[i] = true;
+                        let f = &found[i];
+                        if f.name.flags != row.flags {
+                            tx.update_flags(mb, row.uid, f.name.flags, &row.keywords, &f.rel)?;
+                            report.flags_changed += 1;
+                        } else if f.rel != row.file {
+                            tx.update_file(mb, row.uid, &f.rel)?;
+                        }
+                    }
+                }
+            }
+            for (i, f) in found.into_iter().enumerate() {
+                if !matched[i] {
+                    additions.push((mb.clone(), f));
+                }
+            }
+        }
+        // Oldest first, so UIDs follow arrival order.
+        let mut prepared = Vec::new();
+        for (mb, f) in additions {
+            let path = self.folder(&mb).join(&f.rel);
+            let Ok(meta) = fs::metadata(&path) else {
+                continue;
+            };
+            let date = f
+                .name
+                .delivery_secs()
+                .filter(|_| f.name.guid.is_some())
+                .unwrap_or(meta.mtime());
+            prepared.push((date, mb, f, path));
+        }
+        prepared.sort_by(|a, b| (a.0, &a.2.name.base).cmp(&(b.0, &b.2.name.base)));
+        for (date, mb, f, path) in prepared {
+            let guid = f.name.effective_guid();
+            let moved = vanished.remove(&guid);
+            if moved.is_none() && index::tombstone_for_guid(&tx.tx, mb.id, &guid)? {
+                // Expunged, but the crash came before the file was removed.
+                let _ = fs::remove_file(&path);
+                continue;
+            }
+            let (content_id, size) = self.adopt_file(&path)?;
+            let (keywords, internal_date) = match &moved {
+                Some(m) => (m.keywords.as_slice(), m.internal_date),
+                None => (&[][..], date),
+            };
+            let row = NewMessageRow {
+                guid,
+                content_id,
+                flags: f.name.flags,
+                keywords,
+                internal_date,
+                size,
+                base: &f.name.base,
+                file: &f.rel,
+            };
+            match tx.insert_message(&mb, &row) {
+                Ok(_) => report.messages_added += 1,
+                Err(Error::AlreadyExists(_)) => {
+                    tracing::warn!(user = %self.email, file = %path.display(), %guid, "a second file carries the GUID of a message already indexed; leaving it unindexed");
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        changes.extend(tx.commit()?);
+        drop(g);
+        self.sync.sync()?;
+        if !report.is_empty() {
+            tracing::info!(user = %self.email, ?report, "reconciled index with Maildir");
+        }
+        self.announce(changes);
+        Ok(report)
+    }
+
+    /// Make a file found in the Maildir share its blob (hashing it; linking
+    /// it as the blob if its content is new, or replacing it by a link to the
+    /// existing blob). Returns (content id, size).
+    fn adopt_file(&self, path: &std::path::Path) -> Result<(cove_dedup::ContentId, u64)> {
+        let (id, len, shared) = self.blobs.adopt(path)?;
+        if !shared {
+            // Same content already stored: replace the file by a link to it.
+            let tmp = path.with_file_name(format!(".cove-dedup.{}", self.env.message_guid()));
+            cove_dedup::link_existing(&self.blobs, &id, &tmp)?;
+            if let Err(e) = fs::rename(&tmp, path) {
+                let _ = fs::remove_file(&tmp);
+                tracing::warn!(file = %path.display(), error = %e, "could not dedup a file found in the Maildir");
+            }
+        }
+        Ok((id, len))
+    }
+}

@@ -1,0 +1,103 @@
+//! Schema migrations and the UIDVALIDITY counter.
+
+use super::*;
+
+/// The schema of version 1, as it was shipped.
+const SCHEMA_V1: &str = "
+CREATE TABLE meta(key TEXT PRIMARY KEY, value INTEGER NOT NULL);
+CREATE TABLE mailbox(
+  id INTEGER PRIMARY KEY,
+  guid BLOB NOT NULL UNIQUE,
+  name TEXT NOT NULL UNIQUE,
+  dir TEXT NOT NULL UNIQUE,
+  uidvalidity INTEGER NOT NULL,
+  uidnext INTEGER NOT NULL,
+  highestmodseq INTEGER NOT NULL,
+  special_use TEXT,
+  subscribed INTEGER NOT NULL DEFAULT 0
+);
+CREATE TABLE message(
+  mailbox_id INTEGER NOT NULL, uid INTEGER NOT NULL, guid BLOB NOT NULL UNIQUE,
+  content_id BLOB NOT NULL, flags INTEGER NOT NULL, keywords TEXT NOT NULL DEFAULT '',
+  modseq INTEGER NOT NULL, internal_date INTEGER NOT NULL, size INTEGER NOT NULL,
+  base TEXT NOT NULL, file TEXT NOT NULL, PRIMARY KEY(mailbox_id, uid)
+) WITHOUT ROWID;
+CREATE TABLE tombstone(
+  mailbox_id INTEGER NOT NULL, uid INTEGER NOT NULL, guid BLOB NOT NULL,
+  modseq INTEGER NOT NULL, PRIMARY KEY(mailbox_id, uid)
+) WITHOUT ROWID;
+CREATE TABLE change(
+  modseq INTEGER PRIMARY KEY, mailbox_guid BLOB NOT NULL, kind TEXT NOT NULL,
+  uid INTEGER, guid BLOB, detail TEXT
+);
+INSERT INTO meta VALUES('schema', 1), ('modseq', 7), ('bytes', 0);
+INSERT INTO mailbox VALUES(1, x'01', 'INBOX', '', 1700000000, 5, 3, NULL, 1);
+INSERT INTO mailbox VALUES(2, x'02', 'Sent', '.Sent', 1700000001, 1, 0, '\\Sent', 1);
+INSERT INTO mailbox VALUES(3, x'03', 'Old', '.Old', 1700000002, 1, 0, NULL, 0);
+";
+
+#[test]
+fn migrates_a_version_1_index() {
+    let d = tempfile::tempdir().unwrap();
+    let path = d.path().join("index.sqlite");
+    Connection::open(&path)
+        .unwrap()
+        .execute_batch(SCHEMA_V1)
+        .unwrap();
+    for _ in 0..2 {
+        // Twice: the second open finds version 2 and changes nothing.
+        let mut conn = open(&path, false).unwrap();
+        let v: i64 = conn
+            .query_row("SELECT value FROM meta WHERE key='schema'", [], |r| {
+                r.get(0)
+            })
+            .unwrap();
+        assert_eq!(v, SCHEMA_VERSION);
+        assert_eq!(subscriptions(&conn).unwrap(), vec!["INBOX", "Sent"]);
+        let subscribed: Vec<(String, bool)> = mailboxes(&conn)
+            .unwrap()
+            .into_iter()
+            .map(|m| (m.name, m.subscribed))
+            .collect();
+        assert_eq!(
+            subscribed,
+            vec![
+                ("INBOX".to_string(), true),
+                ("Old".to_string(), false),
+                ("Sent".to_string(), true)
+            ]
+        );
+        assert_eq!(current_modseq(&conn).unwrap(), 7);
+        // The UIDVALIDITY counter starts above every existing one.
+        let mut tx = Tx::begin(&mut conn).unwrap();
+        assert!(tx.next_uidvalidity(1, None).unwrap() > 1700000002);
+    }
+}
+
+#[test]
+fn refuses_a_newer_schema() {
+    let d = tempfile::tempdir().unwrap();
+    let path = d.path().join("index.sqlite");
+    drop(open(&path, false).unwrap());
+    Connection::open(&path)
+        .unwrap()
+        .execute("UPDATE meta SET value = 99 WHERE key = 'schema'", [])
+        .unwrap();
+    assert!(matches!(
+        open(&path, false),
+        Err(crate::Error::InvalidData(_))
+    ));
+}
+
+#[test]
+fn uidvalidity_never_repeats_within_a_second() {
+    let d = tempfile::tempdir().unwrap();
+    let mut conn = open(&d.path().join("index.sqlite"), false).unwrap();
+    let mut tx = Tx::begin(&mut conn).unwrap();
+    let a = tx.next_uidvalidity(1_700_000_000, None).unwrap();
+    let b = tx.next_uidvalidity(1_700_000_000, None).unwrap();
+    let c = tx
+        .next_uidvalidity(1_700_000_000, Some(1_800_000_000))
+        .unwrap();
+    assert_eq!((a, b, c), (1_700_000_000, 1_700_000_001, 1_800_000_001));
+}

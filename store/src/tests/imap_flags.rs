@@ -1,0 +1,334 @@
+//! STORE (with UNCHANGEDSINCE) and APPEND.
+
+use super::*;
+
+fn updated_uids(r: &StoreResult) -> Vec<Uid> {
+    r.updated.iter().map(|u| u.0).collect()
+}
+
+#[test]
+fn store_adds_flags_renames_only_for_system_flags_and_logs() {
+    let f = Fixture::new();
+    let a = f.put_plain("INBOX", "a\r\n");
+    let b = f.put(
+        "INBOX",
+        "b\r\n",
+        NewMessage {
+            flags: Flags::SEEN,
+            ..Default::default()
+        },
+    );
+    let inbox = f.mb("INBOX").guid;
+    let b_file = f.msgs("INBOX")[1].file.clone();
+    let start = f.acct.current_modseq().unwrap();
+    let mut feed = f.acct.subscribe();
+
+    let r = f
+        .acct
+        .store_flags(
+            &inbox,
+            &[a.uid, b.uid, 99],
+            FlagOp::Add(Flags::SEEN, kw(&["Work"])),
+            None,
+        )
+        .unwrap();
+
+    assert!(r.modified.is_empty());
+    assert_eq!(updated_uids(&r), vec![a.uid, b.uid]);
+    let rows = f.msgs("INBOX");
+    for (u, row) in r.updated.iter().zip(&rows) {
+        assert_eq!((u.1, &u.2, u.3), (Flags::SEEN, &kw(&["Work"]), row.modseq));
+        assert_eq!((row.flags, &row.keywords), (Flags::SEEN, &kw(&["Work"])));
+        assert!(row.modseq > start);
+    }
+    assert!(rows[0].file.starts_with("cur/") && rows[0].file.ends_with(":2,S"));
+    // b's system flags did not change: same file, keyword in the index only.
+    assert_eq!(rows[1].file, b_file);
+    assert!(f.path_of("INBOX", &rows[1]).exists());
+    let changes = f.acct.changes_since(start).unwrap();
+    assert_eq!(changes.len(), 2);
+    for c in &changes {
+        assert!(matches!(c.kind, ChangeKind::FlagsChanged { flags, .. } if flags == Flags::SEEN));
+        assert_eq!(feed.try_recv().unwrap(), *c);
+    }
+    f.assert_consistent();
+
+    // The same again, with another spelling: nothing changes, nothing logged,
+    // still reported; the first spelling stays.
+    let mark = f.acct.current_modseq().unwrap();
+    let r2 = f
+        .acct
+        .store_flags(
+            &inbox,
+            &[a.uid, b.uid],
+            FlagOp::Add(Flags::SEEN, kw(&["WORK"])),
+            None,
+        )
+        .unwrap();
+    assert_eq!(f.acct.current_modseq().unwrap(), mark);
+    assert_eq!(r2.updated, r.updated);
+    f.assert_consistent();
+}
+
+#[test]
+fn store_replace_and_remove() {
+    let f = Fixture::new();
+    let a = f.put(
+        "INBOX",
+        "a\r\n",
+        NewMessage {
+            flags: Flags::SEEN | Flags::FLAGGED,
+            keywords: kw(&["one", "Two"]),
+            ..Default::default()
+        },
+    );
+    let inbox = f.mb("INBOX").guid;
+    let r = f
+        .acct
+        .store_flags(
+            &inbox,
+            &[a.uid],
+            FlagOp::Remove(Flags::FLAGGED | Flags::DRAFT, kw(&["two", "absent"])),
+            None,
+        )
+        .unwrap();
+    assert_eq!(
+        (r.updated[0].1, &r.updated[0].2),
+        (Flags::SEEN, &kw(&["one"]))
+    );
+    let r = f
+        .acct
+        .store_flags(
+            &inbox,
+            &[a.uid],
+            FlagOp::Replace(Flags::ANSWERED | Flags::DELETED, kw(&["ONE", "three"])),
+            None,
+        )
+        .unwrap();
+    assert_eq!(
+        (r.updated[0].1, &r.updated[0].2),
+        (Flags::ANSWERED | Flags::DELETED, &kw(&["one", "three"]))
+    );
+    let row = &f.msgs("INBOX")[0];
+    assert!(row.file.ends_with(":2,RT"), "{}", row.file);
+    assert_eq!(row.keywords, kw(&["one", "three"]));
+    // Keywords only: a new modseq, the same file.
+    let file = row.file.clone();
+    let r = f
+        .acct
+        .store_flags(
+            &inbox,
+            &[a.uid],
+            FlagOp::Add(Flags::empty(), kw(&["four"])),
+            None,
+        )
+        .unwrap();
+    assert!(r.updated[0].3 > row.modseq);
+    assert_eq!(f.msgs("INBOX")[0].file, file);
+    // Replace with nothing: cur/ with empty letters.
+    f.acct
+        .store_flags(
+            &inbox,
+            &[a.uid],
+            FlagOp::Replace(Flags::empty(), vec![]),
+            None,
+        )
+        .unwrap();
+    let row = &f.msgs("INBOX")[0];
+    assert!(row.file.starts_with("cur/") && row.file.ends_with(":2,"));
+    assert!(row.keywords.is_empty());
+    f.assert_consistent();
+}
+
+#[test]
+fn store_unchangedsince_reports_modified_messages() {
+    let f = Fixture::new();
+    let a = f.put_plain("INBOX", "a\r\n");
+    let b = f.put_plain("INBOX", "b\r\n");
+    let c = f.put_plain("INBOX", "c\r\n");
+    let inbox = f.mb("INBOX").guid;
+    // b changes after the client's snapshot.
+    let snapshot = f.acct.current_modseq().unwrap();
+    f.acct
+        .store_flags(&inbox, &[b.uid], FlagOp::Add(Flags::FLAGGED, vec![]), None)
+        .unwrap();
+    let r = f
+        .acct
+        .store_flags(
+            &inbox,
+            &[a.uid, b.uid, c.uid],
+            FlagOp::Add(Flags::SEEN, vec![]),
+            Some(snapshot),
+        )
+        .unwrap();
+    assert_eq!(r.modified, vec![b.uid]);
+    assert_eq!(updated_uids(&r), vec![a.uid, c.uid]);
+    let rows = f.msgs("INBOX");
+    assert_eq!(rows[1].flags, Flags::FLAGGED, "b left alone");
+    assert_eq!(rows[0].flags, Flags::SEEN);
+    // UNCHANGEDSINCE 0 always fails (RFC 7162 §3.1.3).
+    let r = f
+        .acct
+        .store_flags(&inbox, &[a.uid], FlagOp::Add(Flags::DRAFT, vec![]), Some(0))
+        .unwrap();
+    assert_eq!((r.modified, r.updated.len()), (vec![a.uid], 0));
+    f.assert_consistent();
+}
+
+#[test]
+fn store_refuses_keywords_that_are_not_atoms() {
+    let f = Fixture::new();
+    let a = f.put_plain("INBOX", "a\r\n");
+    let inbox = f.mb("INBOX").guid;
+    let mark = f.acct.current_modseq().unwrap();
+    for bad in ["two words", "\\Seen", "", "a]"] {
+        let e = f
+            .acct
+            .store_flags(&inbox, &[a.uid], FlagOp::Add(Flags::SEEN, kw(&[bad])), None)
+            .unwrap_err();
+        assert!(matches!(e, Error::InvalidData(_)), "{bad:?}: {e:?}");
+    }
+    assert_eq!(f.acct.current_modseq().unwrap(), mark);
+    assert_eq!(f.msgs("INBOX")[0].flags, Flags::empty());
+    assert!(matches!(
+        f.acct.store_flags(
+            &MailboxGuid([0; 16]),
+            &[1],
+            FlagOp::Add(Flags::SEEN, vec![]),
+            None
+        ),
+        Err(Error::NotFound(_))
+    ));
+    f.assert_consistent();
+}
+
+#[test]
+fn store_on_ten_thousand_messages_in_one_call() {
+    let f = Fixture::new();
+    let blob = f.store.blobs().put(b"bulk\r\n").unwrap();
+    let mut uids = Vec::new();
+    for i in 0..10_000 {
+        let msg = NewMessage {
+            flags: if i % 2 == 0 {
+                Flags::SEEN
+            } else {
+                Flags::empty()
+            },
+            ..Default::default()
+        };
+        uids.push(f.acct.deliver_unsynced("INBOX", &blob, &msg).unwrap().0.uid);
+    }
+    let inbox = f.mb("INBOX").guid;
+    let start = f.acct.current_modseq().unwrap();
+    let r = f
+        .acct
+        .store_flags(&inbox, &uids, FlagOp::Add(Flags::SEEN, kw(&["bulk"])), None)
+        .unwrap();
+    assert_eq!(updated_uids(&r), uids);
+    assert!(
+        r.updated
+            .iter()
+            .all(|u| u.1 == Flags::SEEN && u.2 == kw(&["bulk"]))
+    );
+    assert_eq!(f.acct.changes_since(start).unwrap().len(), 10_000);
+    let rows = f.msgs("INBOX");
+    assert!(
+        rows.iter()
+            .all(|m| m.flags == Flags::SEEN && m.file.ends_with(":2,S"))
+    );
+    // Only the 5,000 that were unseen were renamed; all 10,000 are in cur/.
+    assert_eq!(
+        fs::read_dir(f.folder("INBOX").join("cur")).unwrap().count(),
+        10_000
+    );
+    assert_eq!(
+        fs::read_dir(f.folder("INBOX").join("new")).unwrap().count(),
+        0
+    );
+    let r = f
+        .acct
+        .store_flags(
+            &inbox,
+            &uids,
+            FlagOp::Remove(Flags::SEEN, kw(&["BULK"])),
+            None,
+        )
+        .unwrap();
+    assert!(r.updated.iter().all(|u| u.1.is_empty() && u.2.is_empty()));
+    f.assert_consistent();
+}
+
+#[test]
+fn store_finds_a_file_another_program_renamed() {
+    let f = Fixture::new();
+    let a = f.put_plain("INBOX", "a\r\n");
+    let row = f.msgs("INBOX")[0].clone();
+    let old = f.path_of("INBOX", &row);
+    let name = old.file_name().unwrap().to_str().unwrap().to_string();
+    fs::rename(
+        &old,
+        f.folder("INBOX").join("cur").join(format!("{name}:2,F")),
+    )
+    .unwrap();
+    f.acct
+        .store_flags(
+            &f.mb("INBOX").guid,
+            &[a.uid],
+            FlagOp::Add(Flags::SEEN, vec![]),
+            None,
+        )
+        .unwrap();
+    let row = &f.msgs("INBOX")[0];
+    assert!(f.path_of("INBOX", row).exists());
+    assert_eq!(row.flags, Flags::SEEN);
+    f.assert_consistent();
+}
+
+#[test]
+fn append_stores_flags_keywords_and_date() {
+    let f = Fixture::new();
+    let blob = f.store.blobs().put(b"appended\r\n").unwrap();
+    let d = f
+        .acct
+        .append(
+            "Drafts",
+            &blob,
+            &NewMessage {
+                flags: Flags::DRAFT | Flags::SEEN,
+                keywords: kw(&["$MDNSent", "$mdnsent", "x"]),
+                internal_date: Some(1_234_567_890),
+                quota: None,
+            },
+        )
+        .unwrap();
+    let drafts = f.mb("Drafts");
+    assert_eq!(
+        (d.mailbox, d.uidvalidity, d.uid),
+        (drafts.guid, drafts.uidvalidity, 1)
+    );
+    let m = &f.msgs("Drafts")[0];
+    assert_eq!(m.guid, d.guid);
+    assert_eq!(m.keywords, kw(&["$MDNSent", "x"]));
+    assert_eq!(m.internal_date, 1_234_567_890);
+    assert!(
+        m.file.starts_with("cur/") && m.file.ends_with(":2,DS"),
+        "{}",
+        m.file
+    );
+    assert!(matches!(
+        f.acct.append(
+            "Drafts",
+            &blob,
+            &NewMessage {
+                keywords: kw(&["bad word"]),
+                ..Default::default()
+            }
+        ),
+        Err(Error::InvalidData(_))
+    ));
+    assert!(matches!(
+        f.acct.append("Nope", &blob, &NewMessage::default()),
+        Err(Error::NotFound(_))
+    ));
+    f.assert_consistent();
+}
