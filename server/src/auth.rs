@@ -1,7 +1,7 @@
 //! Password hashing: argon2id for every password cove sets.
 
 use anyhow::Context;
-use argon2::{Argon2, PasswordHasher};
+use argon2::{Argon2, PasswordHasher, PasswordVerifier};
 use cove_store::PasswordHash;
 
 /// A password in memory; `Debug` never prints it.
@@ -20,6 +20,17 @@ pub fn hash_password(password: &Secret) -> anyhow::Result<PasswordHash> {
         .map_err(|e| anyhow::anyhow!("argon2: {e}"))
         .context("hash the password")?;
     Ok(PasswordHash(hash.to_string()))
+}
+
+/// Check a password against a stored hash. Blocking (argon2 takes tens of
+/// milliseconds): run it off the reactor.
+pub fn verify_password(password: &Secret, stored: &PasswordHash) -> bool {
+    match argon2::password_hash::phc::PasswordHash::new(&stored.0) {
+        Ok(parsed) => Argon2::default()
+            .verify_password(password.0.as_bytes(), &parsed)
+            .is_ok(),
+        Err(_) => false,
+    }
 }
 
 #[cfg(test)]

@@ -20,7 +20,7 @@ pub struct Config {
     #[serde(default)]
     pub lmtp: Option<LmtpConfig>,
     #[serde(default)]
-    pub imap: Option<ServiceConfig>,
+    pub imap: Option<ImapConfig>,
     #[serde(default)]
     pub pop3: Option<ServiceConfig>,
     #[serde(default)]
@@ -58,6 +58,72 @@ pub struct LmtpConfig {
     pub max_connections: usize,
     #[serde(default = "default_max_connections_per_ip")]
     pub max_connections_per_ip: usize,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ImapConfig {
+    #[serde(default)]
+    pub listen: Vec<String>,
+    /// Implicit TLS (imaps).
+    #[serde(default)]
+    pub tls_listen: Vec<String>,
+    /// Longest command line, in bytes (literals not counted).
+    #[serde(default = "default_imap_line")]
+    pub max_line_length: usize,
+    /// Largest literal, and so the largest APPEND (APPENDLIMIT).
+    #[serde(default = "default_max_message_size")]
+    pub max_literal_size: u64,
+    /// Bad commands in a row before `* BYE`.
+    #[serde(default = "default_max_errors")]
+    pub max_bad_commands: u32,
+    /// Idle seconds before autologout (RFC 3501 §5.4: at least 30 minutes).
+    #[serde(default = "default_autologout")]
+    pub autologout_secs: u64,
+    #[serde(default = "default_max_connections")]
+    pub max_connections: usize,
+    #[serde(default = "default_max_connections_per_ip")]
+    pub max_connections_per_ip: usize,
+    #[serde(default = "default_max_connections_per_user")]
+    pub max_connections_per_user: usize,
+    /// Allow LOGIN/AUTHENTICATE PLAIN on connections that are neither TLS
+    /// nor from loopback.
+    #[serde(default)]
+    pub allow_plaintext_auth: bool,
+    /// Delay before answering a failed login, in milliseconds.
+    #[serde(default = "default_auth_failure_delay")]
+    pub auth_failure_delay_ms: u64,
+}
+
+impl Default for ImapConfig {
+    fn default() -> Self {
+        ImapConfig {
+            listen: Vec::new(),
+            tls_listen: Vec::new(),
+            max_line_length: default_imap_line(),
+            max_literal_size: default_max_message_size(),
+            max_bad_commands: default_max_errors(),
+            autologout_secs: default_autologout(),
+            max_connections: default_max_connections(),
+            max_connections_per_ip: default_max_connections_per_ip(),
+            max_connections_per_user: default_max_connections_per_user(),
+            allow_plaintext_auth: false,
+            auth_failure_delay_ms: default_auth_failure_delay(),
+        }
+    }
+}
+
+fn default_imap_line() -> usize {
+    64 * 1024
+}
+fn default_autologout() -> u64 {
+    30 * 60
+}
+fn default_max_connections_per_user() -> usize {
+    50
+}
+fn default_auth_failure_delay() -> u64 {
+    2000
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -187,9 +253,10 @@ impl Config {
                 listen: vec!["127.0.0.1:2424".into()],
                 ..LmtpConfig::default()
             }),
-            imap: Some(ServiceConfig {
+            imap: Some(ImapConfig {
                 listen: vec!["127.0.0.1:1143".into()],
                 tls_listen: vec!["127.0.0.1:1993".into()],
+                ..ImapConfig::default()
             }),
             pop3: Some(ServiceConfig {
                 listen: vec!["127.0.0.1:1110".into()],
@@ -250,11 +317,16 @@ impl Config {
                 bail!("[lmtp] recipient_delimiter must be one character or empty");
             }
         }
-        for (name, s) in [("imap", &self.imap), ("pop3", &self.pop3)] {
-            if let Some(s) = s {
-                check(name, "listen", &s.listen)?;
-                check(name, "tls_listen", &s.tls_listen)?;
+        if let Some(s) = &self.imap {
+            check("imap", "listen", &s.listen)?;
+            check("imap", "tls_listen", &s.tls_listen)?;
+            if s.autologout_secs < 1 {
+                bail!("[imap] autologout_secs must be at least 1");
             }
+        }
+        if let Some(s) = &self.pop3 {
+            check("pop3", "listen", &s.listen)?;
+            check("pop3", "tls_listen", &s.tls_listen)?;
         }
         self.server.durability()?;
         if let Some(h) = &self.http {

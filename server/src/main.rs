@@ -5,6 +5,7 @@ mod cli;
 mod config;
 mod conn;
 mod imap;
+mod listener;
 mod lmtp;
 mod serve;
 mod tls;

@@ -11,6 +11,7 @@ use tokio::sync::watch;
 use tokio::task::JoinSet;
 
 use crate::config::Config;
+use crate::imap::{self, ImapContext};
 use crate::lmtp::{self, LmtpContext};
 
 pub async fn serve(config: Config) -> anyhow::Result<()> {
@@ -40,14 +41,34 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
             loops.spawn(lmtp::accept_loop(listener, ctx.clone(), sessions.clone()));
         }
     }
+    if let Some(imap_config) = &config.imap {
+        let ctx = Arc::new(ImapContext::new(
+            store.clone(),
+            imap_config.clone(),
+            config.hostname.clone(),
+            Some(tls.clone()),
+            stopped.clone(),
+        ));
+        for (addrs, implicit_tls, key) in [
+            (&imap_config.listen, false, "listen"),
+            (&imap_config.tls_listen, true, "tls_listen"),
+        ] {
+            for addr in addrs {
+                let listener = TcpListener::bind(addr)
+                    .await
+                    .with_context(|| format!("[imap] {key}: cannot bind {addr}"))?;
+                let proto = if implicit_tls { "imaps" } else { "imap" };
+                tracing::info!("{proto} listening on {}", listener.local_addr()?);
+                loops.spawn(imap::accept_loop(
+                    listener,
+                    ctx.clone(),
+                    sessions.clone(),
+                    implicit_tls,
+                ));
+            }
+        }
+    }
     let not_yet = [
-        (
-            "imap",
-            config
-                .imap
-                .as_ref()
-                .map(|s| [s.listen.clone(), s.tls_listen.clone()].concat()),
-        ),
         (
             "pop3",
             config

@@ -292,6 +292,26 @@ impl TestServer {
         self.lmtp_addr.expect("server not running")
     }
 
+    /// The address another listener logged (`"imap"`, `"imaps"`): the last
+    /// `<proto> listening on <addr>` line, waited for.
+    pub fn addr_of(&self, proto: &str) -> SocketAddr {
+        let marker = format!("{proto} listening on ");
+        eventually(START_TIMEOUT, || {
+            let logs = self.logs.lock().unwrap();
+            logs.iter().rev().find_map(|l| {
+                let at = l.find(&marker)?;
+                let addr = l[at + marker.len()..].split_whitespace().next()?;
+                addr.parse::<SocketAddr>().ok()
+            })
+        })
+        .unwrap_or_else(|| {
+            panic!(
+                "cove serve did not log a {proto} address:\n{}",
+                self.logs().join("\n")
+            )
+        })
+    }
+
     pub fn data_dir(&self) -> &Path {
         &self.data_dir
     }

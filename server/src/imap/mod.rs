@@ -1,4 +1,136 @@
 //! IMAP4rev1 (RFC 3501) and its everyday extensions: how mail clients read
 //! mail from cove.
+//!
+//! The wire is imap-codec's: `framing` reads a whole command (its lines and
+//! literals) and imap-codec decodes it into a typed `Command`; responses are
+//! written by `response`. `session` is the connection's state machine
+//! (not authenticated, authenticated, selected); each group of commands has
+//! its own file; `view` is a selected mailbox as one session sees it, with the
+//! changes other sessions made announced only where RFC 3501 §7.4.1 allows.
 
+mod auth;
+mod copy_move;
+mod fetch;
+mod framing;
+mod mailboxes;
 pub mod mime;
+mod response;
+mod search;
+mod session;
+mod store_flags;
+mod view;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use cove_store::Store;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{Semaphore, watch};
+use tokio_rustls::TlsAcceptor;
+
+use crate::config::ImapConfig;
+use crate::conn::Conn;
+use crate::listener::{self, ConnectionCount, Sessions};
+
+/// What every IMAP session shares.
+pub struct ImapContext {
+    pub store: Arc<Store>,
+    pub config: ImapConfig,
+    pub hostname: String,
+    pub tls: Option<TlsAcceptor>,
+    pub shutdown: watch::Receiver<bool>,
+    connections: Arc<ConnectionCount>,
+    per_user: Arc<ConnectionCount<i64>>,
+    /// Password checks running at once (argon2 costs ~20 MiB and tens of
+    /// milliseconds each).
+    auth_slots: Semaphore,
+    /// Which messages some session has been told are \Recent.
+    recent: Arc<view::RecentClaims>,
+}
+
+impl ImapContext {
+    pub fn new(
+        store: Arc<Store>,
+        config: ImapConfig,
+        hostname: String,
+        tls: Option<TlsAcceptor>,
+        shutdown: watch::Receiver<bool>,
+    ) -> Self {
+        let cores = std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(2);
+        ImapContext {
+            store,
+            config,
+            hostname,
+            tls,
+            shutdown,
+            connections: ConnectionCount::new(),
+            per_user: ConnectionCount::new(),
+            auth_slots: Semaphore::new(cores * 2),
+            recent: Arc::new(view::RecentClaims::default()),
+        }
+    }
+}
+
+/// Accept IMAP connections until shutdown; `implicit_tls` for imaps.
+pub async fn accept_loop(
+    listener: TcpListener,
+    ctx: Arc<ImapContext>,
+    sessions: Sessions,
+    implicit_tls: bool,
+) {
+    let shutdown = ctx.shutdown.clone();
+    let proto = if implicit_tls { "imaps" } else { "imap" };
+    listener::accept_loop(proto, listener, shutdown, sessions, move |tcp, peer, id| {
+        serve_connection(ctx.clone(), tcp, peer, id, implicit_tls)
+    })
+    .await;
+}
+
+async fn serve_connection(
+    ctx: Arc<ImapContext>,
+    tcp: TcpStream,
+    peer: SocketAddr,
+    id: u64,
+    implicit_tls: bool,
+) {
+    let slot = ctx.connections.acquire(
+        peer.ip(),
+        ctx.config.max_connections,
+        ctx.config.max_connections_per_ip,
+    );
+    let _slot = match slot {
+        Ok(s) => s,
+        Err(why) => {
+            tracing::warn!(peer = %peer, "{}; imap connection refused", why.text());
+            let mut tcp = tcp;
+            let _ = tokio::io::AsyncWriteExt::write_all(
+                &mut tcp,
+                format!("* BYE [UNAVAILABLE] {}\r\n", why.text()).as_bytes(),
+            )
+            .await;
+            return;
+        }
+    };
+    let conn = if implicit_tls {
+        let Some(acceptor) = ctx.tls.clone() else {
+            return;
+        };
+        match tokio::time::timeout(std::time::Duration::from_secs(30), acceptor.accept(tcp)).await {
+            Ok(Ok(tls)) => Conn::Tls(Box::new(tls)),
+            Ok(Err(e)) => {
+                tracing::info!(session = id, peer = %peer, error = %e, "imaps TLS handshake failed");
+                return;
+            }
+            Err(_) => {
+                tracing::info!(session = id, peer = %peer, "imaps TLS handshake timed out");
+                return;
+            }
+        }
+    } else {
+        Conn::Plain(tcp)
+    };
+    tracing::debug!(session = id, peer = %peer, "imap connection");
+    session::Session::new(ctx, conn, peer, id).run().await;
+}

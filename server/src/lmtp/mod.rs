@@ -5,19 +5,17 @@ mod data;
 mod reply;
 mod session;
 
-use std::collections::HashMap;
-use std::net::{IpAddr, SocketAddr};
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::net::SocketAddr;
+use std::sync::Arc;
 
 use cove_store::Store;
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
-use tokio::task::JoinSet;
 use tokio_rustls::TlsAcceptor;
 
 use crate::config::LmtpConfig;
 use crate::conn::Conn;
+use crate::listener::{self, ConnectionCount, Sessions};
 
 /// What every LMTP session shares.
 pub struct LmtpContext {
@@ -26,7 +24,7 @@ pub struct LmtpContext {
     pub hostname: String,
     pub tls: Option<TlsAcceptor>,
     pub shutdown: watch::Receiver<bool>,
-    connections: ConnectionCount,
+    connections: Arc<ConnectionCount>,
 }
 
 impl LmtpContext {
@@ -43,108 +41,25 @@ impl LmtpContext {
             hostname,
             tls,
             shutdown,
-            connections: ConnectionCount::default(),
+            connections: ConnectionCount::new(),
         }
     }
 }
 
-/// Open connections, in all and per client address.
-#[derive(Default)]
-struct ConnectionCount {
-    per_ip: Mutex<HashMap<IpAddr, usize>>,
+/// Accept LMTP connections until shutdown.
+pub async fn accept_loop(listener: TcpListener, ctx: Arc<LmtpContext>, sessions: Sessions) {
+    let shutdown = ctx.shutdown.clone();
+    listener::accept_loop(
+        "lmtp",
+        listener,
+        shutdown,
+        sessions,
+        move |tcp, peer, id| serve_connection(ctx.clone(), tcp, peer, id),
+    )
+    .await;
 }
 
-/// Releases its slot when the connection ends, however it ends.
-struct ConnectionSlot<'a> {
-    count: &'a ConnectionCount,
-    ip: IpAddr,
-}
-
-impl ConnectionCount {
-    fn acquire(
-        &self,
-        ip: IpAddr,
-        max_total: usize,
-        max_per_ip: usize,
-    ) -> Result<ConnectionSlot<'_>, &'static str> {
-        let mut map = self
-            .per_ip
-            .lock()
-            .map_err(|_| "connection table poisoned")?;
-        let total: usize = map.values().sum();
-        if total >= max_total {
-            return Err("Too many connections, try again later");
-        }
-        let n = map.entry(ip).or_insert(0);
-        if *n >= max_per_ip {
-            return Err("Too many connections from your address");
-        }
-        *n += 1;
-        Ok(ConnectionSlot { count: self, ip })
-    }
-}
-
-impl Drop for ConnectionSlot<'_> {
-    fn drop(&mut self) {
-        if let Ok(mut map) = self.count.per_ip.lock()
-            && let Some(n) = map.get_mut(&self.ip)
-        {
-            *n -= 1;
-            if *n == 0 {
-                map.remove(&self.ip);
-            }
-        }
-    }
-}
-
-static SESSION_IDS: AtomicU64 = AtomicU64::new(1);
-
-/// Accept LMTP connections until shutdown; sessions are added to `sessions`
-/// so that the server can wait for them.
-pub async fn accept_loop(
-    listener: TcpListener,
-    ctx: Arc<LmtpContext>,
-    sessions: Arc<Mutex<JoinSet<()>>>,
-) {
-    let mut shutdown = ctx.shutdown.clone();
-    loop {
-        let accepted = tokio::select! {
-            a = listener.accept() => a,
-            _ = shutdown.changed() => break,
-        };
-        let (tcp, peer) = match accepted {
-            Ok(a) => a,
-            Err(e) => {
-                // EMFILE and friends: wait a little instead of spinning.
-                tracing::warn!(error = %e, "lmtp accept failed");
-                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-                continue;
-            }
-        };
-        let _ = tcp.set_nodelay(true);
-        let ctx = ctx.clone();
-        let task = async move {
-            let id = SESSION_IDS.fetch_add(1, Ordering::Relaxed);
-            serve_connection(ctx, tcp, peer, id).await;
-        };
-        match sessions.lock() {
-            Ok(mut set) => {
-                while set.try_join_next().is_some() {}
-                set.spawn(task);
-            }
-            Err(_) => {
-                tokio::spawn(task);
-            }
-        }
-    }
-}
-
-async fn serve_connection(
-    ctx: Arc<LmtpContext>,
-    tcp: tokio::net::TcpStream,
-    peer: SocketAddr,
-    id: u64,
-) {
+async fn serve_connection(ctx: Arc<LmtpContext>, tcp: TcpStream, peer: SocketAddr, id: u64) {
     let slot = ctx.connections.acquire(
         peer.ip(),
         ctx.config.max_connections,
@@ -153,11 +68,11 @@ async fn serve_connection(
     let _slot = match slot {
         Ok(s) => s,
         Err(why) => {
-            tracing::warn!(peer = %peer, "{why}; lmtp connection refused");
+            tracing::warn!(peer = %peer, "{}; lmtp connection refused", why.text());
             let mut tcp = tcp;
             let _ = tokio::io::AsyncWriteExt::write_all(
                 &mut tcp,
-                format!("421 4.7.0 {why}\r\n").as_bytes(),
+                format!("421 4.7.0 {}\r\n", why.text()).as_bytes(),
             )
             .await;
             return;
@@ -167,32 +82,4 @@ async fn serve_connection(
     session::Session::new(ctx.clone(), Conn::Plain(tcp), peer, id)
         .run()
         .await;
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn connection_limits_per_ip_and_in_total() {
-        let count = ConnectionCount::default();
-        let a: IpAddr = "127.0.0.1".parse().unwrap();
-        let b: IpAddr = "127.0.0.2".parse().unwrap();
-        let s1 = count.acquire(a, 3, 2).unwrap();
-        let _s2 = count.acquire(a, 3, 2).unwrap();
-        assert_eq!(
-            count.acquire(a, 3, 2).err(),
-            Some("Too many connections from your address")
-        );
-        let _s3 = count.acquire(b, 3, 2).unwrap();
-        assert_eq!(
-            count.acquire(b, 3, 2).err(),
-            Some("Too many connections, try again later")
-        );
-        drop(s1);
-        assert!(
-            count.acquire(a, 3, 2).is_ok(),
-            "a slot is released when its connection ends"
-        );
-    }
 }

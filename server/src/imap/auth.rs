@@ -1,0 +1,133 @@
+//! RFC 3501 §6.2.2 AUTHENTICATE (PLAIN, RFC 4616; SASL-IR, RFC 4959) and
+//! §6.2.3 LOGIN. Failed logins are delayed and logged with the client's
+//! address in one line fail2ban can match:
+//! `imap login failed user=<name> peer=<ip:port>`.
+
+use base64::Engine;
+use std::time::Duration;
+
+use cove_store::Address;
+
+use super::framing;
+use super::session::{Authed, Outcome, Session, State};
+use crate::auth::{Secret, verify_password};
+
+impl Session {
+    // RFC 3501 §6.2.3: LOGIN.
+    pub async fn login(&mut self, username: &[u8], password: &[u8]) -> Outcome {
+        if !self.plaintext_ok() {
+            return Outcome::No(
+                "[PRIVACYREQUIRED] Plaintext login needs TLS (STARTTLS first)".into(),
+            );
+        }
+        let user = String::from_utf8_lossy(username).into_owned();
+        let password = Secret(String::from_utf8_lossy(password).into_owned());
+        self.check_credentials(&user, password).await
+    }
+
+    // RFC 3501 §6.2.2: AUTHENTICATE; only PLAIN is offered.
+    pub async fn authenticate(&mut self, mechanism: &str, initial: Option<Vec<u8>>) -> Outcome {
+        if !mechanism.eq_ignore_ascii_case("PLAIN") {
+            return Outcome::No("Unsupported authentication mechanism".into());
+        }
+        if !self.plaintext_ok() {
+            return Outcome::No(
+                "[PRIVACYREQUIRED] Plaintext authentication needs TLS (STARTTLS first)".into(),
+            );
+        }
+        let response = match initial {
+            Some(r) => r,
+            None => {
+                self.out.extend_from_slice(b"+ \r\n");
+                if self.flush().await.is_err() {
+                    return Outcome::Bad("Connection lost".into());
+                }
+                let line = match framing::read_plain_line(&mut self.reader, 8192).await {
+                    Ok(Some(l)) => l,
+                    _ => return Outcome::Bad("Connection lost".into()),
+                };
+                if line == b"*" {
+                    return Outcome::Bad("Authentication cancelled".into());
+                }
+                match base64::engine::general_purpose::STANDARD.decode(&line) {
+                    Ok(r) => r,
+                    Err(_) => return Outcome::Bad("Invalid base64".into()),
+                }
+            }
+        };
+        // authzid NUL authcid NUL password (RFC 4616 §2).
+        let mut parts = response.split(|b| *b == 0);
+        let (Some(authz), Some(authc), Some(pw), None) =
+            (parts.next(), parts.next(), parts.next(), parts.next())
+        else {
+            return Outcome::Bad("Malformed PLAIN response".into());
+        };
+        if !authz.is_empty() && authz != authc {
+            return Outcome::No(
+                "[AUTHORIZATIONFAILED] Logging in as another user is not allowed".into(),
+            );
+        }
+        let user = String::from_utf8_lossy(authc).into_owned();
+        let password = Secret(String::from_utf8_lossy(pw).into_owned());
+        self.check_credentials(&user, password).await
+    }
+
+    async fn check_credentials(&mut self, username: &str, password: Secret) -> Outcome {
+        let store = self.ctx.store.clone();
+        let name = username.to_string();
+        let permit = self.ctx.auth_slots.acquire().await;
+        let checked = tokio::task::spawn_blocking(move || {
+            let Ok(address) = Address::parse(&name) else {
+                return Ok(None);
+            };
+            let Some(user) = store.user(&address)? else {
+                return Ok(None);
+            };
+            let Some(hash) = &user.password else {
+                return Ok(None);
+            };
+            if !verify_password(&password, hash) {
+                return Ok(None);
+            }
+            let account = store.account(&user)?;
+            Ok::<_, cove_store::Error>(Some((user, account)))
+        })
+        .await;
+        drop(permit);
+        match checked {
+            Ok(Ok(Some((user, account)))) => {
+                let slot = self.ctx.per_user.acquire(
+                    user.id,
+                    usize::MAX,
+                    self.ctx.config.max_connections_per_user,
+                );
+                let Ok(slot) = slot else {
+                    tracing::warn!(session = self.id, peer = %self.peer, user = %user.address, "too many imap connections for this user");
+                    return Outcome::No("[LIMIT] Too many connections for this user".into());
+                };
+                tracing::info!(session = self.id, peer = %self.peer, user = %user.address, "imap login");
+                self.state = State::Authenticated(Authed::new(user, account, slot));
+                let caps = self.capabilities();
+                Outcome::Ok(format!("[CAPABILITY {caps}] Logged in"))
+            }
+            Ok(Ok(None)) => {
+                tracing::warn!(
+                    "imap login failed user={} peer={}",
+                    username.escape_debug(),
+                    self.peer
+                );
+                tokio::time::sleep(Duration::from_millis(self.ctx.config.auth_failure_delay_ms))
+                    .await;
+                Outcome::No("[AUTHENTICATIONFAILED] Invalid credentials".into())
+            }
+            Ok(Err(e)) => {
+                tracing::error!(session = self.id, error = %e, "login lookup failed");
+                Outcome::No("[UNAVAILABLE] Temporary failure, try again later".into())
+            }
+            Err(e) => {
+                tracing::error!(session = self.id, error = %e, "login task failed");
+                Outcome::No("[UNAVAILABLE] Temporary failure, try again later".into())
+            }
+        }
+    }
+}

@@ -1,0 +1,411 @@
+//! RFC 3501 §6.4.5 FETCH and §6.4.8 UID FETCH; RFC 3516 BINARY.
+
+use std::collections::BTreeSet;
+use std::num::NonZeroU32;
+
+use cove_store::{Flags, MailboxInfo, MessageMeta};
+use imap_codec::imap_types::fetch::{MacroOrMessageDataItemNames, MessageDataItemName, Section};
+use imap_codec::imap_types::sequence::{SeqOrUid, Sequence, SequenceSet};
+
+use super::mailboxes::{blocking, outcome_for};
+use super::mime;
+use super::response;
+use super::session::{Outcome, Session, State};
+use super::store_flags::FlagChange;
+use super::view::View;
+
+/// Messages (indices into the view) a sequence set names, ascending.
+/// With `uid`, numbers are UIDs and ones that do not exist are ignored
+/// (RFC 3501 §6.4.8); `*` is the last message.
+pub fn resolve(view: &View, set: &SequenceSet, uid: bool) -> Vec<usize> {
+    let n = view.messages.len();
+    if n == 0 {
+        return Vec::new();
+    }
+    let last_uid = view.messages[n - 1].uid;
+    let value = |s: &SeqOrUid| -> u32 {
+        match s {
+            SeqOrUid::Value(v) => v.get(),
+            SeqOrUid::Asterisk => {
+                if uid {
+                    last_uid
+                } else {
+                    n as u32
+                }
+            }
+        }
+    };
+    let mut out = BTreeSet::new();
+    for seq in set.0.as_ref() {
+        let (a, b) = match seq {
+            Sequence::Single(s) => (value(s), value(s)),
+            Sequence::Range(x, y) => (value(x), value(y)),
+        };
+        let (lo, hi) = (a.min(b), a.max(b));
+        if uid {
+            let start = view.messages.partition_point(|m| m.uid < lo);
+            let end = view.messages.partition_point(|m| m.uid <= hi);
+            out.extend(start..end);
+        } else {
+            let lo = (lo as usize).max(1);
+            let hi = (hi as usize).min(n);
+            if lo <= hi {
+                out.extend(lo - 1..hi);
+            }
+        }
+    }
+    out.into_iter().collect()
+}
+
+/// Whether every number of a message-sequence set is a valid sequence
+/// number (RFC 3501 §9: a number above EXISTS is an error; `*` is fine).
+pub fn seq_set_in_range(view: &View, set: &SequenceSet) -> bool {
+    let n = view.messages.len() as u32;
+    set.0.as_ref().iter().all(|s| {
+        let ok = |v: &SeqOrUid| match v {
+            SeqOrUid::Value(v) => v.get() <= n,
+            SeqOrUid::Asterisk => n > 0,
+        };
+        match s {
+            Sequence::Single(a) => ok(a),
+            Sequence::Range(a, b) => ok(a) && ok(b),
+        }
+    })
+}
+
+fn needs_content(item: &MessageDataItemName<'_>) -> bool {
+    use MessageDataItemName as I;
+    !matches!(
+        item,
+        I::Flags | I::InternalDate | I::Rfc822Size | I::Uid | I::ModSeq
+    )
+}
+
+fn sets_seen(item: &MessageDataItemName<'_>) -> bool {
+    use MessageDataItemName as I;
+    match item {
+        I::BodyExt { peek, .. } | I::Binary { peek, .. } => !peek,
+        I::Rfc822 | I::Rfc822Text => true,
+        _ => false,
+    }
+}
+
+fn part_numbers(p: &[NonZeroU32]) -> Vec<u32> {
+    p.iter().map(|n| n.get()).collect()
+}
+
+/// The section name as echoed in the response, e.g. `1.2.HEADER.FIELDS (FROM)`.
+fn section_name(section: &Option<Section<'_>>) -> String {
+    let dotted = |p: &[NonZeroU32]| {
+        p.iter()
+            .map(|n| n.to_string())
+            .collect::<Vec<_>>()
+            .join(".")
+    };
+    let prefix = |p: &Option<imap_codec::imap_types::fetch::Part>| match p {
+        Some(p) => format!("{}.", dotted(p.0.as_ref())),
+        None => String::new(),
+    };
+    let fields =
+        |f: &imap_codec::imap_types::core::Vec1<imap_codec::imap_types::core::AString<'_>>| {
+            f.as_ref()
+                .iter()
+                .map(|a| String::from_utf8_lossy(a.as_ref()).to_ascii_uppercase())
+                .collect::<Vec<_>>()
+                .join(" ")
+        };
+    match section {
+        None => String::new(),
+        Some(Section::Part(p)) => dotted(p.0.as_ref()),
+        Some(Section::Header(p)) => format!("{}HEADER", prefix(p)),
+        Some(Section::HeaderFields(p, f)) => format!("{}HEADER.FIELDS ({})", prefix(p), fields(f)),
+        Some(Section::HeaderFieldsNot(p, f)) => {
+            format!("{}HEADER.FIELDS.NOT ({})", prefix(p), fields(f))
+        }
+        Some(Section::Text(p)) => format!("{}TEXT", prefix(p)),
+        Some(Section::Mime(p)) => format!("{}.MIME", dotted(p.0.as_ref())),
+    }
+}
+
+/// The bytes of a BODY[section].
+fn section_bytes(msg: &mime::ParsedMessage<'_>, section: &Option<Section<'_>>) -> Option<Vec<u8>> {
+    use mime::SectionKind as K;
+    let (part, kind) = match section {
+        None => (Vec::new(), K::Full),
+        Some(Section::Part(p)) => (part_numbers(p.0.as_ref()), K::Full),
+        Some(Section::Header(p)) => (
+            p.as_ref()
+                .map(|p| part_numbers(p.0.as_ref()))
+                .unwrap_or_default(),
+            K::Header,
+        ),
+        Some(Section::HeaderFields(p, f)) | Some(Section::HeaderFieldsNot(p, f)) => {
+            let names = f
+                .as_ref()
+                .iter()
+                .map(|a| String::from_utf8_lossy(a.as_ref()).into_owned())
+                .collect();
+            let not = matches!(section, Some(Section::HeaderFieldsNot(..)));
+            (
+                p.as_ref()
+                    .map(|p| part_numbers(p.0.as_ref()))
+                    .unwrap_or_default(),
+                K::HeaderFields { names, not },
+            )
+        }
+        Some(Section::Text(p)) => (
+            p.as_ref()
+                .map(|p| part_numbers(p.0.as_ref()))
+                .unwrap_or_default(),
+            K::Text,
+        ),
+        Some(Section::Mime(p)) => (part_numbers(p.0.as_ref()), K::Mime),
+    };
+    msg.section(&part, &kind).map(|c| c.into_owned())
+}
+
+fn partial_of<'b>(bytes: &'b [u8], partial: &Option<(u32, NonZeroU32)>) -> (&'b [u8], String) {
+    match partial {
+        None => (bytes, String::new()),
+        Some((offset, len)) => (
+            mime::partial(bytes, *offset, len.get()),
+            format!("<{offset}>"),
+        ),
+    }
+}
+
+/// One message's FETCH response (without the leading `* n FETCH`).
+fn render(
+    seq: usize,
+    meta: &MessageMeta,
+    recent: bool,
+    raw: Option<&[u8]>,
+    items: &[MessageDataItemName<'_>],
+    uid_cmd: bool,
+    out: &mut Vec<u8>,
+) {
+    use MessageDataItemName as I;
+    out.extend_from_slice(format!("* {seq} FETCH (").as_bytes());
+    let mut first = true;
+    let mut sep = |out: &mut Vec<u8>| {
+        if !first {
+            out.push(b' ');
+        }
+        first = false;
+    };
+    // UID FETCH always returns UID (RFC 3501 §6.4.8).
+    if uid_cmd && !items.iter().any(|i| matches!(i, I::Uid)) {
+        sep(out);
+        out.extend_from_slice(format!("UID {}", meta.uid).as_bytes());
+    }
+    let raw = raw.unwrap_or(b"");
+    let msg = mime::ParsedMessage::parse(raw);
+    for item in items {
+        sep(out);
+        match item {
+            I::Uid => out.extend_from_slice(format!("UID {}", meta.uid).as_bytes()),
+            I::Flags => out.extend_from_slice(
+                format!(
+                    "FLAGS {}",
+                    response::flag_list(meta.flags, &meta.keywords, recent)
+                )
+                .as_bytes(),
+            ),
+            I::InternalDate => out.extend_from_slice(
+                format!(
+                    "INTERNALDATE {}",
+                    response::internal_date(meta.internal_date)
+                )
+                .as_bytes(),
+            ),
+            I::Rfc822Size => out.extend_from_slice(format!("RFC822.SIZE {}", meta.size).as_bytes()),
+            I::ModSeq => out.extend_from_slice(format!("MODSEQ ({})", meta.modseq).as_bytes()),
+            I::Envelope => {
+                out.extend_from_slice(b"ENVELOPE ");
+                out.extend_from_slice(&msg.envelope());
+            }
+            I::BodyStructure => {
+                out.extend_from_slice(b"BODYSTRUCTURE ");
+                out.extend_from_slice(&msg.bodystructure(true));
+            }
+            I::Body => {
+                out.extend_from_slice(b"BODY ");
+                out.extend_from_slice(&msg.bodystructure(false));
+            }
+            I::Rfc822 => {
+                out.extend_from_slice(b"RFC822 ");
+                response::literal(out, raw);
+            }
+            I::Rfc822Header => {
+                out.extend_from_slice(b"RFC822.HEADER ");
+                let h = msg
+                    .section(&[], &mime::SectionKind::Header)
+                    .map(|c| c.into_owned())
+                    .unwrap_or_default();
+                response::literal(out, &h);
+            }
+            I::Rfc822Text => {
+                out.extend_from_slice(b"RFC822.TEXT ");
+                let t = msg
+                    .section(&[], &mime::SectionKind::Text)
+                    .map(|c| c.into_owned())
+                    .unwrap_or_default();
+                response::literal(out, &t);
+            }
+            I::BodyExt {
+                section, partial, ..
+            } => {
+                let name = section_name(section);
+                match section_bytes(&msg, section) {
+                    Some(bytes) => {
+                        let (slice, origin) = partial_of(&bytes, partial);
+                        out.extend_from_slice(format!("BODY[{name}]{origin} ").as_bytes());
+                        response::literal(out, slice);
+                    }
+                    None => out.extend_from_slice(format!("BODY[{name}] NIL").as_bytes()),
+                }
+            }
+            I::Binary {
+                section, partial, ..
+            } => {
+                let part = part_numbers(section);
+                let name = part
+                    .iter()
+                    .map(|n| n.to_string())
+                    .collect::<Vec<_>>()
+                    .join(".");
+                match msg.binary(&part).ok() {
+                    Some(bytes) => {
+                        let (slice, origin) = partial_of(&bytes, partial);
+                        out.extend_from_slice(format!("BINARY[{name}]{origin} ~").as_bytes());
+                        response::literal(out, slice);
+                    }
+                    None => out.extend_from_slice(format!("BINARY[{name}] NIL").as_bytes()),
+                }
+            }
+            I::BinarySize { section } => {
+                let part = part_numbers(section);
+                let name = part
+                    .iter()
+                    .map(|n| n.to_string())
+                    .collect::<Vec<_>>()
+                    .join(".");
+                let size = msg.binary(&part).map(|b| b.len()).unwrap_or(0);
+                out.extend_from_slice(format!("BINARY.SIZE[{name}] {size}").as_bytes());
+            }
+        }
+    }
+    out.extend_from_slice(b")\r\n");
+}
+
+/// Messages read per trip to the blocking pool.
+const BATCH: usize = 64;
+
+impl Session {
+    // RFC 3501 §6.4.5 FETCH, §6.4.8 UID FETCH.
+    pub async fn fetch(
+        &mut self,
+        set: SequenceSet,
+        what: MacroOrMessageDataItemNames<'static>,
+        uid: bool,
+    ) -> Outcome {
+        let State::Selected(a, view) = &self.state else {
+            return Outcome::Bad("No mailbox selected".into());
+        };
+        if !uid && !seq_set_in_range(view, &set) {
+            return Outcome::Bad("Message sequence number out of range".into());
+        }
+        let items: Vec<MessageDataItemName<'static>> = match what {
+            MacroOrMessageDataItemNames::Macro(m) => m
+                .expand()
+                .into_iter()
+                .map(imap_codec::imap_types::IntoStatic::into_static)
+                .collect(),
+            MacroOrMessageDataItemNames::MessageDataItemNames(v) => v,
+        };
+        let indices = resolve(view, &set, uid);
+        let account = a.account.clone();
+        let mailbox: MailboxInfo = view.mailbox.clone();
+        let content = items.iter().any(needs_content);
+        let mark_seen = !view.read_only && items.iter().any(sets_seen);
+
+        // Implicit \Seen first, so that the FLAGS we return are current.
+        if mark_seen {
+            let unseen: Vec<u32> = indices
+                .iter()
+                .map(|i| view.messages[*i].uid)
+                .filter(|u| {
+                    view.seq_of(*u)
+                        .is_some_and(|s| !view.messages[s - 1].flags.contains(Flags::SEEN))
+                })
+                .collect();
+            if !unseen.is_empty() {
+                let change = FlagChange::add_seen();
+                if let Err(o) = self.apply_flag_change(&unseen, change, None, true).await {
+                    return o;
+                }
+            }
+        }
+        let State::Selected(_, view) = &self.state else {
+            return Outcome::Bad("No mailbox selected".into());
+        };
+        let wanted: Vec<(usize, MessageMeta, bool)> = indices
+            .iter()
+            .map(|i| {
+                (
+                    i + 1,
+                    view.messages[*i].clone(),
+                    view.recent.contains(&view.messages[*i].uid),
+                )
+            })
+            .collect();
+        let mut missing = false;
+        for chunk in wanted.chunks(BATCH) {
+            let chunk = chunk.to_vec();
+            let account = account.clone();
+            let mailbox = mailbox.clone();
+            let items = items.clone();
+            let rendered = blocking(move || {
+                let mut out = Vec::new();
+                let mut missing = false;
+                for (seq, meta, recent) in chunk {
+                    let raw = if content {
+                        // The file may have been renamed (flags) since the
+                        // view was read: look it up again.
+                        let current = account.message(&mailbox.guid, meta.uid)?;
+                        match current
+                            .and_then(|m| std::fs::read(account.message_path(&mailbox, &m)).ok())
+                        {
+                            Some(bytes) => Some(bytes),
+                            None => {
+                                missing = true;
+                                continue;
+                            }
+                        }
+                    } else {
+                        None
+                    };
+                    render(seq, &meta, recent, raw.as_deref(), &items, uid, &mut out);
+                }
+                Ok((out, missing))
+            })
+            .await;
+            match rendered {
+                Ok((bytes, m)) => {
+                    missing |= m;
+                    self.out.extend_from_slice(&bytes);
+                    if self.out.len() > 256 * 1024 && self.flush().await.is_err() {
+                        return Outcome::Bad("Connection lost".into());
+                    }
+                }
+                Err(e) => return outcome_for(&e),
+            }
+        }
+        self.announce(false).await;
+        if missing {
+            Outcome::No("[EXPUNGEISSUED] Some messages were expunged meanwhile".into())
+        } else {
+            Outcome::Ok("FETCH completed".into())
+        }
+    }
+}

@@ -1,0 +1,324 @@
+//! RFC 3501 §6.4.4 SEARCH and UID SEARCH. Flag, size, date and set keys are
+//! answered from the index; header and text keys read the message and match
+//! decoded headers and bodies, case-insensitively (RFC 3501: "a substring
+//! match ... case-insensitive").
+
+use std::collections::HashSet;
+
+use cove_store::{Flags, MailboxInfo, MessageMeta, Uid};
+use imap_codec::imap_types::search::SearchKey;
+use imap_codec::imap_types::sequence::SequenceSet;
+use mail_parser::{HeaderValue, MessageParser};
+
+use super::fetch::resolve;
+use super::mailboxes::{blocking, outcome_for};
+use super::response::days_from_civil;
+use super::session::{Outcome, Session, State};
+use super::view::View;
+
+/// A search key with everything borrowed from the command made owned and
+/// every set resolved against the view.
+#[derive(Debug, Clone)]
+enum Key {
+    All,
+    Flag(Flags, bool),
+    Keyword(String, bool),
+    Recent(bool),
+    New,
+    In(HashSet<Uid>),
+    Larger(u64),
+    Smaller(u64),
+    /// Internal date: before/on/since, in days since the epoch.
+    Date(DateCmp, i64),
+    /// Date: header, in days since the epoch.
+    Sent(DateCmp, i64),
+    Header(String, String),
+    Body(String),
+    Text(String),
+    Not(Box<Key>),
+    Or(Box<Key>, Box<Key>),
+    And(Vec<Key>),
+    /// RFC 7162 MODSEQ.
+    ModSeq(u64),
+    /// RFC 5032 OLDER/YOUNGER, in seconds.
+    Older(i64),
+    Younger(i64),
+}
+
+#[derive(Debug, Clone, Copy)]
+enum DateCmp {
+    Before,
+    On,
+    Since,
+}
+
+fn days(d: &imap_codec::imap_types::datetime::NaiveDate) -> i64 {
+    // "YYYY-MM-DD" from chrono's Display.
+    let s = d.as_ref().to_string();
+    let mut it = s.split('-');
+    let y = it.next().and_then(|v| v.parse().ok()).unwrap_or(1970);
+    let m = it.next().and_then(|v| v.parse().ok()).unwrap_or(1);
+    let dd = it.next().and_then(|v| v.parse().ok()).unwrap_or(1);
+    days_from_civil(y, m, dd)
+}
+
+fn text(a: &imap_codec::imap_types::core::AString<'_>) -> String {
+    String::from_utf8_lossy(a.as_ref()).to_lowercase()
+}
+
+fn uids_of(view: &View, set: &SequenceSet, uid: bool) -> HashSet<Uid> {
+    resolve(view, set, uid)
+        .into_iter()
+        .map(|i| view.messages[i].uid)
+        .collect()
+}
+
+fn lower(view: &View, key: &SearchKey<'_>) -> Key {
+    use SearchKey as S;
+    match key {
+        S::All => Key::All,
+        S::And(keys) => Key::And(keys.as_ref().iter().map(|k| lower(view, k)).collect()),
+        S::SequenceSet(set) => Key::In(uids_of(view, set, false)),
+        S::Uid(set) => Key::In(uids_of(view, set, true)),
+        S::Answered => Key::Flag(Flags::ANSWERED, true),
+        S::Unanswered => Key::Flag(Flags::ANSWERED, false),
+        S::Deleted => Key::Flag(Flags::DELETED, true),
+        S::Undeleted => Key::Flag(Flags::DELETED, false),
+        S::Draft => Key::Flag(Flags::DRAFT, true),
+        S::Undraft => Key::Flag(Flags::DRAFT, false),
+        S::Flagged => Key::Flag(Flags::FLAGGED, true),
+        S::Unflagged => Key::Flag(Flags::FLAGGED, false),
+        S::Seen => Key::Flag(Flags::SEEN, true),
+        S::Unseen => Key::Flag(Flags::SEEN, false),
+        S::Keyword(k) => Key::Keyword(k.inner().to_string(), true),
+        S::Unkeyword(k) => Key::Keyword(k.inner().to_string(), false),
+        S::Recent => Key::Recent(true),
+        S::Old => Key::Recent(false),
+        S::New => Key::New,
+        S::Larger(n) => Key::Larger(u64::from(*n)),
+        S::Smaller(n) => Key::Smaller(u64::from(*n)),
+        S::Before(d) => Key::Date(DateCmp::Before, days(d)),
+        S::On(d) => Key::Date(DateCmp::On, days(d)),
+        S::Since(d) => Key::Date(DateCmp::Since, days(d)),
+        S::SentBefore(d) => Key::Sent(DateCmp::Before, days(d)),
+        S::SentOn(d) => Key::Sent(DateCmp::On, days(d)),
+        S::SentSince(d) => Key::Sent(DateCmp::Since, days(d)),
+        S::From(s) => Key::Header("from".into(), text(s)),
+        S::To(s) => Key::Header("to".into(), text(s)),
+        S::Cc(s) => Key::Header("cc".into(), text(s)),
+        S::Bcc(s) => Key::Header("bcc".into(), text(s)),
+        S::Subject(s) => Key::Header("subject".into(), text(s)),
+        S::Header(name, value) => Key::Header(text(name), text(value)),
+        S::Body(s) => Key::Body(text(s)),
+        S::Text(s) => Key::Text(text(s)),
+        S::Not(k) => Key::Not(Box::new(lower(view, k))),
+        S::Or(a, b) => Key::Or(Box::new(lower(view, a)), Box::new(lower(view, b))),
+        S::Older(n) => Key::Older(i64::from(n.get())),
+        S::Younger(n) => Key::Younger(i64::from(n.get())),
+        S::ModSequence { modseq, .. } => Key::ModSeq(*modseq),
+    }
+}
+
+fn needs_content(k: &Key) -> bool {
+    match k {
+        Key::Sent(..) | Key::Header(..) | Key::Body(_) | Key::Text(_) => true,
+        Key::Not(k) => needs_content(k),
+        Key::Or(a, b) => needs_content(a) || needs_content(b),
+        Key::And(v) => v.iter().any(needs_content),
+        _ => false,
+    }
+}
+
+fn compare(cmp: DateCmp, day: i64, wanted: i64) -> bool {
+    match cmp {
+        DateCmp::Before => day < wanted,
+        DateCmp::On => day == wanted,
+        DateCmp::Since => day >= wanted,
+    }
+}
+
+/// The parts of a message that text keys look at, decoded and lowercased.
+struct Content {
+    headers: Vec<(String, String)>,
+    body: String,
+    sent_day: Option<i64>,
+}
+
+fn header_text(v: &HeaderValue<'_>) -> String {
+    match v {
+        HeaderValue::Text(t) => t.to_string(),
+        HeaderValue::TextList(l) => l.join(" "),
+        HeaderValue::Address(a) => {
+            let mut s = String::new();
+            let mut push = |addr: &mail_parser::Addr<'_>| {
+                if let Some(n) = &addr.name {
+                    s.push_str(n);
+                    s.push(' ');
+                }
+                if let Some(a) = &addr.address {
+                    s.push('<');
+                    s.push_str(a);
+                    s.push_str("> ");
+                }
+            };
+            match a {
+                mail_parser::Address::List(list) => list.iter().for_each(&mut push),
+                mail_parser::Address::Group(groups) => groups
+                    .iter()
+                    .flat_map(|g| g.addresses.iter())
+                    .for_each(&mut push),
+            }
+            s
+        }
+        HeaderValue::DateTime(d) => d.to_rfc822(),
+        HeaderValue::ContentType(c) => {
+            format!("{}/{}", c.c_type, c.c_subtype.as_deref().unwrap_or(""))
+        }
+        _ => String::new(),
+    }
+}
+
+/// mail-parser recurses once per nested multipart or message part and can
+/// overflow a thread's stack on a hostile message: only messages with few
+/// container parts are given to it; the rest are searched as raw text.
+const MAX_CONTAINERS_FOR_PARSER: usize = 64;
+
+fn containers(raw: &[u8]) -> usize {
+    let lower = raw.to_ascii_lowercase();
+    let count = |needle: &[u8]| lower.windows(needle.len()).filter(|w| *w == needle).count();
+    count(b"multipart/") + count(b"message/")
+}
+
+fn content_of(raw: &[u8]) -> Content {
+    let parsed = if containers(raw) <= MAX_CONTAINERS_FOR_PARSER {
+        MessageParser::default().parse(raw)
+    } else {
+        None
+    };
+    let Some(msg) = parsed else {
+        return Content {
+            headers: Vec::new(),
+            body: String::from_utf8_lossy(raw).to_lowercase(),
+            sent_day: None,
+        };
+    };
+    let headers = msg
+        .headers()
+        .iter()
+        .map(|h| {
+            (
+                h.name.as_str().to_lowercase(),
+                header_text(&h.value).to_lowercase(),
+            )
+        })
+        .collect();
+    let mut body = String::new();
+    for i in 0..msg.text_body_count() {
+        if let Some(t) = msg.body_text(i) {
+            body.push_str(&t.to_lowercase());
+            body.push('\n');
+        }
+    }
+    let sent_day = msg
+        .date()
+        .map(|d| days_from_civil(i64::from(d.year), u32::from(d.month), u32::from(d.day)));
+    Content {
+        headers,
+        body,
+        sent_day,
+    }
+}
+
+fn matches(
+    k: &Key,
+    m: &MessageMeta,
+    recent: &HashSet<Uid>,
+    now: i64,
+    content: Option<&Content>,
+) -> bool {
+    match k {
+        Key::All => true,
+        Key::Flag(f, set) => m.flags.contains(*f) == *set,
+        Key::Keyword(kw, set) => m.keywords.iter().any(|x| x.eq_ignore_ascii_case(kw)) == *set,
+        Key::Recent(set) => recent.contains(&m.uid) == *set,
+        Key::New => recent.contains(&m.uid) && !m.flags.contains(Flags::SEEN),
+        Key::In(uids) => uids.contains(&m.uid),
+        Key::Larger(n) => m.size > *n,
+        Key::Smaller(n) => m.size < *n,
+        Key::Date(cmp, day) => compare(*cmp, m.internal_date.div_euclid(86_400), *day),
+        Key::Sent(cmp, day) => content
+            .and_then(|c| c.sent_day)
+            .is_some_and(|d| compare(*cmp, d, *day)),
+        Key::Header(name, needle) => content.is_some_and(|c| {
+            c.headers
+                .iter()
+                .any(|(n, v)| n == name && v.contains(needle.as_str()))
+        }),
+        Key::Body(needle) => content.is_some_and(|c| c.body.contains(needle.as_str())),
+        Key::Text(needle) => content.is_some_and(|c| {
+            c.body.contains(needle.as_str())
+                || c.headers.iter().any(|(_, v)| v.contains(needle.as_str()))
+        }),
+        Key::Not(k) => !matches(k, m, recent, now, content),
+        Key::Or(a, b) => matches(a, m, recent, now, content) || matches(b, m, recent, now, content),
+        Key::And(v) => v.iter().all(|k| matches(k, m, recent, now, content)),
+        Key::ModSeq(n) => m.modseq >= *n,
+        Key::Older(secs) => m.internal_date <= now - secs,
+        Key::Younger(secs) => m.internal_date >= now - secs,
+    }
+}
+
+impl Session {
+    // RFC 3501 §6.4.4 SEARCH, §6.4.8 UID SEARCH.
+    pub async fn search(
+        &mut self,
+        criteria: imap_codec::imap_types::core::Vec1<SearchKey<'static>>,
+        uid: bool,
+    ) -> Outcome {
+        let State::Selected(a, view) = &self.state else {
+            return Outcome::Bad("No mailbox selected".into());
+        };
+        let key = Key::And(criteria.as_ref().iter().map(|k| lower(view, k)).collect());
+        let candidates: Vec<(usize, MessageMeta)> = view
+            .messages
+            .iter()
+            .cloned()
+            .enumerate()
+            .map(|(i, m)| (i + 1, m))
+            .collect();
+        let recent = view.recent.clone();
+        let account = a.account.clone();
+        let mailbox: MailboxInfo = view.mailbox.clone();
+        let now = self.ctx.store.env().now_secs();
+        let found = blocking(move || {
+            let content = needs_content(&key);
+            let mut hits = Vec::new();
+            for (seq, m) in candidates {
+                let c = if content {
+                    match account.message(&mailbox.guid, m.uid)? {
+                        Some(cur) => std::fs::read(account.message_path(&mailbox, &cur))
+                            .ok()
+                            .map(|raw| content_of(&raw)),
+                        None => None,
+                    }
+                } else {
+                    None
+                };
+                if matches(&key, &m, &recent, now, c.as_ref()) {
+                    hits.push(if uid { m.uid as usize } else { seq });
+                }
+            }
+            Ok(hits)
+        })
+        .await;
+        match found {
+            Ok(hits) => {
+                let list: String = hits.iter().map(|n| format!(" {n}")).collect();
+                self.untagged(&format!("SEARCH{list}"));
+                self.announce(false).await;
+                Outcome::Ok("SEARCH completed".into())
+            }
+            Err(e) => outcome_for(&e),
+        }
+    }
+}

@@ -1,0 +1,496 @@
+//! One IMAP connection: the state machine of RFC 3501 §3 — not
+//! authenticated, authenticated, selected, logout — reading one complete
+//! command at a time, running it, and answering.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use cove_store::{Account, User};
+use imap_codec::CommandCodec;
+use imap_codec::decode::Decoder;
+use imap_codec::imap_types::command::{Command, CommandBody};
+use tokio::io::{AsyncWriteExt, BufReader};
+
+use super::ImapContext;
+use super::framing::{self, Frame};
+use super::view::View;
+use crate::conn::Conn;
+use crate::listener::ConnectionSlot;
+
+/// A logged-in user.
+pub struct Authed {
+    pub user: User,
+    pub account: Arc<Account>,
+    _slot: ConnectionSlot<i64>,
+}
+
+impl Authed {
+    pub fn new(user: User, account: Arc<Account>, slot: ConnectionSlot<i64>) -> Authed {
+        Authed {
+            user,
+            account,
+            _slot: slot,
+        }
+    }
+}
+
+pub enum State {
+    NotAuthenticated,
+    Authenticated(Authed),
+    Selected(Authed, Box<View>),
+    Logout,
+}
+
+/// How a command ended, for the tagged response.
+pub enum Outcome {
+    Ok(String),
+    No(String),
+    Bad(String),
+    /// STARTTLS accepted: the tagged OK goes out in clear text, then the
+    /// handshake starts.
+    StartTls,
+}
+
+pub struct Session {
+    pub ctx: Arc<ImapContext>,
+    pub peer: SocketAddr,
+    pub id: u64,
+    pub reader: BufReader<Conn>,
+    pub out: Vec<u8>,
+    pub state: State,
+    bad_in_a_row: u32,
+}
+
+impl Session {
+    pub fn new(ctx: Arc<ImapContext>, conn: Conn, peer: SocketAddr, id: u64) -> Session {
+        Session {
+            ctx,
+            peer,
+            id,
+            reader: BufReader::with_capacity(16 * 1024, conn),
+            out: Vec::with_capacity(4096),
+            state: State::NotAuthenticated,
+            bad_in_a_row: 0,
+        }
+    }
+
+    /// An untagged line (`* ...`).
+    pub fn untagged(&mut self, text: &str) {
+        self.out.extend_from_slice(b"* ");
+        self.out.extend_from_slice(text.as_bytes());
+        self.out.extend_from_slice(b"\r\n");
+    }
+
+    pub async fn flush(&mut self) -> std::io::Result<()> {
+        if !self.out.is_empty() {
+            self.reader.get_mut().write_all(&self.out).await?;
+            self.reader.get_mut().flush().await?;
+            self.out.clear();
+        }
+        Ok(())
+    }
+
+    pub fn is_tls(&self) -> bool {
+        self.reader.get_ref().is_tls()
+    }
+
+    /// Plaintext passwords are accepted over TLS, from loopback, or when
+    /// the operator allows it.
+    pub fn plaintext_ok(&self) -> bool {
+        self.is_tls() || self.peer.ip().is_loopback() || self.ctx.config.allow_plaintext_auth
+    }
+
+    pub fn capabilities(&self) -> String {
+        let mut caps = vec!["IMAP4rev1"];
+        if let State::NotAuthenticated = self.state {
+            if self.ctx.tls.is_some() && !self.is_tls() {
+                caps.push("STARTTLS");
+            }
+            if self.plaintext_ok() {
+                caps.push("AUTH=PLAIN");
+                caps.push("SASL-IR");
+            } else {
+                caps.push("LOGINDISABLED");
+            }
+        }
+        caps.extend([
+            "LITERAL+",
+            "ID",
+            "ENABLE",
+            "IDLE",
+            "NAMESPACE",
+            "UNSELECT",
+            "UIDPLUS",
+            "MOVE",
+            "CHILDREN",
+            "SPECIAL-USE",
+        ]);
+        let limit = format!("APPENDLIMIT={}", self.ctx.config.max_literal_size);
+        let mut s = caps.join(" ");
+        s.push(' ');
+        s.push_str(&limit);
+        s
+    }
+
+    pub async fn run(mut self) {
+        let greeting = format!(
+            "OK [CAPABILITY {}] {} IMAP cove ready",
+            self.capabilities(),
+            self.ctx.hostname
+        );
+        self.untagged(&greeting);
+        self.serve().await;
+        let _ = self.flush().await;
+        let _ = self.reader.get_mut().shutdown().await;
+        tracing::debug!(session = self.id, peer = %self.peer, "imap session ended");
+    }
+
+    async fn serve(&mut self) {
+        let mut shutdown = self.ctx.shutdown.clone();
+        loop {
+            if self.reader.buffer().is_empty() && self.flush().await.is_err() {
+                return;
+            }
+            if matches!(self.state, State::Logout) {
+                return;
+            }
+            if *shutdown.borrow() {
+                self.untagged("BYE [UNAVAILABLE] Server shutting down");
+                return;
+            }
+            let timeout = Duration::from_secs(self.ctx.config.autologout_secs);
+            let max_line = self.ctx.config.max_line_length;
+            let max_literal = self.ctx.config.max_literal_size;
+            let read = tokio::select! {
+                r = tokio::time::timeout(timeout, framing::read_command(&mut self.reader, max_line, max_literal)) => r,
+                _ = shutdown.changed() => continue,
+            };
+            let frame = match read {
+                Err(_) => {
+                    tracing::info!(session = self.id, peer = %self.peer, "imap autologout");
+                    self.untagged("BYE Autologout; idle for too long");
+                    return;
+                }
+                Ok(Err(_)) | Ok(Ok(Frame::Eof)) => return,
+                Ok(Ok(f)) => f,
+            };
+            let bytes = match frame {
+                Frame::Command(b) => b,
+                Frame::Eof => return,
+                Frame::LineTooLong => {
+                    self.untagged("BAD [TOOBIG] Command line too long");
+                    if self.count_bad() {
+                        return;
+                    }
+                    continue;
+                }
+                Frame::LiteralTooBig { tag, length } => {
+                    tracing::info!(session = self.id, peer = %self.peer, length, "imap literal over the limit refused");
+                    let text = format!(
+                        "{tag} NO [TOOBIG] Literal of {length} bytes exceeds the limit of {max_literal}\r\n"
+                    );
+                    self.out.extend_from_slice(text.as_bytes());
+                    continue;
+                }
+            };
+            let decoded = CommandCodec::default().decode(&bytes);
+            match decoded {
+                Ok((_, command)) => {
+                    let command = command.into_static_command();
+                    let tag = command.tag.inner().to_string();
+                    let outcome = self.dispatch(command).await;
+                    if let Outcome::StartTls = outcome {
+                        self.finish(&tag, Outcome::Ok("Begin TLS negotiation now".into()));
+                        if !self.complete_starttls().await {
+                            return;
+                        }
+                        continue;
+                    }
+                    if matches!(outcome, Outcome::Bad(_)) {
+                        if self.count_bad() {
+                            return;
+                        }
+                    } else {
+                        self.bad_in_a_row = 0;
+                    }
+                    self.finish(&tag, outcome);
+                }
+                Err(_) => {
+                    let tag = framing::tag_of(&bytes).unwrap_or("*").to_string();
+                    let shown = String::from_utf8_lossy(&bytes[..bytes.len().min(60)])
+                        .trim_end()
+                        .to_string();
+                    tracing::info!(session = self.id, peer = %self.peer, line = %shown, "imap command not understood");
+                    self.finish(&tag, Outcome::Bad("Command not understood".into()));
+                    if self.count_bad() {
+                        return;
+                    }
+                }
+            }
+        }
+    }
+
+    fn finish(&mut self, tag: &str, outcome: Outcome) {
+        let (word, text) = match outcome {
+            Outcome::Ok(t) => ("OK", t),
+            Outcome::StartTls => ("OK", "Begin TLS negotiation now".to_string()),
+            Outcome::No(t) => ("NO", t),
+            Outcome::Bad(t) => ("BAD", t),
+        };
+        let text = text.replace(['\r', '\n'], " ");
+        self.out
+            .extend_from_slice(format!("{tag} {word} {text}\r\n").as_bytes());
+    }
+
+    fn count_bad(&mut self) -> bool {
+        self.bad_in_a_row += 1;
+        if self.bad_in_a_row >= self.ctx.config.max_bad_commands {
+            tracing::warn!(session = self.id, peer = %self.peer, "too many bad imap commands; closing");
+            self.untagged("BYE Too many bad commands");
+            return true;
+        }
+        false
+    }
+
+    /// Run one command in the current state.
+    async fn dispatch(&mut self, command: Command<'static>) -> Outcome {
+        use CommandBody as C;
+        let tag = command.tag.inner().to_string();
+        match command.body {
+            // RFC 3501 §6.1: any state.
+            C::Capability => {
+                let caps = self.capabilities();
+                self.untagged(&format!("CAPABILITY {caps}"));
+                Outcome::Ok("CAPABILITY completed".into())
+            }
+            C::Noop => {
+                self.announce(true).await;
+                Outcome::Ok("NOOP completed".into())
+            }
+            C::Logout => {
+                self.untagged("BYE Logging out");
+                self.state = State::Logout;
+                Outcome::Ok("LOGOUT completed".into())
+            }
+            // RFC 2971: ID.
+            C::Id { .. } => {
+                self.untagged("ID (\"name\" \"cove\" \"vendor\" \"cove\")");
+                Outcome::Ok("ID completed".into())
+            }
+            // RFC 2342: NAMESPACE.
+            C::Namespace => match self.state {
+                State::NotAuthenticated => Outcome::Bad("Log in first".into()),
+                _ => {
+                    self.untagged("NAMESPACE ((\"\" \".\")) NIL NIL");
+                    Outcome::Ok("NAMESPACE completed".into())
+                }
+            },
+            // RFC 5161: ENABLE (no extension we support needs enabling yet).
+            C::Enable { .. } => match self.state {
+                State::NotAuthenticated => Outcome::Bad("Log in first".into()),
+                _ => {
+                    self.untagged("ENABLED");
+                    Outcome::Ok("ENABLE completed".into())
+                }
+            },
+            // RFC 3501 §6.2: not authenticated.
+            C::StartTLS => self.starttls().await,
+            C::Login { username, password } => match self.state {
+                State::NotAuthenticated => {
+                    self.login(username.as_ref(), password.declassify().as_ref())
+                        .await
+                }
+                _ => Outcome::Bad("Already logged in".into()),
+            },
+            C::Authenticate {
+                mechanism,
+                initial_response,
+            } => match self.state {
+                State::NotAuthenticated => {
+                    let ir = initial_response.map(|s| s.declassify().to_vec());
+                    self.authenticate(mechanism.as_ref(), ir).await
+                }
+                _ => Outcome::Bad("Already logged in".into()),
+            },
+            body => {
+                if matches!(self.state, State::NotAuthenticated) {
+                    return Outcome::Bad("Log in first".into());
+                }
+                self.dispatch_authenticated(&tag, body).await
+            }
+        }
+    }
+
+    async fn dispatch_authenticated(&mut self, tag: &str, body: CommandBody<'static>) -> Outcome {
+        use CommandBody as C;
+        match body {
+            // RFC 3501 §6.3: authenticated state.
+            C::Select { mailbox, .. } => self.select(mailbox_name(&mailbox), false).await,
+            C::Examine { mailbox, .. } => self.select(mailbox_name(&mailbox), true).await,
+            C::Create { mailbox } => self.create(mailbox_name(&mailbox)).await,
+            C::Delete { mailbox } => self.delete(mailbox_name(&mailbox)).await,
+            C::Rename { from, to } => self.rename(mailbox_name(&from), mailbox_name(&to)).await,
+            C::Subscribe { mailbox } => self.subscribe(mailbox_name(&mailbox), true).await,
+            C::Unsubscribe { mailbox } => self.subscribe(mailbox_name(&mailbox), false).await,
+            C::List {
+                reference,
+                mailbox_wildcard,
+            } => {
+                self.list(
+                    mailbox_name(&reference),
+                    list_pattern(&mailbox_wildcard),
+                    false,
+                )
+                .await
+            }
+            C::Lsub {
+                reference,
+                mailbox_wildcard,
+            } => {
+                self.list(
+                    mailbox_name(&reference),
+                    list_pattern(&mailbox_wildcard),
+                    true,
+                )
+                .await
+            }
+            C::Status {
+                mailbox,
+                item_names,
+            } => self.status(mailbox_name(&mailbox), &item_names).await,
+            C::Append {
+                mailbox,
+                flags,
+                date,
+                message,
+            } => {
+                self.append(mailbox_name(&mailbox), flags, date, message)
+                    .await
+            }
+            C::Idle => self.idle(tag).await,
+            body => {
+                if !matches!(self.state, State::Selected(..)) {
+                    return Outcome::Bad("No mailbox selected".into());
+                }
+                self.dispatch_selected(body).await
+            }
+        }
+    }
+
+    async fn dispatch_selected(&mut self, body: CommandBody<'static>) -> Outcome {
+        use CommandBody as C;
+        match body {
+            // RFC 3501 §6.4: selected state.
+            C::Check => {
+                self.announce(true).await;
+                Outcome::Ok("CHECK completed".into())
+            }
+            C::Close => self.close(true).await,
+            C::Unselect => self.close(false).await,
+            C::Expunge => self.expunge(None).await,
+            C::ExpungeUid { sequence_set } => self.expunge(Some(sequence_set)).await,
+            C::Fetch {
+                sequence_set,
+                macro_or_item_names,
+                uid,
+                ..
+            } => self.fetch(sequence_set, macro_or_item_names, uid).await,
+            C::Store {
+                sequence_set,
+                kind,
+                response,
+                flags,
+                uid,
+                ..
+            } => self.store(sequence_set, kind, response, flags, uid).await,
+            C::Search { criteria, uid, .. } => self.search(criteria, uid).await,
+            C::Copy {
+                sequence_set,
+                mailbox,
+                uid,
+            } => {
+                self.copy_or_move(sequence_set, mailbox_name(&mailbox), uid, false)
+                    .await
+            }
+            C::Move {
+                sequence_set,
+                mailbox,
+                uid,
+            } => {
+                self.copy_or_move(sequence_set, mailbox_name(&mailbox), uid, true)
+                    .await
+            }
+            _ => Outcome::Bad("Command not supported".into()),
+        }
+    }
+
+    // RFC 3501 §6.2.1: STARTTLS.
+    async fn starttls(&mut self) -> Outcome {
+        if !matches!(self.state, State::NotAuthenticated) {
+            return Outcome::Bad("STARTTLS only before login".into());
+        }
+        if self.is_tls() {
+            return Outcome::Bad("TLS already active".into());
+        }
+        if self.ctx.tls.is_none() {
+            return Outcome::No("TLS not available".into());
+        }
+        Outcome::StartTls
+    }
+
+    /// After STARTTLS's OK: flush it, then run the handshake.
+    async fn complete_starttls(&mut self) -> bool {
+        let Some(acceptor) = self.ctx.tls.clone() else {
+            return false;
+        };
+        if self.flush().await.is_err() {
+            return false;
+        }
+        // Anything pipelined after STARTTLS came in clear text: discarded.
+        let placeholder = BufReader::new(Conn::Detached);
+        let reader = std::mem::replace(&mut self.reader, placeholder);
+        let Conn::Plain(tcp) = reader.into_inner() else {
+            return false;
+        };
+        match acceptor.accept(tcp).await {
+            Ok(tls) => {
+                self.reader = BufReader::with_capacity(16 * 1024, Conn::Tls(Box::new(tls)));
+                true
+            }
+            Err(e) => {
+                tracing::info!(session = self.id, peer = %self.peer, error = %e, "imap STARTTLS handshake failed");
+                false
+            }
+        }
+    }
+}
+
+/// A mailbox name as cove stores it (modified UTF-7, INBOX normalised).
+pub fn mailbox_name(m: &imap_codec::imap_types::mailbox::Mailbox<'_>) -> String {
+    use imap_codec::imap_types::mailbox::Mailbox;
+    match m {
+        Mailbox::Inbox => "INBOX".to_string(),
+        Mailbox::Other(o) => String::from_utf8_lossy(o.as_ref()).into_owned(),
+    }
+}
+
+fn list_pattern(m: &imap_codec::imap_types::mailbox::ListMailbox<'_>) -> String {
+    use imap_codec::imap_types::mailbox::ListMailbox;
+    match m {
+        ListMailbox::Token(t) => String::from_utf8_lossy(t.as_ref()).into_owned(),
+        ListMailbox::String(s) => String::from_utf8_lossy(s.as_ref()).into_owned(),
+    }
+}
+
+/// Turn a decoded command into one that owns its data.
+trait IntoStaticCommand {
+    fn into_static_command(self) -> Command<'static>;
+}
+
+impl IntoStaticCommand for Command<'_> {
+    fn into_static_command(self) -> Command<'static> {
+        use imap_codec::imap_types::IntoStatic;
+        self.into_static()
+    }
+}

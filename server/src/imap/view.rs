@@ -1,0 +1,305 @@
+//! A selected mailbox as one session sees it.
+//!
+//! Message sequence numbers are positions in `messages` (RFC 3501 §2.3.1.2).
+//! Other sessions, LMTP, other programs (through the scan) and later the
+//! replicator change the mailbox at any time; their changes reach the view
+//! through the account's change feed and are announced only where RFC 3501
+//! §7.4.1 and §5.5 allow: EXISTS and FETCH FLAGS after any command, EXPUNGE
+//! never during FETCH, STORE or SEARCH (the message keeps its number until
+//! an EXPUNGE may be sent).
+
+use std::collections::{BTreeSet, HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+
+use cove_store::{Account, Change, ChangeKind, MailboxGuid, MailboxInfo, MessageMeta, ModSeq, Uid};
+use tokio::sync::broadcast;
+
+use super::response;
+
+/// What a view needs read from the index.
+pub enum PendingRead {
+    Nothing,
+    Since(MailboxGuid, ModSeq),
+    All(MailboxGuid),
+}
+
+/// Which UIDs of each mailbox some session has already been told are
+/// \Recent (RFC 3501 §2.3.2: exactly one session sees a message as recent).
+#[derive(Default)]
+pub struct RecentClaims {
+    claimed: Mutex<HashMap<MailboxGuid, Uid>>,
+}
+
+impl RecentClaims {
+    /// Claim the messages of `candidates` above what was claimed before.
+    /// Before any claim since the server started, messages still in `new/`
+    /// count as recent (the Maildir meaning of new/).
+    fn claim(&self, mailbox: MailboxGuid, candidates: &[MessageMeta]) -> HashSet<Uid> {
+        let Ok(mut map) = self.claimed.lock() else {
+            return HashSet::new();
+        };
+        let first = !map.contains_key(&mailbox);
+        let floor = map.get(&mailbox).copied().unwrap_or(0);
+        let mine: HashSet<Uid> = candidates
+            .iter()
+            .filter(|m| m.uid > floor && (!first || m.file.starts_with("new/")))
+            .map(|m| m.uid)
+            .collect();
+        let top = candidates
+            .iter()
+            .map(|m| m.uid)
+            .max()
+            .unwrap_or(0)
+            .max(floor);
+        map.insert(mailbox, top);
+        mine
+    }
+}
+
+pub struct View {
+    pub mailbox: MailboxInfo,
+    pub read_only: bool,
+    pub messages: Vec<MessageMeta>,
+    pub recent: HashSet<Uid>,
+    feed: broadcast::Receiver<Change>,
+    /// Expunged elsewhere, not yet announced.
+    expunged: BTreeSet<Uid>,
+    /// The feed said this mailbox changed since the last refresh.
+    dirty: bool,
+    /// The feed lagged: reload everything.
+    lagged: bool,
+    /// Highest modseq applied to the view.
+    modseq: ModSeq,
+    claims: Arc<RecentClaims>,
+}
+
+impl View {
+    /// Open a view (blocking: reads the index).
+    pub fn open(
+        account: &Account,
+        mailbox: MailboxInfo,
+        read_only: bool,
+        claims: Arc<RecentClaims>,
+    ) -> cove_store::Result<View> {
+        // Subscribe first: nothing that happens after the read is missed.
+        let feed = account.subscribe();
+        let messages = account.messages(&mailbox.guid)?;
+        let modseq = messages
+            .iter()
+            .map(|m| m.modseq)
+            .max()
+            .unwrap_or(0)
+            .max(mailbox.highest_modseq);
+        let recent = if read_only {
+            HashSet::new()
+        } else {
+            claims.claim(mailbox.guid, &messages)
+        };
+        Ok(View {
+            mailbox,
+            read_only,
+            messages,
+            recent,
+            feed,
+            expunged: BTreeSet::new(),
+            dirty: false,
+            lagged: false,
+            modseq,
+            claims,
+        })
+    }
+
+    pub fn exists(&self) -> usize {
+        self.messages.len()
+    }
+
+    /// 1-based sequence number of a UID.
+    pub fn seq_of(&self, uid: Uid) -> Option<usize> {
+        self.messages
+            .binary_search_by_key(&uid, |m| m.uid)
+            .ok()
+            .map(|i| i + 1)
+    }
+
+    pub fn uid_next(&self) -> Uid {
+        self.messages
+            .last()
+            .map(|m| m.uid + 1)
+            .unwrap_or(1)
+            .max(self.mailbox.uidnext)
+    }
+
+    /// Take what the feed has for this mailbox, without waiting.
+    pub fn drain_feed(&mut self) {
+        loop {
+            match self.feed.try_recv() {
+                Ok(c) => self.note(c),
+                Err(broadcast::error::TryRecvError::Lagged(_)) => self.lagged = true,
+                Err(_) => break,
+            }
+        }
+    }
+
+    /// Wait for the next change of this mailbox (IDLE).
+    pub async fn next_change(&mut self) -> bool {
+        loop {
+            match self.feed.recv().await {
+                Ok(c) => {
+                    let mine = c.mailbox == self.mailbox.guid;
+                    self.note(c);
+                    if mine {
+                        return true;
+                    }
+                }
+                Err(broadcast::error::RecvError::Lagged(_)) => {
+                    self.lagged = true;
+                    return true;
+                }
+                Err(broadcast::error::RecvError::Closed) => return false,
+            }
+        }
+    }
+
+    fn note(&mut self, c: Change) {
+        if c.mailbox != self.mailbox.guid {
+            return;
+        }
+        match c.kind {
+            ChangeKind::Expunged { uid, .. } => {
+                if self.seq_of(uid).is_some() {
+                    self.expunged.insert(uid);
+                }
+            }
+            ChangeKind::MailboxDeleted { .. } | ChangeKind::MailboxRenamed { .. } => {
+                self.dirty = true
+            }
+            _ => self.dirty = true,
+        }
+    }
+
+    /// Forget messages this session expunged itself (already announced).
+    pub fn remove_own(&mut self, uids: &[Uid]) -> Vec<usize> {
+        let mut seqs = Vec::new();
+        for uid in uids {
+            if let Some(seq) = self.seq_of(*uid) {
+                self.messages.remove(seq - 1);
+                self.recent.remove(uid);
+                self.expunged.remove(uid);
+                seqs.push(seq);
+            }
+        }
+        seqs
+    }
+
+    /// What must be read from the index to bring the view up to date
+    /// (drains the feed first).
+    pub fn pending_read(&mut self) -> PendingRead {
+        self.drain_feed();
+        if std::mem::take(&mut self.lagged) {
+            self.dirty = false;
+            PendingRead::All(self.mailbox.guid)
+        } else if std::mem::take(&mut self.dirty) {
+            PendingRead::Since(self.mailbox.guid, self.modseq)
+        } else {
+            PendingRead::Nothing
+        }
+    }
+
+    /// Apply what [`pending_read`](View::pending_read) asked for, and write
+    /// the untagged responses the session may send now.
+    pub fn apply(
+        &mut self,
+        read: &PendingRead,
+        rows: Vec<MessageMeta>,
+        allow_expunge: bool,
+        out: &mut Vec<u8>,
+    ) {
+        let mut changed_flags: BTreeSet<Uid> = BTreeSet::new();
+        let mut added: Vec<MessageMeta> = Vec::new();
+        if let PendingRead::All(_) = read {
+            let present: HashSet<Uid> = rows.iter().map(|m| m.uid).collect();
+            for m in &self.messages {
+                if !present.contains(&m.uid) {
+                    self.expunged.insert(m.uid);
+                }
+            }
+        }
+        for m in rows {
+            self.apply_row(m, &mut changed_flags, &mut added);
+        }
+        if allow_expunge {
+            let gone: Vec<Uid> = std::mem::take(&mut self.expunged).into_iter().collect();
+            for uid in gone {
+                if let Some(seq) = self.seq_of(uid) {
+                    self.messages.remove(seq - 1);
+                    self.recent.remove(&uid);
+                    out.extend_from_slice(format!("* {seq} EXPUNGE\r\n").as_bytes());
+                }
+            }
+        }
+        if !added.is_empty() {
+            if !self.read_only {
+                let claimed = self.claims.claim(self.mailbox.guid, &added);
+                self.recent.extend(claimed);
+            }
+            out.extend_from_slice(
+                format!(
+                    "* {} EXISTS\r\n* {} RECENT\r\n",
+                    self.messages.len(),
+                    self.recent.len()
+                )
+                .as_bytes(),
+            );
+        }
+        for uid in changed_flags {
+            if let Some(seq) = self.seq_of(uid) {
+                let m = &self.messages[seq - 1];
+                let flags = response::flag_list(m.flags, &m.keywords, self.recent.contains(&uid));
+                out.extend_from_slice(
+                    format!("* {seq} FETCH (UID {uid} FLAGS {flags})\r\n").as_bytes(),
+                );
+            }
+        }
+    }
+
+    /// Merge one row read from the index into the view.
+    fn apply_row(
+        &mut self,
+        m: MessageMeta,
+        changed_flags: &mut BTreeSet<Uid>,
+        added: &mut Vec<MessageMeta>,
+    ) {
+        self.modseq = self.modseq.max(m.modseq);
+        match self.messages.binary_search_by_key(&m.uid, |x| x.uid) {
+            Ok(i) => {
+                let old = &self.messages[i];
+                if old.flags != m.flags || old.keywords != m.keywords {
+                    changed_flags.insert(m.uid);
+                }
+                self.messages[i] = m;
+            }
+            // New UIDs are always above the ones the view has (UIDs only
+            // grow), so this is an append.
+            Err(i) => {
+                added.push(m.clone());
+                self.messages.insert(i, m);
+            }
+        }
+    }
+
+    /// Record flags this session set itself (the FETCH it sends is its own).
+    pub fn update_own(
+        &mut self,
+        uid: Uid,
+        flags: cove_store::Flags,
+        keywords: Vec<String>,
+        modseq: ModSeq,
+    ) {
+        if let Some(seq) = self.seq_of(uid) {
+            let m = &mut self.messages[seq - 1];
+            m.flags = flags;
+            m.keywords = keywords;
+            m.modseq = modseq;
+        }
+    }
+}

@@ -1,0 +1,151 @@
+//! What every protocol's listener shares: the accept loop, session ids, and
+//! the count of open connections per client address.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+
+/// Open connections, in all and per client address (or per user).
+#[derive(Default)]
+pub struct ConnectionCount<K: std::hash::Hash + Eq + Clone = IpAddr> {
+    open: Mutex<HashMap<K, usize>>,
+}
+
+/// Releases its slot when the connection ends, however it ends.
+pub struct ConnectionSlot<K: std::hash::Hash + Eq + Clone = IpAddr> {
+    count: Arc<ConnectionCount<K>>,
+    key: K,
+}
+
+/// Why a connection was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refused {
+    TooManyInAll,
+    TooManyForKey,
+}
+
+impl Refused {
+    pub fn text(self) -> &'static str {
+        match self {
+            Refused::TooManyInAll => "Too many connections, try again later",
+            Refused::TooManyForKey => "Too many connections from your address",
+        }
+    }
+}
+
+impl<K: std::hash::Hash + Eq + Clone> ConnectionCount<K> {
+    pub fn new() -> Arc<Self> {
+        Arc::new(ConnectionCount {
+            open: Mutex::new(HashMap::new()),
+        })
+    }
+
+    pub fn acquire(
+        self: &Arc<Self>,
+        key: K,
+        max_total: usize,
+        max_per_key: usize,
+    ) -> Result<ConnectionSlot<K>, Refused> {
+        let mut map = self.open.lock().map_err(|_| Refused::TooManyInAll)?;
+        let total: usize = map.values().sum();
+        if total >= max_total {
+            return Err(Refused::TooManyInAll);
+        }
+        let n = map.entry(key.clone()).or_insert(0);
+        if *n >= max_per_key {
+            return Err(Refused::TooManyForKey);
+        }
+        *n += 1;
+        Ok(ConnectionSlot {
+            count: self.clone(),
+            key,
+        })
+    }
+}
+
+impl<K: std::hash::Hash + Eq + Clone> Drop for ConnectionSlot<K> {
+    fn drop(&mut self) {
+        if let Ok(mut map) = self.count.open.lock()
+            && let Some(n) = map.get_mut(&self.key)
+        {
+            *n -= 1;
+            if *n == 0 {
+                map.remove(&self.key);
+            }
+        }
+    }
+}
+
+static SESSION_IDS: AtomicU64 = AtomicU64::new(1);
+
+/// Sessions the server waits for at shutdown.
+pub type Sessions = Arc<Mutex<JoinSet<()>>>;
+
+/// Accept connections until shutdown; each runs `serve(stream, peer, id)`
+/// as a task in `sessions`.
+pub async fn accept_loop<F, Fut>(
+    proto: &'static str,
+    listener: TcpListener,
+    mut shutdown: watch::Receiver<bool>,
+    sessions: Sessions,
+    serve: F,
+) where
+    F: Fn(TcpStream, SocketAddr, u64) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = ()> + Send + 'static,
+{
+    loop {
+        let accepted = tokio::select! {
+            a = listener.accept() => a,
+            _ = shutdown.changed() => break,
+        };
+        let (tcp, peer) = match accepted {
+            Ok(a) => a,
+            Err(e) => {
+                // EMFILE and friends: wait a little instead of spinning.
+                tracing::warn!(error = %e, "{proto} accept failed");
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        let _ = tcp.set_nodelay(true);
+        let id = SESSION_IDS.fetch_add(1, Ordering::Relaxed);
+        let task = serve(tcp, peer, id);
+        match sessions.lock() {
+            Ok(mut set) => {
+                while set.try_join_next().is_some() {}
+                set.spawn(task);
+            }
+            Err(_) => {
+                tokio::spawn(task);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn connection_limits_per_key_and_in_total() {
+        let count: Arc<ConnectionCount> = ConnectionCount::new();
+        let a: IpAddr = "127.0.0.1".parse().unwrap();
+        let b: IpAddr = "127.0.0.2".parse().unwrap();
+        let s1 = count.acquire(a, 3, 2).unwrap();
+        let _s2 = count.acquire(a, 3, 2).unwrap();
+        assert_eq!(count.acquire(a, 3, 2).err(), Some(Refused::TooManyForKey));
+        let _s3 = count.acquire(b, 3, 2).unwrap();
+        assert_eq!(count.acquire(b, 3, 2).err(), Some(Refused::TooManyInAll));
+        drop(s1);
+        assert!(
+            count.acquire(a, 3, 2).is_ok(),
+            "a slot is released when its connection ends"
+        );
+    }
+}
