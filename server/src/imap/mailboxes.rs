@@ -14,6 +14,7 @@ use imap_codec::imap_types::sequence::SequenceSet;
 use imap_codec::imap_types::status::StatusDataItemName;
 use tokio::io::AsyncBufReadExt;
 
+use super::extended::ListOptions;
 use super::response;
 use super::session::{Authed, Outcome, Session, State};
 use super::view::{PendingRead, View};
@@ -226,40 +227,76 @@ impl Session {
         }
     }
 
-    // RFC 3501 §6.3.8 LIST, §6.3.9 LSUB; RFC 3348 CHILDREN; RFC 6154 SPECIAL-USE.
+    // RFC 3501 §6.3.8 LIST, §6.3.9 LSUB.
     pub async fn list(&mut self, reference: String, pattern: String, lsub: bool) -> Outcome {
+        if pattern.is_empty() && !lsub {
+            // RFC 3501 §6.3.8: the hierarchy delimiter and root.
+            self.untagged("LIST (\\Noselect) \".\" \"\"");
+            return Outcome::Ok("LIST completed".into());
+        }
+        let options = ListOptions {
+            reference,
+            patterns: vec![pattern],
+            ..ListOptions::default()
+        };
+        self.list_mailboxes(options, lsub).await
+    }
+
+    /// LIST and LSUB with RFC 5258 LIST-EXTENDED selection and return
+    /// options, RFC 5819 LIST-STATUS, RFC 3348 CHILDREN and RFC 6154
+    /// SPECIAL-USE attributes.
+    pub async fn list_mailboxes(&mut self, opts: ListOptions, lsub: bool) -> Outcome {
         let Some(account) = self.account() else {
             return Outcome::Bad("Log in first".into());
         };
         let word = if lsub { "LSUB" } else { "LIST" };
-        if pattern.is_empty() && !lsub {
-            self.untagged("LIST (\\Noselect) \".\" \"\"");
-            return Outcome::Ok("LIST completed".into());
-        }
-        let full = format!("{reference}{pattern}");
-        let listed = blocking(move || Ok((account.mailboxes()?, account.subscriptions()?))).await;
-        let (mailboxes, subscriptions) = match listed {
+        let want_status = !opts.return_status.is_empty();
+        let listed = blocking(move || {
+            let statuses = if want_status {
+                account.mailbox_status_all()?
+            } else {
+                Vec::new()
+            };
+            Ok((account.mailboxes()?, account.subscriptions()?, statuses))
+        })
+        .await;
+        let (mailboxes, subscriptions, statuses) = match listed {
             Ok(x) => x,
             Err(e) => return outcome_for(&e),
         };
-        let names: Vec<String> = if lsub {
-            subscriptions
+        let subscribed = |name: &str| subscriptions.iter().any(|s| s == name);
+        let by_subscription = lsub || opts.subscribed;
+        let mut names: Vec<String> = if by_subscription {
+            subscriptions.clone()
         } else {
             mailboxes.iter().map(|m| m.name.clone()).collect()
         };
+        names.sort();
+        names.dedup();
+        let patterns: Vec<String> = opts
+            .patterns
+            .iter()
+            .map(|p| format!("{}{p}", opts.reference))
+            .collect();
         for name in names {
-            let matched = if name == "INBOX" {
-                matches(full.to_ascii_uppercase().as_bytes(), b"INBOX")
-            } else {
-                matches(full.as_bytes(), name.as_bytes())
-            };
+            let matched = patterns.iter().any(|full| {
+                if name == "INBOX" {
+                    matches(full.to_ascii_uppercase().as_bytes(), b"INBOX")
+                } else {
+                    matches(full.as_bytes(), name.as_bytes())
+                }
+            });
             if !matched {
                 continue;
             }
             let mb = mailboxes.iter().find(|m| m.name == name);
+            if opts.special_use && mb.and_then(|m| m.special_use.as_ref()).is_none() {
+                continue;
+            }
             let mut attrs: Vec<&str> = Vec::new();
             match mb {
-                None => attrs.push("\\Noselect"),
+                None if lsub => attrs.push("\\Noselect"),
+                None => attrs.push("\\NonExistent"),
                 Some(mb) => {
                     let prefix = format!("{name}.");
                     if mailboxes.iter().any(|m| m.name.starts_with(&prefix)) {
@@ -272,12 +309,56 @@ impl Session {
                     }
                 }
             }
+            if !lsub && (opts.subscribed || opts.return_subscribed) && subscribed(&name) {
+                attrs.push("\\Subscribed");
+            }
             let mut line = format!("* {word} ({}) \".\" ", attrs.join(" ")).into_bytes();
             response::mailbox(&mut line, &name);
             line.extend_from_slice(b"\r\n");
             self.out.extend_from_slice(&line);
+            if let Some((info, st)) = statuses.iter().find(|(m, _)| m.name == name) {
+                let items = status_items(info, st, &opts.return_status);
+                let mut line = b"* STATUS ".to_vec();
+                response::mailbox(&mut line, &name);
+                line.extend_from_slice(format!(" ({items})\r\n").as_bytes());
+                self.out.extend_from_slice(&line);
+            }
         }
         Outcome::Ok(format!("{word} completed"))
+    }
+
+    // RFC 6154 §3: CREATE-SPECIAL-USE.
+    pub async fn create_special_use(&mut self, name: String, uses: Vec<String>) -> Outcome {
+        let Some(account) = self.account() else {
+            return Outcome::Bad("Log in first".into());
+        };
+        const KNOWN: [&str; 7] = [
+            "\\All",
+            "\\Archive",
+            "\\Drafts",
+            "\\Flagged",
+            "\\Junk",
+            "\\Sent",
+            "\\Trash",
+        ];
+        let mut canonical = Vec::new();
+        for u in &uses {
+            match KNOWN.iter().find(|k| k.eq_ignore_ascii_case(u)) {
+                Some(k) => canonical.push(*k),
+                None => {
+                    return Outcome::No(format!("[USEATTR] {u} is not a special use cove supports"));
+                }
+            }
+        }
+        if canonical.len() > 1 {
+            return Outcome::No("[USEATTR] One special use per mailbox".into());
+        }
+        let special_use = canonical.first().map(|s| s.to_string());
+        let r = blocking(move || account.create_mailbox(&name, special_use.as_deref())).await;
+        match r {
+            Ok(_) => Outcome::Ok("CREATE completed".into()),
+            Err(e) => outcome_for(&e),
+        }
     }
 
     // RFC 3501 §6.3.10 STATUS.
@@ -295,23 +376,10 @@ impl Session {
             Ok(x) => x,
             Err(e) => return outcome_for(&e),
         };
-        let mut parts = Vec::new();
-        for item in items {
-            match item {
-                StatusDataItemName::Messages => parts.push(format!("MESSAGES {}", st.messages)),
-                StatusDataItemName::Recent => parts.push("RECENT 0".to_string()),
-                StatusDataItemName::UidNext => parts.push(format!("UIDNEXT {}", mb.uidnext)),
-                StatusDataItemName::UidValidity => {
-                    parts.push(format!("UIDVALIDITY {}", mb.uidvalidity))
-                }
-                StatusDataItemName::Unseen => parts.push(format!("UNSEEN {}", st.unseen)),
-                StatusDataItemName::Size => parts.push(format!("SIZE {}", st.size)),
-                _ => {}
-            }
-        }
+        let parts = status_items(&mb, &st, items);
         let mut line = b"* STATUS ".to_vec();
         response::mailbox(&mut line, &mb.name);
-        line.extend_from_slice(format!(" ({})\r\n", parts.join(" ")).as_bytes());
+        line.extend_from_slice(format!(" ({parts})\r\n").as_bytes());
         self.out.extend_from_slice(&line);
         Outcome::Ok("STATUS completed".into())
     }
@@ -545,6 +613,25 @@ enum IdleEvent {
     Shutdown,
     Timeout,
     Gone,
+}
+
+/// The STATUS items asked for, e.g. `MESSAGES 3 UNSEEN 1`.
+fn status_items(mb: &MailboxInfo, st: &MailboxStatus, items: &[StatusDataItemName]) -> String {
+    let mut parts = Vec::new();
+    for item in items {
+        match item {
+            StatusDataItemName::Messages => parts.push(format!("MESSAGES {}", st.messages)),
+            StatusDataItemName::Recent => parts.push("RECENT 0".to_string()),
+            StatusDataItemName::UidNext => parts.push(format!("UIDNEXT {}", mb.uidnext)),
+            StatusDataItemName::UidValidity => {
+                parts.push(format!("UIDVALIDITY {}", mb.uidvalidity))
+            }
+            StatusDataItemName::Unseen => parts.push(format!("UNSEEN {}", st.unseen)),
+            StatusDataItemName::Size => parts.push(format!("SIZE {}", st.size)),
+            _ => {}
+        }
+    }
+    parts.join(" ")
 }
 
 /// System flags and keywords from a flag list.

@@ -10,6 +10,7 @@
 
 mod auth;
 mod copy_move;
+mod extended;
 mod fetch;
 mod framing;
 mod mailboxes;

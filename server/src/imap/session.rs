@@ -13,6 +13,7 @@ use imap_codec::imap_types::command::{Command, CommandBody};
 use tokio::io::{AsyncWriteExt, BufReader};
 
 use super::ImapContext;
+use super::extended::{self, Extended};
 use super::framing::{self, Frame};
 use super::view::View;
 use crate::conn::Conn;
@@ -125,6 +126,10 @@ impl Session {
             "MOVE",
             "CHILDREN",
             "SPECIAL-USE",
+            "CREATE-SPECIAL-USE",
+            "LIST-EXTENDED",
+            "LIST-STATUS",
+            "BINARY",
         ]);
         let limit = format!("APPENDLIMIT={}", self.ctx.config.max_literal_size);
         let mut s = caps.join(" ");
@@ -194,6 +199,24 @@ impl Session {
                     continue;
                 }
             };
+            if let Some(parsed) = extended::parse(&bytes) {
+                let (tag, outcome) = match parsed {
+                    Ok(cmd) => self.dispatch_extended(cmd).await,
+                    Err(why) => (
+                        framing::tag_of(&bytes).unwrap_or("*").to_string(),
+                        Outcome::Bad(why),
+                    ),
+                };
+                if matches!(outcome, Outcome::Bad(_)) {
+                    if self.count_bad() {
+                        return;
+                    }
+                } else {
+                    self.bad_in_a_row = 0;
+                }
+                self.finish(&tag, outcome);
+                continue;
+            }
             let decoded = CommandCodec::default().decode(&bytes);
             match decoded {
                 Ok((_, command)) => {
@@ -422,6 +445,26 @@ impl Session {
                     .await
             }
             _ => Outcome::Bad("Command not supported".into()),
+        }
+    }
+
+    /// Commands parsed by `extended` rather than imap-codec.
+    async fn dispatch_extended(&mut self, cmd: Extended) -> (String, Outcome) {
+        if matches!(self.state, State::NotAuthenticated) {
+            let tag = match &cmd {
+                Extended::List { tag, .. } | Extended::CreateSpecialUse { tag, .. } => tag.clone(),
+            };
+            return (tag, Outcome::Bad("Log in first".into()));
+        }
+        match cmd {
+            // RFC 5258 LIST-EXTENDED, RFC 5819 LIST-STATUS.
+            Extended::List { tag, options } => (tag, self.list_mailboxes(options, false).await),
+            // RFC 6154 §3 CREATE-SPECIAL-USE.
+            Extended::CreateSpecialUse {
+                tag,
+                mailbox,
+                special_use,
+            } => (tag, self.create_special_use(mailbox, special_use).await),
         }
     }
 
