@@ -1,14 +1,7 @@
-//! cove: a replicated, deduplicating mailbox storage server.
+//! cove: a replicated, deduplicating mailbox storage server. The command
+//! line; everything else is in the library (server/src/lib.rs).
 
-mod auth;
-mod cli;
-mod config;
-mod conn;
-mod imap;
-mod listener;
-mod lmtp;
-mod serve;
-mod tls;
+use cove::{cli, config, serve};
 
 use clap::{Parser, Subcommand};
 use std::io::IsTerminal;

@@ -10,9 +10,9 @@
 
 mod auth;
 mod copy_move;
-mod extended;
+pub mod extended;
 mod fetch;
-mod framing;
+pub mod framing;
 mod mailboxes;
 pub mod mime;
 mod response;

@@ -1,7 +1,7 @@
 //! LMTP (RFC 2033): how MTAs deliver into cove.
 
-mod command;
-mod data;
+pub mod command;
+pub mod data;
 mod reply;
 mod session;
 

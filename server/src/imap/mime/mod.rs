@@ -73,9 +73,6 @@
 //! - Caching: each call parses the message again. Use [`ParsedMessage`] to
 //!   serve several FETCH items from one parse.
 
-// Used by the FETCH handler (being written).
-#![allow(dead_code)]
-
 mod address;
 mod binary;
 mod bodystructure;

@@ -1,0 +1,13 @@
+//! cove's server: protocols, TLS, configuration and the admin commands.
+//! The `cove` binary (main.rs) is its command line; fuzz targets and tests
+//! use the protocol parsers from here.
+
+pub mod auth;
+pub mod cli;
+pub mod config;
+pub mod conn;
+pub mod imap;
+pub mod listener;
+pub mod lmtp;
+pub mod serve;
+pub mod tls;
