@@ -19,6 +19,10 @@ use super::view::View;
 use crate::conn::Conn;
 use crate::listener::ConnectionSlot;
 
+/// Read buffer per connection: small, because thousands of connections
+/// sit idle; commands and literals larger than it are read in pieces.
+const READ_BUFFER: usize = 4096;
+
 /// A logged-in user.
 pub struct Authed {
     pub user: User,
@@ -69,8 +73,8 @@ impl Session {
             ctx,
             peer,
             id,
-            reader: BufReader::with_capacity(16 * 1024, conn),
-            out: Vec::with_capacity(4096),
+            reader: BufReader::with_capacity(READ_BUFFER, conn),
+            out: Vec::new(),
             state: State::NotAuthenticated,
             bad_in_a_row: 0,
         }
@@ -88,6 +92,11 @@ impl Session {
             self.reader.get_mut().write_all(&self.out).await?;
             self.reader.get_mut().flush().await?;
             self.out.clear();
+            // An idle session should not keep the buffer of its largest
+            // FETCH: thousands of them wait in IDLE.
+            if self.out.capacity() > 64 * 1024 {
+                self.out = Vec::new();
+            }
         }
         Ok(())
     }
@@ -498,7 +507,7 @@ impl Session {
         };
         match acceptor.accept(tcp).await {
             Ok(tls) => {
-                self.reader = BufReader::with_capacity(16 * 1024, Conn::Tls(Box::new(tls)));
+                self.reader = BufReader::with_capacity(READ_BUFFER, Conn::Tls(Box::new(tls)));
                 true
             }
             Err(e) => {

@@ -301,5 +301,7 @@ impl View {
             m.keywords = keywords;
             m.modseq = modseq;
         }
+        // Our own change comes back on the feed; nothing to announce then.
+        self.modseq = self.modseq.max(modseq);
     }
 }
