@@ -301,7 +301,7 @@ impl View {
             m.keywords = keywords;
             m.modseq = modseq;
         }
-        // Our own change comes back on the feed; nothing to announce then.
-        self.modseq = self.modseq.max(modseq);
+        // The view's modseq is not raised here: another session's change
+        // with a lower modseq may still be on its way through the feed.
     }
 }
