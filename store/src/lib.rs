@@ -22,11 +22,12 @@ mod ids;
 mod index;
 mod keywords;
 pub mod maildir;
+mod watch;
 
 use std::collections::HashMap;
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 
 pub use account::{
     Account, DEFAULT_MAILBOXES, Delivered, MailboxStatus, NewMessage, ScanReport, StoreResult,
@@ -43,6 +44,7 @@ pub use error::{Error, Result};
 pub use ids::{Flags, MailboxGuid, MessageGuid, ModSeq, Uid};
 pub use index::{MailboxInfo, MessageMeta};
 pub use keywords::FlagOp;
+pub use watch::{MaildirWatcher, WatchGuard};
 
 /// How many accounts stay open (index connection, change feed) before idle
 /// ones are closed.
@@ -69,6 +71,7 @@ pub struct Store {
     opts: StoreOptions,
     sync: Arc<GroupSync>,
     accounts: Mutex<HashMap<i64, AccountSlot>>,
+    watcher: OnceLock<MaildirWatcher>,
 }
 
 impl std::fmt::Debug for Store {
@@ -106,6 +109,7 @@ impl Store {
             opts,
             sync,
             accounts: Mutex::new(HashMap::new()),
+            watcher: OnceLock::new(),
         })
     }
 
@@ -189,6 +193,15 @@ impl Store {
         )?);
         *slot = Some(account.clone());
         Ok(account)
+    }
+
+    /// The server's one Maildir watcher, started on first use (one inotify
+    /// instance and one thread): hold a [`WatchGuard`] from
+    /// [`MaildirWatcher::watch`] while a session looks at an account, and
+    /// changes other programs make in its Maildir are scanned and announced
+    /// on its change feed within a second.
+    pub fn watcher(&self) -> &MaildirWatcher {
+        self.watcher.get_or_init(MaildirWatcher::start)
     }
 
     /// Forget a cached account (after its user was removed).

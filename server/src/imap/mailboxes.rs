@@ -98,9 +98,11 @@ impl Session {
         // A failed SELECT leaves no mailbox selected (RFC 3501 §6.3.1).
         self.deselect();
         let claims = self.ctx.recent.clone();
+        let store = self.ctx.store.clone();
         let opened = blocking(move || {
             let mb = account.mailbox(&name)?;
-            View::open(&account, mb, read_only, claims)
+            let watch = store.watcher().watch(&account);
+            View::open(&account, mb, read_only, claims, watch)
         })
         .await;
         let view = match opened {
@@ -346,7 +348,9 @@ impl Session {
             match KNOWN.iter().find(|k| k.eq_ignore_ascii_case(u)) {
                 Some(k) => canonical.push(*k),
                 None => {
-                    return Outcome::No(format!("[USEATTR] {u} is not a special use cove supports"));
+                    return Outcome::No(format!(
+                        "[USEATTR] {u} is not a special use cove supports"
+                    ));
                 }
             }
         }

@@ -71,6 +71,8 @@ pub struct View {
     /// Highest modseq applied to the view.
     modseq: ModSeq,
     claims: Arc<RecentClaims>,
+    /// Keeps the account's Maildir watched while the mailbox is selected.
+    _watch: cove_store::WatchGuard,
 }
 
 impl View {
@@ -80,6 +82,7 @@ impl View {
         mailbox: MailboxInfo,
         read_only: bool,
         claims: Arc<RecentClaims>,
+        watch: cove_store::WatchGuard,
     ) -> cove_store::Result<View> {
         // Subscribe first: nothing that happens after the read is missed.
         let feed = account.subscribe();
@@ -106,6 +109,7 @@ impl View {
             lagged: false,
             modseq,
             claims,
+            _watch: watch,
         })
     }
 

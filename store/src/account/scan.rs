@@ -128,6 +128,8 @@ impl Account {
         let mailboxes = index::mailboxes(&g.conn)?;
         let mut additions: Vec<(MailboxInfo, maildir::FoundFile)> = Vec::new();
         let mut vanished: HashMap<MessageGuid, MessageMeta> = HashMap::new();
+        // Index writes that log no change (a file moved from new/ to cur/).
+        let mut quiet_writes = false;
         let mut tx = Tx::begin(&mut g.conn)?;
         for mb in &mailboxes {
             let folder = self.folder(mb);
@@ -161,6 +163,7 @@ impl Account {
                             report.flags_changed += 1;
                         } else if f.rel != row.file {
                             tx.update_file(mb, row.uid, &f.rel)?;
+                            quiet_writes = true;
                         }
                     }
                 }
@@ -219,7 +222,11 @@ impl Account {
         }
         changes.extend(tx.commit()?);
         drop(g);
-        self.sync.sync()?;
+        // A scan that found nothing wrote nothing: no group flush (the
+        // Maildir watcher scans after cove's own writes too).
+        if !report.is_empty() || !changes.is_empty() || quiet_writes {
+            self.sync.sync()?;
+        }
         if !report.is_empty() {
             tracing::info!(user = %self.email, ?report, "reconciled index with Maildir");
         }

@@ -1,0 +1,1049 @@
+//! Noticing changes other programs make in the Maildir while cove runs.
+//!
+//! # The problem
+//! mutt, an MDA, `mbsync` or a restore script may add, rename (new flags) or
+//! remove message files, and create or remove folders, at any time. The
+//! reconciling scan ([`Account::scan`]) turns any such state into index rows
+//! and change-feed entries; IMAP IDLE sessions hear of them on the feed. What
+//! was missing is *when* to scan: soon after the change (clients in IDLE
+//! expect news within a second), and not all the time.
+//!
+//! # What this does
+//! One inotify instance (`notify::RecommendedWatcher`) for the whole server:
+//! Linux allows 128 instances per user by default, so one per session or per
+//! account would run out (Dovecot falls back to 30-second polling there).
+//! [`MaildirWatcher::watch`] hands out a [`WatchGuard`]; while an account has
+//! at least one guard, these directories are watched, each non-recursively:
+//! `Maildir/` (INBOX's folder; also sees `.Folder` directories appear and
+//! go), `Maildir/new`, `Maildir/cur`, and for every `.Folder`: the folder
+//! itself (sees its `new/`, `cur/` appear) and its `new/` and `cur/`.
+//!
+//! An event is a hint, never data: it names a path, the path is mapped to its
+//! account, the account is marked dirty, and one background thread
+//! (`cove-watch`, a plain std thread) scans it once things have been quiet
+//! for [`QUIET`] (at most [`MAX_DELAY`] after the first hint). A hint that
+//! touched a folder directory (not a message directory) also makes the
+//! thread recompute the account's set of watched directories before the
+//! scan, so a folder created by another program is watched before it is
+//! scanned: nothing that lands in it afterwards goes unnoticed.
+//!
+//! # Invariants
+//! - Events are hints, scans are the truth: a lost, duplicated or reordered
+//!   event changes at most when a scan runs, never what the index holds. When
+//!   the kernel queue overflows (`Rescan` flag) or notify reports an error,
+//!   every watched account is rescanned and its watch set recomputed.
+//! - No feedback loop: only events that can mean a message or folder changed
+//!   count (create, remove, rename, data written); opens, reads and attribute
+//!   changes — what a scan does itself (readdir, hashing a file, hard-linking
+//!   it into the blob store) — are dropped in the event handler, as are names
+//!   starting with `.` in message directories (`.cove-dedup.*` temporaries),
+//!   and `tmp/`, `index.sqlite*` and other files beside the folders. cove's
+//!   own deliveries and flag renames do cause one scan that finds nothing
+//!   (one readdir per folder and one index read, no write, no flush).
+//! - Bounded memory: the event handler (on notify's thread) does not queue
+//!   events; it marks accounts dirty in a map with one entry per account.
+//!   A burst of thousands of files is one or a few scans.
+//! - Nothing blocks an async reactor: [`WatchGuard`]'s `Drop` takes a short
+//!   mutex and wakes the thread; the unwatch happens there.
+//!   [`MaildirWatcher::watch`] itself is blocking (it lists `Maildir/` and
+//!   adds inotify watches): call it from blocking code.
+//! - Watching an account schedules one scan of it, so that what changed
+//!   between its last scan and the watch is not missed.
+//! - Fallback: if the inotify instance cannot be made (limit reached, no
+//!   inotify), that is logged once and every watched account is scanned
+//!   every [`POLL_INTERVAL`]; an account some of whose directories could not
+//!   be watched (`max_user_watches`) is polled the same way.
+//!
+//! # Alternatives rejected
+//! - One watcher per session or per account: runs into the 128-instance
+//!   limit with ordinary numbers of users.
+//! - A recursive watch on `Maildir/`: it also watches every `tmp/`, where
+//!   each delivery of every other program writes, and notify walks the whole
+//!   tree on every new directory.
+//! - Watching every account all the time: costs watches (3 per folder) for
+//!   users nobody is looking at; the next session's SELECT scans anyway.
+//! - Applying events directly (a `Create` in `new/` means message added):
+//!   events get lost (queue overflow) and come for cove's own writes too;
+//!   the scan already knows how to reconcile anything, so events only say
+//!   when to run it.
+//! - notify-debouncer-full: keeps every event and a file-id cache, when a
+//!   per-account dirty bit is all that is needed.
+//! - Scanning on the tokio runtime: the scan is blocking (readdir, SQLite,
+//!   hashing); one std thread suffices, as scans of unchanged accounts are
+//!   cheap. A scan of one account delays the scans of others queued behind
+//!   it.
+
+use std::collections::hash_map::Entry;
+use std::collections::{HashMap, HashSet};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use notify::event::{AccessKind, AccessMode, ModifyKind};
+use notify::{EventKind, RecommendedWatcher, RecursiveMode, Watcher};
+
+use crate::account::Account;
+use crate::maildir;
+
+/// How long an account must have been quiet before it is scanned.
+pub const QUIET: Duration = Duration::from_millis(50);
+/// The longest a hint waits for its scan while events keep coming.
+pub const MAX_DELAY: Duration = Duration::from_millis(250);
+/// How often watched accounts are scanned when inotify is not available.
+pub const POLL_INTERVAL: Duration = Duration::from_secs(30);
+
+/// An account, by the address of its `Account` (stable: the watcher holds an
+/// `Arc` of it while it is registered).
+type Key = usize;
+
+fn key_of(account: &Arc<Account>) -> Key {
+    Arc::as_ptr(account) as usize
+}
+
+/// Lock, taking over a mutex a panicking thread left poisoned: every state
+/// here is valid between statements.
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// What a watched directory is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum DirKind {
+    /// `Maildir/`: INBOX's folder, holding the other folders.
+    Root,
+    /// `Maildir/.Folder`.
+    Folder,
+    /// A `new/` or `cur/`.
+    Messages,
+}
+
+/// A watched directory: what it is, and whose.
+struct Route {
+    kind: DirKind,
+    accounts: Vec<Key>,
+}
+
+/// A hint: scan this account soon.
+#[derive(Clone, Copy)]
+struct Dirty {
+    first: Instant,
+    last: Instant,
+    /// Recompute the account's watched directories before the scan.
+    resync: bool,
+    /// Scan at once (poll tick, overflow).
+    urgent: bool,
+}
+
+impl Dirty {
+    fn due(&self) -> Instant {
+        if self.urgent {
+            self.first
+        } else {
+            (self.last + QUIET).min(self.first + MAX_DELAY)
+        }
+    }
+}
+
+/// What the event handler, the guards and the thread share, without the
+/// notify watcher (which owns the event handler: no reference cycle).
+#[derive(Default)]
+struct Inbox {
+    /// Watched directory -> kind and accounts.
+    routes: Mutex<HashMap<PathBuf, Route>>,
+    pending: Mutex<Pending>,
+    wake: Condvar,
+    scans: AtomicU64,
+    warned_error: AtomicBool,
+}
+
+#[derive(Default)]
+struct Pending {
+    dirty: HashMap<Key, Dirty>,
+    /// Overflow or error: every watched account.
+    rescan_all: bool,
+    /// Guards dropped, one entry each.
+    released: Vec<Key>,
+    stop: bool,
+}
+
+impl Inbox {
+    fn mark(&self, hits: &[(Key, bool)], urgent: bool) {
+        let now = Instant::now();
+        let mut p = lock(&self.pending);
+        let mut new = false;
+        for &(key, resync) in hits {
+            match p.dirty.entry(key) {
+                Entry::Occupied(mut e) => {
+                    let d = e.get_mut();
+                    d.last = now;
+                    d.resync |= resync;
+                    if urgent && !d.urgent {
+                        d.urgent = true;
+                        new = true;
+                    }
+                }
+                Entry::Vacant(e) => {
+                    e.insert(Dirty {
+                        first: now,
+                        last: now,
+                        resync,
+                        urgent,
+                    });
+                    new = true;
+                }
+            }
+        }
+        drop(p);
+        // A later event only moves a due time later: the thread, waking
+        // early, computes it again.
+        if new {
+            self.wake.notify_one();
+        }
+    }
+
+    fn rescan_all(&self) {
+        let mut p = lock(&self.pending);
+        if !p.rescan_all {
+            p.rescan_all = true;
+            drop(p);
+            self.wake.notify_one();
+        }
+    }
+
+    /// notify's event handler (runs on notify's thread: cheap, never
+    /// blocks on anything but these short locks).
+    fn on_event(&self, res: notify::Result<notify::Event>) {
+        let event = match res {
+            Ok(e) => e,
+            Err(e) => {
+                if self.warned_error.swap(true, Ordering::Relaxed) {
+                    tracing::debug!(error = %e, "maildir watcher error; rescanning watched accounts");
+                } else {
+                    tracing::warn!(error = %e, "maildir watcher error; rescanning watched accounts");
+                }
+                self.rescan_all();
+                return;
+            }
+        };
+        if event.need_rescan() {
+            tracing::info!("inotify queue overflowed; rescanning watched accounts");
+            self.rescan_all();
+            return;
+        }
+        if !may_change_mail(&event.kind) {
+            return;
+        }
+        let mut hits: Vec<(Key, bool)> = Vec::new();
+        {
+            let routes = lock(&self.routes);
+            for path in &event.paths {
+                if let Some((keys, resync)) = route(&routes, path) {
+                    for &k in keys {
+                        if !hits.iter().any(|(h, r)| *h == k && *r == resync) {
+                            hits.push((k, resync));
+                        }
+                    }
+                }
+            }
+        }
+        if !hits.is_empty() {
+            self.mark(&hits, false);
+        }
+    }
+}
+
+/// Whether an event of this kind can mean a message or folder changed.
+/// Opens, closes after reading and attribute changes (link counts) are what
+/// a scan itself causes; counting them would loop.
+fn may_change_mail(kind: &EventKind) -> bool {
+    match kind {
+        EventKind::Access(AccessKind::Close(AccessMode::Write)) => true,
+        EventKind::Access(_) => false,
+        EventKind::Modify(ModifyKind::Metadata(_)) => false,
+        _ => true,
+    }
+}
+
+/// The accounts an event path concerns, and whether their watch set must be
+/// recomputed.
+fn route<'a>(routes: &'a HashMap<PathBuf, Route>, path: &Path) -> Option<(&'a [Key], bool)> {
+    // The watched directory itself (deleted or moved away).
+    if let Some(r) = routes.get(path) {
+        return Some((&r.accounts, true));
+    }
+    let r = routes.get(path.parent()?)?;
+    let name = path.file_name()?.to_str()?;
+    let relevant = match r.kind {
+        // Message files; `.`-names are temporaries (`.cove-dedup.*`), which
+        // the scan ignores too.
+        DirKind::Messages => return (!name.starts_with('.')).then_some((&r.accounts, false)),
+        DirKind::Folder => name == "new" || name == "cur",
+        DirKind::Root => {
+            name == "new"
+                || name == "cur"
+                || (!name.starts_with(".cove-") && maildir::mailbox_name_of_dir(name).is_some())
+        }
+    };
+    relevant.then_some((&r.accounts, true))
+}
+
+/// The directories to watch for a Maildir, by kind. `false` when `Maildir/`
+/// could not be listed (the account is then polled).
+fn wanted_dirs(root: &Path) -> (Vec<(PathBuf, DirKind)>, bool) {
+    let mut out = Vec::new();
+    let mut folders = vec![(root.to_path_buf(), DirKind::Root)];
+    let complete = match std::fs::read_dir(root) {
+        Ok(entries) => {
+            for entry in entries.flatten() {
+                let Some(name) = entry.file_name().to_str().map(str::to_string) else {
+                    continue;
+                };
+                if name.starts_with(".cove-") || maildir::mailbox_name_of_dir(&name).is_none() {
+                    continue;
+                }
+                let path = entry.path();
+                if path.is_dir() {
+                    folders.push((path, DirKind::Folder));
+                }
+            }
+            true
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return (out, true),
+        Err(e) => {
+            tracing::warn!(dir = %root.display(), error = %e, "cannot list a Maildir to watch it");
+            false
+        }
+    };
+    for (folder, kind) in folders {
+        for sub in ["new", "cur"] {
+            let p = folder.join(sub);
+            if p.is_dir() {
+                out.push((p, DirKind::Messages));
+            }
+        }
+        out.push((folder, kind));
+    }
+    (out, complete)
+}
+
+/// An account being watched.
+struct Watched {
+    account: Arc<Account>,
+    guards: usize,
+    maildir: PathBuf,
+    /// Directories watched for it.
+    dirs: Vec<PathBuf>,
+    /// Some directory could not be watched: polled as well.
+    incomplete: bool,
+}
+
+/// What only `watch` and the thread touch.
+struct State {
+    /// `None`: no inotify; watched accounts are polled.
+    backend: Option<RecommendedWatcher>,
+    accounts: HashMap<Key, Watched>,
+    warned_limit: bool,
+}
+
+impl State {
+    /// Make the watched directories of `key` those its Maildir has now.
+    fn resync(&mut self, inbox: &Inbox, key: Key) {
+        if self.backend.is_none() {
+            return;
+        }
+        let Some(w) = self.accounts.get_mut(&key) else {
+            return;
+        };
+        let (wanted, listed) = wanted_dirs(&w.maildir);
+        let old = std::mem::take(&mut w.dirs);
+        let wanted_paths: HashSet<&PathBuf> = wanted.iter().map(|(p, _)| p).collect();
+        // Stale ones first: a folder renamed by another program keeps its
+        // inotify watch (the inode), and notify knows it by the old path;
+        // removing that after adding the new path would drop both.
+        for p in old.iter().filter(|p| !wanted_paths.contains(p)) {
+            self.release_dir(inbox, key, p);
+        }
+        let old: HashSet<PathBuf> = old.into_iter().collect();
+        let mut dirs = Vec::with_capacity(wanted.len());
+        let mut complete = listed;
+        for (p, kind) in wanted {
+            if old.contains(&p) {
+                dirs.push(p);
+                continue;
+            }
+            match self.add_dir(inbox, key, &p, kind) {
+                Ok(()) => dirs.push(p),
+                // Gone meanwhile: its parent's event brings a resync.
+                Err(e) if matches!(e.kind, notify::ErrorKind::PathNotFound) => {}
+                Err(e) => {
+                    complete = false;
+                    if matches!(e.kind, notify::ErrorKind::MaxFilesWatch) && !self.warned_limit {
+                        self.warned_limit = true;
+                        tracing::warn!(dir = %p.display(), "inotify watch limit reached (fs.inotify.max_user_watches); such mailboxes are polled every {}s", POLL_INTERVAL.as_secs());
+                    } else {
+                        tracing::debug!(dir = %p.display(), error = %e, "cannot watch a Maildir directory; it is polled");
+                    }
+                }
+            }
+        }
+        if let Some(w) = self.accounts.get_mut(&key) {
+            w.dirs = dirs;
+            w.incomplete = !complete;
+        }
+    }
+
+    fn add_dir(
+        &mut self,
+        inbox: &Inbox,
+        key: Key,
+        path: &Path,
+        kind: DirKind,
+    ) -> notify::Result<()> {
+        {
+            let mut routes = lock(&inbox.routes);
+            if let Some(r) = routes.get_mut(path) {
+                if !r.accounts.contains(&key) {
+                    r.accounts.push(key);
+                }
+                return Ok(());
+            }
+        }
+        if let Some(b) = self.backend.as_mut() {
+            b.watch(path, RecursiveMode::NonRecursive)?;
+        }
+        lock(&inbox.routes).insert(
+            path.to_path_buf(),
+            Route {
+                kind,
+                accounts: vec![key],
+            },
+        );
+        Ok(())
+    }
+
+    fn release_dir(&mut self, inbox: &Inbox, key: Key, path: &Path) {
+        let unwatch = {
+            let mut routes = lock(&inbox.routes);
+            match routes.get_mut(path) {
+                Some(r) => {
+                    r.accounts.retain(|k| *k != key);
+                    let last = r.accounts.is_empty();
+                    if last {
+                        routes.remove(path);
+                    }
+                    last
+                }
+                None => false,
+            }
+        };
+        if unwatch && let Some(b) = self.backend.as_mut() {
+            // notify already forgot directories that were deleted or moved.
+            let _ = b.unwatch(path);
+        }
+    }
+
+    /// One guard fewer; the last one unwatches.
+    fn release(&mut self, inbox: &Inbox, key: Key) {
+        let Some(w) = self.accounts.get_mut(&key) else {
+            return;
+        };
+        w.guards = w.guards.saturating_sub(1);
+        if w.guards > 0 {
+            return;
+        }
+        if let Some(w) = self.accounts.remove(&key) {
+            for p in &w.dirs {
+                self.release_dir(inbox, key, p);
+            }
+        }
+    }
+}
+
+struct Shared {
+    inbox: Arc<Inbox>,
+    state: Mutex<State>,
+}
+
+/// The server's one Maildir watcher (see the module documentation).
+/// Obtained from [`Store::watcher`](crate::Store::watcher).
+pub struct MaildirWatcher {
+    shared: Arc<Shared>,
+}
+
+impl std::fmt::Debug for MaildirWatcher {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MaildirWatcher")
+            .field("scans", &self.scans())
+            .finish()
+    }
+}
+
+/// Keeps an account watched; the last one dropped stops that. Dropping does
+/// not block (the unwatch happens on the watcher's thread).
+#[must_use = "the account is watched only while the guard lives"]
+pub struct WatchGuard {
+    inbox: Arc<Inbox>,
+    key: Key,
+}
+
+impl std::fmt::Debug for WatchGuard {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WatchGuard").finish_non_exhaustive()
+    }
+}
+
+impl Drop for WatchGuard {
+    fn drop(&mut self) {
+        let mut p = lock(&self.inbox.pending);
+        p.released.push(self.key);
+        drop(p);
+        self.inbox.wake.notify_one();
+    }
+}
+
+impl MaildirWatcher {
+    /// Start the watcher and its thread, on inotify if it can be had, else
+    /// polling every [`POLL_INTERVAL`].
+    pub(crate) fn start() -> MaildirWatcher {
+        let inbox = Arc::new(Inbox::default());
+        let handler_inbox = inbox.clone();
+        let backend = match notify::recommended_watcher(move |res| handler_inbox.on_event(res)) {
+            Ok(w) => Some(w),
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot watch Maildirs (inotify); changes made by other programs are picked up by polling every {}s instead", POLL_INTERVAL.as_secs());
+                None
+            }
+        };
+        Self::with_backend(inbox, backend, POLL_INTERVAL)
+    }
+
+    /// A watcher that only polls, every `every` (tests of the fallback).
+    #[cfg(test)]
+    pub(crate) fn polling(every: Duration) -> MaildirWatcher {
+        Self::with_backend(Arc::new(Inbox::default()), None, every)
+    }
+
+    fn with_backend(
+        inbox: Arc<Inbox>,
+        backend: Option<RecommendedWatcher>,
+        poll_every: Duration,
+    ) -> MaildirWatcher {
+        let shared = Arc::new(Shared {
+            inbox,
+            state: Mutex::new(State {
+                backend,
+                accounts: HashMap::new(),
+                warned_limit: false,
+            }),
+        });
+        let worker = shared.clone();
+        let spawned = std::thread::Builder::new()
+            .name("cove-watch".into())
+            .spawn(move || run(&worker, poll_every));
+        if let Err(e) = spawned {
+            tracing::error!(error = %e, "cannot start the Maildir watcher thread; changes made by other programs are noticed only when a mailbox is opened");
+        }
+        MaildirWatcher { shared }
+    }
+
+    /// Watch an account's Maildir until the guard (and every other guard
+    /// for it) is dropped: changes other programs make there are scanned
+    /// within about [`MAX_DELAY`] and go out on the account's change feed.
+    /// Also schedules one scan now. Blocking (lists `Maildir/`, adds inotify
+    /// watches); never fails — what cannot be watched is polled.
+    pub fn watch(&self, account: &Arc<Account>) -> WatchGuard {
+        let key = key_of(account);
+        let inbox = &self.shared.inbox;
+        let mut st = lock(&self.shared.state);
+        let first = match st.accounts.entry(key) {
+            Entry::Occupied(mut e) => {
+                e.get_mut().guards += 1;
+                false
+            }
+            Entry::Vacant(e) => {
+                e.insert(Watched {
+                    account: account.clone(),
+                    guards: 1,
+                    maildir: account.home().join("Maildir"),
+                    dirs: Vec::new(),
+                    incomplete: false,
+                });
+                true
+            }
+        };
+        if first {
+            st.resync(inbox, key);
+        }
+        drop(st);
+        if first {
+            inbox.mark(&[(key, false)], false);
+        }
+        WatchGuard {
+            inbox: inbox.clone(),
+            key,
+        }
+    }
+
+    /// How many scans the watcher has started (metrics, tests).
+    pub fn scans(&self) -> u64 {
+        self.shared.inbox.scans.load(Ordering::Relaxed)
+    }
+
+    /// How many accounts are watched.
+    pub fn watched_accounts(&self) -> usize {
+        lock(&self.shared.state).accounts.len()
+    }
+
+    /// How many directories inotify watches.
+    pub fn watched_dirs(&self) -> usize {
+        lock(&self.shared.inbox.routes).len()
+    }
+
+    /// Whether inotify is in use (else watched accounts are polled).
+    pub fn uses_inotify(&self) -> bool {
+        lock(&self.shared.state).backend.is_some()
+    }
+}
+
+impl Drop for MaildirWatcher {
+    fn drop(&mut self) {
+        let mut p = lock(&self.shared.inbox.pending);
+        p.stop = true;
+        drop(p);
+        self.shared.inbox.wake.notify_one();
+    }
+}
+
+/// The watcher's thread: wait for hints, let them settle, scan.
+fn run(shared: &Shared, poll_every: Duration) {
+    let inbox = &shared.inbox;
+    let mut next_poll = Instant::now() + poll_every;
+    loop {
+        // Wait until something is due, then take it.
+        let (released, rescan_all, ready) = {
+            let mut p = lock(&inbox.pending);
+            loop {
+                if p.stop {
+                    drop(p);
+                    // Dropping the notify watcher stops its thread.
+                    let backend = lock(&shared.state).backend.take();
+                    drop(backend);
+                    return;
+                }
+                let now = Instant::now();
+                let due = p
+                    .dirty
+                    .values()
+                    .map(Dirty::due)
+                    .min()
+                    .map_or(next_poll, |d| d.min(next_poll));
+                if p.rescan_all || !p.released.is_empty() || due <= now {
+                    break;
+                }
+                p = inbox
+                    .wake
+                    .wait_timeout(p, due - now)
+                    .map(|(g, _)| g)
+                    .unwrap_or_else(|e| e.into_inner().0);
+            }
+            let now = Instant::now();
+            let ready: Vec<(Key, bool)> = p
+                .dirty
+                .iter()
+                .filter(|(_, d)| d.due() <= now)
+                .map(|(k, d)| (*k, d.resync))
+                .collect();
+            for (k, _) in &ready {
+                p.dirty.remove(k);
+            }
+            (
+                std::mem::take(&mut p.released),
+                std::mem::take(&mut p.rescan_all),
+                ready,
+            )
+        };
+
+        let mut work: HashMap<Key, bool> = ready.into_iter().collect();
+        {
+            let mut st = lock(&shared.state);
+            for key in released {
+                st.release(inbox, key);
+            }
+            let now = Instant::now();
+            let poll = now >= next_poll;
+            if poll {
+                next_poll = now + poll_every;
+            }
+            let polling = st.backend.is_none();
+            for (key, w) in &st.accounts {
+                if rescan_all || (poll && (polling || w.incomplete)) {
+                    *work.entry(*key).or_default() |= !polling;
+                }
+            }
+            // Released accounts are not scanned any more.
+            work.retain(|k, _| st.accounts.contains_key(k));
+        }
+        if rescan_all {
+            // Hints that came meanwhile are covered by this round.
+            let mut p = lock(&inbox.pending);
+            p.dirty.retain(|k, _| !work.contains_key(k));
+        }
+
+        for (key, resync) in work {
+            let account = {
+                let mut st = lock(&shared.state);
+                if resync {
+                    st.resync(inbox, key);
+                }
+                match st.accounts.get(&key) {
+                    Some(w) => w.account.clone(),
+                    None => continue,
+                }
+            };
+            inbox.scans.fetch_add(1, Ordering::Relaxed);
+            match account.scan() {
+                Ok(report) if !report.is_empty() => {
+                    tracing::debug!(user = %account.email(), ?report, "Maildir changed outside cove");
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    tracing::warn!(user = %account.email(), error = %e, "scan after a Maildir change failed");
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{Address, Change, ChangeKind, Store, StoreOptions, User};
+    use std::fs;
+    use tokio::sync::broadcast;
+
+    struct Fx {
+        _dir: tempfile::TempDir,
+        store: Store,
+        user: User,
+        acct: Arc<Account>,
+    }
+
+    impl Fx {
+        fn new() -> Fx {
+            let dir = tempfile::tempdir().unwrap();
+            let store = Store::open(
+                dir.path(),
+                StoreOptions {
+                    hostname: "test".into(),
+                    env: crate::Env::default(),
+                    durability: crate::Durability::Batched,
+                },
+            )
+            .unwrap();
+            let user = store
+                .add_user(&Address::parse("a@x.org").unwrap(), None, 0)
+                .unwrap();
+            let acct = store.account(&user).unwrap();
+            Fx {
+                _dir: dir,
+                store,
+                user,
+                acct,
+            }
+        }
+
+        fn maildir(&self) -> PathBuf {
+            self.store.home_of(&self.user.address).join("Maildir")
+        }
+
+        /// Deliver a file the way another MDA does: write in tmp/, rename
+        /// into new/.
+        fn drop_in(&self, folder: &Path, name: &str, body: &str) -> PathBuf {
+            let tmp = folder.join("tmp").join(name);
+            fs::write(&tmp, body).unwrap();
+            let dst = folder.join("new").join(name);
+            fs::rename(&tmp, &dst).unwrap();
+            dst
+        }
+    }
+
+    /// The changes on the feed within `within`, stopping early once `enough`
+    /// of them arrived.
+    fn collect(
+        feed: &mut broadcast::Receiver<Change>,
+        within: Duration,
+        enough: usize,
+    ) -> Vec<Change> {
+        let end = Instant::now() + within;
+        let mut out = Vec::new();
+        while Instant::now() < end && out.len() < enough {
+            match feed.try_recv() {
+                Ok(c) => out.push(c),
+                Err(broadcast::error::TryRecvError::Empty) => {
+                    std::thread::sleep(Duration::from_millis(5))
+                }
+                Err(e) => panic!("feed: {e:?}"),
+            }
+        }
+        out
+    }
+
+    /// Wait until no scan has started for a while; returns the count.
+    fn settle(w: &MaildirWatcher) -> u64 {
+        let mut last = w.scans();
+        loop {
+            std::thread::sleep(MAX_DELAY + QUIET * 2);
+            let now = w.scans();
+            if now == last {
+                return now;
+            }
+            last = now;
+        }
+    }
+
+    #[test]
+    fn foreign_add_rename_remove_reach_the_feed_within_a_second() {
+        let fx = Fx::new();
+        let w = MaildirWatcher::start();
+        assert!(w.uses_inotify());
+        let _g = w.watch(&fx.acct);
+        settle(&w);
+        let mut feed = fx.acct.subscribe();
+        let inbox = fx.acct.mailbox("INBOX").unwrap().guid;
+
+        let t = Instant::now();
+        let path = fx.drop_in(&fx.maildir(), "1700000000.M1P1.mutt,S=5", "hello");
+        let got = collect(&mut feed, Duration::from_secs(1), 1);
+        assert!(
+            matches!(got.as_slice(), [Change { mailbox, kind: ChangeKind::MessageAdded { uid: 1, .. }, .. }] if *mailbox == inbox),
+            "{got:?}"
+        );
+        eprintln!("add noticed after {:?}", t.elapsed());
+
+        let seen = fx
+            .maildir()
+            .join("cur")
+            .join("1700000000.M1P1.mutt,S=5:2,S");
+        fs::rename(&path, &seen).unwrap();
+        let got = collect(&mut feed, Duration::from_secs(1), 1);
+        assert!(
+            matches!(got.as_slice(), [Change { kind: ChangeKind::FlagsChanged { uid: 1, flags, .. }, .. }] if *flags == crate::Flags::SEEN),
+            "{got:?}"
+        );
+
+        fs::remove_file(&seen).unwrap();
+        let got = collect(&mut feed, Duration::from_secs(1), 1);
+        assert!(
+            matches!(
+                got.as_slice(),
+                [Change {
+                    kind: ChangeKind::Expunged { uid: 1, .. },
+                    ..
+                }]
+            ),
+            "{got:?}"
+        );
+    }
+
+    #[test]
+    fn own_writes_cost_one_quiet_scan_and_do_not_loop() {
+        let fx = Fx::new();
+        let w = MaildirWatcher::start();
+        let _g = w.watch(&fx.acct);
+        let before = settle(&w);
+        let mut feed = fx.acct.subscribe();
+        let blob = fx.store.blobs().put(b"Subject: x\r\n\r\nx").unwrap();
+        let d = fx
+            .acct
+            .deliver("INBOX", &blob, &crate::NewMessage::default())
+            .unwrap();
+        fx.acct
+            .set_flags(&d.mailbox, d.uid, crate::Flags::SEEN, &[])
+            .unwrap();
+        let after = settle(&w);
+        assert!(
+            (1..=3).contains(&(after - before)),
+            "{} scans after own writes",
+            after - before
+        );
+        // Only the two changes cove made itself: the scans found nothing.
+        let got = collect(&mut feed, Duration::from_millis(100), usize::MAX);
+        assert_eq!(got.len(), 2, "{got:?}");
+        // And a foreign file that the scan dedups (a link into blobs/, a
+        // rename over it) settles too.
+        fx.drop_in(&fx.maildir(), "1700000001.M2P2.mutt,S=1", "x");
+        let before = settle(&w);
+        std::thread::sleep(Duration::from_millis(500));
+        assert_eq!(w.scans(), before);
+        // A scan that finds nothing does not flush.
+        let sync = fx.store.blobs().group_sync().clone();
+        let flushes = sync.flushes();
+        assert!(fx.acct.scan().unwrap().is_empty());
+        assert_eq!(sync.flushes(), flushes);
+    }
+
+    #[test]
+    fn folders_created_by_another_program_are_watched() {
+        let fx = Fx::new();
+        let w = MaildirWatcher::start();
+        let _g = w.watch(&fx.acct);
+        settle(&w);
+        let mut feed = fx.acct.subscribe();
+        let folder = fx.maildir().join(".Lists");
+        fs::create_dir(&folder).unwrap();
+        for sub in ["tmp", "new", "cur"] {
+            std::thread::sleep(Duration::from_millis(30));
+            fs::create_dir(folder.join(sub)).unwrap();
+        }
+        let got = collect(&mut feed, Duration::from_secs(2), 1);
+        assert!(
+            matches!(got.as_slice(), [Change { kind: ChangeKind::MailboxCreated { name }, .. }] if name == "Lists"),
+            "{got:?}"
+        );
+        settle(&w);
+        let lists = fx.acct.mailbox("Lists").unwrap().guid;
+        fx.drop_in(&folder, "1700000002.M3P3.mutt,S=2", "hi");
+        let got = collect(&mut feed, Duration::from_secs(1), 1);
+        assert!(
+            matches!(got.as_slice(), [Change { mailbox, kind: ChangeKind::MessageAdded { .. }, .. }] if *mailbox == lists),
+            "{got:?}"
+        );
+        // Removed by another program: its watches go too.
+        let dirs = w.watched_dirs();
+        fs::remove_dir_all(&folder).unwrap();
+        let got = collect(&mut feed, Duration::from_secs(1), 2);
+        assert!(
+            got.iter()
+                .any(|c| matches!(&c.kind, ChangeKind::MailboxDeleted { name } if name == "Lists")),
+            "{got:?}"
+        );
+        settle(&w);
+        assert_eq!(w.watched_dirs(), dirs - 3);
+    }
+
+    #[test]
+    fn dropping_the_last_guard_unwatches() {
+        let fx = Fx::new();
+        let w = MaildirWatcher::start();
+        let g1 = w.watch(&fx.acct);
+        let g2 = w.watch(&fx.acct);
+        assert_eq!(w.watched_accounts(), 1);
+        // INBOX and 5 default folders, 3 directories each.
+        assert_eq!(w.watched_dirs(), 18);
+        drop(g1);
+        settle(&w);
+        assert_eq!(w.watched_accounts(), 1);
+        drop(g2);
+        let before = settle(&w);
+        assert_eq!(w.watched_accounts(), 0);
+        assert_eq!(w.watched_dirs(), 0);
+        let mut feed = fx.acct.subscribe();
+        fx.drop_in(&fx.maildir(), "1700000003.M4P4.mutt,S=2", "hi");
+        std::thread::sleep(Duration::from_millis(600));
+        assert_eq!(w.scans(), before);
+        assert!(collect(&mut feed, Duration::from_millis(10), 1).is_empty());
+    }
+
+    #[test]
+    fn a_burst_of_files_is_a_few_scans() {
+        let fx = Fx::new();
+        let w = MaildirWatcher::start();
+        let _g = w.watch(&fx.acct);
+        let before = settle(&w);
+        let mut feed = fx.acct.subscribe();
+        for i in 0..500 {
+            fx.drop_in(
+                &fx.maildir(),
+                &format!("1700000100.M{i}P9.mutt,S=4"),
+                &format!("m{i:03}"),
+            );
+        }
+        let got = collect(&mut feed, Duration::from_secs(10), 500);
+        assert_eq!(got.len(), 500);
+        assert!(
+            got.iter()
+                .all(|c| matches!(c.kind, ChangeKind::MessageAdded { .. }))
+        );
+        let scans = settle(&w) - before;
+        eprintln!("500 files: {scans} scans");
+        assert!(scans <= 12, "{scans} scans for 500 files");
+    }
+
+    #[test]
+    fn polling_fallback_scans_watched_accounts() {
+        let fx = Fx::new();
+        let w = MaildirWatcher::polling(Duration::from_millis(300));
+        assert!(!w.uses_inotify());
+        let g = w.watch(&fx.acct);
+        assert_eq!(w.watched_dirs(), 0);
+        let mut feed = fx.acct.subscribe();
+        fx.drop_in(&fx.maildir(), "1700000004.M5P5.mutt,S=2", "hi");
+        let got = collect(&mut feed, Duration::from_secs(2), 1);
+        assert!(
+            matches!(
+                got.as_slice(),
+                [Change {
+                    kind: ChangeKind::MessageAdded { .. },
+                    ..
+                }]
+            ),
+            "{got:?}"
+        );
+        drop(g);
+        std::thread::sleep(Duration::from_millis(100));
+        let before = w.scans();
+        std::thread::sleep(Duration::from_millis(700));
+        assert_eq!(w.scans(), before);
+    }
+
+    #[test]
+    fn overflow_rescans_every_watched_account() {
+        let fx = Fx::new();
+        let w = MaildirWatcher::start();
+        let _g = w.watch(&fx.acct);
+        let before = settle(&w);
+        w.shared.inbox.on_event(Ok(
+            notify::Event::new(EventKind::Other).set_flag(notify::event::Flag::Rescan)
+        ));
+        let after = settle(&w);
+        assert_eq!(after - before, 1);
+    }
+
+    #[test]
+    fn routing_ignores_noise() {
+        let mut routes = HashMap::new();
+        routes.insert(
+            PathBuf::from("/m/Maildir"),
+            Route {
+                kind: DirKind::Root,
+                accounts: vec![1],
+            },
+        );
+        routes.insert(
+            PathBuf::from("/m/Maildir/new"),
+            Route {
+                kind: DirKind::Messages,
+                accounts: vec![1],
+            },
+        );
+        let r = |p: &str| route(&routes, Path::new(p)).map(|(k, resync)| (k.to_vec(), resync));
+        assert_eq!(r("/m/Maildir/new/123.x"), Some((vec![1], false)));
+        assert_eq!(r("/m/Maildir/new/.cove-dedup.1"), None);
+        assert_eq!(r("/m/Maildir/tmp"), None);
+        assert_eq!(r("/m/Maildir/cove-mailbox"), None);
+        assert_eq!(r("/m/Maildir/.cove-x"), None);
+        assert_eq!(r("/m/Maildir/.Sent"), Some((vec![1], true)));
+        assert_eq!(r("/m/Maildir/new"), Some((vec![1], true)));
+        assert_eq!(r("/m/index.sqlite-wal"), None);
+        assert!(!may_change_mail(&EventKind::Access(AccessKind::Open(
+            AccessMode::Any
+        ))));
+        assert!(!may_change_mail(&EventKind::Modify(ModifyKind::Metadata(
+            notify::event::MetadataKind::Any
+        ))));
+        assert!(may_change_mail(&EventKind::Modify(ModifyKind::Name(
+            notify::event::RenameMode::To
+        ))));
+    }
+}
