@@ -882,3 +882,413 @@ pub fn tls_connect(
     }
     Ok(tls)
 }
+
+// ---------------------------------------------------------------------------
+// IMAP
+
+/// An `[imap]` section for [`TestServer::start`]: plain and implicit-TLS
+/// listeners on port 0 and a short delay after a failed login. Append more
+/// `[imap]` keys after it.
+pub const IMAP_CONFIG: &str = "[imap]\nlisten = [\"127.0.0.1:0\"]\ntls_listen = [\"127.0.0.1:0\"]\nauth_failure_delay_ms = 10\n";
+
+impl TestServer {
+    /// Add a user who can log in, with `cove user add --password-stdin`.
+    pub fn add_user_with_password(&self, email: &str, password: &str) {
+        let out = self.cli_stdin(
+            &["user", "add", email, "--password-stdin"],
+            Some(format!("{password}\n").as_bytes()),
+        );
+        assert!(
+            out.status.success(),
+            "user add {email}: {}{}",
+            text(&out.stdout),
+            text(&out.stderr)
+        );
+    }
+
+    /// Connect to the plain IMAP listener and read the greeting.
+    pub fn imap(&self) -> Imap<TcpStream> {
+        Imap::connect(self.addr_of("imap"))
+    }
+
+    /// Connect to the plain IMAP listener and log in.
+    pub fn imap_login(&self, user: &str, password: &str) -> Imap<TcpStream> {
+        let mut c = self.imap();
+        c.login(user, password);
+        c
+    }
+
+    /// Connect to the implicit-TLS listener (trusting the server's own
+    /// certificate, as `localhost`) and read the greeting.
+    pub fn imaps(&self) -> Imap<TlsStream> {
+        let config = tls_config_trusting(&self.data_dir().join("tls/cert.pem"));
+        let tcp = tcp_connect(self.addr_of("imaps"));
+        let tls = tls_connect(tcp, config, "localhost").expect("imaps TLS handshake");
+        Imap::greeted(tls)
+    }
+
+    /// Deliver `body` to `rcpt` over LMTP, asserting it was accepted.
+    pub fn deliver_to(&self, rcpt: &str, body: &str) {
+        let mut lmtp = self.lmtp_ready();
+        let d = lmtp.deliver("sender@example.org", &[rcpt], body);
+        assert!(
+            d.results.len() == 1 && d.results[0].is("250"),
+            "delivery to {rcpt}: {d:?}"
+        );
+    }
+}
+
+/// A TCP connection with the harness's timeouts.
+pub fn tcp_connect(addr: SocketAddr) -> TcpStream {
+    let tcp = TcpStream::connect_timeout(&addr, Duration::from_secs(10))
+        .unwrap_or_else(|e| panic!("connect to {addr}: {e}"));
+    tcp.set_read_timeout(Some(READ_TIMEOUT)).unwrap();
+    tcp.set_write_timeout(Some(READ_TIMEOUT)).unwrap();
+    tcp.set_nodelay(true).unwrap();
+    tcp
+}
+
+/// A blocking IMAP client for transcript tests. A response is one string:
+/// its line without CRLF, with each literal `{n}` kept inline as
+/// `{n}\r\n<n bytes>` followed by the rest of the line, so that a FETCH
+/// with bodies compares as one exact string.
+pub struct Imap<S: Read + Write> {
+    client: Client<S>,
+    /// The greeting, when one was read.
+    pub greeting: String,
+}
+
+impl Imap<TcpStream> {
+    /// Connect and read the greeting.
+    pub fn connect(addr: SocketAddr) -> Imap<TcpStream> {
+        Imap::greeted(tcp_connect(addr))
+    }
+
+    /// The client's own address (the server logs it as `peer=`).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.client.stream.get_ref().local_addr().unwrap()
+    }
+
+    /// Read one response if one begins within `wait` (for announcements
+    /// that arrive on their own, e.g. during IDLE); `None` if nothing came.
+    /// The rest of a response that has begun is read with the usual timeout.
+    pub fn read_response_within(&mut self, wait: Duration) -> Option<String> {
+        if self.client.stream.buffer().is_empty() {
+            self.client
+                .stream
+                .get_ref()
+                .set_read_timeout(Some(wait))
+                .unwrap();
+            let got = self.client.stream.fill_buf().map(|b| b.len());
+            self.client
+                .stream
+                .get_ref()
+                .set_read_timeout(Some(READ_TIMEOUT))
+                .unwrap();
+            match got {
+                Ok(0) => panic!("connection closed while waiting for a response"),
+                Ok(_) => {}
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                    ) =>
+                {
+                    return None;
+                }
+                Err(e) => panic!("waiting for a response: {e}"),
+            }
+        }
+        Some(self.read_response())
+    }
+}
+
+impl<S: Read + Write> Imap<S> {
+    /// A client on a stream whose greeting (if any) was already dealt with
+    /// (after STARTTLS there is none, RFC 3501 §6.2.1).
+    pub fn new(stream: S) -> Imap<S> {
+        Imap {
+            client: Client::new(stream),
+            greeting: String::new(),
+        }
+    }
+
+    /// A client on a fresh connection: reads the greeting, which must be
+    /// `* OK` (RFC 3501 §7.1.1).
+    pub fn greeted(stream: S) -> Imap<S> {
+        let mut c = Imap::new(stream);
+        c.greeting = c.read_response();
+        assert!(
+            c.greeting.starts_with("* OK "),
+            "greeting: {:?}",
+            c.greeting
+        );
+        c
+    }
+
+    /// The stream, once nothing is left unread (STARTTLS).
+    pub fn into_inner(self) -> S {
+        self.client.into_inner()
+    }
+
+    /// Write raw bytes.
+    pub fn send_raw(&mut self, bytes: &[u8]) {
+        self.client
+            .send_raw(bytes)
+            .unwrap_or_else(|e| panic!("send {:?}: {e}", String::from_utf8_lossy(bytes)));
+    }
+
+    /// Write one line (CRLF added).
+    pub fn send(&mut self, line: &str) {
+        self.client.send_line(line);
+    }
+
+    /// Read one response (see the type's notes); `Ok(None)` at end of
+    /// stream before anything was read.
+    pub fn try_read_response(&mut self) -> io::Result<Option<String>> {
+        let mut out: Vec<u8> = Vec::new();
+        loop {
+            let mut line = Vec::new();
+            let n = self.client.stream.read_until(b'\n', &mut line)?;
+            if n == 0 {
+                if out.is_empty() {
+                    return Ok(None);
+                }
+                return Err(io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    format!(
+                        "connection closed inside a response: {:?}",
+                        String::from_utf8_lossy(&out)
+                    ),
+                ));
+            }
+            if line.ends_with(b"\r\n") {
+                line.truncate(line.len() - 2);
+            } else if line.ends_with(b"\n") {
+                line.truncate(line.len() - 1);
+            }
+            out.extend_from_slice(&line);
+            match literal_length(&line) {
+                Some(len) => {
+                    let mut bytes = vec![0u8; len];
+                    self.client.stream.read_exact(&mut bytes)?;
+                    out.extend_from_slice(b"\r\n");
+                    out.extend_from_slice(&bytes);
+                }
+                None => return Ok(Some(String::from_utf8_lossy(&out).into_owned())),
+            }
+        }
+    }
+
+    /// Read one response; panics if none comes.
+    #[track_caller]
+    pub fn read_response(&mut self) -> String {
+        match self.try_read_response() {
+            Ok(Some(r)) => r,
+            Ok(None) => panic!("connection closed, a response was expected"),
+            Err(e) => panic!("reading a response: {e}"),
+        }
+    }
+
+    /// Read responses up to and including the one tagged `tag`.
+    #[track_caller]
+    pub fn read_until_tagged(&mut self, tag: &str) -> Vec<String> {
+        let prefix = format!("{tag} ");
+        let mut lines = Vec::new();
+        loop {
+            match self.try_read_response() {
+                Ok(Some(r)) => {
+                    let done = r.starts_with(&prefix);
+                    lines.push(r);
+                    if done {
+                        return lines;
+                    }
+                }
+                Ok(None) => panic!("connection closed before {tag}'s completion; got {lines:?}"),
+                Err(e) => panic!("reading {tag}'s responses: {e}; got {lines:?}"),
+            }
+        }
+    }
+
+    /// Send a command line (its first word is the tag) and read every
+    /// response up to its tagged completion, which is the last element.
+    #[track_caller]
+    pub fn cmd(&mut self, line: &str) -> Vec<String> {
+        let tag = line.split(' ').next().unwrap_or("").to_string();
+        self.send(line);
+        self.read_until_tagged(&tag)
+    }
+
+    /// Send a command and assert its tagged completion starts with
+    /// `TAG OK`; returns all its responses.
+    #[track_caller]
+    pub fn cmd_ok(&mut self, line: &str) -> Vec<String> {
+        let tag = line.split(' ').next().unwrap_or("").to_string();
+        let r = self.cmd(line);
+        assert!(
+            r.last()
+                .is_some_and(|l| l.starts_with(&format!("{tag} OK"))),
+            "{line:?} failed: {r:?}"
+        );
+        r
+    }
+
+    /// LOGIN with quoted strings, asserting success.
+    #[track_caller]
+    pub fn login(&mut self, user: &str, password: &str) {
+        self.cmd_ok(&format!("L1 LOGIN {} {}", quoted(user), quoted(password)));
+    }
+
+    /// APPEND with a LITERAL+ literal (RFC 7888); `flags_and_date` is what
+    /// goes between the mailbox and the literal (e.g. `(\Seen) "01-Jan-2020
+    /// 00:00:00 +0000"`, or empty). Returns all the responses.
+    #[track_caller]
+    pub fn append(
+        &mut self,
+        tag: &str,
+        mailbox: &str,
+        flags_and_date: &str,
+        message: &[u8],
+    ) -> Vec<String> {
+        let sp = if flags_and_date.is_empty() { "" } else { " " };
+        let mut bytes = format!(
+            "{tag} APPEND {mailbox}{sp}{flags_and_date} {{{}+}}\r\n",
+            message.len()
+        )
+        .into_bytes();
+        bytes.extend_from_slice(message);
+        bytes.extend_from_slice(b"\r\n");
+        self.send_raw(&bytes);
+        self.read_until_tagged(tag)
+    }
+
+    /// Whether the server closes the connection now: end of stream (or a
+    /// reset) within the read timeout, with nothing else sent first. A
+    /// timeout is not a close.
+    pub fn closed(&mut self) -> bool {
+        match self.try_read_response() {
+            Ok(None) => true,
+            Ok(Some(r)) => panic!("expected the connection to close, got {r:?}"),
+            Err(e) => matches!(
+                e.kind(),
+                io::ErrorKind::ConnectionReset
+                    | io::ErrorKind::ConnectionAborted
+                    | io::ErrorKind::BrokenPipe
+                    | io::ErrorKind::UnexpectedEof
+            ),
+        }
+    }
+}
+
+/// The length of the literal a response line ends with (`{n}`), if any.
+fn literal_length(line: &[u8]) -> Option<usize> {
+    let body = line.strip_suffix(b"}")?;
+    let open = body.iter().rposition(|b| *b == b'{')?;
+    let digits = &body[open + 1..];
+    if digits.is_empty() || !digits.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    std::str::from_utf8(digits).ok()?.parse().ok()
+}
+
+/// An IMAP quoted string.
+pub fn quoted(s: &str) -> String {
+    format!("\"{}\"", s.replace('\\', "\\\\").replace('"', "\\\""))
+}
+
+/// Whether `line` matches `pattern`, where `{num}` stands for one or more
+/// ASCII digits and `{any}` for any run of characters (possibly empty);
+/// everything else is literal. (IMAP literals are `{digits}`, so these two
+/// never clash with them.)
+pub fn line_matches(pattern: &str, line: &str) -> bool {
+    fn go(p: &[u8], l: &[u8]) -> bool {
+        if let Some(rest) = p.strip_prefix(b"{num}") {
+            let digits = l.iter().take_while(|b| b.is_ascii_digit()).count();
+            return (1..=digits).any(|n| go(rest, &l[n..]));
+        }
+        if let Some(rest) = p.strip_prefix(b"{any}") {
+            return (0..=l.len()).any(|n| go(rest, &l[n..]));
+        }
+        match (p.split_first(), l.split_first()) {
+            (None, None) => true,
+            (Some((a, pr)), Some((b, lr))) => a == b && go(pr, lr),
+            _ => false,
+        }
+    }
+    go(pattern.as_bytes(), line.as_bytes())
+}
+
+/// Assert responses equal the expected lines, in order; an expected line
+/// may use the `{num}` and `{any}` patterns of [`line_matches`].
+#[track_caller]
+pub fn assert_lines<T: AsRef<str>>(got: &[T], want: &[&str]) {
+    let got: Vec<&str> = got.iter().map(AsRef::as_ref).collect();
+    let ok = got.len() == want.len() && got.iter().zip(want).all(|(g, w)| line_matches(w, g));
+    assert!(
+        ok,
+        "responses differ\n--- expected ---\n{}\n--- got ---\n{}\n",
+        want.join("\n"),
+        got.join("\n")
+    );
+}
+
+/// [`assert_lines`] for responses whose order the RFC leaves open (LIST,
+/// LSUB): the untagged lines in any order, then the tagged line last.
+#[track_caller]
+pub fn assert_lines_unordered<T: AsRef<str>>(got: &[T], want: &[&str]) {
+    let got: Vec<&str> = got.iter().map(AsRef::as_ref).collect();
+    let mut remaining: Vec<&str> = got.clone();
+    let ok = got.len() == want.len()
+        && got
+            .last()
+            .zip(want.last())
+            .is_some_and(|(g, w)| line_matches(w, g))
+        && want[..want.len() - 1].iter().all(|w| {
+            match remaining[..remaining.len() - 1]
+                .iter()
+                .position(|g| line_matches(w, g))
+            {
+                Some(i) => {
+                    remaining.remove(i);
+                    true
+                }
+                None => false,
+            }
+        });
+    assert!(
+        ok,
+        "responses differ (untagged in any order)\n--- expected ---\n{}\n--- got ---\n{}\n",
+        want.join("\n"),
+        got.join("\n")
+    );
+}
+
+/// The value after `[CODE ` in a response, e.g. `code_value(line,
+/// "UIDVALIDITY")` -> `"1700000000"`.
+pub fn code_value(line: &str, code: &str) -> Option<String> {
+    let at = line.find(&format!("[{code} "))? + code.len() + 2;
+    let end = line[at..].find(']')? + at;
+    Some(line[at..end].to_string())
+}
+
+/// Standard base64 (RFC 4648 §4), for AUTHENTICATE.
+pub fn base64(bytes: &[u8]) -> String {
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::new();
+    for chunk in bytes.chunks(3) {
+        let b = [
+            chunk[0],
+            chunk.get(1).copied().unwrap_or(0),
+            chunk.get(2).copied().unwrap_or(0),
+        ];
+        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
+        for i in 0..4 {
+            if i <= chunk.len() {
+                out.push(ALPHABET[((n >> (18 - 6 * i)) & 63) as usize] as char);
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
+}

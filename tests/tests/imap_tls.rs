@@ -1,0 +1,125 @@
+//! IMAP over TLS: STARTTLS (RFC 3501 §6.2.1, RFC 2595) and implicit TLS on
+//! the imaps port (RFC 8314), with the self-signed certificate cove makes
+//! on first start (trusted here as "localhost").
+
+use cove_tests::{
+    IMAP_CONFIG, Imap, TestServer, assert_lines, code_value, line_matches, tls_config_trusting,
+    tls_connect,
+};
+
+const USER: &str = "a@x.org";
+const PASS: &str = "pw";
+
+fn server() -> TestServer {
+    let s = TestServer::start(IMAP_CONFIG);
+    s.add_user_with_password(USER, PASS);
+    s.deliver_to(USER, &cove_tests::message("one", "over tls"));
+    s
+}
+
+fn caps(list: &str) -> Vec<&str> {
+    list.split(' ').collect()
+}
+
+// RFC 3501 §6.2.1 STARTTLS: tagged OK, then the handshake; no new
+// greeting; CAPABILITY afterwards no longer lists STARTTLS (RFC 2595 §3.1:
+// the client must discard what it learnt before), STARTTLS again is
+// refused; LOGIN works over TLS.
+#[test]
+fn starttls_then_login() {
+    let s = server();
+    let config = tls_config_trusting(&s.data_dir().join("tls/cert.pem"));
+    let mut c = s.imap();
+    let before = code_value(&c.greeting, "CAPABILITY").expect("capabilities in the greeting");
+    assert!(caps(&before).contains(&"STARTTLS"), "{before}");
+    assert_lines(&c.cmd("t1 STARTTLS"), &["t1 OK Begin TLS negotiation now"]);
+    let tls = tls_connect(c.into_inner(), config, "localhost").expect("TLS handshake");
+    let mut c = Imap::new(tls);
+
+    let got = c.cmd("t2 CAPABILITY");
+    assert_lines(&got, &["* CAPABILITY {any}", "t2 OK CAPABILITY completed"]);
+    let after = &got[0]["* CAPABILITY ".len()..];
+    let after = caps(after);
+    assert!(!after.contains(&"STARTTLS"), "{after:?}");
+    assert!(after.contains(&"AUTH=PLAIN"), "{after:?}");
+    assert!(!after.contains(&"LOGINDISABLED"), "{after:?}");
+    assert_eq!(after.first(), Some(&"IMAP4rev1"));
+
+    assert_lines(&c.cmd("t3 STARTTLS"), &["t3 BAD TLS already active"]);
+    let ok = c.cmd(&format!("t4 LOGIN {USER} {PASS}"));
+    assert_lines(&ok, &["t4 OK [CAPABILITY {any}] Logged in"]);
+    let r = c.cmd_ok("t5 SELECT INBOX");
+    assert_eq!(r[2], "* 1 EXISTS", "{r:?}");
+    assert_lines(
+        &c.cmd("t6 FETCH 1 BODY.PEEK[TEXT]"),
+        &[
+            "* 1 FETCH (BODY[TEXT] {10}\r\nover tls\r\n)",
+            "t6 OK FETCH completed",
+        ],
+    );
+    assert_lines(
+        &c.cmd("t7 LOGOUT"),
+        &["* BYE Logging out", "t7 OK LOGOUT completed"],
+    );
+}
+
+// CVE-2011-0411 (command injection across STARTTLS), RFC 3501 §6.2.1:
+// anything pipelined in clear text behind STARTTLS is discarded, not run
+// inside the TLS session.
+#[test]
+fn commands_pipelined_after_starttls_are_not_run() {
+    let s = server();
+    let config = tls_config_trusting(&s.data_dir().join("tls/cert.pem"));
+    let mut c = s.imap();
+    c.send_raw(format!("t1 STARTTLS\r\nt2 LOGIN {USER} {PASS}\r\nt3 SELECT INBOX\r\n").as_bytes());
+    assert_lines(&[c.read_response()], &["t1 OK Begin TLS negotiation now"]);
+    let tls = tls_connect(c.into_inner(), config, "localhost").expect("TLS handshake");
+    let mut c = Imap::new(tls);
+    // Still not authenticated: the injected LOGIN did not run, and no
+    // responses to it arrive.
+    assert_lines(&c.cmd("t4 SELECT INBOX"), &["t4 BAD Log in first"]);
+    assert_lines(&c.cmd("t5 NOOP"), &["t5 OK NOOP completed"]);
+}
+
+// RFC 8314 implicit TLS: the greeting comes inside TLS and offers no
+// STARTTLS; login and a session work as on the plain port.
+#[test]
+fn implicit_tls_on_imaps() {
+    let s = server();
+    let mut c = s.imaps();
+    assert!(
+        line_matches(
+            "* OK [CAPABILITY {any}] cove.test IMAP cove ready",
+            &c.greeting
+        ),
+        "{}",
+        c.greeting
+    );
+    let greeting_caps = code_value(&c.greeting, "CAPABILITY").unwrap();
+    let list = caps(&greeting_caps);
+    assert!(!list.contains(&"STARTTLS"), "{list:?}");
+    assert!(list.contains(&"AUTH=PLAIN"), "{list:?}");
+    assert_lines(
+        &c.cmd("s1 CAPABILITY"),
+        &[
+            &format!("* CAPABILITY {greeting_caps}"),
+            "s1 OK CAPABILITY completed",
+        ],
+    );
+    assert_lines(&c.cmd("s2 STARTTLS"), &["s2 BAD TLS already active"]);
+    c.login(USER, PASS);
+    let r = c.cmd_ok("s3 SELECT INBOX");
+    assert_eq!(r[2], "* 1 EXISTS", "{r:?}");
+    assert_lines(
+        &c.cmd("s4 FETCH 1 (BODY.PEEK[TEXT])"),
+        &[
+            "* 1 FETCH (BODY[TEXT] {10}\r\nover tls\r\n)",
+            "s4 OK FETCH completed",
+        ],
+    );
+    assert_lines(
+        &c.cmd("s5 LOGOUT"),
+        &["* BYE Logging out", "s5 OK LOGOUT completed"],
+    );
+    assert!(c.closed());
+}
