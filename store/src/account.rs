@@ -71,6 +71,8 @@ pub struct MailboxStatus {
     pub messages: u32,
     pub unseen: u32,
     pub size: u64,
+    /// Messages no session has been shown as \Recent yet.
+    pub recent: u32,
 }
 
 /// What a reconciling scan found and did.
@@ -289,12 +291,25 @@ impl Account {
         let g = self.conn()?;
         let mb = index::mailbox_by_guid(&g.conn, mailbox)?
             .ok_or_else(|| Error::NotFound(format!("mailbox {mailbox}")))?;
-        let (messages, unseen, size) = index::message_count(&g.conn, mb.id)?;
+        let (messages, unseen, size, recent) = index::message_count(&g.conn, &mb)?;
         Ok(MailboxStatus {
             messages,
             unseen,
             size,
+            recent,
         })
+    }
+
+    /// Claim the mailbox's \Recent messages for one session (RFC 3501
+    /// §2.3.2: exactly one session sees a message as recent): returns the
+    /// first UID that is recent for the caller; later claims start above
+    /// every UID handed out so far. Not flushed: losing a claim in a crash
+    /// only shows a message as recent once more.
+    pub fn claim_recent(&self, mailbox: &MailboxGuid) -> Result<Uid> {
+        let mut g = self.conn()?;
+        let mb = index::mailbox_by_guid(&g.conn, mailbox)?
+            .ok_or_else(|| Error::NotFound(format!("mailbox {mailbox}")))?;
+        index::claim_recent(&mut g.conn, mb.id)
     }
 
     /// Bytes of mail the account holds (what its quota counts).
@@ -336,13 +351,14 @@ impl Account {
         let g = self.conn()?;
         Ok(index::mailboxes_with_counts(&g.conn)?
             .into_iter()
-            .map(|(mb, messages, unseen, size)| {
+            .map(|(mb, messages, unseen, size, recent)| {
                 (
                     mb,
                     MailboxStatus {
                         messages,
                         unseen,
                         size,
+                        recent,
                     },
                 )
             })

@@ -42,7 +42,7 @@ use crate::ids::{ContentId, Flags, MailboxGuid, MessageGuid, ModSeq, Uid};
 
 /// 1: first version. 2: the `subscription` table (filled from
 /// `mailbox.subscribed`).
-const SCHEMA_VERSION: i64 = 2;
+const SCHEMA_VERSION: i64 = 3;
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS meta(key TEXT PRIMARY KEY, value INTEGER NOT NULL);
@@ -55,7 +55,8 @@ CREATE TABLE IF NOT EXISTS mailbox(
   uidnext INTEGER NOT NULL,
   highestmodseq INTEGER NOT NULL,
   special_use TEXT,
-  subscribed INTEGER NOT NULL DEFAULT 0
+  subscribed INTEGER NOT NULL DEFAULT 0,
+  first_recent INTEGER NOT NULL DEFAULT 1
 );
 CREATE TABLE IF NOT EXISTS message(
   mailbox_id INTEGER NOT NULL,
@@ -144,6 +145,16 @@ fn migrate(conn: &mut Connection, from: i64) -> Result<()> {
         )?;
         tx.commit()?;
     }
+    if from < 3 {
+        // \Recent (RFC 3501 §2.3.2): the first UID no session has been
+        // shown yet, kept across restarts.
+        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        tx.execute_batch(
+            "ALTER TABLE mailbox ADD COLUMN first_recent INTEGER NOT NULL DEFAULT 1;
+             UPDATE meta SET value = 3 WHERE key = 'schema';",
+        )?;
+        tx.commit()?;
+    }
     Ok(())
 }
 
@@ -159,6 +170,8 @@ pub struct MailboxInfo {
     pub highest_modseq: ModSeq,
     pub special_use: Option<String>,
     pub subscribed: bool,
+    /// The first UID no session has been shown as \Recent yet.
+    pub first_recent: Uid,
 }
 
 /// One message instance.
@@ -204,7 +217,7 @@ fn keywords_from_text(t: &str) -> Vec<String> {
 
 const MAILBOX_COLS: &str = "mailbox.id, mailbox.guid, mailbox.name, mailbox.dir, mailbox.uidvalidity, \
      mailbox.uidnext, mailbox.highestmodseq, mailbox.special_use, \
-     EXISTS(SELECT 1 FROM subscription WHERE subscription.name = mailbox.name)";
+     EXISTS(SELECT 1 FROM subscription WHERE subscription.name = mailbox.name), mailbox.first_recent";
 
 fn mailbox_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<MailboxInfo> {
     Ok(MailboxInfo {
@@ -217,6 +230,7 @@ fn mailbox_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<MailboxInfo> {
         highest_modseq: r.get::<_, i64>(6)? as u64,
         special_use: r.get(7)?,
         subscribed: r.get(8)?,
+        first_recent: r.get(9)?,
     })
 }
 
@@ -295,19 +309,21 @@ pub(crate) fn messages_since(
 /// Every mailbox with (messages, unseen, bytes), in one query.
 pub(crate) fn mailboxes_with_counts(
     conn: &Connection,
-) -> Result<Vec<(MailboxInfo, u32, u32, u64)>> {
+) -> Result<Vec<(MailboxInfo, u32, u32, u64, u32)>> {
     let mut st = conn.prepare_cached(&format!(
         "SELECT {MAILBOX_COLS}, count(message.uid),
-                total(CASE WHEN message.flags & 1 = 0 THEN 1 ELSE 0 END), total(message.size)
+                total(CASE WHEN message.flags & 1 = 0 THEN 1 ELSE 0 END), total(message.size),
+                total(CASE WHEN message.uid >= mailbox.first_recent THEN 1 ELSE 0 END)
          FROM mailbox LEFT JOIN message ON message.mailbox_id = mailbox.id
          GROUP BY mailbox.id ORDER BY mailbox.name"
     ))?;
     let rows = st.query_map([], |r| {
         Ok((
             mailbox_row(r)?,
-            r.get::<_, i64>(9)? as u32,
-            r.get::<_, f64>(10)? as u32,
-            r.get::<_, f64>(11)? as u64,
+            r.get::<_, i64>(10)? as u32,
+            r.get::<_, f64>(11)? as u32,
+            r.get::<_, f64>(12)? as u64,
+            r.get::<_, f64>(13)? as u32,
         ))
     })?;
     Ok(rows.collect::<rusqlite::Result<_>>()?)
@@ -333,17 +349,42 @@ pub(crate) fn message_by_uid(
         .optional()?)
 }
 
-pub(crate) fn message_count(conn: &Connection, mailbox_id: i64) -> Result<(u32, u32, u64)> {
+pub(crate) fn message_count(
+    conn: &Connection,
+    mailbox: &MailboxInfo,
+) -> Result<(u32, u32, u64, u32)> {
     let mut st = conn.prepare_cached(
-        "SELECT count(*), total(CASE WHEN flags & 1 = 0 THEN 1 ELSE 0 END), total(size) FROM message WHERE mailbox_id = ?1",
+        "SELECT count(*), total(CASE WHEN flags & 1 = 0 THEN 1 ELSE 0 END), total(size),
+                total(CASE WHEN uid >= ?2 THEN 1 ELSE 0 END)
+         FROM message WHERE mailbox_id = ?1",
     )?;
-    Ok(st.query_row([mailbox_id], |r| {
-        Ok((
-            r.get::<_, i64>(0)? as u32,
-            r.get::<_, f64>(1)? as u32,
-            r.get::<_, f64>(2)? as u64,
-        ))
-    })?)
+    Ok(
+        st.query_row(params![mailbox.id, mailbox.first_recent], |r| {
+            Ok((
+                r.get::<_, i64>(0)? as u32,
+                r.get::<_, f64>(1)? as u32,
+                r.get::<_, f64>(2)? as u64,
+                r.get::<_, f64>(3)? as u32,
+            ))
+        })?,
+    )
+}
+
+/// Take the messages no session has been shown as \Recent yet: returns the
+/// old first-recent UID and moves it to UIDNEXT (RFC 3501 §2.3.2).
+pub(crate) fn claim_recent(conn: &mut Connection, mailbox_id: i64) -> Result<Uid> {
+    let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+    let old: Uid = tx.query_row(
+        "SELECT first_recent FROM mailbox WHERE id = ?1",
+        [mailbox_id],
+        |r| r.get(0),
+    )?;
+    tx.execute(
+        "UPDATE mailbox SET first_recent = uidnext WHERE id = ?1",
+        [mailbox_id],
+    )?;
+    tx.commit()?;
+    Ok(old)
 }
 
 /// Bytes of all messages (what a quota counts), kept as a running total in

@@ -182,6 +182,7 @@ fn render(
     raw: Option<&[u8]>,
     items: &[MessageDataItemName<'_>],
     uid_cmd: bool,
+    seen_now: bool,
     out: &mut Vec<u8>,
 ) {
     use MessageDataItemName as I;
@@ -295,6 +296,18 @@ fn render(
             }
         }
     }
+    // The \Seen this FETCH set is reported even if FLAGS was not asked for
+    // (RFC 3501 §6.4.5).
+    if seen_now && !items.iter().any(|i| matches!(i, I::Flags)) {
+        sep(out);
+        out.extend_from_slice(
+            format!(
+                "FLAGS {}",
+                response::flag_list(meta.flags, &meta.keywords, recent)
+            )
+            .as_bytes(),
+        );
+    }
     out.extend_from_slice(b")\r\n");
 }
 
@@ -330,6 +343,7 @@ impl Session {
         let mark_seen = !view.read_only && items.iter().any(sets_seen);
 
         // Implicit \Seen first, so that the FLAGS we return are current.
+        let mut seen_now: std::collections::HashSet<u32> = std::collections::HashSet::new();
         if mark_seen {
             let unseen: Vec<u32> = indices
                 .iter()
@@ -344,18 +358,21 @@ impl Session {
                 if let Err(o) = self.apply_flag_change(&unseen, change, None, true).await {
                     return o;
                 }
+                seen_now.extend(unseen);
             }
         }
         let State::Selected(_, view) = &self.state else {
             return Outcome::Bad("No mailbox selected".into());
         };
-        let wanted: Vec<(usize, MessageMeta, bool)> = indices
+        let wanted: Vec<(usize, MessageMeta, bool, bool)> = indices
             .iter()
             .map(|i| {
+                let uid = view.messages[*i].uid;
                 (
                     i + 1,
                     view.messages[*i].clone(),
-                    view.recent.contains(&view.messages[*i].uid),
+                    view.recent.contains(&uid),
+                    seen_now.contains(&uid),
                 )
             })
             .collect();
@@ -368,7 +385,7 @@ impl Session {
             let rendered = blocking(move || {
                 let mut out = Vec::new();
                 let mut missing = false;
-                for (seq, meta, recent) in chunk {
+                for (seq, meta, recent, seen_now) in chunk {
                     let raw = if content {
                         // The file may have been renamed (flags) since the
                         // view was read: look it up again.
@@ -385,7 +402,16 @@ impl Session {
                     } else {
                         None
                     };
-                    render(seq, &meta, recent, raw.as_deref(), &items, uid, &mut out);
+                    render(
+                        seq,
+                        &meta,
+                        recent,
+                        raw.as_deref(),
+                        &items,
+                        uid,
+                        seen_now,
+                        &mut out,
+                    );
                 }
                 Ok((out, missing))
             })

@@ -97,12 +97,11 @@ impl Session {
         };
         // A failed SELECT leaves no mailbox selected (RFC 3501 §6.3.1).
         self.deselect();
-        let claims = self.ctx.recent.clone();
         let store = self.ctx.store.clone();
         let opened = blocking(move || {
             let mb = account.mailbox(&name)?;
             let watch = store.watcher().watch(&account);
-            View::open(&account, mb, read_only, claims, watch)
+            View::open(&account, mb, read_only, watch)
         })
         .await;
         let view = match opened {
@@ -280,15 +279,56 @@ impl Session {
             .iter()
             .map(|p| format!("{}{p}", opts.reference))
             .collect();
-        for name in names {
-            let matched = patterns.iter().any(|full| {
+        let matched = |name: &str| {
+            patterns.iter().any(|full| {
                 if name == "INBOX" {
                     matches(full.to_ascii_uppercase().as_bytes(), b"INBOX")
                 } else {
                     matches(full.as_bytes(), name.as_bytes())
                 }
-            });
-            if !matched {
+            })
+        };
+        // Hierarchy levels that exist only as part of longer names
+        // (RFC 3501 §6.3.4's example after DELETE, §6.3.9's LSUB with %):
+        // listed with \Noselect where the pattern reaches them.
+        let mut implied: Vec<String> = Vec::new();
+        for name in &names {
+            let parts: Vec<&str> = name.split('.').collect();
+            for i in 1..parts.len() {
+                let parent = parts[..i].join(".");
+                if !names.contains(&parent) && !implied.contains(&parent) {
+                    implied.push(parent);
+                }
+            }
+        }
+        let mut entries: Vec<(String, bool)> = names.iter().map(|n| (n.clone(), false)).collect();
+        entries.extend(implied.into_iter().map(|n| (n, true)));
+        entries.sort();
+        for (name, is_implied) in entries {
+            if !matched(&name) {
+                continue;
+            }
+            if is_implied {
+                if opts.special_use || (opts.subscribed && !lsub) {
+                    continue;
+                }
+                let prefix = format!("{name}.");
+                // Only where the pattern stops at this level: `%` reaches it,
+                // `*` reaches the real names below it instead.
+                if names.iter().any(|n| n.starts_with(&prefix) && matched(n)) {
+                    continue;
+                }
+                let attrs = if lsub {
+                    "\\Noselect"
+                } else if mailboxes.iter().any(|m| m.name.starts_with(&prefix)) {
+                    "\\Noselect \\HasChildren"
+                } else {
+                    "\\Noselect \\HasNoChildren"
+                };
+                let mut line = format!("* {word} ({attrs}) \".\" ").into_bytes();
+                response::mailbox(&mut line, &name);
+                line.extend_from_slice(b"\r\n");
+                self.out.extend_from_slice(&line);
                 continue;
             }
             let mb = mailboxes.iter().find(|m| m.name == name);
@@ -521,22 +561,42 @@ impl Session {
         };
         let account = a.account.clone();
         let read = view.pending_read();
-        let rows = match &read {
-            PendingRead::Nothing => Ok(Vec::new()),
-            PendingRead::Since(guid, modseq) => {
-                let (guid, modseq) = (*guid, *modseq);
-                blocking(move || account.messages_since(&guid, modseq)).await
-            }
-            PendingRead::All(guid) => {
-                let guid = *guid;
-                blocking(move || account.messages(&guid)).await
+        let last_uid = view.last_uid();
+        let read_only = view.read_only;
+        let mailbox_first_recent = view.mailbox.first_recent;
+        let guid = view.mailbox.guid;
+        let query = match &read {
+            PendingRead::Nothing => None,
+            PendingRead::Since(modseq) => Some(Some(*modseq)),
+            PendingRead::All => Some(None),
+        };
+        let rows = match query {
+            None => Ok((Vec::new(), mailbox_first_recent)),
+            Some(since) => {
+                blocking(move || {
+                    let rows = match since {
+                        Some(modseq) => account.messages_since(&guid, modseq)?,
+                        None => account.messages(&guid)?,
+                    };
+                    // New messages: this session takes their \Recent, unless
+                    // it only EXAMINEd the mailbox.
+                    let first_recent = if !read_only && rows.iter().any(|m| m.uid > last_uid) {
+                        account.claim_recent(&guid)?
+                    } else {
+                        mailbox_first_recent
+                    };
+                    Ok((rows, first_recent))
+                })
+                .await
             }
         };
         let State::Selected(_, view) = &mut self.state else {
             return;
         };
         match rows {
-            Ok(rows) => view.apply(&read, rows, allow_expunge, &mut self.out),
+            Ok((rows, first_recent)) => {
+                view.apply(&read, rows, first_recent, allow_expunge, &mut self.out)
+            }
             Err(Error::NotFound(_)) => {
                 // The mailbox itself went away (deleted or renamed elsewhere).
                 self.untagged("BYE [NONEXISTENT] The selected mailbox was removed");
@@ -625,7 +685,7 @@ fn status_items(mb: &MailboxInfo, st: &MailboxStatus, items: &[StatusDataItemNam
     for item in items {
         match item {
             StatusDataItemName::Messages => parts.push(format!("MESSAGES {}", st.messages)),
-            StatusDataItemName::Recent => parts.push("RECENT 0".to_string()),
+            StatusDataItemName::Recent => parts.push(format!("RECENT {}", st.recent)),
             StatusDataItemName::UidNext => parts.push(format!("UIDNEXT {}", mb.uidnext)),
             StatusDataItemName::UidValidity => {
                 parts.push(format!("UIDVALIDITY {}", mb.uidvalidity))

@@ -45,8 +45,6 @@ pub struct ImapContext {
     /// Password checks running at once (argon2 costs ~20 MiB and tens of
     /// milliseconds each).
     auth_slots: Semaphore,
-    /// Which messages some session has been told are \Recent.
-    recent: Arc<view::RecentClaims>,
 }
 
 impl ImapContext {
@@ -69,7 +67,6 @@ impl ImapContext {
             connections: ConnectionCount::new(),
             per_user: ConnectionCount::new(),
             auth_slots: Semaphore::new(cores * 2),
-            recent: Arc::new(view::RecentClaims::default()),
         }
     }
 }

@@ -23,6 +23,9 @@ use crate::listener::ConnectionSlot;
 /// sit idle; commands and literals larger than it are read in pieces.
 const READ_BUFFER: usize = 4096;
 
+/// Largest literal accepted before login.
+const PRE_AUTH_LITERAL: u64 = 8 * 1024;
+
 /// A logged-in user.
 pub struct Authed {
     pub user: User,
@@ -175,7 +178,12 @@ impl Session {
             }
             let timeout = Duration::from_secs(self.ctx.config.autologout_secs);
             let max_line = self.ctx.config.max_line_length;
-            let max_literal = self.ctx.config.max_literal_size;
+            // Before login nobody needs a big literal (a password at most):
+            // unauthenticated clients cannot make the server hold megabytes.
+            let max_literal = match self.state {
+                State::NotAuthenticated => self.ctx.config.max_literal_size.min(PRE_AUTH_LITERAL),
+                _ => self.ctx.config.max_literal_size,
+            };
             let read = tokio::select! {
                 r = tokio::time::timeout(timeout, framing::read_command(&mut self.reader, max_line, max_literal)) => r,
                 _ = shutdown.changed() => continue,
@@ -216,14 +224,9 @@ impl Session {
                         Outcome::Bad(why),
                     ),
                 };
-                if matches!(outcome, Outcome::Bad(_)) {
-                    if self.count_bad() {
-                        return;
-                    }
-                } else {
-                    self.bad_in_a_row = 0;
+                if self.respond(&tag, outcome) {
+                    return;
                 }
-                self.finish(&tag, outcome);
                 continue;
             }
             let decoded = CommandCodec::default().decode(&bytes);
@@ -239,14 +242,9 @@ impl Session {
                         }
                         continue;
                     }
-                    if matches!(outcome, Outcome::Bad(_)) {
-                        if self.count_bad() {
-                            return;
-                        }
-                    } else {
-                        self.bad_in_a_row = 0;
+                    if self.respond(&tag, outcome) {
+                        return;
                     }
-                    self.finish(&tag, outcome);
                 }
                 Err(_) => {
                     let tag = framing::tag_of(&bytes).unwrap_or("*").to_string();
@@ -260,6 +258,19 @@ impl Session {
                     }
                 }
             }
+        }
+    }
+
+    /// Send the tagged response; true when it was one BAD too many (the
+    /// BYE follows the tagged line).
+    fn respond(&mut self, tag: &str, outcome: Outcome) -> bool {
+        let bad = matches!(outcome, Outcome::Bad(_));
+        self.finish(tag, outcome);
+        if bad {
+            self.count_bad()
+        } else {
+            self.bad_in_a_row = 0;
+            false
         }
     }
 

@@ -8,10 +8,9 @@
 //! never during FETCH, STORE or SEARCH (the message keeps its number until
 //! an EXPUNGE may be sent).
 
-use std::collections::{BTreeSet, HashMap, HashSet};
-use std::sync::{Arc, Mutex};
+use std::collections::{BTreeSet, HashSet};
 
-use cove_store::{Account, Change, ChangeKind, MailboxGuid, MailboxInfo, MessageMeta, ModSeq, Uid};
+use cove_store::{Account, Change, ChangeKind, MailboxInfo, MessageMeta, ModSeq, Uid};
 use tokio::sync::broadcast;
 
 use super::response;
@@ -19,41 +18,8 @@ use super::response;
 /// What a view needs read from the index.
 pub enum PendingRead {
     Nothing,
-    Since(MailboxGuid, ModSeq),
-    All(MailboxGuid),
-}
-
-/// Which UIDs of each mailbox some session has already been told are
-/// \Recent (RFC 3501 §2.3.2: exactly one session sees a message as recent).
-#[derive(Default)]
-pub struct RecentClaims {
-    claimed: Mutex<HashMap<MailboxGuid, Uid>>,
-}
-
-impl RecentClaims {
-    /// Claim the messages of `candidates` above what was claimed before.
-    /// Before any claim since the server started, messages still in `new/`
-    /// count as recent (the Maildir meaning of new/).
-    fn claim(&self, mailbox: MailboxGuid, candidates: &[MessageMeta]) -> HashSet<Uid> {
-        let Ok(mut map) = self.claimed.lock() else {
-            return HashSet::new();
-        };
-        let first = !map.contains_key(&mailbox);
-        let floor = map.get(&mailbox).copied().unwrap_or(0);
-        let mine: HashSet<Uid> = candidates
-            .iter()
-            .filter(|m| m.uid > floor && (!first || m.file.starts_with("new/")))
-            .map(|m| m.uid)
-            .collect();
-        let top = candidates
-            .iter()
-            .map(|m| m.uid)
-            .max()
-            .unwrap_or(0)
-            .max(floor);
-        map.insert(mailbox, top);
-        mine
-    }
+    Since(ModSeq),
+    All,
 }
 
 pub struct View {
@@ -70,7 +36,6 @@ pub struct View {
     lagged: bool,
     /// Highest modseq applied to the view.
     modseq: ModSeq,
-    claims: Arc<RecentClaims>,
     /// Keeps the account's Maildir watched while the mailbox is selected.
     _watch: cove_store::WatchGuard,
 }
@@ -81,7 +46,6 @@ impl View {
         account: &Account,
         mailbox: MailboxInfo,
         read_only: bool,
-        claims: Arc<RecentClaims>,
         watch: cove_store::WatchGuard,
     ) -> cove_store::Result<View> {
         // Subscribe first: nothing that happens after the read is missed.
@@ -93,11 +57,17 @@ impl View {
             .max()
             .unwrap_or(0)
             .max(mailbox.highest_modseq);
-        let recent = if read_only {
-            HashSet::new()
+        // EXAMINE shows \Recent without taking it (RFC 3501 §6.3.2).
+        let first_recent = if read_only {
+            mailbox.first_recent
         } else {
-            claims.claim(mailbox.guid, &messages)
+            account.claim_recent(&mailbox.guid)?
         };
+        let recent = messages
+            .iter()
+            .filter(|m| m.uid >= first_recent)
+            .map(|m| m.uid)
+            .collect();
         Ok(View {
             mailbox,
             read_only,
@@ -108,7 +78,6 @@ impl View {
             dirty: false,
             lagged: false,
             modseq,
-            claims,
             _watch: watch,
         })
     }
@@ -123,6 +92,11 @@ impl View {
             .binary_search_by_key(&uid, |m| m.uid)
             .ok()
             .map(|i| i + 1)
+    }
+
+    /// The highest UID the view holds (0 when empty).
+    pub fn last_uid(&self) -> Uid {
+        self.messages.last().map(|m| m.uid).unwrap_or(0)
     }
 
     pub fn uid_next(&self) -> Uid {
@@ -201,9 +175,9 @@ impl View {
         self.drain_feed();
         if std::mem::take(&mut self.lagged) {
             self.dirty = false;
-            PendingRead::All(self.mailbox.guid)
+            PendingRead::All
         } else if std::mem::take(&mut self.dirty) {
-            PendingRead::Since(self.mailbox.guid, self.modseq)
+            PendingRead::Since(self.modseq)
         } else {
             PendingRead::Nothing
         }
@@ -211,16 +185,19 @@ impl View {
 
     /// Apply what [`pending_read`](View::pending_read) asked for, and write
     /// the untagged responses the session may send now.
+    /// `first_recent`: where this session's claim of \Recent messages
+    /// began (a read-only view passes the mailbox's, without claiming).
     pub fn apply(
         &mut self,
         read: &PendingRead,
         rows: Vec<MessageMeta>,
+        first_recent: Uid,
         allow_expunge: bool,
         out: &mut Vec<u8>,
     ) {
         let mut changed_flags: BTreeSet<Uid> = BTreeSet::new();
         let mut added: Vec<MessageMeta> = Vec::new();
-        if let PendingRead::All(_) = read {
+        if let PendingRead::All = read {
             let present: HashSet<Uid> = rows.iter().map(|m| m.uid).collect();
             for m in &self.messages {
                 if !present.contains(&m.uid) {
@@ -242,10 +219,8 @@ impl View {
             }
         }
         if !added.is_empty() {
-            if !self.read_only {
-                let claimed = self.claims.claim(self.mailbox.guid, &added);
-                self.recent.extend(claimed);
-            }
+            self.recent
+                .extend(added.iter().map(|m| m.uid).filter(|u| *u >= first_recent));
             out.extend_from_slice(
                 format!(
                     "* {} EXISTS\r\n* {} RECENT\r\n",

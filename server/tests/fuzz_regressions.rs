@@ -1,0 +1,163 @@
+//! The fuzz targets' bodies (fuzz/src/lib.rs, included as is) on every
+//! `cargo test`, without nightly or libFuzzer: over the hand-written seed
+//! corpus, over deterministic mutations of it, and over each input a fuzz
+//! run has found (the regressions below).
+
+#[path = "../../fuzz/src/lib.rs"]
+#[allow(dead_code)]
+mod bodies;
+
+use std::path::PathBuf;
+
+use bodies::XorShift;
+
+type Target = fn(&[u8]);
+
+const TARGETS: [(&str, Target); 3] = [
+    ("imap_command", bodies::imap_command),
+    ("imap_mime", bodies::imap_mime),
+    ("lmtp", bodies::lmtp),
+];
+
+/// Random inputs per target and run.
+const RANDOM_INPUTS: usize = 2_000;
+
+/// The committed seeds (`fuzz/corpus/<target>/seed-*`), not what local fuzz
+/// runs added beside them.
+fn seeds(target: &str) -> Vec<(String, Vec<u8>)> {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../fuzz/corpus")
+        .join(target);
+    let mut out: Vec<(String, Vec<u8>)> = std::fs::read_dir(&dir)
+        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
+        .filter_map(Result::ok)
+        .filter(|e| e.file_name().to_string_lossy().starts_with("seed-"))
+        .map(|e| {
+            let bytes = std::fs::read(e.path()).expect("read seed");
+            (e.file_name().to_string_lossy().into_owned(), bytes)
+        })
+        .collect();
+    out.sort();
+    assert!(!out.is_empty(), "no seeds in {}", dir.display());
+    out
+}
+
+#[test]
+fn every_target_on_its_seeds() {
+    for (target, body) in TARGETS {
+        for (name, bytes) in seeds(target) {
+            eprintln!("{target}/{name}");
+            body(&bytes);
+        }
+    }
+}
+
+/// Bytes and words that steer the parsers into their interesting branches.
+const TOKENS: &[&[u8]] = &[
+    b"\r\n",
+    b"\n",
+    b"\r",
+    b" ",
+    b"(",
+    b")",
+    b"\"",
+    b"\\",
+    b"{",
+    b"}",
+    b"{0}\r\n",
+    b"{3}\r\n",
+    b"{5+}\r\n",
+    b"{4294967295}\r\n",
+    b"NIL",
+    b" LIST ",
+    b" CREATE ",
+    b"RETURN (STATUS (MESSAGES))",
+    b"BODY[1.2.MIME]<0.10>",
+    b"\x00",
+    b"\xff",
+    b"\xc3\xa9",
+    b"\xe2\x82\xac",
+    b"--",
+    b"--simple boundary",
+    b"\r\n\r\n",
+    b"Content-Type: multipart/mixed; boundary=X\r\n",
+    b"Content-Type: message/rfc822\r\n",
+    b"Content-Transfer-Encoding: base64\r\n",
+    b"Content-Transfer-Encoding: quoted-printable\r\n",
+    b"\r\n--X\r\n",
+    b"\r\n--X--\r\n",
+    b"=?UTF-8?B?w6k=?=",
+    b"; name*0*=utf-8''%E2; name*1=x",
+    b"<a@b>",
+    b"\"A Group\": a@b.c, d@e.f;",
+    b"=3D=\r\n",
+    b"MAIL FROM:",
+    b"RCPT TO:",
+    b"<@relay:",
+    b"SIZE=",
+    b"BODY=8BITMIME",
+    b".\r\n",
+    b"..",
+];
+
+/// One mutation of a seed, as a fuzzer would make it.
+fn mutate(rng: &mut XorShift, seeds: &[(String, Vec<u8>)]) -> Vec<u8> {
+    let mut input = seeds[rng.next_u64() as usize % seeds.len()].1.clone();
+    let rounds = 1 + rng.next_u64() % 8;
+    for _ in 0..rounds {
+        let at = if input.is_empty() {
+            0
+        } else {
+            rng.next_u64() as usize % (input.len() + 1)
+        };
+        match rng.next_u64() % 7 {
+            0 if at < input.len() => input[at] ^= 1 << (rng.next_u64() % 8),
+            1 => input.insert(at, rng.next_u64() as u8),
+            2 => {
+                let token = TOKENS[rng.next_u64() as usize % TOKENS.len()];
+                input.splice(at..at, token.iter().copied());
+            }
+            3 => {
+                let end = (at + (rng.next_u64() % 16) as usize).min(input.len());
+                input.drain(at..end);
+            }
+            4 => {
+                let end = (at + (rng.next_u64() % 64) as usize).min(input.len());
+                let copy = input[at..end].to_vec();
+                input.splice(end..end, copy);
+            }
+            5 => input.truncate(at),
+            _ => {
+                // Splice in part of another seed.
+                let other = &seeds[rng.next_u64() as usize % seeds.len()].1;
+                let from = rng.next_u64() as usize % (other.len() + 1);
+                let to = (from + (rng.next_u64() % 128) as usize).min(other.len());
+                input.splice(at..at, other[from..to].iter().copied());
+            }
+        }
+    }
+    input
+}
+
+#[test]
+fn every_target_on_random_inputs() {
+    for (target, body) in TARGETS {
+        let seeds = seeds(target);
+        let mut rng = XorShift::new(target.as_bytes());
+        for i in 0..RANDOM_INPUTS {
+            let input = if i % 4 == 0 {
+                // Plain random bytes, short.
+                let len = rng.next_u64() % 64;
+                (0..len).map(|_| rng.next_u64() as u8).collect()
+            } else {
+                mutate(&mut rng, &seeds)
+            };
+            let outcome = std::panic::catch_unwind(|| body(&input));
+            assert!(
+                outcome.is_ok(),
+                "{target}: input {i} panicked: {:?}",
+                String::from_utf8_lossy(&input)
+            );
+        }
+    }
+}
