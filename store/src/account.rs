@@ -349,20 +349,7 @@ impl Account {
     /// query.
     pub fn mailbox_status_all(&self) -> Result<Vec<(MailboxInfo, MailboxStatus)>> {
         let g = self.conn()?;
-        Ok(index::mailboxes_with_counts(&g.conn)?
-            .into_iter()
-            .map(|(mb, messages, unseen, size, recent)| {
-                (
-                    mb,
-                    MailboxStatus {
-                        messages,
-                        unseen,
-                        size,
-                        recent,
-                    },
-                )
-            })
-            .collect())
+        index::mailboxes_with_counts(&g.conn)
     }
 
     /// Expunge tombstones of a mailbox: (uid, guid, modseq).

@@ -309,7 +309,7 @@ pub(crate) fn messages_since(
 /// Every mailbox with (messages, unseen, bytes), in one query.
 pub(crate) fn mailboxes_with_counts(
     conn: &Connection,
-) -> Result<Vec<(MailboxInfo, u32, u32, u64, u32)>> {
+) -> Result<Vec<(MailboxInfo, crate::MailboxStatus)>> {
     let mut st = conn.prepare_cached(&format!(
         "SELECT {MAILBOX_COLS}, count(message.uid),
                 total(CASE WHEN message.flags & 1 = 0 THEN 1 ELSE 0 END), total(message.size),
@@ -320,10 +320,12 @@ pub(crate) fn mailboxes_with_counts(
     let rows = st.query_map([], |r| {
         Ok((
             mailbox_row(r)?,
-            r.get::<_, i64>(10)? as u32,
-            r.get::<_, f64>(11)? as u32,
-            r.get::<_, f64>(12)? as u64,
-            r.get::<_, f64>(13)? as u32,
+            crate::MailboxStatus {
+                messages: r.get::<_, i64>(10)? as u32,
+                unseen: r.get::<_, f64>(11)? as u32,
+                size: r.get::<_, f64>(12)? as u64,
+                recent: r.get::<_, f64>(13)? as u32,
+            },
         ))
     })?;
     Ok(rows.collect::<rusqlite::Result<_>>()?)

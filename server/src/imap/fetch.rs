@@ -176,16 +176,20 @@ fn partial_of<'b>(bytes: &'b [u8], partial: &Option<(u32, NonZeroU32)>) -> (&'b 
 
 /// One message's FETCH response (without the leading `* n FETCH`).
 fn render(
-    seq: usize,
-    meta: &MessageMeta,
-    recent: bool,
+    row: &Row,
     raw: Option<&[u8]>,
     items: &[MessageDataItemName<'_>],
     uid_cmd: bool,
-    seen_now: bool,
     out: &mut Vec<u8>,
 ) {
     use MessageDataItemName as I;
+    let Row {
+        seq,
+        meta,
+        recent,
+        seen_now,
+    } = row;
+    let (seq, recent, seen_now) = (*seq, *recent, *seen_now);
     out.extend_from_slice(format!("* {seq} FETCH (").as_bytes());
     let mut first = true;
     let mut sep = |out: &mut Vec<u8>| {
@@ -311,6 +315,16 @@ fn render(
     out.extend_from_slice(b")\r\n");
 }
 
+/// One message to answer for.
+#[derive(Clone)]
+struct Row {
+    seq: usize,
+    meta: MessageMeta,
+    recent: bool,
+    /// This FETCH set its \Seen.
+    seen_now: bool,
+}
+
 /// Messages read per trip to the blocking pool.
 const BATCH: usize = 64;
 
@@ -364,16 +378,16 @@ impl Session {
         let State::Selected(_, view) = &self.state else {
             return Outcome::Bad("No mailbox selected".into());
         };
-        let wanted: Vec<(usize, MessageMeta, bool, bool)> = indices
+        let wanted: Vec<Row> = indices
             .iter()
             .map(|i| {
                 let uid = view.messages[*i].uid;
-                (
-                    i + 1,
-                    view.messages[*i].clone(),
-                    view.recent.contains(&uid),
-                    seen_now.contains(&uid),
-                )
+                Row {
+                    seq: i + 1,
+                    meta: view.messages[*i].clone(),
+                    recent: view.recent.contains(&uid),
+                    seen_now: seen_now.contains(&uid),
+                }
             })
             .collect();
         let mut missing = false;
@@ -385,11 +399,11 @@ impl Session {
             let rendered = blocking(move || {
                 let mut out = Vec::new();
                 let mut missing = false;
-                for (seq, meta, recent, seen_now) in chunk {
+                for row in chunk {
                     let raw = if content {
                         // The file may have been renamed (flags) since the
                         // view was read: look it up again.
-                        let current = account.message(&mailbox.guid, meta.uid)?;
+                        let current = account.message(&mailbox.guid, row.meta.uid)?;
                         match current
                             .and_then(|m| std::fs::read(account.message_path(&mailbox, &m)).ok())
                         {
@@ -402,16 +416,7 @@ impl Session {
                     } else {
                         None
                     };
-                    render(
-                        seq,
-                        &meta,
-                        recent,
-                        raw.as_deref(),
-                        &items,
-                        uid,
-                        seen_now,
-                        &mut out,
-                    );
+                    render(&row, raw.as_deref(), &items, uid, &mut out);
                 }
                 Ok((out, missing))
             })

@@ -415,7 +415,8 @@ fn status_of_all_mailboxes_matches_one_by_one() {
         MailboxStatus {
             messages: 2,
             unseen: 1,
-            size: 7
+            size: 7,
+            recent: 2
         }
     );
 }
