@@ -7,8 +7,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use cove_store::{Account, Error, Flags, MailboxInfo, MailboxStatus, NewMessage, Uid};
-use imap_codec::imap_types::datetime::DateTime;
-use imap_codec::imap_types::extensions::binary::LiteralOrLiteral8;
 use imap_codec::imap_types::flag::Flag;
 use imap_codec::imap_types::sequence::SequenceSet;
 use imap_codec::imap_types::status::StatusDataItemName;
@@ -16,7 +14,7 @@ use tokio::io::AsyncBufReadExt;
 
 use super::extended::ListOptions;
 use super::response;
-use super::session::{Authed, Outcome, Session, State};
+use super::session::{Append, Authed, Outcome, Session, State};
 use super::view::{PendingRead, View};
 
 /// How a store error is told to an IMAP client (RFC 5530 response codes).
@@ -429,20 +427,16 @@ impl Session {
     }
 
     // RFC 3501 §6.3.11 APPEND; RFC 4315 APPENDUID.
-    pub async fn append(
-        &mut self,
-        name: String,
-        flags: Vec<Flag<'static>>,
-        date: Option<DateTime>,
-        message: LiteralOrLiteral8<'static>,
-    ) -> Outcome {
+    pub async fn append(&mut self, append: Append, buf: Vec<u8>) -> Outcome {
         let (Some(account), quota) = (self.account(), self.quota()) else {
             return Outcome::Bad("Log in first".into());
         };
-        let bytes: Vec<u8> = match message {
-            LiteralOrLiteral8::Literal(l) => l.data().to_vec(),
-            LiteralOrLiteral8::Literal8(l) => l.data.to_vec(),
-        };
+        let Append {
+            mailbox: name,
+            flags,
+            date,
+            message,
+        } = append;
         let (system, keywords) = split_flags(&flags);
         let internal_date = date.map(|d| d.as_ref().timestamp());
         let store = self.ctx.store.clone();
@@ -452,7 +446,10 @@ impl Session {
                 Err(Error::NotFound(_)) => return Ok(None),
                 Err(e) => return Err(e),
             };
-            let blob = store.blobs().put(&bytes)?;
+            let bytes = buf
+                .get(message)
+                .ok_or_else(|| Error::InvalidData("APPEND literal out of range".into()))?;
+            let blob = store.blobs().put(bytes)?;
             let msg = NewMessage {
                 flags: system,
                 keywords,

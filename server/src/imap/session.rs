@@ -232,6 +232,20 @@ impl Session {
             let decoded = CommandCodec::default().decode(&bytes);
             match decoded {
                 Ok((_, command)) => {
+                    // APPEND: the message stays in the buffer it was read
+                    // into; only its place in it travels (held once).
+                    if let Some(append) = Append::borrowed_from(&command, &bytes) {
+                        let tag = command.tag.inner().to_string();
+                        drop(command);
+                        let outcome = match self.state {
+                            State::NotAuthenticated => Outcome::Bad("Log in first".into()),
+                            _ => self.append(append, bytes).await,
+                        };
+                        if self.respond(&tag, outcome) {
+                            return;
+                        }
+                        continue;
+                    }
                     let command = command.into_static_command();
                     let tag = command.tag.inner().to_string();
                     let outcome = self.dispatch(command).await;
@@ -402,15 +416,6 @@ impl Session {
                 mailbox,
                 item_names,
             } => self.status(mailbox_name(&mailbox), &item_names).await,
-            C::Append {
-                mailbox,
-                flags,
-                date,
-                message,
-            } => {
-                self.append(mailbox_name(&mailbox), flags, date, message)
-                    .await
-            }
             C::Idle => self.idle(tag).await,
             body => {
                 if !matches!(self.state, State::Selected(..)) {
@@ -447,7 +452,22 @@ impl Session {
                 uid,
                 ..
             } => self.store(sequence_set, kind, response, flags, uid).await,
-            C::Search { criteria, uid, .. } => self.search(criteria, uid).await,
+            C::Search {
+                charset,
+                criteria,
+                uid,
+            } => {
+                // RFC 3501 §6.4.4: a charset we do not know is NO [BADCHARSET].
+                let known = charset.as_ref().is_none_or(|c| {
+                    let c: &str = c.as_ref();
+                    c.eq_ignore_ascii_case("UTF-8") || c.eq_ignore_ascii_case("US-ASCII")
+                });
+                if known {
+                    self.search(criteria, uid).await
+                } else {
+                    Outcome::No("[BADCHARSET (UTF-8 US-ASCII)] Unsupported charset".into())
+                }
+            }
             C::Copy {
                 sequence_set,
                 mailbox,
@@ -543,6 +563,51 @@ fn list_pattern(m: &imap_codec::imap_types::mailbox::ListMailbox<'_>) -> String 
     match m {
         ListMailbox::Token(t) => String::from_utf8_lossy(t.as_ref()).into_owned(),
         ListMailbox::String(s) => String::from_utf8_lossy(s.as_ref()).into_owned(),
+    }
+}
+
+/// An APPEND whose message is a range of the command's buffer.
+pub struct Append {
+    pub mailbox: String,
+    pub flags: Vec<imap_codec::imap_types::flag::Flag<'static>>,
+    pub date: Option<imap_codec::imap_types::datetime::DateTime>,
+    pub message: std::ops::Range<usize>,
+}
+
+impl Append {
+    /// The APPEND in `command`, with its literal located in `buf` (the
+    /// bytes it was decoded from); `None` for any other command.
+    fn borrowed_from(command: &Command<'_>, buf: &[u8]) -> Option<Append> {
+        use imap_codec::imap_types::IntoStatic;
+        use imap_codec::imap_types::extensions::binary::LiteralOrLiteral8;
+        let CommandBody::Append {
+            mailbox,
+            flags,
+            date,
+            message,
+        } = &command.body
+        else {
+            return None;
+        };
+        let data: &[u8] = match message {
+            LiteralOrLiteral8::Literal(l) => l.data(),
+            LiteralOrLiteral8::Literal8(l) => &l.data,
+        };
+        let start = (data.as_ptr() as usize).checked_sub(buf.as_ptr() as usize)?;
+        let range = start..start + data.len();
+        // Only if the literal really is a slice of `buf` (imap-codec borrows).
+        if buf
+            .get(range.clone())
+            .is_none_or(|s| !std::ptr::eq(s.as_ptr(), data.as_ptr()))
+        {
+            return None;
+        }
+        Some(Append {
+            mailbox: mailbox_name(mailbox),
+            flags: flags.iter().cloned().map(IntoStatic::into_static).collect(),
+            date: date.clone(),
+            message: range,
+        })
     }
 }
 
