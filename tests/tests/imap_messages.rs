@@ -888,3 +888,20 @@ fn copies_are_recent_in_the_target() {
         ],
     );
 }
+
+// RFC 3501 §6.4.4: "If the server does not support the specified
+// [CHARSET], it MUST return a tagged NO response (not a BAD)", with the
+// BADCHARSET response code listing what it supports.
+#[test]
+fn search_charset() {
+    let s = server_with_mail();
+    let mut c = selected(&s);
+    assert_lines(
+        &c.cmd("s1 SEARCH CHARSET UTF-8 SUBJECT report"),
+        &["* SEARCH 2", "s1 OK SEARCH completed"],
+    );
+    assert_lines(
+        &c.cmd("s2 SEARCH CHARSET KOI8-R SUBJECT lunch"),
+        &["s2 NO [BADCHARSET (UTF-8 US-ASCII)] Unsupported charset"],
+    );
+}
