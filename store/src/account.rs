@@ -4,6 +4,7 @@
 //! a blocking pool. Methods of one account are serialised by the account's
 //! index connection; different accounts proceed in parallel.
 
+mod derived;
 mod flags;
 mod mailboxes;
 mod scan;

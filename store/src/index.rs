@@ -88,6 +88,12 @@ CREATE TABLE IF NOT EXISTS change(
   detail TEXT
 );
 CREATE TABLE IF NOT EXISTS subscription(name TEXT PRIMARY KEY) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS derived(
+  content_id BLOB NOT NULL,
+  kind INTEGER NOT NULL,
+  data BLOB NOT NULL,
+  PRIMARY KEY(content_id, kind)
+) WITHOUT ROWID;
 ";
 
 /// Open (creating if needed) an index database.

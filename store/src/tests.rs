@@ -509,3 +509,19 @@ fn kw(list: &[&str]) -> Vec<String> {
 mod imap_flags;
 mod imap_mailboxes;
 mod imap_transfer;
+
+#[test]
+fn derived_data_round_trips_by_content() {
+    let d = tempfile::tempdir().unwrap();
+    let s = store_at(d.path());
+    let acct = s.account(&user(&s, "a@x.org")).unwrap();
+    let a = ContentId::of(b"a");
+    let b = ContentId::of(b"b");
+    assert_eq!(acct.derived(&[(a, 1)]).unwrap(), vec![None]);
+    acct.store_derived(&[(a, 1, b"env".to_vec()), (a, 2, b"bs".to_vec())])
+        .unwrap();
+    assert_eq!(
+        acct.derived(&[(a, 1), (a, 2), (b, 1)]).unwrap(),
+        vec![Some(b"env".to_vec()), Some(b"bs".to_vec()), None]
+    );
+}

@@ -905,3 +905,32 @@ fn search_charset() {
         &["s2 NO [BADCHARSET (UTF-8 US-ASCII)] Unsupported charset"],
     );
 }
+
+// ENVELOPE, BODYSTRUCTURE and BODY are cached in the index by content id:
+// the second FETCH answers the same from the cache.
+#[test]
+fn envelope_and_bodystructure_are_cached_by_content() {
+    let s = server_with_mail();
+    let mut c = selected(&s);
+    let first = c.cmd("c1 FETCH 1:* (ENVELOPE BODYSTRUCTURE)");
+    let second = c.cmd("c1 FETCH 1:* (ENVELOPE BODYSTRUCTURE)");
+    assert_eq!(first, second);
+    let store = s.open_store();
+    let user = store
+        .user(&cove_store::Address::parse(USER).unwrap())
+        .unwrap()
+        .unwrap();
+    let account = store.account(&user).unwrap();
+    let inbox = account.mailbox("INBOX").unwrap();
+    let messages = account.messages(&inbox.guid).unwrap();
+    let keys: Vec<(cove_store::ContentId, u8)> =
+        messages.iter().map(|m| (m.content_id, 11)).collect();
+    let cached = account.derived(&keys).unwrap();
+    assert!(cached.iter().all(Option::is_some), "every ENVELOPE cached");
+    let envelope = String::from_utf8(cached[0].clone().unwrap()).unwrap();
+    assert!(
+        first[0].contains(&format!("ENVELOPE {envelope}")),
+        "{} vs {envelope}",
+        first[0]
+    );
+}

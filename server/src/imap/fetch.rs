@@ -73,6 +73,42 @@ pub fn seq_set_in_range(view: &View, set: &SequenceSet) -> bool {
     })
 }
 
+/// ENVELOPE, BODYSTRUCTURE and BODY are cached in the index by content id
+/// (`Account::derived`); bump the version when their rendering changes.
+const DERIVED_VERSION: u8 = 1;
+
+fn derived_kind(item: &MessageDataItemName<'_>) -> Option<u8> {
+    use MessageDataItemName as I;
+    let n = match item {
+        I::Envelope => 1,
+        I::BodyStructure => 2,
+        I::Body => 3,
+        _ => return None,
+    };
+    Some(DERIVED_VERSION * 10 + n)
+}
+
+/// What the cache or one parse gave for a message.
+#[derive(Default)]
+struct Derived(std::collections::HashMap<u8, Vec<u8>>);
+
+impl Derived {
+    fn compute(&mut self, msg: &mime::ParsedMessage<'_>, kind: u8) -> Vec<u8> {
+        let bytes = match kind % 10 {
+            1 => msg.envelope(),
+            2 => msg.bodystructure(true),
+            _ => msg.bodystructure(false),
+        };
+        self.0.insert(kind, bytes.clone());
+        bytes
+    }
+}
+
+/// Items that need the message's bytes even when the cache has the rest.
+fn needs_raw(item: &MessageDataItemName<'_>) -> bool {
+    needs_content(item) && derived_kind(item).is_none()
+}
+
 fn needs_content(item: &MessageDataItemName<'_>) -> bool {
     use MessageDataItemName as I;
     !matches!(
@@ -178,6 +214,7 @@ fn partial_of<'b>(bytes: &'b [u8], partial: &Option<(u32, NonZeroU32)>) -> (&'b 
 fn render(
     row: &Row,
     raw: Option<&[u8]>,
+    derived: &Derived,
     items: &[MessageDataItemName<'_>],
     uid_cmd: bool,
     out: &mut Vec<u8>,
@@ -204,7 +241,15 @@ fn render(
         out.extend_from_slice(format!("UID {}", meta.uid).as_bytes());
     }
     let raw = raw.unwrap_or(b"");
-    let msg = mime::ParsedMessage::parse(raw);
+    let parsed = std::cell::OnceCell::new();
+    let msg = || parsed.get_or_init(|| mime::ParsedMessage::parse(raw));
+    let view = |item: &MessageDataItemName<'_>| -> Vec<u8> {
+        let kind = derived_kind(item).unwrap_or(0);
+        match derived.0.get(&kind) {
+            Some(b) => b.clone(),
+            None => Derived::default().compute(msg(), kind),
+        }
+    };
     for item in items {
         sep(out);
         match item {
@@ -227,15 +272,15 @@ fn render(
             I::ModSeq => out.extend_from_slice(format!("MODSEQ ({})", meta.modseq).as_bytes()),
             I::Envelope => {
                 out.extend_from_slice(b"ENVELOPE ");
-                out.extend_from_slice(&msg.envelope());
+                out.extend_from_slice(&view(item));
             }
             I::BodyStructure => {
                 out.extend_from_slice(b"BODYSTRUCTURE ");
-                out.extend_from_slice(&msg.bodystructure(true));
+                out.extend_from_slice(&view(item));
             }
             I::Body => {
                 out.extend_from_slice(b"BODY ");
-                out.extend_from_slice(&msg.bodystructure(false));
+                out.extend_from_slice(&view(item));
             }
             I::Rfc822 => {
                 out.extend_from_slice(b"RFC822 ");
@@ -243,7 +288,7 @@ fn render(
             }
             I::Rfc822Header => {
                 out.extend_from_slice(b"RFC822.HEADER ");
-                let h = msg
+                let h = msg()
                     .section(&[], &mime::SectionKind::Header)
                     .map(|c| c.into_owned())
                     .unwrap_or_default();
@@ -251,7 +296,7 @@ fn render(
             }
             I::Rfc822Text => {
                 out.extend_from_slice(b"RFC822.TEXT ");
-                let t = msg
+                let t = msg()
                     .section(&[], &mime::SectionKind::Text)
                     .map(|c| c.into_owned())
                     .unwrap_or_default();
@@ -261,7 +306,7 @@ fn render(
                 section, partial, ..
             } => {
                 let name = section_name(section);
-                match section_bytes(&msg, section) {
+                match section_bytes(msg(), section) {
                     Some(bytes) => {
                         let (slice, origin) = partial_of(&bytes, partial);
                         out.extend_from_slice(format!("BODY[{name}]{origin} ").as_bytes());
@@ -279,7 +324,7 @@ fn render(
                     .map(|n| n.to_string())
                     .collect::<Vec<_>>()
                     .join(".");
-                match msg.binary(&part).ok() {
+                match msg().binary(&part).ok() {
                     Some(bytes) => {
                         let (slice, origin) = partial_of(&bytes, partial);
                         out.extend_from_slice(format!("BINARY[{name}]{origin} ~").as_bytes());
@@ -295,7 +340,7 @@ fn render(
                     .map(|n| n.to_string())
                     .collect::<Vec<_>>()
                     .join(".");
-                let size = msg.binary(&part).map(|b| b.len()).unwrap_or(0);
+                let size = msg().binary(&part).map(|b| b.len()).unwrap_or(0);
                 out.extend_from_slice(format!("BINARY.SIZE[{name}] {size}").as_bytes());
             }
         }
@@ -353,7 +398,6 @@ impl Session {
         let indices = resolve(view, &set, uid);
         let account = a.account.clone();
         let mailbox: MailboxInfo = view.mailbox.clone();
-        let content = items.iter().any(needs_content);
         let mark_seen = !view.read_only && items.iter().any(sets_seen);
 
         // Implicit \Seen first, so that the FLAGS we return are current.
@@ -399,8 +443,27 @@ impl Session {
             let rendered = blocking(move || {
                 let mut out = Vec::new();
                 let mut missing = false;
-                for row in chunk {
-                    let raw = if content {
+                let kinds: Vec<u8> = items.iter().filter_map(derived_kind).collect();
+                let raw_needed = items.iter().any(needs_raw);
+                let keys: Vec<(cove_store::ContentId, u8)> = chunk
+                    .iter()
+                    .flat_map(|r| kinds.iter().map(|k| (r.meta.content_id, *k)))
+                    .collect();
+                let cached = if keys.is_empty() {
+                    Vec::new()
+                } else {
+                    account.derived(&keys)?
+                };
+                let mut learned: Vec<(cove_store::ContentId, u8, Vec<u8>)> = Vec::new();
+                for (i, row) in chunk.into_iter().enumerate() {
+                    let mut derived = Derived::default();
+                    for (j, kind) in kinds.iter().enumerate() {
+                        if let Some(Some(bytes)) = cached.get(i * kinds.len() + j) {
+                            derived.0.insert(*kind, bytes.clone());
+                        }
+                    }
+                    let complete = derived.0.len() == kinds.len();
+                    let raw = if raw_needed || !complete {
                         // The file may have been renamed (flags) since the
                         // view was read: look it up again.
                         let current = account.message(&mailbox.guid, row.meta.uid)?;
@@ -416,7 +479,22 @@ impl Session {
                     } else {
                         None
                     };
-                    render(&row, raw.as_deref(), &items, uid, &mut out);
+                    if let Some(raw) = &raw
+                        && !complete
+                    {
+                        let msg = mime::ParsedMessage::parse(raw);
+                        for kind in &kinds {
+                            if !derived.0.contains_key(kind) {
+                                let bytes = derived.compute(&msg, *kind);
+                                learned.push((row.meta.content_id, *kind, bytes));
+                            }
+                        }
+                    }
+                    render(&row, raw.as_deref(), &derived, &items, uid, &mut out);
+                }
+                // A cache that cannot be written only costs a parse next time.
+                if let Err(e) = account.store_derived(&learned) {
+                    tracing::warn!(error = %e, "could not cache message views");
                 }
                 Ok((out, missing))
             })
