@@ -64,3 +64,24 @@ impl AsyncWrite for Conn {
         }
     }
 }
+
+/// STARTTLS (RFC 3207 for LMTP, RFC 3501 §6.2.1 for IMAP): hand the plain
+/// connection to the TLS handshake and read on through TLS. Anything the
+/// client pipelined after the command was sent in clear text and is
+/// discarded with the old buffer (CVE-2011-0411).
+pub async fn start_tls(
+    reader: &mut tokio::io::BufReader<Conn>,
+    acceptor: &tokio_rustls::TlsAcceptor,
+    buffer: usize,
+) -> io::Result<()> {
+    let placeholder = tokio::io::BufReader::new(Conn::Detached);
+    let old = std::mem::replace(reader, placeholder);
+    let Conn::Plain(tcp) = old.into_inner() else {
+        return Err(io::Error::other(
+            "STARTTLS on a connection that is not plain TCP",
+        ));
+    };
+    let tls = acceptor.accept(tcp).await?;
+    *reader = tokio::io::BufReader::with_capacity(buffer, Conn::Tls(Box::new(tls)));
+    Ok(())
+}

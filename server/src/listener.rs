@@ -82,6 +82,29 @@ impl<K: std::hash::Hash + Eq + Clone> Drop for ConnectionSlot<K> {
     }
 }
 
+/// Take a connection slot for `peer`, or tell the client why not (one
+/// protocol line, e.g. `421 4.7.0` or `* BYE [UNAVAILABLE]`, followed by
+/// the reason) and log it.
+pub async fn admit(
+    proto: &str,
+    count: &Arc<ConnectionCount>,
+    tcp: &mut TcpStream,
+    peer: SocketAddr,
+    max_total: usize,
+    max_per_ip: usize,
+    refusal_prefix: &str,
+) -> Option<ConnectionSlot> {
+    match count.acquire(peer.ip(), max_total, max_per_ip) {
+        Ok(slot) => Some(slot),
+        Err(why) => {
+            tracing::warn!(peer = %peer, "{}; {proto} connection refused", why.text());
+            let line = format!("{refusal_prefix} {}\r\n", why.text());
+            let _ = tokio::io::AsyncWriteExt::write_all(tcp, line.as_bytes()).await;
+            None
+        }
+    }
+}
+
 static SESSION_IDS: AtomicU64 = AtomicU64::new(1);
 
 /// Sessions the server waits for at shutdown.

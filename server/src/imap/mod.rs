@@ -93,23 +93,23 @@ async fn serve_connection(
     id: u64,
     implicit_tls: bool,
 ) {
-    let slot = ctx.connections.acquire(
-        peer.ip(),
+    let mut tcp = tcp;
+    let limits = (
         ctx.config.max_connections,
         ctx.config.max_connections_per_ip,
     );
-    let _slot = match slot {
-        Ok(s) => s,
-        Err(why) => {
-            tracing::warn!(peer = %peer, "{}; imap connection refused", why.text());
-            let mut tcp = tcp;
-            let _ = tokio::io::AsyncWriteExt::write_all(
-                &mut tcp,
-                format!("* BYE [UNAVAILABLE] {}\r\n", why.text()).as_bytes(),
-            )
-            .await;
-            return;
-        }
+    let Some(_slot) = listener::admit(
+        "imap",
+        &ctx.connections,
+        &mut tcp,
+        peer,
+        limits.0,
+        limits.1,
+        "* BYE [UNAVAILABLE]",
+    )
+    .await
+    else {
+        return;
     };
     let conn = if implicit_tls {
         let Some(acceptor) = ctx.tls.clone() else {

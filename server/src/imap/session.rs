@@ -530,17 +530,8 @@ impl Session {
         if self.flush().await.is_err() {
             return false;
         }
-        // Anything pipelined after STARTTLS came in clear text: discarded.
-        let placeholder = BufReader::new(Conn::Detached);
-        let reader = std::mem::replace(&mut self.reader, placeholder);
-        let Conn::Plain(tcp) = reader.into_inner() else {
-            return false;
-        };
-        match acceptor.accept(tcp).await {
-            Ok(tls) => {
-                self.reader = BufReader::with_capacity(READ_BUFFER, Conn::Tls(Box::new(tls)));
-                true
-            }
+        match crate::conn::start_tls(&mut self.reader, &acceptor, READ_BUFFER).await {
+            Ok(()) => true,
             Err(e) => {
                 tracing::info!(session = self.id, peer = %self.peer, error = %e, "imap STARTTLS handshake failed");
                 false

@@ -60,23 +60,23 @@ pub async fn accept_loop(listener: TcpListener, ctx: Arc<LmtpContext>, sessions:
 }
 
 async fn serve_connection(ctx: Arc<LmtpContext>, tcp: TcpStream, peer: SocketAddr, id: u64) {
-    let slot = ctx.connections.acquire(
-        peer.ip(),
+    let mut tcp = tcp;
+    let limits = (
         ctx.config.max_connections,
         ctx.config.max_connections_per_ip,
     );
-    let _slot = match slot {
-        Ok(s) => s,
-        Err(why) => {
-            tracing::warn!(peer = %peer, "{}; lmtp connection refused", why.text());
-            let mut tcp = tcp;
-            let _ = tokio::io::AsyncWriteExt::write_all(
-                &mut tcp,
-                format!("421 4.7.0 {}\r\n", why.text()).as_bytes(),
-            )
-            .await;
-            return;
-        }
+    let Some(_slot) = listener::admit(
+        "lmtp",
+        &ctx.connections,
+        &mut tcp,
+        peer,
+        limits.0,
+        limits.1,
+        "421 4.7.0",
+    )
+    .await
+    else {
+        return;
     };
     tracing::debug!(session = id, peer = %peer, "lmtp connection");
     session::Session::new(ctx.clone(), Conn::Plain(tcp), peer, id)

@@ -534,16 +534,8 @@ impl Session {
         };
         self.reply(Reply::new(220, "2.0.0", "Ready to start TLS"));
         self.flush().await.map_err(|_| ())?;
-        // Anything the client pipelined after STARTTLS was sent in clear
-        // text and is discarded (RFC 3207 §4.2; CVE-2011-0411).
-        let placeholder = BufReader::new(Conn::Detached);
-        let reader = std::mem::replace(&mut self.reader, placeholder);
-        let Conn::Plain(tcp) = reader.into_inner() else {
-            return Err(());
-        };
-        match acceptor.accept(tcp).await {
-            Ok(tls) => {
-                self.reader = BufReader::with_capacity(16 * 1024, Conn::Tls(Box::new(tls)));
+        match crate::conn::start_tls(&mut self.reader, &acceptor, 16 * 1024).await {
+            Ok(()) => {
                 self.lhlo = None;
                 self.tx = None;
                 tracing::debug!(session = self.id, peer = %self.peer, "lmtp STARTTLS done");
