@@ -161,3 +161,33 @@ fn every_target_on_random_inputs() {
         }
     }
 }
+
+// Findings of fuzz runs, minimised, each calling the parser the target
+// called.
+
+/// Fuzz target `lmtp`: a MAIL or RCPT line whose argument has a multi-byte
+/// UTF-8 character across the end of `FROM:` / `TO:` (byte 5 / byte 3 of
+/// the argument) panicked in `lmtp::command::parse` (`strip_prefix_ci`
+/// sliced the `&str` inside a character), ending the LMTP connection task
+/// without a reply. Such a line is a syntax error (501).
+#[test]
+fn lmtp_mail_rcpt_argument_cut_inside_a_character() {
+    use cove::lmtp::command::{ParseError, parse};
+    for line in [
+        &b"RCPT a\xe2\x82\xac"[..],
+        b"RCPT T.\xf2\x81\x92\xb3",
+        b"MAIL abcd\xc3\xa9",
+        b"MAIL FROM\xc3\xa9",
+        b"mail \xe2\x82\xac\xe2\x82\xac",
+    ] {
+        let shown = String::from_utf8_lossy(line).into_owned();
+        let parsed = std::panic::catch_unwind(|| parse(line))
+            .unwrap_or_else(|_| panic!("lmtp::command::parse panicked on {shown:?}"));
+        assert!(
+            matches!(parsed, Err(ParseError::Syntax(_))),
+            "{shown:?}: {parsed:?}"
+        );
+    }
+    // The whole target body too.
+    bodies::lmtp(b"LHLO x\r\nRCPT a\xe2\x82\xac\r\n");
+}

@@ -120,10 +120,11 @@ pub fn parse(line: &[u8]) -> Result<Command, ParseError> {
 
 fn strip_prefix_ci<'a>(s: &'a str, prefix: &str) -> Option<&'a str> {
     let s = s.trim_start();
-    if s.len() >= prefix.len() && s[..prefix.len()].eq_ignore_ascii_case(prefix) {
-        Some(s[prefix.len()..].trim_start())
-    } else {
-        None
+    // `get`, not `[..]`: the line is UTF-8 and a multi-byte character may
+    // straddle `prefix.len()` (found by the lmtp fuzz target).
+    match s.get(..prefix.len()) {
+        Some(head) if head.eq_ignore_ascii_case(prefix) => Some(s[prefix.len()..].trim_start()),
+        _ => None,
     }
 }
 

@@ -1,0 +1,350 @@
+//! The bodies of cove's fuzz targets, one function per target.
+//!
+//! They live here rather than in `fuzz_targets/` so that
+//! `server/tests/fuzz_regressions.rs` can include this very file (`#[path]`)
+//! and run the same code on every `cargo test`, without nightly or
+//! libFuzzer. So this file may use only `cove`, `imap_codec` and `std`.
+//!
+//! Each body calls the parsers exactly as the server does with bytes a
+//! client sent, and checks what must hold whatever those bytes are: no
+//! panic, and a few cheap invariants (two ways of computing the same answer
+//! agree; what we send back is well-formed IMAP).
+
+use cove::imap::extended;
+use cove::imap::framing::tag_of;
+use cove::imap::mime::{self, ParsedMessage, SectionKind};
+use cove::lmtp::command;
+use cove::lmtp::data::{DataDecoder, Step};
+use imap_codec::CommandCodec;
+use imap_codec::decode::{CommandDecodeError, Decoder};
+use imap_codec::imap_types::IntoStatic;
+
+/// The default `[imap] max_literal_size` is far larger than any fuzz input;
+/// framing refuses literals over it, so a smaller cap changes nothing here.
+const MAX_LITERAL: u64 = 64 * 1024 * 1024;
+
+/// Target `imap_command`: the bytes of one command, or of several in a row
+/// as a client would pipeline them.
+///
+/// The whole input is handled as `session.rs` handles a complete command:
+/// `extended::parse`, then imap-codec, then the tag for a BAD. Then it is
+/// read again as `framing::read_command` reads a socket (line by line,
+/// literals by their announced length), and each command framed that way
+/// goes through the same steps.
+pub fn imap_command(data: &[u8]) {
+    complete_command(data);
+    for command in frame_commands(data) {
+        complete_command(&command);
+    }
+}
+
+/// `Session::run` on one framed command, up to dispatch.
+fn complete_command(bytes: &[u8]) {
+    if let Some(parsed) = extended::parse(bytes) {
+        let tag = match parsed {
+            Ok(extended::Extended::List { tag, .. }) => tag,
+            Ok(extended::Extended::CreateSpecialUse { tag, .. }) => tag,
+            Err(_) => tag_of(bytes).unwrap_or("*").to_string(),
+        };
+        let _ = format!("{tag} BAD x\r\n");
+        return;
+    }
+    match CommandCodec::default().decode(bytes) {
+        Ok((rest, command)) => {
+            assert!(rest.len() <= bytes.len());
+            let command = command.into_static();
+            let _ = command.tag.inner().to_string();
+            let _ = format!("{:?}", command.body);
+        }
+        Err(_) => {
+            if let Some(tag) = tag_of(bytes) {
+                assert!(!tag.is_empty() && tag.len() <= 64, "{tag:?}");
+                assert!(bytes.starts_with(tag.as_bytes()));
+            }
+            let _ = String::from_utf8_lossy(&bytes[..bytes.len().min(60)])
+                .trim_end()
+                .to_string();
+        }
+    }
+}
+
+/// `framing::read_command` over an in-memory stream: the complete commands
+/// it would hand to the session, in order.
+fn frame_commands(mut input: &[u8]) -> Vec<Vec<u8>> {
+    let mut commands = Vec::new();
+    let mut buf: Vec<u8> = Vec::new();
+    loop {
+        // read_line: through the next LF; a line cut off by EOF is dropped.
+        let Some(lf) = input.iter().position(|b| *b == b'\n') else {
+            return commands;
+        };
+        buf.extend_from_slice(&input[..=lf]);
+        input = &input[lf + 1..];
+        match CommandCodec::default().decode(&buf) {
+            Err(CommandDecodeError::LiteralFound { tag, length, mode }) => {
+                let _ = (tag.inner().to_string(), mode);
+                if u64::from(length) > MAX_LITERAL {
+                    return commands;
+                }
+                let length = length as usize;
+                if input.len() < length {
+                    return commands;
+                }
+                buf.extend_from_slice(&input[..length]);
+                input = &input[length..];
+            }
+            _ => commands.push(std::mem::take(&mut buf)),
+        }
+    }
+}
+
+/// Part numbers a FETCH may name: the message, the first levels, nested
+/// parts, and numbers no message has.
+const PART_PATHS: &[&[u32]] = &[
+    &[],
+    &[1],
+    &[2],
+    &[3],
+    &[1, 1],
+    &[1, 2],
+    &[2, 1],
+    &[2, 2],
+    &[2, 2, 1],
+    &[1, 1, 1, 1],
+    &[0],
+    &[1, 0],
+    &[u32::MAX],
+];
+
+fn section_kinds() -> Vec<SectionKind> {
+    vec![
+        SectionKind::Full,
+        SectionKind::Header,
+        SectionKind::Text,
+        SectionKind::Mime,
+        SectionKind::HeaderFields {
+            names: vec!["Subject".into(), "FROM".into(), "content-type".into()],
+            not: false,
+        },
+        SectionKind::HeaderFields {
+            names: vec!["received".into()],
+            not: true,
+        },
+        SectionKind::HeaderFields {
+            names: Vec::new(),
+            not: false,
+        },
+    ]
+}
+
+/// Target `imap_mime`: arbitrary bytes as a stored message, through every
+/// FETCH view of it.
+///
+/// The free functions (`mime::envelope` and the rest) parse the message
+/// again on each call, so each is called once and compared with
+/// [`ParsedMessage`], which serves all the part paths and kinds from one
+/// parse; that keeps the target fast enough to explore.
+pub fn imap_mime(data: &[u8]) {
+    let parsed = ParsedMessage::parse(data);
+
+    let envelope = parsed.envelope();
+    check_imap_syntax("ENVELOPE", &envelope);
+    assert_eq!(envelope, mime::envelope(data));
+
+    for extensible in [false, true] {
+        let body = parsed.bodystructure(extensible);
+        check_imap_syntax("BODYSTRUCTURE", &body);
+        assert_eq!(body, mime::bodystructure(data, extensible));
+    }
+
+    let kinds = section_kinds();
+    for (i, path) in PART_PATHS.iter().enumerate() {
+        for (j, kind) in kinds.iter().enumerate() {
+            let section = parsed.section(path, kind);
+            if (i + j) % 16 == 0 {
+                assert_eq!(section, mime::section_bytes(data, path, kind));
+            }
+            if let Some(bytes) = section {
+                let len = u32::try_from(bytes.len()).unwrap_or(u32::MAX);
+                assert_eq!(mime::partial(&bytes, 0, len), &bytes[..]);
+                let half = mime::partial(&bytes, len / 2, 7);
+                assert!(half.len() <= 7);
+                assert!(mime::partial(&bytes, len, u32::MAX).is_empty());
+            }
+        }
+        let binary = parsed.binary(path);
+        if i % 4 == 1 {
+            assert_eq!(binary.clone().ok(), mime::binary_section(data, path));
+        }
+        if let Err(e) = binary {
+            let _ = e.to_string();
+        }
+    }
+}
+
+/// What cove writes for ENVELOPE and BODYSTRUCTURE must be one
+/// parenthesised list of RFC 3501 §9 `nil`, `number`, quoted strings and
+/// literals, or clients cannot read the FETCH response.
+fn check_imap_syntax(what: &str, out: &[u8]) {
+    let shown = || String::from_utf8_lossy(out).into_owned();
+    assert_eq!(
+        out.first(),
+        Some(&b'('),
+        "{what} is not a list: {}",
+        shown()
+    );
+    let mut depth = 0usize;
+    let mut i = 0;
+    while i < out.len() {
+        match out[i] {
+            b'(' => {
+                depth += 1;
+                i += 1;
+            }
+            b')' => {
+                assert!(depth > 0, "{what}: unbalanced ')' at {i}: {}", shown());
+                depth -= 1;
+                i += 1;
+                if depth == 0 {
+                    assert_eq!(i, out.len(), "{what}: bytes after the list: {}", shown());
+                }
+            }
+            b' ' => i += 1,
+            b'"' => {
+                i += 1;
+                loop {
+                    match out.get(i) {
+                        Some(b'"') => break,
+                        Some(b'\\') => {
+                            assert!(
+                                matches!(out.get(i + 1), Some(b'"' | b'\\')),
+                                "{what}: bad escape at {i}: {}",
+                                shown()
+                            );
+                            i += 2;
+                        }
+                        Some(&b) => {
+                            assert!(
+                                (0x01..=0x7f).contains(&b) && b != b'\r' && b != b'\n',
+                                "{what}: byte {b:#04x} in a quoted string at {i}: {}",
+                                shown()
+                            );
+                            i += 1;
+                        }
+                        None => panic!("{what}: unterminated quoted string: {}", shown()),
+                    }
+                }
+                i += 1;
+            }
+            b'{' => {
+                let close = out[i..]
+                    .iter()
+                    .position(|b| *b == b'}')
+                    .map(|p| p + i)
+                    .unwrap_or_else(|| panic!("{what}: bad literal at {i}: {}", shown()));
+                let n: usize = std::str::from_utf8(&out[i + 1..close])
+                    .ok()
+                    .and_then(|s| s.parse().ok())
+                    .unwrap_or_else(|| panic!("{what}: bad literal length at {i}: {}", shown()));
+                assert_eq!(
+                    out.get(close + 1..close + 3),
+                    Some(&b"\r\n"[..]),
+                    "{what}: literal without CRLF at {i}: {}",
+                    shown()
+                );
+                let start = close + 3;
+                let data = out
+                    .get(start..start + n)
+                    .unwrap_or_else(|| panic!("{what}: short literal at {i}: {}", shown()));
+                assert!(!data.contains(&0), "{what}: NUL in a literal: {}", shown());
+                i = start + n;
+            }
+            b'0'..=b'9' => {
+                while out.get(i).is_some_and(u8::is_ascii_digit) {
+                    i += 1;
+                }
+            }
+            b'N' if out[i..].starts_with(b"NIL") => i += 3,
+            b => panic!("{what}: unexpected byte {b:#04x} at {i}: {}", shown()),
+        }
+    }
+    assert_eq!(depth, 0, "{what}: unclosed list: {}", shown());
+}
+
+/// How `lmtp::session` cuts a long DATA line (`DATA_PIECE`).
+const DATA_PIECE: usize = 64 * 1024;
+
+/// Target `lmtp`: every line as a command line, and the whole input as the
+/// DATA that follows a 354.
+pub fn lmtp(data: &[u8]) {
+    for line in data.split_inclusive(|b| *b == b'\n') {
+        // session::read_line drops the LF and one CR before it.
+        let line = line.strip_suffix(b"\n").unwrap_or(line);
+        let line = line.strip_suffix(b"\r").unwrap_or(line);
+        if let Err(e) = command::parse(line) {
+            let _ = format!("{e:?}");
+        }
+    }
+
+    // DATA as the session reads it: whole lines, long ones in pieces of
+    // DATA_PIECE bytes. Smaller pieces must decode to the same message; any
+    // piece size of 3 or more can stand for DATA_PIECE (the end marker
+    // `.CRLF` is never cut).
+    let whole = decode_data(data, |_| DATA_PIECE);
+    let piece = 3 + usize::from(data.first().copied().unwrap_or(0) % 61);
+    assert_eq!(
+        decode_data(data, |_| piece),
+        whole,
+        "pieces of {piece} bytes decode differently"
+    );
+
+    // And cut anywhere at all (pieces of 1 and 2 bytes too): no panic.
+    let mut rng = XorShift::new(data);
+    decode_data(data, |_| 1 + (rng.next_u64() % 9) as usize);
+}
+
+/// Feed `data` to a DataDecoder as the session does: each line, cut into
+/// pieces of at most `piece(..)` bytes. Returns what was decoded and how
+/// many input bytes were used when the end marker was seen.
+fn decode_data(data: &[u8], mut piece: impl FnMut(usize) -> usize) -> (Vec<u8>, Option<usize>) {
+    let mut decoder = DataDecoder::default();
+    let mut out = Vec::new();
+    let mut used = 0;
+    for line in data.split_inclusive(|b| *b == b'\n') {
+        let mut rest = line;
+        while !rest.is_empty() {
+            let n = piece(used).clamp(1, rest.len());
+            let before = out.len();
+            let step = decoder.feed(&rest[..n], &mut out);
+            used += n;
+            rest = &rest[n..];
+            if step == Step::End {
+                assert_eq!(out.len(), before, "the end marker wrote bytes");
+                return (out, Some(used));
+            }
+        }
+    }
+    (out, None)
+}
+
+/// A tiny deterministic generator (xorshift64), seeded from the input.
+pub struct XorShift(u64);
+
+impl XorShift {
+    pub fn new(seed: &[u8]) -> Self {
+        let mut state = 0x9e37_79b9_7f4a_7c15u64;
+        for &b in seed.iter().take(64) {
+            state = (state ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
+        }
+        XorShift(state | 1)
+    }
+
+    pub fn next_u64(&mut self) -> u64 {
+        let mut x = self.0;
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        self.0 = x;
+        x
+    }
+}
