@@ -9,6 +9,10 @@
 # stderr. Stop it with stop.sh DIR.
 #
 # Usage: start.sh DIR PORT [USERS]     (USERS defaults to 1000)
+# Environment: IMAP_CONNS=N (default 1000) raises the limits on concurrent
+# IMAP sessions (imap processes, per-user/IP sessions, client limits of the
+# log/anvil/auth/stats services) for IDLE benchmarks with many connections;
+# Dovecot runs one imap process per session.
 # Needs: apt-get install dovecot-core dovecot-lmtpd dovecot-imapd dovecot-pop3d
 # As root, virtual mail is owned by the system user "covemail" (created if
 # missing); as any other user, everything runs as that user.
@@ -21,6 +25,15 @@ fi
 DIR=$1
 PORT=$2
 NUSERS=${3:-1000}
+IMAP_CONNS=${IMAP_CONNS:-1000}
+if ! [[ $IMAP_CONNS =~ ^[0-9]+$ ]] || (( IMAP_CONNS < 1 )); then
+    echo "IMAP_CONNS must be a positive number" >&2
+    exit 2
+fi
+# Sessions plus the other services' processes; the log, anvil, auth and stats
+# services take one client per process.
+CLIENT_LIMIT=$(( IMAP_CONNS > 1000 ? IMAP_CONNS + 2000 : 1000 ))
+USERIP_LIMIT=$(( IMAP_CONNS > 10000 ? IMAP_CONNS : 10000 ))
 DOVECOT=${DOVECOT:-/usr/sbin/dovecot}
 
 if [[ ! -x $DOVECOT ]]; then
@@ -124,7 +137,8 @@ last_valid_uid = $MAILUID
 first_valid_gid = $MAILGID
 last_valid_gid = $MAILGID
 # Benchmarks open many sessions per user from one address.
-mail_max_userip_connections = 10000
+mail_max_userip_connections = $USERIP_LIMIT
+default_client_limit = $CLIENT_LIMIT
 
 passdb {
   driver = passwd-file
@@ -168,7 +182,7 @@ service pop3-login {
   }
 }
 service imap {
-  process_limit = 1000
+  process_limit = $IMAP_CONNS
 }
 service pop3 {
   process_limit = 1000

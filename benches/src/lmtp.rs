@@ -19,7 +19,7 @@ use tokio::net::TcpStream;
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 
 use crate::CommonArgs;
-use crate::message::MessageGen;
+use crate::message::{MessageGen, Varied};
 use crate::stats::{CpuProbe, Latencies, Report};
 
 #[derive(Args, Debug)]
@@ -49,6 +49,21 @@ pub struct LmtpArgs {
     /// dedup benchmarks). Different runs still differ.
     #[arg(long)]
     pub same_content: bool,
+    /// Generate every message on its own: sender, subject words and body
+    /// text differ per message, and rare tokens make IMAP SEARCH hit one
+    /// message in --token-every (see --subject-token, --body-token).
+    #[arg(long, conflicts_with = "same_content")]
+    pub varied: bool,
+    /// With --varied: messages seq % N == 0 get the subject token, seq % N
+    /// == N/2 the body token (0: no tokens).
+    #[arg(long, default_value_t = 1000)]
+    pub token_every: u64,
+    /// With --varied: word put in the Subject of one message in --token-every.
+    #[arg(long, default_value = "marzipan")]
+    pub subject_token: String,
+    /// With --varied: word put in the body of one message in --token-every.
+    #[arg(long, default_value = "kumquat")]
+    pub body_token: String,
     /// Envelope sender.
     #[arg(long, default_value = "load@bench.example")]
     pub from: String,
@@ -290,8 +305,9 @@ impl Conn {
                         out.errors.join("; ")
                     );
                 }
-                self.wr.write_all(&sh.msg.header(seq)).await?;
-                self.wr.write_all(sh.msg.body()).await?;
+                let (header, body) = sh.msg.parts(seq);
+                self.wr.write_all(&header).await?;
+                self.wr.write_all(&body).await?;
                 self.wr.write_all(b".\r\n").await?;
                 self.wr.flush().await?;
                 // RFC 2033: one reply per accepted recipient, in RCPT order.
@@ -388,7 +404,18 @@ pub async fn run(args: LmtpArgs) -> Result<bool> {
     if args.users > 1 && !args.rcpt_template.contains("{n}") {
         bail!("--rcpt-template must contain {{n}} when --users > 1");
     }
-    let msg = MessageGen::new(args.size, args.same_content)?;
+    let msg = if args.varied {
+        MessageGen::new_varied(
+            args.size,
+            Varied {
+                every: args.token_every,
+                subject_token: args.subject_token.clone(),
+                body_token: args.body_token.clone(),
+            },
+        )?
+    } else {
+        MessageGen::new(args.size, args.same_content)?
+    };
     let rcpts = (0..args.users)
         .map(|n| args.rcpt_template.replace("{n}", &n.to_string()))
         .collect();
@@ -466,7 +493,19 @@ pub async fn run(args: LmtpArgs) -> Result<bool> {
         .add("rcpts_per_txn", a.rcpts_per_txn)
         .add("users", a.users)
         .add("same_content", a.same_content)
-        .add("pipelining", pipelining)
+        .add("varied", a.varied);
+    if a.varied {
+        // Messages carrying the search tokens (if all were delivered).
+        let v = Varied {
+            every: a.token_every,
+            subject_token: a.subject_token.clone(),
+            body_token: a.body_token.clone(),
+        };
+        let (subj, body) = v.hits(a.messages);
+        rep.add("subject_token_msgs", subj)
+            .add("body_token_msgs", body);
+    }
+    rep.add("pipelining", pipelining)
         .add("messages", a.messages)
         .add("msgs_ok", total.txns_ok)
         .add("msgs_failed", total.txns_failed)

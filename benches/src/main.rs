@@ -5,6 +5,7 @@
 //! one human-readable line and one machine-readable `RESULT key=value ...`
 //! line, and exits non-zero if any operation failed.
 
+mod imap;
 mod lmtp;
 mod message;
 mod stats;
@@ -14,7 +15,7 @@ use clap::{Args, Parser, Subcommand};
 #[derive(Parser)]
 #[command(
     name = "cove-load",
-    about = "Load generator for LMTP (and later IMAP/POP3) servers"
+    about = "Load generator for LMTP and IMAP (later POP3) servers"
 )]
 struct Cli {
     #[command(subcommand)]
@@ -25,6 +26,8 @@ struct Cli {
 enum Mode {
     /// Deliver messages over LMTP (RFC 2033).
     Lmtp(lmtp::LmtpArgs),
+    /// IMAP (RFC 3501): timed operations on a big mailbox, many IDLE connections.
+    Imap(imap::ImapArgs),
 }
 
 /// Options every protocol mode takes.
@@ -59,6 +62,7 @@ fn main() -> std::process::ExitCode {
     let outcome = rt.block_on(async {
         match cli.mode {
             Mode::Lmtp(args) => lmtp::run(args).await,
+            Mode::Imap(args) => imap::run(args).await,
         }
     });
     match outcome {

@@ -66,6 +66,85 @@ pub fn tree_cpu_ticks(root: u32) -> Result<u64> {
     Ok(total)
 }
 
+/// PID and all its live descendants (through the ppid field of /proc/*/stat).
+pub fn tree_pids(root: u32) -> Result<Vec<u32>> {
+    let procs = read_all_stats();
+    if !procs.contains_key(&root) {
+        anyhow::bail!("process {root} not found in /proc");
+    }
+    let mut children: HashMap<u32, Vec<u32>> = HashMap::new();
+    for (&pid, st) in &procs {
+        children.entry(st.ppid).or_default().push(pid);
+    }
+    let mut out = Vec::new();
+    let mut stack = vec![root];
+    while let Some(pid) = stack.pop() {
+        out.push(pid);
+        if let Some(kids) = children.get(&pid) {
+            stack.extend(kids.iter().copied());
+        }
+    }
+    Ok(out)
+}
+
+/// Memory of a process tree, summed over its processes (KiB).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct MemSample {
+    pub processes: u64,
+    /// VmRSS from /proc/PID/status: resident pages, shared ones counted in
+    /// every process that maps them.
+    pub rss_kib: u64,
+    /// Pss from /proc/PID/smaps_rollup: shared pages divided among the
+    /// processes sharing them (sums to what the tree really holds).
+    pub pss_kib: u64,
+    /// Private_Clean + Private_Dirty from smaps_rollup: pages only that
+    /// process maps.
+    pub private_kib: u64,
+}
+
+/// Samples the memory of `root` and all its descendants. A process that
+/// exits while being read is skipped.
+pub fn tree_memory(root: u32) -> Result<MemSample> {
+    let mut m = MemSample::default();
+    for pid in tree_pids(root)? {
+        let Ok(status) = std::fs::read_to_string(format!("/proc/{pid}/status")) else {
+            continue;
+        };
+        m.processes += 1;
+        m.rss_kib += kib_field(&status, "VmRSS:").unwrap_or(0);
+        if let Ok(rollup) = std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup")) {
+            m.pss_kib += kib_field(&rollup, "Pss:").unwrap_or(0);
+            m.private_kib += kib_field(&rollup, "Private_Clean:").unwrap_or(0)
+                + kib_field(&rollup, "Private_Dirty:").unwrap_or(0);
+        }
+    }
+    Ok(m)
+}
+
+/// VmRSS of `root` and its descendants, summed (KiB); cheaper than
+/// `tree_memory` (no smaps).
+pub fn tree_rss_kib(root: u32) -> Result<u64> {
+    Ok(tree_pids(root)?
+        .into_iter()
+        .filter_map(|pid| std::fs::read_to_string(format!("/proc/{pid}/status")).ok())
+        .filter_map(|s| kib_field(&s, "VmRSS:"))
+        .sum())
+}
+
+/// MemAvailable from /proc/meminfo (KiB).
+pub fn mem_available_kib() -> Result<u64> {
+    let text = std::fs::read_to_string("/proc/meminfo").context("reading /proc/meminfo")?;
+    kib_field(&text, "MemAvailable:").context("no MemAvailable in /proc/meminfo")
+}
+
+/// `Key:   1234 kB` → 1234.
+fn kib_field(text: &str, key: &str) -> Option<u64> {
+    text.lines()
+        .find_map(|l| l.strip_prefix(key))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+}
+
 /// CPU ticks (user + system) of this process so far.
 pub fn self_cpu_ticks() -> Result<u64> {
     let text = std::fs::read_to_string("/proc/self/stat").context("reading /proc/self/stat")?;
@@ -228,5 +307,10 @@ mod tests {
     fn own_tree_is_found() {
         let pid = std::process::id();
         tree_cpu_ticks(pid).unwrap();
+        let m = tree_memory(pid).unwrap();
+        assert!(m.processes >= 1 && m.rss_kib > 0 && m.pss_kib > 0, "{m:?}");
+        assert_eq!(kib_field("VmRSS:\t  1234 kB\n", "VmRSS:"), Some(1234));
+        assert!(tree_rss_kib(pid).unwrap() > 0);
+        assert!(mem_available_kib().unwrap() > 0);
     }
 }
