@@ -33,6 +33,57 @@ pub fn verify_password(password: &Secret, stored: &PasswordHash) -> bool {
     }
 }
 
+/// A job for the password threads.
+type Job = Box<dyn FnOnce() + Send>;
+
+/// Password checks on a few dedicated threads.
+///
+/// An argon2 check allocates a ~19 MiB buffer. Run on tokio's blocking pool
+/// (up to 512 threads), each thread's malloc arena keeps such a buffer after
+/// use: a burst of logins left 9.8 GiB resident after 756 logins in the
+/// IMAP benchmark. A fixed set of threads bounds both the parallelism and
+/// the memory kept (one buffer per thread).
+pub struct PasswordCheckers {
+    jobs: std::sync::mpsc::Sender<Job>,
+}
+
+impl PasswordCheckers {
+    pub fn new(threads: usize) -> std::io::Result<PasswordCheckers> {
+        let (jobs, queue) = std::sync::mpsc::channel::<Job>();
+        let queue = std::sync::Arc::new(std::sync::Mutex::new(queue));
+        for n in 0..threads.max(1) {
+            let queue = queue.clone();
+            std::thread::Builder::new()
+                .name(format!("cove-password-{n}"))
+                .spawn(move || {
+                    loop {
+                        let job = match queue.lock() {
+                            Ok(q) => q.recv(),
+                            Err(_) => return,
+                        };
+                        match job {
+                            Ok(job) => job(),
+                            Err(_) => return, // every sender is gone: shutting down
+                        }
+                    }
+                })?;
+        }
+        Ok(PasswordCheckers { jobs })
+    }
+
+    /// Check a password against a stored hash on the password threads.
+    pub async fn verify(&self, password: Secret, stored: PasswordHash) -> bool {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let job: Job = Box::new(move || {
+            let _ = tx.send(verify_password(&password, &stored));
+        });
+        if self.jobs.send(job).is_err() {
+            return false;
+        }
+        rx.await.unwrap_or(false)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -43,6 +94,14 @@ mod tests {
         Argon2::default()
             .verify_password(password.as_bytes(), &parsed)
             .is_ok()
+    }
+
+    #[tokio::test]
+    async fn password_threads_check_passwords() {
+        let checkers = PasswordCheckers::new(2).unwrap();
+        let h = hash_password(&Secret("pw".into())).unwrap();
+        assert!(checkers.verify(Secret("pw".into()), h.clone()).await);
+        assert!(!checkers.verify(Secret("nope".into()), h).await);
     }
 
     #[test]

@@ -41,6 +41,12 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
             loops.spawn(lmtp::accept_loop(listener, ctx.clone(), sessions.clone()));
         }
     }
+    // One small set of threads checks passwords for every protocol.
+    let cores = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(2);
+    let passwords =
+        Arc::new(crate::auth::PasswordCheckers::new(cores).context("start the password threads")?);
     if let Some(imap_config) = &config.imap {
         let ctx = Arc::new(ImapContext::new(
             store.clone(),
@@ -48,6 +54,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
             config.hostname.clone(),
             Some(tls.clone()),
             stopped.clone(),
+            passwords.clone(),
         ));
         for (addrs, implicit_tls, key) in [
             (&imap_config.listen, false, "listen"),

@@ -10,7 +10,7 @@ use cove_store::Address;
 
 use super::framing;
 use super::session::{Authed, Outcome, Session, State};
-use crate::auth::{Secret, verify_password};
+use crate::auth::Secret;
 
 impl Session {
     // RFC 3501 §6.2.3: LOGIN.
@@ -75,25 +75,42 @@ impl Session {
     async fn check_credentials(&mut self, username: &str, password: Secret) -> Outcome {
         let store = self.ctx.store.clone();
         let name = username.to_string();
-        let permit = self.ctx.auth_slots.acquire().await;
-        let checked = tokio::task::spawn_blocking(move || {
+        let found = tokio::task::spawn_blocking(move || {
             let Ok(address) = Address::parse(&name) else {
                 return Ok(None);
             };
-            let Some(user) = store.user(&address)? else {
-                return Ok(None);
-            };
-            let Some(hash) = &user.password else {
-                return Ok(None);
-            };
-            if !verify_password(&password, hash) {
-                return Ok(None);
-            }
-            let account = store.account(&user)?;
-            Ok::<_, cove_store::Error>(Some((user, account)))
+            store.user(&address)
         })
         .await;
-        drop(permit);
+        let user = match found {
+            Ok(Ok(Some(user))) => Some(user),
+            Ok(Ok(None)) => None,
+            Ok(Err(e)) => return temporary_failure(self.id, &e.to_string()),
+            Err(e) => return temporary_failure(self.id, &e.to_string()),
+        };
+        // argon2 runs on the server's few password threads, not the
+        // blocking pool (see crate::auth::PasswordCheckers).
+        let verified = match user {
+            Some(user) => {
+                let ok = match user.password.clone() {
+                    Some(hash) => self.ctx.passwords.verify(password, hash).await,
+                    None => false,
+                };
+                ok.then_some(user)
+            }
+            None => None,
+        };
+        let checked = match verified {
+            None => Ok(Ok(None)),
+            Some(user) => {
+                let store = self.ctx.store.clone();
+                tokio::task::spawn_blocking(move || {
+                    let account = store.account(&user)?;
+                    Ok::<_, cove_store::Error>(Some((user, account)))
+                })
+                .await
+            }
+        };
         match checked {
             Ok(Ok(Some((user, account)))) => {
                 let slot = self.ctx.per_user.acquire(
@@ -130,4 +147,9 @@ impl Session {
             }
         }
     }
+}
+
+fn temporary_failure(session: u64, why: &str) -> Outcome {
+    tracing::error!(session, error = %why, "login lookup failed");
+    Outcome::No("[UNAVAILABLE] Temporary failure, try again later".into())
 }

@@ -26,7 +26,7 @@ use std::sync::Arc;
 
 use cove_store::Store;
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{Semaphore, watch};
+use tokio::sync::watch;
 use tokio_rustls::TlsAcceptor;
 
 use crate::config::ImapConfig;
@@ -42,9 +42,9 @@ pub struct ImapContext {
     pub shutdown: watch::Receiver<bool>,
     connections: Arc<ConnectionCount>,
     per_user: Arc<ConnectionCount<i64>>,
-    /// Password checks running at once (argon2 costs ~20 MiB and tens of
+    /// The threads that check passwords (argon2: ~19 MiB and tens of
     /// milliseconds each).
-    auth_slots: Semaphore,
+    passwords: Arc<crate::auth::PasswordCheckers>,
 }
 
 impl ImapContext {
@@ -54,10 +54,8 @@ impl ImapContext {
         hostname: String,
         tls: Option<TlsAcceptor>,
         shutdown: watch::Receiver<bool>,
+        passwords: Arc<crate::auth::PasswordCheckers>,
     ) -> Self {
-        let cores = std::thread::available_parallelism()
-            .map(|n| n.get())
-            .unwrap_or(2);
         ImapContext {
             store,
             config,
@@ -66,7 +64,7 @@ impl ImapContext {
             shutdown,
             connections: ConnectionCount::new(),
             per_user: ConnectionCount::new(),
-            auth_slots: Semaphore::new(cores * 2),
+            passwords,
         }
     }
 }
