@@ -119,6 +119,71 @@ fn lower(view: &View, key: &SearchKey<'_>) -> Key {
     }
 }
 
+/// Keys that need the body text (the rest of the content keys need only
+/// the header, which is cached).
+fn needs_body(k: &Key) -> bool {
+    match k {
+        Key::Body(_) | Key::Text(_) => true,
+        Key::Not(k) => needs_body(k),
+        Key::Or(a, b) => needs_body(a) || needs_body(b),
+        Key::And(v) => v.iter().any(needs_body),
+        _ => false,
+    }
+}
+
+/// The decoded, lowercased header of a message, cached in the index by
+/// content id (`Account::derived`) for header-only searches; bump the
+/// version when the encoding below changes.
+const HEADER_TEXT_KIND: u8 = 14;
+
+impl Content {
+    /// `name\tvalue\n` lines, then `\x01sent\t<days>` if dated.
+    fn header_text(&self) -> Vec<u8> {
+        let mut out = String::new();
+        for (n, v) in &self.headers {
+            out.push_str(&n.replace(['\t', '\n'], " "));
+            out.push('\t');
+            out.push_str(&v.replace(['\t', '\n'], " "));
+            out.push('\n');
+        }
+        if let Some(d) = self.sent_day {
+            out.push_str(&format!("\x01sent\t{d}\n"));
+        }
+        out.into_bytes()
+    }
+
+    fn from_header_text(text: &[u8]) -> Content {
+        let text = String::from_utf8_lossy(text);
+        let mut c = Content {
+            headers: Vec::new(),
+            body: String::new(),
+            sent_day: None,
+        };
+        for line in text.lines() {
+            let Some((n, v)) = line.split_once('\t') else {
+                continue;
+            };
+            if n == "\x01sent" {
+                c.sent_day = v.parse().ok();
+            } else {
+                c.headers.push((n.to_string(), v.to_string()));
+            }
+        }
+        c
+    }
+}
+
+/// The header block of a message (through its blank line, or all of it).
+fn header_block(raw: &[u8]) -> &[u8] {
+    let end = raw
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .map(|i| i + 4)
+        .or_else(|| raw.windows(2).position(|w| w == b"\n\n").map(|i| i + 2))
+        .unwrap_or(raw.len());
+    &raw[..end]
+}
+
 fn needs_content(k: &Key) -> bool {
     match k {
         Key::Sent(..) | Key::Header(..) | Key::Body(_) | Key::Text(_) => true,
@@ -292,21 +357,46 @@ impl Session {
         let now = self.ctx.store.env().now_secs();
         let found = blocking(move || {
             let content = needs_content(&key);
+            let body = needs_body(&key);
+            // Header-only searches read the cached header text first.
+            let cached = if content && !body {
+                let keys: Vec<(cove_store::ContentId, u8)> = candidates
+                    .iter()
+                    .map(|(_, m)| (m.content_id, HEADER_TEXT_KIND))
+                    .collect();
+                account.derived(&keys)?
+            } else {
+                Vec::new()
+            };
+            let mut learned = Vec::new();
             let mut hits = Vec::new();
-            for (seq, m) in candidates {
-                let c = if content {
-                    match account.message(&mailbox.guid, m.uid)? {
-                        Some(cur) => std::fs::read(account.message_path(&mailbox, &cur))
-                            .ok()
-                            .map(|raw| content_of(&raw)),
-                        None => None,
-                    }
-                } else {
+            for (i, (seq, m)) in candidates.into_iter().enumerate() {
+                let c = if !content {
                     None
+                } else if let Some(Some(text)) = cached.get(i) {
+                    Some(Content::from_header_text(text))
+                } else {
+                    let raw = match account.message(&mailbox.guid, m.uid)? {
+                        Some(cur) => std::fs::read(account.message_path(&mailbox, &cur)).ok(),
+                        None => None,
+                    };
+                    raw.map(|raw| {
+                        if body {
+                            content_of(&raw)
+                        } else {
+                            let c = content_of(header_block(&raw));
+                            learned.push((m.content_id, HEADER_TEXT_KIND, c.header_text()));
+                            c
+                        }
+                    })
                 };
                 if matches(&key, &m, &recent, now, c.as_ref()) {
                     hits.push(if uid { m.uid as usize } else { seq });
                 }
+            }
+            // A cache that cannot be written only costs a parse next time.
+            if let Err(e) = account.store_derived(&learned) {
+                tracing::warn!(error = %e, "could not cache header text");
             }
             Ok(hits)
         })
@@ -320,5 +410,32 @@ impl Session {
             }
             Err(e) => outcome_for(&e),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn header_text_round_trips() {
+        let raw = b"Subject: =?utf-8?q?Caf=C3=A9?= menu\r\nFrom: Alice <a@x.org>\r\nDate: Sat, 01 Feb 2020 09:59:00 +0000\r\n\r\nbody\r\n";
+        let c = content_of(header_block(raw));
+        assert!(c.body.is_empty() || !c.body.contains("body"));
+        let back = Content::from_header_text(&c.header_text());
+        assert_eq!(back.headers, c.headers);
+        assert_eq!(back.sent_day, c.sent_day);
+        assert!(
+            back.headers
+                .iter()
+                .any(|(n, v)| n == "subject" && v.contains("café"))
+        );
+    }
+
+    #[test]
+    fn header_block_ends_at_the_blank_line() {
+        assert_eq!(header_block(b"A: b\r\n\r\nbody"), b"A: b\r\n\r\n");
+        assert_eq!(header_block(b"A: b\n\nbody"), b"A: b\n\n");
+        assert_eq!(header_block(b"A: b"), b"A: b");
     }
 }
