@@ -934,3 +934,30 @@ fn envelope_and_bodystructure_are_cached_by_content() {
         first[0]
     );
 }
+
+// RFC 3516: BINARY[part] is the decoded content; a part in an encoding the
+// server cannot decode ends the command NO [UNKNOWN-CTE] (§4.2).
+#[test]
+fn binary_decodes_and_refuses_unknown_encodings() {
+    let s = server_with_mail();
+    let mut c = selected(&s);
+    let r = c.cmd("b1 FETCH 2 (BINARY.PEEK[2] BINARY.SIZE[2])");
+    assert_lines(
+        &r,
+        &[
+            "* 2 FETCH (BINARY[2] ~{9}\r\n%PDF-1.4\n BINARY.SIZE[2] 9)",
+            "b1 OK FETCH completed",
+        ],
+    );
+    let odd = "From: a@x.org\r\nSubject: odd\r\nMIME-Version: 1.0\r\nContent-Type: text/plain\r\n\
+Content-Transfer-Encoding: x-rot13\r\n\r\nuryyb\r\n";
+    let r = c.append("b2", "INBOX", "()", odd.as_bytes());
+    assert!(r.last().unwrap().starts_with("b2 OK"), "{r:?}");
+    c.cmd_ok("b3 NOOP");
+    let r = c.cmd("b4 FETCH 4 (BINARY.PEEK[1])");
+    assert_eq!(
+        r.last().unwrap(),
+        "b4 NO [UNKNOWN-CTE] A part's content transfer encoding is not one cove can decode",
+        "{r:?}"
+    );
+}

@@ -126,6 +126,15 @@ fn sets_seen(item: &MessageDataItemName<'_>) -> bool {
     }
 }
 
+/// The part paths of the BINARY and BINARY.SIZE items asked for.
+fn binary_parts<'i>(items: &'i [MessageDataItemName<'_>]) -> impl Iterator<Item = Vec<u32>> + 'i {
+    items.iter().filter_map(|i| match i {
+        MessageDataItemName::Binary { section, .. }
+        | MessageDataItemName::BinarySize { section } => Some(part_numbers(section)),
+        _ => None,
+    })
+}
+
 fn part_numbers(p: &[NonZeroU32]) -> Vec<u32> {
     p.iter().map(|n| n.get()).collect()
 }
@@ -435,6 +444,7 @@ impl Session {
             })
             .collect();
         let mut missing = false;
+        let mut unknown_cte = false;
         for chunk in wanted.chunks(BATCH) {
             let chunk = chunk.to_vec();
             let account = account.clone();
@@ -443,6 +453,7 @@ impl Session {
             let rendered = blocking(move || {
                 let mut out = Vec::new();
                 let mut missing = false;
+                let mut unknown_cte = false;
                 let kinds: Vec<u8> = items.iter().filter_map(derived_kind).collect();
                 let raw_needed = items.iter().any(needs_raw);
                 let keys: Vec<(cove_store::ContentId, u8)> = chunk
@@ -490,18 +501,32 @@ impl Session {
                             }
                         }
                     }
+                    // RFC 3516 §4.2: a part whose encoding we cannot undo
+                    // gets no BINARY data; the command ends NO [UNKNOWN-CTE].
+                    if let Some(raw) = &raw
+                        && binary_parts(&items).any(|part| {
+                            matches!(
+                                mime::ParsedMessage::parse(raw).binary(&part),
+                                Err(mime::BinaryError::UnknownCte(_))
+                            )
+                        })
+                    {
+                        unknown_cte = true;
+                        continue;
+                    }
                     render(&row, raw.as_deref(), &derived, &items, uid, &mut out);
                 }
                 // A cache that cannot be written only costs a parse next time.
                 if let Err(e) = account.store_derived(&learned) {
                     tracing::warn!(error = %e, "could not cache message views");
                 }
-                Ok((out, missing))
+                Ok((out, missing, unknown_cte))
             })
             .await;
             match rendered {
-                Ok((bytes, m)) => {
+                Ok((bytes, m, u)) => {
                     missing |= m;
+                    unknown_cte |= u;
                     self.out.extend_from_slice(&bytes);
                     if self.out.len() > 256 * 1024 && self.flush().await.is_err() {
                         return Outcome::Bad("Connection lost".into());
@@ -511,7 +536,12 @@ impl Session {
             }
         }
         self.announce(false).await;
-        if missing {
+        if unknown_cte {
+            Outcome::No(
+                "[UNKNOWN-CTE] A part's content transfer encoding is not one cove can decode"
+                    .into(),
+            )
+        } else if missing {
             Outcome::No("[EXPUNGEISSUED] Some messages were expunged meanwhile".into())
         } else {
             Outcome::Ok("FETCH completed".into())
