@@ -10,6 +10,10 @@ pub struct Change {
     pub modseq: ModSeq,
     pub mailbox: MailboxGuid,
     pub kind: ChangeKind,
+    /// For a message added, its row as committed, so that listeners (IDLE
+    /// sessions) need not read the index for it. Live events only: the
+    /// change log read back does not carry it.
+    pub message: Option<std::sync::Arc<crate::MessageMeta>>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

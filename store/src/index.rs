@@ -88,6 +88,7 @@ CREATE TABLE IF NOT EXISTS change(
   detail TEXT
 );
 CREATE TABLE IF NOT EXISTS subscription(name TEXT PRIMARY KEY) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS message_modseq ON message(mailbox_id, modseq);
 CREATE TABLE IF NOT EXISTS derived(
   content_id BLOB NOT NULL,
   kind INTEGER NOT NULL,
@@ -440,6 +441,7 @@ impl<'c> Tx<'c> {
             modseq: modseq as u64,
             mailbox: mailbox.guid,
             kind,
+            message: None,
         });
         Ok(modseq as u64)
     }
@@ -602,6 +604,19 @@ impl<'c> Tx<'c> {
                 _ => e.into(),
             })?;
         self.add_bytes(m.size as i64)?;
+        if let Some(change) = self.changes.last_mut() {
+            change.message = Some(std::sync::Arc::new(MessageMeta {
+                uid,
+                guid: m.guid,
+                content_id: m.content_id,
+                flags: m.flags,
+                keywords: m.keywords.to_vec(),
+                modseq,
+                internal_date: m.internal_date,
+                size: m.size,
+                file: m.file.to_string(),
+            }));
+        }
         Ok((uid, modseq))
     }
 
@@ -714,6 +729,7 @@ pub(crate) fn changes_since(conn: &Connection, since: ModSeq) -> Result<Vec<Chan
             modseq: modseq as u64,
             mailbox: MailboxGuid(guid16(mb)),
             kind,
+            message: None,
         });
     }
     Ok(out)

@@ -379,8 +379,10 @@ struct Row {
     seen_now: bool,
 }
 
-/// Messages read per trip to the blocking pool.
-const BATCH: usize = 64;
+/// Messages answered per trip to the blocking pool: few when their bytes
+/// are read (memory), many when the index alone answers (fewer hops).
+const BATCH_WITH_CONTENT: usize = 64;
+const BATCH_FROM_INDEX: usize = 2048;
 
 impl Session {
     // RFC 3501 §6.4.5 FETCH, §6.4.8 UID FETCH.
@@ -445,7 +447,12 @@ impl Session {
             .collect();
         let mut missing = false;
         let mut unknown_cte = false;
-        for chunk in wanted.chunks(BATCH) {
+        let batch = if items.iter().any(needs_raw) {
+            BATCH_WITH_CONTENT
+        } else {
+            BATCH_FROM_INDEX
+        };
+        for chunk in wanted.chunks(batch) {
             let chunk = chunk.to_vec();
             let account = account.clone();
             let mailbox = mailbox.clone();

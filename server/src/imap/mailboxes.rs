@@ -563,29 +563,52 @@ impl Session {
         let mailbox_first_recent = view.mailbox.first_recent;
         let guid = view.mailbox.guid;
         let query = match &read {
-            PendingRead::Nothing => None,
+            PendingRead::Nothing | PendingRead::FromFeed => None,
             PendingRead::Since(modseq) => Some(Some(*modseq)),
             PendingRead::All => Some(None),
         };
         let rows = match query {
-            None => Ok((Vec::new(), mailbox_first_recent)),
+            None => Ok(Vec::new()),
             Some(since) => {
-                blocking(move || {
-                    let rows = match since {
-                        Some(modseq) => account.messages_since(&guid, modseq)?,
-                        None => account.messages(&guid)?,
-                    };
-                    // New messages: this session takes their \Recent, unless
-                    // it only EXAMINEd the mailbox.
-                    let first_recent = if !read_only && rows.iter().any(|m| m.uid > last_uid) {
-                        account.claim_recent(&guid)?
-                    } else {
-                        mailbox_first_recent
-                    };
-                    Ok((rows, first_recent))
+                let account = account.clone();
+                blocking(move || match since {
+                    Some(modseq) => account.messages_since(&guid, modseq),
+                    None => account.messages(&guid),
                 })
                 .await
             }
+        };
+        // New messages: this session takes their \Recent, unless it only
+        // EXAMINEd the mailbox, or another session of this server already
+        // took them (the shared floor spares thousands of IDLE sessions a
+        // write to the index each).
+        let newest = {
+            let State::Selected(_, view) = &self.state else {
+                return;
+            };
+            let from_rows = rows
+                .as_ref()
+                .ok()
+                .and_then(|r| r.iter().map(|m| m.uid).max());
+            view.newest_arrived()
+                .max(from_rows)
+                .filter(|u| *u > last_uid)
+        };
+        let rows = match (rows, newest) {
+            (Ok(rows), Some(newest)) if !read_only => {
+                let floor = self.ctx.recent_floor(guid);
+                if newest < floor {
+                    Ok((rows, floor))
+                } else {
+                    let claimed = blocking(move || account.claim_recent(&guid)).await;
+                    claimed.map(|first| {
+                        self.ctx.raise_recent_floor(guid, newest + 1);
+                        (rows, first)
+                    })
+                }
+            }
+            (Ok(rows), _) => Ok((rows, mailbox_first_recent)),
+            (Err(e), _) => Err(e),
         };
         let State::Selected(_, view) = &mut self.state else {
             return;

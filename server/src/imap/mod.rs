@@ -45,6 +45,29 @@ pub struct ImapContext {
     /// The threads that check passwords (argon2: ~19 MiB and tens of
     /// milliseconds each).
     passwords: Arc<crate::auth::PasswordCheckers>,
+    /// Per mailbox, the lowest UID no session of this server has claimed as
+    /// \Recent yet (a cache in front of the index's `first_recent`).
+    recent_floor:
+        std::sync::Mutex<std::collections::HashMap<cove_store::MailboxGuid, cove_store::Uid>>,
+}
+
+impl ImapContext {
+    /// UIDs below this were already claimed as \Recent by some session (0:
+    /// nothing known, ask the index).
+    pub fn recent_floor(&self, mailbox: cove_store::MailboxGuid) -> cove_store::Uid {
+        self.recent_floor
+            .lock()
+            .ok()
+            .and_then(|m| m.get(&mailbox).copied())
+            .unwrap_or(0)
+    }
+
+    pub fn raise_recent_floor(&self, mailbox: cove_store::MailboxGuid, floor: cove_store::Uid) {
+        if let Ok(mut m) = self.recent_floor.lock() {
+            let f = m.entry(mailbox).or_insert(0);
+            *f = (*f).max(floor);
+        }
+    }
 }
 
 impl ImapContext {
@@ -65,6 +88,7 @@ impl ImapContext {
             connections: ConnectionCount::new(),
             per_user: ConnectionCount::new(),
             passwords,
+            recent_floor: std::sync::Mutex::new(std::collections::HashMap::new()),
         }
     }
 }

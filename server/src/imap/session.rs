@@ -21,7 +21,7 @@ use crate::listener::ConnectionSlot;
 
 /// Read buffer per connection: small, because thousands of connections
 /// sit idle; commands and literals larger than it are read in pieces.
-const READ_BUFFER: usize = 4096;
+const READ_BUFFER: usize = 2048;
 
 /// Largest literal accepted before login.
 const PRE_AUTH_LITERAL: u64 = 8 * 1024;

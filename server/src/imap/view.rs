@@ -18,6 +18,8 @@ use super::response;
 /// What a view needs read from the index.
 pub enum PendingRead {
     Nothing,
+    /// Only what the feed brought.
+    FromFeed,
     Since(ModSeq),
     All,
 }
@@ -32,6 +34,8 @@ pub struct View {
     expunged: BTreeSet<Uid>,
     /// The feed said this mailbox changed since the last refresh.
     dirty: bool,
+    /// Rows the feed brought (new messages, flag changes), not applied yet.
+    arrived: Vec<MessageMeta>,
     /// The feed lagged: reload everything.
     lagged: bool,
     /// Highest modseq applied to the view.
@@ -76,6 +80,7 @@ impl View {
             feed,
             expunged: BTreeSet::new(),
             dirty: false,
+            arrived: Vec::new(),
             lagged: false,
             modseq,
             _watch: watch,
@@ -92,6 +97,11 @@ impl View {
             .binary_search_by_key(&uid, |m| m.uid)
             .ok()
             .map(|i| i + 1)
+    }
+
+    /// The highest UID among rows the feed brought and not yet applied.
+    pub fn newest_arrived(&self) -> Option<Uid> {
+        self.arrived.iter().map(|m| m.uid).max()
     }
 
     /// The highest UID the view holds (0 when empty).
@@ -148,9 +158,28 @@ impl View {
                     self.expunged.insert(uid);
                 }
             }
-            ChangeKind::MailboxDeleted { .. } | ChangeKind::MailboxRenamed { .. } => {
-                self.dirty = true
+            // The event carries the row: no need to read the index (with
+            // thousands of sessions in IDLE on one mailbox, that read was
+            // what delayed their EXISTS).
+            ChangeKind::MessageAdded { .. } if c.message.is_some() => {
+                if let Some(m) = c.message {
+                    self.arrived.push((*m).clone());
+                }
             }
+            ChangeKind::FlagsChanged {
+                uid,
+                flags,
+                keywords,
+            } => match self.seq_of(uid) {
+                Some(seq) => {
+                    let mut m = self.messages[seq - 1].clone();
+                    m.flags = flags;
+                    m.keywords = keywords;
+                    m.modseq = c.modseq;
+                    self.arrived.push(m);
+                }
+                None => self.dirty = true,
+            },
             _ => self.dirty = true,
         }
     }
@@ -178,6 +207,8 @@ impl View {
             PendingRead::All
         } else if std::mem::take(&mut self.dirty) {
             PendingRead::Since(self.modseq)
+        } else if !self.arrived.is_empty() {
+            PendingRead::FromFeed
         } else {
             PendingRead::Nothing
         }
@@ -205,8 +236,13 @@ impl View {
                 }
             }
         }
+        // What the feed brought first; a read from the index (if any) after,
+        // being at least as new.
+        for m in std::mem::take(&mut self.arrived) {
+            self.apply_row(m, false, &mut changed_flags, &mut added);
+        }
         for m in rows {
-            self.apply_row(m, &mut changed_flags, &mut added);
+            self.apply_row(m, true, &mut changed_flags, &mut added);
         }
         if allow_expunge {
             let gone: Vec<Uid> = std::mem::take(&mut self.expunged).into_iter().collect();
@@ -230,7 +266,9 @@ impl View {
                 .as_bytes(),
             );
         }
-        for uid in changed_flags {
+        // A message already expunged elsewhere (its EXPUNGE is only waiting
+        // for a command that allows it) gets no more flag news.
+        for uid in changed_flags.into_iter().filter(|u| !self.expunged.contains(u)) {
             if let Some(seq) = self.seq_of(uid) {
                 let m = &self.messages[seq - 1];
                 let flags = response::flag_list(m.flags, &m.keywords, self.recent.contains(&uid));
@@ -242,16 +280,25 @@ impl View {
     }
 
     /// Merge one row read from the index into the view.
+    ///
+    /// Only rows read from the index raise the view's modseq: a row from the
+    /// feed may arrive before an older change whose event had no row.
     fn apply_row(
         &mut self,
         m: MessageMeta,
+        from_index: bool,
         changed_flags: &mut BTreeSet<Uid>,
         added: &mut Vec<MessageMeta>,
     ) {
-        self.modseq = self.modseq.max(m.modseq);
+        if from_index {
+            self.modseq = self.modseq.max(m.modseq);
+        }
         match self.messages.binary_search_by_key(&m.uid, |x| x.uid) {
             Ok(i) => {
                 let old = &self.messages[i];
+                if m.modseq < old.modseq {
+                    return; // an older state than the view already has
+                }
                 if old.flags != m.flags || old.keywords != m.keywords {
                     changed_flags.insert(m.uid);
                 }
