@@ -268,7 +268,10 @@ impl View {
         }
         // A message already expunged elsewhere (its EXPUNGE is only waiting
         // for a command that allows it) gets no more flag news.
-        for uid in changed_flags.into_iter().filter(|u| !self.expunged.contains(u)) {
+        for uid in changed_flags
+            .into_iter()
+            .filter(|u| !self.expunged.contains(u))
+        {
             if let Some(seq) = self.seq_of(uid) {
                 let m = &self.messages[seq - 1];
                 let flags = response::flag_list(m.flags, &m.keywords, self.recent.contains(&uid));

@@ -70,7 +70,12 @@ fn rename_keeps_identity_and_takes_children_along() {
                 to: "Job".into()
             }));
     for c in &changes {
-        assert_eq!(feed.try_recv().unwrap(), *c);
+        let live = feed.try_recv().unwrap();
+        // Live events also carry the added row; the log does not.
+        assert_eq!(
+            (live.modseq, live.mailbox, &live.kind),
+            (c.modseq, c.mailbox, &c.kind)
+        );
     }
     f.assert_consistent();
     // UIDs go on where they were; the old name is a new mailbox whose
@@ -232,7 +237,12 @@ fn delete_removes_messages_with_tombstones_and_keeps_children() {
     );
     assert!(changes.iter().all(|c| c.mailbox == work.guid));
     for c in &changes {
-        assert_eq!(feed.try_recv().unwrap(), *c);
+        let live = feed.try_recv().unwrap();
+        // Live events also carry the added row; the log does not.
+        assert_eq!(
+            (live.modseq, live.mailbox, &live.kind),
+            (c.modseq, c.mailbox, &c.kind)
+        );
     }
     // RFC 3501 §6.3.6: the subscription stays.
     assert!(

@@ -102,7 +102,12 @@ fn copy_makes_new_instances_sharing_the_content() {
         ]
     );
     for c in &changes {
-        assert_eq!(feed.try_recv().unwrap(), *c);
+        let live = feed.try_recv().unwrap();
+        // Live events also carry the added row; the log does not.
+        assert_eq!(
+            (live.modseq, live.mailbox, &live.kind),
+            (c.modseq, c.mailbox, &c.kind)
+        );
     }
     assert_eq!(f.acct.used_bytes().unwrap(), (5 + 5 + 7) + 5 + 7);
     f.assert_consistent();
@@ -309,7 +314,12 @@ fn move_keeps_guids_and_expunges_the_source() {
         ]
     );
     for c in &changes {
-        assert_eq!(feed.try_recv().unwrap(), *c);
+        let live = feed.try_recv().unwrap();
+        // Live events also carry the added row; the log does not.
+        assert_eq!(
+            (live.modseq, live.mailbox, &live.kind),
+            (c.modseq, c.mailbox, &c.kind)
+        );
     }
     assert_eq!(f.acct.used_bytes().unwrap(), 5 + 5 + 7);
     f.assert_consistent();
