@@ -48,7 +48,9 @@
 //!   [`MaildirWatcher::watch`] itself is blocking (it lists `Maildir/` and
 //!   adds inotify watches): call it from blocking code.
 //! - Watching an account schedules one scan of it, so that what changed
-//!   between its last scan and the watch is not missed.
+//!   between its last scan and the watch is not missed. An account stays
+//!   watched for [`UNWATCH_GRACE`] after its last guard is dropped, so that
+//!   a client that reconnects (they all do, often) costs no full scan.
 //! - Fallback: if the inotify instance cannot be made (limit reached, no
 //!   inotify), that is logged once and every watched account is scanned
 //!   every [`POLL_INTERVAL`]; an account some of whose directories could not
@@ -92,6 +94,9 @@ pub const QUIET: Duration = Duration::from_millis(50);
 pub const MAX_DELAY: Duration = Duration::from_millis(250);
 /// How often watched accounts are scanned when inotify is not available.
 pub const POLL_INTERVAL: Duration = Duration::from_secs(30);
+
+/// How long an account stays watched after its last guard is dropped.
+pub const UNWATCH_GRACE: Duration = Duration::from_secs(60);
 
 /// An account, by the address of its `Account` (stable: the watcher holds an
 /// `Arc` of it while it is registered).
@@ -336,6 +341,9 @@ struct Watched {
     dirs: Vec<PathBuf>,
     /// Some directory could not be watched: polled as well.
     incomplete: bool,
+    /// No guard since then: unwatched after [`UNWATCH_GRACE`]. Until then a
+    /// new guard needs no scan (the watch never stopped).
+    idle_since: Option<Instant>,
 }
 
 /// What only `watch` and the thread touch.
@@ -344,6 +352,8 @@ struct State {
     backend: Option<RecommendedWatcher>,
     accounts: HashMap<Key, Watched>,
     warned_limit: bool,
+    /// See [`UNWATCH_GRACE`]; zero in tests that check unwatching.
+    grace: Duration,
 }
 
 impl State {
@@ -452,6 +462,30 @@ impl State {
         if w.guards > 0 {
             return;
         }
+        // Clients reconnect all the time: keep watching a while, so that the
+        // next session on a big mailbox needs no full scan.
+        if !self.grace.is_zero() {
+            w.idle_since = Some(Instant::now());
+            return;
+        }
+        self.evict(inbox, key);
+    }
+
+    /// Stop watching accounts that have had no guard for the grace period.
+    fn evict_idle(&mut self, inbox: &Inbox) {
+        let grace = self.grace;
+        let idle: Vec<Key> = self
+            .accounts
+            .iter()
+            .filter(|(_, w)| w.guards == 0 && w.idle_since.is_some_and(|t| t.elapsed() >= grace))
+            .map(|(k, _)| *k)
+            .collect();
+        for key in idle {
+            self.evict(inbox, key);
+        }
+    }
+
+    fn evict(&mut self, inbox: &Inbox, key: Key) {
         if let Some(w) = self.accounts.remove(&key) {
             for p in &w.dirs {
                 self.release_dir(inbox, key, p);
@@ -535,6 +569,7 @@ impl MaildirWatcher {
                 backend,
                 accounts: HashMap::new(),
                 warned_limit: false,
+                grace: UNWATCH_GRACE,
             }),
         });
         let worker = shared.clone();
@@ -559,6 +594,7 @@ impl MaildirWatcher {
         let first = match st.accounts.entry(key) {
             Entry::Occupied(mut e) => {
                 e.get_mut().guards += 1;
+                e.get_mut().idle_since = None;
                 false
             }
             Entry::Vacant(e) => {
@@ -568,6 +604,7 @@ impl MaildirWatcher {
                     maildir: account.home().join("Maildir"),
                     dirs: Vec::new(),
                     incomplete: false,
+                    idle_since: None,
                 });
                 true
             }
@@ -583,6 +620,12 @@ impl MaildirWatcher {
             inbox: inbox.clone(),
             key,
         }
+    }
+
+    /// Unwatch accounts as soon as their last guard is dropped (tests).
+    #[cfg(test)]
+    fn unwatch_at_once(&self) {
+        lock(&self.shared.state).grace = Duration::ZERO;
     }
 
     /// How many scans the watcher has started (metrics, tests).
@@ -670,6 +713,7 @@ fn run(shared: &Shared, poll_every: Duration) {
             for key in released {
                 st.release(inbox, key);
             }
+            st.evict_idle(inbox);
             let now = Instant::now();
             let poll = now >= next_poll;
             if poll {
@@ -926,6 +970,7 @@ mod tests {
     fn dropping_the_last_guard_unwatches() {
         let fx = Fx::new();
         let w = MaildirWatcher::start();
+        w.unwatch_at_once();
         let g1 = w.watch(&fx.acct);
         let g2 = w.watch(&fx.acct);
         assert_eq!(w.watched_accounts(), 1);
@@ -943,6 +988,24 @@ mod tests {
         std::thread::sleep(Duration::from_millis(600));
         assert_eq!(w.scans(), before);
         assert!(collect(&mut feed, Duration::from_millis(10), 1).is_empty());
+    }
+
+    #[test]
+    fn a_reconnecting_client_costs_no_scan() {
+        let fx = Fx::new();
+        let w = MaildirWatcher::start();
+        let g = w.watch(&fx.acct);
+        let before = settle(&w);
+        drop(g);
+        // The next session within the grace period finds the account still
+        // watched: no scan, and what changed meanwhile still arrives.
+        let _g = w.watch(&fx.acct);
+        std::thread::sleep(Duration::from_millis(400));
+        assert_eq!(w.scans(), before);
+        assert_eq!(w.watched_accounts(), 1);
+        let mut feed = fx.acct.subscribe();
+        fx.drop_in(&fx.maildir(), "1700000009.M9P9.mutt,S=2", "hi");
+        assert_eq!(collect(&mut feed, Duration::from_secs(2), 1).len(), 1);
     }
 
     #[test]
@@ -974,6 +1037,7 @@ mod tests {
     fn polling_fallback_scans_watched_accounts() {
         let fx = Fx::new();
         let w = MaildirWatcher::polling(Duration::from_millis(300));
+        w.unwatch_at_once();
         assert!(!w.uses_inotify());
         let g = w.watch(&fx.acct);
         assert_eq!(w.watched_dirs(), 0);
