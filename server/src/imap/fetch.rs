@@ -222,7 +222,7 @@ fn partial_of<'b>(bytes: &'b [u8], partial: &Option<(u32, NonZeroU32)>) -> (&'b 
 /// One message's FETCH response (without the leading `* n FETCH`).
 fn render(
     row: &Row,
-    raw: Option<&[u8]>,
+    content: Option<&Content<'_>>,
     derived: &Derived,
     items: &[MessageDataItemName<'_>],
     uid_cmd: bool,
@@ -249,9 +249,10 @@ fn render(
         sep(out);
         out.extend_from_slice(format!("UID {}", meta.uid).as_bytes());
     }
-    let raw = raw.unwrap_or(b"");
-    let parsed = std::cell::OnceCell::new();
-    let msg = || parsed.get_or_init(|| mime::ParsedMessage::parse(raw));
+    let empty = Content::new(b"");
+    let content = content.unwrap_or(&empty);
+    let raw = content.raw;
+    let msg = || content.msg();
     let view = |item: &MessageDataItemName<'_>| -> Vec<u8> {
         let kind = derived_kind(item).unwrap_or(0);
         match derived.0.get(&kind) {
@@ -367,6 +368,26 @@ fn render(
         );
     }
     out.extend_from_slice(b")\r\n");
+}
+
+/// A message's bytes, parsed at most once, when an item needs its structure.
+struct Content<'a> {
+    raw: &'a [u8],
+    parsed: std::cell::OnceCell<mime::ParsedMessage<'a>>,
+}
+
+impl<'a> Content<'a> {
+    fn new(raw: &'a [u8]) -> Content<'a> {
+        Content {
+            raw,
+            parsed: std::cell::OnceCell::new(),
+        }
+    }
+
+    fn msg(&self) -> &mime::ParsedMessage<'a> {
+        self.parsed
+            .get_or_init(|| mime::ParsedMessage::parse(self.raw))
+    }
 }
 
 /// One message to answer for.
@@ -497,23 +518,24 @@ impl Session {
                     } else {
                         None
                     };
-                    if let Some(raw) = &raw
+                    let content = raw.as_deref().map(Content::new);
+                    if let Some(content) = &content
                         && !complete
                     {
-                        let msg = mime::ParsedMessage::parse(raw);
+                        let msg = content.msg();
                         for kind in &kinds {
                             if !derived.0.contains_key(kind) {
-                                let bytes = derived.compute(&msg, *kind);
+                                let bytes = derived.compute(msg, *kind);
                                 learned.push((row.meta.content_id, *kind, bytes));
                             }
                         }
                     }
                     // RFC 3516 §4.2: a part whose encoding we cannot undo
                     // gets no BINARY data; the command ends NO [UNKNOWN-CTE].
-                    if let Some(raw) = &raw
+                    if let Some(content) = &content
                         && binary_parts(&items).any(|part| {
                             matches!(
-                                mime::ParsedMessage::parse(raw).binary(&part),
+                                content.msg().binary(&part),
                                 Err(mime::BinaryError::UnknownCte(_))
                             )
                         })
@@ -521,7 +543,7 @@ impl Session {
                         unknown_cte = true;
                         continue;
                     }
-                    render(&row, raw.as_deref(), &derived, &items, uid, &mut out);
+                    render(&row, content.as_ref(), &derived, &items, uid, &mut out);
                 }
                 // A cache that cannot be written only costs a parse next time.
                 if let Err(e) = account.store_derived(&learned) {
