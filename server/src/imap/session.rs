@@ -111,7 +111,11 @@ impl Session {
     /// Plaintext passwords are accepted over TLS, from loopback, or when
     /// the operator allows it.
     pub fn plaintext_ok(&self) -> bool {
-        self.is_tls() || self.peer.ip().is_loopback() || self.ctx.config.allow_plaintext_auth
+        plaintext_allowed(
+            self.is_tls(),
+            self.peer.ip(),
+            self.ctx.config.allow_plaintext_auth,
+        )
     }
 
     pub fn capabilities(&self) -> String {
@@ -540,6 +544,12 @@ impl Session {
     }
 }
 
+/// RFC 3501 §6.2.3, RFC 8314: a password may cross the connection in clear
+/// text only inside TLS, from loopback, or where the operator allows it.
+fn plaintext_allowed(tls: bool, peer: std::net::IpAddr, allowed_by_config: bool) -> bool {
+    tls || peer.is_loopback() || allowed_by_config
+}
+
 /// A mailbox name as cove stores it (modified UTF-7, INBOX normalised).
 pub fn mailbox_name(m: &imap_codec::imap_types::mailbox::Mailbox<'_>) -> String {
     use imap_codec::imap_types::mailbox::Mailbox;
@@ -611,5 +621,24 @@ impl IntoStaticCommand for Command<'_> {
     fn into_static_command(self) -> Command<'static> {
         use imap_codec::imap_types::IntoStatic;
         self.into_static()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::plaintext_allowed;
+
+    #[test]
+    fn plaintext_passwords_need_tls_loopback_or_permission() {
+        let remote: std::net::IpAddr = "192.0.2.7".parse().unwrap();
+        let local: std::net::IpAddr = "127.0.0.1".parse().unwrap();
+        assert!(
+            !plaintext_allowed(false, remote, false),
+            "remote clear text refused"
+        );
+        assert!(plaintext_allowed(true, remote, false));
+        assert!(plaintext_allowed(false, local, false));
+        assert!(plaintext_allowed(false, "::1".parse().unwrap(), false));
+        assert!(plaintext_allowed(false, remote, true));
     }
 }
