@@ -22,9 +22,10 @@
 #   PEEK=1000                random BODY.PEEK[] fetches (each way)
 #   IDLE_CONNS="1000 10000"  idle connection counts
 #   IDLE_SEED=10             messages in the idle user's INBOX
-#   COVE_SHIPPED_IDLE_CONNS=200  idle point of cove as built (0: skip)
-#   COVE_IDLE_TUNABLES=glibc.malloc.mmap_threshold=131072
-#                            GLIBC_TUNABLES for cove in the IDLE_CONNS points
+#   COVE_SHIPPED_IDLE_CONNS=0    an extra idle point of cove as built (0: skip)
+#   COVE_IDLE_TUNABLES=      GLIBC_TUNABLES for cove in the IDLE_CONNS points
+#                            (empty: as built; cove fixes its mmap threshold itself
+#                            since the first run, see benches/README.md)
 #                            (cove is restarted with it); empty: as built.
 #                            Why: as built, cove's RSS grows ~12 MiB per
 #                            login (argon2's 19 MiB buffers stay in glibc's
@@ -41,6 +42,8 @@
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+# shellcheck source=benches/common.sh
+source "$ROOT/benches/common.sh"
 SERVERS=${SERVERS:-"cove dovecot"}
 MESSAGES=${MESSAGES:-100000}
 SIZE=${SIZE:-4096}
@@ -51,8 +54,8 @@ LOAD_CONNS=${LOAD_CONNS:-4}
 PEEK=${PEEK:-1000}
 IDLE_CONNS=${IDLE_CONNS:-"1000 10000"}
 IDLE_SEED=${IDLE_SEED:-10}
-COVE_SHIPPED_IDLE_CONNS=${COVE_SHIPPED_IDLE_CONNS:-200}
-COVE_IDLE_TUNABLES=${COVE_IDLE_TUNABLES-glibc.malloc.mmap_threshold=131072}
+COVE_SHIPPED_IDLE_CONNS=${COVE_SHIPPED_IDLE_CONNS:-0}
+COVE_IDLE_TUNABLES=${COVE_IDLE_TUNABLES-}
 COVE_MAX_RSS_MIB=${COVE_MAX_RSS_MIB:-4096}
 MIN_MEM_AVAILABLE_MIB=${MIN_MEM_AVAILABLE_MIB:-3072}
 SOURCES=${SOURCES:-8}
@@ -119,16 +122,6 @@ chmod 755 "$WORK" # Dovecot's unprivileged processes must enter it
 COVE_PID=""
 DOVECOT_PID=""
 
-stop_cove() {
-    if [[ -n $COVE_PID ]] && kill -0 "$COVE_PID" 2>/dev/null; then
-        kill -TERM "$COVE_PID"
-        for _ in $(seq 100); do kill -0 "$COVE_PID" 2>/dev/null || break; sleep 0.1; done
-        kill -KILL "$COVE_PID" 2>/dev/null || true
-        wait "$COVE_PID" 2>/dev/null || true
-    fi
-    COVE_PID=""
-}
-
 cleanup() {
     set +e
     stop_cove
@@ -141,16 +134,6 @@ cleanup() {
     fi
 }
 trap cleanup EXIT
-
-wait_port() { # PORT PID SECONDS
-    local i
-    for ((i = 0; i < $3 * 10; i++)); do
-        (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0
-        kill -0 "$2" 2>/dev/null || return 1
-        sleep 0.1
-    done
-    return 1
-}
 
 # ---------------------------------------------------------------- servers
 COVE_CONF=$WORK/cove.toml
@@ -328,9 +311,6 @@ IDLE_S=$(( $(date +%s) - IDLE_START ))
 LOADAVG_AFTER=$(cut -d' ' -f1-3 /proc/loadavg)
 
 # ---------------------------------------------------------------- report
-kv() { # KEY RESULT-LINE
-    tr ' ' '\n' <<<"$2" | sed -n "s/^$1=//p"
-}
 ops_line() { # LABEL RUN OP
     grep -E "^RESULT proto=imap mode=ops label=$1 .* run=$2 op=$3 " "$RAW" | tail -n 1 || true
 }

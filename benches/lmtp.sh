@@ -21,6 +21,8 @@
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+# shellcheck source=benches/common.sh
+source "$ROOT/benches/common.sh"
 SERVERS=${SERVERS:-"cove dovecot"}
 REPS=${REPS:-3}
 N4K=${N4K:-3000}
@@ -55,11 +57,7 @@ DOVECOT_PID=""
 
 cleanup() {
     set +e
-    if [[ -n $COVE_PID ]] && kill -0 "$COVE_PID" 2>/dev/null; then
-        kill -TERM "$COVE_PID"
-        for _ in $(seq 50); do kill -0 "$COVE_PID" 2>/dev/null || break; sleep 0.1; done
-        kill -KILL "$COVE_PID" 2>/dev/null
-    fi
+    stop_cove
     [[ -n $DOVECOT_PID ]] && bash "$ROOT/benches/dovecot/stop.sh" "$WORK/dovecot"
     if [[ $KEEP == 1 ]]; then
         log "kept $WORK"
@@ -68,16 +66,6 @@ cleanup() {
     fi
 }
 trap cleanup EXIT
-
-wait_port() { # PORT PID SECONDS
-    local i
-    for ((i = 0; i < $3 * 10; i++)); do
-        (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0
-        kill -0 "$2" 2>/dev/null || return 1
-        sleep 0.1
-    done
-    return 1
-}
 
 # ---------------------------------------------------------------- servers
 start_cove() {
@@ -142,9 +130,6 @@ mail_stats() {
 }
 disk_kib() { du -sk "$1" | cut -f1; }
 
-kv() { # KEY RESULT-LINE
-    tr ' ' '\n' <<<"$2" | sed -n "s/^$1=//p"
-}
 
 FAILED=0
 RAW=$WORK/raw.txt
