@@ -788,14 +788,7 @@ async fn ops(a: OpsArgs) -> Result<bool> {
         let mut rep = Report::default();
         rep.add("proto", "imap")
             .add("mode", "ops")
-            .add(
-                "label",
-                if a.common.label.is_empty() {
-                    "-"
-                } else {
-                    &a.common.label
-                },
-            )
+            .add("label", a.common.result_label())
             .add("addr", &a.addr)
             .add("run", run)
             .add("op", l.op)
@@ -1331,14 +1324,7 @@ async fn idle(a: IdleArgs) -> Result<bool> {
     let mut rep = Report::default();
     rep.add("proto", "imap")
         .add("mode", "idle")
-        .add(
-            "label",
-            if a.common.label.is_empty() {
-                "-"
-            } else {
-                &a.common.label
-            },
-        )
+        .add("label", a.common.result_label())
         .add("addr", &a.addr)
         .add("conns", a.conns)
         .add("users", a.users)

@@ -479,14 +479,7 @@ pub async fn run(args: LmtpArgs) -> Result<bool> {
 
     let mut rep = Report::default();
     rep.add("proto", "lmtp")
-        .add(
-            "label",
-            if a.common.label.is_empty() {
-                "-"
-            } else {
-                &a.common.label
-            },
-        )
+        .add("label", a.common.result_label())
         .add("addr", &a.addr)
         .add("conns", a.conns)
         .add("size", sh.msg.size())

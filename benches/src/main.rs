@@ -45,6 +45,17 @@ pub struct CommonArgs {
     pub timeout: u64,
 }
 
+impl CommonArgs {
+    /// The label as it goes into a RESULT line (`-` when none was given).
+    pub fn result_label(&self) -> &str {
+        if self.label.is_empty() {
+            "-"
+        } else {
+            &self.label
+        }
+    }
+}
+
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     // One thread: the load generator shares the machine with the server, so it
