@@ -1,0 +1,1 @@
+//! Peer links (written by the transport work).
