@@ -21,6 +21,7 @@ mod error;
 mod ids;
 mod index;
 mod keywords;
+pub mod replica;
 pub mod maildir;
 mod watch;
 

@@ -96,12 +96,26 @@ impl Account {
                     Some(p) if index::mailbox_by_guid(&tx.tx, &p.guid)?.is_none() => Some(p),
                     _ => None,
                 };
-                let identity = FolderIdentity {
-                    guid: previous
-                        .map(|p| p.guid)
-                        .unwrap_or_else(|| self.env.mailbox_guid()),
-                    uidvalidity: tx
-                        .next_uidvalidity(self.env.now_secs(), previous.map(|p| p.uidvalidity))?,
+                // INBOX of a new account: the identity every node gives it.
+                let default = (previous.is_none() && name == "INBOX")
+                    .then(|| super::default_identity(&self.email, &name))
+                    .filter(|d| {
+                        !matches!(index::mailbox_by_guid(&tx.tx, &d.guid), Ok(Some(_)))
+                    });
+                let identity = match default {
+                    Some(d) => {
+                        tx.raise_uidvalidity(d.uidvalidity)?;
+                        d
+                    }
+                    None => FolderIdentity {
+                        guid: previous
+                            .map(|p| p.guid)
+                            .unwrap_or_else(|| self.env.mailbox_guid()),
+                        uidvalidity: tx.next_uidvalidity(
+                            self.env.now_secs(),
+                            previous.map(|p| p.uidvalidity),
+                        )?,
+                    },
                 };
                 maildir::create_folder(&path)?;
                 identity.write(&path)?;
@@ -211,6 +225,8 @@ impl Account {
                 size,
                 base: &f.name.base,
                 file: &f.rel,
+                placed: None,
+                clock: "",
             };
             match tx.insert_message(&mb, &row) {
                 Ok(_) => report.messages_added += 1,
