@@ -2,6 +2,7 @@
 //! The `cove` binary (main.rs) is its command line; fuzz targets and tests
 //! use the protocol parsers from here.
 
+pub mod admin;
 pub mod auth;
 pub mod cli;
 pub mod config;

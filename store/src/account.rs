@@ -7,8 +7,8 @@
 mod derived;
 mod flags;
 mod mailboxes;
-mod scan;
 mod replica;
+mod scan;
 mod transfer;
 
 pub use flags::StoreResult;
@@ -148,6 +148,7 @@ pub struct Account {
     feed: broadcast::Sender<Change>,
     sync: Arc<GroupSync>,
     opening_scan: ScanReport,
+    hook: Arc<std::sync::OnceLock<crate::ChangeHook>>,
 }
 
 impl std::fmt::Debug for Account {
@@ -189,6 +190,7 @@ impl Account {
         env: Env,
         hostname: &str,
         sync: Arc<GroupSync>,
+        hook: Arc<std::sync::OnceLock<crate::ChangeHook>>,
     ) -> Result<Account> {
         let maildir = home.join("Maildir");
         let fresh_home = !maildir.exists();
@@ -208,6 +210,7 @@ impl Account {
             feed,
             sync,
             opening_scan: ScanReport::default(),
+            hook,
         };
         let opening_scan = account.scan()?;
         if fresh_home {
@@ -252,7 +255,11 @@ impl Account {
             .ok();
         if current != Some(guard.ino) {
             tracing::info!(user = %self.email, "index.sqlite was replaced; reopening it");
-            *guard = open_index(&self.home, self.sync.mode(), crate::replica::node_id(&self.hostname))?;
+            *guard = open_index(
+                &self.home,
+                self.sync.mode(),
+                crate::replica::node_id(&self.hostname),
+            )?;
         }
         Ok(guard)
     }
@@ -267,6 +274,11 @@ impl Account {
     }
 
     pub(crate) fn announce(&self, changes: Vec<Change>) {
+        if !changes.is_empty()
+            && let Some(hook) = self.hook.get()
+        {
+            hook(&self.email);
+        }
         for c in changes {
             // No receiver is not an error: nobody is listening right now.
             let _ = self.feed.send(c);

@@ -482,7 +482,9 @@ impl<'c> Tx<'c> {
         }
         let node: i64 = self
             .tx
-            .query_row("SELECT value FROM meta WHERE key = 'node'", [], |r| r.get(0))
+            .query_row("SELECT value FROM meta WHERE key = 'node'", [], |r| {
+                r.get(0)
+            })
             .optional()?
             .unwrap_or(0);
         let s = crate::replica::stamp_now(node as u16);

@@ -21,8 +21,8 @@ mod error;
 mod ids;
 mod index;
 mod keywords;
-pub mod replica;
 pub mod maildir;
+pub mod replica;
 mod watch;
 
 use std::collections::HashMap;
@@ -54,6 +54,10 @@ const OPEN_ACCOUNTS_SOFT_LIMIT: usize = 1024;
 /// An account, opened on first use.
 type AccountSlot = Arc<Mutex<Option<Arc<Account>>>>;
 
+/// Called with a user's address after changes to that user's mail were
+/// committed (the replicator queues the user).
+pub type ChangeHook = Arc<dyn Fn(&str) + Send + Sync>;
+
 /// Options for [`Store::open`].
 #[derive(Debug, Clone)]
 pub struct StoreOptions {
@@ -73,6 +77,7 @@ pub struct Store {
     sync: Arc<GroupSync>,
     accounts: Mutex<HashMap<i64, AccountSlot>>,
     watcher: OnceLock<MaildirWatcher>,
+    change_hook: Arc<OnceLock<ChangeHook>>,
 }
 
 impl std::fmt::Debug for Store {
@@ -111,6 +116,7 @@ impl Store {
             sync,
             accounts: Mutex::new(HashMap::new()),
             watcher: OnceLock::new(),
+            change_hook: Arc::new(OnceLock::new()),
         })
     }
 
@@ -191,6 +197,7 @@ impl Store {
             self.opts.env.clone(),
             &self.opts.hostname,
             self.sync.clone(),
+            self.change_hook.clone(),
         )?);
         *slot = Some(account.clone());
         Ok(account)
@@ -203,6 +210,12 @@ impl Store {
     /// on its change feed within a second.
     pub fn watcher(&self) -> &MaildirWatcher {
         self.watcher.get_or_init(MaildirWatcher::start)
+    }
+
+    /// Set the hook told of every user whose mail changes (once; false if
+    /// one was set already).
+    pub fn set_change_hook(&self, hook: ChangeHook) -> bool {
+        self.change_hook.set(hook).is_ok()
     }
 
     /// Forget a cached account (after its user was removed).

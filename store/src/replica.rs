@@ -99,8 +99,7 @@ impl FlagClock {
         let before = flag_set(old.0, old.1);
         let after = flag_set(new.0, new.1);
         for name in before.symmetric_difference(&after) {
-            self.0
-                .insert(name.clone(), (after.contains(name), stamp));
+            self.0.insert(name.clone(), (after.contains(name), stamp));
         }
     }
 }

@@ -94,8 +94,8 @@ impl FileOps {
 
 /// Where a message of `flags` lives under the base name `base`.
 fn rel_name(base: &str, flags: Flags) -> Result<String> {
-    let parsed = FileName::parse(base)
-        .ok_or_else(|| Error::InvalidData(format!("bad file name {base}")))?;
+    let parsed =
+        FileName::parse(base).ok_or_else(|| Error::InvalidData(format!("bad file name {base}")))?;
     Ok(if flags.is_empty() {
         format!("new/{}", parsed.base)
     } else {
@@ -393,10 +393,8 @@ impl Apply<'_> {
             uidvalidity: r.uidvalidity,
         }
         .write(&path)?;
-        tx.tx.execute(
-            "DELETE FROM mailbox_gone WHERE guid = ?1",
-            [&r.guid.0[..]],
-        )?;
+        tx.tx
+            .execute("DELETE FROM mailbox_gone WHERE guid = ?1", [&r.guid.0[..]])?;
         let mb = tx.insert_mailbox(
             r.guid,
             &name,
@@ -467,7 +465,11 @@ impl Apply<'_> {
     }
 
     /// The mailbox a peer's message goes to, created (again) if needed.
-    fn target_mailbox(&mut self, tx: &mut Tx<'_>, guid: &MailboxGuid) -> Result<Option<MailboxInfo>> {
+    fn target_mailbox(
+        &mut self,
+        tx: &mut Tx<'_>,
+        guid: &MailboxGuid,
+    ) -> Result<Option<MailboxInfo>> {
         if let Some(mb) = index::mailbox_by_guid(&tx.tx, guid)? {
             return Ok(Some(mb));
         }
@@ -491,11 +493,7 @@ impl Apply<'_> {
         Ok(retired.is_none_or(|g| index::guid16(g) == guid.0))
     }
 
-    fn messages(
-        &mut self,
-        tx: &mut Tx<'_>,
-        content: &HashMap<[u8; 32], StagedBlob>,
-    ) -> Result<()> {
+    fn messages(&mut self, tx: &mut Tx<'_>, content: &HashMap<[u8; 32], StagedBlob>) -> Result<()> {
         let remote_live: HashSet<MessageGuid> =
             self.remote.messages.iter().map(|m| m.guid).collect();
         for r in &self.remote.messages {

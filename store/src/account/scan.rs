@@ -99,9 +99,7 @@ impl Account {
                 // INBOX of a new account: the identity every node gives it.
                 let default = (previous.is_none() && name == "INBOX")
                     .then(|| super::default_identity(&self.email, &name))
-                    .filter(|d| {
-                        !matches!(index::mailbox_by_guid(&tx.tx, &d.guid), Ok(Some(_)))
-                    });
+                    .filter(|d| !matches!(index::mailbox_by_guid(&tx.tx, &d.guid), Ok(Some(_))));
                 let identity = match default {
                     Some(d) => {
                         tx.raise_uidvalidity(d.uidvalidity)?;

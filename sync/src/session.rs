@@ -1,0 +1,482 @@
+//! One user's sync session over a peer link (docs/replication.md).
+//!
+//! ```text
+//! client                                   server
+//! Open{user, since: what I applied of you} ->
+//!                                          <- Delta{yours since, since: what I applied of you}
+//! Delta{mine since that}                   ->
+//! Need{content I lack}                     ->
+//!                                          <- blob chunks, BlobsDone
+//!                                          <- Need{content it lacks}
+//! blob chunks, BlobsDone                   ->
+//! (both apply the other's delta)
+//! Done{my report}                          ->
+//!                                          <- Done{its report}
+//! ```
+//!
+//! Each side applies the other's delta in one index transaction and then
+//! records the peer's modseq it has applied (its "mark"): a session cut at
+//! any point leaves each side either fully applied or untouched, and the
+//! next session resends from the mark. Content travels only when the
+//! receiver lacks it (by blake3 id), is verified against its id before it
+//! is linked (DESIGN.md invariant 5), and is sent in chunks of 1 MiB.
+
+use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use cove_store::replica::{ApplyReport, Delta};
+use cove_store::{Account, Address, ContentId, ModSeq, StagedBlob, Store};
+use tokio::io::{AsyncRead, AsyncWrite};
+
+use crate::transport::Link;
+
+const CHUNK: usize = 1024 * 1024;
+const TAG_MSG: u8 = 0;
+const TAG_CHUNK: u8 = 1;
+
+#[derive(Debug, Serialize, Deserialize)]
+pub enum Msg {
+    Open {
+        user: String,
+        since: ModSeq,
+    },
+    NoSuchUser,
+    Delta {
+        delta: Delta,
+        since: ModSeq,
+    },
+    Need {
+        content: Vec<[u8; 32]>,
+    },
+    BlobsDone,
+    Done {
+        report: ApplyReport,
+        error: Option<String>,
+    },
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SyncError {
+    #[error("link: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("store: {0}")]
+    Store(#[from] cove_store::Error),
+    #[error("protocol: {0}")]
+    Protocol(String),
+    #[error("the peer closed the link")]
+    Closed,
+}
+
+/// What one session did, from this node's side.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct UserSync {
+    pub user: String,
+    /// What applying the peer's changes did here.
+    pub here: ApplyReport,
+    /// What applying ours did on the peer.
+    pub there: ApplyReport,
+    pub blobs_sent: u64,
+    pub blobs_received: u64,
+    pub content_bytes_sent: u64,
+    pub content_bytes_received: u64,
+    /// The user does not exist on the peer.
+    pub skipped: bool,
+}
+
+enum Incoming {
+    Msg(Msg),
+    Chunk {
+        id: [u8; 32],
+        last: bool,
+        data: Vec<u8>,
+    },
+}
+
+async fn send_msg<S>(link: &mut Link<S>, msg: &Msg) -> Result<(), SyncError>
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send,
+{
+    let mut frame = vec![TAG_MSG];
+    frame =
+        postcard::to_extend(msg, frame).map_err(|e| SyncError::Protocol(format!("encode: {e}")))?;
+    link.send(&frame).await?;
+    Ok(())
+}
+
+async fn recv<S>(link: &mut Link<S>) -> Result<Incoming, SyncError>
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send,
+{
+    let frame = link.recv().await?.ok_or(SyncError::Closed)?;
+    match frame.split_first() {
+        Some((&TAG_MSG, body)) => postcard::from_bytes(body)
+            .map(Incoming::Msg)
+            .map_err(|e| SyncError::Protocol(format!("undecodable message: {e}"))),
+        Some((&TAG_CHUNK, body)) if body.len() >= 33 => {
+            let mut id = [0u8; 32];
+            id.copy_from_slice(&body[..32]);
+            Ok(Incoming::Chunk {
+                id,
+                last: body[32] != 0,
+                data: body[33..].to_vec(),
+            })
+        }
+        _ => Err(SyncError::Protocol("unknown frame".into())),
+    }
+}
+
+async fn recv_msg<S>(link: &mut Link<S>) -> Result<Msg, SyncError>
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send,
+{
+    match recv(link).await? {
+        Incoming::Msg(m) => Ok(m),
+        Incoming::Chunk { .. } => Err(SyncError::Protocol("unexpected content chunk".into())),
+    }
+}
+
+fn unexpected(what: &str, got: &Msg) -> SyncError {
+    SyncError::Protocol(format!("expected {what}, got {got:?}"))
+}
+
+async fn blocking<T, F>(f: F) -> Result<T, SyncError>
+where
+    F: FnOnce() -> Result<T, cove_store::Error> + Send + 'static,
+    T: Send + 'static,
+{
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| SyncError::Protocol(format!("worker failed: {e}")))?
+        .map_err(SyncError::Store)
+}
+
+/// Send the blobs the peer asked for, then `BlobsDone`. Blobs gone here
+/// (collected meanwhile) are skipped: the peer defers those messages.
+async fn send_blobs<S>(
+    link: &mut Link<S>,
+    store: &Arc<Store>,
+    ids: &[[u8; 32]],
+    out: &mut UserSync,
+) -> Result<(), SyncError>
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send,
+{
+    for id in ids {
+        let path = store.blobs().path_of(&ContentId(*id));
+        let bytes = match tokio::fs::read(&path).await {
+            Ok(b) => b,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(e.into()),
+        };
+        let mut chunks = bytes.chunks(CHUNK).peekable();
+        if chunks.peek().is_none() {
+            send_chunk(link, id, true, &[]).await?;
+        }
+        while let Some(c) = chunks.next() {
+            send_chunk(link, id, chunks.peek().is_none(), c).await?;
+        }
+        out.blobs_sent += 1;
+        out.content_bytes_sent += bytes.len() as u64;
+    }
+    send_msg(link, &Msg::BlobsDone).await?;
+    link.flush().await?;
+    Ok(())
+}
+
+async fn send_chunk<S>(
+    link: &mut Link<S>,
+    id: &[u8; 32],
+    last: bool,
+    data: &[u8],
+) -> Result<(), SyncError>
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send,
+{
+    let mut frame = Vec::with_capacity(34 + data.len());
+    frame.push(TAG_CHUNK);
+    frame.extend_from_slice(id);
+    frame.push(u8::from(last));
+    frame.extend_from_slice(data);
+    link.send(&frame).await?;
+    Ok(())
+}
+
+/// Receive blobs until `BlobsDone`, verifying each against its id.
+async fn receive_blobs<S>(
+    link: &mut Link<S>,
+    store: &Arc<Store>,
+    asked: &[[u8; 32]],
+    out: &mut UserSync,
+) -> Result<HashMap<[u8; 32], StagedBlob>, SyncError>
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send,
+{
+    let mut staged = HashMap::new();
+    let mut current: Option<([u8; 32], Vec<u8>)> = None;
+    loop {
+        match recv(link).await? {
+            Incoming::Msg(Msg::BlobsDone) => return Ok(staged),
+            Incoming::Msg(other) => return Err(unexpected("content or BlobsDone", &other)),
+            Incoming::Chunk { id, last, data } => {
+                if !asked.contains(&id) {
+                    return Err(SyncError::Protocol(
+                        "peer sent content nobody asked for".into(),
+                    ));
+                }
+                let buf = match &mut current {
+                    Some((cur, buf)) if *cur == id => buf,
+                    _ => {
+                        current = Some((id, Vec::new()));
+                        match &mut current {
+                            Some((_, buf)) => buf,
+                            None => unreachable!("just set"),
+                        }
+                    }
+                };
+                buf.extend_from_slice(&data);
+                if last {
+                    let Some((id, bytes)) = current.take() else {
+                        continue;
+                    };
+                    out.blobs_received += 1;
+                    out.content_bytes_received += bytes.len() as u64;
+                    let blobs = store.blobs().clone();
+                    let blob = blocking(move || {
+                        let mut w = blobs.writer()?;
+                        w.write(&bytes)?;
+                        Ok(w.finish()?)
+                    })
+                    .await?;
+                    if blob.id().0 != id {
+                        // DESIGN.md invariant 5: never linked.
+                        tracing::error!(expected = %ContentId(id), got = %blob.id(), "replication: the peer sent content that does not match its hash; refused");
+                        return Err(SyncError::Protocol(
+                            "content does not match its hash".into(),
+                        ));
+                    }
+                    staged.insert(id, blob);
+                }
+            }
+        }
+    }
+}
+
+async fn open_account(store: &Arc<Store>, user: &str) -> Result<Option<Arc<Account>>, SyncError> {
+    let store = store.clone();
+    let user = user.to_string();
+    blocking(move || {
+        let address = Address::parse(&user)?;
+        match store.user(&address)? {
+            Some(u) => Ok(Some(store.account(&u)?)),
+            None => Ok(None),
+        }
+    })
+    .await
+}
+
+/// Apply the peer's delta and advance the mark (unless something was left
+/// for later: then the whole delta is asked for again next time).
+async fn apply(
+    account: &Arc<Account>,
+    peer: &str,
+    local: Delta,
+    remote: Delta,
+    blobs: HashMap<[u8; 32], StagedBlob>,
+) -> Result<ApplyReport, SyncError> {
+    let account = account.clone();
+    let peer = peer.to_string();
+    blocking(move || {
+        let report = account.apply_replica(&local, &remote, &blobs)?;
+        if report.deferred == 0 {
+            let mark = account.peer_mark(&peer)?;
+            let next = if remote.since == 0 || remote.modseq > mark {
+                remote.modseq
+            } else {
+                mark
+            };
+            account.set_peer_mark(&peer, next)?;
+        }
+        Ok(report)
+    })
+    .await
+}
+
+/// The connecting side: sync `user` with the peer at the other end.
+pub async fn sync_user<S>(
+    link: &mut Link<S>,
+    store: &Arc<Store>,
+    peer: &str,
+    user: &str,
+) -> Result<UserSync, SyncError>
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send,
+{
+    let mut out = UserSync {
+        user: user.to_string(),
+        ..UserSync::default()
+    };
+    let Some(account) = open_account(store, user).await? else {
+        out.skipped = true;
+        return Ok(out);
+    };
+    let since = {
+        let (a, p) = (account.clone(), peer.to_string());
+        blocking(move || a.peer_mark(&p)).await?
+    };
+    send_msg(
+        link,
+        &Msg::Open {
+            user: user.to_string(),
+            since,
+        },
+    )
+    .await?;
+    link.flush().await?;
+    let (remote, their_since) = match recv_msg(link).await? {
+        Msg::Delta { delta, since } => (delta, since),
+        Msg::NoSuchUser => {
+            out.skipped = true;
+            return Ok(out);
+        }
+        other => return Err(unexpected("Delta", &other)),
+    };
+    let a = account.clone();
+    let local = blocking(move || a.replica_delta(their_since)).await?;
+    send_msg(
+        link,
+        &Msg::Delta {
+            delta: local.clone(),
+            since: 0,
+        },
+    )
+    .await?;
+    let (a, r) = (account.clone(), remote.clone());
+    let need = blocking(move || a.replica_missing_content(&r)).await?;
+    send_msg(
+        link,
+        &Msg::Need {
+            content: need.clone(),
+        },
+    )
+    .await?;
+    link.flush().await?;
+    let blobs = receive_blobs(link, store, &need, &mut out).await?;
+    match recv_msg(link).await? {
+        Msg::Need { content } => send_blobs(link, store, &content, &mut out).await?,
+        other => return Err(unexpected("Need", &other)),
+    }
+    let applied = apply(&account, peer, local, remote, blobs).await;
+    let (report, error) = match &applied {
+        Ok(r) => (*r, None),
+        Err(e) => (ApplyReport::default(), Some(e.to_string())),
+    };
+    send_msg(link, &Msg::Done { report, error }).await?;
+    link.flush().await?;
+    match recv_msg(link).await? {
+        Msg::Done { report, error } => {
+            out.there = report;
+            if let Some(e) = error {
+                return Err(SyncError::Protocol(format!(
+                    "the peer could not apply: {e}"
+                )));
+            }
+        }
+        other => return Err(unexpected("Done", &other)),
+    }
+    out.here = applied?;
+    Ok(out)
+}
+
+/// The accepting side: answer `Open` requests until the peer closes.
+pub async fn serve_link<S>(
+    mut link: Link<S>,
+    store: Arc<Store>,
+    peer: String,
+    locks: Arc<crate::UserLocks>,
+) -> Result<(), SyncError>
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send,
+{
+    loop {
+        let msg = match recv(&mut link).await {
+            Ok(Incoming::Msg(m)) => m,
+            Ok(Incoming::Chunk { .. }) => {
+                return Err(SyncError::Protocol("unexpected content chunk".into()));
+            }
+            Err(SyncError::Closed) => return Ok(()),
+            Err(e) => return Err(e),
+        };
+        let Msg::Open { user, since } = msg else {
+            return Err(unexpected("Open", &msg));
+        };
+        let _guard = locks.lock(&user).await;
+        serve_user(&mut link, &store, &peer, &user, since).await?;
+    }
+}
+
+async fn serve_user<S>(
+    link: &mut Link<S>,
+    store: &Arc<Store>,
+    peer: &str,
+    user: &str,
+    since: ModSeq,
+) -> Result<UserSync, SyncError>
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send,
+{
+    let mut out = UserSync {
+        user: user.to_string(),
+        ..UserSync::default()
+    };
+    let Some(account) = open_account(store, user).await? else {
+        send_msg(link, &Msg::NoSuchUser).await?;
+        link.flush().await?;
+        out.skipped = true;
+        return Ok(out);
+    };
+    let a = account.clone();
+    let p = peer.to_string();
+    let (local, mark) = blocking(move || Ok((a.replica_delta(since)?, a.peer_mark(&p)?))).await?;
+    send_msg(
+        link,
+        &Msg::Delta {
+            delta: local.clone(),
+            since: mark,
+        },
+    )
+    .await?;
+    link.flush().await?;
+    let remote = match recv_msg(link).await? {
+        Msg::Delta { delta, .. } => delta,
+        other => return Err(unexpected("Delta", &other)),
+    };
+    match recv_msg(link).await? {
+        Msg::Need { content } => send_blobs(link, store, &content, &mut out).await?,
+        other => return Err(unexpected("Need", &other)),
+    }
+    let (a, r) = (account.clone(), remote.clone());
+    let need = blocking(move || a.replica_missing_content(&r)).await?;
+    send_msg(
+        link,
+        &Msg::Need {
+            content: need.clone(),
+        },
+    )
+    .await?;
+    link.flush().await?;
+    let blobs = receive_blobs(link, store, &need, &mut out).await?;
+    let applied = apply(&account, peer, local, remote, blobs).await;
+    match recv_msg(link).await? {
+        Msg::Done { report, .. } => out.there = report,
+        other => return Err(unexpected("Done", &other)),
+    }
+    let (report, error) = match &applied {
+        Ok(r) => (*r, None),
+        Err(e) => (ApplyReport::default(), Some(e.to_string())),
+    };
+    send_msg(link, &Msg::Done { report, error }).await?;
+    link.flush().await?;
+    out.here = applied?;
+    Ok(out)
+}
