@@ -25,7 +25,19 @@ pub struct UserLocks {
 
 impl UserLocks {
     pub async fn lock(&self, user: &str) -> tokio::sync::OwnedMutexGuard<()> {
-        let lock = {
+        self.slot(user).lock_owned().await
+    }
+
+    /// The lock if nobody holds it. The accepting side of a session uses
+    /// this: waiting could deadlock with a session this node started for
+    /// the same user in the other direction, which holds this node's lock
+    /// while it waits for the peer's.
+    pub fn try_lock(&self, user: &str) -> Option<tokio::sync::OwnedMutexGuard<()>> {
+        self.slot(user).try_lock_owned().ok()
+    }
+
+    fn slot(&self, user: &str) -> Arc<tokio::sync::Mutex<()>> {
+        {
             let mut map = match self.locks.lock() {
                 Ok(m) => m,
                 Err(poisoned) => poisoned.into_inner(),
@@ -34,7 +46,6 @@ impl UserLocks {
                 map.retain(|_, l| Arc::strong_count(l) > 1);
             }
             map.entry(user.to_ascii_lowercase()).or_default().clone()
-        };
-        lock.lock_owned().await
+        }
     }
 }

@@ -215,6 +215,7 @@ impl Replicator {
                 .map(|(u, t)| (u.clone(), *t))
                 .collect();
             let mut broken = None;
+            let mut busy = false;
             for (user, queued) in batch {
                 let started = (l.bytes_sent(), l.bytes_received());
                 let result = {
@@ -226,6 +227,7 @@ impl Replicator {
                 peer.bytes_received
                     .fetch_add(l.bytes_received() - started.1, Ordering::Relaxed);
                 match result {
+                    Ok(report) if report.busy => busy = true,
                     Ok(report) => {
                         peer.sessions.fetch_add(1, Ordering::Relaxed);
                         peer.messages_in
@@ -253,6 +255,11 @@ impl Replicator {
                     self.failed(&peer, &e, &mut failures, &mut stop).await;
                 }
                 None => failures = 0,
+            }
+            if busy {
+                // The peer is syncing those users with us right now; ours
+                // stay queued for the next round.
+                tokio::time::sleep(self.opts.debounce.max(Duration::from_millis(20)) * 2).await;
             }
         }
         if let Some(mut l) = link {
@@ -377,7 +384,15 @@ impl Replicator {
         let mut reports = Vec::new();
         for user in users {
             let _guard = self.locks.lock(user).await;
-            let r = session::sync_user(&mut link, &self.store, &peer.spec.name, user).await?;
+            let mut r = session::sync_user(&mut link, &self.store, &peer.spec.name, user).await?;
+            // The peer is syncing this user with us: wait for it, then ours.
+            for _ in 0..100 {
+                if !r.busy {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                r = session::sync_user(&mut link, &self.store, &peer.spec.name, user).await?;
+            }
             peer.sessions.fetch_add(1, Ordering::Relaxed);
             reports.push(r);
         }
@@ -396,7 +411,7 @@ impl Replicator {
         let attempt = async {
             for peer in &self.peers {
                 if let Ok(r) = self.sync_with(peer, &users).await
-                    && r.iter().all(|r| !r.skipped)
+                    && r.iter().all(|r| !r.skipped && !r.busy)
                 {
                     return true;
                 }

@@ -54,6 +54,8 @@ pub enum Msg {
         report: ApplyReport,
         error: Option<String>,
     },
+    /// A session for this user is running the other way: try again soon.
+    Busy,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -82,6 +84,8 @@ pub struct UserSync {
     pub content_bytes_received: u64,
     /// The user does not exist on the peer.
     pub skipped: bool,
+    /// The peer was syncing this user with us the other way; nothing done.
+    pub busy: bool,
 }
 
 enum Incoming {
@@ -339,6 +343,10 @@ where
             out.skipped = true;
             return Ok(out);
         }
+        Msg::Busy => {
+            out.busy = true;
+            return Ok(out);
+        }
         other => return Err(unexpected("Delta", &other)),
     };
     let a = account.clone();
@@ -410,7 +418,11 @@ where
         let Msg::Open { user, since } = msg else {
             return Err(unexpected("Open", &msg));
         };
-        let _guard = locks.lock(&user).await;
+        let Some(_guard) = locks.try_lock(&user) else {
+            send_msg(&mut link, &Msg::Busy).await?;
+            link.flush().await?;
+            continue;
+        };
         serve_user(&mut link, &store, &peer, &user, since).await?;
     }
 }

@@ -401,11 +401,12 @@ pub fn assert_converged(nodes: &[Node], must_exist: &BTreeSet<MessageGuid>) -> N
         s.guids(&n.name);
         if s != first {
             panic!(
-                "{} and {} differ:\n{}\n--- vs ---\n{}",
+                "{} and {} differ:\n{}\n--- vs ---\n{}\ndifferences: {:?}",
                 nodes[0].name,
                 n.name,
                 describe(&first),
-                describe(&s)
+                describe(&s),
+                differences(&first, &s)
             );
         }
     }
@@ -417,6 +418,15 @@ pub fn assert_converged(nodes: &[Node], must_exist: &BTreeSet<MessageGuid>) -> N
         );
     }
     first
+}
+
+/// The mailboxes whose views differ between two states.
+fn differences(a: &NodeState, b: &NodeState) -> Vec<(MailboxGuid, Option<MailboxView>, Option<MailboxView>)> {
+    let keys: BTreeSet<MailboxGuid> = a.mailboxes.keys().chain(b.mailboxes.keys()).copied().collect();
+    keys.into_iter()
+        .filter(|k| a.mailboxes.get(k) != b.mailboxes.get(k))
+        .map(|k| (k, a.mailboxes.get(&k).cloned(), b.mailboxes.get(&k).cloned()))
+        .collect()
 }
 
 /// A readable dump of a node's state, for failure messages.
