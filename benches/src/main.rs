@@ -8,6 +8,7 @@
 mod imap;
 mod lmtp;
 mod message;
+mod repl;
 mod stats;
 
 use clap::{Args, Parser, Subcommand};
@@ -28,6 +29,8 @@ enum Mode {
     Lmtp(lmtp::LmtpArgs),
     /// IMAP (RFC 3501): timed operations on a big mailbox, many IDLE connections.
     Imap(imap::ImapArgs),
+    /// Replication between two nodes: delivery-to-visibility lag.
+    Repl(repl::ReplArgs),
 }
 
 /// Options every protocol mode takes.
@@ -74,6 +77,7 @@ fn main() -> std::process::ExitCode {
         match cli.mode {
             Mode::Lmtp(args) => lmtp::run(args).await,
             Mode::Imap(args) => imap::run(args).await,
+            Mode::Repl(args) => repl::run(args).await,
         }
     });
     match outcome {

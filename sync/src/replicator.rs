@@ -340,9 +340,21 @@ impl Replicator {
                     return;
                 }
                 tracing::info!(peer = %name, address = %addr, "replication link accepted");
-                if let Err(e) =
-                    session::serve_link(link, me.store.clone(), name.clone(), me.locks.clone())
-                        .await
+                let counters = me.peers.iter().find(|p| p.spec.name == name).cloned();
+                let on_bytes = move |sent: u64, received: u64| {
+                    if let Some(p) = &counters {
+                        p.bytes_sent.fetch_add(sent, Ordering::Relaxed);
+                        p.bytes_received.fetch_add(received, Ordering::Relaxed);
+                    }
+                };
+                if let Err(e) = session::serve_link_counted(
+                    link,
+                    me.store.clone(),
+                    name.clone(),
+                    me.locks.clone(),
+                    on_bytes,
+                )
+                .await
                 {
                     tracing::warn!(peer = %name, error = %e, "replication session from peer failed");
                 }

@@ -398,7 +398,7 @@ where
 
 /// The accepting side: answer `Open` requests until the peer closes.
 pub async fn serve_link<S>(
-    mut link: Link<S>,
+    link: Link<S>,
     store: Arc<Store>,
     peer: String,
     locks: Arc<crate::UserLocks>,
@@ -406,7 +406,26 @@ pub async fn serve_link<S>(
 where
     S: AsyncRead + AsyncWrite + Unpin + Send,
 {
+    serve_link_counted(link, store, peer, locks, |_, _| {}).await
+}
+
+/// [`serve_link`], telling `on_bytes(sent, received)` the link's traffic
+/// after each user's session.
+pub async fn serve_link_counted<S>(
+    mut link: Link<S>,
+    store: Arc<Store>,
+    peer: String,
+    locks: Arc<crate::UserLocks>,
+    on_bytes: impl Fn(u64, u64) + Send,
+) -> Result<(), SyncError>
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send,
+{
+    let mut counted = (0, 0);
     loop {
+        let now = (link.bytes_sent(), link.bytes_received());
+        on_bytes(now.0 - counted.0, now.1 - counted.1);
+        counted = now;
         let msg = match recv(&mut link).await {
             Ok(Incoming::Msg(m)) => m,
             Ok(Incoming::Chunk { .. }) => {
