@@ -288,6 +288,7 @@ impl Account {
             cx.mailboxes(&mut tx)?;
             cx.messages(&mut tx, content)?;
             cx.deleted_mailboxes(&mut tx)?;
+            cx.settle_names(&mut tx)?;
             cx.subscriptions(&mut tx)?;
             for dir in &ops.dirs {
                 self.sync.dir_written(dir)?;
@@ -393,6 +394,17 @@ impl Apply<'_> {
             uidvalidity: r.uidvalidity,
         }
         .write(&path)?;
+        // Deleted here before: its tombstones (what this node expunged in
+        // it, which peers may still have to learn) move to the new row, or
+        // the delta would lose them and their UIDs could be given again.
+        let earlier: Option<i64> = tx
+            .tx
+            .query_row(
+                "SELECT id FROM mailbox_gone WHERE guid = ?1",
+                [&r.guid.0[..]],
+                |row| row.get(0),
+            )
+            .optional()?;
         tx.tx
             .execute("DELETE FROM mailbox_gone WHERE guid = ?1", [&r.guid.0[..]])?;
         let mb = tx.insert_mailbox(
@@ -403,6 +415,18 @@ impl Apply<'_> {
             r.special_use.as_deref(),
             false,
         )?;
+        if let Some(earlier) = earlier {
+            tx.tx.execute(
+                "UPDATE tombstone SET mailbox_id = ?2 WHERE mailbox_id = ?1",
+                params![earlier, mb.id],
+            )?;
+            tx.tx.execute(
+                "UPDATE mailbox SET uidnext = max(uidnext,
+                   coalesce((SELECT max(uid) + 1 FROM tombstone WHERE mailbox_id = ?1), 1))
+                 WHERE id = ?1",
+                [mb.id],
+            )?;
+        }
         tx.tx.execute(
             "UPDATE mailbox SET name_stamp = ?2, uidnext = max(uidnext, ?3) WHERE id = ?1",
             params![mb.id, r.name_stamp as i64, r.uidnext],
@@ -800,6 +824,37 @@ impl Apply<'_> {
                 params![&gone.guid.0[..], gone.stamp as i64],
             )?;
             self.report.mailboxes_deleted += 1;
+        }
+        Ok(())
+    }
+
+    /// A mailbox that took the peer's name with a suffix, because another
+    /// mailbox held that name here, takes the name itself once it is free
+    /// (the holder deleted or renamed, perhaps by this very delta). Without
+    /// this, the two nodes would keep two names under one stamp forever.
+    fn settle_names(&mut self, tx: &mut Tx<'_>) -> Result<()> {
+        for r in &self.remote.mailboxes {
+            if self.renum.incomparable.contains(&r.guid) {
+                continue;
+            }
+            let Some(l) = index::mailbox_by_guid(&tx.tx, &r.guid)? else {
+                continue;
+            };
+            if l.name != format!("{}-{}", r.name, &r.guid.to_hex()[..8]) {
+                continue;
+            }
+            let stamp: i64 = tx.tx.query_row(
+                "SELECT name_stamp FROM mailbox WHERE id = ?1",
+                [l.id],
+                |row| row.get(0),
+            )?;
+            if stamp as u64 != r.name_stamp {
+                continue;
+            }
+            let name = self.free_name(tx, &r.name, r.guid, r.name_stamp)?;
+            if name == r.name {
+                self.rename_folder(tx, &l, &name, r.name_stamp)?;
+            }
         }
         Ok(())
     }

@@ -421,11 +421,25 @@ pub fn assert_converged(nodes: &[Node], must_exist: &BTreeSet<MessageGuid>) -> N
 }
 
 /// The mailboxes whose views differ between two states.
-fn differences(a: &NodeState, b: &NodeState) -> Vec<(MailboxGuid, Option<MailboxView>, Option<MailboxView>)> {
-    let keys: BTreeSet<MailboxGuid> = a.mailboxes.keys().chain(b.mailboxes.keys()).copied().collect();
+fn differences(
+    a: &NodeState,
+    b: &NodeState,
+) -> Vec<(MailboxGuid, Option<MailboxView>, Option<MailboxView>)> {
+    let keys: BTreeSet<MailboxGuid> = a
+        .mailboxes
+        .keys()
+        .chain(b.mailboxes.keys())
+        .copied()
+        .collect();
     keys.into_iter()
         .filter(|k| a.mailboxes.get(k) != b.mailboxes.get(k))
-        .map(|k| (k, a.mailboxes.get(&k).cloned(), b.mailboxes.get(&k).cloned()))
+        .map(|k| {
+            (
+                k,
+                a.mailboxes.get(&k).cloned(),
+                b.mailboxes.get(&k).cloned(),
+            )
+        })
         .collect()
 }
 
