@@ -38,7 +38,7 @@ pub use changes::{Change, ChangeKind};
 pub use cove_dedup::{
     BlobStore, BlobWriter, ContentId, DedupStats, Durability, GcReport, GroupSync, StagedBlob,
 };
-pub use directory::{Address, Directory, PasswordHash, User};
+pub use directory::{Address, Directory, PasswordHash, User, UsersMerged};
 pub use env::{Clock, Entropy, Env, OsEntropy, SystemClock};
 pub(crate) use error::IoContext;
 pub use error::{Error, Result};
@@ -107,6 +107,7 @@ impl Store {
         let sync = blobs.group_sync().clone();
         blobs.check_same_filesystem(&mail_root)?;
         let directory = Directory::open(&data_dir.join("cove.db"))?;
+        directory.set_node(replica::node_id(&opts.hostname));
         Ok(Store {
             data_dir: data_dir.to_path_buf(),
             mail_root,

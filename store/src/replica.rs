@@ -338,6 +338,18 @@ pub fn renumbering(a: &Delta, b: &Delta) -> Renumbering {
     out
 }
 
+/// A user as replicas exchange it (the directory is merged per address,
+/// the later change winning).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UserRecord {
+    pub address: String,
+    /// The password hash (PHC string); `None`: no login.
+    pub password: Option<String>,
+    pub quota: u64,
+    pub stamp: Stamp,
+    pub removed: bool,
+}
+
 /// What applying a peer's delta did.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ApplyReport {

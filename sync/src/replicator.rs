@@ -27,6 +27,9 @@ use crate::transport::{self, Link, Secret};
 
 type ClientLink = Link<tokio_rustls::client::TlsStream<TcpStream>>;
 
+/// How often the directory is checked for user changes made by the CLI.
+const USERS_POLL: Duration = Duration::from_secs(1);
+
 /// A configured peer.
 #[derive(Debug, Clone)]
 pub struct PeerSpec {
@@ -136,6 +139,21 @@ impl Replicator {
             .collect()
     }
 
+    fn users_version(&self) -> Option<u64> {
+        self.store.directory().users_version().ok()
+    }
+
+    fn users_changed_since(&self, version: u64) -> Vec<String> {
+        match self.store.directory().user_records() {
+            Ok(r) => r
+                .into_iter()
+                .filter(|u| u.stamp > version && !u.removed)
+                .map(|u| u.address)
+                .collect(),
+            Err(_) => Vec::new(),
+        }
+    }
+
     fn all_users(&self) -> Vec<String> {
         match self.store.directory().list() {
             Ok(users) => users.iter().map(|u| u.address.to_string()).collect(),
@@ -149,6 +167,9 @@ impl Replicator {
     async fn run_peer(self: Arc<Self>, peer: Arc<Peer>, mut stop: watch::Receiver<bool>) {
         let mut link: Option<ClientLink> = None;
         let mut failures: u32 = 0;
+        // The directory's version last swapped with this peer (users are
+        // changed by the CLI, another process: polled).
+        let mut users_sent: Option<u64> = None;
         let mut next_full = Instant::now() + self.opts.full_sync_interval;
         loop {
             if *stop.borrow() {
@@ -158,10 +179,16 @@ impl Replicator {
                 let s = peer.state();
                 s.queue.is_empty() && !s.full_sync_wanted
             };
-            if idle {
+            let users_changed = || self.users_version() != users_sent;
+            if idle && !users_changed() {
                 tokio::select! {
                     _ = peer.wake.notified() => {}
                     _ = tokio::time::sleep_until(next_full.into()) => {}
+                    _ = tokio::time::sleep(USERS_POLL) => {
+                        if !users_changed() {
+                            continue;
+                        }
+                    }
                     _ = stop.changed() => continue,
                 }
                 // Let a burst of changes gather into one session.
@@ -199,6 +226,28 @@ impl Replicator {
                 }
             }
             let Some(l) = link.as_mut() else { continue };
+            let version = self.users_version();
+            if version != users_sent {
+                match session::exchange_users(l, &self.store).await {
+                    Ok(merged) => {
+                        // Users new here, and users changed here since the
+                        // last swap, need a sync.
+                        let now = Instant::now();
+                        let changed = self.users_changed_since(users_sent.unwrap_or(0));
+                        let mut s = peer.state();
+                        for a in merged.added.iter().map(|a| a.to_string()).chain(changed) {
+                            s.queue.entry(a).or_insert(now);
+                        }
+                        users_sent = version;
+                    }
+                    Err(e) => {
+                        link = None;
+                        self.failed(&peer, &format!("users: {e}"), &mut failures, &mut stop)
+                            .await;
+                        continue;
+                    }
+                }
+            }
             let full = std::mem::take(&mut peer.state().full_sync_wanted);
             if full {
                 let now = Instant::now();
@@ -372,7 +421,7 @@ impl Replicator {
         let mut out = Vec::new();
         let mut errors = Vec::new();
         for peer in &self.peers {
-            match self.sync_with(peer, &users).await {
+            match self.sync_with(peer, &users, true).await {
                 Ok(reports) => out.extend(reports.into_iter().map(|r| (peer.spec.name.clone(), r))),
                 Err(e) => errors.push(format!("{}: {e}", peer.spec.name)),
             }
@@ -384,7 +433,12 @@ impl Replicator {
         }
     }
 
-    async fn sync_with(&self, peer: &Peer, users: &[String]) -> Result<Vec<UserSync>, SyncError> {
+    async fn sync_with(
+        &self,
+        peer: &Peer,
+        users: &[String],
+        with_users: bool,
+    ) -> Result<Vec<UserSync>, SyncError> {
         let (mut link, _) = transport::connect(
             &peer.spec.address,
             &self.opts.secret,
@@ -393,6 +447,9 @@ impl Replicator {
         )
         .await
         .map_err(|e| SyncError::Protocol(e.to_string()))?;
+        if with_users {
+            session::exchange_users(&mut link, &self.store).await?;
+        }
         let mut reports = Vec::new();
         for user in users {
             let _guard = self.locks.lock(user).await;
@@ -422,7 +479,7 @@ impl Replicator {
         let users = [user.to_string()];
         let attempt = async {
             for peer in &self.peers {
-                if let Ok(r) = self.sync_with(peer, &users).await
+                if let Ok(r) = self.sync_with(peer, &users, false).await
                     && r.iter().all(|r| !r.skipped && !r.busy)
                 {
                     return true;

@@ -25,7 +25,8 @@ use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use cove_store::replica::{ApplyReport, Delta};
+use cove_store::UsersMerged;
+use cove_store::replica::{ApplyReport, Delta, UserRecord};
 use cove_store::{Account, Address, ContentId, ModSeq, StagedBlob, Store};
 use tokio::io::{AsyncRead, AsyncWrite};
 
@@ -56,6 +57,11 @@ pub enum Msg {
     },
     /// A session for this user is running the other way: try again soon.
     Busy,
+    /// Every user this node knows and has removed, with stamps; answered
+    /// with the peer's own (the directory merge is last-writer-wins).
+    Users {
+        users: Vec<UserRecord>,
+    },
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -434,6 +440,13 @@ where
             Err(SyncError::Closed) => return Ok(()),
             Err(e) => return Err(e),
         };
+        if let Msg::Users { users } = msg {
+            let mine = users_of(&store).await?;
+            send_msg(&mut link, &Msg::Users { users: mine }).await?;
+            link.flush().await?;
+            merge_users(&store, users).await?;
+            continue;
+        }
         let Msg::Open { user, since } = msg else {
             return Err(unexpected("Open", &msg));
         };
@@ -510,4 +523,51 @@ where
     link.flush().await?;
     out.here = applied?;
     Ok(out)
+}
+
+async fn users_of(store: &Arc<Store>) -> Result<Vec<UserRecord>, SyncError> {
+    let store = store.clone();
+    blocking(move || store.directory().user_records()).await
+}
+
+/// Merge a peer's users into the directory; users new here get their
+/// account (Maildir, default mailboxes) at once.
+async fn merge_users(store: &Arc<Store>, users: Vec<UserRecord>) -> Result<UsersMerged, SyncError> {
+    let store = store.clone();
+    blocking(move || {
+        let merged = store.directory().merge_users(&users)?;
+        for address in &merged.added {
+            if let Some(user) = store.user(address)? {
+                store.account(&user)?;
+            }
+        }
+        for a in &merged.added {
+            tracing::info!(user = %a, "replication: user added by a peer");
+        }
+        for a in &merged.removed {
+            tracing::info!(user = %a, "replication: user removed by a peer (mail kept)");
+        }
+        for a in &merged.updated {
+            tracing::info!(user = %a, "replication: user's password or quota changed by a peer");
+        }
+        Ok(merged)
+    })
+    .await
+}
+
+/// The connecting side: swap users with the peer and merge theirs.
+pub async fn exchange_users<S>(
+    link: &mut Link<S>,
+    store: &Arc<Store>,
+) -> Result<UsersMerged, SyncError>
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send,
+{
+    let mine = users_of(store).await?;
+    send_msg(link, &Msg::Users { users: mine }).await?;
+    link.flush().await?;
+    match recv_msg(link).await? {
+        Msg::Users { users } => merge_users(store, users).await,
+        other => Err(unexpected("Users", &other)),
+    }
 }
