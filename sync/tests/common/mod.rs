@@ -322,7 +322,9 @@ impl Outcome {
     /// Whether the session changed anything on either node.
     pub fn changed(&self) -> bool {
         match &self.client {
-            Ok(s) => s.here.changed() || s.there.changed(),
+            // Busy: the peer was syncing this user the other way; nothing
+            // was done, so nothing is known to be quiet.
+            Ok(s) => s.busy || s.here.changed() || s.there.changed(),
             Err(_) => true,
         }
     }
@@ -365,6 +367,7 @@ pub async fn sync(a: &Node, b: &Node) -> UserSync {
         panic!("{} serving {}: {e}", b.name, a.name);
     }
     match out.client {
+        Ok(s) if s.busy => panic!("{} answered Busy to {}", b.name, a.name),
         Ok(s) => s,
         Err(e) => panic!("{} syncing with {}: {e}", a.name, b.name),
     }
