@@ -112,7 +112,8 @@ CREATE TABLE IF NOT EXISTS subscription_stamp(
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS peer_mark(
   peer TEXT PRIMARY KEY,
-  modseq INTEGER NOT NULL
+  modseq INTEGER NOT NULL,
+  epoch INTEGER NOT NULL DEFAULT 0
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS derived(
   content_id BLOB NOT NULL,
@@ -163,7 +164,27 @@ pub(crate) fn open(path: &Path, durable_commits: bool) -> Result<Connection> {
         }
         Some(v) => migrate(&mut conn, v)?,
     }
+    // The index's epoch: a random number made with the index, so that a
+    // peer can tell a rebuilt index (whose modseqs start again) from the
+    // one it synced with.
+    let mut epoch = [0u8; 8];
+    getrandom::fill(&mut epoch)
+        .map_err(|e| crate::Error::Index(format!("no randomness for the index epoch: {e}")))?;
+    conn.execute(
+        "INSERT OR IGNORE INTO meta(key, value) VALUES('epoch', ?1)",
+        [i64::from_le_bytes(epoch) & i64::MAX],
+    )?;
     Ok(conn)
+}
+
+/// The index's epoch (see [`open`]).
+pub(crate) fn epoch(conn: &Connection) -> Result<u64> {
+    Ok(conn
+        .query_row("SELECT value FROM meta WHERE key = 'epoch'", [], |r| {
+            r.get::<_, i64>(0)
+        })
+        .optional()?
+        .unwrap_or(0) as u64)
 }
 
 /// Bring an index of an older schema version up to this one, each step in

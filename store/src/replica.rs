@@ -225,11 +225,22 @@ pub struct TombstoneState {
     pub stamp: Stamp,
 }
 
+/// How far a node has applied a peer's changes: the peer's modseq, within
+/// the peer's index epoch (a rebuilt index starts a new epoch, and its
+/// modseqs start again).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Mark {
+    pub modseq: ModSeq,
+    pub epoch: u64,
+}
+
 /// Everything about one user that changed on a node after modseq `since`.
 /// Mailboxes, deleted mailboxes and subscriptions are always sent whole
 /// (they are few); messages and tombstones only when changed.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Delta {
+    /// The sending index's epoch: marks are only valid within one.
+    pub epoch: u64,
     pub since: ModSeq,
     /// The node's modseq when the delta was taken: the `since` of the next.
     pub modseq: ModSeq,
@@ -262,9 +273,21 @@ pub(crate) fn placement_key(m: &MessageState) -> (Stamp, MailboxGuid, Uid) {
 pub struct Renumbering {
     /// (mailbox, message) -> its new UID, the same on every node.
     pub uids: BTreeMap<(MailboxGuid, MessageGuid), Uid>,
-    /// Mailboxes whose UIDVALIDITY differs between the two nodes: left
-    /// alone (reported), since their UIDs cannot be compared.
-    pub incomparable: BTreeSet<MailboxGuid>,
+    /// Mailboxes whose UIDVALIDITY differs between the two nodes (one
+    /// node's index was rebuilt, which renews UIDVALIDITY): the lower
+    /// UIDVALIDITY stands on both nodes, with the UIDs of the node that has
+    /// it; the other node takes them (its own UIDs under the higher
+    /// UIDVALIDITY are void), and its messages the first node lacks get
+    /// fresh UIDs (in `uids`).
+    pub resets: BTreeMap<MailboxGuid, Reset>,
+}
+
+/// What a mailbox becomes on the node whose UIDVALIDITY gives way.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Reset {
+    pub uidvalidity: u32,
+    /// UIDNEXT after the fresh UIDs.
+    pub uidnext: Uid,
 }
 
 /// Decide, from the two deltas alone, which messages need fresh UIDs: where
@@ -279,7 +302,13 @@ pub fn renumbering(a: &Delta, b: &Delta) -> Renumbering {
         if let Some(mb) = b.mailbox(&ma.guid)
             && mb.uidvalidity != ma.uidvalidity
         {
-            out.incomparable.insert(ma.guid);
+            let (keep, give) = if ma.uidvalidity < mb.uidvalidity {
+                (a, b)
+            } else {
+                (b, a)
+            };
+            let reset = reset_mailbox(ma.guid, keep, give, &mut out.uids);
+            out.resets.insert(ma.guid, reset);
         }
     }
     let mut winners: BTreeMap<MessageGuid, &MessageState> = BTreeMap::new();
@@ -307,7 +336,7 @@ pub fn renumbering(a: &Delta, b: &Delta) -> Renumbering {
             .insert(t.guid);
     }
     for (mailbox, uids) in &claims {
-        if out.incomparable.contains(mailbox) {
+        if out.resets.contains_key(mailbox) {
             continue;
         }
         let mut losers: BTreeSet<MessageGuid> = BTreeSet::new();
@@ -338,6 +367,63 @@ pub fn renumbering(a: &Delta, b: &Delta) -> Renumbering {
     out
 }
 
+/// The UIDs the giving node's messages of `mailbox` take: the keeping
+/// node's UID for a message it has there, else fresh ones above everything
+/// the keeping node has claimed, in GUID order.
+fn reset_mailbox(
+    mailbox: MailboxGuid,
+    keep: &Delta,
+    give: &Delta,
+    uids: &mut BTreeMap<(MailboxGuid, MessageGuid), Uid>,
+) -> Reset {
+    let (uidvalidity, uidnext) = keep
+        .mailbox(&mailbox)
+        .map_or((1, 1), |m| (m.uidvalidity, m.uidnext));
+    let kept: BTreeMap<MessageGuid, Uid> = keep
+        .messages
+        .iter()
+        .filter(|m| m.mailbox == mailbox)
+        .map(|m| (m.guid, m.uid))
+        .collect();
+    let highest = keep
+        .messages
+        .iter()
+        .filter(|m| m.mailbox == mailbox)
+        .map(|m| m.uid)
+        .chain(
+            keep.tombstones
+                .iter()
+                .filter(|t| t.mailbox == mailbox)
+                .map(|t| t.uid),
+        )
+        .max()
+        .unwrap_or(0);
+    let mut fresh = uidnext.max(highest.saturating_add(1));
+    let mut given: Vec<MessageGuid> = give
+        .messages
+        .iter()
+        .filter(|m| m.mailbox == mailbox)
+        .map(|m| m.guid)
+        .collect();
+    given.sort();
+    given.dedup();
+    for g in given {
+        let uid = match kept.get(&g) {
+            Some(u) => *u,
+            None => {
+                let u = fresh;
+                fresh = fresh.saturating_add(1);
+                u
+            }
+        };
+        uids.insert((mailbox, g), uid);
+    }
+    Reset {
+        uidvalidity,
+        uidnext: fresh,
+    }
+}
+
 /// A user as replicas exchange it (the directory is merged per address,
 /// the later change winning).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -365,8 +451,9 @@ pub struct ApplyReport {
     /// Changes left for the next sync (a UID taken meanwhile, content
     /// missing): not an error, the next session retries them.
     pub deferred: u64,
-    /// Mailboxes skipped because their UIDVALIDITY differs between nodes.
-    pub incomparable: u64,
+    /// Mailboxes whose UIDVALIDITY gave way to the peer's (a rebuilt
+    /// index on one side).
+    pub uidvalidity_resets: u64,
 }
 
 impl ApplyReport {
@@ -506,6 +593,39 @@ mod tests {
         let r = renumbering(&a, &b);
         assert_eq!(r.uids.len(), 1);
         assert_eq!(r.uids[&(MailboxGuid([1; 16]), MessageGuid([2; 16]))], 6);
+    }
+
+    #[test]
+    fn a_rebuilt_mailbox_takes_the_older_uidvalidity_and_its_uids() {
+        // a kept UIDVALIDITY 5 (g1 at 1, g2 at 2); b rebuilt its index
+        // (UIDVALIDITY 9: g2 at 7, g3 at 8).
+        let mut ma = mailbox(1, 3);
+        ma.uidvalidity = 5;
+        let mut mb = mailbox(1, 9);
+        mb.uidvalidity = 9;
+        let a = Delta {
+            mailboxes: vec![ma],
+            messages: vec![msg(1, 1, 1, 1), msg(1, 2, 2, 1)],
+            ..Delta::default()
+        };
+        let b = Delta {
+            mailboxes: vec![mb],
+            messages: vec![msg(1, 7, 2, 1), msg(1, 8, 3, 1)],
+            ..Delta::default()
+        };
+        let r = renumbering(&a, &b);
+        assert_eq!(r, renumbering(&b, &a), "symmetric");
+        let m = MailboxGuid([1; 16]);
+        assert_eq!(
+            r.resets[&m],
+            Reset {
+                uidvalidity: 5,
+                uidnext: 4
+            }
+        );
+        assert_eq!(r.uids[&(m, MessageGuid([2; 16]))], 2, "a's UID stands");
+        assert_eq!(r.uids[&(m, MessageGuid([3; 16]))], 3, "fresh above a's");
+        assert!(!r.uids.contains_key(&(m, MessageGuid([1; 16]))));
     }
 
     #[test]

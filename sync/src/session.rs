@@ -26,8 +26,8 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use cove_store::UsersMerged;
-use cove_store::replica::{ApplyReport, Delta, UserRecord};
-use cove_store::{Account, Address, ContentId, ModSeq, StagedBlob, Store};
+use cove_store::replica::{ApplyReport, Delta, Mark, UserRecord};
+use cove_store::{Account, Address, ContentId, StagedBlob, Store};
 use tokio::io::{AsyncRead, AsyncWrite};
 
 use crate::transport::Link;
@@ -40,12 +40,12 @@ const TAG_CHUNK: u8 = 1;
 pub enum Msg {
     Open {
         user: String,
-        since: ModSeq,
+        since: Mark,
     },
     NoSuchUser,
     Delta {
         delta: Delta,
-        since: ModSeq,
+        since: Mark,
     },
     Need {
         content: Vec<[u8; 32]>,
@@ -300,12 +300,15 @@ async fn apply(
         let report = account.apply_replica(&local, &remote, &blobs)?;
         if report.deferred == 0 {
             let mark = account.peer_mark(&peer)?;
-            let next = if remote.since == 0 || remote.modseq > mark {
-                remote.modseq
-            } else {
-                mark
+            let next = Mark {
+                modseq: remote.modseq,
+                epoch: remote.epoch,
             };
-            account.set_peer_mark(&peer, next)?;
+            // Never backwards within one epoch (a slower session that
+            // started earlier may finish later).
+            if next.epoch != mark.epoch || remote.since == 0 || next.modseq > mark.modseq {
+                account.set_peer_mark(&peer, next)?;
+            }
         }
         Ok(report)
     })
@@ -361,7 +364,7 @@ where
         link,
         &Msg::Delta {
             delta: local.clone(),
-            since: 0,
+            since: Mark::default(),
         },
     )
     .await?;
@@ -464,7 +467,7 @@ async fn serve_user<S>(
     store: &Arc<Store>,
     peer: &str,
     user: &str,
-    since: ModSeq,
+    since: Mark,
 ) -> Result<UserSync, SyncError>
 where
     S: AsyncRead + AsyncWrite + Unpin + Send,

@@ -17,11 +17,11 @@ use cove_dedup::{ContentId, StagedBlob};
 use rusqlite::{OptionalExtension, params};
 
 use super::{Account, DELETED_DIR};
-use crate::ids::{Flags, MailboxGuid, MessageGuid, ModSeq, Uid};
+use crate::ids::{Flags, MailboxGuid, MessageGuid, Uid};
 use crate::index::{self, MailboxInfo, MessageMeta, NewMessageRow, Tx};
 use crate::maildir::{self, FileName, FolderIdentity};
 use crate::replica::{
-    ApplyReport, Delta, FlagClock, FlagsSide, MailboxGone, MailboxState, MessageState, Stamp,
+    ApplyReport, Delta, FlagClock, FlagsSide, MailboxGone, MailboxState, Mark, MessageState, Stamp,
     SubscriptionState, TombstoneState, merge_flags, renumbering,
 };
 use crate::{Error, IoContext, Result};
@@ -110,12 +110,20 @@ fn base_of(file: &str) -> &str {
 impl Account {
     /// Everything that changed after modseq `since` (all of it if `since`
     /// is ahead of this node's modseq, as after an index rebuild).
-    pub fn replica_delta(&self, since: ModSeq) -> Result<Delta> {
+    pub fn replica_delta(&self, since: Mark) -> Result<Delta> {
         let mut g = self.conn()?;
         let tx = g.conn.transaction()?;
         let modseq = index::current_modseq(&tx)?;
-        let since = if since > modseq { 0 } else { since };
+        let epoch = index::epoch(&tx)?;
+        // A mark from another epoch (this index was rebuilt since) or
+        // ahead of this index means nothing: everything is sent.
+        let since = if since.epoch != epoch || since.modseq > modseq {
+            0
+        } else {
+            since.modseq
+        };
         let mut delta = Delta {
+            epoch,
             since,
             modseq,
             ..Delta::default()
@@ -217,25 +225,28 @@ impl Account {
     }
 
     /// The highest modseq of `peer`'s that this node has applied.
-    pub fn peer_mark(&self, peer: &str) -> Result<ModSeq> {
+    pub fn peer_mark(&self, peer: &str) -> Result<Mark> {
         let g = self.conn()?;
-        let v: Option<i64> = g
+        let v: Option<(i64, i64)> = g
             .conn
             .query_row(
-                "SELECT modseq FROM peer_mark WHERE peer = ?1",
+                "SELECT modseq, epoch FROM peer_mark WHERE peer = ?1",
                 [peer],
-                |r| r.get(0),
+                |r| Ok((r.get(0)?, r.get(1)?)),
             )
             .optional()?;
-        Ok(v.unwrap_or(0).max(0) as u64)
+        Ok(v.map_or(Mark::default(), |(m, e)| Mark {
+            modseq: m.max(0) as u64,
+            epoch: e as u64,
+        }))
     }
 
-    pub fn set_peer_mark(&self, peer: &str, modseq: ModSeq) -> Result<()> {
+    pub fn set_peer_mark(&self, peer: &str, mark: Mark) -> Result<()> {
         let g = self.conn()?;
         g.conn.execute(
-            "INSERT INTO peer_mark(peer, modseq) VALUES (?1, ?2)
-             ON CONFLICT(peer) DO UPDATE SET modseq = excluded.modseq",
-            params![peer, modseq as i64],
+            "INSERT INTO peer_mark(peer, modseq, epoch) VALUES (?1, ?2, ?3)
+             ON CONFLICT(peer) DO UPDATE SET modseq = excluded.modseq, epoch = excluded.epoch",
+            params![peer, mark.modseq as i64, mark.epoch as i64],
         )?;
         Ok(())
     }
@@ -271,7 +282,7 @@ impl Account {
     ) -> Result<ApplyReport> {
         let renum = renumbering(local, remote);
         let mut report = ApplyReport {
-            incomparable: renum.incomparable.len() as u64,
+            uidvalidity_resets: renum.resets.len() as u64,
             ..ApplyReport::default()
         };
         let mut g = self.conn()?;
@@ -383,6 +394,90 @@ impl Apply<'_> {
         Ok(())
     }
 
+    /// This node's UIDVALIDITY of a mailbox gives way to the peer's (lower)
+    /// one: every message takes the UID the renumbering gives it (the
+    /// peer's UID for it, or a fresh one). Old UIDs are expunged (sessions
+    /// see EXPUNGE, then the messages under their new UIDs); tombstones of
+    /// the old UIDVALIDITY are dropped, since its UIDs mean nothing now.
+    fn reset(
+        &mut self,
+        tx: &mut Tx<'_>,
+        mb: &MailboxInfo,
+        reset: crate::replica::Reset,
+    ) -> Result<MailboxInfo> {
+        tracing::info!(user = %self.account.email, mailbox = %mb.name, from = mb.uidvalidity, to = reset.uidvalidity,
+            "replication: this mailbox's UIDVALIDITY gives way to the peer's (an index was rebuilt); its UIDs follow the peer's");
+        let rows: Vec<LocalRow> = {
+            let mut st = tx.tx.prepare_cached(&format!(
+                "SELECT {}, mailbox_id, placed, clock FROM message WHERE mailbox_id = ?1 ORDER BY uid",
+                index::MESSAGE_COLS
+            ))?;
+            let rows = st.query_map([mb.id], |r| {
+                Ok(LocalRow {
+                    meta: index::message_row(r)?,
+                    mailbox_id: r.get(9)?,
+                    placed: r.get::<_, i64>(10)? as u64,
+                    clock: r.get(11)?,
+                })
+            })?;
+            rows.collect::<rusqlite::Result<_>>()?
+        };
+        let stamp = tx.stamp()?;
+        for row in &rows {
+            tx.expunge_stamped(mb, row.meta.uid, row.meta.guid, stamp)?;
+        }
+        tx.tx
+            .execute("DELETE FROM tombstone WHERE mailbox_id = ?1", [mb.id])?;
+        let mut next = reset.uidnext;
+        let mut fresh = || {
+            let u = next;
+            next += 1;
+            u
+        };
+        let mut placed_rows = Vec::with_capacity(rows.len());
+        for row in rows {
+            let uid = self
+                .renum
+                .uids
+                .get(&(mb.guid, row.meta.guid))
+                .copied()
+                .unwrap_or_else(&mut fresh);
+            placed_rows.push((uid, row));
+        }
+        tx.tx.execute(
+            "UPDATE mailbox SET uidvalidity = ?2, uidnext = ?3, first_recent = ?3 WHERE id = ?1",
+            params![mb.id, reset.uidvalidity, next],
+        )?;
+        let mb = index::mailbox_by_guid(&tx.tx, &mb.guid)?
+            .ok_or_else(|| Error::Index("mailbox vanished inside its own transaction".into()))?;
+        for (uid, row) in placed_rows {
+            let base = base_of(&row.meta.file).to_string();
+            let parsed_base = FileName::parse(&base)
+                .map(|p| p.base)
+                .ok_or_else(|| Error::InvalidData(format!("bad file name {base}")))?;
+            let new_row = NewMessageRow {
+                guid: row.meta.guid,
+                content_id: row.meta.content_id,
+                flags: row.meta.flags,
+                keywords: &row.meta.keywords,
+                internal_date: row.meta.internal_date,
+                size: row.meta.size,
+                base: &parsed_base,
+                file: &row.meta.file,
+                placed: Some(row.placed),
+                clock: &row.clock,
+            };
+            tx.insert_message_at(&mb, uid, &new_row)?;
+            self.report.messages_renumbered += 1;
+        }
+        FolderIdentity {
+            guid: mb.guid,
+            uidvalidity: reset.uidvalidity,
+        }
+        .write(&self.account.folder(&mb))?;
+        Ok(mb)
+    }
+
     /// Create the peer's mailbox here, under its GUID and UIDVALIDITY.
     fn create(&mut self, tx: &mut Tx<'_>, r: &MailboxState) -> Result<MailboxInfo> {
         let name = self.free_name(tx, &r.name, r.guid, r.name_stamp)?;
@@ -442,12 +537,14 @@ impl Apply<'_> {
 
     fn mailboxes(&mut self, tx: &mut Tx<'_>) -> Result<()> {
         for r in &self.remote.mailboxes {
-            if self.renum.incomparable.contains(&r.guid) {
-                tracing::warn!(user = %self.account.email, mailbox = %r.name, "replication: this mailbox has another UIDVALIDITY on the peer (an index was rebuilt); it is not synced");
-                continue;
-            }
             match index::mailbox_by_guid(&tx.tx, &r.guid)? {
                 Some(l) => {
+                    let l = match self.renum.resets.get(&r.guid) {
+                        Some(reset) if reset.uidvalidity != l.uidvalidity => {
+                            self.reset(tx, &l, *reset)?
+                        }
+                        _ => l,
+                    };
                     let stamp: i64 = tx.tx.query_row(
                         "SELECT name_stamp FROM mailbox WHERE id = ?1",
                         [l.id],
@@ -521,9 +618,6 @@ impl Apply<'_> {
         let remote_live: HashSet<MessageGuid> =
             self.remote.messages.iter().map(|m| m.guid).collect();
         for r in &self.remote.messages {
-            if self.renum.incomparable.contains(&r.mailbox) {
-                continue;
-            }
             let target_uid = self
                 .renum
                 .uids
@@ -834,9 +928,6 @@ impl Apply<'_> {
     /// this, the two nodes would keep two names under one stamp forever.
     fn settle_names(&mut self, tx: &mut Tx<'_>) -> Result<()> {
         for r in &self.remote.mailboxes {
-            if self.renum.incomparable.contains(&r.guid) {
-                continue;
-            }
             let Some(l) = index::mailbox_by_guid(&tx.tx, &r.guid)? else {
                 continue;
             };

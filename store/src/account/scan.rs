@@ -201,6 +201,14 @@ impl Account {
             prepared.push((date, mb, f, path));
         }
         prepared.sort_by(|a, b| (a.0, &a.2.name.base).cmp(&(b.0, &b.2.name.base)));
+        // Filling a new index (a rebuild, or a Maildir cove has not seen):
+        // where these messages were put and when is unknown, so their
+        // placement never wins over a peer's (replication).
+        let populating: bool = tx.tx.query_row(
+            "SELECT NOT EXISTS(SELECT 1 FROM message) AND NOT EXISTS(SELECT 1 FROM tombstone)",
+            [],
+            |r| r.get(0),
+        )?;
         for (date, mb, f, path) in prepared {
             let guid = f.name.effective_guid();
             let moved = vanished.remove(&guid);
@@ -223,7 +231,7 @@ impl Account {
                 size,
                 base: &f.name.base,
                 file: &f.rel,
-                placed: None,
+                placed: (populating && moved.is_none()).then_some(0),
                 clock: "",
             };
             match tx.insert_message(&mb, &row) {
