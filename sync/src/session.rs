@@ -26,7 +26,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use cove_store::UsersMerged;
-use cove_store::replica::{ApplyReport, Delta, Mark, UserRecord};
+use cove_store::replica::{ApplyReport, Delta, Mark, MessageState, TombstoneState, UserRecord};
 use cove_store::{Account, Address, ContentId, StagedBlob, Store};
 use tokio::io::{AsyncRead, AsyncWrite};
 
@@ -43,9 +43,13 @@ pub enum Msg {
         since: Mark,
     },
     NoSuchUser,
+    /// A delta's head; `more` [`Msg::DeltaMore`] frames follow with the
+    /// rest of its messages and tombstones (frames stay far below the
+    /// link's limit whatever the mailbox's size).
     Delta {
         delta: Delta,
         since: Mark,
+        more: u32,
     },
     Need {
         content: Vec<[u8; 32]>,
@@ -62,6 +66,87 @@ pub enum Msg {
     Users {
         users: Vec<UserRecord>,
     },
+    DeltaMore {
+        messages: Vec<MessageState>,
+        tombstones: Vec<TombstoneState>,
+    },
+}
+
+/// Messages (or tombstones) per delta frame: about 2 MiB.
+const DELTA_PAGE: usize = 16 * 1024;
+
+fn page<T: Clone>(v: &[T], n: usize) -> Vec<T> {
+    let from = (n * DELTA_PAGE).min(v.len());
+    let to = ((n + 1) * DELTA_PAGE).min(v.len());
+    v[from..to].to_vec()
+}
+
+async fn send_delta<S>(link: &mut Link<S>, delta: &Delta, since: Mark) -> Result<(), SyncError>
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send,
+{
+    let pages = delta
+        .messages
+        .len()
+        .max(delta.tombstones.len())
+        .div_ceil(DELTA_PAGE)
+        .max(1);
+    let head = Delta {
+        epoch: delta.epoch,
+        since: delta.since,
+        modseq: delta.modseq,
+        mailboxes: delta.mailboxes.clone(),
+        gone: delta.gone.clone(),
+        subscriptions: delta.subscriptions.clone(),
+        messages: page(&delta.messages, 0),
+        tombstones: page(&delta.tombstones, 0),
+    };
+    let more =
+        u32::try_from(pages - 1).map_err(|_| SyncError::Protocol("delta too large".into()))?;
+    send_msg(
+        link,
+        &Msg::Delta {
+            delta: head,
+            since,
+            more,
+        },
+    )
+    .await?;
+    for n in 1..pages {
+        send_msg(
+            link,
+            &Msg::DeltaMore {
+                messages: page(&delta.messages, n),
+                tombstones: page(&delta.tombstones, n),
+            },
+        )
+        .await?;
+    }
+    Ok(())
+}
+
+/// The rest of a delta whose head said `more` frames follow.
+async fn recv_delta_rest<S>(
+    link: &mut Link<S>,
+    delta: &mut Delta,
+    more: u32,
+) -> Result<(), SyncError>
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send,
+{
+    for _ in 0..more {
+        match recv_msg(link).await? {
+            Msg::DeltaMore {
+                messages,
+                tombstones,
+            } => {
+                delta.messages.extend(messages);
+                delta.tombstones.extend(tombstones);
+            }
+            other => return Err(unexpected("DeltaMore", &other)),
+        }
+    }
+    Ok(())
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -347,7 +432,14 @@ where
     .await?;
     link.flush().await?;
     let (remote, their_since) = match recv_msg(link).await? {
-        Msg::Delta { delta, since } => (delta, since),
+        Msg::Delta {
+            mut delta,
+            since,
+            more,
+        } => {
+            recv_delta_rest(link, &mut delta, more).await?;
+            (delta, since)
+        }
         Msg::NoSuchUser => {
             out.skipped = true;
             return Ok(out);
@@ -360,14 +452,7 @@ where
     };
     let a = account.clone();
     let local = blocking(move || a.replica_delta(their_since)).await?;
-    send_msg(
-        link,
-        &Msg::Delta {
-            delta: local.clone(),
-            since: Mark::default(),
-        },
-    )
-    .await?;
+    send_delta(link, &local, Mark::default()).await?;
     let (a, r) = (account.clone(), remote.clone());
     let need = blocking(move || a.replica_missing_content(&r)).await?;
     send_msg(
@@ -485,17 +570,15 @@ where
     let a = account.clone();
     let p = peer.to_string();
     let (local, mark) = blocking(move || Ok((a.replica_delta(since)?, a.peer_mark(&p)?))).await?;
-    send_msg(
-        link,
-        &Msg::Delta {
-            delta: local.clone(),
-            since: mark,
-        },
-    )
-    .await?;
+    send_delta(link, &local, mark).await?;
     link.flush().await?;
     let remote = match recv_msg(link).await? {
-        Msg::Delta { delta, .. } => delta,
+        Msg::Delta {
+            mut delta, more, ..
+        } => {
+            recv_delta_rest(link, &mut delta, more).await?;
+            delta
+        }
         other => return Err(unexpected("Delta", &other)),
     };
     match recv_msg(link).await? {
@@ -572,5 +655,63 @@ where
     match recv_msg(link).await? {
         Msg::Users { users } => merge_users(store, users).await,
         other => Err(unexpected("Users", &other)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use cove_store::{MailboxGuid, MessageGuid};
+
+    #[tokio::test]
+    async fn a_big_delta_travels_in_pages_and_arrives_whole() {
+        let (mut a, mut b) = crate::transport::memory_pair();
+        let n = DELTA_PAGE * 2 + 17;
+        let delta = Delta {
+            epoch: 7,
+            since: 3,
+            modseq: 99,
+            messages: (0..n)
+                .map(|i| MessageState {
+                    mailbox: MailboxGuid([1; 16]),
+                    uid: i as u32 + 1,
+                    guid: MessageGuid([(i % 251) as u8; 16]),
+                    content: [2; 32],
+                    flags: 0,
+                    keywords: vec![],
+                    clock: String::new(),
+                    placed: 0,
+                    internal_date: 0,
+                    size: 1,
+                })
+                .collect(),
+            tombstones: (0..5)
+                .map(|i| TombstoneState {
+                    mailbox: MailboxGuid([1; 16]),
+                    uid: i,
+                    guid: MessageGuid([0; 16]),
+                    stamp: 1,
+                })
+                .collect(),
+            ..Delta::default()
+        };
+        let sent = delta.clone();
+        let writer = tokio::spawn(async move {
+            send_delta(&mut a, &sent, Mark::default()).await?;
+            a.flush().await?;
+            Ok::<_, SyncError>(a)
+        });
+        let got = match recv_msg(&mut b).await.unwrap() {
+            Msg::Delta {
+                mut delta, more, ..
+            } => {
+                assert_eq!(more, 2, "three frames");
+                recv_delta_rest(&mut b, &mut delta, more).await.unwrap();
+                delta
+            }
+            other => panic!("got {other:?}"),
+        };
+        writer.await.unwrap().unwrap();
+        assert_eq!(got, delta);
     }
 }
