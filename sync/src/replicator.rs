@@ -277,6 +277,13 @@ impl Replicator {
                     .fetch_add(l.bytes_received() - started.1, Ordering::Relaxed);
                 match result {
                     Ok(report) if report.busy => busy = true,
+                    Ok(report) if report.here.deferred + report.there.deferred > 0 => {
+                        // Something could not be applied yet (content not
+                        // available): the user stays queued and is retried.
+                        peer.sessions.fetch_add(1, Ordering::Relaxed);
+                        log_report(&peer.spec.name, &report);
+                        busy = true;
+                    }
                     Ok(report) => {
                         peer.sessions.fetch_add(1, Ordering::Relaxed);
                         peer.messages_in

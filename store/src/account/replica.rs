@@ -602,6 +602,36 @@ impl Apply<'_> {
 
     /// Whether `uid` in `mb` is free for `guid`: no other message has it
     /// and it was never given to another message here.
+    /// `uid` if it is free here for `guid`; otherwise a fresh UID above
+    /// this node's and the peer's UIDNEXT. That happens when this node gave
+    /// the UID out while the session ran (after its delta was taken), so
+    /// the renumbering, which sees only the deltas, could not know. The
+    /// message keeps its placement stamp, so at the next session the peer
+    /// sees the same placement with a higher UID, which wins, and follows:
+    /// one UID never names two messages, and the nodes agree again.
+    fn free_uid_or_fresh(
+        &mut self,
+        tx: &mut Tx<'_>,
+        mb: &MailboxInfo,
+        uid: Uid,
+        guid: &MessageGuid,
+    ) -> Result<Uid> {
+        if Self::uid_free(tx, mb, uid, guid)? {
+            return Ok(uid);
+        }
+        let here: Uid = tx.tx.query_row(
+            "SELECT uidnext FROM mailbox WHERE id = ?1",
+            [mb.id],
+            |r| r.get(0),
+        )?;
+        let there = self.remote.mailbox(&mb.guid).map_or(1, |m| m.uidnext);
+        let fresh = here.max(there).max(uid.saturating_add(1));
+        tracing::info!(user = %self.account.email, mailbox = %mb.name, uid, fresh, guid = %guid,
+            "replication: the UID is taken here (given out during the session); the message gets a fresh one, which the peer will follow");
+        self.report.messages_renumbered += 1;
+        Ok(fresh)
+    }
+
     fn uid_free(tx: &Tx<'_>, mb: &MailboxInfo, uid: Uid, guid: &MessageGuid) -> Result<bool> {
         if let Some(m) = index::message_by_uid(&tx.tx, mb.id, uid)? {
             return Ok(m.guid == *guid);
@@ -779,10 +809,7 @@ impl Apply<'_> {
         keywords: &[String],
         clock: &str,
     ) -> Result<bool> {
-        if !Self::uid_free(tx, dest, uid, &l.meta.guid)? {
-            self.report.deferred += 1;
-            return Ok(false);
-        }
+        let uid = self.free_uid_or_fresh(tx, dest, uid, &l.meta.guid)?;
         let Some(src_mb) = index::mailboxes(&tx.tx)?
             .into_iter()
             .find(|m| m.id == l.mailbox_id)
@@ -836,10 +863,7 @@ impl Apply<'_> {
             self.report.deferred += 1;
             return Ok(());
         };
-        if !Self::uid_free(tx, &mb, uid, &r.guid)? {
-            self.report.deferred += 1;
-            return Ok(());
-        }
+        let uid = self.free_uid_or_fresh(tx, &mb, uid, &r.guid)?;
         let flags = Flags::from_bits(r.flags);
         let now = self.account.env.now_secs().max(0) as u64;
         let base = FileName::new_delivery(now, r.guid, &self.account.hostname, r.size);
