@@ -574,7 +574,15 @@ impl<'c> Tx<'c> {
                        coalesce((SELECT max(id) FROM mailbox_gone), 0)),
                ?1, ?2, ?3, ?4, 1, 0, ?5, ?6)",
             params![&guid.0[..], name, dir, uidvalidity, special_use, stamp],
-        )?;
+        )
+        .map_err(|e| match e.sqlite_error_code() {
+            // Another process (the CLI and the server opening a new account
+            // at once) made it first.
+            Some(rusqlite::ErrorCode::ConstraintViolation) => {
+                crate::Error::AlreadyExists(format!("mailbox {name}"))
+            }
+            _ => e.into(),
+        })?;
         if subscribed {
             self.set_subscription(name, true)?;
         }
