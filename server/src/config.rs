@@ -22,7 +22,7 @@ pub struct Config {
     #[serde(default)]
     pub imap: Option<ImapConfig>,
     #[serde(default)]
-    pub pop3: Option<ServiceConfig>,
+    pub pop3: Option<Pop3Config>,
     #[serde(default)]
     pub http: Option<HttpConfig>,
     #[serde(default)]
@@ -129,13 +129,61 @@ fn default_auth_failure_delay() -> u64 {
     2000
 }
 
-#[derive(Debug, Clone, Default, Deserialize)]
+/// `[pop3]`: POP3 (RFC 1939) with its limits.
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct ServiceConfig {
+pub struct Pop3Config {
     #[serde(default)]
     pub listen: Vec<String>,
+    /// Implicit TLS (pop3s, RFC 8314).
     #[serde(default)]
     pub tls_listen: Vec<String>,
+    /// Longest command line, in bytes including CRLF (RFC 2449 §4: clients
+    /// send at most 255).
+    #[serde(default = "default_pop3_line")]
+    pub max_line_length: usize,
+    /// Unknown or malformed commands in a row before the connection is closed.
+    #[serde(default = "default_max_errors")]
+    pub max_bad_commands: u32,
+    /// Idle seconds before autologout (RFC 1939 §3: at least 10 minutes).
+    #[serde(default = "default_pop3_autologout")]
+    pub autologout_secs: u64,
+    #[serde(default = "default_max_connections")]
+    pub max_connections: usize,
+    #[serde(default = "default_max_connections_per_ip")]
+    pub max_connections_per_ip: usize,
+    /// Allow USER/PASS and AUTH PLAIN on connections that are neither TLS
+    /// nor from loopback.
+    #[serde(default)]
+    pub allow_plaintext_auth: bool,
+    /// Delay before answering a failed login, in milliseconds.
+    #[serde(default = "default_auth_failure_delay")]
+    pub auth_failure_delay_ms: u64,
+}
+
+impl Default for Pop3Config {
+    fn default() -> Self {
+        Pop3Config {
+            listen: Vec::new(),
+            tls_listen: Vec::new(),
+            max_line_length: default_pop3_line(),
+            max_bad_commands: default_max_errors(),
+            autologout_secs: default_pop3_autologout(),
+            max_connections: default_max_connections(),
+            max_connections_per_ip: default_max_connections_per_ip(),
+            allow_plaintext_auth: false,
+            auth_failure_delay_ms: default_auth_failure_delay(),
+        }
+    }
+}
+
+fn default_pop3_line() -> usize {
+    1024
+}
+/// RFC 1939 §3: an autologout timer of at least 10 minutes.
+const POP3_MIN_AUTOLOGOUT: u64 = 600;
+fn default_pop3_autologout() -> u64 {
+    POP3_MIN_AUTOLOGOUT
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -402,9 +450,10 @@ impl Config {
                 tls_listen: vec!["127.0.0.1:1993".into()],
                 ..ImapConfig::default()
             }),
-            pop3: Some(ServiceConfig {
+            pop3: Some(Pop3Config {
                 listen: vec!["127.0.0.1:1110".into()],
                 tls_listen: vec!["127.0.0.1:1995".into()],
+                ..Pop3Config::default()
             }),
             http: Some(HttpConfig {
                 listen: vec!["127.0.0.1:8185".into()],
@@ -472,6 +521,20 @@ impl Config {
         if let Some(s) = &self.pop3 {
             check("pop3", "listen", &s.listen)?;
             check("pop3", "tls_listen", &s.tls_listen)?;
+            if s.max_line_length < 255 {
+                bail!("[pop3] max_line_length must be at least 255 (RFC 2449 §4)");
+            }
+            if s.autologout_secs < POP3_MIN_AUTOLOGOUT {
+                bail!(
+                    "[pop3] autologout_secs must be at least {POP3_MIN_AUTOLOGOUT} (RFC 1939 §3: 10 minutes)"
+                );
+            }
+            if s.max_bad_commands < 1 {
+                bail!("[pop3] max_bad_commands must be at least 1");
+            }
+            if s.max_connections < 1 || s.max_connections_per_ip < 1 {
+                bail!("[pop3] max_connections and max_connections_per_ip must be at least 1");
+            }
         }
         self.server.durability()?;
         if let Some(h) = &self.http {
@@ -547,6 +610,40 @@ key = "/etc/cove/key.pem"
         )
         .unwrap();
         assert!(c.imap.is_none() && c.pop3.is_none() && c.http.is_none());
+    }
+
+    #[test]
+    fn pop3_keys_and_limits() {
+        let c = Config::parse(
+            "[pop3]\nlisten = [\"127.0.0.1:1110\"]\nmax_bad_commands = 3\n",
+            "t",
+        )
+        .unwrap();
+        let p = c.pop3.unwrap();
+        assert_eq!(p.max_bad_commands, 3);
+        assert_eq!(p.autologout_secs, 600);
+        assert_eq!(p.max_line_length, 1024);
+        assert!(!p.allow_plaintext_auth);
+        let embedded = Config::embedded().pop3.unwrap();
+        assert_eq!(embedded.listen, vec!["127.0.0.1:1110".to_string()]);
+        assert_eq!(embedded.tls_listen, vec!["127.0.0.1:1995".to_string()]);
+        let err = |text: &str| format!("{:#}", Config::parse(text, "f.toml").unwrap_err());
+        let e = err("[pop3]\nautologout_secs = 60\n");
+        assert!(
+            e.contains("[pop3] autologout_secs must be at least 600"),
+            "{e}"
+        );
+        let e = err("[pop3]\nmax_line_length = 100\n");
+        assert!(
+            e.contains("[pop3] max_line_length must be at least 255"),
+            "{e}"
+        );
+        let e = err("[pop3]\nmax_bad_commands = 0\n");
+        assert!(e.contains("max_bad_commands"), "{e}");
+        let e = err("[pop3]\nlisten = [\"nowhere\"]\n");
+        assert!(e.contains("[pop3] listen") && e.contains("nowhere"), "{e}");
+        let e = err("[pop3]\nfrobnicate = 1\n");
+        assert!(e.contains("frobnicate"), "{e}");
     }
 
     const REPLICATION: &str = r#"

@@ -10,5 +10,6 @@ pub mod conn;
 pub mod imap;
 pub mod listener;
 pub mod lmtp;
+pub mod pop3;
 pub mod serve;
 pub mod tls;

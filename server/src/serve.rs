@@ -168,18 +168,32 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
             }
         }
     }
-    let not_yet = [(
-        "pop3",
-        config
-            .pop3
-            .as_ref()
-            .map(|s| [s.listen.clone(), s.tls_listen.clone()].concat()),
-    )];
-    for (proto, addrs) in not_yet {
-        for addr in addrs.unwrap_or_default() {
-            tracing::warn!(
-                "{proto} listener {addr} is configured but {proto} is not served by this version yet"
-            );
+    if let Some(pop3_config) = &config.pop3 {
+        let ctx = Arc::new(crate::pop3::Pop3Context::new(
+            store.clone(),
+            pop3_config.clone(),
+            config.hostname.clone(),
+            Some(tls.clone()),
+            stopped.clone(),
+            passwords.clone(),
+        ));
+        for (addrs, implicit_tls, key) in [
+            (&pop3_config.listen, false, "listen"),
+            (&pop3_config.tls_listen, true, "tls_listen"),
+        ] {
+            for addr in addrs {
+                let listener = TcpListener::bind(addr)
+                    .await
+                    .with_context(|| format!("[pop3] {key}: cannot bind {addr}"))?;
+                let proto = if implicit_tls { "pop3s" } else { "pop3" };
+                tracing::info!("{proto} listening on {}", listener.local_addr()?);
+                loops.spawn(crate::pop3::accept_loop(
+                    listener,
+                    ctx.clone(),
+                    sessions.clone(),
+                    implicit_tls,
+                ));
+            }
         }
     }
     tracing::info!(data_dir = %config.data_dir.display(), hostname = %config.hostname, "cove {} serving", env!("CARGO_PKG_VERSION"));
