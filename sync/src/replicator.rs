@@ -269,7 +269,12 @@ impl Replicator {
                 let started = (l.bytes_sent(), l.bytes_received());
                 let result = {
                     let _guard = self.locks.lock(&user).await;
-                    session::sync_user(l, &self.store, &peer.spec.name, &user).await
+                    // Shutting down: a session dropped half-way leaves
+                    // nothing half-applied (see session.rs).
+                    tokio::select! {
+                        r = session::sync_user(l, &self.store, &peer.spec.name, &user) => r,
+                        _ = stop.changed() => Err(SyncError::Protocol("shutting down".into())),
+                    }
                 };
                 peer.bytes_sent
                     .fetch_add(l.bytes_sent() - started.0, Ordering::Relaxed);

@@ -203,7 +203,51 @@ async fn recv<S>(link: &mut Link<S>) -> Result<Incoming, SyncError>
 where
     S: AsyncRead + AsyncWrite + Unpin + Send,
 {
+    recv_within(link, SILENCE).await
+}
+
+async fn recv_within<S>(
+    link: &mut Link<S>,
+    limit: std::time::Duration,
+) -> Result<Incoming, SyncError>
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send,
+{
+    let frame = tokio::time::timeout(limit, link.recv())
+        .await
+        .map_err(|_| SyncError::Protocol(format!("the peer said nothing for {limit:?}")))??
+        .ok_or(SyncError::Closed)?;
+    decode(frame)
+}
+
+/// The longest a peer may stay silent inside a session...
+const SILENCE: std::time::Duration = std::time::Duration::from_secs(120);
+/// ...except while it applies a delta (a first sync of a big mailbox).
+const APPLYING: std::time::Duration = std::time::Duration::from_secs(3600);
+
+/// The peer's `Done`, after it applied our delta.
+async fn recv_done<S>(link: &mut Link<S>) -> Result<(ApplyReport, Option<String>), SyncError>
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send,
+{
+    match recv_within(link, APPLYING).await? {
+        Incoming::Msg(Msg::Done { report, error }) => Ok((report, error)),
+        Incoming::Msg(other) => Err(unexpected("Done", &other)),
+        Incoming::Chunk { .. } => Err(SyncError::Protocol("unexpected content chunk".into())),
+    }
+}
+
+/// Wait for the next session on an idle link (no time limit: links stay
+/// open between sessions).
+async fn recv_between_sessions<S>(link: &mut Link<S>) -> Result<Incoming, SyncError>
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send,
+{
     let frame = link.recv().await?.ok_or(SyncError::Closed)?;
+    decode(frame)
+}
+
+fn decode(frame: Vec<u8>) -> Result<Incoming, SyncError> {
     match frame.split_first() {
         Some((&TAG_MSG, body)) => postcard::from_bytes(body)
             .map(Incoming::Msg)
@@ -475,16 +519,12 @@ where
     };
     send_msg(link, &Msg::Done { report, error }).await?;
     link.flush().await?;
-    match recv_msg(link).await? {
-        Msg::Done { report, error } => {
-            out.there = report;
-            if let Some(e) = error {
-                return Err(SyncError::Protocol(format!(
-                    "the peer could not apply: {e}"
-                )));
-            }
-        }
-        other => return Err(unexpected("Done", &other)),
+    let (report, error) = recv_done(link).await?;
+    out.there = report;
+    if let Some(e) = error {
+        return Err(SyncError::Protocol(format!(
+            "the peer could not apply: {e}"
+        )));
     }
     out.here = applied?;
     Ok(out)
@@ -520,7 +560,7 @@ where
         let now = (link.bytes_sent(), link.bytes_received());
         on_bytes(now.0 - counted.0, now.1 - counted.1);
         counted = now;
-        let msg = match recv(&mut link).await {
+        let msg = match recv_between_sessions(&mut link).await {
             Ok(Incoming::Msg(m)) => m,
             Ok(Incoming::Chunk { .. }) => {
                 return Err(SyncError::Protocol("unexpected content chunk".into()));
@@ -597,10 +637,7 @@ where
     link.flush().await?;
     let blobs = receive_blobs(link, store, &need, &mut out).await?;
     let applied = apply(&account, peer, local, remote, blobs).await;
-    match recv_msg(link).await? {
-        Msg::Done { report, .. } => out.there = report,
-        other => return Err(unexpected("Done", &other)),
-    }
+    out.there = recv_done(link).await?.0;
     let (report, error) = match &applied {
         Ok(r) => (*r, None),
         Err(e) => (ApplyReport::default(), Some(e.to_string())),
