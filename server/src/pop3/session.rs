@@ -254,12 +254,12 @@ impl Session {
             | Command::Stls
             | Command::Apop => {
                 self.err("Already logged in");
-                return self.bad();
+                Flow::Continue
             }
             cmd => {
                 if authorization {
                     self.err("Log in first");
-                    return self.bad();
+                    return Flow::Continue;
                 }
                 self.transaction(cmd).await
             }
