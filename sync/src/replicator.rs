@@ -199,14 +199,17 @@ impl Replicator {
                 next_full = Instant::now() + self.opts.full_sync_interval;
             }
             if link.is_none() {
-                match transport::connect(
+                let connecting = transport::connect(
                     &peer.spec.address,
                     &self.opts.secret,
                     &self.opts.node,
                     self.opts.connect_timeout,
-                )
-                .await
-                {
+                );
+                let connected = tokio::select! {
+                    c = connecting => c,
+                    _ = stop.changed() => break,
+                };
+                match connected {
                     Ok((l, name)) => {
                         if name != peer.spec.name {
                             tracing::warn!(peer = %peer.spec.name, address = %peer.spec.address, answered = %name, "replication: the peer answers under another name; check [[replication.peers]]");

@@ -1005,3 +1005,43 @@ fn sync_delivery_waits_for_the_peer_and_falls_back_after_the_timeout() {
     })
     .expect("the late message reaches node-b after the heal");
 }
+
+// ---------------------------------------------------------------------------
+// Shutdown with a peer that never answers
+
+/// A peer that accepts connections and then says nothing (a hung host, a
+/// firewall that swallows packets) must not keep SIGTERM from stopping the
+/// node: connects and sessions in progress are dropped, which leaves
+/// nothing half-applied.
+#[test]
+fn sigterm_stops_a_node_whose_peer_never_answers() {
+    let hole = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = hole.local_addr().expect("addr");
+    let held = std::thread::spawn(move || {
+        let mut conns = Vec::new();
+        for c in hole.incoming().take(4).flatten() {
+            conns.push(c);
+        }
+        std::thread::sleep(Duration::from_secs(30));
+        drop(conns);
+    });
+    let mut node = TestServer::start_node("node-a", &node_config("node-b", addr, SECRET, ""));
+    // The node is connecting to the silent peer (its handshake waits).
+    eventually(Duration::from_secs(10), || {
+        node.logs()
+            .iter()
+            .any(|l| l.contains("replication listening on"))
+            .then_some(())
+    })
+    .expect("started");
+    std::thread::sleep(Duration::from_millis(500));
+    let asked = Instant::now();
+    let status = node.sigterm_and_wait();
+    assert!(status.success(), "exit status {status}");
+    assert!(
+        asked.elapsed() < Duration::from_secs(5),
+        "SIGTERM took {:?} with a silent peer",
+        asked.elapsed()
+    );
+    drop(held);
+}
