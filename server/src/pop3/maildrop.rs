@@ -87,6 +87,10 @@ impl Maildrop {
     /// Open the INBOX of `account` as a maildrop. Blocking (reads the
     /// index, and the files whose CRLF size is not cached yet).
     pub fn load(account: Arc<Account>, lock: MaildropLock) -> cove_store::Result<Maildrop> {
+        // Mail another program put into the Maildir since the account was
+        // last reconciled belongs in the maildrop too (no IMAP session may
+        // have it watched).
+        account.scan()?;
         let mailbox = account.mailbox("INBOX")?;
         let metas = account.messages(&mailbox.guid)?;
         let keys: Vec<(ContentId, u8)> = metas
