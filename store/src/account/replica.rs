@@ -619,11 +619,11 @@ impl Apply<'_> {
         if Self::uid_free(tx, mb, uid, guid)? {
             return Ok(uid);
         }
-        let here: Uid = tx.tx.query_row(
-            "SELECT uidnext FROM mailbox WHERE id = ?1",
-            [mb.id],
-            |r| r.get(0),
-        )?;
+        let here: Uid =
+            tx.tx
+                .query_row("SELECT uidnext FROM mailbox WHERE id = ?1", [mb.id], |r| {
+                    r.get(0)
+                })?;
         let there = self.remote.mailbox(&mb.guid).map_or(1, |m| m.uidnext);
         let fresh = here.max(there).max(uid.saturating_add(1));
         tracing::info!(user = %self.account.email, mailbox = %mb.name, uid, fresh, guid = %guid,
@@ -701,7 +701,7 @@ impl Apply<'_> {
 
     fn expunge(&mut self, tx: &mut Tx<'_>, t: &TombstoneState, stamp: Stamp) -> Result<()> {
         let Some(l) = row_by_guid(&tx.tx, &t.guid)? else {
-            return Ok(());
+            return self.remember_expunge(tx, t, stamp);
         };
         // Put somewhere after the expunge (a move the expunger never saw):
         // kept (DESIGN.md: when in doubt, keep).
@@ -717,6 +717,34 @@ impl Apply<'_> {
         self.ops.touched(&path);
         self.ops.doomed.push(path);
         self.report.messages_expunged += 1;
+        Ok(())
+    }
+
+    /// The peer expunged a message this node never held: keep its
+    /// tombstone all the same, so that this node passes the expunge on to
+    /// its other peers (else a third node that still has the message would
+    /// bring it back here and, through here, to the node that expunged it)
+    /// and never gives that UID to another message.
+    fn remember_expunge(
+        &mut self,
+        tx: &mut Tx<'_>,
+        t: &TombstoneState,
+        stamp: Stamp,
+    ) -> Result<()> {
+        let Some(mb) = index::mailbox_by_guid(&tx.tx, &t.mailbox)? else {
+            return Ok(());
+        };
+        if self.renum.resets.contains_key(&mb.guid) || !Self::uid_free(tx, &mb, t.uid, &t.guid)? {
+            return Ok(());
+        }
+        if expunged_at(&tx.tx, &t.guid)?.is_some_and(|e| e >= stamp) {
+            return Ok(());
+        }
+        tx.expunge_stamped(&mb, t.uid, t.guid, stamp)?;
+        tx.tx.execute(
+            "UPDATE mailbox SET uidnext = max(uidnext, ?2 + 1) WHERE id = ?1",
+            params![mb.id, t.uid],
+        )?;
         Ok(())
     }
 
