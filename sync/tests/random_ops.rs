@@ -292,7 +292,8 @@ fn check(count: usize, ops: &[Op]) {
 
 proptest! {
     #![proptest_config(ProptestConfig {
-        cases: 32,
+        // SYNC_CASES=500 for a deeper run.
+        cases: std::env::var("SYNC_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(32),
         failure_persistence: None,
         ..ProptestConfig::default()
     })]
