@@ -454,6 +454,13 @@ pub struct ApplyReport {
     /// Mailboxes whose UIDVALIDITY gave way to the peer's (a rebuilt
     /// index on one side).
     pub uidvalidity_resets: u64,
+    /// The modseqs the apply gave its changes (one transaction: a
+    /// contiguous range), if it changed anything.
+    pub applied_modseqs: Option<(ModSeq, ModSeq)>,
+    /// The apply did something the peer cannot work out from the two
+    /// deltas (a fresh UID for a UID taken meanwhile, something left for
+    /// later): its changes must travel back to the peer.
+    pub divergent: bool,
 }
 
 impl ApplyReport {

@@ -512,6 +512,10 @@ where
         Msg::Need { content } => send_blobs(link, store, &content, &mut out).await?,
         other => return Err(unexpected("Need", &other)),
     }
+    let remote_at = Mark {
+        modseq: remote.modseq,
+        epoch: remote.epoch,
+    };
     let applied = apply(&account, peer, local, remote, blobs).await;
     let (report, error) = match &applied {
         Ok(r) => (*r, None),
@@ -527,6 +531,7 @@ where
         )));
     }
     out.here = applied?;
+    skip_echo(&account, peer, remote_at, &out.there).await?;
     Ok(out)
 }
 
@@ -636,8 +641,13 @@ where
     .await?;
     link.flush().await?;
     let blobs = receive_blobs(link, store, &need, &mut out).await?;
+    let remote_at = Mark {
+        modseq: remote.modseq,
+        epoch: remote.epoch,
+    };
     let applied = apply(&account, peer, local, remote, blobs).await;
-    out.there = recv_done(link).await?.0;
+    let (there, their_error) = recv_done(link).await?;
+    out.there = there;
     let (report, error) = match &applied {
         Ok(r) => (*r, None),
         Err(e) => (ApplyReport::default(), Some(e.to_string())),
@@ -645,7 +655,45 @@ where
     send_msg(link, &Msg::Done { report, error }).await?;
     link.flush().await?;
     out.here = applied?;
+    if their_error.is_none() {
+        skip_echo(&account, peer, remote_at, &out.there).await?;
+    }
     Ok(out)
+}
+
+/// The peer applied our delta in one transaction, right after taking the
+/// delta it sent us (its modseqs continue without a gap) and with nothing
+/// only it could decide: those changes are ours coming back, so our mark
+/// of the peer moves past them and they do not travel back (on a first
+/// sync they are as many rows as the mailbox).
+async fn skip_echo(
+    account: &Arc<Account>,
+    peer: &str,
+    remote_at: Mark,
+    theirs: &ApplyReport,
+) -> Result<(), SyncError> {
+    let Some((first, last)) = theirs.applied_modseqs else {
+        return Ok(());
+    };
+    if theirs.divergent || first != remote_at.modseq + 1 {
+        return Ok(());
+    }
+    let (a, p) = (account.clone(), peer.to_string());
+    blocking(move || {
+        // Only if our own apply moved the mark to where the peer's delta
+        // ended (nothing left for later here).
+        if a.peer_mark(&p)? == remote_at {
+            a.set_peer_mark(
+                &p,
+                Mark {
+                    modseq: last,
+                    epoch: remote_at.epoch,
+                },
+            )?;
+        }
+        Ok(())
+    })
+    .await
 }
 
 async fn users_of(store: &Arc<Store>) -> Result<Vec<UserRecord>, SyncError> {

@@ -316,6 +316,10 @@ impl Account {
             }
         };
         drop(g);
+        report.applied_modseqs = changes
+            .first()
+            .zip(changes.last())
+            .map(|(a, b)| (a.modseq, b.modseq));
         self.announce(changes);
         for f in &ops.doomed {
             let _ = fs::remove_file(f);
@@ -629,6 +633,7 @@ impl Apply<'_> {
         tracing::info!(user = %self.account.email, mailbox = %mb.name, uid, fresh, guid = %guid,
             "replication: the UID is taken here (given out during the session); the message gets a fresh one, which the peer will follow");
         self.report.messages_renumbered += 1;
+        self.report.divergent = true;
         Ok(fresh)
     }
 
@@ -811,6 +816,7 @@ impl Apply<'_> {
         }
         let Some(dest) = self.target_mailbox(tx, &dest_guid)? else {
             self.report.deferred += 1;
+            self.report.divergent = true;
             return Ok(());
         };
         if self.relocate(tx, &l, &dest, dest_uid, placed, flags, &keywords, &clock)? {
@@ -889,6 +895,7 @@ impl Apply<'_> {
         }
         let Some(mb) = self.target_mailbox(tx, &r.mailbox)? else {
             self.report.deferred += 1;
+            self.report.divergent = true;
             return Ok(());
         };
         let uid = self.free_uid_or_fresh(tx, &mb, uid, &r.guid)?;
@@ -909,6 +916,7 @@ impl Apply<'_> {
         if !linked {
             tracing::warn!(user = %self.account.email, guid = %r.guid, "replication: content not available yet; retried at the next sync");
             self.report.deferred += 1;
+            self.report.divergent = true;
             return Ok(());
         }
         self.ops.touched(&path);
