@@ -72,6 +72,10 @@ impl<S: Read + Write> Pop3<S> {
         self.stream.into_inner()
     }
 
+    pub fn get_mut(&mut self) -> &mut S {
+        self.stream.get_mut()
+    }
+
     pub fn send_raw(&mut self, bytes: &[u8]) {
         let s = self.stream.get_mut();
         s.write_all(bytes).expect("send");
