@@ -14,7 +14,7 @@
 #
 # Knobs (environment):
 #   MESSAGES=10000 SIZE=4096 RUNS=3 PIPELINE=32
-#   COVE_PORT=24700 DOVECOT_PORT=24800   LMTP ports; POP3 is PORT+2 on both
+#   COVE_PORT=26100 DOVECOT_PORT=26200   LMTP ports; POP3 is PORT+2 on both
 #   KEEP=1                   keep the temp dir (data, logs) afterwards
 set -euo pipefail
 
@@ -25,8 +25,8 @@ MESSAGES=${MESSAGES:-10000}
 SIZE=${SIZE:-4096}
 RUNS=${RUNS:-3}
 PIPELINE=${PIPELINE:-32}
-COVE_PORT=${COVE_PORT:-24700}
-DOVECOT_PORT=${DOVECOT_PORT:-24800}
+COVE_PORT=${COVE_PORT:-26100}
+DOVECOT_PORT=${DOVECOT_PORT:-26200}
 KEEP=${KEEP:-0}
 LOAD=$ROOT/target/release/cove-load
 COVE=$ROOT/target/release/cove

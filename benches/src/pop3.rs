@@ -87,7 +87,10 @@ pub async fn run(args: Pop3Args) -> Result<bool> {
     let mut commands = Vec::new();
     while done < n {
         commands.clear();
-        while sent < n && sent - done < depth as u64 {
+        // Refill the window when half of it is answered, in one write (a
+        // write per answer would make the client the limit).
+        let refill = sent - done <= (depth as u64) / 2;
+        while refill && sent < n && sent - done < depth as u64 {
             sent += 1;
             commands.extend_from_slice(format!("RETR {sent}\r\n").as_bytes());
         }
