@@ -373,11 +373,20 @@ pub fn pop3(data: &[u8]) {
     } else {
         2
     };
-    assert_eq!(unstuffed, crlf_size(data) + added, "LIST size and RETR differ");
+    assert_eq!(
+        unstuffed,
+        crlf_size(data) + added,
+        "LIST size and RETR differ"
+    );
     let lines = rng.next_u64() % 8;
-    let top = encode(Extent::Top(lines), &mut || 1 + (rng.next_u64() % 17) as usize);
+    let top = encode(Extent::Top(lines), &mut || {
+        1 + (rng.next_u64() % 17) as usize
+    });
     let top_body = top.strip_suffix(b".\r\n").expect("terminator");
-    assert!(body.starts_with(top_body), "TOP {lines} is not a prefix of RETR");
+    assert!(
+        body.starts_with(top_body),
+        "TOP {lines} is not a prefix of RETR"
+    );
 }
 
 /// A tiny deterministic generator (xorshift64), seeded from the input.
