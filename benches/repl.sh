@@ -39,7 +39,8 @@ DIR=$(mktemp -d /tmp/covereplbench.XXXXXX)
 declare -A PID=()
 cleanup() {
     for n in a b; do
-        if [[ -n ${PID[$n]:-} ]]; then kill -KILL "${PID[$n]}" 2>/dev/null || true; fi
+        COVE_PID=${PID[$n]:-}
+        stop_cove
     done
     if [[ -z ${KEEP:-} ]]; then rm -rf "$DIR"; else echo "kept $DIR"; fi
 }
@@ -145,7 +146,7 @@ stop b
 "$LOAD" lmtp --addr "127.0.0.1:$(port a 0)" --messages 1 --size 200k --same-content \
     --rcpt-template 'fan{n}@example.com' --users "$FANOUT" --rcpts-per-txn "$FANOUT" --label fan-a >/dev/null
 # The same bytes on B (cove-load's --same-content differs between runs):
-# deliver A's stored file itself.
+# deliver A's stored file, less the Return-Path cove put in front.
 SAMPLE=$(find "$DIR/a/data/mail/example.com/fan0/Maildir/new" -type f | head -1)
 write_config b 0
 start b
@@ -153,6 +154,9 @@ python3 - "$(port b 0)" "$SAMPLE" "$FANOUT" <<'EOF'
 import smtplib, sys
 port, path, n = int(sys.argv[1]), sys.argv[2], int(sys.argv[3])
 data = open(path, 'rb').read()
+# cove put Return-Path in front; B adds its own, the same.
+if data.startswith(b'Return-Path:'):
+    data = data.split(b'\r\n', 1)[1]
 s = smtplib.LMTP('127.0.0.1', port)
 s.sendmail('load@bench.example', [f'fan{i}@example.com' for i in range(n)], data)
 s.quit()
