@@ -8,6 +8,7 @@ pub mod cli;
 pub mod config;
 pub mod conn;
 pub mod imap;
+pub mod import;
 pub mod listener;
 pub mod lmtp;
 pub mod pop3;

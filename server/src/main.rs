@@ -1,7 +1,7 @@
 //! cove: a replicated, deduplicating mailbox storage server. The command
 //! line; everything else is in the library (server/src/lib.rs).
 
-use cove::{cli, config, serve};
+use cove::{cli, config, import, serve};
 
 use clap::{Parser, Subcommand};
 use std::io::IsTerminal;
@@ -53,6 +53,37 @@ enum Command {
     Sync {
         #[command(subcommand)]
         command: SyncCommand,
+    },
+    /// Bring mail over from another server.
+    Import {
+        #[command(subcommand)]
+        command: ImportCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum ImportCommand {
+    /// Import Dovecot Maildir++ trees, keeping UIDVALIDITY, UIDs, flags,
+    /// keywords and subscriptions; running it again changes nothing.
+    Maildir {
+        /// The user to import into (with PATH).
+        #[arg(
+            long,
+            value_name = "EMAIL",
+            requires = "path",
+            conflicts_with = "users"
+        )]
+        user: Option<String>,
+        /// The user's Dovecot Maildir (holding cur/, new/ and the .Folder
+        /// directories), read and never changed.
+        #[arg(requires = "user")]
+        path: Option<PathBuf>,
+        /// Many users: a file of `EMAIL PATH` lines.
+        #[arg(long, value_name = "FILE", required_unless_present = "user")]
+        users: Option<PathBuf>,
+        /// Add users that do not exist yet (without a password).
+        #[arg(long)]
+        create_users: bool,
     },
 }
 
@@ -173,6 +204,24 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                     SyncCommand::Now { email } => cli::sync_now(&config, email.as_deref()),
                     SyncCommand::Status => cli::sync_status(&config),
                 },
+                Command::Import {
+                    command:
+                        ImportCommand::Maildir {
+                            user,
+                            path,
+                            users,
+                            create_users,
+                        },
+                } => {
+                    let source = match (user, path, users) {
+                        (Some(email), Some(path), None) => {
+                            import::maildir::Source::One { email, path }
+                        }
+                        (None, None, Some(file)) => import::maildir::Source::List(file),
+                        _ => anyhow::bail!("give either --user EMAIL PATH or --users FILE"),
+                    };
+                    import::maildir::run(&config, source, import::maildir::Options { create_users })
+                }
             }
         }
     }

@@ -6,12 +6,14 @@
 
 mod derived;
 mod flags;
+mod import;
 mod mailboxes;
 mod replica;
 mod scan;
 mod transfer;
 
 pub use flags::StoreResult;
+pub use import::{ImportCache, ImportMailbox, ImportMessage, ImportReport, MailboxImport};
 pub use transfer::Transfer;
 
 use std::fs;

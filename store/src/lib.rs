@@ -31,8 +31,8 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, OnceLock};
 
 pub use account::{
-    Account, DEFAULT_MAILBOXES, Delivered, MailboxStatus, NewMessage, ScanReport, StoreResult,
-    Transfer,
+    Account, DEFAULT_MAILBOXES, Delivered, ImportCache, ImportMailbox, ImportMessage, ImportReport,
+    MailboxImport, MailboxStatus, NewMessage, ScanReport, StoreResult, Transfer,
 };
 pub use changes::{Change, ChangeKind};
 pub use cove_dedup::{
