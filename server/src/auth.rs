@@ -1,10 +1,17 @@
 //! Password hashing (argon2id for every password cove sets), and the
 //! login rules every protocol shares: when a plaintext password may be
 //! accepted, how credentials are checked, how a failed login is handled.
+//!
+//! Hashes imported from Dovecot (`cove user import`) stay in their own
+//! scheme (see [`schemes`]) until the user's first good login, which
+//! replaces them with argon2id.
+
+pub mod schemes;
 
 use anyhow::Context;
 use argon2::{Argon2, PasswordHasher, PasswordVerifier};
 use cove_store::{Account, Address, PasswordHash, Store, User};
+use schemes::LegacyHash;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
@@ -27,15 +34,51 @@ pub fn hash_password(password: &Secret) -> anyhow::Result<PasswordHash> {
     Ok(PasswordHash(hash.to_string()))
 }
 
-/// Check a password against a stored hash. Blocking (argon2 takes tens of
-/// milliseconds): run it off the reactor.
-pub fn verify_password(password: &Secret, stored: &PasswordHash) -> bool {
-    match argon2::password_hash::phc::PasswordHash::new(&stored.0) {
-        Ok(parsed) => Argon2::default()
-            .verify_password(password.0.as_bytes(), &parsed)
-            .is_ok(),
-        Err(_) => false,
+/// What a password check found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    /// Wrong password (or a stored hash nothing can match).
+    Bad,
+    /// Right password, stored as cove stores passwords (argon2id).
+    Good,
+    /// Right password, stored in a legacy (Dovecot) scheme: replace it.
+    GoodLegacy,
+}
+
+/// Check a password against a stored hash: cove's own argon2 PHC string,
+/// or a `{SCHEME}` hash imported from Dovecot. Blocking (argon2 and the
+/// crypt schemes take milliseconds to tens of milliseconds): run it off
+/// the reactor.
+pub fn check_password(password: &Secret, stored: &PasswordHash) -> Verdict {
+    if stored.0.starts_with('{') {
+        return match LegacyHash::parse(&stored.0) {
+            Ok(legacy) if legacy.verify(password.0.as_bytes()) => Verdict::GoodLegacy,
+            _ => Verdict::Bad,
+        };
     }
+    match argon2::password_hash::phc::PasswordHash::new(&stored.0) {
+        Ok(parsed)
+            if Argon2::default()
+                .verify_password(password.0.as_bytes(), &parsed)
+                .is_ok() =>
+        {
+            Verdict::Good
+        }
+        _ => Verdict::Bad,
+    }
+}
+
+/// Whether a password matches a stored hash (see [`check_password`]).
+pub fn verify_password(password: &Secret, stored: &PasswordHash) -> bool {
+    check_password(password, stored) != Verdict::Bad
+}
+
+/// A good password check on the password threads: with the new argon2id
+/// hash when the stored one was legacy.
+enum Checked {
+    Bad,
+    Good,
+    Rehashed(PasswordHash),
 }
 
 /// A job for the password threads.
@@ -78,14 +121,71 @@ impl PasswordCheckers {
 
     /// Check a password against a stored hash on the password threads.
     pub async fn verify(&self, password: Secret, stored: PasswordHash) -> bool {
+        !matches!(self.check_rehash(password, stored).await, Checked::Bad)
+    }
+
+    /// Check a user's password on the password threads; when it matched a
+    /// legacy (Dovecot) hash, store an argon2id hash in its place, so the
+    /// legacy one is never used again. A failure to store the new hash is
+    /// logged and does not fail the login (the next one tries again).
+    pub async fn check(
+        &self,
+        store: &Arc<Store>,
+        address: &Address,
+        password: Secret,
+        stored: PasswordHash,
+    ) -> bool {
+        match self.check_rehash(password, stored.clone()).await {
+            Checked::Bad => false,
+            Checked::Good => true,
+            Checked::Rehashed(new) => {
+                let scheme = stored.0.get(1..).and_then(|s| s.split_once('}'));
+                let scheme = scheme.map(|(name, _)| name.to_string()).unwrap_or_default();
+                let store = store.clone();
+                let who = address.clone();
+                let replaced = tokio::task::spawn_blocking(move || {
+                    store.directory().replace_password(&who, &stored, new)
+                })
+                .await;
+                match replaced {
+                    Ok(Ok(true)) => {
+                        tracing::info!(user = %address, scheme, "password rehashed to argon2id")
+                    }
+                    // Changed meanwhile (`cove user passwd`, a peer): keep that.
+                    Ok(Ok(false)) => {}
+                    Ok(Err(e)) => {
+                        tracing::warn!(user = %address, error = %e, "password rehash not stored")
+                    }
+                    Err(e) => {
+                        tracing::warn!(user = %address, error = %e, "password rehash task failed")
+                    }
+                }
+                true
+            }
+        }
+    }
+
+    /// The check, and the argon2id hash to store if the old one was legacy.
+    async fn check_rehash(&self, password: Secret, stored: PasswordHash) -> Checked {
         let (tx, rx) = tokio::sync::oneshot::channel();
         let job: Job = Box::new(move || {
-            let _ = tx.send(verify_password(&password, &stored));
+            let checked = match check_password(&password, &stored) {
+                Verdict::Bad => Checked::Bad,
+                Verdict::Good => Checked::Good,
+                Verdict::GoodLegacy => match hash_password(&password) {
+                    Ok(new) => Checked::Rehashed(new),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "password rehash failed");
+                        Checked::Good
+                    }
+                },
+            };
+            let _ = tx.send(checked);
         });
         if self.jobs.send(job).is_err() {
-            return false;
+            return Checked::Bad;
         }
-        rx.await.unwrap_or(false)
+        rx.await.unwrap_or(Checked::Bad)
     }
 }
 
@@ -132,7 +232,7 @@ pub async fn check_login(
     let Some(hash) = user.password.clone() else {
         return Ok(None);
     };
-    if !passwords.verify(password, hash).await {
+    if !passwords.check(store, &user.address, password, hash).await {
         return Ok(None);
     }
     let opener = store.clone();
@@ -160,6 +260,46 @@ mod tests {
         let h = hash_password(&Secret("pw".into())).unwrap();
         assert!(checkers.verify(Secret("pw".into()), h.clone()).await);
         assert!(!checkers.verify(Secret("nope".into()), h).await);
+    }
+
+    #[tokio::test]
+    async fn a_legacy_hash_is_replaced_by_argon2id_at_the_first_good_login() {
+        let d = tempfile::tempdir().unwrap();
+        let store = Arc::new(
+            Store::open(
+                d.path(),
+                cove_store::StoreOptions {
+                    hostname: "t".into(),
+                    env: cove_store::Env::default(),
+                    durability: cove_store::Durability::default(),
+                },
+            )
+            .unwrap(),
+        );
+        let a = Address::parse("a@x.org").unwrap();
+        // doveadm pw -s SSHA256 -p 'Tr0ub4dor&3'
+        let legacy =
+            PasswordHash("{SSHA256}bGiAUZeDjNGhMSA4o9RYzbKyVy+0QhEivtfCCc3aOUqP0HG0".into());
+        store.add_user(&a, Some(legacy.clone()), 0).unwrap();
+        let checkers = PasswordCheckers::new(1).unwrap();
+        let stored = || store.user(&a).unwrap().unwrap().password.unwrap();
+
+        let wrong = Secret("Tr0ub4dor&4".into());
+        assert!(!checkers.check(&store, &a, wrong, legacy.clone()).await);
+        assert_eq!(stored(), legacy, "a wrong password changes nothing");
+
+        let right = || Secret("Tr0ub4dor&3".into());
+        assert_eq!(check_password(&right(), &legacy), Verdict::GoodLegacy);
+        assert!(checkers.check(&store, &a, right(), legacy.clone()).await);
+        let new = stored();
+        assert!(new.0.starts_with("$argon2id$"), "not rehashed");
+        assert_eq!(check_password(&right(), &new), Verdict::Good);
+        assert!(checkers.check(&store, &a, right(), new.clone()).await);
+        assert_eq!(stored(), new, "an argon2id hash is kept");
+        // A login that read the legacy hash before another one replaced it
+        // still succeeds, and leaves the newer hash alone.
+        assert!(checkers.check(&store, &a, right(), legacy.clone()).await);
+        assert_eq!(stored(), new);
     }
 
     #[test]

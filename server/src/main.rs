@@ -124,6 +124,15 @@ enum UserCommand {
         #[arg(long)]
         password_stdin: bool,
     },
+    /// Add or update users from a Dovecot passwd-file
+    /// (`user:{SCHEME}hash:...`); their passwords keep working, and are
+    /// rehashed to argon2id at each user's first login.
+    Import {
+        file: PathBuf,
+        /// The domain of user names without one (`alice` → `alice@DOMAIN`).
+        #[arg(long)]
+        domain: Option<String>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -188,6 +197,9 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                         email,
                         password_stdin,
                     } => cli::user_passwd(&config, &email, password_stdin),
+                    UserCommand::Import { file, domain } => {
+                        cove::import::users::import_users(&config, &file, domain.as_deref())
+                    }
                 },
                 Command::Mailbox {
                     command: MailboxCommand::List { email },

@@ -374,6 +374,28 @@ impl Directory {
         Ok(())
     }
 
+    /// Replace a user's password hash only if it is still `old` (a hash
+    /// upgraded at login must not undo a change made meanwhile). Whether
+    /// it was replaced.
+    pub fn replace_password(
+        &self,
+        address: &Address,
+        old: &PasswordHash,
+        new: PasswordHash,
+    ) -> Result<bool> {
+        let n = self.conn()?.execute(
+            "UPDATE user SET password = ?4, stamp = ?5 WHERE local = ?1 AND domain = ?2 AND password = ?3",
+            params![
+                address.local,
+                address.domain,
+                old.0,
+                new.0,
+                self.stamp() as i64
+            ],
+        )?;
+        Ok(n == 1)
+    }
+
     pub fn set_quota(&self, address: &Address, quota: u64) -> Result<()> {
         let n = self.conn()?.execute(
             "UPDATE user SET quota = ?3, stamp = ?4 WHERE local = ?1 AND domain = ?2",
@@ -423,6 +445,39 @@ mod tests {
             .unwrap()
             .without_detail(Some('+'));
         assert_eq!((base.to_string(), detail), ("+x@x.org".into(), None));
+    }
+
+    #[test]
+    fn a_password_is_replaced_only_if_unchanged_meanwhile() {
+        let d = tempfile::tempdir().unwrap();
+        let dir = Directory::open(&d.path().join("cove.db")).unwrap();
+        let a = Address::parse("a@x.org").unwrap();
+        let old = PasswordHash("{SSHA}old".into());
+        dir.add(&a, Some(old.clone()), 0, 1).unwrap();
+        let before = dir.users_version().unwrap();
+        assert!(
+            dir.replace_password(&a, &old, PasswordHash("new".into()))
+                .unwrap()
+        );
+        assert_eq!(
+            dir.get(&a).unwrap().unwrap().password,
+            Some(PasswordHash("new".into()))
+        );
+        assert!(
+            dir.users_version().unwrap() > before,
+            "peers must hear of it"
+        );
+        // A second rehash from the same old hash changes nothing.
+        assert!(
+            !dir.replace_password(&a, &old, PasswordHash("other".into()))
+                .unwrap()
+        );
+        assert_eq!(
+            dir.get(&a).unwrap().unwrap().password,
+            Some(PasswordHash("new".into()))
+        );
+        let nobody = Address::parse("b@x.org").unwrap();
+        assert!(!dir.replace_password(&nobody, &old, old.clone()).unwrap());
     }
 
     #[test]

@@ -93,7 +93,13 @@ impl Session {
         let verified = match user {
             Some(user) => {
                 let ok = match user.password.clone() {
-                    Some(hash) => self.ctx.passwords.verify(password, hash).await,
+                    Some(hash) => {
+                        let (store, address) = (&self.ctx.store, &user.address);
+                        self.ctx
+                            .passwords
+                            .check(store, address, password, hash)
+                            .await
+                    }
                     None => false,
                 };
                 ok.then_some(user)
