@@ -149,7 +149,7 @@ impl PasswordCheckers {
                 .await;
                 match replaced {
                     Ok(Ok(true)) => {
-                        tracing::info!(user = %address, scheme, "password rehashed to argon2id")
+                        tracing::info!(user = %address, scheme = %scheme, "password rehashed to argon2id")
                     }
                     // Changed meanwhile (`cove user passwd`, a peer): keep that.
                     Ok(Ok(false)) => {}

@@ -169,7 +169,7 @@ fn dovecot_users_log_in_and_are_rehashed_to_argon2id() {
         again.login(&user, &password);
         assert_eq!(stored_hash(s.data_dir(), &user), after, "{scheme}");
     }
-    assert!(s.logged("password rehashed to argon2id"));
+    assert!(s.logged("password rehashed to argon2id user=ssha512@example.org scheme=SSHA512"));
 }
 
 #[test]
