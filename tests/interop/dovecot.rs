@@ -1,0 +1,240 @@
+//! Dovecot reading cove's data: `doveadm` (Debian's dovecot-core) with a
+//! minimal configuration, `mail_location` pointed at a cove user's Maildir,
+//! lists the same folders, the same messages, sizes and system flags that
+//! cove shows over IMAP. cove's own files in the tree (the `cove-mailbox`
+//! identity file in each folder, the index beside `Maildir/`) must not
+//! confuse it.
+//!
+//! Dovecot's indexes and control files (`dovecot-uidlist`, ...) go to a
+//! directory of the test's (`INDEX=`, `CONTROL=`), and Dovecot refuses to
+//! touch mail as root, so here it runs as `nobody` in cove's group (cove
+//! makes message files 0440): it reads everything and may write nothing in
+//! cove's Maildir, which the test checks is unchanged afterwards.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fs;
+use std::os::unix::fs::MetadataExt;
+use std::path::Path;
+use std::process::Command;
+
+use cove_tests::{IMAP_CONFIG, Imap, TestServer, quoted};
+
+use crate::common::{
+    Flags, decode_mutf7, imap_mailbox_names, imap_messages, open_to_others, program, run_ok,
+    running_as_root, scratch_dir, system_flags, tree,
+};
+
+const USER: &str = "alice@example.com";
+const PASSWORD: &str = "a dovecot test";
+
+/// What one side shows of a message: (mailbox in UTF-8, Message-ID) ->
+/// (system flags, size with CRLF line ends).
+type View = BTreeMap<(String, String), (Flags, u64)>;
+
+/// doveadm with a configuration written for one cove user.
+struct Doveadm {
+    bin: std::path::PathBuf,
+    dir: tempfile::TempDir,
+    home: std::path::PathBuf,
+}
+
+impl Doveadm {
+    fn new(bin: std::path::PathBuf, home: &Path) -> Doveadm {
+        let dir = scratch_dir("cove-dovecot-");
+        let d = dir.path().display();
+        // Dovecot will not access mail as root: as root, run as `nobody`
+        // with group 0 (cove's files are 0440 root:root here); otherwise as
+        // ourselves.
+        let identity = if running_as_root(dir.path()) {
+            "mail_uid = nobody\nmail_gid = root\nfirst_valid_gid = 0\n".to_string()
+        } else {
+            let me = fs::metadata(dir.path()).expect("stat scratch");
+            format!(
+                "mail_uid = {}\nmail_gid = {}\nfirst_valid_uid = 1\nfirst_valid_gid = 1\n",
+                me.uid(),
+                me.gid()
+            )
+        };
+        for sub in ["index", "control"] {
+            fs::create_dir(dir.path().join(sub)).expect("mkdir");
+        }
+        if running_as_root(dir.path()) {
+            run_ok({
+                let mut c = Command::new("chown");
+                c.arg("nobody")
+                    .arg(dir.path().join("index"))
+                    .arg(dir.path().join("control"));
+                c
+            });
+        }
+        fs::write(
+            dir.path().join("dovecot.conf"),
+            format!(
+                "# Written by cove's interop test: no services, only doveadm.\n\
+                 mail_location = maildir:~/Maildir:INDEX={d}/index:CONTROL={d}/control\n\
+                 ssl = no\n{identity}"
+            ),
+        )
+        .expect("write dovecot.conf");
+        Doveadm {
+            bin,
+            dir,
+            home: home.to_path_buf(),
+        }
+    }
+
+    /// `doveadm -c CONFIG ARGS` for the user, without a userdb lookup
+    /// (USER and HOME name the user; no auth service is needed).
+    fn run(&self, args: &[&str]) -> String {
+        let mut c = Command::new(&self.bin);
+        c.arg("-c")
+            .arg(self.dir.path().join("dovecot.conf"))
+            .args(args)
+            .env("USER", USER)
+            .env("HOME", &self.home);
+        run_ok(c)
+    }
+
+    fn mailboxes(&self) -> BTreeSet<String> {
+        self.run(&["mailbox", "list"])
+            .lines()
+            .map(str::to_string)
+            .collect()
+    }
+
+    /// Every message of every mailbox (`doveadm fetch`, one record per
+    /// message, records separated by a form feed line).
+    fn view(&self) -> View {
+        let out = self.run(&["fetch", "mailbox flags size.virtual hdr.message-id", "ALL"]);
+        let mut view = View::new();
+        for record in out.split('\x0c') {
+            let mut fields = BTreeMap::new();
+            for line in record.lines() {
+                if let Some((k, v)) = line.split_once(": ") {
+                    fields.insert(k.to_string(), v.to_string());
+                } else if let Some(k) = line.strip_suffix(':') {
+                    fields.insert(k.to_string(), String::new());
+                }
+            }
+            if fields.is_empty() {
+                continue;
+            }
+            let field = |k: &str| {
+                fields
+                    .get(k)
+                    .cloned()
+                    .unwrap_or_else(|| panic!("no {k} in {record:?}"))
+            };
+            let key = (field("mailbox"), field("hdr.message-id"));
+            let flags = system_flags(field("flags").split_whitespace());
+            let size = field("size.virtual").parse().expect("size.virtual");
+            assert!(
+                view.insert(key.clone(), (flags, size)).is_none(),
+                "{key:?} twice"
+            );
+        }
+        view
+    }
+}
+
+/// What cove shows over IMAP, in the same shape.
+fn imap_view<S: std::io::Read + std::io::Write>(imap: &mut Imap<S>) -> (BTreeSet<String>, View) {
+    let names = imap_mailbox_names(imap);
+    let mut view = View::new();
+    for name in &names {
+        for m in imap_messages(imap, name, true) {
+            view.insert((decode_mutf7(name), m.message_id), (m.flags, m.size));
+        }
+    }
+    (names.iter().map(|n| decode_mutf7(n)).collect(), view)
+}
+
+fn msg(id: &str) -> String {
+    format!(
+        "From: sender@example.org\r\nTo: {USER}\r\nSubject: {id}\r\n\
+         Message-ID: <{id}@dovecot.test>\r\n\r\nbody of {id}\r\n"
+    )
+}
+
+#[test]
+fn doveadm_sees_the_folders_messages_and_flags_cove_shows() {
+    let Some(bin) = program("doveadm", "dovecot-core") else {
+        return;
+    };
+    let server = TestServer::start(IMAP_CONFIG);
+    server.add_user_with_password(USER, PASSWORD);
+    // Delivered and never touched: these stay in new/ without an info part.
+    for id in ["new-1", "new-2", "seen", "answered", "deleted"] {
+        server.deliver_to(USER, &msg(id));
+    }
+    let mut imap = server.imap_login(USER, PASSWORD);
+    imap.cmd_ok("A1 SELECT INBOX");
+    let uid_of = |imap: &mut Imap<_>, id: &str| -> u32 {
+        imap_messages(imap, "INBOX", false)
+            .into_iter()
+            .find(|m| m.message_id == format!("<{id}@dovecot.test>"))
+            .unwrap_or_else(|| panic!("no {id}"))
+            .uid
+    };
+    for (id, flags) in [
+        ("seen", "(\\Seen $Forwarded)"),
+        ("answered", "(\\Answered \\Flagged \\Seen)"),
+        ("deleted", "(\\Deleted)"),
+    ] {
+        let uid = uid_of(&mut imap, id);
+        imap.cmd_ok(&format!("A2 UID STORE {uid} +FLAGS.SILENT {flags}"));
+    }
+    // Folders: nested, non-ASCII (modified UTF-7 on the wire and on disk),
+    // and a default special-use one.
+    imap.cmd_ok("A3 CREATE Projects.2026");
+    imap.cmd_ok("A4 CREATE R&AOk-unions");
+    for (mailbox, flags, id) in [
+        ("Projects.2026", "(\\Seen \\Flagged)", "project"),
+        ("R&AOk-unions", "(\\Draft)", "draft"),
+        ("Sent", "(\\Seen \\Answered)", "sent"),
+        ("Sent", "()", "sent-unseen"),
+    ] {
+        let r = imap.append("A5", &quoted(mailbox), flags, msg(id).as_bytes());
+        assert!(r.last().unwrap().starts_with("A5 OK"), "{r:?}");
+    }
+    let (cove_names, cove_view) = imap_view(&mut imap);
+    imap.cmd_ok("A6 LOGOUT");
+    assert!(cove_names.contains("Réunions"), "{cove_names:?}");
+    assert_eq!(cove_view.len(), 9, "{cove_view:?}");
+
+    // Dovecot's user must be able to enter cove's data directory.
+    open_to_others(server.data_dir().parent().expect("the test's temp dir"));
+    let maildir = server.home(USER).join("Maildir");
+    let before = tree(&maildir);
+    assert!(
+        before.iter().any(|f| f.ends_with("cove-mailbox")),
+        "cove's identity files are part of what Dovecot reads past: {before:?}"
+    );
+    let doveadm = Doveadm::new(bin, &server.home(USER));
+
+    let dovecot_names = doveadm.mailboxes();
+    assert_eq!(dovecot_names, cove_names, "folders differ");
+    let dovecot_view = doveadm.view();
+    assert_eq!(
+        dovecot_view, cove_view,
+        "messages, flags or sizes differ (left: doveadm, right: cove over IMAP)"
+    );
+
+    // Dovecot's searches agree too (system flags, from the file names).
+    let seen = doveadm.run(&["search", "SEEN"]).lines().count();
+    let want_seen = cove_view
+        .values()
+        .filter(|(f, _)| f.contains("\\Seen"))
+        .count();
+    assert_eq!(seen, want_seen, "SEEN");
+    let deleted = doveadm.run(&["search", "DELETED"]).lines().count();
+    assert_eq!(deleted, 1, "DELETED");
+
+    // Dovecot wrote nothing into cove's Maildir (its own files went to the
+    // directories the configuration named).
+    assert_eq!(tree(&maildir), before, "Dovecot changed cove's Maildir");
+    assert!(
+        !tree(doveadm.dir.path()).is_empty(),
+        "Dovecot kept its index elsewhere"
+    );
+}

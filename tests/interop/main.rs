@@ -1,0 +1,18 @@
+//! The interop suite: the programs operators and users already run, each
+//! talking to a real `cove serve` on loopback.
+//!
+//! - `postfix`: Postfix delivering over LMTP, fan-out stored once, bounces
+//!   carrying cove's 550.
+//! - `mbsync`: isync's two-way sync of a 1,000-message mailbox with a local
+//!   Maildir, flags and deletions from both ends converging.
+//! - `swaks`: swaks over LMTP, plain, pipelined and with STARTTLS.
+//! - `dovecot`: Dovecot's `doveadm` reading cove's Maildir++ tree.
+//!
+//! A case whose program is missing prints `skipped: ...` and passes, except
+//! with `CI=true`, where it fails: `.ci/run` installs every program.
+
+mod common;
+mod dovecot;
+mod mbsync;
+mod postfix;
+mod swaks;
