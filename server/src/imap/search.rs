@@ -3,6 +3,8 @@
 //! decoded headers and bodies, case-insensitively (RFC 3501: "a substring
 //! match ... case-insensitive").
 
+mod fulltext;
+
 use std::collections::HashSet;
 
 use cove_store::{Flags, MailboxInfo, MessageMeta, Uid};
@@ -254,6 +256,8 @@ fn containers(raw: &[u8]) -> usize {
     count(b"multipart/") + count(b"message/")
 }
 
+/// What the matcher reads; the full-text index stores the same text (bump
+/// `fulltext::EXTRACTOR_VERSION` when this changes).
 fn content_of(raw: &[u8]) -> Content {
     let parsed = if containers(raw) <= MAX_CONTAINERS_FOR_PARSER {
         MessageParser::default().parse(raw)
@@ -358,6 +362,14 @@ impl Session {
         let found = blocking(move || {
             let content = needs_content(&key);
             let body = needs_body(&key);
+            // Body searches read only the messages the full-text index names.
+            let candidates = match body.then(|| fulltext::narrow(&account, &mailbox, &key)) {
+                Some(Some(ids)) => candidates
+                    .into_iter()
+                    .filter(|(_, m)| ids.contains(&m.content_id))
+                    .collect(),
+                _ => candidates,
+            };
             // Header-only searches read the cached header text first.
             let cached = if content && !body {
                 let keys: Vec<(cove_store::ContentId, u8)> = candidates
