@@ -26,15 +26,18 @@
 //! reads).
 //!
 //! **Invariants.**
-//! - Per mailbox (GUID and UIDVALIDITY) the index keeps a modseq: every
-//!   message of the mailbox whose modseq was at or below it when it was read
-//!   has its content indexed. Modseqs are given in commit order, so the
-//!   messages still to index are exactly `messages_since(that modseq)`
-//!   (new ones, and changed ones whose content is usually known already).
-//!   The account's modseq is read *before* the messages, so nothing
-//!   committed in between is skipped.
-//! - A message whose file cannot be read holds the modseq back below its
-//!   own, so it is tried again next time rather than silently never found.
+//! - Per mailbox (GUID and UIDVALIDITY) the index keeps a modseq and a UID:
+//!   every message of the mailbox whose modseq was at or below that modseq
+//!   when it was read, and every one with a UID at or below that UID, has
+//!   its content indexed. Modseqs are given in commit order, so the messages
+//!   still to index are among `messages_since(that modseq)`; of those, only
+//!   UIDs above the UID are new (UIDs too are given in commit order, so a
+//!   snapshot holding a UID holds every lower one that still exists). A
+//!   flag change on every message therefore costs one read of the rows, not
+//!   a lookup per message. The account's modseq is read *before* the
+//!   messages, so nothing committed in between is skipped.
+//! - A message whose file cannot be read holds both back below its own, so
+//!   it is tried again next time rather than silently never found.
 //! - Expunged content stays (no deletes): a candidate is only a candidate;
 //!   the caller looks at the mailbox's messages.
 //!
@@ -51,7 +54,7 @@ use std::time::Duration;
 use cove_dedup::ContentId;
 use rusqlite::{Connection, OptionalExtension, params};
 
-use crate::{Account, MailboxInfo, MessageMeta, ModSeq, Result};
+use crate::{Account, MailboxInfo, MessageMeta, ModSeq, Result, Uid};
 
 /// The index's file in the user's home.
 pub const FULLTEXT_FILE: &str = "fts.sqlite";
@@ -129,7 +132,8 @@ impl FullText {
                  id INTEGER PRIMARY KEY, content_id BLOB NOT NULL UNIQUE);
              CREATE TABLE IF NOT EXISTS mailbox(
                  guid BLOB NOT NULL, uidvalidity INTEGER NOT NULL,
-                 modseq INTEGER NOT NULL, PRIMARY KEY(guid, uidvalidity));
+                 modseq INTEGER NOT NULL, uid INTEGER NOT NULL,
+                 PRIMARY KEY(guid, uidvalidity));
              CREATE VIRTUAL TABLE IF NOT EXISTS body
                  USING fts5(text, content='', detail=none, tokenize='trigram');
              CREATE VIRTUAL TABLE IF NOT EXISTS header
@@ -174,16 +178,15 @@ impl FullText {
         mailbox: &MailboxInfo,
         extract: &(dyn Fn(&[u8]) -> IndexedText + Sync),
     ) -> Result<Refreshed> {
-        let done: ModSeq = self
+        let (done, done_uid): (ModSeq, Uid) = self
             .conn
             .query_row(
-                "SELECT modseq FROM mailbox WHERE guid = ?1 AND uidvalidity = ?2",
+                "SELECT modseq, uid FROM mailbox WHERE guid = ?1 AND uidvalidity = ?2",
                 params![&mailbox.guid.0[..], mailbox.uidvalidity],
-                |r| r.get::<_, i64>(0),
+                |r| Ok((r.get::<_, i64>(0)? as u64, r.get::<_, u32>(1)?)),
             )
             .optional()?
-            .map(|m| m as u64)
-            .unwrap_or(0);
+            .unwrap_or((0, 0));
         // Read the modseq first: whatever commits after it is found next time.
         let now = account.current_modseq()?;
         let mut report = Refreshed::default();
@@ -191,20 +194,22 @@ impl FullText {
             return Ok(report);
         }
         let rows = account.messages_since(&mailbox.guid, done)?;
-        report.looked_at = rows.len();
         let mut missing: Vec<MessageMeta> = Vec::new();
+        let mut newest = done_uid;
         {
             let mut known = self
                 .conn
                 .prepare_cached("SELECT 1 FROM content WHERE content_id = ?1")?;
             let mut seen: HashSet<ContentId> = HashSet::new();
-            for m in rows {
+            for m in rows.into_iter().filter(|m| m.uid > done_uid) {
+                report.looked_at += 1;
+                newest = newest.max(m.uid);
                 if seen.insert(m.content_id) && !known.exists([&m.content_id.0[..]])? {
                     missing.push(m);
                 }
             }
         }
-        let mut reached = now;
+        let (mut reached, mut reached_uid) = (now, newest);
         for batch in missing.chunks(BATCH) {
             let texts = read_and_extract(account, mailbox, batch, extract);
             let tx = self.conn.transaction()?;
@@ -216,7 +221,7 @@ impl FullText {
                     tx.prepare_cached("INSERT INTO header(rowid, text) VALUES (?1, ?2)")?;
                 for (m, text) in batch.iter().zip(texts) {
                     match text {
-                        Some(t) => {
+                        Read::Text(t) => {
                             // Another session may have indexed it meanwhile.
                             if content.execute([&m.content_id.0[..]])? == 1 {
                                 let id = tx.last_insert_rowid();
@@ -225,19 +230,31 @@ impl FullText {
                                 report.indexed += 1;
                             }
                         }
-                        None => {
+                        // Expunged since its row was read: nothing to do
+                        // (a copy elsewhere is indexed with its mailbox).
+                        Read::Gone => {}
+                        Read::Unreadable => {
                             report.unreadable += 1;
                             reached = reached.min(m.modseq.saturating_sub(1));
+                            reached_uid = reached_uid.min(m.uid.saturating_sub(1));
                         }
                     }
                 }
             }
             tx.commit()?;
         }
+        // Never backwards (another session may have gone further); a
+        // message that could not be read holds both below its own.
         self.conn.execute(
-            "INSERT INTO mailbox(guid, uidvalidity, modseq) VALUES (?1, ?2, ?3)
-             ON CONFLICT(guid, uidvalidity) DO UPDATE SET modseq = max(modseq, excluded.modseq)",
-            params![&mailbox.guid.0[..], mailbox.uidvalidity, reached.max(done) as i64],
+            "INSERT INTO mailbox(guid, uidvalidity, modseq, uid) VALUES (?1, ?2, ?3, ?4)
+             ON CONFLICT(guid, uidvalidity) DO UPDATE SET
+                 modseq = max(modseq, excluded.modseq), uid = max(uid, excluded.uid)",
+            params![
+                &mailbox.guid.0[..],
+                mailbox.uidvalidity,
+                reached.max(done) as i64,
+                reached_uid.max(done_uid)
+            ],
         )?;
         Ok(report)
     }
@@ -297,23 +314,35 @@ fn trigram_query(needle: &str) -> String {
         .join(" AND ")
 }
 
-/// Each message's text, `None` where its file cannot be read (a file
-/// renamed by a flag change since its row was read is looked up again).
+/// A message's text, as far as it could be read.
+enum Read {
+    Text(IndexedText),
+    /// Expunged meanwhile.
+    Gone,
+    Unreadable,
+}
+
+/// Each message's text (a file renamed by a flag change since its row was
+/// read is looked up again).
 fn read_and_extract(
     account: &Account,
     mailbox: &MailboxInfo,
     batch: &[MessageMeta],
     extract: &(dyn Fn(&[u8]) -> IndexedText + Sync),
-) -> Vec<Option<IndexedText>> {
-    let one = |m: &MessageMeta| -> Option<IndexedText> {
+) -> Vec<Read> {
+    let one = |m: &MessageMeta| -> Read {
         let raw = match std::fs::read(account.message_path(mailbox, m)) {
             Ok(raw) => raw,
-            Err(_) => {
-                let now = account.message(&mailbox.guid, m.uid).ok()??;
-                std::fs::read(account.message_path(mailbox, &now)).ok()?
-            }
+            Err(_) => match account.message(&mailbox.guid, m.uid) {
+                Ok(None) => return Read::Gone,
+                Ok(Some(now)) => match std::fs::read(account.message_path(mailbox, &now)) {
+                    Ok(raw) => raw,
+                    Err(_) => return Read::Unreadable,
+                },
+                Err(_) => return Read::Unreadable,
+            },
         };
-        Some(extract(&raw))
+        Read::Text(extract(&raw))
     };
     let half = batch.len().div_ceil(2);
     if batch.len() < 64 {
@@ -322,11 +351,11 @@ fn read_and_extract(
     let (a, b) = batch.split_at(half);
     std::thread::scope(|s| {
         let other = s.spawn(|| b.iter().map(one).collect::<Vec<_>>());
-        let mut out: Vec<Option<IndexedText>> = a.iter().map(one).collect();
+        let mut out: Vec<Read> = a.iter().map(one).collect();
         match other.join() {
             Ok(rest) => out.extend(rest),
             // The extractor panicked on the other half: those are unread.
-            Err(_) => out.extend(b.iter().map(|_| None)),
+            Err(_) => out.extend(b.iter().map(|_| Read::Unreadable)),
         }
         out
     })
