@@ -20,6 +20,7 @@ mod search;
 mod session;
 mod store_flags;
 mod view;
+mod waiting;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -137,7 +138,10 @@ async fn serve_connection(
         let Some(acceptor) = ctx.tls.clone() else {
             return;
         };
-        match tokio::time::timeout(std::time::Duration::from_secs(30), acceptor.accept(tcp)).await {
+        // Boxed: the handshake's state would otherwise be part of every
+        // session's task for its whole life.
+        let handshake = Box::pin(acceptor.accept(tcp));
+        match tokio::time::timeout(std::time::Duration::from_secs(30), handshake).await {
             Ok(Ok(tls)) => Conn::Tls(Box::new(tls)),
             Ok(Err(e)) => {
                 tracing::info!(session = id, peer = %peer, error = %e, "imaps TLS handshake failed");

@@ -21,7 +21,7 @@ use crate::listener::ConnectionSlot;
 
 /// Read buffer per connection: small, because thousands of connections
 /// sit idle; commands and literals larger than it are read in pieces.
-const READ_BUFFER: usize = 2048;
+pub const READ_BUFFER: usize = 2048;
 
 /// Largest literal accepted before login.
 const PRE_AUTH_LITERAL: u64 = 8 * 1024;
@@ -94,12 +94,9 @@ impl Session {
         if !self.out.is_empty() {
             self.reader.get_mut().write_all(&self.out).await?;
             self.reader.get_mut().flush().await?;
-            self.out.clear();
-            // An idle session should not keep the buffer of its largest
-            // FETCH: thousands of them wait in IDLE.
-            if self.out.capacity() > 64 * 1024 {
-                self.out = Vec::new();
-            }
+            // A waiting session keeps no output buffer: thousands of them
+            // wait in IDLE.
+            self.out = Vec::new();
         }
         Ok(())
     }
@@ -155,12 +152,16 @@ impl Session {
     }
 
     pub async fn run(mut self) {
-        let greeting = format!(
-            "OK [CAPABILITY {}] {} IMAP cove ready",
-            self.capabilities(),
-            self.ctx.hostname
-        );
-        self.untagged(&greeting);
+        {
+            // Not kept for the session's life (it would be: a local of
+            // this function lives across the await below).
+            let greeting = format!(
+                "OK [CAPABILITY {}] {} IMAP cove ready",
+                self.capabilities(),
+                self.ctx.hostname
+            );
+            self.untagged(&greeting);
+        }
         self.serve().await;
         let _ = self.flush().await;
         let _ = self.reader.get_mut().shutdown().await;
@@ -188,8 +189,13 @@ impl Session {
                 State::NotAuthenticated => self.ctx.config.max_literal_size.min(PRE_AUTH_LITERAL),
                 _ => self.ctx.config.max_literal_size,
             };
+            let command = async {
+                // No read buffer held while the client is quiet.
+                super::waiting::until_input(&mut self.reader, READ_BUFFER).await?;
+                framing::read_command(&mut self.reader, max_line, max_literal).await
+            };
             let read = tokio::select! {
-                r = tokio::time::timeout(timeout, framing::read_command(&mut self.reader, max_line, max_literal)) => r,
+                r = tokio::time::timeout(timeout, command) => r,
                 _ = shutdown.changed() => continue,
             };
             let frame = match read {
@@ -222,7 +228,7 @@ impl Session {
             };
             if let Some(parsed) = extended::parse(&bytes) {
                 let (tag, outcome) = match parsed {
-                    Ok(cmd) => self.dispatch_extended(cmd).await,
+                    Ok(cmd) => Box::pin(self.dispatch_extended(cmd)).await,
                     Err(why) => (
                         framing::tag_of(&bytes).unwrap_or("*").to_string(),
                         Outcome::Bad(why),
@@ -243,7 +249,7 @@ impl Session {
                         drop(command);
                         let outcome = match self.state {
                             State::NotAuthenticated => Outcome::Bad("Log in first".into()),
-                            _ => self.append(append, bytes).await,
+                            _ => Box::pin(self.append(append, bytes)).await,
                         };
                         if self.respond(&tag, outcome) {
                             return;
@@ -252,10 +258,22 @@ impl Session {
                     }
                     let command = command.into_static_command();
                     let tag = command.tag.inner().to_string();
-                    let outcome = self.dispatch(command).await;
+                    drop(bytes);
+                    // Each command's state lives in its own allocation
+                    // while it runs, except IDLE's, which sessions spend
+                    // most of their life in: the task itself stays small,
+                    // and holds neither the command nor its bytes.
+                    let idle = matches!(command.body, CommandBody::Idle)
+                        && !matches!(self.state, State::NotAuthenticated);
+                    let outcome = if idle {
+                        drop(command);
+                        self.idle(&tag).await
+                    } else {
+                        Box::pin(self.dispatch(command)).await
+                    };
                     if let Outcome::StartTls = outcome {
                         self.finish(&tag, Outcome::Ok("Begin TLS negotiation now".into()));
-                        if !self.complete_starttls().await {
+                        if !Box::pin(self.complete_starttls()).await {
                             return;
                         }
                         continue;

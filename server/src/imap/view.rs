@@ -54,7 +54,9 @@ impl View {
     ) -> cove_store::Result<View> {
         // Subscribe first: nothing that happens after the read is missed.
         let feed = account.subscribe();
-        let messages = account.messages(&mailbox.guid)?;
+        let mut messages = account.messages(&mailbox.guid)?;
+        // Held for as long as the mailbox is selected: no spare capacity.
+        messages.shrink_to_fit();
         let modseq = messages
             .iter()
             .map(|m| m.modseq)
