@@ -216,7 +216,8 @@ impl FullText {
             {
                 let mut content =
                     tx.prepare_cached("INSERT OR IGNORE INTO content(content_id) VALUES (?1)")?;
-                let mut body = tx.prepare_cached("INSERT INTO body(rowid, text) VALUES (?1, ?2)")?;
+                let mut body =
+                    tx.prepare_cached("INSERT INTO body(rowid, text) VALUES (?1, ?2)")?;
                 let mut header =
                     tx.prepare_cached("INSERT INTO header(rowid, text) VALUES (?1, ?2)")?;
                 for (m, text) in batch.iter().zip(texts) {
@@ -431,9 +432,15 @@ mod tests {
         drop(ft);
         let path = dir.path().join(FULLTEXT_FILE);
         let same = FullText::open_at(&path, 1).unwrap();
-        assert_eq!(ids(same.candidates("kumquat", TextField::Body).unwrap()), [0]);
+        assert_eq!(
+            ids(same.candidates("kumquat", TextField::Body).unwrap()),
+            [0]
+        );
         drop(same);
         let other = FullText::open_at(&path, 2).unwrap();
-        assert_eq!(ids(other.candidates("kumquat", TextField::Body).unwrap()), []);
+        assert_eq!(
+            ids(other.candidates("kumquat", TextField::Body).unwrap()),
+            []
+        );
     }
 }

@@ -7,7 +7,7 @@ mod fulltext;
 
 use std::collections::HashSet;
 
-use cove_store::{Flags, MailboxInfo, MessageMeta, Uid};
+use cove_store::{Flags, MailboxInfo, Uid};
 use imap_codec::imap_types::search::SearchKey;
 use imap_codec::imap_types::sequence::SequenceSet;
 use mail_parser::{HeaderValue, MessageParser};
@@ -16,7 +16,7 @@ use super::fetch::resolve;
 use super::mailboxes::{blocking, outcome_for};
 use super::response::days_from_civil;
 use super::session::{Outcome, Session, State};
-use super::view::View;
+use super::view::{View, ViewMessage};
 
 /// A search key with everything borrowed from the command made owned and
 /// every set resolved against the view.
@@ -300,7 +300,7 @@ fn content_of(raw: &[u8]) -> Content {
 
 fn matches(
     k: &Key,
-    m: &MessageMeta,
+    m: &ViewMessage,
     recent: &HashSet<Uid>,
     now: i64,
     content: Option<&Content>,
@@ -348,7 +348,7 @@ impl Session {
             return Outcome::Bad("No mailbox selected".into());
         };
         let key = Key::And(criteria.as_ref().iter().map(|k| lower(view, k)).collect());
-        let candidates: Vec<(usize, MessageMeta)> = view
+        let candidates: Vec<(usize, ViewMessage)> = view
             .messages
             .iter()
             .cloned()

@@ -130,7 +130,10 @@ mod tests {
             Box::new(body("kumquat")),
             Box::new(Key::Text("marzipan".into()))
         )));
-        assert!(!narrows(&Key::Or(Box::new(body("kumquat")), Box::new(Key::All))));
+        assert!(!narrows(&Key::Or(
+            Box::new(body("kumquat")),
+            Box::new(Key::All)
+        )));
     }
 
     #[test]
