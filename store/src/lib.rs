@@ -9,6 +9,7 @@
 //!   mail/<domain>/<local>/    a user's home (Account)
 //!     Maildir/{cur,new,tmp}   INBOX; Maildir/.<name>/ other mailboxes
 //!     index.sqlite            the user's index
+//!     fts.sqlite              full-text index for SEARCH (a cache)
 //! ```
 //!
 //! Every call is blocking; async code runs it on a blocking pool.
