@@ -129,6 +129,11 @@ fn messages_added_after_the_index_was_built_are_found() {
     c.cmd_ok("f UID STORE 1:* +FLAGS.SILENT (\\Seen)");
     search(&mut c, "BODY kumquat", " 1 3 5 6");
     search(&mut c, "BODY kumquat UNSEEN", "");
+    // The same bytes delivered again: one content (dedup), already in the
+    // index, now under two UIDs.
+    s.deliver_to(USER, "Subject: by lmtp\r\n\r\nthe kumquat tree\r\n");
+    c.cmd_ok("n NOOP");
+    search(&mut c, "BODY \"kumquat tree\"", " 6 7");
 }
 
 // COPY shares the content (one index entry); each mailbox answers with its
