@@ -157,7 +157,7 @@ const LINE_MAX: u64 = 1 << 20;
 /// One response: a tagged/untagged line or a continuation request, with the
 /// literals it carries.
 #[derive(Default)]
-struct Resp {
+pub(crate) struct Resp {
     /// The response's lines joined, without CRLFs and without the literals'
     /// bytes (the `{n}` markers stay).
     text: Vec<u8>,
@@ -166,7 +166,7 @@ struct Resp {
 
 impl Resp {
     /// Text after `* ` for untagged responses.
-    fn untagged(&self) -> Option<&[u8]> {
+    pub(crate) fn untagged(&self) -> Option<&[u8]> {
         self.text.strip_prefix(b"* ")
     }
 
@@ -185,7 +185,7 @@ impl Resp {
         Some((tag, status, it.next().unwrap_or(b"")))
     }
 
-    fn show(&self) -> String {
+    pub(crate) fn show(&self) -> String {
         let t = String::from_utf8_lossy(&self.text[..self.text.len().min(200)]).into_owned();
         if self.text.len() > 200 {
             format!("{t}...")
@@ -210,7 +210,7 @@ impl Done {
     }
 }
 
-struct Client {
+pub(crate) struct Client {
     rd: BufReader<OwnedReadHalf>,
     wr: BufWriter<OwnedWriteHalf>,
     tag: u64,
@@ -219,7 +219,7 @@ struct Client {
 
 impl Client {
     /// Connects (from `source` if given) and reads the greeting.
-    async fn connect(
+    pub(crate) async fn connect(
         addr: SocketAddr,
         source: Option<IpAddr>,
         timeout: Duration,
@@ -293,7 +293,7 @@ impl Client {
     }
 
     /// Reads one whole response, literals included.
-    async fn read_within(&mut self, timeout: Duration) -> Result<Resp> {
+    pub(crate) async fn read_within(&mut self, timeout: Duration) -> Result<Resp> {
         let mut r = Resp::default();
         loop {
             let start = r.text.len();
@@ -353,14 +353,14 @@ impl Client {
         }
     }
 
-    async fn login(&mut self, user: &str, pass: &str) -> Result<()> {
+    pub(crate) async fn login(&mut self, user: &str, pass: &str) -> Result<()> {
         self.command(&format!("LOGIN {} {}", quoted(user), quoted(pass)), |_| {})
             .await?
             .ok("LOGIN")
     }
 
     /// SELECT; returns EXISTS.
-    async fn select(&mut self, mailbox: &str) -> Result<u64> {
+    pub(crate) async fn select(&mut self, mailbox: &str) -> Result<u64> {
         let mut exists = None;
         self.command(&format!("SELECT {}", quoted(mailbox)), |r| {
             if let Some(n) = r.untagged().and_then(exists_of) {
@@ -386,7 +386,7 @@ impl Client {
     }
 
     /// Sends IDLE and waits for the continuation request; returns the tag.
-    async fn start_idle(&mut self) -> Result<String> {
+    pub(crate) async fn start_idle(&mut self) -> Result<String> {
         let tag = self.next_tag();
         self.queue(&format!("{tag} IDLE")).await?;
         self.flush().await?;
@@ -402,7 +402,7 @@ impl Client {
     }
 
     /// DONE, then the tagged end of IDLE.
-    async fn done(&mut self, tag: &str) -> Result<()> {
+    pub(crate) async fn done(&mut self, tag: &str) -> Result<()> {
         self.queue("DONE").await?;
         self.flush().await?;
         loop {
@@ -422,7 +422,7 @@ impl Client {
         }
     }
 
-    async fn logout(&mut self) -> Result<()> {
+    pub(crate) async fn logout(&mut self) -> Result<()> {
         self.command("LOGOUT", |_| {}).await?.ok("LOGOUT")
     }
 }
@@ -445,7 +445,7 @@ fn quoted(s: &str) -> String {
 }
 
 /// `N EXISTS` → N.
-fn exists_of(u: &[u8]) -> Option<u64> {
+pub(crate) fn exists_of(u: &[u8]) -> Option<u64> {
     let (n, rest) = split_number(u)?;
     rest.eq_ignore_ascii_case(b" EXISTS").then_some(n)
 }
@@ -1002,7 +1002,7 @@ async fn idle_conn(
 
 /// A minimal LMTP delivery of one message to `rcpts`; returns (instant the
 /// message went out, instant the last 250 arrived).
-async fn lmtp_deliver(
+pub(crate) async fn lmtp_deliver(
     addr: SocketAddr,
     rcpts: &[String],
     timeout: Duration,

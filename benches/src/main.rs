@@ -8,6 +8,8 @@
 mod imap;
 mod lmtp;
 mod message;
+mod pop3;
+mod repl;
 mod stats;
 
 use clap::{Args, Parser, Subcommand};
@@ -15,7 +17,7 @@ use clap::{Args, Parser, Subcommand};
 #[derive(Parser)]
 #[command(
     name = "cove-load",
-    about = "Load generator for LMTP and IMAP (later POP3) servers"
+    about = "Load generator for LMTP, IMAP and POP3 servers"
 )]
 struct Cli {
     #[command(subcommand)]
@@ -28,6 +30,10 @@ enum Mode {
     Lmtp(lmtp::LmtpArgs),
     /// IMAP (RFC 3501): timed operations on a big mailbox, many IDLE connections.
     Imap(imap::ImapArgs),
+    /// Replication between two nodes: delivery-to-visibility lag.
+    Repl(repl::ReplArgs),
+    /// POP3 (RFC 1939): RETR a whole maildrop, in sequence or pipelined.
+    Pop3(pop3::Pop3Args),
 }
 
 /// Options every protocol mode takes.
@@ -74,6 +80,8 @@ fn main() -> std::process::ExitCode {
         match cli.mode {
             Mode::Lmtp(args) => lmtp::run(args).await,
             Mode::Imap(args) => imap::run(args).await,
+            Mode::Repl(args) => repl::run(args).await,
+            Mode::Pop3(args) => pop3::run(args).await,
         }
     });
     match outcome {

@@ -15,6 +15,7 @@ use cove::imap::framing::tag_of;
 use cove::imap::mime::{self, ParsedMessage, SectionKind};
 use cove::lmtp::command;
 use cove::lmtp::data::{DataDecoder, Step};
+use cove::pop3::encode::{Encoder, Extent, crlf_size};
 use imap_codec::CommandCodec;
 use imap_codec::decode::{CommandDecodeError, Decoder};
 use imap_codec::imap_types::IntoStatic;
@@ -325,6 +326,67 @@ fn decode_data(data: &[u8], mut piece: impl FnMut(usize) -> usize) -> (Vec<u8>, 
         }
     }
     (out, None)
+}
+
+/// Target `pop3`: every line as a POP3 command line, and the whole input
+/// as a stored message sent by RETR and TOP.
+///
+/// The message encoded in random pieces must equal the message encoded at
+/// once; with the stuffing undone it must be as long as the size LIST
+/// announces (plus the CRLF added to a last line without one); TOP must be
+/// a prefix of RETR.
+pub fn pop3(data: &[u8]) {
+    for line in data.split_inclusive(|b| *b == b'\n') {
+        let line = line.strip_suffix(b"\n").unwrap_or(line);
+        let line = line.strip_suffix(b"\r").unwrap_or(line);
+        let _ = format!("{:?}", cove::pop3::command::parse(line));
+    }
+    let encode = |extent: Extent, pieces: &mut dyn FnMut() -> usize| {
+        let mut e = Encoder::new(extent);
+        let mut out = Vec::new();
+        let mut rest = data;
+        while !rest.is_empty() && !e.is_done() {
+            let n = pieces().clamp(1, rest.len());
+            e.feed(&rest[..n], &mut out);
+            rest = &rest[n..];
+        }
+        e.finish(&mut out);
+        out
+    };
+    let whole = encode(Extent::Whole, &mut || usize::MAX);
+    let mut rng = XorShift::new(data);
+    assert_eq!(
+        encode(Extent::Whole, &mut || 1 + (rng.next_u64() % 9) as usize),
+        whole,
+        "pieces encode differently"
+    );
+    let body = whole.strip_suffix(b".\r\n").expect("terminator");
+    let mut unstuffed = 0u64;
+    for line in body.split_inclusive(|b| *b == b'\n') {
+        assert!(line.ends_with(b"\r\n"), "a line without CRLF: {line:?}");
+        unstuffed += line.len() as u64 - u64::from(line.first() == Some(&b'.'));
+    }
+    let added = if data.is_empty() || data.ends_with(b"\n") {
+        0
+    } else if data.ends_with(b"\r") {
+        1
+    } else {
+        2
+    };
+    assert_eq!(
+        unstuffed,
+        crlf_size(data) + added,
+        "LIST size and RETR differ"
+    );
+    let lines = rng.next_u64() % 8;
+    let top = encode(Extent::Top(lines), &mut || {
+        1 + (rng.next_u64() % 17) as usize
+    });
+    let top_body = top.strip_suffix(b".\r\n").expect("terminator");
+    assert!(
+        body.starts_with(top_body),
+        "TOP {lines} is not a prefix of RETR"
+    );
 }
 
 /// A tiny deterministic generator (xorshift64), seeded from the input.

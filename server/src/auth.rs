@@ -1,8 +1,13 @@
-//! Password hashing: argon2id for every password cove sets.
+//! Password hashing (argon2id for every password cove sets), and the
+//! login rules every protocol shares: when a plaintext password may be
+//! accepted, how credentials are checked, how a failed login is handled.
 
 use anyhow::Context;
 use argon2::{Argon2, PasswordHasher, PasswordVerifier};
-use cove_store::PasswordHash;
+use cove_store::{Account, Address, PasswordHash, Store, User};
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::Duration;
 
 /// A password in memory; `Debug` never prints it.
 pub struct Secret(pub String);
@@ -84,6 +89,59 @@ impl PasswordCheckers {
     }
 }
 
+/// RFC 3501 §6.2.3, RFC 2595 §2.2, RFC 8314: a password may cross the
+/// connection in clear text only inside TLS, from loopback, or where the
+/// operator allows it.
+pub fn plaintext_allowed(tls: bool, peer: IpAddr, allowed_by_config: bool) -> bool {
+    tls || peer.is_loopback() || allowed_by_config
+}
+
+/// A failed login: one log line fail2ban can match (`<proto> login failed
+/// user=<name> peer=<ip:port>`), then the configured delay before the
+/// client hears about it.
+pub async fn login_failed(proto: &str, username: &str, peer: SocketAddr, delay: Duration) {
+    tracing::warn!(
+        "{proto} login failed user={} peer={}",
+        username.escape_debug(),
+        peer
+    );
+    tokio::time::sleep(delay).await;
+}
+
+/// Check a user name and password: the user's account when both are
+/// right, `None` when they are not (unknown user, wrong password, no
+/// password set), an error when the store could not tell.
+pub async fn check_login(
+    store: &Arc<Store>,
+    passwords: &PasswordCheckers,
+    username: &str,
+    password: Secret,
+) -> Result<Option<(User, Arc<Account>)>, cove_store::Error> {
+    let joined = |e: tokio::task::JoinError| cove_store::Error::Index(format!("login task: {e}"));
+    let name = username.to_string();
+    let lookup = store.clone();
+    let user = tokio::task::spawn_blocking(move || match Address::parse(&name) {
+        Ok(address) => lookup.user(&address),
+        Err(_) => Ok(None),
+    })
+    .await
+    .map_err(joined)??;
+    let Some(user) = user else {
+        return Ok(None);
+    };
+    let Some(hash) = user.password.clone() else {
+        return Ok(None);
+    };
+    if !passwords.verify(password, hash).await {
+        return Ok(None);
+    }
+    let opener = store.clone();
+    let account = tokio::task::spawn_blocking(move || opener.account(&user).map(|a| (user, a)))
+        .await
+        .map_err(joined)??;
+    Ok(Some(account))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -102,6 +160,17 @@ mod tests {
         let h = hash_password(&Secret("pw".into())).unwrap();
         assert!(checkers.verify(Secret("pw".into()), h.clone()).await);
         assert!(!checkers.verify(Secret("nope".into()), h).await);
+    }
+
+    #[test]
+    fn plaintext_passwords_need_tls_loopback_or_permission() {
+        let remote: IpAddr = "192.0.2.7".parse().unwrap();
+        let local: IpAddr = "127.0.0.1".parse().unwrap();
+        assert!(!plaintext_allowed(false, remote, false));
+        assert!(plaintext_allowed(true, remote, false));
+        assert!(plaintext_allowed(false, local, false));
+        assert!(plaintext_allowed(false, "::1".parse().unwrap(), false));
+        assert!(plaintext_allowed(false, remote, true));
     }
 
     #[test]

@@ -264,3 +264,50 @@ pub fn dedup_verify(config: &Config) -> anyhow::Result<()> {
     println!("verified {checked} blob(s): all match their content hash");
     Ok(())
 }
+
+/// The running server's admin endpoint: the first `[http] listen` address
+/// (an unspecified IP means this host's loopback).
+fn admin_address(config: &Config) -> anyhow::Result<String> {
+    let listen = config
+        .http
+        .as_ref()
+        .and_then(|h| h.listen.first())
+        .context(
+            "cove sync talks to the running server over [http] listen, which is not configured",
+        )?;
+    Ok(match listen.parse::<std::net::SocketAddr>() {
+        Ok(a) if a.ip().is_unspecified() => format!("127.0.0.1:{}", a.port()),
+        _ => listen.clone(),
+    })
+}
+
+fn admin_request(config: &Config, method: &str, path: &str) -> anyhow::Result<String> {
+    let addr = admin_address(config)?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let (status, body) = runtime
+        .block_on(cove_sync::http::http_request(&addr, method, path))
+        .with_context(|| format!("cannot reach the running server at {addr} ([http] listen)"))?;
+    if status != 200 {
+        anyhow::bail!("{}", body.trim());
+    }
+    Ok(body)
+}
+
+/// `cove sync now [EMAIL]`.
+pub fn sync_now(config: &Config, email: Option<&str>) -> anyhow::Result<()> {
+    if let Some(e) = email {
+        address(e)?;
+    }
+    let body = admin_request(config, "POST", &cove_sync::http::sync_now_path(email))?;
+    print!("{body}");
+    Ok(())
+}
+
+/// `cove sync status`.
+pub fn sync_status(config: &Config) -> anyhow::Result<()> {
+    let body = admin_request(config, "GET", "/sync/status")?;
+    println!("{}", body.trim());
+    Ok(())
+}

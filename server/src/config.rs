@@ -22,13 +22,16 @@ pub struct Config {
     #[serde(default)]
     pub imap: Option<ImapConfig>,
     #[serde(default)]
-    pub pop3: Option<ServiceConfig>,
+    pub pop3: Option<Pop3Config>,
     #[serde(default)]
     pub http: Option<HttpConfig>,
     #[serde(default)]
     pub tls: Option<TlsConfig>,
     #[serde(default)]
     pub server: ServerConfig,
+    /// Absent: this node does not replicate.
+    #[serde(default)]
+    pub replication: Option<ReplicationConfig>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -126,13 +129,61 @@ fn default_auth_failure_delay() -> u64 {
     2000
 }
 
-#[derive(Debug, Clone, Default, Deserialize)]
+/// `[pop3]`: POP3 (RFC 1939) with its limits.
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct ServiceConfig {
+pub struct Pop3Config {
     #[serde(default)]
     pub listen: Vec<String>,
+    /// Implicit TLS (pop3s, RFC 8314).
     #[serde(default)]
     pub tls_listen: Vec<String>,
+    /// Longest command line, in bytes including CRLF (RFC 2449 §4: clients
+    /// send at most 255).
+    #[serde(default = "default_pop3_line")]
+    pub max_line_length: usize,
+    /// Unknown or malformed commands in a row before the connection is closed.
+    #[serde(default = "default_max_errors")]
+    pub max_bad_commands: u32,
+    /// Idle seconds before autologout (RFC 1939 §3: at least 10 minutes).
+    #[serde(default = "default_pop3_autologout")]
+    pub autologout_secs: u64,
+    #[serde(default = "default_max_connections")]
+    pub max_connections: usize,
+    #[serde(default = "default_max_connections_per_ip")]
+    pub max_connections_per_ip: usize,
+    /// Allow USER/PASS and AUTH PLAIN on connections that are neither TLS
+    /// nor from loopback.
+    #[serde(default)]
+    pub allow_plaintext_auth: bool,
+    /// Delay before answering a failed login, in milliseconds.
+    #[serde(default = "default_auth_failure_delay")]
+    pub auth_failure_delay_ms: u64,
+}
+
+impl Default for Pop3Config {
+    fn default() -> Self {
+        Pop3Config {
+            listen: Vec::new(),
+            tls_listen: Vec::new(),
+            max_line_length: default_pop3_line(),
+            max_bad_commands: default_max_errors(),
+            autologout_secs: default_pop3_autologout(),
+            max_connections: default_max_connections(),
+            max_connections_per_ip: default_max_connections_per_ip(),
+            allow_plaintext_auth: false,
+            auth_failure_delay_ms: default_auth_failure_delay(),
+        }
+    }
+}
+
+fn default_pop3_line() -> usize {
+    1024
+}
+/// RFC 1939 §3: an autologout timer of at least 10 minutes.
+const POP3_MIN_AUTOLOGOUT: u64 = 600;
+fn default_pop3_autologout() -> u64 {
+    POP3_MIN_AUTOLOGOUT
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -140,6 +191,147 @@ pub struct ServiceConfig {
 pub struct HttpConfig {
     #[serde(default)]
     pub listen: Vec<String>,
+}
+
+/// `[replication]`: the peers this node replicates with (DESIGN.md,
+/// "Replication"). The node's own name is `hostname`.
+#[derive(Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReplicationConfig {
+    /// Where peers connect to this node.
+    #[serde(default)]
+    pub listen: Vec<String>,
+    /// The shared secret, the same on every node; or `secret_file`.
+    #[serde(default)]
+    pub secret: Option<String>,
+    /// A file holding the shared secret (trimmed); or `secret`.
+    #[serde(default)]
+    pub secret_file: Option<PathBuf>,
+    #[serde(default)]
+    pub peers: Vec<PeerConfig>,
+    /// LMTP answers 250 only once a peer holds the message too.
+    #[serde(default)]
+    pub sync_delivery: bool,
+    /// How long a synchronous delivery waits for a peer before it falls back
+    /// to asynchronous replication (and logs that it did).
+    #[serde(default = "default_sync_delivery_timeout")]
+    pub sync_delivery_timeout_ms: u64,
+    /// Quiet time after a user's change before the user is synced.
+    #[serde(default = "default_debounce")]
+    pub debounce_ms: u64,
+    /// Seconds between full syncs of all users.
+    #[serde(default = "default_full_sync_interval")]
+    pub full_sync_interval_secs: u64,
+    /// Longest wait between attempts to reach a failing peer.
+    #[serde(default = "default_backoff_max")]
+    pub backoff_max_secs: u64,
+}
+
+/// The secret stays out of `Debug` output (and so out of logs).
+impl std::fmt::Debug for ReplicationConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ReplicationConfig")
+            .field("listen", &self.listen)
+            .field("secret", &self.secret.as_ref().map(|_| "<redacted>"))
+            .field("secret_file", &self.secret_file)
+            .field("peers", &self.peers)
+            .field("sync_delivery", &self.sync_delivery)
+            .field("sync_delivery_timeout_ms", &self.sync_delivery_timeout_ms)
+            .field("debounce_ms", &self.debounce_ms)
+            .field("full_sync_interval_secs", &self.full_sync_interval_secs)
+            .field("backoff_max_secs", &self.backoff_max_secs)
+            .finish()
+    }
+}
+
+/// `[[replication.peers]]`: a node this one connects to.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PeerConfig {
+    /// The peer's `hostname`, which it gives in the link handshake.
+    pub name: String,
+    /// `host:port` of the peer's replication listener.
+    pub address: String,
+}
+
+fn default_sync_delivery_timeout() -> u64 {
+    2000
+}
+fn default_debounce() -> u64 {
+    200
+}
+fn default_full_sync_interval() -> u64 {
+    3600
+}
+fn default_backoff_max() -> u64 {
+    60
+}
+
+/// Shortest shared secret accepted, in bytes after trimming (the same rule
+/// as `cove_sync::transport::MIN_SECRET_LEN`, checked here so a short inline
+/// secret is named at start).
+const MIN_SECRET_LEN: usize = 16;
+
+impl ReplicationConfig {
+    fn validate(&self, hostname: &str) -> anyhow::Result<()> {
+        match (&self.secret, &self.secret_file) {
+            (None, None) => bail!("[replication] needs secret or secret_file"),
+            (Some(_), Some(_)) => {
+                bail!("[replication] secret and secret_file are both set; keep one")
+            }
+            (Some(s), None) => {
+                let len = s.trim().len();
+                if len < MIN_SECRET_LEN {
+                    bail!(
+                        "[replication] secret is {len} bytes; at least {MIN_SECRET_LEN} are required"
+                    );
+                }
+            }
+            (None, Some(_)) => {}
+        }
+        if hostname.len() > 255 || hostname.chars().any(|c| c.is_control()) {
+            bail!("[replication] hostname {hostname:?} cannot serve as a node name");
+        }
+        let mut seen = std::collections::HashSet::new();
+        for p in &self.peers {
+            if p.name.is_empty() {
+                bail!("[[replication.peers]] name must not be empty");
+            }
+            if p.name.chars().any(|c| c.is_control() || c.is_whitespace()) || p.name.len() > 255 {
+                bail!(
+                    "[[replication.peers]] name {:?} is not a valid node name",
+                    p.name
+                );
+            }
+            if p.name == hostname {
+                bail!(
+                    "[[replication.peers]] name {:?} is this node's own hostname",
+                    p.name
+                );
+            }
+            if !seen.insert(p.name.as_str()) {
+                bail!("[[replication.peers]] name {:?} appears twice", p.name);
+            }
+            let port_ok = p
+                .address
+                .rsplit_once(':')
+                .is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok());
+            if !port_ok {
+                bail!(
+                    "[[replication.peers]] {}: address {:?} is not host:port",
+                    p.name,
+                    p.address
+                );
+            }
+        }
+        if self.full_sync_interval_secs < 1 {
+            bail!("[replication] full_sync_interval_secs must be at least 1");
+        }
+        if self.backoff_max_secs < 1 {
+            bail!("[replication] backoff_max_secs must be at least 1");
+        }
+        Ok(())
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -258,15 +450,17 @@ impl Config {
                 tls_listen: vec!["127.0.0.1:1993".into()],
                 ..ImapConfig::default()
             }),
-            pop3: Some(ServiceConfig {
+            pop3: Some(Pop3Config {
                 listen: vec!["127.0.0.1:1110".into()],
                 tls_listen: vec!["127.0.0.1:1995".into()],
+                ..Pop3Config::default()
             }),
             http: Some(HttpConfig {
                 listen: vec!["127.0.0.1:8185".into()],
             }),
             tls: None,
             server: ServerConfig::default(),
+            replication: None,
         }
     }
 
@@ -327,10 +521,28 @@ impl Config {
         if let Some(s) = &self.pop3 {
             check("pop3", "listen", &s.listen)?;
             check("pop3", "tls_listen", &s.tls_listen)?;
+            if s.max_line_length < 255 {
+                bail!("[pop3] max_line_length must be at least 255 (RFC 2449 §4)");
+            }
+            if s.autologout_secs < POP3_MIN_AUTOLOGOUT {
+                bail!(
+                    "[pop3] autologout_secs must be at least {POP3_MIN_AUTOLOGOUT} (RFC 1939 §3: 10 minutes)"
+                );
+            }
+            if s.max_bad_commands < 1 {
+                bail!("[pop3] max_bad_commands must be at least 1");
+            }
+            if s.max_connections < 1 || s.max_connections_per_ip < 1 {
+                bail!("[pop3] max_connections and max_connections_per_ip must be at least 1");
+            }
         }
         self.server.durability()?;
         if let Some(h) = &self.http {
             check("http", "listen", &h.listen)?;
+        }
+        if let Some(r) = &self.replication {
+            check("replication", "listen", &r.listen)?;
+            r.validate(&self.hostname)?;
         }
         Ok(())
     }
@@ -398,5 +610,115 @@ key = "/etc/cove/key.pem"
         )
         .unwrap();
         assert!(c.imap.is_none() && c.pop3.is_none() && c.http.is_none());
+    }
+
+    #[test]
+    fn pop3_keys_and_limits() {
+        let c = Config::parse(
+            "[pop3]\nlisten = [\"127.0.0.1:1110\"]\nmax_bad_commands = 3\n",
+            "t",
+        )
+        .unwrap();
+        let p = c.pop3.unwrap();
+        assert_eq!(p.max_bad_commands, 3);
+        assert_eq!(p.autologout_secs, 600);
+        assert_eq!(p.max_line_length, 1024);
+        assert!(!p.allow_plaintext_auth);
+        let embedded = Config::embedded().pop3.unwrap();
+        assert_eq!(embedded.listen, vec!["127.0.0.1:1110".to_string()]);
+        assert_eq!(embedded.tls_listen, vec!["127.0.0.1:1995".to_string()]);
+        let err = |text: &str| format!("{:#}", Config::parse(text, "f.toml").unwrap_err());
+        let e = err("[pop3]\nautologout_secs = 60\n");
+        assert!(
+            e.contains("[pop3] autologout_secs must be at least 600"),
+            "{e}"
+        );
+        let e = err("[pop3]\nmax_line_length = 100\n");
+        assert!(
+            e.contains("[pop3] max_line_length must be at least 255"),
+            "{e}"
+        );
+        let e = err("[pop3]\nmax_bad_commands = 0\n");
+        assert!(e.contains("max_bad_commands"), "{e}");
+        let e = err("[pop3]\nlisten = [\"nowhere\"]\n");
+        assert!(e.contains("[pop3] listen") && e.contains("nowhere"), "{e}");
+        let e = err("[pop3]\nfrobnicate = 1\n");
+        assert!(e.contains("frobnicate"), "{e}");
+    }
+
+    const REPLICATION: &str = r#"
+hostname = "storage-01"
+[replication]
+listen = ["0.0.0.0:7024"]
+secret = "0123456789abcdef-shared"
+[[replication.peers]]
+name = "storage-02"
+address = "10.0.0.2:7024"
+"#;
+
+    #[test]
+    fn replication_keys_parse_with_defaults() {
+        let c = Config::parse(REPLICATION, "t").unwrap();
+        let r = c.replication.unwrap();
+        assert_eq!(r.listen, vec!["0.0.0.0:7024".to_string()]);
+        assert_eq!(r.peers.len(), 1);
+        assert_eq!(r.peers[0].name, "storage-02");
+        assert_eq!(r.peers[0].address, "10.0.0.2:7024");
+        assert!(!r.sync_delivery);
+        assert_eq!(r.sync_delivery_timeout_ms, 2000);
+        assert_eq!(r.debounce_ms, 200);
+        assert_eq!(r.full_sync_interval_secs, 3600);
+        assert_eq!(r.backoff_max_secs, 60);
+        let shown = format!("{r:?}");
+        assert!(
+            !shown.contains("0123456789abcdef") && shown.contains("<redacted>"),
+            "{shown}"
+        );
+
+        let c = Config::parse(
+            "hostname = \"a\"\n[replication]\nsecret_file = \"/etc/cove/peer.secret\"\n\
+             sync_delivery = true\nsync_delivery_timeout_ms = 500\n\
+             [[replication.peers]]\nname = \"b\"\naddress = \"b.example.com:7024\"\n",
+            "t",
+        )
+        .unwrap();
+        let r = c.replication.unwrap();
+        assert!(r.listen.is_empty() && r.sync_delivery && r.secret.is_none());
+        assert_eq!(r.sync_delivery_timeout_ms, 500);
+        assert!(Config::embedded().replication.is_none());
+    }
+
+    #[test]
+    fn replication_errors_are_named() {
+        let err = |text: &str| format!("{:#}", Config::parse(text, "f.toml").unwrap_err());
+        let with = |from: &str, to: &str| err(&REPLICATION.replace(from, to));
+
+        let e = err("[replication]\nlisten = []\n");
+        assert!(e.contains("needs secret or secret_file"), "{e}");
+        let e = with("listen =", "secret_file = \"/x\"\nlisten =");
+        assert!(e.contains("secret and secret_file are both set"), "{e}");
+        let e = with("0123456789abcdef-shared", "  short  ");
+        assert!(e.contains("secret is 5 bytes; at least 16"), "{e}");
+        let e = with("\"storage-02\"", "\"\"");
+        assert!(e.contains("name must not be empty"), "{e}");
+        let e = with("\"storage-02\"", "\"storage-01\"");
+        assert!(e.contains("own hostname"), "{e}");
+        let e = err(&format!(
+            "{REPLICATION}[[replication.peers]]\nname = \"storage-02\"\naddress = \"10.0.0.3:7024\"\n"
+        ));
+        assert!(e.contains("\"storage-02\" appears twice"), "{e}");
+        let e = with("10.0.0.2:7024", "10.0.0.2");
+        assert!(e.contains("not host:port"), "{e}");
+        let e = with("0.0.0.0:7024", "anywhere");
+        assert!(
+            e.contains("[replication] listen") && e.contains("anywhere"),
+            "{e}"
+        );
+        let e = with("listen =", "frobnicate = 1\nlisten =");
+        assert!(e.contains("frobnicate"), "{e}");
+        let e = with("address =", "port = 1\naddress =");
+        assert!(e.contains("port"), "{e}");
+        let e = with("listen =", "full_sync_interval_secs = 0\nlisten =");
+        assert!(e.contains("full_sync_interval_secs"), "{e}");
     }
 }

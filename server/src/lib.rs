@@ -2,6 +2,7 @@
 //! The `cove` binary (main.rs) is its command line; fuzz targets and tests
 //! use the protocol parsers from here.
 
+pub mod admin;
 pub mod auth;
 pub mod cli;
 pub mod config;
@@ -9,5 +10,6 @@ pub mod conn;
 pub mod imap;
 pub mod listener;
 pub mod lmtp;
+pub mod pop3;
 pub mod serve;
 pub mod tls;

@@ -49,6 +49,21 @@ enum Command {
         #[command(subcommand)]
         command: DedupCommand,
     },
+    /// Replication with the peers (asks the running server over [http]).
+    Sync {
+        #[command(subcommand)]
+        command: SyncCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum SyncCommand {
+    /// Sync one user (or every user) with every peer now, and report what
+    /// moved.
+    Now { email: Option<String> },
+    /// Each peer: connected or not, users queued, age of the oldest
+    /// unsynced change, last error.
+    Status,
 }
 
 #[derive(Subcommand)]
@@ -153,6 +168,10 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                     DedupCommand::Stats => cli::dedup_stats(&config),
                     DedupCommand::Gc => cli::dedup_gc(&config),
                     DedupCommand::Verify => cli::dedup_verify(&config),
+                },
+                Command::Sync { command } => match command {
+                    SyncCommand::Now { email } => cli::sync_now(&config, email.as_deref()),
+                    SyncCommand::Status => cli::sync_status(&config),
                 },
             }
         }

@@ -14,6 +14,67 @@ use crate::config::Config;
 use crate::imap::{self, ImapContext};
 use crate::lmtp::{self, LmtpContext};
 
+/// Start replication: the peers' listener, one task per peer, and the
+/// store's change hook that queues changed users.
+async fn start_replication(
+    config: &Config,
+    r: &crate::config::ReplicationConfig,
+    store: &Arc<cove_store::Store>,
+    tls: &tokio_rustls::TlsAcceptor,
+    stopped: &watch::Receiver<bool>,
+    loops: &mut JoinSet<()>,
+) -> anyhow::Result<Arc<cove_sync::replicator::Replicator>> {
+    use cove_sync::replicator::{Options, PeerSpec, Replicator};
+    use cove_sync::transport::Secret;
+    let secret = match (&r.secret, &r.secret_file) {
+        (Some(s), _) => Secret::new(s).context("[replication] secret")?,
+        (None, Some(f)) => Secret::from_file(f).context("[replication] secret_file")?,
+        (None, None) => anyhow::bail!("[replication] needs secret or secret_file"),
+    };
+    let replicator = Replicator::new(
+        store.clone(),
+        Options {
+            node: config.hostname.clone(),
+            secret,
+            peers: r
+                .peers
+                .iter()
+                .map(|p| PeerSpec {
+                    name: p.name.clone(),
+                    address: p.address.clone(),
+                })
+                .collect(),
+            debounce: Duration::from_millis(r.debounce_ms),
+            full_sync_interval: Duration::from_secs(r.full_sync_interval_secs),
+            backoff_max: Duration::from_secs(r.backoff_max_secs),
+            connect_timeout: Duration::from_secs(10),
+        },
+    );
+    let hook_target = Arc::downgrade(&replicator);
+    store.set_change_hook(Arc::new(move |user: &str| {
+        if let Some(r) = hook_target.upgrade() {
+            r.queue(user);
+        }
+    }));
+    for addr in &r.listen {
+        let listener = TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("[replication] listen: cannot bind {addr}"))?;
+        tracing::info!("replication listening on {}", listener.local_addr()?);
+        loops.spawn(
+            replicator
+                .clone()
+                .accept_loop(listener, tls.clone(), stopped.clone()),
+        );
+    }
+    for handle in replicator.start(stopped.clone()) {
+        loops.spawn(async move {
+            let _ = handle.await;
+        });
+    }
+    Ok(replicator)
+}
+
 pub async fn serve(config: Config) -> anyhow::Result<()> {
     let store = {
         let config = config.clone();
@@ -25,13 +86,45 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     let sessions = Arc::new(Mutex::new(JoinSet::new()));
     let mut loops = JoinSet::new();
 
+    let replicator = match &config.replication {
+        Some(r) => Some(start_replication(&config, r, &store, &tls, &stopped, &mut loops).await?),
+        None => None,
+    };
+    if let Some(http) = &config.http {
+        let admin: Arc<dyn cove_sync::http::AdminHandler> = Arc::new(crate::admin::Admin {
+            replicator: replicator.clone(),
+        });
+        for addr in &http.listen {
+            let listener = TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("[http] listen: cannot bind {addr}"))?;
+            tracing::info!(
+                "http (metrics, sync admin) listening on {}",
+                listener.local_addr()?
+            );
+            loops.spawn(cove_sync::http::serve_http(
+                listener,
+                admin.clone(),
+                stopped.clone(),
+            ));
+        }
+    }
+
     if let Some(lmtp_config) = &config.lmtp {
+        let sync_delivery = match (&config.replication, &replicator) {
+            (Some(r), Some(rep)) if r.sync_delivery => Some((
+                rep.clone(),
+                Duration::from_millis(r.sync_delivery_timeout_ms),
+            )),
+            _ => None,
+        };
         let ctx = Arc::new(LmtpContext::new(
             store.clone(),
             lmtp_config.clone(),
             config.hostname.clone(),
             Some(tls.clone()),
             stopped.clone(),
+            sync_delivery,
         ));
         for addr in &lmtp_config.listen {
             let listener = TcpListener::bind(addr)
@@ -75,21 +168,32 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
             }
         }
     }
-    let not_yet = [
-        (
-            "pop3",
-            config
-                .pop3
-                .as_ref()
-                .map(|s| [s.listen.clone(), s.tls_listen.clone()].concat()),
-        ),
-        ("http", config.http.as_ref().map(|s| s.listen.clone())),
-    ];
-    for (proto, addrs) in not_yet {
-        for addr in addrs.unwrap_or_default() {
-            tracing::warn!(
-                "{proto} listener {addr} is configured but {proto} is not served by this version yet"
-            );
+    if let Some(pop3_config) = &config.pop3 {
+        let ctx = Arc::new(crate::pop3::Pop3Context::new(
+            store.clone(),
+            pop3_config.clone(),
+            config.hostname.clone(),
+            Some(tls.clone()),
+            stopped.clone(),
+            passwords.clone(),
+        ));
+        for (addrs, implicit_tls, key) in [
+            (&pop3_config.listen, false, "listen"),
+            (&pop3_config.tls_listen, true, "tls_listen"),
+        ] {
+            for addr in addrs {
+                let listener = TcpListener::bind(addr)
+                    .await
+                    .with_context(|| format!("[pop3] {key}: cannot bind {addr}"))?;
+                let proto = if implicit_tls { "pop3s" } else { "pop3" };
+                tracing::info!("{proto} listening on {}", listener.local_addr()?);
+                loops.spawn(crate::pop3::accept_loop(
+                    listener,
+                    ctx.clone(),
+                    sessions.clone(),
+                    implicit_tls,
+                ));
+            }
         }
     }
     tracing::info!(data_dir = %config.data_dir.display(), hostname = %config.hostname, "cove {} serving", env!("CARGO_PKG_VERSION"));

@@ -13,10 +13,11 @@ use bodies::XorShift;
 
 type Target = fn(&[u8]);
 
-const TARGETS: [(&str, Target); 3] = [
+const TARGETS: [(&str, Target); 4] = [
     ("imap_command", bodies::imap_command),
     ("imap_mime", bodies::imap_mime),
     ("lmtp", bodies::lmtp),
+    ("pop3", bodies::pop3),
 ];
 
 /// Random inputs per target and run.

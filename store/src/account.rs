@@ -7,6 +7,7 @@
 mod derived;
 mod flags;
 mod mailboxes;
+mod replica;
 mod scan;
 mod transfer;
 
@@ -41,6 +42,27 @@ pub const DEFAULT_MAILBOXES: [(&str, Option<&str>); 6] = [
 ];
 
 const INDEX_FILE: &str = "index.sqlite";
+
+/// The identity of a default mailbox of a new account: derived from the
+/// address and the name, so that two nodes that each make the account (a
+/// delivery reached both before they synced) make the same mailboxes,
+/// which then merge instead of standing side by side (DESIGN.md,
+/// "Replication"). The UIDVALIDITY comes from the same hash, below 2^31.
+pub(crate) fn default_identity(email: &str, name: &str) -> FolderIdentity {
+    let mut h = blake3::Hasher::new();
+    h.update(b"cove default mailbox\0");
+    h.update(email.to_ascii_lowercase().as_bytes());
+    h.update(b"\0");
+    h.update(name.as_bytes());
+    let bytes = *h.finalize().as_bytes();
+    let mut guid = [0u8; 16];
+    guid.copy_from_slice(&bytes[..16]);
+    let v = u32::from_be_bytes([bytes[16], bytes[17], bytes[18], bytes[19]]) & 0x7fff_ffff;
+    FolderIdentity {
+        guid: MailboxGuid(guid),
+        uidvalidity: v.max(1),
+    }
+}
 /// Where deleted mailboxes' folders wait to be removed, in the user's home
 /// (outside `Maildir/`, so no Maildir reader sees them).
 const DELETED_DIR: &str = ".cove-deleted";
@@ -126,6 +148,7 @@ pub struct Account {
     feed: broadcast::Sender<Change>,
     sync: Arc<GroupSync>,
     opening_scan: ScanReport,
+    hook: Arc<std::sync::OnceLock<crate::ChangeHook>>,
 }
 
 impl std::fmt::Debug for Account {
@@ -136,7 +159,7 @@ impl std::fmt::Debug for Account {
     }
 }
 
-fn open_index(home: &Path, mode: Durability) -> Result<IndexConn> {
+fn open_index(home: &Path, mode: Durability, node: u16) -> Result<IndexConn> {
     let path = home.join(INDEX_FILE);
     if !path.exists() {
         // A WAL left without its database would be replayed onto the new,
@@ -146,6 +169,11 @@ fn open_index(home: &Path, mode: Durability) -> Result<IndexConn> {
         }
     }
     let conn = index::open(&path, mode == Durability::Fsync)?;
+    conn.execute(
+        "INSERT INTO meta(key, value) VALUES('node', ?1)
+         ON CONFLICT(key) DO UPDATE SET value = excluded.value WHERE value != excluded.value",
+        [node as i64],
+    )?;
     let ino = fs::metadata(&path)
         .ctx(|| format!("stat {}", path.display()))?
         .ino();
@@ -162,12 +190,14 @@ impl Account {
         env: Env,
         hostname: &str,
         sync: Arc<GroupSync>,
+        hook: Arc<std::sync::OnceLock<crate::ChangeHook>>,
     ) -> Result<Account> {
         let maildir = home.join("Maildir");
         let fresh_home = !maildir.exists();
         fs::create_dir_all(&maildir).ctx(|| format!("create {}", maildir.display()))?;
         maildir::create_folder(&maildir)?;
-        let index = open_index(&home, sync.mode())?;
+        let node = crate::replica::node_id(hostname);
+        let index = open_index(&home, sync.mode(), node)?;
         let (feed, _) = broadcast::channel(1024);
         let account = Account {
             email: email.to_string(),
@@ -180,11 +210,16 @@ impl Account {
             feed,
             sync,
             opening_scan: ScanReport::default(),
+            hook,
         };
         let opening_scan = account.scan()?;
         if fresh_home {
             for (name, special_use) in DEFAULT_MAILBOXES.iter().skip(1) {
-                match account.create_mailbox(name, *special_use) {
+                match account.create_mailbox_as(
+                    name,
+                    *special_use,
+                    Some(default_identity(email, name)),
+                ) {
                     Ok(_) | Err(Error::AlreadyExists(_)) => {}
                     Err(e) => return Err(e),
                 }
@@ -220,7 +255,11 @@ impl Account {
             .ok();
         if current != Some(guard.ino) {
             tracing::info!(user = %self.email, "index.sqlite was replaced; reopening it");
-            *guard = open_index(&self.home, self.sync.mode())?;
+            *guard = open_index(
+                &self.home,
+                self.sync.mode(),
+                crate::replica::node_id(&self.hostname),
+            )?;
         }
         Ok(guard)
     }
@@ -235,6 +274,11 @@ impl Account {
     }
 
     pub(crate) fn announce(&self, changes: Vec<Change>) {
+        if !changes.is_empty()
+            && let Some(hook) = self.hook.get()
+        {
+            hook(&self.email);
+        }
         for c in changes {
             // No receiver is not an error: nobody is listening right now.
             let _ = self.feed.send(c);
@@ -408,6 +452,17 @@ impl Account {
 
     /// Create a mailbox (RFC 3501 §6.3.3 semantics are the caller's).
     pub fn create_mailbox(&self, name: &str, special_use: Option<&str>) -> Result<MailboxInfo> {
+        self.create_mailbox_as(name, special_use, None)
+    }
+
+    /// [`create_mailbox`](Account::create_mailbox) under a given identity
+    /// (a default mailbox's), or a new one.
+    fn create_mailbox_as(
+        &self,
+        name: &str,
+        special_use: Option<&str>,
+        identity: Option<FolderIdentity>,
+    ) -> Result<MailboxInfo> {
         maildir::validate_mailbox_name(name)?;
         let mut g = self.conn()?;
         if index::mailbox_by_name(&g.conn, name)?.is_some() {
@@ -416,9 +471,15 @@ impl Account {
         let dir = maildir::mailbox_dir_name(name);
         let path = self.maildir.join(&dir);
         let mut tx = Tx::begin(&mut g.conn)?;
-        let identity = FolderIdentity {
-            guid: self.env.mailbox_guid(),
-            uidvalidity: tx.next_uidvalidity(self.env.now_secs(), None)?,
+        let identity = match identity {
+            Some(id) => {
+                tx.raise_uidvalidity(id.uidvalidity)?;
+                id
+            }
+            None => FolderIdentity {
+                guid: self.env.mailbox_guid(),
+                uidvalidity: tx.next_uidvalidity(self.env.now_secs(), None)?,
+            },
         };
         maildir::create_folder(&path)?;
         identity.write(&path)?;
@@ -502,6 +563,8 @@ impl Account {
                 size: blob.len(),
                 base: &parsed.base,
                 file: &rel,
+                placed: None,
+                clock: "",
             };
             let (uid, modseq) = tx.insert_message(&mb, &row)?;
             let changes = tx.commit()?;

@@ -100,6 +100,16 @@ pub struct User {
 /// The user directory.
 pub struct Directory {
     conn: Mutex<Connection>,
+    /// This node's id, for the stamps of user changes (replication).
+    node: std::sync::atomic::AtomicU16,
+}
+
+/// What changed when a peer's users were merged in.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct UsersMerged {
+    pub added: Vec<Address>,
+    pub removed: Vec<Address>,
+    pub updated: Vec<Address>,
 }
 
 impl fmt::Debug for Directory {
@@ -118,6 +128,12 @@ CREATE TABLE IF NOT EXISTS user(
   created INTEGER NOT NULL,
   UNIQUE(local, domain)
 );
+CREATE TABLE IF NOT EXISTS user_gone(
+  local TEXT NOT NULL,
+  domain TEXT NOT NULL,
+  stamp INTEGER NOT NULL,
+  PRIMARY KEY(local, domain)
+) WITHOUT ROWID;
 ";
 
 fn user_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<User> {
@@ -139,9 +155,130 @@ impl Directory {
         conn.pragma_update(None, "journal_mode", "WAL")?;
         conn.pragma_update(None, "synchronous", "FULL")?;
         conn.execute_batch(SCHEMA)?;
+        // Replication: when each user was last added or changed (a stamp,
+        // see crate::replica).
+        let has_stamp: bool = conn
+            .prepare("SELECT 1 FROM pragma_table_info('user') WHERE name = 'stamp'")?
+            .exists([])?;
+        if !has_stamp {
+            conn.execute_batch("ALTER TABLE user ADD COLUMN stamp INTEGER NOT NULL DEFAULT 0")?;
+        }
         Ok(Directory {
             conn: Mutex::new(conn),
+            node: std::sync::atomic::AtomicU16::new(0),
         })
+    }
+
+    /// Set this node's id (from its hostname) for the stamps of changes.
+    pub fn set_node(&self, node: u16) {
+        self.node.store(node, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    fn stamp(&self) -> u64 {
+        crate::replica::stamp_now(self.node.load(std::sync::atomic::Ordering::Relaxed))
+    }
+
+    /// Every user and every removed user, with the stamps of their last
+    /// change: what a peer merges (see [`merge_users`](Directory::merge_users)).
+    pub fn user_records(&self) -> Result<Vec<crate::replica::UserRecord>> {
+        let c = self.conn()?;
+        let mut st = c.prepare_cached(
+            "SELECT local, domain, password, quota, stamp, 0 FROM user
+             UNION ALL SELECT local, domain, NULL, 0, stamp, 1 FROM user_gone",
+        )?;
+        let rows = st.query_map([], |r| {
+            Ok(crate::replica::UserRecord {
+                address: format!("{}@{}", r.get::<_, String>(0)?, r.get::<_, String>(1)?),
+                password: r.get(2)?,
+                quota: r.get::<_, i64>(3)?.max(0) as u64,
+                stamp: r.get::<_, i64>(4)? as u64,
+                removed: r.get(5)?,
+            })
+        })?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
+    /// The newest stamp of any user change (to notice changes made by
+    /// another process, such as the CLI).
+    pub fn users_version(&self) -> Result<u64> {
+        let c = self.conn()?;
+        let v: Option<i64> = c.query_row(
+            "SELECT max(s) FROM (SELECT max(stamp) AS s FROM user UNION ALL SELECT max(stamp) FROM user_gone)",
+            [],
+            |r| r.get(0),
+        )?;
+        Ok(v.unwrap_or(0) as u64)
+    }
+
+    /// Merge a peer's users: per address, the later change wins (an add,
+    /// a password or quota change, or a removal). A removed user's mail is
+    /// kept, as `cove user del` without `--purge` does.
+    pub fn merge_users(&self, remote: &[crate::replica::UserRecord]) -> Result<UsersMerged> {
+        let mut out = UsersMerged::default();
+        let mut c = self.conn()?;
+        let tx = c.transaction()?;
+        for r in remote {
+            let Ok(address) = Address::parse(&r.address) else {
+                tracing::warn!(address = %r.address, "replication: a peer sent an invalid user address; ignored");
+                continue;
+            };
+            let live: Option<(i64, Option<String>, i64)> = tx
+                .query_row(
+                    "SELECT stamp, password, quota FROM user WHERE local = ?1 AND domain = ?2",
+                    params![address.local, address.domain],
+                    |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)),
+                )
+                .optional()?;
+            let gone: Option<i64> = tx
+                .query_row(
+                    "SELECT stamp FROM user_gone WHERE local = ?1 AND domain = ?2",
+                    params![address.local, address.domain],
+                    |row| row.get(0),
+                )
+                .optional()?;
+            let local_stamp = live.as_ref().map(|l| l.0).or(gone).unwrap_or(-1);
+            if (r.stamp as i64) <= local_stamp {
+                continue;
+            }
+            if r.removed {
+                if live.is_some() {
+                    tx.execute(
+                        "DELETE FROM user WHERE local = ?1 AND domain = ?2",
+                        params![address.local, address.domain],
+                    )?;
+                    out.removed.push(address.clone());
+                }
+                tx.execute(
+                    "INSERT OR REPLACE INTO user_gone(local, domain, stamp) VALUES (?1, ?2, ?3)",
+                    params![address.local, address.domain, r.stamp as i64],
+                )?;
+                continue;
+            }
+            match live {
+                Some((_, password, quota)) => {
+                    tx.execute(
+                        "UPDATE user SET password = ?3, quota = ?4, stamp = ?5 WHERE local = ?1 AND domain = ?2",
+                        params![address.local, address.domain, r.password, r.quota as i64, r.stamp as i64],
+                    )?;
+                    if password != r.password || quota as u64 != r.quota {
+                        out.updated.push(address);
+                    }
+                }
+                None => {
+                    tx.execute(
+                        "INSERT INTO user(local, domain, password, quota, created, stamp) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                        params![address.local, address.domain, r.password, r.quota as i64, (r.stamp >> 16) as i64 / 1000, r.stamp as i64],
+                    )?;
+                    tx.execute(
+                        "DELETE FROM user_gone WHERE local = ?1 AND domain = ?2",
+                        params![address.local, address.domain],
+                    )?;
+                    out.added.push(address);
+                }
+            }
+        }
+        tx.commit()?;
+        Ok(out)
     }
 
     fn conn(&self) -> Result<std::sync::MutexGuard<'_, Connection>> {
@@ -176,15 +313,17 @@ impl Directory {
         quota: u64,
         now: i64,
     ) -> Result<User> {
+        let stamp = self.stamp() as i64;
         let c = self.conn()?;
         c.execute(
-            "INSERT INTO user(local, domain, password, quota, created) VALUES (?1, ?2, ?3, ?4, ?5)",
+            "INSERT INTO user(local, domain, password, quota, created, stamp) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
             params![
                 address.local,
                 address.domain,
                 password.as_ref().map(|p| &p.0),
                 quota as i64,
-                now
+                now,
+                stamp
             ],
         )
         .map_err(|e| match e.sqlite_error_code() {
@@ -193,29 +332,40 @@ impl Directory {
             }
             _ => e.into(),
         })?;
+        c.execute(
+            "DELETE FROM user_gone WHERE local = ?1 AND domain = ?2",
+            params![address.local, address.domain],
+        )?;
         drop(c);
         self.get(address)?
             .ok_or_else(|| Error::Index("user vanished after insert".into()))
     }
 
     pub fn remove(&self, address: &Address) -> Result<()> {
-        let n = self.conn()?.execute(
+        let stamp = self.stamp() as i64;
+        let c = self.conn()?;
+        let n = c.execute(
             "DELETE FROM user WHERE local = ?1 AND domain = ?2",
             params![address.local, address.domain],
         )?;
         if n == 0 {
             return Err(Error::NotFound(format!("user {address}")));
         }
+        c.execute(
+            "INSERT OR REPLACE INTO user_gone(local, domain, stamp) VALUES (?1, ?2, ?3)",
+            params![address.local, address.domain, stamp],
+        )?;
         Ok(())
     }
 
     pub fn set_password(&self, address: &Address, password: Option<PasswordHash>) -> Result<()> {
         let n = self.conn()?.execute(
-            "UPDATE user SET password = ?3 WHERE local = ?1 AND domain = ?2",
+            "UPDATE user SET password = ?3, stamp = ?4 WHERE local = ?1 AND domain = ?2",
             params![
                 address.local,
                 address.domain,
-                password.as_ref().map(|p| &p.0)
+                password.as_ref().map(|p| &p.0),
+                self.stamp() as i64
             ],
         )?;
         if n == 0 {
@@ -226,8 +376,13 @@ impl Directory {
 
     pub fn set_quota(&self, address: &Address, quota: u64) -> Result<()> {
         let n = self.conn()?.execute(
-            "UPDATE user SET quota = ?3 WHERE local = ?1 AND domain = ?2",
-            params![address.local, address.domain, quota as i64],
+            "UPDATE user SET quota = ?3, stamp = ?4 WHERE local = ?1 AND domain = ?2",
+            params![
+                address.local,
+                address.domain,
+                quota as i64,
+                self.stamp() as i64
+            ],
         )?;
         if n == 0 {
             return Err(Error::NotFound(format!("user {address}")));
@@ -291,5 +446,45 @@ mod tests {
         dir.remove(&a).unwrap();
         assert!(dir.get(&a).unwrap().is_none());
         assert!(matches!(dir.remove(&a), Err(Error::NotFound(_))));
+    }
+
+    #[test]
+    fn users_merge_later_change_wins_both_ways() {
+        let d = tempfile::tempdir().unwrap();
+        let one = Directory::open(&d.path().join("one.db")).unwrap();
+        let two = Directory::open(&d.path().join("two.db")).unwrap();
+        one.set_node(1);
+        two.set_node(2);
+        let a = Address::parse("a@x.org").unwrap();
+        let b = Address::parse("b@x.org").unwrap();
+        one.add(&a, Some(PasswordHash("h1".into())), 0, 1).unwrap();
+        one.add(&b, None, 0, 1).unwrap();
+        let merged = two.merge_users(&one.user_records().unwrap()).unwrap();
+        assert_eq!(merged.added, vec![a.clone(), b.clone()]);
+        assert_eq!(
+            two.get(&a).unwrap().unwrap().password,
+            Some(PasswordHash("h1".into()))
+        );
+        // A newer password on two, a removal on one: each wins on the other.
+        std::thread::sleep(std::time::Duration::from_millis(3));
+        two.set_password(&a, Some(PasswordHash("h2".into())))
+            .unwrap();
+        one.remove(&b).unwrap();
+        let m1 = one.merge_users(&two.user_records().unwrap()).unwrap();
+        let m2 = two.merge_users(&one.user_records().unwrap()).unwrap();
+        assert_eq!(m1.updated, vec![a.clone()]);
+        assert_eq!(m2.removed, vec![b.clone()]);
+        for dir in [&one, &two] {
+            assert_eq!(
+                dir.get(&a).unwrap().unwrap().password,
+                Some(PasswordHash("h2".into()))
+            );
+            assert!(dir.get(&b).unwrap().is_none());
+        }
+        // Merging again changes nothing (idempotent).
+        assert_eq!(
+            one.merge_users(&two.user_records().unwrap()).unwrap(),
+            UsersMerged::default()
+        );
     }
 }

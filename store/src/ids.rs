@@ -24,7 +24,7 @@ fn parse_hex16(s: &str) -> Option<[u8; 16]> {
 macro_rules! guid_type {
     ($(#[$doc:meta])* $name:ident) => {
         $(#[$doc])*
-        #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+        #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
         pub struct $name(pub [u8; 16]);
 
         impl $name {

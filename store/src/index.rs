@@ -41,8 +41,11 @@ use crate::changes::{Change, ChangeKind};
 use crate::ids::{ContentId, Flags, MailboxGuid, MessageGuid, ModSeq, Uid};
 
 /// 1: first version. 2: the `subscription` table (filled from
-/// `mailbox.subscribed`).
-const SCHEMA_VERSION: i64 = 3;
+/// `mailbox.subscribed`). 3: `mailbox.first_recent`. 4: replication stamps
+/// (`message.placed`, `message.clock`, `tombstone.stamp`,
+/// `mailbox.name_stamp`, `mailbox_gone`, `subscription_stamp`,
+/// `peer_mark`).
+const SCHEMA_VERSION: i64 = 4;
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS meta(key TEXT PRIMARY KEY, value INTEGER NOT NULL);
@@ -56,7 +59,8 @@ CREATE TABLE IF NOT EXISTS mailbox(
   highestmodseq INTEGER NOT NULL,
   special_use TEXT,
   subscribed INTEGER NOT NULL DEFAULT 0,
-  first_recent INTEGER NOT NULL DEFAULT 1
+  first_recent INTEGER NOT NULL DEFAULT 1,
+  name_stamp INTEGER NOT NULL DEFAULT 0
 );
 CREATE TABLE IF NOT EXISTS message(
   mailbox_id INTEGER NOT NULL,
@@ -70,6 +74,8 @@ CREATE TABLE IF NOT EXISTS message(
   size INTEGER NOT NULL,
   base TEXT NOT NULL,
   file TEXT NOT NULL,
+  placed INTEGER NOT NULL DEFAULT 0,
+  clock TEXT NOT NULL DEFAULT '',
   PRIMARY KEY(mailbox_id, uid)
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS tombstone(
@@ -77,6 +83,7 @@ CREATE TABLE IF NOT EXISTS tombstone(
   uid INTEGER NOT NULL,
   guid BLOB NOT NULL,
   modseq INTEGER NOT NULL,
+  stamp INTEGER NOT NULL DEFAULT 0,
   PRIMARY KEY(mailbox_id, uid)
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS change(
@@ -89,6 +96,25 @@ CREATE TABLE IF NOT EXISTS change(
 );
 CREATE TABLE IF NOT EXISTS subscription(name TEXT PRIMARY KEY) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS message_modseq ON message(mailbox_id, modseq);
+CREATE INDEX IF NOT EXISTS message_modseq_all ON message(modseq);
+CREATE INDEX IF NOT EXISTS tombstone_modseq ON tombstone(modseq);
+CREATE INDEX IF NOT EXISTS tombstone_guid ON tombstone(guid);
+CREATE TABLE IF NOT EXISTS mailbox_gone(
+  guid BLOB PRIMARY KEY,
+  id INTEGER NOT NULL,
+  name TEXT NOT NULL,
+  stamp INTEGER NOT NULL
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS subscription_stamp(
+  name TEXT PRIMARY KEY,
+  subscribed INTEGER NOT NULL,
+  stamp INTEGER NOT NULL
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS peer_mark(
+  peer TEXT PRIMARY KEY,
+  modseq INTEGER NOT NULL,
+  epoch INTEGER NOT NULL DEFAULT 0
+) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS derived(
   content_id BLOB NOT NULL,
   kind INTEGER NOT NULL,
@@ -138,7 +164,27 @@ pub(crate) fn open(path: &Path, durable_commits: bool) -> Result<Connection> {
         }
         Some(v) => migrate(&mut conn, v)?,
     }
+    // The index's epoch: a random number made with the index, so that a
+    // peer can tell a rebuilt index (whose modseqs start again) from the
+    // one it synced with.
+    let mut epoch = [0u8; 8];
+    getrandom::fill(&mut epoch)
+        .map_err(|e| crate::Error::Index(format!("no randomness for the index epoch: {e}")))?;
+    conn.execute(
+        "INSERT OR IGNORE INTO meta(key, value) VALUES('epoch', ?1)",
+        [i64::from_le_bytes(epoch) & i64::MAX],
+    )?;
     Ok(conn)
+}
+
+/// The index's epoch (see [`open`]).
+pub(crate) fn epoch(conn: &Connection) -> Result<u64> {
+    Ok(conn
+        .query_row("SELECT value FROM meta WHERE key = 'epoch'", [], |r| {
+            r.get::<_, i64>(0)
+        })
+        .optional()?
+        .unwrap_or(0) as u64)
 }
 
 /// Bring an index of an older schema version up to this one, each step in
@@ -159,6 +205,20 @@ fn migrate(conn: &mut Connection, from: i64) -> Result<()> {
         tx.execute_batch(
             "ALTER TABLE mailbox ADD COLUMN first_recent INTEGER NOT NULL DEFAULT 1;
              UPDATE meta SET value = 3 WHERE key = 'schema';",
+        )?;
+        tx.commit()?;
+    }
+    if from < 4 {
+        // Replication (sync/): when each message was put where it is and
+        // when each of its flags last changed, when each expunge, rename,
+        // mailbox delete and (un)subscription happened.
+        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        tx.execute_batch(
+            "ALTER TABLE message ADD COLUMN placed INTEGER NOT NULL DEFAULT 0;
+             ALTER TABLE message ADD COLUMN clock TEXT NOT NULL DEFAULT '';
+             ALTER TABLE tombstone ADD COLUMN stamp INTEGER NOT NULL DEFAULT 0;
+             ALTER TABLE mailbox ADD COLUMN name_stamp INTEGER NOT NULL DEFAULT 0;
+             UPDATE meta SET value = 4 WHERE key = 'schema';",
         )?;
         tx.commit()?;
     }
@@ -197,7 +257,7 @@ pub struct MessageMeta {
     pub file: String,
 }
 
-fn guid16(v: Vec<u8>) -> [u8; 16] {
+pub(crate) fn guid16(v: Vec<u8>) -> [u8; 16] {
     let mut g = [0u8; 16];
     let n = v.len().min(16);
     g[..n].copy_from_slice(&v[..n]);
@@ -215,7 +275,7 @@ pub(crate) fn keywords_to_text(k: &[String]) -> String {
     k.join(" ")
 }
 
-fn keywords_from_text(t: &str) -> Vec<String> {
+pub(crate) fn keywords_from_text(t: &str) -> Vec<String> {
     t.split(' ')
         .filter(|s| !s.is_empty())
         .map(str::to_string)
@@ -241,10 +301,10 @@ fn mailbox_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<MailboxInfo> {
     })
 }
 
-const MESSAGE_COLS: &str =
+pub(crate) const MESSAGE_COLS: &str =
     "uid, guid, content_id, flags, keywords, modseq, internal_date, size, file";
 
-fn message_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<MessageMeta> {
+pub(crate) fn message_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<MessageMeta> {
     Ok(MessageMeta {
         uid: r.get(0)?,
         guid: MessageGuid(guid16(r.get(1)?)),
@@ -416,6 +476,9 @@ pub(crate) struct Tx<'c> {
     /// (a STORE on 100,000 messages makes 100,000 changes).
     last_modseq: Option<i64>,
     raised: Vec<(i64, i64)>,
+    /// This transaction's replication stamp (see [`crate::replica::Stamp`]),
+    /// made on first use.
+    stamp: Option<u64>,
 }
 
 impl<'c> Tx<'c> {
@@ -426,7 +489,39 @@ impl<'c> Tx<'c> {
             changes: Vec::new(),
             last_modseq: None,
             raised: Vec::new(),
+            stamp: None,
         })
+    }
+
+    /// The stamp of what this transaction does: the time in milliseconds and
+    /// this node's id (`meta.node`), above every stamp this transaction has
+    /// already read (so that a later change always wins over an earlier one
+    /// made on the same node, even if the clock stepped back).
+    pub(crate) fn stamp(&mut self) -> Result<u64> {
+        if let Some(s) = self.stamp {
+            return Ok(s);
+        }
+        let node: i64 = self
+            .tx
+            .query_row("SELECT value FROM meta WHERE key = 'node'", [], |r| {
+                r.get(0)
+            })
+            .optional()?
+            .unwrap_or(0);
+        let s = crate::replica::stamp_now(node as u16);
+        self.stamp = Some(s);
+        Ok(s)
+    }
+
+    /// Make sure this transaction's stamp is above `seen`.
+    pub(crate) fn stamp_above(&mut self, seen: u64) -> Result<u64> {
+        let s = self.stamp()?;
+        if s <= seen {
+            let bumped = crate::replica::stamp_after(seen, s);
+            self.stamp = Some(bumped);
+            return Ok(bumped);
+        }
+        Ok(s)
     }
 
     /// Record a change: allocate the next modseq, log it, raise the
@@ -472,12 +567,22 @@ impl<'c> Tx<'c> {
     ) -> Result<MailboxInfo> {
         // Above every id in use and every id a tombstone names (so a deleted
         // mailbox's tombstones never attach to this one).
+        let stamp = self.stamp()? as i64;
         self.tx.execute(
-            "INSERT INTO mailbox(id, guid, name, dir, uidvalidity, uidnext, highestmodseq, special_use) VALUES (
-               1 + max(coalesce((SELECT max(id) FROM mailbox), 0), coalesce((SELECT max(mailbox_id) FROM tombstone), 0)),
-               ?1, ?2, ?3, ?4, 1, 0, ?5)",
-            params![&guid.0[..], name, dir, uidvalidity, special_use],
-        )?;
+            "INSERT INTO mailbox(id, guid, name, dir, uidvalidity, uidnext, highestmodseq, special_use, name_stamp) VALUES (
+               1 + max(coalesce((SELECT max(id) FROM mailbox), 0), coalesce((SELECT max(mailbox_id) FROM tombstone), 0),
+                       coalesce((SELECT max(id) FROM mailbox_gone), 0)),
+               ?1, ?2, ?3, ?4, 1, 0, ?5, ?6)",
+            params![&guid.0[..], name, dir, uidvalidity, special_use, stamp],
+        )
+        .map_err(|e| match e.sqlite_error_code() {
+            // Another process (the CLI and the server opening a new account
+            // at once) made it first.
+            Some(rusqlite::ErrorCode::ConstraintViolation) => {
+                crate::Error::AlreadyExists(format!("mailbox {name}"))
+            }
+            _ => e.into(),
+        })?;
         if subscribed {
             self.set_subscription(name, true)?;
         }
@@ -511,6 +616,17 @@ impl<'c> Tx<'c> {
             .map_err(|_| crate::Error::Index(format!("UIDVALIDITY {v} is out of range")))
     }
 
+    /// Keep the UIDVALIDITY counter at or above `v` (a mailbox made with a
+    /// given UIDVALIDITY).
+    pub(crate) fn raise_uidvalidity(&mut self, v: u32) -> Result<()> {
+        self.tx.execute(
+            "INSERT INTO meta(key, value) VALUES('uidvalidity', ?1)
+             ON CONFLICT(key) DO UPDATE SET value = max(value, excluded.value)",
+            [v as i64],
+        )?;
+        Ok(())
+    }
+
     /// Give a mailbox a new name (and folder); logs `MailboxRenamed`.
     pub(crate) fn rename_mailbox(
         &mut self,
@@ -518,9 +634,10 @@ impl<'c> Tx<'c> {
         name: &str,
         dir: &str,
     ) -> Result<()> {
+        let stamp = self.stamp()? as i64;
         self.tx.execute(
-            "UPDATE mailbox SET name = ?2, dir = ?3 WHERE id = ?1",
-            params![mailbox.id, name, dir],
+            "UPDATE mailbox SET name = ?2, dir = ?3, name_stamp = max(name_stamp + 65536, ?4) WHERE id = ?1",
+            params![mailbox.id, name, dir, stamp],
         )?;
         self.log(
             mailbox,
@@ -548,6 +665,11 @@ impl<'c> Tx<'c> {
         )?;
         self.tx
             .execute("DELETE FROM mailbox WHERE id = ?1", [mailbox.id])?;
+        let stamp = self.stamp()? as i64;
+        self.tx.execute(
+            "INSERT OR REPLACE INTO mailbox_gone(guid, id, name, stamp) VALUES (?1, ?2, ?3, ?4)",
+            params![&mailbox.guid.0[..], mailbox.id, mailbox.name, stamp],
+        )?;
         Ok(rows.iter().map(|m| m.uid).collect())
     }
 
@@ -563,6 +685,12 @@ impl<'c> Tx<'c> {
                 .prepare_cached("DELETE FROM subscription WHERE name = ?1")?
                 .execute([name])?
         };
+        if n > 0 {
+            let stamp = self.stamp()? as i64;
+            self.tx
+                .prepare_cached("INSERT OR REPLACE INTO subscription_stamp(name, subscribed, stamp) VALUES (?1, ?2, ?3)")?
+                .execute(params![name, subscribed, stamp])?;
+        }
         Ok(n > 0)
     }
 
@@ -594,10 +722,28 @@ impl<'c> Tx<'c> {
         m: &NewMessageRow<'_>,
     ) -> Result<(Uid, ModSeq)> {
         let uid = self.allocate_uid(mailbox)?;
+        self.insert_message_at(mailbox, uid, m)
+    }
+
+    /// Insert a message under a UID chosen by the caller (replication),
+    /// raising UIDNEXT above it.
+    pub(crate) fn insert_message_at(
+        &mut self,
+        mailbox: &MailboxInfo,
+        uid: Uid,
+        m: &NewMessageRow<'_>,
+    ) -> Result<(Uid, ModSeq)> {
+        let placed = match m.placed {
+            Some(p) => p,
+            None => self.stamp()?,
+        };
+        self.tx
+            .prepare_cached("UPDATE mailbox SET uidnext = max(uidnext, ?2 + 1) WHERE id = ?1")?
+            .execute(params![mailbox.id, uid])?;
         let modseq = self.log(mailbox, ChangeKind::MessageAdded { uid, guid: m.guid })?;
         self.tx
             .prepare_cached(
-                "INSERT INTO message(mailbox_id, uid, guid, content_id, flags, keywords, modseq, internal_date, size, base, file) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+                "INSERT INTO message(mailbox_id, uid, guid, content_id, flags, keywords, modseq, internal_date, size, base, file, placed, clock) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
             )?
             .execute(params![
                 mailbox.id,
@@ -611,6 +757,8 @@ impl<'c> Tx<'c> {
                 m.size as i64,
                 m.base,
                 m.file,
+                placed as i64,
+                m.clock,
             ])
             .map_err(|e| match e.sqlite_error_code() {
                 Some(rusqlite::ErrorCode::ConstraintViolation) => {
@@ -648,6 +796,18 @@ impl<'c> Tx<'c> {
         uid: Uid,
         guid: MessageGuid,
     ) -> Result<ModSeq> {
+        let stamp = self.stamp()?;
+        self.expunge_stamped(mailbox, uid, guid, stamp)
+    }
+
+    /// [`expunge`](Tx::expunge) with the stamp of the node that expunged.
+    pub(crate) fn expunge_stamped(
+        &mut self,
+        mailbox: &MailboxInfo,
+        uid: Uid,
+        guid: MessageGuid,
+        stamp: u64,
+    ) -> Result<ModSeq> {
         let modseq = self.log(mailbox, ChangeKind::Expunged { uid, guid })?;
         let size = self
             .tx
@@ -660,8 +820,8 @@ impl<'c> Tx<'c> {
             self.add_bytes(-size)?;
         }
         self.tx
-            .prepare_cached("INSERT OR REPLACE INTO tombstone(mailbox_id, uid, guid, modseq) VALUES (?1, ?2, ?3, ?4)")?
-            .execute(params![mailbox.id, uid, &guid.0[..], modseq as i64])?;
+            .prepare_cached("INSERT OR REPLACE INTO tombstone(mailbox_id, uid, guid, modseq, stamp) VALUES (?1, ?2, ?3, ?4, ?5)")?
+            .execute(params![mailbox.id, uid, &guid.0[..], modseq as i64, stamp as i64])?;
         Ok(modseq)
     }
 
@@ -673,6 +833,44 @@ impl<'c> Tx<'c> {
         keywords: &[String],
         file: &str,
     ) -> Result<ModSeq> {
+        let old: Option<(u8, String, String)> = self
+            .tx
+            .prepare_cached(
+                "SELECT flags, keywords, clock FROM message WHERE mailbox_id = ?1 AND uid = ?2",
+            )?
+            .query_row(params![mailbox.id, uid], |r| {
+                Ok((r.get::<_, i64>(0)? as u8, r.get(1)?, r.get(2)?))
+            })
+            .optional()?;
+        let clock = match old {
+            Some((old_flags, old_keywords, old_clock)) => {
+                let mut clock = crate::replica::FlagClock::parse(&old_clock);
+                let old_keywords = keywords_from_text(&old_keywords);
+                let newest = clock.newest();
+                let stamp = self.stamp_above(newest)?;
+                clock.record_change(
+                    (Flags::from_bits(old_flags), &old_keywords),
+                    (flags, keywords),
+                    stamp,
+                );
+                clock.to_string()
+            }
+            None => String::new(),
+        };
+        self.set_flags_row(mailbox, uid, flags, keywords, &clock, file)
+    }
+
+    /// Write a message's flags, keywords and flag clock as given
+    /// (replication's merge), logging `FlagsChanged`.
+    pub(crate) fn set_flags_row(
+        &mut self,
+        mailbox: &MailboxInfo,
+        uid: Uid,
+        flags: Flags,
+        keywords: &[String],
+        clock: &str,
+        file: &str,
+    ) -> Result<ModSeq> {
         let modseq = self.log(
             mailbox,
             ChangeKind::FlagsChanged {
@@ -682,9 +880,19 @@ impl<'c> Tx<'c> {
             },
         )?;
         self.tx
-            .prepare_cached("UPDATE message SET flags = ?3, keywords = ?4, modseq = ?5, file = ?6 WHERE mailbox_id = ?1 AND uid = ?2")?
-            .execute(params![mailbox.id, uid, flags.bits() as i64, keywords_to_text(keywords), modseq as i64, file])?;
+            .prepare_cached("UPDATE message SET flags = ?3, keywords = ?4, modseq = ?5, file = ?6, clock = ?7 WHERE mailbox_id = ?1 AND uid = ?2")?
+            .execute(params![mailbox.id, uid, flags.bits() as i64, keywords_to_text(keywords), modseq as i64, file, clock])?;
         Ok(modseq)
+    }
+
+    /// A message's flag clock (empty if it has none or is gone).
+    pub(crate) fn clock_of(&mut self, mailbox: &MailboxInfo, uid: Uid) -> Result<String> {
+        Ok(self
+            .tx
+            .prepare_cached("SELECT clock FROM message WHERE mailbox_id = ?1 AND uid = ?2")?
+            .query_row(params![mailbox.id, uid], |r| r.get(0))
+            .optional()?
+            .unwrap_or_default())
     }
 
     /// A file was renamed without a flag change (new/ to cur/).
@@ -728,6 +936,10 @@ pub(crate) struct NewMessageRow<'a> {
     pub size: u64,
     pub base: &'a str,
     pub file: &'a str,
+    /// When it was put in this mailbox (a replication stamp); `None`: now.
+    pub placed: Option<u64>,
+    /// Its flag clock (`FlagClock` text); empty for a new instance.
+    pub clock: &'a str,
 }
 
 /// Read the change log from `since` (exclusive) on.

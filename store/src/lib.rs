@@ -24,6 +24,7 @@ mod ids;
 mod index;
 mod keywords;
 pub mod maildir;
+pub mod replica;
 mod watch;
 
 use std::collections::HashMap;
@@ -39,7 +40,7 @@ pub use changes::{Change, ChangeKind};
 pub use cove_dedup::{
     BlobStore, BlobWriter, ContentId, DedupStats, Durability, GcReport, GroupSync, StagedBlob,
 };
-pub use directory::{Address, Directory, PasswordHash, User};
+pub use directory::{Address, Directory, PasswordHash, User, UsersMerged};
 pub use env::{Clock, Entropy, Env, OsEntropy, SystemClock};
 pub(crate) use error::IoContext;
 pub use error::{Error, Result};
@@ -55,6 +56,10 @@ const OPEN_ACCOUNTS_SOFT_LIMIT: usize = 1024;
 
 /// An account, opened on first use.
 type AccountSlot = Arc<Mutex<Option<Arc<Account>>>>;
+
+/// Called with a user's address after changes to that user's mail were
+/// committed (the replicator queues the user).
+pub type ChangeHook = Arc<dyn Fn(&str) + Send + Sync>;
 
 /// Options for [`Store::open`].
 #[derive(Debug, Clone)]
@@ -75,6 +80,7 @@ pub struct Store {
     sync: Arc<GroupSync>,
     accounts: Mutex<HashMap<i64, AccountSlot>>,
     watcher: OnceLock<MaildirWatcher>,
+    change_hook: Arc<OnceLock<ChangeHook>>,
 }
 
 impl std::fmt::Debug for Store {
@@ -104,6 +110,7 @@ impl Store {
         let sync = blobs.group_sync().clone();
         blobs.check_same_filesystem(&mail_root)?;
         let directory = Directory::open(&data_dir.join("cove.db"))?;
+        directory.set_node(replica::node_id(&opts.hostname));
         Ok(Store {
             data_dir: data_dir.to_path_buf(),
             mail_root,
@@ -113,6 +120,7 @@ impl Store {
             sync,
             accounts: Mutex::new(HashMap::new()),
             watcher: OnceLock::new(),
+            change_hook: Arc::new(OnceLock::new()),
         })
     }
 
@@ -193,6 +201,7 @@ impl Store {
             self.opts.env.clone(),
             &self.opts.hostname,
             self.sync.clone(),
+            self.change_hook.clone(),
         )?);
         *slot = Some(account.clone());
         Ok(account)
@@ -205,6 +214,12 @@ impl Store {
     /// on its change feed within a second.
     pub fn watcher(&self) -> &MaildirWatcher {
         self.watcher.get_or_init(MaildirWatcher::start)
+    }
+
+    /// Set the hook told of every user whose mail changes (once; false if
+    /// one was set already).
+    pub fn set_change_hook(&self, hook: ChangeHook) -> bool {
+        self.change_hook.set(hook).is_ok()
     }
 
     /// Forget a cached account (after its user was removed).

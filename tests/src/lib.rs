@@ -15,6 +15,8 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 pub use cove_store;
+
+pub mod proxy;
 use cove_store::{Address, MailboxInfo, MessageMeta, Store, StoreOptions};
 
 /// How long a server gets to start, a command to run, a reply to arrive.
@@ -171,8 +173,13 @@ pub fn eventually<T>(timeout: Duration, mut f: impl FnMut() -> Option<T>) -> Opt
 /// an `[lmtp]` section listening on `listen`. `extra` follows the `listen`
 /// line, so bare keys in it are LMTP keys; it may open further sections.
 pub fn config_text(data_dir: &Path, listen: &str, extra: &str) -> String {
+    config_text_for(data_dir, HOSTNAME, listen, extra)
+}
+
+/// [`config_text`] with another `hostname` (a replication node's name).
+pub fn config_text_for(data_dir: &Path, hostname: &str, listen: &str, extra: &str) -> String {
     format!(
-        "data_dir = {:?}\nhostname = {HOSTNAME:?}\n\n[lmtp]\nlisten = [{listen:?}]\n{extra}\n",
+        "data_dir = {:?}\nhostname = {hostname:?}\n\n[lmtp]\nlisten = [{listen:?}]\n{extra}\n",
         data_dir.display().to_string()
     )
 }
@@ -201,14 +208,23 @@ impl TestServer {
     /// Start a server. `extra` is appended after the `[lmtp]` `listen` line
     /// (see [`config_text`]).
     pub fn start(extra: &str) -> TestServer {
+        TestServer::start_node(HOSTNAME, extra)
+    }
+
+    /// Start a server whose `hostname` (its node name for replication) is
+    /// `hostname`; otherwise as [`start`](TestServer::start).
+    pub fn start_node(hostname: &str, extra: &str) -> TestServer {
         let dir = tempfile::Builder::new()
             .prefix("cove-test-")
             .tempdir()
             .expect("temp dir");
         let data_dir = dir.path().join("data");
         let config_path = dir.path().join("cove.toml");
-        fs::write(&config_path, config_text(&data_dir, "127.0.0.1:0", extra))
-            .expect("write config");
+        fs::write(
+            &config_path,
+            config_text_for(&data_dir, hostname, "127.0.0.1:0", extra),
+        )
+        .expect("write config");
         let mut server = TestServer {
             _dir: dir,
             data_dir,

@@ -128,13 +128,8 @@ impl Session {
                 Outcome::Ok(format!("[CAPABILITY {caps}] Logged in"))
             }
             Ok(Ok(None)) => {
-                tracing::warn!(
-                    "imap login failed user={} peer={}",
-                    username.escape_debug(),
-                    self.peer
-                );
-                tokio::time::sleep(Duration::from_millis(self.ctx.config.auth_failure_delay_ms))
-                    .await;
+                let delay = Duration::from_millis(self.ctx.config.auth_failure_delay_ms);
+                crate::auth::login_failed("imap", username, self.peer, delay).await;
                 Outcome::No("[AUTHENTICATIONFAILED] Invalid credentials".into())
             }
             Ok(Err(e)) => {

@@ -591,7 +591,7 @@ impl Session {
 /// RFC 3501 §6.2.3, RFC 8314: a password may cross the connection in clear
 /// text only inside TLS, from loopback, or where the operator allows it.
 fn plaintext_allowed(tls: bool, peer: std::net::IpAddr, allowed_by_config: bool) -> bool {
-    tls || peer.is_loopback() || allowed_by_config
+    crate::auth::plaintext_allowed(tls, peer, allowed_by_config)
 }
 
 /// A mailbox name as cove stores it (modified UTF-7, INBOX normalised).

@@ -25,6 +25,9 @@ pub struct LmtpContext {
     pub tls: Option<TlsAcceptor>,
     pub shutdown: watch::Receiver<bool>,
     connections: Arc<ConnectionCount>,
+    /// `[replication] sync_delivery`: answer 250 only once a peer holds
+    /// the message, or after this long (then asynchronously, logged).
+    pub sync_delivery: Option<(Arc<cove_sync::replicator::Replicator>, std::time::Duration)>,
 }
 
 impl LmtpContext {
@@ -34,6 +37,7 @@ impl LmtpContext {
         hostname: String,
         tls: Option<TlsAcceptor>,
         shutdown: watch::Receiver<bool>,
+        sync_delivery: Option<(Arc<cove_sync::replicator::Replicator>, std::time::Duration)>,
     ) -> Self {
         LmtpContext {
             store,
@@ -42,6 +46,7 @@ impl LmtpContext {
             tls,
             shutdown,
             connections: ConnectionCount::new(),
+            sync_delivery,
         }
     }
 }

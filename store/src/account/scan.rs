@@ -96,12 +96,24 @@ impl Account {
                     Some(p) if index::mailbox_by_guid(&tx.tx, &p.guid)?.is_none() => Some(p),
                     _ => None,
                 };
-                let identity = FolderIdentity {
-                    guid: previous
-                        .map(|p| p.guid)
-                        .unwrap_or_else(|| self.env.mailbox_guid()),
-                    uidvalidity: tx
-                        .next_uidvalidity(self.env.now_secs(), previous.map(|p| p.uidvalidity))?,
+                // INBOX of a new account: the identity every node gives it.
+                let default = (previous.is_none() && name == "INBOX")
+                    .then(|| super::default_identity(&self.email, &name))
+                    .filter(|d| !matches!(index::mailbox_by_guid(&tx.tx, &d.guid), Ok(Some(_))));
+                let identity = match default {
+                    Some(d) => {
+                        tx.raise_uidvalidity(d.uidvalidity)?;
+                        d
+                    }
+                    None => FolderIdentity {
+                        guid: previous
+                            .map(|p| p.guid)
+                            .unwrap_or_else(|| self.env.mailbox_guid()),
+                        uidvalidity: tx.next_uidvalidity(
+                            self.env.now_secs(),
+                            previous.map(|p| p.uidvalidity),
+                        )?,
+                    },
                 };
                 maildir::create_folder(&path)?;
                 identity.write(&path)?;
@@ -189,6 +201,14 @@ impl Account {
             prepared.push((date, mb, f, path));
         }
         prepared.sort_by(|a, b| (a.0, &a.2.name.base).cmp(&(b.0, &b.2.name.base)));
+        // Filling a new index (a rebuild, or a Maildir cove has not seen):
+        // where these messages were put and when is unknown, so their
+        // placement never wins over a peer's (replication).
+        let populating: bool = tx.tx.query_row(
+            "SELECT NOT EXISTS(SELECT 1 FROM message) AND NOT EXISTS(SELECT 1 FROM tombstone)",
+            [],
+            |r| r.get(0),
+        )?;
         for (date, mb, f, path) in prepared {
             let guid = f.name.effective_guid();
             let moved = vanished.remove(&guid);
@@ -211,6 +231,8 @@ impl Account {
                 size,
                 base: &f.name.base,
                 file: &f.rel,
+                placed: (populating && moved.is_none()).then_some(0),
+                clock: "",
             };
             match tx.insert_message(&mb, &row) {
                 Ok(_) => report.messages_added += 1,

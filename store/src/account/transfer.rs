@@ -151,6 +151,8 @@ impl Account {
                     size: c.source.size,
                     base: &c.base,
                     file: &c.rel,
+                    placed: None,
+                    clock: "",
                 };
                 let (uid, _) = tx.insert_message(&to_mb, &row)?;
                 pairs.push((c.source.uid, uid));
@@ -328,6 +330,8 @@ pub(super) fn move_rows(
         let base = FileName::parse(name)
             .map(|p| p.base)
             .ok_or_else(|| Error::InvalidData(format!("bad file name {name}")))?;
+        // The flags' history travels with the message (replication).
+        let clock = tx.clock_of(from, m.uid)?;
         tx.expunge(from, m.uid, m.guid)?;
         let row = NewMessageRow {
             guid: m.guid,
@@ -338,6 +342,8 @@ pub(super) fn move_rows(
             size: m.size,
             base: &base,
             file: &m.file,
+            placed: None,
+            clock: &clock,
         };
         let (uid, _) = tx.insert_message(to, &row)?;
         pairs.push((m.uid, uid));

@@ -1,0 +1,199 @@
+#!/usr/bin/env bash
+# Replication benchmark (issue 4): two cove nodes on loopback.
+#
+#   bash benches/repl.sh
+#
+# Builds cove and cove-load (release), starts node A and node B (each with
+# LMTP, IMAP, [http] and [replication] listeners, peers of each other), then:
+#   1. lag: `cove-load repl lag` delivers LAG_COUNT messages at LAG_RATE/s
+#      to A while an IMAP client IDLEs on B; per message, A's 250 to B's
+#      EXISTS (p50, p99, max);
+#   2. first sync: B stopped, FIRST_SYNC messages of 4 KiB delivered to a new
+#      user on A, B started: time until B's INBOX holds them all, and the
+#      bytes on the wire (both nodes' cove_replication_bytes_*_total) beside
+#      the content B lacked;
+#   3. content already held: B stopped; one 200 KiB message to FANOUT users
+#      on A; B started without [replication] and the same bytes delivered to
+#      the same users there; B restarted with replication: bytes on the wire
+#      for the sync (no content should travel).
+# Writes benches/results/repl-<date>.md (also printed).
+#
+# Knobs: LAG_COUNT=1000 LAG_RATE=50 FIRST_SYNC=100000 FANOUT=100
+#        LOAD_CONNS=4 BASE_PORT=25300 KEEP=1 (keep the temp dir)
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+# shellcheck source=benches/common.sh
+source "$ROOT/benches/common.sh"
+LAG_COUNT=${LAG_COUNT:-1000}
+LAG_RATE=${LAG_RATE:-50}
+FIRST_SYNC=${FIRST_SYNC:-100000}
+FANOUT=${FANOUT:-100}
+LOAD_CONNS=${LOAD_CONNS:-4}
+BASE_PORT=${BASE_PORT:-25300}
+
+cargo build --release -q -p cove -p cove-benches --manifest-path "$ROOT/Cargo.toml"
+COVE="$ROOT/target/release/cove"
+LOAD="$ROOT/target/release/cove-load"
+DIR=$(mktemp -d /tmp/covereplbench.XXXXXX)
+declare -A PID=()
+cleanup() {
+    for n in a b; do
+        COVE_PID=${PID[$n]:-}
+        stop_cove
+    done
+    if [[ -z ${KEEP:-} ]]; then rm -rf "$DIR"; else echo "kept $DIR"; fi
+}
+trap cleanup EXIT
+
+port() { # NODE OFFSET
+    local base=$BASE_PORT
+    [[ $1 == b ]] && base=$((BASE_PORT + 10))
+    echo $((base + $2))
+}
+
+write_config() { # NODE REPLICATION(0/1)
+    local n=$1 other=b
+    [[ $n == b ]] && other=a
+    mkdir -p "$DIR/$n"
+    {
+        echo "data_dir = \"$DIR/$n/data\""
+        echo "hostname = \"node-$n\""
+        echo "[lmtp]"
+        echo "listen = [\"127.0.0.1:$(port "$n" 0)\"]"
+        echo "max_message_size = 10485760"
+        echo "[imap]"
+        echo "listen = [\"127.0.0.1:$(port "$n" 1)\"]"
+        echo "[http]"
+        echo "listen = [\"127.0.0.1:$(port "$n" 2)\"]"
+        if [[ $2 == 1 ]]; then
+            echo "[replication]"
+            echo "listen = [\"127.0.0.1:$(port "$n" 3)\"]"
+            echo "secret = \"benchmark-secret-0123456789\""
+            echo "debounce_ms = 100"
+            echo "backoff_max_secs = 2"
+            echo "[[replication.peers]]"
+            echo "name = \"node-$other\""
+            echo "address = \"127.0.0.1:$(port "$other" 3)\""
+        fi
+    } >"$DIR/$n/cove.toml"
+}
+
+start() { # NODE
+    "$COVE" --config "$DIR/$1/cove.toml" serve >>"$DIR/$1/log" 2>&1 &
+    PID[$1]=$!
+    wait_port "$(port "$1" 0)" "${PID[$1]}" 30 || { echo "node $1 did not start"; tail "$DIR/$1/log"; exit 1; }
+}
+
+stop() { # NODE
+    COVE_PID=${PID[$1]:-}
+    stop_cove
+    PID[$1]=""
+}
+
+metric_bytes() { # NODE -> sent+received
+    curl -s "http://127.0.0.1:$(port "$1" 2)/metrics" |
+        awk '/^cove_replication_bytes_(sent|received)_total/ {s += $2} END {printf "%d", s}'
+}
+
+inbox_count() { # NODE USER
+    "$COVE" --config "$DIR/$1/cove.toml" mailbox list "$2" 2>/dev/null | awk '$1 == "INBOX" {print $3}'
+}
+
+adduser() { # NODE USER [PASSWORD]
+    if [[ -n ${3:-} ]]; then
+        printf '%s\n' "$3" | "$COVE" --config "$DIR/$1/cove.toml" user add "$2" --password-stdin >/dev/null
+    else
+        "$COVE" --config "$DIR/$1/cove.toml" user add "$2" </dev/null >/dev/null
+    fi
+}
+
+for n in a b; do
+    write_config "$n" 1
+    adduser "$n" lag@example.com benchpw
+    adduser "$n" big@example.com
+    for ((i = 0; i < FANOUT; i++)); do adduser "$n" "fan$i@example.com"; done
+done
+start a
+start b
+sleep 1
+
+echo "== 1. lag at $LAG_RATE/s"
+LAG=$("$LOAD" repl lag --lmtp "127.0.0.1:$(port a 0)" --imap "127.0.0.1:$(port b 1)" \
+    --user lag@example.com --password benchpw --rate "$LAG_RATE" --count "$LAG_COUNT" --label lag | tee /dev/stderr | grep '^RESULT')
+
+echo "== 2. first sync of $FIRST_SYNC messages"
+stop b
+"$LOAD" lmtp --addr "127.0.0.1:$(port a 0)" --conns "$LOAD_CONNS" --messages "$FIRST_SYNC" \
+    --size 4096 --varied --rcpt-template big@example.com --users 1 --label fill >/dev/null
+LACKED=$(du -sb --apparent-size "$DIR/a/data/mail/example.com/big/Maildir/cur" "$DIR/a/data/mail/example.com/big/Maildir/new" 2>/dev/null | awk '{s += $1} END {print s}')
+BYTES_A0=$(metric_bytes a)
+T0=$(date +%s.%N)
+start b
+while [[ $(inbox_count b big@example.com) != "$FIRST_SYNC" ]]; do
+    sleep 0.2
+    kill -0 "${PID[b]}" || { echo "node b died"; tail "$DIR/b/log"; exit 1; }
+done
+T1=$(date +%s.%N)
+sleep 2
+BYTES_A1=$(metric_bytes a)
+FIRST_SECS=$(echo "$T1 - $T0" | bc -l)
+FIRST_BYTES=$((BYTES_A1 - BYTES_A0))
+echo "first sync: $FIRST_SECS s, $FIRST_BYTES bytes on the wire, content lacked $LACKED bytes"
+
+echo "== 3. fan-out whose content the peer already holds"
+stop b
+"$LOAD" lmtp --addr "127.0.0.1:$(port a 0)" --messages 1 --size 200k --same-content \
+    --rcpt-template 'fan{n}@example.com' --users "$FANOUT" --rcpts-per-txn "$FANOUT" --label fan-a >/dev/null
+# The same bytes on B (cove-load's --same-content differs between runs):
+# deliver A's stored file, less the Return-Path cove put in front.
+SAMPLE=$(find "$DIR/a/data/mail/example.com/fan0/Maildir/new" -type f | head -1)
+write_config b 0
+start b
+python3 - "$(port b 0)" "$SAMPLE" "$FANOUT" <<'EOF'
+import smtplib, sys
+port, path, n = int(sys.argv[1]), sys.argv[2], int(sys.argv[3])
+data = open(path, 'rb').read()
+# cove put Return-Path in front; B adds its own, the same.
+if data.startswith(b'Return-Path:'):
+    data = data.split(b'\r\n', 1)[1]
+s = smtplib.LMTP('127.0.0.1', port)
+s.sendmail('load@bench.example', [f'fan{i}@example.com' for i in range(n)], data)
+s.quit()
+EOF
+stop b
+write_config b 1
+BYTES_A0=$(metric_bytes a)
+start b
+for ((i = 0; i < FANOUT; i++)); do
+    while [[ $(inbox_count b "fan$i@example.com") != 2 ]]; do sleep 0.2; done
+done
+sleep 2
+BYTES_A1=$(metric_bytes a)
+FAN_BYTES=$((BYTES_A1 - BYTES_A0))
+echo "fan-out held on both: $FAN_BYTES bytes on the wire for $((2 * FANOUT)) messages"
+
+DATE=$(date +%F)
+OUT="$ROOT/benches/results/repl-$DATE.md"
+{
+    echo "# Replication, $(date -u +%FT%TZ)"
+    echo
+    echo "Two cove nodes (release build) on one $(nproc)-CPU machine, loopback TLS link; load average $(cut -d' ' -f1-3 /proc/loadavg)."
+    echo
+    echo "| figure | value |"
+    echo "|---|---|"
+    echo "| lag A 250 -> B IDLE EXISTS, $LAG_COUNT deliveries at $LAG_RATE/s: p50 | $(kv p50_ms "$LAG") ms |"
+    echo "| lag p99 | $(kv p99_ms "$LAG") ms |"
+    echo "| lag max | $(kv max_ms "$LAG") ms |"
+    echo "| first sync of $FIRST_SYNC 4 KiB messages (B starts empty): time | $(printf '%.1f' "$FIRST_SECS") s |"
+    echo "| first sync: bytes on the wire | $FIRST_BYTES |"
+    echo "| first sync: content B lacked (message files on A) | $LACKED |"
+    echo "| first sync: wire / content | $(echo "scale=4; $FIRST_BYTES / $LACKED" | bc -l) |"
+    echo "| fan-out of 200 KiB to $FANOUT users delivered on both nodes: bytes on the wire | $FAN_BYTES |"
+    echo "| ... per message synced ($((2 * FANOUT))) | $((FAN_BYTES / (2 * FANOUT))) |"
+    echo
+    echo '```'
+    echo "$LAG"
+    echo '```'
+} >"$OUT"
+cat "$OUT"

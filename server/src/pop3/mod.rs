@@ -1,0 +1,141 @@
+//! POP3 (RFC 1939) with CAPA and response codes (RFC 2449), STLS (RFC
+//! 2595), AUTH PLAIN (RFC 5034) and implicit TLS: for the clients that
+//! only download.
+//!
+//! `command` is the wire (a line in, a typed command out; `encode` turns
+//! stored messages into dot-stuffed CRLF text); `session` is the
+//! connection's state machine (AUTHORIZATION, TRANSACTION; UPDATE is the
+//! QUIT that commits); `auth` and `transaction` hold the commands of each
+//! state; `maildrop` is the INBOX as one session sees it, with its lock.
+//!
+//! What the design keeps (DESIGN.md, issue 5):
+//! - UIDL is the message GUID, the same on every replica and after an
+//!   index rebuild;
+//! - a dropped connection deletes nothing: only QUIT in TRANSACTION runs
+//!   the expunge;
+//! - one POP3 session per user (`-ERR [IN-USE]`), never blocking IMAP;
+//! - pipelined RETRs (RFC 2449 PIPELINING) are answered in batches: one
+//!   trip to the blocking pool reads and encodes many messages.
+
+mod auth;
+pub mod command;
+pub mod encode;
+mod maildrop;
+mod session;
+mod transaction;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use cove_store::Store;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
+use tokio_rustls::TlsAcceptor;
+
+use crate::config::Pop3Config;
+use crate::conn::Conn;
+use crate::listener::{self, ConnectionCount, Sessions};
+
+pub use maildrop::CRLF_SIZE_KIND;
+
+/// What every POP3 session shares.
+pub struct Pop3Context {
+    pub store: Arc<Store>,
+    pub config: Pop3Config,
+    pub hostname: String,
+    pub tls: Option<TlsAcceptor>,
+    pub shutdown: watch::Receiver<bool>,
+    connections: Arc<ConnectionCount>,
+    locks: Arc<maildrop::MaildropLocks>,
+    passwords: Arc<crate::auth::PasswordCheckers>,
+}
+
+impl Pop3Context {
+    pub fn new(
+        store: Arc<Store>,
+        config: Pop3Config,
+        hostname: String,
+        tls: Option<TlsAcceptor>,
+        shutdown: watch::Receiver<bool>,
+        passwords: Arc<crate::auth::PasswordCheckers>,
+    ) -> Self {
+        Pop3Context {
+            store,
+            config,
+            hostname,
+            tls,
+            shutdown,
+            connections: ConnectionCount::new(),
+            locks: Arc::default(),
+            passwords,
+        }
+    }
+}
+
+/// Accept POP3 connections until shutdown; `implicit_tls` for pop3s.
+pub async fn accept_loop(
+    listener: TcpListener,
+    ctx: Arc<Pop3Context>,
+    sessions: Sessions,
+    implicit_tls: bool,
+) {
+    let shutdown = ctx.shutdown.clone();
+    let proto = if implicit_tls { "pop3s" } else { "pop3" };
+    listener::accept_loop(proto, listener, shutdown, sessions, move |tcp, peer, id| {
+        serve_connection(ctx.clone(), tcp, peer, id, implicit_tls)
+    })
+    .await;
+}
+
+async fn serve_connection(
+    ctx: Arc<Pop3Context>,
+    mut tcp: TcpStream,
+    peer: SocketAddr,
+    id: u64,
+    implicit_tls: bool,
+) {
+    let Some(_slot) = listener::admit(
+        "pop3",
+        &ctx.connections,
+        &mut tcp,
+        peer,
+        ctx.config.max_connections,
+        ctx.config.max_connections_per_ip,
+        "-ERR [SYS/TEMP]",
+    )
+    .await
+    else {
+        return;
+    };
+    let conn = if implicit_tls {
+        let Some(acceptor) = ctx.tls.clone() else {
+            return;
+        };
+        match tokio::time::timeout(Duration::from_secs(30), acceptor.accept(tcp)).await {
+            Ok(Ok(tls)) => Conn::Tls(Box::new(tls)),
+            Ok(Err(e)) => {
+                tracing::info!(session = id, peer = %peer, error = %e, "pop3s TLS handshake failed");
+                return;
+            }
+            Err(_) => {
+                tracing::info!(session = id, peer = %peer, "pop3s TLS handshake timed out");
+                return;
+            }
+        }
+    } else {
+        Conn::Plain(tcp)
+    };
+    tracing::debug!(session = id, peer = %peer, "pop3 connection");
+    session::Session::new(ctx, conn, peer, id).run().await;
+}
+
+/// The one mapping of a store error to a POP3 `-ERR` line's text (RFC
+/// 2449 §8 response codes, RFC 3206 SYS/TEMP and SYS/PERM).
+pub fn store_error_text(e: &cove_store::Error) -> String {
+    match e {
+        cove_store::Error::InUse(_) => "[IN-USE] Mailbox is in use, try again later".into(),
+        e if e.is_temporary() => "[SYS/TEMP] Temporary failure, try again later".into(),
+        _ => "[SYS/PERM] The mailbox cannot be opened".into(),
+    }
+}

@@ -1,0 +1,342 @@
+//! One POP3 connection: the states of RFC 1939 §3 — AUTHORIZATION, then
+//! TRANSACTION once a maildrop is open, UPDATE when QUIT commits — reading
+//! one command line at a time (RFC 2449 PIPELINING: answers are buffered
+//! and written when no further command is waiting), with the limits of
+//! `[pop3]`: line length, bad commands in a row, the autologout timer.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+
+use super::Pop3Context;
+use super::command::{self, Command, ParseError};
+use super::maildrop::Maildrop;
+use crate::conn::Conn;
+
+/// Read buffer: room for a few hundred pipelined commands.
+pub const READ_BUFFER: usize = 4096;
+
+pub enum State {
+    /// RFC 1939 §4; `user` is the name a USER gave, waiting for PASS.
+    Authorization { user: Option<String> },
+    /// RFC 1939 §5.
+    Transaction(Box<Maildrop>),
+}
+
+/// What the session does after a command.
+pub enum Flow {
+    Continue,
+    /// The answer is written, then the connection closes.
+    Close,
+}
+
+/// How a line was read.
+pub enum LineRead {
+    Line(Vec<u8>),
+    TooLong,
+    Eof,
+}
+
+pub struct Session {
+    pub ctx: Arc<Pop3Context>,
+    pub peer: SocketAddr,
+    pub id: u64,
+    pub reader: BufReader<Conn>,
+    pub out: Vec<u8>,
+    pub state: State,
+    bad_in_a_row: u32,
+}
+
+impl Session {
+    pub fn new(ctx: Arc<Pop3Context>, conn: Conn, peer: SocketAddr, id: u64) -> Session {
+        Session {
+            ctx,
+            peer,
+            id,
+            reader: BufReader::with_capacity(READ_BUFFER, conn),
+            out: Vec::new(),
+            state: State::Authorization { user: None },
+            bad_in_a_row: 0,
+        }
+    }
+
+    /// `+OK text`.
+    pub fn ok(&mut self, text: &str) {
+        self.line("+OK", text);
+    }
+
+    /// `-ERR text`.
+    pub fn err(&mut self, text: &str) {
+        self.line("-ERR", text);
+    }
+
+    fn line(&mut self, status: &str, text: &str) {
+        self.out.extend_from_slice(status.as_bytes());
+        if !text.is_empty() {
+            self.out.push(b' ');
+            self.out
+                .extend_from_slice(text.replace(['\r', '\n'], " ").as_bytes());
+        }
+        self.out.extend_from_slice(b"\r\n");
+    }
+
+    pub async fn flush(&mut self) -> std::io::Result<()> {
+        if !self.out.is_empty() {
+            self.reader.get_mut().write_all(&self.out).await?;
+            self.reader.get_mut().flush().await?;
+            self.out.clear();
+            if self.out.capacity() > 512 * 1024 {
+                self.out = Vec::new();
+            }
+        }
+        Ok(())
+    }
+
+    pub fn is_tls(&self) -> bool {
+        self.reader.get_ref().is_tls()
+    }
+
+    /// Plaintext passwords over TLS, from loopback, or where allowed.
+    pub fn plaintext_ok(&self) -> bool {
+        crate::auth::plaintext_allowed(
+            self.is_tls(),
+            self.peer.ip(),
+            self.ctx.config.allow_plaintext_auth,
+        )
+    }
+
+    /// Whether a whole command line is already buffered (pipelined).
+    pub fn line_waiting(&self) -> bool {
+        self.reader.buffer().contains(&b'\n')
+    }
+
+    /// Read one line (CRLF or LF stripped) of at most `max` bytes; a longer
+    /// one is read to its end and dropped.
+    pub async fn read_line(&mut self, max: usize) -> std::io::Result<LineRead> {
+        let mut line = Vec::new();
+        let mut too_long = false;
+        loop {
+            let buf = self.reader.fill_buf().await?;
+            if buf.is_empty() {
+                return Ok(LineRead::Eof);
+            }
+            let (take, end) = match buf.iter().position(|b| *b == b'\n') {
+                Some(i) => (i + 1, true),
+                None => (buf.len(), false),
+            };
+            if !too_long {
+                line.extend_from_slice(&buf[..take]);
+                if line.len() > max {
+                    too_long = true;
+                    line = Vec::new();
+                }
+            }
+            self.reader.consume(take);
+            if end {
+                if too_long {
+                    return Ok(LineRead::TooLong);
+                }
+                line.pop();
+                if line.last() == Some(&b'\r') {
+                    line.pop();
+                }
+                return Ok(LineRead::Line(line));
+            }
+        }
+    }
+
+    pub async fn run(mut self) {
+        self.ok(&format!("{} cove POP3 server ready", self.ctx.hostname));
+        let autologout = Duration::from_secs(self.ctx.config.autologout_secs);
+        let mut shutdown = self.ctx.shutdown.clone();
+        loop {
+            if !self.line_waiting() && self.flush().await.is_err() {
+                return;
+            }
+            let max = self.ctx.config.max_line_length;
+            let read = tokio::select! {
+                r = tokio::time::timeout(autologout, self.read_line(max)) => r,
+                _ = shutdown.changed() => {
+                    // RFC 1939 §6 does not apply: nothing is deleted.
+                    self.err("[SYS/TEMP] Server shutting down");
+                    let _ = self.flush().await;
+                    return;
+                }
+            };
+            let line = match read {
+                Err(_) => {
+                    // RFC 1939 §3: autologout, without entering UPDATE.
+                    tracing::info!(session = self.id, peer = %self.peer, "pop3 autologout");
+                    self.err("Autologout; idle for too long");
+                    let _ = self.flush().await;
+                    return;
+                }
+                Ok(Err(_)) | Ok(Ok(LineRead::Eof)) => {
+                    tracing::debug!(session = self.id, "pop3 client gone");
+                    return;
+                }
+                Ok(Ok(LineRead::TooLong)) => {
+                    self.err("Line too long");
+                    if self.count_bad() {
+                        let _ = self.flush().await;
+                        return;
+                    }
+                    continue;
+                }
+                Ok(Ok(LineRead::Line(l))) => l,
+            };
+            let flow = match command::parse(&line) {
+                Ok(cmd) => self.dispatch(cmd).await,
+                Err(e) => {
+                    let shown = String::from_utf8_lossy(&line[..line.len().min(40)]).into_owned();
+                    tracing::info!(session = self.id, peer = %self.peer, line = %shown.escape_debug(), "pop3 command not understood");
+                    match e {
+                        ParseError::Unknown => self.err("Unknown command"),
+                        ParseError::Syntax(why) => self.err(why),
+                    }
+                    self.bad()
+                }
+            };
+            if let Flow::Close = flow {
+                let _ = self.flush().await;
+                let _ = self.reader.get_mut().shutdown().await;
+                return;
+            }
+        }
+    }
+
+    /// A bad command was answered: close after too many in a row.
+    pub fn bad(&mut self) -> Flow {
+        if self.count_bad() {
+            Flow::Close
+        } else {
+            Flow::Continue
+        }
+    }
+
+    fn count_bad(&mut self) -> bool {
+        self.bad_in_a_row += 1;
+        if self.bad_in_a_row >= self.ctx.config.max_bad_commands {
+            tracing::warn!(session = self.id, peer = %self.peer, "too many bad pop3 commands; closing");
+            self.err("Too many bad commands, closing the connection");
+            return true;
+        }
+        false
+    }
+
+    /// Run one command in the current state.
+    async fn dispatch(&mut self, cmd: Command) -> Flow {
+        let authorization = matches!(self.state, State::Authorization { .. });
+        let bad_before = self.bad_in_a_row;
+        let flow = match cmd {
+            // RFC 2449 §5: CAPA in any state.
+            Command::Capa => {
+                self.capa();
+                Flow::Continue
+            }
+            // RFC 1939 §4 (AUTHORIZATION) and §6 (UPDATE).
+            Command::Quit => return self.quit().await,
+            Command::User(name) if authorization => self.user(name),
+            Command::Pass(pw) if authorization => self.pass(pw).await,
+            Command::Auth { mechanism, initial } if authorization => {
+                self.auth(mechanism, initial).await
+            }
+            Command::Stls if authorization => self.stls().await,
+            Command::Apop if authorization => {
+                self.err("APOP is not supported");
+                Flow::Continue
+            }
+            Command::User(_)
+            | Command::Pass(_)
+            | Command::Auth { .. }
+            | Command::Stls
+            | Command::Apop => {
+                self.err("Already logged in");
+                Flow::Continue
+            }
+            cmd => {
+                if authorization {
+                    self.err("Log in first");
+                    return Flow::Continue;
+                }
+                self.transaction(cmd).await
+            }
+        };
+        if self.bad_in_a_row == bad_before {
+            self.bad_in_a_row = 0;
+        }
+        flow
+    }
+
+    /// RFC 2449 §5 CAPA: what this state offers.
+    fn capa(&mut self) {
+        let mut caps = vec!["TOP", "UIDL", "RESP-CODES", "AUTH-RESP-CODE", "PIPELINING"];
+        let authorization = matches!(self.state, State::Authorization { .. });
+        if authorization {
+            if self.plaintext_ok() {
+                caps.push("USER");
+                caps.push("SASL PLAIN");
+            }
+            if self.ctx.tls.is_some() && !self.is_tls() {
+                caps.push("STLS");
+            }
+        }
+        caps.push("EXPIRE NEVER");
+        caps.push("IMPLEMENTATION cove");
+        self.ok("Capability list follows");
+        for c in caps {
+            self.out.extend_from_slice(c.as_bytes());
+            self.out.extend_from_slice(b"\r\n");
+        }
+        self.out.extend_from_slice(b".\r\n");
+    }
+
+    /// RFC 1939 §4 QUIT (nothing to commit) and §6 (UPDATE).
+    async fn quit(&mut self) -> Flow {
+        let state = std::mem::replace(&mut self.state, State::Authorization { user: None });
+        let State::Transaction(maildrop) = state else {
+            self.ok(&format!(
+                "{} cove POP3 server signing off",
+                self.ctx.hostname
+            ));
+            return Flow::Close;
+        };
+        let uids = maildrop.deleted_uids();
+        let account = maildrop.account.clone();
+        let mailbox = maildrop.mailbox.guid;
+        let user = account.email().to_string();
+        let expunged = if uids.is_empty() {
+            Ok(Ok(Vec::new()))
+        } else {
+            tokio::task::spawn_blocking(move || account.expunge(&mailbox, &uids)).await
+        };
+        // The lock goes with the maildrop, after the expunge.
+        let (left, _) = maildrop.stat();
+        drop(maildrop);
+        match expunged {
+            Ok(Ok(gone)) => {
+                tracing::info!(session = self.id, peer = %self.peer, user = %user, deleted = gone.len(), "pop3 logout");
+                let left = match left {
+                    0 => "maildrop empty".to_string(),
+                    1 => "1 message left".to_string(),
+                    n => format!("{n} messages left"),
+                };
+                self.ok(&format!(
+                    "{} cove POP3 server signing off ({left})",
+                    self.ctx.hostname
+                ));
+            }
+            Ok(Err(e)) => {
+                tracing::error!(session = self.id, user = %user, error = %e, "pop3 QUIT could not remove deleted messages");
+                self.err("[SYS/TEMP] Some deleted messages were not removed");
+            }
+            Err(e) => {
+                tracing::error!(session = self.id, user = %user, error = %e, "pop3 QUIT task failed");
+                self.err("[SYS/TEMP] Some deleted messages were not removed");
+            }
+        }
+        Flow::Close
+    }
+}

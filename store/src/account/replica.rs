@@ -1,0 +1,1041 @@
+//! A replica's side of a sync session: the delta it sends, the content it
+//! lacks, and applying the peer's delta (the rules are in `crate::replica`).
+//!
+//! # One transaction per session
+//! The whole delta is applied under the account's index lock in one index
+//! transaction: files are linked and renamed first, made durable, then the
+//! rows are committed. A crash in between leaves files whose names carry
+//! their GUIDs; the reconciling scan indexes them where they are (see
+//! `transfer.rs`), and the next session finishes the job — nothing is ever
+//! in two mailboxes, nothing lost. An error undoes the file operations.
+
+use std::collections::{HashMap, HashSet};
+use std::fs;
+use std::path::PathBuf;
+
+use cove_dedup::{ContentId, StagedBlob};
+use rusqlite::{OptionalExtension, params};
+
+use super::{Account, DELETED_DIR};
+use crate::ids::{Flags, MailboxGuid, MessageGuid, Uid};
+use crate::index::{self, MailboxInfo, MessageMeta, NewMessageRow, Tx};
+use crate::maildir::{self, FileName, FolderIdentity};
+use crate::replica::{
+    ApplyReport, Delta, FlagClock, FlagsSide, MailboxGone, MailboxState, Mark, MessageState, Stamp,
+    SubscriptionState, TombstoneState, merge_flags, renumbering,
+};
+use crate::{Error, IoContext, Result};
+
+/// A message row with its replication columns.
+struct LocalRow {
+    mailbox_id: i64,
+    meta: MessageMeta,
+    placed: Stamp,
+    clock: String,
+}
+
+fn row_by_guid(conn: &rusqlite::Connection, guid: &MessageGuid) -> Result<Option<LocalRow>> {
+    let mut st = conn.prepare_cached(&format!(
+        "SELECT {}, mailbox_id, placed, clock FROM message WHERE guid = ?1",
+        index::MESSAGE_COLS
+    ))?;
+    Ok(st
+        .query_row([&guid.0[..]], |r| {
+            Ok(LocalRow {
+                meta: index::message_row(r)?,
+                mailbox_id: r.get(9)?,
+                placed: r.get::<_, i64>(10)? as u64,
+                clock: r.get(11)?,
+            })
+        })
+        .optional()?)
+}
+
+/// The newest expunge stamp of a GUID on this node, if it was expunged.
+fn expunged_at(conn: &rusqlite::Connection, guid: &MessageGuid) -> Result<Option<Stamp>> {
+    let mut st = conn.prepare_cached("SELECT max(stamp) FROM tombstone WHERE guid = ?1")?;
+    let v: Option<i64> = st.query_row([&guid.0[..]], |r| r.get(0))?;
+    Ok(v.map(|s| s as u64))
+}
+
+/// File operations of one apply, undone if it fails.
+#[derive(Default)]
+struct FileOps {
+    linked: Vec<PathBuf>,
+    renamed: Vec<(PathBuf, PathBuf)>,
+    dirs: HashSet<PathBuf>,
+    /// Files of expunged messages, removed after the commit.
+    doomed: Vec<PathBuf>,
+    /// Folders of deleted mailboxes, parked; removed after the commit.
+    parked: Vec<(PathBuf, PathBuf)>,
+}
+
+impl FileOps {
+    fn undo(&self) {
+        for (src, dst) in self.renamed.iter().rev() {
+            if let Err(e) = maildir::rename_noreplace(dst, src) {
+                tracing::warn!(file = %dst.display(), error = %e, "could not undo a rename of a failed sync");
+            }
+        }
+        for (folder, parked) in &self.parked {
+            let _ = maildir::rename_noreplace(parked, folder);
+        }
+        for p in &self.linked {
+            let _ = fs::remove_file(p);
+        }
+    }
+
+    fn touched(&mut self, path: &std::path::Path) {
+        if let Some(dir) = path.parent() {
+            self.dirs.insert(dir.to_path_buf());
+        }
+    }
+}
+
+/// Where a message of `flags` lives under the base name `base`.
+fn rel_name(base: &str, flags: Flags) -> Result<String> {
+    let parsed =
+        FileName::parse(base).ok_or_else(|| Error::InvalidData(format!("bad file name {base}")))?;
+    Ok(if flags.is_empty() {
+        format!("new/{}", parsed.base)
+    } else {
+        format!("cur/{}", parsed.cur_name(flags))
+    })
+}
+
+fn base_of(file: &str) -> &str {
+    file.rsplit('/').next().unwrap_or(file)
+}
+
+impl Account {
+    /// Everything that changed after modseq `since` (all of it if `since`
+    /// is ahead of this node's modseq, as after an index rebuild).
+    pub fn replica_delta(&self, since: Mark) -> Result<Delta> {
+        let mut g = self.conn()?;
+        let tx = g.conn.transaction()?;
+        let modseq = index::current_modseq(&tx)?;
+        let epoch = index::epoch(&tx)?;
+        // A mark from another epoch (this index was rebuilt since) or
+        // ahead of this index means nothing: everything is sent.
+        let since = if since.epoch != epoch || since.modseq > modseq {
+            0
+        } else {
+            since.modseq
+        };
+        let mut delta = Delta {
+            epoch,
+            since,
+            modseq,
+            ..Delta::default()
+        };
+        {
+            let mut st = tx.prepare_cached(
+                "SELECT guid, name, name_stamp, uidvalidity, uidnext, special_use FROM mailbox ORDER BY id",
+            )?;
+            let rows = st.query_map([], |r| {
+                Ok(MailboxState {
+                    guid: MailboxGuid(index::guid16(r.get(0)?)),
+                    name: r.get(1)?,
+                    name_stamp: r.get::<_, i64>(2)? as u64,
+                    uidvalidity: r.get(3)?,
+                    uidnext: r.get(4)?,
+                    special_use: r.get(5)?,
+                })
+            })?;
+            delta.mailboxes = rows.collect::<rusqlite::Result<_>>()?;
+            let mut st = tx.prepare_cached("SELECT guid, name, stamp FROM mailbox_gone")?;
+            let rows = st.query_map([], |r| {
+                Ok(MailboxGone {
+                    guid: MailboxGuid(index::guid16(r.get(0)?)),
+                    name: r.get(1)?,
+                    stamp: r.get::<_, i64>(2)? as u64,
+                })
+            })?;
+            delta.gone = rows.collect::<rusqlite::Result<_>>()?;
+            let mut st = tx.prepare_cached(
+                "SELECT name, subscribed, stamp FROM subscription_stamp
+                 UNION ALL
+                 SELECT name, 1, 0 FROM subscription
+                   WHERE name NOT IN (SELECT name FROM subscription_stamp)",
+            )?;
+            let rows = st.query_map([], |r| {
+                Ok(SubscriptionState {
+                    name: r.get(0)?,
+                    subscribed: r.get(1)?,
+                    stamp: r.get::<_, i64>(2)? as u64,
+                })
+            })?;
+            delta.subscriptions = rows.collect::<rusqlite::Result<_>>()?;
+            let mut st = tx.prepare_cached(
+                "SELECT mb.guid, m.uid, m.guid, m.content_id, m.flags, m.keywords, m.clock, m.placed,
+                        m.internal_date, m.size
+                 FROM message m JOIN mailbox mb ON mb.id = m.mailbox_id
+                 WHERE m.modseq > ?1 ORDER BY m.modseq",
+            )?;
+            let rows = st.query_map([since as i64], |r| {
+                let content: Vec<u8> = r.get(3)?;
+                let mut c = [0u8; 32];
+                let n = content.len().min(32);
+                c[..n].copy_from_slice(&content[..n]);
+                Ok(MessageState {
+                    mailbox: MailboxGuid(index::guid16(r.get(0)?)),
+                    uid: r.get(1)?,
+                    guid: MessageGuid(index::guid16(r.get(2)?)),
+                    content: c,
+                    flags: r.get::<_, i64>(4)? as u8,
+                    keywords: index::keywords_from_text(&r.get::<_, String>(5)?),
+                    clock: r.get(6)?,
+                    placed: r.get::<_, i64>(7)? as u64,
+                    internal_date: r.get(8)?,
+                    size: r.get::<_, i64>(9)? as u64,
+                })
+            })?;
+            delta.messages = rows.collect::<rusqlite::Result<_>>()?;
+            let mut st = tx.prepare_cached(
+                "SELECT coalesce(mb.guid, mg.guid), t.uid, t.guid, t.stamp
+                 FROM tombstone t
+                 LEFT JOIN mailbox mb ON mb.id = t.mailbox_id
+                 LEFT JOIN mailbox_gone mg ON mg.id = t.mailbox_id
+                 WHERE t.modseq > ?1 ORDER BY t.modseq",
+            )?;
+            let rows = st.query_map([since as i64], |r| {
+                Ok((
+                    r.get::<_, Option<Vec<u8>>>(0)?,
+                    r.get::<_, Uid>(1)?,
+                    r.get::<_, Vec<u8>>(2)?,
+                    r.get::<_, i64>(3)?,
+                ))
+            })?;
+            for row in rows {
+                let (mailbox, uid, guid, stamp) = row?;
+                // A tombstone of a mailbox deleted before schema 4 names no
+                // GUID: the peer learns of that mailbox's delete anyway.
+                if let Some(mailbox) = mailbox {
+                    delta.tombstones.push(TombstoneState {
+                        mailbox: MailboxGuid(index::guid16(mailbox)),
+                        uid,
+                        guid: MessageGuid(index::guid16(guid)),
+                        stamp: stamp as u64,
+                    });
+                }
+            }
+        }
+        tx.finish()?;
+        Ok(delta)
+    }
+
+    /// The highest modseq of `peer`'s that this node has applied.
+    pub fn peer_mark(&self, peer: &str) -> Result<Mark> {
+        let g = self.conn()?;
+        let v: Option<(i64, i64)> = g
+            .conn
+            .query_row(
+                "SELECT modseq, epoch FROM peer_mark WHERE peer = ?1",
+                [peer],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .optional()?;
+        Ok(v.map_or(Mark::default(), |(m, e)| Mark {
+            modseq: m.max(0) as u64,
+            epoch: e as u64,
+        }))
+    }
+
+    pub fn set_peer_mark(&self, peer: &str, mark: Mark) -> Result<()> {
+        let g = self.conn()?;
+        g.conn.execute(
+            "INSERT INTO peer_mark(peer, modseq, epoch) VALUES (?1, ?2, ?3)
+             ON CONFLICT(peer) DO UPDATE SET modseq = excluded.modseq, epoch = excluded.epoch",
+            params![peer, mark.modseq as i64, mark.epoch as i64],
+        )?;
+        Ok(())
+    }
+
+    /// The content of `remote`'s messages that this node must fetch: for
+    /// messages it does not hold, whose blob is not stored here either.
+    pub fn replica_missing_content(&self, remote: &Delta) -> Result<Vec<[u8; 32]>> {
+        let g = self.conn()?;
+        let mut out = Vec::new();
+        let mut seen = HashSet::new();
+        for m in &remote.messages {
+            if !seen.insert(m.content) {
+                continue;
+            }
+            if row_by_guid(&g.conn, &m.guid)?.is_some() {
+                continue;
+            }
+            if !self.blobs.path_of(&ContentId(m.content)).exists() {
+                out.push(m.content);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Apply a peer's delta. `local` is the delta this node sent in the
+    /// same session (the renumbering is decided from both); `content` holds
+    /// the blobs fetched from the peer, verified.
+    pub fn apply_replica(
+        &self,
+        local: &Delta,
+        remote: &Delta,
+        content: &HashMap<[u8; 32], StagedBlob>,
+    ) -> Result<ApplyReport> {
+        let renum = renumbering(local, remote);
+        let mut report = ApplyReport {
+            uidvalidity_resets: renum.resets.len() as u64,
+            ..ApplyReport::default()
+        };
+        let mut g = self.conn()?;
+        let mut ops = FileOps::default();
+        let result = (|| {
+            let mut tx = Tx::begin(&mut g.conn)?;
+            let mut cx = Apply {
+                account: self,
+                remote,
+                renum: &renum,
+                ops: &mut ops,
+                report: &mut report,
+            };
+            cx.mailboxes(&mut tx)?;
+            cx.messages(&mut tx, content)?;
+            cx.deleted_mailboxes(&mut tx)?;
+            cx.settle_names(&mut tx)?;
+            cx.subscriptions(&mut tx)?;
+            for dir in &ops.dirs {
+                self.sync.dir_written(dir)?;
+            }
+            self.sync.dir_written(&self.maildir)?;
+            self.sync.sync()?;
+            tx.commit()
+        })();
+        let changes = match result {
+            Ok(c) => c,
+            Err(e) => {
+                ops.undo();
+                return Err(e);
+            }
+        };
+        drop(g);
+        report.applied_modseqs = changes
+            .first()
+            .zip(changes.last())
+            .map(|(a, b)| (a.modseq, b.modseq));
+        self.announce(changes);
+        for f in &ops.doomed {
+            let _ = fs::remove_file(f);
+        }
+        for (_, parked) in &ops.parked {
+            let _ = fs::remove_dir_all(parked);
+        }
+        Ok(report)
+    }
+}
+
+struct Apply<'a> {
+    account: &'a Account,
+    remote: &'a Delta,
+    renum: &'a crate::replica::Renumbering,
+    ops: &'a mut FileOps,
+    report: &'a mut ApplyReport,
+}
+
+impl Apply<'_> {
+    /// A name for mailbox `guid` (named at `stamp`) that no other mailbox
+    /// here holds: when two mailboxes end with one name, the one named
+    /// later yields and takes a suffix (the same choice on every node).
+    /// Returns the name, after making a local mailbox yield if it must.
+    fn free_name(
+        &mut self,
+        tx: &mut Tx<'_>,
+        name: &str,
+        guid: MailboxGuid,
+        stamp: Stamp,
+    ) -> Result<String> {
+        let Some(holder) = index::mailbox_by_name(&tx.tx, name)? else {
+            return Ok(name.to_string());
+        };
+        if holder.guid == guid {
+            return Ok(name.to_string());
+        }
+        let suffixed = |g: &MailboxGuid| format!("{name}-{}", &g.to_hex()[..8]);
+        let holder_stamp: i64 = tx.tx.query_row(
+            "SELECT name_stamp FROM mailbox WHERE id = ?1",
+            [holder.id],
+            |r| r.get(0),
+        )?;
+        if name.eq_ignore_ascii_case("INBOX") || (holder_stamp as u64, holder.guid) < (stamp, guid)
+        {
+            return Ok(suffixed(&guid));
+        }
+        let new_name = suffixed(&holder.guid);
+        self.rename_folder(tx, &holder, &new_name, holder_stamp as u64 + 1)?;
+        Ok(name.to_string())
+    }
+
+    fn rename_folder(
+        &mut self,
+        tx: &mut Tx<'_>,
+        mb: &MailboxInfo,
+        name: &str,
+        stamp: Stamp,
+    ) -> Result<()> {
+        let dir = maildir::mailbox_dir_name(name);
+        let src = self.account.maildir.join(&mb.dir);
+        let dst = self.account.maildir.join(&dir);
+        match maildir::rename_noreplace(&src, &dst) {
+            Ok(()) => self.ops.renamed.push((src, dst)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && !src.exists() => {}
+            Err(e) => {
+                return Err(e).ctx(|| format!("rename {} to {}", src.display(), dst.display()));
+            }
+        }
+        tx.rename_mailbox(mb, name, &dir)?;
+        tx.tx.execute(
+            "UPDATE mailbox SET name_stamp = ?2 WHERE id = ?1",
+            params![mb.id, stamp as i64],
+        )?;
+        self.report.mailboxes_renamed += 1;
+        Ok(())
+    }
+
+    /// This node's UIDVALIDITY of a mailbox gives way to the peer's (lower)
+    /// one: every message takes the UID the renumbering gives it (the
+    /// peer's UID for it, or a fresh one). Old UIDs are expunged (sessions
+    /// see EXPUNGE, then the messages under their new UIDs); tombstones of
+    /// the old UIDVALIDITY are dropped, since its UIDs mean nothing now.
+    fn reset(
+        &mut self,
+        tx: &mut Tx<'_>,
+        mb: &MailboxInfo,
+        reset: crate::replica::Reset,
+    ) -> Result<MailboxInfo> {
+        tracing::info!(user = %self.account.email, mailbox = %mb.name, from = mb.uidvalidity, to = reset.uidvalidity,
+            "replication: this mailbox's UIDVALIDITY gives way to the peer's (an index was rebuilt); its UIDs follow the peer's");
+        let rows: Vec<LocalRow> = {
+            let mut st = tx.tx.prepare_cached(&format!(
+                "SELECT {}, mailbox_id, placed, clock FROM message WHERE mailbox_id = ?1 ORDER BY uid",
+                index::MESSAGE_COLS
+            ))?;
+            let rows = st.query_map([mb.id], |r| {
+                Ok(LocalRow {
+                    meta: index::message_row(r)?,
+                    mailbox_id: r.get(9)?,
+                    placed: r.get::<_, i64>(10)? as u64,
+                    clock: r.get(11)?,
+                })
+            })?;
+            rows.collect::<rusqlite::Result<_>>()?
+        };
+        let stamp = tx.stamp()?;
+        for row in &rows {
+            tx.expunge_stamped(mb, row.meta.uid, row.meta.guid, stamp)?;
+        }
+        tx.tx
+            .execute("DELETE FROM tombstone WHERE mailbox_id = ?1", [mb.id])?;
+        let mut next = reset.uidnext;
+        let mut fresh = || {
+            let u = next;
+            next += 1;
+            u
+        };
+        let mut placed_rows = Vec::with_capacity(rows.len());
+        for row in rows {
+            let uid = self
+                .renum
+                .uids
+                .get(&(mb.guid, row.meta.guid))
+                .copied()
+                .unwrap_or_else(&mut fresh);
+            placed_rows.push((uid, row));
+        }
+        tx.tx.execute(
+            "UPDATE mailbox SET uidvalidity = ?2, uidnext = ?3, first_recent = ?3 WHERE id = ?1",
+            params![mb.id, reset.uidvalidity, next],
+        )?;
+        let mb = index::mailbox_by_guid(&tx.tx, &mb.guid)?
+            .ok_or_else(|| Error::Index("mailbox vanished inside its own transaction".into()))?;
+        for (uid, row) in placed_rows {
+            let base = base_of(&row.meta.file).to_string();
+            let parsed_base = FileName::parse(&base)
+                .map(|p| p.base)
+                .ok_or_else(|| Error::InvalidData(format!("bad file name {base}")))?;
+            let new_row = NewMessageRow {
+                guid: row.meta.guid,
+                content_id: row.meta.content_id,
+                flags: row.meta.flags,
+                keywords: &row.meta.keywords,
+                internal_date: row.meta.internal_date,
+                size: row.meta.size,
+                base: &parsed_base,
+                file: &row.meta.file,
+                placed: Some(row.placed),
+                clock: &row.clock,
+            };
+            tx.insert_message_at(&mb, uid, &new_row)?;
+            self.report.messages_renumbered += 1;
+        }
+        FolderIdentity {
+            guid: mb.guid,
+            uidvalidity: reset.uidvalidity,
+        }
+        .write(&self.account.folder(&mb))?;
+        Ok(mb)
+    }
+
+    /// Create the peer's mailbox here, under its GUID and UIDVALIDITY.
+    fn create(&mut self, tx: &mut Tx<'_>, r: &MailboxState) -> Result<MailboxInfo> {
+        let name = self.free_name(tx, &r.name, r.guid, r.name_stamp)?;
+        let dir = maildir::mailbox_dir_name(&name);
+        let path = self.account.maildir.join(&dir);
+        maildir::create_folder(&path)?;
+        FolderIdentity {
+            guid: r.guid,
+            uidvalidity: r.uidvalidity,
+        }
+        .write(&path)?;
+        // Deleted here before: its tombstones (what this node expunged in
+        // it, which peers may still have to learn) move to the new row, or
+        // the delta would lose them and their UIDs could be given again.
+        let earlier: Option<i64> = tx
+            .tx
+            .query_row(
+                "SELECT id FROM mailbox_gone WHERE guid = ?1",
+                [&r.guid.0[..]],
+                |row| row.get(0),
+            )
+            .optional()?;
+        tx.tx
+            .execute("DELETE FROM mailbox_gone WHERE guid = ?1", [&r.guid.0[..]])?;
+        let mb = tx.insert_mailbox(
+            r.guid,
+            &name,
+            &dir,
+            r.uidvalidity,
+            r.special_use.as_deref(),
+            false,
+        )?;
+        if let Some(earlier) = earlier {
+            tx.tx.execute(
+                "UPDATE tombstone SET mailbox_id = ?2 WHERE mailbox_id = ?1",
+                params![earlier, mb.id],
+            )?;
+            tx.tx.execute(
+                "UPDATE mailbox SET uidnext = max(uidnext,
+                   coalesce((SELECT max(uid) + 1 FROM tombstone WHERE mailbox_id = ?1), 1))
+                 WHERE id = ?1",
+                [mb.id],
+            )?;
+        }
+        tx.tx.execute(
+            "UPDATE mailbox SET name_stamp = ?2, uidnext = max(uidnext, ?3) WHERE id = ?1",
+            params![mb.id, r.name_stamp as i64, r.uidnext],
+        )?;
+        tx.tx.execute(
+            "UPDATE meta SET value = max(value, ?1) WHERE key = 'uidvalidity'",
+            [r.uidvalidity as i64],
+        )?;
+        self.report.mailboxes_created += 1;
+        index::mailbox_by_guid(&tx.tx, &r.guid)?
+            .ok_or_else(|| Error::Index("mailbox vanished inside its own transaction".into()))
+    }
+
+    fn mailboxes(&mut self, tx: &mut Tx<'_>) -> Result<()> {
+        for r in &self.remote.mailboxes {
+            match index::mailbox_by_guid(&tx.tx, &r.guid)? {
+                Some(l) => {
+                    let l = match self.renum.resets.get(&r.guid) {
+                        Some(reset) if reset.uidvalidity != l.uidvalidity => {
+                            self.reset(tx, &l, *reset)?
+                        }
+                        _ => l,
+                    };
+                    let stamp: i64 = tx.tx.query_row(
+                        "SELECT name_stamp FROM mailbox WHERE id = ?1",
+                        [l.id],
+                        |row| row.get(0),
+                    )?;
+                    if l.name != r.name
+                        && r.name_stamp > stamp as u64
+                        && !l.name.eq_ignore_ascii_case("INBOX")
+                    {
+                        let name = self.free_name(tx, &r.name, r.guid, r.name_stamp)?;
+                        if name != l.name {
+                            self.rename_folder(tx, &l, &name, r.name_stamp)?;
+                        }
+                    }
+                    tx.tx.execute(
+                        "UPDATE mailbox SET uidnext = max(uidnext, ?2) WHERE id = ?1",
+                        params![l.id, r.uidnext],
+                    )?;
+                }
+                None => {
+                    let gone: Option<i64> = tx
+                        .tx
+                        .query_row(
+                            "SELECT stamp FROM mailbox_gone WHERE guid = ?1",
+                            [&r.guid.0[..]],
+                            |row| row.get(0),
+                        )
+                        .optional()?;
+                    // Deleted here after the peer named it: stays deleted,
+                    // unless mail the deleter never saw brings it back.
+                    if gone.is_some_and(|s| s as u64 >= r.name_stamp) {
+                        continue;
+                    }
+                    self.create(tx, r)?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The mailbox a peer's message goes to, created (again) if needed.
+    fn target_mailbox(
+        &mut self,
+        tx: &mut Tx<'_>,
+        guid: &MailboxGuid,
+    ) -> Result<Option<MailboxInfo>> {
+        if let Some(mb) = index::mailbox_by_guid(&tx.tx, guid)? {
+            return Ok(Some(mb));
+        }
+        match self.remote.mailbox(guid) {
+            Some(r) => Ok(Some(self.create(tx, r)?)),
+            None => Ok(None),
+        }
+    }
+
+    /// Whether `uid` in `mb` is free for `guid`: no other message has it
+    /// and it was never given to another message here.
+    /// `uid` if it is free here for `guid`; otherwise a fresh UID above
+    /// this node's and the peer's UIDNEXT. That happens when this node gave
+    /// the UID out while the session ran (after its delta was taken), so
+    /// the renumbering, which sees only the deltas, could not know. The
+    /// message keeps its placement stamp, so at the next session the peer
+    /// sees the same placement with a higher UID, which wins, and follows:
+    /// one UID never names two messages, and the nodes agree again.
+    fn free_uid_or_fresh(
+        &mut self,
+        tx: &mut Tx<'_>,
+        mb: &MailboxInfo,
+        uid: Uid,
+        guid: &MessageGuid,
+    ) -> Result<Uid> {
+        if Self::uid_free(tx, mb, uid, guid)? {
+            return Ok(uid);
+        }
+        let here: Uid =
+            tx.tx
+                .query_row("SELECT uidnext FROM mailbox WHERE id = ?1", [mb.id], |r| {
+                    r.get(0)
+                })?;
+        let there = self.remote.mailbox(&mb.guid).map_or(1, |m| m.uidnext);
+        let fresh = here.max(there).max(uid.saturating_add(1));
+        tracing::info!(user = %self.account.email, mailbox = %mb.name, uid, fresh, guid = %guid,
+            "replication: the UID is taken here (given out during the session); the message gets a fresh one, which the peer will follow");
+        self.report.messages_renumbered += 1;
+        self.report.divergent = true;
+        Ok(fresh)
+    }
+
+    fn uid_free(tx: &Tx<'_>, mb: &MailboxInfo, uid: Uid, guid: &MessageGuid) -> Result<bool> {
+        if let Some(m) = index::message_by_uid(&tx.tx, mb.id, uid)? {
+            return Ok(m.guid == *guid);
+        }
+        let retired: Option<Vec<u8>> = tx
+            .tx
+            .prepare_cached("SELECT guid FROM tombstone WHERE mailbox_id = ?1 AND uid = ?2")?
+            .query_row(params![mb.id, uid], |r| r.get(0))
+            .optional()?;
+        Ok(retired.is_none_or(|g| index::guid16(g) == guid.0))
+    }
+
+    fn messages(&mut self, tx: &mut Tx<'_>, content: &HashMap<[u8; 32], StagedBlob>) -> Result<()> {
+        let remote_live: HashSet<MessageGuid> =
+            self.remote.messages.iter().map(|m| m.guid).collect();
+        for r in &self.remote.messages {
+            let target_uid = self
+                .renum
+                .uids
+                .get(&(r.mailbox, r.guid))
+                .copied()
+                .unwrap_or(r.uid);
+            match row_by_guid(&tx.tx, &r.guid)? {
+                Some(l) => self.merge_existing(tx, r, target_uid, l)?,
+                None => self.add(tx, r, target_uid, content)?,
+            }
+        }
+        // Local messages the renumbering moves and the peer did not send.
+        for ((mailbox, guid), uid) in &self.renum.uids {
+            if remote_live.contains(guid) {
+                continue;
+            }
+            let Some(l) = row_by_guid(&tx.tx, guid)? else {
+                continue;
+            };
+            let Some(mb) = index::mailbox_by_guid(&tx.tx, mailbox)? else {
+                continue;
+            };
+            if l.mailbox_id != mb.id || l.meta.uid == *uid {
+                continue;
+            }
+            let (flags, keywords) = (l.meta.flags, l.meta.keywords.clone());
+            let clock = l.clock.clone();
+            let placed = l.placed;
+            if self.relocate(tx, &l, &mb, *uid, placed, flags, &keywords, &clock)? {
+                self.report.messages_renumbered += 1;
+            }
+        }
+        // Expunges: a tombstone whose GUID the peer no longer holds.
+        let mut done = HashSet::new();
+        for t in &self.remote.tombstones {
+            if remote_live.contains(&t.guid) || !done.insert(t.guid) {
+                continue;
+            }
+            let newest = self
+                .remote
+                .tombstones
+                .iter()
+                .filter(|o| o.guid == t.guid)
+                .map(|o| o.stamp)
+                .max()
+                .unwrap_or(t.stamp);
+            self.expunge(tx, t, newest)?;
+        }
+        Ok(())
+    }
+
+    fn expunge(&mut self, tx: &mut Tx<'_>, t: &TombstoneState, stamp: Stamp) -> Result<()> {
+        let Some(l) = row_by_guid(&tx.tx, &t.guid)? else {
+            return self.remember_expunge(tx, t, stamp);
+        };
+        // Put somewhere after the expunge (a move the expunger never saw):
+        // kept (DESIGN.md: when in doubt, keep).
+        if l.placed > stamp {
+            return Ok(());
+        }
+        let mb: Option<MailboxInfo> = index::mailboxes(&tx.tx)?
+            .into_iter()
+            .find(|m| m.id == l.mailbox_id);
+        let Some(mb) = mb else { return Ok(()) };
+        tx.expunge_stamped(&mb, l.meta.uid, l.meta.guid, stamp)?;
+        let path = self.account.folder(&mb).join(&l.meta.file);
+        self.ops.touched(&path);
+        self.ops.doomed.push(path);
+        self.report.messages_expunged += 1;
+        Ok(())
+    }
+
+    /// The peer expunged a message this node never held: keep its
+    /// tombstone all the same, so that this node passes the expunge on to
+    /// its other peers (else a third node that still has the message would
+    /// bring it back here and, through here, to the node that expunged it)
+    /// and never gives that UID to another message.
+    fn remember_expunge(
+        &mut self,
+        tx: &mut Tx<'_>,
+        t: &TombstoneState,
+        stamp: Stamp,
+    ) -> Result<()> {
+        let Some(mb) = index::mailbox_by_guid(&tx.tx, &t.mailbox)? else {
+            return Ok(());
+        };
+        if self.renum.resets.contains_key(&mb.guid) || !Self::uid_free(tx, &mb, t.uid, &t.guid)? {
+            return Ok(());
+        }
+        if expunged_at(&tx.tx, &t.guid)?.is_some_and(|e| e >= stamp) {
+            return Ok(());
+        }
+        tx.expunge_stamped(&mb, t.uid, t.guid, stamp)?;
+        tx.tx.execute(
+            "UPDATE mailbox SET uidnext = max(uidnext, ?2 + 1) WHERE id = ?1",
+            params![mb.id, t.uid],
+        )?;
+        Ok(())
+    }
+
+    fn merge_existing(
+        &mut self,
+        tx: &mut Tx<'_>,
+        r: &MessageState,
+        target_uid: Uid,
+        l: LocalRow,
+    ) -> Result<()> {
+        let Some(local_mb) = index::mailboxes(&tx.tx)?
+            .into_iter()
+            .find(|m| m.id == l.mailbox_id)
+        else {
+            return Ok(());
+        };
+        let local_clock = FlagClock::parse(&l.clock);
+        let remote_clock = FlagClock::parse(&r.clock);
+        let (flags, keywords, clock) = merge_flags(
+            FlagsSide {
+                flags: l.meta.flags,
+                keywords: &l.meta.keywords,
+                clock: &local_clock,
+            },
+            FlagsSide {
+                flags: Flags::from_bits(r.flags),
+                keywords: &r.keywords,
+                clock: &remote_clock,
+            },
+        );
+        let clock = clock.to_string();
+        let remote_wins = (r.placed, r.mailbox, r.uid) > (l.placed, local_mb.guid, l.meta.uid);
+        let (dest_guid, dest_uid, placed) = if remote_wins {
+            (r.mailbox, target_uid, r.placed)
+        } else {
+            let uid = self
+                .renum
+                .uids
+                .get(&(local_mb.guid, l.meta.guid))
+                .copied()
+                .unwrap_or(l.meta.uid);
+            (local_mb.guid, uid, l.placed)
+        };
+        if dest_guid == local_mb.guid && dest_uid == l.meta.uid {
+            if flags != l.meta.flags || keywords != l.meta.keywords || clock != l.clock {
+                let mut file = l.meta.file.clone();
+                if flags != l.meta.flags {
+                    let new_rel = rel_name(base_of(&file), flags)?;
+                    let folder = self.account.folder(&local_mb);
+                    let (src, dst) = (folder.join(&file), folder.join(&new_rel));
+                    if src != dst {
+                        fs::rename(&src, &dst)
+                            .ctx(|| format!("rename {} to {}", src.display(), dst.display()))?;
+                        self.ops.touched(&src);
+                        self.ops.touched(&dst);
+                        self.ops.renamed.push((src, dst));
+                    }
+                    file = new_rel;
+                }
+                tx.set_flags_row(&local_mb, l.meta.uid, flags, &keywords, &clock, &file)?;
+                self.report.flags_changed += 1;
+            }
+            return Ok(());
+        }
+        let Some(dest) = self.target_mailbox(tx, &dest_guid)? else {
+            self.report.deferred += 1;
+            self.report.divergent = true;
+            return Ok(());
+        };
+        if self.relocate(tx, &l, &dest, dest_uid, placed, flags, &keywords, &clock)? {
+            if dest.id == local_mb.id {
+                self.report.messages_renumbered += 1;
+            } else {
+                self.report.messages_moved += 1;
+            }
+        }
+        Ok(())
+    }
+
+    /// Move a local message to `uid` in `dest` (another mailbox, or a new
+    /// UID in its own), retiring its old UID. False if the UID is taken.
+    #[allow(clippy::too_many_arguments)]
+    fn relocate(
+        &mut self,
+        tx: &mut Tx<'_>,
+        l: &LocalRow,
+        dest: &MailboxInfo,
+        uid: Uid,
+        placed: Stamp,
+        flags: Flags,
+        keywords: &[String],
+        clock: &str,
+    ) -> Result<bool> {
+        let uid = self.free_uid_or_fresh(tx, dest, uid, &l.meta.guid)?;
+        let Some(src_mb) = index::mailboxes(&tx.tx)?
+            .into_iter()
+            .find(|m| m.id == l.mailbox_id)
+        else {
+            return Ok(false);
+        };
+        let base = base_of(&l.meta.file).to_string();
+        let new_rel = rel_name(&base, flags)?;
+        let src = self.account.folder(&src_mb).join(&l.meta.file);
+        let dst = self.account.folder(dest).join(&new_rel);
+        if src != dst {
+            maildir::rename_noreplace(&src, &dst)
+                .ctx(|| format!("move {} to {}", src.display(), dst.display()))?;
+            self.ops.touched(&src);
+            self.ops.touched(&dst);
+            self.ops.renamed.push((src, dst));
+        }
+        let stamp = tx.stamp()?;
+        tx.expunge_stamped(&src_mb, l.meta.uid, l.meta.guid, stamp)?;
+        let parsed_base = FileName::parse(&base)
+            .map(|p| p.base)
+            .ok_or_else(|| Error::InvalidData(format!("bad file name {base}")))?;
+        let row = NewMessageRow {
+            guid: l.meta.guid,
+            content_id: l.meta.content_id,
+            flags,
+            keywords,
+            internal_date: l.meta.internal_date,
+            size: l.meta.size,
+            base: &parsed_base,
+            file: &new_rel,
+            placed: Some(placed),
+            clock,
+        };
+        tx.insert_message_at(dest, uid, &row)?;
+        Ok(true)
+    }
+
+    fn add(
+        &mut self,
+        tx: &mut Tx<'_>,
+        r: &MessageState,
+        uid: Uid,
+        content: &HashMap<[u8; 32], StagedBlob>,
+    ) -> Result<()> {
+        if expunged_at(&tx.tx, &r.guid)?.is_some_and(|e| e >= r.placed) {
+            // Expunged here after the peer put it where it is.
+            return Ok(());
+        }
+        let Some(mb) = self.target_mailbox(tx, &r.mailbox)? else {
+            self.report.deferred += 1;
+            self.report.divergent = true;
+            return Ok(());
+        };
+        let uid = self.free_uid_or_fresh(tx, &mb, uid, &r.guid)?;
+        let flags = Flags::from_bits(r.flags);
+        let now = self.account.env.now_secs().max(0) as u64;
+        let base = FileName::new_delivery(now, r.guid, &self.account.hostname, r.size);
+        let rel = rel_name(&base, flags)?;
+        let path = self.account.folder(&mb).join(&rel);
+        let id = ContentId(r.content);
+        let linked = match content.get(&r.content) {
+            Some(blob) => blob.link_to(&path).map(|()| true),
+            None => match cove_dedup::link_existing(&self.account.blobs, &id, &path) {
+                Ok(()) => Ok(true),
+                Err(cove_dedup::Error::NotFound(_)) => Ok(false),
+                Err(e) => Err(e),
+            },
+        }?;
+        if !linked {
+            tracing::warn!(user = %self.account.email, guid = %r.guid, "replication: content not available yet; retried at the next sync");
+            self.report.deferred += 1;
+            self.report.divergent = true;
+            return Ok(());
+        }
+        self.ops.touched(&path);
+        self.ops.linked.push(path);
+        let parsed_base = FileName::parse(&base)
+            .map(|p| p.base)
+            .ok_or_else(|| Error::InvalidData(format!("bad file name {base}")))?;
+        let keywords = crate::keywords::normalized(&r.keywords)?;
+        let row = NewMessageRow {
+            guid: r.guid,
+            content_id: id,
+            flags,
+            keywords: &keywords,
+            internal_date: r.internal_date,
+            size: r.size,
+            base: &parsed_base,
+            file: &rel,
+            placed: Some(r.placed),
+            clock: &r.clock,
+        };
+        tx.insert_message_at(&mb, uid, &row)?;
+        self.report.messages_added += 1;
+        Ok(())
+    }
+
+    /// Mailboxes the peer deleted: deleted here too once empty (their
+    /// messages the peer knew were expunged by its tombstones; mail it
+    /// never saw keeps the mailbox).
+    fn deleted_mailboxes(&mut self, tx: &mut Tx<'_>) -> Result<()> {
+        for gone in &self.remote.gone {
+            let Some(mb) = index::mailbox_by_guid(&tx.tx, &gone.guid)? else {
+                continue;
+            };
+            if mb.name.eq_ignore_ascii_case("INBOX") {
+                continue;
+            }
+            let stamp: i64 = tx.tx.query_row(
+                "SELECT name_stamp FROM mailbox WHERE id = ?1",
+                [mb.id],
+                |r| r.get(0),
+            )?;
+            if stamp as u64 >= gone.stamp || !index::messages(&tx.tx, mb.id)?.is_empty() {
+                continue;
+            }
+            let folder = self.account.folder(&mb);
+            let parking = self.account.home.join(DELETED_DIR);
+            fs::create_dir_all(&parking).ctx(|| format!("create {}", parking.display()))?;
+            let parked = parking.join(mb.guid.to_hex());
+            let _ = fs::remove_dir_all(&parked);
+            match maildir::rename_noreplace(&folder, &parked) {
+                Ok(()) => self.ops.parked.push((folder, parked)),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(e).ctx(|| format!("move {} aside", folder.display())),
+            }
+            self.ops.dirs.insert(parking);
+            tx.delete_mailbox(&mb)?;
+            tx.tx.execute(
+                "UPDATE mailbox_gone SET stamp = ?2 WHERE guid = ?1",
+                params![&gone.guid.0[..], gone.stamp as i64],
+            )?;
+            self.report.mailboxes_deleted += 1;
+        }
+        Ok(())
+    }
+
+    /// A mailbox that took the peer's name with a suffix, because another
+    /// mailbox held that name here, takes the name itself once it is free
+    /// (the holder deleted or renamed, perhaps by this very delta). Without
+    /// this, the two nodes would keep two names under one stamp forever.
+    fn settle_names(&mut self, tx: &mut Tx<'_>) -> Result<()> {
+        for r in &self.remote.mailboxes {
+            let Some(l) = index::mailbox_by_guid(&tx.tx, &r.guid)? else {
+                continue;
+            };
+            if l.name != format!("{}-{}", r.name, &r.guid.to_hex()[..8]) {
+                continue;
+            }
+            let stamp: i64 = tx.tx.query_row(
+                "SELECT name_stamp FROM mailbox WHERE id = ?1",
+                [l.id],
+                |row| row.get(0),
+            )?;
+            if stamp as u64 != r.name_stamp {
+                continue;
+            }
+            let name = self.free_name(tx, &r.name, r.guid, r.name_stamp)?;
+            if name == r.name {
+                self.rename_folder(tx, &l, &name, r.name_stamp)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn subscriptions(&mut self, tx: &mut Tx<'_>) -> Result<()> {
+        for s in &self.remote.subscriptions {
+            let local: Option<(bool, i64)> = tx
+                .tx
+                .query_row(
+                    "SELECT subscribed, stamp FROM subscription_stamp WHERE name = ?1",
+                    [&s.name],
+                    |r| Ok((r.get(0)?, r.get(1)?)),
+                )
+                .optional()?;
+            let local_stamp = local.map_or(0, |(_, st)| st as u64);
+            if s.stamp <= local_stamp && local.is_some() {
+                continue;
+            }
+            if local.is_none() && s.stamp == 0 && !s.subscribed {
+                continue;
+            }
+            if tx.set_subscription(&s.name, s.subscribed)? {
+                self.report.subscriptions_changed += 1;
+            }
+            tx.tx.execute(
+                "INSERT INTO subscription_stamp(name, subscribed, stamp) VALUES (?1, ?2, ?3)
+                 ON CONFLICT(name) DO UPDATE SET subscribed = excluded.subscribed, stamp = max(stamp, excluded.stamp)",
+                params![s.name, s.subscribed, s.stamp as i64],
+            )?;
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,648 @@
+//! What replicas of a user's mail exchange, and the rules that merge them
+//! (DESIGN.md, "Replication"; docs/replication.md).
+//!
+//! # Stamps
+//! Every change a replica must be able to order against a change made on
+//! another node carries a [`Stamp`]: milliseconds since the epoch in the high
+//! bits and a 16-bit id of the node that made it in the low 16, so that two
+//! stamps never tie unless one node made both, and "the later change wins,
+//! ties by node id" is one integer comparison. Stamped are: where a message
+//! was put (`message.placed`: delivery, APPEND, COPY, MOVE), each flag's last
+//! change (`message.clock`), each expunge (`tombstone.stamp`), each name a
+//! mailbox was given (`mailbox.name_stamp`), each mailbox delete
+//! (`mailbox_gone`) and each (un)subscription (`subscription_stamp`).
+//!
+//! # The merge is a function of the two deltas
+//! A sync session swaps one [`Delta`] each way: everything that changed on
+//! a node since the other last applied its changes. Both nodes then apply
+//! the other's delta with the same rules. What must come out the same on
+//! both nodes without a third party — which messages get fresh UIDs because
+//! two nodes gave one UID to different messages — is decided by
+//! [`renumbering`], a function of the two deltas alone, symmetric in them;
+//! everything else is a last-writer-wins merge per item (flags per flag),
+//! which gives the same result whichever order the nodes apply it in.
+
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use crate::ids::{Flags, MailboxGuid, MessageGuid, ModSeq, Uid};
+
+/// Milliseconds since the epoch << 16 | node id.
+pub type Stamp = u64;
+
+/// A node's 16-bit id: from its hostname, so it is the same after a restart.
+pub fn node_id(hostname: &str) -> u16 {
+    let h = blake3::hash(hostname.as_bytes());
+    u16::from_be_bytes([h.as_bytes()[0], h.as_bytes()[1]])
+}
+
+/// Now, on `node`.
+pub fn stamp_now(node: u16) -> Stamp {
+    let ms = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0);
+    (ms << 16) | node as u64
+}
+
+/// The first stamp of `mine`'s node that is after `seen`.
+pub(crate) fn stamp_after(seen: Stamp, mine: Stamp) -> Stamp {
+    (((seen >> 16) + 1) << 16) | (mine & 0xffff)
+}
+
+/// The system flags by name, in bit order.
+const SYSTEM_FLAGS: [(&str, Flags); 5] = [
+    ("\\Seen", Flags::SEEN),
+    ("\\Answered", Flags::ANSWERED),
+    ("\\Flagged", Flags::FLAGGED),
+    ("\\Deleted", Flags::DELETED),
+    ("\\Draft", Flags::DRAFT),
+];
+
+/// When each of a message's flags (system flags and keywords) was last set
+/// or cleared, and to what. A flag without an entry has never changed since
+/// the message was delivered (stamp 0). Kept as text in `message.clock`:
+/// `<stamp>:<0|1>:<flag>` separated by spaces (flags are IMAP atoms, which
+/// hold no space).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct FlagClock(BTreeMap<String, (bool, Stamp)>);
+
+impl FlagClock {
+    pub fn parse(text: &str) -> FlagClock {
+        let mut map = BTreeMap::new();
+        for entry in text.split(' ').filter(|e| !e.is_empty()) {
+            let mut parts = entry.splitn(3, ':');
+            let (Some(stamp), Some(value), Some(name)) = (parts.next(), parts.next(), parts.next())
+            else {
+                continue;
+            };
+            if let Ok(stamp) = stamp.parse::<u64>() {
+                map.insert(name.to_string(), (value == "1", stamp));
+            }
+        }
+        FlagClock(map)
+    }
+
+    /// The newest stamp in the clock (0 if none).
+    pub fn newest(&self) -> Stamp {
+        self.0.values().map(|(_, s)| *s).max().unwrap_or(0)
+    }
+
+    /// Stamp every flag that differs between `old` and `new`.
+    pub fn record_change(
+        &mut self,
+        old: (Flags, &[String]),
+        new: (Flags, &[String]),
+        stamp: Stamp,
+    ) {
+        let before = flag_set(old.0, old.1);
+        let after = flag_set(new.0, new.1);
+        for name in before.symmetric_difference(&after) {
+            self.0.insert(name.clone(), (after.contains(name), stamp));
+        }
+    }
+}
+
+impl std::fmt::Display for FlagClock {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mut first = true;
+        for (name, (value, stamp)) in &self.0 {
+            if !first {
+                f.write_str(" ")?;
+            }
+            first = false;
+            write!(f, "{stamp}:{}:{name}", u8::from(*value))?;
+        }
+        Ok(())
+    }
+}
+
+fn flag_set(flags: Flags, keywords: &[String]) -> BTreeSet<String> {
+    let mut set: BTreeSet<String> = SYSTEM_FLAGS
+        .iter()
+        .filter(|(_, f)| flags.contains(*f))
+        .map(|(n, _)| n.to_string())
+        .collect();
+    set.extend(keywords.iter().cloned());
+    set
+}
+
+/// One side's flags for [`merge_flags`].
+pub struct FlagsSide<'a> {
+    pub flags: Flags,
+    pub keywords: &'a [String],
+    pub clock: &'a FlagClock,
+}
+
+/// Merge two replicas' flags, flag by flag: the side that changed a flag
+/// later wins; a flag neither side ever changed is kept if either has it
+/// (when in doubt, keep). Commutative: merge(a, b) == merge(b, a).
+pub fn merge_flags(a: FlagsSide<'_>, b: FlagsSide<'_>) -> (Flags, Vec<String>, FlagClock) {
+    let set_a = flag_set(a.flags, a.keywords);
+    let set_b = flag_set(b.flags, b.keywords);
+    let mut names: BTreeSet<&String> = set_a.iter().chain(set_b.iter()).collect();
+    names.extend(a.clock.0.keys());
+    names.extend(b.clock.0.keys());
+    let mut flags = Flags::empty();
+    let mut keywords = Vec::new();
+    let mut clock = BTreeMap::new();
+    for name in names {
+        let va = set_a.contains(name);
+        let vb = set_b.contains(name);
+        let sa = a.clock.0.get(name).map_or(0, |(_, s)| *s);
+        let sb = b.clock.0.get(name).map_or(0, |(_, s)| *s);
+        let value = match sa.cmp(&sb) {
+            std::cmp::Ordering::Greater => va,
+            std::cmp::Ordering::Less => vb,
+            std::cmp::Ordering::Equal => va || vb,
+        };
+        let stamp = sa.max(sb);
+        if stamp > 0 {
+            clock.insert(name.clone(), (value, stamp));
+        }
+        if value {
+            match SYSTEM_FLAGS.iter().find(|(n, _)| *n == name.as_str()) {
+                Some((_, f)) => flags.insert(*f),
+                None => keywords.push(name.clone()),
+            }
+        }
+    }
+    (flags, keywords, FlagClock(clock))
+}
+
+/// A mailbox as a replica describes it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MailboxState {
+    pub guid: MailboxGuid,
+    pub name: String,
+    pub name_stamp: Stamp,
+    pub uidvalidity: u32,
+    pub uidnext: Uid,
+    pub special_use: Option<String>,
+}
+
+/// A mailbox the replica deleted.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MailboxGone {
+    pub guid: MailboxGuid,
+    pub name: String,
+    pub stamp: Stamp,
+}
+
+/// A name's subscription and when it was last changed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SubscriptionState {
+    pub name: String,
+    pub subscribed: bool,
+    pub stamp: Stamp,
+}
+
+/// A message instance, where it is and how it is flagged.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MessageState {
+    pub mailbox: MailboxGuid,
+    pub uid: Uid,
+    pub guid: MessageGuid,
+    /// blake3 of the content: what a peer asks for if it lacks it.
+    pub content: [u8; 32],
+    pub flags: u8,
+    pub keywords: Vec<String>,
+    /// [`FlagClock`] text.
+    pub clock: String,
+    pub placed: Stamp,
+    pub internal_date: i64,
+    pub size: u64,
+}
+
+/// A UID retired in a mailbox: the message was expunged, or moved away
+/// (then its GUID lives on elsewhere in the same delta).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TombstoneState {
+    pub mailbox: MailboxGuid,
+    pub uid: Uid,
+    pub guid: MessageGuid,
+    pub stamp: Stamp,
+}
+
+/// How far a node has applied a peer's changes: the peer's modseq, within
+/// the peer's index epoch (a rebuilt index starts a new epoch, and its
+/// modseqs start again).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Mark {
+    pub modseq: ModSeq,
+    pub epoch: u64,
+}
+
+/// Everything about one user that changed on a node after modseq `since`.
+/// Mailboxes, deleted mailboxes and subscriptions are always sent whole
+/// (they are few); messages and tombstones only when changed.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Delta {
+    /// The sending index's epoch: marks are only valid within one.
+    pub epoch: u64,
+    pub since: ModSeq,
+    /// The node's modseq when the delta was taken: the `since` of the next.
+    pub modseq: ModSeq,
+    pub mailboxes: Vec<MailboxState>,
+    pub gone: Vec<MailboxGone>,
+    pub subscriptions: Vec<SubscriptionState>,
+    pub messages: Vec<MessageState>,
+    pub tombstones: Vec<TombstoneState>,
+}
+
+impl Delta {
+    /// Nothing changed but the (always sent) mailbox list.
+    pub fn has_message_changes(&self) -> bool {
+        !self.messages.is_empty() || !self.tombstones.is_empty()
+    }
+
+    pub(crate) fn mailbox(&self, guid: &MailboxGuid) -> Option<&MailboxState> {
+        self.mailboxes.iter().find(|m| m.guid == *guid)
+    }
+}
+
+/// Which placement of a message wins: the later one (ties by mailbox and
+/// UID, so that every node picks the same).
+pub(crate) fn placement_key(m: &MessageState) -> (Stamp, MailboxGuid, Uid) {
+    (m.placed, m.mailbox, m.uid)
+}
+
+/// The UIDs both nodes give to messages that two nodes numbered alike.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Renumbering {
+    /// (mailbox, message) -> its new UID, the same on every node.
+    pub uids: BTreeMap<(MailboxGuid, MessageGuid), Uid>,
+    /// Mailboxes whose UIDVALIDITY differs between the two nodes (one
+    /// node's index was rebuilt, which renews UIDVALIDITY): the lower
+    /// UIDVALIDITY stands on both nodes, with the UIDs of the node that has
+    /// it; the other node takes them (its own UIDs under the higher
+    /// UIDVALIDITY are void), and its messages the first node lacks get
+    /// fresh UIDs (in `uids`).
+    pub resets: BTreeMap<MailboxGuid, Reset>,
+}
+
+/// What a mailbox becomes on the node whose UIDVALIDITY gives way.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Reset {
+    pub uidvalidity: u32,
+    /// UIDNEXT after the fresh UIDs.
+    pub uidnext: Uid,
+}
+
+/// Decide, from the two deltas alone, which messages need fresh UIDs: where
+/// a mailbox's UID is claimed by more than one message (a live message or a
+/// retired UID's tombstone, on either node), every message whose winning
+/// placement is that UID gets a fresh one above both nodes' UIDNEXT and
+/// every claimed UID, in GUID order (DESIGN.md: "colliding UIDs renumbered
+/// above both UIDNEXTs on both nodes"). Symmetric in `a` and `b`.
+pub fn renumbering(a: &Delta, b: &Delta) -> Renumbering {
+    let mut out = Renumbering::default();
+    for ma in &a.mailboxes {
+        if let Some(mb) = b.mailbox(&ma.guid)
+            && mb.uidvalidity != ma.uidvalidity
+        {
+            let (keep, give) = if ma.uidvalidity < mb.uidvalidity {
+                (a, b)
+            } else {
+                (b, a)
+            };
+            let reset = reset_mailbox(ma.guid, keep, give, &mut out.uids);
+            out.resets.insert(ma.guid, reset);
+        }
+    }
+    let mut winners: BTreeMap<MessageGuid, &MessageState> = BTreeMap::new();
+    for m in a.messages.iter().chain(b.messages.iter()) {
+        let e = winners.entry(m.guid).or_insert(m);
+        if placement_key(m) > placement_key(e) {
+            *e = m;
+        }
+    }
+    let mut claims: BTreeMap<MailboxGuid, BTreeMap<Uid, BTreeSet<MessageGuid>>> = BTreeMap::new();
+    for m in a.messages.iter().chain(b.messages.iter()) {
+        claims
+            .entry(m.mailbox)
+            .or_default()
+            .entry(m.uid)
+            .or_default()
+            .insert(m.guid);
+    }
+    for t in a.tombstones.iter().chain(b.tombstones.iter()) {
+        claims
+            .entry(t.mailbox)
+            .or_default()
+            .entry(t.uid)
+            .or_default()
+            .insert(t.guid);
+    }
+    for (mailbox, uids) in &claims {
+        if out.resets.contains_key(mailbox) {
+            continue;
+        }
+        let mut losers: BTreeSet<MessageGuid> = BTreeSet::new();
+        for (uid, guids) in uids {
+            if guids.len() < 2 {
+                continue;
+            }
+            for g in guids {
+                if let Some(w) = winners.get(g)
+                    && w.mailbox == *mailbox
+                    && w.uid == *uid
+                {
+                    losers.insert(*g);
+                }
+            }
+        }
+        if losers.is_empty() {
+            continue;
+        }
+        let next_of = |d: &Delta| d.mailbox(mailbox).map_or(1, |m| m.uidnext);
+        let highest = uids.keys().next_back().copied().unwrap_or(0);
+        let mut fresh = next_of(a).max(next_of(b)).max(highest.saturating_add(1));
+        for g in losers {
+            out.uids.insert((*mailbox, g), fresh);
+            fresh = fresh.saturating_add(1);
+        }
+    }
+    out
+}
+
+/// The UIDs the giving node's messages of `mailbox` take: the keeping
+/// node's UID for a message it has there, else fresh ones above everything
+/// the keeping node has claimed, in GUID order.
+fn reset_mailbox(
+    mailbox: MailboxGuid,
+    keep: &Delta,
+    give: &Delta,
+    uids: &mut BTreeMap<(MailboxGuid, MessageGuid), Uid>,
+) -> Reset {
+    let (uidvalidity, uidnext) = keep
+        .mailbox(&mailbox)
+        .map_or((1, 1), |m| (m.uidvalidity, m.uidnext));
+    let kept: BTreeMap<MessageGuid, Uid> = keep
+        .messages
+        .iter()
+        .filter(|m| m.mailbox == mailbox)
+        .map(|m| (m.guid, m.uid))
+        .collect();
+    let highest = keep
+        .messages
+        .iter()
+        .filter(|m| m.mailbox == mailbox)
+        .map(|m| m.uid)
+        .chain(
+            keep.tombstones
+                .iter()
+                .filter(|t| t.mailbox == mailbox)
+                .map(|t| t.uid),
+        )
+        .max()
+        .unwrap_or(0);
+    let mut fresh = uidnext.max(highest.saturating_add(1));
+    let mut given: Vec<MessageGuid> = give
+        .messages
+        .iter()
+        .filter(|m| m.mailbox == mailbox)
+        .map(|m| m.guid)
+        .collect();
+    given.sort();
+    given.dedup();
+    for g in given {
+        let uid = match kept.get(&g) {
+            Some(u) => *u,
+            None => {
+                let u = fresh;
+                fresh = fresh.saturating_add(1);
+                u
+            }
+        };
+        uids.insert((mailbox, g), uid);
+    }
+    Reset {
+        uidvalidity,
+        uidnext: fresh,
+    }
+}
+
+/// A user as replicas exchange it (the directory is merged per address,
+/// the later change winning).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UserRecord {
+    pub address: String,
+    /// The password hash (PHC string); `None`: no login.
+    pub password: Option<String>,
+    pub quota: u64,
+    pub stamp: Stamp,
+    pub removed: bool,
+}
+
+/// What applying a peer's delta did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ApplyReport {
+    pub mailboxes_created: u64,
+    pub mailboxes_renamed: u64,
+    pub mailboxes_deleted: u64,
+    pub messages_added: u64,
+    pub messages_moved: u64,
+    pub messages_renumbered: u64,
+    pub flags_changed: u64,
+    pub messages_expunged: u64,
+    pub subscriptions_changed: u64,
+    /// Changes left for the next sync (a UID taken meanwhile, content
+    /// missing): not an error, the next session retries them.
+    pub deferred: u64,
+    /// Mailboxes whose UIDVALIDITY gave way to the peer's (a rebuilt
+    /// index on one side).
+    pub uidvalidity_resets: u64,
+    /// The modseqs the apply gave its changes (one transaction: a
+    /// contiguous range), if it changed anything.
+    pub applied_modseqs: Option<(ModSeq, ModSeq)>,
+    /// The apply did something the peer cannot work out from the two
+    /// deltas (a fresh UID for a UID taken meanwhile, something left for
+    /// later): its changes must travel back to the peer.
+    pub divergent: bool,
+}
+
+impl ApplyReport {
+    /// Whether anything changed.
+    pub fn changed(&self) -> bool {
+        self.mailboxes_created
+            + self.mailboxes_renamed
+            + self.mailboxes_deleted
+            + self.messages_added
+            + self.messages_moved
+            + self.messages_renumbered
+            + self.flags_changed
+            + self.messages_expunged
+            + self.subscriptions_changed
+            > 0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn clock_round_trips_and_records_changes() {
+        let mut c = FlagClock::default();
+        c.record_change(
+            (Flags::SEEN, &["$Junk".to_string()]),
+            (Flags::FLAGGED, &["$Junk".to_string(), "a=b@c".to_string()]),
+            7 << 16,
+        );
+        let text = c.to_string();
+        assert_eq!(FlagClock::parse(&text), c);
+        assert_eq!(c.0.get("\\Seen"), Some(&(false, 7 << 16)));
+        assert_eq!(c.0.get("\\Flagged"), Some(&(true, 7 << 16)));
+        assert_eq!(c.0.get("a=b@c"), Some(&(true, 7 << 16)));
+        assert_eq!(c.0.get("$Junk"), None);
+    }
+
+    #[test]
+    fn later_change_wins_per_flag_and_merge_commutes() {
+        // Base: nothing set. A set \Seen at t=5, B set \Flagged at t=6 and
+        // cleared $x (set at delivery) at t=7.
+        let mut ca = FlagClock::default();
+        ca.record_change(
+            (Flags::empty(), &["$x".into()]),
+            (Flags::SEEN, &["$x".into()]),
+            5 << 16,
+        );
+        let mut cb = FlagClock::default();
+        cb.record_change(
+            (Flags::empty(), &["$x".into()]),
+            (Flags::FLAGGED, &[]),
+            7 << 16,
+        );
+        let a_kw = vec!["$x".to_string()];
+        let a = || FlagsSide {
+            flags: Flags::SEEN,
+            keywords: &a_kw,
+            clock: &ca,
+        };
+        let b = || FlagsSide {
+            flags: Flags::FLAGGED,
+            keywords: &[],
+            clock: &cb,
+        };
+        let ab = merge_flags(a(), b());
+        let ba = merge_flags(b(), a());
+        assert_eq!(ab, ba);
+        assert_eq!(ab.0, Flags::SEEN | Flags::FLAGGED);
+        assert!(ab.1.is_empty(), "$x was cleared later than it was set");
+    }
+
+    fn msg(mailbox: u8, uid: Uid, guid: u8, placed: Stamp) -> MessageState {
+        MessageState {
+            mailbox: MailboxGuid([mailbox; 16]),
+            uid,
+            guid: MessageGuid([guid; 16]),
+            content: [0; 32],
+            flags: 0,
+            keywords: vec![],
+            clock: String::new(),
+            placed,
+            internal_date: 0,
+            size: 1,
+        }
+    }
+
+    fn mailbox(guid: u8, uidnext: Uid) -> MailboxState {
+        MailboxState {
+            guid: MailboxGuid([guid; 16]),
+            name: "INBOX".into(),
+            name_stamp: 0,
+            uidvalidity: 1,
+            uidnext,
+            special_use: None,
+        }
+    }
+
+    #[test]
+    fn colliding_uids_get_fresh_ones_above_both_uidnexts() {
+        let a = Delta {
+            mailboxes: vec![mailbox(1, 12)],
+            messages: vec![msg(1, 10, 0xa1, 1), msg(1, 11, 0xa2, 2)],
+            ..Delta::default()
+        };
+        let b = Delta {
+            mailboxes: vec![mailbox(1, 11)],
+            messages: vec![msg(1, 10, 0xb1, 3)],
+            ..Delta::default()
+        };
+        let r = renumbering(&a, &b);
+        assert_eq!(r, renumbering(&b, &a), "symmetric");
+        let mb = MailboxGuid([1; 16]);
+        assert_eq!(r.uids.len(), 2);
+        assert_eq!(r.uids[&(mb, MessageGuid([0xa1; 16]))], 12);
+        assert_eq!(r.uids[&(mb, MessageGuid([0xb1; 16]))], 13);
+    }
+
+    #[test]
+    fn a_retired_uid_is_never_given_to_another_message() {
+        // B expunged g1 at UID 5 while A delivered g2 at UID 5.
+        let a = Delta {
+            mailboxes: vec![mailbox(1, 6)],
+            messages: vec![msg(1, 5, 2, 1)],
+            ..Delta::default()
+        };
+        let b = Delta {
+            mailboxes: vec![mailbox(1, 6)],
+            tombstones: vec![TombstoneState {
+                mailbox: MailboxGuid([1; 16]),
+                uid: 5,
+                guid: MessageGuid([1; 16]),
+                stamp: 9,
+            }],
+            ..Delta::default()
+        };
+        let r = renumbering(&a, &b);
+        assert_eq!(r.uids.len(), 1);
+        assert_eq!(r.uids[&(MailboxGuid([1; 16]), MessageGuid([2; 16]))], 6);
+    }
+
+    #[test]
+    fn a_rebuilt_mailbox_takes_the_older_uidvalidity_and_its_uids() {
+        // a kept UIDVALIDITY 5 (g1 at 1, g2 at 2); b rebuilt its index
+        // (UIDVALIDITY 9: g2 at 7, g3 at 8).
+        let mut ma = mailbox(1, 3);
+        ma.uidvalidity = 5;
+        let mut mb = mailbox(1, 9);
+        mb.uidvalidity = 9;
+        let a = Delta {
+            mailboxes: vec![ma],
+            messages: vec![msg(1, 1, 1, 1), msg(1, 2, 2, 1)],
+            ..Delta::default()
+        };
+        let b = Delta {
+            mailboxes: vec![mb],
+            messages: vec![msg(1, 7, 2, 1), msg(1, 8, 3, 1)],
+            ..Delta::default()
+        };
+        let r = renumbering(&a, &b);
+        assert_eq!(r, renumbering(&b, &a), "symmetric");
+        let m = MailboxGuid([1; 16]);
+        assert_eq!(
+            r.resets[&m],
+            Reset {
+                uidvalidity: 5,
+                uidnext: 4
+            }
+        );
+        assert_eq!(r.uids[&(m, MessageGuid([2; 16]))], 2, "a's UID stands");
+        assert_eq!(r.uids[&(m, MessageGuid([3; 16]))], 3, "fresh above a's");
+        assert!(!r.uids.contains_key(&(m, MessageGuid([1; 16]))));
+    }
+
+    #[test]
+    fn the_same_message_in_both_deltas_is_no_collision() {
+        let a = Delta {
+            mailboxes: vec![mailbox(1, 6)],
+            messages: vec![msg(1, 5, 2, 1)],
+            ..Delta::default()
+        };
+        let r = renumbering(&a, &a.clone());
+        assert!(r.uids.is_empty());
+    }
+}

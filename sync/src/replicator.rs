@@ -1,0 +1,686 @@
+//! Which users to sync with which peer, and when (DESIGN.md "Replication").
+//!
+//! - Any committed change to a user's mail queues that user for every peer
+//!   (the store's change hook calls [`Replicator::queue`]); each peer's task
+//!   waits `debounce` after the first change, so a burst becomes one
+//!   session, then syncs every queued user over its link.
+//! - A full sync (every user) runs at start, every `full_sync_interval`,
+//!   and whenever a link to the peer is (re)established.
+//! - A failed link or session is retried with exponential backoff and
+//!   jitter up to `backoff_max`; the users stay queued.
+//! - Sessions for one user never run twice at once on a node
+//!   ([`UserLocks`]), whichever side started them.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime};
+
+use cove_store::Store;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{Notify, watch};
+
+use crate::UserLocks;
+use crate::session::{self, SyncError, UserSync};
+use crate::transport::{self, Link, Secret};
+
+type ClientLink = Link<tokio_rustls::client::TlsStream<TcpStream>>;
+
+/// How often the directory is checked for user changes made by the CLI.
+const USERS_POLL: Duration = Duration::from_secs(1);
+
+/// A configured peer.
+#[derive(Debug, Clone)]
+pub struct PeerSpec {
+    pub name: String,
+    pub address: String,
+}
+
+/// How the replicator runs.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// This node's name (its hostname): what peers know it by.
+    pub node: String,
+    pub secret: Secret,
+    pub peers: Vec<PeerSpec>,
+    pub debounce: Duration,
+    pub full_sync_interval: Duration,
+    pub backoff_max: Duration,
+    pub connect_timeout: Duration,
+}
+
+#[derive(Default)]
+struct PeerState {
+    /// Users waiting, with when each was first queued.
+    queue: BTreeMap<String, Instant>,
+    connected: bool,
+    last_error: Option<String>,
+    last_success: Option<SystemTime>,
+    /// Queued-to-synced time of the last user synced.
+    last_lag: Option<Duration>,
+    full_sync_wanted: bool,
+}
+
+struct Peer {
+    spec: PeerSpec,
+    state: Mutex<PeerState>,
+    wake: Notify,
+    sessions: AtomicU64,
+    failures: AtomicU64,
+    bytes_sent: AtomicU64,
+    bytes_received: AtomicU64,
+    messages_in: AtomicU64,
+}
+
+impl Peer {
+    fn state(&self) -> std::sync::MutexGuard<'_, PeerState> {
+        match self.state.lock() {
+            Ok(s) => s,
+            Err(p) => p.into_inner(),
+        }
+    }
+}
+
+/// The replicator of one node.
+pub struct Replicator {
+    store: Arc<Store>,
+    opts: Options,
+    locks: Arc<UserLocks>,
+    peers: Vec<Arc<Peer>>,
+}
+
+impl Replicator {
+    pub fn new(store: Arc<Store>, opts: Options) -> Arc<Replicator> {
+        let peers = opts
+            .peers
+            .iter()
+            .map(|spec| {
+                Arc::new(Peer {
+                    spec: spec.clone(),
+                    state: Mutex::new(PeerState {
+                        full_sync_wanted: true,
+                        ..PeerState::default()
+                    }),
+                    wake: Notify::new(),
+                    sessions: AtomicU64::new(0),
+                    failures: AtomicU64::new(0),
+                    bytes_sent: AtomicU64::new(0),
+                    bytes_received: AtomicU64::new(0),
+                    messages_in: AtomicU64::new(0),
+                })
+            })
+            .collect();
+        Arc::new(Replicator {
+            store,
+            opts,
+            locks: Arc::new(UserLocks::default()),
+            peers,
+        })
+    }
+
+    /// Queue a user for every peer (called on every committed change).
+    pub fn queue(&self, user: &str) {
+        let now = Instant::now();
+        for peer in &self.peers {
+            peer.state().queue.entry(user.to_string()).or_insert(now);
+            peer.wake.notify_one();
+        }
+    }
+
+    /// Start one task per peer; they stop when `stop` turns true.
+    pub fn start(
+        self: &Arc<Self>,
+        stop: watch::Receiver<bool>,
+    ) -> Vec<tokio::task::JoinHandle<()>> {
+        self.peers
+            .iter()
+            .map(|p| tokio::spawn(self.clone().run_peer(p.clone(), stop.clone())))
+            .collect()
+    }
+
+    fn users_version(&self) -> Option<u64> {
+        self.store.directory().users_version().ok()
+    }
+
+    fn users_changed_since(&self, version: u64) -> Vec<String> {
+        match self.store.directory().user_records() {
+            Ok(r) => r
+                .into_iter()
+                .filter(|u| u.stamp > version && !u.removed)
+                .map(|u| u.address)
+                .collect(),
+            Err(_) => Vec::new(),
+        }
+    }
+
+    fn all_users(&self) -> Vec<String> {
+        match self.store.directory().list() {
+            Ok(users) => users.iter().map(|u| u.address.to_string()).collect(),
+            Err(e) => {
+                tracing::warn!(error = %e, "replication: cannot list users for a full sync");
+                Vec::new()
+            }
+        }
+    }
+
+    async fn run_peer(self: Arc<Self>, peer: Arc<Peer>, mut stop: watch::Receiver<bool>) {
+        let mut link: Option<ClientLink> = None;
+        let mut failures: u32 = 0;
+        // The directory's version last swapped with this peer (users are
+        // changed by the CLI, another process: polled).
+        let mut users_sent: Option<u64> = None;
+        let mut next_full = Instant::now() + self.opts.full_sync_interval;
+        loop {
+            if *stop.borrow() {
+                break;
+            }
+            let idle = {
+                let s = peer.state();
+                s.queue.is_empty() && !s.full_sync_wanted
+            };
+            let users_changed = || self.users_version() != users_sent;
+            if idle && !users_changed() {
+                tokio::select! {
+                    _ = peer.wake.notified() => {}
+                    _ = tokio::time::sleep_until(next_full.into()) => {}
+                    _ = tokio::time::sleep(USERS_POLL) => {
+                        if !users_changed() {
+                            continue;
+                        }
+                    }
+                    _ = stop.changed() => continue,
+                }
+                // Let a burst of changes gather into one session.
+                tokio::time::sleep(self.opts.debounce).await;
+            }
+            if Instant::now() >= next_full {
+                peer.state().full_sync_wanted = true;
+                next_full = Instant::now() + self.opts.full_sync_interval;
+            }
+            if link.is_none() {
+                let connecting = transport::connect(
+                    &peer.spec.address,
+                    &self.opts.secret,
+                    &self.opts.node,
+                    self.opts.connect_timeout,
+                );
+                let connected = tokio::select! {
+                    c = connecting => c,
+                    _ = stop.changed() => break,
+                };
+                match connected {
+                    Ok((l, name)) => {
+                        if name != peer.spec.name {
+                            tracing::warn!(peer = %peer.spec.name, address = %peer.spec.address, answered = %name, "replication: the peer answers under another name; check [[replication.peers]]");
+                        }
+                        tracing::info!(peer = %peer.spec.name, "replication link up");
+                        let mut s = peer.state();
+                        s.connected = true;
+                        // A peer that comes back gets a full sync.
+                        s.full_sync_wanted = true;
+                        link = Some(l);
+                    }
+                    Err(e) => {
+                        self.failed(&peer, &e.to_string(), &mut failures, &mut stop)
+                            .await;
+                        continue;
+                    }
+                }
+            }
+            let Some(l) = link.as_mut() else { continue };
+            let version = self.users_version();
+            if version != users_sent {
+                match session::exchange_users(l, &self.store).await {
+                    Ok(merged) => {
+                        // Users new here, and users changed here since the
+                        // last swap, need a sync.
+                        let now = Instant::now();
+                        let changed = self.users_changed_since(users_sent.unwrap_or(0));
+                        let mut s = peer.state();
+                        for a in merged.added.iter().map(|a| a.to_string()).chain(changed) {
+                            s.queue.entry(a).or_insert(now);
+                        }
+                        users_sent = version;
+                    }
+                    Err(e) => {
+                        link = None;
+                        self.failed(&peer, &format!("users: {e}"), &mut failures, &mut stop)
+                            .await;
+                        continue;
+                    }
+                }
+            }
+            let full = std::mem::take(&mut peer.state().full_sync_wanted);
+            if full {
+                let now = Instant::now();
+                let users = self.all_users();
+                let mut s = peer.state();
+                for u in users {
+                    s.queue.entry(u).or_insert(now);
+                }
+            }
+            let batch: Vec<(String, Instant)> = peer
+                .state()
+                .queue
+                .iter()
+                .map(|(u, t)| (u.clone(), *t))
+                .collect();
+            let mut broken = None;
+            let mut busy = false;
+            for (user, queued) in batch {
+                let started = (l.bytes_sent(), l.bytes_received());
+                let result = {
+                    let _guard = self.locks.lock(&user).await;
+                    // Shutting down: a session dropped half-way leaves
+                    // nothing half-applied (see session.rs).
+                    tokio::select! {
+                        r = session::sync_user(l, &self.store, &peer.spec.name, &user) => r,
+                        _ = stop.changed() => Err(SyncError::Protocol("shutting down".into())),
+                    }
+                };
+                peer.bytes_sent
+                    .fetch_add(l.bytes_sent() - started.0, Ordering::Relaxed);
+                peer.bytes_received
+                    .fetch_add(l.bytes_received() - started.1, Ordering::Relaxed);
+                match result {
+                    Ok(report) if report.busy => busy = true,
+                    Ok(report) if report.here.deferred + report.there.deferred > 0 => {
+                        // Something could not be applied yet (content not
+                        // available): the user stays queued and is retried.
+                        peer.sessions.fetch_add(1, Ordering::Relaxed);
+                        log_report(&peer.spec.name, &report);
+                        busy = true;
+                    }
+                    Ok(report) => {
+                        peer.sessions.fetch_add(1, Ordering::Relaxed);
+                        peer.messages_in
+                            .fetch_add(report.here.messages_added, Ordering::Relaxed);
+                        log_report(&peer.spec.name, &report);
+                        let mut s = peer.state();
+                        // Requeued meanwhile (a change during the session)?
+                        // Then it stays queued.
+                        if s.queue.get(&user) == Some(&queued) {
+                            s.queue.remove(&user);
+                        }
+                        s.last_lag = Some(queued.elapsed());
+                        s.last_success = Some(SystemTime::now());
+                        s.last_error = None;
+                    }
+                    Err(e) => {
+                        broken = Some(format!("{user}: {e}"));
+                        break;
+                    }
+                }
+            }
+            match broken {
+                Some(e) => {
+                    link = None;
+                    self.failed(&peer, &e, &mut failures, &mut stop).await;
+                }
+                None => failures = 0,
+            }
+            if busy {
+                // The peer is syncing those users with us right now; ours
+                // stay queued for the next round.
+                tokio::time::sleep(self.opts.debounce.max(Duration::from_millis(20)) * 2).await;
+            }
+        }
+        if let Some(mut l) = link {
+            let _ = l.shutdown().await;
+        }
+    }
+
+    /// Record a failure and wait the backoff (exponential, with jitter).
+    async fn failed(
+        &self,
+        peer: &Peer,
+        error: &str,
+        failures: &mut u32,
+        stop: &mut watch::Receiver<bool>,
+    ) {
+        peer.failures.fetch_add(1, Ordering::Relaxed);
+        *failures = failures.saturating_add(1);
+        {
+            let mut s = peer.state();
+            if s.connected || s.last_error.as_deref() != Some(error) {
+                tracing::warn!(peer = %peer.spec.name, error = %error, "replication with this peer failed; retrying with backoff");
+            }
+            s.connected = false;
+            s.last_error = Some(error.to_string());
+        }
+        let base = Duration::from_millis(250)
+            .saturating_mul(1u32 << (*failures).min(16))
+            .min(self.opts.backoff_max);
+        let mut r = [0u8; 2];
+        let _ = getrandom::fill(&mut r);
+        let jitter =
+            base.mul_f64(0.5 + f64::from(u16::from_le_bytes(r)) / f64::from(u16::MAX) / 2.0);
+        tokio::select! {
+            _ = tokio::time::sleep(jitter) => {}
+            _ = stop.changed() => {}
+        }
+    }
+
+    /// Accept peers' links on `listener` until `stop`.
+    pub async fn accept_loop(
+        self: Arc<Self>,
+        listener: TcpListener,
+        acceptor: tokio_rustls::TlsAcceptor,
+        mut stop: watch::Receiver<bool>,
+    ) {
+        loop {
+            let (tcp, addr) = tokio::select! {
+                r = listener.accept() => match r {
+                    Ok(c) => c,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "replication accept failed");
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                        continue;
+                    }
+                },
+                _ = stop.changed() => return,
+            };
+            let me = self.clone();
+            let acceptor = acceptor.clone();
+            tokio::spawn(async move {
+                let (link, name) = match transport::accept(
+                    tcp,
+                    &acceptor,
+                    &me.opts.secret,
+                    &me.opts.node,
+                    me.opts.connect_timeout,
+                )
+                .await
+                {
+                    Ok(x) => x,
+                    Err(e) => {
+                        tracing::warn!(peer = %addr, error = %e, "replication link refused");
+                        return;
+                    }
+                };
+                if !me.peers.iter().any(|p| p.spec.name == name) {
+                    tracing::warn!(peer = %addr, name = %name, "replication link refused: not a configured peer");
+                    return;
+                }
+                tracing::info!(peer = %name, address = %addr, "replication link accepted");
+                let counters = me.peers.iter().find(|p| p.spec.name == name).cloned();
+                let on_bytes = move |sent: u64, received: u64| {
+                    if let Some(p) = &counters {
+                        p.bytes_sent.fetch_add(sent, Ordering::Relaxed);
+                        p.bytes_received.fetch_add(received, Ordering::Relaxed);
+                    }
+                };
+                if let Err(e) = session::serve_link_counted(
+                    link,
+                    me.store.clone(),
+                    name.clone(),
+                    me.locks.clone(),
+                    on_bytes,
+                )
+                .await
+                {
+                    tracing::warn!(peer = %name, error = %e, "replication session from peer failed");
+                }
+            });
+        }
+    }
+
+    /// Sync now, over fresh links: one user or every user, with every
+    /// peer. A report per peer and user.
+    pub async fn sync_now(&self, user: Option<String>) -> Result<Vec<(String, UserSync)>, String> {
+        let users = match user {
+            Some(u) => vec![u],
+            None => self.all_users(),
+        };
+        let mut out = Vec::new();
+        let mut errors = Vec::new();
+        for peer in &self.peers {
+            match self.sync_with(peer, &users, true).await {
+                Ok(reports) => out.extend(reports.into_iter().map(|r| (peer.spec.name.clone(), r))),
+                Err(e) => errors.push(format!("{}: {e}", peer.spec.name)),
+            }
+        }
+        if errors.is_empty() {
+            Ok(out)
+        } else {
+            Err(errors.join("; "))
+        }
+    }
+
+    async fn sync_with(
+        &self,
+        peer: &Peer,
+        users: &[String],
+        with_users: bool,
+    ) -> Result<Vec<UserSync>, SyncError> {
+        let (mut link, _) = transport::connect(
+            &peer.spec.address,
+            &self.opts.secret,
+            &self.opts.node,
+            self.opts.connect_timeout,
+        )
+        .await
+        .map_err(|e| SyncError::Protocol(e.to_string()))?;
+        if with_users {
+            session::exchange_users(&mut link, &self.store).await?;
+        }
+        let mut reports = Vec::new();
+        for user in users {
+            let _guard = self.locks.lock(user).await;
+            let mut r = session::sync_user(&mut link, &self.store, &peer.spec.name, user).await?;
+            // The peer is syncing this user with us: wait for it, then ours.
+            for _ in 0..100 {
+                if !r.busy {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                r = session::sync_user(&mut link, &self.store, &peer.spec.name, user).await?;
+            }
+            peer.sessions.fetch_add(1, Ordering::Relaxed);
+            reports.push(r);
+        }
+        peer.bytes_sent
+            .fetch_add(link.bytes_sent(), Ordering::Relaxed);
+        peer.bytes_received
+            .fetch_add(link.bytes_received(), Ordering::Relaxed);
+        let _ = link.shutdown().await;
+        Ok(reports)
+    }
+
+    /// Make a user's latest changes reach at least one peer within
+    /// `timeout` (synchronous delivery). False if none could be reached.
+    pub async fn replicate_now(&self, user: &str, timeout: Duration) -> bool {
+        let users = [user.to_string()];
+        let attempt = async {
+            for peer in &self.peers {
+                if let Ok(r) = self.sync_with(peer, &users, false).await
+                    && r.iter().all(|r| !r.skipped && !r.busy)
+                {
+                    return true;
+                }
+            }
+            false
+        };
+        tokio::time::timeout(timeout, attempt)
+            .await
+            .unwrap_or(false)
+    }
+
+    /// `GET /sync/status`: each peer as JSON.
+    pub fn status_json(&self) -> String {
+        let mut out = String::from("{\"node\":");
+        json_str(&mut out, &self.opts.node);
+        out.push_str(",\"peers\":[");
+        for (i, p) in self.peers.iter().enumerate() {
+            let s = p.state();
+            if i > 0 {
+                out.push(',');
+            }
+            out.push_str("{\"name\":");
+            json_str(&mut out, &p.spec.name);
+            out.push_str(",\"address\":");
+            json_str(&mut out, &p.spec.address);
+            let oldest = s.queue.values().min().map(|t| t.elapsed().as_secs_f64());
+            let _ = write!(
+                out,
+                ",\"connected\":{},\"users_queued\":{},\"oldest_unsynced_secs\":{},\"sessions\":{},\"failures\":{},\"last_error\":",
+                s.connected,
+                s.queue.len(),
+                oldest.map_or("null".to_string(), |o| format!("{o:.3}")),
+                p.sessions.load(Ordering::Relaxed),
+                p.failures.load(Ordering::Relaxed),
+            );
+            match &s.last_error {
+                Some(e) => json_str(&mut out, e),
+                None => out.push_str("null"),
+            }
+            let secs_ago = s
+                .last_success
+                .and_then(|t| t.elapsed().ok())
+                .map(|d| format!("{:.3}", d.as_secs_f64()));
+            let _ = write!(
+                out,
+                ",\"last_success_secs_ago\":{}}}",
+                secs_ago.unwrap_or_else(|| "null".into())
+            );
+        }
+        out.push_str("]}");
+        out
+    }
+
+    /// `GET /metrics`: Prometheus text.
+    pub fn metrics(&self) -> String {
+        let mut out = String::new();
+        let gauges: [(&str, &str, &str); 8] = [
+            (
+                "cove_replication_connected",
+                "gauge",
+                "1 if the link to the peer is up",
+            ),
+            (
+                "cove_replication_queue_users",
+                "gauge",
+                "users waiting to be synced with the peer",
+            ),
+            (
+                "cove_replication_oldest_unsynced_seconds",
+                "gauge",
+                "age of the oldest change not yet synced to the peer",
+            ),
+            (
+                "cove_replication_last_lag_seconds",
+                "gauge",
+                "time from a user's change to its sync, for the last user synced",
+            ),
+            (
+                "cove_replication_sessions_total",
+                "counter",
+                "user sync sessions completed with the peer",
+            ),
+            (
+                "cove_replication_failures_total",
+                "counter",
+                "failed links or sessions with the peer",
+            ),
+            (
+                "cove_replication_bytes_sent_total",
+                "counter",
+                "bytes sent to the peer",
+            ),
+            (
+                "cove_replication_bytes_received_total",
+                "counter",
+                "bytes received from the peer",
+            ),
+        ];
+        for (i, (name, kind, help)) in gauges.iter().enumerate() {
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+            for p in &self.peers {
+                let s = p.state();
+                let v = match i {
+                    0 => f64::from(u8::from(s.connected)),
+                    1 => s.queue.len() as f64,
+                    2 => s
+                        .queue
+                        .values()
+                        .min()
+                        .map_or(0.0, |t| t.elapsed().as_secs_f64()),
+                    3 => s.last_lag.map_or(0.0, |d| d.as_secs_f64()),
+                    4 => p.sessions.load(Ordering::Relaxed) as f64,
+                    5 => p.failures.load(Ordering::Relaxed) as f64,
+                    6 => p.bytes_sent.load(Ordering::Relaxed) as f64,
+                    _ => p.bytes_received.load(Ordering::Relaxed) as f64,
+                };
+                let _ = writeln!(out, "{name}{{peer=\"{}\"}} {v}", p.spec.name);
+            }
+        }
+        out
+    }
+}
+
+fn log_report(peer: &str, r: &UserSync) {
+    if r.skipped {
+        tracing::warn!(peer = %peer, user = %r.user, "replication: the user does not exist on the peer (add it there too: users are not replicated)");
+        return;
+    }
+    if r.here.changed() || r.there.changed() {
+        tracing::info!(
+            peer = %peer, user = %r.user,
+            added = r.here.messages_added, moved = r.here.messages_moved,
+            renumbered = r.here.messages_renumbered, flags = r.here.flags_changed,
+            expunged = r.here.messages_expunged, deferred = r.here.deferred,
+            peer_added = r.there.messages_added, blobs_in = r.blobs_received, blobs_out = r.blobs_sent,
+            "replicated"
+        );
+    }
+}
+
+fn json_str(out: &mut String, s: &str) {
+    out.push('"');
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            c if (c as u32) < 0x20 => {
+                let _ = write!(out, "\\u{:04x}", c as u32);
+            }
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+}
+
+/// A human-readable summary of a `sync now`.
+pub fn summarize(reports: &[(String, UserSync)]) -> String {
+    let mut out = String::new();
+    for (peer, r) in reports {
+        if r.skipped {
+            let _ = writeln!(out, "{peer} {}: not on the peer, skipped", r.user);
+            continue;
+        }
+        let _ = writeln!(
+            out,
+            "{peer} {}: received {} new, {} moved, {} renumbered, {} flag changes, {} expunged; peer received {} new, {} moved, {} renumbered, {} flag changes, {} expunged; content {} blobs ({} bytes) in, {} blobs ({} bytes) out",
+            r.user,
+            r.here.messages_added,
+            r.here.messages_moved,
+            r.here.messages_renumbered,
+            r.here.flags_changed,
+            r.here.messages_expunged,
+            r.there.messages_added,
+            r.there.messages_moved,
+            r.there.messages_renumbered,
+            r.there.flags_changed,
+            r.there.messages_expunged,
+            r.blobs_received,
+            r.content_bytes_received,
+            r.blobs_sent,
+            r.content_bytes_sent,
+        );
+    }
+    if out.is_empty() {
+        out.push_str("nothing to sync\n");
+    }
+    out
+}

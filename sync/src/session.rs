@@ -1,0 +1,802 @@
+//! One user's sync session over a peer link (docs/replication.md).
+//!
+//! ```text
+//! client                                   server
+//! Open{user, since: what I applied of you} ->
+//!                                          <- Delta{yours since, since: what I applied of you}
+//! Delta{mine since that}                   ->
+//! Need{content I lack}                     ->
+//!                                          <- blob chunks, BlobsDone
+//!                                          <- Need{content it lacks}
+//! blob chunks, BlobsDone                   ->
+//! (both apply the other's delta)
+//! Done{my report}                          ->
+//!                                          <- Done{its report}
+//! ```
+//!
+//! Each side applies the other's delta in one index transaction and then
+//! records the peer's modseq it has applied (its "mark"): a session cut at
+//! any point leaves each side either fully applied or untouched, and the
+//! next session resends from the mark. Content travels only when the
+//! receiver lacks it (by blake3 id), is verified against its id before it
+//! is linked (DESIGN.md invariant 5), and is sent in chunks of 1 MiB.
+
+use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use cove_store::UsersMerged;
+use cove_store::replica::{ApplyReport, Delta, Mark, MessageState, TombstoneState, UserRecord};
+use cove_store::{Account, Address, ContentId, StagedBlob, Store};
+use tokio::io::{AsyncRead, AsyncWrite};
+
+use crate::transport::Link;
+
+const CHUNK: usize = 1024 * 1024;
+const TAG_MSG: u8 = 0;
+const TAG_CHUNK: u8 = 1;
+
+#[derive(Debug, Serialize, Deserialize)]
+pub enum Msg {
+    Open {
+        user: String,
+        since: Mark,
+    },
+    NoSuchUser,
+    /// A delta's head; `more` [`Msg::DeltaMore`] frames follow with the
+    /// rest of its messages and tombstones (frames stay far below the
+    /// link's limit whatever the mailbox's size).
+    Delta {
+        delta: Delta,
+        since: Mark,
+        more: u32,
+    },
+    Need {
+        content: Vec<[u8; 32]>,
+    },
+    BlobsDone,
+    Done {
+        report: ApplyReport,
+        error: Option<String>,
+    },
+    /// A session for this user is running the other way: try again soon.
+    Busy,
+    /// Every user this node knows and has removed, with stamps; answered
+    /// with the peer's own (the directory merge is last-writer-wins).
+    Users {
+        users: Vec<UserRecord>,
+    },
+    DeltaMore {
+        messages: Vec<MessageState>,
+        tombstones: Vec<TombstoneState>,
+    },
+}
+
+/// Messages (or tombstones) per delta frame: about 2 MiB.
+const DELTA_PAGE: usize = 16 * 1024;
+
+fn page<T: Clone>(v: &[T], n: usize) -> Vec<T> {
+    let from = (n * DELTA_PAGE).min(v.len());
+    let to = ((n + 1) * DELTA_PAGE).min(v.len());
+    v[from..to].to_vec()
+}
+
+async fn send_delta<S>(link: &mut Link<S>, delta: &Delta, since: Mark) -> Result<(), SyncError>
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send,
+{
+    let pages = delta
+        .messages
+        .len()
+        .max(delta.tombstones.len())
+        .div_ceil(DELTA_PAGE)
+        .max(1);
+    let head = Delta {
+        epoch: delta.epoch,
+        since: delta.since,
+        modseq: delta.modseq,
+        mailboxes: delta.mailboxes.clone(),
+        gone: delta.gone.clone(),
+        subscriptions: delta.subscriptions.clone(),
+        messages: page(&delta.messages, 0),
+        tombstones: page(&delta.tombstones, 0),
+    };
+    let more =
+        u32::try_from(pages - 1).map_err(|_| SyncError::Protocol("delta too large".into()))?;
+    send_msg(
+        link,
+        &Msg::Delta {
+            delta: head,
+            since,
+            more,
+        },
+    )
+    .await?;
+    for n in 1..pages {
+        send_msg(
+            link,
+            &Msg::DeltaMore {
+                messages: page(&delta.messages, n),
+                tombstones: page(&delta.tombstones, n),
+            },
+        )
+        .await?;
+    }
+    Ok(())
+}
+
+/// The rest of a delta whose head said `more` frames follow.
+async fn recv_delta_rest<S>(
+    link: &mut Link<S>,
+    delta: &mut Delta,
+    more: u32,
+) -> Result<(), SyncError>
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send,
+{
+    for _ in 0..more {
+        match recv_msg(link).await? {
+            Msg::DeltaMore {
+                messages,
+                tombstones,
+            } => {
+                delta.messages.extend(messages);
+                delta.tombstones.extend(tombstones);
+            }
+            other => return Err(unexpected("DeltaMore", &other)),
+        }
+    }
+    Ok(())
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SyncError {
+    #[error("link: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("store: {0}")]
+    Store(#[from] cove_store::Error),
+    #[error("protocol: {0}")]
+    Protocol(String),
+    #[error("the peer closed the link")]
+    Closed,
+}
+
+/// What one session did, from this node's side.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct UserSync {
+    pub user: String,
+    /// What applying the peer's changes did here.
+    pub here: ApplyReport,
+    /// What applying ours did on the peer.
+    pub there: ApplyReport,
+    pub blobs_sent: u64,
+    pub blobs_received: u64,
+    pub content_bytes_sent: u64,
+    pub content_bytes_received: u64,
+    /// The user does not exist on the peer.
+    pub skipped: bool,
+    /// The peer was syncing this user with us the other way; nothing done.
+    pub busy: bool,
+}
+
+enum Incoming {
+    Msg(Msg),
+    Chunk {
+        id: [u8; 32],
+        last: bool,
+        data: Vec<u8>,
+    },
+}
+
+async fn send_msg<S>(link: &mut Link<S>, msg: &Msg) -> Result<(), SyncError>
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send,
+{
+    let mut frame = vec![TAG_MSG];
+    frame =
+        postcard::to_extend(msg, frame).map_err(|e| SyncError::Protocol(format!("encode: {e}")))?;
+    link.send(&frame).await?;
+    Ok(())
+}
+
+async fn recv<S>(link: &mut Link<S>) -> Result<Incoming, SyncError>
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send,
+{
+    recv_within(link, SILENCE).await
+}
+
+async fn recv_within<S>(
+    link: &mut Link<S>,
+    limit: std::time::Duration,
+) -> Result<Incoming, SyncError>
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send,
+{
+    let frame = tokio::time::timeout(limit, link.recv())
+        .await
+        .map_err(|_| SyncError::Protocol(format!("the peer said nothing for {limit:?}")))??
+        .ok_or(SyncError::Closed)?;
+    decode(frame)
+}
+
+/// The longest a peer may stay silent inside a session...
+const SILENCE: std::time::Duration = std::time::Duration::from_secs(120);
+/// ...except while it applies a delta (a first sync of a big mailbox).
+const APPLYING: std::time::Duration = std::time::Duration::from_secs(3600);
+
+/// The peer's `Done`, after it applied our delta.
+async fn recv_done<S>(link: &mut Link<S>) -> Result<(ApplyReport, Option<String>), SyncError>
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send,
+{
+    match recv_within(link, APPLYING).await? {
+        Incoming::Msg(Msg::Done { report, error }) => Ok((report, error)),
+        Incoming::Msg(other) => Err(unexpected("Done", &other)),
+        Incoming::Chunk { .. } => Err(SyncError::Protocol("unexpected content chunk".into())),
+    }
+}
+
+/// Wait for the next session on an idle link (no time limit: links stay
+/// open between sessions).
+async fn recv_between_sessions<S>(link: &mut Link<S>) -> Result<Incoming, SyncError>
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send,
+{
+    let frame = link.recv().await?.ok_or(SyncError::Closed)?;
+    decode(frame)
+}
+
+fn decode(frame: Vec<u8>) -> Result<Incoming, SyncError> {
+    match frame.split_first() {
+        Some((&TAG_MSG, body)) => postcard::from_bytes(body)
+            .map(Incoming::Msg)
+            .map_err(|e| SyncError::Protocol(format!("undecodable message: {e}"))),
+        Some((&TAG_CHUNK, body)) if body.len() >= 33 => {
+            let mut id = [0u8; 32];
+            id.copy_from_slice(&body[..32]);
+            Ok(Incoming::Chunk {
+                id,
+                last: body[32] != 0,
+                data: body[33..].to_vec(),
+            })
+        }
+        _ => Err(SyncError::Protocol("unknown frame".into())),
+    }
+}
+
+async fn recv_msg<S>(link: &mut Link<S>) -> Result<Msg, SyncError>
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send,
+{
+    match recv(link).await? {
+        Incoming::Msg(m) => Ok(m),
+        Incoming::Chunk { .. } => Err(SyncError::Protocol("unexpected content chunk".into())),
+    }
+}
+
+fn unexpected(what: &str, got: &Msg) -> SyncError {
+    SyncError::Protocol(format!("expected {what}, got {got:?}"))
+}
+
+async fn blocking<T, F>(f: F) -> Result<T, SyncError>
+where
+    F: FnOnce() -> Result<T, cove_store::Error> + Send + 'static,
+    T: Send + 'static,
+{
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| SyncError::Protocol(format!("worker failed: {e}")))?
+        .map_err(SyncError::Store)
+}
+
+/// Send the blobs the peer asked for, then `BlobsDone`. Blobs gone here
+/// (collected meanwhile) are skipped: the peer defers those messages.
+async fn send_blobs<S>(
+    link: &mut Link<S>,
+    store: &Arc<Store>,
+    ids: &[[u8; 32]],
+    out: &mut UserSync,
+) -> Result<(), SyncError>
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send,
+{
+    for id in ids {
+        let path = store.blobs().path_of(&ContentId(*id));
+        let bytes = match tokio::fs::read(&path).await {
+            Ok(b) => b,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(e.into()),
+        };
+        let mut chunks = bytes.chunks(CHUNK).peekable();
+        if chunks.peek().is_none() {
+            send_chunk(link, id, true, &[]).await?;
+        }
+        while let Some(c) = chunks.next() {
+            send_chunk(link, id, chunks.peek().is_none(), c).await?;
+        }
+        out.blobs_sent += 1;
+        out.content_bytes_sent += bytes.len() as u64;
+    }
+    send_msg(link, &Msg::BlobsDone).await?;
+    link.flush().await?;
+    Ok(())
+}
+
+async fn send_chunk<S>(
+    link: &mut Link<S>,
+    id: &[u8; 32],
+    last: bool,
+    data: &[u8],
+) -> Result<(), SyncError>
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send,
+{
+    let mut frame = Vec::with_capacity(34 + data.len());
+    frame.push(TAG_CHUNK);
+    frame.extend_from_slice(id);
+    frame.push(u8::from(last));
+    frame.extend_from_slice(data);
+    link.send(&frame).await?;
+    Ok(())
+}
+
+/// Receive blobs until `BlobsDone`, verifying each against its id.
+async fn receive_blobs<S>(
+    link: &mut Link<S>,
+    store: &Arc<Store>,
+    asked: &[[u8; 32]],
+    out: &mut UserSync,
+) -> Result<HashMap<[u8; 32], StagedBlob>, SyncError>
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send,
+{
+    let mut staged = HashMap::new();
+    let mut current: Option<([u8; 32], Vec<u8>)> = None;
+    loop {
+        match recv(link).await? {
+            Incoming::Msg(Msg::BlobsDone) => return Ok(staged),
+            Incoming::Msg(other) => return Err(unexpected("content or BlobsDone", &other)),
+            Incoming::Chunk { id, last, data } => {
+                if !asked.contains(&id) {
+                    return Err(SyncError::Protocol(
+                        "peer sent content nobody asked for".into(),
+                    ));
+                }
+                let buf = match &mut current {
+                    Some((cur, buf)) if *cur == id => buf,
+                    _ => {
+                        current = Some((id, Vec::new()));
+                        match &mut current {
+                            Some((_, buf)) => buf,
+                            None => unreachable!("just set"),
+                        }
+                    }
+                };
+                buf.extend_from_slice(&data);
+                if last {
+                    let Some((id, bytes)) = current.take() else {
+                        continue;
+                    };
+                    out.blobs_received += 1;
+                    out.content_bytes_received += bytes.len() as u64;
+                    let blobs = store.blobs().clone();
+                    let blob = blocking(move || {
+                        let mut w = blobs.writer()?;
+                        w.write(&bytes)?;
+                        Ok(w.finish()?)
+                    })
+                    .await?;
+                    if blob.id().0 != id {
+                        // DESIGN.md invariant 5: never linked.
+                        tracing::error!(expected = %ContentId(id), got = %blob.id(), "replication: the peer sent content that does not match its hash; refused");
+                        return Err(SyncError::Protocol(
+                            "content does not match its hash".into(),
+                        ));
+                    }
+                    staged.insert(id, blob);
+                }
+            }
+        }
+    }
+}
+
+async fn open_account(store: &Arc<Store>, user: &str) -> Result<Option<Arc<Account>>, SyncError> {
+    let store = store.clone();
+    let user = user.to_string();
+    blocking(move || {
+        let address = Address::parse(&user)?;
+        match store.user(&address)? {
+            Some(u) => Ok(Some(store.account(&u)?)),
+            None => Ok(None),
+        }
+    })
+    .await
+}
+
+/// Apply the peer's delta and advance the mark (unless something was left
+/// for later: then the whole delta is asked for again next time).
+async fn apply(
+    account: &Arc<Account>,
+    peer: &str,
+    local: Delta,
+    remote: Delta,
+    blobs: HashMap<[u8; 32], StagedBlob>,
+) -> Result<ApplyReport, SyncError> {
+    let account = account.clone();
+    let peer = peer.to_string();
+    blocking(move || {
+        let report = account.apply_replica(&local, &remote, &blobs)?;
+        if report.deferred == 0 {
+            let mark = account.peer_mark(&peer)?;
+            let next = Mark {
+                modseq: remote.modseq,
+                epoch: remote.epoch,
+            };
+            // Never backwards within one epoch (a slower session that
+            // started earlier may finish later).
+            if next.epoch != mark.epoch || remote.since == 0 || next.modseq > mark.modseq {
+                account.set_peer_mark(&peer, next)?;
+            }
+        }
+        Ok(report)
+    })
+    .await
+}
+
+/// The connecting side: sync `user` with the peer at the other end.
+pub async fn sync_user<S>(
+    link: &mut Link<S>,
+    store: &Arc<Store>,
+    peer: &str,
+    user: &str,
+) -> Result<UserSync, SyncError>
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send,
+{
+    let mut out = UserSync {
+        user: user.to_string(),
+        ..UserSync::default()
+    };
+    let Some(account) = open_account(store, user).await? else {
+        out.skipped = true;
+        return Ok(out);
+    };
+    let since = {
+        let (a, p) = (account.clone(), peer.to_string());
+        blocking(move || a.peer_mark(&p)).await?
+    };
+    send_msg(
+        link,
+        &Msg::Open {
+            user: user.to_string(),
+            since,
+        },
+    )
+    .await?;
+    link.flush().await?;
+    let (remote, their_since) = match recv_msg(link).await? {
+        Msg::Delta {
+            mut delta,
+            since,
+            more,
+        } => {
+            recv_delta_rest(link, &mut delta, more).await?;
+            (delta, since)
+        }
+        Msg::NoSuchUser => {
+            out.skipped = true;
+            return Ok(out);
+        }
+        Msg::Busy => {
+            out.busy = true;
+            return Ok(out);
+        }
+        other => return Err(unexpected("Delta", &other)),
+    };
+    let a = account.clone();
+    let local = blocking(move || a.replica_delta(their_since)).await?;
+    send_delta(link, &local, Mark::default()).await?;
+    let (a, r) = (account.clone(), remote.clone());
+    let need = blocking(move || a.replica_missing_content(&r)).await?;
+    send_msg(
+        link,
+        &Msg::Need {
+            content: need.clone(),
+        },
+    )
+    .await?;
+    link.flush().await?;
+    let blobs = receive_blobs(link, store, &need, &mut out).await?;
+    match recv_msg(link).await? {
+        Msg::Need { content } => send_blobs(link, store, &content, &mut out).await?,
+        other => return Err(unexpected("Need", &other)),
+    }
+    let remote_at = Mark {
+        modseq: remote.modseq,
+        epoch: remote.epoch,
+    };
+    let applied = apply(&account, peer, local, remote, blobs).await;
+    let (report, error) = match &applied {
+        Ok(r) => (*r, None),
+        Err(e) => (ApplyReport::default(), Some(e.to_string())),
+    };
+    send_msg(link, &Msg::Done { report, error }).await?;
+    link.flush().await?;
+    let (report, error) = recv_done(link).await?;
+    out.there = report;
+    if let Some(e) = error {
+        return Err(SyncError::Protocol(format!(
+            "the peer could not apply: {e}"
+        )));
+    }
+    out.here = applied?;
+    skip_echo(&account, peer, remote_at, &out.there).await?;
+    Ok(out)
+}
+
+/// The accepting side: answer `Open` requests until the peer closes.
+pub async fn serve_link<S>(
+    link: Link<S>,
+    store: Arc<Store>,
+    peer: String,
+    locks: Arc<crate::UserLocks>,
+) -> Result<(), SyncError>
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send,
+{
+    serve_link_counted(link, store, peer, locks, |_, _| {}).await
+}
+
+/// [`serve_link`], telling `on_bytes(sent, received)` the link's traffic
+/// after each user's session.
+pub async fn serve_link_counted<S>(
+    mut link: Link<S>,
+    store: Arc<Store>,
+    peer: String,
+    locks: Arc<crate::UserLocks>,
+    on_bytes: impl Fn(u64, u64) + Send,
+) -> Result<(), SyncError>
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send,
+{
+    let mut counted = (0, 0);
+    loop {
+        let now = (link.bytes_sent(), link.bytes_received());
+        on_bytes(now.0 - counted.0, now.1 - counted.1);
+        counted = now;
+        let msg = match recv_between_sessions(&mut link).await {
+            Ok(Incoming::Msg(m)) => m,
+            Ok(Incoming::Chunk { .. }) => {
+                return Err(SyncError::Protocol("unexpected content chunk".into()));
+            }
+            Err(SyncError::Closed) => return Ok(()),
+            Err(e) => return Err(e),
+        };
+        if let Msg::Users { users } = msg {
+            let mine = users_of(&store).await?;
+            send_msg(&mut link, &Msg::Users { users: mine }).await?;
+            link.flush().await?;
+            merge_users(&store, users).await?;
+            continue;
+        }
+        let Msg::Open { user, since } = msg else {
+            return Err(unexpected("Open", &msg));
+        };
+        let Some(_guard) = locks.try_lock(&user) else {
+            send_msg(&mut link, &Msg::Busy).await?;
+            link.flush().await?;
+            continue;
+        };
+        serve_user(&mut link, &store, &peer, &user, since).await?;
+    }
+}
+
+async fn serve_user<S>(
+    link: &mut Link<S>,
+    store: &Arc<Store>,
+    peer: &str,
+    user: &str,
+    since: Mark,
+) -> Result<UserSync, SyncError>
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send,
+{
+    let mut out = UserSync {
+        user: user.to_string(),
+        ..UserSync::default()
+    };
+    let Some(account) = open_account(store, user).await? else {
+        send_msg(link, &Msg::NoSuchUser).await?;
+        link.flush().await?;
+        out.skipped = true;
+        return Ok(out);
+    };
+    let a = account.clone();
+    let p = peer.to_string();
+    let (local, mark) = blocking(move || Ok((a.replica_delta(since)?, a.peer_mark(&p)?))).await?;
+    send_delta(link, &local, mark).await?;
+    link.flush().await?;
+    let remote = match recv_msg(link).await? {
+        Msg::Delta {
+            mut delta, more, ..
+        } => {
+            recv_delta_rest(link, &mut delta, more).await?;
+            delta
+        }
+        other => return Err(unexpected("Delta", &other)),
+    };
+    match recv_msg(link).await? {
+        Msg::Need { content } => send_blobs(link, store, &content, &mut out).await?,
+        other => return Err(unexpected("Need", &other)),
+    }
+    let (a, r) = (account.clone(), remote.clone());
+    let need = blocking(move || a.replica_missing_content(&r)).await?;
+    send_msg(
+        link,
+        &Msg::Need {
+            content: need.clone(),
+        },
+    )
+    .await?;
+    link.flush().await?;
+    let blobs = receive_blobs(link, store, &need, &mut out).await?;
+    let remote_at = Mark {
+        modseq: remote.modseq,
+        epoch: remote.epoch,
+    };
+    let applied = apply(&account, peer, local, remote, blobs).await;
+    let (there, their_error) = recv_done(link).await?;
+    out.there = there;
+    let (report, error) = match &applied {
+        Ok(r) => (*r, None),
+        Err(e) => (ApplyReport::default(), Some(e.to_string())),
+    };
+    send_msg(link, &Msg::Done { report, error }).await?;
+    link.flush().await?;
+    out.here = applied?;
+    if their_error.is_none() {
+        skip_echo(&account, peer, remote_at, &out.there).await?;
+    }
+    Ok(out)
+}
+
+/// The peer applied our delta in one transaction, right after taking the
+/// delta it sent us (its modseqs continue without a gap) and with nothing
+/// only it could decide: those changes are ours coming back, so our mark
+/// of the peer moves past them and they do not travel back (on a first
+/// sync they are as many rows as the mailbox).
+async fn skip_echo(
+    account: &Arc<Account>,
+    peer: &str,
+    remote_at: Mark,
+    theirs: &ApplyReport,
+) -> Result<(), SyncError> {
+    let Some((first, last)) = theirs.applied_modseqs else {
+        return Ok(());
+    };
+    if theirs.divergent || first != remote_at.modseq + 1 {
+        return Ok(());
+    }
+    let (a, p) = (account.clone(), peer.to_string());
+    blocking(move || {
+        // Only if our own apply moved the mark to where the peer's delta
+        // ended (nothing left for later here).
+        if a.peer_mark(&p)? == remote_at {
+            a.set_peer_mark(
+                &p,
+                Mark {
+                    modseq: last,
+                    epoch: remote_at.epoch,
+                },
+            )?;
+        }
+        Ok(())
+    })
+    .await
+}
+
+async fn users_of(store: &Arc<Store>) -> Result<Vec<UserRecord>, SyncError> {
+    let store = store.clone();
+    blocking(move || store.directory().user_records()).await
+}
+
+/// Merge a peer's users into the directory; users new here get their
+/// account (Maildir, default mailboxes) at once.
+async fn merge_users(store: &Arc<Store>, users: Vec<UserRecord>) -> Result<UsersMerged, SyncError> {
+    let store = store.clone();
+    blocking(move || {
+        let merged = store.directory().merge_users(&users)?;
+        for address in &merged.added {
+            if let Some(user) = store.user(address)? {
+                store.account(&user)?;
+            }
+        }
+        for a in &merged.added {
+            tracing::info!(user = %a, "replication: user added by a peer");
+        }
+        for a in &merged.removed {
+            tracing::info!(user = %a, "replication: user removed by a peer (mail kept)");
+        }
+        for a in &merged.updated {
+            tracing::info!(user = %a, "replication: user's password or quota changed by a peer");
+        }
+        Ok(merged)
+    })
+    .await
+}
+
+/// The connecting side: swap users with the peer and merge theirs.
+pub async fn exchange_users<S>(
+    link: &mut Link<S>,
+    store: &Arc<Store>,
+) -> Result<UsersMerged, SyncError>
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send,
+{
+    let mine = users_of(store).await?;
+    send_msg(link, &Msg::Users { users: mine }).await?;
+    link.flush().await?;
+    match recv_msg(link).await? {
+        Msg::Users { users } => merge_users(store, users).await,
+        other => Err(unexpected("Users", &other)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use cove_store::{MailboxGuid, MessageGuid};
+
+    #[tokio::test]
+    async fn a_big_delta_travels_in_pages_and_arrives_whole() {
+        let (mut a, mut b) = crate::transport::memory_pair();
+        let n = DELTA_PAGE * 2 + 17;
+        let delta = Delta {
+            epoch: 7,
+            since: 3,
+            modseq: 99,
+            messages: (0..n)
+                .map(|i| MessageState {
+                    mailbox: MailboxGuid([1; 16]),
+                    uid: i as u32 + 1,
+                    guid: MessageGuid([(i % 251) as u8; 16]),
+                    content: [2; 32],
+                    flags: 0,
+                    keywords: vec![],
+                    clock: String::new(),
+                    placed: 0,
+                    internal_date: 0,
+                    size: 1,
+                })
+                .collect(),
+            tombstones: (0..5)
+                .map(|i| TombstoneState {
+                    mailbox: MailboxGuid([1; 16]),
+                    uid: i,
+                    guid: MessageGuid([0; 16]),
+                    stamp: 1,
+                })
+                .collect(),
+            ..Delta::default()
+        };
+        let sent = delta.clone();
+        let writer = tokio::spawn(async move {
+            send_delta(&mut a, &sent, Mark::default()).await?;
+            a.flush().await?;
+            Ok::<_, SyncError>(a)
+        });
+        let got = match recv_msg(&mut b).await.unwrap() {
+            Msg::Delta {
+                mut delta, more, ..
+            } => {
+                assert_eq!(more, 2, "three frames");
+                recv_delta_rest(&mut b, &mut delta, more).await.unwrap();
+                delta
+            }
+            other => panic!("got {other:?}"),
+        };
+        writer.await.unwrap().unwrap();
+        assert_eq!(got, delta);
+    }
+}

@@ -1,0 +1,1047 @@
+//! Replication between two real `cove serve` processes (DESIGN.md
+//! "Replication" and invariants 2 and 3; issue 4's list of two-process
+//! tests).
+//!
+//! Each node's `[[replication.peers]] address` is a [`Proxy`] the test owns,
+//! so the link can be cut (a partition) and healed while both nodes keep
+//! serving LMTP and IMAP. What the nodes hold is read over IMAP: every
+//! mailbox (LIST), and in each its UIDVALIDITY and `UID -> (Message-ID,
+//! flags)`. Every message a test delivers has a unique Message-ID, so the
+//! Message-ID stands for the message: "no duplicate" is no Message-ID twice
+//! across a node's mailboxes, "nothing lost" is every delivered Message-ID
+//! present. Test 1 also compares UID -> GUID maps in the stores themselves
+//! after stopping both nodes.
+//!
+//! Every wait is bounded ([`eventually`]); a test that goes wrong fails with
+//! both nodes' logs (node-a's first).
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::PathBuf;
+use std::process::{Command, Output};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use cove_tests::proxy::{Partition, Proxy};
+use cove_tests::{
+    CLI_TIMEOUT, Imap, TestServer, code_value, cove_bin, eventually, mailbox_contents, message,
+    run_bounded, tcp_connect, text,
+};
+
+const USER: &str = "r@x.org";
+const PASS: &str = "pw";
+const SECRET: &str = "replication-test-secret-0123456789";
+/// How long a pair gets to converge after a change or a heal.
+const CONVERGE: Duration = Duration::from_secs(20);
+const HTTP_MARKER: &str = "http (metrics, sync admin)";
+
+// ---------------------------------------------------------------------------
+// Two nodes and the link between them
+
+/// The configuration after `[lmtp]`: IMAP, the admin endpoint and
+/// replication with short timings, one peer at `peer_addr`.
+fn node_config(peer: &str, peer_addr: SocketAddr, secret: &str, replication: &str) -> String {
+    format!(
+        "[imap]\nlisten = [\"127.0.0.1:0\"]\nauth_failure_delay_ms = 10\n\
+         [http]\nlisten = [\"127.0.0.1:0\"]\n\
+         [replication]\nlisten = [\"127.0.0.1:0\"]\nsecret = {secret:?}\n\
+         debounce_ms = 50\nbackoff_max_secs = 1\nfull_sync_interval_secs = 3600\n\
+         {replication}\n\
+         [[replication.peers]]\nname = {peer:?}\naddress = \"{peer_addr}\"\n"
+    )
+}
+
+/// node-a and node-b, each reaching the other through a proxy.
+struct Pair {
+    a: TestServer,
+    b: TestServer,
+    /// node-a's peer address: forwards to node-b.
+    to_b: Proxy,
+    /// node-b's peer address: forwards to node-a.
+    to_a: Proxy,
+}
+
+impl Pair {
+    /// Start both nodes (`replication_a`/`_b`: more `[replication]` keys),
+    /// add [`USER`] on both, then bring the link up (so that nothing syncs
+    /// while the CLI adds the user).
+    fn start(replication_a: &str, replication_b: &str) -> Pair {
+        let to_b = Proxy::bind();
+        let to_a = Proxy::bind();
+        let a = TestServer::start_node(
+            "node-a",
+            &node_config("node-b", to_b.addr(), SECRET, replication_a),
+        );
+        let b = TestServer::start_node(
+            "node-b",
+            &node_config("node-a", to_a.addr(), SECRET, replication_b),
+        );
+        a.add_user_with_password(USER, PASS);
+        b.add_user_with_password(USER, PASS);
+        let pair = Pair { a, b, to_b, to_a };
+        pair.retarget();
+        pair
+    }
+
+    /// Point each proxy at its node's current replication listener.
+    fn retarget(&self) {
+        self.to_b.forward_to(self.b.addr_of("replication"));
+        self.to_a.forward_to(self.a.addr_of("replication"));
+    }
+
+    fn partition(&self, how: Partition) {
+        self.to_b.cut(how);
+        self.to_a.cut(how);
+    }
+
+    fn heal(&self) {
+        self.to_b.heal();
+        self.to_a.heal();
+    }
+
+    fn bytes(&self) -> u64 {
+        self.to_a.bytes() + self.to_b.bytes()
+    }
+}
+
+impl Drop for Pair {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!("==== the first log below is node-a's, the second node-b's ====");
+        }
+    }
+}
+
+/// Kill -9 happened: start the node again and wait until every listener of
+/// the new process has logged (the harness waits for LMTP only, and older
+/// lines name the old ports).
+fn restart(node: &mut TestServer) {
+    node.restart();
+    let starts =
+        |n: &TestServer, marker: &str| n.logs().iter().filter(|l| l.contains(marker)).count();
+    eventually(Duration::from_secs(20), || {
+        (starts(node, "imap listening on ") == starts(node, "lmtp listening on ")).then_some(())
+    })
+    .expect("the restarted node logs its IMAP address");
+}
+
+// ---------------------------------------------------------------------------
+// What a node holds, over IMAP
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Msg {
+    id: String,
+    flags: BTreeSet<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct View {
+    uidvalidity: String,
+    /// UID -> message.
+    msgs: BTreeMap<u32, Msg>,
+}
+
+/// Every mailbox by name.
+type State = BTreeMap<String, View>;
+
+/// A logged-in IMAP connection that reads a node's state.
+struct Viewer {
+    imap: Imap<TcpStream>,
+    n: u32,
+}
+
+impl Viewer {
+    fn login(node: &TestServer) -> Viewer {
+        Viewer {
+            imap: node.imap_login(USER, PASS),
+            n: 0,
+        }
+    }
+
+    /// Run `command` under a fresh tag; all its responses.
+    fn cmd(&mut self, command: &str) -> Vec<String> {
+        self.n += 1;
+        self.imap.cmd(&format!("v{} {command}", self.n))
+    }
+
+    #[track_caller]
+    fn cmd_ok(&mut self, command: &str) -> Vec<String> {
+        let r = self.cmd(command);
+        assert!(
+            r.last()
+                .is_some_and(|l| l.starts_with(&format!("v{} OK", self.n))),
+            "{command:?} failed: {r:?}"
+        );
+        r
+    }
+
+    fn mailboxes(&mut self) -> Vec<String> {
+        self.cmd_ok("LIST \"\" \"*\"")
+            .iter()
+            .filter_map(|l| list_name(l))
+            .collect()
+    }
+
+    /// One mailbox (EXAMINE, read-only); `None` if it cannot be opened.
+    fn view(&mut self, mailbox: &str) -> Option<View> {
+        let r = self.cmd(&format!("EXAMINE {}", cove_tests::quoted(mailbox)));
+        if !r.last()?.starts_with(&format!("v{} OK", self.n)) {
+            return None;
+        }
+        let uidvalidity = r.iter().find_map(|l| code_value(l, "UIDVALIDITY"))?;
+        let exists: usize = r
+            .iter()
+            .find_map(|l| l.strip_prefix("* ")?.strip_suffix(" EXISTS")?.parse().ok())?;
+        let mut msgs = BTreeMap::new();
+        if exists > 0 {
+            // A sync may expunge meanwhile (NO [EXPUNGEISSUED]): the
+            // caller asks again.
+            let r = self.cmd("UID FETCH 1:* (UID FLAGS BODY.PEEK[HEADER.FIELDS (MESSAGE-ID)])");
+            if !r.last()?.starts_with(&format!("v{} OK", self.n)) {
+                return None;
+            }
+            for l in &r[..r.len() - 1] {
+                if let Some((uid, m)) = parse_fetch(l) {
+                    msgs.insert(uid, m);
+                }
+            }
+            assert_eq!(
+                msgs.len(),
+                exists,
+                "FETCH of {mailbox} missed messages: {r:?}"
+            );
+        }
+        Some(View { uidvalidity, msgs })
+    }
+
+    /// Every mailbox the node lists (asked again while a sync changes
+    /// them under the reads).
+    fn state(&mut self) -> State {
+        let mut out = State::new();
+        for _ in 0..20 {
+            out.clear();
+            let names = self.mailboxes();
+            for name in &names {
+                if let Some(v) = self.view(name) {
+                    out.insert(name.clone(), v);
+                }
+            }
+            if out.len() == names.len() {
+                break;
+            }
+        }
+        out
+    }
+}
+
+/// The mailbox name of a `* LIST (...) "." name` line.
+fn list_name(line: &str) -> Option<String> {
+    let rest = line.strip_prefix("* LIST (")?;
+    let rest = &rest[rest.find(") ")? + 2..];
+    // The delimiter: NIL or a quoted character.
+    let rest = if let Some(r) = rest.strip_prefix("NIL ") {
+        r
+    } else {
+        let r = rest.strip_prefix('"')?;
+        let close = if r.starts_with('\\') { 2 } else { 1 };
+        r.get(close + 2..)?
+    };
+    Some(match rest.strip_prefix('"') {
+        Some(q) => q
+            .strip_suffix('"')?
+            .replace("\\\"", "\"")
+            .replace("\\\\", "\\"),
+        None => rest.to_string(),
+    })
+}
+
+/// `* n FETCH (UID u FLAGS (..) BODY[HEADER.FIELDS (MESSAGE-ID)] {k}\r\n
+/// Message-ID: <..>\r\n\r\n)` -> (u, message).
+fn parse_fetch(line: &str) -> Option<(u32, Msg)> {
+    let items = &line[line.find(" FETCH (")? + 8..];
+    let head = &items[..items.find("BODY[").unwrap_or(items.len())];
+    let uid_at = head.find("UID ")? + 4;
+    let uid = head[uid_at..]
+        .split(|c: char| !c.is_ascii_digit())
+        .next()?
+        .parse()
+        .ok()?;
+    let flags_at = head.find("FLAGS (")? + 7;
+    let flags = head[flags_at..flags_at + head[flags_at..].find(')')?]
+        .split_whitespace()
+        .filter(|f| !f.eq_ignore_ascii_case("\\Recent"))
+        .map(str::to_string)
+        .collect();
+    let lower = items.to_ascii_lowercase();
+    let id_at = lower.find("message-id:")? + 11;
+    let id = items[id_at..id_at + items[id_at..].find("\r\n")?]
+        .trim()
+        .to_string();
+    Some((uid, Msg { id, flags }))
+}
+
+/// Every Message-ID in a node's state, with repeats, sorted.
+fn all_ids(s: &State) -> Vec<String> {
+    let mut ids: Vec<String> = s
+        .values()
+        .flat_map(|v| v.msgs.values().map(|m| m.id.clone()))
+        .collect();
+    ids.sort();
+    ids
+}
+
+/// The Message-IDs in one mailbox, sorted (empty if it is missing).
+fn ids_in(s: &State, mailbox: &str) -> Vec<String> {
+    let mut ids: Vec<String> = s
+        .get(mailbox)
+        .map(|v| v.msgs.values().map(|m| m.id.clone()).collect())
+        .unwrap_or_default();
+    ids.sort();
+    ids
+}
+
+/// `<id@cove.test>` as [`message`] writes it.
+fn mid(id: &str) -> String {
+    format!("<{id}@cove.test>")
+}
+
+fn sorted(mut v: Vec<String>) -> Vec<String> {
+    v.sort();
+    v
+}
+
+/// The Message-IDs that occur more than once.
+fn repeated(ids: &[String]) -> Vec<String> {
+    let mut seen = BTreeSet::new();
+    let mut twice = BTreeSet::new();
+    for id in ids {
+        if !seen.insert(id) {
+            twice.insert(id.clone());
+        }
+    }
+    twice.into_iter().collect()
+}
+
+/// Wait (bounded) until both nodes hold the same state and `ok` holds for
+/// it; returns that state. Fails with both states as last seen.
+#[track_caller]
+fn agree(va: &mut Viewer, vb: &mut Viewer, what: &str, ok: impl Fn(&State) -> bool) -> State {
+    agree_within(va, vb, CONVERGE, what, ok)
+}
+
+#[track_caller]
+fn agree_within(
+    va: &mut Viewer,
+    vb: &mut Viewer,
+    timeout: Duration,
+    what: &str,
+    ok: impl Fn(&State) -> bool,
+) -> State {
+    let mut last = (State::new(), State::new());
+    let got = eventually(timeout, || {
+        let (sa, sb) = (va.state(), vb.state());
+        if sa == sb && ok(&sa) {
+            return Some(sa);
+        }
+        last = (sa, sb);
+        // Pace the polling: two nodes share two cores with this test.
+        std::thread::sleep(Duration::from_millis(100));
+        None
+    });
+    got.unwrap_or_else(|| {
+        panic!(
+            "the nodes did not agree on {what} within {timeout:?}\nnode-a: {:#?}\nnode-b: {:#?}",
+            last.0, last.1
+        )
+    })
+}
+
+// ---------------------------------------------------------------------------
+// The admin endpoint and the CLI
+
+/// One request to a node's `[http]` listener: (status, body).
+fn http(node: &TestServer, method: &str, path: &str) -> (u16, String) {
+    let mut s = tcp_connect(node.addr_of(HTTP_MARKER));
+    write!(
+        s,
+        "{method} {path} HTTP/1.1\r\nHost: test\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+    )
+    .expect("send the request");
+    let mut raw = Vec::new();
+    s.read_to_end(&mut raw).expect("read the response");
+    let raw = text(&raw);
+    let status = raw
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or_else(|| panic!("bad HTTP response {raw:?}"));
+    let body = raw
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
+    (status, body)
+}
+
+/// `POST /sync/now` (every user, with every peer), which must succeed;
+/// its report.
+#[track_caller]
+fn sync_now(node: &TestServer) -> String {
+    let (status, body) = http(node, "POST", "/sync/now");
+    assert_eq!(status, 200, "sync now: {body}");
+    body
+}
+
+/// Run `cove ARGS` against a running node: its configuration with the
+/// `[http] listen` port the node actually bound (the CLI finds the server
+/// there).
+fn cli(node: &TestServer, args: &[&str]) -> Output {
+    let config = std::fs::read_to_string(node.config_path()).expect("read the config");
+    let http = node.addr_of(HTTP_MARKER);
+    let config = config.replacen(
+        "[http]\nlisten = [\"127.0.0.1:0\"]",
+        &format!("[http]\nlisten = [\"{http}\"]"),
+        1,
+    );
+    let path: PathBuf = node.config_path().with_file_name("cli.toml");
+    std::fs::write(&path, config).expect("write the CLI config");
+    let mut cmd = Command::new(cove_bin());
+    cmd.args(args)
+        .arg("--config")
+        .arg(&path)
+        .env("COVE_LOG", "warn");
+    run_bounded(cmd, None, CLI_TIMEOUT)
+}
+
+/// Deliver `ids` to [`USER`] on `node` over one LMTP connection, each
+/// answered 250.
+fn deliver(node: &TestServer, ids: &[String], body: &str) {
+    let mut lmtp = node.lmtp_ready();
+    for id in ids {
+        let d = lmtp.deliver("s@example.org", &[USER], &message(id, body));
+        assert!(
+            d.results.len() == 1 && d.results[0].is("250"),
+            "delivery of {id}: {d:?}"
+        );
+    }
+}
+
+fn names(prefix: &str, range: std::ops::Range<usize>) -> Vec<String> {
+    range.map(|i| format!("{prefix}-{i}")).collect()
+}
+
+/// The UID of the message with Message-ID `id` in `mailbox`.
+#[track_caller]
+fn uid_of(s: &State, mailbox: &str, id: &str) -> u32 {
+    let want = mid(id);
+    s.get(mailbox)
+        .and_then(|v| v.msgs.iter().find(|(_, m)| m.id == want))
+        .map(|(u, _)| *u)
+        .unwrap_or_else(|| panic!("{want} not in {mailbox}: {s:#?}"))
+}
+
+// ---------------------------------------------------------------------------
+// The tests
+
+// Deliveries on both nodes during a partition give the same UIDs to
+// different messages. After healing: one UID -> message map on both nodes
+// (and one UID -> GUID map in both stores), every message once, and no UID
+// a client saw names another message (invariant 2).
+#[test]
+fn partitioned_deliveries_merge_without_loss_duplicates_or_reused_uids() {
+    let pair = Pair::start("", "");
+    let (mut va, mut vb) = (Viewer::login(&pair.a), Viewer::login(&pair.b));
+    deliver(&pair.a, &["p-0".to_string()], "before");
+    let base = agree(&mut va, &mut vb, "the first message", |s| {
+        ids_in(s, "INBOX") == [mid("p-0")]
+    });
+    assert_eq!(uid_of(&base, "INBOX", "p-0"), 1);
+
+    pair.partition(Partition::Refuse);
+    let on_a = names("pa", 1..4);
+    let on_b = names("pb", 1..3);
+    deliver(&pair.a, &on_a, "on a");
+    deliver(&pair.b, &on_b, "on b");
+    // What clients saw on each side during the partition.
+    let seen_a = va.view("INBOX").expect("INBOX on node-a");
+    let seen_b = vb.view("INBOX").expect("INBOX on node-b");
+    assert_eq!(
+        seen_a.msgs.keys().copied().collect::<Vec<_>>(),
+        [1, 2, 3, 4]
+    );
+    assert_eq!(seen_b.msgs.keys().copied().collect::<Vec<_>>(), [1, 2, 3]);
+    assert_ne!(seen_a.msgs[&2], seen_b.msgs[&2], "UID 2 collides");
+
+    pair.heal();
+    let want: Vec<String> = sorted(
+        std::iter::once("p-0".to_string())
+            .chain(on_a.iter().cloned())
+            .chain(on_b.iter().cloned())
+            .map(|i| mid(&i))
+            .collect(),
+    );
+    let end = agree(&mut va, &mut vb, "the merged INBOX", |s| {
+        ids_in(s, "INBOX") == want
+    });
+    assert_eq!(all_ids(&end), want, "no duplicate in any mailbox: {end:#?}");
+    let inbox = &end["INBOX"];
+    assert_eq!(inbox.uidvalidity, base["INBOX"].uidvalidity);
+    for (side, seen) in [("node-a", &seen_a), ("node-b", &seen_b)] {
+        for (uid, m) in &seen.msgs {
+            if let Some(now) = inbox.msgs.get(uid) {
+                assert_eq!(
+                    now.id, m.id,
+                    "UID {uid}, shown on {side} as {}, now names {}",
+                    m.id, now.id
+                );
+            }
+        }
+    }
+    // The colliding UIDs (2 and 3) name neither message any more.
+    assert!(
+        !inbox.msgs.contains_key(&2) && !inbox.msgs.contains_key(&3),
+        "{inbox:#?}"
+    );
+
+    // The stores agree on GUIDs too (not only on Message-IDs).
+    drop((va, vb));
+    let mut pair = pair;
+    pair.a.stop();
+    pair.b.stop();
+    let guids = |node: &TestServer| {
+        let store = node.open_store();
+        let (mb, msgs) = mailbox_contents(&store, USER, "INBOX");
+        let map: BTreeMap<u32, [u8; 16]> = msgs.iter().map(|(m, _)| (m.uid, m.guid.0)).collect();
+        (mb.guid.0, mb.uidvalidity, map)
+    };
+    let (ga, gb) = (guids(&pair.a), guids(&pair.b));
+    assert_eq!(ga, gb, "node-a's and node-b's INBOX differ in the store");
+    assert_eq!(ga.2.len(), want.len());
+    assert_eq!(
+        ga.2.values().collect::<BTreeSet<_>>().len(),
+        want.len(),
+        "a GUID twice"
+    );
+}
+
+// During a partition node-a delivers a message and a client moves it out
+// of INBOX (its UID is retired there), while node-b gives the same UID to
+// another message. After healing both messages are on both nodes, once
+// each, and the UID names neither (it was shown for different messages on
+// the two nodes). A mail filter does this all day (see the next test).
+#[test]
+fn a_uid_retired_on_one_node_and_used_on_the_other_merges() {
+    let pair = Pair::start("", "");
+    let (mut va, mut vb) = (Viewer::login(&pair.a), Viewer::login(&pair.b));
+    va.cmd_ok("CREATE Filtered");
+    // Both nodes have synced this user's INBOX once (UID 1) before.
+    deliver(&pair.a, &["ret-0".to_string()], "first");
+    agree(
+        &mut va,
+        &mut vb,
+        "the new mailbox and a first message",
+        |s| s.contains_key("Filtered") && ids_in(s, "INBOX") == [mid("ret-0")],
+    );
+
+    pair.partition(Partition::Refuse);
+    deliver(&pair.a, &["ret-a".to_string()], "moved on a");
+    deliver(&pair.b, &["ret-b".to_string()], "stays on b");
+    let seen_a = va.view("INBOX").expect("INBOX on node-a");
+    let seen_b = vb.view("INBOX").expect("INBOX on node-b");
+    assert_eq!(seen_a.msgs.keys().collect::<Vec<_>>(), [&1, &2]);
+    assert_eq!(seen_b.msgs.keys().collect::<Vec<_>>(), [&1, &2]);
+    va.cmd_ok("SELECT INBOX");
+    va.cmd_ok("UID MOVE 2 Filtered");
+    va.cmd_ok("UNSELECT");
+    pair.heal();
+
+    let end = agree(&mut va, &mut vb, "both messages", |s| {
+        ids_in(s, "INBOX") == sorted(vec![mid("ret-0"), mid("ret-b")])
+            && ids_in(s, "Filtered") == [mid("ret-a")]
+    });
+    assert!(
+        !end["INBOX"].msgs.contains_key(&2),
+        "UID 2 was shown for ret-a on node-a and ret-b on node-b: {end:#?}"
+    );
+}
+
+// The same message flagged \Seen on one node and \Flagged on the other
+// during a partition: both flags on both nodes after healing.
+#[test]
+fn flags_set_on_both_sides_of_a_partition_merge() {
+    let pair = Pair::start("", "");
+    let (mut va, mut vb) = (Viewer::login(&pair.a), Viewer::login(&pair.b));
+    deliver(&pair.a, &["f-1".to_string()], "flags");
+    let s = agree(&mut va, &mut vb, "the message", |s| {
+        ids_in(s, "INBOX") == [mid("f-1")]
+    });
+    let uid = uid_of(&s, "INBOX", "f-1");
+
+    pair.partition(Partition::Refuse);
+    va.cmd_ok("SELECT INBOX");
+    va.cmd_ok(&format!("UID STORE {uid} +FLAGS (\\Seen)"));
+    vb.cmd_ok("SELECT INBOX");
+    vb.cmd_ok(&format!("UID STORE {uid} +FLAGS (\\Flagged)"));
+    pair.heal();
+
+    let both: BTreeSet<String> = ["\\Flagged".to_string(), "\\Seen".to_string()].into();
+    let end = agree(&mut va, &mut vb, "both flags", |s| {
+        s.get("INBOX")
+            .and_then(|v| v.msgs.get(&uid))
+            .is_some_and(|m| m.flags == both)
+    });
+    assert_eq!(all_ids(&end), [mid("f-1")], "{end:#?}");
+}
+
+// A message moved to another mailbox on one node while the other node flags
+// it, during a partition: after healing, one copy, in the new mailbox, with
+// the flag, on both nodes. Both ways round (the move on node-a, then on
+// node-b).
+#[test]
+fn a_move_on_one_node_and_a_flag_on_the_other_merge() {
+    let pair = Pair::start("", "");
+    let (mut va, mut vb) = (Viewer::login(&pair.a), Viewer::login(&pair.b));
+    va.cmd_ok("CREATE Work");
+    agree(&mut va, &mut vb, "the new mailbox", |s| {
+        s.contains_key("Work")
+    });
+
+    for (round, mover_is_a) in [(1, true), (2, false)] {
+        let id = format!("mv-{round}");
+        deliver(&pair.a, std::slice::from_ref(&id), "move me");
+        let s = agree(&mut va, &mut vb, "the message", |s| {
+            ids_in(s, "INBOX") == [mid(&id)]
+        });
+        let uid = uid_of(&s, "INBOX", &id);
+        let flag = if mover_is_a {
+            "\\Flagged"
+        } else {
+            "\\Answered"
+        };
+
+        pair.partition(Partition::Refuse);
+        let (mover, flagger) = if mover_is_a {
+            (&mut va, &mut vb)
+        } else {
+            (&mut vb, &mut va)
+        };
+        mover.cmd_ok("SELECT INBOX");
+        mover.cmd_ok(&format!("UID MOVE {uid} Work"));
+        mover.cmd_ok("UNSELECT");
+        flagger.cmd_ok("SELECT INBOX");
+        flagger.cmd_ok(&format!("UID STORE {uid} +FLAGS ({flag})"));
+        flagger.cmd_ok("UNSELECT");
+        pair.heal();
+
+        let want = mid(&id);
+        let end = agree(&mut va, &mut vb, "the moved, flagged message", |s| {
+            ids_in(s, "INBOX").is_empty()
+                && s.get("Work").is_some_and(|v| {
+                    v.msgs
+                        .values()
+                        .any(|m| m.id == want && m.flags.contains(flag))
+                })
+        });
+        let moved: Vec<String> = (1..=round).map(|r| mid(&format!("mv-{r}"))).collect();
+        assert_eq!(all_ids(&end), moved, "round {round}: {end:#?}");
+    }
+}
+
+// A client that moves every new INBOX message to "Filtered" on node-a (a
+// mail filter), while mail arrives over LMTP on both nodes with the link up:
+// no Message-ID twice on either node, none lost, both nodes agree.
+#[test]
+fn a_filter_moving_new_mail_on_one_node_never_duplicates_or_loses_mail() {
+    let pair = Pair::start("", "");
+    let (mut va, mut vb) = (Viewer::login(&pair.a), Viewer::login(&pair.b));
+    va.cmd_ok("CREATE Filtered");
+    agree(&mut va, &mut vb, "the filter's mailbox", |s| {
+        s.contains_key("Filtered")
+    });
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut filter = pair.a.imap_login(USER, PASS);
+    let filter_stop = stop.clone();
+    let filter_thread = std::thread::spawn(move || {
+        filter.cmd_ok("f0 SELECT INBOX");
+        let mut moved_batches = 0u32;
+        let mut n = 0u32;
+        while !filter_stop.load(Ordering::Relaxed) {
+            n += 1;
+            filter.cmd_ok(&format!("n{n} NOOP"));
+            let r = filter.cmd_ok(&format!("s{n} UID SEARCH ALL"));
+            let uids: Vec<String> = r
+                .iter()
+                .filter_map(|l| l.strip_prefix("* SEARCH"))
+                .flat_map(|l| l.split_whitespace().map(str::to_string))
+                .collect();
+            if uids.is_empty() {
+                std::thread::sleep(Duration::from_millis(20));
+                continue;
+            }
+            // A message the sync renumbered or moved meanwhile makes this
+            // fail or move less; the next round sees what is left.
+            let r = filter.cmd(&format!("m{n} UID MOVE {} Filtered", uids.join(",")));
+            let done = r.last().cloned().unwrap_or_default();
+            assert!(!done.starts_with(&format!("m{n} BAD")), "{r:?}");
+            if done.starts_with(&format!("m{n} OK")) {
+                moved_batches += 1;
+            }
+        }
+        moved_batches
+    });
+
+    let ids = names("flt", 0..100);
+    let mut lmtp_a = pair.a.lmtp_ready();
+    let mut lmtp_b = pair.b.lmtp_ready();
+    for (i, id) in ids.iter().enumerate() {
+        let lmtp = if i % 2 == 0 { &mut lmtp_a } else { &mut lmtp_b };
+        let d = lmtp.deliver("s@example.org", &[USER], &message(id, "filter me"));
+        assert!(
+            d.results.len() == 1 && d.results[0].is("250"),
+            "{id}: {d:?}"
+        );
+    }
+    let want = sorted(ids.iter().map(|i| mid(i)).collect());
+    let done = |s: &State| ids_in(s, "INBOX").is_empty() && all_ids(s) == want;
+    let settled = eventually(Duration::from_secs(30), || {
+        let (sa, sb) = (va.state(), vb.state());
+        if sa == sb && done(&sa) {
+            return Some(sa);
+        }
+        std::thread::sleep(Duration::from_millis(100));
+        None
+    });
+    stop.store(true, Ordering::Relaxed);
+    let batches = filter_thread.join().expect("the filter thread");
+    let settled = settled.unwrap_or_else(|| {
+        // Say whether a full sync both ways repairs it (a user left
+        // unqueued) or not (a merge that never converges).
+        let (sa, sb) = (va.state(), vb.state());
+        let report_a = sync_now(&pair.a);
+        let report_b = sync_now(&pair.b);
+        let (fa, fb) = (va.state(), vb.state());
+        panic!(
+            "the nodes did not agree on every message filtered within 30 s\n\
+             node-a: {sa:#?}\nnode-b: {sb:#?}\n\
+             sync now on node-a: {report_a}sync now on node-b: {report_b}\
+             then they {}: node-a {fa:#?}\nnode-b {fb:#?}",
+            if fa == fb && done(&fa) {
+                "agreed"
+            } else {
+                "still differed"
+            }
+        )
+    });
+    assert!(batches > 0, "the filter moved nothing");
+    assert_eq!(ids_in(&settled, "Filtered"), want);
+
+    // Quiescence: a full sync both ways changes nothing.
+    let report_a = sync_now(&pair.a);
+    let report_b = sync_now(&pair.b);
+    let (sa, sb) = (va.state(), vb.state());
+    assert_eq!(sa, sb, "after sync now:\n{report_a}{report_b}");
+    assert_eq!(sa, settled, "after sync now:\n{report_a}{report_b}");
+    assert!(repeated(&all_ids(&sa)).is_empty());
+}
+
+// kill -9 of either node during a big sync (300 messages delivered on one
+// node during a partition, then healed): after the restart the pair
+// converges: same maps, nothing lost, no duplicate. Round 1 kills the node
+// that has the new mail, round 2 the node receiving it.
+#[test]
+fn kill_9_during_a_sync_converges_after_restart() {
+    let mut pair = Pair::start("", "");
+    let body = "y".repeat(70) + "\r\n";
+    let body = body.repeat(60);
+    let mut want: Vec<String> = Vec::new();
+    for (round, kill_sender) in [(1, true), (2, false)] {
+        pair.partition(Partition::Refuse);
+        let on_a = names(&format!("k{round}a"), 0..300);
+        let on_b = names(&format!("k{round}b"), 0..5);
+        let (ta, tb) = std::thread::scope(|s| {
+            let ta = s.spawn(|| deliver(&pair.a, &on_a[..150], &body));
+            let tb = s.spawn(|| deliver(&pair.a, &on_a[150..], &body));
+            deliver(&pair.b, &on_b, "collide");
+            (ta.join(), tb.join())
+        });
+        ta.expect("deliveries");
+        tb.expect("deliveries");
+        want.extend(on_a.iter().chain(&on_b).map(|i| mid(i)));
+        want.sort();
+
+        let before = pair.bytes();
+        pair.heal();
+        // The sync has started once content flows.
+        let started = Instant::now();
+        let flowing = eventually(Duration::from_secs(10), || {
+            (pair.bytes() > before + 100_000).then_some(())
+        });
+        assert!(flowing.is_some(), "round {round}: no sync after the heal");
+        let victim = if kill_sender {
+            &mut pair.a
+        } else {
+            &mut pair.b
+        };
+        victim.kill9();
+        let (after, moved) = (started.elapsed(), pair.bytes() - before);
+        eprintln!(
+            "round {round}: killed {} {after:?} after the heal, {moved} bytes into the sync",
+            if kill_sender { "node-a" } else { "node-b" },
+        );
+        let victim = if kill_sender {
+            &mut pair.a
+        } else {
+            &mut pair.b
+        };
+        restart(victim);
+        pair.retarget();
+
+        let (mut va, mut vb) = (Viewer::login(&pair.a), Viewer::login(&pair.b));
+        let end = agree_within(
+            &mut va,
+            &mut vb,
+            Duration::from_secs(30),
+            "the INBOX after the restart",
+            |s| ids_in(s, "INBOX") == want,
+        );
+        assert_eq!(all_ids(&end), want, "round {round}");
+    }
+}
+
+// A peer that does not know the secret is refused, and the refusing node
+// says so; nothing replicates.
+#[test]
+fn a_peer_with_a_wrong_secret_is_refused_and_logged() {
+    // node-a's own peer address goes nowhere (a proxy with no target).
+    let nowhere = Proxy::bind();
+    let a = TestServer::start_node("node-a", &node_config("node-b", nowhere.addr(), SECRET, ""));
+    let b = TestServer::start_node(
+        "node-b",
+        &node_config(
+            "node-a",
+            a.addr_of("replication"),
+            "not-the-shared-secret-9876543210",
+            "",
+        ),
+    );
+    for n in [&a, &b] {
+        n.add_user_with_password(USER, PASS);
+    }
+    let refusals = || {
+        a.logs()
+            .iter()
+            .filter(|l| l.contains("(claims node-b) refused: wrong secret"))
+            .count()
+    };
+    eventually(Duration::from_secs(10), || (refusals() > 0).then_some(()))
+        .unwrap_or_else(|| panic!("node-a did not log the refusal:\n{}", a.logs().join("\n")));
+
+    deliver(&b, &["secret-1".to_string()], "stays here");
+    // node-b tries again (within the 1 s backoff) and is refused again.
+    let seen = refusals();
+    eventually(Duration::from_secs(10), || {
+        (refusals() >= seen + 2).then_some(())
+    })
+    .expect("node-b keeps trying and is refused");
+    let mut va = Viewer::login(&a);
+    assert_eq!(va.view("INBOX").expect("INBOX").msgs.len(), 0);
+
+    let (status, body) = http(&b, "GET", "/sync/status");
+    assert_eq!(status, 200);
+    assert!(
+        body.contains("\"connected\":false") && body.contains("wrong secret"),
+        "node-b's status: {body}"
+    );
+    let (_, body) = http(&a, "GET", "/sync/status");
+    assert!(body.contains("\"sessions\":0"), "node-a's status: {body}");
+}
+
+// `cove sync status` shows the peer connected; `cove sync now EMAIL`
+// syncs at once and says what moved; /metrics serves the replication
+// gauges and counters.
+#[test]
+fn sync_status_sync_now_and_metrics() {
+    let pair = Pair::start("", "");
+    // node-b's link to node-a comes up and its first full sync is done.
+    let status = eventually(Duration::from_secs(10), || {
+        let out = cli(&pair.b, &["sync", "status"]);
+        let s = text(&out.stdout);
+        let ready = out.status.success()
+            && s.contains("\"connected\":true")
+            && s.contains("\"users_queued\":0")
+            && !s.contains("\"last_success_secs_ago\":null");
+        if !ready {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        ready.then_some(s)
+    })
+    .expect("cove sync status on node-b shows node-a connected");
+    assert!(
+        status.contains("\"node\":\"node-b\"") && status.contains("\"name\":\"node-a\""),
+        "{status}"
+    );
+
+    // Only node-a's link to node-b is cut: what node-a gets stays there
+    // until node-b asks for it (node-b has no change of its own to sync).
+    pair.to_b.cut(Partition::Refuse);
+    deliver(&pair.a, &names("now", 0..2), "sync me");
+    let a_status = eventually(Duration::from_secs(10), || {
+        let out = cli(&pair.a, &["sync", "status"]);
+        let s = text(&out.stdout);
+        (s.contains("\"connected\":false") && s.contains("\"users_queued\":1")).then_some(s)
+    });
+    assert!(
+        a_status.is_some(),
+        "node-a does not show node-b unreachable"
+    );
+
+    let out = cli(&pair.b, &["sync", "now", USER]);
+    let report = text(&out.stdout);
+    assert!(out.status.success(), "{report}{}", text(&out.stderr));
+    assert!(
+        report.contains(&format!("node-a {USER}: received 2 new"))
+            && report.contains("peer received 0 new"),
+        "sync now: {report}"
+    );
+    // Done when the command returns.
+    let mut vb = Viewer::login(&pair.b);
+    let inbox = vb.view("INBOX").expect("INBOX on node-b");
+    assert_eq!(
+        sorted(inbox.msgs.values().map(|m| m.id.clone()).collect()),
+        [mid("now-0"), mid("now-1")]
+    );
+
+    let (status, metrics) = http(&pair.b, "GET", "/metrics");
+    assert_eq!(status, 200);
+    for line in [
+        "cove_replication_connected{peer=\"node-a\"} 1",
+        "# TYPE cove_replication_queue_users gauge",
+        "# TYPE cove_replication_sessions_total counter",
+        "cove_replication_bytes_received_total{peer=\"node-a\"} ",
+        "cove_replication_failures_total{peer=\"node-a\"} ",
+        "cove_replication_oldest_unsynced_seconds{peer=\"node-a\"} ",
+    ] {
+        assert!(metrics.contains(line), "no {line:?} in\n{metrics}");
+    }
+    let value = |text: &str, name: &str| -> f64 {
+        text.lines()
+            .find_map(|l| l.strip_prefix(&format!("{name}{{peer=\"node-a\"}} ")))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or_else(|| panic!("no {name} in\n{text}"))
+    };
+    assert!(
+        value(&metrics, "cove_replication_sessions_total") >= 2.0,
+        "{metrics}"
+    );
+    assert!(
+        value(&metrics, "cove_replication_bytes_received_total") > 0.0,
+        "{metrics}"
+    );
+    let (_, metrics_a) = http(&pair.a, "GET", "/metrics");
+    assert!(
+        metrics_a.contains("cove_replication_connected{peer=\"node-b\"} 0")
+            && metrics_a.contains("cove_replication_queue_users{peer=\"node-b\"} 1"),
+        "{metrics_a}"
+    );
+}
+
+// sync_delivery = true: with the peer up, the 250 comes once the peer
+// holds the message; with the peer unreachable (connections held, never
+// answered), the 250 still comes after about the timeout, and the node logs
+// the fallback. The message reaches the peer once the link heals.
+#[test]
+fn sync_delivery_waits_for_the_peer_and_falls_back_after_the_timeout() {
+    const TIMEOUT_MS: u64 = 1000;
+    let pair = Pair::start(
+        &format!("sync_delivery = true\nsync_delivery_timeout_ms = {TIMEOUT_MS}"),
+        "",
+    );
+    let mut vb = Viewer::login(&pair.b);
+    let mut lmtp = pair.a.lmtp_ready();
+    for i in 0..3 {
+        let id = format!("sd-{i}");
+        let d = lmtp.deliver("s@example.org", &[USER], &message(&id, "sync"));
+        assert!(d.results[0].is("250"), "{d:?}");
+        // No waiting: node-b holds it already.
+        let inbox = vb.view("INBOX").expect("INBOX on node-b");
+        assert!(
+            inbox.msgs.values().any(|m| m.id == mid(&id)),
+            "{id} not on node-b right after the 250: {inbox:#?}"
+        );
+    }
+    assert!(
+        !pair.a.logged("sync_delivery:"),
+        "a fallback with the peer up:\n{}",
+        pair.a.logs().join("\n")
+    );
+
+    pair.partition(Partition::Hold);
+    let started = Instant::now();
+    let d = lmtp.deliver("s@example.org", &[USER], &message("sd-late", "held"));
+    let took = started.elapsed();
+    assert!(d.results[0].is("250"), "{d:?}");
+    assert!(
+        took >= Duration::from_millis(TIMEOUT_MS * 9 / 10) && took < Duration::from_secs(6),
+        "the 250 came after {took:?} (timeout {TIMEOUT_MS} ms)"
+    );
+    assert!(
+        pair.a
+            .logged("sync_delivery: no peer confirmed the message in time"),
+        "no fallback logged:\n{}",
+        pair.a.logs().join("\n")
+    );
+
+    pair.heal();
+    let late = mid("sd-late");
+    eventually(CONVERGE, || {
+        let inbox = vb.view("INBOX")?;
+        let there = inbox.msgs.values().any(|m| m.id == late);
+        if !there {
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        there.then_some(())
+    })
+    .expect("the late message reaches node-b after the heal");
+}
+
+// ---------------------------------------------------------------------------
+// Shutdown with a peer that never answers
+
+/// A peer that accepts connections and then says nothing (a hung host, a
+/// firewall that swallows packets) must not keep SIGTERM from stopping the
+/// node: connects and sessions in progress are dropped, which leaves
+/// nothing half-applied.
+#[test]
+fn sigterm_stops_a_node_whose_peer_never_answers() {
+    let hole = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = hole.local_addr().expect("addr");
+    let held = std::thread::spawn(move || {
+        let mut conns = Vec::new();
+        for c in hole.incoming().take(4).flatten() {
+            conns.push(c);
+        }
+        std::thread::sleep(Duration::from_secs(30));
+        drop(conns);
+    });
+    let mut node = TestServer::start_node("node-a", &node_config("node-b", addr, SECRET, ""));
+    // The node is connecting to the silent peer (its handshake waits).
+    eventually(Duration::from_secs(10), || {
+        node.logs()
+            .iter()
+            .any(|l| l.contains("replication listening on"))
+            .then_some(())
+    })
+    .expect("started");
+    std::thread::sleep(Duration::from_millis(500));
+    let asked = Instant::now();
+    let status = node.sigterm_and_wait();
+    assert!(status.success(), "exit status {status}");
+    assert!(
+        asked.elapsed() < Duration::from_secs(5),
+        "SIGTERM took {:?} with a silent peer",
+        asked.elapsed()
+    );
+    drop(held);
+}
