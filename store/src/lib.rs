@@ -9,6 +9,7 @@
 //!   mail/<domain>/<local>/    a user's home (Account)
 //!     Maildir/{cur,new,tmp}   INBOX; Maildir/.<name>/ other mailboxes
 //!     index.sqlite            the user's index
+//!     fts.sqlite              full-text index for SEARCH (a cache)
 //! ```
 //!
 //! Every call is blocking; async code runs it on a blocking pool.
@@ -18,6 +19,7 @@ mod changes;
 mod directory;
 mod env;
 mod error;
+mod fulltext;
 mod ids;
 mod index;
 mod keywords;
@@ -42,6 +44,7 @@ pub use directory::{Address, Directory, PasswordHash, User, UsersMerged};
 pub use env::{Clock, Entropy, Env, OsEntropy, SystemClock};
 pub(crate) use error::IoContext;
 pub use error::{Error, Result};
+pub use fulltext::{FULLTEXT_FILE, FullText, IndexedText, Refreshed, TextField, can_narrow};
 pub use ids::{Flags, MailboxGuid, MessageGuid, ModSeq, Uid};
 pub use index::{MailboxInfo, MessageMeta};
 pub use keywords::FlagOp;

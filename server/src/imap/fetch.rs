@@ -3,7 +3,7 @@
 use std::collections::BTreeSet;
 use std::num::NonZeroU32;
 
-use cove_store::{Flags, MailboxInfo, MessageMeta};
+use cove_store::{Flags, MailboxInfo};
 use imap_codec::imap_types::fetch::{MacroOrMessageDataItemNames, MessageDataItemName, Section};
 use imap_codec::imap_types::sequence::{SeqOrUid, Sequence, SequenceSet};
 
@@ -12,7 +12,7 @@ use super::mime;
 use super::response;
 use super::session::{Outcome, Session, State};
 use super::store_flags::FlagChange;
-use super::view::View;
+use super::view::{View, ViewMessage};
 
 /// Messages (indices into the view) a sequence set names, ascending.
 /// With `uid`, numbers are UIDs and ones that do not exist are ignored
@@ -394,7 +394,7 @@ impl<'a> Content<'a> {
 #[derive(Clone)]
 struct Row {
     seq: usize,
-    meta: MessageMeta,
+    meta: ViewMessage,
     recent: bool,
     /// This FETCH set its \Seen.
     seen_now: bool,

@@ -10,7 +10,6 @@ use cove_store::{Account, Error, Flags, MailboxInfo, MailboxStatus, NewMessage, 
 use imap_codec::imap_types::flag::Flag;
 use imap_codec::imap_types::sequence::SequenceSet;
 use imap_codec::imap_types::status::StatusDataItemName;
-use tokio::io::AsyncBufReadExt;
 
 use super::extended::ListOptions;
 use super::response;
@@ -631,7 +630,7 @@ impl Session {
     // RFC 2177 IDLE.
     pub async fn idle(&mut self, _tag: &str) -> Outcome {
         self.out.extend_from_slice(b"+ idling\r\n");
-        self.announce(true).await;
+        Box::pin(self.announce(true)).await;
         if self.flush().await.is_err() {
             return Outcome::Bad("Connection lost".into());
         }
@@ -646,10 +645,9 @@ impl Session {
                 }
             };
             let event = tokio::select! {
-                r = self.reader.fill_buf() => match r {
-                    Ok([]) => IdleEvent::Gone,
-                    Ok(_) => IdleEvent::Input,
-                    Err(_) => IdleEvent::Gone,
+                r = super::waiting::until_input(&mut self.reader, super::session::READ_BUFFER) => match r {
+                    Ok(true) => IdleEvent::Input,
+                    Ok(false) | Err(_) => IdleEvent::Gone,
                 },
                 more = changed => if more { IdleEvent::Changed } else { IdleEvent::Gone },
                 _ = shutdown.changed() => IdleEvent::Shutdown,
@@ -667,7 +665,7 @@ impl Session {
                     };
                 }
                 IdleEvent::Changed => {
-                    self.announce(true).await;
+                    Box::pin(self.announce(true)).await;
                     if self.flush().await.is_err() {
                         return Outcome::Bad("Connection lost".into());
                     }

@@ -20,6 +20,7 @@ mod search;
 mod session;
 mod store_flags;
 mod view;
+mod waiting;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -115,42 +116,49 @@ async fn serve_connection(
     id: u64,
     implicit_tls: bool,
 ) {
-    let mut tcp = tcp;
-    let limits = (
-        ctx.config.max_connections,
-        ctx.config.max_connections_per_ip,
-    );
-    let Some(_slot) = listener::admit(
+    // Admission and the TLS handshake run in an allocation of their own,
+    // freed before the session starts: the task, which lives as long as
+    // the connection, holds only what the session needs.
+    let Some((_slot, conn)) = Box::pin(open_connection(&ctx, tcp, peer, id, implicit_tls)).await
+    else {
+        return;
+    };
+    tracing::debug!(session = id, peer = %peer, "imap connection");
+    session::Session::new(ctx, conn, peer, id).run().await;
+}
+
+/// Admit a connection (the connection limits) and, for imaps, run the TLS
+/// handshake.
+async fn open_connection(
+    ctx: &ImapContext,
+    mut tcp: TcpStream,
+    peer: SocketAddr,
+    id: u64,
+    implicit_tls: bool,
+) -> Option<(listener::ConnectionSlot, Conn)> {
+    let slot = listener::admit(
         "imap",
         &ctx.connections,
         &mut tcp,
         peer,
-        limits.0,
-        limits.1,
+        ctx.config.max_connections,
+        ctx.config.max_connections_per_ip,
         "* BYE [UNAVAILABLE]",
     )
-    .await
-    else {
-        return;
-    };
-    let conn = if implicit_tls {
-        let Some(acceptor) = ctx.tls.clone() else {
-            return;
-        };
-        match tokio::time::timeout(std::time::Duration::from_secs(30), acceptor.accept(tcp)).await {
-            Ok(Ok(tls)) => Conn::Tls(Box::new(tls)),
-            Ok(Err(e)) => {
-                tracing::info!(session = id, peer = %peer, error = %e, "imaps TLS handshake failed");
-                return;
-            }
-            Err(_) => {
-                tracing::info!(session = id, peer = %peer, "imaps TLS handshake timed out");
-                return;
-            }
+    .await?;
+    if !implicit_tls {
+        return Some((slot, Conn::Plain(tcp)));
+    }
+    let acceptor = ctx.tls.clone()?;
+    match tokio::time::timeout(std::time::Duration::from_secs(30), acceptor.accept(tcp)).await {
+        Ok(Ok(tls)) => Some((slot, Conn::Tls(Box::new(tls)))),
+        Ok(Err(e)) => {
+            tracing::info!(session = id, peer = %peer, error = %e, "imaps TLS handshake failed");
+            None
         }
-    } else {
-        Conn::Plain(tcp)
-    };
-    tracing::debug!(session = id, peer = %peer, "imap connection");
-    session::Session::new(ctx, conn, peer, id).run().await;
+        Err(_) => {
+            tracing::info!(session = id, peer = %peer, "imaps TLS handshake timed out");
+            None
+        }
+    }
 }

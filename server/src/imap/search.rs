@@ -3,9 +3,11 @@
 //! decoded headers and bodies, case-insensitively (RFC 3501: "a substring
 //! match ... case-insensitive").
 
+mod fulltext;
+
 use std::collections::HashSet;
 
-use cove_store::{Flags, MailboxInfo, MessageMeta, Uid};
+use cove_store::{Flags, MailboxInfo, Uid};
 use imap_codec::imap_types::search::SearchKey;
 use imap_codec::imap_types::sequence::SequenceSet;
 use mail_parser::{HeaderValue, MessageParser};
@@ -14,7 +16,7 @@ use super::fetch::resolve;
 use super::mailboxes::{blocking, outcome_for};
 use super::response::days_from_civil;
 use super::session::{Outcome, Session, State};
-use super::view::View;
+use super::view::{View, ViewMessage};
 
 /// A search key with everything borrowed from the command made owned and
 /// every set resolved against the view.
@@ -254,6 +256,8 @@ fn containers(raw: &[u8]) -> usize {
     count(b"multipart/") + count(b"message/")
 }
 
+/// What the matcher reads; the full-text index stores the same text (bump
+/// `fulltext::EXTRACTOR_VERSION` when this changes).
 fn content_of(raw: &[u8]) -> Content {
     let parsed = if containers(raw) <= MAX_CONTAINERS_FOR_PARSER {
         MessageParser::default().parse(raw)
@@ -296,7 +300,7 @@ fn content_of(raw: &[u8]) -> Content {
 
 fn matches(
     k: &Key,
-    m: &MessageMeta,
+    m: &ViewMessage,
     recent: &HashSet<Uid>,
     now: i64,
     content: Option<&Content>,
@@ -344,7 +348,7 @@ impl Session {
             return Outcome::Bad("No mailbox selected".into());
         };
         let key = Key::And(criteria.as_ref().iter().map(|k| lower(view, k)).collect());
-        let candidates: Vec<(usize, MessageMeta)> = view
+        let candidates: Vec<(usize, ViewMessage)> = view
             .messages
             .iter()
             .cloned()
@@ -358,6 +362,14 @@ impl Session {
         let found = blocking(move || {
             let content = needs_content(&key);
             let body = needs_body(&key);
+            // Body searches read only the messages the full-text index names.
+            let candidates = match body.then(|| fulltext::narrow(&account, &mailbox, &key)) {
+                Some(Some(ids)) => candidates
+                    .into_iter()
+                    .filter(|(_, m)| ids.contains(&m.content_id))
+                    .collect(),
+                _ => candidates,
+            };
             // Header-only searches read the cached header text first.
             let cached = if content && !body {
                 let keys: Vec<(cove_store::ContentId, u8)> = candidates

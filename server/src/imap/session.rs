@@ -21,7 +21,7 @@ use crate::listener::ConnectionSlot;
 
 /// Read buffer per connection: small, because thousands of connections
 /// sit idle; commands and literals larger than it are read in pieces.
-const READ_BUFFER: usize = 2048;
+pub const READ_BUFFER: usize = 2048;
 
 /// Largest literal accepted before login.
 const PRE_AUTH_LITERAL: u64 = 8 * 1024;
@@ -48,6 +48,16 @@ pub enum State {
     Authenticated(Authed),
     Selected(Authed, Box<View>),
     Logout,
+}
+
+/// What the session does after a command.
+enum Control {
+    /// Read the next command.
+    Next,
+    /// Close the connection.
+    Stop,
+    /// Enter IDLE (RFC 2177) with this tag.
+    Idle(String),
 }
 
 /// How a command ended, for the tagged response.
@@ -94,12 +104,9 @@ impl Session {
         if !self.out.is_empty() {
             self.reader.get_mut().write_all(&self.out).await?;
             self.reader.get_mut().flush().await?;
-            self.out.clear();
-            // An idle session should not keep the buffer of its largest
-            // FETCH: thousands of them wait in IDLE.
-            if self.out.capacity() > 64 * 1024 {
-                self.out = Vec::new();
-            }
+            // A waiting session keeps no output buffer: thousands of them
+            // wait in IDLE.
+            self.out = Vec::new();
         }
         Ok(())
     }
@@ -155,12 +162,16 @@ impl Session {
     }
 
     pub async fn run(mut self) {
-        let greeting = format!(
-            "OK [CAPABILITY {}] {} IMAP cove ready",
-            self.capabilities(),
-            self.ctx.hostname
-        );
-        self.untagged(&greeting);
+        {
+            // Not kept for the session's life (it would be: a local of
+            // this function lives across the await below).
+            let greeting = format!(
+                "OK [CAPABILITY {}] {} IMAP cove ready",
+                self.capabilities(),
+                self.ctx.hostname
+            );
+            self.untagged(&greeting);
+        }
         self.serve().await;
         let _ = self.flush().await;
         let _ = self.reader.get_mut().shutdown().await;
@@ -188,8 +199,15 @@ impl Session {
                 State::NotAuthenticated => self.ctx.config.max_literal_size.min(PRE_AUTH_LITERAL),
                 _ => self.ctx.config.max_literal_size,
             };
+            // Boxed like the commands (below), so that the task is no
+            // bigger than what IDLE needs.
+            let command = Box::pin(async {
+                // No read buffer held while the client is quiet.
+                super::waiting::until_input(&mut self.reader, READ_BUFFER).await?;
+                framing::read_command(&mut self.reader, max_line, max_literal).await
+            });
             let read = tokio::select! {
-                r = tokio::time::timeout(timeout, framing::read_command(&mut self.reader, max_line, max_literal)) => r,
+                r = tokio::time::timeout(timeout, command) => r,
                 _ = shutdown.changed() => continue,
             };
             let frame = match read {
@@ -220,63 +238,89 @@ impl Session {
                     continue;
                 }
             };
-            if let Some(parsed) = extended::parse(&bytes) {
-                let (tag, outcome) = match parsed {
-                    Ok(cmd) => self.dispatch_extended(cmd).await,
-                    Err(why) => (
-                        framing::tag_of(&bytes).unwrap_or("*").to_string(),
-                        Outcome::Bad(why),
-                    ),
-                };
-                if self.respond(&tag, outcome) {
-                    return;
-                }
-                continue;
-            }
-            let decoded = CommandCodec::default().decode(&bytes);
-            match decoded {
-                Ok((_, command)) => {
-                    // APPEND: the message stays in the buffer it was read
-                    // into; only its place in it travels (held once).
-                    if let Some(append) = Append::borrowed_from(&command, &bytes) {
-                        let tag = command.tag.inner().to_string();
-                        drop(command);
-                        let outcome = match self.state {
-                            State::NotAuthenticated => Outcome::Bad("Log in first".into()),
-                            _ => self.append(append, bytes).await,
-                        };
-                        if self.respond(&tag, outcome) {
-                            return;
-                        }
-                        continue;
-                    }
-                    let command = command.into_static_command();
-                    let tag = command.tag.inner().to_string();
-                    let outcome = self.dispatch(command).await;
-                    if let Outcome::StartTls = outcome {
-                        self.finish(&tag, Outcome::Ok("Begin TLS negotiation now".into()));
-                        if !self.complete_starttls().await {
-                            return;
-                        }
-                        continue;
-                    }
+            // Each command runs in its own allocation, freed when it ends,
+            // except IDLE, which sessions spend most of their life in: the
+            // task itself stays as small as IDLE needs, and a session in
+            // IDLE holds neither the command nor its bytes.
+            match Box::pin(self.command(bytes)).await {
+                Control::Next => {}
+                Control::Stop => return,
+                Control::Idle(tag) => {
+                    let outcome = self.idle(&tag).await;
                     if self.respond(&tag, outcome) {
-                        return;
-                    }
-                }
-                Err(_) => {
-                    let tag = framing::tag_of(&bytes).unwrap_or("*").to_string();
-                    let shown = String::from_utf8_lossy(&bytes[..bytes.len().min(60)])
-                        .trim_end()
-                        .to_string();
-                    tracing::info!(session = self.id, peer = %self.peer, line = %shown, "imap command not understood");
-                    self.finish(&tag, Outcome::Bad("Command not understood".into()));
-                    if self.count_bad() {
                         return;
                     }
                 }
             }
         }
+    }
+
+    /// Decode and run one command read off the wire.
+    async fn command(&mut self, bytes: Vec<u8>) -> Control {
+        if let Some(parsed) = extended::parse(&bytes) {
+            let (tag, outcome) = match parsed {
+                Ok(cmd) => self.dispatch_extended(cmd).await,
+                Err(why) => (
+                    framing::tag_of(&bytes).unwrap_or("*").to_string(),
+                    Outcome::Bad(why),
+                ),
+            };
+            if self.respond(&tag, outcome) {
+                return Control::Stop;
+            }
+            return Control::Next;
+        }
+        let decoded = CommandCodec::default().decode(&bytes);
+        match decoded {
+            Ok((_, command)) => {
+                // APPEND: the message stays in the buffer it was read
+                // into; only its place in it travels (held once).
+                if let Some(append) = Append::borrowed_from(&command, &bytes) {
+                    let tag = command.tag.inner().to_string();
+                    drop(command);
+                    let outcome = match self.state {
+                        State::NotAuthenticated => Outcome::Bad("Log in first".into()),
+                        _ => self.append(append, bytes).await,
+                    };
+                    if self.respond(&tag, outcome) {
+                        return Control::Stop;
+                    }
+                    return Control::Next;
+                }
+                let command = command.into_static_command();
+                let tag = command.tag.inner().to_string();
+                drop(bytes);
+                // IDLE runs in the session's own task (see `serve`).
+                let idle = matches!(command.body, CommandBody::Idle)
+                    && !matches!(self.state, State::NotAuthenticated);
+                if idle {
+                    return Control::Idle(tag);
+                }
+                let outcome = self.dispatch(command).await;
+                if let Outcome::StartTls = outcome {
+                    self.finish(&tag, Outcome::Ok("Begin TLS negotiation now".into()));
+                    if !self.complete_starttls().await {
+                        return Control::Stop;
+                    }
+                    return Control::Next;
+                }
+                if self.respond(&tag, outcome) {
+                    return Control::Stop;
+                }
+            }
+            Err(_) => {
+                let tag = framing::tag_of(&bytes).unwrap_or("*").to_string();
+                let shown = String::from_utf8_lossy(&bytes[..bytes.len().min(60)])
+                    .trim_end()
+                    .to_string();
+                tracing::info!(session = self.id, peer = %self.peer, line = %shown, "imap command not understood");
+                self.finish(&tag, Outcome::Bad("Command not understood".into()));
+                if self.count_bad() {
+                    return Control::Stop;
+                }
+            }
+        }
+        Control::Next
     }
 
     /// Send the tagged response; true when it was one BAD too many (the

@@ -10,10 +10,45 @@
 
 use std::collections::{BTreeSet, HashSet};
 
-use cove_store::{Account, Change, ChangeKind, MailboxInfo, MessageMeta, ModSeq, Uid};
+use cove_store::{
+    Account, Change, ChangeKind, ContentId, Flags, MailboxInfo, MessageMeta, ModSeq, Uid,
+};
 use tokio::sync::broadcast;
 
 use super::response;
+
+/// What a view keeps of one message: what FETCH of flags, dates and sizes,
+/// SEARCH and the cached views (by content id) need, with no heap
+/// allocation unless the message has keywords. Every session that selects
+/// a mailbox holds one per message (80 bytes; a `MessageMeta`, with its
+/// file name and GUID, took about 190), and thousands of sessions sit in
+/// IDLE: the file name is looked up in the index when a message's bytes are
+/// read, as it may have changed since.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ViewMessage {
+    pub uid: Uid,
+    pub flags: Flags,
+    pub modseq: ModSeq,
+    /// Seconds since the epoch.
+    pub internal_date: i64,
+    pub size: u64,
+    pub content_id: ContentId,
+    pub keywords: Box<[String]>,
+}
+
+impl From<MessageMeta> for ViewMessage {
+    fn from(m: MessageMeta) -> ViewMessage {
+        ViewMessage {
+            uid: m.uid,
+            flags: m.flags,
+            modseq: m.modseq,
+            internal_date: m.internal_date,
+            size: m.size,
+            content_id: m.content_id,
+            keywords: m.keywords.into_boxed_slice(),
+        }
+    }
+}
 
 /// What a view needs read from the index.
 pub enum PendingRead {
@@ -27,7 +62,7 @@ pub enum PendingRead {
 pub struct View {
     pub mailbox: MailboxInfo,
     pub read_only: bool,
-    pub messages: Vec<MessageMeta>,
+    pub messages: Vec<ViewMessage>,
     pub recent: HashSet<Uid>,
     feed: broadcast::Receiver<Change>,
     /// Expunged elsewhere, not yet announced.
@@ -35,7 +70,7 @@ pub struct View {
     /// The feed said this mailbox changed since the last refresh.
     dirty: bool,
     /// Rows the feed brought (new messages, flag changes), not applied yet.
-    arrived: Vec<MessageMeta>,
+    arrived: Vec<ViewMessage>,
     /// The feed lagged: reload everything.
     lagged: bool,
     /// Highest modseq applied to the view.
@@ -54,7 +89,12 @@ impl View {
     ) -> cove_store::Result<View> {
         // Subscribe first: nothing that happens after the read is missed.
         let feed = account.subscribe();
-        let messages = account.messages(&mailbox.guid)?;
+        // Held for as long as the mailbox is selected: compact, and no
+        // spare capacity.
+        // (Not `collect()`: it would reuse the rows' larger allocation.)
+        let rows = account.messages(&mailbox.guid)?;
+        let mut messages: Vec<ViewMessage> = Vec::with_capacity(rows.len());
+        messages.extend(rows.into_iter().map(ViewMessage::from));
         let modseq = messages
             .iter()
             .map(|m| m.modseq)
@@ -163,7 +203,7 @@ impl View {
             // what delayed their EXISTS).
             ChangeKind::MessageAdded { .. } if c.message.is_some() => {
                 if let Some(m) = c.message {
-                    self.arrived.push((*m).clone());
+                    self.arrived.push(ViewMessage::from((*m).clone()));
                 }
             }
             ChangeKind::FlagsChanged {
@@ -174,7 +214,7 @@ impl View {
                 Some(seq) => {
                     let mut m = self.messages[seq - 1].clone();
                     m.flags = flags;
-                    m.keywords = keywords;
+                    m.keywords = keywords.into_boxed_slice();
                     m.modseq = c.modseq;
                     self.arrived.push(m);
                 }
@@ -227,7 +267,7 @@ impl View {
         out: &mut Vec<u8>,
     ) {
         let mut changed_flags: BTreeSet<Uid> = BTreeSet::new();
-        let mut added: Vec<MessageMeta> = Vec::new();
+        let mut added: Vec<Uid> = Vec::new();
         if let PendingRead::All = read {
             let present: HashSet<Uid> = rows.iter().map(|m| m.uid).collect();
             for m in &self.messages {
@@ -242,7 +282,7 @@ impl View {
             self.apply_row(m, false, &mut changed_flags, &mut added);
         }
         for m in rows {
-            self.apply_row(m, true, &mut changed_flags, &mut added);
+            self.apply_row(ViewMessage::from(m), true, &mut changed_flags, &mut added);
         }
         if allow_expunge {
             let gone: Vec<Uid> = std::mem::take(&mut self.expunged).into_iter().collect();
@@ -256,7 +296,7 @@ impl View {
         }
         if !added.is_empty() {
             self.recent
-                .extend(added.iter().map(|m| m.uid).filter(|u| *u >= first_recent));
+                .extend(added.iter().copied().filter(|u| *u >= first_recent));
             out.extend_from_slice(
                 format!(
                     "* {} EXISTS\r\n* {} RECENT\r\n",
@@ -288,10 +328,10 @@ impl View {
     /// feed may arrive before an older change whose event had no row.
     fn apply_row(
         &mut self,
-        m: MessageMeta,
+        m: ViewMessage,
         from_index: bool,
         changed_flags: &mut BTreeSet<Uid>,
-        added: &mut Vec<MessageMeta>,
+        added: &mut Vec<Uid>,
     ) {
         if from_index {
             self.modseq = self.modseq.max(m.modseq);
@@ -310,7 +350,7 @@ impl View {
             // New UIDs are always above the ones the view has (UIDs only
             // grow), so this is an append.
             Err(i) => {
-                added.push(m.clone());
+                added.push(m.uid);
                 self.messages.insert(i, m);
             }
         }
@@ -327,7 +367,7 @@ impl View {
         if let Some(seq) = self.seq_of(uid) {
             let m = &mut self.messages[seq - 1];
             m.flags = flags;
-            m.keywords = keywords;
+            m.keywords = keywords.into_boxed_slice();
             m.modseq = modseq;
         }
         // The view's modseq is not raised here: another session's change
