@@ -56,22 +56,16 @@ struct Mbsync {
 }
 
 impl Mbsync {
-    fn new(bin: PathBuf, imap: SocketAddr) -> Mbsync {
+    /// A setup whose far side is `account` (the lines of an
+    /// `IMAPAccount cove` section after its first line).
+    fn new(bin: PathBuf, account: &str) -> Mbsync {
         let dir = tempfile::tempdir().expect("temp dir");
         let mail = dir.path().join("mail");
         fs::create_dir(&mail).expect("mkdir");
         let m = mail.display();
-        // Plaintext LOGIN: cove allows it from loopback (mbsync warns that
-        // the password goes in the clear).
         let rc = format!(
             "IMAPAccount cove
-Host {host}
-Port {port}
-User {USER}
-Pass {PASSWORD}
-SSLType None
-AuthMechs LOGIN
-
+{account}
 IMAPStore cove-far
 Account cove
 
@@ -88,9 +82,7 @@ Sync All
 Create Both
 Expunge Both
 SyncState *
-",
-            host = imap.ip(),
-            port = imap.port()
+"
         );
         fs::write(dir.path().join("mbsyncrc"), rc).expect("write mbsyncrc");
         Mbsync { bin, dir }
@@ -126,6 +118,26 @@ SyncState *
             .filter(|f| f.contains("/cur/") || f.contains("/new/"))
             .collect()
     }
+}
+
+/// The far side over plain IMAP with LOGIN: cove allows it from loopback
+/// (mbsync warns that the password goes in the clear).
+fn plain_account(imap: SocketAddr) -> String {
+    format!(
+        "Host {}\nPort {}\nUser {USER}\nPass {PASSWORD}\nSSLType None\nAuthMechs LOGIN\n",
+        imap.ip(),
+        imap.port()
+    )
+}
+
+/// The far side over TLS (`ssl_type` STARTTLS or IMAPS), trusting cove's
+/// self-signed certificate and checking it names `localhost`.
+fn tls_account(port: u16, ssl_type: &str, cert: &Path) -> String {
+    format!(
+        "Host localhost\nPort {port}\nUser {USER}\nPass {PASSWORD}\nSSLType {ssl_type}\n\
+         CertificateFile {}\n",
+        cert.display()
+    )
 }
 
 /// Set the flags of the local copy of message `id` in `folder` (mbsync's
@@ -193,7 +205,7 @@ fn mbsync_two_way_sync_of_1000_messages_converges_then_has_nothing_to_do() {
     let server = TestServer::start(IMAP_CONFIG);
     server.add_user_with_password(USER, PASSWORD);
     deliver_numbered(server.lmtp_addr());
-    let mb = Mbsync::new(bin, server.addr_of("imap"));
+    let mb = Mbsync::new(bin, &plain_account(server.addr_of("imap")));
     let inbox = mb.mail().join("INBOX");
 
     // 1. The first run pulls every message, and every folder.
@@ -316,4 +328,55 @@ fn mbsync_two_way_sync_of_1000_messages_converges_then_has_nothing_to_do() {
         .map(|m| imap.cmd_ok(&format!("S2 STATUS {m} (MESSAGES UIDNEXT UIDVALIDITY)")))
         .collect();
     assert_eq!(status_after, status_before);
+}
+
+#[test]
+fn mbsync_over_starttls_and_implicit_tls_verifies_coves_certificate() {
+    let Some(bin) = program("mbsync", "isync") else {
+        return;
+    };
+    let server = TestServer::start(IMAP_CONFIG);
+    server.add_user_with_password(USER, PASSWORD);
+    for n in 1..=5 {
+        server.deliver_to(USER, &message(&format!("mb{n:04}"), "over TLS"));
+    }
+    let cert = server.data_dir().join("tls/cert.pem");
+    for (ssl_type, port) in [
+        ("STARTTLS", server.addr_of("imap").port()),
+        ("IMAPS", server.addr_of("imaps").port()),
+    ] {
+        let mb = Mbsync::new(bin.clone(), &tls_account(port, ssl_type, &cert));
+        let inbox = mb.mail().join("INBOX");
+        let trace = mb.sync(true);
+        let commands: Vec<&str> = trace
+            .lines()
+            .filter_map(|l| l.strip_prefix(">>> "))
+            .collect();
+        assert_eq!(
+            commands.iter().any(|c| c.ends_with(" STARTTLS")),
+            ssl_type == "STARTTLS",
+            "{ssl_type}: {commands:?}"
+        );
+        assert!(
+            !trace.contains("Password is being sent in the clear"),
+            "{trace}"
+        );
+        let local = maildir_messages(&inbox);
+        let want: Vec<String> = (1..=5).map(id).collect();
+        assert_eq!(
+            local.keys().cloned().collect::<Vec<_>>(),
+            want,
+            "{ssl_type}"
+        );
+
+        // And back: a flag set locally reaches cove over the same link.
+        set_local_flags(&inbox, &id(3), "S");
+        mb.sync(false);
+        let mut imap = server.imap_login(USER, PASSWORD);
+        let (cove, _) = cove_state(&mut imap, "INBOX");
+        assert_eq!(cove, maildir_messages(&inbox), "{ssl_type}");
+        assert_eq!(cove[&id(3)], flags(&["\\Seen"]), "{ssl_type}");
+        imap.cmd_ok("U1 UID STORE 1:* -FLAGS.SILENT (\\Seen)");
+        imap.cmd_ok("U2 LOGOUT");
+    }
 }
