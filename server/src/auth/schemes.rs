@@ -342,10 +342,20 @@ impl LegacyHash {
                 }
             }
             Kind::Phc(algorithm) => {
-                match argon2::password_hash::phc::PasswordHash::new(&self.value) {
-                    Ok(h) if h.algorithm.as_str() == algorithm && h.hash.is_some() => {}
-                    Ok(_) => return Err(self.malformed("not an argon2 hash of this variant")),
-                    Err(_) => return Err(self.malformed("the PHC string does not parse")),
+                let parsed = argon2::password_hash::phc::PasswordHash::new(&self.value)
+                    .map_err(|_| self.malformed("the PHC string does not parse"))?;
+                if parsed.algorithm.as_str() != algorithm || parsed.hash.is_none() {
+                    return Err(self.malformed("not an argon2 hash of this variant"));
+                }
+                let params = argon2::Params::try_from(&parsed)
+                    .map_err(|_| self.malformed("the argon2 parameters are invalid"))?;
+                if params.m_cost() > MAX_ARGON2_M_KIB
+                    || params.t_cost() > MAX_ARGON2_T
+                    || params.p_cost() > MAX_ARGON2_P
+                {
+                    return Err(self.malformed(
+                        "argon2 cost too high for a login (m above 1 GiB, t above 32 or p above 16)",
+                    ));
                 }
             }
         }
@@ -375,8 +385,12 @@ impl LegacyHash {
     }
 
     /// Whether `password` matches. Blocking for the slow schemes (crypt,
-    /// argon2): run it off the reactor.
+    /// argon2): run it off the reactor. A hash [`parse`](LegacyHash::parse)
+    /// would refuse (cost too high included) matches nothing.
     pub fn verify(&self, password: &[u8]) -> bool {
+        if self.check_form().is_err() {
+            return false;
+        }
         match self.scheme.kind() {
             Kind::Plain => self
                 .decoded()
@@ -421,6 +435,15 @@ fn base64_decode(value: &str) -> Option<Vec<u8>> {
     );
     LENIENT.decode(value.trim()).ok()
 }
+
+/// Costs above these are refused: one login must not hold a password
+/// thread for minutes or take gigabytes (Dovecot's defaults are bcrypt
+/// cost 5, 5,000 SHA-crypt rounds, argon2 m=64 MiB t=3).
+const MAX_BCRYPT_COST: u32 = 16;
+const MAX_SHA_CRYPT_ROUNDS: u32 = 1_000_000;
+const MAX_ARGON2_M_KIB: u32 = 1024 * 1024;
+const MAX_ARGON2_T: u32 = 32;
+const MAX_ARGON2_P: u32 = 16;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum CryptPrefix {
@@ -476,7 +499,7 @@ fn crypt_well_formed(prefix: CryptPrefix, value: &str) -> bool {
             let mut fields: Vec<&str> = value[3..].split('$').collect();
             if fields.first().is_some_and(|f| f.starts_with("rounds=")) {
                 let rounds = fields.remove(0)["rounds=".len()..].parse::<u32>();
-                if rounds.is_err() {
+                if !rounds.is_ok_and(|r| r <= MAX_SHA_CRYPT_ROUNDS) {
                     return false;
                 }
             }
@@ -486,9 +509,10 @@ fn crypt_well_formed(prefix: CryptPrefix, value: &str) -> bool {
         // $2y$NN$ then 53 characters of salt and hash.
         CryptPrefix::Bcrypt => {
             value.len() == 60
+                && value.is_ascii()
                 && value[4..6]
                     .parse::<u32>()
-                    .is_ok_and(|c| (4..=31).contains(&c))
+                    .is_ok_and(|c| (4..=MAX_BCRYPT_COST).contains(&c))
                 && &value[6..7] == "$"
                 && crypt64(&value[7..])
         }
@@ -628,6 +652,14 @@ mod tests {
             "{CRYPT}x8Jd0Xk3tqwD2",
             "{ARGON2ID}$argon2i$v=19$m=32768,t=4,p=1$iXO7Vmbpz3e9U44ufF9b6g$AnR2M5Yg3tNw3ifsQ7d76LoIwXou5dFbxOdqcJJ22bM",
             "{ARGON2I}nonsense",
+            // Costs no login should pay.
+            "{BLF-CRYPT}$2y$31$hKamrjLZVtTDbvyTpAbUMuirgFWTyp.VOy219TNFW6I28uUmXAlFm",
+            "{SHA256-CRYPT}$5$rounds=999999999$C7LQVE0EE6Kl34at$4yOFkXeD5SYr6gJr6e6lGuigUdjXdMTKP6x2cQxsyd6",
+            "{ARGON2ID}$argon2id$v=19$m=4194304,t=3,p=1$Z04Am5PaRE7dpb+jZLUVqQ$zjA7lyhJENz4JZy3mkMrDrW5ueKFU3BMN6A+uKBiaA4",
+            "{ARGON2ID}$argon2id$v=19$m=65536,t=1000,p=1$Z04Am5PaRE7dpb+jZLUVqQ$zjA7lyhJENz4JZy3mkMrDrW5ueKFU3BMN6A+uKBiaA4",
+            // Not ASCII where bytes are sliced.
+            "{BLF-CRYPT}$2y$0é$hKamrjLZVtTDbvyTpAbUMuirgFWTyp.VOy219TNFW6I28uUmXAlF",
+            "{MD5-CRYPT}$1$p8rRPL0é$iAn/zE1LAnZknkPsNlfm71",
         ] {
             assert!(
                 matches!(
