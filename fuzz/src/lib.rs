@@ -389,6 +389,40 @@ pub fn pop3(data: &[u8]) {
     );
 }
 
+/// Target `passwd_file`: a Dovecot passwd-file as `cove user import` reads
+/// it, and each hash as a login reads it back from the store.
+///
+/// A usable line's hash, written out as cove stores it, parses again to the
+/// same hash; the fast schemes (plain and digests) are verified with a
+/// password (the crypt and argon2 ones cost up to seconds per call, which a
+/// fuzzer must not pay; their crates parse before they hash).
+pub fn passwd_file(data: &[u8]) {
+    use cove::auth::schemes::{LegacyHash, Scheme};
+    let text = String::from_utf8_lossy(data);
+    for entry in cove::import::users::parse_passwd_file(&text, Some("example.org")) {
+        let Ok(entry) = entry else { continue };
+        let stored = entry.hash.to_stored();
+        let again = LegacyHash::parse(&stored).expect("a stored hash parses again");
+        assert_eq!(again, entry.hash, "{stored}");
+        let fast = matches!(
+            entry.hash.scheme(),
+            Scheme::Plain
+                | Scheme::PlainMd5
+                | Scheme::Sha1
+                | Scheme::Sha256
+                | Scheme::Sha512
+                | Scheme::Smd5
+                | Scheme::Ssha
+                | Scheme::Ssha256
+                | Scheme::Ssha512
+        );
+        if fast {
+            let _ = entry.hash.verify(b"pw");
+            let _ = entry.hash.verify(stored.as_bytes());
+        }
+    }
+}
+
 /// A tiny deterministic generator (xorshift64), seeded from the input.
 pub struct XorShift(u64);
 

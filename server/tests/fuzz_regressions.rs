@@ -13,11 +13,12 @@ use bodies::XorShift;
 
 type Target = fn(&[u8]);
 
-const TARGETS: [(&str, Target); 4] = [
+const TARGETS: [(&str, Target); 5] = [
     ("imap_command", bodies::imap_command),
     ("imap_mime", bodies::imap_mime),
     ("lmtp", bodies::lmtp),
     ("pop3", bodies::pop3),
+    ("passwd_file", bodies::passwd_file),
 ];
 
 /// Random inputs per target and run.
