@@ -376,7 +376,8 @@ impl Directory {
 
     /// Replace a user's password hash only if it is still `old` (a hash
     /// upgraded at login must not undo a change made meanwhile). Whether
-    /// it was replaced.
+    /// it was replaced. Its stamp is later than the row's, even within the
+    /// same millisecond, so peers that hold the old hash take the new one.
     pub fn replace_password(
         &self,
         address: &Address,
@@ -384,7 +385,8 @@ impl Directory {
         new: PasswordHash,
     ) -> Result<bool> {
         let n = self.conn()?.execute(
-            "UPDATE user SET password = ?4, stamp = ?5 WHERE local = ?1 AND domain = ?2 AND password = ?3",
+            "UPDATE user SET password = ?4, stamp = max(?5, (((stamp >> 16) + 1) << 16) | (?5 & 65535))
+             WHERE local = ?1 AND domain = ?2 AND password = ?3",
             params![
                 address.local,
                 address.domain,
