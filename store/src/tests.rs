@@ -525,3 +525,41 @@ fn derived_data_round_trips_by_content() {
         vec![Some(b"env".to_vec()), Some(b"bs".to_vec()), None]
     );
 }
+
+#[test]
+fn derived_lookups_in_batches_answer_each_key_in_order() {
+    let d = tempfile::tempdir().unwrap();
+    let s = store_at(d.path());
+    let acct = s.account(&user(&s, "a@x.org")).unwrap();
+    // 1,200 contents (more than one statement's worth), every third one
+    // cached, under two kinds; keys asked in a shuffled order, with
+    // repeats (COPY: one content under two UIDs).
+    let ids: Vec<ContentId> = (0..1200u32)
+        .map(|i| ContentId::of(&i.to_le_bytes()))
+        .collect();
+    let entries: Vec<(ContentId, u8, Vec<u8>)> = ids
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| i % 3 == 0)
+        .flat_map(|(i, id)| {
+            [
+                (*id, 11, format!("e{i}").into_bytes()),
+                (*id, 12, format!("b{i}").into_bytes()),
+            ]
+        })
+        .collect();
+    acct.store_derived(&entries).unwrap();
+    let mut keys = Vec::new();
+    for i in (0..1200usize).rev().step_by(7).chain(0..40) {
+        keys.push((ids[i], 11));
+        keys.push((ids[i], 12));
+    }
+    let got = acct.derived(&keys).unwrap();
+    assert_eq!(got.len(), keys.len());
+    for ((id, kind), answer) in keys.iter().zip(&got) {
+        let i = ids.iter().position(|x| x == id).unwrap();
+        let want = (i % 3 == 0)
+            .then(|| format!("{}{i}", if *kind == 11 { "e" } else { "b" }).into_bytes());
+        assert_eq!(answer, &want, "content {i} kind {kind}");
+    }
+}

@@ -253,11 +253,11 @@ fn render(
     let content = content.unwrap_or(&empty);
     let raw = content.raw;
     let msg = || content.msg();
-    let view = |item: &MessageDataItemName<'_>| -> Vec<u8> {
+    let view = |item: &MessageDataItemName<'_>| -> std::borrow::Cow<'_, [u8]> {
         let kind = derived_kind(item).unwrap_or(0);
         match derived.0.get(&kind) {
-            Some(b) => b.clone(),
-            None => Derived::default().compute(msg(), kind),
+            Some(b) => std::borrow::Cow::Borrowed(b),
+            None => std::borrow::Cow::Owned(Derived::default().compute(msg(), kind)),
         }
     };
     for item in items {
@@ -488,7 +488,7 @@ impl Session {
                     .iter()
                     .flat_map(|r| kinds.iter().map(|k| (r.meta.content_id, *k)))
                     .collect();
-                let cached = if keys.is_empty() {
+                let mut cached = if keys.is_empty() {
                     Vec::new()
                 } else {
                     account.derived(&keys)?
@@ -497,8 +497,8 @@ impl Session {
                 for (i, row) in chunk.into_iter().enumerate() {
                     let mut derived = Derived::default();
                     for (j, kind) in kinds.iter().enumerate() {
-                        if let Some(Some(bytes)) = cached.get(i * kinds.len() + j) {
-                            derived.0.insert(*kind, bytes.clone());
+                        if let Some(Some(bytes)) = cached.get_mut(i * kinds.len() + j).map(Option::take) {
+                            derived.0.insert(*kind, bytes);
                         }
                     }
                     let complete = derived.0.len() == kinds.len();

@@ -7,25 +7,54 @@
 //! Entries are not flushed to disk with the group commit: a lost entry is
 //! computed again.
 
+use std::collections::HashMap;
+
 use cove_dedup::ContentId;
-use rusqlite::{OptionalExtension, params};
+use rusqlite::params;
 
 use super::Account;
 use crate::Result;
 
+/// Content ids per lookup statement (SQLite allows 32,766 parameters).
+const LOOKUP_BATCH: usize = 500;
+
 impl Account {
     /// Look up derived data: one answer per (content, kind) asked.
+    ///
+    /// Asked in statements of up to [`LOOKUP_BATCH`] ids of one kind (a
+    /// FETCH of 100,000 ENVELOPEs is 400 statements, not 100,000).
     pub fn derived(&self, keys: &[(ContentId, u8)]) -> Result<Vec<Option<Vec<u8>>>> {
         let g = self.conn()?;
-        let mut st = g
-            .conn
-            .prepare_cached("SELECT data FROM derived WHERE content_id = ?1 AND kind = ?2")?;
-        let mut out = Vec::with_capacity(keys.len());
-        for (id, kind) in keys {
-            out.push(
-                st.query_row(params![&id.0[..], kind], |r| r.get::<_, Vec<u8>>(0))
-                    .optional()?,
-            );
+        let mut out: Vec<Option<Vec<u8>>> = vec![None; keys.len()];
+        let mut kinds: Vec<u8> = keys.iter().map(|(_, k)| *k).collect();
+        kinds.sort_unstable();
+        kinds.dedup();
+        for kind in kinds {
+            let wanted: Vec<usize> = (0..keys.len()).filter(|i| keys[*i].1 == kind).collect();
+            for chunk in wanted.chunks(LOOKUP_BATCH) {
+                let sql = format!(
+                    "SELECT content_id, data FROM derived WHERE kind = ?1 AND content_id IN ({})",
+                    vec!["?"; chunk.len()].join(",")
+                );
+                let mut st = g.conn.prepare_cached(&sql)?;
+                let mut params: Vec<&dyn rusqlite::ToSql> = Vec::with_capacity(chunk.len() + 1);
+                params.push(&kind);
+                let ids: Vec<&[u8]> = chunk.iter().map(|i| &keys[*i].0.0[..]).collect();
+                for id in &ids {
+                    params.push(id);
+                }
+                let mut found: HashMap<Vec<u8>, Vec<u8>> = HashMap::with_capacity(chunk.len());
+                let rows = st.query_map(&params[..], |r| {
+                    Ok((r.get::<_, Vec<u8>>(0)?, r.get::<_, Vec<u8>>(1)?))
+                })?;
+                for row in rows {
+                    let (id, data) = row?;
+                    found.insert(id, data);
+                }
+                for i in chunk {
+                    out[*i] = found.get(&keys[*i].0.0[..]).cloned();
+                }
+            }
         }
         Ok(out)
     }
