@@ -497,7 +497,9 @@ impl Session {
                 for (i, row) in chunk.into_iter().enumerate() {
                     let mut derived = Derived::default();
                     for (j, kind) in kinds.iter().enumerate() {
-                        if let Some(Some(bytes)) = cached.get_mut(i * kinds.len() + j).map(Option::take) {
+                        if let Some(Some(bytes)) =
+                            cached.get_mut(i * kinds.len() + j).map(Option::take)
+                        {
                             derived.0.insert(*kind, bytes);
                         }
                     }
