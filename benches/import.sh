@@ -7,7 +7,7 @@
 # with LF line ends named as Dovecot names them, `dovecot-uidlist` v3,
 # `dovecot-keywords`, `subscriptions`; not made by a running Dovecot, which
 # would take longer than the import), then:
-#   1. speed: one user, BIG messages (default 100,000; 2-12 KiB each, in
+#   1. speed: one user, BIG messages (default 100,000; 1-8 KiB each, in
 #      INBOX and four folders, a third with flags, some with keywords, UID
 #      gaps): `cove import maildir --user`, wall time and messages/s; then the
 #      same command again (nothing to do) and its time;
@@ -47,16 +47,18 @@ rnd = random.Random(user)
 folders = ["", ".Sent", ".Archive", ".Work", ".Work.Projects"]
 weights = [60, 15, 15, 5, 5]
 keywords = ["$Forwarded", "NonJunk", "$Label1", "Later"]
+_pr = random.Random(12345)
+_words = []
+_n = 0
+while _n < (1 << 20):
+    _words.append("".join(_pr.choice("abcdefghijklmnopqrstuvwxyz") for _ in range(_pr.randint(2, 9))))
+    _n += len(_words[-1]) + 1
+POOL = "\n".join(" ".join(_words[i:i + 12]) for i in range(0, len(_words), 12)) + "\n"
 def body(seed, size):
-    r = random.Random(seed)
-    words = []
-    n = 0
-    while n < size:
-        w = "".join(r.choice("abcdefghijklmnopqrstuvwxyz") for _ in range(r.randint(2, 9)))
-        words.append(w)
-        n += len(w) + 1
-    lines = [" ".join(words[i:i + 12]) for i in range(0, len(words), 12)]
-    return "\n".join(lines) + "\n"
+    # A slice of a fixed pool of text: distinct messages differ in their
+    # headers (and usually their slice), shared ones are the same bytes.
+    off = random.Random(str(seed)).randrange(len(POOL) - size - 1)
+    return POOL[off:off + size] + "\n"
 per = {f: [] for f in folders}
 for i in range(count):
     if rnd.randrange(100) < shared:
@@ -64,11 +66,11 @@ for i in range(count):
         k = rnd.randrange(max(1, count * shared // 100))
         msg = ("Return-Path: <news@example.org>\nFrom: news@example.org\nTo: all@example.com\n"
                "Subject: company news %d\nMessage-ID: <shared%d@example.org>\n"
-               "Date: Mon, 01 Jun 2026 10:00:00 +0000\n\n" % (k, k)) + body(("s", k), 2048 + (k * 7919) % 10240)
+               "Date: Mon, 01 Jun 2026 10:00:00 +0000\n\n" % (k, k)) + body(("s", k), 1024 + (k * 7919) % 7168)
     else:
         msg = ("Return-Path: <friend@example.org>\nFrom: friend@example.org\nTo: u%d@example.com\n"
                "Subject: personal %d\nMessage-ID: <u%d.%d@example.org>\n"
-               "Date: Mon, 01 Jun 2026 10:00:00 +0000\n\n" % (user, i, user, i)) + body(("u", user, i), 2048 + rnd.randrange(10240))
+               "Date: Mon, 01 Jun 2026 10:00:00 +0000\n\n" % (user, i, user, i)) + body(("u", user, i), 1024 + rnd.randrange(7168))
     f = rnd.choices(folders, weights)[0]
     per[f].append(msg.encode())
 uv = 1700000000 + user * 10

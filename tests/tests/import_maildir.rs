@@ -53,6 +53,25 @@ struct Dovecot {
     running: bool,
 }
 
+/// Start a Dovecot master on `conf` (it forks into the background).
+fn run_master(conf: &Path, d: &Path) {
+    // The master forks into the background and keeps what it was given
+    // as stdout and stderr open: give it nothing to hold.
+    let started = Command::new(DOVECOT)
+        .arg("-c")
+        .arg(conf)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .expect("run dovecot");
+    assert!(
+        started.success(),
+        "dovecot did not start: {}",
+        fs::read_to_string(d.join("dovecot.log")).unwrap_or_default()
+    );
+}
+
 fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
@@ -142,21 +161,7 @@ impl Dovecot {
             ),
         )
         .unwrap();
-        // The master forks into the background and keeps what it was given
-        // as stdout and stderr open: give it nothing to hold.
-        let started = Command::new(DOVECOT)
-            .arg("-c")
-            .arg(&conf)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status()
-            .expect("run dovecot");
-        assert!(
-            started.success(),
-            "dovecot did not start: {}",
-            fs::read_to_string(d.join("dovecot.log")).unwrap_or_default()
-        );
+        run_master(&conf, &d);
         let lmtp: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
         eventually(Duration::from_secs(10), || {
             std::net::TcpStream::connect(lmtp).ok().map(|_| ())
@@ -173,6 +178,17 @@ impl Dovecot {
             lmtp,
             running: true,
         }
+    }
+
+    /// Start it again on the same mail (after [`stop`](Dovecot::stop)).
+    fn restart(&mut self) {
+        run_master(&self.conf, self.dir.path());
+        self.running = true;
+        let lmtp = self.lmtp;
+        eventually(Duration::from_secs(10), || {
+            std::net::TcpStream::connect(lmtp).ok().map(|_| ())
+        })
+        .expect("dovecot listens again");
     }
 
     fn doveadm(&self, args: &[&str]) -> String {
@@ -617,6 +633,41 @@ fn import_keeps_what_dovecot_clients_cached() {
         tree_state(&dv.dir.path().join("mail")),
         "the Dovecot tree changed"
     );
+
+    // Catch-up: Dovecot kept serving; two more messages, a flag changed,
+    // one message expunged in cove meanwhile (it stays expunged).
+    imap.cmd_ok("x SELECT Work");
+    imap.cmd_ok("x UID STORE 1 +FLAGS (\\Deleted)");
+    imap.cmd_ok("x UID EXPUNGE 1");
+    dv.restart();
+    dv.deliver(&[a], &message(11));
+    dv.deliver(&[a], &message(12));
+    dv.doveadm(&[
+        "flags",
+        "add",
+        "-u",
+        a,
+        "\\Answered",
+        "mailbox",
+        "INBOX",
+        "uid",
+        "9",
+    ]);
+    let mut want = dovecot_view(&dv, a);
+    dv.stop();
+    let third = server.cli_ok(&[
+        "import",
+        "maildir",
+        "--user",
+        a,
+        dv.maildir(a).to_str().unwrap(),
+    ]);
+    assert!(
+        third.contains("messages 2 at their Dovecot UIDs, 0 at new UIDs, 6 already present, 1 with flags updated, 1 left out"),
+        "{third}"
+    );
+    want.get_mut("Work").unwrap().messages.remove(&1);
+    assert_eq!(cove_view(&mut imap, &names), want);
     imap.cmd_ok("z LOGOUT");
     imap_b.cmd_ok("z LOGOUT");
 }
