@@ -140,6 +140,11 @@ pub(crate) fn open(path: &Path, durable_commits: bool) -> Result<Connection> {
     // small, and its WAL from growing past 512 KiB between checkpoints (the
     // WAL is deleted when the account is closed).
     conn.pragma_update(None, "cache_size", -512)?;
+    // Read pages through a memory map of the file (the kernel's page cache,
+    // shared by every connection) instead of copying each into the small
+    // cache above: a FETCH of 100,000 cached ENVELOPEs spent a third of
+    // its time in those copies. Address space only; nothing is held.
+    conn.pragma_update(None, "mmap_size", 256 * 1024 * 1024)?;
     conn.pragma_update(None, "wal_autocheckpoint", 128)?;
     conn.pragma_update(None, "journal_size_limit", 512 * 1024)?;
     conn.pragma_update(None, "foreign_keys", "ON")?;
