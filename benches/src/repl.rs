@@ -116,27 +116,15 @@ async fn lag(a: LagArgs) -> Result<bool> {
         let i = ((p / 100.0) * (lags.len() - 1) as f64).round() as usize;
         lags[i.min(lags.len() - 1)]
     };
+    let (p50, p99, max) = (pct(50.0), pct(99.0), pct(100.0));
+    let (label, seen) = (a.common.result_label(), lags.len());
     println!(
-        "repl lag {}: {} deliveries at {}/s, seen {} on B; lag p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms, {} never seen",
-        a.common.result_label(),
-        a.count,
-        a.rate,
-        lags.len(),
-        pct(50.0),
-        pct(99.0),
-        pct(100.0),
-        missing
+        "repl lag {label}: {} deliveries at {}/s, seen {seen} on B; lag p50 {p50:.1} ms, p99 {p99:.1} ms, max {max:.1} ms, {missing} never seen",
+        a.count, a.rate
     );
     println!(
-        "RESULT mode=repl-lag label={} count={} rate={} seen={} p50_ms={:.1} p99_ms={:.1} max_ms={:.1} missing={}",
-        a.common.result_label(),
-        a.count,
-        a.rate,
-        lags.len(),
-        pct(50.0),
-        pct(99.0),
-        pct(100.0),
-        missing
+        "RESULT mode=repl-lag label={label} count={} rate={} seen={seen} p50_ms={p50:.1} p99_ms={p99:.1} max_ms={max:.1} missing={missing}",
+        a.count, a.rate
     );
     Ok(missing == 0)
 }

@@ -414,6 +414,31 @@ async fn open_account(store: &Arc<Store>, user: &str) -> Result<Option<Arc<Accou
     .await
 }
 
+/// Ask the peer for the content of `remote` this node lacks, and receive
+/// it (verified).
+async fn fetch_missing<S>(
+    link: &mut Link<S>,
+    store: &Arc<Store>,
+    account: &Arc<Account>,
+    remote: &Delta,
+    out: &mut UserSync,
+) -> Result<HashMap<[u8; 32], StagedBlob>, SyncError>
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send,
+{
+    let (a, r) = (account.clone(), remote.clone());
+    let need = blocking(move || a.replica_missing_content(&r)).await?;
+    send_msg(
+        link,
+        &Msg::Need {
+            content: need.clone(),
+        },
+    )
+    .await?;
+    link.flush().await?;
+    receive_blobs(link, store, &need, out).await
+}
+
 /// Apply the peer's delta and advance the mark (unless something was left
 /// for later: then the whole delta is asked for again next time).
 async fn apply(
@@ -497,17 +522,7 @@ where
     let a = account.clone();
     let local = blocking(move || a.replica_delta(their_since)).await?;
     send_delta(link, &local, Mark::default()).await?;
-    let (a, r) = (account.clone(), remote.clone());
-    let need = blocking(move || a.replica_missing_content(&r)).await?;
-    send_msg(
-        link,
-        &Msg::Need {
-            content: need.clone(),
-        },
-    )
-    .await?;
-    link.flush().await?;
-    let blobs = receive_blobs(link, store, &need, &mut out).await?;
+    let blobs = fetch_missing(link, store, &account, &remote, &mut out).await?;
     match recv_msg(link).await? {
         Msg::Need { content } => send_blobs(link, store, &content, &mut out).await?,
         other => return Err(unexpected("Need", &other)),
@@ -630,17 +645,7 @@ where
         Msg::Need { content } => send_blobs(link, store, &content, &mut out).await?,
         other => return Err(unexpected("Need", &other)),
     }
-    let (a, r) = (account.clone(), remote.clone());
-    let need = blocking(move || a.replica_missing_content(&r)).await?;
-    send_msg(
-        link,
-        &Msg::Need {
-            content: need.clone(),
-        },
-    )
-    .await?;
-    link.flush().await?;
-    let blobs = receive_blobs(link, store, &need, &mut out).await?;
+    let blobs = fetch_missing(link, store, &account, &remote, &mut out).await?;
     let remote_at = Mark {
         modseq: remote.modseq,
         epoch: remote.epoch,

@@ -34,21 +34,26 @@ struct LocalRow {
     clock: String,
 }
 
-fn row_by_guid(conn: &rusqlite::Connection, guid: &MessageGuid) -> Result<Option<LocalRow>> {
-    let mut st = conn.prepare_cached(&format!(
-        "SELECT {}, mailbox_id, placed, clock FROM message WHERE guid = ?1",
+/// `SELECT` of a [`LocalRow`], followed by `where`.
+fn local_rows_sql(r#where: &str) -> String {
+    format!(
+        "SELECT {}, mailbox_id, placed, clock FROM message WHERE {where}",
         index::MESSAGE_COLS
-    ))?;
-    Ok(st
-        .query_row([&guid.0[..]], |r| {
-            Ok(LocalRow {
-                meta: index::message_row(r)?,
-                mailbox_id: r.get(9)?,
-                placed: r.get::<_, i64>(10)? as u64,
-                clock: r.get(11)?,
-            })
-        })
-        .optional()?)
+    )
+}
+
+fn local_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<LocalRow> {
+    Ok(LocalRow {
+        meta: index::message_row(r)?,
+        mailbox_id: r.get(9)?,
+        placed: r.get::<_, i64>(10)? as u64,
+        clock: r.get(11)?,
+    })
+}
+
+fn row_by_guid(conn: &rusqlite::Connection, guid: &MessageGuid) -> Result<Option<LocalRow>> {
+    let mut st = conn.prepare_cached(&local_rows_sql("guid = ?1"))?;
+    Ok(st.query_row([&guid.0[..]], local_row).optional()?)
 }
 
 /// The newest expunge stamp of a GUID on this node, if it was expunged.
@@ -412,18 +417,10 @@ impl Apply<'_> {
         tracing::info!(user = %self.account.email, mailbox = %mb.name, from = mb.uidvalidity, to = reset.uidvalidity,
             "replication: this mailbox's UIDVALIDITY gives way to the peer's (an index was rebuilt); its UIDs follow the peer's");
         let rows: Vec<LocalRow> = {
-            let mut st = tx.tx.prepare_cached(&format!(
-                "SELECT {}, mailbox_id, placed, clock FROM message WHERE mailbox_id = ?1 ORDER BY uid",
-                index::MESSAGE_COLS
-            ))?;
-            let rows = st.query_map([mb.id], |r| {
-                Ok(LocalRow {
-                    meta: index::message_row(r)?,
-                    mailbox_id: r.get(9)?,
-                    placed: r.get::<_, i64>(10)? as u64,
-                    clock: r.get(11)?,
-                })
-            })?;
+            let mut st = tx
+                .tx
+                .prepare_cached(&local_rows_sql("mailbox_id = ?1 ORDER BY uid"))?;
+            let rows = st.query_map([mb.id], local_row)?;
             rows.collect::<rusqlite::Result<_>>()?
         };
         let stamp = tx.stamp()?;
