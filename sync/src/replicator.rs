@@ -323,12 +323,21 @@ impl Replicator {
             if busy {
                 // The peer is syncing those users with us right now; ours
                 // stay queued for the next round.
-                tokio::time::sleep(self.opts.debounce.max(Duration::from_millis(20)) * 2).await;
+                tokio::time::sleep(self.busy_pause(&peer.spec.name)).await;
             }
         }
         if let Some(mut l) = link {
             let _ = l.shutdown().await;
         }
+    }
+
+    /// How long to wait after the peer answered Busy. Two nodes that each
+    /// start a session for the same user at the same moment both get Busy;
+    /// with equal pauses they would retry in step and collide again and
+    /// again. So the pause is random, and the node whose name sorts higher
+    /// waits longer, which lets the other one through.
+    fn busy_pause(&self, peer: &str) -> Duration {
+        busy_pause(self.opts.debounce, &self.opts.node, peer, random_unit())
     }
 
     /// Record a failure and wait the backoff (exponential, with jitter).
@@ -352,10 +361,7 @@ impl Replicator {
         let base = Duration::from_millis(250)
             .saturating_mul(1u32 << (*failures).min(16))
             .min(self.opts.backoff_max);
-        let mut r = [0u8; 2];
-        let _ = getrandom::fill(&mut r);
-        let jitter =
-            base.mul_f64(0.5 + f64::from(u16::from_le_bytes(r)) / f64::from(u16::MAX) / 2.0);
+        let jitter = base.mul_f64(0.5 + random_unit() / 2.0);
         tokio::select! {
             _ = tokio::time::sleep(jitter) => {}
             _ = stop.changed() => {}
@@ -474,7 +480,7 @@ impl Replicator {
                 if !r.busy {
                     break;
                 }
-                tokio::time::sleep(Duration::from_millis(50)).await;
+                tokio::time::sleep(self.busy_pause(&peer.spec.name)).await;
                 r = session::sync_user(&mut link, &self.store, &peer.spec.name, user).await?;
             }
             peer.sessions.fetch_add(1, Ordering::Relaxed);
@@ -619,6 +625,22 @@ impl Replicator {
     }
 }
 
+/// The pause after Busy: between 1 and 2 debounces for the node whose
+/// name sorts lower, between 3 and 6 for the other (`r` in [0, 1]), so the
+/// two never retry at the same moment twice.
+fn busy_pause(debounce: Duration, node: &str, peer: &str, r: f64) -> Duration {
+    let base = debounce.max(Duration::from_millis(20));
+    let base = if node > peer { base * 3 } else { base };
+    base.mul_f64(1.0 + r)
+}
+
+/// A random number in [0, 1].
+fn random_unit() -> f64 {
+    let mut r = [0u8; 2];
+    let _ = getrandom::fill(&mut r);
+    f64::from(u16::from_le_bytes(r)) / f64::from(u16::MAX)
+}
+
 fn log_report(peer: &str, r: &UserSync) {
     if r.skipped {
         tracing::warn!(peer = %peer, user = %r.user, "replication: the user does not exist on the peer (add it there too: users are not replicated)");
@@ -683,4 +705,28 @@ pub fn summarize(reports: &[(String, UserSync)]) -> String {
         out.push_str("nothing to sync\n");
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn after_busy_the_two_nodes_never_pause_alike() {
+        let d = Duration::from_millis(50);
+        for r in [0.0, 0.3, 1.0] {
+            for q in [0.0, 0.7, 1.0] {
+                let lower = busy_pause(d, "node-a", "node-b", r);
+                let higher = busy_pause(d, "node-b", "node-a", q);
+                assert!(lower <= d * 2 && higher >= d * 3, "{lower:?} vs {higher:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn json_strings_are_escaped() {
+        let mut out = String::new();
+        json_str(&mut out, "a\"b\\c\n");
+        assert_eq!(out, "\"a\\\"b\\\\c\\u000a\"");
+    }
 }
