@@ -122,10 +122,15 @@ pub fn user_list(config: &Config) -> anyhow::Result<()> {
         } else {
             u.quota.to_string()
         };
-        let pw = if u.password.is_some() {
-            "password"
-        } else {
-            "no-password"
+        // A hash imported from Dovecot (`{SCHEME}...`) is shown by its
+        // scheme until the user's first login rehashes it to argon2id.
+        let pw = match &u.password {
+            Some(h) if h.0.starts_with('{') => {
+                let scheme = h.0.split_once('}').map_or("", |(s, _)| s);
+                format!("password={scheme}}}")
+            }
+            Some(_) => "password".to_string(),
+            None => "no-password".to_string(),
         };
         println!("{}\t{pw}\tquota={quota}", u.address);
     }

@@ -128,6 +128,14 @@ fn dovecot_users_log_in_and_are_rehashed_to_argon2id() {
         "{again}"
     );
 
+    // Until their first login, `cove user list` shows who still has a
+    // Dovecot hash.
+    let listed = s.cli_ok(&["user", "list"]);
+    assert!(
+        listed.contains("ssha512@example.org\tpassword={SSHA512}\t"),
+        "{listed}"
+    );
+
     for scheme in SCHEMES {
         let (user, password) = (user_for(scheme), password_for(scheme));
         let before = stored_hash(s.data_dir(), &user);
@@ -170,6 +178,11 @@ fn dovecot_users_log_in_and_are_rehashed_to_argon2id() {
         assert_eq!(stored_hash(s.data_dir(), &user), after, "{scheme}");
     }
     assert!(s.logged("password rehashed to argon2id user=ssha512@example.org scheme=SSHA512"));
+    let listed = s.cli_ok(&["user", "list"]);
+    assert!(
+        listed.contains("ssha512@example.org\tpassword\t"),
+        "{listed}"
+    );
 }
 
 #[test]
