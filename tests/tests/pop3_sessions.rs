@@ -118,6 +118,46 @@ fn imap_sees_pop3_deletions_as_expunge() {
     assert_eq!(f.len(), 2, "{f:?}");
 }
 
+// A message RETR sent gets \Seen at QUIT (not after TOP, not when the
+// connection drops without QUIT), so that IMAP shows POP3-read mail as
+// read, as Dovecot does by default.
+#[test]
+fn retr_marks_seen_at_quit() {
+    let s = cove_tests::TestServer::start(&format!("{IMAP_CONFIG}{POP3_CONFIG}"));
+    s.add_user_with_password(USER, PASS);
+    for id in ["a", "b", "c", "d"] {
+        s.deliver_to(USER, &message(id, "x"));
+    }
+    // Dropped without QUIT: nothing changes.
+    let mut p = logged_in(&s);
+    assert!(p.cmd("RETR 4").ends_with(" octets"));
+    p.raw_body();
+    drop(p);
+    let mut p = eventually(Duration::from_secs(10), || {
+        let mut p = pop3(&s);
+        p.cmd(&format!("USER {USER}"));
+        p.cmd(&format!("PASS {PASS}"))
+            .starts_with("+OK")
+            .then_some(p)
+    })
+    .expect("the maildrop is free again");
+    assert!(p.cmd("RETR 1").ends_with(" octets"));
+    p.raw_body();
+    assert!(p.cmd("TOP 2 0").starts_with("+OK"));
+    p.raw_body();
+    assert!(p.cmd("RETR 3").ends_with(" octets"));
+    p.raw_body();
+    assert_eq!(p.cmd("DELE 3"), "+OK Message 3 deleted");
+    assert!(p.cmd("QUIT").starts_with("+OK"));
+    let mut imap = s.imap_login(USER, PASS);
+    imap.cmd_ok("S1 SELECT INBOX");
+    let f = imap.cmd_ok("F1 FETCH 1:* (FLAGS)");
+    assert_eq!(f.len(), 4, "{f:?}");
+    assert!(f[0].contains("\\Seen"), "RETR then QUIT: {f:?}");
+    assert!(!f[1].contains("\\Seen"), "TOP only: {f:?}");
+    assert!(!f[2].contains("\\Seen"), "dropped connection: {f:?}");
+}
+
 // Messages another program put into the Maildir with bare LF line ends:
 // LIST and STAT count the CRLF form, RETR and TOP send it, dot-stuffed.
 #[test]

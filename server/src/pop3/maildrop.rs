@@ -80,6 +80,8 @@ pub struct Maildrop {
     pub mailbox: MailboxInfo,
     messages: Vec<DropMessage>,
     deleted: Vec<bool>,
+    /// Sent whole by RETR (\Seen at QUIT, as Dovecot does).
+    retrieved: Vec<bool>,
     _lock: MaildropLock,
 }
 
@@ -122,11 +124,13 @@ impl Maildrop {
             tracing::warn!(user = %account.email(), error = %e, "could not cache POP3 sizes");
         }
         let deleted = vec![false; messages.len()];
+        let retrieved = vec![false; messages.len()];
         Ok(Maildrop {
             account,
             mailbox,
             messages,
             deleted,
+            retrieved,
             _lock: lock,
         })
     }
@@ -172,6 +176,25 @@ impl Maildrop {
     }
 
     /// The UIDs marked deleted (what QUIT expunges).
+    /// A message was sent whole (RETR).
+    pub fn retrieved(&mut self, index: usize) {
+        if let Some(r) = self.retrieved.get_mut(index) {
+            *r = true;
+        }
+    }
+
+    /// UIDs of the messages RETR sent that are not deleted and not \Seen
+    /// yet: they get \Seen at QUIT, so that IMAP shows POP3-read mail as
+    /// read (Dovecot's default too).
+    pub fn seen_uids(&self) -> Vec<Uid> {
+        self.messages
+            .iter()
+            .zip(self.retrieved.iter().zip(&self.deleted))
+            .filter(|(m, (r, d))| **r && !**d && !m.meta.flags.contains(cove_store::Flags::SEEN))
+            .map(|(m, _)| m.meta.uid)
+            .collect()
+    }
+
     pub fn deleted_uids(&self) -> Vec<Uid> {
         self.messages
             .iter()

@@ -304,13 +304,25 @@ impl Session {
             return Flow::Close;
         };
         let uids = maildrop.deleted_uids();
+        let seen = maildrop.seen_uids();
         let account = maildrop.account.clone();
         let mailbox = maildrop.mailbox.guid;
         let user = account.email().to_string();
-        let expunged = if uids.is_empty() {
+        let expunged = if uids.is_empty() && seen.is_empty() {
             Ok(Ok(Vec::new()))
         } else {
-            tokio::task::spawn_blocking(move || account.expunge(&mailbox, &uids)).await
+            tokio::task::spawn_blocking(move || {
+                if !seen.is_empty() {
+                    let add = cove_store::FlagOp::Add(cove_store::Flags::SEEN, Vec::new());
+                    // Messages IMAP expunged meanwhile are skipped.
+                    account.store_flags(&mailbox, &seen, add, None)?;
+                }
+                if uids.is_empty() {
+                    return Ok(Vec::new());
+                }
+                account.expunge(&mailbox, &uids)
+            })
+            .await
         };
         // The lock goes with the maildrop, after the expunge.
         let (left, _) = maildrop.stat();

@@ -134,6 +134,11 @@ impl Session {
         let Some(drop) = self.maildrop() else {
             return Flow::Continue;
         };
+        for r in &queue {
+            if matches!(r.extent, Extent::Whole) {
+                drop.retrieved(r.number - 1);
+            }
+        }
         let mut transfer = Transfer::new(drop.account.clone(), drop.mailbox.clone(), queue);
         loop {
             let mut out = std::mem::take(&mut self.out);
