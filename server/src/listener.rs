@@ -151,6 +151,55 @@ pub async fn accept_loop<F, Fut>(
     }
 }
 
+/// What [`open`] needs to know of a protocol's listener.
+pub struct Admission<'a> {
+    /// `imap`, `pop3`: names the connection in log lines (`imaps`, `pop3s`
+    /// with implicit TLS).
+    pub proto: &'a str,
+    pub count: &'a Arc<ConnectionCount>,
+    pub max_total: usize,
+    pub max_per_ip: usize,
+    /// The start of the line a refused client gets (`* BYE [UNAVAILABLE]`).
+    pub refusal_prefix: &'a str,
+    /// `Some` for a listener with implicit TLS (imaps, pop3s).
+    pub implicit_tls: Option<&'a tokio_rustls::TlsAcceptor>,
+}
+
+/// Admit a connection (the connection limits) and, for implicit TLS, run
+/// the handshake (30 s at most). `None`: refused or failed, already said.
+pub async fn open(
+    a: Admission<'_>,
+    mut tcp: TcpStream,
+    peer: SocketAddr,
+    id: u64,
+) -> Option<(ConnectionSlot, crate::conn::Conn)> {
+    let slot = admit(
+        a.proto,
+        a.count,
+        &mut tcp,
+        peer,
+        a.max_total,
+        a.max_per_ip,
+        a.refusal_prefix,
+    )
+    .await?;
+    let Some(acceptor) = a.implicit_tls else {
+        return Some((slot, crate::conn::Conn::Plain(tcp)));
+    };
+    let proto = a.proto;
+    match tokio::time::timeout(std::time::Duration::from_secs(30), acceptor.accept(tcp)).await {
+        Ok(Ok(tls)) => Some((slot, crate::conn::Conn::Tls(Box::new(tls)))),
+        Ok(Err(e)) => {
+            tracing::info!(session = id, peer = %peer, error = %e, "{proto}s TLS handshake failed");
+            None
+        }
+        Err(_) => {
+            tracing::info!(session = id, peer = %peer, "{proto}s TLS handshake timed out");
+            None
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -131,34 +131,23 @@ async fn serve_connection(
 /// handshake.
 async fn open_connection(
     ctx: &ImapContext,
-    mut tcp: TcpStream,
+    tcp: TcpStream,
     peer: SocketAddr,
     id: u64,
     implicit_tls: bool,
 ) -> Option<(listener::ConnectionSlot, Conn)> {
-    let slot = listener::admit(
-        "imap",
-        &ctx.connections,
-        &mut tcp,
-        peer,
-        ctx.config.max_connections,
-        ctx.config.max_connections_per_ip,
-        "* BYE [UNAVAILABLE]",
-    )
-    .await?;
-    if !implicit_tls {
-        return Some((slot, Conn::Plain(tcp)));
-    }
-    let acceptor = ctx.tls.clone()?;
-    match tokio::time::timeout(std::time::Duration::from_secs(30), acceptor.accept(tcp)).await {
-        Ok(Ok(tls)) => Some((slot, Conn::Tls(Box::new(tls)))),
-        Ok(Err(e)) => {
-            tracing::info!(session = id, peer = %peer, error = %e, "imaps TLS handshake failed");
-            None
-        }
-        Err(_) => {
-            tracing::info!(session = id, peer = %peer, "imaps TLS handshake timed out");
-            None
-        }
-    }
+    let tls = if implicit_tls {
+        Some(ctx.tls.as_ref()?)
+    } else {
+        None
+    };
+    let admission = listener::Admission {
+        proto: "imap",
+        count: &ctx.connections,
+        max_total: ctx.config.max_connections,
+        max_per_ip: ctx.config.max_connections_per_ip,
+        refusal_prefix: "* BYE [UNAVAILABLE]",
+        implicit_tls: tls,
+    };
+    listener::open(admission, tcp, peer, id).await
 }

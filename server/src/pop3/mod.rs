@@ -26,7 +26,6 @@ mod transaction;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
 
 use cove_store::Store;
 use tokio::net::{TcpListener, TcpStream};
@@ -34,7 +33,6 @@ use tokio::sync::watch;
 use tokio_rustls::TlsAcceptor;
 
 use crate::config::Pop3Config;
-use crate::conn::Conn;
 use crate::listener::{self, ConnectionCount, Sessions};
 
 pub use maildrop::CRLF_SIZE_KIND;
@@ -90,41 +88,26 @@ pub async fn accept_loop(
 
 async fn serve_connection(
     ctx: Arc<Pop3Context>,
-    mut tcp: TcpStream,
+    tcp: TcpStream,
     peer: SocketAddr,
     id: u64,
     implicit_tls: bool,
 ) {
-    let Some(_slot) = listener::admit(
-        "pop3",
-        &ctx.connections,
-        &mut tcp,
-        peer,
-        ctx.config.max_connections,
-        ctx.config.max_connections_per_ip,
-        "-ERR [SYS/TEMP]",
-    )
-    .await
-    else {
-        return;
+    let tls = match (implicit_tls, &ctx.tls) {
+        (false, _) => None,
+        (true, Some(t)) => Some(t),
+        (true, None) => return,
     };
-    let conn = if implicit_tls {
-        let Some(acceptor) = ctx.tls.clone() else {
-            return;
-        };
-        match tokio::time::timeout(Duration::from_secs(30), acceptor.accept(tcp)).await {
-            Ok(Ok(tls)) => Conn::Tls(Box::new(tls)),
-            Ok(Err(e)) => {
-                tracing::info!(session = id, peer = %peer, error = %e, "pop3s TLS handshake failed");
-                return;
-            }
-            Err(_) => {
-                tracing::info!(session = id, peer = %peer, "pop3s TLS handshake timed out");
-                return;
-            }
-        }
-    } else {
-        Conn::Plain(tcp)
+    let admission = listener::Admission {
+        proto: "pop3",
+        count: &ctx.connections,
+        max_total: ctx.config.max_connections,
+        max_per_ip: ctx.config.max_connections_per_ip,
+        refusal_prefix: "-ERR [SYS/TEMP]",
+        implicit_tls: tls,
+    };
+    let Some((_slot, conn)) = listener::open(admission, tcp, peer, id).await else {
+        return;
     };
     tracing::debug!(session = id, peer = %peer, "pop3 connection");
     session::Session::new(ctx, conn, peer, id).run().await;
