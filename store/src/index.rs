@@ -338,6 +338,12 @@ pub(crate) fn mailbox_by_name(conn: &Connection, name: &str) -> Result<Option<Ma
     Ok(st.query_row([name], mailbox_row).optional()?)
 }
 
+pub(crate) fn mailbox_by_id(conn: &Connection, id: i64) -> Result<Option<MailboxInfo>> {
+    let mut st =
+        conn.prepare_cached(&format!("SELECT {MAILBOX_COLS} FROM mailbox WHERE id = ?1"))?;
+    Ok(st.query_row([id], mailbox_row).optional()?)
+}
+
 pub(crate) fn mailbox_by_guid(
     conn: &Connection,
     guid: &MailboxGuid,

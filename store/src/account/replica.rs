@@ -56,6 +56,15 @@ fn row_by_guid(conn: &rusqlite::Connection, guid: &MessageGuid) -> Result<Option
     Ok(st.query_row([&guid.0[..]], local_row).optional()?)
 }
 
+/// When a mailbox got its name (replication stamp).
+fn name_stamp(tx: &Tx<'_>, mailbox_id: i64) -> Result<Stamp> {
+    let v: i64 = tx
+        .tx
+        .prepare_cached("SELECT name_stamp FROM mailbox WHERE id = ?1")?
+        .query_row([mailbox_id], |r| r.get(0))?;
+    Ok(v as u64)
+}
+
 /// The newest expunge stamp of a GUID on this node, if it was expunged.
 fn expunged_at(conn: &rusqlite::Connection, guid: &MessageGuid) -> Result<Option<Stamp>> {
     let mut st = conn.prepare_cached("SELECT max(stamp) FROM tombstone WHERE guid = ?1")?;
@@ -363,17 +372,12 @@ impl Apply<'_> {
             return Ok(name.to_string());
         }
         let suffixed = |g: &MailboxGuid| format!("{name}-{}", &g.to_hex()[..8]);
-        let holder_stamp: i64 = tx.tx.query_row(
-            "SELECT name_stamp FROM mailbox WHERE id = ?1",
-            [holder.id],
-            |r| r.get(0),
-        )?;
-        if name.eq_ignore_ascii_case("INBOX") || (holder_stamp as u64, holder.guid) < (stamp, guid)
-        {
+        let holder_stamp = name_stamp(tx, holder.id)?;
+        if name.eq_ignore_ascii_case("INBOX") || (holder_stamp, holder.guid) < (stamp, guid) {
             return Ok(suffixed(&guid));
         }
         let new_name = suffixed(&holder.guid);
-        self.rename_folder(tx, &holder, &new_name, holder_stamp as u64 + 1)?;
+        self.rename_folder(tx, &holder, &new_name, holder_stamp + 1)?;
         Ok(name.to_string())
     }
 
@@ -546,13 +550,9 @@ impl Apply<'_> {
                         }
                         _ => l,
                     };
-                    let stamp: i64 = tx.tx.query_row(
-                        "SELECT name_stamp FROM mailbox WHERE id = ?1",
-                        [l.id],
-                        |row| row.get(0),
-                    )?;
+                    let stamp = name_stamp(tx, l.id)?;
                     if l.name != r.name
-                        && r.name_stamp > stamp as u64
+                        && r.name_stamp > stamp
                         && !l.name.eq_ignore_ascii_case("INBOX")
                     {
                         let name = self.free_name(tx, &r.name, r.guid, r.name_stamp)?;
@@ -682,20 +682,20 @@ impl Apply<'_> {
                 self.report.messages_renumbered += 1;
             }
         }
-        // Expunges: a tombstone whose GUID the peer no longer holds.
-        let mut done = HashSet::new();
+        // Expunges: a tombstone whose GUID the peer no longer holds, at the
+        // newest stamp the peer has for that GUID.
+        let mut newest: HashMap<MessageGuid, Stamp> = HashMap::new();
         for t in &self.remote.tombstones {
-            if remote_live.contains(&t.guid) || !done.insert(t.guid) {
+            let e = newest.entry(t.guid).or_insert(t.stamp);
+            *e = (*e).max(t.stamp);
+        }
+        for t in &self.remote.tombstones {
+            if remote_live.contains(&t.guid) {
                 continue;
             }
-            let newest = self
-                .remote
-                .tombstones
-                .iter()
-                .filter(|o| o.guid == t.guid)
-                .map(|o| o.stamp)
-                .max()
-                .unwrap_or(t.stamp);
+            let Some(newest) = newest.remove(&t.guid) else {
+                continue;
+            };
             self.expunge(tx, t, newest)?;
         }
         Ok(())
@@ -710,10 +710,9 @@ impl Apply<'_> {
         if l.placed > stamp {
             return Ok(());
         }
-        let mb: Option<MailboxInfo> = index::mailboxes(&tx.tx)?
-            .into_iter()
-            .find(|m| m.id == l.mailbox_id);
-        let Some(mb) = mb else { return Ok(()) };
+        let Some(mb) = index::mailbox_by_id(&tx.tx, l.mailbox_id)? else {
+            return Ok(());
+        };
         tx.expunge_stamped(&mb, l.meta.uid, l.meta.guid, stamp)?;
         let path = self.account.folder(&mb).join(&l.meta.file);
         self.ops.touched(&path);
@@ -757,10 +756,7 @@ impl Apply<'_> {
         target_uid: Uid,
         l: LocalRow,
     ) -> Result<()> {
-        let Some(local_mb) = index::mailboxes(&tx.tx)?
-            .into_iter()
-            .find(|m| m.id == l.mailbox_id)
-        else {
+        let Some(local_mb) = index::mailbox_by_id(&tx.tx, l.mailbox_id)? else {
             return Ok(());
         };
         let local_clock = FlagClock::parse(&l.clock);
@@ -841,10 +837,7 @@ impl Apply<'_> {
         clock: &str,
     ) -> Result<bool> {
         let uid = self.free_uid_or_fresh(tx, dest, uid, &l.meta.guid)?;
-        let Some(src_mb) = index::mailboxes(&tx.tx)?
-            .into_iter()
-            .find(|m| m.id == l.mailbox_id)
-        else {
+        let Some(src_mb) = index::mailbox_by_id(&tx.tx, l.mailbox_id)? else {
             return Ok(false);
         };
         let base = base_of(&l.meta.file).to_string();
@@ -950,12 +943,8 @@ impl Apply<'_> {
             if mb.name.eq_ignore_ascii_case("INBOX") {
                 continue;
             }
-            let stamp: i64 = tx.tx.query_row(
-                "SELECT name_stamp FROM mailbox WHERE id = ?1",
-                [mb.id],
-                |r| r.get(0),
-            )?;
-            if stamp as u64 >= gone.stamp || !index::messages(&tx.tx, mb.id)?.is_empty() {
+            let stamp = name_stamp(tx, mb.id)?;
+            if stamp >= gone.stamp || !index::messages(&tx.tx, mb.id)?.is_empty() {
                 continue;
             }
             let folder = self.account.folder(&mb);
@@ -991,12 +980,8 @@ impl Apply<'_> {
             if l.name != format!("{}-{}", r.name, &r.guid.to_hex()[..8]) {
                 continue;
             }
-            let stamp: i64 = tx.tx.query_row(
-                "SELECT name_stamp FROM mailbox WHERE id = ?1",
-                [l.id],
-                |row| row.get(0),
-            )?;
-            if stamp as u64 != r.name_stamp {
+            let stamp = name_stamp(tx, l.id)?;
+            if stamp != r.name_stamp {
                 continue;
             }
             let name = self.free_name(tx, &r.name, r.guid, r.name_stamp)?;
