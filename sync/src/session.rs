@@ -469,6 +469,20 @@ async fn apply(
     .await
 }
 
+/// The `Done` that tells the peer how applying its delta went.
+fn done(applied: &Result<ApplyReport, SyncError>) -> Msg {
+    match applied {
+        Ok(r) => Msg::Done {
+            report: *r,
+            error: None,
+        },
+        Err(e) => Msg::Done {
+            report: ApplyReport::default(),
+            error: Some(e.to_string()),
+        },
+    }
+}
+
 /// The connecting side: sync `user` with the peer at the other end.
 pub async fn sync_user<S>(
     link: &mut Link<S>,
@@ -532,11 +546,7 @@ where
         epoch: remote.epoch,
     };
     let applied = apply(&account, peer, local, remote, blobs).await;
-    let (report, error) = match &applied {
-        Ok(r) => (*r, None),
-        Err(e) => (ApplyReport::default(), Some(e.to_string())),
-    };
-    send_msg(link, &Msg::Done { report, error }).await?;
+    send_msg(link, &done(&applied)).await?;
     link.flush().await?;
     let (report, error) = recv_done(link).await?;
     out.there = report;
@@ -653,11 +663,7 @@ where
     let applied = apply(&account, peer, local, remote, blobs).await;
     let (there, their_error) = recv_done(link).await?;
     out.there = there;
-    let (report, error) = match &applied {
-        Ok(r) => (*r, None),
-        Err(e) => (ApplyReport::default(), Some(e.to_string())),
-    };
-    send_msg(link, &Msg::Done { report, error }).await?;
+    send_msg(link, &done(&applied)).await?;
     link.flush().await?;
     out.here = applied?;
     if their_error.is_none() {
