@@ -1051,3 +1051,42 @@ fn sigterm_stops_a_node_whose_peer_never_answers() {
     );
     drop(held);
 }
+
+// ---------------------------------------------------------------------------
+// Users
+
+/// A user added, given a new password, or removed with the CLI on one node
+/// is known (or gone) on the other within seconds; the password set on one
+/// node logs in on the other.
+#[test]
+fn users_added_changed_and_removed_on_one_node_reach_the_other() {
+    let pair = Pair::start("", "");
+    let listed = |n: &TestServer| n.cli_ok(&["user", "list"]);
+    pair.a.add_user_with_password("new@x.org", "first");
+    eventually(CONVERGE, || {
+        listed(&pair.b).contains("new@x.org").then_some(())
+    })
+    .unwrap_or_else(|| panic!("node-b never learned of new@x.org:\n{}", listed(&pair.b)));
+    let mut imap = pair.b.imap_login("new@x.org", "first");
+    imap.cmd_ok("L1 LOGOUT");
+
+    let out = pair.b.cli_stdin(
+        &["user", "passwd", "new@x.org", "--password-stdin"],
+        Some(b"second\n"),
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    eventually(CONVERGE, || {
+        let mut c = pair.a.imap();
+        let r = c.cmd("L2 LOGIN new@x.org second");
+        r.last()
+            .is_some_and(|l| l.starts_with("L2 OK"))
+            .then_some(())
+    })
+    .expect("node-a takes the password set on node-b");
+
+    pair.a.cli_ok(&["user", "del", "new@x.org"]);
+    eventually(CONVERGE, || {
+        (!listed(&pair.b).contains("new@x.org")).then_some(())
+    })
+    .unwrap_or_else(|| panic!("node-b still has new@x.org:\n{}", listed(&pair.b)));
+}
