@@ -452,6 +452,13 @@ impl Account {
         self.folder(mailbox).join(&message.file)
     }
 
+    /// The folder of a mailbox, opened for reading its message files by
+    /// their index names ([`MessageMeta::file`]).
+    pub fn mailbox_files(&self, mailbox: &MailboxInfo) -> Result<crate::MailboxFiles> {
+        let path = self.folder(mailbox);
+        crate::MailboxFiles::open_dir(&path).ctx(|| format!("open {}", path.display()))
+    }
+
     /// Create a mailbox (RFC 3501 §6.3.3 semantics are the caller's).
     pub fn create_mailbox(&self, name: &str, special_use: Option<&str>) -> Result<MailboxInfo> {
         self.create_mailbox_as(name, special_use, None)

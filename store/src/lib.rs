@@ -23,6 +23,7 @@ mod fulltext;
 mod ids;
 mod index;
 mod keywords;
+mod mailbox_files;
 pub mod maildir;
 pub mod replica;
 mod watch;
@@ -48,6 +49,7 @@ pub use fulltext::{FULLTEXT_FILE, FullText, IndexedText, Refreshed, TextField, c
 pub use ids::{Flags, MailboxGuid, MessageGuid, ModSeq, Uid};
 pub use index::{MailboxInfo, MessageMeta};
 pub use keywords::FlagOp;
+pub use mailbox_files::{Cached, MailboxFiles, cached_reads_available, read_cached};
 pub use watch::{MaildirWatcher, WatchGuard};
 
 /// How many accounts stay open (index connection, change feed) before idle

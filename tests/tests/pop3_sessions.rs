@@ -1,14 +1,16 @@
 //! POP3 between sessions: the maildrop lock (`-ERR [IN-USE]`, released
 //! however a session ends), a dropped connection deleting nothing, IMAP and
-//! POP3 on one mailbox at once, and messages stored with bare LF (by
-//! another program) sent with CRLF and dot-stuffing.
+//! POP3 on one mailbox at once, messages stored with bare LF (by another
+//! program) sent with CRLF and dot-stuffing, and pipelined RETRs answered
+//! in order whichever way each message is read.
 
 mod pop3_common;
 
+use std::io::{Read, Write};
 use std::time::Duration;
 
 use cove_tests::{IMAP_CONFIG, eventually, message};
-use pop3_common::{PASS, POP3_CONFIG, USER, logged_in, pop3, server};
+use pop3_common::{PASS, POP3_CONFIG, Pop3, USER, logged_in, pop3, pop3s, server};
 
 // RFC 1939 §8, RFC 2449 §8.1.2: one session per maildrop; the second gets
 // [IN-USE]; the lock goes with the first session, even when its
@@ -160,11 +162,13 @@ fn retr_marks_seen_at_quit() {
 
 // Messages another program put into the Maildir with bare LF line ends:
 // LIST and STAT count the CRLF form, RETR and TOP send it, dot-stuffed.
+// The size is what the client receives once it undoes the stuffing: the
+// last line, stored without a line end, is sent with one and counted.
 #[test]
 fn bare_lf_messages_are_sent_with_crlf_and_dot_stuffing() {
     let s = server("");
     let stored = "From: a@example.org\nSubject: lf only\n\nline one\n.starts with a dot\n..two dots\n.\nlast line without newline";
-    let crlf = stored.replace('\n', "\r\n");
+    let crlf = format!("{}\r\n", stored.replace('\n', "\r\n"));
     let new = s.folder(USER, "INBOX").join("new");
     std::fs::write(new.join("1700000000.M1P1.elsewhere"), stored).unwrap();
     let mut c = logged_in(&s);
@@ -185,4 +189,92 @@ fn bare_lf_messages_are_sent_with_crlf_and_dot_stuffing() {
     assert!(c.cmd("QUIT").starts_with("+OK"));
     let mut c = logged_in(&s);
     assert_eq!(c.cmd("LIST 1"), format!("+OK 1 {}", crlf.len()));
+}
+
+/// A multi-line answer as the client keeps it: without the terminator and
+/// the dot-stuffing (RFC 1939 §3).
+fn unstuffed(wire: &[u8]) -> Vec<u8> {
+    let body = wire.strip_suffix(b".\r\n").expect("terminator");
+    let mut out = Vec::new();
+    for line in body.split_inclusive(|b| *b == b'\n') {
+        out.extend_from_slice(line.strip_prefix(b".").unwrap_or(line));
+    }
+    out
+}
+
+/// RETR 1-4, TOP 2 1, RETR 1 and RETR 3 in one write; each answer whole,
+/// in order, with the size LIST gives.
+fn pipelined_retrs<S: Read + Write>(c: &mut Pop3<S>, stored: &[String]) {
+    c.send_raw(b"RETR 1\r\nRETR 2\r\nRETR 3\r\nRETR 4\r\nTOP 2 1\r\nRETR 1\r\nRETR 3\r\n");
+    for n in [1, 2, 3, 4] {
+        let want = stored[n - 1].as_bytes();
+        assert_eq!(c.line(), format!("+OK {} octets", want.len()), "RETR {n}");
+        assert_eq!(unstuffed(&c.raw_body()), want, "RETR {n}");
+    }
+    assert_eq!(c.line(), "+OK Top of message follows");
+    let top = unstuffed(&c.raw_body());
+    let header_end = stored[1].find("\r\n\r\n").expect("header") + 4;
+    let first_line_end = header_end + stored[1][header_end..].find("\r\n").expect("line") + 2;
+    assert_eq!(top, &stored[1].as_bytes()[..first_line_end], "TOP 2 1");
+    for n in [1, 3] {
+        let want = stored[n - 1].as_bytes();
+        assert_eq!(
+            c.line(),
+            format!("+OK {} octets", want.len()),
+            "RETR {n} again"
+        );
+        assert_eq!(unstuffed(&c.raw_body()), want, "RETR {n} again");
+    }
+}
+
+// RETRs pipelined in one write are answered whole and in order however
+// each message is read: small ones from the page cache on the session's
+// task (sent as stored, or dot-stuffed), one over 256 KiB streamed from
+// the blocking pool, and one whose file IMAP renamed after login (found
+// again on the blocking pool) — over plain TCP and over TLS.
+#[test]
+fn pipelined_retrs_mix_cached_and_streamed_messages() {
+    let s = cove_tests::TestServer::start(&format!("{IMAP_CONFIG}{POP3_CONFIG}"));
+    s.add_user_with_password(USER, PASS);
+    let line = "x".repeat(998);
+    let stored = [
+        message("one", "small"),
+        message("big", &format!("{line}\r\n.{line}\r\n").repeat(200)),
+        message("dots", ".starts with a dot\r\n..two\r\n.\r\nend"),
+        message("four", "renamed after login"),
+    ];
+    for m in &stored {
+        s.deliver_to(USER, m);
+    }
+    // What is stored (LMTP adds trace headers): CRLF files, so POP3 sends
+    // them as they are, but for the dot-stuffing.
+    let inbox = s.folder(USER, "INBOX");
+    let files: Vec<String> = ["new", "cur"]
+        .iter()
+        .flat_map(|d| std::fs::read_dir(inbox.join(d)).expect("read_dir"))
+        .map(|e| std::fs::read_to_string(e.expect("entry").path()).expect("read"))
+        .collect();
+    let stored = stored.map(|m| {
+        let subject = m
+            .lines()
+            .find(|l| l.starts_with("Subject:"))
+            .expect("subject");
+        let found: Vec<&String> = files.iter().filter(|f| f.contains(subject)).collect();
+        assert_eq!(found.len(), 1, "{subject}");
+        found[0].clone()
+    });
+    assert!(stored[1].len() > 256 * 1024);
+    let mut imap = s.imap_login(USER, PASS);
+    imap.cmd_ok("S1 SELECT INBOX");
+
+    let mut c = logged_in(&s);
+    imap.cmd_ok("T1 STORE 4 +FLAGS (\\Flagged)");
+    pipelined_retrs(&mut c, &stored);
+    assert!(c.cmd("QUIT").starts_with("+OK"));
+
+    let mut c = pop3s(&s);
+    c.login(USER, PASS);
+    imap.cmd_ok("T2 STORE 4 -FLAGS (\\Flagged)");
+    pipelined_retrs(&mut c, &stored);
+    assert!(c.cmd("QUIT").starts_with("+OK"));
 }

@@ -8,34 +8,59 @@
 //! them (at the start of a line? was the last byte a CR?), so a message is
 //! never held whole; for TOP it stops after the header and N body lines.
 
-/// The CRLF size of stored bytes: each LF not preceded by CR counts twice.
-/// Pieces of one message can be summed with [`CrlfSize`].
+/// The CRLF size of stored bytes: what a client counts of RETR's answer
+/// once it has undone the dot-stuffing. Each LF not preceded by CR counts
+/// twice, and a last line without a line end gets the CRLF the encoder
+/// adds. Pieces of one message can be summed with [`CrlfSize`].
 pub fn crlf_size(bytes: &[u8]) -> u64 {
     let mut s = CrlfSize::default();
     s.feed(bytes);
-    s.total
+    s.finish()
 }
 
 /// [`crlf_size`] over a message fed in pieces.
 #[derive(Default)]
 pub struct CrlfSize {
-    pub total: u64,
-    last_was_cr: bool,
+    fed: u64,
+    last: Option<u8>,
 }
 
 impl CrlfSize {
     pub fn feed(&mut self, bytes: &[u8]) {
-        let mut prev_cr = self.last_was_cr;
-        let mut bare = 0u64;
-        for &b in bytes {
-            if b == b'\n' && !prev_cr {
-                bare += 1;
-            }
-            prev_cr = b == b'\r';
+        let bare = memchr::memchr_iter(b'\n', bytes)
+            .filter(|&i| match i.checked_sub(1) {
+                Some(p) => bytes[p] != b'\r',
+                None => self.last != Some(b'\r'),
+            })
+            .count() as u64;
+        if let Some(&last) = bytes.last() {
+            self.last = Some(last);
         }
-        self.last_was_cr = prev_cr;
-        self.total += bytes.len() as u64 + bare;
+        self.fed += bytes.len() as u64 + bare;
     }
+
+    /// The size of all that was fed.
+    pub fn finish(&self) -> u64 {
+        match self.last {
+            None | Some(b'\n') => self.fed,
+            Some(b'\r') => self.fed + 1,
+            Some(_) => self.fed + 2,
+        }
+    }
+}
+
+/// Whether RETR can send stored bytes as they are, followed by `.CRLF`:
+/// every line ends with CRLF (the last one too) and none starts with a
+/// dot. Then the [`Encoder`] would change nothing.
+pub fn sent_unchanged(stored: &[u8]) -> bool {
+    if stored.is_empty() {
+        return true;
+    }
+    if stored[0] == b'.' || !stored.ends_with(b"\r\n") {
+        return false;
+    }
+    memchr::memchr_iter(b'\n', stored)
+        .all(|i| i > 0 && stored[i - 1] == b'\r' && stored.get(i + 1) != Some(&b'.'))
 }
 
 /// What to send of a message.
@@ -84,7 +109,7 @@ impl Encoder {
     pub fn feed(&mut self, mut input: &[u8], out: &mut Vec<u8>) {
         out.reserve(input.len() + input.len() / 32 + 8);
         while !input.is_empty() && !self.done {
-            let (line, newline) = match input.iter().position(|b| *b == b'\n') {
+            let (line, newline) = match memchr::memchr(b'\n', input) {
                 Some(i) => (&input[..i], true),
                 None => (input, false),
             };
@@ -175,7 +200,8 @@ mod tests {
                 "pieces of {piece}"
             );
         }
-        assert_eq!(crlf_size(stored), stored.len() as u64 + 6);
+        // Six bare LFs, and the CRLF after "end".
+        assert_eq!(crlf_size(stored), stored.len() as u64 + 6 + 2);
     }
 
     #[test]
@@ -190,8 +216,38 @@ mod tests {
         let mut pieces = CrlfSize::default();
         pieces.feed(b"a\r");
         pieces.feed(b"\nb\n");
-        assert_eq!(pieces.total, 6);
+        assert_eq!(pieces.finish(), 6);
+        assert_eq!(crlf_size(b"a\r"), 3);
+        assert_eq!(crlf_size(b""), 0);
         assert_eq!(unstuff(&encode(mixed, Extent::Whole, 1)).len(), 9);
+    }
+
+    proptest::proptest! {
+        /// The shortcut RETR takes agrees with the encoder, and sizes
+        /// fed in pieces agree with the whole.
+        #[test]
+        fn unchanged_means_the_encoder_changes_nothing(
+            bytes in proptest::collection::vec(
+                proptest::sample::select(vec![b'a', b'.', b'\r', b'\n', b' ']),
+                0..64,
+            ),
+            cut in 0usize..64,
+        ) {
+            let encoded = encode(&bytes, Extent::Whole, 5);
+            let mut passed = bytes.clone();
+            passed.extend_from_slice(b".\r\n");
+            if sent_unchanged(&bytes) {
+                proptest::prop_assert_eq!(&encoded, &passed);
+            } else {
+                proptest::prop_assert_ne!(&encoded, &passed);
+            }
+            let cut = cut.min(bytes.len());
+            let mut pieces = CrlfSize::default();
+            pieces.feed(&bytes[..cut]);
+            pieces.feed(&bytes[cut..]);
+            proptest::prop_assert_eq!(pieces.finish(), crlf_size(&bytes));
+            proptest::prop_assert_eq!(unstuff(&encoded).len() as u64, crlf_size(&bytes));
+        }
     }
 
     #[test]

@@ -17,18 +17,20 @@
 //!   (drop). It locks out POP3 only: IMAP sessions and deliveries go on,
 //!   and a message IMAP expunges meanwhile answers `-ERR` on RETR.
 
-use std::collections::{HashSet, VecDeque};
+use std::collections::HashSet;
 use std::io::Read;
-use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
-use cove_store::{Account, ContentId, MailboxInfo, MessageMeta, Uid};
+use cove_store::{Account, ContentId, MailboxFiles, MailboxInfo, MessageMeta, Uid};
 
 use super::command::MessageNumber;
-use super::encode::{CrlfSize, Encoder, Extent};
+use super::encode::{CrlfSize, Extent};
+use super::retrieval::Retrieval;
 
 /// The derived-cache kind of a message's CRLF size (8 bytes, big endian).
-pub const CRLF_SIZE_KIND: u8 = 21;
+/// Kind 21, before it, left out the CRLF sent after a last line that has
+/// none; its entries are no longer read.
+pub const CRLF_SIZE_KIND: u8 = 22;
 
 /// Users with a POP3 session in this process.
 #[derive(Default)]
@@ -78,6 +80,8 @@ pub enum Missing {
 pub struct Maildrop {
     pub account: Arc<Account>,
     pub mailbox: MailboxInfo,
+    /// The INBOX folder, open for reading message files.
+    pub files: Arc<MailboxFiles>,
     messages: Vec<DropMessage>,
     deleted: Vec<bool>,
     /// Sent whole by RETR (\Seen at QUIT, as Dovecot does).
@@ -94,6 +98,7 @@ impl Maildrop {
         // have it watched).
         account.scan()?;
         let mailbox = account.mailbox("INBOX")?;
+        let files = Arc::new(account.mailbox_files(&mailbox)?);
         let metas = account.messages(&mailbox.guid)?;
         let keys: Vec<(ContentId, u8)> = metas
             .iter()
@@ -108,7 +113,7 @@ impl Maildrop {
                 .map(u64::from_be_bytes);
             let size = match known {
                 Some(s) => s,
-                None => match file_crlf_size(&account.message_path(&mailbox, &meta)) {
+                None => match file_crlf_size(&files, &meta.file) {
                     Ok(s) => {
                         learned.push((meta.content_id, CRLF_SIZE_KIND, s.to_be_bytes().to_vec()));
                         s
@@ -128,6 +133,7 @@ impl Maildrop {
         Ok(Maildrop {
             account,
             mailbox,
+            files,
             messages,
             deleted,
             retrieved,
@@ -175,7 +181,6 @@ impl Maildrop {
         self.deleted.iter_mut().for_each(|d| *d = false);
     }
 
-    /// The UIDs marked deleted (what QUIT expunges).
     /// A message was sent whole (RETR).
     pub fn retrieved(&mut self, index: usize) {
         if let Some(r) = self.retrieved.get_mut(index) {
@@ -195,6 +200,7 @@ impl Maildrop {
             .collect()
     }
 
+    /// The UIDs marked deleted (what QUIT expunges).
     pub fn deleted_uids(&self) -> Vec<Uid> {
         self.messages
             .iter()
@@ -215,7 +221,8 @@ impl Maildrop {
         Some(Retrieval {
             number: index + 1,
             uid: m.meta.uid,
-            file: self.account.message_path(&self.mailbox, &m.meta),
+            file: m.meta.file.clone(),
+            stored: m.meta.size,
             size: m.size,
             extent,
         })
@@ -223,133 +230,16 @@ impl Maildrop {
 }
 
 /// The CRLF size of a message file, read in pieces.
-fn file_crlf_size(path: &std::path::Path) -> std::io::Result<u64> {
-    let mut f = std::fs::File::open(path)?;
+fn file_crlf_size(files: &MailboxFiles, file: &str) -> std::io::Result<u64> {
+    let mut f = files.open(file)?;
     let mut buf = vec![0u8; 64 * 1024];
     let mut size = CrlfSize::default();
     loop {
         let n = f.read(&mut buf)?;
         if n == 0 {
-            return Ok(size.total);
+            return Ok(size.finish());
         }
         size.feed(&buf[..n]);
-    }
-}
-
-/// One RETR or TOP to answer.
-pub struct Retrieval {
-    pub number: usize,
-    pub uid: Uid,
-    pub file: PathBuf,
-    pub size: u64,
-    pub extent: Extent,
-}
-
-/// RETR and TOP answers being written: one, or several pipelined ones in a
-/// row. [`Transfer::run`] is blocking; it encodes into the session's output
-/// until the queue is done or the output holds `budget` bytes, then the
-/// session writes them and runs it again — so a big message streams
-/// through a bounded buffer, and many small ones cost one trip to the
-/// blocking pool.
-pub struct Transfer {
-    queue: VecDeque<Retrieval>,
-    current: Option<(std::fs::File, Encoder)>,
-    account: Arc<Account>,
-    mailbox: MailboxInfo,
-    buf: Vec<u8>,
-}
-
-/// Bytes read from a message file at once.
-const READ_PIECE: usize = 64 * 1024;
-
-impl Transfer {
-    pub fn new(account: Arc<Account>, mailbox: MailboxInfo, queue: Vec<Retrieval>) -> Transfer {
-        Transfer {
-            queue: queue.into(),
-            current: None,
-            account,
-            mailbox,
-            buf: Vec::new(),
-        }
-    }
-
-    pub fn is_finished(&self) -> bool {
-        self.queue.is_empty() && self.current.is_none()
-    }
-
-    /// Encode answers into `out` until done or `out` holds `budget` bytes.
-    /// An error after a `+OK` went out cannot be told to the client in
-    /// POP3: the caller closes the connection.
-    pub fn run(&mut self, out: &mut Vec<u8>, budget: usize) -> std::io::Result<()> {
-        if self.buf.len() < READ_PIECE {
-            self.buf.resize(READ_PIECE, 0);
-        }
-        while out.len() < budget {
-            if let Some((file, encoder)) = self.current.as_mut() {
-                let n = file.read(&mut self.buf)?;
-                if n > 0 {
-                    encoder.feed(&self.buf[..n], out);
-                }
-                if n == 0 || encoder.is_done() {
-                    encoder.finish(out);
-                    self.current = None;
-                }
-                continue;
-            }
-            let Some(r) = self.queue.pop_front() else {
-                break;
-            };
-            match self.open(&r) {
-                Ok(Some(file)) => {
-                    match r.extent {
-                        Extent::Whole => {
-                            out.extend_from_slice(format!("+OK {} octets\r\n", r.size).as_bytes())
-                        }
-                        Extent::Top(_) => out.extend_from_slice(b"+OK Top of message follows\r\n"),
-                    }
-                    self.current = Some((file, Encoder::new(r.extent)));
-                }
-                Ok(None) => out.extend_from_slice(
-                    format!(
-                        "-ERR Message {} was removed by another session\r\n",
-                        r.number
-                    )
-                    .as_bytes(),
-                ),
-                Err(e) => {
-                    tracing::error!(user = %self.account.email(), file = %r.file.display(), error = %e, "pop3: cannot read a message");
-                    out.extend_from_slice(
-                        format!("-ERR [SYS/TEMP] Cannot read message {}\r\n", r.number).as_bytes(),
-                    );
-                }
-            }
-        }
-        if self.is_finished() && self.buf.capacity() > READ_PIECE {
-            self.buf = Vec::new();
-        }
-        Ok(())
-    }
-
-    /// Open a message's file; if a flag change renamed it (IMAP), find
-    /// its new name; `None` if it was expunged meanwhile.
-    fn open(&self, r: &Retrieval) -> std::io::Result<Option<std::fs::File>> {
-        match std::fs::File::open(&r.file) {
-            Ok(f) => return Ok(Some(f)),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => return Err(e),
-        }
-        let found = self
-            .account
-            .message(&self.mailbox.guid, r.uid)
-            .map_err(std::io::Error::other)?;
-        match found {
-            None => Ok(None),
-            Some(m) => match std::fs::File::open(self.account.message_path(&self.mailbox, &m)) {
-                Ok(f) => Ok(Some(f)),
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-                Err(e) => Err(e),
-            },
-        }
     }
 }
 

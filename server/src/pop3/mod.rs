@@ -14,13 +14,16 @@
 //! - a dropped connection deletes nothing: only QUIT in TRANSACTION runs
 //!   the expunge;
 //! - one POP3 session per user (`-ERR [IN-USE]`), never blocking IMAP;
-//! - pipelined RETRs (RFC 2449 PIPELINING) are answered in batches: one
-//!   trip to the blocking pool reads and encodes many messages.
+//! - RETR and TOP read what the page cache holds on the session's task,
+//!   with calls that cannot wait for the disk, and send CRLF messages
+//!   without dots as read; the rest goes to the blocking pool, pipelined
+//!   commands in one trip (`retrieval`).
 
 mod auth;
 pub mod command;
 pub mod encode;
 mod maildrop;
+mod retrieval;
 mod session;
 mod transaction;
 

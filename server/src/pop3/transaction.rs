@@ -2,11 +2,15 @@
 //! RSET, TOP, UIDL. Deleted messages keep their numbers and are left out
 //! of STAT, LIST and UIDL; acting on one is `-ERR`.
 
+use std::collections::VecDeque;
+
+use cove_store::Cached;
 use tokio::io::AsyncBufReadExt;
 
 use super::command::{self, Command, MessageNumber};
 use super::encode::Extent;
-use super::maildrop::{Maildrop, Missing, Retrieval, Transfer};
+use super::maildrop::{Maildrop, Missing};
+use super::retrieval::{self, Retrieval, Transfer};
 use super::session::{Flow, Session, State};
 
 /// Output gathered before it is written, while answering RETRs.
@@ -105,12 +109,12 @@ impl Session {
                 return Flow::Continue;
             }
         };
-        let mut queue: Vec<Retrieval> = first.into_iter().collect();
+        let mut queue: VecDeque<Retrieval> = first.into_iter().collect();
         // RFC 2449 PIPELINING: take the RETRs already waiting, as long as
         // each names a message that can be sent.
         while queue.len() < MAX_BATCH {
             let buffered = self.reader.buffer();
-            let Some(end) = buffered.iter().position(|b| *b == b'\n') else {
+            let Some(end) = memchr::memchr(b'\n', buffered) else {
                 break;
             };
             let line = buffered[..end]
@@ -128,7 +132,7 @@ impl Session {
             }) else {
                 break;
             };
-            queue.push(r);
+            queue.push_back(r);
             self.reader.consume(end + 1);
         }
         let Some(drop) = self.maildrop() else {
@@ -139,7 +143,24 @@ impl Session {
                 drop.retrieved(r.number - 1);
             }
         }
-        let mut transfer = Transfer::new(drop.account.clone(), drop.mailbox.clone(), queue);
+        let (account, mailbox, files) =
+            (drop.account.clone(), drop.mailbox.guid, drop.files.clone());
+        // What the page cache holds is answered here, in order, until a
+        // message is not there.
+        while let Some(r) = queue.front() {
+            if let Cached::WouldBlock = retrieval::answer_cached(&files, r, &mut self.out) {
+                break;
+            }
+            queue.pop_front();
+            if self.out.len() >= TRANSFER_BUDGET && self.flush().await.is_err() {
+                return Flow::Close;
+            }
+        }
+        if queue.is_empty() {
+            return Flow::Continue;
+        }
+        // The rest on the blocking pool.
+        let mut transfer = Transfer::new(account, mailbox, files, queue);
         loop {
             let mut out = std::mem::take(&mut self.out);
             let job = tokio::task::spawn_blocking(move || {
