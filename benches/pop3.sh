@@ -9,11 +9,12 @@
 # (LMTP), then `cove-load pop3` RETRs the whole maildrop: once to warm up
 # (the first login computes and caches sizes on both servers), then RUNS
 # times in sequence (one command in flight) and pipelined (PIPELINE in
-# flight), cove and Dovecot alternating. Writes the medians to
-# benches/results/pop3-<date>.md (also printed).
+# flight; the client refilling half its window in one write, and sending
+# one new command per answer), cove and Dovecot alternating. Writes the
+# medians to benches/results/pop3-<date>.md (also printed).
 #
 # Knobs (environment):
-#   MESSAGES=10000 SIZE=4096 RUNS=3 PIPELINE=32
+#   MESSAGES=10000 SIZE=4096 RUNS=7 PIPELINE=32
 #   COVE_PORT=26100 DOVECOT_PORT=26200   LMTP ports; POP3 is PORT+2 on both
 #   KEEP=1                   keep the temp dir (data, logs) afterwards
 set -euo pipefail
@@ -23,7 +24,7 @@ ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 source "$ROOT/benches/common.sh"
 MESSAGES=${MESSAGES:-10000}
 SIZE=${SIZE:-4096}
-RUNS=${RUNS:-3}
+RUNS=${RUNS:-7}
 PIPELINE=${PIPELINE:-32}
 COVE_PORT=${COVE_PORT:-26100}
 DOVECOT_PORT=${DOVECOT_PORT:-26200}
@@ -79,9 +80,10 @@ sleep 2
 
 RAW=$WORK/raw.txt
 : > "$RAW"
-retr() { # SERVER DEPTH LABEL
+retr() { # SERVER DEPTH LABEL [REFILL]
     "$LOAD" pop3 --addr "127.0.0.1:$(( $(port_of "$1") + 2 ))" --user bench0@example.com --pass "$PASS" \
-        --messages "$MESSAGES" --pipeline "$2" --server-pid "$(pid_of "$1")" --label "$3" --timeout 600
+        --messages "$MESSAGES" --pipeline "$2" --refill "${4:-half}" --server-pid "$(pid_of "$1")" \
+        --label "$3" --timeout 600
 }
 LOADAVG_BEFORE=$(cut -d' ' -f1-3 /proc/loadavg)
 for s in cove dovecot; do
@@ -94,6 +96,9 @@ for ((run = 1; run <= RUNS; run++)); do
             retr "$s" "$depth" "$s-p$depth" | tee -a "$RAW" | grep -v '^RESULT' >&2
         done
     done
+    for s in cove dovecot; do
+        retr "$s" "$PIPELINE" "$s-p${PIPELINE}each" each | tee -a "$RAW" | grep -v '^RESULT' >&2
+    done
 done
 LOADAVG_AFTER=$(cut -d' ' -f1-3 /proc/loadavg)
 
@@ -101,14 +106,14 @@ median() { sort -n | awk '{a[NR]=$1} END {if (NR == 0) print "NA"; else if (NR %
 values() { # LABEL KEY
     grep "^RESULT .* label=$1 " "$RAW" | while read -r l; do kv "$2" "$l"; done
 }
-row() { # SERVER DEPTH
-    local label="$1-p$2" rate cpu all
+row() { # SERVER DEPTH [SUFFIX]
+    local label="$1-p$2${3:-}" rate cpu all
     rate=$(values "$label" msg_per_s | median)
     cpu=$(values "$label" server_cpu_ms | median)
     all=$(values "$label" msg_per_s | paste -sd/ -)
     local per="NA"
     [[ $cpu != NA && $cpu != 0 ]] && per=$(awk -v c="$cpu" -v n="$MESSAGES" 'BEGIN {printf "%.1f", c * 1000 / n}')
-    echo "| $1 | $2 | **$rate** | $all | $cpu | $per |"
+    echo "| $1 | $2${3:+ ($3)} | **$rate** | $all | $cpu | $per |"
 }
 DATE=$(date +%F)
 OUT=$ROOT/benches/results/pop3-$DATE.md
@@ -117,7 +122,8 @@ OUT=$ROOT/benches/results/pop3-$DATE.md
     echo
     echo "\`bash benches/pop3.sh\` (MESSAGES=$MESSAGES SIZE=$SIZE RUNS=$RUNS PIPELINE=$PIPELINE):"
     echo "RETR 1..$MESSAGES of bench0's INBOX on one connection, in sequence (1 command in"
-    echo "flight) and pipelined ($PIPELINE in flight), after one warm-up pass each."
+    echo "flight) and pipelined ($PIPELINE in flight: the client refills half its window in one"
+    echo "write; \"each\": it sends one new RETR per answer), after one warm-up pass each."
     echo "Client: \`cove-load pop3\` (Rust, one thread). Server CPU: the server's process"
     echo "tree, from /proc. Machine: $(nproc) cores ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //')), shared with other work;"
     echo "load average before $LOADAVG_BEFORE, after $LOADAVG_AFTER."
@@ -129,6 +135,14 @@ OUT=$ROOT/benches/results/pop3-$DATE.md
     row dovecot 1
     row cove "$PIPELINE"
     row dovecot "$PIPELINE"
+    row cove "$PIPELINE" each
+    row dovecot "$PIPELINE" each
+    echo
+    ratio() { awk -v a="$1" -v b="$2" 'BEGIN {if (a == "NA" || b == "NA" || b == 0) print "NA"; else printf "%.2f", a / b}'; }
+    med() { values "$1" msg_per_s | median; }
+    echo "cove / Dovecot (medians): in sequence $(ratio "$(med cove-p1)" "$(med dovecot-p1)")×," \
+        "pipelined $(ratio "$(med "cove-p$PIPELINE")" "$(med "dovecot-p$PIPELINE")")×," \
+        "pipelined one per answer $(ratio "$(med "cove-p${PIPELINE}each")" "$(med "dovecot-p${PIPELINE}each")")×."
     echo
     echo "Warm-up pass (first login after delivery; pipelined):"
     echo

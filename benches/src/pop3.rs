@@ -32,8 +32,20 @@ pub struct Pop3Args {
     /// RETR commands in flight (1: in sequence).
     #[arg(long, default_value_t = 1)]
     pub pipeline: usize,
+    /// How the window is refilled: `half` sends the missing commands in
+    /// one write once half the window is answered; `each` sends one new
+    /// command after each answer (a write per answer, as a simple
+    /// pipelining client does).
+    #[arg(long, value_enum, default_value_t = Refill::Half)]
+    pub refill: Refill,
     #[command(flatten)]
     pub common: CommonArgs,
+}
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Refill {
+    Half,
+    Each,
 }
 
 pub async fn run(args: Pop3Args) -> Result<bool> {
@@ -87,9 +99,12 @@ pub async fn run(args: Pop3Args) -> Result<bool> {
     let mut commands = Vec::new();
     while done < n {
         commands.clear();
-        // Refill the window when half of it is answered, in one write (a
-        // write per answer would make the client the limit).
-        let refill = sent - done <= (depth as u64) / 2;
+        // Refill the window when half of it is answered, in one write, or
+        // one command per answer.
+        let refill = match args.refill {
+            Refill::Half => sent - done <= (depth as u64) / 2,
+            Refill::Each => true,
+        };
         while refill && sent < n && sent - done < depth as u64 {
             sent += 1;
             commands.extend_from_slice(format!("RETR {sent}\r\n").as_bytes());
@@ -137,6 +152,7 @@ pub async fn run(args: Pop3Args) -> Result<bool> {
         .add("label", args.common.result_label())
         .add("messages", n)
         .add("pipeline", depth)
+        .add("refill", format!("{:?}", args.refill).to_lowercase())
         .add_f("seconds", Some(elapsed.as_secs_f64()), 3)
         .add_f("msg_per_s", Some(rate), 0)
         .add("bytes", bytes)
