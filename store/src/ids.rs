@@ -6,17 +6,31 @@ use std::str::FromStr;
 
 pub use cove_dedup::ContentId;
 
+/// Lower-case hex of a GUID. By table: a POP3 UIDL listing and every
+/// scan of a big mailbox make one per message.
 fn hex16(bytes: &[u8; 16]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut out = String::with_capacity(32);
+    for b in bytes {
+        out.push(char::from(DIGITS[usize::from(b >> 4)]));
+        out.push(char::from(DIGITS[usize::from(b & 0x0f)]));
+    }
+    out
 }
 
 fn parse_hex16(s: &str) -> Option<[u8; 16]> {
-    if s.len() != 32 || !s.bytes().all(|b| b.is_ascii_hexdigit()) {
+    fn digit(c: u8) -> Option<u8> {
+        char::from(c)
+            .to_digit(16)
+            .and_then(|d| u8::try_from(d).ok())
+    }
+    let s = s.as_bytes();
+    if s.len() != 32 {
         return None;
     }
     let mut out = [0u8; 16];
-    for (i, slot) in out.iter_mut().enumerate() {
-        *slot = u8::from_str_radix(&s[i * 2..i * 2 + 2], 16).ok()?;
+    for (slot, pair) in out.iter_mut().zip(s.chunks_exact(2)) {
+        *slot = digit(pair[0])? << 4 | digit(pair[1])?;
     }
     Some(out)
 }
@@ -187,6 +201,22 @@ mod tests {
         let g = MessageGuid([0xab; 16]);
         assert_eq!(g.to_hex().parse::<MessageGuid>().unwrap(), g);
         assert!("zz".parse::<MessageGuid>().is_err());
+        let bytes: [u8; 16] = std::array::from_fn(|i| (i as u8) * 17);
+        let g = MessageGuid(bytes);
+        assert_eq!(g.to_hex(), "00112233445566778899aabbccddeeff");
+        assert_eq!(
+            "00112233445566778899AABBCCDDEEFF"
+                .parse::<MessageGuid>()
+                .unwrap(),
+            g
+        );
+        for bad in [
+            "00112233445566778899aabbccddeefg",
+            "+0112233445566778899aabbccddeeff",
+            "0011",
+        ] {
+            assert!(bad.parse::<MessageGuid>().is_err(), "{bad}");
+        }
     }
 
     #[test]

@@ -33,13 +33,7 @@ pub struct FileName {
 
 impl FileName {
     pub fn parse(name: &str) -> Option<FileName> {
-        if name.starts_with('.') || name.is_empty() {
-            return None;
-        }
-        let (base, info) = match name.split_once(":2,") {
-            Some((b, i)) => (b, Some(i)),
-            None => (name.split_once(':').map_or(name, |(b, _)| b), None),
-        };
+        let (base, info) = Self::split(name)?;
         let (flags, other_letters) = info.map(Flags::from_maildir_letters).unwrap_or_default();
         let unique = base.split(',').next().unwrap_or(base).to_string();
         let size = base
@@ -59,6 +53,22 @@ impl FileName {
             other_letters,
             size,
             guid,
+        })
+    }
+
+    /// The base of a name ([`FileName::base`]) without parsing the rest.
+    pub fn base_of(name: &str) -> Option<&str> {
+        Self::split(name).map(|(base, _)| base)
+    }
+
+    /// A name's base and its `:2,` info, if any.
+    fn split(name: &str) -> Option<(&str, Option<&str>)> {
+        if name.starts_with('.') || name.is_empty() {
+            return None;
+        }
+        Some(match name.split_once(":2,") {
+            Some((b, i)) => (b, Some(i)),
+            None => (name.split_once(':').map_or(name, |(b, _)| b), None),
         })
     }
 

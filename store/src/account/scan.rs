@@ -150,17 +150,9 @@ impl Account {
             let rows = index::messages(&tx.tx, mb.id)?;
             let mut matched = vec![false; found.len()];
             for row in rows {
-                let base = row
-                    .file
-                    .rsplit('/')
-                    .next()
-                    .and_then(FileName::parse)
-                    .map(|f| f.base);
-                let hit = base.and_then(|b| {
-                    found
-                        .binary_search_by(|f| f.name.base.as_str().cmp(&b))
-                        .ok()
-                });
+                let base = row.file.rsplit('/').next().and_then(FileName::base_of);
+                let hit =
+                    base.and_then(|b| found.binary_search_by(|f| f.name.base.as_str().cmp(b)).ok());
                 match hit {
                     None => {
                         tx.expunge(mb, row.uid, row.guid)?;
