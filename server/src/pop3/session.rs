@@ -352,3 +352,103 @@ impl Session {
         Flow::Close
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::auth::{PasswordCheckers, Secret, hash_password};
+    use crate::config::Pop3Config;
+    use cove_store::{Address, Store, StoreOptions};
+    use tokio::io::AsyncReadExt;
+    use tokio::net::{TcpListener, TcpStream};
+
+    async fn line(c: &mut BufReader<TcpStream>) -> String {
+        let mut l = String::new();
+        c.read_line(&mut l).await.expect("read");
+        l.trim_end().to_string()
+    }
+
+    // RFC 1939 §3: the autologout timer (at least 10 minutes of silence)
+    // ends a session without entering the UPDATE state: a message marked
+    // with DELE stays, and the maildrop lock is released. Tokio's clock is
+    // paused, so the ten minutes pass at once.
+    #[tokio::test(start_paused = true)]
+    async fn autologout_ends_the_session_without_update() {
+        let d = tempfile::tempdir().expect("tempdir");
+        let store = Arc::new(
+            Store::open(
+                d.path(),
+                StoreOptions {
+                    hostname: "t".into(),
+                    env: cove_store::Env::default(),
+                    durability: cove_store::Durability::default(),
+                },
+            )
+            .expect("store"),
+        );
+        let address = Address::parse("p@x.org").expect("address");
+        let hash = hash_password(&Secret("pw".into())).expect("hash");
+        let user = store.add_user(&address, Some(hash), 0).expect("user");
+        let account = store.account(&user).expect("account");
+        let new = account.home().join("Maildir/new/1700000000.M1P1.test");
+        std::fs::write(new, "Subject: x\r\n\r\nbody\r\n").expect("message");
+
+        let config = Pop3Config::default();
+        let autologout = Duration::from_secs(config.autologout_secs);
+        assert!(autologout >= Duration::from_secs(600));
+        let (_shutdown, shutdown_rx) = tokio::sync::watch::channel(false);
+        let ctx = Arc::new(Pop3Context::new(
+            store.clone(),
+            config,
+            "t".into(),
+            None,
+            shutdown_rx,
+            Arc::new(PasswordCheckers::new(1).expect("password threads")),
+        ));
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let serve = |ctx: Arc<Pop3Context>, listener: TcpListener| async move {
+            let (tcp, peer) = listener.accept().await.expect("accept");
+            Session::new(ctx, Conn::Plain(tcp), peer, 1).run().await;
+            listener
+        };
+
+        let server = tokio::spawn(serve(ctx.clone(), listener));
+        let mut c = BufReader::new(TcpStream::connect(addr).await.expect("connect"));
+        assert!(line(&mut c).await.starts_with("+OK"), "greeting");
+        c.get_mut()
+            .write_all(b"USER p@x.org\r\nPASS pw\r\nDELE 1\r\n")
+            .await
+            .expect("send");
+        assert_eq!(line(&mut c).await, "+OK Send your password");
+        assert!(line(&mut c).await.starts_with("+OK Logged in, 1 message"));
+        assert_eq!(line(&mut c).await, "+OK Message 1 deleted");
+        let quiet_from = tokio::time::Instant::now();
+        assert_eq!(line(&mut c).await, "-ERR Autologout; idle for too long");
+        assert!(
+            quiet_from.elapsed() >= autologout,
+            "{:?}",
+            quiet_from.elapsed()
+        );
+        let mut rest = Vec::new();
+        c.read_to_end(&mut rest).await.expect("read");
+        assert!(rest.is_empty(), "closed after the -ERR");
+        let listener = server.await.expect("session");
+
+        // Nothing was deleted, and the maildrop can be opened again.
+        let inbox = account.mailbox("INBOX").expect("INBOX");
+        assert_eq!(account.messages(&inbox.guid).expect("messages").len(), 1);
+        let server = tokio::spawn(serve(ctx, listener));
+        let mut c = BufReader::new(TcpStream::connect(addr).await.expect("connect"));
+        assert!(line(&mut c).await.starts_with("+OK"), "greeting");
+        c.get_mut()
+            .write_all(b"USER p@x.org\r\nPASS pw\r\nSTAT\r\nQUIT\r\n")
+            .await
+            .expect("send");
+        assert_eq!(line(&mut c).await, "+OK Send your password");
+        assert!(line(&mut c).await.starts_with("+OK Logged in, 1 message"));
+        assert!(line(&mut c).await.starts_with("+OK 1 "));
+        assert!(line(&mut c).await.starts_with("+OK"));
+        server.await.expect("session");
+    }
+}
