@@ -5,6 +5,7 @@
 //! index connection; different accounts proceed in parallel.
 
 mod derived;
+mod dir_stamps;
 mod flags;
 mod import;
 mod mailboxes;
@@ -151,6 +152,9 @@ pub struct Account {
     sync: Arc<GroupSync>,
     opening_scan: ScanReport,
     hook: Arc<std::sync::OnceLock<crate::ChangeHook>>,
+    /// The Maildir's stamps as the last finished scan found them, if they
+    /// can be trusted ([`Account::scan_if_changed`]).
+    scanned: Mutex<Option<dir_stamps::DirStamps>>,
 }
 
 impl std::fmt::Debug for Account {
@@ -213,6 +217,7 @@ impl Account {
             sync,
             opening_scan: ScanReport::default(),
             hook,
+            scanned: Mutex::new(None),
         };
         let opening_scan = account.scan()?;
         if fresh_home {

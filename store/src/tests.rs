@@ -335,6 +335,91 @@ fn scan_picks_up_foreign_files_and_notices_removals() {
     );
 }
 
+/// Every directory of a Maildir (the root, each folder, its cur/ new/ tmp/).
+fn maildir_dirs(maildir: &Path) -> Vec<PathBuf> {
+    let mut out = vec![maildir.to_path_buf()];
+    let mut i = 0;
+    while i < out.len() {
+        for e in fs::read_dir(&out[i]).unwrap() {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                out.push(p);
+            }
+        }
+        i += 1;
+    }
+    out
+}
+
+fn backdate(dirs: &[PathBuf], when: SystemTime) {
+    for d in dirs {
+        fs::File::open(d).unwrap().set_modified(when).unwrap();
+    }
+}
+
+#[test]
+fn scan_if_changed_skips_only_a_maildir_no_one_touched() {
+    let d = tempfile::tempdir().unwrap();
+    let s = store_at(d.path());
+    let u = user(&s, "a@x.org");
+    let acct = s.account(&u).unwrap();
+    let maildir = s.home_of(&u.address).join("Maildir");
+    let inbox = acct.mailbox("INBOX").unwrap().guid;
+    let count = || acct.messages(&inbox).unwrap().len();
+
+    // Just written: too recent to trust, so it is scanned.
+    fs::write(
+        maildir.join("new/1600000000.P1Q1.mx"),
+        b"A: 1\r\n\r\none\r\n",
+    )
+    .unwrap();
+    assert_eq!(acct.scan_if_changed().unwrap().messages_added, 1);
+
+    // Untouched for a minute: the scan's stamps are trusted, and a file
+    // slipped in behind a restored mtime (which no real change can do)
+    // shows that scan_if_changed does not list the Maildir...
+    let old = SystemTime::now() - Duration::from_secs(60);
+    let dirs = maildir_dirs(&maildir);
+    backdate(&dirs, old);
+    assert!(acct.scan().unwrap().is_empty());
+    fs::write(
+        maildir.join("new/1600000001.P1Q1.mx"),
+        b"A: 2\r\n\r\ntwo\r\n",
+    )
+    .unwrap();
+    backdate(&[maildir.join("new")], old);
+    assert!(acct.scan_if_changed().unwrap().is_empty());
+    assert_eq!(count(), 1, "skipped");
+    // ...while a scan does.
+    assert_eq!(acct.scan().unwrap().messages_added, 1);
+    assert_eq!(count(), 2);
+
+    // Any real change is seen: a delivery by another program, a flag
+    // change (rename in cur/), a new folder.
+    backdate(&dirs, old);
+    assert!(acct.scan().unwrap().is_empty());
+    fs::write(
+        maildir.join("new/1600000002.P1Q1.mx"),
+        b"A: 3\r\n\r\nthree\r\n",
+    )
+    .unwrap();
+    assert_eq!(acct.scan_if_changed().unwrap().messages_added, 1);
+    backdate(&dirs, old);
+    assert!(acct.scan().unwrap().is_empty());
+    let m = acct.messages(&inbox).unwrap().remove(0);
+    let from = maildir.join(&m.file);
+    let name = from.file_name().unwrap().to_str().unwrap();
+    let to = maildir
+        .join("cur")
+        .join(format!("{}:2,F", name.split(":2,").next().unwrap()));
+    fs::rename(&from, &to).unwrap();
+    assert_eq!(acct.scan_if_changed().unwrap().flags_changed, 1);
+    backdate(&dirs, old);
+    assert!(acct.scan().unwrap().is_empty());
+    maildir::create_folder(&maildir.join(".Lists")).unwrap();
+    assert_eq!(acct.scan_if_changed().unwrap().mailboxes_added, 1);
+}
+
 #[test]
 fn crash_between_link_and_commit_is_recovered_by_scan() {
     let d = tempfile::tempdir().unwrap();

@@ -95,8 +95,8 @@ impl Maildrop {
     pub fn load(account: Arc<Account>, lock: MaildropLock) -> cove_store::Result<Maildrop> {
         // Mail another program put into the Maildir since the account was
         // last reconciled belongs in the maildrop too (no IMAP session may
-        // have it watched).
-        account.scan()?;
+        // have it watched); a Maildir no one changed is not listed again.
+        account.scan_if_changed()?;
         let mailbox = account.mailbox("INBOX")?;
         let files = Arc::new(account.mailbox_files(&mailbox)?);
         let metas = account.messages(&mailbox.guid)?;

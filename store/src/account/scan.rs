@@ -25,11 +25,17 @@
 //!    and keeps its GUID, keywords and internal date — the GUID ends up in
 //!    exactly one mailbox. A file whose GUID has a tombstone in its mailbox
 //!    and no vanished row was expunged just before a crash: it is removed.
+//!
+//! # Not scanning
+//! [`Account::scan_if_changed`] skips the scan when no directory of the
+//! Maildir changed since the last one finished (`dir_stamps`): a POP3 login
+//! to a quiet maildrop of 10,000 messages no longer lists them all.
 
 use std::collections::HashMap;
 use std::fs;
 use std::os::unix::fs::MetadataExt;
 
+use super::dir_stamps::DirStamps;
 use super::{Account, DEFAULT_MAILBOXES, ScanReport};
 use crate::ids::MessageGuid;
 use crate::index::{self, MailboxInfo, MessageMeta, NewMessageRow, Tx};
@@ -45,6 +51,10 @@ impl Account {
         let mut g = self.conn()?;
         let mut report = ScanReport::default();
         let mut changes = Vec::new();
+        // Taken before anything is listed: a change made while the scan
+        // runs shows as a newer stamp next time.
+        self.set_scanned(None);
+        let stamps = DirStamps::take(&self.maildir, &self.home.join(super::INDEX_FILE)).ok();
 
         // 1. Folders.
         let on_disk = maildir::list_folders(&self.maildir)?;
@@ -245,7 +255,28 @@ impl Account {
             tracing::info!(user = %self.email, ?report, "reconciled index with Maildir");
         }
         self.announce(changes);
+        self.set_scanned(stamps.filter(DirStamps::trustworthy));
         Ok(report)
+    }
+
+    /// [`scan`](Account::scan), unless no directory of the Maildir changed
+    /// since the last scan finished (and its stamps were old enough to
+    /// trust): then that scan's result stands, and nothing is listed.
+    pub fn scan_if_changed(&self) -> Result<ScanReport> {
+        let last = self.scanned.lock().ok().and_then(|s| s.clone());
+        if let Some(last) = last
+            && DirStamps::take(&self.maildir, &self.home.join(super::INDEX_FILE))
+                .is_ok_and(|now| now == last)
+        {
+            return Ok(ScanReport::default());
+        }
+        self.scan()
+    }
+
+    fn set_scanned(&self, stamps: Option<DirStamps>) {
+        if let Ok(mut s) = self.scanned.lock() {
+            *s = stamps;
+        }
     }
 
     /// Make a file found in the Maildir share its blob (hashing it; linking
