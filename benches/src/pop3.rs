@@ -14,7 +14,7 @@ use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
 
 use crate::CommonArgs;
-use crate::stats::{CpuProbe, Report};
+use crate::stats::{CpuProbe, Latencies, Report};
 
 #[derive(Args, Debug)]
 pub struct Pop3Args {
@@ -38,6 +38,10 @@ pub struct Pop3Args {
     /// pipelining client does).
     #[arg(long, value_enum, default_value_t = Refill::Half)]
     pub refill: Refill,
+    /// Instead of RETRs: this many polls as a mail client checking for new
+    /// mail makes them (connect, USER, PASS, STAT, UIDL, QUIT), timed.
+    #[arg(long, default_value_t = 0)]
+    pub polls: u32,
     #[command(flatten)]
     pub common: CommonArgs,
 }
@@ -48,39 +52,93 @@ pub enum Refill {
     Each,
 }
 
-pub async fn run(args: Pop3Args) -> Result<bool> {
-    let timeout = Duration::from_secs(args.common.timeout);
-    let tcp = TcpStream::connect(&args.addr)
-        .await
-        .with_context(|| format!("connect to {}", args.addr))?;
-    tcp.set_nodelay(true)?;
-    let (r, mut w) = tcp.into_split();
-    let mut r = BufReader::with_capacity(256 * 1024, r);
-    let mut line = Vec::new();
-    let status = async |r: &mut BufReader<_>, line: &mut Vec<u8>, what: &str| -> Result<()> {
-        line.clear();
-        tokio::time::timeout(timeout, r.read_until(b'\n', line))
+/// One POP3 connection of the load client.
+struct Connection {
+    r: BufReader<tokio::net::tcp::OwnedReadHalf>,
+    w: tokio::net::tcp::OwnedWriteHalf,
+    line: Vec<u8>,
+    timeout: Duration,
+}
+
+impl Connection {
+    /// Connect, read the greeting, USER and PASS.
+    async fn login(args: &Pop3Args) -> Result<Connection> {
+        let tcp = TcpStream::connect(&args.addr)
             .await
-            .with_context(|| format!("{what}: no answer within {timeout:?}"))??;
-        if !line.starts_with(b"+OK") {
-            bail!("{what}: {}", String::from_utf8_lossy(line).trim_end());
+            .with_context(|| format!("connect to {}", args.addr))?;
+        tcp.set_nodelay(true)?;
+        let (r, w) = tcp.into_split();
+        let mut c = Connection {
+            r: BufReader::with_capacity(256 * 1024, r),
+            w,
+            line: Vec::new(),
+            timeout: Duration::from_secs(args.common.timeout),
+        };
+        c.status("greeting").await?;
+        c.command(&format!("USER {}", args.user)).await?;
+        c.command(&format!("PASS {}", args.pass)).await?;
+        Ok(c)
+    }
+
+    /// Read a `+OK` line into `self.line`.
+    async fn status(&mut self, what: &str) -> Result<()> {
+        self.line.clear();
+        tokio::time::timeout(self.timeout, self.r.read_until(b'\n', &mut self.line))
+            .await
+            .with_context(|| format!("{what}: no answer within {:?}", self.timeout))??;
+        if !self.line.starts_with(b"+OK") {
+            bail!("{what}: {}", String::from_utf8_lossy(&self.line).trim_end());
         }
         Ok(())
-    };
-    status(&mut r, &mut line, "greeting").await?;
-    w.write_all(format!("USER {}\r\n", args.user).as_bytes())
-        .await?;
-    status(&mut r, &mut line, "USER").await?;
-    w.write_all(format!("PASS {}\r\n", args.pass).as_bytes())
-        .await?;
-    status(&mut r, &mut line, "PASS").await?;
-    w.write_all(b"STAT\r\n").await?;
-    status(&mut r, &mut line, "STAT").await?;
-    let have: u64 = String::from_utf8_lossy(&line)
-        .split_whitespace()
-        .nth(1)
-        .and_then(|n| n.parse().ok())
-        .context("STAT answer without a count")?;
+    }
+
+    /// Send a command, read its `+OK` line.
+    async fn command(&mut self, command: &str) -> Result<()> {
+        self.w
+            .write_all(format!("{command}\r\n").as_bytes())
+            .await?;
+        let what = command.split(' ').next().unwrap_or(command);
+        self.status(what).await
+    }
+
+    /// Read the rest of a multi-line answer (after its status line), up to
+    /// and including the `.CRLF`; the bytes it had.
+    async fn multi_line(&mut self, what: &str) -> Result<u64> {
+        let mut scan = Terminator::default();
+        let mut bytes = 0u64;
+        loop {
+            let buf = tokio::time::timeout(self.timeout, self.r.fill_buf())
+                .await
+                .with_context(|| format!("{what}: no data within {:?}", self.timeout))??;
+            if buf.is_empty() {
+                bail!("connection closed inside {what}");
+            }
+            let (used, end) = scan.feed(buf);
+            bytes += used as u64;
+            self.r.consume(used);
+            if end {
+                return Ok(bytes);
+            }
+        }
+    }
+
+    /// The message count of a STAT answer.
+    async fn stat(&mut self) -> Result<u64> {
+        self.command("STAT").await?;
+        String::from_utf8_lossy(&self.line)
+            .split_whitespace()
+            .nth(1)
+            .and_then(|n| n.parse().ok())
+            .context("STAT answer without a count")
+    }
+}
+
+pub async fn run(args: Pop3Args) -> Result<bool> {
+    if args.polls > 0 {
+        return polls(args).await;
+    }
+    let mut c = Connection::login(&args).await?;
+    let have = c.stat().await?;
     let n = if args.messages == 0 {
         have
     } else {
@@ -110,31 +168,16 @@ pub async fn run(args: Pop3Args) -> Result<bool> {
             commands.extend_from_slice(format!("RETR {sent}\r\n").as_bytes());
         }
         if !commands.is_empty() {
-            w.write_all(&commands).await?;
+            c.w.write_all(&commands).await?;
         }
         // One answer: the status line, then up to `.CRLF` at a line start.
-        status(&mut r, &mut line, "RETR").await?;
-        let mut scan = Terminator::default();
-        loop {
-            let buf = tokio::time::timeout(timeout, r.fill_buf())
-                .await
-                .with_context(|| format!("RETR {}: no data within {timeout:?}", done + 1))??;
-            if buf.is_empty() {
-                bail!("connection closed inside RETR {}", done + 1);
-            }
-            let (used, end) = scan.feed(buf);
-            bytes += used as u64;
-            r.consume(used);
-            if end {
-                break;
-            }
-        }
+        c.status("RETR").await?;
+        bytes += c.multi_line(&format!("RETR {}", done + 1)).await?;
         done += 1;
     }
     let elapsed = start.elapsed();
     let (server_ms, client_ms) = cpu.finish()?;
-    w.write_all(b"QUIT\r\n").await?;
-    let _ = status(&mut r, &mut line, "QUIT").await;
+    let _ = c.command("QUIT").await;
 
     let rate = n as f64 / elapsed.as_secs_f64();
     println!(
@@ -156,6 +199,54 @@ pub async fn run(args: Pop3Args) -> Result<bool> {
         .add_f("seconds", Some(elapsed.as_secs_f64()), 3)
         .add_f("msg_per_s", Some(rate), 0)
         .add("bytes", bytes)
+        .add_f("server_cpu_ms", server_ms, 0)
+        .add_f("client_cpu_ms", Some(client_ms), 0);
+    println!("{}", report.result_line());
+    Ok(true)
+}
+
+/// `--polls N`: what a POP3 client that checks for mail does, N times in
+/// a row: connect, USER, PASS, STAT, UIDL, QUIT. Reports the median and
+/// p90 of the whole poll and of the login part (connect to PASS's +OK).
+async fn polls(args: Pop3Args) -> Result<bool> {
+    let mut logins = Latencies::default();
+    let mut whole = Latencies::default();
+    let cpu = CpuProbe::start(args.common.server_pid)?;
+    for _ in 0..args.polls {
+        let start = Instant::now();
+        let mut c = Connection::login(&args).await?;
+        logins.push(start.elapsed());
+        c.stat().await?;
+        c.command("UIDL").await?;
+        c.multi_line("UIDL").await?;
+        c.command("QUIT").await?;
+        whole.push(start.elapsed());
+    }
+    let (server_ms, client_ms) = cpu.finish()?;
+    let (login_p50, login_p90) = (logins.percentile_ms(50.0), logins.percentile_ms(90.0));
+    let (poll_p50, poll_p90) = (whole.percentile_ms(50.0), whole.percentile_ms(90.0));
+    let ms = |v: Option<f64>| v.map_or("NA".into(), |v| format!("{v:.1} ms"));
+    println!(
+        "pop3 polls {}: {} polls (connect, USER, PASS, STAT, UIDL, QUIT): whole p50 {} p90 {}, login p50 {} p90 {}{}",
+        args.common.result_label(),
+        args.polls,
+        ms(poll_p50),
+        ms(poll_p90),
+        ms(login_p50),
+        ms(login_p90),
+        server_ms
+            .map(|ms| format!(", server CPU {ms:.0} ms"))
+            .unwrap_or_default()
+    );
+    let mut report = Report::default();
+    report
+        .add("mode", "pop3-polls")
+        .add("label", args.common.result_label())
+        .add("polls", args.polls)
+        .add_f("poll_p50_ms", poll_p50, 2)
+        .add_f("poll_p90_ms", poll_p90, 2)
+        .add_f("login_p50_ms", login_p50, 2)
+        .add_f("login_p90_ms", login_p90, 2)
         .add_f("server_cpu_ms", server_ms, 0)
         .add_f("client_cpu_ms", Some(client_ms), 0);
     println!("{}", report.result_line());

@@ -29,7 +29,8 @@
 //! `O_NOATIME` where the kernel allows it (cove owns its files): a read
 //! then never dirties an inode, whose journal update is the one thing in a
 //! cached read that could still wait. Where `O_NOATIME` is refused
-//! (`EPERM`: files owned by another user), it is dropped for the process.
+//! (`EPERM`: files owned by another user, or a seccomp filter refusing
+//! `openat2`), it is dropped for the process, and so are cached reads.
 //!
 //! Alternatives rejected: `tokio::task::block_in_place` (hands the
 //! worker's other tasks to a new thread: the same hand-off, in reverse);
@@ -113,24 +114,28 @@ impl MailboxFiles {
     /// [`open`](Self::open), but only if the kernel can do it from its
     /// caches. `NotFound` as there.
     pub fn open_cached(&self, file: &str) -> io::Result<Cached<File>> {
-        if !CACHED_READS.load(Ordering::Relaxed) {
+        if !CACHED_READS.load(Ordering::Relaxed) || !NO_ATIME.load(Ordering::Relaxed) {
             return Ok(Cached::WouldBlock);
         }
         check_name(file)?;
-        let noatime = NO_ATIME.load(Ordering::Relaxed);
         loop {
             match rustix::fs::openat2(
                 &self.dir,
                 file,
-                read_flags(noatime),
+                read_flags(true),
                 Mode::empty(),
                 ResolveFlags::CACHED,
             ) {
                 Ok(fd) => return Ok(Cached::Ready(File::from(fd))),
                 Err(Errno::AGAIN) => return Ok(Cached::WouldBlock),
                 Err(Errno::INTR) => continue,
-                Err(Errno::PERM) if noatime => {
+                // O_NOATIME refused (files owned by another user), or a
+                // seccomp filter that refuses openat2: either way no
+                // cached reads (a read that updates an access time may
+                // wait for the journal).
+                Err(Errno::PERM) => {
                     refuse_noatime();
+                    give_up_cached_reads("openat2 with O_NOATIME", Errno::PERM);
                     return Ok(Cached::WouldBlock);
                 }
                 Err(e @ (Errno::INVAL | Errno::NOSYS | Errno::OPNOTSUPP)) => {
@@ -176,7 +181,7 @@ fn check_name(file: &str) -> io::Result<()> {
         .strip_prefix("cur/")
         .or_else(|| file.strip_prefix("new/"));
     match name {
-        Some(n) if !n.is_empty() && !n.contains('/') && n != "." && n != ".." => Ok(()),
+        Some(n) if !n.is_empty() && !n.contains(['/', '\0']) && n != "." && n != ".." => Ok(()),
         _ => Err(io::Error::new(
             io::ErrorKind::InvalidInput,
             format!("not a message file name: {file:?}"),
@@ -271,11 +276,14 @@ mod tests {
         std::fs::write(dir.path().join("secret"), b"x").expect("write");
         std::fs::write(dir.path().join("box/top"), b"x").expect("write");
         let files = MailboxFiles::open_dir(&dir.path().join("box")).expect("open dir");
-        for name in ["cur/../../secret", "/etc/passwd", "top", "cur/", "cur/.."] {
+        let available = cached_reads_available();
+        for name in ["cur/../../secret", "/etc/passwd", "top", "cur/", "cur/..", "cur/a\0b"] {
             let cached = files.open_cached(name).map(|_| ()).map_err(|e| e.kind());
             assert_eq!(cached, Err(io::ErrorKind::InvalidInput), "{name}");
             let blocking = files.open(name).map(|_| ()).map_err(|e| e.kind());
             assert_eq!(blocking, Err(io::ErrorKind::InvalidInput), "{name}");
         }
+        // A bad name says nothing about the kernel.
+        assert_eq!(cached_reads_available(), available);
     }
 }

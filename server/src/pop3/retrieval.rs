@@ -74,17 +74,18 @@ pub fn answer_cached(files: &MailboxFiles, r: &Retrieval, out: &mut Vec<u8>) -> 
     let answer = out.len();
     status_line(r, out);
     let body = out.len();
-    // One byte more than the index says, so that a file that grew is
-    // noticed (content is immutable; this is a guard, not a case).
+    // Content is immutable, so the file has the bytes the index says; a
+    // file that does not (another program rewrote it) is left to the
+    // blocking path. One byte more is asked for, to see a longer file.
     out.resize(body + stored + 1, 0);
     let mut got = 0;
     let complete = loop {
         match read_cached(&file, got as u64, &mut out[body + got..]) {
-            Ok(Cached::Ready(0)) => break true,
+            Ok(Cached::Ready(0)) => break got == stored,
             Ok(Cached::Ready(n)) => {
                 got += n;
                 if got >= stored {
-                    break got == stored;
+                    break got == stored && !longer_than(&file, stored);
                 }
             }
             Ok(Cached::WouldBlock) | Err(_) => break false,
@@ -104,6 +105,20 @@ pub fn answer_cached(files: &MailboxFiles, r: &Retrieval, out: &mut Vec<u8>) -> 
         encoder.finish(out);
     }
     Cached::Ready(())
+}
+
+/// Whether a file read to `stored` bytes has more. A read from the page
+/// cache that stops short stops at a page boundary, so a read that ended
+/// at `stored` when more was asked for reached the end of the file —
+/// unless `stored` is itself a multiple of the page size; only then is
+/// the file's size asked (fstat never waits for the disk: the inode is
+/// in memory while the file is open).
+fn longer_than(file: &std::fs::File, stored: usize) -> bool {
+    const SMALLEST_PAGE: usize = 4096;
+    if !stored.is_multiple_of(SMALLEST_PAGE) {
+        return false;
+    }
+    file.metadata().map_or(true, |m| m.len() != stored as u64)
 }
 
 /// RETR and TOP answers written from the blocking pool: one, or several
@@ -294,6 +309,20 @@ mod tests {
         let r = retrieval("cur/m", b"A: b\r\n\r\n", Extent::Whole);
         assert_eq!(answer_cached(&files, &r, &mut out), Cached::WouldBlock);
         assert!(out.is_empty());
+        // Shorter than the index says.
+        let r = retrieval("cur/m", &[b'x'; 100], Extent::Whole);
+        assert_eq!(answer_cached(&files, &r, &mut out), Cached::WouldBlock);
+        // Longer, by a page, than a page-sized index entry.
+        std::fs::write(dir.path().join("cur/p"), [b'y'; 8192]).expect("write");
+        let r = retrieval("cur/p", &[b'y'; 4096], Extent::Whole);
+        assert_eq!(answer_cached(&files, &r, &mut out), Cached::WouldBlock);
+        assert!(out.is_empty());
+        let r = retrieval("cur/p", &[b'y'; 8192], Extent::Whole);
+        if cove_store::cached_reads_available() {
+            assert_eq!(answer_cached(&files, &r, &mut out), Cached::Ready(()));
+            assert_eq!(out.len(), "+OK 8194 octets\r\n".len() + 8192 + 2 + 3);
+            out.clear();
+        }
         let gone = retrieval("cur/gone", b"A: b\r\n", Extent::Whole);
         assert_eq!(answer_cached(&files, &gone, &mut out), Cached::WouldBlock);
         let big = Retrieval {

@@ -155,6 +155,9 @@ impl Session {
             if self.out.len() >= TRANSFER_BUDGET && self.flush().await.is_err() {
                 return Flow::Close;
             }
+            // A long run of cached answers lets the worker's other tasks
+            // run now and then.
+            tokio::task::coop::consume_budget().await;
         }
         if queue.is_empty() {
             return Flow::Continue;
