@@ -10,11 +10,13 @@
 # (the first login computes and caches sizes on both servers), then RUNS
 # times in sequence (one command in flight) and pipelined (PIPELINE in
 # flight; the client refilling half its window in one write, and sending
-# one new command per answer), cove and Dovecot alternating. Writes the
-# medians to benches/results/pop3-<date>.md (also printed).
+# one new command per answer), cove and Dovecot alternating; then POLLS
+# polls as a client checking for mail makes them (connect, USER, PASS,
+# STAT, UIDL, QUIT), RUNS times each, alternating. Writes the medians to
+# benches/results/pop3-<date>.md (also printed).
 #
 # Knobs (environment):
-#   MESSAGES=10000 SIZE=4096 RUNS=7 PIPELINE=32
+#   MESSAGES=10000 SIZE=4096 RUNS=7 PIPELINE=32 POLLS=30
 #   COVE_PORT=26100 DOVECOT_PORT=26200   LMTP ports; POP3 is PORT+2 on both
 #   KEEP=1                   keep the temp dir (data, logs) afterwards
 set -euo pipefail
@@ -26,6 +28,7 @@ MESSAGES=${MESSAGES:-10000}
 SIZE=${SIZE:-4096}
 RUNS=${RUNS:-7}
 PIPELINE=${PIPELINE:-32}
+POLLS=${POLLS:-30}
 COVE_PORT=${COVE_PORT:-26100}
 DOVECOT_PORT=${DOVECOT_PORT:-26200}
 KEEP=${KEEP:-0}
@@ -64,7 +67,11 @@ printf '%s\n' "$PASS" | "$COVE" user add bench0@example.com --password-stdin --c
 "$COVE" serve --config "$WORK/cove.toml" >>"$WORK/cove.log" 2>&1 &
 COVE_PID=$!
 wait_port $((COVE_PORT + 2)) "$COVE_PID" 30 || { tail -n 30 "$WORK/cove.log" >&2; exit 1; }
-DOVECOT_PID=$(bash "$ROOT/benches/dovecot/start.sh" "$WORK/dovecot" "$DOVECOT_PORT" 1)
+# Dovecot's user gets the very argon2id hash cove stored for bench0, so
+# both servers pay the same password check at each login.
+HASH=$(python3 -c 'import sqlite3, sys; print(sqlite3.connect(sys.argv[1]).execute("SELECT password FROM user").fetchone()[0])' "$WORK/cove-data/cove.db")
+[[ $HASH == '$argon2id$'* ]] || { echo "unexpected cove password hash: $HASH" >&2; exit 1; }
+DOVECOT_PID=$(PASSWORD_HASH="{ARGON2ID}$HASH" bash "$ROOT/benches/dovecot/start.sh" "$WORK/dovecot" "$DOVECOT_PORT" 1)
 log "cove pid $COVE_PID, dovecot pid $DOVECOT_PID"
 
 pid_of() { case $1 in cove) echo "$COVE_PID" ;; dovecot) echo "$DOVECOT_PID" ;; esac; }
@@ -98,6 +105,13 @@ for ((run = 1; run <= RUNS; run++)); do
     done
     for s in cove dovecot; do
         retr "$s" "$PIPELINE" "$s-p${PIPELINE}each" each | tee -a "$RAW" | grep -v '^RESULT' >&2
+    done
+done
+for ((run = 1; run <= RUNS; run++)); do
+    for s in cove dovecot; do
+        "$LOAD" pop3 --addr "127.0.0.1:$(( $(port_of "$s") + 2 ))" --user bench0@example.com --pass "$PASS" \
+            --polls "$POLLS" --server-pid "$(pid_of "$s")" --label "$s-polls" --timeout 600 \
+            | tee -a "$RAW" | grep -v '^RESULT' >&2
     done
 done
 LOADAVG_AFTER=$(cut -d' ' -f1-3 /proc/loadavg)
@@ -143,6 +157,18 @@ OUT=$ROOT/benches/results/pop3-$DATE.md
     echo "cove / Dovecot (medians): in sequence $(ratio "$(med cove-p1)" "$(med dovecot-p1)")×," \
         "pipelined $(ratio "$(med "cove-p$PIPELINE")" "$(med "dovecot-p$PIPELINE")")×," \
         "pipelined one per answer $(ratio "$(med "cove-p${PIPELINE}each")" "$(med "dovecot-p${PIPELINE}each")")×."
+    echo
+    echo "Polls (connect, USER, PASS, STAT, UIDL, QUIT) of the $MESSAGES-message maildrop, $POLLS per"
+    echo "run, medians over $RUNS runs of each run's median (ms). Both servers verify the same"
+    echo "argon2id hash (cove's default, m=19 MiB, t=2) at each login."
+    echo
+    echo "| server | whole poll ms | of which login ms | server CPU ms per poll |"
+    echo "|---|---|---|---|"
+    for s in cove dovecot; do
+        local_cpu=$(values "$s-polls" server_cpu_ms | median)
+        per_poll=$(awk -v c="$local_cpu" -v n="$POLLS" 'BEGIN {if (c == "NA") print "NA"; else printf "%.1f", c / n}')
+        echo "| $s | **$(values "$s-polls" poll_p50_ms | median)** | $(values "$s-polls" login_p50_ms | median) | $per_poll |"
+    done
     echo
     echo "Warm-up pass (first login after delivery; pipelined):"
     echo

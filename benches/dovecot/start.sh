@@ -9,7 +9,10 @@
 # stderr. Stop it with stop.sh DIR.
 #
 # Usage: start.sh DIR PORT [USERS]     (USERS defaults to 1000)
-# Environment: IMAP_CONNS=N (default 1000) raises the limits on concurrent
+# Environment: PASSWORD_HASH (default {PLAIN}bench) is every user's password
+# field, e.g. {ARGON2ID}$argon2id$... to make Dovecot verify the same hash a
+# cove user has (benches/pop3.sh does, for its login timings).
+# IMAP_CONNS=N (default 1000) raises the limits on concurrent
 # IMAP sessions (imap processes, per-user/IP sessions, client limits of the
 # log/anvil/auth/stats services) for IDLE benchmarks with many connections;
 # Dovecot runs one imap process per session.
@@ -26,6 +29,11 @@ DIR=$1
 PORT=$2
 NUSERS=${3:-1000}
 IMAP_CONNS=${IMAP_CONNS:-1000}
+PASSWORD_HASH=${PASSWORD_HASH:-"{PLAIN}bench"}
+if [[ $PASSWORD_HASH == *:* ]]; then
+    echo "PASSWORD_HASH must not contain ':' (passwd-file fields)" >&2
+    exit 2
+fi
 if ! [[ $IMAP_CONNS =~ ^[0-9]+$ ]] || (( IMAP_CONNS < 1 )); then
     echo "IMAP_CONNS must be a positive number" >&2
     exit 2
@@ -106,7 +114,7 @@ fi
 USERS=$DIR/etc/users
 : > "$USERS.new"
 for ((i = 0; i < NUSERS; i++)); do
-    echo "bench$i@example.com:{PLAIN}bench:$MAILUID:$MAILGID::$DIR/mail/example.com/bench$i::" >> "$USERS.new"
+    echo "bench$i@example.com:$PASSWORD_HASH:$MAILUID:$MAILGID::$DIR/mail/example.com/bench$i::" >> "$USERS.new"
 done
 mv "$USERS.new" "$USERS"
 chmod 644 "$USERS"
