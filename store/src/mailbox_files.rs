@@ -277,7 +277,14 @@ mod tests {
         std::fs::write(dir.path().join("box/top"), b"x").expect("write");
         let files = MailboxFiles::open_dir(&dir.path().join("box")).expect("open dir");
         let available = cached_reads_available();
-        for name in ["cur/../../secret", "/etc/passwd", "top", "cur/", "cur/..", "cur/a\0b"] {
+        for name in [
+            "cur/../../secret",
+            "/etc/passwd",
+            "top",
+            "cur/",
+            "cur/..",
+            "cur/a\0b",
+        ] {
             let cached = files.open_cached(name).map(|_| ()).map_err(|e| e.kind());
             assert_eq!(cached, Err(io::ErrorKind::InvalidInput), "{name}");
             let blocking = files.open(name).map(|_| ()).map_err(|e| e.kind());
