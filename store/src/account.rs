@@ -155,6 +155,9 @@ pub struct Account {
     /// The Maildir's stamps as the last finished scan found them, if they
     /// can be trusted ([`Account::scan_if_changed`]).
     scanned: Mutex<Option<dir_stamps::DirStamps>>,
+    /// The changes cove is about to make in its message directories, for
+    /// the Maildir watcher (they cost no scan).
+    own: Arc<crate::watch::OwnChanges>,
 }
 
 impl std::fmt::Debug for Account {
@@ -218,6 +221,7 @@ impl Account {
             opening_scan: ScanReport::default(),
             hook,
             scanned: Mutex::new(None),
+            own: Arc::default(),
         };
         let opening_scan = account.scan()?;
         if fresh_home {
@@ -245,6 +249,10 @@ impl Account {
 
     pub fn email(&self) -> &str {
         &self.email
+    }
+
+    pub(crate) fn own_changes(&self) -> &Arc<crate::watch::OwnChanges> {
+        &self.own
     }
 
     pub fn home(&self) -> &Path {
@@ -564,6 +572,7 @@ impl Account {
         };
         let folder = self.folder(&mb);
         let path = folder.join(&rel);
+        self.own.expect([path.clone()]);
         blob.link_to(&path)?;
         let committed = (|| {
             self.sync.dir_written(path.parent().unwrap_or(&folder))?;
@@ -624,8 +633,11 @@ impl Account {
             let parsed = FileName::parse(&fname)
                 .ok_or_else(|| Error::InvalidData(format!("bad file name {fname}")))?;
             let new_rel = format!("cur/{}", parsed.cur_name(flags));
-            fs::rename(folder.join(&file), folder.join(&new_rel))
-                .ctx(|| format!("rename {file} in {}", folder.display()))?;
+            let (src, dst) = (folder.join(&file), folder.join(&new_rel));
+            if src != dst {
+                self.own.expect([src.clone(), dst.clone()]);
+            }
+            fs::rename(&src, &dst).ctx(|| format!("rename {file} in {}", folder.display()))?;
             for sub in ["cur", "new"] {
                 self.sync.dir_written(&folder.join(sub))?;
             }
@@ -660,6 +672,7 @@ impl Account {
         self.sync.sync()?;
         // The index says they are gone; now the files. A crash in between
         // leaves files whose GUIDs have tombstones: the scan removes them.
+        self.own.expect(gone.iter().map(|m| folder.join(&m.file)));
         for m in &gone {
             match fs::remove_file(folder.join(&m.file)) {
                 Ok(()) => {}

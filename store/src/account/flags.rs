@@ -63,6 +63,9 @@ impl Account {
         let mut plan: Vec<std::result::Result<Pending, MessageMeta>> =
             Vec::with_capacity(rows.len());
         let mut renamed: Vec<(PathBuf, PathBuf)> = Vec::new();
+        // The Maildir watcher is told of the renames of a small STORE; a
+        // big one costs it one scan.
+        let announce = rows.len() <= crate::watch::OWN_BATCH_MAX / 2;
         for row in rows {
             if unchanged_since.is_some_and(|u| row.modseq > u) {
                 result.modified.push(row.uid);
@@ -75,7 +78,7 @@ impl Account {
             }
             let mut file = row.file.clone();
             if flags != row.flags {
-                match self.rename_for_flags(&folder, &mut relocator, &row.file, flags) {
+                match self.rename_for_flags(&folder, &mut relocator, &row.file, flags, announce) {
                     Ok(Some((src, dst, rel))) => {
                         renamed.push((src, dst));
                         file = rel;
@@ -135,14 +138,16 @@ impl Account {
     }
 
     /// Rename a message file for new system flags (into `cur/` with its
-    /// `:2,` letters). Returns (old path, new path, new relative name), or
-    /// `None` if the file is gone.
+    /// `:2,` letters), announced to the Maildir watcher if `announce`.
+    /// Returns (old path, new path, new relative name), or `None` if the
+    /// file is gone.
     fn rename_for_flags(
         &self,
         folder: &std::path::Path,
         relocator: &mut Relocator<'_>,
         file: &str,
         flags: Flags,
+        announce: bool,
     ) -> Result<Option<(PathBuf, PathBuf, String)>> {
         let target = |rel: &str| -> Result<String> {
             let name = rel.rsplit('/').next().unwrap_or(rel);
@@ -156,6 +161,9 @@ impl Account {
             let (src, dst) = (folder.join(&rel), folder.join(&new_rel));
             if new_rel == rel {
                 return Ok(Some((src, dst, new_rel)));
+            }
+            if announce {
+                self.own.expect([src.clone(), dst.clone()]);
             }
             match fs::rename(&src, &dst) {
                 Ok(()) => return Ok(Some((src, dst, new_rel))),
