@@ -1015,11 +1015,20 @@ mod tests {
             .deliver("INBOX", &blob, &crate::NewMessage::default())
             .unwrap();
         fx.acct.expunge(&d2.mailbox, &[d2.uid]).unwrap();
+        let archive = fx.acct.mailbox("Archive").unwrap().guid;
+        let copied = fx
+            .acct
+            .copy_messages(&d.mailbox, &[d.uid], &archive, None)
+            .unwrap();
+        fx.acct
+            .move_messages(&archive, &[copied.pairs[0].1], &d.mailbox)
+            .unwrap();
         let after = settle(&w);
         assert_eq!(after - before, 0, "scans after own writes");
-        // Only the changes cove made itself.
+        // Only the changes cove made itself: two deliveries, a flag change,
+        // an expunge, a copy, and the move (expunged there, added here).
         let got = collect(&mut feed, Duration::from_millis(100), usize::MAX);
-        assert_eq!(got.len(), 4, "{got:?}");
+        assert_eq!(got.len(), 7, "{got:?}");
         assert!(lock(&fx.acct.own_changes().expected).paths.is_empty());
         // And a foreign file that the scan dedups (a link into blobs/, a
         // rename over it) settles too.

@@ -82,6 +82,9 @@ struct FileOps {
     doomed: Vec<PathBuf>,
     /// Folders of deleted mailboxes, parked; removed after the commit.
     parked: Vec<(PathBuf, PathBuf)>,
+    /// Paths announced to the Maildir watcher so far (at most
+    /// `OWN_BATCH_MAX`: a bigger apply costs it one scan).
+    announced: usize,
 }
 
 impl FileOps {
@@ -96,6 +99,15 @@ impl FileOps {
         }
         for p in &self.linked {
             let _ = fs::remove_file(p);
+        }
+    }
+
+    /// Tell the Maildir watcher that these files are about to be made,
+    /// renamed or removed (their events then cost no scan).
+    fn announce<const N: usize>(&mut self, account: &Account, paths: [&std::path::Path; N]) {
+        if self.announced + N <= crate::watch::OWN_BATCH_MAX {
+            self.announced += N;
+            account.own_changes().expect(paths.map(PathBuf::from));
         }
     }
 
@@ -335,6 +347,7 @@ impl Account {
             .zip(changes.last())
             .map(|(a, b)| (a.modseq, b.modseq));
         self.announce(changes);
+        self.own.expect(ops.doomed.iter().cloned());
         for f in &ops.doomed {
             let _ = fs::remove_file(f);
         }
@@ -794,6 +807,7 @@ impl Apply<'_> {
                     let folder = self.account.folder(&local_mb);
                     let (src, dst) = (folder.join(&file), folder.join(&new_rel));
                     if src != dst {
+                        self.ops.announce(self.account, [&src, &dst]);
                         fs::rename(&src, &dst)
                             .ctx(|| format!("rename {} to {}", src.display(), dst.display()))?;
                         self.ops.touched(&src);
@@ -845,6 +859,7 @@ impl Apply<'_> {
         let src = self.account.folder(&src_mb).join(&l.meta.file);
         let dst = self.account.folder(dest).join(&new_rel);
         if src != dst {
+            self.ops.announce(self.account, [&src, &dst]);
             maildir::rename_noreplace(&src, &dst)
                 .ctx(|| format!("move {} to {}", src.display(), dst.display()))?;
             self.ops.touched(&src);
@@ -895,6 +910,7 @@ impl Apply<'_> {
         let rel = rel_name(&base, flags)?;
         let path = self.account.folder(&mb).join(&rel);
         let id = ContentId(r.content);
+        self.ops.announce(self.account, [&path]);
         let linked = match content.get(&r.content) {
             Some(blob) => blob.link_to(&path).map(|()| true),
             None => match cove_dedup::link_existing(&self.account.blobs, &id, &path) {

@@ -104,6 +104,9 @@ impl Account {
                 let _ = fs::remove_file(&c.path);
             }
         };
+        // The Maildir watcher is told of the links of a small COPY; a big
+        // one costs it one scan.
+        let announce = rows.len() <= crate::watch::OWN_BATCH_MAX;
         for m in rows {
             let guid = self.env.message_guid();
             // The name carries the internal date, so that an index rebuilt
@@ -120,6 +123,9 @@ impl Account {
                 format!("cur/{}", parsed.cur_name(m.flags))
             };
             let path = dst_folder.join(&rel);
+            if announce {
+                self.own.expect([path.clone()]);
+            }
             match self.link_copy(&src_folder, &mut relocator, &m, &path) {
                 Ok(true) => copies.push(CopiedFile {
                     source: m,
@@ -272,9 +278,15 @@ impl Account {
         }
         let mut relocator = Relocator::new(&src_folder);
         let mut moved: Vec<MovedFile> = Vec::with_capacity(rows.len());
+        // The Maildir watcher is told of the renames of a small MOVE; a big
+        // one costs it one scan.
+        let announce = rows.len() <= crate::watch::OWN_BATCH_MAX / 2;
         for mut meta in rows {
             let mut src = src_folder.join(&meta.file);
             let mut dst = dst_folder.join(&meta.file);
+            if announce {
+                self.own.expect([src.clone(), dst.clone()]);
+            }
             let mut result = maildir::rename_noreplace(&src, &dst);
             if matches!(&result, Err(e) if e.kind() == std::io::ErrorKind::NotFound)
                 && !src.exists()
