@@ -65,6 +65,9 @@
 //!   inotify), that is logged once and every watched account is scanned
 //!   every [`POLL_INTERVAL`]; an account some of whose directories could not
 //!   be watched (`max_user_watches`) is polled the same way.
+//! - Every scan here is [`Account::scan_if_changed`]: a poll, a rescan
+//!   after an overflow or the first scan of a newly watched account lists
+//!   nothing when no directory of the Maildir changed since the last scan.
 //!
 //! # Alternatives rejected
 //! - One watcher per session or per account: runs into the 128-instance
@@ -851,7 +854,7 @@ fn run(shared: &Shared, poll_every: Duration) {
                 }
             };
             inbox.scans.fetch_add(1, Ordering::Relaxed);
-            match account.scan() {
+            match account.scan_if_changed() {
                 Ok(report) if !report.is_empty() => {
                     tracing::debug!(user = %account.email(), ?report, "Maildir changed outside cove");
                 }
