@@ -18,6 +18,7 @@ impl AdminHandler for Admin {
             "# HELP cove_up 1 while cove serves\n# TYPE cove_up gauge\ncove_up 1\n# HELP cove_build_info cove's version\n# TYPE cove_build_info gauge\ncove_build_info{{version=\"{}\"}} 1\n",
             env!("CARGO_PKG_VERSION")
         );
+        out.push_str(&crate::metrics::METRICS.render());
         if let Some(r) = &self.replicator {
             out.push_str(&r.metrics());
         }

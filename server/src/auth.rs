@@ -200,6 +200,9 @@ pub fn plaintext_allowed(tls: bool, peer: IpAddr, allowed_by_config: bool) -> bo
 /// user=<name> peer=<ip:port>`), then the configured delay before the
 /// client hears about it.
 pub async fn login_failed(proto: &str, username: &str, peer: SocketAddr, delay: Duration) {
+    if let Some(p) = crate::metrics::Proto::from_name(proto) {
+        crate::metrics::METRICS.login(p, false);
+    }
     tracing::warn!(
         "{proto} login failed user={} peer={}",
         username.escape_debug(),

@@ -11,6 +11,7 @@ pub mod imap;
 pub mod import;
 pub mod listener;
 pub mod lmtp;
+pub mod metrics;
 pub mod pop3;
 pub mod serve;
 pub mod tls;

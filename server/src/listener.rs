@@ -21,6 +21,8 @@ pub struct ConnectionCount<K: std::hash::Hash + Eq + Clone = IpAddr> {
 pub struct ConnectionSlot<K: std::hash::Hash + Eq + Clone = IpAddr> {
     count: Arc<ConnectionCount<K>>,
     key: K,
+    /// A client session: counted in `cove_sessions_open` while it lasts.
+    _session: Option<crate::metrics::OpenSession>,
 }
 
 /// Why a connection was refused.
@@ -65,6 +67,7 @@ impl<K: std::hash::Hash + Eq + Clone> ConnectionCount<K> {
         Ok(ConnectionSlot {
             count: self.clone(),
             key,
+            _session: None,
         })
     }
 }
@@ -95,7 +98,11 @@ pub async fn admit(
     refusal_prefix: &str,
 ) -> Option<ConnectionSlot> {
     match count.acquire(peer.ip(), max_total, max_per_ip) {
-        Ok(slot) => Some(slot),
+        Ok(mut slot) => {
+            slot._session =
+                crate::metrics::Proto::from_name(proto).map(crate::metrics::OpenSession::new);
+            Some(slot)
+        }
         Err(why) => {
             tracing::warn!(peer = %peer, "{}; {proto} connection refused", why.text());
             let line = format!("{refusal_prefix} {}\r\n", why.text());

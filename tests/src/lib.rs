@@ -185,6 +185,9 @@ pub fn config_text_for(data_dir: &Path, hostname: &str, listen: &str, extra: &st
 }
 
 /// Trim a CLI output stream to text.
+/// What the `[http]` listener's start line says before its address.
+pub const HTTP_MARKER: &str = "http (metrics, sync admin)";
+
 pub fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
 }
@@ -944,6 +947,29 @@ impl TestServer {
     }
 
     /// Deliver `body` to `rcpt` over LMTP, asserting it was accepted.
+    /// One request to the server's `[http]` listener: (status, body).
+    pub fn http(&self, method: &str, path: &str) -> (u16, String) {
+        let mut s = tcp_connect(self.addr_of(HTTP_MARKER));
+        write!(
+            s,
+            "{method} {path} HTTP/1.1\r\nHost: test\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+        )
+        .expect("send the request");
+        let mut raw = Vec::new();
+        s.read_to_end(&mut raw).expect("read the response");
+        let raw = text(&raw);
+        let status = raw
+            .split_whitespace()
+            .nth(1)
+            .and_then(|c| c.parse().ok())
+            .unwrap_or_else(|| panic!("bad HTTP response {raw:?}"));
+        let body = raw
+            .split_once("\r\n\r\n")
+            .map(|(_, b)| b.to_string())
+            .unwrap_or_default();
+        (status, body)
+    }
+
     pub fn deliver_to(&self, rcpt: &str, body: &str) {
         let mut lmtp = self.lmtp_ready();
         let d = lmtp.deliver("sender@example.org", &[rcpt], body);

@@ -16,7 +16,6 @@
 //! both nodes' logs (node-a's first).
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::PathBuf;
 use std::process::{Command, Output};
@@ -27,7 +26,7 @@ use std::time::{Duration, Instant};
 use cove_tests::proxy::{Partition, Proxy};
 use cove_tests::{
     CLI_TIMEOUT, Imap, TestServer, code_value, cove_bin, eventually, mailbox_contents, message,
-    run_bounded, tcp_connect, text,
+    run_bounded, text,
 };
 
 const USER: &str = "r@x.org";
@@ -35,7 +34,6 @@ const PASS: &str = "pw";
 const SECRET: &str = "replication-test-secret-0123456789";
 /// How long a pair gets to converge after a change or a heal.
 const CONVERGE: Duration = Duration::from_secs(20);
-const HTTP_MARKER: &str = "http (metrics, sync admin)";
 
 // ---------------------------------------------------------------------------
 // Two nodes and the link between them
@@ -361,34 +359,11 @@ fn agree_within(
 // ---------------------------------------------------------------------------
 // The admin endpoint and the CLI
 
-/// One request to a node's `[http]` listener: (status, body).
-fn http(node: &TestServer, method: &str, path: &str) -> (u16, String) {
-    let mut s = tcp_connect(node.addr_of(HTTP_MARKER));
-    write!(
-        s,
-        "{method} {path} HTTP/1.1\r\nHost: test\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
-    )
-    .expect("send the request");
-    let mut raw = Vec::new();
-    s.read_to_end(&mut raw).expect("read the response");
-    let raw = text(&raw);
-    let status = raw
-        .split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or_else(|| panic!("bad HTTP response {raw:?}"));
-    let body = raw
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_string())
-        .unwrap_or_default();
-    (status, body)
-}
-
 /// `POST /sync/now` (every user, with every peer), which must succeed;
 /// its report.
 #[track_caller]
 fn sync_now(node: &TestServer) -> String {
-    let (status, body) = http(node, "POST", "/sync/now");
+    let (status, body) = node.http("POST", "/sync/now");
     assert_eq!(status, 200, "sync now: {body}");
     body
 }
@@ -398,7 +373,7 @@ fn sync_now(node: &TestServer) -> String {
 /// there).
 fn cli(node: &TestServer, args: &[&str]) -> Output {
     let config = std::fs::read_to_string(node.config_path()).expect("read the config");
-    let http = node.addr_of(HTTP_MARKER);
+    let http = node.addr_of(cove_tests::HTTP_MARKER);
     let config = config.replacen(
         "[http]\nlisten = [\"127.0.0.1:0\"]",
         &format!("[http]\nlisten = [\"{http}\"]"),
@@ -848,13 +823,13 @@ fn a_peer_with_a_wrong_secret_is_refused_and_logged() {
     let mut va = Viewer::login(&a);
     assert_eq!(va.view("INBOX").expect("INBOX").msgs.len(), 0);
 
-    let (status, body) = http(&b, "GET", "/sync/status");
+    let (status, body) = b.http("GET", "/sync/status");
     assert_eq!(status, 200);
     assert!(
         body.contains("\"connected\":false") && body.contains("wrong secret"),
         "node-b's status: {body}"
     );
-    let (_, body) = http(&a, "GET", "/sync/status");
+    let (_, body) = a.http("GET", "/sync/status");
     assert!(body.contains("\"sessions\":0"), "node-a's status: {body}");
 }
 
@@ -913,7 +888,7 @@ fn sync_status_sync_now_and_metrics() {
         [mid("now-0"), mid("now-1")]
     );
 
-    let (status, metrics) = http(&pair.b, "GET", "/metrics");
+    let (status, metrics) = pair.b.http("GET", "/metrics");
     assert_eq!(status, 200);
     for line in [
         "cove_replication_connected{peer=\"node-a\"} 1",
@@ -939,7 +914,7 @@ fn sync_status_sync_now_and_metrics() {
         value(&metrics, "cove_replication_bytes_received_total") > 0.0,
         "{metrics}"
     );
-    let (_, metrics_a) = http(&pair.a, "GET", "/metrics");
+    let (_, metrics_a) = pair.a.http("GET", "/metrics");
     assert!(
         metrics_a.contains("cove_replication_connected{peer=\"node-b\"} 0")
             && metrics_a.contains("cove_replication_queue_users{peer=\"node-b\"} 1"),

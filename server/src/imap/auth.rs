@@ -129,6 +129,7 @@ impl Session {
                     return Outcome::No("[LIMIT] Too many connections for this user".into());
                 };
                 tracing::info!(session = self.id, peer = %self.peer, user = %user.address, "imap login");
+                crate::metrics::METRICS.login(crate::metrics::Proto::Imap, true);
                 self.state = State::Authenticated(Authed::new(user, account, slot));
                 let caps = self.capabilities();
                 Outcome::Ok(format!("[CAPABILITY {caps}] Logged in"))

@@ -538,11 +538,13 @@ impl Session {
             .zip(results)
             .map(|(rcpt, r)| match r {
                 Ok(d) => {
+                    crate::metrics::METRICS.delivery(true);
                     tracing::info!(session = self.id, peer = %self.peer, from = %tx.from, to = %rcpt.given,
                         user = %rcpt.target.user.address, uid = d.uid, guid = %d.guid, size, content = %content, "delivered");
                     Reply::new(250, "2.0.0", format!("<{}> Saved as UID {}", rcpt.given, d.uid))
                 }
                 Err(e) => {
+                    crate::metrics::METRICS.delivery(false);
                     tracing::warn!(session = self.id, peer = %self.peer, to = %rcpt.given, error = %e, "delivery failed");
                     reply::for_store_error(&e)
                 }

@@ -177,6 +177,7 @@ impl Session {
         };
         let (n, octets) = maildrop.stat();
         tracing::info!(session = self.id, peer = %self.peer, user = %user.address, messages = n, "pop3 login");
+        crate::metrics::METRICS.login(crate::metrics::Proto::Pop3, true);
         self.state = State::Transaction(Box::new(maildrop));
         self.ok(&format!("Logged in, {n} messages ({octets} octets)"));
         Flow::Continue

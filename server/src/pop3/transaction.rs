@@ -12,6 +12,7 @@ use super::encode::Extent;
 use super::maildrop::{Maildrop, Missing};
 use super::retrieval::{self, Retrieval, Transfer};
 use super::session::{Flow, Session, State};
+use crate::metrics::{METRICS, Pop3Read};
 
 /// Output gathered before it is written, while answering RETRs.
 const TRANSFER_BUDGET: usize = 256 * 1024;
@@ -147,6 +148,7 @@ impl Session {
             (drop.account.clone(), drop.mailbox.guid, drop.files.clone());
         // What the page cache holds is answered here, in order, until a
         // message is not there.
+        let asked = queue.len() as u64;
         while let Some(r) = queue.front() {
             if let Cached::WouldBlock = retrieval::answer_cached(&files, r, &mut self.out) {
                 break;
@@ -159,10 +161,13 @@ impl Session {
             // run now and then.
             tokio::task::coop::consume_budget().await;
         }
+        let left = queue.len() as u64;
+        METRICS.pop3_sent(Pop3Read::PageCache, asked - left);
         if queue.is_empty() {
             return Flow::Continue;
         }
         // The rest on the blocking pool.
+        METRICS.pop3_sent(Pop3Read::BlockingPool, left);
         let mut transfer = Transfer::new(account, mailbox, files, queue);
         loop {
             let mut out = std::mem::take(&mut self.out);

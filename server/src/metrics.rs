@@ -1,0 +1,209 @@
+//! What the protocol listeners count for `/metrics` (Prometheus text
+//! format): sessions open, logins and deliveries by result, and how POP3
+//! read the messages it sent. Process-wide counters, like a Prometheus
+//! default registry: each is one relaxed atomic add where it happens.
+
+use std::fmt::Write as _;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering::Relaxed};
+
+/// The protocols with a listener.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Proto {
+    Lmtp,
+    Imap,
+    Pop3,
+}
+
+impl Proto {
+    const ALL: [Proto; 3] = [Proto::Lmtp, Proto::Imap, Proto::Pop3];
+
+    /// `lmtp`, `imap`, `pop3` (the names the listeners log).
+    pub fn from_name(name: &str) -> Option<Proto> {
+        Proto::ALL.into_iter().find(|p| p.name() == name)
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Proto::Lmtp => "lmtp",
+            Proto::Imap => "imap",
+            Proto::Pop3 => "pop3",
+        }
+    }
+
+    fn index(self) -> usize {
+        self as usize
+    }
+}
+
+/// How a POP3 answer read its message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Pop3Read {
+    /// From the page cache, on the session's task.
+    PageCache,
+    /// On the blocking pool.
+    BlockingPool,
+}
+
+pub struct Metrics {
+    open: [AtomicI64; 3],
+    logins_ok: [AtomicU64; 3],
+    logins_failed: [AtomicU64; 3],
+    deliveries_ok: AtomicU64,
+    deliveries_failed: AtomicU64,
+    pop3_page_cache: AtomicU64,
+    pop3_blocking_pool: AtomicU64,
+}
+
+#[allow(clippy::declare_interior_mutable_const)]
+const ZERO: AtomicU64 = AtomicU64::new(0);
+#[allow(clippy::declare_interior_mutable_const)]
+const ZERO_I: AtomicI64 = AtomicI64::new(0);
+
+/// The process's counters.
+pub static METRICS: Metrics = Metrics {
+    open: [ZERO_I; 3],
+    logins_ok: [ZERO; 3],
+    logins_failed: [ZERO; 3],
+    deliveries_ok: ZERO,
+    deliveries_failed: ZERO,
+    pop3_page_cache: ZERO,
+    pop3_blocking_pool: ZERO,
+};
+
+/// A session counted as open (in [`METRICS`]) until dropped.
+pub struct OpenSession(Proto);
+
+impl OpenSession {
+    pub fn new(proto: Proto) -> OpenSession {
+        METRICS.open[proto.index()].fetch_add(1, Relaxed);
+        OpenSession(proto)
+    }
+}
+
+impl Drop for OpenSession {
+    fn drop(&mut self) {
+        METRICS.open[self.0.index()].fetch_sub(1, Relaxed);
+    }
+}
+
+impl Metrics {
+    pub fn login(&self, proto: Proto, ok: bool) {
+        let counters = if ok {
+            &self.logins_ok
+        } else {
+            &self.logins_failed
+        };
+        counters[proto.index()].fetch_add(1, Relaxed);
+    }
+
+    /// One recipient's delivery (LMTP), stored or failed with a store error.
+    pub fn delivery(&self, ok: bool) {
+        let c = if ok {
+            &self.deliveries_ok
+        } else {
+            &self.deliveries_failed
+        };
+        c.fetch_add(1, Relaxed);
+    }
+
+    /// POP3 answers (RETR, TOP) sent, by how they were read.
+    pub fn pop3_sent(&self, read: Pop3Read, n: u64) {
+        let c = match read {
+            Pop3Read::PageCache => &self.pop3_page_cache,
+            Pop3Read::BlockingPool => &self.pop3_blocking_pool,
+        };
+        c.fetch_add(n, Relaxed);
+    }
+
+    /// The metrics in Prometheus text format.
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        out.push_str("# HELP cove_sessions_open Client sessions open, by protocol\n");
+        out.push_str("# TYPE cove_sessions_open gauge\n");
+        for p in Proto::ALL {
+            let n = self.open[p.index()].load(Relaxed);
+            let _ = writeln!(out, "cove_sessions_open{{proto=\"{}\"}} {n}", p.name());
+        }
+        out.push_str("# HELP cove_logins_total Logins (IMAP, POP3), by result\n");
+        out.push_str("# TYPE cove_logins_total counter\n");
+        for p in [Proto::Imap, Proto::Pop3] {
+            for (result, c) in [("ok", &self.logins_ok), ("failed", &self.logins_failed)] {
+                let n = c[p.index()].load(Relaxed);
+                let _ = writeln!(
+                    out,
+                    "cove_logins_total{{proto=\"{}\",result=\"{result}\"}} {n}",
+                    p.name()
+                );
+            }
+        }
+        out.push_str("# HELP cove_lmtp_deliveries_total Deliveries to one recipient, by result\n");
+        out.push_str("# TYPE cove_lmtp_deliveries_total counter\n");
+        for (result, c) in [
+            ("ok", &self.deliveries_ok),
+            ("failed", &self.deliveries_failed),
+        ] {
+            let _ = writeln!(
+                out,
+                "cove_lmtp_deliveries_total{{result=\"{result}\"}} {}",
+                c.load(Relaxed)
+            );
+        }
+        out.push_str("# HELP cove_pop3_messages_sent_total POP3 RETR and TOP answers, by how the message was read\n");
+        out.push_str("# TYPE cove_pop3_messages_sent_total counter\n");
+        for (read, c) in [
+            ("page_cache", &self.pop3_page_cache),
+            ("blocking_pool", &self.pop3_blocking_pool),
+        ] {
+            let _ = writeln!(
+                out,
+                "cove_pop3_messages_sent_total{{read=\"{read}\"}} {}",
+                c.load(Relaxed)
+            );
+        }
+        out.push_str("# HELP cove_cached_reads_available 1 while messages can be read from the page cache without blocking (openat2 RESOLVE_CACHED, preadv2 RWF_NOWAIT)\n");
+        out.push_str("# TYPE cove_cached_reads_available gauge\n");
+        let _ = writeln!(
+            out,
+            "cove_cached_reads_available {}",
+            u8::from(cove_store::cached_reads_available())
+        );
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sessions_count_while_open_and_names_round_trip() {
+        let m = Metrics {
+            open: [ZERO_I; 3],
+            logins_ok: [ZERO; 3],
+            logins_failed: [ZERO; 3],
+            deliveries_ok: ZERO,
+            deliveries_failed: ZERO,
+            pop3_page_cache: ZERO,
+            pop3_blocking_pool: ZERO,
+        };
+        m.login(Proto::Pop3, false);
+        m.pop3_sent(Pop3Read::PageCache, 3);
+        let text = m.render();
+        assert!(
+            text.contains("cove_logins_total{proto=\"pop3\",result=\"failed\"} 1\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("cove_pop3_messages_sent_total{read=\"page_cache\"} 3\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("cove_sessions_open{proto=\"imap\"} 0\n"),
+            "{text}"
+        );
+        for p in Proto::ALL {
+            assert_eq!(Proto::from_name(p.name()), Some(p));
+        }
+        assert_eq!(Proto::from_name("smtp"), None);
+    }
+}
