@@ -118,56 +118,93 @@ impl Metrics {
     /// The metrics in Prometheus text format.
     pub fn render(&self) -> String {
         let mut out = String::new();
-        out.push_str("# HELP cove_sessions_open Client sessions open, by protocol\n");
-        out.push_str("# TYPE cove_sessions_open gauge\n");
-        for p in Proto::ALL {
-            let n = self.open[p.index()].load(Relaxed);
-            let _ = writeln!(out, "cove_sessions_open{{proto=\"{}\"}} {n}", p.name());
-        }
-        out.push_str("# HELP cove_logins_total Logins (IMAP, POP3), by result\n");
-        out.push_str("# TYPE cove_logins_total counter\n");
+        let open: Vec<(String, u64)> = Proto::ALL
+            .iter()
+            .map(|p| {
+                let n = self.open[p.index()].load(Relaxed).max(0);
+                (format!("proto=\"{}\"", p.name()), n as u64)
+            })
+            .collect();
+        family(
+            &mut out,
+            "cove_sessions_open",
+            "gauge",
+            "Client sessions open, by protocol",
+            &open,
+        );
+        let mut logins = Vec::new();
         for p in [Proto::Imap, Proto::Pop3] {
             for (result, c) in [("ok", &self.logins_ok), ("failed", &self.logins_failed)] {
-                let n = c[p.index()].load(Relaxed);
-                let _ = writeln!(
-                    out,
-                    "cove_logins_total{{proto=\"{}\",result=\"{result}\"}} {n}",
-                    p.name()
-                );
+                let labels = format!("proto=\"{}\",result=\"{result}\"", p.name());
+                logins.push((labels, c[p.index()].load(Relaxed)));
             }
         }
-        out.push_str("# HELP cove_lmtp_deliveries_total Deliveries to one recipient, by result\n");
-        out.push_str("# TYPE cove_lmtp_deliveries_total counter\n");
-        for (result, c) in [
-            ("ok", &self.deliveries_ok),
-            ("failed", &self.deliveries_failed),
-        ] {
-            let _ = writeln!(
-                out,
-                "cove_lmtp_deliveries_total{{result=\"{result}\"}} {}",
-                c.load(Relaxed)
-            );
-        }
-        out.push_str("# HELP cove_pop3_messages_sent_total POP3 RETR and TOP answers, by how the message was read\n");
-        out.push_str("# TYPE cove_pop3_messages_sent_total counter\n");
-        for (read, c) in [
-            ("page_cache", &self.pop3_page_cache),
-            ("blocking_pool", &self.pop3_blocking_pool),
-        ] {
-            let _ = writeln!(
-                out,
-                "cove_pop3_messages_sent_total{{read=\"{read}\"}} {}",
-                c.load(Relaxed)
-            );
-        }
-        out.push_str("# HELP cove_cached_reads_available 1 while messages can be read from the page cache without blocking (openat2 RESOLVE_CACHED, preadv2 RWF_NOWAIT)\n");
-        out.push_str("# TYPE cove_cached_reads_available gauge\n");
-        let _ = writeln!(
-            out,
-            "cove_cached_reads_available {}",
-            u8::from(cove_store::cached_reads_available())
+        family(
+            &mut out,
+            "cove_logins_total",
+            "counter",
+            "Logins (IMAP, POP3), by result",
+            &logins,
+        );
+        let deliveries = [
+            (
+                "result=\"ok\"".to_string(),
+                self.deliveries_ok.load(Relaxed),
+            ),
+            (
+                "result=\"failed\"".to_string(),
+                self.deliveries_failed.load(Relaxed),
+            ),
+        ];
+        family(
+            &mut out,
+            "cove_lmtp_deliveries_total",
+            "counter",
+            "Deliveries to one recipient, by result",
+            &deliveries,
+        );
+        let sent = [
+            (
+                "read=\"page_cache\"".to_string(),
+                self.pop3_page_cache.load(Relaxed),
+            ),
+            (
+                "read=\"blocking_pool\"".to_string(),
+                self.pop3_blocking_pool.load(Relaxed),
+            ),
+        ];
+        family(
+            &mut out,
+            "cove_pop3_messages_sent_total",
+            "counter",
+            "POP3 RETR and TOP answers, by how the message was read",
+            &sent,
+        );
+        let available = [(
+            String::new(),
+            u64::from(cove_store::cached_reads_available()),
+        )];
+        family(
+            &mut out,
+            "cove_cached_reads_available",
+            "gauge",
+            "1 while messages can be read from the page cache without blocking (openat2 RESOLVE_CACHED, preadv2 RWF_NOWAIT)",
+            &available,
         );
         out
+    }
+}
+
+/// One metric family: its HELP and TYPE lines, then a sample per label set
+/// (an empty label set: the bare name).
+fn family(out: &mut String, name: &str, kind: &str, help: &str, samples: &[(String, u64)]) {
+    let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+    for (labels, value) in samples {
+        if labels.is_empty() {
+            let _ = writeln!(out, "{name} {value}");
+        } else {
+            let _ = writeln!(out, "{name}{{{labels}}} {value}");
+        }
     }
 }
 
