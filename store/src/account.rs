@@ -31,6 +31,7 @@ use crate::env::Env;
 use crate::ids::{Flags, MailboxGuid, MessageGuid, ModSeq, Uid};
 use crate::index::{self, MailboxInfo, MessageMeta, NewMessageRow, Tx};
 use crate::maildir::{self, FileName, FolderIdentity};
+use crate::watch::{OwnEvent, own_rename};
 use crate::{Error, IoContext, Result};
 use cove_dedup::{Durability, GroupSync};
 
@@ -572,8 +573,12 @@ impl Account {
         };
         let folder = self.folder(&mb);
         let path = folder.join(&rel);
-        self.own.expect([path.clone()]);
-        blob.link_to(&path)?;
+        let made = [(path.clone(), OwnEvent::Appear)];
+        self.own.expect(made.clone());
+        if let Err(e) = blob.link_to(&path) {
+            self.own.retract(made);
+            return Err(e.into());
+        }
         let committed = (|| {
             self.sync.dir_written(path.parent().unwrap_or(&folder))?;
             let mut tx = Tx::begin(&mut g.conn)?;
@@ -635,9 +640,12 @@ impl Account {
             let new_rel = format!("cur/{}", parsed.cur_name(flags));
             let (src, dst) = (folder.join(&file), folder.join(&new_rel));
             if src != dst {
-                self.own.expect([src.clone(), dst.clone()]);
+                self.own.expect(own_rename(&src, &dst));
             }
-            fs::rename(&src, &dst).ctx(|| format!("rename {file} in {}", folder.display()))?;
+            if let Err(e) = fs::rename(&src, &dst) {
+                self.own.retract(own_rename(&src, &dst));
+                return Err(e).ctx(|| format!("rename {file} in {}", folder.display()));
+            }
             for sub in ["cur", "new"] {
                 self.sync.dir_written(&folder.join(sub))?;
             }
@@ -672,9 +680,17 @@ impl Account {
         self.sync.sync()?;
         // The index says they are gone; now the files. A crash in between
         // leaves files whose GUIDs have tombstones: the scan removes them.
-        self.own.expect(gone.iter().map(|m| folder.join(&m.file)));
+        self.own.expect(
+            gone.iter()
+                .map(|m| (folder.join(&m.file), OwnEvent::Vanish)),
+        );
         for m in &gone {
-            match fs::remove_file(folder.join(&m.file)) {
+            let path = folder.join(&m.file);
+            let removed = fs::remove_file(&path);
+            if removed.is_err() {
+                self.own.retract([(path, OwnEvent::Vanish)]);
+            }
+            match removed {
                 Ok(()) => {}
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
                 Err(e) => {

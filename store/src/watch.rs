@@ -38,18 +38,19 @@
 //!   it into the blob store) — are dropped in the event handler, as are names
 //!   starting with `.` in message directories (`.cove-dedup.*` temporaries),
 //!   and `tmp/`, `index.sqlite*` and other files beside the folders.
-//! - cove's own changes cost no scan: a delivery, a flag rename or an
-//!   expunge first tells the account's [`OwnChanges`] which paths it is
-//!   about to create, rename or remove, and the one event each of those
-//!   causes is used up instead of marking the account dirty (a scan that
-//!   finds nothing lists every file of the account: 0.4 s for 100,000
-//!   messages, after every delivery to a user with a client in IDLE).
-//!   An event nobody announced still marks the account dirty, so another
-//!   program's change to the same file right after cove's is seen.
-//!   Announcements are kept only while the account is watched, at most
-//!   [`OWN_BATCH_MAX`] at once (a bigger operation costs one scan), and
-//!   for at most [`OWN_TTL`] (a change that failed announced a path that
-//!   never comes).
+//! - cove's own changes cost no scan: a delivery, a flag rename, an
+//!   expunge, a COPY or MOVE and a replica apply first tell the account's
+//!   [`OwnChanges`] which paths will appear or vanish, and the one event
+//!   each causes (of that kind, on that path) is used up instead of
+//!   marking the account dirty (a scan that finds nothing lists every file
+//!   of the account: 0.4 s for 100,000 messages, after every delivery to a
+//!   user with a client in IDLE). An event nobody announced still marks
+//!   the account dirty, so another program's change to the same file
+//!   right after cove's is seen. Announcements are kept only for message
+//!   directories inotify watches (not a folder cove just made), at most
+//!   [`OWN_BATCH_MAX`] per operation (a bigger one costs one scan), are
+//!   taken back when the operation fails, and count for [`OWN_TTL`] at
+//!   most (an event lost in an overflow).
 //! - Bounded memory: the event handler (on notify's thread) does not queue
 //!   events; it marks accounts dirty in a map with one entry per account.
 //!   A burst of thousands of files is one or a few scans.
@@ -65,9 +66,11 @@
 //!   inotify), that is logged once and every watched account is scanned
 //!   every [`POLL_INTERVAL`]; an account some of whose directories could not
 //!   be watched (`max_user_watches`) is polled the same way.
-//! - Every scan here is [`Account::scan_if_changed`]: a poll, a rescan
-//!   after an overflow or the first scan of a newly watched account lists
-//!   nothing when no directory of the Maildir changed since the last scan.
+//! - A poll, a rescan after an overflow and the first scan of a newly
+//!   watched account are [`Account::scan_if_changed`]: they list nothing
+//!   when no directory of the Maildir changed since the last scan. A scan
+//!   an event asked for is a full one (the event proves a change; stamps
+//!   could hide it on a filesystem whose clock is not the kernel's).
 //!
 //! # Alternatives rejected
 //! - One watcher per session or per account: runs into the 128-instance
@@ -116,68 +119,136 @@ pub const OWN_BATCH_MAX: usize = 1024;
 /// How long an announced path waits for its event.
 pub const OWN_TTL: Duration = Duration::from_secs(10);
 
+/// Which way an announced change turns a path.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub(crate) enum OwnEvent {
+    /// Created or renamed to (inotify `IN_CREATE`, `IN_MOVED_TO`).
+    Appear,
+    /// Removed or renamed from (`IN_DELETE`, `IN_MOVED_FROM`).
+    Vanish,
+}
+
+impl OwnEvent {
+    /// The kind of change an event reports, if it is one cove announces.
+    fn of(kind: &EventKind) -> Option<OwnEvent> {
+        match kind {
+            EventKind::Create(_) | EventKind::Modify(ModifyKind::Name(RenameMode::To)) => {
+                Some(OwnEvent::Appear)
+            }
+            EventKind::Remove(_) | EventKind::Modify(ModifyKind::Name(RenameMode::From)) => {
+                Some(OwnEvent::Vanish)
+            }
+            _ => None,
+        }
+    }
+}
+
+/// A rename's two changes.
+pub(crate) fn own_rename(src: &Path, dst: &Path) -> [(PathBuf, OwnEvent); 2] {
+    [
+        (src.to_path_buf(), OwnEvent::Vanish),
+        (dst.to_path_buf(), OwnEvent::Appear),
+    ]
+}
+
 /// The changes cove itself is about to make in an account's message
 /// directories, so that their events cost no scan (see the module
 /// documentation). One per account, shared with the watcher.
 #[derive(Default)]
 pub(crate) struct OwnChanges {
-    /// Set while the watcher watches the account with inotify.
-    watched: AtomicBool,
-    expected: Mutex<Expected>,
+    state: Mutex<Expected>,
 }
 
 #[derive(Default)]
 struct Expected {
-    /// Path -> events still to come, when announced.
-    paths: HashMap<PathBuf, (u32, Instant)>,
+    /// The account's message directories inotify watches (empty: not
+    /// watched); only changes in them are announced.
+    dirs: HashSet<PathBuf>,
+    /// (path, change) -> events still to come, when last announced.
+    paths: HashMap<(PathBuf, OwnEvent), (u32, Instant)>,
     swept: Option<Instant>,
 }
 
 impl OwnChanges {
-    /// Announce that cove is about to create, rename (from or to) or
-    /// remove each of `paths`: one event each. Ignored while the account is
-    /// not watched, and for more than [`OWN_BATCH_MAX`] paths.
-    pub(crate) fn expect<I>(&self, paths: I)
+    /// Announce that cove is about to make each of these changes: one event
+    /// each. Only changes in watched message directories are kept, and
+    /// none of an operation of more than [`OWN_BATCH_MAX`].
+    pub(crate) fn expect<I>(&self, changes: I)
     where
-        I: IntoIterator<Item = PathBuf>,
+        I: IntoIterator<Item = (PathBuf, OwnEvent)>,
         I::IntoIter: ExactSizeIterator,
     {
-        let paths = paths.into_iter();
-        if !self.watched.load(Ordering::Relaxed) || paths.len() > OWN_BATCH_MAX {
+        let changes = changes.into_iter();
+        if changes.len() > OWN_BATCH_MAX {
             return;
         }
         let now = Instant::now();
-        let mut e = lock(&self.expected);
+        let mut e = lock(&self.state);
+        if e.dirs.is_empty() {
+            return;
+        }
         if e.swept.is_none_or(|t| now.duration_since(t) >= OWN_TTL) {
             e.paths
                 .retain(|_, (_, at)| now.duration_since(*at) < OWN_TTL);
             e.swept = Some(now);
         }
-        for p in paths {
-            let slot = e.paths.entry(p).or_insert((0, now));
+        for (path, event) in changes {
+            if !path.parent().is_some_and(|d| e.dirs.contains(d)) {
+                continue;
+            }
+            let slot = e.paths.entry((path, event)).or_insert((0, now));
             slot.0 += 1;
             slot.1 = now;
         }
     }
 
-    /// Whether an event on `path` was announced; if so it is used up.
-    fn take(&self, path: &Path) -> bool {
-        let mut e = lock(&self.expected);
-        let Some((left, _)) = e.paths.get_mut(path) else {
+    /// Take back announcements of changes that did not happen (the
+    /// operation failed).
+    pub(crate) fn retract<I>(&self, changes: I)
+    where
+        I: IntoIterator<Item = (PathBuf, OwnEvent)>,
+    {
+        let mut e = lock(&self.state);
+        for key in changes {
+            if let Some((left, _)) = e.paths.get_mut(&key) {
+                *left -= 1;
+                if *left == 0 {
+                    e.paths.remove(&key);
+                }
+            }
+        }
+    }
+
+    /// Whether an event that `path` saw `event` was announced (and not
+    /// longer than [`OWN_TTL`] ago); if so it is used up.
+    fn take(&self, path: &Path, event: OwnEvent) -> bool {
+        let mut e = lock(&self.state);
+        let key = (path.to_path_buf(), event);
+        let Some((left, at)) = e.paths.get_mut(&key) else {
             return false;
         };
+        if at.elapsed() >= OWN_TTL {
+            e.paths.remove(&key);
+            return false;
+        }
         *left -= 1;
         if *left == 0 {
-            e.paths.remove(path);
+            e.paths.remove(&key);
         }
         true
     }
 
-    fn set_watched(&self, watched: bool) {
-        self.watched.store(watched, Ordering::Relaxed);
-        if !watched {
-            lock(&self.expected).paths.clear();
-        }
+    /// The account's watched message directories (none: unwatched). What
+    /// was announced before is dropped.
+    fn set_dirs(&self, dirs: HashSet<PathBuf>) {
+        let mut e = lock(&self.state);
+        e.dirs = dirs;
+        e.paths.clear();
+    }
+
+    #[cfg(test)]
+    fn pending(&self) -> usize {
+        lock(&self.state).paths.len()
     }
 }
 
@@ -221,6 +292,9 @@ struct Dirty {
     resync: bool,
     /// Scan at once (poll tick, overflow).
     urgent: bool,
+    /// An event said something changed: a full scan, not one that trusts
+    /// unchanged directory stamps.
+    by_event: bool,
 }
 
 impl Dirty {
@@ -258,7 +332,7 @@ struct Pending {
 }
 
 impl Inbox {
-    fn mark(&self, hits: &[(Key, bool)], urgent: bool) {
+    fn mark(&self, hits: &[(Key, bool)], urgent: bool, by_event: bool) {
         let now = Instant::now();
         let mut p = lock(&self.pending);
         let mut new = false;
@@ -268,6 +342,7 @@ impl Inbox {
                     let d = e.get_mut();
                     d.last = now;
                     d.resync |= resync;
+                    d.by_event |= by_event;
                     if urgent && !d.urgent {
                         d.urgent = true;
                         new = true;
@@ -279,6 +354,7 @@ impl Inbox {
                         last: now,
                         resync,
                         urgent,
+                        by_event,
                     });
                     new = true;
                 }
@@ -333,7 +409,10 @@ impl Inbox {
             for path in &event.paths {
                 if let Some((keys, resync)) = route(&routes, path) {
                     // A message file cove announced it would change.
-                    if !resync && self.announced(keys, path) {
+                    if !resync
+                        && let Some(change) = OwnEvent::of(&event.kind)
+                        && self.announced(keys, path, change)
+                    {
                         continue;
                     }
                     for &k in keys {
@@ -345,16 +424,18 @@ impl Inbox {
             }
         }
         if !hits.is_empty() {
-            self.mark(&hits, false);
+            self.mark(&hits, false, true);
         }
     }
 }
 
 impl Inbox {
     /// Whether one of `keys` announced a change of `path` (used up).
-    fn announced(&self, keys: &[Key], path: &Path) -> bool {
+    fn announced(&self, keys: &[Key], path: &Path, change: OwnEvent) -> bool {
         let own = lock(&self.own);
-        keys.iter().filter_map(|k| own.get(k)).any(|o| o.take(path))
+        keys.iter()
+            .filter_map(|k| own.get(k))
+            .any(|o| o.take(path, change))
     }
 }
 
@@ -498,6 +579,18 @@ impl State {
             }
         }
         if let Some(w) = self.accounts.get_mut(&key) {
+            // cove's own changes are announced in the message directories
+            // watched now (a folder it just made is not, yet).
+            if let Some(own) = lock(&inbox.own).get(&key) {
+                let routes = lock(&inbox.routes);
+                let messages = dirs
+                    .iter()
+                    .filter(|d| routes.get(*d).is_some_and(|r| r.kind == DirKind::Messages))
+                    .cloned()
+                    .collect();
+                drop(routes);
+                own.set_dirs(messages);
+            }
             w.dirs = dirs;
             w.incomplete = !complete;
         }
@@ -587,7 +680,7 @@ impl State {
 
     fn evict(&mut self, inbox: &Inbox, key: Key) {
         if let Some(own) = lock(&inbox.own).remove(&key) {
-            own.set_watched(false);
+            own.set_dirs(HashSet::new());
         }
         if let Some(w) = self.accounts.remove(&key) {
             for p in &w.dirs {
@@ -713,16 +806,14 @@ impl MaildirWatcher {
             }
         };
         if first {
-            st.resync(inbox, key);
             if st.backend.is_some() {
-                let own = account.own_changes();
-                lock(&inbox.own).insert(key, own.clone());
-                own.set_watched(true);
+                lock(&inbox.own).insert(key, account.own_changes().clone());
             }
+            st.resync(inbox, key);
         }
         drop(st);
         if first {
-            inbox.mark(&[(key, false)], false);
+            inbox.mark(&[(key, false)], false, false);
         }
         WatchGuard {
             inbox: inbox.clone(),
@@ -799,13 +890,13 @@ fn run(shared: &Shared, poll_every: Duration) {
                     .unwrap_or_else(|e| e.into_inner().0);
             }
             let now = Instant::now();
-            let ready: Vec<(Key, bool)> = p
+            let ready: Vec<(Key, bool, bool)> = p
                 .dirty
                 .iter()
                 .filter(|(_, d)| d.due() <= now)
-                .map(|(k, d)| (*k, d.resync))
+                .map(|(k, d)| (*k, d.resync, d.by_event))
                 .collect();
-            for (k, _) in &ready {
+            for (k, _, _) in &ready {
                 p.dirty.remove(k);
             }
             (
@@ -815,7 +906,8 @@ fn run(shared: &Shared, poll_every: Duration) {
             )
         };
 
-        let mut work: HashMap<Key, bool> = ready.into_iter().collect();
+        let changed: HashSet<Key> = ready.iter().filter(|r| r.2).map(|r| r.0).collect();
+        let mut work: HashMap<Key, bool> = ready.into_iter().map(|(k, r, _)| (k, r)).collect();
         {
             let mut st = lock(&shared.state);
             for key in released {
@@ -854,7 +946,14 @@ fn run(shared: &Shared, poll_every: Duration) {
                 }
             };
             inbox.scans.fetch_add(1, Ordering::Relaxed);
-            match account.scan_if_changed() {
+            // An event proves a change: scan. A poll, an overflow or a new
+            // watch only may have missed one: scan if a stamp moved.
+            let scanned = if changed.contains(&key) {
+                account.scan()
+            } else {
+                account.scan_if_changed()
+            };
+            match scanned {
                 Ok(report) if !report.is_empty() => {
                     tracing::debug!(user = %account.email(), ?report, "Maildir changed outside cove");
                 }
@@ -1032,7 +1131,7 @@ mod tests {
         // an expunge, a copy, and the move (expunged there, added here).
         let got = collect(&mut feed, Duration::from_millis(100), usize::MAX);
         assert_eq!(got.len(), 7, "{got:?}");
-        assert!(lock(&fx.acct.own_changes().expected).paths.is_empty());
+        assert_eq!(fx.acct.own_changes().pending(), 0);
         // And a foreign file that the scan dedups (a link into blobs/, a
         // rename over it) settles too.
         fx.drop_in(&fx.maildir(), "1700000001.M2P2.mutt,S=1", "x");
@@ -1044,6 +1143,51 @@ mod tests {
         let flushes = sync.flushes();
         assert!(fx.acct.scan().unwrap().is_empty());
         assert_eq!(sync.flushes(), flushes);
+    }
+
+    /// Announcements count only for their kind of change, in watched
+    /// message directories, for a while.
+    #[test]
+    fn announcements_match_kind_directory_and_age() {
+        let own = OwnChanges::default();
+        let dir = PathBuf::from("/m/Maildir/new");
+        let file = dir.join("1.G1.h,S=1");
+        own.expect([(file.clone(), OwnEvent::Appear)]);
+        assert_eq!(own.pending(), 0, "not watched: nothing kept");
+        own.set_dirs(HashSet::from([dir.clone()]));
+        own.expect([
+            (file.clone(), OwnEvent::Appear),
+            (PathBuf::from("/m/Maildir/.New/cur/x"), OwnEvent::Appear),
+        ]);
+        assert_eq!(own.pending(), 1, "only in watched directories");
+        assert!(
+            !own.take(&file, OwnEvent::Vanish),
+            "a removal is not a creation"
+        );
+        assert!(own.take(&file, OwnEvent::Appear));
+        assert!(!own.take(&file, OwnEvent::Appear), "used up");
+        // Taken back after a failure.
+        own.expect([(file.clone(), OwnEvent::Appear)]);
+        own.retract([(file.clone(), OwnEvent::Appear)]);
+        assert!(!own.take(&file, OwnEvent::Appear));
+        // Too old to count.
+        own.expect([(file.clone(), OwnEvent::Vanish)]);
+        if let Some(old) = Instant::now().checked_sub(OWN_TTL + Duration::from_secs(1)) {
+            for slot in lock(&own.state).paths.values_mut() {
+                slot.1 = old;
+            }
+            assert!(!own.take(&file, OwnEvent::Vanish));
+        }
+        // Unwatched: everything dropped.
+        own.expect([(file.clone(), OwnEvent::Appear)]);
+        own.set_dirs(HashSet::new());
+        assert_eq!(own.pending(), 0);
+        let big: Vec<(PathBuf, OwnEvent)> = (0..=OWN_BATCH_MAX)
+            .map(|i| (dir.join(i.to_string()), OwnEvent::Appear))
+            .collect();
+        own.set_dirs(HashSet::from([dir]));
+        own.expect(big);
+        assert_eq!(own.pending(), 0, "a bigger operation costs a scan instead");
     }
 
     /// Another program's change to a file right after cove's own change of

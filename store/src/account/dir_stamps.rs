@@ -44,9 +44,18 @@ const RACY: Duration = Duration::from_secs(2);
 /// A directory's modification time in nanoseconds (`None`: absent).
 type Mtime = Option<i128>;
 
-/// The stamps of a Maildir's directories and of the index file.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// The stamps of a Maildir's directories and of the index file, and when
+/// they were taken.
+#[derive(Debug, Clone)]
 pub(super) struct DirStamps {
+    dirs: Stamps,
+    /// Nanoseconds since the epoch when they were taken (`None`: the clock
+    /// is before 1970, nothing is trusted).
+    taken: Option<i128>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Stamps {
     index_ino: Option<u64>,
     root: Mtime,
     /// Per folder directory name (`""` for INBOX): the directory, `cur/`,
@@ -55,10 +64,16 @@ pub(super) struct DirStamps {
 }
 
 impl DirStamps {
-    /// Take the stamps of `maildir` (and of `index`, the index file).
-    /// Blocking (one listing of `maildir`, four stats per folder).
-    pub(super) fn take(maildir: &Path, index: &Path) -> io::Result<DirStamps> {
-        let index_ino = stat(index)?.map(|m| m.ino());
+    /// Take the stamps of `maildir`, with `index_ino` the inode of the
+    /// index they go with (a scan: the one its connection has open).
+    /// Blocking (one listing of `maildir`, three stats per folder).
+    /// Directories are followed where they are symlinks (a `cur` on
+    /// another disk): what a scan lists is what is stamped.
+    pub(super) fn take(maildir: &Path, index_ino: Option<u64>) -> io::Result<DirStamps> {
+        let taken = SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .ok()
+            .map(|d| d.as_nanos() as i128);
         let root = mtime(maildir)?;
         let mut names = vec![String::new()];
         match fs::read_dir(maildir) {
@@ -90,29 +105,43 @@ impl DirStamps {
             folders.push((name, stamps));
         }
         Ok(DirStamps {
-            index_ino,
-            root,
-            folders,
+            dirs: Stamps {
+                index_ino,
+                root,
+                folders,
+            },
+            taken,
         })
     }
 
-    /// Whether these stamps, taken just now, can be trusted later: every
-    /// directory older than [`RACY`].
+    /// Whether the directories and the index are as these stamps say.
+    pub(super) fn same_as(&self, other: &DirStamps) -> bool {
+        self.dirs == other.dirs
+    }
+
+    /// Whether these stamps can be trusted later: every directory was more
+    /// than [`RACY`] old when they were taken.
     pub(super) fn trustworthy(&self) -> bool {
-        let Ok(now) = SystemTime::now().duration_since(SystemTime::UNIX_EPOCH) else {
+        let Some(taken) = self.taken else {
             return false;
         };
-        let limit = now.saturating_sub(RACY).as_nanos() as i128;
-        self.folders
+        let limit = taken - RACY.as_nanos() as i128;
+        self.dirs
+            .folders
             .iter()
             .flat_map(|(_, s)| s.iter())
-            .chain(std::iter::once(&self.root))
+            .chain(std::iter::once(&self.dirs.root))
             .all(|m| m.is_none_or(|t| t < limit))
     }
 }
 
+/// The inode of a file, `None` if it is not there.
+pub(super) fn inode(path: &Path) -> io::Result<Option<u64>> {
+    Ok(stat(path)?.map(|m| m.ino()))
+}
+
 fn stat(path: &Path) -> io::Result<Option<fs::Metadata>> {
-    match fs::symlink_metadata(path) {
+    match fs::metadata(path) {
         Ok(m) => Ok(Some(m)),
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
         Err(e) => Err(e),
@@ -142,7 +171,7 @@ mod tests {
         }
         let index = home.path().join("index.sqlite");
         fs::write(&index, b"x").expect("index");
-        let take = || DirStamps::take(&md, &index).expect("stamps");
+        let take = || DirStamps::take(&md, inode(&index).expect("stat")).expect("stamps");
         let before = take();
         assert!(!before.trustworthy(), "just made");
         let old = SystemTime::now() - Duration::from_secs(60);
@@ -151,7 +180,7 @@ mod tests {
         }
         let before = take();
         assert!(before.trustworthy());
-        assert_eq!(take(), before, "nothing changed");
+        assert!(take().same_as(&before), "nothing changed");
 
         let changes: [&dyn Fn(); 5] = [
             &|| fs::write(md.join("new/1.M1.x"), b"m").expect("deliver"),
@@ -167,8 +196,21 @@ mod tests {
         for (i, change) in changes.iter().enumerate() {
             change();
             let now = take();
-            assert_ne!(now, last, "change {i} unseen");
+            assert!(!now.same_as(&last), "change {i} unseen");
             last = now;
         }
+    }
+
+    /// Trust is judged at the moment the stamps were taken: a scan that
+    /// runs long does not make stamps of a then-fresh directory trusted.
+    #[test]
+    fn stamps_of_a_fresh_directory_stay_untrusted_later() {
+        let home = tempfile::tempdir().expect("tempdir");
+        let md = home.path().join("Maildir");
+        fs::create_dir_all(md.join("new")).expect("mkdir");
+        let stamps = DirStamps::take(&md, None).expect("stamps");
+        assert!(!stamps.trustworthy());
+        std::thread::sleep(RACY + Duration::from_millis(100));
+        assert!(!stamps.trustworthy(), "judged when taken, not when asked");
     }
 }

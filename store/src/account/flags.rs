@@ -15,6 +15,7 @@ use crate::ids::{Flags, MailboxGuid, ModSeq, Uid};
 use crate::index::{MessageMeta, Tx};
 use crate::keywords::{FlagOp, same_set};
 use crate::maildir::{FileName, Relocator};
+use crate::watch::own_rename;
 use crate::{Error, IoContext, Result};
 
 /// What STORE did.
@@ -163,9 +164,13 @@ impl Account {
                 return Ok(Some((src, dst, new_rel)));
             }
             if announce {
-                self.own.expect([src.clone(), dst.clone()]);
+                self.own.expect(own_rename(&src, &dst));
             }
-            match fs::rename(&src, &dst) {
+            let renamed = fs::rename(&src, &dst);
+            if announce && renamed.is_err() {
+                self.own.retract(own_rename(&src, &dst));
+            }
+            match renamed {
                 Ok(()) => return Ok(Some((src, dst, new_rel))),
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound && attempt == 0 => {
                     match relocator.find(file)? {

@@ -24,6 +24,7 @@ use crate::replica::{
     ApplyReport, Delta, FlagClock, FlagsSide, MailboxGone, MailboxState, Mark, MessageState, Stamp,
     SubscriptionState, TombstoneState, merge_flags, renumbering,
 };
+use crate::watch::{OwnEvent, own_rename};
 use crate::{Error, IoContext, Result};
 
 /// A message row with its replication columns.
@@ -82,13 +83,16 @@ struct FileOps {
     doomed: Vec<PathBuf>,
     /// Folders of deleted mailboxes, parked; removed after the commit.
     parked: Vec<(PathBuf, PathBuf)>,
-    /// Paths announced to the Maildir watcher so far (at most
-    /// `OWN_BATCH_MAX`: a bigger apply costs it one scan).
-    announced: usize,
+    /// Changes announced to the Maildir watcher (at most `OWN_BATCH_MAX`:
+    /// a bigger apply costs it one scan), taken back if the apply fails.
+    announced: Vec<(PathBuf, OwnEvent)>,
 }
 
 impl FileOps {
-    fn undo(&self) {
+    fn undo(&self, account: &Account) {
+        account
+            .own_changes()
+            .retract(self.announced.iter().cloned());
         for (src, dst) in self.renamed.iter().rev() {
             if let Err(e) = maildir::rename_noreplace(dst, src) {
                 tracing::warn!(file = %dst.display(), error = %e, "could not undo a rename of a failed sync");
@@ -102,12 +106,12 @@ impl FileOps {
         }
     }
 
-    /// Tell the Maildir watcher that these files are about to be made,
-    /// renamed or removed (their events then cost no scan).
-    fn announce<const N: usize>(&mut self, account: &Account, paths: [&std::path::Path; N]) {
-        if self.announced + N <= crate::watch::OWN_BATCH_MAX {
-            self.announced += N;
-            account.own_changes().expect(paths.map(PathBuf::from));
+    /// Tell the Maildir watcher that these changes are about to be made
+    /// (their events then cost no scan).
+    fn announce<const N: usize>(&mut self, account: &Account, changes: [(PathBuf, OwnEvent); N]) {
+        if self.announced.len() + N <= crate::watch::OWN_BATCH_MAX {
+            self.announced.extend(changes.iter().cloned());
+            account.own_changes().expect(changes);
         }
     }
 
@@ -337,7 +341,7 @@ impl Account {
         let changes = match result {
             Ok(c) => c,
             Err(e) => {
-                ops.undo();
+                ops.undo(self);
                 return Err(e);
             }
         };
@@ -347,9 +351,12 @@ impl Account {
             .zip(changes.last())
             .map(|(a, b)| (a.modseq, b.modseq));
         self.announce(changes);
-        self.own.expect(ops.doomed.iter().cloned());
+        self.own
+            .expect(ops.doomed.iter().map(|f| (f.clone(), OwnEvent::Vanish)));
         for f in &ops.doomed {
-            let _ = fs::remove_file(f);
+            if fs::remove_file(f).is_err() {
+                self.own.retract([(f.clone(), OwnEvent::Vanish)]);
+            }
         }
         for (_, parked) in &ops.parked {
             let _ = fs::remove_dir_all(parked);
@@ -807,7 +814,7 @@ impl Apply<'_> {
                     let folder = self.account.folder(&local_mb);
                     let (src, dst) = (folder.join(&file), folder.join(&new_rel));
                     if src != dst {
-                        self.ops.announce(self.account, [&src, &dst]);
+                        self.ops.announce(self.account, own_rename(&src, &dst));
                         fs::rename(&src, &dst)
                             .ctx(|| format!("rename {} to {}", src.display(), dst.display()))?;
                         self.ops.touched(&src);
@@ -859,7 +866,7 @@ impl Apply<'_> {
         let src = self.account.folder(&src_mb).join(&l.meta.file);
         let dst = self.account.folder(dest).join(&new_rel);
         if src != dst {
-            self.ops.announce(self.account, [&src, &dst]);
+            self.ops.announce(self.account, own_rename(&src, &dst));
             maildir::rename_noreplace(&src, &dst)
                 .ctx(|| format!("move {} to {}", src.display(), dst.display()))?;
             self.ops.touched(&src);
@@ -910,7 +917,8 @@ impl Apply<'_> {
         let rel = rel_name(&base, flags)?;
         let path = self.account.folder(&mb).join(&rel);
         let id = ContentId(r.content);
-        self.ops.announce(self.account, [&path]);
+        self.ops
+            .announce(self.account, [(path.clone(), OwnEvent::Appear)]);
         let linked = match content.get(&r.content) {
             Some(blob) => blob.link_to(&path).map(|()| true),
             None => match cove_dedup::link_existing(&self.account.blobs, &id, &path) {

@@ -35,7 +35,7 @@ use std::collections::HashMap;
 use std::fs;
 use std::os::unix::fs::MetadataExt;
 
-use super::dir_stamps::DirStamps;
+use super::dir_stamps::{self, DirStamps};
 use super::{Account, DEFAULT_MAILBOXES, ScanReport};
 use crate::ids::MessageGuid;
 use crate::index::{self, MailboxInfo, MessageMeta, NewMessageRow, Tx};
@@ -54,7 +54,9 @@ impl Account {
         // Taken before anything is listed: a change made while the scan
         // runs shows as a newer stamp next time.
         self.set_scanned(None);
-        let stamps = DirStamps::take(&self.maildir, &self.home.join(super::INDEX_FILE)).ok();
+        // With the inode of the index this scan reconciles (a rebuild may
+        // be swapping the file right now).
+        let stamps = DirStamps::take(&self.maildir, Some(g.ino)).ok();
 
         // 1. Folders.
         let on_disk = maildir::list_folders(&self.maildir)?;
@@ -264,9 +266,11 @@ impl Account {
     /// trust): then that scan's result stands, and nothing is listed.
     pub fn scan_if_changed(&self) -> Result<ScanReport> {
         let last = self.scanned.lock().ok().and_then(|s| s.clone());
+        let index = self.home.join(super::INDEX_FILE);
         if let Some(last) = last
-            && DirStamps::take(&self.maildir, &self.home.join(super::INDEX_FILE))
-                .is_ok_and(|now| now == last)
+            && dir_stamps::inode(&index)
+                .and_then(|ino| DirStamps::take(&self.maildir, ino))
+                .is_ok_and(|now| now.same_as(&last))
         {
             return Ok(ScanReport::default());
         }

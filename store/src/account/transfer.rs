@@ -37,6 +37,7 @@ use super::Account;
 use crate::ids::{MailboxGuid, MessageGuid, Uid};
 use crate::index::{self, MailboxInfo, MessageMeta, NewMessageRow, Tx};
 use crate::maildir::{self, FileName, Relocator};
+use crate::watch::{OwnEvent, own_rename};
 use crate::{Error, IoContext, Result};
 
 /// Where copied or moved messages landed (RFC 4315 COPYUID).
@@ -123,10 +124,15 @@ impl Account {
                 format!("cur/{}", parsed.cur_name(m.flags))
             };
             let path = dst_folder.join(&rel);
+            let made = [(path.clone(), OwnEvent::Appear)];
             if announce {
-                self.own.expect([path.clone()]);
+                self.own.expect(made.clone());
             }
-            match self.link_copy(&src_folder, &mut relocator, &m, &path) {
+            let linked = self.link_copy(&src_folder, &mut relocator, &m, &path);
+            if announce && !matches!(linked, Ok(true)) {
+                self.own.retract(made);
+            }
+            match linked {
                 Ok(true) => copies.push(CopiedFile {
                     source: m,
                     guid,
@@ -285,9 +291,12 @@ impl Account {
             let mut src = src_folder.join(&meta.file);
             let mut dst = dst_folder.join(&meta.file);
             if announce {
-                self.own.expect([src.clone(), dst.clone()]);
+                self.own.expect(own_rename(&src, &dst));
             }
             let mut result = maildir::rename_noreplace(&src, &dst);
+            if announce && result.is_err() {
+                self.own.retract(own_rename(&src, &dst));
+            }
             if matches!(&result, Err(e) if e.kind() == std::io::ErrorKind::NotFound)
                 && !src.exists()
             {
