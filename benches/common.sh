@@ -26,3 +26,50 @@ stop_cove() {
     fi
     COVE_PID=""
 }
+
+# Log a step on stderr.
+bench_log() { echo "== $(date +%T) $*" >&2; }
+
+# A cove and a private Dovecot side by side under a new temp dir, each with
+# the user bench0@example.com (password $PASS), for the benchmarks that
+# compare them (pop3.sh, idle_deliveries.sh). Needs ROOT, COVE, PASS,
+# COVE_PORT (cove's LMTP), DOVECOT_PORT and KEEP. Sets WORK, COVE_PID and
+# DOVECOT_PID, defines pid_of and port_of, and stops both at exit.
+#   start_pair PREFIX SECTIONS WAIT_PORT [same-hash]
+# SECTIONS: cove.toml after its [lmtp] section; WAIT_PORT: a cove port to
+# wait for; same-hash: Dovecot's user gets the argon2id hash cove stored,
+# so both pay the same password check at each login (else {PLAIN}).
+start_pair() {
+    WORK=$(mktemp -d "/tmp/$1.XXXXXX")
+    chmod 755 "$WORK"
+    COVE_PID=""
+    DOVECOT_PID=""
+    trap stop_pair EXIT
+    {
+        printf 'data_dir = "%s"\nhostname = "bench"\n\n' "$WORK/cove-data"
+        printf '[lmtp]\nlisten = ["127.0.0.1:%s"]\n\n%s\n' "$COVE_PORT" "$2"
+    } > "$WORK/cove.toml"
+    printf '%s\n' "$PASS" | "$COVE" user add bench0@example.com --password-stdin --config "$WORK/cove.toml" >/dev/null
+    "$COVE" serve --config "$WORK/cove.toml" >>"$WORK/cove.log" 2>&1 &
+    COVE_PID=$!
+    wait_port "$3" "$COVE_PID" 30 || { tail -n 30 "$WORK/cove.log" >&2; exit 1; }
+    local hash="{PLAIN}$PASS"
+    if [[ ${4:-} == same-hash ]]; then
+        hash=$(python3 -c 'import sqlite3, sys; print(sqlite3.connect(sys.argv[1]).execute("SELECT password FROM user").fetchone()[0])' "$WORK/cove-data/cove.db")
+        [[ $hash == '$argon2id$'* ]] || { echo "unexpected cove password hash: $hash" >&2; exit 1; }
+        hash="{ARGON2ID}$hash"
+    fi
+    DOVECOT_PID=$(PASSWORD_HASH="$hash" bash "$ROOT/benches/dovecot/start.sh" "$WORK/dovecot" "$DOVECOT_PORT" 1)
+    bench_log "cove pid $COVE_PID, dovecot pid $DOVECOT_PID"
+}
+
+pid_of() { case $1 in cove) echo "$COVE_PID" ;; dovecot) echo "$DOVECOT_PID" ;; esac; }
+port_of() { case $1 in cove) echo "$COVE_PORT" ;; dovecot) echo "$DOVECOT_PORT" ;; esac; }
+
+# The exit trap of start_pair.
+stop_pair() {
+    set +e
+    stop_cove
+    [[ -n $DOVECOT_PID ]] && bash "$ROOT/benches/dovecot/stop.sh" "$WORK/dovecot"
+    if [[ $KEEP == 1 ]]; then bench_log "kept $WORK"; else rm -rf "$WORK"; fi
+}

@@ -35,42 +35,13 @@ LOAD=$ROOT/target/release/cove-load
 COVE=${COVE_BIN:-$ROOT/target/release/cove}
 PASS=bench
 
-log() { echo "== $(date +%T) $*" >&2; }
+log() { bench_log "$@"; }
 
 log "cargo build --release -p cove -p cove-benches"
 (cd "$ROOT" && cargo build --release -p cove -p cove-benches)
 
-WORK=$(mktemp -d /tmp/coveidle.XXXXXX)
-chmod 755 "$WORK"
-COVE_PID=""
-DOVECOT_PID=""
-cleanup() {
-    set +e
-    stop_cove
-    [[ -n $DOVECOT_PID ]] && bash "$ROOT/benches/dovecot/stop.sh" "$WORK/dovecot"
-    if [[ $KEEP == 1 ]]; then log "kept $WORK"; else rm -rf "$WORK"; fi
-}
-trap cleanup EXIT
-
-cat > "$WORK/cove.toml" <<CONF
-data_dir = "$WORK/cove-data"
-hostname = "bench"
-
-[lmtp]
-listen = ["127.0.0.1:$COVE_PORT"]
-
-[imap]
-listen = ["127.0.0.1:$((COVE_PORT + 1))"]
-CONF
-printf '%s\n' "$PASS" | "$COVE" user add bench0@example.com --password-stdin --config "$WORK/cove.toml" >/dev/null
-"$COVE" serve --config "$WORK/cove.toml" >>"$WORK/cove.log" 2>&1 &
-COVE_PID=$!
-wait_port $((COVE_PORT + 1)) "$COVE_PID" 30 || { tail -n 30 "$WORK/cove.log" >&2; exit 1; }
-DOVECOT_PID=$(bash "$ROOT/benches/dovecot/start.sh" "$WORK/dovecot" "$DOVECOT_PORT" 1)
-log "cove pid $COVE_PID, dovecot pid $DOVECOT_PID"
-
-pid_of() { case $1 in cove) echo "$COVE_PID" ;; dovecot) echo "$DOVECOT_PID" ;; esac; }
-port_of() { case $1 in cove) echo "$COVE_PORT" ;; dovecot) echo "$DOVECOT_PORT" ;; esac; }
+start_pair coveidle "[imap]
+listen = [\"127.0.0.1:$((COVE_PORT + 1))\"]" $((COVE_PORT + 1))
 
 # CPU ticks of a process tree: user + system of each live process, plus
 # those of its reaped children (cutime, cstime), so a worker that exits

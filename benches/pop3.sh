@@ -36,46 +36,13 @@ LOAD=$ROOT/target/release/cove-load
 COVE=$ROOT/target/release/cove
 PASS=bench
 
-log() { echo "== $(date +%T) $*" >&2; }
+log() { bench_log "$@"; }
 
 log "cargo build --release -p cove -p cove-benches"
 (cd "$ROOT" && cargo build --release -p cove -p cove-benches)
 
-WORK=$(mktemp -d /tmp/covepop.XXXXXX)
-chmod 755 "$WORK"
-COVE_PID=""
-DOVECOT_PID=""
-cleanup() {
-    set +e
-    stop_cove
-    [[ -n $DOVECOT_PID ]] && bash "$ROOT/benches/dovecot/stop.sh" "$WORK/dovecot"
-    if [[ $KEEP == 1 ]]; then log "kept $WORK"; else rm -rf "$WORK"; fi
-}
-trap cleanup EXIT
-
-cat > "$WORK/cove.toml" <<CONF
-data_dir = "$WORK/cove-data"
-hostname = "bench"
-
-[lmtp]
-listen = ["127.0.0.1:$COVE_PORT"]
-
-[pop3]
-listen = ["127.0.0.1:$((COVE_PORT + 2))"]
-CONF
-printf '%s\n' "$PASS" | "$COVE" user add bench0@example.com --password-stdin --config "$WORK/cove.toml" >/dev/null
-"$COVE" serve --config "$WORK/cove.toml" >>"$WORK/cove.log" 2>&1 &
-COVE_PID=$!
-wait_port $((COVE_PORT + 2)) "$COVE_PID" 30 || { tail -n 30 "$WORK/cove.log" >&2; exit 1; }
-# Dovecot's user gets the very argon2id hash cove stored for bench0, so
-# both servers pay the same password check at each login.
-HASH=$(python3 -c 'import sqlite3, sys; print(sqlite3.connect(sys.argv[1]).execute("SELECT password FROM user").fetchone()[0])' "$WORK/cove-data/cove.db")
-[[ $HASH == '$argon2id$'* ]] || { echo "unexpected cove password hash: $HASH" >&2; exit 1; }
-DOVECOT_PID=$(PASSWORD_HASH="{ARGON2ID}$HASH" bash "$ROOT/benches/dovecot/start.sh" "$WORK/dovecot" "$DOVECOT_PORT" 1)
-log "cove pid $COVE_PID, dovecot pid $DOVECOT_PID"
-
-pid_of() { case $1 in cove) echo "$COVE_PID" ;; dovecot) echo "$DOVECOT_PID" ;; esac; }
-port_of() { case $1 in cove) echo "$COVE_PORT" ;; dovecot) echo "$DOVECOT_PORT" ;; esac; }
+start_pair covepop "[pop3]
+listen = [\"127.0.0.1:$((COVE_PORT + 2))\"]" $((COVE_PORT + 2)) same-hash
 
 log "loading $MESSAGES x $SIZE B into bench0's INBOX on both"
 for s in cove dovecot; do
