@@ -6,6 +6,7 @@
 //! scheme (see [`schemes`]) until the user's first good login, which
 //! replaces them with argon2id.
 
+mod md5_crypt;
 pub mod schemes;
 
 use anyhow::Context;

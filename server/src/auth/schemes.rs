@@ -524,7 +524,7 @@ fn crypt_well_formed(prefix: CryptPrefix, value: &str) -> bool {
 fn verify_crypt(password: &[u8], value: &str) -> bool {
     use argon2::PasswordVerifier;
     match crypt_prefix(value) {
-        Some(CryptPrefix::Md5) => pwhash::md5_crypt::verify(password, value),
+        Some(CryptPrefix::Md5) => super::md5_crypt::verify(password, value),
         Some(CryptPrefix::Sha256 | CryptPrefix::Sha512) => sha_crypt::ShaCrypt::default()
             .verify_password(password, value)
             .is_ok(),
