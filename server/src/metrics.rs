@@ -147,14 +147,8 @@ impl Metrics {
             &logins,
         );
         let deliveries = [
-            (
-                "result=\"ok\"".to_string(),
-                self.deliveries_ok.load(Relaxed),
-            ),
-            (
-                "result=\"failed\"".to_string(),
-                self.deliveries_failed.load(Relaxed),
-            ),
+            sample("result=\"ok\"", &self.deliveries_ok),
+            sample("result=\"failed\"", &self.deliveries_failed),
         ];
         family(
             &mut out,
@@ -164,14 +158,8 @@ impl Metrics {
             &deliveries,
         );
         let sent = [
-            (
-                "read=\"page_cache\"".to_string(),
-                self.pop3_page_cache.load(Relaxed),
-            ),
-            (
-                "read=\"blocking_pool\"".to_string(),
-                self.pop3_blocking_pool.load(Relaxed),
-            ),
+            sample("read=\"page_cache\"", &self.pop3_page_cache),
+            sample("read=\"blocking_pool\"", &self.pop3_blocking_pool),
         ];
         family(
             &mut out,
@@ -193,6 +181,11 @@ impl Metrics {
         );
         out
     }
+}
+
+/// A counter's sample with its labels.
+fn sample(labels: &str, counter: &AtomicU64) -> (String, u64) {
+    (labels.to_string(), counter.load(Relaxed))
 }
 
 /// One metric family: its HELP and TYPE lines, then a sample per label set

@@ -31,7 +31,7 @@ use crate::env::Env;
 use crate::ids::{Flags, MailboxGuid, MessageGuid, ModSeq, Uid};
 use crate::index::{self, MailboxInfo, MessageMeta, NewMessageRow, Tx};
 use crate::maildir::{self, FileName, FolderIdentity};
-use crate::watch::{OwnEvent, own_rename};
+use crate::watch::{OwnBudget, OwnEvent, own_rename};
 use crate::{Error, IoContext, Result};
 use cove_dedup::{Durability, GroupSync};
 
@@ -573,12 +573,12 @@ impl Account {
         };
         let folder = self.folder(&mb);
         let path = folder.join(&rel);
-        let made = [(path.clone(), OwnEvent::Appear)];
-        self.own.expect(made.clone());
-        if let Err(e) = blob.link_to(&path) {
-            self.own.retract(made);
-            return Err(e.into());
-        }
+        let announced = self.own.announce(
+            &mut OwnBudget::default(),
+            [(path.clone(), OwnEvent::Appear)],
+        );
+        blob.link_to(&path)?;
+        announced.made();
         let committed = (|| {
             self.sync.dir_written(path.parent().unwrap_or(&folder))?;
             let mut tx = Tx::begin(&mut g.conn)?;
@@ -639,13 +639,11 @@ impl Account {
                 .ok_or_else(|| Error::InvalidData(format!("bad file name {fname}")))?;
             let new_rel = format!("cur/{}", parsed.cur_name(flags));
             let (src, dst) = (folder.join(&file), folder.join(&new_rel));
-            if src != dst {
-                self.own.expect(own_rename(&src, &dst));
-            }
-            if let Err(e) = fs::rename(&src, &dst) {
-                self.own.retract(own_rename(&src, &dst));
-                return Err(e).ctx(|| format!("rename {file} in {}", folder.display()));
-            }
+            let announced = self
+                .own
+                .announce(&mut OwnBudget::default(), own_rename(&src, &dst));
+            fs::rename(&src, &dst).ctx(|| format!("rename {file} in {}", folder.display()))?;
+            announced.made();
             for sub in ["cur", "new"] {
                 self.sync.dir_written(&folder.join(sub))?;
             }
@@ -680,18 +678,14 @@ impl Account {
         self.sync.sync()?;
         // The index says they are gone; now the files. A crash in between
         // leaves files whose GUIDs have tombstones: the scan removes them.
-        self.own.expect(
-            gone.iter()
-                .map(|m| (folder.join(&m.file), OwnEvent::Vanish)),
-        );
+        let mut budget = OwnBudget::default();
         for m in &gone {
             let path = folder.join(&m.file);
-            let removed = fs::remove_file(&path);
-            if removed.is_err() {
-                self.own.retract([(path, OwnEvent::Vanish)]);
-            }
-            match removed {
-                Ok(()) => {}
+            let announced = self
+                .own
+                .announce(&mut budget, [(path.clone(), OwnEvent::Vanish)]);
+            match fs::remove_file(&path) {
+                Ok(()) => announced.made(),
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
                 Err(e) => {
                     tracing::warn!(user = %self.email, file = %m.file, error = %e, "expunged message file could not be removed")

@@ -151,6 +151,50 @@ pub(crate) fn own_rename(src: &Path, dst: &Path) -> [(PathBuf, OwnEvent); 2] {
     ]
 }
 
+/// How many more changes one operation may announce: [`OWN_BATCH_MAX`] in
+/// all; the events of what it makes beyond cost one scan.
+pub(crate) struct OwnBudget(usize);
+
+impl Default for OwnBudget {
+    fn default() -> Self {
+        OwnBudget(OWN_BATCH_MAX)
+    }
+}
+
+impl OwnBudget {
+    /// Whether `n` more changes may be announced (and if so, counted).
+    pub(crate) fn take(&mut self, n: usize) -> bool {
+        let ok = n <= self.0;
+        if ok {
+            self.0 -= n;
+        }
+        ok
+    }
+}
+
+/// Changes announced for one file operation: taken back when dropped,
+/// unless [`Announced::made`] says the operation made them.
+#[must_use = "dropping it takes the announcement back"]
+pub(crate) struct Announced<'a> {
+    own: &'a OwnChanges,
+    changes: Vec<(PathBuf, OwnEvent)>,
+}
+
+impl Announced<'_> {
+    /// The operation made the changes: their events are coming.
+    pub(crate) fn made(mut self) {
+        self.changes.clear();
+    }
+}
+
+impl Drop for Announced<'_> {
+    fn drop(&mut self) {
+        if !self.changes.is_empty() {
+            self.own.retract(self.changes.drain(..));
+        }
+    }
+}
+
 /// The changes cove itself is about to make in an account's message
 /// directories, so that their events cost no scan (see the module
 /// documentation). One per account, shared with the watcher.
@@ -199,6 +243,26 @@ impl OwnChanges {
             let slot = e.paths.entry((path, event)).or_insert((0, now));
             slot.0 += 1;
             slot.1 = now;
+        }
+    }
+
+    /// Announce the changes of one file operation, within its operation's
+    /// budget; see [`Announced`].
+    pub(crate) fn announce<const N: usize>(
+        &self,
+        budget: &mut OwnBudget,
+        changes: [(PathBuf, OwnEvent); N],
+    ) -> Announced<'_> {
+        if !budget.take(N) {
+            return Announced {
+                own: self,
+                changes: Vec::new(),
+            };
+        }
+        self.expect(changes.clone());
+        Announced {
+            own: self,
+            changes: changes.into(),
         }
     }
 

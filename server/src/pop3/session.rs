@@ -368,6 +368,18 @@ mod tests {
         l.trim_end().to_string()
     }
 
+    /// Connect, log in as p@x.org with one message, and send `commands`
+    /// behind the login (pipelined).
+    async fn logged_in_then(addr: std::net::SocketAddr, commands: &str) -> BufReader<TcpStream> {
+        let mut c = BufReader::new(TcpStream::connect(addr).await.expect("connect"));
+        assert!(line(&mut c).await.starts_with("+OK"), "greeting");
+        let login = format!("USER p@x.org\r\nPASS pw\r\n{commands}\r\n");
+        c.get_mut().write_all(login.as_bytes()).await.expect("send");
+        assert_eq!(line(&mut c).await, "+OK Send your password");
+        assert!(line(&mut c).await.starts_with("+OK Logged in, 1 message"));
+        c
+    }
+
     // RFC 1939 §3: the autologout timer (at least 10 minutes of silence)
     // ends a session without entering the UPDATE state: a message marked
     // with DELE stays, and the maildrop lock is released. Tokio's clock is
@@ -414,14 +426,7 @@ mod tests {
         };
 
         let server = tokio::spawn(serve(ctx.clone(), listener));
-        let mut c = BufReader::new(TcpStream::connect(addr).await.expect("connect"));
-        assert!(line(&mut c).await.starts_with("+OK"), "greeting");
-        c.get_mut()
-            .write_all(b"USER p@x.org\r\nPASS pw\r\nDELE 1\r\n")
-            .await
-            .expect("send");
-        assert_eq!(line(&mut c).await, "+OK Send your password");
-        assert!(line(&mut c).await.starts_with("+OK Logged in, 1 message"));
+        let mut c = logged_in_then(addr, "DELE 1").await;
         assert_eq!(line(&mut c).await, "+OK Message 1 deleted");
         let quiet_from = tokio::time::Instant::now();
         assert_eq!(line(&mut c).await, "-ERR Autologout; idle for too long");
@@ -439,14 +444,7 @@ mod tests {
         let inbox = account.mailbox("INBOX").expect("INBOX");
         assert_eq!(account.messages(&inbox.guid).expect("messages").len(), 1);
         let server = tokio::spawn(serve(ctx, listener));
-        let mut c = BufReader::new(TcpStream::connect(addr).await.expect("connect"));
-        assert!(line(&mut c).await.starts_with("+OK"), "greeting");
-        c.get_mut()
-            .write_all(b"USER p@x.org\r\nPASS pw\r\nSTAT\r\nQUIT\r\n")
-            .await
-            .expect("send");
-        assert_eq!(line(&mut c).await, "+OK Send your password");
-        assert!(line(&mut c).await.starts_with("+OK Logged in, 1 message"));
+        let mut c = logged_in_then(addr, "STAT\r\nQUIT").await;
         assert!(line(&mut c).await.starts_with("+OK 1 "));
         assert!(line(&mut c).await.starts_with("+OK"));
         server.await.expect("session");

@@ -15,7 +15,7 @@ use crate::ids::{Flags, MailboxGuid, ModSeq, Uid};
 use crate::index::{MessageMeta, Tx};
 use crate::keywords::{FlagOp, same_set};
 use crate::maildir::{FileName, Relocator};
-use crate::watch::own_rename;
+use crate::watch::{OwnBudget, own_rename};
 use crate::{Error, IoContext, Result};
 
 /// What STORE did.
@@ -64,9 +64,8 @@ impl Account {
         let mut plan: Vec<std::result::Result<Pending, MessageMeta>> =
             Vec::with_capacity(rows.len());
         let mut renamed: Vec<(PathBuf, PathBuf)> = Vec::new();
-        // The Maildir watcher is told of the renames of a small STORE; a
-        // big one costs it one scan.
-        let announce = rows.len() <= crate::watch::OWN_BATCH_MAX / 2;
+        // The Maildir watcher is told of the renames, up to a budget.
+        let mut budget = OwnBudget::default();
         for row in rows {
             if unchanged_since.is_some_and(|u| row.modseq > u) {
                 result.modified.push(row.uid);
@@ -79,7 +78,8 @@ impl Account {
             }
             let mut file = row.file.clone();
             if flags != row.flags {
-                match self.rename_for_flags(&folder, &mut relocator, &row.file, flags, announce) {
+                match self.rename_for_flags(&folder, &mut relocator, &row.file, flags, &mut budget)
+                {
                     Ok(Some((src, dst, rel))) => {
                         renamed.push((src, dst));
                         file = rel;
@@ -139,7 +139,7 @@ impl Account {
     }
 
     /// Rename a message file for new system flags (into `cur/` with its
-    /// `:2,` letters), announced to the Maildir watcher if `announce`.
+    /// `:2,` letters), announced to the Maildir watcher within `budget`.
     /// Returns (old path, new path, new relative name), or `None` if the
     /// file is gone.
     fn rename_for_flags(
@@ -148,7 +148,7 @@ impl Account {
         relocator: &mut Relocator<'_>,
         file: &str,
         flags: Flags,
-        announce: bool,
+        budget: &mut OwnBudget,
     ) -> Result<Option<(PathBuf, PathBuf, String)>> {
         let target = |rel: &str| -> Result<String> {
             let name = rel.rsplit('/').next().unwrap_or(rel);
@@ -163,15 +163,12 @@ impl Account {
             if new_rel == rel {
                 return Ok(Some((src, dst, new_rel)));
             }
-            if announce {
-                self.own.expect(own_rename(&src, &dst));
-            }
-            let renamed = fs::rename(&src, &dst);
-            if announce && renamed.is_err() {
-                self.own.retract(own_rename(&src, &dst));
-            }
-            match renamed {
-                Ok(()) => return Ok(Some((src, dst, new_rel))),
+            let announced = self.own.announce(budget, own_rename(&src, &dst));
+            match fs::rename(&src, &dst) {
+                Ok(()) => {
+                    announced.made();
+                    return Ok(Some((src, dst, new_rel)));
+                }
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound && attempt == 0 => {
                     match relocator.find(file)? {
                         Some(now) => rel = now,

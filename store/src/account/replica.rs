@@ -24,7 +24,7 @@ use crate::replica::{
     ApplyReport, Delta, FlagClock, FlagsSide, MailboxGone, MailboxState, Mark, MessageState, Stamp,
     SubscriptionState, TombstoneState, merge_flags, renumbering,
 };
-use crate::watch::{OwnEvent, own_rename};
+use crate::watch::{OwnBudget, OwnEvent, own_rename};
 use crate::{Error, IoContext, Result};
 
 /// A message row with its replication columns.
@@ -83,9 +83,10 @@ struct FileOps {
     doomed: Vec<PathBuf>,
     /// Folders of deleted mailboxes, parked; removed after the commit.
     parked: Vec<(PathBuf, PathBuf)>,
-    /// Changes announced to the Maildir watcher (at most `OWN_BATCH_MAX`:
-    /// a bigger apply costs it one scan), taken back if the apply fails.
+    /// Changes announced to the Maildir watcher (within `budget`: a bigger
+    /// apply costs it one scan), taken back if the apply fails.
     announced: Vec<(PathBuf, OwnEvent)>,
+    budget: OwnBudget,
 }
 
 impl FileOps {
@@ -109,7 +110,7 @@ impl FileOps {
     /// Tell the Maildir watcher that these changes are about to be made
     /// (their events then cost no scan).
     fn announce<const N: usize>(&mut self, account: &Account, changes: [(PathBuf, OwnEvent); N]) {
-        if self.announced.len() + N <= crate::watch::OWN_BATCH_MAX {
+        if self.budget.take(N) {
             self.announced.extend(changes.iter().cloned());
             account.own_changes().expect(changes);
         }
@@ -351,11 +352,13 @@ impl Account {
             .zip(changes.last())
             .map(|(a, b)| (a.modseq, b.modseq));
         self.announce(changes);
-        self.own
-            .expect(ops.doomed.iter().map(|f| (f.clone(), OwnEvent::Vanish)));
+        let mut budget = OwnBudget::default();
         for f in &ops.doomed {
-            if fs::remove_file(f).is_err() {
-                self.own.retract([(f.clone(), OwnEvent::Vanish)]);
+            let announced = self
+                .own
+                .announce(&mut budget, [(f.clone(), OwnEvent::Vanish)]);
+            if fs::remove_file(f).is_ok() {
+                announced.made();
             }
         }
         for (_, parked) in &ops.parked {

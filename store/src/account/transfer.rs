@@ -37,7 +37,7 @@ use super::Account;
 use crate::ids::{MailboxGuid, MessageGuid, Uid};
 use crate::index::{self, MailboxInfo, MessageMeta, NewMessageRow, Tx};
 use crate::maildir::{self, FileName, Relocator};
-use crate::watch::{OwnEvent, own_rename};
+use crate::watch::{OwnBudget, OwnEvent, own_rename};
 use crate::{Error, IoContext, Result};
 
 /// Where copied or moved messages landed (RFC 4315 COPYUID).
@@ -105,9 +105,8 @@ impl Account {
                 let _ = fs::remove_file(&c.path);
             }
         };
-        // The Maildir watcher is told of the links of a small COPY; a big
-        // one costs it one scan.
-        let announce = rows.len() <= crate::watch::OWN_BATCH_MAX;
+        // The Maildir watcher is told of the links, up to a budget.
+        let mut budget = OwnBudget::default();
         for m in rows {
             let guid = self.env.message_guid();
             // The name carries the internal date, so that an index rebuilt
@@ -124,22 +123,20 @@ impl Account {
                 format!("cur/{}", parsed.cur_name(m.flags))
             };
             let path = dst_folder.join(&rel);
-            let made = [(path.clone(), OwnEvent::Appear)];
-            if announce {
-                self.own.expect(made.clone());
-            }
-            let linked = self.link_copy(&src_folder, &mut relocator, &m, &path);
-            if announce && !matches!(linked, Ok(true)) {
-                self.own.retract(made);
-            }
-            match linked {
-                Ok(true) => copies.push(CopiedFile {
-                    source: m,
-                    guid,
-                    base: parsed.base,
-                    rel,
-                    path,
-                }),
+            let announced = self
+                .own
+                .announce(&mut budget, [(path.clone(), OwnEvent::Appear)]);
+            match self.link_copy(&src_folder, &mut relocator, &m, &path) {
+                Ok(true) => {
+                    announced.made();
+                    copies.push(CopiedFile {
+                        source: m,
+                        guid,
+                        base: parsed.base,
+                        rel,
+                        path,
+                    });
+                }
                 Ok(false) => {}
                 Err(e) => {
                     unlink_all(&copies);
@@ -284,18 +281,15 @@ impl Account {
         }
         let mut relocator = Relocator::new(&src_folder);
         let mut moved: Vec<MovedFile> = Vec::with_capacity(rows.len());
-        // The Maildir watcher is told of the renames of a small MOVE; a big
-        // one costs it one scan.
-        let announce = rows.len() <= crate::watch::OWN_BATCH_MAX / 2;
+        // The Maildir watcher is told of the renames, up to a budget.
+        let mut budget = OwnBudget::default();
         for mut meta in rows {
             let mut src = src_folder.join(&meta.file);
             let mut dst = dst_folder.join(&meta.file);
-            if announce {
-                self.own.expect(own_rename(&src, &dst));
-            }
+            let announced = self.own.announce(&mut budget, own_rename(&src, &dst));
             let mut result = maildir::rename_noreplace(&src, &dst);
-            if announce && result.is_err() {
-                self.own.retract(own_rename(&src, &dst));
+            if result.is_ok() {
+                announced.made();
             }
             if matches!(&result, Err(e) if e.kind() == std::io::ErrorKind::NotFound)
                 && !src.exists()
