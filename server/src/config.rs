@@ -225,6 +225,14 @@ pub struct ReplicationConfig {
     /// Longest wait between attempts to reach a failing peer.
     #[serde(default = "default_backoff_max")]
     pub backoff_max_secs: u64,
+    /// Milliseconds between heartbeats to each peer; each one also compares
+    /// a digest of users (anti-entropy), so a missed change heals within a
+    /// few heartbeats.
+    #[serde(default = "default_heartbeat")]
+    pub heartbeat_ms: u64,
+    /// A peer that has not answered a heartbeat this long is down.
+    #[serde(default = "default_heartbeat_timeout")]
+    pub heartbeat_timeout_ms: u64,
 }
 
 /// The secret stays out of `Debug` output (and so out of logs).
@@ -240,6 +248,8 @@ impl std::fmt::Debug for ReplicationConfig {
             .field("debounce_ms", &self.debounce_ms)
             .field("full_sync_interval_secs", &self.full_sync_interval_secs)
             .field("backoff_max_secs", &self.backoff_max_secs)
+            .field("heartbeat_ms", &self.heartbeat_ms)
+            .field("heartbeat_timeout_ms", &self.heartbeat_timeout_ms)
             .finish()
     }
 }
@@ -265,6 +275,12 @@ fn default_full_sync_interval() -> u64 {
 }
 fn default_backoff_max() -> u64 {
     60
+}
+fn default_heartbeat() -> u64 {
+    3000
+}
+fn default_heartbeat_timeout() -> u64 {
+    5000
 }
 
 /// Shortest shared secret accepted, in bytes after trimming (the same rule
@@ -329,6 +345,12 @@ impl ReplicationConfig {
         }
         if self.backoff_max_secs < 1 {
             bail!("[replication] backoff_max_secs must be at least 1");
+        }
+        if self.heartbeat_ms < 100 {
+            bail!("[replication] heartbeat_ms must be at least 100");
+        }
+        if self.heartbeat_timeout_ms < 100 {
+            bail!("[replication] heartbeat_timeout_ms must be at least 100");
         }
         Ok(())
     }

@@ -48,6 +48,8 @@ async fn start_replication(
             full_sync_interval: Duration::from_secs(r.full_sync_interval_secs),
             backoff_max: Duration::from_secs(r.backoff_max_secs),
             connect_timeout: Duration::from_secs(10),
+            heartbeat: Duration::from_millis(r.heartbeat_ms),
+            heartbeat_timeout: Duration::from_millis(r.heartbeat_timeout_ms),
         },
     );
     let hook_target = Arc::downgrade(&replicator);

@@ -45,7 +45,7 @@ pub const DEFAULT_MAILBOXES: [(&str, Option<&str>); 6] = [
     ("Archive", Some("\\Archive")),
 ];
 
-const INDEX_FILE: &str = "index.sqlite";
+pub(crate) const INDEX_FILE: &str = "index.sqlite";
 
 /// The identity of a default mailbox of a new account: derived from the
 /// address and the name, so that two nodes that each make the account (a

@@ -985,6 +985,49 @@ pub(crate) fn changes_since(conn: &Connection, since: ModSeq) -> Result<Vec<Chan
     Ok(out)
 }
 
+/// This index's position and its mark of `peer` (see
+/// [`crate::replica::Digest`]).
+pub(crate) fn digest(conn: &Connection, peer: &str) -> Result<crate::replica::Digest> {
+    let epoch = epoch(conn)?;
+    let mark: Option<(i64, i64)> = conn
+        .query_row(
+            "SELECT modseq, epoch FROM peer_mark WHERE peer = ?1",
+            [peer],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .optional()?;
+    Ok(crate::replica::Digest {
+        position: crate::replica::Mark {
+            modseq: current_modseq(conn)?,
+            epoch,
+        },
+        mark: mark.map_or_else(Default::default, |(m, e)| crate::replica::Mark {
+            modseq: m.max(0) as u64,
+            epoch: e.max(0) as u64,
+        }),
+    })
+}
+
+/// [`digest`] of the index in `home`, opened just for this (never
+/// created: `None` when the user has no index yet).
+pub(crate) fn read_digest(
+    home: &std::path::Path,
+    peer: &str,
+) -> Result<Option<crate::replica::Digest>> {
+    use rusqlite::OpenFlags;
+    let path = home.join(crate::account::INDEX_FILE);
+    let conn = match Connection::open_with_flags(
+        &path,
+        OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    ) {
+        Ok(c) => c,
+        Err(_) if !path.exists() => return Ok(None),
+        Err(e) => return Err(e.into()),
+    };
+    conn.busy_timeout(std::time::Duration::from_secs(5))?;
+    digest(&conn, peer).map(Some)
+}
+
 pub(crate) fn current_modseq(conn: &Connection) -> Result<ModSeq> {
     Ok(
         conn.query_row("SELECT value FROM meta WHERE key='modseq'", [], |r| {

@@ -209,6 +209,23 @@ impl Store {
         Ok(account)
     }
 
+    /// A user's anti-entropy digest for `peer` (`None`: no index yet). An
+    /// open account answers from its own connection; any other is read
+    /// from its index file without opening the account (no Maildir scan),
+    /// so a round over many quiet users costs a few page reads each.
+    pub fn replica_digest(&self, user: &User, peer: &str) -> Result<Option<replica::Digest>> {
+        let open = self
+            .accounts
+            .lock()
+            .ok()
+            .and_then(|open| open.get(&user.id).cloned())
+            .and_then(|slot| slot.try_lock().ok().and_then(|a| a.clone()));
+        if let Some(account) = open {
+            return account.replica_digest(peer).map(Some);
+        }
+        index::read_digest(&self.home_of(&user.address), peer)
+    }
+
     /// The server's one Maildir watcher, started on first use (one inotify
     /// instance and one thread): hold a [`WatchGuard`] from
     /// [`MaildirWatcher::watch`] while a session looks at an account, and

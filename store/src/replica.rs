@@ -234,6 +234,26 @@ pub struct Mark {
     pub epoch: u64,
 }
 
+/// What one node says of one user in an anti-entropy round: how far its
+/// own changes go, and how far it has applied the other node's. Two nodes
+/// agree on a user when each one's mark of the other is the other's
+/// position; anything else means a change has not travelled yet.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Digest {
+    /// This node's latest modseq of the user, and its index epoch.
+    pub position: Mark,
+    /// The other node's modseq this node has applied.
+    pub mark: Mark,
+}
+
+impl Digest {
+    /// True when nothing is waiting to travel either way between the node
+    /// that made `self` and the one that made `theirs`.
+    pub fn agrees_with(&self, theirs: &Digest) -> bool {
+        self.mark == theirs.position && theirs.mark == self.position
+    }
+}
+
 /// Everything about one user that changed on a node after modseq `since`.
 /// Mailboxes, deleted mailboxes and subscriptions are always sent whole
 /// (they are few); messages and tombstones only when changed.

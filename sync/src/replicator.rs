@@ -10,6 +10,19 @@
 //!   jitter up to `backoff_max`; the users stay queued.
 //! - Sessions for one user never run twice at once on a node
 //!   ([`UserLocks`]), whichever side started them.
+//! - No change waits for the next full sync. Each queued user carries the
+//!   number of its latest change; a session takes that number when it
+//!   starts and removes the user afterwards only if no change came since
+//!   (a change committed while the session ran may be missing from the
+//!   delta it sent). And every `heartbeat` the peers compare a digest of
+//!   the users changed lately plus a rotating slice of all users (each
+//!   side's position and its mark of the other,
+//!   `cove_store::replica::Digest`): a user on
+//!   which they disagree is synced. Any wakeup lost some other way (a
+//!   change another process made, a bug of the same class) heals in
+//!   seconds instead of waiting for the hourly full sync. The same round
+//!   trip is the link's heartbeat: a peer that does not answer within
+//!   `heartbeat_timeout` is down, mail traffic or not.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -17,15 +30,56 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
+use std::collections::HashMap;
+use std::future::Future;
+use std::pin::Pin;
+
 use cove_store::Store;
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpListener;
 use tokio::sync::{Notify, watch};
 
 use crate::UserLocks;
 use crate::session::{self, SyncError, UserSync};
-use crate::transport::{self, Link, Secret};
+use crate::transport::{self, Link, PeerStream, Secret};
 
-type ClientLink = Link<tokio_rustls::client::TlsStream<TcpStream>>;
+type ClientLink = Link<PeerStream>;
+
+/// How long a user counts as changed lately: the anti-entropy round lists
+/// it every time until then.
+const RECENT: Duration = Duration::from_secs(600);
+/// Users of the rotating slice in each anti-entropy round.
+const ROTATION: usize = 64;
+
+/// How the replicator reaches a peer: an authenticated link and the name
+/// the peer gave. [`TlsConnector`] in production; a test can hand the
+/// replicator links of its own making.
+pub trait Connector: Send + Sync {
+    fn connect<'a>(
+        &'a self,
+        peer: &'a PeerSpec,
+    ) -> Pin<Box<dyn Future<Output = Result<(ClientLink, String), String>> + Send + 'a>>;
+}
+
+/// TLS over TCP to the peer's address, proving the shared secret
+/// ([`transport::connect`]).
+pub struct TlsConnector {
+    pub secret: Secret,
+    pub node: String,
+    pub timeout: Duration,
+}
+
+impl Connector for TlsConnector {
+    fn connect<'a>(
+        &'a self,
+        peer: &'a PeerSpec,
+    ) -> Pin<Box<dyn Future<Output = Result<(ClientLink, String), String>> + Send + 'a>> {
+        Box::pin(async move {
+            transport::connect(&peer.address, &self.secret, &self.node, self.timeout)
+                .await
+                .map_err(|e| e.to_string())
+        })
+    }
+}
 
 /// How often the directory is checked for user changes made by the CLI.
 const USERS_POLL: Duration = Duration::from_secs(1);
@@ -48,18 +102,54 @@ pub struct Options {
     pub full_sync_interval: Duration,
     pub backoff_max: Duration,
     pub connect_timeout: Duration,
+    /// How often the peers compare digests (anti-entropy and heartbeat).
+    pub heartbeat: Duration,
+    /// A peer that has not answered a heartbeat this long is down.
+    pub heartbeat_timeout: Duration,
+}
+
+/// One user waiting to be synced with a peer.
+#[derive(Debug, Clone, Copy)]
+struct Queued {
+    /// When the oldest change not yet synced was queued (for the lag).
+    since: Instant,
+    /// The number of the latest change queued: a session that started
+    /// before it may not carry it.
+    change: u64,
 }
 
 #[derive(Default)]
 struct PeerState {
-    /// Users waiting, with when each was first queued.
-    queue: BTreeMap<String, Instant>,
+    /// Users waiting.
+    queue: BTreeMap<String, Queued>,
     connected: bool,
+    /// When the peer last answered a heartbeat.
+    last_heartbeat: Option<Instant>,
     last_error: Option<String>,
     last_success: Option<SystemTime>,
     /// Queued-to-synced time of the last user synced.
     last_lag: Option<Duration>,
     full_sync_wanted: bool,
+}
+
+impl PeerState {
+    /// Queue `user` for a change numbered `change`.
+    fn enqueue(&mut self, user: String, now: Instant, change: u64) {
+        self.queue
+            .entry(user)
+            .and_modify(|q| q.change = q.change.max(change))
+            .or_insert(Queued { since: now, change });
+    }
+
+    /// A session that started when `user`'s entry was `taken` succeeded:
+    /// the user leaves the queue, unless a change was queued since (that
+    /// change may have been committed after the session took its delta).
+    fn synced(&mut self, user: &str, taken: Queued) {
+        if self.queue.get(user).map(|q| q.change) == Some(taken.change) {
+            self.queue.remove(user);
+        }
+        self.last_lag = Some(taken.since.elapsed());
+    }
 }
 
 struct Peer {
@@ -71,6 +161,8 @@ struct Peer {
     bytes_sent: AtomicU64,
     bytes_received: AtomicU64,
     messages_in: AtomicU64,
+    /// Users an anti-entropy round found unsynced and not queued.
+    repairs: AtomicU64,
 }
 
 impl Peer {
@@ -88,10 +180,29 @@ pub struct Replicator {
     opts: Options,
     locks: Arc<UserLocks>,
     peers: Vec<Arc<Peer>>,
+    connector: Arc<dyn Connector>,
+    /// Numbers the changes queued (see [`Queued::change`]).
+    changes: AtomicU64,
+    /// Users changed lately, with when: listed in every digest.
+    recent: Mutex<HashMap<String, Instant>>,
 }
 
 impl Replicator {
     pub fn new(store: Arc<Store>, opts: Options) -> Arc<Replicator> {
+        let connector = Arc::new(TlsConnector {
+            secret: opts.secret.clone(),
+            node: opts.node.clone(),
+            timeout: opts.connect_timeout,
+        });
+        Replicator::with_connector(store, opts, connector)
+    }
+
+    /// A replicator that reaches its peers through `connector`.
+    pub fn with_connector(
+        store: Arc<Store>,
+        opts: Options,
+        connector: Arc<dyn Connector>,
+    ) -> Arc<Replicator> {
         let peers = opts
             .peers
             .iter()
@@ -108,6 +219,7 @@ impl Replicator {
                     bytes_sent: AtomicU64::new(0),
                     bytes_received: AtomicU64::new(0),
                     messages_in: AtomicU64::new(0),
+                    repairs: AtomicU64::new(0),
                 })
             })
             .collect();
@@ -116,16 +228,105 @@ impl Replicator {
             opts,
             locks: Arc::new(UserLocks::default()),
             peers,
+            connector,
+            changes: AtomicU64::new(0),
+            recent: Mutex::new(HashMap::new()),
         })
     }
 
     /// Queue a user for every peer (called on every committed change).
     pub fn queue(&self, user: &str) {
         let now = Instant::now();
+        let change = self.next_change();
+        if let Ok(mut recent) = self.recent.lock() {
+            recent.insert(user.to_string(), now);
+        }
         for peer in &self.peers {
-            peer.state().queue.entry(user.to_string()).or_insert(now);
+            peer.state().enqueue(user.to_string(), now, change);
             peer.wake.notify_one();
         }
+    }
+
+    fn next_change(&self) -> u64 {
+        self.changes.fetch_add(1, Ordering::Relaxed) + 1
+    }
+
+    /// The users of the next anti-entropy round: those changed lately and
+    /// the next [`ROTATION`] of all users after `cursor` (in address
+    /// order, wrapping), at most [`session::DIGEST_MAX_USERS`].
+    async fn digest_users(&self, cursor: &mut Option<String>) -> Vec<String> {
+        let mut users: Vec<String> = match self.recent.lock() {
+            Ok(mut recent) => {
+                recent.retain(|_, t| t.elapsed() < RECENT);
+                recent.keys().cloned().collect()
+            }
+            Err(_) => Vec::new(),
+        };
+        users.truncate(session::DIGEST_MAX_USERS - ROTATION);
+        let store = self.store.clone();
+        let all = tokio::task::spawn_blocking(move || {
+            store
+                .directory()
+                .list()
+                .map(|l| l.iter().map(|u| u.address.to_string()).collect::<Vec<_>>())
+        })
+        .await;
+        let mut all = match all {
+            Ok(Ok(all)) => all,
+            _ => return users,
+        };
+        all.sort();
+        let start = cursor
+            .as_ref()
+            .map_or(0, |c| all.partition_point(|u| u <= c));
+        let slice: Vec<String> = all
+            .iter()
+            .cycle()
+            .skip(start)
+            .take(ROTATION.min(all.len()))
+            .cloned()
+            .collect();
+        *cursor = slice.last().cloned();
+        for u in slice {
+            if !users.contains(&u) {
+                users.push(u);
+            }
+        }
+        users
+    }
+
+    /// One anti-entropy round (the heartbeat): queue the users on which
+    /// the peer disagrees. An error means the link is down.
+    async fn heartbeat(
+        &self,
+        peer: &Peer,
+        link: &mut ClientLink,
+        cursor: &mut Option<String>,
+    ) -> Result<(), String> {
+        let users = self.digest_users(cursor).await;
+        let round = session::exchange_digest(link, &self.store, &peer.spec.name, users);
+        let differ = match tokio::time::timeout(self.opts.heartbeat_timeout, round).await {
+            Ok(Ok(differ)) => differ,
+            Ok(Err(e)) => return Err(format!("heartbeat: {e}")),
+            Err(_) => {
+                return Err(format!(
+                    "the peer did not answer a heartbeat within {:?}",
+                    self.opts.heartbeat_timeout
+                ));
+            }
+        };
+        let now = Instant::now();
+        let mut s = peer.state();
+        s.last_heartbeat = Some(now);
+        for user in differ {
+            if s.queue.contains_key(&user) {
+                continue;
+            }
+            peer.repairs.fetch_add(1, Ordering::Relaxed);
+            tracing::info!(peer = %peer.spec.name, user = %user, "replication: anti-entropy found a change that has not travelled; syncing the user");
+            s.enqueue(user, now, self.next_change());
+        }
+        Ok(())
     }
 
     /// Start one task per peer; they stop when `stop` turns true.
@@ -171,6 +372,8 @@ impl Replicator {
         // changed by the CLI, another process: polled).
         let mut users_sent: Option<u64> = None;
         let mut next_full = Instant::now() + self.opts.full_sync_interval;
+        let mut next_heartbeat = Instant::now() + self.opts.heartbeat;
+        let mut rotation: Option<String> = None;
         loop {
             if *stop.borrow() {
                 break;
@@ -180,10 +383,14 @@ impl Replicator {
                 s.queue.is_empty() && !s.full_sync_wanted
             };
             let users_changed = || self.users_version() != users_sent;
-            if idle && !users_changed() {
+            if idle && !users_changed() && Instant::now() < next_heartbeat {
                 tokio::select! {
-                    _ = peer.wake.notified() => {}
+                    _ = peer.wake.notified() => {
+                        // Let a burst of changes gather into one session.
+                        tokio::time::sleep(self.opts.debounce).await;
+                    }
                     _ = tokio::time::sleep_until(next_full.into()) => {}
+                    _ = tokio::time::sleep_until(next_heartbeat.into()) => {}
                     _ = tokio::time::sleep(USERS_POLL) => {
                         if !users_changed() {
                             continue;
@@ -191,20 +398,13 @@ impl Replicator {
                     }
                     _ = stop.changed() => continue,
                 }
-                // Let a burst of changes gather into one session.
-                tokio::time::sleep(self.opts.debounce).await;
             }
             if Instant::now() >= next_full {
                 peer.state().full_sync_wanted = true;
                 next_full = Instant::now() + self.opts.full_sync_interval;
             }
             if link.is_none() {
-                let connecting = transport::connect(
-                    &peer.spec.address,
-                    &self.opts.secret,
-                    &self.opts.node,
-                    self.opts.connect_timeout,
-                );
+                let connecting = self.connector.connect(&peer.spec);
                 let connected = tokio::select! {
                     c = connecting => c,
                     _ = stop.changed() => break,
@@ -217,18 +417,29 @@ impl Replicator {
                         tracing::info!(peer = %peer.spec.name, "replication link up");
                         let mut s = peer.state();
                         s.connected = true;
+                        s.last_error = None;
+                        s.last_heartbeat = Some(Instant::now());
+                        next_heartbeat = Instant::now() + self.opts.heartbeat;
                         // A peer that comes back gets a full sync.
                         s.full_sync_wanted = true;
                         link = Some(l);
                     }
                     Err(e) => {
-                        self.failed(&peer, &e.to_string(), &mut failures, &mut stop)
-                            .await;
+                        next_heartbeat = Instant::now() + self.opts.heartbeat;
+                        self.failed(&peer, &e, &mut failures, &mut stop).await;
                         continue;
                     }
                 }
             }
             let Some(l) = link.as_mut() else { continue };
+            if Instant::now() >= next_heartbeat {
+                next_heartbeat = Instant::now() + self.opts.heartbeat;
+                if let Err(e) = self.heartbeat(&peer, l, &mut rotation).await {
+                    link = None;
+                    self.failed(&peer, &e, &mut failures, &mut stop).await;
+                    continue;
+                }
+            }
             let version = self.users_version();
             if version != users_sent {
                 match session::exchange_users(l, &self.store).await {
@@ -237,9 +448,10 @@ impl Replicator {
                         // last swap, need a sync.
                         let now = Instant::now();
                         let changed = self.users_changed_since(users_sent.unwrap_or(0));
+                        let change = self.next_change();
                         let mut s = peer.state();
                         for a in merged.added.iter().map(|a| a.to_string()).chain(changed) {
-                            s.queue.entry(a).or_insert(now);
+                            s.enqueue(a, now, change);
                         }
                         users_sent = version;
                     }
@@ -255,16 +467,17 @@ impl Replicator {
             if full {
                 let now = Instant::now();
                 let users = self.all_users();
+                let change = self.next_change();
                 let mut s = peer.state();
                 for u in users {
-                    s.queue.entry(u).or_insert(now);
+                    s.enqueue(u, now, change);
                 }
             }
-            let batch: Vec<(String, Instant)> = peer
+            let batch: Vec<(String, Queued)> = peer
                 .state()
                 .queue
                 .iter()
-                .map(|(u, t)| (u.clone(), *t))
+                .map(|(u, q)| (u.clone(), *q))
                 .collect();
             let mut broken = None;
             let mut busy = false;
@@ -298,12 +511,7 @@ impl Replicator {
                             .fetch_add(report.here.messages_added, Ordering::Relaxed);
                         log_report(&peer.spec.name, &report);
                         let mut s = peer.state();
-                        // Requeued meanwhile (a change during the session)?
-                        // Then it stays queued.
-                        if s.queue.get(&user) == Some(&queued) {
-                            s.queue.remove(&user);
-                        }
-                        s.last_lag = Some(queued.elapsed());
+                        s.synced(&user, queued);
                         s.last_success = Some(SystemTime::now());
                         s.last_error = None;
                     }
@@ -460,14 +668,11 @@ impl Replicator {
         users: &[String],
         with_users: bool,
     ) -> Result<Vec<UserSync>, SyncError> {
-        let (mut link, _) = transport::connect(
-            &peer.spec.address,
-            &self.opts.secret,
-            &self.opts.node,
-            self.opts.connect_timeout,
-        )
-        .await
-        .map_err(|e| SyncError::Protocol(e.to_string()))?;
+        let (mut link, _) = self
+            .connector
+            .connect(&peer.spec)
+            .await
+            .map_err(SyncError::Protocol)?;
         if with_users {
             session::exchange_users(&mut link, &self.store).await?;
         }
@@ -527,7 +732,12 @@ impl Replicator {
             json_str(&mut out, &p.spec.name);
             out.push_str(",\"address\":");
             json_str(&mut out, &p.spec.address);
-            let oldest = s.queue.values().min().map(|t| t.elapsed().as_secs_f64());
+            let oldest = s
+                .queue
+                .values()
+                .map(|q| q.since)
+                .min()
+                .map(|t| t.elapsed().as_secs_f64());
             let _ = write!(
                 out,
                 ",\"connected\":{},\"users_queued\":{},\"oldest_unsynced_secs\":{},\"sessions\":{},\"failures\":{},\"last_error\":",
@@ -558,7 +768,7 @@ impl Replicator {
     /// `GET /metrics`: Prometheus text.
     pub fn metrics(&self) -> String {
         let mut out = String::new();
-        let gauges: [(&str, &str, &str); 8] = [
+        let gauges: [(&str, &str, &str); 9] = [
             (
                 "cove_replication_connected",
                 "gauge",
@@ -599,6 +809,11 @@ impl Replicator {
                 "counter",
                 "bytes received from the peer",
             ),
+            (
+                "cove_replication_anti_entropy_repairs_total",
+                "counter",
+                "users found unsynced by a digest comparison and not queued (a change whose wakeup was missed)",
+            ),
         ];
         for (i, (name, kind, help)) in gauges.iter().enumerate() {
             let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
@@ -610,13 +825,15 @@ impl Replicator {
                     2 => s
                         .queue
                         .values()
+                        .map(|q| q.since)
                         .min()
                         .map_or(0.0, |t| t.elapsed().as_secs_f64()),
                     3 => s.last_lag.map_or(0.0, |d| d.as_secs_f64()),
                     4 => p.sessions.load(Ordering::Relaxed) as f64,
                     5 => p.failures.load(Ordering::Relaxed) as f64,
                     6 => p.bytes_sent.load(Ordering::Relaxed) as f64,
-                    _ => p.bytes_received.load(Ordering::Relaxed) as f64,
+                    7 => p.bytes_received.load(Ordering::Relaxed) as f64,
+                    _ => p.repairs.load(Ordering::Relaxed) as f64,
                 };
                 let _ = writeln!(out, "{name}{{peer=\"{}\"}} {v}", p.spec.name);
             }

@@ -26,7 +26,9 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use cove_store::UsersMerged;
-use cove_store::replica::{ApplyReport, Delta, Mark, MessageState, TombstoneState, UserRecord};
+use cove_store::replica::{
+    ApplyReport, Delta, Digest, Mark, MessageState, TombstoneState, UserRecord,
+};
 use cove_store::{Account, Address, ContentId, StagedBlob, Store};
 use tokio::io::{AsyncRead, AsyncWrite};
 
@@ -70,7 +72,16 @@ pub enum Msg {
         messages: Vec<MessageState>,
         tombstones: Vec<TombstoneState>,
     },
+    /// Anti-entropy and heartbeat: the sender's digest of each listed
+    /// user, answered with the receiver's digest of the same users, in the
+    /// same order (`None`: no such user, or no index yet).
+    Digest {
+        users: Vec<(String, Option<Digest>)>,
+    },
 }
+
+/// Most users in one [`Msg::Digest`].
+pub const DIGEST_MAX_USERS: usize = 4096;
 
 /// Messages (or tombstones) per delta frame: about 2 MiB.
 const DELTA_PAGE: usize = 16 * 1024;
@@ -598,6 +609,13 @@ where
             Err(SyncError::Closed) => return Ok(()),
             Err(e) => return Err(e),
         };
+        if let Msg::Digest { users } = msg {
+            let theirs = users.into_iter().map(|(u, _)| u).collect();
+            let mine = digests(&store, &peer, theirs).await?;
+            send_msg(&mut link, &Msg::Digest { users: mine }).await?;
+            link.flush().await?;
+            continue;
+        }
         if let Msg::Users { users } = msg {
             let mine = users_of(&store).await?;
             send_msg(&mut link, &Msg::Users { users: mine }).await?;
@@ -705,6 +723,77 @@ async fn skip_echo(
         Ok(())
     })
     .await
+}
+
+/// This node's digest of each of `users` for `peer`.
+async fn digests(
+    store: &Arc<Store>,
+    peer: &str,
+    users: Vec<String>,
+) -> Result<Vec<(String, Option<Digest>)>, SyncError> {
+    if users.len() > DIGEST_MAX_USERS {
+        return Err(SyncError::Protocol(format!(
+            "a digest of {} users (at most {DIGEST_MAX_USERS})",
+            users.len()
+        )));
+    }
+    let (store, peer) = (store.clone(), peer.to_string());
+    blocking(move || {
+        let mut out = Vec::with_capacity(users.len());
+        for user in users {
+            let digest = match Address::parse(&user) {
+                Ok(address) => match store.user(&address)? {
+                    Some(u) => store.replica_digest(&u, &peer)?,
+                    None => None,
+                },
+                Err(_) => None,
+            };
+            out.push((user, digest));
+        }
+        Ok(out)
+    })
+    .await
+}
+
+/// The connecting side of an anti-entropy round (also the link's
+/// heartbeat): send this node's digest of `users`, and return those on
+/// which the peer's answer does not agree (some change has not travelled).
+pub async fn exchange_digest<S>(
+    link: &mut Link<S>,
+    store: &Arc<Store>,
+    peer: &str,
+    users: Vec<String>,
+) -> Result<Vec<String>, SyncError>
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send,
+{
+    let mine = digests(store, peer, users).await?;
+    send_msg(
+        link,
+        &Msg::Digest {
+            users: mine.clone(),
+        },
+    )
+    .await?;
+    link.flush().await?;
+    let theirs = match recv_msg(link).await? {
+        Msg::Digest { users } => users,
+        other => return Err(unexpected("Digest", &other)),
+    };
+    if theirs.len() != mine.len() {
+        return Err(SyncError::Protocol(
+            "the peer's digest does not answer the users asked".into(),
+        ));
+    }
+    let mut differ = Vec::new();
+    for ((user, here), (_, there)) in mine.into_iter().zip(theirs) {
+        if let (Some(here), Some(there)) = (here, there)
+            && !here.agrees_with(&there)
+        {
+            differ.push(user);
+        }
+    }
+    Ok(differ)
 }
 
 async fn users_of(store: &Arc<Store>) -> Result<Vec<UserRecord>, SyncError> {

@@ -50,7 +50,7 @@ use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::{DigitallySignedStruct, SignatureScheme};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufStream, DuplexStream};
 use tokio::net::TcpStream;
-use tokio_rustls::{TlsAcceptor, TlsConnector, client, server};
+use tokio_rustls::{TlsAcceptor, TlsConnector, server};
 
 /// Largest frame a link sends or accepts once the peer is authenticated.
 pub const MAX_FRAME: usize = 32 * 1024 * 1024;
@@ -161,6 +161,15 @@ pub enum LinkError {
     #[error("malformed replication handshake: {0}")]
     Malformed(&'static str),
 }
+
+/// Any byte stream a link can run over: TLS to a peer, or memory.
+pub trait PeerIo: AsyncRead + AsyncWrite + Unpin + Send {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send + ?Sized> PeerIo for T {}
+
+/// The stream of a link this node opened ([`connect`]); boxed so the
+/// replicator can be handed links made some other way (see
+/// `replicator::Connector`).
+pub type PeerStream = Box<dyn PeerIo>;
 
 /// A framed, buffered, counted byte stream to a peer. A frame is a u32
 /// big-endian length and that many bytes. `send` only buffers; call `flush`
@@ -379,7 +388,7 @@ pub async fn connect(
     secret: &Secret,
     my_name: &str,
     timeout: Duration,
-) -> Result<(Link<client::TlsStream<TcpStream>>, String), LinkError> {
+) -> Result<(Link<PeerStream>, String), LinkError> {
     tokio::time::timeout(timeout, connect_inner(addr, secret, my_name))
         .await
         .map_err(|_| LinkError::Timeout(timeout))?
@@ -389,7 +398,7 @@ async fn connect_inner(
     addr: &str,
     secret: &Secret,
     my_name: &str,
-) -> Result<(Link<client::TlsStream<TcpStream>>, String), LinkError> {
+) -> Result<(Link<PeerStream>, String), LinkError> {
     let tcp = TcpStream::connect(addr)
         .await
         .map_err(|source| LinkError::Connect {
@@ -402,7 +411,8 @@ async fn connect_inner(
         .await
         .map_err(LinkError::Tls)?;
     let exporter = exporter(tls.get_ref().1)?;
-    client_handshake(Link::new(tls), secret, my_name, exporter).await
+    let stream: PeerStream = Box::new(tls);
+    client_handshake(Link::new(stream), secret, my_name, exporter).await
 }
 
 async fn client_handshake<S: AsyncRead + AsyncWrite + Unpin + Send>(

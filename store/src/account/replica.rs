@@ -21,8 +21,8 @@ use crate::ids::{Flags, MailboxGuid, MessageGuid, Uid};
 use crate::index::{self, MailboxInfo, MessageMeta, NewMessageRow, Tx};
 use crate::maildir::{self, FileName, FolderIdentity};
 use crate::replica::{
-    ApplyReport, Delta, FlagClock, FlagsSide, MailboxGone, MailboxState, Mark, MessageState, Stamp,
-    SubscriptionState, TombstoneState, merge_flags, renumbering,
+    ApplyReport, Delta, Digest, FlagClock, FlagsSide, MailboxGone, MailboxState, Mark,
+    MessageState, Stamp, SubscriptionState, TombstoneState, merge_flags, renumbering,
 };
 use crate::watch::{OwnBudget, OwnEvent, own_rename};
 use crate::{Error, IoContext, Result};
@@ -253,6 +253,12 @@ impl Account {
         }
         tx.finish()?;
         Ok(delta)
+    }
+
+    /// This node's position for `peer` in an anti-entropy round.
+    pub fn replica_digest(&self, peer: &str) -> Result<Digest> {
+        let g = self.conn()?;
+        index::digest(&g.conn, peer)
     }
 
     /// The highest modseq of `peer`'s that this node has applied.
