@@ -50,14 +50,15 @@ const RECENT: Duration = Duration::from_secs(600);
 /// Users of the rotating slice in each anti-entropy round.
 const ROTATION: usize = 64;
 
+/// A link being opened: the link and the name the peer gave, or why not.
+pub type Connecting<'a> =
+    Pin<Box<dyn Future<Output = Result<(ClientLink, String), String>> + Send + 'a>>;
+
 /// How the replicator reaches a peer: an authenticated link and the name
 /// the peer gave. [`TlsConnector`] in production; a test can hand the
 /// replicator links of its own making.
 pub trait Connector: Send + Sync {
-    fn connect<'a>(
-        &'a self,
-        peer: &'a PeerSpec,
-    ) -> Pin<Box<dyn Future<Output = Result<(ClientLink, String), String>> + Send + 'a>>;
+    fn connect<'a>(&'a self, peer: &'a PeerSpec) -> Connecting<'a>;
 }
 
 /// TLS over TCP to the peer's address, proving the shared secret
@@ -69,10 +70,7 @@ pub struct TlsConnector {
 }
 
 impl Connector for TlsConnector {
-    fn connect<'a>(
-        &'a self,
-        peer: &'a PeerSpec,
-    ) -> Pin<Box<dyn Future<Output = Result<(ClientLink, String), String>> + Send + 'a>> {
+    fn connect<'a>(&'a self, peer: &'a PeerSpec) -> Connecting<'a> {
         Box::pin(async move {
             transport::connect(&peer.address, &self.secret, &self.node, self.timeout)
                 .await

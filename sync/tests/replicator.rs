@@ -11,7 +11,6 @@
 
 mod common;
 
-use std::future::Future;
 use std::io;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -21,7 +20,7 @@ use std::time::{Duration, Instant};
 
 use common::{Node, USER};
 use cove_store::{Address, Durability, Flags, MessageGuid, Store, StoreOptions};
-use cove_sync::replicator::{Connector, Options, PeerSpec, Replicator};
+use cove_sync::replicator::{Connecting, Connector, Options, PeerSpec, Replicator};
 use cove_sync::session::{Msg, serve_link};
 use cove_sync::transport::{Link, PeerStream, Secret};
 use tokio::io::{AsyncRead, AsyncWrite, DuplexStream, ReadBuf};
@@ -137,10 +136,7 @@ struct ToB {
 }
 
 impl Connector for ToB {
-    fn connect<'a>(
-        &'a self,
-        _peer: &'a PeerSpec,
-    ) -> Pin<Box<dyn Future<Output = Result<(Link<PeerStream>, String), String>> + Send + 'a>> {
+    fn connect<'a>(&'a self, _peer: &'a PeerSpec) -> Connecting<'a> {
         Box::pin(async move {
             let (a, b) = tokio::io::duplex(256 * 1024);
             let store = self.b.clone();
