@@ -32,6 +32,11 @@ pub struct Config {
     /// Absent: this node does not replicate.
     #[serde(default)]
     pub replication: Option<ReplicationConfig>,
+    /// Addresses or CIDRs of proxies (nginx's mail proxy) that may send a
+    /// PROXY protocol header on listeners with `proxy_protocol = true`, and
+    /// plaintext passwords (they terminated TLS). See server/src/proxy.rs.
+    #[serde(default)]
+    pub trusted_proxies: Vec<String>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -61,6 +66,10 @@ pub struct LmtpConfig {
     pub max_connections: usize,
     #[serde(default = "default_max_connections_per_ip")]
     pub max_connections_per_ip: usize,
+    /// Connections from `trusted_proxies` start with a PROXY protocol
+    /// header (v1 or v2) giving the client's address.
+    #[serde(default)]
+    pub proxy_protocol: bool,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -87,6 +96,10 @@ pub struct ImapConfig {
     pub max_connections: usize,
     #[serde(default = "default_max_connections_per_ip")]
     pub max_connections_per_ip: usize,
+    /// Connections from `trusted_proxies` start with a PROXY protocol
+    /// header (v1 or v2) giving the client's address.
+    #[serde(default)]
+    pub proxy_protocol: bool,
     #[serde(default = "default_max_connections_per_user")]
     pub max_connections_per_user: usize,
     /// Allow LOGIN/AUTHENTICATE PLAIN on connections that are neither TLS
@@ -109,6 +122,7 @@ impl Default for ImapConfig {
             autologout_secs: default_autologout(),
             max_connections: default_max_connections(),
             max_connections_per_ip: default_max_connections_per_ip(),
+            proxy_protocol: false,
             max_connections_per_user: default_max_connections_per_user(),
             allow_plaintext_auth: false,
             auth_failure_delay_ms: default_auth_failure_delay(),
@@ -152,6 +166,10 @@ pub struct Pop3Config {
     pub max_connections: usize,
     #[serde(default = "default_max_connections_per_ip")]
     pub max_connections_per_ip: usize,
+    /// Connections from `trusted_proxies` start with a PROXY protocol
+    /// header (v1 or v2) giving the client's address.
+    #[serde(default)]
+    pub proxy_protocol: bool,
     /// Allow USER/PASS and AUTH PLAIN on connections that are neither TLS
     /// nor from loopback.
     #[serde(default)]
@@ -171,6 +189,7 @@ impl Default for Pop3Config {
             autologout_secs: default_pop3_autologout(),
             max_connections: default_max_connections(),
             max_connections_per_ip: default_max_connections_per_ip(),
+            proxy_protocol: false,
             allow_plaintext_auth: false,
             auth_failure_delay_ms: default_auth_failure_delay(),
         }
@@ -447,6 +466,7 @@ impl Default for LmtpConfig {
             max_errors: default_max_errors(),
             max_connections: default_max_connections(),
             max_connections_per_ip: default_max_connections_per_ip(),
+            proxy_protocol: false,
         }
     }
 }
@@ -483,6 +503,7 @@ impl Config {
             tls: None,
             server: ServerConfig::default(),
             replication: None,
+            trusted_proxies: Vec::new(),
         }
     }
 
@@ -506,6 +527,7 @@ impl Config {
     }
 
     fn validate(&self) -> anyhow::Result<()> {
+        crate::proxy::TrustedProxies::parse(&self.trusted_proxies).map_err(anyhow::Error::msg)?;
         if self.hostname.is_empty()
             || self
                 .hostname

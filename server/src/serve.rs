@@ -83,6 +83,9 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         tokio::task::spawn_blocking(move || crate::cli::open_store(&config)).await??
     };
     let store = Arc::new(store);
+    crate::proxy::set_trusted(
+        crate::proxy::TrustedProxies::parse(&config.trusted_proxies).map_err(anyhow::Error::msg)?,
+    );
     let tls = crate::tls::acceptor(&config)?;
     let (stop, stopped) = watch::channel(false);
     let sessions = Arc::new(Mutex::new(JoinSet::new()));

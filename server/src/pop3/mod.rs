@@ -83,9 +83,15 @@ pub async fn accept_loop(
 ) {
     let shutdown = ctx.shutdown.clone();
     let proto = if implicit_tls { "pop3s" } else { "pop3" };
-    listener::accept_loop(proto, listener, shutdown, sessions, move |tcp, peer, id| {
-        serve_connection(ctx.clone(), tcp, peer, id, implicit_tls)
-    })
+    let proxy_protocol = ctx.config.proxy_protocol;
+    listener::accept_loop(
+        proto,
+        listener,
+        shutdown,
+        sessions,
+        proxy_protocol,
+        move |tcp, peer, id| serve_connection(ctx.clone(), tcp, peer, id, implicit_tls),
+    )
     .await;
 }
 

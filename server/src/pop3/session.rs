@@ -101,7 +101,7 @@ impl Session {
     /// Plaintext passwords over TLS, from loopback, or where allowed.
     pub fn plaintext_ok(&self) -> bool {
         crate::auth::plaintext_allowed(
-            self.is_tls(),
+            self.is_tls() || self.reader.get_ref().from_trusted_proxy(),
             self.peer.ip(),
             self.ctx.config.allow_plaintext_auth,
         )
@@ -187,6 +187,10 @@ impl Session {
                 }
                 Ok(Ok(LineRead::Line(l))) => l,
             };
+            if crate::proxy::looks_like_header(&line) {
+                crate::proxy::refused_unexpected("pop3", self.id, self.peer);
+                return;
+            }
             let flow = match command::parse(&line) {
                 Ok(cmd) => self.dispatch(cmd).await,
                 Err(e) => {
