@@ -18,6 +18,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 /// A password in memory; `Debug` never prints it.
+#[derive(Clone, Default, PartialEq, Eq, serde::Deserialize)]
+#[serde(transparent)]
 pub struct Secret(pub String);
 
 impl std::fmt::Debug for Secret {

@@ -291,8 +291,31 @@ fn admin_request(config: &Config, method: &str, path: &str) -> anyhow::Result<St
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
-    let (status, body) = runtime
-        .block_on(cove_sync::http::http_request(&addr, method, path))
+    // State-changing requests carry the admin token the server keeps in
+    // its data directory (server/src/admin.rs).
+    let token = match method {
+        "GET" => None,
+        _ => Some(
+            std::fs::read_to_string(config.data_dir.join(crate::admin::TOKEN_FILE))
+                .with_context(|| {
+                    format!(
+                        "cannot read the admin token in {} (is the server running with this data_dir?)",
+                        config.data_dir.display()
+                    )
+                })?
+                .trim()
+                .to_string(),
+        ),
+    };
+    let auth = token.map(|t| format!("Bearer {t}"));
+    let headers: Vec<(&str, &str)> = auth
+        .as_deref()
+        .map(|a| vec![("Authorization", a)])
+        .unwrap_or_default();
+    let (status, _, body) = runtime
+        .block_on(cove_sync::http::http_exchange(
+            &addr, method, path, &headers,
+        ))
         .with_context(|| format!("cannot reach the running server at {addr} ([http] listen)"))?;
     if status != 200 {
         anyhow::bail!("{}", body.trim());
@@ -306,6 +329,14 @@ pub fn sync_now(config: &Config, email: Option<&str>) -> anyhow::Result<()> {
         address(e)?;
     }
     let body = admin_request(config, "POST", &cove_sync::http::sync_now_path(email))?;
+    print!("{body}");
+    Ok(())
+}
+
+/// `cove node drain` / `cove node undrain`.
+pub fn node_drain(config: &Config, on: bool) -> anyhow::Result<()> {
+    let path = if on { "/node/drain" } else { "/node/undrain" };
+    let body = admin_request(config, "POST", path)?;
     print!("{body}");
     Ok(())
 }

@@ -210,6 +210,11 @@ fn default_pop3_autologout() -> u64 {
 pub struct HttpConfig {
     #[serde(default)]
     pub listen: Vec<String>,
+    /// When set, `GET /auth` (nginx's auth_http) answers only requests
+    /// carrying it in `X-Auth-Key` (nginx: `auth_http_header X-Auth-Key
+    /// "...";`).
+    #[serde(default)]
+    pub auth_key: Option<crate::auth::Secret>,
 }
 
 /// `[replication]`: the peers this node replicates with (DESIGN.md,
@@ -499,6 +504,7 @@ impl Config {
             }),
             http: Some(HttpConfig {
                 listen: vec!["127.0.0.1:8185".into()],
+                auth_key: None,
             }),
             tls: None,
             server: ServerConfig::default(),

@@ -59,6 +59,20 @@ enum Command {
         #[command(subcommand)]
         command: ImportCommand,
     },
+    /// This node's part in routing (asks the running server over [http]).
+    Node {
+        #[command(subcommand)]
+        command: NodeCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum NodeCommand {
+    /// Take no new sessions: /health answers 503, so proxies and the other
+    /// nodes send new sessions to the peer.
+    Drain,
+    /// Take new sessions again.
+    Undrain,
 }
 
 #[derive(Subcommand)]
@@ -211,6 +225,10 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                     DedupCommand::Stats => cli::dedup_stats(&config),
                     DedupCommand::Gc => cli::dedup_gc(&config),
                     DedupCommand::Verify => cli::dedup_verify(&config),
+                },
+                Command::Node { command } => match command {
+                    NodeCommand::Drain => cli::node_drain(&config, true),
+                    NodeCommand::Undrain => cli::node_drain(&config, false),
                 },
                 Command::Sync { command } => match command {
                     SyncCommand::Now { email } => cli::sync_now(&config, email.as_deref()),

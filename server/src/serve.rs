@@ -95,26 +95,6 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         Some(r) => Some(start_replication(&config, r, &store, &tls, &stopped, &mut loops).await?),
         None => None,
     };
-    if let Some(http) = &config.http {
-        let admin: Arc<dyn cove_sync::http::AdminHandler> = Arc::new(crate::admin::Admin {
-            replicator: replicator.clone(),
-        });
-        for addr in &http.listen {
-            let listener = TcpListener::bind(addr)
-                .await
-                .with_context(|| format!("[http] listen: cannot bind {addr}"))?;
-            tracing::info!(
-                "http (metrics, sync admin) listening on {}",
-                listener.local_addr()?
-            );
-            loops.spawn(cove_sync::http::serve_http(
-                listener,
-                admin.clone(),
-                stopped.clone(),
-            ));
-        }
-    }
-
     if let Some(lmtp_config) = &config.lmtp {
         let sync_delivery = match (&config.replication, &replicator) {
             (Some(r), Some(rep)) if r.sync_delivery => Some((
@@ -145,6 +125,9 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         .unwrap_or(2);
     let passwords =
         Arc::new(crate::auth::PasswordCheckers::new(cores).context("start the password threads")?);
+    // Where this node serves IMAP and POP3 in clear text (the first
+    // listener of each): what nginx's auth_http is told.
+    let mut serving = Serving::default();
     if let Some(imap_config) = &config.imap {
         let ctx = Arc::new(ImapContext::new(
             store.clone(),
@@ -164,6 +147,9 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
                     .with_context(|| format!("[imap] {key}: cannot bind {addr}"))?;
                 let proto = if implicit_tls { "imaps" } else { "imap" };
                 tracing::info!("{proto} listening on {}", listener.local_addr()?);
+                if !implicit_tls && serving.imap.is_none() {
+                    serving.imap = Some(listener.local_addr()?);
+                }
                 loops.spawn(imap::accept_loop(
                     listener,
                     ctx.clone(),
@@ -192,6 +178,9 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
                     .with_context(|| format!("[pop3] {key}: cannot bind {addr}"))?;
                 let proto = if implicit_tls { "pop3s" } else { "pop3" };
                 tracing::info!("{proto} listening on {}", listener.local_addr()?);
+                if !implicit_tls && serving.pop3.is_none() {
+                    serving.pop3 = Some(listener.local_addr()?);
+                }
                 loops.spawn(crate::pop3::accept_loop(
                     listener,
                     ctx.clone(),
@@ -199,6 +188,38 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
                     implicit_tls,
                 ));
             }
+        }
+    }
+    if let Some(http) = &config.http {
+        let admin: Arc<dyn cove_sync::http::AdminHandler> = Arc::new(crate::admin::Admin {
+            replicator: replicator.clone(),
+            token: crate::admin::admin_token(&config.data_dir)?,
+            store: store.clone(),
+            passwords: passwords.clone(),
+            imap: serving.imap,
+            pop3: serving.pop3,
+            auth_key: http.auth_key.clone(),
+            auth_failure_delay: Duration::from_millis(
+                config
+                    .imap
+                    .as_ref()
+                    .map_or(2000, |i| i.auth_failure_delay_ms),
+            ),
+            draining: Arc::new(std::sync::atomic::AtomicBool::new(false)),
+        });
+        for addr in &http.listen {
+            let listener = TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("[http] listen: cannot bind {addr}"))?;
+            tracing::info!(
+                "http (metrics, sync admin) listening on {}",
+                listener.local_addr()?
+            );
+            loops.spawn(cove_sync::http::serve_http(
+                listener,
+                admin.clone(),
+                stopped.clone(),
+            ));
         }
     }
     tracing::info!(data_dir = %config.data_dir.display(), hostname = %config.hostname, "cove {} serving", env!("CARGO_PKG_VERSION"));
@@ -231,4 +252,11 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     }
     tracing::info!(sessions = open, "stopped");
     Ok(())
+}
+
+/// The addresses this node serves each protocol on.
+#[derive(Default)]
+struct Serving {
+    imap: Option<std::net::SocketAddr>,
+    pop3: Option<std::net::SocketAddr>,
 }
