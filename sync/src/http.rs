@@ -565,6 +565,9 @@ pub async fn http_request(addr: &str, method: &str, path: &str) -> io::Result<(u
         .map(|(status, _, body)| (status, body))
 }
 
+/// A response: status, headers, body.
+pub type Exchanged = (u16, Vec<(String, String)>, String);
+
 /// [`http_request`] with request headers, answering the response's
 /// headers too.
 pub async fn http_exchange(
@@ -572,7 +575,7 @@ pub async fn http_exchange(
     method: &str,
     path: &str,
     headers: &[(&str, &str)],
-) -> io::Result<(u16, Vec<(String, String)>, String)> {
+) -> io::Result<Exchanged> {
     let mut tcp = TcpStream::connect(addr).await?;
     let mut request = format!(
         "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Length: 0\r\nConnection: close\r\n"
@@ -606,7 +609,7 @@ fn invalid(why: &str) -> io::Error {
     )
 }
 
-fn parse_response(raw: &[u8]) -> io::Result<(u16, Vec<(String, String)>, String)> {
+fn parse_response(raw: &[u8]) -> io::Result<Exchanged> {
     let end = find_head_end(raw).ok_or_else(|| invalid("no end of head"))?;
     let head = std::str::from_utf8(&raw[..end]).map_err(|_| invalid("head not UTF-8"))?;
     let mut lines = head.lines();
