@@ -14,5 +14,6 @@
 mod common;
 mod dovecot;
 mod mbsync;
+mod nginx;
 mod postfix;
 mod swaks;

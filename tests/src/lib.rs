@@ -217,6 +217,12 @@ impl TestServer {
     /// Start a server whose `hostname` (its node name for replication) is
     /// `hostname`; otherwise as [`start`](TestServer::start).
     pub fn start_node(hostname: &str, extra: &str) -> TestServer {
+        TestServer::start_with_root(hostname, "", extra)
+    }
+
+    /// [`start_node`](TestServer::start_node) with top-level keys (`root`,
+    /// before any section: `trusted_proxies = [...]`).
+    pub fn start_with_root(hostname: &str, root: &str, extra: &str) -> TestServer {
         let dir = tempfile::Builder::new()
             .prefix("cove-test-")
             .tempdir()
@@ -225,7 +231,10 @@ impl TestServer {
         let config_path = dir.path().join("cove.toml");
         fs::write(
             &config_path,
-            config_text_for(&data_dir, hostname, "127.0.0.1:0", extra),
+            format!(
+                "{root}\n{}",
+                config_text_for(&data_dir, hostname, "127.0.0.1:0", extra)
+            ),
         )
         .expect("write config");
         let mut server = TestServer {
