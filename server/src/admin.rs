@@ -137,6 +137,15 @@ impl AdminHandler for Admin {
     fn route<'a>(&'a self, request: &'a Request) -> Option<Replying<'a>> {
         match (request.method.as_str(), request.path.as_str()) {
             ("GET", "/health") => Some(Box::pin(async move { self.health() })),
+            ("GET", "/sync/table") => Some(Box::pin(async move {
+                Reply::text(
+                    200,
+                    match &self.replicator {
+                        Some(r) => r.status_table(),
+                        None => "replication is not configured on this node\n".to_string(),
+                    },
+                )
+            })),
             ("GET", "/auth") => Some(Box::pin(self.auth_http(request))),
             ("POST", "/node/drain") => Some(Box::pin(async move { self.set_draining(true) })),
             ("POST", "/node/undrain") => Some(Box::pin(async move { self.set_draining(false) })),

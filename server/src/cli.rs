@@ -341,9 +341,10 @@ pub fn node_drain(config: &Config, on: bool) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// `cove sync status`.
-pub fn sync_status(config: &Config) -> anyhow::Result<()> {
-    let body = admin_request(config, "GET", "/sync/status")?;
-    println!("{}", body.trim());
+/// `cove sync status`: a table, or the JSON document with `--json`.
+pub fn sync_status(config: &Config, json: bool) -> anyhow::Result<()> {
+    let path = if json { "/sync/status" } else { "/sync/table" };
+    let body = admin_request(config, "GET", path)?;
+    println!("{}", body.trim_end());
     Ok(())
 }

@@ -108,7 +108,11 @@ enum SyncCommand {
     Now { email: Option<String> },
     /// Each peer: connected or not, users queued, age of the oldest
     /// unsynced change, last error.
-    Status,
+    Status {
+        /// The status as JSON, for scripts.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Subcommand)]
@@ -232,7 +236,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 },
                 Command::Sync { command } => match command {
                     SyncCommand::Now { email } => cli::sync_now(&config, email.as_deref()),
-                    SyncCommand::Status => cli::sync_status(&config),
+                    SyncCommand::Status { json } => cli::sync_status(&config, json),
                 },
                 Command::Import {
                     command:

@@ -763,6 +763,46 @@ impl Replicator {
         out
     }
 
+    /// `cove sync status`: one line per peer, for people.
+    pub fn status_table(&self) -> String {
+        let mut out = format!(
+            "node {}\n{:<20} {:<22} {:<5} {:>6} {:>9} {:>9} {:>9}  {}\n",
+            self.opts.node,
+            "PEER",
+            "ADDRESS",
+            "LINK",
+            "QUEUED",
+            "OLDEST",
+            "SESSIONS",
+            "FAILURES",
+            "LAST ERROR"
+        );
+        for p in &self.peers {
+            let s = p.state();
+            let oldest = s
+                .queue
+                .values()
+                .map(|q| q.since)
+                .min()
+                .map_or("-".to_string(), |t| {
+                    format!("{:.1}s", t.elapsed().as_secs_f64())
+                });
+            let _ = writeln!(
+                out,
+                "{:<20} {:<22} {:<5} {:>6} {:>9} {:>9} {:>9}  {}",
+                p.spec.name,
+                p.spec.address,
+                if s.connected { "up" } else { "down" },
+                s.queue.len(),
+                oldest,
+                p.sessions.load(Ordering::Relaxed),
+                p.failures.load(Ordering::Relaxed),
+                s.last_error.as_deref().unwrap_or("-"),
+            );
+        }
+        out
+    }
+
     /// `GET /metrics`: Prometheus text.
     pub fn metrics(&self) -> String {
         let mut out = String::new();
