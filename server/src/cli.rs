@@ -30,14 +30,24 @@ fn address(s: &str) -> anyhow::Result<Address> {
     Ok(Address::parse(s)?)
 }
 
-/// Read a password from standard input (first line).
+/// Read a password from standard input (its first line). On a terminal
+/// the password is asked twice, without echo, and both must match.
 fn password_from_stdin() -> anyhow::Result<Secret> {
     let stdin = std::io::stdin();
-    if stdin.is_terminal() {
-        eprint!("Password: ");
+    if !stdin.is_terminal() {
+        return read_password_line();
     }
+    let first = prompt_hidden("Password: ")?;
+    let again = prompt_hidden("Password again: ")?;
+    if first.0 != again.0 {
+        bail!("the two passwords differ; nothing changed");
+    }
+    Ok(first)
+}
+
+fn read_password_line() -> anyhow::Result<Secret> {
     let mut line = String::new();
-    stdin
+    std::io::stdin()
         .lock()
         .read_line(&mut line)
         .context("read the password from standard input")?;
@@ -46,6 +56,25 @@ fn password_from_stdin() -> anyhow::Result<Secret> {
         bail!("empty password on standard input");
     }
     Ok(Secret(pw))
+}
+
+/// Ask for a password on the terminal with echo off (restored afterwards,
+/// also when reading fails).
+fn prompt_hidden(prompt: &str) -> anyhow::Result<Secret> {
+    use rustix::termios::{LocalModes, OptionalActions, tcgetattr, tcsetattr};
+    let stdin = std::io::stdin();
+    let saved = tcgetattr(&stdin).context("read the terminal's settings")?;
+    let mut quiet = saved.clone();
+    quiet.local_modes.remove(LocalModes::ECHO);
+    quiet.local_modes.insert(LocalModes::ECHONL);
+    // Echo off before the prompt, so nothing typed after it is shown.
+    tcsetattr(&stdin, OptionalActions::Now, &quiet).context("turn the terminal's echo off")?;
+    eprint!("{prompt}");
+    let read = read_password_line();
+    let restored = tcsetattr(&stdin, OptionalActions::Now, &saved);
+    let pw = read?;
+    restored.context("restore the terminal's echo")?;
+    Ok(pw)
 }
 
 pub fn user_add(
