@@ -482,6 +482,10 @@ impl LmtpConfig {
     }
 }
 
+/// Where cove looks for its configuration when neither `--config` nor
+/// `COVE_CONFIG` names one.
+pub const DEFAULT_PATH: &str = "/etc/cove/cove.toml";
+
 impl Config {
     /// The embedded defaults: one node on loopback.
     pub fn embedded() -> Config {
