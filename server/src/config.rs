@@ -521,6 +521,37 @@ impl Config {
         let config: Config = toml::from_str(text)
             .map_err(|e| anyhow::anyhow!("{origin}: {}", e.to_string().trim_end()))?;
         config.validate().with_context(|| origin.to_string())?;
+        // Start-up checks that need the file itself, one clear line each.
+        let explicit_hostname = text
+            .parse::<toml::Table>()
+            .is_ok_and(|t| t.contains_key("hostname"));
+        if config.replication.is_some() && !explicit_hostname {
+            bail!(
+                "{origin}: [replication] needs hostname set: it is this node's name for its peers, and the system's host name ({}) is often the same on two machines made from one image",
+                config.hostname
+            );
+        }
+        let listens = [
+            config.lmtp.as_ref().is_some_and(|l| !l.listen.is_empty()),
+            config
+                .imap
+                .as_ref()
+                .is_some_and(|i| !i.listen.is_empty() || !i.tls_listen.is_empty()),
+            config
+                .pop3
+                .as_ref()
+                .is_some_and(|p| !p.listen.is_empty() || !p.tls_listen.is_empty()),
+            config.http.as_ref().is_some_and(|h| !h.listen.is_empty()),
+            config
+                .replication
+                .as_ref()
+                .is_some_and(|r| !r.listen.is_empty() || !r.peers.is_empty()),
+        ];
+        if !listens.contains(&true) {
+            bail!(
+                "{origin}: nothing to serve: no listen address in [lmtp], [imap], [pop3], [http] or [replication]"
+            );
+        }
         Ok(config)
     }
 
@@ -740,6 +771,24 @@ address = "10.0.0.2:7024"
         assert!(r.listen.is_empty() && r.sync_delivery && r.secret.is_none());
         assert_eq!(r.sync_delivery_timeout_ms, 500);
         assert!(Config::embedded().replication.is_none());
+    }
+
+    #[test]
+    fn start_up_checks_name_what_is_wrong() {
+        let e = format!(
+            "{:#}",
+            Config::parse("data_dir = \"/x\"\n", "f.toml").unwrap_err()
+        );
+        assert!(e.contains("f.toml: nothing to serve"), "{e}");
+        let e = format!(
+            "{:#}",
+            Config::parse(
+                "[replication]\nsecret = \"0123456789abcdef-shared\"\n[[replication.peers]]\nname = \"b\"\naddress = \"b:7024\"\n",
+                "f.toml"
+            )
+            .unwrap_err()
+        );
+        assert!(e.contains("[replication] needs hostname set"), "{e}");
     }
 
     #[test]
