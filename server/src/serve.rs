@@ -142,6 +142,12 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         .unwrap_or(2);
     let passwords =
         Arc::new(crate::auth::PasswordCheckers::new(cores).context("start the password threads")?);
+    // ... behind one authentication service (penalties, unknown users).
+    let auth = Arc::new(
+        crate::auth::Authenticator::new(store.clone(), passwords, config.auth.schedule())
+            .await
+            .context("start the authentication service")?,
+    );
     if let Some(imap_config) = &config.imap {
         let ctx = Arc::new(ImapContext::new(
             store.clone(),
@@ -149,7 +155,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
             config.hostname.clone(),
             Some(tls.clone()),
             stopped.clone(),
-            passwords.clone(),
+            auth.clone(),
         ));
         for (addrs, implicit_tls, key) in [
             (&imap_config.listen, false, "listen"),
@@ -177,7 +183,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
             config.hostname.clone(),
             Some(tls.clone()),
             stopped.clone(),
-            passwords.clone(),
+            auth.clone(),
         ));
         for (addrs, implicit_tls, key) in [
             (&pop3_config.listen, false, "listen"),
