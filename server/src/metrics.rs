@@ -55,6 +55,7 @@ pub struct Metrics {
     password_checks: AtomicU64,
     logins_refused: AtomicU64,
     logins_waiting: AtomicI64,
+    logins_queued: AtomicU64,
     penalised_clients: AtomicU64,
     penalised_users: AtomicU64,
 }
@@ -76,6 +77,7 @@ pub static METRICS: Metrics = Metrics {
     password_checks: ZERO,
     logins_refused: ZERO,
     logins_waiting: ZERO_I,
+    logins_queued: ZERO,
     penalised_clients: ZERO,
     penalised_users: ZERO,
 };
@@ -100,7 +102,9 @@ impl Drop for OpenSession {
 pub struct Waiting(());
 
 impl Waiting {
+    /// One more attempt waiting (and queued, counted once per attempt).
     pub fn start() -> Waiting {
+        METRICS.logins_queued.fetch_add(1, Relaxed);
         METRICS.logins_waiting.fetch_add(1, Relaxed);
         Waiting(())
     }
@@ -238,6 +242,14 @@ impl Metrics {
             "Login attempts waiting out a penalty before they are checked",
             &waiting,
         );
+        let queued = [sample("", &self.logins_queued)];
+        family(
+            &mut out,
+            "cove_logins_queued_total",
+            "counter",
+            "Login attempts that waited out a penalty before they were checked or refused",
+            &queued,
+        );
         let entries = [
             sample("table=\"client\"", &self.penalised_clients),
             sample("table=\"user\"", &self.penalised_users),
@@ -299,6 +311,7 @@ mod tests {
             password_checks: ZERO,
             logins_refused: ZERO,
             logins_waiting: ZERO_I,
+            logins_queued: ZERO,
             penalised_clients: ZERO,
             penalised_users: ZERO,
         };

@@ -84,6 +84,20 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     };
     let store = Arc::new(store);
     let tls = crate::tls::acceptor(&config)?;
+    // One small set of threads checks passwords for every protocol, behind
+    // one authentication service; made before any listener announces
+    // itself (the stand-in hash takes an argon2 run, and a client or a
+    // signal may follow that announcement at once).
+    let cores = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(2);
+    let passwords =
+        Arc::new(crate::auth::PasswordCheckers::new(cores).context("start the password threads")?);
+    let auth = Arc::new(
+        crate::auth::Authenticator::new(store.clone(), passwords, config.auth.schedule())
+            .await
+            .context("start the authentication service")?,
+    );
     let (stop, stopped) = watch::channel(false);
     let sessions = Arc::new(Mutex::new(JoinSet::new()));
     let mut loops = JoinSet::new();
@@ -136,18 +150,6 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
             loops.spawn(lmtp::accept_loop(listener, ctx.clone(), sessions.clone()));
         }
     }
-    // One small set of threads checks passwords for every protocol.
-    let cores = std::thread::available_parallelism()
-        .map(|n| n.get())
-        .unwrap_or(2);
-    let passwords =
-        Arc::new(crate::auth::PasswordCheckers::new(cores).context("start the password threads")?);
-    // ... behind one authentication service (penalties, unknown users).
-    let auth = Arc::new(
-        crate::auth::Authenticator::new(store.clone(), passwords, config.auth.schedule())
-            .await
-            .context("start the authentication service")?,
-    );
     if let Some(imap_config) = &config.imap {
         let ctx = Arc::new(ImapContext::new(
             store.clone(),

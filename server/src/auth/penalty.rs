@@ -297,6 +297,7 @@ impl PenaltyBox {
     /// attempt would still have to wait. Zero patience never sleeps.
     pub async fn pass(&self, keys: Keys, patience: Duration) -> Result<Pass<'_>, Duration> {
         let deadline = Instant::now() + patience;
+        let mut waiting = None;
         loop {
             // Registered before the look, so a release between the two is
             // not missed.
@@ -311,7 +312,7 @@ impl PenaltyBox {
             if now >= deadline {
                 return Err(wait);
             }
-            let _waiting = crate::metrics::Waiting::start();
+            waiting.get_or_insert_with(crate::metrics::Waiting::start);
             tokio::select! {
                 _ = tokio::time::sleep_until((now + wait).min(deadline)) => {}
                 _ = &mut changed => {}
