@@ -24,7 +24,10 @@
 //!    finds the gate closed while the window is open, or while another
 //!    attempt of a penalised key is being checked (it is "in flight": the
 //!    gate reserves it, as if it were going to fail). So parallel
-//!    connections buy nothing; they queue.
+//!    connections buy nothing; they queue. Before its first failure, a key
+//!    may have a few checks in flight at once (`FREE_IN_FLIGHT`), so an
+//!    attacker's opening burst is checked at most that many times before
+//!    the first failure lands.
 //! 2. A refused attempt is not evaluated (no password check, no new
 //!    failure): while penalised, even the right password is not accepted
 //!    before the wait is over. Sessions wait their turn (see
@@ -61,6 +64,15 @@ use std::time::Duration;
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
+/// Checks of one key that may run side by side while it has no failure:
+/// the most an attacker's first burst of parallel connections gets checked
+/// before the first failure lands and the penalty begins.
+const FREE_IN_FLIGHT: u32 = 4;
+
+/// How long an attempt over [`FREE_IN_FLIGHT`] is told to wait (sessions
+/// are woken sooner, as each check ends).
+const BUSY_WAIT: Duration = Duration::from_millis(100);
+
 /// The penalty schedule (`[auth]` in the configuration).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Schedule {
@@ -94,8 +106,8 @@ struct Entry {
     last_failure: Instant,
     /// Attempts before this are refused.
     open_at: Instant,
-    /// An attempt passed the gate and is being checked.
-    in_flight: bool,
+    /// Attempts that passed the gate and are being checked.
+    in_flight: u32,
     /// Its place in [`Table::order`].
     seq: u64,
 }
@@ -139,23 +151,63 @@ impl<K: Hash + Eq + Clone> Table<K> {
     fn wait(&self, key: &K, schedule: &Schedule, now: Instant) -> Duration {
         match self.entries.get(key) {
             None => Duration::ZERO,
+            // Not penalised: a few checks side by side (queued attempts are
+            // woken as each ends).
+            Some(e) if e.failures == 0 => {
+                if e.in_flight < FREE_IN_FLIGHT {
+                    Duration::ZERO
+                } else {
+                    schedule.initial.min(BUSY_WAIT)
+                }
+            }
             // Until the check in flight ends; its failure would open this
             // window anyway.
-            Some(e) if e.in_flight => schedule.wait(e.failures).max(Duration::from_millis(1)),
+            Some(e) if e.in_flight > 0 => schedule.wait(e.failures).max(Duration::from_millis(1)),
             Some(e) => e.open_at.saturating_duration_since(now),
         }
     }
 
-    fn reserve(&mut self, key: &K) {
+    /// Count a check in flight for `key` (a key without failures gets an
+    /// entry for as long as it has checks in flight).
+    fn reserve(&mut self, key: &K, now: Instant) {
         if let Some(e) = self.entries.get_mut(key) {
-            e.in_flight = true;
+            e.in_flight += 1;
+            return;
         }
+        self.insert(key, 0, 1, now, now);
     }
 
     fn release(&mut self, key: &K) {
-        if let Some(e) = self.entries.get_mut(key) {
-            e.in_flight = false;
+        let Some(e) = self.entries.get_mut(key) else {
+            return;
+        };
+        e.in_flight = e.in_flight.saturating_sub(1);
+        if e.failures == 0 && e.in_flight == 0 {
+            self.forget(key);
         }
+    }
+
+    /// A new entry, evicting the oldest ones to stay within the capacity.
+    fn insert(&mut self, key: &K, failures: u32, in_flight: u32, now: Instant, open_at: Instant) {
+        while self.entries.len() >= self.capacity {
+            let Some((_, oldest)) = self.order.pop_first() else {
+                break;
+            };
+            self.entries.remove(&oldest);
+        }
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        self.entries.insert(
+            key.clone(),
+            Entry {
+                failures,
+                last_failure: now,
+                open_at,
+                in_flight,
+                seq,
+            },
+        );
+        self.order.insert(seq, key.clone());
     }
 
     fn forget(&mut self, key: &K) {
@@ -166,35 +218,15 @@ impl<K: Hash + Eq + Clone> Table<K> {
 
     /// One more failure for `key`: its wait from now.
     fn fail(&mut self, key: &K, schedule: &Schedule, now: Instant) -> Duration {
-        let seq = self.next_seq;
-        self.next_seq += 1;
-        let failures = match self.entries.remove(key) {
+        let (failures, in_flight) = match self.entries.remove(key) {
             Some(e) => {
                 self.order.remove(&e.seq);
-                e.failures.saturating_add(1)
+                (e.failures.saturating_add(1), e.in_flight)
             }
-            None => {
-                while self.entries.len() >= self.capacity {
-                    let Some((_, oldest)) = self.order.pop_first() else {
-                        break;
-                    };
-                    self.entries.remove(&oldest);
-                }
-                1
-            }
+            None => (1, 0),
         };
         let wait = schedule.wait(failures);
-        self.entries.insert(
-            key.clone(),
-            Entry {
-                failures,
-                last_failure: now,
-                open_at: now + wait,
-                in_flight: false,
-                seq,
-            },
-        );
-        self.order.insert(seq, key.clone());
+        self.insert(key, failures, in_flight, now, now + wait);
         wait
     }
 
@@ -286,9 +318,9 @@ impl PenaltyBox {
         if !wait.is_zero() {
             return Err(wait);
         }
-        t.clients.reserve(&keys.client);
+        t.clients.reserve(&keys.client, now);
         if s.per_user {
-            t.users.reserve(&keys.user);
+            t.users.reserve(&keys.user, now);
         }
         Ok(Pass::new(self, keys))
     }
@@ -484,10 +516,15 @@ mod tests {
     async fn one_attempt_at_a_time_while_penalised() {
         let b = PenaltyBox::new(schedule());
         let k = b.keys(ip("192.0.2.1"), "a@x.org");
-        // No failures yet: attempts run side by side.
-        let (p1, p2) = (b.try_pass(k).unwrap(), b.try_pass(k).unwrap());
-        assert_eq!(p1.failed(), Duration::from_secs(2));
-        drop(p2);
+        // No failures yet: a few attempts run side by side, no more.
+        let free: Vec<_> = (0..FREE_IN_FLIGHT)
+            .map(|_| b.try_pass(k).unwrap())
+            .collect();
+        assert!(b.try_pass(k).is_err(), "a burst past the free checks");
+        let mut free = free.into_iter();
+        assert_eq!(free.next().unwrap().failed(), Duration::from_secs(2));
+        drop(free);
+        assert!(b.try_pass(k).is_err(), "penalised");
         tokio::time::advance(Duration::from_secs(2)).await;
         // Penalised: the second attempt waits while the first is checked.
         let p1 = b.try_pass(k).unwrap();
