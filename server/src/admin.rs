@@ -40,11 +40,11 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use cove_store::Store;
 use cove_sync::http::{AdminHandler, Reply, Replying, Request};
 use cove_sync::replicator::{Replicator, summarize};
 
-use crate::auth::{PasswordCheckers, Secret};
+use crate::auth::{AuthResult, Authenticator, Secret};
+use crate::metrics::Proto;
 
 /// The file holding the admin token, in the data directory.
 pub const TOKEN_FILE: &str = "admin.token";
@@ -55,8 +55,9 @@ const MAX_ATTEMPTS: u32 = 10;
 pub struct Admin {
     pub replicator: Option<Arc<Replicator>>,
     pub token: String,
-    pub store: Arc<Store>,
-    pub passwords: Arc<PasswordCheckers>,
+    /// The same authentication service as IMAP and POP3 logins (penalties
+    /// per client address and per user included).
+    pub auth: Arc<Authenticator>,
     /// Where this node serves each protocol (the first listener's address).
     pub imap: Option<SocketAddr>,
     pub pop3: Option<SocketAddr>,
@@ -195,33 +196,39 @@ impl Admin {
             .unwrap_or(request.peer.ip());
         let user = unescape(header("auth-user"));
         let pass = unescape(header("auth-pass"));
-        let refuse = |status: &str| self.auth_refusal(status, &protocol, attempt);
+        let refuse = |status: &str| self.auth_refusal(status, &protocol, attempt, Duration::ZERO);
         if header("auth-method") != "plain" {
             return refuse("Only plain authentication is supported");
         }
         let (Some(user), Some(pass)) = (user, pass) else {
             return refuse("Invalid login or password");
         };
-        let checked =
-            crate::auth::check_login(&self.store, &self.passwords, &user, Secret(pass)).await;
-        let account = match checked {
-            Ok(Some(account)) => account,
-            Ok(None) => {
-                crate::metrics::METRICS.login(crate::metrics::Proto::Imap, false);
+        let proto = if protocol == "pop3" {
+            Proto::Pop3
+        } else {
+            Proto::Imap
+        };
+        // Never sleeps: a penalty goes back to nginx as Auth-Wait.
+        match self
+            .auth
+            .authenticate(&user, Secret(pass), client, proto)
+            .await
+        {
+            AuthResult::Ok(_, _) => crate::metrics::METRICS.login(proto, true),
+            AuthResult::Failed { wait } => {
+                crate::metrics::METRICS.login(proto, false);
                 tracing::warn!(
                     "auth_http login failed user={} peer={} protocol={}",
                     user.escape_debug(),
                     client,
                     protocol.escape_debug()
                 );
-                return refuse("Invalid login or password");
+                return self.auth_refusal("Invalid login or password", &protocol, attempt, wait);
             }
-            Err(e) => {
-                tracing::error!(user = %user.escape_debug(), error = %e, "auth_http: the store could not check the login");
+            AuthResult::TempFail => {
                 return refuse("Temporary server problem, try again later");
             }
-        };
-        drop(account);
+        }
         let Some(server) = (match protocol.as_str() {
             "imap" => self.imap,
             "pop3" => self.pop3,
@@ -240,10 +247,14 @@ impl Admin {
         }
     }
 
-    fn auth_refusal(&self, status: &str, protocol: &str, attempt: u32) -> Reply {
+    /// A refusal; nginx lets the client try again after `Auth-Wait`: the
+    /// penalty `wait`, at least the configured failure delay (whole seconds,
+    /// rounded up).
+    fn auth_refusal(&self, status: &str, protocol: &str, attempt: u32, wait: Duration) -> Reply {
         let mut headers = vec![("Auth-Status".to_string(), status.to_string())];
         if attempt < MAX_ATTEMPTS {
-            let wait = self.auth_failure_delay.as_secs().max(1);
+            let wait = wait.max(self.auth_failure_delay);
+            let wait = (wait.as_millis().div_ceil(1000) as u64).max(1);
             headers.push(("Auth-Wait".into(), wait.to_string()));
         }
         if protocol == "smtp" {

@@ -29,6 +29,8 @@ pub struct Config {
     pub tls: Option<TlsConfig>,
     #[serde(default)]
     pub server: ServerConfig,
+    #[serde(default)]
+    pub auth: AuthConfig,
     /// Absent: this node does not replicate.
     #[serde(default)]
     pub replication: Option<ReplicationConfig>,
@@ -380,6 +382,96 @@ impl ReplicationConfig {
     }
 }
 
+/// `[auth]`: the penalty for failed logins, shared by every protocol
+/// (see `auth/penalty.rs`): after the n-th failure in a row, a client
+/// address and a user name each wait `initial * 2^(n-1)`, at most `max`,
+/// before their next attempt is looked at.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuthConfig {
+    /// The wait after the first failure, in milliseconds.
+    #[serde(default = "default_penalty_initial")]
+    pub penalty_initial_ms: u64,
+    /// The longest wait, in milliseconds; 0 turns penalties off.
+    #[serde(default = "default_penalty_max")]
+    pub penalty_max_ms: u64,
+    /// Seconds without a failure after which a client or user is forgotten.
+    #[serde(default = "default_penalty_expire")]
+    pub penalty_expire_secs: u64,
+    /// Client addresses (and, apart, user names) remembered at most; the
+    /// one whose last failure is oldest makes room.
+    #[serde(default = "default_penalty_table_size")]
+    pub penalty_table_size: usize,
+    /// Penalise user names as well as client addresses (slows guessing
+    /// from many addresses, at the price of letting anyone delay a user's
+    /// logins by up to `penalty_max_ms`).
+    #[serde(default = "default_true")]
+    pub penalty_per_user: bool,
+}
+
+impl Default for AuthConfig {
+    fn default() -> Self {
+        AuthConfig {
+            penalty_initial_ms: default_penalty_initial(),
+            penalty_max_ms: default_penalty_max(),
+            penalty_expire_secs: default_penalty_expire(),
+            penalty_table_size: default_penalty_table_size(),
+            penalty_per_user: true,
+        }
+    }
+}
+
+impl AuthConfig {
+    /// The schedule the penalty tables follow.
+    pub fn schedule(&self) -> crate::auth::penalty::Schedule {
+        use std::time::Duration;
+        crate::auth::penalty::Schedule {
+            initial: Duration::from_millis(self.penalty_initial_ms),
+            max: Duration::from_millis(self.penalty_max_ms),
+            expire: Duration::from_secs(self.penalty_expire_secs),
+            capacity: self.penalty_table_size,
+            per_user: self.penalty_per_user,
+        }
+    }
+
+    fn validate(&self) -> anyhow::Result<()> {
+        if self.penalty_max_ms > 0 && self.penalty_initial_ms < 1 {
+            bail!(
+                "[auth] penalty_initial_ms must be at least 1 (or penalty_max_ms = 0: no penalty)"
+            );
+        }
+        if self.penalty_initial_ms > self.penalty_max_ms {
+            bail!("[auth] penalty_initial_ms must not exceed penalty_max_ms");
+        }
+        if self.penalty_max_ms > 3_600_000 {
+            bail!("[auth] penalty_max_ms must be at most 3600000 (one hour)");
+        }
+        if self.penalty_expire_secs < 1 {
+            bail!("[auth] penalty_expire_secs must be at least 1");
+        }
+        if self.penalty_table_size < 1 {
+            bail!("[auth] penalty_table_size must be at least 1");
+        }
+        Ok(())
+    }
+}
+
+fn default_penalty_initial() -> u64 {
+    2000
+}
+fn default_penalty_max() -> u64 {
+    15_000
+}
+fn default_penalty_expire() -> u64 {
+    300
+}
+fn default_penalty_table_size() -> usize {
+    65_536
+}
+fn default_true() -> bool {
+    true
+}
+
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TlsConfig {
@@ -512,6 +604,7 @@ impl Config {
             }),
             tls: None,
             server: ServerConfig::default(),
+            auth: AuthConfig::default(),
             replication: None,
             trusted_proxies: Vec::new(),
         }
@@ -622,6 +715,7 @@ impl Config {
             }
         }
         self.server.durability()?;
+        self.auth.validate()?;
         if let Some(h) = &self.http {
             check("http", "listen", &h.listen)?;
         }
@@ -729,6 +823,34 @@ key = "/etc/cove/key.pem"
         assert!(e.contains("[pop3] listen") && e.contains("nowhere"), "{e}");
         let e = err("[pop3]\nfrobnicate = 1\n");
         assert!(e.contains("frobnicate"), "{e}");
+    }
+
+    #[test]
+    fn auth_keys_have_safe_defaults_and_are_checked() {
+        let a = Config::parse("[auth]\npenalty_max_ms = 4000\n", "t")
+            .unwrap()
+            .auth;
+        assert_eq!(a.penalty_initial_ms, 2000);
+        assert_eq!(a.penalty_expire_secs, 300);
+        assert_eq!(a.penalty_table_size, 65_536);
+        assert!(a.penalty_per_user);
+        let s = a.schedule();
+        assert_eq!(s.wait(3), std::time::Duration::from_secs(4));
+        assert_eq!(Config::embedded().auth.penalty_max_ms, 15_000);
+        let off = Config::parse("[auth]\npenalty_initial_ms = 0\npenalty_max_ms = 0\n", "t");
+        assert!(off.unwrap().auth.schedule().max.is_zero());
+        let err = |text: &str| format!("{:#}", Config::parse(text, "f.toml").unwrap_err());
+        let e = err("[auth]\npenalty_initial_ms = 20000\n");
+        assert!(
+            e.contains("[auth] penalty_initial_ms must not exceed"),
+            "{e}"
+        );
+        let e = err("[auth]\npenalty_table_size = 0\n");
+        assert!(e.contains("penalty_table_size"), "{e}");
+        let e = err("[auth]\npenalty_initial_ms = 0\n");
+        assert!(e.contains("penalty_initial_ms must be at least 1"), "{e}");
+        let e = err("[auth]\nlockout = 1\n");
+        assert!(e.contains("lockout"), "{e}");
     }
 
     const REPLICATION: &str = r#"

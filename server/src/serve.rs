@@ -87,6 +87,20 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         crate::proxy::TrustedProxies::parse(&config.trusted_proxies).map_err(anyhow::Error::msg)?,
     );
     let tls = crate::tls::acceptor(&config)?;
+    // One small set of threads checks passwords for every protocol, behind
+    // one authentication service; made before any listener announces
+    // itself (the stand-in hash takes an argon2 run, and a client or a
+    // signal may follow that announcement at once).
+    let cores = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(2);
+    let passwords =
+        Arc::new(crate::auth::PasswordCheckers::new(cores).context("start the password threads")?);
+    let auth = Arc::new(
+        crate::auth::Authenticator::new(store.clone(), passwords, config.auth.schedule())
+            .await
+            .context("start the authentication service")?,
+    );
     let (stop, stopped) = watch::channel(false);
     let sessions = Arc::new(Mutex::new(JoinSet::new()));
     let mut loops = JoinSet::new();
@@ -119,12 +133,6 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
             loops.spawn(lmtp::accept_loop(listener, ctx.clone(), sessions.clone()));
         }
     }
-    // One small set of threads checks passwords for every protocol.
-    let cores = std::thread::available_parallelism()
-        .map(|n| n.get())
-        .unwrap_or(2);
-    let passwords =
-        Arc::new(crate::auth::PasswordCheckers::new(cores).context("start the password threads")?);
     // Where this node serves IMAP and POP3 in clear text (the first
     // listener of each): what nginx's auth_http is told.
     let mut serving = Serving::default();
@@ -135,7 +143,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
             config.hostname.clone(),
             Some(tls.clone()),
             stopped.clone(),
-            passwords.clone(),
+            auth.clone(),
         ));
         for (addrs, implicit_tls, key) in [
             (&imap_config.listen, false, "listen"),
@@ -166,7 +174,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
             config.hostname.clone(),
             Some(tls.clone()),
             stopped.clone(),
-            passwords.clone(),
+            auth.clone(),
         ));
         for (addrs, implicit_tls, key) in [
             (&pop3_config.listen, false, "listen"),
@@ -194,8 +202,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         let admin: Arc<dyn cove_sync::http::AdminHandler> = Arc::new(crate::admin::Admin {
             replicator: replicator.clone(),
             token: crate::admin::admin_token(&config.data_dir)?,
-            store: store.clone(),
-            passwords: passwords.clone(),
+            auth: auth.clone(),
             imap: serving.imap,
             pop3: serving.pop3,
             auth_key: http.auth_key.clone(),

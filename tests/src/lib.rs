@@ -169,17 +169,28 @@ pub fn eventually<T>(timeout: Duration, mut f: impl FnMut() -> Option<T>) -> Opt
     }
 }
 
-/// The text of a configuration file: the data directory, [`HOSTNAME`], and
-/// an `[lmtp]` section listening on `listen`. `extra` follows the `listen`
-/// line, so bare keys in it are LMTP keys; it may open further sections.
+/// The login penalty test servers get unless `extra` has an `[auth]`
+/// section: a millisecond, so that tests which fail logins on purpose stay
+/// quick, while every login still goes through the penalty's gate.
+pub const AUTH_CONFIG: &str = "[auth]\npenalty_initial_ms = 1\npenalty_max_ms = 1\n";
+
+/// The text of a configuration file: the data directory, [`HOSTNAME`],
+/// [`AUTH_CONFIG`] (unless `extra` has its own `[auth]`) and an `[lmtp]`
+/// section listening on `listen`. `extra` follows the `listen` line, so
+/// bare keys in it are LMTP keys; it may open further sections.
 pub fn config_text(data_dir: &Path, listen: &str, extra: &str) -> String {
     config_text_for(data_dir, HOSTNAME, listen, extra)
 }
 
 /// [`config_text`] with another `hostname` (a replication node's name).
 pub fn config_text_for(data_dir: &Path, hostname: &str, listen: &str, extra: &str) -> String {
+    let auth = if extra.contains("[auth]") {
+        ""
+    } else {
+        AUTH_CONFIG
+    };
     format!(
-        "data_dir = {:?}\nhostname = {hostname:?}\n\n[lmtp]\nlisten = [{listen:?}]\n{extra}\n",
+        "data_dir = {:?}\nhostname = {hostname:?}\n\n{auth}[lmtp]\nlisten = [{listen:?}]\n{extra}\n",
         data_dir.display().to_string()
     )
 }
@@ -993,6 +1004,25 @@ impl TestServer {
 pub fn tcp_connect(addr: SocketAddr) -> TcpStream {
     let tcp = TcpStream::connect_timeout(&addr, Duration::from_secs(10))
         .unwrap_or_else(|e| panic!("connect to {addr}: {e}"));
+    with_timeouts(tcp)
+}
+
+/// A TCP connection from the source address `from` (another loopback
+/// address, e.g. 127.0.0.2: the whole of 127.0.0.0/8 is loopback), so the
+/// server sees a second client.
+pub fn tcp_connect_from(from: std::net::IpAddr, addr: SocketAddr) -> TcpStream {
+    let domain = socket2::Domain::for_address(addr);
+    let socket = socket2::Socket::new(domain, socket2::Type::STREAM, None).expect("socket");
+    socket
+        .bind(&SocketAddr::new(from, 0).into())
+        .unwrap_or_else(|e| panic!("bind to {from}: {e}"));
+    socket
+        .connect_timeout(&addr.into(), Duration::from_secs(10))
+        .unwrap_or_else(|e| panic!("connect from {from} to {addr}: {e}"));
+    with_timeouts(socket.into())
+}
+
+fn with_timeouts(tcp: TcpStream) -> TcpStream {
     tcp.set_read_timeout(Some(READ_TIMEOUT)).unwrap();
     tcp.set_write_timeout(Some(READ_TIMEOUT)).unwrap();
     tcp.set_nodelay(true).unwrap();

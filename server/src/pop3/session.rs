@@ -360,7 +360,7 @@ impl Session {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::auth::{PasswordCheckers, Secret, hash_password};
+    use crate::auth::{Authenticator, PasswordCheckers, Secret, hash_password};
     use crate::config::Pop3Config;
     use cove_store::{Address, Store, StoreOptions};
     use tokio::io::AsyncReadExt;
@@ -419,7 +419,15 @@ mod tests {
             "t".into(),
             None,
             shutdown_rx,
-            Arc::new(PasswordCheckers::new(1).expect("password threads")),
+            Arc::new(
+                Authenticator::new(
+                    store.clone(),
+                    Arc::new(PasswordCheckers::new(1).expect("password threads")),
+                    crate::config::AuthConfig::default().schedule(),
+                )
+                .await
+                .expect("authenticator"),
+            ),
         ));
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = listener.local_addr().expect("addr");
