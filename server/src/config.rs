@@ -225,6 +225,29 @@ pub struct ReplicationConfig {
     /// Longest wait between attempts to reach a failing peer.
     #[serde(default = "default_backoff_max")]
     pub backoff_max_secs: u64,
+    /// How far ahead of this node's clock a peer's change may be stamped;
+    /// later stamps are refused (they would win over every change made
+    /// here until then).
+    #[serde(default = "default_max_clock_skew")]
+    pub max_clock_skew_secs: u64,
+    /// Largest message content a peer may send, in bytes. Absent: the
+    /// larger of `[lmtp] max_message_size` and `[imap] max_literal_size`,
+    /// plus 1 MiB.
+    #[serde(default)]
+    pub max_content_size: Option<u64>,
+    /// Most content a peer may send in one user's session, in bytes; more
+    /// waits for the next session.
+    #[serde(default = "default_max_session_bytes")]
+    pub max_session_bytes: u64,
+    /// Connections to `listen` still in the handshake, in all and per
+    /// address; more are closed at once.
+    #[serde(default = "default_max_pending_links")]
+    pub max_pending_links: usize,
+    #[serde(default = "default_max_pending_links_per_ip")]
+    pub max_pending_links_per_ip: usize,
+    /// Authenticated links to `listen`, in all.
+    #[serde(default = "default_max_links")]
+    pub max_links: usize,
 }
 
 /// The secret stays out of `Debug` output (and so out of logs).
@@ -240,6 +263,12 @@ impl std::fmt::Debug for ReplicationConfig {
             .field("debounce_ms", &self.debounce_ms)
             .field("full_sync_interval_secs", &self.full_sync_interval_secs)
             .field("backoff_max_secs", &self.backoff_max_secs)
+            .field("max_clock_skew_secs", &self.max_clock_skew_secs)
+            .field("max_content_size", &self.max_content_size)
+            .field("max_session_bytes", &self.max_session_bytes)
+            .field("max_pending_links", &self.max_pending_links)
+            .field("max_pending_links_per_ip", &self.max_pending_links_per_ip)
+            .field("max_links", &self.max_links)
             .finish()
     }
 }
@@ -265,6 +294,21 @@ fn default_full_sync_interval() -> u64 {
 }
 fn default_backoff_max() -> u64 {
     60
+}
+fn default_max_clock_skew() -> u64 {
+    300
+}
+fn default_max_session_bytes() -> u64 {
+    1024 * 1024 * 1024
+}
+fn default_max_pending_links() -> usize {
+    16
+}
+fn default_max_pending_links_per_ip() -> usize {
+    4
+}
+fn default_max_links() -> usize {
+    64
 }
 
 /// Shortest shared secret accepted, in bytes after trimming (the same rule
@@ -329,6 +373,20 @@ impl ReplicationConfig {
         }
         if self.backoff_max_secs < 1 {
             bail!("[replication] backoff_max_secs must be at least 1");
+        }
+        if self.max_pending_links < 1 || self.max_pending_links_per_ip < 1 || self.max_links < 1 {
+            bail!(
+                "[replication] max_pending_links, max_pending_links_per_ip and max_links must be at least 1"
+            );
+        }
+        if self.max_content_size == Some(0) {
+            bail!("[replication] max_content_size must be at least 1");
+        }
+        if self
+            .max_content_size
+            .is_some_and(|c| self.max_session_bytes < c)
+        {
+            bail!("[replication] max_session_bytes must be at least max_content_size");
         }
         Ok(())
     }

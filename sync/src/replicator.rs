@@ -22,6 +22,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Notify, watch};
 
 use crate::UserLocks;
+use crate::admission::{Admission, LinkLimits};
 use crate::session::{self, SyncError, UserSync};
 use crate::transport::{self, Link, Secret};
 
@@ -48,6 +49,8 @@ pub struct Options {
     pub full_sync_interval: Duration,
     pub backoff_max: Duration,
     pub connect_timeout: Duration,
+    /// Bounds on the connections the replication listener holds.
+    pub links: LinkLimits,
 }
 
 #[derive(Default)]
@@ -88,6 +91,7 @@ pub struct Replicator {
     opts: Options,
     locks: Arc<UserLocks>,
     peers: Vec<Arc<Peer>>,
+    admission: Arc<Admission>,
 }
 
 impl Replicator {
@@ -113,6 +117,7 @@ impl Replicator {
             .collect();
         Arc::new(Replicator {
             store,
+            admission: Admission::new(opts.links),
             opts,
             locks: Arc::new(UserLocks::default()),
             peers,
@@ -387,6 +392,14 @@ impl Replicator {
                 },
                 _ = stop.changed() => return,
             };
+            // Over a limit: closed before any TLS work.
+            let pending = match self.admission.pending(addr.ip()) {
+                Ok(p) => p,
+                Err(why) => {
+                    self.admission.refused(addr, why);
+                    continue;
+                }
+            };
             let me = self.clone();
             let acceptor = acceptor.clone();
             tokio::spawn(async move {
@@ -402,6 +415,14 @@ impl Replicator {
                     Ok(x) => x,
                     Err(e) => {
                         tracing::warn!(peer = %addr, error = %e, "replication link refused");
+                        return;
+                    }
+                };
+                drop(pending);
+                let _admitted = match me.admission.link() {
+                    Ok(a) => a,
+                    Err(why) => {
+                        me.admission.refused(addr, why);
                         return;
                     }
                 };
