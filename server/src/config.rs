@@ -727,6 +727,13 @@ address = "10.0.0.2:7024"
         assert_eq!(r.debounce_ms, 200);
         assert_eq!(r.full_sync_interval_secs, 3600);
         assert_eq!(r.backoff_max_secs, 60);
+        assert_eq!(r.max_clock_skew_secs, 300);
+        assert_eq!(r.max_content_size, None);
+        assert_eq!(r.max_session_bytes, 1 << 30);
+        assert_eq!(
+            (r.max_pending_links, r.max_pending_links_per_ip, r.max_links),
+            (16, 4, 64)
+        );
         let shown = format!("{r:?}");
         assert!(
             !shown.contains("0123456789abcdef") && shown.contains("<redacted>"),
@@ -778,5 +785,12 @@ address = "10.0.0.2:7024"
         assert!(e.contains("port"), "{e}");
         let e = with("listen =", "full_sync_interval_secs = 0\nlisten =");
         assert!(e.contains("full_sync_interval_secs"), "{e}");
+        let e = with("listen =", "max_pending_links_per_ip = 0\nlisten =");
+        assert!(e.contains("max_pending_links_per_ip"), "{e}");
+        let e = with(
+            "listen =",
+            "max_content_size = 2000\nmax_session_bytes = 1000\nlisten =",
+        );
+        assert!(e.contains("max_session_bytes"), "{e}");
     }
 }

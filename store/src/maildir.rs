@@ -374,4 +374,23 @@ mod tests {
         assert!(validate_mailbox_name("a..b").is_err());
         assert!(validate_mailbox_name("Work.Q1").is_ok());
     }
+
+    #[test]
+    fn folder_paths_stay_in_the_maildir() {
+        let m = Path::new("/home/u/Maildir");
+        assert_eq!(folder_path(m, "").unwrap(), m);
+        assert_eq!(folder_path(m, ".Work.Q1").unwrap(), m.join(".Work.Q1"));
+        for bad in [
+            ".x/../../etc",
+            "..",
+            ".",
+            "Sent",
+            "..Sent",
+            ".a/b",
+            "/etc",
+            ".a\nb",
+        ] {
+            assert!(folder_path(m, bad).is_err(), "{bad:?}");
+        }
+    }
 }
