@@ -26,7 +26,9 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use cove_store::UsersMerged;
-use cove_store::replica::{ApplyReport, Delta, Mark, MessageState, TombstoneState, UserRecord};
+use cove_store::replica::{
+    ApplyReport, Delta, Mark, MessageState, TombstoneState, UserRecord, now_ms, validate_delta,
+};
 use cove_store::{Account, Address, BlobWriter, ContentId, StagedBlob, Store};
 use tokio::io::{AsyncRead, AsyncWrite};
 
@@ -459,9 +461,15 @@ async fn fetch_missing<S>(
 where
     S: AsyncRead + AsyncWrite + Unpin + Send,
 {
-    let (a, r) = (account.clone(), remote.clone());
-    let missing = blocking(move || a.replica_missing_content(&r)).await?;
-    let need = within_session_budget(missing, remote, store.peer_limits().max_session_bytes);
+    let limits = store.peer_limits();
+    // A delta the apply will refuse gets no content either.
+    let need = if validate_delta(remote, now_ms(), &limits).is_ok() {
+        let (a, r) = (account.clone(), remote.clone());
+        let missing = blocking(move || a.replica_missing_content(&r)).await?;
+        within_session_budget(missing, remote, limits.max_session_bytes)
+    } else {
+        Vec::new()
+    };
     send_msg(
         link,
         &Msg::Need {

@@ -276,10 +276,11 @@ async fn a_mailbox_name_that_leaves_the_maildir_creates_nothing() {
     let mut link = node.connect().await;
     let delta = Delta {
         mailboxes: vec![mailbox(9, &escaping("escaped"))],
+        messages: vec![message(node.inbox(), [0x55; 32], 10)],
         ..Delta::default()
     };
     let need = open_and_send(&mut link, delta).await;
-    assert!(need.is_empty());
+    assert!(need.is_empty(), "no content asked for a refused delta");
     send(&mut link, &Msg::BlobsDone).await.unwrap();
     let error = finish(&mut link).await;
     assert!(
