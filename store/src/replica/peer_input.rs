@@ -76,6 +76,10 @@ fn valid_flag_name(name: &str) -> bool {
     super::SYSTEM_FLAGS.iter().any(|(n, _)| *n == name) || crate::keywords::validate(name).is_ok()
 }
 
+/// The internal dates a client can give (IMAP's `date-year` is four
+/// digits): 0001-01-01 to 9999-12-31, in seconds since the epoch.
+const INTERNAL_DATES: std::ops::RangeInclusive<i64> = -62_135_596_800..=253_402_300_799;
+
 fn stamp_ok(what: &str, stamp: Stamp, latest: Stamp) -> Result<()> {
     if stamp > latest {
         return Err(Error::InvalidData(format!(
@@ -118,6 +122,12 @@ pub fn validate_delta(d: &Delta, now_ms: u64, limits: &PeerLimits) -> Result<()>
     }
     for m in &d.messages {
         stamp_ok("message placement", m.placed, latest)?;
+        if !INTERNAL_DATES.contains(&m.internal_date) {
+            return Err(Error::InvalidData(format!(
+                "the peer sent an internal date of {} s, outside the years 1 to 9999",
+                m.internal_date
+            )));
+        }
         for k in &m.keywords {
             crate::keywords::validate(k)?;
         }
@@ -247,6 +257,9 @@ mod tests {
         assert!(check(msg(at(NOW + 3_600_000), "")).is_err());
         assert!(check(msg(at(NOW), &format!("{}:1:\\Seen", u64::MAX))).is_err());
         assert!(check(msg(at(NOW), "1:1:bad(flag")).is_err());
+        let mut far_date = msg(at(NOW), "");
+        far_date.messages[0].internal_date = i64::MAX;
+        assert!(check(far_date).is_err());
         let mut far = mailbox("Far");
         far.name_stamp = at(NOW + 10 * skew);
         assert!(
