@@ -259,6 +259,29 @@ pub struct ReplicationConfig {
     /// A peer that has not answered a heartbeat this long is down.
     #[serde(default = "default_heartbeat_timeout")]
     pub heartbeat_timeout_ms: u64,
+    /// How far ahead of this node's clock a peer's change may be stamped;
+    /// later stamps are refused (they would win over every change made
+    /// here until then).
+    #[serde(default = "default_max_clock_skew")]
+    pub max_clock_skew_secs: u64,
+    /// Largest message content a peer may send, in bytes. Absent: the
+    /// larger of `[lmtp] max_message_size` and `[imap] max_literal_size`,
+    /// plus 1 MiB.
+    #[serde(default)]
+    pub max_content_size: Option<u64>,
+    /// Most content a peer may send in one user's session, in bytes; more
+    /// waits for the next session.
+    #[serde(default = "default_max_session_bytes")]
+    pub max_session_bytes: u64,
+    /// Connections to `listen` still in the handshake, in all and per
+    /// address; more are closed at once.
+    #[serde(default = "default_max_pending_links")]
+    pub max_pending_links: usize,
+    #[serde(default = "default_max_pending_links_per_ip")]
+    pub max_pending_links_per_ip: usize,
+    /// Authenticated links to `listen`, in all.
+    #[serde(default = "default_max_links")]
+    pub max_links: usize,
 }
 
 /// The secret stays out of `Debug` output (and so out of logs).
@@ -276,6 +299,12 @@ impl std::fmt::Debug for ReplicationConfig {
             .field("backoff_max_secs", &self.backoff_max_secs)
             .field("heartbeat_ms", &self.heartbeat_ms)
             .field("heartbeat_timeout_ms", &self.heartbeat_timeout_ms)
+            .field("max_clock_skew_secs", &self.max_clock_skew_secs)
+            .field("max_content_size", &self.max_content_size)
+            .field("max_session_bytes", &self.max_session_bytes)
+            .field("max_pending_links", &self.max_pending_links)
+            .field("max_pending_links_per_ip", &self.max_pending_links_per_ip)
+            .field("max_links", &self.max_links)
             .finish()
     }
 }
@@ -307,6 +336,21 @@ fn default_heartbeat() -> u64 {
 }
 fn default_heartbeat_timeout() -> u64 {
     5000
+}
+fn default_max_clock_skew() -> u64 {
+    300
+}
+fn default_max_session_bytes() -> u64 {
+    1024 * 1024 * 1024
+}
+fn default_max_pending_links() -> usize {
+    16
+}
+fn default_max_pending_links_per_ip() -> usize {
+    4
+}
+fn default_max_links() -> usize {
+    64
 }
 
 /// Shortest shared secret accepted, in bytes after trimming (the same rule
@@ -377,6 +421,20 @@ impl ReplicationConfig {
         }
         if self.heartbeat_timeout_ms < 100 {
             bail!("[replication] heartbeat_timeout_ms must be at least 100");
+        }
+        if self.max_pending_links < 1 || self.max_pending_links_per_ip < 1 || self.max_links < 1 {
+            bail!(
+                "[replication] max_pending_links, max_pending_links_per_ip and max_links must be at least 1"
+            );
+        }
+        if self.max_content_size == Some(0) {
+            bail!("[replication] max_content_size must be at least 1");
+        }
+        if self
+            .max_content_size
+            .is_some_and(|c| self.max_session_bytes < c)
+        {
+            bail!("[replication] max_session_bytes must be at least max_content_size");
         }
         Ok(())
     }
@@ -876,6 +934,13 @@ address = "10.0.0.2:7024"
         assert_eq!(r.debounce_ms, 200);
         assert_eq!(r.full_sync_interval_secs, 3600);
         assert_eq!(r.backoff_max_secs, 60);
+        assert_eq!(r.max_clock_skew_secs, 300);
+        assert_eq!(r.max_content_size, None);
+        assert_eq!(r.max_session_bytes, 1 << 30);
+        assert_eq!(
+            (r.max_pending_links, r.max_pending_links_per_ip, r.max_links),
+            (16, 4, 64)
+        );
         let shown = format!("{r:?}");
         assert!(
             !shown.contains("0123456789abcdef") && shown.contains("<redacted>"),
@@ -945,5 +1010,12 @@ address = "10.0.0.2:7024"
         assert!(e.contains("port"), "{e}");
         let e = with("listen =", "full_sync_interval_secs = 0\nlisten =");
         assert!(e.contains("full_sync_interval_secs"), "{e}");
+        let e = with("listen =", "max_pending_links_per_ip = 0\nlisten =");
+        assert!(e.contains("max_pending_links_per_ip"), "{e}");
+        let e = with(
+            "listen =",
+            "max_content_size = 2000\nmax_session_bytes = 1000\nlisten =",
+        );
+        assert!(e.contains("max_session_bytes"), "{e}");
     }
 }

@@ -50,8 +50,14 @@ async fn start_replication(
             connect_timeout: Duration::from_secs(10),
             heartbeat: Duration::from_millis(r.heartbeat_ms),
             heartbeat_timeout: Duration::from_millis(r.heartbeat_timeout_ms),
+            links: cove_sync::admission::LinkLimits {
+                max_pending: r.max_pending_links,
+                max_pending_per_ip: r.max_pending_links_per_ip,
+                max_links: r.max_links,
+            },
         },
     );
+    store.set_peer_limits(peer_limits(config, r));
     let hook_target = Arc::downgrade(&replicator);
     store.set_change_hook(Arc::new(move |user: &str| {
         if let Some(r) = hook_target.upgrade() {
@@ -75,6 +81,30 @@ async fn start_replication(
         });
     }
     Ok(replicator)
+}
+
+/// What a peer may send (`[replication]`; the largest message by default
+/// is the largest this node accepts itself, and a margin).
+fn peer_limits(
+    config: &Config,
+    r: &crate::config::ReplicationConfig,
+) -> cove_store::replica::PeerLimits {
+    let own_largest = [
+        config.lmtp.as_ref().map(|l| l.max_message_size),
+        config.imap.as_ref().map(|i| i.max_literal_size),
+    ]
+    .into_iter()
+    .flatten()
+    .max();
+    let defaults = cove_store::replica::PeerLimits::default();
+    let max_blob_bytes = r.max_content_size.unwrap_or_else(|| {
+        own_largest.map_or(defaults.max_blob_bytes, |m| m.saturating_add(1024 * 1024))
+    });
+    cove_store::replica::PeerLimits {
+        max_clock_skew_ms: r.max_clock_skew_secs.saturating_mul(1000),
+        max_blob_bytes,
+        max_session_bytes: r.max_session_bytes.max(max_blob_bytes),
+    }
 }
 
 pub async fn serve(config: Config) -> anyhow::Result<()> {

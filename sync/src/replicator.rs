@@ -39,6 +39,7 @@ use tokio::net::TcpListener;
 use tokio::sync::{Notify, watch};
 
 use crate::UserLocks;
+use crate::admission::{Admission, LinkLimits};
 use crate::session::{self, SyncError, UserSync};
 use crate::transport::{self, Link, PeerStream, Secret};
 
@@ -104,6 +105,8 @@ pub struct Options {
     pub heartbeat: Duration,
     /// A peer that has not answered a heartbeat this long is down.
     pub heartbeat_timeout: Duration,
+    /// Bounds on the connections the replication listener holds.
+    pub links: LinkLimits,
 }
 
 /// One user waiting to be synced with a peer.
@@ -183,6 +186,7 @@ pub struct Replicator {
     changes: AtomicU64,
     /// Users changed lately, with when: listed in every digest.
     recent: Mutex<HashMap<String, Instant>>,
+    admission: Arc<Admission>,
 }
 
 impl Replicator {
@@ -223,6 +227,7 @@ impl Replicator {
             .collect();
         Arc::new(Replicator {
             store,
+            admission: Admission::new(opts.links),
             opts,
             locks: Arc::new(UserLocks::default()),
             peers,
@@ -593,6 +598,14 @@ impl Replicator {
                 },
                 _ = stop.changed() => return,
             };
+            // Over a limit: closed before any TLS work.
+            let pending = match self.admission.pending(addr.ip()) {
+                Ok(p) => p,
+                Err(why) => {
+                    self.admission.refused(addr, why);
+                    continue;
+                }
+            };
             let me = self.clone();
             let acceptor = acceptor.clone();
             tokio::spawn(async move {
@@ -608,6 +621,14 @@ impl Replicator {
                     Ok(x) => x,
                     Err(e) => {
                         tracing::warn!(peer = %addr, error = %e, "replication link refused");
+                        return;
+                    }
+                };
+                drop(pending);
+                let _admitted = match me.admission.link() {
+                    Ok(a) => a,
+                    Err(why) => {
+                        me.admission.refused(addr, why);
                         return;
                     }
                 };
