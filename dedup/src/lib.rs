@@ -29,18 +29,21 @@
 //! - A reference-count table in SQLite: a second truth that can disagree with
 //!   the filesystem after a crash; the link count cannot.
 
+use std::collections::HashSet;
 use std::fmt;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Write};
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 mod durability;
+mod reserve;
 
 pub use durability::{BadDurability, Durability, GroupSync};
+pub use reserve::{DEFAULT_RESERVE_BYTES, SpaceReserve, is_no_space};
 
 /// Errors of the blob store.
 #[derive(Debug, thiserror::Error)]
@@ -151,6 +154,49 @@ impl FromStr for ContentId {
     }
 }
 
+/// The content id and length of a Maildir file's content, without
+/// following a symbolic link or blocking on a FIFO; `None` if it is not a
+/// regular file.
+pub fn hash_file(path: &Path) -> Result<Option<(ContentId, u64)>> {
+    let f = OpenOptions::new()
+        .read(true)
+        .custom_flags((rustix::fs::OFlags::NOFOLLOW | rustix::fs::OFlags::NONBLOCK).bits() as i32)
+        .open(path);
+    let f = match f {
+        Ok(f) => f,
+        Err(e) if e.raw_os_error() == Some(rustix::io::Errno::LOOP.raw_os_error()) => {
+            return Ok(None);
+        }
+        Err(e) => return Err(e).ctx(|| format!("open {}", path.display())),
+    };
+    if !f
+        .metadata()
+        .ctx(|| format!("stat {}", path.display()))?
+        .is_file()
+    {
+        return Ok(None);
+    }
+    hash_content(f, path).map(Some)
+}
+
+/// The content id and length of what `f` (opened from `path`) holds.
+pub fn hash_content(mut f: File, path: &Path) -> Result<(ContentId, u64)> {
+    let mut hasher = blake3::Hasher::new();
+    let mut buf = vec![0u8; 64 * 1024];
+    let mut len = 0u64;
+    loop {
+        let n = f
+            .read(&mut buf)
+            .ctx(|| format!("read {}", path.display()))?;
+        if n == 0 {
+            break;
+        }
+        len += n as u64;
+        hasher.update(&buf[..n]);
+    }
+    Ok((ContentId(*hasher.finalize().as_bytes()), len))
+}
+
 /// fsync a directory, so that names created or removed in it are durable.
 pub fn sync_dir(dir: &Path) -> Result<()> {
     File::open(dir)
@@ -166,7 +212,23 @@ pub struct BlobStore {
     /// How writes are made durable (shared with the mail store, which lives
     /// on the same filesystem).
     sync: Arc<GroupSync>,
+    /// Space kept for deletions on a full disk (see [`SpaceReserve`]).
+    reserve: Arc<SpaceReserve>,
+    /// Blobs that lost a Maildir link, for the automatic collection.
+    unlinked: Arc<Mutex<Unlinked>>,
 }
+
+/// Content ids whose Maildir links were removed (EXPUNGE, DELETE): the
+/// candidates of the next bounded collection. Bounded: past
+/// [`UNLINKED_LIMIT`] ids it only remembers that a full pass is due.
+#[derive(Debug, Default)]
+struct Unlinked {
+    ids: HashSet<ContentId>,
+    overflowed: bool,
+}
+
+/// Most content ids remembered for the automatic collection.
+const UNLINKED_LIMIT: usize = 100_000;
 
 impl BlobStore {
     /// Open (creating if needed) the blob store at `root` (usually
@@ -176,9 +238,106 @@ impl BlobStore {
         let tmp = root.join("tmp");
         fs::create_dir_all(&tmp).ctx(|| format!("create {}", tmp.display()))?;
         let sync = Arc::new(GroupSync::new(&root, durability)?);
-        let store = BlobStore { root, tmp, sync };
+        let store = BlobStore {
+            root,
+            tmp,
+            sync,
+            reserve: Arc::default(),
+            unlinked: Arc::default(),
+        };
         store.recover_interrupted_gc()?;
         Ok(store)
+    }
+
+    /// Keep `size` bytes in a reserve file at `path` (on the blobs'
+    /// filesystem) for deletions on a full disk; 0 turns it off.
+    pub fn with_reserve(mut self, path: PathBuf, size: u64) -> Result<BlobStore> {
+        let reserve =
+            SpaceReserve::open(path.clone(), size).ctx(|| format!("write {}", path.display()))?;
+        self.reserve = Arc::new(reserve);
+        Ok(self)
+    }
+
+    /// The space reserve (low-space mode while it is released).
+    pub fn reserve(&self) -> &SpaceReserve {
+        &self.reserve
+    }
+
+    /// The disk is full (`cause`): release the reserve so that deletions
+    /// can commit. Returns whether this call freed space.
+    pub fn release_reserve(&self, cause: &dyn fmt::Display) -> bool {
+        self.reserve.release(cause)
+    }
+
+    /// Pass `r` on; if it failed because the disk is full, release the
+    /// space reserve first (low-space mode: deletions get the freed space).
+    pub fn on_full_disk<T>(&self, r: Result<T>) -> Result<T> {
+        if let Err(e @ Error::Io { source, .. }) = &r
+            && is_no_space(source)
+        {
+            self.release_reserve(e);
+        }
+        r
+    }
+
+    /// Note that Maildir links to these blobs were removed: they are
+    /// collected by the next [`collect_unlinked`](BlobStore::collect_unlinked)
+    /// if nothing links them any more.
+    pub fn unlinked(&self, ids: impl IntoIterator<Item = ContentId>) {
+        let Ok(mut u) = self.unlinked.lock() else {
+            return;
+        };
+        for id in ids {
+            if u.ids.len() >= UNLINKED_LIMIT {
+                u.overflowed = true;
+                break;
+            }
+            u.ids.insert(id);
+        }
+    }
+
+    /// Whether [`unlinked`](BlobStore::unlinked) noted anything since the
+    /// last collection.
+    pub fn has_unlinked(&self) -> bool {
+        self.unlinked
+            .lock()
+            .is_ok_and(|u| !u.ids.is_empty() || u.overflowed)
+    }
+
+    /// Collect up to `limit` of the blobs noted by
+    /// [`unlinked`](BlobStore::unlinked) that nothing links any more (the
+    /// rest wait for the next call); a full [`gc`](BlobStore::gc) if more
+    /// were noted than remembered. Safe while deliveries run, like `gc`.
+    pub fn collect_unlinked(&self, limit: usize) -> Result<GcReport> {
+        let (batch, full) = {
+            let Ok(mut u) = self.unlinked.lock() else {
+                return Ok(GcReport::default());
+            };
+            let batch: Vec<ContentId> = u.ids.iter().take(limit).copied().collect();
+            for id in &batch {
+                u.ids.remove(id);
+            }
+            (batch, std::mem::take(&mut u.overflowed))
+        };
+        if full {
+            return self.gc();
+        }
+        let mut report = GcReport::default();
+        for id in batch {
+            let Ok(meta) = fs::symlink_metadata(self.path_of(&id)) else {
+                continue;
+            };
+            if meta.nlink() != 1 {
+                continue;
+            }
+            if self.collect_one(&id)? {
+                report.removed_blobs += 1;
+                report.freed_bytes += meta.len();
+            } else {
+                report.kept_in_use += 1;
+            }
+        }
+        Ok(report)
     }
 
     /// The group committer of the blobs' filesystem, which the mail store
@@ -209,7 +368,14 @@ impl BlobStore {
     }
 
     /// Start writing a new blob. Bytes are hashed as they are written.
+    /// Refused with ENOSPC while the space reserve is in use.
     pub fn writer(&self) -> Result<BlobWriter> {
+        if self.reserve.is_released() {
+            return Err(Error::Io {
+                context: "the disk is full (space reserve in use): new content is refused until space returns".into(),
+                source: reserve::low_space_error(),
+            });
+        }
         let mut rnd = [0u8; 12];
         getrandom::fill(&mut rnd).map_err(|e| Error::Io {
             context: "random name for a temporary blob".into(),
@@ -246,21 +412,8 @@ impl BlobStore {
     /// the file itself becomes the blob (one more hard link, no copy). Returns
     /// the content id and whether the file now shares the blob's inode.
     pub fn adopt(&self, file: &Path) -> Result<(ContentId, u64, bool)> {
-        let mut f = File::open(file).ctx(|| format!("open {}", file.display()))?;
-        let mut hasher = blake3::Hasher::new();
-        let mut buf = vec![0u8; 64 * 1024];
-        let mut len = 0u64;
-        loop {
-            let n = f
-                .read(&mut buf)
-                .ctx(|| format!("read {}", file.display()))?;
-            if n == 0 {
-                break;
-            }
-            len += n as u64;
-            hasher.update(&buf[..n]);
-        }
-        let id = ContentId(*hasher.finalize().as_bytes());
+        let f = File::open(file).ctx(|| format!("open {}", file.display()))?;
+        let (id, len) = hash_content(f, file)?;
         let target = self.path_of(&id);
         if let Some(dir) = target.parent() {
             fs::create_dir_all(dir).ctx(|| format!("create {}", dir.display()))?;
@@ -300,23 +453,12 @@ impl BlobStore {
     /// Check that the blob's bytes still hash to its name.
     pub fn verify(&self, id: &ContentId) -> Result<()> {
         let path = self.path_of(id);
-        let mut f = match File::open(&path) {
+        let f = match File::open(&path) {
             Ok(f) => f,
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Err(Error::NotFound(*id)),
             Err(e) => return Err(e).ctx(|| format!("open {}", path.display())),
         };
-        let mut hasher = blake3::Hasher::new();
-        let mut buf = vec![0u8; 64 * 1024];
-        loop {
-            let n = f
-                .read(&mut buf)
-                .ctx(|| format!("read {}", path.display()))?;
-            if n == 0 {
-                break;
-            }
-            hasher.update(&buf[..n]);
-        }
-        let actual = ContentId(*hasher.finalize().as_bytes());
+        let (actual, _) = hash_content(f, &path)?;
         if actual != *id {
             return Err(Error::Corrupt { id: *id, actual });
         }
@@ -329,28 +471,128 @@ impl BlobStore {
     pub fn quarantine(&self, id: &ContentId, actual: &ContentId) -> Result<()> {
         let dir = self.root.join("quarantine");
         fs::create_dir_all(&dir).ctx(|| format!("create {}", dir.display()))?;
-        let dest = dir.join(format!("{}.actual-{}", id.to_hex(), actual.to_hex()));
-        tracing::error!(blob = %id, actual = %actual, to = %dest.display(), "blob content does not match its name; quarantined");
-        match fs::rename(self.path_of(id), &dest) {
+        let path = self.path_of(id);
+        let Ok(meta) = fs::symlink_metadata(&path) else {
+            return Ok(());
+        };
+        // The inode in the name: two corrupt copies of one content (a
+        // re-delivery, then bit rot again) both stay tracked.
+        let dest = dir.join(format!(
+            "{}.actual-{}.{}",
+            id.to_hex(),
+            actual.to_hex(),
+            meta.ino()
+        ));
+        tracing::error!(blob = %id, actual = %actual, to = %dest.display(), maildir_links = meta.nlink().saturating_sub(1), "blob content does not match its name; quarantined (`cove dedup verify` lists the messages that use it)");
+        match fs::rename(&path, &dest) {
             Ok(()) => Ok(()),
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
             Err(e) => Err(e).ctx(|| format!("quarantine {}", id.to_hex())),
         }
     }
 
-    /// Check every blob against its name; returns the ids of corrupt ones.
-    pub fn verify_all(&self) -> Result<(u64, Vec<ContentId>)> {
+    /// Check every blob against its name and quarantine the corrupt ones;
+    /// returns how many were checked and the (name, actual content) of the
+    /// corrupt ones.
+    pub fn verify_all(&self) -> Result<(u64, Vec<(ContentId, ContentId)>)> {
         let mut ids = Vec::new();
         self.for_each_blob(|id, _, _| ids.push(id))?;
         let mut bad = Vec::new();
         for id in &ids {
             match self.verify(id) {
                 Ok(()) | Err(Error::NotFound(_)) => {}
-                Err(Error::Corrupt { .. }) => bad.push(*id),
+                Err(Error::Corrupt { actual, .. }) => {
+                    self.quarantine(id, &actual)?;
+                    bad.push((*id, actual));
+                }
                 Err(e) => return Err(e),
             }
         }
         Ok((ids.len() as u64, bad))
+    }
+
+    /// Track a Maildir file that should hold `id` but holds `actual` (and is
+    /// not a link to a quarantined blob already): one more hard link in
+    /// `blobs/quarantine/`, so that [`damaged`](BlobStore::damaged) lists
+    /// it until the file is repaired.
+    pub fn quarantine_file(&self, file: &Path, id: &ContentId, actual: &ContentId) -> Result<()> {
+        let dir = self.root.join("quarantine");
+        fs::create_dir_all(&dir).ctx(|| format!("create {}", dir.display()))?;
+        let ino = fs::symlink_metadata(file)
+            .ctx(|| format!("stat {}", file.display()))?
+            .ino();
+        let dest = dir.join(format!("{}.actual-{}.{ino}", id.to_hex(), actual.to_hex()));
+        match fs::hard_link(file, &dest) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Ok(()),
+            Err(e) => Err(e).ctx(|| format!("link {} to {}", file.display(), dest.display())),
+        }
+    }
+
+    /// Content ids whose corrupt copy some Maildir file still serves: a
+    /// quarantined inode with links besides its quarantine name. They count
+    /// as lacking until every such file is relinked to good content.
+    pub fn damaged(&self) -> Result<HashSet<ContentId>> {
+        let mut out = HashSet::new();
+        self.for_each_quarantined(|id, meta| {
+            if meta.nlink() > 1 {
+                out.insert(id);
+            }
+        })?;
+        Ok(out)
+    }
+
+    /// Remove the quarantined copies no Maildir file serves any more
+    /// (repaired, or never linked); returns how many.
+    pub fn retire_repaired(&self) -> Result<u64> {
+        let mut gone = Vec::new();
+        self.for_each_quarantined_path(|id, path, meta| {
+            if meta.nlink() == 1 {
+                gone.push((id, path.to_path_buf()));
+            }
+        })?;
+        for (id, path) in &gone {
+            if fs::remove_file(path).is_ok() {
+                tracing::info!(blob = %id, "no mailbox serves the corrupt copy of this content any more; removed it from quarantine");
+            }
+        }
+        Ok(gone.len() as u64)
+    }
+
+    fn for_each_quarantined(&self, mut f: impl FnMut(ContentId, &fs::Metadata)) -> Result<()> {
+        self.for_each_quarantined_path(|id, _, meta| f(id, meta))
+    }
+
+    fn for_each_quarantined_path(
+        &self,
+        mut f: impl FnMut(ContentId, &Path, &fs::Metadata),
+    ) -> Result<()> {
+        let dir = self.root.join("quarantine");
+        let entries = match fs::read_dir(&dir) {
+            Ok(e) => e,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+            Err(e) => return Err(e).ctx(|| format!("list {}", dir.display())),
+        };
+        for entry in entries.flatten() {
+            let name = entry.file_name();
+            let Some(id) = name
+                .to_str()
+                .and_then(|n| n.get(..64))
+                .and_then(|h| h.parse::<ContentId>().ok())
+            else {
+                continue;
+            };
+            let path = entry.path();
+            if let Ok(meta) = fs::symlink_metadata(&path) {
+                f(id, &path, &meta);
+            }
+        }
+        Ok(())
+    }
+
+    /// The inode of the blob named `id`, if it exists.
+    pub fn inode_of(&self, id: &ContentId) -> Option<u64> {
+        fs::symlink_metadata(self.path_of(id)).ok().map(|m| m.ino())
     }
 
     /// Read a whole blob.
@@ -570,9 +812,12 @@ impl BlobWriter {
         self.len += bytes.len() as u64;
         let path = &self.path;
         match self.file.as_mut() {
-            Some(f) => f
-                .write_all(bytes)
-                .ctx(|| format!("write {}", path.display())),
+            Some(f) => {
+                let written = f
+                    .write_all(bytes)
+                    .ctx(|| format!("write {}", path.display()));
+                self.store.on_full_disk(written)
+            }
             None => Err(Error::Io {
                 context: format!("write {}", path.display()),
                 source: io::Error::other("writer already finished"),
@@ -596,7 +841,8 @@ impl BlobWriter {
             context: format!("finish {}", path.display()),
             source: io::Error::other("writer already finished"),
         })?;
-        self.store.sync.file_written(&file)?;
+        self.store
+            .on_full_disk(self.store.sync.file_written(&file))?;
         drop(file);
         let id = ContentId(*self.hasher.finalize().as_bytes());
         let staged = StagedBlob {
@@ -909,7 +1155,12 @@ mod tests {
         let (d, s) = store();
         let id = s.put(b"the real content").unwrap().id();
         corrupt(&s.path_of(&id), b"bit rot");
-        assert_eq!(s.verify_all().unwrap(), (1, vec![id]));
+        assert_eq!(
+            s.verify_all().unwrap(),
+            (1, vec![(id, ContentId::of(b"bit rot"))])
+        );
+        // Quarantined: the name is free for the right content.
+        assert!(!s.path_of(&id).exists());
         // The same content arrives again: the rotten copy is quarantined and
         // the new bytes take the name.
         let staged = s.put(b"the real content").unwrap();

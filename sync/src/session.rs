@@ -302,12 +302,23 @@ where
     S: AsyncRead + AsyncWrite + Unpin + Send,
 {
     for id in ids {
-        let path = store.blobs().path_of(&ContentId(*id));
-        let bytes = match tokio::fs::read(&path).await {
-            Ok(b) => b,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
-            Err(e) => return Err(e.into()),
-        };
+        let (blobs, cid) = (store.blobs().clone(), ContentId(*id));
+        let read = blocking(move || match blobs.read(&cid) {
+            Ok(bytes) => {
+                let actual = ContentId::of(&bytes);
+                if actual == cid {
+                    return Ok(Some(bytes));
+                }
+                // Corrupt here too: never sent (the peer would refuse it);
+                // quarantined, so this node asks its peers for it in turn.
+                blobs.quarantine(&cid, &actual)?;
+                Ok(None)
+            }
+            Err(cove_dedup::Error::NotFound(_)) => Ok(None),
+            Err(e) => Err(e.into()),
+        })
+        .await?;
+        let Some(bytes) = read else { continue };
         let mut chunks = bytes.chunks(CHUNK).peekable();
         if chunks.peek().is_none() {
             send_chunk(link, id, true, &[]).await?;
@@ -427,7 +438,20 @@ where
     S: AsyncRead + AsyncWrite + Unpin + Send,
 {
     let (a, r) = (account.clone(), remote.clone());
-    let need = blocking(move || a.replica_missing_content(&r)).await?;
+    let (need, damaged) = blocking(move || {
+        let mut need = a.replica_missing_content(&r)?;
+        // Content whose copy here is corrupt counts as lacking: files are
+        // relinked to a good copy here if there is one, the rest is asked
+        // for (store's account/content.rs).
+        let damaged: Vec<[u8; 32]> = a.repair_content()?.into_iter().map(|c| c.0).collect();
+        for id in &damaged {
+            if !need.contains(id) {
+                need.push(*id);
+            }
+        }
+        Ok((need, damaged))
+    })
+    .await?;
     send_msg(
         link,
         &Msg::Need {
@@ -436,7 +460,13 @@ where
     )
     .await?;
     link.flush().await?;
-    receive_blobs(link, store, &need, out).await
+    let received = receive_blobs(link, store, &need, out).await?;
+    if damaged.iter().any(|id| received.contains_key(id)) {
+        // The verified copies are installed: relink the damaged files.
+        let a = account.clone();
+        blocking(move || a.repair_content()).await?;
+    }
+    Ok(received)
 }
 
 /// Apply the peer's delta and advance the mark (unless something was left

@@ -217,11 +217,17 @@ impl TestServer {
     /// Start a server whose `hostname` (its node name for replication) is
     /// `hostname`; otherwise as [`start`](TestServer::start).
     pub fn start_node(hostname: &str, extra: &str) -> TestServer {
+        TestServer::start_on(None, hostname, extra)
+    }
+
+    /// Start a server whose data directory is `data_dir` (for example on a
+    /// small filesystem of the test's own), or a fresh temporary one.
+    pub fn start_on(data_dir: Option<PathBuf>, hostname: &str, extra: &str) -> TestServer {
         let dir = tempfile::Builder::new()
             .prefix("cove-test-")
             .tempdir()
             .expect("temp dir");
-        let data_dir = dir.path().join("data");
+        let data_dir = data_dir.unwrap_or_else(|| dir.path().join("data"));
         let config_path = dir.path().join("cove.toml");
         fs::write(
             &config_path,
@@ -1333,4 +1339,37 @@ pub fn base64(bytes: &[u8]) -> String {
         }
     }
     out
+}
+
+// ---------------------------------------------------------------------------
+// Damaged content
+
+/// Flip one byte of a file in place (keeping its inode, so every hard link
+/// to it sees the change), as bit rot or a careless program would.
+pub fn corrupt_in_place(path: &Path) {
+    use std::os::unix::fs::PermissionsExt;
+    fs::set_permissions(path, fs::Permissions::from_mode(0o640)).expect("make it writable");
+    let mut bytes = fs::read(path).expect("read");
+    let last = bytes.len() - 3;
+    bytes[last] ^= 0x20;
+    let mut f = fs::OpenOptions::new()
+        .write(true)
+        .open(path)
+        .expect("open for writing");
+    f.write_all(&bytes).expect("write in place");
+}
+
+/// The `BODY[]` of the message with this UID in the selected mailbox, as
+/// the server serves it.
+pub fn fetch_body<S: Read + Write>(imap: &mut Imap<S>, uid: u32) -> String {
+    let r = imap.cmd_ok(&format!("f UID FETCH {uid} BODY.PEEK[]"));
+    let fetch = r
+        .iter()
+        .find(|l| l.starts_with("* ") && l.contains("FETCH"))
+        .unwrap_or_else(|| panic!("no FETCH response: {r:?}"));
+    let at = fetch.find("BODY[] {").expect("a literal") + "BODY[] ".len();
+    let open = &fetch[at..];
+    let len: usize = open[1..open.find('}').expect("}")].parse().expect("length");
+    let start = open.find("}\r\n").expect("literal start") + 3;
+    open[start..start + len].to_string()
 }

@@ -81,6 +81,8 @@ struct FileOps {
     dirs: HashSet<PathBuf>,
     /// Files of expunged messages, removed after the commit.
     doomed: Vec<PathBuf>,
+    /// Their content, for the automatic blob collection.
+    unlinked: Vec<cove_dedup::ContentId>,
     /// Folders of deleted mailboxes, parked; removed after the commit.
     parked: Vec<(PathBuf, PathBuf)>,
     /// Changes announced to the Maildir watcher (within `budget`: a bigger
@@ -364,6 +366,7 @@ impl Account {
         for (_, parked) in &ops.parked {
             let _ = fs::remove_dir_all(parked);
         }
+        self.blobs.unlinked(ops.unlinked);
         Ok(report)
     }
 }
@@ -740,6 +743,7 @@ impl Apply<'_> {
         let path = self.account.folder(&mb).join(&l.meta.file);
         self.ops.touched(&path);
         self.ops.doomed.push(path);
+        self.ops.unlinked.push(l.meta.content_id);
         self.report.messages_expunged += 1;
         Ok(())
     }
