@@ -1174,6 +1174,64 @@ mod tests {
     }
 
     #[test]
+    fn collect_unlinked_removes_only_noted_blobs_nothing_links() {
+        let (d, s) = store();
+        let (kept, gone, unnoted) = (
+            s.put(b"kept").unwrap(),
+            s.put(b"gone").unwrap(),
+            s.put(b"unnoted").unwrap(),
+        );
+        kept.link_to(&d.path().join("k")).unwrap();
+        let ids = [kept.id(), gone.id(), unnoted.id()];
+        drop((kept, gone, unnoted));
+        assert!(!s.has_unlinked());
+        s.unlinked([ids[0], ids[1]]);
+        assert!(s.has_unlinked());
+        let r = s.collect_unlinked(10).unwrap();
+        assert_eq!((r.removed_blobs, r.freed_bytes), (1, 4));
+        assert!(s.path_of(&ids[0]).exists() && !s.path_of(&ids[1]).exists());
+        // Not noted: left for the periodic full gc.
+        assert!(s.path_of(&ids[2]).exists());
+        assert!(!s.has_unlinked());
+    }
+
+    #[test]
+    fn a_quarantined_copy_still_linked_is_damaged_until_relinked() {
+        let (d, s) = store();
+        let staged = s.put(b"good").unwrap();
+        let id = staged.id();
+        let file = d.path().join("m");
+        staged.link_to(&file).unwrap();
+        drop(staged);
+        corrupt(&s.path_of(&id), b"rot!");
+        s.verify_all().unwrap();
+        assert_eq!(s.damaged().unwrap(), HashSet::from([id]));
+        assert_eq!(s.retire_repaired().unwrap(), 0);
+        // Relinked to a good copy: no longer damaged, and retired.
+        let again = s.put(b"good").unwrap();
+        fs::remove_file(&file).unwrap();
+        again.link_to(&file).unwrap();
+        assert!(s.damaged().unwrap().is_empty());
+        assert_eq!(s.retire_repaired().unwrap(), 1);
+        assert_eq!(
+            fs::read_dir(s.root().join("quarantine")).unwrap().count(),
+            0
+        );
+    }
+
+    #[test]
+    fn low_space_mode_refuses_new_content_until_the_reserve_is_back() {
+        let (d, s) = store();
+        let s = s.with_reserve(d.path().join("reserve"), 4096).unwrap();
+        s.put(b"before").unwrap();
+        assert!(s.release_reserve(&"test"));
+        let refused = s.put(b"during").unwrap_err();
+        assert_eq!(refused.raw_os_error(), Some(28));
+        assert!(s.reserve().restore_if_room());
+        s.put(b"after").unwrap();
+    }
+
+    #[test]
     fn adopt_turns_a_foreign_file_into_the_blob() {
         let (d, s) = store();
         let f = d.path().join("foreign");

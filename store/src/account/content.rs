@@ -129,6 +129,9 @@ impl Account {
                 }
                 let actual = match check.inodes.get(&(meta.dev(), meta.ino())) {
                     Some(a) => *a,
+                    // A FIFO, device or symlink in a message's place is
+                    // never opened.
+                    None if !meta.is_file() => None,
                     None => {
                         let a = cove_dedup::hash_file(&path)?.map(|(id, _)| id);
                         check.inodes.insert((meta.dev(), meta.ino()), a);
