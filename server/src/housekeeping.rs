@@ -73,6 +73,7 @@ impl Housekeeping {
 
     fn tick(&self, store: &Store, state: &mut State) {
         let blobs = store.blobs();
+        let started = Instant::now();
         let full_due = self
             .full_gc_every
             .is_some_and(|every| state.last_full_gc.is_none_or(|t| t.elapsed() >= every));
@@ -92,6 +93,7 @@ impl Housekeeping {
                     kept_in_use = r.kept_in_use,
                     removed_tmp = r.removed_tmp,
                     full = full_due,
+                    took_ms = started.elapsed().as_millis() as u64,
                     "collected blobs no mailbox uses any more"
                 );
             }
