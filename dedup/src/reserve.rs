@@ -7,8 +7,9 @@
 //! those pages every request answers NO, and the only way out is an operator.
 //!
 //! # What we do
-//! A file of zeros (`<data_dir>/reserve`, [`DEFAULT_RESERVE_BYTES`] unless
-//! configured) is written when the store opens. The first "no space" error
+//! A file (`<data_dir>/reserve`, [`DEFAULT_RESERVE_BYTES`] unless
+//! configured) is allocated when the store opens (`fallocate`, so its blocks
+//! are really taken; zeros are written where that is not supported). The first "no space" error
 //! anywhere removes it, which gives its blocks back to the filesystem, and
 //! logs loudly. While it is gone the store is in *low-space mode*: new content
 //! (deliveries, APPEND, content from a peer) is refused with "no space"
@@ -159,12 +160,22 @@ impl SpaceReserve {
                 .create(true)
                 .truncate(true)
                 .open(&tmp)?;
-            let zeros = vec![0u8; 64 * 1024];
-            let mut left = self.size;
-            while left > 0 {
-                let n = left.min(zeros.len() as u64) as usize;
-                f.write_all(&zeros[..n])?;
-                left -= n as u64;
+            // fallocate reserves the blocks without writing them (ext4,
+            // XFS, tmpfs); zeros where the filesystem cannot.
+            match rustix::fs::fallocate(&f, rustix::fs::FallocateFlags::empty(), 0, self.size) {
+                Ok(()) => {}
+                Err(e) if e == rustix::io::Errno::NOSPC || e == rustix::io::Errno::DQUOT => {
+                    return Err(e.into());
+                }
+                Err(_) => {
+                    let zeros = vec![0u8; 64 * 1024];
+                    let mut left = self.size;
+                    while left > 0 {
+                        let n = left.min(zeros.len() as u64) as usize;
+                        f.write_all(&zeros[..n])?;
+                        left -= n as u64;
+                    }
+                }
             }
             f.sync_all()?;
             fs::rename(&tmp, &self.path)
