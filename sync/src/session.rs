@@ -311,7 +311,9 @@ where
                 }
                 // Corrupt here too: never sent (the peer would refuse it);
                 // quarantined, so this node asks its peers for it in turn.
-                blobs.quarantine(&cid, &actual)?;
+                if let Err(e) = blobs.quarantine(&cid, &actual) {
+                    tracing::error!(blob = %cid, error = %e, "replication: corrupt blob not sent, and it could not be quarantined");
+                }
                 Ok(None)
             }
             Err(cove_dedup::Error::NotFound(_)) => Ok(None),
@@ -443,7 +445,15 @@ where
         // Content whose copy here is corrupt counts as lacking: files are
         // relinked to a good copy here if there is one, the rest is asked
         // for (store's account/content.rs).
-        let damaged: Vec<[u8; 32]> = a.repair_content()?.into_iter().map(|c| c.0).collect();
+        // A repair that fails is logged and tried again next session; it
+        // never stops the user's replication.
+        let damaged: Vec<[u8; 32]> = match a.repair_content() {
+            Ok(lacking) => lacking.into_iter().map(|c| c.0).collect(),
+            Err(e) => {
+                tracing::warn!(user = %a.email(), error = %e, "replication: could not repair damaged content");
+                Vec::new()
+            }
+        };
         for id in &damaged {
             if !need.contains(id) {
                 need.push(*id);
@@ -464,7 +474,9 @@ where
     if damaged.iter().any(|id| received.contains_key(id)) {
         // The verified copies are installed: relink the damaged files.
         let a = account.clone();
-        blocking(move || a.repair_content()).await?;
+        if let Err(e) = blocking(move || a.repair_content()).await {
+            tracing::warn!(user = %account.email(), error = %e, "replication: could not relink damaged content to the copy the peer sent");
+        }
     }
     Ok(received)
 }
