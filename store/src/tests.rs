@@ -684,6 +684,12 @@ fn damaged_files_are_reported_then_relinked_to_a_verified_copy() {
     let r = s.repair_damaged().unwrap();
     assert_eq!((r.damaged, r.relinked), (1, 0));
 
+    // A view parsed from the damaged bytes was cached.
+    let acct_a = s.account(&a).unwrap();
+    acct_a
+        .store_derived(&[(id, 1, b"rotten".to_vec())])
+        .unwrap();
+
     // The content arrives again: both users' files are relinked to it.
     let again = s.blobs().put(bytes).unwrap();
     let r = s.repair_damaged().unwrap();
@@ -695,6 +701,7 @@ fn damaged_files_are_reported_then_relinked_to_a_verified_copy() {
         assert_eq!(fs::read(&files[0]).unwrap(), bytes);
         assert_eq!(fs::metadata(&files[0]).unwrap().ino(), ino);
     }
+    assert_eq!(acct_a.derived(&[(id, 1)]).unwrap(), vec![None]);
     drop(again);
     assert!(s.verify_content().unwrap().is_clean());
     assert!(s.blobs().damaged().unwrap().is_empty());

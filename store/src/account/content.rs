@@ -217,6 +217,14 @@ impl Account {
                 tracing::warn!(user = %self.email, mailbox = %mb.name, uid = %m.uid, guid = %m.guid.to_hex(), content = %m.content_id, file = %path.display(), "repaired: message file relinked to the verified copy of its content");
             }
         }
+        if relinked > 0 {
+            // Views parsed from the damaged bytes (ENVELOPE, BODYSTRUCTURE)
+            // are parsed again from the good ones.
+            for id in damaged.difference(&lacking) {
+                g.conn
+                    .execute("DELETE FROM derived WHERE content_id = ?1", [&id.0[..]])?;
+            }
+        }
         drop(g);
         if relinked > 0 {
             self.sync.sync()?;
