@@ -495,20 +495,27 @@ impl BlobStore {
     /// returns how many were checked and the (name, actual content) of the
     /// corrupt ones.
     pub fn verify_all(&self) -> Result<(u64, Vec<(ContentId, ContentId)>)> {
-        let mut ids = Vec::new();
-        self.for_each_blob(|id, _, _| ids.push(id))?;
-        let mut bad = Vec::new();
-        for id in &ids {
-            match self.verify(id) {
-                Ok(()) | Err(Error::NotFound(_)) => {}
-                Err(Error::Corrupt { actual, .. }) => {
-                    self.quarantine(id, &actual)?;
-                    bad.push((*id, actual));
-                }
-                Err(e) => return Err(e),
+        // Streamed: memory grows with the corrupt blobs, not the store.
+        let (mut checked, mut bad, mut failed) = (0u64, Vec::new(), None);
+        self.for_each_blob(|id, _, _| {
+            if failed.is_some() {
+                return;
             }
+            checked += 1;
+            let verdict = match self.verify(&id) {
+                Ok(()) | Err(Error::NotFound(_)) => Ok(()),
+                Err(Error::Corrupt { actual, .. }) => {
+                    bad.push((id, actual));
+                    self.quarantine(&id, &actual)
+                }
+                Err(e) => Err(e),
+            };
+            failed = verdict.err();
+        })?;
+        match failed {
+            Some(e) => Err(e),
+            None => Ok((checked, bad)),
         }
-        Ok((ids.len() as u64, bad))
     }
 
     /// Track a Maildir file that should hold `id` but holds `actual` (and is

@@ -45,7 +45,7 @@ impl Store {
     /// message files (`cove dedup verify`). Blocking; reads everything.
     pub fn verify_content(&self) -> Result<ContentReport> {
         let (blobs_checked, corrupt_blobs) = self.blobs().verify_all()?;
-        let mut check = ContentCheck::default();
+        let mut check = ContentCheck::after_verifying_blobs();
         let mut messages = Vec::new();
         for user in self.directory().list()? {
             let account = self.account(&user)?;

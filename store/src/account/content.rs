@@ -77,9 +77,14 @@ impl std::fmt::Display for DamagedMessage {
 }
 
 /// What a verification run has already learnt, shared by every account
-/// it checks: each blob is verified and each shared inode hashed once.
+/// it checks: each blob is verified and each inode that is not its blob's
+/// hashed once.
 #[derive(Debug, Default)]
 pub struct ContentCheck {
+    /// Every blob was just verified (and the corrupt ones quarantined), so
+    /// a blob under its name is good: no per-blob memory for a whole-store
+    /// run. Otherwise blobs are verified on first use and remembered here.
+    blobs_verified: bool,
     /// Blob inode by content id, `None` when no good blob is stored.
     blobs: HashMap<ContentId, Option<u64>>,
     /// (device, inode) -> what it holds.
@@ -89,8 +94,21 @@ pub struct ContentCheck {
 }
 
 impl ContentCheck {
+    /// For a run that has just verified every blob
+    /// ([`cove_dedup::BlobStore::verify_all`]); a blob installed since was
+    /// verified when it was installed.
+    pub fn after_verifying_blobs() -> ContentCheck {
+        ContentCheck {
+            blobs_verified: true,
+            ..ContentCheck::default()
+        }
+    }
+
     /// The inode of the verified blob of `id`, if a good one is stored.
     fn good_blob(&mut self, blobs: &cove_dedup::BlobStore, id: &ContentId) -> Option<u64> {
+        if self.blobs_verified {
+            return blobs.inode_of(id);
+        }
         *self
             .blobs
             .entry(*id)
