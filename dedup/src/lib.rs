@@ -29,21 +29,24 @@
 //! - A reference-count table in SQLite: a second truth that can disagree with
 //!   the filesystem after a crash; the link count cannot.
 
-use std::collections::HashSet;
 use std::fmt;
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, Read, Write};
+use std::io::{self, Write};
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime};
 
 mod durability;
+mod gc;
 mod reserve;
+mod verify;
 
 pub use durability::{BadDurability, Durability, GroupSync};
+use gc::Unlinked;
+pub use gc::{DedupStats, GcReport};
 pub use reserve::{DEFAULT_RESERVE_BYTES, SpaceReserve, is_no_space};
+pub use verify::{hash_content, hash_file};
 
 /// Errors of the blob store.
 #[derive(Debug, thiserror::Error)]
@@ -154,49 +157,6 @@ impl FromStr for ContentId {
     }
 }
 
-/// The content id and length of a Maildir file's content, without
-/// following a symbolic link or blocking on a FIFO; `None` if it is not a
-/// regular file.
-pub fn hash_file(path: &Path) -> Result<Option<(ContentId, u64)>> {
-    let f = OpenOptions::new()
-        .read(true)
-        .custom_flags((rustix::fs::OFlags::NOFOLLOW | rustix::fs::OFlags::NONBLOCK).bits() as i32)
-        .open(path);
-    let f = match f {
-        Ok(f) => f,
-        Err(e) if e.raw_os_error() == Some(rustix::io::Errno::LOOP.raw_os_error()) => {
-            return Ok(None);
-        }
-        Err(e) => return Err(e).ctx(|| format!("open {}", path.display())),
-    };
-    if !f
-        .metadata()
-        .ctx(|| format!("stat {}", path.display()))?
-        .is_file()
-    {
-        return Ok(None);
-    }
-    hash_content(f, path).map(Some)
-}
-
-/// The content id and length of what `f` (opened from `path`) holds.
-pub fn hash_content(mut f: File, path: &Path) -> Result<(ContentId, u64)> {
-    let mut hasher = blake3::Hasher::new();
-    let mut buf = vec![0u8; 64 * 1024];
-    let mut len = 0u64;
-    loop {
-        let n = f
-            .read(&mut buf)
-            .ctx(|| format!("read {}", path.display()))?;
-        if n == 0 {
-            break;
-        }
-        len += n as u64;
-        hasher.update(&buf[..n]);
-    }
-    Ok((ContentId(*hasher.finalize().as_bytes()), len))
-}
-
 /// fsync a directory, so that names created or removed in it are durable.
 pub fn sync_dir(dir: &Path) -> Result<()> {
     File::open(dir)
@@ -217,18 +177,6 @@ pub struct BlobStore {
     /// Blobs that lost a Maildir link, for the automatic collection.
     unlinked: Arc<Mutex<Unlinked>>,
 }
-
-/// Content ids whose Maildir links were removed (EXPUNGE, DELETE): the
-/// candidates of the next bounded collection. Bounded: past
-/// [`UNLINKED_LIMIT`] ids it only remembers that a full pass is due.
-#[derive(Debug, Default)]
-struct Unlinked {
-    ids: HashSet<ContentId>,
-    overflowed: bool,
-}
-
-/// Most content ids remembered for the automatic collection.
-const UNLINKED_LIMIT: usize = 100_000;
 
 impl BlobStore {
     /// Open (creating if needed) the blob store at `root` (usually
@@ -278,66 +226,6 @@ impl BlobStore {
             self.release_reserve(e);
         }
         r
-    }
-
-    /// Note that Maildir links to these blobs were removed: they are
-    /// collected by the next [`collect_unlinked`](BlobStore::collect_unlinked)
-    /// if nothing links them any more.
-    pub fn unlinked(&self, ids: impl IntoIterator<Item = ContentId>) {
-        let Ok(mut u) = self.unlinked.lock() else {
-            return;
-        };
-        for id in ids {
-            if u.ids.len() >= UNLINKED_LIMIT {
-                u.overflowed = true;
-                break;
-            }
-            u.ids.insert(id);
-        }
-    }
-
-    /// Whether [`unlinked`](BlobStore::unlinked) noted anything since the
-    /// last collection.
-    pub fn has_unlinked(&self) -> bool {
-        self.unlinked
-            .lock()
-            .is_ok_and(|u| !u.ids.is_empty() || u.overflowed)
-    }
-
-    /// Collect up to `limit` of the blobs noted by
-    /// [`unlinked`](BlobStore::unlinked) that nothing links any more (the
-    /// rest wait for the next call); a full [`gc`](BlobStore::gc) if more
-    /// were noted than remembered. Safe while deliveries run, like `gc`.
-    pub fn collect_unlinked(&self, limit: usize) -> Result<GcReport> {
-        let (batch, full) = {
-            let Ok(mut u) = self.unlinked.lock() else {
-                return Ok(GcReport::default());
-            };
-            let batch: Vec<ContentId> = u.ids.iter().take(limit).copied().collect();
-            for id in &batch {
-                u.ids.remove(id);
-            }
-            (batch, std::mem::take(&mut u.overflowed))
-        };
-        if full {
-            return self.gc();
-        }
-        let mut report = GcReport::default();
-        for id in batch {
-            let Ok(meta) = fs::symlink_metadata(self.path_of(&id)) else {
-                continue;
-            };
-            if meta.nlink() != 1 {
-                continue;
-            }
-            if self.collect_one(&id)? {
-                report.removed_blobs += 1;
-                report.freed_bytes += meta.len();
-            } else {
-                report.kept_in_use += 1;
-            }
-        }
-        Ok(report)
     }
 
     /// The group committer of the blobs' filesystem, which the mail store
@@ -450,158 +338,6 @@ impl BlobStore {
         Ok((id, len, true))
     }
 
-    /// Check that the blob's bytes still hash to its name.
-    pub fn verify(&self, id: &ContentId) -> Result<()> {
-        let path = self.path_of(id);
-        let f = match File::open(&path) {
-            Ok(f) => f,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Err(Error::NotFound(*id)),
-            Err(e) => return Err(e).ctx(|| format!("open {}", path.display())),
-        };
-        let (actual, _) = hash_content(f, &path)?;
-        if actual != *id {
-            return Err(Error::Corrupt { id: *id, actual });
-        }
-        Ok(())
-    }
-
-    /// Move a blob whose content does not match its name out of the way, to
-    /// `blobs/quarantine/`, so that the right content can take its name. The
-    /// Maildir files already linked to it keep it; `verify` reports them.
-    pub fn quarantine(&self, id: &ContentId, actual: &ContentId) -> Result<()> {
-        let dir = self.root.join("quarantine");
-        fs::create_dir_all(&dir).ctx(|| format!("create {}", dir.display()))?;
-        let path = self.path_of(id);
-        let Ok(meta) = fs::symlink_metadata(&path) else {
-            return Ok(());
-        };
-        // The inode in the name: two corrupt copies of one content (a
-        // re-delivery, then bit rot again) both stay tracked.
-        let dest = dir.join(format!(
-            "{}.actual-{}.{}",
-            id.to_hex(),
-            actual.to_hex(),
-            meta.ino()
-        ));
-        tracing::error!(blob = %id, actual = %actual, to = %dest.display(), maildir_links = meta.nlink().saturating_sub(1), "blob content does not match its name; quarantined (`cove dedup verify` lists the messages that use it)");
-        match fs::rename(&path, &dest) {
-            Ok(()) => Ok(()),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
-            Err(e) => Err(e).ctx(|| format!("quarantine {}", id.to_hex())),
-        }
-    }
-
-    /// Check every blob against its name and quarantine the corrupt ones;
-    /// returns how many were checked and the (name, actual content) of the
-    /// corrupt ones.
-    pub fn verify_all(&self) -> Result<(u64, Vec<(ContentId, ContentId)>)> {
-        // Streamed: memory grows with the corrupt blobs, not the store.
-        let (mut checked, mut bad, mut failed) = (0u64, Vec::new(), None);
-        self.for_each_blob(|id, _, _| {
-            if failed.is_some() {
-                return;
-            }
-            checked += 1;
-            let verdict = match self.verify(&id) {
-                Ok(()) | Err(Error::NotFound(_)) => Ok(()),
-                Err(Error::Corrupt { actual, .. }) => {
-                    bad.push((id, actual));
-                    self.quarantine(&id, &actual)
-                }
-                Err(e) => Err(e),
-            };
-            failed = verdict.err();
-        })?;
-        match failed {
-            Some(e) => Err(e),
-            None => Ok((checked, bad)),
-        }
-    }
-
-    /// Track a Maildir file that should hold `id` but holds `actual` (and is
-    /// not a link to a quarantined blob already): one more hard link in
-    /// `blobs/quarantine/`, so that [`damaged`](BlobStore::damaged) lists
-    /// it until the file is repaired.
-    pub fn quarantine_file(&self, file: &Path, id: &ContentId, actual: &ContentId) -> Result<()> {
-        let dir = self.root.join("quarantine");
-        fs::create_dir_all(&dir).ctx(|| format!("create {}", dir.display()))?;
-        let ino = fs::symlink_metadata(file)
-            .ctx(|| format!("stat {}", file.display()))?
-            .ino();
-        let dest = dir.join(format!("{}.actual-{}.{ino}", id.to_hex(), actual.to_hex()));
-        match fs::hard_link(file, &dest) {
-            Ok(()) => Ok(()),
-            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Ok(()),
-            Err(e) => Err(e).ctx(|| format!("link {} to {}", file.display(), dest.display())),
-        }
-    }
-
-    /// Content ids whose corrupt copy some Maildir file still serves: a
-    /// quarantined inode with links besides its quarantine name. They count
-    /// as lacking until every such file is relinked to good content.
-    pub fn damaged(&self) -> Result<HashSet<ContentId>> {
-        let mut out = HashSet::new();
-        self.for_each_quarantined(|id, meta| {
-            if meta.nlink() > 1 {
-                out.insert(id);
-            }
-        })?;
-        Ok(out)
-    }
-
-    /// Remove the quarantined copies no Maildir file serves any more
-    /// (repaired, or never linked); returns how many.
-    pub fn retire_repaired(&self) -> Result<u64> {
-        let mut gone = Vec::new();
-        self.for_each_quarantined_path(|id, path, meta| {
-            if meta.nlink() == 1 {
-                gone.push((id, path.to_path_buf()));
-            }
-        })?;
-        for (id, path) in &gone {
-            if fs::remove_file(path).is_ok() {
-                tracing::info!(blob = %id, "no mailbox serves the corrupt copy of this content any more; removed it from quarantine");
-            }
-        }
-        Ok(gone.len() as u64)
-    }
-
-    fn for_each_quarantined(&self, mut f: impl FnMut(ContentId, &fs::Metadata)) -> Result<()> {
-        self.for_each_quarantined_path(|id, _, meta| f(id, meta))
-    }
-
-    fn for_each_quarantined_path(
-        &self,
-        mut f: impl FnMut(ContentId, &Path, &fs::Metadata),
-    ) -> Result<()> {
-        let dir = self.root.join("quarantine");
-        let entries = match fs::read_dir(&dir) {
-            Ok(e) => e,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
-            Err(e) => return Err(e).ctx(|| format!("list {}", dir.display())),
-        };
-        for entry in entries.flatten() {
-            let name = entry.file_name();
-            let Some(id) = name
-                .to_str()
-                .and_then(|n| n.get(..64))
-                .and_then(|h| h.parse::<ContentId>().ok())
-            else {
-                continue;
-            };
-            let path = entry.path();
-            if let Ok(meta) = fs::symlink_metadata(&path) {
-                f(id, &path, &meta);
-            }
-        }
-        Ok(())
-    }
-
-    /// The inode of the blob named `id`, if it exists.
-    pub fn inode_of(&self, id: &ContentId) -> Option<u64> {
-        fs::symlink_metadata(self.path_of(id)).ok().map(|m| m.ino())
-    }
-
     /// Read a whole blob.
     pub fn read(&self, id: &ContentId) -> Result<Vec<u8>> {
         let path = self.path_of(id);
@@ -640,165 +376,6 @@ impl BlobStore {
         }
         Ok(())
     }
-
-    /// How much the store holds and how much dedup saves.
-    pub fn stats(&self) -> Result<DedupStats> {
-        let mut s = DedupStats::default();
-        self.for_each_blob(|_, _, meta| {
-            let refs = meta.nlink().saturating_sub(1);
-            s.blobs += 1;
-            s.stored_bytes += meta.len();
-            s.messages += refs;
-            s.logical_bytes += refs * meta.len();
-            if refs == 0 {
-                s.unreferenced_blobs += 1;
-            }
-        })?;
-        Ok(s)
-    }
-
-    /// Remove every blob that no Maildir file links to any more. Safe while
-    /// deliveries run: see the module documentation.
-    pub fn gc(&self) -> Result<GcReport> {
-        let mut candidates = Vec::new();
-        self.for_each_blob(|id, _, meta| {
-            if meta.nlink() == 1 {
-                candidates.push((id, meta.len()));
-            }
-        })?;
-        let mut report = GcReport::default();
-        for (id, len) in candidates {
-            if self.collect_one(&id)? {
-                report.removed_blobs += 1;
-                report.freed_bytes += len;
-            } else {
-                report.kept_in_use += 1;
-            }
-        }
-        // Temporary blobs abandoned by a crash mid-write (older than an hour,
-        // so a slow delivery that is still writing is left alone).
-        report.removed_tmp = self.remove_stale_tmp(Duration::from_secs(3600))?;
-        Ok(report)
-    }
-
-    /// Remove one blob if nothing links to it. Returns whether it was removed.
-    fn collect_one(&self, id: &ContentId) -> Result<bool> {
-        let path = self.path_of(id);
-        let parked = self.tmp.join(format!("gc.{}", id.to_hex()));
-        match fs::rename(&path, &parked) {
-            Ok(()) => {}
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(false),
-            Err(e) => return Err(e).ctx(|| format!("park {}", path.display())),
-        }
-        let meta = fs::symlink_metadata(&parked).ctx(|| format!("stat {}", parked.display()))?;
-        if meta.nlink() == 1 {
-            fs::remove_file(&parked).ctx(|| format!("remove {}", parked.display()))?;
-            Ok(true)
-        } else {
-            // Someone linked it between our scan and the rename: put it back.
-            self.unpark(&parked, &path)?;
-            Ok(false)
-        }
-    }
-
-    /// Give a parked blob its name back (after a linked-in-between race or a
-    /// crash in the middle of gc).
-    fn unpark(&self, parked: &Path, path: &Path) -> Result<()> {
-        if let Err(e) = fs::hard_link(parked, path) {
-            // If a writer re-installed the same content meanwhile, its inode
-            // is the blob now; ours lives on in the Maildir files linking it.
-            if !path.exists() {
-                return Err(e).ctx(|| format!("restore {}", path.display()));
-            }
-        }
-        fs::remove_file(parked).ctx(|| format!("remove {}", parked.display()))
-    }
-
-    /// After a crash in the middle of gc, blobs may sit parked in tmp/.
-    fn recover_interrupted_gc(&self) -> Result<()> {
-        let entries = fs::read_dir(&self.tmp).ctx(|| format!("list {}", self.tmp.display()))?;
-        for entry in entries.flatten() {
-            let name = entry.file_name();
-            let Some(hex) = name.to_str().and_then(|n| n.strip_prefix("gc.")) else {
-                continue;
-            };
-            let Ok(id) = hex.parse::<ContentId>() else {
-                continue;
-            };
-            let parked = entry.path();
-            let Ok(meta) = fs::symlink_metadata(&parked) else {
-                continue;
-            };
-            if meta.nlink() > 1 {
-                if let Some(dir) = self.path_of(&id).parent() {
-                    fs::create_dir_all(dir).ctx(|| format!("create {}", dir.display()))?;
-                }
-                self.unpark(&parked, &self.path_of(&id))?;
-            } else {
-                let _ = fs::remove_file(&parked);
-            }
-        }
-        Ok(())
-    }
-
-    fn remove_stale_tmp(&self, older_than: Duration) -> Result<u64> {
-        let mut removed = 0;
-        let now = SystemTime::now();
-        let entries = fs::read_dir(&self.tmp).ctx(|| format!("list {}", self.tmp.display()))?;
-        for entry in entries.flatten() {
-            let is_write = entry
-                .file_name()
-                .to_str()
-                .is_some_and(|n| n.starts_with("w."));
-            let old = entry
-                .metadata()
-                .and_then(|m| m.modified())
-                .ok()
-                .and_then(|t| now.duration_since(t).ok())
-                .is_some_and(|age| age > older_than);
-            if is_write && old && fs::remove_file(entry.path()).is_ok() {
-                removed += 1;
-            }
-        }
-        Ok(removed)
-    }
-}
-
-/// Figures for `cove dedup stats`.
-#[derive(Debug, Default, Clone, PartialEq, Eq)]
-pub struct DedupStats {
-    /// Distinct contents stored.
-    pub blobs: u64,
-    /// Maildir files that link a blob.
-    pub messages: u64,
-    /// What the messages would take without dedup.
-    pub logical_bytes: u64,
-    /// What the blobs take.
-    pub stored_bytes: u64,
-    /// Blobs nothing links to (what `gc` would remove).
-    pub unreferenced_blobs: u64,
-}
-
-impl DedupStats {
-    /// logical / stored; 1.0 when nothing is stored.
-    pub fn ratio(&self) -> f64 {
-        if self.stored_bytes == 0 {
-            1.0
-        } else {
-            self.logical_bytes as f64 / self.stored_bytes as f64
-        }
-    }
-}
-
-/// What a garbage collection did.
-#[derive(Debug, Default, Clone, PartialEq, Eq)]
-pub struct GcReport {
-    pub removed_blobs: u64,
-    pub freed_bytes: u64,
-    /// Candidates that were linked again while gc ran, and kept.
-    pub kept_in_use: u64,
-    /// Abandoned temporary files removed.
-    pub removed_tmp: u64,
 }
 
 /// A blob being written. Drop it without [`finish`](BlobWriter::finish) and
@@ -1212,7 +789,7 @@ mod tests {
         drop(staged);
         corrupt(&s.path_of(&id), b"rot!");
         s.verify_all().unwrap();
-        assert_eq!(s.damaged().unwrap(), HashSet::from([id]));
+        assert_eq!(s.damaged().unwrap(), std::collections::HashSet::from([id]));
         assert_eq!(s.retire_repaired().unwrap(), 0);
         // Relinked to a good copy: no longer damaged, and retired.
         let again = s.put(b"good").unwrap();
