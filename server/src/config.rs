@@ -549,6 +549,14 @@ pub struct ServerConfig {
     /// directory on a filesystem busy with other writers.
     #[serde(default = "default_durability")]
     pub durability: String,
+    /// Bytes kept in `<data_dir>/reserve` so that users can still delete
+    /// mail when the disk is full; 0 turns the reserve off.
+    #[serde(default = "default_reserve_bytes")]
+    pub reserve_bytes: u64,
+    /// Seconds between full collections of unreferenced blobs (expunged
+    /// mail is collected within seconds anyway); 0 turns them off.
+    #[serde(default = "default_gc_interval")]
+    pub gc_interval_secs: u64,
 }
 
 impl ServerConfig {
@@ -564,6 +572,8 @@ impl Default for ServerConfig {
         ServerConfig {
             shutdown_grace_secs: default_shutdown_grace(),
             durability: default_durability(),
+            reserve_bytes: default_reserve_bytes(),
+            gc_interval_secs: default_gc_interval(),
         }
     }
 }
@@ -607,6 +617,12 @@ fn default_shutdown_grace() -> u64 {
 }
 fn default_durability() -> String {
     "batched".to_string()
+}
+fn default_reserve_bytes() -> u64 {
+    cove_store::DEFAULT_RESERVE_BYTES
+}
+fn default_gc_interval() -> u64 {
+    6 * 3600
 }
 
 impl Default for LmtpConfig {

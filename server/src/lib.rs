@@ -7,6 +7,7 @@ pub mod auth;
 pub mod cli;
 pub mod config;
 pub mod conn;
+pub mod housekeeping;
 pub mod imap;
 pub mod import;
 pub mod listener;

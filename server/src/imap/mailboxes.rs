@@ -29,11 +29,15 @@ pub fn outcome_for(e: &Error) -> Outcome {
         Error::InUse(what) => Outcome::No(format!("[INUSE] {what} is in use")),
         Error::Expunged => Outcome::No("[EXPUNGEISSUED] Message was expunged".into()),
         Error::InvalidData(why) => Outcome::No(format!("[CANNOT] {why}")),
-        Error::Busy(_)
-        | Error::NoSpace(_)
-        | Error::Io { .. }
-        | Error::Index(_)
-        | Error::Blob(_) => Outcome::No("[UNAVAILABLE] Temporary failure, try again later".into()),
+        Error::NoSpace(why) => {
+            tracing::error!(error = %why, "imap: no space left on the data directory's disk");
+            Outcome::No("[UNAVAILABLE] The server's disk is full, try again later".into())
+        }
+        Error::Busy(_) | Error::Io { .. } | Error::Index(_) | Error::Blob(_) => {
+            // What the client is not told, the log says.
+            tracing::error!(error = %e, "imap: store failure");
+            Outcome::No("[UNAVAILABLE] Temporary failure, try again later".into())
+        }
     }
 }
 

@@ -347,6 +347,10 @@ impl Session {
             Outcome::No(t) => ("NO", t),
             Outcome::Bad(t) => ("BAD", t),
         };
+        if word == "NO" {
+            let user = self.account().map(|a| a.email().to_string());
+            tracing::info!(session = self.id, peer = %self.peer, user = ?user, tag = ?tag, reply = ?text, "imap command refused");
+        }
         let text = text.replace(['\r', '\n'], " ");
         self.out
             .extend_from_slice(format!("{tag} {word} {text}\r\n").as_bytes());
