@@ -68,11 +68,14 @@ impl AsyncWrite for Conn {
 /// STARTTLS (RFC 3207 for LMTP, RFC 3501 §6.2.1 for IMAP): hand the plain
 /// connection to the TLS handshake and read on through TLS. Anything the
 /// client pipelined after the command was sent in clear text and is
-/// discarded with the old buffer (CVE-2011-0411).
+/// discarded with the old buffer (CVE-2011-0411). The handshake may take
+/// `timeout` at most: a client that never speaks TLS does not keep its
+/// connection slot.
 pub async fn start_tls(
     reader: &mut tokio::io::BufReader<Conn>,
     acceptor: &tokio_rustls::TlsAcceptor,
     buffer: usize,
+    timeout: std::time::Duration,
 ) -> io::Result<()> {
     let placeholder = tokio::io::BufReader::new(Conn::Detached);
     let old = std::mem::replace(reader, placeholder);
@@ -81,7 +84,23 @@ pub async fn start_tls(
             "STARTTLS on a connection that is not plain TCP",
         ));
     };
-    let tls = acceptor.accept(tcp).await?;
+    let tls = handshake(acceptor, tcp, timeout).await?;
     *reader = tokio::io::BufReader::with_capacity(buffer, Conn::Tls(Box::new(tls)));
     Ok(())
+}
+
+/// The server side of a TLS handshake, `timeout` at most (then
+/// `ErrorKind::TimedOut`).
+pub async fn handshake(
+    acceptor: &tokio_rustls::TlsAcceptor,
+    tcp: TcpStream,
+    timeout: std::time::Duration,
+) -> io::Result<TlsStream<TcpStream>> {
+    match tokio::time::timeout(timeout, acceptor.accept(tcp)).await {
+        Ok(done) => done,
+        Err(_) => Err(io::Error::new(
+            io::ErrorKind::TimedOut,
+            format!("no TLS handshake within {timeout:?}"),
+        )),
+    }
 }
