@@ -7,6 +7,11 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 use tokio_rustls::server::TlsStream;
 
+/// Answers held for a pipelining client before they are written even though
+/// more commands are waiting: a client that sends without reading is slowed
+/// down by TCP, not buffered for (a NOOP's answer is 2.5 times its size).
+pub const PIPELINED_OUTPUT: usize = 64 * 1024;
+
 pub enum Conn {
     Plain(TcpStream),
     Tls(Box<TlsStream<TcpStream>>),

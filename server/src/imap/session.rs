@@ -17,7 +17,7 @@ use super::extended::{self, Extended};
 use super::framing::{self, Frame};
 use super::view::View;
 use crate::client_text::ClientText;
-use crate::conn::Conn;
+use crate::conn::{Conn, PIPELINED_OUTPUT};
 use crate::listener::ConnectionSlot;
 
 /// Read buffer per connection: small, because thousands of connections
@@ -183,7 +183,8 @@ impl Session {
     async fn serve(&mut self) {
         let mut shutdown = self.ctx.shutdown.clone();
         loop {
-            if self.reader.buffer().is_empty() && self.flush().await.is_err() {
+            let waiting = !self.reader.buffer().is_empty();
+            if (!waiting || self.out.len() >= PIPELINED_OUTPUT) && self.flush().await.is_err() {
                 return;
             }
             if matches!(self.state, State::Logout) {

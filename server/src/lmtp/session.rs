@@ -14,7 +14,7 @@ use super::command::{self, Command, MailParams, ParseError};
 use super::data::{DataDecoder, Step};
 use super::reply::{self, Reply};
 use crate::client_text::ClientText;
-use crate::conn::Conn;
+use crate::conn::{Conn, PIPELINED_OUTPUT};
 
 /// Bytes of message held in memory before they are written to the blob file.
 const FLUSH_THRESHOLD: usize = 256 * 1024;
@@ -113,7 +113,8 @@ impl Session {
         loop {
             // Pipelining: answer in batches, flushing when the client has
             // nothing more waiting (RFC 2920 §3.2).
-            if self.reader.buffer().is_empty() && self.flush().await.is_err() {
+            let waiting = !self.reader.buffer().is_empty();
+            if (!waiting || self.out.len() >= PIPELINED_OUTPUT) && self.flush().await.is_err() {
                 return End::ClientGone;
             }
             if *shutdown.borrow() {

@@ -14,7 +14,7 @@ use super::Pop3Context;
 use super::command::{self, Command, ParseError};
 use super::maildrop::Maildrop;
 use crate::client_text::ClientText;
-use crate::conn::Conn;
+use crate::conn::{Conn, PIPELINED_OUTPUT};
 
 /// Read buffer: room for a few hundred pipelined commands.
 pub const READ_BUFFER: usize = 4096;
@@ -169,7 +169,8 @@ impl Session {
         self.ok(&format!("{} cove POP3 server ready", self.ctx.hostname));
         let mut shutdown = self.ctx.shutdown.clone();
         loop {
-            if !self.line_waiting() && self.flush().await.is_err() {
+            let waiting = self.line_waiting();
+            if (!waiting || self.out.len() >= PIPELINED_OUTPUT) && self.flush().await.is_err() {
                 return;
             }
             let max = self.ctx.config.max_line_length;
