@@ -70,6 +70,27 @@ impl AsyncWrite for Conn {
     }
 }
 
+/// Write `out` to the client and flush it, within `limit` when there is one
+/// (then `ErrorKind::TimedOut`): a client that stops reading cannot keep
+/// its session, and its connection slot, by that alone.
+pub async fn write_within(
+    conn: &mut Conn,
+    out: &[u8],
+    limit: Option<std::time::Duration>,
+) -> io::Result<()> {
+    use tokio::io::AsyncWriteExt;
+    let write = async {
+        conn.write_all(out).await?;
+        conn.flush().await
+    };
+    match limit {
+        None => write.await,
+        Some(limit) => tokio::time::timeout(limit, write)
+            .await
+            .unwrap_or_else(|_| Err(io::ErrorKind::TimedOut.into())),
+    }
+}
+
 /// STARTTLS (RFC 3207 for LMTP, RFC 3501 §6.2.1 for IMAP): hand the plain
 /// connection to the TLS handshake and read on through TLS. Anything the
 /// client pipelined after the command was sent in clear text and is

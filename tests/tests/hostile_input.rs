@@ -265,6 +265,25 @@ fn silent_clients_lose_their_slots() {
     assert!(s.logged("imap STARTTLS handshake failed"));
 }
 
+// A client that sends commands and never reads the answers kept its
+// session, and its slot, for as long as it liked: the server waited in a
+// write with no time limit. Before login that write ends at the login
+// deadline too.
+#[test]
+fn a_client_that_never_reads_loses_its_slot() {
+    let s = server("", "login_timeout_secs = 2\n");
+    let mut c = Raw::connect(s.addr_of("imap"));
+    // ~25 MB of answers: far more than the socket buffers hold.
+    c.send(&b"a CAPABILITY\r\n".repeat(100_000));
+    std::thread::sleep(Duration::from_secs(3));
+    // Read what was sent: the connection ends (it would wait for ever).
+    let mut lines = 0u64;
+    while c.line().is_some() {
+        lines += 1;
+    }
+    assert!(lines < 200_000, "every command was answered: {lines} lines");
+}
+
 // Issue 11 (5): "command not understood" logged the client's bytes as they
 // were, so a literal holding a newline wrote a line of the client's own —
 // `imap login failed user=root peer=6.6.6.6:25` — that fail2ban would act

@@ -104,8 +104,12 @@ impl Session {
 
     pub async fn flush(&mut self) -> std::io::Result<()> {
         if !self.out.is_empty() {
-            self.reader.get_mut().write_all(&self.out).await?;
-            self.reader.get_mut().flush().await?;
+            // Before login, no longer than the login deadline.
+            let limit = match self.state {
+                State::NotAuthenticated => Some(self.read_timeout()),
+                _ => None,
+            };
+            crate::conn::write_within(self.reader.get_mut(), &self.out, limit).await?;
             // A waiting session keeps no output buffer: thousands of them
             // wait in IDLE.
             self.out = Vec::new();

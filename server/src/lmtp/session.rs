@@ -84,8 +84,9 @@ impl Session {
 
     async fn flush(&mut self) -> std::io::Result<()> {
         if !self.out.is_empty() {
-            self.reader.get_mut().write_all(&self.out).await?;
-            self.reader.get_mut().flush().await?;
+            // A client that does not read is as gone as a silent one.
+            let limit = Duration::from_secs(self.ctx.config.timeout_secs);
+            crate::conn::write_within(self.reader.get_mut(), &self.out, Some(limit)).await?;
             self.out.clear();
         }
         Ok(())

@@ -89,8 +89,12 @@ impl Session {
 
     pub async fn flush(&mut self) -> std::io::Result<()> {
         if !self.out.is_empty() {
-            self.reader.get_mut().write_all(&self.out).await?;
-            self.reader.get_mut().flush().await?;
+            // Before login, no longer than the login deadline.
+            let limit = match self.state {
+                State::Authorization { .. } => Some(self.read_timeout()),
+                State::Transaction(_) => None,
+            };
+            crate::conn::write_within(self.reader.get_mut(), &self.out, limit).await?;
             self.out.clear();
             if self.out.capacity() > 512 * 1024 {
                 self.out = Vec::new();
