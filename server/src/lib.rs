@@ -5,6 +5,7 @@
 pub mod admin;
 pub mod auth;
 pub mod cli;
+pub mod client_text;
 pub mod config;
 pub mod conn;
 pub mod housekeeping;

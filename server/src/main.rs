@@ -182,7 +182,7 @@ fn init_logging(default: &str) {
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_ansi(std::io::stderr().is_terminal())
-        .with_writer(std::io::stderr)
+        .with_writer(|| cove::client_text::OneLinePerEvent(std::io::stderr()))
         .init();
 }
 

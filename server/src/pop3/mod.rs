@@ -115,6 +115,7 @@ async fn serve_connection(
         max_per_ip: ctx.config.max_connections_per_ip,
         refusal_prefix: "-ERR [SYS/TEMP]",
         implicit_tls: tls,
+        handshake_timeout: std::time::Duration::from_secs(ctx.config.handshake_timeout_secs),
     };
     let Some((_slot, conn)) = listener::open(admission, tcp, peer, id).await else {
         return;
