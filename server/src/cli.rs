@@ -372,9 +372,13 @@ pub fn sync_now(config: &Config, email: Option<&str>) -> anyhow::Result<()> {
 }
 
 /// `cove node drain` / `cove node undrain`.
-pub fn node_drain(config: &Config, on: bool) -> anyhow::Result<()> {
-    let path = if on { "/node/drain" } else { "/node/undrain" };
-    let body = admin_request(config, "POST", path)?;
+pub fn node_drain(config: &Config, on: bool, grace: Option<u64>) -> anyhow::Result<()> {
+    let path = match (on, grace) {
+        (true, Some(g)) => format!("/node/drain?grace_secs={g}"),
+        (true, None) => "/node/drain".to_string(),
+        (false, _) => "/node/undrain".to_string(),
+    };
+    let body = admin_request(config, "POST", &path)?;
     print!("{body}");
     Ok(())
 }

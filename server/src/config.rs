@@ -605,6 +605,10 @@ pub struct ServerConfig {
     /// mail is collected within seconds anyway); 0 turns them off.
     #[serde(default = "default_gc_interval")]
     pub gc_interval_secs: u64,
+    /// Seconds after `cove node drain` before open IMAP and POP3 sessions
+    /// are told to reconnect (to the peer).
+    #[serde(default = "default_drain_grace")]
+    pub drain_grace_secs: u64,
 }
 
 impl ServerConfig {
@@ -622,10 +626,14 @@ impl Default for ServerConfig {
             durability: default_durability(),
             reserve_bytes: default_reserve_bytes(),
             gc_interval_secs: default_gc_interval(),
+            drain_grace_secs: default_drain_grace(),
         }
     }
 }
 
+fn default_drain_grace() -> u64 {
+    30
+}
 fn default_data_dir() -> PathBuf {
     PathBuf::from("./cove-data")
 }

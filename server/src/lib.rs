@@ -8,6 +8,7 @@ pub mod cli;
 pub mod client_text;
 pub mod config;
 pub mod conn;
+pub mod drain;
 pub mod housekeeping;
 pub mod imap;
 pub mod import;

@@ -258,6 +258,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
                     .map_or(2000, |i| i.auth_failure_delay_ms),
             ),
             draining: Arc::new(std::sync::atomic::AtomicBool::new(false)),
+            drain_grace: Duration::from_secs(config.server.drain_grace_secs),
         });
         for addr in &http.listen {
             let listener = TcpListener::bind(addr)

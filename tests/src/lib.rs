@@ -388,6 +388,27 @@ impl TestServer {
         self.logs.lock().unwrap().iter().any(|l| l.contains(needle))
     }
 
+    /// Run `cove ARGS` against the running server: its configuration with
+    /// the `[http] listen` port it actually bound (commands that ask the
+    /// server find it there).
+    pub fn cli_running(&self, args: &[&str]) -> Output {
+        let config = fs::read_to_string(&self.config_path).expect("read the config");
+        let http = self.addr_of(HTTP_MARKER);
+        let config = config.replacen(
+            "[http]\nlisten = [\"127.0.0.1:0\"]",
+            &format!("[http]\nlisten = [\"{http}\"]"),
+            1,
+        );
+        let path = self.config_path.with_file_name("cli.toml");
+        fs::write(&path, config).expect("write the CLI config");
+        let mut cmd = Command::new(cove_bin());
+        cmd.args(args)
+            .arg("--config")
+            .arg(&path)
+            .env("COVE_LOG", "warn");
+        run_bounded(cmd, None, CLI_TIMEOUT)
+    }
+
     /// Run `cove ARGS --config FILE`.
     pub fn cli(&self, args: &[&str]) -> Output {
         self.cli_stdin(args, None)

@@ -17,16 +17,15 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::{SocketAddr, TcpStream};
-use std::path::PathBuf;
-use std::process::{Command, Output};
+use std::process::Output;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use cove_tests::proxy::{Partition, Proxy};
 use cove_tests::{
-    CLI_TIMEOUT, Imap, TestServer, code_value, corrupt_in_place, cove_bin, eventually, fetch_body,
-    mailbox_contents, message, run_bounded, text,
+    Imap, TestServer, code_value, corrupt_in_place, eventually, fetch_body, mailbox_contents,
+    message, text,
 };
 
 const USER: &str = "r@x.org";
@@ -368,25 +367,9 @@ fn sync_now(node: &TestServer) -> String {
     body
 }
 
-/// Run `cove ARGS` against a running node: its configuration with the
-/// `[http] listen` port the node actually bound (the CLI finds the server
-/// there).
+/// Run `cove ARGS` against a running node.
 fn cli(node: &TestServer, args: &[&str]) -> Output {
-    let config = std::fs::read_to_string(node.config_path()).expect("read the config");
-    let http = node.addr_of(cove_tests::HTTP_MARKER);
-    let config = config.replacen(
-        "[http]\nlisten = [\"127.0.0.1:0\"]",
-        &format!("[http]\nlisten = [\"{http}\"]"),
-        1,
-    );
-    let path: PathBuf = node.config_path().with_file_name("cli.toml");
-    std::fs::write(&path, config).expect("write the CLI config");
-    let mut cmd = Command::new(cove_bin());
-    cmd.args(args)
-        .arg("--config")
-        .arg(&path)
-        .env("COVE_LOG", "warn");
-    run_bounded(cmd, None, CLI_TIMEOUT)
+    node.cli_running(args)
 }
 
 /// Deliver `ids` to [`USER`] on `node` over one LMTP connection, each

@@ -639,6 +639,7 @@ impl Session {
             return Outcome::Bad("Connection lost".into());
         }
         let mut shutdown = self.ctx.shutdown.clone();
+        let mut drained = crate::drain::subscribe();
         let timeout = Duration::from_secs(self.ctx.config.autologout_secs);
         let deadline = tokio::time::Instant::now() + timeout;
         loop {
@@ -655,6 +656,7 @@ impl Session {
                 },
                 more = changed => if more { IdleEvent::Changed } else { IdleEvent::Gone },
                 _ = shutdown.changed() => IdleEvent::Shutdown,
+                _ = drained.changed() => IdleEvent::Drained,
                 _ = tokio::time::sleep_until(deadline) => IdleEvent::Timeout,
             };
             match event {
@@ -679,6 +681,12 @@ impl Session {
                     self.state = State::Logout;
                     return Outcome::Ok("IDLE terminated".into());
                 }
+                IdleEvent::Drained => {
+                    tracing::info!(session = self.id, peer = %self.peer, "imap session sent away from IDLE: node drained");
+                    self.untagged(&format!("BYE [UNAVAILABLE] {}", crate::drain::REASON));
+                    self.state = State::Logout;
+                    return Outcome::Ok("IDLE terminated".into());
+                }
                 IdleEvent::Timeout => {
                     self.untagged("BYE Autologout; idle for too long");
                     self.state = State::Logout;
@@ -697,6 +705,7 @@ enum IdleEvent {
     Input,
     Changed,
     Shutdown,
+    Drained,
     Timeout,
     Gone,
 }

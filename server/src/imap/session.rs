@@ -186,6 +186,7 @@ impl Session {
 
     async fn serve(&mut self) {
         let mut shutdown = self.ctx.shutdown.clone();
+        let mut drained = crate::drain::subscribe();
         loop {
             let waiting = !self.reader.buffer().is_empty();
             if (!waiting || self.out.len() >= PIPELINED_OUTPUT) && self.flush().await.is_err() {
@@ -210,6 +211,12 @@ impl Session {
             let read = tokio::select! {
                 r = tokio::time::timeout(timeout, command) => r,
                 _ = shutdown.changed() => continue,
+                _ = drained.changed() => {
+                    // Between commands: RFC 3501 §7.1.5 BYE, then close.
+                    tracing::info!(session = self.id, peer = %self.peer, "imap session sent away: node drained");
+                    self.untagged(&format!("BYE [UNAVAILABLE] {}", crate::drain::REASON));
+                    return;
+                }
             };
             let frame = match read {
                 Err(_) if matches!(self.state, State::NotAuthenticated) => {

@@ -172,6 +172,7 @@ impl Session {
     pub async fn run(mut self) {
         self.ok(&format!("{} cove POP3 server ready", self.ctx.hostname));
         let mut shutdown = self.ctx.shutdown.clone();
+        let mut drained = crate::drain::subscribe();
         loop {
             let waiting = self.line_waiting();
             if (!waiting || self.out.len() >= PIPELINED_OUTPUT) && self.flush().await.is_err() {
@@ -184,6 +185,13 @@ impl Session {
                 _ = shutdown.changed() => {
                     // RFC 1939 §6 does not apply: nothing is deleted.
                     self.err("[SYS/TEMP] Server shutting down");
+                    let _ = self.flush().await;
+                    return;
+                }
+                _ = drained.changed() => {
+                    // As for a shutdown: nothing is deleted.
+                    tracing::info!(session = self.id, peer = %self.peer, "pop3 session sent away: node drained");
+                    self.err(&format!("[SYS/TEMP] {}", crate::drain::REASON));
                     let _ = self.flush().await;
                     return;
                 }
