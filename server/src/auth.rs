@@ -9,6 +9,7 @@
 mod md5_crypt;
 pub mod schemes;
 
+use crate::work::{self, Lane};
 use anyhow::Context;
 use argon2::{Argon2, PasswordHasher, PasswordVerifier};
 use cove_store::{Account, Address, PasswordHash, Store, User};
@@ -144,7 +145,7 @@ impl PasswordCheckers {
                 let scheme = scheme.map(|(name, _)| name.to_string()).unwrap_or_default();
                 let store = store.clone();
                 let who = address.clone();
-                let replaced = tokio::task::spawn_blocking(move || {
+                let replaced = work::run(Lane::Reserved, move || {
                     store.directory().replace_password(&who, &stored, new)
                 })
                 .await;
@@ -221,10 +222,10 @@ pub async fn check_login(
     username: &str,
     password: Secret,
 ) -> Result<Option<(User, Arc<Account>)>, cove_store::Error> {
-    let joined = |e: tokio::task::JoinError| cove_store::Error::Index(format!("login task: {e}"));
+    let joined = |e: work::Failed| cove_store::Error::Index(format!("login task: {e}"));
     let name = username.to_string();
     let lookup = store.clone();
-    let user = tokio::task::spawn_blocking(move || match Address::parse(&name) {
+    let user = work::run(Lane::Reserved, move || match Address::parse(&name) {
         Ok(address) => lookup.user(&address),
         Err(_) => Ok(None),
     })
@@ -240,9 +241,11 @@ pub async fn check_login(
         return Ok(None);
     }
     let opener = store.clone();
-    let account = tokio::task::spawn_blocking(move || opener.account(&user).map(|a| (user, a)))
-        .await
-        .map_err(joined)??;
+    let account = work::run(Lane::Reserved, move || {
+        opener.account(&user).map(|a| (user, a))
+    })
+    .await
+    .map_err(joined)??;
     Ok(Some(account))
 }
 

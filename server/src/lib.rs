@@ -15,3 +15,4 @@ pub mod metrics;
 pub mod pop3;
 pub mod serve;
 pub mod tls;
+pub mod work;

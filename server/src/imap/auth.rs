@@ -3,6 +3,7 @@
 //! address in one line fail2ban can match:
 //! `imap login failed user=<name> peer=<ip:port>`.
 
+use crate::work::{self, Lane};
 use base64::Engine;
 use std::time::Duration;
 
@@ -75,7 +76,7 @@ impl Session {
     async fn check_credentials(&mut self, username: &str, password: Secret) -> Outcome {
         let store = self.ctx.store.clone();
         let name = username.to_string();
-        let found = tokio::task::spawn_blocking(move || {
+        let found = work::run(Lane::Reserved, move || {
             let Ok(address) = Address::parse(&name) else {
                 return Ok(None);
             };
@@ -110,7 +111,7 @@ impl Session {
             None => Ok(Ok(None)),
             Some(user) => {
                 let store = self.ctx.store.clone();
-                tokio::task::spawn_blocking(move || {
+                work::run(Lane::Reserved, move || {
                     let account = store.account(&user)?;
                     Ok::<_, cove_store::Error>(Some((user, account)))
                 })

@@ -5,7 +5,7 @@ use cove_store::Uid;
 use imap_codec::imap_types::sequence::SequenceSet;
 
 use super::fetch::{resolve, seq_set_in_range};
-use super::mailboxes::{blocking, outcome_for};
+use super::mailboxes::outcome_for;
 use super::session::{Outcome, Session, State};
 
 /// `1:3,7` for COPYUID.
@@ -53,21 +53,22 @@ impl Session {
             .collect();
         let account = a.account.clone();
         let from = view.mailbox.guid;
-        let done = blocking(move || {
-            let to = match account.mailbox(&target) {
-                Ok(mb) => mb,
-                Err(cove_store::Error::NotFound(_)) => return Ok(None),
-                Err(e) => return Err(e),
-            };
-            if is_move {
-                account.move_messages(&from, &uids, &to.guid).map(Some)
-            } else {
-                account
-                    .copy_messages(&from, &uids, &to.guid, Some(quota))
-                    .map(Some)
-            }
-        })
-        .await;
+        let done = self
+            .blocking(move || {
+                let to = match account.mailbox(&target) {
+                    Ok(mb) => mb,
+                    Err(cove_store::Error::NotFound(_)) => return Ok(None),
+                    Err(e) => return Err(e),
+                };
+                if is_move {
+                    account.move_messages(&from, &uids, &to.guid).map(Some)
+                } else {
+                    account
+                        .copy_messages(&from, &uids, &to.guid, Some(quota))
+                        .map(Some)
+                }
+            })
+            .await;
         let transfer = match done {
             Ok(Some(t)) => t,
             Ok(None) => return Outcome::No("[TRYCREATE] No such mailbox".into()),

@@ -11,7 +11,6 @@ use imap_codec::imap_types::flag::Flag;
 use imap_codec::imap_types::sequence::SequenceSet;
 use imap_codec::imap_types::status::StatusDataItemName;
 
-use super::extended::ListOptions;
 use super::response;
 use super::session::{Append, Authed, Outcome, Session, State};
 use super::view::{PendingRead, View};
@@ -37,30 +36,20 @@ pub fn outcome_for(e: &Error) -> Outcome {
     }
 }
 
-/// Run blocking store work off the reactor.
-pub async fn blocking<T: Send + 'static>(
-    f: impl FnOnce() -> cove_store::Result<T> + Send + 'static,
-) -> cove_store::Result<T> {
-    match tokio::task::spawn_blocking(f).await {
-        Ok(r) => r,
-        Err(e) => Err(Error::Index(format!("store task failed: {e}"))),
-    }
-}
-
-/// Does `name` match a LIST pattern (RFC 3501 §6.3.8: `*` matches
-/// anything, `%` anything but the hierarchy delimiter)?
-pub fn matches(pattern: &[u8], name: &[u8]) -> bool {
-    match pattern.split_first() {
-        None => name.is_empty(),
-        Some((b'*', rest)) => (0..=name.len()).any(|i| matches(rest, &name[i..])),
-        Some((b'%', rest)) => (0..=name.len())
-            .take_while(|i| *i == 0 || name[i - 1] != b'.')
-            .any(|i| matches(rest, &name[i..])),
-        Some((c, rest)) => name.first().is_some_and(|n| n == c) && matches(rest, &name[1..]),
-    }
-}
-
 impl Session {
+    /// Run blocking store work off the reactor, charged to the logged-in
+    /// user's share of the blocking pool (`crate::work`).
+    pub async fn blocking<T: Send + 'static>(
+        &self,
+        f: impl FnOnce() -> cove_store::Result<T> + Send + 'static,
+    ) -> cove_store::Result<T> {
+        let user = match &self.state {
+            State::Authenticated(a) | State::Selected(a, _) => a.account.email(),
+            _ => "",
+        };
+        crate::work::store(crate::work::Lane::User(user), f).await
+    }
+
     pub fn account(&self) -> Option<Arc<Account>> {
         match &self.state {
             State::Authenticated(a) | State::Selected(a, _) => Some(a.account.clone()),
@@ -95,12 +84,13 @@ impl Session {
         // A failed SELECT leaves no mailbox selected (RFC 3501 §6.3.1).
         self.deselect();
         let store = self.ctx.store.clone();
-        let opened = blocking(move || {
-            let mb = account.mailbox(&name)?;
-            let watch = store.watcher().watch(&account);
-            View::open(&account, mb, read_only, watch)
-        })
-        .await;
+        let opened = self
+            .blocking(move || {
+                let mb = account.mailbox(&name)?;
+                let watch = store.watcher().watch(&account);
+                View::open(&account, mb, read_only, watch)
+            })
+            .await;
         let view = match opened {
             Ok(v) => v,
             Err(e) => return outcome_for(&e),
@@ -158,19 +148,20 @@ impl Session {
         if name.eq_ignore_ascii_case("INBOX") {
             return Outcome::No("[ALREADYEXISTS] INBOX always exists".into());
         }
-        let r = blocking(move || {
-            // Superior hierarchy levels are created too.
-            let parts: Vec<&str> = name.split('.').collect();
-            for i in 1..parts.len() {
-                let parent = parts[..i].join(".");
-                match account.create_mailbox(&parent, None) {
-                    Ok(_) | Err(Error::AlreadyExists(_)) => {}
-                    Err(e) => return Err(e),
+        let r = self
+            .blocking(move || {
+                // Superior hierarchy levels are created too.
+                let parts: Vec<&str> = name.split('.').collect();
+                for i in 1..parts.len() {
+                    let parent = parts[..i].join(".");
+                    match account.create_mailbox(&parent, None) {
+                        Ok(_) | Err(Error::AlreadyExists(_)) => {}
+                        Err(e) => return Err(e),
+                    }
                 }
-            }
-            account.create_mailbox(&name, None)
-        })
-        .await;
+                account.create_mailbox(&name, None)
+            })
+            .await;
         match r {
             Ok(_) => Outcome::Ok("CREATE completed".into()),
             Err(e) => outcome_for(&e),
@@ -190,7 +181,7 @@ impl Session {
         {
             self.deselect();
         }
-        match blocking(move || account.delete_mailbox(&name)).await {
+        match self.blocking(move || account.delete_mailbox(&name)).await {
             Ok(()) => Outcome::Ok("DELETE completed".into()),
             Err(e) => outcome_for(&e),
         }
@@ -201,7 +192,10 @@ impl Session {
         let Some(account) = self.account() else {
             return Outcome::Bad("Log in first".into());
         };
-        match blocking(move || account.rename_mailbox(&from, &to)).await {
+        match self
+            .blocking(move || account.rename_mailbox(&from, &to))
+            .await
+        {
             Ok(()) => Outcome::Ok("RENAME completed".into()),
             Err(e) => outcome_for(&e),
         }
@@ -212,7 +206,10 @@ impl Session {
         let Some(account) = self.account() else {
             return Outcome::Bad("Log in first".into());
         };
-        match blocking(move || account.set_subscribed(&name, on)).await {
+        match self
+            .blocking(move || account.set_subscribed(&name, on))
+            .await
+        {
             Ok(()) => Outcome::Ok(
                 if on {
                     "SUBSCRIBE completed"
@@ -223,147 +220,6 @@ impl Session {
             ),
             Err(e) => outcome_for(&e),
         }
-    }
-
-    // RFC 3501 §6.3.8 LIST, §6.3.9 LSUB.
-    pub async fn list(&mut self, reference: String, pattern: String, lsub: bool) -> Outcome {
-        if pattern.is_empty() && !lsub {
-            // RFC 3501 §6.3.8: the hierarchy delimiter and root.
-            self.untagged("LIST (\\Noselect) \".\" \"\"");
-            return Outcome::Ok("LIST completed".into());
-        }
-        let options = ListOptions {
-            reference,
-            patterns: vec![pattern],
-            ..ListOptions::default()
-        };
-        self.list_mailboxes(options, lsub).await
-    }
-
-    /// LIST and LSUB with RFC 5258 LIST-EXTENDED selection and return
-    /// options, RFC 5819 LIST-STATUS, RFC 3348 CHILDREN and RFC 6154
-    /// SPECIAL-USE attributes.
-    pub async fn list_mailboxes(&mut self, opts: ListOptions, lsub: bool) -> Outcome {
-        let Some(account) = self.account() else {
-            return Outcome::Bad("Log in first".into());
-        };
-        let word = if lsub { "LSUB" } else { "LIST" };
-        let want_status = !opts.return_status.is_empty();
-        let listed = blocking(move || {
-            let statuses = if want_status {
-                account.mailbox_status_all()?
-            } else {
-                Vec::new()
-            };
-            Ok((account.mailboxes()?, account.subscriptions()?, statuses))
-        })
-        .await;
-        let (mailboxes, subscriptions, statuses) = match listed {
-            Ok(x) => x,
-            Err(e) => return outcome_for(&e),
-        };
-        let subscribed = |name: &str| subscriptions.iter().any(|s| s == name);
-        let by_subscription = lsub || opts.subscribed;
-        let mut names: Vec<String> = if by_subscription {
-            subscriptions.clone()
-        } else {
-            mailboxes.iter().map(|m| m.name.clone()).collect()
-        };
-        names.sort();
-        names.dedup();
-        let patterns: Vec<String> = opts
-            .patterns
-            .iter()
-            .map(|p| format!("{}{p}", opts.reference))
-            .collect();
-        let matched = |name: &str| {
-            patterns.iter().any(|full| {
-                if name == "INBOX" {
-                    matches(full.to_ascii_uppercase().as_bytes(), b"INBOX")
-                } else {
-                    matches(full.as_bytes(), name.as_bytes())
-                }
-            })
-        };
-        // Hierarchy levels that exist only as part of longer names
-        // (RFC 3501 §6.3.4's example after DELETE, §6.3.9's LSUB with %):
-        // listed with \Noselect where the pattern reaches them.
-        let mut implied: Vec<String> = Vec::new();
-        for name in &names {
-            let parts: Vec<&str> = name.split('.').collect();
-            for i in 1..parts.len() {
-                let parent = parts[..i].join(".");
-                if !names.contains(&parent) && !implied.contains(&parent) {
-                    implied.push(parent);
-                }
-            }
-        }
-        let mut entries: Vec<(String, bool)> = names.iter().map(|n| (n.clone(), false)).collect();
-        entries.extend(implied.into_iter().map(|n| (n, true)));
-        entries.sort();
-        for (name, is_implied) in entries {
-            if !matched(&name) {
-                continue;
-            }
-            if is_implied {
-                if opts.special_use || (opts.subscribed && !lsub) {
-                    continue;
-                }
-                let prefix = format!("{name}.");
-                // Only where the pattern stops at this level: `%` reaches it,
-                // `*` reaches the real names below it instead.
-                if names.iter().any(|n| n.starts_with(&prefix) && matched(n)) {
-                    continue;
-                }
-                let attrs = if lsub {
-                    "\\Noselect"
-                } else if mailboxes.iter().any(|m| m.name.starts_with(&prefix)) {
-                    "\\Noselect \\HasChildren"
-                } else {
-                    "\\Noselect \\HasNoChildren"
-                };
-                let mut line = format!("* {word} ({attrs}) \".\" ").into_bytes();
-                response::mailbox(&mut line, &name);
-                line.extend_from_slice(b"\r\n");
-                self.out.extend_from_slice(&line);
-                continue;
-            }
-            let mb = mailboxes.iter().find(|m| m.name == name);
-            if opts.special_use && mb.and_then(|m| m.special_use.as_ref()).is_none() {
-                continue;
-            }
-            let mut attrs: Vec<&str> = Vec::new();
-            match mb {
-                None if lsub => attrs.push("\\Noselect"),
-                None => attrs.push("\\NonExistent"),
-                Some(mb) => {
-                    let prefix = format!("{name}.");
-                    if mailboxes.iter().any(|m| m.name.starts_with(&prefix)) {
-                        attrs.push("\\HasChildren");
-                    } else {
-                        attrs.push("\\HasNoChildren");
-                    }
-                    if let Some(su) = &mb.special_use {
-                        attrs.push(su);
-                    }
-                }
-            }
-            if !lsub && (opts.subscribed || opts.return_subscribed) && subscribed(&name) {
-                attrs.push("\\Subscribed");
-            }
-            let mut line = format!("* {word} ({}) \".\" ", attrs.join(" ")).into_bytes();
-            response::mailbox(&mut line, &name);
-            line.extend_from_slice(b"\r\n");
-            self.out.extend_from_slice(&line);
-            if let Some((info, st)) = statuses.iter().find(|(m, _)| m.name == name) {
-                let items = status_items(info, st, &opts.return_status);
-                let mut line = b"* STATUS ".to_vec();
-                response::mailbox(&mut line, &name);
-                line.extend_from_slice(format!(" ({items})\r\n").as_bytes());
-                self.out.extend_from_slice(&line);
-            }
-        }
-        Outcome::Ok(format!("{word} completed"))
     }
 
     // RFC 6154 §3: CREATE-SPECIAL-USE.
@@ -395,7 +251,9 @@ impl Session {
             return Outcome::No("[USEATTR] One special use per mailbox".into());
         }
         let special_use = canonical.first().map(|s| s.to_string());
-        let r = blocking(move || account.create_mailbox(&name, special_use.as_deref())).await;
+        let r = self
+            .blocking(move || account.create_mailbox(&name, special_use.as_deref()))
+            .await;
         match r {
             Ok(_) => Outcome::Ok("CREATE completed".into()),
             Err(e) => outcome_for(&e),
@@ -407,12 +265,13 @@ impl Session {
         let Some(account) = self.account() else {
             return Outcome::Bad("Log in first".into());
         };
-        let got = blocking(move || {
-            let mb = account.mailbox(&name)?;
-            let st = account.status(&mb.guid)?;
-            Ok((mb, st))
-        })
-        .await;
+        let got = self
+            .blocking(move || {
+                let mb = account.mailbox(&name)?;
+                let st = account.status(&mb.guid)?;
+                Ok((mb, st))
+            })
+            .await;
         let (mb, st): (MailboxInfo, MailboxStatus) = match got {
             Ok(x) => x,
             Err(e) => return outcome_for(&e),
@@ -439,25 +298,26 @@ impl Session {
         let (system, keywords) = split_flags(&flags);
         let internal_date = date.map(|d| d.as_ref().timestamp());
         let store = self.ctx.store.clone();
-        let r = blocking(move || {
-            let mb = match account.mailbox(&name) {
-                Ok(mb) => mb,
-                Err(Error::NotFound(_)) => return Ok(None),
-                Err(e) => return Err(e),
-            };
-            let bytes = buf
-                .get(message)
-                .ok_or_else(|| Error::InvalidData("APPEND literal out of range".into()))?;
-            let blob = store.blobs().put(bytes)?;
-            let msg = NewMessage {
-                flags: system,
-                keywords,
-                internal_date,
-                quota: Some(quota),
-            };
-            account.deliver(&mb.name, &blob, &msg).map(Some)
-        })
-        .await;
+        let r = self
+            .blocking(move || {
+                let mb = match account.mailbox(&name) {
+                    Ok(mb) => mb,
+                    Err(Error::NotFound(_)) => return Ok(None),
+                    Err(e) => return Err(e),
+                };
+                let bytes = buf
+                    .get(message)
+                    .ok_or_else(|| Error::InvalidData("APPEND literal out of range".into()))?;
+                let blob = store.blobs().put(bytes)?;
+                let msg = NewMessage {
+                    flags: system,
+                    keywords,
+                    internal_date,
+                    quota: Some(quota),
+                };
+                account.deliver(&mb.name, &blob, &msg).map(Some)
+            })
+            .await;
         let outcome = match r {
             Ok(Some(d)) => Outcome::Ok(format!(
                 "[APPENDUID {} {}] APPEND completed",
@@ -492,7 +352,9 @@ impl Session {
                 .map(|m| m.uid)
                 .collect();
             if !deleted.is_empty()
-                && let Err(e) = blocking(move || account.expunge(&guid, &deleted)).await
+                && let Err(e) = self
+                    .blocking(move || account.expunge(&guid, &deleted))
+                    .await
             {
                 return outcome_for(&e);
             }
@@ -533,7 +395,7 @@ impl Session {
             .collect();
         let account = a.account.clone();
         let guid = view.mailbox.guid;
-        let gone = match blocking(move || account.expunge(&guid, &doomed)).await {
+        let gone = match self.blocking(move || account.expunge(&guid, &doomed)).await {
             Ok(g) => g,
             Err(e) => return outcome_for(&e),
         };
@@ -570,7 +432,7 @@ impl Session {
             None => Ok(Vec::new()),
             Some(since) => {
                 let account = account.clone();
-                blocking(move || match since {
+                self.blocking(move || match since {
                     Some(modseq) => account.messages_since(&guid, modseq),
                     None => account.messages(&guid),
                 })
@@ -599,7 +461,7 @@ impl Session {
                 if newest < floor {
                     Ok((rows, floor))
                 } else {
-                    let claimed = blocking(move || account.claim_recent(&guid)).await;
+                    let claimed = self.blocking(move || account.claim_recent(&guid)).await;
                     claimed.map(|first| {
                         self.ctx.raise_recent_floor(guid, newest + 1);
                         (rows, first)
@@ -698,7 +560,7 @@ enum IdleEvent {
 }
 
 /// The STATUS items asked for, e.g. `MESSAGES 3 UNSEEN 1`.
-fn status_items(mb: &MailboxInfo, st: &MailboxStatus, items: &[StatusDataItemName]) -> String {
+pub fn status_items(mb: &MailboxInfo, st: &MailboxStatus, items: &[StatusDataItemName]) -> String {
     let mut parts = Vec::new();
     for item in items {
         match item {
@@ -737,19 +599,4 @@ pub fn split_flags(flags: &[Flag<'_>]) -> (Flags, Vec<String>) {
         }
     }
     (system, keywords)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::matches;
-
-    #[test]
-    fn list_patterns() {
-        assert!(matches(b"*", b"Work.Q1"));
-        assert!(!matches(b"%", b"Work.Q1"));
-        assert!(matches(b"%", b"Work"));
-        assert!(matches(b"Work.%", b"Work.Q1"));
-        assert!(matches(b"W*1", b"Work.Q1"));
-        assert!(!matches(b"Work", b"Work.Q1"));
-    }
 }
