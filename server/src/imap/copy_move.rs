@@ -1,7 +1,7 @@
 //! RFC 3501 §6.4.7 COPY, RFC 6851 MOVE, and their UID forms, with RFC 4315
 //! COPYUID.
 
-use cove_store::Uid;
+use cove_store::{MailboxName, Uid};
 use imap_codec::imap_types::sequence::SequenceSet;
 
 use super::fetch::{resolve, seq_set_in_range};
@@ -33,7 +33,7 @@ impl Session {
     pub async fn copy_or_move(
         &mut self,
         set: SequenceSet,
-        target: String,
+        target: MailboxName,
         uid: bool,
         is_move: bool,
     ) -> Outcome {
@@ -55,7 +55,7 @@ impl Session {
         let from = view.mailbox.guid;
         let done = self
             .blocking(move || {
-                let to = match account.mailbox(&target) {
+                let to = match account.mailbox(target.as_str()) {
                     Ok(mb) => mb,
                     Err(cove_store::Error::NotFound(_)) => return Ok(None),
                     Err(e) => return Err(e),

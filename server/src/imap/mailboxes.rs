@@ -6,7 +6,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use cove_store::{Account, Error, Flags, MailboxInfo, MailboxStatus, NewMessage, Uid};
+use cove_store::{Account, Error, Flags, MailboxInfo, MailboxName, MailboxStatus, NewMessage, Uid};
 use imap_codec::imap_types::flag::Flag;
 use imap_codec::imap_types::sequence::SequenceSet;
 use imap_codec::imap_types::status::StatusDataItemName;
@@ -77,7 +77,7 @@ impl Session {
     }
 
     // RFC 3501 §6.3.1 SELECT, §6.3.2 EXAMINE.
-    pub async fn select(&mut self, name: String, read_only: bool) -> Outcome {
+    pub async fn select(&mut self, name: MailboxName, read_only: bool) -> Outcome {
         let Some(account) = self.account() else {
             return Outcome::Bad("Log in first".into());
         };
@@ -86,7 +86,7 @@ impl Session {
         let store = self.ctx.store.clone();
         let opened = self
             .blocking(move || {
-                let mb = account.mailbox(&name)?;
+                let mb = account.mailbox(name.as_str())?;
                 let watch = store.watcher().watch(&account);
                 View::open(&account, mb, read_only, watch)
             })
@@ -140,26 +140,39 @@ impl Session {
     }
 
     // RFC 3501 §6.3.3 CREATE (a trailing delimiter is dropped).
-    pub async fn create(&mut self, name: String) -> Outcome {
+    pub async fn create(&mut self, name: MailboxName) -> Outcome {
         let Some(account) = self.account() else {
             return Outcome::Bad("Log in first".into());
         };
-        let name = name.trim_end_matches('.').to_string();
-        if name.eq_ignore_ascii_case("INBOX") {
+        if name.is_inbox() {
             return Outcome::No("[ALREADYEXISTS] INBOX always exists".into());
         }
         let r = self
             .blocking(move || {
-                // Superior hierarchy levels are created too.
-                let parts: Vec<&str> = name.split('.').collect();
-                for i in 1..parts.len() {
-                    let parent = parts[..i].join(".");
-                    match account.create_mailbox(&parent, None) {
-                        Ok(_) | Err(Error::AlreadyExists(_)) => {}
-                        Err(e) => return Err(e),
+                // Superior hierarchy levels are created too, and taken back
+                // if the mailbox itself cannot be: a CREATE that fails
+                // leaves nothing.
+                let mut made: Vec<MailboxName> = Vec::new();
+                let mut created = Ok(());
+                for parent in name.parents() {
+                    match account.create_mailbox(parent.as_str(), None) {
+                        Ok(_) => made.push(parent),
+                        Err(Error::AlreadyExists(_)) => {}
+                        Err(e) => {
+                            created = Err(e);
+                            break;
+                        }
                     }
                 }
-                account.create_mailbox(&name, None)
+                let created = created.and_then(|()| account.create_mailbox(name.as_str(), None));
+                if created.is_err() {
+                    for parent in made.iter().rev() {
+                        if let Err(e) = account.delete_mailbox(parent.as_str()) {
+                            tracing::warn!(user = %account.email(), mailbox = %parent, error = %e, "could not take back a parent of a failed CREATE");
+                        }
+                    }
+                }
+                created
             })
             .await;
         match r {
@@ -169,31 +182,34 @@ impl Session {
     }
 
     // RFC 3501 §6.3.4 DELETE.
-    pub async fn delete(&mut self, name: String) -> Outcome {
+    pub async fn delete(&mut self, name: MailboxName) -> Outcome {
         let Some(account) = self.account() else {
             return Outcome::Bad("Log in first".into());
         };
-        if name.eq_ignore_ascii_case("INBOX") {
+        if name.is_inbox() {
             return Outcome::No("[CANNOT] INBOX cannot be deleted".into());
         }
         if let State::Selected(_, view) = &self.state
-            && view.mailbox.name == name
+            && view.mailbox.name == name.as_str()
         {
             self.deselect();
         }
-        match self.blocking(move || account.delete_mailbox(&name)).await {
+        match self
+            .blocking(move || account.delete_mailbox(name.as_str()))
+            .await
+        {
             Ok(()) => Outcome::Ok("DELETE completed".into()),
             Err(e) => outcome_for(&e),
         }
     }
 
     // RFC 3501 §6.3.5 RENAME.
-    pub async fn rename(&mut self, from: String, to: String) -> Outcome {
+    pub async fn rename(&mut self, from: MailboxName, to: MailboxName) -> Outcome {
         let Some(account) = self.account() else {
             return Outcome::Bad("Log in first".into());
         };
         match self
-            .blocking(move || account.rename_mailbox(&from, &to))
+            .blocking(move || account.rename_mailbox(from.as_str(), to.as_str()))
             .await
         {
             Ok(()) => Outcome::Ok("RENAME completed".into()),
@@ -202,12 +218,12 @@ impl Session {
     }
 
     // RFC 3501 §6.3.6 SUBSCRIBE, §6.3.7 UNSUBSCRIBE.
-    pub async fn subscribe(&mut self, name: String, on: bool) -> Outcome {
+    pub async fn subscribe(&mut self, name: MailboxName, on: bool) -> Outcome {
         let Some(account) = self.account() else {
             return Outcome::Bad("Log in first".into());
         };
         match self
-            .blocking(move || account.set_subscribed(&name, on))
+            .blocking(move || account.set_subscribed(name.as_str(), on))
             .await
         {
             Ok(()) => Outcome::Ok(
@@ -251,8 +267,12 @@ impl Session {
             return Outcome::No("[USEATTR] One special use per mailbox".into());
         }
         let special_use = canonical.first().map(|s| s.to_string());
+        let name = match self.named_bytes(name.as_bytes()) {
+            Ok(name) => name,
+            Err(no) => return no,
+        };
         let r = self
-            .blocking(move || account.create_mailbox(&name, special_use.as_deref()))
+            .blocking(move || account.create_mailbox(name.as_str(), special_use.as_deref()))
             .await;
         match r {
             Ok(_) => Outcome::Ok("CREATE completed".into()),
@@ -261,13 +281,13 @@ impl Session {
     }
 
     // RFC 3501 §6.3.10 STATUS.
-    pub async fn status(&mut self, name: String, items: &[StatusDataItemName]) -> Outcome {
+    pub async fn status(&mut self, name: MailboxName, items: &[StatusDataItemName]) -> Outcome {
         let Some(account) = self.account() else {
             return Outcome::Bad("Log in first".into());
         };
         let got = self
             .blocking(move || {
-                let mb = account.mailbox(&name)?;
+                let mb = account.mailbox(name.as_str())?;
                 let st = account.status(&mb.guid)?;
                 Ok((mb, st))
             })
@@ -295,12 +315,16 @@ impl Session {
             date,
             message,
         } = append;
+        let name = match name {
+            Ok(name) => name,
+            Err(e) => return outcome_for(&e),
+        };
         let (system, keywords) = split_flags(&flags);
         let internal_date = date.map(|d| d.as_ref().timestamp());
         let store = self.ctx.store.clone();
         let r = self
             .blocking(move || {
-                let mb = match account.mailbox(&name) {
+                let mb = match account.mailbox(name.as_str()) {
                     Ok(mb) => mb,
                     Err(Error::NotFound(_)) => return Ok(None),
                     Err(e) => return Err(e),
