@@ -81,10 +81,14 @@ struct Pool {
     per_user: usize,
     sessions: Arc<Semaphore>,
     reserved: Arc<Semaphore>,
-    /// Each active user's semaphore; dropped when nobody holds or waits on it.
-    users: Mutex<HashMap<String, Arc<Semaphore>>>,
+    users: Mutex<Users>,
+}
+
+/// Each active user's semaphore; dropped when nobody holds or waits on it.
+struct Users {
+    semaphores: HashMap<String, Arc<Semaphore>>,
     /// The map's size at which entries nobody uses are swept.
-    sweep_at: Mutex<usize>,
+    sweep_at: usize,
 }
 
 const SWEEP_MIN: usize = 1024;
@@ -102,8 +106,10 @@ impl Pool {
             per_user: b.per_user.max(1),
             sessions: Arc::new(Semaphore::new(b.threads.saturating_sub(reserved).max(1))),
             reserved: Arc::new(Semaphore::new(reserved)),
-            users: Mutex::new(HashMap::new()),
-            sweep_at: Mutex::new(SWEEP_MIN),
+            users: Mutex::new(Users {
+                semaphores: HashMap::new(),
+                sweep_at: SWEEP_MIN,
+            }),
         }
     }
 
@@ -112,13 +118,12 @@ impl Pool {
         // Entries of users whose waiting job was cancelled (its client went
         // away) are swept now and then, so the map stays as small as the
         // set of users with work.
-        let mut sweep = self.sweep_at.lock().unwrap_or_else(|p| p.into_inner());
-        if users.len() >= *sweep {
-            users.retain(|_, s| Arc::strong_count(s) > 1);
-            *sweep = (users.len() * 2).max(SWEEP_MIN);
+        if users.semaphores.len() >= users.sweep_at {
+            users.semaphores.retain(|_, s| Arc::strong_count(s) > 1);
+            users.sweep_at = (users.semaphores.len() * 2).max(SWEEP_MIN);
         }
-        drop(sweep);
         users
+            .semaphores
             .entry(user.to_string())
             .or_insert_with(|| Arc::new(Semaphore::new(self.per_user)))
             .clone()
@@ -127,8 +132,12 @@ impl Pool {
     /// Forget `user`'s semaphore when no job holds or waits on it.
     fn release_user(&self, user: &str) {
         let mut users = self.users.lock().unwrap_or_else(|p| p.into_inner());
-        if users.get(user).is_some_and(|s| Arc::strong_count(s) == 1) {
-            users.remove(user);
+        if users
+            .semaphores
+            .get(user)
+            .is_some_and(|s| Arc::strong_count(s) == 1)
+        {
+            users.semaphores.remove(user);
         }
     }
 }
@@ -258,6 +267,6 @@ mod tests {
             r.unwrap().unwrap();
         }
         assert!(peak.load(Ordering::SeqCst) <= budget.per_user);
-        assert!(pool().users.lock().unwrap().is_empty());
+        assert!(pool().users.lock().unwrap().semaphores.is_empty());
     }
 }

@@ -19,6 +19,10 @@
 
 const DELIMITER: u8 = b'.';
 
+/// No mailbox name is longer: a Maildir++ folder is one directory entry
+/// (`.` and the name), at most 255 bytes.
+const LONGEST_NAME: usize = 255;
+
 /// A compiled LIST pattern.
 pub struct ListPattern {
     /// Number of pattern positions (the accepting state is `len`).
@@ -42,8 +46,15 @@ enum Item {
 
 impl ListPattern {
     pub fn new(pattern: &[u8]) -> ListPattern {
-        let mut items: Vec<Item> = Vec::with_capacity(pattern.len());
+        let mut items: Vec<Item> = Vec::new();
+        let mut literals = 0;
         for &b in pattern {
+            // Each literal takes one byte of the name: a pattern with more
+            // of them than any name has bytes matches nothing, and its
+            // automaton (a client may send megabytes) is never built.
+            if literals > LONGEST_NAME {
+                return ListPattern::new(b"");
+            }
             let item = match b {
                 b'*' => Item::Star,
                 b'%' => Item::Percent,
@@ -52,6 +63,10 @@ impl ListPattern {
             match (items.last_mut(), item) {
                 (Some(last @ (Item::Star | Item::Percent)), Item::Star) => *last = Item::Star,
                 (Some(Item::Star | Item::Percent), Item::Percent) => {}
+                (_, Item::Byte(_)) => {
+                    literals += 1;
+                    items.push(item);
+                }
                 _ => items.push(item),
             }
         }
@@ -168,6 +183,16 @@ mod tests {
         assert!(m(&("x".repeat(100) + "*" + &"x".repeat(49) + "%.y"), &name));
         assert!(!m(&("x".repeat(151) + "*"), &name));
         assert!(m(&("x".repeat(149) + "%.%"), &name));
+    }
+
+    #[test]
+    fn a_pattern_longer_than_any_name_matches_nothing() {
+        let huge = "a".repeat(10_000_000);
+        let p = ListPattern::new(huge.as_bytes());
+        assert!(p.words <= 1);
+        assert!(!p.matches(b"a"));
+        assert!(!p.matches(&huge.as_bytes()[..255]));
+        assert!(m(&"%a".repeat(255), &"a".repeat(255)));
     }
 
     #[test]
