@@ -352,6 +352,31 @@ mod tests {
         }
     }
 
+    proptest::proptest! {
+        /// Whatever the bytes: no panic, and an accepted name is canonical
+        /// (parsing its stored form gives it back).
+        #[test]
+        fn any_bytes(wire in proptest::collection::vec(proptest::num::u8::ANY, 0..64)) {
+            if let Ok(n) = MailboxName::parse(&wire) {
+                proptest::prop_assert_eq!(&MailboxName::parse(n.as_str().as_bytes()).unwrap(), &n);
+                proptest::prop_assert!(n.as_str().bytes().all(|b| printable(u32::from(b))));
+            }
+        }
+
+        /// Any Unicode name round-trips through the stored form, as NFC.
+        #[test]
+        fn any_unicode(name in "\\PC{0,24}") {
+            if let Ok(n) = MailboxName::from_unicode(&name) {
+                proptest::prop_assert_eq!(n.to_unicode(), if n.is_inbox() {
+                    "INBOX".to_string()
+                } else {
+                    name.nfc().collect::<String>()
+                });
+                proptest::prop_assert_eq!(&MailboxName::parse(n.as_str().as_bytes()).unwrap(), &n);
+            }
+        }
+    }
+
     #[test]
     fn encoding_round_trips() {
         for s in [
