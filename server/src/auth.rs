@@ -13,6 +13,7 @@ mod service;
 
 pub use service::{AuthResult, Authenticator};
 
+use crate::work::{self, Lane};
 use anyhow::Context;
 use argon2::{Argon2, PasswordHasher, PasswordVerifier};
 use cove_store::{Address, PasswordHash, Store};
@@ -160,7 +161,7 @@ impl PasswordCheckers {
                 let scheme = scheme.map(|(name, _)| name.to_string()).unwrap_or_default();
                 let store = store.clone();
                 let who = address.clone();
-                let replaced = tokio::task::spawn_blocking(move || {
+                let replaced = work::run(Lane::Reserved, move || {
                     store.directory().replace_password(&who, &stored, new)
                 })
                 .await;

@@ -609,6 +609,16 @@ pub struct ServerConfig {
     /// are told to reconnect (to the peer).
     #[serde(default = "default_drain_grace")]
     pub drain_grace_secs: u64,
+    /// Blocking jobs (store calls) running at once, all users together
+    /// (docs/architecture.md, "Blocking work").
+    #[serde(default = "default_blocking_threads")]
+    pub blocking_threads: usize,
+    /// Of those, how many one user's sessions may hold.
+    #[serde(default = "default_blocking_per_user")]
+    pub blocking_per_user: usize,
+    /// Of those, how many are kept for deliveries and logins.
+    #[serde(default = "default_blocking_reserved")]
+    pub blocking_reserved: usize,
 }
 
 impl ServerConfig {
@@ -616,6 +626,34 @@ impl ServerConfig {
         self.durability
             .parse()
             .map_err(|e| anyhow::anyhow!("[server] durability: {e}"))
+    }
+
+    /// The blocking pool's budget, checked.
+    pub fn blocking_budget(&self) -> anyhow::Result<crate::work::Budget> {
+        let (threads, per_user, reserved) = (
+            self.blocking_threads,
+            self.blocking_per_user,
+            self.blocking_reserved,
+        );
+        if !(2..=4096).contains(&threads) {
+            anyhow::bail!("[server] blocking_threads must be between 2 and 4096, not {threads}");
+        }
+        if reserved == 0 || reserved >= threads {
+            anyhow::bail!(
+                "[server] blocking_reserved must be at least 1 and below blocking_threads ({threads}), not {reserved}"
+            );
+        }
+        if per_user == 0 || per_user > threads - reserved {
+            anyhow::bail!(
+                "[server] blocking_per_user must be between 1 and blocking_threads - blocking_reserved ({}), not {per_user}",
+                threads - reserved
+            );
+        }
+        Ok(crate::work::Budget {
+            threads,
+            per_user,
+            reserved,
+        })
     }
 }
 
@@ -627,6 +665,9 @@ impl Default for ServerConfig {
             reserve_bytes: default_reserve_bytes(),
             gc_interval_secs: default_gc_interval(),
             drain_grace_secs: default_drain_grace(),
+            blocking_threads: default_blocking_threads(),
+            blocking_per_user: default_blocking_per_user(),
+            blocking_reserved: default_blocking_reserved(),
         }
     }
 }
@@ -670,6 +711,15 @@ fn default_max_connections_per_ip() -> usize {
 }
 fn default_shutdown_grace() -> u64 {
     10
+}
+fn default_blocking_threads() -> usize {
+    crate::work::Budget::default().threads
+}
+fn default_blocking_per_user() -> usize {
+    crate::work::Budget::default().per_user
+}
+fn default_blocking_reserved() -> usize {
+    crate::work::Budget::default().reserved
 }
 fn default_durability() -> String {
     "batched".to_string()

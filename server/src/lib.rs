@@ -19,3 +19,4 @@ pub mod pop3;
 pub mod proxy;
 pub mod serve;
 pub mod tls;
+pub mod work;

@@ -219,9 +219,12 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             // A bounded blocking pool: every blocking thread keeps a malloc arena
             // of its own, so 512 of them (tokio's default) after a burst of
             // logins or deliveries hold hundreds of MiB for good.
+            // Sized for the lanes of crate::work (docs/architecture.md).
+            let budget = config.server.blocking_budget()?;
+            cove::work::configure(budget);
             let runtime = tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
-                .max_blocking_threads(64)
+                .max_blocking_threads(budget.pool_threads())
                 .build()?;
             runtime.block_on(serve::serve(config))
         }

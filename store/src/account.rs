@@ -72,6 +72,9 @@ pub(crate) fn default_identity(email: &str, name: &str) -> FolderIdentity {
 /// Where deleted mailboxes' folders wait to be removed, in the user's home
 /// (outside `Maildir/`, so no Maildir reader sees them).
 const DELETED_DIR: &str = ".cove-deleted";
+/// Where new mailboxes' folders are built before they are renamed into
+/// `Maildir/` whole, in the user's home (a scan never sees a half-made one).
+const CREATING_DIR: &str = ".cove-creating";
 
 /// What to store with a new message.
 #[derive(Debug, Clone, Default)]
@@ -323,15 +326,27 @@ impl Account {
         index::mailboxes(&self.conn()?.conn)
     }
 
+    /// The mailbox called `name`, in any spelling of it
+    /// ([`MailboxName`](crate::MailboxName)); a name that is not valid is
+    /// looked up as it is (a folder another program made).
     pub fn mailbox(&self, name: &str) -> Result<MailboxInfo> {
-        index::mailbox_by_name(&self.conn()?.conn, name)?
+        let canonical = crate::MailboxName::parse(name.as_bytes());
+        let key = canonical.as_ref().map_or(name, |n| n.as_str());
+        index::mailbox_by_name(&self.conn()?.conn, key)?
             .ok_or_else(|| Error::NotFound(format!("mailbox {name}")))
     }
 
     /// The mailbox called `name`, or else the only one whose name differs
     /// from it just in case (for `user+detail` addresses, where senders and
     /// MTAs do not keep case reliably).
-    pub fn mailbox_loosely(&self, name: &str) -> Result<Option<MailboxInfo>> {
+    /// The detail is text, not modified UTF-7: `user+Café@` names the
+    /// mailbox a client sees as `Café`. A detail that is no valid name
+    /// names no mailbox.
+    pub fn mailbox_loosely(&self, detail: &str) -> Result<Option<MailboxInfo>> {
+        let Ok(name) = crate::MailboxName::from_unicode(detail) else {
+            return Ok(None);
+        };
+        let name = name.as_str();
         let g = self.conn()?;
         if let Some(mb) = index::mailbox_by_name(&g.conn, name)? {
             return Ok(Some(mb));
@@ -488,7 +503,8 @@ impl Account {
         special_use: Option<&str>,
         identity: Option<FolderIdentity>,
     ) -> Result<MailboxInfo> {
-        maildir::validate_mailbox_name(name)?;
+        let name = maildir::validate_mailbox_name(name)?;
+        let name = name.as_str();
         let mut g = self.conn()?;
         if index::mailbox_by_name(&g.conn, name)?.is_some() {
             return Err(Error::AlreadyExists(format!("mailbox {name}")));
@@ -506,20 +522,71 @@ impl Account {
                 uidvalidity: tx.next_uidvalidity(self.env.now_secs(), None)?,
             },
         };
-        maildir::create_folder(&path)?;
-        identity.write(&path)?;
-        let mb = tx.insert_mailbox(
-            identity.guid,
-            index::normalize_name(name),
-            &dir,
-            identity.uidvalidity,
-            special_use,
-            true,
-        )?;
-        let changes = tx.commit()?;
+        self.place_new_folder(name, &path, &identity)?;
+        let committed = (|| {
+            let mb = tx.insert_mailbox(
+                identity.guid,
+                name,
+                &dir,
+                identity.uidvalidity,
+                special_use,
+                true,
+            )?;
+            Ok((mb, tx.commit()?))
+        })();
+        let (mb, changes) = match committed {
+            Ok(done) => done,
+            Err(e) => {
+                self.remove_new_folder(&path);
+                return Err(e);
+            }
+        };
         drop(g);
         self.publish(changes)?;
         Ok(mb)
+    }
+
+    /// Make a new mailbox's folder at `path` whole or not at all: it is
+    /// built (`cur/ new/ tmp/`, identity file, all fsynced) under the home's
+    /// [`CREATING_DIR`], outside `Maildir/`, then renamed into place, never
+    /// over anything. A failure at any step leaves nothing in `Maildir/`
+    /// for a scan to take for a mailbox; a crash leaves at most a scratch
+    /// folder, removed when the account is next opened.
+    fn place_new_folder(&self, name: &str, path: &Path, identity: &FolderIdentity) -> Result<()> {
+        let scratch = self.home.join(CREATING_DIR);
+        fs::create_dir_all(&scratch).ctx(|| format!("create {}", scratch.display()))?;
+        let staging = scratch.join(identity.guid.to_hex());
+        if staging.symlink_metadata().is_ok() {
+            fs::remove_dir_all(&staging).ctx(|| format!("remove {}", staging.display()))?;
+        }
+        let placed = maildir::create_folder(&staging)
+            .and_then(|()| identity.write(&staging))
+            .and_then(|()| match maildir::rename_noreplace(&staging, path) {
+                Ok(()) => Ok(()),
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        std::io::ErrorKind::AlreadyExists | std::io::ErrorKind::DirectoryNotEmpty
+                    ) =>
+                {
+                    tracing::warn!(user = %self.email, folder = %path.display(), "a new mailbox's folder is in the way of something already there");
+                    Err(Error::AlreadyExists(format!("mailbox {name}")))
+                }
+                Err(e) => Err(e).ctx(|| format!("rename {} to {}", staging.display(), path.display())),
+            })
+            .and_then(|()| Ok(cove_dedup::sync_dir(&self.maildir)?));
+        if placed.is_err() && staging.symlink_metadata().is_ok() {
+            let _ = fs::remove_dir_all(&staging);
+        }
+        placed
+    }
+
+    /// Take back a folder [`place_new_folder`](Account::place_new_folder)
+    /// made, when the index did not take the mailbox.
+    fn remove_new_folder(&self, path: &Path) {
+        if let Err(e) = fs::remove_dir_all(path) {
+            tracing::warn!(user = %self.email, folder = %path.display(), error = %e, "could not remove a new mailbox's folder after a failed create");
+        }
     }
 
     /// RFC 3501 §6.3.11 APPEND (and RFC 4315 APPENDUID from the result):

@@ -25,6 +25,7 @@ mod ids;
 mod index;
 mod keywords;
 mod mailbox_files;
+mod mailbox_name;
 pub mod maildir;
 pub mod replica;
 mod watch;
@@ -54,6 +55,7 @@ pub use ids::{Flags, MailboxGuid, MessageGuid, ModSeq, Uid};
 pub use index::{MailboxInfo, MessageMeta};
 pub use keywords::FlagOp;
 pub use mailbox_files::{Cached, MailboxFiles, cached_reads_available, read_cached};
+pub use mailbox_name::MailboxName;
 pub use watch::{MaildirWatcher, WatchGuard};
 
 /// How many accounts stay open (index connection, change feed) before idle

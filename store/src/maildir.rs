@@ -312,20 +312,10 @@ pub fn home_of(mail_root: &Path, local: &str, domain: &str) -> PathBuf {
     mail_root.join(domain).join(local)
 }
 
-/// Check that a mailbox name can be stored: no empty hierarchy levels, no
-/// '/', no control characters, not too long.
-pub fn validate_mailbox_name(name: &str) -> Result<()> {
-    let bad = name.is_empty()
-        || name.len() > 200
-        || name.contains('/')
-        || name.starts_with('.')
-        || name.ends_with('.')
-        || name.contains("..")
-        || name.chars().any(|c| c.is_control());
-    if bad {
-        return Err(Error::InvalidData(format!("invalid mailbox name {name:?}")));
-    }
-    Ok(())
+/// A mailbox name that can be stored, in its canonical form
+/// ([`MailboxName::parse`](crate::MailboxName::parse)).
+pub fn validate_mailbox_name(name: &str) -> Result<crate::MailboxName> {
+    crate::MailboxName::parse(name.as_bytes())
 }
 
 #[cfg(test)]

@@ -175,6 +175,29 @@ fn detail_mailbox_used_only_when_it_exists() {
     );
 }
 
+/// A `+detail` is text: any Unicode spelling of a mailbox's name reaches
+/// it, and a detail that is no valid name (a path trick) reaches INBOX.
+#[test]
+fn detail_is_a_unicode_name_in_any_normal_form() {
+    let d = tempfile::tempdir().unwrap();
+    let s = store_at(d.path());
+    let u = user(&s, "a@x.org");
+    let acct = s.account(&u).unwrap();
+    let cafe = acct.create_mailbox("Caf&AOk-", None).unwrap();
+    let blob = s.blobs().put(b"x\r\n").unwrap();
+    let to = |m: &str| DeliveryTarget {
+        user: u.clone(),
+        mailbox: Some(m.to_string()),
+    };
+    let r = s.deliver(
+        &blob,
+        &[to("Caf\u{e9}"), to("cafe\u{301}"), to("../Caf&AOk-")],
+    );
+    let inbox = acct.mailbox("INBOX").unwrap().guid;
+    let got: Vec<_> = r.iter().map(|r| r.as_ref().unwrap().mailbox).collect();
+    assert_eq!(got, [cafe.guid, cafe.guid, inbox]);
+}
+
 #[test]
 fn quota_is_enforced() {
     let d = tempfile::tempdir().unwrap();

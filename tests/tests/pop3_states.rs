@@ -3,7 +3,9 @@
 
 mod pop3_common;
 
-use cove_tests::{base64, message};
+use std::time::Duration;
+
+use cove_tests::{base64, eventually, message};
 use pop3_common::{PASS, Pop3, USER, guid_of_file, logged_in, pop3, server};
 
 /// The CAPA answer before login on a plain loopback connection.
@@ -66,7 +68,13 @@ fn authorization_state() {
     // An unknown user gets the same answer.
     assert_eq!(c.cmd("USER nobody@x.org"), "+OK Send your password");
     assert_eq!(c.cmd("PASS pw"), "-ERR [AUTH] Authentication failed");
-    assert!(s.logged("pop3 login failed user=nobody@x.org peer=127.0.0.1:"));
+    // The log line is written before the answer, but read from the
+    // server's stderr by another thread: wait for it.
+    let logged = eventually(Duration::from_secs(10), || {
+        s.logged("pop3 login failed user=nobody@x.org peer=127.0.0.1:")
+            .then_some(())
+    });
+    assert!(logged.is_some());
     // QUIT in AUTHORIZATION: no UPDATE state.
     assert_eq!(c.cmd("QUIT"), "+OK cove.test cove POP3 server signing off");
     assert!(c.closed());

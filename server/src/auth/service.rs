@@ -179,13 +179,16 @@ impl Authenticator {
         username: &str,
         password: Secret,
     ) -> Result<Option<(User, Arc<Account>)>, cove_store::Error> {
-        let joined =
-            |e: tokio::task::JoinError| cove_store::Error::Index(format!("login task: {e}"));
+        // Logins take the blocking pool's reserved lane: another user's
+        // searches never hold them up (crate::work).
+        let joined = |e: crate::work::Failed| cove_store::Error::Index(format!("login task: {e}"));
         let name = username.to_string();
         let lookup = self.store.clone();
-        let user = tokio::task::spawn_blocking(move || match Address::parse(&name) {
-            Ok(address) => lookup.user(&address),
-            Err(_) => Ok(None),
+        let user = crate::work::run(crate::work::Lane::Reserved, move || {
+            match Address::parse(&name) {
+                Ok(address) => lookup.user(&address),
+                Err(_) => Ok(None),
+            }
         })
         .await
         .map_err(joined)??;
@@ -204,9 +207,11 @@ impl Authenticator {
             return Ok(None);
         };
         let opener = self.store.clone();
-        let account = tokio::task::spawn_blocking(move || opener.account(&user).map(|a| (user, a)))
-            .await
-            .map_err(joined)??;
+        let account = crate::work::run(crate::work::Lane::Reserved, move || {
+            opener.account(&user).map(|a| (user, a))
+        })
+        .await
+        .map_err(joined)??;
         Ok(Some(account))
     }
 

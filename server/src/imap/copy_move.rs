@@ -1,11 +1,11 @@
 //! RFC 3501 §6.4.7 COPY, RFC 6851 MOVE, and their UID forms, with RFC 4315
 //! COPYUID.
 
-use cove_store::Uid;
+use cove_store::{MailboxName, Uid};
 use imap_codec::imap_types::sequence::SequenceSet;
 
 use super::fetch::{resolve, seq_set_in_range};
-use super::mailboxes::{blocking, outcome_for};
+use super::mailboxes::outcome_for;
 use super::session::{Outcome, Session, State};
 
 /// `1:3,7` for COPYUID.
@@ -33,7 +33,7 @@ impl Session {
     pub async fn copy_or_move(
         &mut self,
         set: SequenceSet,
-        target: String,
+        target: MailboxName,
         uid: bool,
         is_move: bool,
     ) -> Outcome {
@@ -53,21 +53,22 @@ impl Session {
             .collect();
         let account = a.account.clone();
         let from = view.mailbox.guid;
-        let done = blocking(move || {
-            let to = match account.mailbox(&target) {
-                Ok(mb) => mb,
-                Err(cove_store::Error::NotFound(_)) => return Ok(None),
-                Err(e) => return Err(e),
-            };
-            if is_move {
-                account.move_messages(&from, &uids, &to.guid).map(Some)
-            } else {
-                account
-                    .copy_messages(&from, &uids, &to.guid, Some(quota))
-                    .map(Some)
-            }
-        })
-        .await;
+        let done = self
+            .blocking(move || {
+                let to = match account.mailbox(target.as_str()) {
+                    Ok(mb) => mb,
+                    Err(cove_store::Error::NotFound(_)) => return Ok(None),
+                    Err(e) => return Err(e),
+                };
+                if is_move {
+                    account.move_messages(&from, &uids, &to.guid).map(Some)
+                } else {
+                    account
+                        .copy_messages(&from, &uids, &to.guid, Some(quota))
+                        .map(Some)
+                }
+            })
+            .await;
         let transfer = match done {
             Ok(Some(t)) => t,
             Ok(None) => return Outcome::No("[TRYCREATE] No such mailbox".into()),

@@ -7,7 +7,7 @@ use cove_store::{Flags, MailboxInfo};
 use imap_codec::imap_types::fetch::{MacroOrMessageDataItemNames, MessageDataItemName, Section};
 use imap_codec::imap_types::sequence::{SeqOrUid, Sequence, SequenceSet};
 
-use super::mailboxes::{blocking, outcome_for};
+use super::mailboxes::outcome_for;
 use super::mime;
 use super::response;
 use super::session::{Outcome, Session, State};
@@ -478,82 +478,83 @@ impl Session {
             let account = account.clone();
             let mailbox = mailbox.clone();
             let items = items.clone();
-            let rendered = blocking(move || {
-                let mut out = Vec::new();
-                let mut missing = false;
-                let mut unknown_cte = false;
-                let kinds: Vec<u8> = items.iter().filter_map(derived_kind).collect();
-                let raw_needed = items.iter().any(needs_raw);
-                let keys: Vec<(cove_store::ContentId, u8)> = chunk
-                    .iter()
-                    .flat_map(|r| kinds.iter().map(|k| (r.meta.content_id, *k)))
-                    .collect();
-                let mut cached = if keys.is_empty() {
-                    Vec::new()
-                } else {
-                    account.derived(&keys)?
-                };
-                let mut learned: Vec<(cove_store::ContentId, u8, Vec<u8>)> = Vec::new();
-                for (i, row) in chunk.into_iter().enumerate() {
-                    let mut derived = Derived::default();
-                    for (j, kind) in kinds.iter().enumerate() {
-                        if let Some(Some(bytes)) =
-                            cached.get_mut(i * kinds.len() + j).map(Option::take)
-                        {
-                            derived.0.insert(*kind, bytes);
-                        }
-                    }
-                    let complete = derived.0.len() == kinds.len();
-                    let raw = if raw_needed || !complete {
-                        // The file may have been renamed (flags) since the
-                        // view was read: look it up again.
-                        let current = account.message(&mailbox.guid, row.meta.uid)?;
-                        match current
-                            .and_then(|m| std::fs::read(account.message_path(&mailbox, &m)).ok())
-                        {
-                            Some(bytes) => Some(bytes),
-                            None => {
-                                missing = true;
-                                continue;
-                            }
-                        }
+            let rendered = self
+                .blocking(move || {
+                    let mut out = Vec::new();
+                    let mut missing = false;
+                    let mut unknown_cte = false;
+                    let kinds: Vec<u8> = items.iter().filter_map(derived_kind).collect();
+                    let raw_needed = items.iter().any(needs_raw);
+                    let keys: Vec<(cove_store::ContentId, u8)> = chunk
+                        .iter()
+                        .flat_map(|r| kinds.iter().map(|k| (r.meta.content_id, *k)))
+                        .collect();
+                    let mut cached = if keys.is_empty() {
+                        Vec::new()
                     } else {
-                        None
+                        account.derived(&keys)?
                     };
-                    let content = raw.as_deref().map(Content::new);
-                    if let Some(content) = &content
-                        && !complete
-                    {
-                        let msg = content.msg();
-                        for kind in &kinds {
-                            if !derived.0.contains_key(kind) {
-                                let bytes = derived.compute(msg, *kind);
-                                learned.push((row.meta.content_id, *kind, bytes));
+                    let mut learned: Vec<(cove_store::ContentId, u8, Vec<u8>)> = Vec::new();
+                    for (i, row) in chunk.into_iter().enumerate() {
+                        let mut derived = Derived::default();
+                        for (j, kind) in kinds.iter().enumerate() {
+                            if let Some(Some(bytes)) =
+                                cached.get_mut(i * kinds.len() + j).map(Option::take)
+                            {
+                                derived.0.insert(*kind, bytes);
                             }
                         }
+                        let complete = derived.0.len() == kinds.len();
+                        let raw = if raw_needed || !complete {
+                            // The file may have been renamed (flags) since the
+                            // view was read: look it up again.
+                            let current = account.message(&mailbox.guid, row.meta.uid)?;
+                            match current.and_then(|m| {
+                                std::fs::read(account.message_path(&mailbox, &m)).ok()
+                            }) {
+                                Some(bytes) => Some(bytes),
+                                None => {
+                                    missing = true;
+                                    continue;
+                                }
+                            }
+                        } else {
+                            None
+                        };
+                        let content = raw.as_deref().map(Content::new);
+                        if let Some(content) = &content
+                            && !complete
+                        {
+                            let msg = content.msg();
+                            for kind in &kinds {
+                                if !derived.0.contains_key(kind) {
+                                    let bytes = derived.compute(msg, *kind);
+                                    learned.push((row.meta.content_id, *kind, bytes));
+                                }
+                            }
+                        }
+                        // RFC 3516 §4.2: a part whose encoding we cannot undo
+                        // gets no BINARY data; the command ends NO [UNKNOWN-CTE].
+                        if let Some(content) = &content
+                            && binary_parts(&items).any(|part| {
+                                matches!(
+                                    content.msg().binary(&part),
+                                    Err(mime::BinaryError::UnknownCte(_))
+                                )
+                            })
+                        {
+                            unknown_cte = true;
+                            continue;
+                        }
+                        render(&row, content.as_ref(), &derived, &items, uid, &mut out);
                     }
-                    // RFC 3516 §4.2: a part whose encoding we cannot undo
-                    // gets no BINARY data; the command ends NO [UNKNOWN-CTE].
-                    if let Some(content) = &content
-                        && binary_parts(&items).any(|part| {
-                            matches!(
-                                content.msg().binary(&part),
-                                Err(mime::BinaryError::UnknownCte(_))
-                            )
-                        })
-                    {
-                        unknown_cte = true;
-                        continue;
+                    // A cache that cannot be written only costs a parse next time.
+                    if let Err(e) = account.store_derived(&learned) {
+                        tracing::warn!(error = %e, "could not cache message views");
                     }
-                    render(&row, content.as_ref(), &derived, &items, uid, &mut out);
-                }
-                // A cache that cannot be written only costs a parse next time.
-                if let Err(e) = account.store_derived(&learned) {
-                    tracing::warn!(error = %e, "could not cache message views");
-                }
-                Ok((out, missing, unknown_cte))
-            })
-            .await;
+                    Ok((out, missing, unknown_cte))
+                })
+                .await;
             match rendered {
                 Ok((bytes, m, u)) => {
                     missing |= m;

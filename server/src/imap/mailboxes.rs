@@ -6,12 +6,11 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use cove_store::{Account, Error, Flags, MailboxInfo, MailboxStatus, NewMessage, Uid};
+use cove_store::{Account, Error, Flags, MailboxInfo, MailboxName, MailboxStatus, NewMessage, Uid};
 use imap_codec::imap_types::flag::Flag;
 use imap_codec::imap_types::sequence::SequenceSet;
 use imap_codec::imap_types::status::StatusDataItemName;
 
-use super::extended::ListOptions;
 use super::response;
 use super::session::{Append, Authed, Outcome, Session, State};
 use super::view::{PendingRead, View};
@@ -41,30 +40,20 @@ pub fn outcome_for(e: &Error) -> Outcome {
     }
 }
 
-/// Run blocking store work off the reactor.
-pub async fn blocking<T: Send + 'static>(
-    f: impl FnOnce() -> cove_store::Result<T> + Send + 'static,
-) -> cove_store::Result<T> {
-    match tokio::task::spawn_blocking(f).await {
-        Ok(r) => r,
-        Err(e) => Err(Error::Index(format!("store task failed: {e}"))),
-    }
-}
-
-/// Does `name` match a LIST pattern (RFC 3501 §6.3.8: `*` matches
-/// anything, `%` anything but the hierarchy delimiter)?
-pub fn matches(pattern: &[u8], name: &[u8]) -> bool {
-    match pattern.split_first() {
-        None => name.is_empty(),
-        Some((b'*', rest)) => (0..=name.len()).any(|i| matches(rest, &name[i..])),
-        Some((b'%', rest)) => (0..=name.len())
-            .take_while(|i| *i == 0 || name[i - 1] != b'.')
-            .any(|i| matches(rest, &name[i..])),
-        Some((c, rest)) => name.first().is_some_and(|n| n == c) && matches(rest, &name[1..]),
-    }
-}
-
 impl Session {
+    /// Run blocking store work off the reactor, charged to the logged-in
+    /// user's share of the blocking pool (`crate::work`).
+    pub async fn blocking<T: Send + 'static>(
+        &self,
+        f: impl FnOnce() -> cove_store::Result<T> + Send + 'static,
+    ) -> cove_store::Result<T> {
+        let user = match &self.state {
+            State::Authenticated(a) | State::Selected(a, _) => a.account.email(),
+            _ => "",
+        };
+        crate::work::store(crate::work::Lane::User(user), f).await
+    }
+
     pub fn account(&self) -> Option<Arc<Account>> {
         match &self.state {
             State::Authenticated(a) | State::Selected(a, _) => Some(a.account.clone()),
@@ -92,19 +81,20 @@ impl Session {
     }
 
     // RFC 3501 §6.3.1 SELECT, §6.3.2 EXAMINE.
-    pub async fn select(&mut self, name: String, read_only: bool) -> Outcome {
+    pub async fn select(&mut self, name: MailboxName, read_only: bool) -> Outcome {
         let Some(account) = self.account() else {
             return Outcome::Bad("Log in first".into());
         };
         // A failed SELECT leaves no mailbox selected (RFC 3501 §6.3.1).
         self.deselect();
         let store = self.ctx.store.clone();
-        let opened = blocking(move || {
-            let mb = account.mailbox(&name)?;
-            let watch = store.watcher().watch(&account);
-            View::open(&account, mb, read_only, watch)
-        })
-        .await;
+        let opened = self
+            .blocking(move || {
+                let mb = account.mailbox(name.as_str())?;
+                let watch = store.watcher().watch(&account);
+                View::open(&account, mb, read_only, watch)
+            })
+            .await;
         let view = match opened {
             Ok(v) => v,
             Err(e) => return outcome_for(&e),
@@ -154,27 +144,41 @@ impl Session {
     }
 
     // RFC 3501 §6.3.3 CREATE (a trailing delimiter is dropped).
-    pub async fn create(&mut self, name: String) -> Outcome {
+    pub async fn create(&mut self, name: MailboxName) -> Outcome {
         let Some(account) = self.account() else {
             return Outcome::Bad("Log in first".into());
         };
-        let name = name.trim_end_matches('.').to_string();
-        if name.eq_ignore_ascii_case("INBOX") {
+        if name.is_inbox() {
             return Outcome::No("[ALREADYEXISTS] INBOX always exists".into());
         }
-        let r = blocking(move || {
-            // Superior hierarchy levels are created too.
-            let parts: Vec<&str> = name.split('.').collect();
-            for i in 1..parts.len() {
-                let parent = parts[..i].join(".");
-                match account.create_mailbox(&parent, None) {
-                    Ok(_) | Err(Error::AlreadyExists(_)) => {}
-                    Err(e) => return Err(e),
+        let r = self
+            .blocking(move || {
+                // Superior hierarchy levels are created too, and taken back
+                // if the mailbox itself cannot be: a CREATE that fails
+                // leaves nothing.
+                let mut made: Vec<MailboxName> = Vec::new();
+                let mut created = Ok(());
+                for parent in name.parents() {
+                    match account.create_mailbox(parent.as_str(), None) {
+                        Ok(_) => made.push(parent),
+                        Err(Error::AlreadyExists(_)) => {}
+                        Err(e) => {
+                            created = Err(e);
+                            break;
+                        }
+                    }
                 }
-            }
-            account.create_mailbox(&name, None)
-        })
-        .await;
+                let created = created.and_then(|()| account.create_mailbox(name.as_str(), None));
+                if created.is_err() {
+                    for parent in made.iter().rev() {
+                        if let Err(e) = account.delete_mailbox(parent.as_str()) {
+                            tracing::warn!(user = %account.email(), mailbox = %parent, error = %e, "could not take back a parent of a failed CREATE");
+                        }
+                    }
+                }
+                created
+            })
+            .await;
         match r {
             Ok(_) => Outcome::Ok("CREATE completed".into()),
             Err(e) => outcome_for(&e),
@@ -182,41 +186,50 @@ impl Session {
     }
 
     // RFC 3501 §6.3.4 DELETE.
-    pub async fn delete(&mut self, name: String) -> Outcome {
+    pub async fn delete(&mut self, name: MailboxName) -> Outcome {
         let Some(account) = self.account() else {
             return Outcome::Bad("Log in first".into());
         };
-        if name.eq_ignore_ascii_case("INBOX") {
+        if name.is_inbox() {
             return Outcome::No("[CANNOT] INBOX cannot be deleted".into());
         }
         if let State::Selected(_, view) = &self.state
-            && view.mailbox.name == name
+            && view.mailbox.name == name.as_str()
         {
             self.deselect();
         }
-        match blocking(move || account.delete_mailbox(&name)).await {
+        match self
+            .blocking(move || account.delete_mailbox(name.as_str()))
+            .await
+        {
             Ok(()) => Outcome::Ok("DELETE completed".into()),
             Err(e) => outcome_for(&e),
         }
     }
 
     // RFC 3501 §6.3.5 RENAME.
-    pub async fn rename(&mut self, from: String, to: String) -> Outcome {
+    pub async fn rename(&mut self, from: MailboxName, to: MailboxName) -> Outcome {
         let Some(account) = self.account() else {
             return Outcome::Bad("Log in first".into());
         };
-        match blocking(move || account.rename_mailbox(&from, &to)).await {
+        match self
+            .blocking(move || account.rename_mailbox(from.as_str(), to.as_str()))
+            .await
+        {
             Ok(()) => Outcome::Ok("RENAME completed".into()),
             Err(e) => outcome_for(&e),
         }
     }
 
     // RFC 3501 §6.3.6 SUBSCRIBE, §6.3.7 UNSUBSCRIBE.
-    pub async fn subscribe(&mut self, name: String, on: bool) -> Outcome {
+    pub async fn subscribe(&mut self, name: MailboxName, on: bool) -> Outcome {
         let Some(account) = self.account() else {
             return Outcome::Bad("Log in first".into());
         };
-        match blocking(move || account.set_subscribed(&name, on)).await {
+        match self
+            .blocking(move || account.set_subscribed(name.as_str(), on))
+            .await
+        {
             Ok(()) => Outcome::Ok(
                 if on {
                     "SUBSCRIBE completed"
@@ -227,147 +240,6 @@ impl Session {
             ),
             Err(e) => outcome_for(&e),
         }
-    }
-
-    // RFC 3501 §6.3.8 LIST, §6.3.9 LSUB.
-    pub async fn list(&mut self, reference: String, pattern: String, lsub: bool) -> Outcome {
-        if pattern.is_empty() && !lsub {
-            // RFC 3501 §6.3.8: the hierarchy delimiter and root.
-            self.untagged("LIST (\\Noselect) \".\" \"\"");
-            return Outcome::Ok("LIST completed".into());
-        }
-        let options = ListOptions {
-            reference,
-            patterns: vec![pattern],
-            ..ListOptions::default()
-        };
-        self.list_mailboxes(options, lsub).await
-    }
-
-    /// LIST and LSUB with RFC 5258 LIST-EXTENDED selection and return
-    /// options, RFC 5819 LIST-STATUS, RFC 3348 CHILDREN and RFC 6154
-    /// SPECIAL-USE attributes.
-    pub async fn list_mailboxes(&mut self, opts: ListOptions, lsub: bool) -> Outcome {
-        let Some(account) = self.account() else {
-            return Outcome::Bad("Log in first".into());
-        };
-        let word = if lsub { "LSUB" } else { "LIST" };
-        let want_status = !opts.return_status.is_empty();
-        let listed = blocking(move || {
-            let statuses = if want_status {
-                account.mailbox_status_all()?
-            } else {
-                Vec::new()
-            };
-            Ok((account.mailboxes()?, account.subscriptions()?, statuses))
-        })
-        .await;
-        let (mailboxes, subscriptions, statuses) = match listed {
-            Ok(x) => x,
-            Err(e) => return outcome_for(&e),
-        };
-        let subscribed = |name: &str| subscriptions.iter().any(|s| s == name);
-        let by_subscription = lsub || opts.subscribed;
-        let mut names: Vec<String> = if by_subscription {
-            subscriptions.clone()
-        } else {
-            mailboxes.iter().map(|m| m.name.clone()).collect()
-        };
-        names.sort();
-        names.dedup();
-        let patterns: Vec<String> = opts
-            .patterns
-            .iter()
-            .map(|p| format!("{}{p}", opts.reference))
-            .collect();
-        let matched = |name: &str| {
-            patterns.iter().any(|full| {
-                if name == "INBOX" {
-                    matches(full.to_ascii_uppercase().as_bytes(), b"INBOX")
-                } else {
-                    matches(full.as_bytes(), name.as_bytes())
-                }
-            })
-        };
-        // Hierarchy levels that exist only as part of longer names
-        // (RFC 3501 §6.3.4's example after DELETE, §6.3.9's LSUB with %):
-        // listed with \Noselect where the pattern reaches them.
-        let mut implied: Vec<String> = Vec::new();
-        for name in &names {
-            let parts: Vec<&str> = name.split('.').collect();
-            for i in 1..parts.len() {
-                let parent = parts[..i].join(".");
-                if !names.contains(&parent) && !implied.contains(&parent) {
-                    implied.push(parent);
-                }
-            }
-        }
-        let mut entries: Vec<(String, bool)> = names.iter().map(|n| (n.clone(), false)).collect();
-        entries.extend(implied.into_iter().map(|n| (n, true)));
-        entries.sort();
-        for (name, is_implied) in entries {
-            if !matched(&name) {
-                continue;
-            }
-            if is_implied {
-                if opts.special_use || (opts.subscribed && !lsub) {
-                    continue;
-                }
-                let prefix = format!("{name}.");
-                // Only where the pattern stops at this level: `%` reaches it,
-                // `*` reaches the real names below it instead.
-                if names.iter().any(|n| n.starts_with(&prefix) && matched(n)) {
-                    continue;
-                }
-                let attrs = if lsub {
-                    "\\Noselect"
-                } else if mailboxes.iter().any(|m| m.name.starts_with(&prefix)) {
-                    "\\Noselect \\HasChildren"
-                } else {
-                    "\\Noselect \\HasNoChildren"
-                };
-                let mut line = format!("* {word} ({attrs}) \".\" ").into_bytes();
-                response::mailbox(&mut line, &name);
-                line.extend_from_slice(b"\r\n");
-                self.out.extend_from_slice(&line);
-                continue;
-            }
-            let mb = mailboxes.iter().find(|m| m.name == name);
-            if opts.special_use && mb.and_then(|m| m.special_use.as_ref()).is_none() {
-                continue;
-            }
-            let mut attrs: Vec<&str> = Vec::new();
-            match mb {
-                None if lsub => attrs.push("\\Noselect"),
-                None => attrs.push("\\NonExistent"),
-                Some(mb) => {
-                    let prefix = format!("{name}.");
-                    if mailboxes.iter().any(|m| m.name.starts_with(&prefix)) {
-                        attrs.push("\\HasChildren");
-                    } else {
-                        attrs.push("\\HasNoChildren");
-                    }
-                    if let Some(su) = &mb.special_use {
-                        attrs.push(su);
-                    }
-                }
-            }
-            if !lsub && (opts.subscribed || opts.return_subscribed) && subscribed(&name) {
-                attrs.push("\\Subscribed");
-            }
-            let mut line = format!("* {word} ({}) \".\" ", attrs.join(" ")).into_bytes();
-            response::mailbox(&mut line, &name);
-            line.extend_from_slice(b"\r\n");
-            self.out.extend_from_slice(&line);
-            if let Some((info, st)) = statuses.iter().find(|(m, _)| m.name == name) {
-                let items = status_items(info, st, &opts.return_status);
-                let mut line = b"* STATUS ".to_vec();
-                response::mailbox(&mut line, &name);
-                line.extend_from_slice(format!(" ({items})\r\n").as_bytes());
-                self.out.extend_from_slice(&line);
-            }
-        }
-        Outcome::Ok(format!("{word} completed"))
     }
 
     // RFC 6154 §3: CREATE-SPECIAL-USE.
@@ -399,7 +271,13 @@ impl Session {
             return Outcome::No("[USEATTR] One special use per mailbox".into());
         }
         let special_use = canonical.first().map(|s| s.to_string());
-        let r = blocking(move || account.create_mailbox(&name, special_use.as_deref())).await;
+        let name = match self.named_bytes(name.as_bytes()) {
+            Ok(name) => name,
+            Err(no) => return no,
+        };
+        let r = self
+            .blocking(move || account.create_mailbox(name.as_str(), special_use.as_deref()))
+            .await;
         match r {
             Ok(_) => Outcome::Ok("CREATE completed".into()),
             Err(e) => outcome_for(&e),
@@ -407,16 +285,17 @@ impl Session {
     }
 
     // RFC 3501 §6.3.10 STATUS.
-    pub async fn status(&mut self, name: String, items: &[StatusDataItemName]) -> Outcome {
+    pub async fn status(&mut self, name: MailboxName, items: &[StatusDataItemName]) -> Outcome {
         let Some(account) = self.account() else {
             return Outcome::Bad("Log in first".into());
         };
-        let got = blocking(move || {
-            let mb = account.mailbox(&name)?;
-            let st = account.status(&mb.guid)?;
-            Ok((mb, st))
-        })
-        .await;
+        let got = self
+            .blocking(move || {
+                let mb = account.mailbox(name.as_str())?;
+                let st = account.status(&mb.guid)?;
+                Ok((mb, st))
+            })
+            .await;
         let (mb, st): (MailboxInfo, MailboxStatus) = match got {
             Ok(x) => x,
             Err(e) => return outcome_for(&e),
@@ -440,28 +319,33 @@ impl Session {
             date,
             message,
         } = append;
+        let name = match name {
+            Ok(name) => name,
+            Err(e) => return outcome_for(&e),
+        };
         let (system, keywords) = split_flags(&flags);
         let internal_date = date.map(|d| d.as_ref().timestamp());
         let store = self.ctx.store.clone();
-        let r = blocking(move || {
-            let mb = match account.mailbox(&name) {
-                Ok(mb) => mb,
-                Err(Error::NotFound(_)) => return Ok(None),
-                Err(e) => return Err(e),
-            };
-            let bytes = buf
-                .get(message)
-                .ok_or_else(|| Error::InvalidData("APPEND literal out of range".into()))?;
-            let blob = store.blobs().put(bytes)?;
-            let msg = NewMessage {
-                flags: system,
-                keywords,
-                internal_date,
-                quota: Some(quota),
-            };
-            account.deliver(&mb.name, &blob, &msg).map(Some)
-        })
-        .await;
+        let r = self
+            .blocking(move || {
+                let mb = match account.mailbox(name.as_str()) {
+                    Ok(mb) => mb,
+                    Err(Error::NotFound(_)) => return Ok(None),
+                    Err(e) => return Err(e),
+                };
+                let bytes = buf
+                    .get(message)
+                    .ok_or_else(|| Error::InvalidData("APPEND literal out of range".into()))?;
+                let blob = store.blobs().put(bytes)?;
+                let msg = NewMessage {
+                    flags: system,
+                    keywords,
+                    internal_date,
+                    quota: Some(quota),
+                };
+                account.deliver(&mb.name, &blob, &msg).map(Some)
+            })
+            .await;
         let outcome = match r {
             Ok(Some(d)) => Outcome::Ok(format!(
                 "[APPENDUID {} {}] APPEND completed",
@@ -496,7 +380,9 @@ impl Session {
                 .map(|m| m.uid)
                 .collect();
             if !deleted.is_empty()
-                && let Err(e) = blocking(move || account.expunge(&guid, &deleted)).await
+                && let Err(e) = self
+                    .blocking(move || account.expunge(&guid, &deleted))
+                    .await
             {
                 return outcome_for(&e);
             }
@@ -537,7 +423,7 @@ impl Session {
             .collect();
         let account = a.account.clone();
         let guid = view.mailbox.guid;
-        let gone = match blocking(move || account.expunge(&guid, &doomed)).await {
+        let gone = match self.blocking(move || account.expunge(&guid, &doomed)).await {
             Ok(g) => g,
             Err(e) => return outcome_for(&e),
         };
@@ -574,7 +460,7 @@ impl Session {
             None => Ok(Vec::new()),
             Some(since) => {
                 let account = account.clone();
-                blocking(move || match since {
+                self.blocking(move || match since {
                     Some(modseq) => account.messages_since(&guid, modseq),
                     None => account.messages(&guid),
                 })
@@ -603,7 +489,7 @@ impl Session {
                 if newest < floor {
                     Ok((rows, floor))
                 } else {
-                    let claimed = blocking(move || account.claim_recent(&guid)).await;
+                    let claimed = self.blocking(move || account.claim_recent(&guid)).await;
                     claimed.map(|first| {
                         self.ctx.raise_recent_floor(guid, newest + 1);
                         (rows, first)
@@ -711,7 +597,7 @@ enum IdleEvent {
 }
 
 /// The STATUS items asked for, e.g. `MESSAGES 3 UNSEEN 1`.
-fn status_items(mb: &MailboxInfo, st: &MailboxStatus, items: &[StatusDataItemName]) -> String {
+pub fn status_items(mb: &MailboxInfo, st: &MailboxStatus, items: &[StatusDataItemName]) -> String {
     let mut parts = Vec::new();
     for item in items {
         match item {
@@ -750,19 +636,4 @@ pub fn split_flags(flags: &[Flag<'_>]) -> (Flags, Vec<String>) {
         }
     }
     (system, keywords)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::matches;
-
-    #[test]
-    fn list_patterns() {
-        assert!(matches(b"*", b"Work.Q1"));
-        assert!(!matches(b"%", b"Work.Q1"));
-        assert!(matches(b"%", b"Work"));
-        assert!(matches(b"Work.%", b"Work.Q1"));
-        assert!(matches(b"W*1", b"Work.Q1"));
-        assert!(!matches(b"Work", b"Work.Q1"));
-    }
 }

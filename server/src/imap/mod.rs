@@ -13,6 +13,8 @@ mod copy_move;
 pub mod extended;
 mod fetch;
 pub mod framing;
+mod list;
+mod list_pattern;
 mod mailboxes;
 pub mod mime;
 mod response;

@@ -13,7 +13,7 @@ use imap_codec::imap_types::sequence::SequenceSet;
 use mail_parser::{HeaderValue, MessageParser};
 
 use super::fetch::resolve;
-use super::mailboxes::{blocking, outcome_for};
+use super::mailboxes::outcome_for;
 use super::response::days_from_civil;
 use super::session::{Outcome, Session, State};
 use super::view::{View, ViewMessage};
@@ -359,60 +359,61 @@ impl Session {
         let account = a.account.clone();
         let mailbox: MailboxInfo = view.mailbox.clone();
         let now = self.ctx.store.env().now_secs();
-        let found = blocking(move || {
-            let content = needs_content(&key);
-            let body = needs_body(&key);
-            // Body searches read only the messages the full-text index names.
-            let candidates = match body.then(|| fulltext::narrow(&account, &mailbox, &key)) {
-                Some(Some(ids)) => candidates
-                    .into_iter()
-                    .filter(|(_, m)| ids.contains(&m.content_id))
-                    .collect(),
-                _ => candidates,
-            };
-            // Header-only searches read the cached header text first.
-            let cached = if content && !body {
-                let keys: Vec<(cove_store::ContentId, u8)> = candidates
-                    .iter()
-                    .map(|(_, m)| (m.content_id, HEADER_TEXT_KIND))
-                    .collect();
-                account.derived(&keys)?
-            } else {
-                Vec::new()
-            };
-            let mut learned = Vec::new();
-            let mut hits = Vec::new();
-            for (i, (seq, m)) in candidates.into_iter().enumerate() {
-                let c = if !content {
-                    None
-                } else if let Some(Some(text)) = cached.get(i) {
-                    Some(Content::from_header_text(text))
-                } else {
-                    let raw = match account.message(&mailbox.guid, m.uid)? {
-                        Some(cur) => std::fs::read(account.message_path(&mailbox, &cur)).ok(),
-                        None => None,
-                    };
-                    raw.map(|raw| {
-                        if body {
-                            content_of(&raw)
-                        } else {
-                            let c = content_of(header_block(&raw));
-                            learned.push((m.content_id, HEADER_TEXT_KIND, c.header_text()));
-                            c
-                        }
-                    })
+        let found = self
+            .blocking(move || {
+                let content = needs_content(&key);
+                let body = needs_body(&key);
+                // Body searches read only the messages the full-text index names.
+                let candidates = match body.then(|| fulltext::narrow(&account, &mailbox, &key)) {
+                    Some(Some(ids)) => candidates
+                        .into_iter()
+                        .filter(|(_, m)| ids.contains(&m.content_id))
+                        .collect(),
+                    _ => candidates,
                 };
-                if matches(&key, &m, &recent, now, c.as_ref()) {
-                    hits.push(if uid { m.uid as usize } else { seq });
+                // Header-only searches read the cached header text first.
+                let cached = if content && !body {
+                    let keys: Vec<(cove_store::ContentId, u8)> = candidates
+                        .iter()
+                        .map(|(_, m)| (m.content_id, HEADER_TEXT_KIND))
+                        .collect();
+                    account.derived(&keys)?
+                } else {
+                    Vec::new()
+                };
+                let mut learned = Vec::new();
+                let mut hits = Vec::new();
+                for (i, (seq, m)) in candidates.into_iter().enumerate() {
+                    let c = if !content {
+                        None
+                    } else if let Some(Some(text)) = cached.get(i) {
+                        Some(Content::from_header_text(text))
+                    } else {
+                        let raw = match account.message(&mailbox.guid, m.uid)? {
+                            Some(cur) => std::fs::read(account.message_path(&mailbox, &cur)).ok(),
+                            None => None,
+                        };
+                        raw.map(|raw| {
+                            if body {
+                                content_of(&raw)
+                            } else {
+                                let c = content_of(header_block(&raw));
+                                learned.push((m.content_id, HEADER_TEXT_KIND, c.header_text()));
+                                c
+                            }
+                        })
+                    };
+                    if matches(&key, &m, &recent, now, c.as_ref()) {
+                        hits.push(if uid { m.uid as usize } else { seq });
+                    }
                 }
-            }
-            // A cache that cannot be written only costs a parse next time.
-            if let Err(e) = account.store_derived(&learned) {
-                tracing::warn!(error = %e, "could not cache header text");
-            }
-            Ok(hits)
-        })
-        .await;
+                // A cache that cannot be written only costs a parse next time.
+                if let Err(e) = account.store_derived(&learned) {
+                    tracing::warn!(error = %e, "could not cache header text");
+                }
+                Ok(hits)
+            })
+            .await;
         match found {
             Ok(hits) => {
                 let list: String = hits.iter().map(|n| format!(" {n}")).collect();

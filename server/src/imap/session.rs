@@ -6,7 +6,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use cove_store::{Account, User};
+use cove_store::{Account, MailboxName, User};
 use imap_codec::CommandCodec;
 use imap_codec::decode::Decoder;
 use imap_codec::imap_types::command::{Command, CommandBody};
@@ -503,19 +503,43 @@ impl Session {
         use CommandBody as C;
         match body {
             // RFC 3501 §6.3: authenticated state.
-            C::Select { mailbox, .. } => self.select(mailbox_name(&mailbox), false).await,
-            C::Examine { mailbox, .. } => self.select(mailbox_name(&mailbox), true).await,
-            C::Create { mailbox } => self.create(mailbox_name(&mailbox)).await,
-            C::Delete { mailbox } => self.delete(mailbox_name(&mailbox)).await,
-            C::Rename { from, to } => self.rename(mailbox_name(&from), mailbox_name(&to)).await,
-            C::Subscribe { mailbox } => self.subscribe(mailbox_name(&mailbox), true).await,
-            C::Unsubscribe { mailbox } => self.subscribe(mailbox_name(&mailbox), false).await,
+            C::Select { mailbox, .. } => match self.named(&mailbox) {
+                Ok(name) => self.select(name, false).await,
+                Err(no) => no,
+            },
+            C::Examine { mailbox, .. } => match self.named(&mailbox) {
+                Ok(name) => self.select(name, true).await,
+                Err(no) => no,
+            },
+            // RFC 3501 §6.3.3: a trailing delimiter is dropped.
+            C::Create { mailbox } => {
+                match self.named_bytes(trim_delimiter(mailbox_bytes(&mailbox))) {
+                    Ok(name) => self.create(name).await,
+                    Err(no) => no,
+                }
+            }
+            C::Delete { mailbox } => match self.named(&mailbox) {
+                Ok(name) => self.delete(name).await,
+                Err(no) => no,
+            },
+            C::Rename { from, to } => match (self.named(&from), self.named(&to)) {
+                (Ok(from), Ok(to)) => self.rename(from, to).await,
+                (Err(no), _) | (_, Err(no)) => no,
+            },
+            C::Subscribe { mailbox } => match self.named(&mailbox) {
+                Ok(name) => self.subscribe(name, true).await,
+                Err(no) => no,
+            },
+            C::Unsubscribe { mailbox } => match self.named(&mailbox) {
+                Ok(name) => self.subscribe(name, false).await,
+                Err(no) => no,
+            },
             C::List {
                 reference,
                 mailbox_wildcard,
             } => {
                 self.list(
-                    mailbox_name(&reference),
+                    reference_text(&reference),
                     list_pattern(&mailbox_wildcard),
                     false,
                 )
@@ -526,7 +550,7 @@ impl Session {
                 mailbox_wildcard,
             } => {
                 self.list(
-                    mailbox_name(&reference),
+                    reference_text(&reference),
                     list_pattern(&mailbox_wildcard),
                     true,
                 )
@@ -535,7 +559,10 @@ impl Session {
             C::Status {
                 mailbox,
                 item_names,
-            } => self.status(mailbox_name(&mailbox), &item_names).await,
+            } => match self.named(&mailbox) {
+                Ok(name) => self.status(name, &item_names).await,
+                Err(no) => no,
+            },
             C::Idle => self.idle(tag).await,
             body => {
                 if !matches!(self.state, State::Selected(..)) {
@@ -592,18 +619,18 @@ impl Session {
                 sequence_set,
                 mailbox,
                 uid,
-            } => {
-                self.copy_or_move(sequence_set, mailbox_name(&mailbox), uid, false)
-                    .await
-            }
+            } => match self.named(&mailbox) {
+                Ok(name) => self.copy_or_move(sequence_set, name, uid, false).await,
+                Err(no) => no,
+            },
             C::Move {
                 sequence_set,
                 mailbox,
                 uid,
-            } => {
-                self.copy_or_move(sequence_set, mailbox_name(&mailbox), uid, true)
-                    .await
-            }
+            } => match self.named(&mailbox) {
+                Ok(name) => self.copy_or_move(sequence_set, name, uid, true).await,
+                Err(no) => no,
+            },
             _ => Outcome::Bad("Command not supported".into()),
         }
     }
@@ -673,12 +700,47 @@ fn plaintext_allowed(tls: bool, peer: std::net::IpAddr, allowed_by_config: bool)
     crate::auth::plaintext_allowed(tls, peer, allowed_by_config)
 }
 
-/// A mailbox name as cove stores it (modified UTF-7, INBOX normalised).
-pub fn mailbox_name(m: &imap_codec::imap_types::mailbox::Mailbox<'_>) -> String {
+/// The bytes of a mailbox name as the client sent them.
+fn mailbox_bytes<'a>(m: &'a imap_codec::imap_types::mailbox::Mailbox<'_>) -> &'a [u8] {
     use imap_codec::imap_types::mailbox::Mailbox;
     match m {
-        Mailbox::Inbox => "INBOX".to_string(),
-        Mailbox::Other(o) => String::from_utf8_lossy(o.as_ref()).into_owned(),
+        Mailbox::Inbox => b"INBOX",
+        Mailbox::Other(o) => o.as_ref(),
+    }
+}
+
+/// A name without its trailing hierarchy delimiters.
+fn trim_delimiter(name: &[u8]) -> &[u8] {
+    let end = name.iter().rposition(|b| *b != b'.').map_or(0, |i| i + 1);
+    &name[..end]
+}
+
+/// A mailbox name from the client, checked ([`MailboxName::parse`]).
+fn mailbox_name(
+    m: &imap_codec::imap_types::mailbox::Mailbox<'_>,
+) -> cove_store::Result<MailboxName> {
+    MailboxName::parse(mailbox_bytes(m))
+}
+
+/// A LIST reference: text the pattern is appended to, not a name to store.
+fn reference_text(m: &imap_codec::imap_types::mailbox::Mailbox<'_>) -> String {
+    String::from_utf8_lossy(mailbox_bytes(m)).into_owned()
+}
+
+impl Session {
+    /// A mailbox name from the client, or the NO that refuses it (logged).
+    fn named(
+        &self,
+        m: &imap_codec::imap_types::mailbox::Mailbox<'_>,
+    ) -> Result<MailboxName, Outcome> {
+        self.named_bytes(mailbox_bytes(m))
+    }
+
+    pub fn named_bytes(&self, raw: &[u8]) -> Result<MailboxName, Outcome> {
+        MailboxName::parse(raw).map_err(|e| {
+            tracing::info!(session = self.id, peer = %self.peer, error = %e.to_string().escape_debug(), "imap mailbox name refused");
+            super::mailboxes::outcome_for(&e)
+        })
     }
 }
 
@@ -692,7 +754,8 @@ fn list_pattern(m: &imap_codec::imap_types::mailbox::ListMailbox<'_>) -> String 
 
 /// An APPEND whose message is a range of the command's buffer.
 pub struct Append {
-    pub mailbox: String,
+    /// The name, or why it is not one.
+    pub mailbox: cove_store::Result<MailboxName>,
     pub flags: Vec<imap_codec::imap_types::flag::Flag<'static>>,
     pub date: Option<imap_codec::imap_types::datetime::DateTime>,
     pub message: std::ops::Range<usize>,

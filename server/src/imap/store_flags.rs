@@ -5,7 +5,7 @@ use imap_codec::imap_types::flag::{Flag, StoreResponse, StoreType};
 use imap_codec::imap_types::sequence::SequenceSet;
 
 use super::fetch::{resolve, seq_set_in_range};
-use super::mailboxes::{blocking, outcome_for, split_flags};
+use super::mailboxes::{outcome_for, split_flags};
 use super::response;
 use super::session::{Outcome, Session, State};
 
@@ -92,7 +92,9 @@ impl Session {
         let guid = view.mailbox.guid;
         let uids = uids.to_vec();
         let op = change.op();
-        let result = blocking(move || account.store_flags(&guid, &uids, op, unchanged_since)).await;
+        let result = self
+            .blocking(move || account.store_flags(&guid, &uids, op, unchanged_since))
+            .await;
         let result = match result {
             Ok(r) => r,
             Err(e) => return Err(outcome_for(&e)),

@@ -2,6 +2,7 @@
 //! of MAIL, RCPTs and DATA, one reply per accepted recipient after DATA),
 //! with STARTTLS (RFC 3207) and PIPELINING (RFC 2920).
 
+use crate::work::{self, Lane};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -309,7 +310,7 @@ impl Session {
         let (base, detail) = address.without_detail(self.ctx.config.delimiter());
         let detail = detail.map(|d| raw_detail(&to, d.chars().count()));
         let store = self.ctx.store.clone();
-        let lookup = tokio::task::spawn_blocking(move || {
+        let lookup = work::run(Lane::Reserved, move || {
             // `user+detail` is tried as a whole first: a user may really be
             // called that.
             match store.user(&address)? {
@@ -465,7 +466,7 @@ impl Session {
         buf: Vec<u8>,
     ) -> Result<(BlobWriter, Vec<u8>), cove_store::Error> {
         let store = self.ctx.store.clone();
-        tokio::task::spawn_blocking(move || {
+        work::run(Lane::Reserved, move || {
             let mut w = match writer {
                 Some(w) => w,
                 None => store.blobs().writer()?,
@@ -486,7 +487,7 @@ impl Session {
     ) -> Vec<Reply> {
         let store = self.ctx.store.clone();
         let targets: Vec<DeliveryTarget> = tx.recipients.iter().map(|r| r.target.clone()).collect();
-        let result = tokio::task::spawn_blocking(move || {
+        let result = work::run(Lane::Reserved, move || {
             let staged: StagedBlob = match writer {
                 Some(mut w) => {
                     w.write(&pending)?;

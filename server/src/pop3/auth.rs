@@ -7,6 +7,7 @@
 //! cannot answer gives `-ERR [SYS/TEMP]`, a user who already has a POP3
 //! session `-ERR [IN-USE]` (RFC 2449 §8.1.2).
 
+use crate::work::{self, Lane};
 use base64::Engine;
 use std::time::Duration;
 
@@ -171,7 +172,8 @@ impl Session {
             self.err("[IN-USE] Mailbox is locked by another POP3 session");
             return Flow::Continue;
         };
-        let loaded = tokio::task::spawn_blocking(move || Maildrop::load(account, lock)).await;
+        let key = account.email().to_string();
+        let loaded = work::run(Lane::User(&key), move || Maildrop::load(account, lock)).await;
         let maildrop = match loaded {
             Ok(Ok(m)) => m,
             Ok(Err(e)) => {

@@ -4,6 +4,7 @@
 //! and written when no further command is waiting), with the limits of
 //! `[pop3]`: line length, bad commands in a row, the autologout timer.
 
+use crate::work::{self, Lane};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -351,7 +352,7 @@ impl Session {
         let expunged = if uids.is_empty() && seen.is_empty() {
             Ok(Ok(Vec::new()))
         } else {
-            tokio::task::spawn_blocking(move || {
+            work::run(Lane::User(&user), move || {
                 if !seen.is_empty() {
                     let add = cove_store::FlagOp::Add(cove_store::Flags::SEEN, Vec::new());
                     // Messages IMAP expunged meanwhile are skipped.

@@ -2,6 +2,7 @@
 //! RSET, TOP, UIDL. Deleted messages keep their numbers and are left out
 //! of STAT, LIST and UIDL; acting on one is `-ERR`.
 
+use crate::work::{self, Lane};
 use std::collections::VecDeque;
 
 use cove_store::Cached;
@@ -168,10 +169,11 @@ impl Session {
         }
         // The rest on the blocking pool.
         METRICS.pop3_sent(Pop3Read::BlockingPool, left);
+        let user = account.email().to_string();
         let mut transfer = Transfer::new(account, mailbox, files, queue);
         loop {
             let mut out = std::mem::take(&mut self.out);
-            let job = tokio::task::spawn_blocking(move || {
+            let job = work::run(Lane::User(&user), move || {
                 let r = transfer.run(&mut out, TRANSFER_BUDGET);
                 (transfer, out, r)
             })

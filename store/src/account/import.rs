@@ -177,8 +177,8 @@ impl Account {
     /// notes). Refused (`InUse`) if a mailbox of that name holds mail cove
     /// numbered under another UIDVALIDITY.
     pub fn import_mailbox(&self, m: &ImportMailbox<'_>) -> Result<(MailboxInfo, MailboxImport)> {
-        maildir::validate_mailbox_name(m.name)?;
-        let name = index::normalize_name(m.name);
+        let name = maildir::validate_mailbox_name(m.name)?;
+        let name = name.as_str();
         let mut g = self.conn()?;
         let mut tx = Tx::begin(&mut g.conn)?;
         let outcome = match index::mailbox_by_name(&tx.tx, name)? {
@@ -202,8 +202,7 @@ impl Account {
                         path.display()
                     )));
                 }
-                maildir::create_folder(&path)?;
-                FolderIdentity { guid, uidvalidity }.write(&path)?;
+                self.place_new_folder(name, &path, &FolderIdentity { guid, uidvalidity })?;
                 let mb =
                     tx.insert_mailbox(guid, name, &dir, uidvalidity, m.special_use, m.subscribed)?;
                 Self::raise_uidnext(&mut tx, &mb, m.uidnext, true)?;

@@ -32,7 +32,7 @@ use std::fs;
 use std::path::PathBuf;
 
 use super::transfer::{move_rows, undo_moves};
-use super::{Account, DELETED_DIR};
+use super::{Account, CREATING_DIR, DELETED_DIR};
 use crate::changes::ChangeKind;
 use crate::index::{self, MailboxInfo, Tx};
 use crate::maildir::{self, FolderIdentity};
@@ -46,9 +46,10 @@ impl Account {
     /// INBOX moves its messages into a new mailbox `to` (see the module
     /// notes).
     pub fn rename_mailbox(&self, from: &str, to: &str) -> Result<()> {
-        maildir::validate_mailbox_name(from)?;
-        maildir::validate_mailbox_name(to)?;
-        if from.eq_ignore_ascii_case("INBOX") {
+        let from = maildir::validate_mailbox_name(from)?;
+        let to = maildir::validate_mailbox_name(to)?;
+        let (from, to) = (from.as_str(), to.as_str());
+        if from == "INBOX" {
             return self.rename_inbox(to);
         }
         let mut g = self.conn()?;
@@ -135,10 +136,8 @@ impl Account {
             guid: self.env.mailbox_guid(),
             uidvalidity: tx.next_uidvalidity(self.env.now_secs(), None)?,
         };
-        let created = maildir::create_folder(&path).and_then(|()| identity.write(&path));
-        let target = created.and_then(|()| {
-            tx.insert_mailbox(identity.guid, to, &dir, identity.uidvalidity, None, true)
-        });
+        self.place_new_folder(to, &path, &identity)?;
+        let target = tx.insert_mailbox(identity.guid, to, &dir, identity.uidvalidity, None, true);
         let target = match target {
             Ok(t) => t,
             Err(e) => {
@@ -187,7 +186,8 @@ impl Account {
         if name.eq_ignore_ascii_case("INBOX") {
             return Err(Error::InvalidData("INBOX cannot be deleted".into()));
         }
-        maildir::validate_mailbox_name(name)?;
+        let name = maildir::validate_mailbox_name(name)?;
+        let name = name.as_str();
         let mut g = self.conn()?;
         let mb = index::mailbox_by_name(&g.conn, name)?
             .ok_or_else(|| Error::NotFound(format!("mailbox {name}")))?;
@@ -236,15 +236,17 @@ impl Account {
         Ok(())
     }
 
-    /// Remove folders of deleted mailboxes that a crash left behind.
+    /// Remove folders of deleted mailboxes, and of new ones never placed,
+    /// that a crash left behind.
     pub(super) fn remove_deleted_folders(&self) {
-        let parking = self.home.join(DELETED_DIR);
-        let Ok(entries) = fs::read_dir(&parking) else {
-            return;
-        };
-        for entry in entries.flatten() {
-            if let Err(e) = fs::remove_dir_all(entry.path()) {
-                tracing::warn!(user = %self.email, folder = %entry.path().display(), error = %e, "could not remove a deleted mailbox's folder");
+        for scratch in [DELETED_DIR, CREATING_DIR] {
+            let Ok(entries) = fs::read_dir(self.home.join(scratch)) else {
+                continue;
+            };
+            for entry in entries.flatten() {
+                if let Err(e) = fs::remove_dir_all(entry.path()) {
+                    tracing::warn!(user = %self.email, folder = %entry.path().display(), error = %e, "could not remove a left-over folder");
+                }
             }
         }
     }
@@ -252,8 +254,8 @@ impl Account {
     /// RFC 3501 §6.3.6 SUBSCRIBE / §6.3.7 UNSUBSCRIBE. The name need not
     /// exist; when it does, the change is logged (`Subscription`).
     pub fn set_subscribed(&self, name: &str, subscribed: bool) -> Result<()> {
-        maildir::validate_mailbox_name(name)?;
-        let name = index::normalize_name(name);
+        let name = maildir::validate_mailbox_name(name)?;
+        let name = name.as_str();
         let mut g = self.conn()?;
         let mut tx = Tx::begin(&mut g.conn)?;
         if tx.set_subscription(name, subscribed)?

@@ -61,6 +61,7 @@ impl PeerLimits {
 /// folder of a valid name is one directory entry inside `Maildir/`.
 pub fn valid_peer_mailbox_name(name: &str) -> Result<()> {
     crate::maildir::validate_mailbox_name(name)
+        .map(|_| ())
         .map_err(|_| Error::InvalidData(format!("the peer sent an invalid mailbox name {name:?}")))
 }
 

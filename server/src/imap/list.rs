@@ -1,0 +1,207 @@
+//! RFC 3501 §6.3.8 LIST and §6.3.9 LSUB, with RFC 5258 LIST-EXTENDED
+//! selection and return options, RFC 5819 LIST-STATUS, RFC 3348 CHILDREN and
+//! RFC 6154 SPECIAL-USE attributes.
+//!
+//! The whole answer is computed on the blocking pool (under the user's
+//! budget, see `crate::work`): a user may have thousands of mailboxes and
+//! send several patterns, and nothing proportional to either runs on the
+//! reactor. Lookups go through sorted sets and maps, so an answer costs
+//! O(N log N) for N names plus the pattern matching (linear per name, see
+//! `list_pattern`).
+
+use std::collections::{BTreeSet, HashMap, HashSet};
+
+use cove_store::{MailboxInfo, MailboxStatus};
+
+use super::extended::ListOptions;
+use super::list_pattern::ListPattern;
+use super::mailboxes::{outcome_for, status_items};
+use super::response;
+use super::session::{Outcome, Session};
+
+impl Session {
+    // RFC 3501 §6.3.8 LIST, §6.3.9 LSUB.
+    pub async fn list(&mut self, reference: String, pattern: String, lsub: bool) -> Outcome {
+        if pattern.is_empty() && !lsub {
+            // RFC 3501 §6.3.8: the hierarchy delimiter and root.
+            self.untagged("LIST (\\Noselect) \".\" \"\"");
+            return Outcome::Ok("LIST completed".into());
+        }
+        let options = ListOptions {
+            reference,
+            patterns: vec![pattern],
+            ..ListOptions::default()
+        };
+        self.list_mailboxes(options, lsub).await
+    }
+
+    /// LIST and LSUB with LIST-EXTENDED options.
+    pub async fn list_mailboxes(&mut self, opts: ListOptions, lsub: bool) -> Outcome {
+        let Some(account) = self.account() else {
+            return Outcome::Bad("Log in first".into());
+        };
+        let word = if lsub { "LSUB" } else { "LIST" };
+        let listed = self
+            .blocking(move || {
+                let statuses = if opts.return_status.is_empty() {
+                    Vec::new()
+                } else {
+                    account.mailbox_status_all()?
+                };
+                let listing = Listing {
+                    mailboxes: account.mailboxes()?,
+                    subscriptions: account.subscriptions()?,
+                    statuses,
+                };
+                Ok(listing.render(&opts, lsub))
+            })
+            .await;
+        match listed {
+            Ok(lines) => {
+                self.out.extend_from_slice(&lines);
+                Outcome::Ok(format!("{word} completed"))
+            }
+            Err(e) => outcome_for(&e),
+        }
+    }
+}
+
+/// What a LIST answer is made from.
+struct Listing {
+    mailboxes: Vec<MailboxInfo>,
+    subscriptions: Vec<String>,
+    statuses: Vec<(MailboxInfo, MailboxStatus)>,
+}
+
+impl Listing {
+    /// The untagged lines of the answer.
+    fn render(&self, opts: &ListOptions, lsub: bool) -> Vec<u8> {
+        let word = if lsub { "LSUB" } else { "LIST" };
+        let by_name: HashMap<&str, &MailboxInfo> = self
+            .mailboxes
+            .iter()
+            .map(|m| (m.name.as_str(), m))
+            .collect();
+        let existing: BTreeSet<&str> = by_name.keys().copied().collect();
+        let subscribed: HashSet<&str> = self.subscriptions.iter().map(String::as_str).collect();
+        let statuses: HashMap<&str, &(MailboxInfo, MailboxStatus)> = self
+            .statuses
+            .iter()
+            .map(|s| (s.0.name.as_str(), s))
+            .collect();
+        let by_subscription = lsub || opts.subscribed;
+        let names: BTreeSet<&str> = if by_subscription {
+            subscribed.iter().copied().collect()
+        } else {
+            existing.clone()
+        };
+        let patterns: Vec<(ListPattern, ListPattern)> = opts
+            .patterns
+            .iter()
+            .map(|p| {
+                let full = format!("{}{p}", opts.reference);
+                let inbox = full.to_ascii_uppercase();
+                (
+                    ListPattern::new(full.as_bytes()),
+                    ListPattern::new(inbox.as_bytes()),
+                )
+            })
+            .collect();
+        let matched = |name: &str| {
+            patterns.iter().any(|(full, inbox)| {
+                if name == "INBOX" {
+                    inbox.matches(b"INBOX")
+                } else {
+                    full.matches(name.as_bytes())
+                }
+            })
+        };
+        let has_children = |set: &BTreeSet<&str>, name: &str| {
+            let prefix = format!("{name}.");
+            set.range(prefix.as_str()..)
+                .next()
+                .is_some_and(|n| n.starts_with(&prefix))
+        };
+        // Hierarchy levels that exist only as part of longer names
+        // (RFC 3501 §6.3.4's example after DELETE, §6.3.9's LSUB with %):
+        // listed with \Noselect where the pattern reaches them.
+        let mut implied: BTreeSet<&str> = BTreeSet::new();
+        for name in &names {
+            for (i, _) in name.match_indices('.') {
+                let parent = &name[..i];
+                if !names.contains(parent) {
+                    implied.insert(parent);
+                }
+            }
+        }
+        let mut entries: Vec<(&str, bool)> = names.iter().map(|n| (*n, false)).collect();
+        entries.extend(implied.iter().map(|n| (*n, true)));
+        entries.sort_unstable();
+        let mut out = Vec::new();
+        for (name, is_implied) in entries {
+            if !matched(name) {
+                continue;
+            }
+            if is_implied {
+                if opts.special_use || (opts.subscribed && !lsub) {
+                    continue;
+                }
+                let prefix = format!("{name}.");
+                // Only where the pattern stops at this level: `%` reaches it,
+                // `*` reaches the real names below it instead.
+                let below = names
+                    .range(prefix.as_str()..)
+                    .take_while(|n| n.starts_with(&prefix));
+                if below.clone().any(|n| matched(n)) {
+                    continue;
+                }
+                let attrs = if lsub {
+                    "\\Noselect"
+                } else if has_children(&existing, name) {
+                    "\\Noselect \\HasChildren"
+                } else {
+                    "\\Noselect \\HasNoChildren"
+                };
+                line(&mut out, word, attrs, name);
+                continue;
+            }
+            let mb = by_name.get(name);
+            if opts.special_use && mb.and_then(|m| m.special_use.as_ref()).is_none() {
+                continue;
+            }
+            let mut attrs: Vec<&str> = Vec::new();
+            match mb {
+                None if lsub => attrs.push("\\Noselect"),
+                None => attrs.push("\\NonExistent"),
+                Some(mb) => {
+                    if has_children(&existing, name) {
+                        attrs.push("\\HasChildren");
+                    } else {
+                        attrs.push("\\HasNoChildren");
+                    }
+                    if let Some(su) = &mb.special_use {
+                        attrs.push(su);
+                    }
+                }
+            }
+            if !lsub && (opts.subscribed || opts.return_subscribed) && subscribed.contains(name) {
+                attrs.push("\\Subscribed");
+            }
+            line(&mut out, word, &attrs.join(" "), name);
+            if let Some((info, st)) = statuses.get(name) {
+                let items = status_items(info, st, &opts.return_status);
+                out.extend_from_slice(b"* STATUS ");
+                response::mailbox(&mut out, name);
+                out.extend_from_slice(format!(" ({items})\r\n").as_bytes());
+            }
+        }
+        out
+    }
+}
+
+/// `* LIST (attrs) "." name`.
+fn line(out: &mut Vec<u8>, word: &str, attrs: &str, name: &str) {
+    out.extend_from_slice(format!("* {word} ({attrs}) \".\" ").as_bytes());
+    response::mailbox(out, name);
+    out.extend_from_slice(b"\r\n");
+}
