@@ -39,6 +39,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 mod durability;
+pub mod regular_file;
 
 pub use durability::{BadDurability, Durability, GroupSync};
 
@@ -246,7 +247,8 @@ impl BlobStore {
     /// the file itself becomes the blob (one more hard link, no copy). Returns
     /// the content id and whether the file now shares the blob's inode.
     pub fn adopt(&self, file: &Path) -> Result<(ContentId, u64, bool)> {
-        let mut f = File::open(file).ctx(|| format!("open {}", file.display()))?;
+        // Never a FIFO, a directory or a symlink's target (regular_file.rs).
+        let mut f = regular_file::open(file).ctx(|| format!("open {}", file.display()))?;
         let mut hasher = blake3::Hasher::new();
         let mut buf = vec![0u8; 64 * 1024];
         let mut len = 0u64;
@@ -271,7 +273,7 @@ impl BlobStore {
                 // name, and a blob name lost in a crash only costs a dedup
                 // miss. Adopting thousands of files (an mbsync run) must not
                 // cost two fsyncs each; the scan flushes once at its end.
-                Ok(()) => return Ok((id, len, true)),
+                Ok(()) => return self.linked_what_was_read(&f, file, &target, id, len),
                 Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
                     let same = fs::metadata(&target).map(|m| m.ino()).ok()
                         == fs::metadata(file).map(|m| m.ino()).ok();
@@ -297,10 +299,36 @@ impl BlobStore {
         Ok((id, len, true))
     }
 
+    /// After `adopt` linked `file`'s name as the blob `target`: make sure
+    /// the name still stood for the file that was hashed (another program
+    /// may have put something else there meanwhile, a FIFO even); if not,
+    /// the link is taken back.
+    fn linked_what_was_read(
+        &self,
+        read: &File,
+        file: &Path,
+        target: &Path,
+        id: ContentId,
+        len: u64,
+    ) -> Result<(ContentId, u64, bool)> {
+        let hashed = read.metadata().map(|m| (m.dev(), m.ino()));
+        let linked = fs::symlink_metadata(target).map(|m| (m.dev(), m.ino()));
+        match (hashed, linked) {
+            (Ok(a), Ok(b)) if a == b => Ok((id, len, true)),
+            _ => {
+                let _ = fs::remove_file(target);
+                Err(Error::Io {
+                    context: format!("adopt {}", file.display()),
+                    source: io::Error::other("the file was replaced while it was read"),
+                })
+            }
+        }
+    }
+
     /// Check that the blob's bytes still hash to its name.
     pub fn verify(&self, id: &ContentId) -> Result<()> {
         let path = self.path_of(id);
-        let mut f = match File::open(&path) {
+        let mut f = match regular_file::open(&path) {
             Ok(f) => f,
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Err(Error::NotFound(*id)),
             Err(e) => return Err(e).ctx(|| format!("open {}", path.display())),
@@ -356,7 +384,7 @@ impl BlobStore {
     /// Read a whole blob.
     pub fn read(&self, id: &ContentId) -> Result<Vec<u8>> {
         let path = self.path_of(id);
-        match fs::read(&path) {
+        match regular_file::read(&path) {
             Ok(b) => Ok(b),
             Err(e) if e.kind() == io::ErrorKind::NotFound => Err(Error::NotFound(*id)),
             Err(e) => Err(e).ctx(|| format!("read {}", path.display())),
@@ -384,8 +412,15 @@ impl BlobStore {
                 };
                 let path = entry.path();
                 // A blob removed by a concurrent gc between readdir and stat is skipped.
-                if let Ok(meta) = fs::symlink_metadata(&path) {
-                    f(id, &path, &meta);
+                // Only regular files are blobs: anything else under a
+                // blob's name (a FIFO linked in before cove checked) is
+                // neither verified, counted nor collected.
+                match fs::symlink_metadata(&path) {
+                    Ok(meta) if meta.is_file() => f(id, &path, &meta),
+                    Ok(meta) => {
+                        tracing::warn!(path = %path.display(), kind = ?meta.file_type(), "not a regular file under a blob's name; left alone");
+                    }
+                    Err(_) => {}
                 }
             }
         }

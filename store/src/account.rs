@@ -466,6 +466,18 @@ impl Account {
         self.folder(mailbox).join(&message.file)
     }
 
+    /// The content of a message's file, as the index names it. Never a
+    /// FIFO's, a directory's or a symlink's target's
+    /// ([`cove_dedup::regular_file`]). `NotFound` if it is gone (expunged,
+    /// or renamed by a flag change: look the message up again).
+    pub fn read_message(
+        &self,
+        mailbox: &MailboxInfo,
+        message: &MessageMeta,
+    ) -> std::io::Result<Vec<u8>> {
+        cove_dedup::regular_file::read(&self.message_path(mailbox, message))
+    }
+
     /// The folder of a mailbox, opened for reading its message files by
     /// their index names ([`MessageMeta::file`]).
     pub fn mailbox_files(&self, mailbox: &MailboxInfo) -> Result<crate::MailboxFiles> {

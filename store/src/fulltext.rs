@@ -332,11 +332,11 @@ fn read_and_extract(
     extract: &(dyn Fn(&[u8]) -> IndexedText + Sync),
 ) -> Vec<Read> {
     let one = |m: &MessageMeta| -> Read {
-        let raw = match std::fs::read(account.message_path(mailbox, m)) {
+        let raw = match account.read_message(mailbox, m) {
             Ok(raw) => raw,
             Err(_) => match account.message(&mailbox.guid, m.uid) {
                 Ok(None) => return Read::Gone,
-                Ok(Some(now)) => match std::fs::read(account.message_path(mailbox, &now)) {
+                Ok(Some(now)) => match account.read_message(mailbox, &now) {
                     Ok(raw) => raw,
                     Err(_) => return Read::Unreadable,
                 },

@@ -39,7 +39,8 @@ pub use account::{
 };
 pub use changes::{Change, ChangeKind};
 pub use cove_dedup::{
-    BlobStore, BlobWriter, ContentId, DedupStats, Durability, GcReport, GroupSync, StagedBlob,
+    BlobStore, BlobWriter, ContentId, DedupStats, Durability, Error as BlobError, GcReport,
+    GroupSync, StagedBlob, regular_file,
 };
 pub use directory::{Address, Directory, PasswordHash, User, UsersMerged};
 pub use env::{Clock, Entropy, Env, OsEntropy, SystemClock};

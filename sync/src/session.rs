@@ -302,11 +302,16 @@ where
     S: AsyncRead + AsyncWrite + Unpin + Send,
 {
     for id in ids {
-        let path = store.blobs().path_of(&ContentId(*id));
-        let bytes = match tokio::fs::read(&path).await {
+        // BlobStore::read: a regular file only (never waits on a FIFO).
+        let blobs = store.blobs().clone();
+        let content = ContentId(*id);
+        let read = tokio::task::spawn_blocking(move || blobs.read(&content))
+            .await
+            .map_err(std::io::Error::other)?;
+        let bytes = match read {
             Ok(b) => b,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
-            Err(e) => return Err(e.into()),
+            Err(cove_store::BlobError::NotFound(_)) => continue,
+            Err(e) => return Err(SyncError::Store(e.into())),
         };
         let mut chunks = bytes.chunks(CHUNK).peekable();
         if chunks.peek().is_none() {

@@ -180,7 +180,8 @@ fn keywords_of(letters: &str, names: &HashMap<u32, String>) -> Vec<String> {
 }
 
 fn read_optional(path: &Path) -> anyhow::Result<Option<String>> {
-    match fs::read(path) {
+    // Never a FIFO (which would wait for a writer) or a symlink's target.
+    match cove_store::regular_file::read(path) {
         Ok(bytes) => Ok(Some(String::from_utf8_lossy(&bytes).into_owned())),
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
         Err(e) => Err(e).with_context(|| format!("read {}", path.display())),

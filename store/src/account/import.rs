@@ -436,7 +436,10 @@ impl Account {
                 tx.allocate_uid(mb)?
             }
         };
-        let bytes = crlf(fs::read(&m.source).ctx(|| format!("read {}", m.source.display()))?);
+        let bytes = crlf(
+            cove_dedup::regular_file::read(&m.source)
+                .ctx(|| format!("read {}", m.source.display()))?,
+        );
         let size = bytes.len() as u64;
         let base =
             FileName::new_delivery(m.internal_date.max(0) as u64, m.guid, &self.hostname, size);

@@ -194,9 +194,14 @@ impl Account {
         let mut prepared = Vec::new();
         for (mb, f) in additions {
             let path = self.folder(&mb).join(&f.rel);
-            let Ok(meta) = fs::metadata(&path) else {
+            // Not following a symlink (the listing skipped those; this
+            // is the name as it is now).
+            let Ok(meta) = fs::symlink_metadata(&path) else {
                 continue;
             };
+            if !meta.is_file() {
+                continue;
+            }
             let date = f
                 .name
                 .delivery_secs()
@@ -221,7 +226,17 @@ impl Account {
                 let _ = fs::remove_file(&path);
                 continue;
             }
-            let (content_id, size) = self.adopt_file(&path)?;
+            let (content_id, size) = match self.adopt_file(&path) {
+                Ok(adopted) => adopted,
+                Err(e @ Error::NoSpace(_)) => return Err(e),
+                // Not a regular file after all (replaced since the
+                // listing), unreadable, or changing under us: the account
+                // still serves everything else; the next scan tries again.
+                Err(e) => {
+                    maildir::skipping(&path, &e);
+                    continue;
+                }
+            };
             let (keywords, internal_date) = match &moved {
                 Some(m) => (m.keywords.as_slice(), m.internal_date),
                 None => (&[][..], date),

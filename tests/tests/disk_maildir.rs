@@ -1,0 +1,114 @@
+//! What another program, a bad sector or an operator can leave on disk
+//! (issue 11): names in a Maildir that are not message files, an index
+//! truncated or deleted under a running server, keywords kept where
+//! other programs and a rebuild see them, and the modes of cove's files.
+
+mod pop3_common;
+
+use std::fs;
+use std::os::unix::fs::FileTypeExt;
+use std::path::Path;
+
+use cove_tests::{IMAP_CONFIG, TestServer, eventually, message};
+use pop3_common::{PASS, POP3_CONFIG, USER};
+
+const WAIT: std::time::Duration = std::time::Duration::from_secs(20);
+
+/// A server with IMAP and POP3, and [`USER`] with two messages.
+fn server_with_two_messages() -> TestServer {
+    let s = TestServer::start(&format!("{IMAP_CONFIG}{POP3_CONFIG}"));
+    s.add_user_with_password(USER, PASS);
+    for n in 1..=2 {
+        s.deliver_to(USER, &message(&format!("m{n}"), &format!("body {n}")));
+    }
+    s
+}
+
+/// The `* n EXISTS` of a SELECT's responses.
+fn exists(responses: &[String]) -> Option<u32> {
+    responses
+        .iter()
+        .find_map(|r| r.strip_prefix("* ")?.strip_suffix(" EXISTS")?.parse().ok())
+}
+
+fn mkfifo(path: &Path) {
+    rustix::fs::mknodat(
+        rustix::fs::CWD,
+        path,
+        rustix::fs::FileType::Fifo,
+        rustix::fs::Mode::from_raw_mode(0o600),
+        0,
+    )
+    .expect("mkfifo");
+}
+
+#[test]
+fn fifo_directory_and_symlink_in_cur_are_skipped() {
+    let s = server_with_two_messages();
+    let outside = s.data_dir().parent().expect("temp dir").join("outside");
+    fs::write(&outside, message("secret", "SECRET-FROM-OUTSIDE")).expect("outside file");
+    let cur = s.folder(USER, "INBOX").join("cur");
+    let fifo = cur.join("1700000001.M1P1.otherhost,S=10:2,S");
+    mkfifo(&fifo);
+    fs::create_dir(cur.join("1700000002.M2P2.otherhost:2,")).expect("directory");
+    std::os::unix::fs::symlink(&outside, cur.join("1700000003.M3P3.otherhost:2,S"))
+        .expect("symlink");
+
+    // The account serves its two messages, over IMAP and POP3.
+    let mut imap = s.imap_login(USER, PASS);
+    let selected = imap.cmd_ok("S1 SELECT INBOX");
+    assert_eq!(exists(&selected), Some(2), "{selected:?}");
+    let fetched = imap.cmd_ok("F1 FETCH 1:* BODY[]").join("\n");
+    assert!(fetched.contains("body 1") && fetched.contains("body 2"));
+    assert!(!fetched.contains("SECRET-FROM-OUTSIDE"), "{fetched}");
+
+    let mut pop = pop3_common::logged_in(&s);
+    assert!(pop.cmd("STAT").starts_with("+OK 2 "));
+    for n in 1..=2 {
+        let retr = pop.multi(&format!("RETR {n}")).join("\n");
+        assert!(retr.contains(&format!("body {n}")), "{retr}");
+        assert!(!retr.contains("SECRET-FROM-OUTSIDE"), "{retr}");
+    }
+    assert_eq!(pop.cmd("QUIT").split(' ').next(), Some("+OK"));
+
+    // Another program's real message still gets in (a later scan), and the
+    // FIFO is reported once, not once per scan.
+    fs::write(
+        s.folder(USER, "INBOX")
+            .join("new/1700000004.M4P4.otherhost"),
+        message("m3", "body 3"),
+    )
+    .expect("foreign message");
+    eventually(WAIT, || {
+        let r = imap.cmd_ok("N1 NOOP");
+        r.iter().any(|l| l == "* 3 EXISTS").then_some(())
+    })
+    .expect("the foreign message shows up");
+    let fifo_name = fifo.file_name().and_then(|n| n.to_str()).expect("name");
+    let reports = s.logs().iter().filter(|l| l.contains(fifo_name)).count();
+    assert_eq!(reports, 1, "{:#?}", s.logs());
+
+    // Nothing but regular files under blobs/, three of them, none the
+    // outside file's content; and verify ends.
+    let blobs = s.blob_files();
+    assert_eq!(blobs.len(), 3, "{blobs:?}");
+    for b in &blobs {
+        let meta = fs::symlink_metadata(b).expect("blob");
+        assert!(meta.file_type().is_file(), "{}: {meta:?}", b.display());
+        let bytes = fs::read(b).expect("read blob");
+        assert!(!String::from_utf8_lossy(&bytes).contains("SECRET-FROM-OUTSIDE"));
+    }
+    let out = s.cli(&["dedup", "verify"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // The FIFO is still a FIFO, untouched.
+    assert!(
+        fs::symlink_metadata(&fifo)
+            .expect("fifo")
+            .file_type()
+            .is_fifo()
+    );
+}
