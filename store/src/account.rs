@@ -190,6 +190,64 @@ fn open_index(home: &Path, mode: Durability, node: u16) -> Result<IndexConn> {
     Ok(IndexConn { conn, ino })
 }
 
+/// What is at `index.sqlite` compared with the file the connection has
+/// open. Checked at every use of the index (one `stat`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum IndexFile {
+    Same,
+    /// Another file (`cove index rebuild` in another process).
+    Replaced,
+    /// Deleted.
+    Missing,
+    /// Our own file, cut to a length no SQLite database has (0, or not a
+    /// whole number of 512-byte pages).
+    Truncated,
+}
+
+/// Close the connection of an index file that was replaced, deleted or
+/// cut, before anything is opened in its place. SQLite deletes a WAL and
+/// its shared-memory file *by name* when the last connection closes, and
+/// the names may be the new index's by then: its WAL is kept
+/// (`SQLITE_FCNTL_PERSIST_WAL`; the orphans of a deleted index are
+/// removed by [`open_index`]). Until then an in-memory placeholder holds
+/// the place, with an inode no file has, so the next use tries again if
+/// the reopening fails.
+fn retire(index: &mut IndexConn) -> Result<()> {
+    let old = std::mem::replace(
+        index,
+        IndexConn {
+            conn: Connection::open_in_memory()?,
+            ino: 0,
+        },
+    );
+    let mut persist: std::ffi::c_int = 1;
+    if let Err(e) = old.conn.file_control(
+        Some(rusqlite::MAIN_DB),
+        rusqlite::FileControl::PersistWal(&mut persist),
+    ) {
+        // Left open rather than risk the new index's WAL (rare: a few
+        // descriptors and a small cache, once per lost index).
+        tracing::warn!(error = %e, "could not keep the WAL of a replaced index on close; leaving its connection open");
+        std::mem::forget(old);
+        return Ok(());
+    }
+    drop(old);
+    Ok(())
+}
+
+impl IndexFile {
+    fn check(home: &Path, open_ino: u64) -> IndexFile {
+        match fs::metadata(home.join(INDEX_FILE)) {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => IndexFile::Missing,
+            // Unknown (EACCES...): the connection's own reads will say.
+            Err(_) => IndexFile::Same,
+            Ok(m) if m.ino() != open_ino => IndexFile::Replaced,
+            Ok(m) if m.len() == 0 || m.len() % 512 != 0 => IndexFile::Truncated,
+            Ok(_) => IndexFile::Same,
+        }
+    }
+}
+
 impl Account {
     /// Open a user's account at `home`, creating its Maildir and default
     /// mailboxes if new, and reconcile the index with the Maildir.
@@ -260,24 +318,57 @@ impl Account {
         &self.home
     }
 
-    /// The index connection, reopened if index.sqlite was replaced.
+    /// The index connection, reopened if index.sqlite was replaced, and
+    /// rebuilt from the Maildir first if it was deleted or truncated
+    /// ([`IndexFile`]): nobody is served from an empty index (a
+    /// delivery would find no INBOX).
     fn conn(&self) -> Result<MutexGuard<'_, IndexConn>> {
         let mut guard = self
             .index
             .lock()
             .map_err(|_| Error::Index("index lock poisoned by an earlier panic".into()))?;
-        let current = fs::metadata(self.home.join(INDEX_FILE))
-            .map(|m| m.ino())
-            .ok();
-        if current != Some(guard.ino) {
-            tracing::info!(user = %self.email, "index.sqlite was replaced; reopening it");
-            *guard = open_index(
+        let reopen = || {
+            open_index(
                 &self.home,
                 self.sync.mode(),
                 crate::replica::node_id(&self.hostname),
-            )?;
+            )
+        };
+        match IndexFile::check(&self.home, guard.ino) {
+            IndexFile::Same => {}
+            IndexFile::Replaced => {
+                tracing::info!(user = %self.email, "index.sqlite was replaced; reopening it");
+                retire(&mut guard)?;
+                *guard = reopen()?;
+            }
+            lost @ (IndexFile::Missing | IndexFile::Truncated) => {
+                tracing::warn!(user = %self.email, index = ?lost, "index.sqlite was lost under the running server; rebuilding it from the Maildir before serving this user (GUIDs kept, UIDVALIDITY renewed)");
+                retire(&mut guard)?;
+                if lost == IndexFile::Truncated {
+                    self.move_index_aside("truncated")?;
+                }
+                *guard = reopen()?;
+                let outcome = self.scan_locked(&mut guard)?;
+                self.finish_scan(outcome)?;
+            }
         }
         Ok(guard)
+    }
+
+    /// Keep a damaged index (and its WAL) beside the new one, as
+    /// `cove index rebuild` does: never delete what may still be read.
+    fn move_index_aside(&self, why: &str) -> Result<()> {
+        let secs = self.env.now_secs();
+        for suffix in ["", "-wal", "-shm"] {
+            let from = self.home.join(format!("{INDEX_FILE}{suffix}"));
+            let to = self.home.join(format!("{INDEX_FILE}.{why}-{secs}{suffix}"));
+            match fs::rename(&from, &to) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(e).ctx(|| format!("move {} aside", from.display())),
+            }
+        }
+        Ok(())
     }
 
     /// Make committed changes durable (the group flush in batched mode),

@@ -140,11 +140,15 @@ pub(crate) fn open(path: &Path, durable_commits: bool) -> Result<Connection> {
     // small, and its WAL from growing past 512 KiB between checkpoints (the
     // WAL is deleted when the account is closed).
     conn.pragma_update(None, "cache_size", -512)?;
-    // Read pages through a memory map of the file (the kernel's page cache,
-    // shared by every connection) instead of copying each into the small
-    // cache above: a FETCH of 100,000 cached ENVELOPEs spent a third of
-    // its time in those copies. Address space only; nothing is held.
-    conn.pragma_update(None, "mmap_size", 256 * 1024 * 1024)?;
+    // No memory map (`mmap_size` stays 0, and is set so: a build default
+    // could differ). A map of a file that another process truncates kills
+    // the whole process with SIGBUS on the next read of a vanished page —
+    // every user's sessions, no log line (SQLite's "mmap" documentation
+    // says as much). Without it a truncated index is a read error for that
+    // one user. What the map saved (copies of pages into the small cache
+    // above, for a FETCH of 100,000 cached ENVELOPEs) a sequential read of
+    // the derived table wins back (account/derived.rs).
+    conn.pragma_update(None, "mmap_size", 0)?;
     conn.pragma_update(None, "wal_autocheckpoint", 128)?;
     conn.pragma_update(None, "journal_size_limit", 512 * 1024)?;
     conn.pragma_update(None, "foreign_keys", "ON")?;

@@ -112,3 +112,90 @@ fn fifo_directory_and_symlink_in_cur_are_skipped() {
             .is_fifo()
     );
 }
+
+const OTHER: &str = "o@x.org";
+
+/// The POP3 UIDLs of [`USER`]'s maildrop (derived from the GUIDs).
+fn uidls(s: &TestServer) -> Vec<String> {
+    let mut pop = pop3_common::logged_in(s);
+    let lines = pop.multi("UIDL");
+    assert!(lines[0].starts_with("+OK"), "{lines:?}");
+    assert_eq!(pop.cmd("QUIT").split(' ').next(), Some("+OK"));
+    let mut out: Vec<String> = lines[1..lines.len() - 1]
+        .iter()
+        .filter_map(|l| l.split(' ').nth(1).map(str::to_string))
+        .collect();
+    out.sort();
+    out
+}
+
+/// Whether the server process is alive (not a zombie: TestServer reaps it
+/// only when asked).
+fn alive(s: &TestServer) -> bool {
+    fs::read_to_string(format!("/proc/{}/stat", s.pid()))
+        .ok()
+        .and_then(|st| st.rsplit_once(") ").map(|(_, rest)| !rest.starts_with('Z')))
+        .unwrap_or(false)
+}
+
+#[test]
+fn index_truncated_under_an_open_session_takes_down_nobody() {
+    let s = server_with_two_messages();
+    s.add_user_with_password(OTHER, PASS);
+    s.deliver_to(OTHER, &message("o1", "other's mail"));
+    let before = uidls(&s);
+
+    let mut imap = s.imap_login(USER, PASS);
+    imap.cmd_ok("S1 SELECT INBOX");
+    imap.cmd_ok("F1 FETCH 1:* (ENVELOPE BODYSTRUCTURE)");
+    fs::OpenOptions::new()
+        .write(true)
+        .open(s.home(USER).join("index.sqlite"))
+        .expect("open index")
+        .set_len(0)
+        .expect("truncate");
+
+    // The session's next commands get answers of some kind (or the
+    // connection ends): no hang, and above all no dead server.
+    imap.send("F2 FETCH 1:* (ENVELOPE BODYSTRUCTURE)");
+    while let Ok(Some(r)) = imap.try_read_response() {
+        if r.starts_with("F2 ") {
+            break;
+        }
+    }
+    assert!(alive(&s), "cove died:\n{}", s.logs().join("\n"));
+
+    // Every user is served; the truncated index was rebuilt with the
+    // same messages (the same UIDLs).
+    let mut other = s.imap_login(OTHER, PASS);
+    assert_eq!(exists(&other.cmd_ok("S1 SELECT INBOX")), Some(1));
+    s.deliver_to(OTHER, &message("o2", "more"));
+    let mut again = s.imap_login(USER, PASS);
+    assert_eq!(exists(&again.cmd_ok("S1 SELECT INBOX")), Some(2));
+    assert_eq!(uidls(&s), before);
+    assert!(alive(&s));
+}
+
+#[test]
+fn index_deleted_under_a_running_server_is_rebuilt_before_delivery() {
+    let s = server_with_two_messages();
+    let before = uidls(&s);
+    assert_eq!(before.len(), 2);
+    fs::remove_file(s.home(USER).join("index.sqlite")).expect("delete the index");
+
+    // A real user never gets a 5xx for an index problem: here a 250.
+    let mut lmtp = s.lmtp_ready();
+    let d = lmtp.deliver("s@example.org", &[USER], &message("m3", "body 3"));
+    assert!(d.results[0].is("250"), "{:?}", d.results[0]);
+
+    // INBOX is there with every message, GUIDs (POP3 UIDLs) kept.
+    let mut imap = s.imap_login(USER, PASS);
+    let selected = imap.cmd_ok("S1 SELECT INBOX");
+    assert_eq!(exists(&selected), Some(3), "{selected:?}");
+    let after = uidls(&s);
+    assert_eq!(after.len(), 3);
+    assert!(
+        before.iter().all(|u| after.contains(u)),
+        "{before:?} {after:?}"
+    );
+}

@@ -36,11 +36,21 @@ use std::fs;
 use std::os::unix::fs::MetadataExt;
 
 use super::dir_stamps::{self, DirStamps};
-use super::{Account, DEFAULT_MAILBOXES, ScanReport};
+use super::{Account, DEFAULT_MAILBOXES, IndexConn, ScanReport};
+use crate::changes::Change;
 use crate::ids::MessageGuid;
 use crate::index::{self, MailboxInfo, MessageMeta, NewMessageRow, Tx};
 use crate::maildir::{self, FileName, FolderIdentity};
 use crate::{Error, Result};
+
+/// What a scan did to the index, before it is flushed and announced.
+pub(super) struct ScanOutcome {
+    report: ScanReport,
+    changes: Vec<Change>,
+    /// Index writes that log no change (a file moved from new/ to cur/).
+    quiet_writes: bool,
+    stamps: Option<DirStamps>,
+}
 
 impl Account {
     /// Reconcile the index with the Maildir: folders and files added,
@@ -49,6 +59,35 @@ impl Account {
     /// and their system flags; the index for everything else.
     pub fn scan(&self) -> Result<ScanReport> {
         let mut g = self.conn()?;
+        let outcome = self.scan_locked(&mut g)?;
+        drop(g);
+        self.finish_scan(outcome)
+    }
+
+    /// Make what a scan did durable and known (after the index lock is
+    /// released, where the caller can).
+    pub(super) fn finish_scan(&self, outcome: ScanOutcome) -> Result<ScanReport> {
+        let ScanOutcome {
+            report,
+            changes,
+            quiet_writes,
+            stamps,
+        } = outcome;
+        // A scan that found nothing wrote nothing: no group flush (the
+        // Maildir watcher scans after cove's own writes too).
+        if !report.is_empty() || !changes.is_empty() || quiet_writes {
+            self.sync.sync()?;
+        }
+        if !report.is_empty() {
+            tracing::info!(user = %self.email, ?report, "reconciled index with Maildir");
+        }
+        self.announce(changes);
+        self.set_scanned(stamps.filter(DirStamps::trustworthy));
+        Ok(report)
+    }
+
+    /// The scan's work on the index, with its connection held.
+    pub(super) fn scan_locked(&self, g: &mut IndexConn) -> Result<ScanOutcome> {
         let mut report = ScanReport::default();
         let mut changes = Vec::new();
         // Taken before anything is listed: a change made while the scan
@@ -262,18 +301,12 @@ impl Account {
             }
         }
         changes.extend(tx.commit()?);
-        drop(g);
-        // A scan that found nothing wrote nothing: no group flush (the
-        // Maildir watcher scans after cove's own writes too).
-        if !report.is_empty() || !changes.is_empty() || quiet_writes {
-            self.sync.sync()?;
-        }
-        if !report.is_empty() {
-            tracing::info!(user = %self.email, ?report, "reconciled index with Maildir");
-        }
-        self.announce(changes);
-        self.set_scanned(stamps.filter(DirStamps::trustworthy));
-        Ok(report)
+        Ok(ScanOutcome {
+            report,
+            changes,
+            quiet_writes,
+            stamps,
+        })
     }
 
     /// [`scan`](Account::scan), unless no directory of the Maildir changed
