@@ -13,5 +13,6 @@ pub mod listener;
 pub mod lmtp;
 pub mod metrics;
 pub mod pop3;
+pub mod private_files;
 pub mod serve;
 pub mod tls;

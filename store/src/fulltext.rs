@@ -120,7 +120,7 @@ impl FullText {
     }
 
     fn open_at(path: &Path, extractor: u32) -> Result<FullText> {
-        let conn = Connection::open(path)?;
+        let conn = crate::index::open_private(path)?;
         conn.busy_timeout(Duration::from_secs(10))?;
         conn.pragma_update(None, "journal_mode", "WAL")?;
         // A cache: a commit lost in a crash is indexed again.

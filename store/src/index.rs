@@ -36,9 +36,9 @@ use rusqlite::{Connection, OptionalExtension, Transaction, params};
 use std::path::Path;
 use std::time::Duration;
 
-use crate::Result;
 use crate::changes::{Change, ChangeKind};
 use crate::ids::{ContentId, Flags, MailboxGuid, MessageGuid, ModSeq, Uid};
+use crate::{IoContext, Result};
 
 /// 1: first version. 2: the `subscription` table (filled from
 /// `mailbox.subscribed`). 3: `mailbox.first_recent`. 4: replication stamps
@@ -123,12 +123,36 @@ CREATE TABLE IF NOT EXISTS derived(
 ) WITHOUT ROWID;
 ";
 
+/// Open (creating if needed) one of cove's SQLite databases (`cove.db`,
+/// `index.sqlite`, `fts.sqlite`), readable by cove's user only: created
+/// 0600 before SQLite opens it (its `-wal` and `-shm` take the database's
+/// mode), and an existing one tightened to that (one log line).
+pub(crate) fn open_private(path: &Path) -> Result<Connection> {
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    let made = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .mode(0o600)
+        .open(path);
+    let made = made.and_then(|f| {
+        let mode = f.metadata()?.permissions().mode() & 0o7777;
+        if mode & 0o077 != 0 {
+            f.set_permissions(std::fs::Permissions::from_mode(mode & 0o700))?;
+            tracing::info!(path = %path.display(), from = format!("{mode:o}"), to = format!("{:o}", mode & 0o700), "made a database readable by cove's user only");
+        }
+        Ok(())
+    });
+    made.ctx(|| format!("open {}", path.display()))?;
+    Ok(Connection::open(path)?)
+}
+
 /// Open (creating if needed) an index database.
 /// `durable_commits`: every commit fsyncs the WAL (`synchronous=FULL`);
 /// otherwise the caller's group flush makes commits durable
 /// (`synchronous=NORMAL`, still crash-consistent).
 pub(crate) fn open(path: &Path, durable_commits: bool) -> Result<Connection> {
-    let mut conn = Connection::open(path)?;
+    let mut conn = open_private(path)?;
     conn.busy_timeout(Duration::from_secs(10))?;
     conn.pragma_update(None, "journal_mode", "WAL")?;
     conn.pragma_update(

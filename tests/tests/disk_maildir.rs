@@ -199,3 +199,92 @@ fn index_deleted_under_a_running_server_is_rebuilt_before_delivery() {
         "{before:?} {after:?}"
     );
 }
+
+fn mode(path: &Path) -> u32 {
+    use std::os::unix::fs::PermissionsExt;
+    fs::symlink_metadata(path)
+        .unwrap_or_else(|e| panic!("stat {}: {e}", path.display()))
+        .permissions()
+        .mode()
+        & 0o777
+}
+
+#[test]
+fn files_are_private_to_coves_user() {
+    use std::os::unix::fs::PermissionsExt;
+    let mut s = server_with_two_messages();
+    let data = s.data_dir().to_path_buf();
+    let home = s.home(USER);
+    let mut imap = s.imap_login(USER, PASS);
+    imap.cmd_ok("S1 SELECT INBOX");
+    imap.cmd_ok("S2 SEARCH BODY \"body\"");
+    for dir in [
+        data.clone(),
+        data.join("blobs"),
+        data.join("mail"),
+        data.join("tls"),
+        home.clone(),
+        home.join("Maildir/cur"),
+        home.join("Maildir/.Sent"),
+    ] {
+        assert_eq!(mode(&dir), 0o700, "{}", dir.display());
+    }
+    for file in [
+        data.join("cove.db"),
+        data.join("tls/key.pem"),
+        home.join("index.sqlite"),
+        home.join("fts.sqlite"),
+    ] {
+        assert_eq!(mode(&file), 0o600, "{}", file.display());
+    }
+    for message in s.maildir_files(USER, "INBOX") {
+        assert_eq!(mode(&message), 0o400, "{}", message.display());
+    }
+
+    // A data directory made by an older cove is tightened at start.
+    s.stop();
+    for (path, m) in [(&data, 0o755), (&data.join("cove.db"), 0o644)] {
+        fs::set_permissions(path, fs::Permissions::from_mode(m)).expect("chmod");
+    }
+    s.restart();
+    assert_eq!(mode(&data), 0o700);
+    assert_eq!(mode(&data.join("cove.db")), 0o600);
+    assert!(s.logged("made the data directory readable by cove's user only"));
+}
+
+#[test]
+fn a_secret_every_user_can_read_is_refused_at_start() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let secret = dir.path().join("peer.secret");
+    fs::write(&secret, "0123456789abcdef-shared-secret\n").expect("secret");
+    {
+        use std::os::unix::fs::PermissionsExt;
+        fs::set_permissions(&secret, fs::Permissions::from_mode(0o644)).expect("chmod");
+    }
+    let config = dir.path().join("cove.toml");
+    fs::write(
+        &config,
+        cove_tests::config_text(
+            &dir.path().join("data"),
+            "127.0.0.1:0",
+            &format!(
+                "[replication]\nlisten = [\"127.0.0.1:0\"]\nsecret_file = {:?}\n\
+                 [[replication.peers]]\nname = \"b\"\naddress = \"127.0.0.1:9\"\n",
+                secret.display().to_string()
+            ),
+        ),
+    )
+    .expect("config");
+    let mut cmd = std::process::Command::new(cove_tests::cove_bin());
+    cmd.arg("serve").arg("--config").arg(&config);
+    let out = cove_tests::run_bounded(cmd, None, WAIT);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    let last = err.lines().last().unwrap_or_default();
+    assert!(
+        last.starts_with("cove: ")
+            && last.contains("secret_file")
+            && last.contains("readable by every user"),
+        "{err}"
+    );
+}
