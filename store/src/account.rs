@@ -30,8 +30,9 @@ use crate::changes::Change;
 use crate::env::Env;
 use crate::ids::{Flags, MailboxGuid, MessageGuid, ModSeq, Uid};
 use crate::index::{self, MailboxInfo, MessageMeta, NewMessageRow, Tx};
+use crate::keyword_letters::{self, KeywordLetters, letters_in};
 use crate::maildir::{self, FileName, FolderIdentity};
-use crate::watch::{OwnBudget, OwnEvent, own_rename};
+use crate::watch::{OwnBudget, OwnEvent};
 use crate::{Error, IoContext, Result};
 use cove_dedup::{Durability, GroupSync};
 
@@ -669,12 +670,8 @@ impl Account {
         let base = FileName::new_delivery(now.max(0) as u64, guid, &self.hostname, blob.len());
         let parsed = FileName::parse(&base)
             .ok_or_else(|| Error::InvalidData(format!("bad file name {base}")))?;
-        let rel = if msg.flags.is_empty() {
-            format!("new/{base}")
-        } else {
-            format!("cur/{}", parsed.cur_name(msg.flags))
-        };
         let folder = self.folder(&mb);
+        let rel = keyword_letters::new_file_rel(&folder, &mut None, &parsed, msg.flags, &keywords)?;
         let path = folder.join(&rel);
         let announced = self.own.announce(
             &mut OwnBudget::default(),
@@ -736,21 +733,20 @@ impl Account {
         let msg = index::message_by_uid(&g.conn, mb.id, uid)?.ok_or(Error::Expunged)?;
         let folder = self.folder(&mb);
         let mut file = msg.file.clone();
-        if flags != msg.flags {
-            let fname = file.rsplit('/').next().unwrap_or(&file).to_string();
-            let parsed = FileName::parse(&fname)
-                .ok_or_else(|| Error::InvalidData(format!("bad file name {fname}")))?;
-            let new_rel = format!("cur/{}", parsed.cur_name(flags));
-            let (src, dst) = (folder.join(&file), folder.join(&new_rel));
-            let announced = self
-                .own
-                .announce(&mut OwnBudget::default(), own_rename(&src, &dst));
-            fs::rename(&src, &dst).ctx(|| format!("rename {file} in {}", folder.display()))?;
-            announced.made();
+        let mut letters = KeywordLetters::read(&folder);
+        let keyword_letters = letters.letters_for(keywords);
+        if flags != msg.flags || keyword_letters != letters_in(&file) {
+            letters.save()?;
+            let wanted = (flags, keyword_letters.as_str());
+            let mut relocator = maildir::Relocator::new(&folder);
+            let mut budget = OwnBudget::default();
+            match self.rename_for_flags(&folder, &mut relocator, &file, wanted, &mut budget)? {
+                Some((_, _, new_rel)) => file = new_rel,
+                None => return Err(Error::Expunged),
+            }
             for sub in ["cur", "new"] {
                 self.sync.dir_written(&folder.join(sub))?;
             }
-            file = new_rel;
         }
         let mut tx = Tx::begin(&mut g.conn)?;
         let modseq = tx.update_flags(&mb, uid, flags, keywords, &file)?;

@@ -89,8 +89,23 @@ impl FileName {
 
     /// The file's name in `cur/` with the given flags.
     pub fn cur_name(&self, flags: Flags) -> String {
+        self.with_info(flags, self.other_letters.chars())
+    }
+
+    /// The file's name in `cur/` with the given flags and keyword letters
+    /// (`a`..`z`, see `keyword_letters.rs`) in place of the ones it has.
+    pub fn cur_name_with(&self, flags: Flags, keyword_letters: &str) -> String {
+        let others = self
+            .other_letters
+            .chars()
+            .filter(|c| !c.is_ascii_lowercase());
+        self.with_info(flags, others.chain(keyword_letters.chars()))
+    }
+
+    /// `<base>:2,<letters>`: the flags' capitals and `more`, sorted.
+    fn with_info(&self, flags: Flags, more: impl Iterator<Item = char>) -> String {
         let mut letters: Vec<char> = flags.maildir_letters().chars().collect();
-        letters.extend(self.other_letters.chars());
+        letters.extend(more);
         letters.sort_unstable();
         letters.dedup();
         format!(

@@ -288,3 +288,44 @@ fn a_secret_every_user_can_read_is_refused_at_start() {
         "{err}"
     );
 }
+
+#[test]
+fn keywords_survive_an_index_rebuild() {
+    let mut s = server_with_two_messages();
+    let mut imap = s.imap_login(USER, PASS);
+    imap.cmd_ok("S1 SELECT INBOX");
+    imap.cmd_ok("K1 STORE 1 +FLAGS (\\Seen $Forwarded Work)");
+    imap.cmd_ok("K2 STORE 2 +FLAGS (Later)");
+    imap.cmd_ok("L1 LOGOUT");
+    // Where Dovecot and mutt look for them too.
+    let map = fs::read_to_string(s.folder(USER, "INBOX").join("dovecot-keywords"))
+        .expect("dovecot-keywords");
+    assert_eq!(map, "0 $Forwarded\n1 Work\n2 Later\n");
+
+    s.stop();
+    let out = s.cli(&["index", "rebuild", USER]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    s.restart();
+    let mut imap = s.imap_login(USER, PASS);
+    imap.cmd_ok("S1 SELECT INBOX");
+    let lines = imap.cmd_ok("F1 FETCH 1:2 FLAGS");
+    let flags_of = |n: u32| -> Vec<&str> {
+        let line = lines
+            .iter()
+            .find(|l| l.starts_with(&format!("* {n} FETCH (FLAGS (")))
+            .unwrap_or_else(|| panic!("no FETCH {n} in {lines:?}"));
+        let inner = &line[line.find("FLAGS (").expect("FLAGS") + 7..];
+        let mut f: Vec<&str> = inner[..inner.find(')').expect(")")]
+            .split(' ')
+            .filter(|f| *f != "\\Recent")
+            .collect();
+        f.sort();
+        f
+    };
+    assert_eq!(flags_of(1), ["$Forwarded", "Work", "\\Seen"]);
+    assert_eq!(flags_of(2), ["Later"]);
+}

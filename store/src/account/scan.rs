@@ -40,6 +40,7 @@ use super::{Account, DEFAULT_MAILBOXES, IndexConn, ScanReport};
 use crate::changes::Change;
 use crate::ids::MessageGuid;
 use crate::index::{self, MailboxInfo, MessageMeta, NewMessageRow, Tx};
+use crate::keyword_letters::{KeywordLetters, apply_renamed_letters};
 use crate::maildir::{self, FileName, FolderIdentity};
 use crate::{Error, Result};
 
@@ -194,6 +195,8 @@ impl Account {
         // Index writes that log no change (a file moved from new/ to cur/).
         let mut quiet_writes = false;
         let mut tx = Tx::begin(&mut g.conn)?;
+        // Each folder's keyword letters, read when a file needs them.
+        let mut letter_maps: HashMap<i64, KeywordLetters> = HashMap::new();
         for mb in &mailboxes {
             let folder = self.folder(mb);
             let mut found = maildir::list_folder(&folder)?;
@@ -213,8 +216,19 @@ impl Account {
                     Some(i) => {
                         matched[i] = true;
                         let f = &found[i];
-                        if f.name.flags != row.flags {
-                            tx.update_flags(mb, row.uid, f.name.flags, &row.keywords, &f.rel)?;
+                        // Keyword letters another program added or took
+                        // away since the name the index knows.
+                        let keywords = if f.rel == row.file {
+                            None
+                        } else {
+                            let map = letter_maps
+                                .entry(mb.id)
+                                .or_insert_with(|| KeywordLetters::read(&folder));
+                            apply_renamed_letters(map, &row.keywords, &row.file, &f.rel)
+                        };
+                        if f.name.flags != row.flags || keywords.is_some() {
+                            let keywords = keywords.as_deref().unwrap_or(&row.keywords);
+                            tx.update_flags(mb, row.uid, f.name.flags, keywords, &f.rel)?;
                             report.flags_changed += 1;
                         } else if f.rel != row.file {
                             tx.update_file(mb, row.uid, &f.rel)?;
@@ -276,9 +290,18 @@ impl Account {
                     continue;
                 }
             };
+            // A file the index has no row for: its keywords are its
+            // letters, as its folder maps them (a rebuild reads them back).
+            let lettered;
             let (keywords, internal_date) = match &moved {
                 Some(m) => (m.keywords.as_slice(), m.internal_date),
-                None => (&[][..], date),
+                None => {
+                    let map = letter_maps
+                        .entry(mb.id)
+                        .or_insert_with(|| KeywordLetters::read(&self.folder(&mb)));
+                    lettered = map.keywords_of(&f.name.other_letters);
+                    (lettered.as_slice(), date)
+                }
             };
             let row = NewMessageRow {
                 guid,
