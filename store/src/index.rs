@@ -189,8 +189,10 @@ pub(crate) fn open(path: &Path, durable_commits: bool) -> Result<Connection> {
                 [SCHEMA_VERSION],
             )?;
         }
+        // An index problem, not bad input: temporary (LMTP 4xx), never a
+        // bounce for a real user.
         Some(v) if v > SCHEMA_VERSION => {
-            return Err(crate::Error::InvalidData(format!(
+            return Err(crate::Error::Index(format!(
                 "{} has schema version {v}, newer than this cove understands ({SCHEMA_VERSION})",
                 path.display()
             )));
