@@ -128,7 +128,14 @@ impl KeywordLetters {
             }
         }
         let target = self.folder.join(KEYWORDS_FILE);
-        let tmp = self.folder.join("tmp").join(format!("{KEYWORDS_FILE}.new"));
+        // A name of this process's own: the server and a CLI command may
+        // both write a folder's file.
+        static SAVES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let n = SAVES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let tmp = self
+            .folder
+            .join("tmp")
+            .join(format!("{KEYWORDS_FILE}.{}.{n}", std::process::id()));
         let write = || -> io::Result<()> {
             let mut f = std::fs::File::create(&tmp)?;
             f.write_all(text.as_bytes())?;
