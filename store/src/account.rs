@@ -139,6 +139,9 @@ struct IndexConn {
     /// Inode of index.sqlite when it was opened: if the file is replaced
     /// (`cove index rebuild` from another process) the connection is reopened.
     ino: u64,
+    /// [`index::corruption_generation`] when this index was last found
+    /// intact (or opened).
+    checked: u64,
 }
 
 /// One user's mail store.
@@ -188,7 +191,11 @@ fn open_index(home: &Path, mode: Durability, node: u16) -> Result<IndexConn> {
     let ino = fs::metadata(&path)
         .ctx(|| format!("stat {}", path.display()))?
         .ino();
-    Ok(IndexConn { conn, ino })
+    Ok(IndexConn {
+        conn,
+        ino,
+        checked: index::corruption_generation(),
+    })
 }
 
 /// What is at `index.sqlite` compared with the file the connection has
@@ -203,6 +210,8 @@ enum IndexFile {
     /// Our own file, cut to a length no SQLite database has (0, or not a
     /// whole number of 512-byte pages).
     Truncated,
+    /// Our own file, failing SQLite's check (after SQLite reported damage).
+    Damaged,
 }
 
 /// Close the connection of an index file that was replaced, deleted or
@@ -219,6 +228,7 @@ fn retire(index: &mut IndexConn) -> Result<()> {
         IndexConn {
             conn: Connection::open_in_memory()?,
             ino: 0,
+            checked: 0,
         },
     );
     let mut persist: std::ffi::c_int = 1;
@@ -320,9 +330,10 @@ impl Account {
     }
 
     /// The index connection, reopened if index.sqlite was replaced, and
-    /// rebuilt from the Maildir first if it was deleted or truncated
-    /// ([`IndexFile`]): nobody is served from an empty index (a
-    /// delivery would find no INBOX).
+    /// rebuilt from the Maildir first if it was deleted, truncated, or
+    /// fails SQLite's check after SQLite reported a damaged database
+    /// ([`IndexFile`]): nobody is served from an empty index (a delivery
+    /// would find no INBOX) or, past one failed command, a damaged one.
     fn conn(&self) -> Result<MutexGuard<'_, IndexConn>> {
         let mut guard = self
             .index
@@ -335,18 +346,30 @@ impl Account {
                 crate::replica::node_id(&self.hostname),
             )
         };
-        match IndexFile::check(&self.home, guard.ino) {
+        let mut state = IndexFile::check(&self.home, guard.ino);
+        let reports = index::corruption_generation();
+        if state == IndexFile::Same && guard.checked != reports {
+            // SQLite reported a damaged database somewhere since this index
+            // was last checked.
+            if !index::intact(&guard.conn) {
+                state = IndexFile::Damaged;
+            }
+            guard.checked = reports;
+        }
+        match state {
             IndexFile::Same => {}
             IndexFile::Replaced => {
                 tracing::info!(user = %self.email, "index.sqlite was replaced; reopening it");
                 retire(&mut guard)?;
                 *guard = reopen()?;
             }
-            lost @ (IndexFile::Missing | IndexFile::Truncated) => {
+            lost @ (IndexFile::Missing | IndexFile::Truncated | IndexFile::Damaged) => {
                 tracing::warn!(user = %self.email, index = ?lost, "index.sqlite was lost under the running server; rebuilding it from the Maildir before serving this user (GUIDs kept, UIDVALIDITY renewed)");
                 retire(&mut guard)?;
-                if lost == IndexFile::Truncated {
-                    self.move_index_aside("truncated")?;
+                match lost {
+                    IndexFile::Truncated => self.move_index_aside("truncated")?,
+                    IndexFile::Damaged => self.move_index_aside("damaged")?,
+                    _ => {}
                 }
                 *guard = reopen()?;
                 let outcome = self.scan_locked(&mut guard)?;

@@ -123,6 +123,32 @@ CREATE TABLE IF NOT EXISTS derived(
 ) WITHOUT ROWID;
 ";
 
+/// Bumped each time SQLite reports a damaged database (corrupt, not a
+/// database, a read short of a page), whichever database of the process it
+/// was: every open index then checks itself once ([`intact`]) at its next
+/// use (account.rs, `conn`). The error does not say which file it came
+/// from; a check of each open index once per such event is cheap next to
+/// serving a damaged one until an operator notices.
+static CORRUPTION: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+pub(crate) fn corruption_seen() {
+    CORRUPTION.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+}
+
+/// How many damaged-database reports the process has had.
+pub(crate) fn corruption_generation() -> u64 {
+    CORRUPTION.load(std::sync::atomic::Ordering::Relaxed)
+}
+
+/// Whether SQLite finds the index intact (`PRAGMA quick_check`: every page
+/// read, no index cross-check).
+pub(crate) fn intact(conn: &Connection) -> bool {
+    matches!(
+        conn.query_row("PRAGMA quick_check(1)", [], |r| r.get::<_, String>(0)),
+        Ok(ref s) if s == "ok"
+    )
+}
+
 /// Open (creating if needed) one of cove's SQLite databases (`cove.db`,
 /// `index.sqlite`, `fts.sqlite`), readable by cove's user only: created
 /// 0600 before SQLite opens it (its `-wal` and `-shm` take the database's

@@ -559,6 +559,53 @@ fn index_lost_under_an_open_account_is_rebuilt_before_use() {
     assert!(!kept.is_empty(), "the truncated index is kept aside");
 }
 
+/// Pages of an open index damaged on disk (a bad sector): SQLite reports
+/// it on the read that meets them, the index checks itself at its next use
+/// and is rebuilt from the Maildir (kept aside as `.damaged-<secs>`).
+#[test]
+fn index_damaged_under_an_open_account_is_rebuilt_at_its_next_use() {
+    let d = tempfile::tempdir().unwrap();
+    let s = store_at(d.path());
+    let acct = s.account(&user(&s, "a@x.org")).unwrap();
+    let mut guids = deliver_to_inbox(&s, &acct, 3);
+    guids.sort();
+    let index = acct.home().join("index.sqlite");
+    // Every page into the database file, the WAL emptied (which also makes
+    // the account's connection drop its cached pages at its next read).
+    {
+        let other = rusqlite::Connection::open(&index).unwrap();
+        other
+            .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))
+            .unwrap();
+    }
+    let len = fs::metadata(&index).unwrap().len();
+    let mut bytes = fs::read(&index).unwrap();
+    for b in &mut bytes[4096..] {
+        *b = 0x5a;
+    }
+    assert_eq!(bytes.len() as u64, len);
+    fs::write(&index, &bytes).unwrap();
+
+    // The read that meets the damage fails (a temporary error)...
+    let first = acct.mailbox("INBOX").and_then(|mb| acct.messages(&mb.guid));
+    assert!(matches!(first, Err(Error::Index(_))), "{first:?}");
+    // ...and the next use finds the index rebuilt.
+    let inbox = acct.mailbox("INBOX").unwrap();
+    let mut now: Vec<MessageGuid> = acct
+        .messages(&inbox.guid)
+        .unwrap()
+        .iter()
+        .map(|m| m.guid)
+        .collect();
+    now.sort();
+    assert_eq!(now, guids);
+    assert!(fs::read_dir(acct.home()).unwrap().flatten().any(|e| {
+        e.file_name()
+            .to_string_lossy()
+            .starts_with("index.sqlite.damaged-")
+    }));
+}
+
 #[test]
 fn mailbox_create_rejects_duplicates_and_bad_names() {
     let d = tempfile::tempdir().unwrap();

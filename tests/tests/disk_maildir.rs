@@ -326,17 +326,21 @@ fn keywords_survive_an_index_rebuild() {
         f.sort();
         f
     };
-    assert_eq!(flags_of(1), ["$Forwarded", "Work", "\\Seen"]);
-    assert_eq!(flags_of(2), ["Later"]);
+    // A rebuild numbers messages of the same second in any order.
+    let mut both = vec![flags_of(1), flags_of(2)];
+    both.sort();
+    assert_eq!(both, [vec!["$Forwarded", "Work", "\\Seen"], vec!["Later"]]);
 }
 
 /// Cut to a whole number of pages, the index is not recognisably lost:
 /// reads past its end fail for this user's commands (no memory map, so no
-/// SIGBUS); everyone else is served.
+/// SIGBUS), until SQLite's report of the damage makes the index check
+/// itself and be rebuilt; everyone else is served throughout.
 #[test]
 fn index_cut_short_is_an_error_for_one_user_not_a_crash() {
     let s = server_with_two_messages();
     s.add_user_with_password(OTHER, PASS);
+    let before = uidls(&s);
     let mut imap = s.imap_login(USER, PASS);
     imap.cmd_ok("S1 SELECT INBOX");
     imap.cmd_ok("F1 FETCH 1:* (ENVELOPE BODYSTRUCTURE)");
@@ -364,4 +368,7 @@ fn index_cut_short_is_an_error_for_one_user_not_a_crash() {
     let mut other = s.imap_login(OTHER, PASS);
     assert_eq!(exists(&other.cmd_ok("S1 SELECT INBOX")), Some(1));
     assert!(alive(&s));
+    let mut again = s.imap_login(USER, PASS);
+    assert_eq!(exists(&again.cmd_ok("S1 SELECT INBOX")), Some(2));
+    assert_eq!(uidls(&s), before);
 }
