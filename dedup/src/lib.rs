@@ -39,6 +39,7 @@ use std::sync::{Arc, Mutex};
 
 mod durability;
 mod gc;
+pub mod regular_file;
 mod reserve;
 mod verify;
 
@@ -300,8 +301,9 @@ impl BlobStore {
     /// the file itself becomes the blob (one more hard link, no copy). Returns
     /// the content id and whether the file now shares the blob's inode.
     pub fn adopt(&self, file: &Path) -> Result<(ContentId, u64, bool)> {
-        let f = File::open(file).ctx(|| format!("open {}", file.display()))?;
-        let (id, len) = hash_content(f, file)?;
+        // Never a FIFO, a directory or a symlink's target (regular_file.rs).
+        let mut f = regular_file::open(file).ctx(|| format!("open {}", file.display()))?;
+        let (id, len) = hash_content(&mut f, file)?;
         let target = self.path_of(&id);
         if let Some(dir) = target.parent() {
             fs::create_dir_all(dir).ctx(|| format!("create {}", dir.display()))?;
@@ -312,7 +314,7 @@ impl BlobStore {
                 // name, and a blob name lost in a crash only costs a dedup
                 // miss. Adopting thousands of files (an mbsync run) must not
                 // cost two fsyncs each; the scan flushes once at its end.
-                Ok(()) => return Ok((id, len, true)),
+                Ok(()) => return self.linked_what_was_read(&f, file, &target, id, len),
                 Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
                     let same = fs::metadata(&target).map(|m| m.ino()).ok()
                         == fs::metadata(file).map(|m| m.ino()).ok();
@@ -338,10 +340,36 @@ impl BlobStore {
         Ok((id, len, true))
     }
 
+    /// After `adopt` linked `file`'s name as the blob `target`: make sure
+    /// the name still stood for the file that was hashed (another program
+    /// may have put something else there meanwhile, a FIFO even); if not,
+    /// the link is taken back.
+    fn linked_what_was_read(
+        &self,
+        read: &File,
+        file: &Path,
+        target: &Path,
+        id: ContentId,
+        len: u64,
+    ) -> Result<(ContentId, u64, bool)> {
+        let hashed = read.metadata().map(|m| (m.dev(), m.ino()));
+        let linked = fs::symlink_metadata(target).map(|m| (m.dev(), m.ino()));
+        match (hashed, linked) {
+            (Ok(a), Ok(b)) if a == b => Ok((id, len, true)),
+            _ => {
+                let _ = fs::remove_file(target);
+                Err(Error::Io {
+                    context: format!("adopt {}", file.display()),
+                    source: io::Error::other("the file was replaced while it was read"),
+                })
+            }
+        }
+    }
+
     /// Read a whole blob.
     pub fn read(&self, id: &ContentId) -> Result<Vec<u8>> {
         let path = self.path_of(id);
-        match fs::read(&path) {
+        match regular_file::read(&path) {
             Ok(b) => Ok(b),
             Err(e) if e.kind() == io::ErrorKind::NotFound => Err(Error::NotFound(*id)),
             Err(e) => Err(e).ctx(|| format!("read {}", path.display())),
@@ -369,8 +397,15 @@ impl BlobStore {
                 };
                 let path = entry.path();
                 // A blob removed by a concurrent gc between readdir and stat is skipped.
-                if let Ok(meta) = fs::symlink_metadata(&path) {
-                    f(id, &path, &meta);
+                // Only regular files are blobs: anything else under a
+                // blob's name (a FIFO linked in before cove checked) is
+                // neither verified, counted nor collected.
+                match fs::symlink_metadata(&path) {
+                    Ok(meta) if meta.is_file() => f(id, &path, &meta),
+                    Ok(meta) => {
+                        tracing::warn!(path = %path.display(), kind = ?meta.file_type(), "not a regular file under a blob's name; left alone");
+                    }
+                    Err(_) => {}
                 }
             }
         }

@@ -23,7 +23,7 @@ pub fn hash_file(path: &Path) -> Result<Option<(ContentId, u64)>> {
         .read(true)
         .custom_flags((rustix::fs::OFlags::NOFOLLOW | rustix::fs::OFlags::NONBLOCK).bits() as i32)
         .open(path);
-    let f = match f {
+    let mut f = match f {
         Ok(f) => f,
         Err(e) if e.raw_os_error() == Some(rustix::io::Errno::LOOP.raw_os_error()) => {
             return Ok(None);
@@ -37,11 +37,11 @@ pub fn hash_file(path: &Path) -> Result<Option<(ContentId, u64)>> {
     {
         return Ok(None);
     }
-    hash_content(f, path).map(Some)
+    hash_content(&mut f, path).map(Some)
 }
 
 /// The content id and length of what `f` (opened from `path`) holds.
-pub fn hash_content(mut f: File, path: &Path) -> Result<(ContentId, u64)> {
+pub fn hash_content(f: &mut File, path: &Path) -> Result<(ContentId, u64)> {
     let mut hasher = blake3::Hasher::new();
     let mut buf = vec![0u8; 64 * 1024];
     let mut len = 0u64;
@@ -62,12 +62,13 @@ impl BlobStore {
     /// Check that the blob's bytes still hash to its name.
     pub fn verify(&self, id: &ContentId) -> Result<()> {
         let path = self.path_of(id);
-        let f = match File::open(&path) {
+        // A regular file only: never waits on a FIFO put in a blob's place.
+        let mut f = match crate::regular_file::open(&path) {
             Ok(f) => f,
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Err(Error::NotFound(*id)),
             Err(e) => return Err(e).ctx(|| format!("open {}", path.display())),
         };
-        let (actual, _) = hash_content(f, &path)?;
+        let (actual, _) = hash_content(&mut f, &path)?;
         if actual != *id {
             return Err(Error::Corrupt { id: *id, actual });
         }

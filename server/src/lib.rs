@@ -16,6 +16,7 @@ pub mod listener;
 pub mod lmtp;
 pub mod metrics;
 pub mod pop3;
+pub mod private_files;
 pub mod proxy;
 pub mod serve;
 pub mod tls;

@@ -312,6 +312,7 @@ fn fix_malloc_mmap_threshold() {
 
 fn main() -> ExitCode {
     fix_malloc_mmap_threshold();
+    cove::private_files::set_umask();
     let cli = Cli::parse();
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,

@@ -28,7 +28,10 @@ async fn start_replication(
     use cove_sync::transport::Secret;
     let secret = match (&r.secret, &r.secret_file) {
         (Some(s), _) => Secret::new(s).context("[replication] secret")?,
-        (None, Some(f)) => Secret::from_file(f).context("[replication] secret_file")?,
+        (None, Some(f)) => {
+            crate::private_files::refuse_world_readable(f, "[replication] secret_file")?;
+            Secret::from_file(f).context("[replication] secret_file")?
+        }
         (None, None) => anyhow::bail!("[replication] needs secret or secret_file"),
     };
     let replicator = Replicator::new(
@@ -108,6 +111,12 @@ fn peer_limits(
 }
 
 pub async fn serve(config: Config) -> anyhow::Result<()> {
+    if config.data_dir.exists() {
+        crate::private_files::tighten_data_dir(&config.data_dir)?;
+    }
+    if let Some(t) = &config.tls {
+        crate::private_files::refuse_world_readable(&t.key, "[tls] key")?;
+    }
     let store = {
         let config = config.clone();
         tokio::task::spawn_blocking(move || {

@@ -32,8 +32,9 @@ use crate::changes::Change;
 use crate::env::Env;
 use crate::ids::{Flags, MailboxGuid, MessageGuid, ModSeq, Uid};
 use crate::index::{self, MailboxInfo, MessageMeta, NewMessageRow, Tx};
+use crate::keyword_letters::{self, KeywordLetters, letters_in};
 use crate::maildir::{self, FileName, FolderIdentity};
-use crate::watch::{OwnBudget, OwnEvent, own_rename};
+use crate::watch::{OwnBudget, OwnEvent};
 use crate::{Error, IoContext, Result};
 use cove_dedup::{Durability, GroupSync};
 
@@ -143,6 +144,9 @@ struct IndexConn {
     /// Inode of index.sqlite when it was opened: if the file is replaced
     /// (`cove index rebuild` from another process) the connection is reopened.
     ino: u64,
+    /// [`index::corruption_generation`] when this index was last found
+    /// intact (or opened).
+    checked: u64,
 }
 
 /// One user's mail store.
@@ -192,7 +196,72 @@ fn open_index(home: &Path, mode: Durability, node: u16) -> Result<IndexConn> {
     let ino = fs::metadata(&path)
         .ctx(|| format!("stat {}", path.display()))?
         .ino();
-    Ok(IndexConn { conn, ino })
+    Ok(IndexConn {
+        conn,
+        ino,
+        checked: index::corruption_generation(),
+    })
+}
+
+/// What is at `index.sqlite` compared with the file the connection has
+/// open. Checked at every use of the index (one `stat`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum IndexFile {
+    Same,
+    /// Another file (`cove index rebuild` in another process).
+    Replaced,
+    /// Deleted.
+    Missing,
+    /// Our own file, cut to a length no SQLite database has (0, or not a
+    /// whole number of 512-byte pages).
+    Truncated,
+    /// Our own file, failing SQLite's check (after SQLite reported damage).
+    Damaged,
+}
+
+/// Close the connection of an index file that was replaced, deleted or
+/// cut, before anything is opened in its place. SQLite deletes a WAL and
+/// its shared-memory file *by name* when the last connection closes, and
+/// the names may be the new index's by then: its WAL is kept
+/// (`SQLITE_FCNTL_PERSIST_WAL`; the orphans of a deleted index are
+/// removed by [`open_index`]). Until then an in-memory placeholder holds
+/// the place, with an inode no file has, so the next use tries again if
+/// the reopening fails.
+fn retire(index: &mut IndexConn) -> Result<()> {
+    let old = std::mem::replace(
+        index,
+        IndexConn {
+            conn: Connection::open_in_memory()?,
+            ino: 0,
+            checked: 0,
+        },
+    );
+    let mut persist: std::ffi::c_int = 1;
+    if let Err(e) = old.conn.file_control(
+        Some(rusqlite::MAIN_DB),
+        rusqlite::FileControl::PersistWal(&mut persist),
+    ) {
+        // Left open rather than risk the new index's WAL (rare: a few
+        // descriptors and a small cache, once per lost index).
+        tracing::warn!(error = %e, "could not keep the WAL of a replaced index on close; leaving its connection open");
+        std::mem::forget(old);
+        return Ok(());
+    }
+    drop(old);
+    Ok(())
+}
+
+impl IndexFile {
+    fn check(home: &Path, open_ino: u64) -> IndexFile {
+        match fs::metadata(home.join(INDEX_FILE)) {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => IndexFile::Missing,
+            // Unknown (EACCES...): the connection's own reads will say.
+            Err(_) => IndexFile::Same,
+            Ok(m) if m.ino() != open_ino => IndexFile::Replaced,
+            Ok(m) if m.len() == 0 || m.len() % 512 != 0 => IndexFile::Truncated,
+            Ok(_) => IndexFile::Same,
+        }
+    }
 }
 
 impl Account {
@@ -265,24 +334,70 @@ impl Account {
         &self.home
     }
 
-    /// The index connection, reopened if index.sqlite was replaced.
+    /// The index connection, reopened if index.sqlite was replaced, and
+    /// rebuilt from the Maildir first if it was deleted, truncated, or
+    /// fails SQLite's check after SQLite reported a damaged database
+    /// ([`IndexFile`]): nobody is served from an empty index (a delivery
+    /// would find no INBOX) or, past one failed command, a damaged one.
     fn conn(&self) -> Result<MutexGuard<'_, IndexConn>> {
         let mut guard = self
             .index
             .lock()
             .map_err(|_| Error::Index("index lock poisoned by an earlier panic".into()))?;
-        let current = fs::metadata(self.home.join(INDEX_FILE))
-            .map(|m| m.ino())
-            .ok();
-        if current != Some(guard.ino) {
-            tracing::info!(user = %self.email, "index.sqlite was replaced; reopening it");
-            *guard = open_index(
+        let reopen = || {
+            open_index(
                 &self.home,
                 self.sync.mode(),
                 crate::replica::node_id(&self.hostname),
-            )?;
+            )
+        };
+        let mut state = IndexFile::check(&self.home, guard.ino);
+        let reports = index::corruption_generation();
+        if state == IndexFile::Same && guard.checked != reports {
+            // SQLite reported a damaged database somewhere since this index
+            // was last checked.
+            if !index::intact(&guard.conn) {
+                state = IndexFile::Damaged;
+            }
+            guard.checked = reports;
+        }
+        match state {
+            IndexFile::Same => {}
+            IndexFile::Replaced => {
+                tracing::info!(user = %self.email, "index.sqlite was replaced; reopening it");
+                retire(&mut guard)?;
+                *guard = reopen()?;
+            }
+            lost @ (IndexFile::Missing | IndexFile::Truncated | IndexFile::Damaged) => {
+                tracing::warn!(user = %self.email, index = ?lost, "index.sqlite was lost under the running server; rebuilding it from the Maildir before serving this user (GUIDs kept, UIDVALIDITY renewed)");
+                retire(&mut guard)?;
+                match lost {
+                    IndexFile::Truncated => self.move_index_aside("truncated")?,
+                    IndexFile::Damaged => self.move_index_aside("damaged")?,
+                    _ => {}
+                }
+                *guard = reopen()?;
+                let outcome = self.scan_locked(&mut guard)?;
+                self.finish_scan(outcome)?;
+            }
         }
         Ok(guard)
+    }
+
+    /// Keep a damaged index (and its WAL) beside the new one, as
+    /// `cove index rebuild` does: never delete what may still be read.
+    fn move_index_aside(&self, why: &str) -> Result<()> {
+        let secs = self.env.now_secs();
+        for suffix in ["", "-wal", "-shm"] {
+            let from = self.home.join(format!("{INDEX_FILE}{suffix}"));
+            let to = self.home.join(format!("{INDEX_FILE}.{why}-{secs}{suffix}"));
+            match fs::rename(&from, &to) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(e).ctx(|| format!("move {} aside", from.display())),
+            }
+        }
+        Ok(())
     }
 
     /// Make committed changes durable (the group flush in batched mode),
@@ -483,6 +598,18 @@ impl Account {
         self.folder(mailbox).join(&message.file)
     }
 
+    /// The content of a message's file, as the index names it. Never a
+    /// FIFO's, a directory's or a symlink's target's
+    /// ([`cove_dedup::regular_file`]). `NotFound` if it is gone (expunged,
+    /// or renamed by a flag change: look the message up again).
+    pub fn read_message(
+        &self,
+        mailbox: &MailboxInfo,
+        message: &MessageMeta,
+    ) -> std::io::Result<Vec<u8>> {
+        cove_dedup::regular_file::read(&self.message_path(mailbox, message))
+    }
+
     /// The folder of a mailbox, opened for reading its message files by
     /// their index names ([`MessageMeta::file`]).
     pub fn mailbox_files(&self, mailbox: &MailboxInfo) -> Result<crate::MailboxFiles> {
@@ -635,12 +762,8 @@ impl Account {
         let base = FileName::new_delivery(now.max(0) as u64, guid, &self.hostname, blob.len());
         let parsed = FileName::parse(&base)
             .ok_or_else(|| Error::InvalidData(format!("bad file name {base}")))?;
-        let rel = if msg.flags.is_empty() {
-            format!("new/{base}")
-        } else {
-            format!("cur/{}", parsed.cur_name(msg.flags))
-        };
         let folder = self.folder(&mb);
+        let rel = keyword_letters::new_file_rel(&folder, &mut None, &parsed, msg.flags, &keywords)?;
         let path = folder.join(&rel);
         let announced = self.own.announce(
             &mut OwnBudget::default(),
@@ -706,21 +829,20 @@ impl Account {
         let msg = index::message_by_uid(&g.conn, mb.id, uid)?.ok_or(Error::Expunged)?;
         let folder = self.folder(&mb);
         let mut file = msg.file.clone();
-        if flags != msg.flags {
-            let fname = file.rsplit('/').next().unwrap_or(&file).to_string();
-            let parsed = FileName::parse(&fname)
-                .ok_or_else(|| Error::InvalidData(format!("bad file name {fname}")))?;
-            let new_rel = format!("cur/{}", parsed.cur_name(flags));
-            let (src, dst) = (folder.join(&file), folder.join(&new_rel));
-            let announced = self
-                .own
-                .announce(&mut OwnBudget::default(), own_rename(&src, &dst));
-            fs::rename(&src, &dst).ctx(|| format!("rename {file} in {}", folder.display()))?;
-            announced.made();
+        let mut letters = KeywordLetters::read(&folder);
+        let keyword_letters = letters.letters_for(keywords);
+        if flags != msg.flags || keyword_letters != letters_in(&file) {
+            letters.save()?;
+            let wanted = (flags, keyword_letters.as_str());
+            let mut relocator = maildir::Relocator::new(&folder);
+            let mut budget = OwnBudget::default();
+            match self.rename_for_flags(&folder, &mut relocator, &file, wanted, &mut budget)? {
+                Some((_, _, new_rel)) => file = new_rel,
+                None => return Err(Error::Expunged),
+            }
             for sub in ["cur", "new"] {
                 self.sync.dir_written(&folder.join(sub))?;
             }
-            file = new_rel;
         }
         let mut tx = Tx::begin(&mut g.conn)?;
         let modseq = tx.update_flags(&mb, uid, flags, keywords, &file)?;

@@ -150,7 +150,7 @@ fn user_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<User> {
 
 impl Directory {
     pub fn open(path: &Path) -> Result<Directory> {
-        let conn = Connection::open(path)?;
+        let conn = crate::index::open_private(path)?;
         conn.busy_timeout(Duration::from_secs(10))?;
         conn.pragma_update(None, "journal_mode", "WAL")?;
         conn.pragma_update(None, "synchronous", "FULL")?;

@@ -68,6 +68,19 @@ impl From<cove_dedup::Error> for Error {
 impl From<rusqlite::Error> for Error {
     fn from(e: rusqlite::Error) -> Self {
         use rusqlite::ErrorCode;
+        let short_read = matches!(
+            &e,
+            rusqlite::Error::SqliteFailure(f, _)
+                if f.extended_code == rusqlite::ffi::SQLITE_IOERR_SHORT_READ
+        );
+        if short_read
+            || matches!(
+                e.sqlite_error_code(),
+                Some(ErrorCode::DatabaseCorrupt) | Some(ErrorCode::NotADatabase)
+            )
+        {
+            crate::index::corruption_seen();
+        }
         match e.sqlite_error_code() {
             Some(ErrorCode::DatabaseBusy) | Some(ErrorCode::DatabaseLocked) => {
                 Error::Busy(e.to_string())

@@ -120,7 +120,7 @@ impl FullText {
     }
 
     fn open_at(path: &Path, extractor: u32) -> Result<FullText> {
-        let conn = Connection::open(path)?;
+        let conn = crate::index::open_private(path)?;
         conn.busy_timeout(Duration::from_secs(10))?;
         conn.pragma_update(None, "journal_mode", "WAL")?;
         // A cache: a commit lost in a crash is indexed again.
@@ -332,11 +332,11 @@ fn read_and_extract(
     extract: &(dyn Fn(&[u8]) -> IndexedText + Sync),
 ) -> Vec<Read> {
     let one = |m: &MessageMeta| -> Read {
-        let raw = match std::fs::read(account.message_path(mailbox, m)) {
+        let raw = match account.read_message(mailbox, m) {
             Ok(raw) => raw,
             Err(_) => match account.message(&mailbox.guid, m.uid) {
                 Ok(None) => return Read::Gone,
-                Ok(Some(now)) => match std::fs::read(account.message_path(mailbox, &now)) {
+                Ok(Some(now)) => match account.read_message(mailbox, &now) {
                     Ok(raw) => raw,
                     Err(_) => return Read::Unreadable,
                 },

@@ -36,9 +36,9 @@ use rusqlite::{Connection, OptionalExtension, Transaction, params};
 use std::path::Path;
 use std::time::Duration;
 
-use crate::Result;
 use crate::changes::{Change, ChangeKind};
 use crate::ids::{ContentId, Flags, MailboxGuid, MessageGuid, ModSeq, Uid};
+use crate::{IoContext, Result};
 
 /// 1: first version. 2: the `subscription` table (filled from
 /// `mailbox.subscribed`). 3: `mailbox.first_recent`. 4: replication stamps
@@ -123,12 +123,62 @@ CREATE TABLE IF NOT EXISTS derived(
 ) WITHOUT ROWID;
 ";
 
+/// Bumped each time SQLite reports a damaged database (corrupt, not a
+/// database, a read short of a page), whichever database of the process it
+/// was: every open index then checks itself once ([`intact`]) at its next
+/// use (account.rs, `conn`). The error does not say which file it came
+/// from; a check of each open index once per such event is cheap next to
+/// serving a damaged one until an operator notices.
+static CORRUPTION: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+pub(crate) fn corruption_seen() {
+    CORRUPTION.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+}
+
+/// How many damaged-database reports the process has had.
+pub(crate) fn corruption_generation() -> u64 {
+    CORRUPTION.load(std::sync::atomic::Ordering::Relaxed)
+}
+
+/// Whether SQLite finds the index intact (`PRAGMA quick_check`: every page
+/// read, no index cross-check).
+pub(crate) fn intact(conn: &Connection) -> bool {
+    matches!(
+        conn.query_row("PRAGMA quick_check(1)", [], |r| r.get::<_, String>(0)),
+        Ok(ref s) if s == "ok"
+    )
+}
+
+/// Open (creating if needed) one of cove's SQLite databases (`cove.db`,
+/// `index.sqlite`, `fts.sqlite`), readable by cove's user only: created
+/// 0600 before SQLite opens it (its `-wal` and `-shm` take the database's
+/// mode), and an existing one tightened to that (one log line).
+pub(crate) fn open_private(path: &Path) -> Result<Connection> {
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    let made = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .mode(0o600)
+        .open(path);
+    let made = made.and_then(|f| {
+        let mode = f.metadata()?.permissions().mode() & 0o7777;
+        if mode & 0o077 != 0 {
+            f.set_permissions(std::fs::Permissions::from_mode(mode & 0o700))?;
+            tracing::info!(path = %path.display(), from = format!("{mode:o}"), to = format!("{:o}", mode & 0o700), "made a database readable by cove's user only");
+        }
+        Ok(())
+    });
+    made.ctx(|| format!("open {}", path.display()))?;
+    Ok(Connection::open(path)?)
+}
+
 /// Open (creating if needed) an index database.
 /// `durable_commits`: every commit fsyncs the WAL (`synchronous=FULL`);
 /// otherwise the caller's group flush makes commits durable
 /// (`synchronous=NORMAL`, still crash-consistent).
 pub(crate) fn open(path: &Path, durable_commits: bool) -> Result<Connection> {
-    let mut conn = Connection::open(path)?;
+    let mut conn = open_private(path)?;
     conn.busy_timeout(Duration::from_secs(10))?;
     conn.pragma_update(None, "journal_mode", "WAL")?;
     conn.pragma_update(
@@ -140,11 +190,15 @@ pub(crate) fn open(path: &Path, durable_commits: bool) -> Result<Connection> {
     // small, and its WAL from growing past 512 KiB between checkpoints (the
     // WAL is deleted when the account is closed).
     conn.pragma_update(None, "cache_size", -512)?;
-    // Read pages through a memory map of the file (the kernel's page cache,
-    // shared by every connection) instead of copying each into the small
-    // cache above: a FETCH of 100,000 cached ENVELOPEs spent a third of
-    // its time in those copies. Address space only; nothing is held.
-    conn.pragma_update(None, "mmap_size", 256 * 1024 * 1024)?;
+    // No memory map (`mmap_size` stays 0, and is set so: a build default
+    // could differ). A map of a file that another process truncates kills
+    // the whole process with SIGBUS on the next read of a vanished page —
+    // every user's sessions, no log line (SQLite's "mmap" documentation
+    // says as much). Without it a truncated index is a read error for that
+    // one user. What the map saved (copies of pages into the small cache
+    // above, for a FETCH of 100,000 cached ENVELOPEs) a sequential read of
+    // the derived table wins back (account/derived.rs).
+    conn.pragma_update(None, "mmap_size", 0)?;
     conn.pragma_update(None, "wal_autocheckpoint", 128)?;
     conn.pragma_update(None, "journal_size_limit", 512 * 1024)?;
     conn.pragma_update(None, "foreign_keys", "ON")?;
@@ -161,8 +215,10 @@ pub(crate) fn open(path: &Path, durable_commits: bool) -> Result<Connection> {
                 [SCHEMA_VERSION],
             )?;
         }
+        // An index problem, not bad input: temporary (LMTP 4xx), never a
+        // bounce for a real user.
         Some(v) if v > SCHEMA_VERSION => {
-            return Err(crate::Error::InvalidData(format!(
+            return Err(crate::Error::Index(format!(
                 "{} has schema version {v}, newer than this cove understands ({SCHEMA_VERSION})",
                 path.display()
             )));

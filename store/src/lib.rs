@@ -23,6 +23,7 @@ mod error;
 mod fulltext;
 mod ids;
 mod index;
+mod keyword_letters;
 mod keywords;
 mod mailbox_files;
 mod mailbox_name;
@@ -43,8 +44,8 @@ pub use account::{
 pub use changes::{Change, ChangeKind};
 pub use content::{ContentReport, RepairReport};
 pub use cove_dedup::{
-    BlobStore, BlobWriter, ContentId, DEFAULT_RESERVE_BYTES, DedupStats, Durability, GcReport,
-    GroupSync, StagedBlob,
+    BlobStore, BlobWriter, ContentId, DEFAULT_RESERVE_BYTES, DedupStats, Durability,
+    Error as BlobError, GcReport, GroupSync, StagedBlob, regular_file,
 };
 pub use directory::{Address, Directory, PasswordHash, User, UsersMerged};
 pub use env::{Clock, Entropy, Env, OsEntropy, SystemClock};
@@ -53,6 +54,7 @@ pub use error::{Error, Result};
 pub use fulltext::{FULLTEXT_FILE, FullText, IndexedText, Refreshed, TextField, can_narrow};
 pub use ids::{Flags, MailboxGuid, MessageGuid, ModSeq, Uid};
 pub use index::{MailboxInfo, MessageMeta};
+pub use keyword_letters::{KEYWORDS_FILE, KeywordLetters};
 pub use keywords::FlagOp;
 pub use mailbox_files::{Cached, MailboxFiles, cached_reads_available, read_cached};
 pub use mailbox_name::MailboxName;

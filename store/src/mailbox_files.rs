@@ -44,6 +44,7 @@ use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 
+use cove_dedup::regular_file;
 use rustix::fs::{Mode, OFlags, ResolveFlags};
 use rustix::io::{Errno, IoSliceMut, ReadWriteFlags};
 
@@ -96,19 +97,26 @@ impl MailboxFiles {
     }
 
     /// Open a message file for reading. Blocking; `NotFound` if it is gone
-    /// (expunged, or renamed by a flag change).
+    /// (expunged, or renamed by a flag change); refused if it is not a
+    /// regular file ([`cove_dedup::regular_file`]: never a FIFO, a
+    /// directory or a symlink's target).
     pub fn open(&self, file: &str) -> io::Result<File> {
         check_name(file)?;
         let noatime = NO_ATIME.load(Ordering::Relaxed);
-        match rustix::fs::openat(&self.dir, file, read_flags(noatime), Mode::empty()) {
-            Ok(fd) => Ok(File::from(fd)),
-            Err(Errno::PERM) if noatime => {
+        match regular_file::open_at(&self.dir, file, atime_flag(noatime)) {
+            Err(e) if noatime && e.raw_os_error() == Some(Errno::PERM.raw_os_error()) => {
                 refuse_noatime();
-                let fd = rustix::fs::openat(&self.dir, file, read_flags(false), Mode::empty())?;
-                Ok(File::from(fd))
+                regular_file::open_at(&self.dir, file, atime_flag(false))
             }
-            Err(e) => Err(e.into()),
+            other => other,
         }
+    }
+
+    /// The whole content of a message file ([`open`](Self::open)).
+    pub fn read(&self, file: &str) -> io::Result<Vec<u8>> {
+        let mut out = Vec::new();
+        io::Read::read_to_end(&mut self.open(file)?, &mut out)?;
+        Ok(out)
     }
 
     /// [`open`](Self::open), but only if the kernel can do it from its
@@ -122,12 +130,16 @@ impl MailboxFiles {
             match rustix::fs::openat2(
                 &self.dir,
                 file,
-                read_flags(true),
+                read_flags(),
                 Mode::empty(),
-                ResolveFlags::CACHED,
+                ResolveFlags::CACHED | ResolveFlags::NO_SYMLINKS,
             ) {
-                Ok(fd) => return Ok(Cached::Ready(File::from(fd))),
-                Err(Errno::AGAIN) => return Ok(Cached::WouldBlock),
+                // The same check as the blocking open's (an fstat of an
+                // inode just looked up: in memory).
+                Ok(fd) => return regular_file::checked(fd).map(Cached::Ready),
+                // A symlink anywhere in the name: the blocking open decides
+                // (it refuses one as the file itself).
+                Err(Errno::AGAIN | Errno::LOOP) => return Ok(Cached::WouldBlock),
                 Err(Errno::INTR) => continue,
                 // O_NOATIME refused (files owned by another user), or a
                 // seccomp filter that refuses openat2: either way no
@@ -189,12 +201,17 @@ fn check_name(file: &str) -> io::Result<()> {
     }
 }
 
-fn read_flags(noatime: bool) -> OFlags {
-    let flags = OFlags::RDONLY | OFlags::CLOEXEC;
+/// The flags of a cached open: those of [`regular_file::open_at`], with
+/// `O_NOATIME`.
+fn read_flags() -> OFlags {
+    OFlags::RDONLY | OFlags::CLOEXEC | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::NOATIME
+}
+
+fn atime_flag(noatime: bool) -> OFlags {
     if noatime {
-        flags | OFlags::NOATIME
+        OFlags::NOATIME
     } else {
-        flags
+        OFlags::empty()
     }
 }
 
@@ -266,6 +283,35 @@ mod tests {
         if CACHED_READS.load(Ordering::Relaxed) {
             // A missing name is a negative dentry: answered from the cache.
             assert_eq!(gone.map_err(|e| e.kind()), Err(io::ErrorKind::NotFound));
+        }
+    }
+
+    #[test]
+    fn only_regular_files_are_messages() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::create_dir(dir.path().join("cur")).expect("cur");
+        std::fs::write(dir.path().join("outside"), b"secret").expect("write");
+        let cur = dir.path().join("cur");
+        rustix::fs::mknodat(
+            rustix::fs::CWD,
+            cur.join("fifo"),
+            rustix::fs::FileType::Fifo,
+            Mode::from_raw_mode(0o600),
+            0,
+        )
+        .expect("mkfifo");
+        std::os::unix::fs::symlink(dir.path().join("outside"), cur.join("link")).expect("link");
+        std::fs::create_dir(cur.join("dir")).expect("dir");
+        let files = MailboxFiles::open_dir(dir.path()).expect("open dir");
+        for name in ["cur/fifo", "cur/link", "cur/dir"] {
+            // Neither waits for a FIFO's writer nor follows the link.
+            let e = files.open(name).expect_err(name);
+            assert!(regular_file::is_not_regular(&e).is_some(), "{name}: {e}");
+            match files.open_cached(name) {
+                Ok(Cached::WouldBlock) => {}
+                Err(e) => assert!(regular_file::is_not_regular(&e).is_some(), "{name}: {e}"),
+                Ok(Cached::Ready(_)) => panic!("{name} opened"),
+            }
         }
     }
 

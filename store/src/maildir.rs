@@ -8,9 +8,13 @@
 //! their names; their GUID is derived from the unique part
 //! ([`MessageGuid::derived_from_name`]).
 
+use std::collections::HashSet;
 use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+use cove_dedup::regular_file::NotRegular;
 
 use crate::ids::{Flags, MailboxGuid, MessageGuid};
 use crate::{Error, IoContext, Result};
@@ -85,8 +89,23 @@ impl FileName {
 
     /// The file's name in `cur/` with the given flags.
     pub fn cur_name(&self, flags: Flags) -> String {
+        self.with_info(flags, self.other_letters.chars())
+    }
+
+    /// The file's name in `cur/` with the given flags and keyword letters
+    /// (`a`..`z`, see `keyword_letters.rs`) in place of the ones it has.
+    pub fn cur_name_with(&self, flags: Flags, keyword_letters: &str) -> String {
+        let others = self
+            .other_letters
+            .chars()
+            .filter(|c| !c.is_ascii_lowercase());
+        self.with_info(flags, others.chain(keyword_letters.chars()))
+    }
+
+    /// `<base>:2,<letters>`: the flags' capitals and `more`, sorted.
+    fn with_info(&self, flags: Flags, more: impl Iterator<Item = char>) -> String {
         let mut letters: Vec<char> = flags.maildir_letters().chars().collect();
-        letters.extend(self.other_letters.chars());
+        letters.extend(more);
         letters.sort_unstable();
         letters.dedup();
         format!(
@@ -176,6 +195,15 @@ pub fn list_folder(dir: &Path) -> Result<Vec<FoundFile>> {
         };
         for entry in entries {
             let entry = entry.ctx(|| format!("list {}", d.display()))?;
+            // The entry's type from readdir (an lstat where the filesystem
+            // does not say): a FIFO, a directory or a symlink is no message.
+            let kind = entry
+                .file_type()
+                .ctx(|| format!("stat {}", entry.path().display()))?;
+            if let Some(what) = NotRegular::of_file_type(kind) {
+                skipping(&entry.path(), &what);
+                continue;
+            }
             let Some(fname) = entry.file_name().to_str().map(str::to_string) else {
                 tracing::warn!(dir = %d.display(), "skipping a Maildir file whose name is not UTF-8");
                 continue;
@@ -189,6 +217,27 @@ pub fn list_folder(dir: &Path) -> Result<Vec<FoundFile>> {
         }
     }
     Ok(out)
+}
+
+/// The paths already reported by [`skipping`], so that a FIFO left in
+/// `cur/` costs one log line, not one per scan. Bounded: when full it
+/// starts again (a path may then be reported a second time).
+static REPORTED: Mutex<Option<HashSet<PathBuf>>> = Mutex::new(None);
+const REPORTED_MAX: usize = 10_000;
+
+/// Say (once per path for the life of the process) that a name in a
+/// Maildir is left out, and why.
+pub(crate) fn skipping(path: &Path, why: &dyn std::fmt::Display) {
+    let Ok(mut reported) = REPORTED.lock() else {
+        return;
+    };
+    let set = reported.get_or_insert_with(HashSet::new);
+    if set.len() >= REPORTED_MAX {
+        set.clear();
+    }
+    if set.insert(path.to_path_buf()) {
+        tracing::warn!(path = %path.display(), reason = %why, "skipping a name in the Maildir that is not a message file (reported once)");
+    }
 }
 
 /// `rename(2)` that never replaces an existing name (`RENAME_NOREPLACE`;
@@ -276,7 +325,8 @@ const IDENTITY_FILE: &str = "cove-mailbox";
 
 impl FolderIdentity {
     pub fn read(dir: &Path) -> Option<FolderIdentity> {
-        let text = fs::read_to_string(dir.join(IDENTITY_FILE)).ok()?;
+        let bytes = cove_dedup::regular_file::read(&dir.join(IDENTITY_FILE)).ok()?;
+        let text = String::from_utf8(bytes).ok()?;
         let mut guid = None;
         let mut uidvalidity = None;
         for line in text.lines() {

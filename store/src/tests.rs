@@ -247,7 +247,8 @@ fn flags_rename_the_file_and_log_changes() {
     .unwrap();
     let files = inbox_files(&s, "a@x.org");
     assert_eq!(files.len(), 1);
-    assert!(files[0].to_str().unwrap().ends_with(":2,FS"), "{files:?}");
+    // "work" is keyword letter a (dovecot-keywords).
+    assert!(files[0].to_str().unwrap().ends_with(":2,FSa"), "{files:?}");
     assert!(files[0].to_str().unwrap().contains("/cur/"));
     let msgs = acct.messages(&del.mailbox).unwrap();
     assert_eq!(msgs[0].keywords, vec!["work".to_string()]);
@@ -462,23 +463,28 @@ fn crash_between_link_and_commit_is_recovered_by_scan() {
     assert_eq!(msgs[0].content_id, blob.id());
 }
 
+/// Deliver `n` small messages (`m0`, `m1`...) to INBOX; their GUIDs.
+fn deliver_to_inbox(s: &Store, acct: &crate::Account, n: usize) -> Vec<MessageGuid> {
+    (0..n)
+        .map(|i| {
+            let blob = s.blobs().put(format!("m{i}\r\n").as_bytes()).unwrap();
+            acct.deliver("INBOX", &blob, &NewMessage::default())
+                .unwrap()
+                .guid
+        })
+        .collect()
+}
+
 #[test]
 fn rebuild_after_index_loss_keeps_guids_and_bumps_uidvalidity() {
     let d = tempfile::tempdir().unwrap();
-    let mut guids = Vec::new();
+    let guids;
     let (old_validity, sent_guid);
     {
         let s = store_at(d.path());
         let u = user(&s, "a@x.org");
         let acct = s.account(&u).unwrap();
-        for i in 0..5 {
-            let blob = s.blobs().put(format!("m{i}\r\n").as_bytes()).unwrap();
-            guids.push(
-                acct.deliver("INBOX", &blob, &NewMessage::default())
-                    .unwrap()
-                    .guid,
-            );
-        }
+        guids = deliver_to_inbox(&s, &acct, 5);
         let blob = s.blobs().put(b"sent\r\n").unwrap();
         acct.deliver(
             "Sent",
@@ -517,6 +523,110 @@ fn rebuild_after_index_loss_keeps_guids_and_bumps_uidvalidity() {
     assert_eq!(sent.guid, sent_guid);
     assert_eq!(sent.special_use.as_deref(), Some("\\Sent"));
     assert_eq!(acct.messages(&sent.guid).unwrap()[0].flags, Flags::SEEN);
+}
+
+/// index.sqlite deleted or truncated while its account is open: the next
+/// use rebuilds it from the Maildir (GUIDs and mailbox GUIDs kept) before
+/// answering; a truncated one is kept aside.
+#[test]
+fn index_lost_under_an_open_account_is_rebuilt_before_use() {
+    let d = tempfile::tempdir().unwrap();
+    let s = store_at(d.path());
+    let acct = s.account(&user(&s, "a@x.org")).unwrap();
+    let home = acct.home().to_path_buf();
+    let index = home.join("index.sqlite");
+    let len = fs::metadata(&index).unwrap().len();
+    assert!(
+        len > 0 && len.is_multiple_of(512),
+        "a fresh index is {len} bytes"
+    );
+    let mut guids = deliver_to_inbox(&s, &acct, 3);
+    let inbox_guid = acct.mailbox("INBOX").unwrap().guid;
+    let listed = |acct: &crate::Account| -> Vec<MessageGuid> {
+        let mut g: Vec<MessageGuid> = acct
+            .messages(&acct.mailbox("INBOX").unwrap().guid)
+            .unwrap()
+            .iter()
+            .map(|m| m.guid)
+            .collect();
+        g.sort();
+        g
+    };
+    guids.sort();
+
+    fs::remove_file(&index).unwrap();
+    assert_eq!(acct.mailbox("INBOX").unwrap().guid, inbox_guid);
+    assert_eq!(listed(&acct), guids);
+
+    fs::OpenOptions::new()
+        .write(true)
+        .open(&index)
+        .unwrap()
+        .set_len(0)
+        .unwrap();
+    // The next delivery lands in the rebuilt index, beside the others.
+    let blob = s.blobs().put(b"after\r\n").unwrap();
+    guids.push(
+        acct.deliver("INBOX", &blob, &NewMessage::default())
+            .unwrap()
+            .guid,
+    );
+    guids.sort();
+    assert_eq!(listed(&acct), guids);
+    let kept: Vec<String> = fs::read_dir(&home)
+        .unwrap()
+        .flatten()
+        .filter_map(|e| e.file_name().to_str().map(str::to_string))
+        .filter(|n| n.starts_with("index.sqlite.truncated-"))
+        .collect();
+    assert!(!kept.is_empty(), "the truncated index is kept aside");
+}
+
+/// Pages of an open index damaged on disk (a bad sector): SQLite reports
+/// it on the read that meets them, the index checks itself at its next use
+/// and is rebuilt from the Maildir (kept aside as `.damaged-<secs>`).
+#[test]
+fn index_damaged_under_an_open_account_is_rebuilt_at_its_next_use() {
+    let d = tempfile::tempdir().unwrap();
+    let s = store_at(d.path());
+    let acct = s.account(&user(&s, "a@x.org")).unwrap();
+    let mut guids = deliver_to_inbox(&s, &acct, 3);
+    guids.sort();
+    let index = acct.home().join("index.sqlite");
+    // Every page into the database file, the WAL emptied (which also makes
+    // the account's connection drop its cached pages at its next read).
+    {
+        let other = rusqlite::Connection::open(&index).unwrap();
+        other
+            .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))
+            .unwrap();
+    }
+    let len = fs::metadata(&index).unwrap().len();
+    let mut bytes = fs::read(&index).unwrap();
+    for b in &mut bytes[4096..] {
+        *b = 0x5a;
+    }
+    assert_eq!(bytes.len() as u64, len);
+    fs::write(&index, &bytes).unwrap();
+
+    // The read that meets the damage fails (a temporary error)...
+    let first = acct.mailbox("INBOX").and_then(|mb| acct.messages(&mb.guid));
+    assert!(matches!(first, Err(Error::Index(_))), "{first:?}");
+    // ...and the next use finds the index rebuilt.
+    let inbox = acct.mailbox("INBOX").unwrap();
+    let mut now: Vec<MessageGuid> = acct
+        .messages(&inbox.guid)
+        .unwrap()
+        .iter()
+        .map(|m| m.guid)
+        .collect();
+    now.sort();
+    assert_eq!(now, guids);
+    assert!(fs::read_dir(acct.home()).unwrap().flatten().any(|e| {
+        e.file_name()
+            .to_string_lossy()
+            .starts_with("index.sqlite.damaged-")
+    }));
 }
 
 #[test]
@@ -663,13 +773,22 @@ fn derived_lookups_in_batches_answer_each_key_in_order() {
         keys.push((ids[i], 11));
         keys.push((ids[i], 12));
     }
-    let got = acct.derived(&keys).unwrap();
-    assert_eq!(got.len(), keys.len());
-    for ((id, kind), answer) in keys.iter().zip(&got) {
-        let i = ids.iter().position(|x| x == id).unwrap();
-        let want = (i % 3 == 0)
-            .then(|| format!("{}{i}", if *kind == 11 { "e" } else { "b" }).into_bytes());
-        assert_eq!(answer, &want, "content {i} kind {kind}");
+    // All of them (more ids than 4 per page of this small index: one pass
+    // over the table), and a few (lookups).
+    let pages: i64 = rusqlite::Connection::open(acct.home().join("index.sqlite"))
+        .unwrap()
+        .query_row("PRAGMA page_count", [], |r| r.get(0))
+        .unwrap();
+    assert!(keys.len() as i64 / 2 >= 4 * pages, "{pages} pages");
+    for keys in [&keys[..], &keys[..20]] {
+        let got = acct.derived(keys).unwrap();
+        assert_eq!(got.len(), keys.len());
+        for ((id, kind), answer) in keys.iter().zip(&got) {
+            let i = ids.iter().position(|x| x == id).unwrap();
+            let want = (i % 3 == 0)
+                .then(|| format!("{}{i}", if *kind == 11 { "e" } else { "b" }).into_bytes());
+            assert_eq!(answer, &want, "content {i} kind {kind}");
+        }
     }
 }
 

@@ -7,9 +7,10 @@
 //!
 //! Dovecot's indexes and control files (`dovecot-uidlist`, ...) go to a
 //! directory of the test's (`INDEX=`, `CONTROL=`), and Dovecot refuses to
-//! touch mail as root, so here it runs as `nobody` in cove's group (cove
-//! makes message files 0440): it reads everything and may write nothing in
-//! cove's Maildir, which the test checks is unchanged afterwards.
+//! touch mail as root, so here it runs as `nobody` in cove's group, which
+//! the test lets read cove's (private) data with `chmod -R g+rX`: it reads
+//! everything and may write nothing in cove's Maildir, which the test
+//! checks is unchanged afterwards.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
@@ -30,6 +31,19 @@ const PASSWORD: &str = "a dovecot test";
 /// What one side shows of a message: (mailbox in UTF-8, Message-ID) ->
 /// (system flags, size with CRLF line ends).
 type View = BTreeMap<(String, String), (Flags, u64)>;
+
+/// Let Dovecot's user (group 0 as root) read cove's data: cove keeps it
+/// private to its own user (dirs 0700, files 0600/0400), so the operator
+/// grants a second program access explicitly, as here with
+/// `chmod -R g+rX`.
+fn share_with_dovecot(server: &TestServer) {
+    open_to_others(server.data_dir().parent().expect("the test's temp dir"));
+    run_ok({
+        let mut c = Command::new("chmod");
+        c.args(["-R", "g+rX"]).arg(server.data_dir());
+        c
+    });
+}
 
 /// doveadm with a configuration written for one cove user.
 struct Doveadm {
@@ -235,8 +249,7 @@ fn doveadm_sees_the_folders_messages_and_flags_cove_shows() {
     assert!(cove_names.contains("Réunions"), "{cove_names:?}");
     assert_eq!(cove_view.len(), 9, "{cove_view:?}");
 
-    // Dovecot's user must be able to enter cove's data directory.
-    open_to_others(server.data_dir().parent().expect("the test's temp dir"));
+    share_with_dovecot(&server);
     let maildir = server.home(USER).join("Maildir");
     let before = tree(&maildir);
     assert!(
@@ -279,7 +292,7 @@ fn changes_doveadm_makes_in_coves_maildir_reach_cove() {
     };
     let (server, mut imap) = populated_server();
     imap.cmd_ok("A6 LOGOUT");
-    open_to_others(server.data_dir().parent().expect("the test's temp dir"));
+    share_with_dovecot(&server);
     let doveadm = Doveadm::new(bin, &server.home(USER));
     doveadm.allow_writes(&server.home(USER).join("Maildir"));
 

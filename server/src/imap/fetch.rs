@@ -509,9 +509,7 @@ impl Session {
                             // The file may have been renamed (flags) since the
                             // view was read: look it up again.
                             let current = account.message(&mailbox.guid, row.meta.uid)?;
-                            match current.and_then(|m| {
-                                std::fs::read(account.message_path(&mailbox, &m)).ok()
-                            }) {
+                            match current.and_then(|m| account.read_message(&mailbox, &m).ok()) {
                                 Some(bytes) => Some(bytes),
                                 None => {
                                     missing = true;

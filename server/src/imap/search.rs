@@ -390,7 +390,7 @@ impl Session {
                         Some(Content::from_header_text(text))
                     } else {
                         let raw = match account.message(&mailbox.guid, m.uid)? {
-                            Some(cur) => std::fs::read(account.message_path(&mailbox, &cur)).ok(),
+                            Some(cur) => account.read_message(&mailbox, &cur).ok(),
                             None => None,
                         };
                         raw.map(|raw| {

@@ -12,7 +12,8 @@
 //!   header's or the highest UID + 1, whichever is more (Dovecot appends
 //!   records without rewriting the header).
 //! - `dovecot-keywords`: `<index> <name>` lines; the letters `a`..`z` after
-//!   `:2,` in a file name are keywords 0..25. The capitals are the system
+//!   `:2,` in a file name are keywords 0..25 (read as cove keeps its own:
+//!   `cove_store::KeywordLetters`). The capitals are the system
 //!   flags (D F R S T).
 //! - `subscriptions` in the root: `V\t2`, an empty line, then one name per
 //!   line with a tab between hierarchy levels.
@@ -39,8 +40,8 @@ use anyhow::{Context, bail};
 
 use cove_store::maildir::FileName;
 use cove_store::{
-    Account, Address, ImportCache, ImportMailbox, ImportMessage, ImportReport, MailboxGuid,
-    MailboxImport, MessageGuid, Store, Uid,
+    Account, Address, ImportCache, ImportMailbox, ImportMessage, ImportReport, KeywordLetters,
+    MailboxGuid, MailboxImport, MessageGuid, Store, Uid,
 };
 
 use crate::config::Config;
@@ -146,17 +147,6 @@ impl Uidlist {
     }
 }
 
-/// A folder's `dovecot-keywords`: index -> name.
-pub fn parse_keywords(text: &str) -> HashMap<u32, String> {
-    text.lines()
-        .filter_map(|l| {
-            let (i, name) = l.split_once(' ')?;
-            Some((i.trim().parse().ok()?, name.trim().to_string()))
-        })
-        .filter(|(_, n): &(u32, String)| !n.is_empty())
-        .collect()
-}
-
 /// Dovecot's `subscriptions` file: the subscribed names ('.' between
 /// levels).
 pub fn parse_subscriptions(text: &str) -> Vec<String> {
@@ -170,17 +160,9 @@ pub fn parse_subscriptions(text: &str) -> Vec<String> {
         .collect()
 }
 
-/// The keywords a file name's `:2,` letters stand for.
-fn keywords_of(letters: &str, names: &HashMap<u32, String>) -> Vec<String> {
-    letters
-        .chars()
-        .filter(|c| c.is_ascii_lowercase())
-        .filter_map(|c| names.get(&(c as u32 - 'a' as u32)).cloned())
-        .collect()
-}
-
 fn read_optional(path: &Path) -> anyhow::Result<Option<String>> {
-    match fs::read(path) {
+    // Never a FIFO (which would wait for a writer) or a symlink's target.
+    match cove_store::regular_file::read(path) {
         Ok(bytes) => Ok(Some(String::from_utf8_lossy(&bytes).into_owned())),
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
         Err(e) => Err(e).with_context(|| format!("read {}", path.display())),
@@ -213,9 +195,9 @@ fn folders(root: &Path) -> anyhow::Result<Vec<(String, PathBuf)>> {
 /// The messages of one folder, numbered ones first by UID, then the
 /// unnumbered by date.
 fn folder_messages(dir: &Path, name: &str, list: &Uidlist) -> anyhow::Result<Vec<ImportMessage>> {
-    let names = read_optional(&dir.join("dovecot-keywords"))?
-        .map(|t| parse_keywords(&t))
-        .unwrap_or_default();
+    // The same reading of dovecot-keywords as cove's own (a letter per
+    // keyword in the file names, see the store's keyword_letters.rs).
+    let names = KeywordLetters::read(dir);
     let key = list
         .guid
         .clone()
@@ -254,7 +236,7 @@ fn folder_messages(dir: &Path, name: &str, list: &Uidlist) -> anyhow::Result<Vec
                 guid: MessageGuid::derived_from_name(&format!("dovecot\0{key}\0{base}")),
                 source: path,
                 flags: parsed.flags,
-                keywords: keywords_of(&parsed.other_letters, &names),
+                keywords: names.keywords_of(&parsed.other_letters),
                 internal_date: mtime,
             }
         };
@@ -566,8 +548,14 @@ mod tests {
 
     #[test]
     fn keywords_and_subscriptions() {
-        let k = parse_keywords("0 $Forwarded\n1 NonJunk\n2 Later\n");
-        assert_eq!(keywords_of("abz", &k), vec!["$Forwarded", "NonJunk"]);
+        let d = tempfile::tempdir().expect("tempdir");
+        fs::write(
+            d.path().join("dovecot-keywords"),
+            "0 $Forwarded\n1 NonJunk\n2 Later\n",
+        )
+        .expect("write");
+        let k = KeywordLetters::read(d.path());
+        assert_eq!(k.keywords_of("abz"), vec!["$Forwarded", "NonJunk"]);
         assert_eq!(
             parse_subscriptions("V\t2\n\nWork\nWork\tQ1\n"),
             vec!["Work", "Work.Q1"]

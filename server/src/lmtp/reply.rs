@@ -46,7 +46,15 @@ pub fn for_store_error(e: &Error) -> Reply {
         }
         Error::Busy(_) => Reply::new(451, "4.3.0", "Mailbox index is busy, try again later"),
         Error::InUse(_) => Reply::new(451, "4.2.0", "Mailbox is in use, try again later"),
-        Error::NotFound(_) => Reply::new(550, "5.1.1", "No such user here"),
+        // The recipient was known at RCPT (an unknown one got 550 5.1.1
+        // there): something it needs is missing now (its index being
+        // rebuilt, the user deleted meanwhile). A bounce would be final;
+        // a retry meets RCPT's answer.
+        Error::NotFound(_) => Reply::new(
+            451,
+            "4.2.0",
+            "Mailbox temporarily unavailable, try again later",
+        ),
         Error::InvalidData(what) => Reply::new(554, "5.6.0", format!("Message refused: {what}")),
         Error::AlreadyExists(_)
         | Error::Expunged
@@ -76,6 +84,8 @@ mod tests {
         assert_eq!((f.code, f.status), (452, "4.3.1"));
         let b = for_store_error(&Error::Busy("locked".into()));
         assert_eq!((b.code, b.status), (451, "4.3.0"));
+        let gone = for_store_error(&Error::NotFound("mailbox INBOX".into()));
+        assert_eq!((gone.code, gone.status), (451, "4.2.0"));
         let mut out = Vec::new();
         Reply::new(250, "2.0.0", "Ok\r\ninjected").write_to(&mut out);
         assert_eq!(out, b"250 2.0.0 Ok  injected\r\n");

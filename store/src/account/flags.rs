@@ -1,11 +1,12 @@
 //! STORE (RFC 3501 §6.4.6) with CONDSTORE's UNCHANGEDSINCE (RFC 7162 §3.1.3).
 //!
 //! One call handles the whole message set in one index transaction, so
-//! `STORE 1:* +FLAGS` on a big mailbox is one commit and one flush. Only a
-//! change of system flags renames a file (its `:2,` letters); keywords live
-//! in the index alone. Files are renamed before the commit: a crash between
-//! leaves files whose flags the scan takes over (the change was never
-//! acknowledged, and its keywords part is lost with it).
+//! `STORE 1:* +FLAGS` on a big mailbox is one commit and one flush. A
+//! change of system flags or keywords renames a file (its `:2,` letters:
+//! capitals for flags, `a`..`z` for keywords as the folder's
+//! `dovecot-keywords` maps them, see keyword_letters.rs). Files are renamed
+//! before the commit: a crash between leaves files whose flags and keyword
+//! letters the scan takes over (the change was never acknowledged).
 
 use std::fs;
 use std::path::PathBuf;
@@ -13,6 +14,7 @@ use std::path::PathBuf;
 use super::Account;
 use crate::ids::{Flags, MailboxGuid, ModSeq, Uid};
 use crate::index::{MessageMeta, Tx};
+use crate::keyword_letters::{KeywordLetters, letters_in};
 use crate::keywords::{FlagOp, same_set};
 use crate::maildir::{FileName, Relocator};
 use crate::watch::{OwnBudget, own_rename};
@@ -73,6 +75,7 @@ impl Account {
         let rows = Self::rows_for(&g.conn, mb.id, uids)?;
         let folder = self.folder(&mb);
         let mut relocator = Relocator::new(&folder);
+        let mut letters = KeywordLetters::read(&folder);
         let mut result = StoreResult::default();
         // Each asked-for message, in order: unchanged (Err) or pending (Ok).
         let mut plan: Vec<std::result::Result<Pending, MessageMeta>> =
@@ -91,8 +94,16 @@ impl Account {
                 continue;
             }
             let mut file = row.file.clone();
-            if flags != row.flags {
-                match self.rename_for_flags(&folder, &mut relocator, &row.file, flags, &mut budget)
+            let keyword_letters = letters.letters_for(&keywords);
+            if flags != row.flags || keyword_letters != letters_in(&row.file) {
+                // A letter given out now is in dovecot-keywords before any
+                // name uses it.
+                if let Err(e) = letters.save() {
+                    undo_renames(&renamed);
+                    return Err(e);
+                }
+                let wanted = (flags, keyword_letters.as_str());
+                match self.rename_for_flags(&folder, &mut relocator, &row.file, wanted, &mut budget)
                 {
                     Ok(Some((src, dst, rel))) => {
                         renamed.push((src, dst));
@@ -152,23 +163,26 @@ impl Account {
         }
     }
 
-    /// Rename a message file for new system flags (into `cur/` with its
-    /// `:2,` letters), announced to the Maildir watcher within `budget`.
-    /// Returns (old path, new path, new relative name), or `None` if the
-    /// file is gone.
-    fn rename_for_flags(
+    /// Rename a message file for new system flags and keyword letters
+    /// (into `cur/` with its `:2,` letters), announced to the Maildir
+    /// watcher within `budget`. Returns (old path, new path, new relative
+    /// name), or `None` if the file is gone.
+    pub(super) fn rename_for_flags(
         &self,
         folder: &std::path::Path,
         relocator: &mut Relocator<'_>,
         file: &str,
-        flags: Flags,
+        (flags, keyword_letters): (Flags, &str),
         budget: &mut OwnBudget,
     ) -> Result<Option<(PathBuf, PathBuf, String)>> {
         let target = |rel: &str| -> Result<String> {
             let name = rel.rsplit('/').next().unwrap_or(rel);
             let parsed = FileName::parse(name)
                 .ok_or_else(|| Error::InvalidData(format!("bad file name {name}")))?;
-            Ok(format!("cur/{}", parsed.cur_name(flags)))
+            Ok(format!(
+                "cur/{}",
+                parsed.cur_name_with(flags, keyword_letters)
+            ))
         };
         let mut rel = file.to_string();
         for attempt in 0..2 {

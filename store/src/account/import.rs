@@ -60,6 +60,7 @@ use rusqlite::{OptionalExtension, params};
 use super::Account;
 use crate::ids::{Flags, MailboxGuid, MessageGuid, Uid};
 use crate::index::{self, MailboxInfo, NewMessageRow, Tx};
+use crate::keyword_letters::{letters_in, letters_in_folder};
 use crate::maildir::{self, FileName, FolderIdentity};
 use crate::{Error, IoContext, Result};
 
@@ -407,11 +408,12 @@ impl Account {
                 return Ok(());
             }
             let mut file = file;
-            if flags != m.flags {
+            let letters = letters_in_folder(folder, &mut None, &keywords)?;
+            if flags != m.flags || letters != letters_in(&file) {
                 let fname = file.rsplit('/').next().unwrap_or(&file).to_string();
                 let parsed = FileName::parse(&fname)
                     .ok_or_else(|| Error::InvalidData(format!("bad file name {fname}")))?;
-                let new_rel = format!("cur/{}", parsed.cur_name(m.flags));
+                let new_rel = format!("cur/{}", parsed.cur_name_with(m.flags, &letters));
                 let (from, to) = (folder.join(&file), folder.join(&new_rel));
                 fs::rename(&from, &to).ctx(|| format!("rename {file} in {}", folder.display()))?;
                 renamed.push((from, to));
@@ -435,13 +437,17 @@ impl Account {
                 tx.allocate_uid(mb)?
             }
         };
-        let bytes = crlf(fs::read(&m.source).ctx(|| format!("read {}", m.source.display()))?);
+        let bytes = crlf(
+            cove_dedup::regular_file::read(&m.source)
+                .ctx(|| format!("read {}", m.source.display()))?,
+        );
         let size = bytes.len() as u64;
         let base =
             FileName::new_delivery(m.internal_date.max(0) as u64, m.guid, &self.hostname, size);
         let parsed = FileName::parse(&base)
             .ok_or_else(|| Error::InvalidData(format!("bad file name {base}")))?;
-        let rel = format!("cur/{}", parsed.cur_name(m.flags));
+        let letters = letters_in_folder(folder, &mut None, &keywords)?;
+        let rel = format!("cur/{}", parsed.cur_name_with(m.flags, &letters));
         let dest = folder.join(&rel);
         let id = self.store_content(folder, &base, &bytes, &dest, cache, report)?;
         linked.push(dest);

@@ -36,11 +36,22 @@ use std::fs;
 use std::os::unix::fs::MetadataExt;
 
 use super::dir_stamps::{self, DirStamps};
-use super::{Account, DEFAULT_MAILBOXES, ScanReport};
+use super::{Account, DEFAULT_MAILBOXES, IndexConn, ScanReport};
+use crate::changes::Change;
 use crate::ids::MessageGuid;
 use crate::index::{self, MailboxInfo, MessageMeta, NewMessageRow, Tx};
+use crate::keyword_letters::{KeywordLetters, apply_renamed_letters};
 use crate::maildir::{self, FileName, FolderIdentity};
 use crate::{Error, Result};
+
+/// What a scan did to the index, before it is flushed and announced.
+pub(super) struct ScanOutcome {
+    report: ScanReport,
+    changes: Vec<Change>,
+    /// Index writes that log no change (a file moved from new/ to cur/).
+    quiet_writes: bool,
+    stamps: Option<DirStamps>,
+}
 
 impl Account {
     /// Reconcile the index with the Maildir: folders and files added,
@@ -49,6 +60,35 @@ impl Account {
     /// and their system flags; the index for everything else.
     pub fn scan(&self) -> Result<ScanReport> {
         let mut g = self.conn()?;
+        let outcome = self.scan_locked(&mut g)?;
+        drop(g);
+        self.finish_scan(outcome)
+    }
+
+    /// Make what a scan did durable and known (after the index lock is
+    /// released, where the caller can).
+    pub(super) fn finish_scan(&self, outcome: ScanOutcome) -> Result<ScanReport> {
+        let ScanOutcome {
+            report,
+            changes,
+            quiet_writes,
+            stamps,
+        } = outcome;
+        // A scan that found nothing wrote nothing: no group flush (the
+        // Maildir watcher scans after cove's own writes too).
+        if !report.is_empty() || !changes.is_empty() || quiet_writes {
+            self.sync.sync()?;
+        }
+        if !report.is_empty() {
+            tracing::info!(user = %self.email, ?report, "reconciled index with Maildir");
+        }
+        self.announce(changes);
+        self.set_scanned(stamps.filter(DirStamps::trustworthy));
+        Ok(report)
+    }
+
+    /// The scan's work on the index, with its connection held.
+    pub(super) fn scan_locked(&self, g: &mut IndexConn) -> Result<ScanOutcome> {
         let mut report = ScanReport::default();
         let mut changes = Vec::new();
         // Taken before anything is listed: a change made while the scan
@@ -155,6 +195,8 @@ impl Account {
         // Index writes that log no change (a file moved from new/ to cur/).
         let mut quiet_writes = false;
         let mut tx = Tx::begin(&mut g.conn)?;
+        // Each folder's keyword letters, read when a file needs them.
+        let mut letter_maps: HashMap<i64, KeywordLetters> = HashMap::new();
         for mb in &mailboxes {
             let folder = self.folder(mb);
             let mut found = maildir::list_folder(&folder)?;
@@ -174,8 +216,19 @@ impl Account {
                     Some(i) => {
                         matched[i] = true;
                         let f = &found[i];
-                        if f.name.flags != row.flags {
-                            tx.update_flags(mb, row.uid, f.name.flags, &row.keywords, &f.rel)?;
+                        // Keyword letters another program added or took
+                        // away since the name the index knows.
+                        let keywords = if f.rel == row.file {
+                            None
+                        } else {
+                            let map = letter_maps
+                                .entry(mb.id)
+                                .or_insert_with(|| KeywordLetters::read(&folder));
+                            apply_renamed_letters(map, &row.keywords, &row.file, &f.rel)
+                        };
+                        if f.name.flags != row.flags || keywords.is_some() {
+                            let keywords = keywords.as_deref().unwrap_or(&row.keywords);
+                            tx.update_flags(mb, row.uid, f.name.flags, keywords, &f.rel)?;
                             report.flags_changed += 1;
                         } else if f.rel != row.file {
                             tx.update_file(mb, row.uid, &f.rel)?;
@@ -194,9 +247,14 @@ impl Account {
         let mut prepared = Vec::new();
         for (mb, f) in additions {
             let path = self.folder(&mb).join(&f.rel);
-            let Ok(meta) = fs::metadata(&path) else {
+            // Not following a symlink (the listing skipped those; this
+            // is the name as it is now).
+            let Ok(meta) = fs::symlink_metadata(&path) else {
                 continue;
             };
+            if !meta.is_file() {
+                continue;
+            }
             let date = f
                 .name
                 .delivery_secs()
@@ -221,10 +279,29 @@ impl Account {
                 let _ = fs::remove_file(&path);
                 continue;
             }
-            let (content_id, size) = self.adopt_file(&path)?;
+            let (content_id, size) = match self.adopt_file(&path) {
+                Ok(adopted) => adopted,
+                Err(e @ Error::NoSpace(_)) => return Err(e),
+                // Not a regular file after all (replaced since the
+                // listing), unreadable, or changing under us: the account
+                // still serves everything else; the next scan tries again.
+                Err(e) => {
+                    maildir::skipping(&path, &e);
+                    continue;
+                }
+            };
+            // A file the index has no row for: its keywords are its
+            // letters, as its folder maps them (a rebuild reads them back).
+            let lettered;
             let (keywords, internal_date) = match &moved {
                 Some(m) => (m.keywords.as_slice(), m.internal_date),
-                None => (&[][..], date),
+                None => {
+                    let map = letter_maps
+                        .entry(mb.id)
+                        .or_insert_with(|| KeywordLetters::read(&self.folder(&mb)));
+                    lettered = map.keywords_of(&f.name.other_letters);
+                    (lettered.as_slice(), date)
+                }
             };
             let row = NewMessageRow {
                 guid,
@@ -247,18 +324,12 @@ impl Account {
             }
         }
         changes.extend(tx.commit()?);
-        drop(g);
-        // A scan that found nothing wrote nothing: no group flush (the
-        // Maildir watcher scans after cove's own writes too).
-        if !report.is_empty() || !changes.is_empty() || quiet_writes {
-            self.sync.sync()?;
-        }
-        if !report.is_empty() {
-            tracing::info!(user = %self.email, ?report, "reconciled index with Maildir");
-        }
-        self.announce(changes);
-        self.set_scanned(stamps.filter(DirStamps::trustworthy));
-        Ok(report)
+        Ok(ScanOutcome {
+            report,
+            changes,
+            quiet_writes,
+            stamps,
+        })
     }
 
     /// [`scan`](Account::scan), unless no directory of the Maildir changed

@@ -36,6 +36,7 @@ use std::path::PathBuf;
 use super::Account;
 use crate::ids::{MailboxGuid, MessageGuid, Uid};
 use crate::index::{self, MailboxInfo, MessageMeta, NewMessageRow, Tx};
+use crate::keyword_letters::{moved_rel, new_file_rel};
 use crate::maildir::{self, FileName, Relocator};
 use crate::watch::{OwnBudget, OwnEvent, own_rename};
 use crate::{Error, IoContext, Result};
@@ -107,6 +108,7 @@ impl Account {
         };
         // The Maildir watcher is told of the links, up to a budget.
         let mut budget = OwnBudget::default();
+        let mut dst_letters = None;
         for m in rows {
             let guid = self.env.message_guid();
             // The name carries the internal date, so that an index rebuilt
@@ -117,11 +119,15 @@ impl Account {
                 unlink_all(&copies);
                 return Err(Error::InvalidData(format!("bad file name {base}")));
             };
-            let rel = if m.flags.is_empty() {
-                format!("new/{base}")
-            } else {
-                format!("cur/{}", parsed.cur_name(m.flags))
-            };
+            // The keywords' letters as the destination folder maps them.
+            let rel =
+                match new_file_rel(&dst_folder, &mut dst_letters, &parsed, m.flags, &m.keywords) {
+                    Ok(rel) => rel,
+                    Err(e) => {
+                        unlink_all(&copies);
+                        return Err(e);
+                    }
+                };
             let path = dst_folder.join(&rel);
             let announced = self
                 .own
@@ -294,9 +300,20 @@ impl Account {
         let mut moved: Vec<MovedFile> = Vec::with_capacity(rows.len());
         // The Maildir watcher is told of the renames, up to a budget.
         let mut budget = OwnBudget::default();
+        // Keyword letters are per folder: a moved file takes the
+        // destination's (keyword_letters.rs).
+        let mut dst_letters = None;
         for mut meta in rows {
+            let mut dst_rel =
+                match moved_rel(&dst_folder, &mut dst_letters, &meta.file, &meta.keywords) {
+                    Ok(rel) => rel,
+                    Err(e) => {
+                        undo_moves(&moved);
+                        return Err(e);
+                    }
+                };
             let mut src = src_folder.join(&meta.file);
-            let mut dst = dst_folder.join(&meta.file);
+            let mut dst = dst_folder.join(&dst_rel);
             let announced = self.own.announce(&mut budget, own_rename(&src, &dst));
             let mut result = maildir::rename_noreplace(&src, &dst);
             if result.is_ok() {
@@ -307,9 +324,16 @@ impl Account {
             {
                 match relocator.find(&meta.file) {
                     Ok(Some(rel)) => {
+                        dst_rel =
+                            match moved_rel(&dst_folder, &mut dst_letters, &rel, &meta.keywords) {
+                                Ok(r) => r,
+                                Err(e) => {
+                                    undo_moves(&moved);
+                                    return Err(e);
+                                }
+                            };
                         src = src_folder.join(&rel);
-                        dst = dst_folder.join(&rel);
-                        meta.file = rel;
+                        dst = dst_folder.join(&dst_rel);
                         result = maildir::rename_noreplace(&src, &dst);
                     }
                     Ok(None) => continue,
@@ -323,6 +347,7 @@ impl Account {
                 undo_moves(&moved);
                 return Err(e).ctx(|| format!("move {} to {}", src.display(), dst.display()));
             }
+            meta.file = dst_rel;
             moved.push(MovedFile { meta, src, dst });
         }
         Ok(moved)

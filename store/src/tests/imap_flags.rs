@@ -41,9 +41,10 @@ fn store_adds_flags_renames_only_for_system_flags_and_logs() {
         assert_eq!((row.flags, &row.keywords), (Flags::SEEN, &kw(&["Work"])));
         assert!(row.modseq > start);
     }
-    assert!(rows[0].file.starts_with("cur/") && rows[0].file.ends_with(":2,S"));
-    // b's system flags did not change: same file, keyword in the index only.
-    assert_eq!(rows[1].file, b_file);
+    assert!(rows[0].file.starts_with("cur/") && rows[0].file.ends_with(":2,Sa"));
+    // b's keyword is its letter too (b was already \Seen).
+    assert_ne!(rows[1].file, b_file);
+    assert!(rows[1].file.ends_with(":2,Sa"), "{}", rows[1].file);
     assert!(f.path_of("INBOX", &rows[1]).exists());
     let changes = f.acct.changes_since(start).unwrap();
     assert_eq!(changes.len(), 2);
@@ -115,10 +116,11 @@ fn store_replace_and_remove() {
         (Flags::ANSWERED | Flags::DELETED, &kw(&["one", "three"]))
     );
     let row = &f.msgs("INBOX")[0];
-    assert!(row.file.ends_with(":2,RT"), "{}", row.file);
+    // one = a (given by the first STORE), three = c.
+    assert!(row.file.ends_with(":2,RTac"), "{}", row.file);
     assert_eq!(row.keywords, kw(&["one", "three"]));
-    // Keywords only: a new modseq, the same file.
-    let file = row.file.clone();
+    // Keywords only: a new modseq, and the keyword's letter.
+    let file = row.file.replace(":2,RTac", ":2,RTacd");
     let r = f
         .acct
         .store_flags(
@@ -239,7 +241,7 @@ fn store_on_ten_thousand_messages_in_one_call() {
     let rows = f.msgs("INBOX");
     assert!(
         rows.iter()
-            .all(|m| m.flags == Flags::SEEN && m.file.ends_with(":2,S"))
+            .all(|m| m.flags == Flags::SEEN && m.file.ends_with(":2,Sa"))
     );
     // Only the 5,000 that were unseen were renamed; all 10,000 are in cur/.
     assert_eq!(
@@ -316,7 +318,7 @@ fn append_stores_flags_keywords_and_date() {
     assert_eq!(m.keywords, kw(&["$MDNSent", "x"]));
     assert_eq!(m.internal_date, 1_234_567_890);
     assert!(
-        m.file.starts_with("cur/") && m.file.ends_with(":2,DS"),
+        m.file.starts_with("cur/") && m.file.ends_with(":2,DSab"),
         "{}",
         m.file
     );
@@ -336,4 +338,76 @@ fn append_stores_flags_keywords_and_date() {
         Err(Error::NotFound(_))
     ));
     f.assert_consistent();
+}
+
+/// Keywords live in the Maildir as Dovecot keeps them (the folder's
+/// `dovecot-keywords`, letters in the file names): a MOVE takes the
+/// destination's letters, a lost index gets them back, and another
+/// program's letter changes reach the index.
+#[test]
+fn keywords_are_letters_a_rebuild_and_other_programs_see() {
+    let f = Fixture::new();
+    let a = f.put(
+        "INBOX",
+        "a\r\n",
+        NewMessage {
+            keywords: kw(&["$Forwarded", "Work"]),
+            ..Default::default()
+        },
+    );
+    let b = f.put_plain("INBOX", "b\r\n");
+    let inbox = f.mb("INBOX").guid;
+    // Archive already maps a letter to something else.
+    fs::write(f.folder("Archive").join("dovecot-keywords"), "0 Old\n").unwrap();
+    f.acct
+        .store_flags(
+            &inbox,
+            &[b.uid],
+            FlagOp::Add(Flags::SEEN, kw(&["Work"])),
+            None,
+        )
+        .unwrap();
+    let archive = f.mb("Archive").guid;
+    f.acct.move_messages(&inbox, &[a.uid], &archive).unwrap();
+    let moved = &f.msgs("Archive")[0];
+    assert!(moved.file.ends_with(":2,bc"), "{}", moved.file);
+    assert_eq!(
+        fs::read_to_string(f.folder("Archive").join("dovecot-keywords")).unwrap(),
+        "0 Old\n1 $Forwarded\n2 Work\n"
+    );
+    f.assert_consistent();
+
+    // Another program (Dovecot) sets "Old" on the moved message and takes
+    // "Work" off INBOX's: renames, as for flags.
+    let old_path = f.path_of("Archive", moved);
+    fs::rename(
+        &old_path,
+        old_path.to_str().unwrap().replace(":2,bc", ":2,ab"),
+    )
+    .unwrap();
+    let in_inbox = &f.msgs("INBOX")[0];
+    let path = f.path_of("INBOX", in_inbox);
+    fs::rename(&path, path.to_str().unwrap().replace(":2,Sb", ":2,S")).unwrap();
+    f.acct.scan().unwrap();
+    assert!(crate::keywords::same_set(
+        &f.msgs("Archive")[0].keywords,
+        &kw(&["Old", "$Forwarded"])
+    ));
+    assert!(f.msgs("INBOX")[0].keywords.is_empty());
+
+    // A lost index: every keyword comes back from the letters.
+    f.acct
+        .store_flags(
+            &inbox,
+            &[in_inbox.uid],
+            FlagOp::Add(Flags::empty(), kw(&["Again"])),
+            None,
+        )
+        .unwrap();
+    fs::remove_file(f.acct.home().join("index.sqlite")).unwrap();
+    assert!(crate::keywords::same_set(
+        &f.msgs("Archive")[0].keywords,
+        &kw(&["Old", "$Forwarded"])
+    ));
+    assert_eq!(f.msgs("INBOX")[0].keywords, kw(&["Again"]));
 }
