@@ -60,6 +60,19 @@ pub trait AdminHandler: Send + Sync {
         &self,
         user: Option<String>,
     ) -> Pin<Box<dyn Future<Output = Result<String, String>> + Send + '_>>;
+    /// `GET /health`: 200 while this node serves, 503 while it drains.
+    fn health(&self) -> (u16, String) {
+        (200, "serving\n".into())
+    }
+    /// `GET /cluster/user?address=`: whether the user exists on this node
+    /// (`cove::cluster::lookup`). Status and a `text/plain` body.
+    fn cluster_user(
+        &self,
+        address: String,
+    ) -> Pin<Box<dyn Future<Output = (u16, String)> + Send + '_>> {
+        let _ = address;
+        Box::pin(async { (404, "not found\n".to_string()) })
+    }
 }
 
 /// Serve requests from `listener` until `stop` turns true (or its sender is
@@ -152,6 +165,8 @@ enum Route {
     Metrics,
     SyncStatus,
     SyncNow(Option<String>),
+    Health,
+    ClusterUser(String),
 }
 
 async fn handle(
@@ -206,6 +221,14 @@ async fn respond(route: Route, handler: &dyn AdminHandler) -> Response {
             Ok(report) => Response::text(200, report),
             Err(e) => Response::text(500, e),
         },
+        Route::Health => {
+            let (status, body) = handler.health();
+            Response::text(status, body)
+        }
+        Route::ClusterUser(address) => {
+            let (status, body) = handler.cluster_user(address).await;
+            Response::text(status, body)
+        }
     }
 }
 
@@ -320,7 +343,7 @@ fn parse_head(head: &[u8]) -> Result<Head, Response> {
 fn route(method: &str, target: &str) -> Result<Route, Response> {
     let (path, query) = target.split_once('?').unwrap_or((target, ""));
     let allowed = match path {
-        "/metrics" | "/sync/status" => "GET",
+        "/metrics" | "/sync/status" | "/health" | "/cluster/user" => "GET",
         "/sync/now" => "POST",
         _ => return Err(Response::text(404, "not found\n")),
     };
@@ -333,29 +356,35 @@ fn route(method: &str, target: &str) -> Result<Route, Response> {
     Ok(match path {
         "/metrics" => Route::Metrics,
         "/sync/status" => Route::SyncStatus,
-        _ => Route::SyncNow(sync_now_user(query)?),
+        "/health" => Route::Health,
+        "/cluster/user" => match query_param(query, "address")? {
+            Some(address) => Route::ClusterUser(address),
+            None => return Err(Response::text(400, "bad request: address is missing\n")),
+        },
+        _ => Route::SyncNow(query_param(query, "user")?),
     })
 }
 
-/// The `user` of `/sync/now?user=EMAIL`; other parameters are errors.
-fn sync_now_user(query: &str) -> Result<Option<String>, Response> {
+/// The one parameter `name` of a query (`/sync/now?user=EMAIL`,
+/// `/cluster/user?address=EMAIL`); other parameters are errors.
+fn query_param(query: &str, name: &str) -> Result<Option<String>, Response> {
     let bad = |why: String| Response::text(400, format!("bad request: {why}\n"));
-    let mut user = None;
+    let mut found = None;
     for pair in query.split('&').filter(|p| !p.is_empty()) {
         match pair.split_once('=') {
-            Some(("user", value)) if user.is_none() => {
+            Some((key, value)) if key == name && found.is_none() => {
                 let value = percent_decode(value)
-                    .ok_or_else(|| bad("user is not percent-encoded UTF-8".into()))?;
+                    .ok_or_else(|| bad(format!("{name} is not percent-encoded UTF-8")))?;
                 if value.is_empty() {
-                    return Err(bad("user is empty".into()));
+                    return Err(bad(format!("{name} is empty")));
                 }
-                user = Some(value);
+                found = Some(value);
             }
-            Some(("user", _)) => return Err(bad("user given twice".into())),
+            Some((key, _)) if key == name => return Err(bad(format!("{name} given twice"))),
             _ => return Err(bad(format!("unknown parameter {pair:?}"))),
         }
     }
-    Ok(user)
+    Ok(found)
 }
 
 /// RFC 3986 §2.1 percent-decoding. `+` stays `+` (it is common in
@@ -380,18 +409,28 @@ fn percent_decode(s: &str) -> Option<String> {
 /// The target of a "sync now" request: `/sync/now`, or with
 /// `?user=` and the address percent-encoded.
 pub fn sync_now_path(user: Option<&str>) -> String {
-    let Some(user) = user else {
-        return "/sync/now".to_string();
-    };
-    let mut path = String::from("/sync/now?user=");
-    for b in user.bytes() {
+    match user {
+        None => "/sync/now".to_string(),
+        Some(user) => format!("/sync/now?user={}", percent_encode(user)),
+    }
+}
+
+/// The target of a "does this user exist here" request.
+pub fn cluster_user_path(address: &str) -> String {
+    format!("/cluster/user?address={}", percent_encode(address))
+}
+
+/// RFC 3986 §2.1 percent-encoding of everything but unreserved bytes and `@`.
+fn percent_encode(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
         if b.is_ascii_alphanumeric() || b"-._~@".contains(&b) {
-            path.push(b as char);
+            out.push(b as char);
         } else {
-            path.push_str(&format!("%{b:02X}"));
+            out.push_str(&format!("%{b:02X}"));
         }
     }
-    path
+    out
 }
 
 fn reason(status: u16) -> &'static str {
@@ -405,6 +444,7 @@ fn reason(status: u16) -> &'static str {
         414 => "URI Too Long",
         431 => "Request Header Fields Too Large",
         500 => "Internal Server Error",
+        503 => "Service Unavailable",
         _ => "Unknown",
     }
 }

@@ -253,6 +253,21 @@ fn parse_head_reads_content_length_and_ignores_other_fields() {
         Ok(Route::SyncNow(Some("a@b".into())))
     );
     assert_eq!(route("POST", "/sync/now?"), Ok(Route::SyncNow(None)));
+    assert_eq!(route("GET", "/health"), Ok(Route::Health));
+    assert_eq!(
+        route("GET", &cluster_user_path("a+b c@x.org")),
+        Ok(Route::ClusterUser("a+b c@x.org".into()))
+    );
+    for bad in [
+        "/cluster/user",
+        "/cluster/user?address=",
+        "/cluster/user?address=a&address=b",
+        "/cluster/user?user=a",
+        "/cluster/user?address=%FF",
+    ] {
+        assert_eq!(route("GET", bad).map_err(|r| r.status), Err(400), "{bad}");
+    }
+    assert_eq!(route("POST", "/health").map_err(|r| r.status), Err(405));
     assert_eq!(
         parse_response(b"HTTP/1.1 404 Not Found\r\nContent-Length: 3\r\n\r\nabcdef").unwrap(),
         (404, "abc".to_string())
