@@ -10,6 +10,10 @@ use cove_sync::replicator::{Replicator, summarize};
 
 pub struct Admin {
     pub replicator: Option<Arc<Replicator>>,
+    /// The cluster map, when `[cluster]` is set: its drain flag.
+    pub cluster: Option<Arc<crate::cluster::Cluster>>,
+    /// This node's directory, for `/cluster/user`.
+    pub users: Arc<crate::cluster::lookup::Users>,
 }
 
 impl AdminHandler for Admin {
@@ -42,5 +46,22 @@ impl AdminHandler for Admin {
             };
             r.sync_now(user).await.map(|reports| summarize(&reports))
         })
+    }
+
+    fn health(&self) -> (u16, String) {
+        match &self.cluster {
+            Some(c) if c.is_draining() => (503, "draining\n".into()),
+            _ => (200, "serving\n".into()),
+        }
+    }
+
+    // GET /cluster/user?address=: cove::cluster::lookup.
+    fn cluster_user(
+        &self,
+        address: String,
+    ) -> Pin<Box<dyn Future<Output = (u16, String)> + Send + '_>> {
+        Box::pin(
+            async move { crate::cluster::lookup::cluster_user_answer(&self.users, &address).await },
+        )
     }
 }
