@@ -16,6 +16,7 @@ use std::time::{Duration, Instant};
 
 pub use cove_store;
 
+pub mod cluster;
 pub mod proxy;
 use cove_store::{Address, MailboxInfo, MessageMeta, Store, StoreOptions};
 
@@ -217,6 +218,12 @@ impl TestServer {
     /// Start a server whose `hostname` (its node name for replication) is
     /// `hostname`; otherwise as [`start`](TestServer::start).
     pub fn start_node(hostname: &str, extra: &str) -> TestServer {
+        TestServer::start_node_at(hostname, "127.0.0.1:0", extra)
+    }
+
+    /// [`start_node`](TestServer::start_node) with LMTP on `lmtp_listen`
+    /// (a cluster map names each node's LMTP address before it starts).
+    pub fn start_node_at(hostname: &str, lmtp_listen: &str, extra: &str) -> TestServer {
         let dir = tempfile::Builder::new()
             .prefix("cove-test-")
             .tempdir()
@@ -225,7 +232,7 @@ impl TestServer {
         let config_path = dir.path().join("cove.toml");
         fs::write(
             &config_path,
-            config_text_for(&data_dir, hostname, "127.0.0.1:0", extra),
+            config_text_for(&data_dir, hostname, lmtp_listen, extra),
         )
         .expect("write config");
         let mut server = TestServer {
