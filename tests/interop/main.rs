@@ -3,6 +3,8 @@
 //!
 //! - `postfix`: Postfix delivering over LMTP, fan-out stored once, bounces
 //!   carrying cove's 550.
+//! - `postfix_cluster`: Postfix routing through cove's socketmaps over two
+//!   pairs, and failing over after `kill -9`.
 //! - `mbsync`: isync's two-way sync of a 1,000-message mailbox with a local
 //!   Maildir, flags and deletions from both ends converging.
 //! - `swaks`: swaks over LMTP, plain, pipelined and with STARTTLS.
@@ -15,4 +17,5 @@ mod common;
 mod dovecot;
 mod mbsync;
 mod postfix;
+mod postfix_cluster;
 mod swaks;

@@ -18,10 +18,32 @@ const SECRET: &str = "cluster-test-secret-0123456789";
 /// How long the nodes get to see each other (health polls, user lists).
 pub const SETTLE: Duration = Duration::from_secs(30);
 
-/// A port that was free a moment ago.
+/// A port that is free and stays free until a node binds it: below the
+/// kernel's ephemeral range, so no outgoing connection (the nodes' health
+/// polls and replication links) and no bind to port 0 can take it first.
+/// Each call tries the next port from a start that differs per process.
 pub fn free_port() -> u16 {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind port 0");
-    l.local_addr().expect("local addr").port()
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let low = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|r| r.split_whitespace().next()?.parse::<u32>().ok())
+        .unwrap_or(32768)
+        .clamp(12000, 65535);
+    let span = low - 10000;
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_nanos());
+    let seed = std::process::id().wrapping_mul(7919) ^ nanos;
+    for _ in 0..span {
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        let port = 10000 + (seed.wrapping_add(n.wrapping_mul(37)) % span);
+        let port = u16::try_from(port).expect("a port");
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free port below the ephemeral range")
 }
 
 /// One node's ports.
@@ -108,9 +130,16 @@ impl Fleet {
         SocketAddr::from(([127, 0, 0, 1], self.ports[i].socketmap))
     }
 
-    /// What `transport` answers for a node's LMTP port.
-    pub fn lmtp_route(&self, i: usize) -> String {
-        format!("OK lmtp:inet:127.0.0.1:{}", self.ports[i].lmtp)
+    /// What `transport` answers for node `i`, with the pair's other node
+    /// as the standby while it is not known to be down.
+    pub fn lmtp_route(&self, i: usize, standby: Option<usize>) -> String {
+        match standby {
+            Some(j) => format!(
+                "OK lmtp:inet:127.0.0.1:{}, 127.0.0.1:{}",
+                self.ports[i].lmtp, self.ports[j].lmtp
+            ),
+            None => format!("OK lmtp:inet:127.0.0.1:{}", self.ports[i].lmtp),
+        }
     }
 
     /// Wait until each of `live` routes to each other live node (its health
@@ -122,7 +151,8 @@ impl Fleet {
             for &j in live {
                 let domain = if j < 2 { "a.test" } else { "b.test" };
                 let probe = address_preferring(j, "probe", domain);
-                let want = self.lmtp_route(j);
+                let standby = Some(j ^ 1).filter(|k| live.contains(k));
+                let want = self.lmtp_route(j, standby);
                 eventually(SETTLE, || {
                     (socketmap(at, "transport", &probe) == want).then_some(())
                 })

@@ -16,7 +16,7 @@ use std::time::Duration;
 use cove_store::{Address, Store};
 use cove_sync::replicator::Replicator;
 
-use super::{Cluster, Proto, Route};
+use super::{Cluster, Node, NodeState};
 
 /// What a node can say about a user.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -87,7 +87,10 @@ pub async fn cluster_user_answer(users: &Users, address: &str) -> (u16, String) 
 }
 
 /// Whether `address` exists anywhere in the cluster: here for this pair's
-/// users, else by asking the other pair's serving node over HTTP.
+/// users, else by asking the other pair's nodes over HTTP: the preferred
+/// one first, then the other (so a node that died since the last health
+/// poll costs one refused connection, not a TEMP), skipping nodes known to
+/// be down.
 pub async fn mailbox(
     cluster: &Cluster,
     users: &Users,
@@ -97,22 +100,41 @@ pub async fn mailbox(
     if cluster.is_own(address) {
         return users.local(address).await;
     }
-    let (node, addr) = match cluster.route(address, Proto::Http) {
-        Route::NotHeld => return UserStatus::Absent,
-        Route::NoneUp(pair) => return UserStatus::Unknown(format!("no node of {pair} is up")),
-        Route::Node(node, addr) => (node, addr),
+    let Some(pair) = cluster.pair_of(address) else {
+        return UserStatus::Absent;
     };
+    let first = pair.preferred(address);
+    let mut why = Vec::new();
+    for n in [first, 1 - first].into_iter().take(pair.nodes.len()) {
+        let node = &pair.nodes[n];
+        if cluster.state(&node.name) == NodeState::Down {
+            continue;
+        }
+        match ask(node, address, remote_timeout).await {
+            UserStatus::Unknown(w) => why.push(w),
+            known => return known,
+        }
+    }
+    if why.is_empty() {
+        return UserStatus::Unknown(format!("no node of {} is up", pair.name));
+    }
+    UserStatus::Unknown(why.join("; "))
+}
+
+/// `GET /cluster/user` of one node.
+async fn ask(node: &Node, address: &Address, timeout: Duration) -> UserStatus {
     let path = cove_sync::http::cluster_user_path(&address.to_string());
-    let addr = addr.to_string();
+    let addr = node.http.to_string();
     let asked = cove_sync::http::http_request(&addr, "GET", &path);
-    match tokio::time::timeout(remote_timeout, asked).await {
+    let name = &node.name;
+    match tokio::time::timeout(timeout, asked).await {
         Ok(Ok((200, body))) if body.trim() == "yes" => UserStatus::Exists,
         Ok(Ok((200, body))) if body.trim() == "no" => UserStatus::Absent,
         Ok(Ok((status, body))) => UserStatus::Unknown(format!(
-            "{node} answered {status} {:?}",
+            "{name} answered {status} {:?}",
             body.trim().chars().take(200).collect::<String>()
         )),
-        Ok(Err(e)) => UserStatus::Unknown(format!("{node}: {e}")),
-        Err(_) => UserStatus::Unknown(format!("{node} did not answer in {remote_timeout:?}")),
+        Ok(Err(e)) => UserStatus::Unknown(format!("{name}: {e}")),
+        Err(_) => UserStatus::Unknown(format!("{name} did not answer in {timeout:?}")),
     }
 }

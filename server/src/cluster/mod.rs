@@ -214,6 +214,21 @@ impl Cluster {
     }
 }
 
+impl Cluster {
+    /// The other node of `address`'s pair, when `chosen` serves it and the
+    /// other is not known to be down: where an MTA that can try a list
+    /// (Postfix 3.5 and later) goes when `chosen` refuses, before this node
+    /// has noticed it died or the MTA has asked again.
+    pub fn standby(&self, address: &Address, proto: Proto, chosen: &str) -> Option<SocketAddr> {
+        let map = self.map();
+        let pair = &map.pairs[map.pair_index(address)?];
+        pair.nodes
+            .iter()
+            .filter(|n| n.name != chosen && self.state(&n.name) != NodeState::Down)
+            .find_map(|n| n.addr(proto))
+    }
+}
+
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     match m.lock() {
         Ok(g) => g,

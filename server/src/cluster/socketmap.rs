@@ -199,7 +199,12 @@ impl MtaLookups {
                 // Every detail address of a user goes to the user's node.
                 let (base, _) = address.without_detail(self.users.delimiter);
                 match self.cluster.route(&base, Proto::Lmtp) {
-                    Route::Node(_, addr) => Answer::Found(format!("lmtp:inet:{addr}")),
+                    Route::Node(name, addr) => {
+                        match self.cluster.standby(&base, Proto::Lmtp, &name) {
+                            Some(other) => Answer::Found(format!("lmtp:inet:{addr}, {other}")),
+                            None => Answer::Found(format!("lmtp:inet:{addr}")),
+                        }
+                    }
                     Route::NotHeld => Answer::NotFound,
                     Route::NoneUp(pair) => Answer::Temp(format!("no node of {pair} is up")),
                 }
