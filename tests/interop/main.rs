@@ -5,6 +5,8 @@
 //!   carrying cove's 550.
 //! - `postfix_cluster`: Postfix routing through cove's socketmaps over two
 //!   pairs, and failing over after `kill -9`.
+//! - `exim`: Exim routing through cove's readsocket lookups over two pairs,
+//!   and failing over after `kill -9`.
 //! - `mbsync`: isync's two-way sync of a 1,000-message mailbox with a local
 //!   Maildir, flags and deletions from both ends converging.
 //! - `swaks`: swaks over LMTP, plain, pipelined and with STARTTLS.
@@ -15,6 +17,7 @@
 
 mod common;
 mod dovecot;
+mod exim;
 mod mbsync;
 mod postfix;
 mod postfix_cluster;

@@ -19,8 +19,7 @@ use std::time::Duration;
 use cove_tests::{Client, TestServer, assert_reply, dot_stuff, eventually, text};
 
 use crate::common::{
-    free_port, header_value, program, run, run_ok, running_as_root, scratch_dir, skip_or_fail,
-    wait_for_listener,
+    free_port, header_value, program, run, run_ok, scratch_dir, wait_for_listener,
 };
 
 /// How long Postfix gets to deliver (and bounce) a queued message.
@@ -217,7 +216,7 @@ impl Drop for Postfix {
 }
 
 /// The files of a Maildir folder whose Message-ID is `id`.
-pub fn files_with_message_id(folder: &Path, id: &str) -> Vec<PathBuf> {
+fn files_with_message_id(folder: &Path, id: &str) -> Vec<PathBuf> {
     crate::common::maildir_message_files(folder)
         .into_iter()
         .filter(|f| {
@@ -233,12 +232,7 @@ pub fn files_with_message_id(folder: &Path, id: &str) -> Vec<PathBuf> {
 /// an instance (as root); otherwise `None` after [`skip_or_fail`].
 pub fn postfix_program() -> Option<PathBuf> {
     let postfix = program("postfix", "postfix")?;
-    let probe = tempfile::tempdir().expect("temp dir");
-    if !running_as_root(probe.path()) {
-        skip_or_fail("postfix needs root to start an instance");
-        return None;
-    }
-    Some(postfix)
+    crate::common::root_for("postfix").then_some(postfix)
 }
 
 #[test]

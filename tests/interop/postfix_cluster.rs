@@ -11,11 +11,11 @@
 
 use std::time::{Duration, Instant};
 
-use cove_tests::cluster::{Fleet, NAMES, address_preferring, preferred};
+use cove_tests::cluster::{Fleet, one_user_per_node, preferred};
 use cove_tests::{eventually, text};
 
 use crate::common::announce;
-use crate::postfix::{Postfix, files_with_message_id, postfix_program};
+use crate::postfix::{Postfix, postfix_program};
 
 const DELIVERY_TIMEOUT: Duration = Duration::from_secs(60);
 
@@ -61,14 +61,8 @@ fn postfix_routes_through_coves_socketmaps_and_fails_over_on_kill9() {
     let Some(postfix) = postfix_program() else {
         return;
     };
-    let users = [
-        address_preferring(0, "alice", "a.test"),
-        address_preferring(1, "bob", "a.test"),
-        address_preferring(2, "carol", "b.test"),
-        address_preferring(3, "dave", "b.test"),
-    ];
-    let refs: Vec<&str> = users.iter().map(String::as_str).collect();
-    let mut fleet = Fleet::start(&refs);
+    let users = one_user_per_node();
+    let mut fleet = Fleet::start(&users);
     let mut pf = Postfix::start_routing(postfix, &routing(fleet.socketmap_addr(2)));
 
     // Every user's mail lands on the user's preferred node.
@@ -78,13 +72,7 @@ fn postfix_routes_through_coves_socketmaps_and_fails_over_on_kill9() {
         let node = preferred(u);
         let line = sent(&pf, u, fleet.ports[node].lmtp);
         assert!(line.contains("250 2.0.0"), "{line}");
-        let inbox = fleet.nodes[node].folder(u, "INBOX");
-        assert_eq!(
-            files_with_message_id(&inbox, &id).len(),
-            1,
-            "{u} on {}",
-            NAMES[node]
-        );
+        fleet.await_message(node, u, &id);
     }
 
     // An unknown address is refused at RCPT by smtpd itself.
@@ -102,11 +90,7 @@ fn postfix_routes_through_coves_socketmaps_and_fails_over_on_kill9() {
 
     // Alice's first message has reached s2 too (replication) before s1 dies.
     let alice = &users[0];
-    let on_s2 = fleet.nodes[1].folder(alice, "INBOX");
-    eventually(DELIVERY_TIMEOUT, || {
-        (files_with_message_id(&on_s2, "<before-0@postfix.test>").len() == 1).then_some(())
-    })
-    .expect("alice's message replicated to s2");
+    fleet.await_message(1, alice, "<before-0@postfix.test>");
 
     // kill -9 of alice's preferred node, and a message for her at once.
     fleet.nodes[0].kill9();
@@ -122,10 +106,7 @@ fn postfix_routes_through_coves_socketmaps_and_fails_over_on_kill9() {
     announce(&format!(
         "postfix_cluster: kill -9 of the preferred node to Postfix's next successful delivery (to its peer): {took:?}"
     ));
-    eventually(DELIVERY_TIMEOUT, || {
-        (files_with_message_id(&on_s2, "<after@postfix.test>").len() == 1).then_some(())
-    })
-    .expect("the message after the kill is on s2");
+    fleet.await_message(1, alice, "<after@postfix.test>");
 
     // No bounce, and nothing left in the queue.
     let log = pf.log();

@@ -87,7 +87,7 @@ impl Fleet {
     /// Start the four nodes, add `users` on the first node of the pair
     /// that holds each (replication gives them to the other), and wait until every node sees every other one up and
     /// has swapped user lists with its peer.
-    pub fn start(users: &[&str]) -> Fleet {
+    pub fn start<S: AsRef<str>>(users: &[S]) -> Fleet {
         let ports: Vec<Ports> = (0..4)
             .map(|_| Ports {
                 lmtp: free_port(),
@@ -115,6 +115,7 @@ impl Fleet {
             .collect();
         let fleet = Fleet { nodes, ports };
         for u in users {
+            let u = u.as_ref();
             fleet.nodes[fleet.pair_nodes(u)[0]].add_users(&[u]);
         }
         fleet.settle(&[0, 1, 2, 3]);
@@ -123,6 +124,37 @@ impl Fleet {
 
     pub fn pair_nodes(&self, address: &str) -> [usize; 2] {
         pair_nodes(address)
+    }
+
+    /// How many messages in `user`'s INBOX on node `i` carry `message_id`
+    /// (a `Message-ID:` header line with exactly that value).
+    pub fn count_message(&self, i: usize, user: &str, message_id: &str) -> usize {
+        let line = format!("Message-ID: {message_id}");
+        let folder = self.nodes[i].folder(user, "INBOX");
+        ["cur", "new"]
+            .iter()
+            .filter_map(|sub| std::fs::read_dir(folder.join(sub)).ok())
+            .flatten()
+            .filter_map(|e| std::fs::read(e.ok()?.path()).ok())
+            .filter(|m| {
+                String::from_utf8_lossy(m)
+                    .lines()
+                    .any(|l| l.trim_end() == line)
+            })
+            .count()
+    }
+
+    /// Wait until the message is in `user`'s INBOX on node `i`, once.
+    pub fn await_message(&self, i: usize, user: &str, message_id: &str) {
+        let found = eventually(SETTLE, || {
+            (self.count_message(i, user, message_id) == 1).then_some(())
+        });
+        assert!(
+            found.is_some(),
+            "{message_id} is not once in {user}'s INBOX on {} ({} copies)",
+            NAMES[i],
+            self.count_message(i, user, message_id)
+        );
     }
 
     /// The socketmap address of node `i`.
@@ -178,6 +210,18 @@ impl Fleet {
             }
         }
     }
+}
+
+/// A user whose preferred node is each node in turn: `alice…@a.test` (s1),
+/// `bob…@a.test` (s2), `carol…@b.test` (s3), and `dave…@x.b.test` (s4,
+/// under the `*.b.test` wildcard).
+pub fn one_user_per_node() -> Vec<String> {
+    vec![
+        address_preferring(0, "alice", "a.test"),
+        address_preferring(1, "bob", "a.test"),
+        address_preferring(2, "carol", "b.test"),
+        address_preferring(3, "dave", "x.b.test"),
+    ]
 }
 
 /// The indexes of the nodes of the pair holding `address`.

@@ -7,21 +7,10 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use cove_tests::cluster::{
-    Fleet, NAMES, SETTLE, address_preferring, free_port, preferred, readsocket, socketmap,
+    Fleet, NAMES, SETTLE, free_port, one_user_per_node, preferred, readsocket, socketmap,
 };
 use cove_tests::proxy::{Partition, Proxy};
 use cove_tests::{Client, TestServer, eventually, message};
-
-/// A user of each node: alice0..@a.test on s1, ...; pair-b's second user
-/// sits under the `*.b.test` wildcard.
-fn users() -> Vec<String> {
-    vec![
-        address_preferring(0, "alice", "a.test"),
-        address_preferring(1, "bob", "a.test"),
-        address_preferring(2, "carol", "b.test"),
-        address_preferring(3, "dave", "x.b.test"),
-    ]
-}
 
 fn rcpt(c: &mut Client<std::net::TcpStream>, to: &str) -> String {
     c.cmd(&format!("RCPT TO:<{to}>")).first().to_string()
@@ -29,9 +18,8 @@ fn rcpt(c: &mut Client<std::net::TcpStream>, to: &str) -> String {
 
 #[test]
 fn every_node_routes_both_pairs_and_fails_over_after_kill9() {
-    let users = users();
-    let refs: Vec<&str> = users.iter().map(String::as_str).collect();
-    let mut fleet = Fleet::start(&refs);
+    let users = one_user_per_node();
+    let mut fleet = Fleet::start(&users);
 
     for (i, name) in NAMES.iter().enumerate() {
         let at = fleet.socketmap_addr(i);
