@@ -34,6 +34,7 @@
 //! `max_connections` at once. Keys are logged escaped (`{:?}`), cut to 200
 //! characters.
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -159,6 +160,16 @@ pub enum Map {
     Transport,
 }
 
+/// Where a user's mail goes now.
+enum LmtpRoute {
+    /// The serving node, and a standby.
+    To(SocketAddr, Option<SocketAddr>),
+    /// No pair holds the address (or it is not one).
+    Nowhere,
+    /// Its pair has no node up: why.
+    NoneUp(String),
+}
+
 /// What the lookups need.
 pub struct MtaLookups {
     pub cluster: Arc<Cluster>,
@@ -190,25 +201,34 @@ impl MtaLookups {
                     UserStatus::Unknown(why) => Answer::Temp(why),
                 }
             }
-            Map::Transport => {
-                // A bare domain (Postfix asks it after the address) is not
-                // routed here: the address decides.
-                let Ok(address) = Address::parse(key) else {
-                    return Answer::NotFound;
-                };
-                // Every detail address of a user goes to the user's node.
-                let (base, _) = address.without_detail(self.users.delimiter);
-                match self.cluster.route(&base, Proto::Lmtp) {
-                    Route::Node(name, addr) => {
-                        match self.cluster.standby(&base, Proto::Lmtp, &name) {
-                            Some(other) => Answer::Found(format!("lmtp:inet:{addr}, {other}")),
-                            None => Answer::Found(format!("lmtp:inet:{addr}")),
-                        }
-                    }
-                    Route::NotHeld => Answer::NotFound,
-                    Route::NoneUp(pair) => Answer::Temp(format!("no node of {pair} is up")),
+            Map::Transport => match self.lmtp_route(key) {
+                LmtpRoute::To(addr, Some(standby)) => {
+                    Answer::Found(format!("lmtp:inet:{addr}, {standby}"))
                 }
+                LmtpRoute::To(addr, None) => Answer::Found(format!("lmtp:inet:{addr}")),
+                LmtpRoute::Nowhere => Answer::NotFound,
+                LmtpRoute::NoneUp(why) => Answer::Temp(why),
+            },
+        }
+    }
+
+    /// Where `key`'s mail goes now: the serving node, and the pair's other
+    /// node when it is not known to be down (Postfix 3.5+ tries a list in
+    /// order, so a node that died since the last health poll costs one
+    /// refused connection, not a deferral). A bare domain (Postfix asks it
+    /// after the address) is not routed here: the address decides.
+    fn lmtp_route(&self, key: &str) -> LmtpRoute {
+        let Ok(address) = Address::parse(key) else {
+            return LmtpRoute::Nowhere;
+        };
+        // Every detail address of a user goes to the user's node.
+        let (base, _) = address.without_detail(self.users.delimiter);
+        match self.cluster.route(&base, Proto::Lmtp) {
+            Route::Node(name, addr) => {
+                LmtpRoute::To(addr, self.cluster.standby(&base, Proto::Lmtp, &name))
             }
+            Route::NotHeld => LmtpRoute::Nowhere,
+            Route::NoneUp(pair) => LmtpRoute::NoneUp(format!("no node of {pair} is up")),
         }
     }
 
@@ -238,19 +258,10 @@ impl MtaLookups {
                 let line = match verb.to_ascii_lowercase().as_str() {
                     "domain" => yes_no(self.answer(Map::Domains, key).await),
                     "mailbox" => yes_no(self.answer(Map::Mailboxes, key).await),
-                    "transport" => match self.answer(Map::Transport, key).await {
-                        Answer::Found(_) => {
-                            // The same route, as Exim wants it.
-                            let base = Address::parse(key)
-                                .map(|a| a.without_detail(self.users.delimiter).0);
-                            match base.map(|b| self.cluster.route(&b, Proto::Lmtp)) {
-                                Ok(Route::Node(_, addr)) => {
-                                    format!("lmtp {} {}", addr.ip(), addr.port())
-                                }
-                                _ => "temp the route changed; try again".into(),
-                            }
-                        }
-                        other => yes_no(other),
+                    "transport" => match self.lmtp_route(key) {
+                        LmtpRoute::To(addr, _) => format!("lmtp {} {}", addr.ip(), addr.port()),
+                        LmtpRoute::Nowhere => "no".into(),
+                        LmtpRoute::NoneUp(why) => format!("temp {why}"),
                     },
                     _ => {
                         tracing::info!(request = ?cut(&text), "readsocket: unknown request");
