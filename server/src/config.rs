@@ -735,6 +735,32 @@ key = "/etc/cove/key.pem"
     }
 
     #[test]
+    fn mta_keys_and_errors() {
+        let err = |text: &str| format!("{:#}", Config::parse(text, "f.toml").unwrap_err());
+        let e = err("[mta]\nsocketmap_listen = [\"127.0.0.1:2426\"]\n");
+        assert!(e.contains("[mta] needs [cluster]"), "{e}");
+        let cluster = "hostname = \"n\"\n[cluster]\n[[cluster.pairs]]\nname = \"p\"\ndefault = true\n\
+                       [[cluster.pairs.nodes]]\nname = \"n\"\nhttp = \"127.0.0.1:8185\"\n";
+        let c = Config::parse(
+            &format!("{cluster}[mta]\nsocketmap_listen = [\"127.0.0.1:2426\"]\n"),
+            "t",
+        )
+        .unwrap();
+        let m = c.mta.unwrap();
+        assert_eq!(
+            (m.max_request_length, m.timeout_secs, m.max_connections),
+            (1024, 300, 256)
+        );
+        let e = err(&format!("{cluster}[mta]\nsocketmap_listen = [\"here\"]\n"));
+        assert!(
+            e.contains("[mta] socketmap_listen") && e.contains("here"),
+            "{e}"
+        );
+        let e = err(&format!("{cluster}[mta]\nmax_request_length = 10\n"));
+        assert!(e.contains("max_request_length"), "{e}");
+    }
+
+    #[test]
     fn absent_sections_are_not_served() {
         let c = Config::parse(
             "data_dir = \"/tmp/x\"\n[lmtp]\nlisten = [\"127.0.0.1:0\"]\n",
