@@ -7,17 +7,23 @@
 //! replaces them with argon2id.
 
 mod md5_crypt;
+pub mod penalty;
 pub mod schemes;
+mod service;
+
+pub use service::{AuthResult, Authenticator};
 
 use anyhow::Context;
 use argon2::{Argon2, PasswordHasher, PasswordVerifier};
-use cove_store::{Account, Address, PasswordHash, Store, User};
+use cove_store::{Address, PasswordHash, Store};
 use schemes::LegacyHash;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
 /// A password in memory; `Debug` never prints it.
+#[derive(Clone, Default, PartialEq, Eq, serde::Deserialize)]
+#[serde(transparent)]
 pub struct Secret(pub String);
 
 impl std::fmt::Debug for Secret {
@@ -94,6 +100,8 @@ type Job = Box<dyn FnOnce() + Send>;
 /// the memory kept (one buffer per thread).
 pub struct PasswordCheckers {
     jobs: std::sync::mpsc::Sender<Job>,
+    /// Checks made (also in `cove_password_checks_total`).
+    checks: Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl PasswordCheckers {
@@ -117,7 +125,15 @@ impl PasswordCheckers {
                     }
                 })?;
         }
-        Ok(PasswordCheckers { jobs })
+        Ok(PasswordCheckers {
+            jobs,
+            checks: Arc::default(),
+        })
+    }
+
+    /// How many passwords these threads have checked.
+    pub fn checks(&self) -> u64 {
+        self.checks.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Check a password against a stored hash on the password threads.
@@ -169,7 +185,10 @@ impl PasswordCheckers {
     /// The check, and the argon2id hash to store if the old one was legacy.
     async fn check_rehash(&self, password: Secret, stored: PasswordHash) -> Checked {
         let (tx, rx) = tokio::sync::oneshot::channel();
+        let checks = self.checks.clone();
         let job: Job = Box::new(move || {
+            checks.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            crate::metrics::METRICS.password_check();
             let checked = match check_password(&password, &stored) {
                 Verdict::Bad => Checked::Bad,
                 Verdict::Good => Checked::Good,
@@ -210,40 +229,6 @@ pub async fn login_failed(proto: &str, username: &str, peer: SocketAddr, delay: 
         peer
     );
     tokio::time::sleep(delay).await;
-}
-
-/// Check a user name and password: the user's account when both are
-/// right, `None` when they are not (unknown user, wrong password, no
-/// password set), an error when the store could not tell.
-pub async fn check_login(
-    store: &Arc<Store>,
-    passwords: &PasswordCheckers,
-    username: &str,
-    password: Secret,
-) -> Result<Option<(User, Arc<Account>)>, cove_store::Error> {
-    let joined = |e: tokio::task::JoinError| cove_store::Error::Index(format!("login task: {e}"));
-    let name = username.to_string();
-    let lookup = store.clone();
-    let user = tokio::task::spawn_blocking(move || match Address::parse(&name) {
-        Ok(address) => lookup.user(&address),
-        Err(_) => Ok(None),
-    })
-    .await
-    .map_err(joined)??;
-    let Some(user) = user else {
-        return Ok(None);
-    };
-    let Some(hash) = user.password.clone() else {
-        return Ok(None);
-    };
-    if !passwords.check(store, &user.address, password, hash).await {
-        return Ok(None);
-    }
-    let opener = store.clone();
-    let account = tokio::task::spawn_blocking(move || opener.account(&user).map(|a| (user, a)))
-        .await
-        .map_err(joined)??;
-    Ok(Some(account))
 }
 
 #[cfg(test)]

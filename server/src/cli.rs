@@ -30,14 +30,24 @@ fn address(s: &str) -> anyhow::Result<Address> {
     Ok(Address::parse(s)?)
 }
 
-/// Read a password from standard input (first line).
+/// Read a password from standard input (its first line). On a terminal
+/// the password is asked twice, without echo, and both must match.
 fn password_from_stdin() -> anyhow::Result<Secret> {
     let stdin = std::io::stdin();
-    if stdin.is_terminal() {
-        eprint!("Password: ");
+    if !stdin.is_terminal() {
+        return read_password_line();
     }
+    let first = prompt_hidden("Password: ")?;
+    let again = prompt_hidden("Password again: ")?;
+    if first.0 != again.0 {
+        bail!("the two passwords differ; nothing changed");
+    }
+    Ok(first)
+}
+
+fn read_password_line() -> anyhow::Result<Secret> {
     let mut line = String::new();
-    stdin
+    std::io::stdin()
         .lock()
         .read_line(&mut line)
         .context("read the password from standard input")?;
@@ -46,6 +56,25 @@ fn password_from_stdin() -> anyhow::Result<Secret> {
         bail!("empty password on standard input");
     }
     Ok(Secret(pw))
+}
+
+/// Ask for a password on the terminal with echo off (restored afterwards,
+/// also when reading fails).
+fn prompt_hidden(prompt: &str) -> anyhow::Result<Secret> {
+    use rustix::termios::{LocalModes, OptionalActions, tcgetattr, tcsetattr};
+    let stdin = std::io::stdin();
+    let saved = tcgetattr(&stdin).context("read the terminal's settings")?;
+    let mut quiet = saved.clone();
+    quiet.local_modes.remove(LocalModes::ECHO);
+    quiet.local_modes.insert(LocalModes::ECHONL);
+    // Echo off before the prompt, so nothing typed after it is shown.
+    tcsetattr(&stdin, OptionalActions::Now, &quiet).context("turn the terminal's echo off")?;
+    eprint!("{prompt}");
+    let read = read_password_line();
+    let restored = tcsetattr(&stdin, OptionalActions::Now, &saved);
+    let pw = read?;
+    restored.context("restore the terminal's echo")?;
+    Ok(pw)
 }
 
 pub fn user_add(
@@ -291,8 +320,31 @@ fn admin_request(config: &Config, method: &str, path: &str) -> anyhow::Result<St
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
-    let (status, body) = runtime
-        .block_on(cove_sync::http::http_request(&addr, method, path))
+    // State-changing requests carry the admin token the server keeps in
+    // its data directory (server/src/admin.rs).
+    let token = match method {
+        "GET" => None,
+        _ => Some(
+            std::fs::read_to_string(config.data_dir.join(crate::admin::TOKEN_FILE))
+                .with_context(|| {
+                    format!(
+                        "cannot read the admin token in {} (is the server running with this data_dir?)",
+                        config.data_dir.display()
+                    )
+                })?
+                .trim()
+                .to_string(),
+        ),
+    };
+    let auth = token.map(|t| format!("Bearer {t}"));
+    let headers: Vec<(&str, &str)> = auth
+        .as_deref()
+        .map(|a| vec![("Authorization", a)])
+        .unwrap_or_default();
+    let (status, _, body) = runtime
+        .block_on(cove_sync::http::http_exchange(
+            &addr, method, path, &headers,
+        ))
         .with_context(|| format!("cannot reach the running server at {addr} ([http] listen)"))?;
     if status != 200 {
         anyhow::bail!("{}", body.trim());
@@ -310,9 +362,18 @@ pub fn sync_now(config: &Config, email: Option<&str>) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// `cove sync status`.
-pub fn sync_status(config: &Config) -> anyhow::Result<()> {
-    let body = admin_request(config, "GET", "/sync/status")?;
-    println!("{}", body.trim());
+/// `cove node drain` / `cove node undrain`.
+pub fn node_drain(config: &Config, on: bool) -> anyhow::Result<()> {
+    let path = if on { "/node/drain" } else { "/node/undrain" };
+    let body = admin_request(config, "POST", path)?;
+    print!("{body}");
+    Ok(())
+}
+
+/// `cove sync status`: a table, or the JSON document with `--json`.
+pub fn sync_status(config: &Config, json: bool) -> anyhow::Result<()> {
+    let path = if json { "/sync/status" } else { "/sync/table" };
+    let body = admin_request(config, "GET", path)?;
+    println!("{}", body.trim_end());
     Ok(())
 }

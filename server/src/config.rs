@@ -29,6 +29,8 @@ pub struct Config {
     pub tls: Option<TlsConfig>,
     #[serde(default)]
     pub server: ServerConfig,
+    #[serde(default)]
+    pub auth: AuthConfig,
     /// Absent: this node does not replicate.
     #[serde(default)]
     pub replication: Option<ReplicationConfig>,
@@ -38,6 +40,11 @@ pub struct Config {
     /// Absent: no lookups for MTAs (socketmap, readsocket).
     #[serde(default)]
     pub mta: Option<MtaConfig>,
+    /// Addresses or CIDRs of proxies (nginx's mail proxy) that may send a
+    /// PROXY protocol header on listeners with `proxy_protocol = true`, and
+    /// plaintext passwords (they terminated TLS). See server/src/proxy.rs.
+    #[serde(default)]
+    pub trusted_proxies: Vec<String>,
 }
 
 /// `[cluster]`: the pairs of nodes and the domains each holds; the same
@@ -154,6 +161,10 @@ pub struct LmtpConfig {
     pub max_connections: usize,
     #[serde(default = "default_max_connections_per_ip")]
     pub max_connections_per_ip: usize,
+    /// Connections from `trusted_proxies` start with a PROXY protocol
+    /// header (v1 or v2) giving the client's address.
+    #[serde(default)]
+    pub proxy_protocol: bool,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -180,6 +191,10 @@ pub struct ImapConfig {
     pub max_connections: usize,
     #[serde(default = "default_max_connections_per_ip")]
     pub max_connections_per_ip: usize,
+    /// Connections from `trusted_proxies` start with a PROXY protocol
+    /// header (v1 or v2) giving the client's address.
+    #[serde(default)]
+    pub proxy_protocol: bool,
     #[serde(default = "default_max_connections_per_user")]
     pub max_connections_per_user: usize,
     /// Allow LOGIN/AUTHENTICATE PLAIN on connections that are neither TLS
@@ -202,6 +217,7 @@ impl Default for ImapConfig {
             autologout_secs: default_autologout(),
             max_connections: default_max_connections(),
             max_connections_per_ip: default_max_connections_per_ip(),
+            proxy_protocol: false,
             max_connections_per_user: default_max_connections_per_user(),
             allow_plaintext_auth: false,
             auth_failure_delay_ms: default_auth_failure_delay(),
@@ -245,6 +261,10 @@ pub struct Pop3Config {
     pub max_connections: usize,
     #[serde(default = "default_max_connections_per_ip")]
     pub max_connections_per_ip: usize,
+    /// Connections from `trusted_proxies` start with a PROXY protocol
+    /// header (v1 or v2) giving the client's address.
+    #[serde(default)]
+    pub proxy_protocol: bool,
     /// Allow USER/PASS and AUTH PLAIN on connections that are neither TLS
     /// nor from loopback.
     #[serde(default)]
@@ -264,6 +284,7 @@ impl Default for Pop3Config {
             autologout_secs: default_pop3_autologout(),
             max_connections: default_max_connections(),
             max_connections_per_ip: default_max_connections_per_ip(),
+            proxy_protocol: false,
             allow_plaintext_auth: false,
             auth_failure_delay_ms: default_auth_failure_delay(),
         }
@@ -284,6 +305,11 @@ fn default_pop3_autologout() -> u64 {
 pub struct HttpConfig {
     #[serde(default)]
     pub listen: Vec<String>,
+    /// When set, `GET /auth` (nginx's auth_http) answers only requests
+    /// carrying it in `X-Auth-Key` (nginx: `auth_http_header X-Auth-Key
+    /// "...";`).
+    #[serde(default)]
+    pub auth_key: Option<crate::auth::Secret>,
 }
 
 /// `[replication]`: the peers this node replicates with (DESIGN.md,
@@ -326,6 +352,29 @@ pub struct ReplicationConfig {
     /// A peer that has not answered a heartbeat this long is down.
     #[serde(default = "default_heartbeat_timeout")]
     pub heartbeat_timeout_ms: u64,
+    /// How far ahead of this node's clock a peer's change may be stamped;
+    /// later stamps are refused (they would win over every change made
+    /// here until then).
+    #[serde(default = "default_max_clock_skew")]
+    pub max_clock_skew_secs: u64,
+    /// Largest message content a peer may send, in bytes. Absent: the
+    /// larger of `[lmtp] max_message_size` and `[imap] max_literal_size`,
+    /// plus 1 MiB.
+    #[serde(default)]
+    pub max_content_size: Option<u64>,
+    /// Most content a peer may send in one user's session, in bytes; more
+    /// waits for the next session.
+    #[serde(default = "default_max_session_bytes")]
+    pub max_session_bytes: u64,
+    /// Connections to `listen` still in the handshake, in all and per
+    /// address; more are closed at once.
+    #[serde(default = "default_max_pending_links")]
+    pub max_pending_links: usize,
+    #[serde(default = "default_max_pending_links_per_ip")]
+    pub max_pending_links_per_ip: usize,
+    /// Authenticated links to `listen`, in all.
+    #[serde(default = "default_max_links")]
+    pub max_links: usize,
 }
 
 /// The secret stays out of `Debug` output (and so out of logs).
@@ -343,6 +392,12 @@ impl std::fmt::Debug for ReplicationConfig {
             .field("backoff_max_secs", &self.backoff_max_secs)
             .field("heartbeat_ms", &self.heartbeat_ms)
             .field("heartbeat_timeout_ms", &self.heartbeat_timeout_ms)
+            .field("max_clock_skew_secs", &self.max_clock_skew_secs)
+            .field("max_content_size", &self.max_content_size)
+            .field("max_session_bytes", &self.max_session_bytes)
+            .field("max_pending_links", &self.max_pending_links)
+            .field("max_pending_links_per_ip", &self.max_pending_links_per_ip)
+            .field("max_links", &self.max_links)
             .finish()
     }
 }
@@ -374,6 +429,21 @@ fn default_heartbeat() -> u64 {
 }
 fn default_heartbeat_timeout() -> u64 {
     5000
+}
+fn default_max_clock_skew() -> u64 {
+    300
+}
+fn default_max_session_bytes() -> u64 {
+    1024 * 1024 * 1024
+}
+fn default_max_pending_links() -> usize {
+    16
+}
+fn default_max_pending_links_per_ip() -> usize {
+    4
+}
+fn default_max_links() -> usize {
+    64
 }
 
 /// Shortest shared secret accepted, in bytes after trimming (the same rule
@@ -445,8 +515,112 @@ impl ReplicationConfig {
         if self.heartbeat_timeout_ms < 100 {
             bail!("[replication] heartbeat_timeout_ms must be at least 100");
         }
+        if self.max_pending_links < 1 || self.max_pending_links_per_ip < 1 || self.max_links < 1 {
+            bail!(
+                "[replication] max_pending_links, max_pending_links_per_ip and max_links must be at least 1"
+            );
+        }
+        if self.max_content_size == Some(0) {
+            bail!("[replication] max_content_size must be at least 1");
+        }
+        if self
+            .max_content_size
+            .is_some_and(|c| self.max_session_bytes < c)
+        {
+            bail!("[replication] max_session_bytes must be at least max_content_size");
+        }
         Ok(())
     }
+}
+
+/// `[auth]`: the penalty for failed logins, shared by every protocol
+/// (see `auth/penalty.rs`): after the n-th failure in a row, a client
+/// address and a user name each wait `initial * 2^(n-1)`, at most `max`,
+/// before their next attempt is looked at.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuthConfig {
+    /// The wait after the first failure, in milliseconds.
+    #[serde(default = "default_penalty_initial")]
+    pub penalty_initial_ms: u64,
+    /// The longest wait, in milliseconds; 0 turns penalties off.
+    #[serde(default = "default_penalty_max")]
+    pub penalty_max_ms: u64,
+    /// Seconds without a failure after which a client or user is forgotten.
+    #[serde(default = "default_penalty_expire")]
+    pub penalty_expire_secs: u64,
+    /// Client addresses (and, apart, user names) remembered at most; the
+    /// one whose last failure is oldest makes room.
+    #[serde(default = "default_penalty_table_size")]
+    pub penalty_table_size: usize,
+    /// Penalise user names as well as client addresses (slows guessing
+    /// from many addresses, at the price of letting anyone delay a user's
+    /// logins by up to `penalty_max_ms`).
+    #[serde(default = "default_true")]
+    pub penalty_per_user: bool,
+}
+
+impl Default for AuthConfig {
+    fn default() -> Self {
+        AuthConfig {
+            penalty_initial_ms: default_penalty_initial(),
+            penalty_max_ms: default_penalty_max(),
+            penalty_expire_secs: default_penalty_expire(),
+            penalty_table_size: default_penalty_table_size(),
+            penalty_per_user: true,
+        }
+    }
+}
+
+impl AuthConfig {
+    /// The schedule the penalty tables follow.
+    pub fn schedule(&self) -> crate::auth::penalty::Schedule {
+        use std::time::Duration;
+        crate::auth::penalty::Schedule {
+            initial: Duration::from_millis(self.penalty_initial_ms),
+            max: Duration::from_millis(self.penalty_max_ms),
+            expire: Duration::from_secs(self.penalty_expire_secs),
+            capacity: self.penalty_table_size,
+            per_user: self.penalty_per_user,
+        }
+    }
+
+    fn validate(&self) -> anyhow::Result<()> {
+        if self.penalty_max_ms > 0 && self.penalty_initial_ms < 1 {
+            bail!(
+                "[auth] penalty_initial_ms must be at least 1 (or penalty_max_ms = 0: no penalty)"
+            );
+        }
+        if self.penalty_initial_ms > self.penalty_max_ms {
+            bail!("[auth] penalty_initial_ms must not exceed penalty_max_ms");
+        }
+        if self.penalty_max_ms > 3_600_000 {
+            bail!("[auth] penalty_max_ms must be at most 3600000 (one hour)");
+        }
+        if self.penalty_expire_secs < 1 {
+            bail!("[auth] penalty_expire_secs must be at least 1");
+        }
+        if self.penalty_table_size < 1 {
+            bail!("[auth] penalty_table_size must be at least 1");
+        }
+        Ok(())
+    }
+}
+
+fn default_penalty_initial() -> u64 {
+    2000
+}
+fn default_penalty_max() -> u64 {
+    15_000
+}
+fn default_penalty_expire() -> u64 {
+    300
+}
+fn default_penalty_table_size() -> usize {
+    65_536
+}
+fn default_true() -> bool {
+    true
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -540,6 +714,7 @@ impl Default for LmtpConfig {
             max_errors: default_max_errors(),
             max_connections: default_max_connections(),
             max_connections_per_ip: default_max_connections_per_ip(),
+            proxy_protocol: false,
         }
     }
 }
@@ -549,6 +724,10 @@ impl LmtpConfig {
         self.recipient_delimiter.chars().next()
     }
 }
+
+/// Where cove looks for its configuration when neither `--config` nor
+/// `COVE_CONFIG` names one.
+pub const DEFAULT_PATH: &str = "/etc/cove/cove.toml";
 
 impl Config {
     /// The embedded defaults: one node on loopback.
@@ -572,12 +751,15 @@ impl Config {
             }),
             http: Some(HttpConfig {
                 listen: vec!["127.0.0.1:8185".into()],
+                auth_key: None,
             }),
             tls: None,
             server: ServerConfig::default(),
+            auth: AuthConfig::default(),
             replication: None,
             cluster: None,
             mta: None,
+            trusted_proxies: Vec::new(),
         }
     }
 
@@ -585,6 +767,41 @@ impl Config {
         let config: Config = toml::from_str(text)
             .map_err(|e| anyhow::anyhow!("{origin}: {}", e.to_string().trim_end()))?;
         config.validate().with_context(|| origin.to_string())?;
+        // Start-up checks that need the file itself, one clear line each.
+        let explicit_hostname = text
+            .parse::<toml::Table>()
+            .is_ok_and(|t| t.contains_key("hostname"));
+        if config.replication.is_some() && !explicit_hostname {
+            bail!(
+                "{origin}: [replication] needs hostname set: it is this node's name for its peers, and the system's host name ({}) is often the same on two machines made from one image",
+                config.hostname
+            );
+        }
+        let listens = [
+            config.lmtp.as_ref().is_some_and(|l| !l.listen.is_empty()),
+            config
+                .imap
+                .as_ref()
+                .is_some_and(|i| !i.listen.is_empty() || !i.tls_listen.is_empty()),
+            config
+                .pop3
+                .as_ref()
+                .is_some_and(|p| !p.listen.is_empty() || !p.tls_listen.is_empty()),
+            config.http.as_ref().is_some_and(|h| !h.listen.is_empty()),
+            config
+                .replication
+                .as_ref()
+                .is_some_and(|r| !r.listen.is_empty() || !r.peers.is_empty()),
+            config
+                .mta
+                .as_ref()
+                .is_some_and(|m| !m.socketmap_listen.is_empty()),
+        ];
+        if !listens.contains(&true) {
+            bail!(
+                "{origin}: nothing to serve: no listen address in [lmtp], [imap], [pop3], [http], [replication] or [mta]"
+            );
+        }
         Ok(config)
     }
 
@@ -601,6 +818,7 @@ impl Config {
     }
 
     fn validate(&self) -> anyhow::Result<()> {
+        crate::proxy::TrustedProxies::parse(&self.trusted_proxies).map_err(anyhow::Error::msg)?;
         if self.hostname.is_empty()
             || self
                 .hostname
@@ -654,6 +872,7 @@ impl Config {
             }
         }
         self.server.durability()?;
+        self.auth.validate()?;
         if let Some(h) = &self.http {
             check("http", "listen", &h.listen)?;
         }
@@ -804,6 +1023,34 @@ key = "/etc/cove/key.pem"
         assert!(e.contains("frobnicate"), "{e}");
     }
 
+    #[test]
+    fn auth_keys_have_safe_defaults_and_are_checked() {
+        let a = Config::parse("[auth]\npenalty_max_ms = 4000\n", "t")
+            .unwrap()
+            .auth;
+        assert_eq!(a.penalty_initial_ms, 2000);
+        assert_eq!(a.penalty_expire_secs, 300);
+        assert_eq!(a.penalty_table_size, 65_536);
+        assert!(a.penalty_per_user);
+        let s = a.schedule();
+        assert_eq!(s.wait(3), std::time::Duration::from_secs(4));
+        assert_eq!(Config::embedded().auth.penalty_max_ms, 15_000);
+        let off = Config::parse("[auth]\npenalty_initial_ms = 0\npenalty_max_ms = 0\n", "t");
+        assert!(off.unwrap().auth.schedule().max.is_zero());
+        let err = |text: &str| format!("{:#}", Config::parse(text, "f.toml").unwrap_err());
+        let e = err("[auth]\npenalty_initial_ms = 20000\n");
+        assert!(
+            e.contains("[auth] penalty_initial_ms must not exceed"),
+            "{e}"
+        );
+        let e = err("[auth]\npenalty_table_size = 0\n");
+        assert!(e.contains("penalty_table_size"), "{e}");
+        let e = err("[auth]\npenalty_initial_ms = 0\n");
+        assert!(e.contains("penalty_initial_ms must be at least 1"), "{e}");
+        let e = err("[auth]\nlockout = 1\n");
+        assert!(e.contains("lockout"), "{e}");
+    }
+
     const REPLICATION: &str = r#"
 hostname = "storage-01"
 [replication]
@@ -827,6 +1074,13 @@ address = "10.0.0.2:7024"
         assert_eq!(r.debounce_ms, 200);
         assert_eq!(r.full_sync_interval_secs, 3600);
         assert_eq!(r.backoff_max_secs, 60);
+        assert_eq!(r.max_clock_skew_secs, 300);
+        assert_eq!(r.max_content_size, None);
+        assert_eq!(r.max_session_bytes, 1 << 30);
+        assert_eq!(
+            (r.max_pending_links, r.max_pending_links_per_ip, r.max_links),
+            (16, 4, 64)
+        );
         let shown = format!("{r:?}");
         assert!(
             !shown.contains("0123456789abcdef") && shown.contains("<redacted>"),
@@ -844,6 +1098,24 @@ address = "10.0.0.2:7024"
         assert!(r.listen.is_empty() && r.sync_delivery && r.secret.is_none());
         assert_eq!(r.sync_delivery_timeout_ms, 500);
         assert!(Config::embedded().replication.is_none());
+    }
+
+    #[test]
+    fn start_up_checks_name_what_is_wrong() {
+        let e = format!(
+            "{:#}",
+            Config::parse("data_dir = \"/x\"\n", "f.toml").unwrap_err()
+        );
+        assert!(e.contains("f.toml: nothing to serve"), "{e}");
+        let e = format!(
+            "{:#}",
+            Config::parse(
+                "[replication]\nsecret = \"0123456789abcdef-shared\"\n[[replication.peers]]\nname = \"b\"\naddress = \"b:7024\"\n",
+                "f.toml"
+            )
+            .unwrap_err()
+        );
+        assert!(e.contains("[replication] needs hostname set"), "{e}");
     }
 
     #[test]
@@ -878,5 +1150,12 @@ address = "10.0.0.2:7024"
         assert!(e.contains("port"), "{e}");
         let e = with("listen =", "full_sync_interval_secs = 0\nlisten =");
         assert!(e.contains("full_sync_interval_secs"), "{e}");
+        let e = with("listen =", "max_pending_links_per_ip = 0\nlisten =");
+        assert!(e.contains("max_pending_links_per_ip"), "{e}");
+        let e = with(
+            "listen =",
+            "max_content_size = 2000\nmax_session_bytes = 1000\nlisten =",
+        );
+        assert!(e.contains("max_session_bytes"), "{e}");
     }
 }

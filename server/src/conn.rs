@@ -19,6 +19,22 @@ impl Conn {
     pub fn is_tls(&self) -> bool {
         matches!(self, Conn::Tls(_))
     }
+
+    /// The address at the other end of the socket: the client's, or the
+    /// proxy's for a client behind a PROXY header.
+    pub fn socket_peer(&self) -> Option<std::net::SocketAddr> {
+        match self {
+            Conn::Plain(s) => s.peer_addr().ok(),
+            Conn::Tls(s) => s.get_ref().0.peer_addr().ok(),
+            Conn::Detached => None,
+        }
+    }
+
+    /// A connection from a trusted proxy (which terminated TLS itself).
+    pub fn from_trusted_proxy(&self) -> bool {
+        self.socket_peer()
+            .is_some_and(|p| crate::proxy::is_trusted(p.ip()))
+    }
 }
 
 impl AsyncRead for Conn {

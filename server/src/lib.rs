@@ -14,5 +14,6 @@ pub mod listener;
 pub mod lmtp;
 pub mod metrics;
 pub mod pop3;
+pub mod proxy;
 pub mod serve;
 pub mod tls;

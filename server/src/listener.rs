@@ -118,17 +118,21 @@ static SESSION_IDS: AtomicU64 = AtomicU64::new(1);
 pub type Sessions = Arc<Mutex<JoinSet<()>>>;
 
 /// Accept connections until shutdown; each runs `serve(stream, peer, id)`
-/// as a task in `sessions`.
+/// as a task in `sessions`. With `proxy_protocol`, a connection from a
+/// trusted proxy first gives the client's address in a PROXY header
+/// (server/src/proxy.rs), and `peer` is that client.
 pub async fn accept_loop<F, Fut>(
     proto: &'static str,
     listener: TcpListener,
     mut shutdown: watch::Receiver<bool>,
     sessions: Sessions,
+    proxy_protocol: bool,
     serve: F,
 ) where
     F: Fn(TcpStream, SocketAddr, u64) -> Fut + Send + Sync + 'static,
     Fut: Future<Output = ()> + Send + 'static,
 {
+    let serve = Arc::new(serve);
     loop {
         let accepted = tokio::select! {
             a = listener.accept() => a,
@@ -145,7 +149,25 @@ pub async fn accept_loop<F, Fut>(
         };
         let _ = tcp.set_nodelay(true);
         let id = SESSION_IDS.fetch_add(1, Ordering::Relaxed);
-        let task = serve(tcp, peer, id);
+        let serve = serve.clone();
+        let task = async move {
+            let mut tcp = tcp;
+            let mut peer = peer;
+            if proxy_protocol && crate::proxy::is_trusted(peer.ip()) {
+                match crate::proxy::read_header(&mut tcp).await {
+                    Ok(Some(client)) => {
+                        tracing::debug!(session = id, proxy = %peer, peer = %client, "{proto} connection through a trusted proxy");
+                        peer = client;
+                    }
+                    Ok(None) => {}
+                    Err(e) => {
+                        tracing::warn!(session = id, proxy = %peer, "{proto}: {e}; connection closed");
+                        return;
+                    }
+                }
+            }
+            serve(tcp, peer, id).await
+        };
         match sessions.lock() {
             Ok(mut set) => {
                 while set.try_join_next().is_some() {}

@@ -17,9 +17,10 @@ use config::Config;
     about = "cove: mailbox storage server (LMTP in, Maildir, dedup)"
 )]
 struct Cli {
-    /// The configuration file (TOML). Without one, cove runs a single node on
-    /// loopback with data in ./cove-data.
-    #[arg(long, global = true, value_name = "FILE")]
+    /// The configuration file (TOML); also COVE_CONFIG. Without either,
+    /// /etc/cove/cove.toml if it exists, else a single node on loopback with
+    /// data in ./cove-data.
+    #[arg(long, global = true, value_name = "FILE", env = "COVE_CONFIG")]
     config: Option<PathBuf>,
     #[command(subcommand)]
     command: Command,
@@ -59,6 +60,20 @@ enum Command {
         #[command(subcommand)]
         command: ImportCommand,
     },
+    /// This node's part in routing (asks the running server over [http]).
+    Node {
+        #[command(subcommand)]
+        command: NodeCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum NodeCommand {
+    /// Take no new sessions: /health answers 503, so proxies and the other
+    /// nodes send new sessions to the peer.
+    Drain,
+    /// Take new sessions again.
+    Undrain,
 }
 
 #[derive(Subcommand)]
@@ -94,7 +109,11 @@ enum SyncCommand {
     Now { email: Option<String> },
     /// Each peer: connected or not, users queued, age of the oldest
     /// unsynced change, last error.
-    Status,
+    Status {
+        /// The status as JSON, for scripts.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Subcommand)]
@@ -168,7 +187,26 @@ fn init_logging(default: &str) {
 }
 
 fn run(cli: Cli) -> anyhow::Result<()> {
-    let config = Config::load(cli.config.as_deref())?;
+    let path = cli.config.or_else(|| {
+        let default = PathBuf::from(config::DEFAULT_PATH);
+        default.exists().then_some(default)
+    });
+    let config = Config::load(path.as_deref())?;
+    if !matches!(cli.command, Command::Serve) && !config.data_dir.is_dir() {
+        // An admin command must act on the server's data, not on a new,
+        // empty directory made wherever the shell stands.
+        anyhow::bail!(
+            "no data directory at {} ({}); start cove serve with this configuration first, or name the server's configuration with --config or COVE_CONFIG",
+            config.data_dir.display(),
+            match &path {
+                Some(p) => format!("data_dir of {}", p.display()),
+                None => format!(
+                    "the default without a configuration file: no --config, no COVE_CONFIG, no {}",
+                    config::DEFAULT_PATH
+                ),
+            }
+        );
+    }
     match cli.command {
         Command::Serve => {
             init_logging("info");
@@ -212,9 +250,13 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                     DedupCommand::Gc => cli::dedup_gc(&config),
                     DedupCommand::Verify => cli::dedup_verify(&config),
                 },
+                Command::Node { command } => match command {
+                    NodeCommand::Drain => cli::node_drain(&config, true),
+                    NodeCommand::Undrain => cli::node_drain(&config, false),
+                },
                 Command::Sync { command } => match command {
                     SyncCommand::Now { email } => cli::sync_now(&config, email.as_deref()),
-                    SyncCommand::Status => cli::sync_status(&config),
+                    SyncCommand::Status { json } => cli::sync_status(&config, json),
                 },
                 Command::Import {
                     command:

@@ -52,6 +52,12 @@ pub struct Metrics {
     deliveries_failed: AtomicU64,
     pop3_page_cache: AtomicU64,
     pop3_blocking_pool: AtomicU64,
+    password_checks: AtomicU64,
+    logins_refused: AtomicU64,
+    logins_waiting: AtomicI64,
+    logins_queued: AtomicU64,
+    penalised_clients: AtomicU64,
+    penalised_users: AtomicU64,
 }
 
 #[allow(clippy::declare_interior_mutable_const)]
@@ -68,6 +74,12 @@ pub static METRICS: Metrics = Metrics {
     deliveries_failed: ZERO,
     pop3_page_cache: ZERO,
     pop3_blocking_pool: ZERO,
+    password_checks: ZERO,
+    logins_refused: ZERO,
+    logins_waiting: ZERO_I,
+    logins_queued: ZERO,
+    penalised_clients: ZERO,
+    penalised_users: ZERO,
 };
 
 /// A session counted as open (in [`METRICS`]) until dropped.
@@ -86,7 +98,42 @@ impl Drop for OpenSession {
     }
 }
 
+/// A login attempt counted as waiting out a penalty until dropped.
+pub struct Waiting(());
+
+impl Waiting {
+    /// One more attempt waiting (and queued, counted once per attempt).
+    pub fn start() -> Waiting {
+        METRICS.logins_queued.fetch_add(1, Relaxed);
+        METRICS.logins_waiting.fetch_add(1, Relaxed);
+        Waiting(())
+    }
+}
+
+impl Drop for Waiting {
+    fn drop(&mut self) {
+        METRICS.logins_waiting.fetch_sub(1, Relaxed);
+    }
+}
+
 impl Metrics {
+    /// One password verification (argon2 or a legacy scheme), real or
+    /// against the stand-in hash of an unknown user.
+    pub fn password_check(&self) {
+        self.password_checks.fetch_add(1, Relaxed);
+    }
+
+    /// A login refused unchecked because its client or user is penalised.
+    pub fn login_refused(&self) {
+        self.logins_refused.fetch_add(1, Relaxed);
+    }
+
+    /// The keys the penalty tables hold now.
+    pub fn penalty_entries(&self, sizes: crate::auth::penalty::Sizes) {
+        self.penalised_clients.store(sizes.clients as u64, Relaxed);
+        self.penalised_users.store(sizes.users as u64, Relaxed);
+    }
+
     pub fn login(&self, proto: Proto, ok: bool) {
         let counters = if ok {
             &self.logins_ok
@@ -168,6 +215,52 @@ impl Metrics {
             "POP3 RETR and TOP answers, by how the message was read",
             &sent,
         );
+        let checks = [sample("", &self.password_checks)];
+        family(
+            &mut out,
+            "cove_password_checks_total",
+            "counter",
+            "Password verifications, unknown users included (checked against a stand-in hash)",
+            &checks,
+        );
+        let refused = [sample("", &self.logins_refused)];
+        family(
+            &mut out,
+            "cove_logins_refused_total",
+            "counter",
+            "Login attempts refused unchecked: their client or user was penalised",
+            &refused,
+        );
+        let waiting = [(
+            String::new(),
+            self.logins_waiting.load(Relaxed).max(0) as u64,
+        )];
+        family(
+            &mut out,
+            "cove_logins_waiting",
+            "gauge",
+            "Login attempts waiting out a penalty before they are checked",
+            &waiting,
+        );
+        let queued = [sample("", &self.logins_queued)];
+        family(
+            &mut out,
+            "cove_logins_queued_total",
+            "counter",
+            "Login attempts that waited out a penalty before they were checked or refused",
+            &queued,
+        );
+        let entries = [
+            sample("table=\"client\"", &self.penalised_clients),
+            sample("table=\"user\"", &self.penalised_users),
+        ];
+        family(
+            &mut out,
+            "cove_auth_penalty_entries",
+            "gauge",
+            "Clients and user names with recent failed logins (bounded by [auth] penalty_table_size)",
+            &entries,
+        );
         let available = [(
             String::new(),
             u64::from(cove_store::cached_reads_available()),
@@ -215,6 +308,12 @@ mod tests {
             deliveries_failed: ZERO,
             pop3_page_cache: ZERO,
             pop3_blocking_pool: ZERO,
+            password_checks: ZERO,
+            logins_refused: ZERO,
+            logins_waiting: ZERO_I,
+            logins_queued: ZERO,
+            penalised_clients: ZERO,
+            penalised_users: ZERO,
         };
         m.login(Proto::Pop3, false);
         m.pop3_sent(Pop3Read::PageCache, 3);

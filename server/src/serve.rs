@@ -50,8 +50,14 @@ async fn start_replication(
             connect_timeout: Duration::from_secs(10),
             heartbeat: Duration::from_millis(r.heartbeat_ms),
             heartbeat_timeout: Duration::from_millis(r.heartbeat_timeout_ms),
+            links: cove_sync::admission::LinkLimits {
+                max_pending: r.max_pending_links,
+                max_pending_per_ip: r.max_pending_links_per_ip,
+                max_links: r.max_links,
+            },
         },
     );
+    store.set_peer_limits(peer_limits(config, r));
     let hook_target = Arc::downgrade(&replicator);
     store.set_change_hook(Arc::new(move |user: &str| {
         if let Some(r) = hook_target.upgrade() {
@@ -105,13 +111,54 @@ async fn start_socketmap(
     Ok(())
 }
 
+/// What a peer may send (`[replication]`; the largest message by default
+/// is the largest this node accepts itself, and a margin).
+fn peer_limits(
+    config: &Config,
+    r: &crate::config::ReplicationConfig,
+) -> cove_store::replica::PeerLimits {
+    let own_largest = [
+        config.lmtp.as_ref().map(|l| l.max_message_size),
+        config.imap.as_ref().map(|i| i.max_literal_size),
+    ]
+    .into_iter()
+    .flatten()
+    .max();
+    let defaults = cove_store::replica::PeerLimits::default();
+    let max_blob_bytes = r.max_content_size.unwrap_or_else(|| {
+        own_largest.map_or(defaults.max_blob_bytes, |m| m.saturating_add(1024 * 1024))
+    });
+    cove_store::replica::PeerLimits {
+        max_clock_skew_ms: r.max_clock_skew_secs.saturating_mul(1000),
+        max_blob_bytes,
+        max_session_bytes: r.max_session_bytes.max(max_blob_bytes),
+    }
+}
+
 pub async fn serve(config: Config) -> anyhow::Result<()> {
     let store = {
         let config = config.clone();
         tokio::task::spawn_blocking(move || crate::cli::open_store(&config)).await??
     };
     let store = Arc::new(store);
+    crate::proxy::set_trusted(
+        crate::proxy::TrustedProxies::parse(&config.trusted_proxies).map_err(anyhow::Error::msg)?,
+    );
     let tls = crate::tls::acceptor(&config)?;
+    // One small set of threads checks passwords for every protocol, behind
+    // one authentication service; made before any listener announces
+    // itself (the stand-in hash takes an argon2 run, and a client or a
+    // signal may follow that announcement at once).
+    let cores = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(2);
+    let passwords =
+        Arc::new(crate::auth::PasswordCheckers::new(cores).context("start the password threads")?);
+    let auth = Arc::new(
+        crate::auth::Authenticator::new(store.clone(), passwords, config.auth.schedule())
+            .await
+            .context("start the authentication service")?,
+    );
     let (stop, stopped) = watch::channel(false);
     let sessions = Arc::new(Mutex::new(JoinSet::new()));
     let mut loops = JoinSet::new();
@@ -120,9 +167,11 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         Some(r) => Some(start_replication(&config, r, &store, &tls, &stopped, &mut loops).await?),
         None => None,
     };
+    // `cove node drain` sets it; /health and the cluster's routing read it.
+    let draining = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let cluster = match &config.cluster {
         Some(c) => {
-            let cluster = crate::cluster::Cluster::new(c, &config.hostname)?;
+            let cluster = crate::cluster::Cluster::new(c, &config.hostname, draining.clone())?;
             loops.spawn(cluster.clone().run_health(stopped.clone()));
             Some(cluster)
         }
@@ -136,28 +185,6 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     if let (Some(mta), Some(cluster)) = (&config.mta, &cluster) {
         start_socketmap(mta, cluster, &users, &stopped, &mut loops).await?;
     }
-    if let Some(http) = &config.http {
-        let admin: Arc<dyn cove_sync::http::AdminHandler> = Arc::new(crate::admin::Admin {
-            replicator: replicator.clone(),
-            cluster: cluster.clone(),
-            users: users.clone(),
-        });
-        for addr in &http.listen {
-            let listener = TcpListener::bind(addr)
-                .await
-                .with_context(|| format!("[http] listen: cannot bind {addr}"))?;
-            tracing::info!(
-                "http (metrics, sync admin) listening on {}",
-                listener.local_addr()?
-            );
-            loops.spawn(cove_sync::http::serve_http(
-                listener,
-                admin.clone(),
-                stopped.clone(),
-            ));
-        }
-    }
-
     if let Some(lmtp_config) = &config.lmtp {
         let sync_delivery = match (&config.replication, &replicator) {
             (Some(r), Some(rep)) if r.sync_delivery => Some((
@@ -185,12 +212,9 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
             loops.spawn(lmtp::accept_loop(listener, ctx.clone(), sessions.clone()));
         }
     }
-    // One small set of threads checks passwords for every protocol.
-    let cores = std::thread::available_parallelism()
-        .map(|n| n.get())
-        .unwrap_or(2);
-    let passwords =
-        Arc::new(crate::auth::PasswordCheckers::new(cores).context("start the password threads")?);
+    // Where this node serves IMAP and POP3 in clear text (the first
+    // listener of each): what nginx's auth_http is told.
+    let mut serving = Serving::default();
     if let Some(imap_config) = &config.imap {
         let ctx = Arc::new(ImapContext::new(
             store.clone(),
@@ -198,7 +222,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
             config.hostname.clone(),
             Some(tls.clone()),
             stopped.clone(),
-            passwords.clone(),
+            auth.clone(),
         ));
         for (addrs, implicit_tls, key) in [
             (&imap_config.listen, false, "listen"),
@@ -210,6 +234,9 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
                     .with_context(|| format!("[imap] {key}: cannot bind {addr}"))?;
                 let proto = if implicit_tls { "imaps" } else { "imap" };
                 tracing::info!("{proto} listening on {}", listener.local_addr()?);
+                if !implicit_tls && serving.imap.is_none() {
+                    serving.imap = Some(listener.local_addr()?);
+                }
                 loops.spawn(imap::accept_loop(
                     listener,
                     ctx.clone(),
@@ -226,7 +253,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
             config.hostname.clone(),
             Some(tls.clone()),
             stopped.clone(),
-            passwords.clone(),
+            auth.clone(),
         ));
         for (addrs, implicit_tls, key) in [
             (&pop3_config.listen, false, "listen"),
@@ -238,6 +265,9 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
                     .with_context(|| format!("[pop3] {key}: cannot bind {addr}"))?;
                 let proto = if implicit_tls { "pop3s" } else { "pop3" };
                 tracing::info!("{proto} listening on {}", listener.local_addr()?);
+                if !implicit_tls && serving.pop3.is_none() {
+                    serving.pop3 = Some(listener.local_addr()?);
+                }
                 loops.spawn(crate::pop3::accept_loop(
                     listener,
                     ctx.clone(),
@@ -245,6 +275,38 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
                     implicit_tls,
                 ));
             }
+        }
+    }
+    if let Some(http) = &config.http {
+        let admin: Arc<dyn cove_sync::http::AdminHandler> = Arc::new(crate::admin::Admin {
+            replicator: replicator.clone(),
+            token: crate::admin::admin_token(&config.data_dir)?,
+            auth: auth.clone(),
+            imap: serving.imap,
+            pop3: serving.pop3,
+            auth_key: http.auth_key.clone(),
+            auth_failure_delay: Duration::from_millis(
+                config
+                    .imap
+                    .as_ref()
+                    .map_or(2000, |i| i.auth_failure_delay_ms),
+            ),
+            draining: draining.clone(),
+            users: users.clone(),
+        });
+        for addr in &http.listen {
+            let listener = TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("[http] listen: cannot bind {addr}"))?;
+            tracing::info!(
+                "http (metrics, sync admin) listening on {}",
+                listener.local_addr()?
+            );
+            loops.spawn(cove_sync::http::serve_http(
+                listener,
+                admin.clone(),
+                stopped.clone(),
+            ));
         }
     }
     tracing::info!(data_dir = %config.data_dir.display(), hostname = %config.hostname, "cove {} serving", env!("CARGO_PKG_VERSION"));
@@ -277,4 +339,11 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     }
     tracing::info!(sessions = open, "stopped");
     Ok(())
+}
+
+/// The addresses this node serves each protocol on.
+#[derive(Default)]
+struct Serving {
+    imap: Option<std::net::SocketAddr>,
+    pop3: Option<std::net::SocketAddr>,
 }

@@ -28,7 +28,14 @@ fn ensure_self_signed(config: &Config, cert: &Path, key: &Path) -> anyhow::Resul
     }
     let dir = cert.parent().context("certificate path has no directory")?;
     std::fs::create_dir_all(dir).with_context(|| format!("create {}", dir.display()))?;
-    let names = vec![config.hostname.clone(), "localhost".to_string()];
+    // The names and addresses a client on this machine uses: the README's
+    // examples connect to 127.0.0.1.
+    let names = vec![
+        config.hostname.clone(),
+        "localhost".to_string(),
+        "127.0.0.1".to_string(),
+        "::1".to_string(),
+    ];
     let made =
         rcgen::generate_simple_self_signed(names).context("generate a self-signed certificate")?;
     write_private(key, made.signing_key.serialize_pem().as_bytes())?;

@@ -212,16 +212,28 @@ impl Directory {
 
     /// Merge a peer's users: per address, the later change wins (an add,
     /// a password or quota change, or a removal). A removed user's mail is
-    /// kept, as `cove user del` without `--purge` does.
-    pub fn merge_users(&self, remote: &[crate::replica::UserRecord]) -> Result<UsersMerged> {
+    /// kept, as `cove user del` without `--purge` does. A record stamped
+    /// further ahead of this node's clock than `limits` allows (it would
+    /// undo every change made here until then) is refused and logged, as is
+    /// one that holds no password hash or quota this node could store.
+    pub fn merge_users(
+        &self,
+        remote: &[crate::replica::UserRecord],
+        limits: &crate::replica::PeerLimits,
+    ) -> Result<UsersMerged> {
         let mut out = UsersMerged::default();
         let mut c = self.conn()?;
         let tx = c.transaction()?;
+        let now = crate::replica::now_ms();
         for r in remote {
             let Ok(address) = Address::parse(&r.address) else {
-                tracing::warn!(address = %r.address, "replication: a peer sent an invalid user address; ignored");
+                tracing::warn!(address = ?r.address, "replication: a peer sent an invalid user address; ignored");
                 continue;
             };
+            if let Some(why) = crate::replica::refuse_user_record(r, now, limits) {
+                tracing::warn!(user = %address, reason = %why, "replication: a peer's user record refused");
+                continue;
+            }
             let live: Option<(i64, Option<String>, i64)> = tx
                 .query_row(
                     "SELECT stamp, password, quota FROM user WHERE local = ?1 AND domain = ?2",
@@ -516,7 +528,9 @@ mod tests {
         let b = Address::parse("b@x.org").unwrap();
         one.add(&a, Some(PasswordHash("h1".into())), 0, 1).unwrap();
         one.add(&b, None, 0, 1).unwrap();
-        let merged = two.merge_users(&one.user_records().unwrap()).unwrap();
+        let merged = two
+            .merge_users(&one.user_records().unwrap(), &Default::default())
+            .unwrap();
         assert_eq!(merged.added, vec![a.clone(), b.clone()]);
         assert_eq!(
             two.get(&a).unwrap().unwrap().password,
@@ -527,8 +541,12 @@ mod tests {
         two.set_password(&a, Some(PasswordHash("h2".into())))
             .unwrap();
         one.remove(&b).unwrap();
-        let m1 = one.merge_users(&two.user_records().unwrap()).unwrap();
-        let m2 = two.merge_users(&one.user_records().unwrap()).unwrap();
+        let m1 = one
+            .merge_users(&two.user_records().unwrap(), &Default::default())
+            .unwrap();
+        let m2 = two
+            .merge_users(&one.user_records().unwrap(), &Default::default())
+            .unwrap();
         assert_eq!(m1.updated, vec![a.clone()]);
         assert_eq!(m2.removed, vec![b.clone()]);
         for dir in [&one, &two] {
@@ -540,7 +558,8 @@ mod tests {
         }
         // Merging again changes nothing (idempotent).
         assert_eq!(
-            one.merge_users(&two.user_records().unwrap()).unwrap(),
+            one.merge_users(&two.user_records().unwrap(), &Default::default())
+                .unwrap(),
             UsersMerged::default()
         );
     }

@@ -83,6 +83,7 @@ pub struct Store {
     accounts: Mutex<HashMap<i64, AccountSlot>>,
     watcher: OnceLock<MaildirWatcher>,
     change_hook: Arc<OnceLock<ChangeHook>>,
+    peer_limits: OnceLock<replica::PeerLimits>,
 }
 
 impl std::fmt::Debug for Store {
@@ -123,6 +124,7 @@ impl Store {
             accounts: Mutex::new(HashMap::new()),
             watcher: OnceLock::new(),
             change_hook: Arc::new(OnceLock::new()),
+            peer_limits: OnceLock::new(),
         })
     }
 
@@ -233,6 +235,17 @@ impl Store {
     /// on its change feed within a second.
     pub fn watcher(&self) -> &MaildirWatcher {
         self.watcher.get_or_init(MaildirWatcher::start)
+    }
+
+    /// Set the bounds on what replication peers may send (once, at start;
+    /// false if they were set already). Unset, the defaults hold.
+    pub fn set_peer_limits(&self, limits: replica::PeerLimits) -> bool {
+        self.peer_limits.set(limits).is_ok()
+    }
+
+    /// The bounds on what replication peers may send.
+    pub fn peer_limits(&self) -> replica::PeerLimits {
+        self.peer_limits.get().copied().unwrap_or_default()
     }
 
     /// Set the hook told of every user whose mail changes (once; false if

@@ -116,6 +116,21 @@ pub fn mailbox_dir_name(name: &str) -> String {
     }
 }
 
+/// The folder of the mailbox whose directory (`MailboxInfo::dir`) is `dir`,
+/// inside `maildir`: refused unless `dir` is a Maildir++ folder of a valid
+/// name (empty for INBOX, else '.' and the name), so that no name, however
+/// it got into the index, makes a path outside the user's Maildir.
+pub fn folder_path(maildir: &Path, dir: &str) -> Result<PathBuf> {
+    let ok = dir.is_empty()
+        || mailbox_name_of_dir(dir).is_some_and(|name| validate_mailbox_name(&name).is_ok());
+    if !ok {
+        return Err(Error::InvalidData(format!(
+            "mailbox folder {dir:?} is not a Maildir++ folder name"
+        )));
+    }
+    Ok(maildir.join(dir))
+}
+
 /// The mailbox name a Maildir++ folder directory stands for.
 pub fn mailbox_name_of_dir(dir: &str) -> Option<String> {
     if dir.is_empty() {
@@ -358,5 +373,24 @@ mod tests {
         assert!(validate_mailbox_name("a/b").is_err());
         assert!(validate_mailbox_name("a..b").is_err());
         assert!(validate_mailbox_name("Work.Q1").is_ok());
+    }
+
+    #[test]
+    fn folder_paths_stay_in_the_maildir() {
+        let m = Path::new("/home/u/Maildir");
+        assert_eq!(folder_path(m, "").unwrap(), m);
+        assert_eq!(folder_path(m, ".Work.Q1").unwrap(), m.join(".Work.Q1"));
+        for bad in [
+            ".x/../../etc",
+            "..",
+            ".",
+            "Sent",
+            "..Sent",
+            ".a/b",
+            "/etc",
+            ".a\nb",
+        ] {
+            assert!(folder_path(m, bad).is_err(), "{bad:?}");
+        }
     }
 }

@@ -28,6 +28,9 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use crate::ids::{Flags, MailboxGuid, MessageGuid, ModSeq, Uid};
 
+mod peer_input;
+pub use peer_input::{PeerLimits, refuse_user_record, valid_peer_mailbox_name, validate_delta};
+
 /// Milliseconds since the epoch << 16 | node id.
 pub type Stamp = u64;
 
@@ -37,13 +40,17 @@ pub fn node_id(hostname: &str) -> u16 {
     u16::from_be_bytes([h.as_bytes()[0], h.as_bytes()[1]])
 }
 
-/// Now, on `node`.
-pub fn stamp_now(node: u16) -> Stamp {
-    let ms = SystemTime::now()
+/// Milliseconds since the epoch on this node's clock (what stamps count).
+pub fn now_ms() -> u64 {
+    SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_millis() as u64)
-        .unwrap_or(0);
-    (ms << 16) | node as u64
+        .unwrap_or(0)
+}
+
+/// Now, on `node`.
+pub fn stamp_now(node: u16) -> Stamp {
+    (now_ms() << 16) | node as u64
 }
 
 /// The first stamp of `mine`'s node that is after `seen`.

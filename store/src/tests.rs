@@ -594,6 +594,7 @@ fn kw(list: &[&str]) -> Vec<String> {
 mod imap_flags;
 mod imap_mailboxes;
 mod imap_transfer;
+mod replica_peer;
 
 #[test]
 fn derived_data_round_trips_by_content() {

@@ -2,7 +2,8 @@
 //! status, and "sync now" for the CLI.
 //!
 //! Hand-written HTTP/1.1, one request per connection (`Connection: close`).
-//! Three routes, no request bodies, no keep-alive, no chunked encoding, no
+//! Three routes of its own (the binary adds more through
+//! [`AdminHandler::route`]: health, nginx's auth_http, drain), no request bodies, no keep-alive, no chunked encoding, no
 //! TLS: the listener is meant for loopback or an admin network. hyper would
 //! bring h2, http-body and friends (about 55 unit-seconds of cold build, see
 //! CRATES.md) for no behaviour we need, and a tiny server keeps the limits in
@@ -15,7 +16,12 @@
 //!   [`MAX_BODY`] bytes, 413 above it) must arrive within [`READ_TIMEOUT`]
 //!   (408 otherwise); a `Transfer-Encoding` body is refused (400);
 //! - at most [`MAX_CONNECTIONS`] requests are handled at once; a connection
-//!   over that is closed at once.
+//!   over that is closed at once;
+//! - a request that changes state (every `POST`) needs the admin token
+//!   (`Authorization: Bearer <token>`, [`AdminHandler::admin_token`]; 401
+//!   without it) and must not come from a web page (a request with an
+//!   `Origin` header is refused with 403, so a page a browser shows cannot
+//!   make it); each one is logged with the client's address.
 //!
 //! The handler's own work (a `sync now` may take a while) is not under the
 //! read timeout. Parsing is apart from the socket (`parse_head`, `route`),
@@ -23,6 +29,7 @@
 
 use std::future::Future;
 use std::io;
+use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
@@ -48,7 +55,58 @@ const LINGER: Duration = Duration::from_secs(1);
 /// Largest response `http_request` reads.
 const MAX_RESPONSE: usize = 64 * 1024 * 1024;
 
-/// What the endpoint serves; implemented by the replicator.
+/// A request for a route the binary serves ([`AdminHandler::route`]).
+#[derive(Debug, Clone)]
+pub struct Request {
+    pub method: String,
+    pub path: String,
+    /// After `?`, still percent-encoded.
+    pub query: String,
+    pub headers: Vec<(String, String)>,
+    pub peer: SocketAddr,
+}
+
+impl Request {
+    /// A header's value (names compare without case).
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// A query parameter, percent-decoded.
+    pub fn param(&self, name: &str) -> Option<String> {
+        self.query
+            .split('&')
+            .filter_map(|p| p.split_once('='))
+            .find(|(n, _)| *n == name)
+            .and_then(|(_, v)| percent_decode(v))
+    }
+}
+
+/// The answer to a [`Request`]: a status, plain text, extra headers.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Reply {
+    pub status: u16,
+    pub body: String,
+    pub headers: Vec<(String, String)>,
+}
+
+impl Reply {
+    pub fn text(status: u16, body: impl Into<String>) -> Reply {
+        Reply {
+            status,
+            body: body.into(),
+            headers: Vec::new(),
+        }
+    }
+}
+
+/// A route's answer on its way.
+pub type Replying<'a> = Pin<Box<dyn Future<Output = Reply> + Send + 'a>>;
+
+/// What the endpoint serves; implemented by the binary.
 pub trait AdminHandler: Send + Sync {
     /// Prometheus text exposition format 0.0.4.
     fn metrics(&self) -> String;
@@ -60,18 +118,13 @@ pub trait AdminHandler: Send + Sync {
         &self,
         user: Option<String>,
     ) -> Pin<Box<dyn Future<Output = Result<String, String>> + Send + '_>>;
-    /// `GET /health`: 200 while this node serves, 503 while it drains.
-    fn health(&self) -> (u16, String) {
-        (200, "serving\n".into())
-    }
-    /// `GET /cluster/user?address=`: whether the user exists on this node
-    /// (`cove::cluster::lookup`). Status and a `text/plain` body.
-    fn cluster_user(
-        &self,
-        address: String,
-    ) -> Pin<Box<dyn Future<Output = (u16, String)> + Send + '_>> {
-        let _ = address;
-        Box::pin(async { (404, "not found\n".to_string()) })
+    /// The token state-changing requests must carry; `None` refuses them
+    /// all.
+    fn admin_token(&self) -> Option<String>;
+    /// Routes of the binary's own, tried for paths this module does not
+    /// know: `None` is 404. A `POST` reaches here only with the token.
+    fn route<'a>(&'a self, _request: &'a Request) -> Option<Replying<'a>> {
+        None
     }
 }
 
@@ -133,6 +186,7 @@ struct Head {
     method: String,
     target: String,
     content_length: usize,
+    headers: Vec<(String, String)>,
 }
 
 /// A response: status, content type, body, and `Allow` for 405.
@@ -142,6 +196,7 @@ struct Response {
     content_type: &'static str,
     body: String,
     allow: Option<&'static str>,
+    headers: Vec<(String, String)>,
 }
 
 const TEXT: &str = "text/plain; charset=utf-8";
@@ -155,6 +210,7 @@ impl Response {
             content_type: TEXT,
             body: body.into(),
             allow: None,
+            headers: Vec::new(),
         }
     }
 }
@@ -165,8 +221,6 @@ enum Route {
     Metrics,
     SyncStatus,
     SyncNow(Option<String>),
-    Health,
-    ClusterUser(String),
 }
 
 async fn handle(
@@ -178,10 +232,12 @@ async fn handle(
         Err(_) => Response::text(408, "request not received in time\n"),
         Ok(Err(e)) => return Err(e),
         Ok(Ok(Err(refusal))) => refusal,
-        Ok(Ok(Ok(head))) => match route(&head.method, &head.target) {
-            Err(refusal) => refusal,
-            Ok(route) => respond(route, handler).await,
-        },
+        Ok(Ok(Ok(head))) => {
+            let peer = tcp
+                .peer_addr()
+                .unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)));
+            answer(head, peer, handler).await
+        }
     };
     write_response(&mut tcp, &response).await?;
     tcp.shutdown().await?;
@@ -202,33 +258,71 @@ async fn handle(
     Ok(())
 }
 
+/// Check a request's credential, then route it: this module's routes
+/// first, then the binary's.
+async fn answer(head: Head, peer: SocketAddr, handler: &dyn AdminHandler) -> Response {
+    let (path, query) = head
+        .target
+        .split_once('?')
+        .unwrap_or((head.target.as_str(), ""));
+    let request = Request {
+        method: head.method.clone(),
+        path: path.to_string(),
+        query: query.to_string(),
+        headers: head.headers.clone(),
+        peer,
+    };
+    if request.method == "POST" {
+        if request.header("origin").is_some() {
+            tracing::warn!(peer = %peer, path = %path.escape_debug(), "http: a request from a web page (Origin) refused");
+            return Response::text(403, "requests from web pages are refused\n");
+        }
+        let given = request
+            .header("authorization")
+            .and_then(|a| a.strip_prefix("Bearer "))
+            .map(|t| blake3::hash(t.trim().as_bytes()));
+        let wanted = handler.admin_token().map(|t| blake3::hash(t.as_bytes()));
+        // blake3::Hash compares in constant time.
+        if given.is_none() || given != wanted {
+            tracing::warn!(peer = %peer, path = %path.escape_debug(), "http: a state-changing request without the admin token refused");
+            return Response {
+                headers: vec![("WWW-Authenticate".into(), "Bearer".into())],
+                ..Response::text(401, "the admin token is needed (Authorization: Bearer)\n")
+            };
+        }
+        tracing::info!(peer = %peer, path = %path.escape_debug(), query = %query.escape_debug(), "http: admin request");
+    }
+    match route(&head.method, &head.target) {
+        Ok(route) => respond(route, handler).await,
+        Err(refusal) if refusal.status == 404 => match handler.route(&request) {
+            Some(replying) => {
+                let r = replying.await;
+                Response {
+                    headers: r.headers,
+                    ..Response::text(r.status, r.body)
+                }
+            }
+            None => refusal,
+        },
+        Err(refusal) => refusal,
+    }
+}
+
 async fn respond(route: Route, handler: &dyn AdminHandler) -> Response {
     match route {
         // GET /metrics: Prometheus text exposition format 0.0.4.
         Route::Metrics => Response {
-            status: 200,
             content_type: METRICS,
-            body: handler.metrics(),
-            allow: None,
+            ..Response::text(200, handler.metrics())
         },
         Route::SyncStatus => Response {
-            status: 200,
             content_type: JSON,
-            body: handler.sync_status(),
-            allow: None,
+            ..Response::text(200, handler.sync_status())
         },
         Route::SyncNow(user) => match handler.sync_now(user).await {
             Ok(report) => Response::text(200, report),
             Err(e) => Response::text(500, e),
         },
-        Route::Health => {
-            let (status, body) = handler.health();
-            Response::text(status, body)
-        }
-        Route::ClusterUser(address) => {
-            let (status, body) = handler.cluster_user(address).await;
-            Response::text(status, body)
-        }
     }
 }
 
@@ -312,6 +406,7 @@ fn parse_head(head: &[u8]) -> Result<Head, Response> {
     }
     let mut content_length = 0;
     let mut count = 0;
+    let mut headers = Vec::new();
     for line in lines.filter(|l| !l.is_empty()) {
         count += 1;
         if count > MAX_HEADERS {
@@ -322,6 +417,7 @@ fn parse_head(head: &[u8]) -> Result<Head, Response> {
             return Err(bad("header field name"));
         }
         let value = value.trim();
+        headers.push((name.to_string(), value.to_string()));
         if name.eq_ignore_ascii_case("content-length") {
             content_length = value.parse().map_err(|_| bad("Content-Length"))?;
             if content_length > MAX_BODY {
@@ -337,13 +433,14 @@ fn parse_head(head: &[u8]) -> Result<Head, Response> {
         method: method.to_string(),
         target: target.to_string(),
         content_length,
+        headers,
     })
 }
 
 fn route(method: &str, target: &str) -> Result<Route, Response> {
     let (path, query) = target.split_once('?').unwrap_or((target, ""));
     let allowed = match path {
-        "/metrics" | "/sync/status" | "/health" | "/cluster/user" => "GET",
+        "/metrics" | "/sync/status" => "GET",
         "/sync/now" => "POST",
         _ => return Err(Response::text(404, "not found\n")),
     };
@@ -356,40 +453,34 @@ fn route(method: &str, target: &str) -> Result<Route, Response> {
     Ok(match path {
         "/metrics" => Route::Metrics,
         "/sync/status" => Route::SyncStatus,
-        "/health" => Route::Health,
-        "/cluster/user" => match query_param(query, "address")? {
-            Some(address) => Route::ClusterUser(address),
-            None => return Err(Response::text(400, "bad request: address is missing\n")),
-        },
-        _ => Route::SyncNow(query_param(query, "user")?),
+        _ => Route::SyncNow(sync_now_user(query)?),
     })
 }
 
-/// The one parameter `name` of a query (`/sync/now?user=EMAIL`,
-/// `/cluster/user?address=EMAIL`); other parameters are errors.
-fn query_param(query: &str, name: &str) -> Result<Option<String>, Response> {
+/// The `user` of `/sync/now?user=EMAIL`; other parameters are errors.
+fn sync_now_user(query: &str) -> Result<Option<String>, Response> {
     let bad = |why: String| Response::text(400, format!("bad request: {why}\n"));
-    let mut found = None;
+    let mut user = None;
     for pair in query.split('&').filter(|p| !p.is_empty()) {
         match pair.split_once('=') {
-            Some((key, value)) if key == name && found.is_none() => {
+            Some(("user", value)) if user.is_none() => {
                 let value = percent_decode(value)
-                    .ok_or_else(|| bad(format!("{name} is not percent-encoded UTF-8")))?;
+                    .ok_or_else(|| bad("user is not percent-encoded UTF-8".into()))?;
                 if value.is_empty() {
-                    return Err(bad(format!("{name} is empty")));
+                    return Err(bad("user is empty".into()));
                 }
-                found = Some(value);
+                user = Some(value);
             }
-            Some((key, _)) if key == name => return Err(bad(format!("{name} given twice"))),
+            Some(("user", _)) => return Err(bad("user given twice".into())),
             _ => return Err(bad(format!("unknown parameter {pair:?}"))),
         }
     }
-    Ok(found)
+    Ok(user)
 }
 
 /// RFC 3986 §2.1 percent-decoding. `+` stays `+` (it is common in
 /// addresses: `user+detail@domain`).
-fn percent_decode(s: &str) -> Option<String> {
+pub fn percent_decode(s: &str) -> Option<String> {
     let b = s.as_bytes();
     let mut out = Vec::with_capacity(b.len());
     let mut i = 0;
@@ -415,7 +506,8 @@ pub fn sync_now_path(user: Option<&str>) -> String {
     }
 }
 
-/// The target of a "does this user exist here" request.
+/// The target of a "does this user exist here" request (another node's
+/// `GET /cluster/user`).
 pub fn cluster_user_path(address: &str) -> String {
     format!("/cluster/user?address={}", percent_encode(address))
 }
@@ -437,6 +529,8 @@ fn reason(status: u16) -> &'static str {
     match status {
         200 => "OK",
         400 => "Bad Request",
+        401 => "Unauthorized",
+        403 => "Forbidden",
         404 => "Not Found",
         405 => "Method Not Allowed",
         408 => "Request Timeout",
@@ -444,6 +538,7 @@ fn reason(status: u16) -> &'static str {
         414 => "URI Too Long",
         431 => "Request Header Fields Too Large",
         500 => "Internal Server Error",
+        502 => "Bad Gateway",
         503 => "Service Unavailable",
         _ => "Unknown",
     }
@@ -460,6 +555,12 @@ async fn write_response<S: AsyncWrite + Unpin>(io: &mut S, r: &Response) -> io::
     if let Some(allow) = r.allow {
         head.push_str(&format!("Allow: {allow}\r\n"));
     }
+    for (name, value) in &r.headers {
+        // Header values come from the binary's routes: no line breaks.
+        if !value.contains(['\r', '\n']) && !name.contains(['\r', '\n', ':']) {
+            head.push_str(&format!("{name}: {value}\r\n"));
+        }
+    }
     head.push_str("\r\n");
     io.write_all(head.as_bytes()).await?;
     io.write_all(r.body.as_bytes()).await?;
@@ -470,10 +571,36 @@ async fn write_response<S: AsyncWrite + Unpin>(io: &mut S, r: &Response) -> io::
 /// the status code and the body. No timeout of its own (a `sync now` may take
 /// long); wrap it in `tokio::time::timeout` if one is wanted.
 pub async fn http_request(addr: &str, method: &str, path: &str) -> io::Result<(u16, String)> {
+    http_exchange(addr, method, path, &[])
+        .await
+        .map(|(status, _, body)| (status, body))
+}
+
+/// A response: status, headers, body.
+pub type Exchanged = (u16, Vec<(String, String)>, String);
+
+/// [`http_request`] with request headers, answering the response's
+/// headers too.
+pub async fn http_exchange(
+    addr: &str,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+) -> io::Result<Exchanged> {
     let mut tcp = TcpStream::connect(addr).await?;
-    let request = format!(
-        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+    let mut request = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Length: 0\r\nConnection: close\r\n"
     );
+    for (name, value) in headers {
+        if value.contains(['\r', '\n']) || name.contains(['\r', '\n', ':']) {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "header with a line break",
+            ));
+        }
+        request.push_str(&format!("{name}: {value}\r\n"));
+    }
+    request.push_str("\r\n");
     tcp.write_all(request.as_bytes()).await?;
     let mut raw = Vec::new();
     (&mut tcp)
@@ -493,7 +620,7 @@ fn invalid(why: &str) -> io::Error {
     )
 }
 
-fn parse_response(raw: &[u8]) -> io::Result<(u16, String)> {
+fn parse_response(raw: &[u8]) -> io::Result<Exchanged> {
     let end = find_head_end(raw).ok_or_else(|| invalid("no end of head"))?;
     let head = std::str::from_utf8(&raw[..end]).map_err(|_| invalid("head not UTF-8"))?;
     let mut lines = head.lines();
@@ -504,10 +631,12 @@ fn parse_response(raw: &[u8]) -> io::Result<(u16, String)> {
         .and_then(|code| code.parse::<u16>().ok())
         .ok_or_else(|| invalid("status line"))?;
     let mut body = &raw[end..];
+    let mut headers = Vec::new();
     for line in lines {
-        if let Some((name, value)) = line.split_once(':')
-            && name.eq_ignore_ascii_case("content-length")
-        {
+        let Some((name, value)) = line.split_once(':') else {
+            continue;
+        };
+        if name.eq_ignore_ascii_case("content-length") {
             let len: usize = value
                 .trim()
                 .parse()
@@ -516,8 +645,9 @@ fn parse_response(raw: &[u8]) -> io::Result<(u16, String)> {
                 .get(..len)
                 .ok_or_else(|| invalid("body shorter than Content-Length"))?;
         }
+        headers.push((name.trim().to_string(), value.trim().to_string()));
     }
-    Ok((status, String::from_utf8_lossy(body).into_owned()))
+    Ok((status, headers, String::from_utf8_lossy(body).into_owned()))
 }
 
 #[cfg(test)]

@@ -8,6 +8,7 @@
 //! - [`replicator`]: which users to sync with which peer, and when.
 //! - [`http`]: the `[http]` admin endpoint (metrics, status, sync now).
 
+pub mod admission;
 pub mod http;
 pub mod replicator;
 pub mod session;

@@ -39,6 +39,7 @@ use tokio::net::TcpListener;
 use tokio::sync::{Notify, watch};
 
 use crate::UserLocks;
+use crate::admission::{Admission, LinkLimits};
 use crate::session::{self, SyncError, UserSync};
 use crate::transport::{self, Link, PeerStream, Secret};
 
@@ -104,6 +105,8 @@ pub struct Options {
     pub heartbeat: Duration,
     /// A peer that has not answered a heartbeat this long is down.
     pub heartbeat_timeout: Duration,
+    /// Bounds on the connections the replication listener holds.
+    pub links: LinkLimits,
 }
 
 /// One user waiting to be synced with a peer.
@@ -185,6 +188,7 @@ pub struct Replicator {
     changes: AtomicU64,
     /// Users changed lately, with when: listed in every digest.
     recent: Mutex<HashMap<String, Instant>>,
+    admission: Arc<Admission>,
 }
 
 impl Replicator {
@@ -225,6 +229,7 @@ impl Replicator {
             .collect();
         Arc::new(Replicator {
             store,
+            admission: Admission::new(opts.links),
             opts,
             locks: Arc::new(UserLocks::default()),
             peers,
@@ -607,6 +612,14 @@ impl Replicator {
                 },
                 _ = stop.changed() => return,
             };
+            // Over a limit: closed before any TLS work.
+            let pending = match self.admission.pending(addr.ip()) {
+                Ok(p) => p,
+                Err(why) => {
+                    self.admission.refused(addr, why);
+                    continue;
+                }
+            };
             let me = self.clone();
             let acceptor = acceptor.clone();
             tokio::spawn(async move {
@@ -622,6 +635,14 @@ impl Replicator {
                     Ok(x) => x,
                     Err(e) => {
                         tracing::warn!(peer = %addr, error = %e, "replication link refused");
+                        return;
+                    }
+                };
+                drop(pending);
+                let _admitted = match me.admission.link() {
+                    Ok(a) => a,
+                    Err(why) => {
+                        me.admission.refused(addr, why);
                         return;
                     }
                 };
@@ -774,6 +795,46 @@ impl Replicator {
             );
         }
         out.push_str("]}");
+        out
+    }
+
+    /// `cove sync status`: one line per peer, for people.
+    pub fn status_table(&self) -> String {
+        let mut out = format!(
+            "node {}\n{:<20} {:<22} {:<5} {:>6} {:>9} {:>9} {:>9}  {}\n",
+            self.opts.node,
+            "PEER",
+            "ADDRESS",
+            "LINK",
+            "QUEUED",
+            "OLDEST",
+            "SESSIONS",
+            "FAILURES",
+            "LAST ERROR"
+        );
+        for p in &self.peers {
+            let s = p.state();
+            let oldest = s
+                .queue
+                .values()
+                .map(|q| q.since)
+                .min()
+                .map_or("-".to_string(), |t| {
+                    format!("{:.1}s", t.elapsed().as_secs_f64())
+                });
+            let _ = writeln!(
+                out,
+                "{:<20} {:<22} {:<5} {:>6} {:>9} {:>9} {:>9}  {}",
+                p.spec.name,
+                p.spec.address,
+                if s.connected { "up" } else { "down" },
+                s.queue.len(),
+                oldest,
+                p.sessions.load(Ordering::Relaxed),
+                p.failures.load(Ordering::Relaxed),
+                s.last_error.as_deref().unwrap_or("-"),
+            );
+        }
         out
     }
 

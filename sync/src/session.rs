@@ -22,14 +22,15 @@
 //! is linked (DESIGN.md invariant 5), and is sent in chunks of 1 MiB.
 
 use serde::{Deserialize, Serialize};
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use cove_store::UsersMerged;
 use cove_store::replica::{
-    ApplyReport, Delta, Digest, Mark, MessageState, TombstoneState, UserRecord,
+    ApplyReport, Delta, Digest, Mark, MessageState, TombstoneState, UserRecord, now_ms,
+    validate_delta,
 };
-use cove_store::{Account, Address, ContentId, StagedBlob, Store};
+use cove_store::{Account, Address, BlobWriter, ContentId, StagedBlob, Store};
 use tokio::io::{AsyncRead, AsyncWrite};
 
 use crate::transport::Link;
@@ -302,16 +303,25 @@ where
 }
 
 /// Send the blobs the peer asked for, then `BlobsDone`. Blobs gone here
-/// (collected meanwhile) are skipped: the peer defers those messages.
+/// (collected meanwhile) are skipped: the peer defers those messages. A
+/// peer gets only the content of the messages in `offered` (this session's
+/// user's delta), never another blob it names.
 async fn send_blobs<S>(
     link: &mut Link<S>,
     store: &Arc<Store>,
     ids: &[[u8; 32]],
+    offered: &Delta,
     out: &mut UserSync,
 ) -> Result<(), SyncError>
 where
     S: AsyncRead + AsyncWrite + Unpin + Send,
 {
+    let offered: HashSet<[u8; 32]> = offered.messages.iter().map(|m| m.content).collect();
+    if ids.iter().any(|id| !offered.contains(id)) {
+        return Err(refuse(
+            "the peer asked for content that is not in this session's changes".into(),
+        ));
+    }
     for id in ids {
         let path = store.blobs().path_of(&ContentId(*id));
         let bytes = match tokio::fs::read(&path).await {
@@ -353,6 +363,12 @@ where
 }
 
 /// Receive blobs until `BlobsDone`, verifying each against its id.
+///
+/// Each chunk goes to the blob's writer (a temporary file) as it arrives,
+/// so memory holds one frame whatever the blob's size. Neither the peer's
+/// word nor a size it announced is trusted: a blob longer than
+/// `max_blob_bytes`, or more than `max_session_bytes` of content in one
+/// session, cuts the session (the temporary file is removed).
 async fn receive_blobs<S>(
     link: &mut Link<S>,
     store: &Arc<Store>,
@@ -362,54 +378,72 @@ async fn receive_blobs<S>(
 where
     S: AsyncRead + AsyncWrite + Unpin + Send,
 {
+    let limits = store.peer_limits();
+    let asked: HashSet<[u8; 32]> = asked.iter().copied().collect();
     let mut staged = HashMap::new();
-    let mut current: Option<([u8; 32], Vec<u8>)> = None;
+    let mut current: Option<([u8; 32], BlobWriter)> = None;
+    let mut total: u64 = 0;
     loop {
-        match recv(link).await? {
+        let (id, last, data) = match recv(link).await? {
             Incoming::Msg(Msg::BlobsDone) => return Ok(staged),
             Incoming::Msg(other) => return Err(unexpected("content or BlobsDone", &other)),
-            Incoming::Chunk { id, last, data } => {
-                if !asked.contains(&id) {
-                    return Err(SyncError::Protocol(
-                        "peer sent content nobody asked for".into(),
-                    ));
-                }
-                let buf = match &mut current {
-                    Some((cur, buf)) if *cur == id => buf,
-                    _ => {
-                        current = Some((id, Vec::new()));
-                        match &mut current {
-                            Some((_, buf)) => buf,
-                            None => unreachable!("just set"),
-                        }
-                    }
-                };
-                buf.extend_from_slice(&data);
-                if last {
-                    let Some((id, bytes)) = current.take() else {
-                        continue;
-                    };
-                    out.blobs_received += 1;
-                    out.content_bytes_received += bytes.len() as u64;
-                    let blobs = store.blobs().clone();
-                    let blob = blocking(move || {
-                        let mut w = blobs.writer()?;
-                        w.write(&bytes)?;
-                        Ok(w.finish()?)
-                    })
-                    .await?;
-                    if blob.id().0 != id {
-                        // DESIGN.md invariant 5: never linked.
-                        tracing::error!(expected = %ContentId(id), got = %blob.id(), "replication: the peer sent content that does not match its hash; refused");
-                        return Err(SyncError::Protocol(
-                            "content does not match its hash".into(),
-                        ));
-                    }
-                    staged.insert(id, blob);
-                }
-            }
+            Incoming::Chunk { id, last, data } => (id, last, data),
+        };
+        if !asked.contains(&id) || staged.contains_key(&id) {
+            return Err(SyncError::Protocol(
+                "peer sent content nobody asked for".into(),
+            ));
         }
+        total += data.len() as u64;
+        if total > limits.max_session_bytes {
+            return Err(refuse(format!(
+                "the peer sent more than {} bytes of content in one session",
+                limits.max_session_bytes
+            )));
+        }
+        // A chunk of another blob drops the unfinished one.
+        let writer = match current.take() {
+            Some((cur, w)) if cur == id => w,
+            _ => {
+                let blobs = store.blobs().clone();
+                blocking(move || Ok(blobs.writer()?)).await?
+            }
+        };
+        if writer.len() + data.len() as u64 > limits.max_blob_bytes {
+            return Err(refuse(format!(
+                "the peer sent a blob of more than {} bytes",
+                limits.max_blob_bytes
+            )));
+        }
+        let writer = blocking(move || {
+            let mut w = writer;
+            w.write(&data)?;
+            Ok(w)
+        })
+        .await?;
+        if !last {
+            current = Some((id, writer));
+            continue;
+        }
+        out.blobs_received += 1;
+        out.content_bytes_received += writer.len();
+        let blob = blocking(move || Ok(writer.finish()?)).await?;
+        if blob.id().0 != id {
+            // DESIGN.md invariant 5: never linked.
+            tracing::error!(expected = %ContentId(id), got = %blob.id(), "replication: the peer sent content that does not match its hash; refused");
+            return Err(SyncError::Protocol(
+                "content does not match its hash".into(),
+            ));
+        }
+        staged.insert(id, blob);
     }
+}
+
+/// What the peer sent is over a limit or not its to ask: logged, and the
+/// session ends.
+fn refuse(why: String) -> SyncError {
+    tracing::warn!(error = %why, "replication: refused what the peer sent; the session is cut");
+    SyncError::Protocol(why)
 }
 
 async fn open_account(store: &Arc<Store>, user: &str) -> Result<Option<Arc<Account>>, SyncError> {
@@ -437,8 +471,15 @@ async fn fetch_missing<S>(
 where
     S: AsyncRead + AsyncWrite + Unpin + Send,
 {
-    let (a, r) = (account.clone(), remote.clone());
-    let need = blocking(move || a.replica_missing_content(&r)).await?;
+    let limits = store.peer_limits();
+    // A delta the apply will refuse gets no content either.
+    let need = if validate_delta(remote, now_ms(), &limits).is_ok() {
+        let (a, r) = (account.clone(), remote.clone());
+        let missing = blocking(move || a.replica_missing_content(&r)).await?;
+        within_session_budget(missing, remote, limits.max_session_bytes)
+    } else {
+        Vec::new()
+    };
     send_msg(
         link,
         &Msg::Need {
@@ -450,9 +491,34 @@ where
     receive_blobs(link, store, &need, out).await
 }
 
+/// The content to ask for in this session: as much as `budget` bytes
+/// allows going by the sizes the peer announced (a plan only: what it
+/// really sends is counted by [`receive_blobs`]), and at least one blob.
+/// Messages whose content is left out wait for the next session (the mark
+/// does not move past them).
+fn within_session_budget(missing: Vec<[u8; 32]>, remote: &Delta, budget: u64) -> Vec<[u8; 32]> {
+    let announced: HashMap<[u8; 32], u64> = remote
+        .messages
+        .iter()
+        .map(|m| (m.content, m.size))
+        .collect();
+    let mut planned: u64 = 0;
+    let mut need = Vec::new();
+    for id in missing {
+        let size = announced.get(&id).copied().unwrap_or(0);
+        if !need.is_empty() && planned.saturating_add(size) > budget {
+            break;
+        }
+        planned = planned.saturating_add(size);
+        need.push(id);
+    }
+    need
+}
+
 /// Apply the peer's delta and advance the mark (unless something was left
 /// for later: then the whole delta is asked for again next time).
 async fn apply(
+    store: &Arc<Store>,
     account: &Arc<Account>,
     peer: &str,
     local: Delta,
@@ -460,9 +526,11 @@ async fn apply(
     blobs: HashMap<[u8; 32], StagedBlob>,
 ) -> Result<ApplyReport, SyncError> {
     let account = account.clone();
+    let limits = store.peer_limits();
+    let (user, peer_name) = (account.email().to_string(), peer.to_string());
     let peer = peer.to_string();
-    blocking(move || {
-        let report = account.apply_replica(&local, &remote, &blobs)?;
+    let applied = blocking(move || {
+        let report = account.apply_replica(&local, &remote, &blobs, &limits)?;
         if report.deferred == 0 {
             let mark = account.peer_mark(&peer)?;
             let next = Mark {
@@ -477,7 +545,11 @@ async fn apply(
         }
         Ok(report)
     })
-    .await
+    .await;
+    if let Err(SyncError::Store(cove_store::Error::InvalidData(why))) = &applied {
+        tracing::warn!(peer = %peer_name, user = %user, error = %why, "replication: the peer's changes were refused (nothing of them applied)");
+    }
+    applied
 }
 
 /// The `Done` that tells the peer how applying its delta went.
@@ -549,14 +621,14 @@ where
     send_delta(link, &local, Mark::default()).await?;
     let blobs = fetch_missing(link, store, &account, &remote, &mut out).await?;
     match recv_msg(link).await? {
-        Msg::Need { content } => send_blobs(link, store, &content, &mut out).await?,
+        Msg::Need { content } => send_blobs(link, store, &content, &local, &mut out).await?,
         other => return Err(unexpected("Need", &other)),
     }
     let remote_at = Mark {
         modseq: remote.modseq,
         epoch: remote.epoch,
     };
-    let applied = apply(&account, peer, local, remote, blobs).await;
+    let applied = apply(store, &account, peer, local, remote, blobs).await;
     send_msg(link, &done(&applied)).await?;
     link.flush().await?;
     let (report, error) = recv_done(link).await?;
@@ -670,7 +742,7 @@ where
         other => return Err(unexpected("Delta", &other)),
     };
     match recv_msg(link).await? {
-        Msg::Need { content } => send_blobs(link, store, &content, &mut out).await?,
+        Msg::Need { content } => send_blobs(link, store, &content, &local, &mut out).await?,
         other => return Err(unexpected("Need", &other)),
     }
     let blobs = fetch_missing(link, store, &account, &remote, &mut out).await?;
@@ -678,7 +750,7 @@ where
         modseq: remote.modseq,
         epoch: remote.epoch,
     };
-    let applied = apply(&account, peer, local, remote, blobs).await;
+    let applied = apply(store, &account, peer, local, remote, blobs).await;
     let (there, their_error) = recv_done(link).await?;
     out.there = there;
     send_msg(link, &done(&applied)).await?;
@@ -806,7 +878,9 @@ async fn users_of(store: &Arc<Store>) -> Result<Vec<UserRecord>, SyncError> {
 async fn merge_users(store: &Arc<Store>, users: Vec<UserRecord>) -> Result<UsersMerged, SyncError> {
     let store = store.clone();
     blocking(move || {
-        let merged = store.directory().merge_users(&users)?;
+        let merged = store
+            .directory()
+            .merge_users(&users, &store.peer_limits())?;
         for address in &merged.added {
             if let Some(user) = store.user(address)? {
                 store.account(&user)?;

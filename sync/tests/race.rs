@@ -27,7 +27,7 @@ fn session_with_a_gap(a: &Node, b: &Node, between: impl FnOnce()) {
         }
         let report = n
             .account
-            .apply_replica(local, remote, &content)
+            .apply_replica(local, remote, &content, &Default::default())
             .expect("apply");
         assert_eq!(report.deferred, 0, "{}: nothing left for later", n.name);
         n.account

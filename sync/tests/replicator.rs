@@ -179,6 +179,11 @@ async fn start(a: &Node, b: &Node, heartbeat: Duration) -> Running {
         connect_timeout: Duration::from_secs(5),
         heartbeat,
         heartbeat_timeout: Duration::from_millis(800),
+        links: cove_sync::admission::LinkLimits {
+            max_pending: 16,
+            max_pending_per_ip: 4,
+            max_links: 64,
+        },
     };
     let connector = Arc::new(ToB {
         b: b.store.clone(),

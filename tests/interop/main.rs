@@ -19,6 +19,7 @@ mod common;
 mod dovecot;
 mod exim;
 mod mbsync;
+mod nginx;
 mod postfix;
 mod postfix_cluster;
 mod swaks;

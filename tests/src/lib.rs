@@ -170,17 +170,28 @@ pub fn eventually<T>(timeout: Duration, mut f: impl FnMut() -> Option<T>) -> Opt
     }
 }
 
-/// The text of a configuration file: the data directory, [`HOSTNAME`], and
-/// an `[lmtp]` section listening on `listen`. `extra` follows the `listen`
-/// line, so bare keys in it are LMTP keys; it may open further sections.
+/// The login penalty test servers get unless `extra` has an `[auth]`
+/// section: a millisecond, so that tests which fail logins on purpose stay
+/// quick, while every login still goes through the penalty's gate.
+pub const AUTH_CONFIG: &str = "[auth]\npenalty_initial_ms = 1\npenalty_max_ms = 1\n";
+
+/// The text of a configuration file: the data directory, [`HOSTNAME`],
+/// [`AUTH_CONFIG`] (unless `extra` has its own `[auth]`) and an `[lmtp]`
+/// section listening on `listen`. `extra` follows the `listen` line, so
+/// bare keys in it are LMTP keys; it may open further sections.
 pub fn config_text(data_dir: &Path, listen: &str, extra: &str) -> String {
     config_text_for(data_dir, HOSTNAME, listen, extra)
 }
 
 /// [`config_text`] with another `hostname` (a replication node's name).
 pub fn config_text_for(data_dir: &Path, hostname: &str, listen: &str, extra: &str) -> String {
+    let auth = if extra.contains("[auth]") {
+        ""
+    } else {
+        AUTH_CONFIG
+    };
     format!(
-        "data_dir = {:?}\nhostname = {hostname:?}\n\n[lmtp]\nlisten = [{listen:?}]\n{extra}\n",
+        "data_dir = {:?}\nhostname = {hostname:?}\n\n{auth}[lmtp]\nlisten = [{listen:?}]\n{extra}\n",
         data_dir.display().to_string()
     )
 }
@@ -218,12 +229,22 @@ impl TestServer {
     /// Start a server whose `hostname` (its node name for replication) is
     /// `hostname`; otherwise as [`start`](TestServer::start).
     pub fn start_node(hostname: &str, extra: &str) -> TestServer {
-        TestServer::start_node_at(hostname, "127.0.0.1:0", extra)
+        TestServer::start_with_root(hostname, "", extra)
+    }
+
+    /// [`start_node`](TestServer::start_node) with top-level keys (`root`,
+    /// before any section: `trusted_proxies = [...]`).
+    pub fn start_with_root(hostname: &str, root: &str, extra: &str) -> TestServer {
+        TestServer::start_configured(hostname, root, "127.0.0.1:0", extra)
     }
 
     /// [`start_node`](TestServer::start_node) with LMTP on `lmtp_listen`
     /// (a cluster map names each node's LMTP address before it starts).
     pub fn start_node_at(hostname: &str, lmtp_listen: &str, extra: &str) -> TestServer {
+        TestServer::start_configured(hostname, "", lmtp_listen, extra)
+    }
+
+    fn start_configured(hostname: &str, root: &str, lmtp_listen: &str, extra: &str) -> TestServer {
         let dir = tempfile::Builder::new()
             .prefix("cove-test-")
             .tempdir()
@@ -232,7 +253,10 @@ impl TestServer {
         let config_path = dir.path().join("cove.toml");
         fs::write(
             &config_path,
-            config_text_for(&data_dir, hostname, lmtp_listen, extra),
+            format!(
+                "{root}\n{}",
+                config_text_for(&data_dir, hostname, lmtp_listen, extra)
+            ),
         )
         .expect("write config");
         let mut server = TestServer {
@@ -991,6 +1015,25 @@ impl TestServer {
 pub fn tcp_connect(addr: SocketAddr) -> TcpStream {
     let tcp = TcpStream::connect_timeout(&addr, Duration::from_secs(10))
         .unwrap_or_else(|e| panic!("connect to {addr}: {e}"));
+    with_timeouts(tcp)
+}
+
+/// A TCP connection from the source address `from` (another loopback
+/// address, e.g. 127.0.0.2: the whole of 127.0.0.0/8 is loopback), so the
+/// server sees a second client.
+pub fn tcp_connect_from(from: std::net::IpAddr, addr: SocketAddr) -> TcpStream {
+    let domain = socket2::Domain::for_address(addr);
+    let socket = socket2::Socket::new(domain, socket2::Type::STREAM, None).expect("socket");
+    socket
+        .bind(&SocketAddr::new(from, 0).into())
+        .unwrap_or_else(|e| panic!("bind to {from}: {e}"));
+    socket
+        .connect_timeout(&addr.into(), Duration::from_secs(10))
+        .unwrap_or_else(|e| panic!("connect from {from} to {addr}: {e}"));
+    with_timeouts(socket.into())
+}
+
+fn with_timeouts(tcp: TcpStream) -> TcpStream {
     tcp.set_read_timeout(Some(READ_TIMEOUT)).unwrap();
     tcp.set_write_timeout(Some(READ_TIMEOUT)).unwrap();
     tcp.set_nodelay(true).unwrap();

@@ -251,3 +251,32 @@ fn user_commands() {
     let line = failure_line(&out);
     assert!(line.contains("/nonexistent/cove.toml"), "{line}");
 }
+
+// An admin command without a configuration does not invent a data
+// directory where the shell stands (it used to make ./cove-data and report
+// "0 user(s)"); COVE_CONFIG names the server's configuration like --config.
+#[test]
+fn admin_commands_find_the_servers_data_or_refuse() {
+    let server = TestServer::start("");
+    server.add_users(&["a@x.org"]);
+    let empty = tempfile::tempdir().unwrap();
+    let mut cmd = Command::new(cove_bin());
+    cmd.args(["user", "list"])
+        .current_dir(empty.path())
+        .env_remove("COVE_CONFIG");
+    let out = run_bounded(cmd, None, CLI_TIMEOUT);
+    let line = failure_line(&out);
+    assert!(line.contains("no data directory at ./cove-data"), "{line}");
+    assert!(
+        fs::read_dir(empty.path()).unwrap().next().is_none(),
+        "nothing was created in the current directory"
+    );
+
+    let mut cmd = Command::new(cove_bin());
+    cmd.args(["user", "list"])
+        .current_dir(empty.path())
+        .env("COVE_CONFIG", server.config_path());
+    let out = run_bounded(cmd, None, CLI_TIMEOUT);
+    assert!(out.status.success(), "{out:?}");
+    assert!(text(&out.stdout).contains("a@x.org"), "{out:?}");
+}

@@ -123,3 +123,23 @@ fn implicit_tls_on_imaps() {
     );
     assert!(c.closed());
 }
+
+// The self-signed certificate names what a client on the machine uses:
+// the host name, localhost, 127.0.0.1 (the README's examples) and ::1. A
+// client that verifies the certificate against the address it dialled
+// accepts it.
+#[test]
+fn the_self_signed_certificate_covers_the_loopback_addresses() {
+    let s = server();
+    let config = tls_config_trusting(&s.data_dir().join("tls/cert.pem"));
+    for name in ["127.0.0.1", "cove.test", "localhost"] {
+        let tcp = cove_tests::tcp_connect(s.addr_of("imaps"));
+        let tls = tls_connect(tcp, config.clone(), name)
+            .unwrap_or_else(|e| panic!("a client verifying {name}: {e}"));
+        let c = Imap::greeted(tls);
+        assert!(c.greeting.starts_with("* OK"), "{name}: {}", c.greeting);
+    }
+    // ::1 is in the certificate too, whether or not this host has IPv6.
+    let tcp = cove_tests::tcp_connect(s.addr_of("imaps"));
+    assert!(tls_connect(tcp, config, "::1").is_ok(), "::1");
+}

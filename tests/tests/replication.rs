@@ -841,7 +841,7 @@ fn sync_status_sync_now_and_metrics() {
     let pair = Pair::start("", "");
     // node-b's link to node-a comes up and its first full sync is done.
     let status = eventually(Duration::from_secs(10), || {
-        let out = cli(&pair.b, &["sync", "status"]);
+        let out = cli(&pair.b, &["sync", "status", "--json"]);
         let s = text(&out.stdout);
         let ready = out.status.success()
             && s.contains("\"connected\":true")
@@ -857,13 +857,22 @@ fn sync_status_sync_now_and_metrics() {
         status.contains("\"node\":\"node-b\"") && status.contains("\"name\":\"node-a\""),
         "{status}"
     );
+    // Without --json: a table for people, one line per peer.
+    let table = text(&cli(&pair.b, &["sync", "status"]).stdout);
+    let row = table
+        .lines()
+        .find(|l| l.starts_with("node-a "))
+        .unwrap_or_else(|| panic!("no row for node-a:\n{table}"));
+    let cells: Vec<&str> = row.split_whitespace().collect();
+    assert_eq!(cells[2..4], ["up", "0"], "link up, nothing queued: {table}");
+    assert!(table.starts_with("node node-b\nPEER "), "{table}");
 
     // Only node-a's link to node-b is cut: what node-a gets stays there
     // until node-b asks for it (node-b has no change of its own to sync).
     pair.to_b.cut(Partition::Refuse);
     deliver(&pair.a, &names("now", 0..2), "sync me");
     let a_status = eventually(Duration::from_secs(10), || {
-        let out = cli(&pair.a, &["sync", "status"]);
+        let out = cli(&pair.a, &["sync", "status", "--json"]);
         let s = text(&out.stdout);
         (s.contains("\"connected\":false") && s.contains("\"users_queued\":1")).then_some(s)
     });

@@ -267,6 +267,8 @@ pub(super) mod tests {
 
     pub const MAP: &str = r#"
 hostname = "storage-01"
+[lmtp]
+listen = ["127.0.0.1:2424"]
 [[cluster.pairs]]
 name = "pair-a"
 domains = ["example.com", "*.example.org"]

@@ -89,13 +89,18 @@ pub enum Route {
 }
 
 impl Cluster {
-    /// Build from a validated `[cluster]` for the node named `hostname`.
-    pub fn new(config: &ClusterConfig, hostname: &str) -> anyhow::Result<Arc<Cluster>> {
+    /// Build from a validated `[cluster]` for the node named `hostname`;
+    /// `draining` is the node's drain flag (`cove node drain`, `/health`).
+    pub fn new(
+        config: &ClusterConfig,
+        hostname: &str,
+        draining: Arc<AtomicBool>,
+    ) -> anyhow::Result<Arc<Cluster>> {
         let map = ClusterMap::from_config(config, hostname)?;
         Ok(Arc::new(Cluster {
             map: RwLock::new(Arc::new(map)),
             states: Mutex::new(HashMap::new()),
-            draining: Arc::new(AtomicBool::new(false)),
+            draining,
             health_interval: Mutex::new(Duration::from_millis(config.health_interval_ms)),
             health_timeout: Mutex::new(Duration::from_millis(config.health_timeout_ms)),
         }))

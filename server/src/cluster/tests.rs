@@ -7,7 +7,7 @@ use crate::config::Config;
 
 fn cluster(text: &str) -> Arc<Cluster> {
     let c = Config::parse(text, "t").unwrap();
-    Cluster::new(&c.cluster.unwrap(), &c.hostname).unwrap()
+    Cluster::new(&c.cluster.unwrap(), &c.hostname, Arc::default()).unwrap()
 }
 
 /// A user of pair-a whose preferred node is `node` (0 or 1).

@@ -1,16 +1,17 @@
 //! RFC 3501 §6.2.2 AUTHENTICATE (PLAIN, RFC 4616; SASL-IR, RFC 4959) and
-//! §6.2.3 LOGIN. Failed logins are delayed and logged with the client's
-//! address in one line fail2ban can match:
-//! `imap login failed user=<name> peer=<ip:port>`.
+//! §6.2.3 LOGIN. The credentials are checked by the authentication service
+//! (`crate::auth::Authenticator`: penalties for repeated failures, the same
+//! cost for unknown users). Failed logins are delayed (the configured delay
+//! or the penalty, the longer) and logged with the client's address in one
+//! line fail2ban can match: `imap login failed user=<name> peer=<ip:port>`.
 
 use base64::Engine;
 use std::time::Duration;
 
-use cove_store::Address;
-
 use super::framing;
 use super::session::{Authed, Outcome, Session, State};
-use crate::auth::Secret;
+use crate::auth::{AuthResult, Secret};
+use crate::metrics::Proto;
 
 impl Session {
     // RFC 3501 §6.2.3: LOGIN.
@@ -72,86 +73,35 @@ impl Session {
         self.check_credentials(&user, password).await
     }
 
+    /// Every IMAP login's check: through the authentication service
+    /// (penalties, unknown users), then the per-user connection limit.
     async fn check_credentials(&mut self, username: &str, password: Secret) -> Outcome {
-        let store = self.ctx.store.clone();
-        let name = username.to_string();
-        let found = tokio::task::spawn_blocking(move || {
-            let Ok(address) = Address::parse(&name) else {
-                return Ok(None);
-            };
-            store.user(&address)
-        })
-        .await;
-        let user = match found {
-            Ok(Ok(Some(user))) => Some(user),
-            Ok(Ok(None)) => None,
-            Ok(Err(e)) => return temporary_failure(self.id, &e.to_string()),
-            Err(e) => return temporary_failure(self.id, &e.to_string()),
-        };
-        // argon2 runs on the server's few password threads, not the
-        // blocking pool (see crate::auth::PasswordCheckers).
-        let verified = match user {
-            Some(user) => {
-                let ok = match user.password.clone() {
-                    Some(hash) => {
-                        let (store, address) = (&self.ctx.store, &user.address);
-                        self.ctx
-                            .passwords
-                            .check(store, address, password, hash)
-                            .await
-                    }
-                    None => false,
-                };
-                ok.then_some(user)
-            }
-            None => None,
-        };
-        let checked = match verified {
-            None => Ok(Ok(None)),
-            Some(user) => {
-                let store = self.ctx.store.clone();
-                tokio::task::spawn_blocking(move || {
-                    let account = store.account(&user)?;
-                    Ok::<_, cove_store::Error>(Some((user, account)))
-                })
-                .await
-            }
-        };
-        match checked {
-            Ok(Ok(Some((user, account)))) => {
-                let slot = self.ctx.per_user.acquire(
-                    user.id,
-                    usize::MAX,
-                    self.ctx.config.max_connections_per_user,
-                );
-                let Ok(slot) = slot else {
-                    tracing::warn!(session = self.id, peer = %self.peer, user = %user.address, "too many imap connections for this user");
-                    return Outcome::No("[LIMIT] Too many connections for this user".into());
-                };
-                tracing::info!(session = self.id, peer = %self.peer, user = %user.address, "imap login");
-                crate::metrics::METRICS.login(crate::metrics::Proto::Imap, true);
-                self.state = State::Authenticated(Authed::new(user, account, slot));
-                let caps = self.capabilities();
-                Outcome::Ok(format!("[CAPABILITY {caps}] Logged in"))
-            }
-            Ok(Ok(None)) => {
+        let client = self.peer.ip();
+        let checked = self.ctx.auth.login(username, password, client, Proto::Imap);
+        let (user, account) = match checked.await {
+            AuthResult::Ok(user, account) => (user, account),
+            AuthResult::Failed { wait } => {
                 let delay = Duration::from_millis(self.ctx.config.auth_failure_delay_ms);
-                crate::auth::login_failed("imap", username, self.peer, delay).await;
-                Outcome::No("[AUTHENTICATIONFAILED] Invalid credentials".into())
+                crate::auth::login_failed("imap", username, self.peer, delay.max(wait)).await;
+                return Outcome::No("[AUTHENTICATIONFAILED] Invalid credentials".into());
             }
-            Ok(Err(e)) => {
-                tracing::error!(session = self.id, error = %e, "login lookup failed");
-                Outcome::No("[UNAVAILABLE] Temporary failure, try again later".into())
+            AuthResult::TempFail => {
+                return Outcome::No("[UNAVAILABLE] Temporary failure, try again later".into());
             }
-            Err(e) => {
-                tracing::error!(session = self.id, error = %e, "login task failed");
-                Outcome::No("[UNAVAILABLE] Temporary failure, try again later".into())
-            }
-        }
+        };
+        let slot = self.ctx.per_user.acquire(
+            user.id,
+            usize::MAX,
+            self.ctx.config.max_connections_per_user,
+        );
+        let Ok(slot) = slot else {
+            tracing::warn!(session = self.id, peer = %self.peer, user = %user.address, "too many imap connections for this user");
+            return Outcome::No("[LIMIT] Too many connections for this user".into());
+        };
+        tracing::info!(session = self.id, peer = %self.peer, user = %user.address, "imap login");
+        crate::metrics::METRICS.login(Proto::Imap, true);
+        self.state = State::Authenticated(Authed::new(user, account, slot));
+        let caps = self.capabilities();
+        Outcome::Ok(format!("[CAPABILITY {caps}] Logged in"))
     }
-}
-
-fn temporary_failure(session: u64, why: &str) -> Outcome {
-    tracing::error!(session, error = %why, "login lookup failed");
-    Outcome::No("[UNAVAILABLE] Temporary failure, try again later".into())
 }

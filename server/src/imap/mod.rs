@@ -43,9 +43,8 @@ pub struct ImapContext {
     pub shutdown: watch::Receiver<bool>,
     connections: Arc<ConnectionCount>,
     per_user: Arc<ConnectionCount<i64>>,
-    /// The threads that check passwords (argon2: ~19 MiB and tens of
-    /// milliseconds each).
-    passwords: Arc<crate::auth::PasswordCheckers>,
+    /// Every login goes through it (penalties, password threads).
+    auth: Arc<crate::auth::Authenticator>,
     /// Per mailbox, the lowest UID no session of this server has claimed as
     /// \Recent yet (a cache in front of the index's `first_recent`).
     recent_floor:
@@ -78,7 +77,7 @@ impl ImapContext {
         hostname: String,
         tls: Option<TlsAcceptor>,
         shutdown: watch::Receiver<bool>,
-        passwords: Arc<crate::auth::PasswordCheckers>,
+        auth: Arc<crate::auth::Authenticator>,
     ) -> Self {
         ImapContext {
             store,
@@ -88,7 +87,7 @@ impl ImapContext {
             shutdown,
             connections: ConnectionCount::new(),
             per_user: ConnectionCount::new(),
-            passwords,
+            auth,
             recent_floor: std::sync::Mutex::new(std::collections::HashMap::new()),
         }
     }
@@ -103,9 +102,15 @@ pub async fn accept_loop(
 ) {
     let shutdown = ctx.shutdown.clone();
     let proto = if implicit_tls { "imaps" } else { "imap" };
-    listener::accept_loop(proto, listener, shutdown, sessions, move |tcp, peer, id| {
-        serve_connection(ctx.clone(), tcp, peer, id, implicit_tls)
-    })
+    let proxy_protocol = ctx.config.proxy_protocol;
+    listener::accept_loop(
+        proto,
+        listener,
+        shutdown,
+        sessions,
+        proxy_protocol,
+        move |tcp, peer, id| serve_connection(ctx.clone(), tcp, peer, id, implicit_tls),
+    )
     .await;
 }
 

@@ -119,7 +119,7 @@ impl Session {
     /// the operator allows it.
     pub fn plaintext_ok(&self) -> bool {
         plaintext_allowed(
-            self.is_tls(),
+            self.is_tls() || self.reader.get_ref().from_trusted_proxy(),
             self.peer.ip(),
             self.ctx.config.allow_plaintext_auth,
         )
@@ -307,6 +307,10 @@ impl Session {
                 if self.respond(&tag, outcome) {
                     return Control::Stop;
                 }
+            }
+            Err(_) if crate::proxy::looks_like_header(&bytes) => {
+                crate::proxy::refused_unexpected("imap", self.id, self.peer);
+                return Control::Stop;
             }
             Err(_) => {
                 let tag = framing::tag_of(&bytes).unwrap_or("*").to_string();

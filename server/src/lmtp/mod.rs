@@ -73,11 +73,13 @@ impl LmtpContext {
 /// Accept LMTP connections until shutdown.
 pub async fn accept_loop(listener: TcpListener, ctx: Arc<LmtpContext>, sessions: Sessions) {
     let shutdown = ctx.shutdown.clone();
+    let proxy_protocol = ctx.config.proxy_protocol;
     listener::accept_loop(
         "lmtp",
         listener,
         shutdown,
         sessions,
+        proxy_protocol,
         move |tcp, peer, id| serve_connection(ctx.clone(), tcp, peer, id),
     )
     .await;

@@ -146,6 +146,10 @@ impl Session {
                 }
                 Ok(Ok(LineRead::Line(l))) => l,
             };
+            if crate::proxy::looks_like_header(&line) {
+                crate::proxy::refused_unexpected("lmtp", self.id, self.peer);
+                return End::Quit;
+            }
             match command::parse(&line) {
                 Ok(cmd) => match self.handle(cmd).await {
                     Ok(None) => {}

@@ -1,6 +1,8 @@
 //! The AUTHORIZATION state: RFC 1939 §7 USER and PASS, RFC 5034 AUTH
-//! PLAIN (with the initial response), RFC 2595 §4 STLS. Failed logins are
-//! delayed and logged as IMAP's are (`pop3 login failed user=<name>
+//! PLAIN (with the initial response), RFC 2595 §4 STLS. Credentials are
+//! checked by the authentication service (`crate::auth::Authenticator`), as
+//! IMAP's are; failed logins are delayed (the configured delay or the
+//! penalty, the longer) and logged as IMAP's are (`pop3 login failed user=<name>
 //! peer=<ip:port>`), and answered `-ERR [AUTH]` (RFC 3206); a store that
 //! cannot answer gives `-ERR [SYS/TEMP]`, a user who already has a POP3
 //! session `-ERR [IN-USE]` (RFC 2449 §8.1.2).
@@ -11,7 +13,8 @@ use std::time::Duration;
 use super::command::Password;
 use super::maildrop::Maildrop;
 use super::session::{Flow, LineRead, READ_BUFFER, Session, State};
-use crate::auth::Secret;
+use crate::auth::{AuthResult, Secret};
+use crate::metrics::Proto;
 
 const PLAINTEXT_REFUSED: &str =
     "[AUTH] Plaintext authentication disallowed on non-secure connections (STLS first)";
@@ -140,19 +143,18 @@ impl Session {
 
     /// Check the credentials, take the maildrop lock, open the maildrop.
     async fn login(&mut self, name: &str, password: Secret) -> Flow {
-        let checked =
-            crate::auth::check_login(&self.ctx.store, &self.ctx.passwords, name, password).await;
-        let (user, account) = match checked {
-            Ok(Some(found)) => found,
-            Ok(None) => {
+        let client = self.peer.ip();
+        let checked = self.ctx.auth.login(name, password, client, Proto::Pop3);
+        let (user, account) = match checked.await {
+            AuthResult::Ok(user, account) => (user, account),
+            AuthResult::Failed { wait } => {
                 let delay = Duration::from_millis(self.ctx.config.auth_failure_delay_ms);
-                crate::auth::login_failed("pop3", name, self.peer, delay).await;
+                crate::auth::login_failed("pop3", name, self.peer, delay.max(wait)).await;
                 self.err("[AUTH] Authentication failed");
                 return Flow::Continue;
             }
-            Err(e) => {
-                tracing::error!(session = self.id, peer = %self.peer, error = %e, "pop3 login lookup failed");
-                self.err(&super::store_error_text(&e));
+            AuthResult::TempFail => {
+                self.err("[SYS/TEMP] Temporary failure, try again later");
                 return Flow::Continue;
             }
         };
@@ -177,7 +179,7 @@ impl Session {
         };
         let (n, octets) = maildrop.stat();
         tracing::info!(session = self.id, peer = %self.peer, user = %user.address, messages = n, "pop3 login");
-        crate::metrics::METRICS.login(crate::metrics::Proto::Pop3, true);
+        crate::metrics::METRICS.login(Proto::Pop3, true);
         self.state = State::Transaction(Box::new(maildrop));
         self.ok(&format!("Logged in, {n} messages ({octets} octets)"));
         Flow::Continue

@@ -49,7 +49,8 @@ pub struct Pop3Context {
     pub shutdown: watch::Receiver<bool>,
     connections: Arc<ConnectionCount>,
     locks: Arc<maildrop::MaildropLocks>,
-    passwords: Arc<crate::auth::PasswordCheckers>,
+    /// Every login goes through it (penalties, password threads).
+    auth: Arc<crate::auth::Authenticator>,
 }
 
 impl Pop3Context {
@@ -59,7 +60,7 @@ impl Pop3Context {
         hostname: String,
         tls: Option<TlsAcceptor>,
         shutdown: watch::Receiver<bool>,
-        passwords: Arc<crate::auth::PasswordCheckers>,
+        auth: Arc<crate::auth::Authenticator>,
     ) -> Self {
         Pop3Context {
             store,
@@ -69,7 +70,7 @@ impl Pop3Context {
             shutdown,
             connections: ConnectionCount::new(),
             locks: Arc::default(),
-            passwords,
+            auth,
         }
     }
 }
@@ -83,9 +84,15 @@ pub async fn accept_loop(
 ) {
     let shutdown = ctx.shutdown.clone();
     let proto = if implicit_tls { "pop3s" } else { "pop3" };
-    listener::accept_loop(proto, listener, shutdown, sessions, move |tcp, peer, id| {
-        serve_connection(ctx.clone(), tcp, peer, id, implicit_tls)
-    })
+    let proxy_protocol = ctx.config.proxy_protocol;
+    listener::accept_loop(
+        proto,
+        listener,
+        shutdown,
+        sessions,
+        proxy_protocol,
+        move |tcp, peer, id| serve_connection(ctx.clone(), tcp, peer, id, implicit_tls),
+    )
     .await;
 }
 

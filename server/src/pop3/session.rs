@@ -101,7 +101,7 @@ impl Session {
     /// Plaintext passwords over TLS, from loopback, or where allowed.
     pub fn plaintext_ok(&self) -> bool {
         crate::auth::plaintext_allowed(
-            self.is_tls(),
+            self.is_tls() || self.reader.get_ref().from_trusted_proxy(),
             self.peer.ip(),
             self.ctx.config.allow_plaintext_auth,
         )
@@ -187,6 +187,10 @@ impl Session {
                 }
                 Ok(Ok(LineRead::Line(l))) => l,
             };
+            if crate::proxy::looks_like_header(&line) {
+                crate::proxy::refused_unexpected("pop3", self.id, self.peer);
+                return;
+            }
             let flow = match command::parse(&line) {
                 Ok(cmd) => self.dispatch(cmd).await,
                 Err(e) => {
@@ -356,7 +360,7 @@ impl Session {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::auth::{PasswordCheckers, Secret, hash_password};
+    use crate::auth::{Authenticator, PasswordCheckers, Secret, hash_password};
     use crate::config::Pop3Config;
     use cove_store::{Address, Store, StoreOptions};
     use tokio::io::AsyncReadExt;
@@ -415,7 +419,15 @@ mod tests {
             "t".into(),
             None,
             shutdown_rx,
-            Arc::new(PasswordCheckers::new(1).expect("password threads")),
+            Arc::new(
+                Authenticator::new(
+                    store.clone(),
+                    Arc::new(PasswordCheckers::new(1).expect("password threads")),
+                    crate::config::AuthConfig::default().schedule(),
+                )
+                .await
+                .expect("authenticator"),
+            ),
         ));
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = listener.local_addr().expect("addr");

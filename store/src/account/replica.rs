@@ -22,7 +22,8 @@ use crate::index::{self, MailboxInfo, MessageMeta, NewMessageRow, Tx};
 use crate::maildir::{self, FileName, FolderIdentity};
 use crate::replica::{
     ApplyReport, Delta, Digest, FlagClock, FlagsSide, MailboxGone, MailboxState, Mark,
-    MessageState, Stamp, SubscriptionState, TombstoneState, merge_flags, renumbering,
+    MessageState, PeerLimits, Stamp, SubscriptionState, TombstoneState, merge_flags, renumbering,
+    validate_delta,
 };
 use crate::watch::{OwnBudget, OwnEvent, own_rename};
 use crate::{Error, IoContext, Result};
@@ -311,12 +312,18 @@ impl Account {
     /// Apply a peer's delta. `local` is the delta this node sent in the
     /// same session (the renumbering is decided from both); `content` holds
     /// the blobs fetched from the peer, verified.
+    ///
+    /// Everything in `remote` is checked first ([`validate_delta`]: names,
+    /// flags, stamps within `limits`' clock skew); a delta that fails is
+    /// not applied at all.
     pub fn apply_replica(
         &self,
         local: &Delta,
         remote: &Delta,
         content: &HashMap<[u8; 32], StagedBlob>,
+        limits: &PeerLimits,
     ) -> Result<ApplyReport> {
+        validate_delta(remote, crate::replica::now_ms(), limits)?;
         let renum = renumbering(local, remote);
         let mut report = ApplyReport {
             uidvalidity_resets: renum.resets.len() as u64,
@@ -332,6 +339,7 @@ impl Account {
                 renum: &renum,
                 ops: &mut ops,
                 report: &mut report,
+                verified: HashMap::new(),
             };
             cx.mailboxes(&mut tx)?;
             cx.messages(&mut tx, content)?;
@@ -380,9 +388,18 @@ struct Apply<'a> {
     renum: &'a crate::replica::Renumbering,
     ops: &'a mut FileOps,
     report: &'a mut ApplyReport,
+    /// Blobs already stored here that this apply checked against their
+    /// hash, with their length (`None`: missing or corrupt).
+    verified: HashMap<[u8; 32], Option<u64>>,
 }
 
 impl Apply<'_> {
+    /// A mailbox's folder; refused if its directory would leave the
+    /// Maildir (defence in depth: peer names are checked on arrival).
+    fn folder(&self, mb: &MailboxInfo) -> Result<PathBuf> {
+        maildir::folder_path(&self.account.maildir, &mb.dir)
+    }
+
     /// A name for mailbox `guid` (named at `stamp`) that no other mailbox
     /// here holds: when two mailboxes end with one name, the one named
     /// later yields and takes a suffix (the same choice on every node).
@@ -418,8 +435,8 @@ impl Apply<'_> {
         stamp: Stamp,
     ) -> Result<()> {
         let dir = maildir::mailbox_dir_name(name);
-        let src = self.account.maildir.join(&mb.dir);
-        let dst = self.account.maildir.join(&dir);
+        let src = self.folder(mb)?;
+        let dst = maildir::folder_path(&self.account.maildir, &dir)?;
         match maildir::rename_noreplace(&src, &dst) {
             Ok(()) => self.ops.renamed.push((src, dst)),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound && !src.exists() => {}
@@ -508,7 +525,7 @@ impl Apply<'_> {
             guid: mb.guid,
             uidvalidity: reset.uidvalidity,
         }
-        .write(&self.account.folder(&mb))?;
+        .write(&self.folder(&mb)?)?;
         Ok(mb)
     }
 
@@ -516,7 +533,7 @@ impl Apply<'_> {
     fn create(&mut self, tx: &mut Tx<'_>, r: &MailboxState) -> Result<MailboxInfo> {
         let name = self.free_name(tx, &r.name, r.guid, r.name_stamp)?;
         let dir = maildir::mailbox_dir_name(&name);
-        let path = self.account.maildir.join(&dir);
+        let path = maildir::folder_path(&self.account.maildir, &dir)?;
         maildir::create_folder(&path)?;
         FolderIdentity {
             guid: r.guid,
@@ -743,7 +760,7 @@ impl Apply<'_> {
             return Ok(());
         };
         tx.expunge_stamped(&mb, l.meta.uid, l.meta.guid, stamp)?;
-        let path = self.account.folder(&mb).join(&l.meta.file);
+        let path = self.folder(&mb)?.join(&l.meta.file);
         self.ops.touched(&path);
         self.ops.doomed.push(path);
         self.report.messages_expunged += 1;
@@ -820,7 +837,7 @@ impl Apply<'_> {
                 let mut file = l.meta.file.clone();
                 if flags != l.meta.flags {
                     let new_rel = rel_name(base_of(&file), flags)?;
-                    let folder = self.account.folder(&local_mb);
+                    let folder = self.folder(&local_mb)?;
                     let (src, dst) = (folder.join(&file), folder.join(&new_rel));
                     if src != dst {
                         self.ops.announce(self.account, own_rename(&src, &dst));
@@ -872,8 +889,8 @@ impl Apply<'_> {
         };
         let base = base_of(&l.meta.file).to_string();
         let new_rel = rel_name(&base, flags)?;
-        let src = self.account.folder(&src_mb).join(&l.meta.file);
-        let dst = self.account.folder(dest).join(&new_rel);
+        let src = self.folder(&src_mb)?.join(&l.meta.file);
+        let dst = self.folder(dest)?.join(&new_rel);
         if src != dst {
             self.ops.announce(self.account, own_rename(&src, &dst));
             maildir::rename_noreplace(&src, &dst)
@@ -919,28 +936,31 @@ impl Apply<'_> {
             self.report.divergent = true;
             return Ok(());
         };
+        // The size is the content's, never the peer's word for it.
+        let id = ContentId(r.content);
+        let size = match content.get(&r.content) {
+            Some(blob) => Some(blob.len()),
+            None => self.verified_local(&id)?,
+        };
+        let Some(size) = size else {
+            return self.content_missing(r);
+        };
         let uid = self.free_uid_or_fresh(tx, &mb, uid, &r.guid)?;
         let flags = Flags::from_bits(r.flags);
         let now = self.account.env.now_secs().max(0) as u64;
-        let base = FileName::new_delivery(now, r.guid, &self.account.hostname, r.size);
+        let base = FileName::new_delivery(now, r.guid, &self.account.hostname, size);
         let rel = rel_name(&base, flags)?;
-        let path = self.account.folder(&mb).join(&rel);
-        let id = ContentId(r.content);
+        let path = self.folder(&mb)?.join(&rel);
         self.ops
             .announce(self.account, [(path.clone(), OwnEvent::Appear)]);
-        let linked = match content.get(&r.content) {
-            Some(blob) => blob.link_to(&path).map(|()| true),
+        match content.get(&r.content) {
+            Some(blob) => blob.link_to(&path)?,
             None => match cove_dedup::link_existing(&self.account.blobs, &id, &path) {
-                Ok(()) => Ok(true),
-                Err(cove_dedup::Error::NotFound(_)) => Ok(false),
-                Err(e) => Err(e),
+                Ok(()) => {}
+                // Collected since it was checked.
+                Err(cove_dedup::Error::NotFound(_)) => return self.content_missing(r),
+                Err(e) => return Err(e.into()),
             },
-        }?;
-        if !linked {
-            tracing::warn!(user = %self.account.email, guid = %r.guid, "replication: content not available yet; retried at the next sync");
-            self.report.deferred += 1;
-            self.report.divergent = true;
-            return Ok(());
         }
         self.ops.touched(&path);
         self.ops.linked.push(path);
@@ -954,7 +974,7 @@ impl Apply<'_> {
             flags,
             keywords: &keywords,
             internal_date: r.internal_date,
-            size: r.size,
+            size,
             base: &parsed_base,
             file: &rel,
             placed: Some(r.placed),
@@ -963,6 +983,44 @@ impl Apply<'_> {
         tx.insert_message_at(&mb, uid, &row)?;
         self.report.messages_added += 1;
         Ok(())
+    }
+
+    /// A message whose content this node does not have (yet): left for the
+    /// next session.
+    fn content_missing(&mut self, r: &MessageState) -> Result<()> {
+        tracing::warn!(user = %self.account.email, guid = %r.guid, "replication: content not available yet; retried at the next sync");
+        self.report.deferred += 1;
+        self.report.divergent = true;
+        Ok(())
+    }
+
+    /// The length of content this node already stores, after checking its
+    /// bytes against its hash (DESIGN.md invariant 5: a corrupt blob is not
+    /// linked again, wherever the message came from). A corrupt blob is
+    /// quarantined, so that the next session fetches the content from the
+    /// peer. `None`: not stored here (or corrupt).
+    fn verified_local(&mut self, id: &ContentId) -> Result<Option<u64>> {
+        if let Some(known) = self.verified.get(&id.0) {
+            return Ok(*known);
+        }
+        let blobs = &self.account.blobs;
+        let known = match blobs.verify(id) {
+            Ok(()) => match fs::metadata(blobs.path_of(id)) {
+                Ok(m) => Some(m.len()),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+                Err(e) => return Err(e).ctx(|| format!("stat blob {id}")),
+            },
+            Err(cove_dedup::Error::NotFound(_)) => None,
+            Err(cove_dedup::Error::Corrupt { actual, .. }) => {
+                tracing::error!(user = %self.account.email, blob = %id, actual = %actual,
+                    "replication: the stored copy of content a peer's message needs does not match its hash; not linked, fetched from the peer at the next sync");
+                blobs.quarantine(id, &actual)?;
+                None
+            }
+            Err(e) => return Err(e.into()),
+        };
+        self.verified.insert(id.0, known);
+        Ok(known)
     }
 
     /// Mailboxes the peer deleted: deleted here too once empty (their
@@ -980,7 +1038,7 @@ impl Apply<'_> {
             if stamp >= gone.stamp || !index::messages(&tx.tx, mb.id)?.is_empty() {
                 continue;
             }
-            let folder = self.account.folder(&mb);
+            let folder = self.folder(&mb)?;
             let parking = self.account.home.join(DELETED_DIR);
             fs::create_dir_all(&parking).ctx(|| format!("create {}", parking.display()))?;
             let parked = parking.join(mb.guid.to_hex());

@@ -27,6 +27,23 @@ impl AdminHandler for Fake {
             }
         })
     }
+    fn admin_token(&self) -> Option<String> {
+        Some(TOKEN.to_string())
+    }
+}
+
+const TOKEN: &str = "an admin token";
+
+/// A POST with the admin token.
+async fn post(addr: &str, path: &str) -> io::Result<(u16, String)> {
+    http_exchange(
+        addr,
+        "POST",
+        path,
+        &[("Authorization", &format!("Bearer {TOKEN}"))],
+    )
+    .await
+    .map(|(status, _, body)| (status, body))
 }
 
 struct Server {
@@ -81,22 +98,22 @@ async fn routes_answer_with_their_content_types() {
         (200, "cove_sync_queue_length 3\n".to_string())
     );
     assert_eq!(
-        http_request(&s.addr, "POST", "/sync/now").await.unwrap(),
+        post(&s.addr, "/sync/now").await.unwrap(),
         (200, "synced all\n".to_string())
     );
     let path = sync_now_path(Some("ann+lists@example.com"));
     assert_eq!(path, "/sync/now?user=ann%2Blists@example.com");
     assert_eq!(
-        http_request(&s.addr, "POST", &path).await.unwrap(),
+        post(&s.addr, &path).await.unwrap(),
         (200, "synced ann+lists@example.com\n".to_string())
     );
     // A literal '+' is not a space here.
-    let (code, _) = http_request(&s.addr, "POST", "/sync/now?user=b+x%40example.com")
+    let (code, _) = post(&s.addr, "/sync/now?user=b+x%40example.com")
         .await
         .unwrap();
     assert_eq!(code, 200);
     assert_eq!(
-        http_request(&s.addr, "POST", "/sync/now?user=fail@example.com")
+        post(&s.addr, "/sync/now?user=fail@example.com")
             .await
             .unwrap(),
         (500, "peer storage-02 unreachable".to_string())
@@ -117,7 +134,11 @@ async fn unknown_paths_wrong_methods_and_bad_queries() {
     let s = start().await;
     assert_eq!(http_request(&s.addr, "GET", "/").await.unwrap().0, 404);
     assert_eq!(http_request(&s.addr, "GET", "/sync").await.unwrap().0, 404);
-    let r = raw(&s.addr, b"POST /metrics HTTP/1.1\r\n\r\n").await;
+    let r = raw(
+        &s.addr,
+        b"POST /metrics HTTP/1.1\r\nAuthorization: Bearer an admin token\r\n\r\n",
+    )
+    .await;
     assert!(r.starts_with("HTTP/1.1 405 Method Not Allowed\r\n"), "{r}");
     assert!(r.contains("\r\nAllow: GET\r\n"), "{r}");
     let r = raw(&s.addr, b"GET /sync/now?user=x HTTP/1.1\r\n\r\n").await;
@@ -130,11 +151,7 @@ async fn unknown_paths_wrong_methods_and_bad_queries() {
         "/sync/now?user=a&user=b",
         "/sync/now?who=a",
     ] {
-        assert_eq!(
-            http_request(&s.addr, "POST", bad).await.unwrap().0,
-            400,
-            "{bad}"
-        );
+        assert_eq!(post(&s.addr, bad).await.unwrap().0, 400, "{bad}");
     }
     assert!(s.fake.asked.lock().unwrap().is_empty());
 }
@@ -195,7 +212,7 @@ async fn malformed_and_oversized_requests_are_refused() {
     // A small body is read and ignored.
     let r = raw(
         &s.addr,
-        b"POST /sync/now HTTP/1.1\r\nContent-Length: 5\r\n\r\nhello",
+        b"POST /sync/now HTTP/1.1\r\nAuthorization: Bearer an admin token\r\nContent-Length: 5\r\n\r\nhello",
     )
     .await;
     assert!(
@@ -236,7 +253,7 @@ async fn stops_when_told() {
 }
 
 #[test]
-fn parse_head_reads_content_length_and_ignores_other_fields() {
+fn parse_head_reads_content_length_and_keeps_the_fields() {
     let h = parse_head(b"POST /sync/now?user=a HTTP/1.1\r\nHost: x\r\ncontent-length: 3\r\n\r\n")
         .unwrap();
     assert_eq!(
@@ -244,7 +261,11 @@ fn parse_head_reads_content_length_and_ignores_other_fields() {
         Head {
             method: "POST".into(),
             target: "/sync/now?user=a".into(),
-            content_length: 3
+            content_length: 3,
+            headers: vec![
+                ("Host".into(), "x".into()),
+                ("content-length".into(), "3".into())
+            ],
         }
     );
     assert_eq!(route("GET", "/metrics?x=1"), Ok(Route::Metrics));
@@ -253,24 +274,45 @@ fn parse_head_reads_content_length_and_ignores_other_fields() {
         Ok(Route::SyncNow(Some("a@b".into())))
     );
     assert_eq!(route("POST", "/sync/now?"), Ok(Route::SyncNow(None)));
-    assert_eq!(route("GET", "/health"), Ok(Route::Health));
-    assert_eq!(
-        route("GET", &cluster_user_path("a+b c@x.org")),
-        Ok(Route::ClusterUser("a+b c@x.org".into()))
-    );
-    for bad in [
-        "/cluster/user",
-        "/cluster/user?address=",
-        "/cluster/user?address=a&address=b",
-        "/cluster/user?user=a",
-        "/cluster/user?address=%FF",
-    ] {
-        assert_eq!(route("GET", bad).map_err(|r| r.status), Err(400), "{bad}");
-    }
-    assert_eq!(route("POST", "/health").map_err(|r| r.status), Err(405));
     assert_eq!(
         parse_response(b"HTTP/1.1 404 Not Found\r\nContent-Length: 3\r\n\r\nabcdef").unwrap(),
-        (404, "abc".to_string())
+        (
+            404,
+            vec![("Content-Length".to_string(), "3".to_string())],
+            "abc".to_string()
+        )
     );
     assert!(parse_response(b"garbage").is_err());
+}
+
+#[tokio::test]
+async fn state_changes_need_the_admin_token_and_no_web_page() {
+    let s = start().await;
+    let (code, _) = http_request(&s.addr, "POST", "/sync/now").await.unwrap();
+    assert_eq!(code, 401, "no token");
+    let wrong = [("Authorization", "Bearer not the token")];
+    let (code, _, _) = http_exchange(&s.addr, "POST", "/sync/now", &wrong)
+        .await
+        .unwrap();
+    assert_eq!(code, 401, "a wrong token");
+    let auth = format!("Bearer {TOKEN}");
+    let from_page = [
+        ("Authorization", auth.as_str()),
+        ("Origin", "https://evil.example"),
+    ];
+    let (code, _, _) = http_exchange(&s.addr, "POST", "/sync/now", &from_page)
+        .await
+        .unwrap();
+    assert_eq!(code, 403, "a request a web page made");
+    assert!(
+        s.fake.asked.lock().unwrap().is_empty(),
+        "nothing was synced"
+    );
+    assert_eq!(post(&s.addr, "/sync/now").await.unwrap().0, 200);
+    assert_eq!(s.fake.asked.lock().unwrap().len(), 1);
+    // Reading needs no token.
+    assert_eq!(
+        http_request(&s.addr, "GET", "/metrics").await.unwrap().0,
+        200
+    );
 }

@@ -1,5 +1,4 @@
 use super::*;
-use std::sync::Mutex;
 use tokio::net::TcpListener;
 
 const SECRET: &str = "correct horse battery staple";
@@ -19,33 +18,9 @@ fn acceptor() -> TlsAcceptor {
     TlsAcceptor::from(Arc::new(config))
 }
 
-/// Log lines written while the guard lives (current-thread runtime only).
-#[derive(Clone, Default)]
-struct Captured(Arc<Mutex<Vec<u8>>>);
-
-impl io::Write for Captured {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> io::Result<()> {
-        Ok(())
-    }
-}
-
-impl Captured {
-    fn start(&self) -> tracing::subscriber::DefaultGuard {
-        let w = self.clone();
-        let sub = tracing_subscriber::fmt()
-            .with_writer(move || w.clone())
-            .with_ansi(false)
-            .finish();
-        tracing::subscriber::set_default(sub)
-    }
-    fn text(&self) -> String {
-        String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned()
-    }
-}
+#[path = "../../tests/common/captured.rs"]
+mod captured;
+use captured::Captured;
 
 #[tokio::test]
 async fn frames_round_trip_with_counts() {

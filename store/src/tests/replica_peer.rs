@@ -1,0 +1,89 @@
+//! Applying a peer's delta when what it names, or what this node holds,
+//! is not what it should be (issue 11: a peer is authenticated, not
+//! trusted; DESIGN.md invariant 5).
+
+use super::*;
+use crate::replica::{Delta, MailboxGone, Mark, MessageState, PeerLimits, stamp_now};
+use std::collections::HashMap;
+
+fn apply(account: &Account, remote: &Delta) -> Result<replica::ApplyReport> {
+    let local = account.replica_delta(Mark::default())?;
+    account.apply_replica(&local, remote, &HashMap::new(), &PeerLimits::default())
+}
+
+// Defence in depth: even a folder name that got into the index before
+// peer names were checked never makes the apply touch a path outside the
+// Maildir (here: a "mailbox gone" that would have removed it).
+#[test]
+fn a_folder_outside_the_maildir_is_never_touched() {
+    let outer = tempfile::tempdir().unwrap();
+    let store = store_at(&outer.path().join("data"));
+    let u = user(&store, "a@x.org");
+    let account = store.account(&u).unwrap();
+    let victim = outer.path().join("victim");
+    fs::create_dir_all(victim.join("cur")).unwrap();
+    fs::write(victim.join("cur/precious"), b"keep me").unwrap();
+    // What an earlier apply of `x/../../../../../../victim` left: the
+    // folder `.x` and a row whose directory climbs out through it.
+    let maildir = store.home_of(&u.address).join("Maildir");
+    fs::create_dir_all(maildir.join(".x")).unwrap();
+    let trash = account.mailbox("Trash").unwrap();
+    let db = rusqlite::Connection::open(store.home_of(&u.address).join("index.sqlite")).unwrap();
+    db.execute(
+        "UPDATE mailbox SET dir = ?1 WHERE id = ?2",
+        rusqlite::params![format!(".x{}/victim", "/..".repeat(6)), trash.id],
+    )
+    .unwrap();
+    let remote = Delta {
+        gone: vec![MailboxGone {
+            guid: trash.guid,
+            name: "Trash".into(),
+            stamp: stamp_now(9),
+        }],
+        ..Delta::default()
+    };
+    let e = apply(&account, &remote).unwrap_err();
+    assert!(matches!(e, Error::InvalidData(_)), "{e}");
+    assert_eq!(fs::read(victim.join("cur/precious")).unwrap(), b"keep me");
+}
+
+// Content this node already stores is checked against its hash before a
+// peer's message is linked to it: a corrupt blob is quarantined and the
+// message waits for the peer's copy (the next session asks for it).
+#[test]
+fn a_corrupt_stored_blob_is_not_linked_for_a_peer() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let store = store_at(dir.path());
+    let u = user(&store, "a@x.org");
+    let account = store.account(&u).unwrap();
+    let id = store.blobs().put(b"the original bytes\r\n").unwrap().id();
+    let path = store.blobs().path_of(&id);
+    fs::set_permissions(&path, fs::Permissions::from_mode(0o640)).unwrap();
+    fs::write(&path, b"bit rot").unwrap();
+    let inbox = account.mailbox("INBOX").unwrap();
+    let remote = Delta {
+        messages: vec![MessageState {
+            mailbox: inbox.guid,
+            uid: 1,
+            guid: MessageGuid([5; 16]),
+            content: id.0,
+            flags: 0,
+            keywords: vec![],
+            clock: String::new(),
+            placed: stamp_now(9),
+            internal_date: 1_700_000_000,
+            size: 20,
+        }],
+        ..Delta::default()
+    };
+    let report = apply(&account, &remote).unwrap();
+    assert_eq!((report.messages_added, report.deferred), (0, 1));
+    assert!(account.messages(&inbox.guid).unwrap().is_empty());
+    assert!(!path.exists(), "quarantined");
+    assert_eq!(
+        account.replica_missing_content(&remote).unwrap(),
+        vec![id.0],
+        "asked of the peer next time"
+    );
+}
