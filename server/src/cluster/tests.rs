@@ -124,3 +124,75 @@ async fn health_probes_read_200_503_and_silence() {
     drop(silent);
     assert_eq!(health::probe(&addr, t).await, NodeState::Down);
 }
+
+/// A reload seen through the real socketmap listener: the domain moves to
+/// the other pair at once, and a connection opened before the reload sees
+/// the new map on its next request.
+#[tokio::test]
+async fn a_reloaded_map_moves_a_domain_on_the_socketmap() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(
+        cove_store::Store::open(
+            dir.path(),
+            cove_store::StoreOptions {
+                hostname: "storage-01".into(),
+                env: cove_store::Env::default(),
+                durability: cove_store::Durability::default(),
+            },
+        )
+        .unwrap(),
+    );
+    let c = cluster(MAP);
+    c.set_state("storage-02", NodeState::Up);
+    c.set_state("storage-03", NodeState::Up);
+    let lookups = Arc::new(socketmap::MtaLookups {
+        cluster: c.clone(),
+        users: Arc::new(lookup::Users {
+            store,
+            replicator: None,
+            delimiter: Some('+'),
+        }),
+        remote_timeout: Duration::from_secs(1),
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (_stop, stopped) = tokio::sync::watch::channel(false);
+    let mta = Config::parse(
+        &format!("{MAP}[mta]\nsocketmap_listen = [\"{addr}\"]\n"),
+        "t",
+    )
+    .unwrap()
+    .mta
+    .unwrap();
+    tokio::spawn(socketmap::serve(listener, lookups, mta, stopped));
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let mut ask = async |key: &str| {
+        let payload = format!("transport {key}");
+        s.write_all(format!("{}:{payload},", payload.len()).as_bytes())
+            .await
+            .unwrap();
+        let mut buf = vec![0u8; 256];
+        let n = s.read(&mut buf).await.unwrap();
+        String::from_utf8_lossy(&buf[..n]).into_owned()
+    };
+    assert_eq!(
+        ask("x+tag@example.net").await,
+        "24:OK lmtp:inet:10.0.0.3:24,"
+    );
+    let moved = Config::parse(
+        &MAP.replace("\"example.net\", ", "").replace(
+            "domains = [\"example.com\"",
+            "domains = [\"example.net\", \"example.com\"",
+        ),
+        "t",
+    )
+    .unwrap();
+    c.reload(moved.cluster.as_ref().unwrap()).unwrap();
+    let routed = ask("x+tag@example.net").await;
+    assert!(
+        routed.contains("OK lmtp:inet:10.0.0.1:24, 10.0.0.2:24")
+            || routed.contains("OK lmtp:inet:10.0.0.2:24, 10.0.0.1:24"),
+        "{routed}"
+    );
+}
