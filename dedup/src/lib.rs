@@ -31,16 +31,22 @@
 
 use std::fmt;
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, Read, Write};
+use std::io::{self, Write};
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
-use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::sync::{Arc, Mutex};
 
 mod durability;
+mod gc;
+mod reserve;
+mod verify;
 
 pub use durability::{BadDurability, Durability, GroupSync};
+use gc::Unlinked;
+pub use gc::{DedupStats, GcReport};
+pub use reserve::{DEFAULT_RESERVE_BYTES, SpaceReserve, is_no_space};
+pub use verify::{hash_content, hash_file};
 
 /// Errors of the blob store.
 #[derive(Debug, thiserror::Error)]
@@ -166,6 +172,10 @@ pub struct BlobStore {
     /// How writes are made durable (shared with the mail store, which lives
     /// on the same filesystem).
     sync: Arc<GroupSync>,
+    /// Space kept for deletions on a full disk (see [`SpaceReserve`]).
+    reserve: Arc<SpaceReserve>,
+    /// Blobs that lost a Maildir link, for the automatic collection.
+    unlinked: Arc<Mutex<Unlinked>>,
 }
 
 impl BlobStore {
@@ -176,9 +186,46 @@ impl BlobStore {
         let tmp = root.join("tmp");
         fs::create_dir_all(&tmp).ctx(|| format!("create {}", tmp.display()))?;
         let sync = Arc::new(GroupSync::new(&root, durability)?);
-        let store = BlobStore { root, tmp, sync };
+        let store = BlobStore {
+            root,
+            tmp,
+            sync,
+            reserve: Arc::default(),
+            unlinked: Arc::default(),
+        };
         store.recover_interrupted_gc()?;
         Ok(store)
+    }
+
+    /// Keep `size` bytes in a reserve file at `path` (on the blobs'
+    /// filesystem) for deletions on a full disk; 0 turns it off.
+    pub fn with_reserve(mut self, path: PathBuf, size: u64) -> Result<BlobStore> {
+        let reserve =
+            SpaceReserve::open(path.clone(), size).ctx(|| format!("write {}", path.display()))?;
+        self.reserve = Arc::new(reserve);
+        Ok(self)
+    }
+
+    /// The space reserve (low-space mode while it is released).
+    pub fn reserve(&self) -> &SpaceReserve {
+        &self.reserve
+    }
+
+    /// The disk is full (`cause`): release the reserve so that deletions
+    /// can commit. Returns whether this call freed space.
+    pub fn release_reserve(&self, cause: &dyn fmt::Display) -> bool {
+        self.reserve.release(cause)
+    }
+
+    /// Pass `r` on; if it failed because the disk is full, release the
+    /// space reserve first (low-space mode: deletions get the freed space).
+    pub fn on_full_disk<T>(&self, r: Result<T>) -> Result<T> {
+        if let Err(e @ Error::Io { source, .. }) = &r
+            && is_no_space(source)
+        {
+            self.release_reserve(e);
+        }
+        r
     }
 
     /// The group committer of the blobs' filesystem, which the mail store
@@ -209,7 +256,14 @@ impl BlobStore {
     }
 
     /// Start writing a new blob. Bytes are hashed as they are written.
+    /// Refused with ENOSPC while the space reserve is in use.
     pub fn writer(&self) -> Result<BlobWriter> {
+        if self.reserve.is_released() {
+            return Err(Error::Io {
+                context: "the disk is full (space reserve in use): new content is refused until space returns".into(),
+                source: reserve::low_space_error(),
+            });
+        }
         let mut rnd = [0u8; 12];
         getrandom::fill(&mut rnd).map_err(|e| Error::Io {
             context: "random name for a temporary blob".into(),
@@ -246,21 +300,8 @@ impl BlobStore {
     /// the file itself becomes the blob (one more hard link, no copy). Returns
     /// the content id and whether the file now shares the blob's inode.
     pub fn adopt(&self, file: &Path) -> Result<(ContentId, u64, bool)> {
-        let mut f = File::open(file).ctx(|| format!("open {}", file.display()))?;
-        let mut hasher = blake3::Hasher::new();
-        let mut buf = vec![0u8; 64 * 1024];
-        let mut len = 0u64;
-        loop {
-            let n = f
-                .read(&mut buf)
-                .ctx(|| format!("read {}", file.display()))?;
-            if n == 0 {
-                break;
-            }
-            len += n as u64;
-            hasher.update(&buf[..n]);
-        }
-        let id = ContentId(*hasher.finalize().as_bytes());
+        let f = File::open(file).ctx(|| format!("open {}", file.display()))?;
+        let (id, len) = hash_content(f, file)?;
         let target = self.path_of(&id);
         if let Some(dir) = target.parent() {
             fs::create_dir_all(dir).ctx(|| format!("create {}", dir.display()))?;
@@ -295,62 +336,6 @@ impl BlobStore {
         }
         // The name kept changing under us: keep the file as it is.
         Ok((id, len, true))
-    }
-
-    /// Check that the blob's bytes still hash to its name.
-    pub fn verify(&self, id: &ContentId) -> Result<()> {
-        let path = self.path_of(id);
-        let mut f = match File::open(&path) {
-            Ok(f) => f,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Err(Error::NotFound(*id)),
-            Err(e) => return Err(e).ctx(|| format!("open {}", path.display())),
-        };
-        let mut hasher = blake3::Hasher::new();
-        let mut buf = vec![0u8; 64 * 1024];
-        loop {
-            let n = f
-                .read(&mut buf)
-                .ctx(|| format!("read {}", path.display()))?;
-            if n == 0 {
-                break;
-            }
-            hasher.update(&buf[..n]);
-        }
-        let actual = ContentId(*hasher.finalize().as_bytes());
-        if actual != *id {
-            return Err(Error::Corrupt { id: *id, actual });
-        }
-        Ok(())
-    }
-
-    /// Move a blob whose content does not match its name out of the way, to
-    /// `blobs/quarantine/`, so that the right content can take its name. The
-    /// Maildir files already linked to it keep it; `verify` reports them.
-    pub fn quarantine(&self, id: &ContentId, actual: &ContentId) -> Result<()> {
-        let dir = self.root.join("quarantine");
-        fs::create_dir_all(&dir).ctx(|| format!("create {}", dir.display()))?;
-        let dest = dir.join(format!("{}.actual-{}", id.to_hex(), actual.to_hex()));
-        tracing::error!(blob = %id, actual = %actual, to = %dest.display(), "blob content does not match its name; quarantined");
-        match fs::rename(self.path_of(id), &dest) {
-            Ok(()) => Ok(()),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
-            Err(e) => Err(e).ctx(|| format!("quarantine {}", id.to_hex())),
-        }
-    }
-
-    /// Check every blob against its name; returns the ids of corrupt ones.
-    pub fn verify_all(&self) -> Result<(u64, Vec<ContentId>)> {
-        let mut ids = Vec::new();
-        self.for_each_blob(|id, _, _| ids.push(id))?;
-        let mut bad = Vec::new();
-        for id in &ids {
-            match self.verify(id) {
-                Ok(()) | Err(Error::NotFound(_)) => {}
-                Err(Error::Corrupt { .. }) => bad.push(*id),
-                Err(e) => return Err(e),
-            }
-        }
-        Ok((ids.len() as u64, bad))
     }
 
     /// Read a whole blob.
@@ -391,165 +376,6 @@ impl BlobStore {
         }
         Ok(())
     }
-
-    /// How much the store holds and how much dedup saves.
-    pub fn stats(&self) -> Result<DedupStats> {
-        let mut s = DedupStats::default();
-        self.for_each_blob(|_, _, meta| {
-            let refs = meta.nlink().saturating_sub(1);
-            s.blobs += 1;
-            s.stored_bytes += meta.len();
-            s.messages += refs;
-            s.logical_bytes += refs * meta.len();
-            if refs == 0 {
-                s.unreferenced_blobs += 1;
-            }
-        })?;
-        Ok(s)
-    }
-
-    /// Remove every blob that no Maildir file links to any more. Safe while
-    /// deliveries run: see the module documentation.
-    pub fn gc(&self) -> Result<GcReport> {
-        let mut candidates = Vec::new();
-        self.for_each_blob(|id, _, meta| {
-            if meta.nlink() == 1 {
-                candidates.push((id, meta.len()));
-            }
-        })?;
-        let mut report = GcReport::default();
-        for (id, len) in candidates {
-            if self.collect_one(&id)? {
-                report.removed_blobs += 1;
-                report.freed_bytes += len;
-            } else {
-                report.kept_in_use += 1;
-            }
-        }
-        // Temporary blobs abandoned by a crash mid-write (older than an hour,
-        // so a slow delivery that is still writing is left alone).
-        report.removed_tmp = self.remove_stale_tmp(Duration::from_secs(3600))?;
-        Ok(report)
-    }
-
-    /// Remove one blob if nothing links to it. Returns whether it was removed.
-    fn collect_one(&self, id: &ContentId) -> Result<bool> {
-        let path = self.path_of(id);
-        let parked = self.tmp.join(format!("gc.{}", id.to_hex()));
-        match fs::rename(&path, &parked) {
-            Ok(()) => {}
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(false),
-            Err(e) => return Err(e).ctx(|| format!("park {}", path.display())),
-        }
-        let meta = fs::symlink_metadata(&parked).ctx(|| format!("stat {}", parked.display()))?;
-        if meta.nlink() == 1 {
-            fs::remove_file(&parked).ctx(|| format!("remove {}", parked.display()))?;
-            Ok(true)
-        } else {
-            // Someone linked it between our scan and the rename: put it back.
-            self.unpark(&parked, &path)?;
-            Ok(false)
-        }
-    }
-
-    /// Give a parked blob its name back (after a linked-in-between race or a
-    /// crash in the middle of gc).
-    fn unpark(&self, parked: &Path, path: &Path) -> Result<()> {
-        if let Err(e) = fs::hard_link(parked, path) {
-            // If a writer re-installed the same content meanwhile, its inode
-            // is the blob now; ours lives on in the Maildir files linking it.
-            if !path.exists() {
-                return Err(e).ctx(|| format!("restore {}", path.display()));
-            }
-        }
-        fs::remove_file(parked).ctx(|| format!("remove {}", parked.display()))
-    }
-
-    /// After a crash in the middle of gc, blobs may sit parked in tmp/.
-    fn recover_interrupted_gc(&self) -> Result<()> {
-        let entries = fs::read_dir(&self.tmp).ctx(|| format!("list {}", self.tmp.display()))?;
-        for entry in entries.flatten() {
-            let name = entry.file_name();
-            let Some(hex) = name.to_str().and_then(|n| n.strip_prefix("gc.")) else {
-                continue;
-            };
-            let Ok(id) = hex.parse::<ContentId>() else {
-                continue;
-            };
-            let parked = entry.path();
-            let Ok(meta) = fs::symlink_metadata(&parked) else {
-                continue;
-            };
-            if meta.nlink() > 1 {
-                if let Some(dir) = self.path_of(&id).parent() {
-                    fs::create_dir_all(dir).ctx(|| format!("create {}", dir.display()))?;
-                }
-                self.unpark(&parked, &self.path_of(&id))?;
-            } else {
-                let _ = fs::remove_file(&parked);
-            }
-        }
-        Ok(())
-    }
-
-    fn remove_stale_tmp(&self, older_than: Duration) -> Result<u64> {
-        let mut removed = 0;
-        let now = SystemTime::now();
-        let entries = fs::read_dir(&self.tmp).ctx(|| format!("list {}", self.tmp.display()))?;
-        for entry in entries.flatten() {
-            let is_write = entry
-                .file_name()
-                .to_str()
-                .is_some_and(|n| n.starts_with("w."));
-            let old = entry
-                .metadata()
-                .and_then(|m| m.modified())
-                .ok()
-                .and_then(|t| now.duration_since(t).ok())
-                .is_some_and(|age| age > older_than);
-            if is_write && old && fs::remove_file(entry.path()).is_ok() {
-                removed += 1;
-            }
-        }
-        Ok(removed)
-    }
-}
-
-/// Figures for `cove dedup stats`.
-#[derive(Debug, Default, Clone, PartialEq, Eq)]
-pub struct DedupStats {
-    /// Distinct contents stored.
-    pub blobs: u64,
-    /// Maildir files that link a blob.
-    pub messages: u64,
-    /// What the messages would take without dedup.
-    pub logical_bytes: u64,
-    /// What the blobs take.
-    pub stored_bytes: u64,
-    /// Blobs nothing links to (what `gc` would remove).
-    pub unreferenced_blobs: u64,
-}
-
-impl DedupStats {
-    /// logical / stored; 1.0 when nothing is stored.
-    pub fn ratio(&self) -> f64 {
-        if self.stored_bytes == 0 {
-            1.0
-        } else {
-            self.logical_bytes as f64 / self.stored_bytes as f64
-        }
-    }
-}
-
-/// What a garbage collection did.
-#[derive(Debug, Default, Clone, PartialEq, Eq)]
-pub struct GcReport {
-    pub removed_blobs: u64,
-    pub freed_bytes: u64,
-    /// Candidates that were linked again while gc ran, and kept.
-    pub kept_in_use: u64,
-    /// Abandoned temporary files removed.
-    pub removed_tmp: u64,
 }
 
 /// A blob being written. Drop it without [`finish`](BlobWriter::finish) and
@@ -570,9 +396,12 @@ impl BlobWriter {
         self.len += bytes.len() as u64;
         let path = &self.path;
         match self.file.as_mut() {
-            Some(f) => f
-                .write_all(bytes)
-                .ctx(|| format!("write {}", path.display())),
+            Some(f) => {
+                let written = f
+                    .write_all(bytes)
+                    .ctx(|| format!("write {}", path.display()));
+                self.store.on_full_disk(written)
+            }
             None => Err(Error::Io {
                 context: format!("write {}", path.display()),
                 source: io::Error::other("writer already finished"),
@@ -596,7 +425,8 @@ impl BlobWriter {
             context: format!("finish {}", path.display()),
             source: io::Error::other("writer already finished"),
         })?;
-        self.store.sync.file_written(&file)?;
+        self.store
+            .on_full_disk(self.store.sync.file_written(&file))?;
         drop(file);
         let id = ContentId(*self.hasher.finalize().as_bytes());
         let staged = StagedBlob {
@@ -909,7 +739,12 @@ mod tests {
         let (d, s) = store();
         let id = s.put(b"the real content").unwrap().id();
         corrupt(&s.path_of(&id), b"bit rot");
-        assert_eq!(s.verify_all().unwrap(), (1, vec![id]));
+        assert_eq!(
+            s.verify_all().unwrap(),
+            (1, vec![(id, ContentId::of(b"bit rot"))])
+        );
+        // Quarantined: the name is free for the right content.
+        assert!(!s.path_of(&id).exists());
         // The same content arrives again: the rotten copy is quarantined and
         // the new bytes take the name.
         let staged = s.put(b"the real content").unwrap();
@@ -920,6 +755,64 @@ mod tests {
             fs::read_dir(s.root().join("quarantine")).unwrap().count(),
             1
         );
+    }
+
+    #[test]
+    fn collect_unlinked_removes_only_noted_blobs_nothing_links() {
+        let (d, s) = store();
+        let (kept, gone, unnoted) = (
+            s.put(b"kept").unwrap(),
+            s.put(b"gone").unwrap(),
+            s.put(b"unnoted").unwrap(),
+        );
+        kept.link_to(&d.path().join("k")).unwrap();
+        let ids = [kept.id(), gone.id(), unnoted.id()];
+        drop((kept, gone, unnoted));
+        assert!(!s.has_unlinked());
+        s.unlinked([ids[0], ids[1]]);
+        assert!(s.has_unlinked());
+        let r = s.collect_unlinked(10).unwrap();
+        assert_eq!((r.removed_blobs, r.freed_bytes), (1, 4));
+        assert!(s.path_of(&ids[0]).exists() && !s.path_of(&ids[1]).exists());
+        // Not noted: left for the periodic full gc.
+        assert!(s.path_of(&ids[2]).exists());
+        assert!(!s.has_unlinked());
+    }
+
+    #[test]
+    fn a_quarantined_copy_still_linked_is_damaged_until_relinked() {
+        let (d, s) = store();
+        let staged = s.put(b"good").unwrap();
+        let id = staged.id();
+        let file = d.path().join("m");
+        staged.link_to(&file).unwrap();
+        drop(staged);
+        corrupt(&s.path_of(&id), b"rot!");
+        s.verify_all().unwrap();
+        assert_eq!(s.damaged().unwrap(), std::collections::HashSet::from([id]));
+        assert_eq!(s.retire_repaired().unwrap(), 0);
+        // Relinked to a good copy: no longer damaged, and retired.
+        let again = s.put(b"good").unwrap();
+        fs::remove_file(&file).unwrap();
+        again.link_to(&file).unwrap();
+        assert!(s.damaged().unwrap().is_empty());
+        assert_eq!(s.retire_repaired().unwrap(), 1);
+        assert_eq!(
+            fs::read_dir(s.root().join("quarantine")).unwrap().count(),
+            0
+        );
+    }
+
+    #[test]
+    fn low_space_mode_refuses_new_content_until_the_reserve_is_back() {
+        let (d, s) = store();
+        let s = s.with_reserve(d.path().join("reserve"), 4096).unwrap();
+        s.put(b"before").unwrap();
+        assert!(s.release_reserve(&"test"));
+        let refused = s.put(b"during").unwrap_err();
+        assert_eq!(refused.raw_os_error(), Some(28));
+        assert!(s.reserve().restore_if_room());
+        s.put(b"after").unwrap();
     }
 
     #[test]

@@ -11,18 +11,22 @@
 //! agree; what we send back is well-formed IMAP).
 
 use cove::imap::extended;
-use cove::imap::framing::tag_of;
+use cove::imap::framing::{CommandLimits, Framer, Next, tag_of};
 use cove::imap::mime::{self, ParsedMessage, SectionKind};
 use cove::lmtp::command;
 use cove::lmtp::data::{DataDecoder, Step};
 use cove::pop3::encode::{Encoder, Extent, crlf_size, sent_unchanged};
 use imap_codec::CommandCodec;
-use imap_codec::decode::{CommandDecodeError, Decoder};
+use imap_codec::decode::Decoder;
 use imap_codec::imap_types::IntoStatic;
 
-/// The default `[imap] max_literal_size` is far larger than any fuzz input;
-/// framing refuses literals over it, so a smaller cap changes nothing here.
-const MAX_LITERAL: u64 = 64 * 1024 * 1024;
+/// The limits `framing::read_command` applies once logged in, with the
+/// defaults of `[imap]`.
+const LIMITS: CommandLimits = CommandLimits {
+    max_line: 64 * 1024,
+    max_literals: 100,
+    max_literal_bytes: 50 * 1024 * 1024,
+};
 
 /// Target `imap_command`: the bytes of one command, or of several in a row
 /// as a client would pipeline them.
@@ -70,31 +74,46 @@ fn complete_command(bytes: &[u8]) {
 }
 
 /// `framing::read_command` over an in-memory stream: the complete commands
-/// it would hand to the session, in order.
+/// it would hand to the session, in order. The decisions are
+/// `framing::Framer`'s own; this only moves the bytes.
 fn frame_commands(mut input: &[u8]) -> Vec<Vec<u8>> {
     let mut commands = Vec::new();
     let mut buf: Vec<u8> = Vec::new();
+    let mut framer = Framer::new(LIMITS);
     loop {
         // read_line: through the next LF; a line cut off by EOF is dropped.
         let Some(lf) = input.iter().position(|b| *b == b'\n') else {
             return commands;
         };
-        buf.extend_from_slice(&input[..=lf]);
+        let line = &input[..=lf];
         input = &input[lf + 1..];
-        match CommandCodec::default().decode(&buf) {
-            Err(CommandDecodeError::LiteralFound { tag, length, mode }) => {
-                let _ = (tag.inner().to_string(), mode);
-                if u64::from(length) > MAX_LITERAL {
+        let next = if line.len() > framer.line_room() {
+            framer.line_too_long()
+        } else {
+            buf.extend_from_slice(line);
+            framer.line(line)
+        };
+        match next {
+            Next::Done => {
+                commands.push(std::mem::take(&mut buf));
+                framer = Framer::new(LIMITS);
+            }
+            Next::Refused(_) => {
+                buf.clear();
+                framer = Framer::new(LIMITS);
+            }
+            Next::Skip(length) | Next::Literal { length, .. } => {
+                let Ok(length) = usize::try_from(length) else {
                     return commands;
-                }
-                let length = length as usize;
+                };
                 if input.len() < length {
                     return commands;
                 }
-                buf.extend_from_slice(&input[..length]);
+                if matches!(next, Next::Literal { .. }) {
+                    buf.extend_from_slice(&input[..length]);
+                }
                 input = &input[length..];
             }
-            _ => commands.push(std::mem::take(&mut buf)),
         }
     }
 }

@@ -66,6 +66,9 @@ pub struct Admin {
     pub draining: Arc<AtomicBool>,
     /// This node's directory, for `/cluster/user` (crate::cluster::lookup).
     pub users: Arc<crate::cluster::lookup::Users>,
+    /// How long after `cove node drain` open IMAP and POP3 sessions are
+    /// sent away ([`crate::drain`]).
+    pub drain_grace: Duration,
 }
 
 /// The admin token of the data directory at `data_dir`: read, or made
@@ -160,7 +163,16 @@ impl AdminHandler for Admin {
                     crate::cluster::lookup::cluster_user_answer(&self.users, &address).await;
                 Reply::text(status, body)
             })),
-            ("POST", "/node/drain") => Some(Box::pin(async move { self.set_draining(true) })),
+            ("POST", "/node/drain") => Some(Box::pin(async move {
+                let grace = match request.param("grace_secs") {
+                    None => self.drain_grace,
+                    Some(g) => match g.parse::<u64>() {
+                        Ok(g) => Duration::from_secs(g),
+                        Err(_) => return Reply::text(400, "grace_secs is not a number\n"),
+                    },
+                };
+                self.drain(grace)
+            })),
             ("POST", "/node/undrain") => Some(Box::pin(async move { self.set_draining(false) })),
             _ => None,
         }
@@ -177,7 +189,25 @@ impl Admin {
         }
     }
 
-    /// `POST /node/drain`, `POST /node/undrain`.
+    /// `POST /node/drain`: no new sessions now; the open ones are sent
+    /// away after `grace` unless the node was undrained meanwhile.
+    fn drain(&self, grace: Duration) -> Reply {
+        let reply = self.set_draining(true);
+        let draining = self.draining.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(grace).await;
+            if draining.load(Ordering::Relaxed) {
+                let told = crate::drain::evict_sessions();
+                tracing::info!(
+                    sessions = told,
+                    "drain: open IMAP and POP3 sessions told to reconnect"
+                );
+            }
+        });
+        reply
+    }
+
+    /// `POST /node/drain` (at once), `POST /node/undrain`.
     fn set_draining(&self, on: bool) -> Reply {
         let was = self.draining.swap(on, Ordering::Relaxed);
         if was != on {

@@ -225,7 +225,7 @@ pub async fn login_failed(proto: &str, username: &str, peer: SocketAddr, delay: 
     }
     tracing::warn!(
         "{proto} login failed user={} peer={}",
-        username.escape_debug(),
+        crate::client_text::ClientText::word(username),
         peer
     );
     tokio::time::sleep(delay).await;

@@ -285,17 +285,26 @@ pub fn dedup_gc(config: &Config) -> anyhow::Result<()> {
 
 pub fn dedup_verify(config: &Config) -> anyhow::Result<()> {
     let store = open_store(config)?;
-    let (checked, bad) = store.blobs().verify_all()?;
-    for id in &bad {
-        println!("corrupt: {id} ({})", store.blobs().path_of(id).display());
+    let report = store.verify_content()?;
+    for (id, actual) in &report.corrupt_blobs {
+        println!("corrupt blob: {id} holds {actual}; moved to blobs/quarantine/");
     }
-    if !bad.is_empty() {
+    for m in &report.messages {
+        println!("damaged message: {m}");
+    }
+    if !report.is_clean() {
         bail!(
-            "{} of {checked} blob(s) do not match their content hash",
-            bad.len()
+            "{} of {} message file(s) do not hold their content ({} of {} blob(s) corrupt); the running server relinks them to a verified copy, fetched from its peer if this node has none",
+            report.messages.len(),
+            report.files_checked,
+            report.corrupt_blobs.len(),
+            report.blobs_checked
         );
     }
-    println!("verified {checked} blob(s): all match their content hash");
+    println!(
+        "verified {} blob(s) and {} message file(s): all match their content hash",
+        report.blobs_checked, report.files_checked
+    );
     Ok(())
 }
 
@@ -363,9 +372,13 @@ pub fn sync_now(config: &Config, email: Option<&str>) -> anyhow::Result<()> {
 }
 
 /// `cove node drain` / `cove node undrain`.
-pub fn node_drain(config: &Config, on: bool) -> anyhow::Result<()> {
-    let path = if on { "/node/drain" } else { "/node/undrain" };
-    let body = admin_request(config, "POST", path)?;
+pub fn node_drain(config: &Config, on: bool, grace: Option<u64>) -> anyhow::Result<()> {
+    let path = match (on, grace) {
+        (true, Some(g)) => format!("/node/drain?grace_secs={g}"),
+        (true, None) => "/node/drain".to_string(),
+        (false, _) => "/node/undrain".to_string(),
+    };
+    let body = admin_request(config, "POST", &path)?;
     print!("{body}");
     Ok(())
 }

@@ -154,6 +154,9 @@ pub struct LmtpConfig {
     /// Seconds a client may stay silent (RFC 5321 §4.5.3.2 suggests 5 minutes).
     #[serde(default = "default_timeout")]
     pub timeout_secs: u64,
+    /// Seconds a STARTTLS handshake may take.
+    #[serde(default = "default_handshake_timeout")]
+    pub handshake_timeout_secs: u64,
     /// Bad commands in a row before the connection is closed.
     #[serde(default = "default_max_errors")]
     pub max_errors: u32,
@@ -178,9 +181,26 @@ pub struct ImapConfig {
     /// Longest command line, in bytes (literals not counted).
     #[serde(default = "default_imap_line")]
     pub max_line_length: usize,
-    /// Largest literal, and so the largest APPEND (APPENDLIMIT).
+    /// Largest literal, and so the largest APPEND (APPENDLIMIT); also the
+    /// most one command's literals may hold together.
     #[serde(default = "default_max_message_size")]
     pub max_literal_size: u64,
+    /// Literals in one command, once logged in.
+    #[serde(default = "default_max_literals_per_command")]
+    pub max_literals_per_command: u32,
+    /// Before login: the most one command's literals may hold together (a
+    /// user name and a password need little).
+    #[serde(default = "default_max_literal_size_before_login")]
+    pub max_literal_size_before_login: u64,
+    /// Before login: literals in one command.
+    #[serde(default = "default_max_literals_before_login")]
+    pub max_literals_before_login: u32,
+    /// Seconds a client may take from connecting to logging in.
+    #[serde(default = "default_login_timeout")]
+    pub login_timeout_secs: u64,
+    /// Seconds a TLS handshake (imaps, STARTTLS) may take.
+    #[serde(default = "default_handshake_timeout")]
+    pub handshake_timeout_secs: u64,
     /// Bad commands in a row before `* BYE`.
     #[serde(default = "default_max_errors")]
     pub max_bad_commands: u32,
@@ -213,6 +233,11 @@ impl Default for ImapConfig {
             tls_listen: Vec::new(),
             max_line_length: default_imap_line(),
             max_literal_size: default_max_message_size(),
+            max_literals_per_command: default_max_literals_per_command(),
+            max_literal_size_before_login: default_max_literal_size_before_login(),
+            max_literals_before_login: default_max_literals_before_login(),
+            login_timeout_secs: default_login_timeout(),
+            handshake_timeout_secs: default_handshake_timeout(),
             max_bad_commands: default_max_errors(),
             autologout_secs: default_autologout(),
             max_connections: default_max_connections(),
@@ -227,6 +252,21 @@ impl Default for ImapConfig {
 
 fn default_imap_line() -> usize {
     64 * 1024
+}
+fn default_max_literals_per_command() -> u32 {
+    100
+}
+fn default_max_literal_size_before_login() -> u64 {
+    8 * 1024
+}
+fn default_max_literals_before_login() -> u32 {
+    4
+}
+fn default_login_timeout() -> u64 {
+    120
+}
+fn default_handshake_timeout() -> u64 {
+    30
 }
 fn default_autologout() -> u64 {
     30 * 60
@@ -257,6 +297,12 @@ pub struct Pop3Config {
     /// Idle seconds before autologout (RFC 1939 §3: at least 10 minutes).
     #[serde(default = "default_pop3_autologout")]
     pub autologout_secs: u64,
+    /// Seconds a client may take from connecting to logging in.
+    #[serde(default = "default_login_timeout")]
+    pub login_timeout_secs: u64,
+    /// Seconds a TLS handshake (pop3s, STLS) may take.
+    #[serde(default = "default_handshake_timeout")]
+    pub handshake_timeout_secs: u64,
     #[serde(default = "default_max_connections")]
     pub max_connections: usize,
     #[serde(default = "default_max_connections_per_ip")]
@@ -282,6 +328,8 @@ impl Default for Pop3Config {
             max_line_length: default_pop3_line(),
             max_bad_commands: default_max_errors(),
             autologout_secs: default_pop3_autologout(),
+            login_timeout_secs: default_login_timeout(),
+            handshake_timeout_secs: default_handshake_timeout(),
             max_connections: default_max_connections(),
             max_connections_per_ip: default_max_connections_per_ip(),
             proxy_protocol: false,
@@ -642,6 +690,18 @@ pub struct ServerConfig {
     /// directory on a filesystem busy with other writers.
     #[serde(default = "default_durability")]
     pub durability: String,
+    /// Bytes kept in `<data_dir>/reserve` so that users can still delete
+    /// mail when the disk is full; 0 turns the reserve off.
+    #[serde(default = "default_reserve_bytes")]
+    pub reserve_bytes: u64,
+    /// Seconds between full collections of unreferenced blobs (expunged
+    /// mail is collected within seconds anyway); 0 turns them off.
+    #[serde(default = "default_gc_interval")]
+    pub gc_interval_secs: u64,
+    /// Seconds after `cove node drain` before open IMAP and POP3 sessions
+    /// are told to reconnect (to the peer).
+    #[serde(default = "default_drain_grace")]
+    pub drain_grace_secs: u64,
 }
 
 impl ServerConfig {
@@ -657,10 +717,16 @@ impl Default for ServerConfig {
         ServerConfig {
             shutdown_grace_secs: default_shutdown_grace(),
             durability: default_durability(),
+            reserve_bytes: default_reserve_bytes(),
+            gc_interval_secs: default_gc_interval(),
+            drain_grace_secs: default_drain_grace(),
         }
     }
 }
 
+fn default_drain_grace() -> u64 {
+    30
+}
 fn default_data_dir() -> PathBuf {
     PathBuf::from("./cove-data")
 }
@@ -701,6 +767,12 @@ fn default_shutdown_grace() -> u64 {
 fn default_durability() -> String {
     "batched".to_string()
 }
+fn default_reserve_bytes() -> u64 {
+    cove_store::DEFAULT_RESERVE_BYTES
+}
+fn default_gc_interval() -> u64 {
+    6 * 3600
+}
 
 impl Default for LmtpConfig {
     fn default() -> Self {
@@ -711,6 +783,7 @@ impl Default for LmtpConfig {
             max_line_length: default_max_line_length(),
             recipient_delimiter: default_recipient_delimiter(),
             timeout_secs: default_timeout(),
+            handshake_timeout_secs: default_handshake_timeout(),
             max_errors: default_max_errors(),
             max_connections: default_max_connections(),
             max_connections_per_ip: default_max_connections_per_ip(),
@@ -845,12 +918,17 @@ impl Config {
             if l.recipient_delimiter.chars().count() > 1 {
                 bail!("[lmtp] recipient_delimiter must be one character or empty");
             }
+            if l.handshake_timeout_secs < 1 {
+                bail!("[lmtp] handshake_timeout_secs must be at least 1");
+            }
         }
         if let Some(s) = &self.imap {
             check("imap", "listen", &s.listen)?;
             check("imap", "tls_listen", &s.tls_listen)?;
-            if s.autologout_secs < 1 {
-                bail!("[imap] autologout_secs must be at least 1");
+            if s.autologout_secs < 1 || s.login_timeout_secs < 1 || s.handshake_timeout_secs < 1 {
+                bail!(
+                    "[imap] autologout_secs, login_timeout_secs and handshake_timeout_secs must be at least 1"
+                );
             }
         }
         if let Some(s) = &self.pop3 {
@@ -866,6 +944,9 @@ impl Config {
             }
             if s.max_bad_commands < 1 {
                 bail!("[pop3] max_bad_commands must be at least 1");
+            }
+            if s.login_timeout_secs < 1 || s.handshake_timeout_secs < 1 {
+                bail!("[pop3] login_timeout_secs and handshake_timeout_secs must be at least 1");
             }
             if s.max_connections < 1 || s.max_connections_per_ip < 1 {
                 bail!("[pop3] max_connections and max_connections_per_ip must be at least 1");

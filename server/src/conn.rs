@@ -7,6 +7,11 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 use tokio_rustls::server::TlsStream;
 
+/// Answers held for a pipelining client before they are written even though
+/// more commands are waiting: a client that sends without reading is slowed
+/// down by TCP, not buffered for (a NOOP's answer is 2.5 times its size).
+pub const PIPELINED_OUTPUT: usize = 64 * 1024;
+
 pub enum Conn {
     Plain(TcpStream),
     Tls(Box<TlsStream<TcpStream>>),
@@ -81,14 +86,38 @@ impl AsyncWrite for Conn {
     }
 }
 
+/// Write `out` to the client and flush it, within `limit` when there is one
+/// (then `ErrorKind::TimedOut`): a client that stops reading cannot keep
+/// its session, and its connection slot, by that alone.
+pub async fn write_within(
+    conn: &mut Conn,
+    out: &[u8],
+    limit: Option<std::time::Duration>,
+) -> io::Result<()> {
+    use tokio::io::AsyncWriteExt;
+    let write = async {
+        conn.write_all(out).await?;
+        conn.flush().await
+    };
+    match limit {
+        None => write.await,
+        Some(limit) => tokio::time::timeout(limit, write)
+            .await
+            .unwrap_or_else(|_| Err(io::ErrorKind::TimedOut.into())),
+    }
+}
+
 /// STARTTLS (RFC 3207 for LMTP, RFC 3501 §6.2.1 for IMAP): hand the plain
 /// connection to the TLS handshake and read on through TLS. Anything the
 /// client pipelined after the command was sent in clear text and is
-/// discarded with the old buffer (CVE-2011-0411).
+/// discarded with the old buffer (CVE-2011-0411). The handshake may take
+/// `timeout` at most: a client that never speaks TLS does not keep its
+/// connection slot.
 pub async fn start_tls(
     reader: &mut tokio::io::BufReader<Conn>,
     acceptor: &tokio_rustls::TlsAcceptor,
     buffer: usize,
+    timeout: std::time::Duration,
 ) -> io::Result<()> {
     let placeholder = tokio::io::BufReader::new(Conn::Detached);
     let old = std::mem::replace(reader, placeholder);
@@ -97,7 +126,23 @@ pub async fn start_tls(
             "STARTTLS on a connection that is not plain TCP",
         ));
     };
-    let tls = acceptor.accept(tcp).await?;
+    let tls = handshake(acceptor, tcp, timeout).await?;
     *reader = tokio::io::BufReader::with_capacity(buffer, Conn::Tls(Box::new(tls)));
     Ok(())
+}
+
+/// The server side of a TLS handshake, `timeout` at most (then
+/// `ErrorKind::TimedOut`).
+pub async fn handshake(
+    acceptor: &tokio_rustls::TlsAcceptor,
+    tcp: TcpStream,
+    timeout: std::time::Duration,
+) -> io::Result<TlsStream<TcpStream>> {
+    match tokio::time::timeout(timeout, acceptor.accept(tcp)).await {
+        Ok(done) => done,
+        Err(_) => Err(io::Error::new(
+            io::ErrorKind::TimedOut,
+            format!("no TLS handshake within {timeout:?}"),
+        )),
+    }
 }

@@ -5,9 +5,12 @@
 pub mod admin;
 pub mod auth;
 pub mod cli;
+pub mod client_text;
 pub mod cluster;
 pub mod config;
 pub mod conn;
+pub mod drain;
+pub mod housekeeping;
 pub mod imap;
 pub mod import;
 pub mod listener;

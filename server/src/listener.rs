@@ -192,10 +192,13 @@ pub struct Admission<'a> {
     pub refusal_prefix: &'a str,
     /// `Some` for a listener with implicit TLS (imaps, pop3s).
     pub implicit_tls: Option<&'a tokio_rustls::TlsAcceptor>,
+    /// How long that handshake may take.
+    pub handshake_timeout: std::time::Duration,
 }
 
 /// Admit a connection (the connection limits) and, for implicit TLS, run
-/// the handshake (30 s at most). `None`: refused or failed, already said.
+/// the handshake (`handshake_timeout` at most). `None`: refused or failed,
+/// already said.
 pub async fn open(
     a: Admission<'_>,
     mut tcp: TcpStream,
@@ -216,14 +219,10 @@ pub async fn open(
         return Some((slot, crate::conn::Conn::Plain(tcp)));
     };
     let proto = a.proto;
-    match tokio::time::timeout(std::time::Duration::from_secs(30), acceptor.accept(tcp)).await {
-        Ok(Ok(tls)) => Some((slot, crate::conn::Conn::Tls(Box::new(tls)))),
-        Ok(Err(e)) => {
+    match crate::conn::handshake(acceptor, tcp, a.handshake_timeout).await {
+        Ok(tls) => Some((slot, crate::conn::Conn::Tls(Box::new(tls)))),
+        Err(e) => {
             tracing::info!(session = id, peer = %peer, error = %e, "{proto}s TLS handshake failed");
-            None
-        }
-        Err(_) => {
-            tracing::info!(session = id, peer = %peer, "{proto}s TLS handshake timed out");
             None
         }
     }

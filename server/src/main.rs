@@ -70,8 +70,14 @@ enum Command {
 #[derive(Subcommand)]
 enum NodeCommand {
     /// Take no new sessions: /health answers 503, so proxies and the other
-    /// nodes send new sessions to the peer.
-    Drain,
+    /// nodes send new sessions to the peer; after the grace, open IMAP and
+    /// POP3 sessions are told to reconnect.
+    Drain {
+        /// Seconds before open sessions are sent away (default: [server]
+        /// drain_grace_secs).
+        #[arg(long, value_name = "SECS")]
+        grace: Option<u64>,
+    },
     /// Take new sessions again.
     Undrain,
 }
@@ -182,7 +188,7 @@ fn init_logging(default: &str) {
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_ansi(std::io::stderr().is_terminal())
-        .with_writer(std::io::stderr)
+        .with_writer(|| cove::client_text::OneLinePerEvent(std::io::stderr()))
         .init();
 }
 
@@ -251,8 +257,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                     DedupCommand::Verify => cli::dedup_verify(&config),
                 },
                 Command::Node { command } => match command {
-                    NodeCommand::Drain => cli::node_drain(&config, true),
-                    NodeCommand::Undrain => cli::node_drain(&config, false),
+                    NodeCommand::Drain { grace } => cli::node_drain(&config, true, grace),
+                    NodeCommand::Undrain => cli::node_drain(&config, false, None),
                 },
                 Command::Sync { command } => match command {
                     SyncCommand::Now { email } => cli::sync_now(&config, email.as_deref()),

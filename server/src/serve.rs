@@ -138,7 +138,12 @@ fn peer_limits(
 pub async fn serve(config: Config) -> anyhow::Result<()> {
     let store = {
         let config = config.clone();
-        tokio::task::spawn_blocking(move || crate::cli::open_store(&config)).await??
+        tokio::task::spawn_blocking(move || {
+            crate::cli::open_store(&config)?
+                .with_space_reserve(config.server.reserve_bytes)
+                .context("[server] reserve_bytes")
+        })
+        .await??
     };
     let store = Arc::new(store);
     crate::proxy::set_trusted(
@@ -163,6 +168,16 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     let sessions = Arc::new(Mutex::new(JoinSet::new()));
     let mut loops = JoinSet::new();
 
+    loops.spawn(
+        crate::housekeeping::Housekeeping {
+            tick: Duration::from_secs(1),
+            batch: 1000,
+            full_gc_every: (config.server.gc_interval_secs > 0)
+                .then(|| Duration::from_secs(config.server.gc_interval_secs)),
+            repair_every: Duration::from_secs(60),
+        }
+        .run(store.clone(), stopped.clone()),
+    );
     let replicator = match &config.replication {
         Some(r) => Some(start_replication(&config, r, &store, &tls, &stopped, &mut loops).await?),
         None => None,
@@ -293,6 +308,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
             ),
             draining: draining.clone(),
             users: users.clone(),
+            drain_grace: Duration::from_secs(config.server.drain_grace_secs),
         });
         for addr in &http.listen {
             let listener = TcpListener::bind(addr)

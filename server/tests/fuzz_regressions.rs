@@ -70,6 +70,11 @@ const TOKENS: &[&[u8]] = &[
     b"{3}\r\n",
     b"{5+}\r\n",
     b"{4294967295}\r\n",
+    b"{52428800+}\r\n",
+    b"{18446744073709551615}\r\n",
+    b"((((((((((((((((((((((((((((((((",
+    b"NOT NOT NOT NOT NOT NOT NOT NOT NOT NOT ",
+    b"OR OR OR OR OR OR OR OR OR OR ",
     b"NIL",
     b" LIST ",
     b" CREATE ",
@@ -192,4 +197,53 @@ fn lmtp_mail_rcpt_argument_cut_inside_a_character() {
     }
     // The whole target body too.
     bodies::lmtp(b"LHLO x\r\nRCPT a\xe2\x82\xac\r\n");
+}
+
+/// Generated hostile inputs: lists nested far deeper than any command
+/// needs, in every command whose parser recurses (ours for LIST and
+/// CREATE, imap-codec's for SEARCH and FETCH), and literals announced far
+/// larger or far more numerous than the limits. Run on a thread with the
+/// stack of a tokio worker (2 MiB): 11,000 `(` in a LIST overflowed it and
+/// aborted the whole server.
+#[test]
+fn imap_command_on_deep_nesting_and_huge_literals() {
+    let mut inputs: Vec<Vec<u8>> = Vec::new();
+    for depth in [9, 100, 11_000, 60_000] {
+        let open = "(".repeat(depth);
+        let close = ")".repeat(depth);
+        for line in [
+            format!("a LIST {open}\r\n"),
+            format!("a LIST \"\" * RETURN {open}STATUS{close}\r\n"),
+            format!("a CREATE x {open}USE{close}\r\n"),
+            format!("a SEARCH {open}ALL{close}\r\n"),
+            format!("a SEARCH {}ALL\r\n", "NOT ".repeat(depth)),
+            format!("a SEARCH {}ALL ALL\r\n", "OR ".repeat(depth)),
+            format!("a FETCH 1 {open}FLAGS{close}\r\n"),
+        ] {
+            inputs.push(line.into_bytes());
+        }
+    }
+    for length in [
+        "52428800+",
+        "4294967295",
+        "18446744073709551615+",
+        "99999999999999999999999",
+    ] {
+        inputs.push(format!("a APPEND INBOX {{{length}}}\r\nabc\r\nb NOOP\r\n").into_bytes());
+    }
+    let mut many = b"a LOGIN".to_vec();
+    for _ in 0..2_000 {
+        many.extend_from_slice(b" {8+}\r\n12345678");
+    }
+    many.extend_from_slice(b"\r\n");
+    inputs.push(many);
+    let run = std::thread::Builder::new()
+        .stack_size(2 * 1024 * 1024)
+        .spawn(move || {
+            for input in &inputs {
+                bodies::imap_command(input);
+            }
+        })
+        .expect("thread");
+    assert!(run.join().is_ok(), "a hostile input panicked");
 }

@@ -4,6 +4,7 @@
 //! a blocking pool. Methods of one account are serialised by the account's
 //! index connection; different accounts proceed in parallel.
 
+mod content;
 mod derived;
 mod dir_stamps;
 mod flags;
@@ -13,6 +14,7 @@ mod replica;
 mod scan;
 mod transfer;
 
+pub use content::{ContentCheck, DamagedMessage};
 pub use flags::StoreResult;
 pub use import::{ImportCache, ImportMailbox, ImportMessage, ImportReport, MailboxImport};
 pub use transfer::Transfer;
@@ -623,6 +625,10 @@ impl Account {
                 // Not acknowledged, so not kept: a later scan must not
                 // resurrect it (the sender will retry).
                 let _ = fs::remove_file(&path);
+                if let Error::NoSpace(why) = &e {
+                    // Low-space mode: what is left goes to deletions.
+                    self.blobs.release_reserve(why);
+                }
                 Err(e)
             }
         }
@@ -667,8 +673,15 @@ impl Account {
         Ok(modseq)
     }
 
-    /// Expunge messages by UID; returns the UIDs actually expunged.
+    /// Expunge messages by UID; returns the UIDs actually expunged. Their
+    /// blobs are collected automatically once nothing links them.
     pub fn expunge(&self, mailbox: &MailboxGuid, uids: &[Uid]) -> Result<Vec<Uid>> {
+        // Nothing is removed before the commit, so a commit that failed for
+        // lack of space can simply run again.
+        self.freeing("EXPUNGE", || self.expunge_once(mailbox, uids))
+    }
+
+    fn expunge_once(&self, mailbox: &MailboxGuid, uids: &[Uid]) -> Result<Vec<Uid>> {
         let mut g = self.conn()?;
         let mb = index::mailbox_by_guid(&g.conn, mailbox)?
             .ok_or_else(|| Error::NotFound(format!("mailbox {mailbox}")))?;
@@ -705,7 +718,26 @@ impl Account {
         for sub in ["cur", "new"] {
             let _ = self.sync.dir_written(&folder.join(sub));
         }
+        self.blobs.unlinked(gone.iter().map(|m| m.content_id));
         self.announce(changes);
         Ok(gone.iter().map(|m| m.uid).collect())
+    }
+
+    /// Run `op`, which deletes mail and undoes its own file changes on
+    /// error. If it fails because the disk is full, release the space
+    /// reserve (cove-dedup's `reserve.rs`) and run it once more, so that
+    /// users can delete mail on a full disk.
+    fn freeing<T>(&self, what: &str, op: impl Fn() -> Result<T>) -> Result<T> {
+        match op() {
+            Err(Error::NoSpace(why)) if self.blobs.release_reserve(&why) => {
+                tracing::warn!(user = %self.email, command = what, "the disk was full; running it again with the space reserve");
+                op()
+            }
+            Err(Error::NoSpace(why)) => {
+                tracing::error!(user = %self.email, command = what, error = %why, "the disk is full and the space reserve is used up");
+                Err(Error::NoSpace(why))
+            }
+            r => r,
+        }
     }
 }

@@ -16,6 +16,7 @@
 
 mod account;
 mod changes;
+mod content;
 mod directory;
 mod env;
 mod error;
@@ -34,12 +35,15 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, OnceLock};
 
 pub use account::{
-    Account, DEFAULT_MAILBOXES, Delivered, ImportCache, ImportMailbox, ImportMessage, ImportReport,
-    MailboxImport, MailboxStatus, NewMessage, ScanReport, StoreResult, Transfer,
+    Account, ContentCheck, DEFAULT_MAILBOXES, DamagedMessage, Delivered, ImportCache,
+    ImportMailbox, ImportMessage, ImportReport, MailboxImport, MailboxStatus, NewMessage,
+    ScanReport, StoreResult, Transfer,
 };
 pub use changes::{Change, ChangeKind};
+pub use content::{ContentReport, RepairReport};
 pub use cove_dedup::{
-    BlobStore, BlobWriter, ContentId, DedupStats, Durability, GcReport, GroupSync, StagedBlob,
+    BlobStore, BlobWriter, ContentId, DEFAULT_RESERVE_BYTES, DedupStats, Durability, GcReport,
+    GroupSync, StagedBlob,
 };
 pub use directory::{Address, Directory, PasswordHash, User, UsersMerged};
 pub use env::{Clock, Entropy, Env, OsEntropy, SystemClock};
@@ -126,6 +130,21 @@ impl Store {
             change_hook: Arc::new(OnceLock::new()),
             peer_limits: OnceLock::new(),
         })
+    }
+
+    /// Keep `bytes` of space in `<data_dir>/reserve` for deleting mail on
+    /// a full disk (cove-dedup's `reserve.rs`); 0 removes it. Call before
+    /// any account is opened (the accounts share the blob store).
+    pub fn with_space_reserve(mut self, bytes: u64) -> Result<Store> {
+        let opened = self.accounts.lock().map_or(true, |a| !a.is_empty());
+        if opened {
+            return Err(Error::InUse("the store (accounts already open)".into()));
+        }
+        self.blobs = self
+            .blobs
+            .clone()
+            .with_reserve(self.data_dir.join("reserve"), bytes)?;
+        Ok(self)
     }
 
     pub fn data_dir(&self) -> &Path {
@@ -252,6 +271,10 @@ impl Store {
     /// one was set already).
     pub fn set_change_hook(&self, hook: ChangeHook) -> bool {
         self.change_hook.set(hook).is_ok()
+    }
+
+    pub(crate) fn change_hook(&self) -> &OnceLock<ChangeHook> {
+        &self.change_hook
     }
 
     /// Forget a cached account (after its user was removed).

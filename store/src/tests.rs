@@ -649,3 +649,68 @@ fn derived_lookups_in_batches_answer_each_key_in_order() {
         assert_eq!(answer, &want, "content {i} kind {kind}");
     }
 }
+
+/// Rot a blob in place (its inode stays, so every Maildir link sees it).
+fn rot(path: &Path) {
+    use std::os::unix::fs::PermissionsExt;
+    fs::set_permissions(path, fs::Permissions::from_mode(0o640)).unwrap();
+    let mut bytes = fs::read(path).unwrap();
+    bytes[0] ^= 1;
+    fs::write(path, bytes).unwrap();
+}
+
+#[test]
+fn damaged_files_are_reported_then_relinked_to_a_verified_copy() {
+    let d = tempfile::tempdir().unwrap();
+    let s = store_at(d.path());
+    let (a, b) = (user(&s, "a@x.org"), user(&s, "b@x.org"));
+    let bytes = b"Subject: shared\r\n\r\nbody\r\n";
+    let targets = [a.clone(), b.clone()].map(|user| DeliveryTarget {
+        user,
+        mailbox: None,
+    });
+    let blob = s.blobs().put(bytes).unwrap();
+    let id = blob.id();
+    assert!(s.deliver(&blob, &targets).iter().all(|r| r.is_ok()));
+    drop(blob);
+    rot(&s.blobs().path_of(&id));
+
+    let report = s.verify_content().unwrap();
+    assert_eq!(report.corrupt_blobs.len(), 1);
+    let mut users: Vec<&str> = report.messages.iter().map(|m| m.user.as_str()).collect();
+    users.sort();
+    assert_eq!(users, ["a@x.org", "b@x.org"]);
+    assert!(report.messages.iter().all(|m| m.content_id == id));
+    // No good copy here: nothing to relink with.
+    let r = s.repair_damaged().unwrap();
+    assert_eq!((r.damaged, r.relinked), (1, 0));
+
+    // A view parsed from the damaged bytes was cached.
+    let acct_a = s.account(&a).unwrap();
+    acct_a
+        .store_derived(&[(id, 1, b"rotten".to_vec())])
+        .unwrap();
+
+    // The content arrives again: both users' files are relinked to it.
+    let again = s.blobs().put(bytes).unwrap();
+    let r = s.repair_damaged().unwrap();
+    assert_eq!((r.damaged, r.relinked), (1, 2));
+    let ino = fs::metadata(s.blobs().path_of(&id)).unwrap().ino();
+    for email in ["a@x.org", "b@x.org"] {
+        let files = inbox_files(&s, email);
+        assert_eq!(files.len(), 1);
+        assert_eq!(fs::read(&files[0]).unwrap(), bytes);
+        assert_eq!(fs::metadata(&files[0]).unwrap().ino(), ino);
+    }
+    assert_eq!(acct_a.derived(&[(id, 1)]).unwrap(), vec![None]);
+    drop(again);
+    assert!(s.verify_content().unwrap().is_clean());
+    assert!(s.blobs().damaged().unwrap().is_empty());
+    assert_eq!(
+        fs::read_dir(s.blobs().root().join("quarantine"))
+            .unwrap()
+            .count(),
+        0,
+        "the rotten copy left quarantine once nothing served it"
+    );
+}

@@ -309,6 +309,7 @@ where
 async fn send_blobs<S>(
     link: &mut Link<S>,
     store: &Arc<Store>,
+    account: &Arc<Account>,
     ids: &[[u8; 32]],
     offered: &Delta,
     out: &mut UserSync,
@@ -317,18 +318,42 @@ where
     S: AsyncRead + AsyncWrite + Unpin + Send,
 {
     let offered: HashSet<[u8; 32]> = offered.messages.iter().map(|m| m.content).collect();
-    if ids.iter().any(|id| !offered.contains(id)) {
-        return Err(refuse(
-            "the peer asked for content that is not in this session's changes".into(),
-        ));
+    let others: Vec<[u8; 32]> = ids
+        .iter()
+        .filter(|id| !offered.contains(*id))
+        .copied()
+        .collect();
+    if !others.is_empty() {
+        // Content not in this session's changes: only what this user's
+        // mail holds (a peer repairing a damaged copy asks for it).
+        let (a, asked) = (account.clone(), others.clone());
+        let held = blocking(move || a.holds_content(&asked)).await?;
+        if others.iter().any(|id| !held.contains(id)) {
+            return Err(refuse(
+                "the peer asked for content that this user's mail does not hold".into(),
+            ));
+        }
     }
     for id in ids {
-        let path = store.blobs().path_of(&ContentId(*id));
-        let bytes = match tokio::fs::read(&path).await {
-            Ok(b) => b,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
-            Err(e) => return Err(e.into()),
-        };
+        let (blobs, cid) = (store.blobs().clone(), ContentId(*id));
+        let read = blocking(move || match blobs.read(&cid) {
+            Ok(bytes) => {
+                let actual = ContentId::of(&bytes);
+                if actual == cid {
+                    return Ok(Some(bytes));
+                }
+                // Corrupt here too: never sent (the peer would refuse it);
+                // quarantined, so this node asks its peers for it in turn.
+                if let Err(e) = blobs.quarantine(&cid, &actual) {
+                    tracing::error!(blob = %cid, error = %e, "replication: corrupt blob not sent, and it could not be quarantined");
+                }
+                Ok(None)
+            }
+            Err(cove_dedup::Error::NotFound(_)) => Ok(None),
+            Err(e) => Err(e.into()),
+        })
+        .await?;
+        let Some(bytes) = read else { continue };
         let mut chunks = bytes.chunks(CHUNK).peekable();
         if chunks.peek().is_none() {
             send_chunk(link, id, true, &[]).await?;
@@ -472,14 +497,36 @@ where
     S: AsyncRead + AsyncWrite + Unpin + Send,
 {
     let limits = store.peer_limits();
+    let (a, r) = (account.clone(), remote.clone());
     // A delta the apply will refuse gets no content either.
-    let need = if validate_delta(remote, now_ms(), &limits).is_ok() {
-        let (a, r) = (account.clone(), remote.clone());
-        let missing = blocking(move || a.replica_missing_content(&r)).await?;
-        within_session_budget(missing, remote, limits.max_session_bytes)
-    } else {
-        Vec::new()
-    };
+    let valid = validate_delta(remote, now_ms(), &limits).is_ok();
+    let budget = limits.max_session_bytes;
+    let (need, damaged) = blocking(move || {
+        let mut need = if valid {
+            within_session_budget(a.replica_missing_content(&r)?, &r, budget)
+        } else {
+            Vec::new()
+        };
+        // Content whose copy here is corrupt counts as lacking: files are
+        // relinked to a good copy here if there is one, the rest is asked
+        // for (store's account/content.rs).
+        // A repair that fails is logged and tried again next session; it
+        // never stops the user's replication.
+        let damaged: Vec<[u8; 32]> = match a.repair_content() {
+            Ok(lacking) => lacking.into_iter().map(|c| c.0).collect(),
+            Err(e) => {
+                tracing::warn!(user = %a.email(), error = %e, "replication: could not repair damaged content");
+                Vec::new()
+            }
+        };
+        for id in &damaged {
+            if !need.contains(id) {
+                need.push(*id);
+            }
+        }
+        Ok((need, damaged))
+    })
+    .await?;
     send_msg(
         link,
         &Msg::Need {
@@ -488,7 +535,15 @@ where
     )
     .await?;
     link.flush().await?;
-    receive_blobs(link, store, &need, out).await
+    let received = receive_blobs(link, store, &need, out).await?;
+    if damaged.iter().any(|id| received.contains_key(id)) {
+        // The verified copies are installed: relink the damaged files.
+        let a = account.clone();
+        if let Err(e) = blocking(move || a.repair_content()).await {
+            tracing::warn!(user = %account.email(), error = %e, "replication: could not relink damaged content to the copy the peer sent");
+        }
+    }
+    Ok(received)
 }
 
 /// The content to ask for in this session: as much as `budget` bytes
@@ -621,7 +676,9 @@ where
     send_delta(link, &local, Mark::default()).await?;
     let blobs = fetch_missing(link, store, &account, &remote, &mut out).await?;
     match recv_msg(link).await? {
-        Msg::Need { content } => send_blobs(link, store, &content, &local, &mut out).await?,
+        Msg::Need { content } => {
+            send_blobs(link, store, &account, &content, &local, &mut out).await?
+        }
         other => return Err(unexpected("Need", &other)),
     }
     let remote_at = Mark {
@@ -742,7 +799,9 @@ where
         other => return Err(unexpected("Delta", &other)),
     };
     match recv_msg(link).await? {
-        Msg::Need { content } => send_blobs(link, store, &content, &local, &mut out).await?,
+        Msg::Need { content } => {
+            send_blobs(link, store, &account, &content, &local, &mut out).await?
+        }
         other => return Err(unexpected("Need", &other)),
     }
     let blobs = fetch_missing(link, store, &account, &remote, &mut out).await?;

@@ -235,21 +235,33 @@ impl TestServer {
     /// [`start_node`](TestServer::start_node) with top-level keys (`root`,
     /// before any section: `trusted_proxies = [...]`).
     pub fn start_with_root(hostname: &str, root: &str, extra: &str) -> TestServer {
-        TestServer::start_configured(hostname, root, "127.0.0.1:0", extra)
+        TestServer::start_on_with_root(None, hostname, root, "127.0.0.1:0", extra)
     }
 
     /// [`start_node`](TestServer::start_node) with LMTP on `lmtp_listen`
     /// (a cluster map names each node's LMTP address before it starts).
     pub fn start_node_at(hostname: &str, lmtp_listen: &str, extra: &str) -> TestServer {
-        TestServer::start_configured(hostname, "", lmtp_listen, extra)
+        TestServer::start_on_with_root(None, hostname, "", lmtp_listen, extra)
     }
 
-    fn start_configured(hostname: &str, root: &str, lmtp_listen: &str, extra: &str) -> TestServer {
+    /// Start a server whose data directory is `data_dir` (for example on a
+    /// small filesystem of the test's own), or a fresh temporary one.
+    pub fn start_on(data_dir: Option<PathBuf>, hostname: &str, extra: &str) -> TestServer {
+        TestServer::start_on_with_root(data_dir, hostname, "", "127.0.0.1:0", extra)
+    }
+
+    fn start_on_with_root(
+        data_dir: Option<PathBuf>,
+        hostname: &str,
+        root: &str,
+        lmtp_listen: &str,
+        extra: &str,
+    ) -> TestServer {
         let dir = tempfile::Builder::new()
             .prefix("cove-test-")
             .tempdir()
             .expect("temp dir");
-        let data_dir = dir.path().join("data");
+        let data_dir = data_dir.unwrap_or_else(|| dir.path().join("data"));
         let config_path = dir.path().join("cove.toml");
         fs::write(
             &config_path,
@@ -382,6 +394,27 @@ impl TestServer {
     /// Whether some log line contains `needle`.
     pub fn logged(&self, needle: &str) -> bool {
         self.logs.lock().unwrap().iter().any(|l| l.contains(needle))
+    }
+
+    /// Run `cove ARGS` against the running server: its configuration with
+    /// the `[http] listen` port it actually bound (commands that ask the
+    /// server find it there).
+    pub fn cli_running(&self, args: &[&str]) -> Output {
+        let config = fs::read_to_string(&self.config_path).expect("read the config");
+        let http = self.addr_of(HTTP_MARKER);
+        let config = config.replacen(
+            "[http]\nlisten = [\"127.0.0.1:0\"]",
+            &format!("[http]\nlisten = [\"{http}\"]"),
+            1,
+        );
+        let path = self.config_path.with_file_name("cli.toml");
+        fs::write(&path, config).expect("write the CLI config");
+        let mut cmd = Command::new(cove_bin());
+        cmd.args(args)
+            .arg("--config")
+            .arg(&path)
+            .env("COVE_LOG", "warn");
+        run_bounded(cmd, None, CLI_TIMEOUT)
     }
 
     /// Run `cove ARGS --config FILE`.
@@ -979,11 +1012,20 @@ impl TestServer {
 
     /// Deliver `body` to `rcpt` over LMTP, asserting it was accepted.
     /// One request to the server's `[http]` listener: (status, body).
+    /// A POST carries the admin token from the data directory, as the CLI
+    /// does.
     pub fn http(&self, method: &str, path: &str) -> (u16, String) {
+        let auth = if method == "POST" {
+            let token = fs::read_to_string(self.data_dir().join("admin.token"))
+                .expect("read the admin token");
+            format!("Authorization: Bearer {}\r\n", token.trim())
+        } else {
+            String::new()
+        };
         let mut s = tcp_connect(self.addr_of(HTTP_MARKER));
         write!(
             s,
-            "{method} {path} HTTP/1.1\r\nHost: test\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+            "{method} {path} HTTP/1.1\r\nHost: test\r\n{auth}Content-Length: 0\r\nConnection: close\r\n\r\n"
         )
         .expect("send the request");
         let mut raw = Vec::new();
@@ -1383,4 +1425,37 @@ pub fn base64(bytes: &[u8]) -> String {
         }
     }
     out
+}
+
+// ---------------------------------------------------------------------------
+// Damaged content
+
+/// Flip one byte of a file in place (keeping its inode, so every hard link
+/// to it sees the change), as bit rot or a careless program would.
+pub fn corrupt_in_place(path: &Path) {
+    use std::os::unix::fs::PermissionsExt;
+    fs::set_permissions(path, fs::Permissions::from_mode(0o640)).expect("make it writable");
+    let mut bytes = fs::read(path).expect("read");
+    let last = bytes.len() - 3;
+    bytes[last] ^= 0x20;
+    let mut f = fs::OpenOptions::new()
+        .write(true)
+        .open(path)
+        .expect("open for writing");
+    f.write_all(&bytes).expect("write in place");
+}
+
+/// The `BODY[]` of the message with this UID in the selected mailbox, as
+/// the server serves it.
+pub fn fetch_body<S: Read + Write>(imap: &mut Imap<S>, uid: u32) -> String {
+    let r = imap.cmd_ok(&format!("f UID FETCH {uid} BODY.PEEK[]"));
+    let fetch = r
+        .iter()
+        .find(|l| l.starts_with("* ") && l.contains("FETCH"))
+        .unwrap_or_else(|| panic!("no FETCH response: {r:?}"));
+    let at = fetch.find("BODY[] {").expect("a literal") + "BODY[] ".len();
+    let open = &fetch[at..];
+    let len: usize = open[1..open.find('}').expect("}")].parse().expect("length");
+    let start = open.find("}\r\n").expect("literal start") + 3;
+    open[start..start + len].to_string()
 }

@@ -17,16 +17,15 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::{SocketAddr, TcpStream};
-use std::path::PathBuf;
-use std::process::{Command, Output};
+use std::process::Output;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use cove_tests::proxy::{Partition, Proxy};
 use cove_tests::{
-    CLI_TIMEOUT, Imap, TestServer, code_value, cove_bin, eventually, mailbox_contents, message,
-    run_bounded, text,
+    Imap, TestServer, code_value, corrupt_in_place, eventually, fetch_body, mailbox_contents,
+    message, text,
 };
 
 const USER: &str = "r@x.org";
@@ -368,25 +367,9 @@ fn sync_now(node: &TestServer) -> String {
     body
 }
 
-/// Run `cove ARGS` against a running node: its configuration with the
-/// `[http] listen` port the node actually bound (the CLI finds the server
-/// there).
+/// Run `cove ARGS` against a running node.
 fn cli(node: &TestServer, args: &[&str]) -> Output {
-    let config = std::fs::read_to_string(node.config_path()).expect("read the config");
-    let http = node.addr_of(cove_tests::HTTP_MARKER);
-    let config = config.replacen(
-        "[http]\nlisten = [\"127.0.0.1:0\"]",
-        &format!("[http]\nlisten = [\"{http}\"]"),
-        1,
-    );
-    let path: PathBuf = node.config_path().with_file_name("cli.toml");
-    std::fs::write(&path, config).expect("write the CLI config");
-    let mut cmd = Command::new(cove_bin());
-    cmd.args(args)
-        .arg("--config")
-        .arg(&path)
-        .env("COVE_LOG", "warn");
-    run_bounded(cmd, None, CLI_TIMEOUT)
+    node.cli_running(args)
 }
 
 /// Deliver `ids` to [`USER`] on `node` over one LMTP connection, each
@@ -1073,4 +1056,57 @@ fn users_added_changed_and_removed_on_one_node_reach_the_other() {
         (!listed(&pair.b).contains("new@x.org")).then_some(())
     })
     .unwrap_or_else(|| panic!("node-b still has new@x.org:\n{}", listed(&pair.b)));
+}
+
+// Issue 11: a blob that rots on node-a is served to node-a's users until it
+// is repaired. `cove dedup verify` finds it (and exits non-zero); the
+// damaged content then counts as lacking, so node-a fetches node-b's good
+// copy (verified against its hash) and relinks the mailbox files to it.
+#[test]
+fn a_blob_corrupt_on_one_node_is_repaired_from_the_peer() {
+    let pair = Pair::start("", "");
+    let original = message("rot", "content that rots on node-a only");
+    let mut lmtp = pair.a.lmtp_ready();
+    let d = lmtp.deliver("s@example.org", &[USER], &original);
+    assert!(d.results[0].is("250"), "{d:?}");
+    let mut on_b = pair.b.imap_login(USER, PASS);
+    on_b.cmd_ok("s SELECT INBOX");
+    eventually(CONVERGE, || {
+        on_b.cmd_ok("n NOOP");
+        let r = on_b.cmd_ok("u UID FETCH 1 UID");
+        r.iter()
+            .any(|l| l.starts_with("* ") && l.contains("FETCH"))
+            .then_some(())
+    })
+    .expect("node-b receives the message");
+    let good = fetch_body(&mut on_b, 1);
+    assert!(good.ends_with(&original), "{good}");
+
+    corrupt_in_place(&pair.a.blob_files().remove(0));
+    let mut on_a = pair.a.imap_login(USER, PASS);
+    on_a.cmd_ok("s SELECT INBOX");
+    assert_ne!(fetch_body(&mut on_a, 1), good, "the damage is served");
+    let out = pair.a.cli(&["dedup", "verify"]);
+    assert!(!out.status.success(), "{}", text(&out.stdout));
+    assert!(
+        text(&out.stdout).contains(&format!(
+            "damaged message: user={USER} mailbox=\"INBOX\" uid=1 "
+        )),
+        "{}",
+        text(&out.stdout)
+    );
+
+    eventually(CONVERGE, || {
+        (fetch_body(&mut on_a, 1) == good).then_some(())
+    })
+    .expect("node-a serves the good bytes again, fetched from node-b");
+    let out = pair.a.cli(&["dedup", "verify"]);
+    assert!(
+        out.status.success(),
+        "{}{}",
+        text(&out.stdout),
+        text(&out.stderr)
+    );
+    // The content travelled once, and the other node was left alone.
+    assert_eq!(fetch_body(&mut on_b, 1), good);
 }

@@ -43,9 +43,14 @@ impl Session {
                 if self.flush().await.is_err() {
                     return Outcome::Bad("Connection lost".into());
                 }
-                let line = match framing::read_plain_line(&mut self.reader, 8192).await {
-                    Ok(Some(l)) => l,
-                    _ => return Outcome::Bad("Connection lost".into()),
+                let timeout = self.read_timeout();
+                let read = framing::read_plain_line(&mut self.reader, 8192);
+                let line = match tokio::time::timeout(timeout, read).await {
+                    Ok(Ok(Some(l))) => l,
+                    _ => {
+                        self.state = State::Logout;
+                        return Outcome::Bad("Connection lost or login timeout".into());
+                    }
                 };
                 if line == b"*" {
                     return Outcome::Bad("Authentication cancelled".into());

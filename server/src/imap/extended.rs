@@ -28,67 +28,91 @@ impl Token {
     }
 }
 
-/// Tokenize `input` (a whole command with its literals inline).
-fn tokens(input: &[u8]) -> Option<Vec<Token>> {
-    let mut pos = 0;
-    let out = list_body(input, &mut pos, false)?;
-    Some(out)
+/// Deepest parenthesised list accepted. The deepest these commands need is
+/// 2 (`RETURN (STATUS (MESSAGES))`, `(USE (\Sent))`); the parser recurses
+/// once per level, so without a bound a line of `(` would overflow the
+/// stack.
+pub const MAX_NESTING: usize = 8;
+
+/// Why a line could not be tokenized.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Untokenizable {
+    /// Not one of ours, or broken: left to imap-codec.
+    Syntax,
+    /// Lists nested deeper than [`MAX_NESTING`].
+    TooDeep,
 }
 
-fn list_body(input: &[u8], pos: &mut usize, nested: bool) -> Option<Vec<Token>> {
+/// Tokenize `input` (a whole command with its literals inline).
+fn tokens(input: &[u8]) -> Result<Vec<Token>, Untokenizable> {
+    let mut pos = 0;
+    list_body(input, &mut pos, 0)
+}
+
+fn list_body(input: &[u8], pos: &mut usize, depth: usize) -> Result<Vec<Token>, Untokenizable> {
+    use Untokenizable::{Syntax, TooDeep};
+    let nested = depth > 0;
     let mut out = Vec::new();
     loop {
         while *pos < input.len() && input[*pos] == b' ' {
             *pos += 1;
         }
         let Some(&c) = input.get(*pos) else {
-            return if nested { None } else { Some(out) };
+            return if nested { Err(Syntax) } else { Ok(out) };
         };
         match c {
             b'\r' | b'\n' => {
-                return if nested { None } else { Some(out) };
+                return if nested { Err(Syntax) } else { Ok(out) };
             }
             b'(' => {
+                if depth >= MAX_NESTING {
+                    return Err(TooDeep);
+                }
                 *pos += 1;
-                out.push(Token::List(list_body(input, pos, true)?));
+                out.push(Token::List(list_body(input, pos, depth + 1)?));
             }
             b')' => {
                 *pos += 1;
-                return if nested { Some(out) } else { None };
+                return if nested { Ok(out) } else { Err(Syntax) };
             }
             b'"' => {
                 *pos += 1;
                 let mut s = Vec::new();
                 loop {
-                    let b = *input.get(*pos)?;
+                    let b = *input.get(*pos).ok_or(Syntax)?;
                     *pos += 1;
                     match b {
                         b'"' => break,
                         b'\\' => {
-                            s.push(*input.get(*pos)?);
+                            s.push(*input.get(*pos).ok_or(Syntax)?);
                             *pos += 1;
                         }
-                        b'\r' | b'\n' => return None,
+                        b'\r' | b'\n' => return Err(Syntax),
                         _ => s.push(b),
                     }
                 }
                 out.push(Token::Str(s));
             }
             b'{' => {
-                let close = input[*pos..].iter().position(|b| *b == b'}')? + *pos;
-                let spec = std::str::from_utf8(&input[*pos + 1..close]).ok()?;
-                let n: usize = spec.trim_end_matches('+').parse().ok()?;
+                let close = input[*pos..]
+                    .iter()
+                    .position(|b| *b == b'}')
+                    .ok_or(Syntax)?
+                    + *pos;
+                let spec = std::str::from_utf8(&input[*pos + 1..close]).map_err(|_| Syntax)?;
+                let n: usize = spec.trim_end_matches('+').parse().map_err(|_| Syntax)?;
                 let mut start = close + 1;
                 if input.get(start) == Some(&b'\r') {
                     start += 1;
                 }
                 if input.get(start) != Some(&b'\n') {
-                    return None;
+                    return Err(Syntax);
                 }
                 start += 1;
-                let data = input.get(start..start + n)?;
+                let end = start.checked_add(n).ok_or(Syntax)?;
+                let data = input.get(start..end).ok_or(Syntax)?;
                 out.push(Token::Str(data.to_vec()));
-                *pos = start + n;
+                *pos = end;
             }
             _ => {
                 let start = *pos;
@@ -160,7 +184,15 @@ pub fn parse(input: &[u8]) -> Option<Result<Extended, String>> {
     if !is_list && !is_create {
         return None;
     }
-    let toks = tokens(input)?;
+    let toks = match tokens(input) {
+        Ok(t) => t,
+        Err(Untokenizable::Syntax) => return None,
+        Err(Untokenizable::TooDeep) => {
+            return Some(Err(format!(
+                "Parentheses nested deeper than {MAX_NESTING} levels"
+            )));
+        }
+    };
     let tag = toks.first()?.text()?;
     let verb = toks.get(1)?;
     if verb.is_atom("LIST") {
@@ -313,6 +345,31 @@ mod tests {
             }))
         );
         assert!(matches!(parse(b"t CREATE x (FOO)\r\n"), Some(Err(_))));
+    }
+
+    #[test]
+    fn deep_nesting_is_refused_not_recursed() {
+        // 11,000 levels overflowed the stack of a tokio worker (2 MiB).
+        for verb in ["LIST", "CREATE"] {
+            let line = format!("a {verb} {}\r\n", "(".repeat(11_000));
+            assert_eq!(
+                parse(line.as_bytes()),
+                Some(Err("Parentheses nested deeper than 8 levels".into())),
+                "{verb}"
+            );
+        }
+        let ok = format!(
+            "a LIST \"\" * RETURN {}{}\r\n",
+            "(".repeat(8),
+            ")".repeat(8)
+        );
+        assert!(!matches!(parse(ok.as_bytes()), Some(Err(e)) if e.contains("nested")));
+    }
+
+    #[test]
+    fn literal_lengths_cannot_overflow() {
+        let _ = parse(b"a LIST \"\" {18446744073709551615}\r\nab\r\n");
+        let _ = parse(b"a CREATE {18446744073709551614+}\r\n(x)\r\n");
     }
 
     #[test]

@@ -29,11 +29,15 @@ pub fn outcome_for(e: &Error) -> Outcome {
         Error::InUse(what) => Outcome::No(format!("[INUSE] {what} is in use")),
         Error::Expunged => Outcome::No("[EXPUNGEISSUED] Message was expunged".into()),
         Error::InvalidData(why) => Outcome::No(format!("[CANNOT] {why}")),
-        Error::Busy(_)
-        | Error::NoSpace(_)
-        | Error::Io { .. }
-        | Error::Index(_)
-        | Error::Blob(_) => Outcome::No("[UNAVAILABLE] Temporary failure, try again later".into()),
+        Error::NoSpace(why) => {
+            tracing::error!(error = %why, "imap: no space left on the data directory's disk");
+            Outcome::No("[UNAVAILABLE] The server's disk is full, try again later".into())
+        }
+        Error::Busy(_) | Error::Io { .. } | Error::Index(_) | Error::Blob(_) => {
+            // What the client is not told, the log says.
+            tracing::error!(error = %e, "imap: store failure");
+            Outcome::No("[UNAVAILABLE] Temporary failure, try again later".into())
+        }
     }
 }
 
@@ -635,6 +639,7 @@ impl Session {
             return Outcome::Bad("Connection lost".into());
         }
         let mut shutdown = self.ctx.shutdown.clone();
+        let mut drained = crate::drain::subscribe();
         let timeout = Duration::from_secs(self.ctx.config.autologout_secs);
         let deadline = tokio::time::Instant::now() + timeout;
         loop {
@@ -651,6 +656,7 @@ impl Session {
                 },
                 more = changed => if more { IdleEvent::Changed } else { IdleEvent::Gone },
                 _ = shutdown.changed() => IdleEvent::Shutdown,
+                _ = drained.changed() => IdleEvent::Drained,
                 _ = tokio::time::sleep_until(deadline) => IdleEvent::Timeout,
             };
             match event {
@@ -675,6 +681,12 @@ impl Session {
                     self.state = State::Logout;
                     return Outcome::Ok("IDLE terminated".into());
                 }
+                IdleEvent::Drained => {
+                    tracing::info!(session = self.id, peer = %self.peer, "imap session sent away from IDLE: node drained");
+                    self.untagged(&format!("BYE [UNAVAILABLE] {}", crate::drain::REASON));
+                    self.state = State::Logout;
+                    return Outcome::Ok("IDLE terminated".into());
+                }
                 IdleEvent::Timeout => {
                     self.untagged("BYE Autologout; idle for too long");
                     self.state = State::Logout;
@@ -693,6 +705,7 @@ enum IdleEvent {
     Input,
     Changed,
     Shutdown,
+    Drained,
     Timeout,
     Gone,
 }

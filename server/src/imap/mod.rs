@@ -153,6 +153,7 @@ async fn open_connection(
         max_per_ip: ctx.config.max_connections_per_ip,
         refusal_prefix: "* BYE [UNAVAILABLE]",
         implicit_tls: tls,
+        handshake_timeout: std::time::Duration::from_secs(ctx.config.handshake_timeout_secs),
     };
     listener::open(admission, tcp, peer, id).await
 }

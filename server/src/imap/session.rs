@@ -16,15 +16,13 @@ use super::ImapContext;
 use super::extended::{self, Extended};
 use super::framing::{self, Frame};
 use super::view::View;
-use crate::conn::Conn;
+use crate::client_text::ClientText;
+use crate::conn::{Conn, PIPELINED_OUTPUT};
 use crate::listener::ConnectionSlot;
 
 /// Read buffer per connection: small, because thousands of connections
 /// sit idle; commands and literals larger than it are read in pieces.
 pub const READ_BUFFER: usize = 2048;
-
-/// Largest literal accepted before login.
-const PRE_AUTH_LITERAL: u64 = 8 * 1024;
 
 /// A logged-in user.
 pub struct Authed {
@@ -78,10 +76,13 @@ pub struct Session {
     pub out: Vec<u8>,
     pub state: State,
     bad_in_a_row: u32,
+    /// Not logged in by then: the connection is closed (`login_timeout_secs`).
+    login_deadline: tokio::time::Instant,
 }
 
 impl Session {
     pub fn new(ctx: Arc<ImapContext>, conn: Conn, peer: SocketAddr, id: u64) -> Session {
+        let ctx_login_timeout = ctx.config.login_timeout_secs;
         Session {
             ctx,
             peer,
@@ -90,6 +91,7 @@ impl Session {
             out: Vec::new(),
             state: State::NotAuthenticated,
             bad_in_a_row: 0,
+            login_deadline: tokio::time::Instant::now() + Duration::from_secs(ctx_login_timeout),
         }
     }
 
@@ -102,8 +104,12 @@ impl Session {
 
     pub async fn flush(&mut self) -> std::io::Result<()> {
         if !self.out.is_empty() {
-            self.reader.get_mut().write_all(&self.out).await?;
-            self.reader.get_mut().flush().await?;
+            // Before login, no longer than the login deadline.
+            let limit = match self.state {
+                State::NotAuthenticated => Some(self.read_timeout()),
+                _ => None,
+            };
+            crate::conn::write_within(self.reader.get_mut(), &self.out, limit).await?;
             // A waiting session keeps no output buffer: thousands of them
             // wait in IDLE.
             self.out = Vec::new();
@@ -180,8 +186,10 @@ impl Session {
 
     async fn serve(&mut self) {
         let mut shutdown = self.ctx.shutdown.clone();
+        let mut drained = crate::drain::subscribe();
         loop {
-            if self.reader.buffer().is_empty() && self.flush().await.is_err() {
+            let waiting = !self.reader.buffer().is_empty();
+            if (!waiting || self.out.len() >= PIPELINED_OUTPUT) && self.flush().await.is_err() {
                 return;
             }
             if matches!(self.state, State::Logout) {
@@ -191,26 +199,31 @@ impl Session {
                 self.untagged("BYE [UNAVAILABLE] Server shutting down");
                 return;
             }
-            let timeout = Duration::from_secs(self.ctx.config.autologout_secs);
-            let max_line = self.ctx.config.max_line_length;
-            // Before login nobody needs a big literal (a password at most):
-            // unauthenticated clients cannot make the server hold megabytes.
-            let max_literal = match self.state {
-                State::NotAuthenticated => self.ctx.config.max_literal_size.min(PRE_AUTH_LITERAL),
-                _ => self.ctx.config.max_literal_size,
-            };
+            let timeout = self.read_timeout();
+            let limits = self.command_limits();
             // Boxed like the commands (below), so that the task is no
             // bigger than what IDLE needs.
             let command = Box::pin(async {
                 // No read buffer held while the client is quiet.
                 super::waiting::until_input(&mut self.reader, READ_BUFFER).await?;
-                framing::read_command(&mut self.reader, max_line, max_literal).await
+                framing::read_command(&mut self.reader, limits).await
             });
             let read = tokio::select! {
                 r = tokio::time::timeout(timeout, command) => r,
                 _ = shutdown.changed() => continue,
+                _ = drained.changed() => {
+                    // Between commands: RFC 3501 §7.1.5 BYE, then close.
+                    tracing::info!(session = self.id, peer = %self.peer, "imap session sent away: node drained");
+                    self.untagged(&format!("BYE [UNAVAILABLE] {}", crate::drain::REASON));
+                    return;
+                }
             };
             let frame = match read {
+                Err(_) if matches!(self.state, State::NotAuthenticated) => {
+                    tracing::info!(session = self.id, peer = %self.peer, "imap login timeout");
+                    self.untagged("BYE Login timeout; log in sooner");
+                    return;
+                }
                 Err(_) => {
                     tracing::info!(session = self.id, peer = %self.peer, "imap autologout");
                     self.untagged("BYE Autologout; idle for too long");
@@ -222,19 +235,10 @@ impl Session {
             let bytes = match frame {
                 Frame::Command(b) => b,
                 Frame::Eof => return,
-                Frame::LineTooLong => {
-                    self.untagged("BAD [TOOBIG] Command line too long");
-                    if self.count_bad() {
+                Frame::TooBig { tag, why } => {
+                    if self.too_big(tag, why, limits) {
                         return;
                     }
-                    continue;
-                }
-                Frame::LiteralTooBig { tag, length } => {
-                    tracing::info!(session = self.id, peer = %self.peer, length, "imap literal over the limit refused");
-                    let text = format!(
-                        "{tag} NO [TOOBIG] Literal of {length} bytes exceeds the limit of {max_literal}\r\n"
-                    );
-                    self.out.extend_from_slice(text.as_bytes());
                     continue;
                 }
             };
@@ -253,6 +257,68 @@ impl Session {
                 }
             }
         }
+    }
+
+    /// How long the next read may wait: the autologout timer, and before
+    /// login no later than the login deadline.
+    pub fn read_timeout(&self) -> Duration {
+        let idle = Duration::from_secs(self.ctx.config.autologout_secs);
+        match self.state {
+            State::NotAuthenticated => idle.min(
+                self.login_deadline
+                    .saturating_duration_since(tokio::time::Instant::now()),
+            ),
+            _ => idle,
+        }
+    }
+
+    /// What one command may hold: before login nobody needs more than a
+    /// password's worth of literals, so a client that has not logged in
+    /// cannot make the server hold more than a few KiB.
+    fn command_limits(&self) -> framing::CommandLimits {
+        let c = &self.ctx.config;
+        match self.state {
+            State::NotAuthenticated => framing::CommandLimits {
+                max_line: c.max_line_length,
+                max_literals: c.max_literals_before_login,
+                max_literal_bytes: c.max_literal_size.min(c.max_literal_size_before_login),
+            },
+            _ => framing::CommandLimits {
+                max_line: c.max_line_length,
+                max_literals: c.max_literals_per_command,
+                max_literal_bytes: c.max_literal_size,
+            },
+        }
+    }
+
+    /// Answer a command over a limit (RFC 4469, RFC 5530 TOOBIG); true when
+    /// it was one bad command too many.
+    fn too_big(
+        &mut self,
+        tag: Option<String>,
+        why: framing::TooBig,
+        limits: framing::CommandLimits,
+    ) -> bool {
+        use framing::TooBig;
+        let tag = tag.unwrap_or_else(|| "*".to_string());
+        tracing::info!(session = self.id, peer = %self.peer, limit = ?why, "imap command over a limit refused");
+        let max = limits.max_literal_bytes;
+        let text = match why {
+            TooBig::Line => "BAD [TOOBIG] Command line too long".to_string(),
+            TooBig::Literal(length) => {
+                format!("NO [TOOBIG] Literal of {length} bytes exceeds the limit of {max}")
+            }
+            TooBig::Literals => format!(
+                "BAD [TOOBIG] More than {} literals in one command",
+                limits.max_literals
+            ),
+            TooBig::LiteralTotal => {
+                format!("NO [TOOBIG] The literals of one command exceed {max} bytes in all")
+            }
+        };
+        self.out
+            .extend_from_slice(format!("{tag} {text}\r\n").as_bytes());
+        matches!(why, TooBig::Line | TooBig::Literals) && self.count_bad()
     }
 
     /// Decode and run one command read off the wire.
@@ -314,10 +380,8 @@ impl Session {
             }
             Err(_) => {
                 let tag = framing::tag_of(&bytes).unwrap_or("*").to_string();
-                let shown = String::from_utf8_lossy(&bytes[..bytes.len().min(60)])
-                    .trim_end()
-                    .to_string();
-                tracing::info!(session = self.id, peer = %self.peer, line = %shown, "imap command not understood");
+                let shown = bytes.trim_ascii_end();
+                tracing::info!(session = self.id, peer = %self.peer, line = %ClientText::line(shown), "imap command not understood");
                 self.finish(&tag, Outcome::Bad("Command not understood".into()));
                 if self.count_bad() {
                     return Control::Stop;
@@ -347,6 +411,10 @@ impl Session {
             Outcome::No(t) => ("NO", t),
             Outcome::Bad(t) => ("BAD", t),
         };
+        if word == "NO" {
+            let user = self.account().map(|a| a.email().to_string());
+            tracing::info!(session = self.id, peer = %self.peer, user = ?user, tag = ?tag, reply = ?text, "imap command refused");
+        }
         let text = text.replace(['\r', '\n'], " ");
         self.out
             .extend_from_slice(format!("{tag} {word} {text}\r\n").as_bytes());
@@ -582,7 +650,14 @@ impl Session {
         if self.flush().await.is_err() {
             return false;
         }
-        match crate::conn::start_tls(&mut self.reader, &acceptor, READ_BUFFER).await {
+        match crate::conn::start_tls(
+            &mut self.reader,
+            &acceptor,
+            READ_BUFFER,
+            Duration::from_secs(self.ctx.config.handshake_timeout_secs),
+        )
+        .await
+        {
             Ok(()) => true,
             Err(e) => {
                 tracing::info!(session = self.id, peer = %self.peer, error = %e, "imap STARTTLS handshake failed");

@@ -13,7 +13,8 @@ use super::LmtpContext;
 use super::command::{self, Command, MailParams, ParseError};
 use super::data::{DataDecoder, Step};
 use super::reply::{self, Reply};
-use crate::conn::Conn;
+use crate::client_text::ClientText;
+use crate::conn::{Conn, PIPELINED_OUTPUT};
 
 /// Bytes of message held in memory before they are written to the blob file.
 const FLUSH_THRESHOLD: usize = 256 * 1024;
@@ -83,8 +84,9 @@ impl Session {
 
     async fn flush(&mut self) -> std::io::Result<()> {
         if !self.out.is_empty() {
-            self.reader.get_mut().write_all(&self.out).await?;
-            self.reader.get_mut().flush().await?;
+            // A client that does not read is as gone as a silent one.
+            let limit = Duration::from_secs(self.ctx.config.timeout_secs);
+            crate::conn::write_within(self.reader.get_mut(), &self.out, Some(limit)).await?;
             self.out.clear();
         }
         Ok(())
@@ -112,7 +114,8 @@ impl Session {
         loop {
             // Pipelining: answer in batches, flushing when the client has
             // nothing more waiting (RFC 2920 §3.2).
-            if self.reader.buffer().is_empty() && self.flush().await.is_err() {
+            let waiting = !self.reader.buffer().is_empty();
+            if (!waiting || self.out.len() >= PIPELINED_OUTPUT) && self.flush().await.is_err() {
                 return End::ClientGone;
             }
             if *shutdown.borrow() {
@@ -157,8 +160,7 @@ impl Session {
                     Err(()) => return End::ClientGone,
                 },
                 Err(e) => {
-                    let shown = String::from_utf8_lossy(&line[..line.len().min(60)]).into_owned();
-                    tracing::info!(session = self.id, peer = %self.peer, line = %shown, error = ?e, "bad lmtp command");
+                    tracing::info!(session = self.id, peer = %self.peer, line = %ClientText::line(&line), error = ?e, "bad lmtp command");
                     let r = match e {
                         ParseError::Unrecognized => {
                             Reply::new(500, "5.5.2", "Command unrecognized")
@@ -337,11 +339,11 @@ impl Session {
                 ));
             }
             Ok(Ok(None)) => {
-                tracing::info!(session = self.id, peer = %self.peer, rcpt = %to, "unknown recipient");
+                tracing::info!(session = self.id, peer = %self.peer, rcpt = %ClientText::word(&to), "unknown recipient");
                 self.reply(Reply::new(550, "5.1.1", format!("<{to}> User unknown")));
             }
             Ok(Err(e)) => {
-                tracing::error!(session = self.id, rcpt = %to, error = %e, "user lookup failed");
+                tracing::error!(session = self.id, rcpt = %ClientText::word(&to), error = %e, "user lookup failed");
                 self.reply(Reply::new(
                     451,
                     "4.3.0",
@@ -349,7 +351,7 @@ impl Session {
                 ));
             }
             Err(e) => {
-                tracing::error!(session = self.id, rcpt = %to, error = %e, "user lookup task failed");
+                tracing::error!(session = self.id, rcpt = %ClientText::word(&to), error = %e, "user lookup task failed");
                 self.reply(Reply::new(
                     451,
                     "4.3.0",
@@ -553,13 +555,13 @@ impl Session {
             .map(|(rcpt, r)| match r {
                 Ok(d) => {
                     crate::metrics::METRICS.delivery(true);
-                    tracing::info!(session = self.id, peer = %self.peer, from = %tx.from, to = %rcpt.given,
+                    tracing::info!(session = self.id, peer = %self.peer, from = %ClientText::word(&tx.from), to = %ClientText::word(&rcpt.given),
                         user = %rcpt.target.user.address, uid = d.uid, guid = %d.guid, size, content = %content, "delivered");
                     Reply::new(250, "2.0.0", format!("<{}> Saved as UID {}", rcpt.given, d.uid))
                 }
                 Err(e) => {
                     crate::metrics::METRICS.delivery(false);
-                    tracing::warn!(session = self.id, peer = %self.peer, to = %rcpt.given, error = %e, "delivery failed");
+                    tracing::warn!(session = self.id, peer = %self.peer, to = %ClientText::word(&rcpt.given), error = %e, "delivery failed");
                     reply::for_store_error(&e)
                 }
             })
@@ -577,7 +579,14 @@ impl Session {
         };
         self.reply(Reply::new(220, "2.0.0", "Ready to start TLS"));
         self.flush().await.map_err(|_| ())?;
-        match crate::conn::start_tls(&mut self.reader, &acceptor, 16 * 1024).await {
+        match crate::conn::start_tls(
+            &mut self.reader,
+            &acceptor,
+            16 * 1024,
+            Duration::from_secs(self.ctx.config.handshake_timeout_secs),
+        )
+        .await
+        {
             Ok(()) => {
                 self.lhlo = None;
                 self.tx = None;

@@ -75,9 +75,10 @@ impl Session {
                 if self.flush().await.is_err() {
                     return Flow::Close;
                 }
-                match self.read_line(self.ctx.config.max_line_length).await {
-                    Ok(LineRead::Line(l)) => l,
-                    Ok(LineRead::TooLong) => {
+                let (timeout, max) = (self.read_timeout(), self.ctx.config.max_line_length);
+                match tokio::time::timeout(timeout, self.read_line(max)).await {
+                    Ok(Ok(LineRead::Line(l))) => l,
+                    Ok(Ok(LineRead::TooLong)) => {
                         self.err("Line too long");
                         return self.bad();
                     }
@@ -132,7 +133,14 @@ impl Session {
         if self.flush().await.is_err() {
             return Flow::Close;
         }
-        match crate::conn::start_tls(&mut self.reader, &acceptor, READ_BUFFER).await {
+        match crate::conn::start_tls(
+            &mut self.reader,
+            &acceptor,
+            READ_BUFFER,
+            Duration::from_secs(self.ctx.config.handshake_timeout_secs),
+        )
+        .await
+        {
             Ok(()) => Flow::Continue,
             Err(e) => {
                 tracing::info!(session = self.id, peer = %self.peer, error = %e, "pop3 STLS handshake failed");

@@ -115,6 +115,7 @@ async fn serve_connection(
         max_per_ip: ctx.config.max_connections_per_ip,
         refusal_prefix: "-ERR [SYS/TEMP]",
         implicit_tls: tls,
+        handshake_timeout: std::time::Duration::from_secs(ctx.config.handshake_timeout_secs),
     };
     let Some((_slot, conn)) = listener::open(admission, tcp, peer, id).await else {
         return;
@@ -126,6 +127,8 @@ async fn serve_connection(
 /// The one mapping of a store error to a POP3 `-ERR` line's text (RFC
 /// 2449 §8 response codes, RFC 3206 SYS/TEMP and SYS/PERM).
 pub fn store_error_text(e: &cove_store::Error) -> String {
+    // What the client is not told, the log says.
+    tracing::warn!(error = %e, "pop3: store failure");
     match e {
         cove_store::Error::InUse(_) => "[IN-USE] Mailbox is in use, try again later".into(),
         e if e.is_temporary() => "[SYS/TEMP] Temporary failure, try again later".into(),

@@ -13,7 +13,8 @@ use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use super::Pop3Context;
 use super::command::{self, Command, ParseError};
 use super::maildrop::Maildrop;
-use crate::conn::Conn;
+use crate::client_text::ClientText;
+use crate::conn::{Conn, PIPELINED_OUTPUT};
 
 /// Read buffer: room for a few hundred pipelined commands.
 pub const READ_BUFFER: usize = 4096;
@@ -47,10 +48,13 @@ pub struct Session {
     pub out: Vec<u8>,
     pub state: State,
     bad_in_a_row: u32,
+    /// Not logged in by then: the connection is closed (`login_timeout_secs`).
+    login_deadline: tokio::time::Instant,
 }
 
 impl Session {
     pub fn new(ctx: Arc<Pop3Context>, conn: Conn, peer: SocketAddr, id: u64) -> Session {
+        let login_timeout = ctx.config.login_timeout_secs;
         Session {
             ctx,
             peer,
@@ -59,6 +63,7 @@ impl Session {
             out: Vec::new(),
             state: State::Authorization { user: None },
             bad_in_a_row: 0,
+            login_deadline: tokio::time::Instant::now() + Duration::from_secs(login_timeout),
         }
     }
 
@@ -84,8 +89,12 @@ impl Session {
 
     pub async fn flush(&mut self) -> std::io::Result<()> {
         if !self.out.is_empty() {
-            self.reader.get_mut().write_all(&self.out).await?;
-            self.reader.get_mut().flush().await?;
+            // Before login, no longer than the login deadline.
+            let limit = match self.state {
+                State::Authorization { .. } => Some(self.read_timeout()),
+                State::Transaction(_) => None,
+            };
+            crate::conn::write_within(self.reader.get_mut(), &self.out, limit).await?;
             self.out.clear();
             if self.out.capacity() > 512 * 1024 {
                 self.out = Vec::new();
@@ -147,25 +156,53 @@ impl Session {
         }
     }
 
+    /// How long the next read may wait: the autologout timer, and before
+    /// login no later than the login deadline.
+    pub fn read_timeout(&self) -> Duration {
+        let idle = Duration::from_secs(self.ctx.config.autologout_secs);
+        match self.state {
+            State::Authorization { .. } => idle.min(
+                self.login_deadline
+                    .saturating_duration_since(tokio::time::Instant::now()),
+            ),
+            State::Transaction(_) => idle,
+        }
+    }
+
     pub async fn run(mut self) {
         self.ok(&format!("{} cove POP3 server ready", self.ctx.hostname));
-        let autologout = Duration::from_secs(self.ctx.config.autologout_secs);
         let mut shutdown = self.ctx.shutdown.clone();
+        let mut drained = crate::drain::subscribe();
         loop {
-            if !self.line_waiting() && self.flush().await.is_err() {
+            let waiting = self.line_waiting();
+            if (!waiting || self.out.len() >= PIPELINED_OUTPUT) && self.flush().await.is_err() {
                 return;
             }
             let max = self.ctx.config.max_line_length;
+            let timeout = self.read_timeout();
             let read = tokio::select! {
-                r = tokio::time::timeout(autologout, self.read_line(max)) => r,
+                r = tokio::time::timeout(timeout, self.read_line(max)) => r,
                 _ = shutdown.changed() => {
                     // RFC 1939 §6 does not apply: nothing is deleted.
                     self.err("[SYS/TEMP] Server shutting down");
                     let _ = self.flush().await;
                     return;
                 }
+                _ = drained.changed() => {
+                    // As for a shutdown: nothing is deleted.
+                    tracing::info!(session = self.id, peer = %self.peer, "pop3 session sent away: node drained");
+                    self.err(&format!("[SYS/TEMP] {}", crate::drain::REASON));
+                    let _ = self.flush().await;
+                    return;
+                }
             };
             let line = match read {
+                Err(_) if matches!(self.state, State::Authorization { .. }) => {
+                    tracing::info!(session = self.id, peer = %self.peer, "pop3 login timeout");
+                    self.err("Login timeout; log in sooner");
+                    let _ = self.flush().await;
+                    return;
+                }
                 Err(_) => {
                     // RFC 1939 §3: autologout, without entering UPDATE.
                     tracing::info!(session = self.id, peer = %self.peer, "pop3 autologout");
@@ -194,8 +231,7 @@ impl Session {
             let flow = match command::parse(&line) {
                 Ok(cmd) => self.dispatch(cmd).await,
                 Err(e) => {
-                    let shown = String::from_utf8_lossy(&line[..line.len().min(40)]).into_owned();
-                    tracing::info!(session = self.id, peer = %self.peer, line = %shown.escape_debug(), "pop3 command not understood");
+                    tracing::info!(session = self.id, peer = %self.peer, line = %ClientText::line(&line), "pop3 command not understood");
                     match e {
                         ParseError::Unknown => self.err("Unknown command"),
                         ParseError::Syntax(why) => self.err(why),

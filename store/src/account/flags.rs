@@ -54,6 +54,20 @@ impl Account {
         unchanged_since: Option<ModSeq>,
     ) -> Result<StoreResult> {
         let op = op.checked()?;
+        // Flagging \Deleted must work on a full disk: it undoes its renames
+        // on error, so it can run again once the reserve is released.
+        self.freeing("STORE", || {
+            self.store_flags_once(mailbox, uids, &op, unchanged_since)
+        })
+    }
+
+    fn store_flags_once(
+        &self,
+        mailbox: &MailboxGuid,
+        uids: &[Uid],
+        op: &FlagOp,
+        unchanged_since: Option<ModSeq>,
+    ) -> Result<StoreResult> {
         let mut g = self.conn()?;
         let mb = Self::mailbox_in(&g.conn, mailbox)?;
         let rows = Self::rows_for(&g.conn, mb.id, uids)?;

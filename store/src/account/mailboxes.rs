@@ -178,6 +178,12 @@ impl Account {
     /// (`InvalidData`); `NotFound` if there is no such mailbox. The
     /// subscription stays (RFC 3501 §6.3.6).
     pub fn delete_mailbox(&self, name: &str) -> Result<()> {
+        // Undone on error (the folder is put back), so it can run again
+        // once the space reserve is released.
+        self.freeing("DELETE", || self.delete_mailbox_once(name))
+    }
+
+    fn delete_mailbox_once(&self, name: &str) -> Result<()> {
         if name.eq_ignore_ascii_case("INBOX") {
             return Err(Error::InvalidData("INBOX cannot be deleted".into()));
         }
@@ -186,6 +192,10 @@ impl Account {
         let mb = index::mailbox_by_name(&g.conn, name)?
             .ok_or_else(|| Error::NotFound(format!("mailbox {name}")))?;
         let folder = self.folder(&mb);
+        let contents: Vec<_> = index::messages(&g.conn, mb.id)?
+            .into_iter()
+            .map(|m| m.content_id)
+            .collect();
         let parking = self.home.join(DELETED_DIR);
         fs::create_dir_all(&parking).ctx(|| format!("create {}", parking.display()))?;
         let parked = parking.join(mb.guid.to_hex());
@@ -222,6 +232,7 @@ impl Account {
         if moved && let Err(e) = fs::remove_dir_all(&parked) {
             tracing::warn!(user = %self.email, folder = %parked.display(), error = %e, "could not remove a deleted mailbox's folder; it is retried when the account is opened");
         }
+        self.blobs.unlinked(contents);
         Ok(())
     }
 

@@ -82,6 +82,8 @@ struct FileOps {
     dirs: HashSet<PathBuf>,
     /// Files of expunged messages, removed after the commit.
     doomed: Vec<PathBuf>,
+    /// Their content, for the automatic blob collection.
+    unlinked: Vec<cove_dedup::ContentId>,
     /// Folders of deleted mailboxes, parked; removed after the commit.
     parked: Vec<(PathBuf, PathBuf)>,
     /// Changes announced to the Maildir watcher (within `budget`: a bigger
@@ -256,6 +258,26 @@ impl Account {
         Ok(delta)
     }
 
+    /// Which of `ids` some message of this user's has as its content.
+    pub fn holds_content(&self, ids: &[[u8; 32]]) -> Result<HashSet<[u8; 32]>> {
+        let wanted: HashSet<[u8; 32]> = ids.iter().copied().collect();
+        let g = self.conn()?;
+        let mut st = g
+            .conn
+            .prepare_cached("SELECT DISTINCT content_id FROM message")?;
+        let mut rows = st.query([])?;
+        let mut held = HashSet::new();
+        while let Some(row) = rows.next()? {
+            let c: Vec<u8> = row.get(0)?;
+            if let Ok(c) = <[u8; 32]>::try_from(c.as_slice())
+                && wanted.contains(&c)
+            {
+                held.insert(c);
+            }
+        }
+        Ok(held)
+    }
+
     /// This node's position for `peer` in an anti-entropy round.
     pub fn replica_digest(&self, peer: &str) -> Result<Digest> {
         let g = self.conn()?;
@@ -378,6 +400,7 @@ impl Account {
         for (_, parked) in &ops.parked {
             let _ = fs::remove_dir_all(parked);
         }
+        self.blobs.unlinked(ops.unlinked);
         Ok(report)
     }
 }
@@ -763,6 +786,7 @@ impl Apply<'_> {
         let path = self.folder(&mb)?.join(&l.meta.file);
         self.ops.touched(&path);
         self.ops.doomed.push(path);
+        self.ops.unlinked.push(l.meta.content_id);
         self.report.messages_expunged += 1;
         Ok(())
     }

@@ -231,6 +231,17 @@ impl Account {
         uids: &[Uid],
         to: &MailboxGuid,
     ) -> Result<Transfer> {
+        // Moving mail to Trash must work on a full disk: it undoes its
+        // renames on error, so it can run again once the reserve is released.
+        self.freeing("MOVE", || self.move_messages_once(from, uids, to))
+    }
+
+    fn move_messages_once(
+        &self,
+        from: &MailboxGuid,
+        uids: &[Uid],
+        to: &MailboxGuid,
+    ) -> Result<Transfer> {
         let mut g = self.conn()?;
         let from_mb = Self::mailbox_in(&g.conn, from)?;
         let to_mb = Self::mailbox_in(&g.conn, to)?;
