@@ -10,6 +10,7 @@ mod lmtp;
 mod message;
 mod pop3;
 mod repl;
+mod socketmap;
 mod stats;
 
 use clap::{Args, Parser, Subcommand};
@@ -17,7 +18,7 @@ use clap::{Args, Parser, Subcommand};
 #[derive(Parser)]
 #[command(
     name = "cove-load",
-    about = "Load generator for LMTP, IMAP and POP3 servers"
+    about = "Load generator for LMTP, IMAP and POP3 servers (and cove's MTA lookups)"
 )]
 struct Cli {
     #[command(subcommand)]
@@ -34,6 +35,8 @@ enum Mode {
     Repl(repl::ReplArgs),
     /// POP3 (RFC 1939): RETR a whole maildrop, in sequence or pipelined.
     Pop3(pop3::Pop3Args),
+    /// Postfix socketmap lookups (cove's [mta] socketmap_listen).
+    Socketmap(socketmap::SocketmapArgs),
 }
 
 /// Options every protocol mode takes.
@@ -82,6 +85,7 @@ fn main() -> std::process::ExitCode {
             Mode::Imap(args) => imap::run(args).await,
             Mode::Repl(args) => repl::run(args).await,
             Mode::Pop3(args) => pop3::run(args).await,
+            Mode::Socketmap(args) => socketmap::run(args).await,
         }
     });
     match outcome {

@@ -64,6 +64,8 @@ pub struct Admin {
     pub auth_key: Option<Secret>,
     pub auth_failure_delay: Duration,
     pub draining: Arc<AtomicBool>,
+    /// This node's directory, for `/cluster/user` (crate::cluster::lookup).
+    pub users: Arc<crate::cluster::lookup::Users>,
     /// How long after `cove node drain` open IMAP and POP3 sessions are
     /// sent away ([`crate::drain`]).
     pub drain_grace: Duration,
@@ -151,6 +153,16 @@ impl AdminHandler for Admin {
                 )
             })),
             ("GET", "/auth") => Some(Box::pin(self.auth_http(request))),
+            // Another node, or this node's MTA lookups, asking whether a
+            // user exists here (crate::cluster::lookup).
+            ("GET", "/cluster/user") => Some(Box::pin(async move {
+                let Some(address) = request.param("address") else {
+                    return Reply::text(400, "bad request: address is missing\n");
+                };
+                let (status, body) =
+                    crate::cluster::lookup::cluster_user_answer(&self.users, &address).await;
+                Reply::text(status, body)
+            })),
             ("POST", "/node/drain") => Some(Box::pin(async move {
                 let grace = match request.param("grace_secs") {
                     None => self.drain_grace,

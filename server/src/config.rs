@@ -34,11 +34,104 @@ pub struct Config {
     /// Absent: this node does not replicate.
     #[serde(default)]
     pub replication: Option<ReplicationConfig>,
+    /// Absent: this node is not part of a cluster map (DESIGN.md "Routing").
+    #[serde(default)]
+    pub cluster: Option<ClusterConfig>,
+    /// Absent: no lookups for MTAs (socketmap, readsocket).
+    #[serde(default)]
+    pub mta: Option<MtaConfig>,
     /// Addresses or CIDRs of proxies (nginx's mail proxy) that may send a
     /// PROXY protocol header on listeners with `proxy_protocol = true`, and
     /// plaintext passwords (they terminated TLS). See server/src/proxy.rs.
     #[serde(default)]
     pub trusted_proxies: Vec<String>,
+}
+
+/// `[cluster]`: the pairs of nodes and the domains each holds; the same
+/// file on every node (see `crate::cluster`).
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClusterConfig {
+    #[serde(default)]
+    pub pairs: Vec<PairConfig>,
+    /// How often every other node's `GET /health` is polled.
+    #[serde(default = "default_health_interval")]
+    pub health_interval_ms: u64,
+    /// A node that does not answer `/health` this fast counts as down.
+    #[serde(default = "default_health_timeout")]
+    pub health_timeout_ms: u64,
+}
+
+/// `[[cluster.pairs]]`: two nodes that replicate each other's users (or
+/// one, for a single node), and the domains they hold.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PairConfig {
+    pub name: String,
+    /// Exact domains and `*.` wildcards (`*.example.org` is every
+    /// subdomain of example.org, not example.org itself).
+    #[serde(default)]
+    pub domains: Vec<String>,
+    /// The pair that holds every domain no pair names.
+    #[serde(default)]
+    pub default: bool,
+    #[serde(default)]
+    pub nodes: Vec<NodeConfig>,
+}
+
+/// `[[cluster.pairs.nodes]]`: one node, by its hostname, and the IP:port
+/// addresses proxies and MTAs use to reach it.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NodeConfig {
+    pub name: String,
+    #[serde(default)]
+    pub imap: Option<String>,
+    #[serde(default)]
+    pub pop3: Option<String>,
+    #[serde(default)]
+    pub lmtp: Option<String>,
+    /// Required: `/health` and `/cluster/user` are asked here.
+    pub http: String,
+}
+
+/// `[mta]`: lookups for the MTA in front of cove.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MtaConfig {
+    /// Postfix socketmap and Exim readsocket, on one listener.
+    #[serde(default)]
+    pub socketmap_listen: Vec<String>,
+    /// Longest request: netstring payload or line, in bytes.
+    #[serde(default = "default_socketmap_request")]
+    pub max_request_length: usize,
+    /// Seconds a client may stay silent between requests.
+    #[serde(default = "default_socketmap_timeout")]
+    pub timeout_secs: u64,
+    #[serde(default = "default_socketmap_connections")]
+    pub max_connections: usize,
+    /// How long a lookup waits for another pair's node (`/cluster/user`).
+    #[serde(default = "default_remote_lookup_timeout")]
+    pub remote_timeout_ms: u64,
+}
+
+fn default_health_interval() -> u64 {
+    1000
+}
+fn default_health_timeout() -> u64 {
+    500
+}
+fn default_socketmap_request() -> usize {
+    1024
+}
+fn default_socketmap_timeout() -> u64 {
+    300
+}
+fn default_socketmap_connections() -> usize {
+    256
+}
+fn default_remote_lookup_timeout() -> u64 {
+    2000
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -787,6 +880,8 @@ impl Config {
             server: ServerConfig::default(),
             auth: AuthConfig::default(),
             replication: None,
+            cluster: None,
+            mta: None,
             trusted_proxies: Vec::new(),
         }
     }
@@ -820,10 +915,14 @@ impl Config {
                 .replication
                 .as_ref()
                 .is_some_and(|r| !r.listen.is_empty() || !r.peers.is_empty()),
+            config
+                .mta
+                .as_ref()
+                .is_some_and(|m| !m.socketmap_listen.is_empty()),
         ];
         if !listens.contains(&true) {
             bail!(
-                "{origin}: nothing to serve: no listen address in [lmtp], [imap], [pop3], [http] or [replication]"
+                "{origin}: nothing to serve: no listen address in [lmtp], [imap], [pop3], [http], [replication] or [mta]"
             );
         }
         Ok(config)
@@ -912,6 +1011,21 @@ impl Config {
             check("replication", "listen", &r.listen)?;
             r.validate(&self.hostname)?;
         }
+        if let Some(c) = &self.cluster {
+            crate::cluster::ClusterMap::from_config(c, &self.hostname)?;
+        }
+        if let Some(m) = &self.mta {
+            if self.cluster.is_none() {
+                bail!("[mta] needs [cluster] (one pair of one node for a single server)");
+            }
+            check("mta", "socketmap_listen", &m.socketmap_listen)?;
+            if m.max_request_length < 256 || m.max_request_length > 100_000 {
+                bail!("[mta] max_request_length must be between 256 and 100000");
+            }
+            if m.timeout_secs < 1 || m.max_connections < 1 {
+                bail!("[mta] timeout_secs and max_connections must be at least 1");
+            }
+        }
         Ok(())
     }
 }
@@ -968,6 +1082,32 @@ key = "/etc/cove/key.pem"
             Config::parse("[server]\ndurability = \"never\"\n", "f.toml").unwrap_err()
         );
         assert!(e.contains("durability"), "{e}");
+    }
+
+    #[test]
+    fn mta_keys_and_errors() {
+        let err = |text: &str| format!("{:#}", Config::parse(text, "f.toml").unwrap_err());
+        let e = err("[mta]\nsocketmap_listen = [\"127.0.0.1:2426\"]\n");
+        assert!(e.contains("[mta] needs [cluster]"), "{e}");
+        let cluster = "hostname = \"n\"\n[cluster]\n[[cluster.pairs]]\nname = \"p\"\ndefault = true\n\
+                       [[cluster.pairs.nodes]]\nname = \"n\"\nhttp = \"127.0.0.1:8185\"\n";
+        let c = Config::parse(
+            &format!("{cluster}[mta]\nsocketmap_listen = [\"127.0.0.1:2426\"]\n"),
+            "t",
+        )
+        .unwrap();
+        let m = c.mta.unwrap();
+        assert_eq!(
+            (m.max_request_length, m.timeout_secs, m.max_connections),
+            (1024, 300, 256)
+        );
+        let e = err(&format!("{cluster}[mta]\nsocketmap_listen = [\"here\"]\n"));
+        assert!(
+            e.contains("[mta] socketmap_listen") && e.contains("here"),
+            "{e}"
+        );
+        let e = err(&format!("{cluster}[mta]\nmax_request_length = 10\n"));
+        assert!(e.contains("max_request_length"), "{e}");
     }
 
     #[test]

@@ -6,6 +6,7 @@ pub mod admin;
 pub mod auth;
 pub mod cli;
 pub mod client_text;
+pub mod cluster;
 pub mod config;
 pub mod conn;
 pub mod drain;

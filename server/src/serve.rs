@@ -86,6 +86,34 @@ async fn start_replication(
     Ok(replicator)
 }
 
+/// `[mta] socketmap_listen`: the MTA's lookups (cluster::socketmap).
+async fn start_socketmap(
+    mta: &crate::config::MtaConfig,
+    cluster: &Arc<crate::cluster::Cluster>,
+    users: &Arc<crate::cluster::lookup::Users>,
+    stopped: &watch::Receiver<bool>,
+    loops: &mut JoinSet<()>,
+) -> anyhow::Result<()> {
+    let lookups = Arc::new(crate::cluster::socketmap::MtaLookups {
+        cluster: cluster.clone(),
+        users: users.clone(),
+        remote_timeout: Duration::from_millis(mta.remote_timeout_ms),
+    });
+    for addr in &mta.socketmap_listen {
+        let listener = TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("[mta] socketmap_listen: cannot bind {addr}"))?;
+        tracing::info!("socketmap listening on {}", listener.local_addr()?);
+        loops.spawn(crate::cluster::socketmap::serve(
+            listener,
+            lookups.clone(),
+            mta.clone(),
+            stopped.clone(),
+        ));
+    }
+    Ok(())
+}
+
 /// What a peer may send (`[replication]`; the largest message by default
 /// is the largest this node accepts itself, and a margin).
 fn peer_limits(
@@ -163,6 +191,24 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         Some(r) => Some(start_replication(&config, r, &store, &tls, &stopped, &mut loops).await?),
         None => None,
     };
+    // `cove node drain` sets it; /health and the cluster's routing read it.
+    let draining = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let cluster = match &config.cluster {
+        Some(c) => {
+            let cluster = crate::cluster::Cluster::new(c, &config.hostname, draining.clone())?;
+            loops.spawn(cluster.clone().run_health(stopped.clone()));
+            Some(cluster)
+        }
+        None => None,
+    };
+    let users = Arc::new(crate::cluster::lookup::Users {
+        store: store.clone(),
+        replicator: replicator.clone(),
+        delimiter: config.lmtp.as_ref().and_then(|l| l.delimiter()),
+    });
+    if let (Some(mta), Some(cluster)) = (&config.mta, &cluster) {
+        start_socketmap(mta, cluster, &users, &stopped, &mut loops).await?;
+    }
     if let Some(lmtp_config) = &config.lmtp {
         let sync_delivery = match (&config.replication, &replicator) {
             (Some(r), Some(rep)) if r.sync_delivery => Some((
@@ -171,14 +217,17 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
             )),
             _ => None,
         };
-        let ctx = Arc::new(LmtpContext::new(
-            store.clone(),
-            lmtp_config.clone(),
-            config.hostname.clone(),
-            Some(tls.clone()),
-            stopped.clone(),
-            sync_delivery,
-        ));
+        let ctx = Arc::new(
+            LmtpContext::new(
+                store.clone(),
+                lmtp_config.clone(),
+                config.hostname.clone(),
+                Some(tls.clone()),
+                stopped.clone(),
+                sync_delivery,
+            )
+            .with_replicator(replicator.clone()),
+        );
         for addr in &lmtp_config.listen {
             let listener = TcpListener::bind(addr)
                 .await
@@ -266,7 +315,8 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
                     .as_ref()
                     .map_or(2000, |i| i.auth_failure_delay_ms),
             ),
-            draining: Arc::new(std::sync::atomic::AtomicBool::new(false)),
+            draining: draining.clone(),
+            users: users.clone(),
             drain_grace: Duration::from_secs(config.server.drain_grace_secs),
         });
         for addr in &http.listen {

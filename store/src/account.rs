@@ -298,7 +298,17 @@ impl Account {
             scanned: Mutex::new(None),
             own: Arc::default(),
         };
-        let opening_scan = account.scan()?;
+        let opening_scan = match account.scan() {
+            // Another process (the CLI adding the user while the server
+            // opens the account for a peer's sync) inserted a new folder's
+            // row between this scan's look and its insert; the scan's
+            // transaction rolled back, and a second scan finds the row.
+            Err(Error::AlreadyExists(what)) => {
+                tracing::info!(user = %email, what = %what, "another process made a mailbox while this one opened the account; scanning again");
+                account.scan()?
+            }
+            other => other?,
+        };
         if fresh_home {
             for (name, special_use) in DEFAULT_MAILBOXES.iter().skip(1) {
                 match account.create_mailbox_as(

@@ -500,18 +500,29 @@ pub fn percent_decode(s: &str) -> Option<String> {
 /// The target of a "sync now" request: `/sync/now`, or with
 /// `?user=` and the address percent-encoded.
 pub fn sync_now_path(user: Option<&str>) -> String {
-    let Some(user) = user else {
-        return "/sync/now".to_string();
-    };
-    let mut path = String::from("/sync/now?user=");
-    for b in user.bytes() {
+    match user {
+        None => "/sync/now".to_string(),
+        Some(user) => format!("/sync/now?user={}", percent_encode(user)),
+    }
+}
+
+/// The target of a "does this user exist here" request (another node's
+/// `GET /cluster/user`).
+pub fn cluster_user_path(address: &str) -> String {
+    format!("/cluster/user?address={}", percent_encode(address))
+}
+
+/// RFC 3986 §2.1 percent-encoding of everything but unreserved bytes and `@`.
+fn percent_encode(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
         if b.is_ascii_alphanumeric() || b"-._~@".contains(&b) {
-            path.push(b as char);
+            out.push(b as char);
         } else {
-            path.push_str(&format!("%{b:02X}"));
+            out.push_str(&format!("%{b:02X}"));
         }
     }
-    path
+    out
 }
 
 fn reason(status: u16) -> &'static str {

@@ -124,6 +124,8 @@ struct PeerState {
     /// Users waiting.
     queue: BTreeMap<String, Queued>,
     connected: bool,
+    /// User lists swapped over the current link (cleared when it drops).
+    users_exchanged: bool,
     /// When the peer last answered a heartbeat.
     last_heartbeat: Option<Instant>,
     last_error: Option<String>,
@@ -248,6 +250,14 @@ impl Replicator {
             peer.state().enqueue(user.to_string(), now, change);
             peer.wake.notify_one();
         }
+    }
+
+    /// Whether this node holds every peer's users: user lists swapped with
+    /// each peer since this node started or since the link last came
+    /// back. Until then an address unknown here may exist on a peer (LMTP
+    /// answers 450, not 550).
+    pub fn users_exchanged_since_link_up(&self) -> bool {
+        self.peers.iter().all(|p| p.state().users_exchanged)
     }
 
     fn next_change(&self) -> u64 {
@@ -423,8 +433,10 @@ impl Replicator {
                         s.last_error = None;
                         s.last_heartbeat = Some(Instant::now());
                         next_heartbeat = Instant::now() + self.opts.heartbeat;
-                        // A peer that comes back gets a full sync.
+                        // A peer that comes back gets a full sync, and
+                        // its users again (added while the link was down).
                         s.full_sync_wanted = true;
+                        users_sent = None;
                         link = Some(l);
                     }
                     Err(e) => {
@@ -456,6 +468,7 @@ impl Replicator {
                         for a in merged.added.iter().map(|a| a.to_string()).chain(changed) {
                             s.enqueue(a, now, change);
                         }
+                        s.users_exchanged = true;
                         users_sent = version;
                     }
                     Err(e) => {
@@ -567,6 +580,7 @@ impl Replicator {
                 tracing::warn!(peer = %peer.spec.name, error = %error, "replication with this peer failed; retrying with backoff");
             }
             s.connected = false;
+            s.users_exchanged = false;
             s.last_error = Some(error.to_string());
         }
         let base = Duration::from_millis(250)

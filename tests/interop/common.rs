@@ -65,6 +65,17 @@ pub fn running_as_root(scratch: &Path) -> bool {
     uid == 0
 }
 
+/// Whether this process may start `program`'s private instance (it runs
+/// as root); otherwise false after [`skip_or_fail`].
+pub fn root_for(program: &str) -> bool {
+    let probe = tempfile::tempdir().expect("temp dir");
+    if running_as_root(probe.path()) {
+        return true;
+    }
+    skip_or_fail(&format!("{program} needs root to start a private instance"));
+    false
+}
+
 /// A fresh temporary directory that daemons running as other users
 /// (Postfix's `postfix`, Dovecot's mail user) can enter.
 pub fn scratch_dir(prefix: &str) -> tempfile::TempDir {

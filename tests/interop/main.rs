@@ -3,6 +3,10 @@
 //!
 //! - `postfix`: Postfix delivering over LMTP, fan-out stored once, bounces
 //!   carrying cove's 550.
+//! - `postfix_cluster`: Postfix routing through cove's socketmaps over two
+//!   pairs, and failing over after `kill -9`.
+//! - `exim`: Exim routing through cove's readsocket lookups over two pairs,
+//!   and failing over after `kill -9`.
 //! - `mbsync`: isync's two-way sync of a 1,000-message mailbox with a local
 //!   Maildir, flags and deletions from both ends converging.
 //! - `swaks`: swaks over LMTP, plain, pipelined and with STARTTLS.
@@ -13,7 +17,9 @@
 
 mod common;
 mod dovecot;
+mod exim;
 mod mbsync;
 mod nginx;
 mod postfix;
+mod postfix_cluster;
 mod swaks;

@@ -19,15 +19,14 @@ use std::time::Duration;
 use cove_tests::{Client, TestServer, assert_reply, dot_stuff, eventually, text};
 
 use crate::common::{
-    free_port, header_value, program, run, run_ok, running_as_root, scratch_dir, skip_or_fail,
-    wait_for_listener,
+    free_port, header_value, program, run, run_ok, scratch_dir, wait_for_listener,
 };
 
 /// How long Postfix gets to deliver (and bounce) a queued message.
 const DELIVERY_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// A private Postfix instance. Dropping it stops it.
-struct Postfix {
+pub struct Postfix {
     dir: tempfile::TempDir,
     postfix: PathBuf,
     smtp_port: u16,
@@ -43,13 +42,22 @@ impl Postfix {
         self.dir.path().join("maillog")
     }
 
-    fn log(&self) -> String {
+    pub fn log(&self) -> String {
         fs::read_to_string(self.log_path()).unwrap_or_default()
     }
 
     /// Write the configuration and `postfix start` it, delivering
     /// `domain` to cove's LMTP listener.
     fn start(postfix: PathBuf, lmtp: std::net::SocketAddr, domain: &str) -> Postfix {
+        Postfix::start_routing(
+            postfix,
+            &format!("virtual_mailbox_domains = {domain}\nvirtual_transport = lmtp:inet:{lmtp}\n"),
+        )
+    }
+
+    /// [`Postfix::start`] with `routing`, the main.cf lines that say which
+    /// domains and mailboxes are cove's and where their mail goes.
+    pub fn start_routing(postfix: PathBuf, routing: &str) -> Postfix {
         let dir = scratch_dir("cove-postfix-");
         let root = dir.path();
         for sub in ["etc", "spool", "lib"] {
@@ -81,11 +89,9 @@ smtpd_relay_restrictions = permit_mynetworks, reject_unauth_destination
 alias_maps =
 alias_database =
 smtputf8_enable = no
-# What the README tells operators:
-virtual_mailbox_domains = {domain}
-virtual_transport = lmtp:inet:{lmtp}
 lmtp_destination_recipient_limit = 1000
-"
+# What the README tells operators:
+{routing}"
         );
         fs::write(root.join("etc/main.cf"), main_cf).expect("write main.cf");
         // Debian's master.cf chroots most daemons into the queue directory;
@@ -144,7 +150,7 @@ postlog    unix-dgram n - n - 1 postlogd
     }
 
     /// `postfix stop`, which waits for the master to exit.
-    fn stop(&mut self) {
+    pub fn stop(&mut self) {
         if !self.running {
             return;
         }
@@ -162,7 +168,7 @@ postlog    unix-dgram n - n - 1 postlogd
     }
 
     /// What `postqueue -p` says about this instance's queue.
-    fn queue(&self) -> String {
+    pub fn queue(&self) -> String {
         let postqueue = self.postfix.with_file_name("postqueue");
         let mut c = Command::new(postqueue);
         c.arg("-c").arg(self.config_dir()).arg("-p");
@@ -170,8 +176,8 @@ postlog    unix-dgram n - n - 1 postlogd
         format!("{}{}", text(&out.stdout), text(&out.stderr))
     }
 
-    /// Submit one message over SMTP; Postfix must queue it.
-    fn submit(&self, from: &str, rcpts: &[&str], message: &str) {
+    /// An SMTP session with smtpd, after EHLO.
+    pub fn smtp(&self) -> Client<TcpStream> {
         let mut c = Client::new(
             TcpStream::connect(("127.0.0.1", self.smtp_port)).expect("connect to postfix smtpd"),
         );
@@ -180,6 +186,12 @@ postlog    unix-dgram n - n - 1 postlogd
             .unwrap();
         assert_reply(&c.read_reply(), "220 mx.test");
         assert_reply(&c.cmd("EHLO client.test"), "250");
+        c
+    }
+
+    /// Submit one message over SMTP; Postfix must queue it.
+    pub fn submit(&self, from: &str, rcpts: &[&str], message: &str) {
+        let mut c = self.smtp();
         assert_reply(&c.cmd(&format!("MAIL FROM:<{from}>")), "250 2.1.0");
         for r in rcpts {
             assert_reply(&c.cmd(&format!("RCPT TO:<{r}>")), "250 2.1.5");
@@ -216,16 +228,18 @@ fn files_with_message_id(folder: &Path, id: &str) -> Vec<PathBuf> {
         .collect()
 }
 
+/// The `postfix` program, when it is installed and this test may start
+/// an instance (as root); otherwise `None` after [`skip_or_fail`].
+pub fn postfix_program() -> Option<PathBuf> {
+    let postfix = program("postfix", "postfix")?;
+    crate::common::root_for("postfix").then_some(postfix)
+}
+
 #[test]
 fn postfix_delivers_over_lmtp_stored_once_and_bounces_unknown_users_with_coves_550() {
-    let Some(postfix) = program("postfix", "postfix") else {
+    let Some(postfix) = postfix_program() else {
         return;
     };
-    let probe = tempfile::tempdir().expect("temp dir");
-    if !running_as_root(probe.path()) {
-        skip_or_fail("postfix needs root to start an instance");
-        return;
-    }
     let server = TestServer::start("");
     server.add_users(&["alice@example.com", "bob@example.com"]);
     let mut pf = Postfix::start(postfix, server.lmtp_addr(), "example.com");

@@ -16,6 +16,7 @@ use std::time::{Duration, Instant};
 
 pub use cove_store;
 
+pub mod cluster;
 pub mod proxy;
 use cove_store::{Address, MailboxInfo, MessageMeta, Store, StoreOptions};
 
@@ -234,19 +235,26 @@ impl TestServer {
     /// [`start_node`](TestServer::start_node) with top-level keys (`root`,
     /// before any section: `trusted_proxies = [...]`).
     pub fn start_with_root(hostname: &str, root: &str, extra: &str) -> TestServer {
-        TestServer::start_on_with_root(None, hostname, root, extra)
+        TestServer::start_on_with_root(None, hostname, root, "127.0.0.1:0", extra)
+    }
+
+    /// [`start_node`](TestServer::start_node) with LMTP on `lmtp_listen`
+    /// (a cluster map names each node's LMTP address before it starts).
+    pub fn start_node_at(hostname: &str, lmtp_listen: &str, extra: &str) -> TestServer {
+        TestServer::start_on_with_root(None, hostname, "", lmtp_listen, extra)
     }
 
     /// Start a server whose data directory is `data_dir` (for example on a
     /// small filesystem of the test's own), or a fresh temporary one.
     pub fn start_on(data_dir: Option<PathBuf>, hostname: &str, extra: &str) -> TestServer {
-        TestServer::start_on_with_root(data_dir, hostname, "", extra)
+        TestServer::start_on_with_root(data_dir, hostname, "", "127.0.0.1:0", extra)
     }
 
     fn start_on_with_root(
         data_dir: Option<PathBuf>,
         hostname: &str,
         root: &str,
+        lmtp_listen: &str,
         extra: &str,
     ) -> TestServer {
         let dir = tempfile::Builder::new()
@@ -259,7 +267,7 @@ impl TestServer {
             &config_path,
             format!(
                 "{root}\n{}",
-                config_text_for(&data_dir, hostname, "127.0.0.1:0", extra)
+                config_text_for(&data_dir, hostname, lmtp_listen, extra)
             ),
         )
         .expect("write config");

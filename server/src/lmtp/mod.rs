@@ -28,6 +28,9 @@ pub struct LmtpContext {
     /// `[replication] sync_delivery`: answer 250 only once a peer holds
     /// the message, or after this long (then asynchronously, logged).
     pub sync_delivery: Option<(Arc<cove_sync::replicator::Replicator>, std::time::Duration)>,
+    /// The replicator, when there is one: until it has swapped user lists
+    /// with its peer, an unknown address gets 450 4.1.1, not 550 5.1.1.
+    pub replicator: Option<Arc<cove_sync::replicator::Replicator>>,
 }
 
 impl LmtpContext {
@@ -47,7 +50,23 @@ impl LmtpContext {
             shutdown,
             connections: ConnectionCount::new(),
             sync_delivery,
+            replicator: None,
         }
+    }
+
+    /// Know the replicator, for the rule on unknown addresses.
+    pub fn with_replicator(
+        mut self,
+        replicator: Option<Arc<cove_sync::replicator::Replicator>>,
+    ) -> Self {
+        self.replicator = replicator;
+        self
+    }
+
+    /// Whether an address unknown here is unknown everywhere: no peer, or
+    /// user lists swapped with every peer since the link came up.
+    pub fn users_complete(&self) -> bool {
+        crate::cluster::lookup::users_complete(self.replicator.as_deref())
     }
 }
 

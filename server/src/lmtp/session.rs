@@ -329,6 +329,16 @@ impl Session {
                 }
                 self.reply(Reply::new(250, "2.1.5", "Recipient ok"));
             }
+            Ok(Ok(None)) if !self.ctx.users_complete() => {
+                // The user may have been added on the peer a moment ago:
+                // a bounce now would be wrong, a retry is cheap.
+                tracing::info!(session = self.id, peer = %self.peer, rcpt = ?to, "unknown recipient while user lists are not yet exchanged with the peer; deferred");
+                self.reply(Reply::new(
+                    450,
+                    "4.1.1",
+                    format!("<{to}> User unknown here, not yet checked with the replication peer; try again later"),
+                ));
+            }
             Ok(Ok(None)) => {
                 tracing::info!(session = self.id, peer = %self.peer, rcpt = %ClientText::word(&to), "unknown recipient");
                 self.reply(Reply::new(550, "5.1.1", format!("<{to}> User unknown")));
