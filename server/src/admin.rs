@@ -16,9 +16,12 @@
 //! `Auth-Error-Code`.
 //!
 //! Any node answers, so nginx can list all of them in an http upstream and
-//! no single node is a point of failure for logins. Which node serves a user
-//! is this node's own listener for the protocol today; the cluster map
-//! (pairs, preferred node per user, failover) decides once configured.
+//! no single node is a point of failure for logins. Without a cluster map
+//! the answer is this node's own listener. With one (crate::cluster), a
+//! user of this node's pair is checked here and sent to the node that
+//! serves them now (the preferred one, the peer while it is down or
+//! draining); a user of another pair is asked of that pair's serving node,
+//! whose answer is passed on: no node holds another pair's passwords.
 //!
 //! # Health
 //! `GET /health` answers 200 `serving` while this node takes new sessions,
@@ -66,6 +69,9 @@ pub struct Admin {
     pub draining: Arc<AtomicBool>,
     /// This node's directory, for `/cluster/user` (crate::cluster::lookup).
     pub users: Arc<crate::cluster::lookup::Users>,
+    /// The cluster map, when configured: which node serves a user now, and
+    /// which pair holds another pair's users (asked for their logins).
+    pub cluster: Option<Arc<crate::cluster::Cluster>>,
     /// How long after `cove node drain` open IMAP and POP3 sessions are
     /// sent away ([`crate::drain`]).
     pub drain_grace: Duration,
@@ -250,6 +256,13 @@ impl Admin {
         } else {
             Proto::Imap
         };
+        let address = cove_store::Address::parse(&user).ok();
+        if let (Some(cluster), Some(address)) = (&self.cluster, &address)
+            && cluster.pair_of(address).is_some()
+            && !cluster.is_own(address)
+        {
+            return self.auth_elsewhere(cluster, address, request).await;
+        }
         // Never sleeps: a penalty goes back to nginx as Auth-Wait.
         match self
             .auth
@@ -271,11 +284,24 @@ impl Admin {
                 return refuse("Temporary server problem, try again later");
             }
         }
-        let Some(server) = (match protocol.as_str() {
-            "imap" => self.imap,
-            "pop3" => self.pop3,
-            _ => None,
-        }) else {
+        let routed = match (&self.cluster, &address) {
+            (Some(cluster), Some(address)) => {
+                let wanted = match proto {
+                    Proto::Pop3 => crate::cluster::Proto::Pop3,
+                    _ => crate::cluster::Proto::Imap,
+                };
+                match cluster.serving(address, wanted) {
+                    Some((_, addr)) => Some(addr),
+                    None => return refuse("No server for this user is up, try again later"),
+                }
+            }
+            _ => match protocol.as_str() {
+                "imap" => self.imap,
+                "pop3" => self.pop3,
+                _ => None,
+            },
+        };
+        let Some(server) = routed else {
             return refuse("This protocol is not served here");
         };
         tracing::info!(user = %user.escape_debug(), client = %client, protocol = %protocol.escape_debug(), server = %server, "auth_http: login routed");
@@ -292,6 +318,62 @@ impl Admin {
     /// A refusal; nginx lets the client try again after `Auth-Wait`: the
     /// penalty `wait`, at least the configured failure delay (whole seconds,
     /// rounded up).
+    /// A user of another pair: the same request, asked of that pair's node
+    /// that serves the user now; its `Auth-*` answer is passed on.
+    async fn auth_elsewhere(
+        &self,
+        cluster: &crate::cluster::Cluster,
+        address: &cove_store::Address,
+        request: &Request,
+    ) -> Reply {
+        let Some((node, http)) = cluster.serving(address, crate::cluster::Proto::Http) else {
+            return self.auth_refusal(
+                "No server for this user is up, try again later",
+                request.header("auth-protocol").unwrap_or_default(),
+                1,
+                Duration::ZERO,
+            );
+        };
+        let forwarded: Vec<(&str, &str)> = request
+            .headers
+            .iter()
+            .filter(|(n, _)| {
+                let n = n.to_ascii_lowercase();
+                n.starts_with("auth-")
+                    || n == "client-ip"
+                    || n == "client-host"
+                    || n == "x-auth-key"
+            })
+            .map(|(n, v)| (n.as_str(), v.as_str()))
+            .collect();
+        let asked = tokio::time::timeout(
+            Duration::from_secs(10),
+            cove_sync::http::http_exchange(&http.to_string(), "GET", "/auth", &forwarded),
+        )
+        .await;
+        match asked {
+            Ok(Ok((200, headers, _))) => {
+                tracing::info!(user = %address, node = %node, "auth_http: asked the user's pair");
+                Reply {
+                    headers: headers
+                        .into_iter()
+                        .filter(|(n, _)| n.to_ascii_lowercase().starts_with("auth-"))
+                        .collect(),
+                    ..Reply::text(200, "")
+                }
+            }
+            other => {
+                tracing::warn!(user = %address, node = %node, answer = ?other.map(|r| r.map(|(s, _, _)| s)), "auth_http: the user's pair did not answer");
+                self.auth_refusal(
+                    "Temporary server problem, try again later",
+                    request.header("auth-protocol").unwrap_or_default(),
+                    1,
+                    Duration::ZERO,
+                )
+            }
+        }
+    }
+
     fn auth_refusal(&self, status: &str, protocol: &str, attempt: u32, wait: Duration) -> Reply {
         let mut headers = vec![("Auth-Status".to_string(), status.to_string())];
         if attempt < MAX_ATTEMPTS {

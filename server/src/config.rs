@@ -1156,9 +1156,12 @@ key = "/etc/cove/key.pem"
 
     #[test]
     fn auth_keys_have_safe_defaults_and_are_checked() {
-        let a = Config::parse("[auth]\npenalty_max_ms = 4000\n", "t")
-            .unwrap()
-            .auth;
+        let a = Config::parse(
+            "[lmtp]\nlisten = [\"127.0.0.1:24\"]\n[auth]\npenalty_max_ms = 4000\n",
+            "t",
+        )
+        .unwrap()
+        .auth;
         assert_eq!(a.penalty_initial_ms, 2000);
         assert_eq!(a.penalty_expire_secs, 300);
         assert_eq!(a.penalty_table_size, 65_536);
@@ -1166,9 +1169,21 @@ key = "/etc/cove/key.pem"
         let s = a.schedule();
         assert_eq!(s.wait(3), std::time::Duration::from_secs(4));
         assert_eq!(Config::embedded().auth.penalty_max_ms, 15_000);
-        let off = Config::parse("[auth]\npenalty_initial_ms = 0\npenalty_max_ms = 0\n", "t");
+        let off = Config::parse(
+            "[lmtp]\nlisten = [\"127.0.0.1:24\"]\n[auth]\npenalty_initial_ms = 0\npenalty_max_ms = 0\n",
+            "t",
+        );
         assert!(off.unwrap().auth.schedule().max.is_zero());
-        let err = |text: &str| format!("{:#}", Config::parse(text, "f.toml").unwrap_err());
+        let err = |text: &str| {
+            format!(
+                "{:#}",
+                Config::parse(
+                    &format!("[lmtp]\nlisten = [\"127.0.0.1:24\"]\n{text}"),
+                    "f.toml"
+                )
+                .unwrap_err()
+            )
+        };
         let e = err("[auth]\npenalty_initial_ms = 20000\n");
         assert!(
             e.contains("[auth] penalty_initial_ms must not exceed"),

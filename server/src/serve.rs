@@ -317,6 +317,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
             ),
             draining: draining.clone(),
             users: users.clone(),
+            cluster: cluster.clone(),
             drain_grace: Duration::from_secs(config.server.drain_grace_secs),
         });
         for addr in &http.listen {

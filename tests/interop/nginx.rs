@@ -17,7 +17,8 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use cove_tests::{Client, Imap, TestServer, eventually};
+use cove_tests::cluster::{Fleet, NAMES, address_preferring, preferred};
+use cove_tests::{Client, Imap, TestServer, eventually, quoted};
 
 use crate::common::{free_port, program, skip_or_fail, wait_for_listener};
 
@@ -42,12 +43,24 @@ impl Drop for Nginx {
 }
 
 fn start_nginx(nginx: &Path, cove_http: SocketAddr) -> Nginx {
+    start_nginx_for(nginx, &[cove_http], true)
+}
+
+/// nginx's mail proxy with `auth_http` through an http upstream of every
+/// node in `auth` (tried in turn; a dead node is skipped), and the PROXY
+/// protocol to the backends or not.
+fn start_nginx_for(nginx: &Path, auth_servers: &[SocketAddr], proxy_protocol: bool) -> Nginx {
     let dir = tempfile::Builder::new()
         .prefix("cove-nginx-")
         .tempdir()
         .expect("temp dir");
     let d = dir.path().display();
     let (imap, pop3, auth) = (free_port(), free_port(), free_port());
+    let upstream: String = auth_servers
+        .iter()
+        .map(|a| format!("server {a} max_fails=1 fail_timeout=5s; "))
+        .collect();
+    let proxy_protocol = if proxy_protocol { "on" } else { "off" };
     let conf = format!(
         r#"load_module {MAIL_MODULE};
 daemon off;
@@ -63,10 +76,14 @@ http {{
     fastcgi_temp_path {d}/fastcgi;
     uwsgi_temp_path {d}/uwsgi;
     scgi_temp_path {d}/scgi;
-    upstream cove_auth {{ server {cove_http}; }}
+    upstream cove_auth {{ {upstream} }}
     server {{
         listen 127.0.0.1:{auth};
-        location = /auth {{ proxy_pass http://cove_auth/auth; }}
+        location = /auth {{
+            proxy_pass http://cove_auth/auth;
+            proxy_connect_timeout 1s;
+            proxy_next_upstream error timeout;
+        }}
     }}
 }}
 mail {{
@@ -75,13 +92,13 @@ mail {{
     server {{
         listen 127.0.0.1:{imap};
         protocol imap;
-        proxy_protocol on;
+        proxy_protocol {proxy_protocol};
     }}
     server {{
         listen 127.0.0.1:{pop3};
         protocol pop3;
         pop3_auth plain;
-        proxy_protocol on;
+        proxy_protocol {proxy_protocol};
     }}
 }}
 "#
@@ -240,5 +257,192 @@ listen = ["127.0.0.1:0"]
         .is_some(),
         "{}",
         cove.logs().join("\n")
+    );
+}
+
+/// Log in through nginx; `Err` with what was answered when refused.
+fn login_through(port: u16, user: &str) -> Result<Imap<TcpStream>, String> {
+    let tcp = TcpStream::connect(("127.0.0.1", port)).map_err(|e| e.to_string())?;
+    tcp.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    let mut c = Client::new(tcp);
+    let greeting = c.read_line().ok().flatten().unwrap_or_default();
+    if !greeting.starts_with("* OK") {
+        return Err(greeting);
+    }
+    c.send_line(&format!("l1 LOGIN {} {}", quoted(user), quoted(PASSWORD)));
+    let answer = c.read_line().ok().flatten().unwrap_or_default();
+    if !answer.starts_with("l1 OK") {
+        return Err(answer);
+    }
+    Ok(Imap::new(c.into_inner()))
+}
+
+/// The node whose log shows `user`'s latest IMAP login.
+fn logged_in_at(fleet: &Fleet, user: &str, logins_before: &[usize]) -> Option<usize> {
+    (0..4).find(|&i| {
+        let n = fleet.nodes[i]
+            .logs()
+            .iter()
+            .filter(|l| l.contains("imap login") && l.contains(user))
+            .count();
+        n > logins_before[i]
+    })
+}
+
+fn logins(fleet: &Fleet, user: &str) -> Vec<usize> {
+    (0..4)
+        .map(|i| {
+            fleet.nodes[i]
+                .logs()
+                .iter()
+                .filter(|l| l.contains("imap login") && l.contains(user))
+                .count()
+        })
+        .collect()
+}
+
+/// UIDVALIDITY and each message's UID, flags (keywords included) of
+/// `user`'s INBOX, over `imap`.
+fn mailbox_state(imap: &mut Imap<TcpStream>) -> (String, Vec<String>) {
+    let select = imap.cmd_ok("s1 SELECT INBOX");
+    let validity = select
+        .iter()
+        .find_map(|l| l.split("[UIDVALIDITY ").nth(1))
+        .and_then(|r| r.split(']').next())
+        .unwrap_or_default()
+        .to_string();
+    let mut fetched: Vec<String> = imap
+        .cmd_ok("s2 UID FETCH 1:* (UID FLAGS)")
+        .into_iter()
+        .filter(|l| l.starts_with("* "))
+        .map(|l| {
+            l.split_once(" FETCH ")
+                .map(|(_, r)| r.to_string())
+                .unwrap_or(l)
+        })
+        .collect();
+    fetched.sort();
+    (validity, fetched)
+}
+
+// The HA drill of issue 12: nginx in front of two pairs, auth_http served by
+// cove through an nginx upstream of all four nodes. A user's logins land on
+// their preferred node; kill -9 it and the next login through nginx lands
+// on the peer, which shows the same mailbox (UIDVALIDITY, UIDs, flags,
+// keywords) and has the message the dead node acknowledged with
+// sync_delivery; a user of the other pair logs in through any node's
+// auth_http; restart the dead node and routing returns to it.
+#[test]
+fn nginx_fails_over_to_the_peer_when_a_node_dies() {
+    let Some(nginx) = program("nginx", "nginx") else {
+        return;
+    };
+    if !Path::new(MAIL_MODULE).exists() {
+        skip_or_fail("nginx's mail module is not installed (Debian package libnginx-mod-mail)");
+        return;
+    }
+    let alice = address_preferring(0, "alice", "a.test");
+    let carol = address_preferring(2, "carol", "b.test");
+    let mut fleet = Fleet::start_with(&[&alice, &carol], "sync_delivery = true");
+    for (user, node) in [(&alice, 0), (&carol, 2)] {
+        let out = fleet.nodes[node].cli_stdin(
+            &["user", "passwd", user, "--password-stdin"],
+            Some(PASSWORD.as_bytes()),
+        );
+        assert!(out.status.success(), "{out:?}");
+    }
+    // The new passwords reach the peers (replicated users).
+    std::thread::sleep(Duration::from_secs(3));
+    let auth: Vec<SocketAddr> = fleet
+        .ports
+        .iter()
+        .map(|p| SocketAddr::from(([127, 0, 0, 1], p.http)))
+        .collect();
+    let proxy = start_nginx_for(&nginx, &auth, false);
+
+    // A message acknowledged by alice's preferred node with sync_delivery.
+    let mut lmtp = fleet.nodes[0].lmtp_ready();
+    let d = lmtp.deliver(
+        "sender@example.org",
+        &[&alice],
+        &cove_tests::message("before-the-crash", "acknowledged by s1"),
+    );
+    assert!(d.results.iter().all(|r| r.is("250")), "{:?}", d.results);
+
+    // alice lands on s1, carol (the other pair) on s3, whichever node's
+    // auth_http nginx asks.
+    for (user, want) in [(&alice, 0), (&carol, 2)] {
+        assert_eq!(preferred(user), want);
+        let before = logins(&fleet, user);
+        let mut imap = login_through(proxy.imap, user).unwrap_or_else(|e| panic!("{user}: {e}"));
+        imap.cmd_ok("n1 NOOP");
+        let at = eventually(Duration::from_secs(10), || {
+            logged_in_at(&fleet, user, &before)
+        });
+        assert_eq!(at, Some(want), "{user} lands on {}", NAMES[want]);
+    }
+    let mut imap = login_through(proxy.imap, &alice).expect("alice on s1");
+    imap.cmd_ok("f0 SELECT INBOX");
+    imap.cmd_ok("f1 UID STORE 1 +FLAGS (\\Flagged $Important)");
+    let on_s1 = mailbox_state(&mut imap);
+    drop(imap);
+    // Replicated to s2 before s1 dies (a change acknowledged without
+    // sync_delivery may still be on its way: wait for it).
+    let s2_has_flag = || {
+        let mut direct = fleet.nodes[1].imap_login(&alice, PASSWORD);
+        (mailbox_state(&mut direct) == on_s1).then_some(())
+    };
+    eventually(Duration::from_secs(20), s2_has_flag).expect("s2 has s1's state");
+
+    // kill -9 s1: the next login through nginx lands on s2.
+    fleet.nodes[0].kill9();
+    let killed = std::time::Instant::now();
+    let before = logins(&fleet, &alice);
+    let mut imap = eventually(Duration::from_secs(30), || {
+        login_through(proxy.imap, &alice).ok()
+    })
+    .expect("a login through nginx after s1 died");
+    let failover = killed.elapsed();
+    crate::common::announce(&format!(
+        "failover: kill -9 to the first login through nginx on the peer: {failover:?}"
+    ));
+    let at = eventually(Duration::from_secs(10), || {
+        logged_in_at(&fleet, &alice, &before)
+    });
+    assert_eq!(at, Some(1), "alice now lands on s2");
+    let on_s2 = mailbox_state(&mut imap);
+    assert_eq!(on_s2, on_s1, "same UIDVALIDITY, UIDs, flags and keywords");
+    let fetched = imap.cmd_ok("b1 UID FETCH 1:* (BODY.PEEK[HEADER.FIELDS (MESSAGE-ID)])");
+    assert!(
+        fetched.iter().any(|l| l.contains("before-the-crash")),
+        "the message s1 acknowledged is on s2: {fetched:?}"
+    );
+    imap.cmd_ok("f2 UID STORE 1 +FLAGS (\\Answered)");
+    imap.cmd_ok("f3 LOGOUT");
+    drop(imap);
+
+    // s1 comes back: the two converge and alice's logins return to s1.
+    fleet.nodes[0].restart();
+    let back = eventually(Duration::from_secs(30), || {
+        let before = logins(&fleet, &alice);
+        let mut imap = login_through(proxy.imap, &alice).ok()?;
+        imap.cmd_ok("n2 NOOP");
+        let at = eventually(Duration::from_secs(5), || {
+            logged_in_at(&fleet, &alice, &before)
+        })?;
+        if at != 0 {
+            std::thread::sleep(Duration::from_millis(200));
+            return None;
+        }
+        let state = mailbox_state(&mut imap);
+        state
+            .1
+            .iter()
+            .any(|l| l.contains("\\Answered"))
+            .then_some(state)
+    });
+    assert!(
+        back.is_some(),
+        "alice back on s1 with the change made on s2"
     );
 }

@@ -50,6 +50,8 @@ pub fn free_port() -> u16 {
 #[derive(Debug, Clone, Copy)]
 pub struct Ports {
     pub lmtp: u16,
+    pub imap: u16,
+    pub pop3: u16,
     pub http: u16,
     pub replication: u16,
     pub socketmap: u16,
@@ -75,8 +77,8 @@ pub fn cluster_map(ports: &[Ports], health_interval_ms: u64) -> String {
         ));
         for i in nodes {
             map.push_str(&format!(
-                "[[cluster.pairs.nodes]]\nname = \"{}\"\nlmtp = \"127.0.0.1:{}\"\nhttp = \"127.0.0.1:{}\"\n",
-                NAMES[i], ports[i].lmtp, ports[i].http
+                "[[cluster.pairs.nodes]]\nname = \"{}\"\nlmtp = \"127.0.0.1:{}\"\nimap = \"127.0.0.1:{}\"\npop3 = \"127.0.0.1:{}\"\nhttp = \"127.0.0.1:{}\"\n",
+                NAMES[i], ports[i].lmtp, ports[i].imap, ports[i].pop3, ports[i].http
             ));
         }
     }
@@ -88,9 +90,16 @@ impl Fleet {
     /// that holds each (replication gives them to the other), and wait until every node sees every other one up and
     /// has swapped user lists with its peer.
     pub fn start<S: AsRef<str>>(users: &[S]) -> Fleet {
+        Fleet::start_with(users, "")
+    }
+
+    /// [`Fleet::start`] with more `[replication]` keys (`sync_delivery`).
+    pub fn start_with<S: AsRef<str>>(users: &[S], replication: &str) -> Fleet {
         let ports: Vec<Ports> = (0..4)
             .map(|_| Ports {
                 lmtp: free_port(),
+                imap: free_port(),
+                pop3: free_port(),
                 http: free_port(),
                 replication: free_port(),
                 socketmap: free_port(),
@@ -102,13 +111,22 @@ impl Fleet {
                 let peer = i ^ 1;
                 let p = ports[i];
                 let extra = format!(
-                    "[http]\nlisten = [\"127.0.0.1:{}\"]\n\
+                    "[imap]\nlisten = [\"127.0.0.1:{}\"]\nauth_failure_delay_ms = 10\n\
+                     [pop3]\nlisten = [\"127.0.0.1:{}\"]\nauth_failure_delay_ms = 10\n\
+                     [http]\nlisten = [\"127.0.0.1:{}\"]\n\
                      [mta]\nsocketmap_listen = [\"127.0.0.1:{}\"]\n\
                      [replication]\nlisten = [\"127.0.0.1:{}\"]\nsecret = {SECRET:?}\n\
                      debounce_ms = 50\nbackoff_max_secs = 1\nheartbeat_ms = 200\nheartbeat_timeout_ms = 1000\n\
+                     {replication}\n\
                      [[replication.peers]]\nname = {:?}\naddress = \"127.0.0.1:{}\"\n\
                      {map}",
-                    p.http, p.socketmap, p.replication, NAMES[peer], ports[peer].replication
+                    p.imap,
+                    p.pop3,
+                    p.http,
+                    p.socketmap,
+                    p.replication,
+                    NAMES[peer],
+                    ports[peer].replication
                 );
                 TestServer::start_node_at(NAMES[i], &format!("127.0.0.1:{}", p.lmtp), &extra)
             })
