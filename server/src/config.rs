@@ -39,6 +39,10 @@ pub struct Config {
     /// plaintext passwords (they terminated TLS). See server/src/proxy.rs.
     #[serde(default)]
     pub trusted_proxies: Vec<String>,
+    /// The file this configuration was read from (`None`: the embedded
+    /// defaults); a reload (SIGHUP) reads it again.
+    #[serde(skip)]
+    pub source: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -491,6 +495,15 @@ pub struct ServerConfig {
     /// directory on a filesystem busy with other writers.
     #[serde(default = "default_durability")]
     pub durability: String,
+    /// What is logged: an `EnvFilter` directive (`info`, `debug`,
+    /// `info,cove::imap=debug`); SIGHUP applies a new one. COVE_LOG in the
+    /// environment wins over it.
+    #[serde(default = "default_log_level")]
+    pub log_level: String,
+    /// Started as root (without systemd's `User=`): the user to become once
+    /// the listeners are bound and the data directory is open.
+    #[serde(default)]
+    pub user: Option<String>,
 }
 
 impl ServerConfig {
@@ -506,6 +519,8 @@ impl Default for ServerConfig {
         ServerConfig {
             shutdown_grace_secs: default_shutdown_grace(),
             durability: default_durability(),
+            log_level: default_log_level(),
+            user: None,
         }
     }
 }
@@ -546,6 +561,9 @@ fn default_max_connections_per_ip() -> usize {
 }
 fn default_shutdown_grace() -> u64 {
     10
+}
+fn default_log_level() -> String {
+    "info".to_string()
 }
 fn default_durability() -> String {
     "batched".to_string()
@@ -607,6 +625,7 @@ impl Config {
             auth: AuthConfig::default(),
             replication: None,
             trusted_proxies: Vec::new(),
+            source: None,
         }
     }
 
@@ -655,7 +674,9 @@ impl Config {
             Some(p) => {
                 let text = std::fs::read_to_string(p)
                     .with_context(|| format!("cannot read config file {}", p.display()))?;
-                Config::parse(&text, &p.display().to_string())
+                let mut config = Config::parse(&text, &p.display().to_string())?;
+                config.source = Some(p.to_path_buf());
+                Ok(config)
             }
         }
     }
@@ -715,6 +736,7 @@ impl Config {
             }
         }
         self.server.durability()?;
+        crate::logging::check_level(&self.server.log_level)?;
         self.auth.validate()?;
         if let Some(h) = &self.http {
             check("http", "listen", &h.listen)?;

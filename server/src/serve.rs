@@ -13,6 +13,7 @@ use tokio::task::JoinSet;
 use crate::config::Config;
 use crate::imap::{self, ImapContext};
 use crate::lmtp::{self, LmtpContext};
+use crate::reload::{Live, Part, is_session_limit};
 
 /// Start replication: the peers' listener, one task per peer, and the
 /// store's change hook that queues changed users.
@@ -78,15 +79,32 @@ async fn start_replication(
 }
 
 pub async fn serve(config: Config) -> anyhow::Result<()> {
+    // Started as root with `[server] user`: what is made on disk before the
+    // drop belongs to that user (server/src/privileges.rs).
+    let owner = crate::privileges::plan(&config)?;
     let store = {
         let config = config.clone();
-        tokio::task::spawn_blocking(move || crate::cli::open_store(&config)).await??
+        let owner = owner.clone();
+        tokio::task::spawn_blocking(move || {
+            crate::privileges::as_owner(owner.as_ref(), || crate::cli::open_store(&config))
+        })
+        .await??
     };
     let store = Arc::new(store);
     crate::proxy::set_trusted(
         crate::proxy::TrustedProxies::parse(&config.trusted_proxies).map_err(anyhow::Error::msg)?,
     );
-    let tls = crate::tls::acceptor(&config)?;
+    let (tls, certificate) =
+        crate::privileges::as_owner(owner.as_ref(), || crate::tls::acceptor(&config))?;
+    let reloader = crate::reload::Reloader::new(
+        config.source.clone(),
+        &config
+            .source
+            .as_ref()
+            .and_then(|p| std::fs::read_to_string(p).ok())
+            .unwrap_or_default(),
+    );
+    register_reloads(&reloader, certificate);
     // One small set of threads checks passwords for every protocol, behind
     // one authentication service; made before any listener announces
     // itself (the stand-in hash takes an argon2 run, and a client or a
@@ -117,14 +135,21 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
             )),
             _ => None,
         };
-        let ctx = Arc::new(LmtpContext::new(
+        let ctx = Arc::new(Live::new(LmtpContext::new(
             store.clone(),
             lmtp_config.clone(),
             config.hostname.clone(),
             Some(tls.clone()),
             stopped.clone(),
             sync_delivery,
-        ));
+        )));
+        let live = ctx.clone();
+        reloader.register(Part::new("lmtp limits", is_lmtp_limit, move |c| {
+            if let Some(new) = &c.lmtp {
+                live.set(live.get().with_config(new.clone()));
+            }
+            Ok(None)
+        }));
         for addr in &lmtp_config.listen {
             let listener = TcpListener::bind(addr)
                 .await
@@ -137,14 +162,21 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     // listener of each): what nginx's auth_http is told.
     let mut serving = Serving::default();
     if let Some(imap_config) = &config.imap {
-        let ctx = Arc::new(ImapContext::new(
+        let ctx = Arc::new(Live::new(ImapContext::new(
             store.clone(),
             imap_config.clone(),
             config.hostname.clone(),
             Some(tls.clone()),
             stopped.clone(),
             auth.clone(),
-        ));
+        )));
+        let live = ctx.clone();
+        reloader.register(Part::new("imap limits", is_imap_limit, move |c| {
+            if let Some(new) = &c.imap {
+                live.set(live.get().with_config(new.clone()));
+            }
+            Ok(None)
+        }));
         for (addrs, implicit_tls, key) in [
             (&imap_config.listen, false, "listen"),
             (&imap_config.tls_listen, true, "tls_listen"),
@@ -168,14 +200,21 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         }
     }
     if let Some(pop3_config) = &config.pop3 {
-        let ctx = Arc::new(crate::pop3::Pop3Context::new(
+        let ctx = Arc::new(Live::new(crate::pop3::Pop3Context::new(
             store.clone(),
             pop3_config.clone(),
             config.hostname.clone(),
             Some(tls.clone()),
             stopped.clone(),
             auth.clone(),
-        ));
+        )));
+        let live = ctx.clone();
+        reloader.register(Part::new("pop3 limits", is_pop3_limit, move |c| {
+            if let Some(new) = &c.pop3 {
+                live.set(live.get().with_config(new.clone()));
+            }
+            Ok(None)
+        }));
         for (addrs, implicit_tls, key) in [
             (&pop3_config.listen, false, "listen"),
             (&pop3_config.tls_listen, true, "tls_listen"),
@@ -201,7 +240,9 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     if let Some(http) = &config.http {
         let admin: Arc<dyn cove_sync::http::AdminHandler> = Arc::new(crate::admin::Admin {
             replicator: replicator.clone(),
-            token: crate::admin::admin_token(&config.data_dir)?,
+            token: crate::privileges::as_owner(owner.as_ref(), || {
+                crate::admin::admin_token(&config.data_dir)
+            })?,
             auth: auth.clone(),
             imap: serving.imap,
             pop3: serving.pop3,
@@ -229,13 +270,25 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
             ));
         }
     }
+    if let Some(owner) = &owner {
+        crate::privileges::drop_to(owner)?;
+    }
     tracing::info!(data_dir = %config.data_dir.display(), hostname = %config.hostname, "cove {} serving", env!("CARGO_PKG_VERSION"));
 
     let mut term = signal(SignalKind::terminate()).context("install SIGTERM handler")?;
     let mut int = signal(SignalKind::interrupt()).context("install SIGINT handler")?;
-    tokio::select! {
-        _ = term.recv() => tracing::info!("SIGTERM: shutting down"),
-        _ = int.recv() => tracing::info!("SIGINT: shutting down"),
+    let mut hup = signal(SignalKind::hangup()).context("install SIGHUP handler")?;
+    let reloader = Arc::new(reloader);
+    loop {
+        tokio::select! {
+            _ = term.recv() => { tracing::info!("SIGTERM: shutting down"); break; }
+            _ = int.recv() => { tracing::info!("SIGINT: shutting down"); break; }
+            _ = hup.recv() => {
+                // Reading files: off the reactor.
+                let reloader = reloader.clone();
+                let _ = tokio::task::spawn_blocking(move || reloader.reload()).await;
+            }
+        }
     }
     let _ = stop.send(true);
     while loops.join_next().await.is_some() {}
@@ -245,6 +298,9 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         Err(_) => JoinSet::new(),
     };
     let grace = Duration::from_secs(config.server.shutdown_grace_secs);
+    // The set still holds sessions that ended and were not reaped yet (the
+    // accept loops reap only when they accept): count the open ones.
+    while set.try_join_next().is_some() {}
     let open = set.len();
     if tokio::time::timeout(grace, async { while set.join_next().await.is_some() {} })
         .await
@@ -266,4 +322,51 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
 struct Serving {
     imap: Option<std::net::SocketAddr>,
     pop3: Option<std::net::SocketAddr>,
+}
+
+fn is_lmtp_limit(key: &str) -> bool {
+    key.starts_with("lmtp.") && is_session_limit(key)
+}
+fn is_imap_limit(key: &str) -> bool {
+    key.starts_with("imap.") && is_session_limit(key)
+}
+fn is_pop3_limit(key: &str) -> bool {
+    key.starts_with("pop3.") && is_session_limit(key)
+}
+
+/// What a reload (SIGHUP) applies besides the protocol limits: the TLS
+/// certificate, the log level, the trusted proxies. More parts join here
+/// (the cluster map).
+fn register_reloads(reloader: &crate::reload::Reloader, certificate: Arc<crate::tls::Certificate>) {
+    reloader.register(Part::new(
+        "tls certificate",
+        |_| false,
+        move |_| {
+            Ok(certificate.reload()?.then(|| {
+                format!(
+                    "tls certificate (new chain from {})",
+                    certificate.path().display()
+                )
+            }))
+        },
+    ));
+    reloader.register(Part::new(
+        "log level",
+        |k| k == "server.log_level",
+        |c| {
+            Ok(crate::logging::set_level(&c.server.log_level)?
+                .map(|change| format!("log level {change}")))
+        },
+    ));
+    reloader.register(Part::new(
+        "trusted proxies",
+        |k| k == "trusted_proxies",
+        |c| {
+            crate::proxy::set_trusted(
+                crate::proxy::TrustedProxies::parse(&c.trusted_proxies)
+                    .map_err(anyhow::Error::msg)?,
+            );
+            Ok(None)
+        },
+    ));
 }

@@ -4,6 +4,7 @@ pub mod command;
 pub mod data;
 mod reply;
 mod session;
+mod sync_delivery;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -27,7 +28,7 @@ pub struct LmtpContext {
     connections: Arc<ConnectionCount>,
     /// `[replication] sync_delivery`: answer 250 only once a peer holds
     /// the message, or after this long (then asynchronously, logged).
-    pub sync_delivery: Option<(Arc<cove_sync::replicator::Replicator>, std::time::Duration)>,
+    pub sync_delivery: Option<Arc<sync_delivery::SyncDelivery>>,
 }
 
 impl LmtpContext {
@@ -46,22 +47,44 @@ impl LmtpContext {
             tls,
             shutdown,
             connections: ConnectionCount::new(),
-            sync_delivery,
+            sync_delivery: sync_delivery.map(|(replicator, timeout)| {
+                Arc::new(sync_delivery::SyncDelivery::new(replicator, timeout))
+            }),
+        }
+    }
+
+    /// The same shared state (connection counts) with the limits of a
+    /// reloaded configuration, for the sessions accepted next.
+    pub fn with_config(&self, config: LmtpConfig) -> Self {
+        LmtpContext {
+            store: self.store.clone(),
+            config,
+            hostname: self.hostname.clone(),
+            tls: self.tls.clone(),
+            shutdown: self.shutdown.clone(),
+            connections: self.connections.clone(),
+            sync_delivery: self.sync_delivery.clone(),
         }
     }
 }
 
 /// Accept LMTP connections until shutdown.
-pub async fn accept_loop(listener: TcpListener, ctx: Arc<LmtpContext>, sessions: Sessions) {
-    let shutdown = ctx.shutdown.clone();
-    let proxy_protocol = ctx.config.proxy_protocol;
+/// Each connection gets the context in force when it is accepted (a
+/// reload replaces it).
+pub async fn accept_loop(
+    listener: TcpListener,
+    ctx: Arc<crate::reload::Live<LmtpContext>>,
+    sessions: Sessions,
+) {
+    let shutdown = ctx.get().shutdown.clone();
+    let proxy_protocol = ctx.get().config.proxy_protocol;
     listener::accept_loop(
         "lmtp",
         listener,
         shutdown,
         sessions,
         proxy_protocol,
-        move |tcp, peer, id| serve_connection(ctx.clone(), tcp, peer, id),
+        move |tcp, peer, id| serve_connection(ctx.get(), tcp, peer, id),
     )
     .await;
 }

@@ -73,25 +73,40 @@ impl Pop3Context {
             auth,
         }
     }
+
+    /// The same shared state (connection counts, maildrop locks) with the
+    /// limits of a reloaded configuration, for the sessions accepted next.
+    pub fn with_config(&self, config: Pop3Config) -> Self {
+        Pop3Context {
+            store: self.store.clone(),
+            config,
+            hostname: self.hostname.clone(),
+            tls: self.tls.clone(),
+            shutdown: self.shutdown.clone(),
+            connections: self.connections.clone(),
+            locks: self.locks.clone(),
+            auth: self.auth.clone(),
+        }
+    }
 }
 
 /// Accept POP3 connections until shutdown; `implicit_tls` for pop3s.
 pub async fn accept_loop(
     listener: TcpListener,
-    ctx: Arc<Pop3Context>,
+    ctx: Arc<crate::reload::Live<Pop3Context>>,
     sessions: Sessions,
     implicit_tls: bool,
 ) {
-    let shutdown = ctx.shutdown.clone();
+    let shutdown = ctx.get().shutdown.clone();
     let proto = if implicit_tls { "pop3s" } else { "pop3" };
-    let proxy_protocol = ctx.config.proxy_protocol;
+    let proxy_protocol = ctx.get().config.proxy_protocol;
     listener::accept_loop(
         proto,
         listener,
         shutdown,
         sessions,
         proxy_protocol,
-        move |tcp, peer, id| serve_connection(ctx.clone(), tcp, peer, id, implicit_tls),
+        move |tcp, peer, id| serve_connection(ctx.get(), tcp, peer, id, implicit_tls),
     )
     .await;
 }
