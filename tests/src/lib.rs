@@ -16,6 +16,7 @@ use std::time::{Duration, Instant};
 
 pub use cove_store;
 
+pub mod daemon;
 pub mod proxy;
 use cove_store::{Address, MailboxInfo, MessageMeta, Store, StoreOptions};
 
