@@ -203,6 +203,17 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             }
         );
     }
+    match &cli.command {
+        Command::Serve => {}
+        // They read files the data's owner may not be allowed to read (a
+        // Dovecot Maildir, /etc/dovecot/users), and what root would write
+        // into the data the server could not use.
+        Command::Import { .. }
+        | Command::User {
+            command: UserCommand::Import { .. },
+        } => cove::privileges::refuse_root_on_others_data(&config)?,
+        _ => cove::privileges::become_data_owner(&config)?,
+    }
     match cli.command {
         Command::Serve => {
             cove::logging::init(&config.server.log_level);

@@ -78,6 +78,47 @@ pub fn plan(config: &Config) -> anyhow::Result<Option<Target>> {
     Ok(Some(target))
 }
 
+/// An admin command (`cove user add`...) run as root on a data directory
+/// that belongs to another user (the package's `cove`) runs as that user,
+/// so that what it makes there (a new user's Maildir, the database's WAL
+/// files) stays usable by the server.
+pub fn become_data_owner(config: &Config) -> anyhow::Result<()> {
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    if unsafe { libc::geteuid() } != 0 {
+        return Ok(());
+    }
+    let Ok(meta) = std::fs::metadata(&config.data_dir) else {
+        return Ok(());
+    };
+    if meta.uid() == 0 {
+        return Ok(());
+    }
+    set_ids(meta.uid(), meta.gid()).with_context(|| {
+        format!(
+            "become uid {}, the owner of {}",
+            meta.uid(),
+            config.data_dir.display()
+        )
+    })
+}
+
+/// For the imports: as root on a data directory that belongs to another
+/// user, refuse with the way to run them as that user.
+pub fn refuse_root_on_others_data(config: &Config) -> anyhow::Result<()> {
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    if unsafe { libc::geteuid() } != 0 {
+        return Ok(());
+    }
+    match std::fs::metadata(&config.data_dir) {
+        Ok(meta) if meta.uid() != 0 => bail!(
+            "{} belongs to uid {}: run the import as that user (runuser -u cove -- cove import ...), after giving it read access to what is imported",
+            config.data_dir.display(),
+            meta.uid()
+        ),
+        _ => Ok(()),
+    }
+}
+
 fn lookup(name: &str) -> anyhow::Result<Target> {
     let c_name = CString::new(name).map_err(|_| anyhow::anyhow!("[server] user {name:?}"))?;
     let mut pwd: libc::passwd = unsafe { std::mem::zeroed() };
@@ -127,22 +168,27 @@ pub fn as_owner<T>(target: Option<&Target>, f: impl FnOnce() -> T) -> T {
 /// Become the target user for good: supplementary groups, group, user;
 /// then check that root cannot be had back.
 pub fn drop_to(target: &Target) -> anyhow::Result<()> {
+    set_ids(target.uid, target.gid)?;
+    tracing::info!(user = %target.name, uid = target.uid, gid = target.gid, "listeners bound; running as {}", target.name);
+    Ok(())
+}
+
+fn set_ids(uid: u32, gid: u32) -> anyhow::Result<()> {
     // SAFETY: plain system calls on integers and a one-element array that
     // outlives the call; glibc applies each to every thread.
     unsafe {
-        if libc::setgroups(1, &target.gid) != 0 {
+        if libc::setgroups(1, &gid) != 0 {
             return Err(std::io::Error::last_os_error()).context("setgroups");
         }
-        if libc::setgid(target.gid) != 0 {
+        if libc::setgid(gid) != 0 {
             return Err(std::io::Error::last_os_error()).context("setgid");
         }
-        if libc::setuid(target.uid) != 0 {
+        if libc::setuid(uid) != 0 {
             return Err(std::io::Error::last_os_error()).context("setuid");
         }
         if libc::setuid(0) == 0 {
             bail!("still able to become root after dropping privileges");
         }
     }
-    tracing::info!(user = %target.name, uid = target.uid, gid = target.gid, "listeners bound; running as {}", target.name);
     Ok(())
 }
