@@ -89,12 +89,17 @@ impl Daemon {
 
     /// SIGTERM, and wait (bounded) for the exit.
     pub fn stop(&mut self, timeout: Duration) -> ExitStatus {
-        let mut child = self.child.take().expect("running");
         let st = Command::new("kill")
-            .args(["-TERM", &child.id().to_string()])
+            .args(["-TERM", &self.pid().to_string()])
             .status()
             .expect("run kill");
         assert!(st.success(), "kill -TERM failed");
+        self.wait_exit(timeout)
+    }
+
+    /// Wait (bounded) for the exit; panics with the output if it overruns.
+    pub fn wait_exit(&mut self, timeout: Duration) -> ExitStatus {
+        let mut child = self.child.take().expect("running");
         wait_bounded(&mut child, timeout).unwrap_or_else(|| {
             let _ = child.kill();
             let _ = child.wait();
