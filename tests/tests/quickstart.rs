@@ -159,8 +159,13 @@ fn expected_start(speaks: Speaks) -> &'static str {
     }
 }
 
-/// The process whose parent is `parent` (cargo run's child: cove).
-fn child_of(parent: u32) -> Option<u32> {
+/// The cove process of `cargo run`: cargo itself on Unix (it execs the
+/// program), or else its child.
+fn cove_of(cargo: u32) -> Option<u32> {
+    let comm = |pid: u32| std::fs::read_to_string(format!("/proc/{pid}/comm")).ok();
+    if comm(cargo).is_some_and(|c| c.trim() == "cove") {
+        return Some(cargo);
+    }
     std::fs::read_dir("/proc").ok()?.flatten().find_map(|e| {
         let pid: u32 = e.file_name().to_str()?.parse().ok()?;
         let stat = std::fs::read_to_string(e.path().join("stat")).ok()?;
@@ -172,7 +177,7 @@ fn child_of(parent: u32) -> Option<u32> {
             .nth(1)?
             .parse()
             .ok()?;
-        (ppid == parent).then_some(pid)
+        (ppid == cargo && comm(pid).is_some_and(|c| c.trim() == "cove")).then_some(pid)
     })
 }
 
@@ -228,9 +233,9 @@ fn the_readme_quick_start_command_serves_on_the_ports_it_names() {
         );
     }
 
-    // SIGTERM to cove (cargo run's child); cargo exits with cove's status.
+    // SIGTERM to cove; cargo run exits with cove's status.
     let cove =
-        child_of(d.pid()).unwrap_or_else(|| panic!("no cove under cargo run:\n{}", d.output()));
+        cove_of(d.pid()).unwrap_or_else(|| panic!("no cove under cargo run:\n{}", d.output()));
     let st = Command::new("kill")
         .args(["-TERM", &cove.to_string()])
         .status()
