@@ -32,6 +32,8 @@ def load():
     version = package["version"]
     if isinstance(version, dict):  # version.workspace = true
         version = workspace["workspace"]["package"]["version"]
+    # cargo-deb's rule: the crate's version, then the Debian revision.
+    version = f"{version}-{package['metadata']['deb'].get('revision', '1')}"
     license = package.get("license", {})
     if isinstance(license, dict):
         license = workspace["workspace"]["package"].get("license", "")
@@ -40,7 +42,8 @@ def load():
 
 def stage_assets(meta, binary, stage):
     for source, dest, mode in meta["assets"]:
-        if source.startswith("target/release/"):
+        program = source.startswith("target/release/")
+        if program:
             source = binary
         else:
             source = os.path.join(CRATE, source)
@@ -50,6 +53,9 @@ def stage_assets(meta, binary, stage):
         os.makedirs(os.path.dirname(target), exist_ok=True)
         shutil.copyfile(source, target)
         os.chmod(target, int(mode, 8))
+        # cargo-deb strips the programs it packages (its `strip` default).
+        if program and meta.get("strip", True) and shutil.which("strip"):
+            subprocess.run(["strip", "--strip-unneeded", target], check=True)
 
 
 def control(package, meta, version, arch, stage):
