@@ -135,3 +135,69 @@ fn sighup_takes_a_renewed_certificate_and_new_limits() {
     assert!(refused.contains("nowhere"), "{refused}");
     assert_lines(&new.cmd("b2 NOOP"), &["b2 OK NOOP completed"]);
 }
+
+// [server] log_level changes with SIGHUP (without COVE_LOG, which would
+// win): started at `warn`, cove writes none of its INFO lines; after the
+// reload to `debug` it does, beginning with the reload's own line.
+#[test]
+fn sighup_changes_the_log_level() {
+    use cove_tests::daemon::Daemon;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let config = dir.path().join("cove.toml");
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port();
+    // As an editor or certbot does: a new file renamed over the old one,
+    // so a reload never reads half of it.
+    let write = |level: &str| {
+        let new = dir.path().join("cove.toml.new");
+        std::fs::write(
+            &new,
+            format!(
+                "data_dir = {:?}\nhostname = \"cove.test\"\n[server]\nlog_level = \"{level}\"\n[lmtp]\nlisten = [\"127.0.0.1:{port}\"]\n",
+                dir.path().join("data").display().to_string()
+            ),
+        )
+        .expect("write config");
+        std::fs::rename(&new, &config).expect("rename config");
+    };
+    write("warn");
+    let mut cmd = Command::new(cove_tests::cove_bin());
+    cmd.args(["serve", "--config"])
+        .arg(&config)
+        .env_remove("COVE_LOG");
+    let mut d = Daemon::spawn(cmd, &dir.path().join("log"));
+    let lmtp = SocketAddr::from(([127, 0, 0, 1], port));
+    let up = eventually(Duration::from_secs(60), || {
+        cove_tests::daemon::greeting(lmtp).ok()
+    });
+    assert!(up.is_some_and(|g| g.starts_with("220 ")), "{}", d.output());
+    assert!(
+        !d.output().contains(" INFO "),
+        "INFO lines at warn:\n{}",
+        d.output()
+    );
+    write("debug");
+    let line = eventually(Duration::from_secs(20), || {
+        let st = Command::new("kill")
+            .args(["-HUP", &d.pid().to_string()])
+            .status()
+            .expect("kill");
+        assert!(st.success());
+        std::thread::sleep(Duration::from_millis(100));
+        d.output()
+            .lines()
+            .find(|l| l.contains("SIGHUP: "))
+            .map(str::to_string)
+    })
+    .unwrap_or_else(|| panic!("no reload line:\n{}", d.output()));
+    assert!(
+        line.contains(" INFO ")
+            && line.contains("applied server.log_level, log level warn → debug"),
+        "{line}\n{}",
+        d.output()
+    );
+    let st = d.stop(Duration::from_secs(30));
+    assert!(st.success(), "{}", d.output());
+}
