@@ -201,3 +201,41 @@ fn sighup_changes_the_log_level() {
     let st = d.stop(Duration::from_secs(30));
     assert!(st.success(), "{}", d.output());
 }
+
+/// On an LMTP listener with `proxy_protocol = true`: send a PROXY v1
+/// header and NOOP; the reply to NOOP, or `None` when the connection is
+/// closed first (cove refuses a PROXY header from an untrusted address).
+fn noop_through_proxy(addr: SocketAddr) -> Option<String> {
+    let mut c = Client::connect(addr);
+    c.send_line("PROXY TCP4 203.0.113.7 127.0.0.1 40000 24");
+    c.send_line("NOOP");
+    loop {
+        let reply = c.try_read_reply().ok()?.first().to_string();
+        if reply.starts_with("250") {
+            return Some(reply);
+        }
+    }
+}
+
+// trusted_proxies changes with SIGHUP: a PROXY header from 127.0.0.1 closes
+// the connection while 127.0.0.1 is not trusted, and is taken after the
+// reload that trusts it.
+#[test]
+fn sighup_applies_trusted_proxies() {
+    let s = TestServer::start_with_root(
+        cove_tests::HOSTNAME,
+        "trusted_proxies = []",
+        "proxy_protocol = true",
+    );
+    assert_eq!(noop_through_proxy(s.lmtp_addr()), None);
+    assert!(s.logged("a PROXY protocol header where none is accepted"));
+    let text = std::fs::read_to_string(s.config_path()).expect("read config");
+    let text = text.replace("trusted_proxies = []", "trusted_proxies = [\"127.0.0.1\"]");
+    std::fs::write(s.config_path(), text).expect("write config");
+    sighup(&s);
+    let line = reload_line(&s, 1);
+    assert!(line.contains("applied trusted_proxies"), "{line}");
+    assert!(!line.contains("needs a restart"), "{line}");
+    let after = noop_through_proxy(s.lmtp_addr());
+    assert!(after.is_some(), "{}", s.logs().join("\n"));
+}
