@@ -229,6 +229,38 @@ fn diff(prefix: &str, old: &toml::Table, new: &toml::Table, out: &mut Vec<String
     }
 }
 
+/// A protocol's shared session context, whose limits (its configuration
+/// section) a reload replaces for the sessions accepted afterwards.
+pub trait Reconfigure: Send + Sync + Sized + 'static {
+    type Section: Clone;
+    /// The same shared state (connection counts and the like) with `section`.
+    fn with_config(&self, section: Self::Section) -> Self;
+}
+
+/// The part that gives `live` the limits of `[section]` (`pick` finds it in
+/// a configuration): every key of the section but where it listens.
+pub fn limits_part<T: Reconfigure>(
+    name: &'static str,
+    section: &'static str,
+    live: Arc<Live<T>>,
+    pick: fn(&Config) -> Option<&T::Section>,
+) -> Part {
+    Part::new(
+        name,
+        move |key| {
+            key.strip_prefix(section)
+                .is_some_and(|rest| rest.starts_with('.'))
+                && is_session_limit(key)
+        },
+        move |config| {
+            if let Some(new) = pick(config) {
+                live.set(live.get().with_config(new.clone()));
+            }
+            Ok(None)
+        },
+    )
+}
+
 /// Whether `key` is a protocol limit a new session takes from a reload:
 /// everything in `[lmtp]`, `[imap]` and `[pop3]` but where they listen.
 pub fn is_session_limit(key: &str) -> bool {

@@ -13,7 +13,7 @@ use tokio::task::JoinSet;
 use crate::config::Config;
 use crate::imap::{self, ImapContext};
 use crate::lmtp::{self, LmtpContext};
-use crate::reload::{Live, Part, is_session_limit};
+use crate::reload::{Live, Part, limits_part};
 
 /// Start replication: the peers' listener, one task per peer, and the
 /// store's change hook that queues changed users.
@@ -143,12 +143,8 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
             stopped.clone(),
             sync_delivery,
         )));
-        let live = ctx.clone();
-        reloader.register(Part::new("lmtp limits", is_lmtp_limit, move |c| {
-            if let Some(new) = &c.lmtp {
-                live.set(live.get().with_config(new.clone()));
-            }
-            Ok(None)
+        reloader.register(limits_part("lmtp limits", "lmtp", ctx.clone(), |c| {
+            c.lmtp.as_ref()
         }));
         for addr in &lmtp_config.listen {
             let listener = TcpListener::bind(addr)
@@ -170,12 +166,8 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
             stopped.clone(),
             auth.clone(),
         )));
-        let live = ctx.clone();
-        reloader.register(Part::new("imap limits", is_imap_limit, move |c| {
-            if let Some(new) = &c.imap {
-                live.set(live.get().with_config(new.clone()));
-            }
-            Ok(None)
+        reloader.register(limits_part("imap limits", "imap", ctx.clone(), |c| {
+            c.imap.as_ref()
         }));
         for (addrs, implicit_tls, key) in [
             (&imap_config.listen, false, "listen"),
@@ -208,12 +200,8 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
             stopped.clone(),
             auth.clone(),
         )));
-        let live = ctx.clone();
-        reloader.register(Part::new("pop3 limits", is_pop3_limit, move |c| {
-            if let Some(new) = &c.pop3 {
-                live.set(live.get().with_config(new.clone()));
-            }
-            Ok(None)
+        reloader.register(limits_part("pop3 limits", "pop3", ctx.clone(), |c| {
+            c.pop3.as_ref()
         }));
         for (addrs, implicit_tls, key) in [
             (&pop3_config.listen, false, "listen"),
@@ -322,16 +310,6 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
 struct Serving {
     imap: Option<std::net::SocketAddr>,
     pop3: Option<std::net::SocketAddr>,
-}
-
-fn is_lmtp_limit(key: &str) -> bool {
-    key.starts_with("lmtp.") && is_session_limit(key)
-}
-fn is_imap_limit(key: &str) -> bool {
-    key.starts_with("imap.") && is_session_limit(key)
-}
-fn is_pop3_limit(key: &str) -> bool {
-    key.starts_with("pop3.") && is_session_limit(key)
 }
 
 /// What a reload (SIGHUP) applies besides the protocol limits: the TLS

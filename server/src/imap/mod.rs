@@ -92,10 +92,14 @@ impl ImapContext {
             recent_floor: Arc::default(),
         }
     }
+}
 
-    /// The same shared state (connection counts, \Recent floors) with the
-    /// limits of a reloaded configuration, for the sessions accepted next.
-    pub fn with_config(&self, config: ImapConfig) -> Self {
+/// A reload gives the sessions accepted afterwards its limits; connection
+/// counts and the like stay shared.
+impl crate::reload::Reconfigure for ImapContext {
+    type Section = ImapConfig;
+
+    fn with_config(&self, config: ImapConfig) -> Self {
         ImapContext {
             store: self.store.clone(),
             config,

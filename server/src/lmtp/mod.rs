@@ -52,10 +52,14 @@ impl LmtpContext {
             }),
         }
     }
+}
 
-    /// The same shared state (connection counts) with the limits of a
-    /// reloaded configuration, for the sessions accepted next.
-    pub fn with_config(&self, config: LmtpConfig) -> Self {
+/// A reload gives the sessions accepted afterwards its limits; connection
+/// counts and the like stay shared.
+impl crate::reload::Reconfigure for LmtpContext {
+    type Section = LmtpConfig;
+
+    fn with_config(&self, config: LmtpConfig) -> Self {
         LmtpContext {
             store: self.store.clone(),
             config,

@@ -73,10 +73,14 @@ impl Pop3Context {
             auth,
         }
     }
+}
 
-    /// The same shared state (connection counts, maildrop locks) with the
-    /// limits of a reloaded configuration, for the sessions accepted next.
-    pub fn with_config(&self, config: Pop3Config) -> Self {
+/// A reload gives the sessions accepted afterwards its limits; connection
+/// counts and the like stay shared.
+impl crate::reload::Reconfigure for Pop3Context {
+    type Section = Pop3Config;
+
+    fn with_config(&self, config: Pop3Config) -> Self {
         Pop3Context {
             store: self.store.clone(),
             config,
