@@ -17,8 +17,10 @@ export RUSTC_BOOTSTRAP=1
 export ASAN_OPTIONS="${ASAN_OPTIONS:+$ASAN_OPTIONS:}detect_odr_violation=0"
 
 targets=$(cargo fuzz list)
+# FUZZ_BUILD_FLAGS=--dev (CI) builds without optimisation: a fraction of
+# the compile time, fewer executions in the bounded run.
 echo "== fuzz build"
-cargo fuzz build
+cargo fuzz build ${FUZZ_BUILD_FLAGS:-}
 
 scratch=$(mktemp -d)
 trap 'rm -rf "$scratch"' EXIT
@@ -28,7 +30,7 @@ for target in $targets; do
     cp corpus/"$target"/seed-* "$scratch/$target/"
     extra=()
     [ "$target" = imap_mime ] && extra+=(-max_len=16384)
-    cargo fuzz run "$target" "$scratch/$target" -- \
+    cargo fuzz run ${FUZZ_BUILD_FLAGS:-} "$target" "$scratch/$target" -- \
         -max_total_time="$seconds" -timeout=10 -rss_limit_mb=2048 \
         -print_final_stats=1 "${extra[@]}" 2>&1 \
         | grep -E '^(stat::number_of_executed_units|stat::peak_rss_mb|INFO: Running|==[0-9]+==|SUMMARY|Done)|panicked|ERROR' || true

@@ -66,6 +66,10 @@ pub enum Error {
         "{0} and {1} are on different filesystems: blobs and mail must share one so that hard links work"
     )]
     CrossDevice(PathBuf, PathBuf),
+    #[error(
+        "cannot hard-link a file from {0} into {1} ({2}): blobs and mail need a filesystem with hard links (ext4, xfs, btrfs; not vfat or exfat)"
+    )]
+    NoHardLinks(PathBuf, PathBuf, io::Error),
 }
 
 pub type Result<T> = std::result::Result<T, Error>;
@@ -245,15 +249,36 @@ impl BlobStore {
         self.root.join(&hex[..2]).join(&hex[2..])
     }
 
-    /// Fail unless `other` is on the same filesystem as the blobs, which the
-    /// hard links need.
+    /// Fail unless `other` is on the same filesystem as the blobs and that
+    /// filesystem makes hard links, which dedup is built on. One device is
+    /// not enough: vfat and exfat refuse `link(2)` (EPERM), so the probe
+    /// links a file from the blobs' tmp/ into `other` and removes both.
     pub fn check_same_filesystem(&self, other: &Path) -> Result<()> {
         let a = fs::metadata(&self.root).ctx(|| format!("stat {}", self.root.display()))?;
         let b = fs::metadata(other).ctx(|| format!("stat {}", other.display()))?;
         if a.dev() != b.dev() {
             return Err(Error::CrossDevice(self.root.clone(), other.to_path_buf()));
         }
-        Ok(())
+        let mut rnd = [0u8; 8];
+        getrandom::fill(&mut rnd).map_err(|e| Error::Io {
+            context: "random name for the hard link probe".into(),
+            source: io::Error::other(e.to_string()),
+        })?;
+        let name = format!(
+            ".link-probe.{}",
+            rnd.iter().map(|b| format!("{b:02x}")).collect::<String>()
+        );
+        let (source, link) = (self.tmp.join(&name), other.join(&name));
+        File::create(&source).ctx(|| format!("create {}", source.display()))?;
+        let linked = fs::hard_link(&source, &link);
+        let _ = fs::remove_file(&source);
+        match linked {
+            Ok(()) => {
+                let _ = fs::remove_file(&link);
+                Ok(())
+            }
+            Err(e) => Err(Error::NoHardLinks(self.tmp.clone(), other.to_path_buf(), e)),
+        }
     }
 
     /// Start writing a new blob. Bytes are hashed as they are written.

@@ -4,7 +4,7 @@
 use anyhow::{Context, bail};
 use std::io::{BufRead, IsTerminal};
 
-use cove_store::{Address, Env, Store, StoreOptions};
+use cove_store::{Address, Env, Store, StoreOptions, User};
 
 use crate::auth::{self, Secret};
 use crate::config::Config;
@@ -114,9 +114,7 @@ pub fn user_add(
 pub fn user_del(config: &Config, email: &str, purge: bool) -> anyhow::Result<()> {
     let address = address(email)?;
     let store = open_store(config)?;
-    let user = store
-        .user(&address)?
-        .with_context(|| format!("no such user {address}"))?;
+    let user = find_user(&store, &address)?;
     store.directory().remove(&address)?;
     store.close_account(&user);
     let home = store.home_of(&address);
@@ -167,13 +165,23 @@ pub fn user_list(config: &Config) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The user `address`, or the one message every command gives for a user
+/// that does not exist.
+fn find_user(store: &Store, address: &Address) -> anyhow::Result<User> {
+    store
+        .user(address)?
+        .with_context(|| format!("no such user {address}"))
+}
+
 pub fn user_passwd(config: &Config, email: &str, password_stdin: bool) -> anyhow::Result<()> {
     let address = address(email)?;
     if !password_stdin && !std::io::stdin().is_terminal() {
         bail!("give the new password with --password-stdin");
     }
-    let hash = auth::hash_password(&password_from_stdin()?)?;
+    // Known before the password is asked for.
     let store = open_store(config)?;
+    find_user(&store, &address)?;
+    let hash = auth::hash_password(&password_from_stdin()?)?;
     store.directory().set_password(&address, Some(hash))?;
     println!("password of {address} changed");
     Ok(())
@@ -182,9 +190,7 @@ pub fn user_passwd(config: &Config, email: &str, password_stdin: bool) -> anyhow
 pub fn mailbox_list(config: &Config, email: &str) -> anyhow::Result<()> {
     let address = address(email)?;
     let store = open_store(config)?;
-    let user = store
-        .user(&address)?
-        .with_context(|| format!("no such user {address}"))?;
+    let user = find_user(&store, &address)?;
     let account = store.account(&user)?;
     // Opening the account reconciled it already; scan again in case the
     // Maildir changed since (the server may be delivering meanwhile).
@@ -222,9 +228,7 @@ pub fn mailbox_list(config: &Config, email: &str) -> anyhow::Result<()> {
 pub fn index_rebuild(config: &Config, email: &str) -> anyhow::Result<()> {
     let address = address(email)?;
     let store = open_store(config)?;
-    let user = store
-        .user(&address)?
-        .with_context(|| format!("no such user {address}"))?;
+    let user = find_user(&store, &address)?;
     let home = store.home_of(&address);
     let index = home.join("index.sqlite");
     if index.exists() {

@@ -45,6 +45,10 @@ pub struct Config {
     /// plaintext passwords (they terminated TLS). See server/src/proxy.rs.
     #[serde(default)]
     pub trusted_proxies: Vec<String>,
+    /// The file this configuration was read from (`None`: the embedded
+    /// defaults); a reload (SIGHUP) reads it again.
+    #[serde(skip)]
+    pub source: Option<PathBuf>,
 }
 
 /// `[cluster]`: the pairs of nodes and the domains each holds; the same
@@ -712,6 +716,15 @@ pub struct ServerConfig {
     /// Of those, how many are kept for deliveries and logins.
     #[serde(default = "default_blocking_reserved")]
     pub blocking_reserved: usize,
+    /// What is logged: an `EnvFilter` directive (`info`, `debug`,
+    /// `info,cove::imap=debug`); SIGHUP applies a new one. COVE_LOG in the
+    /// environment wins over it.
+    #[serde(default = "default_log_level")]
+    pub log_level: String,
+    /// Started as root (without systemd's `User=`): the user to become once
+    /// the listeners are bound and the data directory is open.
+    #[serde(default)]
+    pub user: Option<String>,
 }
 
 impl ServerConfig {
@@ -761,6 +774,8 @@ impl Default for ServerConfig {
             blocking_threads: default_blocking_threads(),
             blocking_per_user: default_blocking_per_user(),
             blocking_reserved: default_blocking_reserved(),
+            log_level: default_log_level(),
+            user: None,
         }
     }
 }
@@ -813,6 +828,9 @@ fn default_blocking_per_user() -> usize {
 }
 fn default_blocking_reserved() -> usize {
     crate::work::Budget::default().reserved
+}
+fn default_log_level() -> String {
+    "info".to_string()
 }
 fn default_durability() -> String {
     "batched".to_string()
@@ -883,6 +901,7 @@ impl Config {
             cluster: None,
             mta: None,
             trusted_proxies: Vec::new(),
+            source: None,
         }
     }
 
@@ -935,7 +954,9 @@ impl Config {
             Some(p) => {
                 let text = std::fs::read_to_string(p)
                     .with_context(|| format!("cannot read config file {}", p.display()))?;
-                Config::parse(&text, &p.display().to_string())
+                let mut config = Config::parse(&text, &p.display().to_string())?;
+                config.source = Some(p.to_path_buf());
+                Ok(config)
             }
         }
     }
@@ -1003,6 +1024,7 @@ impl Config {
             }
         }
         self.server.durability()?;
+        crate::logging::check_level(&self.server.log_level)?;
         self.auth.validate()?;
         if let Some(h) = &self.http {
             check("http", "listen", &h.listen)?;

@@ -3,8 +3,7 @@
 
 use cove::{cli, config, import, serve};
 
-use clap::{Parser, Subcommand};
-use std::io::IsTerminal;
+use clap::{CommandFactory, Parser, Subcommand};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -65,6 +64,9 @@ enum Command {
         #[command(subcommand)]
         command: NodeCommand,
     },
+    /// Print a completion script for a shell (bash: `cove completions bash
+    /// > /etc/bash_completion.d/cove`).
+    Completions { shell: clap_complete::Shell },
 }
 
 #[derive(Subcommand)]
@@ -182,17 +184,11 @@ enum DedupCommand {
     Verify,
 }
 
-fn init_logging(default: &str) {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("COVE_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_ansi(std::io::stderr().is_terminal())
-        .with_writer(|| cove::client_text::OneLinePerEvent(std::io::stderr()))
-        .init();
-}
-
 fn run(cli: Cli) -> anyhow::Result<()> {
+    if let Command::Completions { shell } = cli.command {
+        clap_complete::generate(shell, &mut Cli::command(), "cove", &mut std::io::stdout());
+        return Ok(());
+    }
     let path = cli.config.or_else(|| {
         let default = PathBuf::from(config::DEFAULT_PATH);
         default.exists().then_some(default)
@@ -213,9 +209,20 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             }
         );
     }
+    match &cli.command {
+        Command::Serve => {}
+        // They read files the data's owner may not be allowed to read (a
+        // Dovecot Maildir, /etc/dovecot/users), and what root would write
+        // into the data the server could not use.
+        Command::Import { .. }
+        | Command::User {
+            command: UserCommand::Import { .. },
+        } => cove::privileges::refuse_root_on_others_data(&config)?,
+        _ => cove::privileges::become_data_owner(&config)?,
+    }
     match cli.command {
         Command::Serve => {
-            init_logging("info");
+            cove::logging::init(&config.server.log_level);
             // A bounded blocking pool: every blocking thread keeps a malloc arena
             // of its own, so 512 of them (tokio's default) after a burst of
             // logins or deliveries hold hundreds of MiB for good.
@@ -229,9 +236,9 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             runtime.block_on(serve::serve(config))
         }
         command => {
-            init_logging("warn");
+            cove::logging::init("warn");
             match command {
-                Command::Serve => unreachable!("handled above"),
+                Command::Serve | Command::Completions { .. } => unreachable!("handled above"),
                 Command::User { command } => match command {
                     UserCommand::Add {
                         email,
@@ -317,8 +324,8 @@ fn main() -> ExitCode {
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            let msg = format!("{e:#}").replace('\n', " ");
-            eprintln!("cove: {msg}");
+            // Each cause once; a TOML error keeps its picture of the line.
+            eprintln!("cove: {}", cove::error_text::chain(&e));
             ExitCode::FAILURE
         }
     }

@@ -13,6 +13,7 @@ use tokio::task::JoinSet;
 use crate::config::Config;
 use crate::imap::{self, ImapContext};
 use crate::lmtp::{self, LmtpContext};
+use crate::reload::{Live, Part, limits_part};
 
 /// Start replication: the peers' listener, one task per peer, and the
 /// store's change hook that queues changed users.
@@ -145,12 +146,18 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     if let Some(t) = &config.tls {
         crate::private_files::refuse_world_readable(&t.key, "[tls] key")?;
     }
+    // Started as root with `[server] user`: what is made on disk before the
+    // drop belongs to that user (server/src/privileges.rs).
+    let owner = crate::privileges::plan(&config)?;
     let store = {
         let config = config.clone();
+        let owner = owner.clone();
         tokio::task::spawn_blocking(move || {
-            crate::cli::open_store(&config)?
-                .with_space_reserve(config.server.reserve_bytes)
-                .context("[server] reserve_bytes")
+            crate::privileges::as_owner(owner.as_ref(), || {
+                crate::cli::open_store(&config)?
+                    .with_space_reserve(config.server.reserve_bytes)
+                    .context("[server] reserve_bytes")
+            })
         })
         .await??
     };
@@ -158,7 +165,17 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     crate::proxy::set_trusted(
         crate::proxy::TrustedProxies::parse(&config.trusted_proxies).map_err(anyhow::Error::msg)?,
     );
-    let tls = crate::tls::acceptor(&config)?;
+    let (tls, certificate) =
+        crate::privileges::as_owner(owner.as_ref(), || crate::tls::acceptor(&config))?;
+    let reloader = crate::reload::Reloader::new(
+        config.source.clone(),
+        &config
+            .source
+            .as_ref()
+            .and_then(|p| std::fs::read_to_string(p).ok())
+            .unwrap_or_default(),
+    );
+    register_reloads(&reloader, certificate);
     // One small set of threads checks passwords for every protocol, behind
     // one authentication service; made before any listener announces
     // itself (the stand-in hash takes an argon2 run, and a client or a
@@ -197,6 +214,16 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         Some(c) => {
             let cluster = crate::cluster::Cluster::new(c, &config.hostname, draining.clone())?;
             loops.spawn(cluster.clone().run_health(stopped.clone()));
+            // SIGHUP re-reads the map (the same file on every node).
+            let live = cluster.clone();
+            reloader.register(Part::new(
+                "cluster map",
+                |k| k.starts_with("cluster"),
+                move |c| match &c.cluster {
+                    Some(map) => live.reload(map).map(|()| None),
+                    None => anyhow::bail!("[cluster] cannot be removed without a restart"),
+                },
+            ));
             Some(cluster)
         }
         None => None,
@@ -217,7 +244,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
             )),
             _ => None,
         };
-        let ctx = Arc::new(
+        let ctx = Arc::new(Live::new(
             LmtpContext::new(
                 store.clone(),
                 lmtp_config.clone(),
@@ -227,7 +254,10 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
                 sync_delivery,
             )
             .with_replicator(replicator.clone()),
-        );
+        ));
+        reloader.register(limits_part("lmtp limits", "lmtp", ctx.clone(), |c| {
+            c.lmtp.as_ref()
+        }));
         for addr in &lmtp_config.listen {
             let listener = TcpListener::bind(addr)
                 .await
@@ -240,14 +270,17 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     // listener of each): what nginx's auth_http is told.
     let mut serving = Serving::default();
     if let Some(imap_config) = &config.imap {
-        let ctx = Arc::new(ImapContext::new(
+        let ctx = Arc::new(Live::new(ImapContext::new(
             store.clone(),
             imap_config.clone(),
             config.hostname.clone(),
             Some(tls.clone()),
             stopped.clone(),
             auth.clone(),
-        ));
+        )));
+        reloader.register(limits_part("imap limits", "imap", ctx.clone(), |c| {
+            c.imap.as_ref()
+        }));
         for (addrs, implicit_tls, key) in [
             (&imap_config.listen, false, "listen"),
             (&imap_config.tls_listen, true, "tls_listen"),
@@ -271,14 +304,17 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         }
     }
     if let Some(pop3_config) = &config.pop3 {
-        let ctx = Arc::new(crate::pop3::Pop3Context::new(
+        let ctx = Arc::new(Live::new(crate::pop3::Pop3Context::new(
             store.clone(),
             pop3_config.clone(),
             config.hostname.clone(),
             Some(tls.clone()),
             stopped.clone(),
             auth.clone(),
-        ));
+        )));
+        reloader.register(limits_part("pop3 limits", "pop3", ctx.clone(), |c| {
+            c.pop3.as_ref()
+        }));
         for (addrs, implicit_tls, key) in [
             (&pop3_config.listen, false, "listen"),
             (&pop3_config.tls_listen, true, "tls_listen"),
@@ -304,7 +340,9 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     if let Some(http) = &config.http {
         let admin: Arc<dyn cove_sync::http::AdminHandler> = Arc::new(crate::admin::Admin {
             replicator: replicator.clone(),
-            token: crate::admin::admin_token(&config.data_dir)?,
+            token: crate::privileges::as_owner(owner.as_ref(), || {
+                crate::admin::admin_token(&config.data_dir)
+            })?,
             auth: auth.clone(),
             imap: serving.imap,
             pop3: serving.pop3,
@@ -335,13 +373,25 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
             ));
         }
     }
+    if let Some(owner) = &owner {
+        crate::privileges::drop_to(owner)?;
+    }
     tracing::info!(data_dir = %config.data_dir.display(), hostname = %config.hostname, "cove {} serving", env!("CARGO_PKG_VERSION"));
 
     let mut term = signal(SignalKind::terminate()).context("install SIGTERM handler")?;
     let mut int = signal(SignalKind::interrupt()).context("install SIGINT handler")?;
-    tokio::select! {
-        _ = term.recv() => tracing::info!("SIGTERM: shutting down"),
-        _ = int.recv() => tracing::info!("SIGINT: shutting down"),
+    let mut hup = signal(SignalKind::hangup()).context("install SIGHUP handler")?;
+    let reloader = Arc::new(reloader);
+    loop {
+        tokio::select! {
+            _ = term.recv() => { tracing::info!("SIGTERM: shutting down"); break; }
+            _ = int.recv() => { tracing::info!("SIGINT: shutting down"); break; }
+            _ = hup.recv() => {
+                // Reading files: off the reactor.
+                let reloader = reloader.clone();
+                let _ = tokio::task::spawn_blocking(move || reloader.reload()).await;
+            }
+        }
     }
     let _ = stop.send(true);
     while loops.join_next().await.is_some() {}
@@ -351,6 +401,9 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         Err(_) => JoinSet::new(),
     };
     let grace = Duration::from_secs(config.server.shutdown_grace_secs);
+    // The set still holds sessions that ended and were not reaped yet (the
+    // accept loops reap only when they accept): count the open ones.
+    while set.try_join_next().is_some() {}
     let open = set.len();
     if tokio::time::timeout(grace, async { while set.join_next().await.is_some() {} })
         .await
@@ -372,4 +425,41 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
 struct Serving {
     imap: Option<std::net::SocketAddr>,
     pop3: Option<std::net::SocketAddr>,
+}
+
+/// What a reload (SIGHUP) applies besides the protocol limits: the TLS
+/// certificate, the log level, the trusted proxies (the cluster map
+/// registers itself where it is made).
+fn register_reloads(reloader: &crate::reload::Reloader, certificate: Arc<crate::tls::Certificate>) {
+    reloader.register(Part::new(
+        "tls certificate",
+        |_| false,
+        move |_| {
+            Ok(certificate.reload()?.then(|| {
+                format!(
+                    "tls certificate (new chain from {})",
+                    certificate.path().display()
+                )
+            }))
+        },
+    ));
+    reloader.register(Part::new(
+        "log level",
+        |k| k == "server.log_level",
+        |c| {
+            Ok(crate::logging::set_level(&c.server.log_level)?
+                .map(|change| format!("log level {change}")))
+        },
+    ));
+    reloader.register(Part::new(
+        "trusted proxies",
+        |k| k == "trusted_proxies",
+        |c| {
+            crate::proxy::set_trusted(
+                crate::proxy::TrustedProxies::parse(&c.trusted_proxies)
+                    .map_err(anyhow::Error::msg)?,
+            );
+            Ok(None)
+        },
+    ));
 }

@@ -2,6 +2,8 @@
 //! directory on first start.
 
 use anyhow::{Context, bail};
+use rustls::server::ResolvesServerCert;
+use rustls::sign::CertifiedKey;
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 use std::path::{Path, PathBuf};
@@ -59,11 +61,45 @@ fn write_private(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The TLS acceptor every listener shares.
-pub fn acceptor(config: &Config) -> anyhow::Result<TlsAcceptor> {
-    let (cert, key) = paths(config);
-    ensure_self_signed(config, &cert, &key)?;
-    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(&cert)
+/// The certificate every TLS handshake presents, swapped whole by a reload
+/// (SIGHUP after certbot renewed the files): a handshake that starts after
+/// the swap gets the new chain; a session already open keeps the keys it
+/// negotiated, since rustls only asks the resolver during a handshake.
+#[derive(Debug)]
+pub struct Certificate {
+    current: std::sync::RwLock<Arc<CertifiedKey>>,
+    cert_path: PathBuf,
+    key_path: PathBuf,
+}
+
+impl ResolvesServerCert for Certificate {
+    fn resolve(&self, _hello: rustls::server::ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        self.current.read().ok().map(|c| c.clone())
+    }
+}
+
+impl Certificate {
+    /// Read the files again; on any error the certificate in use stays.
+    /// Returns whether the chain changed.
+    pub fn reload(&self) -> anyhow::Result<bool> {
+        let fresh = Arc::new(load(&self.cert_path, &self.key_path)?);
+        let mut current = self
+            .current
+            .write()
+            .map_err(|_| anyhow::anyhow!("certificate lock poisoned"))?;
+        let changed = current.cert != fresh.cert;
+        *current = fresh;
+        Ok(changed)
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.cert_path
+    }
+}
+
+/// A certificate chain and its private key, checked to belong together.
+fn load(cert: &Path, key: &Path) -> anyhow::Result<CertifiedKey> {
+    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert)
         .with_context(|| format!("[tls] cert: cannot read {}", cert.display()))?
         .collect::<Result<_, _>>()
         .with_context(|| {
@@ -75,15 +111,28 @@ pub fn acceptor(config: &Config) -> anyhow::Result<TlsAcceptor> {
     if certs.is_empty() {
         bail!("[tls] cert: {} holds no certificate", cert.display());
     }
-    let key_der = PrivateKeyDer::from_pem_file(&key).with_context(|| {
+    let key_der = PrivateKeyDer::from_pem_file(key).with_context(|| {
         format!(
             "[tls] key: cannot read a PEM private key from {}",
             key.display()
         )
     })?;
+    CertifiedKey::from_der(certs, key_der, &rustls::crypto::ring::default_provider())
+        .context("[tls] the certificate and key do not match")
+}
+
+/// The TLS acceptor every listener shares, and the certificate behind it
+/// (for reloads).
+pub fn acceptor(config: &Config) -> anyhow::Result<(TlsAcceptor, Arc<Certificate>)> {
+    let (cert, key) = paths(config);
+    ensure_self_signed(config, &cert, &key)?;
+    let certificate = Arc::new(Certificate {
+        current: std::sync::RwLock::new(Arc::new(load(&cert, &key)?)),
+        cert_path: cert,
+        key_path: key,
+    });
     let server = rustls::ServerConfig::builder()
         .with_no_client_auth()
-        .with_single_cert(certs, key_der)
-        .context("[tls] the certificate and key do not match")?;
-    Ok(TlsAcceptor::from(Arc::new(server)))
+        .with_cert_resolver(certificate.clone());
+    Ok((TlsAcceptor::from(Arc::new(server)), certificate))
 }

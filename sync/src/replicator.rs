@@ -191,6 +191,18 @@ pub struct Replicator {
     admission: Arc<Admission>,
 }
 
+/// What a synchronous replication of one user's change came to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Replicated {
+    /// A peer holds the change.
+    Confirmed,
+    /// No peer confirmed it within the timeout.
+    TimedOut,
+    /// Every peer failed before the timeout (none reachable): nothing was
+    /// waited for.
+    NoPeer,
+}
+
 impl Replicator {
     pub fn new(store: Arc<Store>, opts: Options) -> Arc<Replicator> {
         let connector = Arc::new(TlsConnector {
@@ -667,7 +679,11 @@ impl Replicator {
                 )
                 .await
                 {
-                    tracing::warn!(peer = %name, error = %e, "replication session from peer failed");
+                    if e.is_disconnect() {
+                        tracing::info!(peer = %name, reason = %e, "replication link from the peer closed");
+                    } else {
+                        tracing::warn!(peer = %name, error = %e, "replication session from peer failed");
+                    }
                 }
             });
         }
@@ -733,22 +749,22 @@ impl Replicator {
     }
 
     /// Make a user's latest changes reach at least one peer within
-    /// `timeout` (synchronous delivery). False if none could be reached.
-    pub async fn replicate_now(&self, user: &str, timeout: Duration) -> bool {
+    /// `timeout` (synchronous delivery).
+    pub async fn replicate_now(&self, user: &str, timeout: Duration) -> Replicated {
         let users = [user.to_string()];
         let attempt = async {
             for peer in &self.peers {
                 if let Ok(r) = self.sync_with(peer, &users, false).await
                     && r.iter().all(|r| !r.skipped && !r.busy)
                 {
-                    return true;
+                    return Replicated::Confirmed;
                 }
             }
-            false
+            Replicated::NoPeer
         };
         tokio::time::timeout(timeout, attempt)
             .await
-            .unwrap_or(false)
+            .unwrap_or(Replicated::TimedOut)
     }
 
     /// `GET /sync/status`: each peer as JSON.

@@ -163,7 +163,7 @@ where
 
 #[derive(Debug, thiserror::Error)]
 pub enum SyncError {
-    #[error("link: {0}")]
+    #[error("link: {}", crate::transport::plain_io(.0))]
     Io(#[from] std::io::Error),
     #[error("store: {0}")]
     Store(#[from] cove_store::Error),
@@ -171,6 +171,25 @@ pub enum SyncError {
     Protocol(String),
     #[error("the peer closed the link")]
     Closed,
+}
+
+impl SyncError {
+    /// The link went away (the peer restarted, the network dropped it):
+    /// an expected event, not a fault of either node.
+    pub fn is_disconnect(&self) -> bool {
+        use std::io::ErrorKind;
+        match self {
+            SyncError::Closed => true,
+            SyncError::Io(e) => matches!(
+                e.kind(),
+                ErrorKind::UnexpectedEof
+                    | ErrorKind::ConnectionReset
+                    | ErrorKind::ConnectionAborted
+                    | ErrorKind::BrokenPipe
+            ),
+            _ => false,
+        }
+    }
 }
 
 /// What one session did, from this node's side.

@@ -137,18 +137,37 @@ impl fmt::Debug for Secret {
     }
 }
 
+/// An I/O error as a log line shows it: rustls appends a documentation
+/// address to some of its errors (`peer closed connection without sending
+/// TLS close_notify: https://docs.rs/...`), which has no place in an
+/// operator's log; every word that is a URL is left out.
+pub fn plain_io(e: &io::Error) -> String {
+    let text = e.to_string();
+    if !text.contains("://") {
+        return text;
+    }
+    let words: Vec<&str> = text
+        .split(' ')
+        .filter(|w| !w.starts_with("http://") && !w.starts_with("https://"))
+        .collect();
+    words
+        .join(" ")
+        .trim_end_matches([' ', ':', ';', ',', '('])
+        .to_string()
+}
+
 /// Why a link could not be opened.
 #[derive(Debug, thiserror::Error)]
 pub enum LinkError {
-    #[error("cannot connect to {addr}: {source}")]
+    #[error("cannot connect to {addr}: {}", plain_io(source))]
     Connect {
         addr: String,
         #[source]
         source: io::Error,
     },
-    #[error("TLS handshake failed: {0}")]
+    #[error("TLS handshake failed: {}", plain_io(.0))]
     Tls(#[source] io::Error),
-    #[error("the replication handshake failed: {0}")]
+    #[error("the replication handshake failed: {}", plain_io(.0))]
     Io(#[from] io::Error),
     #[error("the replication handshake took longer than {0:?}")]
     Timeout(Duration),

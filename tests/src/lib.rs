@@ -17,6 +17,7 @@ use std::time::{Duration, Instant};
 pub use cove_store;
 
 pub mod cluster;
+pub mod daemon;
 pub mod proxy;
 use cove_store::{Address, MailboxInfo, MessageMeta, Store, StoreOptions};
 
@@ -34,7 +35,7 @@ pub const HOSTNAME: &str = "cove.test";
 
 /// The target directory: `CARGO_TARGET_DIR` if set, else the one this test
 /// executable was built in (`<target>/debug/deps/<test>`).
-fn target_dir() -> PathBuf {
+pub fn target_dir() -> PathBuf {
     if let Some(dir) = std::env::var_os("CARGO_TARGET_DIR") {
         let dir = PathBuf::from(dir);
         if dir.is_absolute() {
@@ -52,14 +53,41 @@ fn target_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../target")
 }
 
+/// The cargo that runs the tests, without the variables it sets for this
+/// test process (CARGO_PKG_NAME, CARGO_MANIFEST_DIR, ...): they are not the
+/// environment of a build, and build scripts that watch them would
+/// rebuild, and then rebuild again for the next `cargo test`.
+pub fn cargo_command() -> Command {
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| env!("CARGO").into());
+    let mut cmd = Command::new(cargo);
+    without_test_env(&mut cmd);
+    cmd
+}
+
+/// Remove from `cmd`'s environment what cargo sets for a test process.
+pub fn without_test_env(cmd: &mut Command) {
+    for (key, _) in std::env::vars_os() {
+        let Some(k) = key.to_str() else { continue };
+        if k.starts_with("CARGO_PKG_")
+            || k.starts_with("CARGO_MANIFEST_")
+            || k.starts_with("CARGO_BIN_")
+            || matches!(
+                k,
+                "CARGO_CRATE_NAME" | "CARGO_PRIMARY_PACKAGE" | "CARGO_TARGET_TMPDIR" | "OUT_DIR"
+            )
+        {
+            cmd.env_remove(k);
+        }
+    }
+}
+
 /// The `cove` binary, built (once per test process) with the same cargo that
 /// runs the tests.
 pub fn cove_bin() -> &'static Path {
     static BIN: OnceLock<PathBuf> = OnceLock::new();
     BIN.get_or_init(|| {
-        let cargo = std::env::var_os("CARGO").unwrap_or_else(|| env!("CARGO").into());
         let target = target_dir();
-        let mut cmd = Command::new(cargo);
+        let mut cmd = cargo_command();
         cmd.args([
             "build",
             "--quiet",
@@ -72,26 +100,6 @@ pub fn cove_bin() -> &'static Path {
         .arg(&target)
         .current_dir(env!("CARGO_MANIFEST_DIR"))
         .stdin(Stdio::null());
-        // What cargo sets for this test process (CARGO_PKG_NAME,
-        // CARGO_MANIFEST_DIR, ...) is not the environment of a build: build
-        // scripts that watch it would rebuild, and then rebuild again for
-        // the next `cargo test`.
-        for (key, _) in std::env::vars_os() {
-            let Some(k) = key.to_str() else { continue };
-            if k.starts_with("CARGO_PKG_")
-                || k.starts_with("CARGO_MANIFEST_")
-                || k.starts_with("CARGO_BIN_")
-                || matches!(
-                    k,
-                    "CARGO_CRATE_NAME"
-                        | "CARGO_PRIMARY_PACKAGE"
-                        | "CARGO_TARGET_TMPDIR"
-                        | "OUT_DIR"
-                )
-            {
-                cmd.env_remove(k);
-            }
-        }
         let out = cmd.output().expect("run cargo build for the cove binary");
         assert!(
             out.status.success(),

@@ -270,3 +270,59 @@ fn an_address_unknown_before_the_user_lists_are_swapped_gets_450_then_550() {
     let d = c.deliver("s@c.test", &["frank@a.test"], &message("<f@t>", "hi"));
     assert!(d.results.first().is_some_and(|r| r.is("250")), "{:?}", d);
 }
+
+// The map is the same file on every node and SIGHUP re-reads it: moving a
+// domain to another pair in s1's file moves that domain's routing on s1
+// (its transport answer names a node of the new pair), while a node that
+// has not reloaded yet keeps the old map.
+#[test]
+fn a_sighup_map_change_moves_a_domain() {
+    let carol = cove_tests::cluster::address_preferring(2, "carol", "b.test");
+    let fleet = Fleet::start(&[&carol]);
+    let at = |i| fleet.socketmap_addr(i);
+    let pair_b = fleet.lmtp_route(2, Some(3));
+    assert_eq!(socketmap(at(0), "transport", &carol), pair_b);
+
+    let path = fleet.nodes[0].config_path().to_path_buf();
+    let text = std::fs::read_to_string(&path).unwrap();
+    let moved = text
+        .replace(
+            "domains = [\"a.test\"]",
+            "domains = [\"a.test\", \"b.test\"]",
+        )
+        .replace(
+            "domains = [\"b.test\", \"*.b.test\"]",
+            "domains = [\"*.b.test\"]",
+        );
+    assert_ne!(moved, text, "the map names the domains as expected");
+    std::fs::write(&path, moved).unwrap();
+    let st = std::process::Command::new("kill")
+        .args(["-HUP", &fleet.nodes[0].pid().to_string()])
+        .status()
+        .unwrap();
+    assert!(st.success());
+
+    let pair_a = [fleet.ports[0].lmtp, fleet.ports[1].lmtp];
+    let routed = eventually(Duration::from_secs(20), || {
+        let answer = socketmap(at(0), "transport", &carol);
+        pair_a
+            .iter()
+            .any(|p| answer.starts_with(&format!("OK lmtp:inet:127.0.0.1:{p}")))
+            .then_some(answer)
+    });
+    assert!(
+        routed.is_some(),
+        "s1 routes b.test to pair-a after SIGHUP: {}",
+        socketmap(at(0), "transport", &carol)
+    );
+    assert_eq!(
+        socketmap(at(2), "transport", &carol),
+        pair_b,
+        "s3 has not reloaded"
+    );
+    assert!(
+        fleet.nodes[0].logged("SIGHUP: ") && fleet.nodes[0].logged("cluster map reloaded"),
+        "{}",
+        fleet.nodes[0].logs().join("\n")
+    );
+}

@@ -29,14 +29,18 @@ fn serve_expecting_exit(config: &str) -> std::process::Output {
     run_bounded(cmd, None, CLI_TIMEOUT)
 }
 
-/// The stderr lines of a failed command, and its last line.
+/// The failure message of a command: standard error from the line that
+/// starts with `cove: ` (after any log lines) to the end; only a TOML error
+/// takes more than one line, to show where in the file it is.
 fn failure_line(out: &std::process::Output) -> String {
     assert!(!out.status.success(), "expected a failure: {out:?}");
     assert_eq!(out.status.code(), Some(1), "{out:?}");
     let err = text(&out.stderr);
-    let last = err.lines().last().unwrap_or("").to_string();
-    assert!(last.starts_with("cove: "), "stderr: {err}");
-    last
+    let at = err
+        .find("cove: ")
+        .filter(|&at| at == 0 || err[..at].ends_with('\n'))
+        .unwrap_or_else(|| panic!("no `cove: ` line in stderr: {err}"));
+    err[at..].trim_end().to_string()
 }
 
 #[test]
@@ -44,23 +48,27 @@ fn unknown_config_key_is_named() {
     let out = serve_expecting_exit(
         "data_dir = \"@DIR@/data\"\n[lmtp]\nlisten = [\"127.0.0.1:0\"]\nfrobnicate = 3\n",
     );
-    let line = failure_line(&out);
-    assert_eq!(
-        text(&out.stderr).lines().count(),
-        1,
-        "{}",
-        text(&out.stderr)
+    // A TOML error keeps its form: the file, line and column first, then
+    // the line itself with the key marked, then what is wrong.
+    let message = failure_line(&out);
+    let lines: Vec<&str> = message.lines().collect();
+    assert!(
+        lines[0].contains("cove.toml: TOML parse error at line 4"),
+        "{message}"
     );
-    assert!(line.contains("frobnicate"), "{line}");
+    assert!(
+        lines.iter().any(|l| l.contains("| frobnicate = 3")),
+        "{message}"
+    );
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.contains("unknown field `frobnicate`")),
+        "{message}"
+    );
     let out = serve_expecting_exit("data_dir = \"@DIR@/data\"\nlisten_everywhere = true\n");
-    let line = failure_line(&out);
-    assert_eq!(
-        text(&out.stderr).lines().count(),
-        1,
-        "{}",
-        text(&out.stderr)
-    );
-    assert!(line.contains("listen_everywhere"), "{line}");
+    let message = failure_line(&out);
+    assert!(message.contains("listen_everywhere"), "{message}");
 }
 
 #[test]

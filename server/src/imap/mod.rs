@@ -35,6 +35,7 @@ use tokio_rustls::TlsAcceptor;
 use crate::config::ImapConfig;
 use crate::conn::Conn;
 use crate::listener::{self, ConnectionCount, Sessions};
+use crate::reload::Live;
 
 /// What every IMAP session shares.
 pub struct ImapContext {
@@ -50,7 +51,7 @@ pub struct ImapContext {
     /// Per mailbox, the lowest UID no session of this server has claimed as
     /// \Recent yet (a cache in front of the index's `first_recent`).
     recent_floor:
-        std::sync::Mutex<std::collections::HashMap<cove_store::MailboxGuid, cove_store::Uid>>,
+        Arc<std::sync::Mutex<std::collections::HashMap<cove_store::MailboxGuid, cove_store::Uid>>>,
 }
 
 impl ImapContext {
@@ -90,28 +91,50 @@ impl ImapContext {
             connections: ConnectionCount::new(),
             per_user: ConnectionCount::new(),
             auth,
-            recent_floor: std::sync::Mutex::new(std::collections::HashMap::new()),
+            recent_floor: Arc::default(),
         }
     }
 }
 
-/// Accept IMAP connections until shutdown; `implicit_tls` for imaps.
+/// A reload gives the sessions accepted afterwards its limits; connection
+/// counts and the like stay shared.
+impl crate::reload::Reconfigure for ImapContext {
+    type Section = ImapConfig;
+
+    fn with_config(&self, config: ImapConfig) -> Self {
+        ImapContext {
+            store: self.store.clone(),
+            config,
+            hostname: self.hostname.clone(),
+            tls: self.tls.clone(),
+            shutdown: self.shutdown.clone(),
+            connections: self.connections.clone(),
+            per_user: self.per_user.clone(),
+            auth: self.auth.clone(),
+            recent_floor: self.recent_floor.clone(),
+        }
+    }
+}
+
+/// Accept IMAP connections until shutdown; `implicit_tls` for imaps. Each
+/// connection gets the context in force when it is accepted (a reload
+/// replaces it).
 pub async fn accept_loop(
     listener: TcpListener,
-    ctx: Arc<ImapContext>,
+    ctx: Arc<Live<ImapContext>>,
     sessions: Sessions,
     implicit_tls: bool,
 ) {
-    let shutdown = ctx.shutdown.clone();
+    let shutdown = ctx.get().shutdown.clone();
     let proto = if implicit_tls { "imaps" } else { "imap" };
-    let proxy_protocol = ctx.config.proxy_protocol;
+    let proxy_protocol = ctx.get().config.proxy_protocol;
     listener::accept_loop(
         proto,
         listener,
         shutdown,
         sessions,
         proxy_protocol,
-        move |tcp, peer, id| serve_connection(ctx.clone(), tcp, peer, id, implicit_tls),
+        move |tcp, peer, id| serve_connection(ctx.get(), tcp, peer, id, implicit_tls),
     )
     .await;
 }

@@ -460,7 +460,7 @@ pub fn run(config: &Config, source: Source, opts: Options) -> anyhow::Result<()>
                 total.add(m);
             }
             Err(e) => {
-                eprintln!("cove: {address}: {e:#}");
+                eprintln!("cove: {address}: {}", crate::error_text::chain(&e));
                 failed.push(address.to_string());
             }
         }

@@ -4,6 +4,7 @@ pub mod command;
 pub mod data;
 mod reply;
 mod session;
+mod sync_delivery;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -27,7 +28,7 @@ pub struct LmtpContext {
     connections: Arc<ConnectionCount>,
     /// `[replication] sync_delivery`: answer 250 only once a peer holds
     /// the message, or after this long (then asynchronously, logged).
-    pub sync_delivery: Option<(Arc<cove_sync::replicator::Replicator>, std::time::Duration)>,
+    pub sync_delivery: Option<Arc<sync_delivery::SyncDelivery>>,
     /// The replicator, when there is one: until it has swapped user lists
     /// with its peer, an unknown address gets 450 4.1.1, not 550 5.1.1.
     pub replicator: Option<Arc<cove_sync::replicator::Replicator>>,
@@ -49,7 +50,9 @@ impl LmtpContext {
             tls,
             shutdown,
             connections: ConnectionCount::new(),
-            sync_delivery,
+            sync_delivery: sync_delivery.map(|(replicator, timeout)| {
+                Arc::new(sync_delivery::SyncDelivery::new(replicator, timeout))
+            }),
             replicator: None,
         }
     }
@@ -70,17 +73,42 @@ impl LmtpContext {
     }
 }
 
+/// A reload gives the sessions accepted afterwards its limits; connection
+/// counts and the like stay shared.
+impl crate::reload::Reconfigure for LmtpContext {
+    type Section = LmtpConfig;
+
+    fn with_config(&self, config: LmtpConfig) -> Self {
+        LmtpContext {
+            store: self.store.clone(),
+            config,
+            hostname: self.hostname.clone(),
+            tls: self.tls.clone(),
+            shutdown: self.shutdown.clone(),
+            connections: self.connections.clone(),
+            sync_delivery: self.sync_delivery.clone(),
+            replicator: self.replicator.clone(),
+        }
+    }
+}
+
 /// Accept LMTP connections until shutdown.
-pub async fn accept_loop(listener: TcpListener, ctx: Arc<LmtpContext>, sessions: Sessions) {
-    let shutdown = ctx.shutdown.clone();
-    let proxy_protocol = ctx.config.proxy_protocol;
+/// Each connection gets the context in force when it is accepted (a
+/// reload replaces it).
+pub async fn accept_loop(
+    listener: TcpListener,
+    ctx: Arc<crate::reload::Live<LmtpContext>>,
+    sessions: Sessions,
+) {
+    let shutdown = ctx.get().shutdown.clone();
+    let proxy_protocol = ctx.get().config.proxy_protocol;
     listener::accept_loop(
         "lmtp",
         listener,
         shutdown,
         sessions,
         proxy_protocol,
-        move |tcp, peer, id| serve_connection(ctx.clone(), tcp, peer, id),
+        move |tcp, peer, id| serve_connection(ctx.get(), tcp, peer, id),
     )
     .await;
 }

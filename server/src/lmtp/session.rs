@@ -523,7 +523,7 @@ impl Session {
                 ];
             }
         };
-        if let Some((replicator, timeout)) = &self.ctx.sync_delivery {
+        if let Some(sync_delivery) = &self.ctx.sync_delivery {
             // Synchronous replication: every recipient's mailbox reaches a
             // peer before the 250s (one session per user, in parallel).
             let mut users: Vec<String> = tx
@@ -535,20 +535,7 @@ impl Session {
                 .collect();
             users.sort();
             users.dedup();
-            let mut waits = tokio::task::JoinSet::new();
-            for user in users {
-                let (replicator, timeout) = (replicator.clone(), *timeout);
-                waits.spawn(async move {
-                    let ok = replicator.replicate_now(&user, timeout).await;
-                    (user, ok)
-                });
-            }
-            while let Some(done) = waits.join_next().await {
-                if let Ok((user, false)) = done {
-                    tracing::warn!(session = self.id, user = %user, timeout_ms = timeout.as_millis() as u64,
-                        "sync_delivery: no peer confirmed the message in time; acknowledging it, replication continues asynchronously");
-                }
-            }
+            sync_delivery.wait(self.id, users).await;
         }
         tx.recipients
             .iter()

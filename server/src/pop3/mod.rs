@@ -75,23 +75,42 @@ impl Pop3Context {
     }
 }
 
+/// A reload gives the sessions accepted afterwards its limits; connection
+/// counts and the like stay shared.
+impl crate::reload::Reconfigure for Pop3Context {
+    type Section = Pop3Config;
+
+    fn with_config(&self, config: Pop3Config) -> Self {
+        Pop3Context {
+            store: self.store.clone(),
+            config,
+            hostname: self.hostname.clone(),
+            tls: self.tls.clone(),
+            shutdown: self.shutdown.clone(),
+            connections: self.connections.clone(),
+            locks: self.locks.clone(),
+            auth: self.auth.clone(),
+        }
+    }
+}
+
 /// Accept POP3 connections until shutdown; `implicit_tls` for pop3s.
 pub async fn accept_loop(
     listener: TcpListener,
-    ctx: Arc<Pop3Context>,
+    ctx: Arc<crate::reload::Live<Pop3Context>>,
     sessions: Sessions,
     implicit_tls: bool,
 ) {
-    let shutdown = ctx.shutdown.clone();
+    let shutdown = ctx.get().shutdown.clone();
     let proto = if implicit_tls { "pop3s" } else { "pop3" };
-    let proxy_protocol = ctx.config.proxy_protocol;
+    let proxy_protocol = ctx.get().config.proxy_protocol;
     listener::accept_loop(
         proto,
         listener,
         shutdown,
         sessions,
         proxy_protocol,
-        move |tcp, peer, id| serve_connection(ctx.clone(), tcp, peer, id, implicit_tls),
+        move |tcp, peer, id| serve_connection(ctx.get(), tcp, peer, id, implicit_tls),
     )
     .await;
 }

@@ -317,3 +317,19 @@ async fn connecting_to_nothing_names_the_address() {
     assert!(matches!(e, LinkError::Connect { .. }), "{e}");
     assert!(e.to_string().contains(&addr), "{e}");
 }
+
+#[test]
+fn io_errors_in_logs_carry_no_urls() {
+    let rustls_eof = std::io::Error::new(
+        std::io::ErrorKind::UnexpectedEof,
+        "peer closed connection without sending TLS close_notify: https://docs.rs/rustls/latest/rustls/manual/_03_howto/index.html#unexpected-eof",
+    );
+    assert_eq!(
+        super::plain_io(&rustls_eof),
+        "peer closed connection without sending TLS close_notify"
+    );
+    let e = super::LinkError::Tls(rustls_eof);
+    assert!(!e.to_string().contains("https://"), "{e}");
+    let plain = std::io::Error::from_raw_os_error(111);
+    assert_eq!(super::plain_io(&plain), plain.to_string());
+}
