@@ -213,6 +213,12 @@ pub struct MessageState {
     pub placed: Stamp,
     pub internal_date: i64,
     pub size: u64,
+    /// The sender knows that the receiving peer already holds this message
+    /// at this mailbox and UID: the peer applied this placement (it is at
+    /// or below the peer's mark), or the sender took it from the peer (or
+    /// from a renumbering both applied). False: the placement may be new
+    /// to the peer (see [`renumbering`]).
+    pub peer_has: bool,
 }
 
 /// A UID retired in a mailbox: the message was expunged, or moved away
@@ -310,12 +316,14 @@ pub struct Reset {
     pub uidnext: Uid,
 }
 
-/// Decide, from the two deltas alone, which messages need fresh UIDs: where
-/// a mailbox's UID is claimed by more than one message (a live message or a
-/// retired UID's tombstone, on either node), every message whose winning
-/// placement is that UID gets a fresh one above both nodes' UIDNEXT and
-/// every claimed UID, in GUID order (DESIGN.md: "colliding UIDs renumbered
-/// above both UIDNEXTs on both nodes"). Symmetric in `a` and `b`.
+/// Decide, from the two deltas alone, which messages need fresh UIDs, in
+/// each mailbox: every message whose winning placement is at a UID that
+/// either (a) is claimed by more than one message (a live message or a
+/// retired UID's tombstone, on either node), or (b) would be new to the
+/// other node below that node's UIDNEXT (see [`new_below_uidnext`]). They
+/// get fresh UIDs above both nodes' UIDNEXT and every claimed UID, in GUID
+/// order (DESIGN.md: "colliding UIDs renumbered above both UIDNEXTs on both
+/// nodes"). Symmetric in `a` and `b`.
 pub fn renumbering(a: &Delta, b: &Delta) -> Renumbering {
     let mut out = Renumbering::default();
     for ma in &a.mailboxes {
@@ -331,13 +339,26 @@ pub fn renumbering(a: &Delta, b: &Delta) -> Renumbering {
             out.resets.insert(ma.guid, reset);
         }
     }
-    let mut winners: BTreeMap<MessageGuid, &MessageState> = BTreeMap::new();
-    for m in a.messages.iter().chain(b.messages.iter()) {
-        let e = winners.entry(m.guid).or_insert(m);
-        if placement_key(m) > placement_key(e) {
-            *e = m;
+    // Each GUID's winning placement, and the delta it came from.
+    let mut winners: BTreeMap<MessageGuid, (&MessageState, &Delta)> = BTreeMap::new();
+    for (m, from) in a
+        .messages
+        .iter()
+        .map(|m| (m, a))
+        .chain(b.messages.iter().map(|m| (m, b)))
+    {
+        let e = winners.entry(m.guid).or_insert((m, from));
+        if placement_key(m) > placement_key(e.0) {
+            *e = (m, from);
         }
     }
+    let held = |d: &Delta| -> BTreeMap<MessageGuid, (MailboxGuid, Uid)> {
+        d.messages
+            .iter()
+            .map(|m| (m.guid, (m.mailbox, m.uid)))
+            .collect()
+    };
+    let (held_a, held_b) = (held(a), held(b));
     let mut claims: BTreeMap<MailboxGuid, BTreeMap<Uid, BTreeSet<MessageGuid>>> = BTreeMap::new();
     for m in a.messages.iter().chain(b.messages.iter()) {
         claims
@@ -355,36 +376,61 @@ pub fn renumbering(a: &Delta, b: &Delta) -> Renumbering {
             .or_default()
             .insert(t.guid);
     }
-    for (mailbox, uids) in &claims {
-        if out.resets.contains_key(mailbox) {
+    let mut losers: BTreeMap<MailboxGuid, BTreeSet<MessageGuid>> = BTreeMap::new();
+    for (g, (w, from)) in &winners {
+        if out.resets.contains_key(&w.mailbox) {
             continue;
         }
-        let mut losers: BTreeSet<MessageGuid> = BTreeSet::new();
-        for (uid, guids) in uids {
-            if guids.len() < 2 {
-                continue;
-            }
-            for g in guids {
-                if let Some(w) = winners.get(g)
-                    && w.mailbox == *mailbox
-                    && w.uid == *uid
-                {
-                    losers.insert(*g);
-                }
-            }
+        let collides = claims
+            .get(&w.mailbox)
+            .and_then(|uids| uids.get(&w.uid))
+            .is_some_and(|guids| guids.len() > 1);
+        let (other, other_held) = if std::ptr::eq(*from, a) {
+            (b, &held_b)
+        } else {
+            (a, &held_a)
+        };
+        if collides || new_below_uidnext(w, other, other_held.get(g)) {
+            losers.entry(w.mailbox).or_default().insert(*g);
         }
-        if losers.is_empty() {
-            continue;
-        }
-        let next_of = |d: &Delta| d.mailbox(mailbox).map_or(1, |m| m.uidnext);
-        let highest = uids.keys().next_back().copied().unwrap_or(0);
+    }
+    for (mailbox, losers) in losers {
+        let next_of = |d: &Delta| d.mailbox(&mailbox).map_or(1, |m| m.uidnext);
+        let highest = claims
+            .get(&mailbox)
+            .and_then(|uids| uids.keys().next_back().copied())
+            .unwrap_or(0);
         let mut fresh = next_of(a).max(next_of(b)).max(highest.saturating_add(1));
         for g in losers {
-            out.uids.insert((*mailbox, g), fresh);
+            out.uids.insert((mailbox, g), fresh);
             fresh = fresh.saturating_add(1);
         }
     }
     out
+}
+
+/// Whether the winning placement `w` would put its message on the `other`
+/// node (whose delta is `other`, holding the message at `other_held` if it
+/// sent it) at a UID below that node's UIDNEXT, where it does not hold it
+/// already: a UID that node may have shown already, which a new message
+/// must never take (RFC 3501 §2.3.1.1: UIDs ascend; a client that fetches
+/// only UIDs above the last it saw would never see it).
+///
+/// New to the other node: it sent the message at another place (its delta
+/// is its current state of every message it changed), or it did not send
+/// it and `w` does not say the other node has it (`peer_has`, decided by
+/// the sender from its own index: it knows which placements the other node
+/// applied — those at or below its mark — and which it took from that node).
+fn new_below_uidnext(
+    w: &MessageState,
+    other: &Delta,
+    other_held: Option<&(MailboxGuid, Uid)>,
+) -> bool {
+    let new = match other_held {
+        Some(at) => *at != (w.mailbox, w.uid),
+        None => !w.peer_has,
+    };
+    new && other.mailbox(&w.mailbox).is_some_and(|m| w.uid < m.uidnext)
 }
 
 /// The UIDs the giving node's messages of `mailbox` take: the keeping
@@ -565,6 +611,7 @@ mod tests {
             placed,
             internal_date: 0,
             size: 1,
+            peer_has: false,
         }
     }
 
@@ -664,5 +711,49 @@ mod tests {
         };
         let r = renumbering(&a, &a.clone());
         assert!(r.uids.is_empty());
+    }
+
+    #[test]
+    fn a_message_new_to_a_node_never_lands_below_its_uidnext() {
+        // A filed g7 at UID 5 of mailbox 1 while B, whose UIDNEXT there is
+        // already 8 (UIDs it gave and its clients saw), never held it.
+        let a = Delta {
+            mailboxes: vec![mailbox(1, 6)],
+            messages: vec![msg(1, 5, 7, 1)],
+            ..Delta::default()
+        };
+        let b = Delta {
+            mailboxes: vec![mailbox(1, 8)],
+            ..Delta::default()
+        };
+        let r = renumbering(&a, &b);
+        assert_eq!(r, renumbering(&b, &a), "symmetric");
+        assert_eq!(r.uids[&(MailboxGuid([1; 16]), MessageGuid([7; 16]))], 8);
+        // The same, when A knows B holds it there (a flag change of an old
+        // message): nothing moves.
+        let mut known = a.clone();
+        known.messages[0].peer_has = true;
+        assert!(renumbering(&known, &b).uids.is_empty());
+        assert!(renumbering(&b, &known).uids.is_empty());
+    }
+
+    #[test]
+    fn the_same_message_filed_on_both_nodes_takes_a_uid_above_both() {
+        // Filters on both nodes moved g9 into mailbox 1: A at UID 38, B at
+        // 37, later. B's placement wins, but A's clients saw 38 already: 37
+        // would be a new UID below it, so g9 takes 39 on both.
+        let a = Delta {
+            mailboxes: vec![mailbox(1, 39)],
+            messages: vec![msg(1, 38, 9, 1)],
+            ..Delta::default()
+        };
+        let b = Delta {
+            mailboxes: vec![mailbox(1, 38)],
+            messages: vec![msg(1, 37, 9, 2)],
+            ..Delta::default()
+        };
+        let r = renumbering(&a, &b);
+        assert_eq!(r, renumbering(&b, &a), "symmetric");
+        assert_eq!(r.uids[&(MailboxGuid([1; 16]), MessageGuid([9; 16]))], 39);
     }
 }

@@ -462,7 +462,7 @@ async fn apply(
     let account = account.clone();
     let peer = peer.to_string();
     blocking(move || {
-        let report = account.apply_replica(&local, &remote, &blobs)?;
+        let report = account.apply_replica(&peer, &local, &remote, &blobs)?;
         if report.deferred == 0 {
             let mark = account.peer_mark(&peer)?;
             let next = Mark {
@@ -544,8 +544,8 @@ where
         }
         other => return Err(unexpected("Delta", &other)),
     };
-    let a = account.clone();
-    let local = blocking(move || a.replica_delta(their_since)).await?;
+    let (a, p) = (account.clone(), peer.to_string());
+    let local = blocking(move || a.replica_delta(&p, their_since)).await?;
     send_delta(link, &local, Mark::default()).await?;
     let blobs = fetch_missing(link, store, &account, &remote, &mut out).await?;
     match recv_msg(link).await? {
@@ -657,7 +657,8 @@ where
     };
     let a = account.clone();
     let p = peer.to_string();
-    let (local, mark) = blocking(move || Ok((a.replica_delta(since)?, a.peer_mark(&p)?))).await?;
+    let (local, mark) =
+        blocking(move || Ok((a.replica_delta(&p, since)?, a.peer_mark(&p)?))).await?;
     send_delta(link, &local, mark).await?;
     link.flush().await?;
     let remote = match recv_msg(link).await? {
@@ -868,6 +869,7 @@ mod tests {
                     placed: 0,
                     internal_date: 0,
                     size: 1,
+                    peer_has: false,
                 })
                 .collect(),
             tombstones: (0..5)

@@ -15,8 +15,14 @@ use cove_store::replica::Mark;
 /// taken and before either is applied.
 fn session_with_a_gap(a: &Node, b: &Node, between: impl FnOnce()) {
     let mark_of = |n: &Node, peer: &Node| n.account.peer_mark(&peer.name).expect("mark");
-    let da = a.account.replica_delta(mark_of(b, a)).expect("delta a");
-    let db = b.account.replica_delta(mark_of(a, b)).expect("delta b");
+    let da = a
+        .account
+        .replica_delta(&b.name, mark_of(b, a))
+        .expect("delta a");
+    let db = b
+        .account
+        .replica_delta(&a.name, mark_of(a, b))
+        .expect("delta b");
     between();
     for (n, local, remote, peer) in [(a, &da, &db, b), (b, &db, &da, a)] {
         // The content the peer would send.
@@ -27,7 +33,7 @@ fn session_with_a_gap(a: &Node, b: &Node, between: impl FnOnce()) {
         }
         let report = n
             .account
-            .apply_replica(local, remote, &content)
+            .apply_replica(&peer.name, local, remote, &content)
             .expect("apply");
         assert_eq!(report.deferred, 0, "{}: nothing left for later", n.name);
         n.account

@@ -17,7 +17,7 @@ use cove_dedup::{ContentId, StagedBlob};
 use rusqlite::{OptionalExtension, params};
 
 use super::{Account, DELETED_DIR};
-use crate::ids::{Flags, MailboxGuid, MessageGuid, Uid};
+use crate::ids::{Flags, MailboxGuid, MessageGuid, ModSeq, Uid};
 use crate::index::{self, MailboxInfo, MessageMeta, NewMessageRow, Tx};
 use crate::maildir::{self, FileName, FolderIdentity};
 use crate::replica::{
@@ -71,6 +71,45 @@ fn expunged_at(conn: &rusqlite::Connection, guid: &MessageGuid) -> Result<Option
     let mut st = conn.prepare_cached("SELECT max(stamp) FROM tombstone WHERE guid = ?1")?;
     let v: Option<i64> = st.query_row([&guid.0[..]], |r| r.get(0))?;
     Ok(v.map(|s| s as u64))
+}
+
+/// Which placements (mailbox, UID, GUID) made after `since` the peer
+/// holds too: those this node took from it (their change-log row names the
+/// peer). Placements at or below `since` are not listed: the peer applied
+/// them. Others (user operations here, fresh UIDs only this node gave) are
+/// listed as unknown to the peer.
+fn placements_peer_has(
+    conn: &rusqlite::Connection,
+    peer: &str,
+    since: u64,
+) -> Result<HashMap<(MailboxGuid, Uid, MessageGuid), bool>> {
+    let mut st = conn.prepare_cached(
+        "SELECT mailbox_guid, uid, guid, detail FROM change
+         WHERE modseq > ?1 AND kind = 'add' ORDER BY modseq",
+    )?;
+    let rows = st.query_map([since as i64], |r| {
+        Ok((
+            MailboxGuid(index::guid16(r.get(0)?)),
+            r.get::<_, Uid>(1)?,
+            MessageGuid(index::guid16(r.get(2)?)),
+            r.get::<_, Option<String>>(3)?,
+        ))
+    })?;
+    let mut out = HashMap::new();
+    for row in rows {
+        let (mailbox, uid, guid, from) = row?;
+        out.insert((mailbox, uid, guid), from.as_deref() == Some(peer));
+    }
+    Ok(out)
+}
+
+/// Every mailbox's UIDNEXT.
+fn uidnexts(tx: &Tx<'_>) -> Result<HashMap<MailboxGuid, Uid>> {
+    let mut st = tx.tx.prepare_cached("SELECT guid, uidnext FROM mailbox")?;
+    let rows = st.query_map([], |r| {
+        Ok((MailboxGuid(index::guid16(r.get(0)?)), r.get::<_, Uid>(1)?))
+    })?;
+    Ok(rows.collect::<rusqlite::Result<_>>()?)
 }
 
 /// File operations of one apply, undone if it fails.
@@ -140,8 +179,9 @@ fn base_of(file: &str) -> &str {
 
 impl Account {
     /// Everything that changed after modseq `since` (all of it if `since`
-    /// is ahead of this node's modseq, as after an index rebuild).
-    pub fn replica_delta(&self, since: Mark) -> Result<Delta> {
+    /// is ahead of this node's modseq, as after an index rebuild), for
+    /// `peer`, whose mark of this node `since` is.
+    pub fn replica_delta(&self, peer: &str, since: Mark) -> Result<Delta> {
         let mut g = self.conn()?;
         let tx = g.conn.transaction()?;
         let modseq = index::current_modseq(&tx)?;
@@ -219,9 +259,17 @@ impl Account {
                     placed: r.get::<_, i64>(7)? as u64,
                     internal_date: r.get(8)?,
                     size: r.get::<_, i64>(9)? as u64,
+                    peer_has: false,
                 })
             })?;
             delta.messages = rows.collect::<rusqlite::Result<_>>()?;
+            let known = placements_peer_has(&tx, peer, since)?;
+            for m in &mut delta.messages {
+                m.peer_has = known
+                    .get(&(m.mailbox, m.uid, m.guid))
+                    .copied()
+                    .unwrap_or(true);
+            }
             let mut st = tx.prepare_cached(
                 "SELECT coalesce(mb.guid, mg.guid), t.uid, t.guid, t.stamp
                  FROM tombstone t
@@ -313,6 +361,7 @@ impl Account {
     /// the blobs fetched from the peer, verified.
     pub fn apply_replica(
         &self,
+        peer: &str,
         local: &Delta,
         remote: &Delta,
         content: &HashMap<[u8; 32], StagedBlob>,
@@ -326,8 +375,11 @@ impl Account {
         let mut ops = FileOps::default();
         let result = (|| {
             let mut tx = Tx::begin(&mut g.conn)?;
+            let floors = uidnexts(&tx)?;
             let mut cx = Apply {
                 account: self,
+                peer,
+                floors,
                 remote,
                 renum: &renum,
                 ops: &mut ops,
@@ -376,6 +428,11 @@ impl Account {
 
 struct Apply<'a> {
     account: &'a Account,
+    /// The peer whose delta this is.
+    peer: &'a str,
+    /// Each mailbox's UIDNEXT here before the apply: no message new here
+    /// takes a UID below it (this node may have shown those UIDs).
+    floors: HashMap<MailboxGuid, Uid>,
     remote: &'a Delta,
     renum: &'a crate::replica::Renumbering,
     ops: &'a mut FileOps,
@@ -501,7 +558,8 @@ impl Apply<'_> {
                 placed: Some(row.placed),
                 clock: &row.clock,
             };
-            tx.insert_message_at(&mb, uid, &new_row)?;
+            let (_, modseq) = tx.insert_message_at(&mb, uid, &new_row)?;
+            self.peer_has(tx, modseq)?;
             self.report.messages_renumbered += 1;
         }
         FolderIdentity {
@@ -630,15 +688,18 @@ impl Apply<'_> {
         }
     }
 
-    /// Whether `uid` in `mb` is free for `guid`: no other message has it
-    /// and it was never given to another message here.
-    /// `uid` if it is free here for `guid`; otherwise a fresh UID above
-    /// this node's and the peer's UIDNEXT. That happens when this node gave
-    /// the UID out while the session ran (after its delta was taken), so
-    /// the renumbering, which sees only the deltas, could not know. The
-    /// message keeps its placement stamp, so at the next session the peer
-    /// sees the same placement with a higher UID, which wins, and follows:
-    /// one UID never names two messages, and the nodes agree again.
+    /// `uid` if `guid`, arriving in `mb` here, may take it: it is free
+    /// here and not below this node's UIDNEXT before the apply (a UID below
+    /// it may have been shown to a client, which never looks below the
+    /// last UID it saw: RFC 3501 §2.3.1.1). Otherwise a fresh UID above
+    /// this node's and the peer's UIDNEXT. The renumbering foresees both
+    /// from the two deltas; this happens when this node gave UIDs out while
+    /// the session ran (after its delta was taken), which the renumbering
+    /// could not know. The message keeps its placement stamp, so at the
+    /// next session the peer sees the same placement with a higher UID,
+    /// which wins, and follows: one UID never names two messages, a new
+    /// message never appears below a UID already shown, and the nodes
+    /// agree again.
     fn free_uid_or_fresh(
         &mut self,
         tx: &mut Tx<'_>,
@@ -646,7 +707,9 @@ impl Apply<'_> {
         uid: Uid,
         guid: &MessageGuid,
     ) -> Result<Uid> {
-        if Self::uid_free(tx, mb, uid, guid)? {
+        let below_floor = !self.renum.resets.contains_key(&mb.guid)
+            && self.floors.get(&mb.guid).is_some_and(|f| uid < *f);
+        if !below_floor && Self::uid_free(tx, mb, uid, guid)? {
             return Ok(uid);
         }
         let here: Uid =
@@ -656,11 +719,22 @@ impl Apply<'_> {
                 })?;
         let there = self.remote.mailbox(&mb.guid).map_or(1, |m| m.uidnext);
         let fresh = here.max(there).max(uid.saturating_add(1));
-        tracing::info!(user = %self.account.email, mailbox = %mb.name, uid, fresh, guid = %guid,
-            "replication: the UID is taken here (given out during the session); the message gets a fresh one, which the peer will follow");
+        tracing::info!(user = %self.account.email, mailbox = %mb.name, uid, fresh, guid = %guid, below_uidnext = below_floor,
+            "replication: the UID is taken or passed here (given out during the session); the message gets a fresh one, which the peer will follow");
         self.report.messages_renumbered += 1;
         self.report.divergent = true;
         Ok(fresh)
+    }
+
+    /// The placement logged at `modseq` is one the peer holds too (it
+    /// sent it, or applies the same renumbering): say so in the change log,
+    /// so that this node's next delta does not offer it as new to the peer.
+    fn peer_has(&self, tx: &mut Tx<'_>, modseq: ModSeq) -> Result<()> {
+        tx.tx.execute(
+            "UPDATE change SET detail = ?2 WHERE modseq = ?1",
+            params![modseq as i64, self.peer],
+        )?;
+        Ok(())
     }
 
     fn uid_free(tx: &Tx<'_>, mb: &MailboxInfo, uid: Uid, guid: &MessageGuid) -> Result<bool> {
@@ -866,7 +940,8 @@ impl Apply<'_> {
         keywords: &[String],
         clock: &str,
     ) -> Result<bool> {
-        let uid = self.free_uid_or_fresh(tx, dest, uid, &l.meta.guid)?;
+        let wanted = uid;
+        let uid = self.free_uid_or_fresh(tx, dest, wanted, &l.meta.guid)?;
         let Some(src_mb) = index::mailbox_by_id(&tx.tx, l.mailbox_id)? else {
             return Ok(false);
         };
@@ -899,7 +974,10 @@ impl Apply<'_> {
             placed: Some(placed),
             clock,
         };
-        tx.insert_message_at(dest, uid, &row)?;
+        let (_, modseq) = tx.insert_message_at(dest, uid, &row)?;
+        if uid == wanted {
+            self.peer_has(tx, modseq)?;
+        }
         Ok(true)
     }
 
@@ -919,7 +997,8 @@ impl Apply<'_> {
             self.report.divergent = true;
             return Ok(());
         };
-        let uid = self.free_uid_or_fresh(tx, &mb, uid, &r.guid)?;
+        let wanted = uid;
+        let uid = self.free_uid_or_fresh(tx, &mb, wanted, &r.guid)?;
         let flags = Flags::from_bits(r.flags);
         let now = self.account.env.now_secs().max(0) as u64;
         let base = FileName::new_delivery(now, r.guid, &self.account.hostname, r.size);
@@ -960,7 +1039,10 @@ impl Apply<'_> {
             placed: Some(r.placed),
             clock: &r.clock,
         };
-        tx.insert_message_at(&mb, uid, &row)?;
+        let (_, modseq) = tx.insert_message_at(&mb, uid, &row)?;
+        if uid == wanted {
+            self.peer_has(tx, modseq)?;
+        }
         self.report.messages_added += 1;
         Ok(())
     }

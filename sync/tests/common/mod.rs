@@ -4,7 +4,10 @@
 //!
 //! Each [`Node`] remembers every (mailbox, UIDVALIDITY, UID) -> GUID it was
 //! ever seen to hold ([`Node::observe`]): a UID that later names another
-//! GUID on that node is a broken invariant 2, whatever else happened.
+//! GUID on that node is a broken invariant 2, whatever else happened; and
+//! the highest UID it was seen to show in each mailbox: a message that
+//! appears later under a UID at or below it is one that a client fetching
+//! only UIDs above the last it saw would never see (RFC 3501 §2.3.1.1).
 
 #![allow(dead_code)]
 
@@ -50,6 +53,8 @@ pub struct Node {
     pub account: Arc<Account>,
     /// (mailbox, UIDVALIDITY, UID) -> the GUID it was seen to name.
     seen: Mutex<BTreeMap<(MailboxGuid, u32, Uid), MessageGuid>>,
+    /// (mailbox, UIDVALIDITY) -> the highest UID it was seen to show.
+    highest: Mutex<BTreeMap<(MailboxGuid, u32), Uid>>,
     _dir: tempfile::TempDir,
 }
 
@@ -82,6 +87,7 @@ impl Node {
             locks: Arc::new(UserLocks::default()),
             account,
             seen: Mutex::new(BTreeMap::new()),
+            highest: Mutex::new(BTreeMap::new()),
             _dir: dir,
         }
     }
@@ -146,10 +152,22 @@ impl Node {
     }
 
     /// Record every UID this node now shows; panic if one names another
-    /// message than it did before (DESIGN.md invariant 2).
+    /// message than it did before (DESIGN.md invariant 2), or if a UID
+    /// appears at or below the highest this node showed in that mailbox
+    /// before (UIDs of new arrivals only ascend, RFC 3501 §2.3.1.1). A
+    /// mailbox deleted here forgets its highest UID: no client can have
+    /// it selected, and mail that brings it back starts its view afresh.
     pub fn observe(&self) {
         let mut seen = self.seen.lock().expect("seen");
-        for mb in self.account.mailboxes().expect("mailboxes") {
+        let mut highest = self.highest.lock().expect("highest");
+        let mailboxes = self.account.mailboxes().expect("mailboxes");
+        highest.retain(|(g, v), _| {
+            mailboxes
+                .iter()
+                .any(|mb| mb.guid == *g && mb.uidvalidity == *v)
+        });
+        for mb in mailboxes {
+            let high = highest.get(&(mb.guid, mb.uidvalidity)).copied();
             for m in self.account.messages(&mb.guid).expect("messages") {
                 let key = (mb.guid, mb.uidvalidity, m.uid);
                 match seen.get(&key) {
@@ -159,9 +177,17 @@ impl Node {
                     ),
                     Some(_) => {}
                     None => {
+                        if let Some(high) = high.filter(|h| m.uid <= *h) {
+                            panic!(
+                                "{}: message {} appeared at UID {} of mailbox {} ({}), at or below UID {high} shown before (RFC 3501 §2.3.1.1)",
+                                self.name, m.guid, m.uid, mb.name, mb.guid
+                            );
+                        }
                         seen.insert(key, m.guid);
                     }
                 }
+                let h = highest.entry((mb.guid, mb.uidvalidity)).or_insert(0);
+                *h = (*h).max(m.uid);
             }
         }
     }
