@@ -1,16 +1,19 @@
 //! Property test of replication (DESIGN.md invariants 2 and 3): random
 //! operations on random nodes of two or three stores, interleaved with
-//! random pairwise sessions, some of them cut mid-way; then rounds of
+//! random pairwise sessions, some of them cut mid-way and some with
+//! operations made while they run (after a node took its delta, before it
+//! applied the peer's); then rounds of
 //! sessions between every pair until nothing changes. Afterwards every node
 //! holds the same mailboxes, UID -> GUID maps, flags and keywords, no GUID is
 //! in two places, every message that was acknowledged and never expunged by
-//! a user exists, and no UID ever changed meaning on any node.
+//! a user exists, no UID ever changed meaning on any node, and on each node
+//! the UIDs of new arrivals in a mailbox only ascend (RFC 3501 §2.3.1.1).
 
 mod common;
 
 use std::collections::BTreeSet;
 
-use common::{Cut, CutSide, Node, assert_converged, describe, sync_until_quiet, sync_with};
+use common::{Cut, CutSide, Node, assert_converged, describe, sync_during, sync_until_quiet};
 use cove_store::{Error, FlagOp, Flags, MailboxInfo, MessageGuid, MessageMeta};
 use proptest::prelude::*;
 
@@ -63,10 +66,24 @@ enum Op {
         a: usize,
         b: usize,
         cut: Option<(bool, u16)>,
+        /// Operations run once the session's link carried this many bytes.
+        during: Option<(u16, Vec<Op>)>,
     },
 }
 
 fn op(nodes: usize) -> impl Strategy<Value = Op> {
+    let n = 0..nodes;
+    let during =
+        proptest::option::of((0u16..6000, proptest::collection::vec(user_op(nodes), 1..4)));
+    prop_oneof![
+        5 => user_op(nodes),
+        1 => (n.clone(), n, proptest::option::of((any::<bool>(), 0u16..6000)), during)
+            .prop_map(|(a, b, cut, during)| Op::Sync { a, b, cut, during }),
+    ]
+}
+
+/// What a user does on one node (no session).
+fn user_op(nodes: usize) -> impl Strategy<Value = Op> {
     let n = 0..nodes;
     let flags = 0u8..32;
     let kw = proptest::option::of(0..KEYWORDS.len());
@@ -85,9 +102,7 @@ fn op(nodes: usize) -> impl Strategy<Value = Op> {
         1 => (n.clone(), 0..NAMES.len()).prop_map(|(node, name)| Op::Create { node, name }),
         1 => (n.clone(), 0..NAMES.len(), 0..NAMES.len())
             .prop_map(|(node, from, to)| Op::Rename { node, from, to }),
-        1 => (n.clone(), 0..NAMES.len()).prop_map(|(node, name)| Op::Delete { node, name }),
-        3 => (n.clone(), n, proptest::option::of((any::<bool>(), 0u16..6000)))
-            .prop_map(|(a, b, cut)| Op::Sync { a, b, cut }),
+        1 => (n, 0..NAMES.len()).prop_map(|(node, name)| Op::Delete { node, name }),
     ]
 }
 
@@ -126,6 +141,47 @@ fn pick_message(node: &Node, pick: usize) -> Option<(MailboxInfo, MessageMeta)> 
 }
 
 async fn run(nodes: &[Node], model: &mut Model, op: &Op) {
+    let Op::Sync {
+        a,
+        b,
+        cut,
+        ref during,
+    } = *op
+    else {
+        return run_user(nodes, model, op);
+    };
+    if a == b {
+        return;
+    }
+    let cut = cut.map(|(client, after)| Cut {
+        side: if client {
+            CutSide::Client
+        } else {
+            CutSide::Server
+        },
+        after: after as usize,
+    });
+    let (at, ops) = match during {
+        Some((at, ops)) => (*at as usize, ops.as_slice()),
+        None => (usize::MAX, &[][..]),
+    };
+    let out = sync_during(&nodes[a], &nodes[b], cut, at, || {
+        for op in ops {
+            run_user(nodes, model, op);
+        }
+    })
+    .await;
+    if cut.is_none() {
+        if let Err(e) = &out.client {
+            panic!("{} -> {}: {e}", nodes[a].name, nodes[b].name);
+        }
+        if let Err(e) = &out.server {
+            panic!("{} serving {}: {e}", nodes[b].name, nodes[a].name);
+        }
+    }
+}
+
+fn run_user(nodes: &[Node], model: &mut Model, op: &Op) {
     match *op {
         Op::Append {
             node,
@@ -234,28 +290,7 @@ async fn run(nodes: &[Node], model: &mut Model, op: &Op) {
                 model.expunged.extend(doomed);
             }
         }
-        Op::Sync { a, b, cut } => {
-            if a == b {
-                return;
-            }
-            let cut = cut.map(|(client, after)| Cut {
-                side: if client {
-                    CutSide::Client
-                } else {
-                    CutSide::Server
-                },
-                after: after as usize,
-            });
-            let out = sync_with(&nodes[a], &nodes[b], cut).await;
-            if cut.is_none() {
-                if let Err(e) = &out.client {
-                    panic!("{} -> {}: {e}", nodes[a].name, nodes[b].name);
-                }
-                if let Err(e) = &out.server {
-                    panic!("{} serving {}: {e}", nodes[b].name, nodes[a].name);
-                }
-            }
-        }
+        Op::Sync { .. } => {}
     }
 }
 
@@ -344,6 +379,7 @@ fn tombstones_survive_a_mailbox_made_again() {
                 a: 0,
                 b: 2,
                 cut: None,
+                during: None,
             },
             Op::Delete { node: 0, name: 4 },
             Op::Append {

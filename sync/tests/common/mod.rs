@@ -25,7 +25,7 @@ use cove_store::{
 use cove_sync::UserLocks;
 use cove_sync::session::{SyncError, UserSync, serve_link, sync_user};
 use cove_sync::transport::Link;
-use tokio::io::{AsyncRead, AsyncWrite, DuplexStream, ReadBuf};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 pub const USER: &str = "user@example.org";
 
@@ -356,15 +356,88 @@ impl Outcome {
     }
 }
 
+/// A stream that runs `during` once, when it has carried `at` bytes either
+/// way: user operations made while a session runs (between a node taking
+/// its delta and applying the peer's, for instance).
+pub struct During<'a, S> {
+    inner: S,
+    at: usize,
+    carried: usize,
+    during: Option<Box<dyn FnOnce() + Send + 'a>>,
+}
+
+impl<S> During<'_, S> {
+    fn carried(&mut self, n: usize) {
+        self.carried += n;
+        if self.carried >= self.at
+            && let Some(f) = self.during.take()
+        {
+            f();
+        }
+    }
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for During<'_, S> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let before = buf.filled().len();
+        let r = Pin::new(&mut self.inner).poll_read(cx, buf);
+        let n = buf.filled().len() - before;
+        self.carried(n);
+        r
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for During<'_, S> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let r = Pin::new(&mut self.inner).poll_write(cx, buf);
+        if let Poll::Ready(Ok(n)) = r {
+            self.carried(n);
+        }
+        r
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
 /// One session of `a` (connecting) with `b` (accepting), optionally cut.
 pub async fn sync_with(a: &Node, b: &Node, cut: Option<Cut>) -> Outcome {
+    sync_during(a, b, cut, usize::MAX, || {}).await
+}
+
+/// [`sync_with`], running `during` once the connecting side's link has
+/// carried `at` bytes (never, if the session carries fewer).
+pub async fn sync_during<'a>(
+    a: &Node,
+    b: &Node,
+    cut: Option<Cut>,
+    at: usize,
+    during: impl FnOnce() + Send + 'a,
+) -> Outcome {
     let (ca, cb) = tokio::io::duplex(256 * 1024);
     let budget = |side: CutSide| match cut {
         Some(c) if c.side == side => c.after,
         _ => usize::MAX,
     };
-    let mut client: Link<Budget<DuplexStream>> =
-        Link::new(Budget::new(ca, budget(CutSide::Client)));
+    let mut client = Link::new(During {
+        inner: Budget::new(ca, budget(CutSide::Client)),
+        at,
+        carried: 0,
+        during: Some(Box::new(during)),
+    });
     let server = Link::new(Budget::new(cb, budget(CutSide::Server)));
     let task = tokio::spawn(serve_link(
         server,
