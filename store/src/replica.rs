@@ -21,8 +21,52 @@
 //! [`renumbering`], a function of the two deltas alone, symmetric in them;
 //! everything else is a last-writer-wins merge per item (flags per flag),
 //! which gives the same result whichever order the nodes apply it in.
+//!
+//! # A new message never lands below a UID already shown
+//! RFC 3501 §2.3.1.1: UIDs are given in strictly ascending order; a client
+//! that fetched up to UID n asks only for UIDs above n. So a message that a
+//! node applies from its peer and does not hold at that place already must
+//! never take a UID below that node's UIDNEXT (the node may have shown
+//! every UID below it). Two UIDs given to two messages are one case (the
+//! collision rule above); the other is a UID this node passed without
+//! giving it to anything its delta names: it gave it long ago (the peer
+//! knew, yet placed a message there, e.g. its filter filed a message into
+//! a mailbox at a UID below the one this node's filter chose), or skipped
+//! it (a UIDNEXT raised by a renumbering or by the peer's). The renumbering
+//! decides it from the deltas, for each message's winning placement
+//! (mailbox, UID) taken from one node's delta: it is new to the other node
+//! if the other node sent the message at another place (a delta holds the
+//! node's current place of every message it sends), or did not send it and
+//! the sender does not know the other node holds it there. The sender
+//! knows that from its own index: a placement at or below the other node's
+//! mark was applied there, and a placement it made by applying that node's
+//! delta (at that node's UID, or at a UID of a renumbering both applied) is
+//! the other node's too; the change log's `add` row names that peer. Each
+//! delta's messages carry that answer (`MessageState::peer_has`), each
+//! delta its mailboxes' UIDNEXT, so both nodes decide alike: a placement new
+//! to the other node below that node's UIDNEXT takes a fresh UID above both
+//! UIDNEXTs, on both nodes. An answer wrong towards "the peer has it" (a
+//! third node, a session that failed on one side) is caught when applying:
+//! the apply never inserts a message below the mailbox's UIDNEXT as it was
+//! before the apply, and gives it a fresh UID that the peer follows at the
+//! next session, as for a UID taken while the session ran. One wrong
+//! towards "new" costs an EXPUNGE and a new UID, never a meaning.
+//!
+//! # Mailboxes made on both nodes under one name
+//! A filter that files into `Spam` creates it on whichever node runs it; two
+//! nodes apart each make one. They mean one mailbox, so they merge: two
+//! mailboxes of one name, each created after the other node's mark and
+//! never renamed, each unknown to the other node (neither among its
+//! mailboxes nor its deleted ones), merge into the one with the lower GUID
+//! ([`merges`]), on both nodes. The kept mailbox keeps its GUID,
+//! UIDVALIDITY and UIDs; the other's messages take fresh UIDs above both
+//! nodes' UIDNEXT, and its own UIDs and tombstones are void (its clients
+//! see a new UIDVALIDITY). A mailbox renamed to the name, or one the other
+//! node knew, is a different mailbox that happens to end with the name: the
+//! suffix rule keeps both.
 
 use serde::{Deserialize, Serialize};
+use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -180,6 +224,10 @@ pub struct MailboxState {
     pub uidvalidity: u32,
     pub uidnext: Uid,
     pub special_use: Option<String>,
+    /// Created after the receiving peer's mark, under the name it has now
+    /// (never renamed since): the peer may not know it. Two such mailboxes
+    /// of one name, each unknown to the other node, merge ([`merges`]).
+    pub created_apart: bool,
 }
 
 /// A mailbox the replica deleted.
@@ -306,6 +354,91 @@ pub struct Renumbering {
     /// UIDVALIDITY are void), and its messages the first node lacks get
     /// fresh UIDs (in `uids`).
     pub resets: BTreeMap<MailboxGuid, Reset>,
+    /// Mailboxes that merge into another ([`merges`]): the one that gives
+    /// way -> the one kept. Their messages take fresh UIDs in the kept
+    /// mailbox (in `uids`), their UIDs and tombstones are void.
+    pub merged: BTreeMap<MailboxGuid, Merge>,
+}
+
+/// What a mailbox that merges into another becomes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Merge {
+    pub into: MailboxGuid,
+    /// The kept mailbox's UIDNEXT after the fresh UIDs.
+    pub uidnext: Uid,
+}
+
+impl Renumbering {
+    /// `delta` as the merge sees it: messages of a mailbox that merges
+    /// into another are in the kept one (at UIDs the renumbering replaces),
+    /// their tombstones and the mailbox itself are gone.
+    pub fn view<'d>(&self, delta: &'d Delta) -> Cow<'d, Delta> {
+        rewrite(
+            delta,
+            &self.merged.iter().map(|(g, m)| (*g, m.into)).collect(),
+        )
+    }
+}
+
+/// Mailboxes that both nodes created under one name while apart: a
+/// mailbox of each delta, of the same name (not INBOX), each created after
+/// the other node's mark and never renamed since, and each unknown to the
+/// other node (not among its mailboxes, nor its deleted ones). A user who
+/// made `Spam` on each node (or a filter that did) means one mailbox: they
+/// merge into the one with the lower GUID, the same choice on both nodes.
+/// A mailbox that was renamed, or that the other node knew, is another
+/// matter (two mailboxes that end with one name: the suffix rule).
+/// Returns the one that gives way -> the one kept. Symmetric.
+pub fn merges(a: &Delta, b: &Delta) -> BTreeMap<MailboxGuid, MailboxGuid> {
+    let unknown_to = |m: &MailboxState, d: &Delta| {
+        d.mailbox(&m.guid).is_none() && !d.gone.iter().any(|g| g.guid == m.guid)
+    };
+    let mut out = BTreeMap::new();
+    for x in a
+        .mailboxes
+        .iter()
+        .filter(|m| m.created_apart && unknown_to(m, b))
+    {
+        if x.name.eq_ignore_ascii_case("INBOX") {
+            continue;
+        }
+        for y in b
+            .mailboxes
+            .iter()
+            .filter(|m| m.created_apart && unknown_to(m, a))
+        {
+            if y.name == x.name && y.guid != x.guid {
+                let (keep, give) = if x.guid < y.guid { (x, y) } else { (y, x) };
+                out.insert(give.guid, keep.guid);
+            }
+        }
+    }
+    out
+}
+
+/// [`Renumbering::view`] with the merges given.
+fn rewrite<'d>(delta: &'d Delta, merged: &BTreeMap<MailboxGuid, MailboxGuid>) -> Cow<'d, Delta> {
+    let touched = delta.mailboxes.iter().any(|m| merged.contains_key(&m.guid))
+        || delta
+            .messages
+            .iter()
+            .any(|m| merged.contains_key(&m.mailbox))
+        || delta
+            .tombstones
+            .iter()
+            .any(|t| merged.contains_key(&t.mailbox));
+    if !touched {
+        return Cow::Borrowed(delta);
+    }
+    let mut d = delta.clone();
+    d.mailboxes.retain(|m| !merged.contains_key(&m.guid));
+    d.tombstones.retain(|t| !merged.contains_key(&t.mailbox));
+    for m in &mut d.messages {
+        if let Some(into) = merged.get(&m.mailbox) {
+            m.mailbox = *into;
+        }
+    }
+    Cow::Owned(d)
 }
 
 /// What a mailbox becomes on the node whose UIDVALIDITY gives way.
@@ -325,6 +458,18 @@ pub struct Reset {
 /// order (DESIGN.md: "colliding UIDs renumbered above both UIDNEXTs on both
 /// nodes"). Symmetric in `a` and `b`.
 pub fn renumbering(a: &Delta, b: &Delta) -> Renumbering {
+    let merged = merges(a, b);
+    // Messages that move into a kept mailbox, by side (true: `a`): each
+    // whose placement there wins takes a fresh UID.
+    let moved_in = |d: &Delta| -> BTreeSet<MessageGuid> {
+        d.messages
+            .iter()
+            .filter(|m| merged.contains_key(&m.mailbox))
+            .map(|m| m.guid)
+            .collect()
+    };
+    let (moved_in_a, moved_in_b) = (moved_in(a), moved_in(b));
+    let (a, b) = (&*rewrite(a, &merged), &*rewrite(b, &merged));
     let mut out = Renumbering::default();
     for ma in &a.mailboxes {
         if let Some(mb) = b.mailbox(&ma.guid)
@@ -360,7 +505,14 @@ pub fn renumbering(a: &Delta, b: &Delta) -> Renumbering {
     };
     let (held_a, held_b) = (held(a), held(b));
     let mut claims: BTreeMap<MailboxGuid, BTreeMap<Uid, BTreeSet<MessageGuid>>> = BTreeMap::new();
-    for m in a.messages.iter().chain(b.messages.iter()) {
+    // A message that moves into a kept mailbox claims no UID there: its
+    // UID was the other mailbox's.
+    let claiming = a
+        .messages
+        .iter()
+        .filter(|m| !moved_in_a.contains(&m.guid))
+        .chain(b.messages.iter().filter(|m| !moved_in_b.contains(&m.guid)));
+    for m in claiming {
         claims
             .entry(m.mailbox)
             .or_default()
@@ -377,19 +529,21 @@ pub fn renumbering(a: &Delta, b: &Delta) -> Renumbering {
             .insert(t.guid);
     }
     let mut losers: BTreeMap<MailboxGuid, BTreeSet<MessageGuid>> = BTreeMap::new();
+    let mut fresh_end: BTreeMap<MailboxGuid, Uid> = BTreeMap::new();
     for (g, (w, from)) in &winners {
         if out.resets.contains_key(&w.mailbox) {
             continue;
         }
+        let (other, other_held, moved_in) = if std::ptr::eq(*from, a) {
+            (b, &held_b, &moved_in_a)
+        } else {
+            (a, &held_a, &moved_in_b)
+        };
         let collides = claims
             .get(&w.mailbox)
             .and_then(|uids| uids.get(&w.uid))
-            .is_some_and(|guids| guids.len() > 1);
-        let (other, other_held) = if std::ptr::eq(*from, a) {
-            (b, &held_b)
-        } else {
-            (a, &held_a)
-        };
+            .is_some_and(|guids| guids.len() > 1)
+            || moved_in.contains(g);
         if collides || new_below_uidnext(w, other, other_held.get(g)) {
             losers.entry(w.mailbox).or_default().insert(*g);
         }
@@ -405,6 +559,14 @@ pub fn renumbering(a: &Delta, b: &Delta) -> Renumbering {
             out.uids.insert((mailbox, g), fresh);
             fresh = fresh.saturating_add(1);
         }
+        fresh_end.insert(mailbox, fresh);
+    }
+    for (give, into) in merged {
+        let uidnext = fresh_end.get(&into).copied().unwrap_or_else(|| {
+            let next_of = |d: &Delta| d.mailbox(&into).map_or(1, |m| m.uidnext);
+            next_of(a).max(next_of(b))
+        });
+        out.merged.insert(give, Merge { into, uidnext });
     }
     out
 }
@@ -623,6 +785,7 @@ mod tests {
             uidvalidity: 1,
             uidnext,
             special_use: None,
+            created_apart: false,
         }
     }
 
@@ -755,5 +918,48 @@ mod tests {
         let r = renumbering(&a, &b);
         assert_eq!(r, renumbering(&b, &a), "symmetric");
         assert_eq!(r.uids[&(MailboxGuid([1; 16]), MessageGuid([9; 16]))], 39);
+    }
+
+    #[test]
+    fn one_name_made_on_both_nodes_apart_merges_into_the_lower_guid() {
+        let spam = |guid: u8, uidnext: Uid| MailboxState {
+            name: "Spam".into(),
+            created_apart: true,
+            ..mailbox(guid, uidnext)
+        };
+        // A made Spam (GUID 3, messages at 1 and 2), B made Spam (GUID 2,
+        // a message at 1).
+        let a = Delta {
+            mailboxes: vec![spam(3, 3)],
+            messages: vec![msg(3, 1, 0x31, 1), msg(3, 2, 0x32, 2)],
+            ..Delta::default()
+        };
+        let b = Delta {
+            mailboxes: vec![spam(2, 2)],
+            messages: vec![msg(2, 1, 0x21, 3)],
+            ..Delta::default()
+        };
+        let r = renumbering(&a, &b);
+        assert_eq!(r, renumbering(&b, &a), "symmetric");
+        let kept = MailboxGuid([2; 16]);
+        assert_eq!(r.merged[&MailboxGuid([3; 16])].into, kept);
+        assert_eq!(r.uids[&(kept, MessageGuid([0x31; 16]))], 2);
+        assert_eq!(r.uids[&(kept, MessageGuid([0x32; 16]))], 3);
+        assert!(
+            !r.uids.contains_key(&(kept, MessageGuid([0x21; 16]))),
+            "kept UIDs stand"
+        );
+        assert_eq!(r.merged[&MailboxGuid([3; 16])].uidnext, 4);
+        // One of them renamed, or known to the other node: no merge.
+        let mut renamed = a.clone();
+        renamed.mailboxes[0].created_apart = false;
+        assert!(merges(&renamed, &b).is_empty());
+        let mut knew = b.clone();
+        knew.gone.push(MailboxGone {
+            guid: MailboxGuid([3; 16]),
+            name: "Spam".into(),
+            stamp: 1,
+        });
+        assert!(merges(&a, &knew).is_empty());
     }
 }

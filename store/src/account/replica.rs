@@ -103,6 +103,33 @@ fn placements_peer_has(
     Ok(out)
 }
 
+/// Mailboxes created or renamed after `since`: true if created and never
+/// renamed since.
+fn names_given_since(
+    conn: &rusqlite::Connection,
+    since: u64,
+) -> Result<HashMap<MailboxGuid, bool>> {
+    let mut st = conn.prepare_cached(
+        "SELECT mailbox_guid, kind FROM change
+         WHERE modseq > ?1 AND kind IN ('create', 'rename') ORDER BY modseq",
+    )?;
+    let rows = st.query_map([since as i64], |r| {
+        Ok((
+            MailboxGuid(index::guid16(r.get(0)?)),
+            r.get::<_, String>(1)?,
+        ))
+    })?;
+    let mut out = HashMap::new();
+    for row in rows {
+        let (guid, kind) = row?;
+        let created = kind == "create";
+        out.entry(guid)
+            .and_modify(|c: &mut bool| *c = *c && created)
+            .or_insert(created);
+    }
+    Ok(out)
+}
+
 /// Every mailbox's UIDNEXT.
 fn uidnexts(tx: &Tx<'_>) -> Result<HashMap<MailboxGuid, Uid>> {
     let mut st = tx.tx.prepare_cached("SELECT guid, uidnext FROM mailbox")?;
@@ -211,9 +238,14 @@ impl Account {
                     uidvalidity: r.get(3)?,
                     uidnext: r.get(4)?,
                     special_use: r.get(5)?,
+                    created_apart: false,
                 })
             })?;
             delta.mailboxes = rows.collect::<rusqlite::Result<_>>()?;
+            let named = names_given_since(&tx, since)?;
+            for m in &mut delta.mailboxes {
+                m.created_apart = named.get(&m.guid) == Some(&true);
+            }
             let mut st = tx.prepare_cached("SELECT guid, name, stamp FROM mailbox_gone")?;
             let rows = st.query_map([], |r| {
                 Ok(MailboxGone {
@@ -367,6 +399,9 @@ impl Account {
         content: &HashMap<[u8; 32], StagedBlob>,
     ) -> Result<ApplyReport> {
         let renum = renumbering(local, remote);
+        // The peer's delta as the merge sees it (mailboxes merged into
+        // another: their messages in the kept one).
+        let remote = &*renum.view(remote);
         let mut report = ApplyReport {
             uidvalidity_resets: renum.resets.len() as u64,
             ..ApplyReport::default()
@@ -385,6 +420,7 @@ impl Account {
                 ops: &mut ops,
                 report: &mut report,
             };
+            cx.merge_mailboxes(&mut tx)?;
             cx.mailboxes(&mut tx)?;
             cx.messages(&mut tx, content)?;
             cx.deleted_mailboxes(&mut tx)?;
@@ -495,9 +531,7 @@ impl Apply<'_> {
 
     /// This node's UIDVALIDITY of a mailbox gives way to the peer's (lower)
     /// one: every message takes the UID the renumbering gives it (the
-    /// peer's UID for it, or a fresh one). Old UIDs are expunged (sessions
-    /// see EXPUNGE, then the messages under their new UIDs); tombstones of
-    /// the old UIDVALIDITY are dropped, since its UIDs mean nothing now.
+    /// peer's UID for it, or a fresh one).
     fn reset(
         &mut self,
         tx: &mut Tx<'_>,
@@ -506,6 +540,48 @@ impl Apply<'_> {
     ) -> Result<MailboxInfo> {
         tracing::info!(user = %self.account.email, mailbox = %mb.name, from = mb.uidvalidity, to = reset.uidvalidity,
             "replication: this mailbox's UIDVALIDITY gives way to the peer's (an index was rebuilt); its UIDs follow the peer's");
+        self.renumber_mailbox(tx, mb, mb.guid, reset.uidvalidity, reset.uidnext)
+    }
+
+    /// This node's mailbox `mb` merges into the peer's `into` (both were
+    /// created under one name while the nodes were apart): it becomes that
+    /// mailbox (GUID, UIDVALIDITY, name stamp), its messages at the fresh
+    /// UIDs the renumbering gives them.
+    fn merge_into(
+        &mut self,
+        tx: &mut Tx<'_>,
+        mb: &MailboxInfo,
+        into: &MailboxState,
+        merge: crate::replica::Merge,
+    ) -> Result<()> {
+        tracing::info!(user = %self.account.email, mailbox = %mb.name, into = %into.guid,
+            "replication: this mailbox and the peer's of the same name were made while the nodes were apart; they merge into one");
+        tx.tx.execute(
+            "UPDATE mailbox SET guid = ?2, name_stamp = ?3 WHERE id = ?1",
+            params![mb.id, &into.guid.0[..], into.name_stamp as i64],
+        )?;
+        tx.tx.execute(
+            "UPDATE meta SET value = max(value, ?1) WHERE key = 'uidvalidity'",
+            [into.uidvalidity as i64],
+        )?;
+        self.renumber_mailbox(tx, mb, into.guid, into.uidvalidity, merge.uidnext)?;
+        self.report.mailboxes_renamed += 1;
+        Ok(())
+    }
+
+    /// Give every message of `mb` (now known by `guid`) a UID under
+    /// `uidvalidity`: the one the renumbering gives it, else a fresh one
+    /// from `uidnext` on. Old UIDs are expunged (sessions see EXPUNGE, then
+    /// the messages under their new UIDs); tombstones of the old UIDs are
+    /// dropped, since those UIDs mean nothing now.
+    fn renumber_mailbox(
+        &mut self,
+        tx: &mut Tx<'_>,
+        mb: &MailboxInfo,
+        guid: MailboxGuid,
+        uidvalidity: u32,
+        uidnext: Uid,
+    ) -> Result<MailboxInfo> {
         let rows: Vec<LocalRow> = {
             let mut st = tx
                 .tx
@@ -519,7 +595,7 @@ impl Apply<'_> {
         }
         tx.tx
             .execute("DELETE FROM tombstone WHERE mailbox_id = ?1", [mb.id])?;
-        let mut next = reset.uidnext;
+        let mut next = uidnext;
         let mut fresh = || {
             let u = next;
             next += 1;
@@ -530,16 +606,16 @@ impl Apply<'_> {
             let uid = self
                 .renum
                 .uids
-                .get(&(mb.guid, row.meta.guid))
+                .get(&(guid, row.meta.guid))
                 .copied()
                 .unwrap_or_else(&mut fresh);
             placed_rows.push((uid, row));
         }
         tx.tx.execute(
             "UPDATE mailbox SET uidvalidity = ?2, uidnext = ?3, first_recent = ?3 WHERE id = ?1",
-            params![mb.id, reset.uidvalidity, next],
+            params![mb.id, uidvalidity, next],
         )?;
-        let mb = index::mailbox_by_guid(&tx.tx, &mb.guid)?
+        let mb = index::mailbox_by_guid(&tx.tx, &guid)?
             .ok_or_else(|| Error::Index("mailbox vanished inside its own transaction".into()))?;
         for (uid, row) in placed_rows {
             let base = base_of(&row.meta.file).to_string();
@@ -562,12 +638,27 @@ impl Apply<'_> {
             self.peer_has(tx, modseq)?;
             self.report.messages_renumbered += 1;
         }
-        FolderIdentity {
-            guid: mb.guid,
-            uidvalidity: reset.uidvalidity,
-        }
-        .write(&self.account.folder(&mb))?;
+        FolderIdentity { guid, uidvalidity }.write(&self.account.folder(&mb))?;
         Ok(mb)
+    }
+
+    /// Mailboxes of this node that merge into the peer's (see
+    /// `crate::replica::merges`), before the peer's mailboxes are applied.
+    fn merge_mailboxes(&mut self, tx: &mut Tx<'_>) -> Result<()> {
+        for (give, merge) in &self.renum.merged {
+            let Some(mb) = index::mailbox_by_guid(&tx.tx, give)? else {
+                continue;
+            };
+            if index::mailbox_by_guid(&tx.tx, &merge.into)?.is_some() {
+                continue;
+            }
+            let Some(into) = self.remote.mailbox(&merge.into) else {
+                continue;
+            };
+            let into = into.clone();
+            self.merge_into(tx, &mb, &into, *merge)?;
+        }
+        Ok(())
     }
 
     /// Create the peer's mailbox here, under its GUID and UIDVALIDITY.
