@@ -391,3 +391,104 @@ fn tombstones_survive_a_mailbox_made_again() {
         ],
     );
 }
+
+/// The "dsync killer": mail arrives on both nodes and a filter on each node
+/// moves every new INBOX message to `Filtered`, while sessions run (with
+/// deliveries and filter runs in the middle of them). Besides convergence,
+/// each node's `observe` checks that no UID changes meaning and that new
+/// UIDs in a mailbox only ascend.
+#[derive(Debug, Clone)]
+enum FilterOp {
+    Deliver(usize),
+    Filter(usize),
+    Sync {
+        a: usize,
+        during: Option<(u16, Vec<FilterOp>)>,
+    },
+}
+
+fn filter_op() -> impl Strategy<Value = FilterOp> {
+    let local = prop_oneof![
+        (0..2usize).prop_map(FilterOp::Deliver),
+        (0..2usize).prop_map(FilterOp::Filter),
+    ];
+    prop_oneof![
+        4 => local.clone(),
+        1 => (0..2usize, proptest::option::of((0u16..4000, proptest::collection::vec(local, 1..4))))
+            .prop_map(|(a, during)| FilterOp::Sync { a, during }),
+    ]
+}
+
+fn run_filter_op(nodes: &[Node], model: &mut Model, op: &FilterOp) {
+    match op {
+        FilterOp::Deliver(n) => {
+            model.bodies += 1;
+            let d = nodes[*n].deliver("INBOX", &format!("Subject: f{}\r\n\r\n", model.bodies));
+            model.acknowledged.insert(d.guid);
+        }
+        FilterOp::Filter(n) => {
+            let node = &nodes[*n];
+            let inbox = node.mailbox("INBOX");
+            let to = node.mailbox("Filtered");
+            let uids: Vec<_> = node.messages("INBOX").iter().map(|m| m.uid).collect();
+            if !uids.is_empty() {
+                tolerated(node.account.move_messages(&inbox.guid, &uids, &to.guid));
+            }
+            node.observe();
+        }
+        FilterOp::Sync { .. } => {}
+    }
+}
+
+fn check_filters(ops: &[FilterOp]) {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    rt.block_on(async {
+        let nodes = [Node::new("node-0"), Node::new("node-1")];
+        nodes[0]
+            .account
+            .create_mailbox("Filtered", None)
+            .expect("create");
+        common::sync(&nodes[0], &nodes[1]).await;
+        let mut model = Model::default();
+        for op in ops {
+            match op {
+                FilterOp::Sync { a, during } => {
+                    let (at, inner) = match during {
+                        Some((at, inner)) => (*at as usize, inner.as_slice()),
+                        None => (usize::MAX, &[][..]),
+                    };
+                    let out = sync_during(&nodes[*a], &nodes[1 - a], None, at, || {
+                        for op in inner {
+                            run_filter_op(&nodes, &mut model, op);
+                        }
+                    })
+                    .await;
+                    assert!(out.client.is_ok() && out.server.is_ok(), "{out:?}");
+                }
+                other => run_filter_op(&nodes, &mut model, other),
+            }
+        }
+        let rounds = sync_until_quiet(&nodes, 6).await;
+        let must: BTreeSet<MessageGuid> = model.acknowledged.clone();
+        assert_converged(&nodes, &must);
+        assert!(rounds < 6, "no quiescence after {rounds} rounds");
+    });
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig {
+        cases: std::env::var("SYNC_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(32),
+        failure_persistence: None,
+        ..ProptestConfig::default()
+    })]
+
+    #[test]
+    fn filters_on_both_nodes_never_show_a_uid_below_one_seen(
+        ops in proptest::collection::vec(filter_op(), 1..50)
+    ) {
+        check_filters(&ops);
+    }
+}
