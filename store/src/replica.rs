@@ -692,6 +692,25 @@ pub struct ApplyReport {
 }
 
 impl ApplyReport {
+    /// Add the report of a later apply in the same sync: counts add up;
+    /// what was left for later, whether the nodes still disagree and the
+    /// modseqs are the later apply's.
+    pub fn absorb(&mut self, later: &ApplyReport) {
+        self.mailboxes_created += later.mailboxes_created;
+        self.mailboxes_renamed += later.mailboxes_renamed;
+        self.mailboxes_deleted += later.mailboxes_deleted;
+        self.messages_added += later.messages_added;
+        self.messages_moved += later.messages_moved;
+        self.messages_renumbered += later.messages_renumbered;
+        self.flags_changed += later.flags_changed;
+        self.messages_expunged += later.messages_expunged;
+        self.subscriptions_changed += later.subscriptions_changed;
+        self.uidvalidity_resets += later.uidvalidity_resets;
+        self.deferred = later.deferred;
+        self.divergent = later.divergent;
+        self.applied_modseqs = later.applied_modseqs;
+    }
+
     /// Whether anything changed.
     pub fn changed(&self) -> bool {
         self.mailboxes_created

@@ -494,8 +494,56 @@ fn done(applied: &Result<ApplyReport, SyncError>) -> Msg {
     }
 }
 
+/// Sessions one [`sync_user`] runs at most while an apply leaves the two
+/// nodes disagreeing.
+const FOLLOW_UPS: usize = 3;
+
 /// The connecting side: sync `user` with the peer at the other end.
+///
+/// A session whose apply on either side was divergent (a fresh UID for a
+/// UID given out while the session ran, something left for later) leaves
+/// the two nodes disagreeing until another session carries that decision
+/// to the other node. That session is run here, at once, on the same link
+/// (at most [`FOLLOW_UPS`] more): the nodes must not depend on a later
+/// wakeup to agree again. (One that was lost left a message at UID 123 on
+/// one node and 125 on the other until the next full sync.)
 pub async fn sync_user<S>(
+    link: &mut Link<S>,
+    store: &Arc<Store>,
+    peer: &str,
+    user: &str,
+) -> Result<UserSync, SyncError>
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send,
+{
+    let mut out = sync_user_once(link, store, peer, user).await?;
+    for _ in 0..FOLLOW_UPS {
+        if out.busy || out.skipped || !(out.here.divergent || out.there.divergent) {
+            break;
+        }
+        let next = sync_user_once(link, store, peer, user).await?;
+        if next.busy || next.skipped {
+            break;
+        }
+        out.absorb(next);
+    }
+    Ok(out)
+}
+
+impl UserSync {
+    /// Add a follow-up session's figures; its reports say what is left.
+    fn absorb(&mut self, next: UserSync) {
+        self.here.absorb(&next.here);
+        self.there.absorb(&next.there);
+        self.blobs_sent += next.blobs_sent;
+        self.blobs_received += next.blobs_received;
+        self.content_bytes_sent += next.content_bytes_sent;
+        self.content_bytes_received += next.content_bytes_received;
+    }
+}
+
+/// One session of [`sync_user`].
+async fn sync_user_once<S>(
     link: &mut Link<S>,
     store: &Arc<Store>,
     peer: &str,

@@ -66,7 +66,7 @@ enum Op {
         a: usize,
         b: usize,
         cut: Option<(bool, u16)>,
-        /// Operations run once the session's link carried this many bytes.
+        /// Operations run once the connecting side wrote this many bytes.
         during: Option<(u16, Vec<Op>)>,
     },
 }

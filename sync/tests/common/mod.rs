@@ -356,20 +356,21 @@ impl Outcome {
     }
 }
 
-/// A stream that runs `during` once, when it has carried `at` bytes either
-/// way: user operations made while a session runs (between a node taking
-/// its delta and applying the peer's, for instance).
+/// A stream that runs `during` once, when it has written `at` bytes: user
+/// operations made while a session runs (on the connecting side, past its
+/// `Open` frame, that is after it took its delta and before it applies the
+/// peer's).
 pub struct During<'a, S> {
     inner: S,
     at: usize,
-    carried: usize,
+    written: usize,
     during: Option<Box<dyn FnOnce() + Send + 'a>>,
 }
 
 impl<S> During<'_, S> {
-    fn carried(&mut self, n: usize) {
-        self.carried += n;
-        if self.carried >= self.at
+    fn wrote(&mut self, n: usize) {
+        self.written += n;
+        if self.written >= self.at
             && let Some(f) = self.during.take()
         {
             f();
@@ -383,11 +384,7 @@ impl<S: AsyncRead + Unpin> AsyncRead for During<'_, S> {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
-        let before = buf.filled().len();
-        let r = Pin::new(&mut self.inner).poll_read(cx, buf);
-        let n = buf.filled().len() - before;
-        self.carried(n);
-        r
+        Pin::new(&mut self.inner).poll_read(cx, buf)
     }
 }
 
@@ -399,7 +396,7 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for During<'_, S> {
     ) -> Poll<io::Result<usize>> {
         let r = Pin::new(&mut self.inner).poll_write(cx, buf);
         if let Poll::Ready(Ok(n)) = r {
-            self.carried(n);
+            self.wrote(n);
         }
         r
     }
@@ -418,8 +415,8 @@ pub async fn sync_with(a: &Node, b: &Node, cut: Option<Cut>) -> Outcome {
     sync_during(a, b, cut, usize::MAX, || {}).await
 }
 
-/// [`sync_with`], running `during` once the connecting side's link has
-/// carried `at` bytes (never, if the session carries fewer).
+/// [`sync_with`], running `during` once the connecting side has written
+/// `at` bytes (never, if it writes fewer).
 pub async fn sync_during<'a>(
     a: &Node,
     b: &Node,
@@ -435,7 +432,7 @@ pub async fn sync_during<'a>(
     let mut client = Link::new(During {
         inner: Budget::new(ca, budget(CutSide::Client)),
         at,
-        carried: 0,
+        written: 0,
         during: Some(Box::new(during)),
     });
     let server = Link::new(Budget::new(cb, budget(CutSide::Server)));
