@@ -369,9 +369,10 @@ pub struct Merge {
 }
 
 impl Renumbering {
-    /// `delta` as the merge sees it: messages of a mailbox that merges
-    /// into another are in the kept one (at UIDs the renumbering replaces),
-    /// their tombstones and the mailbox itself are gone.
+    /// `delta` as the merge sees it: messages and tombstones of a mailbox
+    /// that merges into another are in the kept one (at UIDs the
+    /// renumbering replaces; tombstones at UID 0, which claims nothing),
+    /// and the mailbox itself is gone.
     pub fn view<'d>(&self, delta: &'d Delta) -> Cow<'d, Delta> {
         rewrite(
             delta,
@@ -432,7 +433,15 @@ fn rewrite<'d>(delta: &'d Delta, merged: &BTreeMap<MailboxGuid, MailboxGuid>) ->
     }
     let mut d = delta.clone();
     d.mailboxes.retain(|m| !merged.contains_key(&m.guid));
-    d.tombstones.retain(|t| !merged.contains_key(&t.mailbox));
+    // An expunge in the mailbox that gives way still expunges its message
+    // (which the other node may hold elsewhere), but its UID meant nothing
+    // in the kept mailbox: UID 0, which claims nothing.
+    for t in &mut d.tombstones {
+        if let Some(into) = merged.get(&t.mailbox) {
+            t.mailbox = *into;
+            t.uid = 0;
+        }
+    }
     for m in &mut d.messages {
         if let Some(into) = merged.get(&m.mailbox) {
             m.mailbox = *into;
@@ -520,7 +529,12 @@ pub fn renumbering(a: &Delta, b: &Delta) -> Renumbering {
             .or_default()
             .insert(m.guid);
     }
-    for t in a.tombstones.iter().chain(b.tombstones.iter()) {
+    for t in a
+        .tombstones
+        .iter()
+        .chain(b.tombstones.iter())
+        .filter(|t| t.uid != 0)
+    {
         claims
             .entry(t.mailbox)
             .or_default()

@@ -349,3 +349,44 @@ async fn one_name_made_on_both_nodes_apart_is_one_mailbox() {
         );
     }
 }
+
+/// An expunge in a mailbox that merges into the other node's still
+/// expunges the message there: the merge voids the mailbox's UIDs, not
+/// what its tombstones say about their messages.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_expunge_in_a_mailbox_that_merges_away_still_expunges() {
+    let nodes = pair();
+    let [a, b] = &nodes;
+    let m = a.deliver("INBOX", "Subject: spam\r\n\r\n");
+    sync(a, b).await;
+    // Apart: each node's filter makes Spam; on the node whose Spam gives
+    // way (the higher GUID), the user files m there and deletes it.
+    let sa = a.account.create_mailbox("Spam", None).expect("create");
+    let sb = b.account.create_mailbox("Spam", None).expect("create");
+    let (x, y, spam) = if sa.guid > sb.guid {
+        (a, b, sa)
+    } else {
+        (b, a, sb)
+    };
+    let keep = y.deliver("Spam", "Subject: kept\r\n\r\n");
+    let inbox = x.mailbox("INBOX");
+    let uid = x.find(&m.guid).expect("m on both").1.uid;
+    x.account
+        .move_messages(&inbox.guid, &[uid], &spam.guid)
+        .expect("move");
+    let filed = x.messages("Spam");
+    x.account
+        .expunge(&spam.guid, &[filed[0].uid])
+        .expect("expunge");
+    x.observe();
+    sync(a, b).await;
+    sync_until_quiet(&nodes, 4).await;
+    assert_converged(&nodes, &set([keep.guid]));
+    for n in &nodes {
+        assert!(
+            n.find(&m.guid).is_none(),
+            "{}: the deleted message is back",
+            n.name
+        );
+    }
+}

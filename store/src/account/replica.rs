@@ -900,8 +900,22 @@ impl Apply<'_> {
             return self.remember_expunge(tx, t, stamp);
         };
         // Put somewhere after the expunge (a move the expunger never saw):
-        // kept (DESIGN.md: when in doubt, keep).
+        // kept (DESIGN.md: when in doubt, keep). The expunger deleted it,
+        // and gets it back only if it hears of it again: the row is
+        // touched so that it travels in this node's next delta, and the
+        // apply is divergent so that the peer does not skip that change.
         if l.placed > stamp {
+            if let Some(mb) = index::mailbox_by_id(&tx.tx, l.mailbox_id)? {
+                tx.set_flags_row(
+                    &mb,
+                    l.meta.uid,
+                    l.meta.flags,
+                    &l.meta.keywords,
+                    &l.clock,
+                    &l.meta.file,
+                )?;
+                self.report.divergent = true;
+            }
             return Ok(());
         }
         let Some(mb) = index::mailbox_by_id(&tx.tx, l.mailbox_id)? else {
@@ -929,7 +943,12 @@ impl Apply<'_> {
         let Some(mb) = index::mailbox_by_guid(&tx.tx, &t.mailbox)? else {
             return Ok(());
         };
-        if self.renum.resets.contains_key(&mb.guid) || !Self::uid_free(tx, &mb, t.uid, &t.guid)? {
+        // UID 0: an expunge in a mailbox that merged into this one, whose
+        // UIDs mean nothing here.
+        if t.uid == 0
+            || self.renum.resets.contains_key(&mb.guid)
+            || !Self::uid_free(tx, &mb, t.uid, &t.guid)?
+        {
             return Ok(());
         }
         if expunged_at(&tx.tx, &t.guid)?.is_some_and(|e| e >= stamp) {
