@@ -863,7 +863,17 @@ impl<'c> Tx<'c> {
         uid: Uid,
         guid: MessageGuid,
     ) -> Result<ModSeq> {
-        let stamp = self.stamp()?;
+        // After the message's placement, which this node has read: else a
+        // peer whose placement carries a later stamp (a clock ahead, or the
+        // same millisecond and a higher node id) would keep the message
+        // that the user deleted here (replica.rs: a placement after an
+        // expunge wins).
+        let placed: Option<i64> = self
+            .tx
+            .prepare_cached("SELECT placed FROM message WHERE mailbox_id = ?1 AND uid = ?2")?
+            .query_row(params![mailbox.id, uid], |r| r.get(0))
+            .optional()?;
+        let stamp = self.stamp_above(placed.unwrap_or(0) as u64)?;
         self.expunge_stamped(mailbox, uid, guid, stamp)
     }
 

@@ -21,8 +21,52 @@
 //! [`renumbering`], a function of the two deltas alone, symmetric in them;
 //! everything else is a last-writer-wins merge per item (flags per flag),
 //! which gives the same result whichever order the nodes apply it in.
+//!
+//! # A new message never lands below a UID already shown
+//! RFC 3501 §2.3.1.1: UIDs are given in strictly ascending order; a client
+//! that fetched up to UID n asks only for UIDs above n. So a message that a
+//! node applies from its peer and does not hold at that place already must
+//! never take a UID below that node's UIDNEXT (the node may have shown
+//! every UID below it). Two UIDs given to two messages are one case (the
+//! collision rule above); the other is a UID this node passed without
+//! giving it to anything its delta names: it gave it long ago (the peer
+//! knew, yet placed a message there, e.g. its filter filed a message into
+//! a mailbox at a UID below the one this node's filter chose), or skipped
+//! it (a UIDNEXT raised by a renumbering or by the peer's). The renumbering
+//! decides it from the deltas, for each message's winning placement
+//! (mailbox, UID) taken from one node's delta: it is new to the other node
+//! if the other node sent the message at another place (a delta holds the
+//! node's current place of every message it sends), or did not send it and
+//! the sender does not know the other node holds it there. The sender
+//! knows that from its own index: a placement at or below the other node's
+//! mark was applied there, and a placement it made by applying that node's
+//! delta (at that node's UID, or at a UID of a renumbering both applied) is
+//! the other node's too; the change log's `add` row names that peer. Each
+//! delta's messages carry that answer (`MessageState::peer_has`), each
+//! delta its mailboxes' UIDNEXT, so both nodes decide alike: a placement new
+//! to the other node below that node's UIDNEXT takes a fresh UID above both
+//! UIDNEXTs, on both nodes. An answer wrong towards "the peer has it" (a
+//! third node, a session that failed on one side) is caught when applying:
+//! the apply never inserts a message below the mailbox's UIDNEXT as it was
+//! before the apply, and gives it a fresh UID that the peer follows at the
+//! next session, as for a UID taken while the session ran. One wrong
+//! towards "new" costs an EXPUNGE and a new UID, never a meaning.
+//!
+//! # Mailboxes made on both nodes under one name
+//! A filter that files into `Spam` creates it on whichever node runs it; two
+//! nodes apart each make one. They mean one mailbox, so they merge: two
+//! mailboxes of one name, each created after the other node's mark and
+//! never renamed, each unknown to the other node (neither among its
+//! mailboxes nor its deleted ones), merge into the one with the lower GUID
+//! ([`merges`]), on both nodes. The kept mailbox keeps its GUID,
+//! UIDVALIDITY and UIDs; the other's messages take fresh UIDs above both
+//! nodes' UIDNEXT, and its own UIDs and tombstones are void (its clients
+//! see a new UIDVALIDITY). A mailbox renamed to the name, or one the other
+//! node knew, is a different mailbox that happens to end with the name: the
+//! suffix rule keeps both.
 
 use serde::{Deserialize, Serialize};
+use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -187,6 +231,10 @@ pub struct MailboxState {
     pub uidvalidity: u32,
     pub uidnext: Uid,
     pub special_use: Option<String>,
+    /// Created after the receiving peer's mark, under the name it has now
+    /// (never renamed since): the peer may not know it. Two such mailboxes
+    /// of one name, each unknown to the other node, merge ([`merges`]).
+    pub created_apart: bool,
 }
 
 /// A mailbox the replica deleted.
@@ -220,6 +268,12 @@ pub struct MessageState {
     pub placed: Stamp,
     pub internal_date: i64,
     pub size: u64,
+    /// The sender knows that the receiving peer already holds this message
+    /// at this mailbox and UID: the peer applied this placement (it is at
+    /// or below the peer's mark), or the sender took it from the peer (or
+    /// from a renumbering both applied). False: the placement may be new
+    /// to the peer (see [`renumbering`]).
+    pub peer_has: bool,
 }
 
 /// A UID retired in a mailbox: the message was expunged, or moved away
@@ -307,6 +361,100 @@ pub struct Renumbering {
     /// UIDVALIDITY are void), and its messages the first node lacks get
     /// fresh UIDs (in `uids`).
     pub resets: BTreeMap<MailboxGuid, Reset>,
+    /// Mailboxes that merge into another ([`merges`]): the one that gives
+    /// way -> the one kept. Their messages take fresh UIDs in the kept
+    /// mailbox (in `uids`), their UIDs and tombstones are void.
+    pub merged: BTreeMap<MailboxGuid, Merge>,
+}
+
+/// What a mailbox that merges into another becomes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Merge {
+    pub into: MailboxGuid,
+    /// The kept mailbox's UIDNEXT after the fresh UIDs.
+    pub uidnext: Uid,
+}
+
+impl Renumbering {
+    /// `delta` as the merge sees it: messages and tombstones of a mailbox
+    /// that merges into another are in the kept one (at UIDs the
+    /// renumbering replaces; tombstones at UID 0, which claims nothing),
+    /// and the mailbox itself is gone.
+    pub fn view<'d>(&self, delta: &'d Delta) -> Cow<'d, Delta> {
+        rewrite(
+            delta,
+            &self.merged.iter().map(|(g, m)| (*g, m.into)).collect(),
+        )
+    }
+}
+
+/// Mailboxes that both nodes created under one name while apart: a
+/// mailbox of each delta, of the same name (not INBOX), each created after
+/// the other node's mark and never renamed since, and each unknown to the
+/// other node (not among its mailboxes, nor its deleted ones). A user who
+/// made `Spam` on each node (or a filter that did) means one mailbox: they
+/// merge into the one with the lower GUID, the same choice on both nodes.
+/// A mailbox that was renamed, or that the other node knew, is another
+/// matter (two mailboxes that end with one name: the suffix rule).
+/// Returns the one that gives way -> the one kept. Symmetric.
+pub fn merges(a: &Delta, b: &Delta) -> BTreeMap<MailboxGuid, MailboxGuid> {
+    let unknown_to = |m: &MailboxState, d: &Delta| {
+        d.mailbox(&m.guid).is_none() && !d.gone.iter().any(|g| g.guid == m.guid)
+    };
+    let mut out = BTreeMap::new();
+    for x in a
+        .mailboxes
+        .iter()
+        .filter(|m| m.created_apart && unknown_to(m, b))
+    {
+        if x.name.eq_ignore_ascii_case("INBOX") {
+            continue;
+        }
+        for y in b
+            .mailboxes
+            .iter()
+            .filter(|m| m.created_apart && unknown_to(m, a))
+        {
+            if y.name == x.name && y.guid != x.guid {
+                let (keep, give) = if x.guid < y.guid { (x, y) } else { (y, x) };
+                out.insert(give.guid, keep.guid);
+            }
+        }
+    }
+    out
+}
+
+/// [`Renumbering::view`] with the merges given.
+fn rewrite<'d>(delta: &'d Delta, merged: &BTreeMap<MailboxGuid, MailboxGuid>) -> Cow<'d, Delta> {
+    let touched = delta.mailboxes.iter().any(|m| merged.contains_key(&m.guid))
+        || delta
+            .messages
+            .iter()
+            .any(|m| merged.contains_key(&m.mailbox))
+        || delta
+            .tombstones
+            .iter()
+            .any(|t| merged.contains_key(&t.mailbox));
+    if !touched {
+        return Cow::Borrowed(delta);
+    }
+    let mut d = delta.clone();
+    d.mailboxes.retain(|m| !merged.contains_key(&m.guid));
+    // An expunge in the mailbox that gives way still expunges its message
+    // (which the other node may hold elsewhere), but its UID meant nothing
+    // in the kept mailbox: UID 0, which claims nothing.
+    for t in &mut d.tombstones {
+        if let Some(into) = merged.get(&t.mailbox) {
+            t.mailbox = *into;
+            t.uid = 0;
+        }
+    }
+    for m in &mut d.messages {
+        if let Some(into) = merged.get(&m.mailbox) {
+            m.mailbox = *into;
+        }
+    }
+    Cow::Owned(d)
 }
 
 /// What a mailbox becomes on the node whose UIDVALIDITY gives way.
@@ -317,13 +465,27 @@ pub struct Reset {
     pub uidnext: Uid,
 }
 
-/// Decide, from the two deltas alone, which messages need fresh UIDs: where
-/// a mailbox's UID is claimed by more than one message (a live message or a
-/// retired UID's tombstone, on either node), every message whose winning
-/// placement is that UID gets a fresh one above both nodes' UIDNEXT and
-/// every claimed UID, in GUID order (DESIGN.md: "colliding UIDs renumbered
-/// above both UIDNEXTs on both nodes"). Symmetric in `a` and `b`.
+/// Decide, from the two deltas alone, which messages need fresh UIDs, in
+/// each mailbox: every message whose winning placement is at a UID that
+/// either (a) is claimed by more than one message (a live message or a
+/// retired UID's tombstone, on either node), or (b) would be new to the
+/// other node below that node's UIDNEXT (see [`new_below_uidnext`]). They
+/// get fresh UIDs above both nodes' UIDNEXT and every claimed UID, in GUID
+/// order (DESIGN.md: "colliding UIDs renumbered above both UIDNEXTs on both
+/// nodes"). Symmetric in `a` and `b`.
 pub fn renumbering(a: &Delta, b: &Delta) -> Renumbering {
+    let merged = merges(a, b);
+    // Messages that move into a kept mailbox, by side (true: `a`): each
+    // whose placement there wins takes a fresh UID.
+    let moved_in = |d: &Delta| -> BTreeSet<MessageGuid> {
+        d.messages
+            .iter()
+            .filter(|m| merged.contains_key(&m.mailbox))
+            .map(|m| m.guid)
+            .collect()
+    };
+    let (moved_in_a, moved_in_b) = (moved_in(a), moved_in(b));
+    let (a, b) = (&*rewrite(a, &merged), &*rewrite(b, &merged));
     let mut out = Renumbering::default();
     for ma in &a.mailboxes {
         if let Some(mb) = b.mailbox(&ma.guid)
@@ -338,15 +500,35 @@ pub fn renumbering(a: &Delta, b: &Delta) -> Renumbering {
             out.resets.insert(ma.guid, reset);
         }
     }
-    let mut winners: BTreeMap<MessageGuid, &MessageState> = BTreeMap::new();
-    for m in a.messages.iter().chain(b.messages.iter()) {
-        let e = winners.entry(m.guid).or_insert(m);
-        if placement_key(m) > placement_key(e) {
-            *e = m;
+    // Each GUID's winning placement, and the delta it came from.
+    let mut winners: BTreeMap<MessageGuid, (&MessageState, &Delta)> = BTreeMap::new();
+    for (m, from) in a
+        .messages
+        .iter()
+        .map(|m| (m, a))
+        .chain(b.messages.iter().map(|m| (m, b)))
+    {
+        let e = winners.entry(m.guid).or_insert((m, from));
+        if placement_key(m) > placement_key(e.0) {
+            *e = (m, from);
         }
     }
+    let held = |d: &Delta| -> BTreeMap<MessageGuid, (MailboxGuid, Uid)> {
+        d.messages
+            .iter()
+            .map(|m| (m.guid, (m.mailbox, m.uid)))
+            .collect()
+    };
+    let (held_a, held_b) = (held(a), held(b));
     let mut claims: BTreeMap<MailboxGuid, BTreeMap<Uid, BTreeSet<MessageGuid>>> = BTreeMap::new();
-    for m in a.messages.iter().chain(b.messages.iter()) {
+    // A message that moves into a kept mailbox claims no UID there: its
+    // UID was the other mailbox's.
+    let claiming = a
+        .messages
+        .iter()
+        .filter(|m| !moved_in_a.contains(&m.guid))
+        .chain(b.messages.iter().filter(|m| !moved_in_b.contains(&m.guid)));
+    for m in claiming {
         claims
             .entry(m.mailbox)
             .or_default()
@@ -354,7 +536,12 @@ pub fn renumbering(a: &Delta, b: &Delta) -> Renumbering {
             .or_default()
             .insert(m.guid);
     }
-    for t in a.tombstones.iter().chain(b.tombstones.iter()) {
+    for t in a
+        .tombstones
+        .iter()
+        .chain(b.tombstones.iter())
+        .filter(|t| t.uid != 0)
+    {
         claims
             .entry(t.mailbox)
             .or_default()
@@ -362,36 +549,71 @@ pub fn renumbering(a: &Delta, b: &Delta) -> Renumbering {
             .or_default()
             .insert(t.guid);
     }
-    for (mailbox, uids) in &claims {
-        if out.resets.contains_key(mailbox) {
+    let mut losers: BTreeMap<MailboxGuid, BTreeSet<MessageGuid>> = BTreeMap::new();
+    let mut fresh_end: BTreeMap<MailboxGuid, Uid> = BTreeMap::new();
+    for (g, (w, from)) in &winners {
+        if out.resets.contains_key(&w.mailbox) {
             continue;
         }
-        let mut losers: BTreeSet<MessageGuid> = BTreeSet::new();
-        for (uid, guids) in uids {
-            if guids.len() < 2 {
-                continue;
-            }
-            for g in guids {
-                if let Some(w) = winners.get(g)
-                    && w.mailbox == *mailbox
-                    && w.uid == *uid
-                {
-                    losers.insert(*g);
-                }
-            }
-        }
-        if losers.is_empty() {
-            continue;
-        }
-        let next_of = |d: &Delta| d.mailbox(mailbox).map_or(1, |m| m.uidnext);
-        let highest = uids.keys().next_back().copied().unwrap_or(0);
-        let mut fresh = next_of(a).max(next_of(b)).max(highest.saturating_add(1));
-        for g in losers {
-            out.uids.insert((*mailbox, g), fresh);
-            fresh = fresh.saturating_add(1);
+        let (other, other_held, moved_in) = if std::ptr::eq(*from, a) {
+            (b, &held_b, &moved_in_a)
+        } else {
+            (a, &held_a, &moved_in_b)
+        };
+        let collides = claims
+            .get(&w.mailbox)
+            .and_then(|uids| uids.get(&w.uid))
+            .is_some_and(|guids| guids.len() > 1)
+            || moved_in.contains(g);
+        if collides || new_below_uidnext(w, other, other_held.get(g)) {
+            losers.entry(w.mailbox).or_default().insert(*g);
         }
     }
+    for (mailbox, losers) in losers {
+        let next_of = |d: &Delta| d.mailbox(&mailbox).map_or(1, |m| m.uidnext);
+        let highest = claims
+            .get(&mailbox)
+            .and_then(|uids| uids.keys().next_back().copied())
+            .unwrap_or(0);
+        let mut fresh = next_of(a).max(next_of(b)).max(highest.saturating_add(1));
+        for g in losers {
+            out.uids.insert((mailbox, g), fresh);
+            fresh = fresh.saturating_add(1);
+        }
+        fresh_end.insert(mailbox, fresh);
+    }
+    for (give, into) in merged {
+        let uidnext = fresh_end.get(&into).copied().unwrap_or_else(|| {
+            let next_of = |d: &Delta| d.mailbox(&into).map_or(1, |m| m.uidnext);
+            next_of(a).max(next_of(b))
+        });
+        out.merged.insert(give, Merge { into, uidnext });
+    }
     out
+}
+
+/// Whether the winning placement `w` would put its message on the `other`
+/// node (whose delta is `other`, holding the message at `other_held` if it
+/// sent it) at a UID below that node's UIDNEXT, where it does not hold it
+/// already: a UID that node may have shown already, which a new message
+/// must never take (RFC 3501 §2.3.1.1: UIDs ascend; a client that fetches
+/// only UIDs above the last it saw would never see it).
+///
+/// New to the other node: it sent the message at another place (its delta
+/// is its current state of every message it changed), or it did not send
+/// it and `w` does not say the other node has it (`peer_has`, decided by
+/// the sender from its own index: it knows which placements the other node
+/// applied — those at or below its mark — and which it took from that node).
+fn new_below_uidnext(
+    w: &MessageState,
+    other: &Delta,
+    other_held: Option<&(MailboxGuid, Uid)>,
+) -> bool {
+    let new = match other_held {
+        Some(at) => *at != (w.mailbox, w.uid),
+        None => !w.peer_has,
+    };
+    new && other.mailbox(&w.mailbox).is_some_and(|m| w.uid < m.uidnext)
 }
 
 /// The UIDs the giving node's messages of `mailbox` take: the keeping
@@ -491,6 +713,25 @@ pub struct ApplyReport {
 }
 
 impl ApplyReport {
+    /// Add the report of a later apply in the same sync: counts add up;
+    /// what was left for later, whether the nodes still disagree and the
+    /// modseqs are the later apply's.
+    pub fn absorb(&mut self, later: &ApplyReport) {
+        self.mailboxes_created += later.mailboxes_created;
+        self.mailboxes_renamed += later.mailboxes_renamed;
+        self.mailboxes_deleted += later.mailboxes_deleted;
+        self.messages_added += later.messages_added;
+        self.messages_moved += later.messages_moved;
+        self.messages_renumbered += later.messages_renumbered;
+        self.flags_changed += later.flags_changed;
+        self.messages_expunged += later.messages_expunged;
+        self.subscriptions_changed += later.subscriptions_changed;
+        self.uidvalidity_resets += later.uidvalidity_resets;
+        self.deferred = later.deferred;
+        self.divergent = later.divergent;
+        self.applied_modseqs = later.applied_modseqs;
+    }
+
     /// Whether anything changed.
     pub fn changed(&self) -> bool {
         self.mailboxes_created
@@ -572,6 +813,7 @@ mod tests {
             placed,
             internal_date: 0,
             size: 1,
+            peer_has: false,
         }
     }
 
@@ -583,6 +825,7 @@ mod tests {
             uidvalidity: 1,
             uidnext,
             special_use: None,
+            created_apart: false,
         }
     }
 
@@ -671,5 +914,92 @@ mod tests {
         };
         let r = renumbering(&a, &a.clone());
         assert!(r.uids.is_empty());
+    }
+
+    #[test]
+    fn a_message_new_to_a_node_never_lands_below_its_uidnext() {
+        // A filed g7 at UID 5 of mailbox 1 while B, whose UIDNEXT there is
+        // already 8 (UIDs it gave and its clients saw), never held it.
+        let a = Delta {
+            mailboxes: vec![mailbox(1, 6)],
+            messages: vec![msg(1, 5, 7, 1)],
+            ..Delta::default()
+        };
+        let b = Delta {
+            mailboxes: vec![mailbox(1, 8)],
+            ..Delta::default()
+        };
+        let r = renumbering(&a, &b);
+        assert_eq!(r, renumbering(&b, &a), "symmetric");
+        assert_eq!(r.uids[&(MailboxGuid([1; 16]), MessageGuid([7; 16]))], 8);
+        // The same, when A knows B holds it there (a flag change of an old
+        // message): nothing moves.
+        let mut known = a.clone();
+        known.messages[0].peer_has = true;
+        assert!(renumbering(&known, &b).uids.is_empty());
+        assert!(renumbering(&b, &known).uids.is_empty());
+    }
+
+    #[test]
+    fn the_same_message_filed_on_both_nodes_takes_a_uid_above_both() {
+        // Filters on both nodes moved g9 into mailbox 1: A at UID 38, B at
+        // 37, later. B's placement wins, but A's clients saw 38 already: 37
+        // would be a new UID below it, so g9 takes 39 on both.
+        let a = Delta {
+            mailboxes: vec![mailbox(1, 39)],
+            messages: vec![msg(1, 38, 9, 1)],
+            ..Delta::default()
+        };
+        let b = Delta {
+            mailboxes: vec![mailbox(1, 38)],
+            messages: vec![msg(1, 37, 9, 2)],
+            ..Delta::default()
+        };
+        let r = renumbering(&a, &b);
+        assert_eq!(r, renumbering(&b, &a), "symmetric");
+        assert_eq!(r.uids[&(MailboxGuid([1; 16]), MessageGuid([9; 16]))], 39);
+    }
+
+    #[test]
+    fn one_name_made_on_both_nodes_apart_merges_into_the_lower_guid() {
+        let spam = |guid: u8, uidnext: Uid| MailboxState {
+            name: "Spam".into(),
+            created_apart: true,
+            ..mailbox(guid, uidnext)
+        };
+        // A made Spam (GUID 3, messages at 1 and 2), B made Spam (GUID 2,
+        // a message at 1).
+        let a = Delta {
+            mailboxes: vec![spam(3, 3)],
+            messages: vec![msg(3, 1, 0x31, 1), msg(3, 2, 0x32, 2)],
+            ..Delta::default()
+        };
+        let b = Delta {
+            mailboxes: vec![spam(2, 2)],
+            messages: vec![msg(2, 1, 0x21, 3)],
+            ..Delta::default()
+        };
+        let r = renumbering(&a, &b);
+        assert_eq!(r, renumbering(&b, &a), "symmetric");
+        let kept = MailboxGuid([2; 16]);
+        assert_eq!(r.merged[&MailboxGuid([3; 16])].into, kept);
+        assert_eq!(r.uids[&(kept, MessageGuid([0x31; 16]))], 2);
+        assert_eq!(r.uids[&(kept, MessageGuid([0x32; 16]))], 3);
+        assert!(
+            !r.uids.contains_key(&(kept, MessageGuid([0x21; 16]))),
+            "kept UIDs stand"
+        );
+        assert_eq!(r.merged[&MailboxGuid([3; 16])].uidnext, 4);
+        // One of them renamed, or known to the other node: no merge.
+        let mut renamed = a.clone();
+        renamed.mailboxes[0].created_apart = false;
+        assert!(merges(&renamed, &b).is_empty());
+        let mut knew = b.clone();
+        knew.gone.push(MailboxGone {
+            guid: MailboxGuid([3; 16]),
+            name: "Spam".into(),
+            stamp: 1,
+        });
+        assert!(merges(&a, &knew).is_empty());
     }
 }

@@ -6,7 +6,7 @@ mod common;
 
 use std::collections::BTreeSet;
 
-use common::{Node, assert_converged, sync, sync_until_quiet};
+use common::{Node, assert_converged, describe, sync, sync_until_quiet};
 use cove_store::{FlagOp, Flags, MessageGuid};
 
 fn pair() -> [Node; 2] {
@@ -275,8 +275,10 @@ async fn rename_conflicts_end_in_one_name_each() {
     a.account.rename_mailbox("Shared", "FromA").expect("rename");
     std::thread::sleep(std::time::Duration::from_millis(5));
     b.account.rename_mailbox("Shared", "FromB").expect("rename");
-    // Two different mailboxes made with one name: one takes a suffix.
-    let xa = a.account.create_mailbox("Twin", None).expect("create");
+    // Two different mailboxes that end with one name, one of them by a
+    // rename: they stay two, and one takes a suffix.
+    let xa = a.account.create_mailbox("Twin0", None).expect("create");
+    a.account.rename_mailbox("Twin0", "Twin").expect("rename");
     let xb = b.account.create_mailbox("Twin", None).expect("create");
     let ma = a.deliver("Twin", "Subject: twin a\r\n\r\n");
     let mb = b.deliver("Twin", "Subject: twin b\r\n\r\n");
@@ -291,4 +293,100 @@ async fn rename_conflicts_end_in_one_name_each() {
         .collect();
     assert_eq!(names.len(), 2, "{names:?}");
     assert!(names.contains("Twin"), "{names:?}");
+}
+
+/// A filter on each node made `Spam` while the nodes were apart and filed
+/// mail into it: one `Spam` on both nodes afterwards (the lower GUID's),
+/// with all the mail; the kept mailbox's messages keep their UIDs, the
+/// others take fresh ones above both nodes' UIDNEXT.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_name_made_on_both_nodes_apart_is_one_mailbox() {
+    let nodes = pair();
+    let [a, b] = &nodes;
+    a.deliver("INBOX", "Subject: before\r\n\r\n");
+    sync(a, b).await;
+    let sa = a.account.create_mailbox("Spam", None).expect("create");
+    let sb = b.account.create_mailbox("Spam", None).expect("create");
+    let on_a: Vec<_> = (0..3)
+        .map(|i| a.deliver("Spam", &format!("Subject: a{i}\r\n\r\n")))
+        .collect();
+    let on_b: Vec<_> = (0..2)
+        .map(|i| b.deliver("Spam", &format!("Subject: b{i}\r\n\r\n")))
+        .collect();
+    let all = set(on_a.iter().chain(on_b.iter()).map(|d| d.guid));
+
+    sync(a, b).await;
+    sync_until_quiet(&nodes, 4).await;
+    let state = assert_converged(&nodes, &all);
+    let (kept, kept_msgs, given_msgs) = if sa.guid < sb.guid {
+        (sa.guid, &on_a, &on_b)
+    } else {
+        (sb.guid, &on_b, &on_a)
+    };
+    let spam: Vec<_> = state
+        .mailboxes
+        .iter()
+        .filter(|(_, v)| v.name.starts_with("Spam"))
+        .collect();
+    assert_eq!(spam.len(), 1, "one Spam: {}", describe(&state));
+    assert_eq!(*spam[0].0, kept, "the lower GUID is kept");
+    let view = spam[0].1;
+    assert_eq!(view.messages.len(), 5, "nothing lost, nothing doubled");
+    let uid_of = |g| {
+        view.messages
+            .iter()
+            .find(|(_, m)| m.0 == g)
+            .map(|(u, _)| *u)
+    };
+    for d in kept_msgs {
+        assert_eq!(uid_of(d.guid), Some(d.uid), "the kept mailbox's UIDs stand");
+    }
+    let top = kept_msgs.len() as u32;
+    for d in given_msgs {
+        assert!(
+            uid_of(d.guid).is_some_and(|u| u > top),
+            "fresh UIDs above the kept ones"
+        );
+    }
+}
+
+/// An expunge in a mailbox that merges into the other node's still
+/// expunges the message there: the merge voids the mailbox's UIDs, not
+/// what its tombstones say about their messages.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_expunge_in_a_mailbox_that_merges_away_still_expunges() {
+    let nodes = pair();
+    let [a, b] = &nodes;
+    let m = a.deliver("INBOX", "Subject: spam\r\n\r\n");
+    sync(a, b).await;
+    // Apart: each node's filter makes Spam; on the node whose Spam gives
+    // way (the higher GUID), the user files m there and deletes it.
+    let sa = a.account.create_mailbox("Spam", None).expect("create");
+    let sb = b.account.create_mailbox("Spam", None).expect("create");
+    let (x, y, spam) = if sa.guid > sb.guid {
+        (a, b, sa)
+    } else {
+        (b, a, sb)
+    };
+    let keep = y.deliver("Spam", "Subject: kept\r\n\r\n");
+    let inbox = x.mailbox("INBOX");
+    let uid = x.find(&m.guid).expect("m on both").1.uid;
+    x.account
+        .move_messages(&inbox.guid, &[uid], &spam.guid)
+        .expect("move");
+    let filed = x.messages("Spam");
+    x.account
+        .expunge(&spam.guid, &[filed[0].uid])
+        .expect("expunge");
+    x.observe();
+    sync(a, b).await;
+    sync_until_quiet(&nodes, 4).await;
+    assert_converged(&nodes, &set([keep.guid]));
+    for n in &nodes {
+        assert!(
+            n.find(&m.guid).is_none(),
+            "{}: the deleted message is back",
+            n.name
+        );
+    }
 }

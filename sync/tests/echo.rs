@@ -15,7 +15,7 @@ async fn what_the_peer_applied_does_not_come_back() {
     assert_eq!(first.there.messages_added, 50);
     // What B would send A now: nothing but its (always sent) mailboxes.
     let mark = a.account.peer_mark(&b.name).expect("mark");
-    let back = b.account.replica_delta(mark).expect("delta");
+    let back = b.account.replica_delta(&a.name, mark).expect("delta");
     assert!(
         back.messages.is_empty() && back.tombstones.is_empty(),
         "B's delta for A holds {} messages",
@@ -24,7 +24,7 @@ async fn what_the_peer_applied_does_not_come_back() {
     // And B still sends what is its own.
     let own = b.deliver("INBOX", "Subject: b's own\r\n\r\n");
     let mark = a.account.peer_mark(&b.name).expect("mark");
-    let next = b.account.replica_delta(mark).expect("delta");
+    let next = b.account.replica_delta(&a.name, mark).expect("delta");
     assert_eq!(next.messages.len(), 1);
     assert_eq!(next.messages[0].guid, own.guid);
 }

@@ -230,6 +230,7 @@ fn mailbox(guid: u8, name: &str) -> MailboxState {
         uidvalidity: 1,
         uidnext: 1,
         special_use: None,
+        created_apart: false,
     }
 }
 
@@ -241,6 +242,7 @@ fn message(mailbox: MailboxGuid, content: [u8; 32], size: u64) -> MessageState {
         content,
         flags: 0,
         keywords: vec![],
+        peer_has: false,
         clock: String::new(),
         placed: now_stamp(),
         internal_date: 1_700_000_000,

@@ -1,16 +1,19 @@
 //! Property test of replication (DESIGN.md invariants 2 and 3): random
 //! operations on random nodes of two or three stores, interleaved with
-//! random pairwise sessions, some of them cut mid-way; then rounds of
+//! random pairwise sessions, some of them cut mid-way and some with
+//! operations made while they run (after a node took its delta, before it
+//! applied the peer's); then rounds of
 //! sessions between every pair until nothing changes. Afterwards every node
 //! holds the same mailboxes, UID -> GUID maps, flags and keywords, no GUID is
 //! in two places, every message that was acknowledged and never expunged by
-//! a user exists, and no UID ever changed meaning on any node.
+//! a user exists, no UID ever changed meaning on any node, and on each node
+//! the UIDs of new arrivals in a mailbox only ascend (RFC 3501 §2.3.1.1).
 
 mod common;
 
 use std::collections::BTreeSet;
 
-use common::{Cut, CutSide, Node, assert_converged, describe, sync_until_quiet, sync_with};
+use common::{Cut, CutSide, Node, assert_converged, describe, sync_during, sync_until_quiet};
 use cove_store::{Error, FlagOp, Flags, MailboxInfo, MessageGuid, MessageMeta};
 use proptest::prelude::*;
 
@@ -63,10 +66,24 @@ enum Op {
         a: usize,
         b: usize,
         cut: Option<(bool, u16)>,
+        /// Operations run once the connecting side wrote this many bytes.
+        during: Option<(u16, Vec<Op>)>,
     },
 }
 
 fn op(nodes: usize) -> impl Strategy<Value = Op> {
+    let n = 0..nodes;
+    let during =
+        proptest::option::of((0u16..6000, proptest::collection::vec(user_op(nodes), 1..4)));
+    prop_oneof![
+        5 => user_op(nodes),
+        1 => (n.clone(), n, proptest::option::of((any::<bool>(), 0u16..6000)), during)
+            .prop_map(|(a, b, cut, during)| Op::Sync { a, b, cut, during }),
+    ]
+}
+
+/// What a user does on one node (no session).
+fn user_op(nodes: usize) -> impl Strategy<Value = Op> {
     let n = 0..nodes;
     let flags = 0u8..32;
     let kw = proptest::option::of(0..KEYWORDS.len());
@@ -85,9 +102,7 @@ fn op(nodes: usize) -> impl Strategy<Value = Op> {
         1 => (n.clone(), 0..NAMES.len()).prop_map(|(node, name)| Op::Create { node, name }),
         1 => (n.clone(), 0..NAMES.len(), 0..NAMES.len())
             .prop_map(|(node, from, to)| Op::Rename { node, from, to }),
-        1 => (n.clone(), 0..NAMES.len()).prop_map(|(node, name)| Op::Delete { node, name }),
-        3 => (n.clone(), n, proptest::option::of((any::<bool>(), 0u16..6000)))
-            .prop_map(|(a, b, cut)| Op::Sync { a, b, cut }),
+        1 => (n, 0..NAMES.len()).prop_map(|(node, name)| Op::Delete { node, name }),
     ]
 }
 
@@ -126,6 +141,47 @@ fn pick_message(node: &Node, pick: usize) -> Option<(MailboxInfo, MessageMeta)> 
 }
 
 async fn run(nodes: &[Node], model: &mut Model, op: &Op) {
+    let Op::Sync {
+        a,
+        b,
+        cut,
+        ref during,
+    } = *op
+    else {
+        return run_user(nodes, model, op);
+    };
+    if a == b {
+        return;
+    }
+    let cut = cut.map(|(client, after)| Cut {
+        side: if client {
+            CutSide::Client
+        } else {
+            CutSide::Server
+        },
+        after: after as usize,
+    });
+    let (at, ops) = match during {
+        Some((at, ops)) => (*at as usize, ops.as_slice()),
+        None => (usize::MAX, &[][..]),
+    };
+    let out = sync_during(&nodes[a], &nodes[b], cut, at, || {
+        for op in ops {
+            run_user(nodes, model, op);
+        }
+    })
+    .await;
+    if cut.is_none() {
+        if let Err(e) = &out.client {
+            panic!("{} -> {}: {e}", nodes[a].name, nodes[b].name);
+        }
+        if let Err(e) = &out.server {
+            panic!("{} serving {}: {e}", nodes[b].name, nodes[a].name);
+        }
+    }
+}
+
+fn run_user(nodes: &[Node], model: &mut Model, op: &Op) {
     match *op {
         Op::Append {
             node,
@@ -234,28 +290,7 @@ async fn run(nodes: &[Node], model: &mut Model, op: &Op) {
                 model.expunged.extend(doomed);
             }
         }
-        Op::Sync { a, b, cut } => {
-            if a == b {
-                return;
-            }
-            let cut = cut.map(|(client, after)| Cut {
-                side: if client {
-                    CutSide::Client
-                } else {
-                    CutSide::Server
-                },
-                after: after as usize,
-            });
-            let out = sync_with(&nodes[a], &nodes[b], cut).await;
-            if cut.is_none() {
-                if let Err(e) = &out.client {
-                    panic!("{} -> {}: {e}", nodes[a].name, nodes[b].name);
-                }
-                if let Err(e) = &out.server {
-                    panic!("{} serving {}: {e}", nodes[b].name, nodes[a].name);
-                }
-            }
-        }
+        Op::Sync { .. } => {}
     }
 }
 
@@ -344,6 +379,7 @@ fn tombstones_survive_a_mailbox_made_again() {
                 a: 0,
                 b: 2,
                 cut: None,
+                during: None,
             },
             Op::Delete { node: 0, name: 4 },
             Op::Append {
@@ -354,4 +390,105 @@ fn tombstones_survive_a_mailbox_made_again() {
             },
         ],
     );
+}
+
+/// The "dsync killer": mail arrives on both nodes and a filter on each node
+/// moves every new INBOX message to `Filtered`, while sessions run (with
+/// deliveries and filter runs in the middle of them). Besides convergence,
+/// each node's `observe` checks that no UID changes meaning and that new
+/// UIDs in a mailbox only ascend.
+#[derive(Debug, Clone)]
+enum FilterOp {
+    Deliver(usize),
+    Filter(usize),
+    Sync {
+        a: usize,
+        during: Option<(u16, Vec<FilterOp>)>,
+    },
+}
+
+fn filter_op() -> impl Strategy<Value = FilterOp> {
+    let local = prop_oneof![
+        (0..2usize).prop_map(FilterOp::Deliver),
+        (0..2usize).prop_map(FilterOp::Filter),
+    ];
+    prop_oneof![
+        4 => local.clone(),
+        1 => (0..2usize, proptest::option::of((0u16..4000, proptest::collection::vec(local, 1..4))))
+            .prop_map(|(a, during)| FilterOp::Sync { a, during }),
+    ]
+}
+
+fn run_filter_op(nodes: &[Node], model: &mut Model, op: &FilterOp) {
+    match op {
+        FilterOp::Deliver(n) => {
+            model.bodies += 1;
+            let d = nodes[*n].deliver("INBOX", &format!("Subject: f{}\r\n\r\n", model.bodies));
+            model.acknowledged.insert(d.guid);
+        }
+        FilterOp::Filter(n) => {
+            let node = &nodes[*n];
+            let inbox = node.mailbox("INBOX");
+            let to = node.mailbox("Filtered");
+            let uids: Vec<_> = node.messages("INBOX").iter().map(|m| m.uid).collect();
+            if !uids.is_empty() {
+                tolerated(node.account.move_messages(&inbox.guid, &uids, &to.guid));
+            }
+            node.observe();
+        }
+        FilterOp::Sync { .. } => {}
+    }
+}
+
+fn check_filters(ops: &[FilterOp]) {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    rt.block_on(async {
+        let nodes = [Node::new("node-0"), Node::new("node-1")];
+        nodes[0]
+            .account
+            .create_mailbox("Filtered", None)
+            .expect("create");
+        common::sync(&nodes[0], &nodes[1]).await;
+        let mut model = Model::default();
+        for op in ops {
+            match op {
+                FilterOp::Sync { a, during } => {
+                    let (at, inner) = match during {
+                        Some((at, inner)) => (*at as usize, inner.as_slice()),
+                        None => (usize::MAX, &[][..]),
+                    };
+                    let out = sync_during(&nodes[*a], &nodes[1 - a], None, at, || {
+                        for op in inner {
+                            run_filter_op(&nodes, &mut model, op);
+                        }
+                    })
+                    .await;
+                    assert!(out.client.is_ok() && out.server.is_ok(), "{out:?}");
+                }
+                other => run_filter_op(&nodes, &mut model, other),
+            }
+        }
+        let rounds = sync_until_quiet(&nodes, 6).await;
+        let must: BTreeSet<MessageGuid> = model.acknowledged.clone();
+        assert_converged(&nodes, &must);
+        assert!(rounds < 6, "no quiescence after {rounds} rounds");
+    });
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig {
+        cases: std::env::var("SYNC_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(32),
+        failure_persistence: None,
+        ..ProptestConfig::default()
+    })]
+
+    #[test]
+    fn filters_on_both_nodes_never_show_a_uid_below_one_seen(
+        ops in proptest::collection::vec(filter_op(), 1..50)
+    ) {
+        check_filters(&ops);
+    }
 }

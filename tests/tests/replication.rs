@@ -22,6 +22,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
+#[path = "pop3_common/mod.rs"]
+mod pop3_common;
+
 use cove_tests::proxy::{Partition, Proxy};
 use cove_tests::{
     Imap, TestServer, code_value, corrupt_in_place, eventually, fetch_body, mailbox_contents,
@@ -42,6 +45,7 @@ const CONVERGE: Duration = Duration::from_secs(20);
 fn node_config(peer: &str, peer_addr: SocketAddr, secret: &str, replication: &str) -> String {
     format!(
         "[imap]\nlisten = [\"127.0.0.1:0\"]\nauth_failure_delay_ms = 10\n\
+         [pop3]\nlisten = [\"127.0.0.1:0\"]\nauth_failure_delay_ms = 10\n\
          [http]\nlisten = [\"127.0.0.1:0\"]\n\
          [replication]\nlisten = [\"127.0.0.1:0\"]\nsecret = {secret:?}\n\
          debounce_ms = 50\nbackoff_max_secs = 1\nfull_sync_interval_secs = 3600\n\
@@ -1109,4 +1113,319 @@ fn a_blob_corrupt_on_one_node_is_repaired_from_the_peer() {
     );
     // The content travelled once, and the other node was left alone.
     assert_eq!(fetch_body(&mut on_b, 1), good);
+}
+
+// ---------------------------------------------------------------------------
+// A randomized run: deliveries, IMAP flag changes, expunges and moves and
+// POP3 DELE+QUIT on both nodes while both serve, once with the link cut;
+// then both nodes must agree within seconds, and a client watching INBOX
+// on node-a across the partition and its healing never sees a UID change
+// meaning or a new UID at or below one it saw (RFC 3501 §2.3.1.1).
+
+/// A small seeded generator (splitmix64): the run is replayed from its
+/// seed (`COVE_TEST_SEED`), printed on failure.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+
+    fn below(&mut self, n: usize) -> usize {
+        (self.next() % n.max(1) as u64) as usize
+    }
+}
+
+/// Prints the seed if the test fails.
+struct SeedOnFailure(u64);
+
+impl Drop for SeedOnFailure {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!("==== replay with COVE_TEST_SEED={} ====", self.0);
+        }
+    }
+}
+
+/// What the users did: every Message-ID acknowledged, and those a user
+/// expunged (IMAP EXPUNGE or POP3 DELE+QUIT answered OK).
+#[derive(Default)]
+struct Acts {
+    delivered: Vec<String>,
+    expunged: BTreeSet<String>,
+    moves: u32,
+    stores: u32,
+}
+
+/// The messages of `mailbox` after a SELECT on `v`: (UID, message).
+fn select_listing(v: &mut Viewer, mailbox: &str) -> Option<Vec<(u32, Msg)>> {
+    let r = v.cmd(&format!("SELECT {}", cove_tests::quoted(mailbox)));
+    if !r.last()?.starts_with(&format!("v{} OK", v.n)) {
+        return None;
+    }
+    let r = v.cmd("UID FETCH 1:* (UID FLAGS BODY.PEEK[HEADER.FIELDS (MESSAGE-ID)])");
+    Some(r.iter().filter_map(|l| parse_fetch(l)).collect())
+}
+
+/// One IMAP action on a random message of a random mailbox (no expunge
+/// unless `expunges`).
+fn imap_act(v: &mut Viewer, rng: &mut Rng, acts: &mut Acts, expunges: bool) {
+    let mailboxes = ["INBOX", "Archive", "Spam"];
+    let from = mailboxes[rng.below(3)];
+    let Some(listing) = select_listing(v, from) else {
+        return;
+    };
+    if listing.is_empty() {
+        return;
+    }
+    let (uid, msg) = &listing[rng.below(listing.len())];
+    match rng.below(if expunges { 4 } else { 3 }) {
+        0 | 1 => {
+            let flag = ["\\Seen", "\\Flagged", "$Label1"][rng.below(3)];
+            let how = if rng.below(2) == 0 { "+" } else { "-" };
+            let r = v.cmd(&format!("UID STORE {uid} {how}FLAGS.SILENT ({flag})"));
+            if r.last().is_some_and(|l| l.contains(" OK")) {
+                acts.stores += 1;
+            }
+        }
+        2 => {
+            let to = mailboxes[rng.below(3)];
+            let r = v.cmd(&format!("UID MOVE {uid} {to}"));
+            if r.last().is_some_and(|l| l.contains(" OK")) {
+                acts.moves += 1;
+            }
+        }
+        _ => {
+            v.cmd(&format!("UID STORE {uid} +FLAGS.SILENT (\\Deleted)"));
+            let r = v.cmd(&format!("UID EXPUNGE {uid}"));
+            // Expunged only if the server said so (the message may have
+            // been moved or renumbered by a sync meanwhile).
+            if r.iter()
+                .any(|l| l.starts_with("* ") && l.ends_with(" EXPUNGE"))
+                && r.last().is_some_and(|l| l.contains(" OK"))
+            {
+                acts.expunged.insert(msg.id.clone());
+            }
+        }
+    }
+}
+
+/// A mail filter's run: every message in INBOX goes to Spam, which the
+/// filter creates if it is missing (during the partition, on each node).
+fn filter(v: &mut Viewer, acts: &mut Acts) {
+    v.cmd("CREATE Spam");
+    if select_listing(v, "INBOX").is_some_and(|l| !l.is_empty()) {
+        let r = v.cmd("UID MOVE 1:* Spam");
+        if r.last().is_some_and(|l| l.contains(" OK")) {
+            acts.moves += 1;
+        }
+    }
+}
+
+/// POP3: log in, delete one random message of INBOX, QUIT.
+fn pop3_act(node: &TestServer, rng: &mut Rng, acts: &mut Acts) {
+    let mut p = pop3_common::Pop3::connect(node.addr_of("pop3"));
+    p.cmd(&format!("USER {USER}"));
+    if !p.cmd(&format!("PASS {PASS}")).starts_with("+OK") {
+        return;
+    }
+    let list = p.multi("UIDL");
+    let n = list.len().saturating_sub(2);
+    if n == 0 {
+        p.cmd("QUIT");
+        return;
+    }
+    let which = rng.below(n) + 1;
+    let top = p.multi(&format!("TOP {which} 0"));
+    let id = top.iter().find_map(|l| {
+        let (name, value) = l.split_once(':')?;
+        name.eq_ignore_ascii_case("message-id")
+            .then(|| value.trim().to_string())
+    });
+    if !p.cmd(&format!("DELE {which}")).starts_with("+OK") {
+        return;
+    }
+    if p.cmd("QUIT").starts_with("+OK")
+        && let Some(id) = id
+    {
+        acts.expunged.insert(id);
+    }
+}
+
+/// A client with INBOX selected on a node, polling with NOOP: every UID it
+/// sees keeps its message, and every UID new to it is above all it saw.
+fn watch(node: &TestServer, stop: Arc<AtomicBool>) -> std::thread::JoinHandle<Result<u32, String>> {
+    let mut v = Viewer::login(node);
+    std::thread::spawn(move || {
+        let mut seen: BTreeMap<u32, String> = BTreeMap::new();
+        let mut polls = 0;
+        v.cmd_ok("SELECT INBOX");
+        while !stop.load(Ordering::Relaxed) {
+            polls += 1;
+            v.cmd("NOOP");
+            let r = v.cmd("UID FETCH 1:* (UID FLAGS BODY.PEEK[HEADER.FIELDS (MESSAGE-ID)])");
+            let high = seen.keys().next_back().copied().unwrap_or(0);
+            for (uid, m) in r.iter().filter_map(|l| parse_fetch(l)) {
+                match seen.get(&uid) {
+                    Some(id) if *id != m.id => {
+                        return Err(format!("UID {uid} named {id} and now names {}", m.id));
+                    }
+                    Some(_) => {}
+                    None if uid <= high => {
+                        return Err(format!(
+                            "{} appeared at UID {uid}, at or below UID {high} seen before",
+                            m.id
+                        ));
+                    }
+                    None => {
+                        seen.insert(uid, m.id);
+                    }
+                }
+            }
+            std::thread::sleep(Duration::from_millis(30));
+        }
+        Ok(polls)
+    })
+}
+
+#[test]
+fn randomized_operations_on_both_nodes_converge() {
+    randomized_run(false);
+}
+
+// The same with users' expunges (IMAP UID EXPUNGE, POP3 DELE+QUIT) in the
+// mix. Not run by default: in about one run in three a message that a user
+// expunged on one node while the other moved it stays on one node only
+// (issue 12 item 0, open; see the branch's report).
+#[test]
+#[ignore = "a concurrent expunge and move can leave a message on one node only (open)"]
+fn randomized_operations_with_expunges_on_both_nodes_converge() {
+    randomized_run(true);
+}
+
+/// Deliveries, flag changes, moves and filters on both nodes (and users'
+/// expunges if `expunges`), once with the link cut; then agreement.
+fn randomized_run(expunges: bool) {
+    let seed = std::env::var("COVE_TEST_SEED")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(1, |d| d.as_nanos() as u64)
+        });
+    let _seed = SeedOnFailure(seed);
+    eprintln!("randomized replication run, seed {seed}");
+    let mut rng = Rng(seed);
+    let pair = Pair::start("", "");
+    let nodes = [&pair.a, &pair.b];
+    let mut viewers = [Viewer::login(&pair.a), Viewer::login(&pair.b)];
+    let stop = Arc::new(AtomicBool::new(false));
+    let watcher = watch(&pair.a, stop.clone());
+    let mut acts = Acts::default();
+    let mut lmtp = [pair.a.lmtp_ready(), pair.b.lmtp_ready()];
+    let started = Instant::now();
+    // Three phases of about 4 s: link up, link cut, link up again. Mail
+    // filters on both nodes run from the second phase on: each node's
+    // makes Spam on its own while the link is cut.
+    for phase in 0..3 {
+        if phase == 1 {
+            pair.partition(Partition::Refuse);
+        }
+        if phase == 2 {
+            pair.heal();
+        }
+        let until = Instant::now() + Duration::from_secs(4);
+        while Instant::now() < until {
+            let n = rng.below(2);
+            match rng.below(10) {
+                0..=3 => {
+                    let id = format!("rnd-{}", acts.delivered.len());
+                    let d = lmtp[n].deliver("s@example.org", &[USER], &message(&id, "random"));
+                    assert!(
+                        d.results.len() == 1 && d.results[0].is("250"),
+                        "{id}: {d:?}"
+                    );
+                    acts.delivered.push(mid(&id));
+                }
+                4..=7 => imap_act(&mut viewers[n], &mut rng, &mut acts, expunges),
+                8 if expunges => pop3_act(nodes[n], &mut rng, &mut acts),
+                _ if phase > 0 => filter(&mut viewers[n], &mut acts),
+                _ => {}
+            }
+        }
+    }
+    let ops_done = Instant::now();
+    let [va, vb] = &mut viewers;
+    let must = |s: &State| {
+        let ids = all_ids(s);
+        acts.delivered
+            .iter()
+            .filter(|id| !acts.expunged.contains(*id))
+            .all(|id| ids.binary_search(id).is_ok())
+    };
+    let ok = |s: &State| repeated(&all_ids(s)).is_empty() && must(s);
+    let mut last = (State::new(), State::new());
+    let state = eventually(CONVERGE, || {
+        let (sa, sb) = (va.state(), vb.state());
+        if sa == sb && ok(&sa) {
+            return Some(sa);
+        }
+        last = (sa, sb);
+        std::thread::sleep(Duration::from_millis(100));
+        None
+    })
+    .unwrap_or_else(|| {
+        let (ia, ib) = (all_ids(&last.0), all_ids(&last.1));
+        let only = |x: &[String], y: &[String]| -> Vec<String> {
+            x.iter()
+                .filter(|id| y.binary_search(id).is_err())
+                .map(|id| format!("{id} (expunged by a user: {})", acts.expunged.contains(id)))
+                .collect()
+        };
+        panic!(
+            "the nodes did not agree within {CONVERGE:?}; only on node-a: {:?}; only on node-b: {:?}\n\
+             node-a: {:#?}\nnode-b: {:#?}",
+            only(&ia, &ib),
+            only(&ib, &ia),
+            last.0,
+            last.1
+        )
+    });
+    let converged = ops_done.elapsed();
+    stop.store(true, Ordering::Relaxed);
+    let polls = watcher
+        .join()
+        .expect("the watcher thread")
+        .unwrap_or_else(|e| panic!("the INBOX watcher on node-a: {e}"));
+    let ids = all_ids(&state);
+    let lost: Vec<&String> = acts
+        .delivered
+        .iter()
+        .filter(|id| !acts.expunged.contains(*id) && ids.binary_search(id).is_err())
+        .collect();
+    let spams = state.keys().filter(|k| k.starts_with("Spam")).count();
+    eprintln!(
+        "seed {seed}: {} delivered, {} expunged by users, {} moves, {} flag changes in {:?}; \
+         {} messages held, {} duplicates, {} lost, {spams} Spam mailbox(es); \
+         converged {:?} after the last operation; the watcher polled {polls} times",
+        acts.delivered.len(),
+        acts.expunged.len(),
+        acts.moves,
+        acts.stores,
+        ops_done - started,
+        ids.len(),
+        repeated(&ids).len(),
+        lost.len(),
+        converged,
+    );
+    assert!(lost.is_empty(), "lost: {lost:?}");
+    assert!(
+        spams <= 1,
+        "Spam made on both nodes apart is one mailbox: {state:#?}"
+    );
 }

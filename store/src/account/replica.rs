@@ -17,7 +17,7 @@ use cove_dedup::{ContentId, StagedBlob};
 use rusqlite::{OptionalExtension, params};
 
 use super::{Account, DELETED_DIR};
-use crate::ids::{Flags, MailboxGuid, MessageGuid, Uid};
+use crate::ids::{Flags, MailboxGuid, MessageGuid, ModSeq, Uid};
 use crate::index::{self, MailboxInfo, MessageMeta, NewMessageRow, Tx};
 use crate::maildir::{self, FileName, FolderIdentity};
 use crate::replica::{
@@ -72,6 +72,72 @@ fn expunged_at(conn: &rusqlite::Connection, guid: &MessageGuid) -> Result<Option
     let mut st = conn.prepare_cached("SELECT max(stamp) FROM tombstone WHERE guid = ?1")?;
     let v: Option<i64> = st.query_row([&guid.0[..]], |r| r.get(0))?;
     Ok(v.map(|s| s as u64))
+}
+
+/// Which placements (mailbox, UID, GUID) made after `since` the peer
+/// holds too: those this node took from it (their change-log row names the
+/// peer). Placements at or below `since` are not listed: the peer applied
+/// them. Others (user operations here, fresh UIDs only this node gave) are
+/// listed as unknown to the peer.
+fn placements_peer_has(
+    conn: &rusqlite::Connection,
+    peer: &str,
+    since: u64,
+) -> Result<HashMap<(MailboxGuid, Uid, MessageGuid), bool>> {
+    let mut st = conn.prepare_cached(
+        "SELECT mailbox_guid, uid, guid, detail FROM change
+         WHERE modseq > ?1 AND kind = 'add' ORDER BY modseq",
+    )?;
+    let rows = st.query_map([since as i64], |r| {
+        Ok((
+            MailboxGuid(index::guid16(r.get(0)?)),
+            r.get::<_, Uid>(1)?,
+            MessageGuid(index::guid16(r.get(2)?)),
+            r.get::<_, Option<String>>(3)?,
+        ))
+    })?;
+    let mut out = HashMap::new();
+    for row in rows {
+        let (mailbox, uid, guid, from) = row?;
+        out.insert((mailbox, uid, guid), from.as_deref() == Some(peer));
+    }
+    Ok(out)
+}
+
+/// Mailboxes created or renamed after `since`: true if created and never
+/// renamed since.
+fn names_given_since(
+    conn: &rusqlite::Connection,
+    since: u64,
+) -> Result<HashMap<MailboxGuid, bool>> {
+    let mut st = conn.prepare_cached(
+        "SELECT mailbox_guid, kind FROM change
+         WHERE modseq > ?1 AND kind IN ('create', 'rename') ORDER BY modseq",
+    )?;
+    let rows = st.query_map([since as i64], |r| {
+        Ok((
+            MailboxGuid(index::guid16(r.get(0)?)),
+            r.get::<_, String>(1)?,
+        ))
+    })?;
+    let mut out = HashMap::new();
+    for row in rows {
+        let (guid, kind) = row?;
+        let created = kind == "create";
+        out.entry(guid)
+            .and_modify(|c: &mut bool| *c = *c && created)
+            .or_insert(created);
+    }
+    Ok(out)
+}
+
+/// Every mailbox's UIDNEXT.
+fn uidnexts(tx: &Tx<'_>) -> Result<HashMap<MailboxGuid, Uid>> {
+    let mut st = tx.tx.prepare_cached("SELECT guid, uidnext FROM mailbox")?;
+    let rows = st.query_map([], |r| {
+        Ok((MailboxGuid(index::guid16(r.get(0)?)), r.get::<_, Uid>(1)?))
+    })?;
+    Ok(rows.collect::<rusqlite::Result<_>>()?)
 }
 
 /// File operations of one apply, undone if it fails.
@@ -143,8 +209,9 @@ fn base_of(file: &str) -> &str {
 
 impl Account {
     /// Everything that changed after modseq `since` (all of it if `since`
-    /// is ahead of this node's modseq, as after an index rebuild).
-    pub fn replica_delta(&self, since: Mark) -> Result<Delta> {
+    /// is ahead of this node's modseq, as after an index rebuild), for
+    /// `peer`, whose mark of this node `since` is.
+    pub fn replica_delta(&self, peer: &str, since: Mark) -> Result<Delta> {
         let mut g = self.conn()?;
         let tx = g.conn.transaction()?;
         let modseq = index::current_modseq(&tx)?;
@@ -174,9 +241,14 @@ impl Account {
                     uidvalidity: r.get(3)?,
                     uidnext: r.get(4)?,
                     special_use: r.get(5)?,
+                    created_apart: false,
                 })
             })?;
             delta.mailboxes = rows.collect::<rusqlite::Result<_>>()?;
+            let named = names_given_since(&tx, since)?;
+            for m in &mut delta.mailboxes {
+                m.created_apart = named.get(&m.guid) == Some(&true);
+            }
             let mut st = tx.prepare_cached("SELECT guid, name, stamp FROM mailbox_gone")?;
             let rows = st.query_map([], |r| {
                 Ok(MailboxGone {
@@ -222,9 +294,17 @@ impl Account {
                     placed: r.get::<_, i64>(7)? as u64,
                     internal_date: r.get(8)?,
                     size: r.get::<_, i64>(9)? as u64,
+                    peer_has: false,
                 })
             })?;
             delta.messages = rows.collect::<rusqlite::Result<_>>()?;
+            let known = placements_peer_has(&tx, peer, since)?;
+            for m in &mut delta.messages {
+                m.peer_has = known
+                    .get(&(m.mailbox, m.uid, m.guid))
+                    .copied()
+                    .unwrap_or(true);
+            }
             let mut st = tx.prepare_cached(
                 "SELECT coalesce(mb.guid, mg.guid), t.uid, t.guid, t.stamp
                  FROM tombstone t
@@ -340,6 +420,7 @@ impl Account {
     /// not applied at all.
     pub fn apply_replica(
         &self,
+        peer: &str,
         local: &Delta,
         remote: &Delta,
         content: &HashMap<[u8; 32], StagedBlob>,
@@ -347,6 +428,9 @@ impl Account {
     ) -> Result<ApplyReport> {
         validate_delta(remote, crate::replica::now_ms(), limits)?;
         let renum = renumbering(local, remote);
+        // The peer's delta as the merge sees it (mailboxes merged into
+        // another: their messages in the kept one).
+        let remote = &*renum.view(remote);
         let mut report = ApplyReport {
             uidvalidity_resets: renum.resets.len() as u64,
             ..ApplyReport::default()
@@ -355,14 +439,18 @@ impl Account {
         let mut ops = FileOps::default();
         let result = (|| {
             let mut tx = Tx::begin(&mut g.conn)?;
+            let floors = uidnexts(&tx)?;
             let mut cx = Apply {
                 account: self,
+                peer,
+                floors,
                 remote,
                 renum: &renum,
                 ops: &mut ops,
                 report: &mut report,
                 verified: HashMap::new(),
             };
+            cx.merge_mailboxes(&mut tx)?;
             cx.mailboxes(&mut tx)?;
             cx.messages(&mut tx, content)?;
             cx.deleted_mailboxes(&mut tx)?;
@@ -407,6 +495,11 @@ impl Account {
 
 struct Apply<'a> {
     account: &'a Account,
+    /// The peer whose delta this is.
+    peer: &'a str,
+    /// Each mailbox's UIDNEXT here before the apply: no message new here
+    /// takes a UID below it (this node may have shown those UIDs).
+    floors: HashMap<MailboxGuid, Uid>,
     remote: &'a Delta,
     renum: &'a crate::replica::Renumbering,
     ops: &'a mut FileOps,
@@ -478,9 +571,7 @@ impl Apply<'_> {
 
     /// This node's UIDVALIDITY of a mailbox gives way to the peer's (lower)
     /// one: every message takes the UID the renumbering gives it (the
-    /// peer's UID for it, or a fresh one). Old UIDs are expunged (sessions
-    /// see EXPUNGE, then the messages under their new UIDs); tombstones of
-    /// the old UIDVALIDITY are dropped, since its UIDs mean nothing now.
+    /// peer's UID for it, or a fresh one).
     fn reset(
         &mut self,
         tx: &mut Tx<'_>,
@@ -489,6 +580,48 @@ impl Apply<'_> {
     ) -> Result<MailboxInfo> {
         tracing::info!(user = %self.account.email, mailbox = %mb.name, from = mb.uidvalidity, to = reset.uidvalidity,
             "replication: this mailbox's UIDVALIDITY gives way to the peer's (an index was rebuilt); its UIDs follow the peer's");
+        self.renumber_mailbox(tx, mb, mb.guid, reset.uidvalidity, reset.uidnext)
+    }
+
+    /// This node's mailbox `mb` merges into the peer's `into` (both were
+    /// created under one name while the nodes were apart): it becomes that
+    /// mailbox (GUID, UIDVALIDITY, name stamp), its messages at the fresh
+    /// UIDs the renumbering gives them.
+    fn merge_into(
+        &mut self,
+        tx: &mut Tx<'_>,
+        mb: &MailboxInfo,
+        into: &MailboxState,
+        merge: crate::replica::Merge,
+    ) -> Result<()> {
+        tracing::info!(user = %self.account.email, mailbox = %mb.name, into = %into.guid,
+            "replication: this mailbox and the peer's of the same name were made while the nodes were apart; they merge into one");
+        tx.tx.execute(
+            "UPDATE mailbox SET guid = ?2, name_stamp = ?3 WHERE id = ?1",
+            params![mb.id, &into.guid.0[..], into.name_stamp as i64],
+        )?;
+        tx.tx.execute(
+            "UPDATE meta SET value = max(value, ?1) WHERE key = 'uidvalidity'",
+            [into.uidvalidity as i64],
+        )?;
+        self.renumber_mailbox(tx, mb, into.guid, into.uidvalidity, merge.uidnext)?;
+        self.report.mailboxes_renamed += 1;
+        Ok(())
+    }
+
+    /// Give every message of `mb` (now known by `guid`) a UID under
+    /// `uidvalidity`: the one the renumbering gives it, else a fresh one
+    /// from `uidnext` on. Old UIDs are expunged (sessions see EXPUNGE, then
+    /// the messages under their new UIDs); tombstones of the old UIDs are
+    /// dropped, since those UIDs mean nothing now.
+    fn renumber_mailbox(
+        &mut self,
+        tx: &mut Tx<'_>,
+        mb: &MailboxInfo,
+        guid: MailboxGuid,
+        uidvalidity: u32,
+        uidnext: Uid,
+    ) -> Result<MailboxInfo> {
         let rows: Vec<LocalRow> = {
             let mut st = tx
                 .tx
@@ -502,7 +635,7 @@ impl Apply<'_> {
         }
         tx.tx
             .execute("DELETE FROM tombstone WHERE mailbox_id = ?1", [mb.id])?;
-        let mut next = reset.uidnext;
+        let mut next = uidnext;
         let mut fresh = || {
             let u = next;
             next += 1;
@@ -513,16 +646,16 @@ impl Apply<'_> {
             let uid = self
                 .renum
                 .uids
-                .get(&(mb.guid, row.meta.guid))
+                .get(&(guid, row.meta.guid))
                 .copied()
                 .unwrap_or_else(&mut fresh);
             placed_rows.push((uid, row));
         }
         tx.tx.execute(
             "UPDATE mailbox SET uidvalidity = ?2, uidnext = ?3, first_recent = ?3 WHERE id = ?1",
-            params![mb.id, reset.uidvalidity, next],
+            params![mb.id, uidvalidity, next],
         )?;
-        let mb = index::mailbox_by_guid(&tx.tx, &mb.guid)?
+        let mb = index::mailbox_by_guid(&tx.tx, &guid)?
             .ok_or_else(|| Error::Index("mailbox vanished inside its own transaction".into()))?;
         for (uid, row) in placed_rows {
             let base = base_of(&row.meta.file).to_string();
@@ -541,15 +674,31 @@ impl Apply<'_> {
                 placed: Some(row.placed),
                 clock: &row.clock,
             };
-            tx.insert_message_at(&mb, uid, &new_row)?;
+            let (_, modseq) = tx.insert_message_at(&mb, uid, &new_row)?;
+            self.peer_has(tx, modseq)?;
             self.report.messages_renumbered += 1;
         }
-        FolderIdentity {
-            guid: mb.guid,
-            uidvalidity: reset.uidvalidity,
-        }
-        .write(&self.folder(&mb)?)?;
+        FolderIdentity { guid, uidvalidity }.write(&self.folder(&mb)?)?;
         Ok(mb)
+    }
+
+    /// Mailboxes of this node that merge into the peer's (see
+    /// `crate::replica::merges`), before the peer's mailboxes are applied.
+    fn merge_mailboxes(&mut self, tx: &mut Tx<'_>) -> Result<()> {
+        for (give, merge) in &self.renum.merged {
+            let Some(mb) = index::mailbox_by_guid(&tx.tx, give)? else {
+                continue;
+            };
+            if index::mailbox_by_guid(&tx.tx, &merge.into)?.is_some() {
+                continue;
+            }
+            let Some(into) = self.remote.mailbox(&merge.into) else {
+                continue;
+            };
+            let into = into.clone();
+            self.merge_into(tx, &mb, &into, *merge)?;
+        }
+        Ok(())
     }
 
     /// Create the peer's mailbox here, under its GUID and UIDVALIDITY.
@@ -670,15 +819,18 @@ impl Apply<'_> {
         }
     }
 
-    /// Whether `uid` in `mb` is free for `guid`: no other message has it
-    /// and it was never given to another message here.
-    /// `uid` if it is free here for `guid`; otherwise a fresh UID above
-    /// this node's and the peer's UIDNEXT. That happens when this node gave
-    /// the UID out while the session ran (after its delta was taken), so
-    /// the renumbering, which sees only the deltas, could not know. The
-    /// message keeps its placement stamp, so at the next session the peer
-    /// sees the same placement with a higher UID, which wins, and follows:
-    /// one UID never names two messages, and the nodes agree again.
+    /// `uid` if `guid`, arriving in `mb` here, may take it: it is free
+    /// here and not below this node's UIDNEXT before the apply (a UID below
+    /// it may have been shown to a client, which never looks below the
+    /// last UID it saw: RFC 3501 §2.3.1.1). Otherwise a fresh UID above
+    /// this node's and the peer's UIDNEXT. The renumbering foresees both
+    /// from the two deltas; this happens when this node gave UIDs out while
+    /// the session ran (after its delta was taken), which the renumbering
+    /// could not know. The message keeps its placement stamp, so at the
+    /// next session the peer sees the same placement with a higher UID,
+    /// which wins, and follows: one UID never names two messages, a new
+    /// message never appears below a UID already shown, and the nodes
+    /// agree again.
     fn free_uid_or_fresh(
         &mut self,
         tx: &mut Tx<'_>,
@@ -686,7 +838,9 @@ impl Apply<'_> {
         uid: Uid,
         guid: &MessageGuid,
     ) -> Result<Uid> {
-        if Self::uid_free(tx, mb, uid, guid)? {
+        let below_floor = !self.renum.resets.contains_key(&mb.guid)
+            && self.floors.get(&mb.guid).is_some_and(|f| uid < *f);
+        if !below_floor && Self::uid_free(tx, mb, uid, guid)? {
             return Ok(uid);
         }
         let here: Uid =
@@ -696,11 +850,22 @@ impl Apply<'_> {
                 })?;
         let there = self.remote.mailbox(&mb.guid).map_or(1, |m| m.uidnext);
         let fresh = here.max(there).max(uid.saturating_add(1));
-        tracing::info!(user = %self.account.email, mailbox = %mb.name, uid, fresh, guid = %guid,
-            "replication: the UID is taken here (given out during the session); the message gets a fresh one, which the peer will follow");
+        tracing::info!(user = %self.account.email, mailbox = %mb.name, uid, fresh, guid = %guid, below_uidnext = below_floor,
+            "replication: the UID is taken or passed here (given out during the session); the message gets a fresh one, which the peer will follow");
         self.report.messages_renumbered += 1;
         self.report.divergent = true;
         Ok(fresh)
+    }
+
+    /// The placement logged at `modseq` is one the peer holds too (it
+    /// sent it, or applies the same renumbering): say so in the change log,
+    /// so that this node's next delta does not offer it as new to the peer.
+    fn peer_has(&self, tx: &mut Tx<'_>, modseq: ModSeq) -> Result<()> {
+        tx.tx.execute(
+            "UPDATE change SET detail = ?2 WHERE modseq = ?1",
+            params![modseq as i64, self.peer],
+        )?;
+        Ok(())
     }
 
     fn uid_free(tx: &Tx<'_>, mb: &MailboxInfo, uid: Uid, guid: &MessageGuid) -> Result<bool> {
@@ -775,8 +940,22 @@ impl Apply<'_> {
             return self.remember_expunge(tx, t, stamp);
         };
         // Put somewhere after the expunge (a move the expunger never saw):
-        // kept (DESIGN.md: when in doubt, keep).
+        // kept (DESIGN.md: when in doubt, keep). The expunger deleted it,
+        // and gets it back only if it hears of it again: the row is
+        // touched so that it travels in this node's next delta, and the
+        // apply is divergent so that the peer does not skip that change.
         if l.placed > stamp {
+            if let Some(mb) = index::mailbox_by_id(&tx.tx, l.mailbox_id)? {
+                tx.set_flags_row(
+                    &mb,
+                    l.meta.uid,
+                    l.meta.flags,
+                    &l.meta.keywords,
+                    &l.clock,
+                    &l.meta.file,
+                )?;
+                self.report.divergent = true;
+            }
             return Ok(());
         }
         let Some(mb) = index::mailbox_by_id(&tx.tx, l.mailbox_id)? else {
@@ -805,7 +984,12 @@ impl Apply<'_> {
         let Some(mb) = index::mailbox_by_guid(&tx.tx, &t.mailbox)? else {
             return Ok(());
         };
-        if self.renum.resets.contains_key(&mb.guid) || !Self::uid_free(tx, &mb, t.uid, &t.guid)? {
+        // UID 0: an expunge in a mailbox that merged into this one, whose
+        // UIDs mean nothing here.
+        if t.uid == 0
+            || self.renum.resets.contains_key(&mb.guid)
+            || !Self::uid_free(tx, &mb, t.uid, &t.guid)?
+        {
             return Ok(());
         }
         if expunged_at(&tx.tx, &t.guid)?.is_some_and(|e| e >= stamp) {
@@ -907,7 +1091,8 @@ impl Apply<'_> {
         keywords: &[String],
         clock: &str,
     ) -> Result<bool> {
-        let uid = self.free_uid_or_fresh(tx, dest, uid, &l.meta.guid)?;
+        let wanted = uid;
+        let uid = self.free_uid_or_fresh(tx, dest, wanted, &l.meta.guid)?;
         let Some(src_mb) = index::mailbox_by_id(&tx.tx, l.mailbox_id)? else {
             return Ok(false);
         };
@@ -940,7 +1125,10 @@ impl Apply<'_> {
             placed: Some(placed),
             clock,
         };
-        tx.insert_message_at(dest, uid, &row)?;
+        let (_, modseq) = tx.insert_message_at(dest, uid, &row)?;
+        if uid == wanted {
+            self.peer_has(tx, modseq)?;
+        }
         Ok(true)
     }
 
@@ -969,7 +1157,8 @@ impl Apply<'_> {
         let Some(size) = size else {
             return self.content_missing(r);
         };
-        let uid = self.free_uid_or_fresh(tx, &mb, uid, &r.guid)?;
+        let wanted = uid;
+        let uid = self.free_uid_or_fresh(tx, &mb, wanted, &r.guid)?;
         let flags = Flags::from_bits(r.flags);
         let now = self.account.env.now_secs().max(0) as u64;
         let base = FileName::new_delivery(now, r.guid, &self.account.hostname, size);
@@ -1004,7 +1193,10 @@ impl Apply<'_> {
             placed: Some(r.placed),
             clock: &r.clock,
         };
-        tx.insert_message_at(&mb, uid, &row)?;
+        let (_, modseq) = tx.insert_message_at(&mb, uid, &row)?;
+        if uid == wanted {
+            self.peer_has(tx, modseq)?;
+        }
         self.report.messages_added += 1;
         Ok(())
     }

@@ -182,6 +182,7 @@ mod tests {
             uidvalidity: 1,
             uidnext: 1,
             special_use: None,
+            created_apart: false,
         }
     }
 
@@ -247,6 +248,7 @@ mod tests {
                 content: [0; 32],
                 flags: 0,
                 keywords: vec![],
+                peer_has: false,
                 clock: clock.into(),
                 placed,
                 internal_date: 0,

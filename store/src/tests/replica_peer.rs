@@ -7,8 +7,14 @@ use crate::replica::{Delta, MailboxGone, Mark, MessageState, PeerLimits, stamp_n
 use std::collections::HashMap;
 
 fn apply(account: &Account, remote: &Delta) -> Result<replica::ApplyReport> {
-    let local = account.replica_delta(Mark::default())?;
-    account.apply_replica(&local, remote, &HashMap::new(), &PeerLimits::default())
+    let local = account.replica_delta("peer", Mark::default())?;
+    account.apply_replica(
+        "peer",
+        &local,
+        remote,
+        &HashMap::new(),
+        &PeerLimits::default(),
+    )
 }
 
 // Defence in depth: even a folder name that got into the index before
@@ -70,6 +76,7 @@ fn a_corrupt_stored_blob_is_not_linked_for_a_peer() {
             content: id.0,
             flags: 0,
             keywords: vec![],
+            peer_has: false,
             clock: String::new(),
             placed: stamp_now(9),
             internal_date: 1_700_000_000,

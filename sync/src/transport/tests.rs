@@ -235,7 +235,7 @@ async fn protocol_version_mismatch_is_named_on_both_sides() {
     let server =
         tokio::spawn(async move { server_handshake(b, &secret(), "s", [1; 32], "test").await });
     let mut hello = encode_hello(&[3; 32], "c");
-    hello[0] = 2;
+    hello[0] = PROTOCOL_VERSION + 1;
     a.send(&hello).await.unwrap();
     a.flush().await.unwrap();
     let reply = a.recv().await.unwrap().unwrap();
@@ -245,7 +245,7 @@ async fn protocol_version_mismatch_is_named_on_both_sides() {
     );
     let e = server.await.unwrap().map(|_| ()).unwrap_err();
     assert!(
-        matches!(e, LinkError::Version { ours: 1, theirs: 2 }),
+        matches!(e, LinkError::Version { ours, theirs } if ours == PROTOCOL_VERSION && theirs == PROTOCOL_VERSION + 1),
         "{e}"
     );
 
@@ -253,14 +253,18 @@ async fn protocol_version_mismatch_is_named_on_both_sides() {
     let (a, mut b) = memory_pair();
     let client = tokio::spawn(async move { client_handshake(a, &secret(), "c", [1; 32]).await });
     let _hello = b.recv().await.unwrap().unwrap();
-    b.send(&[2, 0, 0]).await.unwrap();
+    b.send(&[PROTOCOL_VERSION + 1, 0, 0]).await.unwrap();
     b.flush().await.unwrap();
     let e = client.await.unwrap().map(|_| ()).unwrap_err();
     assert!(
-        matches!(e, LinkError::Version { ours: 1, theirs: 2 }),
+        matches!(e, LinkError::Version { ours, theirs } if ours == PROTOCOL_VERSION && theirs == PROTOCOL_VERSION + 1),
         "{e}"
     );
-    assert!(e.to_string().contains("version 2"), "{e}");
+    assert!(
+        e.to_string()
+            .contains(&format!("version {}", PROTOCOL_VERSION + 1)),
+        "{e}"
+    );
 }
 
 #[tokio::test]

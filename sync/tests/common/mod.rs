@@ -4,7 +4,10 @@
 //!
 //! Each [`Node`] remembers every (mailbox, UIDVALIDITY, UID) -> GUID it was
 //! ever seen to hold ([`Node::observe`]): a UID that later names another
-//! GUID on that node is a broken invariant 2, whatever else happened.
+//! GUID on that node is a broken invariant 2, whatever else happened; and
+//! the highest UID it was seen to show in each mailbox: a message that
+//! appears later under a UID at or below it is one that a client fetching
+//! only UIDs above the last it saw would never see (RFC 3501 §2.3.1.1).
 
 #![allow(dead_code)]
 
@@ -22,7 +25,7 @@ use cove_store::{
 use cove_sync::UserLocks;
 use cove_sync::session::{SyncError, UserSync, serve_link, sync_user};
 use cove_sync::transport::Link;
-use tokio::io::{AsyncRead, AsyncWrite, DuplexStream, ReadBuf};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 pub const USER: &str = "user@example.org";
 
@@ -50,6 +53,8 @@ pub struct Node {
     pub account: Arc<Account>,
     /// (mailbox, UIDVALIDITY, UID) -> the GUID it was seen to name.
     seen: Mutex<BTreeMap<(MailboxGuid, u32, Uid), MessageGuid>>,
+    /// (mailbox, UIDVALIDITY) -> the highest UID it was seen to show.
+    highest: Mutex<BTreeMap<(MailboxGuid, u32), Uid>>,
     _dir: tempfile::TempDir,
 }
 
@@ -82,6 +87,7 @@ impl Node {
             locks: Arc::new(UserLocks::default()),
             account,
             seen: Mutex::new(BTreeMap::new()),
+            highest: Mutex::new(BTreeMap::new()),
             _dir: dir,
         }
     }
@@ -146,10 +152,22 @@ impl Node {
     }
 
     /// Record every UID this node now shows; panic if one names another
-    /// message than it did before (DESIGN.md invariant 2).
+    /// message than it did before (DESIGN.md invariant 2), or if a UID
+    /// appears at or below the highest this node showed in that mailbox
+    /// before (UIDs of new arrivals only ascend, RFC 3501 §2.3.1.1). A
+    /// mailbox deleted here forgets its highest UID: no client can have
+    /// it selected, and mail that brings it back starts its view afresh.
     pub fn observe(&self) {
         let mut seen = self.seen.lock().expect("seen");
-        for mb in self.account.mailboxes().expect("mailboxes") {
+        let mut highest = self.highest.lock().expect("highest");
+        let mailboxes = self.account.mailboxes().expect("mailboxes");
+        highest.retain(|(g, v), _| {
+            mailboxes
+                .iter()
+                .any(|mb| mb.guid == *g && mb.uidvalidity == *v)
+        });
+        for mb in mailboxes {
+            let high = highest.get(&(mb.guid, mb.uidvalidity)).copied();
             for m in self.account.messages(&mb.guid).expect("messages") {
                 let key = (mb.guid, mb.uidvalidity, m.uid);
                 match seen.get(&key) {
@@ -159,9 +177,17 @@ impl Node {
                     ),
                     Some(_) => {}
                     None => {
+                        if let Some(high) = high.filter(|h| m.uid <= *h) {
+                            panic!(
+                                "{}: message {} appeared at UID {} of mailbox {} ({}), at or below UID {high} shown before (RFC 3501 §2.3.1.1)",
+                                self.name, m.guid, m.uid, mb.name, mb.guid
+                            );
+                        }
                         seen.insert(key, m.guid);
                     }
                 }
+                let h = highest.entry((mb.guid, mb.uidvalidity)).or_insert(0);
+                *h = (*h).max(m.uid);
             }
         }
     }
@@ -330,15 +356,85 @@ impl Outcome {
     }
 }
 
+/// A stream that runs `during` once, when it has written `at` bytes: user
+/// operations made while a session runs (on the connecting side, past its
+/// `Open` frame, that is after it took its delta and before it applies the
+/// peer's).
+pub struct During<'a, S> {
+    inner: S,
+    at: usize,
+    written: usize,
+    during: Option<Box<dyn FnOnce() + Send + 'a>>,
+}
+
+impl<S> During<'_, S> {
+    fn wrote(&mut self, n: usize) {
+        self.written += n;
+        if self.written >= self.at
+            && let Some(f) = self.during.take()
+        {
+            f();
+        }
+    }
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for During<'_, S> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_read(cx, buf)
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for During<'_, S> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let r = Pin::new(&mut self.inner).poll_write(cx, buf);
+        if let Poll::Ready(Ok(n)) = r {
+            self.wrote(n);
+        }
+        r
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
 /// One session of `a` (connecting) with `b` (accepting), optionally cut.
 pub async fn sync_with(a: &Node, b: &Node, cut: Option<Cut>) -> Outcome {
+    sync_during(a, b, cut, usize::MAX, || {}).await
+}
+
+/// [`sync_with`], running `during` once the connecting side has written
+/// `at` bytes (never, if it writes fewer).
+pub async fn sync_during<'a>(
+    a: &Node,
+    b: &Node,
+    cut: Option<Cut>,
+    at: usize,
+    during: impl FnOnce() + Send + 'a,
+) -> Outcome {
     let (ca, cb) = tokio::io::duplex(256 * 1024);
     let budget = |side: CutSide| match cut {
         Some(c) if c.side == side => c.after,
         _ => usize::MAX,
     };
-    let mut client: Link<Budget<DuplexStream>> =
-        Link::new(Budget::new(ca, budget(CutSide::Client)));
+    let mut client = Link::new(During {
+        inner: Budget::new(ca, budget(CutSide::Client)),
+        at,
+        written: 0,
+        during: Some(Box::new(during)),
+    });
     let server = Link::new(Budget::new(cb, budget(CutSide::Server)));
     let task = tokio::spawn(serve_link(
         server,
