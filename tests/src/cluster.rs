@@ -35,11 +35,19 @@ pub fn free_port() -> u16 {
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.subsec_nanos());
     let seed = std::process::id().wrapping_mul(7919) ^ nanos;
+    // Tests in one process run in parallel threads: a port handed out is
+    // never handed out again, even before its node binds it.
+    static GIVEN: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
     for _ in 0..span {
         let n = NEXT.fetch_add(1, Ordering::Relaxed);
         let port = 10000 + (seed.wrapping_add(n.wrapping_mul(37)) % span);
         let port = u16::try_from(port).expect("a port");
+        let mut given = GIVEN.lock().unwrap_or_else(|p| p.into_inner());
+        if given.contains(&port) {
+            continue;
+        }
         if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            given.push(port);
             return port;
         }
     }
