@@ -65,6 +65,8 @@ pub struct Admin {
     pub imap: Option<SocketAddr>,
     pub pop3: Option<SocketAddr>,
     pub auth_key: Option<Secret>,
+    /// `[http] smtp_relay`: where an SMTP submission login is sent.
+    pub smtp_relay: Option<SocketAddr>,
     pub auth_failure_delay: Duration,
     pub draining: Arc<AtomicBool>,
     /// This node's directory, for `/cluster/user` (crate::cluster::lookup).
@@ -256,6 +258,9 @@ impl Admin {
         } else {
             Proto::Imap
         };
+        if protocol == "smtp" && self.smtp_relay.is_none() {
+            return refuse("SMTP is not relayed here ([http] smtp_relay)");
+        }
         let address = cove_store::Address::parse(&user).ok();
         if let (Some(cluster), Some(address)) = (&self.cluster, &address)
             && cluster.pair_of(address).is_some()
@@ -285,6 +290,9 @@ impl Admin {
             }
         }
         let routed = match (&self.cluster, &address) {
+            // Submission: the same users and passwords, the relay the
+            // configuration names.
+            _ if protocol == "smtp" => self.smtp_relay,
             (Some(cluster), Some(address)) => {
                 let wanted = match proto {
                     Proto::Pop3 => crate::cluster::Proto::Pop3,

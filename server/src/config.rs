@@ -362,6 +362,11 @@ pub struct HttpConfig {
     /// "...";`).
     #[serde(default)]
     pub auth_key: Option<crate::auth::Secret>,
+    /// Where nginx's SMTP submission proxy sends a user who authenticated
+    /// (`IP:port` of the relay: Postfix's submission service, say); absent,
+    /// `GET /auth` refuses SMTP.
+    #[serde(default)]
+    pub smtp_relay: Option<std::net::SocketAddr>,
 }
 
 /// `[replication]`: the peers this node replicates with (DESIGN.md,
@@ -893,6 +898,7 @@ impl Config {
             http: Some(HttpConfig {
                 listen: vec!["127.0.0.1:8185".into()],
                 auth_key: None,
+                smtp_relay: None,
             }),
             tls: None,
             server: ServerConfig::default(),

@@ -347,6 +347,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
             imap: serving.imap,
             pop3: serving.pop3,
             auth_key: http.auth_key.clone(),
+            smtp_relay: http.smtp_relay,
             auth_failure_delay: Duration::from_millis(
                 config
                     .imap

@@ -277,6 +277,40 @@ fn login_through(port: u16, user: &str) -> Result<Imap<TcpStream>, String> {
     Ok(Imap::new(c.into_inner()))
 }
 
+/// POP3 through nginx: the UIDL listing of `user`'s maildrop.
+fn uidl_through(port: u16, user: &str) -> Result<Vec<String>, String> {
+    let tcp = TcpStream::connect(("127.0.0.1", port)).map_err(|e| e.to_string())?;
+    tcp.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    let mut c = Client::new(tcp);
+    let mut line = |send: Option<&str>| {
+        if let Some(l) = send {
+            c.send_line(l);
+        }
+        c.read_line().ok().flatten().unwrap_or_default()
+    };
+    for (send, what) in [
+        (None, "greeting"),
+        (Some(format!("USER {user}")), "USER"),
+        (Some(format!("PASS {PASSWORD}")), "PASS"),
+        (Some("UIDL".to_string()), "UIDL"),
+    ] {
+        let answer = line(send.as_deref());
+        if !answer.starts_with("+OK") {
+            return Err(format!("{what}: {answer}"));
+        }
+    }
+    let mut uidls = Vec::new();
+    loop {
+        let l = line(None);
+        if l == "." || l.is_empty() {
+            break;
+        }
+        uidls.push(l);
+    }
+    line(Some("QUIT"));
+    Ok(uidls)
+}
+
 /// The node whose log shows `user`'s latest IMAP login.
 fn logged_in_at(fleet: &Fleet, user: &str, logins_before: &[usize]) -> Option<usize> {
     (0..4).find(|&i| {
@@ -386,6 +420,8 @@ fn nginx_fails_over_to_the_peer_when_a_node_dies() {
     imap.cmd_ok("f1 UID STORE 1 +FLAGS (\\Flagged $Important)");
     let on_s1 = mailbox_state(&mut imap);
     drop(imap);
+    let uidls_s1 = uidl_through(proxy.pop3, &alice).expect("POP3 through nginx on s1");
+    assert_eq!(uidls_s1.len(), 1, "{uidls_s1:?}");
     // Replicated to s2 before s1 dies (a change acknowledged without
     // sync_delivery may still be on its way: wait for it).
     let s2_has_flag = || {
@@ -417,6 +453,8 @@ fn nginx_fails_over_to_the_peer_when_a_node_dies() {
         fetched.iter().any(|l| l.contains("before-the-crash")),
         "the message s1 acknowledged is on s2: {fetched:?}"
     );
+    let uidls_s2 = uidl_through(proxy.pop3, &alice).expect("POP3 through nginx on s2");
+    assert_eq!(uidls_s2, uidls_s1, "the same POP3 UIDLs on the peer");
     imap.cmd_ok("f2 UID STORE 1 +FLAGS (\\Answered)");
     imap.cmd_ok("f3 LOGOUT");
     drop(imap);
