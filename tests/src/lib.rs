@@ -225,6 +225,9 @@ pub struct TestServer {
     drain: Option<JoinHandle<()>>,
     logs: Arc<Mutex<Vec<String>>>,
     lmtp_addr: Option<SocketAddr>,
+    /// The first log line of the running process (a restart's listeners
+    /// are found after it, never the previous run's).
+    first_line: usize,
 }
 
 impl TestServer {
@@ -287,6 +290,7 @@ impl TestServer {
             drain: None,
             logs: Arc::new(Mutex::new(Vec::new())),
             lmtp_addr: None,
+            first_line: 0,
         };
         server.spawn();
         server
@@ -295,6 +299,7 @@ impl TestServer {
     fn spawn(&mut self) {
         assert!(self.child.is_none(), "server already running");
         let first_line = self.logs.lock().unwrap().len();
+        self.first_line = first_line;
         let mut child = Command::new(cove_bin())
             .arg("serve")
             .arg("--config")
@@ -368,11 +373,14 @@ impl TestServer {
         let marker = format!("{proto} listening on ");
         eventually(START_TIMEOUT, || {
             let logs = self.logs.lock().unwrap();
-            logs.iter().rev().find_map(|l| {
-                let at = l.find(&marker)?;
-                let addr = l[at + marker.len()..].split_whitespace().next()?;
-                addr.parse::<SocketAddr>().ok()
-            })
+            logs[self.first_line.min(logs.len())..]
+                .iter()
+                .rev()
+                .find_map(|l| {
+                    let at = l.find(&marker)?;
+                    let addr = l[at + marker.len()..].split_whitespace().next()?;
+                    addr.parse::<SocketAddr>().ok()
+                })
         })
         .unwrap_or_else(|| {
             panic!(

@@ -21,6 +21,9 @@ fn write_certificate(cert: &Path, key: &Path) {
     let made = rcgen::generate_simple_self_signed(vec!["localhost".to_string()])
         .expect("make a certificate");
     std::fs::write(key, made.signing_key.serialize_pem()).expect("write key");
+    // A key every user could read is refused at start.
+    std::fs::set_permissions(key, std::os::unix::fs::PermissionsExt::from_mode(0o600))
+        .expect("chmod key");
     std::fs::write(cert, made.cert.pem()).expect("write cert");
 }
 
