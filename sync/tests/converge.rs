@@ -390,3 +390,49 @@ async fn an_expunge_in_a_mailbox_that_merges_away_still_expunges() {
         );
     }
 }
+
+/// As above, but the other node's filter filed the same message into its
+/// own Spam (after the expunger filed it, before the expunge): the merge
+/// must not forget the expunge (it dropped the merged mailbox's
+/// tombstones, so the expunger took the message back from the other node,
+/// which had applied the expunge: one node with it, one without, and
+/// neither sent anything more).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_expunge_in_a_mailbox_that_merges_away_beats_an_earlier_filing_elsewhere() {
+    let nodes = pair();
+    let [a, b] = &nodes;
+    let m = a.deliver("INBOX", "Subject: spam\r\n\r\n");
+    sync(a, b).await;
+    let sa = a.account.create_mailbox("Spam", None).expect("create");
+    let sb = b.account.create_mailbox("Spam", None).expect("create");
+    let ((x, x_spam), (y, y_spam)) = if sa.guid > sb.guid {
+        ((a, sa), (b, sb))
+    } else {
+        ((b, sb), (a, sa))
+    };
+    let file = |n: &Node, spam: &cove_store::MailboxInfo| {
+        let inbox = n.mailbox("INBOX");
+        let uid = n.find(&m.guid).expect("m is here").1.uid;
+        n.account
+            .move_messages(&inbox.guid, &[uid], &spam.guid)
+            .expect("move");
+        n.observe();
+        // Stamps are milliseconds: the next change is later.
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    };
+    file(x, &x_spam);
+    file(y, &y_spam);
+    let uid = x.find(&m.guid).expect("m filed").1.uid;
+    x.account.expunge(&x_spam.guid, &[uid]).expect("expunge");
+    x.observe();
+    sync(a, b).await;
+    sync_until_quiet(&nodes, 4).await;
+    assert_converged(&nodes, &BTreeSet::new());
+    for n in &nodes {
+        assert!(
+            n.find(&m.guid).is_none(),
+            "{}: the message expunged last is back",
+            n.name
+        );
+    }
+}

@@ -67,9 +67,13 @@ fn name_stamp(tx: &Tx<'_>, mailbox_id: i64) -> Result<Stamp> {
     Ok(v as u64)
 }
 
-/// The newest expunge stamp of a GUID on this node, if it was expunged.
+/// The newest expunge stamp of a GUID on this node, if it was expunged:
+/// its tombstones, and those a renumbering dropped (`expunged_guid`).
 fn expunged_at(conn: &rusqlite::Connection, guid: &MessageGuid) -> Result<Option<Stamp>> {
-    let mut st = conn.prepare_cached("SELECT max(stamp) FROM tombstone WHERE guid = ?1")?;
+    let mut st = conn.prepare_cached(
+        "SELECT max(stamp) FROM (SELECT stamp FROM tombstone WHERE guid = ?1
+                                 UNION ALL SELECT stamp FROM expunged_guid WHERE guid = ?1)",
+    )?;
     let v: Option<i64> = st.query_row([&guid.0[..]], |r| r.get(0))?;
     Ok(v.map(|s| s as u64))
 }
@@ -629,6 +633,16 @@ impl Apply<'_> {
             let rows = st.query_map([mb.id], local_row)?;
             rows.collect::<rusqlite::Result<_>>()?
         };
+        // The old UIDs' tombstones go, but not what they say of their
+        // messages: without it, a message expunged here would come back
+        // from the peer (whose placement is older than the expunge, so the
+        // peer applies the expunge: one node with it, one without).
+        tx.tx.execute(
+            "INSERT INTO expunged_guid(guid, stamp)
+               SELECT guid, max(stamp) FROM tombstone WHERE mailbox_id = ?1 GROUP BY guid
+             ON CONFLICT(guid) DO UPDATE SET stamp = max(stamp, excluded.stamp)",
+            [mb.id],
+        )?;
         let stamp = tx.stamp()?;
         for row in &rows {
             tx.expunge_stamped(mb, row.meta.uid, row.meta.guid, stamp)?;
