@@ -436,3 +436,49 @@ async fn an_expunge_in_a_mailbox_that_merges_away_beats_an_earlier_filing_elsewh
         );
     }
 }
+
+/// A user expunges a message in the mailbox that merges away while the
+/// session that merges it runs (after this node took its delta, before it
+/// applied the peer's): the peer, which takes the message into the kept
+/// mailbox at a fresh UID, must still learn of the expunge. The merge
+/// dropped that tombstone with the mailbox's old UIDs before it travelled,
+/// and the peer kept the message for good (found by the randomized
+/// two-process run: one node with it, one without, marks agreeing).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_expunge_made_while_its_mailbox_merges_away_reaches_the_peer() {
+    let nodes = pair();
+    let [a, b] = &nodes;
+    let m = a.deliver("INBOX", "Subject: spam\r\n\r\n");
+    sync(a, b).await;
+    let sa = a.account.create_mailbox("Spam", None).expect("create");
+    let sb = b.account.create_mailbox("Spam", None).expect("create");
+    let ((x, x_spam), y) = if sa.guid > sb.guid {
+        ((a, sa), b)
+    } else {
+        ((b, sb), a)
+    };
+    y.deliver("Spam", "Subject: kept\r\n\r\n");
+    let inbox = x.mailbox("INBOX");
+    let uid = x.find(&m.guid).expect("m is here").1.uid;
+    x.account
+        .move_messages(&inbox.guid, &[uid], &x_spam.guid)
+        .expect("move");
+    x.observe();
+    let filed = x.find(&m.guid).expect("m filed").1.uid;
+    // x connects: past its Open, it is writing the delta it took.
+    let out = common::sync_during(x, y, None, 300, || {
+        x.account.expunge(&x_spam.guid, &[filed]).expect("expunge");
+    })
+    .await;
+    assert!(out.client.is_ok() && out.server.is_ok(), "{out:?}");
+    sync_until_quiet(&nodes, 4).await;
+    let state = assert_converged(&nodes, &BTreeSet::new());
+    for n in &nodes {
+        assert!(
+            n.find(&m.guid).is_none(),
+            "{}: the expunged message is back:\n{}",
+            n.name,
+            describe(&state)
+        );
+    }
+}

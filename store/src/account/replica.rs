@@ -643,6 +643,18 @@ impl Apply<'_> {
              ON CONFLICT(guid) DO UPDATE SET stamp = max(stamp, excluded.stamp)",
             [mb.id],
         )?;
+        let dropped: Vec<(MessageGuid, Stamp)> = {
+            let mut st = tx.tx.prepare_cached(
+                "SELECT guid, max(stamp) FROM tombstone WHERE mailbox_id = ?1 GROUP BY guid",
+            )?;
+            let rows = st.query_map([mb.id], |r| {
+                Ok((
+                    MessageGuid(index::guid16(r.get(0)?)),
+                    r.get::<_, i64>(1)? as u64,
+                ))
+            })?;
+            rows.collect::<rusqlite::Result<_>>()?
+        };
         let stamp = tx.stamp()?;
         for row in &rows {
             tx.expunge_stamped(mb, row.meta.uid, row.meta.guid, stamp)?;
@@ -692,8 +704,37 @@ impl Apply<'_> {
             self.peer_has(tx, modseq)?;
             self.report.messages_renumbered += 1;
         }
+        self.carry_expunges(tx, &mb, &dropped)?;
         FolderIdentity { guid, uidvalidity }.write(&self.folder(&mb)?)?;
         Ok(mb)
+    }
+
+    /// An expunge whose tombstone a renumbering dropped, of a message the
+    /// renumbering gives a UID in `mb` (the peer holds it there, or will):
+    /// the expunge of that message at that UID, a new tombstone that
+    /// travels in this node's next delta. Without it, an expunge made here
+    /// after this node took its delta (a user's, while the session ran) is
+    /// never sent: the peer keeps the message for good.
+    fn carry_expunges(
+        &mut self,
+        tx: &mut Tx<'_>,
+        mb: &MailboxInfo,
+        dropped: &[(MessageGuid, Stamp)],
+    ) -> Result<()> {
+        for (g, stamp) in dropped {
+            let Some(uid) = self.renum.uids.get(&(mb.guid, *g)).copied() else {
+                continue;
+            };
+            if row_by_guid(&tx.tx, g)?.is_some() || !Self::uid_free(tx, mb, uid, g)? {
+                continue;
+            }
+            tx.expunge_stamped(mb, uid, *g, *stamp)?;
+            tx.tx.execute(
+                "UPDATE mailbox SET uidnext = max(uidnext, ?2 + 1) WHERE id = ?1",
+                params![mb.id, uid],
+            )?;
+        }
+        Ok(())
     }
 
     /// Mailboxes of this node that merge into the peer's (see
