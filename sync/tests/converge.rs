@@ -446,24 +446,44 @@ async fn an_expunge_in_a_mailbox_that_merges_away_beats_an_earlier_filing_elsewh
 /// two-process run: one node with it, one without, marks agreeing).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_expunge_made_while_its_mailbox_merges_away_reaches_the_peer() {
+    expunge_while_merging_away(false).await;
+}
+
+/// As above, but the peer's filter filed the message into its own Spam
+/// too, later: the peer holds it in the kept mailbox at its own UID (no
+/// fresh UID for it), and must still learn of the expunge.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_expunge_made_while_its_mailbox_merges_away_reaches_a_peer_that_filed_it_too() {
+    expunge_while_merging_away(true).await;
+}
+
+async fn expunge_while_merging_away(peer_files_too: bool) {
     let nodes = pair();
     let [a, b] = &nodes;
     let m = a.deliver("INBOX", "Subject: spam\r\n\r\n");
     sync(a, b).await;
     let sa = a.account.create_mailbox("Spam", None).expect("create");
     let sb = b.account.create_mailbox("Spam", None).expect("create");
-    let ((x, x_spam), y) = if sa.guid > sb.guid {
-        ((a, sa), b)
+    let ((x, x_spam), (y, y_spam)) = if sa.guid > sb.guid {
+        ((a, sa), (b, sb))
     } else {
-        ((b, sb), a)
+        ((b, sb), (a, sa))
     };
     y.deliver("Spam", "Subject: kept\r\n\r\n");
-    let inbox = x.mailbox("INBOX");
-    let uid = x.find(&m.guid).expect("m is here").1.uid;
-    x.account
-        .move_messages(&inbox.guid, &[uid], &x_spam.guid)
-        .expect("move");
-    x.observe();
+    let file = |n: &Node, spam: &cove_store::MailboxInfo| {
+        let inbox = n.mailbox("INBOX");
+        let uid = n.find(&m.guid).expect("m is here").1.uid;
+        n.account
+            .move_messages(&inbox.guid, &[uid], &spam.guid)
+            .expect("move");
+        n.observe();
+        // Stamps are milliseconds: the next change is later.
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    };
+    file(x, &x_spam);
+    if peer_files_too {
+        file(y, &y_spam);
+    }
     let filed = x.find(&m.guid).expect("m filed").1.uid;
     // x connects: past its Open, it is writing the delta it took.
     let out = common::sync_during(x, y, None, 300, || {

@@ -709,12 +709,15 @@ impl Apply<'_> {
         Ok(mb)
     }
 
-    /// An expunge whose tombstone a renumbering dropped, of a message the
-    /// renumbering gives a UID in `mb` (the peer holds it there, or will):
-    /// the expunge of that message at that UID, a new tombstone that
-    /// travels in this node's next delta. Without it, an expunge made here
-    /// after this node took its delta (a user's, while the session ran) is
-    /// never sent: the peer keeps the message for good.
+    /// An expunge whose tombstone a renumbering of `mb` dropped, of a
+    /// message this node no longer holds but the peer does (or will):
+    /// the expunge of that message where the peer holds it after this
+    /// session — at the UID the renumbering gives it in `mb`, else where
+    /// the peer's delta puts it — a new tombstone that travels in this
+    /// node's next delta (it claims only that message's own UID). Without
+    /// it, an expunge made here after this node took its delta (a user's,
+    /// while the session ran) is never sent: the peer keeps the message
+    /// for good while the marks agree.
     fn carry_expunges(
         &mut self,
         tx: &mut Tx<'_>,
@@ -722,16 +725,29 @@ impl Apply<'_> {
         dropped: &[(MessageGuid, Stamp)],
     ) -> Result<()> {
         for (g, stamp) in dropped {
-            let Some(uid) = self.renum.uids.get(&(mb.guid, *g)).copied() else {
-                continue;
-            };
-            if row_by_guid(&tx.tx, g)?.is_some() || !Self::uid_free(tx, mb, uid, g)? {
+            if row_by_guid(&tx.tx, g)?.is_some() {
                 continue;
             }
-            tx.expunge_stamped(mb, uid, *g, *stamp)?;
+            let place = match self.renum.uids.get(&(mb.guid, *g)) {
+                Some(uid) => Some((mb.clone(), *uid)),
+                None => match self.remote.messages.iter().find(|r| r.guid == *g) {
+                    Some(r) => index::mailbox_by_guid(&tx.tx, &r.mailbox)?.map(|m| {
+                        let uid = self.renum.uids.get(&(r.mailbox, *g)).copied();
+                        (m, uid.unwrap_or(r.uid))
+                    }),
+                    None => None,
+                },
+            };
+            let Some((dest, uid)) = place else {
+                continue;
+            };
+            if uid == 0 || !Self::uid_free(tx, &dest, uid, g)? {
+                continue;
+            }
+            tx.expunge_stamped(&dest, uid, *g, *stamp)?;
             tx.tx.execute(
                 "UPDATE mailbox SET uidnext = max(uidnext, ?2 + 1) WHERE id = ?1",
-                params![mb.id, uid],
+                params![dest.id, uid],
             )?;
         }
         Ok(())
