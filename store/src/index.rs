@@ -99,6 +99,15 @@ CREATE INDEX IF NOT EXISTS message_modseq ON message(mailbox_id, modseq);
 CREATE INDEX IF NOT EXISTS message_modseq_all ON message(modseq);
 CREATE INDEX IF NOT EXISTS tombstone_modseq ON tombstone(modseq);
 CREATE INDEX IF NOT EXISTS tombstone_guid ON tombstone(guid);
+-- Expunges whose tombstones a renumbering dropped (a mailbox merged into
+-- the peer's, or gave way to its UIDVALIDITY: the UIDs mean nothing now),
+-- by GUID with the newest stamp: what they said about their messages still
+-- holds (replica.rs, `expunged_at`). Created on open: no schema version
+-- (an older cove ignores it).
+CREATE TABLE IF NOT EXISTS expunged_guid(
+  guid BLOB PRIMARY KEY,
+  stamp INTEGER NOT NULL
+) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS mailbox_gone(
   guid BLOB PRIMARY KEY,
   id INTEGER NOT NULL,

@@ -61,9 +61,11 @@
 //! ([`merges`]), on both nodes. The kept mailbox keeps its GUID,
 //! UIDVALIDITY and UIDs; the other's messages take fresh UIDs above both
 //! nodes' UIDNEXT, and its own UIDs and tombstones are void (its clients
-//! see a new UIDVALIDITY). A mailbox renamed to the name, or one the other
-//! node knew, is a different mailbox that happens to end with the name: the
-//! suffix rule keeps both.
+//! see a new UIDVALIDITY); what those tombstones say of their messages is
+//! not void (the apply's `renumber_mailbox` keeps each expunge, and sends
+//! on one the peer has not had yet). A mailbox renamed to the name, or one
+//! the other node knew, is a different mailbox that happens to end with the
+//! name: the suffix rule keeps both.
 
 use serde::{Deserialize, Serialize};
 use std::borrow::Cow;

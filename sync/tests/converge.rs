@@ -390,3 +390,115 @@ async fn an_expunge_in_a_mailbox_that_merges_away_still_expunges() {
         );
     }
 }
+
+/// As above, but the other node's filter filed the same message into its
+/// own Spam (after the expunger filed it, before the expunge): the merge
+/// must not forget the expunge (it dropped the merged mailbox's
+/// tombstones, so the expunger took the message back from the other node,
+/// which had applied the expunge: one node with it, one without, and
+/// neither sent anything more).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_expunge_in_a_mailbox_that_merges_away_beats_an_earlier_filing_elsewhere() {
+    let nodes = pair();
+    let [a, b] = &nodes;
+    let m = a.deliver("INBOX", "Subject: spam\r\n\r\n");
+    sync(a, b).await;
+    let sa = a.account.create_mailbox("Spam", None).expect("create");
+    let sb = b.account.create_mailbox("Spam", None).expect("create");
+    let ((x, x_spam), (y, y_spam)) = if sa.guid > sb.guid {
+        ((a, sa), (b, sb))
+    } else {
+        ((b, sb), (a, sa))
+    };
+    let file = |n: &Node, spam: &cove_store::MailboxInfo| {
+        let inbox = n.mailbox("INBOX");
+        let uid = n.find(&m.guid).expect("m is here").1.uid;
+        n.account
+            .move_messages(&inbox.guid, &[uid], &spam.guid)
+            .expect("move");
+        n.observe();
+        // Stamps are milliseconds: the next change is later.
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    };
+    file(x, &x_spam);
+    file(y, &y_spam);
+    let uid = x.find(&m.guid).expect("m filed").1.uid;
+    x.account.expunge(&x_spam.guid, &[uid]).expect("expunge");
+    x.observe();
+    sync(a, b).await;
+    sync_until_quiet(&nodes, 4).await;
+    assert_converged(&nodes, &BTreeSet::new());
+    for n in &nodes {
+        assert!(
+            n.find(&m.guid).is_none(),
+            "{}: the message expunged last is back",
+            n.name
+        );
+    }
+}
+
+/// A user expunges a message in the mailbox that merges away while the
+/// session that merges it runs (after this node took its delta, before it
+/// applied the peer's): the peer, which takes the message into the kept
+/// mailbox at a fresh UID, must still learn of the expunge. The merge
+/// dropped that tombstone with the mailbox's old UIDs before it travelled,
+/// and the peer kept the message for good (found by the randomized
+/// two-process run: one node with it, one without, marks agreeing).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_expunge_made_while_its_mailbox_merges_away_reaches_the_peer() {
+    expunge_while_merging_away(false).await;
+}
+
+/// As above, but the peer's filter filed the message into its own Spam
+/// too, later: the peer holds it in the kept mailbox at its own UID (no
+/// fresh UID for it), and must still learn of the expunge.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_expunge_made_while_its_mailbox_merges_away_reaches_a_peer_that_filed_it_too() {
+    expunge_while_merging_away(true).await;
+}
+
+async fn expunge_while_merging_away(peer_files_too: bool) {
+    let nodes = pair();
+    let [a, b] = &nodes;
+    let m = a.deliver("INBOX", "Subject: spam\r\n\r\n");
+    sync(a, b).await;
+    let sa = a.account.create_mailbox("Spam", None).expect("create");
+    let sb = b.account.create_mailbox("Spam", None).expect("create");
+    let ((x, x_spam), (y, y_spam)) = if sa.guid > sb.guid {
+        ((a, sa), (b, sb))
+    } else {
+        ((b, sb), (a, sa))
+    };
+    y.deliver("Spam", "Subject: kept\r\n\r\n");
+    let file = |n: &Node, spam: &cove_store::MailboxInfo| {
+        let inbox = n.mailbox("INBOX");
+        let uid = n.find(&m.guid).expect("m is here").1.uid;
+        n.account
+            .move_messages(&inbox.guid, &[uid], &spam.guid)
+            .expect("move");
+        n.observe();
+        // Stamps are milliseconds: the next change is later.
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    };
+    file(x, &x_spam);
+    if peer_files_too {
+        file(y, &y_spam);
+    }
+    let filed = x.find(&m.guid).expect("m filed").1.uid;
+    // x connects: past its Open, it is writing the delta it took.
+    let out = common::sync_during(x, y, None, 300, || {
+        x.account.expunge(&x_spam.guid, &[filed]).expect("expunge");
+    })
+    .await;
+    assert!(out.client.is_ok() && out.server.is_ok(), "{out:?}");
+    sync_until_quiet(&nodes, 4).await;
+    let state = assert_converged(&nodes, &BTreeSet::new());
+    for n in &nodes {
+        assert!(
+            n.find(&m.guid).is_none(),
+            "{}: the expunged message is back:\n{}",
+            n.name,
+            describe(&state)
+        );
+    }
+}

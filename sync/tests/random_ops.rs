@@ -401,6 +401,8 @@ fn tombstones_survive_a_mailbox_made_again() {
 enum FilterOp {
     Deliver(usize),
     Filter(usize),
+    /// A user's expunge on a node (`pick` chooses the message).
+    Expunge(usize, usize),
     Sync {
         a: usize,
         during: Option<(u16, Vec<FilterOp>)>,
@@ -411,6 +413,7 @@ fn filter_op() -> impl Strategy<Value = FilterOp> {
     let local = prop_oneof![
         (0..2usize).prop_map(FilterOp::Deliver),
         (0..2usize).prop_map(FilterOp::Filter),
+        (0..2usize, any::<usize>()).prop_map(|(n, pick)| FilterOp::Expunge(n, pick)),
     ];
     prop_oneof![
         4 => local.clone(),
@@ -433,6 +436,16 @@ fn run_filter_op(nodes: &[Node], model: &mut Model, op: &FilterOp) {
             let uids: Vec<_> = node.messages("INBOX").iter().map(|m| m.uid).collect();
             if !uids.is_empty() {
                 tolerated(node.account.move_messages(&inbox.guid, &uids, &to.guid));
+            }
+            node.observe();
+        }
+        FilterOp::Expunge(n, pick) => {
+            let node = &nodes[*n];
+            let Some((mb, m)) = pick_message(node, *pick) else {
+                return;
+            };
+            if tolerated(node.account.expunge(&mb.guid, &[m.uid])).is_some_and(|u| !u.is_empty()) {
+                model.expunged.insert(m.guid);
             }
             node.observe();
         }
@@ -472,7 +485,11 @@ fn check_filters(ops: &[FilterOp]) {
             }
         }
         let rounds = sync_until_quiet(&nodes, 6).await;
-        let must: BTreeSet<MessageGuid> = model.acknowledged.clone();
+        let must: BTreeSet<MessageGuid> = model
+            .acknowledged
+            .difference(&model.expunged)
+            .copied()
+            .collect();
         assert_converged(&nodes, &must);
         assert!(rounds < 6, "no quiescence after {rounds} rounds");
     });

@@ -67,9 +67,13 @@ fn name_stamp(tx: &Tx<'_>, mailbox_id: i64) -> Result<Stamp> {
     Ok(v as u64)
 }
 
-/// The newest expunge stamp of a GUID on this node, if it was expunged.
+/// The newest expunge stamp of a GUID on this node, if it was expunged:
+/// its tombstones, and those a renumbering dropped (`expunged_guid`).
 fn expunged_at(conn: &rusqlite::Connection, guid: &MessageGuid) -> Result<Option<Stamp>> {
-    let mut st = conn.prepare_cached("SELECT max(stamp) FROM tombstone WHERE guid = ?1")?;
+    let mut st = conn.prepare_cached(
+        "SELECT max(stamp) FROM (SELECT stamp FROM tombstone WHERE guid = ?1
+                                 UNION ALL SELECT stamp FROM expunged_guid WHERE guid = ?1)",
+    )?;
     let v: Option<i64> = st.query_row([&guid.0[..]], |r| r.get(0))?;
     Ok(v.map(|s| s as u64))
 }
@@ -629,6 +633,28 @@ impl Apply<'_> {
             let rows = st.query_map([mb.id], local_row)?;
             rows.collect::<rusqlite::Result<_>>()?
         };
+        // The old UIDs' tombstones go, but not what they say of their
+        // messages: without it, a message expunged here would come back
+        // from the peer (whose placement is older than the expunge, so the
+        // peer applies the expunge: one node with it, one without).
+        tx.tx.execute(
+            "INSERT INTO expunged_guid(guid, stamp)
+               SELECT guid, max(stamp) FROM tombstone WHERE mailbox_id = ?1 GROUP BY guid
+             ON CONFLICT(guid) DO UPDATE SET stamp = max(stamp, excluded.stamp)",
+            [mb.id],
+        )?;
+        let dropped: Vec<(MessageGuid, Stamp)> = {
+            let mut st = tx.tx.prepare_cached(
+                "SELECT guid, max(stamp) FROM tombstone WHERE mailbox_id = ?1 GROUP BY guid",
+            )?;
+            let rows = st.query_map([mb.id], |r| {
+                Ok((
+                    MessageGuid(index::guid16(r.get(0)?)),
+                    r.get::<_, i64>(1)? as u64,
+                ))
+            })?;
+            rows.collect::<rusqlite::Result<_>>()?
+        };
         let stamp = tx.stamp()?;
         for row in &rows {
             tx.expunge_stamped(mb, row.meta.uid, row.meta.guid, stamp)?;
@@ -678,8 +704,53 @@ impl Apply<'_> {
             self.peer_has(tx, modseq)?;
             self.report.messages_renumbered += 1;
         }
+        self.carry_expunges(tx, &mb, &dropped)?;
         FolderIdentity { guid, uidvalidity }.write(&self.folder(&mb)?)?;
         Ok(mb)
+    }
+
+    /// An expunge whose tombstone a renumbering of `mb` dropped, of a
+    /// message this node no longer holds but the peer does (or will):
+    /// the expunge of that message where the peer holds it after this
+    /// session — at the UID the renumbering gives it in `mb`, else where
+    /// the peer's delta puts it — a new tombstone that travels in this
+    /// node's next delta (it claims only that message's own UID). Without
+    /// it, an expunge made here after this node took its delta (a user's,
+    /// while the session ran) is never sent: the peer keeps the message
+    /// for good while the marks agree.
+    fn carry_expunges(
+        &mut self,
+        tx: &mut Tx<'_>,
+        mb: &MailboxInfo,
+        dropped: &[(MessageGuid, Stamp)],
+    ) -> Result<()> {
+        for (g, stamp) in dropped {
+            if row_by_guid(&tx.tx, g)?.is_some() {
+                continue;
+            }
+            let place = match self.renum.uids.get(&(mb.guid, *g)) {
+                Some(uid) => Some((mb.clone(), *uid)),
+                None => match self.remote.messages.iter().find(|r| r.guid == *g) {
+                    Some(r) => index::mailbox_by_guid(&tx.tx, &r.mailbox)?.map(|m| {
+                        let uid = self.renum.uids.get(&(r.mailbox, *g)).copied();
+                        (m, uid.unwrap_or(r.uid))
+                    }),
+                    None => None,
+                },
+            };
+            let Some((dest, uid)) = place else {
+                continue;
+            };
+            if uid == 0 || !Self::uid_free(tx, &dest, uid, g)? {
+                continue;
+            }
+            tx.expunge_stamped(&dest, uid, *g, *stamp)?;
+            tx.tx.execute(
+                "UPDATE mailbox SET uidnext = max(uidnext, ?2 + 1) WHERE id = ?1",
+                params![dest.id, uid],
+            )?;
+        }
+        Ok(())
     }
 
     /// Mailboxes of this node that merge into the peer's (see
