@@ -254,18 +254,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_legacy_hash_is_replaced_by_argon2id_at_the_first_good_login() {
-        let d = tempfile::tempdir().unwrap();
-        let store = Arc::new(
-            Store::open(
-                d.path(),
-                cove_store::StoreOptions {
-                    hostname: "t".into(),
-                    env: cove_store::Env::default(),
-                    durability: cove_store::Durability::default(),
-                },
-            )
-            .unwrap(),
-        );
+        let (_dir, store) = crate::test_store("t");
         let a = Address::parse("a@x.org").unwrap();
         // doveadm pw -s SSHA256 -p 'Tr0ub4dor&3'
         let legacy =

@@ -26,3 +26,20 @@ pub mod reload;
 pub mod serve;
 pub mod tls;
 pub mod work;
+
+/// A store in a fresh temporary directory, for unit tests (the directory
+/// lives as long as the returned guard).
+#[cfg(test)]
+pub(crate) fn test_store(hostname: &str) -> (tempfile::TempDir, std::sync::Arc<cove_store::Store>) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = cove_store::Store::open(
+        dir.path(),
+        cove_store::StoreOptions {
+            hostname: hostname.into(),
+            env: cove_store::Env::default(),
+            durability: cove_store::Durability::default(),
+        },
+    )
+    .expect("open a test store");
+    (dir, std::sync::Arc::new(store))
+}

@@ -215,41 +215,34 @@ impl Metrics {
             "POP3 RETR and TOP answers, by how the message was read",
             &sent,
         );
-        let checks = [sample("", &self.password_checks)];
-        family(
-            &mut out,
-            "cove_password_checks_total",
-            "counter",
-            "Password verifications, unknown users included (checked against a stand-in hash)",
-            &checks,
-        );
-        let refused = [sample("", &self.logins_refused)];
-        family(
-            &mut out,
-            "cove_logins_refused_total",
-            "counter",
-            "Login attempts refused unchecked: their client or user was penalised",
-            &refused,
-        );
-        let waiting = [(
-            String::new(),
-            self.logins_waiting.load(Relaxed).max(0) as u64,
-        )];
-        family(
-            &mut out,
-            "cove_logins_waiting",
-            "gauge",
-            "Login attempts waiting out a penalty before they are checked",
-            &waiting,
-        );
-        let queued = [sample("", &self.logins_queued)];
-        family(
-            &mut out,
-            "cove_logins_queued_total",
-            "counter",
-            "Login attempts that waited out a penalty before they were checked or refused",
-            &queued,
-        );
+        for (name, kind, help, value) in [
+            (
+                "cove_password_checks_total",
+                "counter",
+                "Password verifications, unknown users included (checked against a stand-in hash)",
+                self.password_checks.load(Relaxed),
+            ),
+            (
+                "cove_logins_refused_total",
+                "counter",
+                "Login attempts refused unchecked: their client or user was penalised",
+                self.logins_refused.load(Relaxed),
+            ),
+            (
+                "cove_logins_waiting",
+                "gauge",
+                "Login attempts waiting out a penalty before they are checked",
+                self.logins_waiting.load(Relaxed).max(0) as u64,
+            ),
+            (
+                "cove_logins_queued_total",
+                "counter",
+                "Login attempts that waited out a penalty before they were checked or refused",
+                self.logins_queued.load(Relaxed),
+            ),
+        ] {
+            family(&mut out, name, kind, help, &[(String::new(), value)]);
+        }
         let entries = [
             sample("table=\"client\"", &self.penalised_clients),
             sample("table=\"user\"", &self.penalised_users),

@@ -228,18 +228,7 @@ mod tests {
     use super::*;
 
     async fn service(schedule: Schedule) -> (tempfile::TempDir, Arc<Store>, Authenticator) {
-        let d = tempfile::tempdir().unwrap();
-        let store = Arc::new(
-            Store::open(
-                d.path(),
-                cove_store::StoreOptions {
-                    hostname: "t".into(),
-                    env: cove_store::Env::default(),
-                    durability: cove_store::Durability::default(),
-                },
-            )
-            .unwrap(),
-        );
+        let (d, store) = crate::test_store("t");
         let checkers = Arc::new(PasswordCheckers::new(1).unwrap());
         let auth = Authenticator::new(store.clone(), checkers, schedule)
             .await

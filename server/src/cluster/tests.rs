@@ -131,18 +131,7 @@ async fn health_probes_read_200_503_and_silence() {
 #[tokio::test]
 async fn a_reloaded_map_moves_a_domain_on_the_socketmap() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let dir = tempfile::tempdir().unwrap();
-    let store = Arc::new(
-        cove_store::Store::open(
-            dir.path(),
-            cove_store::StoreOptions {
-                hostname: "storage-01".into(),
-                env: cove_store::Env::default(),
-                durability: cove_store::Durability::default(),
-            },
-        )
-        .unwrap(),
-    );
+    let (_dir, store) = crate::test_store("storage-01");
     let c = cluster(MAP);
     c.set_state("storage-02", NodeState::Up);
     c.set_state("storage-03", NodeState::Up);

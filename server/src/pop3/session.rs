@@ -399,7 +399,7 @@ mod tests {
     use super::*;
     use crate::auth::{Authenticator, PasswordCheckers, Secret, hash_password};
     use crate::config::Pop3Config;
-    use cove_store::{Address, Store, StoreOptions};
+    use cove_store::Address;
     use tokio::io::AsyncReadExt;
     use tokio::net::{TcpListener, TcpStream};
 
@@ -427,18 +427,7 @@ mod tests {
     // paused, so the ten minutes pass at once.
     #[tokio::test(start_paused = true)]
     async fn autologout_ends_the_session_without_update() {
-        let d = tempfile::tempdir().expect("tempdir");
-        let store = Arc::new(
-            Store::open(
-                d.path(),
-                StoreOptions {
-                    hostname: "t".into(),
-                    env: cove_store::Env::default(),
-                    durability: cove_store::Durability::default(),
-                },
-            )
-            .expect("store"),
-        );
+        let (_dir, store) = crate::test_store("t");
         let address = Address::parse("p@x.org").expect("address");
         let hash = hash_password(&Secret("pw".into())).expect("hash");
         let user = store.add_user(&address, Some(hash), 0).expect("user");
