@@ -89,11 +89,7 @@ impl Daemon {
 
     /// SIGTERM, and wait (bounded) for the exit.
     pub fn stop(&mut self, timeout: Duration) -> ExitStatus {
-        let st = Command::new("kill")
-            .args(["-TERM", &self.pid().to_string()])
-            .status()
-            .expect("run kill");
-        assert!(st.success(), "kill -TERM failed");
+        crate::signal(self.pid(), "TERM");
         self.wait_exit(timeout)
     }
 

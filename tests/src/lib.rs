@@ -112,6 +112,15 @@ pub fn cove_bin() -> &'static Path {
     })
 }
 
+/// Send signal `name` (`TERM`, `HUP`) to process `pid`.
+pub fn signal(pid: u32, name: &str) {
+    let st = Command::new("kill")
+        .args([format!("-{name}"), pid.to_string()])
+        .status()
+        .expect("run kill");
+    assert!(st.success(), "kill -{name} {pid} failed");
+}
+
 /// Run a command to its end with a deadline, feeding `stdin`. Panics (after
 /// killing it) if it overruns.
 pub fn run_bounded(mut cmd: Command, stdin: Option<&[u8]>, timeout: Duration) -> Output {
@@ -480,12 +489,12 @@ impl TestServer {
 
     /// Send SIGTERM without waiting.
     pub fn sigterm(&self) {
-        let pid = self.pid().to_string();
-        let st = Command::new("kill")
-            .args(["-TERM", &pid])
-            .status()
-            .expect("run kill");
-        assert!(st.success(), "kill -TERM {pid} failed");
+        signal(self.pid(), "TERM");
+    }
+
+    /// SIGHUP: reload the configuration.
+    pub fn sighup(&self) {
+        signal(self.pid(), "HUP");
     }
 
     /// Wait (bounded) for the server to exit; its log is complete afterwards.

@@ -296,11 +296,7 @@ fn a_sighup_map_change_moves_a_domain() {
         );
     assert_ne!(moved, text, "the map names the domains as expected");
     std::fs::write(&path, moved).unwrap();
-    let st = std::process::Command::new("kill")
-        .args(["-HUP", &fleet.nodes[0].pid().to_string()])
-        .status()
-        .unwrap();
-    assert!(st.success());
+    fleet.nodes[0].sighup();
 
     let pair_a = [fleet.ports[0].lmtp, fleet.ports[1].lmtp];
     let routed = eventually(Duration::from_secs(20), || {

@@ -28,11 +28,7 @@ fn write_certificate(cert: &Path, key: &Path) {
 }
 
 fn sighup(s: &TestServer) {
-    let st = Command::new("kill")
-        .args(["-HUP", &s.pid().to_string()])
-        .status()
-        .expect("run kill");
-    assert!(st.success());
+    s.sighup();
 }
 
 /// Wait for the `n`-th `SIGHUP:` line and return it.
@@ -183,11 +179,7 @@ fn sighup_changes_the_log_level() {
     );
     write("debug");
     let line = eventually(Duration::from_secs(20), || {
-        let st = Command::new("kill")
-            .args(["-HUP", &d.pid().to_string()])
-            .status()
-            .expect("kill");
-        assert!(st.success());
+        cove_tests::signal(d.pid(), "HUP");
         std::thread::sleep(Duration::from_millis(100));
         d.output()
             .lines()
