@@ -75,6 +75,15 @@ pub struct View {
     lagged: bool,
     /// Highest modseq applied to the view.
     modseq: ModSeq,
+    /// Every change of the account up to this modseq is in the view or was
+    /// seen on the feed. The account has one modseq counter and one change
+    /// per modseq, and a change is announced only after it was committed,
+    /// but two commits may reach the feed out of order (each announces
+    /// after its own flush). A change above `feed_mark + 1` means one before
+    /// it is committed and not seen yet: the view reads the index instead of
+    /// showing the newer row first (RFC 3501 §2.3.1.1: a client must never
+    /// learn of a UID below one it has already seen).
+    feed_mark: ModSeq,
     /// Keeps the account's Maildir watched while the mailbox is selected.
     _watch: cove_store::WatchGuard,
 }
@@ -87,8 +96,20 @@ impl View {
         read_only: bool,
         watch: cove_store::WatchGuard,
     ) -> cove_store::Result<View> {
-        // Subscribe first: nothing that happens after the read is missed.
-        let feed = account.subscribe();
+        View::open_on(account, account.subscribe(), mailbox, read_only, watch)
+    }
+
+    /// [`open`](View::open) on a feed the caller subscribed to.
+    fn open_on(
+        account: &Account,
+        feed: broadcast::Receiver<Change>,
+        mailbox: MailboxInfo,
+        read_only: bool,
+        watch: cove_store::WatchGuard,
+    ) -> cove_store::Result<View> {
+        // Subscribed first: nothing that happens after the read is missed.
+        // The mark is read before the rows, so the rows hold at least it.
+        let feed_mark = account.current_modseq()?;
         // Held for as long as the mailbox is selected: compact, and no
         // spare capacity.
         // (Not `collect()`: it would reuse the rows' larger allocation.)
@@ -123,6 +144,7 @@ impl View {
             arrived: Vec::new(),
             lagged: false,
             modseq,
+            feed_mark,
             _watch: watch,
         })
     }
@@ -189,6 +211,12 @@ impl View {
     }
 
     fn note(&mut self, c: Change) {
+        if c.modseq > self.feed_mark + 1 {
+            // Something committed before `c` has not been seen: read the
+            // index, which holds everything up to `c`, before showing `c`.
+            self.dirty = true;
+        }
+        self.feed_mark = self.feed_mark.max(c.modseq);
         if c.mailbox != self.mailbox.guid {
             return;
         }
@@ -372,5 +400,91 @@ impl View {
         }
         // The view's modseq is not raised here: another session's change
         // with a lower modseq may still be on its way through the feed.
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use cove_store::{Address, NewMessage};
+
+    fn deliver(account: &Account, store: &cove_store::Store, subject: &str) -> MessageMeta {
+        let blob = store
+            .blobs()
+            .put(format!("Subject: {subject}\r\n\r\nbody\r\n").as_bytes())
+            .expect("blob");
+        let msg = NewMessage {
+            flags: Flags::empty(),
+            keywords: Vec::new(),
+            internal_date: None,
+            quota: None,
+        };
+        let done = account.deliver("INBOX", &blob, &msg).expect("deliver");
+        let rows = account.messages(&done.mailbox).expect("rows");
+        rows.into_iter()
+            .find(|m| m.uid == done.uid)
+            .expect("the delivered row")
+    }
+
+    fn added(mailbox: cove_store::MailboxGuid, row: &MessageMeta) -> Change {
+        Change {
+            modseq: row.modseq,
+            mailbox,
+            kind: ChangeKind::MessageAdded {
+                uid: row.uid,
+                guid: row.guid,
+            },
+            message: Some(std::sync::Arc::new(row.clone())),
+        }
+    }
+
+    /// Bring the view up to date the way a session does; the untagged
+    /// responses it would send.
+    fn refresh(view: &mut View, account: &Account) -> String {
+        let read = view.pending_read();
+        let rows = match &read {
+            PendingRead::Since(modseq) => account
+                .messages_since(&view.mailbox.guid, *modseq)
+                .expect("since"),
+            PendingRead::All => account.messages(&view.mailbox.guid).expect("all"),
+            _ => Vec::new(),
+        };
+        let mut out = Vec::new();
+        view.apply(&read, rows, 0, true, &mut out);
+        String::from_utf8(out).expect("utf-8")
+    }
+
+    // Two deliveries committed in UID order may reach the feed in the
+    // other order (each announces after its own flush). The view must not
+    // show the second before the first: the client would then learn of a
+    // UID below one it has already seen (RFC 3501 §2.3.1.1).
+    #[test]
+    fn a_change_announced_out_of_commit_order_is_not_shown_before_the_older_one() {
+        let (_dir, store) = crate::test_store("t");
+        let user = store
+            .add_user(&Address::parse("v@x.org").expect("address"), None, 0)
+            .expect("user");
+        let account = store.account(&user).expect("account");
+        deliver(&account, &store, "one");
+        let inbox = account.mailbox("INBOX").expect("inbox");
+        let (feed, rx) = broadcast::channel(16);
+        let watch = store.watcher().watch(&account);
+        let mut view = View::open_on(&account, rx, inbox, false, watch).expect("view");
+        assert_eq!(view.exists(), 1);
+
+        let second = deliver(&account, &store, "two");
+        let third = deliver(&account, &store, "three");
+        // The third's announcement arrives first.
+        feed.send(added(view.mailbox.guid, &third)).expect("send");
+        let out = refresh(&mut view, &account);
+        assert!(out.starts_with("* 3 EXISTS\r\n"), "{out}");
+        let uids: Vec<Uid> = view.messages.iter().map(|m| m.uid).collect();
+        assert_eq!(uids, vec![1, second.uid, third.uid]);
+
+        // The late announcement of the second changes nothing.
+        feed.send(added(view.mailbox.guid, &second)).expect("send");
+        assert_eq!(refresh(&mut view, &account), "");
+        let uids: Vec<Uid> = view.messages.iter().map(|m| m.uid).collect();
+        assert_eq!(uids, vec![1, second.uid, third.uid]);
     }
 }
