@@ -5,6 +5,7 @@
 //! one human-readable line and one machine-readable `RESULT key=value ...`
 //! line, and exits non-zero if any operation failed.
 
+mod auth_http;
 mod imap;
 mod lmtp;
 mod message;
@@ -37,6 +38,8 @@ enum Mode {
     Pop3(pop3::Pop3Args),
     /// Postfix socketmap lookups (cove's [mta] socketmap_listen).
     Socketmap(socketmap::SocketmapArgs),
+    /// nginx mail auth_http requests (cove's GET /auth).
+    AuthHttp(auth_http::AuthHttpArgs),
 }
 
 /// Options every protocol mode takes.
@@ -86,6 +89,7 @@ fn main() -> std::process::ExitCode {
             Mode::Repl(args) => repl::run(args).await,
             Mode::Pop3(args) => pop3::run(args).await,
             Mode::Socketmap(args) => socketmap::run(args).await,
+            Mode::AuthHttp(args) => auth_http::run(args).await,
         }
     });
     match outcome {
