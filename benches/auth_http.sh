@@ -46,6 +46,7 @@ trap cleanup EXIT
     printf '[imap]\nlisten = ["127.0.0.1:%s"]\n\n' "$((HTTP_PORT + 1))"
     printf '[auth]\n%s\n' "$LEGACY_CONFIG"
 } > "$WORK/cove.toml"
+mkdir -p "$WORK/cove-data"
 printf '%s\n' "$PASS" | "$COVE" user add argon@example.com --password-stdin --config "$WORK/cove.toml" >/dev/null
 legacy=$(openssl passwd -6 -salt benchsaltbench "$PASS")
 printf 'legacy@example.com:{SHA512-CRYPT}%s:5000:5000::/var/vmail/legacy::\n' "$legacy" > "$WORK/users.passwd"

@@ -147,23 +147,28 @@ impl<K: Hash + Eq + Clone> Table<K> {
         }
     }
 
-    /// How long `key` must wait (zero: it may pass).
-    fn wait(&self, key: &K, schedule: &Schedule, now: Instant) -> Duration {
+    /// Whether `key` may pass now, and if not, for how long it waits.
+    fn gate(&self, key: &K, schedule: &Schedule, now: Instant) -> Gate {
         match self.entries.get(key) {
-            None => Duration::ZERO,
+            None => Gate::Open,
             // Not penalised: a few checks side by side (queued attempts are
             // woken as each ends).
             Some(e) if e.failures == 0 => {
                 if e.in_flight < FREE_IN_FLIGHT {
-                    Duration::ZERO
+                    Gate::Open
                 } else {
-                    schedule.initial.min(BUSY_WAIT)
+                    Gate::Busy(schedule.initial.min(BUSY_WAIT))
                 }
             }
             // Until the check in flight ends; its failure would open this
             // window anyway.
-            Some(e) if e.in_flight > 0 => schedule.wait(e.failures).max(Duration::from_millis(1)),
-            Some(e) => e.open_at.saturating_duration_since(now),
+            Some(e) if e.in_flight > 0 => {
+                Gate::Penalised(schedule.wait(e.failures).max(Duration::from_millis(1)))
+            }
+            Some(e) => match e.open_at.saturating_duration_since(now) {
+                wait if wait.is_zero() => Gate::Open,
+                wait => Gate::Penalised(wait),
+            },
         }
     }
 
@@ -235,6 +240,41 @@ impl<K: Hash + Eq + Clone> Table<K> {
     }
 }
 
+/// What the gate says to one key's attempt.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Gate {
+    Open,
+    /// The key has no failure, but [`FREE_IN_FLIGHT`] of its checks are
+    /// running: the attempt waits for one to end, which is capacity, not
+    /// a penalty.
+    Busy(Duration),
+    /// The key's failures hold the gate shut this long.
+    Penalised(Duration),
+}
+
+impl Gate {
+    /// The stricter of two keys' gates.
+    fn and(self, other: Gate) -> Gate {
+        match (self, other) {
+            (Gate::Penalised(a), Gate::Penalised(b)) => Gate::Penalised(a.max(b)),
+            (p @ Gate::Penalised(_), _) | (_, p @ Gate::Penalised(_)) => p,
+            (Gate::Busy(a), Gate::Busy(b)) => Gate::Busy(a.max(b)),
+            (b @ Gate::Busy(_), Gate::Open) | (Gate::Open, b @ Gate::Busy(_)) => b,
+            (Gate::Open, Gate::Open) => Gate::Open,
+        }
+    }
+}
+
+/// How long an attempt may wait at the gate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Patience {
+    /// For a penalised key's window to open.
+    pub penalty: Duration,
+    /// For a check of an unpenalised key to end (never less than
+    /// `penalty`).
+    pub busy: Duration,
+}
+
 /// The keys of one attempt.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Keys {
@@ -303,6 +343,14 @@ impl PenaltyBox {
 
     /// Pass the gate now, or learn how long to wait.
     pub fn try_pass(&self, keys: Keys) -> Result<Pass<'_>, Duration> {
+        self.try_gate(keys).map_err(|refused| match refused {
+            Gate::Busy(wait) | Gate::Penalised(wait) => wait,
+            Gate::Open => Duration::ZERO,
+        })
+    }
+
+    /// Pass the gate now, or the gate that refused.
+    fn try_gate(&self, keys: Keys) -> Result<Pass<'_>, Gate> {
         if !self.enabled() {
             return Ok(Pass::new(self, keys));
         }
@@ -311,12 +359,12 @@ impl PenaltyBox {
         let mut t = self.lock();
         t.clients.expire(now, s.expire);
         t.users.expire(now, s.expire);
-        let mut wait = t.clients.wait(&keys.client, s, now);
+        let mut gate = t.clients.gate(&keys.client, s, now);
         if s.per_user {
-            wait = wait.max(t.users.wait(&keys.user, s, now));
+            gate = gate.and(t.users.gate(&keys.user, s, now));
         }
-        if !wait.is_zero() {
-            return Err(wait);
+        if gate != Gate::Open {
+            return Err(gate);
         }
         t.clients.reserve(&keys.client, now);
         if s.per_user {
@@ -325,10 +373,13 @@ impl PenaltyBox {
         Ok(Pass::new(self, keys))
     }
 
-    /// Wait for the gate, at most `patience`: the pass, or how long the
-    /// attempt would still have to wait. Zero patience never sleeps.
-    pub async fn pass(&self, keys: Keys, patience: Duration) -> Result<Pass<'_>, Duration> {
-        let deadline = Instant::now() + patience;
+    /// Wait for the gate, at most as long as `patience` allows for the
+    /// reason it is shut: the pass, or how long the attempt would still
+    /// have to wait. Zero patience never sleeps.
+    pub async fn pass(&self, keys: Keys, patience: Patience) -> Result<Pass<'_>, Duration> {
+        let start = Instant::now();
+        let penalty_deadline = start + patience.penalty;
+        let busy_deadline = start + patience.busy.max(patience.penalty);
         let mut waiting = None;
         loop {
             // Registered before the look, so a release between the two is
@@ -336,9 +387,11 @@ impl PenaltyBox {
             let changed = self.changed.notified();
             tokio::pin!(changed);
             changed.as_mut().enable();
-            let wait = match self.try_pass(keys) {
+            let (wait, deadline) = match self.try_gate(keys) {
                 Ok(pass) => return Ok(pass),
-                Err(wait) => wait,
+                Err(Gate::Busy(wait)) => (wait, busy_deadline),
+                Err(Gate::Penalised(wait)) => (wait, penalty_deadline),
+                Err(Gate::Open) => (Duration::ZERO, penalty_deadline),
             };
             let now = Instant::now();
             if now >= deadline {
@@ -507,7 +560,16 @@ mod tests {
         let pass = b.try_pass(k).unwrap();
         assert_eq!(pass.failed(), Duration::from_secs(15));
         let t0 = Instant::now();
-        let pass = b.pass(k, Duration::from_secs(60)).await.unwrap();
+        let pass = b
+            .pass(
+                k,
+                Patience {
+                    penalty: Duration::from_secs(60),
+                    busy: Duration::from_secs(60),
+                },
+            )
+            .await
+            .unwrap();
         assert_eq!(t0.elapsed(), Duration::from_secs(15));
         pass.succeeded();
     }
@@ -532,7 +594,13 @@ mod tests {
         let other = b.keys(ip("192.0.2.1"), "b@x.org");
         assert!(b.try_pass(other).is_err(), "the address is reserved");
         // The reservation ends with the check; a queued attempt is woken.
-        let queued = b.pass(k, Duration::from_secs(60));
+        let queued = b.pass(
+            k,
+            Patience {
+                penalty: Duration::from_secs(60),
+                busy: Duration::from_secs(60),
+            },
+        );
         tokio::pin!(queued);
         assert!(futures_poll(&mut queued).is_none());
         p1.succeeded();

@@ -20,8 +20,10 @@
 //!    (IMAP, POP3 sessions) queues the attempt until the client's turn,
 //!    then checks it, and the session sleeps the returned wait before it
 //!    answers a failure. [`Authenticator::authenticate`] (the HTTP endpoint)
-//!    never sleeps: a penalised attempt comes back at once as
-//!    `Failed { wait }`, for an `Auth-Wait` header.
+//!    never sleeps out a penalty: a penalised attempt comes back at once as
+//!    `Failed { wait }`, for an `Auth-Wait` header. It only queues behind
+//!    the checks in flight of a key that has no failure (a client's own
+//!    connections logging in together), which is capacity, not a penalty.
 //!
 //! The client address is taken as given: the listeners pass the real
 //! client's (PROXY protocol from trusted proxies), never a proxy's.
@@ -36,7 +38,7 @@ use std::time::Duration;
 
 use cove_store::{Account, Address, PasswordHash, Store, User};
 
-use super::penalty::{PenaltyBox, Schedule};
+use super::penalty::{Patience, PenaltyBox, Schedule};
 use super::{PasswordCheckers, Secret, hash_password};
 use crate::metrics::Proto;
 
@@ -67,6 +69,13 @@ impl std::fmt::Debug for AuthResult {
 /// (each check in flight holds the queue for tens of milliseconds) on top
 /// of the longest penalty, before it is answered as failed.
 const QUEUE_PATIENCE: Duration = Duration::from_secs(30);
+
+/// How long an nginx auth_http request may wait for one of the user's (or
+/// the address's) checks in flight to end, when neither is penalised: a
+/// mail client opening several connections at once (Thunderbird opens
+/// five) must not see a failed login because its own logins overlap.
+/// Well under nginx's `auth_http_timeout` (60 s by default).
+const HTTP_BUSY_PATIENCE: Duration = Duration::from_secs(10);
 
 /// The authentication service (see the module essay).
 pub struct Authenticator {
@@ -102,8 +111,11 @@ impl Authenticator {
         })
     }
 
-    /// Check credentials without ever sleeping (nginx auth_http): a
-    /// penalised client or user gets `Failed { wait }` at once, unchecked.
+    /// Check credentials without ever sleeping out a penalty (nginx
+    /// auth_http): a penalised client or user gets `Failed { wait }` at
+    /// once, unchecked. An attempt that finds only the unpenalised key's
+    /// free checks all in flight waits for one to end (at most
+    /// [`HTTP_BUSY_PATIENCE`]).
     pub async fn authenticate(
         &self,
         username: &str,
@@ -111,7 +123,11 @@ impl Authenticator {
         client: IpAddr,
         protocol: Proto,
     ) -> AuthResult {
-        self.attempt(username, password, client, protocol, Duration::ZERO)
+        let patience = Patience {
+            penalty: Duration::ZERO,
+            busy: HTTP_BUSY_PATIENCE,
+        };
+        self.attempt(username, password, client, protocol, patience)
             .await
     }
 
@@ -125,7 +141,11 @@ impl Authenticator {
         client: IpAddr,
         protocol: Proto,
     ) -> AuthResult {
-        let patience = self.penalties.schedule().max + QUEUE_PATIENCE;
+        let wait = self.penalties.schedule().max + QUEUE_PATIENCE;
+        let patience = Patience {
+            penalty: wait,
+            busy: wait,
+        };
         self.attempt(username, password, client, protocol, patience)
             .await
     }
@@ -141,7 +161,7 @@ impl Authenticator {
         password: Secret,
         client: IpAddr,
         protocol: Proto,
-        patience: Duration,
+        patience: Patience,
     ) -> AuthResult {
         let keys = self.penalties.keys(client, username);
         let pass = match self.penalties.pass(keys, patience).await {
@@ -329,5 +349,42 @@ mod tests {
         let r = auth.login("a@x.org", right(), CLIENT, Proto::Imap).await;
         assert!(matches!(r, AuthResult::Ok(..)), "{r:?}");
         assert_eq!(t0.elapsed(), Duration::from_secs(8));
+    }
+
+    // A mail client opening several connections at once logs in on each
+    // through nginx's auth_http: more overlapping logins of one user than
+    // the unpenalised free checks must all succeed (they queue), not get
+    // "Invalid login or password" with an Auth-Wait.
+    #[tokio::test]
+    async fn overlapping_good_logins_through_auth_http_all_succeed() {
+        let schedule = Schedule {
+            initial: Duration::from_secs(2),
+            max: Duration::from_secs(15),
+            expire: Duration::from_secs(300),
+            capacity: 100,
+            per_user: true,
+        };
+        let (_d, store, auth) = service(schedule).await;
+        let a = Address::parse("a@x.org").unwrap();
+        store
+            .add_user(&a, Some(hash_password(&Secret("right".into())).unwrap()), 0)
+            .unwrap();
+        let auth = Arc::new(auth);
+        let mut attempts = tokio::task::JoinSet::new();
+        for i in 1..=12u8 {
+            let auth = auth.clone();
+            let client = IpAddr::V4(std::net::Ipv4Addr::new(192, 0, 2, i));
+            attempts.spawn(async move {
+                auth.authenticate("a@x.org", Secret("right".into()), client, Proto::Imap)
+                    .await
+            });
+        }
+        let mut good = 0;
+        while let Some(r) = attempts.join_next().await {
+            let r = r.unwrap();
+            assert!(matches!(r, AuthResult::Ok(..)), "{r:?}");
+            good += 1;
+        }
+        assert_eq!(good, 12);
     }
 }
