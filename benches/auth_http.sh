@@ -64,7 +64,7 @@ for ((r = 1; r <= RUNS; r++)); do
         echo "$user $(kv per_sec "$line") $(kv p50_ms "$line") $(kv p99_ms "$line") $(kv server_cpu_ms "$line")" >> "$RAW"
     done
 done
-stored=$(python3 -c 'import sqlite3, sys; print(sqlite3.connect(sys.argv[1]).execute("SELECT password FROM user WHERE local = 'legacy'").fetchone()[0][:20])' "$WORK/cove-data/cove.db" 2>/dev/null || echo '?')
+stored=$(python3 -c 'import sqlite3, sys; print(sqlite3.connect(sys.argv[1]).execute("SELECT password FROM user WHERE local = ?", (sys.argv[2],)).fetchone()[0][:20])' "$WORK/cove-data/cove.db" legacy 2>/dev/null || echo '?')
 
 median() { sort -n | awk '{a[NR]=$1} END {print (NR % 2) ? a[(NR+1)/2] : (a[NR/2] + a[NR/2+1]) / 2}'; }
 OUT=$ROOT/benches/results/auth-http-$(date +%F).md
