@@ -345,6 +345,17 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
             }
         }
     }
+    if let Some(engine) = &sieve {
+        let ctx = Arc::new(crate::sieve::managesieve::ManageSieveContext::new(
+            store.clone(),
+            engine.clone(),
+            config.hostname.clone(),
+            Some(tls.clone()),
+            stopped.clone(),
+            auth.clone(),
+        ));
+        crate::sieve::managesieve::start(ctx, &sessions, &mut loops).await?;
+    }
     if let Some(http) = &config.http {
         let admin: Arc<dyn cove_sync::http::AdminHandler> = Arc::new(crate::admin::Admin {
             replicator: replicator.clone(),
