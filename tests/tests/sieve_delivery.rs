@@ -381,3 +381,39 @@ fn cli_lists_gets_and_refuses_a_broken_script() {
     let listed = server.cli_ok(&["sieve", "list", "ivy@x.org"]);
     assert!(!listed.contains("active"), "{listed}");
 }
+
+/// `cove import maildir` brings a Dovecot user's Pigeonhole scripts and
+/// the active link; a script cove cannot compile is reported, not stored.
+#[test]
+fn import_maildir_takes_pigeonhole_scripts_and_the_active_link() {
+    let server = server(None, "");
+    let home = tempfile::tempdir().unwrap();
+    for d in ["cur", "new", "tmp"] {
+        std::fs::create_dir_all(home.path().join("Maildir").join(d)).unwrap();
+    }
+    let sieve = home.path().join("sieve");
+    std::fs::create_dir_all(&sieve).unwrap();
+    std::fs::write(
+        sieve.join("work.sieve"),
+        "require \"fileinto\";\nif header :contains \"subject\" \"report\" { fileinto \"Reports\"; }\n",
+    )
+    .unwrap();
+    std::fs::write(sieve.join("old.sieve"), "keep;\n").unwrap();
+    std::fs::write(sieve.join("broken.sieve"), "keep;\nnotacommand;\n").unwrap();
+    std::os::unix::fs::symlink("sieve/work.sieve", home.path().join(".dovecot.sieve")).unwrap();
+    let out = server.cli_ok(&[
+        "import",
+        "maildir",
+        "--user",
+        "jo@x.org",
+        home.path().to_str().unwrap(),
+        "--create-users",
+    ]);
+    assert!(out.contains("2 imported, work active"), "{out}");
+    assert!(
+        out.contains("LEFT OUT: broken (does not compile: line 2"),
+        "{out}"
+    );
+    let listed = server.cli_ok(&["sieve", "list", "jo@x.org"]);
+    assert_eq!(listed, "old\nwork (active)\n");
+}

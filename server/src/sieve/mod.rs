@@ -12,6 +12,7 @@ pub mod cli;
 mod config;
 pub mod delivery;
 pub mod engine;
+pub mod import;
 pub mod managesieve;
 pub mod outgoing;
 
