@@ -94,7 +94,6 @@ pub struct Store {
     watcher: OnceLock<MaildirWatcher>,
     change_hook: Arc<OnceLock<ChangeHook>>,
     peer_limits: OnceLock<replica::PeerLimits>,
-    sieve_lock: sieve::SieveLock,
 }
 
 impl std::fmt::Debug for Store {
@@ -199,7 +198,6 @@ impl Store {
             watcher: OnceLock::new(),
             change_hook: Arc::new(OnceLock::new()),
             peer_limits: OnceLock::new(),
-            sieve_lock: sieve::SieveLock::default(),
         })
     }
 
@@ -240,8 +238,12 @@ impl Store {
     }
 
     /// A user's Sieve scripts and what they remember (`<home>/sieve/`).
-    pub fn sieve(&self, address: &Address) -> sieve::SieveScripts<'_> {
-        sieve::SieveScripts::new(&self.home_of(address), &self.sieve_lock)
+    pub fn sieve(&self, address: &Address) -> sieve::SieveScripts {
+        let hook = self
+            .change_hook
+            .get()
+            .map(|h| (h.clone(), address.to_string()));
+        sieve::SieveScripts::new(&self.home_of(address), hook)
     }
 
     /// Look a user up by address.
