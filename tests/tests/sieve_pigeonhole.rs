@@ -10,7 +10,6 @@
 //! delivers `user+detail@` to a `detail` folder that exists (none does).
 //! Missing `sieve-test` skips the test, except with `CI=true`.
 
-use std::collections::BTreeSet;
 use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
@@ -101,6 +100,12 @@ const CASES: &[(&str, &str, &str, &str)] = &[
         "boss@example.org",
     ),
     (
+        "require \"fileinto\";\nfileinto \"INBOX\";\nkeep;\nfileinto \"Work\";\nfileinto \"Work\";\n",
+        "named twice",
+        "",
+        "bob@example.org",
+    ),
+    (
         "require [\"fileinto\"];\nif anyof (header :contains \"subject\" \"a1\", not exists \"x-nope\") { fileinto \"Lists\"; fileinto \"Work\"; }\n",
         "two folders",
         "",
@@ -115,7 +120,7 @@ fn message(rcpt: &str, from: &str, subject: &str, extra: &str, n: usize) -> Stri
 }
 
 /// Pigeonhole's actions, normalized.
-fn pigeonhole(dir: &Path, script: &str, msg: &str, from: &str, rcpt: &str) -> BTreeSet<String> {
+fn pigeonhole(dir: &Path, script: &str, msg: &str, from: &str, rcpt: &str) -> Vec<String> {
     std::fs::write(dir.join("s.sieve"), script).unwrap();
     std::fs::write(dir.join("m.eml"), msg).unwrap();
     let mut c = Command::new("sieve-test");
@@ -125,14 +130,14 @@ fn pigeonhole(dir: &Path, script: &str, msg: &str, from: &str, rcpt: &str) -> BT
     let out = run_bounded(c, None, Duration::from_secs(60));
     let report = text(&out.stdout) + &text(&out.stderr);
     assert!(out.status.success(), "sieve-test failed: {report}");
-    let mut actions = BTreeSet::new();
+    let mut actions = Vec::new();
     let mut last_store: Option<String> = None;
     let mut discard = false;
     for line in report.lines() {
         let l = line.trim();
         if let Some(folder) = l.strip_prefix("* store message in folder: ") {
             if let Some(prev) = last_store.take() {
-                actions.insert(prev);
+                actions.push(prev);
             }
             last_store = Some(format!("store {folder} []"));
         } else if let Some(flags) = l.strip_prefix("+ add IMAP flags: ") {
@@ -143,17 +148,17 @@ fn pigeonhole(dir: &Path, script: &str, msg: &str, from: &str, rcpt: &str) -> BT
                 last_store = Some(format!("store {folder} [{}]", f.join(" ")));
             }
         } else if let Some(to) = l.strip_prefix("* redirect message to: ") {
-            actions.insert(format!("redirect {}", to.trim_matches(['<', '>'])));
+            actions.push(format!("redirect {}", to.trim_matches(['<', '>'])));
         } else if l.starts_with("* send vacation message") {
-            actions.insert(format!("vacation {from}"));
+            actions.push(format!("vacation {from}"));
         } else if l.starts_with("* reject message") {
-            actions.insert("reject".into());
+            actions.push("reject".into());
         } else if l == "* discard" {
             discard = true;
         }
     }
     if let Some(prev) = last_store {
-        actions.insert(prev);
+        actions.push(prev);
     }
     // Pigeonhole decides "never answer a mailing list" (RFC 5230 §5.1)
     // when it commits the vacation action, which sieve-test does not run:
@@ -162,8 +167,9 @@ fn pigeonhole(dir: &Path, script: &str, msg: &str, from: &str, rcpt: &str) -> BT
         actions.retain(|a| !a.starts_with("vacation "));
     }
     if discard && actions.is_empty() {
-        actions.insert("discard".into());
+        actions.push("discard".into());
     }
+    actions.sort();
     actions
 }
 
@@ -176,7 +182,7 @@ fn cove(
     msg: &str,
     from: &str,
     rcpt: &str,
-) -> BTreeSet<String> {
+) -> Vec<String> {
     server.add_user_with_password(rcpt, PASSWORD);
     let mut imap = server.imap_login(rcpt, PASSWORD);
     for folder in ["Work", "Lists"] {
@@ -195,9 +201,9 @@ fn cove(
     let sent_before = sink.messages().len();
     let mut lmtp = server.lmtp_ready();
     let d = lmtp.deliver(from, &[rcpt], msg);
-    let mut actions = BTreeSet::new();
+    let mut actions = Vec::new();
     if d.results[0].is("550 5.7.1") {
-        actions.insert("reject".to_string());
+        actions.push("reject".to_string());
     } else {
         assert!(d.results[0].is("250"), "{d:?}");
     }
@@ -217,19 +223,20 @@ fn cove(
                 .map(str::to_lowercase)
                 .collect();
             f.sort();
-            actions.insert(format!("store {folder} [{}]", f.join(" ")));
+            actions.push(format!("store {folder} [{}]", f.join(" ")));
         }
     }
     for m in &sink.messages()[sent_before..] {
         if m.from.is_empty() {
-            actions.insert(format!("vacation {}", m.to.join(",")));
+            actions.push(format!("vacation {}", m.to.join(",")));
         } else {
-            actions.insert(format!("redirect {}", m.to.join(",")));
+            actions.push(format!("redirect {}", m.to.join(",")));
         }
     }
     if actions.is_empty() {
-        actions.insert("discard".into());
+        actions.push("discard".into());
     }
+    actions.sort();
     actions
 }
 

@@ -563,7 +563,7 @@ impl Session {
                 }
                 None => store.blobs().put(&pending)?,
             };
-            let Some(engine) = engine else {
+            let Some(engine) = engine.filter(|e| delivery::any_script(e, &store, &targets)) else {
                 let plain = targets.iter().map(|_| Decision::Plain).collect();
                 return Ok((staged, plain, None));
             };

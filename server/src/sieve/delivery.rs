@@ -45,6 +45,18 @@ pub struct Rcpt<'a> {
     pub given: &'a str,
 }
 
+/// Whether any recipient has a script to run (blocking; a marker file read
+/// each): if none has, the message is neither read back nor parsed.
+pub fn any_script(engine: &SieveEngine, store: &Store, targets: &[DeliveryTarget]) -> bool {
+    engine.has_global_scripts()
+        || targets.iter().any(|t| {
+            store
+                .sieve(&t.user.address)
+                .active_name()
+                .is_ok_and(|n| n.is_some())
+        })
+}
+
 /// Run the scripts for each recipient (blocking). `raw` is the message,
 /// or `None` when it is over `[sieve] max_message_size`. A script that
 /// fails makes that recipient's delivery plain, with a log line.

@@ -243,6 +243,18 @@ impl SieveEngine {
         } else if plan.placements.is_empty() {
             plan.discard = true;
         }
+        // RFC 5228 §2.10.3: a mailbox named twice (keep and fileinto
+        // "INBOX", or two fileintos) gets the message once.
+        let mut seen = std::collections::HashSet::new();
+        plan.placements.retain(|p| {
+            seen.insert(
+                p.target
+                    .mailbox
+                    .as_deref()
+                    .unwrap_or("INBOX")
+                    .to_lowercase(),
+            )
+        });
         Ok(Some(plan))
     }
 

@@ -304,7 +304,11 @@ impl Session {
                 self.status("OK", code.as_deref(), "Done");
                 return Flow::Continue;
             }
-            (_, Command::StartTls) => return self.starttls().await,
+            (State::NotAuthenticated, Command::StartTls) => return self.starttls().await,
+            (State::Authenticated(_), Command::StartTls) => {
+                self.no(None, "STARTTLS only before AUTHENTICATE");
+                return Flow::Continue;
+            }
             (State::NotAuthenticated, Command::Authenticate { mechanism, initial }) => {
                 let (m, i) = (mechanism.clone(), initial.clone());
                 return self.authenticate(&m, i).await;
