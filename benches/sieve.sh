@@ -37,13 +37,7 @@ WORK=$(mktemp -d /tmp/covesieve.XXXXXX)
 chmod 755 "$WORK"
 COVE_PID=""
 DOVECOT_PID=""
-cleanup() {
-    set +e
-    stop_cove
-    [[ -n $DOVECOT_PID ]] && bash "$ROOT/benches/dovecot/stop.sh" "$WORK/dovecot"
-    if [[ $KEEP == 1 ]]; then bench_log "kept $WORK"; else rm -rf "$WORK"; fi
-}
-trap cleanup EXIT
+trap stop_pair EXIT
 
 # The script: 20 rules of the kinds users write (lists to folders, senders
 # flagged, spam headers, subaddress, size); none but the last matches the
@@ -84,6 +78,7 @@ listen = ["127.0.0.1:$COVE_PORT"]
 
 [sieve]
 EOF
+mkdir -p "$WORK/cove-data"
 bench_log "cove: adding $USERS users"
 for ((n = 0; n < USERS; n++)); do
     "$COVE" user add "bench$n@example.com" --config "$WORK/cove.toml" </dev/null >/dev/null
@@ -157,7 +152,7 @@ while [[ -e $OUT ]]; do OUT=$ROOT/benches/results/sieve-$DATE-$k.md; k=$((k + 1)
     echo "# Sieve at LMTP delivery, $DATE"
     echo
     echo "cove at \`$(cd "$ROOT" && git rev-parse --short HEAD)\` (durability batched, sieve-rs 0.7); Dovecot $(dovecot --version | cut -d' ' -f1) with Pigeonhole in LMTP (\`mail_fsync = always\`)."
-    echo "Machine: $(nproc) CPUs, $(uname -sr); load average before/after: $(cut -d' ' -f1-3 /proc/loadavg)."
+    echo "Machine: $(nproc) CPUs, $(uname -sr); load average (1/5/15 min) at the end: $(cut -d' ' -f1-3 /proc/loadavg) (others shared the CPUs when well above 2)."
     echo "$MESSAGES messages of 4 KiB over $CONNS connections to $USERS users (round-robin), $REPS run(s) per point (median); first with no script, then with the same $RULES-rule script active for every user (all rules evaluated, message kept in INBOX with a keyword). CPU = server CPU per message (all its processes)."
     echo
     echo "| server | script | msgs/s | p99 ms | CPU ms/msg |"
