@@ -16,6 +16,8 @@
 # IMAP sessions (imap processes, per-user/IP sessions, client limits of the
 # log/anvil/auth/stats services) for IDLE benchmarks with many connections;
 # Dovecot runs one imap process per session.
+# SIEVE=1 runs Pigeonhole's Sieve in LMTP (each user's ~/.dovecot.sieve;
+# needs dovecot-sieve), for benches/sieve.sh.
 # Needs: apt-get install dovecot-core dovecot-lmtpd dovecot-imapd dovecot-pop3d
 # As root, virtual mail is owned by the system user "covemail" (created if
 # missing); as any other user, everything runs as that user.
@@ -30,6 +32,7 @@ PORT=$2
 NUSERS=${3:-1000}
 IMAP_CONNS=${IMAP_CONNS:-1000}
 PASSWORD_HASH=${PASSWORD_HASH:-"{PLAIN}bench"}
+SIEVE=${SIEVE:-0}
 if [[ $PASSWORD_HASH == *:* ]]; then
     echo "PASSWORD_HASH must not contain ':' (passwd-file fields)" >&2
     exit 2
@@ -192,6 +195,7 @@ service pop3-login {
 service imap {
   process_limit = $IMAP_CONNS
 }
+$(if [[ $SIEVE == 1 ]]; then printf 'protocol lmtp {\n  mail_plugins = $mail_plugins sieve\n}\nplugin {\n  sieve = file:~/sieve;active=~/.dovecot.sieve\n}\n'; fi)
 service pop3 {
   process_limit = 1000
 }

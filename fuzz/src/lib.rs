@@ -457,3 +457,38 @@ impl XorShift {
         x
     }
 }
+
+/// ManageSieve's wire (RFC 5804): any bytes as command lines and literals
+/// never panic, and any string the server sends quoted scans back to the
+/// same bytes.
+pub fn managesieve(data: &[u8]) {
+    use cove::sieve::managesieve::command::{Command, Next, Scanner, Token, string};
+    let mut rest = data;
+    let mut scanner = Scanner::default();
+    while !rest.is_empty() {
+        let (line, after) = match rest.iter().position(|b| *b == b'\n') {
+            Some(i) => (&rest[..i], &rest[i + 1..]),
+            None => (rest, &rest[rest.len()..]),
+        };
+        rest = after;
+        let line = line.strip_suffix(b"\r").unwrap_or(line);
+        match scanner.line(line) {
+            Ok(Next::Done) => {
+                let _ = format!("{:?}", Command::parse(std::mem::take(&mut scanner.tokens)));
+            }
+            Ok(Next::Literal(n)) => {
+                let n = usize::try_from(n).unwrap_or(usize::MAX).min(rest.len());
+                scanner.literal(rest[..n].to_vec());
+                rest = &rest[n..];
+            }
+            Err(_) => scanner = Scanner::default(),
+        }
+    }
+    let mut out = Vec::new();
+    string(&mut out, data);
+    if out.first() == Some(&b'"') {
+        let mut s = Scanner::default();
+        assert_eq!(s.line(&out), Ok(Next::Done), "{out:?}");
+        assert_eq!(s.tokens, vec![Token::Str(data.to_vec())]);
+    }
+}

@@ -40,6 +40,9 @@ pub struct Config {
     /// Absent: no lookups for MTAs (socketmap, readsocket).
     #[serde(default)]
     pub mta: Option<MtaConfig>,
+    /// Absent: no Sieve at delivery, no ManageSieve (`crate::sieve`).
+    #[serde(default)]
+    pub sieve: Option<crate::sieve::SieveConfig>,
     /// Addresses or CIDRs of proxies (nginx's mail proxy) that may send a
     /// PROXY protocol header on listeners with `proxy_protocol = true`, and
     /// plaintext passwords (they terminated TLS). See server/src/proxy.rs.
@@ -269,7 +272,7 @@ fn default_max_literals_before_login() -> u32 {
 fn default_login_timeout() -> u64 {
     120
 }
-fn default_handshake_timeout() -> u64 {
+pub(crate) fn default_handshake_timeout() -> u64 {
     30
 }
 fn default_autologout() -> u64 {
@@ -278,7 +281,7 @@ fn default_autologout() -> u64 {
 fn default_max_connections_per_user() -> usize {
     50
 }
-fn default_auth_failure_delay() -> u64 {
+pub(crate) fn default_auth_failure_delay() -> u64 {
     2000
 }
 
@@ -813,13 +816,13 @@ fn default_recipient_delimiter() -> String {
 fn default_timeout() -> u64 {
     300
 }
-fn default_max_errors() -> u32 {
+pub(crate) fn default_max_errors() -> u32 {
     10
 }
-fn default_max_connections() -> usize {
+pub(crate) fn default_max_connections() -> usize {
     1000
 }
-fn default_max_connections_per_ip() -> usize {
+pub(crate) fn default_max_connections_per_ip() -> usize {
     200
 }
 fn default_shutdown_grace() -> u64 {
@@ -906,6 +909,10 @@ impl Config {
             replication: None,
             cluster: None,
             mta: None,
+            sieve: Some(crate::sieve::SieveConfig {
+                listen: vec!["127.0.0.1:4190".into()],
+                ..crate::sieve::SieveConfig::default()
+            }),
             trusted_proxies: Vec::new(),
             source: None,
         }
@@ -944,6 +951,10 @@ impl Config {
                 .mta
                 .as_ref()
                 .is_some_and(|m| !m.socketmap_listen.is_empty()),
+            config
+                .sieve
+                .as_ref()
+                .is_some_and(|s| !s.listen.is_empty() || !s.tls_listen.is_empty()),
         ];
         if !listens.contains(&true) {
             bail!(
@@ -968,6 +979,9 @@ impl Config {
     }
 
     fn validate(&self) -> anyhow::Result<()> {
+        if let Some(s) = &self.sieve {
+            s.validate()?;
+        }
         crate::proxy::TrustedProxies::parse(&self.trusted_proxies).map_err(anyhow::Error::msg)?;
         if self.hostname.is_empty()
             || self

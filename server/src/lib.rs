@@ -24,6 +24,7 @@ pub mod privileges;
 pub mod proxy;
 pub mod reload;
 pub mod serve;
+pub mod sieve;
 pub mod tls;
 pub mod work;
 

@@ -180,6 +180,20 @@ pub async fn accept_loop<F, Fut>(
     }
 }
 
+/// The acceptor a listener's connections start TLS with: `Some(None)` on
+/// a plain listener, `None` on an implicit-TLS listener without TLS (the
+/// connection is dropped).
+pub fn implicit_tls(
+    implicit: bool,
+    tls: Option<&tokio_rustls::TlsAcceptor>,
+) -> Option<Option<&tokio_rustls::TlsAcceptor>> {
+    match (implicit, tls) {
+        (false, _) => Some(None),
+        (true, Some(t)) => Some(Some(t)),
+        (true, None) => None,
+    }
+}
+
 /// What [`open`] needs to know of a protocol's listener.
 pub struct Admission<'a> {
     /// `imap`, `pop3`: names the connection in log lines (`imaps`, `pop3s`

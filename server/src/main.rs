@@ -54,6 +54,11 @@ enum Command {
         #[command(subcommand)]
         command: SyncCommand,
     },
+    /// A user's Sieve scripts (what ManageSieve manages).
+    Sieve {
+        #[command(subcommand)]
+        command: SieveCommand,
+    },
     /// Bring mail over from another server.
     Import {
         #[command(subcommand)]
@@ -82,6 +87,33 @@ enum NodeCommand {
     },
     /// Take new sessions again.
     Undrain,
+}
+
+#[derive(Subcommand)]
+enum SieveCommand {
+    /// List a user's scripts, marking the active one.
+    List { email: String },
+    /// Store a script (checked first) from FILE or standard input.
+    Put {
+        email: String,
+        name: String,
+        file: Option<PathBuf>,
+        /// Make it the active script too.
+        #[arg(long)]
+        activate: bool,
+    },
+    /// Print a script.
+    Get { email: String, name: String },
+    /// Make a script the active one (`--none`: no script runs).
+    Activate {
+        email: String,
+        #[arg(required_unless_present = "none")]
+        name: Option<String>,
+        #[arg(long, conflicts_with = "name")]
+        none: bool,
+    },
+    /// Delete a script (not the active one).
+    Delete { email: String, name: String },
 }
 
 #[derive(Subcommand)]
@@ -269,6 +301,24 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 Command::Node { command } => match command {
                     NodeCommand::Drain { grace } => cli::node_drain(&config, true, grace),
                     NodeCommand::Undrain => cli::node_drain(&config, false, None),
+                },
+                Command::Sieve { command } => match command {
+                    SieveCommand::List { email } => cove::sieve::cli::list(&config, &email),
+                    SieveCommand::Put {
+                        email,
+                        name,
+                        file,
+                        activate,
+                    } => cove::sieve::cli::put(&config, &email, &name, file.as_deref(), activate),
+                    SieveCommand::Get { email, name } => {
+                        cove::sieve::cli::get(&config, &email, &name)
+                    }
+                    SieveCommand::Activate { email, name, .. } => {
+                        cove::sieve::cli::activate(&config, &email, name.as_deref())
+                    }
+                    SieveCommand::Delete { email, name } => {
+                        cove::sieve::cli::delete(&config, &email, &name)
+                    }
                 },
                 Command::Sync { command } => match command {
                     SyncCommand::Now { email } => cli::sync_now(&config, email.as_deref()),

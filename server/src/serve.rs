@@ -236,6 +236,13 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     if let (Some(mta), Some(cluster)) = (&config.mta, &cluster) {
         start_socketmap(mta, cluster, &users, &stopped, &mut loops).await?;
     }
+    let sieve = match &config.sieve {
+        Some(s) => Some(Arc::new(crate::sieve::SieveEngine::new(
+            s,
+            &config.hostname,
+        )?)),
+        None => None,
+    };
     if let Some(lmtp_config) = &config.lmtp {
         let sync_delivery = match (&config.replication, &replicator) {
             (Some(r), Some(rep)) if r.sync_delivery => Some((
@@ -253,7 +260,8 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
                 stopped.clone(),
                 sync_delivery,
             )
-            .with_replicator(replicator.clone()),
+            .with_replicator(replicator.clone())
+            .with_sieve(sieve.clone()),
         ));
         reloader.register(limits_part("lmtp limits", "lmtp", ctx.clone(), |c| {
             c.lmtp.as_ref()
@@ -336,6 +344,17 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
                 ));
             }
         }
+    }
+    if let Some(engine) = &sieve {
+        let ctx = Arc::new(crate::sieve::managesieve::ManageSieveContext::new(
+            store.clone(),
+            engine.clone(),
+            config.hostname.clone(),
+            Some(tls.clone()),
+            stopped.clone(),
+            auth.clone(),
+        ));
+        crate::sieve::managesieve::start(ctx, &sessions, &mut loops).await?;
     }
     if let Some(http) = &config.http {
         let admin: Arc<dyn cove_sync::http::AdminHandler> = Arc::new(crate::admin::Admin {

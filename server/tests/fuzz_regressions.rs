@@ -13,12 +13,13 @@ use bodies::XorShift;
 
 type Target = fn(&[u8]);
 
-const TARGETS: [(&str, Target); 5] = [
+const TARGETS: [(&str, Target); 6] = [
     ("imap_command", bodies::imap_command),
     ("imap_mime", bodies::imap_mime),
     ("lmtp", bodies::lmtp),
     ("pop3", bodies::pop3),
     ("passwd_file", bodies::passwd_file),
+    ("managesieve", bodies::managesieve),
 ];
 
 /// Random inputs per target and run.

@@ -29,6 +29,7 @@ mod mailbox_files;
 mod mailbox_name;
 pub mod maildir;
 pub mod replica;
+pub mod sieve;
 mod watch;
 
 use std::collections::HashMap;
@@ -58,6 +59,7 @@ pub use keyword_letters::{KEYWORDS_FILE, KeywordLetters};
 pub use keywords::FlagOp;
 pub use mailbox_files::{Cached, MailboxFiles, cached_reads_available, read_cached};
 pub use mailbox_name::MailboxName;
+pub use sieve::{ScriptInfo, SieveLimits, SieveScripts};
 pub use watch::{MaildirWatcher, WatchGuard};
 
 /// How many accounts stay open (index connection, change feed) before idle
@@ -111,7 +113,70 @@ pub struct DeliveryTarget {
     pub mailbox: Option<String>,
 }
 
+/// A recipient with where and how its copy is stored.
+#[derive(Debug, Clone)]
+pub struct Placement {
+    pub target: DeliveryTarget,
+    pub flags: Flags,
+    pub keywords: Vec<String>,
+    /// Create `target.mailbox` when it does not exist (Sieve `:create`,
+    /// RFC 5490 §3.2); otherwise a missing mailbox means INBOX.
+    pub create: bool,
+}
+
+impl From<DeliveryTarget> for Placement {
+    fn from(target: DeliveryTarget) -> Placement {
+        Placement {
+            target,
+            flags: Flags::empty(),
+            keywords: Vec::new(),
+            create: false,
+        }
+    }
+}
+
 impl Store {
+    /// The mailbox a placement lands in: `name` as `user+detail` finds it
+    /// (so a detail address and a fileinto agree), created if asked, else
+    /// INBOX.
+    fn placement_mailbox(
+        &self,
+        account: &Account,
+        user: &User,
+        name: &str,
+        create: bool,
+    ) -> String {
+        match account.mailbox_loosely(name) {
+            Ok(Some(mb)) => return mb.name,
+            Ok(None) => {}
+            Err(e) => {
+                tracing::warn!(user = %user.address, mailbox = ?name, error = %e, "mailbox lookup failed; delivering to INBOX");
+                return "INBOX".into();
+            }
+        }
+        if !create {
+            tracing::debug!(user = %user.address, mailbox = ?name, "no such mailbox; delivering to INBOX");
+            return "INBOX".into();
+        }
+        let created = MailboxName::from_unicode(name)
+            .and_then(|n| account.create_mailbox(n.as_str(), None))
+            .or_else(|e| match account.mailbox_loosely(name) {
+                // Another delivery created it a moment ago.
+                Ok(Some(mb)) => Ok(mb),
+                _ => Err(e),
+            });
+        match created {
+            Ok(mb) => {
+                tracing::info!(user = %user.address, mailbox = ?mb.name, "mailbox created for a delivery");
+                mb.name
+            }
+            Err(e) => {
+                tracing::info!(user = %user.address, mailbox = ?name, error = %e, "cannot create the mailbox; delivering to INBOX");
+                "INBOX".into()
+            }
+        }
+    }
+
     /// Open (creating if needed) a data directory.
     pub fn open(data_dir: &Path, opts: StoreOptions) -> Result<Store> {
         fs::create_dir_all(data_dir).ctx(|| format!("create {}", data_dir.display()))?;
@@ -170,6 +235,15 @@ impl Store {
     /// The home directory of a user.
     pub fn home_of(&self, address: &Address) -> PathBuf {
         maildir::home_of(&self.mail_root, &address.local, &address.domain)
+    }
+
+    /// A user's Sieve scripts and what they remember (`<home>/sieve/`).
+    pub fn sieve(&self, address: &Address) -> sieve::SieveScripts {
+        let hook = self
+            .change_hook
+            .get()
+            .map(|h| (h.clone(), address.to_string()));
+        sieve::SieveScripts::new(&self.home_of(address), hook)
     }
 
     /// Look a user up by address.
@@ -294,21 +368,50 @@ impl Store {
     /// All recipients share one group flush: the results come back once
     /// every successful delivery is durable.
     pub fn deliver(&self, blob: &StagedBlob, targets: &[DeliveryTarget]) -> Vec<Result<Delivered>> {
+        let placed: Vec<Placement> = targets.iter().cloned().map(Placement::from).collect();
+        self.deliver_placed(blob, &placed)
+    }
+
+    /// [`deliver`](Store::deliver) with flags, keywords and `:create` per
+    /// target (Sieve's fileinto and imap4flags). A mailbox that does not
+    /// exist is created when the placement says so; when it does not (or
+    /// creating fails) the message goes to INBOX and a line is logged:
+    /// mail is never lost to a missing folder. Keywords that are not IMAP
+    /// atoms are dropped (logged), never the message.
+    pub fn deliver_placed(
+        &self,
+        blob: &StagedBlob,
+        targets: &[Placement],
+    ) -> Vec<Result<Delivered>> {
         let mut announcements = Vec::new();
         let mut results: Vec<Result<Delivered>> = targets
             .iter()
-            .map(|t| {
+            .map(|p| {
+                let t = &p.target;
                 let account = self.account(&t.user)?;
-                let detail_box = match &t.mailbox {
-                    Some(m) => account.mailbox_loosely(m)?.map(|mb| mb.name),
-                    None => None,
+                let mailbox = match &t.mailbox {
+                    Some(m) => self.placement_mailbox(&account, &t.user, m, p.create),
+                    None => "INBOX".to_string(),
                 };
-                let mailbox = detail_box.as_deref().unwrap_or("INBOX");
+                let keywords: Vec<String> = p
+                    .keywords
+                    .iter()
+                    .filter(|k| {
+                        let ok = keywords::validate(k).is_ok();
+                        if !ok {
+                            tracing::info!(user = %t.user.address, keyword = ?k, "keyword is not an IMAP atom; dropped");
+                        }
+                        ok
+                    })
+                    .cloned()
+                    .collect();
                 let msg = NewMessage {
                     quota: Some(t.user.quota),
+                    flags: p.flags,
+                    keywords,
                     ..NewMessage::default()
                 };
-                let (delivered, changes) = account.deliver_unsynced(mailbox, blob, &msg)?;
+                let (delivered, changes) = account.deliver_unsynced(&mailbox, blob, &msg)?;
                 announcements.push((account, changes));
                 Ok(delivered)
             })

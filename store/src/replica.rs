@@ -332,6 +332,9 @@ pub struct Delta {
     pub subscriptions: Vec<SubscriptionState>,
     pub messages: Vec<MessageState>,
     pub tombstones: Vec<TombstoneState>,
+    /// The user's Sieve scripts, active marker and vacation/duplicate
+    /// tracking, sent whole (`None`: the user never had scripts).
+    pub sieve: Option<Box<crate::sieve::SieveState>>,
 }
 
 impl Delta {

@@ -112,6 +112,7 @@ where
         subscriptions: delta.subscriptions.clone(),
         messages: page(&delta.messages, 0),
         tombstones: page(&delta.tombstones, 0),
+        sieve: delta.sieve.clone(),
     };
     let more =
         u32::try_from(pages - 1).map_err(|_| SyncError::Protocol("delta too large".into()))?;

@@ -11,6 +11,7 @@
 //!   Maildir, flags and deletions from both ends converging.
 //! - `swaks`: swaks over LMTP, plain, pipelined and with STARTTLS.
 //! - `dovecot`: Dovecot's `doveadm` reading cove's Maildir++ tree.
+//! - `sieve_connect`: sieve-connect managing scripts over ManageSieve.
 //!
 //! A case whose program is missing prints `skipped: ...` and passes, except
 //! with `CI=true`, where it fails: `.ci/run` installs every program.
@@ -22,4 +23,5 @@ mod mbsync;
 mod nginx;
 mod postfix;
 mod postfix_cluster;
+mod sieve_connect;
 mod swaks;

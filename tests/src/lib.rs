@@ -19,6 +19,7 @@ pub use cove_store;
 pub mod cluster;
 pub mod daemon;
 pub mod proxy;
+pub mod smtp_sink;
 use cove_store::{Address, MailboxInfo, MessageMeta, Store, StoreOptions};
 
 /// How long a server gets to start, a command to run, a reply to arrive.

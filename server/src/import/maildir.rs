@@ -454,6 +454,24 @@ pub fn run(config: &Config, source: Source, opts: Options) -> anyhow::Result<()>
                         m.keywords_dropped
                     );
                 }
+                let sieve = config.sieve.clone().unwrap_or_default();
+                match crate::sieve::import::pigeonhole(
+                    &store,
+                    &sieve,
+                    &config.hostname,
+                    address,
+                    root,
+                ) {
+                    Ok(Some(line)) => println!("{line}"),
+                    Ok(None) => {}
+                    Err(e) => {
+                        eprintln!(
+                            "cove: {address}: sieve scripts: {}",
+                            crate::error_text::chain(&e)
+                        );
+                        failed.push(address.to_string());
+                    }
+                }
                 if !r.refused.is_empty() {
                     failed.push(address.to_string());
                 }

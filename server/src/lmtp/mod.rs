@@ -32,6 +32,8 @@ pub struct LmtpContext {
     /// The replicator, when there is one: until it has swapped user lists
     /// with its peer, an unknown address gets 450 4.1.1, not 550 5.1.1.
     pub replicator: Option<Arc<cove_sync::replicator::Replicator>>,
+    /// `[sieve]`: scripts run per recipient before the 250.
+    pub sieve: Option<Arc<crate::sieve::SieveEngine>>,
 }
 
 impl LmtpContext {
@@ -54,7 +56,14 @@ impl LmtpContext {
                 Arc::new(sync_delivery::SyncDelivery::new(replicator, timeout))
             }),
             replicator: None,
+            sieve: None,
         }
+    }
+
+    /// Run Sieve scripts at delivery.
+    pub fn with_sieve(mut self, sieve: Option<Arc<crate::sieve::SieveEngine>>) -> Self {
+        self.sieve = sieve;
+        self
     }
 
     /// Know the replicator, for the rule on unknown addresses.
@@ -88,6 +97,7 @@ impl crate::reload::Reconfigure for LmtpContext {
             connections: self.connections.clone(),
             sync_delivery: self.sync_delivery.clone(),
             replicator: self.replicator.clone(),
+            sieve: self.sieve.clone(),
         }
     }
 }

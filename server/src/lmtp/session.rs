@@ -16,6 +16,7 @@ use super::data::{DataDecoder, Step};
 use super::reply::{self, Reply};
 use crate::client_text::ClientText;
 use crate::conn::{Conn, PIPELINED_OUTPUT};
+use crate::sieve::delivery::{self, Decision, Rcpt};
 
 /// Bytes of message held in memory before they are written to the blob file.
 const FLUSH_THRESHOLD: usize = 256 * 1024;
@@ -27,6 +28,34 @@ struct Recipient {
     /// As the client wrote it (for the reply text).
     given: String,
     target: DeliveryTarget,
+}
+
+/// What became of one recipient's copy.
+enum Outcome {
+    Stored(Result<cove_store::Delivered, cove_store::Error>),
+    /// Sieve discard (or only redirects): nothing stored, 250.
+    Discarded,
+    /// Sieve reject/ereject (RFC 5429 §2.1: refuse in the protocol).
+    Rejected(String),
+}
+
+/// A script's reject reason as reply text: one line, printable ASCII,
+/// bounded.
+fn reply_text(reason: &str) -> String {
+    reason
+        .chars()
+        .map(|c| {
+            if c.is_ascii_graphic() || c == ' ' {
+                c
+            } else {
+                ' '
+            }
+        })
+        .take(200)
+        .collect::<String>()
+        .split_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 /// A transaction: MAIL, then RCPTs.
@@ -488,7 +517,31 @@ impl Session {
         .map_err(|e| cove_store::Error::Index(format!("blob writer task: {e}")))?
     }
 
-    /// Finish the blob and link it into every recipient's mailbox.
+    /// A delivery step's result, or the reply every recipient gets when it
+    /// failed (logged).
+    fn finished<T, E: std::fmt::Display>(
+        &self,
+        r: Result<Result<T, cove_store::Error>, E>,
+    ) -> Result<T, Reply> {
+        match r {
+            Ok(Ok(r)) => Ok(r),
+            Ok(Err(e)) => {
+                tracing::error!(session = self.id, error = %e, "could not store the message");
+                Err(reply::for_store_error(&e))
+            }
+            Err(e) => {
+                tracing::error!(session = self.id, error = %e, "delivery task failed");
+                Err(Reply::new(
+                    451,
+                    "4.3.0",
+                    "Temporary failure storing the message",
+                ))
+            }
+        }
+    }
+
+    /// Finish the blob, run each recipient's Sieve scripts (if any), send
+    /// what they send, and link the blob into every mailbox they name.
     async fn deliver(
         &mut self,
         tx: &Transaction,
@@ -496,8 +549,13 @@ impl Session {
         pending: Vec<u8>,
     ) -> Vec<Reply> {
         let store = self.ctx.store.clone();
+        let engine = self.ctx.sieve.clone();
         let targets: Vec<DeliveryTarget> = tx.recipients.iter().map(|r| r.target.clone()).collect();
-        let result = work::run(Lane::Reserved, move || {
+        let given: Vec<String> = tx.recipients.iter().map(|r| r.given.clone()).collect();
+        let from = tx.from.clone();
+        let session = self.id;
+        let staged = work::run(Lane::Reserved, move || {
+            let spilled = writer.is_some();
             let staged: StagedBlob = match writer {
                 Some(mut w) => {
                     w.write(&pending)?;
@@ -505,23 +563,95 @@ impl Session {
                 }
                 None => store.blobs().put(&pending)?,
             };
-            let results = store.deliver(&staged, &targets);
-            Ok::<_, cove_store::Error>((staged.id(), staged.len(), results))
+            let Some(engine) = engine.filter(|e| delivery::any_script(e, &store, &targets)) else {
+                let plain = targets.iter().map(|_| Decision::Plain).collect();
+                return Ok((staged, plain, None));
+            };
+            let raw = if staged.len() > engine.config().max_message_size {
+                None
+            } else if spilled {
+                match store.blobs().read(&staged.id()) {
+                    Ok(b) => Some(b),
+                    Err(e) => {
+                        tracing::warn!(session, error = %e, "cannot read the message back for sieve; delivering without scripts");
+                        None
+                    }
+                }
+            } else {
+                Some(pending)
+            };
+            let rcpts: Vec<Rcpt> = targets
+                .iter()
+                .zip(&given)
+                .map(|(target, given)| Rcpt { target, given })
+                .collect();
+            let decisions = delivery::decide(&engine, &store, raw.as_deref(), &from, &rcpts, session);
+            Ok::<_, cove_store::Error>((staged, decisions, raw))
         })
         .await;
-        let (content, size, results) = match result {
-            Ok(Ok(r)) => r,
-            Ok(Err(e)) => {
-                tracing::error!(session = self.id, error = %e, "could not store the message");
-                return vec![reply::for_store_error(&e); tx.recipients.len()];
+        let (staged, mut decisions, raw) = match self.finished(staged) {
+            Ok(r) => r,
+            Err(e) => return vec![e; tx.recipients.len()],
+        };
+        if let (Some(engine), Some(raw)) = (&self.ctx.sieve, &raw) {
+            let mail = delivery::Mail {
+                engine,
+                store: &self.ctx.store,
+                helo: &self.ctx.hostname,
+                from: &tx.from,
+                raw,
+                session: self.id,
+            };
+            for (rcpt, decision) in tx.recipients.iter().zip(decisions.iter_mut()) {
+                let r = Rcpt {
+                    target: &rcpt.target,
+                    given: &rcpt.given,
+                };
+                delivery::send_outgoing(&mail, &r, decision).await;
             }
-            Err(e) => {
-                tracing::error!(session = self.id, error = %e, "delivery task failed");
-                return vec![
-                    Reply::new(451, "4.3.0", "Temporary failure storing the message");
-                    tx.recipients.len()
-                ];
+        }
+        drop(raw);
+        let store = self.ctx.store.clone();
+        let targets: Vec<DeliveryTarget> = tx.recipients.iter().map(|r| r.target.clone()).collect();
+        let result = work::run(Lane::Reserved, move || {
+            let mut placements = Vec::new();
+            let mut owner = Vec::new();
+            for (i, (t, d)) in targets.iter().zip(&decisions).enumerate() {
+                for p in d.placements(t) {
+                    owner.push(i);
+                    placements.push(p);
+                }
             }
+            let placed = store.deliver_placed(&staged, &placements);
+            let mut results: Vec<Option<Result<cove_store::Delivered, cove_store::Error>>> =
+                targets.iter().map(|_| None).collect();
+            for (i, r) in owner.into_iter().zip(placed) {
+                // A recipient's delivery succeeded when any copy was stored.
+                match (&results[i], r) {
+                    (Some(Ok(_)), _) => {}
+                    (_, r) => results[i] = Some(r),
+                }
+            }
+            for ((t, d), r) in targets.iter().zip(&decisions).zip(&results) {
+                if !matches!(r, Some(Err(_))) {
+                    delivery::track(&store, t, d);
+                }
+            }
+            let outcomes: Vec<Outcome> = results
+                .into_iter()
+                .zip(&decisions)
+                .map(|(r, d)| match (r, d.reject()) {
+                    (_, Some(reason)) => Outcome::Rejected(reason.to_string()),
+                    (Some(r), _) => Outcome::Stored(r),
+                    (None, _) => Outcome::Discarded,
+                })
+                .collect();
+            Ok::<_, cove_store::Error>((staged.id(), staged.len(), outcomes))
+        })
+        .await;
+        let (content, size, results) = match self.finished(result) {
+            Ok(r) => r,
+            Err(e) => return vec![e; tx.recipients.len()],
         };
         if let Some(sync_delivery) = &self.ctx.sync_delivery {
             // Synchronous replication: every recipient's mailbox reaches a
@@ -530,7 +660,7 @@ impl Session {
                 .recipients
                 .iter()
                 .zip(&results)
-                .filter(|(_, r)| r.is_ok())
+                .filter(|(_, r)| matches!(r, Outcome::Stored(Ok(_))))
                 .map(|(rcpt, _)| rcpt.target.user.address.to_string())
                 .collect();
             users.sort();
@@ -541,13 +671,24 @@ impl Session {
             .iter()
             .zip(results)
             .map(|(rcpt, r)| match r {
-                Ok(d) => {
+                Outcome::Discarded => {
+                    crate::metrics::METRICS.delivery(true);
+                    tracing::info!(session = self.id, peer = %self.peer, from = %ClientText::word(&tx.from), to = %ClientText::word(&rcpt.given),
+                        user = %rcpt.target.user.address, size, content = %content, "discarded by sieve");
+                    Reply::new(250, "2.0.0", format!("<{}> Delivered (handled by the recipient's filter; no copy kept here)", rcpt.given))
+                }
+                Outcome::Rejected(reason) => {
+                    tracing::info!(session = self.id, peer = %self.peer, from = %ClientText::word(&tx.from), to = %ClientText::word(&rcpt.given),
+                        user = %rcpt.target.user.address, reason = %ClientText::line(&reason), "rejected by sieve");
+                    Reply::new(550, "5.7.1", format!("<{}> Rejected: {}", rcpt.given, reply_text(&reason)))
+                }
+                Outcome::Stored(Ok(d)) => {
                     crate::metrics::METRICS.delivery(true);
                     tracing::info!(session = self.id, peer = %self.peer, from = %ClientText::word(&tx.from), to = %ClientText::word(&rcpt.given),
                         user = %rcpt.target.user.address, uid = d.uid, guid = %d.guid, size, content = %content, "delivered");
                     Reply::new(250, "2.0.0", format!("<{}> Saved as UID {}", rcpt.given, d.uid))
                 }
-                Err(e) => {
+                Outcome::Stored(Err(e)) => {
                     crate::metrics::METRICS.delivery(false);
                     tracing::warn!(session = self.id, peer = %self.peer, to = %ClientText::word(&rcpt.given), error = %e, "delivery failed");
                     reply::for_store_error(&e)

@@ -122,10 +122,8 @@ async fn serve_connection(
     id: u64,
     implicit_tls: bool,
 ) {
-    let tls = match (implicit_tls, &ctx.tls) {
-        (false, _) => None,
-        (true, Some(t)) => Some(t),
-        (true, None) => return,
+    let Some(tls) = listener::implicit_tls(implicit_tls, ctx.tls.as_ref()) else {
+        return;
     };
     let admission = listener::Admission {
         proto: "pop3",

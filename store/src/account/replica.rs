@@ -231,6 +231,7 @@ impl Account {
             epoch,
             since,
             modseq,
+            sieve: self.sieve_state(),
             ..Delta::default()
         };
         {
@@ -493,7 +494,31 @@ impl Account {
             let _ = fs::remove_dir_all(parked);
         }
         self.blobs.unlinked(ops.unlinked);
+        if let Some(sieve) = &remote.sieve {
+            self.merge_sieve(peer, sieve, limits);
+        }
         Ok(report)
+    }
+
+    /// The user's Sieve state for a delta; a failure to read it is logged
+    /// and keeps the mail flowing.
+    fn sieve_state(&self) -> Option<Box<crate::sieve::SieveState>> {
+        crate::sieve::SieveScripts::new(&self.home, None)
+            .state()
+            .map(|s| s.map(Box::new))
+            .unwrap_or_else(|e| {
+                tracing::warn!(user = %self.email(), error = %e, "replication: cannot read the sieve scripts; not sent");
+                None
+            })
+    }
+
+    /// Merge a peer's Sieve state (after its mail): refused or failed, it
+    /// is logged and the mail stays applied.
+    fn merge_sieve(&self, peer: &str, sieve: &crate::sieve::SieveState, limits: &PeerLimits) {
+        let latest_ms = limits.latest_stamp(crate::replica::now_ms()) >> 16;
+        if let Err(e) = crate::sieve::SieveScripts::new(&self.home, None).merge(sieve, latest_ms) {
+            tracing::warn!(user = %self.email(), peer = %peer, error = %e, "replication: the peer's sieve scripts were not merged");
+        }
     }
 }
 
