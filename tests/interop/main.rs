@@ -11,6 +11,8 @@
 //!   Maildir, flags and deletions from both ends converging.
 //! - `swaks`: swaks over LMTP, plain, pipelined and with STARTTLS.
 //! - `dovecot`: Dovecot's `doveadm` reading cove's Maildir++ tree.
+//! - `mime_dovecot`: ENVELOPE, BODYSTRUCTURE and body sections of the
+//!   messages in `tests/corpus/`, cove's against Dovecot's `imap`.
 //!
 //! A case whose program is missing prints `skipped: ...` and passes, except
 //! with `CI=true`, where it fails: `.ci/run` installs every program.
@@ -18,7 +20,9 @@
 mod common;
 mod dovecot;
 mod exim;
+mod imap_value;
 mod mbsync;
+mod mime_dovecot;
 mod nginx;
 mod postfix;
 mod postfix_cluster;
