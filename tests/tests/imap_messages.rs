@@ -649,6 +649,35 @@ fn search_keys() {
     }
 }
 
+// RFC 3501 §6.4.4 TO/CC over RFC 5322 §3.4 groups: the group's name and
+// its members match (Dovecot's answer too), and a second To: field counts.
+#[test]
+fn search_to_and_cc_match_address_groups() {
+    let s = server_with_mail();
+    let mut c = selected(&s);
+    let grouped = "From: a@x.org\r\nTo: Friends: ann@example.com, Ben <ben@example.org>;\r\n\
+Cc: undisclosed-recipients:;\r\nTo: zed@example.net\r\nSubject: group\r\n\r\nhi\r\n";
+    let r = c.append("g0", "INBOX", "()", grouped.as_bytes());
+    assert!(r.last().unwrap().starts_with("g0 OK"), "{r:?}");
+    c.cmd_ok("g1 NOOP");
+    for (i, key) in [
+        "TO friends",
+        "TO ann@example.com",
+        "TO ben",
+        "TO zed@example.net",
+        "CC undisclosed-recipients",
+    ]
+    .iter()
+    .enumerate()
+    {
+        let tag = format!("t{i}");
+        assert_lines(
+            &c.cmd(&format!("{tag} SEARCH {key}")),
+            &["* SEARCH 4", &format!("{tag} OK SEARCH completed")],
+        );
+    }
+}
+
 // RFC 3501 §6.4.8 UID SEARCH answers with UIDs; the UID key takes UIDs.
 #[test]
 fn uid_search() {
