@@ -992,6 +992,37 @@ Content-Transfer-Encoding: x-rot13\r\n\r\nuryyb\r\n";
     );
 }
 
+// RFC 3501 §7.4.2 ENVELOPE and BODYSTRUCTURE on the forms where cove used
+// to differ from Dovecot (tests/interop/mime_dovecot.rs compares the rest):
+// a host-less address gets "MISSING_DOMAIN" (NIL is for group markers), a
+// second To: adds its addresses, a text part without a charset says
+// US-ASCII (RFC 2045 §5.2), and an RFC 2231-encoded boundary still splits
+// the multipart.
+#[test]
+fn envelope_and_bodystructure_of_odd_but_common_forms() {
+    let s = server_with_mail();
+    let mut c = selected(&s);
+    let odd = "From: root\r\nTo: Team: ann@x.org;\r\nTo: bob@y.org\r\nSender: <>\r\n\
+Subject: odd\r\nMIME-Version: 1.0\r\n\
+Content-Type: multipart/mixed; boundary*=us-ascii''b%2D1\r\n\r\n\
+--b-1\r\nContent-Type: text/html\r\n\r\n<p>x</p>\r\n--b-1--\r\n";
+    let r = c.append("m0", "INBOX", "()", odd.as_bytes());
+    assert!(r.last().unwrap().starts_with("m0 OK"), "{r:?}");
+    c.cmd_ok("m1 NOOP");
+    assert_lines(
+        &c.cmd("m2 FETCH 4 (ENVELOPE BODYSTRUCTURE)"),
+        &[
+            "* 4 FETCH (ENVELOPE (NIL \"odd\" ((NIL NIL \"root\" \"MISSING_DOMAIN\")) \
+             ((NIL NIL \"MISSING_MAILBOX\" \"MISSING_DOMAIN\")) ((NIL NIL \"root\" \"MISSING_DOMAIN\")) \
+             ((NIL NIL \"Team\" NIL)(NIL NIL \"ann\" \"x.org\")(NIL NIL NIL NIL)(NIL NIL \"bob\" \"y.org\")) \
+             NIL NIL NIL NIL) \
+             BODYSTRUCTURE ((\"TEXT\" \"HTML\" (\"CHARSET\" \"US-ASCII\") NIL NIL \"7BIT\" 8 0 NIL NIL NIL NIL) \
+             \"MIXED\" (\"BOUNDARY*\" \"us-ascii''b%2D1\") NIL NIL NIL))",
+            "m2 OK FETCH completed",
+        ],
+    );
+}
+
 // RFC 3501 §9 (CHAR8 excludes NUL), RFC 3516 §4.2: after a BINARY APPEND
 // of content holding NUL, BODY[...], BODY[] and RFC822 literals carry 0x80
 // in its place (as Dovecot does: same length, same offsets), and only

@@ -61,10 +61,25 @@
 //!   envelope, or a MULTIPART with no children, breaks client parsers. A
 //!   multipart with a boundary but no parts gets one empty TEXT/PLAIN child
 //!   (as Dovecot does), because body-type-mpart needs at least one body.
+//! - Every TEXT part without a charset parameter gets `("CHARSET"
+//!   "US-ASCII")` after its other parameters (RFC 2045 §5.2), whether it
+//!   has a Content-Type or not, as Dovecot answers.
+//! - An address without a domain gets host "MISSING_DOMAIN", one without a
+//!   local part mailbox "MISSING_MAILBOX" (Dovecot's words): RFC 3501
+//!   §7.4.2 keeps a NIL host for group markers. A header field repeated
+//!   (two To: lines) contributes all its addresses.
 //! - RFC 2231 parameters are merged as Dovecot does. Plain continuations
 //!   become one value (`name*0=a; name*1=b` → `NAME "ab"`). Encoded ones keep
 //!   the charset and the percent-encoding, under a `*` name
 //!   (`FILENAME* "utf-8''%E2%82%AC.txt"`), so nothing is lost or guessed.
+//!   An encoded `boundary*` is decoded to split the multipart (Dovecot 2.3
+//!   does not; see docs/rfc-status.md).
+//!
+//! # Checked against Dovecot
+//! `tests/interop/mime_dovecot.rs` compares ENVELOPE, BODYSTRUCTURE and the
+//! body sections of the messages in `tests/corpus/` with Dovecot's answers,
+//! as parsed values; the differences that remain are listed there and in
+//! docs/rfc-status.md with their reasons.
 //!
 //! # Not handled yet
 //! - The nested structure of an encoded message/global (RFC 6532 allows
