@@ -82,8 +82,9 @@
 //! docs/rfc-status.md with their reasons.
 //!
 //! # Not handled yet
-//! - The nested structure of an encoded message/global (RFC 6532 allows
-//!   base64 there); it is described as APPLICATION/OCTET-STREAM.
+//! - message/global (RFC 6532) as RFC 9051's body-type-msg (envelope and
+//!   nested body) for IMAP4rev2 clients; for IMAP4rev1 it is a basic body
+//!   (RFC 3501's body-type-msg is message/rfc822 only), as in Dovecot 2.3.
 //! - UTF8=ACCEPT: 8-bit strings always go out as literals.
 //! - Caching: each call parses the message again. Use [`ParsedMessage`] to
 //!   serve several FETCH items from one parse.

@@ -1,6 +1,6 @@
 //! The MIME tree of a message as byte ranges into its raw bytes: RFC 2045
-//! headers, RFC 2046 §5.1 multipart, §5.2.1 message/rfc822 (RFC 6532
-//! message/global too), and RFC 3501 §6.4.5 part numbers.
+//! headers, RFC 2046 §5.1 multipart, §5.2.1 message/rfc822, and RFC 3501
+//! §6.4.5 part numbers.
 //!
 //! Each entity is split into header (empty line included) and body. A
 //! multipart body is cut at lines starting with `--boundary` (a prefix
@@ -36,7 +36,7 @@ pub(super) struct MimePart {
 pub(super) enum PartKind {
     Single,
     Multipart(Vec<MimePart>),
-    /// message/rfc822 or message/global: the encapsulated message's
+    /// message/rfc822: the encapsulated message's
     /// top-level entity (its header is the message header).
     Message(Box<MimePart>),
 }
@@ -118,8 +118,14 @@ impl MediaType {
         (!boundary.is_empty()).then_some(boundary)
     }
 
+    /// message/rfc822: the one type RFC 3501's body-type-msg describes with
+    /// an envelope and a nested body. message/global (RFC 6532) is a
+    /// body-type-basic for IMAP4rev1 clients, as in Dovecot 2.3: an
+    /// envelope where RFC 3501's grammar expects extension data breaks
+    /// their parsers. (RFC 9051 §9 adds MESSAGE/GLOBAL to body-type-msg for
+    /// IMAP4rev2.)
     pub fn is_encapsulated_message(&self) -> bool {
-        self.main == b"MESSAGE" && (self.sub == b"RFC822" || self.sub == b"GLOBAL")
+        self.main == b"MESSAGE" && self.sub == b"RFC822"
     }
 }
 

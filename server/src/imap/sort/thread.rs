@@ -31,8 +31,10 @@ pub enum Algorithm {
 }
 
 /// A thread tree node: a message (an index into the input) or, at the top
-/// level only, a dummy grouping its children.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// level only, a dummy grouping its children. Not `Clone` or `PartialEq`:
+/// derived ones would recurse once per level, and a chain can be as deep as
+/// the mailbox (its `Drop` is iterative; [`write_threads`] reads it).
+#[derive(Debug)]
 pub struct ThreadNode {
     pub message: Option<usize>,
     pub children: Vec<ThreadNode>,
