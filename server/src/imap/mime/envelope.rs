@@ -11,8 +11,9 @@
 //! more than once (two To: lines, which RFC 5322 §3.6 forbids but mailers
 //! write) gives all its addresses, in order, as Dovecot answers: dropping
 //! the second To: would hide recipients. Date, Subject, In-Reply-To and
-//! Message-ID take the first occurrence, the one SEARCH and SORT read
-//! (Dovecot takes the last; see docs/rfc-status.md).
+//! Message-ID take the first occurrence, as the SORT keys do
+//! (`sort::header_keys`); SEARCH matches any occurrence. Dovecot takes the
+//! last; see docs/rfc-status.md.
 
 use super::address::{AddressItem, parse_address_list, write_address_list};
 use super::header::{fields, first_value};

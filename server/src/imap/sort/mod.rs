@@ -10,6 +10,8 @@
 //! RFC 5256 asks), after narrowing the view by the command's search keys:
 //!
 //! ```text
+//! let mut k = sort::header_keys(header_bytes);      // or from a cache
+//! (k.uid, k.internal_date, k.size) = (uid, internal_date, size);
 //! let keys: Vec<MessageKeys> = ...;                 // one per candidate message
 //! let order = sort::sort(&keys, &criteria);         // indices into `keys`
 //! let line = order.iter().map(|&i| keys[i].uid)...; // or sequence numbers
@@ -33,8 +35,9 @@
 //!   (`ViewMessage`).
 //!
 //! References is in neither: THREAD=REFERENCES needs it added to a cached
-//! kind (or read from the header once and cached, as the search header
-//! text is).
+//! kind. [`header_keys`] (`keys.rs`) computes every header-derived key from
+//! a header block in one parse; its result is what a new cache kind would
+//! hold, so that SORT and THREAD read no message twice.
 //!
 //! # Rules implemented
 //! - Base subject (RFC 5256 §2.1), in `base_subject.rs`, with whether the
@@ -49,10 +52,12 @@
 //! mailbox, so every tree walk uses an explicit stack.
 
 mod base_subject;
+mod keys;
 mod order;
 mod thread;
 
 pub use base_subject::{BaseSubject, base_subject};
+pub use keys::header_keys;
 pub use order::{SortCriterion, SortKey, sort};
 pub use thread::{Algorithm, ThreadNode, thread, write_threads};
 
