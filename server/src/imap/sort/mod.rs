@@ -111,6 +111,10 @@ impl MessageKeys {
 /// The comparison form of a string under (approximately) i;unicode-casemap
 /// (RFC 5051 §2): compatibility decomposition, then case-folded.
 pub(crate) fn casemap(s: &str) -> String {
+    if s.is_ascii() {
+        // NFKD leaves ASCII alone; most subjects and addresses are ASCII.
+        return s.to_ascii_lowercase();
+    }
     s.nfkd().flat_map(char::to_lowercase).collect()
 }
 
