@@ -243,9 +243,15 @@ impl<R: BufRead, W: Write> RawSession<R, W> {
     /// APPEND with a non-synchronizing literal (`~{n+}` when the message
     /// holds NUL, RFC 3516 §4.4).
     pub fn append(&mut self, mailbox: &str, message: &[u8]) {
+        self.append_dated(mailbox, None, message);
+    }
+
+    /// [`Self::append`] with an INTERNALDATE (`"01-Jan-2026 00:01:00 +0000"`).
+    pub fn append_dated(&mut self, mailbox: &str, date: Option<&str>, message: &[u8]) {
         let tilde = if message.contains(&0) { "~" } else { "" };
+        let date = date.map(|d| format!("\"{d}\" ")).unwrap_or_default();
         let mut command =
-            format!("APPEND {mailbox} {tilde}{{{}+}}\r\n", message.len()).into_bytes();
+            format!("APPEND {mailbox} {date}{tilde}{{{}+}}\r\n", message.len()).into_bytes();
         command.extend_from_slice(message);
         self.command(&command);
     }

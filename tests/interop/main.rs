@@ -13,6 +13,8 @@
 //! - `dovecot`: Dovecot's `doveadm` reading cove's Maildir++ tree.
 //! - `mime_dovecot`: ENVELOPE, BODYSTRUCTURE and body sections of the
 //!   messages in `tests/corpus/`, cove's against Dovecot's `imap`.
+//! - `sort_dovecot`: cove's SORT/THREAD engine against Dovecot's SORT and
+//!   THREAD on the same corpus.
 //!
 //! A case whose program is missing prints `skipped: ...` and passes, except
 //! with `CI=true`, where it fails: `.ci/run` installs every program.
@@ -26,4 +28,5 @@ mod mime_dovecot;
 mod nginx;
 mod postfix;
 mod postfix_cluster;
+mod sort_dovecot;
 mod swaks;

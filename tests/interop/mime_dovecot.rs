@@ -38,7 +38,7 @@ use crate::imap_value::{RawSession, Value, text};
 const USER: &str = "alice@example.com";
 const PASSWORD: &str = "a mime test";
 /// Debian's dovecot-imapd puts the IMAP process here.
-const DOVECOT_IMAP: &str = "/usr/lib/dovecot/imap";
+pub(crate) const DOVECOT_IMAP: &str = "/usr/lib/dovecot/imap";
 
 /// (corpus file, FETCH item, why cove's answer differs from Dovecot's). An
 /// item ending in `*` covers every item it starts. Keep docs/rfc-status.md
@@ -146,10 +146,7 @@ fn known(file: &str, item: &str, entry: &(&str, &str, &str)) -> bool {
 
 #[test]
 fn envelope_bodystructure_and_sections_match_dovecot() {
-    if !Path::new(DOVECOT_IMAP).exists() {
-        skip_or_fail(&format!(
-            "{DOVECOT_IMAP} not installed (Debian package dovecot-imapd)"
-        ));
+    if !dovecot_imap_installed() {
         return;
     }
     let corpus = corpus();
@@ -237,8 +234,20 @@ fn envelope_bodystructure_and_sections_match_dovecot() {
     assert!(report.is_empty(), "cove and Dovecot differ:{report}");
 }
 
+/// Whether Dovecot's `imap` is there; otherwise false after
+/// [`skip_or_fail`].
+pub(crate) fn dovecot_imap_installed() -> bool {
+    let there = Path::new(DOVECOT_IMAP).exists();
+    if !there {
+        skip_or_fail(&format!(
+            "{DOVECOT_IMAP} not installed (Debian package dovecot-imapd)"
+        ));
+    }
+    there
+}
+
 /// The corpus files in name order, with their bytes.
-fn corpus() -> Vec<(String, Vec<u8>)> {
+pub(crate) fn corpus() -> Vec<(String, Vec<u8>)> {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("corpus");
     let mut files: Vec<PathBuf> = fs::read_dir(&dir)
         .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
@@ -290,14 +299,14 @@ impl<R: std::io::BufRead, W: std::io::Write> Fetch for RawSession<R, W> {
 }
 
 /// A private Dovecot `imap` process, pre-authenticated as [`USER`].
-struct Dovecot {
+pub(crate) struct Dovecot {
     child: Child,
-    session: RawSession<BufReader<ChildStdout>, ChildStdin>,
+    pub(crate) session: RawSession<BufReader<ChildStdout>, ChildStdin>,
     _dir: tempfile::TempDir,
 }
 
 impl Dovecot {
-    fn start() -> Dovecot {
+    pub(crate) fn start() -> Dovecot {
         let dir = scratch_dir("cove-dovecot-imap-");
         let home = dir.path().join("home");
         let index = dir.path().join("index");

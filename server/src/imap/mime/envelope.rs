@@ -46,7 +46,7 @@ pub(super) fn write_envelope(out: &mut Vec<u8>, header: &[u8]) {
 }
 
 /// The addresses of every `name` field, in header order.
-fn addresses(header: &[u8], name: &[u8]) -> Vec<AddressItem> {
+pub(super) fn addresses(header: &[u8], name: &[u8]) -> Vec<AddressItem> {
     fields(header)
         .filter(|f| f.name.eq_ignore_ascii_case(name))
         .flat_map(|f| parse_address_list(&f.unfolded()))

@@ -156,6 +156,39 @@ impl<'a> ParsedMessage<'a> {
     }
 }
 
+/// One address structure of an ENVELOPE (RFC 3501 §7.4.2), as stored:
+/// encoded words not decoded, a missing host `None`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EnvelopeAddress {
+    pub name: Option<Vec<u8>>,
+    pub mailbox: Vec<u8>,
+    pub host: Option<Vec<u8>>,
+}
+
+/// The first address structure ENVELOPE shows for header field `field` of
+/// `header` (every occurrence of the field counts, as in ENVELOPE): what
+/// RFC 5256 §3 sorts FROM, TO and CC by. A group's start marker is an
+/// address with the group's name as its mailbox, as Dovecot sorts it.
+/// `None` when the field holds no address.
+pub fn first_envelope_address(header: &[u8], field: &[u8]) -> Option<EnvelopeAddress> {
+    use address::AddressItem;
+    envelope::addresses(header, field)
+        .into_iter()
+        .find_map(|item| match item {
+            AddressItem::Mailbox(m) => Some(EnvelopeAddress {
+                name: m.name,
+                mailbox: m.local,
+                host: m.domain,
+            }),
+            AddressItem::GroupStart(name) => Some(EnvelopeAddress {
+                name: None,
+                mailbox: name,
+                host: None,
+            }),
+            AddressItem::GroupEnd => None,
+        })
+}
+
 /// RFC 3501 §7.4.2: the ENVELOPE of a message, e.g.
 /// `("date" "subject" ((NIL NIL "a" "b")) ... NIL "<id@x>")`.
 pub fn envelope(raw: &[u8]) -> Vec<u8> {

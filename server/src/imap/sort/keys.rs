@@ -10,6 +10,7 @@
 
 use mail_parser::{HeaderName, HeaderValue, MessageParser};
 
+use super::super::mime;
 use super::{Address, MessageKeys};
 
 /// The header-derived keys of a message (`raw` may be the whole message or
@@ -27,19 +28,15 @@ pub fn header_keys(raw: &[u8]) -> MessageKeys {
             String::from_utf8_lossy(value).trim().to_string()
         })
     };
-    let address = |name: HeaderName<'static>| {
-        first(name)
-            .and_then(|h| h.value.as_address())
-            .and_then(|a| a.first())
-            .map(|a| {
-                let spec = a.address.as_deref().unwrap_or_default();
-                let (mailbox, host) = spec.rsplit_once('@').unwrap_or((spec, ""));
-                Address {
-                    display_name: a.name.as_deref().unwrap_or_default().to_string(),
-                    mailbox: mailbox.to_string(),
-                    host: host.to_string(),
-                }
-            })
+    // Addresses as ENVELOPE shows them (RFC 5256 §3 sorts by its first
+    // address structure: source routes, missing hosts and group markers
+    // included), the display name decoded.
+    let address = |field: &[u8]| {
+        mime::first_envelope_address(raw, field).map(|a| Address {
+            display_name: a.name.map(|n| decode_words(&n)).unwrap_or_default(),
+            mailbox: String::from_utf8_lossy(&a.mailbox).into_owned(),
+            host: String::from_utf8_lossy(a.host.as_deref().unwrap_or_default()).into_owned(),
+        })
     };
     MessageKeys {
         subject: first(HeaderName::Subject)
@@ -53,14 +50,26 @@ pub fn header_keys(raw: &[u8]) -> MessageKeys {
             .and_then(|h| h.value.as_datetime())
             .filter(|d| d.is_valid())
             .map(|d| d.to_timestamp()),
-        from: address(HeaderName::From),
-        to: address(HeaderName::To),
-        cc: address(HeaderName::Cc),
+        from: address(b"From"),
+        to: address(b"To"),
+        cc: address(b"Cc"),
         message_id: raw_value(HeaderName::MessageId),
         references: raw_value(HeaderName::References),
         in_reply_to: raw_value(HeaderName::InReplyTo),
         ..MessageKeys::default()
     }
+}
+
+/// RFC 2047 encoded words in a display name decoded (as mail-parser
+/// decodes an unstructured field).
+fn decode_words(raw: &[u8]) -> String {
+    let mut field = b"Subject: ".to_vec();
+    field.extend_from_slice(raw);
+    field.extend_from_slice(b"\r\n\r\n");
+    MessageParser::default()
+        .parse_headers(&field)
+        .and_then(|m| m.subject().map(str::to_string))
+        .unwrap_or_else(|| String::from_utf8_lossy(raw).into_owned())
 }
 
 #[cfg(test)]
@@ -88,8 +97,10 @@ mod tests {
             ),
             ("Jörg", "joerg", "example.de")
         );
-        assert_eq!(keys.to.expect("to").mailbox, "ann");
-        assert_eq!(keys.cc.expect("cc").host, "");
+        // A group's start marker comes first, its name as the mailbox.
+        assert_eq!(keys.to.expect("to").mailbox, "Team");
+        let cc = keys.cc.expect("cc");
+        assert_eq!((cc.mailbox.as_str(), cc.host.as_str()), ("root", ""));
         assert_eq!(keys.message_id.as_deref(), Some("<a@x>"));
         assert!(
             keys.references
@@ -97,6 +108,17 @@ mod tests {
                 .is_some_and(|r| r.contains("<r1@x>") && r.contains("<r2@x>"))
         );
         assert_eq!(keys.in_reply_to.as_deref(), Some("<r2@x> (c)"));
+    }
+
+    #[test]
+    fn source_routes_and_repeated_fields() {
+        let keys = header_keys(b"From: <@r.example:odd@example.org>\r\nCc:\r\nCc: c@x\r\n\r\n");
+        let from = keys.from.expect("from");
+        assert_eq!(
+            (from.mailbox.as_str(), from.host.as_str()),
+            ("odd", "example.org")
+        );
+        assert_eq!(keys.cc.expect("cc").mailbox, "c");
     }
 
     #[test]
