@@ -13,6 +13,7 @@
 use cove::imap::extended;
 use cove::imap::framing::{CommandLimits, Framer, Next, tag_of};
 use cove::imap::mime::{self, ParsedMessage, SectionKind};
+use cove::imap::sort::{self, Address, Algorithm, MessageKeys, SortCriterion, SortKey};
 use cove::lmtp::command;
 use cove::lmtp::data::{DataDecoder, Step};
 use cove::pop3::encode::{Encoder, Extent, crlf_size, sent_unchanged};
@@ -155,6 +156,95 @@ fn section_kinds() -> Vec<SectionKind> {
             not: false,
         },
     ]
+}
+
+/// Target `imap_sort`: arbitrary bytes as the header keys of a mailbox
+/// (one message per NUL-separated record; its lines are the subject,
+/// Message-ID, References, In-Reply-To, From mailbox and display name; its
+/// dates and size derive from its bytes), through every SORT key, both ways,
+/// and both THREAD algorithms. Each answer must name every message exactly
+/// once; the THREAD text must be balanced with no empty list.
+pub fn imap_sort(data: &[u8]) {
+    let messages: Vec<MessageKeys> = data
+        .split(|&b| b == 0)
+        .take(2_000)
+        .enumerate()
+        .map(|(i, record)| sort_keys(i, record))
+        .collect();
+    let n = messages.len();
+    let keys = [
+        SortKey::Arrival,
+        SortKey::Cc,
+        SortKey::Date,
+        SortKey::From,
+        SortKey::Size,
+        SortKey::Subject,
+        SortKey::To,
+        SortKey::DisplayFrom,
+        SortKey::DisplayTo,
+    ];
+    for key in keys {
+        for reverse in [false, true] {
+            let mut order = sort::sort(&messages, &[SortCriterion { key, reverse }]);
+            order.sort_unstable();
+            assert!(
+                order.iter().copied().eq(0..n),
+                "{key:?} lost or doubled a message"
+            );
+        }
+    }
+    for algorithm in [Algorithm::OrderedSubject, Algorithm::References] {
+        let text = sort::write_threads(&sort::thread(&messages, algorithm), |i| i as u32 + 1);
+        assert!(!text.contains("()"), "{algorithm:?}: empty list in {text}");
+        let mut depth = 0i64;
+        for c in text.bytes() {
+            depth += match c {
+                b'(' => 1,
+                b')' => -1,
+                _ => 0,
+            };
+            assert!(depth >= 0, "{algorithm:?}: unbalanced {text}");
+        }
+        assert_eq!(depth, 0, "{algorithm:?}: unbalanced {text}");
+        let mut seen: Vec<usize> = text
+            .split(|c: char| !c.is_ascii_digit())
+            .filter(|w| !w.is_empty())
+            .map(|w| w.parse().expect("a number"))
+            .collect();
+        seen.sort_unstable();
+        assert!(seen.iter().copied().eq(1..=n), "{algorithm:?}: {text}");
+    }
+}
+
+/// One message's keys from one record of [`imap_sort`]'s input.
+fn sort_keys(i: usize, record: &[u8]) -> MessageKeys {
+    let text = String::from_utf8_lossy(record);
+    let mut lines = text.split('\n').map(str::to_string);
+    let hash = record
+        .iter()
+        .fold(0i64, |h, &b| h.wrapping_mul(31).wrapping_add(i64::from(b)));
+    let subject = lines.next().unwrap_or_default();
+    let message_id = lines.next();
+    let references = lines.next();
+    let in_reply_to = lines.next();
+    let from = lines.next().map(|mailbox| Address {
+        display_name: lines.next().unwrap_or_default(),
+        mailbox,
+        host: String::new(),
+    });
+    MessageKeys {
+        uid: i as u32 + 1,
+        internal_date: hash % 1000,
+        sent_date: (hash % 3 != 0).then_some(hash % 500),
+        size: record.len() as u64,
+        subject,
+        to: from.clone(),
+        from,
+        message_id,
+        references,
+        in_reply_to,
+        ..MessageKeys::default()
+    }
 }
 
 /// Target `imap_mime`: arbitrary bytes as a stored message, through every

@@ -16,6 +16,7 @@ type Target = fn(&[u8]);
 const TARGETS: [(&str, Target); 6] = [
     ("imap_command", bodies::imap_command),
     ("imap_mime", bodies::imap_mime),
+    ("imap_sort", bodies::imap_sort),
     ("lmtp", bodies::lmtp),
     ("pop3", bodies::pop3),
     ("passwd_file", bodies::passwd_file),

@@ -77,6 +77,13 @@ const DELETED_DIR: &str = ".cove-deleted";
 /// `Maildir/` whole, in the user's home (a scan never sees a half-made one).
 const CREATING_DIR: &str = ".cove-creating";
 
+/// Whether a mailbox made by [`Account::create_mailbox_as`] is subscribed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Subscribe {
+    Yes,
+    No,
+}
+
 /// What to store with a new message.
 #[derive(Debug, Clone, Default)]
 pub struct NewMessage {
@@ -311,10 +318,14 @@ impl Account {
         };
         if fresh_home {
             for (name, special_use) in DEFAULT_MAILBOXES.iter().skip(1) {
+                // The default folders start subscribed, as a new account's
+                // special-use folders do elsewhere (Dovecot's
+                // `auto = subscribe`), so clients that list LSUB see them.
                 match account.create_mailbox_as(
                     name,
                     *special_use,
                     Some(default_identity(email, name)),
+                    Subscribe::Yes,
                 ) {
                     Ok(_) | Err(Error::AlreadyExists(_)) => {}
                     Err(e) => return Err(e),
@@ -627,9 +638,13 @@ impl Account {
         crate::MailboxFiles::open_dir(&path).ctx(|| format!("open {}", path.display()))
     }
 
-    /// Create a mailbox (RFC 3501 §6.3.3 semantics are the caller's).
+    /// Create a mailbox (RFC 3501 §6.3.3 semantics are the caller's). It is
+    /// not subscribed: RFC 3501 §6.3.9 leaves subscribing to the client
+    /// (SUBSCRIBE), and a mailbox CREATE made (or its parents) must not come
+    /// back `\Subscribed` from LSUB after the client unsubscribed it. A name
+    /// already in the subscription list stays subscribed.
     pub fn create_mailbox(&self, name: &str, special_use: Option<&str>) -> Result<MailboxInfo> {
-        self.create_mailbox_as(name, special_use, None)
+        self.create_mailbox_as(name, special_use, None, Subscribe::No)
     }
 
     /// [`create_mailbox`](Account::create_mailbox) under a given identity
@@ -639,6 +654,7 @@ impl Account {
         name: &str,
         special_use: Option<&str>,
         identity: Option<FolderIdentity>,
+        subscribe: Subscribe,
     ) -> Result<MailboxInfo> {
         let name = maildir::validate_mailbox_name(name)?;
         let name = name.as_str();
@@ -667,7 +683,7 @@ impl Account {
                 &dir,
                 identity.uidvalidity,
                 special_use,
-                true,
+                subscribe == Subscribe::Yes,
             )?;
             Ok((mb, tx.commit()?))
         })();

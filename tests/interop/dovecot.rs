@@ -45,6 +45,23 @@ fn share_with_dovecot(server: &TestServer) {
     });
 }
 
+/// The user Dovecot handles mail as, for its configuration. Dovecot will
+/// not access mail as root: as root, it runs as `nobody` with group 0
+/// (cove's files are 0440 root:root here); otherwise as ourselves (the
+/// owner of `scratch`).
+pub fn mail_identity(scratch: &Path) -> String {
+    if running_as_root(scratch) {
+        "mail_uid = nobody\nmail_gid = root\nfirst_valid_gid = 0\n".to_string()
+    } else {
+        let me = fs::metadata(scratch).expect("stat scratch");
+        format!(
+            "mail_uid = {}\nmail_gid = {}\nfirst_valid_uid = 1\nfirst_valid_gid = 1\n",
+            me.uid(),
+            me.gid()
+        )
+    }
+}
+
 /// doveadm with a configuration written for one cove user.
 struct Doveadm {
     bin: std::path::PathBuf,
@@ -56,19 +73,7 @@ impl Doveadm {
     fn new(bin: std::path::PathBuf, home: &Path) -> Doveadm {
         let dir = scratch_dir("cove-dovecot-");
         let d = dir.path().display();
-        // Dovecot will not access mail as root: as root, run as `nobody`
-        // with group 0 (cove's files are 0440 root:root here); otherwise as
-        // ourselves.
-        let identity = if running_as_root(dir.path()) {
-            "mail_uid = nobody\nmail_gid = root\nfirst_valid_gid = 0\n".to_string()
-        } else {
-            let me = fs::metadata(dir.path()).expect("stat scratch");
-            format!(
-                "mail_uid = {}\nmail_gid = {}\nfirst_valid_uid = 1\nfirst_valid_gid = 1\n",
-                me.uid(),
-                me.gid()
-            )
-        };
+        let identity = mail_identity(dir.path());
         for sub in ["index", "control"] {
             fs::create_dir(dir.path().join(sub)).expect("mkdir");
         }

@@ -12,6 +12,10 @@
 //! - `swaks`: swaks over LMTP, plain, pipelined and with STARTTLS.
 //! - `dovecot`: Dovecot's `doveadm` reading cove's Maildir++ tree.
 //! - `sieve_connect`: sieve-connect managing scripts over ManageSieve.
+//! - `mime_dovecot`: ENVELOPE, BODYSTRUCTURE and body sections of the
+//!   messages in `tests/corpus/`, cove's against Dovecot's `imap`.
+//! - `sort_dovecot`: cove's SORT/THREAD engine against Dovecot's SORT and
+//!   THREAD on the same corpus.
 //!
 //! A case whose program is missing prints `skipped: ...` and passes, except
 //! with `CI=true`, where it fails: `.ci/run` installs every program.
@@ -19,9 +23,12 @@
 mod common;
 mod dovecot;
 mod exim;
+mod imap_value;
 mod mbsync;
+mod mime_dovecot;
 mod nginx;
 mod postfix;
 mod postfix_cluster;
 mod sieve_connect;
+mod sort_dovecot;
 mod swaks;

@@ -490,6 +490,90 @@ fn subscribe_unsubscribe_lsub() {
     assert_lines_unordered(&c.cmd("b1 LIST \"\" *"), &want);
 }
 
+// RFC 3501 §6.3.3/§6.3.9: CREATE does not subscribe the mailbox it makes,
+// nor the parents it makes on the way; only SUBSCRIBE does, and after
+// UNSUBSCRIBE nothing comes back \Subscribed (Dovecot's imaptest
+// "subscribe" group).
+#[test]
+fn create_subscribes_nothing() {
+    let s = server();
+    let mut c = login(&s);
+    c.cmd_ok("a1 CREATE Proj.Sub.Deep");
+    assert_lines(&c.cmd("a2 LSUB \"\" Proj*"), &["a2 OK LSUB completed"]);
+    assert_lines(
+        &c.cmd("a3 LIST (SUBSCRIBED) \"\" Proj*"),
+        &["a3 OK LIST completed"],
+    );
+    c.cmd_ok("a4 SUBSCRIBE Proj.Sub");
+    c.cmd_ok("a5 UNSUBSCRIBE Proj.Sub");
+    c.cmd_ok("a6 SUBSCRIBE Proj.Sub.Deep");
+    assert_lines(
+        &c.cmd("a7 LSUB \"\" Proj.%"),
+        &["* LSUB (\\Noselect) \".\" Proj.Sub", "a7 OK LSUB completed"],
+    );
+    assert_lines(
+        &c.cmd("a8 LIST \"\" Proj* RETURN (SUBSCRIBED)"),
+        &[
+            "* LIST (\\HasChildren) \".\" Proj",
+            "* LIST (\\HasChildren) \".\" Proj.Sub",
+            "* LIST (\\HasNoChildren \\Subscribed) \".\" Proj.Sub.Deep",
+            "a8 OK LIST completed",
+        ],
+    );
+}
+
+// RFC 5258 §3.5 CHILDINFO: with (SUBSCRIBED RECURSIVEMATCH) a name that
+// has a subscribed name below it says so, and a parent that is not
+// subscribed is listed for them where the pattern stops at its level (the
+// RFC's example 5; Dovecot answers the same). Without RECURSIVEMATCH,
+// nothing of the kind.
+#[test]
+fn list_subscribed_recursivematch_returns_childinfo() {
+    let s = server();
+    let mut c = login(&s);
+    c.cmd_ok("a1 CREATE Foo.Bar");
+    c.cmd_ok("a2 CREATE Baz.Q");
+    c.cmd_ok("a3 SUBSCRIBE Foo.Bar");
+    c.cmd_ok("a4 SUBSCRIBE Baz");
+    c.cmd_ok("a5 SUBSCRIBE Baz.Q");
+    c.cmd_ok("a6 SUBSCRIBE Ghost.Child");
+    let childinfo = " (\"CHILDINFO\" (\"SUBSCRIBED\"))";
+    assert_lines_unordered(
+        &c.cmd("b1 LIST (SUBSCRIBED RECURSIVEMATCH) \"\" %"),
+        &[
+            &format!("* LIST (\\HasChildren \\Subscribed) \".\" Baz{childinfo}"),
+            &format!("* LIST (\\HasChildren) \".\" Foo{childinfo}"),
+            &format!("* LIST (\\NonExistent) \".\" Ghost{childinfo}"),
+            "* LIST (\\HasNoChildren \\Archive \\Subscribed) \".\" Archive",
+            "* LIST (\\HasNoChildren \\Drafts \\Subscribed) \".\" Drafts",
+            "* LIST (\\HasNoChildren \\Subscribed) \".\" INBOX",
+            "* LIST (\\HasNoChildren \\Junk \\Subscribed) \".\" Junk",
+            "* LIST (\\HasNoChildren \\Sent \\Subscribed) \".\" Sent",
+            "* LIST (\\HasNoChildren \\Trash \\Subscribed) \".\" Trash",
+            "b1 OK LIST completed",
+        ],
+    );
+    // "*" reaches the subscribed names themselves: no unsubscribed parent.
+    assert_lines(
+        &c.cmd("b2 LIST (SUBSCRIBED RECURSIVEMATCH) \"\" Foo*"),
+        &[
+            "* LIST (\\HasNoChildren \\Subscribed) \".\" Foo.Bar",
+            "b2 OK LIST completed",
+        ],
+    );
+    assert_lines(
+        &c.cmd("b3 LIST (SUBSCRIBED RECURSIVEMATCH) \"\" Foo"),
+        &[
+            &format!("* LIST (\\HasChildren) \".\" Foo{childinfo}"),
+            "b3 OK LIST completed",
+        ],
+    );
+    assert_lines(
+        &c.cmd("b4 LIST (SUBSCRIBED) \"\" Foo"),
+        &["b4 OK LIST completed"],
+    );
+}
+
 // RFC 3501 §6.3.9: "if "foo/bar" ... is subscribed but "foo" is not. A "%"
 // wildcard to LSUB must return foo, not foo/bar, in the LSUB response, and
 // it MUST be flagged with the \Noselect attribute."

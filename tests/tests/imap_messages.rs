@@ -649,6 +649,35 @@ fn search_keys() {
     }
 }
 
+// RFC 3501 §6.4.4 TO/CC over RFC 5322 §3.4 groups: the group's name and
+// its members match (Dovecot's answer too), and a second To: field counts.
+#[test]
+fn search_to_and_cc_match_address_groups() {
+    let s = server_with_mail();
+    let mut c = selected(&s);
+    let grouped = "From: a@x.org\r\nTo: Friends: ann@example.com, Ben <ben@example.org>;\r\n\
+Cc: undisclosed-recipients:;\r\nTo: zed@example.net\r\nSubject: group\r\n\r\nhi\r\n";
+    let r = c.append("g0", "INBOX", "()", grouped.as_bytes());
+    assert!(r.last().unwrap().starts_with("g0 OK"), "{r:?}");
+    c.cmd_ok("g1 NOOP");
+    for (i, key) in [
+        "TO friends",
+        "TO ann@example.com",
+        "TO ben",
+        "TO zed@example.net",
+        "CC undisclosed-recipients",
+    ]
+    .iter()
+    .enumerate()
+    {
+        let tag = format!("t{i}");
+        assert_lines(
+            &c.cmd(&format!("{tag} SEARCH {key}")),
+            &["* SEARCH 4", &format!("{tag} OK SEARCH completed")],
+        );
+    }
+}
+
 // RFC 3501 §6.4.8 UID SEARCH answers with UIDs; the UID key takes UIDs.
 #[test]
 fn uid_search() {
@@ -923,8 +952,9 @@ fn envelope_and_bodystructure_are_cached_by_content() {
     let account = store.account(&user).unwrap();
     let inbox = account.mailbox("INBOX").unwrap();
     let messages = account.messages(&inbox.guid).unwrap();
+    // Kind 31: ENVELOPE (kind 1) at rendering version 3 (server/src/imap/fetch.rs).
     let keys: Vec<(cove_store::ContentId, u8)> =
-        messages.iter().map(|m| (m.content_id, 11)).collect();
+        messages.iter().map(|m| (m.content_id, 31)).collect();
     let cached = account.derived(&keys).unwrap();
     assert!(cached.iter().all(Option::is_some), "every ENVELOPE cached");
     let envelope = String::from_utf8(cached[0].clone().unwrap()).unwrap();
@@ -959,5 +989,81 @@ Content-Transfer-Encoding: x-rot13\r\n\r\nuryyb\r\n";
         r.last().unwrap(),
         "b4 NO [UNKNOWN-CTE] A part's content transfer encoding is not one cove can decode",
         "{r:?}"
+    );
+}
+
+// RFC 3501 §7.4.2 ENVELOPE and BODYSTRUCTURE on the forms where cove used
+// to differ from Dovecot (tests/interop/mime_dovecot.rs compares the rest):
+// a host-less address gets "MISSING_DOMAIN" (NIL is for group markers), a
+// second To: adds its addresses, a text part without a charset says
+// US-ASCII (RFC 2045 §5.2), and an RFC 2231-encoded boundary still splits
+// the multipart.
+#[test]
+fn envelope_and_bodystructure_of_odd_but_common_forms() {
+    let s = server_with_mail();
+    let mut c = selected(&s);
+    let odd = "From: root\r\nTo: Team: ann@x.org;\r\nTo: bob@y.org\r\nSender: <>\r\n\
+Subject: odd\r\nMIME-Version: 1.0\r\n\
+Content-Type: multipart/mixed; boundary*=us-ascii''b%2D1\r\n\r\n\
+--b-1\r\nContent-Type: text/html\r\n\r\n<p>x</p>\r\n--b-1--\r\n";
+    let r = c.append("m0", "INBOX", "()", odd.as_bytes());
+    assert!(r.last().unwrap().starts_with("m0 OK"), "{r:?}");
+    c.cmd_ok("m1 NOOP");
+    assert_lines(
+        &c.cmd("m2 FETCH 4 (ENVELOPE BODYSTRUCTURE)"),
+        &[
+            "* 4 FETCH (ENVELOPE (NIL \"odd\" ((NIL NIL \"root\" \"MISSING_DOMAIN\")) \
+             ((NIL NIL \"MISSING_MAILBOX\" \"MISSING_DOMAIN\")) ((NIL NIL \"root\" \"MISSING_DOMAIN\")) \
+             ((NIL NIL \"Team\" NIL)(NIL NIL \"ann\" \"x.org\")(NIL NIL NIL NIL)(NIL NIL \"bob\" \"y.org\")) \
+             NIL NIL NIL NIL) \
+             BODYSTRUCTURE ((\"TEXT\" \"HTML\" (\"CHARSET\" \"US-ASCII\") NIL NIL \"7BIT\" 8 0 NIL NIL NIL NIL) \
+             \"MIXED\" (\"BOUNDARY*\" \"us-ascii''b%2D1\") NIL NIL NIL))",
+            "m2 OK FETCH completed",
+        ],
+    );
+}
+
+// RFC 3501 §9 (CHAR8 excludes NUL), RFC 3516 §4.2: after a BINARY APPEND
+// of content holding NUL, BODY[...], BODY[] and RFC822 literals carry 0x80
+// in its place (as Dovecot does: same length, same offsets), and only
+// BINARY[...] sends the NUL, in a literal8.
+#[test]
+fn nul_from_a_binary_append_goes_out_only_in_literal8() {
+    let s = server_with_mail();
+    let mut c = selected(&s);
+    let message = b"From: a@x.org\r\nSubject: nul\r\nContent-Type: application/octet-stream\r\n\
+Content-Transfer-Encoding: binary\r\n\r\nab\0cd\r\n";
+    let mut append = format!("n1 APPEND INBOX ~{{{}+}}\r\n", message.len()).into_bytes();
+    append.extend_from_slice(message);
+    append.extend_from_slice(b"\r\n");
+    c.send_raw(&append);
+    let r = c.read_until_tagged("n1");
+    assert!(r.last().unwrap().starts_with("n1 OK"), "{r:?}");
+    c.cmd_ok("n2 NOOP");
+    // The harness shows bytes as lossy UTF-8: 0x80 reads as U+FFFD.
+    let r = c.cmd("n3 FETCH 4 (BODY.PEEK[1] BINARY.PEEK[1] BINARY.SIZE[1])");
+    assert_lines(
+        &r,
+        &[
+            "* 4 FETCH (BODY[1] {7}\r\nab\u{fffd}cd\r\n BINARY[1] ~{7}\r\nab\0cd\r\n BINARY.SIZE[1] 7)",
+            "n3 OK FETCH completed",
+        ],
+    );
+    let r = c.cmd("n4 FETCH 4 (RFC822.SIZE BODY.PEEK[] RFC822 BODY.PEEK[TEXT]<1.4>)");
+    let len = message.len();
+    let nul_as_0x80: Vec<u8> = message
+        .iter()
+        .map(|&b| if b == 0 { 0x80 } else { b })
+        .collect();
+    let lossy = String::from_utf8_lossy(&nul_as_0x80);
+    assert_lines(
+        &r,
+        &[
+            &format!(
+                "* 4 FETCH (RFC822.SIZE {len} BODY[] {{{len}}}\r\n{lossy} RFC822 {{{len}}}\r\n{lossy} \
+                 BODY[TEXT]<1> {{4}}\r\nb\u{fffd}cd FLAGS (\\Seen \\Recent))"
+            ),
+            "n4 OK FETCH completed",
+        ],
     );
 }

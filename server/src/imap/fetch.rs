@@ -75,7 +75,10 @@ pub fn seq_set_in_range(view: &View, set: &SequenceSet) -> bool {
 
 /// ENVELOPE, BODYSTRUCTURE and BODY are cached in the index by content id
 /// (`Account::derived`); bump the version when their rendering changes.
-const DERIVED_VERSION: u8 = 1;
+/// 2 is skipped: its kinds 21–23 would collide with POP3's CRLF size (22).
+/// 3: MISSING_DOMAIN hosts, repeated To/Cc kept, US-ASCII for every text
+/// part without a charset, RFC 2231 `boundary*`.
+const DERIVED_VERSION: u8 = 3;
 
 fn derived_kind(item: &MessageDataItemName<'_>) -> Option<u8> {
     use MessageDataItemName as I;
@@ -337,8 +340,8 @@ fn render(
                 match msg().binary(&part).ok() {
                     Some(bytes) => {
                         let (slice, origin) = partial_of(&bytes, partial);
-                        out.extend_from_slice(format!("BINARY[{name}]{origin} ~").as_bytes());
-                        response::literal(out, slice);
+                        out.extend_from_slice(format!("BINARY[{name}]{origin} ").as_bytes());
+                        response::literal8(out, slice);
                     }
                     None => out.extend_from_slice(format!("BINARY[{name}] NIL").as_bytes()),
                 }

@@ -116,12 +116,6 @@ impl Listing {
                 }
             })
         };
-        let has_children = |set: &BTreeSet<&str>, name: &str| {
-            let prefix = format!("{name}.");
-            set.range(prefix.as_str()..)
-                .next()
-                .is_some_and(|n| n.starts_with(&prefix))
-        };
         // Hierarchy levels that exist only as part of longer names
         // (RFC 3501 §6.3.4's example after DELETE, §6.3.9's LSUB with %):
         // listed with \Noselect where the pattern reaches them.
@@ -137,13 +131,25 @@ impl Listing {
         let mut entries: Vec<(&str, bool)> = names.iter().map(|n| (*n, false)).collect();
         entries.extend(implied.iter().map(|n| (*n, true)));
         entries.sort_unstable();
+        // RFC 5258 §3.5: with (SUBSCRIBED RECURSIVEMATCH), a name with a
+        // subscribed name below it says so in CHILDINFO, and a parent that is
+        // not subscribed itself is listed for them where the pattern stops
+        // at its level (as Dovecot answers).
+        let childinfo = opts.subscribed && opts.recursive_match && !lsub;
+        let extra = |name: &str| {
+            if childinfo && has_children(&names, name) {
+                " (\"CHILDINFO\" (\"SUBSCRIBED\"))"
+            } else {
+                ""
+            }
+        };
         let mut out = Vec::new();
         for (name, is_implied) in entries {
             if !matched(name) {
                 continue;
             }
             if is_implied {
-                if opts.special_use || (opts.subscribed && !lsub) {
+                if opts.special_use || (opts.subscribed && !lsub && !childinfo) {
                     continue;
                 }
                 let prefix = format!("{name}.");
@@ -155,6 +161,12 @@ impl Listing {
                 if below.clone().any(|n| matched(n)) {
                     continue;
                 }
+                if childinfo {
+                    // Listed below like any name, without \Subscribed.
+                    let attrs = attributes(by_name.get(name).copied(), name, &existing);
+                    line(&mut out, word, &attrs.join(" "), name, extra(name));
+                    continue;
+                }
                 let attrs = if lsub {
                     "\\Noselect"
                 } else if has_children(&existing, name) {
@@ -162,32 +174,21 @@ impl Listing {
                 } else {
                     "\\Noselect \\HasNoChildren"
                 };
-                line(&mut out, word, attrs, name);
+                line(&mut out, word, attrs, name, "");
                 continue;
             }
             let mb = by_name.get(name);
             if opts.special_use && mb.and_then(|m| m.special_use.as_ref()).is_none() {
                 continue;
             }
-            let mut attrs: Vec<&str> = Vec::new();
-            match mb {
-                None if lsub => attrs.push("\\Noselect"),
-                None => attrs.push("\\NonExistent"),
-                Some(mb) => {
-                    if has_children(&existing, name) {
-                        attrs.push("\\HasChildren");
-                    } else {
-                        attrs.push("\\HasNoChildren");
-                    }
-                    if let Some(su) = &mb.special_use {
-                        attrs.push(su);
-                    }
-                }
-            }
+            let mut attrs = match mb {
+                None if lsub => vec!["\\Noselect"],
+                _ => attributes(mb.copied(), name, &existing),
+            };
             if !lsub && (opts.subscribed || opts.return_subscribed) && subscribed.contains(name) {
                 attrs.push("\\Subscribed");
             }
-            line(&mut out, word, &attrs.join(" "), name);
+            line(&mut out, word, &attrs.join(" "), name, extra(name));
             if let Some((info, st)) = statuses.get(name) {
                 let items = status_items(info, st, &opts.return_status);
                 out.extend_from_slice(b"* STATUS ");
@@ -199,9 +200,38 @@ impl Listing {
     }
 }
 
-/// `* LIST (attrs) "." name`.
-fn line(out: &mut Vec<u8>, word: &str, attrs: &str, name: &str) {
+/// Whether `set` holds a name below `name`.
+fn has_children(set: &BTreeSet<&str>, name: &str) -> bool {
+    let prefix = format!("{name}.");
+    set.range(prefix.as_str()..)
+        .next()
+        .is_some_and(|n| n.starts_with(&prefix))
+}
+
+/// A LIST name's attributes: \NonExistent, or RFC 3348's \HasChildren /
+/// \HasNoChildren and RFC 6154's special use.
+fn attributes<'a>(
+    mb: Option<&'a MailboxInfo>,
+    name: &str,
+    existing: &BTreeSet<&str>,
+) -> Vec<&'a str> {
+    let Some(mb) = mb else {
+        return vec!["\\NonExistent"];
+    };
+    let children = if has_children(existing, name) {
+        "\\HasChildren"
+    } else {
+        "\\HasNoChildren"
+    };
+    let mut attrs = vec![children];
+    attrs.extend(mb.special_use.as_deref());
+    attrs
+}
+
+/// `* LIST (attrs) "." name`, then `extra` (RFC 5258 extended data).
+fn line(out: &mut Vec<u8>, word: &str, attrs: &str, name: &str, extra: &str) {
     out.extend_from_slice(format!("* {word} ({attrs}) \".\" ").as_bytes());
     response::mailbox(out, name);
+    out.extend_from_slice(extra.as_bytes());
     out.extend_from_slice(b"\r\n");
 }

@@ -20,6 +20,7 @@ pub mod mime;
 mod response;
 mod search;
 mod session;
+pub mod sort;
 mod store_flags;
 mod view;
 mod waiting;

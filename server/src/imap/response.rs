@@ -21,9 +21,28 @@ pub fn string(out: &mut Vec<u8>, s: &[u8]) {
     }
 }
 
-/// A literal: `{n}CRLF` and the bytes.
+/// A literal: `{n}CRLF` and the bytes, a NUL byte sent as 0x80.
+///
+/// RFC 3501 §9 (CHAR8 = %x01-ff) and RFC 9051 §9 allow no NUL in a
+/// literal; only a literal8 may carry one, and only in a BINARY response
+/// (RFC 3516 §4.2). Stored content can hold NUL (a BINARY APPEND, a
+/// delivery that carried one), so every BODY[], RFC822 and header literal
+/// goes through here. 0x80 is Dovecot's choice too: one byte for one, so
+/// the length, RFC822.SIZE and partial-fetch offsets stay those of the
+/// stored message, and a client that needs the exact bytes asks BINARY.
 pub fn literal(out: &mut Vec<u8>, s: &[u8]) {
     out.extend_from_slice(format!("{{{}}}\r\n", s.len()).as_bytes());
+    if s.contains(&0) {
+        out.extend(s.iter().map(|&b| if b == 0 { 0x80 } else { b }));
+    } else {
+        out.extend_from_slice(s);
+    }
+}
+
+/// RFC 3516 §4.2 literal8: `~{n}CRLF` and the bytes exactly, NUL included.
+/// Only for BINARY[...] data.
+pub fn literal8(out: &mut Vec<u8>, s: &[u8]) {
+    out.extend_from_slice(format!("~{{{}}}\r\n", s.len()).as_bytes());
     out.extend_from_slice(s);
 }
 
@@ -99,6 +118,18 @@ pub fn days_from_civil(y: i64, m: u32, d: u32) -> i64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn no_literal_carries_nul_but_literal8_does() {
+        let render = |write: fn(&mut Vec<u8>, &[u8]), s: &[u8]| {
+            let mut out = Vec::new();
+            write(&mut out, s);
+            out
+        };
+        assert_eq!(render(literal, b"a\0b\0"), b"{4}\r\na\x80b\x80");
+        assert_eq!(render(string, b"x\0"), b"{2}\r\nx\x80");
+        assert_eq!(render(literal8, b"a\0b"), b"~{3}\r\na\0b");
+    }
 
     #[test]
     fn quoting() {

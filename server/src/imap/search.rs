@@ -135,10 +135,18 @@ fn needs_body(k: &Key) -> bool {
 
 /// The decoded, lowercased header of a message, cached in the index by
 /// content id (`Account::derived`) for header-only searches; bump the
-/// version when the encoding below changes.
-const HEADER_TEXT_KIND: u8 = 14;
+/// version (the tens) when the encoding below or `content_of` changes.
+/// 34: group names in address fields (2x skipped: 22 is POP3's kind).
+const HEADER_TEXT_KIND: u8 = 34;
 
 impl Content {
+    /// Whether a `name` field (lowercased) holds `needle` (lowercased).
+    fn header_contains(&self, name: &str, needle: &str) -> bool {
+        self.headers
+            .iter()
+            .any(|(n, v)| n == name && v.contains(needle))
+    }
+
     /// `name\tvalue\n` lines, then `\x01sent\t<days>` if dated.
     fn header_text(&self) -> Vec<u8> {
         let mut out = String::new();
@@ -217,23 +225,21 @@ fn header_text(v: &HeaderValue<'_>) -> String {
         HeaderValue::TextList(l) => l.join(" "),
         HeaderValue::Address(a) => {
             let mut s = String::new();
-            let mut push = |addr: &mail_parser::Addr<'_>| {
-                if let Some(n) = &addr.name {
-                    s.push_str(n);
-                    s.push(' ');
-                }
-                if let Some(a) = &addr.address {
-                    s.push('<');
-                    s.push_str(a);
-                    s.push_str("> ");
-                }
-            };
+            let mut push = |addr| push_address(&mut s, addr);
             match a {
                 mail_parser::Address::List(list) => list.iter().for_each(&mut push),
-                mail_parser::Address::Group(groups) => groups
-                    .iter()
-                    .flat_map(|g| g.addresses.iter())
-                    .for_each(&mut push),
+                // RFC 5322 §3.4 `display-name ":" [group-list] ";"`: the
+                // group's name is searchable too (`SEARCH TO friends`), as
+                // in Dovecot.
+                mail_parser::Address::Group(groups) => {
+                    for group in groups {
+                        if let Some(name) = &group.name {
+                            push_group_name(&mut s, name);
+                        }
+                        let mut push = |addr| push_address(&mut s, addr);
+                        group.addresses.iter().for_each(&mut push);
+                    }
+                }
             }
             s
         }
@@ -243,6 +249,25 @@ fn header_text(v: &HeaderValue<'_>) -> String {
         }
         _ => String::new(),
     }
+}
+
+/// `name <address> ` as the matcher reads an address.
+fn push_address(s: &mut String, addr: &mail_parser::Addr<'_>) {
+    if let Some(n) = &addr.name {
+        s.push_str(n);
+        s.push(' ');
+    }
+    if let Some(a) = &addr.address {
+        s.push('<');
+        s.push_str(a);
+        s.push_str("> ");
+    }
+}
+
+/// `name: ` before a group's members.
+fn push_group_name(s: &mut String, name: &str) {
+    s.push_str(name);
+    s.push_str(": ");
 }
 
 /// mail-parser recurses once per nested multipart or message part and can
@@ -318,11 +343,7 @@ fn matches(
         Key::Sent(cmp, day) => content
             .and_then(|c| c.sent_day)
             .is_some_and(|d| compare(*cmp, d, *day)),
-        Key::Header(name, needle) => content.is_some_and(|c| {
-            c.headers
-                .iter()
-                .any(|(n, v)| n == name && v.contains(needle.as_str()))
-        }),
+        Key::Header(name, needle) => content.is_some_and(|c| c.header_contains(name, needle)),
         Key::Body(needle) => content.is_some_and(|c| c.body.contains(needle.as_str())),
         Key::Text(needle) => content.is_some_and(|c| {
             c.body.contains(needle.as_str())
@@ -443,6 +464,32 @@ mod tests {
                 .iter()
                 .any(|(n, v)| n == "subject" && v.contains("café"))
         );
+    }
+
+    /// RFC 5322 §3.4 groups: the group's name and its members are all
+    /// searchable (SEARCH TO friends, SEARCH TO ann@example.com).
+    #[test]
+    fn address_groups_are_searchable_by_name_and_member() {
+        let raw =
+            b"To: Friends: ann@example.com, \"Ben B.\" <ben@example.org>;, zed@example.net\r\n\
+                    Cc: undisclosed-recipients:;\r\nTo: second@example.com\r\n\r\n";
+        let c = content_of(header_block(raw));
+        let hit = |name: &str, needle: &str| c.header_contains(name, needle);
+        for needle in [
+            "friends",
+            "friends:",
+            "ann@example.com",
+            "ben b.",
+            "zed@example.net",
+            "second@",
+        ] {
+            assert!(hit("to", needle), "TO {needle}: {:?}", c.headers);
+        }
+        assert!(hit("cc", "undisclosed-recipients"), "{:?}", c.headers);
+        assert!(!hit("to", "nobody"));
+        // The cached form keeps them.
+        let back = Content::from_header_text(&c.header_text());
+        assert_eq!(back.headers, c.headers);
     }
 
     #[test]

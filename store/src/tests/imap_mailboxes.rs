@@ -16,6 +16,7 @@ fn rename_keeps_identity_and_takes_children_along() {
     let f = Fixture::new();
     for n in ["Work", "Work.Q1", "Work.Q1.Jan", "Workshop"] {
         f.acct.create_mailbox(n, None).unwrap();
+        f.acct.set_subscribed(n, true).unwrap();
     }
     f.acct.set_subscribed("Work.Ghost", true).unwrap();
     let a = f.put(
@@ -202,6 +203,7 @@ fn rename_inbox_moves_its_messages_into_a_new_mailbox() {
 fn delete_removes_messages_with_tombstones_and_keeps_children() {
     let f = Fixture::new();
     f.acct.create_mailbox("Work", None).unwrap();
+    f.acct.set_subscribed("Work", true).unwrap();
     f.acct.create_mailbox("Work.Sub", None).unwrap();
     let a = f.put_plain("Work", "a\r\n");
     let b = f.put_plain("Work", "b\r\n");
@@ -277,6 +279,7 @@ fn delete_removes_messages_with_tombstones_and_keeps_children() {
 fn crash_inside_rename_or_delete_is_finished_by_the_scan() {
     let f = Fixture::new();
     f.acct.create_mailbox("Work", None).unwrap();
+    f.acct.set_subscribed("Work", true).unwrap();
     let a = f.put(
         "Work",
         "a\r\n",
@@ -393,8 +396,19 @@ fn subscriptions_need_not_exist_and_log_only_existing_mailboxes() {
         f.acct.set_subscribed("a..b", true),
         Err(Error::InvalidData(_))
     ));
-    // A mailbox created under a subscribed name shows as subscribed.
+    // A mailbox created under a subscribed name shows as subscribed; any
+    // other new mailbox is not subscribed (RFC 3501 §6.3.9: SUBSCRIBE is
+    // the client's).
     assert!(f.acct.create_mailbox("Not.There", None).unwrap().subscribed);
+    assert!(!f.acct.create_mailbox("Fresh", None).unwrap().subscribed);
+    assert!(
+        !f.acct
+            .subscriptions()
+            .unwrap()
+            .contains(&"Fresh".to_string())
+    );
+    // The default folders start subscribed.
+    assert!(f.mb("Drafts").subscribed);
     f.assert_consistent();
 }
 

@@ -11,9 +11,12 @@
 //! - `adl`: an obsolete source route, `@a,@b` from `<@a,@b:user@host>`.
 //! - Groups: `Name: a@x, b@y;` gives a start marker (NIL NIL "Name" NIL),
 //!   the members, then an end marker (NIL NIL NIL NIL).
-//! - A missing domain gives host NIL. Dovecot writes "MISSING_DOMAIN"
-//!   instead. An address with neither local part nor domain (`<>`) is
-//!   dropped, because (x NIL NIL NIL) would read as a group marker.
+//! - A missing domain (`root`, `Name <root>`) gives host "MISSING_DOMAIN"
+//!   and a missing local part (`<>`, `<@host>`) mailbox "MISSING_MAILBOX",
+//!   as Dovecot answers: RFC 3501 §7.4.2 gives a NIL host only to group
+//!   markers, so a client reading `(NIL NIL "root" NIL)` sees the start of
+//!   a group called "root". The placeholders are only how the address is
+//!   written; the parsed [`Mailbox`] keeps what the header said.
 
 use super::imap_string::{push_nstring, push_string};
 
@@ -47,9 +50,9 @@ pub(super) fn write_address_list(out: &mut Vec<u8>, items: &[AddressItem]) {
                 out.push(b' ');
                 push_nstring(out, m.route.as_deref());
                 out.push(b' ');
-                push_string(out, &m.local);
+                push_string(out, or_placeholder(Some(&m.local), MISSING_MAILBOX));
                 out.push(b' ');
-                push_nstring(out, m.domain.as_deref());
+                push_string(out, or_placeholder(m.domain.as_deref(), MISSING_DOMAIN));
             }
             AddressItem::GroupStart(name) => {
                 out.extend_from_slice(b"NIL NIL ");
@@ -61,6 +64,15 @@ pub(super) fn write_address_list(out: &mut Vec<u8>, items: &[AddressItem]) {
         out.push(b')');
     }
     out.push(b')');
+}
+
+/// What an address without a local part / domain shows in its place
+/// (Dovecot's words; RFC 3501 §7.4.2 keeps NIL for group markers).
+const MISSING_MAILBOX: &[u8] = b"MISSING_MAILBOX";
+const MISSING_DOMAIN: &[u8] = b"MISSING_DOMAIN";
+
+fn or_placeholder<'a>(part: Option<&'a [u8]>, placeholder: &'a [u8]) -> &'a [u8] {
+    part.filter(|p| !p.is_empty()).unwrap_or(placeholder)
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -347,9 +359,6 @@ impl Parser {
     }
 
     fn push(&mut self, mailbox: Mailbox) {
-        if mailbox.local.is_empty() && mailbox.domain.as_ref().is_none_or(|d| d.is_empty()) {
-            return;
-        }
         self.out.push(AddressItem::Mailbox(mailbox));
     }
 }
@@ -454,7 +463,7 @@ mod tests {
             r#"(("Joe" "@r1.example,@r2.example" "joe" "x"))"#
         );
         // "<@x>" is no route: a local part missing, the domain kept.
-        assert_eq!(imap("<@x>"), r#"((NIL NIL "" "x"))"#);
+        assert_eq!(imap("<@x>"), r#"((NIL NIL "MISSING_MAILBOX" "x"))"#);
     }
 
     #[test]
@@ -474,23 +483,43 @@ mod tests {
         );
     }
 
+    /// A missing host or mailbox is a placeholder, never NIL, which
+    /// RFC 3501 §7.4.2 reserves for group markers (Dovecot answers the same).
     #[test]
-    fn missing_host_and_empty() {
-        assert_eq!(imap("root"), r#"((NIL NIL "root" NIL))"#);
+    fn missing_host_and_mailbox_are_placeholders() {
+        assert_eq!(imap("root"), r#"((NIL NIL "root" "MISSING_DOMAIN"))"#);
+        assert_eq!(
+            imap("Root <root>, a@"),
+            r#"(("Root" NIL "root" "MISSING_DOMAIN")(NIL NIL "a" "MISSING_DOMAIN"))"#
+        );
         assert_eq!(
             imap("Undisclosed recipients"),
-            r#"((NIL NIL "Undisclosed recipients" NIL))"#
+            r#"((NIL NIL "Undisclosed recipients" "MISSING_DOMAIN"))"#
+        );
+        assert_eq!(
+            imap("<>"),
+            r#"((NIL NIL "MISSING_MAILBOX" "MISSING_DOMAIN"))"#
         );
         assert_eq!(imap(""), "NIL");
         assert_eq!(imap(" , ,, "), "NIL");
-        assert_eq!(imap("<>"), "NIL");
         assert_eq!(imap("(only a comment)"), "NIL");
+        // The parsed value keeps what the header said.
+        assert_eq!(
+            parse_address_list(b"root"),
+            vec![AddressItem::Mailbox(Mailbox {
+                local: b"root".to_vec(),
+                ..Mailbox::default()
+            })]
+        );
     }
 
     #[test]
     fn garbage_never_panics_and_recovers_at_commas() {
-        // "<<" leaves no readable address before the comma.
-        assert_eq!(imap("<<a@b>> , c@d"), r#"((NIL NIL "c" "d"))"#);
+        // "<<" leaves an empty address before the comma.
+        assert_eq!(
+            imap("<<a@b>> , c@d"),
+            r#"((NIL NIL "MISSING_MAILBOX" "MISSING_DOMAIN")(NIL NIL "c" "d"))"#
+        );
         for s in [
             "<",
             ">",

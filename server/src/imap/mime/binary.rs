@@ -151,7 +151,7 @@ fn decode_quoted_printable(input: &[u8]) -> Vec<u8> {
     out
 }
 
-fn hex(b: &u8) -> Option<u8> {
+pub(super) fn hex(b: &u8) -> Option<u8> {
     char::from(*b)
         .to_digit(16)
         .and_then(|d| u8::try_from(d).ok())

@@ -236,7 +236,7 @@ mod tests {
         let deep_env = r#"(NIL "deep" NIL NIL NIL NIL NIL NIL NIL NIL)"#;
         let expected = format!(
             "(((\"TEXT\" \"PLAIN\" (\"CHARSET\" \"US-ASCII\") NIL NIL \"7BIT\" 12 1 NIL NIL NIL NIL)\
-             (\"TEXT\" \"HTML\" NIL NIL NIL \"7BIT\" 8 0 NIL NIL NIL NIL) \"ALTERNATIVE\" (\"BOUNDARY\" \"Y\") NIL NIL NIL)\
+             (\"TEXT\" \"HTML\" (\"CHARSET\" \"US-ASCII\") NIL NIL \"7BIT\" 8 0 NIL NIL NIL NIL) \"ALTERNATIVE\" (\"BOUNDARY\" \"Y\") NIL NIL NIL)\
              (\"MESSAGE\" \"RFC822\" NIL NIL NIL \"7BIT\" 144 {inner_env} \
              ((\"TEXT\" \"PLAIN\" (\"CHARSET\" \"US-ASCII\") NIL NIL \"7BIT\" 2 0 NIL NIL NIL NIL)\
              (\"MESSAGE\" \"RFC822\" NIL NIL NIL \"7BIT\" 26 {deep_env} \
@@ -248,7 +248,7 @@ mod tests {
 
         let expected_body = format!(
             "(((\"TEXT\" \"PLAIN\" (\"CHARSET\" \"US-ASCII\") NIL NIL \"7BIT\" 12 1)\
-             (\"TEXT\" \"HTML\" NIL NIL NIL \"7BIT\" 8 0) \"ALTERNATIVE\")\
+             (\"TEXT\" \"HTML\" (\"CHARSET\" \"US-ASCII\") NIL NIL \"7BIT\" 8 0) \"ALTERNATIVE\")\
              (\"MESSAGE\" \"RFC822\" NIL NIL NIL \"7BIT\" 144 {inner_env} \
              ((\"TEXT\" \"PLAIN\" (\"CHARSET\" \"US-ASCII\") NIL NIL \"7BIT\" 2 0)\
              (\"MESSAGE\" \"RFC822\" NIL NIL NIL \"7BIT\" 26 {deep_env} \
@@ -309,6 +309,53 @@ mod tests {
         );
     }
 
+    /// RFC 2231 §3/§4: an encoded, continued boundary still splits the
+    /// multipart; the parameter goes out merged, as written.
+    #[test]
+    fn rfc2231_encoded_boundary_splits_the_multipart() {
+        let raw = b"Content-Type: multipart/mixed; boundary*0*=us-ascii''a%2Db;\r\n boundary*1=c\r\n\r\n\
+                    --a-bc\r\nContent-Type: text/plain\r\n\r\none\r\n--a-bc\r\n\r\ntwo\r\n--a-bc--\r\n";
+        assert_eq!(
+            bs(raw, true),
+            r#"(("TEXT" "PLAIN" ("CHARSET" "US-ASCII") NIL NIL "7BIT" 3 0 NIL NIL NIL NIL)("TEXT" "PLAIN" ("CHARSET" "US-ASCII") NIL NIL "7BIT" 3 0 NIL NIL NIL NIL) "MIXED" ("BOUNDARY*" "us-ascii''a%2Dbc") NIL NIL NIL)"#
+        );
+    }
+
+    /// RFC 2045 §5.2: every text part without a charset says US-ASCII,
+    /// whether it has a Content-Type or not, after its other parameters.
+    #[test]
+    fn text_without_charset_is_us_ascii() {
+        for (header, params) in [
+            ("", r#"("CHARSET" "US-ASCII")"#),
+            ("Content-Type: text/plain\r\n", r#"("CHARSET" "US-ASCII")"#),
+            (
+                "Content-Type: text/html; format=flowed\r\n",
+                r#"("FORMAT" "flowed" "CHARSET" "US-ASCII")"#,
+            ),
+            (
+                "Content-Type: text/plain; CharSet=utf-8\r\n",
+                r#"("CHARSET" "utf-8")"#,
+            ),
+            (
+                "Content-Type: text/plain; charset=\"\"\r\n",
+                r#"("CHARSET" "")"#,
+            ),
+        ] {
+            let raw = format!("{header}\r\nx");
+            let got = bs(raw.as_bytes(), false);
+            assert!(got.starts_with("(\"TEXT\" "), "{got}");
+            assert!(
+                got.contains(&format!(" {params} NIL NIL \"7BIT\" 1 0)")),
+                "{header}: {got}"
+            );
+        }
+        // Not for other types.
+        assert_eq!(
+            bs(b"Content-Type: image/png\r\n\r\nx", false),
+            r#"("IMAGE" "PNG" NIL NIL NIL "7BIT" 1)"#
+        );
+    }
+
     #[test]
     fn eight_bit_values_are_literals() {
         let raw = b"Content-Type: text/plain; name=\"caf\xc3\xa9\"\r\nContent-Description: \xe9t\xe9\r\n\r\n";
@@ -316,7 +363,7 @@ mod tests {
         write_body(&mut out, raw, &MimePart::parse_message(raw), false);
         assert_eq!(
             out,
-            b"(\"TEXT\" \"PLAIN\" (\"NAME\" {5}\r\ncaf\xc3\xa9) NIL {3}\r\n\xe9t\xe9 \"7BIT\" 0 0)"
+            b"(\"TEXT\" \"PLAIN\" (\"NAME\" {5}\r\ncaf\xc3\xa9 \"CHARSET\" \"US-ASCII\") NIL {3}\r\n\xe9t\xe9 \"7BIT\" 0 0)"
         );
     }
 
@@ -359,7 +406,7 @@ mod tests {
                 b"Content-Type: message/global\r\n\r\nSubject: g\r\n\r\n",
                 false
             ),
-            r#"("MESSAGE" "GLOBAL" NIL NIL NIL "7BIT" 14 (NIL "g" NIL NIL NIL NIL NIL NIL NIL NIL) ("TEXT" "PLAIN" ("CHARSET" "US-ASCII") NIL NIL "7BIT" 0 0) 2)"#
+            r#"("MESSAGE" "GLOBAL" NIL NIL NIL "7BIT" 14)"#
         );
     }
 }

@@ -28,6 +28,45 @@ pub(super) struct Param {
     pub value: Vec<u8>,
 }
 
+impl Param {
+    /// `charset=US-ASCII`, RFC 2045 §5.2's default for text.
+    pub fn default_charset() -> Param {
+        Param {
+            name: b"charset".to_vec(),
+            value: b"US-ASCII".to_vec(),
+        }
+    }
+}
+
+/// The value of an RFC 2231 §4 extended parameter (`charset'lang'%xx...`,
+/// as merged under a `name*`) with the charset and language dropped and
+/// the percent-encoding undone. The bytes stay in the named charset; a
+/// broken `%` escape is kept as written.
+pub(super) fn decode_rfc2231(value: &[u8]) -> Vec<u8> {
+    let mut quotes = value.iter().enumerate().filter(|&(_, &b)| b == b'\'');
+    let encoded = match (quotes.next(), quotes.next()) {
+        (Some(_), Some((second, _))) => &value[second + 1..],
+        _ => value,
+    };
+    let mut out = Vec::with_capacity(encoded.len());
+    let mut i = 0;
+    while let Some(&b) = encoded.get(i) {
+        let hex = |at: usize| encoded.get(at).and_then(super::binary::hex);
+        match (b, hex(i + 1), hex(i + 2)) {
+            (b'%', Some(high), Some(low)) => {
+                let decoded = high << 4 | low;
+                out.push(decoded);
+                i += 3;
+            }
+            _ => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    out
+}
+
 /// Content-Type: `(type, subtype, params)`, or `None` when the value has no
 /// `type/subtype` (RFC 2045 §5.2 then says: treat as text/plain).
 pub(super) fn parse_content_type(value: &[u8]) -> Option<(Vec<u8>, Vec<u8>, Vec<Param>)> {
@@ -428,6 +467,19 @@ mod tests {
                 pair("key3*", "us-ascii'en'xyzplop%25"),
             ]
         );
+    }
+
+    #[test]
+    fn rfc2231_values_decode() {
+        assert_eq!(decode_rfc2231(b"us-ascii''outer-b"), b"outer-b");
+        assert_eq!(
+            decode_rfc2231(b"utf-8'en'%E2%82%AC%20x"),
+            "\u{20ac} x".as_bytes()
+        );
+        assert_eq!(decode_rfc2231(b"''a%25b"), b"a%b");
+        // Broken escapes and a missing charset'lang' prefix stay as written.
+        assert_eq!(decode_rfc2231(b"x'y'100%%zz%4"), b"100%%zz%4");
+        assert_eq!(decode_rfc2231(b"no-quotes%41"), b"no-quotesA");
     }
 
     #[test]

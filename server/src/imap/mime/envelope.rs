@@ -7,11 +7,16 @@
 //! anything around them. A header field that is absent is NIL. One that is
 //! present but empty is `""`, except for the address lists, which are NIL
 //! when they hold no address. When Sender or Reply-To is absent or holds no
-//! address, it repeats From (RFC 3501 §7.4.2). When a field occurs twice,
-//! the first one wins.
+//! address, it repeats From (RFC 3501 §7.4.2). An address field that occurs
+//! more than once (two To: lines, which RFC 5322 §3.6 forbids but mailers
+//! write) gives all its addresses, in order, as Dovecot answers: dropping
+//! the second To: would hide recipients. Date, Subject, In-Reply-To and
+//! Message-ID take the first occurrence, as the SORT keys do
+//! (`sort::header_keys`); SEARCH matches any occurrence. Dovecot takes the
+//! last; see docs/rfc-status.md.
 
 use super::address::{AddressItem, parse_address_list, write_address_list};
-use super::header::first_value;
+use super::header::{fields, first_value};
 use super::imap_string::push_nstring;
 
 /// Writes the ENVELOPE of the message whose header block is `header`.
@@ -40,10 +45,12 @@ pub(super) fn write_envelope(out: &mut Vec<u8>, header: &[u8]) {
     out.push(b')');
 }
 
-fn addresses(header: &[u8], name: &[u8]) -> Vec<AddressItem> {
-    first_value(header, name)
-        .map(|v| parse_address_list(&v))
-        .unwrap_or_default()
+/// The addresses of every `name` field, in header order.
+pub(super) fn addresses(header: &[u8], name: &[u8]) -> Vec<AddressItem> {
+    fields(header)
+        .filter(|f| f.name.eq_ignore_ascii_case(name))
+        .flat_map(|f| parse_address_list(&f.unfolded()))
+        .collect()
 }
 
 #[cfg(test)]
@@ -124,6 +131,18 @@ mod tests {
             "(NIL \"=?utf-8?q?Caf=C3=A9?=  test\" ((\"=?iso-8859-1?q?Al=EFce?=\" NIL \"alice\" \"x\")) \
              ((\"=?iso-8859-1?q?Al=EFce?=\" NIL \"alice\" \"x\")) ((\"=?iso-8859-1?q?Al=EFce?=\" NIL \"alice\" \"x\")) \
              NIL NIL NIL \"<a@x> (comment)\" \"<id@host>\")"
+        );
+    }
+
+    #[test]
+    fn repeated_address_fields_are_all_kept() {
+        let e = envelope("From: a@b\nTo: G: x@y, z@w;\nCc: c1@d\nTo: t2@u\nCC: c2@d\nto: \n\n");
+        assert!(
+            e.ends_with(
+                "((NIL NIL \"G\" NIL)(NIL NIL \"x\" \"y\")(NIL NIL \"z\" \"w\")(NIL NIL NIL NIL)\
+                 (NIL NIL \"t2\" \"u\")) ((NIL NIL \"c1\" \"d\")(NIL NIL \"c2\" \"d\")) NIL NIL NIL)"
+            ),
+            "{e}"
         );
     }
 

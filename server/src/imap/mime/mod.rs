@@ -61,14 +61,30 @@
 //!   envelope, or a MULTIPART with no children, breaks client parsers. A
 //!   multipart with a boundary but no parts gets one empty TEXT/PLAIN child
 //!   (as Dovecot does), because body-type-mpart needs at least one body.
+//! - Every TEXT part without a charset parameter gets `("CHARSET"
+//!   "US-ASCII")` after its other parameters (RFC 2045 §5.2), whether it
+//!   has a Content-Type or not, as Dovecot answers.
+//! - An address without a domain gets host "MISSING_DOMAIN", one without a
+//!   local part mailbox "MISSING_MAILBOX" (Dovecot's words): RFC 3501
+//!   §7.4.2 keeps a NIL host for group markers. A header field repeated
+//!   (two To: lines) contributes all its addresses.
 //! - RFC 2231 parameters are merged as Dovecot does. Plain continuations
 //!   become one value (`name*0=a; name*1=b` → `NAME "ab"`). Encoded ones keep
 //!   the charset and the percent-encoding, under a `*` name
 //!   (`FILENAME* "utf-8''%E2%82%AC.txt"`), so nothing is lost or guessed.
+//!   An encoded `boundary*` is decoded to split the multipart (Dovecot 2.3
+//!   does not; see docs/rfc-status.md).
+//!
+//! # Checked against Dovecot
+//! `tests/interop/mime_dovecot.rs` compares ENVELOPE, BODYSTRUCTURE and the
+//! body sections of the messages in `tests/corpus/` with Dovecot's answers,
+//! as parsed values; the differences that remain are listed there and in
+//! docs/rfc-status.md with their reasons.
 //!
 //! # Not handled yet
-//! - The nested structure of an encoded message/global (RFC 6532 allows
-//!   base64 there); it is described as APPLICATION/OCTET-STREAM.
+//! - message/global (RFC 6532) as RFC 9051's body-type-msg (envelope and
+//!   nested body) for IMAP4rev2 clients; for IMAP4rev1 it is a basic body
+//!   (RFC 3501's body-type-msg is message/rfc822 only), as in Dovecot 2.3.
 //! - UTF8=ACCEPT: 8-bit strings always go out as literals.
 //! - Caching: each call parses the message again. Use [`ParsedMessage`] to
 //!   serve several FETCH items from one parse.
@@ -138,6 +154,39 @@ impl<'a> ParsedMessage<'a> {
     pub fn binary(&self, part: &[u32]) -> Result<Cow<'a, [u8]>, BinaryError> {
         binary::binary_bytes(self.raw, &self.root, part)
     }
+}
+
+/// One address structure of an ENVELOPE (RFC 3501 §7.4.2), as stored:
+/// encoded words not decoded, a missing host `None`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EnvelopeAddress {
+    pub name: Option<Vec<u8>>,
+    pub mailbox: Vec<u8>,
+    pub host: Option<Vec<u8>>,
+}
+
+/// The first address structure ENVELOPE shows for header field `field` of
+/// `header` (every occurrence of the field counts, as in ENVELOPE): what
+/// RFC 5256 §3 sorts FROM, TO and CC by. A group's start marker is an
+/// address with the group's name as its mailbox, as Dovecot sorts it.
+/// `None` when the field holds no address.
+pub fn first_envelope_address(header: &[u8], field: &[u8]) -> Option<EnvelopeAddress> {
+    use address::AddressItem;
+    envelope::addresses(header, field)
+        .into_iter()
+        .find_map(|item| match item {
+            AddressItem::Mailbox(m) => Some(EnvelopeAddress {
+                name: m.name,
+                mailbox: m.local,
+                host: m.domain,
+            }),
+            AddressItem::GroupStart(name) => Some(EnvelopeAddress {
+                name: None,
+                mailbox: name,
+                host: None,
+            }),
+            AddressItem::GroupEnd => None,
+        })
 }
 
 /// RFC 3501 §7.4.2: the ENVELOPE of a message, e.g.

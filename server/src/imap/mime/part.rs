@@ -1,6 +1,6 @@
 //! The MIME tree of a message as byte ranges into its raw bytes: RFC 2045
-//! headers, RFC 2046 §5.1 multipart, §5.2.1 message/rfc822 (RFC 6532
-//! message/global too), and RFC 3501 §6.4.5 part numbers.
+//! headers, RFC 2046 §5.1 multipart, §5.2.1 message/rfc822, and RFC 3501
+//! §6.4.5 part numbers.
 //!
 //! Each entity is split into header (empty line included) and body. A
 //! multipart body is cut at lines starting with `--boundary` (a prefix
@@ -16,7 +16,7 @@
 
 use std::ops::Range;
 
-use super::content_type::{Param, first_token, parse_content_type};
+use super::content_type::{Param, decode_rfc2231, first_token, parse_content_type};
 use super::header::{first, header_end, next_line};
 use super::{MAX_DEPTH, MAX_PARTS};
 
@@ -36,7 +36,7 @@ pub(super) struct MimePart {
 pub(super) enum PartKind {
     Single,
     Multipart(Vec<MimePart>),
-    /// message/rfc822 or message/global: the encapsulated message's
+    /// message/rfc822: the encapsulated message's
     /// top-level entity (its header is the message header).
     Message(Box<MimePart>),
 }
@@ -61,10 +61,21 @@ enum DefaultType {
 impl MediaType {
     fn from_header(header: &[u8], default: DefaultType) -> MediaType {
         if let Some(field) = first(header, b"Content-Type")
-            && let Some((main, sub, params)) = parse_content_type(&field.unfolded())
+            && let Some((main, sub, mut params)) = parse_content_type(&field.unfolded())
         {
+            let main = main.to_ascii_uppercase();
+            // RFC 2045 §5.2, RFC 2046 §4.1.2: a text part without a charset
+            // is US-ASCII. Said explicitly, as for a part without a
+            // Content-Type, so every TEXT part reads the same.
+            if main == b"TEXT"
+                && !params
+                    .iter()
+                    .any(|p| p.name.eq_ignore_ascii_case(b"charset"))
+            {
+                params.push(Param::default_charset());
+            }
             return MediaType {
-                main: main.to_ascii_uppercase(),
+                main,
                 sub: sub.to_ascii_uppercase(),
                 params,
             };
@@ -83,10 +94,7 @@ impl MediaType {
         MediaType {
             main: b"TEXT".to_vec(),
             sub: b"PLAIN".to_vec(),
-            params: vec![Param {
-                name: b"charset".to_vec(),
-                value: b"US-ASCII".to_vec(),
-            }],
+            params: vec![Param::default_charset()],
         }
     }
 
@@ -98,8 +106,26 @@ impl MediaType {
             .map(|p| p.value.as_slice())
     }
 
+    /// The multipart boundary: `boundary`, or else an RFC 2231 encoded
+    /// `boundary*` (`us-ascii''outer`, continuations already merged),
+    /// decoded. Dovecot 2.3 only reads the plain form; RFC 2231 §3 allows
+    /// either, and a sender that encodes its boundary still means it.
+    pub fn boundary(&self) -> Option<Vec<u8>> {
+        let boundary = match self.param(b"boundary") {
+            Some(plain) => plain.to_vec(),
+            None => decode_rfc2231(self.param(b"boundary*")?),
+        };
+        (!boundary.is_empty()).then_some(boundary)
+    }
+
+    /// message/rfc822: the one type RFC 3501's body-type-msg describes with
+    /// an envelope and a nested body. message/global (RFC 6532) is a
+    /// body-type-basic for IMAP4rev1 clients, as in Dovecot 2.3: an
+    /// envelope where RFC 3501's grammar expects extension data breaks
+    /// their parsers. (RFC 9051 §9 adds MESSAGE/GLOBAL to body-type-msg for
+    /// IMAP4rev2.)
     pub fn is_encapsulated_message(&self) -> bool {
-        self.main == b"MESSAGE" && (self.sub == b"RFC822" || self.sub == b"GLOBAL")
+        self.main == b"MESSAGE" && self.sub == b"RFC822"
     }
 }
 
@@ -171,10 +197,7 @@ fn parse_entity(
     *budget = budget.saturating_sub(1);
 
     let may_nest = depth < MAX_DEPTH && *budget > 0;
-    let boundary = media
-        .param(b"boundary")
-        .filter(|b| !b.is_empty())
-        .map(<[u8]>::to_vec);
+    let boundary = media.boundary();
     let kind = match boundary {
         Some(boundary) if may_nest && media.main == b"MULTIPART" => {
             let child_default = if media.sub == b"DIGEST" {

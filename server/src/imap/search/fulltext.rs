@@ -19,7 +19,8 @@ use super::{Key, content_of};
 /// Names what [`extract`] puts in the index: bump it whenever `content_of`
 /// or `extract` changes what the matcher reads, and every user's index is
 /// built again.
-const EXTRACTOR_VERSION: u32 = 1;
+/// 2: group names in address fields.
+const EXTRACTOR_VERSION: u32 = 2;
 
 /// The text the matcher reads, as the index stores it.
 fn extract(raw: &[u8]) -> IndexedText {
