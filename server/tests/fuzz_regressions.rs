@@ -13,7 +13,7 @@ use bodies::XorShift;
 
 type Target = fn(&[u8]);
 
-const TARGETS: [(&str, Target); 6] = [
+const TARGETS: [(&str, Target); 7] = [
     ("imap_command", bodies::imap_command),
     ("imap_mime", bodies::imap_mime),
     ("imap_sort", bodies::imap_sort),
