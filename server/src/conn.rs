@@ -40,6 +40,16 @@ impl Conn {
         self.socket_peer()
             .is_some_and(|p| crate::proxy::is_trusted(p.ip()))
     }
+
+    /// Whether a password may cross this connection in clear text: inside
+    /// TLS, from loopback, or where the operator allows it (RFC 8314).
+    pub fn plaintext_ok(&self, peer: std::net::SocketAddr, allowed_by_config: bool) -> bool {
+        crate::auth::plaintext_allowed(
+            self.is_tls() || self.from_trusted_proxy(),
+            peer.ip(),
+            allowed_by_config,
+        )
+    }
 }
 
 impl AsyncRead for Conn {

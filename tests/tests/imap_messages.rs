@@ -923,8 +923,10 @@ fn envelope_and_bodystructure_are_cached_by_content() {
     let account = store.account(&user).unwrap();
     let inbox = account.mailbox("INBOX").unwrap();
     let messages = account.messages(&inbox.guid).unwrap();
-    let keys: Vec<(cove_store::ContentId, u8)> =
-        messages.iter().map(|m| (m.content_id, 11)).collect();
+    let keys: Vec<(cove_store::ContentId, cove_store::DerivedKind)> = messages
+        .iter()
+        .map(|m| (m.content_id, cove_store::DerivedKind::ImapEnvelope))
+        .collect();
     let cached = account.derived(&keys).unwrap();
     assert!(cached.iter().all(Option::is_some), "every ENVELOPE cached");
     let envelope = String::from_utf8(cached[0].clone().unwrap()).unwrap();

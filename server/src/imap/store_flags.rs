@@ -1,13 +1,14 @@
-//! RFC 3501 §6.4.6 STORE and UID STORE (FLAGS, +FLAGS, -FLAGS, .SILENT).
+//! RFC 3501 §6.4.6 STORE and UID STORE (FLAGS, +FLAGS, -FLAGS, .SILENT),
+//! and the flag changes FETCH makes (its implicit \Seen).
 
 use cove_store::{FlagOp, Flags, Uid};
 use imap_codec::imap_types::flag::{Flag, StoreResponse, StoreType};
-use imap_codec::imap_types::sequence::SequenceSet;
 
-use super::fetch::{resolve, seq_set_in_range};
-use super::mailboxes::{outcome_for, split_flags};
+use super::command::Store;
+use super::connection::{Authed, Connection};
+use super::outcome::{Code, Outcome};
 use super::response;
-use super::session::{Outcome, Session, State};
+use super::view::View;
 
 /// A flag change to apply.
 #[derive(Debug, Clone)]
@@ -36,81 +37,79 @@ impl FlagChange {
     }
 }
 
-impl Session {
-    // RFC 3501 §6.4.6 STORE.
-    pub async fn store(
-        &mut self,
-        set: SequenceSet,
-        kind: StoreType,
-        response: StoreResponse,
-        flags: Vec<Flag<'static>>,
-        uid: bool,
-    ) -> Outcome {
-        let State::Selected(_, view) = &self.state else {
-            return Outcome::Bad("No mailbox selected".into());
-        };
-        if view.read_only {
-            return Outcome::No("[READ-ONLY] Mailbox is read-only".into());
-        }
-        if !uid && !seq_set_in_range(view, &set) {
-            return Outcome::Bad("Message sequence number out of range".into());
-        }
-        let uids: Vec<Uid> = resolve(view, &set, uid)
-            .into_iter()
-            .map(|i| view.messages[i].uid)
-            .collect();
-        let (system, keywords) = split_flags(&flags);
-        let change = FlagChange {
-            kind,
-            flags: system,
-            keywords,
-        };
-        let silent = matches!(response, StoreResponse::Silent);
-        if let Err(o) = self.apply_flag_change(&uids, change, None, silent).await {
-            return o;
-        }
-        // UID STORE .SILENT still owes nothing; STORE answers with FETCH
-        // FLAGS (written by apply_flag_change) and UID when it was UID STORE.
-        let _ = uid;
-        self.announce(false).await;
-        Outcome::Ok("STORE completed".into())
+// RFC 3501 §6.4.6 STORE, §6.4.8 UID STORE.
+pub async fn store(conn: &mut Connection, user: &Authed, view: &mut View, store: Store) -> Outcome {
+    if view.read_only {
+        return Outcome::no(Code::ReadOnly, "Mailbox is read-only");
     }
+    if !store.uid && !view.seq_set_in_range(&store.set) {
+        return Outcome::bad("Message sequence number out of range");
+    }
+    let uids = view.uids(&store.set, store.uid);
+    let (system, keywords) = split_flags(&store.flags);
+    let change = FlagChange {
+        kind: store.kind,
+        flags: system,
+        keywords,
+    };
+    // STORE answers with FETCH FLAGS (and UID), .SILENT with nothing.
+    let silent = matches!(store.response, StoreResponse::Silent);
+    if let Err(refused) = apply_flag_change(conn, user, view, &uids, change, None, silent).await {
+        return refused;
+    }
+    Outcome::ok("STORE completed")
+}
 
-    /// Change flags of messages of the selected mailbox and update the view;
-    /// unless `silent`, write `* n FETCH (FLAGS ...)` for each.
-    pub async fn apply_flag_change(
-        &mut self,
-        uids: &[Uid],
-        change: FlagChange,
-        unchanged_since: Option<u64>,
-        silent: bool,
-    ) -> Result<(), Outcome> {
-        let State::Selected(a, view) = &self.state else {
-            return Err(Outcome::Bad("No mailbox selected".into()));
-        };
-        let account = a.account.clone();
-        let guid = view.mailbox.guid;
-        let uids = uids.to_vec();
-        let op = change.op();
-        let result = self
-            .blocking(move || account.store_flags(&guid, &uids, op, unchanged_since))
-            .await;
-        let result = match result {
-            Ok(r) => r,
-            Err(e) => return Err(outcome_for(&e)),
-        };
-        let State::Selected(_, view) = &mut self.state else {
-            return Ok(());
-        };
-        for (uid, flags, keywords, modseq) in result.updated {
-            view.update_own(uid, flags, keywords.clone(), modseq);
-            if !silent && let Some(seq) = view.seq_of(uid) {
-                let list = response::flag_list(flags, &keywords, view.recent.contains(&uid));
-                self.out.extend_from_slice(
-                    format!("* {seq} FETCH (UID {uid} FLAGS {list})\r\n").as_bytes(),
-                );
-            }
+/// Change flags of messages of the selected mailbox and update the view;
+/// unless `silent`, write `* n FETCH (UID u FLAGS ...)` for each.
+pub async fn apply_flag_change(
+    conn: &mut Connection,
+    user: &Authed,
+    view: &mut View,
+    uids: &[Uid],
+    change: FlagChange,
+    unchanged_since: Option<u64>,
+    silent: bool,
+) -> Result<(), Outcome> {
+    let account = user.account();
+    let guid = view.mailbox.guid;
+    let uids = uids.to_vec();
+    let op = change.op();
+    let result = user
+        .blocking(move || account.store_flags(&guid, &uids, op, unchanged_since))
+        .await
+        .map_err(|e| conn.refuse(&e))?;
+    for (uid, flags, keywords, modseq) in result.updated {
+        view.update_own(uid, flags, keywords.clone(), modseq);
+        if !silent && let Some(seq) = view.seq_of(uid) {
+            let list = response::flag_list(flags, &keywords, view.recent.contains(&uid));
+            conn.out.extend_from_slice(
+                format!("* {seq} FETCH (UID {uid} FLAGS {list})\r\n").as_bytes(),
+            );
         }
-        Ok(())
     }
+    Ok(())
+}
+
+/// System flags and keywords from a flag list.
+pub fn split_flags(flags: &[Flag<'_>]) -> (Flags, Vec<String>) {
+    let mut system = Flags::empty();
+    let mut keywords = Vec::new();
+    for f in flags {
+        match f {
+            Flag::Seen => system.insert(Flags::SEEN),
+            Flag::Answered => system.insert(Flags::ANSWERED),
+            Flag::Flagged => system.insert(Flags::FLAGGED),
+            Flag::Deleted => system.insert(Flags::DELETED),
+            Flag::Draft => system.insert(Flags::DRAFT),
+            Flag::Keyword(k) => {
+                let k = k.inner().to_string();
+                if !keywords.iter().any(|x: &String| x.eq_ignore_ascii_case(&k)) {
+                    keywords.push(k);
+                }
+            }
+            Flag::Extension(_) => {}
+        }
+    }
+    (system, keywords)
 }

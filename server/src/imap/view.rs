@@ -13,6 +13,7 @@ use std::collections::{BTreeSet, HashSet};
 use cove_store::{
     Account, Change, ChangeKind, ContentId, Flags, MailboxInfo, MessageMeta, ModSeq, Uid,
 };
+use imap_codec::imap_types::sequence::{SeqOrUid, Sequence, SequenceSet};
 use tokio::sync::broadcast;
 
 use super::response;
@@ -129,6 +130,68 @@ impl View {
 
     pub fn exists(&self) -> usize {
         self.messages.len()
+    }
+
+    /// Messages (indices into `messages`) a sequence set names, ascending.
+    /// With `uid`, numbers are UIDs and ones that do not exist are ignored
+    /// (RFC 3501 §6.4.8); `*` is the last message.
+    pub fn resolve(&self, set: &SequenceSet, uid: bool) -> Vec<usize> {
+        let n = self.messages.len();
+        if n == 0 {
+            return Vec::new();
+        }
+        let last_uid = self.messages[n - 1].uid;
+        let value = |s: &SeqOrUid| -> u32 {
+            match s {
+                SeqOrUid::Value(v) => v.get(),
+                SeqOrUid::Asterisk if uid => last_uid,
+                SeqOrUid::Asterisk => n as u32,
+            }
+        };
+        let mut out = BTreeSet::new();
+        for seq in set.0.as_ref() {
+            let (a, b) = match seq {
+                Sequence::Single(s) => (value(s), value(s)),
+                Sequence::Range(x, y) => (value(x), value(y)),
+            };
+            let (lo, hi) = (a.min(b), a.max(b));
+            if uid {
+                let start = self.messages.partition_point(|m| m.uid < lo);
+                let end = self.messages.partition_point(|m| m.uid <= hi);
+                out.extend(start..end);
+            } else {
+                let lo = (lo as usize).max(1);
+                let hi = (hi as usize).min(n);
+                if lo <= hi {
+                    out.extend(lo - 1..hi);
+                }
+            }
+        }
+        out.into_iter().collect()
+    }
+
+    /// The UIDs of the messages a set names, ascending.
+    pub fn uids(&self, set: &SequenceSet, uid: bool) -> Vec<Uid> {
+        self.resolve(set, uid)
+            .into_iter()
+            .map(|i| self.messages[i].uid)
+            .collect()
+    }
+
+    /// Whether every number of a message-sequence set is a valid sequence
+    /// number (RFC 3501 §9: a number above EXISTS is an error; `*` is fine).
+    pub fn seq_set_in_range(&self, set: &SequenceSet) -> bool {
+        let n = self.messages.len() as u32;
+        set.0.as_ref().iter().all(|s| {
+            let ok = |v: &SeqOrUid| match v {
+                SeqOrUid::Value(v) => v.get() <= n,
+                SeqOrUid::Asterisk => n > 0,
+            };
+            match s {
+                Sequence::Single(a) => ok(a),
+                Sequence::Range(a, b) => ok(a) && ok(b),
+            }
+        })
     }
 
     /// 1-based sequence number of a UID.
