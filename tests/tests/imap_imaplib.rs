@@ -1,6 +1,7 @@
 //! A real client library through a whole session: Python's imaplib logs in,
 //! lists, selects, fetches, searches, stores, copies, moves, expunges and
-//! appends against the real binary (tests/python/imaplib_session.py).
+//! appends against the real binary (tests/python/imaplib_session.py); and
+//! resynchronises with CONDSTORE and QRESYNC (imaplib_condstore.py).
 
 use std::process::Command;
 use std::time::Duration;
@@ -9,6 +10,19 @@ use cove_tests::{TestServer, message, run_bounded};
 
 #[test]
 fn python_imaplib_session() {
+    run_script("imaplib_session.py", "imaplib ok");
+}
+
+// RFC 7162: ENABLE QRESYNC, HIGHESTMODSEQ, CHANGEDSINCE, UNCHANGEDSINCE
+// with [MODIFIED], VANISHED, SELECT (QRESYNC ...).
+#[test]
+fn python_imaplib_condstore() {
+    run_script("imaplib_condstore.py", "imaplib condstore ok");
+}
+
+/// Run a script of tests/python against a server whose alice@x.org has
+/// three messages in INBOX; it must print `done`.
+fn run_script(name: &str, done: &str) {
     let server =
         TestServer::start("[imap]\nlisten = [\"127.0.0.1:0\"]\nauth_failure_delay_ms = 10\n");
     let out = server.cli_stdin(
@@ -29,7 +43,7 @@ fn python_imaplib_session() {
         );
         assert!(d.results[0].is("250"), "{:?}", d.results);
     }
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/python/imaplib_session.py");
+    let script = format!("{}/python/{name}", env!("CARGO_MANIFEST_DIR"));
     let mut cmd = Command::new("python3");
     cmd.arg(script)
         .env("COVE_IMAP", server.addr_of("imap").to_string())
@@ -43,5 +57,5 @@ fn python_imaplib_session() {
         "imaplib session failed:\n{stdout}\n{stderr}\nserver log:\n{}",
         server.logs().join("\n")
     );
-    assert!(stdout.contains("imaplib ok"), "{stdout}");
+    assert!(stdout.contains(done), "{stdout}");
 }

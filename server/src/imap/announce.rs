@@ -73,7 +73,14 @@ pub async fn announce(
     };
     match rows {
         Ok((rows, first_recent)) => {
-            view.apply(&read, rows, first_recent, allow_expunge, &mut conn.out);
+            view.apply(
+                &read,
+                rows,
+                first_recent,
+                allow_expunge,
+                conn.enabled,
+                &mut conn.out,
+            );
             Ok(())
         }
         Err(Error::NotFound(_)) => Err(MailboxGone),

@@ -33,6 +33,8 @@ pub fn capabilities(conn: &Connection, logged_in: bool) -> String {
         "LIST-EXTENDED",
         "LIST-STATUS",
         "BINARY",
+        "CONDSTORE",
+        "QRESYNC",
     ]);
     let limit = format!("APPENDLIMIT={}", conn.ctx.config.max_literal_size);
     let mut s = caps.join(" ");

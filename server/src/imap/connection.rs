@@ -12,6 +12,7 @@ use cove_store::Account;
 use tokio::io::BufReader;
 
 use super::ImapContext;
+use super::condstore::Enabled;
 use super::outcome::{self, Outcome};
 use crate::conn::Conn;
 use crate::listener::ConnectionSlot;
@@ -22,6 +23,8 @@ pub struct Connection {
     pub id: u64,
     pub reader: BufReader<Conn>,
     pub out: Vec<u8>,
+    /// RFC 5161 ENABLE, and what RFC 7162 enables implicitly.
+    pub enabled: Enabled,
 }
 
 impl Connection {

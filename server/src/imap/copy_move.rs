@@ -4,30 +4,11 @@
 use cove_store::{MailboxName, Uid};
 use imap_codec::imap_types::sequence::SequenceSet;
 
+use super::condstore::Expunges;
 use super::connection::{Authed, Connection};
 use super::outcome::{Code, Outcome, untagged_ok};
+use super::response;
 use super::view::View;
-
-/// `1:3,7` for COPYUID.
-fn uid_set(uids: &[Uid]) -> String {
-    let mut out: Vec<String> = Vec::new();
-    let mut i = 0;
-    while i < uids.len() {
-        let start = uids[i];
-        let mut end = start;
-        while i + 1 < uids.len() && uids[i + 1] == end + 1 {
-            i += 1;
-            end = uids[i];
-        }
-        out.push(if start == end {
-            start.to_string()
-        } else {
-            format!("{start}:{end}")
-        });
-        i += 1;
-    }
-    out.join(",")
-}
 
 // RFC 3501 §6.4.7 COPY, RFC 6851 §3.1 MOVE, and their UID forms (§6.4.8),
 // with RFC 4315 §3 COPYUID.
@@ -74,8 +55,8 @@ pub async fn copy_or_move(
     let (src, dst): (Vec<Uid>, Vec<Uid>) = transfer.pairs.iter().copied().unzip();
     let code = (!src.is_empty()).then(|| Code::CopyUid {
         uidvalidity: transfer.uidvalidity,
-        from: uid_set(&src),
-        to: uid_set(&dst),
+        from: response::number_set(&src),
+        to: response::number_set(&dst),
     });
     if !is_move {
         return match code {
@@ -88,20 +69,12 @@ pub async fn copy_or_move(
     if let Some(code) = code {
         untagged_ok(code, "Moved", &mut conn.out);
     }
+    let mut expunges = Expunges::new(conn.enabled);
     for uid in &src {
         for seq in view.remove_own(&[*uid]) {
-            conn.out
-                .extend_from_slice(format!("* {seq} EXPUNGE\r\n").as_bytes());
+            expunges.gone(seq, *uid, &mut conn.out);
         }
     }
+    expunges.finish(&mut conn.out);
     Outcome::ok("MOVE completed")
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn uid_sets() {
-        assert_eq!(super::uid_set(&[1, 2, 3, 7, 9, 10]), "1:3,7,9:10");
-        assert_eq!(super::uid_set(&[]), "");
-    }
 }

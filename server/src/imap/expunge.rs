@@ -5,6 +5,7 @@ use std::collections::HashSet;
 use cove_store::{Flags, Uid};
 use imap_codec::imap_types::sequence::SequenceSet;
 
+use super::condstore::Expunges;
 use super::connection::{Authed, Connection};
 use super::outcome::{Code, Outcome};
 use super::view::View;
@@ -35,11 +36,12 @@ pub async fn expunge(
         Ok(g) => g,
         Err(e) => return conn.refuse(&e),
     };
+    let mut expunges = Expunges::new(conn.enabled);
     for uid in gone {
         for seq in view.remove_own(&[uid]) {
-            conn.out
-                .extend_from_slice(format!("* {seq} EXPUNGE\r\n").as_bytes());
+            expunges.gone(seq, uid, &mut conn.out);
         }
     }
+    expunges.finish(&mut conn.out);
     Outcome::ok("EXPUNGE completed")
 }

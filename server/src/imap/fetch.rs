@@ -1,16 +1,19 @@
-//! RFC 3501 §6.4.5 FETCH and §6.4.8 UID FETCH; RFC 3516 BINARY.
+//! RFC 3501 §6.4.5 FETCH and §6.4.8 UID FETCH; RFC 3516 BINARY; RFC 7162
+//! MODSEQ, CHANGEDSINCE and VANISHED.
 
 use std::num::NonZeroU32;
 
-use cove_store::{DerivedKind, Flags, MailboxInfo};
+use cove_store::{DerivedKind, Flags, MailboxInfo, ModSeq, Uid};
+use imap_codec::imap_types::command::FetchModifier;
 use imap_codec::imap_types::fetch::{MessageDataItemName, Section};
 
 use super::command::Fetch;
+use super::condstore::{UidSet, expunged_since, vanished};
 use super::connection::{Authed, Connection};
 use super::mime;
 use super::outcome::{Code, Outcome};
 use super::response;
-use super::store_flags::{FlagChange, apply_flag_change};
+use super::store_flags::{FlagChange, Report, apply_flag_change};
 use super::view::{View, ViewMessage};
 
 /// ENVELOPE, BODYSTRUCTURE and BODY are cached in the index by content id
@@ -164,6 +167,7 @@ fn render(
     derived: &Derived,
     items: &[MessageDataItemName<'_>],
     uid_cmd: bool,
+    condstore: bool,
     out: &mut Vec<u8>,
 ) {
     use MessageDataItemName as I;
@@ -305,6 +309,12 @@ fn render(
             .as_bytes(),
         );
     }
+    // RFC 7162 §3.1.4: once CONDSTORE is enabled, flags go with their MODSEQ.
+    let flags_sent = seen_now || items.iter().any(|i| matches!(i, I::Flags));
+    if condstore && flags_sent && !items.iter().any(|i| matches!(i, I::ModSeq)) {
+        sep(out);
+        out.extend_from_slice(format!("MODSEQ ({})", meta.modseq).as_bytes());
+    }
     out.extend_from_slice(b")\r\n");
 }
 
@@ -346,12 +356,59 @@ const BATCH_FROM_INDEX: usize = 2048;
 // RFC 3501 §6.4.5 FETCH, §6.4.8 UID FETCH.
 pub async fn fetch(conn: &mut Connection, user: &Authed, view: &mut View, fetch: Fetch) -> Outcome {
     let Fetch {
-        set, items, uid, ..
+        set,
+        mut items,
+        uid,
+        modifiers,
     } = fetch;
     if !uid && !view.seq_set_in_range(&set) {
         return Outcome::bad("Message sequence number out of range");
     }
-    let indices = view.resolve(&set, uid);
+    let mut changed_since = None;
+    let mut with_vanished = false;
+    for m in &modifiers {
+        match m {
+            FetchModifier::ChangedSince(v) => changed_since = Some(v.get()),
+            FetchModifier::Vanished => with_vanished = true,
+        }
+    }
+    // RFC 7162 §3.2.6: VANISHED with UID FETCH and CHANGEDSINCE only, once
+    // QRESYNC is enabled.
+    if with_vanished && !(uid && changed_since.is_some() && conn.enabled.qresync) {
+        return Outcome::bad("VANISHED needs UID FETCH, CHANGEDSINCE and QRESYNC enabled");
+    }
+    let asks_modseq = items
+        .iter()
+        .any(|i| matches!(i, MessageDataItemName::ModSeq));
+    if changed_since.is_some() || asks_modseq {
+        // RFC 7162 §3.1: a CONDSTORE enabling command.
+        conn.enable_condstore(Some(view));
+    }
+    if changed_since.is_some() && !asks_modseq {
+        // RFC 7162 §3.1.4.1: CHANGEDSINCE implies MODSEQ.
+        items.push(MessageDataItemName::ModSeq);
+    }
+    let mut indices = view.resolve(&set, uid);
+    if let Some(since) = changed_since {
+        // RFC 7162 §3.1.4.1: only messages changed after `since`.
+        indices.retain(|i| view.messages[*i].modseq > since);
+        if with_vanished {
+            let account = user.account();
+            let guid = view.mailbox.guid;
+            let tombstones = match user.blocking(move || account.tombstones(&guid)).await {
+                Ok(t) => t,
+                Err(e) => return conn.refuse(&e),
+            };
+            let tombstones: Vec<(Uid, ModSeq)> =
+                tombstones.iter().map(|(u, _, m)| (*u, *m)).collect();
+            let asked = UidSet::new(&set, view.last_uid());
+            let gone = expunged_since(view, &tombstones, since, Some(&asked));
+            if !gone.is_empty() {
+                vanished(&mut conn.out, &gone, true);
+            }
+        }
+    }
+    let condstore = conn.enabled.condstore;
     let account = user.account();
     let mailbox: MailboxInfo = view.mailbox.clone();
     let mark_seen = !view.read_only && items.iter().any(sets_seen);
@@ -369,7 +426,9 @@ pub async fn fetch(conn: &mut Connection, user: &Authed, view: &mut View, fetch:
             .collect();
         if !unseen.is_empty() {
             let change = FlagChange::add_seen();
-            if let Err(o) = apply_flag_change(conn, user, view, &unseen, change, None, true).await {
+            if let Err(o) =
+                apply_flag_change(conn, user, view, &unseen, change, None, Report::Nothing).await
+            {
                 return o;
             }
             seen_now.extend(unseen);
@@ -465,7 +524,15 @@ pub async fn fetch(conn: &mut Connection, user: &Authed, view: &mut View, fetch:
                         unknown_cte = true;
                         continue;
                     }
-                    render(&row, content.as_ref(), &derived, &items, uid, &mut out);
+                    render(
+                        &row,
+                        content.as_ref(),
+                        &derived,
+                        &items,
+                        uid,
+                        condstore,
+                        &mut out,
+                    );
                 }
                 // A cache that cannot be written only costs a parse next time.
                 if let Err(e) = account.store_derived(&learned) {

@@ -28,6 +28,8 @@ pub enum Code {
     Cannot,
     /// RFC 3501 §7.1: the capabilities, after login.
     Capability(String),
+    /// RFC 7162 §3.2.11: the previously selected mailbox is closed.
+    Closed,
     /// RFC 4315 §3: UIDVALIDITY, source and destination UID sets.
     CopyUid {
         uidvalidity: u32,
@@ -35,8 +37,12 @@ pub enum Code {
         to: String,
     },
     ExpungeIssued,
+    /// RFC 7162 §3.1.2.1.
+    HighestModSeq(u64),
     InUse,
     Limit,
+    /// RFC 7162 §3.1.3: the messages UNCHANGEDSINCE did not store.
+    Modified(String),
     Nonexistent,
     OverQuota,
     PermanentFlags(String),
@@ -67,14 +73,17 @@ impl fmt::Display for Code {
             C::BadCharset => f.write_str("BADCHARSET (UTF-8 US-ASCII)"),
             C::Cannot => f.write_str("CANNOT"),
             C::Capability(caps) => write!(f, "CAPABILITY {caps}"),
+            C::Closed => f.write_str("CLOSED"),
             C::CopyUid {
                 uidvalidity,
                 from,
                 to,
             } => write!(f, "COPYUID {uidvalidity} {from} {to}"),
             C::ExpungeIssued => f.write_str("EXPUNGEISSUED"),
+            C::HighestModSeq(m) => write!(f, "HIGHESTMODSEQ {m}"),
             C::InUse => f.write_str("INUSE"),
             C::Limit => f.write_str("LIMIT"),
+            C::Modified(set) => write!(f, "MODIFIED {set}"),
             C::Nonexistent => f.write_str("NONEXISTENT"),
             C::OverQuota => f.write_str("OVERQUOTA"),
             C::PermanentFlags(list) => write!(f, "PERMANENTFLAGS ({list})"),

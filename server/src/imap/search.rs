@@ -182,6 +182,17 @@ fn header_block(raw: &[u8]) -> &[u8] {
     &raw[..end]
 }
 
+/// RFC 7162 §3.1.5: a MODSEQ key anywhere in the search.
+fn has_modseq(k: &Key) -> bool {
+    match k {
+        Key::ModSeq(_) => true,
+        Key::Not(k) => has_modseq(k),
+        Key::Or(a, b) => has_modseq(a) || has_modseq(b),
+        Key::And(v) => v.iter().any(has_modseq),
+        _ => false,
+    }
+}
+
 fn needs_content(k: &Key) -> bool {
     match k {
         Key::Sent(..) | Key::Header(..) | Key::Body(_) | Key::Text(_) => true,
@@ -342,6 +353,11 @@ pub async fn search(
     uid: bool,
 ) -> Outcome {
     let key = Key::And(criteria.as_ref().iter().map(|k| lower(view, k)).collect());
+    let with_modseq = has_modseq(&key);
+    if with_modseq {
+        // RFC 7162 §3.1: a CONDSTORE enabling command.
+        conn.enable_condstore(Some(view));
+    }
     let candidates: Vec<(usize, ViewMessage)> = view
         .messages
         .iter()
@@ -398,7 +414,7 @@ pub async fn search(
                     })
                 };
                 if matches(&key, &m, &recent, now, c.as_ref()) {
-                    hits.push(if uid { m.uid as usize } else { seq });
+                    hits.push((if uid { m.uid as usize } else { seq }, m.modseq));
                 }
             }
             // A cache that cannot be written only costs a parse next time.
@@ -410,7 +426,12 @@ pub async fn search(
         .await;
     match found {
         Ok(hits) => {
-            let list: String = hits.iter().map(|n| format!(" {n}")).collect();
+            let mut list: String = hits.iter().map(|(n, _)| format!(" {n}")).collect();
+            // RFC 7162 §3.1.5: with a MODSEQ key, the highest modseq of the
+            // messages found.
+            if with_modseq && let Some(highest) = hits.iter().map(|(_, m)| *m).max() {
+                list.push_str(&format!(" (MODSEQ {highest})"));
+            }
             conn.untagged(&format!("SEARCH{list}"));
             Outcome::ok("SEARCH completed")
         }

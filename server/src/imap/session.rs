@@ -14,7 +14,7 @@ use super::command::{self, Announce, AnyState, Command, Decoded, Valid};
 pub use super::connection::Authed;
 use super::connection::Connection;
 use super::framing::{self, Frame};
-use super::outcome::{Code, Outcome};
+use super::outcome::{Code, Outcome, untagged_ok};
 use super::view::View;
 use crate::client_text::ClientText;
 use crate::conn::{Conn, PIPELINED_OUTPUT};
@@ -59,6 +59,7 @@ impl Session {
                 id,
                 reader: BufReader::with_capacity(READ_BUFFER, conn),
                 out: Vec::new(),
+                enabled: Default::default(),
             },
             state: State::NotAuthenticated,
             bad_in_a_row: 0,
@@ -416,7 +417,11 @@ impl Session {
                 read_only,
                 parameters,
             } => {
-                // A failed SELECT leaves no mailbox selected (RFC 3501 §6.3.1).
+                // A failed SELECT leaves no mailbox selected (RFC 3501 §6.3.1);
+                // RFC 7162 §3.2.11: with QRESYNC, the client is told first.
+                if matches!(self.state, State::Selected(..)) && self.conn.enabled.qresync {
+                    untagged_ok(Code::Closed, "Previous mailbox closed", &mut self.conn.out);
+                }
                 self.deselect();
                 let State::Authenticated(user) = &self.state else {
                     return Outcome::bad("Log in first");
@@ -447,14 +452,15 @@ impl Session {
             }
             _ => {}
         }
-        let user = match &self.state {
-            State::Authenticated(user) | State::Selected(user, _) => user,
+        let (user, view) = match &self.state {
+            State::Authenticated(user) => (user, None),
+            State::Selected(user, view) => (user, Some(&**view)),
             _ => return Outcome::bad("Log in first"),
         };
         let conn = &mut self.conn;
         match c {
             A::Namespace => super::capability::namespace(conn),
-            A::Enable(capabilities) => super::enable::enable(conn, &capabilities),
+            A::Enable(capabilities) => super::enable::enable(conn, &capabilities, view),
             A::Select { .. } => Outcome::bad("Log in first"),
             A::Create {
                 mailbox,
@@ -481,7 +487,7 @@ impl Session {
                 plain,
             } => super::list::list(conn, user, options, lsub, plain).await,
             A::Status { mailbox, items } => match mailbox {
-                Ok(m) => super::status::status(conn, user, m, &items).await,
+                Ok(m) => super::status::status(conn, user, view, m, &items).await,
                 Err(e) => conn.refuse_name(&e),
             },
             A::Append(append) => super::append::append(conn, user, append).await,

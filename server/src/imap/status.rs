@@ -1,4 +1,5 @@
-//! RFC 3501 §6.3.10 STATUS (and RFC 8438 STATUS=SIZE's item).
+//! RFC 3501 §6.3.10 STATUS (and RFC 8438 STATUS=SIZE's item, RFC 7162's
+//! HIGHESTMODSEQ).
 
 use cove_store::{MailboxInfo, MailboxName, MailboxStatus};
 use imap_codec::imap_types::status::StatusDataItemName;
@@ -6,14 +7,20 @@ use imap_codec::imap_types::status::StatusDataItemName;
 use super::connection::{Authed, Connection};
 use super::outcome::Outcome;
 use super::response;
+use super::view::View;
 
 // RFC 3501 §6.3.10 STATUS.
 pub async fn status(
     conn: &mut Connection,
     user: &Authed,
+    selected: Option<&View>,
     name: MailboxName,
     items: &[StatusDataItemName],
 ) -> Outcome {
+    // RFC 7162 §3.1: STATUS HIGHESTMODSEQ enables CONDSTORE.
+    if items.contains(&StatusDataItemName::HighestModSeq) {
+        conn.enable_condstore(selected);
+    }
     let account = user.account();
     let got = user
         .blocking(move || {
@@ -47,6 +54,10 @@ pub fn status_items(mb: &MailboxInfo, st: &MailboxStatus, items: &[StatusDataIte
             }
             StatusDataItemName::Unseen => parts.push(format!("UNSEEN {}", st.unseen)),
             StatusDataItemName::Size => parts.push(format!("SIZE {}", st.size)),
+            // RFC 7162 §3.1.6 (positive, like the SELECT's).
+            StatusDataItemName::HighestModSeq => {
+                parts.push(format!("HIGHESTMODSEQ {}", mb.highest_modseq.max(1)))
+            }
             _ => {}
         }
     }

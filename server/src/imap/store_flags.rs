@@ -1,7 +1,9 @@
 //! RFC 3501 §6.4.6 STORE and UID STORE (FLAGS, +FLAGS, -FLAGS, .SILENT),
-//! and the flag changes FETCH makes (its implicit \Seen).
+//! with RFC 7162 UNCHANGEDSINCE, and the flag changes FETCH makes (its
+//! implicit \Seen).
 
 use cove_store::{FlagOp, Flags, Uid};
+use imap_codec::imap_types::command::StoreModifier;
 use imap_codec::imap_types::flag::{Flag, StoreResponse, StoreType};
 
 use super::command::Store;
@@ -37,13 +39,36 @@ impl FlagChange {
     }
 }
 
-// RFC 3501 §6.4.6 STORE, §6.4.8 UID STORE.
+/// What a flag change tells the client of each message it changed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Report {
+    /// `* n FETCH (UID u FLAGS (..))`, with MODSEQ once CONDSTORE is on.
+    Flags,
+    /// `* n FETCH (UID u MODSEQ (m))`: STORE .SILENT once CONDSTORE is
+    /// on (RFC 7162 §3.1.3: the client's cache needs the new modseq).
+    ModSeqOnly,
+    /// Nothing (FETCH's implicit \Seen: the FETCH itself reports it).
+    Nothing,
+}
+
+// RFC 3501 §6.4.6 STORE, §6.4.8 UID STORE; RFC 7162 §3.1.3 UNCHANGEDSINCE.
 pub async fn store(conn: &mut Connection, user: &Authed, view: &mut View, store: Store) -> Outcome {
     if view.read_only {
         return Outcome::no(Code::ReadOnly, "Mailbox is read-only");
     }
     if !store.uid && !view.seq_set_in_range(&store.set) {
         return Outcome::bad("Message sequence number out of range");
+    }
+    let unchanged_since = store
+        .modifiers
+        .iter()
+        .map(|m| match m {
+            StoreModifier::UnchangedSince(v) => *v,
+        })
+        .next();
+    if unchanged_since.is_some() {
+        // RFC 7162 §3.1: a CONDSTORE enabling command.
+        conn.enable_condstore(Some(view));
     }
     let uids = view.uids(&store.set, store.uid);
     let (system, keywords) = split_flags(&store.flags);
@@ -52,16 +77,39 @@ pub async fn store(conn: &mut Connection, user: &Authed, view: &mut View, store:
         flags: system,
         keywords,
     };
-    // STORE answers with FETCH FLAGS (and UID), .SILENT with nothing.
-    let silent = matches!(store.response, StoreResponse::Silent);
-    if let Err(refused) = apply_flag_change(conn, user, view, &uids, change, None, silent).await {
-        return refused;
+    let report = match store.response {
+        StoreResponse::Answer => Report::Flags,
+        StoreResponse::Silent if conn.enabled.condstore => Report::ModSeqOnly,
+        StoreResponse::Silent => Report::Nothing,
+    };
+    let modified =
+        match apply_flag_change(conn, user, view, &uids, change, unchanged_since, report).await {
+            Ok(m) => m,
+            Err(refused) => return refused,
+        };
+    if modified.is_empty() {
+        return Outcome::ok("STORE completed");
     }
-    Outcome::ok("STORE completed")
+    // RFC 7162 §3.1.3: the messages not stored, by UID for UID STORE and
+    // by number for STORE.
+    let numbers: Vec<u32> = if store.uid {
+        modified
+    } else {
+        modified
+            .iter()
+            .filter_map(|u| view.seq_of(*u))
+            .map(|s| s as u32)
+            .collect()
+    };
+    Outcome::ok_with(
+        Code::Modified(response::number_set(&numbers)),
+        "Conditional STORE failed",
+    )
 }
 
-/// Change flags of messages of the selected mailbox and update the view;
-/// unless `silent`, write `* n FETCH (UID u FLAGS ...)` for each.
+/// Change flags of messages of the selected mailbox and update the view,
+/// telling the client as `report` says. With `unchanged_since`, messages
+/// changed after it are left alone; their UIDs are returned.
 pub async fn apply_flag_change(
     conn: &mut Connection,
     user: &Authed,
@@ -69,8 +117,8 @@ pub async fn apply_flag_change(
     uids: &[Uid],
     change: FlagChange,
     unchanged_since: Option<u64>,
-    silent: bool,
-) -> Result<(), Outcome> {
+    report: Report,
+) -> Result<Vec<Uid>, Outcome> {
     let account = user.account();
     let guid = view.mailbox.guid;
     let uids = uids.to_vec();
@@ -81,14 +129,21 @@ pub async fn apply_flag_change(
         .map_err(|e| conn.refuse(&e))?;
     for (uid, flags, keywords, modseq) in result.updated {
         view.update_own(uid, flags, keywords.clone(), modseq);
-        if !silent && let Some(seq) = view.seq_of(uid) {
-            let list = response::flag_list(flags, &keywords, view.recent.contains(&uid));
-            conn.out.extend_from_slice(
-                format!("* {seq} FETCH (UID {uid} FLAGS {list})\r\n").as_bytes(),
-            );
-        }
+        let Some(seq) = view.seq_of(uid) else {
+            continue;
+        };
+        let line = match report {
+            Report::Nothing => continue,
+            Report::ModSeqOnly => format!("* {seq} FETCH (UID {uid} MODSEQ ({modseq}))\r\n"),
+            Report::Flags => {
+                let list = response::flag_list(flags, &keywords, view.recent.contains(&uid));
+                let modseq = response::modseq_item(conn.enabled, modseq);
+                format!("* {seq} FETCH (UID {uid} FLAGS {list}{modseq})\r\n")
+            }
+        };
+        conn.out.extend_from_slice(line.as_bytes());
     }
-    Ok(())
+    Ok(result.modified)
 }
 
 /// System flags and keywords from a flag list.

@@ -16,6 +16,7 @@ use cove_store::{
 use imap_codec::imap_types::sequence::{SeqOrUid, Sequence, SequenceSet};
 use tokio::sync::broadcast;
 
+use super::condstore::{Enabled, Expunges};
 use super::response;
 
 /// What a view keeps of one message: what FETCH of flags, dates and sizes,
@@ -130,6 +131,20 @@ impl View {
 
     pub fn exists(&self) -> usize {
         self.messages.len()
+    }
+
+    /// RFC 7162 §3.1.2.1 HIGHESTMODSEQ: no message nor expunge the view
+    /// knows of has a higher modseq (at least 1: the grammar's
+    /// mod-sequence-value is positive).
+    pub fn highest_modseq(&self) -> ModSeq {
+        self.messages
+            .iter()
+            .map(|m| m.modseq)
+            .max()
+            .unwrap_or(0)
+            .max(self.modseq)
+            .max(self.mailbox.highest_modseq)
+            .max(1)
     }
 
     /// Messages (indices into `messages`) a sequence set names, ascending.
@@ -327,6 +342,7 @@ impl View {
         rows: Vec<MessageMeta>,
         first_recent: Uid,
         allow_expunge: bool,
+        enabled: Enabled,
         out: &mut Vec<u8>,
     ) {
         let mut changed_flags: BTreeSet<Uid> = BTreeSet::new();
@@ -349,13 +365,15 @@ impl View {
         }
         if allow_expunge {
             let gone: Vec<Uid> = std::mem::take(&mut self.expunged).into_iter().collect();
+            let mut expunges = Expunges::new(enabled);
             for uid in gone {
                 if let Some(seq) = self.seq_of(uid) {
                     self.messages.remove(seq - 1);
                     self.recent.remove(&uid);
-                    out.extend_from_slice(format!("* {seq} EXPUNGE\r\n").as_bytes());
+                    expunges.gone(seq, uid, out);
                 }
             }
+            expunges.finish(out);
         }
         if !added.is_empty() {
             self.recent
@@ -378,8 +396,9 @@ impl View {
             if let Some(seq) = self.seq_of(uid) {
                 let m = &self.messages[seq - 1];
                 let flags = response::flag_list(m.flags, &m.keywords, self.recent.contains(&uid));
+                let modseq = response::modseq_item(enabled, m.modseq);
                 out.extend_from_slice(
-                    format!("* {seq} FETCH (UID {uid} FLAGS {flags})\r\n").as_bytes(),
+                    format!("* {seq} FETCH (UID {uid} FLAGS {flags}{modseq})\r\n").as_bytes(),
                 );
             }
         }
