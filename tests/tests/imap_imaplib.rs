@@ -6,7 +6,7 @@
 use std::process::Command;
 use std::time::Duration;
 
-use cove_tests::{TestServer, message, run_bounded};
+use cove_tests::{IMAP_CONFIG, TestServer, message, run_bounded};
 
 #[test]
 fn python_imaplib_session() {
@@ -20,11 +20,17 @@ fn python_imaplib_condstore() {
     run_script("imaplib_condstore.py", "imaplib condstore ok");
 }
 
+// RFC 4978: COMPRESS DEFLATE over plain TCP and over TLS; a second one is
+// NO [COMPRESSIONACTIVE].
+#[test]
+fn python_imaplib_compress() {
+    run_script("imaplib_compress.py", "imaplib compress ok");
+}
+
 /// Run a script of tests/python against a server whose alice@x.org has
 /// three messages in INBOX; it must print `done`.
 fn run_script(name: &str, done: &str) {
-    let server =
-        TestServer::start("[imap]\nlisten = [\"127.0.0.1:0\"]\nauth_failure_delay_ms = 10\n");
+    let server = TestServer::start(IMAP_CONFIG);
     let out = server.cli_stdin(
         &["user", "add", "alice@x.org", "--password-stdin"],
         Some(b"s3cret\n"),
@@ -47,6 +53,7 @@ fn run_script(name: &str, done: &str) {
     let mut cmd = Command::new("python3");
     cmd.arg(script)
         .env("COVE_IMAP", server.addr_of("imap").to_string())
+        .env("COVE_IMAPS", server.addr_of("imaps").to_string())
         .env("COVE_USER", "alice@x.org")
         .env("COVE_PASS", "s3cret");
     let out = run_bounded(cmd, None, Duration::from_secs(60));

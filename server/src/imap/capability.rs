@@ -35,6 +35,7 @@ pub fn capabilities(conn: &Connection, logged_in: bool) -> String {
         "BINARY",
         "CONDSTORE",
         "QRESYNC",
+        "COMPRESS=DEFLATE",
     ]);
     let limit = format!("APPENDLIMIT={}", conn.ctx.config.max_literal_size);
     let mut s = caps.join(" ");

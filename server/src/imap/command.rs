@@ -133,6 +133,8 @@ pub enum Authenticated {
     Append(Append),
     /// RFC 2177.
     Idle,
+    /// RFC 4978 COMPRESS DEFLATE.
+    Compress,
 }
 
 /// RFC 3501 §6.4: valid with a mailbox selected.
@@ -224,6 +226,7 @@ impl Command {
                 Authenticated::Append(_) => ("APPEND", Everything),
                 // IDLE announces as changes come (idle.rs).
                 Authenticated::Idle => ("IDLE", Everything),
+                Authenticated::Compress => ("COMPRESS", Nothing),
             },
             Command::Selected(c) => match c {
                 Selected::Check => ("CHECK", Everything),
@@ -319,6 +322,12 @@ pub fn decode(bytes: Vec<u8>) -> Decoded {
         Err(_) => None,
     };
     let Some(decoded) = decoded else {
+        if let Some(name) = undecoded_extension(&bytes) {
+            return Decoded::Unsupported {
+                tag: tag_or_star(&bytes),
+                name,
+            };
+        }
         return Decoded::Invalid {
             tag: tag_or_star(&bytes),
             why: "Command not understood".into(),
@@ -416,6 +425,8 @@ fn typed(body: CommandBody<'static>) -> Result<Command, &'static str> {
             items: item_names.into_owned(),
         }),
         C::Idle => Command::Authenticated(A::Idle),
+        // DEFLATE is the only algorithm imap-codec decodes (RFC 4978 §3).
+        C::Compress { .. } => Command::Authenticated(A::Compress),
         C::Check => Command::Selected(Selected::Check),
         C::Close => Command::Selected(Selected::Close { expunge: true }),
         C::Unselect => Command::Selected(Selected::Close { expunge: false }),
@@ -484,6 +495,47 @@ fn typed(body: CommandBody<'static>) -> Result<Command, &'static str> {
         // APPEND is taken apart above, with its buffer.
         _ => return Err(name),
     })
+}
+
+/// Commands of extensions imap-codec does not decode, and cove does not
+/// advertise (imap-codec decodes the others it knows, such as SORT, THREAD,
+/// GETQUOTA and COMPRESS, into commands cove answers as unsupported).
+const UNDECODED_EXTENSIONS: &[&str] = &[
+    "NOTIFY",         // RFC 5465
+    "GETMETADATA",    // RFC 5464
+    "SETMETADATA",    // RFC 5464
+    "GETACL",         // RFC 4314
+    "SETACL",         // RFC 4314
+    "DELETEACL",      // RFC 4314
+    "LISTRIGHTS",     // RFC 4314
+    "MYRIGHTS",       // RFC 4314
+    "URLFETCH",       // RFC 4467
+    "GENURLAUTH",     // RFC 4467
+    "RESETKEY",       // RFC 4467
+    "UNAUTHENTICATE", // RFC 8437
+    "REPLACE",        // RFC 8508
+    "LANGUAGE",       // RFC 5255
+    "COMPARATOR",     // RFC 5255
+    "CONVERT",        // RFC 5259
+    "XLIST",          // Gmail's predecessor of SPECIAL-USE
+];
+
+/// The name of an extension command imap-codec could not decode, if it is
+/// one: the line has a tag and one of [`UNDECODED_EXTENSIONS`] (after
+/// `UID` for the UID forms).
+fn undecoded_extension(line: &[u8]) -> Option<&'static str> {
+    let verb = framing::verb_of(line)?;
+    let verb = if verb.eq_ignore_ascii_case(b"UID") {
+        let tag = framing::tag_of(line)?;
+        let rest = line.get(tag.len() + 1..)?;
+        framing::verb_of(rest)?
+    } else {
+        verb
+    };
+    UNDECODED_EXTENSIONS
+        .iter()
+        .find(|name| name.as_bytes().eq_ignore_ascii_case(verb))
+        .copied()
 }
 
 /// The bytes of a mailbox name as the client sent them.

@@ -22,6 +22,7 @@ mod auth;
 mod capability;
 mod close;
 pub mod command;
+mod compress;
 mod condstore;
 mod connection;
 mod copy_move;

@@ -30,6 +30,8 @@ pub enum Code {
     Capability(String),
     /// RFC 7162 §3.2.11: the previously selected mailbox is closed.
     Closed,
+    /// RFC 4978 §3: COMPRESS on a compressed connection.
+    CompressionActive,
     /// RFC 4315 §3: UIDVALIDITY, source and destination UID sets.
     CopyUid {
         uidvalidity: u32,
@@ -74,6 +76,7 @@ impl fmt::Display for Code {
             C::Cannot => f.write_str("CANNOT"),
             C::Capability(caps) => write!(f, "CAPABILITY {caps}"),
             C::Closed => f.write_str("CLOSED"),
+            C::CompressionActive => f.write_str("COMPRESSIONACTIVE"),
             C::CopyUid {
                 uidvalidity,
                 from,

@@ -250,8 +250,10 @@ impl Session {
         let (tag, command) = match command::decode(bytes) {
             Decoded::Command { tag, command } => (tag, command),
             Decoded::Unsupported { tag, name } => {
+                // Not counted toward max_bad_commands, and no reset either.
                 tracing::info!(session = self.conn.id, peer = %self.conn.peer, command = name, "imap command not supported");
-                return self.answer(&tag, Outcome::bad("Command not supported"));
+                self.finish(&tag, Outcome::bad(format!("{name} is not supported")));
+                return Control::Next;
             }
             Decoded::Invalid { tag, why, line } => {
                 if let Some(line) = line {
@@ -273,6 +275,9 @@ impl Session {
             Command::Authenticated(command::Authenticated::Idle) => return Control::Idle(tag),
             Command::NotAuthenticated(command::NotAuthenticated::StartTls) => {
                 return self.starttls(&tag).await;
+            }
+            Command::Authenticated(command::Authenticated::Compress) => {
+                return self.compress(&tag).await;
             }
             Command::Any(c) => self.any_state(c).await,
             Command::NotAuthenticated(c) => self.not_authenticated(c).await,
@@ -491,8 +496,9 @@ impl Session {
                 Err(e) => conn.refuse_name(&e),
             },
             A::Append(append) => super::append::append(conn, user, append).await,
-            // Answered in `command` (IDLE runs in the session's own task).
-            A::Idle => Outcome::bad("IDLE not expected here"),
+            // Answered in `command` (IDLE runs in the session's own task;
+            // COMPRESS changes the connection).
+            A::Idle | A::Compress => Outcome::bad("Not expected here"),
         }
     }
 
