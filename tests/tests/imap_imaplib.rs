@@ -27,12 +27,25 @@ fn python_imaplib_compress() {
     run_script("imaplib_compress.py", "imaplib compress ok");
 }
 
-/// Run a script of tests/python against a server whose alice@x.org has
-/// three messages in INBOX; it must print `done`.
+// RFC 9208: GETQUOTAROOT, GETQUOTA, SETQUOTA refused.
+#[test]
+fn python_imaplib_quota() {
+    run_script("imaplib_quota.py", "imaplib quota ok");
+}
+
+/// Run a script of tests/python against a server whose alice@x.org (quota
+/// 1 MiB) has three messages in INBOX; it must print `done`.
 fn run_script(name: &str, done: &str) {
     let server = TestServer::start(IMAP_CONFIG);
     let out = server.cli_stdin(
-        &["user", "add", "alice@x.org", "--password-stdin"],
+        &[
+            "user",
+            "add",
+            "alice@x.org",
+            "--quota",
+            "1048576",
+            "--password-stdin",
+        ],
         Some(b"s3cret\n"),
     );
     assert!(

@@ -36,6 +36,8 @@ pub fn capabilities(conn: &Connection, logged_in: bool) -> String {
         "CONDSTORE",
         "QRESYNC",
         "COMPRESS=DEFLATE",
+        "QUOTA",
+        "QUOTA=RES-STORAGE",
     ]);
     let limit = format!("APPENDLIMIT={}", conn.ctx.config.max_literal_size);
     let mut s = caps.join(" ");

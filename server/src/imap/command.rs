@@ -135,6 +135,12 @@ pub enum Authenticated {
     Idle,
     /// RFC 4978 COMPRESS DEFLATE.
     Compress,
+    /// RFC 9208 GETQUOTA, of a quota root.
+    GetQuota(String),
+    /// RFC 9208 GETQUOTAROOT.
+    GetQuotaRoot(Named),
+    /// RFC 9208 SETQUOTA.
+    SetQuota,
 }
 
 /// RFC 3501 §6.4: valid with a mailbox selected.
@@ -227,6 +233,9 @@ impl Command {
                 // IDLE announces as changes come (idle.rs).
                 Authenticated::Idle => ("IDLE", Everything),
                 Authenticated::Compress => ("COMPRESS", Nothing),
+                Authenticated::GetQuota(_) => ("GETQUOTA", Nothing),
+                Authenticated::GetQuotaRoot(_) => ("GETQUOTAROOT", Nothing),
+                Authenticated::SetQuota => ("SETQUOTA", Nothing),
             },
             Command::Selected(c) => match c {
                 Selected::Check => ("CHECK", Everything),
@@ -427,6 +436,11 @@ fn typed(body: CommandBody<'static>) -> Result<Command, &'static str> {
         C::Idle => Command::Authenticated(A::Idle),
         // DEFLATE is the only algorithm imap-codec decodes (RFC 4978 §3).
         C::Compress { .. } => Command::Authenticated(A::Compress),
+        C::GetQuota { root } => Command::Authenticated(A::GetQuota(
+            String::from_utf8_lossy(root.as_ref()).into_owned(),
+        )),
+        C::GetQuotaRoot { mailbox } => Command::Authenticated(A::GetQuotaRoot(named(&mailbox))),
+        C::SetQuota { .. } => Command::Authenticated(A::SetQuota),
         C::Check => Command::Selected(Selected::Check),
         C::Close => Command::Selected(Selected::Close { expunge: true }),
         C::Unselect => Command::Selected(Selected::Close { expunge: false }),

@@ -38,6 +38,7 @@ mod list;
 mod list_pattern;
 pub mod mime;
 mod outcome;
+mod quota;
 mod response;
 mod search;
 mod select;

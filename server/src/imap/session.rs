@@ -496,6 +496,12 @@ impl Session {
                 Err(e) => conn.refuse_name(&e),
             },
             A::Append(append) => super::append::append(conn, user, append).await,
+            A::GetQuota(root) => super::quota::get_quota(conn, user, &root).await,
+            A::GetQuotaRoot(mailbox) => match mailbox {
+                Ok(m) => super::quota::get_quota_root(conn, user, m).await,
+                Err(e) => conn.refuse_name(&e),
+            },
+            A::SetQuota => super::quota::set_quota(),
             // Answered in `command` (IDLE runs in the session's own task;
             // COMPRESS changes the connection).
             A::Idle | A::Compress => Outcome::bad("Not expected here"),

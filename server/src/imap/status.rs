@@ -1,7 +1,7 @@
 //! RFC 3501 §6.3.10 STATUS (and RFC 8438 STATUS=SIZE's item, RFC 7162's
-//! HIGHESTMODSEQ).
+//! HIGHESTMODSEQ, RFC 9208's DELETED and DELETED-STORAGE).
 
-use cove_store::{MailboxInfo, MailboxName, MailboxStatus};
+use cove_store::{Flags, MailboxInfo, MailboxName, MailboxStatus};
 use imap_codec::imap_types::status::StatusDataItemName;
 
 use super::connection::{Authed, Connection};
@@ -22,18 +22,50 @@ pub async fn status(
         conn.enable_condstore(selected);
     }
     let account = user.account();
+    let deleted_asked = items.iter().any(|i| {
+        matches!(
+            i,
+            StatusDataItemName::Deleted | StatusDataItemName::DeletedStorage
+        )
+    });
     let got = user
         .blocking(move || {
             let mb = account.mailbox(name.as_str())?;
             let st = account.status(&mb.guid)?;
-            Ok((mb, st))
+            // RFC 9208 §4.2: what expunging would free.
+            let deleted = if deleted_asked {
+                let doomed: Vec<u64> = account
+                    .messages(&mb.guid)?
+                    .iter()
+                    .filter(|m| m.flags.contains(Flags::DELETED))
+                    .map(|m| m.size)
+                    .collect();
+                Some((doomed.len(), doomed.iter().sum::<u64>()))
+            } else {
+                None
+            };
+            Ok((mb, st, deleted))
         })
         .await;
-    let (mb, st): (MailboxInfo, MailboxStatus) = match got {
+    let (mb, st, deleted): (MailboxInfo, MailboxStatus, _) = match got {
         Ok(x) => x,
         Err(e) => return conn.refuse(&e),
     };
-    let parts = status_items(&mb, &st, items);
+    let mut parts = status_items(&mb, &st, items);
+    if let Some((count, bytes)) = deleted {
+        for item in items {
+            let part = match item {
+                StatusDataItemName::Deleted => format!("DELETED {count}"),
+                // In units of 1024 octets, like the STORAGE resource.
+                StatusDataItemName::DeletedStorage => format!("DELETED-STORAGE {}", bytes / 1024),
+                _ => continue,
+            };
+            if !parts.is_empty() {
+                parts.push(' ');
+            }
+            parts.push_str(&part);
+        }
+    }
     let mut line = b"* STATUS ".to_vec();
     response::mailbox(&mut line, &mb.name);
     line.extend_from_slice(format!(" ({parts})\r\n").as_bytes());
