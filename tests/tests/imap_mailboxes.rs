@@ -674,9 +674,12 @@ fn append_with_synchronising_literal_flags_and_date() {
     let mut bytes = msg.to_vec();
     bytes.extend_from_slice(b"\r\n");
     c.send_raw(&bytes);
+    // The new keyword is announced in FLAGS before the message (§7.2.6).
     assert_lines(
         &c.read_until_tagged("a2"),
         &[
+            "* FLAGS (\\Answered \\Flagged \\Deleted \\Seen \\Draft $Work)",
+            "* OK [PERMANENTFLAGS (\\Answered \\Flagged \\Deleted \\Seen \\Draft $Work \\*)] Flags permitted",
             "* 1 EXISTS",
             "* 1 RECENT",
             &format!("a2 OK [APPENDUID {validity} 1] APPEND completed"),

@@ -197,10 +197,12 @@ impl Viewer {
             .find_map(|l| l.strip_prefix("* ")?.strip_suffix(" EXISTS")?.parse().ok())?;
         let mut msgs = BTreeMap::new();
         if exists > 0 {
-            // A sync may expunge meanwhile (NO [EXPUNGEISSUED]): the
-            // caller asks again.
+            // A sync may expunge meanwhile (the FETCH answers what is
+            // left, "expunged meanwhile"): the caller asks again.
             let r = self.cmd("UID FETCH 1:* (UID FLAGS BODY.PEEK[HEADER.FIELDS (MESSAGE-ID)])");
-            if !r.last()?.starts_with(&format!("v{} OK", self.n)) {
+            let last = r.last()?;
+            if !last.starts_with(&format!("v{} OK", self.n)) || last.contains("expunged meanwhile")
+            {
                 return None;
             }
             for l in &r[..r.len() - 1] {

@@ -434,6 +434,18 @@ pub async fn fetch(conn: &mut Connection, user: &Authed, view: &mut View, fetch:
             seen_now.extend(unseen);
         }
     }
+    // RFC 3501 §7.2.6: keywords this FETCH shows are announced first.
+    if !seen_now.is_empty()
+        || items
+            .iter()
+            .any(|i| matches!(i, MessageDataItemName::Flags))
+    {
+        let shown: Vec<String> = indices
+            .iter()
+            .flat_map(|i| view.messages[*i].keywords.to_vec())
+            .collect();
+        view.announce_keywords(shown.iter().map(String::as_str), &mut conn.out);
+    }
     let wanted: Vec<Row> = indices
         .iter()
         .map(|i| {
@@ -559,7 +571,11 @@ pub async fn fetch(conn: &mut Connection, user: &Authed, view: &mut View, fetch:
             "A part's content transfer encoding is not one cove can decode",
         )
     } else if missing {
-        Outcome::no(Code::ExpungeIssued, "Some messages were expunged meanwhile")
+        // RFC 2180 §4.1.2, RFC 9051 §7.5.1: answered with what still
+        // exists, like Dovecot; a NO would make clients retry or drop the
+        // whole FETCH. The EXPUNGE follows at the next command that may
+        // announce it.
+        Outcome::ok("FETCH completed (some messages were expunged meanwhile)")
     } else {
         Outcome::ok("FETCH completed")
     }

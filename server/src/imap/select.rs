@@ -11,9 +11,6 @@ use super::outcome::{Code, Outcome, untagged_ok};
 use super::response;
 use super::view::View;
 
-/// The system flags every mailbox permits (RFC 3501 §2.3.2).
-pub const SYSTEM_FLAGS: &str = "\\Answered \\Flagged \\Deleted \\Seen \\Draft";
-
 /// RFC 7162 §3.2.5: what a client remembers of the mailbox.
 struct Resync {
     uidvalidity: u32,
@@ -70,28 +67,7 @@ pub async fn select(
         })
         .await;
     let (view, tombstones) = opened.map_err(|e| conn.refuse(&e))?;
-    let mut keywords: Vec<&str> = view
-        .messages
-        .iter()
-        .flat_map(|m| m.keywords.iter().map(String::as_str))
-        .collect();
-    keywords.sort_unstable();
-    keywords.dedup();
-    let extra: String = keywords.iter().map(|k| format!(" {k}")).collect();
-    conn.untagged(&format!("FLAGS ({SYSTEM_FLAGS}{extra})"));
-    if read_only {
-        untagged_ok(
-            Code::PermanentFlags(String::new()),
-            "Read-only mailbox",
-            &mut conn.out,
-        );
-    } else {
-        untagged_ok(
-            Code::PermanentFlags(format!("{SYSTEM_FLAGS}{extra} \\*")),
-            "Flags permitted",
-            &mut conn.out,
-        );
-    }
+    view.write_flags(&mut conn.out);
     conn.untagged(&format!("{} EXISTS", view.exists()));
     conn.untagged(&format!("{} RECENT", view.recent.len()));
     if let Some(i) = view

@@ -127,6 +127,10 @@ pub async fn apply_flag_change(
         .blocking(move || account.store_flags(&guid, &uids, op, unchanged_since))
         .await
         .map_err(|e| conn.refuse(&e))?;
+    if report == Report::Flags {
+        let shown = result.updated.iter().flat_map(|u| u.2.iter());
+        view.announce_keywords(shown.map(String::as_str), &mut conn.out);
+    }
     for (uid, flags, keywords, modseq) in result.updated {
         view.update_own(uid, flags, keywords.clone(), modseq);
         let Some(seq) = view.seq_of(uid) else {

@@ -17,7 +17,11 @@ use imap_codec::imap_types::sequence::{SeqOrUid, Sequence, SequenceSet};
 use tokio::sync::broadcast;
 
 use super::condstore::{Enabled, Expunges};
+use super::outcome::{Code, untagged_ok};
 use super::response;
+
+/// The system flags every mailbox permits (RFC 3501 §2.3.2).
+pub const SYSTEM_FLAGS: &str = "\\Answered \\Flagged \\Deleted \\Seen \\Draft";
 
 /// What a view keeps of one message: what FETCH of flags, dates and sizes,
 /// SEARCH and the cached views (by content id) need, with no heap
@@ -77,6 +81,10 @@ pub struct View {
     lagged: bool,
     /// Highest modseq applied to the view.
     modseq: ModSeq,
+    /// The keywords the session was told of in a FLAGS response (RFC 3501
+    /// §7.2.6), sorted: a FETCH may show no other, so a new one is
+    /// announced first ([`View::announce_keywords`]).
+    announced: Vec<String>,
     /// Keeps the account's Maildir watched while the mailbox is selected.
     _watch: cove_store::WatchGuard,
 }
@@ -114,6 +122,15 @@ impl View {
             .filter(|m| m.uid >= first_recent)
             .map(|m| m.uid)
             .collect();
+        let mut announced: Vec<String> = Vec::new();
+        for m in &messages {
+            for k in m.keywords.iter() {
+                if !announced.iter().any(|a| a.eq_ignore_ascii_case(k)) {
+                    announced.push(k.clone());
+                }
+            }
+        }
+        announced.sort_unstable();
         Ok(View {
             mailbox,
             read_only,
@@ -125,8 +142,60 @@ impl View {
             arrived: Vec::new(),
             lagged: false,
             modseq,
+            announced,
             _watch: watch,
         })
+    }
+
+    /// RFC 3501 §7.2.6 FLAGS and §7.1 PERMANENTFLAGS: the flags of this
+    /// mailbox, keywords included, and which of them may be stored (none
+    /// in a read-only mailbox; any keyword, `\*`, otherwise).
+    pub fn write_flags(&self, out: &mut Vec<u8>) {
+        let extra: String = self.announced.iter().map(|k| format!(" {k}")).collect();
+        out.extend_from_slice(format!("* FLAGS ({SYSTEM_FLAGS}{extra})\r\n").as_bytes());
+        if self.read_only {
+            untagged_ok(
+                Code::PermanentFlags(String::new()),
+                "Read-only mailbox",
+                out,
+            );
+        } else {
+            untagged_ok(
+                Code::PermanentFlags(format!("{SYSTEM_FLAGS}{extra} \\*")),
+                "Flags permitted",
+                out,
+            );
+        }
+    }
+
+    /// [`View::announce_keywords`] for the keywords of these messages.
+    fn announce_keywords_of(&mut self, uids: &[Uid], out: &mut Vec<u8>) {
+        let keywords: Vec<String> = uids
+            .iter()
+            .filter_map(|u| self.seq_of(*u))
+            .flat_map(|seq| self.messages[seq - 1].keywords.to_vec())
+            .collect();
+        self.announce_keywords(keywords.iter().map(String::as_str), out);
+    }
+
+    /// Before a FETCH shows `keywords`: a FLAGS response for any the
+    /// session has not been told of yet (RFC 3501 §7.2.6).
+    pub fn announce_keywords<'k>(
+        &mut self,
+        keywords: impl IntoIterator<Item = &'k str>,
+        out: &mut Vec<u8>,
+    ) {
+        let mut new = false;
+        for k in keywords {
+            if !self.announced.iter().any(|a| a.eq_ignore_ascii_case(k)) {
+                self.announced.push(k.to_string());
+                new = true;
+            }
+        }
+        if new {
+            self.announced.sort_unstable();
+            self.write_flags(out);
+        }
     }
 
     pub fn exists(&self) -> usize {
@@ -376,6 +445,8 @@ impl View {
             expunges.finish(out);
         }
         if !added.is_empty() {
+            // New messages may bring keywords: FLAGS first (§7.2.6).
+            self.announce_keywords_of(&added, out);
             self.recent
                 .extend(added.iter().copied().filter(|u| *u >= first_recent));
             out.extend_from_slice(
@@ -389,10 +460,12 @@ impl View {
         }
         // A message already expunged elsewhere (its EXPUNGE is only waiting
         // for a command that allows it) gets no more flag news.
-        for uid in changed_flags
+        let changed: Vec<Uid> = changed_flags
             .into_iter()
             .filter(|u| !self.expunged.contains(u))
-        {
+            .collect();
+        self.announce_keywords_of(&changed, out);
+        for uid in changed {
             if let Some(seq) = self.seq_of(uid) {
                 let m = &self.messages[seq - 1];
                 let flags = response::flag_list(m.flags, &m.keywords, self.recent.contains(&uid));
