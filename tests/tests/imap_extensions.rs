@@ -18,7 +18,7 @@ fn server(extra: &str) -> TestServer {
 }
 
 // Ten BADs used to end the session, so a client probing for SORT, THREAD,
-// QUOTA, METADATA, NOTIFY... was disconnected. Now those answer BAD and the
+// ACL, METADATA, NOTIFY... was disconnected. Now those answer BAD and the
 // count of bad commands in a row is left as it was: here the limit is 3,
 // and after six probes, two bad commands still do not reach it.
 #[test]
@@ -30,7 +30,7 @@ fn unsupported_extension_commands_are_bad_and_not_counted() {
     for (line, name) in [
         ("p2 SORT (DATE) UTF-8 ALL", "SORT"),
         ("p3 UID THREAD REFERENCES UTF-8 ALL", "THREAD"),
-        ("p4 GETQUOTAROOT INBOX", "GETQUOTAROOT"),
+        ("p4 MYRIGHTS INBOX", "MYRIGHTS"),
         ("p5 NOTIFY NONE", "NOTIFY"),
         ("p6 GETMETADATA \"\" /shared/comment", "GETMETADATA"),
         ("p7 UID NOTIFY NONE", "NOTIFY"),
@@ -72,4 +72,49 @@ fn compress_is_valid_without_a_mailbox_selected() {
     let caps = c.cmd_ok("z1 CAPABILITY");
     assert!(caps[0].contains(" COMPRESS=DEFLATE"), "{caps:?}");
     assert_lines(&c.cmd("z2 COMPRESS DEFLATE"), &["z2 OK DEFLATE active"]);
+}
+
+// RFC 4731 §3.1 ESEARCH, with the RFC's own examples' shapes: MIN and
+// COUNT, RETURN () meaning ALL, nothing found, and the UID form.
+#[test]
+fn esearch_returns_min_max_count_all() {
+    let s = server("");
+    let mut c = s.imap_login(USER, PASS);
+    for i in 1..=11 {
+        let msg = format!("From: smith@example.org\r\nSubject: m{i}\r\n\r\nbody\r\n");
+        c.append(&format!("s{i}"), "INBOX", "", msg.as_bytes());
+    }
+    c.cmd_ok("a0 SELECT INBOX");
+    c.cmd_ok("a1 STORE 2,10:11 +FLAGS.SILENT (\\Flagged)");
+    let caps = c.cmd_ok("a2 CAPABILITY");
+    assert!(caps[0].contains(" ESEARCH"), "{caps:?}");
+    assert_lines(
+        &c.cmd("A282 SEARCH RETURN (MIN COUNT) FLAGGED SINCE 1-Feb-1994"),
+        &[
+            "* ESEARCH (TAG \"A282\") MIN 2 COUNT 3",
+            "A282 OK SEARCH completed",
+        ],
+    );
+    assert_lines(
+        &c.cmd("A283 SEARCH RETURN () FLAGGED SINCE 1-Feb-1994"),
+        &[
+            "* ESEARCH (TAG \"A283\") ALL 2,10:11",
+            "A283 OK SEARCH completed",
+        ],
+    );
+    assert_lines(
+        &c.cmd("A284 SEARCH RETURN (MIN MAX) FLAGGED NOT FROM \"Smith\""),
+        &["* ESEARCH (TAG \"A284\")", "A284 OK SEARCH completed"],
+    );
+    assert_lines(
+        &c.cmd("A285 UID SEARCH RETURN (MAX COUNT ALL) FLAGGED"),
+        &[
+            "* ESEARCH (TAG \"A285\") UID MAX 11 COUNT 3 ALL 2,10:11",
+            "A285 OK SEARCH completed",
+        ],
+    );
+    assert_lines(
+        &c.cmd("A286 SEARCH RETURN (SAVE) FLAGGED"),
+        &["A286 BAD Unknown RETURN option SAVE"],
+    );
 }

@@ -27,10 +27,10 @@ fn python_imaplib_compress() {
     run_script("imaplib_compress.py", "imaplib compress ok");
 }
 
-// RFC 9208: GETQUOTAROOT, GETQUOTA, SETQUOTA refused.
+// RFC 9208: GETQUOTAROOT, GETQUOTA, SETQUOTA refused; RFC 4731 ESEARCH.
 #[test]
-fn python_imaplib_quota() {
-    run_script("imaplib_quota.py", "imaplib quota ok");
+fn python_imaplib_quota_and_esearch() {
+    run_script("imaplib_quota_esearch.py", "imaplib quota esearch ok");
 }
 
 /// Run a script of tests/python against a server whose alice@x.org (quota

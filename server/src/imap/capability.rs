@@ -38,6 +38,7 @@ pub fn capabilities(conn: &Connection, logged_in: bool) -> String {
         "COMPRESS=DEFLATE",
         "QUOTA",
         "QUOTA=RES-STORAGE",
+        "ESEARCH",
     ]);
     let limit = format!("APPENDLIMIT={}", conn.ctx.config.max_literal_size);
     let mut s = caps.join(" ");

@@ -32,6 +32,7 @@ use imap_codec::imap_types::status::StatusDataItemName;
 use cove_store::MailboxName;
 
 use super::append::Append;
+use super::esearch::{self, SearchReturn};
 use super::extended::{self, Extended, ListOptions};
 use super::framing;
 use crate::auth::Secret;
@@ -159,6 +160,8 @@ pub enum Selected {
         known_charset: bool,
         criteria: Vec1<SearchKey<'static>>,
         uid: bool,
+        /// RFC 4731 RETURN options: answered with ESEARCH.
+        ret: Option<SearchReturn>,
     },
     /// COPY or RFC 6851 MOVE.
     Copy {
@@ -318,6 +321,38 @@ pub fn decode(bytes: Vec<u8>) -> Decoded {
                     mailbox: MailboxName::parse(mailbox.as_bytes()),
                     special_use,
                 }),
+            },
+            Err(why) => Decoded::Invalid {
+                tag: tag_or_star(&bytes),
+                why,
+                line: None,
+            },
+        };
+    }
+    // RFC 4731: SEARCH RETURN (...) is a SEARCH with options imap-codec
+    // does not know; they are taken off first.
+    if let Some(split) = esearch::split_return(&bytes) {
+        return match split {
+            Ok((ret, plain)) => match decode(plain) {
+                Decoded::Command {
+                    tag,
+                    command:
+                        Command::Selected(Selected::Search {
+                            known_charset,
+                            criteria,
+                            uid,
+                            ..
+                        }),
+                } => Decoded::Command {
+                    tag,
+                    command: Command::Selected(Selected::Search {
+                        known_charset,
+                        criteria,
+                        uid,
+                        ret: Some(ret),
+                    }),
+                },
+                other => other,
             },
             Err(why) => Decoded::Invalid {
                 tag: tag_or_star(&bytes),
@@ -490,6 +525,7 @@ fn typed(body: CommandBody<'static>) -> Result<Command, &'static str> {
             }),
             criteria,
             uid,
+            ret: None,
         }),
         C::Copy {
             sequence_set,

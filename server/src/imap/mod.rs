@@ -29,6 +29,7 @@ mod copy_move;
 mod create;
 mod delete_rename;
 mod enable;
+pub mod esearch;
 mod expunge;
 pub mod extended;
 mod fetch;

@@ -13,6 +13,7 @@ use imap_codec::imap_types::sequence::SequenceSet;
 use mail_parser::{HeaderValue, MessageParser};
 
 use super::connection::{Authed, Connection};
+use super::esearch::{self, SearchReturn};
 use super::outcome::Outcome;
 use super::response::days_from_civil;
 use super::view::{View, ViewMessage};
@@ -351,6 +352,7 @@ pub async fn search(
     view: &View,
     criteria: imap_codec::imap_types::core::Vec1<SearchKey<'static>>,
     uid: bool,
+    ret: Option<SearchReturn>,
 ) -> Outcome {
     let key = Key::And(criteria.as_ref().iter().map(|k| lower(view, k)).collect());
     let with_modseq = has_modseq(&key);
@@ -425,6 +427,11 @@ pub async fn search(
         })
         .await;
     match found {
+        Ok(hits) if let Some(ret) = &ret => {
+            // RFC 4731 §3.1.
+            esearch::write(&mut conn.out, ret, uid, &hits, with_modseq);
+            Outcome::ok("SEARCH completed")
+        }
         Ok(hits) => {
             let mut list: String = hits.iter().map(|(n, _)| format!(" {n}")).collect();
             // RFC 7162 §3.1.5: with a MODSEQ key, the highest modseq of the

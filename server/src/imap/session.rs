@@ -527,9 +527,10 @@ impl Session {
                 known_charset,
                 criteria,
                 uid,
+                ret,
             } => {
                 if known_charset {
-                    super::search::search(conn, user, view, criteria, uid).await
+                    super::search::search(conn, user, view, criteria, uid, ret).await
                 } else {
                     // RFC 3501 §6.4.4: a charset we do not know.
                     Outcome::no(Code::BadCharset, "Unsupported charset")

@@ -1,5 +1,6 @@
-"""QUOTA (RFC 9208) with Python's imaplib against a running cove: what a
-client showing the user's usage does.
+"""QUOTA (RFC 9208) and ESEARCH (RFC 4731) with Python's imaplib against a
+running cove: what a client showing the user's usage, or counting a
+folder's unread mail, does.
 
 Run by tests/tests/imap_imaplib.rs with COVE_IMAP, COVE_USER, COVE_PASS;
 three messages are already in INBOX and the user's quota is 1 MiB.
@@ -24,5 +25,13 @@ data = ok(imap.getquota('""'), "getquota")
 check(data == quotas, f"getquota: {data}")
 typ, data = imap.setquota('""', "(STORAGE 1)")
 check(typ == "NO" and b"[CANNOT]" in data[0], f"setquota: {typ} {data}")
+
+check("ESEARCH" in imap.capabilities, f"ESEARCH in {imap.capabilities}")
+ok(imap.select("INBOX"), "select")
+ok(imap.store("2", "+FLAGS", "(\\Seen)"), "store")
+typ, data = imap._simple_command("SEARCH", "RETURN (COUNT MIN ALL) UNSEEN")
+check(typ == "OK", f"esearch: {typ} {data}")
+typ, data = imap._untagged_response(typ, data, "ESEARCH")
+check(data and data[-1].endswith(b") MIN 1 COUNT 2 ALL 1,3"), f"esearch: {data}")
 imap.logout()
-print("imaplib quota ok")
+print("imaplib quota esearch ok")
