@@ -89,7 +89,8 @@ fn a_user_without_a_quota_has_no_root() {
     );
 }
 
-// RFC 9208 §4.2: STATUS DELETED and DELETED-STORAGE, what EXPUNGE frees.
+// RFC 9208 §4.2: STATUS DELETED and DELETED-STORAGE, what EXPUNGE frees;
+// RFC 8438 STATUS=SIZE: the mailbox's size in octets.
 #[test]
 fn status_deleted_and_deleted_storage() {
     let s = server_with("d@x.org", 0);
@@ -105,5 +106,11 @@ fn status_deleted_and_deleted_storage() {
             "* STATUS INBOX (MESSAGES 3 DELETED 2 DELETED-STORAGE 5)",
             "d2 OK STATUS completed",
         ],
+    );
+    let caps = c.cmd_ok("d3 CAPABILITY");
+    assert!(caps[0].contains(" STATUS=SIZE"), "{caps:?}");
+    assert_lines(
+        &c.cmd("d4 STATUS INBOX (SIZE)"),
+        &["* STATUS INBOX (SIZE 9000)", "d4 OK STATUS completed"],
     );
 }

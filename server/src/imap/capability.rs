@@ -39,6 +39,7 @@ pub fn capabilities(conn: &Connection, logged_in: bool) -> String {
         "QUOTA",
         "QUOTA=RES-STORAGE",
         "ESEARCH",
+        "STATUS=SIZE",
     ]);
     let limit = format!("APPENDLIMIT={}", conn.ctx.config.max_literal_size);
     let mut s = caps.join(" ");
