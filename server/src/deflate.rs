@@ -110,6 +110,9 @@ impl AsyncRead for Deflated {
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
         let this = self.get_mut();
+        if buf.remaining() == 0 {
+            return Poll::Ready(Ok(()));
+        }
         loop {
             if this.input_at < this.input.len() {
                 let before_in = this.decompress.total_in();

@@ -118,3 +118,73 @@ fn esearch_returns_min_max_count_all() {
         &["A286 BAD Unknown RETURN option SAVE"],
     );
 }
+
+/// The `(id)` of `CODE (id)` in a line.
+fn object_id(line: &str, code: &str) -> String {
+    let start = line
+        .find(&format!("{code} ("))
+        .unwrap_or_else(|| panic!("{code} in {line}"));
+    let rest = &line[start + code.len() + 2..];
+    rest[..rest.find(')').expect("closed")].to_string()
+}
+
+// RFC 8474 OBJECTID, in the RFC's examples' shapes: CREATE's OK and
+// SELECT name the MAILBOXID (§4.1, §4.2), STATUS returns it (§4.4), RENAME
+// keeps it (§4.3); FETCH EMAILID is the same after COPY and MOVE (§5.1),
+// THREADID is NIL where the server does not thread (§5.2).
+#[test]
+fn objectid_mailboxid_emailid_threadid() {
+    let s = server("");
+    let mut c = s.imap_login(USER, PASS);
+    let caps = c.cmd_ok("o0 CAPABILITY");
+    assert!(caps[0].contains(" OBJECTID"), "{caps:?}");
+    let created = c.cmd_ok("o1 CREATE foo");
+    let foo = object_id(&created[0], "MAILBOXID");
+    assert!(
+        foo.len() <= 255 && foo.bytes().all(|b| b.is_ascii_alphanumeric()),
+        "{foo}"
+    );
+    assert_lines(
+        &c.cmd("o2 STATUS foo (MAILBOXID)"),
+        &[
+            &format!("* STATUS foo (UIDVALIDITY {{num}} MAILBOXID ({foo}))"),
+            "o2 OK STATUS completed",
+        ],
+    );
+    c.cmd_ok("o3 RENAME foo bar");
+    let selected = c.cmd_ok("o4 SELECT bar");
+    assert!(
+        selected.contains(&format!("* OK [MAILBOXID ({foo})] Ok")),
+        "{selected:?}"
+    );
+    let inbox = c.cmd_ok("o5 SELECT INBOX");
+    let inbox_id = inbox
+        .iter()
+        .find(|l| l.contains("[MAILBOXID "))
+        .map(|l| object_id(l, "MAILBOXID"))
+        .expect("MAILBOXID");
+    assert_ne!(inbox_id, foo);
+
+    c.append("o6", "INBOX", "", b"Subject: one\r\n\r\nbody\r\n");
+    let fetched = c.cmd_ok("o7 FETCH 1 (EMAILID THREADID)");
+    let email = object_id(&fetched[0], "EMAILID");
+    assert_lines(
+        &fetched,
+        &[
+            &format!("* 1 FETCH (UID 1 EMAILID ({email}) THREADID NIL)"),
+            "o7 OK FETCH completed",
+        ],
+    );
+    c.cmd_ok("o8 COPY 1 bar");
+    c.cmd_ok("o9 MOVE 1 Archive");
+    for mailbox in ["bar", "Archive"] {
+        c.cmd_ok(&format!("p1 SELECT {mailbox}"));
+        assert_lines(
+            &c.cmd("p2 UID FETCH 1:* (EMAILID)"),
+            &[
+                &format!("* 1 FETCH (UID 1 EMAILID ({email}))"),
+                "p2 OK FETCH completed",
+            ],
+        );
+    }
+}

@@ -556,6 +556,19 @@ fn flags_set_on_both_sides_of_a_partition_merge() {
             .is_some_and(|m| m.flags == both)
     });
     assert_eq!(all_ids(&end), [mid("f-1")], "{end:#?}");
+    // RFC 8474 OBJECTID: the same MAILBOXID and EMAILID on both nodes, by
+    // construction (replicated GUIDs, content ids), no node asked.
+    let ids = |v: &mut Viewer| -> Vec<String> {
+        let mut lines = v.cmd_ok("SELECT INBOX");
+        lines.extend(v.cmd_ok(&format!("UID FETCH {uid} (EMAILID THREADID)")));
+        lines
+            .into_iter()
+            .filter(|l| l.contains("MAILBOXID") || l.contains("EMAILID"))
+            .collect()
+    };
+    let (ia, ib) = (ids(&mut va), ids(&mut vb));
+    assert_eq!(ia.len(), 2, "{ia:?}");
+    assert_eq!(ia, ib);
 }
 
 // A message moved to another mailbox on one node while the other node flags

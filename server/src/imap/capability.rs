@@ -40,6 +40,7 @@ pub fn capabilities(conn: &Connection, logged_in: bool) -> String {
         "QUOTA=RES-STORAGE",
         "ESEARCH",
         "STATUS=SIZE",
+        "OBJECTID",
     ]);
     let limit = format!("APPENDLIMIT={}", conn.ctx.config.max_literal_size);
     let mut s = caps.join(" ");

@@ -35,6 +35,7 @@ use super::append::Append;
 use super::esearch::{self, SearchReturn};
 use super::extended::{self, Extended, ListOptions};
 use super::framing;
+use super::objectid::{self, ObjectItems};
 use crate::auth::Secret;
 
 /// A mailbox name from the client, or why it is not one (answered NO, not
@@ -130,6 +131,8 @@ pub enum Authenticated {
     Status {
         mailbox: Named,
         items: Vec<StatusDataItemName>,
+        /// RFC 8474 MAILBOXID.
+        mailbox_id: bool,
     },
     Append(Append),
     /// RFC 2177.
@@ -177,6 +180,8 @@ pub struct Fetch {
     pub items: Vec<MessageDataItemName<'static>>,
     pub uid: bool,
     pub modifiers: Vec<FetchModifier>,
+    /// RFC 8474 EMAILID, THREADID.
+    pub objects: ObjectItems,
 }
 
 pub struct Store {
@@ -361,6 +366,41 @@ pub fn decode(bytes: Vec<u8>) -> Decoded {
             },
         };
     }
+    // RFC 8474: EMAILID, THREADID, MAILBOXID are replaced by items
+    // imap-codec knows, and put back here.
+    if let Some((objects, plain)) = objectid::split(&bytes) {
+        return match decode(plain) {
+            Decoded::Command {
+                tag,
+                command: Command::Selected(Selected::Fetch(mut fetch)),
+            } => {
+                dedup_items(&mut fetch.items);
+                fetch.objects = objects;
+                Decoded::Command {
+                    tag,
+                    command: Command::Selected(Selected::Fetch(fetch)),
+                }
+            }
+            Decoded::Command {
+                tag,
+                command:
+                    Command::Authenticated(Authenticated::Status {
+                        mailbox, mut items, ..
+                    }),
+            } => {
+                dedup_items(&mut items);
+                Decoded::Command {
+                    tag,
+                    command: Command::Authenticated(Authenticated::Status {
+                        mailbox,
+                        items,
+                        mailbox_id: objects.mailboxid,
+                    }),
+                }
+            }
+            other => other,
+        };
+    }
     let decoded = match CommandCodec::default().decode(&bytes) {
         Ok((_, command)) => Some(command),
         Err(_) => None,
@@ -467,6 +507,7 @@ fn typed(body: CommandBody<'static>) -> Result<Command, &'static str> {
         } => Command::Authenticated(A::Status {
             mailbox: named(&mailbox),
             items: item_names.into_owned(),
+            mailbox_id: false,
         }),
         C::Idle => Command::Authenticated(A::Idle),
         // DEFLATE is the only algorithm imap-codec decodes (RFC 4978 §3).
@@ -498,6 +539,7 @@ fn typed(body: CommandBody<'static>) -> Result<Command, &'static str> {
             },
             uid,
             modifiers,
+            objects: ObjectItems::default(),
         })),
         C::Store {
             sequence_set,
@@ -586,6 +628,19 @@ fn undecoded_extension(line: &[u8]) -> Option<&'static str> {
         .iter()
         .find(|name| name.as_bytes().eq_ignore_ascii_case(verb))
         .copied()
+}
+
+/// Items without repeats, in their first order (a substituted OBJECTID
+/// item may repeat one the client named).
+fn dedup_items<T: PartialEq>(items: &mut Vec<T>) {
+    let mut i = 0;
+    while i < items.len() {
+        if items[..i].contains(&items[i]) {
+            items.remove(i);
+        } else {
+            i += 1;
+        }
+    }
 }
 
 /// The bytes of a mailbox name as the client sent them.

@@ -3,6 +3,7 @@
 use cove_store::{Error, MailboxName};
 
 use super::connection::{Authed, Connection};
+use super::objectid;
 use super::outcome::{Code, Outcome};
 
 /// The special uses cove keeps (RFC 6154 §2).
@@ -64,8 +65,16 @@ async fn create_plain(conn: &mut Connection, user: &Authed, name: MailboxName) -
             created
         })
         .await;
+    created(conn, r)
+}
+
+/// RFC 8474 §4: a CREATE's OK names the new mailbox's MAILBOXID.
+fn created(conn: &Connection, r: cove_store::Result<cove_store::MailboxInfo>) -> Outcome {
     match r {
-        Ok(_) => Outcome::ok("CREATE completed"),
+        Ok(mb) => Outcome::ok_with(
+            Code::MailboxId(objectid::mailbox_id(&mb.guid)),
+            "CREATE completed",
+        ),
         Err(e) => conn.refuse(&e),
     }
 }
@@ -97,8 +106,5 @@ async fn create_special_use(
     let r = user
         .blocking(move || account.create_mailbox(name.as_str(), special_use.as_deref()))
         .await;
-    match r {
-        Ok(_) => Outcome::ok("CREATE completed"),
-        Err(e) => conn.refuse(&e),
-    }
+    created(conn, r)
 }

@@ -11,6 +11,7 @@ use super::command::Fetch;
 use super::condstore::{UidSet, expunged_since, vanished};
 use super::connection::{Authed, Connection};
 use super::mime;
+use super::objectid::{self, ObjectItems};
 use super::outcome::{Code, Outcome};
 use super::response;
 use super::store_flags::{FlagChange, Report, apply_flag_change};
@@ -167,10 +168,11 @@ fn render(
     derived: &Derived,
     items: &[MessageDataItemName<'_>],
     uid_cmd: bool,
-    condstore: bool,
+    extra: Extra,
     out: &mut Vec<u8>,
 ) {
     use MessageDataItemName as I;
+    let condstore = extra.condstore;
     let Row {
         seq,
         meta,
@@ -315,7 +317,26 @@ fn render(
         sep(out);
         out.extend_from_slice(format!("MODSEQ ({})", meta.modseq).as_bytes());
     }
+    // RFC 8474 §5.
+    if extra.objects.emailid {
+        sep(out);
+        let id = objectid::email_id(&meta.content_id);
+        out.extend_from_slice(format!("EMAILID ({id})").as_bytes());
+    }
+    if extra.objects.threadid {
+        sep(out);
+        out.extend_from_slice(b"THREADID NIL");
+    }
     out.extend_from_slice(b")\r\n");
+}
+
+/// What a FETCH response carries beyond the items asked for.
+#[derive(Clone, Copy)]
+struct Extra {
+    /// RFC 7162 §3.1.4: MODSEQ with every FLAGS.
+    condstore: bool,
+    /// RFC 8474 EMAILID and THREADID.
+    objects: ObjectItems,
 }
 
 /// A message's bytes, parsed at most once, when an item needs its structure.
@@ -360,6 +381,7 @@ pub async fn fetch(conn: &mut Connection, user: &Authed, view: &mut View, fetch:
         mut items,
         uid,
         modifiers,
+        objects,
     } = fetch;
     if !uid && !view.seq_set_in_range(&set) {
         return Outcome::bad("Message sequence number out of range");
@@ -408,7 +430,10 @@ pub async fn fetch(conn: &mut Connection, user: &Authed, view: &mut View, fetch:
             }
         }
     }
-    let condstore = conn.enabled.condstore;
+    let extra = Extra {
+        condstore: conn.enabled.condstore,
+        objects,
+    };
     let account = user.account();
     let mailbox: MailboxInfo = view.mailbox.clone();
     let mark_seen = !view.read_only && items.iter().any(sets_seen);
@@ -542,7 +567,7 @@ pub async fn fetch(conn: &mut Connection, user: &Authed, view: &mut View, fetch:
                         &derived,
                         &items,
                         uid,
-                        condstore,
+                        extra,
                         &mut out,
                     );
                 }

@@ -38,6 +38,7 @@ mod idle;
 mod list;
 mod list_pattern;
 pub mod mime;
+pub mod objectid;
 mod outcome;
 mod quota;
 mod response;

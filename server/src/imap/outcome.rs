@@ -43,6 +43,8 @@ pub enum Code {
     HighestModSeq(u64),
     InUse,
     Limit,
+    /// RFC 8474 §4: the mailbox's immutable id.
+    MailboxId(String),
     /// RFC 7162 §3.1.3: the messages UNCHANGEDSINCE did not store.
     Modified(String),
     Nonexistent,
@@ -86,6 +88,7 @@ impl fmt::Display for Code {
             C::HighestModSeq(m) => write!(f, "HIGHESTMODSEQ {m}"),
             C::InUse => f.write_str("INUSE"),
             C::Limit => f.write_str("LIMIT"),
+            C::MailboxId(id) => write!(f, "MAILBOXID ({id})"),
             C::Modified(set) => write!(f, "MODIFIED {set}"),
             C::Nonexistent => f.write_str("NONEXISTENT"),
             C::OverQuota => f.write_str("OVERQUOTA"),

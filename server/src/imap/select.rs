@@ -7,6 +7,7 @@ use imap_codec::imap_types::sequence::SequenceSet;
 
 use super::condstore::{UidSet, expunged_since, vanished};
 use super::connection::{Authed, Connection};
+use super::objectid;
 use super::outcome::{Code, Outcome, untagged_ok};
 use super::response;
 use super::view::View;
@@ -85,6 +86,12 @@ pub async fn select(
     untagged_ok(
         Code::UidNext(view.uid_next()),
         "Predicted next UID",
+        &mut conn.out,
+    );
+    // RFC 8474 §4.
+    untagged_ok(
+        Code::MailboxId(objectid::mailbox_id(&view.mailbox.guid)),
+        "Ok",
         &mut conn.out,
     );
     if conn.enabled.condstore {

@@ -491,8 +491,12 @@ impl Session {
                 lsub,
                 plain,
             } => super::list::list(conn, user, options, lsub, plain).await,
-            A::Status { mailbox, items } => match mailbox {
-                Ok(m) => super::status::status(conn, user, view, m, &items).await,
+            A::Status {
+                mailbox,
+                items,
+                mailbox_id,
+            } => match mailbox {
+                Ok(m) => super::status::status(conn, user, view, m, &items, mailbox_id).await,
                 Err(e) => conn.refuse_name(&e),
             },
             A::Append(append) => super::append::append(conn, user, append).await,

@@ -5,6 +5,7 @@ use cove_store::{Flags, MailboxInfo, MailboxName, MailboxStatus};
 use imap_codec::imap_types::status::StatusDataItemName;
 
 use super::connection::{Authed, Connection};
+use super::objectid;
 use super::outcome::Outcome;
 use super::response;
 use super::view::View;
@@ -16,6 +17,7 @@ pub async fn status(
     selected: Option<&View>,
     name: MailboxName,
     items: &[StatusDataItemName],
+    mailbox_id: bool,
 ) -> Outcome {
     // RFC 7162 §3.1: STATUS HIGHESTMODSEQ enables CONDSTORE.
     if items.contains(&StatusDataItemName::HighestModSeq) {
@@ -65,6 +67,13 @@ pub async fn status(
             }
             parts.push_str(&part);
         }
+    }
+    if mailbox_id {
+        // RFC 8474 §4.
+        if !parts.is_empty() {
+            parts.push(' ');
+        }
+        parts.push_str(&format!("MAILBOXID ({})", objectid::mailbox_id(&mb.guid)));
     }
     let mut line = b"* STATUS ".to_vec();
     response::mailbox(&mut line, &mb.name);
