@@ -114,3 +114,57 @@ fn status_deleted_and_deleted_storage() {
         &["* STATUS INBOX (SIZE 9000)", "d4 OK STATUS completed"],
     );
 }
+
+// RFC 3502 MULTIAPPEND, in the shape of the RFC's example (A003): two
+// messages in one APPEND, one APPENDUID with both UIDs; and all or none:
+// when the second is over quota, the first is not kept either. (Before,
+// everything after the first message was silently dropped.)
+#[test]
+fn multiappend_appends_all_or_none() {
+    let s = server_with("m@x.org", 4096);
+    let mut c = s.imap_login("m@x.org", PASS);
+    let caps = c.cmd_ok("m0 CAPABILITY");
+    assert!(caps[0].contains(" MULTIAPPEND"), "{caps:?}");
+    let (one, two) = (message(1000), message(1200));
+    let mut line = format!("A003 APPEND Archive (\\Seen) {{{}+}}\r\n", one.len()).into_bytes();
+    line.extend_from_slice(&one);
+    line.extend_from_slice(
+        format!(
+            " (\\Seen) \" 7-Feb-1994 22:43:04 -0800\" {{{}+}}\r\n",
+            two.len()
+        )
+        .as_bytes(),
+    );
+    line.extend_from_slice(&two);
+    line.extend_from_slice(b"\r\n");
+    c.send_raw(&line);
+    assert_lines(
+        &c.read_until_tagged("A003"),
+        &["A003 OK [APPENDUID {num} 1:2] APPEND completed"],
+    );
+    c.cmd_ok("m1 SELECT Archive");
+    assert_lines(
+        &c.cmd("m2 FETCH 1:* (FLAGS INTERNALDATE RFC822.SIZE)"),
+        &[
+            "* 1 FETCH (FLAGS (\\Seen \\Recent) INTERNALDATE \"{any}\" RFC822.SIZE 1000)",
+            "* 2 FETCH (FLAGS (\\Seen \\Recent) INTERNALDATE \"08-Feb-1994 06:43:04 +0000\" RFC822.SIZE 1200)",
+            "m2 OK FETCH completed",
+        ],
+    );
+    // 2,200 of 4,096 bytes used: 1,000 more fit, 2,000 more do not.
+    let (three, four) = (message(1000), message(2000));
+    let mut line = format!("A004 APPEND Trash {{{}+}}\r\n", three.len()).into_bytes();
+    line.extend_from_slice(&three);
+    line.extend_from_slice(format!(" {{{}+}}\r\n", four.len()).as_bytes());
+    line.extend_from_slice(&four);
+    line.extend_from_slice(b"\r\n");
+    c.send_raw(&line);
+    assert_lines(
+        &c.read_until_tagged("A004"),
+        &["A004 NO [OVERQUOTA] Quota exceeded"],
+    );
+    assert_lines(
+        &c.cmd("m3 STATUS Trash (MESSAGES)"),
+        &["* STATUS Trash (MESSAGES 0)", "m3 OK STATUS completed"],
+    );
+}

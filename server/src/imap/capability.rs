@@ -41,6 +41,7 @@ pub fn capabilities(conn: &Connection, logged_in: bool) -> String {
         "ESEARCH",
         "STATUS=SIZE",
         "OBJECTID",
+        "MULTIAPPEND",
     ]);
     let limit = format!("APPENDLIMIT={}", conn.ctx.config.max_literal_size);
     let mut s = caps.join(" ");

@@ -134,7 +134,8 @@ pub enum Authenticated {
         /// RFC 8474 MAILBOXID.
         mailbox_id: bool,
     },
-    Append(Append),
+    /// One message, or several (RFC 3502 MULTIAPPEND).
+    Append(Vec<Append>),
     /// RFC 2177.
     Idle,
     /// RFC 4978 COMPRESS DEFLATE.
@@ -401,6 +402,36 @@ pub fn decode(bytes: Vec<u8>) -> Decoded {
             other => other,
         };
     }
+    // RFC 3502 MULTIAPPEND: one APPEND per message, each decoded alone.
+    if let Some(parts) = super::append::split_multi(&bytes) {
+        let mut appends = Vec::with_capacity(parts.len());
+        for part in parts {
+            match decode(part) {
+                Decoded::Command {
+                    command: Command::Authenticated(Authenticated::Append(mut one)),
+                    ..
+                } => appends.append(&mut one),
+                Decoded::Invalid { why, line, .. } => {
+                    return Decoded::Invalid {
+                        tag: tag_or_star(&bytes),
+                        why,
+                        line,
+                    };
+                }
+                _ => {
+                    return Decoded::Invalid {
+                        tag: tag_or_star(&bytes),
+                        why: "Command not understood".into(),
+                        line: None,
+                    };
+                }
+            }
+        }
+        return Decoded::Command {
+            tag: tag_or_star(&bytes),
+            command: Command::Authenticated(Authenticated::Append(appends)),
+        };
+    }
     let decoded = match CommandCodec::default().decode(&bytes) {
         Ok((_, command)) => Some(command),
         Err(_) => None,
@@ -423,7 +454,7 @@ pub fn decode(bytes: Vec<u8>) -> Decoded {
         drop(decoded);
         return Decoded::Command {
             tag,
-            command: Command::Authenticated(Authenticated::Append(append.with_buffer(bytes))),
+            command: Command::Authenticated(Authenticated::Append(vec![append.with_buffer(bytes)])),
         };
     }
     let command: Codec<'static> = decoded.into_static();

@@ -16,10 +16,11 @@ use cove_store::{Error, Uid};
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Code {
     AlreadyExists,
-    /// RFC 4315 §3: the UIDVALIDITY and UID an APPEND got.
+    /// RFC 4315 §3: the UIDVALIDITY and UIDs an APPEND got (a set for
+    /// MULTIAPPEND).
     AppendUid {
         uidvalidity: u32,
-        uid: Uid,
+        uids: String,
     },
     AuthenticationFailed,
     AuthorizationFailed,
@@ -71,7 +72,7 @@ impl fmt::Display for Code {
         use Code as C;
         match self {
             C::AlreadyExists => f.write_str("ALREADYEXISTS"),
-            C::AppendUid { uidvalidity, uid } => write!(f, "APPENDUID {uidvalidity} {uid}"),
+            C::AppendUid { uidvalidity, uids } => write!(f, "APPENDUID {uidvalidity} {uids}"),
             C::AuthenticationFailed => f.write_str("AUTHENTICATIONFAILED"),
             C::AuthorizationFailed => f.write_str("AUTHORIZATIONFAILED"),
             C::BadCharset => f.write_str("BADCHARSET (UTF-8 US-ASCII)"),
@@ -236,7 +237,7 @@ mod tests {
             line(&Outcome::ok_with(
                 Code::AppendUid {
                     uidvalidity: 7,
-                    uid: 3
+                    uids: "3".into()
                 },
                 "APPEND completed"
             )),
