@@ -13,7 +13,7 @@
 use cove::imap::command as imap_command_decoder;
 use cove::imap::framing::{CommandLimits, Framer, Next, tag_of};
 use cove::imap::mime::{self, ParsedMessage, SectionKind};
-use cove::imap::{esearch, extended};
+use cove::imap::{esearch, extended, searchres};
 use cove::lmtp::command;
 use cove::lmtp::data::{DataDecoder, Step};
 use cove::pop3::encode::{Encoder, Extent, crlf_size, sent_unchanged};
@@ -63,6 +63,9 @@ fn complete_command(bytes: &[u8]) {
     }
     if let Some(Ok((_, plain))) = esearch::split_return(bytes) {
         assert!(plain.len() < bytes.len(), "the RETURN option is taken off");
+    }
+    for at in searchres::dollar_positions(bytes) {
+        assert_eq!(bytes.get(at), Some(&b'$'));
     }
     if let Some(parsed) = extended::parse(bytes) {
         let tag = match parsed {

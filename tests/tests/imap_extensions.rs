@@ -114,8 +114,8 @@ fn esearch_returns_min_max_count_all() {
         ],
     );
     assert_lines(
-        &c.cmd("A286 SEARCH RETURN (SAVE) FLAGGED"),
-        &["A286 BAD Unknown RETURN option SAVE"],
+        &c.cmd("A286 SEARCH RETURN (PARTIAL 1:5) FLAGGED"),
+        &["A286 BAD Unknown RETURN option PARTIAL"],
     );
 }
 
@@ -187,4 +187,64 @@ fn objectid_mailboxid_emailid_threadid() {
             ],
         );
     }
+}
+
+// RFC 5182 SEARCHRES, the RFC's §3 example shapes: SEARCH RETURN (SAVE)
+// answers no ESEARCH, `$` then names what it found in FETCH, STORE and
+// SEARCH, by UID for UID commands; after an expunge `$` names what is left;
+// an empty result makes the command do nothing; SELECT forgets it.
+#[test]
+fn searchres_saves_a_result_for_dollar() {
+    let s = server("");
+    let mut c = s.imap_login(USER, PASS);
+    for i in 1..=5 {
+        let msg = format!("From: a@example.org\r\nSubject: m{i}\r\n\r\nbody\r\n");
+        c.append(&format!("s{i}"), "INBOX", "", msg.as_bytes());
+    }
+    c.cmd_ok("r0 SELECT INBOX");
+    c.cmd_ok("r1 STORE 2,4 +FLAGS.SILENT (\\Flagged)");
+    let caps = c.cmd_ok("r2 CAPABILITY");
+    assert!(caps[0].contains(" SEARCHRES"), "{caps:?}");
+    assert_lines(
+        &c.cmd("A282 SEARCH RETURN (SAVE) FLAGGED"),
+        &["A282 OK SEARCH completed"],
+    );
+    assert_lines(
+        &c.cmd("A283 FETCH $ (UID)"),
+        &[
+            "* 2 FETCH (UID 2)",
+            "* 4 FETCH (UID 4)",
+            "A283 OK FETCH completed",
+        ],
+    );
+    assert_lines(
+        &c.cmd("A284 UID SEARCH UID $ SUBJECT m4"),
+        &["* SEARCH 4", "A284 OK SEARCH completed"],
+    );
+    c.cmd_ok("r3 STORE 2 +FLAGS.SILENT (\\Deleted)");
+    c.cmd_ok("r4 EXPUNGE");
+    assert_lines(
+        &c.cmd("A285 STORE $ +FLAGS (\\Seen)"),
+        &[
+            "* 3 FETCH (UID 4 FLAGS (\\Flagged \\Seen \\Recent))",
+            "A285 OK STORE completed",
+        ],
+    );
+    // SAVE with other options: ESEARCH for those, the result saved too.
+    assert_lines(
+        &c.cmd("A286 SEARCH RETURN (SAVE COUNT) SUBJECT nothing"),
+        &[
+            "* ESEARCH (TAG \"A286\") COUNT 0",
+            "A286 OK SEARCH completed",
+        ],
+    );
+    assert_lines(&c.cmd("A287 FETCH $ (UID)"), &["A287 OK FETCH completed"]);
+    // A mailbox called $ is not a result.
+    assert_lines(
+        &c.cmd("A288 STATUS $ (MESSAGES)"),
+        &["A288 NO [NONEXISTENT] mailbox $ does not exist"],
+    );
+    c.cmd_ok("r5 SEARCH RETURN (SAVE) ALL");
+    c.cmd_ok("r6 SELECT INBOX");
+    assert_lines(&c.cmd("A289 FETCH $ (UID)"), &["A289 OK FETCH completed"]);
 }

@@ -39,6 +39,7 @@ pub fn capabilities(conn: &Connection, logged_in: bool) -> String {
         "QUOTA",
         "QUOTA=RES-STORAGE",
         "ESEARCH",
+        "SEARCHRES",
         "STATUS=SIZE",
         "OBJECTID",
         "MULTIAPPEND",

@@ -18,6 +18,15 @@ pub struct SearchReturn {
     pub max: bool,
     pub count: bool,
     pub all: bool,
+    /// RFC 5182 SEARCHRES: remember the result for `$`.
+    pub save: bool,
+}
+
+impl SearchReturn {
+    /// RFC 5182 §2.1: SAVE alone returns no ESEARCH response.
+    pub fn answers(&self) -> bool {
+        self.min || self.max || self.count || self.all
+    }
 }
 
 /// Whether `bytes` starts with `word` and a space (ASCII case-insensitive),
@@ -57,6 +66,7 @@ pub fn split_return(bytes: &[u8]) -> Option<Result<(SearchReturn, Vec<u8>), Stri
             b"MAX" => ret.max = true,
             b"COUNT" => ret.count = true,
             b"ALL" => ret.all = true,
+            b"SAVE" => ret.save = true,
             _ => {
                 let shown = String::from_utf8_lossy(option).into_owned();
                 return Some(Err(format!("Unknown RETURN option {shown}")));
@@ -64,7 +74,7 @@ pub fn split_return(bytes: &[u8]) -> Option<Result<(SearchReturn, Vec<u8>), Stri
         }
     }
     // RFC 4731 §3.1: RETURN () is RETURN (ALL).
-    if !(ret.min || ret.max || ret.count || ret.all) {
+    if !ret.answers() && !ret.save {
         ret.all = true;
     }
     let Some(criteria) = list[close + 1..].strip_prefix(b" ") else {
@@ -85,6 +95,9 @@ pub fn write(
     hits: &[(usize, u64)],
     modseq: bool,
 ) {
+    if !ret.answers() {
+        return;
+    }
     let mut line = b"* ESEARCH (TAG ".to_vec();
     response::string(&mut line, ret.tag.as_bytes());
     line.push(b')');
@@ -133,10 +146,14 @@ mod tests {
         assert_eq!(plain, b"b search charset UTF-8 {3}\r\nabc\r\n");
         assert!(split_return(b"c SEARCH ALL\r\n").is_none());
         assert!(
-            split_return(b"c SEARCH RETURN (SAVE) ALL\r\n")
+            split_return(b"c SEARCH RETURN (FOO) ALL\r\n")
                 .expect("ours")
                 .is_err()
         );
+        let (ret, _) = split_return(b"c SEARCH RETURN (SAVE) ALL\r\n")
+            .expect("ours")
+            .expect("valid");
+        assert!(ret.save && !ret.answers());
         assert!(
             split_return(b"c SEARCH RETURN (MIN ALL\r\n")
                 .expect("ours")

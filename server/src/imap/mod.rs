@@ -43,6 +43,7 @@ mod outcome;
 mod quota;
 mod response;
 mod search;
+pub mod searchres;
 mod select;
 mod session;
 mod starttls;

@@ -349,7 +349,7 @@ fn matches(
 pub async fn search(
     conn: &mut Connection,
     user: &Authed,
-    view: &View,
+    view: &mut View,
     criteria: imap_codec::imap_types::core::Vec1<SearchKey<'static>>,
     uid: bool,
     ret: Option<SearchReturn>,
@@ -430,6 +430,19 @@ pub async fn search(
         Ok(hits) if let Some(ret) = &ret => {
             // RFC 4731 §3.1.
             esearch::write(&mut conn.out, ret, uid, &hits, with_modseq);
+            if ret.save {
+                // RFC 5182 §2.1: kept as UIDs.
+                view.saved = hits
+                    .iter()
+                    .filter_map(|(n, _)| {
+                        if uid {
+                            Some(*n as Uid)
+                        } else {
+                            view.messages.get(n.wrapping_sub(1)).map(|m| m.uid)
+                        }
+                    })
+                    .collect();
+            }
             Outcome::ok("SEARCH completed")
         }
         Ok(hits) => {

@@ -247,6 +247,13 @@ impl Session {
 
     /// Decode and run one command read off the wire.
     async fn command(&mut self, bytes: Vec<u8>) -> Control {
+        // RFC 5182: `$` is the saved search result of the selected mailbox.
+        let bytes = match &self.state {
+            State::Selected(_, view) => {
+                super::searchres::substitute(&bytes, &view.saved, view).unwrap_or(bytes)
+            }
+            _ => bytes,
+        };
         let (tag, command) = match command::decode(bytes) {
             Decoded::Command { tag, command } => (tag, command),
             Decoded::Unsupported { tag, name } => {

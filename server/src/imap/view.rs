@@ -85,6 +85,8 @@ pub struct View {
     /// §7.2.6), sorted: a FETCH may show no other, so a new one is
     /// announced first ([`View::announce_keywords`]).
     announced: Vec<String>,
+    /// RFC 5182: the UIDs the last SEARCH with SAVE found (`$`).
+    pub saved: Vec<Uid>,
     /// Keeps the account's Maildir watched while the mailbox is selected.
     _watch: cove_store::WatchGuard,
 }
@@ -143,6 +145,7 @@ impl View {
             lagged: false,
             modseq,
             announced,
+            saved: Vec::new(),
             _watch: watch,
         })
     }
