@@ -10,10 +10,11 @@
 //! panic, and a few cheap invariants (two ways of computing the same answer
 //! agree; what we send back is well-formed IMAP).
 
-use cove::imap::extended;
+use cove::imap::command as imap_command_decoder;
 use cove::imap::framing::{CommandLimits, Framer, Next, tag_of};
 use cove::imap::mime::{self, ParsedMessage, SectionKind};
 use cove::imap::sort::{self, Address, Algorithm, MessageKeys, SortCriterion, SortKey};
+use cove::imap::{esearch, extended, searchres};
 use cove::lmtp::command;
 use cove::lmtp::data::{DataDecoder, Step};
 use cove::pop3::encode::{Encoder, Extent, crlf_size, sent_unchanged};
@@ -44,8 +45,29 @@ pub fn imap_command(data: &[u8]) {
     }
 }
 
-/// `Session::run` on one framed command, up to dispatch.
+/// `Session::run` on one framed command, up to dispatch: the session's own
+/// decoder (`command::decode`: the ESEARCH RETURN split, `extended`,
+/// imap-codec, the table), then each parser on its own.
 fn complete_command(bytes: &[u8]) {
+    use imap_command_decoder::Decoded;
+    match imap_command_decoder::decode(bytes.to_vec()) {
+        Decoded::Command { tag, command } => {
+            assert!(!tag.is_empty());
+            let _ = command.spec();
+        }
+        Decoded::Unsupported { tag, name } => {
+            let _ = format!("{tag} BAD {name} is not supported\r\n");
+        }
+        Decoded::Invalid { tag, .. } => {
+            let _ = format!("{tag} BAD x\r\n");
+        }
+    }
+    if let Some(Ok((_, plain))) = esearch::split_return(bytes) {
+        assert!(plain.len() < bytes.len(), "the RETURN option is taken off");
+    }
+    for at in searchres::dollar_positions(bytes) {
+        assert_eq!(bytes.get(at), Some(&b'$'));
+    }
     if let Some(parsed) = extended::parse(bytes) {
         let tag = match parsed {
             Ok(extended::Extended::List { tag, .. }) => tag,

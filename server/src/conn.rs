@@ -15,6 +15,8 @@ pub const PIPELINED_OUTPUT: usize = 64 * 1024;
 pub enum Conn {
     Plain(TcpStream),
     Tls(Box<TlsStream<TcpStream>>),
+    /// Either of the above, compressed (IMAP COMPRESS=DEFLATE, RFC 4978).
+    Deflate(Box<crate::deflate::Deflated>),
     /// Briefly, while the stream is handed to the TLS handshake: reads see
     /// end of file, writes fail.
     Detached,
@@ -22,7 +24,11 @@ pub enum Conn {
 
 impl Conn {
     pub fn is_tls(&self) -> bool {
-        matches!(self, Conn::Tls(_))
+        match self {
+            Conn::Tls(_) => true,
+            Conn::Deflate(d) => d.inner().is_tls(),
+            _ => false,
+        }
     }
 
     /// The address at the other end of the socket: the client's, or the
@@ -31,6 +37,7 @@ impl Conn {
         match self {
             Conn::Plain(s) => s.peer_addr().ok(),
             Conn::Tls(s) => s.get_ref().0.peer_addr().ok(),
+            Conn::Deflate(d) => d.inner().socket_peer(),
             Conn::Detached => None,
         }
     }
@@ -39,6 +46,16 @@ impl Conn {
     pub fn from_trusted_proxy(&self) -> bool {
         self.socket_peer()
             .is_some_and(|p| crate::proxy::is_trusted(p.ip()))
+    }
+
+    /// Whether a password may cross this connection in clear text: inside
+    /// TLS, from loopback, or where the operator allows it (RFC 8314).
+    pub fn plaintext_ok(&self, peer: std::net::SocketAddr, allowed_by_config: bool) -> bool {
+        crate::auth::plaintext_allowed(
+            self.is_tls() || self.from_trusted_proxy(),
+            peer.ip(),
+            allowed_by_config,
+        )
     }
 }
 
@@ -51,6 +68,7 @@ impl AsyncRead for Conn {
         match self.get_mut() {
             Conn::Plain(s) => Pin::new(s).poll_read(cx, buf),
             Conn::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
+            Conn::Deflate(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
             Conn::Detached => Poll::Ready(Ok(())),
         }
     }
@@ -65,6 +83,7 @@ impl AsyncWrite for Conn {
         match self.get_mut() {
             Conn::Plain(s) => Pin::new(s).poll_write(cx, buf),
             Conn::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
+            Conn::Deflate(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
             Conn::Detached => Poll::Ready(Err(io::ErrorKind::NotConnected.into())),
         }
     }
@@ -73,6 +92,7 @@ impl AsyncWrite for Conn {
         match self.get_mut() {
             Conn::Plain(s) => Pin::new(s).poll_flush(cx),
             Conn::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
+            Conn::Deflate(s) => Pin::new(s.as_mut()).poll_flush(cx),
             Conn::Detached => Poll::Ready(Err(io::ErrorKind::NotConnected.into())),
         }
     }
@@ -81,6 +101,7 @@ impl AsyncWrite for Conn {
         match self.get_mut() {
             Conn::Plain(s) => Pin::new(s).poll_shutdown(cx),
             Conn::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
+            Conn::Deflate(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
             Conn::Detached => Poll::Ready(Err(io::ErrorKind::NotConnected.into())),
         }
     }
@@ -128,6 +149,21 @@ pub async fn start_tls(
     };
     let tls = handshake(acceptor, tcp, timeout).await?;
     *reader = tokio::io::BufReader::with_capacity(buffer, Conn::Tls(Box::new(tls)));
+    Ok(())
+}
+
+/// RFC 4978 COMPRESS=DEFLATE: compress the connection from here on, both
+/// ways. Bytes the client sent after the command and already read are
+/// compressed ones: they go to the decompressor first.
+pub fn start_deflate(reader: &mut tokio::io::BufReader<Conn>, buffer: usize) -> io::Result<()> {
+    if matches!(reader.get_ref(), Conn::Deflate(_) | Conn::Detached) {
+        return Err(io::Error::other("the connection is already compressed"));
+    }
+    let pending = reader.buffer().to_vec();
+    let placeholder = tokio::io::BufReader::new(Conn::Detached);
+    let old = std::mem::replace(reader, placeholder).into_inner();
+    let deflated = crate::deflate::Deflated::new(old, &pending);
+    *reader = tokio::io::BufReader::with_capacity(buffer, Conn::Deflate(Box::new(deflated)));
     Ok(())
 }
 

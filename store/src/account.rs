@@ -15,6 +15,7 @@ mod scan;
 mod transfer;
 
 pub use content::{ContentCheck, DamagedMessage};
+pub use derived::DerivedKind;
 pub use flags::StoreResult;
 pub use import::{ImportCache, ImportMailbox, ImportMessage, ImportReport, MailboxImport};
 pub use transfer::Transfer;

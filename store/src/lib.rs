@@ -38,7 +38,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, OnceLock};
 
 pub use account::{
-    Account, ContentCheck, DEFAULT_MAILBOXES, DamagedMessage, Delivered, ImportCache,
+    Account, ContentCheck, DEFAULT_MAILBOXES, DamagedMessage, Delivered, DerivedKind, ImportCache,
     ImportMailbox, ImportMessage, ImportReport, MailboxImport, MailboxStatus, NewMessage,
     ScanReport, StoreResult, Transfer,
 };

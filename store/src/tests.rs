@@ -729,6 +729,9 @@ mod imap_mailboxes;
 mod imap_transfer;
 mod replica_peer;
 
+const ENV: DerivedKind = DerivedKind::ImapEnvelope;
+const BS: DerivedKind = DerivedKind::ImapBodyStructure;
+
 #[test]
 fn derived_data_round_trips_by_content() {
     let d = tempfile::tempdir().unwrap();
@@ -736,11 +739,11 @@ fn derived_data_round_trips_by_content() {
     let acct = s.account(&user(&s, "a@x.org")).unwrap();
     let a = ContentId::of(b"a");
     let b = ContentId::of(b"b");
-    assert_eq!(acct.derived(&[(a, 1)]).unwrap(), vec![None]);
-    acct.store_derived(&[(a, 1, b"env".to_vec()), (a, 2, b"bs".to_vec())])
+    assert_eq!(acct.derived(&[(a, ENV)]).unwrap(), vec![None]);
+    acct.store_derived(&[(a, ENV, b"env".to_vec()), (a, BS, b"bs".to_vec())])
         .unwrap();
     assert_eq!(
-        acct.derived(&[(a, 1), (a, 2), (b, 1)]).unwrap(),
+        acct.derived(&[(a, ENV), (a, BS), (b, ENV)]).unwrap(),
         vec![Some(b"env".to_vec()), Some(b"bs".to_vec()), None]
     );
 }
@@ -756,22 +759,22 @@ fn derived_lookups_in_batches_answer_each_key_in_order() {
     let ids: Vec<ContentId> = (0..1200u32)
         .map(|i| ContentId::of(&i.to_le_bytes()))
         .collect();
-    let entries: Vec<(ContentId, u8, Vec<u8>)> = ids
+    let entries: Vec<(ContentId, DerivedKind, Vec<u8>)> = ids
         .iter()
         .enumerate()
         .filter(|(i, _)| i % 3 == 0)
         .flat_map(|(i, id)| {
             [
-                (*id, 11, format!("e{i}").into_bytes()),
-                (*id, 12, format!("b{i}").into_bytes()),
+                (*id, ENV, format!("e{i}").into_bytes()),
+                (*id, BS, format!("b{i}").into_bytes()),
             ]
         })
         .collect();
     acct.store_derived(&entries).unwrap();
     let mut keys = Vec::new();
     for i in (0..1200usize).rev().step_by(7).chain(0..40) {
-        keys.push((ids[i], 11));
-        keys.push((ids[i], 12));
+        keys.push((ids[i], ENV));
+        keys.push((ids[i], BS));
     }
     // All of them (more ids than 4 per page of this small index: one pass
     // over the table), and a few (lookups).
@@ -786,8 +789,8 @@ fn derived_lookups_in_batches_answer_each_key_in_order() {
         for ((id, kind), answer) in keys.iter().zip(&got) {
             let i = ids.iter().position(|x| x == id).unwrap();
             let want = (i % 3 == 0)
-                .then(|| format!("{}{i}", if *kind == 11 { "e" } else { "b" }).into_bytes());
-            assert_eq!(answer, &want, "content {i} kind {kind}");
+                .then(|| format!("{}{i}", if *kind == ENV { "e" } else { "b" }).into_bytes());
+            assert_eq!(answer, &want, "content {i} kind {kind:?}");
         }
     }
 }
@@ -830,7 +833,7 @@ fn damaged_files_are_reported_then_relinked_to_a_verified_copy() {
     // A view parsed from the damaged bytes was cached.
     let acct_a = s.account(&a).unwrap();
     acct_a
-        .store_derived(&[(id, 1, b"rotten".to_vec())])
+        .store_derived(&[(id, ENV, b"rotten".to_vec())])
         .unwrap();
 
     // The content arrives again: both users' files are relinked to it.
@@ -844,7 +847,7 @@ fn damaged_files_are_reported_then_relinked_to_a_verified_copy() {
         assert_eq!(fs::read(&files[0]).unwrap(), bytes);
         assert_eq!(fs::metadata(&files[0]).unwrap().ino(), ino);
     }
-    assert_eq!(acct_a.derived(&[(id, 1)]).unwrap(), vec![None]);
+    assert_eq!(acct_a.derived(&[(id, ENV)]).unwrap(), vec![None]);
     drop(again);
     assert!(s.verify_content().unwrap().is_clean());
     assert!(s.blobs().damaged().unwrap().is_empty());

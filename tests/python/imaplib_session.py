@@ -10,17 +10,7 @@ import re
 import sys
 import time
 
-
-def check(cond, what):
-    if not cond:
-        print("FAILED: " + what, file=sys.stderr)
-        sys.exit(1)
-
-
-def ok(resp, what):
-    typ, data = resp
-    check(typ == "OK", f"{what}: {typ} {data}")
-    return data
+from checks import check, ok
 
 
 host, port = os.environ["COVE_IMAP"].rsplit(":", 1)

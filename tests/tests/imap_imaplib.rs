@@ -1,18 +1,51 @@
 //! A real client library through a whole session: Python's imaplib logs in,
 //! lists, selects, fetches, searches, stores, copies, moves, expunges and
-//! appends against the real binary (tests/python/imaplib_session.py).
+//! appends against the real binary (tests/python/imaplib_session.py); and
+//! resynchronises with CONDSTORE and QRESYNC (imaplib_condstore.py).
 
 use std::process::Command;
 use std::time::Duration;
 
-use cove_tests::{TestServer, message, run_bounded};
+use cove_tests::{IMAP_CONFIG, TestServer, message, run_bounded};
 
 #[test]
 fn python_imaplib_session() {
-    let server =
-        TestServer::start("[imap]\nlisten = [\"127.0.0.1:0\"]\nauth_failure_delay_ms = 10\n");
+    run_script("imaplib_session.py", "imaplib ok");
+}
+
+// RFC 7162: ENABLE QRESYNC, HIGHESTMODSEQ, CHANGEDSINCE, UNCHANGEDSINCE
+// with [MODIFIED], VANISHED, SELECT (QRESYNC ...).
+#[test]
+fn python_imaplib_condstore() {
+    run_script("imaplib_condstore.py", "imaplib condstore ok");
+}
+
+// RFC 4978: COMPRESS DEFLATE over plain TCP and over TLS; a second one is
+// NO [COMPRESSIONACTIVE].
+#[test]
+fn python_imaplib_compress() {
+    run_script("imaplib_compress.py", "imaplib compress ok");
+}
+
+// RFC 9208: GETQUOTAROOT, GETQUOTA, SETQUOTA refused; RFC 4731 ESEARCH.
+#[test]
+fn python_imaplib_quota_and_esearch() {
+    run_script("imaplib_quota_esearch.py", "imaplib quota esearch ok");
+}
+
+/// Run a script of tests/python against a server whose alice@x.org (quota
+/// 1 MiB) has three messages in INBOX; it must print `done`.
+fn run_script(name: &str, done: &str) {
+    let server = TestServer::start(IMAP_CONFIG);
     let out = server.cli_stdin(
-        &["user", "add", "alice@x.org", "--password-stdin"],
+        &[
+            "user",
+            "add",
+            "alice@x.org",
+            "--quota",
+            "1048576",
+            "--password-stdin",
+        ],
         Some(b"s3cret\n"),
     );
     assert!(
@@ -29,10 +62,11 @@ fn python_imaplib_session() {
         );
         assert!(d.results[0].is("250"), "{:?}", d.results);
     }
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/python/imaplib_session.py");
+    let script = format!("{}/python/{name}", env!("CARGO_MANIFEST_DIR"));
     let mut cmd = Command::new("python3");
     cmd.arg(script)
         .env("COVE_IMAP", server.addr_of("imap").to_string())
+        .env("COVE_IMAPS", server.addr_of("imaps").to_string())
         .env("COVE_USER", "alice@x.org")
         .env("COVE_PASS", "s3cret");
     let out = run_bounded(cmd, None, Duration::from_secs(60));
@@ -43,5 +77,5 @@ fn python_imaplib_session() {
         "imaplib session failed:\n{stdout}\n{stderr}\nserver log:\n{}",
         server.logs().join("\n")
     );
-    assert!(stdout.contains("imaplib ok"), "{stdout}");
+    assert!(stdout.contains(done), "{stdout}");
 }

@@ -6,7 +6,7 @@ use std::io::{BufRead, BufReader, Write};
 use std::net::TcpStream;
 use std::time::Duration;
 
-use cove_tests::TestServer;
+use cove_tests::{TestServer, line_matches};
 
 struct Imap {
     r: BufReader<TcpStream>,
@@ -85,9 +85,12 @@ fn list_extended_status_and_create_special_use() {
     }
 
     // CREATE-SPECIAL-USE, then it shows with its attribute.
-    assert_eq!(
-        c.cmd("c", "CREATE Outbox (USE (\\Sent))"),
-        vec!["c OK CREATE completed"]
+    let created = c.cmd("c", "CREATE Outbox (USE (\\Sent))");
+    assert_eq!(created.len(), 1, "{created:?}");
+    // RFC 8474 §4.1: the new mailbox's MAILBOXID.
+    assert!(
+        line_matches("c OK [MAILBOXID (F{any})] CREATE completed", &created[0]),
+        "{created:?}"
     );
     assert!(
         c.cmd("c2", "CREATE Bad (USE (\\Bogus))")

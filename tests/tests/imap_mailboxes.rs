@@ -64,6 +64,7 @@ fn select_responses() {
             "* OK [UNSEEN 1] First unseen",
             "* OK [UIDVALIDITY {num}] UIDs valid",
             "* OK [UIDNEXT 3] Predicted next UID",
+            "* OK [MAILBOXID (F{any})] Ok",
             "a1 OK [READ-WRITE] SELECT completed",
         ],
     );
@@ -86,6 +87,7 @@ fn select_responses() {
             "* OK [UNSEEN 2] First unseen",
             &format!("* OK [UIDVALIDITY {validity}] UIDs valid"),
             "* OK [UIDNEXT 3] Predicted next UID",
+            "* OK [MAILBOXID (F{any})] Ok",
             "b1 OK [READ-WRITE] SELECT completed",
         ],
     );
@@ -99,6 +101,7 @@ fn select_responses() {
             "* 0 RECENT",
             "* OK [UIDVALIDITY {num}] UIDs valid",
             "* OK [UIDNEXT 1] Predicted next UID",
+            "* OK [MAILBOXID (F{any})] Ok",
             "b2 OK [READ-WRITE] SELECT completed",
         ],
     );
@@ -125,6 +128,7 @@ fn examine_reports_recent_without_consuming_it() {
             "* OK [UNSEEN 1] First unseen",
             "* OK [UIDVALIDITY {num}] UIDs valid",
             "* OK [UIDNEXT 3] Predicted next UID",
+            "* OK [MAILBOXID (F{any})] Ok",
             "a1 OK [READ-ONLY] EXAMINE completed",
         ],
     );
@@ -176,6 +180,7 @@ fn examine_changes_nothing() {
             "* OK [UNSEEN 1] First unseen",
             "* OK [UIDVALIDITY {num}] UIDs valid",
             "* OK [UIDNEXT 3] Predicted next UID",
+            "* OK [MAILBOXID (F{any})] Ok",
             "b1 OK [READ-WRITE] SELECT completed",
         ],
     );
@@ -219,7 +224,10 @@ fn failed_select_leaves_nothing_selected() {
 fn create() {
     let s = server();
     let mut c = login(&s);
-    assert_lines(&c.cmd("a1 CREATE Work.Q1"), &["a1 OK CREATE completed"]);
+    assert_lines(
+        &c.cmd("a1 CREATE Work.Q1"),
+        &["a1 OK [MAILBOXID (F{any})] CREATE completed"],
+    );
     assert_lines_unordered(
         &c.cmd("a2 LIST \"\" Work*"),
         &[
@@ -240,7 +248,10 @@ fn create() {
         &c.cmd("a5 CREATE inbox"),
         &["a5 NO [ALREADYEXISTS] INBOX always exists"],
     );
-    assert_lines(&c.cmd("a6 CREATE Trailing."), &["a6 OK CREATE completed"]);
+    assert_lines(
+        &c.cmd("a6 CREATE Trailing."),
+        &["a6 OK [MAILBOXID (F{any})] CREATE completed"],
+    );
     assert_lines(
         &c.cmd("a7 LIST \"\" Trailing*"),
         &[
@@ -248,7 +259,10 @@ fn create() {
             "a7 OK LIST completed",
         ],
     );
-    assert_lines(&c.cmd("a8 CREATE \"My Box\""), &["a8 OK CREATE completed"]);
+    assert_lines(
+        &c.cmd("a8 CREATE \"My Box\""),
+        &["a8 OK [MAILBOXID (F{any})] CREATE completed"],
+    );
     assert_lines(
         &c.cmd("a9 LIST \"\" \"My*\""),
         &[
@@ -758,9 +772,12 @@ fn append_with_synchronising_literal_flags_and_date() {
     let mut bytes = msg.to_vec();
     bytes.extend_from_slice(b"\r\n");
     c.send_raw(&bytes);
+    // The new keyword is announced in FLAGS before the message (§7.2.6).
     assert_lines(
         &c.read_until_tagged("a2"),
         &[
+            "* FLAGS (\\Answered \\Flagged \\Deleted \\Seen \\Draft $Work)",
+            "* OK [PERMANENTFLAGS (\\Answered \\Flagged \\Deleted \\Seen \\Draft $Work \\*)] Flags permitted",
             "* 1 EXISTS",
             "* 1 RECENT",
             &format!("a2 OK [APPENDUID {validity} 1] APPEND completed"),

@@ -512,9 +512,13 @@ fn uid_fetch_and_out_of_range() {
 fn store_flags_and_keywords() {
     let s = server_with_mail();
     let mut c = selected(&s);
+    // A keyword new to the mailbox is announced in FLAGS before a FETCH
+    // shows it (§7.2.6).
     assert_lines(
         &c.cmd("a1 STORE 1 FLAGS (\\Flagged $Work)"),
         &[
+            "* FLAGS (\\Answered \\Flagged \\Deleted \\Seen \\Draft $Work)",
+            "* OK [PERMANENTFLAGS (\\Answered \\Flagged \\Deleted \\Seen \\Draft $Work \\*)] Flags permitted",
             "* 1 FETCH (UID 1 FLAGS (\\Flagged $Work))",
             "a1 OK STORE completed",
         ],
@@ -522,6 +526,8 @@ fn store_flags_and_keywords() {
     assert_lines(
         &c.cmd("a2 STORE 1 +FLAGS (\\Seen Later)"),
         &[
+            "* FLAGS (\\Answered \\Flagged \\Deleted \\Seen \\Draft $Work Later)",
+            "* OK [PERMANENTFLAGS (\\Answered \\Flagged \\Deleted \\Seen \\Draft $Work Later \\*)] Flags permitted",
             "* 1 FETCH (UID 1 FLAGS (\\Flagged \\Seen $Work Later))",
             "a2 OK STORE completed",
         ],
@@ -952,9 +958,10 @@ fn envelope_and_bodystructure_are_cached_by_content() {
     let account = store.account(&user).unwrap();
     let inbox = account.mailbox("INBOX").unwrap();
     let messages = account.messages(&inbox.guid).unwrap();
-    // Kind 31: ENVELOPE (kind 1) at rendering version 3 (server/src/imap/fetch.rs).
-    let keys: Vec<(cove_store::ContentId, u8)> =
-        messages.iter().map(|m| (m.content_id, 31)).collect();
+    let keys: Vec<(cove_store::ContentId, cove_store::DerivedKind)> = messages
+        .iter()
+        .map(|m| (m.content_id, cove_store::DerivedKind::ImapEnvelope))
+        .collect();
     let cached = account.derived(&keys).unwrap();
     assert!(cached.iter().all(Option::is_some), "every ENVELOPE cached");
     let envelope = String::from_utf8(cached[0].clone().unwrap()).unwrap();
@@ -1023,6 +1030,45 @@ Content-Type: multipart/mixed; boundary*=us-ascii''b%2D1\r\n\r\n\
     );
 }
 
+// The defect, found under concurrent load: a keyword another session set
+// reached this one in a FETCH it had never been told of in a FLAGS
+// response (RFC 3501 §7.2.6: FLAGS lists the flags that apply; a client
+// may drop what it does not list). Now a FLAGS (and PERMANENTFLAGS)
+// response comes first, once per new keyword.
+#[test]
+fn keywords_from_another_session_are_announced_in_flags_first() {
+    let s = server_with_mail();
+    let mut c = selected(&s);
+    let mut other = selected(&s);
+    other.cmd_ok("o1 STORE 2 +FLAGS ($Label1)");
+    assert_lines(
+        &c.cmd("c1 NOOP"),
+        &[
+            "* FLAGS (\\Answered \\Flagged \\Deleted \\Seen \\Draft $Label1)",
+            "* OK [PERMANENTFLAGS (\\Answered \\Flagged \\Deleted \\Seen \\Draft $Label1 \\*)] Flags permitted",
+            "* 2 FETCH (UID 2 FLAGS ($Label1))",
+            "c1 OK NOOP completed",
+        ],
+    );
+    // Known now: no second FLAGS.
+    other.cmd_ok("o2 STORE 3 +FLAGS ($label1)");
+    assert_lines(
+        &c.cmd("c2 NOOP"),
+        &["* 3 FETCH (UID 3 FLAGS ($label1))", "c2 OK NOOP completed"],
+    );
+    // Set silently here, then fetched: announced before the FETCH.
+    c.cmd_ok("c3 STORE 1 +FLAGS.SILENT (Urgent)");
+    assert_lines(
+        &c.cmd("c4 FETCH 1 (FLAGS)"),
+        &[
+            "* FLAGS (\\Answered \\Flagged \\Deleted \\Seen \\Draft $Label1 Urgent)",
+            "* OK [PERMANENTFLAGS (\\Answered \\Flagged \\Deleted \\Seen \\Draft $Label1 Urgent \\*)] Flags permitted",
+            "* 1 FETCH (FLAGS (Urgent))",
+            "c4 OK FETCH completed",
+        ],
+    );
+}
+
 // RFC 3501 §9 (CHAR8 excludes NUL), RFC 3516 §4.2: after a BINARY APPEND
 // of content holding NUL, BODY[...], BODY[] and RFC822 literals carry 0x80
 // in its place (as Dovecot does: same length, same offsets), and only
@@ -1066,4 +1112,27 @@ Content-Transfer-Encoding: binary\r\n\r\nab\0cd\r\n";
             "n4 OK FETCH completed",
         ],
     );
+}
+
+// The defect, found under concurrent load: a FETCH whose set another
+// session had partly expunged ended with a tagged NO [EXPUNGEISSUED],
+// which makes clients retry or drop the whole FETCH. Now, as Dovecot does
+// (RFC 2180 §4.1.2, RFC 9051 §7.5.1), the FETCH answers what still exists
+// and ends OK; the EXPUNGE comes at the next command that may announce it.
+#[test]
+fn fetch_of_messages_expunged_meanwhile_answers_ok_with_the_rest() {
+    let s = server_with_mail();
+    let mut c = selected(&s);
+    let mut other = selected(&s);
+    other.cmd_ok("o1 STORE 2 +FLAGS.SILENT (\\Deleted)");
+    other.cmd_ok("o2 EXPUNGE");
+    let r = c.cmd("c1 FETCH 1:3 (UID BODY.PEEK[HEADER.FIELDS (SUBJECT)])");
+    assert_eq!(r.len(), 3, "{r:?}");
+    assert!(r[0].starts_with("* 1 FETCH (UID 1 "), "{r:?}");
+    assert!(r[1].starts_with("* 3 FETCH (UID 3 "), "{r:?}");
+    assert_eq!(
+        r[2],
+        "c1 OK FETCH completed (some messages were expunged meanwhile)"
+    );
+    assert_lines(&c.cmd("c2 NOOP"), &["* 2 EXPUNGE", "c2 OK NOOP completed"]);
 }

@@ -517,8 +517,8 @@ fn namespace() {
 }
 
 // RFC 5161 ENABLE: authenticated state; the ENABLED response lists only
-// extensions the server supports and enabled (none of these: CONDSTORE is
-// not advertised).
+// extensions the server supports and this command enabled (RFC 7162
+// CONDSTORE, once; an unknown one never).
 #[test]
 fn enable() {
     let s = server("");
@@ -527,7 +527,7 @@ fn enable() {
     c.login(USER, PASS);
     assert_lines(
         &c.cmd("e2 ENABLE CONDSTORE"),
-        &["* ENABLED", "e2 OK ENABLE completed"],
+        &["* ENABLED CONDSTORE", "e2 OK ENABLE completed"],
     );
     assert_lines(
         &c.cmd("e3 ENABLE X-UNKNOWN"),

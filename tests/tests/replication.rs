@@ -197,10 +197,12 @@ impl Viewer {
             .find_map(|l| l.strip_prefix("* ")?.strip_suffix(" EXISTS")?.parse().ok())?;
         let mut msgs = BTreeMap::new();
         if exists > 0 {
-            // A sync may expunge meanwhile (NO [EXPUNGEISSUED]): the
-            // caller asks again.
+            // A sync may expunge meanwhile (the FETCH answers what is
+            // left, "expunged meanwhile"): the caller asks again.
             let r = self.cmd("UID FETCH 1:* (UID FLAGS BODY.PEEK[HEADER.FIELDS (MESSAGE-ID)])");
-            if !r.last()?.starts_with(&format!("v{} OK", self.n)) {
+            let last = r.last()?;
+            if !last.starts_with(&format!("v{} OK", self.n)) || last.contains("expunged meanwhile")
+            {
                 return None;
             }
             for l in &r[..r.len() - 1] {
@@ -554,6 +556,19 @@ fn flags_set_on_both_sides_of_a_partition_merge() {
             .is_some_and(|m| m.flags == both)
     });
     assert_eq!(all_ids(&end), [mid("f-1")], "{end:#?}");
+    // RFC 8474 OBJECTID: the same MAILBOXID and EMAILID on both nodes, by
+    // construction (replicated GUIDs, content ids), no node asked.
+    let ids = |v: &mut Viewer| -> Vec<String> {
+        let mut lines = v.cmd_ok("SELECT INBOX");
+        lines.extend(v.cmd_ok(&format!("UID FETCH {uid} (EMAILID THREADID)")));
+        lines
+            .into_iter()
+            .filter(|l| l.contains("MAILBOXID") || l.contains("EMAILID"))
+            .collect()
+    };
+    let (ia, ib) = (ids(&mut va), ids(&mut vb));
+    assert_eq!(ia.len(), 2, "{ia:?}");
+    assert_eq!(ia, ib);
 }
 
 // A message moved to another mailbox on one node while the other node flags

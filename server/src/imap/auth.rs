@@ -8,56 +8,58 @@
 use base64::Engine;
 use std::time::Duration;
 
+use super::connection::Authed;
 use super::framing;
-use super::session::{Authed, Outcome, Session, State};
+use super::outcome::{Code, Outcome};
+use super::session::{Session, State};
 use crate::auth::{AuthResult, Secret};
 use crate::metrics::Proto;
 
 impl Session {
     // RFC 3501 §6.2.3: LOGIN.
-    pub async fn login(&mut self, username: &[u8], password: &[u8]) -> Outcome {
-        if !self.plaintext_ok() {
-            return Outcome::No(
-                "[PRIVACYREQUIRED] Plaintext login needs TLS (STARTTLS first)".into(),
+    pub async fn login(&mut self, username: &str, password: Secret) -> Outcome {
+        if !self.conn.plaintext_ok() {
+            return Outcome::no(
+                Code::PrivacyRequired,
+                "Plaintext login needs TLS (STARTTLS first)",
             );
         }
-        let user = String::from_utf8_lossy(username).into_owned();
-        let password = Secret(String::from_utf8_lossy(password).into_owned());
-        self.check_credentials(&user, password).await
+        self.check_credentials(username, password).await
     }
 
     // RFC 3501 §6.2.2: AUTHENTICATE; only PLAIN is offered.
     pub async fn authenticate(&mut self, mechanism: &str, initial: Option<Vec<u8>>) -> Outcome {
         if !mechanism.eq_ignore_ascii_case("PLAIN") {
-            return Outcome::No("Unsupported authentication mechanism".into());
+            return Outcome::no_plain("Unsupported authentication mechanism");
         }
-        if !self.plaintext_ok() {
-            return Outcome::No(
-                "[PRIVACYREQUIRED] Plaintext authentication needs TLS (STARTTLS first)".into(),
+        if !self.conn.plaintext_ok() {
+            return Outcome::no(
+                Code::PrivacyRequired,
+                "Plaintext authentication needs TLS (STARTTLS first)",
             );
         }
         let response = match initial {
             Some(r) => r,
             None => {
-                self.out.extend_from_slice(b"+ \r\n");
+                self.conn.out.extend_from_slice(b"+ \r\n");
                 if self.flush().await.is_err() {
-                    return Outcome::Bad("Connection lost".into());
+                    return Outcome::bad("Connection lost");
                 }
                 let timeout = self.read_timeout();
-                let read = framing::read_plain_line(&mut self.reader, 8192);
+                let read = framing::read_plain_line(&mut self.conn.reader, 8192);
                 let line = match tokio::time::timeout(timeout, read).await {
                     Ok(Ok(Some(l))) => l,
                     _ => {
                         self.state = State::Logout;
-                        return Outcome::Bad("Connection lost or login timeout".into());
+                        return Outcome::bad("Connection lost or login timeout");
                     }
                 };
                 if line == b"*" {
-                    return Outcome::Bad("Authentication cancelled".into());
+                    return Outcome::bad("Authentication cancelled");
                 }
                 match base64::engine::general_purpose::STANDARD.decode(&line) {
                     Ok(r) => r,
-                    Err(_) => return Outcome::Bad("Invalid base64".into()),
+                    Err(_) => return Outcome::bad("Invalid base64"),
                 }
             }
         };
@@ -66,11 +68,12 @@ impl Session {
         let (Some(authz), Some(authc), Some(pw), None) =
             (parts.next(), parts.next(), parts.next(), parts.next())
         else {
-            return Outcome::Bad("Malformed PLAIN response".into());
+            return Outcome::bad("Malformed PLAIN response");
         };
         if !authz.is_empty() && authz != authc {
-            return Outcome::No(
-                "[AUTHORIZATIONFAILED] Logging in as another user is not allowed".into(),
+            return Outcome::no(
+                Code::AuthorizationFailed,
+                "Logging in as another user is not allowed",
             );
         }
         let user = String::from_utf8_lossy(authc).into_owned();
@@ -81,32 +84,37 @@ impl Session {
     /// Every IMAP login's check: through the authentication service
     /// (penalties, unknown users), then the per-user connection limit.
     async fn check_credentials(&mut self, username: &str, password: Secret) -> Outcome {
-        let client = self.peer.ip();
-        let checked = self.ctx.auth.login(username, password, client, Proto::Imap);
+        let client = self.conn.peer.ip();
+        let checked = self
+            .conn
+            .ctx
+            .auth
+            .login(username, password, client, Proto::Imap);
         let (user, account) = match checked.await {
             AuthResult::Ok(user, account) => (user, account),
             AuthResult::Failed { wait } => {
-                let delay = Duration::from_millis(self.ctx.config.auth_failure_delay_ms);
-                crate::auth::login_failed("imap", username, self.peer, delay.max(wait)).await;
-                return Outcome::No("[AUTHENTICATIONFAILED] Invalid credentials".into());
+                let delay = Duration::from_millis(self.conn.ctx.config.auth_failure_delay_ms);
+                crate::auth::login_failed("imap", username, self.conn.peer, delay.max(wait)).await;
+                return Outcome::no(Code::AuthenticationFailed, "Invalid credentials");
             }
             AuthResult::TempFail => {
-                return Outcome::No("[UNAVAILABLE] Temporary failure, try again later".into());
+                // The authentication service logged why.
+                return Outcome::no(Code::Unavailable, "Temporary failure, try again later");
             }
         };
-        let slot = self.ctx.per_user.acquire(
+        let slot = self.conn.ctx.per_user.acquire(
             user.id,
             usize::MAX,
-            self.ctx.config.max_connections_per_user,
+            self.conn.ctx.config.max_connections_per_user,
         );
         let Ok(slot) = slot else {
-            tracing::warn!(session = self.id, peer = %self.peer, user = %user.address, "too many imap connections for this user");
-            return Outcome::No("[LIMIT] Too many connections for this user".into());
+            tracing::warn!(session = self.conn.id, peer = %self.conn.peer, user = %user.address, "too many imap connections for this user");
+            return Outcome::no(Code::Limit, "Too many connections for this user");
         };
-        tracing::info!(session = self.id, peer = %self.peer, user = %user.address, "imap login");
+        tracing::info!(session = self.conn.id, peer = %self.conn.peer, user = %user.address, "imap login");
         crate::metrics::METRICS.login(Proto::Imap, true);
         self.state = State::Authenticated(Authed::new(user, account, slot));
-        let caps = self.capabilities();
-        Outcome::Ok(format!("[CAPABILITY {caps}] Logged in"))
+        let caps = super::capability::capabilities(&self.conn, true);
+        Outcome::ok_with(Code::Capability(caps), "Logged in")
     }
 }

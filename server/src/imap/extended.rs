@@ -173,14 +173,11 @@ fn status_item(name: &str) -> Option<StatusDataItemName> {
 /// imap-codec (which answers BAD if it is not IMAP either). `Some(Err)` is
 /// a command of ours with bad arguments.
 pub fn parse(input: &[u8]) -> Option<Result<Extended, String>> {
-    // Cheap test first: only LIST with options and CREATE with a list.
-    let head: Vec<u8> = input
-        .iter()
-        .take(64)
-        .map(|b| b.to_ascii_uppercase())
-        .collect();
-    let is_list = head.windows(6).any(|w| w == b" LIST ");
-    let is_create = head.windows(8).any(|w| w == b" CREATE ");
+    // Cheap test first, on the command's name (after the tag): only LIST
+    // with options and CREATE with a list are ours.
+    let verb = super::framing::verb_of(input)?;
+    let is_list = verb.eq_ignore_ascii_case(b"LIST");
+    let is_create = verb.eq_ignore_ascii_case(b"CREATE");
     if !is_list && !is_create {
         return None;
     }

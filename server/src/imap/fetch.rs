@@ -1,105 +1,44 @@
-//! RFC 3501 §6.4.5 FETCH and §6.4.8 UID FETCH; RFC 3516 BINARY.
+//! RFC 3501 §6.4.5 FETCH and §6.4.8 UID FETCH; RFC 3516 BINARY; RFC 7162
+//! MODSEQ, CHANGEDSINCE and VANISHED.
 
-use std::collections::BTreeSet;
 use std::num::NonZeroU32;
 
-use cove_store::{Flags, MailboxInfo};
-use imap_codec::imap_types::fetch::{MacroOrMessageDataItemNames, MessageDataItemName, Section};
-use imap_codec::imap_types::sequence::{SeqOrUid, Sequence, SequenceSet};
+use cove_store::{DerivedKind, Flags, MailboxInfo, ModSeq, Uid};
+use imap_codec::imap_types::command::FetchModifier;
+use imap_codec::imap_types::fetch::{MessageDataItemName, Section};
 
-use super::mailboxes::outcome_for;
+use super::command::Fetch;
+use super::condstore::{UidSet, expunged_since, vanished};
+use super::connection::{Authed, Connection};
 use super::mime;
+use super::objectid::{self, ObjectItems};
+use super::outcome::{Code, Outcome};
 use super::response;
-use super::session::{Outcome, Session, State};
-use super::store_flags::FlagChange;
+use super::store_flags::{FlagChange, Report, apply_flag_change};
 use super::view::{View, ViewMessage};
 
-/// Messages (indices into the view) a sequence set names, ascending.
-/// With `uid`, numbers are UIDs and ones that do not exist are ignored
-/// (RFC 3501 §6.4.8); `*` is the last message.
-pub fn resolve(view: &View, set: &SequenceSet, uid: bool) -> Vec<usize> {
-    let n = view.messages.len();
-    if n == 0 {
-        return Vec::new();
-    }
-    let last_uid = view.messages[n - 1].uid;
-    let value = |s: &SeqOrUid| -> u32 {
-        match s {
-            SeqOrUid::Value(v) => v.get(),
-            SeqOrUid::Asterisk => {
-                if uid {
-                    last_uid
-                } else {
-                    n as u32
-                }
-            }
-        }
-    };
-    let mut out = BTreeSet::new();
-    for seq in set.0.as_ref() {
-        let (a, b) = match seq {
-            Sequence::Single(s) => (value(s), value(s)),
-            Sequence::Range(x, y) => (value(x), value(y)),
-        };
-        let (lo, hi) = (a.min(b), a.max(b));
-        if uid {
-            let start = view.messages.partition_point(|m| m.uid < lo);
-            let end = view.messages.partition_point(|m| m.uid <= hi);
-            out.extend(start..end);
-        } else {
-            let lo = (lo as usize).max(1);
-            let hi = (hi as usize).min(n);
-            if lo <= hi {
-                out.extend(lo - 1..hi);
-            }
-        }
-    }
-    out.into_iter().collect()
-}
-
-/// Whether every number of a message-sequence set is a valid sequence
-/// number (RFC 3501 §9: a number above EXISTS is an error; `*` is fine).
-pub fn seq_set_in_range(view: &View, set: &SequenceSet) -> bool {
-    let n = view.messages.len() as u32;
-    set.0.as_ref().iter().all(|s| {
-        let ok = |v: &SeqOrUid| match v {
-            SeqOrUid::Value(v) => v.get() <= n,
-            SeqOrUid::Asterisk => n > 0,
-        };
-        match s {
-            Sequence::Single(a) => ok(a),
-            Sequence::Range(a, b) => ok(a) && ok(b),
-        }
-    })
-}
-
 /// ENVELOPE, BODYSTRUCTURE and BODY are cached in the index by content id
-/// (`Account::derived`); bump the version when their rendering changes.
-/// 2 is skipped: its kinds 21–23 would collide with POP3's CRLF size (22).
-/// 3: MISSING_DOMAIN hosts, repeated To/Cc kept, US-ASCII for every text
-/// part without a charset, RFC 2231 `boundary*`.
-const DERIVED_VERSION: u8 = 3;
-
-fn derived_kind(item: &MessageDataItemName<'_>) -> Option<u8> {
+/// (`Account::derived`); when their rendering changes, their kinds get new
+/// numbers (`DerivedKind`, in the store).
+fn derived_kind(item: &MessageDataItemName<'_>) -> Option<DerivedKind> {
     use MessageDataItemName as I;
-    let n = match item {
-        I::Envelope => 1,
-        I::BodyStructure => 2,
-        I::Body => 3,
-        _ => return None,
-    };
-    Some(DERIVED_VERSION * 10 + n)
+    match item {
+        I::Envelope => Some(DerivedKind::ImapEnvelope),
+        I::BodyStructure => Some(DerivedKind::ImapBodyStructure),
+        I::Body => Some(DerivedKind::ImapBody),
+        _ => None,
+    }
 }
 
 /// What the cache or one parse gave for a message.
 #[derive(Default)]
-struct Derived(std::collections::HashMap<u8, Vec<u8>>);
+struct Derived(std::collections::HashMap<DerivedKind, Vec<u8>>);
 
 impl Derived {
-    fn compute(&mut self, msg: &mime::ParsedMessage<'_>, kind: u8) -> Vec<u8> {
-        let bytes = match kind % 10 {
-            1 => msg.envelope(),
-            2 => msg.bodystructure(true),
+    fn compute(&mut self, msg: &mime::ParsedMessage<'_>, kind: DerivedKind) -> Vec<u8> {
+        let bytes = match kind {
+            DerivedKind::ImapEnvelope => msg.envelope(),
+            DerivedKind::ImapBodyStructure => msg.bodystructure(true),
             _ => msg.bodystructure(false),
         };
         self.0.insert(kind, bytes.clone());
@@ -229,9 +168,11 @@ fn render(
     derived: &Derived,
     items: &[MessageDataItemName<'_>],
     uid_cmd: bool,
+    extra: Extra,
     out: &mut Vec<u8>,
 ) {
     use MessageDataItemName as I;
+    let condstore = extra.condstore;
     let Row {
         seq,
         meta,
@@ -257,7 +198,7 @@ fn render(
     let raw = content.raw;
     let msg = || content.msg();
     let view = |item: &MessageDataItemName<'_>| -> std::borrow::Cow<'_, [u8]> {
-        let kind = derived_kind(item).unwrap_or(0);
+        let kind = derived_kind(item).unwrap_or(DerivedKind::ImapBody);
         match derived.0.get(&kind) {
             Some(b) => std::borrow::Cow::Borrowed(b),
             None => std::borrow::Cow::Owned(Derived::default().compute(msg(), kind)),
@@ -370,7 +311,32 @@ fn render(
             .as_bytes(),
         );
     }
+    // RFC 7162 §3.1.4: once CONDSTORE is enabled, flags go with their MODSEQ.
+    let flags_sent = seen_now || items.iter().any(|i| matches!(i, I::Flags));
+    if condstore && flags_sent && !items.iter().any(|i| matches!(i, I::ModSeq)) {
+        sep(out);
+        out.extend_from_slice(format!("MODSEQ ({})", meta.modseq).as_bytes());
+    }
+    // RFC 8474 §5.
+    if extra.objects.emailid {
+        sep(out);
+        let id = objectid::email_id(&meta.content_id);
+        out.extend_from_slice(format!("EMAILID ({id})").as_bytes());
+    }
+    if extra.objects.threadid {
+        sep(out);
+        out.extend_from_slice(b"THREADID NIL");
+    }
     out.extend_from_slice(b")\r\n");
+}
+
+/// What a FETCH response carries beyond the items asked for.
+#[derive(Clone, Copy)]
+struct Extra {
+    /// RFC 7162 §3.1.4: MODSEQ with every FLAGS.
+    condstore: bool,
+    /// RFC 8474 EMAILID and THREADID.
+    objects: ObjectItems,
 }
 
 /// A message's bytes, parsed at most once, when an item needs its structure.
@@ -408,176 +374,234 @@ struct Row {
 const BATCH_WITH_CONTENT: usize = 64;
 const BATCH_FROM_INDEX: usize = 2048;
 
-impl Session {
-    // RFC 3501 §6.4.5 FETCH, §6.4.8 UID FETCH.
-    pub async fn fetch(
-        &mut self,
-        set: SequenceSet,
-        what: MacroOrMessageDataItemNames<'static>,
-        uid: bool,
-    ) -> Outcome {
-        let State::Selected(a, view) = &self.state else {
-            return Outcome::Bad("No mailbox selected".into());
-        };
-        if !uid && !seq_set_in_range(view, &set) {
-            return Outcome::Bad("Message sequence number out of range".into());
+// RFC 3501 §6.4.5 FETCH, §6.4.8 UID FETCH.
+pub async fn fetch(conn: &mut Connection, user: &Authed, view: &mut View, fetch: Fetch) -> Outcome {
+    let Fetch {
+        set,
+        mut items,
+        uid,
+        modifiers,
+        objects,
+    } = fetch;
+    if !uid && !view.seq_set_in_range(&set) {
+        return Outcome::bad("Message sequence number out of range");
+    }
+    let mut changed_since = None;
+    let mut with_vanished = false;
+    for m in &modifiers {
+        match m {
+            FetchModifier::ChangedSince(v) => changed_since = Some(v.get()),
+            FetchModifier::Vanished => with_vanished = true,
         }
-        let items: Vec<MessageDataItemName<'static>> = match what {
-            MacroOrMessageDataItemNames::Macro(m) => m
-                .expand()
-                .into_iter()
-                .map(imap_codec::imap_types::IntoStatic::into_static)
-                .collect(),
-            MacroOrMessageDataItemNames::MessageDataItemNames(v) => v,
-        };
-        let indices = resolve(view, &set, uid);
-        let account = a.account.clone();
-        let mailbox: MailboxInfo = view.mailbox.clone();
-        let mark_seen = !view.read_only && items.iter().any(sets_seen);
-
-        // Implicit \Seen first, so that the FLAGS we return are current.
-        let mut seen_now: std::collections::HashSet<u32> = std::collections::HashSet::new();
-        if mark_seen {
-            let unseen: Vec<u32> = indices
-                .iter()
-                .map(|i| view.messages[*i].uid)
-                .filter(|u| {
-                    view.seq_of(*u)
-                        .is_some_and(|s| !view.messages[s - 1].flags.contains(Flags::SEEN))
-                })
-                .collect();
-            if !unseen.is_empty() {
-                let change = FlagChange::add_seen();
-                if let Err(o) = self.apply_flag_change(&unseen, change, None, true).await {
-                    return o;
-                }
-                seen_now.extend(unseen);
+    }
+    // RFC 7162 §3.2.6: VANISHED with UID FETCH and CHANGEDSINCE only, once
+    // QRESYNC is enabled.
+    if with_vanished && !(uid && changed_since.is_some() && conn.enabled.qresync) {
+        return Outcome::bad("VANISHED needs UID FETCH, CHANGEDSINCE and QRESYNC enabled");
+    }
+    let asks_modseq = items
+        .iter()
+        .any(|i| matches!(i, MessageDataItemName::ModSeq));
+    if changed_since.is_some() || asks_modseq {
+        // RFC 7162 §3.1: a CONDSTORE enabling command.
+        conn.enable_condstore(Some(view));
+    }
+    if changed_since.is_some() && !asks_modseq {
+        // RFC 7162 §3.1.4.1: CHANGEDSINCE implies MODSEQ.
+        items.push(MessageDataItemName::ModSeq);
+    }
+    let mut indices = view.resolve(&set, uid);
+    if let Some(since) = changed_since {
+        // RFC 7162 §3.1.4.1: only messages changed after `since`.
+        indices.retain(|i| view.messages[*i].modseq > since);
+        if with_vanished {
+            let account = user.account();
+            let guid = view.mailbox.guid;
+            let tombstones = match user.blocking(move || account.tombstones(&guid)).await {
+                Ok(t) => t,
+                Err(e) => return conn.refuse(&e),
+            };
+            let tombstones: Vec<(Uid, ModSeq)> =
+                tombstones.iter().map(|(u, _, m)| (*u, *m)).collect();
+            let asked = UidSet::new(&set, view.last_uid());
+            let gone = expunged_since(view, &tombstones, since, Some(&asked));
+            if !gone.is_empty() {
+                vanished(&mut conn.out, &gone, true);
             }
         }
-        let State::Selected(_, view) = &self.state else {
-            return Outcome::Bad("No mailbox selected".into());
-        };
-        let wanted: Vec<Row> = indices
+    }
+    let extra = Extra {
+        condstore: conn.enabled.condstore,
+        objects,
+    };
+    let account = user.account();
+    let mailbox: MailboxInfo = view.mailbox.clone();
+    let mark_seen = !view.read_only && items.iter().any(sets_seen);
+
+    // Implicit \Seen first, so that the FLAGS we return are current.
+    let mut seen_now: std::collections::HashSet<u32> = std::collections::HashSet::new();
+    if mark_seen {
+        let unseen: Vec<u32> = indices
             .iter()
-            .map(|i| {
-                let uid = view.messages[*i].uid;
-                Row {
-                    seq: i + 1,
-                    meta: view.messages[*i].clone(),
-                    recent: view.recent.contains(&uid),
-                    seen_now: seen_now.contains(&uid),
-                }
+            .map(|i| view.messages[*i].uid)
+            .filter(|u| {
+                view.seq_of(*u)
+                    .is_some_and(|s| !view.messages[s - 1].flags.contains(Flags::SEEN))
             })
             .collect();
-        let mut missing = false;
-        let mut unknown_cte = false;
-        let batch = if items.iter().any(needs_raw) {
-            BATCH_WITH_CONTENT
-        } else {
-            BATCH_FROM_INDEX
-        };
-        for chunk in wanted.chunks(batch) {
-            let chunk = chunk.to_vec();
-            let account = account.clone();
-            let mailbox = mailbox.clone();
-            let items = items.clone();
-            let rendered = self
-                .blocking(move || {
-                    let mut out = Vec::new();
-                    let mut missing = false;
-                    let mut unknown_cte = false;
-                    let kinds: Vec<u8> = items.iter().filter_map(derived_kind).collect();
-                    let raw_needed = items.iter().any(needs_raw);
-                    let keys: Vec<(cove_store::ContentId, u8)> = chunk
-                        .iter()
-                        .flat_map(|r| kinds.iter().map(|k| (r.meta.content_id, *k)))
-                        .collect();
-                    let mut cached = if keys.is_empty() {
-                        Vec::new()
-                    } else {
-                        account.derived(&keys)?
-                    };
-                    let mut learned: Vec<(cove_store::ContentId, u8, Vec<u8>)> = Vec::new();
-                    for (i, row) in chunk.into_iter().enumerate() {
-                        let mut derived = Derived::default();
-                        for (j, kind) in kinds.iter().enumerate() {
-                            if let Some(Some(bytes)) =
-                                cached.get_mut(i * kinds.len() + j).map(Option::take)
-                            {
-                                derived.0.insert(*kind, bytes);
-                            }
-                        }
-                        let complete = derived.0.len() == kinds.len();
-                        let raw = if raw_needed || !complete {
-                            // The file may have been renamed (flags) since the
-                            // view was read: look it up again.
-                            let current = account.message(&mailbox.guid, row.meta.uid)?;
-                            match current.and_then(|m| account.read_message(&mailbox, &m).ok()) {
-                                Some(bytes) => Some(bytes),
-                                None => {
-                                    missing = true;
-                                    continue;
-                                }
-                            }
-                        } else {
-                            None
-                        };
-                        let content = raw.as_deref().map(Content::new);
-                        if let Some(content) = &content
-                            && !complete
-                        {
-                            let msg = content.msg();
-                            for kind in &kinds {
-                                if !derived.0.contains_key(kind) {
-                                    let bytes = derived.compute(msg, *kind);
-                                    learned.push((row.meta.content_id, *kind, bytes));
-                                }
-                            }
-                        }
-                        // RFC 3516 §4.2: a part whose encoding we cannot undo
-                        // gets no BINARY data; the command ends NO [UNKNOWN-CTE].
-                        if let Some(content) = &content
-                            && binary_parts(&items).any(|part| {
-                                matches!(
-                                    content.msg().binary(&part),
-                                    Err(mime::BinaryError::UnknownCte(_))
-                                )
-                            })
-                        {
-                            unknown_cte = true;
-                            continue;
-                        }
-                        render(&row, content.as_ref(), &derived, &items, uid, &mut out);
-                    }
-                    // A cache that cannot be written only costs a parse next time.
-                    if let Err(e) = account.store_derived(&learned) {
-                        tracing::warn!(error = %e, "could not cache message views");
-                    }
-                    Ok((out, missing, unknown_cte))
-                })
-                .await;
-            match rendered {
-                Ok((bytes, m, u)) => {
-                    missing |= m;
-                    unknown_cte |= u;
-                    self.out.extend_from_slice(&bytes);
-                    if self.out.len() > 256 * 1024 && self.flush().await.is_err() {
-                        return Outcome::Bad("Connection lost".into());
-                    }
-                }
-                Err(e) => return outcome_for(&e),
+        if !unseen.is_empty() {
+            let change = FlagChange::add_seen();
+            if let Err(o) =
+                apply_flag_change(conn, user, view, &unseen, change, None, Report::Nothing).await
+            {
+                return o;
             }
+            seen_now.extend(unseen);
         }
-        self.announce(false).await;
-        if unknown_cte {
-            Outcome::No(
-                "[UNKNOWN-CTE] A part's content transfer encoding is not one cove can decode"
-                    .into(),
-            )
-        } else if missing {
-            Outcome::No("[EXPUNGEISSUED] Some messages were expunged meanwhile".into())
-        } else {
-            Outcome::Ok("FETCH completed".into())
+    }
+    // RFC 3501 §7.2.6: keywords this FETCH shows are announced first.
+    if !seen_now.is_empty()
+        || items
+            .iter()
+            .any(|i| matches!(i, MessageDataItemName::Flags))
+    {
+        let shown: Vec<String> = indices
+            .iter()
+            .flat_map(|i| view.messages[*i].keywords.to_vec())
+            .collect();
+        view.announce_keywords(shown.iter().map(String::as_str), &mut conn.out);
+    }
+    let wanted: Vec<Row> = indices
+        .iter()
+        .map(|i| {
+            let uid = view.messages[*i].uid;
+            Row {
+                seq: i + 1,
+                meta: view.messages[*i].clone(),
+                recent: view.recent.contains(&uid),
+                seen_now: seen_now.contains(&uid),
+            }
+        })
+        .collect();
+    let mut missing = false;
+    let mut unknown_cte = false;
+    let batch = if items.iter().any(needs_raw) {
+        BATCH_WITH_CONTENT
+    } else {
+        BATCH_FROM_INDEX
+    };
+    for chunk in wanted.chunks(batch) {
+        let chunk = chunk.to_vec();
+        let account = account.clone();
+        let mailbox = mailbox.clone();
+        let items = items.clone();
+        let rendered = user
+            .blocking(move || {
+                let mut out = Vec::new();
+                let mut missing = false;
+                let mut unknown_cte = false;
+                let kinds: Vec<DerivedKind> = items.iter().filter_map(derived_kind).collect();
+                let raw_needed = items.iter().any(needs_raw);
+                let keys: Vec<(cove_store::ContentId, DerivedKind)> = chunk
+                    .iter()
+                    .flat_map(|r| kinds.iter().map(|k| (r.meta.content_id, *k)))
+                    .collect();
+                let mut cached = if keys.is_empty() {
+                    Vec::new()
+                } else {
+                    account.derived(&keys)?
+                };
+                let mut learned: Vec<(cove_store::ContentId, DerivedKind, Vec<u8>)> = Vec::new();
+                for (i, row) in chunk.into_iter().enumerate() {
+                    let mut derived = Derived::default();
+                    for (j, kind) in kinds.iter().enumerate() {
+                        if let Some(Some(bytes)) =
+                            cached.get_mut(i * kinds.len() + j).map(Option::take)
+                        {
+                            derived.0.insert(*kind, bytes);
+                        }
+                    }
+                    let complete = derived.0.len() == kinds.len();
+                    let raw = if raw_needed || !complete {
+                        // The file may have been renamed (flags) since the
+                        // view was read: look it up again.
+                        let current = account.message(&mailbox.guid, row.meta.uid)?;
+                        match current.and_then(|m| account.read_message(&mailbox, &m).ok()) {
+                            Some(bytes) => Some(bytes),
+                            None => {
+                                missing = true;
+                                continue;
+                            }
+                        }
+                    } else {
+                        None
+                    };
+                    let content = raw.as_deref().map(Content::new);
+                    if let Some(content) = &content
+                        && !complete
+                    {
+                        let msg = content.msg();
+                        for kind in &kinds {
+                            if !derived.0.contains_key(kind) {
+                                let bytes = derived.compute(msg, *kind);
+                                learned.push((row.meta.content_id, *kind, bytes));
+                            }
+                        }
+                    }
+                    // RFC 3516 §4.2: a part whose encoding we cannot undo
+                    // gets no BINARY data; the command ends NO [UNKNOWN-CTE].
+                    if let Some(content) = &content
+                        && binary_parts(&items).any(|part| {
+                            matches!(
+                                content.msg().binary(&part),
+                                Err(mime::BinaryError::UnknownCte(_))
+                            )
+                        })
+                    {
+                        unknown_cte = true;
+                        continue;
+                    }
+                    render(
+                        &row,
+                        content.as_ref(),
+                        &derived,
+                        &items,
+                        uid,
+                        extra,
+                        &mut out,
+                    );
+                }
+                // A cache that cannot be written only costs a parse next time.
+                if let Err(e) = account.store_derived(&learned) {
+                    tracing::warn!(error = %e, "could not cache message views");
+                }
+                Ok((out, missing, unknown_cte))
+            })
+            .await;
+        match rendered {
+            Ok((bytes, m, u)) => {
+                missing |= m;
+                unknown_cte |= u;
+                conn.out.extend_from_slice(&bytes);
+                if conn.out.len() > 256 * 1024 && conn.flush_within(None).await.is_err() {
+                    return Outcome::bad("Connection lost");
+                }
+            }
+            Err(e) => return conn.refuse(&e),
         }
+    }
+    if unknown_cte {
+        Outcome::no(
+            Code::UnknownCte,
+            "A part's content transfer encoding is not one cove can decode",
+        )
+    } else if missing {
+        // RFC 2180 §4.1.2, RFC 9051 §7.5.1: answered with what still
+        // exists, like Dovecot; a NO would make clients retry or drop the
+        // whole FETCH. The EXPUNGE follows at the next command that may
+        // announce it.
+        Outcome::ok("FETCH completed (some messages were expunged meanwhile)")
+    } else {
+        Outcome::ok("FETCH completed")
     }
 }

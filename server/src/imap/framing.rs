@@ -313,6 +313,17 @@ async fn discard(reader: &mut BufReader<Conn>, mut n: u64) -> std::io::Result<bo
     Ok(true)
 }
 
+/// The command name after the tag (`UID` for the UID commands), as sent.
+pub fn verb_of(line: &[u8]) -> Option<&[u8]> {
+    let tag = tag_of(line)?;
+    let rest = line.get(tag.len()..)?.strip_prefix(b" ")?;
+    let end = rest
+        .iter()
+        .position(|b| !b.is_ascii_alphanumeric() && *b != b'-' && *b != b'.')
+        .unwrap_or(rest.len());
+    (end > 0).then(|| &rest[..end])
+}
+
 /// The tag of a command line we could not decode, if it has one we may
 /// echo (RFC 3501 §9: tag = 1*<any ASTRING-CHAR except "+">).
 pub fn tag_of(line: &[u8]) -> Option<&str> {

@@ -13,56 +13,50 @@ use std::collections::{BTreeSet, HashMap, HashSet};
 
 use cove_store::{MailboxInfo, MailboxStatus};
 
+use super::connection::{Authed, Connection};
 use super::extended::ListOptions;
 use super::list_pattern::ListPattern;
-use super::mailboxes::{outcome_for, status_items};
+use super::outcome::Outcome;
 use super::response;
-use super::session::{Outcome, Session};
+use super::status::status_items;
 
-impl Session {
-    // RFC 3501 §6.3.8 LIST, §6.3.9 LSUB.
-    pub async fn list(&mut self, reference: String, pattern: String, lsub: bool) -> Outcome {
-        if pattern.is_empty() && !lsub {
-            // RFC 3501 §6.3.8: the hierarchy delimiter and root.
-            self.untagged("LIST (\\Noselect) \".\" \"\"");
-            return Outcome::Ok("LIST completed".into());
-        }
-        let options = ListOptions {
-            reference,
-            patterns: vec![pattern],
-            ..ListOptions::default()
-        };
-        self.list_mailboxes(options, lsub).await
+// RFC 3501 §6.3.8 LIST, §6.3.9 LSUB; RFC 5258 LIST-EXTENDED.
+// `plain`: the RFC 3501 form, without LIST-EXTENDED options.
+pub async fn list(
+    conn: &mut Connection,
+    user: &Authed,
+    opts: ListOptions,
+    lsub: bool,
+    plain: bool,
+) -> Outcome {
+    if plain && !lsub && opts.patterns.iter().all(String::is_empty) {
+        // RFC 3501 §6.3.8: the hierarchy delimiter and root.
+        conn.untagged("LIST (\\Noselect) \".\" \"\"");
+        return Outcome::ok("LIST completed");
     }
-
-    /// LIST and LSUB with LIST-EXTENDED options.
-    pub async fn list_mailboxes(&mut self, opts: ListOptions, lsub: bool) -> Outcome {
-        let Some(account) = self.account() else {
-            return Outcome::Bad("Log in first".into());
-        };
-        let word = if lsub { "LSUB" } else { "LIST" };
-        let listed = self
-            .blocking(move || {
-                let statuses = if opts.return_status.is_empty() {
-                    Vec::new()
-                } else {
-                    account.mailbox_status_all()?
-                };
-                let listing = Listing {
-                    mailboxes: account.mailboxes()?,
-                    subscriptions: account.subscriptions()?,
-                    statuses,
-                };
-                Ok(listing.render(&opts, lsub))
-            })
-            .await;
-        match listed {
-            Ok(lines) => {
-                self.out.extend_from_slice(&lines);
-                Outcome::Ok(format!("{word} completed"))
-            }
-            Err(e) => outcome_for(&e),
+    let account = user.account();
+    let word = if lsub { "LSUB" } else { "LIST" };
+    let listed = user
+        .blocking(move || {
+            let statuses = if opts.return_status.is_empty() {
+                Vec::new()
+            } else {
+                account.mailbox_status_all()?
+            };
+            let listing = Listing {
+                mailboxes: account.mailboxes()?,
+                subscriptions: account.subscriptions()?,
+                statuses,
+            };
+            Ok(listing.render(&opts, lsub))
+        })
+        .await;
+    match listed {
+        Ok(lines) => {
+            conn.out.extend_from_slice(&lines);
+            Outcome::ok(format!("{word} completed"))
         }
+        Err(e) => conn.refuse(&e),
     }
 }
 

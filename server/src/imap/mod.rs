@@ -1,27 +1,56 @@
 //! IMAP4rev1 (RFC 3501) and its everyday extensions: how mail clients read
 //! mail from cove.
 //!
-//! The wire is imap-codec's: `framing` reads a whole command (its lines and
-//! literals) and imap-codec decodes it into a typed `Command`; responses are
-//! written by `response`. `session` is the connection's state machine
-//! (not authenticated, authenticated, selected); each group of commands has
-//! its own file; `view` is a selected mailbox as one session sees it, with the
-//! changes other sessions made announced only where RFC 3501 §7.4.1 allows.
+//! Three parts, as for every protocol of cove:
+//! - the wire: `framing` reads a whole command (its lines and literals),
+//!   `command` decodes it (with imap-codec, and `extended` for what
+//!   imap-codec cannot read) into a typed command; `response` and
+//!   `outcome` write replies, response codes being typed values;
+//! - the session (`session`): the connection's state machine (not
+//!   authenticated, authenticated, selected, logout), which checks each
+//!   command against the command table (`command::Command::spec`: valid
+//!   states, and what may be announced after it) and hands the handler its
+//!   state typed; `connection` is what handlers write to;
+//! - the handlers, one file per command or close pair, each citing its RFC
+//!   section. `view` is a selected mailbox as one session sees it, and
+//!   `announce` tells the session of other sessions' changes where RFC 3501
+//!   §7.4.1 allows.
 
+mod announce;
+mod append;
 mod auth;
+mod capability;
+mod close;
+pub mod command;
+mod compress;
+mod condstore;
+mod connection;
 mod copy_move;
+mod create;
+mod delete_rename;
+mod enable;
+pub mod esearch;
+mod expunge;
 pub mod extended;
 mod fetch;
 pub mod framing;
+mod idle;
 mod list;
 mod list_pattern;
-mod mailboxes;
 pub mod mime;
+pub mod objectid;
+mod outcome;
+mod quota;
 mod response;
 mod search;
+pub mod searchres;
+mod select;
 mod session;
 pub mod sort;
+mod starttls;
+mod status;
 mod store_flags;
+mod subscribe;
 mod view;
 mod waiting;
 

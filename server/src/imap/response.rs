@@ -60,6 +60,41 @@ pub fn mailbox(out: &mut Vec<u8>, name: &str) {
     }
 }
 
+/// A set of UIDs or message numbers in the shortest form, `1:3,7,9:10`
+/// (COPYUID, VANISHED, MODIFIED). The numbers may come in any order.
+pub fn number_set(numbers: &[u32]) -> String {
+    let mut sorted = numbers.to_vec();
+    sorted.sort_unstable();
+    sorted.dedup();
+    let mut out: Vec<String> = Vec::new();
+    let mut i = 0;
+    while i < sorted.len() {
+        let start = sorted[i];
+        let mut end = start;
+        while i + 1 < sorted.len() && sorted[i + 1] == end + 1 {
+            i += 1;
+            end = sorted[i];
+        }
+        out.push(if start == end {
+            start.to_string()
+        } else {
+            format!("{start}:{end}")
+        });
+        i += 1;
+    }
+    out.join(",")
+}
+
+/// ` MODSEQ (n)` after the FLAGS of a FETCH response once CONDSTORE is
+/// enabled (RFC 7162 §3.1.4), nothing before.
+pub fn modseq_item(enabled: super::condstore::Enabled, modseq: u64) -> String {
+    if enabled.condstore {
+        format!(" MODSEQ ({modseq})")
+    } else {
+        String::new()
+    }
+}
+
 /// `(\Seen \Flagged kw1)`, with `\Recent` when asked.
 pub fn flag_list(flags: Flags, keywords: &[String], recent: bool) -> String {
     let mut parts: Vec<&str> = flags.imap_names();
@@ -145,6 +180,13 @@ mod tests {
         out.clear();
         mailbox(&mut out, "INBOX");
         assert_eq!(out, b"INBOX");
+    }
+
+    #[test]
+    fn number_sets() {
+        assert_eq!(number_set(&[1, 2, 3, 7, 9, 10]), "1:3,7,9:10");
+        assert_eq!(number_set(&[10, 9, 1, 1]), "1,9:10");
+        assert_eq!(number_set(&[]), "");
     }
 
     #[test]

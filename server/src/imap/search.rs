@@ -7,15 +7,15 @@ mod fulltext;
 
 use std::collections::HashSet;
 
-use cove_store::{Flags, MailboxInfo, Uid};
+use cove_store::{DerivedKind, Flags, MailboxInfo, Uid};
 use imap_codec::imap_types::search::SearchKey;
 use imap_codec::imap_types::sequence::SequenceSet;
 use mail_parser::{HeaderValue, MessageParser};
 
-use super::fetch::resolve;
-use super::mailboxes::outcome_for;
+use super::connection::{Authed, Connection};
+use super::esearch::{self, SearchReturn};
+use super::outcome::Outcome;
 use super::response::days_from_civil;
-use super::session::{Outcome, Session, State};
 use super::view::{View, ViewMessage};
 
 /// A search key with everything borrowed from the command made owned and
@@ -69,10 +69,7 @@ fn text(a: &imap_codec::imap_types::core::AString<'_>) -> String {
 }
 
 fn uids_of(view: &View, set: &SequenceSet, uid: bool) -> HashSet<Uid> {
-    resolve(view, set, uid)
-        .into_iter()
-        .map(|i| view.messages[i].uid)
-        .collect()
+    view.uids(set, uid).into_iter().collect()
 }
 
 fn lower(view: &View, key: &SearchKey<'_>) -> Key {
@@ -134,10 +131,9 @@ fn needs_body(k: &Key) -> bool {
 }
 
 /// The decoded, lowercased header of a message, cached in the index by
-/// content id (`Account::derived`) for header-only searches; bump the
-/// version (the tens) when the encoding below or `content_of` changes.
-/// 34: group names in address fields (2x skipped: 22 is POP3's kind).
-const HEADER_TEXT_KIND: u8 = 34;
+/// content id (`Account::derived`) for header-only searches; when the
+/// encoding below changes, the kind gets a new number (in the store).
+const HEADER_TEXT_KIND: DerivedKind = DerivedKind::ImapHeaderText;
 
 impl Content {
     /// Whether a `name` field (lowercased) holds `needle` (lowercased).
@@ -192,6 +188,17 @@ fn header_block(raw: &[u8]) -> &[u8] {
         .or_else(|| raw.windows(2).position(|w| w == b"\n\n").map(|i| i + 2))
         .unwrap_or(raw.len());
     &raw[..end]
+}
+
+/// RFC 7162 §3.1.5: a MODSEQ key anywhere in the search.
+fn has_modseq(k: &Key) -> bool {
+    match k {
+        Key::ModSeq(_) => true,
+        Key::Not(k) => has_modseq(k),
+        Key::Or(a, b) => has_modseq(a) || has_modseq(b),
+        Key::And(v) => v.iter().any(has_modseq),
+        _ => false,
+    }
 }
 
 fn needs_content(k: &Key) -> bool {
@@ -358,92 +365,117 @@ fn matches(
     }
 }
 
-impl Session {
-    // RFC 3501 §6.4.4 SEARCH, §6.4.8 UID SEARCH.
-    pub async fn search(
-        &mut self,
-        criteria: imap_codec::imap_types::core::Vec1<SearchKey<'static>>,
-        uid: bool,
-    ) -> Outcome {
-        let State::Selected(a, view) = &self.state else {
-            return Outcome::Bad("No mailbox selected".into());
-        };
-        let key = Key::And(criteria.as_ref().iter().map(|k| lower(view, k)).collect());
-        let candidates: Vec<(usize, ViewMessage)> = view
-            .messages
-            .iter()
-            .cloned()
-            .enumerate()
-            .map(|(i, m)| (i + 1, m))
-            .collect();
-        let recent = view.recent.clone();
-        let account = a.account.clone();
-        let mailbox: MailboxInfo = view.mailbox.clone();
-        let now = self.ctx.store.env().now_secs();
-        let found = self
-            .blocking(move || {
-                let content = needs_content(&key);
-                let body = needs_body(&key);
-                // Body searches read only the messages the full-text index names.
-                let candidates = match body.then(|| fulltext::narrow(&account, &mailbox, &key)) {
-                    Some(Some(ids)) => candidates
-                        .into_iter()
-                        .filter(|(_, m)| ids.contains(&m.content_id))
-                        .collect(),
-                    _ => candidates,
-                };
-                // Header-only searches read the cached header text first.
-                let cached = if content && !body {
-                    let keys: Vec<(cove_store::ContentId, u8)> = candidates
-                        .iter()
-                        .map(|(_, m)| (m.content_id, HEADER_TEXT_KIND))
-                        .collect();
-                    account.derived(&keys)?
+// RFC 3501 §6.4.4 SEARCH, §6.4.8 UID SEARCH.
+pub async fn search(
+    conn: &mut Connection,
+    user: &Authed,
+    view: &mut View,
+    criteria: imap_codec::imap_types::core::Vec1<SearchKey<'static>>,
+    uid: bool,
+    ret: Option<SearchReturn>,
+) -> Outcome {
+    let key = Key::And(criteria.as_ref().iter().map(|k| lower(view, k)).collect());
+    let with_modseq = has_modseq(&key);
+    if with_modseq {
+        // RFC 7162 §3.1: a CONDSTORE enabling command.
+        conn.enable_condstore(Some(view));
+    }
+    let candidates: Vec<(usize, ViewMessage)> = view
+        .messages
+        .iter()
+        .cloned()
+        .enumerate()
+        .map(|(i, m)| (i + 1, m))
+        .collect();
+    let recent = view.recent.clone();
+    let account = user.account();
+    let mailbox: MailboxInfo = view.mailbox.clone();
+    let now = conn.ctx.store.env().now_secs();
+    let found = user
+        .blocking(move || {
+            let content = needs_content(&key);
+            let body = needs_body(&key);
+            // Body searches read only the messages the full-text index names.
+            let candidates = match body.then(|| fulltext::narrow(&account, &mailbox, &key)) {
+                Some(Some(ids)) => candidates
+                    .into_iter()
+                    .filter(|(_, m)| ids.contains(&m.content_id))
+                    .collect(),
+                _ => candidates,
+            };
+            // Header-only searches read the cached header text first.
+            let cached = if content && !body {
+                let keys: Vec<(cove_store::ContentId, DerivedKind)> = candidates
+                    .iter()
+                    .map(|(_, m)| (m.content_id, HEADER_TEXT_KIND))
+                    .collect();
+                account.derived(&keys)?
+            } else {
+                Vec::new()
+            };
+            let mut learned = Vec::new();
+            let mut hits = Vec::new();
+            for (i, (seq, m)) in candidates.into_iter().enumerate() {
+                let c = if !content {
+                    None
+                } else if let Some(Some(text)) = cached.get(i) {
+                    Some(Content::from_header_text(text))
                 } else {
-                    Vec::new()
-                };
-                let mut learned = Vec::new();
-                let mut hits = Vec::new();
-                for (i, (seq, m)) in candidates.into_iter().enumerate() {
-                    let c = if !content {
-                        None
-                    } else if let Some(Some(text)) = cached.get(i) {
-                        Some(Content::from_header_text(text))
-                    } else {
-                        let raw = match account.message(&mailbox.guid, m.uid)? {
-                            Some(cur) => account.read_message(&mailbox, &cur).ok(),
-                            None => None,
-                        };
-                        raw.map(|raw| {
-                            if body {
-                                content_of(&raw)
-                            } else {
-                                let c = content_of(header_block(&raw));
-                                learned.push((m.content_id, HEADER_TEXT_KIND, c.header_text()));
-                                c
-                            }
-                        })
+                    let raw = match account.message(&mailbox.guid, m.uid)? {
+                        Some(cur) => account.read_message(&mailbox, &cur).ok(),
+                        None => None,
                     };
-                    if matches(&key, &m, &recent, now, c.as_ref()) {
-                        hits.push(if uid { m.uid as usize } else { seq });
-                    }
+                    raw.map(|raw| {
+                        if body {
+                            content_of(&raw)
+                        } else {
+                            let c = content_of(header_block(&raw));
+                            learned.push((m.content_id, HEADER_TEXT_KIND, c.header_text()));
+                            c
+                        }
+                    })
+                };
+                if matches(&key, &m, &recent, now, c.as_ref()) {
+                    hits.push((if uid { m.uid as usize } else { seq }, m.modseq));
                 }
-                // A cache that cannot be written only costs a parse next time.
-                if let Err(e) = account.store_derived(&learned) {
-                    tracing::warn!(error = %e, "could not cache header text");
-                }
-                Ok(hits)
-            })
-            .await;
-        match found {
-            Ok(hits) => {
-                let list: String = hits.iter().map(|n| format!(" {n}")).collect();
-                self.untagged(&format!("SEARCH{list}"));
-                self.announce(false).await;
-                Outcome::Ok("SEARCH completed".into())
             }
-            Err(e) => outcome_for(&e),
+            // A cache that cannot be written only costs a parse next time.
+            if let Err(e) = account.store_derived(&learned) {
+                tracing::warn!(error = %e, "could not cache header text");
+            }
+            Ok(hits)
+        })
+        .await;
+    match found {
+        Ok(hits) if let Some(ret) = &ret => {
+            // RFC 4731 §3.1.
+            esearch::write(&mut conn.out, ret, uid, &hits, with_modseq);
+            if ret.save {
+                // RFC 5182 §2.1: kept as UIDs.
+                view.saved = hits
+                    .iter()
+                    .filter_map(|(n, _)| {
+                        if uid {
+                            Some(*n as Uid)
+                        } else {
+                            view.messages.get(n.wrapping_sub(1)).map(|m| m.uid)
+                        }
+                    })
+                    .collect();
+            }
+            Outcome::ok("SEARCH completed")
         }
+        Ok(hits) => {
+            let mut list: String = hits.iter().map(|(n, _)| format!(" {n}")).collect();
+            // RFC 7162 §3.1.5: with a MODSEQ key, the highest modseq of the
+            // messages found.
+            if with_modseq && let Some(highest) = hits.iter().map(|(_, m)| *m).max() {
+                list.push_str(&format!(" (MODSEQ {highest})"));
+            }
+            conn.untagged(&format!("SEARCH{list}"));
+            Outcome::ok("SEARCH completed")
+        }
+        Err(e) => conn.refuse(&e),
     }
 }
 

@@ -1,46 +1,29 @@
 //! One IMAP connection: the state machine of RFC 3501 §3 — not
 //! authenticated, authenticated, selected, logout — reading one complete
-//! command at a time, running it, and answering.
+//! command at a time, decoding it into a typed command (`command`), and
+//! running it with the state its table row says it needs.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use cove_store::{Account, MailboxName, User};
-use imap_codec::CommandCodec;
-use imap_codec::decode::Decoder;
-use imap_codec::imap_types::command::{Command, CommandBody};
 use tokio::io::{AsyncWriteExt, BufReader};
 
 use super::ImapContext;
-use super::extended::{self, Extended};
+use super::command::{self, Announce, AnyState, Command, Decoded, Valid};
+pub use super::connection::Authed;
+use super::connection::Connection;
 use super::framing::{self, Frame};
+use super::outcome::{Code, Outcome, untagged_ok};
 use super::view::View;
 use crate::client_text::ClientText;
 use crate::conn::{Conn, PIPELINED_OUTPUT};
-use crate::listener::ConnectionSlot;
 
 /// Read buffer per connection: small, because thousands of connections
 /// sit idle; commands and literals larger than it are read in pieces.
 pub const READ_BUFFER: usize = 2048;
 
-/// A logged-in user.
-pub struct Authed {
-    pub user: User,
-    pub account: Arc<Account>,
-    _slot: ConnectionSlot<i64>,
-}
-
-impl Authed {
-    pub fn new(user: User, account: Arc<Account>, slot: ConnectionSlot<i64>) -> Authed {
-        Authed {
-            user,
-            account,
-            _slot: slot,
-        }
-    }
-}
-
+/// RFC 3501 §3: the session's state, each with what it holds.
 pub enum State {
     NotAuthenticated,
     Authenticated(Authed),
@@ -49,7 +32,7 @@ pub enum State {
 }
 
 /// What the session does after a command.
-enum Control {
+pub(super) enum Control {
     /// Read the next command.
     Next,
     /// Close the connection.
@@ -58,22 +41,8 @@ enum Control {
     Idle(String),
 }
 
-/// How a command ended, for the tagged response.
-pub enum Outcome {
-    Ok(String),
-    No(String),
-    Bad(String),
-    /// STARTTLS accepted: the tagged OK goes out in clear text, then the
-    /// handshake starts.
-    StartTls,
-}
-
 pub struct Session {
-    pub ctx: Arc<ImapContext>,
-    pub peer: SocketAddr,
-    pub id: u64,
-    pub reader: BufReader<Conn>,
-    pub out: Vec<u8>,
+    pub conn: Connection,
     pub state: State,
     bad_in_a_row: u32,
     /// Not logged in by then: the connection is closed (`login_timeout_secs`).
@@ -82,89 +51,42 @@ pub struct Session {
 
 impl Session {
     pub fn new(ctx: Arc<ImapContext>, conn: Conn, peer: SocketAddr, id: u64) -> Session {
-        let ctx_login_timeout = ctx.config.login_timeout_secs;
+        let login_timeout = ctx.config.login_timeout_secs;
         Session {
-            ctx,
-            peer,
-            id,
-            reader: BufReader::with_capacity(READ_BUFFER, conn),
-            out: Vec::new(),
+            conn: Connection {
+                ctx,
+                peer,
+                id,
+                reader: BufReader::with_capacity(READ_BUFFER, conn),
+                out: Vec::new(),
+                enabled: Default::default(),
+            },
             state: State::NotAuthenticated,
             bad_in_a_row: 0,
-            login_deadline: tokio::time::Instant::now() + Duration::from_secs(ctx_login_timeout),
+            login_deadline: tokio::time::Instant::now() + Duration::from_secs(login_timeout),
         }
-    }
-
-    /// An untagged line (`* ...`).
-    pub fn untagged(&mut self, text: &str) {
-        self.out.extend_from_slice(b"* ");
-        self.out.extend_from_slice(text.as_bytes());
-        self.out.extend_from_slice(b"\r\n");
     }
 
     pub async fn flush(&mut self) -> std::io::Result<()> {
-        if !self.out.is_empty() {
-            // Before login, no longer than the login deadline.
-            let limit = match self.state {
-                State::NotAuthenticated => Some(self.read_timeout()),
-                _ => None,
-            };
-            crate::conn::write_within(self.reader.get_mut(), &self.out, limit).await?;
-            // A waiting session keeps no output buffer: thousands of them
-            // wait in IDLE.
-            self.out = Vec::new();
-        }
-        Ok(())
+        // Before login, no longer than the login deadline.
+        let limit = match self.state {
+            State::NotAuthenticated => Some(self.read_timeout()),
+            _ => None,
+        };
+        self.conn.flush_within(limit).await
     }
 
-    pub fn is_tls(&self) -> bool {
-        self.reader.get_ref().is_tls()
+    pub fn logged_in(&self) -> bool {
+        matches!(self.state, State::Authenticated(_) | State::Selected(..))
     }
 
-    /// Plaintext passwords are accepted over TLS, from loopback, or when
-    /// the operator allows it.
-    pub fn plaintext_ok(&self) -> bool {
-        plaintext_allowed(
-            self.is_tls() || self.reader.get_ref().from_trusted_proxy(),
-            self.peer.ip(),
-            self.ctx.config.allow_plaintext_auth,
-        )
-    }
-
-    pub fn capabilities(&self) -> String {
-        let mut caps = vec!["IMAP4rev1"];
-        if let State::NotAuthenticated = self.state {
-            if self.ctx.tls.is_some() && !self.is_tls() {
-                caps.push("STARTTLS");
-            }
-            if self.plaintext_ok() {
-                caps.push("AUTH=PLAIN");
-                caps.push("SASL-IR");
-            } else {
-                caps.push("LOGINDISABLED");
-            }
-        }
-        caps.extend([
-            "LITERAL+",
-            "ID",
-            "ENABLE",
-            "IDLE",
-            "NAMESPACE",
-            "UNSELECT",
-            "UIDPLUS",
-            "MOVE",
-            "CHILDREN",
-            "SPECIAL-USE",
-            "CREATE-SPECIAL-USE",
-            "LIST-EXTENDED",
-            "LIST-STATUS",
-            "BINARY",
-        ]);
-        let limit = format!("APPENDLIMIT={}", self.ctx.config.max_literal_size);
-        let mut s = caps.join(" ");
-        s.push(' ');
-        s.push_str(&limit);
-        s
+    /// Leave the selected state (if any), keeping the login.
+    pub fn deselect(&mut self) {
+        let state = std::mem::replace(&mut self.state, State::Logout);
+        self.state = match state {
+            State::Selected(a, _) | State::Authenticated(a) => State::Authenticated(a),
+            other => other,
+        };
     }
 
     pub async fn run(mut self) {
@@ -173,30 +95,31 @@ impl Session {
             // this function lives across the await below).
             let greeting = format!(
                 "OK [CAPABILITY {}] {} IMAP cove ready",
-                self.capabilities(),
-                self.ctx.hostname
+                super::capability::capabilities(&self.conn, self.logged_in()),
+                self.conn.ctx.hostname
             );
-            self.untagged(&greeting);
+            self.conn.untagged(&greeting);
         }
         self.serve().await;
         let _ = self.flush().await;
-        let _ = self.reader.get_mut().shutdown().await;
-        tracing::debug!(session = self.id, peer = %self.peer, "imap session ended");
+        let _ = self.conn.reader.get_mut().shutdown().await;
+        tracing::debug!(session = self.conn.id, peer = %self.conn.peer, "imap session ended");
     }
 
     async fn serve(&mut self) {
-        let mut shutdown = self.ctx.shutdown.clone();
+        let mut shutdown = self.conn.ctx.shutdown.clone();
         let mut drained = crate::drain::subscribe();
         loop {
-            let waiting = !self.reader.buffer().is_empty();
-            if (!waiting || self.out.len() >= PIPELINED_OUTPUT) && self.flush().await.is_err() {
+            let waiting = !self.conn.reader.buffer().is_empty();
+            if (!waiting || self.conn.out.len() >= PIPELINED_OUTPUT) && self.flush().await.is_err()
+            {
                 return;
             }
             if matches!(self.state, State::Logout) {
                 return;
             }
             if *shutdown.borrow() {
-                self.untagged("BYE [UNAVAILABLE] Server shutting down");
+                self.conn.untagged("BYE [UNAVAILABLE] Server shutting down");
                 return;
             }
             let timeout = self.read_timeout();
@@ -205,28 +128,28 @@ impl Session {
             // bigger than what IDLE needs.
             let command = Box::pin(async {
                 // No read buffer held while the client is quiet.
-                super::waiting::until_input(&mut self.reader, READ_BUFFER).await?;
-                framing::read_command(&mut self.reader, limits).await
+                super::waiting::until_input(&mut self.conn.reader, READ_BUFFER).await?;
+                framing::read_command(&mut self.conn.reader, limits).await
             });
             let read = tokio::select! {
                 r = tokio::time::timeout(timeout, command) => r,
                 _ = shutdown.changed() => continue,
                 _ = drained.changed() => {
                     // Between commands: RFC 3501 §7.1.5 BYE, then close.
-                    tracing::info!(session = self.id, peer = %self.peer, "imap session sent away: node drained");
-                    self.untagged(&format!("BYE [UNAVAILABLE] {}", crate::drain::REASON));
+                    tracing::info!(session = self.conn.id, peer = %self.conn.peer, "imap session sent away: node drained");
+                    self.conn.untagged(&format!("BYE [UNAVAILABLE] {}", crate::drain::REASON));
                     return;
                 }
             };
             let frame = match read {
                 Err(_) if matches!(self.state, State::NotAuthenticated) => {
-                    tracing::info!(session = self.id, peer = %self.peer, "imap login timeout");
-                    self.untagged("BYE Login timeout; log in sooner");
+                    tracing::info!(session = self.conn.id, peer = %self.conn.peer, "imap login timeout");
+                    self.conn.untagged("BYE Login timeout; log in sooner");
                     return;
                 }
                 Err(_) => {
-                    tracing::info!(session = self.id, peer = %self.peer, "imap autologout");
-                    self.untagged("BYE Autologout; idle for too long");
+                    tracing::info!(session = self.conn.id, peer = %self.conn.peer, "imap autologout");
+                    self.conn.untagged("BYE Autologout; idle for too long");
                     return;
                 }
                 Ok(Err(_)) | Ok(Ok(Frame::Eof)) => return,
@@ -250,7 +173,7 @@ impl Session {
                 Control::Next => {}
                 Control::Stop => return,
                 Control::Idle(tag) => {
-                    let outcome = self.idle(&tag).await;
+                    let outcome = self.idle().await;
                     if self.respond(&tag, outcome) {
                         return;
                     }
@@ -262,7 +185,7 @@ impl Session {
     /// How long the next read may wait: the autologout timer, and before
     /// login no later than the login deadline.
     pub fn read_timeout(&self) -> Duration {
-        let idle = Duration::from_secs(self.ctx.config.autologout_secs);
+        let idle = Duration::from_secs(self.conn.ctx.config.autologout_secs);
         match self.state {
             State::NotAuthenticated => idle.min(
                 self.login_deadline
@@ -276,7 +199,7 @@ impl Session {
     /// password's worth of literals, so a client that has not logged in
     /// cannot make the server hold more than a few KiB.
     fn command_limits(&self) -> framing::CommandLimits {
-        let c = &self.ctx.config;
+        let c = &self.conn.ctx.config;
         match self.state {
             State::NotAuthenticated => framing::CommandLimits {
                 max_line: c.max_line_length,
@@ -301,100 +224,109 @@ impl Session {
     ) -> bool {
         use framing::TooBig;
         let tag = tag.unwrap_or_else(|| "*".to_string());
-        tracing::info!(session = self.id, peer = %self.peer, limit = ?why, "imap command over a limit refused");
+        tracing::info!(session = self.conn.id, peer = %self.conn.peer, limit = ?why, "imap command over a limit refused");
         let max = limits.max_literal_bytes;
-        let text = match why {
-            TooBig::Line => "BAD [TOOBIG] Command line too long".to_string(),
-            TooBig::Literal(length) => {
-                format!("NO [TOOBIG] Literal of {length} bytes exceeds the limit of {max}")
-            }
-            TooBig::Literals => format!(
-                "BAD [TOOBIG] More than {} literals in one command",
-                limits.max_literals
+        let outcome = match why {
+            TooBig::Line => Outcome::bad_with(Code::TooBig, "Command line too long"),
+            TooBig::Literal(length) => Outcome::no(
+                Code::TooBig,
+                format!("Literal of {length} bytes exceeds the limit of {max}"),
             ),
-            TooBig::LiteralTotal => {
-                format!("NO [TOOBIG] The literals of one command exceed {max} bytes in all")
-            }
+            TooBig::Literals => Outcome::bad_with(
+                Code::TooBig,
+                format!("More than {} literals in one command", limits.max_literals),
+            ),
+            TooBig::LiteralTotal => Outcome::no(
+                Code::TooBig,
+                format!("The literals of one command exceed {max} bytes in all"),
+            ),
         };
-        self.out
-            .extend_from_slice(format!("{tag} {text}\r\n").as_bytes());
+        outcome.write(&tag, &mut self.conn.out);
         matches!(why, TooBig::Line | TooBig::Literals) && self.count_bad()
     }
 
     /// Decode and run one command read off the wire.
     async fn command(&mut self, bytes: Vec<u8>) -> Control {
-        if let Some(parsed) = extended::parse(&bytes) {
-            let (tag, outcome) = match parsed {
-                Ok(cmd) => self.dispatch_extended(cmd).await,
-                Err(why) => (
-                    framing::tag_of(&bytes).unwrap_or("*").to_string(),
-                    Outcome::Bad(why),
-                ),
-            };
-            if self.respond(&tag, outcome) {
-                return Control::Stop;
+        // RFC 5182: `$` is the saved search result of the selected mailbox.
+        let bytes = match &self.state {
+            State::Selected(_, view) => {
+                super::searchres::substitute(&bytes, &view.saved, view).unwrap_or(bytes)
             }
-            return Control::Next;
-        }
-        let decoded = CommandCodec::default().decode(&bytes);
-        match decoded {
-            Ok((_, command)) => {
-                // APPEND: the message stays in the buffer it was read
-                // into; only its place in it travels (held once).
-                if let Some(append) = Append::borrowed_from(&command, &bytes) {
-                    let tag = command.tag.inner().to_string();
-                    drop(command);
-                    let outcome = match self.state {
-                        State::NotAuthenticated => Outcome::Bad("Log in first".into()),
-                        _ => self.append(append, bytes).await,
-                    };
-                    if self.respond(&tag, outcome) {
+            _ => bytes,
+        };
+        let (tag, command) = match command::decode(bytes) {
+            Decoded::Command { tag, command } => (tag, command),
+            Decoded::Unsupported { tag, name } => {
+                // Not counted toward max_bad_commands, and no reset either.
+                tracing::info!(session = self.conn.id, peer = %self.conn.peer, command = name, "imap command not supported");
+                self.finish(&tag, Outcome::bad(format!("{name} is not supported")));
+                return Control::Next;
+            }
+            Decoded::Invalid { tag, why, line } => {
+                if let Some(line) = line {
+                    if crate::proxy::looks_like_header(&line) {
+                        crate::proxy::refused_unexpected("imap", self.conn.id, self.conn.peer);
                         return Control::Stop;
                     }
-                    return Control::Next;
+                    tracing::info!(session = self.conn.id, peer = %self.conn.peer, line = %ClientText::line(line.trim_ascii_end()), "imap command not understood");
                 }
-                let command = command.into_static_command();
-                let tag = command.tag.inner().to_string();
-                drop(bytes);
-                // IDLE runs in the session's own task (see `serve`).
-                let idle = matches!(command.body, CommandBody::Idle)
-                    && !matches!(self.state, State::NotAuthenticated);
-                if idle {
-                    return Control::Idle(tag);
-                }
-                let outcome = self.dispatch(command).await;
-                if let Outcome::StartTls = outcome {
-                    self.finish(&tag, Outcome::Ok("Begin TLS negotiation now".into()));
-                    if !self.complete_starttls().await {
-                        return Control::Stop;
-                    }
-                    return Control::Next;
-                }
-                if self.respond(&tag, outcome) {
-                    return Control::Stop;
-                }
+                return self.answer(&tag, Outcome::bad(why));
             }
-            Err(_) if crate::proxy::looks_like_header(&bytes) => {
-                crate::proxy::refused_unexpected("imap", self.id, self.peer);
-                return Control::Stop;
-            }
-            Err(_) => {
-                let tag = framing::tag_of(&bytes).unwrap_or("*").to_string();
-                let shown = bytes.trim_ascii_end();
-                tracing::info!(session = self.id, peer = %self.peer, line = %ClientText::line(shown), "imap command not understood");
-                self.finish(&tag, Outcome::Bad("Command not understood".into()));
-                if self.count_bad() {
-                    return Control::Stop;
-                }
-            }
+        };
+        let spec = command.spec();
+        if let Some(refusal) = self.refusal(spec.valid, &command) {
+            return self.answer(&tag, refusal);
         }
-        Control::Next
+        let outcome = match command {
+            // IDLE runs in the session's own task (see `serve`).
+            Command::Authenticated(command::Authenticated::Idle) => return Control::Idle(tag),
+            Command::NotAuthenticated(command::NotAuthenticated::StartTls) => {
+                return self.starttls(&tag).await;
+            }
+            Command::Authenticated(command::Authenticated::Compress) => {
+                return self.compress(&tag).await;
+            }
+            Command::Any(c) => self.any_state(c).await,
+            Command::NotAuthenticated(c) => self.not_authenticated(c).await,
+            Command::Authenticated(c) => self.authenticated(c).await,
+            Command::Selected(c) => self.selected(c).await,
+        };
+        self.announce_after(spec.announce).await;
+        self.answer(&tag, outcome)
+    }
+
+    /// The BAD for a command not valid in the current state (RFC 3501 §6).
+    fn refusal(&self, valid: Valid, command: &Command) -> Option<Outcome> {
+        let text = match (valid, &self.state) {
+            (Valid::Any, _)
+            | (Valid::NotAuthenticated, State::NotAuthenticated)
+            | (Valid::Authenticated, State::Authenticated(_) | State::Selected(..))
+            | (Valid::Selected, State::Selected(..)) => return None,
+            (Valid::NotAuthenticated, _) => match command {
+                Command::NotAuthenticated(command::NotAuthenticated::StartTls) => {
+                    "STARTTLS only before login"
+                }
+                _ => "Already logged in",
+            },
+            (_, State::NotAuthenticated | State::Logout) => "Log in first",
+            (Valid::Selected, _) => "No mailbox selected",
+        };
+        Some(Outcome::bad(text))
+    }
+
+    /// Send the tagged response and say what comes next.
+    pub(super) fn answer(&mut self, tag: &str, outcome: Outcome) -> Control {
+        if self.respond(tag, outcome) {
+            Control::Stop
+        } else {
+            Control::Next
+        }
     }
 
     /// Send the tagged response; true when it was one BAD too many (the
     /// BYE follows the tagged line).
     fn respond(&mut self, tag: &str, outcome: Outcome) -> bool {
-        let bad = matches!(outcome, Outcome::Bad(_));
+        let bad = outcome.is_bad();
         self.finish(tag, outcome);
         if bad {
             self.count_bad()
@@ -405,426 +337,232 @@ impl Session {
     }
 
     fn finish(&mut self, tag: &str, outcome: Outcome) {
-        let (word, text) = match outcome {
-            Outcome::Ok(t) => ("OK", t),
-            Outcome::StartTls => ("OK", "Begin TLS negotiation now".to_string()),
-            Outcome::No(t) => ("NO", t),
-            Outcome::Bad(t) => ("BAD", t),
-        };
-        if word == "NO" {
-            let user = self.account().map(|a| a.email().to_string());
-            tracing::info!(session = self.id, peer = %self.peer, user = ?user, tag = ?tag, reply = ?text, "imap command refused");
+        match outcome.status {
+            super::outcome::Status::No => {
+                let user = match &self.state {
+                    State::Authenticated(a) | State::Selected(a, _) => Some(a.account.email()),
+                    _ => None,
+                };
+                tracing::info!(session = self.conn.id, peer = %self.conn.peer, user = ?user, tag = ?tag, code = ?outcome.code, reply = ?outcome.text, "imap command refused");
+            }
+            super::outcome::Status::Bad => {
+                tracing::info!(session = self.conn.id, peer = %self.conn.peer, tag = ?tag, reply = ?outcome.text, "imap command rejected");
+            }
+            super::outcome::Status::Ok => {}
         }
-        let text = text.replace(['\r', '\n'], " ");
-        self.out
-            .extend_from_slice(format!("{tag} {word} {text}\r\n").as_bytes());
+        outcome.write(tag, &mut self.conn.out);
     }
 
     fn count_bad(&mut self) -> bool {
         self.bad_in_a_row += 1;
-        if self.bad_in_a_row >= self.ctx.config.max_bad_commands {
-            tracing::warn!(session = self.id, peer = %self.peer, "too many bad imap commands; closing");
-            self.untagged("BYE Too many bad commands");
+        if self.bad_in_a_row >= self.conn.ctx.config.max_bad_commands {
+            tracing::warn!(session = self.conn.id, peer = %self.conn.peer, "too many bad imap commands; closing");
+            self.conn.untagged("BYE Too many bad commands");
             return true;
         }
         false
     }
 
-    /// Run one command in the current state.
-    async fn dispatch(&mut self, command: Command<'static>) -> Outcome {
-        use CommandBody as C;
-        let tag = command.tag.inner().to_string();
-        match command.body {
-            // RFC 3501 §6.1: any state.
-            C::Capability => {
-                let caps = self.capabilities();
-                self.untagged(&format!("CAPABILITY {caps}"));
-                Outcome::Ok("CAPABILITY completed".into())
+    /// After a command, what its table row allows of other sessions'
+    /// changes (RFC 3501 §7.4.1).
+    pub(super) async fn announce_after(&mut self, announce: Announce) {
+        if announce == Announce::Nothing {
+            return;
+        }
+        let State::Selected(user, view) = &mut self.state else {
+            return;
+        };
+        let everything = announce == Announce::Everything;
+        if super::announce::announce(&mut self.conn, user, view, everything)
+            .await
+            .is_err()
+        {
+            // The mailbox itself went away (deleted or renamed elsewhere).
+            self.conn
+                .untagged("BYE [NONEXISTENT] The selected mailbox was removed");
+            self.state = State::Logout;
+        }
+    }
+
+    // RFC 3501 §6.1.
+    async fn any_state(&mut self, c: AnyState) -> Outcome {
+        match c {
+            // RFC 3501 §6.1.1.
+            AnyState::Capability => {
+                let caps = super::capability::capabilities(&self.conn, self.logged_in());
+                self.conn.untagged(&format!("CAPABILITY {caps}"));
+                Outcome::ok("CAPABILITY completed")
             }
-            C::Noop => {
-                self.announce(true).await;
-                Outcome::Ok("NOOP completed".into())
-            }
-            C::Logout => {
-                self.untagged("BYE Logging out");
+            // RFC 3501 §6.1.2: the announcements are the table's.
+            AnyState::Noop => Outcome::ok("NOOP completed"),
+            // RFC 3501 §6.1.3.
+            AnyState::Logout => {
+                self.conn.untagged("BYE Logging out");
                 self.state = State::Logout;
-                Outcome::Ok("LOGOUT completed".into())
+                Outcome::ok("LOGOUT completed")
             }
-            // RFC 2971: ID.
-            C::Id { .. } => {
-                self.untagged("ID (\"name\" \"cove\" \"vendor\" \"cove\")");
-                Outcome::Ok("ID completed".into())
-            }
-            // RFC 2342: NAMESPACE.
-            C::Namespace => match self.state {
-                State::NotAuthenticated => Outcome::Bad("Log in first".into()),
-                _ => {
-                    self.untagged("NAMESPACE ((\"\" \".\")) NIL NIL");
-                    Outcome::Ok("NAMESPACE completed".into())
-                }
-            },
-            // RFC 5161: ENABLE (no extension we support needs enabling yet).
-            C::Enable { .. } => match self.state {
-                State::NotAuthenticated => Outcome::Bad("Log in first".into()),
-                _ => {
-                    self.untagged("ENABLED");
-                    Outcome::Ok("ENABLE completed".into())
-                }
-            },
-            // RFC 3501 §6.2: not authenticated.
-            C::StartTLS => self.starttls().await,
-            C::Login { username, password } => match self.state {
-                State::NotAuthenticated => {
-                    self.login(username.as_ref(), password.declassify().as_ref())
-                        .await
-                }
-                _ => Outcome::Bad("Already logged in".into()),
-            },
-            C::Authenticate {
+            AnyState::Id => super::capability::id(&mut self.conn),
+        }
+    }
+
+    // RFC 3501 §6.2.
+    async fn not_authenticated(&mut self, c: command::NotAuthenticated) -> Outcome {
+        use command::NotAuthenticated as N;
+        match c {
+            N::Login { username, password } => self.login(&username, password).await,
+            N::Authenticate {
                 mechanism,
                 initial_response,
-            } => match self.state {
-                State::NotAuthenticated => {
-                    let ir = initial_response.map(|s| s.declassify().to_vec());
-                    self.authenticate(mechanism.as_ref(), ir).await
-                }
-                _ => Outcome::Bad("Already logged in".into()),
-            },
-            body => {
-                if matches!(self.state, State::NotAuthenticated) {
-                    return Outcome::Bad("Log in first".into());
-                }
-                self.dispatch_authenticated(&tag, body).await
-            }
+            } => self.authenticate(&mechanism, initial_response).await,
+            // Answered in `command` (the handshake follows the OK).
+            N::StartTls => Outcome::bad("STARTTLS only before login"),
         }
     }
 
-    async fn dispatch_authenticated(&mut self, tag: &str, body: CommandBody<'static>) -> Outcome {
-        use CommandBody as C;
-        match body {
-            // RFC 3501 §6.3: authenticated state.
-            C::Select { mailbox, .. } => match self.named(&mailbox) {
-                Ok(name) => self.select(name, false).await,
-                Err(no) => no,
-            },
-            C::Examine { mailbox, .. } => match self.named(&mailbox) {
-                Ok(name) => self.select(name, true).await,
-                Err(no) => no,
-            },
-            // RFC 3501 §6.3.3: a trailing delimiter is dropped.
-            C::Create { mailbox } => {
-                match self.named_bytes(trim_delimiter(mailbox_bytes(&mailbox))) {
-                    Ok(name) => self.create(name).await,
-                    Err(no) => no,
-                }
-            }
-            C::Delete { mailbox } => match self.named(&mailbox) {
-                Ok(name) => self.delete(name).await,
-                Err(no) => no,
-            },
-            C::Rename { from, to } => match (self.named(&from), self.named(&to)) {
-                (Ok(from), Ok(to)) => self.rename(from, to).await,
-                (Err(no), _) | (_, Err(no)) => no,
-            },
-            C::Subscribe { mailbox } => match self.named(&mailbox) {
-                Ok(name) => self.subscribe(name, true).await,
-                Err(no) => no,
-            },
-            C::Unsubscribe { mailbox } => match self.named(&mailbox) {
-                Ok(name) => self.subscribe(name, false).await,
-                Err(no) => no,
-            },
-            C::List {
-                reference,
-                mailbox_wildcard,
-            } => {
-                self.list(
-                    reference_text(&reference),
-                    list_pattern(&mailbox_wildcard),
-                    false,
-                )
-                .await
-            }
-            C::Lsub {
-                reference,
-                mailbox_wildcard,
-            } => {
-                self.list(
-                    reference_text(&reference),
-                    list_pattern(&mailbox_wildcard),
-                    true,
-                )
-                .await
-            }
-            C::Status {
+    // RFC 3501 §6.3: the handlers get the logged-in user.
+    async fn authenticated(&mut self, c: command::Authenticated) -> Outcome {
+        use command::Authenticated as A;
+        // Commands that change the selection.
+        match c {
+            A::Select {
                 mailbox,
-                item_names,
-            } => match self.named(&mailbox) {
-                Ok(name) => self.status(name, &item_names).await,
-                Err(no) => no,
-            },
-            C::Idle => self.idle(tag).await,
-            body => {
-                if !matches!(self.state, State::Selected(..)) {
-                    return Outcome::Bad("No mailbox selected".into());
-                }
-                self.dispatch_selected(body).await
-            }
-        }
-    }
-
-    async fn dispatch_selected(&mut self, body: CommandBody<'static>) -> Outcome {
-        use CommandBody as C;
-        match body {
-            // RFC 3501 §6.4: selected state.
-            C::Check => {
-                self.announce(true).await;
-                Outcome::Ok("CHECK completed".into())
-            }
-            C::Close => self.close(true).await,
-            C::Unselect => self.close(false).await,
-            C::Expunge => self.expunge(None).await,
-            C::ExpungeUid { sequence_set } => self.expunge(Some(sequence_set)).await,
-            C::Fetch {
-                sequence_set,
-                macro_or_item_names,
-                uid,
-                ..
-            } => self.fetch(sequence_set, macro_or_item_names, uid).await,
-            C::Store {
-                sequence_set,
-                kind,
-                response,
-                flags,
-                uid,
-                ..
-            } => self.store(sequence_set, kind, response, flags, uid).await,
-            C::Search {
-                charset,
-                criteria,
-                uid,
+                read_only,
+                parameters,
             } => {
-                // RFC 3501 §6.4.4: a charset we do not know is NO [BADCHARSET].
-                let known = charset.as_ref().is_none_or(|c| {
-                    let c: &str = c.as_ref();
-                    c.eq_ignore_ascii_case("UTF-8") || c.eq_ignore_ascii_case("US-ASCII")
-                });
-                if known {
-                    self.search(criteria, uid).await
-                } else {
-                    Outcome::No("[BADCHARSET (UTF-8 US-ASCII)] Unsupported charset".into())
+                // A failed SELECT leaves no mailbox selected (RFC 3501 §6.3.1);
+                // RFC 7162 §3.2.11: with QRESYNC, the client is told first.
+                if matches!(self.state, State::Selected(..)) && self.conn.enabled.qresync {
+                    untagged_ok(Code::Closed, "Previous mailbox closed", &mut self.conn.out);
                 }
+                self.deselect();
+                let State::Authenticated(user) = &self.state else {
+                    return Outcome::bad("Log in first");
+                };
+                let mailbox = match mailbox {
+                    Ok(m) => m,
+                    Err(e) => return self.conn.refuse_name(&e),
+                };
+                let opened =
+                    super::select::select(&mut self.conn, user, mailbox, read_only, parameters)
+                        .await;
+                return match opened {
+                    Ok((view, outcome)) => {
+                        if let State::Authenticated(user) =
+                            std::mem::replace(&mut self.state, State::Logout)
+                        {
+                            self.state = State::Selected(user, view);
+                        }
+                        outcome
+                    }
+                    Err(refused) => refused,
+                };
             }
-            C::Copy {
-                sequence_set,
-                mailbox,
-                uid,
-            } => match self.named(&mailbox) {
-                Ok(name) => self.copy_or_move(sequence_set, name, uid, false).await,
-                Err(no) => no,
-            },
-            C::Move {
-                sequence_set,
-                mailbox,
-                uid,
-            } => match self.named(&mailbox) {
-                Ok(name) => self.copy_or_move(sequence_set, name, uid, true).await,
-                Err(no) => no,
-            },
-            _ => Outcome::Bad("Command not supported".into()),
+            // RFC 3501 §6.3.4: deleting the selected mailbox ends the selection.
+            A::Delete(Ok(ref name)) if matches!(&self.state, State::Selected(_, view) if view.mailbox.name == name.as_str()) =>
+            {
+                self.deselect();
+            }
+            _ => {}
         }
-    }
-
-    /// Commands parsed by `extended` rather than imap-codec.
-    async fn dispatch_extended(&mut self, cmd: Extended) -> (String, Outcome) {
-        if matches!(self.state, State::NotAuthenticated) {
-            let tag = match &cmd {
-                Extended::List { tag, .. } | Extended::CreateSpecialUse { tag, .. } => tag.clone(),
-            };
-            return (tag, Outcome::Bad("Log in first".into()));
-        }
-        match cmd {
-            // RFC 5258 LIST-EXTENDED, RFC 5819 LIST-STATUS.
-            Extended::List { tag, options } => (tag, self.list_mailboxes(options, false).await),
-            // RFC 6154 §3 CREATE-SPECIAL-USE.
-            Extended::CreateSpecialUse {
-                tag,
+        let (user, view) = match &self.state {
+            State::Authenticated(user) => (user, None),
+            State::Selected(user, view) => (user, Some(&**view)),
+            _ => return Outcome::bad("Log in first"),
+        };
+        let conn = &mut self.conn;
+        match c {
+            A::Namespace => super::capability::namespace(conn),
+            A::Enable(capabilities) => super::enable::enable(conn, &capabilities, view),
+            A::Select { .. } => Outcome::bad("Log in first"),
+            A::Create {
                 mailbox,
                 special_use,
-            } => (tag, self.create_special_use(mailbox, special_use).await),
+            } => match mailbox {
+                Ok(m) => super::create::create(conn, user, m, special_use).await,
+                Err(e) => conn.refuse_name(&e),
+            },
+            A::Delete(mailbox) => match mailbox {
+                Ok(m) => super::delete_rename::delete(conn, user, m).await,
+                Err(e) => conn.refuse_name(&e),
+            },
+            A::Rename { from, to } => match (from, to) {
+                (Ok(from), Ok(to)) => super::delete_rename::rename(conn, user, from, to).await,
+                (Err(e), _) | (_, Err(e)) => conn.refuse_name(&e),
+            },
+            A::Subscribe { mailbox, subscribe } => match mailbox {
+                Ok(m) => super::subscribe::subscribe(conn, user, m, subscribe).await,
+                Err(e) => conn.refuse_name(&e),
+            },
+            A::List {
+                options,
+                lsub,
+                plain,
+            } => super::list::list(conn, user, options, lsub, plain).await,
+            A::Status {
+                mailbox,
+                items,
+                mailbox_id,
+            } => match mailbox {
+                Ok(m) => super::status::status(conn, user, view, m, &items, mailbox_id).await,
+                Err(e) => conn.refuse_name(&e),
+            },
+            A::Append(append) => super::append::append(conn, user, append).await,
+            A::GetQuota(root) => super::quota::get_quota(conn, user, &root).await,
+            A::GetQuotaRoot(mailbox) => match mailbox {
+                Ok(m) => super::quota::get_quota_root(conn, user, m).await,
+                Err(e) => conn.refuse_name(&e),
+            },
+            A::SetQuota => super::quota::set_quota(),
+            // Answered in `command` (IDLE runs in the session's own task;
+            // COMPRESS changes the connection).
+            A::Idle | A::Compress => Outcome::bad("Not expected here"),
         }
     }
 
-    // RFC 3501 §6.2.1: STARTTLS.
-    async fn starttls(&mut self) -> Outcome {
-        if !matches!(self.state, State::NotAuthenticated) {
-            return Outcome::Bad("STARTTLS only before login".into());
-        }
-        if self.is_tls() {
-            return Outcome::Bad("TLS already active".into());
-        }
-        if self.ctx.tls.is_none() {
-            return Outcome::No("TLS not available".into());
-        }
-        Outcome::StartTls
-    }
-
-    /// After STARTTLS's OK: flush it, then run the handshake.
-    async fn complete_starttls(&mut self) -> bool {
-        let Some(acceptor) = self.ctx.tls.clone() else {
-            return false;
+    // RFC 3501 §6.4: the handlers get the user and the selected mailbox.
+    async fn selected(&mut self, c: command::Selected) -> Outcome {
+        use command::Selected as S;
+        let State::Selected(user, view) = &mut self.state else {
+            return Outcome::bad("No mailbox selected");
         };
-        if self.flush().await.is_err() {
-            return false;
-        }
-        match crate::conn::start_tls(
-            &mut self.reader,
-            &acceptor,
-            READ_BUFFER,
-            Duration::from_secs(self.ctx.config.handshake_timeout_secs),
-        )
-        .await
-        {
-            Ok(()) => true,
-            Err(e) => {
-                tracing::info!(session = self.id, peer = %self.peer, error = %e, "imap STARTTLS handshake failed");
-                false
+        let conn = &mut self.conn;
+        let closes = matches!(c, S::Close { .. });
+        let outcome = match c {
+            // RFC 3501 §6.4.1: the announcements are the table's.
+            S::Check => Outcome::ok("CHECK completed"),
+            S::Close { expunge } => super::close::close(conn, user, view, expunge).await,
+            S::Expunge(set) => super::expunge::expunge(conn, user, view, set).await,
+            S::Fetch(fetch) => super::fetch::fetch(conn, user, view, fetch).await,
+            S::Store(store) => super::store_flags::store(conn, user, view, store).await,
+            S::Search {
+                known_charset,
+                criteria,
+                uid,
+                ret,
+            } => {
+                if known_charset {
+                    super::search::search(conn, user, view, criteria, uid, ret).await
+                } else {
+                    // RFC 3501 §6.4.4: a charset we do not know.
+                    Outcome::no(Code::BadCharset, "Unsupported charset")
+                }
             }
-        }
-    }
-}
-
-/// RFC 3501 §6.2.3, RFC 8314: a password may cross the connection in clear
-/// text only inside TLS, from loopback, or where the operator allows it.
-fn plaintext_allowed(tls: bool, peer: std::net::IpAddr, allowed_by_config: bool) -> bool {
-    crate::auth::plaintext_allowed(tls, peer, allowed_by_config)
-}
-
-/// The bytes of a mailbox name as the client sent them.
-fn mailbox_bytes<'a>(m: &'a imap_codec::imap_types::mailbox::Mailbox<'_>) -> &'a [u8] {
-    use imap_codec::imap_types::mailbox::Mailbox;
-    match m {
-        Mailbox::Inbox => b"INBOX",
-        Mailbox::Other(o) => o.as_ref(),
-    }
-}
-
-/// A name without its trailing hierarchy delimiters.
-fn trim_delimiter(name: &[u8]) -> &[u8] {
-    let end = name.iter().rposition(|b| *b != b'.').map_or(0, |i| i + 1);
-    &name[..end]
-}
-
-/// A mailbox name from the client, checked ([`MailboxName::parse`]).
-fn mailbox_name(
-    m: &imap_codec::imap_types::mailbox::Mailbox<'_>,
-) -> cove_store::Result<MailboxName> {
-    MailboxName::parse(mailbox_bytes(m))
-}
-
-/// A LIST reference: text the pattern is appended to, not a name to store.
-fn reference_text(m: &imap_codec::imap_types::mailbox::Mailbox<'_>) -> String {
-    String::from_utf8_lossy(mailbox_bytes(m)).into_owned()
-}
-
-impl Session {
-    /// A mailbox name from the client, or the NO that refuses it (logged).
-    fn named(
-        &self,
-        m: &imap_codec::imap_types::mailbox::Mailbox<'_>,
-    ) -> Result<MailboxName, Outcome> {
-        self.named_bytes(mailbox_bytes(m))
-    }
-
-    pub fn named_bytes(&self, raw: &[u8]) -> Result<MailboxName, Outcome> {
-        MailboxName::parse(raw).map_err(|e| {
-            tracing::info!(session = self.id, peer = %self.peer, error = %e.to_string().escape_debug(), "imap mailbox name refused");
-            super::mailboxes::outcome_for(&e)
-        })
-    }
-}
-
-fn list_pattern(m: &imap_codec::imap_types::mailbox::ListMailbox<'_>) -> String {
-    use imap_codec::imap_types::mailbox::ListMailbox;
-    match m {
-        ListMailbox::Token(t) => String::from_utf8_lossy(t.as_ref()).into_owned(),
-        ListMailbox::String(s) => String::from_utf8_lossy(s.as_ref()).into_owned(),
-    }
-}
-
-/// An APPEND whose message is a range of the command's buffer.
-pub struct Append {
-    /// The name, or why it is not one.
-    pub mailbox: cove_store::Result<MailboxName>,
-    pub flags: Vec<imap_codec::imap_types::flag::Flag<'static>>,
-    pub date: Option<imap_codec::imap_types::datetime::DateTime>,
-    pub message: std::ops::Range<usize>,
-}
-
-impl Append {
-    /// The APPEND in `command`, with its literal located in `buf` (the
-    /// bytes it was decoded from); `None` for any other command.
-    fn borrowed_from(command: &Command<'_>, buf: &[u8]) -> Option<Append> {
-        use imap_codec::imap_types::IntoStatic;
-        use imap_codec::imap_types::extensions::binary::LiteralOrLiteral8;
-        let CommandBody::Append {
-            mailbox,
-            flags,
-            date,
-            message,
-        } = &command.body
-        else {
-            return None;
+            S::Copy {
+                set,
+                mailbox,
+                uid,
+                is_move,
+            } => match mailbox {
+                Ok(m) => {
+                    super::copy_move::copy_or_move(conn, user, view, set, m, uid, is_move).await
+                }
+                Err(e) => conn.refuse_name(&e),
+            },
         };
-        let data: &[u8] = match message {
-            LiteralOrLiteral8::Literal(l) => l.data(),
-            LiteralOrLiteral8::Literal8(l) => &l.data,
-        };
-        let start = (data.as_ptr() as usize).checked_sub(buf.as_ptr() as usize)?;
-        let range = start..start + data.len();
-        // Only if the literal really is a slice of `buf` (imap-codec borrows).
-        if buf
-            .get(range.clone())
-            .is_none_or(|s| !std::ptr::eq(s.as_ptr(), data.as_ptr()))
-        {
-            return None;
+        // CLOSE and UNSELECT end the selection unless they failed.
+        if closes && outcome.status == super::outcome::Status::Ok {
+            self.deselect();
         }
-        Some(Append {
-            mailbox: mailbox_name(mailbox),
-            flags: flags.iter().cloned().map(IntoStatic::into_static).collect(),
-            date: date.clone(),
-            message: range,
-        })
-    }
-}
-
-/// Turn a decoded command into one that owns its data.
-trait IntoStaticCommand {
-    fn into_static_command(self) -> Command<'static>;
-}
-
-impl IntoStaticCommand for Command<'_> {
-    fn into_static_command(self) -> Command<'static> {
-        use imap_codec::imap_types::IntoStatic;
-        self.into_static()
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::plaintext_allowed;
-
-    #[test]
-    fn plaintext_passwords_need_tls_loopback_or_permission() {
-        let remote: std::net::IpAddr = "192.0.2.7".parse().unwrap();
-        let local: std::net::IpAddr = "127.0.0.1".parse().unwrap();
-        assert!(
-            !plaintext_allowed(false, remote, false),
-            "remote clear text refused"
-        );
-        assert!(plaintext_allowed(true, remote, false));
-        assert!(plaintext_allowed(false, local, false));
-        assert!(plaintext_allowed(false, "::1".parse().unwrap(), false));
-        assert!(plaintext_allowed(false, remote, true));
+        outcome
     }
 }

@@ -1,13 +1,16 @@
-//! RFC 3501 §6.4.6 STORE and UID STORE (FLAGS, +FLAGS, -FLAGS, .SILENT).
+//! RFC 3501 §6.4.6 STORE and UID STORE (FLAGS, +FLAGS, -FLAGS, .SILENT),
+//! with RFC 7162 UNCHANGEDSINCE, and the flag changes FETCH makes (its
+//! implicit \Seen).
 
 use cove_store::{FlagOp, Flags, Uid};
+use imap_codec::imap_types::command::StoreModifier;
 use imap_codec::imap_types::flag::{Flag, StoreResponse, StoreType};
-use imap_codec::imap_types::sequence::SequenceSet;
 
-use super::fetch::{resolve, seq_set_in_range};
-use super::mailboxes::{outcome_for, split_flags};
+use super::command::Store;
+use super::connection::{Authed, Connection};
+use super::outcome::{Code, Outcome};
 use super::response;
-use super::session::{Outcome, Session, State};
+use super::view::View;
 
 /// A flag change to apply.
 #[derive(Debug, Clone)]
@@ -36,81 +39,136 @@ impl FlagChange {
     }
 }
 
-impl Session {
-    // RFC 3501 §6.4.6 STORE.
-    pub async fn store(
-        &mut self,
-        set: SequenceSet,
-        kind: StoreType,
-        response: StoreResponse,
-        flags: Vec<Flag<'static>>,
-        uid: bool,
-    ) -> Outcome {
-        let State::Selected(_, view) = &self.state else {
-            return Outcome::Bad("No mailbox selected".into());
-        };
-        if view.read_only {
-            return Outcome::No("[READ-ONLY] Mailbox is read-only".into());
-        }
-        if !uid && !seq_set_in_range(view, &set) {
-            return Outcome::Bad("Message sequence number out of range".into());
-        }
-        let uids: Vec<Uid> = resolve(view, &set, uid)
-            .into_iter()
-            .map(|i| view.messages[i].uid)
-            .collect();
-        let (system, keywords) = split_flags(&flags);
-        let change = FlagChange {
-            kind,
-            flags: system,
-            keywords,
-        };
-        let silent = matches!(response, StoreResponse::Silent);
-        if let Err(o) = self.apply_flag_change(&uids, change, None, silent).await {
-            return o;
-        }
-        // UID STORE .SILENT still owes nothing; STORE answers with FETCH
-        // FLAGS (written by apply_flag_change) and UID when it was UID STORE.
-        let _ = uid;
-        self.announce(false).await;
-        Outcome::Ok("STORE completed".into())
-    }
+/// What a flag change tells the client of each message it changed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Report {
+    /// `* n FETCH (UID u FLAGS (..))`, with MODSEQ once CONDSTORE is on.
+    Flags,
+    /// `* n FETCH (UID u MODSEQ (m))`: STORE .SILENT once CONDSTORE is
+    /// on (RFC 7162 §3.1.3: the client's cache needs the new modseq).
+    ModSeqOnly,
+    /// Nothing (FETCH's implicit \Seen: the FETCH itself reports it).
+    Nothing,
+}
 
-    /// Change flags of messages of the selected mailbox and update the view;
-    /// unless `silent`, write `* n FETCH (FLAGS ...)` for each.
-    pub async fn apply_flag_change(
-        &mut self,
-        uids: &[Uid],
-        change: FlagChange,
-        unchanged_since: Option<u64>,
-        silent: bool,
-    ) -> Result<(), Outcome> {
-        let State::Selected(a, view) = &self.state else {
-            return Err(Outcome::Bad("No mailbox selected".into()));
-        };
-        let account = a.account.clone();
-        let guid = view.mailbox.guid;
-        let uids = uids.to_vec();
-        let op = change.op();
-        let result = self
-            .blocking(move || account.store_flags(&guid, &uids, op, unchanged_since))
-            .await;
-        let result = match result {
-            Ok(r) => r,
-            Err(e) => return Err(outcome_for(&e)),
-        };
-        let State::Selected(_, view) = &mut self.state else {
-            return Ok(());
-        };
-        for (uid, flags, keywords, modseq) in result.updated {
-            view.update_own(uid, flags, keywords.clone(), modseq);
-            if !silent && let Some(seq) = view.seq_of(uid) {
-                let list = response::flag_list(flags, &keywords, view.recent.contains(&uid));
-                self.out.extend_from_slice(
-                    format!("* {seq} FETCH (UID {uid} FLAGS {list})\r\n").as_bytes(),
-                );
-            }
-        }
-        Ok(())
+// RFC 3501 §6.4.6 STORE, §6.4.8 UID STORE; RFC 7162 §3.1.3 UNCHANGEDSINCE.
+pub async fn store(conn: &mut Connection, user: &Authed, view: &mut View, store: Store) -> Outcome {
+    if view.read_only {
+        return Outcome::no(Code::ReadOnly, "Mailbox is read-only");
     }
+    if !store.uid && !view.seq_set_in_range(&store.set) {
+        return Outcome::bad("Message sequence number out of range");
+    }
+    let unchanged_since = store
+        .modifiers
+        .iter()
+        .map(|m| match m {
+            StoreModifier::UnchangedSince(v) => *v,
+        })
+        .next();
+    if unchanged_since.is_some() {
+        // RFC 7162 §3.1: a CONDSTORE enabling command.
+        conn.enable_condstore(Some(view));
+    }
+    let uids = view.uids(&store.set, store.uid);
+    let (system, keywords) = split_flags(&store.flags);
+    let change = FlagChange {
+        kind: store.kind,
+        flags: system,
+        keywords,
+    };
+    let report = match store.response {
+        StoreResponse::Answer => Report::Flags,
+        StoreResponse::Silent if conn.enabled.condstore => Report::ModSeqOnly,
+        StoreResponse::Silent => Report::Nothing,
+    };
+    let modified =
+        match apply_flag_change(conn, user, view, &uids, change, unchanged_since, report).await {
+            Ok(m) => m,
+            Err(refused) => return refused,
+        };
+    if modified.is_empty() {
+        return Outcome::ok("STORE completed");
+    }
+    // RFC 7162 §3.1.3: the messages not stored, by UID for UID STORE and
+    // by number for STORE.
+    let numbers: Vec<u32> = if store.uid {
+        modified
+    } else {
+        modified
+            .iter()
+            .filter_map(|u| view.seq_of(*u))
+            .map(|s| s as u32)
+            .collect()
+    };
+    Outcome::ok_with(
+        Code::Modified(response::number_set(&numbers)),
+        "Conditional STORE failed",
+    )
+}
+
+/// Change flags of messages of the selected mailbox and update the view,
+/// telling the client as `report` says. With `unchanged_since`, messages
+/// changed after it are left alone; their UIDs are returned.
+pub async fn apply_flag_change(
+    conn: &mut Connection,
+    user: &Authed,
+    view: &mut View,
+    uids: &[Uid],
+    change: FlagChange,
+    unchanged_since: Option<u64>,
+    report: Report,
+) -> Result<Vec<Uid>, Outcome> {
+    let account = user.account();
+    let guid = view.mailbox.guid;
+    let uids = uids.to_vec();
+    let op = change.op();
+    let result = user
+        .blocking(move || account.store_flags(&guid, &uids, op, unchanged_since))
+        .await
+        .map_err(|e| conn.refuse(&e))?;
+    if report == Report::Flags {
+        let shown = result.updated.iter().flat_map(|u| u.2.iter());
+        view.announce_keywords(shown.map(String::as_str), &mut conn.out);
+    }
+    for (uid, flags, keywords, modseq) in result.updated {
+        view.update_own(uid, flags, keywords.clone(), modseq);
+        let Some(seq) = view.seq_of(uid) else {
+            continue;
+        };
+        let line = match report {
+            Report::Nothing => continue,
+            Report::ModSeqOnly => format!("* {seq} FETCH (UID {uid} MODSEQ ({modseq}))\r\n"),
+            Report::Flags => {
+                let list = response::flag_list(flags, &keywords, view.recent.contains(&uid));
+                let modseq = response::modseq_item(conn.enabled, modseq);
+                format!("* {seq} FETCH (UID {uid} FLAGS {list}{modseq})\r\n")
+            }
+        };
+        conn.out.extend_from_slice(line.as_bytes());
+    }
+    Ok(result.modified)
+}
+
+/// System flags and keywords from a flag list.
+pub fn split_flags(flags: &[Flag<'_>]) -> (Flags, Vec<String>) {
+    let mut system = Flags::empty();
+    let mut keywords = Vec::new();
+    for f in flags {
+        match f {
+            Flag::Seen => system.insert(Flags::SEEN),
+            Flag::Answered => system.insert(Flags::ANSWERED),
+            Flag::Flagged => system.insert(Flags::FLAGGED),
+            Flag::Deleted => system.insert(Flags::DELETED),
+            Flag::Draft => system.insert(Flags::DRAFT),
+            Flag::Keyword(k) => {
+                let k = k.inner().to_string();
+                if !keywords.iter().any(|x: &String| x.eq_ignore_ascii_case(&k)) {
+                    keywords.push(k);
+                }
+            }
+            Flag::Extension(_) => {}
+        }
+    }
+    (system, keywords)
 }

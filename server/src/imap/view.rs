@@ -13,9 +13,15 @@ use std::collections::{BTreeSet, HashSet};
 use cove_store::{
     Account, Change, ChangeKind, ContentId, Flags, MailboxInfo, MessageMeta, ModSeq, Uid,
 };
+use imap_codec::imap_types::sequence::{SeqOrUid, Sequence, SequenceSet};
 use tokio::sync::broadcast;
 
+use super::condstore::{Enabled, Expunges};
+use super::outcome::{Code, untagged_ok};
 use super::response;
+
+/// The system flags every mailbox permits (RFC 3501 §2.3.2).
+pub const SYSTEM_FLAGS: &str = "\\Answered \\Flagged \\Deleted \\Seen \\Draft";
 
 /// What a view keeps of one message: what FETCH of flags, dates and sizes,
 /// SEARCH and the cached views (by content id) need, with no heap
@@ -84,6 +90,12 @@ pub struct View {
     /// showing the newer row first (RFC 3501 §2.3.1.1: a client must never
     /// learn of a UID below one it has already seen).
     feed_mark: ModSeq,
+    /// The keywords the session was told of in a FLAGS response (RFC 3501
+    /// §7.2.6), sorted: a FETCH may show no other, so a new one is
+    /// announced first ([`View::announce_keywords`]).
+    announced: Vec<String>,
+    /// RFC 5182: the UIDs the last SEARCH with SAVE found (`$`).
+    pub saved: Vec<Uid>,
     /// Keeps the account's Maildir watched while the mailbox is selected.
     _watch: cove_store::WatchGuard,
 }
@@ -133,6 +145,15 @@ impl View {
             .filter(|m| m.uid >= first_recent)
             .map(|m| m.uid)
             .collect();
+        let mut announced: Vec<String> = Vec::new();
+        for m in &messages {
+            for k in m.keywords.iter() {
+                if !announced.iter().any(|a| a.eq_ignore_ascii_case(k)) {
+                    announced.push(k.clone());
+                }
+            }
+        }
+        announced.sort_unstable();
         Ok(View {
             mailbox,
             read_only,
@@ -145,12 +166,141 @@ impl View {
             lagged: false,
             modseq,
             feed_mark,
+            announced,
+            saved: Vec::new(),
             _watch: watch,
         })
     }
 
+    /// RFC 3501 §7.2.6 FLAGS and §7.1 PERMANENTFLAGS: the flags of this
+    /// mailbox, keywords included, and which of them may be stored (none
+    /// in a read-only mailbox; any keyword, `\*`, otherwise).
+    pub fn write_flags(&self, out: &mut Vec<u8>) {
+        let extra: String = self.announced.iter().map(|k| format!(" {k}")).collect();
+        out.extend_from_slice(format!("* FLAGS ({SYSTEM_FLAGS}{extra})\r\n").as_bytes());
+        if self.read_only {
+            untagged_ok(
+                Code::PermanentFlags(String::new()),
+                "Read-only mailbox",
+                out,
+            );
+        } else {
+            untagged_ok(
+                Code::PermanentFlags(format!("{SYSTEM_FLAGS}{extra} \\*")),
+                "Flags permitted",
+                out,
+            );
+        }
+    }
+
+    /// [`View::announce_keywords`] for the keywords of these messages.
+    fn announce_keywords_of(&mut self, uids: &[Uid], out: &mut Vec<u8>) {
+        let keywords: Vec<String> = uids
+            .iter()
+            .filter_map(|u| self.seq_of(*u))
+            .flat_map(|seq| self.messages[seq - 1].keywords.to_vec())
+            .collect();
+        self.announce_keywords(keywords.iter().map(String::as_str), out);
+    }
+
+    /// Before a FETCH shows `keywords`: a FLAGS response for any the
+    /// session has not been told of yet (RFC 3501 §7.2.6).
+    pub fn announce_keywords<'k>(
+        &mut self,
+        keywords: impl IntoIterator<Item = &'k str>,
+        out: &mut Vec<u8>,
+    ) {
+        let mut new = false;
+        for k in keywords {
+            if !self.announced.iter().any(|a| a.eq_ignore_ascii_case(k)) {
+                self.announced.push(k.to_string());
+                new = true;
+            }
+        }
+        if new {
+            self.announced.sort_unstable();
+            self.write_flags(out);
+        }
+    }
+
     pub fn exists(&self) -> usize {
         self.messages.len()
+    }
+
+    /// RFC 7162 §3.1.2.1 HIGHESTMODSEQ: no message nor expunge the view
+    /// knows of has a higher modseq (at least 1: the grammar's
+    /// mod-sequence-value is positive).
+    pub fn highest_modseq(&self) -> ModSeq {
+        self.messages
+            .iter()
+            .map(|m| m.modseq)
+            .max()
+            .unwrap_or(0)
+            .max(self.modseq)
+            .max(self.mailbox.highest_modseq)
+            .max(1)
+    }
+
+    /// Messages (indices into `messages`) a sequence set names, ascending.
+    /// With `uid`, numbers are UIDs and ones that do not exist are ignored
+    /// (RFC 3501 §6.4.8); `*` is the last message.
+    pub fn resolve(&self, set: &SequenceSet, uid: bool) -> Vec<usize> {
+        let n = self.messages.len();
+        if n == 0 {
+            return Vec::new();
+        }
+        let last_uid = self.messages[n - 1].uid;
+        let value = |s: &SeqOrUid| -> u32 {
+            match s {
+                SeqOrUid::Value(v) => v.get(),
+                SeqOrUid::Asterisk if uid => last_uid,
+                SeqOrUid::Asterisk => n as u32,
+            }
+        };
+        let mut out = BTreeSet::new();
+        for seq in set.0.as_ref() {
+            let (a, b) = match seq {
+                Sequence::Single(s) => (value(s), value(s)),
+                Sequence::Range(x, y) => (value(x), value(y)),
+            };
+            let (lo, hi) = (a.min(b), a.max(b));
+            if uid {
+                let start = self.messages.partition_point(|m| m.uid < lo);
+                let end = self.messages.partition_point(|m| m.uid <= hi);
+                out.extend(start..end);
+            } else {
+                let lo = (lo as usize).max(1);
+                let hi = (hi as usize).min(n);
+                if lo <= hi {
+                    out.extend(lo - 1..hi);
+                }
+            }
+        }
+        out.into_iter().collect()
+    }
+
+    /// The UIDs of the messages a set names, ascending.
+    pub fn uids(&self, set: &SequenceSet, uid: bool) -> Vec<Uid> {
+        self.resolve(set, uid)
+            .into_iter()
+            .map(|i| self.messages[i].uid)
+            .collect()
+    }
+
+    /// Whether every number of a message-sequence set is a valid sequence
+    /// number (RFC 3501 §9: a number above EXISTS is an error; `*` is fine).
+    pub fn seq_set_in_range(&self, set: &SequenceSet) -> bool {
+        let n = self.messages.len() as u32;
+        set.0.as_ref().iter().all(|s| {
+            let ok = |v: &SeqOrUid| match v {
+                SeqOrUid::Value(v) => v.get() <= n,
+                SeqOrUid::Asterisk => n > 0,
+            };
+            match s {
+                Sequence::Single(a) => ok(a),
+                Sequence::Range(a, b) => ok(a) && ok(b),
+            }
+        })
     }
 
     /// 1-based sequence number of a UID.
@@ -292,6 +442,7 @@ impl View {
         rows: Vec<MessageMeta>,
         first_recent: Uid,
         allow_expunge: bool,
+        enabled: Enabled,
         out: &mut Vec<u8>,
     ) {
         let mut changed_flags: BTreeSet<Uid> = BTreeSet::new();
@@ -314,15 +465,19 @@ impl View {
         }
         if allow_expunge {
             let gone: Vec<Uid> = std::mem::take(&mut self.expunged).into_iter().collect();
+            let mut expunges = Expunges::new(enabled);
             for uid in gone {
                 if let Some(seq) = self.seq_of(uid) {
                     self.messages.remove(seq - 1);
                     self.recent.remove(&uid);
-                    out.extend_from_slice(format!("* {seq} EXPUNGE\r\n").as_bytes());
+                    expunges.gone(seq, uid, out);
                 }
             }
+            expunges.finish(out);
         }
         if !added.is_empty() {
+            // New messages may bring keywords: FLAGS first (§7.2.6).
+            self.announce_keywords_of(&added, out);
             self.recent
                 .extend(added.iter().copied().filter(|u| *u >= first_recent));
             out.extend_from_slice(
@@ -336,15 +491,18 @@ impl View {
         }
         // A message already expunged elsewhere (its EXPUNGE is only waiting
         // for a command that allows it) gets no more flag news.
-        for uid in changed_flags
+        let changed: Vec<Uid> = changed_flags
             .into_iter()
             .filter(|u| !self.expunged.contains(u))
-        {
+            .collect();
+        self.announce_keywords_of(&changed, out);
+        for uid in changed {
             if let Some(seq) = self.seq_of(uid) {
                 let m = &self.messages[seq - 1];
                 let flags = response::flag_list(m.flags, &m.keywords, self.recent.contains(&uid));
+                let modseq = response::modseq_item(enabled, m.modseq);
                 out.extend_from_slice(
-                    format!("* {seq} FETCH (UID {uid} FLAGS {flags})\r\n").as_bytes(),
+                    format!("* {seq} FETCH (UID {uid} FLAGS {flags}{modseq})\r\n").as_bytes(),
                 );
             }
         }
@@ -450,7 +608,14 @@ mod tests {
             _ => Vec::new(),
         };
         let mut out = Vec::new();
-        view.apply(&read, rows, 0, true, &mut out);
+        view.apply(
+            &read,
+            rows,
+            0,
+            true,
+            super::super::condstore::Enabled::default(),
+            &mut out,
+        );
         String::from_utf8(out).expect("utf-8")
     }
 

@@ -5,7 +5,7 @@
 //!
 //! - Sizes are the octets of the CRLF form (see `encode`), computed once
 //!   per content and kept in the store's derived cache (kind
-//!   [`CRLF_SIZE_KIND`]; IMAP's kinds are 11–14).
+//!   [`DerivedKind::Pop3CrlfSize`]).
 //! - The unique id (UIDL) is the message GUID in hex: the GUID is in the
 //!   Maildir file name, replication carries it to every node, and a
 //!   rebuilt index reads it back, so a client never downloads a message
@@ -21,7 +21,7 @@ use std::collections::HashSet;
 use std::io::Read;
 use std::sync::{Arc, Mutex};
 
-use cove_store::{Account, ContentId, MailboxFiles, MailboxInfo, MessageMeta, Uid};
+use cove_store::{Account, ContentId, DerivedKind, MailboxFiles, MailboxInfo, MessageMeta, Uid};
 
 use super::command::MessageNumber;
 use super::encode::{CrlfSize, Extent};
@@ -30,7 +30,7 @@ use super::retrieval::Retrieval;
 /// The derived-cache kind of a message's CRLF size (8 bytes, big endian).
 /// Kind 21, before it, left out the CRLF sent after a last line that has
 /// none; its entries are no longer read.
-pub const CRLF_SIZE_KIND: u8 = 22;
+pub const CRLF_SIZE_KIND: DerivedKind = DerivedKind::Pop3CrlfSize;
 
 /// Users with a POP3 session in this process.
 #[derive(Default)]
@@ -100,7 +100,7 @@ impl Maildrop {
         let mailbox = account.mailbox("INBOX")?;
         let files = Arc::new(account.mailbox_files(&mailbox)?);
         let metas = account.messages(&mailbox.guid)?;
-        let keys: Vec<(ContentId, u8)> = metas
+        let keys: Vec<(ContentId, DerivedKind)> = metas
             .iter()
             .map(|m| (m.content_id, CRLF_SIZE_KIND))
             .collect();

@@ -110,11 +110,9 @@ impl Session {
 
     /// Plaintext passwords over TLS, from loopback, or where allowed.
     pub fn plaintext_ok(&self) -> bool {
-        crate::auth::plaintext_allowed(
-            self.is_tls() || self.reader.get_ref().from_trusted_proxy(),
-            self.peer.ip(),
-            self.ctx.config.allow_plaintext_auth,
-        )
+        self.reader
+            .get_ref()
+            .plaintext_ok(self.peer, self.ctx.config.allow_plaintext_auth)
     }
 
     /// Whether a whole command line is already buffered (pipelined).

@@ -2,7 +2,8 @@
 //! views of it, such as IMAP's ENVELOPE and BODYSTRUCTURE), keyed by content
 //! id: content never changes, so an entry never goes stale, and copies of
 //! the same content (COPY, dedup) share it. The store does not interpret the
-//! bytes; callers name their kinds with small numbers.
+//! bytes; every kind is a variant of [`DerivedKind`], whose number is the one
+//! kept in the index.
 //!
 //! Entries are not flushed to disk with the group commit: a lost entry is
 //! computed again.
@@ -14,6 +15,39 @@ use rusqlite::params;
 
 use super::Account;
 use crate::Result;
+
+/// What a derived-data entry holds. The numbers are stored in the index, so
+/// they are owned here, in one enum, rather than by each protocol: two kinds
+/// with one number would read each other's bytes, and `repr(u8)` makes the
+/// compiler refuse that. When a kind's rendering changes, the kind gets a
+/// new number (never one used before); entries under the old number are no
+/// longer read and go with their content.
+#[repr(u8)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum DerivedKind {
+    // Used before, never again: 11-14 (rendering 1 of the four IMAP kinds
+    // below), 21, 23 (a rendering 2 never shipped: 22 is POP3's).
+    /// IMAP ENVELOPE (RFC 3501 §7.4.2), rendering 3: MISSING_DOMAIN hosts,
+    /// repeated To/Cc kept.
+    ImapEnvelope = 31,
+    /// IMAP BODYSTRUCTURE (with extension data), rendering 3: US-ASCII for
+    /// every text part without a charset, RFC 2231 `boundary*`.
+    ImapBodyStructure = 32,
+    /// IMAP BODY (BODYSTRUCTURE without extension data), rendering 3.
+    ImapBody = 33,
+    /// The decoded header text IMAP SEARCH matches header keys against,
+    /// rendering 4: group names in address fields.
+    ImapHeaderText = 34,
+    /// POP3: the message's size with CRLF line ends (8 bytes, big endian).
+    Pop3CrlfSize = 22,
+}
+
+impl DerivedKind {
+    /// The number the index keeps.
+    pub fn code(self) -> u8 {
+        self as u8
+    }
+}
 
 /// Content ids per lookup statement (SQLite allows 32,766 parameters).
 const LOOKUP_BATCH: usize = 500;
@@ -35,11 +69,11 @@ impl Account {
     /// 100,000 ENVELOPEs of 350 bytes: 141 ms of CPU for the pass, 360 ms
     /// for the lookups without a memory map, 230 ms with one (the SQLite
     /// part alone, release build, medians of 5).
-    pub fn derived(&self, keys: &[(ContentId, u8)]) -> Result<Vec<Option<Vec<u8>>>> {
+    pub fn derived(&self, keys: &[(ContentId, DerivedKind)]) -> Result<Vec<Option<Vec<u8>>>> {
         let g = self.conn()?;
         let mut out: Vec<Option<Vec<u8>>> = vec![None; keys.len()];
-        let mut kinds: Vec<u8> = keys.iter().map(|(_, k)| *k).collect();
-        kinds.sort_unstable();
+        let mut kinds: Vec<DerivedKind> = keys.iter().map(|(_, k)| *k).collect();
+        kinds.sort_unstable_by_key(|k| k.code());
         kinds.dedup();
         let pages: i64 = g.conn.query_row("PRAGMA page_count", [], |r| r.get(0))?;
         for kind in kinds {
@@ -52,7 +86,7 @@ impl Account {
                 let mut st = g
                     .conn
                     .prepare_cached("SELECT content_id, data FROM derived WHERE kind = ?1")?;
-                let mut rows = st.query([kind])?;
+                let mut rows = st.query([kind.code()])?;
                 while let Some(row) = rows.next()? {
                     let Ok(id) = row.get_ref(0)?.as_blob() else {
                         continue;
@@ -73,7 +107,8 @@ impl Account {
                 );
                 let mut st = g.conn.prepare_cached(&sql)?;
                 let mut params: Vec<&dyn rusqlite::ToSql> = Vec::with_capacity(chunk.len() + 1);
-                params.push(&kind);
+                let code = kind.code();
+                params.push(&code);
                 let ids: Vec<&[u8]> = chunk.iter().map(|i| &keys[*i].0.0[..]).collect();
                 for id in &ids {
                     params.push(id);
@@ -95,7 +130,7 @@ impl Account {
     }
 
     /// Remember derived data (one transaction for all entries).
-    pub fn store_derived(&self, entries: &[(ContentId, u8, Vec<u8>)]) -> Result<()> {
+    pub fn store_derived(&self, entries: &[(ContentId, DerivedKind, Vec<u8>)]) -> Result<()> {
         if entries.is_empty() {
             return Ok(());
         }
@@ -106,7 +141,7 @@ impl Account {
                 "INSERT OR REPLACE INTO derived(content_id, kind, data) VALUES (?1, ?2, ?3)",
             )?;
             for (id, kind, data) in entries {
-                st.execute(params![&id.0[..], kind, data])?;
+                st.execute(params![&id.0[..], kind.code(), data])?;
             }
         }
         tx.commit()?;
