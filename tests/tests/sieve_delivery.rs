@@ -340,6 +340,45 @@ fn redirect_goes_to_the_relay_with_the_original_sender() {
 }
 
 #[test]
+fn notify_mailto_goes_to_the_relay_and_the_message_is_kept() {
+    let sink = SmtpSink::start();
+    let server = server(Some(&sink), "");
+    server.add_user_with_password("kim@x.org", PASSWORD);
+    put_script(
+        &server,
+        "kim@x.org",
+        "alert",
+        "require \"enotify\";\n\
+         if header :contains \"subject\" \"urgent\" { notify :message \"Urgent mail\" \"mailto:pager@example.net\"; }\n",
+    );
+    let to = "kim@x.org";
+    let bob = "bob@example.org";
+    assert!(deliver(&server, bob, to, &mail(bob, to, "urgent: call", "", "x")).starts_with("250"));
+    let got = sink.wait_for(1);
+    assert_eq!(got[0].from, "", "RFC 5436: an empty return path");
+    assert_eq!(got[0].to, vec!["pager@example.net".to_string()]);
+    assert!(
+        got[0].data.contains("Auto-Submitted: auto-notified"),
+        "{}",
+        got[0].data
+    );
+    // Never for auto-submitted mail.
+    let headers = "Auto-Submitted: auto-generated\r\n";
+    assert!(
+        deliver(
+            &server,
+            bob,
+            to,
+            &mail(bob, to, "urgent again", headers, "x")
+        )
+        .starts_with("250")
+    );
+    let mut imap = server.imap_login("kim@x.org", PASSWORD);
+    assert_eq!(count_in(&mut imap, "INBOX"), 2);
+    assert_eq!(sink.messages().len(), 1);
+}
+
+#[test]
 fn duplicate_files_the_second_copy_away() {
     let server = server(None, "");
     server.add_user_with_password("hank@x.org", PASSWORD);

@@ -52,7 +52,7 @@ pub struct SieveConfig {
     /// Redirects per message (RFC 5228 §4.2 asks for a limit).
     #[serde(default = "default_max_redirects")]
     pub max_redirects: usize,
-    /// Redirects per user per day (UTC).
+    /// Redirects and notify messages per user per day (UTC).
     #[serde(default = "default_max_redirects_per_day")]
     pub max_redirects_per_day: u32,
     /// Lower bound of vacation `:days`/`:seconds`, in seconds (RFC 5230

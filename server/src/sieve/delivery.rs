@@ -154,7 +154,13 @@ pub async fn send_outgoing(m: &Mail<'_>, rcpt: &Rcpt<'_>, decision: &mut Decisio
                 }
                 ("", out.message.as_deref().unwrap_or(raw))
             }
-            OutgoingKind::Redirect => {
+            OutgoingKind::Redirect | OutgoingKind::Notify => {
+                if out.kind == OutgoingKind::Notify
+                    && let Err(why) = outgoing::may_notify(raw)
+                {
+                    tracing::info!(session, user = %user, to = %to, reason = %ClientText::line(&why), "sieve notification not sent");
+                    continue;
+                }
                 let store = store.clone();
                 let address = rcpt.target.user.address.clone();
                 let per_day = config.max_redirects_per_day;
@@ -164,11 +170,17 @@ pub async fn send_outgoing(m: &Mail<'_>, rcpt: &Rcpt<'_>, decision: &mut Decisio
                 })
                 .await;
                 if !matches!(allowed, Ok(Ok(true))) {
-                    tracing::warn!(session, user = %user, to = %to, "sieve redirect over the day's limit (or the count failed); kept instead");
-                    redirect_failed = true;
+                    tracing::warn!(session, user = %user, to = %to, kind = ?out.kind, "sieve redirect or notify over the day's limit (or the count failed); not sent");
+                    redirect_failed |= out.kind == OutgoingKind::Redirect;
                     continue;
                 }
-                (from, out.message.as_deref().unwrap_or(raw))
+                // RFC 5436 §2.7: a notification's return path is empty.
+                let mail_from = if out.kind == OutgoingKind::Notify {
+                    ""
+                } else {
+                    from
+                };
+                (mail_from, out.message.as_deref().unwrap_or(raw))
             }
         };
         let Some(relay) = &config.relay else {

@@ -60,8 +60,12 @@ pub struct Outgoing {
 pub enum OutgoingKind {
     /// redirect (RFC 5228 §4.2): the original envelope sender stays.
     Redirect,
-    /// vacation (RFC 5230) and notify: sent with an empty return path.
+    /// vacation (RFC 5230): an empty return path, never to lists and the
+    /// like.
     AutoReply,
+    /// notify with mailto (RFC 5436): an empty return path, counted
+    /// against the day's limit like a redirect.
+    Notify,
 }
 
 /// What the scripts decided for one recipient.
@@ -336,9 +340,10 @@ impl SieveEngine {
                     ..
                 } => {
                     let body = created.get(&message_id).cloned();
-                    let kind = match &body {
-                        Some(b) if is_auto_submitted(b) => OutgoingKind::AutoReply,
-                        _ => OutgoingKind::Redirect,
+                    let kind = match body.as_deref().and_then(auto_submitted) {
+                        Some(v) if v.eq_ignore_ascii_case("auto-notified") => OutgoingKind::Notify,
+                        Some(_) => OutgoingKind::AutoReply,
+                        None => OutgoingKind::Redirect,
                     };
                     let to = match recipient {
                         Recipient::Address(a) | Recipient::List(a) => vec![a],
@@ -353,7 +358,7 @@ impl SieveEngine {
                     }
                 }
                 Event::Notify { method, .. } => {
-                    tracing::info!(user = %d.user.address, method = ?method, "sieve notify is not supported; ignored");
+                    tracing::info!(user = %d.user.address, method = ?method, "sieve notify: only mailto is supported; ignored");
                 }
                 Event::CreatedMessage {
                     message_id,
@@ -406,12 +411,14 @@ fn compile_error_text(text: &[u8], e: &::sieve::compiler::CompileError) -> Strin
     }
 }
 
-/// Whether a message made by the interpreter is an auto-reply (RFC 3834).
-fn is_auto_submitted(message: &[u8]) -> bool {
+/// The `Auto-Submitted` value of a message the interpreter made (RFC 3834:
+/// `auto-replied` for vacation, `auto-notified` for notify), if any.
+fn auto_submitted(message: &[u8]) -> Option<String> {
     let head_end = memchr::memmem::find(message, b"\r\n\r\n").unwrap_or(message.len());
     message[..head_end]
         .split(|b| *b == b'\n')
-        .any(|l| l.len() > 15 && l[..15].eq_ignore_ascii_case(b"auto-submitted:"))
+        .find(|l| l.len() > 15 && l[..15].eq_ignore_ascii_case(b"auto-submitted:"))
+        .map(|l| String::from_utf8_lossy(&l[15..]).trim().to_string())
 }
 
 /// A copy for `mailbox` (None: INBOX) with IMAP flags from imap4flags.
