@@ -68,6 +68,9 @@ pub struct SieveConfig {
     /// ManageSieve: idle seconds before the connection is closed.
     #[serde(default = "default_idle_timeout")]
     pub timeout_secs: u64,
+    /// ManageSieve: seconds a client may take from connecting to logging in.
+    #[serde(default = "crate::config::default_login_timeout")]
+    pub login_timeout_secs: u64,
     /// ManageSieve: seconds a TLS handshake may take.
     #[serde(default = "crate::config::default_handshake_timeout")]
     pub handshake_timeout_secs: u64,
