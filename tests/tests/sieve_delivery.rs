@@ -195,8 +195,13 @@ fn reject_discard_and_a_global_before_script() {
         &mail(f, to, "hello", "X-Spam: yes\r\n", "x"),
     );
     assert!(r.starts_with("250 2.0.0"), "{r}");
-    // Global scripts run for users without a script of their own too.
+    // Global scripts run for users without a working script of their own
+    // too: dave's active script (put behind cove's back) does not compile.
     server.add_user_with_password("dave@x.org", PASSWORD);
+    let sieve_dir = server.home("dave@x.org").join("sieve");
+    std::fs::create_dir_all(&sieve_dir).unwrap();
+    std::fs::write(sieve_dir.join("bad.sieve"), "frobnicate;\n").unwrap();
+    std::fs::write(sieve_dir.join("active"), "bad").unwrap();
     let r = deliver(
         &server,
         f,

@@ -198,13 +198,23 @@ impl SieveEngine {
     pub fn plan(&self, d: &Delivery, message: &Message) -> Result<Option<Plan>, RunError> {
         let scripts = d.store.sieve(&d.user.address);
         let personal = match scripts.active()? {
-            Some((name, text)) => Some((
-                name.clone(),
-                self.compile(&text).map_err(|reason| RunError::Compile {
-                    script: name,
-                    reason,
-                })?,
-            )),
+            Some((name, text)) => match self.compile(&text) {
+                Ok(script) => Some((name, script)),
+                // Stored scripts were checked when put; one that no longer
+                // compiles (a newer interpreter) is left out, the global
+                // scripts still run.
+                Err(reason) if self.has_global_scripts() => {
+                    tracing::warn!(user = %d.user.address, script = %name, reason = %reason,
+                        "the active sieve script does not compile; running the global scripts only");
+                    None
+                }
+                Err(reason) => {
+                    return Err(RunError::Compile {
+                        script: name,
+                        reason,
+                    });
+                }
+            },
             None => None,
         };
         if personal.is_none() && !self.has_global_scripts() {
