@@ -383,6 +383,47 @@ fn notify_mailto_goes_to_the_relay_and_the_message_is_kept() {
     assert_eq!(sink.messages().len(), 1);
 }
 
+/// editheader (RFC 5293): the copy a script changed is stored changed, as
+/// a content of its own; an unchanged copy to another user keeps sharing
+/// the delivery's one blob.
+#[test]
+fn editheader_changes_are_stored() {
+    let server = server(None, "");
+    server.add_user_with_password("lee@x.org", PASSWORD);
+    server.add_user_with_password("max@x.org", PASSWORD);
+    put_script(
+        &server,
+        "lee@x.org",
+        "tag",
+        "require [\"editheader\", \"fileinto\", \"mailbox\"];\n\
+         addheader \"X-Filtered\" \"by cove\";\n\
+         deleteheader \"X-Secret\";\n\
+         fileinto :create \"Tagged\";\n",
+    );
+    let msg = mail(
+        "bob@example.org",
+        "lee@x.org",
+        "tag me",
+        "X-Secret: s3cret\r\n",
+        "body",
+    );
+    let mut lmtp = server.lmtp_ready();
+    let d = lmtp.deliver("bob@example.org", &["lee@x.org", "max@x.org"], &msg);
+    assert!(d.results.iter().all(|r| r.is("250")), "{d:?}");
+    let tagged = server.maildir_files("lee@x.org", "Tagged");
+    assert_eq!(tagged.len(), 1);
+    let stored = String::from_utf8_lossy(&std::fs::read(&tagged[0]).unwrap()).into_owned();
+    assert!(stored.contains("X-Filtered: by cove"), "{stored}");
+    assert!(!stored.contains("s3cret"), "{stored}");
+    assert!(
+        stored.contains("Subject: tag me") && stored.ends_with("body\r\n"),
+        "{stored}"
+    );
+    let plain = server.maildir_files("max@x.org", "INBOX");
+    let plain_text = String::from_utf8_lossy(&std::fs::read(&plain[0]).unwrap()).into_owned();
+    assert!(plain_text.contains("X-Secret: s3cret") && !plain_text.contains("X-Filtered"));
+}
+
 #[test]
 fn duplicate_files_the_second_copy_away() {
     let server = server(None, "");

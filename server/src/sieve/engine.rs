@@ -68,12 +68,21 @@ pub enum OutgoingKind {
     Notify,
 }
 
+/// One copy to store: where, and which bytes.
+#[derive(Debug, Clone)]
+pub struct Copy {
+    pub placement: Placement,
+    /// The message as editheader (RFC 5293) changed it; `None`: as it
+    /// arrived (the delivery's one blob).
+    pub content: Option<Arc<Vec<u8>>>,
+}
+
 /// What the scripts decided for one recipient.
 #[derive(Debug, Default)]
 pub struct Plan {
     /// Where copies go; empty with `discard` false means none was named
     /// (a script-less delivery).
-    pub placements: Vec<Placement>,
+    pub placements: Vec<Copy>,
     pub discard: bool,
     /// reject/ereject (RFC 5429): refuse this recipient with the reason.
     pub reject: Option<String>,
@@ -221,7 +230,7 @@ impl SieveEngine {
             return Ok(None);
         }
         let mut plan = Plan::default();
-        let mut keep: Option<Vec<String>> = Some(Vec::new());
+        let mut keep: Option<Kept> = Some((Vec::new(), None));
         let chain = self
             .before
             .iter()
@@ -241,7 +250,7 @@ impl SieveEngine {
                     reason,
                 })?;
             match kept {
-                Some(flags) if keep.is_some() => keep = Some(flags),
+                Some(k) if keep.is_some() => keep = Some(k),
                 Some(_) => {}
                 None => keep = None,
             }
@@ -252,17 +261,21 @@ impl SieveEngine {
         if plan.reject.is_some() {
             plan.placements.clear();
             plan.outgoing.retain(|o| o.kind == OutgoingKind::AutoReply);
-        } else if let Some(flags) = keep {
-            plan.placements.push(placement(d, d.detail, &flags, false));
+        } else if let Some((flags, content)) = keep {
+            plan.placements.push(Copy {
+                placement: placement(d, d.detail, &flags, false),
+                content,
+            });
         } else if plan.placements.is_empty() {
             plan.discard = true;
         }
         // RFC 5228 §2.10.3: a mailbox named twice (keep and fileinto
         // "INBOX", or two fileintos) gets the message once.
         let mut seen = std::collections::HashSet::new();
-        plan.placements.retain(|p| {
+        plan.placements.retain(|c| {
             seen.insert(
-                p.target
+                c.placement
+                    .target
                     .mailbox
                     .as_deref()
                     .unwrap_or("INBOX")
@@ -281,7 +294,7 @@ impl SieveEngine {
         name: &str,
         script: Arc<Sieve>,
         plan: &mut Plan,
-    ) -> Result<Option<Vec<String>>, String> {
+    ) -> Result<Option<Kept>, String> {
         let user_address = d.user.address.to_string();
         let mut ctx = self
             .runtime
@@ -333,17 +346,21 @@ impl SieveEngine {
                     input = Input::result(::sieve::runtime::Variable::default())
                 }
                 Event::SetEnvelope { .. } => {}
-                Event::Keep { flags, .. } => keep = Some(flags),
+                Event::Keep { flags, message_id } => {
+                    keep = Some((flags, changed(&created, message_id)));
+                }
                 Event::Discard => {}
                 Event::Reject { reason, .. } => plan.reject = Some(reason),
                 Event::FileInto {
                     folder,
                     flags,
                     create,
+                    message_id,
                     ..
-                } => plan
-                    .placements
-                    .push(placement(d, Some(&folder), &flags, create)),
+                } => plan.placements.push(Copy {
+                    placement: placement(d, Some(&folder), &flags, create),
+                    content: changed(&created, message_id),
+                }),
                 Event::SendMessage {
                     recipient,
                     message_id,
@@ -419,6 +436,18 @@ fn compile_error_text(text: &[u8], e: &::sieve::compiler::CompileError) -> Strin
         Some(n) => format!("line {n}: {what}"),
         None => what,
     }
+}
+
+/// A keep's flags and, when editheader changed the message, its bytes.
+type Kept = (Vec<String>, Option<Arc<Vec<u8>>>);
+
+/// The changed message a keep or fileinto names (`message_id` 0: the one
+/// that arrived).
+fn changed(created: &HashMap<usize, Vec<u8>>, message_id: usize) -> Option<Arc<Vec<u8>>> {
+    (message_id > 0)
+        .then(|| created.get(&message_id))
+        .flatten()
+        .map(|b| Arc::new(b.clone()))
 }
 
 /// The `Auto-Submitted` value of a message the interpreter made (RFC 3834:
