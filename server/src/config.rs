@@ -269,7 +269,7 @@ fn default_max_literal_size_before_login() -> u64 {
 fn default_max_literals_before_login() -> u32 {
     4
 }
-fn default_login_timeout() -> u64 {
+pub(crate) fn default_login_timeout() -> u64 {
     120
 }
 pub(crate) fn default_handshake_timeout() -> u64 {

@@ -3,10 +3,12 @@
 //!
 //! ```text
 //! mail/<domain>/<local>/sieve/
-//!   <name>.sieve      one script per file, its bytes as the user sent them
-//!   active            the name of the active script (absent: none active)
-//!   tracking          vacation and duplicate ids with their expiry
-//!   redirects         redirects sent today (the per-day limit)
+//!   <name>.sieve      one script per file, its bytes as the user sent them;
+//!                     its mtime is its change time for replication
+//!   active            the name of the active script ("" or absent: none)
+//!   removed           scripts deleted or renamed away, with the time
+//!   tracking          vacation and duplicate ids (hashed) with their expiry
+//!   redirects         redirects and notifications sent today (the limit)
 //! ```
 //!
 //! # Why files and not the index
@@ -19,11 +21,19 @@
 //! renamed into place and the directory flushed: a crash leaves the old
 //! or the new version, never half a script.
 //!
+//! # Replication
+//! [`SieveScripts::state`] is everything above but the redirect count, sent
+//! whole in each sync session (a user has a few small scripts);
+//! [`SieveScripts::merge`] takes a peer's: per script and for the marker the
+//! later change wins, a remembered removal beats an older copy, tracking is
+//! the union. Both nodes end with the same files whatever the order.
+//!
 //! The store does not understand Sieve: the server compiles a script
 //! before it asks for it to be stored (ManageSieve's CHECKSCRIPT rules).
 //! Names are checked here (RFC 5804 §1.6 plus what a file name needs).
-//! One lock per store serialises writes: script edits are rare, and two
-//! sessions renaming at once must not lose a script.
+//! One process-wide lock serialises writes: script edits are rare, and two
+//! sessions renaming at once (or a rename and a peer's merge) must not lose
+//! a script.
 
 use std::collections::HashMap;
 use std::fs;

@@ -246,6 +246,22 @@ fn starttls_and_implicit_tls() {
 }
 
 #[test]
+fn a_client_that_does_not_log_in_in_time_is_sent_away() {
+    let server = server("login_timeout_secs = 1\n");
+    let (mut ms, _) = connect(&server);
+    assert_eq!(ms.cmd("NOOP"), vec!["OK \"Done\""]);
+    // No command needed: the deadline closes the connection.
+    assert_eq!(ms.line(), "BYE \"Login timeout; log in sooner\"");
+    assert_eq!(ms.line(), "<EOF>");
+    assert!(server.logged("managesieve login timeout"));
+    // Logged in in time, the deadline no longer applies.
+    let (mut ms, _) = connect(&server);
+    assert_eq!(ms.login("ann@x.org", PASSWORD), vec!["OK \"Logged in\""]);
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    assert_eq!(ms.cmd("NOOP"), vec!["OK \"Done\""]);
+}
+
+#[test]
 fn over_long_lines_are_refused_and_the_session_goes_on() {
     let server = server("");
     let (mut ms, _) = connect(&server);

@@ -195,8 +195,13 @@ fn reject_discard_and_a_global_before_script() {
         &mail(f, to, "hello", "X-Spam: yes\r\n", "x"),
     );
     assert!(r.starts_with("250 2.0.0"), "{r}");
-    // Global scripts run for users without a script of their own too.
+    // Global scripts run for users without a working script of their own
+    // too: dave's active script (put behind cove's back) does not compile.
     server.add_user_with_password("dave@x.org", PASSWORD);
+    let sieve_dir = server.home("dave@x.org").join("sieve");
+    std::fs::create_dir_all(&sieve_dir).unwrap();
+    std::fs::write(sieve_dir.join("bad.sieve"), "frobnicate;\n").unwrap();
+    std::fs::write(sieve_dir.join("active"), "bad").unwrap();
     let r = deliver(
         &server,
         f,
@@ -337,6 +342,86 @@ fn redirect_goes_to_the_relay_with_the_original_sender() {
     assert_eq!(count_in(&mut imap, "INBOX"), 2);
     assert_eq!(sink.messages().len(), 2);
     assert!(server.logged("over the day's limit"));
+}
+
+#[test]
+fn notify_mailto_goes_to_the_relay_and_the_message_is_kept() {
+    let sink = SmtpSink::start();
+    let server = server(Some(&sink), "");
+    server.add_user_with_password("kim@x.org", PASSWORD);
+    put_script(
+        &server,
+        "kim@x.org",
+        "alert",
+        "require \"enotify\";\n\
+         if header :contains \"subject\" \"urgent\" { notify :message \"Urgent mail\" \"mailto:pager@example.net\"; }\n",
+    );
+    let to = "kim@x.org";
+    let bob = "bob@example.org";
+    assert!(deliver(&server, bob, to, &mail(bob, to, "urgent: call", "", "x")).starts_with("250"));
+    let got = sink.wait_for(1);
+    assert_eq!(got[0].from, "", "RFC 5436: an empty return path");
+    assert_eq!(got[0].to, vec!["pager@example.net".to_string()]);
+    assert!(
+        got[0].data.contains("Auto-Submitted: auto-notified"),
+        "{}",
+        got[0].data
+    );
+    // Never for auto-submitted mail.
+    let headers = "Auto-Submitted: auto-generated\r\n";
+    assert!(
+        deliver(
+            &server,
+            bob,
+            to,
+            &mail(bob, to, "urgent again", headers, "x")
+        )
+        .starts_with("250")
+    );
+    let mut imap = server.imap_login("kim@x.org", PASSWORD);
+    assert_eq!(count_in(&mut imap, "INBOX"), 2);
+    assert_eq!(sink.messages().len(), 1);
+}
+
+/// editheader (RFC 5293): the copy a script changed is stored changed, as
+/// a content of its own; an unchanged copy to another user keeps sharing
+/// the delivery's one blob.
+#[test]
+fn editheader_changes_are_stored() {
+    let server = server(None, "");
+    server.add_user_with_password("lee@x.org", PASSWORD);
+    server.add_user_with_password("max@x.org", PASSWORD);
+    put_script(
+        &server,
+        "lee@x.org",
+        "tag",
+        "require [\"editheader\", \"fileinto\", \"mailbox\"];\n\
+         addheader \"X-Filtered\" \"by cove\";\n\
+         deleteheader \"X-Secret\";\n\
+         fileinto :create \"Tagged\";\n",
+    );
+    let msg = mail(
+        "bob@example.org",
+        "lee@x.org",
+        "tag me",
+        "X-Secret: s3cret\r\n",
+        "body",
+    );
+    let mut lmtp = server.lmtp_ready();
+    let d = lmtp.deliver("bob@example.org", &["lee@x.org", "max@x.org"], &msg);
+    assert!(d.results.iter().all(|r| r.is("250")), "{d:?}");
+    let tagged = server.maildir_files("lee@x.org", "Tagged");
+    assert_eq!(tagged.len(), 1);
+    let stored = String::from_utf8_lossy(&std::fs::read(&tagged[0]).unwrap()).into_owned();
+    assert!(stored.contains("X-Filtered: by cove"), "{stored}");
+    assert!(!stored.contains("s3cret"), "{stored}");
+    assert!(
+        stored.contains("Subject: tag me") && stored.ends_with("body\r\n"),
+        "{stored}"
+    );
+    let plain = server.maildir_files("max@x.org", "INBOX");
+    let plain_text = String::from_utf8_lossy(&std::fs::read(&plain[0]).unwrap()).into_owned();
+    assert!(plain_text.contains("X-Secret: s3cret") && !plain_text.contains("X-Filtered"));
 }
 
 #[test]

@@ -261,12 +261,22 @@ fn cove_and_pigeonhole_take_the_same_actions() {
         std::fs::set_permissions(dir.path().join(p), std::fs::Permissions::from_mode(0o777))
             .unwrap();
     }
+    // As root it drops to nobody; as anyone else it stays who it is.
+    let probe = dir.path().join("uid-probe");
+    std::fs::write(&probe, b"").unwrap();
+    let (uid, gid) = {
+        use std::os::unix::fs::MetadataExt;
+        let m = std::fs::metadata(&probe).unwrap();
+        (m.uid(), m.gid())
+    };
+    let who = if uid == 0 {
+        "mail_uid = nobody\nmail_gid = nogroup\n".to_string()
+    } else {
+        format!("mail_uid = {uid}\nmail_gid = {gid}\nfirst_valid_uid = 1\nfirst_valid_gid = 1\n")
+    };
     std::fs::write(
         dir.path().join("d.conf"),
-        format!(
-            "mail_uid = nobody\nmail_gid = nogroup\nmail_location = maildir:{}/md\n",
-            dir.path().display()
-        ),
+        format!("{who}mail_location = maildir:{}/md\n", dir.path().display()),
     )
     .unwrap();
     let sink = SmtpSink::start();

@@ -68,6 +68,25 @@ pub fn for_store_error(e: &Error) -> Reply {
     }
 }
 
+/// A script's reject reason as reply text: one line, printable ASCII,
+/// bounded.
+pub fn reply_text(reason: &str) -> String {
+    reason
+        .chars()
+        .map(|c| {
+            if c.is_ascii_graphic() || c == ' ' {
+                c
+            } else {
+                ' '
+            }
+        })
+        .take(200)
+        .collect::<String>()
+        .split_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -39,25 +39,6 @@ enum Outcome {
     Rejected(String),
 }
 
-/// A script's reject reason as reply text: one line, printable ASCII,
-/// bounded.
-fn reply_text(reason: &str) -> String {
-    reason
-        .chars()
-        .map(|c| {
-            if c.is_ascii_graphic() || c == ' ' {
-                c
-            } else {
-                ' '
-            }
-        })
-        .take(200)
-        .collect::<String>()
-        .split_whitespace()
-        .collect::<Vec<_>>()
-        .join(" ")
-}
-
 /// A transaction: MAIL, then RCPTs.
 struct Transaction {
     from: String,
@@ -614,22 +595,30 @@ impl Session {
         let store = self.ctx.store.clone();
         let targets: Vec<DeliveryTarget> = tx.recipients.iter().map(|r| r.target.clone()).collect();
         let result = work::run(Lane::Reserved, move || {
-            let mut placements = Vec::new();
-            let mut owner = Vec::new();
-            for (i, (t, d)) in targets.iter().zip(&decisions).enumerate() {
-                for p in d.placements(t) {
-                    owner.push(i);
-                    placements.push(p);
-                }
-            }
-            let placed = store.deliver_placed(&staged, &placements);
             let mut results: Vec<Option<Result<cove_store::Delivered, cove_store::Error>>> =
                 targets.iter().map(|_| None).collect();
-            for (i, r) in owner.into_iter().zip(placed) {
-                // A recipient's delivery succeeded when any copy was stored.
-                match (&results[i], r) {
-                    (Some(Ok(_)), _) => {}
-                    (_, r) => results[i] = Some(r),
+            for (content, group) in delivery::copies_by_content(&targets, &decisions) {
+                let placed = match &content {
+                    None => store.deliver_placed(&staged, &group.placements),
+                    // A message editheader changed: a blob of its own.
+                    Some(bytes) => match store.blobs().put(bytes) {
+                        Ok(blob) => store.deliver_placed(&blob, &group.placements),
+                        Err(e) => {
+                            let e = cove_store::Error::from(e);
+                            group
+                                .owners
+                                .iter()
+                                .map(|_| Err(delivery::copy_error(&e)))
+                                .collect()
+                        }
+                    },
+                };
+                for (i, r) in group.owners.into_iter().zip(placed) {
+                    // A recipient's delivery succeeded when any copy was stored.
+                    match (&results[i], r) {
+                        (Some(Ok(_)), _) => {}
+                        (_, r) => results[i] = Some(r),
+                    }
                 }
             }
             for ((t, d), r) in targets.iter().zip(&decisions).zip(&results) {
@@ -680,7 +669,7 @@ impl Session {
                 Outcome::Rejected(reason) => {
                     tracing::info!(session = self.id, peer = %self.peer, from = %ClientText::word(&tx.from), to = %ClientText::word(&rcpt.given),
                         user = %rcpt.target.user.address, reason = %ClientText::line(&reason), "rejected by sieve");
-                    Reply::new(550, "5.7.1", format!("<{}> Rejected: {}", rcpt.given, reply_text(&reason)))
+                    Reply::new(550, "5.7.1", format!("<{}> Rejected: {}", rcpt.given, reply::reply_text(&reason)))
                 }
                 Outcome::Stored(Ok(d)) => {
                     crate::metrics::METRICS.delivery(true);

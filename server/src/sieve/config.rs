@@ -52,7 +52,7 @@ pub struct SieveConfig {
     /// Redirects per message (RFC 5228 §4.2 asks for a limit).
     #[serde(default = "default_max_redirects")]
     pub max_redirects: usize,
-    /// Redirects per user per day (UTC).
+    /// Redirects and notify messages per user per day (UTC).
     #[serde(default = "default_max_redirects_per_day")]
     pub max_redirects_per_day: u32,
     /// Lower bound of vacation `:days`/`:seconds`, in seconds (RFC 5230
@@ -68,6 +68,9 @@ pub struct SieveConfig {
     /// ManageSieve: idle seconds before the connection is closed.
     #[serde(default = "default_idle_timeout")]
     pub timeout_secs: u64,
+    /// ManageSieve: seconds a client may take from connecting to logging in.
+    #[serde(default = "crate::config::default_login_timeout")]
+    pub login_timeout_secs: u64,
     /// ManageSieve: seconds a TLS handshake may take.
     #[serde(default = "crate::config::default_handshake_timeout")]
     pub handshake_timeout_secs: u64,

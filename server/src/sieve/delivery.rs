@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use cove_store::{DeliveryTarget, Placement, Store};
 
-use super::engine::{Delivery, OutgoingKind, Plan, SieveEngine};
+use super::engine::{Copy, Delivery, OutgoingKind, Plan, SieveEngine};
 use super::outgoing;
 use crate::client_text::ClientText;
 use crate::work::{self, Lane};
@@ -23,9 +23,9 @@ pub enum Decision {
 
 impl Decision {
     /// The copies to store for `target` (empty: discarded or rejected).
-    pub fn placements(&self, target: &DeliveryTarget) -> Vec<Placement> {
+    pub fn copies(&self, target: &DeliveryTarget) -> Vec<Copy> {
         match self {
-            Decision::Plain => vec![Placement::from(target.clone())],
+            Decision::Plain => vec![plain(target)],
             Decision::Plan(p) => p.placements.clone(),
         }
     }
@@ -35,6 +35,14 @@ impl Decision {
             Decision::Plan(p) => p.reject.as_deref(),
             Decision::Plain => None,
         }
+    }
+}
+
+/// The message as it arrived, where it goes without a script.
+fn plain(target: &DeliveryTarget) -> Copy {
+    Copy {
+        placement: Placement::from(target.clone()),
+        content: None,
     }
 }
 
@@ -154,7 +162,13 @@ pub async fn send_outgoing(m: &Mail<'_>, rcpt: &Rcpt<'_>, decision: &mut Decisio
                 }
                 ("", out.message.as_deref().unwrap_or(raw))
             }
-            OutgoingKind::Redirect => {
+            OutgoingKind::Redirect | OutgoingKind::Notify => {
+                if out.kind == OutgoingKind::Notify
+                    && let Err(why) = outgoing::may_notify(raw)
+                {
+                    tracing::info!(session, user = %user, to = %to, reason = %ClientText::line(&why), "sieve notification not sent");
+                    continue;
+                }
                 let store = store.clone();
                 let address = rcpt.target.user.address.clone();
                 let per_day = config.max_redirects_per_day;
@@ -164,11 +178,17 @@ pub async fn send_outgoing(m: &Mail<'_>, rcpt: &Rcpt<'_>, decision: &mut Decisio
                 })
                 .await;
                 if !matches!(allowed, Ok(Ok(true))) {
-                    tracing::warn!(session, user = %user, to = %to, "sieve redirect over the day's limit (or the count failed); kept instead");
-                    redirect_failed = true;
+                    tracing::warn!(session, user = %user, to = %to, kind = ?out.kind, "sieve redirect or notify over the day's limit (or the count failed); not sent");
+                    redirect_failed |= out.kind == OutgoingKind::Redirect;
                     continue;
                 }
-                (from, out.message.as_deref().unwrap_or(raw))
+                // RFC 5436 §2.7: a notification's return path is empty.
+                let mail_from = if out.kind == OutgoingKind::Notify {
+                    ""
+                } else {
+                    from
+                };
+                (mail_from, out.message.as_deref().unwrap_or(raw))
             }
         };
         let Some(relay) = &config.relay else {
@@ -188,7 +208,7 @@ pub async fn send_outgoing(m: &Mail<'_>, rcpt: &Rcpt<'_>, decision: &mut Decisio
         }
     }
     if redirect_failed && plan.placements.is_empty() && plan.reject.is_none() {
-        plan.placements.push(Placement::from(rcpt.target.clone()));
+        plan.placements.push(plain(rcpt.target));
         plan.discard = false;
     }
 }
@@ -202,5 +222,54 @@ pub fn track(store: &Store, target: &DeliveryTarget, decision: &Decision) {
             .track(&plan.track, store.env().now_secs())
     {
         tracing::warn!(user = %target.user.address, error = %e, "could not record sieve vacation/duplicate ids");
+    }
+}
+
+/// Copies grouped by their bytes: the delivery's blob (`None`) or a
+/// message editheader changed; `owners[i]` is the recipient of
+/// `placements[i]`.
+#[derive(Default)]
+pub struct CopyGroup {
+    pub placements: Vec<cove_store::Placement>,
+    pub owners: Vec<usize>,
+}
+
+pub fn copies_by_content(
+    targets: &[DeliveryTarget],
+    decisions: &[Decision],
+) -> Vec<(Option<Arc<Vec<u8>>>, CopyGroup)> {
+    let mut groups: Vec<(Option<Arc<Vec<u8>>>, CopyGroup)> = vec![(None, CopyGroup::default())];
+    for (i, (t, d)) in targets.iter().zip(decisions).enumerate() {
+        for c in d.copies(t) {
+            let at = match &c.content {
+                None => 0,
+                Some(bytes) => match groups
+                    .iter()
+                    .position(|(b, _)| b.as_ref().is_some_and(|b| b == bytes))
+                {
+                    Some(at) => at,
+                    None => {
+                        groups.push((Some(bytes.clone()), CopyGroup::default()));
+                        groups.len() - 1
+                    }
+                },
+            };
+            groups[at].1.placements.push(c.placement);
+            groups[at].1.owners.push(i);
+        }
+    }
+    groups.retain(|(_, g)| !g.owners.is_empty());
+    groups
+}
+
+/// The same failure for each copy of a group (store errors are not Clone).
+pub fn copy_error(e: &cove_store::Error) -> cove_store::Error {
+    if e.is_temporary() {
+        cove_store::Error::Io {
+            context: "storing a changed message".into(),
+            source: std::io::Error::other(e.to_string()),
+        }
+    } else {
+        cove_store::Error::InvalidData(e.to_string())
     }
 }

@@ -60,8 +60,21 @@ pub struct Outgoing {
 pub enum OutgoingKind {
     /// redirect (RFC 5228 §4.2): the original envelope sender stays.
     Redirect,
-    /// vacation (RFC 5230) and notify: sent with an empty return path.
+    /// vacation (RFC 5230): an empty return path, never to lists and the
+    /// like.
     AutoReply,
+    /// notify with mailto (RFC 5436): an empty return path, counted
+    /// against the day's limit like a redirect.
+    Notify,
+}
+
+/// One copy to store: where, and which bytes.
+#[derive(Debug, Clone)]
+pub struct Copy {
+    pub placement: Placement,
+    /// The message as editheader (RFC 5293) changed it; `None`: as it
+    /// arrived (the delivery's one blob).
+    pub content: Option<Arc<Vec<u8>>>,
 }
 
 /// What the scripts decided for one recipient.
@@ -69,7 +82,7 @@ pub enum OutgoingKind {
 pub struct Plan {
     /// Where copies go; empty with `discard` false means none was named
     /// (a script-less delivery).
-    pub placements: Vec<Placement>,
+    pub placements: Vec<Copy>,
     pub discard: bool,
     /// reject/ereject (RFC 5429): refuse this recipient with the reason.
     pub reject: Option<String>,
@@ -194,20 +207,30 @@ impl SieveEngine {
     pub fn plan(&self, d: &Delivery, message: &Message) -> Result<Option<Plan>, RunError> {
         let scripts = d.store.sieve(&d.user.address);
         let personal = match scripts.active()? {
-            Some((name, text)) => Some((
-                name.clone(),
-                self.compile(&text).map_err(|reason| RunError::Compile {
-                    script: name,
-                    reason,
-                })?,
-            )),
+            Some((name, text)) => match self.compile(&text) {
+                Ok(script) => Some((name, script)),
+                // Stored scripts were checked when put; one that no longer
+                // compiles (a newer interpreter) is left out, the global
+                // scripts still run.
+                Err(reason) if self.has_global_scripts() => {
+                    tracing::warn!(user = %d.user.address, script = %name, reason = %reason,
+                        "the active sieve script does not compile; running the global scripts only");
+                    None
+                }
+                Err(reason) => {
+                    return Err(RunError::Compile {
+                        script: name,
+                        reason,
+                    });
+                }
+            },
             None => None,
         };
         if personal.is_none() && !self.has_global_scripts() {
             return Ok(None);
         }
         let mut plan = Plan::default();
-        let mut keep: Option<Vec<String>> = Some(Vec::new());
+        let mut keep: Option<Kept> = Some((Vec::new(), None));
         let chain = self
             .before
             .iter()
@@ -227,7 +250,7 @@ impl SieveEngine {
                     reason,
                 })?;
             match kept {
-                Some(flags) if keep.is_some() => keep = Some(flags),
+                Some(k) if keep.is_some() => keep = Some(k),
                 Some(_) => {}
                 None => keep = None,
             }
@@ -238,17 +261,21 @@ impl SieveEngine {
         if plan.reject.is_some() {
             plan.placements.clear();
             plan.outgoing.retain(|o| o.kind == OutgoingKind::AutoReply);
-        } else if let Some(flags) = keep {
-            plan.placements.push(placement(d, d.detail, &flags, false));
+        } else if let Some((flags, content)) = keep {
+            plan.placements.push(Copy {
+                placement: placement(d, d.detail, &flags, false),
+                content,
+            });
         } else if plan.placements.is_empty() {
             plan.discard = true;
         }
         // RFC 5228 §2.10.3: a mailbox named twice (keep and fileinto
         // "INBOX", or two fileintos) gets the message once.
         let mut seen = std::collections::HashSet::new();
-        plan.placements.retain(|p| {
+        plan.placements.retain(|c| {
             seen.insert(
-                p.target
+                c.placement
+                    .target
                     .mailbox
                     .as_deref()
                     .unwrap_or("INBOX")
@@ -267,7 +294,7 @@ impl SieveEngine {
         name: &str,
         script: Arc<Sieve>,
         plan: &mut Plan,
-    ) -> Result<Option<Vec<String>>, String> {
+    ) -> Result<Option<Kept>, String> {
         let user_address = d.user.address.to_string();
         let mut ctx = self
             .runtime
@@ -319,26 +346,31 @@ impl SieveEngine {
                     input = Input::result(::sieve::runtime::Variable::default())
                 }
                 Event::SetEnvelope { .. } => {}
-                Event::Keep { flags, .. } => keep = Some(flags),
+                Event::Keep { flags, message_id } => {
+                    keep = Some((flags, changed(&created, message_id)));
+                }
                 Event::Discard => {}
                 Event::Reject { reason, .. } => plan.reject = Some(reason),
                 Event::FileInto {
                     folder,
                     flags,
                     create,
+                    message_id,
                     ..
-                } => plan
-                    .placements
-                    .push(placement(d, Some(&folder), &flags, create)),
+                } => plan.placements.push(Copy {
+                    placement: placement(d, Some(&folder), &flags, create),
+                    content: changed(&created, message_id),
+                }),
                 Event::SendMessage {
                     recipient,
                     message_id,
                     ..
                 } => {
                     let body = created.get(&message_id).cloned();
-                    let kind = match &body {
-                        Some(b) if is_auto_submitted(b) => OutgoingKind::AutoReply,
-                        _ => OutgoingKind::Redirect,
+                    let kind = match body.as_deref().and_then(auto_submitted) {
+                        Some(v) if v.eq_ignore_ascii_case("auto-notified") => OutgoingKind::Notify,
+                        Some(_) => OutgoingKind::AutoReply,
+                        None => OutgoingKind::Redirect,
                     };
                     let to = match recipient {
                         Recipient::Address(a) | Recipient::List(a) => vec![a],
@@ -353,7 +385,7 @@ impl SieveEngine {
                     }
                 }
                 Event::Notify { method, .. } => {
-                    tracing::info!(user = %d.user.address, method = ?method, "sieve notify is not supported; ignored");
+                    tracing::info!(user = %d.user.address, method = ?method, "sieve notify: only mailto is supported; ignored");
                 }
                 Event::CreatedMessage {
                     message_id,
@@ -406,12 +438,26 @@ fn compile_error_text(text: &[u8], e: &::sieve::compiler::CompileError) -> Strin
     }
 }
 
-/// Whether a message made by the interpreter is an auto-reply (RFC 3834).
-fn is_auto_submitted(message: &[u8]) -> bool {
+/// A keep's flags and, when editheader changed the message, its bytes.
+type Kept = (Vec<String>, Option<Arc<Vec<u8>>>);
+
+/// The changed message a keep or fileinto names (`message_id` 0: the one
+/// that arrived).
+fn changed(created: &HashMap<usize, Vec<u8>>, message_id: usize) -> Option<Arc<Vec<u8>>> {
+    (message_id > 0)
+        .then(|| created.get(&message_id))
+        .flatten()
+        .map(|b| Arc::new(b.clone()))
+}
+
+/// The `Auto-Submitted` value of a message the interpreter made (RFC 3834:
+/// `auto-replied` for vacation, `auto-notified` for notify), if any.
+fn auto_submitted(message: &[u8]) -> Option<String> {
     let head_end = memchr::memmem::find(message, b"\r\n\r\n").unwrap_or(message.len());
     message[..head_end]
         .split(|b| *b == b'\n')
-        .any(|l| l.len() > 15 && l[..15].eq_ignore_ascii_case(b"auto-submitted:"))
+        .find(|l| l.len() > 15 && l[..15].eq_ignore_ascii_case(b"auto-submitted:"))
+        .map(|l| String::from_utf8_lossy(&l[15..]).trim().to_string())
 }
 
 /// A copy for `mailbox` (None: INBOX) with IMAP flags from imap4flags.

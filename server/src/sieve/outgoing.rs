@@ -49,6 +49,20 @@ pub fn may_auto_reply(return_path: &str, own: &[String], header: &[u8]) -> Resul
     Ok(())
 }
 
+/// Whether a notification about this message is allowed (RFC 5436 §2.7:
+/// never about a message that is itself auto-submitted).
+pub fn may_notify(header: &[u8]) -> Result<(), String> {
+    match header_fields(header)
+        .into_iter()
+        .find(|(n, _)| n.eq_ignore_ascii_case("auto-submitted"))
+    {
+        Some((_, v)) if !v.trim().eq_ignore_ascii_case("no") => {
+            Err(format!("Auto-Submitted: {}", v.trim()))
+        }
+        _ => Ok(()),
+    }
+}
+
 /// The header fields of a message, unfolded: (name, value).
 fn header_fields(message: &[u8]) -> Vec<(String, String)> {
     let end = memchr::memmem::find(message, b"\r\n\r\n").unwrap_or(message.len());
@@ -186,5 +200,7 @@ mod tests {
             );
         }
         assert!(may_auto_reply("bob@example.org", &own, b"Auto-Submitted: no\r\n\r\n").is_ok());
+        assert!(may_notify(b"List-Id: <x>\r\nAuto-Submitted: no\r\n\r\n").is_ok());
+        assert!(may_notify(b"Auto-Submitted: auto-replied\r\n\r\nx").is_err());
     }
 }

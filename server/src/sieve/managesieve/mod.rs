@@ -25,7 +25,7 @@ use crate::listener::{self, ConnectionCount, Sessions};
 pub const SIEVE_EXTENSIONS: &str = "fileinto envelope encoded-character comparator-i;ascii-numeric \
 comparator-i;ascii-casemap comparator-i;octet body copy relational date index duplicate variables \
 imap4flags include reject ereject subaddress vacation vacation-seconds mailbox environment \
-foreverypart mime extracttext regex ihave";
+editheader foreverypart mime extracttext regex ihave enotify";
 
 /// What every ManageSieve session shares.
 pub struct ManageSieveContext {

@@ -41,6 +41,8 @@ pub struct Session {
     out: Vec<u8>,
     state: State,
     bad_in_a_row: u32,
+    /// Not logged in by then: the connection is closed.
+    login_deadline: tokio::time::Instant,
 }
 
 /// How a command was read.
@@ -54,6 +56,7 @@ enum Read {
 
 impl Session {
     pub fn new(ctx: Arc<ManageSieveContext>, conn: Conn, peer: SocketAddr, id: u64) -> Session {
+        let ctx_login_timeout = ctx.config.login_timeout_secs;
         Session {
             ctx,
             peer,
@@ -62,6 +65,20 @@ impl Session {
             out: Vec::new(),
             state: State::NotAuthenticated,
             bad_in_a_row: 0,
+            login_deadline: tokio::time::Instant::now() + Duration::from_secs(ctx_login_timeout),
+        }
+    }
+
+    /// How long the next command may take to arrive: the idle timeout, and
+    /// before login no later than the login deadline.
+    fn read_timeout(&self) -> Duration {
+        let idle = Duration::from_secs(self.ctx.config.timeout_secs);
+        match self.state {
+            State::NotAuthenticated => idle.min(
+                self.login_deadline
+                    .saturating_duration_since(tokio::time::Instant::now()),
+            ),
+            State::Authenticated(_) => idle,
         }
     }
 
@@ -145,7 +162,7 @@ impl Session {
             if self.flush().await.is_err() {
                 return;
             }
-            let timeout = Duration::from_secs(self.ctx.config.timeout_secs);
+            let timeout = self.read_timeout();
             let read = tokio::select! {
                 r = tokio::time::timeout(timeout, self.read_command()) => r,
                 _ = shutdown.changed() => {
@@ -155,6 +172,11 @@ impl Session {
                 }
             };
             let flow = match read {
+                Err(_) if matches!(self.state, State::NotAuthenticated) => {
+                    tracing::info!(session = self.id, peer = %self.peer, "managesieve login timeout");
+                    self.status("BYE", None, "Login timeout; log in sooner");
+                    Flow::Close
+                }
                 Err(_) => {
                     tracing::info!(session = self.id, peer = %self.peer, "managesieve idle timeout");
                     self.status("BYE", None, "Idle for too long");
