@@ -3,7 +3,7 @@
 //! `tests/corpus/` (three of them a small thread, one of those without
 //! References).
 //!
-//! The corpus goes to Dovecot's own `imap` (see `mime_dovecot.rs`) by APPEND
+//! The corpus goes to Dovecot's own `imap` (`dovecot_imap.rs`) by APPEND
 //! with INTERNALDATEs one minute apart, latest first, so that ARRIVAL is not
 //! mailbox order. The engine gets the same messages as
 //! `sort::header_keys(bytes)` plus those INTERNALDATEs and Dovecot's
@@ -13,8 +13,8 @@
 
 use cove::imap::sort::{self, Algorithm, MessageKeys, SortCriterion, SortKey};
 
+use crate::dovecot_imap::{Dovecot, corpus, dovecot_imap_installed};
 use crate::imap_value::text;
-use crate::mime_dovecot::{Dovecot, corpus, dovecot_imap_installed};
 
 /// 2026-01-01T00:00:00Z.
 const JAN_1_2026: i64 = 1_767_225_600;
