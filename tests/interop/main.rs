@@ -15,13 +15,15 @@
 //! - `mime_dovecot`: ENVELOPE, BODYSTRUCTURE and body sections of the
 //!   messages in `tests/corpus/`, cove's against Dovecot's `imap`.
 //! - `sort_dovecot`: cove's SORT/THREAD engine against Dovecot's SORT and
-//!   THREAD on the same corpus.
+//!   THREAD on the same corpus and on random mailboxes (both through
+//!   `dovecot_imap`, a private Dovecot `imap` process).
 //!
 //! A case whose program is missing prints `skipped: ...` and passes, except
 //! with `CI=true`, where it fails: `.ci/run` installs every program.
 
 mod common;
 mod dovecot;
+mod dovecot_imap;
 mod exim;
 mod imap_value;
 mod mbsync;

@@ -13,9 +13,7 @@
 //! compared upper-cased: cove sends them upper case, as the RFC examples
 //! do, and Dovecot echoes them as written.
 //!
-//! Dovecot runs as its own `imap` binary in pre-authenticated mode (stdin
-//! and stdout, the way `doveadm exec imap` does), with a private
-//! configuration, Maildir and index in a temp directory: no daemon, no port.
+//! Dovecot runs as its own `imap` process (`dovecot_imap.rs`).
 //!
 //! Every difference that remains is listed in [`KNOWN_DIFFERENCES`] with the
 //! reason cove answers as it does, and in docs/rfc-status.md. The test fails
@@ -23,22 +21,16 @@
 //! list stays true.
 
 use std::collections::BTreeMap;
-use std::fs;
 use std::io::BufReader;
 use std::net::TcpStream;
-use std::path::{Path, PathBuf};
-use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
 
 use cove_tests::{IMAP_CONFIG, TestServer, quoted};
 
-use crate::common::{announce, run_ok, running_as_root, scratch_dir, skip_or_fail};
-use crate::dovecot::mail_identity;
+use crate::common::announce;
+use crate::dovecot_imap::{Dovecot, USER, corpus, dovecot_imap_installed};
 use crate::imap_value::{RawSession, Value, text};
 
-const USER: &str = "alice@example.com";
 const PASSWORD: &str = "a mime test";
-/// Debian's dovecot-imapd puts the IMAP process here.
-pub(crate) const DOVECOT_IMAP: &str = "/usr/lib/dovecot/imap";
 
 /// (corpus file, FETCH item, why cove's answer differs from Dovecot's). An
 /// item ending in `*` covers every item it starts. Keep docs/rfc-status.md
@@ -234,37 +226,6 @@ fn envelope_bodystructure_and_sections_match_dovecot() {
     assert!(report.is_empty(), "cove and Dovecot differ:{report}");
 }
 
-/// Whether Dovecot's `imap` is there; otherwise false after
-/// [`skip_or_fail`].
-pub(crate) fn dovecot_imap_installed() -> bool {
-    let there = Path::new(DOVECOT_IMAP).exists();
-    if !there {
-        skip_or_fail(&format!(
-            "{DOVECOT_IMAP} not installed (Debian package dovecot-imapd)"
-        ));
-    }
-    there
-}
-
-/// The corpus files in name order, with their bytes.
-pub(crate) fn corpus() -> Vec<(String, Vec<u8>)> {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("corpus");
-    let mut files: Vec<PathBuf> = fs::read_dir(&dir)
-        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
-        .map(|e| e.expect("corpus entry").path())
-        .filter(|p| p.extension().is_some_and(|e| e == "eml"))
-        .collect();
-    files.sort();
-    assert!(files.len() >= 10, "corpus: {files:?}");
-    files
-        .into_iter()
-        .map(|p| {
-            let name = p.file_name().expect("name").to_string_lossy().into_owned();
-            (name, fs::read(&p).expect("read corpus file"))
-        })
-        .collect()
-}
-
 type CoveSession = RawSession<BufReader<TcpStream>, TcpStream>;
 
 fn cove_session(server: &TestServer) -> CoveSession {
@@ -295,70 +256,6 @@ impl<R: std::io::BufRead, W: std::io::Write> Fetch for RawSession<R, W> {
             .into_iter()
             .find(|(name, _)| name == item)
             .map(|(_, v)| v)
-    }
-}
-
-/// A private Dovecot `imap` process, pre-authenticated as [`USER`].
-pub(crate) struct Dovecot {
-    child: Child,
-    pub(crate) session: RawSession<BufReader<ChildStdout>, ChildStdin>,
-    _dir: tempfile::TempDir,
-}
-
-impl Dovecot {
-    pub(crate) fn start() -> Dovecot {
-        let dir = scratch_dir("cove-dovecot-imap-");
-        let home = dir.path().join("home");
-        let index = dir.path().join("index");
-        for d in [&home, &index] {
-            fs::create_dir(d).expect("mkdir");
-        }
-        if running_as_root(dir.path()) {
-            run_ok({
-                let mut c = Command::new("chown");
-                c.args(["-R", "nobody"]).arg(&home).arg(&index);
-                c
-            });
-        }
-        let config = dir.path().join("dovecot.conf");
-        fs::write(
-            &config,
-            format!(
-                "# Written by cove's MIME comparison test.\n\
-                 mail_location = maildir:~/Maildir:INDEX={}\n\
-                 ssl = no\nlog_path = /dev/null\n{}",
-                index.display(),
-                mail_identity(dir.path())
-            ),
-        )
-        .expect("write dovecot.conf");
-        let mut child = Command::new(DOVECOT_IMAP)
-            .arg("-c")
-            .arg(&config)
-            .env("USER", USER)
-            .env("HOME", &home)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start dovecot's imap");
-        let reader = BufReader::new(child.stdout.take().expect("stdout"));
-        let writer = child.stdin.take().expect("stdin");
-        let mut session = RawSession::new(reader, writer);
-        let greeting = session.read_response();
-        assert!(greeting.starts_with(b"* PREAUTH"), "{}", text(&greeting));
-        Dovecot {
-            child,
-            session,
-            _dir: dir,
-        }
-    }
-}
-
-impl Drop for Dovecot {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 

@@ -7,10 +7,13 @@
 //! lists:
 //! 1. link each message's references into a parent/child chain without
 //!    changing existing links or making loops, then make the message a
-//!    child of its last reference (replacing a parent guessed earlier);
+//!    child of its last reference (dropping a parent guessed earlier even
+//!    when that link would loop);
 //! 2. the roots are the containers without a parent;
 //! 4. prune dummies (promote their children), bottom-up;
-//! 5. merge roots with the same base subject;
+//! 5. merge roots with the same base subject, meeting the roots in date
+//!    order (RFC 5256 leaves it open; Dovecot's order, and it decides
+//!    which of two originals becomes the parent of a reply);
 //! 6. sort every set of siblings by sent date, then the roots (a dummy by
 //!    its first child).
 //!
@@ -244,7 +247,7 @@ fn references(messages: &[MessageKeys]) -> Arena {
             .and_then(|v| message_ids(v).first().copied());
         // 1A: the references chain.
         let mut previous: Option<usize> = None;
-        for id in refs.iter().copied().filter(|&id| Some(id) != own_id) {
+        for &id in &refs {
             let node = *by_id.entry(id).or_insert_with(|| arena.add(None));
             if let Some(parent) = previous
                 && arena.nodes[node].parent.is_none()
@@ -269,11 +272,13 @@ fn references(messages: &[MessageKeys]) -> Arena {
                 node
             }
         };
-        // 1C: its parent is the last reference (not a guess from before).
+        // 1C: its parent is the last reference. A parent guessed from
+        // earlier References goes first, even when the new link cannot be
+        // made (it would make a loop, e.g. the message lists its own id
+        // before the last one): the message is then a root, as in Dovecot.
         match previous {
             Some(parent) if arena.may_link(parent, node) => arena.link(parent, node),
-            Some(_) => {}
-            None => arena.unlink(node),
+            _ => arena.unlink(node),
         }
     }
     // Step 2 (step 3, dropping the id table, is the end of `by_id`).
@@ -281,6 +286,10 @@ fn references(messages: &[MessageKeys]) -> Arena {
         .filter(|&n| arena.nodes[n].parent.is_none())
         .collect();
     prune_dummies(&mut arena);
+    // Step 5 meets the roots in date order (a dummy by its first child):
+    // which of two same-subject roots becomes the parent depends on it, and
+    // RFC 5256 leaves the order open. Dovecot's is this one.
+    arena.sort_siblings(messages);
     group_by_subject(&mut arena, messages);
     arena
 }
@@ -596,6 +605,32 @@ mod tests {
         ];
         assert_eq!(threads(&m, Algorithm::References), "(1)(2)");
         assert_eq!(message_ids("<a@x> <b <c@y>x<>"), ["<a@x>", "<c@y>"]);
+    }
+
+    /// Found by the random comparison with Dovecot (sort_dovecot.rs): step
+    /// 5 meets the roots by date, so the earliest non-reply becomes the
+    /// parent of a later reply, whatever the mailbox order.
+    #[test]
+    fn subject_merge_meets_roots_by_date() {
+        let m = [
+            msg("Fwd: t", 2, "<a@x>", "", ""),
+            msg("t", 4, "<b@x>", "", ""),
+            msg("t", 1, "<c@x>", "", ""),
+        ];
+        assert_eq!(threads(&m, Algorithm::References), "((3 1)(2))");
+    }
+
+    /// Found the same way: a message whose References name its own id
+    /// before the last one cannot take the last as parent (a loop); it
+    /// loses the parent guessed before and is a root.
+    #[test]
+    fn own_id_inside_references_makes_a_root() {
+        let m = [
+            msg("one", 1, "<a@x>", "", ""),
+            msg("two", 2, "<b@x>", "<a@x> <b@x> <c@x>", ""),
+            msg("three", 3, "<c@x>", "<a@x>", ""),
+        ];
+        assert_eq!(threads(&m, Algorithm::References), "(1 3)(2)");
     }
 
     #[test]
