@@ -124,6 +124,14 @@ CREATE TABLE IF NOT EXISTS peer_mark(
   modseq INTEGER NOT NULL,
   epoch INTEGER NOT NULL DEFAULT 0
 ) WITHOUT ROWID;
+-- Per peer: this node's modseq up to which the peer has applied its
+-- changes (the peer's mark of this node), what the history is pruned to
+-- (account/history.rs). Created on open: no schema version.
+CREATE TABLE IF NOT EXISTS peer_applied(
+  peer TEXT PRIMARY KEY,
+  modseq INTEGER NOT NULL,
+  epoch INTEGER NOT NULL
+) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS derived(
   content_id BLOB NOT NULL,
   kind INTEGER NOT NULL,

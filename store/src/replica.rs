@@ -75,6 +75,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use crate::ids::{Flags, MailboxGuid, MessageGuid, ModSeq, Uid};
 
 mod peer_input;
+pub use crate::account::{History, HistoryRows, PRUNE_EVERY, Pruned};
 pub use peer_input::{PeerLimits, refuse_user_record, valid_peer_mailbox_name, validate_delta};
 
 /// Milliseconds since the epoch << 16 | node id.
@@ -332,6 +333,11 @@ pub struct Delta {
     pub subscriptions: Vec<SubscriptionState>,
     pub messages: Vec<MessageState>,
     pub tombstones: Vec<TombstoneState>,
+    /// Every message and tombstone the sender holds, whatever `since`
+    /// (still the receiver's mark): its history was pruned past that mark,
+    /// so a message the receiver holds that the sender had applied and no
+    /// longer lists was expunged there (account/history.rs).
+    pub complete: bool,
 }
 
 impl Delta {

@@ -115,6 +115,7 @@ where
         subscriptions: delta.subscriptions.clone(),
         messages: page(&delta.messages, 0),
         tombstones: page(&delta.tombstones, 0),
+        complete: delta.complete,
     };
     let more =
         u32::try_from(pages - 1).map_err(|_| SyncError::Protocol("delta too large".into()))?;
@@ -625,6 +626,7 @@ where
     }
     out.here = applied?;
     skip_echo(&account, peer, remote_at, &out.there).await?;
+    prune_history(store, &account, peer, their_since).await;
     Ok(out)
 }
 
@@ -751,7 +753,31 @@ where
     if their_error.is_none() {
         skip_echo(&account, peer, remote_at, &out.there).await?;
     }
+    prune_history(store, &account, peer, since).await;
     Ok(out)
+}
+
+/// After a session: record the peer's mark of this node (what it has
+/// applied of ours, as it said at the start), and prune this user's
+/// history up to what every peer has applied (store's
+/// `account/history.rs`). A failure is logged, never the session's.
+async fn prune_history(store: &Arc<Store>, account: &Arc<Account>, peer: &str, applied: Mark) {
+    let (a, p, keep) = (account.clone(), peer.to_string(), store.history());
+    let pruned = blocking(move || {
+        a.set_peer_applied(&p, applied)?;
+        a.prune_history(&keep, now_ms())
+    })
+    .await;
+    match pruned {
+        Ok(p) if p.changes + p.tombstones + p.expunged_guids > 0 => {
+            tracing::debug!(user = %account.email(), floor = p.floor, changes = p.changes, tombstones = p.tombstones,
+                expunged_guids = p.expunged_guids, "replication: history pruned");
+        }
+        Ok(_) => {}
+        Err(e) => {
+            tracing::warn!(user = %account.email(), error = %e, "replication: could not prune the history");
+        }
+    }
 }
 
 /// The peer applied our delta in one transaction, right after taking the
