@@ -447,8 +447,11 @@ impl Account {
         };
         let mut g = self.conn()?;
         let mut ops = FileOps::default();
-        let result = (|| {
-            let mut tx = Tx::begin(&mut g.conn)?;
+        // About 1 KiB of pages per row touched, up to 64 MiB.
+        let rows = remote.messages.len() + remote.tombstones.len() + local.messages.len();
+        let cache_kib = (rows as i64).clamp(0, 64 * 1024);
+        let result = index::with_cache(&mut g.conn, cache_kib, |conn| {
+            let mut tx = Tx::begin(conn)?;
             let floors = uidnexts(&tx)?;
             let mut cx = Apply {
                 account: self,
@@ -473,7 +476,7 @@ impl Account {
             self.sync.dir_written(&self.maildir)?;
             self.sync.sync()?;
             tx.commit()
-        })();
+        });
         let changes = match result {
             Ok(c) => c,
             Err(e) => {

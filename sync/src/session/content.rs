@@ -18,10 +18,12 @@
 //!   within the blob and session limits) and hands the chunks, in batches,
 //!   to one blocking writer. The writer streams each blob into its
 //!   temporary file, checks its hash when its last chunk arrives, and every
-//!   [`FLUSH_BLOBS`] blobs or [`FLUSH_BYTES`] bytes makes the whole batch
-//!   durable with one group flush ([`BlobWriter::finish_all`]) before any of
-//!   them gets its name: the order of invariant 5 and of the delivery path,
-//!   with one flush per batch instead of one per blob.
+//!   [`FLUSH_BLOBS`] blobs or [`FLUSH_BYTES`] bytes hands the batch to a
+//!   finisher thread, which makes it durable with one group flush
+//!   ([`BlobWriter::finish_all`]) before any of them gets its name (the
+//!   order of invariant 5 and of the delivery path, with one flush per
+//!   batch instead of one per blob) while the writer goes on with the next.
+//!   A flush is `syncfs`: on a busy disk it takes long, so they are few.
 //! - Memory stays bounded: at most [`QUEUE`] batches of at most
 //!   [`HANDOFF_BYTES`] wait between the link and the disk, in each
 //!   direction.
@@ -43,9 +45,9 @@ use super::{
 use crate::transport::Link;
 
 /// Blobs made durable by one group flush on the receiving side...
-const FLUSH_BLOBS: usize = 4096;
+const FLUSH_BLOBS: usize = 16 * 1024;
 /// ...or bytes, whichever comes first.
-const FLUSH_BYTES: u64 = 64 * 1024 * 1024;
+const FLUSH_BYTES: u64 = 256 * 1024 * 1024;
 /// Bytes of content handed between the link and the disk at once...
 const HANDOFF_BYTES: usize = 4 * 1024 * 1024;
 /// ...or chunks (small blobs).
@@ -344,14 +346,40 @@ where
 }
 
 /// The writer: blobs written as their chunks arrive, checked against their
-/// id when complete, made durable and named a batch at a time. Whatever
-/// stops it, the complete blobs it holds are finished first.
+/// id when complete, and handed in batches to a finisher thread that makes
+/// each batch durable and names it while the next one is written. Whatever
+/// stops it, the complete blobs it holds are finished.
 fn write_blobs(
     blobs: &BlobStore,
     mut rx: mpsc::Receiver<Vec<Piece>>,
 ) -> Result<HashMap<[u8; 32], StagedBlob>, SyncError> {
-    let mut staged = HashMap::new();
-    let mut pending = Pending::default();
+    let (to_finish, batches) = std::sync::mpsc::sync_channel(1);
+    std::thread::scope(|s| {
+        let finisher = s.spawn(move || finish_batches(batches));
+        let written = write_pieces(blobs, &mut rx, &to_finish);
+        drop(to_finish);
+        let (staged, finished) = finisher
+            .join()
+            .map_err(|_| SyncError::Protocol("the content finisher failed".into()))?;
+        match (written, finished) {
+            (Ok(()), Ok(())) => Ok(staged),
+            // The finisher's own error explains why it took no more.
+            (Err(SyncError::WriterGone), Err(e)) | (Ok(()), Err(e)) => Err(e),
+            (Err(e), _) => Err(e),
+        }
+    })
+}
+
+/// A batch of complete blobs, closed, not yet durable.
+type Batch = Vec<([u8; 32], BlobWriter)>;
+
+fn write_pieces(
+    blobs: &BlobStore,
+    rx: &mut mpsc::Receiver<Vec<Piece>>,
+    to_finish: &std::sync::mpsc::SyncSender<Batch>,
+) -> Result<(), SyncError> {
+    let mut pending: Batch = Vec::new();
+    let mut pending_bytes = 0;
     let written = (|| {
         let mut current: Option<([u8; 32], BlobWriter)> = None;
         while let Some(pieces) = rx.blocking_recv() {
@@ -374,42 +402,35 @@ fn write_blobs(
                     ));
                 }
                 w.close().map_err(cove_store::Error::from)?;
-                pending.push(p.id, w);
+                pending_bytes += w.len();
+                pending.push((p.id, w));
             }
-            if pending.is_full() {
-                pending.finish(&mut staged)?;
+            if pending.len() >= FLUSH_BLOBS || pending_bytes >= FLUSH_BYTES {
+                pending_bytes = 0;
+                to_finish
+                    .send(std::mem::take(&mut pending))
+                    .map_err(|_| SyncError::WriterGone)?;
             }
         }
         Ok(())
     })();
-    let finished = pending.finish(&mut staged);
-    written.and(finished).map(|()| staged)
+    if !pending.is_empty() {
+        let _ = to_finish.send(pending);
+    }
+    written
 }
 
-/// Complete blobs not yet durable.
-#[derive(Default)]
-struct Pending {
-    writers: Vec<([u8; 32], BlobWriter)>,
-    bytes: u64,
-}
-
-impl Pending {
-    fn push(&mut self, id: [u8; 32], w: BlobWriter) {
-        self.bytes += w.len();
-        self.writers.push((id, w));
+/// Each batch: one flush for all, then their names.
+fn finish_batches(
+    batches: std::sync::mpsc::Receiver<Batch>,
+) -> (HashMap<[u8; 32], StagedBlob>, Result<(), SyncError>) {
+    let mut staged = HashMap::new();
+    for batch in batches {
+        let (ids, writers): (Vec<_>, Vec<_>) = batch.into_iter().unzip();
+        match BlobWriter::finish_all(writers) {
+            Ok(blobs) => staged.extend(ids.into_iter().zip(blobs)),
+            Err(e) => return (staged, Err(cove_store::Error::from(e).into())),
+        }
     }
-
-    fn is_full(&self) -> bool {
-        self.writers.len() >= FLUSH_BLOBS || self.bytes >= FLUSH_BYTES
-    }
-
-    /// One flush for all, then their names.
-    fn finish(&mut self, staged: &mut HashMap<[u8; 32], StagedBlob>) -> Result<(), SyncError> {
-        let (ids, writers): (Vec<_>, Vec<_>) =
-            std::mem::take(&mut self.writers).into_iter().unzip();
-        self.bytes = 0;
-        let blobs = BlobWriter::finish_all(writers).map_err(cove_store::Error::from)?;
-        staged.extend(ids.into_iter().zip(blobs));
-        Ok(())
-    }
+    (staged, Ok(()))
 }
