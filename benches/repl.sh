@@ -18,10 +18,14 @@
 #   3. content already held: B stopped; one 200 KiB message to FANOUT users
 #      on A; B started without [replication] and the same bytes delivered to
 #      the same users there; B restarted with replication: bytes on the wire
-#      for the sync (no content should travel).
+#      for the sync (no content should travel);
+#   4. growth: GROWTH_ROUNDS rounds of GROWTH_PER_ROUND deliveries to one
+#      user on A, all expunged on A each round; after each, both nodes'
+#      index size, change-log rows and tombstones (they must stop growing).
 # Writes benches/results/repl-<date>.md (also printed).
 #
-# Knobs: PARTS="lag first fan" LAG_COUNT=1000 LAG_RATE=50
+# Knobs: PARTS="lag first fan growth" LAG_COUNT=1000 LAG_RATE=50
+#        GROWTH_ROUNDS=10 GROWTH_PER_ROUND=2000 KEEP_EXPUNGES_SECS=
 #        FIRST_SYNCS="100000x4096 10000x102400" FANOUT=100
 #        LOAD_CONNS=4 BASE_PORT=25300 KEEP=1 (keep the temp dir)
 #        LABEL=x (writes repl-<date>-x.md) COVE_BIN=path (a cove built
@@ -33,7 +37,9 @@ ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 source "$ROOT/benches/common.sh"
 LAG_COUNT=${LAG_COUNT:-1000}
 LAG_RATE=${LAG_RATE:-50}
-PARTS=${PARTS:-lag first fan}
+PARTS=${PARTS:-lag first fan growth}
+GROWTH_ROUNDS=${GROWTH_ROUNDS:-10}
+GROWTH_PER_ROUND=${GROWTH_PER_ROUND:-2000}
 FIRST_SYNCS=${FIRST_SYNCS:-100000x4096 10000x102400}
 FANOUT=${FANOUT:-100}
 LOAD_CONNS=${LOAD_CONNS:-4}
@@ -81,6 +87,7 @@ write_config() { # NODE REPLICATION(0/1)
             echo "secret = \"benchmark-secret-0123456789\""
             echo "debounce_ms = 100"
             echo "backoff_max_secs = 2"
+            [[ -n ${KEEP_EXPUNGES_SECS:-} ]] && echo "keep_expunges_secs = $KEEP_EXPUNGES_SECS"
             echo "[[replication.peers]]"
             echo "name = \"node-$other\""
             echo "address = \"127.0.0.1:$(port "$other" 3)\""
@@ -105,6 +112,18 @@ metric_bytes() { # NODE -> sent+received
         awk '/^cove_replication_bytes_(sent|received)_total/ {s += $2} END {printf "%d", s}'
 }
 
+# A user's index: file size (with its WAL) in KiB, change-log rows, tombstones.
+index_figures() { # HOME
+    python3 - "$1" <<'EOF'
+import os, sqlite3, sys
+home = sys.argv[1]
+size = sum(os.path.getsize(os.path.join(home, f)) for f in os.listdir(home) if f.startswith('index.sqlite'))
+db = sqlite3.connect(f'file:{home}/index.sqlite?mode=ro', uri=True)
+rows = [db.execute(f'SELECT count(*) FROM {t}').fetchone()[0] for t in ('change', 'tombstone')]
+print(f'{size // 1024} | {rows[0]} | {rows[1]}', end='')
+EOF
+}
+
 inbox_count() { # NODE USER
     "$COVE" --config "$DIR/$1/cove.toml" mailbox list "$2" 2>/dev/null | awk '$1 == "INBOX" {print $3}'
 }
@@ -124,6 +143,7 @@ for n in a b; do
 done
 # Added on A; replication gives them to B.
 adduser a lag@example.com benchpw
+adduser a growth@example.com benchpw
 for set in $FIRST_SYNCS; do adduser a "first$set@example.com"; done
 for ((i = 0; i < FANOUT; i++)); do adduser a "fan$i@example.com"; done
 USERS=$("$COVE" --config "$DIR/a/cove.toml" user list | wc -l)
@@ -164,7 +184,7 @@ first_sync() { # COUNT SIZE
     stop b
     "$LOAD" lmtp --addr "127.0.0.1:$(port a 0)" --conns "$LOAD_CONNS" --messages "$count" \
         --size "$size" --varied --rcpt-template "$user" --users 1 --label fill >/dev/null
-    local lacked r0 r1 t0 t1 bytes0 bytes1 rsync_secs secs wire
+    local lacked r0 r1 t0 t1 bytes1 rsync_secs secs wire
     lacked=$(du -sb --apparent-size "$home/cur" "$home/new" 2>/dev/null | awk '{s += $1} END {print s}')
     sync
     r0=$(date +%s.%N)
@@ -173,8 +193,9 @@ first_sync() { # COUNT SIZE
     rsync_secs=$(echo "$r1 - $r0" | bc -l)
     echo "rsync -aH: $rsync_secs s"
     sync
-    bytes0=$(metric_bytes a)
     t0=$(date +%s.%N)
+    # B starts from zero: its counters are this sync's traffic (A's
+    # accepting side counts a session only when the next one starts).
     start b
     while [[ $(inbox_count b "$user") != "$count" ]]; do
         sleep 0.2
@@ -182,10 +203,12 @@ first_sync() { # COUNT SIZE
     done
     t1=$(date +%s.%N)
     sleep 2
-    bytes1=$(metric_bytes a)
+    bytes1=$(metric_bytes b)
     secs=$(echo "$t1 - $t0" | bc -l)
-    wire=$((bytes1 - bytes0))
+    wire=$bytes1
     echo "first sync: $secs s, $wire bytes on the wire, content lacked $lacked bytes"
+    # Where the time went (each session's content and apply milliseconds).
+    grep -h "replicated.*user=$user" "$DIR/a/log" "$DIR/b/log" || true
     FIRST_ROWS+=("| $count × $size B | $(printf '%.1f' "$secs") s | $(mbps "$lacked" "$secs") | $(printf '%.1f' "$rsync_secs") s | $(mbps "$lacked" "$rsync_secs") | $wire | $lacked | $(echo "scale=4; $wire / $lacked" | bc -l) |")
 }
 
@@ -230,6 +253,34 @@ echo "fan-out held on both: $FAN_BYTES bytes on the wire for $((2 * FANOUT)) mes
 
 fi
 
+
+GROWTH_ROWS=()
+if has_part growth; then
+    echo "== 4. index growth: $GROWTH_ROUNDS rounds of $GROWTH_PER_ROUND deliveries to A, all expunged on A"
+    home_a="$DIR/a/data/mail/example.com/growth"
+    home_b="$DIR/b/data/mail/example.com/growth"
+    for ((r = 1; r <= GROWTH_ROUNDS; r++)); do
+        "$LOAD" lmtp --addr "127.0.0.1:$(port a 0)" --conns "$LOAD_CONNS" --messages "$GROWTH_PER_ROUND" \
+            --size 2048 --varied --rcpt-template growth@example.com --users 1 --label growth >/dev/null
+        python3 - "$(port a 1)" <<'EOF'
+import imaplib, sys
+m = imaplib.IMAP4('127.0.0.1', int(sys.argv[1]))
+m.login('growth@example.com', 'benchpw')
+m.select('INBOX')
+m.store('1:*', '+FLAGS.SILENT', '(\\Deleted)')
+m.expunge()
+m.logout()
+EOF
+        for _ in $(seq 600); do
+            [[ $(inbox_count b growth@example.com) == 0 && $(inbox_count a growth@example.com) == 0 ]] && break
+            sleep 0.2
+        done
+        sleep 1
+        GROWTH_ROWS+=("| $r | $((r * GROWTH_PER_ROUND)) | $(index_figures "$home_a") | $(index_figures "$home_b") |")
+        echo "${GROWTH_ROWS[-1]}"
+    done
+fi
+
 DATE=$(date +%F)
 OUT="$ROOT/benches/results/repl-$DATE${LABEL:+-$LABEL}.md"
 {
@@ -237,21 +288,35 @@ OUT="$ROOT/benches/results/repl-$DATE${LABEL:+-$LABEL}.md"
     echo
     echo "Two cove nodes (release build) on one $(nproc)-CPU machine, loopback TLS link; load average $(cut -d' ' -f1-3 /proc/loadavg)."
     echo
-    echo "| figure | value |"
-    echo "|---|---|"
-    echo "| lag A 250 -> B IDLE EXISTS, $LAG_COUNT deliveries at $LAG_RATE/s: p50 | $(kv p50_ms "$LAG") ms |"
-    echo "| lag p99 | $(kv p99_ms "$LAG") ms |"
-    echo "| lag max | $(kv max_ms "$LAG") ms |"
-    echo "| fan-out of 200 KiB to $FANOUT users delivered on both nodes: bytes on the wire | $FAN_BYTES |"
-    echo
-    echo "First sync of one user to an empty peer (B stopped while A took the mail, then started; time until B's INBOX holds every message), beside \`rsync -aH\` of A's data directory through an rsync daemon on loopback into a copy holding the earlier rounds; MB/s = content B lacked / time:"
-    echo
-    echo "| messages | cove | cove MB/s | rsync -aH | rsync MB/s | cove bytes on the wire | content lacked | wire / content |"
-    echo "|---|---|---|---|---|---|---|---|"
-    for row in "${FIRST_ROWS[@]}"; do echo "$row"; done
-    echo
-    echo '```'
-    echo "$LAG"
-    echo '```'
+    if has_part lag || has_part fan; then
+        echo "| figure | value |"
+        echo "|---|---|"
+        has_part lag && echo "| lag A 250 -> B IDLE EXISTS, $LAG_COUNT deliveries at $LAG_RATE/s: p50 | $(kv p50_ms "$LAG") ms |"
+        has_part lag && echo "| lag p99 | $(kv p99_ms "$LAG") ms |"
+        has_part lag && echo "| lag max | $(kv max_ms "$LAG") ms |"
+        has_part fan && echo "| fan-out of 200 KiB to $FANOUT users delivered on both nodes: bytes on the wire | $FAN_BYTES |"
+        echo
+    fi
+    if has_part first; then
+        echo "First sync of one user to an empty peer (B stopped while A took the mail, then started; time until B's INBOX holds every message), beside \`rsync -aH\` of A's data directory through an rsync daemon on loopback into a copy holding the earlier rounds; MB/s = content B lacked / time:"
+        echo
+        echo "| messages | cove | cove MB/s | rsync -aH | rsync MB/s | cove bytes on the wire | content lacked | wire / content |"
+        echo "|---|---|---|---|---|---|---|---|"
+        for row in "${FIRST_ROWS[@]}"; do echo "$row"; done
+        echo
+    fi
+    if has_part growth; then
+        echo "Index growth: rounds of $GROWTH_PER_ROUND deliveries of 2 KiB to one user on A, then all of them expunged on A (IMAP STORE \\Deleted, EXPUNGE), B replicating; after each round, once both INBOXes are empty: each node's index.sqlite (+WAL) size, change-log rows and tombstones (keep_expunges_secs = ${KEEP_EXPUNGES_SECS:-default}):"
+        echo
+        echo "| round | deliveries so far | A KiB | A change rows | A tombstones | B KiB | B change rows | B tombstones |"
+        echo "|---|---|---|---|---|---|---|---|"
+        for row in "${GROWTH_ROWS[@]}"; do echo "$row"; done
+        echo
+    fi
+    if has_part lag; then
+        echo '```'
+        echo "$LAG"
+        echo '```'
+    fi
 } >"$OUT"
 cat "$OUT"
