@@ -435,6 +435,14 @@ pub struct ReplicationConfig {
     /// Authenticated links to `listen`, in all.
     #[serde(default = "default_max_links")]
     pub max_links: usize,
+    /// Change-log rows each user's index keeps behind its newest change
+    /// for a peer that has not applied them; a peer further behind gets a
+    /// complete delta (docs/replication.md, "Bounded history").
+    #[serde(default = "default_keep_changes")]
+    pub keep_changes: u64,
+    /// How long an expunge's tombstone is kept once every peer applied it.
+    #[serde(default = "default_keep_expunges")]
+    pub keep_expunges_secs: u64,
 }
 
 /// The secret stays out of `Debug` output (and so out of logs).
@@ -458,6 +466,8 @@ impl std::fmt::Debug for ReplicationConfig {
             .field("max_pending_links", &self.max_pending_links)
             .field("max_pending_links_per_ip", &self.max_pending_links_per_ip)
             .field("max_links", &self.max_links)
+            .field("keep_changes", &self.keep_changes)
+            .field("keep_expunges_secs", &self.keep_expunges_secs)
             .finish()
     }
 }
@@ -495,6 +505,12 @@ fn default_max_clock_skew() -> u64 {
 }
 fn default_max_session_bytes() -> u64 {
     1024 * 1024 * 1024
+}
+fn default_keep_changes() -> u64 {
+    cove_store::replica::History::default().keep_changes
+}
+fn default_keep_expunges() -> u64 {
+    cove_store::replica::History::default().keep_expunges_ms / 1000
 }
 fn default_max_pending_links() -> usize {
     16

@@ -62,6 +62,10 @@ async fn start_replication(
         },
     );
     store.set_peer_limits(peer_limits(config, r));
+    store.set_history(cove_store::replica::History {
+        keep_changes: r.keep_changes,
+        keep_expunges_ms: r.keep_expunges_secs.saturating_mul(1000),
+    });
     let hook_target = Arc::downgrade(&replicator);
     store.set_change_hook(Arc::new(move |user: &str| {
         if let Some(r) = hook_target.upgrade() {

@@ -8,6 +8,7 @@ mod content;
 mod derived;
 mod dir_stamps;
 mod flags;
+mod history;
 mod import;
 mod mailboxes;
 mod replica;
@@ -17,6 +18,7 @@ mod transfer;
 pub use content::{ContentCheck, DamagedMessage};
 pub use derived::DerivedKind;
 pub use flags::StoreResult;
+pub use history::{History, HistoryRows, PRUNE_EVERY, Pruned};
 pub use import::{ImportCache, ImportMailbox, ImportMessage, ImportReport, MailboxImport};
 pub use transfer::Transfer;
 
@@ -170,6 +172,8 @@ pub struct Account {
     sync: Arc<GroupSync>,
     opening_scan: ScanReport,
     hook: Arc<std::sync::OnceLock<crate::ChangeHook>>,
+    /// How much replication history to keep (the store's setting).
+    history: Arc<std::sync::OnceLock<History>>,
     /// The Maildir's stamps as the last finished scan found them, if they
     /// can be trusted ([`Account::scan_if_changed`]).
     scanned: Mutex<Option<dir_stamps::DirStamps>>,
@@ -272,6 +276,13 @@ impl IndexFile {
     }
 }
 
+/// What every account of a store shares with it, set once at start.
+#[derive(Clone, Default)]
+pub(crate) struct StoreSettings {
+    pub hook: Arc<std::sync::OnceLock<crate::ChangeHook>>,
+    pub history: Arc<std::sync::OnceLock<History>>,
+}
+
 impl Account {
     /// Open a user's account at `home`, creating its Maildir and default
     /// mailboxes if new, and reconcile the index with the Maildir.
@@ -282,7 +293,7 @@ impl Account {
         env: Env,
         hostname: &str,
         sync: Arc<GroupSync>,
-        hook: Arc<std::sync::OnceLock<crate::ChangeHook>>,
+        settings: StoreSettings,
     ) -> Result<Account> {
         let maildir = home.join("Maildir");
         let fresh_home = !maildir.exists();
@@ -302,7 +313,8 @@ impl Account {
             feed,
             sync,
             opening_scan: ScanReport::default(),
-            hook,
+            hook: settings.hook,
+            history: settings.history,
             scanned: Mutex::new(None),
             own: Arc::default(),
         };
@@ -432,6 +444,7 @@ impl Account {
     }
 
     pub(crate) fn announce(&self, changes: Vec<Change>) {
+        self.prune_history_if_due(&changes);
         if !changes.is_empty()
             && let Some(hook) = self.hook.get()
         {

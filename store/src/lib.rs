@@ -94,6 +94,7 @@ pub struct Store {
     watcher: OnceLock<MaildirWatcher>,
     change_hook: Arc<OnceLock<ChangeHook>>,
     peer_limits: OnceLock<replica::PeerLimits>,
+    history: Arc<OnceLock<replica::History>>,
 }
 
 impl std::fmt::Debug for Store {
@@ -198,6 +199,7 @@ impl Store {
             watcher: OnceLock::new(),
             change_hook: Arc::new(OnceLock::new()),
             peer_limits: OnceLock::new(),
+            history: Arc::new(OnceLock::new()),
         })
     }
 
@@ -302,7 +304,10 @@ impl Store {
             self.opts.env.clone(),
             &self.opts.hostname,
             self.sync.clone(),
-            self.change_hook.clone(),
+            account::StoreSettings {
+                hook: self.change_hook.clone(),
+                history: self.history.clone(),
+            },
         )?);
         *slot = Some(account.clone());
         Ok(account)
@@ -343,6 +348,17 @@ impl Store {
     /// The bounds on what replication peers may send.
     pub fn peer_limits(&self) -> replica::PeerLimits {
         self.peer_limits.get().copied().unwrap_or_default()
+    }
+
+    /// Set how much replication history each index keeps (once, at start;
+    /// false if it was set already). Unset, the defaults hold.
+    pub fn set_history(&self, history: replica::History) -> bool {
+        self.history.set(history).is_ok()
+    }
+
+    /// How much replication history each index keeps.
+    pub fn history(&self) -> replica::History {
+        self.history.get().copied().unwrap_or_default()
     }
 
     /// Set the hook told of every user whose mail changes (once; false if

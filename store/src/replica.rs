@@ -75,6 +75,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use crate::ids::{Flags, MailboxGuid, MessageGuid, ModSeq, Uid};
 
 mod peer_input;
+pub use crate::account::{History, HistoryRows, PRUNE_EVERY, Pruned};
 pub use peer_input::{PeerLimits, refuse_user_record, valid_peer_mailbox_name, validate_delta};
 
 /// Milliseconds since the epoch << 16 | node id.
@@ -335,6 +336,11 @@ pub struct Delta {
     /// The user's Sieve scripts, active marker and vacation/duplicate
     /// tracking, sent whole (`None`: the user never had scripts).
     pub sieve: Option<Box<crate::sieve::SieveState>>,
+    /// Every message and tombstone the sender holds, whatever `since`
+    /// (still the receiver's mark): its history was pruned past that mark,
+    /// so a message the receiver holds that the sender had applied and no
+    /// longer lists was expunged there (account/history.rs).
+    pub complete: bool,
 }
 
 impl Delta {

@@ -959,6 +959,7 @@ fn log_report(peer: &str, r: &UserSync) {
             renumbered = r.here.messages_renumbered, flags = r.here.flags_changed,
             expunged = r.here.messages_expunged, deferred = r.here.deferred,
             peer_added = r.there.messages_added, blobs_in = r.blobs_received, blobs_out = r.blobs_sent,
+            content_ms = r.content_ms, apply_ms = r.apply_ms,
             "replicated"
         );
     }

@@ -22,7 +22,7 @@
 //! is linked (DESIGN.md invariant 5), and is sent in chunks of 1 MiB.
 
 use serde::{Deserialize, Serialize};
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use cove_store::UsersMerged;
@@ -30,10 +30,13 @@ use cove_store::replica::{
     ApplyReport, Delta, Digest, Mark, MessageState, TombstoneState, UserRecord, now_ms,
     validate_delta,
 };
-use cove_store::{Account, Address, BlobWriter, ContentId, StagedBlob, Store};
+use cove_store::{Account, Address, StagedBlob, Store};
 use tokio::io::{AsyncRead, AsyncWrite};
 
 use crate::transport::Link;
+
+mod content;
+use content::{receive_blobs, send_blobs};
 
 const CHUNK: usize = 1024 * 1024;
 const TAG_MSG: u8 = 0;
@@ -113,6 +116,7 @@ where
         messages: page(&delta.messages, 0),
         tombstones: page(&delta.tombstones, 0),
         sieve: delta.sieve.clone(),
+        complete: delta.complete,
     };
     let more =
         u32::try_from(pages - 1).map_err(|_| SyncError::Protocol("delta too large".into()))?;
@@ -172,6 +176,10 @@ pub enum SyncError {
     Protocol(String),
     #[error("the peer closed the link")]
     Closed,
+    /// The blocking task writing received content stopped (its own error
+    /// says why).
+    #[error("the content writer stopped")]
+    WriterGone,
 }
 
 impl SyncError {
@@ -209,6 +217,12 @@ pub struct UserSync {
     pub skipped: bool,
     /// The peer was syncing this user with us the other way; nothing done.
     pub busy: bool,
+    /// Milliseconds spent exchanging content, and applying the peer's
+    /// delta here (figures for the log and benchmarks).
+    #[serde(default)]
+    pub content_ms: u64,
+    #[serde(default)]
+    pub apply_ms: u64,
 }
 
 enum Incoming {
@@ -320,168 +334,6 @@ where
         .await
         .map_err(|e| SyncError::Protocol(format!("worker failed: {e}")))?
         .map_err(SyncError::Store)
-}
-
-/// Send the blobs the peer asked for, then `BlobsDone`. Blobs gone here
-/// (collected meanwhile) are skipped: the peer defers those messages. A
-/// peer gets only the content of the messages in `offered` (this session's
-/// user's delta), never another blob it names.
-async fn send_blobs<S>(
-    link: &mut Link<S>,
-    store: &Arc<Store>,
-    account: &Arc<Account>,
-    ids: &[[u8; 32]],
-    offered: &Delta,
-    out: &mut UserSync,
-) -> Result<(), SyncError>
-where
-    S: AsyncRead + AsyncWrite + Unpin + Send,
-{
-    let offered: HashSet<[u8; 32]> = offered.messages.iter().map(|m| m.content).collect();
-    let others: Vec<[u8; 32]> = ids
-        .iter()
-        .filter(|id| !offered.contains(*id))
-        .copied()
-        .collect();
-    if !others.is_empty() {
-        // Content not in this session's changes: only what this user's
-        // mail holds (a peer repairing a damaged copy asks for it).
-        let (a, asked) = (account.clone(), others.clone());
-        let held = blocking(move || a.holds_content(&asked)).await?;
-        if others.iter().any(|id| !held.contains(id)) {
-            return Err(refuse(
-                "the peer asked for content that this user's mail does not hold".into(),
-            ));
-        }
-    }
-    for id in ids {
-        let (blobs, cid) = (store.blobs().clone(), ContentId(*id));
-        let read = blocking(move || match blobs.read(&cid) {
-            Ok(bytes) => {
-                let actual = ContentId::of(&bytes);
-                if actual == cid {
-                    return Ok(Some(bytes));
-                }
-                // Corrupt here too: never sent (the peer would refuse it);
-                // quarantined, so this node asks its peers for it in turn.
-                if let Err(e) = blobs.quarantine(&cid, &actual) {
-                    tracing::error!(blob = %cid, error = %e, "replication: corrupt blob not sent, and it could not be quarantined");
-                }
-                Ok(None)
-            }
-            Err(cove_dedup::Error::NotFound(_)) => Ok(None),
-            Err(e) => Err(e.into()),
-        })
-        .await?;
-        let Some(bytes) = read else { continue };
-        let mut chunks = bytes.chunks(CHUNK).peekable();
-        if chunks.peek().is_none() {
-            send_chunk(link, id, true, &[]).await?;
-        }
-        while let Some(c) = chunks.next() {
-            send_chunk(link, id, chunks.peek().is_none(), c).await?;
-        }
-        out.blobs_sent += 1;
-        out.content_bytes_sent += bytes.len() as u64;
-    }
-    send_msg(link, &Msg::BlobsDone).await?;
-    link.flush().await?;
-    Ok(())
-}
-
-async fn send_chunk<S>(
-    link: &mut Link<S>,
-    id: &[u8; 32],
-    last: bool,
-    data: &[u8],
-) -> Result<(), SyncError>
-where
-    S: AsyncRead + AsyncWrite + Unpin + Send,
-{
-    let mut frame = Vec::with_capacity(34 + data.len());
-    frame.push(TAG_CHUNK);
-    frame.extend_from_slice(id);
-    frame.push(u8::from(last));
-    frame.extend_from_slice(data);
-    link.send(&frame).await?;
-    Ok(())
-}
-
-/// Receive blobs until `BlobsDone`, verifying each against its id.
-///
-/// Each chunk goes to the blob's writer (a temporary file) as it arrives,
-/// so memory holds one frame whatever the blob's size. Neither the peer's
-/// word nor a size it announced is trusted: a blob longer than
-/// `max_blob_bytes`, or more than `max_session_bytes` of content in one
-/// session, cuts the session (the temporary file is removed).
-async fn receive_blobs<S>(
-    link: &mut Link<S>,
-    store: &Arc<Store>,
-    asked: &[[u8; 32]],
-    out: &mut UserSync,
-) -> Result<HashMap<[u8; 32], StagedBlob>, SyncError>
-where
-    S: AsyncRead + AsyncWrite + Unpin + Send,
-{
-    let limits = store.peer_limits();
-    let asked: HashSet<[u8; 32]> = asked.iter().copied().collect();
-    let mut staged = HashMap::new();
-    let mut current: Option<([u8; 32], BlobWriter)> = None;
-    let mut total: u64 = 0;
-    loop {
-        let (id, last, data) = match recv(link).await? {
-            Incoming::Msg(Msg::BlobsDone) => return Ok(staged),
-            Incoming::Msg(other) => return Err(unexpected("content or BlobsDone", &other)),
-            Incoming::Chunk { id, last, data } => (id, last, data),
-        };
-        if !asked.contains(&id) || staged.contains_key(&id) {
-            return Err(SyncError::Protocol(
-                "peer sent content nobody asked for".into(),
-            ));
-        }
-        total += data.len() as u64;
-        if total > limits.max_session_bytes {
-            return Err(refuse(format!(
-                "the peer sent more than {} bytes of content in one session",
-                limits.max_session_bytes
-            )));
-        }
-        // A chunk of another blob drops the unfinished one.
-        let writer = match current.take() {
-            Some((cur, w)) if cur == id => w,
-            _ => {
-                let blobs = store.blobs().clone();
-                blocking(move || Ok(blobs.writer()?)).await?
-            }
-        };
-        if writer.len() + data.len() as u64 > limits.max_blob_bytes {
-            return Err(refuse(format!(
-                "the peer sent a blob of more than {} bytes",
-                limits.max_blob_bytes
-            )));
-        }
-        let writer = blocking(move || {
-            let mut w = writer;
-            w.write(&data)?;
-            Ok(w)
-        })
-        .await?;
-        if !last {
-            current = Some((id, writer));
-            continue;
-        }
-        out.blobs_received += 1;
-        out.content_bytes_received += writer.len();
-        let blob = blocking(move || Ok(writer.finish()?)).await?;
-        if blob.id().0 != id {
-            // DESIGN.md invariant 5: never linked.
-            tracing::error!(expected = %ContentId(id), got = %blob.id(), "replication: the peer sent content that does not match its hash; refused");
-            return Err(SyncError::Protocol(
-                "content does not match its hash".into(),
-            ));
-        }
-        staged.insert(id, blob);
-    }
 }
 
 /// What the peer sent is over a limit or not its to ask: logged, and the
@@ -690,6 +542,8 @@ impl UserSync {
         self.blobs_received += next.blobs_received;
         self.content_bytes_sent += next.content_bytes_sent;
         self.content_bytes_received += next.content_bytes_received;
+        self.content_ms += next.content_ms;
+        self.apply_ms += next.apply_ms;
     }
 }
 
@@ -746,6 +600,7 @@ where
     let (a, p) = (account.clone(), peer.to_string());
     let local = blocking(move || a.replica_delta(&p, their_since)).await?;
     send_delta(link, &local, Mark::default()).await?;
+    let started = std::time::Instant::now();
     let blobs = fetch_missing(link, store, &account, &remote, &mut out).await?;
     match recv_msg(link).await? {
         Msg::Need { content } => {
@@ -757,7 +612,10 @@ where
         modseq: remote.modseq,
         epoch: remote.epoch,
     };
+    out.content_ms = started.elapsed().as_millis() as u64;
+    let started = std::time::Instant::now();
     let applied = apply(store, &account, peer, local, remote, blobs).await;
+    out.apply_ms = started.elapsed().as_millis() as u64;
     send_msg(link, &done(&applied)).await?;
     link.flush().await?;
     let (report, error) = recv_done(link).await?;
@@ -769,6 +627,7 @@ where
     }
     out.here = applied?;
     skip_echo(&account, peer, remote_at, &out.there).await?;
+    prune_history(store, &account, peer, their_since).await;
     Ok(out)
 }
 
@@ -871,6 +730,7 @@ where
         }
         other => return Err(unexpected("Delta", &other)),
     };
+    let started = std::time::Instant::now();
     match recv_msg(link).await? {
         Msg::Need { content } => {
             send_blobs(link, store, &account, &content, &local, &mut out).await?
@@ -882,7 +742,10 @@ where
         modseq: remote.modseq,
         epoch: remote.epoch,
     };
+    out.content_ms = started.elapsed().as_millis() as u64;
+    let started = std::time::Instant::now();
     let applied = apply(store, &account, peer, local, remote, blobs).await;
+    out.apply_ms = started.elapsed().as_millis() as u64;
     let (there, their_error) = recv_done(link).await?;
     out.there = there;
     send_msg(link, &done(&applied)).await?;
@@ -891,7 +754,31 @@ where
     if their_error.is_none() {
         skip_echo(&account, peer, remote_at, &out.there).await?;
     }
+    prune_history(store, &account, peer, since).await;
     Ok(out)
+}
+
+/// After a session: record the peer's mark of this node (what it has
+/// applied of ours, as it said at the start), and prune this user's
+/// history up to what every peer has applied (store's
+/// `account/history.rs`). A failure is logged, never the session's.
+async fn prune_history(store: &Arc<Store>, account: &Arc<Account>, peer: &str, applied: Mark) {
+    let (a, p, keep) = (account.clone(), peer.to_string(), store.history());
+    let pruned = blocking(move || {
+        a.set_peer_applied(&p, applied)?;
+        a.prune_history(&keep, now_ms())
+    })
+    .await;
+    match pruned {
+        Ok(p) if p.changes + p.tombstones + p.expunged_guids > 0 => {
+            tracing::debug!(user = %account.email(), floor = p.floor, changes = p.changes, tombstones = p.tombstones,
+                expunged_guids = p.expunged_guids, "replication: history pruned");
+        }
+        Ok(_) => {}
+        Err(e) => {
+            tracing::warn!(user = %account.email(), error = %e, "replication: could not prune the history");
+        }
+    }
 }
 
 /// The peer applied our delta in one transaction, right after taking the

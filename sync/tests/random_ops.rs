@@ -14,6 +14,7 @@ mod common;
 use std::collections::BTreeSet;
 
 use common::{Cut, CutSide, Node, assert_converged, describe, sync_during, sync_until_quiet};
+use cove_store::replica::History;
 use cove_store::{Error, FlagOp, Flags, MailboxInfo, MessageGuid, MessageMeta};
 use proptest::prelude::*;
 
@@ -295,6 +296,12 @@ fn run_user(nodes: &[Node], model: &mut Model, op: &Op) {
 }
 
 fn check(count: usize, ops: &[Op]) {
+    check_with(count, ops, None);
+}
+
+/// [`check`] with each node keeping only `history` (a short one makes
+/// peers fall behind the pruned history and get complete deltas).
+fn check_with(count: usize, ops: &[Op], history: Option<History>) {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -303,6 +310,11 @@ fn check(count: usize, ops: &[Op]) {
         let nodes: Vec<Node> = (0..count)
             .map(|i| Node::new(&format!("node-{i}")))
             .collect();
+        if let Some(h) = history {
+            for n in &nodes {
+                n.store.set_history(h);
+            }
+        }
         let mut model = Model::default();
         for op in ops {
             run(&nodes, &mut model, op).await;
@@ -342,7 +354,23 @@ proptest! {
     fn three_nodes_converge(ops in proptest::collection::vec(op(3), 1..40)) {
         check(3, &ops);
     }
+
+    #[test]
+    fn two_nodes_converge_with_a_short_history(ops in proptest::collection::vec(op(2), 1..40)) {
+        check_with(2, &ops, Some(SHORT_HISTORY));
+    }
+
+    #[test]
+    fn three_nodes_converge_with_a_short_history(ops in proptest::collection::vec(op(3), 1..40)) {
+        check_with(3, &ops, Some(SHORT_HISTORY));
+    }
 }
+
+/// Three changes kept, tombstones dropped once every peer applied them.
+const SHORT_HISTORY: History = History {
+    keep_changes: 3,
+    keep_expunges_ms: 0,
+};
 
 /// Found by the property test: a mailbox deleted and made again under the
 /// same name on one node. The other node first made the new mailbox with a

@@ -1442,3 +1442,42 @@ fn randomized_run(expunges: bool) {
         "Spam made on both nodes apart is one mailbox: {state:#?}"
     );
 }
+
+// A peer away longer than the history each node keeps (`keep_changes`):
+// while it is away the other node prunes its change log and tombstones
+// past the peer's mark, so it sends the returning peer a complete delta,
+// and what it expunged meanwhile is expunged there too instead of staying
+// on one node only (docs/replication.md, "Bounded history").
+#[test]
+fn a_peer_away_longer_than_the_history_kept_gets_a_complete_delta() {
+    let keep = "keep_changes = 5\nkeep_expunges_secs = 0";
+    let pair = Pair::start(keep, keep);
+    let (mut va, mut vb) = (Viewer::login(&pair.a), Viewer::login(&pair.b));
+    let first = names("h", 0..8);
+    deliver(&pair.a, &first, "before");
+    agree(&mut va, &mut vb, "the first messages", |s| {
+        ids_in(s, "INBOX").len() == first.len()
+    });
+    // Each node's mark of the other settled (the echo of the first sync).
+    sync_now(&pair.a);
+    sync_now(&pair.b);
+
+    pair.partition(Partition::Refuse);
+    va.cmd_ok("SELECT INBOX");
+    va.cmd_ok("UID STORE 1:4 +FLAGS.SILENT (\\Deleted)");
+    va.cmd_ok("UID EXPUNGE 1:4");
+    va.cmd_ok("UNSELECT");
+    let later = names("later", 0..12);
+    deliver(&pair.a, &later, "while node-b is away");
+    pair.heal();
+
+    let want = sorted(first[4..].iter().chain(&later).map(|id| mid(id)).collect());
+    agree(&mut va, &mut vb, "the expunges and the later mail", |s| {
+        ids_in(s, "INBOX") == want
+    });
+    assert!(
+        pair.a
+            .logged("the peer is behind the pruned history; it gets a complete delta"),
+        "node-a pruned past node-b's mark and sent a complete delta"
+    );
+}

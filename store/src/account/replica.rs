@@ -221,19 +221,26 @@ impl Account {
         let modseq = index::current_modseq(&tx)?;
         let epoch = index::epoch(&tx)?;
         // A mark from another epoch (this index was rebuilt since) or
-        // ahead of this index means nothing: everything is sent.
-        let since = if since.epoch != epoch || since.modseq > modseq {
-            0
-        } else {
-            since.modseq
-        };
+        // ahead of this index means nothing: everything is sent. A mark
+        // below the pruned history: everything, as a complete delta.
+        let floor = super::history::history_floor(&tx)?;
+        let known = since.epoch == epoch && since.modseq <= modseq;
+        let complete = known && since.modseq > 0 && since.modseq < floor;
+        if complete {
+            tracing::info!(user = %self.email, peer = %peer.escape_debug(), mark = since.modseq, floor,
+                "replication: the peer is behind the pruned history; it gets a complete delta");
+        }
+        let since = if known { since.modseq } else { 0 };
         let mut delta = Delta {
             epoch,
             since,
             modseq,
             sieve: self.sieve_state(),
+            complete,
             ..Delta::default()
         };
+        // Where the messages and tombstones start.
+        let since = if complete { 0 } else { since };
         {
             let mut st = tx.prepare_cached(
                 "SELECT guid, name, name_stamp, uidvalidity, uidnext, special_use FROM mailbox ORDER BY id",
@@ -387,13 +394,12 @@ impl Account {
     }
 
     pub fn set_peer_mark(&self, peer: &str, mark: Mark) -> Result<()> {
-        let g = self.conn()?;
-        g.conn.execute(
-            "INSERT INTO peer_mark(peer, modseq, epoch) VALUES (?1, ?2, ?3)
-             ON CONFLICT(peer) DO UPDATE SET modseq = excluded.modseq, epoch = excluded.epoch",
-            params![peer, mark.modseq as i64, mark.epoch as i64],
-        )?;
-        Ok(())
+        super::history::store_mark(
+            &self.conn()?.conn,
+            super::history::MarkTable::PeerMark,
+            peer,
+            mark,
+        )
     }
 
     /// The content of `remote`'s messages that this node must fetch: for
@@ -442,8 +448,11 @@ impl Account {
         };
         let mut g = self.conn()?;
         let mut ops = FileOps::default();
-        let result = (|| {
-            let mut tx = Tx::begin(&mut g.conn)?;
+        // About 1 KiB of pages per row touched, up to 64 MiB.
+        let rows = remote.messages.len() + remote.tombstones.len() + local.messages.len();
+        let cache_kib = (rows as i64).clamp(0, 64 * 1024);
+        let result = index::with_cache(&mut g.conn, cache_kib, |conn| {
+            let mut tx = Tx::begin(conn)?;
             let floors = uidnexts(&tx)?;
             let mut cx = Apply {
                 account: self,
@@ -458,6 +467,7 @@ impl Account {
             cx.merge_mailboxes(&mut tx)?;
             cx.mailboxes(&mut tx)?;
             cx.messages(&mut tx, content)?;
+            cx.expunged_behind_history(&mut tx, local.since)?;
             cx.deleted_mailboxes(&mut tx)?;
             cx.settle_names(&mut tx)?;
             cx.subscriptions(&mut tx)?;
@@ -467,7 +477,7 @@ impl Account {
             self.sync.dir_written(&self.maildir)?;
             self.sync.sync()?;
             tx.commit()
-        })();
+        });
         let changes = match result {
             Ok(c) => c,
             Err(e) => {
@@ -1027,6 +1037,45 @@ impl Apply<'_> {
                 continue;
             };
             self.expunge(tx, t, newest)?;
+        }
+        Ok(())
+    }
+
+    /// A complete delta (the peer's history was pruned past this node's
+    /// mark, account/history.rs): a message here that the peer does not
+    /// list, whose row the peer had applied (its modseq is at or below
+    /// `applied`, the peer's mark of this node), has left the peer since
+    /// (an expunge whose tombstone is gone): it is expunged here too.
+    /// Messages changed here after that mark are new to the peer and keep.
+    fn expunged_behind_history(&mut self, tx: &mut Tx<'_>, applied: ModSeq) -> Result<()> {
+        if !self.remote.complete || applied == 0 {
+            return Ok(());
+        }
+        let listed: HashSet<MessageGuid> = self.remote.messages.iter().map(|m| m.guid).collect();
+        let gone: Vec<(MailboxGuid, Uid, MessageGuid)> = {
+            let mut st = tx.tx.prepare(
+                "SELECT mb.guid, m.uid, m.guid FROM message m JOIN mailbox mb ON mb.id = m.mailbox_id
+                 WHERE m.modseq <= ?1",
+            )?;
+            let rows = st.query_map([applied as i64], |r| {
+                Ok((
+                    MailboxGuid(index::guid16(r.get(0)?)),
+                    r.get::<_, Uid>(1)?,
+                    MessageGuid(index::guid16(r.get(2)?)),
+                ))
+            })?;
+            rows.filter(|r| r.as_ref().map_or(true, |(_, _, g)| !listed.contains(g)))
+                .collect::<rusqlite::Result<_>>()?
+        };
+        let stamp = tx.stamp()?;
+        for (mailbox, uid, guid) in gone {
+            let t = TombstoneState {
+                mailbox,
+                uid,
+                guid,
+                stamp,
+            };
+            self.expunge(tx, &t, stamp)?;
         }
         Ok(())
     }
