@@ -43,6 +43,10 @@ pub fn capabilities(conn: &Connection, logged_in: bool) -> String {
         "STATUS=SIZE",
         "OBJECTID",
         "MULTIAPPEND",
+        "SORT",
+        "SORT=DISPLAY",
+        "THREAD=ORDEREDSUBJECT",
+        "THREAD=REFERENCES",
     ]);
     let limit = format!("APPENDLIMIT={}", conn.ctx.config.max_literal_size);
     let mut s = caps.join(" ");

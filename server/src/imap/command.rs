@@ -21,8 +21,9 @@ use imap_codec::imap_types::IntoStatic;
 use imap_codec::imap_types::command::{
     Command as Codec, CommandBody, FetchModifier, SelectParameter, StoreModifier,
 };
-use imap_codec::imap_types::core::Vec1;
+use imap_codec::imap_types::core::{Charset, Vec1};
 use imap_codec::imap_types::extensions::enable::CapabilityEnable;
+use imap_codec::imap_types::extensions::thread::ThreadingAlgorithm;
 use imap_codec::imap_types::fetch::{MacroOrMessageDataItemNames, MessageDataItemName};
 use imap_codec::imap_types::flag::{Flag, StoreResponse, StoreType};
 use imap_codec::imap_types::search::SearchKey;
@@ -36,6 +37,7 @@ use super::esearch::{self, SearchReturn};
 use super::extended::{self, Extended, ListOptions};
 use super::framing;
 use super::objectid::{self, ObjectItems};
+use super::sort;
 use crate::auth::Secret;
 
 /// A mailbox name from the client, or why it is not one (answered NO, not
@@ -167,6 +169,20 @@ pub enum Selected {
         /// RFC 4731 RETURN options: answered with ESEARCH.
         ret: Option<SearchReturn>,
     },
+    /// RFC 5256 SORT (with RFC 5957 DISPLAYFROM / DISPLAYTO).
+    Sort {
+        order: Vec<sort::SortCriterion>,
+        known_charset: bool,
+        criteria: Vec1<SearchKey<'static>>,
+        uid: bool,
+    },
+    /// RFC 5256 THREAD; `None`: an algorithm cove does not know.
+    Thread {
+        algorithm: Option<sort::Algorithm>,
+        known_charset: bool,
+        criteria: Vec1<SearchKey<'static>>,
+        uid: bool,
+    },
     /// COPY or RFC 6851 MOVE.
     Copy {
         set: SequenceSet,
@@ -256,6 +272,12 @@ impl Command {
                 Selected::Store(s) => (if s.uid { "UID STORE" } else { "STORE" }, WithoutExpunge),
                 Selected::Search { uid, .. } => {
                     (if *uid { "UID SEARCH" } else { "SEARCH" }, WithoutExpunge)
+                }
+                Selected::Sort { uid, .. } => {
+                    (if *uid { "UID SORT" } else { "SORT" }, WithoutExpunge)
+                }
+                Selected::Thread { uid, .. } => {
+                    (if *uid { "UID THREAD" } else { "THREAD" }, WithoutExpunge)
                 }
                 Selected::Copy {
                     is_move: false,
@@ -592,13 +614,42 @@ fn typed(body: CommandBody<'static>) -> Result<Command, &'static str> {
             criteria,
             uid,
         } => Command::Selected(Selected::Search {
-            known_charset: charset.as_ref().is_none_or(|c| {
-                let c: &str = c.as_ref();
-                c.eq_ignore_ascii_case("UTF-8") || c.eq_ignore_ascii_case("US-ASCII")
-            }),
+            known_charset: charset.as_ref().is_none_or(known_charset),
             criteria,
             uid,
             ret: None,
+        }),
+        C::Sort {
+            sort_criteria,
+            charset,
+            search_criteria,
+            uid,
+        } => Command::Selected(Selected::Sort {
+            order: sort_criteria
+                .into_iter()
+                .map(|c| sort::SortCriterion {
+                    key: sort_key(&c.key),
+                    reverse: c.reverse,
+                })
+                .collect(),
+            known_charset: known_charset(&charset),
+            criteria: search_criteria,
+            uid,
+        }),
+        C::Thread {
+            algorithm,
+            charset,
+            search_criteria,
+            uid,
+        } => Command::Selected(Selected::Thread {
+            algorithm: match algorithm {
+                ThreadingAlgorithm::OrderedSubject => Some(sort::Algorithm::OrderedSubject),
+                ThreadingAlgorithm::References => Some(sort::Algorithm::References),
+                ThreadingAlgorithm::Other(_) => None,
+            },
+            known_charset: known_charset(&charset),
+            criteria: search_criteria,
+            uid,
         }),
         C::Copy {
             sequence_set,
@@ -620,9 +671,31 @@ fn typed(body: CommandBody<'static>) -> Result<Command, &'static str> {
     })
 }
 
+/// A charset cove searches in (RFC 3501 §6.4.4, RFC 5256 §3).
+fn known_charset(c: &Charset<'_>) -> bool {
+    let c: &str = c.as_ref();
+    c.eq_ignore_ascii_case("UTF-8") || c.eq_ignore_ascii_case("US-ASCII")
+}
+
+/// imap-codec's sort key as the engine's.
+fn sort_key(k: &imap_codec::imap_types::extensions::sort::SortKey) -> sort::SortKey {
+    use imap_codec::imap_types::extensions::sort::SortKey as K;
+    match k {
+        K::Arrival => sort::SortKey::Arrival,
+        K::Cc => sort::SortKey::Cc,
+        K::Date => sort::SortKey::Date,
+        K::From => sort::SortKey::From,
+        K::Size => sort::SortKey::Size,
+        K::Subject => sort::SortKey::Subject,
+        K::To => sort::SortKey::To,
+        K::DisplayFrom => sort::SortKey::DisplayFrom,
+        K::DisplayTo => sort::SortKey::DisplayTo,
+    }
+}
+
 /// Commands of extensions imap-codec does not decode, and cove does not
-/// advertise (imap-codec decodes the others it knows, such as SORT, THREAD,
-/// GETQUOTA and COMPRESS, into commands cove answers as unsupported).
+/// advertise (imap-codec decodes the others it knows into commands cove
+/// answers as unsupported).
 const UNDECODED_EXTENSIONS: &[&str] = &[
     "NOTIFY",         // RFC 5465
     "GETMETADATA",    // RFC 5464
@@ -773,5 +846,75 @@ mod tests {
             _ => panic!("LIST-EXTENDED not decoded"),
         }
         assert_eq!(spec("a SELECT \" LIST (\"\r\n").name, "SELECT");
+    }
+
+    /// RFC 5256 through imap-codec: keys, REVERSE, charset, the UID forms;
+    /// malformed lines are Invalid (BAD), never a panic.
+    #[test]
+    fn sort_and_thread_decode() {
+        match decode(b"a UID SORT (REVERSE DATE DISPLAYFROM) koi8-r SUBJECT x\r\n".to_vec()) {
+            Decoded::Command {
+                command:
+                    Command::Selected(Selected::Sort {
+                        order,
+                        known_charset,
+                        uid,
+                        ..
+                    }),
+                ..
+            } => {
+                assert_eq!(
+                    order,
+                    [
+                        sort::SortCriterion {
+                            key: sort::SortKey::Date,
+                            reverse: true
+                        },
+                        sort::SortCriterion {
+                            key: sort::SortKey::DisplayFrom,
+                            reverse: false
+                        }
+                    ]
+                );
+                assert!(!known_charset && uid);
+            }
+            _ => panic!("SORT not decoded"),
+        }
+        match decode(b"a THREAD Other UTF-8 ALL\r\n".to_vec()) {
+            Decoded::Command {
+                command:
+                    Command::Selected(Selected::Thread {
+                        algorithm: None,
+                        known_charset: true,
+                        uid: false,
+                        ..
+                    }),
+                ..
+            } => {}
+            _ => panic!("THREAD not decoded"),
+        }
+        assert_eq!(
+            spec("a THREAD REFERENCES UTF-8 ALL\r\n").announce,
+            Announce::WithoutExpunge
+        );
+        assert_eq!(spec("a UID SORT (SIZE) UTF-8 ALL\r\n").name, "UID SORT");
+        let deep = format!(
+            "a SORT (DATE) UTF-8 {}ALL{}\r\n",
+            "(".repeat(5000),
+            ")".repeat(5000)
+        );
+        for line in [
+            "a SORT () UTF-8 ALL\r\n",
+            "a SORT (DATE UTF-8 ALL\r\n",
+            "a SORT (REVERSE REVERSE DATE) UTF-8 ALL\r\n",
+            "a SORT (DATE)\r\n",
+            "a THREAD\r\n",
+            deep.as_str(),
+        ] {
+            assert!(
+                matches!(decode(line.as_bytes().to_vec()), Decoded::Invalid { .. }),
+                "{line}"
+            );
+        }
     }
 }

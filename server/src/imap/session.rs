@@ -547,6 +547,29 @@ impl Session {
                     Outcome::no(Code::BadCharset, "Unsupported charset")
                 }
             }
+            S::Sort {
+                order,
+                known_charset,
+                criteria,
+                uid,
+            } => {
+                if known_charset {
+                    super::sort_thread::sort(conn, user, view, order, criteria, uid).await
+                } else {
+                    Outcome::no(Code::BadCharset, "Unsupported charset")
+                }
+            }
+            S::Thread {
+                algorithm,
+                known_charset,
+                criteria,
+                uid,
+            } => match algorithm {
+                // RFC 5256 §3: only the advertised algorithms.
+                None => Outcome::bad("Unknown threading algorithm"),
+                Some(_) if !known_charset => Outcome::no(Code::BadCharset, "Unsupported charset"),
+                Some(a) => super::sort_thread::thread(conn, user, view, a, criteria, uid).await,
+            },
             S::Copy {
                 set,
                 mailbox,

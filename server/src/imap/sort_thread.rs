@@ -1,0 +1,148 @@
+//! RFC 5256 SORT, UID SORT, THREAD and UID THREAD (with RFC 5957
+//! SORT=DISPLAY keys): the messages the search criteria select (the SEARCH
+//! matcher, search.rs), ordered or threaded by the pure engine in `sort/`.
+//!
+//! The engine reads one [`MessageKeys`] per message. Its header-derived
+//! part is cached by content id (`DerivedKind::ImapSortKeys`): a message's
+//! header is parsed once per content, at the first SORT or THREAD that
+//! needs it, and never again. Everything runs on the blocking pool.
+
+use cove_store::{Account, DerivedKind};
+use imap_codec::imap_types::core::Vec1;
+use imap_codec::imap_types::search::SearchKey;
+
+use super::connection::{Authed, Connection};
+use super::outcome::Outcome;
+use super::search::{Matcher, header_block};
+use super::sort::{self, Algorithm, MessageKeys, SortCriterion};
+use super::view::{View, ViewMessage};
+
+const SORT_KEYS_KIND: DerivedKind = DerivedKind::ImapSortKeys;
+
+/// The keys of the messages found, in mailbox order, each with the number
+/// the response names it by (its UID, or its sequence number) in
+/// [`MessageKeys::uid`].
+fn keys_of(
+    account: &Account,
+    mailbox: &cove_store::MailboxInfo,
+    found: Vec<(usize, ViewMessage)>,
+    uid: bool,
+) -> cove_store::Result<Vec<MessageKeys>> {
+    let asked: Vec<(cove_store::ContentId, DerivedKind)> = found
+        .iter()
+        .map(|(_, m)| (m.content_id, SORT_KEYS_KIND))
+        .collect();
+    let cached = account.derived(&asked)?;
+    let mut learned = Vec::new();
+    let mut keys = Vec::with_capacity(found.len());
+    for ((seq, m), cached) in found.into_iter().zip(cached) {
+        let mut k = match cached.as_deref().and_then(sort::decode_keys) {
+            Some(k) => k,
+            None => {
+                // The file may have been renamed (flags) since the view was
+                // read: look it up again. A message gone since sorts as one
+                // without header fields.
+                let raw = match account.message(&mailbox.guid, m.uid)? {
+                    Some(cur) => account.read_message(mailbox, &cur).ok(),
+                    None => None,
+                };
+                match raw {
+                    Some(raw) => {
+                        let k = sort::header_keys(header_block(&raw));
+                        learned.push((m.content_id, SORT_KEYS_KIND, sort::encode_keys(&k)));
+                        k
+                    }
+                    None => MessageKeys::default(),
+                }
+            }
+        };
+        k.uid = if uid { m.uid } else { seq as u32 };
+        k.internal_date = m.internal_date;
+        k.size = m.size;
+        keys.push(k);
+    }
+    // A cache that cannot be written only costs a parse next time.
+    if let Err(e) = account.store_derived(&learned) {
+        tracing::warn!(error = %e, "could not cache sort keys");
+    }
+    Ok(keys)
+}
+
+/// Run the search, read the keys of what it found and give them to
+/// `answer` (on the blocking pool): its text, and the highest modseq found
+/// when the criteria have a MODSEQ key (RFC 7162 §3.1.5).
+async fn answer_with(
+    conn: &mut Connection,
+    user: &Authed,
+    view: &mut View,
+    criteria: Vec1<SearchKey<'static>>,
+    uid: bool,
+    answer: impl FnOnce(&[MessageKeys]) -> String + Send + 'static,
+) -> cove_store::Result<(String, Option<u64>)> {
+    let matcher = Matcher::new(conn, view, criteria.as_ref());
+    let with_modseq = matcher.with_modseq;
+    let account = user.account();
+    let mailbox = view.mailbox.clone();
+    user.blocking(move || {
+        let found = matcher.run(&account)?;
+        let highest = found.iter().map(|(_, m)| m.modseq).max();
+        let keys = keys_of(&account, &mailbox, found, uid)?;
+        Ok((answer(&keys), highest.filter(|_| with_modseq)))
+    })
+    .await
+}
+
+// RFC 5256 §3 SORT and UID SORT.
+pub async fn sort(
+    conn: &mut Connection,
+    user: &Authed,
+    view: &mut View,
+    order: Vec<SortCriterion>,
+    criteria: Vec1<SearchKey<'static>>,
+    uid: bool,
+) -> Outcome {
+    let answered = answer_with(conn, user, view, criteria, uid, move |keys| {
+        sort::sort(keys, &order)
+            .into_iter()
+            .map(|i| format!(" {}", keys[i].uid))
+            .collect()
+    })
+    .await;
+    match answered {
+        Ok((list, highest)) => {
+            // RFC 7162 §3.1.5: with a MODSEQ key, the highest modseq of
+            // the messages found.
+            let modseq = highest
+                .map(|m| format!(" (MODSEQ {m})"))
+                .unwrap_or_default();
+            conn.untagged(&format!("SORT{list}{modseq}"));
+            Outcome::ok("SORT completed")
+        }
+        Err(e) => conn.refuse(&e),
+    }
+}
+
+// RFC 5256 §3 THREAD and UID THREAD.
+pub async fn thread(
+    conn: &mut Connection,
+    user: &Authed,
+    view: &mut View,
+    algorithm: Algorithm,
+    criteria: Vec1<SearchKey<'static>>,
+    uid: bool,
+) -> Outcome {
+    let answered = answer_with(conn, user, view, criteria, uid, move |keys| {
+        let threads = sort::thread(keys, algorithm);
+        sort::write_threads(&threads, |i| keys[i].uid)
+    })
+    .await;
+    match answered {
+        Ok((threads, _)) => {
+            // RFC 5256 §4: `THREAD` alone when nothing matched.
+            let sep = if threads.is_empty() { "" } else { " " };
+            conn.untagged(&format!("THREAD{sep}{threads}"));
+            Outcome::ok("THREAD completed")
+        }
+        Err(e) => conn.refuse(&e),
+    }
+}
