@@ -293,14 +293,14 @@ fn unknown_charset_and_algorithm() {
 }
 
 // The keys are read once per content, then come from the index's derived
-// cache (kind ImapSortKeys): after a SORT every message has an entry, and
+// cache (kind ImapSortKeys): not for ARRIVAL and SIZE (no header read);
+// after a SORT by SUBJECT every message has an entry, and
 // an entry swapped for another message's changes the next answer, so that
 // answer read the cache, not the message.
 #[test]
 fn sort_keys_are_cached_by_content() {
     let s = server();
     let mut c = selected(&s);
-    answers(&mut c, "m1 SORT (SUBJECT) UTF-8 ALL", "* SORT 3 5 1 2 4");
     let store = s.open_store();
     let user = store
         .user(&cove_store::Address::parse(USER).expect("address"))
@@ -313,6 +313,15 @@ fn sort_keys_are_cached_by_content() {
         .iter()
         .map(|m| (m.content_id, cove_store::DerivedKind::ImapSortKeys))
         .collect();
+    // ARRIVAL and SIZE need no header: none is read.
+    answers(
+        &mut c,
+        "m0 SORT (SIZE ARRIVAL) UTF-8 ALL",
+        "* SORT 2 5 1 4 3",
+    );
+    let cached = account.derived(&keys).expect("derived");
+    assert!(cached.iter().all(Option::is_none), "{cached:?}");
+    answers(&mut c, "m1 SORT (SUBJECT) UTF-8 ALL", "* SORT 3 5 1 2 4");
     let cached = account.derived(&keys).expect("derived");
     assert!(cached.iter().all(Option::is_some), "{cached:?}");
     // Message 4 ("Re: Re: plan") gets the keys of message 3 ("Another").

@@ -162,8 +162,6 @@ pub enum Selected {
     Fetch(Fetch),
     Store(Store),
     Search {
-        /// The charset is one cove knows (RFC 3501 §6.4.4).
-        known_charset: bool,
         criteria: Vec1<SearchKey<'static>>,
         uid: bool,
         /// RFC 4731 RETURN options: answered with ESEARCH.
@@ -172,16 +170,20 @@ pub enum Selected {
     /// RFC 5256 SORT (with RFC 5957 DISPLAYFROM / DISPLAYTO).
     Sort {
         order: Vec<sort::SortCriterion>,
-        known_charset: bool,
         criteria: Vec1<SearchKey<'static>>,
         uid: bool,
     },
     /// RFC 5256 THREAD; `None`: an algorithm cove does not know.
     Thread {
         algorithm: Option<sort::Algorithm>,
-        known_charset: bool,
         criteria: Vec1<SearchKey<'static>>,
         uid: bool,
+    },
+    /// SEARCH, SORT or THREAD (`name`) in a charset cove does not search
+    /// in: NO [BADCHARSET] (RFC 3501 §6.4.4, RFC 5256 §3), whatever the
+    /// rest of the command asks.
+    UnknownCharset {
+        name: &'static str,
     },
     /// COPY or RFC 6851 MOVE.
     Copy {
@@ -279,6 +281,7 @@ impl Command {
                 Selected::Thread { uid, .. } => {
                     (if *uid { "UID THREAD" } else { "THREAD" }, WithoutExpunge)
                 }
+                Selected::UnknownCharset { name } => (*name, WithoutExpunge),
                 Selected::Copy {
                     is_move: false,
                     uid,
@@ -364,17 +367,10 @@ pub fn decode(bytes: Vec<u8>) -> Decoded {
             Ok((ret, plain)) => match decode(plain) {
                 Decoded::Command {
                     tag,
-                    command:
-                        Command::Selected(Selected::Search {
-                            known_charset,
-                            criteria,
-                            uid,
-                            ..
-                        }),
+                    command: Command::Selected(Selected::Search { criteria, uid, .. }),
                 } => Decoded::Command {
                     tag,
                     command: Command::Selected(Selected::Search {
-                        known_charset,
                         criteria,
                         uid,
                         ret: Some(ret),
@@ -493,6 +489,14 @@ fn typed(body: CommandBody<'static>) -> Result<Command, &'static str> {
     use CommandBody as C;
     let name = body.name();
     let is_move = matches!(body, C::Move { .. });
+    let charset = match &body {
+        C::Search { charset, .. } => charset.as_ref(),
+        C::Sort { charset, .. } | C::Thread { charset, .. } => Some(charset),
+        _ => None,
+    };
+    if charset.is_some_and(|c| !known_charset(c)) {
+        return Ok(Command::Selected(Selected::UnknownCharset { name }));
+    }
     Ok(match body {
         C::Capability => Command::Any(AnyState::Capability),
         C::Noop => Command::Any(AnyState::Noop),
@@ -609,21 +613,16 @@ fn typed(body: CommandBody<'static>) -> Result<Command, &'static str> {
             uid,
             modifiers,
         })),
-        C::Search {
-            charset,
-            criteria,
-            uid,
-        } => Command::Selected(Selected::Search {
-            known_charset: charset.as_ref().is_none_or(known_charset),
+        C::Search { criteria, uid, .. } => Command::Selected(Selected::Search {
             criteria,
             uid,
             ret: None,
         }),
         C::Sort {
             sort_criteria,
-            charset,
             search_criteria,
             uid,
+            ..
         } => Command::Selected(Selected::Sort {
             order: sort_criteria
                 .into_iter()
@@ -632,22 +631,20 @@ fn typed(body: CommandBody<'static>) -> Result<Command, &'static str> {
                     reverse: c.reverse,
                 })
                 .collect(),
-            known_charset: known_charset(&charset),
             criteria: search_criteria,
             uid,
         }),
         C::Thread {
             algorithm,
-            charset,
             search_criteria,
             uid,
+            ..
         } => Command::Selected(Selected::Thread {
             algorithm: match algorithm {
                 ThreadingAlgorithm::OrderedSubject => Some(sort::Algorithm::OrderedSubject),
                 ThreadingAlgorithm::References => Some(sort::Algorithm::References),
                 ThreadingAlgorithm::Other(_) => None,
             },
-            known_charset: known_charset(&charset),
             criteria: search_criteria,
             uid,
         }),
@@ -852,15 +849,9 @@ mod tests {
     /// malformed lines are Invalid (BAD), never a panic.
     #[test]
     fn sort_and_thread_decode() {
-        match decode(b"a UID SORT (REVERSE DATE DISPLAYFROM) koi8-r SUBJECT x\r\n".to_vec()) {
+        match decode(b"a UID SORT (REVERSE DATE DISPLAYFROM) utf-8 SUBJECT x\r\n".to_vec()) {
             Decoded::Command {
-                command:
-                    Command::Selected(Selected::Sort {
-                        order,
-                        known_charset,
-                        uid,
-                        ..
-                    }),
+                command: Command::Selected(Selected::Sort { order, uid, .. }),
                 ..
             } => {
                 assert_eq!(
@@ -876,16 +867,33 @@ mod tests {
                         }
                     ]
                 );
-                assert!(!known_charset && uid);
+                assert!(uid);
             }
             _ => panic!("SORT not decoded"),
+        }
+        // RFC 5256 §3: NO [BADCHARSET], decided once for the three commands.
+        for line in [
+            "a SORT (DATE) koi8-r ALL\r\n",
+            "a UID THREAD REFERENCES ISO-8859-1 ALL\r\n",
+            "a SEARCH CHARSET x-unknown ALL\r\n",
+            "a SEARCH RETURN (COUNT) CHARSET x-unknown ALL\r\n",
+        ] {
+            assert!(
+                matches!(
+                    decode(line.as_bytes().to_vec()),
+                    Decoded::Command {
+                        command: Command::Selected(Selected::UnknownCharset { .. }),
+                        ..
+                    }
+                ),
+                "{line}"
+            );
         }
         match decode(b"a THREAD Other UTF-8 ALL\r\n".to_vec()) {
             Decoded::Command {
                 command:
                     Command::Selected(Selected::Thread {
                         algorithm: None,
-                        known_charset: true,
                         uid: false,
                         ..
                     }),

@@ -534,42 +534,25 @@ impl Session {
             S::Expunge(set) => super::expunge::expunge(conn, user, view, set).await,
             S::Fetch(fetch) => super::fetch::fetch(conn, user, view, fetch).await,
             S::Store(store) => super::store_flags::store(conn, user, view, store).await,
-            S::Search {
-                known_charset,
-                criteria,
-                uid,
-                ret,
-            } => {
-                if known_charset {
-                    super::search::search(conn, user, view, criteria, uid, ret).await
-                } else {
-                    // RFC 3501 §6.4.4: a charset we do not know.
-                    Outcome::no(Code::BadCharset, "Unsupported charset")
-                }
+            S::Search { criteria, uid, ret } => {
+                super::search::search(conn, user, view, criteria, uid, ret).await
             }
             S::Sort {
                 order,
-                known_charset,
                 criteria,
                 uid,
-            } => {
-                if known_charset {
-                    super::sort_thread::sort(conn, user, view, order, criteria, uid).await
-                } else {
-                    Outcome::no(Code::BadCharset, "Unsupported charset")
-                }
-            }
+            } => super::sort_thread::sort(conn, user, view, order, criteria, uid).await,
             S::Thread {
                 algorithm,
-                known_charset,
                 criteria,
                 uid,
             } => match algorithm {
                 // RFC 5256 §3: only the advertised algorithms.
                 None => Outcome::bad("Unknown threading algorithm"),
-                Some(_) if !known_charset => Outcome::no(Code::BadCharset, "Unsupported charset"),
                 Some(a) => super::sort_thread::thread(conn, user, view, a, criteria, uid).await,
             },
+            // RFC 3501 §6.4.4, RFC 5256 §3.
+            S::UnknownCharset { .. } => Outcome::no(Code::BadCharset, "Unsupported charset"),
             S::Copy {
                 set,
                 mailbox,

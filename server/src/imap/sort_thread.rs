@@ -21,23 +21,28 @@ const SORT_KEYS_KIND: DerivedKind = DerivedKind::ImapSortKeys;
 
 /// The keys of the messages found, in mailbox order, each with the number
 /// the response names it by (its UID, or its sequence number) in
-/// [`MessageKeys::uid`].
+/// [`MessageKeys::uid`]. Without `headers`, only the index's keys are
+/// filled in (SORT by ARRIVAL and SIZE reads no header).
 fn keys_of(
     account: &Account,
     mailbox: &cove_store::MailboxInfo,
     found: Vec<(usize, ViewMessage)>,
     uid: bool,
+    headers: bool,
 ) -> cove_store::Result<Vec<MessageKeys>> {
     let asked: Vec<(cove_store::ContentId, DerivedKind)> = found
         .iter()
+        .filter(|_| headers)
         .map(|(_, m)| (m.content_id, SORT_KEYS_KIND))
         .collect();
-    let cached = account.derived(&asked)?;
+    let mut cached = account.derived(&asked)?.into_iter();
     let mut learned = Vec::new();
     let mut keys = Vec::with_capacity(found.len());
-    for ((seq, m), cached) in found.into_iter().zip(cached) {
+    for (seq, m) in found {
+        let cached = cached.next().flatten();
         let mut k = match cached.as_deref().and_then(sort::decode_keys) {
             Some(k) => k,
+            None if !headers => MessageKeys::default(),
             None => {
                 // The file may have been renamed (flags) since the view was
                 // read: look it up again. A message gone since sorts as one
@@ -68,7 +73,8 @@ fn keys_of(
     Ok(keys)
 }
 
-/// Run the search, read the keys of what it found and give them to
+/// Run the search, read the keys of what it found (with the header's when
+/// `headers`) and give them to
 /// `answer` (on the blocking pool): its text, and the highest modseq found
 /// when the criteria have a MODSEQ key (RFC 7162 §3.1.5).
 async fn answer_with(
@@ -77,6 +83,7 @@ async fn answer_with(
     view: &mut View,
     criteria: Vec1<SearchKey<'static>>,
     uid: bool,
+    headers: bool,
     answer: impl FnOnce(&[MessageKeys]) -> String + Send + 'static,
 ) -> cove_store::Result<(String, Option<u64>)> {
     let matcher = Matcher::new(conn, view, criteria.as_ref());
@@ -86,7 +93,7 @@ async fn answer_with(
     user.blocking(move || {
         let found = matcher.run(&account)?;
         let highest = found.iter().map(|(_, m)| m.modseq).max();
-        let keys = keys_of(&account, &mailbox, found, uid)?;
+        let keys = keys_of(&account, &mailbox, found, uid, headers)?;
         Ok((answer(&keys), highest.filter(|_| with_modseq)))
     })
     .await
@@ -101,7 +108,10 @@ pub async fn sort(
     criteria: Vec1<SearchKey<'static>>,
     uid: bool,
 ) -> Outcome {
-    let answered = answer_with(conn, user, view, criteria, uid, move |keys| {
+    let headers = order
+        .iter()
+        .any(|c| !matches!(c.key, sort::SortKey::Arrival | sort::SortKey::Size));
+    let answered = answer_with(conn, user, view, criteria, uid, headers, move |keys| {
         sort::sort(keys, &order)
             .into_iter()
             .map(|i| format!(" {}", keys[i].uid))
@@ -131,7 +141,7 @@ pub async fn thread(
     criteria: Vec1<SearchKey<'static>>,
     uid: bool,
 ) -> Outcome {
-    let answered = answer_with(conn, user, view, criteria, uid, move |keys| {
+    let answered = answer_with(conn, user, view, criteria, uid, true, move |keys| {
         let threads = sort::thread(keys, algorithm);
         sort::write_threads(&threads, |i| keys[i].uid)
     })
