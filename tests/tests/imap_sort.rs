@@ -189,6 +189,16 @@ fn sort_reverse_several_keys_and_search_criteria() {
         "* SORT 1 3",
     );
     answers(&mut c, "r7 SORT (DATE) UTF-8 SUBJECT nothing", "* SORT");
+    // RFC 5182: `$` names a saved search result in the criteria.
+    c.cmd_ok("r9 SEARCH RETURN (SAVE) SUBJECT plan");
+    answers(&mut c, "r10 SORT (REVERSE DATE) UTF-8 $", "* SORT 4 2 1");
+    answers(&mut c, "r11 THREAD REFERENCES UTF-8 $", "* THREAD (1 2 4)");
+    // In the criteria `$` is a sequence set, also in the UID forms (UIDs
+    // 2..6 are numbers 1..5 here: UIDs written as numbers would name 2, 3
+    // and 5); after the UID key, a UID set.
+    answers(&mut c, "r12 UID SORT (DATE) UTF-8 $", "* SORT 2 3 5");
+    answers(&mut c, "r13 UID SEARCH $", "* SEARCH 2 3 5");
+    answers(&mut c, "r14 SORT (DATE) UTF-8 UID $", "* SORT 1 2 4");
     // Twice the same: the second answer comes from the cached keys.
     answers(
         &mut c,
