@@ -13,6 +13,7 @@
 #
 # Knobs (environment):
 #   MESSAGES=10000
+#   SERVERS="cove dovecot"   which to run (one alone: a rerun)
 #   COVE_PORT=26500 DOVECOT_PORT=26600   LMTP ports; IMAP is PORT+1
 #   PROFILE=release          the cove build to use (debug: no build, the
 #                            existing target/debug/cove)
@@ -41,7 +42,7 @@ start_pair covesort "[imap]
 listen = [\"127.0.0.1:$((COVE_PORT + 1))\"]" $((COVE_PORT + 1))
 
 : > "$OUT"
-for s in cove dovecot; do
+for s in ${SERVERS:-cove dovecot}; do
     port=$(port_of $s)
     # Dovecot runs each session in a child of its master: its CPU is not
     # read here (0: not measured).
