@@ -3,8 +3,9 @@
 //! after the charset (the RFC's example shapes: `SORT (DATE) UTF-8 SINCE
 //! ...`, `SORT (SUBJECT REVERSE DATE) UTF-8 ALL`, `THREAD ORDEREDSUBJECT
 //! UTF-8 SINCE ...`, `THREAD REFERENCES US-ASCII TEXT ...`), the UID forms,
-//! an unknown charset (NO [BADCHARSET]) and an unknown algorithm (BAD); and
-//! a Python imaplib session using `.sort()` and `.thread()`.
+//! an unknown charset (NO [BADCHARSET]) and an unknown algorithm (BAD),
+//! RFC 5267 ESORT, and a Python imaplib session using `.sort()` and
+//! `.thread()`.
 //!
 //! The mailbox (UIDs 2..6 are sequence numbers 1..5: UID 1 is expunged):
 //!
@@ -122,6 +123,7 @@ fn capabilities_are_advertised() {
         " SORT=DISPLAY ",
         " THREAD=ORDEREDSUBJECT ",
         " THREAD=REFERENCES ",
+        " ESORT ",
     ] {
         assert!(caps[0].contains(cap), "{cap}: {caps:?}");
     }
@@ -226,6 +228,33 @@ fn uid_sort_answers_uids() {
         "u3 UID THREAD REFERENCES UTF-8 ALL",
         "* THREAD (4 6)(2 3 5)",
     );
+}
+
+// RFC 5267 §3 ESORT: SORT RETURN answers ESEARCH; MIN and MAX are the
+// first and last in the sort order, ALL keeps that order (ranges only for
+// ascending runs).
+#[test]
+fn esort_returns_esearch_in_sort_order() {
+    let s = server();
+    let mut c = selected(&s);
+    assert_lines(
+        &c.cmd("e1 SORT RETURN (MIN MAX COUNT ALL) (DATE) UTF-8 ALL"),
+        &[
+            "* ESEARCH (TAG \"e1\") MIN 3 MAX 4 COUNT 5 ALL 3,5,1:2,4",
+            "e1 OK SORT completed",
+        ],
+    );
+    assert_lines(
+        &c.cmd("e2 UID SORT RETURN () (REVERSE ARRIVAL) UTF-8 ALL"),
+        &["* ESEARCH (TAG \"e2\") UID ALL 2:6", "e2 OK SORT completed"],
+    );
+    assert_lines(
+        &c.cmd("e3 SORT RETURN (COUNT MIN) (DATE) UTF-8 SUBJECT nothing"),
+        &["* ESEARCH (TAG \"e3\") COUNT 0", "e3 OK SORT completed"],
+    );
+    // SAVE is SEARCH's (RFC 5182), not a SORT RETURN option.
+    let r = c.cmd("e4 SORT RETURN (SAVE) (DATE) UTF-8 ALL");
+    assert!(r.len() == 1 && r[0].starts_with("e4 BAD "), "{r:?}");
 }
 
 // RFC 5256 §3 THREAD: both algorithms, with search criteria.

@@ -45,6 +45,7 @@ pub fn capabilities(conn: &Connection, logged_in: bool) -> String {
         "MULTIAPPEND",
         "SORT",
         "SORT=DISPLAY",
+        "ESORT",
         "THREAD=ORDEREDSUBJECT",
         "THREAD=REFERENCES",
     ]);

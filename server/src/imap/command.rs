@@ -172,6 +172,8 @@ pub enum Selected {
         order: Vec<sort::SortCriterion>,
         criteria: Vec1<SearchKey<'static>>,
         uid: bool,
+        /// RFC 5267 ESORT RETURN options: answered with ESEARCH.
+        ret: Option<SearchReturn>,
     },
     /// RFC 5256 THREAD; `None`: an algorithm cove does not know.
     Thread {
@@ -361,7 +363,8 @@ pub fn decode(bytes: Vec<u8>) -> Decoded {
         };
     }
     // RFC 4731: SEARCH RETURN (...) is a SEARCH with options imap-codec
-    // does not know; they are taken off first.
+    // does not know (and RFC 5267 SORT RETURN a SORT); they are taken off
+    // first.
     if let Some(split) = esearch::split_return(&bytes) {
         return match split {
             Ok((ret, plain)) => match decode(plain) {
@@ -371,6 +374,24 @@ pub fn decode(bytes: Vec<u8>) -> Decoded {
                 } => Decoded::Command {
                     tag,
                     command: Command::Selected(Selected::Search {
+                        criteria,
+                        uid,
+                        ret: Some(ret),
+                    }),
+                },
+                Decoded::Command {
+                    tag,
+                    command:
+                        Command::Selected(Selected::Sort {
+                            order,
+                            criteria,
+                            uid,
+                            ..
+                        }),
+                } => Decoded::Command {
+                    tag,
+                    command: Command::Selected(Selected::Sort {
+                        order,
                         criteria,
                         uid,
                         ret: Some(ret),
@@ -633,6 +654,7 @@ fn typed(body: CommandBody<'static>) -> Result<Command, &'static str> {
                 .collect(),
             criteria: search_criteria,
             uid,
+            ret: None,
         }),
         C::Thread {
             algorithm,

@@ -541,7 +541,8 @@ impl Session {
                 order,
                 criteria,
                 uid,
-            } => super::sort_thread::sort(conn, user, view, order, criteria, uid).await,
+                ret,
+            } => super::sort_thread::sort(conn, user, view, order, criteria, uid, ret).await,
             S::Thread {
                 algorithm,
                 criteria,

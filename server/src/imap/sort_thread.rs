@@ -12,6 +12,7 @@ use imap_codec::imap_types::core::Vec1;
 use imap_codec::imap_types::search::SearchKey;
 
 use super::connection::{Authed, Connection};
+use super::esearch::{self, SearchReturn};
 use super::outcome::Outcome;
 use super::search::{Matcher, header_block};
 use super::sort::{self, Algorithm, MessageKeys, SortCriterion};
@@ -74,18 +75,18 @@ fn keys_of(
 }
 
 /// Run the search, read the keys of what it found (with the header's when
-/// `headers`) and give them to
-/// `answer` (on the blocking pool): its text, and the highest modseq found
-/// when the criteria have a MODSEQ key (RFC 7162 §3.1.5).
-async fn answer_with(
+/// `headers`) and give them to `answer` (on the blocking pool): its
+/// result, and the highest modseq found when the criteria have a MODSEQ
+/// key (RFC 7162 §3.1.5).
+async fn answer_with<T: Send + 'static>(
     conn: &mut Connection,
     user: &Authed,
     view: &mut View,
     criteria: Vec1<SearchKey<'static>>,
     uid: bool,
     headers: bool,
-    answer: impl FnOnce(&[MessageKeys]) -> String + Send + 'static,
-) -> cove_store::Result<(String, Option<u64>)> {
+    answer: impl FnOnce(&[MessageKeys]) -> T + Send + 'static,
+) -> cove_store::Result<(T, Option<u64>)> {
     let matcher = Matcher::new(conn, view, criteria.as_ref());
     let with_modseq = matcher.with_modseq;
     let account = user.account();
@@ -99,7 +100,7 @@ async fn answer_with(
     .await
 }
 
-// RFC 5256 §3 SORT and UID SORT.
+// RFC 5256 §3 SORT and UID SORT; RFC 5267 §3 ESORT (SORT RETURN).
 pub async fn sort(
     conn: &mut Connection,
     user: &Authed,
@@ -107,6 +108,7 @@ pub async fn sort(
     order: Vec<SortCriterion>,
     criteria: Vec1<SearchKey<'static>>,
     uid: bool,
+    ret: Option<SearchReturn>,
 ) -> Outcome {
     let headers = order
         .iter()
@@ -114,18 +116,32 @@ pub async fn sort(
     let answered = answer_with(conn, user, view, criteria, uid, headers, move |keys| {
         sort::sort(keys, &order)
             .into_iter()
-            .map(|i| format!(" {}", keys[i].uid))
-            .collect()
+            .map(|i| keys[i].uid)
+            .collect::<Vec<u32>>()
     })
     .await;
     match answered {
-        Ok((list, highest)) => {
+        Ok((numbers, highest)) if let Some(ret) = &ret => {
+            // The highest modseq stands for every hit's: ESEARCH writes
+            // their maximum.
+            let hits: Vec<(usize, u64)> = numbers
+                .iter()
+                .map(|n| (*n as usize, highest.unwrap_or(0)))
+                .collect();
+            esearch::write(&mut conn.out, ret, uid, &hits, highest.is_some());
+            Outcome::ok("SORT completed")
+        }
+        Ok((numbers, highest)) => {
+            let mut line: String = "SORT".into();
+            for n in numbers {
+                line.push_str(&format!(" {n}"));
+            }
             // RFC 7162 §3.1.5: with a MODSEQ key, the highest modseq of
             // the messages found.
-            let modseq = highest
-                .map(|m| format!(" (MODSEQ {m})"))
-                .unwrap_or_default();
-            conn.untagged(&format!("SORT{list}{modseq}"));
+            if let Some(m) = highest {
+                line.push_str(&format!(" (MODSEQ {m})"));
+            }
+            conn.untagged(&line);
             Outcome::ok("SORT completed")
         }
         Err(e) => conn.refuse(&e),
