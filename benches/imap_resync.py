@@ -107,7 +107,9 @@ def login(addr, user, password):
     return w
 
 
-def main():
+def parser():
+    """The arguments the IMAP benches share: HOST:PORT USER PASSWORD
+    [--pid PID] [--load N --lmtp HOST:PORT]."""
     p = argparse.ArgumentParser()
     p.add_argument("imap")
     p.add_argument("user")
@@ -115,6 +117,11 @@ def main():
     p.add_argument("--pid", type=int, default=0)
     p.add_argument("--load", type=int, default=0)
     p.add_argument("--lmtp")
+    return p
+
+
+def main():
+    p = parser()
     p.add_argument("--fetch", type=int, default=1000)
     a = p.parse_args()
     if a.load:

@@ -471,6 +471,25 @@ impl TestServer {
         text(&out.stdout)
     }
 
+    /// Run `tests/python/<script>` (with `args`, and `env` set) against
+    /// this server, within 60 s: it must succeed and print `done`.
+    #[track_caller]
+    pub fn run_python(&self, script: &str, args: &[&str], env: &[(&str, String)], done: &str) {
+        let mut cmd = Command::new("python3");
+        cmd.arg(format!("{}/python/{script}", env!("CARGO_MANIFEST_DIR")))
+            .args(args)
+            .envs(env.iter().map(|(k, v)| (k, v)));
+        let out = run_bounded(cmd, None, Duration::from_secs(60));
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            out.status.success(),
+            "{script} {args:?} failed:\n{stdout}\n{stderr}\nserver log:\n{}",
+            self.logs().join("\n")
+        );
+        assert!(stdout.contains(done), "{stdout}");
+    }
+
     /// Add users (delivery only) with `cove user add`.
     pub fn add_users(&self, emails: &[&str]) {
         for e in emails {

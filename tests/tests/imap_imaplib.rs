@@ -3,10 +3,7 @@
 //! appends against the real binary (tests/python/imaplib_session.py); and
 //! resynchronises with CONDSTORE and QRESYNC (imaplib_condstore.py).
 
-use std::process::Command;
-use std::time::Duration;
-
-use cove_tests::{IMAP_CONFIG, TestServer, message, run_bounded};
+use cove_tests::{IMAP_CONFIG, TestServer, message};
 
 #[test]
 fn python_imaplib_session() {
@@ -62,20 +59,15 @@ fn run_script(name: &str, done: &str) {
         );
         assert!(d.results[0].is("250"), "{:?}", d.results);
     }
-    let script = format!("{}/python/{name}", env!("CARGO_MANIFEST_DIR"));
-    let mut cmd = Command::new("python3");
-    cmd.arg(script)
-        .env("COVE_IMAP", server.addr_of("imap").to_string())
-        .env("COVE_IMAPS", server.addr_of("imaps").to_string())
-        .env("COVE_USER", "alice@x.org")
-        .env("COVE_PASS", "s3cret");
-    let out = run_bounded(cmd, None, Duration::from_secs(60));
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        out.status.success(),
-        "imaplib session failed:\n{stdout}\n{stderr}\nserver log:\n{}",
-        server.logs().join("\n")
+    server.run_python(
+        name,
+        &[],
+        &[
+            ("COVE_IMAP", server.addr_of("imap").to_string()),
+            ("COVE_IMAPS", server.addr_of("imaps").to_string()),
+            ("COVE_USER", "alice@x.org".to_string()),
+            ("COVE_PASS", "s3cret".to_string()),
+        ],
+        done,
     );
-    assert!(stdout.contains(done), "{stdout}");
 }

@@ -4,10 +4,7 @@
 
 mod pop3_common;
 
-use std::process::Command;
-use std::time::Duration;
-
-use cove_tests::{message, run_bounded};
+use cove_tests::message;
 use pop3_common::{PASS, USER, server};
 
 fn run(mode: &str) {
@@ -19,24 +16,21 @@ fn run(mode: &str) {
     ] {
         s.deliver_to(USER, &message(subject, body));
     }
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/python/poplib_session.py");
-    let mut cmd = Command::new("python3");
-    cmd.arg(script)
-        .arg(mode)
-        .env("COVE_POP3", s.addr_of("pop3").to_string())
-        .env("COVE_POP3S", s.addr_of("pop3s").to_string())
-        .env("COVE_CERT", s.data_dir().join("tls/cert.pem"))
-        .env("COVE_USER", USER)
-        .env("COVE_PASS", PASS);
-    let out = run_bounded(cmd, None, Duration::from_secs(60));
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        out.status.success(),
-        "poplib {mode} session failed:\n{stdout}\n{stderr}\nserver log:\n{}",
-        s.logs().join("\n")
+    s.run_python(
+        "poplib_session.py",
+        &[mode],
+        &[
+            ("COVE_POP3", s.addr_of("pop3").to_string()),
+            ("COVE_POP3S", s.addr_of("pop3s").to_string()),
+            (
+                "COVE_CERT",
+                s.data_dir().join("tls/cert.pem").display().to_string(),
+            ),
+            ("COVE_USER", USER.to_string()),
+            ("COVE_PASS", PASS.to_string()),
+        ],
+        "poplib ok",
     );
-    assert!(stdout.contains("poplib ok"), "{stdout}");
 }
 
 #[test]

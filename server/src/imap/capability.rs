@@ -43,6 +43,11 @@ pub fn capabilities(conn: &Connection, logged_in: bool) -> String {
         "STATUS=SIZE",
         "OBJECTID",
         "MULTIAPPEND",
+        "SORT",
+        "SORT=DISPLAY",
+        "ESORT",
+        "THREAD=ORDEREDSUBJECT",
+        "THREAD=REFERENCES",
     ]);
     let limit = format!("APPENDLIMIT={}", conn.ctx.config.max_literal_size);
     let mut s = caps.join(" ");

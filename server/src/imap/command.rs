@@ -21,8 +21,9 @@ use imap_codec::imap_types::IntoStatic;
 use imap_codec::imap_types::command::{
     Command as Codec, CommandBody, FetchModifier, SelectParameter, StoreModifier,
 };
-use imap_codec::imap_types::core::Vec1;
+use imap_codec::imap_types::core::{Charset, Vec1};
 use imap_codec::imap_types::extensions::enable::CapabilityEnable;
+use imap_codec::imap_types::extensions::thread::ThreadingAlgorithm;
 use imap_codec::imap_types::fetch::{MacroOrMessageDataItemNames, MessageDataItemName};
 use imap_codec::imap_types::flag::{Flag, StoreResponse, StoreType};
 use imap_codec::imap_types::search::SearchKey;
@@ -36,6 +37,7 @@ use super::esearch::{self, SearchReturn};
 use super::extended::{self, Extended, ListOptions};
 use super::framing;
 use super::objectid::{self, ObjectItems};
+use super::sort;
 use crate::auth::Secret;
 
 /// A mailbox name from the client, or why it is not one (answered NO, not
@@ -160,12 +162,30 @@ pub enum Selected {
     Fetch(Fetch),
     Store(Store),
     Search {
-        /// The charset is one cove knows (RFC 3501 §6.4.4).
-        known_charset: bool,
         criteria: Vec1<SearchKey<'static>>,
         uid: bool,
         /// RFC 4731 RETURN options: answered with ESEARCH.
         ret: Option<SearchReturn>,
+    },
+    /// RFC 5256 SORT (with RFC 5957 DISPLAYFROM / DISPLAYTO).
+    Sort {
+        order: Vec<sort::SortCriterion>,
+        criteria: Vec1<SearchKey<'static>>,
+        uid: bool,
+        /// RFC 5267 ESORT RETURN options: answered with ESEARCH.
+        ret: Option<SearchReturn>,
+    },
+    /// RFC 5256 THREAD; `None`: an algorithm cove does not know.
+    Thread {
+        algorithm: Option<sort::Algorithm>,
+        criteria: Vec1<SearchKey<'static>>,
+        uid: bool,
+    },
+    /// SEARCH, SORT or THREAD (`name`) in a charset cove does not search
+    /// in: NO [BADCHARSET] (RFC 3501 §6.4.4, RFC 5256 §3), whatever the
+    /// rest of the command asks.
+    UnknownCharset {
+        name: &'static str,
     },
     /// COPY or RFC 6851 MOVE.
     Copy {
@@ -257,6 +277,13 @@ impl Command {
                 Selected::Search { uid, .. } => {
                     (if *uid { "UID SEARCH" } else { "SEARCH" }, WithoutExpunge)
                 }
+                Selected::Sort { uid, .. } => {
+                    (if *uid { "UID SORT" } else { "SORT" }, WithoutExpunge)
+                }
+                Selected::Thread { uid, .. } => {
+                    (if *uid { "UID THREAD" } else { "THREAD" }, WithoutExpunge)
+                }
+                Selected::UnknownCharset { name } => (*name, WithoutExpunge),
                 Selected::Copy {
                     is_move: false,
                     uid,
@@ -336,23 +363,35 @@ pub fn decode(bytes: Vec<u8>) -> Decoded {
         };
     }
     // RFC 4731: SEARCH RETURN (...) is a SEARCH with options imap-codec
-    // does not know; they are taken off first.
+    // does not know (and RFC 5267 SORT RETURN a SORT); they are taken off
+    // first.
     if let Some(split) = esearch::split_return(&bytes) {
         return match split {
             Ok((ret, plain)) => match decode(plain) {
                 Decoded::Command {
                     tag,
+                    command: Command::Selected(Selected::Search { criteria, uid, .. }),
+                } => Decoded::Command {
+                    tag,
+                    command: Command::Selected(Selected::Search {
+                        criteria,
+                        uid,
+                        ret: Some(ret),
+                    }),
+                },
+                Decoded::Command {
+                    tag,
                     command:
-                        Command::Selected(Selected::Search {
-                            known_charset,
+                        Command::Selected(Selected::Sort {
+                            order,
                             criteria,
                             uid,
                             ..
                         }),
                 } => Decoded::Command {
                     tag,
-                    command: Command::Selected(Selected::Search {
-                        known_charset,
+                    command: Command::Selected(Selected::Sort {
+                        order,
                         criteria,
                         uid,
                         ret: Some(ret),
@@ -471,6 +510,14 @@ fn typed(body: CommandBody<'static>) -> Result<Command, &'static str> {
     use CommandBody as C;
     let name = body.name();
     let is_move = matches!(body, C::Move { .. });
+    let charset = match &body {
+        C::Search { charset, .. } => charset.as_ref(),
+        C::Sort { charset, .. } | C::Thread { charset, .. } => Some(charset),
+        _ => None,
+    };
+    if charset.is_some_and(|c| !known_charset(c)) {
+        return Ok(Command::Selected(Selected::UnknownCharset { name }));
+    }
     Ok(match body {
         C::Capability => Command::Any(AnyState::Capability),
         C::Noop => Command::Any(AnyState::Noop),
@@ -587,18 +634,41 @@ fn typed(body: CommandBody<'static>) -> Result<Command, &'static str> {
             uid,
             modifiers,
         })),
-        C::Search {
-            charset,
-            criteria,
-            uid,
-        } => Command::Selected(Selected::Search {
-            known_charset: charset.as_ref().is_none_or(|c| {
-                let c: &str = c.as_ref();
-                c.eq_ignore_ascii_case("UTF-8") || c.eq_ignore_ascii_case("US-ASCII")
-            }),
+        C::Search { criteria, uid, .. } => Command::Selected(Selected::Search {
             criteria,
             uid,
             ret: None,
+        }),
+        C::Sort {
+            sort_criteria,
+            search_criteria,
+            uid,
+            ..
+        } => Command::Selected(Selected::Sort {
+            order: sort_criteria
+                .into_iter()
+                .map(|c| sort::SortCriterion {
+                    key: sort_key(&c.key),
+                    reverse: c.reverse,
+                })
+                .collect(),
+            criteria: search_criteria,
+            uid,
+            ret: None,
+        }),
+        C::Thread {
+            algorithm,
+            search_criteria,
+            uid,
+            ..
+        } => Command::Selected(Selected::Thread {
+            algorithm: match algorithm {
+                ThreadingAlgorithm::OrderedSubject => Some(sort::Algorithm::OrderedSubject),
+                ThreadingAlgorithm::References => Some(sort::Algorithm::References),
+                ThreadingAlgorithm::Other(_) => None,
+            },
+            criteria: search_criteria,
+            uid,
         }),
         C::Copy {
             sequence_set,
@@ -620,9 +690,31 @@ fn typed(body: CommandBody<'static>) -> Result<Command, &'static str> {
     })
 }
 
+/// A charset cove searches in (RFC 3501 §6.4.4, RFC 5256 §3).
+fn known_charset(c: &Charset<'_>) -> bool {
+    let c: &str = c.as_ref();
+    c.eq_ignore_ascii_case("UTF-8") || c.eq_ignore_ascii_case("US-ASCII")
+}
+
+/// imap-codec's sort key as the engine's.
+fn sort_key(k: &imap_codec::imap_types::extensions::sort::SortKey) -> sort::SortKey {
+    use imap_codec::imap_types::extensions::sort::SortKey as K;
+    match k {
+        K::Arrival => sort::SortKey::Arrival,
+        K::Cc => sort::SortKey::Cc,
+        K::Date => sort::SortKey::Date,
+        K::From => sort::SortKey::From,
+        K::Size => sort::SortKey::Size,
+        K::Subject => sort::SortKey::Subject,
+        K::To => sort::SortKey::To,
+        K::DisplayFrom => sort::SortKey::DisplayFrom,
+        K::DisplayTo => sort::SortKey::DisplayTo,
+    }
+}
+
 /// Commands of extensions imap-codec does not decode, and cove does not
-/// advertise (imap-codec decodes the others it knows, such as SORT, THREAD,
-/// GETQUOTA and COMPRESS, into commands cove answers as unsupported).
+/// advertise (imap-codec decodes the others it knows into commands cove
+/// answers as unsupported).
 const UNDECODED_EXTENSIONS: &[&str] = &[
     "NOTIFY",         // RFC 5465
     "GETMETADATA",    // RFC 5464
@@ -773,5 +865,86 @@ mod tests {
             _ => panic!("LIST-EXTENDED not decoded"),
         }
         assert_eq!(spec("a SELECT \" LIST (\"\r\n").name, "SELECT");
+    }
+
+    /// RFC 5256 through imap-codec: keys, REVERSE, charset, the UID forms;
+    /// malformed lines are Invalid (BAD), never a panic.
+    #[test]
+    fn sort_and_thread_decode() {
+        match decode(b"a UID SORT (REVERSE DATE DISPLAYFROM) utf-8 SUBJECT x\r\n".to_vec()) {
+            Decoded::Command {
+                command: Command::Selected(Selected::Sort { order, uid, .. }),
+                ..
+            } => {
+                assert_eq!(
+                    order,
+                    [
+                        sort::SortCriterion {
+                            key: sort::SortKey::Date,
+                            reverse: true
+                        },
+                        sort::SortCriterion {
+                            key: sort::SortKey::DisplayFrom,
+                            reverse: false
+                        }
+                    ]
+                );
+                assert!(uid);
+            }
+            _ => panic!("SORT not decoded"),
+        }
+        // RFC 5256 §3: NO [BADCHARSET], decided once for the three commands.
+        for line in [
+            "a SORT (DATE) koi8-r ALL\r\n",
+            "a UID THREAD REFERENCES ISO-8859-1 ALL\r\n",
+            "a SEARCH CHARSET x-unknown ALL\r\n",
+            "a SEARCH RETURN (COUNT) CHARSET x-unknown ALL\r\n",
+        ] {
+            assert!(
+                matches!(
+                    decode(line.as_bytes().to_vec()),
+                    Decoded::Command {
+                        command: Command::Selected(Selected::UnknownCharset { .. }),
+                        ..
+                    }
+                ),
+                "{line}"
+            );
+        }
+        match decode(b"a THREAD Other UTF-8 ALL\r\n".to_vec()) {
+            Decoded::Command {
+                command:
+                    Command::Selected(Selected::Thread {
+                        algorithm: None,
+                        uid: false,
+                        ..
+                    }),
+                ..
+            } => {}
+            _ => panic!("THREAD not decoded"),
+        }
+        assert_eq!(
+            spec("a THREAD REFERENCES UTF-8 ALL\r\n").announce,
+            Announce::WithoutExpunge
+        );
+        assert_eq!(spec("a UID SORT (SIZE) UTF-8 ALL\r\n").name, "UID SORT");
+        let deep = format!(
+            "a SORT (DATE) UTF-8 {}ALL{}\r\n",
+            "(".repeat(5000),
+            ")".repeat(5000)
+        );
+        for line in [
+            "a SORT () UTF-8 ALL\r\n",
+            "a SORT (DATE UTF-8 ALL\r\n",
+            "a SORT (REVERSE REVERSE DATE) UTF-8 ALL\r\n",
+            "a SORT (DATE)\r\n",
+            "a THREAD\r\n",
+            deep.as_str(),
+        ] {
+            assert!(
+                matches!(decode(line.as_bytes().to_vec()), Decoded::Invalid { .. }),
+                "{line}"
+            );
+        }
     }
 }

@@ -44,7 +44,11 @@ pub fn split_return(bytes: &[u8]) -> Option<Result<(SearchReturn, Vec<u8>), Stri
     let tag = framing::tag_of(bytes)?;
     let rest = bytes.get(tag.len() + 1..)?;
     let rest = after_word(rest, "UID").unwrap_or(rest);
-    let rest = after_word(rest, "SEARCH")?;
+    // RFC 5267 ESORT: SORT takes the same options, but SAVE.
+    let (rest, sort) = match after_word(rest, "SEARCH") {
+        Some(rest) => (rest, false),
+        None => (after_word(rest, "SORT")?, true),
+    };
     let after_return = after_word(rest, "RETURN")?;
     let start = bytes.len() - rest.len();
     let Some(list) = after_return.strip_prefix(b"(") else {
@@ -73,21 +77,26 @@ pub fn split_return(bytes: &[u8]) -> Option<Result<(SearchReturn, Vec<u8>), Stri
             }
         }
     }
+    if sort && ret.save {
+        return Some(Err("SAVE is not a SORT RETURN option".into()));
+    }
     // RFC 4731 §3.1: RETURN () is RETURN (ALL).
     if !ret.answers() && !ret.save {
         ret.all = true;
     }
     let Some(criteria) = list[close + 1..].strip_prefix(b" ") else {
-        return Some(Err("SEARCH needs criteria".into()));
+        return Some(Err("RETURN needs criteria after it".into()));
     };
     let mut plain = bytes[..start].to_vec();
     plain.extend_from_slice(criteria);
     Some(Ok((ret, plain)))
 }
 
-/// The ESEARCH response for `hits` (numbers or UIDs, ascending, with their
-/// modseqs); with a MODSEQ search key, the highest modseq of what was found
-/// (RFC 7162 §3.1.5).
+/// The ESEARCH response for `hits` (numbers or UIDs with their modseqs, in
+/// the order of the answer: ascending for SEARCH, the sort order for RFC
+/// 5267 ESORT, whose MIN and MAX are the first and last sorted and whose
+/// ALL keeps that order); with a MODSEQ search key, the highest modseq of
+/// what was found (RFC 7162 §3.1.5).
 pub fn write(
     out: &mut Vec<u8>,
     ret: &SearchReturn,
@@ -106,7 +115,7 @@ pub fn write(
     }
     let numbers: Vec<u32> = hits.iter().map(|(n, _)| *n as u32).collect();
     // RFC 4731 §3.1: MIN, MAX and ALL only when something matched.
-    if let (Some(min), Some(max)) = (numbers.iter().min(), numbers.iter().max()) {
+    if let (Some(min), Some(max)) = (numbers.first(), numbers.last()) {
         if ret.min {
             line.extend_from_slice(format!(" MIN {min}").as_bytes());
         }
@@ -118,13 +127,42 @@ pub fn write(
         line.extend_from_slice(format!(" COUNT {}", numbers.len()).as_bytes());
     }
     if ret.all && !numbers.is_empty() {
-        line.extend_from_slice(format!(" ALL {}", response::number_set(&numbers)).as_bytes());
+        line.extend_from_slice(format!(" ALL {}", ordered_set(&numbers)).as_bytes());
     }
     if modseq && let Some(highest) = hits.iter().map(|(_, m)| *m).max() {
         line.extend_from_slice(format!(" MODSEQ {highest}").as_bytes());
     }
     line.extend_from_slice(b"\r\n");
     out.extend_from_slice(&line);
+}
+
+/// A sequence-set of `numbers` in their order: ranges only for ascending
+/// consecutive runs (`3,5,1:2,4`), so an ascending list is written as
+/// compactly as a set.
+fn ordered_set(numbers: &[u32]) -> String {
+    let mut out = String::new();
+    let mut i = 0;
+    while i < numbers.len() {
+        let start = numbers[i];
+        let mut end = start;
+        while numbers
+            .get(i + 1)
+            .is_some_and(|n| Some(*n) == end.checked_add(1))
+        {
+            end += 1;
+            i += 1;
+        }
+        if !out.is_empty() {
+            out.push(',');
+        }
+        if end == start {
+            out.push_str(&start.to_string());
+        } else {
+            out.push_str(&format!("{start}:{end}"));
+        }
+        i += 1;
+    }
+    out
 }
 
 #[cfg(test)]
@@ -159,6 +197,25 @@ mod tests {
                 .expect("ours")
                 .is_err()
         );
+    }
+
+    #[test]
+    fn sort_return_and_ordered_sets() {
+        let (ret, plain) = split_return(b"s UID SORT RETURN (MIN ALL) (DATE) UTF-8 ALL\r\n")
+            .expect("ours")
+            .expect("valid");
+        assert!(ret.min && ret.all && !ret.count);
+        assert_eq!(plain, b"s UID SORT (DATE) UTF-8 ALL\r\n");
+        assert!(
+            split_return(b"s SORT RETURN (SAVE) (DATE) UTF-8 ALL\r\n")
+                .expect("ours")
+                .is_err()
+        );
+        assert_eq!(ordered_set(&[3, 5, 1, 2, 4]), "3,5,1:2,4");
+        assert_eq!(ordered_set(&[1, 2, 3, 7, 9, 10]), "1:3,7,9:10");
+        assert_eq!(ordered_set(&[5, 4, 3]), "5,4,3");
+        assert_eq!(ordered_set(&[u32::MAX, 1]), "4294967295,1");
+        assert_eq!(ordered_set(&[]), "");
     }
 
     #[test]

@@ -47,6 +47,7 @@ pub mod searchres;
 mod select;
 mod session;
 pub mod sort;
+mod sort_thread;
 mod starttls;
 mod status;
 mod store_flags;

@@ -7,7 +7,7 @@ mod fulltext;
 
 use std::collections::HashSet;
 
-use cove_store::{DerivedKind, Flags, MailboxInfo, Uid};
+use cove_store::{Account, DerivedKind, Flags, MailboxInfo, Uid};
 use imap_codec::imap_types::search::SearchKey;
 use imap_codec::imap_types::sequence::SequenceSet;
 use mail_parser::{HeaderValue, MessageParser};
@@ -180,7 +180,7 @@ impl Content {
 }
 
 /// The header block of a message (through its blank line, or all of it).
-fn header_block(raw: &[u8]) -> &[u8] {
+pub(super) fn header_block(raw: &[u8]) -> &[u8] {
     let end = raw
         .windows(4)
         .position(|w| w == b"\r\n\r\n")
@@ -365,6 +365,109 @@ fn matches(
     }
 }
 
+/// The search keys of a SEARCH, SORT or THREAD command resolved against
+/// the view, with what matching them needs: owned, to run on the blocking
+/// pool ([`Matcher::run`]).
+pub(super) struct Matcher {
+    key: Key,
+    candidates: Vec<(usize, ViewMessage)>,
+    recent: HashSet<Uid>,
+    mailbox: MailboxInfo,
+    now: i64,
+    /// RFC 7162 §3.1.5: a MODSEQ key is in the criteria.
+    pub with_modseq: bool,
+}
+
+impl Matcher {
+    pub fn new(conn: &mut Connection, view: &mut View, criteria: &[SearchKey<'static>]) -> Matcher {
+        let key = Key::And(criteria.iter().map(|k| lower(view, k)).collect());
+        let with_modseq = has_modseq(&key);
+        if with_modseq {
+            // RFC 7162 §3.1: a CONDSTORE enabling command.
+            conn.enable_condstore(Some(view));
+        }
+        Matcher {
+            key,
+            candidates: view
+                .messages
+                .iter()
+                .cloned()
+                .enumerate()
+                .map(|(i, m)| (i + 1, m))
+                .collect(),
+            recent: view.recent.clone(),
+            mailbox: view.mailbox.clone(),
+            now: conn.ctx.store.env().now_secs(),
+            with_modseq,
+        }
+    }
+
+    /// The messages that match, with their sequence numbers, in mailbox
+    /// order. Reads messages (or their cached header text) only when a key
+    /// needs their content.
+    pub fn run(self, account: &Account) -> cove_store::Result<Vec<(usize, ViewMessage)>> {
+        let Matcher {
+            key,
+            candidates,
+            recent,
+            mailbox,
+            now,
+            ..
+        } = self;
+        let content = needs_content(&key);
+        let body = needs_body(&key);
+        // Body searches read only the messages the full-text index names.
+        let candidates = match body.then(|| fulltext::narrow(account, &mailbox, &key)) {
+            Some(Some(ids)) => candidates
+                .into_iter()
+                .filter(|(_, m)| ids.contains(&m.content_id))
+                .collect(),
+            _ => candidates,
+        };
+        // Header-only searches read the cached header text first.
+        let cached = if content && !body {
+            let keys: Vec<(cove_store::ContentId, DerivedKind)> = candidates
+                .iter()
+                .map(|(_, m)| (m.content_id, HEADER_TEXT_KIND))
+                .collect();
+            account.derived(&keys)?
+        } else {
+            Vec::new()
+        };
+        let mut learned = Vec::new();
+        let mut hits = Vec::new();
+        for (i, (seq, m)) in candidates.into_iter().enumerate() {
+            let c = if !content {
+                None
+            } else if let Some(Some(text)) = cached.get(i) {
+                Some(Content::from_header_text(text))
+            } else {
+                let raw = match account.message(&mailbox.guid, m.uid)? {
+                    Some(cur) => account.read_message(&mailbox, &cur).ok(),
+                    None => None,
+                };
+                raw.map(|raw| {
+                    if body {
+                        content_of(&raw)
+                    } else {
+                        let c = content_of(header_block(&raw));
+                        learned.push((m.content_id, HEADER_TEXT_KIND, c.header_text()));
+                        c
+                    }
+                })
+            };
+            if matches(&key, &m, &recent, now, c.as_ref()) {
+                hits.push((seq, m));
+            }
+        }
+        // A cache that cannot be written only costs a parse next time.
+        if let Err(e) = account.store_derived(&learned) {
+            tracing::warn!(error = %e, "could not cache header text");
+        }
+        Ok(hits)
+    }
+}
+
 // RFC 3501 §6.4.4 SEARCH, §6.4.8 UID SEARCH.
 pub async fn search(
     conn: &mut Connection,
@@ -374,76 +477,16 @@ pub async fn search(
     uid: bool,
     ret: Option<SearchReturn>,
 ) -> Outcome {
-    let key = Key::And(criteria.as_ref().iter().map(|k| lower(view, k)).collect());
-    let with_modseq = has_modseq(&key);
-    if with_modseq {
-        // RFC 7162 §3.1: a CONDSTORE enabling command.
-        conn.enable_condstore(Some(view));
-    }
-    let candidates: Vec<(usize, ViewMessage)> = view
-        .messages
-        .iter()
-        .cloned()
-        .enumerate()
-        .map(|(i, m)| (i + 1, m))
-        .collect();
-    let recent = view.recent.clone();
+    let matcher = Matcher::new(conn, view, criteria.as_ref());
+    let with_modseq = matcher.with_modseq;
     let account = user.account();
-    let mailbox: MailboxInfo = view.mailbox.clone();
-    let now = conn.ctx.store.env().now_secs();
     let found = user
         .blocking(move || {
-            let content = needs_content(&key);
-            let body = needs_body(&key);
-            // Body searches read only the messages the full-text index names.
-            let candidates = match body.then(|| fulltext::narrow(&account, &mailbox, &key)) {
-                Some(Some(ids)) => candidates
-                    .into_iter()
-                    .filter(|(_, m)| ids.contains(&m.content_id))
-                    .collect(),
-                _ => candidates,
-            };
-            // Header-only searches read the cached header text first.
-            let cached = if content && !body {
-                let keys: Vec<(cove_store::ContentId, DerivedKind)> = candidates
-                    .iter()
-                    .map(|(_, m)| (m.content_id, HEADER_TEXT_KIND))
-                    .collect();
-                account.derived(&keys)?
-            } else {
-                Vec::new()
-            };
-            let mut learned = Vec::new();
-            let mut hits = Vec::new();
-            for (i, (seq, m)) in candidates.into_iter().enumerate() {
-                let c = if !content {
-                    None
-                } else if let Some(Some(text)) = cached.get(i) {
-                    Some(Content::from_header_text(text))
-                } else {
-                    let raw = match account.message(&mailbox.guid, m.uid)? {
-                        Some(cur) => account.read_message(&mailbox, &cur).ok(),
-                        None => None,
-                    };
-                    raw.map(|raw| {
-                        if body {
-                            content_of(&raw)
-                        } else {
-                            let c = content_of(header_block(&raw));
-                            learned.push((m.content_id, HEADER_TEXT_KIND, c.header_text()));
-                            c
-                        }
-                    })
-                };
-                if matches(&key, &m, &recent, now, c.as_ref()) {
-                    hits.push((if uid { m.uid as usize } else { seq }, m.modseq));
-                }
-            }
-            // A cache that cannot be written only costs a parse next time.
-            if let Err(e) = account.store_derived(&learned) {
-                tracing::warn!(error = %e, "could not cache header text");
-            }
-            Ok(hits)
+            Ok(matcher
+                .run(&account)?
+                .into_iter()
+                .map(|(seq, m)| (if uid { m.uid as usize } else { seq }, m.modseq))
+                .collect::<Vec<_>>())
         })
         .await;
     match found {

@@ -1,12 +1,14 @@
 //! RFC 5182 SEARCHRES: `SEARCH RETURN (SAVE ...)` remembers its result, and
-//! `$` names it in a later FETCH, STORE, COPY, MOVE, UID EXPUNGE or SEARCH.
+//! `$` names it in a later FETCH, STORE, COPY, MOVE, UID EXPUNGE, SEARCH,
+//! SORT or THREAD (the last three: in their search criteria).
 //!
 //! The result is kept as UIDs (§2.1: it keeps naming the same messages
 //! while others are expunged), with the selected mailbox; a SELECT,
 //! EXAMINE, CLOSE or UNSELECT forgets it. imap-codec does not know `$`, so
 //! the session writes the saved set in its place before the command is
 //! decoded (`substitute`): UIDs for a UID command, the messages' current
-//! numbers otherwise. An empty result becomes a UID no message has, and a
+//! numbers otherwise; in search criteria (SEARCH, SORT, THREAD) by the key
+//! it stands for instead: UIDs after `UID`, current numbers alone. An empty result becomes a UID no message has, and a
 //! numbered command its UID form, so the command does nothing, as §2.1
 //! says, instead of being refused for a number out of range.
 
@@ -72,7 +74,9 @@ pub fn substitute(line: &[u8], saved: &[Uid], view: &View) -> Option<Vec<u8>> {
     } else {
         framing::verb_of(line)?
     };
-    const TAKES_SETS: [&[u8]; 6] = [b"FETCH", b"STORE", b"COPY", b"MOVE", b"SEARCH", b"EXPUNGE"];
+    const TAKES_SETS: [&[u8]; 8] = [
+        b"FETCH", b"STORE", b"COPY", b"MOVE", b"SEARCH", b"EXPUNGE", b"SORT", b"THREAD",
+    ];
     if !TAKES_SETS.iter().any(|v| verb.eq_ignore_ascii_case(v)) {
         return None;
     }
@@ -85,17 +89,22 @@ pub fn substitute(line: &[u8], saved: &[Uid], view: &View) -> Option<Vec<u8>> {
         .copied()
         .filter(|u| view.seq_of(*u).is_some())
         .collect();
+    let seqs = || -> Vec<u32> {
+        present
+            .iter()
+            .filter_map(|u| view.seq_of(*u))
+            .map(|s| s as u32)
+            .collect()
+    };
+    if CRITERIA.iter().any(|v| verb.eq_ignore_ascii_case(v)) {
+        return Some(in_criteria(line, &positions, &present, &seqs()));
+    }
     let (set, as_uid) = if present.is_empty() {
         (NO_MESSAGE.to_string(), true)
     } else if uid {
         (response::number_set(&present), true)
     } else {
-        let seqs: Vec<u32> = present
-            .iter()
-            .filter_map(|u| view.seq_of(*u))
-            .map(|s| s as u32)
-            .collect();
-        (response::number_set(&seqs), false)
+        (response::number_set(&seqs()), false)
     };
     let mut out = Vec::with_capacity(line.len() + set.len());
     // A numbered command naming nothing becomes its UID form.
@@ -116,9 +125,60 @@ pub fn substitute(line: &[u8], saved: &[Uid], view: &View) -> Option<Vec<u8>> {
     Some(out)
 }
 
+/// The commands whose `$` stands in search criteria.
+const CRITERIA: [&[u8]; 3] = [b"SEARCH", b"SORT", b"THREAD"];
+
+/// `$` in search criteria: after the `UID` key it is the UID set; alone it
+/// is a sequence set (RFC 3501 §6.4.4), so it becomes the messages'
+/// current numbers, in `UID SEARCH` as in `SEARCH` (the command's UID
+/// prefix says what is answered, not how the criteria number messages).
+/// An empty result is a UID no message has.
+fn in_criteria(line: &[u8], positions: &[usize], uids: &[Uid], seqs: &[u32]) -> Vec<u8> {
+    let uid_set = if uids.is_empty() {
+        NO_MESSAGE.to_string()
+    } else {
+        response::number_set(uids)
+    };
+    let seq_set = if seqs.is_empty() {
+        format!("UID {NO_MESSAGE}")
+    } else {
+        response::number_set(seqs)
+    };
+    let mut out = Vec::with_capacity(line.len() + uid_set.len() + seq_set.len());
+    let mut at = 0;
+    for &p in positions {
+        out.extend_from_slice(&line[at..p]);
+        let before = &line[..p];
+        let after_uid_key = before.len() >= 4
+            && before[before.len() - 4..].eq_ignore_ascii_case(b"UID ")
+            && matches!(
+                before.len().checked_sub(5).map(|i| before[i]),
+                Some(b' ' | b'(')
+            );
+        out.extend_from_slice(if after_uid_key { &uid_set } else { &seq_set }.as_bytes());
+        at = p + 1;
+    }
+    out.extend_from_slice(&line[at..]);
+    out
+}
+
 #[cfg(test)]
 mod tests {
-    use super::dollar_positions;
+    use super::{dollar_positions, in_criteria};
+
+    /// `$` alone in criteria is a sequence set, after `UID` a UID set.
+    #[test]
+    fn criteria_dollars_are_numbers_or_uids_by_their_key() {
+        let line = b"a UID SORT (DATE) UTF-8 OR $ (uid $)\r\n";
+        let positions = dollar_positions(line);
+        let out = in_criteria(line, &positions, &[20, 21], &[1, 2]);
+        assert_eq!(out, b"a UID SORT (DATE) UTF-8 OR 1:2 (uid 20:21)\r\n");
+        let out = in_criteria(line, &positions, &[], &[]);
+        assert_eq!(
+            out,
+            b"a UID SORT (DATE) UTF-8 OR UID 4294967295 (uid 4294967295)\r\n"
+        );
+    }
 
     #[test]
     fn only_standalone_dollars_outside_strings_and_literals() {

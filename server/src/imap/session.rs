@@ -534,19 +534,26 @@ impl Session {
             S::Expunge(set) => super::expunge::expunge(conn, user, view, set).await,
             S::Fetch(fetch) => super::fetch::fetch(conn, user, view, fetch).await,
             S::Store(store) => super::store_flags::store(conn, user, view, store).await,
-            S::Search {
-                known_charset,
+            S::Search { criteria, uid, ret } => {
+                super::search::search(conn, user, view, criteria, uid, ret).await
+            }
+            S::Sort {
+                order,
                 criteria,
                 uid,
                 ret,
-            } => {
-                if known_charset {
-                    super::search::search(conn, user, view, criteria, uid, ret).await
-                } else {
-                    // RFC 3501 §6.4.4: a charset we do not know.
-                    Outcome::no(Code::BadCharset, "Unsupported charset")
-                }
-            }
+            } => super::sort_thread::sort(conn, user, view, order, criteria, uid, ret).await,
+            S::Thread {
+                algorithm,
+                criteria,
+                uid,
+            } => match algorithm {
+                // RFC 5256 §3: only the advertised algorithms.
+                None => Outcome::bad("Unknown threading algorithm"),
+                Some(a) => super::sort_thread::thread(conn, user, view, a, criteria, uid).await,
+            },
+            // RFC 3501 §6.4.4, RFC 5256 §3.
+            S::UnknownCharset { .. } => Outcome::no(Code::BadCharset, "Unsupported charset"),
             S::Copy {
                 set,
                 mailbox,

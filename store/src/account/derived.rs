@@ -38,6 +38,10 @@ pub enum DerivedKind {
     /// The decoded header text IMAP SEARCH matches header keys against,
     /// rendering 4: group names in address fields.
     ImapHeaderText = 34,
+    /// The header-derived SORT and THREAD keys (RFC 5256: subject, sent
+    /// date, first From/To/Cc address, Message-ID, References,
+    /// In-Reply-To), rendering 1 (server/src/imap/sort/keys.rs `encode`).
+    ImapSortKeys = 35,
     /// POP3: the message's size with CRLF line ends (8 bytes, big endian).
     Pop3CrlfSize = 22,
 }

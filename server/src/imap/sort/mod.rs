@@ -4,7 +4,7 @@
 //! THREAD response's parenthesized form.
 //!
 //! # How it is meant to be called
-//! The SORT / THREAD command handler (not written yet) builds one
+//! The SORT / THREAD command handler (`imap/sort_thread.rs`) builds one
 //! [`MessageKeys`] per message of the selected view, **in sequence-number
 //! order** (index 0 is message 1: every tie is broken by that order, as
 //! RFC 5256 asks), after narrowing the view by the command's search keys:
@@ -34,10 +34,11 @@
 //! - the message's uid, INTERNALDATE and RFC822.SIZE come from the index
 //!   (`ViewMessage`).
 //!
-//! References is in neither: THREAD=REFERENCES needs it added to a cached
-//! kind. [`header_keys`] (`keys.rs`) computes every header-derived key from
-//! a header block in one parse; its result is what a new cache kind would
-//! hold, so that SORT and THREAD read no message twice.
+//! References is in neither, so the handler caches its own kind
+//! (`DerivedKind::ImapSortKeys`): [`header_keys`] (`keys.rs`) computes
+//! every header-derived key from a header block in one parse, and
+//! [`encode_keys`] / [`decode_keys`] are its cached form, so that SORT and
+//! THREAD read no message twice.
 //!
 //! # Rules implemented
 //! - Base subject (RFC 5256 §2.1), in `base_subject.rs`, with whether the
@@ -65,7 +66,7 @@ mod order;
 mod thread;
 
 pub use base_subject::{BaseSubject, base_subject};
-pub use keys::header_keys;
+pub use keys::{decode as decode_keys, encode as encode_keys, header_keys};
 pub use order::{SortCriterion, SortKey, sort};
 pub use thread::{Algorithm, ThreadNode, thread, write_threads};
 

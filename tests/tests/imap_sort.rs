@@ -1,0 +1,392 @@
+//! RFC 5256 SORT and THREAD, RFC 5957 SORT=DISPLAY, over the wire against
+//! the real binary: every sort key, REVERSE, several keys, search criteria
+//! after the charset (the RFC's example shapes: `SORT (DATE) UTF-8 SINCE
+//! ...`, `SORT (SUBJECT REVERSE DATE) UTF-8 ALL`, `THREAD ORDEREDSUBJECT
+//! UTF-8 SINCE ...`, `THREAD REFERENCES US-ASCII TEXT ...`), the UID forms,
+//! an unknown charset (NO [BADCHARSET]) and an unknown algorithm (BAD),
+//! RFC 5267 ESORT, and a Python imaplib session using `.sort()` and
+//! `.thread()`.
+//!
+//! The mailbox (UIDs 2..6 are sequence numbers 1..5: UID 1 is expunged):
+//!
+//! | seq | arrival   | Date:        | Subject               | From                 | To                    | Cc  | size |
+//! |-----|-----------|--------------|-----------------------|----------------------|-----------------------|-----|------|
+//! | 1   | 05-Nov    | 2 Nov 10:00  | Plan                  | Zed <zed@z.example>  | Aaron <bob@b.example> |     | 600  |
+//! | 2   | 04-Nov    | 2 Nov 11:00  | Re: Plan              | amy@a.example        | Carol <carol@c.ex>    | x@x | 400  |
+//! | 3   | 03-Nov    | 1 Nov 09:00  | Another               | Ann <yolanda@y.ex>   |                       |     | 1000 |
+//! | 4   | 02-Nov    | 3 Nov 08:00  | Re: Re: plan          | bob@b.example        | alice@a.example       |     | 800  |
+//! | 5   | 01-Nov 12h| (none)       | [list] another (fwd)  |                      |                       |     | 500  |
+//!
+//! Message-IDs: 1 `<p@x>`; 2 `<q@x>` references `<p@x>`; 4 `<r@x>`
+//! references `<p@x> <q@x>`; 3 `<z@x>`; 5 `<s@x>`.
+
+use cove_tests::{IMAP_CONFIG, Imap, TestServer, assert_lines};
+
+const USER: &str = "s@x.org";
+const PASS: &str = "pw";
+
+/// A message of exactly `size` bytes.
+fn padded(headers: &str, size: usize) -> Vec<u8> {
+    let mut m = format!("{headers}\r\n").into_bytes();
+    assert!(m.len() + 2 <= size);
+    m.resize(size - 2, b'x');
+    m.extend_from_slice(b"\r\n");
+    m
+}
+
+const MESSAGES: [(&str, &str, usize); 5] = [
+    (
+        "05-Nov-2026 10:00:00 +0000",
+        "Subject: Plan\r\nFrom: Zed <zed@z.example>\r\nTo: Aaron <bob@b.example>\r\n\
+         Date: Mon, 2 Nov 2026 10:00:00 +0000\r\nMessage-ID: <p@x>\r\n",
+        600,
+    ),
+    (
+        "04-Nov-2026 10:00:00 +0000",
+        "Subject: Re: Plan\r\nFrom: amy@a.example\r\nTo: Carol <carol@c.example>\r\nCc: x@x.example\r\n\
+         Date: Mon, 2 Nov 2026 11:00:00 +0000\r\nMessage-ID: <q@x>\r\nReferences: <p@x>\r\n",
+        400,
+    ),
+    (
+        "03-Nov-2026 10:00:00 +0000",
+        "Subject: Another\r\nFrom: Ann <yolanda@y.example>\r\n\
+         Date: Sun, 1 Nov 2026 09:00:00 +0000\r\nMessage-ID: <z@x>\r\n",
+        1000,
+    ),
+    (
+        "02-Nov-2026 10:00:00 +0000",
+        "Subject: Re: Re: plan\r\nFrom: bob@b.example\r\nTo: alice@a.example\r\n\
+         Date: Tue, 3 Nov 2026 08:00:00 +0000\r\nMessage-ID: <r@x>\r\nReferences: <p@x> <q@x>\r\n",
+        800,
+    ),
+    (
+        "01-Nov-2026 12:00:00 +0000",
+        "Subject: [list] another (fwd)\r\nMessage-ID: <s@x>\r\n",
+        500,
+    ),
+];
+
+/// A server whose user's INBOX holds the five messages above, UIDs 2..6.
+fn server() -> TestServer {
+    let s = TestServer::start(IMAP_CONFIG);
+    let out = s.cli_stdin(
+        &["user", "add", USER, "--password-stdin"],
+        Some(format!("{PASS}\n").as_bytes()),
+    );
+    assert!(out.status.success(), "{out:?}");
+    let mut c = s.imap_login(USER, PASS);
+    c.append("a0", "INBOX", "", b"Subject: gone\r\n\r\nx\r\n");
+    for (i, (date, headers, size)) in MESSAGES.iter().enumerate() {
+        let r = c.append(
+            &format!("a{}", i + 1),
+            "INBOX",
+            &format!("\"{date}\""),
+            &padded(headers, *size),
+        );
+        assert!(r.last().is_some_and(|l| l.contains(" OK ")), "{r:?}");
+    }
+    c.cmd_ok("e1 SELECT INBOX");
+    c.cmd_ok("e2 STORE 1 +FLAGS (\\Deleted)");
+    c.cmd_ok("e3 EXPUNGE");
+    s
+}
+
+fn selected(s: &TestServer) -> Imap<std::net::TcpStream> {
+    let mut c = s.imap_login(USER, PASS);
+    c.cmd_ok("s0 SELECT INBOX");
+    c
+}
+
+/// `tag command` answers `* <untagged>` then `tag OK <WHAT> completed`.
+#[track_caller]
+fn answers(c: &mut Imap<std::net::TcpStream>, line: &str, untagged: &str) {
+    let tag = line.split(' ').next().unwrap_or_default();
+    let verb = line
+        .split(' ')
+        .nth(1)
+        .filter(|v| !v.eq_ignore_ascii_case("UID"))
+        .or_else(|| line.split(' ').nth(2))
+        .unwrap_or_default();
+    assert_lines(
+        &c.cmd(line),
+        &[untagged, &format!("{tag} OK {verb} completed")],
+    );
+}
+
+#[test]
+fn capabilities_are_advertised() {
+    let s = server();
+    let mut c = s.imap_login(USER, PASS);
+    let caps = c.cmd_ok("c1 CAPABILITY");
+    for cap in [
+        " SORT ",
+        " SORT=DISPLAY ",
+        " THREAD=ORDEREDSUBJECT ",
+        " THREAD=REFERENCES ",
+        " ESORT ",
+    ] {
+        assert!(caps[0].contains(cap), "{cap}: {caps:?}");
+    }
+}
+
+// RFC 5256 §3: every key, REVERSE, ties in mailbox order.
+#[test]
+fn sort_every_key() {
+    let s = server();
+    let mut c = selected(&s);
+    answers(&mut c, "k1 SORT (ARRIVAL) UTF-8 ALL", "* SORT 5 4 3 2 1");
+    // 5 has no Date: its INTERNALDATE (1 Nov 12:00) is its date.
+    answers(&mut c, "k2 SORT (DATE) UTF-8 ALL", "* SORT 3 5 1 2 4");
+    // Base subjects: "another" (3, 5), "plan" (1, 2, 4): ties in mailbox order.
+    answers(&mut c, "k3 SORT (SUBJECT) UTF-8 ALL", "* SORT 3 5 1 2 4");
+    // A missing From sorts first (empty).
+    answers(&mut c, "k4 SORT (FROM) UTF-8 ALL", "* SORT 5 2 4 3 1");
+    answers(&mut c, "k5 SORT (TO) UTF-8 ALL", "* SORT 3 5 4 1 2");
+    answers(&mut c, "k6 SORT (CC) UTF-8 ALL", "* SORT 1 3 4 5 2");
+    answers(&mut c, "k7 SORT (SIZE) UTF-8 ALL", "* SORT 2 5 1 4 3");
+    // RFC 5957: the display name, or the address without one.
+    answers(
+        &mut c,
+        "k8 SORT (DISPLAYFROM) UTF-8 ALL",
+        "* SORT 5 2 3 4 1",
+    );
+    answers(&mut c, "k9 SORT (DISPLAYTO) UTF-8 ALL", "* SORT 3 5 1 4 2");
+}
+
+#[test]
+fn sort_reverse_several_keys_and_search_criteria() {
+    let s = server();
+    let mut c = selected(&s);
+    answers(
+        &mut c,
+        "r1 SORT (REVERSE FROM) UTF-8 ALL",
+        "* SORT 1 3 4 2 5",
+    );
+    // RFC 5256 §3 example shape.
+    answers(
+        &mut c,
+        "r2 SORT (SUBJECT REVERSE DATE) UTF-8 ALL",
+        "* SORT 5 3 4 2 1",
+    );
+    // REVERSE does not reverse the mailbox-order tie-break (3 before 5).
+    answers(
+        &mut c,
+        "r3 SORT (REVERSE SUBJECT) UTF-8 ALL",
+        "* SORT 1 2 4 3 5",
+    );
+    // RFC 5256 §3 example shape: the search criteria after the charset.
+    answers(
+        &mut c,
+        "r4 SORT (DATE) UTF-8 SINCE 3-Nov-2026",
+        "* SORT 3 1 2",
+    );
+    answers(
+        &mut c,
+        "r5 SORT (ARRIVAL) US-ASCII SUBJECT plan",
+        "* SORT 4 2 1",
+    );
+    answers(
+        &mut c,
+        "r6 SORT (SIZE) UTF-8 OR FROM zed LARGER 900",
+        "* SORT 1 3",
+    );
+    answers(&mut c, "r7 SORT (DATE) UTF-8 SUBJECT nothing", "* SORT");
+    // RFC 5182: `$` names a saved search result in the criteria.
+    c.cmd_ok("r9 SEARCH RETURN (SAVE) SUBJECT plan");
+    answers(&mut c, "r10 SORT (REVERSE DATE) UTF-8 $", "* SORT 4 2 1");
+    answers(&mut c, "r11 THREAD REFERENCES UTF-8 $", "* THREAD (1 2 4)");
+    // In the criteria `$` is a sequence set, also in the UID forms (UIDs
+    // 2..6 are numbers 1..5 here: UIDs written as numbers would name 2, 3
+    // and 5); after the UID key, a UID set.
+    answers(&mut c, "r12 UID SORT (DATE) UTF-8 $", "* SORT 2 3 5");
+    answers(&mut c, "r13 UID SEARCH $", "* SEARCH 2 3 5");
+    answers(&mut c, "r14 SORT (DATE) UTF-8 UID $", "* SORT 1 2 4");
+    // Twice the same: the second answer comes from the cached keys.
+    answers(
+        &mut c,
+        "r8 SORT (DATE) UTF-8 SINCE 3-Nov-2026",
+        "* SORT 3 1 2",
+    );
+}
+
+#[test]
+fn uid_sort_answers_uids() {
+    let s = server();
+    let mut c = selected(&s);
+    answers(
+        &mut c,
+        "u1 UID SORT (ARRIVAL) UTF-8 ALL",
+        "* SORT 6 5 4 3 2",
+    );
+    answers(
+        &mut c,
+        "u2 UID SORT (REVERSE SIZE) UTF-8 UID 2:4",
+        "* SORT 4 2 3",
+    );
+    answers(
+        &mut c,
+        "u3 UID THREAD REFERENCES UTF-8 ALL",
+        "* THREAD (4 6)(2 3 5)",
+    );
+}
+
+// RFC 5267 §3 ESORT: SORT RETURN answers ESEARCH; MIN and MAX are the
+// first and last in the sort order, ALL keeps that order (ranges only for
+// ascending runs).
+#[test]
+fn esort_returns_esearch_in_sort_order() {
+    let s = server();
+    let mut c = selected(&s);
+    assert_lines(
+        &c.cmd("e1 SORT RETURN (MIN MAX COUNT ALL) (DATE) UTF-8 ALL"),
+        &[
+            "* ESEARCH (TAG \"e1\") MIN 3 MAX 4 COUNT 5 ALL 3,5,1:2,4",
+            "e1 OK SORT completed",
+        ],
+    );
+    assert_lines(
+        &c.cmd("e2 UID SORT RETURN () (REVERSE ARRIVAL) UTF-8 ALL"),
+        &["* ESEARCH (TAG \"e2\") UID ALL 2:6", "e2 OK SORT completed"],
+    );
+    assert_lines(
+        &c.cmd("e3 SORT RETURN (COUNT MIN) (DATE) UTF-8 SUBJECT nothing"),
+        &["* ESEARCH (TAG \"e3\") COUNT 0", "e3 OK SORT completed"],
+    );
+    // SAVE is SEARCH's (RFC 5182), not a SORT RETURN option.
+    let r = c.cmd("e4 SORT RETURN (SAVE) (DATE) UTF-8 ALL");
+    assert!(r.len() == 1 && r[0].starts_with("e4 BAD "), "{r:?}");
+}
+
+// RFC 5256 §3 THREAD: both algorithms, with search criteria.
+#[test]
+fn thread_both_algorithms() {
+    let s = server();
+    let mut c = selected(&s);
+    // Threads in the order of their first message's date; the forward
+    // (5) goes under the message whose base subject it shares (3).
+    answers(
+        &mut c,
+        "t1 THREAD REFERENCES UTF-8 ALL",
+        "* THREAD (3 5)(1 2 4)",
+    );
+    // The first message of a subject is the parent of the others.
+    answers(
+        &mut c,
+        "t2 THREAD ORDEREDSUBJECT UTF-8 ALL",
+        "* THREAD (3 5)(1 (2)(4))",
+    );
+    // RFC 5256 §3 example shapes.
+    answers(
+        &mut c,
+        "t3 THREAD ORDEREDSUBJECT UTF-8 SINCE 3-Nov-2026",
+        "* THREAD (3)(1 2)",
+    );
+    answers(
+        &mut c,
+        "t4 THREAD REFERENCES US-ASCII TEXT \"plan\"",
+        "* THREAD (1 2 4)",
+    );
+    answers(
+        &mut c,
+        "t5 THREAD REFERENCES UTF-8 SUBJECT nothing",
+        "* THREAD",
+    );
+}
+
+#[test]
+fn unknown_charset_and_algorithm() {
+    let s = server();
+    let mut c = selected(&s);
+    // RFC 5256 §3, RFC 3501 §6.4.4.
+    assert_lines(
+        &c.cmd("x1 SORT (DATE) KOI8-R ALL"),
+        &["x1 NO [BADCHARSET (UTF-8 US-ASCII)] Unsupported charset"],
+    );
+    assert_lines(
+        &c.cmd("x2 UID THREAD REFERENCES ISO-8859-5 ALL"),
+        &["x2 NO [BADCHARSET (UTF-8 US-ASCII)] Unsupported charset"],
+    );
+    assert_lines(
+        &c.cmd("x3 THREAD SOMETHING UTF-8 ALL"),
+        &["x3 BAD Unknown threading algorithm"],
+    );
+    for (tag, line) in [
+        ("x4", "SORT () UTF-8 ALL"),
+        ("x5", "SORT (BOGUS) UTF-8 ALL"),
+        ("x6", "SORT (DATE) UTF-8"),
+        ("x7", "SORT (REVERSE) UTF-8 ALL"),
+        ("x8", "THREAD REFERENCES"),
+    ] {
+        let r = c.cmd(&format!("{tag} {line}"));
+        assert!(
+            r.len() == 1 && r[0].starts_with(&format!("{tag} BAD ")),
+            "{line}: {r:?}"
+        );
+    }
+    // Outside the selected state (RFC 5256: selected state only).
+    let mut d = s.imap_login(USER, PASS);
+    let r = d.cmd("y1 SORT (DATE) UTF-8 ALL");
+    assert!(r.len() == 1 && r[0].starts_with("y1 BAD "), "{r:?}");
+    // The session still works.
+    answers(&mut c, "x9 SORT (ARRIVAL) UTF-8 ALL", "* SORT 5 4 3 2 1");
+}
+
+// The keys are read once per content, then come from the index's derived
+// cache (kind ImapSortKeys): not for ARRIVAL and SIZE (no header read);
+// after a SORT by SUBJECT every message has an entry, and
+// an entry swapped for another message's changes the next answer, so that
+// answer read the cache, not the message.
+#[test]
+fn sort_keys_are_cached_by_content() {
+    let s = server();
+    let mut c = selected(&s);
+    let store = s.open_store();
+    let user = store
+        .user(&cove_store::Address::parse(USER).expect("address"))
+        .expect("user")
+        .expect("known");
+    let account = store.account(&user).expect("account");
+    let inbox = account.mailbox("INBOX").expect("inbox");
+    let messages = account.messages(&inbox.guid).expect("messages");
+    let keys: Vec<_> = messages
+        .iter()
+        .map(|m| (m.content_id, cove_store::DerivedKind::ImapSortKeys))
+        .collect();
+    // ARRIVAL and SIZE need no header: none is read.
+    answers(
+        &mut c,
+        "m0 SORT (SIZE ARRIVAL) UTF-8 ALL",
+        "* SORT 2 5 1 4 3",
+    );
+    let cached = account.derived(&keys).expect("derived");
+    assert!(cached.iter().all(Option::is_none), "{cached:?}");
+    answers(&mut c, "m1 SORT (SUBJECT) UTF-8 ALL", "* SORT 3 5 1 2 4");
+    let cached = account.derived(&keys).expect("derived");
+    assert!(cached.iter().all(Option::is_some), "{cached:?}");
+    // Message 4 ("Re: Re: plan") gets the keys of message 3 ("Another").
+    let swapped = cached[2].clone().expect("cached");
+    account
+        .store_derived(&[(
+            messages[3].content_id,
+            cove_store::DerivedKind::ImapSortKeys,
+            swapped,
+        )])
+        .expect("store");
+    answers(&mut c, "m2 SORT (SUBJECT) UTF-8 ALL", "* SORT 3 4 5 1 2");
+}
+
+// Python's imaplib: IMAP4.sort() and IMAP4.thread().
+#[test]
+fn python_imaplib_sort_and_thread() {
+    let s = server();
+    s.run_python(
+        "imaplib_sort.py",
+        &[],
+        &[
+            ("COVE_IMAP", s.addr_of("imap").to_string()),
+            ("COVE_USER", USER.to_string()),
+            ("COVE_PASS", PASS.to_string()),
+        ],
+        "imaplib sort ok",
+    );
+}
