@@ -49,6 +49,7 @@ start_pair() {
         printf 'data_dir = "%s"\nhostname = "bench"\n\n' "$WORK/cove-data"
         printf '[lmtp]\nlisten = ["127.0.0.1:%s"]\n\n%s\n' "$COVE_PORT" "$2"
     } > "$WORK/cove.toml"
+    mkdir -p "$WORK/cove-data" # admin commands refuse a missing data directory
     printf '%s\n' "$PASS" | "$COVE" user add bench0@example.com --password-stdin --config "$WORK/cove.toml" >/dev/null
     "$COVE" serve --config "$WORK/cove.toml" >>"$WORK/cove.log" 2>&1 &
     COVE_PID=$!

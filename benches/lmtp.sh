@@ -81,6 +81,7 @@ durability = "$COVE_DURABILITY"
 listen = ["127.0.0.1:$COVE_PORT"]
 EOF
     log "cove: adding $NUSERS users"
+    mkdir -p "$WORK/cove-data" # admin commands refuse a missing data directory
     local n
     for ((n = 0; n < NUSERS; n++)); do
         if ! "$COVE" user add "bench$n@example.com" --config "$conf" </dev/null >>"$WORK/cove-useradd.log" 2>&1; then

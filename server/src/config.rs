@@ -730,6 +730,13 @@ pub struct ServerConfig {
     /// the listeners are bound and the data directory is open.
     #[serde(default)]
     pub user: Option<String>,
+    /// Parse new mail in the background right after it arrives (one
+    /// low-priority thread): IMAP's ENVELOPE, BODYSTRUCTURE and header
+    /// text, POP3's sizes and the full-text index are then ready for the
+    /// first FETCH, SEARCH or POP3 listing. Off: each is made at its first
+    /// use, and `fts.sqlite` only for users who search bodies.
+    #[serde(default = "default_true")]
+    pub index_new_mail: bool,
 }
 
 impl ServerConfig {
@@ -781,6 +788,7 @@ impl Default for ServerConfig {
             blocking_reserved: default_blocking_reserved(),
             log_level: default_log_level(),
             user: None,
+            index_new_mail: true,
         }
     }
 }

@@ -9,6 +9,7 @@ pub mod client_text;
 pub mod cluster;
 pub mod config;
 pub mod conn;
+pub mod derive;
 pub mod drain;
 pub mod error_text;
 pub mod housekeeping;

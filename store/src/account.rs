@@ -161,7 +161,10 @@ pub struct Account {
     feed: broadcast::Sender<Change>,
     sync: Arc<GroupSync>,
     opening_scan: ScanReport,
-    hook: Arc<std::sync::OnceLock<crate::ChangeHook>>,
+    listeners: Arc<crate::Listeners>,
+    /// This account, for the background indexer's queue (set by the
+    /// store once the account is in its `Arc`).
+    me: std::sync::OnceLock<std::sync::Weak<Account>>,
     /// The Maildir's stamps as the last finished scan found them, if they
     /// can be trusted ([`Account::scan_if_changed`]).
     scanned: Mutex<Option<dir_stamps::DirStamps>>,
@@ -274,7 +277,7 @@ impl Account {
         env: Env,
         hostname: &str,
         sync: Arc<GroupSync>,
-        hook: Arc<std::sync::OnceLock<crate::ChangeHook>>,
+        listeners: Arc<crate::Listeners>,
     ) -> Result<Account> {
         let maildir = home.join("Maildir");
         let fresh_home = !maildir.exists();
@@ -294,7 +297,8 @@ impl Account {
             feed,
             sync,
             opening_scan: ScanReport::default(),
-            hook,
+            listeners,
+            me: std::sync::OnceLock::new(),
             scanned: Mutex::new(None),
             own: Arc::default(),
         };
@@ -334,6 +338,14 @@ impl Account {
 
     pub fn email(&self) -> &str {
         &self.email
+    }
+
+    pub(crate) fn set_me(self: &Arc<Self>) {
+        let _ = self.me.set(Arc::downgrade(self));
+    }
+
+    pub(crate) fn me(&self) -> Option<std::sync::Weak<Account>> {
+        self.me.get().cloned()
     }
 
     pub(crate) fn own_changes(&self) -> &Arc<crate::watch::OwnChanges> {
@@ -421,9 +433,12 @@ impl Account {
 
     pub(crate) fn announce(&self, changes: Vec<Change>) {
         if !changes.is_empty()
-            && let Some(hook) = self.hook.get()
+            && let Some(hook) = self.listeners.hook.get()
         {
             hook(&self.email);
+        }
+        if let Some(indexer) = self.listeners.indexer.get() {
+            indexer.note(self, &changes);
         }
         for c in changes {
             // No receiver is not an error: nobody is listening right now.

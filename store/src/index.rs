@@ -895,15 +895,20 @@ impl<'c> Tx<'c> {
         stamp: u64,
     ) -> Result<ModSeq> {
         let modseq = self.log(mailbox, ChangeKind::Expunged { uid, guid })?;
-        let size = self
+        let gone = self
             .tx
-            .prepare_cached(
-                "DELETE FROM message WHERE mailbox_id = ?1 AND uid = ?2 RETURNING size",
-            )?
-            .query_row(params![mailbox.id, uid], |r| r.get::<_, i64>(0))
+            .prepare_cached(&format!(
+                "DELETE FROM message WHERE mailbox_id = ?1 AND uid = ?2 RETURNING {MESSAGE_COLS}"
+            ))?
+            .query_row(params![mailbox.id, uid], message_row)
             .optional()?;
-        if let Some(size) = size {
-            self.add_bytes(-size)?;
+        if let Some(gone) = gone {
+            self.add_bytes(-(gone.size as i64))?;
+            // Live listeners learn which content went (the background
+            // indexer forgets what no message holds any more).
+            if let Some(change) = self.changes.last_mut() {
+                change.message = Some(std::sync::Arc::new(gone));
+            }
         }
         self.tx
             .prepare_cached("INSERT OR REPLACE INTO tombstone(mailbox_id, uid, guid, modseq, stamp) VALUES (?1, ?2, ?3, ?4, ?5)")?

@@ -23,6 +23,7 @@ mod error;
 mod fulltext;
 mod ids;
 mod index;
+mod indexer;
 mod keyword_letters;
 mod keywords;
 mod mailbox_files;
@@ -54,6 +55,7 @@ pub use error::{Error, Result};
 pub use fulltext::{FULLTEXT_FILE, FullText, IndexedText, Refreshed, TextField, can_narrow};
 pub use ids::{Flags, MailboxGuid, MessageGuid, ModSeq, Uid};
 pub use index::{MailboxInfo, MessageMeta};
+pub use indexer::{Derivation, Deriver, Indexed};
 pub use keyword_letters::{KEYWORDS_FILE, KeywordLetters};
 pub use keywords::FlagOp;
 pub use mailbox_files::{Cached, MailboxFiles, cached_reads_available, read_cached};
@@ -70,6 +72,15 @@ type AccountSlot = Arc<Mutex<Option<Arc<Account>>>>;
 /// Called with a user's address after changes to that user's mail were
 /// committed (the replicator queues the user).
 pub type ChangeHook = Arc<dyn Fn(&str) + Send + Sync>;
+
+/// Who hears of committed changes besides the change feed.
+#[derive(Default)]
+pub(crate) struct Listeners {
+    /// The replicator's hook.
+    pub(crate) hook: OnceLock<ChangeHook>,
+    /// The background indexer of arrived mail.
+    pub(crate) indexer: OnceLock<Arc<indexer::Indexer>>,
+}
 
 /// Options for [`Store::open`].
 #[derive(Debug, Clone)]
@@ -90,7 +101,7 @@ pub struct Store {
     sync: Arc<GroupSync>,
     accounts: Mutex<HashMap<i64, AccountSlot>>,
     watcher: OnceLock<MaildirWatcher>,
-    change_hook: Arc<OnceLock<ChangeHook>>,
+    listeners: Arc<Listeners>,
     peer_limits: OnceLock<replica::PeerLimits>,
 }
 
@@ -131,7 +142,7 @@ impl Store {
             sync,
             accounts: Mutex::new(HashMap::new()),
             watcher: OnceLock::new(),
-            change_hook: Arc::new(OnceLock::new()),
+            listeners: Arc::default(),
             peer_limits: OnceLock::new(),
         })
     }
@@ -228,8 +239,9 @@ impl Store {
             self.opts.env.clone(),
             &self.opts.hostname,
             self.sync.clone(),
-            self.change_hook.clone(),
+            self.listeners.clone(),
         )?);
+        account.set_me();
         *slot = Some(account.clone());
         Ok(account)
     }
@@ -274,11 +286,34 @@ impl Store {
     /// Set the hook told of every user whose mail changes (once; false if
     /// one was set already).
     pub fn set_change_hook(&self, hook: ChangeHook) -> bool {
-        self.change_hook.set(hook).is_ok()
+        self.listeners.hook.set(hook).is_ok()
     }
 
     pub(crate) fn change_hook(&self) -> &OnceLock<ChangeHook> {
-        &self.change_hook
+        &self.listeners.hook
+    }
+
+    /// Derive what the protocols need from each message right after it
+    /// arrives, in the background (indexer.rs): `deriver`'s views go to
+    /// the derived cache, its text to the full-text index. Once; false if
+    /// a deriver was set already.
+    pub fn set_deriver(&self, deriver: Arc<dyn Deriver>) -> bool {
+        let mut started = false;
+        self.listeners.indexer.get_or_init(|| {
+            started = true;
+            indexer::Indexer::start(deriver)
+        });
+        started
+    }
+
+    /// Wait until the background indexer has done everything queued so
+    /// far, at most `limit`; false if it had not (true without an
+    /// indexer). For the import command and tests.
+    pub fn wait_indexed(&self, limit: std::time::Duration) -> bool {
+        self.listeners
+            .indexer
+            .get()
+            .is_none_or(|i| i.wait_idle(limit))
     }
 
     /// Forget a cached account (after its user was removed).
@@ -331,6 +366,14 @@ impl Store {
             account.announce(changes);
         }
         results
+    }
+}
+
+impl Drop for Store {
+    fn drop(&mut self) {
+        if let Some(indexer) = self.listeners.indexer.get() {
+            indexer.close();
+        }
     }
 }
 

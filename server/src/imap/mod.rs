@@ -11,14 +11,14 @@
 mod auth;
 mod copy_move;
 pub mod extended;
-mod fetch;
+pub(crate) mod fetch;
 pub mod framing;
 mod list;
 mod list_pattern;
 mod mailboxes;
 pub mod mime;
 mod response;
-mod search;
+pub(crate) mod search;
 mod session;
 mod store_flags;
 mod view;

@@ -19,10 +19,10 @@ use super::{Key, content_of};
 /// Names what [`extract`] puts in the index: bump it whenever `content_of`
 /// or `extract` changes what the matcher reads, and every user's index is
 /// built again.
-const EXTRACTOR_VERSION: u32 = 1;
+pub(crate) const EXTRACTOR_VERSION: u32 = 1;
 
 /// The text the matcher reads, as the index stores it.
-fn extract(raw: &[u8]) -> IndexedText {
+pub(crate) fn extract(raw: &[u8]) -> IndexedText {
     let c = content_of(raw);
     let mut header = String::new();
     for (_, v) in &c.headers {
