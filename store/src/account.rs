@@ -896,11 +896,16 @@ impl Account {
                 gone.push(m);
             }
         }
-        let mut tx = Tx::begin(&mut g.conn)?;
-        for m in &gone {
-            tx.expunge(&mb, m.uid, m.guid)?;
-        }
-        let changes = tx.commit()?;
+        index::grow_cache(&g.conn, gone.len())?;
+        let committed = (|| {
+            let mut tx = Tx::begin(&mut g.conn)?;
+            for m in &gone {
+                tx.expunge(&mb, m.uid, m.guid)?;
+            }
+            tx.commit()
+        })();
+        index::shrink_cache(&g.conn);
+        let changes = committed?;
         drop(g);
         self.sync.sync()?;
         // The index says they are gone; now the files. A crash in between

@@ -129,6 +129,7 @@ impl Account {
                     self.sync.dir_written(&folder.join(sub))?;
                 }
             }
+            crate::index::grow_cache(&g.conn, plan.len())?;
             let mut tx = Tx::begin(&mut g.conn)?;
             for item in plan {
                 match item {
@@ -148,6 +149,7 @@ impl Account {
             }
             tx.commit()
         })();
+        crate::index::shrink_cache(&g.conn);
         match committed {
             Ok(changes) => {
                 drop(g);
