@@ -6,6 +6,7 @@
 //! line, and exits non-zero if any operation failed.
 
 mod imap;
+mod imap_sessions;
 mod lmtp;
 mod message;
 mod pop3;
