@@ -40,6 +40,9 @@
 #   COVE_DURABILITY=batched  cove's [server] durability
 #   COVE_INDEX_NEW_MAIL=true cove's [server] index_new_mail (false: views and
 #                            full text made at first use, as before 2026-12-07)
+#   COVE_FULLTEXT_NEW_MAIL=true  cove's [server] fulltext_new_mail (the
+#                            bench's user never searched before: false means
+#                            its first SEARCH BODY builds the index)
 #   KEEP=1                   keep the temp dir (data, logs) afterwards
 set -euo pipefail
 
@@ -66,6 +69,7 @@ COVE_PORT=${COVE_PORT:-24500}
 DOVECOT_PORT=${DOVECOT_PORT:-24600}
 COVE_DURABILITY=${COVE_DURABILITY:-batched}
 COVE_INDEX_NEW_MAIL=${COVE_INDEX_NEW_MAIL:-true}
+COVE_FULLTEXT_NEW_MAIL=${COVE_FULLTEXT_NEW_MAIL:-true}
 KEEP=${KEEP:-0}
 
 LOAD=$ROOT/target/release/cove-load
@@ -167,6 +171,7 @@ hostname = "bench"
 [server]
 durability = "$COVE_DURABILITY"
 index_new_mail = $COVE_INDEX_NEW_MAIL
+fulltext_new_mail = $COVE_FULLTEXT_NEW_MAIL
 
 [lmtp]
 listen = ["127.0.0.1:$COVE_PORT"]
@@ -375,7 +380,7 @@ PEEKS=(
 {
     echo "# IMAP benchmark, $DATE"
     echo
-    echo "Servers: $SERVERS. cove at \`$cove_rev\`$dirty (durability = $COVE_DURABILITY, index_new_mail = $COVE_INDEX_NEW_MAIL); Dovecot $dovecot_ver (Maildir, \`mail_fsync = always\`, one imap process per session)."
+    echo "Servers: $SERVERS. cove at \`$cove_rev\`$dirty (durability = $COVE_DURABILITY, index_new_mail = $COVE_INDEX_NEW_MAIL, fulltext_new_mail = $COVE_FULLTEXT_NEW_MAIL); Dovecot $dovecot_ver (Maildir, \`mail_fsync = always\`, one imap process per session)."
     echo "Machine: $(nproc) CPUs ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //')), $(free -g | awk '/^Mem:/ { print $2 }') GiB RAM, $(uname -sr), data on $fs."
     load_rates=""
     for s in $SERVERS; do

@@ -25,7 +25,12 @@ pub fn open_store(config: &Config) -> anyhow::Result<Store> {
         )
     })?;
     if config.server.index_new_mail {
-        store.set_deriver(std::sync::Arc::new(crate::derive::ArrivalViews));
+        let fulltext = if config.server.fulltext_new_mail {
+            cove_store::FullTextOnArrival::Everyone
+        } else {
+            cove_store::FullTextOnArrival::Indexed
+        };
+        store.set_deriver(std::sync::Arc::new(crate::derive::ArrivalViews), fulltext);
     }
     Ok(store)
 }

@@ -15,13 +15,17 @@ use crate::pop3::maildrop;
 pub struct ArrivalViews;
 
 impl Deriver for ArrivalViews {
-    fn derive(&self, raw: &[u8]) -> Derivation {
+    fn derive(&self, raw: &[u8], text: bool) -> Derivation {
         let mut views = fetch::views(raw);
         views.push(search::header_view(raw));
         views.push(maildrop::crlf_size_view(raw));
         Derivation {
             views,
-            text: search::fulltext::extract(raw),
+            text: if text {
+                search::fulltext::extract(raw)
+            } else {
+                Default::default()
+            },
         }
     }
 

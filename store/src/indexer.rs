@@ -45,7 +45,7 @@ use std::sync::{Arc, Condvar, Mutex, Weak};
 use std::time::{Duration, Instant};
 
 use crate::changes::{Change, ChangeKind};
-use crate::fulltext::{FullText, IndexedText};
+use crate::fulltext::{FULLTEXT_FILE, FullText, IndexedText};
 use crate::{Account, ContentId, Error, MailboxGuid, Result};
 
 /// Quiet time after the first arrival before the worker starts, so a
@@ -75,9 +75,23 @@ pub struct Indexed {
     pub forgotten: usize,
 }
 
+/// Whose new mail goes into the full-text index on arrival (the views are
+/// made for everyone's).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FullTextOnArrival {
+    /// Every user's: no first SEARCH BODY ever builds the index, but each
+    /// delivery costs its trigram insert (most of the background work,
+    /// and most users never search bodies).
+    Everyone,
+    /// Users who have a full-text index already (they searched bodies
+    /// once): their later searches never wait for new mail.
+    Indexed,
+}
+
 /// The parse the store runs on arrived mail; the server gives its own.
 pub trait Deriver: Send + Sync {
-    fn derive(&self, raw: &[u8]) -> Derivation;
+    /// The views of a message, and its text when `text` (else empty).
+    fn derive(&self, raw: &[u8], text: bool) -> Derivation;
     /// The version of the text extraction ([`FullText::open`]'s
     /// `extractor`): the one searches use.
     fn text_version(&self) -> u32;
@@ -85,11 +99,18 @@ pub trait Deriver: Send + Sync {
     fn done(&self, _report: &Indexed) {}
 }
 
+/// Messages remembered per account for a views-only round (beyond it,
+/// their views are made at first use).
+const MAX_ADDED: usize = 10_000;
+
 /// What waits to be done for one account.
 struct Pending {
     account: Weak<Account>,
     /// Mailboxes that got messages.
     added: HashSet<MailboxGuid>,
+    /// The messages added (at most [`MAX_ADDED`]), for a round without
+    /// full text.
+    messages: Vec<(MailboxGuid, Arc<crate::MessageMeta>)>,
     /// Contents of expunged messages.
     freed: HashSet<ContentId>,
     /// More were expunged than `freed` keeps: sweep everything.
@@ -108,15 +129,17 @@ struct Queue {
 /// The store's background indexer (one worker thread).
 pub(crate) struct Indexer {
     deriver: Arc<dyn Deriver>,
+    fulltext: FullTextOnArrival,
     queue: Mutex<Queue>,
     changed: Condvar,
 }
 
 impl Indexer {
     /// Start the worker.
-    pub(crate) fn start(deriver: Arc<dyn Deriver>) -> Arc<Indexer> {
+    pub(crate) fn start(deriver: Arc<dyn Deriver>, fulltext: FullTextOnArrival) -> Arc<Indexer> {
         let indexer = Arc::new(Indexer {
             deriver,
+            fulltext,
             queue: Mutex::default(),
             changed: Condvar::new(),
         });
@@ -134,10 +157,16 @@ impl Indexer {
     /// Take note of committed changes of `account` (called by announce).
     pub(crate) fn note(&self, account: &Account, changes: &[Change]) {
         let mut added = Vec::new();
+        let mut messages = Vec::new();
         let mut freed = Vec::new();
         for c in changes {
             match &c.kind {
-                ChangeKind::MessageAdded { .. } => added.push(c.mailbox),
+                ChangeKind::MessageAdded { .. } => {
+                    added.push(c.mailbox);
+                    if let Some(m) = &c.message {
+                        messages.push((c.mailbox, m.clone()));
+                    }
+                }
                 ChangeKind::Expunged { .. } => {
                     if let Some(m) = &c.message {
                         freed.push(m.content_id);
@@ -164,11 +193,14 @@ impl Indexer {
             .or_insert_with(|| Pending {
                 account: me.clone(),
                 added: HashSet::new(),
+                messages: Vec::new(),
                 freed: HashSet::new(),
                 sweep: false,
             });
         p.account = me;
         p.added.extend(added);
+        let room = MAX_ADDED.saturating_sub(p.messages.len());
+        p.messages.extend(messages.into_iter().take(room));
         if !p.sweep {
             p.freed.extend(freed);
             if p.freed.len() > MAX_FREED {
@@ -251,33 +283,76 @@ impl Indexer {
         }
     }
 
+    /// The views of `messages` whose content has none yet (no full text):
+    /// one read and parse each, one transaction for all.
+    fn views_only(
+        &self,
+        account: &Account,
+        messages: &[(MailboxGuid, Arc<crate::MessageMeta>)],
+    ) -> Result<usize> {
+        let mut mailboxes = HashMap::new();
+        let mut views = Vec::new();
+        let mut done = HashSet::new();
+        for (guid, m) in messages {
+            if !done.insert(m.content_id) {
+                continue;
+            }
+            let mailbox = match mailboxes.entry(*guid) {
+                std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
+                std::collections::hash_map::Entry::Vacant(e) => {
+                    e.insert(account.mailbox_by_guid(guid).ok())
+                }
+            };
+            let Some(mailbox) = mailbox else {
+                continue;
+            };
+            // Renamed by a flag change or expunged since: made at first use.
+            let Ok(raw) = account.read_message(mailbox, m) else {
+                continue;
+            };
+            let d = self.deriver.derive(&raw, false);
+            views.extend(d.views.into_iter().map(|(k, v)| (m.content_id, k, v)));
+        }
+        account.store_derived(&views)?;
+        Ok(done.len())
+    }
+
     fn work(&self, account: &Account, p: &Pending) -> Result<()> {
         let started = Instant::now();
-        let mut ft = FullText::open(account, self.deriver.text_version())?;
-        let forgotten = if p.sweep {
+        let with_text = match self.fulltext {
+            FullTextOnArrival::Everyone => true,
+            FullTextOnArrival::Indexed => account.home().join(FULLTEXT_FILE).exists(),
+        };
+        if p.sweep {
             account.sweep_derived()?;
-            ft.sweep(account)?
         } else {
             account.forget_derived(&p.freed)?;
-            ft.forget(account, &p.freed)?
-        };
-        let derive = |raw: &[u8]| self.deriver.derive(raw);
-        let mut report = Indexed {
-            indexed: 0,
-            forgotten,
-        };
-        for guid in &p.added {
-            let mailbox = match account.mailbox_by_guid(guid) {
-                Ok(m) => m,
-                // Deleted (or renamed away) meanwhile.
-                Err(Error::NotFound(_)) => continue,
-                Err(e) => return Err(e),
+        }
+        let mut report = Indexed::default();
+        if with_text {
+            let mut ft = FullText::open(account, self.deriver.text_version())?;
+            report.forgotten = if p.sweep {
+                ft.sweep(account)?
+            } else {
+                ft.forget(account, &p.freed)?
             };
-            report.indexed += ft.refresh_deriving(account, &mailbox, &derive)?.indexed;
+            let derive = |raw: &[u8]| self.deriver.derive(raw, true);
+            for guid in &p.added {
+                let mailbox = match account.mailbox_by_guid(guid) {
+                    Ok(m) => m,
+                    // Deleted (or renamed away) meanwhile.
+                    Err(Error::NotFound(_)) => continue,
+                    Err(e) => return Err(e),
+                };
+                report.indexed += ft.refresh_deriving(account, &mailbox, &derive)?.indexed;
+            }
+        } else {
+            report.indexed = self.views_only(account, &p.messages)?;
         }
         self.deriver.done(&report);
         tracing::debug!(
             user = %account.email(),
+            text = with_text,
             indexed = report.indexed,
             forgotten = report.forgotten,
             ms = started.elapsed().as_millis() as u64,

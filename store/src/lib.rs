@@ -55,7 +55,7 @@ pub use error::{Error, Result};
 pub use fulltext::{FULLTEXT_FILE, FullText, IndexedText, Refreshed, TextField, can_narrow};
 pub use ids::{Flags, MailboxGuid, MessageGuid, ModSeq, Uid};
 pub use index::{MailboxInfo, MessageMeta};
-pub use indexer::{Derivation, Deriver, Indexed};
+pub use indexer::{Derivation, Deriver, FullTextOnArrival, Indexed};
 pub use keyword_letters::{KEYWORDS_FILE, KeywordLetters};
 pub use keywords::FlagOp;
 pub use mailbox_files::{Cached, MailboxFiles, cached_reads_available, read_cached};
@@ -295,13 +295,13 @@ impl Store {
 
     /// Derive what the protocols need from each message right after it
     /// arrives, in the background (indexer.rs): `deriver`'s views go to
-    /// the derived cache, its text to the full-text index. Once; false if
-    /// a deriver was set already.
-    pub fn set_deriver(&self, deriver: Arc<dyn Deriver>) -> bool {
+    /// the derived cache, its text to the full-text index of the users
+    /// `fulltext` names. Once; false if a deriver was set already.
+    pub fn set_deriver(&self, deriver: Arc<dyn Deriver>, fulltext: FullTextOnArrival) -> bool {
         let mut started = false;
         self.listeners.indexer.get_or_init(|| {
             started = true;
-            indexer::Indexer::start(deriver)
+            indexer::Indexer::start(deriver, fulltext)
         });
         started
     }

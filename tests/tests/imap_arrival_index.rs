@@ -35,17 +35,17 @@ fn wait_for_count(s: &TestServer, event: &str, want: u64) {
 }
 
 #[test]
-fn delivered_mail_is_indexed_without_a_search_and_expunged_mail_leaves_the_index() {
+fn delivered_mail_is_indexed_without_a_request_and_expunged_mail_leaves_the_index() {
     let s = TestServer::start(&format!(
         "{IMAP_CONFIG}\n[http]\nlisten = [\"127.0.0.1:0\"]\n"
     ));
     s.add_user_with_password(USER, PASS);
     assert_eq!(indexer_count(&s, "indexed"), 0);
     s.deliver_to(USER, &message("a", "a kumquat tart"));
-    s.deliver_to(USER, &message("b", "marzipan, again"));
-    // Nobody has searched, fetched or listed anything.
-    wait_for_count(&s, "indexed", 2);
-    assert_eq!(indexer_count(&s, "forgotten"), 0);
+    // Nobody has searched, fetched or listed anything: the views are made,
+    // and no full-text index for a user who never searched bodies.
+    wait_for_count(&s, "indexed", 1);
+    assert!(!s.home(USER).join("fts.sqlite").exists());
 
     let mut c = s.imap_login(USER, PASS);
     c.cmd_ok("x SELECT INBOX");
@@ -53,6 +53,11 @@ fn delivered_mail_is_indexed_without_a_search_and_expunged_mail_leaves_the_index
         &c.cmd("s UID SEARCH BODY kumquat"),
         &["* SEARCH 1", "s OK SEARCH completed"],
     );
+    // Now that the user has an index, new mail goes into it on arrival.
+    s.deliver_to(USER, &message("b", "marzipan, again"));
+    wait_for_count(&s, "indexed", 2);
+    assert_eq!(indexer_count(&s, "forgotten"), 0);
+    c.cmd_ok("n NOOP");
     c.cmd_ok("f UID STORE 1 +FLAGS.SILENT (\\Deleted)");
     c.cmd_ok("e EXPUNGE");
     wait_for_count(&s, "forgotten", 1);
@@ -64,4 +69,15 @@ fn delivered_mail_is_indexed_without_a_search_and_expunged_mail_leaves_the_index
         &c.cmd("s UID SEARCH BODY marzipan"),
         &["* SEARCH 2", "s OK SEARCH completed"],
     );
+}
+
+#[test]
+fn with_fulltext_new_mail_every_users_mail_is_in_the_index_before_a_search() {
+    let s = TestServer::start(&format!(
+        "{IMAP_CONFIG}\n[http]\nlisten = [\"127.0.0.1:0\"]\n[server]\nfulltext_new_mail = true\n"
+    ));
+    s.add_user_with_password(USER, PASS);
+    s.deliver_to(USER, &message("a", "a kumquat tart"));
+    wait_for_count(&s, "indexed", 1);
+    assert!(s.home(USER).join("fts.sqlite").exists());
 }

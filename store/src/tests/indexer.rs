@@ -2,7 +2,7 @@
 //! without anyone asking, and those of expunged content go.
 
 use super::*;
-use crate::{Derivation, Deriver, FullText, IndexedText, TextField};
+use crate::{Derivation, Deriver, FullText, FullTextOnArrival, IndexedText, TextField};
 use std::collections::HashSet;
 
 /// Views and text made from the bytes as they are (a view of kind 7 is
@@ -13,12 +13,12 @@ const KIND: u8 = 7;
 const VERSION: u32 = 3;
 
 impl Deriver for FirstLine {
-    fn derive(&self, raw: &[u8]) -> Derivation {
+    fn derive(&self, raw: &[u8], with_text: bool) -> Derivation {
         let text = String::from_utf8_lossy(raw).to_lowercase();
         Derivation {
             views: vec![(KIND, text.lines().next().unwrap_or("").as_bytes().to_vec())],
             text: IndexedText {
-                body: text,
+                body: if with_text { text } else { String::new() },
                 header: String::new(),
             },
         }
@@ -45,8 +45,11 @@ fn candidates(acct: &Account, needle: &str) -> HashSet<ContentId> {
 fn arrived_mail_gets_its_views_and_text_without_being_asked() {
     let d = tempfile::tempdir().unwrap();
     let s = store_at(d.path());
-    assert!(s.set_deriver(Arc::new(FirstLine)));
-    assert!(!s.set_deriver(Arc::new(FirstLine)), "once");
+    assert!(s.set_deriver(Arc::new(FirstLine), FullTextOnArrival::Everyone));
+    assert!(
+        !s.set_deriver(Arc::new(FirstLine), FullTextOnArrival::Everyone),
+        "once"
+    );
     let acct = s.account(&user(&s, "a@x.org")).unwrap();
     let kumquat = s.blobs().put(b"Kumquat pie\r\n").unwrap();
     let marzipan = s.blobs().put(b"Marzipan tart\r\n").unwrap();
@@ -78,7 +81,7 @@ fn arrived_mail_gets_its_views_and_text_without_being_asked() {
 fn expunged_content_leaves_the_views_and_the_index_unless_a_copy_holds_it() {
     let d = tempfile::tempdir().unwrap();
     let s = store_at(d.path());
-    s.set_deriver(Arc::new(FirstLine));
+    s.set_deriver(Arc::new(FirstLine), FullTextOnArrival::Everyone);
     let acct = s.account(&user(&s, "a@x.org")).unwrap();
     let inbox = acct.mailbox("INBOX").unwrap();
     let archive = acct.mailbox("Archive").unwrap();
@@ -113,7 +116,7 @@ fn expunged_content_leaves_the_views_and_the_index_unless_a_copy_holds_it() {
 fn a_sweep_forgets_everything_no_message_holds() {
     let d = tempfile::tempdir().unwrap();
     let s = store_at(d.path());
-    s.set_deriver(Arc::new(FirstLine));
+    s.set_deriver(Arc::new(FirstLine), FullTextOnArrival::Everyone);
     let acct = s.account(&user(&s, "a@x.org")).unwrap();
     let inbox = acct.mailbox("INBOX").unwrap();
     let kept = s.blobs().put(b"Kumquat pie\r\n").unwrap();
@@ -142,4 +145,35 @@ fn a_sweep_forgets_everything_no_message_holds() {
     assert_eq!(ft.sweep(&acct).unwrap(), 1);
     assert_eq!(candidates(&acct, "umqua"), HashSet::from([kept.id()]));
     assert!(candidates(&acct, "arzip").is_empty());
+}
+
+#[test]
+fn by_default_only_users_with_a_fulltext_index_get_text_on_arrival() {
+    let d = tempfile::tempdir().unwrap();
+    let s = store_at(d.path());
+    s.set_deriver(Arc::new(FirstLine), FullTextOnArrival::Indexed);
+    let acct = s.account(&user(&s, "a@x.org")).unwrap();
+    let inbox = acct.mailbox("INBOX").unwrap();
+    let first = s.blobs().put(b"Kumquat pie\r\n").unwrap();
+    acct.deliver("INBOX", &first, &NewMessage::default())
+        .unwrap();
+    indexed(&s);
+    assert_eq!(
+        acct.derived(&[(first.id(), KIND)]).unwrap(),
+        vec![Some(b"kumquat pie".to_vec())]
+    );
+    let fts = acct.home().join(crate::FULLTEXT_FILE);
+    assert!(
+        !fts.exists(),
+        "a full-text index made for a user who never searched"
+    );
+    // A body search builds the index; from then on new mail goes into it.
+    let mut ft = FullText::open(&acct, VERSION).unwrap();
+    ft.refresh_deriving(&acct, &inbox, &|raw| FirstLine.derive(raw, true))
+        .unwrap();
+    let second = s.blobs().put(b"Marzipan tart\r\n").unwrap();
+    acct.deliver("INBOX", &second, &NewMessage::default())
+        .unwrap();
+    indexed(&s);
+    assert_eq!(candidates(&acct, "arzip"), HashSet::from([second.id()]));
 }
