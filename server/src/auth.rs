@@ -124,6 +124,24 @@ pub fn check_password(password: &Secret, stored: &PasswordHash) -> Verdict {
 /// Working memory an argon2 check may keep on its thread between checks,
 /// at most (a larger hash's memory is allocated for the check alone).
 const KEPT_ARGON2_MEMORY: usize = 64 * 1024 * 1024;
+/// Working memory all password threads together may keep: on a machine
+/// with many cores, the threads past it allocate per check (the process
+/// keeps at most this much for logins, whatever the core count).
+const KEPT_ARGON2_MEMORY_TOTAL: usize = 128 * 1024 * 1024;
+/// What the password threads keep now.
+static KEPT_ARGON2_NOW: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+/// Take `bytes` more of [`KEPT_ARGON2_MEMORY_TOTAL`] (false: not that much
+/// is left), or give back (negative growth is always taken).
+fn claim_kept_argon2(from: usize, to: usize) -> bool {
+    use std::sync::atomic::Ordering::Relaxed;
+    KEPT_ARGON2_NOW
+        .fetch_update(Relaxed, Relaxed, |now| {
+            let next = now.saturating_sub(from).checked_add(to)?;
+            (to <= from || next <= KEPT_ARGON2_MEMORY_TOTAL).then_some(next)
+        })
+        .is_ok()
+}
 
 thread_local! {
     /// Whether this thread keeps its argon2 working memory (the password
@@ -166,7 +184,11 @@ pub(crate) fn verify_argon2(password: &[u8], stored: &str) -> bool {
         && blocks.saturating_mul(argon2::Block::SIZE) <= KEPT_ARGON2_MEMORY
     {
         ARGON2_MEMORY.with_borrow_mut(|memory| {
+            let size = |n: usize| n * argon2::Block::SIZE;
             if memory.len() != blocks {
+                if !claim_kept_argon2(size(memory.len()), size(blocks)) {
+                    return hasher.hash_password_into(password, salt, &mut out);
+                }
                 *memory = vec![argon2::Block::default(); blocks];
             }
             hasher.hash_password_into_with_memory(password, salt, &mut out, &mut memory[..])
