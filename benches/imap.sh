@@ -38,6 +38,11 @@
 #                            the old value is restored at exit)
 #   COVE_PORT=24500 DOVECOT_PORT=24600  LMTP ports; IMAP is PORT+1
 #   COVE_DURABILITY=batched  cove's [server] durability
+#   COVE_INDEX_NEW_MAIL=true cove's [server] index_new_mail (false: views and
+#                            full text made at first use, as before 2026-12-07)
+#   COVE_FULLTEXT_NEW_MAIL=true  cove's [server] fulltext_new_mail (the
+#                            bench's user never searched before: false means
+#                            its first SEARCH BODY builds the index)
 #   KEEP=1                   keep the temp dir (data, logs) afterwards
 set -euo pipefail
 
@@ -63,6 +68,8 @@ RAISE_INOTIFY=${RAISE_INOTIFY:-1}
 COVE_PORT=${COVE_PORT:-24500}
 DOVECOT_PORT=${DOVECOT_PORT:-24600}
 COVE_DURABILITY=${COVE_DURABILITY:-batched}
+COVE_INDEX_NEW_MAIL=${COVE_INDEX_NEW_MAIL:-true}
+COVE_FULLTEXT_NEW_MAIL=${COVE_FULLTEXT_NEW_MAIL:-true}
 KEEP=${KEEP:-0}
 
 LOAD=$ROOT/target/release/cove-load
@@ -163,6 +170,8 @@ hostname = "bench"
 
 [server]
 durability = "$COVE_DURABILITY"
+index_new_mail = $COVE_INDEX_NEW_MAIL
+fulltext_new_mail = $COVE_FULLTEXT_NEW_MAIL
 
 [lmtp]
 listen = ["127.0.0.1:$COVE_PORT"]
@@ -174,6 +183,8 @@ max_connections_per_ip = $limit
 max_connections_per_user = $limit
 EOF
     local u
+    # Admin commands refuse a data directory that does not exist yet.
+    mkdir -p "$WORK/cove-data"
     for u in bench0 bench1; do
         if ! printf '%s\n' "$PASS" | "$COVE" user add "$u@example.com" --password-stdin --config "$COVE_CONF" >>"$WORK/cove-useradd.log" 2>&1; then
             echo "cove user add $u@example.com failed:" >&2
@@ -369,7 +380,7 @@ PEEKS=(
 {
     echo "# IMAP benchmark, $DATE"
     echo
-    echo "Servers: $SERVERS. cove at \`$cove_rev\`$dirty (durability = $COVE_DURABILITY); Dovecot $dovecot_ver (Maildir, \`mail_fsync = always\`, one imap process per session)."
+    echo "Servers: $SERVERS. cove at \`$cove_rev\`$dirty (durability = $COVE_DURABILITY, index_new_mail = $COVE_INDEX_NEW_MAIL, fulltext_new_mail = $COVE_FULLTEXT_NEW_MAIL); Dovecot $dovecot_ver (Maildir, \`mail_fsync = always\`, one imap process per session)."
     echo "Machine: $(nproc) CPUs ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //')), $(free -g | awk '/^Mem:/ { print $2 }') GiB RAM, $(uname -sr), data on $fs."
     load_rates=""
     for s in $SERVERS; do

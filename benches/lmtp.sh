@@ -18,6 +18,8 @@
 #   COVE_PORT=24300 DOVECOT_PORT=24400   (Dovecot also uses +1 IMAP, +2 POP3)
 #   KEEP=1                  keep the temp dir (data, logs) afterwards
 #   COVE_DURABILITY=batched cove's [server] durability ("batched" or "fsync")
+#   COVE_INDEX_NEW_MAIL=true cove's [server] index_new_mail (background parse
+#                           of new mail; false: as before 2026-12-07)
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -32,6 +34,7 @@ USERS=${USERS:-100}
 FANOUT=${FANOUT:-100}
 COVE_PORT=${COVE_PORT:-24300}
 COVE_DURABILITY=${COVE_DURABILITY:-batched}
+COVE_INDEX_NEW_MAIL=${COVE_INDEX_NEW_MAIL:-true}
 DOVECOT_PORT=${DOVECOT_PORT:-24400}
 KEEP=${KEEP:-0}
 
@@ -76,11 +79,13 @@ hostname = "bench"
 
 [server]
 durability = "$COVE_DURABILITY"
+index_new_mail = $COVE_INDEX_NEW_MAIL
 
 [lmtp]
 listen = ["127.0.0.1:$COVE_PORT"]
 EOF
     log "cove: adding $NUSERS users"
+    mkdir -p "$WORK/cove-data" # admin commands refuse a missing data directory
     local n
     for ((n = 0; n < NUSERS; n++)); do
         if ! "$COVE" user add "bench$n@example.com" --config "$conf" </dev/null >>"$WORK/cove-useradd.log" 2>&1; then
@@ -128,7 +133,8 @@ mail_stats() {
         awk '{ files++; if (!($1 in seen)) { seen[$1] = 1; inodes++; blocks += $2 } }
              END { printf "%d %d %d\n", files, inodes, blocks / 2 }'
 }
-disk_kib() { du -sk "$1" | cut -f1; }
+# Files that vanish while du walks (SQLite's -wal and -shm) are not an error.
+disk_kib() { { du -sk "$1" 2>/dev/null || true; } | cut -f1; }
 
 
 FAILED=0
@@ -241,7 +247,7 @@ fs=$(df -T "$WORK" | awk 'NR == 2 { print $2 }')
 {
     echo "# LMTP benchmark, $DATE"
     echo
-    echo "Servers: $SERVERS. cove at \`$cove_rev\` (durability = $COVE_DURABILITY)$(cd "$ROOT" && [[ -n $(git status --porcelain 2>/dev/null | head -1) ]] && echo ' (working tree had uncommitted changes)'); Dovecot $dovecot_ver (Maildir, \`mail_fsync = always\`)."
+    echo "Servers: $SERVERS. cove at \`$cove_rev\` (durability = $COVE_DURABILITY, index_new_mail = $COVE_INDEX_NEW_MAIL)$(cd "$ROOT" && [[ -n $(git status --porcelain 2>/dev/null | head -1) ]] && echo ' (working tree had uncommitted changes)'); Dovecot $dovecot_ver (Maildir, \`mail_fsync = always\`)."
     echo "Machine: $(nproc) CPUs ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //')), $(uname -sr), data on $fs."
     echo "Load generator \`cove-load\` on the same machine (one thread). Median of $REPS runs per point, cove and Dovecot alternating; $ELAPSED s of measuring. Load average (1/5/15 min) before: $LOAD_BEFORE, after: $LOAD_AFTER (anything well above what the benchmark itself adds means other work shared the CPUs)."
     echo

@@ -44,10 +44,14 @@ pub enum ImapCmd {
     /// Many connections in IDLE: server memory per connection, and the delay
     /// until all of them see EXISTS after one LMTP delivery.
     Idle(IdleArgs),
+    /// Whole sessions per second: clients looping connect, LOGIN, SELECT,
+    /// LOGOUT.
+    Sessions(crate::imap_sessions::SessionsArgs),
 }
 
+/// Where to log in and which mailbox to select.
 #[derive(Args, Debug)]
-pub struct OpsArgs {
+pub struct Target {
     /// IMAP server, host:port.
     #[arg(long, default_value = "127.0.0.1:143")]
     pub addr: String,
@@ -57,6 +61,12 @@ pub struct OpsArgs {
     pub pass: String,
     #[arg(long, default_value = "INBOX")]
     pub mailbox: String,
+}
+
+#[derive(Args, Debug)]
+pub struct OpsArgs {
+    #[command(flatten)]
+    pub target: Target,
     /// This is the first SELECT of the mailbox since it was loaded: reported
     /// as run=first (otherwise run=repeat).
     #[arg(long)]
@@ -146,6 +156,7 @@ pub async fn run(args: ImapArgs) -> Result<bool> {
     match args.cmd {
         ImapCmd::Ops(a) => ops(a).await,
         ImapCmd::Idle(a) => idle(a).await,
+        ImapCmd::Sessions(a) => crate::imap_sessions::sessions(a).await,
     }
 }
 
@@ -494,7 +505,7 @@ fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
     hay.windows(needle.len()).position(|w| w == needle)
 }
 
-async fn resolve(addr: &str) -> Result<SocketAddr> {
+pub(crate) async fn resolve(addr: &str) -> Result<SocketAddr> {
     tokio::net::lookup_host(addr)
         .await
         .with_context(|| format!("cannot resolve {addr}"))?
@@ -527,10 +538,11 @@ async fn ops(a: OpsArgs) -> Result<bool> {
     if a.pipeline == 0 {
         bail!("--pipeline must be at least 1");
     }
-    let addr = resolve(&a.addr).await?;
+    let t = &a.target;
+    let addr = resolve(&t.addr).await?;
     let timeout = Duration::from_secs(a.common.timeout);
     let mut c = Client::connect(addr, None, timeout, 256 * 1024).await?;
-    c.login(&a.user, &a.pass).await?;
+    c.login(&t.user, &t.pass).await?;
     let pid = a.common.server_pid;
     let mut lines: Vec<OpLine> = Vec::new();
     let mut errors: Vec<String> = Vec::new();
@@ -538,7 +550,7 @@ async fn ops(a: OpsArgs) -> Result<bool> {
     // SELECT
     let cpu = CpuProbe::start(pid)?;
     let t = Instant::now();
-    let exists = c.select(&a.mailbox).await?;
+    let exists = c.select(&a.target.mailbox).await?;
     let wall = t.elapsed();
     let (srv, _) = cpu.finish()?;
     let mut ok = true;
@@ -558,7 +570,7 @@ async fn ops(a: OpsArgs) -> Result<bool> {
         human: format!("{exists} EXISTS"),
     });
     if exists == 0 {
-        bail!("{} is empty: nothing to measure", a.mailbox);
+        bail!("{} is empty: nothing to measure", a.target.mailbox);
     }
 
     // UID FETCH 1:* (UID FLAGS RFC822.SIZE INTERNALDATE ENVELOPE)
@@ -789,7 +801,7 @@ async fn ops(a: OpsArgs) -> Result<bool> {
         rep.add("proto", "imap")
             .add("mode", "ops")
             .add("label", a.common.result_label())
-            .add("addr", &a.addr)
+            .add("addr", &a.target.addr)
             .add("run", run)
             .add("op", l.op)
             .add("ok", l.ok);

@@ -7,6 +7,7 @@
 
 mod auth_http;
 mod imap;
+mod imap_sessions;
 mod lmtp;
 mod message;
 mod pop3;

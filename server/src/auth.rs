@@ -15,7 +15,7 @@ pub use service::{AuthResult, Authenticator};
 
 use crate::work::{self, Lane};
 use anyhow::Context;
-use argon2::{Argon2, PasswordHasher, PasswordVerifier};
+use argon2::{Argon2, PasswordHasher};
 use cove_store::{Address, PasswordHash, Store};
 use schemes::LegacyHash;
 use std::net::{IpAddr, SocketAddr};
@@ -33,9 +33,59 @@ impl std::fmt::Debug for Secret {
     }
 }
 
-/// Hash a new password with argon2id (the crate's default parameters).
+/// The argon2id cost of the hashes cove makes (`[auth] argon2_*`).
+/// Checking a hash uses the cost written in it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Hashing {
+    pub memory_kib: u32,
+    pub iterations: u32,
+    pub parallelism: u32,
+}
+
+impl Hashing {
+    /// argon2id m=19 MiB, t=2, p=1 (OWASP's first choice; the argon2
+    /// crate's defaults).
+    pub const DEFAULT: Hashing = Hashing {
+        memory_kib: argon2::Params::DEFAULT_M_COST,
+        iterations: argon2::Params::DEFAULT_T_COST,
+        parallelism: argon2::Params::DEFAULT_P_COST,
+    };
+
+    fn hasher(&self) -> anyhow::Result<Argon2<'static>> {
+        let params = argon2::Params::new(self.memory_kib, self.iterations, self.parallelism, None)
+            .map_err(|e| anyhow::anyhow!("argon2 parameters: {e}"))?;
+        Ok(Argon2::new(
+            argon2::Algorithm::Argon2id,
+            argon2::Version::V0x13,
+            params,
+        ))
+    }
+}
+
+/// The process's [`Hashing`], set from the configuration at start.
+static HASHING: std::sync::RwLock<Hashing> = std::sync::RwLock::new(Hashing::DEFAULT);
+
+/// Use `hashing` for every hash made from now on (once at start, from
+/// `[auth]`; the server and the admin commands alike).
+pub fn set_hashing(hashing: Hashing) {
+    if let Ok(mut h) = HASHING.write() {
+        *h = hashing;
+    }
+}
+
+fn hashing() -> Hashing {
+    HASHING.read().map(|h| *h).unwrap_or(Hashing::DEFAULT)
+}
+
+/// Hash a new password with argon2id, at the configured cost.
 pub fn hash_password(password: &Secret) -> anyhow::Result<PasswordHash> {
-    let hash = Argon2::default()
+    hash_password_with(password, &hashing())
+}
+
+/// Hash a new password with argon2id at the cost `hashing` names.
+pub fn hash_password_with(password: &Secret, hashing: &Hashing) -> anyhow::Result<PasswordHash> {
+    let hash = hashing
+        .hasher()?
         .hash_password(password.0.as_bytes())
         .map_err(|e| anyhow::anyhow!("argon2: {e}"))
         .context("hash the password")?;
@@ -64,16 +114,90 @@ pub fn check_password(password: &Secret, stored: &PasswordHash) -> Verdict {
             _ => Verdict::Bad,
         };
     }
-    match argon2::password_hash::phc::PasswordHash::new(&stored.0) {
-        Ok(parsed)
-            if Argon2::default()
-                .verify_password(password.0.as_bytes(), &parsed)
-                .is_ok() =>
-        {
-            Verdict::Good
-        }
-        _ => Verdict::Bad,
+    if verify_argon2(password.0.as_bytes(), &stored.0) {
+        Verdict::Good
+    } else {
+        Verdict::Bad
     }
+}
+
+/// Working memory an argon2 check may keep on its thread between checks,
+/// at most (a larger hash's memory is allocated for the check alone).
+const KEPT_ARGON2_MEMORY: usize = 64 * 1024 * 1024;
+/// Working memory all password threads together may keep: on a machine
+/// with many cores, the threads past it allocate per check (the process
+/// keeps at most this much for logins, whatever the core count).
+const KEPT_ARGON2_MEMORY_TOTAL: usize = 128 * 1024 * 1024;
+/// What the password threads keep now.
+static KEPT_ARGON2_NOW: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+/// Take `bytes` more of [`KEPT_ARGON2_MEMORY_TOTAL`] (false: not that much
+/// is left), or give back (negative growth is always taken).
+fn claim_kept_argon2(from: usize, to: usize) -> bool {
+    use std::sync::atomic::Ordering::Relaxed;
+    KEPT_ARGON2_NOW
+        .fetch_update(Relaxed, Relaxed, |now| {
+            let next = now.saturating_sub(from).checked_add(to)?;
+            (to <= from || next <= KEPT_ARGON2_MEMORY_TOTAL).then_some(next)
+        })
+        .is_ok()
+}
+
+thread_local! {
+    /// Whether this thread keeps its argon2 working memory (the password
+    /// threads do: see [`PasswordCheckers`]).
+    static KEEPS_ARGON2_MEMORY: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+    /// That memory.
+    static ARGON2_MEMORY: std::cell::RefCell<Vec<argon2::Block>> =
+        const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// Check a password against an argon2 PHC string (`$argon2id$v=19$m=..`),
+/// with the cost written in it, in constant time. On a password thread
+/// the working memory (m KiB) is the thread's own, kept between checks:
+/// with the allocator's fixed mmap threshold (main.rs) each check
+/// otherwise mapped, faulted in, zeroed and unmapped 19 MiB — a third of
+/// a login's 46 ms on this project's VM (32 ms with the memory kept).
+pub(crate) fn verify_argon2(password: &[u8], stored: &str) -> bool {
+    use argon2::password_hash::phc::{Output, PasswordHash as Phc};
+    let Ok(parsed) = Phc::new(stored) else {
+        return false;
+    };
+    let (Some(salt), Some(expected)) = (&parsed.salt, &parsed.hash) else {
+        return false;
+    };
+    let Ok(algorithm) = argon2::Algorithm::try_from(parsed.algorithm.as_str()) else {
+        return false;
+    };
+    let version = match parsed.version.map(argon2::Version::try_from) {
+        None => argon2::Version::default(),
+        Some(Ok(v)) => v,
+        Some(Err(_)) => return false,
+    };
+    let Ok(params) = argon2::Params::try_from(&parsed) else {
+        return false;
+    };
+    let blocks = params.block_count();
+    let hasher = Argon2::new(algorithm, version, params);
+    let mut out = vec![0u8; expected.len()];
+    let hashed = if KEEPS_ARGON2_MEMORY.get()
+        && blocks.saturating_mul(argon2::Block::SIZE) <= KEPT_ARGON2_MEMORY
+    {
+        ARGON2_MEMORY.with_borrow_mut(|memory| {
+            let size = |n: usize| n * argon2::Block::SIZE;
+            if memory.len() != blocks {
+                if !claim_kept_argon2(size(memory.len()), size(blocks)) {
+                    return hasher.hash_password_into(password, salt, &mut out);
+                }
+                *memory = vec![argon2::Block::default(); blocks];
+            }
+            hasher.hash_password_into_with_memory(password, salt, &mut out, &mut memory[..])
+        })
+    } else {
+        hasher.hash_password_into(password, salt, &mut out)
+    };
+    // Output's equality is constant-time.
+    hashed.is_ok() && Output::new(&out).is_ok_and(|computed| computed == *expected)
 }
 
 /// Whether a password matches a stored hash (see [`check_password`]).
@@ -103,6 +227,9 @@ pub struct PasswordCheckers {
     jobs: std::sync::mpsc::Sender<Job>,
     /// Checks made (also in `cove_password_checks_total`).
     checks: Arc<std::sync::atomic::AtomicU64>,
+    /// Replace a legacy hash at the first good login (`[auth]
+    /// rehash_legacy`).
+    rehash_legacy: bool,
 }
 
 impl PasswordCheckers {
@@ -114,6 +241,8 @@ impl PasswordCheckers {
             std::thread::Builder::new()
                 .name(format!("cove-password-{n}"))
                 .spawn(move || {
+                    // One argon2 working memory per thread, kept.
+                    KEEPS_ARGON2_MEMORY.set(true);
                     loop {
                         let job = match queue.lock() {
                             Ok(q) => q.recv(),
@@ -129,7 +258,15 @@ impl PasswordCheckers {
         Ok(PasswordCheckers {
             jobs,
             checks: Arc::default(),
+            rehash_legacy: true,
         })
+    }
+
+    /// Keep legacy hashes as they are (`[auth] rehash_legacy = false`):
+    /// their logins cost what their scheme costs.
+    pub fn keeping_legacy_hashes(mut self) -> PasswordCheckers {
+        self.rehash_legacy = false;
+        self
     }
 
     /// How many passwords these threads have checked.
@@ -187,12 +324,14 @@ impl PasswordCheckers {
     async fn check_rehash(&self, password: Secret, stored: PasswordHash) -> Checked {
         let (tx, rx) = tokio::sync::oneshot::channel();
         let checks = self.checks.clone();
+        let rehash_legacy = self.rehash_legacy;
         let job: Job = Box::new(move || {
             checks.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             crate::metrics::METRICS.password_check();
             let checked = match check_password(&password, &stored) {
                 Verdict::Bad => Checked::Bad,
                 Verdict::Good => Checked::Good,
+                Verdict::GoodLegacy if !rehash_legacy => Checked::Good,
                 Verdict::GoodLegacy => match hash_password(&password) {
                     Ok(new) => Checked::Rehashed(new),
                     Err(e) => {
@@ -279,6 +418,76 @@ mod tests {
         // still succeeds, and leaves the newer hash alone.
         assert!(checkers.check(&store, &a, right(), legacy.clone()).await);
         assert_eq!(stored(), new);
+    }
+
+    #[tokio::test]
+    async fn a_legacy_hash_is_kept_when_the_operator_says_so() {
+        let (_dir, store) = crate::test_store("t");
+        let a = Address::parse("a@x.org").unwrap();
+        let legacy =
+            PasswordHash("{SSHA256}bGiAUZeDjNGhMSA4o9RYzbKyVy+0QhEivtfCCc3aOUqP0HG0".into());
+        store.add_user(&a, Some(legacy.clone()), 0).unwrap();
+        let checkers = PasswordCheckers::new(1).unwrap().keeping_legacy_hashes();
+        let right = Secret("Tr0ub4dor&3".into());
+        assert!(checkers.check(&store, &a, right, legacy.clone()).await);
+        let stored = store.user(&a).unwrap().unwrap().password.unwrap();
+        assert_eq!(stored, legacy, "rehashed although rehash_legacy = false");
+    }
+
+    #[test]
+    fn new_hashes_have_the_configured_cost() {
+        let cheap = Hashing {
+            memory_kib: 64,
+            iterations: 1,
+            parallelism: 1,
+        };
+        let h = hash_password_with(&Secret("pw".into()), &cheap).unwrap();
+        assert!(h.0.starts_with("$argon2id$v=19$m=64,t=1,p=1$"), "{}", h.0);
+        assert_eq!(check_password(&Secret("pw".into()), &h), Verdict::Good);
+        assert_eq!(check_password(&Secret("pW".into()), &h), Verdict::Bad);
+    }
+
+    // A password thread keeps its argon2 memory between checks: hashes of
+    // other costs, and wrong passwords after right ones, are still told
+    // apart exactly (the memory is resized and overwritten, never trusted).
+    #[tokio::test]
+    async fn password_threads_reuse_their_memory_across_costs() {
+        let checkers = PasswordCheckers::new(1).unwrap();
+        let hashes: Vec<PasswordHash> = [(64, 1), (128, 2), (19456, 2), (64, 3)]
+            .into_iter()
+            .map(|(m, t)| {
+                let cost = Hashing {
+                    memory_kib: m,
+                    iterations: t,
+                    parallelism: 1,
+                };
+                hash_password_with(&Secret(format!("pw{m}.{t}")), &cost).unwrap()
+            })
+            .collect();
+        for round in 0..2 {
+            for (h, (m, t)) in hashes.iter().zip([(64, 1), (128, 2), (19456, 2), (64, 3)]) {
+                let right = Secret(format!("pw{m}.{t}"));
+                assert!(
+                    checkers.verify(right, h.clone()).await,
+                    "round {round}: {}",
+                    h.0
+                );
+                let wrong = Secret(format!("pw{m}.{t}x"));
+                assert!(
+                    !checkers.verify(wrong, h.clone()).await,
+                    "round {round}: {}",
+                    h.0
+                );
+            }
+        }
+        // A legacy {ARGON2ID} hash goes the same way (schemes.rs).
+        let legacy = PasswordHash(format!("{{ARGON2ID}}{}", hashes[0].0));
+        assert!(
+            checkers
+                .verify(Secret("pw64.1".into()), legacy.clone())
+                .await
+        );
+        assert!(!checkers.verify(Secret("pw64.2".into()), legacy).await);
     }
 
     #[test]

@@ -10,7 +10,7 @@ use crate::auth::{self, Secret};
 use crate::config::Config;
 
 pub fn open_store(config: &Config) -> anyhow::Result<Store> {
-    Store::open(
+    let store = Store::open(
         &config.data_dir,
         StoreOptions {
             hostname: config.hostname.clone(),
@@ -23,7 +23,16 @@ pub fn open_store(config: &Config) -> anyhow::Result<Store> {
             "cannot open the data directory {}",
             config.data_dir.display()
         )
-    })
+    })?;
+    if config.server.index_new_mail {
+        let fulltext = if config.server.fulltext_new_mail {
+            cove_store::FullTextOnArrival::Everyone
+        } else {
+            cove_store::FullTextOnArrival::Indexed
+        };
+        store.set_deriver(std::sync::Arc::new(crate::derive::ArrivalViews), fulltext);
+    }
+    Ok(store)
 }
 
 fn address(s: &str) -> anyhow::Result<Address> {

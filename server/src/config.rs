@@ -634,6 +634,21 @@ pub struct AuthConfig {
     /// logins by up to `penalty_max_ms`).
     #[serde(default = "default_true")]
     pub penalty_per_user: bool,
+    /// The argon2id cost of every hash cove makes (new passwords, legacy
+    /// hashes rehashed, the stand-in hash unknown users are checked
+    /// against): memory in KiB, passes, lanes. A login costs about
+    /// memory × passes of work (README, "Logins"); existing hashes keep
+    /// the cost they were made with.
+    #[serde(default = "default_argon2_memory_kib")]
+    pub argon2_memory_kib: u32,
+    #[serde(default = "default_argon2_iterations")]
+    pub argon2_iterations: u32,
+    #[serde(default = "default_argon2_parallelism")]
+    pub argon2_parallelism: u32,
+    /// Replace a legacy (Dovecot) hash by an argon2id one at the user's
+    /// first good login; false keeps the legacy hash (and its cost).
+    #[serde(default = "default_true")]
+    pub rehash_legacy: bool,
 }
 
 impl Default for AuthConfig {
@@ -644,6 +659,10 @@ impl Default for AuthConfig {
             penalty_expire_secs: default_penalty_expire(),
             penalty_table_size: default_penalty_table_size(),
             penalty_per_user: true,
+            argon2_memory_kib: default_argon2_memory_kib(),
+            argon2_iterations: default_argon2_iterations(),
+            argon2_parallelism: default_argon2_parallelism(),
+            rehash_legacy: true,
         }
     }
 }
@@ -661,7 +680,34 @@ impl AuthConfig {
         }
     }
 
+    /// How passwords are hashed, checked.
+    pub fn hashing(&self) -> anyhow::Result<crate::auth::Hashing> {
+        let (m, t, p) = (
+            self.argon2_memory_kib,
+            self.argon2_iterations,
+            self.argon2_parallelism,
+        );
+        if !(1..=16).contains(&p) {
+            bail!("[auth] argon2_parallelism must be between 1 and 16, not {p}");
+        }
+        if !(1..=32).contains(&t) {
+            bail!("[auth] argon2_iterations must be between 1 and 32, not {t}");
+        }
+        if m < 8 * p || m > 1024 * 1024 {
+            bail!(
+                "[auth] argon2_memory_kib must be between 8 × argon2_parallelism ({}) and 1048576 (1 GiB), not {m}",
+                8 * p
+            );
+        }
+        Ok(crate::auth::Hashing {
+            memory_kib: m,
+            iterations: t,
+            parallelism: p,
+        })
+    }
+
     fn validate(&self) -> anyhow::Result<()> {
+        self.hashing()?;
         if self.penalty_max_ms > 0 && self.penalty_initial_ms < 1 {
             bail!(
                 "[auth] penalty_initial_ms must be at least 1 (or penalty_max_ms = 0: no penalty)"
@@ -694,6 +740,15 @@ fn default_penalty_expire() -> u64 {
 }
 fn default_penalty_table_size() -> usize {
     65_536
+}
+fn default_argon2_memory_kib() -> u32 {
+    crate::auth::Hashing::DEFAULT.memory_kib
+}
+fn default_argon2_iterations() -> u32 {
+    crate::auth::Hashing::DEFAULT.iterations
+}
+fn default_argon2_parallelism() -> u32 {
+    crate::auth::Hashing::DEFAULT.parallelism
 }
 fn default_true() -> bool {
     true
@@ -749,6 +804,20 @@ pub struct ServerConfig {
     /// the listeners are bound and the data directory is open.
     #[serde(default)]
     pub user: Option<String>,
+    /// Parse new mail in the background right after it arrives (one
+    /// low-priority thread): IMAP's ENVELOPE, BODYSTRUCTURE and header
+    /// text, POP3's sizes and the full-text index are then ready for the
+    /// first FETCH, SEARCH or POP3 listing. Off: each is made at its first
+    /// use, and `fts.sqlite` only for users who search bodies.
+    #[serde(default = "default_true")]
+    pub index_new_mail: bool,
+    /// With `index_new_mail`: put every user's new mail into the full-text
+    /// index too, so that no first SEARCH BODY builds it (about 1.4 ms of
+    /// CPU per delivered 4 KiB message, README "Benchmarks"). False: only
+    /// the new mail of users who have a full-text index already (who
+    /// searched bodies once).
+    #[serde(default)]
+    pub fulltext_new_mail: bool,
 }
 
 impl ServerConfig {
@@ -800,6 +869,8 @@ impl Default for ServerConfig {
             blocking_reserved: default_blocking_reserved(),
             log_level: default_log_level(),
             user: None,
+            index_new_mail: true,
+            fulltext_new_mail: false,
         }
     }
 }
@@ -1210,6 +1281,45 @@ key = "/etc/cove/key.pem"
         assert!(e.contains("[pop3] listen") && e.contains("nowhere"), "{e}");
         let e = err("[pop3]\nfrobnicate = 1\n");
         assert!(e.contains("frobnicate"), "{e}");
+    }
+
+    #[test]
+    fn argon2_cost_is_the_operators_choice_within_bounds() {
+        let parse = |auth: &str| {
+            Config::parse(
+                &format!("[lmtp]\nlisten = [\"127.0.0.1:24\"]\n[auth]\n{auth}"),
+                "t",
+            )
+        };
+        let a = parse("").unwrap().auth;
+        assert_eq!(a.hashing().unwrap(), crate::auth::Hashing::DEFAULT);
+        assert!(a.rehash_legacy);
+        let cheap = parse("argon2_memory_kib = 8\nargon2_iterations = 1\nrehash_legacy = false\n")
+            .unwrap()
+            .auth;
+        assert_eq!(
+            cheap.hashing().unwrap(),
+            crate::auth::Hashing {
+                memory_kib: 8,
+                iterations: 1,
+                parallelism: 1
+            }
+        );
+        assert!(!cheap.rehash_legacy);
+        for (bad, key) in [
+            ("argon2_memory_kib = 7", "argon2_memory_kib"),
+            (
+                "argon2_memory_kib = 16\nargon2_parallelism = 4",
+                "argon2_memory_kib",
+            ),
+            ("argon2_memory_kib = 2000000", "argon2_memory_kib"),
+            ("argon2_iterations = 0", "argon2_iterations"),
+            ("argon2_iterations = 33", "argon2_iterations"),
+            ("argon2_parallelism = 0", "argon2_parallelism"),
+        ] {
+            let e = format!("{:#}", parse(bad).unwrap_err());
+            assert!(e.contains(&format!("[auth] {key}")), "{bad}: {e}");
+        }
     }
 
     #[test]

@@ -10,6 +10,7 @@ pub mod cluster;
 pub mod config;
 pub mod conn;
 pub mod deflate;
+pub mod derive;
 pub mod drain;
 pub mod error_text;
 pub mod housekeeping;

@@ -226,6 +226,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         default.exists().then_some(default)
     });
     let config = Config::load(path.as_deref())?;
+    // Every hash this process makes (user add, passwd, a rehash at login).
+    cove::auth::set_hashing(config.auth.hashing()?);
     if !matches!(cli.command, Command::Serve) && !config.data_dir.is_dir() {
         // An admin command must act on the server's data, not on a new,
         // empty directory made wherever the shell stands.

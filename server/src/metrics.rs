@@ -58,6 +58,8 @@ pub struct Metrics {
     logins_queued: AtomicU64,
     penalised_clients: AtomicU64,
     penalised_users: AtomicU64,
+    indexed: AtomicU64,
+    forgotten: AtomicU64,
 }
 
 #[allow(clippy::declare_interior_mutable_const)]
@@ -80,6 +82,8 @@ pub static METRICS: Metrics = Metrics {
     logins_queued: ZERO,
     penalised_clients: ZERO,
     penalised_users: ZERO,
+    indexed: ZERO,
+    forgotten: ZERO,
 };
 
 /// A session counted as open (in [`METRICS`]) until dropped.
@@ -162,6 +166,12 @@ impl Metrics {
         c.fetch_add(n, Relaxed);
     }
 
+    /// A round of the background indexer (crate::derive).
+    pub fn indexed(&self, report: &cove_store::Indexed) {
+        self.indexed.fetch_add(report.indexed as u64, Relaxed);
+        self.forgotten.fetch_add(report.forgotten as u64, Relaxed);
+    }
+
     /// The metrics in Prometheus text format.
     pub fn render(&self) -> String {
         let mut out = String::new();
@@ -208,6 +218,17 @@ impl Metrics {
             sample("read=\"page_cache\"", &self.pop3_page_cache),
             sample("read=\"blocking_pool\"", &self.pop3_blocking_pool),
         ];
+        let indexer = [
+            sample("event=\"indexed\"", &self.indexed),
+            sample("event=\"forgotten\"", &self.forgotten),
+        ];
+        family(
+            &mut out,
+            "cove_indexer_contents_total",
+            "counter",
+            "Message contents the background indexer parsed on arrival (indexed) or removed after their last message went (forgotten)",
+            &indexer,
+        );
         family(
             &mut out,
             "cove_pop3_messages_sent_total",
@@ -307,6 +328,8 @@ mod tests {
             logins_queued: ZERO,
             penalised_clients: ZERO,
             penalised_users: ZERO,
+            indexed: ZERO,
+            forgotten: ZERO,
         };
         m.login(Proto::Pop3, false);
         m.pop3_sent(Pop3Read::PageCache, 3);

@@ -187,8 +187,12 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     let cores = std::thread::available_parallelism()
         .map(|n| n.get())
         .unwrap_or(2);
-    let passwords =
-        Arc::new(crate::auth::PasswordCheckers::new(cores).context("start the password threads")?);
+    let mut checkers =
+        crate::auth::PasswordCheckers::new(cores).context("start the password threads")?;
+    if !config.auth.rehash_legacy {
+        checkers = checkers.keeping_legacy_hashes();
+    }
+    let passwords = Arc::new(checkers);
     let auth = Arc::new(
         crate::auth::Authenticator::new(store.clone(), passwords, config.auth.schedule())
             .await

@@ -171,9 +171,12 @@ pub struct Account {
     feed: broadcast::Sender<Change>,
     sync: Arc<GroupSync>,
     opening_scan: ScanReport,
-    hook: Arc<std::sync::OnceLock<crate::ChangeHook>>,
+    listeners: Arc<crate::Listeners>,
     /// How much replication history to keep (the store's setting).
     history: Arc<std::sync::OnceLock<History>>,
+    /// This account, for the background indexer's queue (set by the
+    /// store once the account is in its `Arc`).
+    me: std::sync::OnceLock<std::sync::Weak<Account>>,
     /// The Maildir's stamps as the last finished scan found them, if they
     /// can be trusted ([`Account::scan_if_changed`]).
     scanned: Mutex<Option<dir_stamps::DirStamps>>,
@@ -279,7 +282,7 @@ impl IndexFile {
 /// What every account of a store shares with it, set once at start.
 #[derive(Clone, Default)]
 pub(crate) struct StoreSettings {
-    pub hook: Arc<std::sync::OnceLock<crate::ChangeHook>>,
+    pub listeners: Arc<crate::Listeners>,
     pub history: Arc<std::sync::OnceLock<History>>,
 }
 
@@ -313,8 +316,9 @@ impl Account {
             feed,
             sync,
             opening_scan: ScanReport::default(),
-            hook: settings.hook,
+            listeners: settings.listeners,
             history: settings.history,
+            me: std::sync::OnceLock::new(),
             scanned: Mutex::new(None),
             own: Arc::default(),
         };
@@ -358,6 +362,14 @@ impl Account {
 
     pub fn email(&self) -> &str {
         &self.email
+    }
+
+    pub(crate) fn set_me(self: &Arc<Self>) {
+        let _ = self.me.set(Arc::downgrade(self));
+    }
+
+    pub(crate) fn me(&self) -> Option<std::sync::Weak<Account>> {
+        self.me.get().cloned()
     }
 
     pub(crate) fn own_changes(&self) -> &Arc<crate::watch::OwnChanges> {
@@ -446,9 +458,12 @@ impl Account {
     pub(crate) fn announce(&self, changes: Vec<Change>) {
         self.prune_history_if_due(&changes);
         if !changes.is_empty()
-            && let Some(hook) = self.hook.get()
+            && let Some(hook) = self.listeners.hook.get()
         {
             hook(&self.email);
+        }
+        if let Some(indexer) = self.listeners.indexer.get() {
+            indexer.note(self, &changes);
         }
         for c in changes {
             // No receiver is not an error: nobody is listening right now.
@@ -911,11 +926,14 @@ impl Account {
                 gone.push(m);
             }
         }
-        let mut tx = Tx::begin(&mut g.conn)?;
-        for m in &gone {
-            tx.expunge(&mb, m.uid, m.guid)?;
-        }
-        let changes = tx.commit()?;
+        let kib = index::cache_kib_for_rows(gone.len());
+        let changes = index::with_cache(&mut g.conn, kib, |conn| {
+            let mut tx = Tx::begin(conn)?;
+            for m in &gone {
+                tx.expunge(&mb, m.uid, m.guid)?;
+            }
+            tx.commit()
+        })?;
         drop(g);
         self.sync.sync()?;
         // The index says they are gone; now the files. A crash in between

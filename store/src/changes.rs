@@ -11,8 +11,9 @@ pub struct Change {
     pub mailbox: MailboxGuid,
     pub kind: ChangeKind,
     /// For a message added, its row as committed, so that listeners (IDLE
-    /// sessions) need not read the index for it. Live events only: the
-    /// change log read back does not carry it.
+    /// sessions) need not read the index for it; for a message expunged,
+    /// its row as it was. Live events only: the change log read back does
+    /// not carry it.
     pub message: Option<std::sync::Arc<crate::MessageMeta>>,
 }
 

@@ -38,14 +38,23 @@
 //!   messages, so nothing committed in between is skipped.
 //! - A message whose file cannot be read holds both back below its own, so
 //!   it is tried again next time rather than silently never found.
-//! - Expunged content stays (no deletes): a candidate is only a candidate;
-//!   the caller looks at the mailbox's messages.
+//! - A candidate is only a candidate: the caller looks at the mailbox's
+//!   messages. Content no message of the account holds any more is
+//!   removed ([`FullText::forget`], the tables are `contentless_delete`),
+//!   but an entry that outlives its messages for a while costs nothing
+//!   but space.
+//!
+//! **When.** New mail is indexed in the background right after it arrives
+//! (indexer.rs: the same [`FullText::refresh_deriving`], which also caches
+//! the protocols' views of each message), so the first search finds the
+//! index up to date; a search still refreshes first, for whatever the
+//! background has not reached yet.
 //!
 //! **Rejected.** Keeping the text in `index.sqlite` (another schema's
-//! migrations; a big index slows every delivery's commit). Indexing at
-//! delivery (LMTP would parse every message; most are never searched).
-//! A word tokenizer (no substrings). FTS5 `LIKE` on trigram tables (needs
-//! stored content: twice the size).
+//! migrations; a big index slows every delivery's commit). Indexing inside
+//! the delivery (the 250 would wait for a parse). A word tokenizer (no
+//! substrings). FTS5 `LIKE` on trigram tables (needs stored content: twice
+//! the size).
 
 use std::collections::HashSet;
 use std::path::Path;
@@ -54,16 +63,21 @@ use std::time::Duration;
 use cove_dedup::ContentId;
 use rusqlite::{Connection, OptionalExtension, params};
 
+use crate::indexer::Derivation;
 use crate::{Account, MailboxInfo, MessageMeta, ModSeq, Result, Uid};
 
 /// The index's file in the user's home.
 pub const FULLTEXT_FILE: &str = "fts.sqlite";
 
-/// Bump when the tables below change.
-const SCHEMA_VERSION: i64 = 1;
+/// Bump when the tables below change (the old ones are dropped). 2: the
+/// text tables are `contentless_delete` (expunged content is removed).
+const SCHEMA_VERSION: i64 = 2;
 
 /// Messages parsed and inserted per transaction while building.
 const BATCH: usize = 2048;
+
+/// Contents looked at per pass over the account in [`FullText::sweep`].
+const SWEEP_CHUNK: usize = 50_000;
 
 /// At most this many of a needle's trigrams are asked (any subset still
 /// gives every match).
@@ -127,39 +141,50 @@ impl FullText {
         conn.pragma_update(None, "synchronous", "OFF")?;
         conn.pragma_update(None, "cache_size", -4096)?;
         conn.execute_batch(
-            "CREATE TABLE IF NOT EXISTS meta(key TEXT PRIMARY KEY, value INTEGER NOT NULL);
-             CREATE TABLE IF NOT EXISTS content(
-                 id INTEGER PRIMARY KEY, content_id BLOB NOT NULL UNIQUE);
-             CREATE TABLE IF NOT EXISTS mailbox(
-                 guid BLOB NOT NULL, uidvalidity INTEGER NOT NULL,
-                 modseq INTEGER NOT NULL, uid INTEGER NOT NULL,
-                 PRIMARY KEY(guid, uidvalidity));
-             CREATE VIRTUAL TABLE IF NOT EXISTS body
-                 USING fts5(text, content='', detail=none, tokenize='trigram');
-             CREATE VIRTUAL TABLE IF NOT EXISTS header
-                 USING fts5(text, content='', detail=none, tokenize='trigram');",
+            "CREATE TABLE IF NOT EXISTS meta(key TEXT PRIMARY KEY, value INTEGER NOT NULL);",
         )?;
-        let mut ft = FullText { conn };
         let want = (SCHEMA_VERSION << 32) | i64::from(extractor);
-        let have: Option<i64> = ft
-            .conn
+        let have: Option<i64> = conn
             .query_row("SELECT value FROM meta WHERE key = 'version'", [], |r| {
                 r.get(0)
             })
             .optional()?;
+        let mut ft = FullText { conn };
         if have != Some(want) {
-            ft.clear(want)?;
+            ft.rebuild_tables(want)?;
         }
         Ok(ft)
     }
 
-    /// Forget everything (another extraction or schema).
-    fn clear(&mut self, version: i64) -> Result<()> {
-        let tx = self.conn.transaction()?;
+    /// Start empty (another extraction or schema): the tables are made
+    /// again, so a schema change takes effect too.
+    fn rebuild_tables(&mut self, version: i64) -> Result<()> {
+        let tx = self
+            .conn
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        // Another connection (the background indexer, a search) may have
+        // made them meanwhile.
+        let now: Option<i64> = tx
+            .query_row("SELECT value FROM meta WHERE key = 'version'", [], |r| {
+                r.get(0)
+            })
+            .optional()?;
+        if now == Some(version) {
+            return Ok(());
+        }
         tx.execute_batch(
-            "DELETE FROM content; DELETE FROM mailbox;
-             INSERT INTO body(body) VALUES('delete-all');
-             INSERT INTO header(header) VALUES('delete-all');",
+            "DROP TABLE IF EXISTS content; DROP TABLE IF EXISTS mailbox;
+             DROP TABLE IF EXISTS body; DROP TABLE IF EXISTS header;
+             CREATE TABLE content(
+                 id INTEGER PRIMARY KEY, content_id BLOB NOT NULL UNIQUE);
+             CREATE TABLE mailbox(
+                 guid BLOB NOT NULL, uidvalidity INTEGER NOT NULL,
+                 modseq INTEGER NOT NULL, uid INTEGER NOT NULL,
+                 PRIMARY KEY(guid, uidvalidity));
+             CREATE VIRTUAL TABLE body USING fts5(text, content='',
+                 contentless_delete=1, detail=none, tokenize='trigram');
+             CREATE VIRTUAL TABLE header USING fts5(text, content='',
+                 contentless_delete=1, detail=none, tokenize='trigram');",
         )?;
         tx.execute(
             "INSERT OR REPLACE INTO meta(key, value) VALUES('version', ?1)",
@@ -178,6 +203,21 @@ impl FullText {
         mailbox: &MailboxInfo,
         extract: &(dyn Fn(&[u8]) -> IndexedText + Sync),
     ) -> Result<Refreshed> {
+        self.refresh_deriving(account, mailbox, &|raw| Derivation {
+            views: Vec::new(),
+            text: extract(raw),
+        })
+    }
+
+    /// [`refresh`](FullText::refresh), with `derive` also giving the views
+    /// of each message to cache ([`Account::derived`]): stored with each
+    /// batch, so one read and parse serves both.
+    pub fn refresh_deriving(
+        &mut self,
+        account: &Account,
+        mailbox: &MailboxInfo,
+        derive: &(dyn Fn(&[u8]) -> Derivation + Sync),
+    ) -> Result<Refreshed> {
         let (done, done_uid): (ModSeq, Uid) = self
             .conn
             .query_row(
@@ -193,13 +233,18 @@ impl FullText {
         if now <= done {
             return Ok(report);
         }
+        // Which contents are known is decided under this index's write
+        // lock, as [`forget`](FullText::forget) decides what goes: a
+        // content judged known here is held by a message that forget's
+        // look at the account then sees.
+        let judged = self
+            .conn
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
         let rows = account.messages_since(&mailbox.guid, done)?;
         let mut missing: Vec<MessageMeta> = Vec::new();
         let mut newest = done_uid;
         {
-            let mut known = self
-                .conn
-                .prepare_cached("SELECT 1 FROM content WHERE content_id = ?1")?;
+            let mut known = judged.prepare_cached("SELECT 1 FROM content WHERE content_id = ?1")?;
             let mut seen: HashSet<ContentId> = HashSet::new();
             for m in rows.into_iter().filter(|m| m.uid > done_uid) {
                 report.looked_at += 1;
@@ -209,9 +254,11 @@ impl FullText {
                 }
             }
         }
+        judged.commit()?;
         let (mut reached, mut reached_uid) = (now, newest);
         for batch in missing.chunks(BATCH) {
-            let texts = read_and_extract(account, mailbox, batch, extract);
+            let texts = read_and_extract(account, mailbox, batch, derive);
+            let mut views: Vec<(ContentId, crate::DerivedKind, Vec<u8>)> = Vec::new();
             let tx = self.conn.transaction()?;
             {
                 let mut content =
@@ -222,7 +269,8 @@ impl FullText {
                     tx.prepare_cached("INSERT INTO header(rowid, text) VALUES (?1, ?2)")?;
                 for (m, text) in batch.iter().zip(texts) {
                     match text {
-                        Read::Text(t) => {
+                        Read::Text(Derivation { views: v, text: t }) => {
+                            views.extend(v.into_iter().map(|(k, d)| (m.content_id, k, d)));
                             // Another session may have indexed it meanwhile.
                             if content.execute([&m.content_id.0[..]])? == 1 {
                                 let id = tx.last_insert_rowid();
@@ -243,6 +291,10 @@ impl FullText {
                 }
             }
             tx.commit()?;
+            // A cache that cannot be written costs a parse at first use.
+            if let Err(e) = account.store_derived(&views) {
+                tracing::warn!(user = %account.email(), error = %e, "could not cache message views");
+            }
         }
         // Never backwards (another session may have gone further); a
         // message that could not be read holds both below its own.
@@ -258,6 +310,71 @@ impl FullText {
             ],
         )?;
         Ok(report)
+    }
+
+    /// Remove the text of those of `contents` that no message of the
+    /// account holds any more (expunged, or their mailbox deleted);
+    /// returns how many went. One write transaction of this index, inside
+    /// which the account's messages are read: a content a message holds is
+    /// never forgotten (see the same lock in
+    /// [`refresh_deriving`](FullText::refresh_deriving)). Costs one pass
+    /// over the account's message rows.
+    pub fn forget(&mut self, account: &Account, contents: &HashSet<ContentId>) -> Result<usize> {
+        if contents.is_empty() {
+            return Ok(0);
+        }
+        let tx = self
+            .conn
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        let held = account.held_among(contents)?;
+        let mut gone = 0;
+        {
+            let mut find = tx.prepare_cached("SELECT id FROM content WHERE content_id = ?1")?;
+            for id in contents.difference(&held) {
+                let Some(row) = find
+                    .query_row([&id.0[..]], |r| r.get::<_, i64>(0))
+                    .optional()?
+                else {
+                    continue;
+                };
+                for sql in [
+                    "DELETE FROM body WHERE rowid = ?1",
+                    "DELETE FROM header WHERE rowid = ?1",
+                    "DELETE FROM content WHERE id = ?1",
+                ] {
+                    tx.prepare_cached(sql)?.execute([row])?;
+                }
+                gone += 1;
+            }
+        }
+        tx.commit()?;
+        Ok(gone)
+    }
+
+    /// [`forget`](FullText::forget) over every content in the index,
+    /// [`SWEEP_CHUNK`] at a time (memory stays bounded whatever the size).
+    pub fn sweep(&mut self, account: &Account) -> Result<usize> {
+        let (mut after, mut gone) = (0i64, 0);
+        loop {
+            let chunk: Vec<(i64, Vec<u8>)> = self
+                .conn
+                .prepare_cached(
+                    "SELECT id, content_id FROM content WHERE id > ?1 ORDER BY id LIMIT ?2",
+                )?
+                .query_map(params![after, SWEEP_CHUNK as i64], |r| {
+                    Ok((r.get(0)?, r.get(1)?))
+                })?
+                .collect::<rusqlite::Result<_>>()?;
+            let Some((last, _)) = chunk.last() else {
+                return Ok(gone);
+            };
+            after = *last;
+            let ids: HashSet<ContentId> = chunk
+                .iter()
+                .filter_map(|(_, id)| <[u8; 32]>::try_from(id.as_slice()).ok().map(ContentId))
+                .collect();
+            gone += self.forget(account, &ids)?;
+        }
     }
 
     /// Contents whose text may contain `needle` (lowercase, see
@@ -315,9 +432,9 @@ fn trigram_query(needle: &str) -> String {
         .join(" AND ")
 }
 
-/// A message's text, as far as it could be read.
+/// A message's text (and views), as far as it could be read.
 enum Read {
-    Text(IndexedText),
+    Text(Derivation),
     /// Expunged meanwhile.
     Gone,
     Unreadable,
@@ -329,7 +446,7 @@ fn read_and_extract(
     account: &Account,
     mailbox: &MailboxInfo,
     batch: &[MessageMeta],
-    extract: &(dyn Fn(&[u8]) -> IndexedText + Sync),
+    extract: &(dyn Fn(&[u8]) -> Derivation + Sync),
 ) -> Vec<Read> {
     let one = |m: &MessageMeta| -> Read {
         let raw = match account.read_message(mailbox, m) {

@@ -23,6 +23,7 @@ mod error;
 mod fulltext;
 mod ids;
 mod index;
+mod indexer;
 mod keyword_letters;
 mod keywords;
 mod mailbox_files;
@@ -55,6 +56,7 @@ pub use error::{Error, Result};
 pub use fulltext::{FULLTEXT_FILE, FullText, IndexedText, Refreshed, TextField, can_narrow};
 pub use ids::{Flags, MailboxGuid, MessageGuid, ModSeq, Uid};
 pub use index::{MailboxInfo, MessageMeta};
+pub use indexer::{Derivation, Deriver, FullTextOnArrival, Indexed};
 pub use keyword_letters::{KEYWORDS_FILE, KeywordLetters};
 pub use keywords::FlagOp;
 pub use mailbox_files::{Cached, MailboxFiles, cached_reads_available, read_cached};
@@ -72,6 +74,15 @@ type AccountSlot = Arc<Mutex<Option<Arc<Account>>>>;
 /// Called with a user's address after changes to that user's mail were
 /// committed (the replicator queues the user).
 pub type ChangeHook = Arc<dyn Fn(&str) + Send + Sync>;
+
+/// Who hears of committed changes besides the change feed.
+#[derive(Default)]
+pub(crate) struct Listeners {
+    /// The replicator's hook.
+    pub(crate) hook: OnceLock<ChangeHook>,
+    /// The background indexer of arrived mail.
+    pub(crate) indexer: OnceLock<Arc<indexer::Indexer>>,
+}
 
 /// Options for [`Store::open`].
 #[derive(Debug, Clone)]
@@ -92,7 +103,7 @@ pub struct Store {
     sync: Arc<GroupSync>,
     accounts: Mutex<HashMap<i64, AccountSlot>>,
     watcher: OnceLock<MaildirWatcher>,
-    change_hook: Arc<OnceLock<ChangeHook>>,
+    listeners: Arc<Listeners>,
     peer_limits: OnceLock<replica::PeerLimits>,
     history: Arc<OnceLock<replica::History>>,
 }
@@ -197,7 +208,7 @@ impl Store {
             sync,
             accounts: Mutex::new(HashMap::new()),
             watcher: OnceLock::new(),
-            change_hook: Arc::new(OnceLock::new()),
+            listeners: Arc::default(),
             peer_limits: OnceLock::new(),
             history: Arc::new(OnceLock::new()),
         })
@@ -242,7 +253,8 @@ impl Store {
     /// A user's Sieve scripts and what they remember (`<home>/sieve/`).
     pub fn sieve(&self, address: &Address) -> sieve::SieveScripts {
         let hook = self
-            .change_hook
+            .listeners
+            .hook
             .get()
             .map(|h| (h.clone(), address.to_string()));
         sieve::SieveScripts::new(&self.home_of(address), hook)
@@ -305,10 +317,11 @@ impl Store {
             &self.opts.hostname,
             self.sync.clone(),
             account::StoreSettings {
-                hook: self.change_hook.clone(),
+                listeners: self.listeners.clone(),
                 history: self.history.clone(),
             },
         )?);
+        account.set_me();
         *slot = Some(account.clone());
         Ok(account)
     }
@@ -364,11 +377,34 @@ impl Store {
     /// Set the hook told of every user whose mail changes (once; false if
     /// one was set already).
     pub fn set_change_hook(&self, hook: ChangeHook) -> bool {
-        self.change_hook.set(hook).is_ok()
+        self.listeners.hook.set(hook).is_ok()
     }
 
     pub(crate) fn change_hook(&self) -> &OnceLock<ChangeHook> {
-        &self.change_hook
+        &self.listeners.hook
+    }
+
+    /// Derive what the protocols need from each message right after it
+    /// arrives, in the background (indexer.rs): `deriver`'s views go to
+    /// the derived cache, its text to the full-text index of the users
+    /// `fulltext` names. Once; false if a deriver was set already.
+    pub fn set_deriver(&self, deriver: Arc<dyn Deriver>, fulltext: FullTextOnArrival) -> bool {
+        let mut started = false;
+        self.listeners.indexer.get_or_init(|| {
+            started = true;
+            indexer::Indexer::start(deriver, fulltext)
+        });
+        started
+    }
+
+    /// Wait until the background indexer has done everything queued so
+    /// far, at most `limit`; false if it had not (true without an
+    /// indexer). For the import command and tests.
+    pub fn wait_indexed(&self, limit: std::time::Duration) -> bool {
+        self.listeners
+            .indexer
+            .get()
+            .is_none_or(|i| i.wait_idle(limit))
     }
 
     /// Forget a cached account (after its user was removed).
@@ -450,6 +486,14 @@ impl Store {
             account.announce(changes);
         }
         results
+    }
+}
+
+impl Drop for Store {
+    fn drop(&mut self) {
+        if let Some(indexer) = self.listeners.indexer.get() {
+            indexer.close();
+        }
     }
 }
 

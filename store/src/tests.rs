@@ -727,6 +727,7 @@ fn kw(list: &[&str]) -> Vec<String> {
 mod imap_flags;
 mod imap_mailboxes;
 mod imap_transfer;
+mod indexer;
 mod replica_peer;
 
 const ENV: DerivedKind = DerivedKind::ImapEnvelope;

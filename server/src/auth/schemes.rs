@@ -414,15 +414,7 @@ impl LegacyHash {
                 _ => false,
             },
             Kind::CryptString => verify_crypt(password, &self.value),
-            Kind::Phc(_) => {
-                use argon2::PasswordVerifier;
-                match argon2::password_hash::phc::PasswordHash::new(&self.value) {
-                    Ok(parsed) => argon2::Argon2::default()
-                        .verify_password(password, &parsed)
-                        .is_ok(),
-                    Err(_) => false,
-                }
-            }
+            Kind::Phc(_) => super::verify_argon2(password, &self.value),
         }
     }
 }

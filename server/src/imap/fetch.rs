@@ -46,6 +46,20 @@ impl Derived {
     }
 }
 
+/// Every cached view of a message, as its first FETCH would cache them
+/// (the background indexer makes them on arrival: crate::derive).
+pub(crate) fn views(raw: &[u8]) -> Vec<(DerivedKind, Vec<u8>)> {
+    use MessageDataItemName as I;
+    let content = Content::new(raw);
+    let mut derived = Derived::default();
+    for item in [I::Envelope, I::BodyStructure, I::Body] {
+        if let Some(kind) = derived_kind(&item) {
+            derived.compute(content.msg(), kind);
+        }
+    }
+    derived.0.into_iter().collect()
+}
+
 /// Items that need the message's bytes even when the cache has the rest.
 fn needs_raw(item: &MessageDataItemName<'_>) -> bool {
     needs_content(item) && derived_kind(item).is_none()

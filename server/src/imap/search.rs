@@ -3,7 +3,7 @@
 //! decoded headers and bodies, case-insensitively (RFC 3501: "a substring
 //! match ... case-insensitive").
 
-mod fulltext;
+pub(crate) mod fulltext;
 
 use std::collections::HashSet;
 
@@ -177,6 +177,15 @@ impl Content {
         }
         c
     }
+}
+
+/// The header text view of a message, as a header-only SEARCH caches it
+/// (the background indexer makes it on arrival: crate::derive).
+pub(crate) fn header_view(raw: &[u8]) -> (DerivedKind, Vec<u8>) {
+    (
+        HEADER_TEXT_KIND,
+        content_of(header_block(raw)).header_text(),
+    )
 }
 
 /// The header block of a message (through its blank line, or all of it).

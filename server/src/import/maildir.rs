@@ -483,6 +483,15 @@ pub fn run(config: &Config, source: Source, opts: Options) -> anyhow::Result<()>
             }
         }
     }
+    if config.server.index_new_mail {
+        let t = Instant::now();
+        if store.wait_indexed(std::time::Duration::from_secs(24 * 3600)) {
+            println!(
+                "indexed the imported mail (views and full text): {:.1} s",
+                t.elapsed().as_secs_f64()
+            );
+        }
+    }
     if checked.len() > 1 {
         let n = total.added + total.renumbered;
         println!(

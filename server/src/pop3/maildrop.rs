@@ -230,6 +230,14 @@ impl Maildrop {
 }
 
 /// The CRLF size of a message file, read in pieces.
+/// The cached CRLF size view of a message, as a POP3 session caches it
+/// (the background indexer makes it on arrival: crate::derive).
+pub(crate) fn crlf_size_view(raw: &[u8]) -> (DerivedKind, Vec<u8>) {
+    let mut size = CrlfSize::default();
+    size.feed(raw);
+    (CRLF_SIZE_KIND, size.finish().to_be_bytes().to_vec())
+}
+
 fn file_crlf_size(files: &MailboxFiles, file: &str) -> std::io::Result<u64> {
     let mut f = files.open(file)?;
     let mut buf = vec![0u8; 64 * 1024];

@@ -22,7 +22,7 @@
 mod auth;
 pub mod command;
 pub mod encode;
-mod maildrop;
+pub(crate) mod maildrop;
 mod retrieval;
 mod session;
 mod transaction;

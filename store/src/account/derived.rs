@@ -6,9 +6,10 @@
 //! kept in the index.
 //!
 //! Entries are not flushed to disk with the group commit: a lost entry is
-//! computed again.
+//! computed again. Entries of content no message holds any more are
+//! removed by the background indexer (indexer.rs) after expunges.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use cove_dedup::ContentId;
 use rusqlite::params;
@@ -151,4 +152,67 @@ impl Account {
         tx.commit()?;
         Ok(())
     }
+
+    /// Those of `contents` that some message of the account holds (one
+    /// pass over the message rows: there is no index by content).
+    pub fn held_among(&self, contents: &HashSet<ContentId>) -> Result<HashSet<ContentId>> {
+        let g = self.conn()?;
+        held_in(&g.conn, contents)
+    }
+
+    /// Remove the cached views of those of `contents` that no message
+    /// holds any more; returns how many contents went. Decided and done in
+    /// one transaction of the index, so a message committed meanwhile keeps
+    /// its views.
+    pub fn forget_derived(&self, contents: &HashSet<ContentId>) -> Result<usize> {
+        if contents.is_empty() {
+            return Ok(0);
+        }
+        let mut g = self.conn()?;
+        let tx = g.conn.transaction()?;
+        let held = held_in(&tx, contents)?;
+        let mut gone = 0;
+        {
+            let mut st = tx.prepare_cached("DELETE FROM derived WHERE content_id = ?1")?;
+            for id in contents.difference(&held) {
+                if st.execute([&id.0[..]])? > 0 {
+                    gone += 1;
+                }
+            }
+        }
+        tx.commit()?;
+        Ok(gone)
+    }
+
+    /// Remove every cached view whose content no message holds (after
+    /// more expunges than the indexer keeps track of one by one); SQLite
+    /// sorts the held contents in its temporary store, not in memory here.
+    pub fn sweep_derived(&self) -> Result<usize> {
+        let g = self.conn()?;
+        Ok(g.conn.execute(
+            "DELETE FROM derived WHERE content_id NOT IN (SELECT content_id FROM message)",
+            [],
+        )?)
+    }
+}
+
+fn held_in(
+    conn: &rusqlite::Connection,
+    contents: &HashSet<ContentId>,
+) -> Result<HashSet<ContentId>> {
+    let mut held = HashSet::new();
+    let mut st = conn.prepare_cached("SELECT content_id FROM message")?;
+    let mut rows = st.query([])?;
+    while let Some(row) = rows.next()? {
+        let Ok(blob) = row.get_ref(0)?.as_blob() else {
+            continue;
+        };
+        if let Ok(id) = <[u8; 32]>::try_from(blob) {
+            let id = ContentId(id);
+            if contents.contains(&id) {
+                held.insert(id);
+            }
+        }
+    }
+    Ok(held)
 }

@@ -129,24 +129,27 @@ impl Account {
                     self.sync.dir_written(&folder.join(sub))?;
                 }
             }
-            let mut tx = Tx::begin(&mut g.conn)?;
-            for item in plan {
-                match item {
-                    Err(row) => {
-                        result
-                            .updated
-                            .push((row.uid, row.flags, row.keywords, row.modseq));
-                    }
-                    Ok(p) => {
-                        let modseq =
-                            tx.update_flags(&mb, p.row.uid, p.flags, &p.keywords, &p.file)?;
-                        result
-                            .updated
-                            .push((p.row.uid, p.flags, p.keywords, modseq));
+            let kib = crate::index::cache_kib_for_rows(plan.len());
+            crate::index::with_cache(&mut g.conn, kib, |conn| {
+                let mut tx = Tx::begin(conn)?;
+                for item in plan {
+                    match item {
+                        Err(row) => {
+                            result
+                                .updated
+                                .push((row.uid, row.flags, row.keywords, row.modseq));
+                        }
+                        Ok(p) => {
+                            let modseq =
+                                tx.update_flags(&mb, p.row.uid, p.flags, &p.keywords, &p.file)?;
+                            result
+                                .updated
+                                .push((p.row.uid, p.flags, p.keywords, modseq));
+                        }
                     }
                 }
-            }
-            tx.commit()
+                tx.commit()
+            })
         })();
         match committed {
             Ok(changes) => {

@@ -448,9 +448,8 @@ impl Account {
         };
         let mut g = self.conn()?;
         let mut ops = FileOps::default();
-        // About 1 KiB of pages per row touched, up to 64 MiB.
         let rows = remote.messages.len() + remote.tombstones.len() + local.messages.len();
-        let cache_kib = (rows as i64).clamp(0, 64 * 1024);
+        let cache_kib = index::cache_kib_for_rows(rows);
         let result = index::with_cache(&mut g.conn, cache_kib, |conn| {
             let mut tx = Tx::begin(conn)?;
             let floors = uidnexts(&tx)?;

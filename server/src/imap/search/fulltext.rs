@@ -20,10 +20,10 @@ use super::{Key, content_of};
 /// or `extract` changes what the matcher reads, and every user's index is
 /// built again.
 /// 2: group names in address fields.
-const EXTRACTOR_VERSION: u32 = 2;
+pub(crate) const EXTRACTOR_VERSION: u32 = 2;
 
 /// The text the matcher reads, as the index stores it.
-fn extract(raw: &[u8]) -> IndexedText {
+pub(crate) fn extract(raw: &[u8]) -> IndexedText {
     let c = content_of(raw);
     let mut header = String::new();
     for (_, v) in &c.headers {
