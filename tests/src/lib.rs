@@ -422,6 +422,15 @@ impl TestServer {
         self.logs.lock().unwrap().iter().any(|l| l.contains(needle))
     }
 
+    /// Whether the server logs a line holding `needle` within 10 s: a line
+    /// written after the reply the test saw reaches the log reader later.
+    pub fn logs_soon(&self, needle: &str) -> bool {
+        eventually(Duration::from_secs(10), || {
+            self.logged(needle).then_some(())
+        })
+        .is_some()
+    }
+
     /// Run `cove ARGS` against the running server: its configuration with
     /// the `[http] listen` port it actually bound (commands that ask the
     /// server find it there).
