@@ -350,3 +350,25 @@ fn a_client_cannot_write_a_log_line() {
         "{logs:#?}"
     );
 }
+
+// Issue 11 residual: during IDLE, once a client had sent anything, the rest
+// of its DONE line was read with no deadline: "DO" and then silence kept the
+// session and its slot for good. The line is now bounded by the autologout.
+#[test]
+fn an_unfinished_done_in_idle_does_not_keep_the_session() {
+    let s = server("", "autologout_secs = 2\n");
+    let mut c = Raw::connect(s.addr_of("imap"));
+    assert!(c.line().is_some_and(|l| l.starts_with("* OK")));
+    c.send(format!("a LOGIN {USER} {PASS}\r\nb SELECT INBOX\r\n").as_bytes());
+    while c.line().is_some_and(|l| !l.starts_with("b ")) {}
+    c.send(b"c IDLE\r\n");
+    assert_eq!(c.line().as_deref(), Some("+ idling"));
+    c.send(b"DO");
+    assert_eq!(
+        c.line().as_deref(),
+        Some("* BYE Autologout; idle for too long")
+    );
+    assert_eq!(c.line().as_deref(), Some("c OK IDLE terminated"));
+    assert!(c.closed_after(0));
+    assert!(s.logs_soon("DONE not completed before the autologout"));
+}

@@ -62,13 +62,20 @@ impl Session {
             };
             match event {
                 IdleEvent::Input => {
-                    let line = super::framing::read_plain_line(&mut self.conn.reader, 1024).await;
-                    return match line {
-                        Ok(Some(l)) if l.eq_ignore_ascii_case(b"DONE") => {
+                    // The rest of the line is bounded by the same deadline:
+                    // a client that sends "DO" and nothing more does not
+                    // keep its session (and slot) for good.
+                    let line = super::framing::read_plain_line(&mut self.conn.reader, 1024);
+                    return match tokio::time::timeout_at(deadline, line).await {
+                        Ok(Ok(Some(l))) if l.eq_ignore_ascii_case(b"DONE") => {
                             Outcome::ok("IDLE terminated")
                         }
-                        Ok(Some(_)) => Outcome::bad("Expected DONE"),
-                        _ => Outcome::bad("Connection lost"),
+                        Ok(Ok(Some(_))) => Outcome::bad("Expected DONE"),
+                        Ok(_) => Outcome::bad("Connection lost"),
+                        Err(_) => {
+                            tracing::info!(session = self.conn.id, peer = %self.conn.peer, "imap IDLE ended: DONE not completed before the autologout");
+                            self.autologout_in_idle()
+                        }
                     };
                 }
                 IdleEvent::Changed => {
@@ -88,16 +95,19 @@ impl Session {
                     self.state = State::Logout;
                     return Outcome::ok("IDLE terminated");
                 }
-                IdleEvent::Timeout => {
-                    self.conn.untagged("BYE Autologout; idle for too long");
-                    self.state = State::Logout;
-                    return Outcome::ok("IDLE terminated");
-                }
+                IdleEvent::Timeout => return self.autologout_in_idle(),
                 IdleEvent::Gone => {
                     self.state = State::Logout;
                     return Outcome::bad("Connection lost");
                 }
             }
         }
+    }
+
+    /// RFC 3501 §5.4: the autologout timer ran out during IDLE.
+    fn autologout_in_idle(&mut self) -> Outcome {
+        self.conn.untagged("BYE Autologout; idle for too long");
+        self.state = State::Logout;
+        Outcome::ok("IDLE terminated")
     }
 }
