@@ -266,6 +266,24 @@ mod tests {
         }
     }
 
+    /// The default-like penalty schedule (2 s, doubling to 15 s) and the
+    /// user a@x.org with the password "right".
+    async fn penalised_service_with_user() -> (tempfile::TempDir, Authenticator) {
+        let schedule = Schedule {
+            initial: Duration::from_secs(2),
+            max: Duration::from_secs(15),
+            expire: Duration::from_secs(300),
+            capacity: 100,
+            per_user: true,
+        };
+        let (d, store, auth) = service(schedule).await;
+        let a = Address::parse("a@x.org").unwrap();
+        store
+            .add_user(&a, Some(hash_password(&Secret("right".into())).unwrap()), 0)
+            .unwrap();
+        (d, auth)
+    }
+
     const CLIENT: IpAddr = IpAddr::V4(std::net::Ipv4Addr::new(192, 0, 2, 1));
 
     #[tokio::test]
@@ -306,18 +324,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn a_penalised_attempt_is_answered_unchecked_or_after_its_wait() {
-        let schedule = Schedule {
-            initial: Duration::from_secs(2),
-            max: Duration::from_secs(15),
-            expire: Duration::from_secs(300),
-            capacity: 10,
-            per_user: true,
-        };
-        let (_d, store, auth) = service(schedule).await;
-        let a = Address::parse("a@x.org").unwrap();
-        store
-            .add_user(&a, Some(hash_password(&Secret("right".into())).unwrap()), 0)
-            .unwrap();
+        let (_d, auth) = penalised_service_with_user().await;
         let right = || Secret("right".into());
         for wait in [2, 4] {
             let r = auth
@@ -357,18 +364,7 @@ mod tests {
     // "Invalid login or password" with an Auth-Wait.
     #[tokio::test]
     async fn overlapping_good_logins_through_auth_http_all_succeed() {
-        let schedule = Schedule {
-            initial: Duration::from_secs(2),
-            max: Duration::from_secs(15),
-            expire: Duration::from_secs(300),
-            capacity: 100,
-            per_user: true,
-        };
-        let (_d, store, auth) = service(schedule).await;
-        let a = Address::parse("a@x.org").unwrap();
-        store
-            .add_user(&a, Some(hash_password(&Secret("right".into())).unwrap()), 0)
-            .unwrap();
+        let (_d, auth) = penalised_service_with_user().await;
         let auth = Arc::new(auth);
         let mut attempts = tokio::task::JoinSet::new();
         for i in 1..=12u8 {
