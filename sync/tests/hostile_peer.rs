@@ -294,7 +294,9 @@ async fn a_mailbox_name_that_leaves_the_maildir_creates_nothing() {
     );
     assert_eq!(node.outside(), BTreeSet::new(), "nothing outside data/");
     assert_eq!(node.account.mailboxes().unwrap().len(), before);
-    let text = logs.text();
+    let text = logs
+        .soon(&["the peer's changes were refused", "invalid mailbox name"])
+        .await;
     assert!(
         text.contains("the peer's changes were refused") && text.contains("invalid mailbox name"),
         "logged: {text}"

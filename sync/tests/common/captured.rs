@@ -31,4 +31,18 @@ impl Captured {
     pub fn text(&self) -> String {
         String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned()
     }
+    /// The lines so far, once all of `needles` are in them or after 10 s:
+    /// a task may log after the reply the test already read, and it only
+    /// runs when the test yields.
+    #[allow(dead_code)]
+    pub async fn soon(&self, needles: &[&str]) -> String {
+        for _ in 0..200 {
+            let text = self.text();
+            if needles.iter().all(|n| text.contains(n)) {
+                return text;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        self.text()
+    }
 }
