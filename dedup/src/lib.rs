@@ -587,24 +587,24 @@ impl StagedBlob {
     }
 
     /// Give the blob its name, unless a blob of that content already exists.
+    ///
+    /// The link is tried first and the shard directory made only when the
+    /// link finds it missing: once the 256 shards exist (early in a store's
+    /// life) a delivery costs no `stat` of its shard.
     fn install(&self) -> Result<()> {
         let Some(tmp) = &self.tmp else { return Ok(()) };
         let target = self.store.path_of(&self.id);
         let shard = target.parent().unwrap_or(&self.store.root).to_path_buf();
-        let mut created_shard = false;
-        if !shard.exists() {
-            match fs::create_dir(&shard) {
-                Ok(()) => created_shard = true,
-                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
-                Err(e) => return Err(e).ctx(|| format!("create {}", shard.display())),
-            }
-        }
-        if created_shard {
-            self.store.sync.dir_written(&self.store.root)?;
-        }
-        for _ in 0..3 {
+        for _ in 0..4 {
             match fs::hard_link(tmp, &target) {
                 Ok(()) => return self.store.sync.dir_written(&shard),
+                Err(e) if e.kind() == io::ErrorKind::NotFound && !shard.exists() => {
+                    match fs::create_dir(&shard) {
+                        Ok(()) => self.store.sync.dir_written(&self.store.root)?,
+                        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+                        Err(e) => return Err(e).ctx(|| format!("create {}", shard.display())),
+                    }
+                }
                 Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
                     // Content we are about to link into Maildirs: check the
                     // stored copy really is these bytes (invariant 5).
