@@ -114,7 +114,7 @@ table() {
     local i=0 s k
     k=$(wc -w <<<"$SERVERS")
     for s in $SERVERS; do
-        calls "$WORK/strace.$s" | awk -v i="$i" '{ print $2, i, $1 }'
+        calls "$WORK/strace.$s" | awk -v i="$i" '$2 != "total" { print $2, i, $1 }'
         i=$((i + 1))
     done | awk -v n="$MESSAGES" -v k="$k" '
         { c[$1, $2] = $3; seen[$1] = 1; sum[$1] += $3 }
