@@ -80,6 +80,7 @@ OUT=$ROOT/benches/results/index-growth-$DATE.md
 k=2
 while [[ -e $OUT ]]; do OUT=$ROOT/benches/results/index-growth-$DATE-$k.md; k=$((k + 1)); done
 cove_rev=$(cd "$ROOT" && git rev-parse --short HEAD 2>/dev/null || echo "?")
+[[ -n $(cd "$ROOT" && git status --porcelain --untracked-files=no 2>/dev/null | head -1) ]] && cove_rev+=" with uncommitted changes"
 TABLE=$WORK/table.md
 bench_log "delivering and expunging $TOTAL messages in rounds of $ROUND"
 python3 "$ROOT/benches/index_growth.py" --load "$LOAD" --lmtp "$COVE_PORT" --imap "$((COVE_PORT + 1))" \
