@@ -28,6 +28,14 @@
 //!   splits its links over two inodes, so dedup and the refcount are lost.
 //! - A reference-count table in SQLite: a second truth that can disagree with
 //!   the filesystem after a crash; the link count cannot.
+//! - An anonymous temporary copy (`O_TMPFILE`, linked in with `linkat`),
+//!   which would save the temporary name's create and unlink per message:
+//!   the staged copy's name is the extra link that keeps gc away from a blob
+//!   installed a moment ago and not yet linked into a Maildir. An anonymous
+//!   inode adds no link, and once gc has removed its only name the kernel
+//!   refuses to link it again (an `O_TMPFILE` inode is linkable only until
+//!   its first link), so a delivery that races gc would fail where it now
+//!   re-installs the blob and succeeds.
 
 use std::fmt;
 use std::fs::{self, File, OpenOptions};
