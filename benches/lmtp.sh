@@ -16,7 +16,7 @@
 #   CONNS="1 4 16"          connection counts
 #   USERS=100               users the single-recipient points rotate over
 #   FANOUT=100              recipients of the 200 KiB fan-out points
-#   COVE_PORT=24300 DOVECOT_PORT=24400 CYRUS_PORT=24500
+#   COVE_PORT=24300 DOVECOT_PORT=24400 CYRUS_PORT=28500
 #                           (Dovecot also uses +1 IMAP, +2 POP3; Cyrus +1 IMAP)
 #   KEEP=1                  keep the temp dir (data, logs) afterwards
 #   COVE_DURABILITY=batched cove's [server] durability ("batched" or "fsync")
@@ -38,7 +38,7 @@ COVE_PORT=${COVE_PORT:-24300}
 COVE_DURABILITY=${COVE_DURABILITY:-batched}
 COVE_INDEX_NEW_MAIL=${COVE_INDEX_NEW_MAIL:-true}
 DOVECOT_PORT=${DOVECOT_PORT:-24400}
-CYRUS_PORT=${CYRUS_PORT:-24500}
+CYRUS_PORT=${CYRUS_PORT:-28500}
 KEEP=${KEEP:-0}
 
 LOAD=$ROOT/target/release/cove-load
