@@ -65,13 +65,20 @@ start_pair() {
     bench_log "cove pid $COVE_PID, dovecot pid $DOVECOT_PID"
 }
 
-pid_of() { case $1 in cove) echo "$COVE_PID" ;; dovecot) echo "$DOVECOT_PID" ;; esac; }
-port_of() { case $1 in cove) echo "$COVE_PORT" ;; dovecot) echo "$DOVECOT_PORT" ;; esac; }
+pid_of() { case $1 in cove) echo "$COVE_PID" ;; dovecot) echo "$DOVECOT_PID" ;; cyrus) echo "$CYRUS_PID" ;; esac; }
+port_of() { case $1 in cove) echo "$COVE_PORT" ;; dovecot) echo "$DOVECOT_PORT" ;; cyrus) echo "$CYRUS_PORT" ;; esac; }
+
+# A private Cyrus IMAP beside start_pair's servers (benches/cyrus/start.sh,
+# USERS users) under $WORK/cyrus, LMTP on CYRUS_PORT; stop_pair stops it.
+start_cyrus_too() { # USERS
+    CYRUS_PID=$(bash "$ROOT/benches/cyrus/start.sh" "$WORK/cyrus" "$CYRUS_PORT" "$1")
+}
 
 # The exit trap of start_pair.
 stop_pair() {
     set +e
     stop_cove
     [[ -n $DOVECOT_PID ]] && bash "$ROOT/benches/dovecot/stop.sh" "$WORK/dovecot"
+    [[ -n ${CYRUS_PID:-} ]] && bash "$ROOT/benches/cyrus/stop.sh" "$WORK/cyrus"
     if [[ $KEEP == 1 ]]; then bench_log "kept $WORK"; else rm -rf "$WORK"; fi
 }

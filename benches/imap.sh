@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# IMAP benchmark (issue 3): cove and Dovecot side by side, in one run.
+# IMAP benchmark (issue 3): cove and Dovecot (and Cyrus) side by side, in one run.
 #
 #   bash benches/imap.sh
 #
@@ -14,13 +14,15 @@
 # Writes a markdown table to benches/results/imap-<date>.md (also printed).
 #
 # Knobs (environment):
-#   SERVERS="cove dovecot"   which servers to measure
+#   SERVERS="cove dovecot"   which servers to measure; "cyrus" adds Cyrus IMAP
+#                            (benches/cyrus/start.sh) to the operations (not
+#                            to the idle points)
 #   MESSAGES=100000 SIZE=4096 messages loaded into the big INBOX
 #   TOKEN_EVERY=1000         one message in N has the subject token, one the
 #                            body token (SEARCH hits = MESSAGES / N each)
 #   LOAD_CONNS=4             LMTP connections per server while loading
 #   PEEK=1000                random BODY.PEEK[] fetches (each way)
-#   IDLE_CONNS="1000 10000"  idle connection counts
+#   IDLE_CONNS="1000 10000"  idle connection counts (empty: no idle points)
 #   IDLE_SEED=10             messages in the idle user's INBOX
 #   COVE_SHIPPED_IDLE_CONNS=0    an extra idle point of cove as built (0: skip)
 #   COVE_IDLE_TUNABLES=      GLIBC_TUNABLES for cove in the IDLE_CONNS points
@@ -36,7 +38,7 @@
 #   RAISE_INOTIFY=1          as root, raise fs.inotify.max_user_instances for
 #                            the run (Dovecot's imap processes need one each;
 #                            the old value is restored at exit)
-#   COVE_PORT=24500 DOVECOT_PORT=24600  LMTP ports; IMAP is PORT+1
+#   COVE_PORT=24500 DOVECOT_PORT=24600 CYRUS_PORT=28700  LMTP ports; IMAP is PORT+1
 #   COVE_DURABILITY=batched  cove's [server] durability
 #   COVE_INDEX_NEW_MAIL=true cove's [server] index_new_mail (false: views and
 #                            full text made at first use, as before 2026-12-07)
@@ -57,7 +59,7 @@ SUBJECT_TOKEN=marzipan
 BODY_TOKEN=kumquat
 LOAD_CONNS=${LOAD_CONNS:-4}
 PEEK=${PEEK:-1000}
-IDLE_CONNS=${IDLE_CONNS:-"1000 10000"}
+IDLE_CONNS=${IDLE_CONNS-"1000 10000"}
 IDLE_SEED=${IDLE_SEED:-10}
 COVE_SHIPPED_IDLE_CONNS=${COVE_SHIPPED_IDLE_CONNS:-0}
 COVE_IDLE_TUNABLES=${COVE_IDLE_TUNABLES-}
@@ -67,6 +69,7 @@ SOURCES=${SOURCES:-8}
 RAISE_INOTIFY=${RAISE_INOTIFY:-1}
 COVE_PORT=${COVE_PORT:-24500}
 DOVECOT_PORT=${DOVECOT_PORT:-24600}
+CYRUS_PORT=${CYRUS_PORT:-28700}
 COVE_DURABILITY=${COVE_DURABILITY:-batched}
 COVE_INDEX_NEW_MAIL=${COVE_INDEX_NEW_MAIL:-true}
 COVE_FULLTEXT_NEW_MAIL=${COVE_FULLTEXT_NEW_MAIL:-true}
@@ -81,7 +84,7 @@ log() { echo "== $(date +%T) $*" >&2; }
 has() { [[ " $SERVERS " == *" $1 "* ]]; }
 
 for s in $SERVERS; do
-    [[ $s == cove || $s == dovecot ]] || { echo "unknown server $s (known: cove dovecot)" >&2; exit 2; }
+    [[ $s == cove || $s == dovecot || $s == cyrus ]] || { echo "unknown server $s (known: cove dovecot cyrus)" >&2; exit 2; }
 done
 
 # ---------------------------------------------------------------- limits
@@ -128,11 +131,13 @@ WORK=$(mktemp -d /tmp/covebench.XXXXXX)
 chmod 755 "$WORK" # Dovecot's unprivileged processes must enter it
 COVE_PID=""
 DOVECOT_PID=""
+CYRUS_PID=""
 
 cleanup() {
     set +e
     stop_cove
     [[ -n $DOVECOT_PID ]] && bash "$ROOT/benches/dovecot/stop.sh" "$WORK/dovecot"
+    [[ -n $CYRUS_PID ]] && bash "$ROOT/benches/cyrus/stop.sh" "$WORK/cyrus"
     [[ -n $INOTIFY_OLD ]] && echo "$INOTIFY_OLD" > $INOTIFY
     if [[ $KEEP == 1 ]]; then
         log "kept $WORK"
@@ -201,9 +206,7 @@ start_dovecot() {
 
 has cove && setup_cove
 has dovecot && start_dovecot
-
-pid_of() { case $1 in cove) echo "$COVE_PID" ;; dovecot) echo "$DOVECOT_PID" ;; esac; }
-port_of() { case $1 in cove) echo "$COVE_PORT" ;; dovecot) echo "$DOVECOT_PORT" ;; esac; }
+has cyrus && start_cyrus_too 2
 
 RAW=$WORK/raw.txt
 : > "$RAW"
@@ -309,7 +312,9 @@ if has cove && [[ -n $COVE_IDLE_TUNABLES ]]; then
 fi
 for c in $IDLE_CONNS; do
     for s in $SERVERS; do
-        if [[ $s == cove ]]; then
+        if [[ $s == cyrus ]]; then
+            continue
+        elif [[ $s == cove ]]; then
             run_idle cove "$COVE_IDLE_LABEL" "$c"
             IDLE_ROWS+=("$COVE_IDLE_LABEL|$c|$COVE_IDLE_NAME")
         else
@@ -387,7 +392,7 @@ PEEKS=(
         l=$(grep -E "^RESULT proto=lmtp label=${s}_load " "$RAW" | tail -n 1 || true)
         [[ -n $l ]] && load_rates+=" $s $(kv msgs_per_s "$l") msgs/s;"
     done
-    echo "Load generator \`cove-load\` on the same machine (one thread). Loading took $LOAD_S s (both servers at once, $LOAD_CONNS LMTP connections each:${load_rates%;}), the operations $OPS_S s, the idle points $IDLE_S s; $(( $(date +%s) - T0 )) s in all. Load average (1/5/15 min) before the operations: $LOADAVG_BEFORE, after the idle points: $LOADAVG_AFTER."
+    echo "Load generator \`cove-load\` on the same machine (one thread). Loading took $LOAD_S s (all servers at once, $LOAD_CONNS LMTP connections each:${load_rates%;}), the operations $OPS_S s, the idle points $IDLE_S s; $(( $(date +%s) - T0 )) s in all. Load average (1/5/15 min) before the operations: $LOADAVG_BEFORE, after the idle points: $LOADAVG_AFTER."
     echo
     echo "## Operations on one INBOX of $MESSAGES messages of $SIZE B"
     echo
@@ -402,6 +407,19 @@ PEEKS=(
         echo "| $name | $(ops_cell cove first "$op" $mode) | $(ops_cell cove repeat "$op" $mode) | $(ops_cell dovecot first "$op" $mode) | $(ops_cell dovecot repeat "$op" $mode) | $target | $ref |"
     done
     echo
+    if has cyrus; then
+        echo "Cyrus IMAP $(dpkg-query -W -f '${Version}' cyrus-common 2>/dev/null || echo '?') (benches/cyrus/start.sh; its search is a scan: no squatter or Xapian index was built) on the same mailbox:"
+        echo
+        echo "| operation | Cyrus first | Cyrus repeat | Cyrus CPU first | Cyrus CPU repeat |"
+        echo "|---|---:|---:|---:|---:|"
+        for o in "${OPS[@]}" "${PEEKS[@]}"; do
+            IFS='|' read -r op name _ _ <<<"$o"
+            mode=""
+            [[ $op == peek_* ]] && mode=rate
+            echo "| $name | $(ops_cell cyrus first "$op" $mode) | $(ops_cell cyrus repeat "$op" $mode) | $(cpu_cell cyrus first "$op") | $(cpu_cell cyrus repeat "$op") |"
+        done
+        echo
+    fi
     echo "Server CPU time (user+sys, all processes of the server) during each operation:"
     echo
     echo "| operation | cove first | cove repeat | Dovecot first | Dovecot repeat |"

@@ -1,21 +1,23 @@
 #!/usr/bin/env bash
-# LMTP benchmark matrix: cove and Dovecot side by side, in one run.
+# LMTP benchmark matrix: cove, Dovecot and Cyrus side by side, in one run.
 #
 #   bash benches/lmtp.sh
 #
-# Builds cove and cove-load (release), starts cove and a private Dovecot
-# (benches/dovecot/start.sh) under a temp dir, runs every point of the matrix
-# for cove then Dovecot, REPS times, and writes the medians as a markdown
+# Builds cove and cove-load (release), starts cove, a private Dovecot
+# (benches/dovecot/start.sh) and a private Cyrus IMAP (benches/cyrus/start.sh)
+# under a temp dir, runs every point of the matrix for each server in turn,
+# REPS times, and writes the medians as a markdown
 # table to benches/results/lmtp-<date>.md (also printed).
 #
 # Knobs (environment):
-#   SERVERS="cove dovecot"  which servers to measure (e.g. SERVERS=dovecot)
+#   SERVERS="cove dovecot cyrus"  which servers to measure (e.g. SERVERS=dovecot)
 #   REPS=3                  repetitions per point (the table shows medians)
 #   N4K=3000 N100K=500      messages per 4 KiB / 100 KiB point
 #   CONNS="1 4 16"          connection counts
 #   USERS=100               users the single-recipient points rotate over
 #   FANOUT=100              recipients of the 200 KiB fan-out points
-#   COVE_PORT=24300 DOVECOT_PORT=24400   (Dovecot also uses +1 IMAP, +2 POP3)
+#   COVE_PORT=24300 DOVECOT_PORT=24400 CYRUS_PORT=28500
+#                           (Dovecot also uses +1 IMAP, +2 POP3; Cyrus +1 IMAP)
 #   KEEP=1                  keep the temp dir (data, logs) afterwards
 #   COVE_DURABILITY=batched cove's [server] durability ("batched" or "fsync")
 #   COVE_INDEX_NEW_MAIL=true cove's [server] index_new_mail (background parse
@@ -25,7 +27,7 @@ set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 # shellcheck source=benches/common.sh
 source "$ROOT/benches/common.sh"
-SERVERS=${SERVERS:-"cove dovecot"}
+SERVERS=${SERVERS:-"cove dovecot cyrus"}
 REPS=${REPS:-3}
 N4K=${N4K:-3000}
 N100K=${N100K:-500}
@@ -36,6 +38,7 @@ COVE_PORT=${COVE_PORT:-24300}
 COVE_DURABILITY=${COVE_DURABILITY:-batched}
 COVE_INDEX_NEW_MAIL=${COVE_INDEX_NEW_MAIL:-true}
 DOVECOT_PORT=${DOVECOT_PORT:-24400}
+CYRUS_PORT=${CYRUS_PORT:-28500}
 KEEP=${KEEP:-0}
 
 LOAD=$ROOT/target/release/cove-load
@@ -57,11 +60,13 @@ RES=$WORK/results
 mkdir -p "$RES"
 COVE_PID=""
 DOVECOT_PID=""
+CYRUS_PID=""
 
 cleanup() {
     set +e
     stop_cove
     [[ -n $DOVECOT_PID ]] && bash "$ROOT/benches/dovecot/stop.sh" "$WORK/dovecot"
+    [[ -n $CYRUS_PID ]] && bash "$ROOT/benches/cyrus/stop.sh" "$WORK/cyrus"
     if [[ $KEEP == 1 ]]; then
         log "kept $WORK"
     else
@@ -113,6 +118,7 @@ server_info() {
     case $1 in
         cove) echo "127.0.0.1:$COVE_PORT $COVE_PID $WORK/cove-data" ;;
         dovecot) echo "127.0.0.1:$DOVECOT_PORT $DOVECOT_PID $WORK/dovecot/mail" ;;
+        cyrus) echo "127.0.0.1:$CYRUS_PORT $CYRUS_PID $WORK/cyrus/spool" ;;
     esac
 }
 
@@ -120,16 +126,18 @@ for s in $SERVERS; do
     case $s in
         cove) start_cove ;;
         dovecot) start_dovecot ;;
-        *) echo "unknown server $s (known: cove dovecot)" >&2; exit 2 ;;
+        cyrus) start_cyrus_too "$NUSERS" ;;
+        *) echo "unknown server $s (known: cove dovecot cyrus)" >&2; exit 2 ;;
     esac
 done
 
 # ---------------------------------------------------------------- measuring
-# Message files of all Maildirs (INBOX and Maildir++ folders): prints
+# Message files of all Maildirs (INBOX and Maildir++ folders), or of Cyrus's
+# spool (one file "<uid>." per message): prints
 # "FILES INODES KIB" = number of files, distinct inodes, and KiB allocated to
 # those inodes (each counted once: hard links are the same storage).
 mail_stats() {
-    find "$1" -type f -regex '.*/Maildir/\(\.[^/]*/\)?\(cur\|new\)/[^/]*' -printf '%i %b\n' |
+    find "$1" -type f \( -regex '.*/Maildir/\(\.[^/]*/\)?\(cur\|new\)/[^/]*' -o -regex '.*/spool/.*/[0-9]+\.' \) -printf '%i %b\n' |
         awk '{ files++; if (!($1 in seen)) { seen[$1] = 1; inodes++; blocks += $2 } }
              END { printf "%d %d %d\n", files, inodes, blocks / 2 }'
 }
@@ -242,14 +250,15 @@ while [[ -e $OUT ]]; do OUT=$OUTDIR/lmtp-$DATE-$k.md; k=$((k + 1)); done
 
 cove_rev=$(cd "$ROOT" && git rev-parse --short HEAD 2>/dev/null || echo "uncommitted")
 dovecot_ver=$(dovecot --version 2>/dev/null | cut -d' ' -f1 || echo "?")
+cyrus_ver=$(dpkg-query -W -f '${Version}' cyrus-common 2>/dev/null || echo "?")
 fs=$(df -T "$WORK" | awk 'NR == 2 { print $2 }')
 
 {
     echo "# LMTP benchmark, $DATE"
     echo
-    echo "Servers: $SERVERS. cove at \`$cove_rev\` (durability = $COVE_DURABILITY, index_new_mail = $COVE_INDEX_NEW_MAIL)$(cd "$ROOT" && [[ -n $(git status --porcelain 2>/dev/null | head -1) ]] && echo ' (working tree had uncommitted changes)'); Dovecot $dovecot_ver (Maildir, \`mail_fsync = always\`)."
+    echo "Servers: $SERVERS. cove at \`$cove_rev\` (durability = $COVE_DURABILITY, index_new_mail = $COVE_INDEX_NEW_MAIL)$(cd "$ROOT" && [[ -n $(git status --porcelain 2>/dev/null | head -1) ]] && echo ' (working tree had uncommitted changes)'); Dovecot $dovecot_ver (Maildir, \`mail_fsync = always\`); Cyrus IMAP $cyrus_ver (benches/cyrus/start.sh: its own spool and skiplist/twoskip databases, preauthenticated \`lmtpd -a\`, duplicate suppression off, its default durability: see benches/results/lmtp-syscalls-* for its flushes per message)."
     echo "Machine: $(nproc) CPUs ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //')), $(uname -sr), data on $fs."
-    echo "Load generator \`cove-load\` on the same machine (one thread). Median of $REPS runs per point, cove and Dovecot alternating; $ELAPSED s of measuring. Load average (1/5/15 min) before: $LOAD_BEFORE, after: $LOAD_AFTER (anything well above what the benchmark itself adds means other work shared the CPUs)."
+    echo "Load generator \`cove-load\` on the same machine (one thread). Median of $REPS runs per point, the servers alternating; $ELAPSED s of measuring. Load average (1/5/15 min) before: $LOAD_BEFORE, after: $LOAD_AFTER (anything well above what the benchmark itself adds means other work shared the CPUs)."
     echo
     echo "## Single recipient per message ($USERS users, round-robin)"
     echo

@@ -59,17 +59,9 @@ for m in lmtp imap pop3; do
     fi
 done
 
-mkdir -p "$DIR"
-DIR=$(cd "$DIR" && pwd)
-if [[ -f $DIR/run/master.pid ]] && kill -0 "$(cat "$DIR/run/master.pid")" 2>/dev/null; then
-    echo "a dovecot already runs from $DIR (pid $(cat "$DIR/run/master.pid")); stop.sh it first" >&2
-    exit 1
-fi
-# Unix socket paths (base_dir/...) must stay under ~100 bytes.
-if (( ${#DIR} > 60 )); then
-    echo "DIR path too long for dovecot's unix sockets (keep it under 60 chars): $DIR" >&2
-    exit 1
-fi
+# shellcheck source=benches/private_server.sh
+source "$(dirname "${BASH_SOURCE[0]}")/../private_server.sh"
+DIR=$(private_dir dovecot "$DIR")
 mkdir -p "$DIR/etc" "$DIR/run" "$DIR/state" "$DIR/log" "$DIR/mail"
 
 if [[ $(id -u) -eq 0 ]]; then

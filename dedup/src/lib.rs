@@ -28,6 +28,14 @@
 //!   splits its links over two inodes, so dedup and the refcount are lost.
 //! - A reference-count table in SQLite: a second truth that can disagree with
 //!   the filesystem after a crash; the link count cannot.
+//! - An anonymous temporary copy (`O_TMPFILE`, linked in with `linkat`),
+//!   which would save the temporary name's create and unlink per message:
+//!   the staged copy's name is the extra link that keeps gc away from a blob
+//!   installed a moment ago and not yet linked into a Maildir. An anonymous
+//!   inode adds no link, and once gc has removed its only name the kernel
+//!   refuses to link it again (an `O_TMPFILE` inode is linkable only until
+//!   its first link), so a delivery that races gc would fail where it now
+//!   re-installs the blob and succeeds.
 
 use std::fmt;
 use std::fs::{self, File, OpenOptions};
@@ -587,24 +595,24 @@ impl StagedBlob {
     }
 
     /// Give the blob its name, unless a blob of that content already exists.
+    ///
+    /// The link is tried first and the shard directory made only when the
+    /// link finds it missing: once the 256 shards exist (early in a store's
+    /// life) a delivery costs no `stat` of its shard.
     fn install(&self) -> Result<()> {
         let Some(tmp) = &self.tmp else { return Ok(()) };
         let target = self.store.path_of(&self.id);
         let shard = target.parent().unwrap_or(&self.store.root).to_path_buf();
-        let mut created_shard = false;
-        if !shard.exists() {
-            match fs::create_dir(&shard) {
-                Ok(()) => created_shard = true,
-                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
-                Err(e) => return Err(e).ctx(|| format!("create {}", shard.display())),
-            }
-        }
-        if created_shard {
-            self.store.sync.dir_written(&self.store.root)?;
-        }
-        for _ in 0..3 {
+        for _ in 0..4 {
             match fs::hard_link(tmp, &target) {
                 Ok(()) => return self.store.sync.dir_written(&shard),
+                Err(e) if e.kind() == io::ErrorKind::NotFound && !shard.exists() => {
+                    match fs::create_dir(&shard) {
+                        Ok(()) => self.store.sync.dir_written(&self.store.root)?,
+                        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+                        Err(e) => return Err(e).ctx(|| format!("create {}", shard.display())),
+                    }
+                }
                 Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
                     // Content we are about to link into Maildirs: check the
                     // stored copy really is these bytes (invariant 5).

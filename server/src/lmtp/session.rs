@@ -39,6 +39,69 @@ enum Outcome {
     Rejected(String),
 }
 
+/// The content id and size of a stored message, and each recipient's outcome.
+type Stored = (cove_store::ContentId, u64, Vec<Outcome>);
+
+/// What the first blocking job of a delivery did.
+enum Staged {
+    /// No Sieve script applied: every copy is stored.
+    Stored(Stored),
+    /// Scripts decided; their outgoing mail is sent before the copies are
+    /// stored.
+    Filtered(StagedBlob, Vec<Decision>, Option<Vec<u8>>),
+}
+
+/// Link `staged` (or, for a message a script changed, a blob of its own)
+/// into every mailbox the decisions name (blocking).
+fn store_copies(
+    store: &cove_store::Store,
+    staged: &StagedBlob,
+    targets: &[DeliveryTarget],
+    decisions: Vec<Decision>,
+) -> Stored {
+    let mut results: Vec<Option<Result<cove_store::Delivered, cove_store::Error>>> =
+        targets.iter().map(|_| None).collect();
+    for (content, group) in delivery::copies_by_content(targets, &decisions) {
+        let placed = match &content {
+            None => store.deliver_placed(staged, &group.placements),
+            // A message editheader changed: a blob of its own.
+            Some(bytes) => match store.blobs().put(bytes) {
+                Ok(blob) => store.deliver_placed(&blob, &group.placements),
+                Err(e) => {
+                    let e = cove_store::Error::from(e);
+                    group
+                        .owners
+                        .iter()
+                        .map(|_| Err(delivery::copy_error(&e)))
+                        .collect()
+                }
+            },
+        };
+        for (i, r) in group.owners.into_iter().zip(placed) {
+            // A recipient's delivery succeeded when any copy was stored.
+            match (&results[i], r) {
+                (Some(Ok(_)), _) => {}
+                (_, r) => results[i] = Some(r),
+            }
+        }
+    }
+    for ((t, d), r) in targets.iter().zip(&decisions).zip(&results) {
+        if !matches!(r, Some(Err(_))) {
+            delivery::track(store, t, d);
+        }
+    }
+    let outcomes: Vec<Outcome> = results
+        .into_iter()
+        .zip(&decisions)
+        .map(|(r, d)| match (r, d.reject()) {
+            (_, Some(reason)) => Outcome::Rejected(reason.to_string()),
+            (Some(r), _) => Outcome::Stored(r),
+            (None, _) => Outcome::Discarded,
+        })
+        .collect();
+    (staged.id(), staged.len(), outcomes)
+}
+
 /// A transaction: MAIL, then RCPTs.
 struct Transaction {
     from: String,
@@ -523,6 +586,11 @@ impl Session {
 
     /// Finish the blob, run each recipient's Sieve scripts (if any), send
     /// what they send, and link the blob into every mailbox they name.
+    ///
+    /// Without a script for any recipient (the common case) the blob is
+    /// finished and linked in one blocking job: one hand-off to the pool per
+    /// message, not two. With scripts, the outgoing mail they make is sent
+    /// from the reactor between the two jobs.
     async fn deliver(
         &mut self,
         tx: &Transaction,
@@ -546,7 +614,7 @@ impl Session {
             };
             let Some(engine) = engine.filter(|e| delivery::any_script(e, &store, &targets)) else {
                 let plain = targets.iter().map(|_| Decision::Plain).collect();
-                return Ok((staged, plain, None));
+                return Ok(Staged::Stored(store_copies(&store, &staged, &targets, plain)));
             };
             let raw = if staged.len() > engine.config().max_message_size {
                 None
@@ -567,11 +635,12 @@ impl Session {
                 .map(|(target, given)| Rcpt { target, given })
                 .collect();
             let decisions = delivery::decide(&engine, &store, raw.as_deref(), &from, &rcpts, session);
-            Ok::<_, cove_store::Error>((staged, decisions, raw))
+            Ok::<_, cove_store::Error>(Staged::Filtered(staged, decisions, raw))
         })
         .await;
         let (staged, mut decisions, raw) = match self.finished(staged) {
-            Ok(r) => r,
+            Ok(Staged::Stored(stored)) => return self.replies(tx, stored).await,
+            Ok(Staged::Filtered(staged, decisions, raw)) => (staged, decisions, raw),
             Err(e) => return vec![e; tx.recipients.len()],
         };
         if let (Some(engine), Some(raw)) = (&self.ctx.sieve, &raw) {
@@ -595,53 +664,19 @@ impl Session {
         let store = self.ctx.store.clone();
         let targets: Vec<DeliveryTarget> = tx.recipients.iter().map(|r| r.target.clone()).collect();
         let result = work::run(Lane::Reserved, move || {
-            let mut results: Vec<Option<Result<cove_store::Delivered, cove_store::Error>>> =
-                targets.iter().map(|_| None).collect();
-            for (content, group) in delivery::copies_by_content(&targets, &decisions) {
-                let placed = match &content {
-                    None => store.deliver_placed(&staged, &group.placements),
-                    // A message editheader changed: a blob of its own.
-                    Some(bytes) => match store.blobs().put(bytes) {
-                        Ok(blob) => store.deliver_placed(&blob, &group.placements),
-                        Err(e) => {
-                            let e = cove_store::Error::from(e);
-                            group
-                                .owners
-                                .iter()
-                                .map(|_| Err(delivery::copy_error(&e)))
-                                .collect()
-                        }
-                    },
-                };
-                for (i, r) in group.owners.into_iter().zip(placed) {
-                    // A recipient's delivery succeeded when any copy was stored.
-                    match (&results[i], r) {
-                        (Some(Ok(_)), _) => {}
-                        (_, r) => results[i] = Some(r),
-                    }
-                }
-            }
-            for ((t, d), r) in targets.iter().zip(&decisions).zip(&results) {
-                if !matches!(r, Some(Err(_))) {
-                    delivery::track(&store, t, d);
-                }
-            }
-            let outcomes: Vec<Outcome> = results
-                .into_iter()
-                .zip(&decisions)
-                .map(|(r, d)| match (r, d.reject()) {
-                    (_, Some(reason)) => Outcome::Rejected(reason.to_string()),
-                    (Some(r), _) => Outcome::Stored(r),
-                    (None, _) => Outcome::Discarded,
-                })
-                .collect();
-            Ok::<_, cove_store::Error>((staged.id(), staged.len(), outcomes))
+            Ok::<_, cove_store::Error>(store_copies(&store, &staged, &targets, decisions))
         })
         .await;
-        let (content, size, results) = match self.finished(result) {
-            Ok(r) => r,
-            Err(e) => return vec![e; tx.recipients.len()],
-        };
+        match self.finished(result) {
+            Ok(stored) => self.replies(tx, stored).await,
+            Err(e) => vec![e; tx.recipients.len()],
+        }
+    }
+
+    /// Wait for the peers when delivery is synchronous, then one reply
+    /// (and one log line) per recipient.
+    async fn replies(&mut self, tx: &Transaction, stored: Stored) -> Vec<Reply> {
+        let (content, size, results) = stored;
         if let Some(sync_delivery) = &self.ctx.sync_delivery {
             // Synchronous replication: every recipient's mailbox reaches a
             // peer before the 250s (one session per user, in parallel).
