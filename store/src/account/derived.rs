@@ -98,11 +98,12 @@ impl Account {
                     let Ok(id) = row.get_ref(0)?.as_blob() else {
                         continue;
                     };
-                    if let Some(slots) = index.get(id) {
+                    if let Some((last, rest)) = index.get(id).and_then(|s| s.split_last()) {
                         let data: Vec<u8> = row.get(1)?;
-                        for i in slots {
+                        for i in rest {
                             out[*i] = Some(data.clone());
                         }
+                        out[*last] = Some(data);
                     }
                 }
                 continue;
