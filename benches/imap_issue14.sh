@@ -20,7 +20,7 @@
 #
 # Knobs (environment):
 #   MESSAGES=100000
-#   COVE_PORT=26700 DOVECOT_PORT=26800   LMTP ports; IMAP is PORT+1
+#   COVE_PORT=27100 DOVECOT_PORT=27200   LMTP ports; IMAP is PORT+1
 #   PROFILE=release          the cove build (debug: the existing target/debug)
 #   DOVECOT_IMAP_ROOT=       an unpacked dovecot-imapd (benches/dovecot/start.sh)
 #   KEEP=1                   keep the temp dir afterwards
@@ -31,8 +31,8 @@ ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 # shellcheck source=benches/common.sh
 source "$ROOT/benches/common.sh"
 MESSAGES=${MESSAGES:-100000}
-COVE_PORT=${COVE_PORT:-26700}
-DOVECOT_PORT=${DOVECOT_PORT:-26800}
+COVE_PORT=${COVE_PORT:-27100}
+DOVECOT_PORT=${DOVECOT_PORT:-27200}
 PROFILE=${PROFILE:-release}
 KEEP=${KEEP:-0}
 OUT=${OUT:-$ROOT/benches/results/imap-issue14-$(date +%F).txt}
@@ -45,12 +45,15 @@ listen = [\"127.0.0.1:$((COVE_PORT + 1))\"]" $((COVE_PORT + 1))
 
 bench_log "loading $MESSAGES messages into both (load average: $(cut -d' ' -f1-3 /proc/loadavg))"
 started=$(date +%s)
+loaders=()
 for s in cove dovecot; do
     port=$(port_of $s)
     python3 "$ROOT/benches/imap_sort.py" "127.0.0.1:$((port + 1))" bench0@example.com "$PASS" \
         --load "$MESSAGES" --lmtp "127.0.0.1:$port" --only-load &
+    loaders+=($!)
 done
-wait
+# Not a bare `wait`: cove is a child of this shell too.
+for p in "${loaders[@]}"; do wait "$p"; done
 bench_log "loaded in $(( $(date +%s) - started )) s"
 
 : > "$OUT"

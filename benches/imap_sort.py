@@ -61,7 +61,7 @@ def messages(user, n):
         else:
             subject = " ".join(rnd.choice(WORDS) for _ in range(4))
             if i % 1000 == 999:
-                subject += " marzipan"
+                subject += " marzipan"  # and so do the replies to it
             refs = []
             headers.append(f"Subject: {subject}")
         if rnd.random() < 0.3:
@@ -95,7 +95,8 @@ def main():
         c0, t = cpu(pid), time.perf_counter()
         r = w.cmd(command)
         cold_ms, cold_cpu = (time.perf_counter() - t) * 1000, cpu(pid) - c0
-        answer = r[0].split(b" ", 2)[2] if len(r) > 1 else b""
+        parts = r[0].split(b" ", 2) if len(r) > 1 else []
+        answer = parts[2] if len(parts) > 2 else b""
         warm = []
         for _ in range(3):
             t = time.perf_counter()
