@@ -97,13 +97,15 @@ def main():
         cold_ms, cold_cpu = (time.perf_counter() - t) * 1000, cpu(pid) - c0
         parts = r[0].split(b" ", 2) if len(r) > 1 else []
         answer = parts[2] if len(parts) > 2 else b""
-        warm = []
+        warm, warm_cpu = [], []
         for _ in range(3):
-            t = time.perf_counter()
+            c0, t = cpu(pid), time.perf_counter()
             w.cmd(command)
             warm.append((time.perf_counter() - t) * 1000)
+            warm_cpu.append(cpu(pid) - c0)
         out.append(f"{name}_cold_ms={cold_ms:.0f} {name}_cold_cpu_s={cold_cpu:.2f} "
-                   f"{name}_warm_ms={statistics.median(warm):.0f} {name}_bytes={len(answer)} "
+                   f"{name}_warm_ms={statistics.median(warm):.0f} "
+                   f"{name}_warm_cpu_s={statistics.median(warm_cpu):.2f} {name}_bytes={len(answer)} "
                    f"{name}_sha={hashlib.sha256(answer).hexdigest()[:12]}")
         if name == "thread":
             out.append(f"threads={answer.count(b')(') + 1 if answer.strip() else 0}")

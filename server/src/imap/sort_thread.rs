@@ -10,6 +10,7 @@
 //! in both). So a repeated SORT or THREAD reads no message and no index
 //! entry. Everything runs on the blocking pool.
 
+use std::fmt::Write;
 use std::sync::Arc;
 
 use cove_store::{Account, ContentId, DerivedKind};
@@ -178,9 +179,10 @@ pub async fn sort(
             Outcome::ok("SORT completed")
         }
         Ok((numbers, highest)) => {
-            let mut line: String = "SORT".into();
+            let mut line = String::with_capacity(5 + numbers.len() * 7);
+            line.push_str("SORT");
             for n in numbers {
-                line.push_str(&format!(" {n}"));
+                let _ = write!(line, " {n}");
             }
             // RFC 7162 §3.1.5: with a MODSEQ key, the highest modseq of
             // the messages found.

