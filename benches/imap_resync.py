@@ -5,10 +5,14 @@ running server (cove or Dovecot):
   against what a client without QRESYNC does, SELECT and FETCH 1:* (UID
   FLAGS);
 - FETCH 1:N BODY.PEEK[] with and without COMPRESS=DEFLATE (bytes on the
-  wire, and the server's CPU time from /proc/PID/stat when PID is given).
+  wire, and the server's CPU time from /proc/PID/stat when PID is given,
+  or the session's imap process with --dovecot-master).
+
+Each figure is the median of --runs (3) sessions.
 
     python3 benches/imap_resync.py HOST:PORT USER PASSWORD [--pid PID]
-        [--load N --lmtp HOST:PORT] [--fetch 1000]
+        [--dovecot-master PID] [--load N --lmtp HOST:PORT] [--fetch 1000]
+        [--runs 3]
 
 --load delivers N varied ~4 KiB messages over LMTP first. Prints one
 RESULT line of key=value pairs. A benchmark, not a test: it asserts
@@ -19,6 +23,7 @@ import os
 import random
 import smtplib
 import socket
+import statistics
 import time
 import zlib
 
@@ -88,6 +93,27 @@ def cpu(pid):
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def session_pid(a):
+    """The process whose CPU a session costs: cove's (--pid), or with
+    --dovecot-master the newest `imap` child of Dovecot's master (Dovecot
+    runs one imap process per session: call it right after the login)."""
+    if not a.dovecot_master:
+        return a.pid
+    best = (0, 0)
+    for d in os.listdir("/proc"):
+        if not d.isdigit():
+            continue
+        try:
+            stat = open(f"/proc/{d}/stat").read()
+        except OSError:
+            continue
+        comm = stat[stat.index("(") + 1: stat.rindex(")")]
+        fields = stat.rsplit(")", 1)[1].split()
+        if comm == "imap" and int(fields[1]) == a.dovecot_master:
+            best = max(best, (int(fields[19]), int(d)))
+    return best[1]
+
+
 def load(lmtp, user, n):
     host, port = lmtp.rsplit(":", 1)
     words = open("/usr/share/dict/words").read().split() if os.path.exists("/usr/share/dict/words") else [
@@ -109,12 +135,13 @@ def login(addr, user, password):
 
 def parser():
     """The arguments the IMAP benches share: HOST:PORT USER PASSWORD
-    [--pid PID] [--load N --lmtp HOST:PORT]."""
+    [--pid PID | --dovecot-master PID] [--load N --lmtp HOST:PORT]."""
     p = argparse.ArgumentParser()
     p.add_argument("imap")
     p.add_argument("user")
     p.add_argument("password")
     p.add_argument("--pid", type=int, default=0)
+    p.add_argument("--dovecot-master", type=int, default=0)
     p.add_argument("--load", type=int, default=0)
     p.add_argument("--lmtp")
     return p
@@ -123,6 +150,7 @@ def parser():
 def main():
     p = parser()
     p.add_argument("--fetch", type=int, default=1000)
+    p.add_argument("--runs", type=int, default=3)
     a = p.parse_args()
     if a.load:
         load(a.lmtp, a.user, a.load)
@@ -138,33 +166,45 @@ def main():
     for seq in random.Random(7).sample(range(1, exists + 1), 10):
         w.cmd(f"STORE {seq} +FLAGS.SILENT (\\Flagged)")
 
-    r = login(a.imap, a.user, a.password)
-    r.cmd("ENABLE QRESYNC")
-    before, t = r.received, time.perf_counter()
-    r.cmd(f"SELECT INBOX (QRESYNC ({validity} {known}))")
-    qresync_bytes, qresync_ms = r.received - before, (time.perf_counter() - t) * 1000
+    def qresync():
+        r = login(a.imap, a.user, a.password)
+        r.cmd("ENABLE QRESYNC")
+        before, t = r.received, time.perf_counter()
+        r.cmd(f"SELECT INBOX (QRESYNC ({validity} {known}))")
+        return r.received - before, (time.perf_counter() - t) * 1000
 
-    f = login(a.imap, a.user, a.password)
-    before, t = f.received, time.perf_counter()
-    f.cmd("SELECT INBOX")
-    f.cmd("FETCH 1:* (UID FLAGS)")
-    full_bytes, full_ms = f.received - before, (time.perf_counter() - t) * 1000
+    def full():
+        f = login(a.imap, a.user, a.password)
+        before, t = f.received, time.perf_counter()
+        f.cmd("SELECT INBOX")
+        f.cmd("FETCH 1:* (UID FLAGS)")
+        return f.received - before, (time.perf_counter() - t) * 1000
 
     n = min(a.fetch, exists)
-    plain = login(a.imap, a.user, a.password)
-    plain.cmd("EXAMINE INBOX")
-    before, c0, t = plain.received, cpu(a.pid), time.perf_counter()
-    plain.cmd(f"FETCH 1:{n} BODY.PEEK[]")
-    plain_bytes, plain_cpu, plain_ms = plain.received - before, cpu(a.pid) - c0, (time.perf_counter() - t) * 1000
 
-    z = login(a.imap, a.user, a.password)
-    z.compress()
-    z.cmd("EXAMINE INBOX")
-    before, c0, t = z.received, cpu(a.pid), time.perf_counter()
-    z.cmd(f"FETCH 1:{n} BODY.PEEK[]")
-    z_bytes, z_cpu, z_ms = z.received - before, cpu(a.pid) - c0, (time.perf_counter() - t) * 1000
+    def bodies(compress):
+        w = login(a.imap, a.user, a.password)
+        pid = session_pid(a)
+        if compress:
+            w.compress()
+        w.cmd("EXAMINE INBOX")
+        before, c0, t = w.received, cpu(pid), time.perf_counter()
+        w.cmd(f"FETCH 1:{n} BODY.PEEK[]")
+        return w.received - before, (time.perf_counter() - t) * 1000, cpu(pid) - c0
 
-    print(f"RESULT messages={exists} qresync_select_bytes={qresync_bytes} qresync_select_ms={qresync_ms:.1f} "
+    def median(runs, i):
+        return statistics.median(r[i] for r in runs)
+
+    q = [qresync() for _ in range(a.runs)]
+    fl = [full() for _ in range(a.runs)]
+    plain = [bodies(False) for _ in range(a.runs)]
+    z = [bodies(True) for _ in range(a.runs)]
+    qresync_bytes, qresync_ms = median(q, 0), median(q, 1)
+    full_bytes, full_ms = median(fl, 0), median(fl, 1)
+    plain_bytes, plain_ms, plain_cpu = median(plain, 0), median(plain, 1), median(plain, 2)
+    z_bytes, z_ms, z_cpu = median(z, 0), median(z, 1), median(z, 2)
+
+    print(f"RESULT runs={a.runs} messages={exists} qresync_select_bytes={qresync_bytes} qresync_select_ms={qresync_ms:.1f} "
           f"select_fetch_flags_bytes={full_bytes} select_fetch_flags_ms={full_ms:.1f} "
           f"fetch={n} body_bytes={plain_bytes} body_ms={plain_ms:.0f} body_cpu_s={plain_cpu:.2f} "
           f"compressed_bytes={z_bytes} compressed_ms={z_ms:.0f} compressed_cpu_s={z_cpu:.2f}")

@@ -1,13 +1,14 @@
 """SORT and THREAD figures (issue 14), against one running server (cove or
 Dovecot): `SORT (ARRIVAL)`, `SORT (DATE)`, `SORT (SUBJECT)`, `SORT (FROM)`
-and `THREAD REFERENCES` over a whole INBOX, each timed cold (the first
-time the server is asked for those keys since delivery: it reads the
-messages' headers) and warm (the median of three more runs, from whatever
-the server cached), with the server's CPU for the cold pass when PID is
-given.
+and `THREAD REFERENCES` over a whole INBOX, then `UID SEARCH SUBJECT
+marzipan` (one message in 1,000), each timed cold (the first time the
+server is asked since delivery) and warm (the median of three more runs,
+from whatever the server cached), with the server's CPU for the cold pass
+when PID (or Dovecot's master, --dovecot-master) is given.
 
-    python3 benches/imap_sort.py HOST:PORT USER PASSWORD [--pid PID]
-        [--load N --lmtp HOST:PORT]
+    python3 benches/imap_sort.py HOST:PORT USER PASSWORD
+        [--pid PID | --dovecot-master PID] [--load N --lmtp HOST:PORT]
+        [--only-load]
 
 --load delivers N messages over LMTP first: threads of replies (Re:
 subjects, References and In-Reply-To chains), 300 senders with display
@@ -25,7 +26,7 @@ import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from imap_resync import cpu, login, parser  # noqa: E402
+from imap_resync import cpu, login, parser, session_pid  # noqa: E402
 
 COMMANDS = [
     ("arrival", "SORT (ARRIVAL) UTF-8 ALL"),
@@ -33,6 +34,7 @@ COMMANDS = [
     ("subject", "SORT (SUBJECT) UTF-8 ALL"),
     ("from", "SORT (FROM) UTF-8 ALL"),
     ("thread", "THREAD REFERENCES UTF-8 ALL"),
+    ("search_subject", "UID SEARCH SUBJECT marzipan"),
 ]
 WORDS = ("budget plan release meeting review draft invoice travel report "
          "migration outage backup schedule contract hiring launch security "
@@ -58,6 +60,8 @@ def messages(user, n):
                         "References: " + "\r\n ".join(refs)]
         else:
             subject = " ".join(rnd.choice(WORDS) for _ in range(4))
+            if i % 1000 == 999:
+                subject += " marzipan"  # and so do the replies to it
             refs = []
             headers.append(f"Subject: {subject}")
         if rnd.random() < 0.3:
@@ -75,25 +79,33 @@ def load(lmtp, user, n):
 
 
 def main():
-    a = parser().parse_args()
+    p = parser()
+    p.add_argument("--only-load", action="store_true")
+    a = p.parse_args()
     if a.load:
         load(a.lmtp, a.user, a.load)
+    if a.only_load:
+        return
     w = login(a.imap, a.user, a.password)
+    pid = session_pid(a)
     lines = w.cmd("EXAMINE INBOX")
     exists = int(next(l for l in lines if l.endswith(b" EXISTS\r\n")).split()[1])
     out = [f"messages={exists}"]
     for name, command in COMMANDS:
-        c0, t = cpu(a.pid), time.perf_counter()
+        c0, t = cpu(pid), time.perf_counter()
         r = w.cmd(command)
-        cold_ms, cold_cpu = (time.perf_counter() - t) * 1000, cpu(a.pid) - c0
-        answer = r[0].split(b" ", 2)[2] if len(r) > 1 else b""
-        warm = []
+        cold_ms, cold_cpu = (time.perf_counter() - t) * 1000, cpu(pid) - c0
+        parts = r[0].split(b" ", 2) if len(r) > 1 else []
+        answer = parts[2] if len(parts) > 2 else b""
+        warm, warm_cpu = [], []
         for _ in range(3):
-            t = time.perf_counter()
+            c0, t = cpu(pid), time.perf_counter()
             w.cmd(command)
             warm.append((time.perf_counter() - t) * 1000)
+            warm_cpu.append(cpu(pid) - c0)
         out.append(f"{name}_cold_ms={cold_ms:.0f} {name}_cold_cpu_s={cold_cpu:.2f} "
-                   f"{name}_warm_ms={statistics.median(warm):.0f} {name}_bytes={len(answer)} "
+                   f"{name}_warm_ms={statistics.median(warm):.0f} "
+                   f"{name}_warm_cpu_s={statistics.median(warm_cpu):.2f} {name}_bytes={len(answer)} "
                    f"{name}_sha={hashlib.sha256(answer).hexdigest()[:12]}")
         if name == "thread":
             out.append(f"threads={answer.count(b')(') + 1 if answer.strip() else 0}")

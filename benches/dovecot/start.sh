@@ -18,6 +18,13 @@
 # Dovecot runs one imap process per session.
 # SIEVE=1 runs Pigeonhole's Sieve in LMTP (each user's ~/.dovecot.sieve;
 # needs dovecot-sieve), for benches/sieve.sh.
+# MAIL_FSYNC=never (default always) for loading big mailboxes fast when
+# only reads are measured.
+# IMAP_ZLIB=1 loads imap_zlib (COMPRESS=DEFLATE), for benches/imap_issue14.sh.
+# DOVECOT_IMAP_ROOT=DIR takes imap, imap-login and the IMAP plugins from an
+# unpacked dovecot-imapd (`apt-get download dovecot-imapd; dpkg-deb -x
+# dovecot-imapd_*.deb DIR`) instead of /usr/lib/dovecot: the package
+# conflicts with cyrus-imapd, which other benchmarks install.
 # Needs: apt-get install dovecot-core dovecot-lmtpd dovecot-imapd dovecot-pop3d
 # As root, virtual mail is owned by the system user "covemail" (created if
 # missing); as any other user, everything runs as that user.
@@ -33,6 +40,9 @@ NUSERS=${3:-1000}
 IMAP_CONNS=${IMAP_CONNS:-1000}
 PASSWORD_HASH=${PASSWORD_HASH:-"{PLAIN}bench"}
 SIEVE=${SIEVE:-0}
+IMAP_ZLIB=${IMAP_ZLIB:-0}
+MAIL_FSYNC=${MAIL_FSYNC:-always}
+DOVECOT_IMAP_ROOT=${DOVECOT_IMAP_ROOT:-}
 if [[ $PASSWORD_HASH == *:* ]]; then
     echo "PASSWORD_HASH must not contain ':' (passwd-file fields)" >&2
     exit 2
@@ -53,7 +63,9 @@ if [[ ! -x $DOVECOT ]]; then
     exit 1
 fi
 for m in lmtp imap pop3; do
-    if [[ ! -x /usr/lib/dovecot/$m ]]; then
+    libexec=/usr/lib/dovecot
+    [[ $m == imap && -n $DOVECOT_IMAP_ROOT ]] && libexec=$DOVECOT_IMAP_ROOT/usr/lib/dovecot
+    if [[ ! -x $libexec/$m ]]; then
         echo "dovecot's $m is missing; apt-get install -y dovecot-${m}d" >&2
         exit 1
     fi
@@ -63,6 +75,25 @@ done
 source "$(dirname "${BASH_SOURCE[0]}")/../private_server.sh"
 DIR=$(private_dir dovecot "$DIR")
 mkdir -p "$DIR/etc" "$DIR/run" "$DIR/state" "$DIR/log" "$DIR/mail"
+IMAP_SETTINGS=""
+if [[ -n $DOVECOT_IMAP_ROOT ]]; then
+    # The installed plugins and the unpacked IMAP ones, in one directory.
+    mkdir -p "$DIR/modules"
+    ln -sf /usr/lib/dovecot/modules/* "$DOVECOT_IMAP_ROOT"/usr/lib/dovecot/modules/* "$DIR/modules/"
+    IMAP_SETTINGS="mail_plugin_dir = $DIR/modules"
+    for exe in "$DOVECOT_IMAP_ROOT"/usr/lib/dovecot/imap*; do
+        IMAP_SETTINGS="$IMAP_SETTINGS
+service $(basename "$exe") {
+  executable = $exe
+}"
+    done
+fi
+if [[ $IMAP_ZLIB == 1 ]]; then
+    IMAP_SETTINGS="$IMAP_SETTINGS
+protocol imap {
+  mail_plugins = \$mail_plugins zlib imap_zlib
+}"
+fi
 
 if [[ $(id -u) -eq 0 ]]; then
     MAILUSER=covemail
@@ -131,7 +162,7 @@ disable_plaintext_auth = no
 auth_mechanisms = plain login
 
 # Same durability promise as cove: data on disk before the 250 / OK.
-mail_fsync = always
+mail_fsync = $MAIL_FSYNC
 mail_location = maildir:$DIR/mail/%d/%n/Maildir
 mail_uid = $MAILUID
 mail_gid = $MAILGID
@@ -187,6 +218,7 @@ service pop3-login {
 service imap {
   process_limit = $IMAP_CONNS
 }
+$IMAP_SETTINGS
 $(if [[ $SIEVE == 1 ]]; then printf 'protocol lmtp {\n  mail_plugins = $mail_plugins sieve\n}\nplugin {\n  sieve = file:~/sieve;active=~/.dovecot.sieve\n}\n'; fi)
 service pop3 {
   process_limit = 1000

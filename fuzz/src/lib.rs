@@ -13,7 +13,7 @@
 use cove::imap::command as imap_command_decoder;
 use cove::imap::framing::{CommandLimits, Framer, Next, tag_of};
 use cove::imap::mime::{self, ParsedMessage, SectionKind};
-use cove::imap::sort::{self, Address, Algorithm, MessageKeys, SortCriterion, SortKey};
+use cove::imap::sort::{self, Address, Algorithm, Candidate, MessageKeys, SortCriterion, SortKey};
 use cove::imap::{esearch, extended, searchres};
 use cove::lmtp::command;
 use cove::lmtp::data::{DataDecoder, Step};
@@ -187,12 +187,19 @@ fn section_kinds() -> Vec<SectionKind> {
 /// and both THREAD algorithms. Each answer must name every message exactly
 /// once; the THREAD text must be balanced with no empty list.
 pub fn imap_sort(data: &[u8]) {
-    let messages: Vec<MessageKeys> = data
+    let messages: Vec<Candidate> = data
         .split(|&b| b == 0)
         .take(2_000)
         .enumerate()
-        .map(|(i, record)| sort_keys(i, record))
+        .map(|(i, record)| Candidate::from(&sort_keys(i, record)))
         .collect();
+    // The prepared keys' cached form reads back as they were.
+    for m in &messages {
+        assert_eq!(
+            sort::decode_keys(&sort::encode_keys(&m.keys)).as_ref(),
+            Some(&*m.keys)
+        );
+    }
     let n = messages.len();
     let keys = [
         SortKey::Arrival,

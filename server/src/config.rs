@@ -231,6 +231,12 @@ pub struct ImapConfig {
     /// Delay before answering a failed login, in milliseconds.
     #[serde(default = "default_auth_failure_delay")]
     pub auth_failure_delay_ms: u64,
+    /// Memory for prepared SORT / THREAD keys, shared by all sessions
+    /// (imap/sort_cache.rs), in bytes: ~300-1,000 bytes per message (long
+    /// References chains cost most); a mailbox sorted again within half of
+    /// it is answered without reading the index. 0: none kept.
+    #[serde(default = "default_sort_key_cache_bytes")]
+    pub sort_key_cache_bytes: u64,
 }
 
 impl Default for ImapConfig {
@@ -253,8 +259,13 @@ impl Default for ImapConfig {
             max_connections_per_user: default_max_connections_per_user(),
             allow_plaintext_auth: false,
             auth_failure_delay_ms: default_auth_failure_delay(),
+            sort_key_cache_bytes: default_sort_key_cache_bytes(),
         }
     }
+}
+
+fn default_sort_key_cache_bytes() -> u64 {
+    256 << 20
 }
 
 fn default_imap_line() -> usize {

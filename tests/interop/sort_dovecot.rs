@@ -223,9 +223,11 @@ fn random_mailbox(seed: u64, n: usize) -> Vec<(Vec<u8>, i64)> {
 /// selected INBOX) beside the engine's over `keys`: (command, ours, theirs).
 fn compare(dovecot: &mut Dovecot, keys: &[MessageKeys]) -> Vec<(String, String, String)> {
     let mut answers = Vec::new();
+    // Prepared as the server prepares them (once per content).
+    let keys: Vec<sort::Candidate> = keys.iter().map(sort::Candidate::from).collect();
     for (args, criteria) in criteria() {
         let theirs = untagged(dovecot, &format!("SORT ({args}) UTF-8 ALL"), "* SORT");
-        let ours: Vec<String> = sort::sort(keys, &criteria)
+        let ours: Vec<String> = sort::sort(&keys, &criteria)
             .iter()
             .map(|i| (i + 1).to_string())
             .collect();
@@ -236,7 +238,7 @@ fn compare(dovecot: &mut Dovecot, keys: &[MessageKeys]) -> Vec<(String, String, 
         ("REFERENCES", Algorithm::References),
     ] {
         let theirs = untagged(dovecot, &format!("THREAD {name} UTF-8 ALL"), "* THREAD");
-        let ours = sort::write_threads(&sort::thread(keys, algorithm), |i| i as u32 + 1);
+        let ours = sort::write_threads(&sort::thread(&keys, algorithm), |i| i as u32 + 1);
         answers.push((format!("THREAD {name}"), ours, theirs));
     }
     answers

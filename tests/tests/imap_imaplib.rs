@@ -11,7 +11,12 @@ fn python_imaplib_session() {
 }
 
 // RFC 7162: ENABLE QRESYNC, HIGHESTMODSEQ, CHANGEDSINCE, UNCHANGEDSINCE
-// with [MODIFIED], VANISHED, SELECT (QRESYNC ...).
+// with [MODIFIED], VANISHED, SELECT (QRESYNC ...). A scripted imaplib
+// session, not a sync client: neither sync client Debian ships uses RFC
+// 7162 (checked 2026-12-07): mbsync 1.4.4 (isync 1.4.4-5) has no
+// CONDSTORE, QRESYNC, CHANGEDSINCE or MODSEQ in its binary and fetches
+// every flag at each sync (tests/interop/mbsync.rs), and offlineimap3
+// (0.0~git20211018, not on PyPI) has none of them in its sources.
 #[test]
 fn python_imaplib_condstore() {
     run_script("imaplib_condstore.py", "imaplib condstore ok");

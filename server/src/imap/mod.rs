@@ -47,7 +47,8 @@ pub mod searchres;
 mod select;
 mod session;
 pub mod sort;
-mod sort_thread;
+mod sort_cache;
+pub(crate) mod sort_thread;
 mod starttls;
 mod status;
 mod store_flags;
@@ -83,6 +84,9 @@ pub struct ImapContext {
     /// \Recent yet (a cache in front of the index's `first_recent`).
     recent_floor:
         Arc<std::sync::Mutex<std::collections::HashMap<cove_store::MailboxGuid, cove_store::Uid>>>,
+    /// Prepared SORT / THREAD keys by content id (sized when the server
+    /// starts: a reload keeps it).
+    pub sort_keys: Arc<sort_cache::SortKeyCache>,
 }
 
 impl ImapContext {
@@ -113,6 +117,7 @@ impl ImapContext {
         shutdown: watch::Receiver<bool>,
         auth: Arc<crate::auth::Authenticator>,
     ) -> Self {
+        let sort_keys = Arc::new(sort_cache::SortKeyCache::new(config.sort_key_cache_bytes));
         ImapContext {
             store,
             config,
@@ -123,6 +128,7 @@ impl ImapContext {
             per_user: ConnectionCount::new(),
             auth,
             recent_floor: Arc::default(),
+            sort_keys,
         }
     }
 }
@@ -143,6 +149,7 @@ impl crate::reload::Reconfigure for ImapContext {
             per_user: self.per_user.clone(),
             auth: self.auth.clone(),
             recent_floor: self.recent_floor.clone(),
+            sort_keys: self.sort_keys.clone(),
         }
     }
 }

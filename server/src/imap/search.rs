@@ -5,6 +5,7 @@
 
 pub(crate) mod fulltext;
 
+use std::borrow::Cow;
 use std::collections::HashSet;
 
 use cove_store::{Account, DerivedKind, Flags, MailboxInfo, Uid};
@@ -135,49 +136,66 @@ fn needs_body(k: &Key) -> bool {
 /// encoding below changes, the kind gets a new number (in the store).
 const HEADER_TEXT_KIND: DerivedKind = DerivedKind::ImapHeaderText;
 
-impl Content {
-    /// Whether a `name` field (lowercased) holds `needle` (lowercased).
-    fn header_contains(&self, name: &str, needle: &str) -> bool {
+impl Content<'_> {
+    /// The (name, value) header fields, in order.
+    fn fields(&self) -> impl Iterator<Item = (&str, &str)> {
         self.headers
-            .iter()
-            .any(|(n, v)| n == name && v.contains(needle))
+            .split('\n')
+            .filter_map(|line| line.split_once('\t'))
     }
 
-    /// `name\tvalue\n` lines, then `\x01sent\t<days>` if dated.
+    /// Whether a `name` field (lowercased) holds `needle` (lowercased).
+    fn header_contains(&self, name: &str, needle: &str) -> bool {
+        self.fields().any(|(n, v)| n == name && v.contains(needle))
+    }
+
+    /// Whether any header value holds `needle` (lowercased).
+    fn any_header_contains(&self, needle: &str) -> bool {
+        self.fields().any(|(_, v)| v.contains(needle))
+    }
+
+    /// The cached form: the `name\tvalue\n` lines, then `\x01sent\t<days>`
+    /// if dated.
     fn header_text(&self) -> Vec<u8> {
-        let mut out = String::new();
-        for (n, v) in &self.headers {
-            out.push_str(&n.replace(['\t', '\n'], " "));
-            out.push('\t');
-            out.push_str(&v.replace(['\t', '\n'], " "));
-            out.push('\n');
-        }
+        let mut out = self.headers.to_string();
         if let Some(d) = self.sent_day {
-            out.push_str(&format!("\x01sent\t{d}\n"));
+            out.push_str(&format!("{SENT_LINE}{d}\n"));
         }
         out.into_bytes()
     }
 
-    fn from_header_text(text: &[u8]) -> Content {
+    /// The cached form read back, borrowed: no allocation per field (a
+    /// header search reads one per message of the mailbox).
+    fn from_header_text(text: &[u8]) -> Content<'_> {
         let text = String::from_utf8_lossy(text);
-        let mut c = Content {
-            headers: Vec::new(),
-            body: String::new(),
-            sent_day: None,
-        };
-        for line in text.lines() {
-            let Some((n, v)) = line.split_once('\t') else {
-                continue;
-            };
-            if n == "\x01sent" {
-                c.sent_day = v.parse().ok();
-            } else {
-                c.headers.push((n.to_string(), v.to_string()));
+        let (headers, sent_day) = match text.rfind(SENT_LINE) {
+            // Only as the last line (a header named so is not it).
+            Some(at)
+                if (at == 0 || text[..at].ends_with('\n'))
+                    && !text[at..].trim_end_matches('\n').contains('\n') =>
+            {
+                let day = text[at + SENT_LINE.len()..].trim_end().parse().ok();
+                let headers = match text {
+                    Cow::Borrowed(t) => Cow::Borrowed(&t[..at]),
+                    Cow::Owned(mut t) => {
+                        t.truncate(at);
+                        Cow::Owned(t)
+                    }
+                };
+                (headers, day)
             }
+            _ => (text, None),
+        };
+        Content {
+            headers,
+            body: String::new(),
+            sent_day,
         }
-        c
     }
 }
+
+/// The line of the cached header text that holds the sent day.
+const SENT_LINE: &str = "\x01sent\t";
 
 /// The header text view of a message, as a header-only SEARCH caches it
 /// (the background indexer makes it on arrival: crate::derive).
@@ -229,8 +247,11 @@ fn compare(cmp: DateCmp, day: i64, wanted: i64) -> bool {
 }
 
 /// The parts of a message that text keys look at, decoded and lowercased.
-struct Content {
-    headers: Vec<(String, String)>,
+struct Content<'a> {
+    /// Every header field as a `name\tvalue\n` line (tabs and newlines
+    /// inside a name or value made spaces): the cached form, so that
+    /// matching a cached entry borrows it.
+    headers: Cow<'a, str>,
     body: String,
     sent_day: Option<i64>,
 }
@@ -299,7 +320,7 @@ fn containers(raw: &[u8]) -> usize {
 
 /// What the matcher reads; the full-text index stores the same text (bump
 /// `fulltext::EXTRACTOR_VERSION` when this changes).
-fn content_of(raw: &[u8]) -> Content {
+fn content_of(raw: &[u8]) -> Content<'static> {
     let parsed = if containers(raw) <= MAX_CONTAINERS_FOR_PARSER {
         MessageParser::default().parse(raw)
     } else {
@@ -307,21 +328,22 @@ fn content_of(raw: &[u8]) -> Content {
     };
     let Some(msg) = parsed else {
         return Content {
-            headers: Vec::new(),
+            headers: Cow::Borrowed(""),
             body: String::from_utf8_lossy(raw).to_lowercase(),
             sent_day: None,
         };
     };
-    let headers = msg
-        .headers()
-        .iter()
-        .map(|h| {
-            (
-                h.name.as_str().to_lowercase(),
-                header_text(&h.value).to_lowercase(),
-            )
-        })
-        .collect();
+    let mut headers = String::new();
+    for h in msg.headers() {
+        headers.push_str(&h.name.as_str().to_lowercase().replace(['\t', '\n'], " "));
+        headers.push('\t');
+        headers.push_str(
+            &header_text(&h.value)
+                .to_lowercase()
+                .replace(['\t', '\n'], " "),
+        );
+        headers.push('\n');
+    }
     let mut body = String::new();
     for i in 0..msg.text_body_count() {
         if let Some(t) = msg.body_text(i) {
@@ -333,7 +355,7 @@ fn content_of(raw: &[u8]) -> Content {
         .date()
         .map(|d| days_from_civil(i64::from(d.year), u32::from(d.month), u32::from(d.day)));
     Content {
-        headers,
+        headers: Cow::Owned(headers),
         body,
         sent_day,
     }
@@ -361,10 +383,8 @@ fn matches(
             .is_some_and(|d| compare(*cmp, d, *day)),
         Key::Header(name, needle) => content.is_some_and(|c| c.header_contains(name, needle)),
         Key::Body(needle) => content.is_some_and(|c| c.body.contains(needle.as_str())),
-        Key::Text(needle) => content.is_some_and(|c| {
-            c.body.contains(needle.as_str())
-                || c.headers.iter().any(|(_, v)| v.contains(needle.as_str()))
-        }),
+        Key::Text(needle) => content
+            .is_some_and(|c| c.body.contains(needle.as_str()) || c.any_header_contains(needle)),
         Key::Not(k) => !matches(k, m, recent, now, content),
         Key::Or(a, b) => matches(a, m, recent, now, content) || matches(b, m, recent, now, content),
         Key::And(v) => v.iter().all(|k| matches(k, m, recent, now, content)),
@@ -540,14 +560,16 @@ mod tests {
         let raw = b"Subject: =?utf-8?q?Caf=C3=A9?= menu\r\nFrom: Alice <a@x.org>\r\nDate: Sat, 01 Feb 2020 09:59:00 +0000\r\n\r\nbody\r\n";
         let c = content_of(header_block(raw));
         assert!(c.body.is_empty() || !c.body.contains("body"));
-        let back = Content::from_header_text(&c.header_text());
+        let text = c.header_text();
+        let back = Content::from_header_text(&text);
         assert_eq!(back.headers, c.headers);
         assert_eq!(back.sent_day, c.sent_day);
-        assert!(
-            back.headers
-                .iter()
-                .any(|(n, v)| n == "subject" && v.contains("café"))
-        );
+        assert!(back.header_contains("subject", "café"));
+        assert!(back.header_contains("from", "a@x.org"));
+        assert!(!back.header_contains("from", "café"));
+        // A search of any field's value (TEXT).
+        assert!(back.any_header_contains("alice"));
+        assert!(!back.any_header_contains("\x01sent"));
     }
 
     /// RFC 5322 §3.4 groups: the group's name and its members are all
@@ -572,8 +594,25 @@ mod tests {
         assert!(hit("cc", "undisclosed-recipients"), "{:?}", c.headers);
         assert!(!hit("to", "nobody"));
         // The cached form keeps them.
-        let back = Content::from_header_text(&c.header_text());
+        let text = c.header_text();
+        let back = Content::from_header_text(&text);
         assert_eq!(back.headers, c.headers);
+    }
+
+    /// The cached form is read in place; only its last line can be the
+    /// sent day.
+    #[test]
+    fn cached_header_text_is_read_in_place() {
+        let c = Content::from_header_text(b"subject\tplan b\nto\tann\n\x01sent\t20000\n");
+        assert!(matches!(c.headers, Cow::Borrowed(_)));
+        assert_eq!(c.sent_day, Some(20000));
+        assert!(c.header_contains("subject", "plan") && c.header_contains("to", "ann"));
+        let c = Content::from_header_text(b"\x01sent\t5\nsubject\tx\n");
+        assert_eq!(c.sent_day, None);
+        assert!(c.header_contains("subject", "x"));
+        let c = Content::from_header_text(b"\x01sent\t7");
+        assert_eq!(c.sent_day, Some(7));
+        assert!(!c.any_header_contains("7"));
     }
 
     #[test]

@@ -2,12 +2,18 @@
 //! SORT=DISPLAY keys): the messages the search criteria select (the SEARCH
 //! matcher, search.rs), ordered or threaded by the pure engine in `sort/`.
 //!
-//! The engine reads one [`MessageKeys`] per message. Its header-derived
-//! part is cached by content id (`DerivedKind::ImapSortKeys`): a message's
-//! header is parsed once per content, at the first SORT or THREAD that
-//! needs it, and never again. Everything runs on the blocking pool.
+//! The engine reads one [`Candidate`] per message: the index's keys and
+//! the message's prepared header keys ([`SortKeys`], ready to compare).
+//! Those come, in order, from the server's memory (`sort_cache.rs`), the
+//! index's derived cache (`DerivedKind::ImapSortKeys`, made when the
+//! message arrived: `crate::derive`), or the message itself (then cached
+//! in both). So a repeated SORT or THREAD reads no message and no index
+//! entry. Everything runs on the blocking pool.
 
-use cove_store::{Account, DerivedKind};
+use std::fmt::Write;
+use std::sync::Arc;
+
+use cove_store::{Account, ContentId, DerivedKind};
 use imap_codec::imap_types::core::Vec1;
 use imap_codec::imap_types::search::SearchKey;
 
@@ -15,63 +21,103 @@ use super::connection::{Authed, Connection};
 use super::esearch::{self, SearchReturn};
 use super::outcome::Outcome;
 use super::search::{Matcher, header_block};
-use super::sort::{self, Algorithm, MessageKeys, SortCriterion};
+use super::sort::{self, Algorithm, Candidate, SortCriterion, SortKeys};
+use super::sort_cache::SortKeyCache;
 use super::view::{View, ViewMessage};
 
 const SORT_KEYS_KIND: DerivedKind = DerivedKind::ImapSortKeys;
 
-/// The keys of the messages found, in mailbox order, each with the number
-/// the response names it by (its UID, or its sequence number) in
-/// [`MessageKeys::uid`]. Without `headers`, only the index's keys are
-/// filled in (SORT by ARRIVAL and SIZE reads no header).
-fn keys_of(
+/// The cached sort keys of a message (the background indexer makes them
+/// on arrival: crate::derive).
+pub(crate) fn sort_keys_view(raw: &[u8]) -> (DerivedKind, Vec<u8>) {
+    (SORT_KEYS_KIND, sort::encode_keys(&prepare(raw)))
+}
+
+/// A message's prepared sort keys, from its header block.
+fn prepare(raw: &[u8]) -> SortKeys {
+    SortKeys::prepare(&sort::header_keys(header_block(raw)))
+}
+
+/// The prepared keys of each message found, in order: from `memory`, then
+/// the index's derived cache, then the message (a message gone since the
+/// view was read sorts as one without header fields).
+fn header_keys_of(
     account: &Account,
     mailbox: &cove_store::MailboxInfo,
-    found: Vec<(usize, ViewMessage)>,
-    uid: bool,
-    headers: bool,
-) -> cove_store::Result<Vec<MessageKeys>> {
-    let asked: Vec<(cove_store::ContentId, DerivedKind)> = found
-        .iter()
-        .filter(|_| headers)
-        .map(|(_, m)| (m.content_id, SORT_KEYS_KIND))
-        .collect();
-    let mut cached = account.derived(&asked)?.into_iter();
+    memory: &SortKeyCache,
+    found: &[(usize, ViewMessage)],
+) -> cove_store::Result<Vec<Arc<SortKeys>>> {
+    let ids: Vec<ContentId> = found.iter().map(|(_, m)| m.content_id).collect();
+    let mut keys = memory.get_many(&ids);
+    let missing: Vec<usize> = (0..keys.len()).filter(|&i| keys[i].is_none()).collect();
+    if missing.is_empty() {
+        return Ok(keys.into_iter().flatten().collect());
+    }
+    let asked: Vec<(ContentId, DerivedKind)> =
+        missing.iter().map(|&i| (ids[i], SORT_KEYS_KIND)).collect();
+    let cached = account.derived(&asked)?;
     let mut learned = Vec::new();
-    let mut keys = Vec::with_capacity(found.len());
-    for (seq, m) in found {
-        let cached = cached.next().flatten();
-        let mut k = match cached.as_deref().and_then(sort::decode_keys) {
+    let mut loaded = Vec::with_capacity(missing.len());
+    for (&i, cached) in missing.iter().zip(cached) {
+        let k = match cached.as_deref().and_then(sort::decode_keys) {
             Some(k) => k,
-            None if !headers => MessageKeys::default(),
             None => {
                 // The file may have been renamed (flags) since the view was
-                // read: look it up again. A message gone since sorts as one
-                // without header fields.
+                // read: look it up again.
+                let m = &found[i].1;
                 let raw = match account.message(&mailbox.guid, m.uid)? {
                     Some(cur) => account.read_message(mailbox, &cur).ok(),
                     None => None,
                 };
-                match raw {
-                    Some(raw) => {
-                        let k = sort::header_keys(header_block(&raw));
-                        learned.push((m.content_id, SORT_KEYS_KIND, sort::encode_keys(&k)));
-                        k
-                    }
-                    None => MessageKeys::default(),
-                }
+                let Some(raw) = raw else {
+                    keys[i] = Some(Arc::default());
+                    continue;
+                };
+                let k = prepare(&raw);
+                learned.push((m.content_id, SORT_KEYS_KIND, sort::encode_keys(&k)));
+                k
             }
         };
-        k.uid = if uid { m.uid } else { seq as u32 };
-        k.internal_date = m.internal_date;
-        k.size = m.size;
-        keys.push(k);
+        let k = Arc::new(k);
+        loaded.push((ids[i], k.clone()));
+        keys[i] = Some(k);
     }
+    memory.insert_many(loaded);
     // A cache that cannot be written only costs a parse next time.
     if let Err(e) = account.store_derived(&learned) {
         tracing::warn!(error = %e, "could not cache sort keys");
     }
-    Ok(keys)
+    Ok(keys.into_iter().map(Option::unwrap_or_default).collect())
+}
+
+/// The candidates of the messages found, in mailbox order, each with the
+/// number the response names it by (its UID, or its sequence number) in
+/// [`Candidate::uid`]. Without `headers`, only the index's keys are filled
+/// in (SORT by ARRIVAL and SIZE reads no header).
+fn candidates_of(
+    account: &Account,
+    mailbox: &cove_store::MailboxInfo,
+    memory: &SortKeyCache,
+    found: Vec<(usize, ViewMessage)>,
+    uid: bool,
+    headers: bool,
+) -> cove_store::Result<Vec<Candidate>> {
+    let header = if headers {
+        header_keys_of(account, mailbox, memory, &found)?
+    } else {
+        Vec::new()
+    };
+    let none = Arc::<SortKeys>::default();
+    Ok(found
+        .into_iter()
+        .enumerate()
+        .map(|(i, (seq, m))| Candidate {
+            uid: if uid { m.uid } else { seq as u32 },
+            internal_date: m.internal_date,
+            size: m.size,
+            keys: header.get(i).cloned().unwrap_or_else(|| none.clone()),
+        })
+        .collect())
 }
 
 /// Run the search, read the keys of what it found (with the header's when
@@ -85,16 +131,17 @@ async fn answer_with<T: Send + 'static>(
     criteria: Vec1<SearchKey<'static>>,
     uid: bool,
     headers: bool,
-    answer: impl FnOnce(&[MessageKeys]) -> T + Send + 'static,
+    answer: impl FnOnce(&[Candidate]) -> T + Send + 'static,
 ) -> cove_store::Result<(T, Option<u64>)> {
     let matcher = Matcher::new(conn, view, criteria.as_ref());
     let with_modseq = matcher.with_modseq;
     let account = user.account();
     let mailbox = view.mailbox.clone();
+    let memory = conn.ctx.sort_keys.clone();
     user.blocking(move || {
         let found = matcher.run(&account)?;
         let highest = found.iter().map(|(_, m)| m.modseq).max();
-        let keys = keys_of(&account, &mailbox, found, uid, headers)?;
+        let keys = candidates_of(&account, &mailbox, &memory, found, uid, headers)?;
         Ok((answer(&keys), highest.filter(|_| with_modseq)))
     })
     .await
@@ -132,9 +179,10 @@ pub async fn sort(
             Outcome::ok("SORT completed")
         }
         Ok((numbers, highest)) => {
-            let mut line: String = "SORT".into();
+            let mut line = String::with_capacity(5 + numbers.len() * 7);
+            line.push_str("SORT");
             for n in numbers {
-                line.push_str(&format!(" {n}"));
+                let _ = write!(line, " {n}");
             }
             // RFC 7162 §3.1.5: with a MODSEQ key, the highest modseq of
             // the messages found.

@@ -27,7 +27,8 @@ use crate::Result;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum DerivedKind {
     // Used before, never again: 11-14 (rendering 1 of the four IMAP kinds
-    // below), 21, 23 (a rendering 2 never shipped: 22 is POP3's).
+    // below), 21, 23 (a rendering 2 never shipped: 22 is POP3's), 35 (the
+    // sort keys' rendering 1: raw fields).
     /// IMAP ENVELOPE (RFC 3501 §7.4.2), rendering 3: MISSING_DOMAIN hosts,
     /// repeated To/Cc kept.
     ImapEnvelope = 31,
@@ -39,10 +40,11 @@ pub enum DerivedKind {
     /// The decoded header text IMAP SEARCH matches header keys against,
     /// rendering 4: group names in address fields.
     ImapHeaderText = 34,
-    /// The header-derived SORT and THREAD keys (RFC 5256: subject, sent
-    /// date, first From/To/Cc address, Message-ID, References,
-    /// In-Reply-To), rendering 1 (server/src/imap/sort/keys.rs `encode`).
-    ImapSortKeys = 35,
+    /// The header-derived SORT and THREAD keys (RFC 5256: base subject,
+    /// sent date, first From/To/Cc address, Message-ID, parent ids),
+    /// rendering 2: ready to compare (server/src/imap/sort/prepared.rs
+    /// `encode`).
+    ImapSortKeys = 36,
     /// POP3: the message's size with CRLF line ends (8 bytes, big endian).
     Pop3CrlfSize = 22,
 }
@@ -96,11 +98,12 @@ impl Account {
                     let Ok(id) = row.get_ref(0)?.as_blob() else {
                         continue;
                     };
-                    if let Some(slots) = index.get(id) {
+                    if let Some((last, rest)) = index.get(id).and_then(|s| s.split_last()) {
                         let data: Vec<u8> = row.get(1)?;
-                        for i in slots {
+                        for i in rest {
                             out[*i] = Some(data.clone());
                         }
+                        out[*last] = Some(data);
                     }
                 }
                 continue;

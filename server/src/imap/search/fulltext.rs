@@ -26,7 +26,7 @@ pub(crate) const EXTRACTOR_VERSION: u32 = 2;
 pub(crate) fn extract(raw: &[u8]) -> IndexedText {
     let c = content_of(raw);
     let mut header = String::new();
-    for (_, v) in &c.headers {
+    for (_, v) in c.fields() {
         header.push_str(v);
         header.push('\n');
     }

@@ -5,40 +5,28 @@
 //!
 //! # How it is meant to be called
 //! The SORT / THREAD command handler (`imap/sort_thread.rs`) builds one
-//! [`MessageKeys`] per message of the selected view, **in sequence-number
+//! [`Candidate`] per message of the selected view, **in sequence-number
 //! order** (index 0 is message 1: every tie is broken by that order, as
 //! RFC 5256 asks), after narrowing the view by the command's search keys:
 //!
 //! ```text
-//! let mut k = sort::header_keys(header_bytes);      // or from a cache
-//! (k.uid, k.internal_date, k.size) = (uid, internal_date, size);
-//! let keys: Vec<MessageKeys> = ...;                 // one per candidate message
-//! let order = sort::sort(&keys, &criteria);         // indices into `keys`
-//! let line = order.iter().map(|&i| keys[i].uid)...; // or sequence numbers
-//! let threads = sort::thread(&keys, Algorithm::References);
-//! let text = sort::write_threads(&threads, |i| keys[i].uid);  // "(1 2 (3)(4))"
+//! let keys = SortKeys::prepare(&sort::header_keys(header_bytes)); // once per content
+//! let c = Candidate { uid, internal_date, size, keys: Arc::new(keys) };
+//! let order = sort::sort(&candidates, &criteria);   // indices into `candidates`
+//! let threads = sort::thread(&candidates, Algorithm::References);
+//! let text = sort::write_threads(&threads, |i| candidates[i].uid);  // "(1 2 (3)(4))"
 //! ```
 //!
-//! The engine reads only [`MessageKeys`]; it decodes nothing (RFC 2047
-//! encoded words must already be decoded to UTF-8 by the caller) and never
-//! touches message bytes. Where the keys can come from without re-reading
-//! messages (issue 14 asks for that): the store's derived cache
-//! (`store/src/account/derived.rs`, keyed by content id) already holds, per
-//! content,
-//! - the ENVELOPE (kind 31, server/src/imap/fetch.rs): the raw Date,
-//!   Subject (still RFC 2047-encoded), From/To/Cc address structures with
-//!   display name, mailbox and host, and the Message-ID and In-Reply-To;
-//! - the decoded, lower-cased header text (kind 34,
-//!   server/src/imap/search.rs): every field decoded, Subject included, and
-//!   the sent *day* (not the time, so not enough for DATE);
-//! - the message's uid, INTERNALDATE and RFC822.SIZE come from the index
-//!   (`ViewMessage`).
-//!
-//! References is in neither, so the handler caches its own kind
-//! (`DerivedKind::ImapSortKeys`): [`header_keys`] (`keys.rs`) computes
-//! every header-derived key from a header block in one parse, and
-//! [`encode_keys`] / [`decode_keys`] are its cached form, so that SORT and
-//! THREAD read no message twice.
+//! The engine reads only [`Candidate`]s and their [`SortKeys`]: ready to
+//! compare (base subject extracted and case mapped, addresses case mapped,
+//! message ids taken out), so a command decodes nothing. [`header_keys`]
+//! (`keys.rs`) parses a header block into [`MessageKeys`] (RFC 2047
+//! encoded words decoded), [`SortKeys::prepare`] (`prepared.rs`) turns
+//! that into the compared form, and [`encode_keys`] / [`decode_keys`] are
+//! its cached form (`DerivedKind::ImapSortKeys`, made when a message
+//! arrives: `crate::derive`). The handler keeps prepared keys in memory by
+//! content id (`imap/sort_cache.rs`), so a repeated SORT or THREAD reads
+//! neither messages nor the index's cache.
 //!
 //! # Rules implemented
 //! - Base subject (RFC 5256 §2.1), in `base_subject.rs`, with whether the
@@ -63,17 +51,21 @@
 mod base_subject;
 mod keys;
 mod order;
+mod prepared;
 mod thread;
 
 pub use base_subject::{BaseSubject, base_subject};
-pub use keys::{decode as decode_keys, encode as encode_keys, header_keys};
+pub use keys::header_keys;
 pub use order::{SortCriterion, SortKey, sort};
+pub use prepared::{Candidate, SortKeys, decode as decode_keys, encode as encode_keys};
 pub use thread::{Algorithm, ThreadNode, thread, write_threads};
 
 use unicode_normalization::UnicodeNormalization;
 
-/// What SORT and THREAD read of one message. Strings are decoded (UTF-8,
-/// encoded words decoded); absent header fields are `None` or empty.
+/// A message's header fields as SORT and THREAD read them, before
+/// [`SortKeys::prepare`] (and the index's keys, which a [`Candidate`]
+/// carries). Strings are decoded (UTF-8, encoded words decoded); absent
+/// header fields are `None` or empty.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct MessageKeys {
     /// The UID (the engine only carries it for the caller).
@@ -91,8 +83,8 @@ pub struct MessageKeys {
     pub from: Option<Address>,
     pub to: Option<Address>,
     pub cc: Option<Address>,
-    /// The raw Message-ID, References and In-Reply-To field values (the
-    /// engine extracts the `<...>` ids).
+    /// The raw Message-ID, References and In-Reply-To field values
+    /// ([`SortKeys::prepare`] extracts the `<...>` ids).
     pub message_id: Option<String>,
     pub references: Option<String>,
     pub in_reply_to: Option<String>,
@@ -107,14 +99,6 @@ pub struct Address {
     pub mailbox: String,
     /// The domain (addr-host); empty when there is none.
     pub host: String,
-}
-
-impl MessageKeys {
-    /// The date RFC 5256 §2.2 sorts and threads by: the sent date, or
-    /// INTERNALDATE when there is none.
-    pub fn sort_date(&self) -> i64 {
-        self.sent_date.unwrap_or(self.internal_date)
-    }
 }
 
 /// The comparison form of a string under (approximately) i;unicode-casemap
@@ -145,8 +129,8 @@ mod tests {
             internal_date: 5,
             ..MessageKeys::default()
         };
-        assert_eq!(m.sort_date(), 5);
+        assert_eq!(Candidate::from(&m).sort_date(), 5);
         m.sent_date = Some(3);
-        assert_eq!(m.sort_date(), 3);
+        assert_eq!(Candidate::from(&m).sort_date(), 3);
     }
 }

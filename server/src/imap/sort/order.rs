@@ -1,14 +1,14 @@
 //! RFC 5256 §3 SORT keys and RFC 5957 §3 DISPLAYFROM / DISPLAYTO.
 //!
-//! Every key compares a value computed once per message (base subjects
-//! and case-mapped addresses are not recomputed per comparison). Messages
+//! Every key compares a value prepared once per content (base subjects
+//! and case-mapped addresses, `prepared.rs`), borrowed at each comparison. Messages
 //! equal on every criterion keep their mailbox order (RFC 5256 §3: "sorted
 //! according to the order in which they appear in the mailbox"), which is
 //! also why REVERSE never reverses that last tie-break.
 
 use std::cmp::Ordering;
 
-use super::{Address, MessageKeys, base_subject, casemap};
+use super::Candidate;
 
 /// A sort key (RFC 5256 §3, RFC 5957 §3).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -41,54 +41,40 @@ pub struct SortCriterion {
     pub reverse: bool,
 }
 
-/// The precomputed value a key compares.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
-enum Value {
+/// The value a key compares, borrowed from the prepared keys.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Value<'a> {
     Number(i64),
     Size(u64),
-    Text(String),
+    Text(&'a str),
 }
 
 impl SortKey {
-    fn value(self, m: &MessageKeys) -> Value {
-        let mailbox = |a: &Option<Address>| {
-            Value::Text(a.as_ref().map(|a| casemap(&a.mailbox)).unwrap_or_default())
-        };
+    fn value(self, m: &Candidate) -> Value<'_> {
+        let k = &*m.keys;
         match self {
             SortKey::Arrival => Value::Number(m.internal_date),
             SortKey::Date => Value::Number(m.sort_date()),
             SortKey::Size => Value::Size(m.size),
-            SortKey::Subject => Value::Text(casemap(&base_subject(&m.subject).text)),
-            SortKey::Cc => mailbox(&m.cc),
-            SortKey::From => mailbox(&m.from),
-            SortKey::To => mailbox(&m.to),
-            SortKey::DisplayFrom => Value::Text(display(&m.from)),
-            SortKey::DisplayTo => Value::Text(display(&m.to)),
+            SortKey::Subject => Value::Text(&k.subject),
+            SortKey::Cc => Value::Text(&k.cc),
+            SortKey::From => Value::Text(&k.from),
+            SortKey::To => Value::Text(&k.to),
+            SortKey::DisplayFrom => Value::Text(&k.display_from),
+            SortKey::DisplayTo => Value::Text(&k.display_to),
         }
-    }
-}
-
-/// RFC 5957 §3: the display name when it is not empty, else the addr-spec
-/// (`mailbox@host`); empty without an address.
-fn display(a: &Option<Address>) -> String {
-    let Some(a) = a else {
-        return String::new();
-    };
-    let name = a.display_name.trim();
-    if !name.is_empty() {
-        return casemap(name);
-    }
-    if a.host.is_empty() {
-        casemap(&a.mailbox)
-    } else {
-        casemap(&format!("{}@{}", a.mailbox, a.host))
     }
 }
 
 /// RFC 5256 §3 SORT: the indices of `messages` (given in mailbox order) in
 /// the order the criteria give.
-pub fn sort(messages: &[MessageKeys], criteria: &[SortCriterion]) -> Vec<usize> {
-    let values: Vec<Vec<Value>> = criteria
+///
+/// The compared values are gathered first, one contiguous vector per
+/// criterion: comparing through each candidate's shared keys would chase a
+/// pointer to a random place in memory twice per comparison (on 100,000
+/// messages that was a third of a warm `SORT (DATE)`).
+pub fn sort(messages: &[Candidate], criteria: &[SortCriterion]) -> Vec<usize> {
+    let values: Vec<Vec<Value<'_>>> = criteria
         .iter()
         .map(|c| messages.iter().map(|m| c.key.value(m)).collect())
         .collect();
@@ -112,6 +98,7 @@ pub fn sort(messages: &[MessageKeys], criteria: &[SortCriterion]) -> Vec<usize> 
 
 #[cfg(test)]
 mod tests {
+    use super::super::{Address, MessageKeys, prepared::SortKeys};
     use super::*;
 
     fn addr(name: &str, mailbox: &str, host: &str) -> Option<Address> {
@@ -184,7 +171,8 @@ mod tests {
     }
 
     fn sorted(criteria: &[SortCriterion]) -> Vec<usize> {
-        sort(&mailbox(), criteria)
+        let candidates: Vec<Candidate> = mailbox().iter().map(Candidate::from).collect();
+        sort(&candidates, criteria)
     }
 
     #[test]
@@ -228,7 +216,11 @@ mod tests {
         assert_eq!(sorted(&[by(SortKey::DisplayFrom)]), [3, 1, 2, 0]);
         // DISPLAYTO: "", alice, bob@b.example, Carol.
         assert_eq!(sorted(&[by(SortKey::DisplayTo)]), [2, 3, 0, 1]);
-        assert_eq!(display(&addr("  ", "m", "h")), "m@h");
+        let blank = MessageKeys {
+            from: addr("  ", "m", "h"),
+            ..MessageKeys::default()
+        };
+        assert_eq!(&*SortKeys::prepare(&blank).display_from, "m@h");
     }
 
     #[test]

@@ -24,7 +24,7 @@
 
 use std::collections::HashMap;
 
-use super::{MessageKeys, base_subject, casemap};
+use super::Candidate;
 
 /// THREAD algorithms (RFC 5256 §3).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -58,7 +58,7 @@ impl Drop for ThreadNode {
 const MAX_LOOP_CHECK: usize = 10_000;
 
 /// RFC 5256 §3 THREAD over `messages` (in mailbox order).
-pub fn thread(messages: &[MessageKeys], algorithm: Algorithm) -> Vec<ThreadNode> {
+pub fn thread(messages: &[Candidate], algorithm: Algorithm) -> Vec<ThreadNode> {
     let mut arena = match algorithm {
         Algorithm::OrderedSubject => ordered_subject(messages),
         Algorithm::References => references(messages),
@@ -123,7 +123,7 @@ impl Arena {
     }
 
     /// The sort key of a node: its message's, or its first child's.
-    fn date_key(&self, node: usize, messages: &[MessageKeys]) -> (i64, usize) {
+    fn date_key(&self, node: usize, messages: &[Candidate]) -> (i64, usize) {
         let first_message = self.nodes[node].message.or_else(|| {
             self.nodes[node]
                 .children
@@ -139,7 +139,7 @@ impl Arena {
     /// Step 6: siblings by sent date (ties and unknown dates: mailbox
     /// order), children before the roots so a dummy sorts by its first
     /// child.
-    fn sort_siblings(&mut self, messages: &[MessageKeys]) {
+    fn sort_siblings(&mut self, messages: &[Candidate]) {
         for n in 0..self.nodes.len() {
             let mut children = std::mem::take(&mut self.nodes[n].children);
             children.sort_by_key(|&c| self.date_key(c, messages));
@@ -176,14 +176,11 @@ impl Arena {
 
 /// ORDEREDSUBJECT: by base subject then sent date; each subject's first
 /// message is the parent of the others (all siblings).
-fn ordered_subject(messages: &[MessageKeys]) -> Arena {
-    let subjects: Vec<String> = messages
-        .iter()
-        .map(|m| casemap(&base_subject(&m.subject).text))
-        .collect();
+fn ordered_subject(messages: &[Candidate]) -> Arena {
+    let subjects: Vec<&str> = messages.iter().map(|m| &*m.keys.subject).collect();
     let mut order: Vec<usize> = (0..messages.len()).collect();
     order.sort_by(|&a, &b| {
-        (&subjects[a], messages[a].sort_date(), a).cmp(&(&subjects[b], messages[b].sort_date(), b))
+        (subjects[a], messages[a].sort_date(), a).cmp(&(subjects[b], messages[b].sort_date(), b))
     });
     let mut arena = Arena::default();
     let mut current: Option<(usize, &str)> = None;
@@ -193,7 +190,7 @@ fn ordered_subject(messages: &[MessageKeys]) -> Arena {
             Some((parent, subject)) if subject == subjects[m] => arena.link(parent, node),
             _ => {
                 arena.roots.push(node);
-                current = Some((node, &subjects[m]));
+                current = Some((node, subjects[m]));
             }
         }
     }
@@ -202,7 +199,7 @@ fn ordered_subject(messages: &[MessageKeys]) -> Arena {
 
 /// The `<...>` message ids in a header value, in order (an id holding a
 /// space or an unclosed `<` is skipped).
-fn message_ids(value: &str) -> Vec<&str> {
+pub(super) fn message_ids(value: &str) -> Vec<&str> {
     let mut ids = Vec::new();
     let mut start = None;
     for (i, c) in value.char_indices() {
@@ -222,32 +219,15 @@ fn message_ids(value: &str) -> Vec<&str> {
     ids
 }
 
-fn references(messages: &[MessageKeys]) -> Arena {
+fn references(messages: &[Candidate]) -> Arena {
     let mut arena = Arena::default();
     let mut by_id: HashMap<&str, usize> = HashMap::new();
     // Step 1.
     for (m, keys) in messages.iter().enumerate() {
-        let mut refs = keys
-            .references
-            .as_deref()
-            .map(message_ids)
-            .unwrap_or_default();
-        if refs.is_empty() {
-            // No (valid) References: the first id of In-Reply-To.
-            refs = keys
-                .in_reply_to
-                .as_deref()
-                .map(message_ids)
-                .unwrap_or_default();
-            refs.truncate(1);
-        }
-        let own_id = keys
-            .message_id
-            .as_deref()
-            .and_then(|v| message_ids(v).first().copied());
+        let own_id = keys.keys.message_id.as_deref();
         // 1A: the references chain.
         let mut previous: Option<usize> = None;
-        for &id in &refs {
+        for id in keys.keys.parent_ids() {
             let node = *by_id.entry(id).or_insert_with(|| arena.add(None));
             if let Some(parent) = previous
                 && arena.nodes[node].parent.is_none()
@@ -339,17 +319,16 @@ fn prune_dummies(arena: &mut Arena) {
 }
 
 /// Step 5: roots with the same (non-empty) base subject are merged.
-fn group_by_subject(arena: &mut Arena, messages: &[MessageKeys]) {
+fn group_by_subject(arena: &mut Arena, messages: &[Candidate]) {
     let subject_of = |arena: &Arena, r: usize| {
         let node = &arena.nodes[r];
         let m = node
             .message
             .or_else(|| node.children.first().and_then(|&c| arena.nodes[c].message))?;
-        let base = base_subject(&messages[m].subject);
-        let text = casemap(&base.text);
-        (!text.is_empty()).then_some((text, base.is_reply_or_forward))
+        let keys = &messages[m].keys;
+        (!keys.subject.is_empty()).then_some((&*keys.subject, keys.reply_or_forward))
     };
-    let subjects: Vec<Option<(String, bool)>> =
+    let subjects: Vec<Option<(&str, bool)>> =
         arena.roots.iter().map(|&r| subject_of(arena, r)).collect();
     let is_dummy = |arena: &Arena, r: usize| arena.nodes[r].message.is_none();
     // 5A-5C: the container each subject merges into.
@@ -358,7 +337,7 @@ fn group_by_subject(arena: &mut Arena, messages: &[MessageKeys]) {
         let Some((text, reply)) = subject else {
             continue;
         };
-        let better = match table.get(text.as_str()) {
+        let better = match table.get(text) {
             None => true,
             Some(&(t, t_reply)) => {
                 (is_dummy(arena, r) && !is_dummy(arena, t))
@@ -366,7 +345,7 @@ fn group_by_subject(arena: &mut Arena, messages: &[MessageKeys]) {
             }
         };
         if better {
-            table.insert(text, (r, *reply));
+            table.insert(*text, (r, *reply));
         }
     }
     // 5D: merge. Root order does not matter here: step 6 sorts the roots.
@@ -377,7 +356,7 @@ fn group_by_subject(arena: &mut Arena, messages: &[MessageKeys]) {
             kept.push(r);
             continue;
         };
-        let Some(&(t, t_reply)) = table.get(text.as_str()).filter(|&&(t, _)| t != r) else {
+        let Some(&(t, t_reply)) = table.get(text).filter(|&&(t, _)| t != r) else {
             kept.push(r);
             continue;
         };
@@ -399,7 +378,7 @@ fn group_by_subject(arena: &mut Arena, messages: &[MessageKeys]) {
                 arena.link(dummy, t);
                 arena.link(dummy, r);
                 kept.push(dummy);
-                table.insert(text.as_str(), (dummy, false));
+                table.insert(text, (dummy, false));
             }
         }
     }
@@ -459,6 +438,7 @@ pub fn write_threads(threads: &[ThreadNode], id: impl Fn(usize) -> u32) -> Strin
 
 #[cfg(test)]
 mod tests {
+    use super::super::MessageKeys;
     use super::*;
 
     /// A message with a subject, a sent date and threading fields.
@@ -476,7 +456,8 @@ mod tests {
 
     /// THREAD answered with sequence numbers (index + 1).
     fn threads(messages: &[MessageKeys], algorithm: Algorithm) -> String {
-        write_threads(&thread(messages, algorithm), |i| i as u32 + 1)
+        let candidates: Vec<Candidate> = messages.iter().map(Candidate::from).collect();
+        write_threads(&thread(&candidates, algorithm), |i| i as u32 + 1)
     }
 
     fn leaf(m: usize) -> ThreadNode {
