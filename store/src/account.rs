@@ -5,7 +5,7 @@
 //! index connection; different accounts proceed in parallel.
 
 mod content;
-mod derived;
+pub(crate) mod derived;
 mod dir_stamps;
 mod flags;
 mod history;

@@ -132,11 +132,16 @@ CREATE TABLE IF NOT EXISTS peer_applied(
   modseq INTEGER NOT NULL,
   epoch INTEGER NOT NULL
 ) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS derived(
-  content_id BLOB NOT NULL,
+-- Derived data (account/derived.rs), by kind first: a command that wants
+-- one kind for a whole mailbox (SEARCH SUBJECT's header text) reads that
+-- kind's rows only, in one range. Created on open, no schema version; the
+-- table it replaces (`derived`, keyed by content first) is moved into it
+-- by `move_derived`.
+CREATE TABLE IF NOT EXISTS derived_by_kind(
   kind INTEGER NOT NULL,
+  content_id BLOB NOT NULL,
   data BLOB NOT NULL,
-  PRIMARY KEY(content_id, kind)
+  PRIMARY KEY(kind, content_id)
 ) WITHOUT ROWID;
 ";
 
@@ -247,12 +252,13 @@ pub(crate) fn open(path: &Path, durable_commits: bool) -> Result<Connection> {
     // says as much). Without it a truncated index is a read error for that
     // one user. What the map saved (copies of pages into the small cache
     // above, for a FETCH of 100,000 cached ENVELOPEs) a sequential read of
-    // the derived table wins back (account/derived.rs).
+    // one kind's rows of the derived table wins back (account/derived.rs).
     conn.pragma_update(None, "mmap_size", 0)?;
     conn.pragma_update(None, "wal_autocheckpoint", 128)?;
     conn.pragma_update(None, "journal_size_limit", 512 * 1024)?;
     conn.pragma_update(None, "foreign_keys", "ON")?;
     conn.execute_batch(SCHEMA)?;
+    crate::account::derived::move_derived(&conn)?;
     let version: Option<i64> = conn
         .query_row("SELECT value FROM meta WHERE key='schema'", [], |r| {
             r.get(0)

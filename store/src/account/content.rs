@@ -239,8 +239,7 @@ impl Account {
             // Views parsed from the damaged bytes (ENVELOPE, BODYSTRUCTURE)
             // are parsed again from the good ones.
             for id in damaged.difference(&lacking) {
-                g.conn
-                    .execute("DELETE FROM derived WHERE content_id = ?1", [&id.0[..]])?;
+                super::derived::delete_derived_of(&g.conn, id)?;
             }
         }
         drop(g);

@@ -50,49 +50,137 @@ pub enum DerivedKind {
 }
 
 impl DerivedKind {
+    /// Every kind read and written today (a kind added above goes here
+    /// too: [`DerivedKind::position`]'s match will not compile without it).
+    pub const ALL: [DerivedKind; 6] = [
+        DerivedKind::ImapEnvelope,
+        DerivedKind::ImapBodyStructure,
+        DerivedKind::ImapBody,
+        DerivedKind::ImapHeaderText,
+        DerivedKind::ImapSortKeys,
+        DerivedKind::Pop3CrlfSize,
+    ];
+
     /// The number the index keeps.
     pub fn code(self) -> u8 {
         self as u8
     }
+
+    /// Where the kind stands in [`DerivedKind::ALL`].
+    const fn position(self) -> usize {
+        match self {
+            DerivedKind::ImapEnvelope => 0,
+            DerivedKind::ImapBodyStructure => 1,
+            DerivedKind::ImapBody => 2,
+            DerivedKind::ImapHeaderText => 3,
+            DerivedKind::ImapSortKeys => 4,
+            DerivedKind::Pop3CrlfSize => 5,
+        }
+    }
+}
+
+// Every kind is in ALL, at its place (checked when compiling).
+const _: () = {
+    let mut i = 0;
+    while i < DerivedKind::ALL.len() {
+        assert!(DerivedKind::ALL[i].position() == i);
+        i += 1;
+    }
+};
+
+/// Move the entries of the table keyed by content first (`derived`, cove
+/// before 2026-12-07, or one an older cove made again) into
+/// `derived_by_kind`, keeping the kinds still read, then drop it: one
+/// transaction, at open.
+pub(crate) fn move_derived(conn: &rusqlite::Connection) -> Result<()> {
+    let old: i64 = conn.query_row(
+        "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = 'derived'",
+        [],
+        |r| r.get(0),
+    )?;
+    if old == 0 {
+        return Ok(());
+    }
+    let codes: Vec<String> = DerivedKind::ALL
+        .iter()
+        .map(|k| k.code().to_string())
+        .collect();
+    conn.execute_batch(&format!(
+        "BEGIN IMMEDIATE;
+         INSERT OR IGNORE INTO derived_by_kind(kind, content_id, data)
+           SELECT kind, content_id, data FROM derived WHERE kind IN ({});
+         DROP TABLE derived;
+         COMMIT;",
+        codes.join(",")
+    ))?;
+    Ok(())
+}
+
+/// Remove every entry of one content (a point lookup per kind: the table
+/// is keyed by kind first).
+pub(crate) fn delete_derived_of(conn: &rusqlite::Connection, id: &ContentId) -> Result<bool> {
+    let mut st =
+        conn.prepare_cached("DELETE FROM derived_by_kind WHERE kind = ?1 AND content_id = ?2")?;
+    let mut any = false;
+    for kind in DerivedKind::ALL {
+        any |= st.execute(params![kind.code(), &id.0[..]])? > 0;
+    }
+    Ok(any)
 }
 
 /// Content ids per lookup statement (SQLite allows 32,766 parameters).
 const LOOKUP_BATCH: usize = 500;
-/// Asked ids per page of the index above which the derived table is read
-/// in one pass instead of looked up ([`Account::derived`]): a pass costs
-/// about 4 times more per page than a lookup per id, so it never loses.
-const SCAN_FACTOR: i64 = 4;
+/// A kind's entries are read in one pass instead of looked up
+/// ([`Account::derived`]) when at least one in `PASS_SHARE` of the
+/// account's messages is asked for: the pass reads only that kind's rows
+/// (the table is keyed by kind first), several entries per page, where
+/// each lookup of a random content id reads a page of its own.
+const PASS_SHARE: i64 = 4;
+/// Below this many ids of one kind, lookups without counting anything.
+const PASS_MIN: usize = 256;
 
 impl Account {
     /// Look up derived data: one answer per (content, kind) asked.
     ///
     /// Asked in statements of up to [`LOOKUP_BATCH`] ids of one kind (a
-    /// FETCH of 100,000 ENVELOPEs is 400 statements, not 100,000) — or,
-    /// when more ids are asked than [`SCAN_FACTOR`] times the pages of the
-    /// whole index, by reading the table once in order: content ids are
-    /// random, so each lookup reads a leaf page of its own (copied into
-    /// the small page cache by `pread`, the index being read without a
-    /// memory map: index.rs), while one pass reads each page once. For
-    /// 100,000 ENVELOPEs of 350 bytes: 141 ms of CPU for the pass, 360 ms
-    /// for the lookups without a memory map, 230 ms with one (the SQLite
-    /// part alone, release build, medians of 5).
+    /// FETCH of 100 ENVELOPEs is one statement, not 100) — or, when a
+    /// [`PASS_SHARE`] of the account's messages or more is asked, by
+    /// reading that kind's rows once in order: content ids are random, so
+    /// each lookup reads a leaf page of its own (copied into the small
+    /// page cache by `pread`, the index being read without a memory map:
+    /// index.rs), while one pass reads each page of the kind once. For
+    /// 100,000 ENVELOPEs of 350 bytes: 141 ms of CPU for a pass (over the
+    /// whole table, before it was keyed by kind first), 360 ms for the
+    /// lookups without a memory map, 230 ms with one (the SQLite part
+    /// alone, release build, medians of 5).
     pub fn derived(&self, keys: &[(ContentId, DerivedKind)]) -> Result<Vec<Option<Vec<u8>>>> {
         let g = self.conn()?;
         let mut out: Vec<Option<Vec<u8>>> = vec![None; keys.len()];
         let mut kinds: Vec<DerivedKind> = keys.iter().map(|(_, k)| *k).collect();
         kinds.sort_unstable_by_key(|k| k.code());
         kinds.dedup();
-        let pages: i64 = g.conn.query_row("PRAGMA page_count", [], |r| r.get(0))?;
+        let mut messages: Option<i64> = None;
         for kind in kinds {
             let wanted: Vec<usize> = (0..keys.len()).filter(|i| keys[*i].1 == kind).collect();
-            if wanted.len() as i64 >= pages.saturating_mul(SCAN_FACTOR) {
+            let pass = wanted.len() >= PASS_MIN && {
+                let n = match messages {
+                    Some(n) => n,
+                    None => *messages.insert(g.conn.query_row(
+                        "SELECT count(*) FROM message",
+                        [],
+                        |r| r.get(0),
+                    )?),
+                };
+                (wanted.len() as i64).saturating_mul(PASS_SHARE) >= n
+            };
+            if pass {
                 let mut index: HashMap<&[u8], Vec<usize>> = HashMap::with_capacity(wanted.len());
                 for i in &wanted {
                     index.entry(&keys[*i].0.0[..]).or_default().push(*i);
                 }
-                let mut st = g
-                    .conn
-                    .prepare_cached("SELECT content_id, data FROM derived WHERE kind = ?1")?;
+                let mut st = g.conn.prepare_cached(
+                    "SELECT content_id, data FROM derived_by_kind WHERE kind = ?1",
+                )?;
                 let mut rows = st.query([kind.code()])?;
                 while let Some(row) = rows.next()? {
                     let Ok(id) = row.get_ref(0)?.as_blob() else {
@@ -110,7 +198,7 @@ impl Account {
             }
             for chunk in wanted.chunks(LOOKUP_BATCH) {
                 let sql = format!(
-                    "SELECT content_id, data FROM derived WHERE kind = ?1 AND content_id IN ({})",
+                    "SELECT content_id, data FROM derived_by_kind WHERE kind = ?1 AND content_id IN ({})",
                     vec!["?"; chunk.len()].join(",")
                 );
                 let mut st = g.conn.prepare_cached(&sql)?;
@@ -146,7 +234,7 @@ impl Account {
         let tx = g.conn.transaction()?;
         {
             let mut st = tx.prepare_cached(
-                "INSERT OR REPLACE INTO derived(content_id, kind, data) VALUES (?1, ?2, ?3)",
+                "INSERT OR REPLACE INTO derived_by_kind(content_id, kind, data) VALUES (?1, ?2, ?3)",
             )?;
             for (id, kind, data) in entries {
                 st.execute(params![&id.0[..], kind.code(), data])?;
@@ -175,12 +263,9 @@ impl Account {
         let tx = g.conn.transaction()?;
         let held = held_in(&tx, contents)?;
         let mut gone = 0;
-        {
-            let mut st = tx.prepare_cached("DELETE FROM derived WHERE content_id = ?1")?;
-            for id in contents.difference(&held) {
-                if st.execute([&id.0[..]])? > 0 {
-                    gone += 1;
-                }
+        for id in contents.difference(&held) {
+            if delete_derived_of(&tx, id)? {
+                gone += 1;
             }
         }
         tx.commit()?;
@@ -193,7 +278,7 @@ impl Account {
     pub fn sweep_derived(&self) -> Result<usize> {
         let g = self.conn()?;
         Ok(g.conn.execute(
-            "DELETE FROM derived WHERE content_id NOT IN (SELECT content_id FROM message)",
+            "DELETE FROM derived_by_kind WHERE content_id NOT IN (SELECT content_id FROM message)",
             [],
         )?)
     }
