@@ -60,6 +60,8 @@ pub struct Metrics {
     penalised_users: AtomicU64,
     indexed: AtomicU64,
     forgotten: AtomicU64,
+    imap_fetches: AtomicU64,
+    imap_fetch_trips: AtomicU64,
 }
 
 #[allow(clippy::declare_interior_mutable_const)]
@@ -84,6 +86,8 @@ pub static METRICS: Metrics = Metrics {
     penalised_users: ZERO,
     indexed: ZERO,
     forgotten: ZERO,
+    imap_fetches: ZERO,
+    imap_fetch_trips: ZERO,
 };
 
 /// A session counted as open (in [`METRICS`]) until dropped.
@@ -166,6 +170,13 @@ impl Metrics {
         c.fetch_add(n, Relaxed);
     }
 
+    /// IMAP FETCH commands answered with `trips` trips to the blocking
+    /// pool between them (pipelined ones share trips).
+    pub fn imap_fetched(&self, commands: u64, trips: u64) {
+        self.imap_fetches.fetch_add(commands, Relaxed);
+        self.imap_fetch_trips.fetch_add(trips, Relaxed);
+    }
+
     /// A round of the background indexer (crate::derive).
     pub fn indexed(&self, report: &cove_store::Indexed) {
         self.indexed.fetch_add(report.indexed as u64, Relaxed);
@@ -228,6 +239,17 @@ impl Metrics {
             "counter",
             "Message contents the background indexer parsed on arrival (indexed) or removed after their last message went (forgotten)",
             &indexer,
+        );
+        let fetches = [
+            sample("count=\"commands\"", &self.imap_fetches),
+            sample("count=\"blocking_trips\"", &self.imap_fetch_trips),
+        ];
+        family(
+            &mut out,
+            "cove_imap_fetch_total",
+            "counter",
+            "IMAP FETCH commands, and the trips to the blocking pool that answered them (pipelined FETCHes share trips)",
+            &fetches,
         );
         family(
             &mut out,
@@ -330,6 +352,8 @@ mod tests {
             penalised_users: ZERO,
             indexed: ZERO,
             forgotten: ZERO,
+            imap_fetches: ZERO,
+            imap_fetch_trips: ZERO,
         };
         m.login(Proto::Pop3, false);
         m.pop3_sent(Pop3Read::PageCache, 3);

@@ -37,7 +37,7 @@ use crate::ids::{Flags, MailboxGuid, MessageGuid, ModSeq, Uid};
 use crate::index::{self, MailboxInfo, MessageMeta, NewMessageRow, Tx};
 use crate::keyword_letters::{self, KeywordLetters, letters_in};
 use crate::maildir::{self, FileName, FolderIdentity};
-use crate::watch::{OwnBudget, OwnEvent};
+use crate::watch::OwnEvent;
 use crate::{Error, IoContext, Result};
 use cove_dedup::{Durability, GroupSync};
 
@@ -820,10 +820,7 @@ impl Account {
         let folder = self.folder(&mb);
         let rel = keyword_letters::new_file_rel(&folder, &mut None, &parsed, msg.flags, &keywords)?;
         let path = folder.join(&rel);
-        let announced = self.own.announce(
-            &mut OwnBudget::default(),
-            [(path.clone(), OwnEvent::Appear)],
-        );
+        let announced = self.own.announce([(path.clone(), OwnEvent::Appear)]);
         blob.link_to(&path)?;
         announced.made();
         let committed = (|| {
@@ -890,8 +887,7 @@ impl Account {
             letters.save()?;
             let wanted = (flags, keyword_letters.as_str());
             let mut relocator = maildir::Relocator::new(&folder);
-            let mut budget = OwnBudget::default();
-            match self.rename_for_flags(&folder, &mut relocator, &file, wanted, &mut budget)? {
+            match self.rename_for_flags(&folder, &mut relocator, &file, wanted)? {
                 Some((_, _, new_rel)) => file = new_rel,
                 None => return Err(Error::Expunged),
             }
@@ -938,12 +934,9 @@ impl Account {
         self.sync.sync()?;
         // The index says they are gone; now the files. A crash in between
         // leaves files whose GUIDs have tombstones: the scan removes them.
-        let mut budget = OwnBudget::default();
         for m in &gone {
             let path = folder.join(&m.file);
-            let announced = self
-                .own
-                .announce(&mut budget, [(path.clone(), OwnEvent::Vanish)]);
+            let announced = self.own.announce([(path.clone(), OwnEvent::Vanish)]);
             match fs::remove_file(&path) {
                 Ok(()) => announced.made(),
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}

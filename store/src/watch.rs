@@ -38,19 +38,19 @@
 //!   it into the blob store) — are dropped in the event handler, as are names
 //!   starting with `.` in message directories (`.cove-dedup.*` temporaries),
 //!   and `tmp/`, `index.sqlite*` and other files beside the folders.
-//! - cove's own changes cost no scan: a delivery, a flag rename, an
-//!   expunge, a COPY or MOVE and a replica apply first tell the account's
-//!   [`OwnChanges`] which paths will appear or vanish, and the one event
-//!   each causes (of that kind, on that path) is used up instead of
+//! - cove's own changes cost no scan, however many: a delivery, a flag
+//!   rename, an expunge, a COPY or MOVE and a replica apply first tell the
+//!   account's [`OwnChanges`] how many files will appear or vanish in which
+//!   directory, and each event of that kind there uses one up instead of
 //!   marking the account dirty (a scan that finds nothing lists every file
 //!   of the account: 0.4 s for 100,000 messages, after every delivery to a
-//!   user with a client in IDLE). An event nobody announced still marks
-//!   the account dirty, so another program's change to the same file
-//!   right after cove's is seen. Announcements are kept only for message
-//!   directories inotify watches (not a folder cove just made), at most
-//!   [`OWN_BATCH_MAX`] per operation (a bigger one costs one scan), are
-//!   taken back when the operation fails, and count for [`OWN_TTL`] at
-//!   most (an event lost in an overflow).
+//!   user with a client in IDLE; a `STORE 1:*` on 100,000 messages used to
+//!   cost a scan or several while it ran). An event nobody announced still
+//!   marks the account dirty, so another program's change beside cove's is
+//!   seen (the counting argument is at [`OwnChanges`]). Announcements are
+//!   counted only for message directories inotify watches (not a folder
+//!   cove just made), are taken back when the operation fails, and count
+//!   for [`OWN_TTL`] after the last one (events lost in an overflow).
 //! - Bounded memory: the event handler (on notify's thread) does not queue
 //!   events; it marks accounts dirty in a map with one entry per account.
 //!   A burst of thousands of files is one or a few scans.
@@ -114,9 +114,7 @@ pub const POLL_INTERVAL: Duration = Duration::from_secs(30);
 /// How long an account stays watched after its last guard is dropped.
 pub const UNWATCH_GRACE: Duration = Duration::from_secs(60);
 
-/// The most paths one operation announces ([`OwnChanges::expect`]).
-pub const OWN_BATCH_MAX: usize = 1024;
-/// How long an announced path waits for its event.
+/// How long an announced change waits for its event.
 pub const OWN_TTL: Duration = Duration::from_secs(10);
 
 /// Which way an announced change turns a path.
@@ -141,6 +139,13 @@ impl OwnEvent {
             _ => None,
         }
     }
+
+    fn slot(self) -> usize {
+        match self {
+            OwnEvent::Appear => 0,
+            OwnEvent::Vanish => 1,
+        }
+    }
 }
 
 /// A rename's two changes.
@@ -149,27 +154,6 @@ pub(crate) fn own_rename(src: &Path, dst: &Path) -> [(PathBuf, OwnEvent); 2] {
         (src.to_path_buf(), OwnEvent::Vanish),
         (dst.to_path_buf(), OwnEvent::Appear),
     ]
-}
-
-/// How many more changes one operation may announce: [`OWN_BATCH_MAX`] in
-/// all; the events of what it makes beyond cost one scan.
-pub(crate) struct OwnBudget(usize);
-
-impl Default for OwnBudget {
-    fn default() -> Self {
-        OwnBudget(OWN_BATCH_MAX)
-    }
-}
-
-impl OwnBudget {
-    /// Whether `n` more changes may be announced (and if so, counted).
-    pub(crate) fn take(&mut self, n: usize) -> bool {
-        let ok = n <= self.0;
-        if ok {
-            self.0 -= n;
-        }
-        ok
-    }
 }
 
 /// Changes announced for one file operation: taken back when dropped,
@@ -195,9 +179,36 @@ impl Drop for Announced<'_> {
     }
 }
 
+/// How many changes of each kind an operation announced, per directory
+/// (what it takes back if it fails): as small as the set of directories
+/// it touches, however many files.
+#[derive(Default)]
+pub(crate) struct OwnTally(HashMap<(PathBuf, OwnEvent), u64>);
+
+impl OwnTally {
+    pub(crate) fn add(&mut self, changes: &[(PathBuf, OwnEvent)]) {
+        for (path, event) in changes {
+            if let Some(dir) = path.parent() {
+                *self.0.entry((dir.to_path_buf(), *event)).or_default() += 1;
+            }
+        }
+    }
+}
+
 /// The changes cove itself is about to make in an account's message
 /// directories, so that their events cost no scan (see the module
 /// documentation). One per account, shared with the watcher.
+///
+/// They are counted per directory and kind, not kept per file: memory is
+/// one slot per watched directory however big the operation (a `STORE
+/// 1:*` on 100,000 messages announces 200,000 changes). Counting loses
+/// nothing: an event is used up only while its directory still has
+/// announced changes of its kind to come, so another program's event there
+/// either finds none left (the account is marked dirty) or uses up one of
+/// cove's, whose own event then finds none left (marked dirty then). Only
+/// when an operation takes back more than is left (a foreign event used up
+/// a change that then did not happen) is the account marked dirty by
+/// [`OwnChanges::retract`] itself.
 #[derive(Default)]
 pub(crate) struct OwnChanges {
     state: Mutex<Expected>,
@@ -206,59 +217,52 @@ pub(crate) struct OwnChanges {
 #[derive(Default)]
 struct Expected {
     /// The account's message directories inotify watches (empty: not
-    /// watched); only changes in them are announced.
-    dirs: HashSet<PathBuf>,
-    /// (path, change) -> events still to come, when last announced.
-    paths: HashMap<(PathBuf, OwnEvent), (u32, Instant)>,
-    swept: Option<Instant>,
+    /// watched), with the events still to come of each kind; only changes
+    /// in them are announced.
+    dirs: HashMap<PathBuf, [Slot; 2]>,
+    /// Where to mark the account dirty (set while it is watched).
+    watcher: Option<(std::sync::Weak<Inbox>, Key)>,
+}
+
+/// Events of one kind still to come in one directory.
+#[derive(Default, Clone, Copy)]
+struct Slot {
+    left: u64,
+    /// When last announced or used: after [`OWN_TTL`] without either, what
+    /// is left is forgotten (events lost in an overflow).
+    at: Option<Instant>,
 }
 
 impl OwnChanges {
     /// Announce that cove is about to make each of these changes: one event
-    /// each. Only changes in watched message directories are kept, and
-    /// none of an operation of more than [`OWN_BATCH_MAX`].
+    /// each. Only changes in watched message directories are counted.
     pub(crate) fn expect<I>(&self, changes: I)
     where
         I: IntoIterator<Item = (PathBuf, OwnEvent)>,
-        I::IntoIter: ExactSizeIterator,
     {
-        let changes = changes.into_iter();
-        if changes.len() > OWN_BATCH_MAX {
-            return;
-        }
         let now = Instant::now();
         let mut e = lock(&self.state);
         if e.dirs.is_empty() {
             return;
         }
-        if e.swept.is_none_or(|t| now.duration_since(t) >= OWN_TTL) {
-            e.paths
-                .retain(|_, (_, at)| now.duration_since(*at) < OWN_TTL);
-            e.swept = Some(now);
-        }
         for (path, event) in changes {
-            if !path.parent().is_some_and(|d| e.dirs.contains(d)) {
+            let Some(slots) = path.parent().and_then(|d| e.dirs.get_mut(d)) else {
                 continue;
+            };
+            let slot = &mut slots[event.slot()];
+            if slot.at.is_some_and(|t| now.duration_since(t) >= OWN_TTL) {
+                slot.left = 0;
             }
-            let slot = e.paths.entry((path, event)).or_insert((0, now));
-            slot.0 += 1;
-            slot.1 = now;
+            slot.left += 1;
+            slot.at = Some(now);
         }
     }
 
-    /// Announce the changes of one file operation, within its operation's
-    /// budget; see [`Announced`].
+    /// Announce the changes of one file operation; see [`Announced`].
     pub(crate) fn announce<const N: usize>(
         &self,
-        budget: &mut OwnBudget,
         changes: [(PathBuf, OwnEvent); N],
     ) -> Announced<'_> {
-        if !budget.take(N) {
-            return Announced {
-                own: self,
-                changes: Vec::new(),
-            };
-        }
         self.expect(changes.clone());
         Announced {
             own: self,
@@ -272,14 +276,30 @@ impl OwnChanges {
     where
         I: IntoIterator<Item = (PathBuf, OwnEvent)>,
     {
+        let mut tally = OwnTally::default();
+        let changes: Vec<_> = changes.into_iter().collect();
+        tally.add(&changes);
+        self.retract_tally(&tally);
+    }
+
+    /// Take back what a tally announced. More than is left means a foreign
+    /// event used up one of them: the account is marked dirty.
+    pub(crate) fn retract_tally(&self, tally: &OwnTally) {
         let mut e = lock(&self.state);
-        for key in changes {
-            if let Some((left, _)) = e.paths.get_mut(&key) {
-                *left -= 1;
-                if *left == 0 {
-                    e.paths.remove(&key);
-                }
-            }
+        let mut overdrawn = false;
+        for ((dir, event), n) in &tally.0 {
+            let Some(slots) = e.dirs.get_mut(dir.as_path()) else {
+                continue;
+            };
+            let slot = &mut slots[event.slot()];
+            overdrawn |= *n > slot.left;
+            slot.left = slot.left.saturating_sub(*n);
+        }
+        let watcher = e.watcher.clone();
+        drop(e);
+        if overdrawn && let Some((inbox, key)) = watcher.and_then(|(w, k)| Some((w.upgrade()?, k)))
+        {
+            inbox.mark(&[(key, false)], false, true);
         }
     }
 
@@ -287,32 +307,42 @@ impl OwnChanges {
     /// longer than [`OWN_TTL`] ago); if so it is used up.
     fn take(&self, path: &Path, event: OwnEvent) -> bool {
         let mut e = lock(&self.state);
-        let key = (path.to_path_buf(), event);
-        let Some((left, at)) = e.paths.get_mut(&key) else {
+        let Some(slots) = path.parent().and_then(|d| e.dirs.get_mut(d)) else {
             return false;
         };
-        if at.elapsed() >= OWN_TTL {
-            e.paths.remove(&key);
+        let slot = &mut slots[event.slot()];
+        let now = Instant::now();
+        if slot.left == 0 || slot.at.is_none_or(|t| now.duration_since(t) >= OWN_TTL) {
+            slot.left = 0;
             return false;
         }
-        *left -= 1;
-        if *left == 0 {
-            e.paths.remove(&key);
-        }
+        slot.left -= 1;
+        slot.at = Some(now);
         true
     }
 
-    /// The account's watched message directories (none: unwatched). What
-    /// was announced before is dropped.
-    fn set_dirs(&self, dirs: HashSet<PathBuf>) {
+    /// The account's watched message directories (none: unwatched), and
+    /// where to mark it dirty. What was announced in the others is dropped.
+    fn set_dirs(&self, dirs: HashSet<PathBuf>, watcher: Option<(std::sync::Weak<Inbox>, Key)>) {
         let mut e = lock(&self.state);
-        e.dirs = dirs;
-        e.paths.clear();
+        let mut old = std::mem::take(&mut e.dirs);
+        e.dirs = dirs
+            .into_iter()
+            .map(|d| {
+                let slots = old.remove(&d).unwrap_or_default();
+                (d, slots)
+            })
+            .collect();
+        e.watcher = watcher;
     }
 
     #[cfg(test)]
-    fn pending(&self) -> usize {
-        lock(&self.state).paths.len()
+    fn pending(&self) -> u64 {
+        lock(&self.state)
+            .dirs
+            .values()
+            .flat_map(|s| s.iter().map(|s| s.left))
+            .sum()
     }
 }
 
@@ -603,7 +633,7 @@ struct State {
 
 impl State {
     /// Make the watched directories of `key` those its Maildir has now.
-    fn resync(&mut self, inbox: &Inbox, key: Key) {
+    fn resync(&mut self, inbox: &Arc<Inbox>, key: Key) {
         if self.backend.is_none() {
             return;
         }
@@ -653,7 +683,7 @@ impl State {
                     .cloned()
                     .collect();
                 drop(routes);
-                own.set_dirs(messages);
+                own.set_dirs(messages, Some((Arc::downgrade(inbox), key)));
             }
             w.dirs = dirs;
             w.incomplete = !complete;
@@ -744,7 +774,7 @@ impl State {
 
     fn evict(&mut self, inbox: &Inbox, key: Key) {
         if let Some(own) = lock(&inbox.own).remove(&key) {
-            own.set_dirs(HashSet::new());
+            own.set_dirs(HashSet::new(), None);
         }
         if let Some(w) = self.accounts.remove(&key) {
             for p in &w.dirs {
@@ -1209,6 +1239,55 @@ mod tests {
         assert_eq!(sync.flushes(), flushes);
     }
 
+    /// A flag change on more messages than any per-file bookkeeping would
+    /// keep (it used to stop at 1,024 and cost a scan) still costs no scan,
+    /// and another program's rename right after it is still seen.
+    #[test]
+    fn a_big_store_costs_no_scan() {
+        let fx = Fx::new();
+        let w = MaildirWatcher::start();
+        let _g = w.watch(&fx.acct);
+        let blob = fx.store.blobs().put(b"Subject: z\r\n\r\nz").unwrap();
+        let mut uids = Vec::new();
+        let mut mailbox = None;
+        for _ in 0..1500 {
+            let d = fx
+                .acct
+                .deliver("INBOX", &blob, &crate::NewMessage::default())
+                .unwrap();
+            uids.push(d.uid);
+            mailbox = Some(d.mailbox);
+        }
+        let mailbox = mailbox.unwrap();
+        let before = settle(&w);
+        let r = fx
+            .acct
+            .store_flags(
+                &mailbox,
+                &uids,
+                crate::FlagOp::Add(crate::Flags::SEEN, Vec::new()),
+                None,
+            )
+            .unwrap();
+        assert_eq!(r.updated.len(), 1500);
+        let after = settle(&w);
+        assert_eq!(after - before, 0, "scans after STORE on 1,500 messages");
+        assert_eq!(fx.acct.own_changes().pending(), 0);
+        // mutt flags one of them right after: noticed.
+        let mut feed = fx.acct.subscribe();
+        let file = fx.acct.message(&mailbox, uids[7]).unwrap().unwrap().file;
+        fs::rename(
+            fx.maildir().join(&file),
+            fx.maildir().join(file.replace(":2,S", ":2,FS")),
+        )
+        .unwrap();
+        let got = collect(&mut feed, Duration::from_secs(2), 1);
+        assert!(
+            matches!(got.as_slice(), [Change { kind: ChangeKind::FlagsChanged { uid, flags, .. }, .. }] if *uid == uids[7] && *flags == crate::Flags::SEEN | crate::Flags::FLAGGED),
+            "{got:?}"
+        );
+    }
+
     /// Announcements count only for their kind of change, in watched
     /// message directories, for a while.
     #[test]
@@ -1218,7 +1297,7 @@ mod tests {
         let file = dir.join("1.G1.h,S=1");
         own.expect([(file.clone(), OwnEvent::Appear)]);
         assert_eq!(own.pending(), 0, "not watched: nothing kept");
-        own.set_dirs(HashSet::from([dir.clone()]));
+        own.set_dirs(HashSet::from([dir.clone()]), None);
         own.expect([
             (file.clone(), OwnEvent::Appear),
             (PathBuf::from("/m/Maildir/.New/cur/x"), OwnEvent::Appear),
@@ -1237,21 +1316,45 @@ mod tests {
         // Too old to count.
         own.expect([(file.clone(), OwnEvent::Vanish)]);
         if let Some(old) = Instant::now().checked_sub(OWN_TTL + Duration::from_secs(1)) {
-            for slot in lock(&own.state).paths.values_mut() {
-                slot.1 = old;
+            for slots in lock(&own.state).dirs.values_mut() {
+                for slot in slots.iter_mut() {
+                    slot.at = Some(old);
+                }
             }
             assert!(!own.take(&file, OwnEvent::Vanish));
         }
         // Unwatched: everything dropped.
         own.expect([(file.clone(), OwnEvent::Appear)]);
-        own.set_dirs(HashSet::new());
+        own.set_dirs(HashSet::new(), None);
         assert_eq!(own.pending(), 0);
-        let big: Vec<(PathBuf, OwnEvent)> = (0..=OWN_BATCH_MAX)
-            .map(|i| (dir.join(i.to_string()), OwnEvent::Appear))
-            .collect();
-        own.set_dirs(HashSet::from([dir]));
-        own.expect(big);
-        assert_eq!(own.pending(), 0, "a bigger operation costs a scan instead");
+        // However big the operation, its changes are counted, not kept.
+        own.set_dirs(HashSet::from([dir.clone()]), None);
+        own.expect((0..200_000).map(|i| (dir.join(i.to_string()), OwnEvent::Appear)));
+        assert_eq!(own.pending(), 200_000);
+        assert_eq!(lock(&own.state).dirs.len(), 1);
+    }
+
+    /// A foreign event in a directory where cove announced changes uses up
+    /// one of cove's; if cove then takes that change back, the account is
+    /// marked dirty all the same.
+    #[test]
+    fn a_foreign_event_is_never_swallowed_by_a_retraction() {
+        let inbox = Arc::new(Inbox::default());
+        let own = OwnChanges::default();
+        let dir = PathBuf::from("/m/Maildir/cur");
+        own.set_dirs(
+            HashSet::from([dir.clone()]),
+            Some((Arc::downgrade(&inbox), 7)),
+        );
+        let ours = dir.join("1.G1.h,S=1:2,S");
+        let announced = own.announce([(ours.clone(), OwnEvent::Appear)]);
+        // Another program's file lands first and uses it up.
+        assert!(own.take(&dir.join("2.M2.mutt,S=1:2,"), OwnEvent::Appear));
+        assert!(lock(&inbox.pending).dirty.is_empty());
+        // cove's rename failed: taking it back marks the account.
+        drop(announced);
+        let p = lock(&inbox.pending);
+        assert!(p.dirty.get(&7).is_some_and(|d| d.by_event), "marked dirty");
     }
 
     /// Another program's change to a file right after cove's own change of

@@ -717,6 +717,15 @@ pub fn mailbox_contents(
     (mb, msgs)
 }
 
+/// The value of one sample line (`name{labels} value`) of `/metrics`.
+#[track_caller]
+pub fn metric(metrics: &str, series: &str) -> u64 {
+    metrics
+        .lines()
+        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+        .unwrap_or_else(|| panic!("no {series} in\n{metrics}"))
+}
+
 /// The value of a header (first occurrence, unfolded is not needed here).
 pub fn header(message: &[u8], name: &str) -> Option<String> {
     let text = String::from_utf8_lossy(message);

@@ -3,17 +3,8 @@
 
 mod pop3_common;
 
-use cove_tests::{IMAP_CONFIG, TestServer, message};
+use cove_tests::{IMAP_CONFIG, TestServer, message, metric as sample};
 use pop3_common::{PASS, POP3_CONFIG, USER, logged_in};
-
-/// The value of one sample line (`name{labels} value`).
-#[track_caller]
-fn sample(metrics: &str, series: &str) -> u64 {
-    metrics
-        .lines()
-        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
-        .unwrap_or_else(|| panic!("no {series} in\n{metrics}"))
-}
 
 #[test]
 fn listeners_count_sessions_logins_deliveries_and_pop3_reads() {

@@ -274,7 +274,12 @@ fn render(
                 section, partial, ..
             } => {
                 let name = section_name(section);
-                match section_bytes(msg(), section) {
+                // BODY[] is the message as stored: no parse needed.
+                let bytes = match section {
+                    None => Some(std::borrow::Cow::Borrowed(raw)),
+                    Some(_) => section_bytes(msg(), section).map(std::borrow::Cow::Owned),
+                };
+                match bytes {
                     Some(bytes) => {
                         let (slice, origin) = partial_of(&bytes, partial);
                         out.extend_from_slice(format!("BODY[{name}]{origin} ").as_bytes());
@@ -345,7 +350,7 @@ fn render(
 }
 
 /// What a FETCH response carries beyond the items asked for.
-#[derive(Clone, Copy)]
+#[derive(Clone, Copy, Default)]
 struct Extra {
     /// RFC 7162 §3.1.4: MODSEQ with every FLAGS.
     condstore: bool,
@@ -385,11 +390,185 @@ struct Row {
 
 /// Messages answered per trip to the blocking pool: few when their bytes
 /// are read (memory), many when the index alone answers (fewer hops).
+/// Pipelined FETCHes answered together share the same bound.
 const BATCH_WITH_CONTENT: usize = 64;
 const BATCH_FROM_INDEX: usize = 2048;
 
+fn batch_size(items: &[MessageDataItemName<'_>]) -> usize {
+    if items.iter().any(needs_raw) {
+        BATCH_WITH_CONTENT
+    } else {
+        BATCH_FROM_INDEX
+    }
+}
+
+/// A FETCH checked and resolved against the view: what rendering needs.
+#[derive(Default)]
+pub(super) struct Prepared {
+    rows: Vec<Row>,
+    items: Vec<MessageDataItemName<'static>>,
+    uid: bool,
+    extra: Extra,
+}
+
 // RFC 3501 §6.4.5 FETCH, §6.4.8 UID FETCH.
 pub async fn fetch(conn: &mut Connection, user: &Authed, view: &mut View, fetch: Fetch) -> Outcome {
+    let prepared = match prepare(conn, user, view, fetch).await {
+        Ok(p) => p,
+        Err(refused) => return refused,
+    };
+    let batch = batch_size(&prepared.items);
+    let mut done = Rendered::default();
+    for chunk in prepared.rows.chunks(batch) {
+        let job = Prepared {
+            rows: chunk.to_vec(),
+            items: prepared.items.clone(),
+            uid: prepared.uid,
+            extra: prepared.extra,
+        };
+        let account = user.account();
+        let mailbox = view.mailbox.clone();
+        let rendered = user
+            .blocking(move || {
+                let mut out = Vec::new();
+                let r = render_rows(&account, &mailbox, &job, &mut out)?;
+                Ok((out, r))
+            })
+            .await;
+        match rendered {
+            Ok((bytes, r)) => {
+                done.missing |= r.missing;
+                done.unknown_cte |= r.unknown_cte;
+                conn.out.extend_from_slice(&bytes);
+                if conn.out.len() > 256 * 1024 && conn.flush_within(None).await.is_err() {
+                    return Outcome::bad("Connection lost");
+                }
+            }
+            Err(e) => return conn.refuse(&e),
+        }
+    }
+    let trips = prepared.rows.len().div_ceil(batch);
+    crate::metrics::METRICS.imap_fetched(1, trips as u64);
+    done.outcome()
+}
+
+/// Whether a FETCH may be answered together with the FETCHes pipelined
+/// around it, in one trip to the blocking pool: it changes nothing (no
+/// implicit \Seen: RFC 3501 §5.5 lets commands that only read run
+/// together, and a batch of them sends no EXPUNGE between them, so their
+/// message numbers agree), needs nothing else from the store (no
+/// VANISHED), and names few messages (`rows` counts them up to the bound).
+pub(super) fn batchable(view: &View, fetch: &Fetch, rows: &mut usize) -> bool {
+    let modifiers_ok = fetch
+        .modifiers
+        .iter()
+        .all(|m| matches!(m, FetchModifier::ChangedSince(_)));
+    if !modifiers_ok || (!view.read_only && fetch.items.iter().any(sets_seen)) {
+        return false;
+    }
+    let bound = batch_size(&fetch.items);
+    let Some(n) = set_size_within(fetch, view, bound) else {
+        return false;
+    };
+    *rows += n;
+    *rows <= bound
+}
+
+/// How many messages a FETCH's set names at most, if no more than `bound`.
+fn set_size_within(fetch: &Fetch, view: &View, bound: usize) -> Option<usize> {
+    use imap_codec::imap_types::sequence::{SeqOrUid, Sequence};
+    let largest = if fetch.uid {
+        view.last_uid()
+    } else {
+        view.messages.len() as u32
+    };
+    let value = |s: &SeqOrUid| match s {
+        SeqOrUid::Value(v) => v.get(),
+        SeqOrUid::Asterisk => largest,
+    };
+    let mut n: usize = 0;
+    for s in fetch.set.0.as_ref() {
+        let k = match s {
+            Sequence::Single(_) => 1,
+            Sequence::Range(a, b) => value(a).abs_diff(value(b)) as usize + 1,
+        };
+        n = n.saturating_add(k);
+        if n > bound {
+            return None;
+        }
+    }
+    Some(n)
+}
+
+/// One FETCH of a batch answered: its tag, its FETCH responses and its
+/// tagged status, for the caller to send in that order.
+pub(super) type Answered = (String, Vec<u8>, Outcome);
+
+/// Answer pipelined FETCHes (each [`batchable`]) in one trip to the
+/// blocking pool, in the order given.
+pub(super) async fn fetch_batch(
+    conn: &mut Connection,
+    user: &Authed,
+    view: &mut View,
+    batch: Vec<(String, Fetch)>,
+) -> Vec<Answered> {
+    let mut jobs: Vec<(String, Result<Prepared, Outcome>)> = Vec::with_capacity(batch.len());
+    for (tag, f) in batch {
+        let prepared = prepare(conn, user, view, f).await;
+        jobs.push((tag, prepared));
+    }
+    let work: Vec<Option<Prepared>> = jobs
+        .iter_mut()
+        .map(|(_, p)| match p {
+            Ok(p) => Some(std::mem::take(p)),
+            Err(_) => None,
+        })
+        .collect();
+    crate::metrics::METRICS.imap_fetched(jobs.len() as u64, 1);
+    let account = user.account();
+    let mailbox = view.mailbox.clone();
+    let rendered = user
+        .blocking(move || {
+            let answer = |job: Prepared| -> cove_store::Result<(Vec<u8>, Rendered)> {
+                let mut bytes = Vec::new();
+                let r = render_rows(&account, &mailbox, &job, &mut bytes)?;
+                Ok((bytes, r))
+            };
+            Ok(work
+                .into_iter()
+                .map(|job| job.map(answer))
+                .collect::<Vec<_>>())
+        })
+        .await;
+    let rendered = match rendered {
+        Ok(r) => r,
+        Err(e) => {
+            let refused = conn.refuse(&e);
+            return jobs
+                .into_iter()
+                .map(|(tag, p)| (tag, Vec::new(), p.err().unwrap_or_else(|| refused.clone())))
+                .collect();
+        }
+    };
+    jobs.into_iter()
+        .zip(rendered)
+        .map(|((tag, p), r)| match (p, r) {
+            (Err(refused), _) => (tag, Vec::new(), refused),
+            (Ok(_), Some(Ok((bytes, r)))) => (tag, bytes, r.outcome()),
+            (Ok(_), Some(Err(e))) => (tag, Vec::new(), conn.refuse(&e)),
+            (Ok(_), None) => (tag, Vec::new(), Outcome::bad("Not expected here")),
+        })
+        .collect()
+}
+
+/// Check a FETCH, set the \Seen it implies and announce what must come
+/// before its responses; the rows to render.
+async fn prepare(
+    conn: &mut Connection,
+    user: &Authed,
+    view: &mut View,
+    fetch: Fetch,
+) -> Result<Prepared, Outcome> {
     let Fetch {
         set,
         mut items,
@@ -398,7 +577,7 @@ pub async fn fetch(conn: &mut Connection, user: &Authed, view: &mut View, fetch:
         objects,
     } = fetch;
     if !uid && !view.seq_set_in_range(&set) {
-        return Outcome::bad("Message sequence number out of range");
+        return Err(Outcome::bad("Message sequence number out of range"));
     }
     let mut changed_since = None;
     let mut with_vanished = false;
@@ -411,7 +590,9 @@ pub async fn fetch(conn: &mut Connection, user: &Authed, view: &mut View, fetch:
     // RFC 7162 §3.2.6: VANISHED with UID FETCH and CHANGEDSINCE only, once
     // QRESYNC is enabled.
     if with_vanished && !(uid && changed_since.is_some() && conn.enabled.qresync) {
-        return Outcome::bad("VANISHED needs UID FETCH, CHANGEDSINCE and QRESYNC enabled");
+        return Err(Outcome::bad(
+            "VANISHED needs UID FETCH, CHANGEDSINCE and QRESYNC enabled",
+        ));
     }
     let asks_modseq = items
         .iter()
@@ -433,7 +614,7 @@ pub async fn fetch(conn: &mut Connection, user: &Authed, view: &mut View, fetch:
             let guid = view.mailbox.guid;
             let tombstones = match user.blocking(move || account.tombstones(&guid)).await {
                 Ok(t) => t,
-                Err(e) => return conn.refuse(&e),
+                Err(e) => return Err(conn.refuse(&e)),
             };
             let tombstones: Vec<(Uid, ModSeq)> =
                 tombstones.iter().map(|(u, _, m)| (*u, *m)).collect();
@@ -448,8 +629,6 @@ pub async fn fetch(conn: &mut Connection, user: &Authed, view: &mut View, fetch:
         condstore: conn.enabled.condstore,
         objects,
     };
-    let account = user.account();
-    let mailbox: MailboxInfo = view.mailbox.clone();
     let mark_seen = !view.read_only && items.iter().any(sets_seen);
 
     // Implicit \Seen first, so that the FLAGS we return are current.
@@ -465,11 +644,7 @@ pub async fn fetch(conn: &mut Connection, user: &Authed, view: &mut View, fetch:
             .collect();
         if !unseen.is_empty() {
             let change = FlagChange::add_seen();
-            if let Err(o) =
-                apply_flag_change(conn, user, view, &unseen, change, None, Report::Nothing).await
-            {
-                return o;
-            }
+            apply_flag_change(conn, user, view, &unseen, change, None, Report::Nothing).await?;
             seen_now.extend(unseen);
         }
     }
@@ -485,7 +660,7 @@ pub async fn fetch(conn: &mut Connection, user: &Authed, view: &mut View, fetch:
             .collect();
         view.announce_keywords(shown.iter().map(String::as_str), &mut conn.out);
     }
-    let wanted: Vec<Row> = indices
+    let rows: Vec<Row> = indices
         .iter()
         .map(|i| {
             let uid = view.messages[*i].uid;
@@ -497,125 +672,122 @@ pub async fn fetch(conn: &mut Connection, user: &Authed, view: &mut View, fetch:
             }
         })
         .collect();
-    let mut missing = false;
-    let mut unknown_cte = false;
-    let batch = if items.iter().any(needs_raw) {
-        BATCH_WITH_CONTENT
-    } else {
-        BATCH_FROM_INDEX
-    };
-    for chunk in wanted.chunks(batch) {
-        let chunk = chunk.to_vec();
-        let account = account.clone();
-        let mailbox = mailbox.clone();
-        let items = items.clone();
-        let rendered = user
-            .blocking(move || {
-                let mut out = Vec::new();
-                let mut missing = false;
-                let mut unknown_cte = false;
-                let kinds: Vec<DerivedKind> = items.iter().filter_map(derived_kind).collect();
-                let raw_needed = items.iter().any(needs_raw);
-                let keys: Vec<(cove_store::ContentId, DerivedKind)> = chunk
-                    .iter()
-                    .flat_map(|r| kinds.iter().map(|k| (r.meta.content_id, *k)))
-                    .collect();
-                let mut cached = if keys.is_empty() {
-                    Vec::new()
-                } else {
-                    account.derived(&keys)?
-                };
-                let mut learned: Vec<(cove_store::ContentId, DerivedKind, Vec<u8>)> = Vec::new();
-                for (i, row) in chunk.into_iter().enumerate() {
-                    let mut derived = Derived::default();
-                    for (j, kind) in kinds.iter().enumerate() {
-                        if let Some(Some(bytes)) =
-                            cached.get_mut(i * kinds.len() + j).map(Option::take)
-                        {
-                            derived.0.insert(*kind, bytes);
-                        }
-                    }
-                    let complete = derived.0.len() == kinds.len();
-                    let raw = if raw_needed || !complete {
-                        // The file may have been renamed (flags) since the
-                        // view was read: look it up again.
-                        let current = account.message(&mailbox.guid, row.meta.uid)?;
-                        match current.and_then(|m| account.read_message(&mailbox, &m).ok()) {
-                            Some(bytes) => Some(bytes),
-                            None => {
-                                missing = true;
-                                continue;
-                            }
-                        }
-                    } else {
-                        None
-                    };
-                    let content = raw.as_deref().map(Content::new);
-                    if let Some(content) = &content
-                        && !complete
-                    {
-                        let msg = content.msg();
-                        for kind in &kinds {
-                            if !derived.0.contains_key(kind) {
-                                let bytes = derived.compute(msg, *kind);
-                                learned.push((row.meta.content_id, *kind, bytes));
-                            }
-                        }
-                    }
-                    // RFC 3516 §4.2: a part whose encoding we cannot undo
-                    // gets no BINARY data; the command ends NO [UNKNOWN-CTE].
-                    if let Some(content) = &content
-                        && binary_parts(&items).any(|part| {
-                            matches!(
-                                content.msg().binary(&part),
-                                Err(mime::BinaryError::UnknownCte(_))
-                            )
-                        })
-                    {
-                        unknown_cte = true;
-                        continue;
-                    }
-                    render(
-                        &row,
-                        content.as_ref(),
-                        &derived,
-                        &items,
-                        uid,
-                        extra,
-                        &mut out,
-                    );
-                }
-                // A cache that cannot be written only costs a parse next time.
-                if let Err(e) = account.store_derived(&learned) {
-                    tracing::warn!(error = %e, "could not cache message views");
-                }
-                Ok((out, missing, unknown_cte))
-            })
-            .await;
-        match rendered {
-            Ok((bytes, m, u)) => {
-                missing |= m;
-                unknown_cte |= u;
-                conn.out.extend_from_slice(&bytes);
-                if conn.out.len() > 256 * 1024 && conn.flush_within(None).await.is_err() {
-                    return Outcome::bad("Connection lost");
-                }
-            }
-            Err(e) => return conn.refuse(&e),
+    Ok(Prepared {
+        rows,
+        items,
+        uid,
+        extra,
+    })
+}
+
+/// What rendering found besides the responses.
+#[derive(Default)]
+struct Rendered {
+    /// Some message was expunged meanwhile.
+    missing: bool,
+    /// Some BINARY part has an encoding cove cannot undo.
+    unknown_cte: bool,
+}
+
+impl Rendered {
+    fn outcome(&self) -> Outcome {
+        if self.unknown_cte {
+            Outcome::no(
+                Code::UnknownCte,
+                "A part's content transfer encoding is not one cove can decode",
+            )
+        } else if self.missing {
+            // RFC 2180 §4.1.2, RFC 9051 §7.5.1: answered with what still
+            // exists, like Dovecot; a NO would make clients retry or drop the
+            // whole FETCH. The EXPUNGE follows at the next command that may
+            // announce it.
+            Outcome::ok("FETCH completed (some messages were expunged meanwhile)")
+        } else {
+            Outcome::ok("FETCH completed")
         }
     }
-    if unknown_cte {
-        Outcome::no(
-            Code::UnknownCte,
-            "A part's content transfer encoding is not one cove can decode",
-        )
-    } else if missing {
-        // RFC 2180 §4.1.2, RFC 9051 §7.5.1: answered with what still
-        // exists, like Dovecot; a NO would make clients retry or drop the
-        // whole FETCH. The EXPUNGE follows at the next command that may
-        // announce it.
-        Outcome::ok("FETCH completed (some messages were expunged meanwhile)")
+}
+
+/// Render a FETCH's rows (blocking: reads the index and message files).
+fn render_rows(
+    account: &cove_store::Account,
+    mailbox: &MailboxInfo,
+    job: &Prepared,
+    out: &mut Vec<u8>,
+) -> cove_store::Result<Rendered> {
+    let Prepared {
+        rows,
+        items,
+        uid,
+        extra,
+    } = job;
+    let mut done = Rendered::default();
+    let kinds: Vec<DerivedKind> = items.iter().filter_map(derived_kind).collect();
+    let raw_needed = items.iter().any(needs_raw);
+    let keys: Vec<(cove_store::ContentId, DerivedKind)> = rows
+        .iter()
+        .flat_map(|r| kinds.iter().map(|k| (r.meta.content_id, *k)))
+        .collect();
+    let mut cached = if keys.is_empty() {
+        Vec::new()
     } else {
-        Outcome::ok("FETCH completed")
+        account.derived(&keys)?
+    };
+    let mut learned: Vec<(cove_store::ContentId, DerivedKind, Vec<u8>)> = Vec::new();
+    for (i, row) in rows.iter().enumerate() {
+        let mut derived = Derived::default();
+        for (j, kind) in kinds.iter().enumerate() {
+            if let Some(Some(bytes)) = cached.get_mut(i * kinds.len() + j).map(Option::take) {
+                derived.0.insert(*kind, bytes);
+            }
+        }
+        let complete = derived.0.len() == kinds.len();
+        let raw = if raw_needed || !complete {
+            // The file may have been renamed (flags) since the
+            // view was read: look it up again.
+            let current = account.message(&mailbox.guid, row.meta.uid)?;
+            match current.and_then(|m| account.read_message(mailbox, &m).ok()) {
+                Some(bytes) => Some(bytes),
+                None => {
+                    done.missing = true;
+                    continue;
+                }
+            }
+        } else {
+            None
+        };
+        let content = raw.as_deref().map(Content::new);
+        if let Some(content) = &content
+            && !complete
+        {
+            let msg = content.msg();
+            for kind in &kinds {
+                if !derived.0.contains_key(kind) {
+                    let bytes = derived.compute(msg, *kind);
+                    learned.push((row.meta.content_id, *kind, bytes));
+                }
+            }
+        }
+        // RFC 3516 §4.2: a part whose encoding we cannot undo
+        // gets no BINARY data; the command ends NO [UNKNOWN-CTE].
+        if let Some(content) = &content
+            && binary_parts(items).any(|part| {
+                matches!(
+                    content.msg().binary(&part),
+                    Err(mime::BinaryError::UnknownCte(_))
+                )
+            })
+        {
+            done.unknown_cte = true;
+            continue;
+        }
+        render(row, content.as_ref(), &derived, items, *uid, *extra, out);
     }
+    // A cache that cannot be written only costs a parse next time.
+    if !learned.is_empty()
+        && let Err(e) = account.store_derived(&learned)
+    {
+        tracing::warn!(error = %e, "could not cache message views");
+    }
+    Ok(done)
 }

@@ -4,10 +4,11 @@
 //! running it with the state its table row says it needs.
 
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::io::{AsyncWriteExt, BufReader};
+use tokio::io::{AsyncBufRead, AsyncWriteExt, BufReader};
 
 use super::ImapContext;
 use super::command::{self, Announce, AnyState, Command, Decoded, Valid};
@@ -277,6 +278,13 @@ impl Session {
         if let Some(refusal) = self.refusal(spec.valid, &command) {
             return self.answer(&tag, refusal);
         }
+        let command = match command {
+            // Pipelined FETCHes that only read go to the store together.
+            Command::Selected(command::Selected::Fetch(f)) if self.batchable(&f, &mut 0) => {
+                return self.fetch_pipelined(tag, f).await;
+            }
+            other => other,
+        };
         let outcome = match command {
             // IDLE runs in the session's own task (see `serve`).
             Command::Authenticated(command::Authenticated::Idle) => return Control::Idle(tag),
@@ -293,6 +301,73 @@ impl Session {
         };
         self.announce_after(spec.announce).await;
         self.answer(&tag, outcome)
+    }
+
+    /// Whether a FETCH may be answered together with others (see
+    /// `fetch::batchable`), `rows` counting the messages of the batch.
+    fn batchable(&self, f: &command::Fetch, rows: &mut usize) -> bool {
+        match &self.state {
+            State::Selected(_, view) => super::fetch::batchable(view, f, rows),
+            _ => false,
+        }
+    }
+
+    /// A FETCH that only reads, and every such FETCH the client pipelined
+    /// after it that is already complete in the read buffer: answered in
+    /// one trip to the blocking pool, in order, each with its tagged
+    /// status. Untagged updates come after the last one (RFC 3501 §7.4.1:
+    /// none is owed between them). The first command that does not fit
+    /// stays in the buffer for the next round.
+    async fn fetch_pipelined(&mut self, tag: String, first: command::Fetch) -> Control {
+        let mut rows = 0;
+        self.batchable(&first, &mut rows);
+        let mut batch = vec![(tag, first)];
+        while let Some((len, tag, next)) = self.buffered_fetch() {
+            if !self.batchable(&next, &mut rows) {
+                break;
+            }
+            Pin::new(&mut self.conn.reader).consume(len);
+            batch.push((tag, next));
+        }
+        let State::Selected(user, view) = &mut self.state else {
+            return self.answer(&batch[0].0, Outcome::bad("No mailbox selected"));
+        };
+        let answered = super::fetch::fetch_batch(&mut self.conn, user, view, batch).await;
+        let last = answered.len().saturating_sub(1);
+        for (i, (tag, responses, outcome)) in answered.into_iter().enumerate() {
+            self.conn.out.extend_from_slice(&responses);
+            if i == last {
+                self.announce_after(Announce::WithoutExpunge).await;
+            }
+            if self.respond(&tag, outcome) {
+                return Control::Stop;
+            }
+        }
+        Control::Next
+    }
+
+    /// The next command, if it is a FETCH whose line (with no literal) is
+    /// complete in the read buffer: its length there, tag and FETCH. The
+    /// buffer is left as it is.
+    fn buffered_fetch(&self) -> Option<(usize, String, command::Fetch)> {
+        let buffered = self.conn.reader.buffer();
+        let end = buffered.iter().position(|b| *b == b'\n')? + 1;
+        let line = &buffered[..end];
+        if end > self.conn.ctx.config.max_line_length || framing::announcement(line).is_some() {
+            return None;
+        }
+        let State::Selected(_, view) = &self.state else {
+            return None;
+        };
+        let bytes = line.to_vec();
+        let bytes = super::searchres::substitute(&bytes, &view.saved, view).unwrap_or(bytes);
+        match command::decode(bytes) {
+            Decoded::Command {
+                tag,
+                command: Command::Selected(command::Selected::Fetch(f)),
+            } => Some((end, tag, f)),
+            _ => None,
+        }
     }
 
     /// The BAD for a command not valid in the current state (RFC 3501 §6).

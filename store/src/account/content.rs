@@ -40,7 +40,7 @@ use cove_dedup::ContentId;
 use super::Account;
 use crate::ids::{MessageGuid, Uid};
 use crate::index;
-use crate::watch::{OwnBudget, OwnEvent};
+use crate::watch::OwnEvent;
 use crate::{IoContext, Result};
 
 /// A message whose file does not hold the content its index row names.
@@ -190,7 +190,6 @@ impl Account {
         let mut check = ContentCheck::default();
         let mut lacking = HashSet::new();
         let mut relinked = 0;
-        let mut budget = OwnBudget::default();
         for mb in index::mailboxes(&g.conn)? {
             let folder = self.folder(&mb);
             for m in index::messages(&g.conn, mb.id)? {
@@ -214,14 +213,11 @@ impl Account {
                 let name = m.file.rsplit('/').next().unwrap_or(&m.file);
                 let tmp = folder.join("tmp").join(format!("{name}.repair"));
                 let _ = fs::remove_file(&tmp);
-                let announced = self.own.announce(
-                    &mut budget,
-                    [
-                        (tmp.clone(), OwnEvent::Appear),
-                        (tmp.clone(), OwnEvent::Vanish),
-                        (path.clone(), OwnEvent::Appear),
-                    ],
-                );
+                let announced = self.own.announce([
+                    (tmp.clone(), OwnEvent::Appear),
+                    (tmp.clone(), OwnEvent::Vanish),
+                    (path.clone(), OwnEvent::Appear),
+                ]);
                 cove_dedup::link_existing(&self.blobs, &m.content_id, &tmp)?;
                 if let Err(e) = fs::rename(&tmp, &path) {
                     let _ = fs::remove_file(&tmp);

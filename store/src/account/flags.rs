@@ -17,7 +17,7 @@ use crate::index::{MessageMeta, Tx};
 use crate::keyword_letters::{KeywordLetters, letters_in};
 use crate::keywords::{FlagOp, same_set};
 use crate::maildir::{FileName, Relocator};
-use crate::watch::{OwnBudget, own_rename};
+use crate::watch::own_rename;
 use crate::{Error, IoContext, Result};
 
 /// What STORE did.
@@ -81,8 +81,6 @@ impl Account {
         let mut plan: Vec<std::result::Result<Pending, MessageMeta>> =
             Vec::with_capacity(rows.len());
         let mut renamed: Vec<(PathBuf, PathBuf)> = Vec::new();
-        // The Maildir watcher is told of the renames, up to a budget.
-        let mut budget = OwnBudget::default();
         for row in rows {
             if unchanged_since.is_some_and(|u| row.modseq > u) {
                 result.modified.push(row.uid);
@@ -103,8 +101,7 @@ impl Account {
                     return Err(e);
                 }
                 let wanted = (flags, keyword_letters.as_str());
-                match self.rename_for_flags(&folder, &mut relocator, &row.file, wanted, &mut budget)
-                {
+                match self.rename_for_flags(&folder, &mut relocator, &row.file, wanted) {
                     Ok(Some((src, dst, rel))) => {
                         renamed.push((src, dst));
                         file = rel;
@@ -168,7 +165,7 @@ impl Account {
 
     /// Rename a message file for new system flags and keyword letters
     /// (into `cur/` with its `:2,` letters), announced to the Maildir
-    /// watcher within `budget`. Returns (old path, new path, new relative
+    /// watcher. Returns (old path, new path, new relative
     /// name), or `None` if the file is gone.
     pub(super) fn rename_for_flags(
         &self,
@@ -176,7 +173,6 @@ impl Account {
         relocator: &mut Relocator<'_>,
         file: &str,
         (flags, keyword_letters): (Flags, &str),
-        budget: &mut OwnBudget,
     ) -> Result<Option<(PathBuf, PathBuf, String)>> {
         let target = |rel: &str| -> Result<String> {
             let name = rel.rsplit('/').next().unwrap_or(rel);
@@ -194,7 +190,7 @@ impl Account {
             if new_rel == rel {
                 return Ok(Some((src, dst, new_rel)));
             }
-            let announced = self.own.announce(budget, own_rename(&src, &dst));
+            let announced = self.own.announce(own_rename(&src, &dst));
             match fs::rename(&src, &dst) {
                 Ok(()) => {
                     announced.made();

@@ -25,7 +25,7 @@ use crate::replica::{
     MessageState, PeerLimits, Stamp, SubscriptionState, TombstoneState, merge_flags, renumbering,
     validate_delta,
 };
-use crate::watch::{OwnBudget, OwnEvent, own_rename};
+use crate::watch::{OwnEvent, OwnTally, own_rename};
 use crate::{Error, IoContext, Result};
 
 /// A message row with its replication columns.
@@ -156,17 +156,14 @@ struct FileOps {
     unlinked: Vec<cove_dedup::ContentId>,
     /// Folders of deleted mailboxes, parked; removed after the commit.
     parked: Vec<(PathBuf, PathBuf)>,
-    /// Changes announced to the Maildir watcher (within `budget`: a bigger
-    /// apply costs it one scan), taken back if the apply fails.
-    announced: Vec<(PathBuf, OwnEvent)>,
-    budget: OwnBudget,
+    /// Changes announced to the Maildir watcher, taken back if the apply
+    /// fails.
+    announced: OwnTally,
 }
 
 impl FileOps {
     fn undo(&self, account: &Account) {
-        account
-            .own_changes()
-            .retract(self.announced.iter().cloned());
+        account.own_changes().retract_tally(&self.announced);
         for (src, dst) in self.renamed.iter().rev() {
             if let Err(e) = maildir::rename_noreplace(dst, src) {
                 tracing::warn!(file = %dst.display(), error = %e, "could not undo a rename of a failed sync");
@@ -183,10 +180,8 @@ impl FileOps {
     /// Tell the Maildir watcher that these changes are about to be made
     /// (their events then cost no scan).
     fn announce<const N: usize>(&mut self, account: &Account, changes: [(PathBuf, OwnEvent); N]) {
-        if self.budget.take(N) {
-            self.announced.extend(changes.iter().cloned());
-            account.own_changes().expect(changes);
-        }
+        self.announced.add(&changes);
+        account.own_changes().expect(changes);
     }
 
     fn touched(&mut self, path: &std::path::Path) {
@@ -490,11 +485,8 @@ impl Account {
             .zip(changes.last())
             .map(|(a, b)| (a.modseq, b.modseq));
         self.announce(changes);
-        let mut budget = OwnBudget::default();
         for f in &ops.doomed {
-            let announced = self
-                .own
-                .announce(&mut budget, [(f.clone(), OwnEvent::Vanish)]);
+            let announced = self.own.announce([(f.clone(), OwnEvent::Vanish)]);
             if fs::remove_file(f).is_ok() {
                 announced.made();
             }

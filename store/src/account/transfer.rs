@@ -38,7 +38,7 @@ use crate::ids::{MailboxGuid, MessageGuid, Uid};
 use crate::index::{self, MailboxInfo, MessageMeta, NewMessageRow, Tx};
 use crate::keyword_letters::{moved_rel, new_file_rel};
 use crate::maildir::{self, FileName, Relocator};
-use crate::watch::{OwnBudget, OwnEvent, own_rename};
+use crate::watch::{OwnEvent, own_rename};
 use crate::{Error, IoContext, Result};
 
 /// Where copied or moved messages landed (RFC 4315 COPYUID).
@@ -106,8 +106,6 @@ impl Account {
                 let _ = fs::remove_file(&c.path);
             }
         };
-        // The Maildir watcher is told of the links, up to a budget.
-        let mut budget = OwnBudget::default();
         let mut dst_letters = None;
         for m in rows {
             let guid = self.env.message_guid();
@@ -129,9 +127,7 @@ impl Account {
                     }
                 };
             let path = dst_folder.join(&rel);
-            let announced = self
-                .own
-                .announce(&mut budget, [(path.clone(), OwnEvent::Appear)]);
+            let announced = self.own.announce([(path.clone(), OwnEvent::Appear)]);
             match self.link_copy(&src_folder, &mut relocator, &m, &path) {
                 Ok(true) => {
                     announced.made();
@@ -298,8 +294,6 @@ impl Account {
         }
         let mut relocator = Relocator::new(&src_folder);
         let mut moved: Vec<MovedFile> = Vec::with_capacity(rows.len());
-        // The Maildir watcher is told of the renames, up to a budget.
-        let mut budget = OwnBudget::default();
         // Keyword letters are per folder: a moved file takes the
         // destination's (keyword_letters.rs).
         let mut dst_letters = None;
@@ -314,7 +308,7 @@ impl Account {
                 };
             let mut src = src_folder.join(&meta.file);
             let mut dst = dst_folder.join(&dst_rel);
-            let announced = self.own.announce(&mut budget, own_rename(&src, &dst));
+            let announced = self.own.announce(own_rename(&src, &dst));
             let mut result = maildir::rename_noreplace(&src, &dst);
             if result.is_ok() {
                 announced.made();
