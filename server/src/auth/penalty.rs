@@ -252,6 +252,27 @@ enum Gate {
     Penalised(Duration),
 }
 
+/// Why [`PenaltyBox::pass`] gave up, with how long the attempt would
+/// still have had to wait.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refused {
+    /// Capacity: the client or user had [`FREE_IN_FLIGHT`] checks running
+    /// for longer than the caller's patience for that (a burst of logins
+    /// from one address, not a failure of theirs).
+    Busy(Duration),
+    /// The client's or user's failures.
+    Penalised(Duration),
+}
+
+impl Refused {
+    /// How long the attempt would still have had to wait.
+    pub fn wait(self) -> Duration {
+        match self {
+            Refused::Busy(wait) | Refused::Penalised(wait) => wait,
+        }
+    }
+}
+
 impl Gate {
     /// The stricter of two keys' gates.
     fn and(self, other: Gate) -> Gate {
@@ -376,7 +397,7 @@ impl PenaltyBox {
     /// Wait for the gate, at most as long as `patience` allows for the
     /// reason it is shut: the pass, or how long the attempt would still
     /// have to wait. Zero patience never sleeps.
-    pub async fn pass(&self, keys: Keys, patience: Patience) -> Result<Pass<'_>, Duration> {
+    pub async fn pass(&self, keys: Keys, patience: Patience) -> Result<Pass<'_>, Refused> {
         let start = Instant::now();
         let penalty_deadline = start + patience.penalty;
         let busy_deadline = start + patience.busy.max(patience.penalty);
@@ -387,15 +408,16 @@ impl PenaltyBox {
             let changed = self.changed.notified();
             tokio::pin!(changed);
             changed.as_mut().enable();
-            let (wait, deadline) = match self.try_gate(keys) {
+            let (refused, deadline) = match self.try_gate(keys) {
                 Ok(pass) => return Ok(pass),
-                Err(Gate::Busy(wait)) => (wait, busy_deadline),
-                Err(Gate::Penalised(wait)) => (wait, penalty_deadline),
-                Err(Gate::Open) => (Duration::ZERO, penalty_deadline),
+                Err(Gate::Busy(wait)) => (Refused::Busy(wait), busy_deadline),
+                Err(Gate::Penalised(wait)) => (Refused::Penalised(wait), penalty_deadline),
+                Err(Gate::Open) => (Refused::Penalised(Duration::ZERO), penalty_deadline),
             };
+            let wait = refused.wait();
             let now = Instant::now();
             if now >= deadline {
-                return Err(wait);
+                return Err(refused);
             }
             waiting.get_or_insert_with(crate::metrics::Waiting::start);
             tokio::select! {
@@ -605,6 +627,32 @@ mod tests {
         assert!(futures_poll(&mut queued).is_none());
         p1.succeeded();
         assert!(futures_poll(&mut queued).is_some());
+    }
+
+    // A refusal says why: a burst past the free checks is capacity, a
+    // failure's window is a penalty (the log line and the operator differ).
+    #[tokio::test(start_paused = true)]
+    async fn a_refusal_tells_capacity_from_penalty() {
+        let b = PenaltyBox::new(schedule());
+        let k = b.keys(ip("192.0.2.1"), "a@x.org");
+        let impatient = Patience {
+            penalty: Duration::ZERO,
+            busy: Duration::ZERO,
+        };
+        let free: Vec<_> = (0..FREE_IN_FLIGHT)
+            .map(|_| b.try_pass(k).unwrap())
+            .collect();
+        assert!(matches!(
+            b.pass(k, impatient).await.err(),
+            Some(Refused::Busy(_))
+        ));
+        let mut free = free.into_iter();
+        free.next().unwrap().failed();
+        drop(free);
+        assert!(matches!(
+            b.pass(k, impatient).await.err(),
+            Some(Refused::Penalised(w)) if w > Duration::ZERO
+        ));
     }
 
     /// One poll of a future (the waker does nothing).

@@ -38,7 +38,7 @@ use std::time::Duration;
 
 use cove_store::{Account, Address, PasswordHash, Store, User};
 
-use super::penalty::{Patience, PenaltyBox, Schedule};
+use super::penalty::{Patience, PenaltyBox, Refused, Schedule};
 use super::{PasswordCheckers, Secret, hash_password};
 use crate::metrics::Proto;
 
@@ -166,10 +166,18 @@ impl Authenticator {
         let keys = self.penalties.keys(client, username);
         let pass = match self.penalties.pass(keys, patience).await {
             Ok(pass) => pass,
-            Err(wait) => {
+            Err(refused) => {
                 crate::metrics::METRICS.login_refused();
+                let why = match refused {
+                    Refused::Penalised(_) => "penalised",
+                    // More checks of this client or user at once than the
+                    // gate lets run side by side, for longer than this
+                    // attempt could wait: capacity, not a failure.
+                    Refused::Busy(_) => "refused, too many logins of this client or user at once,",
+                };
+                let wait = refused.wait();
                 tracing::info!(
-                    "{} login penalised user={} client={client} wait_ms={}",
+                    "{} login {why} user={} client={client} wait_ms={}",
                     protocol.name(),
                     username.escape_debug(),
                     wait.as_millis()
