@@ -42,6 +42,7 @@ pub mod objectid;
 mod outcome;
 mod quota;
 mod response;
+pub mod revision;
 pub(crate) mod search;
 pub mod searchres;
 mod select;

@@ -43,7 +43,7 @@ pub async fn get_quota_root(conn: &mut Connection, user: &Authed, name: MailboxN
         return conn.refuse(&e);
     }
     let mut line = b"* QUOTAROOT ".to_vec();
-    response::mailbox(&mut line, name.as_str());
+    conn.enabled.revision.write_name(&mut line, name.as_str());
     if user.quota() > 0 {
         line.push(b' ');
         response::string(&mut line, ROOT.as_bytes());
