@@ -575,6 +575,15 @@ impl Account {
         index::message_by_uid(&g.conn, mb.id, uid)
     }
 
+    /// RFC 8514 SAVEDATE: when each of `uids` was put in the mailbox, in
+    /// seconds since the epoch (`None`: no such message). The same on every
+    /// replica; see `index::save_dates`.
+    pub fn save_dates(&self, mailbox: &MailboxGuid, uids: &[Uid]) -> Result<Vec<Option<i64>>> {
+        let g = self.conn()?;
+        let mb = Self::mailbox_in(&g.conn, mailbox)?;
+        index::save_dates(&g.conn, mb.id, uids)
+    }
+
     /// RFC 7162 CONDSTORE/QRESYNC: the messages of a mailbox whose modseq is
     /// above `modseq`, by UID.
     pub fn messages_since(

@@ -535,6 +535,39 @@ pub(crate) fn message_by_uid(
         .optional()?)
 }
 
+/// RFC 8514 save dates, in seconds since the epoch, of `uids` (in their
+/// order; `None` for a UID no message has).
+///
+/// A message's save date is when it was put in this mailbox: the time part
+/// of its placement stamp (`message.placed`, milliseconds since the epoch
+/// in its upper 48 bits, replica.rs `stamp_now`). The stamp is replicated
+/// with the placement, so both nodes answer the same save date, and COPY,
+/// MOVE and a peer's move make a new one. Rows without a stamp (0: found
+/// by the first scan of a Maildir, imported, or placed before schema 4)
+/// answer their internal date.
+pub(crate) fn save_dates(
+    conn: &Connection,
+    mailbox_id: i64,
+    uids: &[Uid],
+) -> Result<Vec<Option<i64>>> {
+    let mut st = conn.prepare_cached(
+        "SELECT placed, internal_date FROM message WHERE mailbox_id = ?1 AND uid = ?2",
+    )?;
+    let mut out = Vec::with_capacity(uids.len());
+    for uid in uids {
+        let row = st
+            .query_row(params![mailbox_id, uid], |r| {
+                Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?))
+            })
+            .optional()?;
+        out.push(row.map(|(placed, internal)| match (placed as u64) >> 16 {
+            0 => internal,
+            ms => (ms / 1000) as i64,
+        }));
+    }
+    Ok(out)
+}
+
 pub(crate) fn message_count(
     conn: &Connection,
     mailbox: &MailboxInfo,

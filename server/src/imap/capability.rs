@@ -44,6 +44,7 @@ pub fn capabilities(conn: &Connection, logged_in: bool) -> String {
         "STATUS=SIZE",
         "OBJECTID",
         "MULTIAPPEND",
+        "SAVEDATE",
         "SORT",
         "SORT=DISPLAY",
         "ESORT",

@@ -341,6 +341,24 @@ pub fn decode(bytes: Vec<u8>) -> Decoded {
 /// imap-codec. An APPEND keeps the buffer, its message staying where it
 /// was read.
 pub fn decode_as(bytes: Vec<u8>, rev: Revision) -> Decoded {
+    // RFC 8514 save-date search keys, rewritten into keys imap-codec knows
+    // (once: the parts below decode their rewritten lines again).
+    let bytes = match super::savedate::rewrite(&bytes) {
+        None => bytes,
+        Some(Ok(rewritten)) => rewritten,
+        Some(Err(why)) => {
+            return Decoded::Invalid {
+                tag: framing::tag_of(&bytes).unwrap_or("*").to_string(),
+                why,
+                line: None,
+            };
+        }
+    };
+    decode_rewritten(bytes, rev)
+}
+
+/// [`decode_as`] after the save-date rewrite.
+fn decode_rewritten(bytes: Vec<u8>, rev: Revision) -> Decoded {
     let tag_or_star = |bytes: &[u8]| framing::tag_of(bytes).unwrap_or("*").to_string();
     if let Some(parsed) = extended::parse(&bytes) {
         return match parsed {
@@ -375,7 +393,7 @@ pub fn decode_as(bytes: Vec<u8>, rev: Revision) -> Decoded {
     // first.
     if let Some(split) = esearch::split_return(&bytes) {
         return match split {
-            Ok((ret, plain)) => match decode_as(plain, rev) {
+            Ok((ret, plain)) => match decode_rewritten(plain, rev) {
                 Decoded::Command {
                     tag,
                     command: Command::Selected(Selected::Search { criteria, uid, .. }),
@@ -417,7 +435,7 @@ pub fn decode_as(bytes: Vec<u8>, rev: Revision) -> Decoded {
     // RFC 8474: EMAILID, THREADID, MAILBOXID are replaced by items
     // imap-codec knows, and put back here.
     if let Some((objects, plain)) = objectid::split(&bytes) {
-        return match decode_as(plain, rev) {
+        return match decode_rewritten(plain, rev) {
             Decoded::Command {
                 tag,
                 command: Command::Selected(Selected::Fetch(mut fetch)),
@@ -453,7 +471,7 @@ pub fn decode_as(bytes: Vec<u8>, rev: Revision) -> Decoded {
     if let Some(parts) = super::append::split_multi(&bytes) {
         let mut appends = Vec::with_capacity(parts.len());
         for part in parts {
-            match decode_as(part, rev) {
+            match decode_rewritten(part, rev) {
                 Decoded::Command {
                     command: Command::Authenticated(Authenticated::Append(mut one)),
                     ..
@@ -761,14 +779,7 @@ const UNDECODED_EXTENSIONS: &[&str] = &[
 /// one: the line has a tag and one of [`UNDECODED_EXTENSIONS`] (after
 /// `UID` for the UID forms).
 fn undecoded_extension(line: &[u8]) -> Option<&'static str> {
-    let verb = framing::verb_of(line)?;
-    let verb = if verb.eq_ignore_ascii_case(b"UID") {
-        let tag = framing::tag_of(line)?;
-        let rest = line.get(tag.len() + 1..)?;
-        framing::verb_of(rest)?
-    } else {
-        verb
-    };
+    let verb = framing::command_name_of(line)?;
     UNDECODED_EXTENSIONS
         .iter()
         .find(|name| name.as_bytes().eq_ignore_ascii_case(verb))

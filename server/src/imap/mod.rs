@@ -43,6 +43,7 @@ mod outcome;
 mod quota;
 mod response;
 pub mod revision;
+mod savedate;
 pub(crate) mod search;
 pub mod searchres;
 mod select;
