@@ -616,6 +616,14 @@ pub(crate) fn total_size(conn: &Connection) -> Result<u64> {
         .max(0) as u64)
 }
 
+/// How many messages the account holds, in all its mailboxes.
+pub(crate) fn message_total(conn: &Connection) -> Result<u64> {
+    Ok(conn
+        .prepare_cached("SELECT count(*) FROM message")?
+        .query_row([], |r| r.get::<_, i64>(0))?
+        .max(0) as u64)
+}
+
 /// A write transaction that allocates modseqs and records each change in the
 /// change log; the changes are announced on the feed after commit.
 pub(crate) struct Tx<'c> {

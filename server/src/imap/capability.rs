@@ -39,6 +39,7 @@ pub fn capabilities(conn: &Connection, logged_in: bool) -> String {
         "COMPRESS=DEFLATE",
         "QUOTA",
         "QUOTA=RES-STORAGE",
+        "QUOTA=RES-MESSAGE",
         "ESEARCH",
         "SEARCHRES",
         "STATUS=SIZE",
