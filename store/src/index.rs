@@ -275,6 +275,15 @@ pub(crate) fn open(path: &Path, durable_commits: bool) -> Result<Connection> {
         }
         Some(v) => migrate(&mut conn, v)?,
     }
+    // The message count (RFC 9208 MESSAGE usage), counted afresh at each
+    // open and kept by `add_usage` after: right for an index from before it
+    // was kept, and after an older cove wrote to the index without it (no
+    // schema version needed). One count per open; the view's first read
+    // of a mailbox costs more.
+    conn.execute(
+        "INSERT OR REPLACE INTO meta(key, value) SELECT 'messages', count(*) FROM message",
+        [],
+    )?;
     // The index's epoch: a random number made with the index, so that a
     // peer can tell a rebuilt index (whose modseqs start again) from the
     // one it synced with.
@@ -616,11 +625,14 @@ pub(crate) fn total_size(conn: &Connection) -> Result<u64> {
         .max(0) as u64)
 }
 
-/// How many messages the account holds, in all its mailboxes.
+/// How many messages the account holds, in all its mailboxes (kept in
+/// `meta` beside the bytes: a delivery under a message limit reads one
+/// row, not 100,000).
 pub(crate) fn message_total(conn: &Connection) -> Result<u64> {
     Ok(conn
-        .prepare_cached("SELECT count(*) FROM message")?
-        .query_row([], |r| r.get::<_, i64>(0))?
+        .query_row("SELECT value FROM meta WHERE key = 'messages'", [], |r| {
+            r.get::<_, i64>(0)
+        })?
         .max(0) as u64)
 }
 
@@ -924,7 +936,7 @@ impl<'c> Tx<'c> {
                 }
                 _ => e.into(),
             })?;
-        self.add_bytes(m.size as i64)?;
+        self.add_usage(m.size as i64, 1)?;
         if let Some(change) = self.changes.last_mut() {
             change.message = Some(std::sync::Arc::new(MessageMeta {
                 uid,
@@ -941,10 +953,15 @@ impl<'c> Tx<'c> {
         Ok((uid, modseq))
     }
 
-    fn add_bytes(&mut self, delta: i64) -> Result<()> {
+    /// Keep the account's usage (RFC 9208 STORAGE and MESSAGE) with every
+    /// message row added or removed: the only two places rows come and go.
+    fn add_usage(&mut self, bytes: i64, messages: i64) -> Result<()> {
         self.tx
-            .prepare_cached("UPDATE meta SET value = value + ?1 WHERE key = 'bytes'")?
-            .execute([delta])?;
+            .prepare_cached(
+                "UPDATE meta SET value = value + CASE key WHEN 'bytes' THEN ?1 ELSE ?2 END
+                 WHERE key IN ('bytes', 'messages')",
+            )?
+            .execute([bytes, messages])?;
         Ok(())
     }
 
@@ -985,7 +1002,7 @@ impl<'c> Tx<'c> {
             .query_row(params![mailbox.id, uid], message_row)
             .optional()?;
         if let Some(gone) = gone {
-            self.add_bytes(-(gone.size as i64))?;
+            self.add_usage(-(gone.size as i64), -1)?;
             // Live listeners learn which content went (the background
             // indexer forgets what no message holds any more).
             if let Some(change) = self.changes.last_mut() {

@@ -8,7 +8,9 @@
 //! user record is a fixed wire format), so an operator sets a per-user value
 //! on both nodes, or relies on the same default in both configurations.
 //! Usage counts every message the user holds, at its full size, in every
-//! mailbox (shared content counted for each user).
+//! mailbox (shared content counted for each user); both figures are kept
+//! in the index's `meta` (`bytes`, `messages`) by the two places message
+//! rows come and go, so a check reads two rows, not the message table.
 
 use std::fmt;
 
