@@ -13,6 +13,7 @@
 use cove::imap::command as imap_command_decoder;
 use cove::imap::framing::{CommandLimits, Framer, Next, tag_of};
 use cove::imap::mime::{self, ParsedMessage, SectionKind};
+use cove::imap::revision::Revision;
 use cove::imap::sort::{self, Address, Algorithm, Candidate, MessageKeys, SortCriterion, SortKey};
 use cove::imap::{esearch, extended, searchres};
 use cove::lmtp::command;
@@ -50,16 +51,19 @@ pub fn imap_command(data: &[u8]) {
 /// imap-codec, the table), then each parser on its own.
 fn complete_command(bytes: &[u8]) {
     use imap_command_decoder::Decoded;
-    match imap_command_decoder::decode(bytes.to_vec()) {
-        Decoded::Command { tag, command } => {
-            assert!(!tag.is_empty());
-            let _ = command.spec();
-        }
-        Decoded::Unsupported { tag, name } => {
-            let _ = format!("{tag} BAD {name} is not supported\r\n");
-        }
-        Decoded::Invalid { tag, .. } => {
-            let _ = format!("{tag} BAD x\r\n");
+    // As an IMAP4rev1 and an IMAP4rev2 session reads it (names, SEARCH).
+    for rev in [Revision::Rev1, Revision::Rev2] {
+        match imap_command_decoder::decode_as(bytes.to_vec(), rev) {
+            Decoded::Command { tag, command } => {
+                assert!(!tag.is_empty());
+                let _ = command.spec();
+            }
+            Decoded::Unsupported { tag, name } => {
+                let _ = format!("{tag} BAD {name} is not supported\r\n");
+            }
+            Decoded::Invalid { tag, .. } => {
+                let _ = format!("{tag} BAD x\r\n");
+            }
         }
     }
     if let Some(Ok((_, plain))) = esearch::split_return(bytes) {

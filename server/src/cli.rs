@@ -24,6 +24,7 @@ pub fn open_store(config: &Config) -> anyhow::Result<Store> {
             config.data_dir.display()
         )
     })?;
+    store.set_default_message_quota(config.server.default_message_quota);
     if config.server.index_new_mail {
         let fulltext = if config.server.fulltext_new_mail {
             cove_store::FullTextOnArrival::Everyone
@@ -86,11 +87,14 @@ fn prompt_hidden(prompt: &str) -> anyhow::Result<Secret> {
     Ok(pw)
 }
 
+/// `cove user add`; `own_message_limit`: `quota.messages` is the user's own
+/// (else the server's default applies).
 pub fn user_add(
     config: &Config,
     email: &str,
     password_stdin: bool,
-    quota: u64,
+    quota: cove_store::Quota,
+    own_message_limit: bool,
 ) -> anyhow::Result<()> {
     let address = address(email)?;
     let hash = if password_stdin {
@@ -100,20 +104,32 @@ pub fn user_add(
     };
     let store = open_store(config)?;
     let has_password = hash.is_some();
-    let user = store.add_user(&address, hash, quota)?;
+    let mut user = store.add_user(&address, hash, quota.bytes)?;
+    if own_message_limit {
+        store
+            .directory()
+            .set_message_quota(&address, Some(quota.messages))?;
+        user.message_quota = Some(quota.messages);
+    }
+    let limits = store.limits(&user);
     let account = store.account(&user)?;
     let names: Vec<String> = account.mailboxes()?.into_iter().map(|m| m.name).collect();
     println!(
-        "added user {address} ({}; quota {}; mailboxes: {})",
+        "added user {address} ({}; quota {}; messages {}; mailboxes: {})",
         if has_password {
             "password set"
         } else {
             "no password: delivery only until `cove user passwd`"
         },
-        if quota == 0 {
+        if limits.bytes == 0 {
             "none".to_string()
         } else {
-            format!("{quota} bytes")
+            format!("{} bytes", limits.bytes)
+        },
+        if limits.messages == 0 {
+            "no limit".to_string()
+        } else {
+            limits.messages.to_string()
         },
         names.join(", ")
     );
@@ -168,7 +184,11 @@ pub fn user_list(config: &Config) -> anyhow::Result<()> {
             Some(_) => "password".to_string(),
             None => "no-password".to_string(),
         };
-        println!("{}\t{pw}\tquota={quota}", u.address);
+        let messages = match store.limits(u).messages {
+            0 => "-".to_string(),
+            n => n.to_string(),
+        };
+        println!("{}\t{pw}\tquota={quota}\tmessages={messages}", u.address);
     }
     println!("{} user(s)", users.len());
     Ok(())

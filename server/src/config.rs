@@ -829,6 +829,11 @@ pub struct ServerConfig {
     /// searched bodies once).
     #[serde(default)]
     pub fulltext_new_mail: bool,
+    /// RFC 9208 MESSAGE: how many messages a user may hold when the
+    /// directory gives them no limit of their own (`cove user add
+    /// --messages`); 0: no limit. Not replicated: give both nodes the same.
+    #[serde(default)]
+    pub default_message_quota: u64,
 }
 
 impl ServerConfig {
@@ -882,6 +887,7 @@ impl Default for ServerConfig {
             user: None,
             index_new_mail: true,
             fulltext_new_mail: false,
+            default_message_quota: 0,
         }
     }
 }

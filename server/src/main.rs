@@ -168,6 +168,11 @@ enum UserCommand {
         /// Quota in bytes (0: none).
         #[arg(long, default_value_t = 0)]
         quota: u64,
+        /// How many messages the user may hold (RFC 9208 MESSAGE; 0: none).
+        /// Without it, `[server] default_message_quota` applies. Kept by
+        /// this node only: give it on each node.
+        #[arg(long)]
+        messages: Option<u64>,
     },
     /// Remove a user; their mail is kept unless --purge.
     Del {
@@ -278,7 +283,17 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                         email,
                         password_stdin,
                         quota,
-                    } => cli::user_add(&config, &email, password_stdin, quota),
+                        messages,
+                    } => cli::user_add(
+                        &config,
+                        &email,
+                        password_stdin,
+                        cove_store::Quota {
+                            bytes: quota,
+                            messages: messages.unwrap_or(0),
+                        },
+                        messages.is_some(),
+                    ),
                     UserCommand::Del { email, purge } => cli::user_del(&config, &email, purge),
                     UserCommand::List => cli::user_list(&config),
                     UserCommand::Passwd {

@@ -94,8 +94,8 @@ pub struct NewMessage {
     pub keywords: Vec<String>,
     /// Seconds since the epoch; `None` means now.
     pub internal_date: Option<i64>,
-    /// The account's quota in bytes, if it has one.
-    pub quota: Option<u64>,
+    /// The account's limits, if it has any.
+    pub quota: Option<crate::Quota>,
 }
 
 /// Where a message landed.
@@ -555,6 +555,12 @@ impl Account {
         index::claim_recent(&mut g.conn, mb.id)
     }
 
+    /// How many messages the account holds, in all its mailboxes (RFC
+    /// 9208 MESSAGE usage).
+    pub fn message_total(&self) -> Result<u64> {
+        index::message_total(&self.conn()?.conn)
+    }
+
     /// Bytes of mail the account holds (what its quota counts).
     pub fn used_bytes(&self) -> Result<u64> {
         index::total_size(&self.conn()?.conn)
@@ -573,6 +579,15 @@ impl Account {
         let g = self.conn()?;
         let mb = Self::mailbox_in(&g.conn, mailbox)?;
         index::message_by_uid(&g.conn, mb.id, uid)
+    }
+
+    /// RFC 8514 SAVEDATE: when each of `uids` was put in the mailbox, in
+    /// seconds since the epoch (`None`: no such message). The same on every
+    /// replica; see `index::save_dates`.
+    pub fn save_dates(&self, mailbox: &MailboxGuid, uids: &[Uid]) -> Result<Vec<Option<i64>>> {
+        let g = self.conn()?;
+        let mb = Self::mailbox_in(&g.conn, mailbox)?;
+        index::save_dates(&g.conn, mb.id, uids)
     }
 
     /// RFC 7162 CONDSTORE/QRESYNC: the messages of a mailbox whose modseq is
@@ -802,15 +817,8 @@ impl Account {
         let mut g = self.conn()?;
         let mb = index::mailbox_by_name(&g.conn, mailbox)?
             .ok_or_else(|| Error::NotFound(format!("mailbox {mailbox}")))?;
-        if let Some(limit) = msg.quota.filter(|q| *q > 0) {
-            let used = index::total_size(&g.conn)?;
-            if used + blob.len() > limit {
-                return Err(Error::OverQuota {
-                    used,
-                    limit,
-                    needed: blob.len(),
-                });
-            }
+        if let Some(quota) = &msg.quota {
+            quota.admit(&g.conn, 1, blob.len())?;
         }
         let now = self.env.now_secs();
         let guid = self.env.message_guid();

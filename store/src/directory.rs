@@ -95,6 +95,9 @@ pub struct User {
     pub password: Option<PasswordHash>,
     /// Bytes; 0 means no quota.
     pub quota: u64,
+    /// RFC 9208 MESSAGE: how many messages the user may hold; `None`: the
+    /// server's default, 0: no limit. Kept by this node only (`quota.rs`).
+    pub message_quota: Option<u64>,
 }
 
 /// The user directory.
@@ -145,6 +148,7 @@ fn user_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<User> {
         },
         password: r.get::<_, Option<String>>(3)?.map(PasswordHash),
         quota: r.get::<_, i64>(4)?.max(0) as u64,
+        message_quota: r.get::<_, Option<i64>>(5)?.map(|n| n.max(0) as u64),
     })
 }
 
@@ -162,6 +166,13 @@ impl Directory {
             .exists([])?;
         if !has_stamp {
             conn.execute_batch("ALTER TABLE user ADD COLUMN stamp INTEGER NOT NULL DEFAULT 0")?;
+        }
+        // RFC 9208 MESSAGE: a per-user message limit (NULL: the default).
+        let has_message_quota: bool = conn
+            .prepare("SELECT 1 FROM pragma_table_info('user') WHERE name = 'message_quota'")?
+            .exists([])?;
+        if !has_message_quota {
+            conn.execute_batch("ALTER TABLE user ADD COLUMN message_quota INTEGER")?;
         }
         Ok(Directory {
             conn: Mutex::new(conn),
@@ -302,7 +313,7 @@ impl Directory {
     pub fn get(&self, address: &Address) -> Result<Option<User>> {
         let c = self.conn()?;
         let mut st = c.prepare_cached(
-            "SELECT id, local, domain, password, quota FROM user WHERE local = ?1 AND domain = ?2",
+            "SELECT id, local, domain, password, quota, message_quota FROM user WHERE local = ?1 AND domain = ?2",
         )?;
         Ok(st
             .query_row(params![address.local, address.domain], user_row)
@@ -312,7 +323,7 @@ impl Directory {
     pub fn list(&self) -> Result<Vec<User>> {
         let c = self.conn()?;
         let mut st = c.prepare_cached(
-            "SELECT id, local, domain, password, quota FROM user ORDER BY domain, local",
+            "SELECT id, local, domain, password, quota, message_quota FROM user ORDER BY domain, local",
         )?;
         let rows = st.query_map([], user_row)?;
         Ok(rows.collect::<rusqlite::Result<_>>()?)
@@ -408,6 +419,19 @@ impl Directory {
             ],
         )?;
         Ok(n == 1)
+    }
+
+    /// Set a user's message limit (`None`: the server's default; 0: none).
+    /// Not a replicated change: the stamp stays (`quota.rs`).
+    pub fn set_message_quota(&self, address: &Address, limit: Option<u64>) -> Result<()> {
+        let n = self.conn()?.execute(
+            "UPDATE user SET message_quota = ?3 WHERE local = ?1 AND domain = ?2",
+            params![address.local, address.domain, limit.map(|n| n as i64)],
+        )?;
+        if n == 0 {
+            return Err(Error::NotFound(format!("user {address}")));
+        }
+        Ok(())
     }
 
     pub fn set_quota(&self, address: &Address, quota: u64) -> Result<()> {

@@ -10,8 +10,13 @@ pub enum Error {
     NotFound(String),
     #[error("{0} already exists")]
     AlreadyExists(String),
-    #[error("over quota: {used} of {limit} bytes used, {needed} more needed")]
-    OverQuota { used: u64, limit: u64, needed: u64 },
+    #[error("over quota: {used} of {limit} {resource} used, {needed} more needed")]
+    OverQuota {
+        resource: crate::QuotaResource,
+        used: u64,
+        limit: u64,
+        needed: u64,
+    },
     #[error("message of {size} bytes exceeds the limit of {limit} bytes")]
     TooBig { size: u64, limit: u64 },
     #[error("{0} is in use")]

@@ -281,6 +281,15 @@ pub(crate) fn open(path: &Path, durable_commits: bool) -> Result<Connection> {
         }
         Some(v) => migrate(&mut conn, v)?,
     }
+    // The message count (RFC 9208 MESSAGE usage), counted afresh at each
+    // open and kept by `add_usage` after: right for an index from before it
+    // was kept, and after an older cove wrote to the index without it (no
+    // schema version needed). One count per open; the view's first read
+    // of a mailbox costs more.
+    conn.execute(
+        "INSERT OR REPLACE INTO meta(key, value) SELECT 'messages', count(*) FROM message",
+        [],
+    )?;
     // The index's epoch: a random number made with the index, so that a
     // peer can tell a rebuilt index (whose modseqs start again) from the
     // one it synced with.
@@ -541,6 +550,39 @@ pub(crate) fn message_by_uid(
         .optional()?)
 }
 
+/// RFC 8514 save dates, in seconds since the epoch, of `uids` (in their
+/// order; `None` for a UID no message has).
+///
+/// A message's save date is when it was put in this mailbox: the time part
+/// of its placement stamp (`message.placed`, milliseconds since the epoch
+/// in its upper 48 bits, replica.rs `stamp_now`). The stamp is replicated
+/// with the placement, so both nodes answer the same save date, and COPY,
+/// MOVE and a peer's move make a new one. Rows without a stamp (0: found
+/// by the first scan of a Maildir, imported, or placed before schema 4)
+/// answer their internal date.
+pub(crate) fn save_dates(
+    conn: &Connection,
+    mailbox_id: i64,
+    uids: &[Uid],
+) -> Result<Vec<Option<i64>>> {
+    let mut st = conn.prepare_cached(
+        "SELECT placed, internal_date FROM message WHERE mailbox_id = ?1 AND uid = ?2",
+    )?;
+    let mut out = Vec::with_capacity(uids.len());
+    for uid in uids {
+        let row = st
+            .query_row(params![mailbox_id, uid], |r| {
+                Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?))
+            })
+            .optional()?;
+        out.push(row.map(|(placed, internal)| match (placed as u64) >> 16 {
+            0 => internal,
+            ms => (ms / 1000) as i64,
+        }));
+    }
+    Ok(out)
+}
+
 pub(crate) fn message_count(
     conn: &Connection,
     mailbox: &MailboxInfo,
@@ -584,6 +626,17 @@ pub(crate) fn claim_recent(conn: &mut Connection, mailbox_id: i64) -> Result<Uid
 pub(crate) fn total_size(conn: &Connection) -> Result<u64> {
     Ok(conn
         .query_row("SELECT value FROM meta WHERE key = 'bytes'", [], |r| {
+            r.get::<_, i64>(0)
+        })?
+        .max(0) as u64)
+}
+
+/// How many messages the account holds, in all its mailboxes (kept in
+/// `meta` beside the bytes: a delivery under a message limit reads one
+/// row, not 100,000).
+pub(crate) fn message_total(conn: &Connection) -> Result<u64> {
+    Ok(conn
+        .query_row("SELECT value FROM meta WHERE key = 'messages'", [], |r| {
             r.get::<_, i64>(0)
         })?
         .max(0) as u64)
@@ -889,7 +942,7 @@ impl<'c> Tx<'c> {
                 }
                 _ => e.into(),
             })?;
-        self.add_bytes(m.size as i64)?;
+        self.add_usage(m.size as i64, 1)?;
         if let Some(change) = self.changes.last_mut() {
             change.message = Some(std::sync::Arc::new(MessageMeta {
                 uid,
@@ -906,10 +959,15 @@ impl<'c> Tx<'c> {
         Ok((uid, modseq))
     }
 
-    fn add_bytes(&mut self, delta: i64) -> Result<()> {
+    /// Keep the account's usage (RFC 9208 STORAGE and MESSAGE) with every
+    /// message row added or removed: the only two places rows come and go.
+    fn add_usage(&mut self, bytes: i64, messages: i64) -> Result<()> {
         self.tx
-            .prepare_cached("UPDATE meta SET value = value + ?1 WHERE key = 'bytes'")?
-            .execute([delta])?;
+            .prepare_cached(
+                "UPDATE meta SET value = value + CASE key WHEN 'bytes' THEN ?1 ELSE ?2 END
+                 WHERE key IN ('bytes', 'messages')",
+            )?
+            .execute([bytes, messages])?;
         Ok(())
     }
 
@@ -950,7 +1008,7 @@ impl<'c> Tx<'c> {
             .query_row(params![mailbox.id, uid], message_row)
             .optional()?;
         if let Some(gone) = gone {
-            self.add_bytes(-(gone.size as i64))?;
+            self.add_usage(-(gone.size as i64), -1)?;
             // Live listeners learn which content went (the background
             // indexer forgets what no message holds any more).
             if let Some(change) = self.changes.last_mut() {

@@ -29,6 +29,7 @@ mod keywords;
 mod mailbox_files;
 mod mailbox_name;
 pub mod maildir;
+mod quota;
 pub mod replica;
 pub mod sieve;
 mod watch;
@@ -61,6 +62,7 @@ pub use keyword_letters::{KEYWORDS_FILE, KeywordLetters};
 pub use keywords::FlagOp;
 pub use mailbox_files::{Cached, MailboxFiles, cached_reads_available, read_cached};
 pub use mailbox_name::MailboxName;
+pub use quota::{Quota, QuotaResource};
 pub use sieve::{ScriptInfo, SieveLimits, SieveScripts};
 pub use watch::{MaildirWatcher, WatchGuard};
 
@@ -106,6 +108,8 @@ pub struct Store {
     listeners: Arc<Listeners>,
     peer_limits: OnceLock<replica::PeerLimits>,
     history: Arc<OnceLock<replica::History>>,
+    /// The message limit of users without their own (`quota.rs`); 0: none.
+    default_message_quota: std::sync::atomic::AtomicU64,
 }
 
 impl std::fmt::Debug for Store {
@@ -211,7 +215,27 @@ impl Store {
             listeners: Arc::default(),
             peer_limits: OnceLock::new(),
             history: Arc::new(OnceLock::new()),
+            default_message_quota: std::sync::atomic::AtomicU64::new(0),
         })
+    }
+
+    /// The message limit (RFC 9208 MESSAGE) of users the directory gives
+    /// none of their own; 0: none (`[server] default_message_quota`).
+    pub fn set_default_message_quota(&self, limit: u64) {
+        self.default_message_quota
+            .store(limit, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// A user's limits: the directory's byte quota, and its message limit
+    /// or the server's default.
+    pub fn limits(&self, user: &User) -> Quota {
+        Quota {
+            bytes: user.quota,
+            messages: user.message_quota.unwrap_or_else(|| {
+                self.default_message_quota
+                    .load(std::sync::atomic::Ordering::Relaxed)
+            }),
+        }
     }
 
     /// Keep `bytes` of space in `<data_dir>/reserve` for deleting mail on
@@ -458,7 +482,7 @@ impl Store {
                     .cloned()
                     .collect();
                 let msg = NewMessage {
-                    quota: Some(t.user.quota),
+                    quota: Some(self.limits(&t.user)),
                     flags: p.flags,
                     keywords,
                     ..NewMessage::default()

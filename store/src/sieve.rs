@@ -218,6 +218,7 @@ impl SieveScripts {
         let replaces = scripts.iter().any(|s| s.name == name);
         if !replaces && scripts.len() >= limits.max_scripts {
             return Err(Error::OverQuota {
+                resource: crate::QuotaResource::Scripts,
                 used: scripts.len() as u64,
                 limit: limits.max_scripts as u64,
                 needed: 1,

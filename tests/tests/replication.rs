@@ -557,10 +557,11 @@ fn flags_set_on_both_sides_of_a_partition_merge() {
     });
     assert_eq!(all_ids(&end), [mid("f-1")], "{end:#?}");
     // RFC 8474 OBJECTID: the same MAILBOXID and EMAILID on both nodes, by
-    // construction (replicated GUIDs, content ids), no node asked.
+    // construction (replicated GUIDs, content ids), no node asked; and the
+    // same RFC 8514 SAVEDATE (the placement stamp travels with the message).
     let ids = |v: &mut Viewer| -> Vec<String> {
         let mut lines = v.cmd_ok("SELECT INBOX");
-        lines.extend(v.cmd_ok(&format!("UID FETCH {uid} (EMAILID THREADID)")));
+        lines.extend(v.cmd_ok(&format!("UID FETCH {uid} (EMAILID THREADID SAVEDATE)")));
         lines
             .into_iter()
             .filter(|l| l.contains("MAILBOXID") || l.contains("EMAILID"))

@@ -29,7 +29,11 @@ pub struct Append {
 impl Append {
     /// The APPEND in `command`, with its literal located in `buf` (the
     /// bytes it was decoded from); `None` for any other command.
-    pub fn located(command: &Command<'_>, buf: &[u8]) -> Option<Append> {
+    pub fn located(
+        command: &Command<'_>,
+        buf: &[u8],
+        rev: super::revision::Revision,
+    ) -> Option<Append> {
         use imap_codec::imap_types::IntoStatic;
         use imap_codec::imap_types::extensions::binary::LiteralOrLiteral8;
         let CommandBody::Append {
@@ -55,7 +59,7 @@ impl Append {
             return None;
         }
         Some(Append {
-            mailbox: MailboxName::parse(super::command::mailbox_bytes(mailbox)),
+            mailbox: rev.parse_name(super::command::mailbox_bytes(mailbox)),
             flags: flags.iter().cloned().map(IntoStatic::into_static).collect(),
             date: date.clone(),
             message: range,

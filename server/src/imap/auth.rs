@@ -113,7 +113,8 @@ impl Session {
         };
         tracing::info!(session = self.conn.id, peer = %self.conn.peer, user = %user.address, "imap login");
         crate::metrics::METRICS.login(Proto::Imap, true);
-        self.state = State::Authenticated(Authed::new(user, account, slot));
+        let limits = self.conn.ctx.store.limits(&user);
+        self.state = State::Authenticated(Authed::new(account, limits, slot));
         let caps = super::capability::capabilities(&self.conn, true);
         Outcome::ok_with(Code::Capability(caps), "Logged in")
     }

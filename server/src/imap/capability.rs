@@ -6,7 +6,8 @@ use super::outcome::Outcome;
 
 /// The capability list (RFC 3501 §7.2.1) for a session in this state.
 pub fn capabilities(conn: &Connection, logged_in: bool) -> String {
-    let mut caps = vec!["IMAP4rev1"];
+    // RFC 9051 §7.2.2: IMAP4rev2 beside IMAP4rev1 (`revision.rs`).
+    let mut caps = vec!["IMAP4rev1", "IMAP4rev2"];
     if !logged_in {
         if conn.ctx.tls.is_some() && !conn.is_tls() {
             caps.push("STARTTLS");
@@ -38,11 +39,13 @@ pub fn capabilities(conn: &Connection, logged_in: bool) -> String {
         "COMPRESS=DEFLATE",
         "QUOTA",
         "QUOTA=RES-STORAGE",
+        "QUOTA=RES-MESSAGE",
         "ESEARCH",
         "SEARCHRES",
         "STATUS=SIZE",
         "OBJECTID",
         "MULTIAPPEND",
+        "SAVEDATE",
         "SORT",
         "SORT=DISPLAY",
         "ESORT",

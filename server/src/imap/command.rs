@@ -37,6 +37,7 @@ use super::esearch::{self, SearchReturn};
 use super::extended::{self, Extended, ListOptions};
 use super::framing;
 use super::objectid::{self, ObjectItems};
+use super::revision::Revision;
 use super::sort;
 use crate::auth::Secret;
 
@@ -328,11 +329,36 @@ pub enum Decoded {
     },
 }
 
-/// Decode one complete command (its lines and literals, as `framing` read
-/// them). LIST-EXTENDED and CREATE-SPECIAL-USE go to `extended` (imap-codec
-/// cannot decode them); everything else to imap-codec. An APPEND keeps the
-/// buffer, its message staying where it was read.
+/// [`decode_as`] for an IMAP4rev1 session.
 pub fn decode(bytes: Vec<u8>) -> Decoded {
+    decode_as(bytes, Revision::Rev1)
+}
+
+/// Decode one complete command (its lines and literals, as `framing` read
+/// them), as a session speaking `rev` means it (mailbox names, the answer
+/// a SEARCH asks for: `revision.rs`). LIST-EXTENDED and CREATE-SPECIAL-USE
+/// go to `extended` (imap-codec cannot decode them); everything else to
+/// imap-codec. An APPEND keeps the buffer, its message staying where it
+/// was read.
+pub fn decode_as(bytes: Vec<u8>, rev: Revision) -> Decoded {
+    // RFC 8514 save-date search keys, rewritten into keys imap-codec knows
+    // (once: the parts below decode their rewritten lines again).
+    let bytes = match super::savedate::rewrite(&bytes) {
+        None => bytes,
+        Some(Ok(rewritten)) => rewritten,
+        Some(Err(why)) => {
+            return Decoded::Invalid {
+                tag: framing::tag_of(&bytes).unwrap_or("*").to_string(),
+                why,
+                line: None,
+            };
+        }
+    };
+    decode_rewritten(bytes, rev)
+}
+
+/// [`decode_as`] after the save-date rewrite.
+fn decode_rewritten(bytes: Vec<u8>, rev: Revision) -> Decoded {
     let tag_or_star = |bytes: &[u8]| framing::tag_of(bytes).unwrap_or("*").to_string();
     if let Some(parsed) = extended::parse(&bytes) {
         return match parsed {
@@ -351,7 +377,7 @@ pub fn decode(bytes: Vec<u8>) -> Decoded {
             }) => Decoded::Command {
                 tag,
                 command: Command::Authenticated(Authenticated::Create {
-                    mailbox: MailboxName::parse(mailbox.as_bytes()),
+                    mailbox: rev.parse_name(mailbox.as_bytes()),
                     special_use,
                 }),
             },
@@ -367,7 +393,7 @@ pub fn decode(bytes: Vec<u8>) -> Decoded {
     // first.
     if let Some(split) = esearch::split_return(&bytes) {
         return match split {
-            Ok((ret, plain)) => match decode(plain) {
+            Ok((ret, plain)) => match decode_rewritten(plain, rev) {
                 Decoded::Command {
                     tag,
                     command: Command::Selected(Selected::Search { criteria, uid, .. }),
@@ -409,7 +435,7 @@ pub fn decode(bytes: Vec<u8>) -> Decoded {
     // RFC 8474: EMAILID, THREADID, MAILBOXID are replaced by items
     // imap-codec knows, and put back here.
     if let Some((objects, plain)) = objectid::split(&bytes) {
-        return match decode(plain) {
+        return match decode_rewritten(plain, rev) {
             Decoded::Command {
                 tag,
                 command: Command::Selected(Selected::Fetch(mut fetch)),
@@ -445,7 +471,7 @@ pub fn decode(bytes: Vec<u8>) -> Decoded {
     if let Some(parts) = super::append::split_multi(&bytes) {
         let mut appends = Vec::with_capacity(parts.len());
         for part in parts {
-            match decode(part) {
+            match decode_rewritten(part, rev) {
                 Decoded::Command {
                     command: Command::Authenticated(Authenticated::Append(mut one)),
                     ..
@@ -489,7 +515,7 @@ pub fn decode(bytes: Vec<u8>) -> Decoded {
         };
     };
     let tag = decoded.tag.inner().to_string();
-    if let Some(append) = Append::located(&decoded, &bytes) {
+    if let Some(append) = Append::located(&decoded, &bytes, rev) {
         drop(decoded);
         return Decoded::Command {
             tag,
@@ -498,14 +524,28 @@ pub fn decode(bytes: Vec<u8>) -> Decoded {
     }
     let command: Codec<'static> = decoded.into_static();
     drop(bytes);
-    match typed(command.body) {
+    match typed(command.body, rev) {
+        // RFC 9051 §6.4.4: a rev2 SEARCH is answered with ESEARCH.
+        Ok(Command::Selected(Selected::Search {
+            criteria,
+            uid,
+            ret: None,
+        })) => Decoded::Command {
+            command: Command::Selected(Selected::Search {
+                criteria,
+                uid,
+                ret: rev.search_return(&tag),
+            }),
+            tag,
+        },
         Ok(command) => Decoded::Command { tag, command },
         Err(name) => Decoded::Unsupported { tag, name },
     }
 }
 
 /// imap-codec's command as cove's, or the name of one cove does not run.
-fn typed(body: CommandBody<'static>) -> Result<Command, &'static str> {
+fn typed(body: CommandBody<'static>, rev: Revision) -> Result<Command, &'static str> {
+    let named = |m: &imap_codec::imap_types::mailbox::Mailbox<'_>| rev.parse_name(mailbox_bytes(m));
     use Authenticated as A;
     use CommandBody as C;
     let name = body.name();
@@ -555,7 +595,7 @@ fn typed(body: CommandBody<'static>) -> Result<Command, &'static str> {
         }),
         // RFC 3501 §6.3.3: a trailing delimiter is dropped.
         C::Create { mailbox } => Command::Authenticated(A::Create {
-            mailbox: MailboxName::parse(trim_delimiter(mailbox_bytes(&mailbox))),
+            mailbox: rev.parse_name(trim_delimiter(mailbox_bytes(&mailbox))),
             special_use: Vec::new(),
         }),
         C::Delete { mailbox } => Command::Authenticated(A::Delete(named(&mailbox))),
@@ -739,14 +779,7 @@ const UNDECODED_EXTENSIONS: &[&str] = &[
 /// one: the line has a tag and one of [`UNDECODED_EXTENSIONS`] (after
 /// `UID` for the UID forms).
 fn undecoded_extension(line: &[u8]) -> Option<&'static str> {
-    let verb = framing::verb_of(line)?;
-    let verb = if verb.eq_ignore_ascii_case(b"UID") {
-        let tag = framing::tag_of(line)?;
-        let rest = line.get(tag.len() + 1..)?;
-        framing::verb_of(rest)?
-    } else {
-        verb
-    };
+    let verb = framing::command_name_of(line)?;
     UNDECODED_EXTENSIONS
         .iter()
         .find(|name| name.as_bytes().eq_ignore_ascii_case(verb))
@@ -773,10 +806,6 @@ pub fn mailbox_bytes<'a>(m: &'a imap_codec::imap_types::mailbox::Mailbox<'_>) ->
         Mailbox::Inbox => b"INBOX",
         Mailbox::Other(o) => o.as_ref(),
     }
-}
-
-fn named(m: &imap_codec::imap_types::mailbox::Mailbox<'_>) -> Named {
-    MailboxName::parse(mailbox_bytes(m))
 }
 
 /// A name without its trailing hierarchy delimiters.

@@ -37,6 +37,8 @@ use super::view::View;
 pub struct Enabled {
     pub condstore: bool,
     pub qresync: bool,
+    /// RFC 9051: IMAP4rev2 (`revision.rs`).
+    pub revision: super::revision::Revision,
 }
 
 impl Connection {
@@ -176,6 +178,7 @@ mod tests {
         let mut e = Expunges::new(Enabled {
             condstore: true,
             qresync: true,
+            ..Enabled::default()
         });
         e.gone(2, 7, &mut out);
         e.gone(2, 8, &mut out);

@@ -73,16 +73,21 @@ impl Connection {
 
 /// A logged-in user: the state of RFC 3501 §3.2, and part of §3.3's.
 pub struct Authed {
-    pub user: cove_store::User,
     pub account: Arc<Account>,
+    /// The user's limits at login (RFC 9208 STORAGE and MESSAGE).
+    limits: cove_store::Quota,
     _slot: ConnectionSlot<i64>,
 }
 
 impl Authed {
-    pub fn new(user: cove_store::User, account: Arc<Account>, slot: ConnectionSlot<i64>) -> Authed {
+    pub fn new(
+        account: Arc<Account>,
+        limits: cove_store::Quota,
+        slot: ConnectionSlot<i64>,
+    ) -> Authed {
         Authed {
-            user,
             account,
+            limits,
             _slot: slot,
         }
     }
@@ -100,8 +105,8 @@ impl Authed {
         self.account.clone()
     }
 
-    /// The user's quota in bytes (0: none).
-    pub fn quota(&self) -> u64 {
-        self.user.quota
+    /// The user's limits (each 0: none).
+    pub fn quota(&self) -> cove_store::Quota {
+        self.limits
     }
 }

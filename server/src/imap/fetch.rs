@@ -192,6 +192,7 @@ fn render(
         meta,
         recent,
         seen_now,
+        saved,
     } = row;
     let (seq, recent, seen_now) = (*seq, *recent, *seen_now);
     out.extend_from_slice(format!("* {seq} FETCH (").as_bytes());
@@ -346,6 +347,12 @@ fn render(
         sep(out);
         out.extend_from_slice(b"THREADID NIL");
     }
+    // RFC 8514 §3: every mailbox keeps save dates (`savedate.rs`).
+    if extra.objects.savedate {
+        sep(out);
+        let date = saved.map_or("NIL".to_string(), response::internal_date);
+        out.extend_from_slice(format!("SAVEDATE {date}").as_bytes());
+    }
     out.extend_from_slice(b")\r\n");
 }
 
@@ -386,6 +393,8 @@ struct Row {
     recent: bool,
     /// This FETCH set its \Seen.
     seen_now: bool,
+    /// RFC 8514: its save date, read when SAVEDATE is asked for.
+    saved: Option<i64>,
 }
 
 /// Messages answered per trip to the blocking pool: few when their bytes
@@ -669,6 +678,7 @@ async fn prepare(
                 meta: view.messages[*i].clone(),
                 recent: view.recent.contains(&uid),
                 seen_now: seen_now.contains(&uid),
+                saved: None,
             }
         })
         .collect();
@@ -734,7 +744,24 @@ fn render_rows(
         account.derived(&keys)?
     };
     let mut learned: Vec<(cove_store::ContentId, DerivedKind, Vec<u8>)> = Vec::new();
+    let saved = if extra.objects.savedate {
+        let uids: Vec<Uid> = rows.iter().map(|r| r.meta.uid).collect();
+        account.save_dates(&mailbox.guid, &uids)?
+    } else {
+        Vec::new()
+    };
     for (i, row) in rows.iter().enumerate() {
+        let dated;
+        let row = match saved.get(i) {
+            Some(date) => {
+                dated = Row {
+                    saved: *date,
+                    ..row.clone()
+                };
+                &dated
+            }
+            None => row,
+        };
         let mut derived = Derived::default();
         for (j, kind) in kinds.iter().enumerate() {
             if let Some(Some(bytes)) = cached.get_mut(i * kinds.len() + j).map(Option::take) {

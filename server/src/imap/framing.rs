@@ -313,6 +313,18 @@ async fn discard(reader: &mut BufReader<Conn>, mut n: u64) -> std::io::Result<bo
     Ok(true)
 }
 
+/// The command's name, after `UID` for the UID forms (`FETCH` for
+/// `t UID FETCH ...`), as sent.
+pub fn command_name_of(line: &[u8]) -> Option<&[u8]> {
+    let verb = verb_of(line)?;
+    if verb.eq_ignore_ascii_case(b"UID") {
+        let tag = tag_of(line)?;
+        verb_of(line.get(tag.len() + 1..)?)
+    } else {
+        Some(verb)
+    }
+}
+
 /// The command name after the tag (`UID` for the UID commands), as sent.
 pub fn verb_of(line: &[u8]) -> Option<&[u8]> {
     let tag = tag_of(line)?;

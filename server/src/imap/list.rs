@@ -17,7 +17,7 @@ use super::connection::{Authed, Connection};
 use super::extended::ListOptions;
 use super::list_pattern::ListPattern;
 use super::outcome::Outcome;
-use super::response;
+use super::revision::Revision;
 use super::status::status_items;
 
 // RFC 3501 §6.3.8 LIST, §6.3.9 LSUB; RFC 5258 LIST-EXTENDED.
@@ -36,6 +36,7 @@ pub async fn list(
     }
     let account = user.account();
     let word = if lsub { "LSUB" } else { "LIST" };
+    let rev = conn.enabled.revision;
     let listed = user
         .blocking(move || {
             let statuses = if opts.return_status.is_empty() {
@@ -48,7 +49,7 @@ pub async fn list(
                 subscriptions: account.subscriptions()?,
                 statuses,
             };
-            Ok(listing.render(&opts, lsub))
+            Ok(listing.render(&opts, lsub, rev))
         })
         .await;
     match listed {
@@ -69,7 +70,8 @@ struct Listing {
 
 impl Listing {
     /// The untagged lines of the answer.
-    fn render(&self, opts: &ListOptions, lsub: bool) -> Vec<u8> {
+    /// Patterns match names as `rev` shows them (UTF-8 in IMAP4rev2).
+    fn render(&self, opts: &ListOptions, lsub: bool, rev: Revision) -> Vec<u8> {
         let word = if lsub { "LSUB" } else { "LIST" };
         let by_name: HashMap<&str, &MailboxInfo> = self
             .mailboxes
@@ -102,11 +104,12 @@ impl Listing {
             })
             .collect();
         let matched = |name: &str| {
+            let shown = rev.shown_name(name);
             patterns.iter().any(|(full, inbox)| {
                 if name == "INBOX" {
                     inbox.matches(b"INBOX")
                 } else {
-                    full.matches(name.as_bytes())
+                    full.matches(shown.as_bytes())
                 }
             })
         };
@@ -158,7 +161,7 @@ impl Listing {
                 if childinfo {
                     // Listed below like any name, without \Subscribed.
                     let attrs = attributes(by_name.get(name).copied(), name, &existing);
-                    line(&mut out, word, &attrs.join(" "), name, extra(name));
+                    line(&mut out, word, &attrs.join(" "), name, extra(name), rev);
                     continue;
                 }
                 let attrs = if lsub {
@@ -168,7 +171,7 @@ impl Listing {
                 } else {
                     "\\Noselect \\HasNoChildren"
                 };
-                line(&mut out, word, attrs, name, "");
+                line(&mut out, word, attrs, name, "", rev);
                 continue;
             }
             let mb = by_name.get(name);
@@ -182,11 +185,11 @@ impl Listing {
             if !lsub && (opts.subscribed || opts.return_subscribed) && subscribed.contains(name) {
                 attrs.push("\\Subscribed");
             }
-            line(&mut out, word, &attrs.join(" "), name, extra(name));
+            line(&mut out, word, &attrs.join(" "), name, extra(name), rev);
             if let Some((info, st)) = statuses.get(name) {
-                let items = status_items(info, st, &opts.return_status);
+                let items = status_items(info, st, &opts.return_status, rev);
                 out.extend_from_slice(b"* STATUS ");
-                response::mailbox(&mut out, name);
+                rev.write_name(&mut out, name);
                 out.extend_from_slice(format!(" ({items})\r\n").as_bytes());
             }
         }
@@ -223,9 +226,16 @@ fn attributes<'a>(
 }
 
 /// `* LIST (attrs) "." name`, then `extra` (RFC 5258 extended data).
-fn line(out: &mut Vec<u8>, word: &str, attrs: &str, name: &str, extra: &str) {
+pub(super) fn line(
+    out: &mut Vec<u8>,
+    word: &str,
+    attrs: &str,
+    name: &str,
+    extra: &str,
+    rev: Revision,
+) {
     out.extend_from_slice(format!("* {word} ({attrs}) \".\" ").as_bytes());
-    response::mailbox(out, name);
+    rev.write_name(out, name);
     out.extend_from_slice(extra.as_bytes());
     out.extend_from_slice(b"\r\n");
 }

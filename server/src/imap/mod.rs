@@ -42,6 +42,8 @@ pub mod objectid;
 mod outcome;
 mod quota;
 mod response;
+pub mod revision;
+mod savedate;
 pub(crate) mod search;
 pub mod searchres;
 mod select;

@@ -22,11 +22,13 @@ pub struct ObjectItems {
     pub emailid: bool,
     pub threadid: bool,
     pub mailboxid: bool,
+    /// RFC 8514 SAVEDATE (`savedate.rs`), taken off the same way.
+    pub savedate: bool,
 }
 
 impl ObjectItems {
     pub fn any(&self) -> bool {
-        self.emailid || self.threadid || self.mailboxid
+        self.emailid || self.threadid || self.mailboxid || self.savedate
     }
 }
 
@@ -43,18 +45,12 @@ pub fn email_id(content: &ContentId) -> String {
 /// For `tag [UID] FETCH ...` and `tag STATUS ...` naming an OBJECTID item:
 /// the items, and the line with each replaced by one imap-codec knows.
 pub fn split(bytes: &[u8]) -> Option<(ObjectItems, Vec<u8>)> {
-    let tag = framing::tag_of(bytes)?;
-    let verb = framing::verb_of(bytes)?;
-    let verb = if verb.eq_ignore_ascii_case(b"UID") {
-        framing::verb_of(bytes.get(tag.len() + 1..)?)?
-    } else {
-        verb
-    };
+    let verb = framing::command_name_of(bytes)?;
     // FETCH's items may stand alone (`FETCH 1 EMAILID`), STATUS's are
     // always a list (after the mailbox name, which may be any word).
     let (names, substitute, min_depth): (&[&str], &[u8], usize) =
         if verb.eq_ignore_ascii_case(b"FETCH") {
-            (&["EMAILID", "THREADID"], b"UID", 0)
+            (&["EMAILID", "THREADID", "SAVEDATE"], b"UID", 0)
         } else if verb.eq_ignore_ascii_case(b"STATUS") {
             (&["MAILBOXID"], b"UIDVALIDITY", 1)
         } else {
@@ -93,6 +89,7 @@ pub fn split(bytes: &[u8]) -> Option<(ObjectItems, Vec<u8>)> {
                     match *name {
                         "EMAILID" => items.emailid = true,
                         "THREADID" => items.threadid = true,
+                        "SAVEDATE" => items.savedate = true,
                         _ => items.mailboxid = true,
                     }
                     out.extend_from_slice(substitute);
@@ -116,6 +113,9 @@ mod tests {
         let (items, line) = split(b"a UID FETCH 1:* (FLAGS EMAILID THREADID)\r\n").unwrap();
         assert!(items.emailid && items.threadid && !items.mailboxid);
         assert_eq!(line, b"a UID FETCH 1:* (FLAGS UID UID)\r\n");
+        let (items, line) = split(b"a FETCH 1:2 (SAVEDATE FLAGS)\r\n").unwrap();
+        assert!(items.savedate && !items.emailid);
+        assert_eq!(line, b"a FETCH 1:2 (UID FLAGS)\r\n");
         let (items, line) = split(b"b FETCH 1 emailid\r\n").unwrap();
         assert!(items.emailid);
         assert_eq!(line, b"b FETCH 1 UID\r\n");

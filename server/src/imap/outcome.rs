@@ -253,6 +253,7 @@ mod tests {
             (Error::AlreadyExists("Foo".into()), Code::AlreadyExists),
             (
                 Error::OverQuota {
+                    resource: cove_store::QuotaResource::Messages,
                     used: 1,
                     limit: 1,
                     needed: 1,

@@ -6,8 +6,20 @@ use cove_store::Flags;
 
 /// A string as IMAP `string`: quoted when it can be, a literal otherwise.
 pub fn string(out: &mut Vec<u8>, s: &[u8]) {
-    let quotable = s.len() < 1024 && s.iter().all(|b| *b >= 0x20 && *b < 0x7f);
-    if quotable {
+    let quotable = s.iter().all(|b| *b >= 0x20 && *b < 0x7f);
+    quoted_or_literal(out, s, quotable);
+}
+
+/// A string that may hold UTF-8 (RFC 9051 §9 QUOTED-CHAR allows it in a
+/// quoted string): quoted when it can be, a literal otherwise.
+pub fn utf8_string(out: &mut Vec<u8>, s: &str) {
+    let quotable = s.chars().all(|c| c >= ' ' && c != '\u{7f}');
+    quoted_or_literal(out, s.as_bytes(), quotable);
+}
+
+/// `s` quoted (when `quotable` and short), or as a literal.
+fn quoted_or_literal(out: &mut Vec<u8>, s: &[u8], quotable: bool) {
+    if quotable && s.len() < 1024 {
         out.push(b'"');
         for b in s {
             if *b == b'"' || *b == b'\\' {

@@ -17,6 +17,7 @@ use super::connection::{Authed, Connection};
 use super::esearch::{self, SearchReturn};
 use super::outcome::Outcome;
 use super::response::days_from_civil;
+use super::savedate::{self, DateCmp};
 use super::view::{View, ViewMessage};
 
 /// A search key with everything borrowed from the command made owned and
@@ -43,16 +44,11 @@ enum Key {
     And(Vec<Key>),
     /// RFC 7162 MODSEQ.
     ModSeq(u64),
+    /// RFC 8514 SAVEDBEFORE/SAVEDON/SAVEDSINCE, in days since the epoch.
+    Saved(DateCmp, i64),
     /// RFC 5032 OLDER/YOUNGER, in seconds.
     Older(i64),
     Younger(i64),
-}
-
-#[derive(Debug, Clone, Copy)]
-enum DateCmp {
-    Before,
-    On,
-    Since,
 }
 
 fn days(d: &imap_codec::imap_types::datetime::NaiveDate) -> i64 {
@@ -108,7 +104,13 @@ fn lower(view: &View, key: &SearchKey<'_>) -> Key {
         S::Cc(s) => Key::Header("cc".into(), text(s)),
         S::Bcc(s) => Key::Header("bcc".into(), text(s)),
         S::Subject(s) => Key::Header("subject".into(), text(s)),
-        S::Header(name, value) => Key::Header(text(name), text(value)),
+        S::Header(name, value) => {
+            let (name, value) = (text(name), text(value));
+            match savedate::read_back(&name, &value) {
+                Some((cmp, day)) => Key::Saved(cmp, day),
+                None => Key::Header(name, value),
+            }
+        }
         S::Body(s) => Key::Body(text(s)),
         S::Text(s) => Key::Text(text(s)),
         S::Not(k) => Key::Not(Box::new(lower(view, k))),
@@ -122,12 +124,16 @@ fn lower(view: &View, key: &SearchKey<'_>) -> Key {
 /// Keys that need the body text (the rest of the content keys need only
 /// the header, which is cached).
 fn needs_body(k: &Key) -> bool {
+    any_key(k, &|k| matches!(k, Key::Body(_) | Key::Text(_)))
+}
+
+/// Whether `k` or any key inside it is one `leaf` accepts.
+fn any_key(k: &Key, leaf: &impl Fn(&Key) -> bool) -> bool {
     match k {
-        Key::Body(_) | Key::Text(_) => true,
-        Key::Not(k) => needs_body(k),
-        Key::Or(a, b) => needs_body(a) || needs_body(b),
-        Key::And(v) => v.iter().any(needs_body),
-        _ => false,
+        Key::Not(k) => any_key(k, leaf),
+        Key::Or(a, b) => any_key(a, leaf) || any_key(b, leaf),
+        Key::And(v) => v.iter().any(|k| any_key(k, leaf)),
+        _ => leaf(k),
     }
 }
 
@@ -219,23 +225,21 @@ pub(super) fn header_block(raw: &[u8]) -> &[u8] {
 
 /// RFC 7162 §3.1.5: a MODSEQ key anywhere in the search.
 fn has_modseq(k: &Key) -> bool {
-    match k {
-        Key::ModSeq(_) => true,
-        Key::Not(k) => has_modseq(k),
-        Key::Or(a, b) => has_modseq(a) || has_modseq(b),
-        Key::And(v) => v.iter().any(has_modseq),
-        _ => false,
-    }
+    any_key(k, &|k| matches!(k, Key::ModSeq(_)))
 }
 
 fn needs_content(k: &Key) -> bool {
-    match k {
-        Key::Sent(..) | Key::Header(..) | Key::Body(_) | Key::Text(_) => true,
-        Key::Not(k) => needs_content(k),
-        Key::Or(a, b) => needs_content(a) || needs_content(b),
-        Key::And(v) => v.iter().any(needs_content),
-        _ => false,
-    }
+    any_key(k, &|k| {
+        matches!(
+            k,
+            Key::Sent(..) | Key::Header(..) | Key::Body(_) | Key::Text(_)
+        )
+    })
+}
+
+/// RFC 8514: a save-date key anywhere in the search.
+fn needs_save_dates(k: &Key) -> bool {
+    any_key(k, &|k| matches!(k, Key::Saved(..)))
 }
 
 fn compare(cmp: DateCmp, day: i64, wanted: i64) -> bool {
@@ -361,13 +365,23 @@ fn content_of(raw: &[u8]) -> Content<'static> {
     }
 }
 
-fn matches(
-    k: &Key,
-    m: &ViewMessage,
-    recent: &HashSet<Uid>,
+/// What a message is matched on beyond its view row.
+#[derive(Clone, Copy)]
+struct Facts<'a> {
+    recent: &'a HashSet<Uid>,
     now: i64,
-    content: Option<&Content>,
-) -> bool {
+    content: Option<&'a Content<'a>>,
+    /// RFC 8514: its save date, when a key needs it.
+    saved: Option<i64>,
+}
+
+fn matches(k: &Key, m: &ViewMessage, facts: &Facts<'_>) -> bool {
+    let Facts {
+        recent,
+        now,
+        content,
+        saved,
+    } = *facts;
     match k {
         Key::All => true,
         Key::Flag(f, set) => m.flags.contains(*f) == *set,
@@ -385,9 +399,10 @@ fn matches(
         Key::Body(needle) => content.is_some_and(|c| c.body.contains(needle.as_str())),
         Key::Text(needle) => content
             .is_some_and(|c| c.body.contains(needle.as_str()) || c.any_header_contains(needle)),
-        Key::Not(k) => !matches(k, m, recent, now, content),
-        Key::Or(a, b) => matches(a, m, recent, now, content) || matches(b, m, recent, now, content),
-        Key::And(v) => v.iter().all(|k| matches(k, m, recent, now, content)),
+        Key::Saved(cmp, day) => saved.is_some_and(|s| compare(*cmp, s.div_euclid(86_400), *day)),
+        Key::Not(k) => !matches(k, m, facts),
+        Key::Or(a, b) => matches(a, m, facts) || matches(b, m, facts),
+        Key::And(v) => v.iter().all(|k| matches(k, m, facts)),
         Key::ModSeq(n) => m.modseq >= *n,
         Key::Older(secs) => m.internal_date <= now - secs,
         Key::Younger(secs) => m.internal_date >= now - secs,
@@ -463,6 +478,12 @@ impl Matcher {
         } else {
             Vec::new()
         };
+        let saved = if needs_save_dates(&key) {
+            let uids: Vec<Uid> = candidates.iter().map(|(_, m)| m.uid).collect();
+            account.save_dates(&mailbox.guid, &uids)?
+        } else {
+            Vec::new()
+        };
         let mut learned = Vec::new();
         let mut hits = Vec::new();
         for (i, (seq, m)) in candidates.into_iter().enumerate() {
@@ -485,7 +506,13 @@ impl Matcher {
                     }
                 })
             };
-            if matches(&key, &m, &recent, now, c.as_ref()) {
+            let facts = Facts {
+                recent: &recent,
+                now,
+                content: c.as_ref(),
+                saved: saved.get(i).copied().flatten(),
+            };
+            if matches(&key, &m, &facts) {
                 hits.push((seq, m));
             }
         }

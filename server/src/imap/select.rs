@@ -7,9 +7,11 @@ use imap_codec::imap_types::sequence::SequenceSet;
 
 use super::condstore::{UidSet, expunged_since, vanished};
 use super::connection::{Authed, Connection};
+use super::list;
 use super::objectid;
 use super::outcome::{Code, Outcome, untagged_ok};
 use super::response;
+use super::revision::Revision;
 use super::view::View;
 
 /// RFC 7162 §3.2.5: what a client remembers of the mailbox.
@@ -67,16 +69,25 @@ pub async fn select(
             Ok((view, tombstones))
         })
         .await;
-    let (view, tombstones) = opened.map_err(|e| conn.refuse(&e))?;
+    let (mut view, tombstones) = opened.map_err(|e| conn.refuse(&e))?;
+    let rev = conn.enabled.revision;
     view.write_flags(&mut conn.out);
     conn.untagged(&format!("{} EXISTS", view.exists()));
-    conn.untagged(&format!("{} RECENT", view.recent.len()));
-    if let Some(i) = view
-        .messages
-        .iter()
-        .position(|m| !m.flags.contains(Flags::SEEN))
-    {
-        untagged_ok(Code::Unseen(i + 1), "First unseen", &mut conn.out);
+    if rev == Revision::Rev2 {
+        // RFC 9051 §6.3.2: the mailbox's LIST response; no \Recent, no
+        // RECENT (§2.3.2), no UNSEEN code.
+        view.recent.clear();
+        let attrs = view.mailbox.special_use.as_deref().unwrap_or("");
+        list::line(&mut conn.out, "LIST", attrs, &view.mailbox.name, "", rev);
+    } else {
+        conn.untagged(&format!("{} RECENT", view.recent.len()));
+        if let Some(i) = view
+            .messages
+            .iter()
+            .position(|m| !m.flags.contains(Flags::SEEN))
+        {
+            untagged_ok(Code::Unseen(i + 1), "First unseen", &mut conn.out);
+        }
     }
     untagged_ok(
         Code::UidValidity(view.mailbox.uidvalidity),

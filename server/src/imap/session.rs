@@ -16,6 +16,7 @@ pub use super::connection::Authed;
 use super::connection::Connection;
 use super::framing::{self, Frame};
 use super::outcome::{Code, Outcome, untagged_ok};
+use super::revision::Revision;
 use super::view::View;
 use crate::client_text::ClientText;
 use crate::conn::{Conn, PIPELINED_OUTPUT};
@@ -255,7 +256,7 @@ impl Session {
             }
             _ => bytes,
         };
-        let (tag, command) = match command::decode(bytes) {
+        let (tag, command) = match command::decode_as(bytes, self.conn.enabled.revision) {
             Decoded::Command { tag, command } => (tag, command),
             Decoded::Unsupported { tag, name } => {
                 // Not counted toward max_bad_commands, and no reset either.
@@ -505,8 +506,12 @@ impl Session {
                 parameters,
             } => {
                 // A failed SELECT leaves no mailbox selected (RFC 3501 §6.3.1);
-                // RFC 7162 §3.2.11: with QRESYNC, the client is told first.
-                if matches!(self.state, State::Selected(..)) && self.conn.enabled.qresync {
+                // RFC 7162 §3.2.11: with QRESYNC, the client is told first;
+                // RFC 9051 §7.1: always in IMAP4rev2.
+                let enabled = self.conn.enabled;
+                if matches!(self.state, State::Selected(..))
+                    && (enabled.qresync || enabled.revision == Revision::Rev2)
+                {
                     untagged_ok(Code::Closed, "Previous mailbox closed", &mut self.conn.out);
                 }
                 self.deselect();

@@ -7,7 +7,7 @@ use imap_codec::imap_types::status::StatusDataItemName;
 use super::connection::{Authed, Connection};
 use super::objectid;
 use super::outcome::Outcome;
-use super::response;
+use super::revision::Revision;
 use super::view::View;
 
 // RFC 3501 §6.3.10 STATUS.
@@ -53,7 +53,8 @@ pub async fn status(
         Ok(x) => x,
         Err(e) => return conn.refuse(&e),
     };
-    let mut parts = status_items(&mb, &st, items);
+    let rev = conn.enabled.revision;
+    let mut parts = status_items(&mb, &st, items, rev);
     if let Some((count, bytes)) = deleted {
         for item in items {
             let part = match item {
@@ -76,18 +77,25 @@ pub async fn status(
         parts.push_str(&format!("MAILBOXID ({})", objectid::mailbox_id(&mb.guid)));
     }
     let mut line = b"* STATUS ".to_vec();
-    response::mailbox(&mut line, &mb.name);
+    rev.write_name(&mut line, &mb.name);
     line.extend_from_slice(format!(" ({parts})\r\n").as_bytes());
     conn.out.extend_from_slice(&line);
     Outcome::ok("STATUS completed")
 }
 
 /// The STATUS items asked for, e.g. `MESSAGES 3 UNSEEN 1`.
-pub fn status_items(mb: &MailboxInfo, st: &MailboxStatus, items: &[StatusDataItemName]) -> String {
+pub fn status_items(
+    mb: &MailboxInfo,
+    st: &MailboxStatus,
+    items: &[StatusDataItemName],
+    rev: Revision,
+) -> String {
     let mut parts = Vec::new();
     for item in items {
         match item {
             StatusDataItemName::Messages => parts.push(format!("MESSAGES {}", st.messages)),
+            // RFC 9051 §2.3.2: IMAP4rev2 has no \Recent, nor this item.
+            StatusDataItemName::Recent if rev == Revision::Rev2 => {}
             StatusDataItemName::Recent => parts.push(format!("RECENT {}", st.recent)),
             StatusDataItemName::UidNext => parts.push(format!("UIDNEXT {}", mb.uidnext)),
             StatusDataItemName::UidValidity => {

@@ -19,6 +19,7 @@ use tokio::sync::broadcast;
 use super::condstore::{Enabled, Expunges};
 use super::outcome::{Code, untagged_ok};
 use super::response;
+use super::revision::Revision;
 
 /// The system flags every mailbox permits (RFC 3501 §2.3.2).
 pub const SYSTEM_FLAGS: &str = "\\Answered \\Flagged \\Deleted \\Seen \\Draft";
@@ -478,16 +479,13 @@ impl View {
         if !added.is_empty() {
             // New messages may bring keywords: FLAGS first (§7.2.6).
             self.announce_keywords_of(&added, out);
-            self.recent
-                .extend(added.iter().copied().filter(|u| *u >= first_recent));
-            out.extend_from_slice(
-                format!(
-                    "* {} EXISTS\r\n* {} RECENT\r\n",
-                    self.messages.len(),
-                    self.recent.len()
-                )
-                .as_bytes(),
-            );
+            out.extend_from_slice(format!("* {} EXISTS\r\n", self.messages.len()).as_bytes());
+            // RFC 9051 §2.3.2: IMAP4rev2 has no \Recent (`revision.rs`).
+            if enabled.revision == Revision::Rev1 {
+                self.recent
+                    .extend(added.iter().copied().filter(|u| *u >= first_recent));
+                out.extend_from_slice(format!("* {} RECENT\r\n", self.recent.len()).as_bytes());
+            }
         }
         // A message already expunged elsewhere (its EXPUNGE is only waiting
         // for a command that allows it) gets no more flag news.

@@ -93,12 +93,19 @@ mod tests {
 
     #[test]
     fn store_errors_map_to_enhanced_codes() {
-        let q = for_store_error(&Error::OverQuota {
-            used: 1,
-            limit: 1,
-            needed: 1,
-        });
-        assert_eq!((q.code, q.status), (552, "5.2.2"));
+        // Bytes or messages (RFC 9208 STORAGE, MESSAGE): one reply.
+        for resource in [
+            cove_store::QuotaResource::Storage,
+            cove_store::QuotaResource::Messages,
+        ] {
+            let q = for_store_error(&Error::OverQuota {
+                resource,
+                used: 1,
+                limit: 1,
+                needed: 1,
+            });
+            assert_eq!((q.code, q.status), (552, "5.2.2"));
+        }
         let f = for_store_error(&Error::NoSpace("disk".into()));
         assert_eq!((f.code, f.status), (452, "4.3.1"));
         let b = for_store_error(&Error::Busy("locked".into()));

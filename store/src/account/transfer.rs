@@ -35,7 +35,7 @@ use std::path::PathBuf;
 
 use super::Account;
 use crate::ids::{MailboxGuid, MessageGuid, Uid};
-use crate::index::{self, MailboxInfo, MessageMeta, NewMessageRow, Tx};
+use crate::index::{MailboxInfo, MessageMeta, NewMessageRow, Tx};
 use crate::keyword_letters::{moved_rel, new_file_rel};
 use crate::maildir::{self, FileName, Relocator};
 use crate::watch::{OwnEvent, own_rename};
@@ -73,29 +73,22 @@ impl Account {
     /// (by UID, sorted) into `to`. Each copy gets a new GUID and the next UID
     /// of `to`, keeps flags, keywords and internal date, and shares the
     /// content's inode. UIDs that name no message are skipped. With a
-    /// `quota` (bytes; 0 means none), `OverQuota` comes before anything is
+    /// `quota` (the user's limits), `OverQuota` comes before anything is
     /// done if the copies would not fit.
     pub fn copy_messages(
         &self,
         from: &MailboxGuid,
         uids: &[Uid],
         to: &MailboxGuid,
-        quota: Option<u64>,
+        quota: Option<crate::Quota>,
     ) -> Result<Transfer> {
         let mut g = self.conn()?;
         let from_mb = Self::mailbox_in(&g.conn, from)?;
         let to_mb = Self::mailbox_in(&g.conn, to)?;
         let rows = Self::rows_for(&g.conn, from_mb.id, uids)?;
-        if let Some(limit) = quota.filter(|q| *q > 0) {
-            let used = index::total_size(&g.conn)?;
+        if let Some(quota) = &quota {
             let needed: u64 = rows.iter().map(|m| m.size).sum();
-            if used + needed > limit {
-                return Err(Error::OverQuota {
-                    used,
-                    limit,
-                    needed,
-                });
-            }
+            quota.admit(&g.conn, rows.len() as u64, needed)?;
         }
         let src_folder = self.folder(&from_mb);
         let dst_folder = self.folder(&to_mb);

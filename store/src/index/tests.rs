@@ -99,3 +99,25 @@ fn uidvalidity_never_repeats_within_a_second() {
         .unwrap();
     assert_eq!((a, b, c), (1_700_000_000, 1_700_000_001, 1_800_000_001));
 }
+
+/// RFC 9208 MESSAGE usage: an index from before the count was kept gets it
+/// at open, and a count an older cove left stale is made right again.
+#[test]
+fn the_message_count_is_taken_at_open() {
+    let d = tempfile::tempdir().unwrap();
+    let path = d.path().join("index.sqlite");
+    let raw = Connection::open(&path).unwrap();
+    raw.execute_batch(SCHEMA_V1).unwrap();
+    raw.execute_batch(
+        "INSERT INTO message VALUES(1, 1, x'aa', x'bb', 0, '', 1, 0, 10, 'a', 'cur/a');
+         INSERT INTO message VALUES(1, 2, x'ab', x'bc', 0, '', 2, 0, 10, 'b', 'cur/b');",
+    )
+    .unwrap();
+    let conn = open(&path, false).unwrap();
+    assert_eq!(message_total(&conn).unwrap(), 2);
+    drop(conn);
+    raw.execute("UPDATE meta SET value = 99 WHERE key = 'messages'", [])
+        .unwrap();
+    let conn = open(&path, false).unwrap();
+    assert_eq!(message_total(&conn).unwrap(), 2);
+}

@@ -148,7 +148,12 @@ fn copy_checks_the_quota_first_and_knows_its_mailboxes() {
     let used = f.acct.used_bytes().unwrap();
     let e = f
         .acct
-        .copy_messages(&inbox, &[a.uid, b.uid, c.uid], &archive, Some(used + 10))
+        .copy_messages(
+            &inbox,
+            &[a.uid, b.uid, c.uid],
+            &archive,
+            Some(bytes_quota(used + 10)),
+        )
         .unwrap_err();
     assert!(matches!(e, Error::OverQuota { needed: 17, .. }), "{e:?}");
     assert!(f.msgs("Archive").is_empty());
@@ -166,10 +171,15 @@ fn copy_checks_the_quota_first_and_knows_its_mailboxes() {
     );
     // Exactly enough, and 0 meaning no quota.
     f.acct
-        .copy_messages(&inbox, &[a.uid, b.uid], &archive, Some(used + 10))
+        .copy_messages(
+            &inbox,
+            &[a.uid, b.uid],
+            &archive,
+            Some(bytes_quota(used + 10)),
+        )
         .unwrap();
     f.acct
-        .copy_messages(&inbox, &[c.uid], &archive, Some(0))
+        .copy_messages(&inbox, &[c.uid], &archive, Some(bytes_quota(0)))
         .unwrap();
     for (from, to) in [
         (MailboxGuid([0; 16]), archive),
@@ -445,4 +455,9 @@ fn move_after_another_program_renamed_the_file() {
     assert!(t.pairs.is_empty());
     assert_eq!(f.acct.scan().unwrap().messages_expunged, 1);
     f.assert_consistent();
+}
+
+/// A byte limit alone.
+fn bytes_quota(bytes: u64) -> crate::Quota {
+    crate::Quota { bytes, messages: 0 }
 }
