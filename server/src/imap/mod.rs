@@ -83,6 +83,8 @@ pub struct ImapContext {
     /// \Recent yet (a cache in front of the index's `first_recent`).
     recent_floor:
         Arc<std::sync::Mutex<std::collections::HashMap<cove_store::MailboxGuid, cove_store::Uid>>>,
+    /// The mailbox snapshots selected views share (`view.rs`).
+    pub snapshots: Arc<view::Snapshots>,
 }
 
 impl ImapContext {
@@ -123,6 +125,7 @@ impl ImapContext {
             per_user: ConnectionCount::new(),
             auth,
             recent_floor: Arc::default(),
+            snapshots: Arc::default(),
         }
     }
 }
@@ -143,6 +146,7 @@ impl crate::reload::Reconfigure for ImapContext {
             per_user: self.per_user.clone(),
             auth: self.auth.clone(),
             recent_floor: self.recent_floor.clone(),
+            snapshots: self.snapshots.clone(),
         }
     }
 }

@@ -16,7 +16,7 @@ use super::connection::{Authed, Connection};
 use super::esearch::{self, SearchReturn};
 use super::outcome::Outcome;
 use super::response::days_from_civil;
-use super::view::{View, ViewMessage};
+use super::view::{Recent, View, ViewMessage};
 
 /// A search key with everything borrowed from the command made owned and
 /// every set resolved against the view.
@@ -339,13 +339,7 @@ fn content_of(raw: &[u8]) -> Content {
     }
 }
 
-fn matches(
-    k: &Key,
-    m: &ViewMessage,
-    recent: &HashSet<Uid>,
-    now: i64,
-    content: Option<&Content>,
-) -> bool {
+fn matches(k: &Key, m: &ViewMessage, recent: &Recent, now: i64, content: Option<&Content>) -> bool {
     match k {
         Key::All => true,
         Key::Flag(f, set) => m.flags.contains(*f) == *set,
@@ -380,7 +374,7 @@ fn matches(
 pub(super) struct Matcher {
     key: Key,
     candidates: Vec<(usize, ViewMessage)>,
-    recent: HashSet<Uid>,
+    recent: Recent,
     mailbox: MailboxInfo,
     now: i64,
     /// RFC 7162 §3.1.5: a MODSEQ key is in the criteria.

@@ -53,6 +53,7 @@ pub async fn select(
     }
     let account = user.account();
     let store = conn.ctx.store.clone();
+    let snapshots = conn.ctx.snapshots.clone();
     let want_tombstones = resync.is_some();
     let opened = user
         .blocking(move || {
@@ -63,7 +64,7 @@ pub async fn select(
             } else {
                 Vec::new()
             };
-            let view = View::open(&account, mb, read_only, watch)?;
+            let view = View::open(&account, &snapshots, mb, read_only, watch)?;
             Ok((view, tombstones))
         })
         .await;
