@@ -18,7 +18,7 @@
 #   COVES="cove:target/release/cove"  LABEL:BINARY pairs measured in turn on
 #                            the same data (e.g. a build from before a
 #                            change beside one from after it)
-#   DOVECOT=1                measure Dovecot too (0: skip)
+#   WITH_DOVECOT=1           measure Dovecot too (0: skip)
 #   WORK_DIR=                reuse a kept run's data (its Maildir, cove's
 #                            import, Dovecot's index): no generation nor
 #                            import; every "first" is then only the first
@@ -34,7 +34,7 @@ MESSAGES=${MESSAGES:-1000000}
 TOKEN_EVERY=${TOKEN_EVERY:-1000}
 SESSIONS=${SESSIONS:-10}
 COVES=${COVES:-"cove:$ROOT/target/release/cove"}
-DOVECOT=${DOVECOT:-1}
+WITH_DOVECOT=${WITH_DOVECOT:-1}
 KEEP=${KEEP:-$([[ -n ${WORK_DIR:-} ]] && echo 1 || echo 0)}
 COVE_PORT=${COVE_PORT:-25500}
 DOVECOT_PORT=${DOVECOT_PORT:-25600}
@@ -115,7 +115,7 @@ for pair in $COVES; do
     LABELS+=("$label")
     stop_cove
 done
-if [[ $DOVECOT == 1 ]]; then
+if [[ $WITH_DOVECOT == 1 ]]; then
     DOVECOT_PID=$(bash "$ROOT/benches/dovecot/start.sh" "$WORK/dovecot" "$DOVECOT_PORT" 1)
     # Dovecot's processes run as the owner of its mail directory.
     chown -R "$(stat -c %u:%g "$WORK/dovecot/mail")" "$WORK/dovecot/mail/example.com"
@@ -171,8 +171,9 @@ while [[ -e $OUT ]]; do OUT=$ROOT/benches/results/million-$DATE-$k.md; k=$((k + 
     row "... again (nothing changed)" qresync_repeat_ms
     row "... bytes received" qresync_bytes n
     row "RSS growth, 1 session with INBOX selected" rss_1_growth_kib mib
-    row "RSS growth, $SESSIONS sessions, per session" rss_per_session_kib mib
-    row "PSS growth, $SESSIONS sessions, per session" pss_per_session_kib mib
+    row "RSS growth, $SESSIONS sessions (after FETCH and SEARCH), per session" rss_per_session_kib mib
+    row "RSS growth per session after the first, $((SESSIONS - 1)) more sessions" rss_per_more_session_kib mib
+    row "PSS growth per session after the first" pss_per_more_session_kib mib
     row "server CPU, first SELECT" select_first_cpu_ms
     row "server CPU, \`UID FETCH 1:* (FLAGS)\`" fetch_flags_cpu_ms
     echo
