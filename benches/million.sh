@@ -19,6 +19,8 @@
 #                            the same data (e.g. a build from before a
 #                            change beside one from after it)
 #   WITH_DOVECOT=1           measure Dovecot too (0: skip)
+#   DOVECOT_VSZ_LIMIT=2G     its imap processes' vsz_limit (the default 256M
+#                            fails: Out of memory at SELECT)
 #   WORK_DIR=                reuse a kept run's data (its Maildir, cove's
 #                            import, Dovecot's index): no generation nor
 #                            import; every "first" is then only the first
@@ -116,7 +118,9 @@ for pair in $COVES; do
     stop_cove
 done
 if [[ $WITH_DOVECOT == 1 ]]; then
-    DOVECOT_PID=$(bash "$ROOT/benches/dovecot/start.sh" "$WORK/dovecot" "$DOVECOT_PORT" 1)
+    # Dovecot's default 256 MB per imap process is not enough to SELECT a
+    # million messages (block_alloc: Out of memory in the uidlist sync).
+    DOVECOT_PID=$(IMAP_VSZ_LIMIT=${DOVECOT_VSZ_LIMIT:-2G} bash "$ROOT/benches/dovecot/start.sh" "$WORK/dovecot" "$DOVECOT_PORT" 1)
     # Dovecot's processes run as the owner of its mail directory.
     chown -R "$(stat -c %u:%g "$WORK/dovecot/mail")" "$WORK/dovecot/mail/example.com"
     measure dovecot $((DOVECOT_PORT + 1)) "$DOVECOT_PID"
