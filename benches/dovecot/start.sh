@@ -12,6 +12,8 @@
 # Environment: PASSWORD_HASH (default {PLAIN}bench) is every user's password
 # field, e.g. {ARGON2ID}$argon2id$... to make Dovecot verify the same hash a
 # cove user has (benches/pop3.sh does, for its login timings).
+# IMAP_VSZ_LIMIT (default Dovecot's 256M) is each imap process's address
+# space limit (a mailbox of 1,000,000 messages needs more: benches/million.sh).
 # IMAP_CONNS=N (default 1000) raises the limits on concurrent
 # IMAP sessions (imap processes, per-user/IP sessions, client limits of the
 # log/anvil/auth/stats services) for IDLE benchmarks with many connections;
@@ -38,6 +40,7 @@ DIR=$1
 PORT=$2
 NUSERS=${3:-1000}
 IMAP_CONNS=${IMAP_CONNS:-1000}
+IMAP_VSZ_LIMIT=${IMAP_VSZ_LIMIT:-256M}
 PASSWORD_HASH=${PASSWORD_HASH:-"{PLAIN}bench"}
 SIEVE=${SIEVE:-0}
 IMAP_ZLIB=${IMAP_ZLIB:-0}
@@ -217,6 +220,7 @@ service pop3-login {
 }
 service imap {
   process_limit = $IMAP_CONNS
+  vsz_limit = $IMAP_VSZ_LIMIT
 }
 $IMAP_SETTINGS
 $(if [[ $SIEVE == 1 ]]; then printf 'protocol lmtp {\n  mail_plugins = $mail_plugins sieve\n}\nplugin {\n  sieve = file:~/sieve;active=~/.dovecot.sieve\n}\n'; fi)

@@ -118,6 +118,15 @@ pub struct MailboxStatus {
     pub recent: u32,
 }
 
+/// [`Account::mailbox_changes_since`]: what changed in a mailbox.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct MailboxChanges {
+    /// Rows with a higher modseq (new messages, changed flags), by UID.
+    pub changed: Vec<MessageMeta>,
+    /// UIDs expunged since, ascending.
+    pub expunged: Vec<Uid>,
+}
+
 /// What a reconciling scan found and did.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ScanReport {
@@ -573,6 +582,22 @@ impl Account {
         index::messages(&g.conn, mb.id)
     }
 
+    /// [`messages`](Self::messages), each row made into what the caller
+    /// keeps as it is read: a mailbox of 1,000,000 messages does not pass
+    /// through a vector of full rows (190 MB, with file names) first.
+    pub fn messages_as<T>(
+        &self,
+        mailbox: &MailboxGuid,
+        mut keep: impl FnMut(MessageMeta) -> T,
+    ) -> Result<Vec<T>> {
+        let g = self.conn()?;
+        let mb = Self::mailbox_in(&g.conn, mailbox)?;
+        let mut out = Vec::new();
+        index::each_message(&g.conn, mb.id, |m| out.push(keep(m)))?;
+        out.shrink_to_fit();
+        Ok(out)
+    }
+
     /// One message by UID, `None` if no message has it (expunged, or never
     /// given out).
     pub fn message(&self, mailbox: &MailboxGuid, uid: Uid) -> Result<Option<MessageMeta>> {
@@ -601,6 +626,31 @@ impl Account {
         let mb = index::mailbox_by_guid(&g.conn, mailbox)?
             .ok_or_else(|| Error::NotFound(format!("mailbox {mailbox}")))?;
         index::messages_since(&g.conn, mb.id, modseq)
+    }
+
+    /// What changed in a mailbox after `since`, read at one point in time:
+    /// its rows with a higher modseq and the UIDs expunged after `since`.
+    /// `None` when the index may no longer know every such expunge (their
+    /// tombstones are pruned up to a history floor above `since`), or the
+    /// mailbox's UIDVALIDITY is no longer `uidvalidity`.
+    pub fn mailbox_changes_since(
+        &self,
+        mailbox: &MailboxGuid,
+        uidvalidity: u32,
+        since: ModSeq,
+    ) -> Result<Option<MailboxChanges>> {
+        let g = self.conn()?;
+        // One read transaction: a prune between the floor and the
+        // tombstones cannot slip in.
+        let tx = g.conn.unchecked_transaction()?;
+        let mb = Self::mailbox_in(&tx, mailbox)?;
+        if mb.uidvalidity != uidvalidity || history::history_floor(&tx)? > since {
+            return Ok(None);
+        }
+        let changed = index::messages_since(&tx, mb.id, since)?;
+        let expunged = index::expunged_since(&tx, mb.id, since)?;
+        tx.finish()?;
+        Ok(Some(MailboxChanges { changed, expunged }))
     }
 
     /// RFC 5819 LIST-STATUS: every mailbox with its counts, by name, in one

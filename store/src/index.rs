@@ -492,6 +492,22 @@ pub(crate) fn messages(conn: &Connection, mailbox_id: i64) -> Result<Vec<Message
     Ok(rows.collect::<rusqlite::Result<_>>()?)
 }
 
+/// [`messages`], one row at a time.
+pub(crate) fn each_message(
+    conn: &Connection,
+    mailbox_id: i64,
+    mut each: impl FnMut(MessageMeta),
+) -> Result<()> {
+    let mut st = conn.prepare_cached(&format!(
+        "SELECT {MESSAGE_COLS} FROM message WHERE mailbox_id = ?1 ORDER BY uid"
+    ))?;
+    let mut rows = st.query([mailbox_id])?;
+    while let Some(r) = rows.next()? {
+        each(message_row(r)?);
+    }
+    Ok(())
+}
+
 /// Messages of a mailbox whose modseq is above `modseq` (RFC 7162).
 pub(crate) fn messages_since(
     conn: &Connection,
@@ -1235,6 +1251,20 @@ pub(crate) fn tombstones(
             r.get::<_, i64>(2)? as u64,
         ))
     })?;
+    Ok(rows.collect::<rusqlite::Result<_>>()?)
+}
+
+/// UIDs of a mailbox expunged after `modseq` (as far as tombstones are
+/// kept), ascending.
+pub(crate) fn expunged_since(
+    conn: &Connection,
+    mailbox_id: i64,
+    modseq: ModSeq,
+) -> Result<Vec<Uid>> {
+    let mut st = conn.prepare_cached(
+        "SELECT uid FROM tombstone WHERE mailbox_id = ?1 AND modseq > ?2 ORDER BY uid",
+    )?;
+    let rows = st.query_map(params![mailbox_id, modseq as i64], |r| r.get(0))?;
     Ok(rows.collect::<rusqlite::Result<_>>()?)
 }
 

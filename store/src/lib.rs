@@ -41,8 +41,8 @@ use std::sync::{Arc, Mutex, OnceLock};
 
 pub use account::{
     Account, ContentCheck, DEFAULT_MAILBOXES, DamagedMessage, Delivered, DerivedKind, ImportCache,
-    ImportMailbox, ImportMessage, ImportReport, MailboxImport, MailboxStatus, NewMessage,
-    ScanReport, StoreResult, Transfer,
+    ImportMailbox, ImportMessage, ImportReport, MailboxChanges, MailboxImport, MailboxStatus,
+    NewMessage, ScanReport, StoreResult, Transfer,
 };
 pub use changes::{Change, ChangeKind};
 pub use content::{ContentReport, RepairReport};

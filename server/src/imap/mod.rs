@@ -89,6 +89,8 @@ pub struct ImapContext {
     /// Prepared SORT / THREAD keys by content id (sized when the server
     /// starts: a reload keeps it).
     pub sort_keys: Arc<sort_cache::SortKeyCache>,
+    /// The mailbox snapshots selected views share (`view.rs`).
+    pub snapshots: Arc<view::Snapshots>,
 }
 
 impl ImapContext {
@@ -131,6 +133,7 @@ impl ImapContext {
             auth,
             recent_floor: Arc::default(),
             sort_keys,
+            snapshots: Arc::default(),
         }
     }
 }
@@ -152,6 +155,7 @@ impl crate::reload::Reconfigure for ImapContext {
             auth: self.auth.clone(),
             recent_floor: self.recent_floor.clone(),
             sort_keys: self.sort_keys.clone(),
+            snapshots: self.snapshots.clone(),
         }
     }
 }

@@ -18,7 +18,7 @@ use super::esearch::{self, SearchReturn};
 use super::outcome::Outcome;
 use super::response::days_from_civil;
 use super::savedate::{self, DateCmp};
-use super::view::{View, ViewMessage};
+use super::view::{Recent, View, ViewMessage};
 
 /// A search key with everything borrowed from the command made owned and
 /// every set resolved against the view.
@@ -368,7 +368,7 @@ fn content_of(raw: &[u8]) -> Content<'static> {
 /// What a message is matched on beyond its view row.
 #[derive(Clone, Copy)]
 struct Facts<'a> {
-    recent: &'a HashSet<Uid>,
+    recent: &'a Recent,
     now: i64,
     content: Option<&'a Content<'a>>,
     /// RFC 8514: its save date, when a key needs it.
@@ -415,7 +415,7 @@ fn matches(k: &Key, m: &ViewMessage, facts: &Facts<'_>) -> bool {
 pub(super) struct Matcher {
     key: Key,
     candidates: Vec<(usize, ViewMessage)>,
-    recent: HashSet<Uid>,
+    recent: Recent,
     mailbox: MailboxInfo,
     now: i64,
     /// RFC 7162 §3.1.5: a MODSEQ key is in the criteria.

@@ -12,7 +12,7 @@ use super::objectid;
 use super::outcome::{Code, Outcome, untagged_ok};
 use super::response;
 use super::revision::Revision;
-use super::view::View;
+use super::view::{Recent, View};
 
 /// RFC 7162 §3.2.5: what a client remembers of the mailbox.
 struct Resync {
@@ -55,6 +55,7 @@ pub async fn select(
     }
     let account = user.account();
     let store = conn.ctx.store.clone();
+    let snapshots = conn.ctx.snapshots.clone();
     let want_tombstones = resync.is_some();
     let opened = user
         .blocking(move || {
@@ -65,7 +66,7 @@ pub async fn select(
             } else {
                 Vec::new()
             };
-            let view = View::open(&account, mb, read_only, watch)?;
+            let view = View::open(&account, &snapshots, mb, read_only, watch)?;
             Ok((view, tombstones))
         })
         .await;
@@ -76,7 +77,7 @@ pub async fn select(
     if rev == Revision::Rev2 {
         // RFC 9051 §6.3.2: the mailbox's LIST response; no \Recent, no
         // RECENT (§2.3.2), no UNSEEN code.
-        view.recent.clear();
+        view.recent = Recent::default();
         let attrs = view.mailbox.special_use.as_deref().unwrap_or("");
         list::line(&mut conn.out, "LIST", attrs, &view.mailbox.name, "", rev);
     } else {

@@ -8,7 +8,11 @@
 //! never during FETCH, STORE or SEARCH (the message keeps its number until
 //! an EXPUNGE may be sent).
 
+mod messages;
+mod recent;
+
 use std::collections::{BTreeSet, HashSet};
+use std::sync::Arc;
 
 use cove_store::{
     Account, Change, ChangeKind, ContentId, Flags, MailboxInfo, MessageMeta, ModSeq, Uid,
@@ -21,16 +25,19 @@ use super::outcome::{Code, untagged_ok};
 use super::response;
 use super::revision::Revision;
 
+pub use messages::{Messages, Snapshot, SnapshotKey, Snapshots};
+pub use recent::Recent;
+
 /// The system flags every mailbox permits (RFC 3501 §2.3.2).
 pub const SYSTEM_FLAGS: &str = "\\Answered \\Flagged \\Deleted \\Seen \\Draft";
 
 /// What a view keeps of one message: what FETCH of flags, dates and sizes,
 /// SEARCH and the cached views (by content id) need, with no heap
-/// allocation unless the message has keywords. Every session that selects
-/// a mailbox holds one per message (80 bytes; a `MessageMeta`, with its
-/// file name and GUID, took about 190), and thousands of sessions sit in
-/// IDLE: the file name is looked up in the index when a message's bytes are
-/// read, as it may have changed since.
+/// allocation unless the message has keywords. 80 bytes (a `MessageMeta`,
+/// with its file name and GUID, takes about 190), held once per mailbox in
+/// the snapshot its sessions share ([`Messages`]), and thousands of
+/// sessions sit in IDLE: the file name is looked up in the index when a
+/// message's bytes are read, as it may have changed since.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ViewMessage {
     pub uid: Uid,
@@ -69,8 +76,8 @@ pub enum PendingRead {
 pub struct View {
     pub mailbox: MailboxInfo,
     pub read_only: bool,
-    pub messages: Vec<ViewMessage>,
-    pub recent: HashSet<Uid>,
+    pub messages: Messages,
+    pub recent: Recent,
     feed: broadcast::Receiver<Change>,
     /// Expunged elsewhere, not yet announced.
     expunged: BTreeSet<Uid>,
@@ -105,16 +112,25 @@ impl View {
     /// Open a view (blocking: reads the index).
     pub fn open(
         account: &Account,
+        snapshots: &Snapshots,
         mailbox: MailboxInfo,
         read_only: bool,
         watch: cove_store::WatchGuard,
     ) -> cove_store::Result<View> {
-        View::open_on(account, account.subscribe(), mailbox, read_only, watch)
+        View::open_on(
+            account,
+            snapshots,
+            account.subscribe(),
+            mailbox,
+            read_only,
+            watch,
+        )
     }
 
     /// [`open`](View::open) on a feed the caller subscribed to.
     fn open_on(
         account: &Account,
+        snapshots: &Snapshots,
         feed: broadcast::Receiver<Change>,
         mailbox: MailboxInfo,
         read_only: bool,
@@ -123,29 +139,19 @@ impl View {
         // Subscribed first: nothing that happens after the read is missed.
         // The mark is read before the rows, so the rows hold at least it.
         let feed_mark = account.current_modseq()?;
-        // Held for as long as the mailbox is selected: compact, and no
-        // spare capacity.
-        // (Not `collect()`: it would reuse the rows' larger allocation.)
-        let rows = account.messages(&mailbox.guid)?;
-        let mut messages: Vec<ViewMessage> = Vec::with_capacity(rows.len());
-        messages.extend(rows.into_iter().map(ViewMessage::from));
-        let modseq = messages
-            .iter()
-            .map(|m| m.modseq)
-            .max()
-            .unwrap_or(0)
-            .max(mailbox.highest_modseq);
+        let messages = shared_messages(account, snapshots, &mailbox, feed_mark)?;
+        let modseq = messages.max_modseq().max(mailbox.highest_modseq);
         // EXAMINE shows \Recent without taking it (RFC 3501 §6.3.2).
         let first_recent = if read_only {
             mailbox.first_recent
         } else {
             account.claim_recent(&mailbox.guid)?
         };
-        let recent = messages
-            .iter()
-            .filter(|m| m.uid >= first_recent)
-            .map(|m| m.uid)
-            .collect();
+        let recent = Recent::range(
+            first_recent,
+            messages.last().map_or(0, |m| m.uid),
+            messages.len() - messages.count_below(first_recent),
+        );
         let mut announced: Vec<String> = Vec::new();
         for m in &messages {
             for k in m.keywords.iter() {
@@ -233,10 +239,7 @@ impl View {
     /// mod-sequence-value is positive).
     pub fn highest_modseq(&self) -> ModSeq {
         self.messages
-            .iter()
-            .map(|m| m.modseq)
-            .max()
-            .unwrap_or(0)
+            .max_modseq()
             .max(self.modseq)
             .max(self.mailbox.highest_modseq)
             .max(1)
@@ -258,7 +261,9 @@ impl View {
                 SeqOrUid::Asterisk => n as u32,
             }
         };
-        let mut out = BTreeSet::new();
+        // Ranges of indices (start, end), merged: `1:*` of a million
+        // messages is one range, not a million set entries.
+        let mut ranges: Vec<(usize, usize)> = Vec::with_capacity(set.0.as_ref().len());
         for seq in set.0.as_ref() {
             let (a, b) = match seq {
                 Sequence::Single(s) => (value(s), value(s)),
@@ -266,18 +271,29 @@ impl View {
             };
             let (lo, hi) = (a.min(b), a.max(b));
             if uid {
-                let start = self.messages.partition_point(|m| m.uid < lo);
-                let end = self.messages.partition_point(|m| m.uid <= hi);
-                out.extend(start..end);
+                let start = self.messages.count_below(lo);
+                let end = self.messages.count_below(hi.saturating_add(1));
+                let end = if hi == Uid::MAX { n } else { end };
+                ranges.push((start, end));
             } else {
                 let lo = (lo as usize).max(1);
                 let hi = (hi as usize).min(n);
                 if lo <= hi {
-                    out.extend(lo - 1..hi);
+                    ranges.push((lo - 1, hi));
                 }
             }
         }
-        out.into_iter().collect()
+        ranges.sort_unstable();
+        let mut out: Vec<usize> = Vec::new();
+        let mut done = 0;
+        for (start, end) in ranges {
+            let start = start.max(done);
+            if start < end {
+                out.extend(start..end);
+                done = end;
+            }
+        }
+        out
     }
 
     /// The UIDs of the messages a set names, ascending.
@@ -306,10 +322,7 @@ impl View {
 
     /// 1-based sequence number of a UID.
     pub fn seq_of(&self, uid: Uid) -> Option<usize> {
-        self.messages
-            .binary_search_by_key(&uid, |m| m.uid)
-            .ok()
-            .map(|i| i + 1)
+        self.messages.position(uid).map(|i| i + 1)
     }
 
     /// The highest UID among rows the feed brought and not yet applied.
@@ -409,7 +422,7 @@ impl View {
         for uid in uids {
             if let Some(seq) = self.seq_of(*uid) {
                 self.messages.remove(seq - 1);
-                self.recent.remove(uid);
+                self.recent.remove(*uid);
                 self.expunged.remove(uid);
                 seqs.push(seq);
             }
@@ -470,7 +483,7 @@ impl View {
             for uid in gone {
                 if let Some(seq) = self.seq_of(uid) {
                     self.messages.remove(seq - 1);
-                    self.recent.remove(&uid);
+                    self.recent.remove(uid);
                     expunges.gone(seq, uid, out);
                 }
             }
@@ -482,8 +495,9 @@ impl View {
             out.extend_from_slice(format!("* {} EXISTS\r\n", self.messages.len()).as_bytes());
             // RFC 9051 §2.3.2: IMAP4rev2 has no \Recent (`revision.rs`).
             if enabled.revision == Revision::Rev1 {
-                self.recent
-                    .extend(added.iter().copied().filter(|u| *u >= first_recent));
+                for u in added.iter().filter(|u| **u >= first_recent) {
+                    self.recent.insert(*u);
+                }
                 out.extend_from_slice(format!("* {} RECENT\r\n", self.recent.len()).as_bytes());
             }
         }
@@ -520,8 +534,8 @@ impl View {
         if from_index {
             self.modseq = self.modseq.max(m.modseq);
         }
-        match self.messages.binary_search_by_key(&m.uid, |x| x.uid) {
-            Ok(i) => {
+        match self.messages.position(m.uid) {
+            Some(i) => {
                 let old = &self.messages[i];
                 if m.modseq < old.modseq {
                     return; // an older state than the view already has
@@ -529,13 +543,13 @@ impl View {
                 if old.flags != m.flags || old.keywords != m.keywords {
                     changed_flags.insert(m.uid);
                 }
-                self.messages[i] = m;
+                self.messages.set(i, m);
             }
             // New UIDs are always above the ones the view has (UIDs only
             // grow), so this is an append.
-            Err(i) => {
+            None => {
                 added.push(m.uid);
-                self.messages.insert(i, m);
+                self.messages.insert(self.messages.count_below(m.uid), m);
             }
         }
     }
@@ -549,14 +563,66 @@ impl View {
         modseq: ModSeq,
     ) {
         if let Some(seq) = self.seq_of(uid) {
-            let m = &mut self.messages[seq - 1];
+            let mut m = self.messages[seq - 1].clone();
             m.flags = flags;
             m.keywords = keywords.into_boxed_slice();
             m.modseq = modseq;
+            self.messages.set(seq - 1, m);
         }
         // The view's modseq is not raised here: another session's change
         // with a lower modseq may still be on its way through the feed.
     }
+}
+
+/// More changes than this since the shared snapshot: read the mailbox
+/// afresh (and share that).
+fn delta_limit(snapshot_len: usize) -> usize {
+    1024 + snapshot_len / 8
+}
+
+/// A new view's messages: the mailbox's shared snapshot with what changed
+/// since it was read, or a fresh snapshot (shared from now on) when there
+/// is none, it is too old, or the index cannot say what changed.
+/// `feed_mark`: the account's modseq, read before anything else.
+fn shared_messages(
+    account: &Account,
+    snapshots: &Snapshots,
+    mailbox: &MailboxInfo,
+    feed_mark: ModSeq,
+) -> cove_store::Result<Messages> {
+    let key = SnapshotKey {
+        email: account.email().to_string(),
+        mailbox: mailbox.guid,
+        uidvalidity: mailbox.uidvalidity,
+    };
+    if let Some(snapshot) = snapshots.get(&key)
+        && let Some(delta) =
+            account.mailbox_changes_since(&mailbox.guid, mailbox.uidvalidity, snapshot.modseq())?
+        && delta.changed.len() + delta.expunged.len() <= delta_limit(snapshot.len())
+    {
+        let mut messages = Messages::on(snapshot);
+        for uid in delta.expunged {
+            if let Some(i) = messages.position(uid) {
+                messages.remove(i);
+            }
+        }
+        for row in delta.changed {
+            let row = ViewMessage::from(row);
+            match messages.position(row.uid) {
+                Some(i) if messages[i].modseq <= row.modseq => messages.set(i, row),
+                Some(_) => {}
+                None => messages.insert(messages.count_below(row.uid), row),
+            }
+        }
+        return Ok(messages);
+    }
+    // Held for as long as the mailbox is selected: compact, and no spare
+    // capacity. Every change up to `feed_mark` is in the rows, which are
+    // read after it.
+    let rows = account.messages_as(&mailbox.guid, ViewMessage::from)?;
+    let snapshot = Arc::new(Snapshot::new(rows, feed_mark));
+    snapshots.put(key, &snapshot);
+    Ok(Messages::on(snapshot))
 }
 
 #[cfg(test)]
@@ -617,6 +683,96 @@ mod tests {
         String::from_utf8(out).expect("utf-8")
     }
 
+    /// The view's messages as (uid, flags, modseq).
+    fn shown(view: &View) -> Vec<(Uid, Flags, ModSeq)> {
+        view.messages
+            .iter()
+            .map(|m| (m.uid, m.flags, m.modseq))
+            .collect()
+    }
+
+    /// The index's rows of INBOX as (uid, flags, modseq).
+    fn indexed(account: &Account, mailbox: &MailboxInfo) -> Vec<(Uid, Flags, ModSeq)> {
+        account
+            .messages(&mailbox.guid)
+            .expect("rows")
+            .iter()
+            .map(|m| (m.uid, m.flags, m.modseq))
+            .collect()
+    }
+
+    fn open_view(account: &Arc<Account>, store: &cove_store::Store, snapshots: &Snapshots) -> View {
+        let inbox = account.mailbox("INBOX").expect("inbox");
+        let watch = store.watcher().watch(account);
+        View::open(account, snapshots, inbox, false, watch).expect("view")
+    }
+
+    // Sessions that select the same mailbox hold one snapshot of it between
+    // them (a million messages cost 80 MB once, not per session); a later
+    // session starts from it and reads only what changed since, and sees
+    // exactly what the index holds.
+    #[test]
+    fn views_of_a_mailbox_share_one_snapshot_and_read_only_what_changed_since() {
+        let (_dir, store) = crate::test_store("t");
+        let user = store
+            .add_user(&Address::parse("s@x.org").expect("address"), None, 0)
+            .expect("user");
+        let account = store.account(&user).expect("account");
+        for i in 0..6 {
+            deliver(&account, &store, &format!("m{i}"));
+        }
+        let snapshots = Snapshots::default();
+        let first = open_view(&account, &store, &snapshots);
+        let inbox = first.mailbox.clone();
+        let key = SnapshotKey {
+            email: account.email().to_string(),
+            mailbox: inbox.guid,
+            uidvalidity: inbox.uidvalidity,
+        };
+        let snapshot = snapshots.get(&key).expect("a shared snapshot");
+        assert!(first.messages.shares(&snapshot));
+        assert_eq!(shown(&first), indexed(&account, &inbox));
+
+        // Changed after the snapshot: flags, an expunge, a delivery.
+        account
+            .set_flags(&inbox.guid, 2, Flags::SEEN, &[])
+            .expect("flags");
+        account.expunge(&inbox.guid, &[4]).expect("expunge");
+        deliver(&account, &store, "late");
+        let second = open_view(&account, &store, &snapshots);
+        assert!(second.messages.shares(&snapshot), "not shared");
+        assert_eq!(snapshots.len(), 1);
+        assert_eq!(shown(&second), indexed(&account, &inbox));
+        assert_eq!(second.exists(), 6);
+        assert_eq!(second.seq_of(5), Some(4));
+        // The first view has not been told yet: unchanged.
+        assert_eq!(first.exists(), 6);
+        assert_eq!(first.seq_of(4), Some(4));
+
+        // History pruned above the snapshot: the expunges since it are no
+        // longer all known, so a new view reads the mailbox afresh.
+        account.expunge(&inbox.guid, &[1]).expect("expunge");
+        account
+            .prune_history(
+                &cove_store::replica::History {
+                    keep_changes: 0,
+                    keep_expunges_ms: 0,
+                },
+                u64::MAX >> 20,
+            )
+            .expect("prune");
+        let third = open_view(&account, &store, &snapshots);
+        assert!(!third.messages.shares(&snapshot));
+        assert_eq!(shown(&third), indexed(&account, &inbox));
+        assert_eq!(third.exists(), 5);
+        drop((first, second));
+        assert!(
+            snapshots
+                .get(&key)
+                .is_some_and(|s| third.messages.shares(&s))
+        );
+    }
+
     // Two deliveries committed in UID order may reach the feed in the
     // other order (each announces after its own flush). The view must not
     // show the second before the first: the client would then learn of a
@@ -632,7 +788,8 @@ mod tests {
         let inbox = account.mailbox("INBOX").expect("inbox");
         let (feed, rx) = broadcast::channel(16);
         let watch = store.watcher().watch(&account);
-        let mut view = View::open_on(&account, rx, inbox, false, watch).expect("view");
+        let snapshots = Snapshots::default();
+        let mut view = View::open_on(&account, &snapshots, rx, inbox, false, watch).expect("view");
         assert_eq!(view.exists(), 1);
 
         let second = deliver(&account, &store, "two");
