@@ -368,7 +368,22 @@ fn index_cut_short_is_an_error_for_one_user_not_a_crash() {
     let mut other = s.imap_login(OTHER, PASS);
     assert_eq!(exists(&other.cmd_ok("S1 SELECT INBOX")), Some(1));
     assert!(alive(&s));
+    // The first command that reads a lost page fails for this user alone
+    // (which command that is depends on what SQLite's page cache and the
+    // shared mailbox snapshot still hold: the old session's, or this one's
+    // first); the damage it reports makes the index check itself and be
+    // rebuilt, so the next one is served.
     let mut again = s.imap_login(USER, PASS);
-    assert_eq!(exists(&again.cmd_ok("S1 SELECT INBOX")), Some(2));
+    let first = again.cmd("S1 SELECT INBOX");
+    let served = if first.iter().any(|l| l.starts_with("S1 OK")) {
+        first
+    } else {
+        assert!(
+            first.iter().any(|l| l.starts_with("S1 NO [UNAVAILABLE]")),
+            "a temporary failure, not another answer: {first:?}"
+        );
+        again.cmd_ok("S2 SELECT INBOX")
+    };
+    assert_eq!(exists(&served), Some(2));
     assert_eq!(uidls(&s), before);
 }
