@@ -197,7 +197,7 @@ impl Store {
         let blobs = BlobStore::open(data_dir.join("blobs"), opts.durability)?;
         let sync = blobs.group_sync().clone();
         blobs.check_same_filesystem(&mail_root)?;
-        let directory = Directory::open(&data_dir.join("cove.db"))?;
+        let directory = Directory::open(&data_dir.join("cove.db"), opts.env.clock.clone())?;
         directory.set_node(replica::node_id(&opts.hostname));
         Ok(Store {
             data_dir: data_dir.to_path_buf(),

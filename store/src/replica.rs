@@ -70,8 +70,9 @@
 use serde::{Deserialize, Serialize};
 use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet};
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::UNIX_EPOCH;
 
+use crate::env::Clock;
 use crate::ids::{Flags, MailboxGuid, MessageGuid, ModSeq, Uid};
 
 mod peer_input;
@@ -87,17 +88,21 @@ pub fn node_id(hostname: &str) -> u16 {
     u16::from_be_bytes([h.as_bytes()[0], h.as_bytes()[1]])
 }
 
-/// Milliseconds since the epoch on this node's clock (what stamps count).
-pub fn now_ms() -> u64 {
-    SystemTime::now()
+/// Milliseconds since the epoch on `clock` (what stamps count). There is
+/// deliberately no clockless variant: every stamp comes from the clock the
+/// store was given ([`crate::Env`]), so tests that inject one see it in
+/// every placement, flag, expunge and directory stamp.
+pub fn now_ms(clock: &dyn Clock) -> u64 {
+    clock
+        .now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_millis() as u64)
         .unwrap_or(0)
 }
 
-/// Now, on `node`.
-pub fn stamp_now(node: u16) -> Stamp {
-    (now_ms() << 16) | node as u64
+/// Now on `clock`, on `node`.
+pub fn stamp_now(clock: &dyn Clock, node: u16) -> Stamp {
+    (now_ms(clock) << 16) | node as u64
 }
 
 /// The first stamp of `mine`'s node that is after `seen`.

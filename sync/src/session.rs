@@ -27,8 +27,7 @@ use std::sync::Arc;
 
 use cove_store::UsersMerged;
 use cove_store::replica::{
-    ApplyReport, Delta, Digest, Mark, MessageState, TombstoneState, UserRecord, now_ms,
-    validate_delta,
+    ApplyReport, Delta, Digest, Mark, MessageState, TombstoneState, UserRecord, validate_delta,
 };
 use cove_store::{Account, Address, StagedBlob, Store};
 use tokio::io::{AsyncRead, AsyncWrite};
@@ -371,7 +370,7 @@ where
     let limits = store.peer_limits();
     let (a, r) = (account.clone(), remote.clone());
     // A delta the apply will refuse gets no content either.
-    let valid = validate_delta(remote, now_ms(), &limits).is_ok();
+    let valid = validate_delta(remote, store.env().now_ms(), &limits).is_ok();
     let budget = limits.max_session_bytes;
     let (need, damaged) = blocking(move || {
         let mut need = if valid {
@@ -764,9 +763,10 @@ where
 /// `account/history.rs`). A failure is logged, never the session's.
 async fn prune_history(store: &Arc<Store>, account: &Arc<Account>, peer: &str, applied: Mark) {
     let (a, p, keep) = (account.clone(), peer.to_string(), store.history());
+    let now = store.env().now_ms();
     let pruned = blocking(move || {
         a.set_peer_applied(&p, applied)?;
-        a.prune_history(&keep, now_ms())
+        a.prune_history(&keep, now)
     })
     .await;
     match pruned {

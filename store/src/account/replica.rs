@@ -437,7 +437,7 @@ impl Account {
         content: &HashMap<[u8; 32], StagedBlob>,
         limits: &PeerLimits,
     ) -> Result<ApplyReport> {
-        validate_delta(remote, crate::replica::now_ms(), limits)?;
+        validate_delta(remote, self.env.now_ms(), limits)?;
         let renum = renumbering(local, remote);
         // The peer's delta as the merge sees it (mailboxes merged into
         // another: their messages in the kept one).
@@ -451,7 +451,7 @@ impl Account {
         let rows = remote.messages.len() + remote.tombstones.len() + local.messages.len();
         let cache_kib = index::cache_kib_for_rows(rows);
         let result = index::with_cache(&mut g.conn, cache_kib, |conn| {
-            let mut tx = Tx::begin(conn)?;
+            let mut tx = Tx::begin(conn, &self.env)?;
             let floors = uidnexts(&tx)?;
             let mut cx = Apply {
                 account: self,
@@ -524,7 +524,7 @@ impl Account {
     /// Merge a peer's Sieve state (after its mail): refused or failed, it
     /// is logged and the mail stays applied.
     fn merge_sieve(&self, peer: &str, sieve: &crate::sieve::SieveState, limits: &PeerLimits) {
-        let latest_ms = limits.latest_stamp(crate::replica::now_ms()) >> 16;
+        let latest_ms = limits.latest_stamp(self.env.now_ms()) >> 16;
         if let Err(e) = crate::sieve::SieveScripts::new(&self.home, None).merge(sieve, latest_ms) {
             tracing::warn!(user = %self.email(), peer = %peer, error = %e, "replication: the peer's sieve scripts were not merged");
         }
