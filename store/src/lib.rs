@@ -75,6 +75,11 @@ type AccountSlot = Arc<Mutex<Option<Arc<Account>>>>;
 /// committed (the replicator queues the user).
 pub type ChangeHook = Arc<dyn Fn(&str) + Send + Sync>;
 
+/// Called with a user's address as a chunked apply of a peer's delta
+/// commits each chunk (the replication session logs progress; a test can
+/// act while the apply is mid-way, with the user's index lock free).
+pub type ApplyProgressHook = Arc<dyn Fn(&str, replica::ApplyProgress) + Send + Sync>;
+
 /// Who hears of committed changes besides the change feed.
 #[derive(Default)]
 pub(crate) struct Listeners {
@@ -82,6 +87,8 @@ pub(crate) struct Listeners {
     pub(crate) hook: OnceLock<ChangeHook>,
     /// The background indexer of arrived mail.
     pub(crate) indexer: OnceLock<Arc<indexer::Indexer>>,
+    /// Told of each chunk of a chunked replication apply.
+    pub(crate) apply_progress: OnceLock<ApplyProgressHook>,
 }
 
 /// Options for [`Store::open`].
@@ -382,6 +389,17 @@ impl Store {
 
     pub(crate) fn change_hook(&self) -> &OnceLock<ChangeHook> {
         &self.listeners.hook
+    }
+
+    /// Set the hook told of each committed chunk of a chunked replication
+    /// apply (once; false if one was set already).
+    pub fn set_apply_progress_hook(&self, hook: ApplyProgressHook) -> bool {
+        self.listeners.apply_progress.set(hook).is_ok()
+    }
+
+    /// The hook told of each chunk of a chunked replication apply.
+    pub fn apply_progress_hook(&self) -> Option<&ApplyProgressHook> {
+        self.listeners.apply_progress.get()
     }
 
     /// Derive what the protocols need from each message right after it

@@ -383,6 +383,17 @@ pub struct Renumbering {
     pub merged: BTreeMap<MailboxGuid, Merge>,
 }
 
+impl Renumbering {
+    /// The UID the peer's message `m` takes: the renumbering's, else its
+    /// own.
+    pub fn uid_of(&self, m: &MessageState) -> Uid {
+        self.uids
+            .get(&(m.mailbox, m.guid))
+            .copied()
+            .unwrap_or(m.uid)
+    }
+}
+
 /// What a mailbox that merges into another becomes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Merge {
@@ -719,13 +730,24 @@ pub struct ApplyReport {
     /// Mailboxes whose UIDVALIDITY gave way to the peer's (a rebuilt
     /// index on one side).
     pub uidvalidity_resets: u64,
-    /// The modseqs the apply gave its changes (one transaction: a
-    /// contiguous range), if it changed anything.
+    /// The modseqs the apply gave its changes, if it changed anything and
+    /// they form one contiguous range (nothing else was logged between
+    /// its chunks; `None` otherwise, so the peer does not take a change
+    /// made here meanwhile for its own coming back).
     pub applied_modseqs: Option<(ModSeq, ModSeq)>,
     /// The apply did something the peer cannot work out from the two
     /// deltas (a fresh UID for a UID taken meanwhile, something left for
     /// later): its changes must travel back to the peer.
     pub divergent: bool,
+}
+
+/// How far the apply of a big delta has come: `applied` of `total`
+/// messages considered, after a chunk was committed (the user's index lock
+/// is free at that moment).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ApplyProgress {
+    pub applied: usize,
+    pub total: usize,
 }
 
 impl ApplyReport {

@@ -27,7 +27,8 @@ use std::sync::Arc;
 
 use cove_store::UsersMerged;
 use cove_store::replica::{
-    ApplyReport, Delta, Digest, Mark, MessageState, TombstoneState, UserRecord, validate_delta,
+    ApplyProgress, ApplyReport, Delta, Digest, Mark, MessageState, TombstoneState, UserRecord,
+    validate_delta,
 };
 use cove_store::{Account, Address, StagedBlob, Store};
 use tokio::io::{AsyncRead, AsyncWrite};
@@ -455,8 +456,16 @@ async fn apply(
     let limits = store.peer_limits();
     let (user, peer_name) = (account.email().to_string(), peer.to_string());
     let peer = peer.to_string();
+    let hook = store.apply_progress_hook().cloned();
     let applied = blocking(move || {
-        let report = account.apply_replica(&peer, &local, &remote, &blobs, &limits)?;
+        let mut progress = |p: ApplyProgress| {
+            tracing::debug!(peer = %peer, user = %account.email(), applied = p.applied, total = p.total,
+                "replication: a chunk of the peer's changes applied");
+            if let Some(hook) = &hook {
+                hook(account.email(), p);
+            }
+        };
+        let report = account.apply_replica(&peer, &local, &remote, &blobs, &limits, &mut progress)?;
         if report.deferred == 0 {
             let mark = account.peer_mark(&peer)?;
             let next = Mark {

@@ -14,6 +14,7 @@ fn apply(account: &Account, remote: &Delta) -> Result<replica::ApplyReport> {
         remote,
         &HashMap::new(),
         &PeerLimits::default(),
+        &mut |_| {},
     )
 }
 
