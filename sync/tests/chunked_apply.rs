@@ -18,21 +18,29 @@ use cove_store::{Delivered, MessageMeta, NewMessage};
 /// and the delivery made then with the messages it showed next to it.
 type Midway = (ApplyProgress, Result<(Delivered, Vec<MessageMeta>), String>);
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_delivery_during_a_first_sync_is_acknowledged_before_the_sync_ends() {
+/// Node A with 250 messages in INBOX; node B, empty, applies in chunks
+/// of 50.
+fn a_mailbox_of_250_for_b_in_chunks_of_50() -> ([Node; 2], BTreeSet<cove_store::MessageGuid>) {
     let nodes = [Node::new("node-a"), Node::new("node-b")];
-    let [a, b] = &nodes;
     let mut all = BTreeSet::new();
     for i in 0..250 {
         all.insert(
-            a.deliver("INBOX", &format!("Subject: m{i}\r\n\r\nbody {i}\r\n"))
+            nodes[0]
+                .deliver("INBOX", &format!("Subject: m{i}\r\n\r\nbody {i}\r\n"))
                 .guid,
         );
     }
-    assert!(b.store.set_peer_limits(PeerLimits {
+    assert!(nodes[1].store.set_peer_limits(PeerLimits {
         apply_chunk_messages: 50,
         ..PeerLimits::default()
     }));
+    (nodes, all)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_delivery_during_a_first_sync_is_acknowledged_before_the_sync_ends() {
+    let (nodes, mut all) = a_mailbox_of_250_for_b_in_chunks_of_50();
+    let [a, b] = &nodes;
     // At the first chunk, deliver to the receiving node from another
     // thread (LMTP's path) and wait for its answer: the sync stands still
     // meanwhile, so the delivery can only be acknowledged if the chunk
@@ -92,4 +100,25 @@ async fn a_delivery_during_a_first_sync_is_acknowledged_before_the_sync_ends() {
     let state = assert_converged(&nodes, &all);
     let total: usize = state.mailboxes.values().map(|v| v.messages.len()).sum();
     assert_eq!(total, all.len(), "every message once");
+}
+
+// The peer's UIDNEXT was once raised in the first chunk: every later chunk
+// found its UIDs below it and gave all but 50 messages fresh UIDs, on
+// both nodes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_first_sync_in_chunks_keeps_every_uid() {
+    let (nodes, all) = a_mailbox_of_250_for_b_in_chunks_of_50();
+    let [a, b] = &nodes;
+    let s = sync(b, a).await;
+    assert_eq!(
+        (
+            s.here.messages_added,
+            s.here.messages_renumbered,
+            s.here.divergent
+        ),
+        (250, 0, false),
+        "{s:?}"
+    );
+    assert_eq!(a.state(), b.state());
+    assert_converged(&nodes, &all);
 }

@@ -520,6 +520,7 @@ impl Account {
             cx.expunged_behind_history(tx, local.since)?;
             cx.deleted_mailboxes(tx)?;
             cx.settle_names(tx)?;
+            cx.raise_uidnexts(tx)?;
             cx.subscriptions(tx)
         })?;
         let mut report = run.report;
@@ -998,9 +999,11 @@ impl Apply<'_> {
                 [mb.id],
             )?;
         }
+        // Its UIDNEXT is raised to the peer's with the others, at the end
+        // ([`Apply::raise_uidnexts`]).
         tx.tx.execute(
-            "UPDATE mailbox SET name_stamp = ?2, uidnext = max(uidnext, ?3) WHERE id = ?1",
-            params![mb.id, r.name_stamp as i64, r.uidnext],
+            "UPDATE mailbox SET name_stamp = ?2 WHERE id = ?1",
+            params![mb.id, r.name_stamp as i64],
         )?;
         tx.tx.execute(
             "UPDATE meta SET value = max(value, ?1) WHERE key = 'uidvalidity'",
@@ -1009,6 +1012,20 @@ impl Apply<'_> {
         self.report.mailboxes_created += 1;
         index::mailbox_by_guid(&tx.tx, &r.guid)?
             .ok_or_else(|| Error::Index("mailbox vanished inside its own transaction".into()))
+    }
+
+    /// Each mailbox's UIDNEXT raised to the peer's, in the last
+    /// transaction of an apply: raised in the first chunk of a chunked one,
+    /// the later chunks would find their own UIDs below it and give every
+    /// message a fresh one.
+    fn raise_uidnexts(&mut self, tx: &mut Tx<'_>) -> Result<()> {
+        for r in &self.remote.mailboxes {
+            tx.tx.execute(
+                "UPDATE mailbox SET uidnext = max(uidnext, ?2) WHERE guid = ?1",
+                params![&r.guid.0[..], r.uidnext],
+            )?;
+        }
+        Ok(())
     }
 
     fn mailboxes(&mut self, tx: &mut Tx<'_>) -> Result<()> {
@@ -1031,10 +1048,6 @@ impl Apply<'_> {
                             self.rename_folder(tx, &l, &name, r.name_stamp)?;
                         }
                     }
-                    tx.tx.execute(
-                        "UPDATE mailbox SET uidnext = max(uidnext, ?2) WHERE id = ?1",
-                        params![l.id, r.uidnext],
-                    )?;
                 }
                 None => {
                     let gone: Option<i64> = tx
