@@ -26,7 +26,9 @@
 #
 # Knobs: PARTS="lag first fan growth" LAG_COUNT=1000 LAG_RATE=50
 #        GROWTH_ROUNDS=10 GROWTH_PER_ROUND=2000 KEEP_EXPUNGES_SECS=
-#        FIRST_SYNCS="100000x4096 10000x102400" FANOUT=100
+#        FIRST_SYNCS="100000x4096 10000x102400" RUNS=1 (first syncs of each
+#        set, each to a user of its own; the table gives every run and
+#        the medians) FANOUT=100
 #        LOAD_CONNS=4 BASE_PORT=25300 KEEP=1 (keep the temp dir)
 #        LABEL=x (writes repl-<date>-x.md) COVE_BIN=path (a cove built
 #        elsewhere, e.g. the previous commit's, instead of building one)
@@ -41,6 +43,7 @@ PARTS=${PARTS:-lag first fan growth}
 GROWTH_ROUNDS=${GROWTH_ROUNDS:-10}
 GROWTH_PER_ROUND=${GROWTH_PER_ROUND:-2000}
 FIRST_SYNCS=${FIRST_SYNCS:-100000x4096 10000x102400}
+RUNS=${RUNS:-1}
 FANOUT=${FANOUT:-100}
 LOAD_CONNS=${LOAD_CONNS:-4}
 BASE_PORT=${BASE_PORT:-25300}
@@ -144,7 +147,9 @@ done
 # Added on A; replication gives them to B.
 adduser a lag@example.com benchpw
 adduser a growth@example.com benchpw
-for set in $FIRST_SYNCS; do adduser a "first$set@example.com"; done
+for set in $FIRST_SYNCS; do
+    for ((run = 1; run <= RUNS; run++)); do adduser a "first${set}r$run@example.com"; done
+done
 for ((i = 0; i < FANOUT; i++)); do adduser a "fan$i@example.com"; done
 USERS=$("$COVE" --config "$DIR/a/cove.toml" user list | wc -l)
 for _ in $(seq 300); do
@@ -177,8 +182,8 @@ fi
 mbps() { echo "scale=1; $1 / $2 / 1000000" | bc -l; }
 
 FIRST_ROWS=()
-first_sync() { # COUNT SIZE
-    local count=$1 size=$2 user="first${1}x${2}@example.com"
+first_sync() { # COUNT SIZE RUN
+    local count=$1 size=$2 user="first${1}x${2}r$3@example.com"
     local home="$DIR/a/data/mail/example.com/${user%@example.com}/Maildir"
     echo "== 2. first sync of $count messages of $size bytes"
     stop b
@@ -213,7 +218,9 @@ first_sync() { # COUNT SIZE
 }
 
 if has_part first; then
-    for set in $FIRST_SYNCS; do first_sync "${set%x*}" "${set#*x}"; done
+    for set in $FIRST_SYNCS; do
+        for ((run = 1; run <= RUNS; run++)); do first_sync "${set%x*}" "${set#*x}" "$run"; done
+    done
     rm -rf "$DIR/rsync-copy"
 fi
 

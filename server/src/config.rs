@@ -437,6 +437,10 @@ pub struct ReplicationConfig {
     /// waits for the next session.
     #[serde(default = "default_max_session_bytes")]
     pub max_session_bytes: u64,
+    /// New messages of a peer's delta applied per index transaction (a
+    /// first sync): a delivery to that user waits at most one chunk.
+    #[serde(default = "default_apply_chunk_messages")]
+    pub apply_chunk_messages: usize,
     /// Connections to `listen` still in the handshake, in all and per
     /// address; more are closed at once.
     #[serde(default = "default_max_pending_links")]
@@ -474,6 +478,7 @@ impl std::fmt::Debug for ReplicationConfig {
             .field("max_clock_skew_secs", &self.max_clock_skew_secs)
             .field("max_content_size", &self.max_content_size)
             .field("max_session_bytes", &self.max_session_bytes)
+            .field("apply_chunk_messages", &self.apply_chunk_messages)
             .field("max_pending_links", &self.max_pending_links)
             .field("max_pending_links_per_ip", &self.max_pending_links_per_ip)
             .field("max_links", &self.max_links)
@@ -516,6 +521,9 @@ fn default_max_clock_skew() -> u64 {
 }
 fn default_max_session_bytes() -> u64 {
     1024 * 1024 * 1024
+}
+fn default_apply_chunk_messages() -> usize {
+    cove_store::replica::PeerLimits::default().apply_chunk_messages
 }
 fn default_keep_changes() -> u64 {
     cove_store::replica::History::default().keep_changes

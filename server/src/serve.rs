@@ -140,6 +140,7 @@ fn peer_limits(
         max_clock_skew_ms: r.max_clock_skew_secs.saturating_mul(1000),
         max_blob_bytes,
         max_session_bytes: r.max_session_bytes.max(max_blob_bytes),
+        apply_chunk_messages: r.apply_chunk_messages.max(1),
     }
 }
 

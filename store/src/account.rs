@@ -758,7 +758,7 @@ impl Account {
         }
         let dir = maildir::mailbox_dir_name(name);
         let path = self.maildir.join(&dir);
-        let mut tx = Tx::begin(&mut g.conn)?;
+        let mut tx = Tx::begin(&mut g.conn, &self.env)?;
         let identity = match identity {
             Some(id) => {
                 tx.raise_uidvalidity(id.uidvalidity)?;
@@ -883,7 +883,7 @@ impl Account {
         announced.made();
         let committed = (|| {
             self.sync.dir_written(path.parent().unwrap_or(&folder))?;
-            let mut tx = Tx::begin(&mut g.conn)?;
+            let mut tx = Tx::begin(&mut g.conn, &self.env)?;
             let row = NewMessageRow {
                 guid,
                 content_id: blob.id(),
@@ -953,7 +953,7 @@ impl Account {
                 self.sync.dir_written(&folder.join(sub))?;
             }
         }
-        let mut tx = Tx::begin(&mut g.conn)?;
+        let mut tx = Tx::begin(&mut g.conn, &self.env)?;
         let modseq = tx.update_flags(&mb, uid, flags, keywords, &file)?;
         let changes = tx.commit()?;
         drop(g);
@@ -982,7 +982,7 @@ impl Account {
         }
         let kib = index::cache_kib_for_rows(gone.len());
         let changes = index::with_cache(&mut g.conn, kib, |conn| {
-            let mut tx = Tx::begin(conn)?;
+            let mut tx = Tx::begin(conn, &self.env)?;
             for m in &gone {
                 tx.expunge(&mb, m.uid, m.guid)?;
             }

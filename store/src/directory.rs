@@ -105,6 +105,8 @@ pub struct Directory {
     conn: Mutex<Connection>,
     /// This node's id, for the stamps of user changes (replication).
     node: std::sync::atomic::AtomicU16,
+    /// The store's clock: every user stamp comes from it.
+    clock: std::sync::Arc<dyn crate::env::Clock>,
 }
 
 /// What changed when a peer's users were merged in.
@@ -153,7 +155,9 @@ fn user_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<User> {
 }
 
 impl Directory {
-    pub fn open(path: &Path) -> Result<Directory> {
+    /// Open (or create) the directory at `path`; `clock` stamps its
+    /// changes (the store's [`crate::Env`] clock).
+    pub fn open(path: &Path, clock: std::sync::Arc<dyn crate::env::Clock>) -> Result<Directory> {
         let conn = crate::index::open_private(path)?;
         conn.busy_timeout(Duration::from_secs(10))?;
         conn.pragma_update(None, "journal_mode", "WAL")?;
@@ -177,6 +181,7 @@ impl Directory {
         Ok(Directory {
             conn: Mutex::new(conn),
             node: std::sync::atomic::AtomicU16::new(0),
+            clock,
         })
     }
 
@@ -186,7 +191,10 @@ impl Directory {
     }
 
     fn stamp(&self) -> u64 {
-        crate::replica::stamp_now(self.node.load(std::sync::atomic::Ordering::Relaxed))
+        crate::replica::stamp_now(
+            &*self.clock,
+            self.node.load(std::sync::atomic::Ordering::Relaxed),
+        )
     }
 
     /// Every user and every removed user, with the stamps of their last
@@ -235,7 +243,7 @@ impl Directory {
         let mut out = UsersMerged::default();
         let mut c = self.conn()?;
         let tx = c.transaction()?;
-        let now = crate::replica::now_ms();
+        let now = crate::replica::now_ms(&*self.clock);
         for r in remote {
             let Ok(address) = Address::parse(&r.address) else {
                 tracing::warn!(address = ?r.address, "replication: a peer sent an invalid user address; ignored");
@@ -488,7 +496,11 @@ mod tests {
     #[test]
     fn a_password_is_replaced_only_if_unchanged_meanwhile() {
         let d = tempfile::tempdir().unwrap();
-        let dir = Directory::open(&d.path().join("cove.db")).unwrap();
+        let dir = Directory::open(
+            &d.path().join("cove.db"),
+            std::sync::Arc::new(crate::SystemClock),
+        )
+        .unwrap();
         let a = Address::parse("a@x.org").unwrap();
         let old = PasswordHash("{SSHA}old".into());
         dir.add(&a, Some(old.clone()), 0, 1).unwrap();
@@ -521,7 +533,11 @@ mod tests {
     #[test]
     fn add_get_remove() {
         let d = tempfile::tempdir().unwrap();
-        let dir = Directory::open(&d.path().join("cove.db")).unwrap();
+        let dir = Directory::open(
+            &d.path().join("cove.db"),
+            std::sync::Arc::new(crate::SystemClock),
+        )
+        .unwrap();
         let a = Address::parse("a@x.org").unwrap();
         dir.add(&a, Some(PasswordHash("h".into())), 0, 1).unwrap();
         assert!(matches!(
@@ -544,8 +560,16 @@ mod tests {
     #[test]
     fn users_merge_later_change_wins_both_ways() {
         let d = tempfile::tempdir().unwrap();
-        let one = Directory::open(&d.path().join("one.db")).unwrap();
-        let two = Directory::open(&d.path().join("two.db")).unwrap();
+        let one = Directory::open(
+            &d.path().join("one.db"),
+            std::sync::Arc::new(crate::SystemClock),
+        )
+        .unwrap();
+        let two = Directory::open(
+            &d.path().join("two.db"),
+            std::sync::Arc::new(crate::SystemClock),
+        )
+        .unwrap();
         one.set_node(1);
         two.set_node(2);
         let a = Address::parse("a@x.org").unwrap();

@@ -77,6 +77,12 @@ impl Env {
         }
     }
 
+    /// Milliseconds since the epoch on the injected clock (what replication
+    /// stamps count).
+    pub fn now_ms(&self) -> u64 {
+        crate::replica::now_ms(&*self.clock)
+    }
+
     pub fn message_guid(&self) -> MessageGuid {
         let mut g = [0u8; 16];
         self.entropy.fill(&mut g);

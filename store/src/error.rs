@@ -54,6 +54,13 @@ impl Error {
                 | Error::InUse(_)
         )
     }
+
+    /// Whether this is a blob the content store does not hold (callers
+    /// above the store ask this instead of matching the blob store's own
+    /// error type).
+    pub fn is_missing_content(&self) -> bool {
+        matches!(self, Error::Blob(cove_dedup::Error::NotFound(_)))
+    }
 }
 
 fn is_no_space(e: &io::Error) -> bool {

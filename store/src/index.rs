@@ -669,12 +669,13 @@ pub(crate) struct Tx<'c> {
     last_modseq: Option<i64>,
     raised: Vec<(i64, i64)>,
     /// This transaction's replication stamp (see [`crate::replica::Stamp`]),
-    /// made on first use.
+    /// made on first use from `clock`.
     stamp: Option<u64>,
+    clock: &'c dyn crate::env::Clock,
 }
 
 impl<'c> Tx<'c> {
-    pub(crate) fn begin(conn: &'c mut Connection) -> Result<Tx<'c>> {
+    pub(crate) fn begin(conn: &'c mut Connection, env: &'c crate::env::Env) -> Result<Tx<'c>> {
         let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
         Ok(Tx {
             tx,
@@ -682,6 +683,7 @@ impl<'c> Tx<'c> {
             last_modseq: None,
             raised: Vec::new(),
             stamp: None,
+            clock: &*env.clock,
         })
     }
 
@@ -700,7 +702,7 @@ impl<'c> Tx<'c> {
             })
             .optional()?
             .unwrap_or(0);
-        let s = crate::replica::stamp_now(node as u16);
+        let s = crate::replica::stamp_now(self.clock, node as u16);
         self.stamp = Some(s);
         Ok(s)
     }

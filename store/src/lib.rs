@@ -77,6 +77,11 @@ type AccountSlot = Arc<Mutex<Option<Arc<Account>>>>;
 /// committed (the replicator queues the user).
 pub type ChangeHook = Arc<dyn Fn(&str) + Send + Sync>;
 
+/// Called with a user's address as a chunked apply of a peer's delta
+/// commits each chunk (the replication session logs progress; a test can
+/// act while the apply is mid-way, with the user's index lock free).
+pub type ApplyProgressHook = Arc<dyn Fn(&str, replica::ApplyProgress) + Send + Sync>;
+
 /// Who hears of committed changes besides the change feed.
 #[derive(Default)]
 pub(crate) struct Listeners {
@@ -84,6 +89,8 @@ pub(crate) struct Listeners {
     pub(crate) hook: OnceLock<ChangeHook>,
     /// The background indexer of arrived mail.
     pub(crate) indexer: OnceLock<Arc<indexer::Indexer>>,
+    /// Told of each chunk of a chunked replication apply.
+    pub(crate) apply_progress: OnceLock<ApplyProgressHook>,
 }
 
 /// Options for [`Store::open`].
@@ -201,7 +208,7 @@ impl Store {
         let blobs = BlobStore::open(data_dir.join("blobs"), opts.durability)?;
         let sync = blobs.group_sync().clone();
         blobs.check_same_filesystem(&mail_root)?;
-        let directory = Directory::open(&data_dir.join("cove.db"))?;
+        let directory = Directory::open(&data_dir.join("cove.db"), opts.env.clock.clone())?;
         directory.set_node(replica::node_id(&opts.hostname));
         Ok(Store {
             data_dir: data_dir.to_path_buf(),
@@ -406,6 +413,17 @@ impl Store {
 
     pub(crate) fn change_hook(&self) -> &OnceLock<ChangeHook> {
         &self.listeners.hook
+    }
+
+    /// Set the hook told of each committed chunk of a chunked replication
+    /// apply (once; false if one was set already).
+    pub fn set_apply_progress_hook(&self, hook: ApplyProgressHook) -> bool {
+        self.listeners.apply_progress.set(hook).is_ok()
+    }
+
+    /// The hook told of each chunk of a chunked replication apply.
+    pub fn apply_progress_hook(&self) -> Option<&ApplyProgressHook> {
+        self.listeners.apply_progress.get()
     }
 
     /// Derive what the protocols need from each message right after it

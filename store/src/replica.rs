@@ -70,8 +70,9 @@
 use serde::{Deserialize, Serialize};
 use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet};
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::UNIX_EPOCH;
 
+use crate::env::Clock;
 use crate::ids::{Flags, MailboxGuid, MessageGuid, ModSeq, Uid};
 
 mod peer_input;
@@ -87,17 +88,21 @@ pub fn node_id(hostname: &str) -> u16 {
     u16::from_be_bytes([h.as_bytes()[0], h.as_bytes()[1]])
 }
 
-/// Milliseconds since the epoch on this node's clock (what stamps count).
-pub fn now_ms() -> u64 {
-    SystemTime::now()
+/// Milliseconds since the epoch on `clock` (what stamps count). There is
+/// deliberately no clockless variant: every stamp comes from the clock the
+/// store was given ([`crate::Env`]), so tests that inject one see it in
+/// every placement, flag, expunge and directory stamp.
+pub fn now_ms(clock: &dyn Clock) -> u64 {
+    clock
+        .now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_millis() as u64)
         .unwrap_or(0)
 }
 
-/// Now, on `node`.
-pub fn stamp_now(node: u16) -> Stamp {
-    (now_ms() << 16) | node as u64
+/// Now on `clock`, on `node`.
+pub fn stamp_now(clock: &dyn Clock, node: u16) -> Stamp {
+    (now_ms(clock) << 16) | node as u64
 }
 
 /// The first stamp of `mine`'s node that is after `seen`.
@@ -376,6 +381,17 @@ pub struct Renumbering {
     /// way -> the one kept. Their messages take fresh UIDs in the kept
     /// mailbox (in `uids`), their UIDs and tombstones are void.
     pub merged: BTreeMap<MailboxGuid, Merge>,
+}
+
+impl Renumbering {
+    /// The UID the peer's message `m` takes: the renumbering's, else its
+    /// own.
+    pub fn uid_of(&self, m: &MessageState) -> Uid {
+        self.uids
+            .get(&(m.mailbox, m.guid))
+            .copied()
+            .unwrap_or(m.uid)
+    }
 }
 
 /// What a mailbox that merges into another becomes.
@@ -714,13 +730,24 @@ pub struct ApplyReport {
     /// Mailboxes whose UIDVALIDITY gave way to the peer's (a rebuilt
     /// index on one side).
     pub uidvalidity_resets: u64,
-    /// The modseqs the apply gave its changes (one transaction: a
-    /// contiguous range), if it changed anything.
+    /// The modseqs the apply gave its changes, if it changed anything and
+    /// they form one contiguous range (nothing else was logged between
+    /// its chunks; `None` otherwise, so the peer does not take a change
+    /// made here meanwhile for its own coming back).
     pub applied_modseqs: Option<(ModSeq, ModSeq)>,
     /// The apply did something the peer cannot work out from the two
     /// deltas (a fresh UID for a UID taken meanwhile, something left for
     /// later): its changes must travel back to the peer.
     pub divergent: bool,
+}
+
+/// How far the apply of a big delta has come: `applied` of `total`
+/// messages considered, after a chunk was committed (the user's index lock
+/// is free at that moment).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ApplyProgress {
+    pub applied: usize,
+    pub total: usize,
 }
 
 impl ApplyReport {

@@ -288,18 +288,10 @@ impl Replicator {
             Err(_) => Vec::new(),
         };
         users.truncate(session::DIGEST_MAX_USERS - ROTATION);
-        let store = self.store.clone();
-        let all = tokio::task::spawn_blocking(move || {
-            store
-                .directory()
-                .list()
-                .map(|l| l.iter().map(|u| u.address.to_string()).collect::<Vec<_>>())
-        })
-        .await;
-        let mut all = match all {
-            Ok(Ok(all)) => all,
-            _ => return users,
-        };
+        let mut all = self.all_users().await;
+        if all.is_empty() {
+            return users;
+        }
         all.sort();
         let start = cursor
             .as_ref()
@@ -365,29 +357,50 @@ impl Replicator {
             .collect()
     }
 
-    fn users_version(&self) -> Option<u64> {
-        self.store.directory().users_version().ok()
+    /// Run a directory read on the blocking pool: SQLite may wait on its
+    /// lock (the CLI writes the same file) and must not stall the reactor.
+    /// `None` if the read failed (logged) or the task died.
+    async fn read_directory<T, F>(&self, what: &'static str, read: F) -> Option<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&cove_store::Directory) -> cove_store::Result<T> + Send + 'static,
+    {
+        let store = self.store.clone();
+        match tokio::task::spawn_blocking(move || read(store.directory())).await {
+            Ok(Ok(v)) => Some(v),
+            Ok(Err(e)) => {
+                tracing::warn!(error = %e, "replication: cannot read the user directory ({what})");
+                None
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "replication: the user directory read ({what}) failed");
+                None
+            }
+        }
     }
 
-    fn users_changed_since(&self, version: u64) -> Vec<String> {
-        match self.store.directory().user_records() {
-            Ok(r) => r
+    async fn users_version(&self) -> Option<u64> {
+        self.read_directory("version", |d| d.users_version()).await
+    }
+
+    async fn users_changed_since(&self, version: u64) -> Vec<String> {
+        self.read_directory("changed users", move |d| {
+            Ok(d.user_records()?
                 .into_iter()
                 .filter(|u| u.stamp > version && !u.removed)
                 .map(|u| u.address)
-                .collect(),
-            Err(_) => Vec::new(),
-        }
+                .collect())
+        })
+        .await
+        .unwrap_or_default()
     }
 
-    fn all_users(&self) -> Vec<String> {
-        match self.store.directory().list() {
-            Ok(users) => users.iter().map(|u| u.address.to_string()).collect(),
-            Err(e) => {
-                tracing::warn!(error = %e, "replication: cannot list users for a full sync");
-                Vec::new()
-            }
-        }
+    async fn all_users(&self) -> Vec<String> {
+        self.read_directory("all users", |d| {
+            Ok(d.list()?.iter().map(|u| u.address.to_string()).collect())
+        })
+        .await
+        .unwrap_or_default()
     }
 
     async fn run_peer(self: Arc<Self>, peer: Arc<Peer>, mut stop: watch::Receiver<bool>) {
@@ -407,8 +420,7 @@ impl Replicator {
                 let s = peer.state();
                 s.queue.is_empty() && !s.full_sync_wanted
             };
-            let users_changed = || self.users_version() != users_sent;
-            if idle && !users_changed() && Instant::now() < next_heartbeat {
+            if idle && self.users_version().await == users_sent && Instant::now() < next_heartbeat {
                 tokio::select! {
                     _ = peer.wake.notified() => {
                         // Let a burst of changes gather into one session.
@@ -417,7 +429,7 @@ impl Replicator {
                     _ = tokio::time::sleep_until(next_full.into()) => {}
                     _ = tokio::time::sleep_until(next_heartbeat.into()) => {}
                     _ = tokio::time::sleep(USERS_POLL) => {
-                        if !users_changed() {
+                        if self.users_version().await == users_sent {
                             continue;
                         }
                     }
@@ -467,14 +479,14 @@ impl Replicator {
                     continue;
                 }
             }
-            let version = self.users_version();
+            let version = self.users_version().await;
             if version != users_sent {
                 match session::exchange_users(l, &self.store).await {
                     Ok(merged) => {
                         // Users new here, and users changed here since the
                         // last swap, need a sync.
                         let now = Instant::now();
-                        let changed = self.users_changed_since(users_sent.unwrap_or(0));
+                        let changed = self.users_changed_since(users_sent.unwrap_or(0)).await;
                         let change = self.next_change();
                         let mut s = peer.state();
                         for a in merged.added.iter().map(|a| a.to_string()).chain(changed) {
@@ -494,7 +506,7 @@ impl Replicator {
             let full = std::mem::take(&mut peer.state().full_sync_wanted);
             if full {
                 let now = Instant::now();
-                let users = self.all_users();
+                let users = self.all_users().await;
                 let change = self.next_change();
                 let mut s = peer.state();
                 for u in users {
@@ -540,7 +552,7 @@ impl Replicator {
                         log_report(&peer.spec.name, &report);
                         let mut s = peer.state();
                         s.synced(&user, queued);
-                        s.last_success = Some(SystemTime::now());
+                        s.last_success = Some(self.store.env().clock.now());
                         s.last_error = None;
                     }
                     Err(e) => {
@@ -694,7 +706,7 @@ impl Replicator {
     pub async fn sync_now(&self, user: Option<String>) -> Result<Vec<(String, UserSync)>, String> {
         let users = match user {
             Some(u) => vec![u],
-            None => self.all_users(),
+            None => self.all_users().await,
         };
         let mut out = Vec::new();
         let mut errors = Vec::new();
@@ -802,7 +814,7 @@ impl Replicator {
             }
             let secs_ago = s
                 .last_success
-                .and_then(|t| t.elapsed().ok())
+                .and_then(|t| self.store.env().clock.now().duration_since(t).ok())
                 .map(|d| format!("{:.3}", d.as_secs_f64()));
             let _ = write!(
                 out,

@@ -27,7 +27,7 @@ use std::sync::Arc;
 
 use cove_store::UsersMerged;
 use cove_store::replica::{
-    ApplyReport, Delta, Digest, Mark, MessageState, TombstoneState, UserRecord, now_ms,
+    ApplyProgress, ApplyReport, Delta, Digest, Mark, MessageState, TombstoneState, UserRecord,
     validate_delta,
 };
 use cove_store::{Account, Address, StagedBlob, Store};
@@ -371,7 +371,7 @@ where
     let limits = store.peer_limits();
     let (a, r) = (account.clone(), remote.clone());
     // A delta the apply will refuse gets no content either.
-    let valid = validate_delta(remote, now_ms(), &limits).is_ok();
+    let valid = validate_delta(remote, store.env().now_ms(), &limits).is_ok();
     let budget = limits.max_session_bytes;
     let (need, damaged) = blocking(move || {
         let mut need = if valid {
@@ -456,8 +456,16 @@ async fn apply(
     let limits = store.peer_limits();
     let (user, peer_name) = (account.email().to_string(), peer.to_string());
     let peer = peer.to_string();
+    let hook = store.apply_progress_hook().cloned();
     let applied = blocking(move || {
-        let report = account.apply_replica(&peer, &local, &remote, &blobs, &limits)?;
+        let mut progress = |p: ApplyProgress| {
+            tracing::debug!(peer = %peer, user = %account.email(), applied = p.applied, total = p.total,
+                "replication: a chunk of the peer's changes applied");
+            if let Some(hook) = &hook {
+                hook(account.email(), p);
+            }
+        };
+        let report = account.apply_replica(&peer, &local, &remote, &blobs, &limits, &mut progress)?;
         if report.deferred == 0 {
             let mark = account.peer_mark(&peer)?;
             let next = Mark {
@@ -764,9 +772,10 @@ where
 /// `account/history.rs`). A failure is logged, never the session's.
 async fn prune_history(store: &Arc<Store>, account: &Arc<Account>, peer: &str, applied: Mark) {
     let (a, p, keep) = (account.clone(), peer.to_string(), store.history());
+    let now = store.env().now_ms();
     let pruned = blocking(move || {
         a.set_peer_applied(&p, applied)?;
-        a.prune_history(&keep, now_ms())
+        a.prune_history(&keep, now)
     })
     .await;
     match pruned {

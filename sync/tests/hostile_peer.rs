@@ -219,7 +219,7 @@ async fn finish(link: &mut PeerLink) -> Option<String> {
 }
 
 fn now_stamp() -> u64 {
-    (now_ms() << 16) | 7
+    (now_ms(&cove_store::SystemClock) << 16) | 7
 }
 
 fn mailbox(guid: u8, name: &str) -> MailboxState {
@@ -363,7 +363,7 @@ async fn a_far_future_user_record_does_not_pin_a_password() {
         address: USER.into(),
         password: Some("{PLAIN}evil".into()),
         quota: 0,
-        stamp: ((now_ms() + ten_years) << 16) | 7,
+        stamp: ((now_ms(&cove_store::SystemClock) + ten_years) << 16) | 7,
         removed: false,
     };
     let mut link = node.connect().await;

@@ -33,7 +33,14 @@ fn session_with_a_gap(a: &Node, b: &Node, between: impl FnOnce()) {
         }
         let report = n
             .account
-            .apply_replica(&peer.name, local, remote, &content, &Default::default())
+            .apply_replica(
+                &peer.name,
+                local,
+                remote,
+                &content,
+                &Default::default(),
+                &mut |_| {},
+            )
             .expect("apply");
         assert_eq!(report.deferred, 0, "{}: nothing left for later", n.name);
         n.account

@@ -61,7 +61,11 @@ fn doveadm_pw(scheme: &str, password: &str) -> Option<String> {
 /// The stored password hash of a user, read from the directory while the
 /// server runs (SQLite in WAL mode allows a reader beside it).
 fn stored_hash(data_dir: &Path, email: &str) -> String {
-    let dir = Directory::open(&data_dir.join("cove.db")).expect("open the directory");
+    let dir = Directory::open(
+        &data_dir.join("cove.db"),
+        std::sync::Arc::new(cove_store::SystemClock),
+    )
+    .expect("open the directory");
     let user = dir
         .get(&Address::parse(email).unwrap())
         .unwrap()

@@ -128,7 +128,7 @@ impl Account {
             }
             let kib = crate::index::cache_kib_for_rows(plan.len());
             crate::index::with_cache(&mut g.conn, kib, |conn| {
-                let mut tx = Tx::begin(conn)?;
+                let mut tx = Tx::begin(conn, &self.env)?;
                 for item in plan {
                     match item {
                         Err(row) => {

@@ -181,7 +181,7 @@ impl Account {
         let name = maildir::validate_mailbox_name(m.name)?;
         let name = name.as_str();
         let mut g = self.conn()?;
-        let mut tx = Tx::begin(&mut g.conn)?;
+        let mut tx = Tx::begin(&mut g.conn, &self.env)?;
         let outcome = match index::mailbox_by_name(&tx.tx, name)? {
             None => {
                 let guid = match m.guid {
@@ -304,7 +304,7 @@ impl Account {
         let mut g = self.conn()?;
         let mb = Self::mailbox_in(&g.conn, mailbox)?;
         let folder = self.folder(&mb);
-        let mut tx = Tx::begin(&mut g.conn)?;
+        let mut tx = Tx::begin(&mut g.conn, &self.env)?;
         // The highest UID of a message cove itself put here (delivered,
         // appended, moved in): old UIDs below it would be news no client
         // looks for.

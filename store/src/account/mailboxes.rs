@@ -98,7 +98,7 @@ impl Account {
         }
         let committed = (|| {
             self.sync.dir_written(&self.maildir)?;
-            let mut tx = Tx::begin(&mut g.conn)?;
+            let mut tx = Tx::begin(&mut g.conn, &self.env)?;
             for (m, new_name, new_dir) in &plan {
                 tx.rename_mailbox(m, new_name, new_dir)?;
             }
@@ -131,7 +131,7 @@ impl Account {
             return Err(Error::AlreadyExists(format!("mailbox {to}")));
         }
         let rows = index::messages(&g.conn, inbox.id)?;
-        let mut tx = Tx::begin(&mut g.conn)?;
+        let mut tx = Tx::begin(&mut g.conn, &self.env)?;
         let identity = FolderIdentity {
             guid: self.env.mailbox_guid(),
             uidvalidity: tx.next_uidvalidity(self.env.now_secs(), None)?,
@@ -214,7 +214,7 @@ impl Account {
         let committed = (|| {
             self.sync.dir_written(&self.maildir)?;
             self.sync.dir_written(&parking)?;
-            let mut tx = Tx::begin(&mut g.conn)?;
+            let mut tx = Tx::begin(&mut g.conn, &self.env)?;
             tx.delete_mailbox(&mb)?;
             tx.commit()
         })();
@@ -257,7 +257,7 @@ impl Account {
         let name = maildir::validate_mailbox_name(name)?;
         let name = name.as_str();
         let mut g = self.conn()?;
-        let mut tx = Tx::begin(&mut g.conn)?;
+        let mut tx = Tx::begin(&mut g.conn, &self.env)?;
         if tx.set_subscription(name, subscribed)?
             && let Some(mb) = index::mailbox_by_name(&tx.tx, name)?
         {

@@ -1,13 +1,35 @@
 //! A replica's side of a sync session: the delta it sends, the content it
 //! lacks, and applying the peer's delta (the rules are in `crate::replica`).
 //!
-//! # One transaction per session
-//! The whole delta is applied under the account's index lock in one index
+//! # One transaction per session, or per chunk of new messages
+//! A delta is applied under the account's index lock in one index
 //! transaction: files are linked and renamed first, made durable, then the
 //! rows are committed. A crash in between leaves files whose names carry
 //! their GUIDs; the reconciling scan indexes them where they are (see
 //! `transfer.rs`), and the next session finishes the job — nothing is ever
 //! in two mailboxes, nothing lost. An error undoes the file operations.
+//!
+//! A delta of more than `PeerLimits::apply_chunk_messages` messages (a
+//! first sync: 100,000 rows held the user's deliveries for 14 s) first
+//! adds the messages new here in chunks, each its own transaction, the
+//! index lock free between them; then one last transaction applies
+//! everything else (merges, moves, flags, expunges, mailbox deletes and
+//! names). The chunks take the messages by mailbox and in the order of the
+//! UIDs they take, so UIDs ascend across chunks. A chunk adds a message
+//! only at a UID that is free and not below its mailbox's UIDNEXT at that
+//! chunk's start: a delivery between two chunks takes the next UID, and
+//! a peer message that wanted it (or one below it) is left to the last
+//! transaction, which gives it a fresh UID above everything, as for any UID
+//! given out while a session runs (the peer follows at the next session).
+//! So no UID is used twice and none appears below one already shown
+//! (RFC 3501 §2.3.1.1). The changes of such an apply are one contiguous
+//! modseq range only if nothing was logged between chunks; otherwise the
+//! peer is not told a range (`applied_modseqs`), so it does not take the
+//! delivery for its own change coming back. A session cut between chunks
+//! leaves the committed chunks applied and the mark where it was: the
+//! next session resends the delta and finds those messages already here.
+//! Deltas that reset a UIDVALIDITY or merge mailboxes renumber whole
+//! mailboxes and stay one transaction.
 
 use std::collections::{HashMap, HashSet};
 use std::fs;
@@ -21,9 +43,9 @@ use crate::ids::{Flags, MailboxGuid, MessageGuid, ModSeq, Uid};
 use crate::index::{self, MailboxInfo, MessageMeta, NewMessageRow, Tx};
 use crate::maildir::{self, FileName, FolderIdentity};
 use crate::replica::{
-    ApplyReport, Delta, Digest, FlagClock, FlagsSide, MailboxGone, MailboxState, Mark,
-    MessageState, PeerLimits, Stamp, SubscriptionState, TombstoneState, merge_flags, renumbering,
-    validate_delta,
+    ApplyProgress, ApplyReport, Delta, Digest, FlagClock, FlagsSide, MailboxGone, MailboxState,
+    Mark, MessageState, PeerLimits, Stamp, SubscriptionState, TombstoneState, merge_flags,
+    renumbering, validate_delta,
 };
 use crate::watch::{OwnEvent, OwnTally, own_rename};
 use crate::{Error, IoContext, Result};
@@ -424,6 +446,11 @@ impl Account {
     /// Everything in `remote` is checked first ([`validate_delta`]: names,
     /// flags, stamps within `limits`' clock skew); a delta that fails is
     /// not applied at all.
+    ///
+    /// A delta with more than `limits.apply_chunk_messages` messages (a
+    /// first sync) is applied in chunks, each its own transaction (see the
+    /// module's essay); `progress` hears of each chunk once it is
+    /// committed and the index lock is free.
     pub fn apply_replica(
         &self,
         peer: &str,
@@ -431,70 +458,68 @@ impl Account {
         remote: &Delta,
         content: &HashMap<[u8; 32], StagedBlob>,
         limits: &PeerLimits,
+        progress: &mut dyn FnMut(ApplyProgress),
     ) -> Result<ApplyReport> {
-        validate_delta(remote, crate::replica::now_ms(), limits)?;
+        validate_delta(remote, self.env.now_ms(), limits)?;
         let renum = renumbering(local, remote);
         // The peer's delta as the merge sees it (mailboxes merged into
         // another: their messages in the kept one).
         let remote = &*renum.view(remote);
-        let mut report = ApplyReport {
-            uidvalidity_resets: renum.resets.len() as u64,
-            ..ApplyReport::default()
+        let mut run = ApplyRun {
+            account: self,
+            peer,
+            remote,
+            renum: &renum,
+            report: ApplyReport {
+                uidvalidity_resets: renum.resets.len() as u64,
+                ..ApplyReport::default()
+            },
+            modseqs: None,
+            contiguous: true,
+            unflushed_dirs: HashSet::new(),
         };
-        let mut g = self.conn()?;
-        let mut ops = FileOps::default();
-        let rows = remote.messages.len() + remote.tombstones.len() + local.messages.len();
-        let cache_kib = index::cache_kib_for_rows(rows);
-        let result = index::with_cache(&mut g.conn, cache_kib, |conn| {
-            let mut tx = Tx::begin(conn)?;
-            let floors = uidnexts(&tx)?;
-            let mut cx = Apply {
-                account: self,
-                peer,
-                floors,
-                remote,
-                renum: &renum,
-                ops: &mut ops,
-                report: &mut report,
-                verified: HashMap::new(),
-            };
-            cx.merge_mailboxes(&mut tx)?;
-            cx.mailboxes(&mut tx)?;
-            cx.messages(&mut tx, content)?;
-            cx.expunged_behind_history(&mut tx, local.since)?;
-            cx.deleted_mailboxes(&mut tx)?;
-            cx.settle_names(&mut tx)?;
-            cx.subscriptions(&mut tx)?;
-            for dir in &ops.dirs {
-                self.sync.dir_written(dir)?;
-            }
-            self.sync.dir_written(&self.maildir)?;
-            self.sync.sync()?;
-            tx.commit()
-        });
-        let changes = match result {
-            Ok(c) => c,
-            Err(e) => {
-                ops.undo(self);
-                return Err(e);
-            }
-        };
-        drop(g);
-        report.applied_modseqs = changes
-            .first()
-            .zip(changes.last())
-            .map(|(a, b)| (a.modseq, b.modseq));
-        self.announce(changes);
-        for f in &ops.doomed {
-            let announced = self.own.announce([(f.clone(), OwnEvent::Vanish)]);
-            if fs::remove_file(f).is_ok() {
-                announced.made();
+        // New messages first, in arrival order, a chunk per transaction.
+        // Not when UIDVALIDITYs reset or mailboxes merge: those renumber
+        // whole mailboxes, which stays one transaction.
+        let mut early: HashSet<MessageGuid> = HashSet::new();
+        let chunk = limits.apply_chunk_messages.max(1);
+        let chunked =
+            renum.resets.is_empty() && renum.merged.is_empty() && remote.messages.len() > chunk;
+        if chunked {
+            let order = arrival_order(remote, &renum);
+            let total = order.len();
+            for (n, slice) in order.chunks(chunk).enumerate() {
+                run.transaction(slice.len(), Flush::Deferred, |cx, tx| {
+                    if n == 0 {
+                        cx.merge_mailboxes(tx)?;
+                        cx.mailboxes(tx)?;
+                    }
+                    cx.new_messages(tx, slice, content, &mut early)
+                })?;
+                progress(ApplyProgress {
+                    applied: (n * chunk + slice.len()).min(total),
+                    total,
+                });
+                // Let a delivery waiting for the index lock take it now.
+                std::thread::yield_now();
             }
         }
-        for (_, parked) in &ops.parked {
-            let _ = fs::remove_dir_all(parked);
-        }
-        self.blobs.unlinked(ops.unlinked);
+        let rows =
+            remote.messages.len() - early.len() + remote.tombstones.len() + local.messages.len();
+        run.transaction(rows, Flush::BeforeCommit, |cx, tx| {
+            if !chunked {
+                cx.merge_mailboxes(tx)?;
+                cx.mailboxes(tx)?;
+            }
+            cx.messages(tx, content, &early)?;
+            cx.expunged_behind_history(tx, local.since)?;
+            cx.deleted_mailboxes(tx)?;
+            cx.settle_names(tx)?;
+            cx.raise_uidnexts(tx)?;
+            cx.subscriptions(tx)
+        })?;
+        let mut report = run.report;
+        report.applied_modseqs = run.modseqs.filter(|_| run.contiguous);
         if let Some(sieve) = &remote.sieve {
             self.merge_sieve(peer, sieve, limits);
         }
@@ -516,11 +541,135 @@ impl Account {
     /// Merge a peer's Sieve state (after its mail): refused or failed, it
     /// is logged and the mail stays applied.
     fn merge_sieve(&self, peer: &str, sieve: &crate::sieve::SieveState, limits: &PeerLimits) {
-        let latest_ms = limits.latest_stamp(crate::replica::now_ms()) >> 16;
+        let latest_ms = limits.latest_stamp(self.env.now_ms()) >> 16;
         if let Err(e) = crate::sieve::SieveScripts::new(&self.home, None).merge(sieve, latest_ms) {
             tracing::warn!(user = %self.email(), peer = %peer, error = %e, "replication: the peer's sieve scripts were not merged");
         }
     }
+}
+
+/// Whether a transaction of an apply makes its files durable before it
+/// commits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Flush {
+    /// The last (or only) transaction: one group flush covers its files
+    /// and every earlier chunk's, before the commit that lets the session
+    /// advance the mark.
+    BeforeCommit,
+    /// A chunk of new messages: no flush of its own. Nothing of it is
+    /// acknowledged to the peer before the last transaction's flush, and
+    /// a delivery in between flushes it with its own (a group flush covers
+    /// the whole filesystem, and the index's WAL is ordered), so a crash
+    /// loses at most chunks the next session resends. One `syncfs` per
+    /// 2,000 messages would cost more than the rows on a busy disk.
+    Deferred,
+}
+
+/// One apply of a peer's delta, over one or more transactions.
+struct ApplyRun<'a> {
+    account: &'a Account,
+    peer: &'a str,
+    remote: &'a Delta,
+    renum: &'a crate::replica::Renumbering,
+    report: ApplyReport,
+    /// The first and last modseq the apply's transactions logged.
+    modseqs: Option<(ModSeq, ModSeq)>,
+    /// No other change was logged between two of them.
+    contiguous: bool,
+    /// Directories that chunks without a flush of their own wrote in.
+    unflushed_dirs: HashSet<PathBuf>,
+}
+
+impl ApplyRun<'_> {
+    /// One transaction of the apply under the index lock: files linked
+    /// and renamed by `step`, made durable, then the rows committed; on
+    /// failure the file operations are undone. After the commit the
+    /// changes are announced and expunged files removed.
+    fn transaction(
+        &mut self,
+        rows: usize,
+        flush: Flush,
+        step: impl FnOnce(&mut Apply<'_>, &mut Tx<'_>) -> Result<()>,
+    ) -> Result<()> {
+        let account = self.account;
+        let mut g = account.conn()?;
+        let mut ops = FileOps::default();
+        let cache_kib = index::cache_kib_for_rows(rows);
+        let result = index::with_cache(&mut g.conn, cache_kib, |conn| {
+            let mut tx = Tx::begin(conn, &account.env)?;
+            let floors = uidnexts(&tx)?;
+            let mut cx = Apply {
+                account,
+                peer: self.peer,
+                floors,
+                remote: self.remote,
+                renum: self.renum,
+                ops: &mut ops,
+                report: &mut self.report,
+                verified: HashMap::new(),
+            };
+            step(&mut cx, &mut tx)?;
+            if flush == Flush::BeforeCommit {
+                // In fsync mode each directory is flushed on its own:
+                // those of the chunks before too.
+                for dir in ops.dirs.iter().chain(&self.unflushed_dirs) {
+                    account.sync.dir_written(dir)?;
+                }
+                account.sync.dir_written(&account.maildir)?;
+                account.sync.sync()?;
+            }
+            tx.commit()
+        });
+        let changes = match result {
+            Ok(c) => c,
+            Err(e) => {
+                ops.undo(account);
+                return Err(e);
+            }
+        };
+        drop(g);
+        if flush == Flush::Deferred {
+            self.unflushed_dirs.extend(ops.dirs.iter().cloned());
+        }
+        if let (Some(first), Some(last)) = (changes.first(), changes.last()) {
+            self.modseqs = Some(match self.modseqs {
+                None => (first.modseq, last.modseq),
+                Some((start, end)) => {
+                    self.contiguous &= first.modseq == end + 1;
+                    (start, last.modseq)
+                }
+            });
+        }
+        account.announce(changes);
+        for f in &ops.doomed {
+            let announced = account.own.announce([(f.clone(), OwnEvent::Vanish)]);
+            if fs::remove_file(f).is_ok() {
+                announced.made();
+            }
+        }
+        for (_, parked) in &ops.parked {
+            let _ = fs::remove_dir_all(parked);
+        }
+        account.blobs.unlinked(ops.unlinked);
+        Ok(())
+    }
+}
+
+/// The peer's messages in the order they arrive here when applied in
+/// chunks: by mailbox, then by the UID each takes (so that UIDs ascend
+/// from one chunk to the next). Indexes into `remote.messages`.
+fn arrival_order(remote: &Delta, renum: &crate::replica::Renumbering) -> Vec<usize> {
+    let mut order: Vec<(MailboxGuid, Uid, usize)> = remote
+        .messages
+        .iter()
+        .enumerate()
+        .map(|(i, r)| {
+            let uid = renum.uid_of(r);
+            (r.mailbox, uid, i)
+        })
+        .collect();
+    order.sort_unstable();
+    order.into_iter().map(|(_, _, i)| i).collect()
 }
 
 struct Apply<'a> {
@@ -842,9 +991,11 @@ impl Apply<'_> {
                 [mb.id],
             )?;
         }
+        // Its UIDNEXT is raised to the peer's with the others, at the end
+        // ([`Apply::raise_uidnexts`]).
         tx.tx.execute(
-            "UPDATE mailbox SET name_stamp = ?2, uidnext = max(uidnext, ?3) WHERE id = ?1",
-            params![mb.id, r.name_stamp as i64, r.uidnext],
+            "UPDATE mailbox SET name_stamp = ?2 WHERE id = ?1",
+            params![mb.id, r.name_stamp as i64],
         )?;
         tx.tx.execute(
             "UPDATE meta SET value = max(value, ?1) WHERE key = 'uidvalidity'",
@@ -853,6 +1004,20 @@ impl Apply<'_> {
         self.report.mailboxes_created += 1;
         index::mailbox_by_guid(&tx.tx, &r.guid)?
             .ok_or_else(|| Error::Index("mailbox vanished inside its own transaction".into()))
+    }
+
+    /// Each mailbox's UIDNEXT raised to the peer's, in the last
+    /// transaction of an apply: raised in the first chunk of a chunked one,
+    /// the later chunks would find their own UIDs below it and give every
+    /// message a fresh one.
+    fn raise_uidnexts(&mut self, tx: &mut Tx<'_>) -> Result<()> {
+        for r in &self.remote.mailboxes {
+            tx.tx.execute(
+                "UPDATE mailbox SET uidnext = max(uidnext, ?2) WHERE guid = ?1",
+                params![&r.guid.0[..], r.uidnext],
+            )?;
+        }
+        Ok(())
     }
 
     fn mailboxes(&mut self, tx: &mut Tx<'_>) -> Result<()> {
@@ -875,10 +1040,6 @@ impl Apply<'_> {
                             self.rename_folder(tx, &l, &name, r.name_stamp)?;
                         }
                     }
-                    tx.tx.execute(
-                        "UPDATE mailbox SET uidnext = max(uidnext, ?2) WHERE id = ?1",
-                        params![l.id, r.uidnext],
-                    )?;
                 }
                 None => {
                     let gone: Option<i64> = tx
@@ -977,16 +1138,54 @@ impl Apply<'_> {
         Ok(retired.is_none_or(|g| index::guid16(g) == guid.0))
     }
 
-    fn messages(&mut self, tx: &mut Tx<'_>, content: &HashMap<[u8; 32], StagedBlob>) -> Result<()> {
+    /// One chunk of a chunked apply (`slice`: indexes into the peer's
+    /// messages, in [`arrival_order`]): each message new here whose UID is
+    /// free and not below this mailbox's UIDNEXT is added, and noted in
+    /// `early`. Any other (held here already, its UID taken or passed by
+    /// a delivery between chunks, its mailbox not here yet) is left to the
+    /// last transaction, which applies it by the usual rules — a fresh UID
+    /// above everything there, never one below a UID already shown.
+    fn new_messages(
+        &mut self,
+        tx: &mut Tx<'_>,
+        slice: &[usize],
+        content: &HashMap<[u8; 32], StagedBlob>,
+        early: &mut HashSet<MessageGuid>,
+    ) -> Result<()> {
+        for &i in slice {
+            let r = &self.remote.messages[i];
+            let uid = self.renum.uid_of(r);
+            if row_by_guid(&tx.tx, &r.guid)?.is_some() {
+                continue;
+            }
+            let Some(mb) = index::mailbox_by_guid(&tx.tx, &r.mailbox)? else {
+                continue;
+            };
+            let below_floor = self.floors.get(&mb.guid).is_some_and(|f| uid < *f);
+            if below_floor || !Self::uid_free(tx, &mb, uid, &r.guid)? {
+                continue;
+            }
+            self.add(tx, r, uid, content)?;
+            early.insert(r.guid);
+        }
+        Ok(())
+    }
+
+    fn messages(
+        &mut self,
+        tx: &mut Tx<'_>,
+        content: &HashMap<[u8; 32], StagedBlob>,
+        early: &HashSet<MessageGuid>,
+    ) -> Result<()> {
         let remote_live: HashSet<MessageGuid> =
             self.remote.messages.iter().map(|m| m.guid).collect();
-        for r in &self.remote.messages {
-            let target_uid = self
-                .renum
-                .uids
-                .get(&(r.mailbox, r.guid))
-                .copied()
-                .unwrap_or(r.uid);
+        for r in self
+            .remote
+            .messages
+            .iter()
+            .filter(|r| !early.contains(&r.guid))
+        {
+            let target_uid = self.renum.uid_of(r);
             match row_by_guid(&tx.tx, &r.guid)? {
                 Some(l) => self.merge_existing(tx, r, target_uid, l)?,
                 None => self.add(tx, r, target_uid, content)?,

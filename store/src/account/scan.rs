@@ -111,7 +111,7 @@ impl Account {
             .cloned()
             .collect();
         if !to_add.is_empty() || !removed.is_empty() {
-            let mut tx = Tx::begin(&mut g.conn)?;
+            let mut tx = Tx::begin(&mut g.conn, &self.env)?;
             let mut new_folders = Vec::new();
             for dir in to_add {
                 let Some(name) = maildir::mailbox_name_of_dir(dir) else {
@@ -194,7 +194,7 @@ impl Account {
         let mut vanished: HashMap<MessageGuid, MessageMeta> = HashMap::new();
         // Index writes that log no change (a file moved from new/ to cur/).
         let mut quiet_writes = false;
-        let mut tx = Tx::begin(&mut g.conn)?;
+        let mut tx = Tx::begin(&mut g.conn, &self.env)?;
         // Each folder's keyword letters, read when a file needs them.
         let mut letter_maps: HashMap<i64, KeywordLetters> = HashMap::new();
         for mb in &mailboxes {

@@ -143,7 +143,7 @@ impl Account {
             for sub in ["cur", "new"] {
                 self.sync.dir_written(&dst_folder.join(sub))?;
             }
-            let mut tx = Tx::begin(&mut g.conn)?;
+            let mut tx = Tx::begin(&mut g.conn, &self.env)?;
             let mut pairs = Vec::with_capacity(copies.len());
             for c in &copies {
                 let row = NewMessageRow {
@@ -244,7 +244,7 @@ impl Account {
         let moved = self.move_files(&from_mb, &to_mb, rows)?;
         let committed = (|| {
             self.renames_durable(&from_mb, &to_mb)?;
-            let mut tx = Tx::begin(&mut g.conn)?;
+            let mut tx = Tx::begin(&mut g.conn, &self.env)?;
             let pairs = move_rows(&mut tx, &from_mb, &to_mb, &moved)?;
             Ok::<_, Error>((pairs, tx.commit()?))
         })();

@@ -69,7 +69,8 @@ fn migrates_a_version_1_index() {
         );
         assert_eq!(current_modseq(&conn).unwrap(), 7);
         // The UIDVALIDITY counter starts above every existing one.
-        let mut tx = Tx::begin(&mut conn).unwrap();
+        let env = crate::env::Env::default();
+        let mut tx = Tx::begin(&mut conn, &env).unwrap();
         assert!(tx.next_uidvalidity(1, None).unwrap() > 1700000002);
     }
 }
@@ -91,7 +92,8 @@ fn refuses_a_newer_schema() {
 fn uidvalidity_never_repeats_within_a_second() {
     let d = tempfile::tempdir().unwrap();
     let mut conn = open(&d.path().join("index.sqlite"), false).unwrap();
-    let mut tx = Tx::begin(&mut conn).unwrap();
+    let env = crate::env::Env::default();
+    let mut tx = Tx::begin(&mut conn, &env).unwrap();
     let a = tx.next_uidvalidity(1_700_000_000, None).unwrap();
     let b = tx.next_uidvalidity(1_700_000_000, None).unwrap();
     let c = tx

@@ -31,6 +31,10 @@ pub struct PeerLimits {
     /// The most content a peer may send in one session; what is left is
     /// asked for in the next one.
     pub max_session_bytes: u64,
+    /// New messages applied per index transaction when a peer's delta
+    /// brings more (a first sync): the user's deliveries wait at most one
+    /// such chunk, not the whole apply.
+    pub apply_chunk_messages: usize,
 }
 
 impl Default for PeerLimits {
@@ -40,6 +44,7 @@ impl Default for PeerLimits {
             // The default largest message (50 MiB) and a margin.
             max_blob_bytes: 51 * 1024 * 1024,
             max_session_bytes: 1024 * 1024 * 1024,
+            apply_chunk_messages: 2_000,
         }
     }
 }

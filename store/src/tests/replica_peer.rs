@@ -14,6 +14,7 @@ fn apply(account: &Account, remote: &Delta) -> Result<replica::ApplyReport> {
         remote,
         &HashMap::new(),
         &PeerLimits::default(),
+        &mut |_| {},
     )
 }
 
@@ -44,7 +45,8 @@ fn a_folder_outside_the_maildir_is_never_touched() {
         gone: vec![MailboxGone {
             guid: trash.guid,
             name: "Trash".into(),
-            stamp: stamp_now(9),
+            // A millisecond after the store's (fixed) clock made Trash.
+            stamp: stamp_now(&*store.env().clock, 9) + (1 << 16),
         }],
         ..Delta::default()
     };
@@ -78,7 +80,7 @@ fn a_corrupt_stored_blob_is_not_linked_for_a_peer() {
             keywords: vec![],
             peer_has: false,
             clock: String::new(),
-            placed: stamp_now(9),
+            placed: stamp_now(&*store.env().clock, 9),
             internal_date: 1_700_000_000,
             size: 20,
         }],
@@ -93,4 +95,31 @@ fn a_corrupt_stored_blob_is_not_linked_for_a_peer() {
         vec![id.0],
         "asked of the peer next time"
     );
+}
+
+// Issue 14: every replication stamp comes from the clock the store was
+// given, not the system's. The fixture's clock stands at 1,700,000,000 s
+// (November 2023); the system clock reads years later, so a stamp taken
+// from it would sort after every change a peer makes in the meantime.
+#[test]
+fn replication_stamps_come_from_the_injected_clock() {
+    let f = Fixture::new();
+    let injected_ms = 1_700_000_000_000u64;
+    let d = f.put_plain("INBOX", "a\r\n");
+    f.acct
+        .store_flags(
+            &f.mb("INBOX").guid,
+            &[d.uid],
+            FlagOp::Add(Flags::FLAGGED, vec![]),
+            None,
+        )
+        .unwrap();
+    let delta = f.acct.replica_delta("peer", Mark::default()).unwrap();
+    let m = &delta.messages[0];
+    assert_eq!(m.placed >> 16, injected_ms, "placement stamp");
+    let flagged = replica::FlagClock::parse(&m.clock).newest();
+    assert_eq!(flagged >> 16, injected_ms, "flag stamp");
+    let users = f.store.directory().user_records().unwrap();
+    assert_eq!(users[0].stamp >> 16, injected_ms, "directory stamp");
+    assert_eq!(f.store.env().now_ms(), injected_ms);
 }

@@ -153,8 +153,10 @@ fn read_verified(blobs: &BlobStore, cid: ContentId) -> Result<Option<Vec<u8>>, c
             }
             Ok(None)
         }
-        Err(cove_dedup::Error::NotFound(_)) => Ok(None),
-        Err(e) => Err(e.into()),
+        Err(e) => match cove_store::Error::from(e) {
+            e if e.is_missing_content() => Ok(None),
+            e => Err(e),
+        },
     }
 }
 
