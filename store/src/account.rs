@@ -78,7 +78,32 @@ pub(crate) fn default_identity(email: &str, name: &str) -> FolderIdentity {
 const DELETED_DIR: &str = ".cove-deleted";
 /// Where new mailboxes' folders are built before they are renamed into
 /// `Maildir/` whole, in the user's home (a scan never sees a half-made one).
-const CREATING_DIR: &str = ".cove-creating";
+pub(crate) const CREATING_DIR: &str = ".cove-creating";
+
+/// A shared lock on a scratch folder of `home` ([`DELETED_DIR`],
+/// [`CREATING_DIR`]) for as long as it is held: that process has a folder
+/// in the making there. The clean-up at open
+/// ([`Account::remove_deleted_folders`]) empties a scratch folder only under
+/// the exclusive lock, so another process's account (the CLI's `cove user
+/// add` while the server opens the same new user) never loses a folder it
+/// is building or parking.
+pub(crate) fn scratch_busy(home: &Path, scratch: &str) -> Result<fs::File> {
+    let file = scratch_busy_file(home, scratch)?;
+    file.lock_shared()
+        .ctx(|| format!("lock {}", home.join(format!("{scratch}.lock")).display()))?;
+    Ok(file)
+}
+
+/// The lock file of [`scratch_busy`], unlocked.
+fn scratch_busy_file(home: &Path, scratch: &str) -> Result<fs::File> {
+    let path = home.join(format!("{scratch}.lock"));
+    fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .ctx(|| format!("open {}", path.display()))
+}
 
 /// Whether a mailbox made by [`Account::create_mailbox_as`] is subscribed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -800,6 +825,7 @@ impl Account {
     /// for a scan to take for a mailbox; a crash leaves at most a scratch
     /// folder, removed when the account is next opened.
     fn place_new_folder(&self, name: &str, path: &Path, identity: &FolderIdentity) -> Result<()> {
+        let _busy = scratch_busy(&self.home, CREATING_DIR)?;
         let scratch = self.home.join(CREATING_DIR);
         fs::create_dir_all(&scratch).ctx(|| format!("create {}", scratch.display()))?;
         let staging = scratch.join(identity.guid.to_hex());

@@ -749,6 +749,33 @@ fn derived_data_round_trips_by_content() {
     );
 }
 
+// A folder another process is building (the CLI's `cove user add` makes
+// the default mailboxes while the server opens the same new account) is
+// not the left-over of a crash: the clean-up at open leaves it while that
+// process holds the scratch lock, and takes it once no one does.
+#[test]
+fn a_folder_in_the_making_survives_another_open_of_the_account() {
+    use crate::account::{CREATING_DIR, scratch_busy};
+    let d = tempfile::tempdir().unwrap();
+    let s = store_at(d.path());
+    let u = user(&s, "a@x.org");
+    let home = s.account(&u).unwrap().home().to_path_buf();
+    let building = home.join(CREATING_DIR).join("in-the-making");
+    fs::create_dir_all(&building).unwrap();
+    fs::write(building.join("cove-mailbox"), b"identity").unwrap();
+    let busy = scratch_busy(&home, CREATING_DIR).unwrap();
+    s.close_account(&u);
+    s.account(&u).unwrap();
+    assert!(
+        building.join("cove-mailbox").exists(),
+        "removed while in the making"
+    );
+    drop(busy);
+    s.close_account(&u);
+    s.account(&u).unwrap();
+    assert!(!building.exists(), "a crash's left-over stays");
+}
+
 // An index made before the table was keyed by kind first: its entries of
 // kinds still read move over at open, retired kinds' do not, and the old
 // table is gone.

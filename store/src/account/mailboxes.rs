@@ -32,7 +32,7 @@ use std::fs;
 use std::path::PathBuf;
 
 use super::transfer::{move_rows, undo_moves};
-use super::{Account, CREATING_DIR, DELETED_DIR};
+use super::{Account, CREATING_DIR, DELETED_DIR, scratch_busy, scratch_busy_file};
 use crate::changes::ChangeKind;
 use crate::index::{self, MailboxInfo, Tx};
 use crate::maildir::{self, FolderIdentity};
@@ -196,6 +196,7 @@ impl Account {
             .into_iter()
             .map(|m| m.content_id)
             .collect();
+        let _busy = scratch_busy(&self.home, DELETED_DIR)?;
         let parking = self.home.join(DELETED_DIR);
         fs::create_dir_all(&parking).ctx(|| format!("create {}", parking.display()))?;
         let parked = parking.join(mb.guid.to_hex());
@@ -240,6 +241,14 @@ impl Account {
     /// that a crash left behind.
     pub(super) fn remove_deleted_folders(&self) {
         for scratch in [DELETED_DIR, CREATING_DIR] {
+            // Another process (or account) of this user is making or
+            // parking a folder there: it cleans up after itself.
+            let Ok(lock) = scratch_busy_file(&self.home, scratch) else {
+                continue;
+            };
+            if lock.try_lock().is_err() {
+                continue;
+            }
             let Ok(entries) = fs::read_dir(self.home.join(scratch)) else {
                 continue;
             };

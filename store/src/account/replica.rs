@@ -38,7 +38,7 @@ use std::path::PathBuf;
 use cove_dedup::{ContentId, StagedBlob};
 use rusqlite::{OptionalExtension, params};
 
-use super::{Account, DELETED_DIR};
+use super::{Account, DELETED_DIR, scratch_busy};
 use crate::ids::{Flags, MailboxGuid, MessageGuid, ModSeq, Uid};
 use crate::index::{self, MailboxInfo, MessageMeta, NewMessageRow, Tx};
 use crate::maildir::{self, FileName, FolderIdentity};
@@ -178,6 +178,8 @@ struct FileOps {
     unlinked: Vec<cove_dedup::ContentId>,
     /// Folders of deleted mailboxes, parked; removed after the commit.
     parked: Vec<(PathBuf, PathBuf)>,
+    /// Held while folders are parked (`scratch_busy`).
+    parking: Option<fs::File>,
     /// Changes announced to the Maildir watcher, taken back if the apply
     /// fails.
     announced: OwnTally,
@@ -1590,6 +1592,9 @@ impl Apply<'_> {
                 continue;
             }
             let folder = self.folder(&mb)?;
+            if self.ops.parking.is_none() {
+                self.ops.parking = Some(scratch_busy(&self.account.home, DELETED_DIR)?);
+            }
             let parking = self.account.home.join(DELETED_DIR);
             fs::create_dir_all(&parking).ctx(|| format!("create {}", parking.display()))?;
             let parked = parking.join(mb.guid.to_hex());
