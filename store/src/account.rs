@@ -96,11 +96,13 @@ pub(crate) fn scratch_busy(home: &Path, scratch: &str) -> Result<fs::File> {
 
 /// The lock file of [`scratch_busy`], unlocked.
 fn scratch_busy_file(home: &Path, scratch: &str) -> Result<fs::File> {
+    use std::os::unix::fs::OpenOptionsExt;
     let path = home.join(format!("{scratch}.lock"));
     fs::OpenOptions::new()
         .create(true)
         .truncate(false)
         .write(true)
+        .mode(0o600)
         .open(&path)
         .ctx(|| format!("open {}", path.display()))
 }
