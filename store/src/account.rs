@@ -31,7 +31,7 @@ use cove_dedup::{BlobStore, StagedBlob};
 use rusqlite::Connection;
 use tokio::sync::broadcast;
 
-use crate::changes::Change;
+use crate::changes::{Change, ChangeKind};
 use crate::env::Env;
 use crate::ids::{Flags, MailboxGuid, MessageGuid, ModSeq, Uid};
 use crate::index::{self, MailboxInfo, MessageMeta, NewMessageRow, Tx};
@@ -510,6 +510,31 @@ impl Account {
     /// Live changes from now on (IDLE, NOOP, the replicator). A receiver
     /// that falls behind gets `Lagged` and must re-read with
     /// [`changes_since`](Account::changes_since).
+    /// Tell the sessions watching `mailboxes` that their UIDs were given
+    /// again (replication renumbered them; the changes it logged name the
+    /// mailbox as it is now): a live event only, not logged, not seen by
+    /// the indexer or replication. Its kind makes a view read the index,
+    /// where it finds its mailbox gone or under a new UIDVALIDITY; its
+    /// modseq is the last one the renumbering logged, so the view's order
+    /// rule (`feed_mark`) is kept.
+    pub(crate) fn announce_renumbered(
+        &self,
+        mailboxes: impl Iterator<Item = MailboxGuid>,
+        modseq: ModSeq,
+    ) {
+        for mailbox in mailboxes {
+            let _ = self.feed.send(Change {
+                modseq,
+                mailbox,
+                kind: ChangeKind::MailboxRenamed {
+                    from: String::new(),
+                    to: String::new(),
+                },
+                message: None,
+            });
+        }
+    }
+
     pub fn subscribe(&self) -> broadcast::Receiver<Change> {
         self.feed.subscribe()
     }

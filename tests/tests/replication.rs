@@ -1482,3 +1482,76 @@ fn a_peer_away_longer_than_the_history_kept_gets_a_complete_delta() {
         "node-a pruned past node-b's mark and sent a complete delta"
     );
 }
+
+// A mailbox made on each node during a partition under the same name is
+// merged when the link heals: one of them gives way and its messages get
+// new UIDs under a new UIDVALIDITY. A session that has the renumbered one
+// selected cannot be told so in IMAP (RFC 3501 §2.3.1.1: the UIDs it saw
+// now name other messages or none): it is ended with a BYE, and selecting
+// again shows the merged mailbox, the same on both nodes.
+#[test]
+fn a_session_on_a_mailbox_renumbered_by_a_merge_is_ended() {
+    let pair = Pair::start("", "");
+    pair.partition(Partition::Refuse);
+    let mut on = Vec::new();
+    for (node, id) in [(&pair.a, "work-a"), (&pair.b, "work-b")] {
+        let mut c = node.imap_login(USER, PASS);
+        c.cmd_ok("C1 CREATE Work");
+        let message = format!("Message-ID: {}\r\nSubject: {id}\r\n\r\n{id}\r\n", mid(id));
+        c.append("A1", "Work", "", message.as_bytes());
+        let selected = c.cmd_ok("S1 SELECT Work");
+        assert!(
+            selected.iter().any(|l| l.contains("1 EXISTS")),
+            "{selected:?}"
+        );
+        on.push(c);
+    }
+    pair.heal();
+    // Each session polls until its node has both messages or it is ended.
+    let mut ended = 0;
+    for (i, c) in on.iter_mut().enumerate() {
+        let mut last = Vec::new();
+        let outcome = eventually(CONVERGE, || {
+            // Read to the tagged reply, or to the end of a connection
+            // the server closed after its BYE.
+            let tag = format!("N{i}");
+            c.send(&format!("{tag} NOOP"));
+            let mut r = Vec::new();
+            while let Ok(Some(line)) = c.try_read_response() {
+                let done = line.starts_with(&format!("{tag} "));
+                r.push(line);
+                if done {
+                    break;
+                }
+            }
+            last.clone_from(&r);
+            if r.iter()
+                .any(|l| l.starts_with("* BYE") && l.contains("renumbered"))
+            {
+                Some(true)
+            } else if r.iter().any(|l| l.contains("2 EXISTS")) {
+                Some(false)
+            } else {
+                std::thread::sleep(Duration::from_millis(100));
+                None
+            }
+        })
+        .unwrap_or_else(|| panic!("session {i} sees the merge; last: {last:?}"));
+        ended += usize::from(outcome);
+    }
+    assert!(ended >= 1, "a session on the renumbered mailbox is ended");
+    let uidvalidity = |node: &TestServer| {
+        let mut c = node.imap_login(USER, PASS);
+        eventually(CONVERGE, || {
+            let r = c.cmd("S2 SELECT Work");
+            r.iter().any(|l| l.contains("2 EXISTS")).then(|| {
+                r.iter()
+                    .find(|l| l.contains("[UIDVALIDITY "))
+                    .cloned()
+                    .expect("UIDVALIDITY")
+            })
+        })
+        .expect("the merged mailbox")
+    };
+    assert_eq!(uidvalidity(&pair.a), uidvalidity(&pair.b));
+}

@@ -9,8 +9,16 @@ use cove_store::Error;
 use super::connection::{Authed, Connection};
 use super::view::{PendingRead, View};
 
-/// The selected mailbox no longer exists (deleted or renamed elsewhere).
-pub struct MailboxGone;
+/// Why the selected mailbox cannot be shown any more.
+pub enum MailboxGone {
+    /// It no longer exists (deleted or renamed elsewhere).
+    Removed,
+    /// Its UIDs were given again under a new UIDVALIDITY (replication
+    /// merged it with a mailbox of the same name made on the peer): the
+    /// UIDs this session showed mean nothing now, and IMAP has no way to
+    /// tell a selected session so (RFC 3501 §2.3.1.1) but to end it.
+    Renumbered,
+}
 
 /// Announce what others changed in the selected mailbox: EXPUNGE only when
 /// `allow_expunge`.
@@ -26,6 +34,7 @@ pub async fn announce(
     let read_only = view.read_only;
     let mailbox_first_recent = view.mailbox.first_recent;
     let guid = view.mailbox.guid;
+    let uidvalidity = view.mailbox.uidvalidity;
     let query = match &read {
         PendingRead::Nothing | PendingRead::FromFeed => None,
         PendingRead::Since(modseq) => Some(Some(*modseq)),
@@ -35,11 +44,25 @@ pub async fn announce(
         None => Ok(Vec::new()),
         Some(since) => {
             let account = account.clone();
-            user.blocking(move || match since {
-                Some(modseq) => account.messages_since(&guid, modseq),
-                None => account.messages(&guid),
-            })
-            .await
+            let read = user
+                .blocking(move || {
+                    let rows = match since {
+                        Some(modseq) => account.messages_since(&guid, modseq)?,
+                        None => account.messages(&guid)?,
+                    };
+                    // Read after the rows: a renumbering committed before
+                    // them shows here.
+                    let now = account.mailbox_by_guid(&guid)?.uidvalidity;
+                    Ok((rows, now))
+                })
+                .await;
+            match read {
+                Ok((_, now)) if now != uidvalidity => {
+                    tracing::info!(session = conn.id, mailbox = %view.mailbox.name.escape_debug(), from = uidvalidity, to = now, "the selected mailbox was renumbered by replication; the session is ended");
+                    return Err(MailboxGone::Renumbered);
+                }
+                read => read.map(|(rows, _)| rows),
+            }
         }
     };
     // New messages: this session takes their \Recent, unless it only
@@ -83,7 +106,19 @@ pub async fn announce(
             );
             Ok(())
         }
-        Err(Error::NotFound(_)) => Err(MailboxGone),
+        // Gone by its GUID: merged into the peer's mailbox of the same
+        // name (which it now is, renumbered), or removed.
+        Err(Error::NotFound(_)) => {
+            let account = user.account();
+            let name = view.mailbox.name.clone();
+            match user.blocking(move || account.mailbox(&name)).await {
+                Ok(_) => {
+                    tracing::info!(session = conn.id, mailbox = %view.mailbox.name.escape_debug(), "the selected mailbox was merged with the peer's of the same name; the session is ended");
+                    Err(MailboxGone::Renumbered)
+                }
+                Err(_) => Err(MailboxGone::Removed),
+            }
+        }
         Err(e) => {
             tracing::warn!(session = conn.id, error = %e, "could not refresh the selected mailbox");
             Ok(())

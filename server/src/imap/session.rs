@@ -449,14 +449,21 @@ impl Session {
             return;
         };
         let everything = announce == Announce::Everything;
-        if super::announce::announce(&mut self.conn, user, view, everything)
-            .await
-            .is_err()
-        {
+        use super::announce::MailboxGone;
+        match super::announce::announce(&mut self.conn, user, view, everything).await {
+            Ok(()) => {}
             // The mailbox itself went away (deleted or renamed elsewhere).
-            self.conn
-                .untagged("BYE [NONEXISTENT] The selected mailbox was removed");
-            self.state = State::Logout;
+            Err(MailboxGone::Removed) => {
+                self.conn
+                    .untagged("BYE [NONEXISTENT] The selected mailbox was removed");
+                self.state = State::Logout;
+            }
+            Err(MailboxGone::Renumbered) => {
+                self.conn.untagged(
+                    "BYE The selected mailbox was renumbered (new UIDVALIDITY): select it again",
+                );
+                self.state = State::Logout;
+            }
         }
     }
 

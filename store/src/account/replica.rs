@@ -520,6 +520,14 @@ impl Account {
             cx.raise_uidnexts(tx)?;
             cx.subscriptions(tx)
         })?;
+        // Sessions with a renumbered mailbox selected (merged into the
+        // peer's, or its UIDVALIDITY given way) saw the renumbering's
+        // changes logged under the mailbox as it is now, not the one they
+        // hold: tell them to look (`announce_renumbered`).
+        if let Some((_, last)) = run.modseqs {
+            let renumbered = renum.merged.keys().chain(renum.resets.keys());
+            self.announce_renumbered(renumbered.copied(), last);
+        }
         let mut report = run.report;
         report.applied_modseqs = run.modseqs.filter(|_| run.contiguous);
         if let Some(sieve) = &remote.sieve {
