@@ -74,6 +74,39 @@ start_cyrus_too() { # USERS
     CYRUS_PID=$(bash "$ROOT/benches/cyrus/start.sh" "$WORK/cyrus" "$CYRUS_PORT" "$1")
 }
 
+# start_pair's cove's bench0 INBOX copied into its Dovecot's bench0 Maildir
+# instead of delivering it again over LMTP (Dovecot's LMTP into one big
+# INBOX is the slow part of a big bench): the same bytes, like a migrated
+# mailbox, which Dovecot indexes at its first SELECT. The files are named
+# <secs>.M<n>P1.cove in cove's UID order (cove's own names sort by a random
+# GUID within a second) and keep their mtimes (Dovecot's received date), so
+# both servers number the messages alike and equal answers hash alike.
+copy_to_dovecot() {
+    local home=$WORK/cove-data/mail/example.com/bench0
+    python3 - "$home" "$WORK/dovecot/mail/example.com/bench0/Maildir" <<'EOF'
+import os, shutil, sqlite3, sys
+home, to = sys.argv[1:]
+for d in ("cur", "new", "tmp"):
+    os.makedirs(os.path.join(to, d), exist_ok=True)
+files = {}  # cove's GUID (the G part of its file names) -> path
+for d in ("cur", "new"):
+    for name in os.listdir(os.path.join(home, "Maildir", d)):
+        if name[:1].isdigit():
+            files[name.split(".")[1][1:].lower()] = os.path.join(home, "Maildir", d, name)
+db = sqlite3.connect(f"file:{home}/index.sqlite?mode=ro", uri=True)
+rows = db.execute("SELECT hex(m.guid) FROM message m JOIN mailbox b ON b.id = m.mailbox_id"
+                  " WHERE b.name = 'INBOX' ORDER BY m.uid")
+for n, (guid,) in enumerate(rows, 1):
+    src = files.pop(guid.lower())
+    secs = os.path.basename(src).split(".")[0]
+    name = f"{secs}.M{n:07d}P1.cove,S={os.path.getsize(src)}:2,"
+    shutil.copy2(src, os.path.join(to, "cur", name))
+if files:
+    sys.exit(f"{len(files)} message files are not in cove's INBOX index")
+EOF
+    chown -R --reference="$WORK/dovecot/mail" "$WORK/dovecot/mail/example.com"
+}
+
 # The exit trap of start_pair.
 stop_pair() {
     set +e

@@ -221,15 +221,6 @@ FAILED=0
 ERRS=$WORK/errors.txt
 : > "$ERRS"
 
-# copy_to_dovecot: cove's bench0 message files into Dovecot's bench0 Maildir
-copy_to_dovecot() {
-    local from=$WORK/cove-data/mail/example.com/bench0/Maildir
-    local to=$WORK/dovecot/mail/example.com/bench0/Maildir
-    mkdir -p "$to/cur" "$to/new" "$to/tmp"
-    find "$from/cur" "$from/new" -maxdepth 1 -type f -name '[0-9]*' -exec cp -t "$to/cur" {} +
-    chown -R --reference="$WORK/dovecot/mail" "$WORK/dovecot/mail/example.com"
-}
-
 # run_load SERVER -> loads both mailboxes, appends RESULT lines
 run_load() {
     local s=$1 lp
