@@ -288,7 +288,7 @@ impl Store {
             .hook
             .get()
             .map(|h| (h.clone(), address.to_string()));
-        sieve::SieveScripts::new(&self.home_of(address), hook)
+        sieve::SieveScripts::new(&self.home_of(address), hook, self.env().clone())
     }
 
     /// Look a user up by address.

@@ -116,14 +116,26 @@ pub struct SieveScripts {
     dir: PathBuf,
     /// Told of every change, so the replicator queues the user.
     hook: Option<(crate::ChangeHook, String)>,
+    /// The store's clock: removal and activation stamps, and the tracking
+    /// expiry, count on it like every other replication stamp.
+    env: crate::Env,
 }
 
 impl SieveScripts {
-    pub(crate) fn new(home: &Path, hook: Option<(crate::ChangeHook, String)>) -> SieveScripts {
+    pub(crate) fn new(
+        home: &Path,
+        hook: Option<(crate::ChangeHook, String)>,
+        env: crate::Env,
+    ) -> SieveScripts {
         SieveScripts {
             dir: home.join(SIEVE_DIR),
             hook,
+            env,
         }
+    }
+
+    fn now_ms(&self) -> u64 {
+        self.env.now_ms()
     }
 
     fn guard(&self) -> Result<std::sync::MutexGuard<'static, ()>> {
@@ -250,7 +262,7 @@ impl SieveScripts {
             }
             Err(e) => return Err(e).ctx(|| format!("delete script {name}")),
         }
-        self.record_removed(&[(name.to_string(), now_ms())])?;
+        self.record_removed(&[(name.to_string(), self.now_ms())])?;
         self.changed();
         Ok(())
     }
@@ -270,11 +282,11 @@ impl SieveScripts {
         fs::rename(self.path_of(old), self.path_of(new))
             .ctx(|| format!("rename script {old} to {new}"))?;
         // The new name is a change of now (for the peer's merge).
-        set_stamp(&self.path_of(new), now_ms())?;
+        set_stamp(&self.path_of(new), self.now_ms())?;
         if was_active {
             self.write_file(&self.dir.join(ACTIVE_FILE), new.as_bytes())?;
         }
-        self.record_removed(&[(old.to_string(), now_ms())])?;
+        self.record_removed(&[(old.to_string(), self.now_ms())])?;
         self.changed();
         Ok(())
     }
@@ -307,9 +319,13 @@ impl SieveScripts {
             std::process::id(),
             path.file_name().and_then(|f| f.to_str()).unwrap_or("file")
         ));
+        // The file's time is its stamp for the merge (`stamp_of`): the
+        // store's clock, not the system's.
+        let stamp = std::time::UNIX_EPOCH + std::time::Duration::from_millis(self.now_ms());
         let written = (|| {
             let mut f = fs::File::create(&tmp)?;
             f.write_all(bytes)?;
+            f.set_modified(stamp)?;
             f.sync_all()?;
             fs::rename(&tmp, path)
         })();
@@ -436,7 +452,7 @@ impl SieveScripts {
             state.active = name.trim_end_matches('\n').to_string();
             state.active_stamp = stamp_of(&marker).unwrap_or(0);
         }
-        let now = (now_ms() / 1000) as i64;
+        let now = (self.now_ms() / 1000) as i64;
         state.tracking = self.tracking(now)?.into_iter().collect();
         state.tracking.sort();
         Ok(Some(state))
@@ -532,7 +548,7 @@ impl SieveScripts {
             set_stamp(&marker, remote.active_stamp)?;
             changed = true;
         }
-        let now = (now_ms() / 1000) as i64;
+        let now = (self.now_ms() / 1000) as i64;
         let mut tracking = self.tracking(now)?;
         let before = tracking.clone();
         for (k, e) in remote.tracking.iter().filter(|(_, e)| *e > now) {
@@ -593,12 +609,6 @@ fn read_text(path: &Path) -> Result<Option<String>> {
     }
 }
 
-fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
-}
-
 /// A file's change time for the merge: its mtime in milliseconds.
 fn stamp_of(path: &Path) -> Option<u64> {
     let m = fs::metadata(path).ok()?.modified().ok()?;
@@ -623,7 +633,7 @@ mod tests {
     use super::*;
 
     fn scripts(dir: &Path, _: &()) -> SieveScripts {
-        SieveScripts::new(dir, None)
+        SieveScripts::new(dir, None, crate::Env::default())
     }
 
     #[test]
@@ -704,7 +714,7 @@ mod tests {
         sa.put("two", b"discard;", &limits).unwrap();
         sa.activate(Some("one")).unwrap();
         sa.track(&[("_vbob".into(), i64::MAX / 2)], 0).unwrap();
-        let latest = now_ms() + 60_000;
+        let latest = crate::Env::default().now_ms() + 60_000;
         assert!(sb.merge(&sa.state().unwrap().unwrap(), latest).unwrap());
         assert_eq!(
             sb.active().unwrap(),

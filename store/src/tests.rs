@@ -749,6 +749,33 @@ fn derived_data_round_trips_by_content() {
     );
 }
 
+// Sieve stamps (a script's change, a removal, the active marker) count on
+// the store's clock like every other replication stamp: with a clock of
+// 2023, a script put today merges as a change of 2023.
+#[test]
+fn sieve_stamps_come_from_the_injected_clock() {
+    let d = tempfile::tempdir().unwrap();
+    let s = store_at(d.path());
+    let u = user(&s, "a@x.org");
+    let scripts = s.sieve(&u.address);
+    let limits = crate::sieve::SieveLimits::default();
+    scripts.put("one", b"keep;", &limits).unwrap();
+    scripts.put("two", b"keep;", &limits).unwrap();
+    scripts.activate(Some("one")).unwrap();
+    scripts.delete("two").unwrap();
+    let state = scripts.state().unwrap().unwrap();
+    let clock_ms = 1_700_000_000_000;
+    assert_eq!(
+        state.scripts.iter().map(|s| s.stamp).collect::<Vec<_>>(),
+        [clock_ms]
+    );
+    assert_eq!(state.active_stamp, clock_ms);
+    assert_eq!(
+        state.removed.iter().map(|r| r.stamp).collect::<Vec<_>>(),
+        [clock_ms]
+    );
+}
+
 // A folder another process is building (the CLI's `cove user add` makes
 // the default mailboxes while the server opens the same new account) is
 // not the left-over of a crash: the clean-up at open leaves it while that

@@ -539,7 +539,7 @@ impl Account {
     /// The user's Sieve state for a delta; a failure to read it is logged
     /// and keeps the mail flowing.
     fn sieve_state(&self) -> Option<Box<crate::sieve::SieveState>> {
-        crate::sieve::SieveScripts::new(&self.home, None)
+        crate::sieve::SieveScripts::new(&self.home, None, self.env.clone())
             .state()
             .map(|s| s.map(Box::new))
             .unwrap_or_else(|e| {
@@ -552,7 +552,9 @@ impl Account {
     /// is logged and the mail stays applied.
     fn merge_sieve(&self, peer: &str, sieve: &crate::sieve::SieveState, limits: &PeerLimits) {
         let latest_ms = limits.latest_stamp(self.env.now_ms()) >> 16;
-        if let Err(e) = crate::sieve::SieveScripts::new(&self.home, None).merge(sieve, latest_ms) {
+        if let Err(e) = crate::sieve::SieveScripts::new(&self.home, None, self.env.clone())
+            .merge(sieve, latest_ms)
+        {
             tracing::warn!(user = %self.email(), peer = %peer, error = %e, "replication: the peer's sieve scripts were not merged");
         }
     }
