@@ -354,11 +354,26 @@ impl Admin {
             })
             .map(|(n, v)| (n.as_str(), v.as_str()))
             .collect();
-        let asked = tokio::time::timeout(
-            Duration::from_secs(10),
-            cove_sync::http::http_exchange(&http.to_string(), "GET", "/auth", &forwarded),
-        )
-        .await;
+        let ask = |http: std::net::SocketAddr| {
+            let forwarded = &forwarded;
+            async move {
+                tokio::time::timeout(
+                    Duration::from_secs(10),
+                    cove_sync::http::http_exchange(&http.to_string(), "GET", "/auth", forwarded),
+                )
+                .await
+            }
+        };
+        let mut asked = ask(http).await;
+        // The chosen node died before this node's health checks noticed
+        // (it refuses or does not answer): its pair's other node serves
+        // the user then, so ask it now rather than refuse the login.
+        if !matches!(asked, Ok(Ok((200, _, _))))
+            && let Some(standby) = cluster.standby(address, crate::cluster::Proto::Http, &node)
+        {
+            tracing::warn!(user = %address, node = %node, answer = ?asked.as_ref().map(|r| r.as_ref().map(|(s, _, _)| *s)), standby = %standby, "auth_http: the user's node did not answer; asking its pair's other node");
+            asked = ask(standby).await;
+        }
         match asked {
             Ok(Ok((200, headers, _))) => {
                 tracing::info!(user = %address, node = %node, "auth_http: asked the user's pair");
