@@ -587,14 +587,13 @@ impl Account {
     }
 
     pub fn mailbox_by_guid(&self, guid: &MailboxGuid) -> Result<MailboxInfo> {
-        index::mailbox_by_guid(&self.conn()?.conn, guid)?
-            .ok_or_else(|| Error::NotFound(format!("mailbox {guid}")))
+        index::mailbox_by_guid(&self.conn()?.conn, guid)?.ok_or_else(|| Error::mailbox_gone(guid))
     }
 
     pub fn status(&self, mailbox: &MailboxGuid) -> Result<MailboxStatus> {
         let g = self.conn()?;
         let mb = index::mailbox_by_guid(&g.conn, mailbox)?
-            .ok_or_else(|| Error::NotFound(format!("mailbox {mailbox}")))?;
+            .ok_or_else(|| Error::mailbox_gone(mailbox))?;
         let (messages, unseen, size, recent) = index::message_count(&g.conn, &mb)?;
         Ok(MailboxStatus {
             messages,
@@ -612,7 +611,7 @@ impl Account {
     pub fn claim_recent(&self, mailbox: &MailboxGuid) -> Result<Uid> {
         let mut g = self.conn()?;
         let mb = index::mailbox_by_guid(&g.conn, mailbox)?
-            .ok_or_else(|| Error::NotFound(format!("mailbox {mailbox}")))?;
+            .ok_or_else(|| Error::mailbox_gone(mailbox))?;
         index::claim_recent(&mut g.conn, mb.id)
     }
 
@@ -630,7 +629,7 @@ impl Account {
     pub fn messages(&self, mailbox: &MailboxGuid) -> Result<Vec<MessageMeta>> {
         let g = self.conn()?;
         let mb = index::mailbox_by_guid(&g.conn, mailbox)?
-            .ok_or_else(|| Error::NotFound(format!("mailbox {mailbox}")))?;
+            .ok_or_else(|| Error::mailbox_gone(mailbox))?;
         index::messages(&g.conn, mb.id)
     }
 
@@ -676,7 +675,7 @@ impl Account {
     ) -> Result<Vec<MessageMeta>> {
         let g = self.conn()?;
         let mb = index::mailbox_by_guid(&g.conn, mailbox)?
-            .ok_or_else(|| Error::NotFound(format!("mailbox {mailbox}")))?;
+            .ok_or_else(|| Error::mailbox_gone(mailbox))?;
         index::messages_since(&g.conn, mb.id, modseq)
     }
 
@@ -716,7 +715,7 @@ impl Account {
     pub fn tombstones(&self, mailbox: &MailboxGuid) -> Result<Vec<(Uid, MessageGuid, ModSeq)>> {
         let g = self.conn()?;
         let mb = index::mailbox_by_guid(&g.conn, mailbox)?
-            .ok_or_else(|| Error::NotFound(format!("mailbox {mailbox}")))?;
+            .ok_or_else(|| Error::mailbox_gone(mailbox))?;
         index::tombstones(&g.conn, mb.id)
     }
 
@@ -752,8 +751,7 @@ impl Account {
 
     /// A mailbox by GUID, or `NotFound`.
     fn mailbox_in(conn: &Connection, guid: &MailboxGuid) -> Result<MailboxInfo> {
-        index::mailbox_by_guid(conn, guid)?
-            .ok_or_else(|| Error::NotFound(format!("mailbox {guid}")))
+        index::mailbox_by_guid(conn, guid)?.ok_or_else(|| Error::mailbox_gone(guid))
     }
 
     fn folder(&self, mb: &MailboxInfo) -> PathBuf {
@@ -988,7 +986,7 @@ impl Account {
         let keywords = &crate::keywords::normalized(keywords)?[..];
         let mut g = self.conn()?;
         let mb = index::mailbox_by_guid(&g.conn, mailbox)?
-            .ok_or_else(|| Error::NotFound(format!("mailbox {mailbox}")))?;
+            .ok_or_else(|| Error::mailbox_gone(mailbox))?;
         let msg = index::message_by_uid(&g.conn, mb.id, uid)?.ok_or(Error::Expunged)?;
         let folder = self.folder(&mb);
         let mut file = msg.file.clone();
@@ -1025,7 +1023,7 @@ impl Account {
     fn expunge_once(&self, mailbox: &MailboxGuid, uids: &[Uid]) -> Result<Vec<Uid>> {
         let mut g = self.conn()?;
         let mb = index::mailbox_by_guid(&g.conn, mailbox)?
-            .ok_or_else(|| Error::NotFound(format!("mailbox {mailbox}")))?;
+            .ok_or_else(|| Error::mailbox_gone(mailbox))?;
         let folder = self.folder(&mb);
         let mut gone = Vec::new();
         for uid in uids {

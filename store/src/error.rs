@@ -61,6 +61,15 @@ impl Error {
     pub fn is_missing_content(&self) -> bool {
         matches!(self, Error::Blob(cove_dedup::Error::NotFound(_)))
     }
+
+    /// A mailbox asked for by its GUID is gone: removed, renamed away or
+    /// merged with the peer's of the same name since the caller looked it
+    /// up. Said so, because the GUID alone means nothing to a user.
+    pub(crate) fn mailbox_gone(guid: &crate::MailboxGuid) -> Error {
+        Error::NotFound(format!(
+            "mailbox {guid} (removed or merged with another since it was opened)"
+        ))
+    }
 }
 
 fn is_no_space(e: &io::Error) -> bool {

@@ -654,12 +654,21 @@ impl TestServer {
 
 impl Drop for TestServer {
     fn drop(&mut self) {
+        // Whether the server had died by itself before the test ended (a
+        // crash or a signal): the first thing to know about a failure.
+        let died = self
+            .child
+            .as_mut()
+            .and_then(|c| c.try_wait().ok().flatten());
         if let Some(mut c) = self.child.take() {
             let _ = c.kill();
             let _ = c.wait();
         }
         self.join_drain();
         if std::thread::panicking() {
+            if let Some(status) = died {
+                eprintln!("---- cove serve had exited by itself: {status} ----");
+            }
             let logs = self.logs();
             let skip = logs.len().saturating_sub(200);
             eprintln!(

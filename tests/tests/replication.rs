@@ -150,6 +150,7 @@ type State = BTreeMap<String, View>;
 /// A logged-in IMAP connection that reads a node's state.
 struct Viewer {
     imap: Imap<TcpStream>,
+    addr: SocketAddr,
     n: u32,
 }
 
@@ -157,14 +158,23 @@ impl Viewer {
     fn login(node: &TestServer) -> Viewer {
         Viewer {
             imap: node.imap_login(USER, PASS),
+            addr: node.addr_of("imap"),
             n: 0,
         }
     }
 
-    /// Run `command` under a fresh tag; all its responses.
+    /// Run `command` under a fresh tag; all its responses. After a BYE
+    /// (the selected mailbox merged with the peer's of the same name is
+    /// renumbered, and a session on it is ended) the next command goes
+    /// over a new login, as a mail client reconnects.
     fn cmd(&mut self, command: &str) -> Vec<String> {
         self.n += 1;
-        self.imap.cmd(&format!("v{} {command}", self.n))
+        let r = self.imap.cmd(&format!("v{} {command}", self.n));
+        if r.iter().any(|l| l.starts_with("* BYE ")) {
+            self.imap = Imap::connect(self.addr);
+            self.imap.login(USER, PASS);
+        }
+        r
     }
 
     #[track_caller]
@@ -1184,6 +1194,10 @@ fn select_listing(v: &mut Viewer, mailbox: &str) -> Option<Vec<(u32, Msg)>> {
         return None;
     }
     let r = v.cmd("UID FETCH 1:* (UID FLAGS BODY.PEEK[HEADER.FIELDS (MESSAGE-ID)])");
+    // Ended (and logged in again) with nothing selected: no listing.
+    if r.iter().any(|l| l.starts_with("* BYE ")) {
+        return None;
+    }
     Some(r.iter().filter_map(|l| parse_fetch(l)).collect())
 }
 
