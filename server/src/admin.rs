@@ -22,6 +22,10 @@
 //! serves them now (the preferred one, the peer while it is down or
 //! draining); a user of another pair is asked of that pair's serving node,
 //! whose answer is passed on: no node holds another pair's passwords.
+//! If that node does not answer (it died before this node's health checks
+//! noticed), the pair's other node is asked, with `X-Cove-Unreachable`
+//! naming the silent node so that it routes the login to itself even if
+//! its own checks have not noticed either.
 //!
 //! # Health
 //! `GET /health` answers 200 `serving` while this node takes new sessions,
@@ -51,6 +55,10 @@ use crate::metrics::Proto;
 
 /// The file holding the admin token, in the data directory.
 pub const TOKEN_FILE: &str = "admin.token";
+
+/// The header a node adds when it asks a pair's other node because the
+/// first did not answer (see the module's essay); it names that node.
+const UNREACHABLE_HEADER: &str = "x-cove-unreachable";
 
 /// Attempts after which nginx is told to give up (no `Auth-Wait`).
 const MAX_ATTEMPTS: u32 = 10;
@@ -298,7 +306,11 @@ impl Admin {
                     Proto::Pop3 => crate::cluster::Proto::Pop3,
                     _ => crate::cluster::Proto::Imap,
                 };
-                match cluster.serving(address, wanted) {
+                // Set by a node of another pair that could not reach the
+                // node its health checks chose for this user (see
+                // `auth_elsewhere`): this node may not have noticed yet.
+                let unreachable = request.header(UNREACHABLE_HEADER);
+                match cluster.serving_without(address, wanted, unreachable) {
                     Some((_, addr)) => Some(addr),
                     None => return refuse("No server for this user is up, try again later"),
                 }
@@ -354,17 +366,7 @@ impl Admin {
             })
             .map(|(n, v)| (n.as_str(), v.as_str()))
             .collect();
-        let ask = |http: std::net::SocketAddr| {
-            let forwarded = &forwarded;
-            async move {
-                tokio::time::timeout(
-                    Duration::from_secs(10),
-                    cove_sync::http::http_exchange(&http.to_string(), "GET", "/auth", forwarded),
-                )
-                .await
-            }
-        };
-        let mut asked = ask(http).await;
+        let mut asked = ask_auth(http, &forwarded).await;
         // The chosen node died before this node's health checks noticed
         // (it refuses or does not answer): its pair's other node serves
         // the user then, so ask it now rather than refuse the login.
@@ -372,7 +374,11 @@ impl Admin {
             && let Some(standby) = cluster.standby(address, crate::cluster::Proto::Http, &node)
         {
             tracing::warn!(user = %address, node = %node, answer = ?asked.as_ref().map(|r| r.as_ref().map(|(s, _, _)| *s)), standby = %standby, "auth_http: the user's node did not answer; asking its pair's other node");
-            asked = ask(standby).await;
+            // Told which node failed, so that it routes the login to
+            // itself even if its own checks still see that node up.
+            let mut told = forwarded.clone();
+            told.push((UNREACHABLE_HEADER, node.as_str()));
+            asked = ask_auth(standby, &told).await;
         }
         match asked {
             Ok(Ok((200, headers, _))) => {
@@ -417,6 +423,18 @@ impl Admin {
 /// Undo nginx's escaping of `Auth-User` and `Auth-Pass` (percent-escapes).
 fn unescape(value: &str) -> Option<String> {
     cove_sync::http::percent_decode(value)
+}
+
+/// Ask another node's `GET /auth` with `headers`, within 10 s.
+async fn ask_auth(
+    http: SocketAddr,
+    headers: &[(&str, &str)],
+) -> Result<std::io::Result<cove_sync::http::Exchanged>, tokio::time::error::Elapsed> {
+    tokio::time::timeout(
+        Duration::from_secs(10),
+        cove_sync::http::http_exchange(&http.to_string(), "GET", "/auth", headers),
+    )
+    .await
 }
 
 #[cfg(test)]

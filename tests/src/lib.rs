@@ -683,6 +683,33 @@ impl Drop for TestServer {
     }
 }
 
+/// One nginx auth_http request (`GET /auth` with `headers`) to `addr`:
+/// the answer's status and its `Auth-*` headers.
+pub fn auth_http(addr: SocketAddr, headers: &[(&str, &str)]) -> (u16, Vec<(String, String)>) {
+    let mut tcp = tcp_connect(addr);
+    let mut req = String::from("GET /auth HTTP/1.0\r\nHost: localhost\r\n");
+    for (n, v) in headers {
+        req.push_str(&format!("{n}: {v}\r\n"));
+    }
+    req.push_str("\r\n");
+    tcp.write_all(req.as_bytes()).unwrap();
+    let mut raw = String::new();
+    tcp.read_to_string(&mut raw).unwrap();
+    let status = raw
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("not an HTTP answer: {raw:?}"));
+    let head = raw.split("\r\n\r\n").next().unwrap_or_default();
+    let auth = head
+        .lines()
+        .filter_map(|l| l.split_once(": "))
+        .filter(|(n, _)| n.starts_with("Auth-"))
+        .map(|(n, v)| (n.to_string(), v.to_string()))
+        .collect();
+    (status, auth)
+}
+
 // ---------------------------------------------------------------------------
 // The store, seen from outside
 

@@ -5,9 +5,6 @@
 //! wrong password gets `Auth-Wait` (and `Auth-Error-Code` for SMTP), none
 //! after ten attempts; `auth_key` keeps everyone else out.
 
-use std::io::{Read, Write};
-use std::net::TcpStream;
-
 use cove_tests::{HTTP_MARKER, IMAP_CONFIG, TestServer};
 
 const USER: &str = "sub@x.org";
@@ -15,24 +12,7 @@ const PASS: &str = "a pass word";
 
 /// One auth_http request: the answer's status and `Auth-*` headers.
 fn ask(s: &TestServer, headers: &[(&str, &str)]) -> (u16, Vec<(String, String)>) {
-    let mut tcp = TcpStream::connect(s.addr_of(HTTP_MARKER)).unwrap();
-    let mut req = String::from("GET /auth HTTP/1.0\r\nHost: localhost\r\n");
-    for (n, v) in headers {
-        req.push_str(&format!("{n}: {v}\r\n"));
-    }
-    req.push_str("\r\n");
-    tcp.write_all(req.as_bytes()).unwrap();
-    let mut raw = String::new();
-    tcp.read_to_string(&mut raw).unwrap();
-    let status = raw.split(' ').nth(1).unwrap().parse().unwrap();
-    let head = raw.split("\r\n\r\n").next().unwrap();
-    let auth = head
-        .lines()
-        .filter_map(|l| l.split_once(": "))
-        .filter(|(n, _)| n.starts_with("Auth-"))
-        .map(|(n, v)| (n.to_string(), v.to_string()))
-        .collect();
-    (status, auth)
+    cove_tests::auth_http(s.addr_of(HTTP_MARKER), headers)
 }
 
 fn login(protocol: &str, pass: &str, attempt: &str) -> Vec<(&'static str, String)> {

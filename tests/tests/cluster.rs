@@ -322,3 +322,71 @@ fn a_sighup_map_change_moves_a_domain() {
         fleet.nodes[0].logs().join("\n")
     );
 }
+
+/// nginx asks any node's auth_http; for a user of the other pair that node
+/// asks the pair's node that serves the user. When that node has just died
+/// and this node's health checks have not noticed yet, the login is asked
+/// of the pair's other node instead of refused "Temporary server problem"
+/// (the nginx failover run hit it once, POP3 right after kill -9).
+#[test]
+fn auth_http_asks_the_users_other_node_when_the_chosen_one_died_unnoticed() {
+    const PASS: &str = "carol-pass";
+    let carol = cove_tests::cluster::address_preferring(2, "carol", "b.test");
+    let mut fleet = Fleet::start(&[] as &[&str]);
+    fleet.nodes[2].add_user_with_password(&carol, PASS);
+    let login = [
+        ("Auth-Method", "plain"),
+        ("Auth-User", carol.as_str()),
+        ("Auth-Pass", PASS),
+        ("Auth-Protocol", "imap"),
+        ("Auth-Login-Attempt", "1"),
+        ("Client-IP", "192.0.2.9"),
+    ];
+    let http = |i: usize| SocketAddr::from(([127, 0, 0, 1], fleet.ports[i].http));
+    let status = |answer: &[(String, String)]| {
+        answer
+            .iter()
+            .find(|(n, _)| n == "Auth-Status")
+            .map(|(_, v)| v.clone())
+    };
+    // s4 has her (replicated from s3) and s1 forwards to s3.
+    eventually(SETTLE, || {
+        let (code, a) = cove_tests::auth_http(http(3), &login);
+        (code == 200 && status(&a).as_deref() == Some("OK")).then_some(())
+    })
+    .expect("carol's record reaches s4");
+    let (_, a) = cove_tests::auth_http(http(0), &login);
+    assert_eq!(status(&a).as_deref(), Some("OK"), "{a:?}");
+
+    // s1 and s4 stop checking their peers (the next round in ten
+    // minutes): s3 stays "up" in what they know.
+    for i in [0, 3] {
+        let path = fleet.nodes[i].config_path().to_path_buf();
+        let text = std::fs::read_to_string(&path).unwrap();
+        let quiet = text.replace("health_interval_ms = 200", "health_interval_ms = 600000");
+        assert_ne!(quiet, text);
+        std::fs::write(&path, quiet).unwrap();
+        fleet.nodes[i].sighup();
+        eventually(SETTLE, || {
+            fleet.nodes[i].logged("cluster map reloaded").then_some(())
+        })
+        .expect("the node reloads");
+    }
+    // The rounds that had started before the reload are over.
+    std::thread::sleep(Duration::from_secs(1));
+    fleet.nodes[2].kill9();
+
+    let (code, a) = cove_tests::auth_http(http(0), &login);
+    assert_eq!(code, 200);
+    assert_eq!(status(&a).as_deref(), Some("OK"), "{a:?}");
+    let port = a
+        .iter()
+        .find(|(n, _)| n == "Auth-Port")
+        .map(|(_, v)| v.clone());
+    assert_eq!(
+        port,
+        Some(fleet.ports[3].imap.to_string()),
+        "s4's IMAP: {a:?}"
+    );
+    assert!(fleet.nodes[0].logged("asking its pair's other node"));
+}

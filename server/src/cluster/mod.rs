@@ -192,7 +192,19 @@ impl Cluster {
     /// other. `None` when no pair holds the user or no node of its pair is
     /// up.
     pub fn serving(&self, address: &Address, proto: Proto) -> Option<(String, SocketAddr)> {
-        match self.route(address, proto) {
+        self.serving_without(address, proto, None)
+    }
+
+    /// [`Cluster::serving`], counting the node named `unreachable` as down
+    /// whatever this node's health checks last saw (another node just
+    /// failed to reach it).
+    pub fn serving_without(
+        &self,
+        address: &Address,
+        proto: Proto,
+        unreachable: Option<&str>,
+    ) -> Option<(String, SocketAddr)> {
+        match self.route_without(address, proto, unreachable) {
             Route::Node(name, addr) => Some((name, addr)),
             Route::NotHeld | Route::NoneUp(_) => None,
         }
@@ -200,6 +212,10 @@ impl Cluster {
 
     /// [`Cluster::serving`] with the reason when nobody serves.
     pub fn route(&self, address: &Address, proto: Proto) -> Route {
+        self.route_without(address, proto, None)
+    }
+
+    fn route_without(&self, address: &Address, proto: Proto, unreachable: Option<&str>) -> Route {
         let map = self.map();
         let Some(i) = map.pair_index(address) else {
             return Route::NotHeld;
@@ -211,6 +227,7 @@ impl Cluster {
             let node = &pair.nodes[n];
             if let Some(addr) = node.addr(proto)
                 && self.state(&node.name) == NodeState::Up
+                && unreachable != Some(node.name.as_str())
             {
                 return Route::Node(node.name.clone(), addr);
             }
