@@ -114,6 +114,7 @@ impl Fleet {
             })
             .collect();
         let map = cluster_map(&ports, 200);
+        let secret = crate::unique_secret(SECRET);
         let nodes = (0..4)
             .map(|i| {
                 let peer = i ^ 1;
@@ -123,7 +124,7 @@ impl Fleet {
                      [pop3]\nlisten = [\"127.0.0.1:{}\"]\nauth_failure_delay_ms = 10\n\
                      [http]\nlisten = [\"127.0.0.1:{}\"]\n\
                      [mta]\nsocketmap_listen = [\"127.0.0.1:{}\"]\n\
-                     [replication]\nlisten = [\"127.0.0.1:{}\"]\nsecret = {SECRET:?}\n\
+                     [replication]\nlisten = [\"127.0.0.1:{}\"]\nsecret = {secret:?}\n\
                      debounce_ms = 50\nbackoff_max_secs = 1\nheartbeat_ms = 200\nheartbeat_timeout_ms = 1000\n\
                      {replication}\n\
                      [[replication.peers]]\nname = {:?}\naddress = \"127.0.0.1:{}\"\n\

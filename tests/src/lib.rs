@@ -683,6 +683,17 @@ impl Drop for TestServer {
     }
 }
 
+/// `base` made unique to this test process and call: the replication
+/// secret of one pair (or fleet) of test nodes. A node of another test
+/// that reaches this pair's listeners (through a port freed by a restart
+/// and taken again, with a proxy still pointing at it) is then refused
+/// for its secret instead of replicating into the wrong test.
+pub fn unique_secret(base: &str) -> String {
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    format!("{base}-{}-{n}", std::process::id())
+}
+
 /// One nginx auth_http request (`GET /auth` with `headers`) to `addr`:
 /// the answer's status and its `Auth-*` headers.
 pub fn auth_http(addr: SocketAddr, headers: &[(&str, &str)]) -> (u16, Vec<(String, String)>) {

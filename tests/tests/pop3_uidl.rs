@@ -83,10 +83,10 @@ fn uidl_is_the_guid_and_survives_an_index_rebuild() {
 
 const SECRET: &str = "pop3-uidl-test-secret-0123456789";
 
-fn node(name: &str, peer: &str, peer_addr: std::net::SocketAddr) -> TestServer {
+fn node(name: &str, peer: &str, peer_addr: std::net::SocketAddr, secret: &str) -> TestServer {
     let extra = format!(
         "{POP3_CONFIG}\
-         [replication]\nlisten = [\"127.0.0.1:0\"]\nsecret = {SECRET:?}\n\
+         [replication]\nlisten = [\"127.0.0.1:0\"]\nsecret = {secret:?}\n\
          debounce_ms = 50\nbackoff_max_secs = 1\nfull_sync_interval_secs = 3600\n\
          [[replication.peers]]\nname = {peer:?}\naddress = \"{peer_addr}\"\n"
     );
@@ -99,8 +99,9 @@ fn node(name: &str, peer: &str, peer_addr: std::net::SocketAddr) -> TestServer {
 fn uidl_is_the_same_on_both_replicating_nodes() {
     let to_b = Proxy::bind();
     let to_a = Proxy::bind();
-    let a = node("node-a", "node-b", to_b.addr());
-    let b = node("node-b", "node-a", to_a.addr());
+    let secret = cove_tests::unique_secret(SECRET);
+    let a = node("node-a", "node-b", to_b.addr(), &secret);
+    let b = node("node-b", "node-a", to_a.addr(), &secret);
     to_b.forward_to(b.addr_of("replication"));
     to_a.forward_to(a.addr_of("replication"));
     for i in 0..3 {

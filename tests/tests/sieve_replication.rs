@@ -19,12 +19,18 @@ struct Pair {
     _links: (Proxy, Proxy),
 }
 
-fn node(name: &str, peer: &str, peer_addr: std::net::SocketAddr, sink: &SmtpSink) -> TestServer {
+fn node(
+    name: &str,
+    peer: &str,
+    peer_addr: std::net::SocketAddr,
+    sink: &SmtpSink,
+    secret: &str,
+) -> TestServer {
     TestServer::start_node(
         name,
         &format!(
             "{IMAP_CONFIG}\n[sieve]\nlisten = [\"127.0.0.1:0\"]\nmin_vacation_period_secs = 1\nrelay = \"{}\"\n\
-             [replication]\nlisten = [\"127.0.0.1:0\"]\nsecret = {SECRET:?}\n\
+             [replication]\nlisten = [\"127.0.0.1:0\"]\nsecret = {secret:?}\n\
              debounce_ms = 50\nbackoff_max_secs = 1\nfull_sync_interval_secs = 3600\n\
              [[replication.peers]]\nname = {peer:?}\naddress = \"{peer_addr}\"\n",
             sink.addr()
@@ -34,8 +40,9 @@ fn node(name: &str, peer: &str, peer_addr: std::net::SocketAddr, sink: &SmtpSink
 
 fn pair(sink: &SmtpSink) -> Pair {
     let (to_b, to_a) = (Proxy::bind(), Proxy::bind());
-    let a = node("node-a", "node-b", to_b.addr(), sink);
-    let b = node("node-b", "node-a", to_a.addr(), sink);
+    let secret = cove_tests::unique_secret(SECRET);
+    let a = node("node-a", "node-b", to_b.addr(), sink, &secret);
+    let b = node("node-b", "node-a", to_a.addr(), sink, &secret);
     a.add_user_with_password(USER, PASS);
     b.add_user_with_password(USER, PASS);
     to_b.forward_to(b.addr_of("replication"));
