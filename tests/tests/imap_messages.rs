@@ -684,6 +684,66 @@ Cc: undisclosed-recipients:;\r\nTo: zed@example.net\r\nSubject: group\r\n\r\nhi\
     }
 }
 
+// SEARCH SUBJECT/FROM/TO/CC/BCC read a short extract of each header made
+// when the message arrives (kind ImapSearchFields), then kept in the
+// server's memory: the first search reads the entry (one swapped for
+// another message's changes its answer); later ones, in any session,
+// answer from memory (swapping it back changes nothing: content never
+// changes). Other header keys still read the whole header text.
+#[test]
+fn search_fields_are_made_on_arrival_and_kept_in_memory() {
+    let s = server_with_mail();
+    let store = s.open_store();
+    let user = store
+        .user(&cove_store::Address::parse(USER).expect("address"))
+        .expect("user")
+        .expect("known");
+    let account = store.account(&user).expect("account");
+    let inbox = account.mailbox("INBOX").expect("inbox");
+    let messages = account.messages(&inbox.guid).expect("messages");
+    let kind = cove_store::DerivedKind::ImapSearchFields;
+    let keys: Vec<_> = messages.iter().map(|m| (m.content_id, kind)).collect();
+    // Nobody has searched: the entries are made anyway.
+    let cached = cove_tests::eventually(std::time::Duration::from_secs(30), || {
+        let cached = account.derived(&keys).expect("derived");
+        cached
+            .iter()
+            .all(Option::is_some)
+            .then(|| cached.into_iter().flatten().collect::<Vec<_>>())
+    })
+    .expect("every message's search fields cached after delivery");
+    // LUNCH (1) gets the fields of REPORT (2).
+    let swap = |data: &[u8]| {
+        account
+            .store_derived(&[(messages[0].content_id, kind, data.to_vec())])
+            .expect("store");
+    };
+    swap(&cached[1]);
+    let mut c = selected(&s);
+    let searches = [
+        ("SUBJECT report", " 1 2"),
+        ("SUBJECT lunch", " 3"),
+        ("FROM carol", " 1 2"),
+        ("HEADER X-Priority 1", " 1"),
+    ];
+    let check = |c: &mut Imap<TcpStream>| {
+        for (i, (key, hits)) in searches.iter().enumerate() {
+            assert_lines(
+                &c.cmd(&format!("f{i} SEARCH {key}")),
+                &[
+                    &format!("* SEARCH{hits}"),
+                    &format!("f{i} OK SEARCH completed"),
+                ],
+            );
+        }
+    };
+    check(&mut c);
+    swap(&cached[0]);
+    check(&mut c);
+    // The memory is the server's, not the session's.
+    check(&mut selected(&s));
+}
+
 // RFC 3501 §6.4.8 UID SEARCH answers with UIDs; the UID key takes UIDs.
 #[test]
 fn uid_search() {
