@@ -693,25 +693,9 @@ Cc: undisclosed-recipients:;\r\nTo: zed@example.net\r\nSubject: group\r\n\r\nhi\
 #[test]
 fn search_fields_are_made_on_arrival_and_kept_in_memory() {
     let s = server_with_mail();
-    let store = s.open_store();
-    let user = store
-        .user(&cove_store::Address::parse(USER).expect("address"))
-        .expect("user")
-        .expect("known");
-    let account = store.account(&user).expect("account");
-    let inbox = account.mailbox("INBOX").expect("inbox");
-    let messages = account.messages(&inbox.guid).expect("messages");
     let kind = cove_store::DerivedKind::ImapSearchFields;
-    let keys: Vec<_> = messages.iter().map(|m| (m.content_id, kind)).collect();
-    // Nobody has searched: the entries are made anyway.
-    let cached = cove_tests::eventually(std::time::Duration::from_secs(30), || {
-        let cached = account.derived(&keys).expect("derived");
-        cached
-            .iter()
-            .all(Option::is_some)
-            .then(|| cached.into_iter().flatten().collect::<Vec<_>>())
-    })
-    .expect("every message's search fields cached after delivery");
+    let arrived = s.derived_on_arrival(USER, kind);
+    let (account, messages, cached) = (&arrived.account, &arrived.messages, &arrived.views);
     // LUNCH (1) gets the fields of REPORT (2).
     let swap = |data: &[u8]| {
         account
