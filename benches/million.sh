@@ -180,6 +180,8 @@ while [[ -e $OUT ]]; do OUT=$ROOT/benches/results/million-$DATE-$k.md; k=$((k + 
     row "PSS growth per session after the first" pss_per_more_session_kib mib
     row "server CPU, first SELECT" select_first_cpu_ms
     row "server CPU, \`UID FETCH 1:* (FLAGS)\`" fetch_flags_cpu_ms
+    row "server CPU, \`UID SEARCH SUBJECT\`, first" search_subject_first_cpu_ms
+    row "server CPU, \`UID SEARCH SUBJECT\`, repeated" search_subject_repeat_cpu_ms
     echo
     for n in "${NOTES[@]}"; do echo "$n"; echo; done
     echo '```'

@@ -237,6 +237,12 @@ pub struct ImapConfig {
     /// it is answered without reading the index. 0: none kept.
     #[serde(default = "default_sort_key_cache_bytes")]
     pub sort_key_cache_bytes: u64,
+    /// Memory for the Subject/From/To/Cc/Bcc text SEARCH reads, shared by
+    /// all sessions (imap/search.rs `SearchFields`), in bytes: ~150-300
+    /// bytes per message; a mailbox searched again within half of it is
+    /// answered without reading the index. 0: none kept.
+    #[serde(default = "default_search_field_cache_bytes")]
+    pub search_field_cache_bytes: u64,
 }
 
 impl Default for ImapConfig {
@@ -260,11 +266,16 @@ impl Default for ImapConfig {
             allow_plaintext_auth: false,
             auth_failure_delay_ms: default_auth_failure_delay(),
             sort_key_cache_bytes: default_sort_key_cache_bytes(),
+            search_field_cache_bytes: default_search_field_cache_bytes(),
         }
     }
 }
 
 fn default_sort_key_cache_bytes() -> u64 {
+    256 << 20
+}
+
+fn default_search_field_cache_bytes() -> u64 {
     256 << 20
 }
 

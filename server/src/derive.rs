@@ -17,7 +17,7 @@ pub struct ArrivalViews;
 impl Deriver for ArrivalViews {
     fn derive(&self, raw: &[u8], text: bool) -> Derivation {
         let mut views = fetch::views(raw);
-        views.push(search::header_view(raw));
+        views.extend(search::header_views(raw));
         views.push(sort_thread::sort_keys_view(raw));
         views.push(maildrop::crlf_size_view(raw));
         Derivation {

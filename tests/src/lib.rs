@@ -650,6 +650,44 @@ impl TestServer {
     pub fn open_store(&self) -> Store {
         open_store(&self.data_dir)
     }
+
+    /// What the background indexer derived (`kind`) from each message of
+    /// `user`'s INBOX when it arrived, waited for (up to 30 s), with the
+    /// store opened beside the running server, the account and the
+    /// messages, in order.
+    pub fn derived_on_arrival(&self, user: &str, kind: cove_store::DerivedKind) -> ArrivalViews {
+        let store = self.open_store();
+        let user = store
+            .user(&Address::parse(user).expect("address"))
+            .expect("user")
+            .expect("known");
+        let account = store.account(&user).expect("account");
+        let inbox = account.mailbox("INBOX").expect("inbox");
+        let messages = account.messages(&inbox.guid).expect("messages");
+        let keys: Vec<_> = messages.iter().map(|m| (m.content_id, kind)).collect();
+        let views = eventually(Duration::from_secs(30), || {
+            let cached = account.derived(&keys).expect("derived");
+            cached
+                .iter()
+                .all(Option::is_some)
+                .then(|| cached.into_iter().flatten().collect::<Vec<_>>())
+        })
+        .expect("every message's views derived after delivery");
+        ArrivalViews {
+            _store: store,
+            account,
+            messages,
+            views,
+        }
+    }
+}
+
+/// [`TestServer::derived_on_arrival`]'s answer.
+pub struct ArrivalViews {
+    _store: Store,
+    pub account: Arc<cove_store::Account>,
+    pub messages: Vec<MessageMeta>,
+    pub views: Vec<Vec<u8>>,
 }
 
 impl Drop for TestServer {

@@ -684,6 +684,50 @@ Cc: undisclosed-recipients:;\r\nTo: zed@example.net\r\nSubject: group\r\n\r\nhi\
     }
 }
 
+// SEARCH SUBJECT/FROM/TO/CC/BCC read a short extract of each header made
+// when the message arrives (kind ImapSearchFields), then kept in the
+// server's memory: the first search reads the entry (one swapped for
+// another message's changes its answer); later ones, in any session,
+// answer from memory (swapping it back changes nothing: content never
+// changes). Other header keys still read the whole header text.
+#[test]
+fn search_fields_are_made_on_arrival_and_kept_in_memory() {
+    let s = server_with_mail();
+    let kind = cove_store::DerivedKind::ImapSearchFields;
+    let arrived = s.derived_on_arrival(USER, kind);
+    let (account, messages, cached) = (&arrived.account, &arrived.messages, &arrived.views);
+    // LUNCH (1) gets the fields of REPORT (2).
+    let swap = |data: &[u8]| {
+        account
+            .store_derived(&[(messages[0].content_id, kind, data.to_vec())])
+            .expect("store");
+    };
+    swap(&cached[1]);
+    let mut c = selected(&s);
+    let searches = [
+        ("SUBJECT report", " 1 2"),
+        ("SUBJECT lunch", " 3"),
+        ("FROM carol", " 1 2"),
+        ("HEADER X-Priority 1", " 1"),
+    ];
+    let check = |c: &mut Imap<TcpStream>| {
+        for (i, (key, hits)) in searches.iter().enumerate() {
+            assert_lines(
+                &c.cmd(&format!("f{i} SEARCH {key}")),
+                &[
+                    &format!("* SEARCH{hits}"),
+                    &format!("f{i} OK SEARCH completed"),
+                ],
+            );
+        }
+    };
+    check(&mut c);
+    swap(&cached[0]);
+    check(&mut c);
+    // The memory is the server's, not the session's.
+    check(&mut selected(&s));
+}
+
 // RFC 3501 §6.4.8 UID SEARCH answers with UIDs; the UID key takes UIDs.
 #[test]
 fn uid_search() {

@@ -340,27 +340,8 @@ fn unknown_charset_and_algorithm() {
 #[test]
 fn sort_keys_are_made_on_arrival_and_kept_in_memory() {
     let s = server();
-    let store = s.open_store();
-    let user = store
-        .user(&cove_store::Address::parse(USER).expect("address"))
-        .expect("user")
-        .expect("known");
-    let account = store.account(&user).expect("account");
-    let inbox = account.mailbox("INBOX").expect("inbox");
-    let messages = account.messages(&inbox.guid).expect("messages");
-    let keys: Vec<_> = messages
-        .iter()
-        .map(|m| (m.content_id, cove_store::DerivedKind::ImapSortKeys))
-        .collect();
-    // Nobody has sorted: the entries are made anyway.
-    let cached = cove_tests::eventually(std::time::Duration::from_secs(30), || {
-        let cached = account.derived(&keys).expect("derived");
-        cached
-            .iter()
-            .all(Option::is_some)
-            .then(|| cached.into_iter().flatten().collect::<Vec<_>>())
-    })
-    .expect("every message's sort keys cached after delivery");
+    let arrived = s.derived_on_arrival(USER, cove_store::DerivedKind::ImapSortKeys);
+    let (account, messages, cached) = (&arrived.account, &arrived.messages, &arrived.views);
     // Message 4 ("Re: Re: plan") gets the keys of message 3 ("Another").
     let swap = |data: &[u8]| {
         account

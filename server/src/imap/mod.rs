@@ -89,6 +89,9 @@ pub struct ImapContext {
     /// Prepared SORT / THREAD keys by content id (sized when the server
     /// starts: a reload keeps it).
     pub sort_keys: Arc<sort_cache::SortKeyCache>,
+    /// The header fields SEARCH SUBJECT/FROM/TO/CC/BCC read, shared by
+    /// every session (search.rs `SearchFields`).
+    pub(crate) search_fields: Arc<sort_cache::ContentCache<search::SearchFields>>,
     /// The mailbox snapshots selected views share (`view.rs`).
     pub snapshots: Arc<view::Snapshots>,
 }
@@ -122,6 +125,9 @@ impl ImapContext {
         auth: Arc<crate::auth::Authenticator>,
     ) -> Self {
         let sort_keys = Arc::new(sort_cache::SortKeyCache::new(config.sort_key_cache_bytes));
+        let search_fields = Arc::new(sort_cache::ContentCache::new(
+            config.search_field_cache_bytes,
+        ));
         ImapContext {
             store,
             config,
@@ -133,6 +139,7 @@ impl ImapContext {
             auth,
             recent_floor: Arc::default(),
             sort_keys,
+            search_fields,
             snapshots: Arc::default(),
         }
     }
@@ -155,6 +162,7 @@ impl crate::reload::Reconfigure for ImapContext {
             auth: self.auth.clone(),
             recent_floor: self.recent_floor.clone(),
             sort_keys: self.sort_keys.clone(),
+            search_fields: self.search_fields.clone(),
             snapshots: self.snapshots.clone(),
         }
     }

@@ -7,8 +7,9 @@ pub(crate) mod fulltext;
 
 use std::borrow::Cow;
 use std::collections::HashSet;
+use std::sync::Arc;
 
-use cove_store::{Account, DerivedKind, Flags, MailboxInfo, Uid};
+use cove_store::{Account, ContentId, DerivedKind, Flags, MailboxInfo, Uid};
 use imap_codec::imap_types::search::SearchKey;
 use imap_codec::imap_types::sequence::SequenceSet;
 use mail_parser::{HeaderValue, MessageParser};
@@ -18,6 +19,7 @@ use super::esearch::{self, SearchReturn};
 use super::outcome::Outcome;
 use super::response::days_from_civil;
 use super::savedate::{self, DateCmp};
+use super::sort_cache::{ContentCache, Footprint};
 use super::view::{Messages, Recent, View, ViewMessage};
 
 /// A search key with everything borrowed from the command made owned and
@@ -36,9 +38,9 @@ enum Key {
     Date(DateCmp, i64),
     /// Date: header, in days since the epoch.
     Sent(DateCmp, i64),
-    Header(String, String),
-    Body(String),
-    Text(String),
+    Header(String, Needle),
+    Body(Needle),
+    Text(Needle),
     Not(Box<Key>),
     Or(Box<Key>, Box<Key>),
     And(Vec<Key>),
@@ -63,6 +65,41 @@ fn days(d: &imap_codec::imap_types::datetime::NaiveDate) -> i64 {
 
 fn text(a: &imap_codec::imap_types::core::AString<'_>) -> String {
     String::from_utf8_lossy(a.as_ref()).to_lowercase()
+}
+
+/// A lowercased search string with its substring searcher, built once per
+/// command (not once per message).
+#[derive(Debug, Clone)]
+pub(super) struct Needle {
+    text: String,
+    finder: memchr::memmem::Finder<'static>,
+}
+
+impl Needle {
+    /// Whether `haystack` holds it (as `str::contains`).
+    fn is_in(&self, haystack: &str) -> bool {
+        self.finder.find(haystack.as_bytes()).is_some()
+    }
+}
+
+impl From<String> for Needle {
+    fn from(text: String) -> Needle {
+        let finder = memchr::memmem::Finder::new(text.as_bytes()).into_owned();
+        Needle { text, finder }
+    }
+}
+
+impl From<&str> for Needle {
+    fn from(text: &str) -> Needle {
+        Needle::from(text.to_string())
+    }
+}
+
+impl std::ops::Deref for Needle {
+    type Target = str;
+    fn deref(&self) -> &str {
+        &self.text
+    }
 }
 
 fn uids_of(view: &View, set: &SequenceSet, uid: bool) -> HashSet<Uid> {
@@ -99,20 +136,20 @@ fn lower(view: &View, key: &SearchKey<'_>) -> Key {
         S::SentBefore(d) => Key::Sent(DateCmp::Before, days(d)),
         S::SentOn(d) => Key::Sent(DateCmp::On, days(d)),
         S::SentSince(d) => Key::Sent(DateCmp::Since, days(d)),
-        S::From(s) => Key::Header("from".into(), text(s)),
-        S::To(s) => Key::Header("to".into(), text(s)),
-        S::Cc(s) => Key::Header("cc".into(), text(s)),
-        S::Bcc(s) => Key::Header("bcc".into(), text(s)),
-        S::Subject(s) => Key::Header("subject".into(), text(s)),
+        S::From(s) => Key::Header("from".into(), text(s).into()),
+        S::To(s) => Key::Header("to".into(), text(s).into()),
+        S::Cc(s) => Key::Header("cc".into(), text(s).into()),
+        S::Bcc(s) => Key::Header("bcc".into(), text(s).into()),
+        S::Subject(s) => Key::Header("subject".into(), text(s).into()),
         S::Header(name, value) => {
             let (name, value) = (text(name), text(value));
             match savedate::read_back(&name, &value) {
                 Some((cmp, day)) => Key::Saved(cmp, day),
-                None => Key::Header(name, value),
+                None => Key::Header(name, value.into()),
             }
         }
-        S::Body(s) => Key::Body(text(s)),
-        S::Text(s) => Key::Text(text(s)),
+        S::Body(s) => Key::Body(text(s).into()),
+        S::Text(s) => Key::Text(text(s).into()),
         S::Not(k) => Key::Not(Box::new(lower(view, k))),
         S::Or(a, b) => Key::Or(Box::new(lower(view, a)), Box::new(lower(view, b))),
         S::Older(n) => Key::Older(i64::from(n.get())),
@@ -151,13 +188,13 @@ impl Content<'_> {
     }
 
     /// Whether a `name` field (lowercased) holds `needle` (lowercased).
-    fn header_contains(&self, name: &str, needle: &str) -> bool {
-        self.fields().any(|(n, v)| n == name && v.contains(needle))
+    fn header_contains(&self, name: &str, needle: &Needle) -> bool {
+        self.fields().any(|(n, v)| n == name && needle.is_in(v))
     }
 
     /// Whether any header value holds `needle` (lowercased).
-    fn any_header_contains(&self, needle: &str) -> bool {
-        self.fields().any(|(_, v)| v.contains(needle))
+    fn any_header_contains(&self, needle: &Needle) -> bool {
+        self.fields().any(|(_, v)| needle.is_in(v))
     }
 
     /// The cached form: the `name\tvalue\n` lines, then `\x01sent\t<days>`
@@ -200,17 +237,141 @@ impl Content<'_> {
     }
 }
 
+/// The header fields [`SearchFields`] keeps: those of RFC 3501's SUBJECT,
+/// FROM, TO, CC and BCC keys, the ones clients search.
+const FIELD_NAMES: [&str; 5] = ["subject", "from", "to", "cc", "bcc"];
+
+/// What header-only searches on [`FIELD_NAMES`] and sent dates read of a
+/// message, taken from its decoded header text ([`Content`]) and kept in
+/// the server's memory by content id (`ImapContext::search_fields`,
+/// shared by every session), so a repeated SEARCH SUBJECT reads neither
+/// the index nor the message, and matches a few short strings per message
+/// (issue 15: 100,000 cached header texts of ~1 KiB were read and scanned
+/// at every search).
+pub(crate) struct SearchFields {
+    /// For each of [`FIELD_NAMES`] in turn, the values of its fields each
+    /// followed by `\n` (no value holds one: [`content_of`] makes them
+    /// spaces), so a needle without `\n` matches within one value, as
+    /// in [`Content::header_contains`].
+    text: Box<str>,
+    /// Where each name's values end in `text`.
+    ends: [u32; FIELD_NAMES.len()],
+    sent_day: Option<i64>,
+}
+
+impl SearchFields {
+    fn of(c: &Content<'_>) -> SearchFields {
+        let mut text = String::new();
+        let mut ends = [0; FIELD_NAMES.len()];
+        for (end, name) in ends.iter_mut().zip(FIELD_NAMES) {
+            for (_, v) in c.fields().filter(|(n, _)| *n == name) {
+                text.push_str(v);
+                text.push('\n');
+            }
+            // A header block is far below 4 GiB (messages are bounded);
+            // a longer one answers no match past the cut.
+            *end = u32::try_from(text.len()).unwrap_or(u32::MAX);
+        }
+        SearchFields {
+            text: text.into_boxed_str(),
+            ends,
+            sent_day: c.sent_day,
+        }
+    }
+
+    /// Whether a `name` field (one of [`FIELD_NAMES`]) holds `needle`.
+    fn header_contains(&self, name: &str, needle: &Needle) -> bool {
+        let Some(at) = FIELD_NAMES.iter().position(|n| *n == name) else {
+            return false;
+        };
+        let start = at.checked_sub(1).map_or(0, |p| self.ends[p]) as usize;
+        let Some(values) = self.text.get(start..self.ends[at] as usize) else {
+            return false;
+        };
+        !values.is_empty() && !needle.contains('\n') && needle.is_in(values)
+    }
+}
+
+impl SearchFields {
+    /// The cached form: the sent day (a presence byte, then 8 bytes big
+    /// endian), each end (4 bytes big endian), then the text.
+    fn encode(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(9 + 4 * FIELD_NAMES.len() + self.text.len());
+        match self.sent_day {
+            Some(d) => {
+                out.push(1);
+                out.extend_from_slice(&d.to_be_bytes());
+            }
+            None => out.push(0),
+        }
+        for end in self.ends {
+            out.extend_from_slice(&end.to_be_bytes());
+        }
+        out.extend_from_slice(self.text.as_bytes());
+        out
+    }
+
+    /// [`SearchFields::encode`]'s form read back; `None` when it is not
+    /// that form (the caller makes the fields again).
+    fn decode(bytes: &[u8]) -> Option<SearchFields> {
+        let (sent_day, rest) = match bytes.split_first()? {
+            (0, rest) => (None, rest),
+            (1, rest) => {
+                let (day, rest) = rest.split_first_chunk::<8>()?;
+                (Some(i64::from_be_bytes(*day)), rest)
+            }
+            _ => return None,
+        };
+        let mut ends = [0; FIELD_NAMES.len()];
+        let mut rest = rest;
+        for end in &mut ends {
+            let (e, r) = rest.split_first_chunk::<4>()?;
+            *end = u32::from_be_bytes(*e);
+            rest = r;
+        }
+        let text = std::str::from_utf8(rest).ok()?;
+        let ordered = ends.windows(2).all(|w| w[0] <= w[1]);
+        let fits = ends[FIELD_NAMES.len() - 1] as usize == text.len();
+        (ordered && fits).then(|| SearchFields {
+            text: text.into(),
+            ends,
+            sent_day,
+        })
+    }
+}
+
+impl Footprint for SearchFields {
+    fn footprint(&self) -> usize {
+        std::mem::size_of::<SearchFields>() + self.text.len()
+    }
+}
+
+/// Whether every content key of `k` can be answered from [`SearchFields`].
+fn fields_suffice(k: &Key) -> bool {
+    !any_key(k, &|k| match k {
+        Key::Header(name, _) => !FIELD_NAMES.contains(&name.as_str()),
+        Key::Body(_) | Key::Text(_) => true,
+        _ => false,
+    })
+}
+
 /// The line of the cached header text that holds the sent day.
 const SENT_LINE: &str = "\x01sent\t";
 
-/// The header text view of a message, as a header-only SEARCH caches it
-/// (the background indexer makes it on arrival: crate::derive).
-pub(crate) fn header_view(raw: &[u8]) -> (DerivedKind, Vec<u8>) {
-    (
-        HEADER_TEXT_KIND,
-        content_of(header_block(raw)).header_text(),
-    )
+/// The header views of a message, as header-only SEARCHes cache them
+/// (the background indexer makes them on arrival: crate::derive): the
+/// header text and its [`SearchFields`].
+pub(crate) fn header_views(raw: &[u8]) -> [(DerivedKind, Vec<u8>); 2] {
+    let c = content_of(header_block(raw));
+    [
+        (FIELDS_KIND, SearchFields::of(&c).encode()),
+        (HEADER_TEXT_KIND, c.header_text()),
+    ]
 }
+
+/// [`SearchFields`] in the index's derived cache; when
+/// [`SearchFields::encode`]'s form changes, the kind gets a new number.
+const FIELDS_KIND: DerivedKind = DerivedKind::ImapSearchFields;
 
 /// The header block of a message (through its blank line, or all of it).
 pub(super) fn header_block(raw: &[u8]) -> &[u8] {
@@ -365,12 +526,45 @@ fn content_of(raw: &[u8]) -> Content<'static> {
     }
 }
 
+/// The text of a message that content keys read.
+#[derive(Clone, Copy)]
+enum Text<'a> {
+    Full(&'a Content<'a>),
+    /// Only for searches [`fields_suffice`] for.
+    Fields(&'a SearchFields),
+}
+
+impl Text<'_> {
+    fn header_contains(self, name: &str, needle: &Needle) -> bool {
+        match self {
+            Text::Full(c) => c.header_contains(name, needle),
+            Text::Fields(f) => f.header_contains(name, needle),
+        }
+    }
+
+    fn sent_day(self) -> Option<i64> {
+        match self {
+            Text::Full(c) => c.sent_day,
+            Text::Fields(f) => f.sent_day,
+        }
+    }
+
+    /// Whether the body, or with `headers` any header value, holds
+    /// `needle` (never asked of [`Text::Fields`]).
+    fn body_contains(self, needle: &Needle, headers: bool) -> bool {
+        match self {
+            Text::Full(c) => needle.is_in(&c.body) || (headers && c.any_header_contains(needle)),
+            Text::Fields(_) => false,
+        }
+    }
+}
+
 /// What a message is matched on beyond its view row.
 #[derive(Clone, Copy)]
 struct Facts<'a> {
     recent: &'a Recent,
     now: i64,
-    content: Option<&'a Content<'a>>,
+    content: Option<Text<'a>>,
     /// RFC 8514: its save date, when a key needs it.
     saved: Option<i64>,
 }
@@ -393,12 +587,11 @@ fn matches(k: &Key, m: &ViewMessage, facts: &Facts<'_>) -> bool {
         Key::Smaller(n) => m.size < *n,
         Key::Date(cmp, day) => compare(*cmp, m.internal_date.div_euclid(86_400), *day),
         Key::Sent(cmp, day) => content
-            .and_then(|c| c.sent_day)
+            .and_then(Text::sent_day)
             .is_some_and(|d| compare(*cmp, d, *day)),
         Key::Header(name, needle) => content.is_some_and(|c| c.header_contains(name, needle)),
-        Key::Body(needle) => content.is_some_and(|c| c.body.contains(needle.as_str())),
-        Key::Text(needle) => content
-            .is_some_and(|c| c.body.contains(needle.as_str()) || c.any_header_contains(needle)),
+        Key::Body(needle) => content.is_some_and(|c| c.body_contains(needle, false)),
+        Key::Text(needle) => content.is_some_and(|c| c.body_contains(needle, true)),
         Key::Saved(cmp, day) => saved.is_some_and(|s| compare(*cmp, s.div_euclid(86_400), *day)),
         Key::Not(k) => !matches(k, m, facts),
         Key::Or(a, b) => matches(a, m, facts) || matches(b, m, facts),
@@ -421,8 +614,78 @@ pub(super) struct Matcher {
     recent: Recent,
     mailbox: MailboxInfo,
     now: i64,
+    /// The server's memory of [`SearchFields`].
+    memory: Arc<ContentCache<SearchFields>>,
     /// RFC 7162 §3.1.5: a MODSEQ key is in the criteria.
     pub with_modseq: bool,
+}
+
+/// A message's bytes as stored now (its file may have been renamed since
+/// the view was read: it is looked up again); `None` when it is gone.
+pub(super) fn current_bytes(
+    account: &Account,
+    mailbox: &MailboxInfo,
+    uid: Uid,
+) -> cove_store::Result<Option<Vec<u8>>> {
+    Ok(match account.message(&mailbox.guid, uid)? {
+        Some(cur) => account.read_message(mailbox, &cur).ok(),
+        None => None,
+    })
+}
+
+/// The [`SearchFields`] of each candidate, in order: from `memory`, then
+/// the index's derived cache (made on arrival), then the cached header
+/// text, then the message (what was made is then cached in the index);
+/// `None` for a message gone since the view was read.
+fn fields_of(
+    account: &Account,
+    mailbox: &MailboxInfo,
+    memory: &ContentCache<SearchFields>,
+    candidates: &[(usize, &ViewMessage)],
+) -> cove_store::Result<Vec<Option<Arc<SearchFields>>>> {
+    let ids: Vec<ContentId> = candidates.iter().map(|(_, m)| m.content_id).collect();
+    memory.get_or_load(&ids, |missing| {
+        let asked: Vec<(ContentId, DerivedKind)> =
+            missing.iter().map(|&i| (ids[i], FIELDS_KIND)).collect();
+        let mut loaded: Vec<Option<SearchFields>> = account
+            .derived(&asked)?
+            .into_iter()
+            .map(|f| f.as_deref().and_then(SearchFields::decode))
+            .collect();
+        // Mail that arrived before the kind existed: from the header text.
+        let unmade: Vec<usize> = (0..loaded.len()).filter(|&j| loaded[j].is_none()).collect();
+        let asked: Vec<(ContentId, DerivedKind)> = unmade
+            .iter()
+            .map(|&j| (ids[missing[j]], HEADER_TEXT_KIND))
+            .collect();
+        let texts = if unmade.is_empty() {
+            Vec::new()
+        } else {
+            account.derived(&asked)?
+        };
+        let mut learned = Vec::new();
+        for (&j, text) in unmade.iter().zip(texts) {
+            let m = candidates[missing[j]].1;
+            let fields = match text {
+                Some(text) => SearchFields::of(&Content::from_header_text(&text)),
+                None => {
+                    let Some(raw) = current_bytes(account, mailbox, m.uid)? else {
+                        continue;
+                    };
+                    let c = content_of(header_block(&raw));
+                    learned.push((m.content_id, HEADER_TEXT_KIND, c.header_text()));
+                    SearchFields::of(&c)
+                }
+            };
+            learned.push((m.content_id, FIELDS_KIND, fields.encode()));
+            loaded[j] = Some(fields);
+        }
+        // A cache that cannot be written only costs a parse next time.
+        if let Err(e) = account.store_derived(&learned) {
+            tracing::warn!(error = %e, "could not cache header text");
+        }
+        Ok::<_, cove_store::Error>(loaded)
+    })
 }
 
 impl Matcher {
@@ -439,6 +702,7 @@ impl Matcher {
             recent: view.recent.clone(),
             mailbox: view.mailbox.clone(),
             now: conn.ctx.store.env().now_secs(),
+            memory: conn.ctx.search_fields.clone(),
             with_modseq,
         }
     }
@@ -453,6 +717,7 @@ impl Matcher {
             recent,
             mailbox,
             now,
+            memory,
             ..
         } = self;
         let content = needs_content(&key);
@@ -471,8 +736,14 @@ impl Matcher {
                     .is_none_or(|ids| ids.contains(&m.content_id))
             })
             .collect();
-        // Header-only searches read the cached header text first.
-        let cached = if content && !body {
+        // Searches of the usual header fields read them from memory.
+        let fields = if content && fields_suffice(&key) {
+            fields_of(account, &mailbox, &memory, &candidates)?
+        } else {
+            Vec::new()
+        };
+        // Other header-only searches read the cached header text first.
+        let cached = if content && !body && fields.is_empty() {
             let keys: Vec<(cove_store::ContentId, DerivedKind)> = candidates
                 .iter()
                 .map(|(_, m)| (m.content_id, HEADER_TEXT_KIND))
@@ -490,16 +761,12 @@ impl Matcher {
         let mut learned = Vec::new();
         let mut hits = Vec::new();
         for (i, (seq, m)) in candidates.into_iter().enumerate() {
-            let c = if !content {
+            let c = if !content || !fields.is_empty() {
                 None
             } else if let Some(Some(text)) = cached.get(i) {
                 Some(Content::from_header_text(text))
             } else {
-                let raw = match account.message(&mailbox.guid, m.uid)? {
-                    Some(cur) => account.read_message(&mailbox, &cur).ok(),
-                    None => None,
-                };
-                raw.map(|raw| {
+                current_bytes(account, &mailbox, m.uid)?.map(|raw| {
                     if body {
                         content_of(&raw)
                     } else {
@@ -509,10 +776,14 @@ impl Matcher {
                     }
                 })
             };
+            let text = match fields.get(i) {
+                Some(f) => f.as_deref().map(Text::Fields),
+                None => c.as_ref().map(Text::Full),
+            };
             let facts = Facts {
                 recent: &recent,
                 now,
-                content: c.as_ref(),
+                content: text,
                 saved: saved.get(i).copied().flatten(),
             };
             if matches(&key, m, &facts) {
@@ -594,12 +865,12 @@ mod tests {
         let back = Content::from_header_text(&text);
         assert_eq!(back.headers, c.headers);
         assert_eq!(back.sent_day, c.sent_day);
-        assert!(back.header_contains("subject", "café"));
-        assert!(back.header_contains("from", "a@x.org"));
-        assert!(!back.header_contains("from", "café"));
+        assert!(back.header_contains("subject", &"café".into()));
+        assert!(back.header_contains("from", &"a@x.org".into()));
+        assert!(!back.header_contains("from", &"café".into()));
         // A search of any field's value (TEXT).
-        assert!(back.any_header_contains("alice"));
-        assert!(!back.any_header_contains("\x01sent"));
+        assert!(back.any_header_contains(&"alice".into()));
+        assert!(!back.any_header_contains(&"\x01sent".into()));
     }
 
     /// RFC 5322 §3.4 groups: the group's name and its members are all
@@ -610,7 +881,7 @@ mod tests {
             b"To: Friends: ann@example.com, \"Ben B.\" <ben@example.org>;, zed@example.net\r\n\
                     Cc: undisclosed-recipients:;\r\nTo: second@example.com\r\n\r\n";
         let c = content_of(header_block(raw));
-        let hit = |name: &str, needle: &str| c.header_contains(name, needle);
+        let hit = |name: &str, needle: &str| c.header_contains(name, &needle.into());
         for needle in [
             "friends",
             "friends:",
@@ -636,13 +907,101 @@ mod tests {
         let c = Content::from_header_text(b"subject\tplan b\nto\tann\n\x01sent\t20000\n");
         assert!(matches!(c.headers, Cow::Borrowed(_)));
         assert_eq!(c.sent_day, Some(20000));
-        assert!(c.header_contains("subject", "plan") && c.header_contains("to", "ann"));
+        assert!(
+            c.header_contains("subject", &"plan".into()) && c.header_contains("to", &"ann".into())
+        );
         let c = Content::from_header_text(b"\x01sent\t5\nsubject\tx\n");
         assert_eq!(c.sent_day, None);
-        assert!(c.header_contains("subject", "x"));
+        assert!(c.header_contains("subject", &"x".into()));
         let c = Content::from_header_text(b"\x01sent\t7");
         assert_eq!(c.sent_day, Some(7));
-        assert!(!c.any_header_contains("7"));
+        assert!(!c.any_header_contains(&"7".into()));
+    }
+
+    /// The fields kept in memory answer every SUBJECT/FROM/TO/CC/BCC key
+    /// as the full header text does: several fields of one name, empty
+    /// and missing fields, groups, encoded words, needles that are empty,
+    /// span two values or hold a newline.
+    #[test]
+    fn search_fields_answer_as_the_header_text() {
+        let raws: [&[u8]; 4] = [
+            b"Subject: =?utf-8?q?Caf=C3=A9?= lunch\r\nSubject: Second one\r\n\
+              From: Alice <a@x.org>\r\nTo: Friends: ann@example.com;\r\nTo: zed@y\r\n\
+              Date: Sat, 01 Feb 2020 09:59:00 +0000\r\n\r\nbody lunch\r\n",
+            b"Subject:\r\nCc: c@y\r\nBcc: b@z\r\nX-Other: lunch\r\n\r\n",
+            b"From: bob@example.org\r\n\r\n",
+            b"",
+        ];
+        let needles = [
+            "",
+            "lunch",
+            "café",
+            "one",
+            "lunch\nsecond",
+            "\n",
+            " ",
+            "a@x.org",
+            "<a@x.org>",
+            "friends:",
+            "zed",
+            "c@y",
+            "b@z",
+            "bob",
+            "nothing",
+        ];
+        for raw in raws {
+            let c = content_of(header_block(raw));
+            let cached = c.header_text();
+            let made = SearchFields::of(&c);
+            let bytes = made.encode();
+            // Every truncation of the cached form is refused.
+            for n in 0..bytes.len() {
+                assert!(SearchFields::decode(&bytes[..n]).is_none(), "{n}");
+            }
+            let Some(read_back) = SearchFields::decode(&bytes) else {
+                panic!("{bytes:?} not read back");
+            };
+            for f in [
+                made,
+                read_back,
+                SearchFields::of(&Content::from_header_text(&cached)),
+            ] {
+                assert_eq!(f.sent_day, c.sent_day);
+                for name in FIELD_NAMES {
+                    for needle in needles {
+                        let needle = Needle::from(needle);
+                        assert_eq!(
+                            f.header_contains(name, &needle),
+                            c.header_contains(name, &needle),
+                            "{name} {:?} in {:?}",
+                            &*needle,
+                            c.headers
+                        );
+                    }
+                }
+                assert!(!f.header_contains("x-other", &Needle::from("lunch")));
+            }
+        }
+    }
+
+    /// Only searches of the kept fields (and non-content keys) read them.
+    #[test]
+    fn fields_suffice_for_the_kept_fields_only() {
+        let header = |n: &str| Key::Header(n.into(), Needle::from("x"));
+        assert!(fields_suffice(&Key::And(vec![
+            header("subject"),
+            Key::Not(Box::new(header("bcc"))),
+            Key::Sent(DateCmp::On, 1),
+            Key::All,
+        ])));
+        assert!(!fields_suffice(&Key::Or(
+            Box::new(header("subject")),
+            Box::new(header("x-other"))
+        )));
+        assert!(!fields_suffice(&Key::Text(Needle::from("x"))));
+        assert!(!fields_suffice(&Key::Not(Box::new(Key::Body(
+            Needle::from("x")
+        )))));
     }
 
     #[test]

@@ -20,7 +20,7 @@ use imap_codec::imap_types::search::SearchKey;
 use super::connection::{Authed, Connection};
 use super::esearch::{self, SearchReturn};
 use super::outcome::Outcome;
-use super::search::{Matcher, header_block};
+use super::search::{Matcher, current_bytes, header_block};
 use super::sort::{self, Algorithm, Candidate, SortCriterion, SortKeys};
 use super::sort_cache::SortKeyCache;
 use super::view::{View, ViewMessage};
@@ -48,45 +48,32 @@ fn header_keys_of(
     found: &[(usize, ViewMessage)],
 ) -> cove_store::Result<Vec<Arc<SortKeys>>> {
     let ids: Vec<ContentId> = found.iter().map(|(_, m)| m.content_id).collect();
-    let mut keys = memory.get_many(&ids);
-    let missing: Vec<usize> = (0..keys.len()).filter(|&i| keys[i].is_none()).collect();
-    if missing.is_empty() {
-        return Ok(keys.into_iter().flatten().collect());
-    }
-    let asked: Vec<(ContentId, DerivedKind)> =
-        missing.iter().map(|&i| (ids[i], SORT_KEYS_KIND)).collect();
-    let cached = account.derived(&asked)?;
-    let mut learned = Vec::new();
-    let mut loaded = Vec::with_capacity(missing.len());
-    for (&i, cached) in missing.iter().zip(cached) {
-        let k = match cached.as_deref().and_then(sort::decode_keys) {
-            Some(k) => k,
-            None => {
-                // The file may have been renamed (flags) since the view was
-                // read: look it up again.
-                let m = &found[i].1;
-                let raw = match account.message(&mailbox.guid, m.uid)? {
-                    Some(cur) => account.read_message(mailbox, &cur).ok(),
-                    None => None,
-                };
-                let Some(raw) = raw else {
-                    keys[i] = Some(Arc::default());
-                    continue;
-                };
-                let k = prepare(&raw);
-                learned.push((m.content_id, SORT_KEYS_KIND, sort::encode_keys(&k)));
-                k
+    let keys = memory.get_or_load(&ids, |missing| {
+        let asked: Vec<(ContentId, DerivedKind)> =
+            missing.iter().map(|&i| (ids[i], SORT_KEYS_KIND)).collect();
+        let cached = account.derived(&asked)?;
+        let mut learned = Vec::new();
+        let mut loaded = Vec::with_capacity(missing.len());
+        for (&i, cached) in missing.iter().zip(cached) {
+            if let Some(k) = cached.as_deref().and_then(sort::decode_keys) {
+                loaded.push(Some(k));
+                continue;
             }
-        };
-        let k = Arc::new(k);
-        loaded.push((ids[i], k.clone()));
-        keys[i] = Some(k);
-    }
-    memory.insert_many(loaded);
-    // A cache that cannot be written only costs a parse next time.
-    if let Err(e) = account.store_derived(&learned) {
-        tracing::warn!(error = %e, "could not cache sort keys");
-    }
+            let m = &found[i].1;
+            let Some(raw) = current_bytes(account, mailbox, m.uid)? else {
+                loaded.push(None);
+                continue;
+            };
+            let k = prepare(&raw);
+            learned.push((m.content_id, SORT_KEYS_KIND, sort::encode_keys(&k)));
+            loaded.push(Some(k));
+        }
+        // A cache that cannot be written only costs a parse next time.
+        if let Err(e) = account.store_derived(&learned) {
+            tracing::warn!(error = %e, "could not cache sort keys");
+        }
+        Ok::<_, cove_store::Error>(loaded)
+    })?;
     Ok(keys.into_iter().map(Option::unwrap_or_default).collect())
 }
 

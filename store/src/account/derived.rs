@@ -45,6 +45,11 @@ pub enum DerivedKind {
     /// rendering 2: ready to compare (server/src/imap/sort/prepared.rs
     /// `encode`).
     ImapSortKeys = 36,
+    /// The Subject, From, To, Cc and Bcc text and sent day IMAP SEARCH
+    /// matches those keys against, rendering 1: a short extract of
+    /// `ImapHeaderText` (server/src/imap/search.rs `SearchFields`), so a
+    /// search of them reads a few short rows instead of whole headers.
+    ImapSearchFields = 37,
     /// POP3: the message's size with CRLF line ends (8 bytes, big endian).
     Pop3CrlfSize = 22,
 }
@@ -52,13 +57,14 @@ pub enum DerivedKind {
 impl DerivedKind {
     /// Every kind read and written today (a kind added above goes here
     /// too: [`DerivedKind::position`]'s match will not compile without it).
-    pub const ALL: [DerivedKind; 6] = [
+    pub const ALL: [DerivedKind; 7] = [
         DerivedKind::ImapEnvelope,
         DerivedKind::ImapBodyStructure,
         DerivedKind::ImapBody,
         DerivedKind::ImapHeaderText,
         DerivedKind::ImapSortKeys,
         DerivedKind::Pop3CrlfSize,
+        DerivedKind::ImapSearchFields,
     ];
 
     /// The number the index keeps.
@@ -75,6 +81,7 @@ impl DerivedKind {
             DerivedKind::ImapHeaderText => 3,
             DerivedKind::ImapSortKeys => 4,
             DerivedKind::Pop3CrlfSize => 5,
+            DerivedKind::ImapSearchFields => 6,
         }
     }
 }

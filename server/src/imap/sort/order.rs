@@ -73,13 +73,31 @@ impl SortKey {
 /// criterion: comparing through each candidate's shared keys would chase a
 /// pointer to a random place in memory twice per comparison (on 100,000
 /// messages that was a third of a warm `SORT (DATE)`).
+///
+/// Ties end at the mailbox order, so the order is total and an unstable
+/// sort gives the stable sort's answer, faster; with one criterion (the
+/// usual SORT) each value sits beside its index, so a comparison reads one
+/// place in memory.
 pub fn sort(messages: &[Candidate], criteria: &[SortCriterion]) -> Vec<usize> {
+    if let [criterion] = criteria {
+        let mut pairs: Vec<(Value<'_>, usize)> = messages
+            .iter()
+            .enumerate()
+            .map(|(i, m)| (criterion.key.value(m), i))
+            .collect();
+        if criterion.reverse {
+            pairs.sort_unstable_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)));
+        } else {
+            pairs.sort_unstable();
+        }
+        return pairs.into_iter().map(|(_, i)| i).collect();
+    }
     let values: Vec<Vec<Value<'_>>> = criteria
         .iter()
         .map(|c| messages.iter().map(|m| c.key.value(m)).collect())
         .collect();
     let mut order: Vec<usize> = (0..messages.len()).collect();
-    order.sort_by(|&a, &b| {
+    order.sort_unstable_by(|&a, &b| {
         for (criterion, values) in criteria.iter().zip(&values) {
             let ord = values[a].cmp(&values[b]);
             let ord = if criterion.reverse {
