@@ -48,72 +48,9 @@ FANOUT=${FANOUT:-100}
 LOAD_CONNS=${LOAD_CONNS:-4}
 BASE_PORT=${BASE_PORT:-25300}
 
-[[ -n ${COVE_BIN:-} ]] || cargo build --release -q -p cove -p cove-benches --manifest-path "$ROOT/Cargo.toml"
-COVE=${COVE_BIN:-$ROOT/target/release/cove}
-LOAD="$ROOT/target/release/cove-load"
-DIR=$(mktemp -d /tmp/covereplbench.XXXXXX)
-declare -A PID=()
-RSYNCD_PID=""
-cleanup() {
-    for n in a b; do
-        COVE_PID=${PID[$n]:-}
-        stop_cove
-    done
-    [[ -n $RSYNCD_PID ]] && kill "$RSYNCD_PID" 2>/dev/null
-    if [[ -z ${KEEP:-} ]]; then rm -rf "$DIR"; else echo "kept $DIR"; fi
-}
-trap cleanup EXIT
-
-port() { # NODE OFFSET
-    local base=$BASE_PORT
-    [[ $1 == b ]] && base=$((BASE_PORT + 10))
-    echo $((base + $2))
-}
-
-write_config() { # NODE REPLICATION(0/1)
-    local n=$1 other=b
-    [[ $n == b ]] && other=a
-    mkdir -p "$DIR/$n"
-    {
-        echo "data_dir = \"$DIR/$n/data\""
-        echo "hostname = \"node-$n\""
-        echo "[lmtp]"
-        echo "listen = [\"127.0.0.1:$(port "$n" 0)\"]"
-        echo "max_message_size = 10485760"
-        echo "[imap]"
-        echo "listen = [\"127.0.0.1:$(port "$n" 1)\"]"
-        echo "[http]"
-        echo "listen = [\"127.0.0.1:$(port "$n" 2)\"]"
-        if [[ $2 == 1 ]]; then
-            echo "[replication]"
-            echo "listen = [\"127.0.0.1:$(port "$n" 3)\"]"
-            echo "secret = \"benchmark-secret-0123456789\""
-            echo "debounce_ms = 100"
-            echo "backoff_max_secs = 2"
-            [[ -n ${KEEP_EXPUNGES_SECS:-} ]] && echo "keep_expunges_secs = $KEEP_EXPUNGES_SECS"
-            echo "[[replication.peers]]"
-            echo "name = \"node-$other\""
-            echo "address = \"127.0.0.1:$(port "$other" 3)\""
-        fi
-    } >"$DIR/$n/cove.toml"
-}
-
-start() { # NODE
-    "$COVE" --config "$DIR/$1/cove.toml" serve >>"$DIR/$1/log" 2>&1 &
-    PID[$1]=$!
-    wait_port "$(port "$1" 0)" "${PID[$1]}" 30 || { echo "node $1 did not start"; tail "$DIR/$1/log"; exit 1; }
-}
-
-stop() { # NODE
-    COVE_PID=${PID[$1]:-}
-    stop_cove
-    PID[$1]=""
-}
-
-metric_bytes() { # NODE -> sent+received
-    curl -s "http://127.0.0.1:$(port "$1" 2)/metrics" |
-        awk '/^cove_replication_bytes_(sent|received)_total/ {s += $2} END {printf "%d", s}'
-}
+# shellcheck source=benches/cove_pair.sh
+source "$ROOT/benches/cove_pair.sh"
+pair_setup covereplbench
 
 # A user's index: file size (with its WAL) in KiB, change-log rows, tombstones.
 index_figures() { # HOME
@@ -125,18 +62,6 @@ db = sqlite3.connect(f'file:{home}/index.sqlite?mode=ro', uri=True)
 rows = [db.execute(f'SELECT count(*) FROM {t}').fetchone()[0] for t in ('change', 'tombstone')]
 print(f'{size // 1024} | {rows[0]} | {rows[1]}', end='')
 EOF
-}
-
-inbox_count() { # NODE USER
-    "$COVE" --config "$DIR/$1/cove.toml" mailbox list "$2" 2>/dev/null | awk '$1 == "INBOX" {print $3}'
-}
-
-adduser() { # NODE USER [PASSWORD]
-    if [[ -n ${3:-} ]]; then
-        printf '%s\n' "$3" | "$COVE" --config "$DIR/$1/cove.toml" user add "$2" --password-stdin >/dev/null
-    else
-        "$COVE" --config "$DIR/$1/cove.toml" user add "$2" </dev/null >/dev/null
-    fi
 }
 
 # `cove user add` needs a data directory that `cove serve` made.
@@ -168,18 +93,7 @@ if has_part lag; then
 fi
 
 # rsync side by side: a daemon serving A's data directory on loopback.
-RSYNC_PORT=$((BASE_PORT + 20))
-if has_part first; then
-    command -v rsync >/dev/null || { echo "rsync is not installed (apt-get install rsync)"; exit 1; }
-    # As this user: cove's data directory is private to it.
-    printf 'use chroot = no\nuid = %s\ngid = %s\n[a]\npath = %s\nread only = yes\n' \
-        "$(id -u)" "$(id -g)" "$DIR/a/data" >"$DIR/rsyncd.conf"
-    rsync --daemon --no-detach --address=127.0.0.1 --port="$RSYNC_PORT" --config="$DIR/rsyncd.conf" &
-    RSYNCD_PID=$!
-    wait_port "$RSYNC_PORT" "$RSYNCD_PID" 10 || { echo "rsync daemon did not start"; exit 1; }
-fi
-
-mbps() { echo "scale=1; $1 / $2 / 1000000" | bc -l; }
+if has_part first; then start_rsyncd; fi
 
 FIRST_ROWS=()
 first_sync() { # COUNT SIZE RUN

@@ -14,6 +14,8 @@
 # stop.sh DIR.
 #
 # Usage: start.sh DIR PORT [USERS]     (USERS defaults to 100)
+# CYRUS_CONF_EXTRA: lines added to imapd.conf; CYRUS_SERVICES_EXTRA: lines
+# added to cyrus.conf's SERVICES; e.g. replication (benches/catchup_cyrus.sh).
 # Needs cyrus-common (master, lmtpd, ctl_cyrusdb) and sasl2-bin, and Cyrus's
 # imapd. Do NOT `apt-get install cyrus-imapd` where Dovecot is installed:
 # both packages provide and conflict with "imap-server", so apt removes
@@ -81,6 +83,7 @@ proc_path: $DIR/conf/proc
 syslog_prefix: cyrus-bench
 tls_server_cert: disabled
 tls_server_key: disabled
+${CYRUS_CONF_EXTRA:-}
 CONF
 
 cat > "$DIR/etc/cyrus.conf" <<CONF
@@ -90,6 +93,7 @@ START {
 SERVICES {
   imap cmd="$IMAPD -C $DIR/etc/imapd.conf -U 1000" listen="127.0.0.1:$((PORT + 1))" prefork=1 maxchild=2000
   lmtp cmd="$BIN/lmtpd -C $DIR/etc/imapd.conf -a -U 100000" listen="127.0.0.1:$PORT" prefork=1 maxchild=200
+${CYRUS_SERVICES_EXTRA:-}
 }
 EVENTS {
   checkpoint cmd="$BIN/ctl_cyrusdb -C $DIR/etc/imapd.conf -c" period=30

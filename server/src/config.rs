@@ -461,6 +461,10 @@ pub struct ReplicationConfig {
     /// Authenticated links to `listen`, in all.
     #[serde(default = "default_max_links")]
     pub max_links: usize,
+    /// Users synced with each peer at once, each over a link of its own
+    /// (a peer that comes back has every user to catch up on).
+    #[serde(default = "default_sessions_per_peer")]
+    pub sessions_per_peer: usize,
     /// Change-log rows each user's index keeps behind its newest change
     /// for a peer that has not applied them; a peer further behind gets a
     /// complete delta (docs/replication.md, "Bounded history").
@@ -493,6 +497,7 @@ impl std::fmt::Debug for ReplicationConfig {
             .field("max_pending_links", &self.max_pending_links)
             .field("max_pending_links_per_ip", &self.max_pending_links_per_ip)
             .field("max_links", &self.max_links)
+            .field("sessions_per_peer", &self.sessions_per_peer)
             .field("keep_changes", &self.keep_changes)
             .field("keep_expunges_secs", &self.keep_expunges_secs)
             .finish()
@@ -550,6 +555,9 @@ fn default_max_pending_links_per_ip() -> usize {
 }
 fn default_max_links() -> usize {
     64
+}
+fn default_sessions_per_peer() -> usize {
+    4
 }
 
 /// Shortest shared secret accepted, in bytes after trimming (the same rule
@@ -625,6 +633,9 @@ impl ReplicationConfig {
             bail!(
                 "[replication] max_pending_links, max_pending_links_per_ip and max_links must be at least 1"
             );
+        }
+        if !(1..=32).contains(&self.sessions_per_peer) {
+            bail!("[replication] sessions_per_peer must be between 1 and 32");
         }
         if self.max_content_size == Some(0) {
             bail!("[replication] max_content_size must be at least 1");

@@ -59,6 +59,7 @@ async fn start_replication(
                 max_pending_per_ip: r.max_pending_links_per_ip,
                 max_links: r.max_links,
             },
+            sessions_per_peer: r.sessions_per_peer,
         },
     );
     store.set_peer_limits(peer_limits(config, r));

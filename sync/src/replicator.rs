@@ -107,6 +107,9 @@ pub struct Options {
     pub heartbeat_timeout: Duration,
     /// Bounds on the connections the replication listener holds.
     pub links: LinkLimits,
+    /// Users synced with one peer at once, each over a link of its own
+    /// (see [`Replicator::sync_round`]); at least 1.
+    pub sessions_per_peer: usize,
 }
 
 /// One user waiting to be synced with a peer.
@@ -412,6 +415,9 @@ impl Replicator {
         let mut next_full = Instant::now() + self.opts.full_sync_interval;
         let mut next_heartbeat = Instant::now() + self.opts.heartbeat;
         let mut rotation: Option<String> = None;
+        // Links beside `link` for the users of a round (opened when a round
+        // has more than one user, kept while `link` is up).
+        let mut extra: Vec<ClientLink> = Vec::new();
         loop {
             if *stop.borrow() {
                 break;
@@ -475,6 +481,7 @@ impl Replicator {
                 next_heartbeat = Instant::now() + self.opts.heartbeat;
                 if let Err(e) = self.heartbeat(&peer, l, &mut rotation).await {
                     link = None;
+                    close_all(extra.drain(..));
                     self.failed(&peer, &e, &mut failures, &mut stop).await;
                     continue;
                 }
@@ -497,6 +504,7 @@ impl Replicator {
                     }
                     Err(e) => {
                         link = None;
+                        close_all(extra.drain(..));
                         self.failed(&peer, &format!("users: {e}"), &mut failures, &mut stop)
                             .await;
                         continue;
@@ -519,54 +527,18 @@ impl Replicator {
                 .iter()
                 .map(|(u, q)| (u.clone(), *q))
                 .collect();
-            let mut broken = None;
-            let mut busy = false;
-            for (user, queued) in batch {
-                let started = (l.bytes_sent(), l.bytes_received());
-                let result = {
-                    let _guard = self.locks.lock(&user).await;
-                    // Shutting down: a session dropped half-way leaves
-                    // nothing half-applied (see session.rs).
-                    tokio::select! {
-                        r = session::sync_user(l, &self.store, &peer.spec.name, &user) => r,
-                        _ = stop.changed() => Err(SyncError::Protocol("shutting down".into())),
-                    }
-                };
-                peer.bytes_sent
-                    .fetch_add(l.bytes_sent() - started.0, Ordering::Relaxed);
-                peer.bytes_received
-                    .fetch_add(l.bytes_received() - started.1, Ordering::Relaxed);
-                match result {
-                    Ok(report) if report.busy => busy = true,
-                    Ok(report) if report.here.deferred + report.there.deferred > 0 => {
-                        // Something could not be applied yet (content not
-                        // available): the user stays queued and is retried.
-                        peer.sessions.fetch_add(1, Ordering::Relaxed);
-                        log_report(&peer.spec.name, &report);
-                        busy = true;
-                    }
-                    Ok(report) => {
-                        peer.sessions.fetch_add(1, Ordering::Relaxed);
-                        peer.messages_in
-                            .fetch_add(report.here.messages_added, Ordering::Relaxed);
-                        log_report(&peer.spec.name, &report);
-                        let mut s = peer.state();
-                        s.synced(&user, queued);
-                        s.last_success = Some(self.store.env().clock.now());
-                        s.last_error = None;
-                    }
-                    Err(e) => {
-                        broken = Some(format!("{user}: {e}"));
-                        break;
-                    }
-                }
-            }
+            let Some(main) = link.take() else { continue };
+            let Round { main, broken, busy } =
+                self.sync_round(&peer, main, &mut extra, batch, &stop).await;
             match broken {
                 Some(e) => {
-                    link = None;
+                    close_all(main.into_iter().chain(extra.drain(..)));
                     self.failed(&peer, &e, &mut failures, &mut stop).await;
                 }
-                None => failures = 0,
+                None => {
+                    link = main;
+                    failures = 0;
+                }
             }
             if busy {
                 // The peer is syncing those users with us right now; ours
@@ -574,9 +546,139 @@ impl Replicator {
                 tokio::time::sleep(self.busy_pause(&peer.spec.name)).await;
             }
         }
-        if let Some(mut l) = link {
-            let _ = l.shutdown().await;
+        for l in link.into_iter().chain(extra) {
+            close(l).await;
         }
+    }
+
+    /// One round over the queued users: `batch` taken by up to
+    /// `sessions_per_peer` workers, each with a link of its own (`main`
+    /// and the links in `extra`, topped up here), so a returning peer's
+    /// thousands of users are not worked through one at a time, each
+    /// waiting for the last one's round trips and applies. The node whose
+    /// name sorts higher takes the users in reverse order: after a peer
+    /// was down both nodes queue every user, and walking them in the same
+    /// order would have them meet on each user (the second gets Busy).
+    async fn sync_round(
+        self: &Arc<Self>,
+        peer: &Arc<Peer>,
+        main: ClientLink,
+        extra: &mut Vec<ClientLink>,
+        mut batch: Vec<(String, Queued)>,
+        stop: &watch::Receiver<bool>,
+    ) -> Round {
+        let want = self.opts.sessions_per_peer.clamp(1, batch.len().max(1));
+        while extra.len() + 1 < want {
+            match self.connector.connect(&peer.spec).await {
+                Ok((l, _)) => extra.push(l),
+                Err(e) => {
+                    // Fewer workers this round; the main link carries on.
+                    tracing::debug!(peer = %peer.spec.name, error = %e, "replication: an extra link was not opened");
+                    break;
+                }
+            }
+        }
+        if self.opts.node > peer.spec.name {
+            batch.reverse();
+        }
+        let work = Arc::new(Mutex::new(batch.into_iter()));
+        let mut workers = tokio::task::JoinSet::new();
+        for (i, l) in std::iter::once(main).chain(extra.drain(..)).enumerate() {
+            let (me, peer, work, stop) = (self.clone(), peer.clone(), work.clone(), stop.clone());
+            workers.spawn(async move {
+                let (l, outcome) = me.sync_users(&peer, l, &work, stop).await;
+                (i, l, outcome)
+            });
+        }
+        let mut round = Round {
+            main: None,
+            broken: None,
+            busy: false,
+        };
+        while let Some(joined) = workers.join_next().await {
+            let (i, l, outcome) = match joined {
+                Ok(x) => x,
+                Err(e) => {
+                    round
+                        .broken
+                        .get_or_insert(format!("a session task failed: {e}"));
+                    continue;
+                }
+            };
+            round.busy |= outcome.busy;
+            match outcome.broken {
+                Some(e) => {
+                    round.broken.get_or_insert(e);
+                    close_all(std::iter::once(l));
+                }
+                None if i == 0 => round.main = Some(l),
+                None => extra.push(l),
+            }
+        }
+        if round.main.is_none() {
+            round
+                .broken
+                .get_or_insert_with(|| "the main link was lost".into());
+        }
+        round
+    }
+
+    /// One worker of [`Replicator::sync_round`]: sync users taken from
+    /// `work` over `l` until none is left or a session fails.
+    async fn sync_users(
+        &self,
+        peer: &Peer,
+        mut l: ClientLink,
+        work: &Mutex<std::vec::IntoIter<(String, Queued)>>,
+        mut stop: watch::Receiver<bool>,
+    ) -> (ClientLink, Outcome) {
+        let mut out = Outcome::default();
+        loop {
+            let next = match work.lock() {
+                Ok(mut w) => w.next(),
+                Err(p) => p.into_inner().next(),
+            };
+            let Some((user, queued)) = next else { break };
+            let started = (l.bytes_sent(), l.bytes_received());
+            let result = {
+                let _guard = self.locks.lock(&user).await;
+                // Shutting down: a session dropped half-way leaves
+                // nothing half-applied (see session.rs).
+                tokio::select! {
+                    r = session::sync_user(&mut l, &self.store, &peer.spec.name, &user) => r,
+                    _ = stop.changed() => Err(SyncError::Protocol("shutting down".into())),
+                }
+            };
+            peer.bytes_sent
+                .fetch_add(l.bytes_sent() - started.0, Ordering::Relaxed);
+            peer.bytes_received
+                .fetch_add(l.bytes_received() - started.1, Ordering::Relaxed);
+            match result {
+                Ok(report) if report.busy => out.busy = true,
+                Ok(report) if report.here.deferred + report.there.deferred > 0 => {
+                    // Something could not be applied yet (content not
+                    // available): the user stays queued and is retried.
+                    peer.sessions.fetch_add(1, Ordering::Relaxed);
+                    log_report(&peer.spec.name, &report);
+                    out.busy = true;
+                }
+                Ok(report) => {
+                    peer.sessions.fetch_add(1, Ordering::Relaxed);
+                    peer.messages_in
+                        .fetch_add(report.here.messages_added, Ordering::Relaxed);
+                    log_report(&peer.spec.name, &report);
+                    let mut s = peer.state();
+                    s.synced(&user, queued);
+                    s.last_success = Some(self.store.env().clock.now());
+                    s.last_error = None;
+                }
+                Err(e) => {
+                    out.broken = Some(format!("{user}: {e}"));
+                    break;
+                }
+            }
+        }
+        (l, out)
     }
 
     /// How long to wait after the peer answered Busy. Two nodes that each
@@ -940,6 +1042,37 @@ impl Replicator {
             }
         }
         out
+    }
+}
+
+/// What a round of [`Replicator::sync_round`] came to.
+struct Round {
+    /// The main link back, unless the round broke.
+    main: Option<ClientLink>,
+    /// The first session or link that failed.
+    broken: Option<String>,
+    /// Some user stays queued: the peer was syncing it, or part of it
+    /// could not be applied yet.
+    busy: bool,
+}
+
+/// What one worker of a round came to.
+#[derive(Default)]
+struct Outcome {
+    broken: Option<String>,
+    busy: bool,
+}
+
+/// Close a link politely (the peer sees a clean end, not an error).
+async fn close(mut l: ClientLink) {
+    let _ = tokio::time::timeout(Duration::from_secs(5), l.shutdown()).await;
+}
+
+/// Close links in the background (a peer that stopped answering must not
+/// hold the replicator in a shutdown).
+fn close_all(links: impl Iterator<Item = ClientLink>) {
+    for l in links {
+        tokio::spawn(close(l));
     }
 }
 

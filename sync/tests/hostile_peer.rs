@@ -81,6 +81,7 @@ impl Target {
                 heartbeat: Duration::from_secs(3600),
                 heartbeat_timeout: Duration::from_secs(60),
                 links,
+                sessions_per_peer: 1,
             },
         );
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();

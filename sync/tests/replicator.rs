@@ -7,13 +7,15 @@
 //! - anti-entropy finds a change no wakeup announced (another process made
 //!   it) within a few heartbeats, long before the hourly full sync;
 //! - a peer that stops answering is down within the heartbeat timeout,
-//!   with no mail traffic, and up again when it answers.
+//!   with no mail traffic, and up again when it answers;
+//! - one user's slow session does not hold the other users of the round
+//!   (a peer that comes back has all of them to catch up on).
 
 mod common;
 
 use std::io;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
@@ -129,15 +131,22 @@ impl AsyncWrite for GatedStream {
 }
 
 /// Links from A to B in memory, B's end served by B's store, A's end
-/// behind the gate.
+/// behind the gate (the first `gated` links; later ones pass freely).
 struct ToB {
     b: Arc<Store>,
     gate: Arc<Gate>,
+    gated: usize,
+    opened: AtomicUsize,
 }
 
 impl Connector for ToB {
     fn connect<'a>(&'a self, _peer: &'a PeerSpec) -> Connecting<'a> {
         Box::pin(async move {
+            let gate = if self.opened.fetch_add(1, Ordering::SeqCst) < self.gated {
+                self.gate.clone()
+            } else {
+                Arc::new(Gate::default())
+            };
             let (a, b) = tokio::io::duplex(256 * 1024);
             let store = self.b.clone();
             tokio::spawn(serve_link(
@@ -148,7 +157,7 @@ impl Connector for ToB {
             ));
             let stream: PeerStream = Box::new(GatedStream {
                 inner: a,
-                gate: self.gate.clone(),
+                gate,
                 frame: Vec::new(),
             });
             Ok((Link::new(stream), "b".to_string()))
@@ -165,7 +174,13 @@ struct Running {
 /// Start A's replicator towards B, A's change hook queueing A's users, and
 /// wait for its first full sync.
 async fn start(a: &Node, b: &Node, heartbeat: Duration) -> Running {
-    let gate = Arc::new(Gate::default());
+    let running = start_gated(a, b, heartbeat, Arc::new(Gate::default()), usize::MAX);
+    wait_for("the first full sync", || sessions(&running) >= 1.0).await;
+    running
+}
+
+/// Start A's replicator towards B, its first `gated` links behind `gate`.
+fn start_gated(a: &Node, b: &Node, heartbeat: Duration, gate: Arc<Gate>, gated: usize) -> Running {
     let opts = Options {
         node: "a".into(),
         secret: Secret::new("a shared secret of the pair").unwrap(),
@@ -184,10 +199,13 @@ async fn start(a: &Node, b: &Node, heartbeat: Duration) -> Running {
             max_pending_per_ip: 4,
             max_links: 64,
         },
+        sessions_per_peer: 4,
     };
     let connector = Arc::new(ToB {
         b: b.store.clone(),
         gate: gate.clone(),
+        gated,
+        opened: AtomicUsize::new(0),
     });
     let replicator = Replicator::with_connector(a.store.clone(), opts, connector);
     let hook = Arc::downgrade(&replicator);
@@ -198,13 +216,11 @@ async fn start(a: &Node, b: &Node, heartbeat: Duration) -> Running {
     }));
     let (stop, stopped) = watch::channel(false);
     replicator.start(stopped);
-    let running = Running {
+    Running {
         replicator,
         gate,
         _stop: stop,
-    };
-    wait_for("the first full sync", || sessions(&running) >= 1.0).await;
-    running
+    }
 }
 
 fn metric(r: &Running, name: &str) -> f64 {
@@ -337,4 +353,60 @@ async fn a_peer_that_stops_answering_is_down_within_the_heartbeat_timeout() {
             && r.replicator.status_json().contains("\"last_error\":null")
     })
     .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_session_does_not_hold_the_other_users_of_the_round() {
+    let (a, b) = (Node::new("a"), Node::new("b"));
+    let other = Address::parse("other@example.org").unwrap();
+    for node in [&a, &b] {
+        node.store.add_user(&other, None, 0).unwrap();
+    }
+    let other_account = {
+        let user = a.store.user(&other).unwrap().unwrap();
+        a.store.account(&user).unwrap()
+    };
+    let theirs = other_account
+        .append(
+            "INBOX",
+            &a.store
+                .blobs()
+                .put(b"Subject: theirs\r\n\r\ntheirs\r\n")
+                .unwrap(),
+            &cove_store::NewMessage::default(),
+        )
+        .unwrap();
+    let mine = a.deliver("INBOX", "Subject: mine\r\n\r\nmine\r\n");
+
+    // The first link A opens stalls once its first session has sent its
+    // Need: that user's content does not reach B while it is held.
+    let gate = Arc::new(Gate::default());
+    gate.hold_after_need();
+    let r = start_gated(&a, &b, Duration::from_secs(3600), gate, 1);
+    tokio::time::timeout(Duration::from_secs(10), r.gate.reached.notified())
+        .await
+        .expect("a session started and reached its Need");
+
+    // The other user of the same round reaches B meanwhile.
+    let b_other = {
+        let user = b.store.user(&other).unwrap().unwrap();
+        b.store.account(&user).unwrap()
+    };
+    let on_b = |guid: &MessageGuid| {
+        has(&b, guid) || {
+            let inbox = b_other.mailbox("INBOX").unwrap();
+            b_other
+                .messages(&inbox.guid)
+                .unwrap()
+                .iter()
+                .any(|m| m.guid == *guid)
+        }
+    };
+    wait_for("the user whose session is not held on B", || {
+        on_b(&mine.guid) || on_b(&theirs.guid)
+    })
+    .await;
+
+    r.gate.release();
+    wait_for("both users on B", || on_b(&mine.guid) && on_b(&theirs.guid)).await;
 }
