@@ -74,20 +74,26 @@ start_cyrus_too() { # USERS
     CYRUS_PID=$(bash "$ROOT/benches/cyrus/start.sh" "$WORK/cyrus" "$CYRUS_PORT" "$1")
 }
 
-# start_pair's cove's bench0 INBOX copied into its Dovecot's bench0 Maildir
-# instead of delivering it again over LMTP (Dovecot's LMTP into one big
-# INBOX is the slow part of a big bench): the same bytes, like a migrated
-# mailbox, which Dovecot indexes at its first SELECT. The files are named
-# <secs>.M<n>P1.cove in cove's UID order (cove's own names sort by a random
-# GUID within a second) and keep their mtimes (Dovecot's received date), so
-# both servers number the messages alike and equal answers hash alike.
-copy_to_dovecot() {
-    local home=$WORK/cove-data/mail/example.com/bench0
-    python3 - "$home" "$WORK/dovecot/mail/example.com/bench0/Maildir" <<'EOF'
+# start_pair's cove's bench0 INBOX copied into a reference server's bench0
+# INBOX instead of delivering it again over LMTP (LMTP into one big INBOX is
+# the slow part of a big bench for Dovecot and Cyrus): the same bytes, like a
+# migrated mailbox, in cove's UID order (cove's own names sort by a random
+# GUID within a second), keeping their mtimes (the received date), so the
+# servers number the messages alike and equal answers hash alike.
+#   dovecot DIR: files <secs>.M<n>P1.cove in DIR/cur; Dovecot indexes them
+#                at its first SELECT.
+#   cyrus DIR:   files <uid>. in the mailbox directory DIR, numbered on from
+#                the highest one there; `reconstruct` must index them.
+copy_cove_inbox() { # dovecot|cyrus DIR
+    python3 - "$WORK/cove-data/mail/example.com/bench0" "$1" "$2" <<'EOF'
 import os, shutil, sqlite3, sys
-home, to = sys.argv[1:]
-for d in ("cur", "new", "tmp"):
-    os.makedirs(os.path.join(to, d), exist_ok=True)
+home, kind, to = sys.argv[1:]
+if kind == "dovecot":
+    for d in ("cur", "new", "tmp"):
+        os.makedirs(os.path.join(to, d), exist_ok=True)
+    first = 1
+else:
+    first = 1 + max((int(f[:-1]) for f in os.listdir(to) if f.endswith(".") and f[:-1].isdigit()), default=0)
 files = {}  # cove's GUID (the G part of its file names) -> path
 for d in ("cur", "new"):
     for name in os.listdir(os.path.join(home, "Maildir", d)):
@@ -96,15 +102,46 @@ for d in ("cur", "new"):
 db = sqlite3.connect(f"file:{home}/index.sqlite?mode=ro", uri=True)
 rows = db.execute("SELECT hex(m.guid) FROM message m JOIN mailbox b ON b.id = m.mailbox_id"
                   " WHERE b.name = 'INBOX' ORDER BY m.uid")
-for n, (guid,) in enumerate(rows, 1):
+for n, (guid,) in enumerate(rows, first):
     src = files.pop(guid.lower())
-    secs = os.path.basename(src).split(".")[0]
-    name = f"{secs}.M{n:07d}P1.cove,S={os.path.getsize(src)}:2,"
-    shutil.copy2(src, os.path.join(to, "cur", name))
+    if kind == "dovecot":
+        secs = os.path.basename(src).split(".")[0]
+        dst = os.path.join(to, "cur", f"{secs}.M{n:07d}P1.cove,S={os.path.getsize(src)}:2,")
+    else:
+        dst = os.path.join(to, f"{n}.")
+    shutil.copy2(src, dst)
 if files:
     sys.exit(f"{len(files)} message files are not in cove's INBOX index")
 EOF
+}
+
+copy_to_dovecot() {
+    copy_cove_inbox dovecot "$WORK/dovecot/mail/example.com/bench0/Maildir"
     chown -R --reference="$WORK/dovecot/mail" "$WORK/dovecot/mail/example.com"
+}
+
+# The same into start_cyrus_too's Cyrus (bench0's INBOX must exist: its
+# start.sh makes it with PRECREATE=1), indexed by `reconstruct`, which
+# parses every message into cyrus.index and cyrus.cache as its LMTP does.
+copy_to_cyrus() {
+    local conf=$WORK/cyrus/etc/imapd.conf bin=/usr/lib/cyrus/bin as=() dir
+    [[ $(id -u) -eq 0 ]] && as=(runuser -u cyrus --)
+    dir=$("${as[@]}" "$bin/mbpath" -C "$conf" user/bench0@example.com)
+    copy_cove_inbox cyrus "$dir"
+    [[ $(id -u) -eq 0 ]] && chown -R cyrus:mail "$dir"
+    "${as[@]}" "$bin/reconstruct" -C "$conf" -u bench0@example.com | tail -n 1 >&2
+}
+
+# Refuse to start when something already listens on one of the ports: the
+# bench would measure that server (wait_port cannot tell it from ours).
+require_free_ports() { # PORT...
+    local p
+    for p in "$@"; do
+        if (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then
+            echo "127.0.0.1:$p is already in use (another bench?): choose other ports (see the knobs)" >&2
+            exit 1
+        fi
+    done
 }
 
 # The exit trap of start_pair.
