@@ -160,9 +160,10 @@ fn idle_and_commands_over_tls_after_quiet_waits() {
     c.send("s2 IDLE");
     assert_lines(&[c.read_response()], &["+ idling"]);
     s.deliver_to(USER, &cove_tests::message("two", "while idle"));
+    // Both are \Recent to this session (the first one since SELECT).
     assert_lines(
         &[c.read_response(), c.read_response()],
-        &["* 2 EXISTS", "* 1 RECENT"],
+        &["* 2 EXISTS", "* 2 RECENT"],
     );
     let pause = std::time::Duration::from_millis(300);
     c.send_raw(b"DO");
