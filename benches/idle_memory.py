@@ -22,6 +22,7 @@ import argparse
 import asyncio
 import os
 import ssl
+import subprocess
 import sys
 import time
 
@@ -59,6 +60,16 @@ def pids_of(root):
         out.append(p)
         todo.extend(children.get(p, []))
     return out
+
+
+def trim(pids):
+    """Make each process give its allocator's free pages back (glibc
+    malloc_trim through gdb): what RSS then holds is what is in use."""
+    for pid in pids:
+        subprocess.run(
+            ["gdb", "-p", str(pid), "-batch", "-ex", "call (int)malloc_trim(0)"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=False,
+        )
 
 
 class Session:
@@ -133,6 +144,8 @@ async def main():
     ap.add_argument("--warmup", type=int, default=16)
     ap.add_argument("--cold-users", action="store_true")
     ap.add_argument("--settle", type=float, default=2.0)
+    ap.add_argument("--trim", action="store_true",
+                    help="malloc_trim the server (gdb) before both samples")
     args = ap.parse_args()
     ctx = None
     if args.tls:
@@ -148,6 +161,8 @@ async def main():
         await s.cmd("LOGOUT")
         s.w.close()
     await asyncio.sleep(args.settle)
+    if args.trim:
+        trim(pids_of(args.pid))
     before = mem_kib(pids_of(args.pid))
 
     sessions, failed = [], 0
@@ -169,12 +184,14 @@ async def main():
     await asyncio.gather(*(one(i) for i in range(args.conns)))
     setup_s = time.monotonic() - t0
     await asyncio.sleep(args.settle)
+    if args.trim:
+        trim(pids_of(args.pid))
     after = mem_kib(pids_of(args.pid))
     n = len(sessions)
     per = lambda a, b: f"{(b - a) / n:.2f}" if n else "NA"
     print(
         f"RESULT proto=imap mode=idle_memory label={args.label} tls={int(args.tls)} "
-        f"conns={args.conns} users={args.users} cold_users={int(args.cold_users)} "
+        f"conns={args.conns} users={args.users} cold_users={int(args.cold_users)} trim={int(args.trim)} "
         f"conns_ok={n} setup_failed={failed} setup_s={setup_s:.2f} "
         f"rss_before_kib={before[0]} rss_after_kib={after[0]} rss_per_conn_kib={per(before[0], after[0])} "
         f"pss_before_kib={before[1]} pss_after_kib={after[1]} pss_per_conn_kib={per(before[1], after[1])}"

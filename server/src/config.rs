@@ -822,6 +822,12 @@ pub struct ServerConfig {
     /// mail is collected within seconds anyway); 0 turns them off.
     #[serde(default = "default_gc_interval")]
     pub gc_interval_secs: u64,
+    /// Seconds an open account's index may go unused before its SQLite
+    /// connection is closed (about 300 KiB each, most of what an open
+    /// account costs; the next use opens it again, a millisecond for a
+    /// small mailbox); 0 keeps them open.
+    #[serde(default = "default_index_idle_close")]
+    pub index_idle_close_secs: u64,
     /// Seconds after `cove node drain` before open IMAP and POP3 sessions
     /// are told to reconnect (to the peer).
     #[serde(default = "default_drain_grace")]
@@ -909,6 +915,7 @@ impl Default for ServerConfig {
             durability: default_durability(),
             reserve_bytes: default_reserve_bytes(),
             gc_interval_secs: default_gc_interval(),
+            index_idle_close_secs: default_index_idle_close(),
             drain_grace_secs: default_drain_grace(),
             blocking_threads: default_blocking_threads(),
             blocking_per_user: default_blocking_per_user(),
@@ -982,6 +989,10 @@ fn default_reserve_bytes() -> u64 {
 }
 fn default_gc_interval() -> u64 {
     6 * 3600
+}
+
+fn default_index_idle_close() -> u64 {
+    60
 }
 
 impl Default for LmtpConfig {

@@ -12,7 +12,11 @@
 //!   a verified copy, or their users queued so that replication fetches
 //!   one from the peer (store's `account/content.rs`); this opens every
 //!   account, so it runs when the damaged set changes and then every
-//!   [`Housekeeping::repair_every`] while damage is left.
+//!   [`Housekeeping::repair_every`] while damage is left;
+//! - the index connections of open accounts nobody has used for
+//!   `[server] index_idle_close_secs` are closed (store's
+//!   `Store::close_idle_indexes`), so that accounts whose sessions sit in
+//!   IDLE or that a delivery opened cost a few KiB, not a few hundred.
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -30,6 +34,8 @@ pub struct Housekeeping {
     /// Full collections; `None`: never.
     pub full_gc_every: Option<Duration>,
     pub repair_every: Duration,
+    /// Close the index of an account unused this long; `None`: never.
+    pub index_idle_close: Option<Duration>,
 }
 
 /// What the previous ticks did (kept between them).
@@ -101,6 +107,13 @@ impl Housekeeping {
             Err(e) => tracing::error!(error = %e, "blob collection failed; retried next tick"),
         }
         blobs.reserve().restore_if_room();
+        if let Some(idle) = self.index_idle_close {
+            let closed = store.close_idle_indexes(idle);
+            if closed > 0 {
+                tracing::debug!(closed, "closed the indexes of idle accounts");
+                give_back_free_heap();
+            }
+        }
         self.repair(store, state);
     }
 
@@ -133,6 +146,23 @@ impl Housekeeping {
             Err(e) => {
                 tracing::error!(error = %e, "repairing corrupt content failed; retried later")
             }
+        }
+    }
+}
+
+/// Give the allocator's free pages back to the system. What closed
+/// indexes freed (about 190 KiB each, store/examples/account_memory.rs)
+/// lies between blocks still in use, where glibc keeps it resident: closing
+/// them without this left the server's RSS where it was
+/// (benches/results/idle-memory-2026-12-07-accounts.md). Called when
+/// indexes were closed, so at most once a tick.
+fn give_back_free_heap() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    {
+        // SAFETY: malloc_trim takes a plain integer and only returns free
+        // pages to the system (madvise); glibc documents it as MT-Safe.
+        unsafe {
+            libc::malloc_trim(0);
         }
     }
 }

@@ -211,6 +211,8 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
             full_gc_every: (config.server.gc_interval_secs > 0)
                 .then(|| Duration::from_secs(config.server.gc_interval_secs)),
             repair_every: Duration::from_secs(60),
+            index_idle_close: (config.server.index_idle_close_secs > 0)
+                .then(|| Duration::from_secs(config.server.index_idle_close_secs)),
         }
         .run(store.clone(), stopped.clone()),
     );

@@ -185,6 +185,42 @@ impl ScanReport {
     }
 }
 
+/// The account's index connection, or none: an account nobody has used
+/// for a while gives it back ([`Account::close_index_if_idle`]) and the
+/// next use opens it again.
+struct IndexSlot {
+    open: Option<IndexConn>,
+    /// The inode of the index file the connection had open when it was
+    /// closed: a file lost meanwhile is rebuilt, as under an open one.
+    closed_ino: u64,
+    /// When the connection was last handed out.
+    used: std::time::Instant,
+}
+
+/// The index connection as [`Account::conn`] hands it out: always open.
+struct IndexGuard<'a>(MutexGuard<'a, IndexSlot>);
+
+impl std::ops::Deref for IndexGuard<'_> {
+    type Target = IndexConn;
+    fn deref(&self) -> &IndexConn {
+        match &self.0.open {
+            Some(c) => c,
+            // `conn` opens the slot before it makes a guard, and nothing
+            // closes it while the guard holds the lock.
+            None => unreachable!("an IndexGuard is made only over an open index"),
+        }
+    }
+}
+
+impl std::ops::DerefMut for IndexGuard<'_> {
+    fn deref_mut(&mut self) -> &mut IndexConn {
+        match &mut self.0.open {
+            Some(c) => c,
+            None => unreachable!("an IndexGuard is made only over an open index"),
+        }
+    }
+}
+
 struct IndexConn {
     conn: Connection,
     /// Inode of index.sqlite when it was opened: if the file is replaced
@@ -195,16 +231,31 @@ struct IndexConn {
     checked: u64,
 }
 
+/// What an open account holds in memory, in bytes ([`Account::memory`]):
+/// the figures an operator (and `store/examples/account_memory.rs`) needs
+/// to tell what thousands of open accounts cost.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct AccountMemory {
+    /// SQLite's page cache of the index connection (0 while it is closed).
+    pub page_cache: u64,
+    /// The index's schema as SQLite parsed it for the connection.
+    pub schema: u64,
+    /// Prepared statements, rusqlite's cache of them included.
+    pub statements: u64,
+    /// The change feed's ring of recent changes (0 while nobody listens).
+    pub feed_ring: u64,
+}
+
 /// One user's mail store.
 pub struct Account {
     email: String,
     home: PathBuf,
     maildir: PathBuf,
-    index: Mutex<IndexConn>,
+    index: Mutex<IndexSlot>,
     blobs: BlobStore,
     env: Env,
     hostname: String,
-    feed: broadcast::Sender<Change>,
+    feed: crate::changes::Feed,
     sync: Arc<GroupSync>,
     opening_scan: ScanReport,
     listeners: Arc<crate::Listeners>,
@@ -287,6 +338,10 @@ fn retire(index: &mut IndexConn) -> Result<()> {
             checked: 0,
         },
     );
+    if matches!(old.conn.path(), None | Some("")) {
+        // A stand-in (in memory): no WAL to keep.
+        return Ok(());
+    }
     let mut persist: std::ffi::c_int = 1;
     if let Err(e) = old.conn.file_control(
         Some(rusqlite::MAIN_DB),
@@ -340,16 +395,19 @@ impl Account {
         maildir::create_folder(&maildir)?;
         let node = crate::replica::node_id(hostname);
         let index = open_index(&home, sync.mode(), node)?;
-        let (feed, _) = broadcast::channel(1024);
         let account = Account {
             email: email.to_string(),
             home,
             maildir,
-            index: Mutex::new(index),
+            index: Mutex::new(IndexSlot {
+                open: Some(index),
+                closed_ino: 0,
+                used: std::time::Instant::now(),
+            }),
             blobs,
             env,
             hostname: hostname.to_string(),
-            feed,
+            feed: Default::default(),
             sync,
             opening_scan: ScanReport::default(),
             listeners: settings.listeners,
@@ -421,11 +479,8 @@ impl Account {
     /// fails SQLite's check after SQLite reported a damaged database
     /// ([`IndexFile`]): nobody is served from an empty index (a delivery
     /// would find no INBOX) or, past one failed command, a damaged one.
-    fn conn(&self) -> Result<MutexGuard<'_, IndexConn>> {
-        let mut guard = self
-            .index
-            .lock()
-            .map_err(|_| Error::Index("index lock poisoned by an earlier panic".into()))?;
+    fn conn(&self) -> Result<IndexGuard<'_>> {
+        let mut slot = self.slot()?;
         let reopen = || {
             open_index(
                 &self.home,
@@ -433,6 +488,21 @@ impl Account {
                 crate::replica::node_id(&self.hostname),
             )
         };
+        if slot.open.is_none() {
+            let ino = slot.closed_ino;
+            slot.open = Some(match IndexFile::check(&self.home, ino) {
+                IndexFile::Same | IndexFile::Replaced => reopen()?,
+                // Lost while closed: a stand-in with the old inode, which
+                // the check below finds lost and rebuilds.
+                _ => IndexConn {
+                    conn: Connection::open_in_memory()?,
+                    ino,
+                    checked: index::corruption_generation(),
+                },
+            });
+        }
+        slot.used = std::time::Instant::now();
+        let mut guard = IndexGuard(slot);
         let mut state = IndexFile::check(&self.home, guard.ino);
         let reports = index::corruption_generation();
         if state == IndexFile::Same && guard.checked != reports {
@@ -464,6 +534,52 @@ impl Account {
             }
         }
         Ok(guard)
+    }
+
+    fn slot(&self) -> Result<MutexGuard<'_, IndexSlot>> {
+        self.index
+            .lock()
+            .map_err(|_| Error::Index("index lock poisoned by an earlier panic".into()))
+    }
+
+    /// Close the index connection if nobody has used it for `idle`: its
+    /// SQLite memory (lookaside, parsed schema, prepared statements, page
+    /// cache, the WAL index map: together most of what an open account
+    /// costs, `benches/results/idle-memory-2026-12-07-accounts.md`) and its
+    /// three descriptors go back; the next use opens it again. Never waits:
+    /// an index in use is left open. True if it was closed.
+    pub fn close_index_if_idle(&self, idle: std::time::Duration) -> bool {
+        let Ok(mut slot) = self.index.try_lock() else {
+            return false;
+        };
+        if slot.used.elapsed() < idle {
+            return false;
+        }
+        let Some(open) = slot.open.take() else {
+            return false;
+        };
+        if IndexFile::check(&self.home, open.ino) != IndexFile::Same {
+            // Replaced or lost: `conn` retires it with care for the WAL
+            // of whatever file now has its name.
+            slot.open = Some(open);
+            return false;
+        }
+        let ino = open.ino;
+        match open.conn.close() {
+            Ok(()) => {
+                slot.closed_ino = ino;
+                true
+            }
+            Err((conn, e)) => {
+                tracing::warn!(user = %self.email, error = %e, "could not close an idle index; keeping it open");
+                slot.open = Some(IndexConn {
+                    conn,
+                    ino,
+                    checked: open.checked,
+                });
+                false
+            }
+        }
     }
 
     /// Keep a damaged index (and its WAL) beside the new one, as
@@ -503,7 +619,7 @@ impl Account {
         }
         for c in changes {
             // No receiver is not an error: nobody is listening right now.
-            let _ = self.feed.send(c);
+            self.feed.send(c);
         }
     }
 
@@ -523,7 +639,7 @@ impl Account {
         modseq: ModSeq,
     ) {
         for mailbox in mailboxes {
-            let _ = self.feed.send(Change {
+            self.feed.send(Change {
                 modseq,
                 mailbox,
                 kind: ChangeKind::MailboxRenamed {
@@ -537,6 +653,34 @@ impl Account {
 
     pub fn subscribe(&self) -> broadcast::Receiver<Change> {
         self.feed.subscribe()
+    }
+
+    /// What this account holds in memory now ([`AccountMemory`]).
+    pub fn memory(&self) -> Result<AccountMemory> {
+        let slot = self.slot()?;
+        let status = |op| {
+            let Some(open) = slot.open.as_ref() else {
+                return 0;
+            };
+            let (mut current, mut high) = (0, 0);
+            // SAFETY: the handle is the live connection the lock holds;
+            // sqlite3_db_status only reads counters of it into the two
+            // integers given.
+            let rc = unsafe {
+                rusqlite::ffi::sqlite3_db_status(open.conn.handle(), op, &mut current, &mut high, 0)
+            };
+            if rc == rusqlite::ffi::SQLITE_OK {
+                u64::try_from(current).unwrap_or(0)
+            } else {
+                0
+            }
+        };
+        Ok(AccountMemory {
+            page_cache: status(rusqlite::ffi::SQLITE_DBSTATUS_CACHE_USED),
+            schema: status(rusqlite::ffi::SQLITE_DBSTATUS_SCHEMA_USED),
+            statements: status(rusqlite::ffi::SQLITE_DBSTATUS_STMT_USED),
+            feed_ring: self.feed.ring_bytes(),
+        })
     }
 
     /// The change log after `modseq`.

@@ -165,3 +165,61 @@ mod tests {
         }
     }
 }
+
+/// How many changes an account's live feed keeps for a listener that has
+/// not read them yet; one that falls further behind gets `Lagged` and
+/// re-reads the index.
+pub(crate) const FEED_CAPACITY: usize = 1024;
+
+/// An account's live change feed: a broadcast ring of [`FEED_CAPACITY`]
+/// changes, made when the first listener subscribes and dropped at the
+/// first change sent while nobody listens. The ring is allocated whole
+/// (about 120 KiB), so an account nobody watches (opened by a delivery, a
+/// POP3 poll or a peer's sync) holds none; nothing is lost by dropping it,
+/// since a change sent with no receiver reaches nobody either way.
+#[derive(Default)]
+pub(crate) struct Feed {
+    ring: std::sync::Mutex<Option<tokio::sync::broadcast::Sender<Change>>>,
+}
+
+impl Feed {
+    fn ring(&self) -> std::sync::MutexGuard<'_, Option<tokio::sync::broadcast::Sender<Change>>> {
+        // The state is an Option of a channel: a panic elsewhere cannot
+        // leave it half-changed.
+        self.ring.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Live changes from now on.
+    pub(crate) fn subscribe(&self) -> tokio::sync::broadcast::Receiver<Change> {
+        let mut ring = self.ring();
+        match ring.as_ref() {
+            Some(tx) => tx.subscribe(),
+            None => {
+                let (tx, rx) = tokio::sync::broadcast::channel(FEED_CAPACITY);
+                *ring = Some(tx);
+                rx
+            }
+        }
+    }
+
+    /// Tell every listener; with none left, drop the ring.
+    pub(crate) fn send(&self, change: Change) {
+        let mut ring = self.ring();
+        if let Some(tx) = ring.as_ref()
+            && tx.send(change).is_err()
+        {
+            *ring = None;
+        }
+    }
+
+    /// The ring's slots, in bytes (0 without a ring): what the channel
+    /// allocates for [`FEED_CAPACITY`] slots of a change, its position and
+    /// its lock.
+    pub(crate) fn ring_bytes(&self) -> u64 {
+        if self.ring().is_none() {
+            return 0;
+        }
+        let slot = std::mem::size_of::<Option<Change>>() + 2 * std::mem::size_of::<u64>() + 16;
+        (FEED_CAPACITY * slot) as u64
+    }
+}

@@ -40,9 +40,9 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, OnceLock};
 
 pub use account::{
-    Account, ContentCheck, DEFAULT_MAILBOXES, DamagedMessage, Delivered, DerivedKind, ImportCache,
-    ImportMailbox, ImportMessage, ImportReport, MailboxChanges, MailboxImport, MailboxStatus,
-    NewMessage, ScanReport, StoreResult, Transfer,
+    Account, AccountMemory, ContentCheck, DEFAULT_MAILBOXES, DamagedMessage, Delivered,
+    DerivedKind, ImportCache, ImportMailbox, ImportMessage, ImportReport, MailboxChanges,
+    MailboxImport, MailboxStatus, NewMessage, ScanReport, StoreResult, Transfer,
 };
 pub use changes::{Change, ChangeKind};
 pub use content::{ContentReport, RepairReport};
@@ -447,6 +447,21 @@ impl Store {
             .indexer
             .get()
             .is_none_or(|i| i.wait_idle(limit))
+    }
+
+    /// Close the index connections of the open accounts nobody has used
+    /// for `idle` ([`Account::close_index_if_idle`]); how many were closed.
+    /// The housekeeping calls it every tick (`[server]
+    /// index_idle_close_secs`).
+    pub fn close_idle_indexes(&self, idle: std::time::Duration) -> usize {
+        let open: Vec<Arc<Account>> = match self.accounts.lock() {
+            Ok(open) => open
+                .values()
+                .filter_map(|slot| slot.try_lock().ok().and_then(|a| a.clone()))
+                .collect(),
+            Err(_) => return 0,
+        };
+        open.iter().filter(|a| a.close_index_if_idle(idle)).count()
     }
 
     /// Forget a cached account (after its user was removed).

@@ -143,3 +143,42 @@ fn the_self_signed_certificate_covers_the_loopback_addresses() {
     let tcp = cove_tests::tcp_connect(s.addr_of("imaps"));
     assert!(tls_connect(tcp, config, "::1").is_ok(), "::1");
 }
+
+// A TLS session waits for its client (between commands, in IDLE) without
+// its read buffer once rustls holds nothing undelivered (issue 15); the
+// client's next bytes are then read through TLS as before, even when a
+// line comes in several records with pauses between them: new mail is
+// announced in IDLE, a DONE split in two ends it, and a command split in
+// two runs.
+#[test]
+fn idle_and_commands_over_tls_after_quiet_waits() {
+    let s = server();
+    let mut c = s.imaps();
+    c.login(USER, PASS);
+    let r = c.cmd_ok("s1 SELECT INBOX");
+    assert_eq!(r[2], "* 1 EXISTS", "{r:?}");
+    c.send("s2 IDLE");
+    assert_lines(&[c.read_response()], &["+ idling"]);
+    s.deliver_to(USER, &cove_tests::message("two", "while idle"));
+    // Both are \Recent to this session (the first one since SELECT).
+    assert_lines(
+        &[c.read_response(), c.read_response()],
+        &["* 2 EXISTS", "* 2 RECENT"],
+    );
+    let pause = std::time::Duration::from_millis(300);
+    c.send_raw(b"DO");
+    std::thread::sleep(pause);
+    c.send_raw(b"NE\r\n");
+    assert_lines(&[c.read_response()], &["s2 OK IDLE terminated"]);
+    std::thread::sleep(pause);
+    c.send_raw(b"s3 FETCH 2 (BODY");
+    std::thread::sleep(pause);
+    c.send_raw(b".PEEK[TEXT])\r\n");
+    assert_lines(
+        &c.read_until_tagged("s3"),
+        &[
+            "* 2 FETCH (BODY[TEXT] {12}\r\nwhile idle\r\n)",
+            "s3 OK FETCH completed",
+        ],
+    );
+}

@@ -5,9 +5,13 @@
 //! plain TCP session gives the buffer back and waits on the socket itself
 //! (a one-byte `peek`: nothing is consumed, so the wait can be cancelled at
 //! any point, as `select!` does); the buffer is allocated again, by a guard
-//! that runs even on cancellation, when the wait ends. TLS sessions keep
-//! theirs: rustls may already hold decrypted bytes that the socket's
-//! readiness would not show.
+//! that runs even on cancellation, when the wait ends. A TLS session does
+//! the same once rustls holds nothing the socket's readiness would not
+//! show (no decrypted bytes waiting, no close_notify read); when the socket
+//! has bytes it reads through TLS as before (they may be a record with no
+//! data for us, a key update: then it waits with its buffer, as it always
+//! did). What rustls itself keeps (its 4 KiB record buffer, the keys) is
+//! out of reach of its buffered API (benches/results/idle-memory-2026-12-07-tls.md).
 
 use tokio::io::{AsyncBufReadExt, BufReader};
 
@@ -42,17 +46,42 @@ pub async fn until_input(reader: &mut BufReader<Conn>, capacity: usize) -> std::
     if !reader.buffer().is_empty() {
         return Ok(true);
     }
-    if !matches!(reader.get_ref(), Conn::Plain(_)) {
-        return Ok(!reader.fill_buf().await?.is_empty());
-    }
+    let tls = match reader.get_mut() {
+        Conn::Plain(_) => false,
+        Conn::Tls(stream) => {
+            if !tls_quiet(stream) {
+                return Ok(!reader.fill_buf().await?.is_empty());
+            }
+            true
+        }
+        _ => return Ok(!reader.fill_buf().await?.is_empty()),
+    };
     let conn = take(reader);
     *reader = BufReader::with_capacity(SHED, conn);
     let guard = Restore { reader, capacity };
-    let Conn::Plain(tcp) = guard.reader.get_ref() else {
-        return Ok(true);
+    let tcp = match guard.reader.get_ref() {
+        Conn::Plain(tcp) => tcp,
+        Conn::Tls(stream) => stream.get_ref().0,
+        _ => return Ok(true),
     };
     let mut one = [0u8; 1];
     let n = tcp.peek(&mut one).await?;
     drop(guard);
+    if tls && n > 0 {
+        // Bytes of a TLS record: whether they hold data for us, only
+        // reading them through rustls tells.
+        return Ok(!reader.fill_buf().await?.is_empty());
+    }
     Ok(n > 0)
+}
+
+/// Whether rustls holds nothing that the socket's readiness would not
+/// show: no decrypted bytes waiting to be read, no close_notify read (after
+/// which the socket may stay quiet while reads return the end). An error
+/// is left for the next read to report.
+fn tls_quiet(stream: &mut tokio_rustls::server::TlsStream<tokio::net::TcpStream>) -> bool {
+    match stream.get_mut().1.process_new_packets() {
+        Ok(state) => state.plaintext_bytes_to_read() == 0 && !state.peer_has_closed(),
+        Err(_) => false,
+    }
 }

@@ -168,7 +168,10 @@ impl Account {
         let Ok(mut g) = self.index.try_lock() else {
             return;
         };
-        if let Err(e) = prune(&mut g.conn, &keep, self.env.now_ms()) {
+        let Some(open) = g.open.as_mut() else {
+            return;
+        };
+        if let Err(e) = prune(&mut open.conn, &keep, self.env.now_ms()) {
             tracing::warn!(user = %self.email, error = %e, "could not prune the replication history");
         }
     }
