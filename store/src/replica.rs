@@ -75,8 +75,10 @@ use std::time::UNIX_EPOCH;
 use crate::env::Clock;
 use crate::ids::{Flags, MailboxGuid, MessageGuid, ModSeq, Uid};
 
+mod feed;
 mod peer_input;
 pub use crate::account::{History, HistoryRows, PRUNE_EVERY, Pruned};
+pub use feed::{ContentFeed, FeedSender, Received};
 pub use peer_input::{PeerLimits, refuse_user_record, valid_peer_mailbox_name, validate_delta};
 
 /// Milliseconds since the epoch << 16 | node id.

@@ -27,10 +27,10 @@ use std::sync::Arc;
 
 use cove_store::UsersMerged;
 use cove_store::replica::{
-    ApplyProgress, ApplyReport, Delta, Digest, Mark, MessageState, TombstoneState, UserRecord,
-    validate_delta,
+    ApplyProgress, ApplyReport, ContentFeed, Delta, Digest, Mark, MessageState, TombstoneState,
+    UserRecord, validate_delta,
 };
-use cove_store::{Account, Address, StagedBlob, Store};
+use cove_store::{Account, Address, Store};
 use tokio::io::{AsyncRead, AsyncWrite};
 
 use crate::transport::Link;
@@ -218,7 +218,9 @@ pub struct UserSync {
     /// The peer was syncing this user with us the other way; nothing done.
     pub busy: bool,
     /// Milliseconds spent exchanging content, and applying the peer's
-    /// delta here (figures for the log and benchmarks).
+    /// delta here after the content was all in (the apply runs beside the
+    /// content transfer; this is the part that did not overlap it).
+    /// Figures for the log and benchmarks.
     #[serde(default)]
     pub content_ms: u64,
     #[serde(default)]
@@ -356,22 +358,32 @@ async fn open_account(store: &Arc<Store>, user: &str) -> Result<Option<Arc<Accou
     .await
 }
 
+/// The apply of the peer's delta, running beside the session.
+type Applying = tokio::task::JoinHandle<Result<ApplyReport, SyncError>>;
+
 /// Ask the peer for the content of `remote` this node lacks, and receive
-/// it (verified).
-async fn fetch_missing<S>(
+/// it (verified) while the apply of `remote` runs beside: each chunk of
+/// new messages is applied as soon as its content is in (a first sync's
+/// apply no longer waits for the last blob, issue 15). Returns the apply,
+/// still running, once the content is all in; if receiving fails, the
+/// apply stops at its next chunk (those committed stay, as for a session
+/// cut between chunks) and the receiving error is returned.
+async fn fetch_and_apply<S>(
     link: &mut Link<S>,
     store: &Arc<Store>,
     account: &Arc<Account>,
-    remote: &Delta,
+    peer: &str,
+    local: Arc<Delta>,
+    remote: Arc<Delta>,
     out: &mut UserSync,
-) -> Result<HashMap<[u8; 32], StagedBlob>, SyncError>
+) -> Result<Applying, SyncError>
 where
     S: AsyncRead + AsyncWrite + Unpin + Send,
 {
     let limits = store.peer_limits();
     let (a, r) = (account.clone(), remote.clone());
     // A delta the apply will refuse gets no content either.
-    let valid = validate_delta(remote, store.env().now_ms(), &limits).is_ok();
+    let valid = validate_delta(&remote, store.env().now_ms(), &limits).is_ok();
     let budget = limits.max_session_bytes;
     let (need, damaged) = blocking(move || {
         let mut need = if valid {
@@ -407,15 +419,39 @@ where
     )
     .await?;
     link.flush().await?;
-    let received = receive_blobs(link, store, &need, out).await?;
-    if damaged.iter().any(|id| received.contains_key(id)) {
+    let (feed_tx, feed) = ContentFeed::streamed(need.iter().copied());
+    let applying = tokio::spawn(apply(
+        store.clone(),
+        account.clone(),
+        peer.to_string(),
+        local,
+        remote,
+        feed,
+    ));
+    let received = match receive_blobs(link, store, &need, feed_tx, out).await {
+        Ok(r) => r,
+        Err(e) => {
+            // Stopped by the end of the feed; the session's user lock is
+            // held until it has.
+            let _ = applying.await;
+            return Err(e);
+        }
+    };
+    if damaged.iter().any(|id| received.contains(id)) {
         // The verified copies are installed: relink the damaged files.
         let a = account.clone();
         if let Err(e) = blocking(move || a.repair_content()).await {
             tracing::warn!(user = %account.email(), error = %e, "replication: could not relink damaged content to the copy the peer sent");
         }
     }
-    Ok(received)
+    Ok(applying)
+}
+
+/// Wait for the apply that [`fetch_and_apply`] started.
+async fn applied(applying: Applying) -> Result<ApplyReport, SyncError> {
+    applying
+        .await
+        .map_err(|e| SyncError::Protocol(format!("worker failed: {e}")))?
 }
 
 /// The content to ask for in this session: as much as `budget` bytes
@@ -442,20 +478,19 @@ fn within_session_budget(missing: Vec<[u8; 32]>, remote: &Delta, budget: u64) ->
     need
 }
 
-/// Apply the peer's delta and advance the mark (unless something was left
-/// for later: then the whole delta is asked for again next time).
+/// Apply the peer's delta with the content `feed` brings, and advance the
+/// mark (unless something was left for later: then the whole delta is
+/// asked for again next time).
 async fn apply(
-    store: &Arc<Store>,
-    account: &Arc<Account>,
-    peer: &str,
-    local: Delta,
-    remote: Delta,
-    blobs: HashMap<[u8; 32], StagedBlob>,
+    store: Arc<Store>,
+    account: Arc<Account>,
+    peer: String,
+    local: Arc<Delta>,
+    remote: Arc<Delta>,
+    mut feed: ContentFeed,
 ) -> Result<ApplyReport, SyncError> {
-    let account = account.clone();
     let limits = store.peer_limits();
     let (user, peer_name) = (account.email().to_string(), peer.to_string());
-    let peer = peer.to_string();
     let hook = store.apply_progress_hook().cloned();
     let applied = blocking(move || {
         let mut progress = |p: ApplyProgress| {
@@ -465,7 +500,8 @@ async fn apply(
                 hook(account.email(), p);
             }
         };
-        let report = account.apply_replica(&peer, &local, &remote, &blobs, &limits, &mut progress)?;
+        let report =
+            account.apply_replica(&peer, &local, &remote, &mut feed, &limits, &mut progress)?;
         if report.deferred == 0 {
             let mark = account.peer_mark(&peer)?;
             let next = Mark {
@@ -606,24 +642,35 @@ where
         other => return Err(unexpected("Delta", &other)),
     };
     let (a, p) = (account.clone(), peer.to_string());
-    let local = blocking(move || a.replica_delta(&p, their_since)).await?;
+    let local = Arc::new(blocking(move || a.replica_delta(&p, their_since)).await?);
     send_delta(link, &local, Mark::default()).await?;
-    let started = std::time::Instant::now();
-    let blobs = fetch_missing(link, store, &account, &remote, &mut out).await?;
-    match recv_msg(link).await? {
-        Msg::Need { content } => {
-            send_blobs(link, store, &account, &content, &local, &mut out).await?
-        }
-        other => return Err(unexpected("Need", &other)),
-    }
     let remote_at = Mark {
         modseq: remote.modseq,
         epoch: remote.epoch,
     };
+    let started = std::time::Instant::now();
+    let applying = fetch_and_apply(
+        link,
+        store,
+        &account,
+        peer,
+        local.clone(),
+        Arc::new(remote),
+        &mut out,
+    )
+    .await?;
+    let sent = match recv_msg(link).await {
+        Ok(Msg::Need { content }) => {
+            send_blobs(link, store, &account, &content, &local, &mut out).await
+        }
+        Ok(other) => Err(unexpected("Need", &other)),
+        Err(e) => Err(e),
+    };
     out.content_ms = started.elapsed().as_millis() as u64;
     let started = std::time::Instant::now();
-    let applied = apply(store, &account, peer, local, remote, blobs).await;
+    let applied = applied(applying).await;
     out.apply_ms = started.elapsed().as_millis() as u64;
+    sent?;
     send_msg(link, &done(&applied)).await?;
     link.flush().await?;
     let (report, error) = recv_done(link).await?;
@@ -727,6 +774,7 @@ where
     let p = peer.to_string();
     let (local, mark) =
         blocking(move || Ok((a.replica_delta(&p, since)?, a.peer_mark(&p)?))).await?;
+    let local = Arc::new(local);
     send_delta(link, &local, mark).await?;
     link.flush().await?;
     let remote = match recv_msg(link).await? {
@@ -745,14 +793,23 @@ where
         }
         other => return Err(unexpected("Need", &other)),
     }
-    let blobs = fetch_missing(link, store, &account, &remote, &mut out).await?;
     let remote_at = Mark {
         modseq: remote.modseq,
         epoch: remote.epoch,
     };
+    let applying = fetch_and_apply(
+        link,
+        store,
+        &account,
+        peer,
+        local,
+        Arc::new(remote),
+        &mut out,
+    )
+    .await?;
     out.content_ms = started.elapsed().as_millis() as u64;
     let started = std::time::Instant::now();
-    let applied = apply(store, &account, peer, local, remote, blobs).await;
+    let applied = applied(applying).await;
     out.apply_ms = started.elapsed().as_millis() as u64;
     let (there, their_error) = recv_done(link).await?;
     out.there = there;

@@ -9,7 +9,7 @@ use std::collections::{BTreeSet, HashMap};
 
 use common::{Node, assert_converged, sync, sync_during, sync_until_quiet};
 use cove_store::ContentId;
-use cove_store::replica::Mark;
+use cove_store::replica::{ContentFeed, Mark};
 
 /// One session done by hand, with `between` run after both deltas were
 /// taken and before either is applied.
@@ -37,7 +37,7 @@ fn session_with_a_gap(a: &Node, b: &Node, between: impl FnOnce()) {
                 &peer.name,
                 local,
                 remote,
-                &content,
+                &mut ContentFeed::ready(content),
                 &Default::default(),
                 &mut |_| {},
             )

@@ -43,9 +43,9 @@ use crate::ids::{Flags, MailboxGuid, MessageGuid, ModSeq, Uid};
 use crate::index::{self, MailboxInfo, MessageMeta, NewMessageRow, Tx};
 use crate::maildir::{self, FileName, FolderIdentity};
 use crate::replica::{
-    ApplyProgress, ApplyReport, Delta, Digest, FlagClock, FlagsSide, MailboxGone, MailboxState,
-    Mark, MessageState, PeerLimits, Stamp, SubscriptionState, TombstoneState, merge_flags,
-    renumbering, validate_delta,
+    ApplyProgress, ApplyReport, ContentFeed, Delta, Digest, FlagClock, FlagsSide, MailboxGone,
+    MailboxState, Mark, MessageState, PeerLimits, Stamp, SubscriptionState, TombstoneState,
+    merge_flags, renumbering, validate_delta,
 };
 use crate::watch::{OwnEvent, OwnTally, own_rename};
 use crate::{Error, IoContext, Result};
@@ -422,12 +422,16 @@ impl Account {
     }
 
     /// The content of `remote`'s messages that this node must fetch: for
-    /// messages it does not hold, whose blob is not stored here either.
+    /// messages it does not hold, whose blob is not stored here either. In
+    /// the order a chunked apply takes the messages (by mailbox and UID),
+    /// so that each chunk's content arrives before the next chunk's.
     pub fn replica_missing_content(&self, remote: &Delta) -> Result<Vec<[u8; 32]>> {
         let g = self.conn()?;
         let mut out = Vec::new();
         let mut seen = HashSet::new();
-        for m in &remote.messages {
+        let mut order: Vec<&MessageState> = remote.messages.iter().collect();
+        order.sort_by_key(|m| (m.mailbox, m.uid));
+        for m in order {
             if !seen.insert(m.content) {
                 continue;
             }
@@ -443,7 +447,8 @@ impl Account {
 
     /// Apply a peer's delta. `local` is the delta this node sent in the
     /// same session (the renumbering is decided from both); `content` holds
-    /// the blobs fetched from the peer, verified.
+    /// the blobs fetched from the peer, verified, or that are arriving
+    /// while the apply runs (each chunk waits for its own).
     ///
     /// Everything in `remote` is checked first ([`validate_delta`]: names,
     /// flags, stamps within `limits`' clock skew); a delta that fails is
@@ -458,7 +463,7 @@ impl Account {
         peer: &str,
         local: &Delta,
         remote: &Delta,
-        content: &HashMap<[u8; 32], StagedBlob>,
+        content: &mut ContentFeed,
         limits: &PeerLimits,
         progress: &mut dyn FnMut(ApplyProgress),
     ) -> Result<ApplyReport> {
@@ -491,12 +496,16 @@ impl Account {
             let order = arrival_order(remote, &renum);
             let total = order.len();
             for (n, slice) in order.chunks(chunk).enumerate() {
+                // This chunk's content only: the next chunks' may still be
+                // on the link (`ContentFeed`).
+                content.wait_for(slice.iter().map(|&i| &remote.messages[i].content))?;
+                let blobs = content.blobs();
                 run.transaction(slice.len(), Flush::Deferred, |cx, tx| {
                     if n == 0 {
                         cx.merge_mailboxes(tx)?;
                         cx.mailboxes(tx)?;
                     }
-                    cx.new_messages(tx, slice, content, &mut early)
+                    cx.new_messages(tx, slice, blobs, &mut early)
                 })?;
                 progress(ApplyProgress {
                     applied: (n * chunk + slice.len()).min(total),
@@ -508,12 +517,14 @@ impl Account {
         }
         let rows =
             remote.messages.len() - early.len() + remote.tombstones.len() + local.messages.len();
+        content.wait_all()?;
+        let blobs = content.blobs();
         run.transaction(rows, Flush::BeforeCommit, |cx, tx| {
             if !chunked {
                 cx.merge_mailboxes(tx)?;
                 cx.mailboxes(tx)?;
             }
-            cx.messages(tx, content, &early)?;
+            cx.messages(tx, blobs, &early)?;
             cx.expunged_behind_history(tx, local.since)?;
             cx.deleted_mailboxes(tx)?;
             cx.settle_names(tx)?;

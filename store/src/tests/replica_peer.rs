@@ -3,7 +3,7 @@
 //! trusted; DESIGN.md invariant 5).
 
 use super::*;
-use crate::replica::{Delta, MailboxGone, Mark, MessageState, PeerLimits, stamp_now};
+use crate::replica::{ContentFeed, Delta, MailboxGone, Mark, MessageState, PeerLimits, stamp_now};
 use std::collections::HashMap;
 
 fn apply(account: &Account, remote: &Delta) -> Result<replica::ApplyReport> {
@@ -12,7 +12,7 @@ fn apply(account: &Account, remote: &Delta) -> Result<replica::ApplyReport> {
         "peer",
         &local,
         remote,
-        &HashMap::new(),
+        &mut ContentFeed::ready(HashMap::new()),
         &PeerLimits::default(),
         &mut |_| {},
     )

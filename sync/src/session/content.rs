@@ -17,13 +17,21 @@
 //! - Receiving: the session checks every chunk (asked for, not sent twice,
 //!   within the blob and session limits) and hands the chunks, in batches,
 //!   to one blocking writer. The writer streams each blob into its
-//!   temporary file, checks its hash when its last chunk arrives, and every
-//!   [`FLUSH_BLOBS`] blobs or [`FLUSH_BYTES`] bytes hands the batch to a
-//!   finisher thread, which makes it durable with one group flush
-//!   ([`BlobWriter::finish_all`]) before any of them gets its name (the
-//!   order of invariant 5 and of the delivery path, with one flush per
-//!   batch instead of one per blob) while the writer goes on with the next.
-//!   A flush is `syncfs`: on a busy disk it takes long, so they are few.
+//!   temporary file, checks its hash when its last chunk arrives, and hands
+//!   the complete blobs to a finisher thread, which makes them durable with
+//!   one group flush ([`BlobWriter::finish_all`]) before any of them gets
+//!   its name (the order of invariant 5 and of the delivery path, with one
+//!   flush per batch instead of one per blob) while the writer goes on
+//!   with the next. The finisher takes all the complete blobs there are
+//!   each time it is free (group commit: on a busy disk, where a `syncfs`
+//!   takes long, the batches grow and the flushes stay few); at most
+//!   [`FLUSH_BLOBS`] blobs or [`FLUSH_BYTES`] bytes wait for it. Chunks go
+//!   from the link to the writer a batch at a time, and at once when the
+//!   link has nothing more for the moment (a slow peer's blobs are not
+//!   held back).
+//! - Each finished batch goes on to the apply at once ([`ContentFeed`]):
+//!   the apply links a chunk of messages as soon as that chunk's blobs are
+//!   named, while the next chunks' content is still on the link.
 //! - Memory stays bounded: at most [`QUEUE`] batches of at most
 //!   [`HANDOFF_BYTES`] wait between the link and the disk, in each
 //!   direction.
@@ -31,11 +39,11 @@
 //!   so that a retried session does not send it again; an unfinished blob is
 //!   dropped.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::sync::Arc;
 
-use cove_store::replica::Delta;
-use cove_store::{Account, BlobStore, BlobWriter, ContentId, StagedBlob, Store};
+use cove_store::replica::{Delta, FeedSender};
+use cove_store::{Account, BlobStore, BlobWriter, ContentId, Store};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::mpsc;
 
@@ -44,7 +52,8 @@ use super::{
 };
 use crate::transport::Link;
 
-/// Blobs made durable by one group flush on the receiving side...
+/// Blobs made durable by one group flush on the receiving side at most
+/// (fewer when the finisher is idle)...
 const FLUSH_BLOBS: usize = 16 * 1024;
 /// ...or bytes, whichever comes first.
 const FLUSH_BYTES: u64 = 256 * 1024 * 1024;
@@ -201,7 +210,10 @@ struct Piece {
     data: Vec<u8>,
 }
 
-/// Receive blobs until `BlobsDone`, verifying each against its id.
+/// Receive blobs until `BlobsDone`, verifying each against its id; each
+/// batch made durable and named goes to `feed` at once, which is told the
+/// transfer is complete if it ends well (dropped otherwise). Returns the
+/// ids received.
 ///
 /// Neither the peer's word nor a size it announced is trusted: a blob
 /// longer than `max_blob_bytes`, or more than `max_session_bytes` of
@@ -211,20 +223,24 @@ pub(super) async fn receive_blobs<S>(
     link: &mut Link<S>,
     store: &Arc<Store>,
     asked: &[[u8; 32]],
+    feed: FeedSender,
     out: &mut UserSync,
-) -> Result<HashMap<[u8; 32], StagedBlob>, SyncError>
+) -> Result<HashSet<[u8; 32]>, SyncError>
 where
     S: AsyncRead + AsyncWrite + Unpin + Send,
 {
     let (tx, rx) = mpsc::channel(QUEUE);
     let blobs = store.blobs().clone();
-    let writer = tokio::task::spawn_blocking(move || write_blobs(&blobs, rx));
+    let writer = tokio::task::spawn_blocking(move || write_blobs(&blobs, rx, feed));
     let fed = feed_writer(link, store, asked, tx, out).await;
     let written = writer
         .await
         .map_err(|e| SyncError::Protocol(format!("worker failed: {e}")))?;
     match (fed, written) {
-        (Ok(()), Ok(staged)) => Ok(staged),
+        (Ok(()), Ok((received, feed))) => {
+            feed.complete();
+            Ok(received)
+        }
         // The writer's own error explains why it stopped taking chunks.
         (Err(SyncError::WriterGone), Err(e)) | (Ok(()), Err(e)) => Err(e),
         (Err(e), _) => Err(e),
@@ -300,7 +316,25 @@ where
     let mut current: Option<([u8; 32], u64)> = None;
     let mut total: u64 = 0;
     loop {
-        let (id, last, data) = match recv(link).await? {
+        let incoming = {
+            let next = recv(link);
+            tokio::pin!(next);
+            if handoff.batch.is_empty() {
+                next.await?
+            } else {
+                tokio::select! {
+                    biased;
+                    got = &mut next => got?,
+                    // Nothing more on the link right now: what came goes
+                    // on to the disk (and the apply) before we wait.
+                    () = std::future::ready(()) => {
+                        handoff.send().await?;
+                        next.await?
+                    }
+                }
+            }
+        };
+        let (id, last, data) = match incoming {
             Incoming::Msg(Msg::BlobsDone) => return Ok(()),
             Incoming::Msg(other) => return Err(unexpected("content or BlobsDone", &other)),
             Incoming::Chunk { id, last, data } => (id, last, data),
@@ -348,91 +382,153 @@ where
 }
 
 /// The writer: blobs written as their chunks arrive, checked against their
-/// id when complete, and handed in batches to a finisher thread that makes
-/// each batch durable and names it while the next one is written. Whatever
-/// stops it, the complete blobs it holds are finished.
+/// id when complete, and left for a finisher thread that, whenever it is
+/// free, takes every complete blob, makes them durable with one flush,
+/// names them and hands them to `feed`, while the writer goes on. Whatever
+/// stops it, the complete blobs it holds are finished. Returns the ids
+/// received, and `feed` to be told the end.
 fn write_blobs(
     blobs: &BlobStore,
     mut rx: mpsc::Receiver<Vec<Piece>>,
-) -> Result<HashMap<[u8; 32], StagedBlob>, SyncError> {
-    let (to_finish, batches) = std::sync::mpsc::sync_channel(1);
+    feed: FeedSender,
+) -> Result<(HashSet<[u8; 32]>, FeedSender), SyncError> {
+    let finishing = Finishing::default();
     std::thread::scope(|s| {
-        let finisher = s.spawn(move || finish_batches(batches));
-        let written = write_pieces(blobs, &mut rx, &to_finish);
-        drop(to_finish);
-        let (staged, finished) = finisher
+        let (finishing, feed) = (&finishing, &feed);
+        let finisher = s.spawn(move || finish_batches(finishing, feed));
+        let written = write_pieces(blobs, &mut rx, finishing);
+        finishing.close();
+        let (received, finished) = finisher
             .join()
             .map_err(|_| SyncError::Protocol("the content finisher failed".into()))?;
         match (written, finished) {
-            (Ok(()), Ok(())) => Ok(staged),
+            (Ok(()), Ok(())) => Ok(received),
             // The finisher's own error explains why it took no more.
             (Err(SyncError::WriterGone), Err(e)) | (Ok(()), Err(e)) => Err(e),
             (Err(e), _) => Err(e),
         }
     })
+    .map(|received| (received, feed))
 }
 
-/// A batch of complete blobs, closed, not yet durable.
+/// Complete blobs, closed, not yet durable.
 type Batch = Vec<([u8; 32], BlobWriter)>;
+
+/// Complete blobs between the writer and the finisher (group commit: the
+/// finisher takes all there are each time it is free, so on a busy disk,
+/// where a `syncfs` takes long, the batches grow and the flushes stay few;
+/// on an idle one the apply gets each blob soon).
+#[derive(Default)]
+struct Finishing {
+    state: std::sync::Mutex<Waiting>,
+    changed: std::sync::Condvar,
+}
+
+#[derive(Default)]
+struct Waiting {
+    batch: Batch,
+    bytes: u64,
+    /// The writer has no more.
+    closed: bool,
+    /// The finisher stopped (its error is its own).
+    gone: bool,
+}
+
+impl Finishing {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Waiting> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Leave a complete blob; waits while [`FLUSH_BLOBS`] blobs or
+    /// [`FLUSH_BYTES`] bytes already wait (memory and temporary files stay
+    /// bounded).
+    fn put(&self, id: [u8; 32], w: BlobWriter) -> Result<(), SyncError> {
+        let mut st = self.lock();
+        while !st.gone && (st.batch.len() >= FLUSH_BLOBS || st.bytes >= FLUSH_BYTES) {
+            st = self.changed.wait(st).unwrap_or_else(|e| e.into_inner());
+        }
+        if st.gone {
+            return Err(SyncError::WriterGone);
+        }
+        st.bytes += w.len();
+        st.batch.push((id, w));
+        self.changed.notify_all();
+        Ok(())
+    }
+
+    fn close(&self) {
+        self.lock().closed = true;
+        self.changed.notify_all();
+    }
+
+    /// All that waits, once there is some; `None` once closed and empty.
+    fn take(&self) -> Option<Batch> {
+        let mut st = self.lock();
+        while st.batch.is_empty() && !st.closed {
+            st = self.changed.wait(st).unwrap_or_else(|e| e.into_inner());
+        }
+        st.bytes = 0;
+        let batch = std::mem::take(&mut st.batch);
+        self.changed.notify_all();
+        (!batch.is_empty()).then_some(batch)
+    }
+
+    fn stop(&self) {
+        self.lock().gone = true;
+        self.changed.notify_all();
+    }
+}
 
 fn write_pieces(
     blobs: &BlobStore,
     rx: &mut mpsc::Receiver<Vec<Piece>>,
-    to_finish: &std::sync::mpsc::SyncSender<Batch>,
+    finishing: &Finishing,
 ) -> Result<(), SyncError> {
-    let mut pending: Batch = Vec::new();
-    let mut pending_bytes = 0;
-    let written = (|| {
-        let mut current: Option<([u8; 32], BlobWriter)> = None;
-        while let Some(pieces) = rx.blocking_recv() {
-            for p in pieces {
-                let mut w = match current.take() {
-                    Some((id, w)) if id == p.id && !p.first => w,
-                    _ => blobs.writer().map_err(cove_store::Error::from)?,
-                };
-                w.write(&p.data).map_err(cove_store::Error::from)?;
-                if !p.last {
-                    current = Some((p.id, w));
-                    continue;
-                }
-                let got = w.content_id();
-                if got.0 != p.id {
-                    // DESIGN.md invariant 5: never named, never linked.
-                    tracing::error!(expected = %ContentId(p.id), got = %got, "replication: the peer sent content that does not match its hash; refused");
-                    return Err(SyncError::Protocol(
-                        "content does not match its hash".into(),
-                    ));
-                }
-                w.close().map_err(cove_store::Error::from)?;
-                pending_bytes += w.len();
-                pending.push((p.id, w));
+    let mut current: Option<([u8; 32], BlobWriter)> = None;
+    while let Some(pieces) = rx.blocking_recv() {
+        for p in pieces {
+            let mut w = match current.take() {
+                Some((id, w)) if id == p.id && !p.first => w,
+                _ => blobs.writer().map_err(cove_store::Error::from)?,
+            };
+            w.write(&p.data).map_err(cove_store::Error::from)?;
+            if !p.last {
+                current = Some((p.id, w));
+                continue;
             }
-            if pending.len() >= FLUSH_BLOBS || pending_bytes >= FLUSH_BYTES {
-                pending_bytes = 0;
-                to_finish
-                    .send(std::mem::take(&mut pending))
-                    .map_err(|_| SyncError::WriterGone)?;
+            let got = w.content_id();
+            if got.0 != p.id {
+                // DESIGN.md invariant 5: never named, never linked.
+                tracing::error!(expected = %ContentId(p.id), got = %got, "replication: the peer sent content that does not match its hash; refused");
+                return Err(SyncError::Protocol(
+                    "content does not match its hash".into(),
+                ));
             }
+            w.close().map_err(cove_store::Error::from)?;
+            finishing.put(p.id, w)?;
         }
-        Ok(())
-    })();
-    if !pending.is_empty() {
-        let _ = to_finish.send(pending);
     }
-    written
+    Ok(())
 }
 
-/// Each batch: one flush for all, then their names.
+/// Each batch: one flush for all, then their names, then on to the apply.
 fn finish_batches(
-    batches: std::sync::mpsc::Receiver<Batch>,
-) -> (HashMap<[u8; 32], StagedBlob>, Result<(), SyncError>) {
-    let mut staged = HashMap::new();
-    for batch in batches {
+    finishing: &Finishing,
+    feed: &FeedSender,
+) -> (HashSet<[u8; 32]>, Result<(), SyncError>) {
+    let mut received = HashSet::new();
+    while let Some(batch) = finishing.take() {
         let (ids, writers): (Vec<_>, Vec<_>) = batch.into_iter().unzip();
         match BlobWriter::finish_all(writers) {
-            Ok(blobs) => staged.extend(ids.into_iter().zip(blobs)),
-            Err(e) => return (staged, Err(cove_store::Error::from(e).into())),
+            Ok(blobs) => {
+                received.extend(ids.iter().copied());
+                feed.send(ids.into_iter().zip(blobs).collect());
+            }
+            Err(e) => {
+                finishing.stop();
+                return (received, Err(cove_store::Error::from(e).into()));
+            }
         }
     }
-    (staged, Ok(()))
+    (received, Ok(()))
 }
