@@ -132,6 +132,9 @@ struct PeerState {
     /// When the peer last answered a heartbeat.
     last_heartbeat: Option<Instant>,
     last_error: Option<String>,
+    /// The last failure's reason and when, kept after the link recovers
+    /// (`last_error` is cleared then): what an operator asks afterwards.
+    last_failure: Option<(String, SystemTime)>,
     last_success: Option<SystemTime>,
     /// Queued-to-synced time of the last user synced.
     last_lag: Option<Duration>,
@@ -708,6 +711,7 @@ impl Replicator {
             s.connected = false;
             s.users_exchanged = false;
             s.last_error = Some(error.to_string());
+            s.last_failure = Some((error.to_string(), self.store.env().clock.now()));
         }
         let base = Duration::from_millis(250)
             .saturating_mul(1u32 << (*failures).min(16))
@@ -914,14 +918,24 @@ impl Replicator {
                 Some(e) => json_str(&mut out, e),
                 None => out.push_str("null"),
             }
-            let secs_ago = s
-                .last_success
-                .and_then(|t| self.store.env().clock.now().duration_since(t).ok())
-                .map(|d| format!("{:.3}", d.as_secs_f64()));
+            let now = self.store.env().clock.now();
+            let ago = |t: SystemTime| {
+                now.duration_since(t)
+                    .map_or("0.000".to_string(), |d| format!("{:.3}", d.as_secs_f64()))
+            };
+            out.push_str(",\"last_failure\":");
+            match &s.last_failure {
+                Some((e, at)) => {
+                    out.push_str("{\"error\":");
+                    json_str(&mut out, e);
+                    let _ = write!(out, ",\"secs_ago\":{}}}", ago(*at));
+                }
+                None => out.push_str("null"),
+            }
             let _ = write!(
                 out,
                 ",\"last_success_secs_ago\":{}}}",
-                secs_ago.unwrap_or_else(|| "null".into())
+                s.last_success.map_or("null".to_string(), ago)
             );
         }
         out.push_str("]}");
