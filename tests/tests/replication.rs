@@ -1583,13 +1583,15 @@ fn a_flag_change_on_5000_messages_reaches_another_session_and_the_peer() {
         std::fs::write(new.join(name), message(&format!("bulk-{i}"), "bulk")).unwrap();
     }
     let (mut va, mut vb) = (Viewer::login(&pair.a), Viewer::login(&pair.b));
-    assert_eq!(count_in_inbox(&mut va, "ALL"), N);
-    eventually(Duration::from_secs(180), || {
-        let n = count_in_inbox(&mut vb, "ALL");
-        std::thread::sleep(Duration::from_millis(200));
-        (n == N).then_some(())
-    })
-    .expect("node-b has every message");
+    // The scan takes big sets in by parts: wait for all of them, on both.
+    for (v, node) in [(&mut va, "node-a"), (&mut vb, "node-b")] {
+        eventually(Duration::from_secs(180), || {
+            let n = count_in_inbox(v, "ALL");
+            std::thread::sleep(Duration::from_millis(200));
+            (n == N).then_some(())
+        })
+        .unwrap_or_else(|| panic!("{node} has every message"));
+    }
     let mut other = Viewer::login(&pair.a);
     other.cmd_ok("SELECT INBOX (CONDSTORE)");
 
