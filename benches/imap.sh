@@ -33,6 +33,9 @@
 #                            before the operations (Cyrus parses every
 #                            message into cyrus.cache then, as at delivery).
 #   PEEK=1000                random BODY.PEEK[] fetches (each way)
+#   ONLY=                    run only these groups of operations, comma-
+#                            separated: fetch,search,store,peek (empty: all;
+#                            SELECT always runs); e.g. ONLY=store IDLE_CONNS=
 #   IDLE_CONNS="1000 10000"  idle connection counts (empty: no idle points)
 #   IDLE_SEED=10             messages in the idle user's INBOX
 #   COVE_SHIPPED_IDLE_CONNS=0    an extra idle point of cove as built (0: skip)
@@ -72,6 +75,7 @@ LOAD_CONNS=${LOAD_CONNS:-4}
 DOVECOT_LOAD=${DOVECOT_LOAD:-lmtp}
 CYRUS_LOAD=${CYRUS_LOAD:-lmtp}
 PEEK=${PEEK:-1000}
+ONLY=${ONLY:-}
 IDLE_CONNS=${IDLE_CONNS-"1000 10000"}
 IDLE_SEED=${IDLE_SEED:-10}
 COVE_SHIPPED_IDLE_CONNS=${COVE_SHIPPED_IDLE_CONNS:-0}
@@ -292,7 +296,7 @@ for run in first repeat; do
         rc=0
         out=$("$LOAD" imap ops --addr "127.0.0.1:$(( $(port_of "$s") + 1 ))" --user bench0@example.com --pass "$PASS" \
             "${flag[@]}" --expect-messages "$MESSAGES" --expect-subject-hits "$SUBJ_HITS" --expect-body-hits "$BODY_HITS" \
-            --subject-token "$SUBJECT_TOKEN" --body-token "$BODY_TOKEN" --peek "$PEEK" --pipeline 32 \
+            --subject-token "$SUBJECT_TOKEN" --body-token "$BODY_TOKEN" --peek "$PEEK" --pipeline 32 --only "$ONLY" \
             --server-pid "$(pid_of "$s")" --label "$s" --timeout 600 2>"$WORK/ops.err") || rc=$?
         grep '^RESULT ' <<<"$out" >> "$RAW" || true
         grep -v '^RESULT ' <<<"$out" >&2 || true

@@ -95,8 +95,19 @@ pub struct OpsArgs {
     /// Seed of the random message numbers (same seed, same numbers).
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
+    /// Run only these groups of operations (comma-separated: fetch, search,
+    /// store, peek); SELECT always runs. Empty: all.
+    #[arg(long, value_delimiter = ',')]
+    pub only: Vec<String>,
     #[command(flatten)]
     pub common: CommonArgs,
+}
+
+impl OpsArgs {
+    /// Whether the group of operations `group` runs (see `--only`).
+    fn runs(&self, group: &str) -> bool {
+        self.only.iter().all(|g| g.is_empty()) || self.only.iter().any(|g| g == group)
+    }
 }
 
 #[derive(Args, Debug)]
@@ -573,7 +584,32 @@ async fn ops(a: OpsArgs) -> Result<bool> {
         bail!("{} is empty: nothing to measure", a.target.mailbox);
     }
 
-    // UID FETCH 1:* (UID FLAGS RFC822.SIZE INTERNALDATE ENVELOPE)
+    if a.runs("fetch") {
+        fetch_envelope(&mut c, pid, exists, &mut lines, &mut errors).await?;
+    }
+    if a.runs("search") {
+        searches(&mut c, &a, pid, &mut lines, &mut errors).await?;
+    }
+    if a.runs("store") {
+        stores(&mut c, pid, exists, &mut lines, &mut errors).await?;
+    }
+    if a.runs("peek") {
+        peeks(&mut c, &a, pid, exists, &mut lines, &mut errors).await?;
+    }
+    if let Err(e) = c.logout().await {
+        errors.push(format!("{e:#}"));
+    }
+    report_ops(&a, &lines, &errors)
+}
+
+/// `UID FETCH 1:* (UID FLAGS RFC822.SIZE INTERNALDATE ENVELOPE)`.
+async fn fetch_envelope(
+    c: &mut Client,
+    pid: Option<u32>,
+    exists: u64,
+    lines: &mut Vec<OpLine>,
+    errors: &mut Vec<String>,
+) -> Result<()> {
     let mut n = 0u64;
     let mut uids = HashSet::new();
     let mut incomplete = 0u64;
@@ -628,8 +664,17 @@ async fn ops(a: OpsArgs) -> Result<bool> {
         extra: vec![("response_bytes", bytes.to_string())],
         human: format!("{n} FETCH responses, {} MB", bytes / 1_000_000),
     });
+    Ok(())
+}
 
-    // UID SEARCH SUBJECT / BODY
+/// `UID SEARCH SUBJECT` and `UID SEARCH BODY`.
+async fn searches(
+    c: &mut Client,
+    a: &OpsArgs,
+    pid: Option<u32>,
+    lines: &mut Vec<OpLine>,
+    errors: &mut Vec<String>,
+) -> Result<()> {
     for (op, key, token, expect) in [
         (
             "search_subject",
@@ -668,9 +713,19 @@ async fn ops(a: OpsArgs) -> Result<bool> {
         });
     }
 
-    // UID STORE 1:* +FLAGS.SILENT (\Seen), then -FLAGS.SILENT (which
-    // leaves the mailbox as it was, so runs repeat); each checked by a
-    // SEARCH afterwards (not timed).
+    Ok(())
+}
+
+/// `UID STORE 1:* +FLAGS.SILENT (\Seen)`, then -FLAGS.SILENT (which
+/// leaves the mailbox as it was, so runs repeat); each checked by a
+/// SEARCH afterwards (not timed).
+async fn stores(
+    c: &mut Client,
+    pid: Option<u32>,
+    exists: u64,
+    lines: &mut Vec<OpLine>,
+    errors: &mut Vec<String>,
+) -> Result<()> {
     for (op, sign, check) in [
         ("store_add_seen", '+', "UNSEEN"),
         ("store_remove_seen", '-', "SEEN"),
@@ -722,7 +777,19 @@ async fn ops(a: OpsArgs) -> Result<bool> {
         });
     }
 
-    // Random FETCH n BODY.PEEK[]: one at a time, then pipelined.
+    Ok(())
+}
+
+/// Random `FETCH n BODY.PEEK[]`: one at a time, then pipelined; then no
+/// message may be \Seen.
+async fn peeks(
+    c: &mut Client,
+    a: &OpsArgs,
+    pid: Option<u32>,
+    exists: u64,
+    lines: &mut Vec<OpLine>,
+    errors: &mut Vec<String>,
+) -> Result<()> {
     let mut rng = a.seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
     let seqs: Vec<u64> = (0..a.peek)
         .map(|_| 1 + xorshift(&mut rng) % exists)
@@ -730,7 +797,7 @@ async fn ops(a: OpsArgs) -> Result<bool> {
     for (op, window) in [("peek_seq", 1usize), ("peek_pipelined", a.pipeline)] {
         let cpu = CpuProbe::start(pid)?;
         let t = Instant::now();
-        let r = peek(&mut c, &seqs, window).await;
+        let r = peek(c, &seqs, window).await;
         let wall = t.elapsed();
         let (srv, _) = cpu.finish()?;
         let (ok, p) = match r {
@@ -778,13 +845,15 @@ async fn ops(a: OpsArgs) -> Result<bool> {
             "after FETCH BODY.PEEK[], UID SEARCH SEEN finds {seen} (PEEK must not set \\Seen)"
         ));
     }
-    if let Err(e) = c.logout().await {
-        errors.push(format!("{e:#}"));
-    }
+    Ok(())
+}
 
+/// Print the operations' lines and RESULT lines and the errors; true if
+/// there were none.
+fn report_ops(a: &OpsArgs, lines: &[OpLine], errors: &[String]) -> Result<bool> {
     let label = label_of(&a.common);
     let run = if a.first { "first" } else { "repeat" };
-    for l in &lines {
+    for l in lines {
         let cpu = l
             .server_ms
             .map(|ms| format!(", server CPU {ms:.0} ms"))
@@ -813,7 +882,7 @@ async fn ops(a: OpsArgs) -> Result<bool> {
         }
         println!("{}", rep.result_line());
     }
-    for e in &errors {
+    for e in errors {
         eprintln!("ERROR {e}");
     }
     Ok(errors.is_empty())

@@ -33,6 +33,7 @@
 //! acknowledged.
 
 use rusqlite::{Connection, OptionalExtension, Transaction, params};
+use std::collections::HashMap;
 use std::path::Path;
 use std::time::Duration;
 
@@ -365,6 +366,26 @@ pub struct MailboxInfo {
     pub subscribed: bool,
     /// The first UID no session has been shown as \Recent yet.
     pub first_recent: Uid,
+}
+
+/// A message's flags, keywords (as stored) and flag clock before a change.
+type OldFlags = (u8, String, String);
+
+fn old_flags_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<OldFlags> {
+    Ok((r.get::<_, i64>(0)? as u8, r.get(1)?, r.get(2)?))
+}
+
+/// Change-log rows written by one statement in [`Tx::update_flags_many`]
+/// (3 parameters each, far below SQLite's 32,766).
+const LOG_ROWS: usize = 256;
+
+/// One message's new flags in [`Tx::update_flags_many`].
+pub(crate) struct FlagUpdate<'a> {
+    pub uid: Uid,
+    pub flags: Flags,
+    pub keywords: &'a [String],
+    /// Its file after the change (relative to the mailbox folder).
+    pub file: &'a str,
 }
 
 /// One message instance.
@@ -721,6 +742,17 @@ impl<'c> Tx<'c> {
     /// Record a change: allocate the next modseq, log it, raise the
     /// mailbox's HIGHESTMODSEQ. Returns the modseq.
     pub(crate) fn log(&mut self, mailbox: &MailboxInfo, kind: ChangeKind) -> Result<ModSeq> {
+        let modseq = self.next_modseq(mailbox)?;
+        let (uid, guid, detail) = kind.to_columns();
+        self.tx
+            .prepare_cached("INSERT INTO change(modseq, mailbox_guid, kind, uid, guid, detail) VALUES (?1, ?2, ?3, ?4, ?5, ?6)")?
+            .execute(params![modseq, &mailbox.guid.0[..], kind.tag(), uid, guid.as_ref().map(|g| &g.0[..]), detail])?;
+        self.push_change(mailbox, modseq, kind);
+        Ok(modseq as u64)
+    }
+
+    /// The next modseq, which raises `mailbox`'s HIGHESTMODSEQ at commit.
+    fn next_modseq(&mut self, mailbox: &MailboxInfo) -> Result<i64> {
         let modseq: i64 = match self.last_modseq {
             Some(m) => m + 1,
             None => {
@@ -733,21 +765,21 @@ impl<'c> Tx<'c> {
             }
         };
         self.last_modseq = Some(modseq);
-        let (uid, guid, detail) = kind.to_columns();
-        self.tx
-            .prepare_cached("INSERT INTO change(modseq, mailbox_guid, kind, uid, guid, detail) VALUES (?1, ?2, ?3, ?4, ?5, ?6)")?
-            .execute(params![modseq, &mailbox.guid.0[..], kind.tag(), uid, guid.as_ref().map(|g| &g.0[..]), detail])?;
         match self.raised.iter_mut().find(|(id, _)| *id == mailbox.id) {
             Some(entry) => entry.1 = modseq,
             None => self.raised.push((mailbox.id, modseq)),
         }
+        Ok(modseq)
+    }
+
+    /// A change logged at `modseq`, for the live feed at commit.
+    fn push_change(&mut self, mailbox: &MailboxInfo, modseq: i64, kind: ChangeKind) {
         self.changes.push(Change {
             modseq: modseq as u64,
             mailbox: mailbox.guid,
             kind,
             message: None,
         });
-        Ok(modseq as u64)
     }
 
     pub(crate) fn insert_mailbox(
@@ -1047,31 +1079,121 @@ impl<'c> Tx<'c> {
         keywords: &[String],
         file: &str,
     ) -> Result<ModSeq> {
-        let old: Option<(u8, String, String)> = self
+        let old: Option<OldFlags> = self
             .tx
             .prepare_cached(
                 "SELECT flags, keywords, clock FROM message WHERE mailbox_id = ?1 AND uid = ?2",
             )?
-            .query_row(params![mailbox.id, uid], |r| {
-                Ok((r.get::<_, i64>(0)? as u8, r.get(1)?, r.get(2)?))
-            })
+            .query_row(params![mailbox.id, uid], old_flags_row)
             .optional()?;
-        let clock = match old {
-            Some((old_flags, old_keywords, old_clock)) => {
-                let mut clock = crate::replica::FlagClock::parse(&old_clock);
-                let old_keywords = keywords_from_text(&old_keywords);
-                let newest = clock.newest();
-                let stamp = self.stamp_above(newest)?;
-                clock.record_change(
-                    (Flags::from_bits(old_flags), &old_keywords),
-                    (flags, keywords),
-                    stamp,
-                );
-                clock.to_string()
-            }
-            None => String::new(),
-        };
+        let clock = self.clock_after(old, flags, keywords)?;
         self.set_flags_row(mailbox, uid, flags, keywords, &clock, file)
+    }
+
+    /// The flag clock of a message that had `old` (none: gone) after its
+    /// change to `flags` and `keywords`, stamped by this transaction.
+    fn clock_after(
+        &mut self,
+        old: Option<OldFlags>,
+        flags: Flags,
+        keywords: &[String],
+    ) -> Result<String> {
+        let Some((old_flags, old_keywords, old_clock)) = old else {
+            return Ok(String::new());
+        };
+        let mut clock = crate::replica::FlagClock::parse(&old_clock);
+        let old_keywords = keywords_from_text(&old_keywords);
+        let newest = clock.newest();
+        let stamp = self.stamp_above(newest)?;
+        clock.record_change(
+            (Flags::from_bits(old_flags), &old_keywords),
+            (flags, keywords),
+            stamp,
+        );
+        Ok(clock.to_string())
+    }
+
+    /// [`Tx::update_flags`] for many messages of one mailbox (STORE on a
+    /// message set): what they had is read with one statement, their
+    /// changes are logged [`LOG_ROWS`] to a statement, and each message is
+    /// one UPDATE. Every message gets its own modseq (RFC 7162), in the
+    /// order given. Returns them in that order.
+    pub(crate) fn update_flags_many(
+        &mut self,
+        mailbox: &MailboxInfo,
+        updates: &[FlagUpdate<'_>],
+    ) -> Result<Vec<ModSeq>> {
+        let (Some(first), Some(last)) = (
+            updates.iter().map(|u| u.uid).min(),
+            updates.iter().map(|u| u.uid).max(),
+        ) else {
+            return Ok(Vec::new());
+        };
+        let mut old: HashMap<Uid, OldFlags> = HashMap::with_capacity(updates.len());
+        {
+            let mut st = self.tx.prepare_cached(
+                "SELECT uid, flags, keywords, clock FROM message WHERE mailbox_id = ?1 AND uid BETWEEN ?2 AND ?3",
+            )?;
+            let mut rows = st.query(params![mailbox.id, first, last])?;
+            while let Some(r) = rows.next()? {
+                old.insert(r.get(0)?, (r.get::<_, i64>(1)? as u8, r.get(2)?, r.get(3)?));
+            }
+        }
+        let mut modseqs = Vec::with_capacity(updates.len());
+        let mut log: Vec<(i64, Uid, String)> = Vec::with_capacity(LOG_ROWS);
+        for u in updates {
+            let clock = self.clock_after(old.remove(&u.uid), u.flags, u.keywords)?;
+            let modseq = self.next_modseq(mailbox)?;
+            let kind = ChangeKind::FlagsChanged {
+                uid: u.uid,
+                flags: u.flags,
+                keywords: u.keywords.to_vec(),
+            };
+            let (_, _, detail) = kind.to_columns();
+            log.push((modseq, u.uid, detail.unwrap_or_default()));
+            self.push_change(mailbox, modseq, kind);
+            self.tx
+                .prepare_cached("UPDATE message SET flags = ?3, keywords = ?4, modseq = ?5, file = ?6, clock = ?7 WHERE mailbox_id = ?1 AND uid = ?2")?
+                .execute(params![mailbox.id, u.uid, u.flags.bits() as i64, keywords_to_text(u.keywords), modseq, u.file, clock])?;
+            if log.len() == LOG_ROWS {
+                self.log_flag_rows(mailbox, &log)?;
+                log.clear();
+            }
+            modseqs.push(modseq as u64);
+        }
+        self.log_flag_rows(mailbox, &log)?;
+        Ok(modseqs)
+    }
+
+    /// Log `FlagsChanged` rows (modseq, uid, detail) with one statement.
+    fn log_flag_rows(&mut self, mailbox: &MailboxInfo, rows: &[(i64, Uid, String)]) -> Result<()> {
+        if rows.is_empty() {
+            return Ok(());
+        }
+        let mut sql = String::from(
+            "INSERT INTO change(modseq, mailbox_guid, kind, uid, guid, detail) VALUES ",
+        );
+        for i in 0..rows.len() {
+            if i > 0 {
+                sql.push(',');
+            }
+            let n = 2 + 3 * i;
+            sql.push_str(&format!(
+                "(?{n}, ?1, 'flags', ?{}, NULL, ?{})",
+                n + 1,
+                n + 2
+            ));
+        }
+        let mut st = self.tx.prepare_cached(&sql)?;
+        st.raw_bind_parameter(1, &mailbox.guid.0[..])?;
+        for (i, (modseq, uid, detail)) in rows.iter().enumerate() {
+            let n = 2 + 3 * i;
+            st.raw_bind_parameter(n, modseq)?;
+            st.raw_bind_parameter(n + 1, uid)?;
+            st.raw_bind_parameter(n + 2, detail)?;
+        }
+        st.raw_execute()?;
+        Ok(())
     }
 
     /// Write a message's flags, keywords and flag clock as given

@@ -1574,3 +1574,68 @@ fn a_session_on_a_mailbox_renumbered_by_a_merge_is_ended() {
     };
     assert_eq!(uidvalidity(&pair.a), uidvalidity(&pair.b));
 }
+
+/// How many messages `UID SEARCH <key>` finds in INBOX (read-only).
+fn count_in_inbox(v: &mut Viewer, key: &str) -> usize {
+    v.cmd_ok("EXAMINE INBOX");
+    v.cmd_ok(&format!("UID SEARCH {key}"))
+        .iter()
+        .filter_map(|l| l.strip_prefix("* SEARCH"))
+        .map(|rest| rest.split_whitespace().count())
+        .sum()
+}
+
+// A flag change on thousands of messages at once (one batch of renames,
+// change-log rows written many to a statement, the watcher told of every
+// rename at once): a second session on the same node sees every message
+// change, each with a MODSEQ of its own (RFC 7162), and so does the peer.
+#[test]
+fn a_flag_change_on_5000_messages_reaches_another_session_and_the_peer() {
+    const N: usize = 5_000;
+    let pair = Pair::start("", "");
+    // Another program's delivery (no LMTP round trip each); the scan at the
+    // first SELECT takes the files in.
+    let new = pair.a.folder(USER, "INBOX").join("new");
+    std::fs::create_dir_all(&new).unwrap();
+    for i in 0..N {
+        let name = format!("1700000000.M{i}P1.bulk");
+        std::fs::write(new.join(name), message(&format!("bulk-{i}"), "bulk")).unwrap();
+    }
+    let (mut va, mut vb) = (Viewer::login(&pair.a), Viewer::login(&pair.b));
+    // The scan takes big sets in by parts: wait for all of them, on both.
+    for (v, node) in [(&mut va, "node-a"), (&mut vb, "node-b")] {
+        eventually(Duration::from_secs(180), || {
+            let n = count_in_inbox(v, "ALL");
+            std::thread::sleep(Duration::from_millis(200));
+            (n == N).then_some(())
+        })
+        .unwrap_or_else(|| panic!("{node} has every message"));
+    }
+    let mut other = Viewer::login(&pair.a);
+    other.cmd_ok("SELECT INBOX (CONDSTORE)");
+
+    va.cmd_ok("SELECT INBOX");
+    va.cmd_ok("UID STORE 1:* +FLAGS.SILENT (\\Seen)");
+
+    let seen: Vec<String> = other
+        .cmd_ok("NOOP")
+        .into_iter()
+        .filter(|l| l.contains(" FETCH (") && l.contains("\\Seen"))
+        .collect();
+    assert_eq!(seen.len(), N, "{:?}", seen.first());
+    let modseqs: BTreeSet<u64> = seen
+        .iter()
+        .filter_map(|l| {
+            let at = l.find("MODSEQ (")? + "MODSEQ (".len();
+            l[at..].split(')').next()?.parse().ok()
+        })
+        .collect();
+    assert_eq!(modseqs.len(), N, "one MODSEQ each: {:?}", seen.first());
+    assert_eq!(count_in_inbox(&mut va, "UNSEEN"), 0);
+    eventually(Duration::from_secs(60), || {
+        let n = count_in_inbox(&mut vb, "SEEN");
+        std::thread::sleep(Duration::from_millis(200));
+        (n == N).then_some(())
+    })
+    .expect("node-b has the flag on every message");
+}

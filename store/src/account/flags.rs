@@ -7,17 +7,28 @@
 //! `dovecot-keywords` maps them, see keyword_letters.rs). Files are renamed
 //! before the commit: a crash between leaves files whose flags and keyword
 //! letters the scan takes over (the change was never acknowledged).
+//!
+//! A big set is done in batches, not message by message: every rename is
+//! announced to the Maildir watcher with one call, the renames are made
+//! from a descriptor of the folder (two path components each, not the whole
+//! path), and the index is written by [`Tx::update_flags_many`]: one read
+//! of what the messages had, one UPDATE each, and the change log many rows
+//! to a statement. Every changed message still gets a modseq and a change
+//! of its own (RFC 7162; replication applies each).
 
 use std::fs;
-use std::path::PathBuf;
+use std::os::fd::OwnedFd;
+use std::path::{Path, PathBuf};
+
+use rustix::fs::{Mode, OFlags};
 
 use super::Account;
 use crate::ids::{Flags, MailboxGuid, ModSeq, Uid};
-use crate::index::{MessageMeta, Tx};
+use crate::index::{FlagUpdate, MessageMeta, Tx};
 use crate::keyword_letters::{KeywordLetters, letters_in};
 use crate::keywords::{FlagOp, same_set};
 use crate::maildir::{FileName, Relocator};
-use crate::watch::own_rename;
+use crate::watch::{OwnEvent, own_rename};
 use crate::{Error, IoContext, Result};
 
 /// What STORE did.
@@ -30,6 +41,15 @@ pub struct StoreResult {
     /// UIDs not changed because their modseq is above UNCHANGEDSINCE
     /// (RFC 7162 `MODIFIED` response code).
     pub modified: Vec<Uid>,
+}
+
+/// What the operation does to one asked-for message.
+enum Planned {
+    /// Its flags and keywords stay (it keeps its modseq).
+    Same(MessageMeta),
+    Change(Pending),
+    /// Its file is gone (the scan expunges it).
+    Gone,
 }
 
 /// A message whose flags the operation changes.
@@ -74,13 +94,12 @@ impl Account {
         let mb = Self::mailbox_in(&g.conn, mailbox)?;
         let rows = Self::rows_for(&g.conn, mb.id, uids)?;
         let folder = self.folder(&mb);
-        let mut relocator = Relocator::new(&folder);
         let mut letters = KeywordLetters::read(&folder);
         let mut result = StoreResult::default();
         // Each asked-for message, in order: unchanged (Err) or pending (Ok).
-        let mut plan: Vec<std::result::Result<Pending, MessageMeta>> =
-            Vec::with_capacity(rows.len());
-        let mut renamed: Vec<(PathBuf, PathBuf)> = Vec::new();
+        let mut plan: Vec<Planned> = Vec::with_capacity(rows.len());
+        // The renames the pending messages need: (index in plan, from, to).
+        let mut moves: Vec<(usize, String, String)> = Vec::new();
         for row in rows {
             if unchanged_since.is_some_and(|u| row.modseq > u) {
                 result.modified.push(row.uid);
@@ -88,38 +107,29 @@ impl Account {
             }
             let (flags, keywords) = op.apply(row.flags, &row.keywords);
             if flags == row.flags && same_set(&keywords, &row.keywords) {
-                plan.push(Err(row));
+                plan.push(Planned::Same(row));
                 continue;
             }
             let mut file = row.file.clone();
             let keyword_letters = letters.letters_for(&keywords);
             if flags != row.flags || keyword_letters != letters_in(&row.file) {
-                // A letter given out now is in dovecot-keywords before any
-                // name uses it.
-                if let Err(e) = letters.save() {
-                    undo_renames(&renamed);
-                    return Err(e);
+                let to = flag_file_name(&row.file, (flags, &keyword_letters))?;
+                if to != row.file {
+                    moves.push((plan.len(), row.file.clone(), to.clone()));
                 }
-                let wanted = (flags, keyword_letters.as_str());
-                match self.rename_for_flags(&folder, &mut relocator, &row.file, wanted) {
-                    Ok(Some((src, dst, rel))) => {
-                        renamed.push((src, dst));
-                        file = rel;
-                    }
-                    Ok(None) => continue, // the file is gone: the scan expunges it
-                    Err(e) => {
-                        undo_renames(&renamed);
-                        return Err(e);
-                    }
-                }
+                file = to;
             }
-            plan.push(Ok(Pending {
+            plan.push(Planned::Change(Pending {
                 row,
                 flags,
                 keywords,
                 file,
             }));
         }
+        // A letter given out now is in dovecot-keywords before any name
+        // uses it.
+        letters.save()?;
+        let renamed = self.rename_for_flags_batch(&folder, &mut plan, &moves)?;
         let committed = (|| {
             if !renamed.is_empty() {
                 for sub in ["cur", "new"] {
@@ -129,20 +139,35 @@ impl Account {
             let kib = crate::index::cache_kib_for_rows(plan.len());
             crate::index::with_cache(&mut g.conn, kib, |conn| {
                 let mut tx = Tx::begin(conn, &self.env)?;
+                let updates: Vec<FlagUpdate<'_>> = plan
+                    .iter()
+                    .filter_map(|item| match item {
+                        Planned::Change(p) => Some(p),
+                        _ => None,
+                    })
+                    .map(|p| FlagUpdate {
+                        uid: p.row.uid,
+                        flags: p.flags,
+                        keywords: &p.keywords,
+                        file: &p.file,
+                    })
+                    .collect();
+                let mut modseqs = tx.update_flags_many(&mb, &updates)?.into_iter();
+                drop(updates);
                 for item in plan {
                     match item {
-                        Err(row) => {
+                        Planned::Same(row) => {
                             result
                                 .updated
                                 .push((row.uid, row.flags, row.keywords, row.modseq));
                         }
-                        Ok(p) => {
-                            let modseq =
-                                tx.update_flags(&mb, p.row.uid, p.flags, &p.keywords, &p.file)?;
+                        Planned::Change(p) => {
+                            let modseq = modseqs.next().unwrap_or(p.row.modseq);
                             result
                                 .updated
                                 .push((p.row.uid, p.flags, p.keywords, modseq));
                         }
+                        Planned::Gone => {}
                     }
                 }
                 tx.commit()
@@ -163,6 +188,83 @@ impl Account {
         }
     }
 
+    /// Make the renames `moves` names ((index in `plan`, from, to), relative
+    /// to `folder`), announced to the Maildir watcher with one call, from
+    /// one directory descriptor so each looks up two components, not the
+    /// whole path. A file another program renamed meanwhile is looked up and
+    /// renamed from its new name (its pending `file` follows); one that is
+    /// gone leaves `plan` (the scan expunges it). Returns what was renamed
+    /// (old, new path); on error, what was renamed is put back.
+    fn rename_for_flags_batch(
+        &self,
+        folder: &Path,
+        plan: &mut [Planned],
+        moves: &[(usize, String, String)],
+    ) -> Result<Vec<(PathBuf, PathBuf)>> {
+        if moves.is_empty() {
+            return Ok(Vec::new());
+        }
+        let path_of = |rel: &str| folder.join(rel);
+        let dir = rustix::fs::open(
+            folder,
+            OFlags::DIRECTORY | OFlags::RDONLY | OFlags::CLOEXEC,
+            Mode::empty(),
+        )
+        .map_err(std::io::Error::from)
+        .ctx(|| format!("open {}", folder.display()))?;
+        self.own.expect(
+            moves
+                .iter()
+                .flat_map(|(_, from, to)| own_rename(&path_of(from), &path_of(to))),
+        );
+        let outcomes = rename_all(&dir, moves);
+        let mut renamed: Vec<(PathBuf, PathBuf)> = Vec::with_capacity(moves.len());
+        let mut missing: Vec<usize> = Vec::new();
+        let mut failed: Option<(&str, std::io::Error)> = None;
+        let mut not_made: Vec<(PathBuf, OwnEvent)> = Vec::new();
+        for (i, ((_, from, to), outcome)) in moves.iter().zip(outcomes).enumerate() {
+            match outcome {
+                Ok(()) => renamed.push((path_of(from), path_of(to))),
+                Err(e) => {
+                    not_made.extend(own_rename(&path_of(from), &path_of(to)));
+                    if e.kind() == std::io::ErrorKind::NotFound {
+                        missing.push(i);
+                    } else if failed.is_none() {
+                        failed = Some((from, e));
+                    }
+                }
+            }
+        }
+        if !not_made.is_empty() {
+            self.own.retract(not_made);
+        }
+        if let Some((from, e)) = failed {
+            undo_renames(&renamed);
+            return Err(e).ctx(|| format!("rename {from} in {}", folder.display()));
+        }
+        // Files another program renamed (or removed) meanwhile, one by one.
+        let mut relocator = Relocator::new(folder);
+        for i in missing {
+            let (slot, from, _) = &moves[i];
+            let Some(Planned::Change(p)) = plan.get_mut(*slot) else {
+                continue;
+            };
+            let keyword_letters = letters_in(&p.file);
+            match self.rename_for_flags(folder, &mut relocator, from, (p.flags, &keyword_letters)) {
+                Ok(Some((src, dst, rel))) => {
+                    renamed.push((src, dst));
+                    p.file = rel;
+                }
+                Ok(None) => plan[*slot] = Planned::Gone,
+                Err(e) => {
+                    undo_renames(&renamed);
+                    return Err(e);
+                }
+            }
+        }
+        Ok(renamed)
+    }
+
     /// Rename a message file for new system flags and keyword letters
     /// (into `cur/` with its `:2,` letters), announced to the Maildir
     /// watcher. Returns (old path, new path, new relative
@@ -174,18 +276,9 @@ impl Account {
         file: &str,
         (flags, keyword_letters): (Flags, &str),
     ) -> Result<Option<(PathBuf, PathBuf, String)>> {
-        let target = |rel: &str| -> Result<String> {
-            let name = rel.rsplit('/').next().unwrap_or(rel);
-            let parsed = FileName::parse(name)
-                .ok_or_else(|| Error::InvalidData(format!("bad file name {name}")))?;
-            Ok(format!(
-                "cur/{}",
-                parsed.cur_name_with(flags, keyword_letters)
-            ))
-        };
         let mut rel = file.to_string();
         for attempt in 0..2 {
-            let new_rel = target(&rel)?;
+            let new_rel = flag_file_name(&rel, (flags, keyword_letters))?;
             let (src, dst) = (folder.join(&rel), folder.join(&new_rel));
             if new_rel == rel {
                 return Ok(Some((src, dst, new_rel)));
@@ -209,6 +302,32 @@ impl Account {
         }
         Ok(None)
     }
+}
+
+/// The name (`cur/..`, relative to the folder) of the file `rel` with new
+/// system flags and keyword letters.
+fn flag_file_name(rel: &str, (flags, keyword_letters): (Flags, &str)) -> Result<String> {
+    let name = rel.rsplit('/').next().unwrap_or(rel);
+    let parsed =
+        FileName::parse(name).ok_or_else(|| Error::InvalidData(format!("bad file name {name}")))?;
+    Ok(format!(
+        "cur/{}",
+        parsed.cur_name_with(flags, keyword_letters)
+    ))
+}
+
+/// Rename each (_, from, to) of `moves` within `dir`, in order; the
+/// outcomes in that order. One thread: renames in one directory take its
+/// lock in the kernel, and on the bench machine (2 cores) 4 threads were no
+/// faster than one (35,470 renames: 5.9-6.3 s against 4.3-6.1 s wall, the
+/// same CPU).
+fn rename_all(dir: &OwnedFd, moves: &[(usize, String, String)]) -> Vec<std::io::Result<()>> {
+    moves
+        .iter()
+        .map(|(_, from, to)| {
+            rustix::fs::renameat(dir, from.as_str(), dir, to.as_str()).map_err(std::io::Error::from)
+        })
+        .collect()
 }
 
 /// Put renamed files back (best effort: the scan takes over what is left).

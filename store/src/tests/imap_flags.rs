@@ -291,6 +291,82 @@ fn store_finds_a_file_another_program_renamed() {
     f.assert_consistent();
 }
 
+/// A STORE on more messages than are renamed one at a time: files another
+/// program renamed or removed meanwhile, UNCHANGEDSINCE per message, and a
+/// modseq and a change-log entry of its own for every message changed.
+#[test]
+fn a_big_store_renames_in_batches_and_logs_every_message() {
+    let f = Fixture::new();
+    let blob = f.store.blobs().put(b"batch\r\n").unwrap();
+    let mut uids = Vec::new();
+    for _ in 0..1_500 {
+        let d = f
+            .acct
+            .deliver_unsynced("INBOX", &blob, &NewMessage::default());
+        uids.push(d.unwrap().0.uid);
+    }
+    let inbox = f.mb("INBOX").guid;
+    // Another program flags message 10 (a rename) and deletes message 20's
+    // file; message 30 changes after the client's modseq.
+    let rows = f.msgs("INBOX");
+    let renamed = f.path_of("INBOX", &rows[9]);
+    let name = renamed.file_name().unwrap().to_str().unwrap().to_string();
+    fs::rename(
+        &renamed,
+        f.folder("INBOX").join("cur").join(format!("{name}:2,F")),
+    )
+    .unwrap();
+    fs::remove_file(f.path_of("INBOX", &rows[19])).unwrap();
+    let since = f.acct.current_modseq().unwrap();
+    f.acct
+        .store_flags(&inbox, &[uids[29]], FlagOp::Add(Flags::DRAFT, vec![]), None)
+        .unwrap();
+    let start = f.acct.current_modseq().unwrap();
+
+    let r = f
+        .acct
+        .store_flags(
+            &inbox,
+            &uids,
+            FlagOp::Add(Flags::SEEN, kw(&["batch"])),
+            Some(since),
+        )
+        .unwrap();
+    assert_eq!(r.modified, [uids[29]]);
+    let mut expected: Vec<Uid> = uids.clone();
+    expected.retain(|u| *u != uids[19] && *u != uids[29]);
+    assert_eq!(updated_uids(&r), expected);
+    // One modseq each, in the order asked, above the start.
+    let modseqs: Vec<ModSeq> = r.updated.iter().map(|u| u.3).collect();
+    assert!(modseqs.windows(2).all(|w| w[0] < w[1]), "{modseqs:?}");
+    assert!(modseqs[0] > start);
+    let changes = f.acct.changes_since(start).unwrap();
+    assert_eq!(changes.len(), expected.len());
+    for (c, u) in changes.iter().zip(&r.updated) {
+        assert_eq!(c.modseq, u.3);
+        assert_eq!(
+            c.kind,
+            ChangeKind::FlagsChanged {
+                uid: u.0,
+                flags: Flags::SEEN,
+                keywords: kw(&["batch"]),
+            }
+        );
+    }
+    // Every file the index names is there with its letters (the one
+    // another program renamed too); the removed one is expunged by the
+    // next scan.
+    let rows = f.msgs("INBOX");
+    for m in rows.iter().filter(|m| m.uid != uids[19]) {
+        assert!(f.path_of("INBOX", m).exists(), "{}", m.file);
+        if m.uid != uids[29] {
+            assert!(m.file.ends_with("Sa"), "{}", m.file);
+        }
+    }
+    f.acct.scan().unwrap();
+    f.assert_consistent();
+}
+
 #[test]
 fn append_stores_flags_keywords_and_date() {
     let f = Fixture::new();
