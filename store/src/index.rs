@@ -115,6 +115,13 @@ CREATE TABLE IF NOT EXISTS mailbox_gone(
   name TEXT NOT NULL,
   stamp INTEGER NOT NULL
 ) WITHOUT ROWID;
+-- Mailboxes that merged into another (replica.rs, `MailboxMerged`): this
+-- node's, and those peers told of. Created on open (an older cove ignores
+-- it).
+CREATE TABLE IF NOT EXISTS mailbox_merged(
+  guid BLOB PRIMARY KEY,
+  into_guid BLOB NOT NULL
+) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS subscription_stamp(
   name TEXT PRIMARY KEY,
   subscribed INTEGER NOT NULL,

@@ -255,6 +255,17 @@ pub struct MailboxGone {
     pub stamp: Stamp,
 }
 
+/// A mailbox that merged into another on some node ([`merges`]): from
+/// then on its GUID stands for the kept one on every node that hears of it,
+/// so a node that still holds it (it never took part in the merge) merges
+/// it too, instead of the merged node making it again under UIDs it had
+/// given other messages.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MailboxMerged {
+    pub guid: MailboxGuid,
+    pub into: MailboxGuid,
+}
+
 /// A name's subscription and when it was last changed.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SubscriptionState {
@@ -337,6 +348,9 @@ pub struct Delta {
     pub modseq: ModSeq,
     pub mailboxes: Vec<MailboxState>,
     pub gone: Vec<MailboxGone>,
+    /// Every mailbox that merged into another, as the sender knows (sent
+    /// whole, like `gone`).
+    pub merged: Vec<MailboxMerged>,
     pub subscriptions: Vec<SubscriptionState>,
     pub messages: Vec<MessageState>,
     pub tombstones: Vec<TombstoneState>,
@@ -450,7 +464,35 @@ pub fn merges(a: &Delta, b: &Delta) -> BTreeMap<MailboxGuid, MailboxGuid> {
             }
         }
     }
+    // A mailbox one node merged away that the other still holds (it was
+    // shared with a third node before the merge): it merges here too, into
+    // the one the first node kept, when that one is new to the other node.
+    for (from, to) in [(a, b), (b, a)] {
+        for m in &from.merged {
+            let into = merged_into(from, m.into);
+            if to.mailbox(&m.guid).is_some()
+                && from.mailbox(&m.guid).is_none()
+                && from.mailbox(&into).is_some()
+                && to.mailbox(&into).is_none()
+                && into != m.guid
+            {
+                out.entry(m.guid).or_insert(into);
+            }
+        }
+    }
     out
+}
+
+/// The mailbox `guid` stands for in `d`: itself, or the one it merged into
+/// (followed through later merges, at most as many as `d` lists).
+fn merged_into(d: &Delta, mut guid: MailboxGuid) -> MailboxGuid {
+    for _ in 0..d.merged.len() {
+        match d.merged.iter().find(|m| m.guid == guid) {
+            Some(m) => guid = m.into,
+            None => break,
+        }
+    }
+    guid
 }
 
 /// [`Renumbering::view`] with the merges given.

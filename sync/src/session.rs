@@ -112,6 +112,7 @@ where
         modseq: delta.modseq,
         mailboxes: delta.mailboxes.clone(),
         gone: delta.gone.clone(),
+        merged: delta.merged.clone(),
         subscriptions: delta.subscriptions.clone(),
         messages: page(&delta.messages, 0),
         tombstones: page(&delta.tombstones, 0),

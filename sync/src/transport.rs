@@ -57,7 +57,7 @@ pub const MAX_FRAME: usize = 32 * 1024 * 1024;
 /// Largest frame accepted during the handshake, before the peer is known.
 pub const MAX_HANDSHAKE_FRAME: usize = 1024;
 /// The replication protocol version this node speaks, sent in the hello.
-pub const PROTOCOL_VERSION: u8 = 3;
+pub const PROTOCOL_VERSION: u8 = 4;
 /// Longest node name accepted in a hello, in bytes.
 pub const MAX_NAME_LEN: usize = 255;
 /// Shortest accepted shared secret, in bytes (after trimming).

@@ -537,3 +537,57 @@ proptest! {
         check_filters(&ops);
     }
 }
+
+/// Found by the property test (CI): a mailbox shared by two nodes merges,
+/// on one of them, into a third node's mailbox of the same name made
+/// apart. The other sharer, which never heard of the merge, still sends the
+/// old mailbox, with mail it added at a UID the merged-away mailbox had
+/// shown for another message.
+#[test]
+fn a_mailbox_merged_away_is_not_made_again_under_its_old_uids() {
+    for (sharer, apart) in [(0, 1), (1, 0)] {
+        check(
+            3,
+            &[
+                Op::Create {
+                    node: sharer,
+                    name: 1,
+                },
+                Op::Sync {
+                    a: sharer,
+                    b: 2,
+                    cut: None,
+                    during: None,
+                },
+                Op::Create {
+                    node: apart,
+                    name: 1,
+                },
+                Op::Append {
+                    node: 2,
+                    mailbox: 1,
+                    flags: 0,
+                    keyword: None,
+                },
+                Op::Append {
+                    node: sharer,
+                    mailbox: 1,
+                    flags: 0,
+                    keyword: None,
+                },
+                Op::Sync {
+                    a: 0,
+                    b: 1,
+                    cut: None,
+                    during: None,
+                },
+                Op::Sync {
+                    a: sharer,
+                    b: 2,
+                    cut: None,
+                    during: None,
+                },
+            ],
+        );
+    }
+}

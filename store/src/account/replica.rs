@@ -44,8 +44,8 @@ use crate::index::{self, MailboxInfo, MessageMeta, NewMessageRow, Tx};
 use crate::maildir::{self, FileName, FolderIdentity};
 use crate::replica::{
     ApplyProgress, ApplyReport, ContentFeed, Delta, Digest, FlagClock, FlagsSide, MailboxGone,
-    MailboxState, Mark, MessageState, PeerLimits, Stamp, SubscriptionState, TombstoneState,
-    merge_flags, renumbering, validate_delta,
+    MailboxMerged, MailboxState, Mark, MessageState, PeerLimits, Stamp, SubscriptionState,
+    TombstoneState, merge_flags, renumbering, validate_delta,
 };
 use crate::watch::{OwnEvent, OwnTally, own_rename};
 use crate::{Error, IoContext, Result};
@@ -289,6 +289,14 @@ impl Account {
                 })
             })?;
             delta.gone = rows.collect::<rusqlite::Result<_>>()?;
+            let mut st = tx.prepare_cached("SELECT guid, into_guid FROM mailbox_merged")?;
+            let rows = st.query_map([], |r| {
+                Ok(MailboxMerged {
+                    guid: MailboxGuid(index::guid16(r.get(0)?)),
+                    into: MailboxGuid(index::guid16(r.get(1)?)),
+                })
+            })?;
+            delta.merged = rows.collect::<rusqlite::Result<_>>()?;
             let mut st = tx.prepare_cached(
                 "SELECT name, subscribed, stamp FROM subscription_stamp
                  UNION ALL
@@ -529,6 +537,7 @@ impl Account {
             cx.deleted_mailboxes(tx)?;
             cx.settle_names(tx)?;
             cx.raise_uidnexts(tx)?;
+            cx.learn_merges(tx)?;
             cx.subscriptions(tx)
         })?;
         // Sessions with a renumbered mailbox selected (merged into the
@@ -807,6 +816,9 @@ impl Apply<'_> {
             [into.uidvalidity as i64],
         )?;
         self.renumber_mailbox(tx, mb, into.guid, into.uidvalidity, merge.uidnext)?;
+        // Its GUID now stands for the kept mailbox: a peer that still holds
+        // it hears so ([`crate::replica::merges`]) and merges it too.
+        remember_merge(&tx.tx, mb.guid, into.guid)?;
         self.report.mailboxes_renamed += 1;
         Ok(())
     }
@@ -1027,6 +1039,19 @@ impl Apply<'_> {
         self.report.mailboxes_created += 1;
         index::mailbox_by_guid(&tx.tx, &r.guid)?
             .ok_or_else(|| Error::Index("mailbox vanished inside its own transaction".into()))
+    }
+
+    /// The merges the peer knows of, kept to tell other peers (a merge
+    /// that concerns a mailbox still here was applied by
+    /// [`Self::merge_mailboxes`]; one this node never held is only passed
+    /// on).
+    fn learn_merges(&mut self, tx: &mut Tx<'_>) -> Result<()> {
+        for m in &self.remote.merged {
+            if index::mailbox_by_guid(&tx.tx, &m.guid)?.is_none() {
+                remember_merge(&tx.tx, m.guid, m.into)?;
+            }
+        }
+        Ok(())
     }
 
     /// Each mailbox's UIDNEXT raised to the peer's, in the last
@@ -1688,4 +1713,25 @@ impl Apply<'_> {
         }
         Ok(())
     }
+}
+
+/// Record that mailbox `guid` merged into `into` (and that what merged into
+/// `guid` before is in `into` now). A merge already known stays as it was.
+fn remember_merge(
+    tx: &rusqlite::Transaction<'_>,
+    guid: MailboxGuid,
+    into: MailboxGuid,
+) -> Result<()> {
+    if guid == into {
+        return Ok(());
+    }
+    tx.execute(
+        "INSERT OR IGNORE INTO mailbox_merged(guid, into_guid) VALUES (?1, ?2)",
+        params![&guid.0[..], &into.0[..]],
+    )?;
+    tx.execute(
+        "UPDATE mailbox_merged SET into_guid = ?2 WHERE into_guid = ?1",
+        params![&guid.0[..], &into.0[..]],
+    )?;
+    Ok(())
 }

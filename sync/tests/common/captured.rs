@@ -21,6 +21,17 @@ impl io::Write for Captured {
 
 impl Captured {
     pub fn start(&self) -> tracing::subscriber::DefaultGuard {
+        // tracing caches each callsite's interest for the whole process,
+        // decided by the first thread to reach it: a test thread without a
+        // subscriber would fix it at "never", and another test's captured
+        // subscriber would then never see that event (a line missing from
+        // `soon` under load). A global subscriber that keeps nothing makes
+        // every thread's answer "interested"; this thread's own still gets
+        // the events.
+        static GLOBAL: std::sync::Once = std::sync::Once::new();
+        GLOBAL.call_once(|| {
+            let _ = tracing::subscriber::set_global_default(tracing_subscriber::registry());
+        });
         let w = self.clone();
         let sub = tracing_subscriber::fmt()
             .with_writer(move || w.clone())
