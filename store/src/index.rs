@@ -116,11 +116,12 @@ CREATE TABLE IF NOT EXISTS mailbox_gone(
   stamp INTEGER NOT NULL
 ) WITHOUT ROWID;
 -- Mailboxes that merged into another (replica.rs, `MailboxMerged`): this
--- node's, and those peers told of. Created on open (an older cove ignores
--- it).
+-- node's, with the UIDNEXT the mailbox had here (0 for merges peers told
+-- of). Created on open (an older cove ignores it).
 CREATE TABLE IF NOT EXISTS mailbox_merged(
   guid BLOB PRIMARY KEY,
-  into_guid BLOB NOT NULL
+  into_guid BLOB NOT NULL,
+  uidnext INTEGER NOT NULL
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS subscription_stamp(
   name TEXT PRIMARY KEY,

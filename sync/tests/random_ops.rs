@@ -546,48 +546,69 @@ proptest! {
 #[test]
 fn a_mailbox_merged_away_is_not_made_again_under_its_old_uids() {
     for (sharer, apart) in [(0, 1), (1, 0)] {
-        check(
-            3,
-            &[
-                Op::Create {
-                    node: sharer,
-                    name: 1,
-                },
-                Op::Sync {
-                    a: sharer,
-                    b: 2,
-                    cut: None,
-                    during: None,
-                },
-                Op::Create {
-                    node: apart,
-                    name: 1,
-                },
-                Op::Append {
-                    node: 2,
-                    mailbox: 1,
-                    flags: 0,
-                    keyword: None,
-                },
-                Op::Append {
-                    node: sharer,
-                    mailbox: 1,
-                    flags: 0,
-                    keyword: None,
-                },
-                Op::Sync {
-                    a: 0,
-                    b: 1,
-                    cut: None,
-                    during: None,
-                },
-                Op::Sync {
-                    a: sharer,
-                    b: 2,
-                    cut: None,
-                    during: None,
-                },
-            ],
-        );
+        check(3, &merged_away(sharer, apart, &[]));
     }
+}
+
+/// The same, with the kept mailbox deleted on the merged node before the
+/// third node's mail arrives: the merge cannot be followed, the old mailbox
+/// is made again, and its UIDs given out before are not given again.
+#[test]
+fn a_mailbox_merged_away_then_its_keeper_deleted_keeps_its_uids_retired() {
+    for (sharer, apart) in [(0, 1), (1, 0)] {
+        let delete = [Op::Delete {
+            node: sharer,
+            name: 1,
+        }];
+        check(3, &merged_away(sharer, apart, &delete));
+    }
+}
+
+/// Mailbox B shared by `sharer` and node 2, made apart on `apart`, mail
+/// added to it on node 2 and `sharer` at the same UID, a session between
+/// nodes 0 and 1 (B merges), `between`, then a session between `sharer`
+/// and node 2.
+fn merged_away(sharer: usize, apart: usize, between: &[Op]) -> Vec<Op> {
+    let mut ops = vec![
+        Op::Create {
+            node: sharer,
+            name: 1,
+        },
+        Op::Sync {
+            a: sharer,
+            b: 2,
+            cut: None,
+            during: None,
+        },
+        Op::Create {
+            node: apart,
+            name: 1,
+        },
+        Op::Append {
+            node: 2,
+            mailbox: 1,
+            flags: 0,
+            keyword: None,
+        },
+        Op::Append {
+            node: sharer,
+            mailbox: 1,
+            flags: 0,
+            keyword: None,
+        },
+        Op::Sync {
+            a: 0,
+            b: 1,
+            cut: None,
+            during: None,
+        },
+    ];
+    ops.extend_from_slice(between);
+    ops.push(Op::Sync {
+        a: sharer,
+        b: 2,
+        cut: None,
+        during: None,
+    });
+    ops
 }

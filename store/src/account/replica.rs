@@ -818,7 +818,7 @@ impl Apply<'_> {
         self.renumber_mailbox(tx, mb, into.guid, into.uidvalidity, merge.uidnext)?;
         // Its GUID now stands for the kept mailbox: a peer that still holds
         // it hears so ([`crate::replica::merges`]) and merges it too.
-        remember_merge(&tx.tx, mb.guid, into.guid)?;
+        remember_merge(&tx.tx, mb.guid, into.guid, mb.uidnext)?;
         self.report.mailboxes_renamed += 1;
         Ok(())
     }
@@ -1026,6 +1026,25 @@ impl Apply<'_> {
                 [mb.id],
             )?;
         }
+        // Merged away here before, and made again now (the merge could not
+        // be followed: the kept mailbox is gone too): the UIDs it gave out
+        // here under this UIDVALIDITY are not given again.
+        let merged_at: Option<Uid> = tx
+            .tx
+            .query_row(
+                "SELECT uidnext FROM mailbox_merged WHERE guid = ?1",
+                [&r.guid.0[..]],
+                |row| row.get(0),
+            )
+            .optional()?;
+        if let Some(next) = merged_at.filter(|n| *n > 1) {
+            tx.tx.execute(
+                "UPDATE mailbox SET uidnext = max(uidnext, ?2) WHERE id = ?1",
+                params![mb.id, next],
+            )?;
+            let floor = self.floors.entry(r.guid).or_insert(next);
+            *floor = (*floor).max(next);
+        }
         // Its UIDNEXT is raised to the peer's with the others, at the end
         // ([`Apply::raise_uidnexts`]).
         tx.tx.execute(
@@ -1048,7 +1067,7 @@ impl Apply<'_> {
     fn learn_merges(&mut self, tx: &mut Tx<'_>) -> Result<()> {
         for m in &self.remote.merged {
             if index::mailbox_by_guid(&tx.tx, &m.guid)?.is_none() {
-                remember_merge(&tx.tx, m.guid, m.into)?;
+                remember_merge(&tx.tx, m.guid, m.into, 0)?;
             }
         }
         Ok(())
@@ -1715,19 +1734,22 @@ impl Apply<'_> {
     }
 }
 
-/// Record that mailbox `guid` merged into `into` (and that what merged into
-/// `guid` before is in `into` now). A merge already known stays as it was.
+/// Record that mailbox `guid`, at `uidnext` here (0: never here), merged
+/// into `into` (and that what merged into `guid` before is in `into` now).
+/// A merge already known keeps its target.
 fn remember_merge(
     tx: &rusqlite::Transaction<'_>,
     guid: MailboxGuid,
     into: MailboxGuid,
+    uidnext: Uid,
 ) -> Result<()> {
     if guid == into {
         return Ok(());
     }
     tx.execute(
-        "INSERT OR IGNORE INTO mailbox_merged(guid, into_guid) VALUES (?1, ?2)",
-        params![&guid.0[..], &into.0[..]],
+        "INSERT INTO mailbox_merged(guid, into_guid, uidnext) VALUES (?1, ?2, ?3)
+         ON CONFLICT(guid) DO UPDATE SET uidnext = max(uidnext, excluded.uidnext)",
+        params![&guid.0[..], &into.0[..], uidnext],
     )?;
     tx.execute(
         "UPDATE mailbox_merged SET into_guid = ?2 WHERE into_guid = ?1",
