@@ -116,11 +116,17 @@ CREATE TABLE IF NOT EXISTS mailbox_gone(
   stamp INTEGER NOT NULL
 ) WITHOUT ROWID;
 -- Mailboxes that merged into another (replica.rs, `MailboxMerged`): this
--- node's, with the UIDNEXT the mailbox had here (0 for merges peers told
--- of). Created on open (an older cove ignores it).
+-- node's and those peers told of. Created on open (an older cove ignores
+-- it).
 CREATE TABLE IF NOT EXISTS mailbox_merged(
   guid BLOB PRIMARY KEY,
-  into_guid BLOB NOT NULL,
+  into_guid BLOB NOT NULL
+) WITHOUT ROWID;
+-- The UIDNEXT a mailbox had here when it was deleted or merged away: if a
+-- peer's mail makes it again under its GUID, UIDs below are not given
+-- again, whatever tombstones were pruned since (replica.rs, `create`).
+CREATE TABLE IF NOT EXISTS mailbox_floor(
+  guid BLOB PRIMARY KEY,
   uidnext INTEGER NOT NULL
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS subscription_stamp(
@@ -897,6 +903,7 @@ impl<'c> Tx<'c> {
                 name: mailbox.name.clone(),
             },
         )?;
+        retire_uids(&self.tx, mailbox.id)?;
         self.tx
             .execute("DELETE FROM mailbox WHERE id = ?1", [mailbox.id])?;
         let stamp = self.stamp()? as i64;
@@ -1412,3 +1419,15 @@ pub(crate) fn tombstone_for_guid(
 
 #[cfg(test)]
 mod tests;
+
+/// Remember the UIDNEXT of mailbox `id` under its GUID (`mailbox_floor`),
+/// before the mailbox is deleted or merged away.
+pub(crate) fn retire_uids(tx: &rusqlite::Connection, id: i64) -> crate::Result<()> {
+    tx.execute(
+        "INSERT INTO mailbox_floor(guid, uidnext)
+           SELECT guid, uidnext FROM mailbox WHERE id = ?1
+         ON CONFLICT(guid) DO UPDATE SET uidnext = max(uidnext, excluded.uidnext)",
+        [id],
+    )?;
+    Ok(())
+}

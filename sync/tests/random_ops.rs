@@ -612,3 +612,106 @@ fn merged_away(sharer: usize, apart: usize, between: &[Op]) -> Vec<Op> {
     });
     ops
 }
+
+/// Found by the property test (with the merge above travelling): node 2
+/// merged its copy of node 0's B into node 1's; node 0 renamed its B
+/// before it heard of that merge. The merge reached the renamed mailbox
+/// and took the kept one's name stamp with its own name: two names under
+/// one stamp, never settled. The later name now wins, as for any rename.
+#[test]
+fn a_mailbox_renamed_before_it_hears_of_its_merge_gets_one_name() {
+    use Op::*;
+    check_with(
+        3,
+        &[
+            Create { node: 1, name: 1 },
+            Create { node: 0, name: 1 },
+            Sync {
+                a: 2,
+                b: 0,
+                cut: None,
+                during: None,
+            },
+            Sync {
+                a: 2,
+                b: 1,
+                cut: None,
+                during: None,
+            },
+            Sync {
+                a: 1,
+                b: 2,
+                cut: None,
+                during: None,
+            },
+            Rename {
+                node: 0,
+                from: 1,
+                to: 2,
+            },
+        ],
+        Some(SHORT_HISTORY),
+    );
+}
+
+/// Found by the property test: a default mailbox (the same GUID and
+/// UIDVALIDITY on every node) deleted on node 0, its tombstones pruned at
+/// once (no peer to wait for yet), then made again there by node 1's mail
+/// at a UID node 0 had shown for another message. The UIDNEXT a deleted
+/// mailbox had is kept (`mailbox_floor`).
+#[test]
+fn a_mailbox_deleted_and_made_again_by_a_peer_keeps_its_uids_retired() {
+    use Op::*;
+    check_with(
+        2,
+        &[
+            Append {
+                node: 0,
+                mailbox: 4,
+                flags: 1,
+                keyword: None,
+            },
+            Append {
+                node: 1,
+                mailbox: 4,
+                flags: 0,
+                keyword: None,
+            },
+            Append {
+                node: 0,
+                mailbox: 4,
+                flags: 16,
+                keyword: None,
+            },
+            Create { node: 0, name: 2 },
+            Store {
+                node: 0,
+                pick: 0,
+                how: 0,
+                flags: 2,
+                keyword: None,
+            },
+            Store {
+                node: 0,
+                pick: 0,
+                how: 0,
+                flags: 4,
+                keyword: None,
+            },
+            Delete { node: 0, name: 4 },
+            Append {
+                node: 0,
+                mailbox: 0,
+                flags: 0,
+                keyword: None,
+            },
+            Append {
+                node: 0,
+                mailbox: 2,
+                flags: 0,
+                keyword: None,
+            },
+        ],
+        Some(SHORT_HISTORY),
+    );
+}

@@ -807,9 +807,19 @@ impl Apply<'_> {
     ) -> Result<()> {
         tracing::info!(user = %self.account.email, mailbox = %mb.name, into = %into.guid,
             "replication: this mailbox and the peer's of the same name were made while the nodes were apart; they merge into one");
+        // One name for the mailbox on every node. A merge a peer told of can
+        // reach a mailbox renamed since: then the two names keep their own
+        // stamps, and the later name wins here ([`Self::mailboxes`], right
+        // after) and on the peer, as for any rename.
+        let stamp = if mb.name == into.name {
+            into.name_stamp
+        } else {
+            name_stamp(tx, mb.id)?
+        };
+        index::retire_uids(&tx.tx, mb.id)?;
         tx.tx.execute(
             "UPDATE mailbox SET guid = ?2, name_stamp = ?3 WHERE id = ?1",
-            params![mb.id, &into.guid.0[..], into.name_stamp as i64],
+            params![mb.id, &into.guid.0[..], stamp as i64],
         )?;
         tx.tx.execute(
             "UPDATE meta SET value = max(value, ?1) WHERE key = 'uidvalidity'",
@@ -818,7 +828,7 @@ impl Apply<'_> {
         self.renumber_mailbox(tx, mb, into.guid, into.uidvalidity, merge.uidnext)?;
         // Its GUID now stands for the kept mailbox: a peer that still holds
         // it hears so ([`crate::replica::merges`]) and merges it too.
-        remember_merge(&tx.tx, mb.guid, into.guid, mb.uidnext)?;
+        remember_merge(&tx.tx, mb.guid, into.guid)?;
         self.report.mailboxes_renamed += 1;
         Ok(())
     }
@@ -1026,18 +1036,19 @@ impl Apply<'_> {
                 [mb.id],
             )?;
         }
-        // Merged away here before, and made again now (the merge could not
-        // be followed: the kept mailbox is gone too): the UIDs it gave out
-        // here under this UIDVALIDITY are not given again.
-        let merged_at: Option<Uid> = tx
+        // Deleted or merged away here before, and made again now (by mail
+        // the deleter never saw, or a merge that could not be followed: the
+        // kept mailbox is gone too): the UIDs it gave out here are not
+        // given again, whether or not their tombstones are still kept.
+        let retired: Option<Uid> = tx
             .tx
             .query_row(
-                "SELECT uidnext FROM mailbox_merged WHERE guid = ?1",
+                "SELECT uidnext FROM mailbox_floor WHERE guid = ?1",
                 [&r.guid.0[..]],
                 |row| row.get(0),
             )
             .optional()?;
-        if let Some(next) = merged_at.filter(|n| *n > 1) {
+        if let Some(next) = retired.filter(|n| *n > 1) {
             tx.tx.execute(
                 "UPDATE mailbox SET uidnext = max(uidnext, ?2) WHERE id = ?1",
                 params![mb.id, next],
@@ -1067,7 +1078,7 @@ impl Apply<'_> {
     fn learn_merges(&mut self, tx: &mut Tx<'_>) -> Result<()> {
         for m in &self.remote.merged {
             if index::mailbox_by_guid(&tx.tx, &m.guid)?.is_none() {
-                remember_merge(&tx.tx, m.guid, m.into, 0)?;
+                remember_merge(&tx.tx, m.guid, m.into)?;
             }
         }
         Ok(())
@@ -1734,22 +1745,20 @@ impl Apply<'_> {
     }
 }
 
-/// Record that mailbox `guid`, at `uidnext` here (0: never here), merged
-/// into `into` (and that what merged into `guid` before is in `into` now).
-/// A merge already known keeps its target.
+/// Record that mailbox `guid` merged into `into` (and that what merged
+/// into `guid` before is in `into` now). A merge already known keeps its
+/// target.
 fn remember_merge(
     tx: &rusqlite::Transaction<'_>,
     guid: MailboxGuid,
     into: MailboxGuid,
-    uidnext: Uid,
 ) -> Result<()> {
     if guid == into {
         return Ok(());
     }
     tx.execute(
-        "INSERT INTO mailbox_merged(guid, into_guid, uidnext) VALUES (?1, ?2, ?3)
-         ON CONFLICT(guid) DO UPDATE SET uidnext = max(uidnext, excluded.uidnext)",
-        params![&guid.0[..], &into.0[..], uidnext],
+        "INSERT OR IGNORE INTO mailbox_merged(guid, into_guid) VALUES (?1, ?2)",
+        params![&guid.0[..], &into.0[..]],
     )?;
     tx.execute(
         "UPDATE mailbox_merged SET into_guid = ?2 WHERE into_guid = ?1",
