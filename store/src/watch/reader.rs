@@ -51,6 +51,10 @@ pub(super) const READ_BUFFER: usize = 64 * 1024;
 /// How long the reader lets events gather after a wake-up.
 pub(super) const GATHER: Duration = Duration::from_millis(5);
 
+/// How long the reader waits after reading or waiting failed (each failure
+/// rescans every watched account: not in a tight loop).
+const AFTER_ERROR: Duration = Duration::from_secs(1);
+
 /// The events watched directories report.
 const MASK: WatchMask = WatchMask::CREATE
     .union(WatchMask::DELETE)
@@ -198,6 +202,7 @@ impl Reader {
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                     Err(e) => {
                         inbox.on_error(&e);
+                        std::thread::sleep(AFTER_ERROR);
                         break;
                     }
                 }
@@ -206,7 +211,8 @@ impl Reader {
         }
     }
 
-    /// Wait until there are events; `false`: stop.
+    /// Wait until there are events (or a failed wait was waited out);
+    /// `false`: stop.
     fn wait(&self, inbox: &Inbox) -> bool {
         loop {
             let mut fds = [
@@ -225,7 +231,8 @@ impl Reader {
                 Err(rustix::io::Errno::INTR) => {}
                 Err(e) => {
                     inbox.on_error(&io::Error::from(e));
-                    return false;
+                    std::thread::sleep(AFTER_ERROR);
+                    return true;
                 }
             }
         }
