@@ -617,10 +617,8 @@ impl Account {
         if let Some(indexer) = self.listeners.indexer.get() {
             indexer.note(self, &changes);
         }
-        for c in changes {
-            // No receiver is not an error: nobody is listening right now.
-            self.feed.send(c);
-        }
+        // No receiver is not an error: nobody is listening right now.
+        self.feed.send_all(changes);
     }
 
     /// Live changes from now on (IDLE, NOOP, the replicator). A receiver

@@ -204,11 +204,22 @@ impl Feed {
 
     /// Tell every listener; with none left, drop the ring.
     pub(crate) fn send(&self, change: Change) {
+        self.send_all(std::iter::once(change));
+    }
+
+    /// Tell every listener of a commit's changes, under one lock: another
+    /// commit's changes never land among them (a listener that finds a
+    /// run of its own changes there can count on that).
+    pub(crate) fn send_all(&self, changes: impl IntoIterator<Item = Change>) {
         let mut ring = self.ring();
-        if let Some(tx) = ring.as_ref()
-            && tx.send(change).is_err()
-        {
-            *ring = None;
+        let Some(tx) = ring.as_ref() else {
+            return;
+        };
+        for change in changes {
+            if tx.send(change).is_err() {
+                *ring = None;
+                return;
+            }
         }
     }
 

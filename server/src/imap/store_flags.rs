@@ -131,22 +131,24 @@ pub async fn apply_flag_change(
         let shown = result.updated.iter().flat_map(|u| u.2.iter());
         view.announce_keywords(shown.map(String::as_str), &mut conn.out);
     }
-    for (uid, flags, keywords, modseq) in result.updated {
-        view.update_own(uid, flags, keywords.clone(), modseq);
-        let Some(seq) = view.seq_of(uid) else {
-            continue;
-        };
-        let line = match report {
-            Report::Nothing => continue,
-            Report::ModSeqOnly => format!("* {seq} FETCH (UID {uid} MODSEQ ({modseq}))\r\n"),
-            Report::Flags => {
-                let list = response::flag_list(flags, &keywords, view.recent.contains(&uid));
-                let modseq = response::modseq_item(conn.enabled, modseq);
-                format!("* {seq} FETCH (UID {uid} FLAGS {list}{modseq})\r\n")
-            }
-        };
-        conn.out.extend_from_slice(line.as_bytes());
+    if report != Report::Nothing {
+        for (uid, flags, keywords, modseq) in &result.updated {
+            let Some(seq) = view.seq_of(*uid) else {
+                continue;
+            };
+            let line = match report {
+                Report::Nothing => continue,
+                Report::ModSeqOnly => format!("* {seq} FETCH (UID {uid} MODSEQ ({modseq}))\r\n"),
+                Report::Flags => {
+                    let list = response::flag_list(*flags, keywords, view.recent.contains(uid));
+                    let modseq = response::modseq_item(conn.enabled, *modseq);
+                    format!("* {seq} FETCH (UID {uid} FLAGS {list}{modseq})\r\n")
+                }
+            };
+            conn.out.extend_from_slice(line.as_bytes());
+        }
     }
+    view.update_own_many(result.updated, result.committed);
     Ok(result.modified)
 }
 

@@ -87,6 +87,18 @@ pub struct View {
     arrived: Vec<ViewMessage>,
     /// The feed lagged: reload everything.
     lagged: bool,
+    /// The feed said it skipped this many changes; whether they were all
+    /// this session's own is told by the next one (see [`View::own_run`]).
+    skipped: Option<u64>,
+    /// The modseqs (first, last) of this session's last flag change
+    /// (STORE, FETCH's \Seen): a run of the account's changes with
+    /// nothing else in it, which the view holds already
+    /// ([`View::update_own_many`]), and which reaches the feed in one
+    /// piece ([`Account::subscribe`]). The feed's copies are skipped, and a
+    /// lag that dropped only them costs no reload: a STORE on more
+    /// messages than the feed holds (1,024) would otherwise reload the
+    /// whole mailbox after it.
+    own_run: Option<(ModSeq, ModSeq)>,
     /// Highest modseq applied to the view.
     modseq: ModSeq,
     /// Every change of the account up to this modseq is in the view or was
@@ -171,6 +183,8 @@ impl View {
             dirty: false,
             arrived: Vec::new(),
             lagged: false,
+            skipped: None,
+            own_run: None,
             modseq,
             feed_mark,
             announced,
@@ -347,11 +361,50 @@ impl View {
     pub fn drain_feed(&mut self) {
         loop {
             match self.feed.try_recv() {
-                Ok(c) => self.note(c),
-                Err(broadcast::error::TryRecvError::Lagged(_)) => self.lagged = true,
+                Ok(c) => {
+                    if let Some(n) = self.skipped.take()
+                        && !self.skipped_only_own(n, &c)
+                    {
+                        self.lagged = true;
+                    }
+                    self.note(c)
+                }
+                Err(broadcast::error::TryRecvError::Lagged(n)) => {
+                    if self.own_run.is_some() && !self.lagged && self.skipped.is_none() {
+                        self.skipped = Some(n);
+                    } else {
+                        self.lagged = true;
+                    }
+                }
                 Err(_) => break,
             }
         }
+        // Skipped, and nothing after: the skipped ones are unknown.
+        if self.skipped.take().is_some() {
+            self.lagged = true;
+        }
+    }
+
+    /// The feed skipped `n` changes and `next` is the first it kept: were
+    /// the skipped ones the first `n` of this session's own run? They
+    /// were if `next` is the run's change number `n + 1` (the run reaches
+    /// the feed in one piece and in order, so the `n` before it in the
+    /// feed are the run's first `n`). Then the view has them already, and
+    /// its mark moves over them (if all before the run were seen).
+    fn skipped_only_own(&mut self, n: u64, next: &Change) -> bool {
+        let Some((first, last)) = self.own_run else {
+            return false;
+        };
+        if next.mailbox != self.mailbox.guid
+            || next.modseq != first.saturating_add(n)
+            || next.modseq > last
+        {
+            return false;
+        }
+        if self.feed_mark + 1 >= first {
+            self.feed_mark = self.feed_mark.max(next.modseq - 1);
+        }
+        true
     }
 
     /// Wait for the next change of this mailbox (IDLE).
@@ -382,6 +435,13 @@ impl View {
         }
         self.feed_mark = self.feed_mark.max(c.modseq);
         if c.mailbox != self.mailbox.guid {
+            return;
+        }
+        // This session's own change: the view holds it (or a newer state).
+        if self
+            .own_run
+            .is_some_and(|(first, last)| (first..=last).contains(&c.modseq))
+        {
             return;
         }
         match c.kind {
@@ -554,20 +614,33 @@ impl View {
         }
     }
 
-    /// Record flags this session set itself (the FETCH it sends is its own).
-    pub fn update_own(
+    /// Record flags this session set itself (the FETCH it sends is its
+    /// own): (uid, flags, keywords, modseq) each, and the modseqs (first,
+    /// last) the change was given ([`cove_store::StoreResult::committed`]),
+    /// whose copies on the feed the view then skips.
+    pub fn update_own_many(
         &mut self,
-        uid: Uid,
-        flags: cove_store::Flags,
-        keywords: Vec<String>,
-        modseq: ModSeq,
+        updates: impl IntoIterator<Item = (Uid, cove_store::Flags, Vec<String>, ModSeq)>,
+        committed: Option<(ModSeq, ModSeq)>,
     ) {
-        if let Some(seq) = self.seq_of(uid) {
-            let mut m = self.messages[seq - 1].clone();
+        let mut changed: Vec<(usize, ViewMessage)> = Vec::new();
+        for (uid, flags, keywords, modseq) in updates {
+            let Some(i) = self.messages.position(uid) else {
+                continue;
+            };
+            let old = &self.messages[i];
+            if old.flags == flags && *old.keywords == keywords[..] && old.modseq == modseq {
+                continue;
+            }
+            let mut m = old.clone();
             m.flags = flags;
             m.keywords = keywords.into_boxed_slice();
             m.modseq = modseq;
-            self.messages.set(seq - 1, m);
+            changed.push((i, m));
+        }
+        self.messages.set_many(changed);
+        if committed.is_some() {
+            self.own_run = committed;
         }
         // The view's modseq is not raised here: another session's change
         // with a lower modseq may still be on its way through the feed.
@@ -701,6 +774,18 @@ mod tests {
             .collect()
     }
 
+    /// A new user `email` with `n` messages in INBOX.
+    fn account_with(store: &cove_store::Store, email: &str, n: usize) -> Arc<Account> {
+        let user = store
+            .add_user(&Address::parse(email).expect("address"), None, 0)
+            .expect("user");
+        let account = store.account(&user).expect("account");
+        for i in 0..n {
+            deliver(&account, store, &format!("m{i}"));
+        }
+        account
+    }
+
     fn open_view(account: &Arc<Account>, store: &cove_store::Store, snapshots: &Snapshots) -> View {
         let inbox = account.mailbox("INBOX").expect("inbox");
         let watch = store.watcher().watch(account);
@@ -714,13 +799,7 @@ mod tests {
     #[test]
     fn views_of_a_mailbox_share_one_snapshot_and_read_only_what_changed_since() {
         let (_dir, store) = crate::test_store("t");
-        let user = store
-            .add_user(&Address::parse("s@x.org").expect("address"), None, 0)
-            .expect("user");
-        let account = store.account(&user).expect("account");
-        for i in 0..6 {
-            deliver(&account, &store, &format!("m{i}"));
-        }
+        let account = account_with(&store, "s@x.org", 6);
         let snapshots = Snapshots::default();
         let first = open_view(&account, &store, &snapshots);
         let inbox = first.mailbox.clone();
@@ -771,6 +850,101 @@ mod tests {
                 .get(&key)
                 .is_some_and(|s| third.messages.shares(&s))
         );
+    }
+
+    /// The feed's copies of a flag change `result` made, in the order the
+    /// store announces them.
+    fn flag_changes(
+        mailbox: cove_store::MailboxGuid,
+        result: &cove_store::StoreResult,
+    ) -> Vec<Change> {
+        result
+            .updated
+            .iter()
+            .map(|(uid, flags, keywords, modseq)| Change {
+                modseq: *modseq,
+                mailbox,
+                kind: ChangeKind::FlagsChanged {
+                    uid: *uid,
+                    flags: *flags,
+                    keywords: keywords.clone(),
+                },
+                message: None,
+            })
+            .collect()
+    }
+
+    // A session's own STORE on more messages than the feed holds makes the
+    // feed skip changes; when all it skipped were that session's own (which
+    // its view holds already), the view reads nothing (it used to reload
+    // the whole mailbox after every big STORE). When something of anyone
+    // else's was skipped with them, it reloads and shows it.
+    #[test]
+    fn a_feed_lag_over_own_changes_only_reads_nothing_and_any_other_reloads() {
+        let (_dir, store) = crate::test_store("t");
+        let account = account_with(&store, "o@x.org", 40);
+        let inbox = account.mailbox("INBOX").expect("inbox");
+        let uids: Vec<Uid> = (1..=40).collect();
+        let (feed, rx) = broadcast::channel(16);
+        let watch = store.watcher().watch(&account);
+        let snapshots = Snapshots::default();
+        let mut view =
+            View::open_on(&account, &snapshots, rx, inbox.clone(), false, watch).expect("view");
+
+        // Own STORE on 40: the feed (16) skips 24 of them.
+        let add = cove_store::FlagOp::Add(Flags::SEEN, Vec::new());
+        let result = account
+            .store_flags(&inbox.guid, &uids, add, None)
+            .expect("store");
+        let (first, last) = result.committed.expect("committed");
+        assert_eq!(last - first + 1, 40);
+        for c in flag_changes(inbox.guid, &result) {
+            let _ = feed.send(c);
+        }
+        view.update_own_many(result.updated, result.committed);
+        assert!(matches!(view.pending_read(), PendingRead::Nothing));
+        assert_eq!(shown(&view), indexed(&account, &inbox));
+
+        // Another session flags message 3 and announces it first; then this
+        // session's next STORE (on 4..40) runs over the feed: 3's change is
+        // skipped with the first of them and must not be lost.
+        let other = account
+            .store_flags(
+                &inbox.guid,
+                &[3],
+                cove_store::FlagOp::Add(Flags::FLAGGED, Vec::new()),
+                None,
+            )
+            .expect("other store");
+        let remove = cove_store::FlagOp::Remove(Flags::SEEN, Vec::new());
+        let mine = account
+            .store_flags(&inbox.guid, &uids[3..], remove, None)
+            .expect("store");
+        for c in flag_changes(inbox.guid, &other)
+            .into_iter()
+            .chain(flag_changes(inbox.guid, &mine))
+        {
+            let _ = feed.send(c);
+        }
+        view.update_own_many(mine.updated, mine.committed);
+        assert!(matches!(view.pending_read(), PendingRead::All));
+        // pending_read drained the feed already; the reload shows message 3.
+        let rows = account.messages(&inbox.guid).expect("all");
+        let mut out = Vec::new();
+        view.apply(
+            &PendingRead::All,
+            rows,
+            0,
+            true,
+            super::super::condstore::Enabled::default(),
+            &mut out,
+        );
+        let out = String::from_utf8(out).expect("utf-8");
+        assert!(
+            out.starts_with("* 3 FETCH (UID 3 FLAGS (") && out.contains("\\Flagged"),
+            "{out}"
+        );
+        assert_eq!(shown(&view), indexed(&account, &inbox));
     }
 
     // Two deliveries committed in UID order may reach the feed in the

@@ -28,7 +28,7 @@ use crate::index::{FlagUpdate, MessageMeta, Tx};
 use crate::keyword_letters::{KeywordLetters, letters_in};
 use crate::keywords::{FlagOp, same_set};
 use crate::maildir::{FileName, Relocator};
-use crate::watch::{OwnEvent, own_rename};
+use crate::watch::{OwnEvent, OwnTally, own_rename};
 use crate::{Error, IoContext, Result};
 
 /// What STORE did.
@@ -41,6 +41,12 @@ pub struct StoreResult {
     /// UIDs not changed because their modseq is above UNCHANGEDSINCE
     /// (RFC 7162 `MODIFIED` response code).
     pub modified: Vec<Uid>,
+    /// The modseqs the changed messages were given, first and last: one
+    /// run with nothing of anyone else's in it (the account's changes are
+    /// numbered in one transaction at a time). `None`: nothing changed.
+    /// The live feed carries each of them too; a session that holds them
+    /// already skips them there (`View` in the server).
+    pub committed: Option<(ModSeq, ModSeq)>,
 }
 
 /// What the operation does to one asked-for message.
@@ -152,8 +158,12 @@ impl Account {
                         file: &p.file,
                     })
                     .collect();
-                let mut modseqs = tx.update_flags_many(&mb, &updates)?.into_iter();
+                let modseqs = tx.update_flags_many(&mb, &updates)?;
                 drop(updates);
+                if let (Some(first), Some(last)) = (modseqs.first(), modseqs.last()) {
+                    result.committed = Some((*first, *last));
+                }
+                let mut modseqs = modseqs.into_iter();
                 for item in plan {
                     match item {
                         Planned::Same(row) => {
@@ -182,29 +192,35 @@ impl Account {
                 Ok(result)
             }
             Err(e) => {
-                undo_renames(&renamed);
+                renamed.undo();
                 Err(e)
             }
         }
     }
 
     /// Make the renames `moves` names ((index in `plan`, from, to), relative
-    /// to `folder`), announced to the Maildir watcher with one call, from
-    /// one directory descriptor so each looks up two components, not the
-    /// whole path. A file another program renamed meanwhile is looked up and
-    /// renamed from its new name (its pending `file` follows); one that is
-    /// gone leaves `plan` (the scan expunges it). Returns what was renamed
-    /// (old, new path); on error, what was renamed is put back.
-    fn rename_for_flags_batch(
+    /// to `folder`), announced to the Maildir watcher as one count per
+    /// directory and kind (not a path per file), from one directory
+    /// descriptor so each looks up two components, not the whole path. A
+    /// file another program renamed meanwhile is looked up and renamed from
+    /// its new name (its pending `file` follows); one that is gone leaves
+    /// `plan` (the scan expunges it). Returns what was renamed; on error,
+    /// what was renamed is put back.
+    fn rename_for_flags_batch<'m>(
         &self,
-        folder: &Path,
+        folder: &'m Path,
         plan: &mut [Planned],
-        moves: &[(usize, String, String)],
-    ) -> Result<Vec<(PathBuf, PathBuf)>> {
+        moves: &'m [(usize, String, String)],
+    ) -> Result<MadeRenames<'m>> {
+        let mut made = MadeRenames {
+            folder,
+            moves,
+            batch: Vec::new(),
+            relocated: Vec::new(),
+        };
         if moves.is_empty() {
-            return Ok(Vec::new());
+            return Ok(made);
         }
-        let path_of = |rel: &str| folder.join(rel);
         let dir = rustix::fs::open(
             folder,
             OFlags::DIRECTORY | OFlags::RDONLY | OFlags::CLOEXEC,
@@ -212,39 +228,36 @@ impl Account {
         )
         .map_err(std::io::Error::from)
         .ctx(|| format!("open {}", folder.display()))?;
-        self.own.expect(
-            moves
-                .iter()
-                .flat_map(|(_, from, to)| own_rename(&path_of(from), &path_of(to))),
-        );
+        let pair = |i: &usize| (moves[*i].1.as_str(), moves[*i].2.as_str());
+        let all: Vec<usize> = (0..moves.len()).collect();
+        self.own
+            .expect_tally(&rename_tally(folder, all.iter().map(pair)));
         let outcomes = rename_all(&dir, moves);
-        let mut renamed: Vec<(PathBuf, PathBuf)> = Vec::with_capacity(moves.len());
-        let mut missing: Vec<usize> = Vec::new();
+        made.batch = Vec::with_capacity(moves.len());
+        let mut not_made: Vec<usize> = Vec::new();
         let mut failed: Option<(&str, std::io::Error)> = None;
-        let mut not_made: Vec<(PathBuf, OwnEvent)> = Vec::new();
-        for (i, ((_, from, to), outcome)) in moves.iter().zip(outcomes).enumerate() {
+        for (i, ((_, from, _), outcome)) in moves.iter().zip(outcomes).enumerate() {
             match outcome {
-                Ok(()) => renamed.push((path_of(from), path_of(to))),
+                Ok(()) => made.batch.push(i),
                 Err(e) => {
-                    not_made.extend(own_rename(&path_of(from), &path_of(to)));
-                    if e.kind() == std::io::ErrorKind::NotFound {
-                        missing.push(i);
-                    } else if failed.is_none() {
+                    not_made.push(i);
+                    if e.kind() != std::io::ErrorKind::NotFound && failed.is_none() {
                         failed = Some((from, e));
                     }
                 }
             }
         }
         if !not_made.is_empty() {
-            self.own.retract(not_made);
+            self.own
+                .retract_tally(&rename_tally(folder, not_made.iter().map(pair)));
         }
         if let Some((from, e)) = failed {
-            undo_renames(&renamed);
+            made.undo();
             return Err(e).ctx(|| format!("rename {from} in {}", folder.display()));
         }
         // Files another program renamed (or removed) meanwhile, one by one.
         let mut relocator = Relocator::new(folder);
-        for i in missing {
+        for i in not_made {
             let (slot, from, _) = &moves[i];
             let Some(Planned::Change(p)) = plan.get_mut(*slot) else {
                 continue;
@@ -252,17 +265,17 @@ impl Account {
             let keyword_letters = letters_in(&p.file);
             match self.rename_for_flags(folder, &mut relocator, from, (p.flags, &keyword_letters)) {
                 Ok(Some((src, dst, rel))) => {
-                    renamed.push((src, dst));
+                    made.relocated.push((src, dst));
                     p.file = rel;
                 }
                 Ok(None) => plan[*slot] = Planned::Gone,
                 Err(e) => {
-                    undo_renames(&renamed);
+                    made.undo();
                     return Err(e);
                 }
             }
         }
-        Ok(renamed)
+        Ok(made)
     }
 
     /// Rename a message file for new system flags and keyword letters
@@ -328,6 +341,59 @@ fn rename_all(dir: &OwnedFd, moves: &[(usize, String, String)]) -> Vec<std::io::
             rustix::fs::renameat(dir, from.as_str(), dir, to.as_str()).map_err(std::io::Error::from)
         })
         .collect()
+}
+
+/// The renames a STORE made, to put back if its commit fails.
+struct MadeRenames<'m> {
+    folder: &'m Path,
+    moves: &'m [(usize, String, String)],
+    /// Indices into `moves` of the renames made in the batch.
+    batch: Vec<usize>,
+    /// Files found under another name and renamed from it (old, new path).
+    relocated: Vec<(PathBuf, PathBuf)>,
+}
+
+impl MadeRenames<'_> {
+    fn is_empty(&self) -> bool {
+        self.batch.is_empty() && self.relocated.is_empty()
+    }
+
+    /// Put the files back, last renamed first (best effort: the scan takes
+    /// over what is left).
+    fn undo(&self) {
+        undo_renames(&self.relocated);
+        let back: Vec<(PathBuf, PathBuf)> = self
+            .batch
+            .iter()
+            .map(|i| {
+                let (_, from, to) = &self.moves[*i];
+                (self.folder.join(from), self.folder.join(to))
+            })
+            .collect();
+        undo_renames(&back);
+    }
+}
+
+/// What renames (from, to), relative to `folder`, announce to the Maildir
+/// watcher: a vanish in each one's directory, an appearance in the other;
+/// counted per directory (a STORE touches `new/` and `cur/`), each
+/// directory's path made once.
+fn rename_tally<'a>(folder: &Path, renames: impl Iterator<Item = (&'a str, &'a str)>) -> OwnTally {
+    let mut counts: Vec<(&str, OwnEvent, u64)> = Vec::new();
+    for (from, to) in renames {
+        for (rel, event) in [(from, OwnEvent::Vanish), (to, OwnEvent::Appear)] {
+            let dir = rel.rsplit_once('/').map_or("", |(d, _)| d);
+            match counts.iter_mut().find(|(d, e, _)| *d == dir && *e == event) {
+                Some(c) => c.2 += 1,
+                None => counts.push((dir, event, 1)),
+            }
+        }
+    }
+    let mut tally = OwnTally::default();
+    for (dir, event, n) in counts {
+        tally.add_in(&folder.join(dir), event, n);
+    }
+    tally
 }
 
 /// Put renamed files back (best effort: the scan takes over what is left).

@@ -242,6 +242,27 @@ impl Messages {
         }
     }
 
+    /// Replace the messages at positions `i` (same UIDs), ascending: one
+    /// by one, or, when they are many, in one private copy (a STORE on
+    /// the whole mailbox would otherwise fill the differences and copy
+    /// the rows each time they outgrow a quarter of the snapshot).
+    pub fn set_many(&mut self, changes: Vec<(usize, ViewMessage)>) {
+        let own = self.gone.len() + self.changed.len() + self.tail.len() + changes.len();
+        if own <= 4096 || own <= self.base.rows.len() / 4 {
+            for (i, m) in changes {
+                self.set(i, m);
+            }
+            return;
+        }
+        let mut rows = self.rows();
+        for (i, m) in changes {
+            if let Some(row) = rows.get_mut(i) {
+                *row = m;
+            }
+        }
+        *self = Messages::on(Arc::new(Snapshot::new(rows, self.base.modseq)));
+    }
+
     /// Remove the message at position `i`.
     pub fn remove(&mut self, i: usize) {
         let live = self.live_base();
@@ -367,6 +388,32 @@ mod tests {
             size: 0,
             content_id: cove_store::ContentId([0; 32]),
             keywords: Box::new([]),
+        }
+    }
+
+    /// Many changes at once (a STORE on the whole mailbox) make one
+    /// private copy, equal to the changes applied one by one; the shared
+    /// snapshot stays as it was.
+    #[test]
+    fn set_many_equals_setting_one_by_one() {
+        let rows: Vec<ViewMessage> = (1..=6000u32).map(|u| msg(u, 1)).collect();
+        let snapshot = Arc::new(Snapshot::new(rows, 1));
+        for changed in [10usize, 6000] {
+            let mut one_by_one = Messages::on(snapshot.clone());
+            one_by_one.remove(3);
+            let mut at_once = one_by_one.clone();
+            let changes: Vec<(usize, ViewMessage)> = (0..changed)
+                .filter(|i| i % 7 != 0 && *i < one_by_one.len())
+                .map(|i| (i, msg(one_by_one[i].uid, 9)))
+                .collect();
+            for (i, m) in changes.clone() {
+                one_by_one.set(i, m);
+            }
+            at_once.set_many(changes);
+            let a: Vec<ViewMessage> = at_once.iter().cloned().collect();
+            let b: Vec<ViewMessage> = one_by_one.iter().cloned().collect();
+            assert_eq!(a, b, "{changed} changes");
+            assert!(snapshot.rows.iter().all(|m| m.modseq == 1));
         }
     }
 
