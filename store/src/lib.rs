@@ -89,14 +89,17 @@ impl AccountTable {
     /// table full, the least recently used idle accounts are closed first:
     /// an eighth of the limit at once, so the sort is paid once per
     /// `limit / 8` openings. Accounts somebody holds stay whatever their
-    /// age (the limit is soft).
-    fn slot(&mut self, user: i64, limit: usize) -> AccountSlot {
+    /// age (the limit is soft). The closed accounts are returned, for the
+    /// caller to drop once the table is unlocked (closing an index
+    /// connection checkpoints it).
+    fn slot(&mut self, user: i64, limit: usize) -> (AccountSlot, Vec<AccountSlot>) {
         self.tick += 1;
         let tick = self.tick;
         if let Some((slot, used)) = self.slots.get_mut(&user) {
             *used = tick;
-            return slot.clone();
+            return (slot.clone(), Vec::new());
         }
+        let mut closed = Vec::new();
         if self.slots.len() >= limit {
             let mut idle: Vec<(u64, i64)> = self
                 .slots
@@ -109,13 +112,15 @@ impl AccountTable {
             if target > 0 && target < idle.len() {
                 idle.select_nth_unstable(target - 1);
             }
-            for (_, id) in &idle[..target] {
-                self.slots.remove(id);
-            }
+            closed.extend(
+                idle[..target]
+                    .iter()
+                    .filter_map(|(_, id)| self.slots.remove(id).map(|(slot, _)| slot)),
+            );
         }
         let slot = AccountSlot::default();
         self.slots.insert(user, (slot.clone(), tick));
-        slot
+        (slot, closed)
     }
 }
 
@@ -388,11 +393,12 @@ impl Store {
         let limit = self
             .open_accounts_limit
             .load(std::sync::atomic::Ordering::Relaxed);
-        let slot = self
+        let (slot, closed) = self
             .accounts
             .lock()
             .map_err(|_| Error::Index("account table lock poisoned".into()))?
             .slot(user.id, limit);
+        drop(closed);
         // Opening scans the Maildir, which can take a while for a big one:
         // only this user's slot is held meanwhile, so deliveries to other
         // users go on, and two threads never open the same account twice.
