@@ -871,10 +871,10 @@ pub struct ServerConfig {
     #[serde(default)]
     pub default_message_quota: u64,
     /// How many accounts stay open when idle before the least recently
-    /// used are closed (at least 1). An open account whose index
-    /// connection `index_idle_close_secs` closed costs a few KiB; reopening
-    /// one rescans its Maildir, so keep it above the users that get mail
-    /// within a few minutes.
+    /// used are closed (at least 1; lowered, with a log line, to what half
+    /// of the descriptor limit holds at three per account). An account
+    /// whose index is open costs ~300 KiB and three descriptors; reopening
+    /// one rescans its Maildir.
     #[serde(default = "default_open_accounts")]
     pub open_accounts: usize,
 }

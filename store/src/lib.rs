@@ -67,11 +67,36 @@ pub use sieve::{ScriptInfo, SieveLimits, SieveScripts};
 pub use watch::{MaildirWatcher, WatchGuard};
 
 /// How many accounts stay open by default before the least recently used
-/// idle ones are closed (`[server] open_accounts`). An idle open account
-/// whose index connection the housekeeping closed costs a few KiB, and
-/// reopening one costs a Maildir scan: a delivery rotation over 10,000
-/// users must not reopen an account per message.
-pub const DEFAULT_OPEN_ACCOUNTS: usize = 16_384;
+/// idle ones are closed (`[server] open_accounts`; never more than half of
+/// the descriptor limit holds). Not higher by default: each open account
+/// whose index is in use holds three descriptors and ~300 KiB, and SQLite
+/// walks a list of every open database file at each open, so with
+/// thousands open each reopen costs more (a 10,000-user LMTP rotation with
+/// ~6,600 open spent 47% of its CPU in SQLite's `findReusableFd` and
+/// `fillInUnixFile`: benches/results/catchup-2026-12-07-10000.md).
+pub const DEFAULT_OPEN_ACCOUNTS: usize = 1024;
+
+/// Descriptors an open account holds: its index database, WAL and
+/// shared-memory file.
+const FDS_PER_ACCOUNT: u64 = 3;
+
+/// How many accounts may stay open with a descriptor limit of `nofile`
+/// (`None`: unlimited): half of the descriptors, the rest is the sessions',
+/// the blobs' and the listeners'. A 10,000-user rotation with the limit at
+/// 20,000 ran out of descriptors (every new blob failed with EMFILE) when
+/// the table kept 16,384 accounts open.
+fn accounts_within_fds(nofile: Option<u64>) -> usize {
+    nofile.map_or(usize::MAX, |n| {
+        usize::try_from(n / 2 / FDS_PER_ACCOUNT)
+            .unwrap_or(usize::MAX)
+            .max(1)
+    })
+}
+
+/// The process's descriptor limit (soft), `None` if unlimited.
+fn nofile_limit() -> Option<u64> {
+    rustix::process::getrlimit(rustix::process::Resource::Nofile).current
+}
 
 /// An account, opened on first use.
 type AccountSlot = Arc<Mutex<Option<Arc<Account>>>>;
@@ -283,7 +308,9 @@ impl Store {
             opts,
             sync,
             accounts: Mutex::default(),
-            open_accounts_limit: std::sync::atomic::AtomicUsize::new(DEFAULT_OPEN_ACCOUNTS),
+            open_accounts_limit: std::sync::atomic::AtomicUsize::new(
+                DEFAULT_OPEN_ACCOUNTS.min(accounts_within_fds(nofile_limit())),
+            ),
             watcher: OnceLock::new(),
             listeners: Arc::default(),
             peer_limits: OnceLock::new(),
@@ -293,10 +320,22 @@ impl Store {
     }
 
     /// How many accounts stay open when idle before the least recently
-    /// used are closed (`[server] open_accounts`; at least 1).
-    pub fn set_open_accounts(&self, limit: usize) {
+    /// used are closed (`[server] open_accounts`): at least 1, and no more
+    /// than half of the process's descriptor limit holds (logged when that
+    /// lowers it). Returns the limit in force.
+    pub fn set_open_accounts(&self, limit: usize) -> usize {
+        let within = accounts_within_fds(nofile_limit());
+        let effective = limit.clamp(1, within.max(1));
+        if effective < limit {
+            tracing::warn!(
+                open_accounts = limit,
+                effective,
+                "open_accounts lowered to what half of the descriptor limit (ulimit -n) holds at {FDS_PER_ACCOUNT} per account; raise the limit to keep more open"
+            );
+        }
         self.open_accounts_limit
-            .store(limit.max(1), std::sync::atomic::Ordering::Relaxed);
+            .store(effective, std::sync::atomic::Ordering::Relaxed);
+        effective
     }
 
     /// How many accounts are open (idle or in use) right now.

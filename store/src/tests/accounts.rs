@@ -215,3 +215,20 @@ fn a_new_account_in_fsync_mode() {
     check_default_mailboxes(&s, &u);
     assert_eq!(s.sync.flushes(), 0);
 }
+
+// The table never keeps more accounts open than half of the descriptor
+// limit holds (3 each: index, WAL, shared memory): 16,384 open accounts
+// with `ulimit -n` 20,000 made every new blob fail with EMFILE.
+#[test]
+fn open_accounts_stay_within_the_descriptor_limit() {
+    assert_eq!(accounts_within_fds(Some(20_000)), 3_333);
+    assert_eq!(accounts_within_fds(Some(256)), 42);
+    assert_eq!(accounts_within_fds(Some(1)), 1);
+    assert_eq!(accounts_within_fds(None), usize::MAX);
+    let d = tempfile::tempdir().unwrap();
+    let s = store_at(d.path());
+    let within = accounts_within_fds(nofile_limit());
+    assert!(s.open_accounts_limit.load(Ordering::Relaxed) <= within);
+    assert_eq!(s.set_open_accounts(usize::MAX), within);
+    assert_eq!(s.set_open_accounts(2), 2.min(within));
+}
