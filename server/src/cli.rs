@@ -25,6 +25,7 @@ pub fn open_store(config: &Config) -> anyhow::Result<Store> {
         )
     })?;
     store.set_default_message_quota(config.server.default_message_quota);
+    store.set_open_accounts(config.server.open_accounts);
     if config.server.index_new_mail {
         let fulltext = if config.server.fulltext_new_mail {
             cove_store::FullTextOnArrival::Everyone

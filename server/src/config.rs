@@ -870,6 +870,13 @@ pub struct ServerConfig {
     /// --messages`); 0: no limit. Not replicated: give both nodes the same.
     #[serde(default)]
     pub default_message_quota: u64,
+    /// How many accounts stay open when idle before the least recently
+    /// used are closed (at least 1; lowered, with a log line, to what half
+    /// of the descriptor limit holds at three per account). An account
+    /// whose index is open costs ~300 KiB and three descriptors; reopening
+    /// one rescans its Maildir.
+    #[serde(default = "default_open_accounts")]
+    pub open_accounts: usize,
 }
 
 impl ServerConfig {
@@ -925,6 +932,7 @@ impl Default for ServerConfig {
             index_new_mail: true,
             fulltext_new_mail: false,
             default_message_quota: 0,
+            open_accounts: default_open_accounts(),
         }
     }
 }
@@ -991,6 +999,9 @@ fn default_gc_interval() -> u64 {
     6 * 3600
 }
 
+fn default_open_accounts() -> usize {
+    cove_store::DEFAULT_OPEN_ACCOUNTS
+}
 fn default_index_idle_close() -> u64 {
     60
 }

@@ -107,6 +107,58 @@ fn scratch_busy_file(home: &Path, scratch: &str) -> Result<fs::File> {
         .ctx(|| format!("open {}", path.display()))
 }
 
+/// Build a new account's whole `Maildir/` (INBOX and the default folders,
+/// each with `cur/ new/ tmp/` and its identity file) under the home's
+/// [`CREATING_DIR`] and rename it into place in one step: a crash leaves no
+/// `Maildir/` (the next open builds it again; the scratch copy is removed)
+/// or all of it. In batched mode nothing is flushed here: the group flush
+/// that makes the account's index rows durable covers it (one flush per
+/// new account). Another process that placed one first wins; its is kept.
+fn make_maildir(home: &Path, email: &str, sync: &GroupSync) -> Result<()> {
+    static STAGED: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let flush = sync.mode() == Durability::Fsync;
+    fs::create_dir_all(home).ctx(|| format!("create {}", home.display()))?;
+    let _busy = scratch_busy(home, CREATING_DIR)?;
+    let scratch = home.join(CREATING_DIR);
+    fs::create_dir_all(&scratch).ctx(|| format!("create {}", scratch.display()))?;
+    let staging = scratch.join(format!(
+        "Maildir.{}.{}",
+        std::process::id(),
+        STAGED.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+    ));
+    let maildir = home.join("Maildir");
+    let built = (|| -> Result<()> {
+        for (name, _) in DEFAULT_MAILBOXES {
+            let dir = staging.join(maildir::mailbox_dir_name(name));
+            maildir::create_folder_with(&dir, flush)?;
+            default_identity(email, name).write_with(&dir, flush)?;
+        }
+        match maildir::rename_noreplace(&staging, &maildir) {
+            Ok(()) => {}
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::AlreadyExists | std::io::ErrorKind::DirectoryNotEmpty
+                ) =>
+            {
+                tracing::info!(user = %email, "another process made the new account's Maildir first");
+            }
+            Err(e) => {
+                return Err(e)
+                    .ctx(|| format!("rename {} to {}", staging.display(), maildir.display()));
+            }
+        }
+        if flush {
+            cove_dedup::sync_dir(home)?;
+        }
+        Ok(())
+    })();
+    if staging.symlink_metadata().is_ok() {
+        let _ = fs::remove_dir_all(&staging);
+    }
+    built
+}
+
 /// Whether a mailbox made by [`Account::create_mailbox_as`] is subscribed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Subscribe {
@@ -390,9 +442,16 @@ impl Account {
         settings: StoreSettings,
     ) -> Result<Account> {
         let maildir = home.join("Maildir");
+        // An existing account is opened without a write: no mkdir, no
+        // flush (a delivery rotation over thousands of users reopens
+        // accounts often).
         let fresh_home = !maildir.exists();
-        fs::create_dir_all(&maildir).ctx(|| format!("create {}", maildir.display()))?;
-        maildir::create_folder(&maildir)?;
+        if fresh_home {
+            make_maildir(&home, email, &sync)?;
+        } else if !maildir::folder_complete(&maildir) {
+            // Another program removed one of INBOX's directories.
+            maildir::create_folder(&maildir)?;
+        }
         let node = crate::replica::node_id(hostname);
         let index = open_index(&home, sync.mode(), node)?;
         let account = Account {
@@ -416,6 +475,13 @@ impl Account {
             scanned: Mutex::new(None),
             own: Arc::default(),
         };
+        // A new account's mailboxes, in one transaction: made durable with
+        // one group flush below, together with its Maildir.
+        let made = if fresh_home {
+            account.insert_default_mailboxes()?
+        } else {
+            Vec::new()
+        };
         let opening_scan = match account.scan() {
             // Another process (the CLI adding the user while the server
             // opens the account for a peer's sync) inserted a new folder's
@@ -428,20 +494,7 @@ impl Account {
             other => other?,
         };
         if fresh_home {
-            for (name, special_use) in DEFAULT_MAILBOXES.iter().skip(1) {
-                // The default folders start subscribed, as a new account's
-                // special-use folders do elsewhere (Dovecot's
-                // `auto = subscribe`), so clients that list LSUB see them.
-                match account.create_mailbox_as(
-                    name,
-                    *special_use,
-                    Some(default_identity(email, name)),
-                    Subscribe::Yes,
-                ) {
-                    Ok(_) | Err(Error::AlreadyExists(_)) => {}
-                    Err(e) => return Err(e),
-                }
-            }
+            account.publish(made)?;
         }
         account.remove_deleted_folders();
         let mut account = account;
@@ -1019,6 +1072,28 @@ impl Account {
             let _ = fs::remove_dir_all(&staging);
         }
         placed
+    }
+
+    /// The rows of a new account's mailboxes (INBOX and the default
+    /// folders, subscribed, with the identities every node gives them), in
+    /// one transaction, not flushed: the caller publishes the changes. A
+    /// name or identity already in the index (an earlier attempt cut short,
+    /// another process) is left as it is.
+    fn insert_default_mailboxes(&self) -> Result<Vec<Change>> {
+        let mut g = self.conn()?;
+        let mut tx = Tx::begin(&mut g.conn, &self.env)?;
+        for (name, special_use) in DEFAULT_MAILBOXES {
+            let id = default_identity(&self.email, name);
+            if index::mailbox_by_name(&tx.tx, name)?.is_some()
+                || index::mailbox_by_guid(&tx.tx, &id.guid)?.is_some()
+            {
+                continue;
+            }
+            tx.raise_uidvalidity(id.uidvalidity)?;
+            let dir = maildir::mailbox_dir_name(name);
+            tx.insert_mailbox(id.guid, name, &dir, id.uidvalidity, special_use, true)?;
+        }
+        tx.commit()
     }
 
     /// Take back a folder [`place_new_folder`](Account::place_new_folder)

@@ -346,7 +346,9 @@ impl Directory {
     ) -> Result<User> {
         let stamp = self.stamp() as i64;
         let c = self.conn()?;
-        c.execute(
+        // One commit (one WAL fsync) for the row and the tombstone it ends.
+        let tx = c.unchecked_transaction()?;
+        tx.execute(
             "INSERT INTO user(local, domain, password, quota, created, stamp) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
             params![
                 address.local,
@@ -363,10 +365,11 @@ impl Directory {
             }
             _ => e.into(),
         })?;
-        c.execute(
+        tx.execute(
             "DELETE FROM user_gone WHERE local = ?1 AND domain = ?2",
             params![address.local, address.domain],
         )?;
+        tx.commit()?;
         drop(c);
         self.get(address)?
             .ok_or_else(|| Error::Index("user vanished after insert".into()))

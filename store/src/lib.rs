@@ -66,12 +66,99 @@ pub use quota::{Quota, QuotaResource};
 pub use sieve::{ScriptInfo, SieveLimits, SieveScripts};
 pub use watch::{MaildirWatcher, WatchGuard};
 
-/// How many accounts stay open (index connection, change feed) before idle
-/// ones are closed.
-const OPEN_ACCOUNTS_SOFT_LIMIT: usize = 1024;
+/// How many accounts stay open by default before the least recently used
+/// idle ones are closed (`[server] open_accounts`; never more than half of
+/// the descriptor limit holds). Not higher by default: each open account
+/// whose index is in use holds three descriptors and ~300 KiB, and SQLite
+/// walks a list of every open database file at each open, so with
+/// thousands open each reopen costs more (a 10,000-user LMTP rotation with
+/// ~6,600 open spent 47% of its CPU in SQLite's `findReusableFd` and
+/// `fillInUnixFile`: benches/results/catchup-2026-12-07-10000.md).
+pub const DEFAULT_OPEN_ACCOUNTS: usize = 1024;
+
+/// Descriptors an open account holds: its index database, WAL and
+/// shared-memory file.
+const FDS_PER_ACCOUNT: u64 = 3;
+
+/// How many accounts may stay open with a descriptor limit of `nofile`
+/// (`None`: unlimited): half of the descriptors, the rest is the sessions',
+/// the blobs' and the listeners'. A 10,000-user rotation with the limit at
+/// 20,000 ran out of descriptors (every new blob failed with EMFILE) when
+/// the table kept 16,384 accounts open.
+fn accounts_within_fds(nofile: Option<u64>) -> usize {
+    nofile.map_or(usize::MAX, |n| {
+        usize::try_from(n / 2 / FDS_PER_ACCOUNT)
+            .unwrap_or(usize::MAX)
+            .max(1)
+    })
+}
+
+/// The process's descriptor limit (soft), `None` if unlimited.
+fn nofile_limit() -> Option<u64> {
+    rustix::process::getrlimit(rustix::process::Resource::Nofile).current
+}
 
 /// An account, opened on first use.
 type AccountSlot = Arc<Mutex<Option<Arc<Account>>>>;
+
+/// The open accounts, with when each was last asked for.
+#[derive(Default)]
+struct AccountTable {
+    slots: HashMap<i64, (AccountSlot, u64)>,
+    /// Ticks once per [`Store::account`] call (the recency order).
+    tick: u64,
+}
+
+impl AccountTable {
+    /// The slot of `user`, made if needed, marked as used now. With the
+    /// table full, the least recently used idle accounts are closed first:
+    /// an eighth of the limit at once, so the sort is paid once per
+    /// `limit / 8` openings. Accounts somebody holds stay whatever their
+    /// age (the limit is soft). The closed accounts are returned, for the
+    /// caller to drop once the table is unlocked (closing an index
+    /// connection checkpoints it).
+    fn slot(&mut self, user: i64, limit: usize) -> (AccountSlot, Vec<AccountSlot>) {
+        self.tick += 1;
+        let tick = self.tick;
+        if let Some((slot, used)) = self.slots.get_mut(&user) {
+            *used = tick;
+            return (slot.clone(), Vec::new());
+        }
+        let mut closed = Vec::new();
+        if self.slots.len() >= limit {
+            let mut idle: Vec<(u64, i64)> = self
+                .slots
+                .iter()
+                .filter(|(_, (slot, _))| !in_use(slot))
+                .map(|(id, (_, used))| (*used, *id))
+                .collect();
+            let excess = self.slots.len() + 1 - limit;
+            let target = excess.max(limit / 8).min(idle.len());
+            if target > 0 && target < idle.len() {
+                idle.select_nth_unstable(target - 1);
+            }
+            closed.extend(
+                idle[..target]
+                    .iter()
+                    .filter_map(|(_, id)| self.slots.remove(id).map(|(slot, _)| slot)),
+            );
+        }
+        let slot = AccountSlot::default();
+        self.slots.insert(user, (slot.clone(), tick));
+        (slot, closed)
+    }
+}
+
+/// Whether somebody besides the table holds an account's slot or the
+/// account itself (an opening in progress, a session, a delivery).
+fn in_use(slot: &AccountSlot) -> bool {
+    Arc::strong_count(slot) > 1
+        || slot
+            .try_lock()
+            .ok()
+            .map(|a| a.as_ref().is_some_and(|a| Arc::strong_count(a) > 1))
+            .unwrap_or(true)
+}
 
 /// Called with a user's address after changes to that user's mail were
 /// committed (the replicator queues the user).
@@ -110,7 +197,10 @@ pub struct Store {
     directory: Directory,
     opts: StoreOptions,
     sync: Arc<GroupSync>,
-    accounts: Mutex<HashMap<i64, AccountSlot>>,
+    accounts: Mutex<AccountTable>,
+    /// At most this many accounts stay open when idle (`[server]
+    /// open_accounts`).
+    open_accounts_limit: std::sync::atomic::AtomicUsize,
     watcher: OnceLock<MaildirWatcher>,
     listeners: Arc<Listeners>,
     peer_limits: OnceLock<replica::PeerLimits>,
@@ -217,13 +307,40 @@ impl Store {
             directory,
             opts,
             sync,
-            accounts: Mutex::new(HashMap::new()),
+            accounts: Mutex::default(),
+            open_accounts_limit: std::sync::atomic::AtomicUsize::new(
+                DEFAULT_OPEN_ACCOUNTS.min(accounts_within_fds(nofile_limit())),
+            ),
             watcher: OnceLock::new(),
             listeners: Arc::default(),
             peer_limits: OnceLock::new(),
             history: Arc::new(OnceLock::new()),
             default_message_quota: std::sync::atomic::AtomicU64::new(0),
         })
+    }
+
+    /// How many accounts stay open when idle before the least recently
+    /// used are closed (`[server] open_accounts`): at least 1, and no more
+    /// than half of the process's descriptor limit holds (logged when that
+    /// lowers it). Returns the limit in force.
+    pub fn set_open_accounts(&self, limit: usize) -> usize {
+        let within = accounts_within_fds(nofile_limit());
+        let effective = limit.clamp(1, within.max(1));
+        if effective < limit {
+            tracing::warn!(
+                open_accounts = limit,
+                effective,
+                "open_accounts lowered to what half of the descriptor limit (ulimit -n) holds at {FDS_PER_ACCOUNT} per account; raise the limit to keep more open"
+            );
+        }
+        self.open_accounts_limit
+            .store(effective, std::sync::atomic::Ordering::Relaxed);
+        effective
+    }
+
+    /// How many accounts are open (idle or in use) right now.
+    pub fn open_accounts(&self) -> usize {
+        self.accounts.lock().map_or(0, |a| a.slots.len())
     }
 
     /// The message limit (RFC 9208 MESSAGE) of users the directory gives
@@ -249,7 +366,7 @@ impl Store {
     /// a full disk (cove-dedup's `reserve.rs`); 0 removes it. Call before
     /// any account is opened (the accounts share the blob store).
     pub fn with_space_reserve(mut self, bytes: u64) -> Result<Store> {
-        let opened = self.accounts.lock().map_or(true, |a| !a.is_empty());
+        let opened = self.accounts.lock().map_or(true, |a| !a.slots.is_empty());
         if opened {
             return Err(Error::InUse("the store (accounts already open)".into()));
         }
@@ -312,25 +429,15 @@ impl Store {
 
     /// Open a user's account (cached while in use).
     pub fn account(&self, user: &User) -> Result<Arc<Account>> {
-        let slot = {
-            let mut open = self
-                .accounts
-                .lock()
-                .map_err(|_| Error::Index("account table lock poisoned".into()))?;
-            if open.len() >= OPEN_ACCOUNTS_SOFT_LIMIT {
-                // Close accounts nobody holds (their slot is referenced only
-                // by this table, and their account only by the slot).
-                open.retain(|_, slot| {
-                    Arc::strong_count(slot) > 1
-                        || slot
-                            .lock()
-                            .ok()
-                            .and_then(|a| a.as_ref().map(|a| Arc::strong_count(a) > 1))
-                            .unwrap_or(true)
-                });
-            }
-            open.entry(user.id).or_default().clone()
-        };
+        let limit = self
+            .open_accounts_limit
+            .load(std::sync::atomic::Ordering::Relaxed);
+        let (slot, closed) = self
+            .accounts
+            .lock()
+            .map_err(|_| Error::Index("account table lock poisoned".into()))?
+            .slot(user.id, limit);
+        drop(closed);
         // Opening scans the Maildir, which can take a while for a big one:
         // only this user's slot is held meanwhile, so deliveries to other
         // users go on, and two threads never open the same account twice.
@@ -366,7 +473,7 @@ impl Store {
             .accounts
             .lock()
             .ok()
-            .and_then(|open| open.get(&user.id).cloned())
+            .and_then(|open| open.slots.get(&user.id).map(|(slot, _)| slot.clone()))
             .and_then(|slot| slot.try_lock().ok().and_then(|a| a.clone()));
         if let Some(account) = open {
             return account.replica_digest(peer).map(Some);
@@ -456,8 +563,9 @@ impl Store {
     pub fn close_idle_indexes(&self, idle: std::time::Duration) -> usize {
         let open: Vec<Arc<Account>> = match self.accounts.lock() {
             Ok(open) => open
+                .slots
                 .values()
-                .filter_map(|slot| slot.try_lock().ok().and_then(|a| a.clone()))
+                .filter_map(|(slot, _)| slot.try_lock().ok().and_then(|a| a.clone()))
                 .collect(),
             Err(_) => return 0,
         };
@@ -467,7 +575,7 @@ impl Store {
     /// Forget a cached account (after its user was removed).
     pub fn close_account(&self, user: &User) {
         if let Ok(mut open) = self.accounts.lock() {
-            open.remove(&user.id);
+            open.slots.remove(&user.id);
         }
     }
 

@@ -162,17 +162,43 @@ pub fn mailbox_name_of_dir(dir: &str) -> Option<String> {
     Some(name.to_string())
 }
 
-/// Create `cur/ new/ tmp/` under `dir`.
+/// Create `cur/ new/ tmp/` under `dir`, durably (`dir` and its parent
+/// fsynced).
 pub fn create_folder(dir: &Path) -> Result<()> {
+    create_folder_with(dir, true)
+}
+
+/// Create `cur/ new/ tmp/` under `dir`; with `flush` false nothing is
+/// fsynced and the caller's group flush must follow before anything it
+/// made is reported.
+pub fn create_folder_with(dir: &Path, flush: bool) -> Result<()> {
+    #[cfg(test)]
+    FOLDERS_MADE.with(|n| n.set(n.get() + 1));
     for sub in ["cur", "new", "tmp"] {
         let p = dir.join(sub);
         fs::create_dir_all(&p).ctx(|| format!("create {}", p.display()))?;
     }
-    cove_dedup::sync_dir(dir)?;
-    if let Some(parent) = dir.parent() {
-        cove_dedup::sync_dir(parent)?;
+    if flush {
+        cove_dedup::sync_dir(dir)?;
+        if let Some(parent) = dir.parent() {
+            cove_dedup::sync_dir(parent)?;
+        }
     }
     Ok(())
+}
+
+/// Whether `dir` has its `cur/ new/ tmp/` (three `stat`s, no write).
+pub fn folder_complete(dir: &Path) -> bool {
+    ["cur", "new", "tmp"]
+        .iter()
+        .all(|sub| dir.join(sub).is_dir())
+}
+
+#[cfg(test)]
+thread_local! {
+    /// How many times this thread made (or made sure of) a folder's
+    /// directories: a test's count of what opening an account writes.
+    pub(crate) static FOLDERS_MADE: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
 }
 
 /// A file found in a Maildir folder.
@@ -344,16 +370,27 @@ impl FolderIdentity {
 
     /// Write durably (temp file, fsync, rename, fsync dir).
     pub fn write(&self, dir: &Path) -> Result<()> {
+        self.write_with(dir, true)
+    }
+
+    /// Write (temp file, rename); with `flush` false nothing is fsynced and
+    /// the caller's group flush must follow.
+    pub fn write_with(&self, dir: &Path, flush: bool) -> Result<()> {
         let tmp = dir.join("tmp").join(format!("{IDENTITY_FILE}.new"));
         let body = format!("guid={}\nuidvalidity={}\n", self.guid, self.uidvalidity);
         let write = || -> io::Result<()> {
             let mut f = fs::File::create(&tmp)?;
             io::Write::write_all(&mut f, body.as_bytes())?;
-            f.sync_all()?;
+            if flush {
+                f.sync_all()?;
+            }
             fs::rename(&tmp, dir.join(IDENTITY_FILE))
         };
         write().ctx(|| format!("write {}", dir.join(IDENTITY_FILE).display()))?;
-        Ok(cove_dedup::sync_dir(dir)?)
+        if flush {
+            cove_dedup::sync_dir(dir)?;
+        }
+        Ok(())
     }
 }
 

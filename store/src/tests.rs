@@ -724,6 +724,7 @@ fn kw(list: &[&str]) -> Vec<String> {
     list.iter().map(|s| s.to_string()).collect()
 }
 
+mod accounts;
 mod idle_memory;
 mod imap_flags;
 mod imap_mailboxes;

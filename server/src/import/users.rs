@@ -166,6 +166,83 @@ fn same_password(stored: Option<&PasswordHash>, hash: &LegacyHash) -> bool {
     stored.0 == hash.to_stored()
 }
 
+/// How many lines [`import_entry`] works on at once.
+const IMPORT_THREADS: usize = 8;
+
+/// [`import_entry`] for every entry, on [`IMPORT_THREADS`] threads; the
+/// results in the entries' order (`None`: not taken, after a failure).
+fn import_in_parallel(
+    store: &cove_store::Store,
+    entries: &[&PasswdEntry],
+) -> Vec<Option<anyhow::Result<(Outcome, String)>>> {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let next = AtomicUsize::new(0);
+    let mut results: Vec<Option<anyhow::Result<(Outcome, String)>>> =
+        entries.iter().map(|_| None).collect();
+    let done = std::sync::Mutex::new(&mut results);
+    std::thread::scope(|scope| {
+        for _ in 0..IMPORT_THREADS.min(entries.len()) {
+            scope.spawn(|| {
+                loop {
+                    let i = next.fetch_add(1, Ordering::Relaxed);
+                    let Some(entry) = entries.get(i) else { break };
+                    let result = import_entry(store, entry);
+                    let failed = result.is_err();
+                    if let Ok(mut done) = done.lock() {
+                        done[i] = Some(result);
+                    }
+                    if failed {
+                        // Stop taking lines: the command fails at this one.
+                        next.store(entries.len(), Ordering::Relaxed);
+                    }
+                }
+            });
+        }
+    });
+    results
+}
+
+/// Add one user, or update their password: the outcome and its report line.
+fn import_entry(
+    store: &cove_store::Store,
+    entry: &PasswdEntry,
+) -> anyhow::Result<(Outcome, String)> {
+    let address = &entry.address;
+    let existing = store
+        .user(address)
+        .with_context(|| format!("look up {address}"))?;
+    Ok(match existing {
+        Some(user) if same_password(user.password.as_ref(), &entry.hash) => (
+            Outcome::Unchanged,
+            format!(
+                "unchanged {address} (same {{{}}} password)",
+                entry.hash.label()
+            ),
+        ),
+        Some(_) => {
+            let (hash, how) = hash_to_store(&entry.hash)?;
+            store
+                .directory()
+                .set_password(address, Some(hash))
+                .with_context(|| format!("set the password of {address}"))?;
+            (
+                Outcome::Updated,
+                format!("updated {address} (password replaced: {how})"),
+            )
+        }
+        None => {
+            let (hash, how) = hash_to_store(&entry.hash)?;
+            let user = store
+                .add_user(address, Some(hash), 0)
+                .with_context(|| format!("add {address} (line {})", entry.line))?;
+            // The import uses no account: close it now, so that 10,000 new
+            // users do not keep 10,000 index connections open.
+            store.close_account(&user);
+            (Outcome::Added, format!("added {address} ({how})"))
+        }
+    })
+}
+
 /// `cove user import FILE [--domain DOMAIN]`.
 pub fn import_users(config: &Config, file: &Path, domain: Option<&str>) -> anyhow::Result<()> {
     let text = std::fs::read(file).with_context(|| format!("cannot read {}", file.display()))?;
@@ -173,45 +250,26 @@ pub fn import_users(config: &Config, file: &Path, domain: Option<&str>) -> anyho
     let entries = parse_passwd_file(&text, domain);
     let store = open_store(config)?;
     let (mut added, mut updated, mut unchanged, mut refused) = (0, 0, 0, 0);
-    for entry in entries {
-        let entry = match entry {
-            Ok(e) => e,
-            Err(refusal) => {
-                println!("{refusal}");
-                refused += 1;
-                continue;
-            }
+    // The lines are imported by several threads at once (the parser
+    // refuses an address listed twice, so no two touch one user): the
+    // argon2id hashing of `{PLAIN}` passwords runs on every core, and the
+    // new accounts' group flushes are shared (one syncfs for the accounts
+    // that wait at once). Each line's result is known, and printed in file
+    // order, only once what it made is durable.
+    let usable: Vec<&PasswdEntry> = entries.iter().filter_map(|e| e.as_ref().ok()).collect();
+    let mut imported = import_in_parallel(&store, &usable).into_iter();
+    for entry in &entries {
+        if let Err(refusal) = entry {
+            println!("{refusal}");
+            refused += 1;
+            continue;
+        }
+        // None: a line after a failure, not taken.
+        let Some(result) = imported.next().flatten() else {
+            break;
         };
-        let address = &entry.address;
-        let existing = store
-            .user(address)
-            .with_context(|| format!("look up {address}"))?;
-        let outcome = match existing {
-            Some(user) if same_password(user.password.as_ref(), &entry.hash) => {
-                println!(
-                    "unchanged {address} (same {{{}}} password)",
-                    entry.hash.label()
-                );
-                Outcome::Unchanged
-            }
-            Some(_) => {
-                let (hash, how) = hash_to_store(&entry.hash)?;
-                store
-                    .directory()
-                    .set_password(address, Some(hash))
-                    .with_context(|| format!("set the password of {address}"))?;
-                println!("updated {address} (password replaced: {how})");
-                Outcome::Updated
-            }
-            None => {
-                let (hash, how) = hash_to_store(&entry.hash)?;
-                store
-                    .add_user(address, Some(hash), 0)
-                    .with_context(|| format!("add {address} (line {})", entry.line))?;
-                println!("added {address} ({how})");
-                Outcome::Added
-            }
-        };
+        let (outcome, report) = result?;
+        println!("{report}");
         match outcome {
             Outcome::Added => added += 1,
             Outcome::Updated => updated += 1,
