@@ -27,7 +27,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 
-use cove_store::ContentId;
+use cove_store::{ContentId, ContentIdHash};
 
 use super::sort::SortKeys;
 
@@ -64,7 +64,7 @@ struct Entry<V> {
 /// the oldest generations go (one pass over the map for at least that
 /// share of the budget).
 struct Generations<V> {
-    map: HashMap<ContentId, Entry<V>>,
+    map: HashMap<ContentId, Entry<V>, ContentIdHash>,
     /// Bytes per generation still holding entries, oldest first.
     bytes: BTreeMap<u64, usize>,
     current: u64,
@@ -74,7 +74,7 @@ struct Generations<V> {
 impl<V> Default for Generations<V> {
     fn default() -> Self {
         Generations {
-            map: HashMap::new(),
+            map: HashMap::with_hasher(ContentIdHash),
             bytes: BTreeMap::new(),
             current: 0,
             held: 0,
