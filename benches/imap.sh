@@ -59,6 +59,14 @@
 #   COVE_FULLTEXT_NEW_MAIL=true  cove's [server] fulltext_new_mail (the
 #                            bench's user never searched before: false means
 #                            its first SEARCH BODY builds the index)
+#   SORTS=0                  1: after the operations, benches/imap_sort.py
+#                            (no load) on each server's big INBOX: SORT
+#                            (ARRIVAL/DATE/SUBJECT/FROM), THREAD and SEARCH
+#                            SUBJECT, first of the process and warm (median
+#                            of 3), answers hashed (equal hashes: same answer)
+#   COVE_BIN= LOAD_BIN=      use these binaries instead of building
+#                            target/release/{cove,cove-load} (a copy keeps a
+#                            long run safe from a rebuild meanwhile)
 #   KEEP=1                   keep the temp dir (data, logs) afterwards
 set -euo pipefail
 
@@ -92,8 +100,9 @@ COVE_INDEX_NEW_MAIL=${COVE_INDEX_NEW_MAIL:-true}
 COVE_FULLTEXT_NEW_MAIL=${COVE_FULLTEXT_NEW_MAIL:-true}
 KEEP=${KEEP:-0}
 
-LOAD=$ROOT/target/release/cove-load
-COVE=$ROOT/target/release/cove
+SORTS=${SORTS:-0}
+LOAD=${LOAD_BIN:-$ROOT/target/release/cove-load}
+COVE=${COVE_BIN:-$ROOT/target/release/cove}
 PASS=bench
 T0=$(date +%s)
 
@@ -140,8 +149,10 @@ fi
 # ---------------------------------------------------------------- build
 pkgs=(-p cove-benches)
 has cove && pkgs+=(-p cove)
-log "cargo build --release ${pkgs[*]}"
-(cd "$ROOT" && cargo build --release "${pkgs[@]}")
+if [[ -z ${COVE_BIN:-} || -z ${LOAD_BIN:-} ]]; then
+    log "cargo build --release ${pkgs[*]}"
+    (cd "$ROOT" && cargo build --release "${pkgs[@]}")
+fi
 
 # Short path: Dovecot's unix sockets live under it.
 WORK=$(mktemp -d /tmp/covebench.XXXXXX)
@@ -310,6 +321,24 @@ for run in first repeat; do
 done
 OPS_S=$(( $(date +%s) - OPS_START ))
 
+# ---------------------------------------------------------------- sort
+# After the operations: "cold" below is the first SORT of the server
+# process on keys no command asked for before (FETCH ENVELOPE and SEARCH
+# did run), not the first access to the messages.
+SORTS_S=0
+if [[ $SORTS == 1 ]]; then
+    SORTS_START=$(date +%s)
+    for s in $SERVERS; do
+        log "SORT/THREAD — $s"
+        who=(--pid "$(pid_of "$s")")
+        [[ $s == dovecot ]] && who=(--dovecot-master "$(pid_of "$s")")
+        line=$(python3 "$ROOT/benches/imap_sort.py" "127.0.0.1:$(( $(port_of "$s") + 1 ))" bench0@example.com "$PASS" \
+            "${who[@]}" | grep '^RESULT ') || { FAILED=1; echo "FAILED: imap_sort.py $s" >&2; continue; }
+        echo "RESULT proto=imap mode=sort label=$s ${line#RESULT }" >> "$RAW"
+    done
+    SORTS_S=$(( $(date +%s) - SORTS_START ))
+fi
+
 # ---------------------------------------------------------------- idle
 # run_idle SERVER LABEL CONNS
 run_idle() {
@@ -454,6 +483,21 @@ PEEKS=(
             mode=""
             [[ $op == peek_* ]] && mode=rate
             echo "| $name | $(ops_cell cyrus first "$op" $mode) | $(ops_cell cyrus repeat "$op" $mode) | $(cpu_cell cyrus first "$op") | $(cpu_cell cyrus repeat "$op") |"
+        done
+        echo
+    fi
+    if [[ $SORTS == 1 ]]; then
+        echo "SORT, THREAD and SEARCH SUBJECT on the same INBOX after the operations (benches/imap_sort.py, one session per server, $SORTS_S s): *cold* = the first time this server process is asked for those keys, *warm* = the median of 3 more; CPU: cove's process, Dovecot's imap process of that session. Equal *answer* hashes: equal answers."
+        echo
+        echo "| command | cove cold | cove warm | Dovecot cold | Dovecot warm | cove CPU cold / warm | Dovecot CPU cold / warm | answers |"
+        echo "|---|---:|---:|---:|---:|---:|---:|---|"
+        for c in "arrival|SORT (ARRIVAL)" "date|SORT (DATE)" "subject|SORT (SUBJECT)" "from|SORT (FROM)" "thread|THREAD REFERENCES" "search_subject|UID SEARCH SUBJECT $SUBJECT_TOKEN"; do
+            IFS='|' read -r k name <<<"$c"
+            lc=$(grep -E "^RESULT proto=imap mode=sort label=cove " "$RAW" | tail -n 1 || true)
+            ld=$(grep -E "^RESULT proto=imap mode=sort label=dovecot " "$RAW" | tail -n 1 || true)
+            same="differ"
+            [[ -n $lc && $(kv "${k}_sha" "$lc") == "$(kv "${k}_sha" "$ld")" ]] && same="same"
+            echo "| \`$name\` | $(dur "$(kv "${k}_cold_ms" "$lc")") | $(dur "$(kv "${k}_warm_ms" "$lc")") | $(dur "$(kv "${k}_cold_ms" "$ld")") | $(dur "$(kv "${k}_warm_ms" "$ld")") | $(kv "${k}_cold_cpu_s" "$lc") / $(kv "${k}_warm_cpu_s" "$lc") s | $(kv "${k}_cold_cpu_s" "$ld") / $(kv "${k}_warm_cpu_s" "$ld") s | $same |"
         done
         echo
     fi

@@ -16,7 +16,7 @@ mod scan;
 mod transfer;
 
 pub use content::{ContentCheck, DamagedMessage};
-pub use derived::DerivedKind;
+pub use derived::{ContentIdHash, DerivedKind};
 pub use flags::StoreResult;
 pub use history::{History, HistoryRows, PRUNE_EVERY, Pruned};
 pub use import::{ImportCache, ImportMailbox, ImportMessage, ImportReport, MailboxImport};

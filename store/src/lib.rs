@@ -40,9 +40,9 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, OnceLock};
 
 pub use account::{
-    Account, AccountMemory, ContentCheck, DEFAULT_MAILBOXES, DamagedMessage, Delivered,
-    DerivedKind, ImportCache, ImportMailbox, ImportMessage, ImportReport, MailboxChanges,
-    MailboxImport, MailboxStatus, NewMessage, ScanReport, StoreResult, Transfer,
+    Account, AccountMemory, ContentCheck, ContentIdHash, DEFAULT_MAILBOXES, DamagedMessage,
+    Delivered, DerivedKind, ImportCache, ImportMailbox, ImportMessage, ImportReport,
+    MailboxChanges, MailboxImport, MailboxStatus, NewMessage, ScanReport, StoreResult, Transfer,
 };
 pub use changes::{Change, ChangeKind};
 pub use content::{ContentReport, RepairReport};

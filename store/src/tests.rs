@@ -899,6 +899,58 @@ fn derived_lookups_in_batches_answer_each_key_in_order() {
     }
 }
 
+/// `derived_with` hands each position its entry as stored (copies of one
+/// content each get theirs, in one pass and in lookups), and what `read`
+/// refuses is answered as missing.
+#[test]
+fn derived_with_reads_each_position_in_place() {
+    let d = tempfile::tempdir().unwrap();
+    let s = store_at(d.path());
+    let acct = s.account(&user(&s, "a@x.org")).unwrap();
+    let ids: Vec<ContentId> = (0..600u32)
+        .map(|i| ContentId::of(&i.to_le_bytes()))
+        .collect();
+    let entries: Vec<(ContentId, DerivedKind, Vec<u8>)> = ids
+        .iter()
+        .enumerate()
+        .map(|(i, id)| {
+            (
+                *id,
+                ENV,
+                if i % 5 == 0 {
+                    b"bad".to_vec()
+                } else {
+                    format!("e{i}").into_bytes()
+                },
+            )
+        })
+        .collect();
+    acct.store_derived(&entries).unwrap();
+    // Each content twice, far apart: 1,200 positions (a pass), then 10
+    // (lookups).
+    let keys: Vec<(ContentId, DerivedKind)> = ids
+        .iter()
+        .chain(ids.iter().rev())
+        .map(|id| (*id, ENV))
+        .collect();
+    for keys in [&keys[..], &keys[595..605]] {
+        let got = acct
+            .derived_with(keys, |b| {
+                std::str::from_utf8(b)
+                    .ok()
+                    .filter(|t| *t != "bad")
+                    .map(String::from)
+            })
+            .unwrap();
+        assert_eq!(got.len(), keys.len());
+        for ((id, _), answer) in keys.iter().zip(&got) {
+            let i = ids.iter().position(|x| x == id).unwrap();
+            let want = (i % 5 != 0).then(|| format!("e{i}"));
+            assert_eq!(answer, &want, "content {i}");
+        }
+    }
+}
+
 /// Rot a blob in place (its inode stays, so every Maildir link sees it).
 fn rot(path: &Path) {
     use std::os::unix::fs::PermissionsExt;

@@ -647,11 +647,8 @@ fn fields_of(
     memory.get_or_load(&ids, |missing| {
         let asked: Vec<(ContentId, DerivedKind)> =
             missing.iter().map(|&i| (ids[i], FIELDS_KIND)).collect();
-        let mut loaded: Vec<Option<SearchFields>> = account
-            .derived(&asked)?
-            .into_iter()
-            .map(|f| f.as_deref().and_then(SearchFields::decode))
-            .collect();
+        let mut loaded: Vec<Option<SearchFields>> =
+            account.derived_with(&asked, SearchFields::decode)?;
         // Mail that arrived before the kind existed: from the header text.
         let unmade: Vec<usize> = (0..loaded.len()).filter(|&j| loaded[j].is_none()).collect();
         let asked: Vec<(ContentId, DerivedKind)> = unmade

@@ -51,11 +51,11 @@ fn header_keys_of(
     let keys = memory.get_or_load(&ids, |missing| {
         let asked: Vec<(ContentId, DerivedKind)> =
             missing.iter().map(|&i| (ids[i], SORT_KEYS_KIND)).collect();
-        let cached = account.derived(&asked)?;
+        let cached = account.derived_with(&asked, sort::decode_keys)?;
         let mut learned = Vec::new();
         let mut loaded = Vec::with_capacity(missing.len());
         for (&i, cached) in missing.iter().zip(cached) {
-            if let Some(k) = cached.as_deref().and_then(sort::decode_keys) {
+            if let Some(k) = cached {
                 loaded.push(Some(k));
                 continue;
             }
