@@ -479,6 +479,15 @@ impl Account {
     /// fails SQLite's check after SQLite reported a damaged database
     /// ([`IndexFile`]): nobody is served from an empty index (a delivery
     /// would find no INBOX) or, past one failed command, a damaged one.
+    /// The value of an integer pragma of the account's index connection.
+    #[cfg(test)]
+    pub(crate) fn index_pragma(&self, name: &str) -> Result<i64> {
+        Ok(self
+            .conn()?
+            .conn
+            .pragma_query_value(None, name, |r| r.get(0))?)
+    }
+
     fn conn(&self) -> Result<IndexGuard<'_>> {
         let mut slot = self.slot()?;
         let reopen = || {

@@ -492,6 +492,8 @@ impl Account {
         let chunk = limits.apply_chunk_messages.max(1);
         let chunked =
             renum.resets.is_empty() && renum.merged.is_empty() && remote.messages.len() > chunk;
+        // One index checkpoint for all the chunks, when the apply ends.
+        let _bulk = chunked.then(|| BulkWrites::begin(self)).transpose()?;
         if chunked {
             let order = arrival_order(remote, &renum);
             let total = order.len();
@@ -567,6 +569,34 @@ impl Account {
             .merge(sieve, latest_ms)
         {
             tracing::warn!(user = %self.email(), peer = %peer, error = %e, "replication: the peer's sieve scripts were not merged");
+        }
+    }
+}
+
+/// The index's WAL checkpoints held back while a chunked apply runs
+/// (`index::begin_bulk_writes`), one checkpoint when it ends, whether it
+/// succeeded or not. A connection reopened meanwhile (the housekeeping
+/// closes idle indexes) has ordinary checkpoints again: only slower.
+struct BulkWrites<'a> {
+    account: &'a Account,
+}
+
+impl<'a> BulkWrites<'a> {
+    fn begin(account: &'a Account) -> Result<BulkWrites<'a>> {
+        index::begin_bulk_writes(&account.conn()?.conn)?;
+        Ok(BulkWrites { account })
+    }
+}
+
+impl Drop for BulkWrites<'_> {
+    fn drop(&mut self) {
+        let ended = self
+            .account
+            .conn()
+            .and_then(|g| index::end_bulk_writes(&g.conn));
+        if let Err(e) = ended {
+            // The next commit checkpoints instead.
+            tracing::debug!(user = %self.account.email, error = %e, "replication: could not checkpoint the index after a chunked apply");
         }
     }
 }

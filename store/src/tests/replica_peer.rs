@@ -123,3 +123,72 @@ fn replication_stamps_come_from_the_injected_clock() {
     assert_eq!(users[0].stamp >> 16, injected_ms, "directory stamp");
     assert_eq!(f.store.env().now_ms(), injected_ms);
 }
+
+// Issue 15: a chunked apply (a first sync) checkpoints the index once, at
+// its end, not after every chunk: each checkpoint is two fsyncs of the
+// index, and one per chunk of 2,000 messages took more of the apply's time
+// than its rows. Between chunks the connection holds checkpoints back;
+// after the apply, ordinary checkpoints again.
+#[test]
+fn a_chunked_apply_checkpoints_the_index_once_at_its_end() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = store_at(dir.path());
+    let u = user(&store, "a@x.org");
+    let account = store.account(&u).unwrap();
+    let inbox = account.mailbox("INBOX").unwrap();
+    let placed = stamp_now(&*store.env().clock, 9);
+    let messages: Vec<MessageState> = (0..30u8)
+        .map(|i| {
+            let body = format!("Subject: {i}\r\n\r\nbody {i}\r\n");
+            let id = store.blobs().put(body.as_bytes()).unwrap().id();
+            MessageState {
+                mailbox: inbox.guid,
+                uid: u32::from(i) + 1,
+                guid: MessageGuid([i + 1; 16]),
+                content: id.0,
+                flags: 0,
+                keywords: vec![],
+                peer_has: false,
+                clock: String::new(),
+                placed,
+                internal_date: 1_700_000_000,
+                size: body.len() as u64,
+            }
+        })
+        .collect();
+    let remote = Delta {
+        messages,
+        ..Delta::default()
+    };
+    let local = account.replica_delta("peer", Mark::default()).unwrap();
+    let limits = PeerLimits {
+        apply_chunk_messages: 10,
+        ..PeerLimits::default()
+    };
+    let mut between = Vec::new();
+    let report = account
+        .apply_replica(
+            "peer",
+            &local,
+            &remote,
+            &mut ContentFeed::ready(HashMap::new()),
+            &limits,
+            &mut |p| {
+                if p.applied < p.total {
+                    between.push(account.index_pragma("wal_autocheckpoint").unwrap());
+                }
+            },
+        )
+        .unwrap();
+    assert_eq!(report.messages_added, 30);
+    assert_eq!(
+        between,
+        vec![crate::index::BULK_AUTOCHECKPOINT_PAGES; 2],
+        "no checkpoint after each chunk"
+    );
+    assert_eq!(
+        account.index_pragma("wal_autocheckpoint").unwrap(),
+        crate::index::AUTOCHECKPOINT_PAGES,
+        "ordinary checkpoints after the apply"
+    );
+}
