@@ -270,6 +270,9 @@ pub struct Account {
     /// The changes cove is about to make in its message directories, for
     /// the Maildir watcher (they cost no scan).
     own: Arc<crate::watch::OwnChanges>,
+    /// Chunked applies of a peer's delta running on this account (a
+    /// first sync): the background indexer leaves it alone meanwhile.
+    bulk_applies: std::sync::atomic::AtomicUsize,
 }
 
 impl std::fmt::Debug for Account {
@@ -415,6 +418,7 @@ impl Account {
             me: std::sync::OnceLock::new(),
             scanned: Mutex::new(None),
             own: Arc::default(),
+            bulk_applies: std::sync::atomic::AtomicUsize::new(0),
         };
         let opening_scan = match account.scan() {
             // Another process (the CLI adding the user while the server
@@ -460,6 +464,21 @@ impl Account {
 
     pub(crate) fn set_me(self: &Arc<Self>) {
         let _ = self.me.set(Arc::downgrade(self));
+    }
+
+    /// A chunked apply of a peer's delta runs on this account.
+    pub(crate) fn in_bulk_apply(&self) -> bool {
+        self.bulk_applies.load(std::sync::atomic::Ordering::Acquire) > 0
+    }
+
+    /// A chunked apply starts (`true`) or ends (`false`).
+    pub(super) fn bulk_apply(&self, running: bool) {
+        use std::sync::atomic::Ordering;
+        if running {
+            self.bulk_applies.fetch_add(1, Ordering::AcqRel);
+        } else {
+            self.bulk_applies.fetch_sub(1, Ordering::AcqRel);
+        }
     }
 
     pub(crate) fn me(&self) -> Option<std::sync::Weak<Account>> {
