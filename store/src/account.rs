@@ -322,6 +322,9 @@ pub struct Account {
     /// The changes cove is about to make in its message directories, for
     /// the Maildir watcher (they cost no scan).
     own: Arc<crate::watch::OwnChanges>,
+    /// Chunked applies of a peer's delta running on this account (a
+    /// first sync): the background indexer leaves it alone meanwhile.
+    bulk_applies: std::sync::atomic::AtomicUsize,
 }
 
 impl std::fmt::Debug for Account {
@@ -474,6 +477,7 @@ impl Account {
             me: std::sync::OnceLock::new(),
             scanned: Mutex::new(None),
             own: Arc::default(),
+            bulk_applies: std::sync::atomic::AtomicUsize::new(0),
         };
         // A new account's mailboxes, in one transaction: made durable with
         // one group flush below, together with its Maildir.
@@ -515,6 +519,21 @@ impl Account {
         let _ = self.me.set(Arc::downgrade(self));
     }
 
+    /// A chunked apply of a peer's delta runs on this account.
+    pub(crate) fn in_bulk_apply(&self) -> bool {
+        self.bulk_applies.load(std::sync::atomic::Ordering::Acquire) > 0
+    }
+
+    /// A chunked apply starts (`true`) or ends (`false`).
+    pub(super) fn bulk_apply(&self, running: bool) {
+        use std::sync::atomic::Ordering;
+        if running {
+            self.bulk_applies.fetch_add(1, Ordering::AcqRel);
+        } else {
+            self.bulk_applies.fetch_sub(1, Ordering::AcqRel);
+        }
+    }
+
     pub(crate) fn me(&self) -> Option<std::sync::Weak<Account>> {
         self.me.get().cloned()
     }
@@ -532,6 +551,15 @@ impl Account {
     /// fails SQLite's check after SQLite reported a damaged database
     /// ([`IndexFile`]): nobody is served from an empty index (a delivery
     /// would find no INBOX) or, past one failed command, a damaged one.
+    /// The value of an integer pragma of the account's index connection.
+    #[cfg(test)]
+    pub(crate) fn index_pragma(&self, name: &str) -> Result<i64> {
+        Ok(self
+            .conn()?
+            .conn
+            .pragma_query_value(None, name, |r| r.get(0))?)
+    }
+
     fn conn(&self) -> Result<IndexGuard<'_>> {
         let mut slot = self.slot()?;
         let reopen = || {

@@ -247,6 +247,33 @@ pub(crate) fn with_cache<T>(
     out
 }
 
+/// WAL pages (4 KiB) after which a commit checkpoints the index: each
+/// open account's WAL stays under 512 KiB.
+pub(crate) const AUTOCHECKPOINT_PAGES: i64 = 128;
+
+/// The same while a bulk write runs in many transactions (a peer's first
+/// sync applied in chunks of 2,000 messages, each of which fills the WAL
+/// past [`AUTOCHECKPOINT_PAGES`]): a checkpoint is two `fsync`s of the
+/// index and a copy of its pages, and one after every chunk took more of
+/// the apply's time than the rows (issue 15). The WAL may grow to 64 MiB
+/// meanwhile; the bulk write checkpoints once at its end
+/// ([`end_bulk_writes`]).
+pub(crate) const BULK_AUTOCHECKPOINT_PAGES: i64 = 16 * 1024;
+
+/// Hold checkpoints back to every [`BULK_AUTOCHECKPOINT_PAGES`] pages.
+pub(crate) fn begin_bulk_writes(conn: &Connection) -> Result<()> {
+    conn.pragma_update(None, "wal_autocheckpoint", BULK_AUTOCHECKPOINT_PAGES)?;
+    Ok(())
+}
+
+/// Back to ordinary checkpoints, and one now for what the bulk write left
+/// in the WAL (passive: it never waits for readers).
+pub(crate) fn end_bulk_writes(conn: &Connection) -> Result<()> {
+    conn.pragma_update(None, "wal_autocheckpoint", AUTOCHECKPOINT_PAGES)?;
+    conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()))?;
+    Ok(())
+}
+
 pub(crate) fn open(path: &Path, durable_commits: bool) -> Result<Connection> {
     let mut conn = open_private(path)?;
     conn.busy_timeout(Duration::from_secs(10))?;
@@ -269,7 +296,7 @@ pub(crate) fn open(path: &Path, durable_commits: bool) -> Result<Connection> {
     // above, for a FETCH of 100,000 cached ENVELOPEs) a sequential read of
     // one kind's rows of the derived table wins back (account/derived.rs).
     conn.pragma_update(None, "mmap_size", 0)?;
-    conn.pragma_update(None, "wal_autocheckpoint", 128)?;
+    conn.pragma_update(None, "wal_autocheckpoint", AUTOCHECKPOINT_PAGES)?;
     conn.pragma_update(None, "journal_size_limit", 512 * 1024)?;
     conn.pragma_update(None, "foreign_keys", "ON")?;
     conn.execute_batch(SCHEMA)?;

@@ -117,6 +117,27 @@ struct Pending {
     sweep: bool,
 }
 
+impl Pending {
+    /// Take in what an earlier round left (`older`), within the bounds.
+    fn absorb(&mut self, older: Pending) {
+        self.added.extend(older.added);
+        let mut messages = older.messages;
+        messages.append(&mut self.messages);
+        messages.truncate(MAX_ADDED);
+        self.messages = messages;
+        self.sweep |= older.sweep;
+        if self.sweep {
+            self.freed = HashSet::new();
+        } else {
+            self.freed.extend(older.freed);
+            if self.freed.len() > MAX_FREED {
+                self.freed = HashSet::new();
+                self.sweep = true;
+            }
+        }
+    }
+}
+
 #[derive(Default)]
 struct Queue {
     /// By address.
@@ -211,6 +232,22 @@ impl Indexer {
         self.changed.notify_all();
     }
 
+    /// Queue `pending` again, merged with what was noted since.
+    fn put_back(&self, email: String, pending: Pending) {
+        let Ok(mut q) = self.queue.lock() else {
+            return;
+        };
+        if q.closed {
+            return;
+        }
+        match q.accounts.entry(email) {
+            std::collections::hash_map::Entry::Vacant(e) => {
+                e.insert(pending);
+            }
+            std::collections::hash_map::Entry::Occupied(mut e) => e.get_mut().absorb(pending),
+        }
+    }
+
     /// Stop the worker (after its current batch).
     pub(crate) fn close(&self) {
         if let Ok(mut q) = self.queue.lock() {
@@ -272,6 +309,12 @@ impl Indexer {
                 let Some(account) = pending.account.upgrade() else {
                     continue;
                 };
+                if account.in_bulk_apply() {
+                    // A first sync is applying chunks: its index lock is
+                    // theirs until it ends (replica.rs `BulkWrites`).
+                    self.put_back(email, pending);
+                    continue;
+                }
                 if let Err(e) = self.work(&account, &pending) {
                     tracing::warn!(user = %email, error = %e, "background indexing failed; views and text are made at first use instead");
                 }
