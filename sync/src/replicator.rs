@@ -172,6 +172,8 @@ struct Peer {
     messages_in: AtomicU64,
     /// Users an anti-entropy round found unsynced and not queued.
     repairs: AtomicU64,
+    /// Heartbeats the peer did not answer within the timeout.
+    silences: AtomicU64,
 }
 
 impl Peer {
@@ -242,6 +244,7 @@ impl Replicator {
                     bytes_received: AtomicU64::new(0),
                     messages_in: AtomicU64::new(0),
                     repairs: AtomicU64::new(0),
+                    silences: AtomicU64::new(0),
                 })
             })
             .collect();
@@ -332,6 +335,7 @@ impl Replicator {
             Ok(Ok(differ)) => differ,
             Ok(Err(e)) => return Err(format!("heartbeat: {e}")),
             Err(_) => {
+                peer.silences.fetch_add(1, Ordering::Relaxed);
                 return Err(format!(
                     "the peer did not answer a heartbeat within {:?}",
                     self.opts.heartbeat_timeout
@@ -907,12 +911,13 @@ impl Replicator {
                 .map(|t| t.elapsed().as_secs_f64());
             let _ = write!(
                 out,
-                ",\"connected\":{},\"users_queued\":{},\"oldest_unsynced_secs\":{},\"sessions\":{},\"failures\":{},\"last_error\":",
+                ",\"connected\":{},\"users_queued\":{},\"oldest_unsynced_secs\":{},\"sessions\":{},\"failures\":{},\"heartbeat_timeouts\":{},\"last_error\":",
                 s.connected,
                 s.queue.len(),
                 oldest.map_or("null".to_string(), |o| format!("{o:.3}")),
                 p.sessions.load(Ordering::Relaxed),
                 p.failures.load(Ordering::Relaxed),
+                p.silences.load(Ordering::Relaxed),
             );
             match &s.last_error {
                 Some(e) => json_str(&mut out, e),
@@ -985,7 +990,7 @@ impl Replicator {
     /// `GET /metrics`: Prometheus text.
     pub fn metrics(&self) -> String {
         let mut out = String::new();
-        let gauges: [(&str, &str, &str); 9] = [
+        let gauges: [(&str, &str, &str); 10] = [
             (
                 "cove_replication_connected",
                 "gauge",
@@ -1031,6 +1036,11 @@ impl Replicator {
                 "counter",
                 "users found unsynced by a digest comparison and not queued (a change whose wakeup was missed)",
             ),
+            (
+                "cove_replication_heartbeat_timeouts_total",
+                "counter",
+                "heartbeats the peer did not answer within heartbeat_timeout (the link went silent)",
+            ),
         ];
         for (i, (name, kind, help)) in gauges.iter().enumerate() {
             let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
@@ -1050,7 +1060,8 @@ impl Replicator {
                     5 => p.failures.load(Ordering::Relaxed) as f64,
                     6 => p.bytes_sent.load(Ordering::Relaxed) as f64,
                     7 => p.bytes_received.load(Ordering::Relaxed) as f64,
-                    _ => p.repairs.load(Ordering::Relaxed) as f64,
+                    8 => p.repairs.load(Ordering::Relaxed) as f64,
+                    _ => p.silences.load(Ordering::Relaxed) as f64,
                 };
                 let _ = writeln!(out, "{name}{{peer=\"{}\"}} {v}", p.spec.name);
             }
