@@ -715,3 +715,79 @@ fn a_mailbox_deleted_and_made_again_by_a_peer_keeps_its_uids_retired() {
         Some(SHORT_HISTORY),
     );
 }
+
+/// Found by the property test with a short history (pre-existing at
+/// beb40c6; about one case in 700): node 0 expunges a message node 1
+/// took from it, and prunes the tombstone (three changes kept) before
+/// node 1 applied it. Node 1's next delta still lists the message; node 0,
+/// with no tombstone left, takes it back at a fresh UID, and the nodes end
+/// apart (node 1 expunges it after a complete delta, node 0 keeps it).
+/// The fix needs the receiver to tell "the peer took this placement from
+/// me and I no longer hold it" from "new to me" without trusting a
+/// pruned change log (`peer_has` defaults to true for rows without one):
+/// not done in the session that found it. Run with `--ignored`.
+#[test]
+#[ignore = "known defect: an expunge whose tombstone was pruned before the peer applied it comes back"]
+fn an_expunge_pruned_before_the_peer_applied_it_stays_an_expunge() {
+    use Op::*;
+    check_with(
+        2,
+        &[
+            Append {
+                node: 0,
+                mailbox: 4,
+                flags: 0,
+                keyword: None,
+            },
+            Sync {
+                a: 0,
+                b: 1,
+                cut: None,
+                during: None,
+            },
+            Create { node: 0, name: 0 },
+            Expunge { node: 0, pick: 0 },
+            Append {
+                node: 1,
+                mailbox: 4,
+                flags: 1,
+                keyword: Some(0),
+            },
+            Append {
+                node: 0,
+                mailbox: 0,
+                flags: 3,
+                keyword: None,
+            },
+            Append {
+                node: 1,
+                mailbox: 4,
+                flags: 0,
+                keyword: None,
+            },
+            Append {
+                node: 1,
+                mailbox: 4,
+                flags: 0,
+                keyword: None,
+            },
+            Store {
+                node: 1,
+                pick: 10057138686077659093,
+                how: 0,
+                flags: 2,
+                keyword: None,
+            },
+            Store {
+                node: 0,
+                pick: 0,
+                how: 0,
+                flags: 0,
+                keyword: Some(0),
+            },
+            Create { node: 0, name: 1 },
+            Create { node: 1, name: 0 },
+        ],
+        Some(SHORT_HISTORY),
+    );
+}
