@@ -1233,6 +1233,22 @@ mod tests {
         assert_eq!(sync.flushes(), flushes);
     }
 
+    /// Deliver `body` `n` times to INBOX: its GUID and the UIDs.
+    fn deliver_many(fx: &Fx, body: &[u8], n: usize) -> (crate::MailboxGuid, Vec<crate::Uid>) {
+        let blob = fx.store.blobs().put(body).unwrap();
+        let mut uids = Vec::new();
+        let mut mailbox = None;
+        for _ in 0..n {
+            let d = fx
+                .acct
+                .deliver("INBOX", &blob, &crate::NewMessage::default())
+                .unwrap();
+            uids.push(d.uid);
+            mailbox = Some(d.mailbox);
+        }
+        (mailbox.unwrap(), uids)
+    }
+
     /// A flag change on more messages than any per-file bookkeeping would
     /// keep (it used to stop at 1,024 and cost a scan) still costs no scan,
     /// and another program's rename right after it is still seen.
@@ -1241,18 +1257,7 @@ mod tests {
         let fx = Fx::new();
         let w = MaildirWatcher::start();
         let _g = w.watch(&fx.acct);
-        let blob = fx.store.blobs().put(b"Subject: z\r\n\r\nz").unwrap();
-        let mut uids = Vec::new();
-        let mut mailbox = None;
-        for _ in 0..1500 {
-            let d = fx
-                .acct
-                .deliver("INBOX", &blob, &crate::NewMessage::default())
-                .unwrap();
-            uids.push(d.uid);
-            mailbox = Some(d.mailbox);
-        }
-        let mailbox = mailbox.unwrap();
+        let (mailbox, uids) = deliver_many(&fx, b"Subject: z\r\n\r\nz", 1500);
         let before = settle(&w);
         let r = fx
             .acct
@@ -1292,18 +1297,7 @@ mod tests {
         let fx = Fx::new();
         let w = MaildirWatcher::start();
         let _g = w.watch(&fx.acct);
-        let blob = fx.store.blobs().put(b"Subject: d\r\n\r\nd").unwrap();
-        let mut uids = Vec::new();
-        let mut mailbox = None;
-        for _ in 0..3000 {
-            let d = fx
-                .acct
-                .deliver("INBOX", &blob, &crate::NewMessage::default())
-                .unwrap();
-            uids.push(d.uid);
-            mailbox = Some(d.mailbox);
-        }
-        let mailbox = mailbox.unwrap();
+        let (mailbox, uids) = deliver_many(&fx, b"Subject: d\r\n\r\nd", 3000);
         settle(&w);
         let stop = Arc::new(AtomicBool::new(false));
         let dropper = {
