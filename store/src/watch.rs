@@ -1249,6 +1249,18 @@ mod tests {
         (mailbox.unwrap(), uids)
     }
 
+    /// `STORE +FLAGS (\\Seen)` on `uids`.
+    fn see_all(fx: &Fx, mailbox: &crate::MailboxGuid, uids: &[crate::Uid]) -> crate::StoreResult {
+        fx.acct
+            .store_flags(
+                mailbox,
+                uids,
+                crate::FlagOp::Add(crate::Flags::SEEN, Vec::new()),
+                None,
+            )
+            .unwrap()
+    }
+
     /// A flag change on more messages than any per-file bookkeeping would
     /// keep (it used to stop at 1,024 and cost a scan) still costs no scan,
     /// and another program's rename right after it is still seen.
@@ -1259,15 +1271,7 @@ mod tests {
         let _g = w.watch(&fx.acct);
         let (mailbox, uids) = deliver_many(&fx, b"Subject: z\r\n\r\nz", 1500);
         let before = settle(&w);
-        let r = fx
-            .acct
-            .store_flags(
-                &mailbox,
-                &uids,
-                crate::FlagOp::Add(crate::Flags::SEEN, Vec::new()),
-                None,
-            )
-            .unwrap();
+        let r = see_all(&fx, &mailbox, &uids);
         assert_eq!(r.updated.len(), 1500);
         let after = settle(&w);
         assert_eq!(after - before, 0, "scans after STORE on 1,500 messages");
@@ -1315,15 +1319,7 @@ mod tests {
                 n
             })
         };
-        let r = fx
-            .acct
-            .store_flags(
-                &mailbox,
-                &uids,
-                crate::FlagOp::Add(crate::Flags::SEEN, Vec::new()),
-                None,
-            )
-            .unwrap();
+        let r = see_all(&fx, &mailbox, &uids);
         stop.store(true, Ordering::Relaxed);
         let dropped = dropper.join().unwrap();
         assert_eq!(r.updated.len(), 3000);
