@@ -1249,7 +1249,7 @@ mod tests {
         (mailbox.unwrap(), uids)
     }
 
-    /// `STORE +FLAGS (\\Seen)` on `uids`.
+    /// `STORE +FLAGS (\Seen)` on `uids`.
     fn see_all(fx: &Fx, mailbox: &crate::MailboxGuid, uids: &[crate::Uid]) -> crate::StoreResult {
         fx.acct
             .store_flags(
