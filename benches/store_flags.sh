@@ -15,8 +15,8 @@
 #   MESSAGES=35000 SIZE=4096   messages in the INBOX
 #   ROUNDS=3
 #   COVE_BINS="cove=target/release/cove"  label=binary pairs: several cove
-#                     builds measured on the same data directory (each is
-#                     started for its turn and stopped after), e.g.
+#                     builds measured on copies of one data directory (each
+#                     is started for its turn and stopped after), e.g.
 #                     COVE_BINS="before=/tmp/cove-main cove=target/release/cove"
 #   COVE_PORT=25500 DOVECOT_PORT=25600   LMTP ports (IMAP is PORT+1)
 #   KEEP=1            keep the temp dir
@@ -52,8 +52,18 @@ bench_log "copying the files into Dovecot's Maildir"
 copy_to_dovecot
 stop_cove
 
-start_cove_bin() { # BINARY
-    "$1" serve --config "$WORK/cove.toml" >>"$WORK/cove.log" 2>&1 &
+# Each cove build gets its own copy of the data directory: a newer build may
+# migrate the index to a schema an older one refuses to open (schema 5,
+# issue 15), and each then starts from the same files and rows.
+for pair in $COVE_BINS; do
+    label=${pair%%=*}
+    cp -a "$WORK/cove-data" "$WORK/cove-data-$label"
+    sed "s|^data_dir = .*|data_dir = \"$WORK/cove-data-$label\"|" "$WORK/cove.toml" > "$WORK/cove-$label.toml"
+done
+rm -rf "$WORK/cove-data"
+
+start_cove_bin() { # LABEL=BINARY
+    "${1#*=}" serve --config "$WORK/cove-${1%%=*}.toml" >>"$WORK/cove.log" 2>&1 &
     COVE_PID=$!
     wait_port $((COVE_PORT + 1)) "$COVE_PID" 30 || { tail -n 30 "$WORK/cove.log" >&2; exit 1; }
 }
@@ -74,7 +84,7 @@ ops() { # SERVER-KIND LABEL
 bench_log "warm-up"
 ops dovecot warmup
 for pair in $COVE_BINS; do
-    start_cove_bin "${pair#*=}"
+    start_cove_bin "$pair"
     ops cove warmup
     stop_cove
 done
@@ -82,7 +92,7 @@ LOADAVG=()
 for r in $(seq "$ROUNDS"); do
     LOADAVG+=("$(cut -d' ' -f1 /proc/loadavg)")
     for pair in $COVE_BINS; do
-        start_cove_bin "${pair#*=}"
+        start_cove_bin "$pair"
         bench_log "round $r: ${pair%%=*}"
         ops cove "${pair%%=*}"
         stop_cove

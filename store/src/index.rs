@@ -24,7 +24,9 @@
 //!   GUID is unique per user (a GUID lives in at most one mailbox).
 //! - `tombstone`: (mailbox, UID, GUID, modseq) of every expunge, so that a
 //!   message missing on one replica is never brought back once expunged.
-//! - `change`: the change log, one row per modseq.
+//! - `change`: the change log, one row per modseq, or per run of modseqs
+//!   for a flag change on many messages (`flagrun`: the run's first
+//!   modseq, each message's UID and flags in the run's order).
 //!
 //! # Durability
 //! WAL mode. With `synchronous=FULL` every commit fsyncs the WAL; in the
@@ -37,7 +39,7 @@ use std::collections::HashMap;
 use std::path::Path;
 use std::time::Duration;
 
-use crate::changes::{Change, ChangeKind};
+use crate::changes::{Change, ChangeKind, FlagRun};
 use crate::ids::{ContentId, Flags, MailboxGuid, MessageGuid, ModSeq, Uid};
 use crate::{IoContext, Result};
 
@@ -45,8 +47,11 @@ use crate::{IoContext, Result};
 /// `mailbox.subscribed`). 3: `mailbox.first_recent`. 4: replication stamps
 /// (`message.placed`, `message.clock`, `tombstone.stamp`,
 /// `mailbox.name_stamp`, `mailbox_gone`, `subscription_stamp`,
-/// `peer_mark`).
-const SCHEMA_VERSION: i64 = 4;
+/// `peer_mark`). 5: a flag change on many messages is one change-log row
+/// (`flagrun`, see [`crate::changes::FlagRun`]), and the message table has
+/// one modseq index (`message_modseq`, by mailbox), not two: a STORE moves
+/// one index entry per message.
+const SCHEMA_VERSION: i64 = 5;
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS meta(key TEXT PRIMARY KEY, value INTEGER NOT NULL);
@@ -97,7 +102,6 @@ CREATE TABLE IF NOT EXISTS change(
 );
 CREATE TABLE IF NOT EXISTS subscription(name TEXT PRIMARY KEY) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS message_modseq ON message(mailbox_id, modseq);
-CREATE INDEX IF NOT EXISTS message_modseq_all ON message(modseq);
 CREATE INDEX IF NOT EXISTS tombstone_modseq ON tombstone(modseq);
 CREATE INDEX IF NOT EXISTS tombstone_guid ON tombstone(guid);
 -- Expunges whose tombstones a renumbering dropped (a mailbox merged into
@@ -390,6 +394,19 @@ fn migrate(conn: &mut Connection, from: i64) -> Result<()> {
         )?;
         tx.commit()?;
     }
+    if from < 5 {
+        // A STORE's run of flag changes is one change-log row (an older
+        // cove could not read it: hence the version), and the modseq index
+        // over all mailboxes goes: the per-mailbox one answers every query
+        // (replication walks it mailbox by mailbox), and a STORE moves one
+        // entry per message instead of two.
+        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        tx.execute_batch(
+            "DROP INDEX IF EXISTS message_modseq_all;
+             UPDATE meta SET value = 5 WHERE key = 'schema';",
+        )?;
+        tx.commit()?;
+    }
     Ok(())
 }
 
@@ -415,10 +432,6 @@ type OldFlags = (u8, String, String);
 fn old_flags_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<OldFlags> {
     Ok((r.get::<_, i64>(0)? as u8, r.get(1)?, r.get(2)?))
 }
-
-/// Change-log rows written by one statement in [`Tx::update_flags_many`]
-/// (3 parameters each, far below SQLite's 32,766).
-const LOG_ROWS: usize = 256;
 
 /// One message's new flags in [`Tx::update_flags_many`].
 pub(crate) struct FlagUpdate<'a> {
@@ -813,6 +826,18 @@ impl<'c> Tx<'c> {
         Ok(modseq)
     }
 
+    /// The next `count` modseqs (at least one), which raise `mailbox`'s
+    /// HIGHESTMODSEQ at commit; returns the first.
+    fn take_modseqs(&mut self, mailbox: &MailboxInfo, count: i64) -> Result<i64> {
+        let first = self.next_modseq(mailbox)?;
+        let last = first + (count - 1).max(0);
+        self.last_modseq = Some(last);
+        if let Some(entry) = self.raised.iter_mut().find(|(id, _)| *id == mailbox.id) {
+            entry.1 = last;
+        }
+        Ok(first)
+    }
+
     /// A change logged at `modseq`, for the live feed at commit.
     fn push_change(&mut self, mailbox: &MailboxInfo, modseq: i64, kind: ChangeKind) {
         self.changes.push(Change {
@@ -1156,10 +1181,13 @@ impl<'c> Tx<'c> {
     }
 
     /// [`Tx::update_flags`] for many messages of one mailbox (STORE on a
-    /// message set): what they had is read with one statement, their
-    /// changes are logged [`LOG_ROWS`] to a statement, and each message is
-    /// one UPDATE. Every message gets its own modseq (RFC 7162), in the
-    /// order given. Returns them in that order.
+    /// message set): what they had is read with one statement, each message
+    /// is one UPDATE, and the change log gets one row for them all (a
+    /// [`FlagRun`]). Every message still gets its own modseq (RFC 7162), a
+    /// run in the order given, and its own change on the live feed.
+    /// Messages that had the same flags, keywords and flag clock get the
+    /// same new clock, made once (a STORE on a whole mailbox mostly finds
+    /// few distinct ones). Returns the modseqs in the order given.
     pub(crate) fn update_flags_many(
         &mut self,
         mailbox: &MailboxInfo,
@@ -1171,6 +1199,15 @@ impl<'c> Tx<'c> {
         ) else {
             return Ok(Vec::new());
         };
+        if let [one] = updates {
+            return Ok(vec![self.update_flags(
+                mailbox,
+                one.uid,
+                one.flags,
+                one.keywords,
+                one.file,
+            )?]);
+        }
         let mut old: HashMap<Uid, OldFlags> = HashMap::with_capacity(updates.len());
         {
             let mut st = self.tx.prepare_cached(
@@ -1181,61 +1218,68 @@ impl<'c> Tx<'c> {
                 old.insert(r.get(0)?, (r.get::<_, i64>(1)? as u8, r.get(2)?, r.get(3)?));
             }
         }
-        let mut modseqs = Vec::with_capacity(updates.len());
-        let mut log: Vec<(i64, Uid, String)> = Vec::with_capacity(LOG_ROWS);
+        // (what it had, its new flags and keywords) -> its new clock.
+        let mut made: HashMap<(OldFlags, u8, String), std::rc::Rc<str>> = HashMap::new();
+        let mut rows: Vec<(String, std::rc::Rc<str>)> = Vec::with_capacity(updates.len());
         for u in updates {
-            let clock = self.clock_after(old.remove(&u.uid), u.flags, u.keywords)?;
-            let modseq = self.next_modseq(mailbox)?;
-            let kind = ChangeKind::FlagsChanged {
-                uid: u.uid,
-                flags: u.flags,
-                keywords: u.keywords.to_vec(),
+            let keywords = keywords_to_text(u.keywords);
+            let Some(had) = old.remove(&u.uid) else {
+                rows.push((keywords, std::rc::Rc::from("")));
+                continue;
             };
-            let (_, _, detail) = kind.to_columns();
-            log.push((modseq, u.uid, detail.unwrap_or_default()));
-            self.push_change(mailbox, modseq, kind);
-            self.tx
-                .prepare_cached("UPDATE message SET flags = ?3, keywords = ?4, modseq = ?5, file = ?6, clock = ?7 WHERE mailbox_id = ?1 AND uid = ?2")?
-                .execute(params![mailbox.id, u.uid, u.flags.bits() as i64, keywords_to_text(u.keywords), modseq, u.file, clock])?;
-            if log.len() == LOG_ROWS {
-                self.log_flag_rows(mailbox, &log)?;
-                log.clear();
+            let key = (had, u.flags.bits(), keywords);
+            let clock = match made.get(&key) {
+                Some(c) => c.clone(),
+                None => {
+                    let c: std::rc::Rc<str> = self
+                        .clock_after(Some(key.0.clone()), u.flags, u.keywords)?
+                        .into();
+                    made.insert(key.clone(), c.clone());
+                    c
+                }
+            };
+            rows.push((key.2, clock));
+        }
+        drop(made);
+        let count = i64::try_from(updates.len()).unwrap_or(i64::MAX);
+        let first_modseq = self.take_modseqs(mailbox, count)?;
+        {
+            let mut st = self.tx.prepare_cached(
+                "UPDATE message SET flags = ?3, keywords = ?4, modseq = ?5, file = ?6, clock = ?7 WHERE mailbox_id = ?1 AND uid = ?2",
+            )?;
+            for ((u, (keywords, clock)), modseq) in updates.iter().zip(&rows).zip(first_modseq..) {
+                st.execute(params![
+                    mailbox.id,
+                    u.uid,
+                    u.flags.bits() as i64,
+                    keywords,
+                    modseq,
+                    u.file,
+                    &**clock
+                ])?;
             }
+        }
+        drop(rows);
+        let run = FlagRun::encode(updates.iter().map(|u| (u.uid, u.flags, u.keywords)));
+        self.tx
+            .prepare_cached(
+                "INSERT INTO change(modseq, mailbox_guid, kind, uid, guid, detail) VALUES (?1, ?2, 'flagrun', NULL, NULL, ?3)",
+            )?
+            .execute(params![first_modseq, &mailbox.guid.0[..], run])?;
+        let mut modseqs = Vec::with_capacity(updates.len());
+        for (u, modseq) in updates.iter().zip(first_modseq..) {
+            self.push_change(
+                mailbox,
+                modseq,
+                ChangeKind::FlagsChanged {
+                    uid: u.uid,
+                    flags: u.flags,
+                    keywords: u.keywords.to_vec(),
+                },
+            );
             modseqs.push(modseq as u64);
         }
-        self.log_flag_rows(mailbox, &log)?;
         Ok(modseqs)
-    }
-
-    /// Log `FlagsChanged` rows (modseq, uid, detail) with one statement.
-    fn log_flag_rows(&mut self, mailbox: &MailboxInfo, rows: &[(i64, Uid, String)]) -> Result<()> {
-        if rows.is_empty() {
-            return Ok(());
-        }
-        let mut sql = String::from(
-            "INSERT INTO change(modseq, mailbox_guid, kind, uid, guid, detail) VALUES ",
-        );
-        for i in 0..rows.len() {
-            if i > 0 {
-                sql.push(',');
-            }
-            let n = 2 + 3 * i;
-            sql.push_str(&format!(
-                "(?{n}, ?1, 'flags', ?{}, NULL, ?{})",
-                n + 1,
-                n + 2
-            ));
-        }
-        let mut st = self.tx.prepare_cached(&sql)?;
-        st.raw_bind_parameter(1, &mailbox.guid.0[..])?;
-        for (i, (modseq, uid, detail)) in rows.iter().enumerate() {
-            let n = 2 + 3 * i;
-            st.raw_bind_parameter(n, modseq)?;
-            st.raw_bind_parameter(n + 1, uid)?;
-            st.raw_bind_parameter(n + 2, detail)?;
-        }
-        st.raw_execute()?;
-        Ok(())
     }
 
     /// Write a message's flags, keywords and flag clock as given
@@ -1320,12 +1364,12 @@ pub(crate) struct NewMessageRow<'a> {
     pub clock: &'a str,
 }
 
-/// Read the change log from `since` (exclusive) on.
+/// Read the change log from `since` (exclusive) on. A `flagrun` row
+/// ([`FlagRun`]) reads as the change of each of its messages; one logged at
+/// or below `since` whose run reaches above it gives the rest of its run.
 pub(crate) fn changes_since(conn: &Connection, since: ModSeq) -> Result<Vec<Change>> {
-    let mut st = conn.prepare_cached(
-        "SELECT modseq, mailbox_guid, kind, uid, guid, detail FROM change WHERE modseq > ?1 ORDER BY modseq",
-    )?;
-    let rows = st.query_map([since as i64], |r| {
+    const COLS: &str = "modseq, mailbox_guid, kind, uid, guid, detail";
+    let row = |r: &rusqlite::Row<'_>| {
         Ok((
             r.get::<_, i64>(0)?,
             r.get::<_, Vec<u8>>(1)?,
@@ -1334,17 +1378,38 @@ pub(crate) fn changes_since(conn: &Connection, since: ModSeq) -> Result<Vec<Chan
             r.get::<_, Option<Vec<u8>>>(4)?,
             r.get::<_, Option<String>>(5)?,
         ))
-    })?;
+    };
     let mut out = Vec::new();
-    for row in rows {
-        let (modseq, mb, tag, uid, guid, detail) = row?;
+    let mut st = conn.prepare_cached(&format!(
+        "SELECT {COLS} FROM change WHERE modseq <= ?1 AND kind = 'flagrun'
+           AND modseq = (SELECT max(modseq) FROM change WHERE modseq <= ?1)"
+    ))?;
+    let below = st.query_map([since as i64], row)?;
+    let mut st = conn.prepare_cached(&format!(
+        "SELECT {COLS} FROM change WHERE modseq > ?1 ORDER BY modseq"
+    ))?;
+    let above = st.query_map([since as i64], row)?;
+    for r in below.chain(above) {
+        let (modseq, mb, tag, uid, guid, detail) = r?;
+        let mailbox = MailboxGuid(guid16(mb));
+        let unreadable =
+            || crate::Error::Index(format!("unreadable change log row {modseq} ({tag})"));
+        if tag == "flagrun" {
+            let run = FlagRun::decode(modseq as u64, detail.as_deref().unwrap_or(""), since)
+                .ok_or_else(unreadable)?;
+            out.extend(run.into_iter().map(|(modseq, kind)| Change {
+                modseq,
+                mailbox,
+                kind,
+                message: None,
+            }));
+            continue;
+        }
         let guid = guid.map(|g| MessageGuid(guid16(g)));
-        let kind = ChangeKind::from_columns(&tag, uid, guid, detail).ok_or_else(|| {
-            crate::Error::Index(format!("unreadable change log row {modseq} ({tag})"))
-        })?;
+        let kind = ChangeKind::from_columns(&tag, uid, guid, detail).ok_or_else(unreadable)?;
         out.push(Change {
             modseq: modseq as u64,
-            mailbox: MailboxGuid(guid16(mb)),
+            mailbox,
             kind,
             message: None,
         });

@@ -145,6 +145,50 @@ fn fetch_changedsince_returns_only_what_changed() {
     );
 }
 
+// A STORE on many messages is one change-log row (index schema 5) but
+// still gives each changed message a modseq of its own, a run in UID
+// order: CHANGEDSINCE from before it finds exactly the changed messages
+// (not the one that had \Seen already), each with its modseq, and from
+// the middle of the run only the rest.
+#[test]
+fn changedsince_after_a_store_on_many_finds_exactly_the_changed() {
+    let s = server_with(6);
+    let mut other = s.imap_login(USER, PASS);
+    other.cmd_ok("o1 SELECT INBOX");
+    other.cmd_ok("o2 STORE 2 +FLAGS (\\Seen)");
+    other.cmd_ok("o3 UID STORE 1:* +FLAGS.SILENT (\\Seen)");
+    other.cmd_ok("o4 LOGOUT");
+    // A session of its own after the STORE: nothing else comes unasked.
+    let mut c = s.imap_login(USER, PASS);
+    let now = highest_modseq(&c.cmd_ok("c1 SELECT INBOX (CONDSTORE)"));
+    let before = now - 5;
+    let want = |tag: &str, from: usize| -> Vec<String> {
+        [1, 3, 4, 5, 6]
+            .iter()
+            .enumerate()
+            .skip(from)
+            .map(|(i, n)| {
+                format!(
+                    "* {n} FETCH (UID {n} FLAGS (\\Seen) MODSEQ ({}))",
+                    before + 1 + i as u64
+                )
+            })
+            .chain([format!("{tag} OK FETCH completed")])
+            .collect()
+    };
+    assert_eq!(
+        c.cmd(&format!("c2 UID FETCH 1:* (FLAGS) (CHANGEDSINCE {before})")),
+        want("c2", 0)
+    );
+    assert_eq!(
+        c.cmd(&format!(
+            "c3 UID FETCH 1:* (FLAGS) (CHANGEDSINCE {})",
+            before + 2
+        )),
+        want("c3", 2)
+    );
+}
+
 // The defect: `UID STORE 1 (UNCHANGEDSINCE 1) +FLAGS (\Seen)` was applied to
 // a message at a higher modseq instead of failing (RFC 7162 §3.1.3). Then
 // the shape of the RFC's own example (§3.1.3, "a103"): a silent

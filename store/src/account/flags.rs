@@ -12,9 +12,10 @@
 //! announced to the Maildir watcher with one call, the renames are made
 //! from a descriptor of the folder (two path components each, not the whole
 //! path), and the index is written by [`Tx::update_flags_many`]: one read
-//! of what the messages had, one UPDATE each, and the change log many rows
-//! to a statement. Every changed message still gets a modseq and a change
-//! of its own (RFC 7162; replication applies each).
+//! of what the messages had, one UPDATE each (one modseq index entry
+//! moved), and one change-log row for the whole set. Every changed message
+//! still gets a modseq of its own, a run in UID order (RFC 7162), and its
+//! own change on the live feed; replication sends each changed row.
 
 use std::fs;
 use std::os::fd::OwnedFd;

@@ -311,10 +311,12 @@ impl Account {
                 })
             })?;
             delta.subscriptions = rows.collect::<rusqlite::Result<_>>()?;
+            // Mailbox by mailbox (CROSS JOIN keeps that order): the
+            // modseq index is per mailbox (index.rs, schema 5).
             let mut st = tx.prepare_cached(
                 "SELECT mb.guid, m.uid, m.guid, m.content_id, m.flags, m.keywords, m.clock, m.placed,
                         m.internal_date, m.size
-                 FROM message m JOIN mailbox mb ON mb.id = m.mailbox_id
+                 FROM mailbox mb CROSS JOIN message m ON mb.id = m.mailbox_id
                  WHERE m.modseq > ?1 ORDER BY m.modseq",
             )?;
             let rows = st.query_map([since as i64], |r| {
@@ -1360,8 +1362,9 @@ impl Apply<'_> {
         }
         let listed: HashSet<MessageGuid> = self.remote.messages.iter().map(|m| m.guid).collect();
         let gone: Vec<(MailboxGuid, Uid, MessageGuid)> = {
+            // Mailbox by mailbox, as in `replica_delta`.
             let mut st = tx.tx.prepare(
-                "SELECT mb.guid, m.uid, m.guid FROM message m JOIN mailbox mb ON mb.id = m.mailbox_id
+                "SELECT mb.guid, m.uid, m.guid FROM mailbox mb CROSS JOIN message m ON mb.id = m.mailbox_id
                  WHERE m.modseq <= ?1",
             )?;
             let rows = st.query_map([applied as i64], |r| {

@@ -123,3 +123,106 @@ fn the_message_count_is_taken_at_open() {
     let conn = open(&path, false).unwrap();
     assert_eq!(message_total(&conn).unwrap(), 2);
 }
+
+/// A schema-4 index (two modseq indexes, a change-log row per flag
+/// change) opens as schema 5 with the same flags, keywords and modseqs,
+/// its old change-log rows still read, the all-mailbox modseq index gone,
+/// and replication's modseq queries walk the per-mailbox index (no scan of
+/// every message).
+#[test]
+fn migrates_a_version_4_index() {
+    let d = tempfile::tempdir().unwrap();
+    let path = d.path().join("index.sqlite");
+    drop(open(&path, false).unwrap());
+    let raw = Connection::open(&path).unwrap();
+    raw.execute_batch(
+        "CREATE INDEX message_modseq_all ON message(modseq);
+         UPDATE meta SET value = 4 WHERE key = 'schema';
+         UPDATE meta SET value = 12 WHERE key = 'modseq';
+         INSERT INTO mailbox(id, guid, name, dir, uidvalidity, uidnext, highestmodseq)
+           VALUES(1, x'01', 'INBOX', '', 1700000000, 3, 12);
+         INSERT INTO message(mailbox_id, uid, guid, content_id, flags, keywords, modseq,
+                             internal_date, size, base, file, placed, clock)
+           VALUES(1, 1, x'aa', x'bb', 1, 'work', 11, 0, 10, 'a', 'cur/a:2,Sa', 0, ''),
+                 (1, 2, x'ab', x'bc', 4, '', 12, 0, 10, 'b', 'cur/b:2,F', 0, '');
+         INSERT INTO change(modseq, mailbox_guid, kind, uid, guid, detail)
+           VALUES(11, x'01', 'flags', 1, NULL, '1 work'), (12, x'01', 'flags', 2, NULL, '4');",
+    )
+    .unwrap();
+    for _ in 0..2 {
+        let conn = open(&path, false).unwrap();
+        let v: i64 = conn
+            .query_row("SELECT value FROM meta WHERE key='schema'", [], |r| {
+                r.get(0)
+            })
+            .unwrap();
+        assert_eq!(v, 5);
+        let rows: Vec<(Uid, u8, Vec<String>, ModSeq)> = messages(&conn, 1)
+            .unwrap()
+            .into_iter()
+            .map(|m| (m.uid, m.flags.bits(), m.keywords, m.modseq))
+            .collect();
+        assert_eq!(
+            rows,
+            vec![(1, 1, vec!["work".to_string()], 11), (2, 4, vec![], 12)]
+        );
+        assert_eq!(
+            messages_since(&conn, 1, 11)
+                .unwrap()
+                .iter()
+                .map(|m| m.uid)
+                .collect::<Vec<_>>(),
+            vec![2]
+        );
+        let logged: Vec<(ModSeq, ChangeKind)> = changes_since(&conn, 10)
+            .unwrap()
+            .into_iter()
+            .map(|c| (c.modseq, c.kind))
+            .collect();
+        assert_eq!(
+            logged,
+            vec![
+                (
+                    11,
+                    ChangeKind::FlagsChanged {
+                        uid: 1,
+                        flags: Flags::SEEN,
+                        keywords: vec!["work".into()]
+                    }
+                ),
+                (
+                    12,
+                    ChangeKind::FlagsChanged {
+                        uid: 2,
+                        flags: Flags::from_bits(4),
+                        keywords: vec![]
+                    }
+                ),
+            ]
+        );
+        let gone: bool = conn
+            .query_row(
+                "SELECT NOT EXISTS(SELECT 1 FROM sqlite_master WHERE name = 'message_modseq_all')",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert!(gone);
+        for sql in [
+            "SELECT mb.guid, m.uid FROM mailbox mb CROSS JOIN message m ON mb.id = m.mailbox_id WHERE m.modseq > 11 ORDER BY m.modseq",
+            "SELECT mb.guid, m.uid FROM mailbox mb CROSS JOIN message m ON mb.id = m.mailbox_id WHERE m.modseq <= 11",
+        ] {
+            let mut st = conn.prepare(&format!("EXPLAIN QUERY PLAN {sql}")).unwrap();
+            let plan: Vec<String> = st
+                .query_map([], |r| r.get::<_, String>(3))
+                .unwrap()
+                .collect::<rusqlite::Result<_>>()
+                .unwrap();
+            assert!(
+                plan.iter()
+                    .any(|p| p.contains("message_modseq (mailbox_id=? AND modseq")),
+                "{sql}: {plan:?}"
+            );
+        }
+    }
+}

@@ -487,3 +487,89 @@ fn keywords_are_letters_a_rebuild_and_other_programs_see() {
     ));
     assert_eq!(f.msgs("INBOX")[0].keywords, kw(&["Again"]));
 }
+
+/// A STORE on many messages (schema 5): each changed message gets its own
+/// modseq, a run in UID order; CHANGEDSINCE (`mailbox_changes_since`) finds
+/// exactly them with those modseqs; the change log holds one row for the
+/// whole run (it held one per message), which reads back as each message's
+/// change, and from the middle of the run as the rest of it.
+#[test]
+fn a_store_on_many_messages_is_one_change_log_row() {
+    let f = Fixture::new();
+    let blob = f.store.blobs().put(b"run\r\n").unwrap();
+    let mut uids = Vec::new();
+    for i in 0..20 {
+        let msg = NewMessage {
+            flags: if i == 8 { Flags::SEEN } else { Flags::empty() },
+            ..Default::default()
+        };
+        uids.push(f.acct.deliver_unsynced("INBOX", &blob, &msg).unwrap().0.uid);
+    }
+    let inbox = f.mb("INBOX");
+    let start = f.acct.current_modseq().unwrap();
+    let r = f
+        .acct
+        .store_flags(
+            &inbox.guid,
+            &uids[5..15],
+            FlagOp::Add(Flags::SEEN, vec![]),
+            None,
+        )
+        .unwrap();
+    // Message 8 had \Seen: unchanged, it keeps its modseq.
+    let changed: Vec<Uid> = uids[5..15]
+        .iter()
+        .copied()
+        .filter(|u| *u != uids[8])
+        .collect();
+    let run: Vec<ModSeq> = (start + 1..=start + 9).collect();
+    assert_eq!(r.committed, Some((start + 1, start + 9)));
+    let delta = f
+        .acct
+        .mailbox_changes_since(&inbox.guid, inbox.uidvalidity, start)
+        .unwrap()
+        .unwrap();
+    assert!(delta.expunged.is_empty());
+    let got: Vec<(Uid, Flags, ModSeq)> = delta
+        .changed
+        .iter()
+        .map(|m| (m.uid, m.flags, m.modseq))
+        .collect();
+    let want: Vec<(Uid, Flags, ModSeq)> = changed
+        .iter()
+        .zip(&run)
+        .map(|(u, m)| (*u, Flags::SEEN, *m))
+        .collect();
+    assert_eq!(got, want);
+
+    let index = rusqlite::Connection::open(
+        f.store
+            .home_of(&f.user.address)
+            .join(crate::account::INDEX_FILE),
+    )
+    .unwrap();
+    let rows: i64 = index
+        .query_row(
+            "SELECT count(*) FROM change WHERE modseq > ?1",
+            [start as i64],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(rows, 1);
+
+    let logged = |since: ModSeq| -> Vec<(Uid, Flags, ModSeq)> {
+        f.acct
+            .changes_since(since)
+            .unwrap()
+            .into_iter()
+            .map(|c| match c.kind {
+                ChangeKind::FlagsChanged { uid, flags, .. } => (uid, flags, c.modseq),
+                other => panic!("not a flag change: {other:?}"),
+            })
+            .collect()
+    };
+    assert_eq!(logged(start), want);
+    assert_eq!(logged(start + 4), want[4..].to_vec());
+    assert_eq!(logged(start + 9), vec![]);
+    f.assert_consistent();
+}
