@@ -298,7 +298,7 @@ mod tests {
             (2, &seen),
         ];
         let text = FlagRun::encode(items.iter().map(|(u, (f, k))| (*u, *f, &k[..])));
-        assert_eq!(text, "1\t3:5,7\n3 work $Junk\t8\n1\t9:10,2");
+        assert_eq!(text, "1\t3:5,7\n5 work $Junk\t8\n1\t9:10,2");
         let want: Vec<(ModSeq, ChangeKind)> = items
             .iter()
             .zip(100..)
