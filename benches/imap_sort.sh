@@ -7,7 +7,8 @@
 #
 # Delivers MESSAGES messages (benches/imap_sort.py: threads, varied senders
 # and dates) to bench0's INBOX on both over LMTP, then runs
-# benches/imap_sort.py against each. Writes the two RESULT lines to
+# benches/imap_sort.py against each (server CPU: cove's process, Dovecot's
+# imap processes). Writes one RESULT line per server and run to
 # benches/results/imap-sort-<date>.txt (also printed); the .md beside it is
 # written by hand from them.
 #
@@ -69,22 +70,23 @@ if [[ $COPY == 1 ]]; then
     copy_to_dovecot
     load_args=()
 fi
-# measure LABEL SERVER PID [LOAD-ARGS...]
+# measure LABEL SERVER [LOAD-ARGS...]: the server's CPU is cove's process,
+# or Dovecot's imap processes (children of its master).
 measure() {
-    local label=$1 s=$2 pid=$3 port line
-    shift 3
+    local label=$1 s=$2 port line who
+    shift 2
     port=$(port_of "$s")
+    who=(--pid "$(pid_of cove)")
+    [[ $s == dovecot ]] && who=(--dovecot-master "$(pid_of dovecot)")
     line=$(python3 "$ROOT/benches/imap_sort.py" "127.0.0.1:$((port + 1))" bench0@example.com "$PASS" \
-        --pid "$pid" "$@" --lmtp "127.0.0.1:$port" | grep '^RESULT')
+        "${who[@]}" "$@" --lmtp "127.0.0.1:$port" | grep '^RESULT')
     echo "$label $line" | tee -a "$OUT"
 }
 for s in ${SERVERS:-cove dovecot}; do
     if [[ $s == dovecot ]]; then
-        # Dovecot runs each session in a child of its master: its CPU is
-        # not read here (0: not measured).
         bench_log "dovecot: SORT/THREAD, $RUNS run(s)"
         for run in $(seq "$RUNS"); do
-            measure "dovecot run=$run" dovecot 0 "${load_args[@]}"
+            measure "dovecot run=$run" dovecot "${load_args[@]}"
             load_args=()
         done
         continue
@@ -99,7 +101,7 @@ for s in ${SERVERS:-cove dovecot}; do
             COVE_PID=$!
             wait_port $((COVE_PORT + 1)) "$COVE_PID" 120 || { tail -n 30 "$WORK/cove.log" >&2; exit 1; }
             bench_log "cove $label ($bin) run $run: SORT/THREAD"
-            measure "cove $label ($PROFILE build) run=$run" cove "$COVE_PID" "${load_args[@]}"
+            measure "cove $label ($PROFILE build) run=$run" cove "${load_args[@]}"
             load_args=()
         done
     done

@@ -10,6 +10,7 @@
 //! in both). So a repeated SORT or THREAD reads no message and no index
 //! entry. Everything runs on the blocking pool.
 
+use std::borrow::Borrow;
 use std::fmt::Write;
 use std::sync::Arc;
 
@@ -42,13 +43,13 @@ fn prepare(raw: &[u8]) -> SortKeys {
 /// The prepared keys of each message found, in order: from `memory`, then
 /// the index's derived cache, then the message (`None`: a message gone
 /// since the view was read).
-fn header_keys_of(
+fn header_keys_of<M: Borrow<ViewMessage>>(
     account: &Account,
     mailbox: &cove_store::MailboxInfo,
     memory: &SortKeyCache,
-    found: &[(usize, ViewMessage)],
+    found: &[(usize, M)],
 ) -> cove_store::Result<Vec<Option<Arc<SortKeys>>>> {
-    let ids: Vec<ContentId> = found.iter().map(|(_, m)| m.content_id).collect();
+    let ids: Vec<ContentId> = found.iter().map(|(_, m)| m.borrow().content_id).collect();
     let keys = memory.get_or_load(&ids, |missing| {
         let asked: Vec<(ContentId, DerivedKind)> =
             missing.iter().map(|&i| (ids[i], SORT_KEYS_KIND)).collect();
@@ -60,7 +61,7 @@ fn header_keys_of(
                 loaded.push(Some(k));
                 continue;
             }
-            let m = &found[i].1;
+            let m = found[i].1.borrow();
             let Some(raw) = current_bytes(account, mailbox, m.uid)? else {
                 loaded.push(None);
                 continue;
@@ -83,9 +84,9 @@ fn header_keys_of(
 /// [`Candidate::uid`]. Without `headers`, only the index's keys are filled
 /// in (SORT by ARRIVAL and SIZE reads no header). `None` for a message
 /// whose keys could not be read (gone since the view was read).
-fn candidates_of(
+fn candidates_of<M: Borrow<ViewMessage>>(
     f: &Found<'_>,
-    found: &[(usize, ViewMessage)],
+    found: &[(usize, M)],
     uid: bool,
     headers: bool,
 ) -> cove_store::Result<Vec<Option<Candidate>>> {
@@ -99,6 +100,7 @@ fn candidates_of(
         .iter()
         .enumerate()
         .map(|(i, (seq, m))| {
+            let m = m.borrow();
             let keys = match header.get(i) {
                 Some(k) => k.clone()?,
                 None => none.clone(),
@@ -169,8 +171,8 @@ fn sorted_numbers(
         let mut order = kept.unwrap_or_default();
         let now = all.iter().map(|m| (m.uid, m.content_id));
         let synced = order.sync(now, criteria, |at| {
-            let arrived: Vec<(usize, ViewMessage)> =
-                at.iter().map(|&i| (i + 1, all[i].clone())).collect();
+            let arrived: Vec<(usize, &ViewMessage)> =
+                at.iter().map(|&i| (i + 1, &all[i])).collect();
             let candidates = candidates_of(f, &arrived, true, headers)?;
             Ok::<_, cove_store::Error>(
                 candidates
