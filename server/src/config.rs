@@ -246,8 +246,10 @@ pub struct ImapConfig {
     /// Memory for whole mailboxes kept in the order of the SORT criteria
     /// asked of them, shared by all sessions (imap/sort_order.rs), in
     /// bytes: ~70 bytes per message and order, plus the prepared keys it
-    /// holds; a repeated SORT then walks the kept order (updated by what
-    /// arrived and was expunged) instead of sorting. 0: none kept.
+    /// holds (counted in full, though shared with `sort_key_cache_bytes`'
+    /// while both hold them; an order bigger than this is not kept); a
+    /// repeated SORT then walks the kept order (updated by what arrived and
+    /// was expunged) instead of sorting. 0: none kept.
     #[serde(default = "default_sort_order_cache_bytes")]
     pub sort_order_cache_bytes: u64,
 }
@@ -288,7 +290,7 @@ fn default_search_field_cache_bytes() -> u64 {
 }
 
 fn default_sort_order_cache_bytes() -> u64 {
-    64 << 20
+    256 << 20
 }
 
 fn default_imap_line() -> usize {

@@ -136,12 +136,13 @@ impl Order {
             |a, b| a.0.cmp(&b.0),
         );
         let arrived: Vec<Candidate> = arrived.into_iter().map(|(_, c)| c).collect();
-        // In UID order, `sort` breaks ties by UID, as `compare` does.
-        let new: Vec<Candidate> = sort::sort(&arrived, criteria)
-            .into_iter()
-            .map(|i| arrived[i].clone())
-            .collect();
-        self.key_bytes += new.iter().map(|c| c.keys.footprint()).sum::<usize>();
+        self.key_bytes += arrived.iter().map(|c| c.keys.footprint()).sum::<usize>();
+        // In UID order, `sort` breaks ties by UID, as `compare` does. The
+        // candidates are moved into their places, not cloned (a clone and
+        // a drop per message: two more passes over scattered keys).
+        let places = sort::sort(&arrived, criteria);
+        let mut slots: Vec<Option<Candidate>> = arrived.into_iter().map(Some).collect();
+        let new: Vec<Candidate> = places.into_iter().filter_map(|i| slots[i].take()).collect();
         let sorted = std::mem::take(&mut self.sorted);
         self.sorted = merge_by(sorted, new, |a, b| sort::compare(a, b, criteria));
     }
