@@ -23,6 +23,7 @@ import random
 import smtplib
 import statistics
 import sys
+import threading
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -71,19 +72,32 @@ def messages(user, n):
         yield ("\r\n".join(headers) + f"\r\n\r\n{body}\r\n").encode()
 
 
-def load(lmtp, user, n):
+def load(lmtp, user, n, conns=1):
+    """Deliver the N messages over CONNS LMTP connections at once (more
+    than one: the arrival order, and so the UIDs, differ from run to run;
+    benches/imap_sort.sh COPY=1 copies one server's mailbox to the other)."""
     host, port = lmtp.rsplit(":", 1)
-    with smtplib.LMTP(host, int(port)) as s:
-        for msg in messages(user, n):
-            s.sendmail("bench@example.org", [user], msg)
+    all_messages = list(messages(user, n))
+
+    def send(part):
+        with smtplib.LMTP(host, int(port)) as s:
+            for msg in part:
+                s.sendmail("bench@example.org", [user], msg)
+
+    threads = [threading.Thread(target=send, args=(all_messages[i::conns],)) for i in range(conns)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
 
 
 def main():
     p = parser()
     p.add_argument("--only-load", action="store_true")
+    p.add_argument("--conns", type=int, default=1, help="LMTP connections for --load")
     a = p.parse_args()
     if a.load:
-        load(a.lmtp, a.user, a.load)
+        load(a.lmtp, a.user, a.load, a.conns)
     if a.only_load:
         return
     w = login(a.imap, a.user, a.password)

@@ -243,6 +243,15 @@ pub struct ImapConfig {
     /// answered without reading the index. 0: none kept.
     #[serde(default = "default_search_field_cache_bytes")]
     pub search_field_cache_bytes: u64,
+    /// Memory for whole mailboxes kept in the order of the SORT criteria
+    /// asked of them, shared by all sessions (imap/sort_order.rs), in
+    /// bytes: ~70 bytes per message and order, plus the prepared keys it
+    /// holds (counted in full, though shared with `sort_key_cache_bytes`'
+    /// while both hold them; an order bigger than this is not kept); a
+    /// repeated SORT then walks the kept order (updated by what arrived and
+    /// was expunged) instead of sorting. 0: none kept.
+    #[serde(default = "default_sort_order_cache_bytes")]
+    pub sort_order_cache_bytes: u64,
 }
 
 impl Default for ImapConfig {
@@ -267,6 +276,7 @@ impl Default for ImapConfig {
             auth_failure_delay_ms: default_auth_failure_delay(),
             sort_key_cache_bytes: default_sort_key_cache_bytes(),
             search_field_cache_bytes: default_search_field_cache_bytes(),
+            sort_order_cache_bytes: default_sort_order_cache_bytes(),
         }
     }
 }
@@ -276,6 +286,10 @@ fn default_sort_key_cache_bytes() -> u64 {
 }
 
 fn default_search_field_cache_bytes() -> u64 {
+    256 << 20
+}
+
+fn default_sort_order_cache_bytes() -> u64 {
     256 << 20
 }
 

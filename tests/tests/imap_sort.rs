@@ -68,7 +68,12 @@ const MESSAGES: [(&str, &str, usize); 5] = [
 
 /// A server whose user's INBOX holds the five messages above, UIDs 2..6.
 fn server() -> TestServer {
-    let s = TestServer::start(IMAP_CONFIG);
+    server_with(IMAP_CONFIG)
+}
+
+/// [`server`] with its configuration.
+fn server_with(config: &str) -> TestServer {
+    let s = TestServer::start(config);
     let out = s.cli_stdin(
         &["user", "add", USER, "--password-stdin"],
         Some(format!("{PASS}\n").as_bytes()),
@@ -360,6 +365,75 @@ fn sort_keys_are_made_on_arrival_and_kept_in_memory() {
     // The memory is the server's, not the session's.
     let mut d = selected(&s);
     answers(&mut d, "m3 SORT (SUBJECT) UTF-8 ALL", "* SORT 3 4 5 1 2");
+}
+
+// A SORT of the whole mailbox keeps it in that order in the server's
+// memory, and the next SORT with those criteria walks it (issue 15): with
+// no memory for keys (`sort_key_cache_bytes = 0`: a SORT that sorted would
+// read every message's keys from the index), keys swapped in the index
+// after the first SORT change no later answer, in any session. Messages
+// that arrive are merged in and expunged ones dropped: the answers are
+// those a fresh sort gives (worked out by hand below), and a search's
+// part of the mailbox is walked in the same order.
+#[test]
+fn sort_order_is_kept_and_updated_by_arrivals_and_expunges() {
+    let s = server_with(&format!("{IMAP_CONFIG}sort_key_cache_bytes = 0\n"));
+    let arrived = s.derived_on_arrival(USER, cove_store::DerivedKind::ImapSortKeys);
+    let (account, messages, cached) = (&arrived.account, &arrived.messages, &arrived.views);
+    let swap = |data: &[u8]| {
+        account
+            .store_derived(&[(
+                messages[3].content_id,
+                cove_store::DerivedKind::ImapSortKeys,
+                data.to_vec(),
+            )])
+            .expect("store");
+    };
+    let mut c = selected(&s);
+    answers(&mut c, "o1 SORT (SUBJECT) UTF-8 ALL", "* SORT 3 5 1 2 4");
+    // Message 4 ("Re: Re: plan") gets the keys of message 3 ("Another"):
+    // sorting again would answer 3 4 5 1 2.
+    swap(&cached[2]);
+    answers(&mut c, "o2 SORT (SUBJECT) UTF-8 ALL", "* SORT 3 5 1 2 4");
+    let mut d = selected(&s);
+    answers(&mut d, "o3 SORT (SUBJECT) UTF-8 ALL", "* SORT 3 5 1 2 4");
+    swap(&cached[3]);
+    // New messages (UIDs 7, 8): base subjects "apple" and "zebra".
+    d.append("o4", "INBOX", "", b"Subject: Apple\r\n\r\nx\r\n");
+    d.append("o5", "INBOX", "", b"Subject: zebra\r\n\r\nx\r\n");
+    c.cmd_ok("o6 NOOP");
+    // another (3, 5), apple (6), plan (1, 2, 4), zebra (7).
+    answers(
+        &mut c,
+        "o7 SORT (SUBJECT) UTF-8 ALL",
+        "* SORT 3 5 6 1 2 4 7",
+    );
+    // Message 1 (UID 2, "Plan") expunged: UIDs 3..8 are now 1..6.
+    d.cmd_ok("o8 STORE 1 +FLAGS.SILENT (\\Deleted)");
+    d.cmd_ok("o9 EXPUNGE");
+    c.cmd_ok("o10 NOOP");
+    answers(&mut c, "o11 SORT (SUBJECT) UTF-8 ALL", "* SORT 2 4 5 1 3 6");
+    answers(
+        &mut c,
+        "o12 UID SORT (SUBJECT) UTF-8 ALL",
+        "* SORT 4 6 7 3 5 8",
+    );
+    answers(
+        &mut c,
+        "o13 SORT (SUBJECT) UTF-8 SUBJECT plan",
+        "* SORT 1 3",
+    );
+    answers(
+        &mut c,
+        "o14 UID SORT (SUBJECT) UTF-8 NOT SUBJECT plan",
+        "* SORT 4 6 7 8",
+    );
+    // A fresh sort (another criteria list: another order) agrees.
+    answers(
+        &mut d,
+        "o15 SORT (REVERSE SUBJECT) UTF-8 ALL",
+        "* SORT 6 1 3 5 2 4",
+    );
 }
 
 // Python's imaplib: IMAP4.sort() and IMAP4.thread().

@@ -50,6 +50,7 @@ mod select;
 mod session;
 pub mod sort;
 mod sort_cache;
+mod sort_order;
 pub(crate) mod sort_thread;
 mod starttls;
 mod status;
@@ -92,6 +93,10 @@ pub struct ImapContext {
     /// The header fields SEARCH SUBJECT/FROM/TO/CC/BCC read, shared by
     /// every session (search.rs `SearchFields`).
     pub(crate) search_fields: Arc<sort_cache::ContentCache<search::SearchFields>>,
+    /// Whole mailboxes in the order of the SORT criteria asked of them,
+    /// shared by every session and updated by what changed since
+    /// (`sort_order.rs`).
+    pub(crate) sort_orders: Arc<sort_order::SortOrders>,
     /// The mailbox snapshots selected views share (`view.rs`).
     pub snapshots: Arc<view::Snapshots>,
 }
@@ -128,6 +133,7 @@ impl ImapContext {
         let search_fields = Arc::new(sort_cache::ContentCache::new(
             config.search_field_cache_bytes,
         ));
+        let sort_orders = Arc::new(sort_order::SortOrders::new(config.sort_order_cache_bytes));
         ImapContext {
             store,
             config,
@@ -140,6 +146,7 @@ impl ImapContext {
             recent_floor: Arc::default(),
             sort_keys,
             search_fields,
+            sort_orders,
             snapshots: Arc::default(),
         }
     }
@@ -163,6 +170,7 @@ impl crate::reload::Reconfigure for ImapContext {
             recent_floor: self.recent_floor.clone(),
             sort_keys: self.sort_keys.clone(),
             search_fields: self.search_fields.clone(),
+            sort_orders: self.sort_orders.clone(),
             snapshots: self.snapshots.clone(),
         }
     }

@@ -10,6 +10,7 @@
 //! in both). So a repeated SORT or THREAD reads no message and no index
 //! entry. Everything runs on the blocking pool.
 
+use std::borrow::Borrow;
 use std::fmt::Write;
 use std::sync::Arc;
 
@@ -23,7 +24,8 @@ use super::outcome::Outcome;
 use super::search::{Matcher, current_bytes, header_block};
 use super::sort::{self, Algorithm, Candidate, SortCriterion, SortKeys};
 use super::sort_cache::SortKeyCache;
-use super::view::{View, ViewMessage};
+use super::sort_order::{OrderKey, SortOrders};
+use super::view::{Messages, SnapshotKey, View, ViewMessage};
 
 const SORT_KEYS_KIND: DerivedKind = DerivedKind::ImapSortKeys;
 
@@ -39,15 +41,15 @@ fn prepare(raw: &[u8]) -> SortKeys {
 }
 
 /// The prepared keys of each message found, in order: from `memory`, then
-/// the index's derived cache, then the message (a message gone since the
-/// view was read sorts as one without header fields).
-fn header_keys_of(
+/// the index's derived cache, then the message (`None`: a message gone
+/// since the view was read).
+fn header_keys_of<M: Borrow<ViewMessage>>(
     account: &Account,
     mailbox: &cove_store::MailboxInfo,
     memory: &SortKeyCache,
-    found: &[(usize, ViewMessage)],
-) -> cove_store::Result<Vec<Arc<SortKeys>>> {
-    let ids: Vec<ContentId> = found.iter().map(|(_, m)| m.content_id).collect();
+    found: &[(usize, M)],
+) -> cove_store::Result<Vec<Option<Arc<SortKeys>>>> {
+    let ids: Vec<ContentId> = found.iter().map(|(_, m)| m.borrow().content_id).collect();
     let keys = memory.get_or_load(&ids, |missing| {
         let asked: Vec<(ContentId, DerivedKind)> =
             missing.iter().map(|&i| (ids[i], SORT_KEYS_KIND)).collect();
@@ -59,7 +61,7 @@ fn header_keys_of(
                 loaded.push(Some(k));
                 continue;
             }
-            let m = &found[i].1;
+            let m = found[i].1.borrow();
             let Some(raw) = current_bytes(account, mailbox, m.uid)? else {
                 loaded.push(None);
                 continue;
@@ -74,62 +76,190 @@ fn header_keys_of(
         }
         Ok::<_, cove_store::Error>(loaded)
     })?;
-    Ok(keys.into_iter().map(Option::unwrap_or_default).collect())
+    Ok(keys)
 }
 
 /// The candidates of the messages found, in mailbox order, each with the
 /// number the response names it by (its UID, or its sequence number) in
 /// [`Candidate::uid`]. Without `headers`, only the index's keys are filled
-/// in (SORT by ARRIVAL and SIZE reads no header).
-fn candidates_of(
-    account: &Account,
-    mailbox: &cove_store::MailboxInfo,
-    memory: &SortKeyCache,
-    found: Vec<(usize, ViewMessage)>,
+/// in (SORT by ARRIVAL and SIZE reads no header). `None` for a message
+/// whose keys could not be read (gone since the view was read).
+fn candidates_of<M: Borrow<ViewMessage>>(
+    f: &Found<'_>,
+    found: &[(usize, M)],
     uid: bool,
     headers: bool,
-) -> cove_store::Result<Vec<Candidate>> {
+) -> cove_store::Result<Vec<Option<Candidate>>> {
     let header = if headers {
-        header_keys_of(account, mailbox, memory, &found)?
+        header_keys_of(f.account, f.mailbox, f.memory, found)?
     } else {
         Vec::new()
     };
     let none = Arc::<SortKeys>::default();
     Ok(found
-        .into_iter()
+        .iter()
         .enumerate()
-        .map(|(i, (seq, m))| Candidate {
-            uid: if uid { m.uid } else { seq as u32 },
-            internal_date: m.internal_date,
-            size: m.size,
-            keys: header.get(i).cloned().unwrap_or_else(|| none.clone()),
+        .map(|(i, (seq, m))| {
+            let m = m.borrow();
+            let keys = match header.get(i) {
+                Some(k) => k.clone()?,
+                None => none.clone(),
+            };
+            Some(Candidate {
+                uid: if uid { m.uid } else { *seq as u32 },
+                internal_date: m.internal_date,
+                size: m.size,
+                keys,
+            })
         })
         .collect())
 }
 
-/// Run the search, read the keys of what it found (with the header's when
-/// `headers`) and give them to `answer` (on the blocking pool): its
-/// result, and the highest modseq found when the criteria have a MODSEQ
-/// key (RFC 7162 §3.1.5).
+/// [`candidates_of`], a message whose keys could not be read sorting as
+/// one without header fields.
+fn all_candidates_of(
+    f: &Found<'_>,
+    found: &[(usize, ViewMessage)],
+    uid: bool,
+    headers: bool,
+) -> cove_store::Result<Vec<Candidate>> {
+    let candidates = candidates_of(f, found, uid, headers)?;
+    Ok(candidates
+        .into_iter()
+        .zip(found)
+        .map(|(c, (seq, m))| {
+            c.unwrap_or_else(|| Candidate {
+                uid: if uid { m.uid } else { *seq as u32 },
+                internal_date: m.internal_date,
+                size: m.size,
+                keys: Arc::default(),
+            })
+        })
+        .collect())
+}
+
+/// What SORT answers for the messages `found` (of the view's `all`), in
+/// order: a walk over the mailbox's kept order ([`SortOrders`]), brought
+/// up to `all` first (expunged messages dropped, new ones merged in: only
+/// their keys are read), or made now and kept when the search found at
+/// least half of the mailbox; a smaller part of a mailbox with no kept
+/// order is sorted alone.
+fn sorted_numbers(
+    f: &Found<'_>,
+    criteria: &[SortCriterion],
+    uid: bool,
+) -> cove_store::Result<Vec<u32>> {
+    let Found {
+        account,
+        mailbox,
+        orders,
+        all,
+        found,
+        ..
+    } = *f;
+    let headers = needs_headers(criteria);
+    let key = OrderKey {
+        mailbox: SnapshotKey {
+            email: account.email().to_string(),
+            mailbox: mailbox.guid,
+            uidvalidity: mailbox.uidvalidity,
+        },
+        criteria: criteria.to_vec(),
+    };
+    let kept = orders.take(&key);
+    if kept.is_some() || found.len() * 2 >= all.len() {
+        let mut order = kept.unwrap_or_default();
+        let now = all.iter().map(|m| (m.uid, m.content_id));
+        let synced = order.sync(now, criteria, |at| {
+            let arrived: Vec<(usize, &ViewMessage)> =
+                at.iter().map(|&i| (i + 1, &all[i])).collect();
+            let candidates = candidates_of(f, &arrived, true, headers)?;
+            Ok::<_, cove_store::Error>(
+                candidates
+                    .into_iter()
+                    .zip(&arrived)
+                    .map(|(c, (_, m))| Some((m.content_id, c?)))
+                    .collect(),
+            )
+        })?;
+        if synced {
+            let numbers = if uid && found.len() == order.len() {
+                // The whole mailbox (the order holds it all, now).
+                order.sorted().iter().map(|c| c.uid).collect()
+            } else {
+                let uids: Vec<u32> = found.iter().map(|(_, m)| m.uid).collect();
+                order
+                    .sorted()
+                    .iter()
+                    .filter_map(|c| {
+                        let i = uids.binary_search(&c.uid).ok()?;
+                        Some(if uid { c.uid } else { found[i].0 as u32 })
+                    })
+                    .collect()
+            };
+            orders.put(key, order);
+            return Ok(numbers);
+        }
+        // Some keys could not be read: the order stays as it was.
+        orders.put(key, order);
+    }
+    let candidates = all_candidates_of(f, found, uid, headers)?;
+    Ok(sort::sort(&candidates, criteria)
+        .into_iter()
+        .map(|i| candidates[i].uid)
+        .collect())
+}
+
+/// Whether `criteria` compare header fields (ARRIVAL and SIZE are the
+/// index's).
+fn needs_headers(criteria: &[SortCriterion]) -> bool {
+    criteria
+        .iter()
+        .any(|c| !matches!(c.key, sort::SortKey::Arrival | sort::SortKey::Size))
+}
+
+/// What a command's answer is made from, on the blocking pool: the
+/// messages found, and what to read their keys with.
+struct Found<'a> {
+    account: &'a Account,
+    mailbox: &'a cove_store::MailboxInfo,
+    memory: &'a SortKeyCache,
+    orders: &'a SortOrders,
+    /// The view's messages.
+    all: &'a Messages,
+    /// The messages the search found: sequence number and message.
+    found: &'a [(usize, ViewMessage)],
+}
+
+/// Run the search and give what it found to `answer` (on the blocking
+/// pool): its result, and the highest modseq found when the criteria have
+/// a MODSEQ key (RFC 7162 §3.1.5).
 async fn answer_with<T: Send + 'static>(
     conn: &mut Connection,
     user: &Authed,
     view: &mut View,
     criteria: Vec1<SearchKey<'static>>,
-    uid: bool,
-    headers: bool,
-    answer: impl FnOnce(&[Candidate]) -> T + Send + 'static,
+    answer: impl FnOnce(Found<'_>) -> cove_store::Result<T> + Send + 'static,
 ) -> cove_store::Result<(T, Option<u64>)> {
     let matcher = Matcher::new(conn, view, criteria.as_ref());
     let with_modseq = matcher.with_modseq;
     let account = user.account();
     let mailbox = view.mailbox.clone();
+    let all = view.messages.clone();
     let memory = conn.ctx.sort_keys.clone();
+    let orders = conn.ctx.sort_orders.clone();
     user.blocking(move || {
         let found = matcher.run(&account)?;
         let highest = found.iter().map(|(_, m)| m.modseq).max();
-        let keys = candidates_of(&account, &mailbox, &memory, found, uid, headers)?;
-        Ok((answer(&keys), highest.filter(|_| with_modseq)))
+        let answered = answer(Found {
+            account: &account,
+            mailbox: &mailbox,
+            memory: &memory,
+            orders: &orders,
+            all: &all,
+            found: &found,
+        })?;
+        Ok((answered, highest.filter(|_| with_modseq)))
     })
     .await
 }
@@ -144,14 +274,8 @@ pub async fn sort(
     uid: bool,
     ret: Option<SearchReturn>,
 ) -> Outcome {
-    let headers = order
-        .iter()
-        .any(|c| !matches!(c.key, sort::SortKey::Arrival | sort::SortKey::Size));
-    let answered = answer_with(conn, user, view, criteria, uid, headers, move |keys| {
-        sort::sort(keys, &order)
-            .into_iter()
-            .map(|i| keys[i].uid)
-            .collect::<Vec<u32>>()
+    let answered = answer_with(conn, user, view, criteria, move |f| {
+        sorted_numbers(&f, &order, uid)
     })
     .await;
     match answered {
@@ -192,9 +316,10 @@ pub async fn thread(
     criteria: Vec1<SearchKey<'static>>,
     uid: bool,
 ) -> Outcome {
-    let answered = answer_with(conn, user, view, criteria, uid, true, move |keys| {
-        let threads = sort::thread(keys, algorithm);
-        sort::write_threads(&threads, |i| keys[i].uid)
+    let answered = answer_with(conn, user, view, criteria, move |f| {
+        let keys = all_candidates_of(&f, f.found, uid, true)?;
+        let threads = sort::thread(&keys, algorithm);
+        Ok(sort::write_threads(&threads, |i| keys[i].uid))
     })
     .await;
     match answered {

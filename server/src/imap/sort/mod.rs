@@ -56,7 +56,7 @@ mod thread;
 
 pub use base_subject::{BaseSubject, base_subject};
 pub use keys::header_keys;
-pub use order::{SortCriterion, SortKey, sort};
+pub use order::{SortCriterion, SortKey, compare, sort};
 pub use prepared::{Candidate, SortKeys, decode as decode_keys, encode as encode_keys};
 pub use thread::{Algorithm, ThreadNode, thread, write_threads};
 

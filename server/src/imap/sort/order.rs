@@ -11,7 +11,7 @@ use std::cmp::Ordering;
 use super::Candidate;
 
 /// A sort key (RFC 5256 §3, RFC 5957 §3).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum SortKey {
     /// INTERNALDATE.
     Arrival,
@@ -35,7 +35,7 @@ pub enum SortKey {
 }
 
 /// One sort criterion: a key, with REVERSE or not.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct SortCriterion {
     pub key: SortKey,
     pub reverse: bool,
@@ -112,6 +112,26 @@ pub fn sort(messages: &[Candidate], criteria: &[SortCriterion]) -> Vec<usize> {
         a.cmp(&b)
     });
     order
+}
+
+/// How `a` and `b` compare under `criteria`, ties broken by
+/// [`Candidate::uid`] ascending: [`sort`]'s order when the candidates are
+/// given in mailbox order and `uid` is their UID (mailbox order is UID
+/// order). A kept order merges new messages in with it
+/// (`imap/sort_order.rs`).
+pub fn compare(a: &Candidate, b: &Candidate, criteria: &[SortCriterion]) -> Ordering {
+    for criterion in criteria {
+        let ord = criterion.key.value(a).cmp(&criterion.key.value(b));
+        let ord = if criterion.reverse {
+            ord.reverse()
+        } else {
+            ord
+        };
+        if ord != Ordering::Equal {
+            return ord;
+        }
+    }
+    a.uid.cmp(&b.uid)
 }
 
 #[cfg(test)]
