@@ -29,6 +29,7 @@
 #               under `strace -f -c` (page I/O and flushes per message)
 #        USERS=0    skips the many-user part
 set -euo pipefail
+shopt -s inherit_errexit
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 BIG=${BIG:-100000}
@@ -118,8 +119,10 @@ with open(os.path.join(root, "subscriptions"), "w") as fh:
     fh.write("V\t2\n\n" + "".join(f[1:].replace(".", "\t") + "\n" for f in folders if f))
 PY
 
+# An LMTP listener only because a configuration must serve something; the
+# import never listens.
 config() { # DATA_DIR
-    printf 'data_dir = "%s"\nhostname = "bench"\n[server]\ndurability = "%s"\n' "$1" "$DURABILITY"
+    printf 'data_dir = "%s"\nhostname = "bench"\n[server]\ndurability = "%s"\n[lmtp]\nlisten = ["127.0.0.1:0"]\n' "$1" "$DURABILITY"
 }
 # The [server] durability key: fall back to no section if this build has none.
 if ! grep -q 'durability' "$ROOT/server/src/config.rs"; then
@@ -136,6 +139,7 @@ import_big() {
     local bin=$1 data=$2
     shift 2
     rm -rf "$data"
+    mkdir -p "$data"
     config "$data" > "$data.toml"
     "$bin" --config "$data.toml" user add big@example.com >/dev/null
     sync

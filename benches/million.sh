@@ -83,7 +83,11 @@ if [[ ! -e $WORK/ready ]]; then
     printf 'data_dir = "%s"\nhostname = "bench"\n\n[lmtp]\nlisten = ["127.0.0.1:%s"]\n\n[imap]\nlisten = ["127.0.0.1:%s"]\n' \
         "$WORK/cove-data" "$COVE_PORT" $((COVE_PORT + 1)) > "$COVE_CONF"
     mkdir -p "$WORK/cove-data"
-    printf '%s\n' "$PASS" | "$FIRST_COVE_BIN" user add "$USER_EMAIL" --password-stdin --config "$COVE_CONF" >/dev/null
+    # A run stopped during the import resumes it (the user is there).
+    if [[ ! -e $WORK/user-added ]]; then
+        printf '%s\n' "$PASS" | "$FIRST_COVE_BIN" user add "$USER_EMAIL" --password-stdin --config "$COVE_CONF" >/dev/null
+        touch "$WORK/user-added"
+    fi
     bench_log "cove import maildir"
     t=$(secs)
     "$FIRST_COVE_BIN" import maildir --user "$USER_EMAIL" "$MAILDIR" --config "$COVE_CONF" >"$WORK/import.out" 2>&1 ||

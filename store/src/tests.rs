@@ -1129,3 +1129,63 @@ fn damaged_files_are_reported_then_relinked_to_a_verified_copy() {
         "the rotten copy left quarantine once nothing served it"
     );
 }
+
+// An import keeps, across its batches, the rule that an old UID below a
+// message cove itself put in the mailbox is not used (clients saw cove's
+// UID, so they never look below it): mail delivered between two batches
+// counts for the next one, though each later batch reads only the rows
+// written since the one before (ImportCache, `cove_max`).
+#[test]
+fn import_batches_give_way_to_mail_delivered_between_them() {
+    let d = tempfile::tempdir().unwrap();
+    let s = store_at(d.path());
+    let acct = s.account(&user(&s, "a@x.org")).unwrap();
+    let (mb, _) = acct
+        .import_mailbox(&ImportMailbox {
+            name: "Old",
+            guid: None,
+            uidvalidity: Some(777),
+            uidnext: 300,
+            special_use: None,
+            subscribed: true,
+        })
+        .unwrap();
+    let src = d.path().join("src");
+    fs::create_dir_all(&src).unwrap();
+    let old = |uid: Uid| {
+        let source = src.join(format!("m{uid}"));
+        fs::write(&source, format!("Subject: old {uid}\n\nbody\n")).unwrap();
+        ImportMessage {
+            uid: Some(uid),
+            guid: MessageGuid::derived_from_name(&format!("old {uid}")),
+            source,
+            flags: Flags::empty(),
+            keywords: Vec::new(),
+            internal_date: 1_700_000_000,
+        }
+    };
+    let mut cache = ImportCache::default();
+    let first = acct
+        .import_messages(&mb.guid, &[old(10), old(20)], &mut cache)
+        .unwrap();
+    assert_eq!((first.added, first.renumbered), (2, 0));
+    let blob = s.blobs().put(b"Subject: new\r\n\r\nnew\r\n").unwrap();
+    let delivered = acct.deliver("Old", &blob, &NewMessage::default()).unwrap();
+    assert_eq!(delivered.uid, 300);
+    let second = acct
+        .import_messages(&mb.guid, &[old(30), old(400)], &mut cache)
+        .unwrap();
+    assert_eq!(
+        (second.added, second.renumbered),
+        (1, 1),
+        "old UID 30 lies below cove's 300"
+    );
+    let uids: Vec<Uid> = acct
+        .messages(&mb.guid)
+        .unwrap()
+        .iter()
+        .map(|m| m.uid)
+        .collect();
+    assert!(!uids.contains(&30), "{uids:?}");
+    assert!(uids.contains(&10) && uids.contains(&400), "{uids:?}");
+}
