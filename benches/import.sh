@@ -21,7 +21,15 @@
 #
 # Knobs: BIG=100000 USERS=100 PER_USER=1000 SHARED=50 KEEP=1 (keep the
 #        temp dir) DURABILITY=batched
+#        COVES="cove:target/release/cove"  LABEL:BINARY pairs; each imports
+#               the same BIG tree into a fresh data directory, in turn,
+#               ROUNDS=1 times (alternating), and the report gives each
+#               one's median (the first pair also does the rest)
+#        STRACE=0   1: after the timed rounds, one more import per binary
+#               under `strace -f -c` (page I/O and flushes per message)
+#        USERS=0    skips the many-user part
 set -euo pipefail
+shopt -s inherit_errexit
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 BIG=${BIG:-100000}
@@ -30,8 +38,12 @@ PER_USER=${PER_USER:-1000}
 SHARED=${SHARED:-50}
 DURABILITY=${DURABILITY:-batched}
 
-cargo build --release -q -p cove --manifest-path "$ROOT/Cargo.toml"
-COVE="$ROOT/target/release/cove"
+COVES=${COVES:-"cove:$ROOT/target/release/cove"}
+ROUNDS=${ROUNDS:-1}
+STRACE=${STRACE:-0}
+[[ $COVES == "cove:$ROOT/target/release/cove" ]] && cargo build --release -q -p cove --manifest-path "$ROOT/Cargo.toml"
+FIRST_PAIR=${COVES%% *}
+COVE=${FIRST_PAIR#*:}
 DIR=$(mktemp -d /tmp/coveimportbench.XXXXXX)
 cleanup() {
     if [[ -z ${KEEP:-} ]]; then rm -rf "$DIR"; else echo "kept $DIR" >&2; fi
@@ -107,8 +119,10 @@ with open(os.path.join(root, "subscriptions"), "w") as fh:
     fh.write("V\t2\n\n" + "".join(f[1:].replace(".", "\t") + "\n" for f in folders if f))
 PY
 
+# An LMTP listener only because a configuration must serve something; the
+# import never listens.
 config() { # DATA_DIR
-    printf 'data_dir = "%s"\nhostname = "bench"\n[server]\ndurability = "%s"\n' "$1" "$DURABILITY"
+    printf 'data_dir = "%s"\nhostname = "bench"\n[server]\ndurability = "%s"\n[lmtp]\nlisten = ["127.0.0.1:0"]\n' "$1" "$DURABILITY"
 }
 # The [server] durability key: fall back to no section if this build has none.
 if ! grep -q 'durability' "$ROOT/server/src/config.rs"; then
@@ -119,20 +133,67 @@ secs() { date +%s.%N; }
 echo "generating $BIG messages for one user ..." >&2
 python3 "$DIR/gen.py" "$DIR/dovecot/big/Maildir" 0 "$BIG" 0
 BIG_BYTES=$(du -sb "$DIR/dovecot/big/Maildir" | cut -f1)
-config "$DIR/cove1" > "$DIR/cove1.toml"
-"$COVE" --config "$DIR/cove1.toml" user add big@example.com >/dev/null
-sync
+# One import of the BIG tree into a fresh data directory: prints seconds.
+#   import_big BINARY DIR [WRAPPER...]
+import_big() {
+    local bin=$1 data=$2
+    shift 2
+    rm -rf "$data"
+    mkdir -p "$data"
+    config "$data" > "$data.toml"
+    "$bin" --config "$data.toml" user add big@example.com >/dev/null
+    sync
+    local t0 t1
+    t0=$(secs)
+    "$@" "$bin" --config "$data.toml" import maildir --user big@example.com "$DIR/dovecot/big/Maildir" > "$data.out"
+    t1=$(secs)
+    echo "$t1 - $t0" | bc -l
+}
 LOAD1=$(cut -d' ' -f1-3 /proc/loadavg)
+: > "$DIR/rounds.txt"
+for ((r = 1; r <= ROUNDS; r++)); do
+    for pair in $COVES; do
+        label=${pair%%:*}
+        bin=${pair#*:}
+        s_=$(import_big "$bin" "$DIR/cove-$label")
+        echo "$label $r $s_ $(cut -d' ' -f1 /proc/loadavg)" | tee -a "$DIR/rounds.txt" >&2
+        if [[ $pair == "$FIRST_PAIR" && $r == "$ROUNDS" ]]; then
+            # Kept for the second run and the listing below.
+            KEPT=$DIR/cove-$label
+            OUT1=$(cat "$KEPT.out")
+        else
+            rm -rf "$DIR/cove-$label"
+        fi
+    done
+done
+LOAD1B=$(cut -d' ' -f1-3 /proc/loadavg)
+# Median seconds of LABEL's rounds.
+median_of() {
+    awk -v l="$1" '$1 == l { print $3 }' "$DIR/rounds.txt" | sort -n |
+        awk '{ a[NR] = $1 } END { if (NR % 2) print a[(NR + 1) / 2]; else print (a[NR / 2] + a[NR / 2 + 1]) / 2 }'
+}
+: > "$DIR/strace.txt"
+if [[ $STRACE == 1 ]]; then
+    for pair in $COVES; do
+        label=${pair%%:*}
+        import_big "${pair#*:}" "$DIR/cove-$label" strace -f -c -o "$DIR/strace-$label.txt" >/dev/null
+        rm -rf "$DIR/cove-$label"
+        awk -v l="$label" -v n="$BIG" '
+            $NF ~ /^(pread64|pwrite64|fsync|fdatasync|read|write|openat|linkat|renameat2?|rename)$/ {
+                c = ($4 ~ /^[0-9]+$/) ? $4 : $5; printf "%s %s %d %.2f\n", l, $NF, c, c / n }' \
+            "$DIR/strace-$label.txt" >> "$DIR/strace.txt"
+    done
+fi
 T0=$(secs)
-OUT1=$("$COVE" --config "$DIR/cove1.toml" import maildir --user big@example.com "$DIR/dovecot/big/Maildir")
-T1=$(secs)
-OUT1B=$("$COVE" --config "$DIR/cove1.toml" import maildir --user big@example.com "$DIR/dovecot/big/Maildir")
+OUT1B=$("$COVE" --config "$KEPT.toml" import maildir --user big@example.com "$DIR/dovecot/big/Maildir")
 T2=$(secs)
-FIRST=$(echo "$T1 - $T0" | bc -l)
-SECOND=$(echo "$T2 - $T1" | bc -l)
+FIRST=$(median_of "${FIRST_PAIR%%:*}")
+SECOND=$(echo "$T2 - $T0" | bc -l)
 RATE=$(echo "$BIG / $FIRST" | bc -l)
-LIST1=$("$COVE" --config "$DIR/cove1.toml" mailbox list big@example.com)
+LIST1=$("$COVE" --config "$KEPT.toml" mailbox list big@example.com)
+rm -rf "$KEPT"
 
+if [[ $USERS -gt 0 ]]; then
 echo "generating $USERS users x $PER_USER messages ($SHARED% shared) ..." >&2
 : > "$DIR/users.txt"
 for ((u = 1; u <= USERS; u++)); do
@@ -147,6 +208,7 @@ OUT2=$("$COVE" --config "$DIR/cove2.toml" import maildir --create-users --users 
 T1=$(secs)
 MULTI=$(echo "$T1 - $T0" | bc -l)
 STATS=$("$COVE" --config "$DIR/cove2.toml" dedup stats)
+fi
 
 DATE=$(date -u +%Y-%m-%d)
 OUT="$ROOT/benches/results/import-$DATE.md"
@@ -159,17 +221,29 @@ OUT="$ROOT/benches/results/import-$DATE.md"
     echo "|---|---|"
     printf '| one user, %d messages (%d MiB of Maildir, 5 folders): first import | %.1f s |\n' "$BIG" $((BIG_BYTES >> 20)) "$FIRST"
     printf '| ... messages/s | %.0f |\n' "$RATE"
+    for pair in $COVES; do
+        label=${pair%%:*}
+        m=$(median_of "$label")
+        printf '| %s: first import, median of %d (%s) | %.1f s, %.0f messages/s |\n' "$label" "$ROUNDS" \
+            "$(awk -v l="$label" '$1 == l { printf "%s%.1f s", sep, $3; sep = ", " }' "$DIR/rounds.txt")" "$m" "$(echo "$BIG / $m" | bc -l)"
+    done
     printf '| ... second run (nothing to do) | %.1f s |\n' "$SECOND"
-    printf '| %d users x %d messages, %d%% the same mail: import | %.1f s (%.0f messages/s) |\n' "$USERS" "$PER_USER" "$SHARED" "$MULTI" "$(echo "$USERS * $PER_USER / $MULTI" | bc -l)"
-    echo "| ... dedup ratio (logical / stored bytes, \`cove dedup stats\`) | $(sed -n 's/^dedup ratio: *//p' <<<"$STATS") |"
-    echo "| load average before the big import / the many-user import | $LOAD1 / $LOAD2 |"
+    while read -r label call count per; do
+        printf '| %s under `strace -f -c`: %s | %s (%s per message) |\n' "$label" "$call" "$count" "$per"
+    done < "$DIR/strace.txt"
+    echo "| load average before / after the timed rounds | $LOAD1 / $LOAD1B |"
+    if [[ $USERS -gt 0 ]]; then
+        printf '| %d users x %d messages, %d%% the same mail: import | %.1f s (%.0f messages/s) |\n' "$USERS" "$PER_USER" "$SHARED" "$MULTI" "$(echo "$USERS * $PER_USER / $MULTI" | bc -l)"
+        echo "| ... dedup ratio (logical / stored bytes, \`cove dedup stats\`) | $(sed -n 's/^dedup ratio: *//p' <<<"$STATS") |"
+        echo "| load average before the big import / the many-user import | $LOAD1 / $LOAD2 |"
+    fi
     echo
     echo '```'
     echo "$OUT1"
     echo "$OUT1B"
     echo "$LIST1"
-    echo "$OUT2"
-    echo "$STATS"
+    echo "${OUT2:-}"
+    echo "${STATS:-}"
     echo '```'
 } > "$OUT"
 cat "$OUT"

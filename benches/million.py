@@ -1,10 +1,11 @@
 """A mailbox of 1,000,000 messages (issue 15), for benches/million.sh.
 
-    python3 benches/million.py gen MAILDIR COUNT TOKEN_EVERY
+    python3 benches/million.py gen MAILDIR COUNT TOKEN_EVERY [--body B]
         Writes a Dovecot Maildir (cur/ files with LF line ends, named as
         Dovecot names them, and a dovecot-uidlist v3 giving UIDs 1..COUNT)
-        of COUNT small messages (~1.3-1.7 KiB: the headers a delivered
-        message has, and a short text body). Two in three are \\Seen, one in
+        of COUNT messages (the headers a delivered message has, and a text
+        body of B-400..B characters: ~1.3-1.7 KiB with the default B=900,
+        ~4 KiB with B=3600). Two in three are \\Seen, one in
         twenty \\Flagged; one in TOKEN_EVERY has the word `marzipan` in its
         Subject.
 
@@ -37,7 +38,7 @@ TOKEN = "marzipan"
 
 
 # ---------------------------------------------------------------- gen
-def gen(maildir, count, token_every):
+def gen(maildir, count, token_every, body_max=900):
     rnd = random.Random(15)
     words = ["".join(rnd.choice("abcdefghijklmnopqrstuvwxyz") for _ in range(rnd.randint(2, 9)))
              for _ in range(4096)]
@@ -53,8 +54,8 @@ def gen(maildir, count, token_every):
         subject = " ".join(r.choice(words) for _ in range(r.randint(3, 8)))
         if i % token_every == 0:
             subject += " " + TOKEN
-        off = r.randrange(len(pool) - 1200)
-        body = pool[off:off + r.randint(500, 900)]
+        off = r.randrange(len(pool) - body_max - 300)
+        body = pool[off:off + r.randint(body_max - 400, body_max)]
         body = "\n".join(body[j:j + 72] for j in range(0, len(body), 72))
         t = t0 + i * 7
         msg = (
@@ -215,6 +216,8 @@ def measure(a):
     n = data.count(b" FETCH (")
     check(n == exists, f"UID FETCH 1:* (FLAGS): {n} answers, expected {exists}")
     results["fetch_flags_bytes"] = size
+    # The mailbox's UIDs (an import may have given some fresh ones).
+    uids = [int(u) for u in re.findall(rb"UID (\d+)", data)]
     data, ms2, _ = first.cmd("UID FETCH 1:* (FLAGS)")
     results["fetch_flags_repeat_ms"] = f"{ms2:.1f}"
 
@@ -254,7 +257,7 @@ def measure(a):
 
     # Ten flag changes, then a QRESYNC resync from what the first SELECT saw.
     # Different messages each run: a run on kept data must change flags.
-    changed = sorted(random.Random(time.time_ns()).sample(range(1, exists + 1), 10))
+    changed = sorted(random.Random(time.time_ns()).sample(uids, 10))
     for uid in changed:
         first.cmd(f"UID STORE {uid} +FLAGS.SILENT (\\Flagged \\Answered)")
     r = login()
@@ -284,6 +287,7 @@ def main():
     g.add_argument("maildir")
     g.add_argument("count", type=int)
     g.add_argument("token_every", type=int)
+    g.add_argument("--body", type=int, default=900)
     m = sub.add_parser("measure")
     m.add_argument("addr")
     m.add_argument("user")
@@ -295,7 +299,7 @@ def main():
     m.add_argument("--hits", type=int, required=True)
     a = p.parse_args()
     if a.what == "gen":
-        gen(a.maildir, a.count, a.token_every)
+        gen(a.maildir, a.count, a.token_every, a.body)
         return 0
     return measure(a)
 

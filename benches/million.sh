@@ -15,6 +15,8 @@
 #
 # Knobs (environment):
 #   MESSAGES=1000000 TOKEN_EVERY=1000 SESSIONS=10
+#   BODY=900                 longest body in characters (~1.3-1.7 KiB
+#                            messages; BODY=3600: ~4 KiB)
 #   COVES="cove:target/release/cove"  LABEL:BINARY pairs measured in turn on
 #                            the same data (e.g. a build from before a
 #                            change beside one from after it)
@@ -34,6 +36,7 @@ ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 source "$ROOT/benches/common.sh"
 MESSAGES=${MESSAGES:-1000000}
 TOKEN_EVERY=${TOKEN_EVERY:-1000}
+BODY=${BODY:-900}
 SESSIONS=${SESSIONS:-10}
 COVES=${COVES:-"cove:$ROOT/target/release/cove"}
 WITH_DOVECOT=${WITH_DOVECOT:-1}
@@ -72,7 +75,7 @@ if [[ ! -e $WORK/generated ]]; then
     bench_log "df before: $(df -h --output=avail /tmp | tail -n 1)"
     bench_log "writing $MESSAGES messages to $MAILDIR"
     t=$(secs)
-    python3 "$ROOT/benches/million.py" gen "$MAILDIR" "$MESSAGES" "$TOKEN_EVERY"
+    python3 "$ROOT/benches/million.py" gen "$MAILDIR" "$MESSAGES" "$TOKEN_EVERY" --body "$BODY"
     printf '%.0f\n' "$(echo "$(secs) - $t" | bc -l)" > "$WORK/generated"
 fi
 if [[ ! -e $WORK/ready ]]; then
@@ -80,7 +83,11 @@ if [[ ! -e $WORK/ready ]]; then
     printf 'data_dir = "%s"\nhostname = "bench"\n\n[lmtp]\nlisten = ["127.0.0.1:%s"]\n\n[imap]\nlisten = ["127.0.0.1:%s"]\n' \
         "$WORK/cove-data" "$COVE_PORT" $((COVE_PORT + 1)) > "$COVE_CONF"
     mkdir -p "$WORK/cove-data"
-    printf '%s\n' "$PASS" | "$FIRST_COVE_BIN" user add "$USER_EMAIL" --password-stdin --config "$COVE_CONF" >/dev/null
+    # A run stopped during the import resumes it (the user is there).
+    if [[ ! -e $WORK/user-added ]]; then
+        printf '%s\n' "$PASS" | "$FIRST_COVE_BIN" user add "$USER_EMAIL" --password-stdin --config "$COVE_CONF" >/dev/null
+        touch "$WORK/user-added"
+    fi
     bench_log "cove import maildir"
     t=$(secs)
     "$FIRST_COVE_BIN" import maildir --user "$USER_EMAIL" "$MAILDIR" --config "$COVE_CONF" >"$WORK/import.out" 2>&1 ||
@@ -158,7 +165,7 @@ while [[ -e $OUT ]]; do OUT=$ROOT/benches/results/million-$DATE-$k.md; k=$((k + 
     echo "\`bash benches/million.sh\`: cove at \`$(git -C "$ROOT" rev-parse --short HEAD)\` (COVES=\"$COVES\"), Dovecot $(dovecot --version 2>/dev/null | cut -d' ' -f1) (Maildir, benches/dovecot/start.sh); one server running at a time, same data."
     echo "Machine: $(nproc) CPUs shared with other work, $(free -g | awk '/Mem:/ {print $2}') GiB RAM. Load average (1/5/15 min) before: $LOAD_BEFORE, after: $LOAD_AFTER."
     echo
-    echo "One INBOX of $MESSAGES messages (~1.0–1.4 KiB, 2/3 \\Seen, 1/20 \\Flagged, one in $TOKEN_EVERY with \`marzipan\` in its Subject). Wall times from the command to its tagged OK, every answer checked; *first* = the first of this server process. RSS/PSS: summed over the server's processes, growth over the server before the first login."
+    echo "One INBOX of $MESSAGES messages ($(du -sb "$MAILDIR/cur" | awk -v n="$MESSAGES" '{ printf "%.1f KiB", $1 / n / 1024 }') on average, 2/3 \\Seen, 1/20 \\Flagged, one in $TOKEN_EVERY with \`marzipan\` in its Subject). Wall times from the command to its tagged OK, every answer checked; *first* = the first of this server process. RSS/PSS: summed over the server's processes, growth over the server before the first login."
     echo
     hdr="| measure |"
     sep="|---|"

@@ -151,16 +151,25 @@ CREATE TABLE IF NOT EXISTS peer_applied(
   modseq INTEGER NOT NULL,
   epoch INTEGER NOT NULL
 ) WITHOUT ROWID;
--- Derived data (account/derived.rs), by kind first: a command that wants
--- one kind for a whole mailbox (SEARCH SUBJECT's header text) reads that
--- kind's rows only, in one range. Created on open, no schema version; the
--- table it replaces (`derived`, keyed by content first) is moved into it
--- by `move_derived`.
-CREATE TABLE IF NOT EXISTS derived_by_kind(
+-- Derived data (account/derived.rs): each content that has any gets a
+-- number in arrival order (`derived_content`: one insert at a random place,
+-- its content id's, per message), and its views are kept under (kind,
+-- number) (`derived_view`): a message's seven views are appended at the
+-- ends of seven ranges instead of landing on seven random pages, and a
+-- command that wants one kind for a whole mailbox (SEARCH SUBJECT) reads
+-- that kind's range in arrival order. AUTOINCREMENT: a number is never
+-- given twice, so a view left behind can never be taken for another
+-- content's. Created on open, no schema version; the tables they replace
+-- (`derived`, `derived_by_kind`) are moved into them by `move_derived`.
+CREATE TABLE IF NOT EXISTS derived_content(
+  seq INTEGER PRIMARY KEY AUTOINCREMENT,
+  content_id BLOB NOT NULL UNIQUE
+);
+CREATE TABLE IF NOT EXISTS derived_view(
   kind INTEGER NOT NULL,
-  content_id BLOB NOT NULL,
+  seq INTEGER NOT NULL,
   data BLOB NOT NULL,
-  PRIMARY KEY(kind, content_id)
+  PRIMARY KEY(kind, seq)
 ) WITHOUT ROWID;
 ";
 

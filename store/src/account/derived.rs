@@ -12,7 +12,7 @@
 use std::collections::{HashMap, HashSet};
 
 use cove_dedup::ContentId;
-use rusqlite::params;
+use rusqlite::{OptionalExtension, params};
 
 use super::Account;
 use crate::Result;
@@ -133,44 +133,67 @@ impl std::hash::Hasher for ContentIdHasher {
     }
 }
 
-/// Move the entries of the table keyed by content first (`derived`, cove
-/// before 2026-12-07, or one an older cove made again) into
-/// `derived_by_kind`, keeping the kinds still read, then drop it: one
-/// transaction, at open.
+/// Move the entries of the tables older coves kept (`derived`, keyed by
+/// content first, cove before 2026-12-07; `derived_by_kind`, keyed by kind
+/// and content id, before the layout by arrival number) into
+/// `derived_content` and `derived_view`, keeping the kinds still read,
+/// then drop them: one transaction each, at open. Contents get their
+/// numbers in the order their messages have in the index (mailbox, UID),
+/// then those no message holds (a sweep removes them later), so a pass
+/// over a kind after the move reads in mailbox order, as one after
+/// arrivals does.
 pub(crate) fn move_derived(conn: &rusqlite::Connection) -> Result<()> {
-    let old: i64 = conn.query_row(
-        "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = 'derived'",
-        [],
-        |r| r.get(0),
-    )?;
-    if old == 0 {
-        return Ok(());
-    }
     let codes: Vec<String> = DerivedKind::ALL
         .iter()
         .map(|k| k.code().to_string())
         .collect();
-    conn.execute_batch(&format!(
-        "BEGIN IMMEDIATE;
-         INSERT OR IGNORE INTO derived_by_kind(kind, content_id, data)
-           SELECT kind, content_id, data FROM derived WHERE kind IN ({});
-         DROP TABLE derived;
-         COMMIT;",
-        codes.join(",")
-    ))?;
+    let codes = codes.join(",");
+    for old in ["derived", "derived_by_kind"] {
+        let present: i64 = conn.query_row(
+            "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = ?1",
+            [old],
+            |r| r.get(0),
+        )?;
+        if present == 0 {
+            continue;
+        }
+        conn.execute_batch(&format!(
+            "BEGIN IMMEDIATE;
+             CREATE TEMP TABLE moving(content_id BLOB PRIMARY KEY) WITHOUT ROWID;
+             INSERT OR IGNORE INTO moving SELECT content_id FROM {old} WHERE kind IN ({codes});
+             INSERT OR IGNORE INTO derived_content(content_id)
+               SELECT content_id FROM message WHERE content_id IN (SELECT content_id FROM moving)
+               ORDER BY mailbox_id, uid;
+             INSERT OR IGNORE INTO derived_content(content_id) SELECT content_id FROM moving;
+             DROP TABLE moving;
+             INSERT OR IGNORE INTO derived_view(kind, seq, data)
+               SELECT o.kind, c.seq, o.data FROM {old} o JOIN derived_content c USING (content_id)
+               WHERE o.kind IN ({codes})
+               ORDER BY o.kind, c.seq;
+             DROP TABLE {old};
+             COMMIT;"
+        ))?;
+    }
     Ok(())
 }
 
-/// Remove every entry of one content (a point lookup per kind: the table
-/// is keyed by kind first).
+/// Remove every entry of one content (its number, then a point delete
+/// per kind).
 pub(crate) fn delete_derived_of(conn: &rusqlite::Connection, id: &ContentId) -> Result<bool> {
-    let mut st =
-        conn.prepare_cached("DELETE FROM derived_by_kind WHERE kind = ?1 AND content_id = ?2")?;
-    let mut any = false;
+    let seq: Option<i64> = conn
+        .prepare_cached("SELECT seq FROM derived_content WHERE content_id = ?1")?
+        .query_row([&id.0[..]], |r| r.get(0))
+        .optional()?;
+    let Some(seq) = seq else {
+        return Ok(false);
+    };
+    let mut st = conn.prepare_cached("DELETE FROM derived_view WHERE kind = ?1 AND seq = ?2")?;
     for kind in DerivedKind::ALL {
-        any |= st.execute(params![kind.code(), &id.0[..]])? > 0;
+        st.execute(params![kind.code(), seq])?;
     }
-    Ok(any)
+    conn.prepare_cached("DELETE FROM derived_content WHERE seq = ?1")?
+        .execute([seq])?;
+    Ok(true)
 }
 
 /// Content ids per lookup statement (SQLite allows 32,766 parameters).
@@ -243,8 +266,13 @@ impl Account {
                         next.insert(i, was);
                     }
                 }
+                // In arrival order: the views' range of this kind, each
+                // row's content id from its number (the next row of
+                // `derived_content` each time).
                 let mut st = g.conn.prepare_cached(
-                    "SELECT content_id, data FROM derived_by_kind WHERE kind = ?1",
+                    "SELECT c.content_id, v.data FROM derived_view v
+                       JOIN derived_content c ON c.seq = v.seq WHERE v.kind = ?1
+                       ORDER BY v.seq",
                 )?;
                 let mut rows = st.query([kind.code()])?;
                 while let Some(row) = rows.next()? {
@@ -272,7 +300,9 @@ impl Account {
             }
             for chunk in wanted.chunks(LOOKUP_BATCH) {
                 let sql = format!(
-                    "SELECT content_id, data FROM derived_by_kind WHERE kind = ?1 AND content_id IN ({})",
+                    "SELECT c.content_id, v.data FROM derived_content c
+                       JOIN derived_view v ON v.kind = ?1 AND v.seq = c.seq
+                       WHERE c.content_id IN ({})",
                     vec!["?"; chunk.len()].join(",")
                 );
                 let mut st = g.conn.prepare_cached(&sql)?;
@@ -299,26 +329,48 @@ impl Account {
         Ok(out)
     }
 
-    /// Remember derived data (one transaction for all entries).
+    /// Remember derived data (one transaction for all entries). A content
+    /// new here gets the next arrival number; its views are appended at
+    /// the ends of their kinds' ranges (index.rs, `derived_view`): one
+    /// insert at a random place per content (its id's), where keying the
+    /// views by content id put each of a message's seven on a page of its
+    /// own, ~55 `pread`s and ~45 `pwrite`s per imported message.
     pub fn store_derived(&self, entries: &[(ContentId, DerivedKind, Vec<u8>)]) -> Result<()> {
         if entries.is_empty() {
             return Ok(());
         }
         let mut g = self.conn()?;
-        // Each entry lands on a page of its own (content ids are random):
-        // with the small page cache (index.rs) the background indexer's
-        // batch of 1,000 arrivals (~6,000 entries) spilled pages to the
-        // WAL and read them back, ~60 `pread`s and ~50 `pwrite`s per
-        // message (strace of a 1,000,000-message import).
-        let kib = crate::index::cache_kib_for_rows(entries.len().saturating_mul(4));
+        let kib = crate::index::cache_kib_for_rows(entries.len().saturating_mul(2));
         crate::index::with_cache(&mut g.conn, kib, |conn| {
             let tx = conn.transaction()?;
             {
-                let mut st = tx.prepare_cached(
-                    "INSERT OR REPLACE INTO derived_by_kind(content_id, kind, data) VALUES (?1, ?2, ?3)",
+                let mut number =
+                    tx.prepare_cached("SELECT seq FROM derived_content WHERE content_id = ?1")?;
+                let mut add =
+                    tx.prepare_cached("INSERT INTO derived_content(content_id) VALUES (?1)")?;
+                let mut put = tx.prepare_cached(
+                    "INSERT OR REPLACE INTO derived_view(kind, seq, data) VALUES (?1, ?2, ?3)",
                 )?;
+                let mut last: Option<(ContentId, i64)> = None;
                 for (id, kind, data) in entries {
-                    st.execute(params![&id.0[..], kind.code(), data])?;
+                    let seq = match last {
+                        // A content's views come together (the indexer's,
+                        // a FETCH's): one lookup for them all.
+                        Some((was, seq)) if was == *id => seq,
+                        _ => {
+                            let found: Option<i64> =
+                                number.query_row([&id.0[..]], |r| r.get(0)).optional()?;
+                            match found {
+                                Some(seq) => seq,
+                                None => {
+                                    add.execute([&id.0[..]])?;
+                                    tx.last_insert_rowid()
+                                }
+                            }
+                        }
+                    };
+                    last = Some((*id, seq));
+                    put.execute(params![kind.code(), seq, data])?;
                 }
             }
             tx.commit()?;
@@ -355,14 +407,23 @@ impl Account {
     }
 
     /// Remove every cached view whose content no message holds (after
-    /// more expunges than the indexer keeps track of one by one); SQLite
-    /// sorts the held contents in its temporary store, not in memory here.
+    /// more expunges than the indexer keeps track of one by one), and any
+    /// view without its content's number; returns how many contents went.
+    /// SQLite sorts the held contents in its temporary store, not in
+    /// memory here.
     pub fn sweep_derived(&self) -> Result<usize> {
-        let g = self.conn()?;
-        Ok(g.conn.execute(
-            "DELETE FROM derived_by_kind WHERE content_id NOT IN (SELECT content_id FROM message)",
+        let mut g = self.conn()?;
+        let tx = g.conn.transaction()?;
+        let gone = tx.execute(
+            "DELETE FROM derived_content WHERE content_id NOT IN (SELECT content_id FROM message)",
             [],
-        )?)
+        )?;
+        tx.execute(
+            "DELETE FROM derived_view WHERE seq NOT IN (SELECT seq FROM derived_content)",
+            [],
+        )?;
+        tx.commit()?;
+        Ok(gone)
     }
 }
 
