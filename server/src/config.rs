@@ -481,7 +481,8 @@ pub struct ReplicationConfig {
     pub sessions_per_peer: usize,
     /// Change-log rows each user's index keeps behind its newest change
     /// for a peer that has not applied them; a peer further behind gets a
-    /// complete delta (docs/replication.md, "Bounded history").
+    /// complete delta (docs/replication.md, "Bounded history"). Also how
+    /// many expunges a peer has not applied are kept past that.
     #[serde(default = "default_keep_changes")]
     pub keep_changes: u64,
     /// How long an expunge's tombstone is kept once every peer applied it.

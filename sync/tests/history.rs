@@ -76,16 +76,29 @@ async fn the_history_stops_growing_once_every_peer_applied_it() {
     assert_converged(&nodes, &BTreeSet::new());
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_peer_away_longer_than_the_history_gets_a_complete_delta() {
+/// A and B share twelve messages; B goes away. A expunges four of them
+/// (first the one B flags while apart, then three others) and takes 20
+/// more, pruning as it goes with `keep_changes` = `keep`. What each node
+/// holds then.
+struct Apart {
+    nodes: [Node; 2],
+    /// Expunged on A, untouched on B.
+    doomed: Vec<cove_store::Delivered>,
+    /// Expunged on A, flagged on B while apart.
+    flagged_on_b: cove_store::Delivered,
+    /// Never expunged.
+    kept: BTreeSet<cove_store::MessageGuid>,
+}
+
+async fn apart(keep: u64) -> Apart {
     let nodes = [Node::new("node-a"), Node::new("node-b")];
-    let [a, b] = &nodes;
     for n in &nodes {
         n.store.set_history(History {
-            keep_changes: 5,
+            keep_changes: keep,
             keep_expunges_ms: 0,
         });
     }
+    let [a, b] = &nodes;
     let mut kept = BTreeSet::new();
     let mut doomed = Vec::new();
     let mut flagged_on_b = None;
@@ -103,13 +116,11 @@ async fn a_peer_away_longer_than_the_history_gets_a_complete_delta() {
     sync(a, b).await;
     let inbox = a.mailbox("INBOX");
     let flagged_on_b = flagged_on_b.expect("one message flagged on B");
-    // B goes away. A expunges four messages, one of which B flags while
-    // apart, and takes more mail; A prunes past B's mark as it goes.
-    let gone: Vec<_> = doomed.iter().map(|d| d.uid).collect();
-    a.account.expunge(&inbox.guid, &gone).expect("expunge");
     a.account
         .expunge(&inbox.guid, &[flagged_on_b.uid])
         .expect("expunge");
+    let gone: Vec<_> = doomed.iter().map(|d| d.uid).collect();
+    a.account.expunge(&inbox.guid, &gone).expect("expunge");
     b.account
         .set_flags(
             &b.mailbox("INBOX").guid,
@@ -124,11 +135,60 @@ async fn a_peer_away_longer_than_the_history_gets_a_complete_delta() {
                 .guid,
         );
     }
-    // Pruned as the changes went by (every `keep_changes` of them).
-    assert_eq!(rows(a).tombstones, 0, "A dropped the tombstones");
+    Apart {
+        nodes,
+        doomed,
+        flagged_on_b,
+        kept,
+    }
+}
 
-    // B comes back: A's delta for it is complete; B drops what A expunged,
-    // and keeps (and gives back to A) the one it changed while apart.
+/// B was away longer than A's change log keeps (five changes): A's delta
+/// for it is complete. The expunges B has not applied outlive the cap and
+/// travel in it: B drops all four, the one it flagged too (an expunge wins
+/// over a flag change), and A gets none of them back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_away_longer_than_the_history_gets_a_complete_delta() {
+    let Apart {
+        nodes,
+        doomed,
+        flagged_on_b,
+        kept,
+    } = apart(5).await;
+    let [a, b] = &nodes;
+    let r = rows(a);
+    assert_eq!(r.tombstones, 4, "A keeps the expunges B has not applied");
+    assert!(r.changes <= 5 + 5, "the change log is capped: {r:?}");
+    let back = sync(b, a).await;
+    assert_eq!(
+        back.here.messages_expunged, 4,
+        "B expunged what A expunged while it was away: {:?}",
+        back.here
+    );
+    sync(a, b).await;
+    sync(b, a).await;
+    for d in doomed.iter().chain([&flagged_on_b]) {
+        assert!(a.find(&d.guid).is_none(), "A got {} back", d.guid);
+        assert!(b.find(&d.guid).is_none(), "B kept {}", d.guid);
+    }
+    assert_converged(&nodes, &kept);
+    assert_eq!(rows(a).tombstones, 0, "applied by B: pruned");
+}
+
+/// The same with only two expunges kept past the cap: A forgets the
+/// oldest two (the one B flagged, and one B did not touch). The complete
+/// delta still expunges on B each message it did not change since A's
+/// mark; the one B flagged comes back to A (when in doubt, keep).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn past_the_bound_a_forgotten_expunge_of_a_message_the_peer_changed_comes_back() {
+    let Apart {
+        nodes,
+        doomed,
+        flagged_on_b,
+        mut kept,
+    } = apart(2).await;
+    let [a, b] = &nodes;
+    assert_eq!(rows(a).tombstones, 2, "A keeps two of the four");
     let back = sync(b, a).await;
     assert_eq!(
         back.here.messages_expunged,
@@ -137,6 +197,7 @@ async fn a_peer_away_longer_than_the_history_gets_a_complete_delta() {
         back.here
     );
     sync(a, b).await;
+    sync(b, a).await;
     kept.insert(flagged_on_b.guid);
     for d in &doomed {
         assert!(a.find(&d.guid).is_none(), "A got {} back", d.guid);

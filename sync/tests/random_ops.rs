@@ -302,6 +302,28 @@ fn check(count: usize, ops: &[Op]) {
 /// [`check`] with each node keeping only `history` (a short one makes
 /// peers fall behind the pruned history and get complete deltas).
 fn check_with(count: usize, ops: &[Op], history: Option<History>) {
+    converge(count, ops, history);
+}
+
+/// [`check_with`], and every message a user expunged is gone from every
+/// node: for sequences in which no user keeps such a message (moves it
+/// after the expunge, on a node that had not seen it yet).
+fn check_expunges_stay(count: usize, ops: &[Op], history: History) {
+    let (state, model) = converge(count, ops, Some(history));
+    assert!(!model.expunged.is_empty(), "the sequence expunges nothing");
+    let held = state.guids("all");
+    for g in &model.expunged {
+        assert!(
+            !held.contains_key(g),
+            "message {g} was expunged, yet is back:\n{}",
+            describe(&state)
+        );
+    }
+}
+
+/// Run `ops`, then sessions until quiet; check that the nodes converged
+/// (and what must exist does); the common state and what users did.
+fn converge(count: usize, ops: &[Op], history: Option<History>) -> (common::NodeState, Model) {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -334,7 +356,8 @@ fn check_with(count: usize, ops: &[Op], history: Option<History>) {
             );
         }
         assert!(rounds < 6, "no quiescence after {rounds} rounds");
-    });
+        (state, model)
+    })
 }
 
 proptest! {
@@ -718,76 +741,130 @@ fn a_mailbox_deleted_and_made_again_by_a_peer_keeps_its_uids_retired() {
 
 /// Found by the property test with a short history (pre-existing at
 /// beb40c6; about one case in 700): node 0 expunges a message node 1
-/// took from it, and prunes the tombstone (three changes kept) before
-/// node 1 applied it. Node 1's next delta still lists the message; node 0,
-/// with no tombstone left, takes it back at a fresh UID, and the nodes end
-/// apart (node 1 expunges it after a complete delta, node 0 keeps it).
-/// The fix needs the receiver to tell "the peer took this placement from
-/// me and I no longer hold it" from "new to me" without trusting a
-/// pruned change log (`peer_has` defaults to true for rows without one):
-/// not done in the session that found it. Run with `--ignored`.
+/// took from it, and pruned the tombstone (three changes kept) before
+/// node 1 applied it. Node 1's next delta still listed the message; node 0,
+/// with no tombstone left, took it back at a fresh UID, and the nodes ended
+/// apart (node 1 expunged it after a complete delta, node 0 kept it). An
+/// expunge a peer has not applied now outlives the cap (store's
+/// account/history.rs, "Expunges a peer has not applied"): node 0 never
+/// takes it back, and node 1 applies it from the complete delta.
 #[test]
-#[ignore = "known defect: an expunge whose tombstone was pruned before the peer applied it comes back"]
 fn an_expunge_pruned_before_the_peer_applied_it_stays_an_expunge() {
+    check_expunges_stay(2, &expunge_behind_a_short_history(), SHORT_HISTORY);
+}
+
+/// Past the bound on expunges a peer has not applied (one kept): node 0
+/// expunges two messages node 1 took from it and forgets the first. Node 0
+/// takes that one back from node 1's complete delta while node 1 expunges
+/// it on node 0's (it was node 0's, unchanged on node 1 since node 0's
+/// mark); that expunge travels back (the apply is divergent, so it is not
+/// skipped as node 0's own change coming back) and wins over the older
+/// placement: the nodes agree and the message stays expunged. Without it
+/// they ended apart for good.
+#[test]
+fn an_expunge_forgotten_past_the_bound_still_wins() {
+    let one_kept = History {
+        keep_changes: 1,
+        ..SHORT_HISTORY
+    };
+    // Node 1 flags a message of its own (pick 2), not the expunged ones.
+    check_expunges_stay(2, &two_expunges_behind(2), one_kept);
+}
+
+/// Node 1 flags a message node 0 expunged (pick 0) before it hears of the
+/// expunge; node 0's history keeps three changes, so the cap passes the
+/// expunge before node 1 applies it. Node 1's complete-delta rule keeps a
+/// message it changed after node 0's mark (it may be new to node 0), so
+/// before the expunge outlived the cap the message came back on both
+/// nodes; the tombstone now travels in the complete delta, and an expunge
+/// wins over a flag change.
+#[test]
+fn an_expunge_outlives_the_cap_until_the_peer_applies_it() {
+    check_expunges_stay(2, &two_expunges_behind(0), SHORT_HISTORY);
+}
+
+/// Node 0 expunges two messages node 1 took from it; node 1 adds two and
+/// flags its message `pick` (0: the first expunged one); both make more
+/// changes before they meet again.
+fn two_expunges_behind(pick: usize) -> Vec<Op> {
     use Op::*;
-    check_with(
-        2,
-        &[
-            Append {
-                node: 0,
-                mailbox: 4,
-                flags: 0,
-                keyword: None,
-            },
-            Sync {
-                a: 0,
-                b: 1,
-                cut: None,
-                during: None,
-            },
-            Create { node: 0, name: 0 },
-            Expunge { node: 0, pick: 0 },
-            Append {
-                node: 1,
-                mailbox: 4,
-                flags: 1,
-                keyword: Some(0),
-            },
-            Append {
-                node: 0,
-                mailbox: 0,
-                flags: 3,
-                keyword: None,
-            },
-            Append {
-                node: 1,
-                mailbox: 4,
-                flags: 0,
-                keyword: None,
-            },
-            Append {
-                node: 1,
-                mailbox: 4,
-                flags: 0,
-                keyword: None,
-            },
-            Store {
-                node: 1,
-                pick: 10057138686077659093,
-                how: 0,
-                flags: 2,
-                keyword: None,
-            },
-            Store {
-                node: 0,
-                pick: 0,
-                how: 0,
-                flags: 0,
-                keyword: Some(0),
-            },
-            Create { node: 0, name: 1 },
-            Create { node: 1, name: 0 },
-        ],
-        Some(SHORT_HISTORY),
-    );
+    vec![
+        append(0, 4),
+        append(0, 4),
+        session(0, 1),
+        Create { node: 0, name: 0 },
+        Expunge { node: 0, pick: 0 },
+        Expunge { node: 0, pick: 0 },
+        append(0, 0),
+        append(0, 0),
+        append(0, 0),
+        append(0, 0),
+        append(1, 4),
+        append(1, 4),
+        add_flags(1, pick, 2, None),
+        Create { node: 0, name: 1 },
+        Create { node: 1, name: 0 },
+    ]
+}
+
+/// Node 0 expunges a message node 1 took from it, then both nodes make
+/// more changes than a short history keeps before they meet again.
+fn expunge_behind_a_short_history() -> Vec<Op> {
+    use Op::*;
+    vec![
+        append(0, 4),
+        session(0, 1),
+        Create { node: 0, name: 0 },
+        Expunge { node: 0, pick: 0 },
+        Append {
+            node: 1,
+            mailbox: 4,
+            flags: 1,
+            keyword: Some(0),
+        },
+        Append {
+            node: 0,
+            mailbox: 0,
+            flags: 3,
+            keyword: None,
+        },
+        append(1, 4),
+        append(1, 4),
+        add_flags(1, 10057138686077659093, 2, None),
+        add_flags(0, 0, 0, Some(0)),
+        Create { node: 0, name: 1 },
+        Create { node: 1, name: 0 },
+    ]
+}
+
+/// A plain message appended on `node` to mailbox `mailbox` (of [`NAMES`]).
+fn append(node: usize, mailbox: usize) -> Op {
+    Op::Append {
+        node,
+        mailbox,
+        flags: 0,
+        keyword: None,
+    }
+}
+
+/// A whole session from `a` to `b`.
+fn session(a: usize, b: usize) -> Op {
+    Op::Sync {
+        a,
+        b,
+        cut: None,
+        during: None,
+    }
+}
+
+/// `flags` (bits) and `keyword` (of [`KEYWORDS`]) added on `node` to its
+/// message `pick`.
+fn add_flags(node: usize, pick: usize, flags: u8, keyword: Option<usize>) -> Op {
+    Op::Store {
+        node,
+        pick,
+        how: 0,
+        flags,
+        keyword,
+    }
 }

@@ -1464,10 +1464,11 @@ fn randomized_run(expunges: bool) {
 }
 
 // A peer away longer than the history each node keeps (`keep_changes`):
-// while it is away the other node prunes its change log and tombstones
-// past the peer's mark, so it sends the returning peer a complete delta,
-// and what it expunged meanwhile is expunged there too instead of staying
-// on one node only (docs/replication.md, "Bounded history").
+// while it is away the other node prunes its change log past the peer's
+// mark (not the expunges the peer has not applied), so it sends the
+// returning peer a complete delta, and what it expunged meanwhile is
+// expunged there too instead of staying on one node only
+// (docs/replication.md, "Bounded history").
 #[test]
 fn a_peer_away_longer_than_the_history_kept_gets_a_complete_delta() {
     let keep = "keep_changes = 5\nkeep_expunges_secs = 0";

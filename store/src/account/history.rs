@@ -18,6 +18,7 @@
 //!   [`History::keep_expunges_ms`] (the time margin covers a peer that
 //!   applies a delta taken before the floor moved), and `expunged_guid`
 //!   rows older than that.
+//! - Expunges are the exception to the cap (next section).
 //! - What the change log still answers (which placements a peer already
 //!   holds, which mailboxes were created apart) is only ever asked above a
 //!   peer's mark, which is at or above the floor for every peer that kept
@@ -34,6 +35,24 @@
 //! mark is new to the sender and travels to it as usual (when in doubt,
 //! keep). So a peer that returns after any absence converges, and the
 //! history stays bounded.
+//!
+//! # Expunges a peer has not applied
+//! The cap must not take an expunge that a peer has not applied: if that
+//! peer took the message from this node, its next delta lists it again
+//! (a flag change is enough), and this node, with no tombstone left, could
+//! not tell it from new mail and would take it back — a message the user
+//! deleted, returned (found by the property test,
+//! `an_expunge_pruned_before_the_peer_applied_it_stays_an_expunge`). So a
+//! tombstone above the lowest `peer_applied` whose GUID this node no longer
+//! holds (an expunge; a move's tombstone is not needed, the message itself
+//! travels) stays past the cap, and travels in the complete delta that
+//! peer gets; the peer applies it as any expunge. They are bounded too: the
+//! newest [`History::keep_changes`] of them are kept, older ones are
+//! forgotten with a warning (a peer that many expunges behind, or one
+//! removed without telling anyone). Past that bound the complete delta
+//! still expunges on the peer every such message it has not changed since
+//! this node's mark of it; one it changed since (a flag) comes back on both
+//! nodes (when in doubt, keep).
 //!
 //! # Alternatives rejected
 //! - Keeping tombstones for a fixed time only: a peer away for longer
@@ -54,6 +73,8 @@ use crate::replica::Mark;
 pub struct History {
     /// Change-log rows kept behind the newest change even if a peer has
     /// not applied them; a peer further behind gets a complete delta.
+    /// Also how many expunges a peer has not applied are kept past that
+    /// (the module's essay).
     pub keep_changes: u64,
     /// How long an expunge's tombstone is kept after every peer applied
     /// it, in milliseconds.
@@ -131,7 +152,7 @@ impl Account {
     /// every peer has applied, within `keep` (the module's essay).
     pub fn prune_history(&self, keep: &History, now_ms: u64) -> Result<Pruned> {
         let mut g = self.conn()?;
-        prune(&mut g.conn, keep, now_ms)
+        prune(&mut g.conn, &self.email, keep, now_ms)
     }
 
     /// This user's history rows: what [`prune_history`](Self::prune_history)
@@ -171,7 +192,7 @@ impl Account {
         let Some(open) = g.open.as_mut() else {
             return;
         };
-        if let Err(e) = prune(&mut open.conn, &keep, self.env.now_ms()) {
+        if let Err(e) = prune(&mut open.conn, &self.email, &keep, self.env.now_ms()) {
             tracing::warn!(user = %self.email, error = %e, "could not prune the replication history");
         }
     }
@@ -188,12 +209,19 @@ pub struct HistoryRows {
     pub expunged_guids: u64,
 }
 
-fn prune(conn: &mut rusqlite::Connection, keep: &History, now_ms: u64) -> Result<Pruned> {
+fn prune(
+    conn: &mut rusqlite::Connection,
+    user: &str,
+    keep: &History,
+    now_ms: u64,
+) -> Result<Pruned> {
     let tx = conn.transaction()?;
     let current = index::current_modseq(&tx)?;
     let epoch = index::epoch(&tx)?;
+    // A peer whose mark is of another epoch (a first session's, or one
+    // from before this index was rebuilt) has applied nothing of this one.
     let applied: Option<i64> = tx.query_row(
-        "SELECT min(modseq) FROM peer_applied WHERE epoch = ?1",
+        "SELECT min(CASE WHEN epoch = ?1 THEN modseq ELSE 0 END) FROM peer_applied",
         [epoch as i64],
         |r| r.get(0),
     )?;
@@ -206,10 +234,37 @@ fn prune(conn: &mut rusqlite::Connection, keep: &History, now_ms: u64) -> Result
         .min(u64::MAX >> 17))
         << 16;
     let changes = tx.execute("DELETE FROM change WHERE modseq <= ?1", [floor as i64])?;
+    // Expunges some peer has not applied stay past the cap (the module's
+    // essay, "Expunges a peer has not applied"), the newest `keep_changes`
+    // of them: those further back go with the others.
+    let applied_by_all = applied.map_or(floor, |a| (a.max(0) as u64).min(floor));
+    let unapplied_kept_above: Option<i64> = tx
+        .query_row(
+            "SELECT modseq FROM tombstone
+             WHERE modseq > ?1 AND modseq <= ?2 AND guid NOT IN (SELECT guid FROM message)
+             ORDER BY modseq DESC LIMIT 1 OFFSET ?3",
+            params![
+                applied_by_all as i64,
+                floor as i64,
+                keep.keep_changes.min(i64::MAX as u64) as i64
+            ],
+            |r| r.get(0),
+        )
+        .optional()?;
+    let overflow = unapplied_kept_above.map_or(0, |m| m.max(0) as u64);
     let tombstones = tx.execute(
-        "DELETE FROM tombstone WHERE modseq <= ?1 AND stamp < ?2",
-        params![floor as i64, cutoff as i64],
+        "DELETE FROM tombstone WHERE modseq <= ?1 AND stamp < ?2
+           AND (modseq <= ?3 OR guid IN (SELECT guid FROM message))",
+        params![floor as i64, cutoff as i64, applied_by_all as i64],
     )?;
+    let forgotten = tx.execute(
+        "DELETE FROM tombstone WHERE modseq <= ?1 AND stamp < ?2",
+        params![overflow as i64, cutoff as i64],
+    )?;
+    if forgotten > 0 {
+        tracing::warn!(user = %user, forgotten, kept = keep.keep_changes, applied = applied_by_all,
+            "replication: a peer is more than keep_changes expunges behind; the oldest expunges it has not applied are forgotten (one of those messages it changed since may come back)");
+    }
     let expunged_guids = tx.execute(
         "DELETE FROM expunged_guid WHERE stamp < ?1",
         [cutoff as i64],
@@ -223,7 +278,7 @@ fn prune(conn: &mut rusqlite::Connection, keep: &History, now_ms: u64) -> Result
     Ok(Pruned {
         floor,
         changes: changes as u64,
-        tombstones: tombstones as u64,
+        tombstones: (tombstones + forgotten) as u64,
         expunged_guids: expunged_guids as u64,
     })
 }

@@ -1378,6 +1378,10 @@ impl Apply<'_> {
                 .collect::<rusqlite::Result<_>>()?
         };
         let stamp = tx.stamp()?;
+        // The peer may take such a message back in this very session (its
+        // tombstone was forgotten past the bound, account/history.rs): this
+        // expunge must travel to it, not be skipped as its change echoed.
+        self.report.divergent |= !gone.is_empty();
         for (mailbox, uid, guid) in gone {
             let t = TombstoneState {
                 mailbox,
