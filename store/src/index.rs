@@ -133,6 +133,15 @@ CREATE TABLE IF NOT EXISTS mailbox_floor(
   guid BLOB PRIMARY KEY,
   uidnext INTEGER NOT NULL
 ) WITHOUT ROWID;
+-- Messages an import batch is about to link into a Maildir, at the old
+-- server's UID (account/import.rs, Durability): a file the reconciling
+-- scan finds without a row is one of these if its GUID is listed, and is
+-- indexed as imported, not as mail cove placed.
+CREATE TABLE IF NOT EXISTS import_pending(
+  guid BLOB PRIMARY KEY,
+  mailbox_id INTEGER NOT NULL,
+  uid INTEGER NOT NULL
+) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS subscription_stamp(
   name TEXT PRIMARY KEY,
   subscribed INTEGER NOT NULL,

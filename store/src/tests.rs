@@ -1130,16 +1130,13 @@ fn damaged_files_are_reported_then_relinked_to_a_verified_copy() {
     );
 }
 
-// An import keeps, across its batches, the rule that an old UID below a
-// message cove itself put in the mailbox is not used (clients saw cove's
-// UID, so they never look below it): mail delivered between two batches
-// counts for the next one, though each later batch reads only the rows
-// written since the one before (ImportCache, `cove_max`).
-#[test]
-fn import_batches_give_way_to_mail_delivered_between_them() {
-    let d = tempfile::tempdir().unwrap();
-    let s = store_at(d.path());
-    let acct = s.account(&user(&s, "a@x.org")).unwrap();
+/// A mailbox "Old" made by an import (the old server's UIDVALIDITY 777 and
+/// UIDNEXT 300), and a maker of its old messages by old UID (each written
+/// to a source file under `dir`).
+fn old_server_mailbox(
+    acct: &crate::Account,
+    dir: &Path,
+) -> (crate::MailboxInfo, impl Fn(Uid) -> ImportMessage) {
     let (mb, _) = acct
         .import_mailbox(&ImportMailbox {
             name: "Old",
@@ -1150,11 +1147,11 @@ fn import_batches_give_way_to_mail_delivered_between_them() {
             subscribed: true,
         })
         .unwrap();
-    let src = d.path().join("src");
+    let src = dir.join("src");
     fs::create_dir_all(&src).unwrap();
-    let old = |uid: Uid| {
+    let old = move |uid: Uid| {
         let source = src.join(format!("m{uid}"));
-        fs::write(&source, format!("Subject: old {uid}\n\nbody\n")).unwrap();
+        fs::write(&source, format!("Subject: old {uid}\n\nbody {uid}\n")).unwrap();
         ImportMessage {
             uid: Some(uid),
             guid: MessageGuid::derived_from_name(&format!("old {uid}")),
@@ -1164,6 +1161,20 @@ fn import_batches_give_way_to_mail_delivered_between_them() {
             internal_date: 1_700_000_000,
         }
     };
+    (mb, old)
+}
+
+// An import keeps, across its batches, the rule that an old UID below a
+// message cove itself put in the mailbox is not used (clients saw cove's
+// UID, so they never look below it): mail delivered between two batches
+// counts for the next one, though each later batch reads only the rows
+// written since the one before (ImportCache, `cove_max`).
+#[test]
+fn import_batches_give_way_to_mail_delivered_between_them() {
+    let d = tempfile::tempdir().unwrap();
+    let s = store_at(d.path());
+    let acct = s.account(&user(&s, "a@x.org")).unwrap();
+    let (mb, old) = old_server_mailbox(&acct, d.path());
     let mut cache = ImportCache::default();
     let first = acct
         .import_messages(&mb.guid, &[old(10), old(20)], &mut cache)
@@ -1188,4 +1199,52 @@ fn import_batches_give_way_to_mail_delivered_between_them() {
         .collect();
     assert!(!uids.contains(&30), "{uids:?}");
     assert!(uids.contains(&10) && uids.contains(&400), "{uids:?}");
+}
+
+// An import stopped between linking a batch's files and committing their
+// rows (a crash, a kill, Ctrl-C) and then run again keeps the old server's
+// UIDs: the reconciling scan indexes the batch's files as imported mail at
+// their old UIDs, not as mail cove placed, so the rest of the import is not
+// pushed below "mail cove put there" and renumbered (a resumed import of
+// 1,000,000 messages gave its last 318,906 fresh UIDs that way).
+#[test]
+fn an_import_stopped_between_link_and_commit_resumes_at_the_old_uids() {
+    let d = tempfile::tempdir().unwrap();
+    let s = store_at(d.path());
+    let acct = s.account(&user(&s, "a@x.org")).unwrap();
+    let (mb, old) = old_server_mailbox(&acct, d.path());
+    let mut cache = ImportCache::default();
+    acct.import_messages(&mb.guid, &[old(10), old(20)], &mut cache)
+        .unwrap();
+    let mut crashing = ImportCache::default();
+    crashing.crash_after_links = true;
+    acct.import_messages(&mb.guid, &[old(30), old(40)], &mut crashing)
+        .unwrap_err();
+    // The next start's reconciling scan finds the two files without rows.
+    assert_eq!(acct.scan().unwrap().messages_added, 2);
+    let mut resumed = ImportCache::default();
+    let batch = [old(30), old(40), old(50), old(60)];
+    let report = acct
+        .import_messages(&mb.guid, &batch, &mut resumed)
+        .unwrap();
+    assert_eq!(
+        (report.present, report.added, report.renumbered),
+        (2, 2, 0),
+        "{report:?}"
+    );
+    let uids: Vec<(Uid, MessageGuid)> = acct
+        .messages(&mb.guid)
+        .unwrap()
+        .iter()
+        .map(|m| (m.uid, m.guid))
+        .collect();
+    let want: Vec<(Uid, MessageGuid)> = [10, 20, 30, 40, 50, 60]
+        .into_iter()
+        .map(|u| (u, old(u).guid))
+        .collect();
+    assert_eq!(uids, want);
+    // Nothing is left listed as pending.
+    acct.import_messages(&mb.guid, &batch, &mut resumed)
+        .unwrap();
+    assert_eq!(acct.scan().unwrap().messages_added, 0);
 }

@@ -303,6 +303,15 @@ impl Account {
                     (lettered.as_slice(), date)
                 }
             };
+            // A file an import was linking when it stopped is imported
+            // mail, at its old UID where the import's rule allows it
+            // (account/import.rs, "Durability"); a file of a Maildir cove
+            // has not seen yet has no known placement either.
+            let pending = if moved.is_none() {
+                super::import::take_pending(&tx.tx, mb.id, &guid)?
+            } else {
+                None
+            };
             let row = NewMessageRow {
                 guid,
                 content_id,
@@ -312,10 +321,14 @@ impl Account {
                 size,
                 base: &f.name.base,
                 file: &f.rel,
-                placed: (populating && moved.is_none()).then_some(0),
+                placed: (pending.is_some() || (populating && moved.is_none())).then_some(0),
                 clock: "",
             };
-            match tx.insert_message(&mb, &row) {
+            let inserted = match pending {
+                Some(Some(uid)) => tx.insert_message_at(&mb, uid, &row),
+                _ => tx.insert_message(&mb, &row),
+            };
+            match inserted {
                 Ok(_) => report.messages_added += 1,
                 Err(Error::AlreadyExists(_)) => {
                     tracing::warn!(user = %self.email, file = %path.display(), %guid, "a second file carries the GUID of a message already indexed; leaving it unindexed");
