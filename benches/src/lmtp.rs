@@ -42,6 +42,12 @@ pub struct LmtpArgs {
     /// Number of distinct users; recipients go round-robin over them.
     #[arg(long, default_value_t = 1)]
     pub users: u64,
+    /// Deliver user by user instead of round-robin: each connection takes
+    /// the next user and delivers all of that user's messages (messages /
+    /// users, which must divide evenly; one recipient per transaction)
+    /// before taking another, so the server opens each account once.
+    #[arg(long)]
+    pub by_user: bool,
     /// Recipients per transaction.
     #[arg(long, default_value_t = 1)]
     pub rcpts_per_txn: u64,
@@ -101,6 +107,8 @@ struct Shared {
     msg: MessageGen,
     rcpts: Vec<String>,
     next_txn: AtomicU64,
+    /// With --by-user: the next user a connection takes.
+    next_user: AtomicU64,
     errors: Mutex<ErrorLog>,
 }
 
@@ -352,20 +360,46 @@ impl Conn {
     }
 }
 
+/// Hands out work: round-robin (a shared transaction counter; transaction
+/// seq goes to users seq*R .. seq*R+R-1) or, with --by-user, a block of
+/// messages / users consecutive transactions per user taken by one
+/// connection (`block` is that connection's current user and how many of
+/// its transactions are left). Returns the transaction's seq and its
+/// recipients' user numbers, `None` once the work is used up.
+fn next_txn(sh: &Shared, block: &mut Option<(u64, u64)>) -> Option<(u64, Vec<usize>)> {
+    let a = &sh.args;
+    if !a.by_user {
+        let seq = sh.next_txn.fetch_add(1, Ordering::Relaxed);
+        if seq >= a.messages {
+            return None;
+        }
+        let users = (0..a.rcpts_per_txn)
+            .map(|j| ((seq * a.rcpts_per_txn + j) % a.users) as usize)
+            .collect();
+        return Some((seq, users));
+    }
+    let per_user = a.messages / a.users;
+    if block.is_none_or(|(_, left)| left == 0) {
+        let user = sh.next_user.fetch_add(1, Ordering::Relaxed);
+        if user >= a.users {
+            return None;
+        }
+        *block = Some((user, per_user));
+    }
+    let (user, left) = block.as_mut()?;
+    let seq = *user * per_user + (per_user - *left);
+    *left -= 1;
+    Some((seq, vec![*user as usize]))
+}
+
 /// Runs transactions on one connection until the shared work is used up.
 /// Returns the connection if it is still usable.
 async fn drive(sh: Arc<Shared>, mut conn: Conn, id: usize) -> (Tally, Option<Conn>) {
     let mut t = Tally::default();
     let r = sh.args.rcpts_per_txn;
-    loop {
-        let seq = sh.next_txn.fetch_add(1, Ordering::Relaxed);
-        if seq >= sh.args.messages {
-            break;
-        }
-        // Round-robin over users: transaction seq uses users seq*R .. seq*R+R-1.
-        let rcpts: Vec<&str> = (0..r)
-            .map(|j| sh.rcpts[((seq * r + j) % sh.args.users) as usize].as_str())
-            .collect();
+    let mut block = None;
+    while let Some((seq, users)) = next_txn(&sh, &mut block) {
+        let rcpts: Vec<&str> = users.iter().map(|&u| sh.rcpts[u].as_str()).collect();
         let start = Instant::now();
         match conn.transaction(&sh, seq, &rcpts).await {
             Ok(o) => {
@@ -404,6 +438,9 @@ pub async fn run(args: LmtpArgs) -> Result<bool> {
     if args.users > 1 && !args.rcpt_template.contains("{n}") {
         bail!("--rcpt-template must contain {{n}} when --users > 1");
     }
+    if args.by_user && (args.rcpts_per_txn != 1 || !args.messages.is_multiple_of(args.users)) {
+        bail!("--by-user needs --rcpts-per-txn 1 and --messages a multiple of --users");
+    }
     let msg = if args.varied {
         MessageGen::new_varied(
             args.size,
@@ -423,6 +460,7 @@ pub async fn run(args: LmtpArgs) -> Result<bool> {
         msg,
         rcpts,
         next_txn: AtomicU64::new(0),
+        next_user: AtomicU64::new(0),
         errors: Mutex::new(ErrorLog::default()),
         args,
     });
@@ -485,6 +523,7 @@ pub async fn run(args: LmtpArgs) -> Result<bool> {
         .add("size", sh.msg.size())
         .add("rcpts_per_txn", a.rcpts_per_txn)
         .add("users", a.users)
+        .add("by_user", a.by_user)
         .add("same_content", a.same_content)
         .add("varied", a.varied);
     if a.varied {
@@ -563,4 +602,65 @@ pub async fn run(args: LmtpArgs) -> Result<bool> {
     println!("{}", rep.result_line());
 
     Ok(total.deliveries_failed == 0 && not_attempted == 0 && errors.count == 0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        lmtp: LmtpArgs,
+    }
+
+    fn shared(args: &[&str]) -> Shared {
+        let args = Cli::parse_from(std::iter::once("lmtp").chain(args.iter().copied())).lmtp;
+        Shared {
+            msg: MessageGen::new(args.size, false).expect("generator"),
+            rcpts: (0..args.users).map(|n| format!("u{n}")).collect(),
+            next_txn: AtomicU64::new(0),
+            next_user: AtomicU64::new(0),
+            errors: Mutex::new(ErrorLog::default()),
+            args,
+        }
+    }
+
+    /// Two connections taking turns: by user, each gets whole users (every
+    /// transaction of a user on one connection, in a row, distinct seqs);
+    /// round-robin, consecutive transactions go to consecutive users.
+    #[test]
+    fn by_user_hands_out_whole_users_round_robin_spreads_them() {
+        let sh = shared(&["--users", "3", "--messages", "12", "--by-user"]);
+        let (mut b0, mut b1) = (None, None);
+        let mut per_conn: [Vec<(u64, usize)>; 2] = Default::default();
+        loop {
+            let a = next_txn(&sh, &mut b0);
+            let b = next_txn(&sh, &mut b1);
+            for (c, t) in [(0, a.clone()), (1, b.clone())] {
+                if let Some((seq, users)) = t {
+                    assert_eq!(users.len(), 1);
+                    per_conn[c].push((seq, users[0]));
+                }
+            }
+            if a.is_none() && b.is_none() {
+                break;
+            }
+        }
+        let users0: Vec<usize> = per_conn[0].iter().map(|t| t.1).collect();
+        let users1: Vec<usize> = per_conn[1].iter().map(|t| t.1).collect();
+        assert_eq!(users0, [0, 0, 0, 0, 2, 2, 2, 2]);
+        assert_eq!(users1, [1, 1, 1, 1]);
+        let mut seqs: Vec<u64> = per_conn.iter().flatten().map(|t| t.0).collect();
+        seqs.sort();
+        assert_eq!(seqs, (0..12).collect::<Vec<_>>(), "every message once");
+
+        let sh = shared(&["--users", "3", "--messages", "4"]);
+        let mut none = None;
+        let users: Vec<usize> = std::iter::from_fn(|| next_txn(&sh, &mut none))
+            .map(|(_, u)| u[0])
+            .collect();
+        assert_eq!(users, [0, 1, 2, 0]);
+    }
 }

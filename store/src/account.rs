@@ -325,6 +325,8 @@ pub struct Account {
     /// Chunked applies of a peer's delta running on this account (a
     /// first sync): the background indexer leaves it alone meanwhile.
     bulk_applies: std::sync::atomic::AtomicUsize,
+    /// The store's count of full Maildir scans.
+    scans: Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl std::fmt::Debug for Account {
@@ -430,6 +432,8 @@ impl IndexFile {
 pub(crate) struct StoreSettings {
     pub listeners: Arc<crate::Listeners>,
     pub history: Arc<std::sync::OnceLock<History>>,
+    /// Full Maildir scans run ([`crate::Store::maildir_scans`]).
+    pub scans: Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl Account {
@@ -478,6 +482,7 @@ impl Account {
             scanned: Mutex::new(None),
             own: Arc::default(),
             bulk_applies: std::sync::atomic::AtomicUsize::new(0),
+            scans: settings.scans,
         };
         // A new account's mailboxes, in one transaction: made durable with
         // one group flush below, together with its Maildir.
@@ -486,7 +491,7 @@ impl Account {
         } else {
             Vec::new()
         };
-        let opening_scan = match account.scan() {
+        let opening_scan = match account.scan_at_open() {
             // Another process (the CLI adding the user while the server
             // opens the account for a peer's sync) inserted a new folder's
             // row between this scan's look and its insert; the scan's

@@ -207,6 +207,8 @@ pub struct Store {
     history: Arc<OnceLock<replica::History>>,
     /// The message limit of users without their own (`quota.rs`); 0: none.
     default_message_quota: std::sync::atomic::AtomicU64,
+    /// Full Maildir scans run by this store's accounts.
+    scans: Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl std::fmt::Debug for Store {
@@ -316,6 +318,7 @@ impl Store {
             peer_limits: OnceLock::new(),
             history: Arc::new(OnceLock::new()),
             default_message_quota: std::sync::atomic::AtomicU64::new(0),
+            scans: Arc::default(),
         })
     }
 
@@ -427,6 +430,13 @@ impl Store {
         Ok(user)
     }
 
+    /// How many full Maildir scans (every folder listed) this store's
+    /// accounts have run: a reopened account whose Maildir nothing changed
+    /// runs none.
+    pub fn maildir_scans(&self) -> u64 {
+        self.scans.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
     /// Open a user's account (cached while in use).
     pub fn account(&self, user: &User) -> Result<Arc<Account>> {
         let limit = self
@@ -457,6 +467,7 @@ impl Store {
             account::StoreSettings {
                 listeners: self.listeners.clone(),
                 history: self.history.clone(),
+                scans: self.scans.clone(),
             },
         )?);
         account.set_me();

@@ -50,6 +50,67 @@ type ClientLink = Link<PeerStream>;
 const RECENT: Duration = Duration::from_secs(600);
 /// Users of the rotating slice in each anti-entropy round.
 const ROTATION: usize = 64;
+/// Users changed lately listed in one anti-entropy round at most (in turn,
+/// from a cursor): the peer reads a digest per user, from the index file
+/// of an account it has closed, and must answer within
+/// `heartbeat_timeout`. With every user listed each round, a node that
+/// took mail for 10,000 users while its peer was down sent 4,096 per
+/// heartbeat; the peer, busy catching up, did not answer within 5 s, the
+/// link was dropped as dead and every user queued again (issue 15). With
+/// a heartbeat every 3 s, 448 a round still list each of up to 89,000
+/// recent users once within [`RECENT`].
+const RECENT_PER_DIGEST: usize = 448;
+
+/// Where the last anti-entropy round stopped, in all users and in the
+/// users changed lately.
+#[derive(Default)]
+struct DigestCursor {
+    all: Option<String>,
+    recent: Option<String>,
+}
+
+/// The users of one anti-entropy round: the next [`RECENT_PER_DIGEST`] of
+/// the users changed lately and the next [`ROTATION`] of all users, each
+/// in address order after its cursor (wrapping). Users queued for the peer
+/// are left out: a session is about to compare them anyway, and after a
+/// peer was down that is every user.
+fn digest_selection(
+    mut recent: Vec<String>,
+    mut all: Vec<String>,
+    queued: impl Fn(&str) -> bool,
+    cursor: &mut DigestCursor,
+) -> Vec<String> {
+    recent.retain(|u| !queued(u));
+    recent.sort();
+    let mut users = next_slice(&recent, &mut cursor.recent, RECENT_PER_DIGEST);
+    all.retain(|u| !queued(u));
+    all.sort();
+    for u in next_slice(&all, &mut cursor.all, ROTATION) {
+        if !users.contains(&u) {
+            users.push(u);
+        }
+    }
+    users
+}
+
+/// Up to `n` of `sorted` after `cursor` (wrapping); moves the cursor.
+fn next_slice(sorted: &[String], cursor: &mut Option<String>, n: usize) -> Vec<String> {
+    if sorted.is_empty() {
+        return Vec::new();
+    }
+    let start = cursor
+        .as_ref()
+        .map_or(0, |c| sorted.partition_point(|u| u <= c));
+    let slice: Vec<String> = sorted
+        .iter()
+        .cycle()
+        .skip(start)
+        .take(n.min(sorted.len()))
+        .cloned()
+        .collect();
+    *cursor = slice.last().cloned();
+    slice
+}
 
 /// A link being opened: the link and the name the peer gave, or why not.
 pub type Connecting<'a> =
@@ -285,40 +346,18 @@ impl Replicator {
         self.changes.fetch_add(1, Ordering::Relaxed) + 1
     }
 
-    /// The users of the next anti-entropy round: those changed lately and
-    /// the next [`ROTATION`] of all users after `cursor` (in address
-    /// order, wrapping), at most [`session::DIGEST_MAX_USERS`].
-    async fn digest_users(&self, cursor: &mut Option<String>) -> Vec<String> {
-        let mut users: Vec<String> = match self.recent.lock() {
+    /// The users of the next anti-entropy round ([`digest_selection`]).
+    async fn digest_users(&self, peer: &Peer, cursor: &mut DigestCursor) -> Vec<String> {
+        let recent: Vec<String> = match self.recent.lock() {
             Ok(mut recent) => {
                 recent.retain(|_, t| t.elapsed() < RECENT);
                 recent.keys().cloned().collect()
             }
             Err(_) => Vec::new(),
         };
-        users.truncate(session::DIGEST_MAX_USERS - ROTATION);
-        let mut all = self.all_users().await;
-        if all.is_empty() {
-            return users;
-        }
-        all.sort();
-        let start = cursor
-            .as_ref()
-            .map_or(0, |c| all.partition_point(|u| u <= c));
-        let slice: Vec<String> = all
-            .iter()
-            .cycle()
-            .skip(start)
-            .take(ROTATION.min(all.len()))
-            .cloned()
-            .collect();
-        *cursor = slice.last().cloned();
-        for u in slice {
-            if !users.contains(&u) {
-                users.push(u);
-            }
-        }
-        users
+        let all = self.all_users().await;
+        let s = peer.state();
+        digest_selection(recent, all, |u| s.queue.contains_key(u), cursor)
     }
 
     /// One anti-entropy round (the heartbeat): queue the users on which
@@ -327,9 +366,9 @@ impl Replicator {
         &self,
         peer: &Peer,
         link: &mut ClientLink,
-        cursor: &mut Option<String>,
+        cursor: &mut DigestCursor,
     ) -> Result<(), String> {
-        let users = self.digest_users(cursor).await;
+        let users = self.digest_users(peer, cursor).await;
         let round = session::exchange_digest(link, &self.store, &peer.spec.name, users);
         let differ = match tokio::time::timeout(self.opts.heartbeat_timeout, round).await {
             Ok(Ok(differ)) => differ,
@@ -421,7 +460,7 @@ impl Replicator {
         let mut users_sent: Option<u64> = None;
         let mut next_full = Instant::now() + self.opts.full_sync_interval;
         let mut next_heartbeat = Instant::now() + self.opts.heartbeat;
-        let mut rotation: Option<String> = None;
+        let mut rotation = DigestCursor::default();
         // Links beside `link` for the users of a round (opened when a round
         // has more than one user, kept while `link` is up).
         let mut extra: Vec<ClientLink> = Vec::new();
@@ -1198,6 +1237,39 @@ mod tests {
                 assert!(lower <= d * 2 && higher >= d * 3, "{lower:?} vs {higher:?}");
             }
         }
+    }
+
+    /// After a peer was down every user is queued and recent: the
+    /// heartbeat's digest lists none of them (it listed 4,096 before, and
+    /// the busy peer missed the 5 s timeout). Recent users that are not
+    /// queued are listed in turn, a bounded number per round, every one
+    /// within a few rounds.
+    #[test]
+    fn heartbeat_digests_are_bounded_and_skip_queued_users() {
+        let users: Vec<String> = (0..10_000).map(|i| format!("u{i:05}@x.org")).collect();
+        let mut cursor = DigestCursor::default();
+        let all_queued = digest_selection(users.clone(), users.clone(), |_| true, &mut cursor);
+        assert!(
+            all_queued.is_empty(),
+            "{} queued users listed",
+            all_queued.len()
+        );
+
+        let queued = |u: &str| u.ends_with("7@x.org");
+        let mut seen = std::collections::HashSet::new();
+        let rounds = 10_000 / RECENT_PER_DIGEST + 1;
+        for _ in 0..rounds {
+            let round = digest_selection(users.clone(), users.clone(), queued, &mut cursor);
+            assert!(
+                round.len() <= RECENT_PER_DIGEST + ROTATION,
+                "{} listed",
+                round.len()
+            );
+            assert!(round.len() <= session::DIGEST_MAX_USERS);
+            assert!(round.iter().all(|u| !queued(u)));
+            seen.extend(round);
+        }
+        assert_eq!(seen.len(), 9_000, "every recent user not queued, in turn");
     }
 
     #[test]

@@ -12,6 +12,16 @@
 //! could find anything: if none has changed, it could not (Dovecot's
 //! Maildir code relies on the same property).
 //!
+//! Each stamp is a directory's modification time *and* its status-change
+//! time (ctime). A program can set an mtime back (`touch -d`, `rsync -a`
+//! restoring a backup, `utime`), but setting it changes the ctime, which
+//! no program can set: equal stamps mean no change at all, not one hidden
+//! behind a restored mtime. That is what lets the stamps outlive the
+//! process: they are kept in the index (meta `dir_stamps`, written by a
+//! scan that finished, [`DirStamps::encode`]), and an account opened again
+//! — after the open-account table closed it, or after a restart — lists
+//! nothing when its Maildir is as that scan left it.
+//!
 //! Two things could make equal stamps lie, and both are handled:
 //! - Timestamp granularity. A directory changed twice within one tick of
 //!   the filesystem's clock (a jiffy on Linux, a second on some
@@ -41,8 +51,9 @@ use crate::maildir;
 /// How old every stamp must be, when taken, to be trusted.
 const RACY: Duration = Duration::from_secs(2);
 
-/// A directory's modification time in nanoseconds (`None`: absent).
-type Mtime = Option<i128>;
+/// A directory's modification and status-change times in nanoseconds
+/// (`None`: absent).
+type Mtime = Option<(i128, i128)>;
 
 /// The stamps of a Maildir's directories and of the index file, and when
 /// they were taken.
@@ -131,9 +142,101 @@ impl DirStamps {
             .iter()
             .flat_map(|(_, s)| s.iter())
             .chain(std::iter::once(&self.dirs.root))
-            .all(|m| m.is_none_or(|t| t < limit))
+            .all(|m| m.is_none_or(|(t, _)| t < limit))
+    }
+
+    /// The stamps as text, for the index (`decode` reads it back).
+    pub(super) fn encode(&self) -> String {
+        let num = |n: Option<i128>| n.map_or("-".to_string(), |n| n.to_string());
+        let dir = |m: &Mtime| m.map_or("-".to_string(), |(t, c)| format!("{t},{c}"));
+        let mut out = format!(
+            "{STAMPS_VERSION}\ntaken {}\nindex {}\nroot {}\n",
+            num(self.taken),
+            num(self.dirs.index_ino.map(i128::from)),
+            dir(&self.dirs.root)
+        );
+        for (name, [d, cur, new]) in &self.dirs.folders {
+            // Hex: a folder's name may hold any byte but `/`.
+            let hex: String = name.bytes().map(|b| format!("{b:02x}")).collect();
+            out.push_str(&format!(
+                "folder {hex} {} {} {}\n",
+                dir(d),
+                dir(cur),
+                dir(new)
+            ));
+        }
+        out
+    }
+
+    /// Stamps written by [`encode`](DirStamps::encode); `None` for anything
+    /// else (another version, damage): the account is then scanned.
+    pub(super) fn decode(text: &str) -> Option<DirStamps> {
+        fn num(s: &str) -> Option<Option<i128>> {
+            if s == "-" {
+                Some(None)
+            } else {
+                s.parse().ok().map(Some)
+            }
+        }
+        fn dir(s: &str) -> Option<Mtime> {
+            if s == "-" {
+                return Some(None);
+            }
+            let (t, c) = s.split_once(',')?;
+            Some(Some((t.parse().ok()?, c.parse().ok()?)))
+        }
+        let mut lines = text.lines();
+        if lines.next()? != STAMPS_VERSION {
+            return None;
+        }
+        let mut field = |key: &str| -> Option<String> {
+            lines
+                .next()?
+                .strip_prefix(key)?
+                .strip_prefix(' ')
+                .map(str::to_string)
+        };
+        let taken = num(&field("taken")?)?;
+        let index_ino = match num(&field("index")?)? {
+            Some(n) => Some(u64::try_from(n).ok()?),
+            None => None,
+        };
+        let root = dir(&field("root")?)?;
+        let mut folders = Vec::new();
+        for line in lines {
+            let mut parts = line.strip_prefix("folder ")?.split(' ');
+            let hex = parts.next()?;
+            if hex.len() % 2 != 0 {
+                return None;
+            }
+            let bytes = (0..hex.len())
+                .step_by(2)
+                .map(|i| u8::from_str_radix(hex.get(i..i + 2)?, 16).ok())
+                .collect::<Option<Vec<u8>>>()?;
+            let name = String::from_utf8(bytes).ok()?;
+            let stamps = [
+                dir(parts.next()?)?,
+                dir(parts.next()?)?,
+                dir(parts.next()?)?,
+            ];
+            if parts.next().is_some() {
+                return None;
+            }
+            folders.push((name, stamps));
+        }
+        Some(DirStamps {
+            dirs: Stamps {
+                index_ino,
+                root,
+                folders,
+            },
+            taken,
+        })
     }
 }
+
+/// The first line of encoded stamps.
+const STAMPS_VERSION: &str = "cove-dir-stamps 1";
 
 /// The inode of a file, `None` if it is not there.
 pub(super) fn inode(path: &Path) -> io::Result<Option<u64>> {
@@ -149,7 +252,8 @@ fn stat(path: &Path) -> io::Result<Option<fs::Metadata>> {
 }
 
 fn mtime(path: &Path) -> io::Result<Mtime> {
-    Ok(stat(path)?.map(|m| i128::from(m.mtime()) * 1_000_000_000 + i128::from(m.mtime_nsec())))
+    let ns = |s: i64, n: i64| i128::from(s) * 1_000_000_000 + i128::from(n);
+    Ok(stat(path)?.map(|m| (ns(m.mtime(), m.mtime_nsec()), ns(m.ctime(), m.ctime_nsec()))))
 }
 
 #[cfg(test)]
@@ -199,6 +303,35 @@ mod tests {
             assert!(!now.same_as(&last), "change {i} unseen");
             last = now;
         }
+    }
+
+    /// Stamps survive the trip through the index's text, and a change
+    /// hidden behind a restored mtime still shows (the ctime moved).
+    #[test]
+    fn stamps_round_trip_and_a_restored_mtime_does_not_hide_a_change() {
+        let home = tempfile::tempdir().expect("tempdir");
+        let md = home.path().join("Maildir");
+        for d in ["cur", "new", ".Sent/cur", ".Sent/new", ".a b\u{e9}/cur"] {
+            fs::create_dir_all(md.join(d)).expect("mkdir");
+        }
+        let old = SystemTime::now() - Duration::from_secs(60);
+        for d in ["", "cur", "new", ".Sent", ".Sent/cur", ".Sent/new"] {
+            set_mtime(&md.join(d), old);
+        }
+        let stamps = DirStamps::take(&md, Some(42)).expect("stamps");
+        let back = DirStamps::decode(&stamps.encode()).expect("decodes");
+        assert!(back.same_as(&stamps));
+        assert_eq!(back.taken, stamps.taken);
+        assert_eq!(back.trustworthy(), stamps.trustworthy());
+        assert!(DirStamps::decode("cove-dir-stamps 0\n").is_none());
+        assert!(DirStamps::decode(&stamps.encode().replace("root ", "root x")).is_none());
+
+        // A file slipped into new/ behind new/'s old mtime.
+        std::thread::sleep(Duration::from_millis(20));
+        fs::write(md.join("new/1.M1.x"), b"m").expect("deliver");
+        set_mtime(&md.join("new"), old);
+        let now = DirStamps::take(&md, Some(42)).expect("stamps");
+        assert!(!now.same_as(&stamps), "hidden behind the restored mtime");
     }
 
     /// Trust is judged at the moment the stamps were taken: a scan that

@@ -29,7 +29,10 @@
 //! # Not scanning
 //! [`Account::scan_if_changed`] skips the scan when no directory of the
 //! Maildir changed since the last one finished (`dir_stamps`): a POP3 login
-//! to a quiet maildrop of 10,000 messages no longer lists them all.
+//! to a quiet maildrop of 10,000 messages no longer lists them all. A scan
+//! that finished keeps its stamps in the index too, so opening the account
+//! again ([`Account::scan_at_open`], after the open-account table closed it
+//! or after a restart) lists nothing when nothing changed.
 
 use std::collections::HashMap;
 use std::fs;
@@ -94,6 +97,8 @@ impl Account {
         // Taken before anything is listed: a change made while the scan
         // runs shows as a newer stamp next time.
         self.set_scanned(None);
+        self.scans
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         // With the inode of the index this scan reconciles (a rebuild may
         // be swapping the file right now).
         let stamps = DirStamps::take(&self.maildir, Some(g.ino)).ok();
@@ -337,12 +342,36 @@ impl Account {
             }
         }
         changes.extend(tx.commit()?);
+        if let Some(st) = stamps.as_ref().filter(|s| s.trustworthy()) {
+            keep_stamps(&g.conn, st);
+        }
         Ok(ScanOutcome {
             report,
             changes,
             quiet_writes,
             stamps,
         })
+    }
+
+    /// The scan of an account being opened: skipped when the Maildir and
+    /// the index are as the last finished scan left them (its stamps,
+    /// kept in the index by whichever process ran it, trusted and equal to
+    /// the directories' now), as [`scan_if_changed`] skips it for an open
+    /// account. A delivery rotation over more users than stay open, or a
+    /// login to a quiet mailbox whose account was closed, then costs a few
+    /// stats instead of a listing of every folder.
+    ///
+    /// [`scan_if_changed`]: Account::scan_if_changed
+    pub(super) fn scan_at_open(&self) -> Result<ScanReport> {
+        let kept = {
+            let g = self.conn()?;
+            kept_stamps(&g.conn)
+        };
+        if let Some(kept) = kept.filter(DirStamps::trustworthy) {
+            self.set_scanned(Some(kept));
+            return self.scan_if_changed();
+        }
+        self.scan()
     }
 
     /// [`scan`](Account::scan), unless no directory of the Maildir changed
@@ -366,7 +395,35 @@ impl Account {
             *s = stamps;
         }
     }
+}
 
+/// The meta key of the stamps a finished scan keeps in the index.
+const STAMPS_KEY: &str = "dir_stamps";
+
+/// Keep a finished scan's stamps in the index (written only when they
+/// differ from the kept ones). Not flushed on its own: losing them costs
+/// one scan. A failure is logged and costs the same.
+fn keep_stamps(conn: &rusqlite::Connection, stamps: &DirStamps) {
+    if let Err(e) = conn.execute(
+        "INSERT INTO meta(key, value) VALUES(?1, ?2)
+         ON CONFLICT(key) DO UPDATE SET value = excluded.value WHERE value IS NOT excluded.value",
+        rusqlite::params![STAMPS_KEY, stamps.encode()],
+    ) {
+        tracing::debug!(error = %e, "could not keep the Maildir's stamps in the index");
+    }
+}
+
+/// The stamps the last finished scan kept in the index, if readable.
+fn kept_stamps(conn: &rusqlite::Connection) -> Option<DirStamps> {
+    let text: String = conn
+        .query_row("SELECT value FROM meta WHERE key = ?1", [STAMPS_KEY], |r| {
+            r.get(0)
+        })
+        .ok()?;
+    DirStamps::decode(&text)
+}
+
+impl Account {
     /// Make a file found in the Maildir share its blob (hashing it; linking
     /// it as the blob if its content is new, or replacing it by a link to the
     /// existing blob). Returns (content id, size).

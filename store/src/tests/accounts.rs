@@ -16,6 +16,46 @@ fn deliver_one(s: &Store, u: &User, body: &[u8]) {
     }
 }
 
+// An account closed and opened again (the open-account table closed it,
+// or the server restarted) lists nothing when its Maildir did not change:
+// the stamps of its last finished scan are kept in the index. Changed
+// meanwhile by another program, it is scanned, and the new file found.
+#[test]
+fn reopening_an_unchanged_account_lists_nothing() {
+    let d = tempfile::tempdir().unwrap();
+    let s = store_at(d.path());
+    let u = user(&s, "a@x.org");
+    deliver_one(&s, &u, b"Subject: 1\r\n\r\none\r\n");
+    let maildir = s.home_of(&u.address).join("Maildir");
+    // Old enough for a scan's stamps to be trusted.
+    backdate(
+        &maildir_dirs(&maildir),
+        SystemTime::now() - Duration::from_secs(60),
+    );
+    s.account(&u).unwrap().scan().unwrap();
+    let inbox_count = |s: &Store| {
+        let acct = s.account(&u).unwrap();
+        let inbox = acct.mailbox("INBOX").unwrap().guid;
+        acct.messages(&inbox).unwrap().len()
+    };
+    for _ in 0..2 {
+        s.close_account(&u);
+        let scans = s.maildir_scans();
+        assert_eq!(inbox_count(&s), 1);
+        assert_eq!(s.maildir_scans(), scans, "the reopen listed the Maildir");
+    }
+
+    s.close_account(&u);
+    fs::write(
+        maildir.join("new/1600000000.P1Q1.mx"),
+        b"Subject: 2\r\n\r\ntwo\r\n",
+    )
+    .unwrap();
+    let scans = s.maildir_scans();
+    assert_eq!(inbox_count(&s), 2, "the file delivered while closed");
+    assert_eq!(s.maildir_scans(), scans + 1);
+}
+
 // With room for 4, ten users delivered to round-robin keep at most 4
 // accounts open, the most recently used ones; every delivery lands. (The
 // old table closed every idle account once 1,024 were open, and had no
