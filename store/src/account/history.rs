@@ -233,7 +233,15 @@ fn prune(
         .saturating_sub(keep.keep_expunges_ms)
         .min(u64::MAX >> 17))
         << 16;
-    let changes = tx.execute("DELETE FROM change WHERE modseq <= ?1", [floor as i64])?;
+    // A `flagrun` row (changes.rs) stands at its run's first modseq and
+    // holds the whole run: the last row at or below the floor may hold
+    // changes above it, which a reader from the floor still needs
+    // (`index::changes_since` reads that row for them), so it stays.
+    let changes = tx.execute(
+        "DELETE FROM change WHERE modseq <= ?1
+           AND NOT (kind = 'flagrun' AND modseq = (SELECT max(modseq) FROM change WHERE modseq <= ?1))",
+        [floor as i64],
+    )?;
     // Expunges some peer has not applied stay past the cap (the module's
     // essay, "Expunges a peer has not applied"), the newest `keep_changes`
     // of them: those further back go with the others.

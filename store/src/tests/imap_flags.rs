@@ -571,5 +571,19 @@ fn a_store_on_many_messages_is_one_change_log_row() {
     assert_eq!(logged(start), want);
     assert_eq!(logged(start + 4), want[4..].to_vec());
     assert_eq!(logged(start + 9), vec![]);
+    // A prune whose floor falls inside the run keeps the run's row: the
+    // changes above the floor are still read from it.
+    let pruned = f
+        .acct
+        .prune_history(
+            &crate::account::History {
+                keep_changes: 5,
+                keep_expunges_ms: 0,
+            },
+            u64::MAX >> 20,
+        )
+        .unwrap();
+    assert_eq!(pruned.floor, start + 4);
+    assert_eq!(logged(start + 4), want[4..].to_vec());
     f.assert_consistent();
 }
