@@ -53,7 +53,7 @@ use crate::{IoContext, Result};
 /// one index entry per message.
 const SCHEMA_VERSION: i64 = 5;
 
-const SCHEMA: &str = "
+pub(crate) const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS meta(key TEXT PRIMARY KEY, value INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS mailbox(
   id INTEGER PRIMARY KEY,
