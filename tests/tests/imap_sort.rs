@@ -336,6 +336,17 @@ fn unknown_charset_and_algorithm() {
     answers(&mut c, "x9 SORT (ARRIVAL) UTF-8 ALL", "* SORT 5 4 3 2 1");
 }
 
+/// Put `data` in the index as `message`'s cached sort keys.
+fn put_sort_keys(account: &cove_store::Account, message: &cove_store::MessageMeta, data: &[u8]) {
+    account
+        .store_derived(&[(
+            message.content_id,
+            cove_store::DerivedKind::ImapSortKeys,
+            data.to_vec(),
+        )])
+        .expect("store");
+}
+
 // The keys are prepared once per content and never read from the message
 // again: the background indexer caches them in the index when a message
 // arrives (kind ImapSortKeys), before any SORT; the first SORT reads that
@@ -348,15 +359,7 @@ fn sort_keys_are_made_on_arrival_and_kept_in_memory() {
     let arrived = s.derived_on_arrival(USER, cove_store::DerivedKind::ImapSortKeys);
     let (account, messages, cached) = (&arrived.account, &arrived.messages, &arrived.views);
     // Message 4 ("Re: Re: plan") gets the keys of message 3 ("Another").
-    let swap = |data: &[u8]| {
-        account
-            .store_derived(&[(
-                messages[3].content_id,
-                cove_store::DerivedKind::ImapSortKeys,
-                data.to_vec(),
-            )])
-            .expect("store");
-    };
+    let swap = |data: &[u8]| put_sort_keys(account, &messages[3], data);
     swap(&cached[2]);
     let mut c = selected(&s);
     answers(&mut c, "m1 SORT (SUBJECT) UTF-8 ALL", "* SORT 3 4 5 1 2");
@@ -380,15 +383,7 @@ fn sort_order_is_kept_and_updated_by_arrivals_and_expunges() {
     let s = server_with(&format!("{IMAP_CONFIG}sort_key_cache_bytes = 0\n"));
     let arrived = s.derived_on_arrival(USER, cove_store::DerivedKind::ImapSortKeys);
     let (account, messages, cached) = (&arrived.account, &arrived.messages, &arrived.views);
-    let swap = |data: &[u8]| {
-        account
-            .store_derived(&[(
-                messages[3].content_id,
-                cove_store::DerivedKind::ImapSortKeys,
-                data.to_vec(),
-            )])
-            .expect("store");
-    };
+    let swap = |data: &[u8]| put_sort_keys(account, &messages[3], data);
     let mut c = selected(&s);
     answers(&mut c, "o1 SORT (SUBJECT) UTF-8 ALL", "* SORT 3 5 1 2 4");
     // Message 4 ("Re: Re: plan") gets the keys of message 3 ("Another"):

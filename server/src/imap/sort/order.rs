@@ -98,30 +98,20 @@ pub fn sort(messages: &[Candidate], criteria: &[SortCriterion]) -> Vec<usize> {
         .collect();
     let mut order: Vec<usize> = (0..messages.len()).collect();
     order.sort_unstable_by(|&a, &b| {
-        for (criterion, values) in criteria.iter().zip(&values) {
-            let ord = values[a].cmp(&values[b]);
-            let ord = if criterion.reverse {
-                ord.reverse()
-            } else {
-                ord
-            };
-            if ord != Ordering::Equal {
-                return ord;
-            }
-        }
-        a.cmp(&b)
+        by_criteria(criteria, |i, _| values[i][a].cmp(&values[i][b])).then(a.cmp(&b))
     });
     order
 }
 
-/// How `a` and `b` compare under `criteria`, ties broken by
-/// [`Candidate::uid`] ascending: [`sort`]'s order when the candidates are
-/// given in mailbox order and `uid` is their UID (mailbox order is UID
-/// order). A kept order merges new messages in with it
-/// (`imap/sort_order.rs`).
-pub fn compare(a: &Candidate, b: &Candidate, criteria: &[SortCriterion]) -> Ordering {
-    for criterion in criteria {
-        let ord = criterion.key.value(a).cmp(&criterion.key.value(b));
+/// The first of `criteria`'s orderings (`ord_of` the criterion's index and
+/// itself) that is not equal, reversed where the criterion asks; `Equal`
+/// if all are.
+fn by_criteria(
+    criteria: &[SortCriterion],
+    mut ord_of: impl FnMut(usize, &SortCriterion) -> Ordering,
+) -> Ordering {
+    for (i, criterion) in criteria.iter().enumerate() {
+        let ord = ord_of(i, criterion);
         let ord = if criterion.reverse {
             ord.reverse()
         } else {
@@ -131,7 +121,16 @@ pub fn compare(a: &Candidate, b: &Candidate, criteria: &[SortCriterion]) -> Orde
             return ord;
         }
     }
-    a.uid.cmp(&b.uid)
+    Ordering::Equal
+}
+
+/// How `a` and `b` compare under `criteria`, ties broken by
+/// [`Candidate::uid`] ascending: [`sort`]'s order when the candidates are
+/// given in mailbox order and `uid` is their UID (mailbox order is UID
+/// order). A kept order merges new messages in with it
+/// (`imap/sort_order.rs`).
+pub fn compare(a: &Candidate, b: &Candidate, criteria: &[SortCriterion]) -> Ordering {
+    by_criteria(criteria, |_, c| c.key.value(a).cmp(&c.key.value(b))).then(a.uid.cmp(&b.uid))
 }
 
 #[cfg(test)]
