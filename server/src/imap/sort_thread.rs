@@ -100,19 +100,23 @@ fn candidates_of<M: Borrow<ViewMessage>>(
         .iter()
         .enumerate()
         .map(|(i, (seq, m))| {
-            let m = m.borrow();
             let keys = match header.get(i) {
                 Some(k) => k.clone()?,
                 None => none.clone(),
             };
-            Some(Candidate {
-                uid: if uid { m.uid } else { *seq as u32 },
-                internal_date: m.internal_date,
-                size: m.size,
-                keys,
-            })
+            Some(candidate(*seq, m.borrow(), uid, keys))
         })
         .collect())
+}
+
+/// A message's candidate, named by its UID or its sequence number `seq`.
+fn candidate(seq: usize, m: &ViewMessage, uid: bool, keys: Arc<SortKeys>) -> Candidate {
+    Candidate {
+        uid: if uid { m.uid } else { seq as u32 },
+        internal_date: m.internal_date,
+        size: m.size,
+        keys,
+    }
 }
 
 /// [`candidates_of`], a message whose keys could not be read sorting as
@@ -127,14 +131,7 @@ fn all_candidates_of(
     Ok(candidates
         .into_iter()
         .zip(found)
-        .map(|(c, (seq, m))| {
-            c.unwrap_or_else(|| Candidate {
-                uid: if uid { m.uid } else { *seq as u32 },
-                internal_date: m.internal_date,
-                size: m.size,
-                keys: Arc::default(),
-            })
-        })
+        .map(|(c, (seq, m))| c.unwrap_or_else(|| candidate(*seq, m, uid, Arc::default())))
         .collect())
 }
 
